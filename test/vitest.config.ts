@@ -1,0 +1,23 @@
+import { fileURLToPath } from 'node:url';
+import { defineConfig } from 'vitest/config';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+// Integration and crash tests import the built package (`troupe`, `troupe/agent`), so worker threads
+// load agents exactly as they would from an installed package. `npm test` builds first.
+export default defineConfig({
+  root,
+  resolve: {
+    alias: [
+      { find: /^troupe\/agent$/, replacement: `${root}dist/actors/agent.js` },
+      { find: /^troupe$/, replacement: `${root}dist/src/index.js` },
+    ],
+  },
+  test: {
+    include: ['test/**/*.test.ts'],
+    pool: 'forks',
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+    server: { deps: { external: [/\/dist\//] } },
+  },
+});
