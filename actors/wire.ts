@@ -1,0 +1,139 @@
+/**
+ * Wire types: the plain data that crosses between the host and the worker threads. A class
+ * instance loses its prototype in `postMessage`, so nothing here is a class, and both sides build
+ * these shapes in exactly one place each (actors/worker.ts and src/pool/).
+ */
+import type { MessagePort } from 'node:worker_threads';
+
+/** Who is to blame for a failed attempt. Infrastructure faults never count against an agent's health. */
+export type Fault = 'agent' | 'infrastructure';
+
+/** A failure as it crosses the thread boundary and as it is stored on the task. */
+export interface WireError {
+  code: string;
+  message: string;
+  retryable: boolean;
+  fault: Fault;
+  /** Truncated stack of the original error, for operators. */
+  stack?: string;
+}
+
+/** What an agent may return (besides a plain value, which means success with that output). */
+export type AgentResult =
+  | { kind: 'success'; summary?: string; output?: unknown; branch?: string; rev?: string }
+  | { kind: 'fork'; branch: string; rev: string; summary?: string; output?: unknown }
+  | { kind: 'fail'; summary?: string; output?: unknown }
+  | { kind: 'sleep'; wakeAfterMs: number; followUp?: unknown; summary?: string };
+
+/** One attempt, as the host hands it to Piscina. */
+export interface AttemptRequest {
+  /** `file:` URL of the agent module. */
+  module: string;
+  agent: string;
+  taskId: string;
+  runId: string;
+  attemptId: string;
+  /** 1-based attempt number within the run. */
+  attempt: number;
+  /** Fencing token: only ever increases; every message back carries it. */
+  token: number;
+  input: unknown;
+  workspace?: string;
+  followUp?: unknown;
+}
+
+/** The outcome of one attempt. `posted` counts the channel messages sent for it, so the host can tell when all have arrived. */
+export type WireResult =
+  | { ok: true; result: AgentResult; posted: number }
+  | { ok: false; error: WireError; posted: number };
+
+/** A log line: [level, message, epoch ms, fields?]. */
+export type WireLogLine = [level: LogLevel, message: string, at: number, fields?: Record<string, unknown>];
+
+/** Levels of `ctx.log`. */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+/** Fire-and-forget traffic from a worker thread, in order, on its channel. */
+export type WorkerMessage =
+  | { t: 'log'; attemptId: string; token: number; lines: WireLogLine[] }
+  | { t: 'progress'; attemptId: string; token: number; value: number; message?: string; at: number }
+  | { t: 'heartbeat'; attemptId: string; token: number; at: number };
+
+/** Posted once by every worker thread through `parentPort` when it starts; Piscina re-emits it as `'message'`. */
+export interface ThreadHello {
+  troupe: 'hello';
+  threadId: number;
+  port: MessagePort;
+}
+
+/** Why the host aborts an attempt. */
+export type AbortReason = 'cancelled' | 'timeout' | 'shutdown';
+
+/** The request/response API a worker exposes to the host over comlink. */
+export interface WorkerControl {
+  /** Aborts `ctx.signal` of a running attempt. Resolves true if this thread was running it. */
+  abort(attemptId: string, token: number, reason: AbortReason): boolean;
+}
+
+/** Channel multiplexing tags: comlink traffic and fire-and-forget messages share one port, in order. */
+export const CHANNEL_RPC = 'r';
+export const CHANNEL_EVENT = 'e';
+
+/** An envelope on a thread channel. */
+export type ChannelEnvelope = { c: typeof CHANNEL_RPC; m: unknown } | { c: typeof CHANNEL_EVENT; m: WorkerMessage };
+
+/** Recognises a {@link ThreadHello}. */
+export function isThreadHello(value: unknown): value is ThreadHello {
+  return typeof value === 'object' && value !== null && (value as ThreadHello).troupe === 'hello';
+}
+
+/**
+ * Describes why `value` cannot be stored and sent between threads, or returns undefined when it can.
+ * Accepted: null, booleans, numbers, strings, bigints, arrays, plain objects, Dates, Uint8Arrays.
+ * `undefined` is accepted as an object property or top-level value (it is dropped or kept as is).
+ */
+export function describeUnserializable(value: unknown, path = 'value'): string | undefined {
+  return walk(value, path, new Set());
+}
+
+function walk(value: unknown, path: string, seen: Set<object>): string | undefined {
+  switch (typeof value) {
+    case 'string':
+    case 'number':
+    case 'boolean':
+    case 'bigint':
+    case 'undefined':
+      return undefined;
+    case 'function':
+      return `${path} is a function`;
+    case 'symbol':
+      return `${path} is a symbol`;
+  }
+  if (value === null) return undefined;
+  const object = value as object;
+  if (object instanceof Date || object instanceof Uint8Array) return undefined;
+  if (seen.has(object)) return `${path} is a circular reference`;
+  seen.add(object);
+  try {
+    if (Array.isArray(object)) {
+      for (let i = 0; i < object.length; i++) {
+        const problem = walk(object[i], `${path}[${i}]`, seen);
+        if (problem) return problem;
+      }
+      return undefined;
+    }
+    const proto = Object.getPrototypeOf(object);
+    if (proto !== Object.prototype && proto !== null) {
+      const name = (proto?.constructor as { name?: string } | undefined)?.name ?? 'unknown';
+      return `${path} is a ${name} instance (only plain objects, arrays, Dates and Uint8Arrays are stored)`;
+    }
+    for (const key of Object.keys(object)) {
+      const problem = walk((object as Record<string, unknown>)[key], `${path}.${key}`, seen);
+      if (problem) return problem;
+    }
+    if (Object.getOwnPropertySymbols(object).length > 0) return `${path} has symbol keys`;
+    return undefined;
+  } finally {
+    seen.delete(object);
+  }
+}

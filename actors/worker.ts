@@ -1,0 +1,249 @@
+/**
+ * The Piscina entry: runs inside every worker thread. It opens the thread's host channel when the
+ * thread starts, loads agent modules once per thread, runs one attempt per Piscina task with its
+ * context, and turns the outcome into a wire-safe {@link WireResult}. It never throws to Piscina:
+ * a throw that cannot be cloned would crash the thread.
+ */
+import { MessageChannel, isMainThread, parentPort, threadId } from 'node:worker_threads';
+import { expose } from 'comlink/dist/esm/comlink.mjs';
+import { agentFunctionOf, isAgentError, type AgentContext, type AgentFunction } from './agent.js';
+import { ThreadChannel } from './channel.js';
+import {
+  describeUnserializable,
+  type AbortReason,
+  type AgentResult,
+  type AttemptRequest,
+  type LogLevel,
+  type ThreadHello,
+  type WireError,
+  type WireLogLine,
+  type WireResult,
+  type WorkerControl,
+} from './wire.js';
+
+const PROGRESS_INTERVAL_MS = 100;
+const HEARTBEAT_INTERVAL_MS = 1_000;
+const STACK_LIMIT = 2_000;
+
+interface LiveAttempt {
+  readonly request: AttemptRequest;
+  readonly controller: AbortController;
+  posted: number;
+  lines: WireLogLine[];
+  flushQueued: boolean;
+  lastProgressAt: number;
+  progressTimer: NodeJS.Timeout | undefined;
+  pendingProgress: { value: number; message?: string } | undefined;
+  lastHeartbeatAt: number;
+  ended: boolean;
+}
+
+const live = new Map<string, LiveAttempt>();
+const modules = new Map<string, Promise<AgentFunction>>();
+let channel: ThreadChannel | undefined;
+
+const control: WorkerControl = {
+  abort(attemptId: string, token: number, reason: AbortReason): boolean {
+    const attempt = live.get(attemptId);
+    if (!attempt || attempt.request.token !== token) return false;
+    attempt.controller.abort(new Error(`attempt ${reason}`, { cause: reason }));
+    return true;
+  },
+};
+
+// A worker entry is a program, not a library: opening the channel when the thread starts is its job.
+if (!isMainThread && parentPort) {
+  const { port1, port2 } = new MessageChannel();
+  channel = new ThreadChannel(port1);
+  expose(control, channel.rpc as never);
+  parentPort.postMessage({ troupe: 'hello', threadId, port: port2 } satisfies ThreadHello, [port2]);
+}
+
+/** Runs one attempt. Piscina calls this for every task. */
+export default async function runAttempt(request: AttemptRequest): Promise<WireResult> {
+  const attempt: LiveAttempt = {
+    request,
+    controller: new AbortController(),
+    posted: 0,
+    lines: [],
+    flushQueued: false,
+    lastProgressAt: 0,
+    progressTimer: undefined,
+    pendingProgress: undefined,
+    lastHeartbeatAt: 0,
+    ended: false,
+  };
+  live.set(request.attemptId, attempt);
+  try {
+    let agent: AgentFunction;
+    try {
+      agent = await loadAgent(request.module);
+    } catch (error) {
+      return finish(attempt, { ok: false, error: loadError(request, error), posted: 0 });
+    }
+    const value = await agent(request.input, contextFor(attempt));
+    return finish(attempt, toResult(value));
+  } catch (error) {
+    return finish(attempt, { ok: false, error: toWireError(error), posted: 0 });
+  }
+}
+
+function finish(attempt: LiveAttempt, outcome: WireResult): WireResult {
+  attempt.ended = true;
+  live.delete(attempt.request.attemptId);
+  if (attempt.progressTimer) clearTimeout(attempt.progressTimer);
+  flushProgress(attempt);
+  flushLines(attempt);
+  return { ...outcome, posted: attempt.posted };
+}
+
+function loadAgent(module: string): Promise<AgentFunction> {
+  let loading = modules.get(module);
+  if (!loading) {
+    loading = import(module).then((namespace: Record<string, unknown>) => {
+      const fn = agentFunctionOf(namespace.default);
+      if (!fn) throw new Error(`${module} has no default export made with defineAgent() or a function`);
+      return fn;
+    });
+    // A failed import is retried by the next attempt rather than cached forever.
+    loading.catch(() => modules.delete(module));
+    modules.set(module, loading);
+  }
+  return loading;
+}
+
+function contextFor(attempt: LiveAttempt): AgentContext {
+  const { request } = attempt;
+  const write = (level: LogLevel) => (message: string, fields?: Record<string, unknown>) => {
+    if (attempt.ended) return;
+    const line: WireLogLine = fields === undefined ? [level, String(message), Date.now()] : [level, String(message), Date.now(), safeFields(fields)];
+    attempt.lines.push(line);
+    queueFlush(attempt);
+  };
+  return {
+    taskId: request.taskId,
+    runId: request.runId,
+    attemptId: request.attemptId,
+    attempt: request.attempt,
+    workspace: request.workspace,
+    followUp: request.followUp,
+    signal: attempt.controller.signal,
+    log: { debug: write('debug'), info: write('info'), warn: write('warn'), error: write('error') },
+    progress(value: number, message?: string) {
+      if (attempt.ended || !Number.isFinite(value)) return;
+      attempt.pendingProgress = { value: Math.min(1, Math.max(0, value)), message };
+      const wait = attempt.lastProgressAt + PROGRESS_INTERVAL_MS - Date.now();
+      if (wait <= 0) queueFlush(attempt);
+      else attempt.progressTimer ??= setTimeout(() => {
+        attempt.progressTimer = undefined;
+        flushProgress(attempt);
+      }, wait);
+    },
+    heartbeat() {
+      const now = Date.now();
+      if (attempt.ended || now - attempt.lastHeartbeatAt < HEARTBEAT_INTERVAL_MS) return;
+      attempt.lastHeartbeatAt = now;
+      post(attempt, { t: 'heartbeat', attemptId: request.attemptId, token: request.token, at: now });
+    },
+  };
+}
+
+function queueFlush(attempt: LiveAttempt): void {
+  if (attempt.flushQueued) return;
+  attempt.flushQueued = true;
+  setImmediate(() => {
+    attempt.flushQueued = false;
+    flushLines(attempt);
+    if (!attempt.progressTimer) flushProgress(attempt);
+  });
+}
+
+function flushLines(attempt: LiveAttempt): void {
+  if (attempt.lines.length === 0) return;
+  const lines = attempt.lines;
+  attempt.lines = [];
+  post(attempt, { t: 'log', attemptId: attempt.request.attemptId, token: attempt.request.token, lines });
+}
+
+function flushProgress(attempt: LiveAttempt): void {
+  const progress = attempt.pendingProgress;
+  if (!progress) return;
+  attempt.pendingProgress = undefined;
+  attempt.lastProgressAt = Date.now();
+  const { attemptId, token } = attempt.request;
+  post(attempt, { t: 'progress', attemptId, token, value: progress.value, message: progress.message, at: attempt.lastProgressAt });
+}
+
+function post(attempt: LiveAttempt, message: Parameters<ThreadChannel['post']>[0]): void {
+  if (!channel) return;
+  channel.post(message);
+  attempt.posted++;
+}
+
+function safeFields(fields: Record<string, unknown>): Record<string, unknown> {
+  if (describeUnserializable(fields) === undefined) return fields;
+  try {
+    return JSON.parse(JSON.stringify(fields)) as Record<string, unknown>;
+  } catch {
+    return { unserializable: String(fields) };
+  }
+}
+
+const RESULT_KINDS = new Set(['success', 'fork', 'fail', 'sleep']);
+
+function toResult(value: unknown): WireResult {
+  let result: AgentResult;
+  if (typeof value === 'object' && value !== null && RESULT_KINDS.has((value as { kind?: unknown }).kind as string)) {
+    const shapeProblem = checkResultShape(value as AgentResult);
+    if (shapeProblem) return invalidResult(shapeProblem);
+    result = value as AgentResult;
+  } else {
+    result = value === undefined ? { kind: 'success' } : { kind: 'success', output: value };
+  }
+  const problem = describeUnserializable(result, 'result');
+  if (problem) return invalidResult(problem);
+  return { ok: true, result, posted: 0 };
+}
+
+function checkResultShape(result: AgentResult): string | undefined {
+  const optionalString = (name: 'summary' | 'branch' | 'rev') => {
+    const v = (result as Record<string, unknown>)[name];
+    return v === undefined || typeof v === 'string' ? undefined : `result.${name} must be a string`;
+  };
+  if (result.kind === 'fork' && (typeof result.branch !== 'string' || typeof result.rev !== 'string')) {
+    return "a { kind: 'fork' } result needs string branch and rev";
+  }
+  if (result.kind === 'sleep' && !(Number.isInteger(result.wakeAfterMs) && result.wakeAfterMs >= 0)) {
+    return "a { kind: 'sleep' } result needs wakeAfterMs, a non-negative integer";
+  }
+  return optionalString('summary') ?? optionalString('branch') ?? optionalString('rev');
+}
+
+function invalidResult(message: string): WireResult {
+  return { ok: false, error: { code: 'INVALID_RESULT', message, retryable: false, fault: 'agent' }, posted: 0 };
+}
+
+function loadError(request: AttemptRequest, error: unknown): WireError {
+  const message = error instanceof Error ? error.message : String(error);
+  return { code: 'AGENT_LOAD_FAILED', message: `agent ${request.agent} failed to load: ${message}`, retryable: false, fault: 'agent', stack: stackOf(error) };
+}
+
+function toWireError(error: unknown): WireError {
+  if (isAgentError(error)) {
+    return { code: error.code, message: error.message, retryable: error.retryable, fault: 'agent', stack: stackOf(error) };
+  }
+  if (error instanceof Error) {
+    return { code: 'AGENT_ERROR', message: error.message || error.name, retryable: true, fault: 'agent', stack: stackOf(error) };
+  }
+  let message: string;
+  try {
+    message = `non-error thrown: ${JSON.stringify(error)}`;
+  } catch {
+    message = `non-error thrown: ${String(error)}`;
+  }
+  return { code: 'AGENT_ERROR', message, retryable: true, fault: 'agent' };
+}
+
+function stackOf(error: unknown): string | undefined {
+  return error instanceof Error && typeof error.stack === 'string' ? error.stack.slice(0, STACK_LIMIT) : undefined;
+}

@@ -1,0 +1,99 @@
+/**
+ * The one injected clock. Everything time-based in the host (timers, backoff, timeouts, grace
+ * periods) reads time and arms timeouts through it, so tests advance a {@link ManualClock} instead
+ * of sleeping.
+ */
+
+/** An opaque handle returned by {@link Clock.setTimeout}. */
+export type ClockTimer = { readonly __clockTimer: true } | NodeJS.Timeout;
+
+/** Time source and timeout scheduler. */
+export interface Clock {
+  /** Epoch milliseconds. */
+  now(): number;
+  /** Calls `fn` once after `ms` milliseconds. The timer never keeps the process alive. */
+  setTimeout(fn: () => void, ms: number): ClockTimer;
+  clearTimeout(timer: ClockTimer): void;
+}
+
+/** The real clock: `Date.now()` and unref'd Node timers. */
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout(fn, ms) {
+    const timer = setTimeout(fn, Math.max(0, ms));
+    timer.unref();
+    return timer;
+  },
+  clearTimeout(timer) {
+    clearTimeout(timer as NodeJS.Timeout);
+  },
+};
+
+interface ManualTimer {
+  readonly __clockTimer: true;
+  due: number;
+  seq: number;
+  fn: () => void;
+  cancelled: boolean;
+}
+
+/**
+ * A clock that only moves when told to. Timers fire in due order, synchronously, inside
+ * {@link ManualClock.advance}; a timer armed by a firing timer fires in the same advance if it is due.
+ */
+export class ManualClock implements Clock {
+  #now: number;
+  #seq = 0;
+  #timers: ManualTimer[] = [];
+
+  constructor(startMs = Date.UTC(2026, 0, 1)) {
+    this.#now = startMs;
+  }
+
+  now(): number {
+    return this.#now;
+  }
+
+  setTimeout(fn: () => void, ms: number): ClockTimer {
+    const timer: ManualTimer = { __clockTimer: true, due: this.#now + Math.max(0, ms), seq: this.#seq++, fn, cancelled: false };
+    this.#timers.push(timer);
+    return timer;
+  }
+
+  clearTimeout(timer: ClockTimer): void {
+    const manual = timer as ManualTimer;
+    manual.cancelled = true;
+    this.#timers = this.#timers.filter((t) => t !== manual);
+  }
+
+  /** Number of armed, unfired timers. */
+  get pending(): number {
+    return this.#timers.length;
+  }
+
+  /** Moves time forward by `ms`, firing every timer that falls due on the way, in order. */
+  advance(ms: number): void {
+    const target = this.#now + ms;
+    for (;;) {
+      const next = this.#earliest();
+      if (!next || next.due > target) break;
+      this.#timers = this.#timers.filter((t) => t !== next);
+      this.#now = Math.max(this.#now, next.due);
+      next.fn();
+    }
+    this.#now = target;
+  }
+
+  /** Moves time to an absolute instant (never backwards). */
+  set(ms: number): void {
+    this.advance(Math.max(0, ms - this.#now));
+  }
+
+  #earliest(): ManualTimer | undefined {
+    let best: ManualTimer | undefined;
+    for (const t of this.#timers) {
+      if (!best || t.due < best.due || (t.due === best.due && t.seq < best.seq)) best = t;
+    }
+    return best;
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * Publishes committed events: typed listeners (`rt.on`) and async iterators (`rt.events()`) that
+ * replay the log from LMDB and then go live, with no gap and no duplicate across the switch.
+ * Events are published only after the commit that holds them, in commit order.
+ */
+import { EventEmitter } from 'node:events';
+import type { Database } from 'lmdb';
+import type { EventRecord, EventType } from '../store/records.js';
+import { TroupeError } from '../errors.js';
+
+/** A public event: the stored record with its cursor. */
+export interface RuntimeEvent extends EventRecord {
+  /** Opaque cursor that sorts in log order; pass it as `after` to resume. */
+  cursor: string;
+}
+
+/** `rt.on` listeners by event type; `'*'` receives every event. */
+export type RuntimeEventMap = { [K in EventType]: (event: RuntimeEvent & { type: K }) => void } & {
+  '*': (event: RuntimeEvent) => void;
+};
+
+/** Filters of {@link EventBus.iterate}. */
+export interface EventStreamOptions {
+  /** Only events after this cursor (exclusive). Omitted: from the start of the log. */
+  after?: string;
+  taskId?: string;
+  types?: readonly EventType[];
+  /** Ends the iteration when aborted. */
+  signal?: AbortSignal;
+}
+
+const CURSOR_WIDTH = 16;
+
+/** Encodes a seq as a cursor. */
+export function toCursor(seq: number): string {
+  return seq.toString().padStart(CURSOR_WIDTH, '0');
+}
+
+/** Decodes a cursor; throws INVALID_INPUT for anything that is not one. */
+export function fromCursor(cursor: string): number {
+  if (typeof cursor !== 'string' || !/^\d{1,16}$/.test(cursor)) {
+    throw new TroupeError('INVALID_INPUT', `invalid event cursor ${JSON.stringify(cursor)}`);
+  }
+  return Number(cursor);
+}
+
+/** The publishing side, owned by the runtime. */
+export class EventBus {
+  readonly #emitter = new EventEmitter();
+  readonly #events: Database<EventRecord, number>;
+  readonly #streams = new Set<(event: RuntimeEvent) => void>();
+  #closed = false;
+  readonly #onClose = new Set<() => void>();
+
+  constructor(events: Database<EventRecord, number>) {
+    this.#events = events;
+    this.#emitter.setMaxListeners(0);
+  }
+
+  /** Publishes events that have just been committed. */
+  publish(records: readonly EventRecord[]): void {
+    for (const record of records) {
+      const event = record as RuntimeEvent;
+      event.cursor = toCursor(record.seq);
+      for (const stream of this.#streams) stream(event);
+      if (this.#emitter.listenerCount(record.type) > 0) this.#emitter.emit(record.type, event);
+      if (this.#emitter.listenerCount('*') > 0) this.#emitter.emit('*', event);
+    }
+  }
+
+  on<K extends keyof RuntimeEventMap>(type: K, listener: RuntimeEventMap[K]): () => void {
+    this.#emitter.on(type, listener as (...args: unknown[]) => void);
+    return () => this.#emitter.off(type, listener as (...args: unknown[]) => void);
+  }
+
+  off<K extends keyof RuntimeEventMap>(type: K, listener: RuntimeEventMap[K]): void {
+    this.#emitter.off(type, listener as (...args: unknown[]) => void);
+  }
+
+  /** Ends every live iteration (runtime close). */
+  close(): void {
+    this.#closed = true;
+    for (const end of this.#onClose) end();
+  }
+
+  /** Replays from the log after `options.after`, then yields live events until aborted or closed. */
+  async *iterate(options: EventStreamOptions = {}): AsyncGenerator<RuntimeEvent> {
+    let last = options.after === undefined ? 0 : fromCursor(options.after);
+    const types = options.types ? new Set<string>(options.types) : undefined;
+    const wanted = (e: EventRecord) => (!options.taskId || e.taskId === options.taskId) && (!types || types.has(e.type));
+    const buffer: RuntimeEvent[] = [];
+    let wake: (() => void) | undefined;
+    let ended = this.#closed;
+    const notify = () => {
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    const listener = (event: RuntimeEvent) => {
+      buffer.push(event);
+      notify();
+    };
+    const end = () => {
+      ended = true;
+      notify();
+    };
+    // Subscribe before replaying so nothing committed during the replay is missed.
+    this.#streams.add(listener);
+    this.#onClose.add(end);
+    options.signal?.addEventListener('abort', end, { once: true });
+    try {
+      if (options.signal?.aborted) return;
+      for (const { value } of this.#events.getRange({ start: last + 1 })) {
+        if (ended) return;
+        last = value.seq;
+        if (wanted(value)) yield { ...value, cursor: toCursor(value.seq) };
+      }
+      for (;;) {
+        while (buffer.length > 0) {
+          const event = buffer.shift()!;
+          if (event.seq <= last) continue;
+          last = event.seq;
+          if (wanted(event)) yield event;
+          if (ended) return;
+        }
+        if (ended) return;
+        await new Promise<void>((resolve) => (wake = resolve));
+      }
+    } finally {
+      this.#streams.delete(listener);
+      this.#onClose.delete(end);
+      options.signal?.removeEventListener('abort', end);
+    }
+  }
+}

@@ -1,0 +1,22 @@
+/**
+ * Logger resolution. Troupe never configures global logging: it takes the embedding app's pino
+ * instance, or builds one from pino options, or stays silent.
+ */
+import { pino, type Logger, type LoggerOptions } from 'pino';
+
+/** What `RuntimeOptions.logger` accepts. */
+export type LoggerOption = Logger | LoggerOptions | false;
+
+/** Returns a child logger tagged `{component: 'troupe'}`. */
+export function resolveLogger(option: LoggerOption | undefined): Logger {
+  if (option === false) return pino({ level: 'silent' });
+  if (option === undefined) return pino({ level: 'warn', name: 'troupe' });
+  if (isLogger(option)) return option.child({ component: 'troupe' });
+  return pino({ name: 'troupe', ...option });
+}
+
+function isLogger(value: LoggerOption): value is Logger {
+  return typeof (value as Logger).child === 'function' && typeof (value as Logger).info === 'function';
+}
+
+export type { Logger };

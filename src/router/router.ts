@@ -1,0 +1,281 @@
+/**
+ * The router: instance key → live instance actor. On a miss it rehydrates the actor from its
+ * snapshot envelope (or creates it), and it passivates idle actors beyond `maxLiveInstances`
+ * (snapshot, stop, evict), so a million instances cost disk, not heap, like Orleans' virtual actors.
+ *
+ * A snapshot is written only when something that must survive a restart changes (state, dispatch
+ * target, failure streak); attempt counts are transient and are cleared by a `recover` event when a
+ * snapshot from an earlier boot is rehydrated.
+ */
+import { createActor, type Actor } from 'xstate';
+import {
+  MACHINES,
+  durableFingerprint,
+  instanceAdmits,
+  instanceMachine,
+  instanceStatus,
+  type InstanceContext,
+  type InstanceEmitted,
+  type InstanceEvent,
+  type InstanceSnapshotLike,
+  type InstanceStatus,
+} from '../../machines/index.js';
+import type { Logger } from '../log.js';
+import type { Clock } from '../clock.js';
+import type { Store, StepWriter } from '../store/store.js';
+import type { InstanceEnvelope } from '../store/records.js';
+import { TroupeError } from '../errors.js';
+
+/** What the router needs to create an instance it has never seen. */
+export interface InstanceDescriptor {
+  agent: string;
+  lane: string;
+  workspace?: string;
+}
+
+/** A public view of an instance. */
+export interface InstanceView {
+  key: string;
+  agent: string;
+  lane: string;
+  workspace?: string;
+  status: InstanceStatus;
+  pending: number;
+  running: number;
+  stopping: number;
+  target: number | null;
+  consecutiveFailures: number;
+  recentFailures: string[];
+  /** Whether its actor is in memory right now (false: passivated to disk). */
+  live: boolean;
+}
+
+/** Options of {@link createRouter}. */
+export interface RouterOptions {
+  store: Store;
+  clock: Clock;
+  log: Logger;
+  maxLiveInstances: number;
+  failedAttemptThreshold: number;
+  /** Prefer to keep actors with queued work live. */
+  hasQueuedWork(key: string): boolean;
+}
+
+type InstanceActor = Actor<typeof instanceMachine>;
+
+interface LiveEntry {
+  actor: InstanceActor;
+  persisted: string;
+}
+
+/** See the module comment. */
+export interface Router {
+  /** Routes an event, creating or rehydrating the actor. */
+  send(key: string, event: InstanceEvent, descriptor: InstanceDescriptor): void;
+  /** Governor gate: may this instance take another attempt? Does not create actors. */
+  admits(key: string): boolean;
+  /** Routes a DispatchTarget event and persists it with an `instance.target` event. */
+  setTarget(key: string, target: number | null): Promise<void>;
+  /** Clears a degraded instance. */
+  reset(key: string): Promise<void>;
+  get(key: string): InstanceView | undefined;
+  list(): InstanceView[];
+  readonly liveCount: number;
+  /** Persists every changed live actor (close). */
+  flush(): Promise<void>;
+}
+
+/** Creates the router. */
+export function createRouter(options: RouterOptions): Router {
+  const { store, clock, log } = options;
+  const live = new Map<string, LiveEntry>();
+  const dirty = new Set<string>();
+  let flushQueued = false;
+
+  function envelopeOf(key: string): InstanceEnvelope | undefined {
+    return store.db.instances.get(key);
+  }
+
+  function start(key: string, descriptor: InstanceDescriptor | undefined): LiveEntry | undefined {
+    const envelope = envelopeOf(key);
+    let actor: InstanceActor;
+    let persisted = '';
+    if (envelope && envelope.version === MACHINES.instance.version) {
+      actor = createActor(instanceMachine, { snapshot: envelope.snapshot as never, input: undefined as never });
+      persisted = durableFingerprint(envelope.snapshot as InstanceSnapshotLike);
+    } else {
+      const context = (envelope?.snapshot as { context?: Partial<InstanceContext> } | undefined)?.context;
+      const base = descriptor ?? (context?.agent ? { agent: context.agent, lane: context.lane ?? 'default', workspace: context.workspace } : undefined);
+      if (!base) return undefined;
+      actor = createActor(instanceMachine, {
+        input: { key, ...base, failedAttemptThreshold: options.failedAttemptThreshold, target: context?.target ?? null },
+      });
+    }
+    actor.on('degraded', (emitted: InstanceEmitted) => onDegraded(emitted));
+    actor.start();
+    if (envelope && envelope.bootId !== store.bootId) actor.send({ type: 'recover', at: clock.now() });
+    const entry: LiveEntry = { actor, persisted };
+    live.set(key, entry);
+    if (!envelope) dirty.add(key); // first sight: persist so setTarget and rebuild can find it
+    passivate();
+    return entry;
+  }
+
+  function touch(key: string, descriptor?: InstanceDescriptor): LiveEntry | undefined {
+    const entry = live.get(key);
+    if (entry) {
+      // Map order is LRU order: move to the back.
+      live.delete(key);
+      live.set(key, entry);
+      return entry;
+    }
+    return start(key, descriptor);
+  }
+
+  function noteChange(key: string, entry: LiveEntry): void {
+    if (durableFingerprint(entry.actor.getSnapshot()) !== entry.persisted) {
+      dirty.add(key);
+      queueFlush();
+    }
+  }
+
+  function queueFlush(): void {
+    if (flushQueued) return;
+    flushQueued = true;
+    queueMicrotask(() => {
+      flushQueued = false;
+      void flushDirty().catch((error: unknown) => log.error({ err: error }, 'persisting instance snapshots failed'));
+    });
+  }
+
+  function writeSnapshot(w: StepWriter, key: string, entry: LiveEntry): void {
+    const snapshot = entry.actor.getPersistedSnapshot();
+    w.putInstance(key, { schema: 1, machine: 'instance', version: MACHINES.instance.version, seq: store.nextSeq, bootId: store.bootId, snapshot });
+    entry.persisted = durableFingerprint(entry.actor.getSnapshot());
+  }
+
+  function flushDirty(extra?: (w: StepWriter) => void): Promise<unknown> {
+    const keys = [...dirty];
+    dirty.clear();
+    return store.commit((w) => {
+      for (const key of keys) {
+        const entry = live.get(key);
+        if (entry) writeSnapshot(w, key, entry);
+      }
+      extra?.(w);
+    });
+  }
+
+  function onDegraded(emitted: InstanceEmitted): void {
+    log.warn({ instanceKey: emitted.key, consecutiveFailures: emitted.consecutiveFailures }, 'instance degraded');
+    dirty.add(emitted.key);
+    void flushDirty((w) =>
+      w.event('instance.degraded', { at: emitted.at, data: { instanceKey: emitted.key, consecutiveFailures: emitted.consecutiveFailures, recentFailures: emitted.recentFailures } }),
+    ).catch((error: unknown) => log.error({ err: error }, 'persisting a degraded instance failed'));
+  }
+
+  /** Evicts the least recently used idle actors beyond the limit. */
+  function passivate(): void {
+    if (live.size <= options.maxLiveInstances) return;
+    let excess = live.size - options.maxLiveInstances;
+    const evicted: Array<[string, LiveEntry]> = [];
+    for (const pass of [true, false]) {
+      for (const [key, entry] of live) {
+        if (excess === 0) break;
+        const snapshot = entry.actor.getSnapshot();
+        if (instanceStatus(snapshot) !== 'idle' && snapshot.value !== 'degraded') continue;
+        if (pass && options.hasQueuedWork(key)) continue;
+        live.delete(key);
+        evicted.push([key, entry]);
+        excess--;
+      }
+    }
+    const changed = evicted.filter(([key, entry]) => dirty.has(key) || durableFingerprint(entry.actor.getSnapshot()) !== entry.persisted);
+    if (changed.length > 0) {
+      void store
+        .commit((w) => {
+          for (const [key, entry] of changed) {
+            dirty.delete(key);
+            writeSnapshot(w, key, entry);
+          }
+        })
+        .catch((error: unknown) => log.error({ err: error }, 'persisting passivated instances failed'));
+    }
+    for (const [, entry] of evicted) entry.actor.stop();
+  }
+
+  function view(key: string, snapshot: InstanceSnapshotLike, isLive: boolean): InstanceView {
+    const c = snapshot.context;
+    return {
+      key,
+      agent: c.agent,
+      lane: c.lane,
+      workspace: c.workspace,
+      status: instanceStatus(snapshot),
+      pending: isLive ? c.pending : 0,
+      running: isLive ? c.running : 0,
+      stopping: isLive ? c.stopping : 0,
+      target: c.target,
+      consecutiveFailures: c.consecutiveFailures,
+      recentFailures: [...c.recentFailures],
+      live: isLive,
+    };
+  }
+
+  function requireEntry(key: string): LiveEntry {
+    const entry = touch(key);
+    if (!entry) throw new TroupeError('NOT_FOUND', `no instance ${key}`);
+    return entry;
+  }
+
+  return {
+    send(key, event, descriptor) {
+      const entry = touch(key, descriptor)!;
+      entry.actor.send(event);
+      noteChange(key, entry);
+    },
+    admits(key) {
+      const entry = live.get(key);
+      if (entry) return instanceAdmits(entry.actor.getSnapshot());
+      const envelope = envelopeOf(key);
+      if (!envelope) return true;
+      const snapshot = envelope.snapshot as InstanceSnapshotLike;
+      // Attempt counts in a stored snapshot are stale (the actor is not live), only limits matter.
+      return snapshot.value !== 'degraded' && (snapshot.context.target === null || snapshot.context.target > 0);
+    },
+    async setTarget(key, target) {
+      const entry = requireEntry(key);
+      const at = clock.now();
+      entry.actor.send({ type: 'target', target, at });
+      dirty.add(key);
+      await flushDirty((w) => w.event('instance.target', { at, data: { instanceKey: key, target } }));
+    },
+    async reset(key) {
+      const entry = requireEntry(key);
+      entry.actor.send({ type: 'reset', at: clock.now() });
+      dirty.add(key);
+      await flushDirty();
+    },
+    get(key) {
+      const entry = live.get(key);
+      if (entry) return view(key, entry.actor.getSnapshot(), true);
+      const envelope = envelopeOf(key);
+      return envelope ? view(key, envelope.snapshot as InstanceSnapshotLike, false) : undefined;
+    },
+    list() {
+      const out: InstanceView[] = [];
+      for (const [key, entry] of live) out.push(view(key, entry.actor.getSnapshot(), true));
+      for (const { key, value } of store.db.instances.getRange()) {
+        if (!live.has(key)) out.push(view(key, value.snapshot as InstanceSnapshotLike, false));
+      }
+      return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    },
+    get liveCount() {
+      return live.size;
+    },
+    async flush() {
+      for (const [key, entry] of live) if (durableFingerprint(entry.actor.getSnapshot()) !== entry.persisted) dirty.add(key);
+      if (dirty.size > 0) await flushDirty();
+    },
+  };
+}

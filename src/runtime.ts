@@ -1,0 +1,286 @@
+/**
+ * `createRuntime()`: the composition root. It resolves options, opens the store, starts the pool,
+ * router, governor and timers, rebuilds from disk, and owns the lifecycle
+ * `starting → running → draining → closed`.
+ */
+import { createIdGenerator } from './ids.js';
+import { resolveOptions, type ResolvedOptions, type RuntimeOptions } from './options.js';
+import { resolveLogger, type Logger } from './log.js';
+import { TroupeError } from './errors.js';
+import { openStore, type Store } from './store/store.js';
+import { EventBus, type EventStreamOptions, type RuntimeEvent, type RuntimeEventMap } from './events/event-bus.js';
+import { createGovernor, type Governor } from './governor/governor.js';
+import { createRouter, type InstanceView, type Router } from './router/router.js';
+import { createPiscinaPool, type AgentPool } from './pool/pool.js';
+import { createTimerWheel, type TimerWheel } from './timers/timer-wheel.js';
+import { AgentRegistry, validateRegistration, type AgentRegistration, type RegisteredAgent } from './agents/registry.js';
+import { TaskTable } from './tasks/task-table.js';
+import { Dispatcher } from './tasks/dispatcher.js';
+import { Submitter } from './tasks/submit.js';
+import { TaskEngine, type ListOptions, type TaskPage, type WaitOptions } from './tasks/engine.js';
+import type { Kernel } from './tasks/kernel.js';
+import type { Task, TaskSpec } from './tasks/spec.js';
+import type { TaskState } from '../machines/index.js';
+import { collectStats, type RuntimeStats } from './stats.js';
+
+/** Lifecycle states of a runtime. */
+export type RuntimeState = 'starting' | 'running' | 'draining' | 'closed';
+
+/** Options of `rt.close()`. */
+export interface CloseOptions {
+  /** How long running attempts may take to finish before they are interrupted. @default 15_000 */
+  timeoutMs?: number;
+  /** Interrupt running attempts at once. @default false */
+  force?: boolean;
+}
+
+/** Agent registration API (`rt.agents`). */
+export interface AgentsApi {
+  /** Registers (or replaces) an agent. Throws INVALID_OPTIONS naming the bad field. */
+  register(registration: AgentRegistration): RegisteredAgent;
+  list(): RegisteredAgent[];
+}
+
+/** An embedded Troupe runtime. */
+export class Runtime implements AsyncDisposable {
+  readonly agents: AgentsApi;
+  readonly #options: ResolvedOptions;
+  readonly #log: Logger;
+  readonly #store: Store;
+  readonly #bus: EventBus;
+  readonly #governor: Governor;
+  readonly #router: Router;
+  readonly #pool: AgentPool;
+  readonly #timers: TimerWheel;
+  readonly #registry: AgentRegistry;
+  readonly #table: TaskTable;
+  readonly #dispatcher: Dispatcher;
+  readonly #submitter: Submitter;
+  readonly #engine: TaskEngine;
+  #state: RuntimeState = 'starting';
+  #closing: Promise<void> | undefined;
+
+  /** @internal Use {@link createRuntime}. */
+  constructor(options: ResolvedOptions, log: Logger, store: Store, bus: EventBus) {
+    this.#options = options;
+    this.#log = log;
+    this.#store = store;
+    this.#bus = bus;
+    this.#registry = new AgentRegistry();
+    this.#table = new TaskTable(store.db.tasks);
+    const slots = options.threads * options.slotsPerThread;
+    this.#router = createRouter({
+      store,
+      clock: options.clock,
+      log: log.child({ component: 'router' }),
+      maxLiveInstances: options.maxLiveInstances,
+      failedAttemptThreshold: options.failedAttemptThreshold,
+      hasQueuedWork: () => false,
+    });
+    this.#governor = createGovernor({ slots: slots + options.prefetch, instanceAdmits: (key) => this.#router.admits(key) });
+    this.#pool = (options.createPool ?? createPiscinaPool)({
+      threads: options.threads,
+      slotsPerThread: options.slotsPerThread,
+      onError: (error) => log.error({ err: error }, 'worker thread error'),
+    });
+    this.#timers = createTimerWheel(options.clock, (timer) => this.#engine.onTimer(timer));
+    const kernel: Kernel = {
+      options,
+      store,
+      clock: options.clock,
+      log,
+      governor: this.#governor,
+      router: this.#router,
+      pool: this.#pool,
+      agents: this.#registry,
+      timers: this.#timers,
+      table: this.#table,
+      pump: () => this.#dispatcher.pump(),
+    };
+    this.#dispatcher = new Dispatcher(kernel);
+    this.#submitter = new Submitter(kernel, createIdGenerator(() => options.clock.now()));
+    this.#engine = new TaskEngine(kernel, this.#dispatcher);
+    this.#pool.onMessage((message) => this.#dispatcher.onMessage(message));
+    this.agents = {
+      register: (registration) => {
+        this.#assertOpen('agents.register');
+        const agent = validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry });
+        this.#registry.set(agent);
+        this.#governor.setAgent(agent.name, agent.concurrency);
+        this.#dispatcher.pump();
+        return agent;
+      },
+      list: () => this.#registry.list(),
+    };
+  }
+
+  /** @internal Registers the option agents, rebuilds from disk and starts dispatching. */
+  async start(): Promise<void> {
+    for (const registration of this.#options.agents) this.agents.register(registration);
+    const rebuilt = await this.#engine.rebuild();
+    this.#state = 'running';
+    this.#log.info({ dataDir: this.#options.dataDir, ...rebuilt, previousShutdownClean: this.#store.previousShutdownClean }, 'runtime running');
+  }
+
+  /** Where the runtime is in its lifecycle. */
+  get state(): RuntimeState {
+    return this.#state;
+  }
+
+  /** Stores a task durably and queues it. Resolves once the commit is flushed. */
+  submit(spec: TaskSpec): Promise<Task> {
+    return this.#guard('submit', () => this.#submitter.submit(spec));
+  }
+
+  /** Stores several tasks in one transaction: all are stored, or (on a validation error) none. */
+  submitMany(specs: readonly TaskSpec[]): Promise<Task[]> {
+    return this.#guard('submitMany', () => this.#submitter.submitMany(specs));
+  }
+
+  async get(id: string): Promise<Task> {
+    return this.#guard('get', async () => this.#engine.get(id));
+  }
+
+  async list(options?: ListOptions): Promise<TaskPage> {
+    return this.#guard('list', async () => this.#engine.list(options));
+  }
+
+  /** Resolves when the task is terminal (done, failed, dropped, cancelled) or needs attention. */
+  wait(id: string, options?: WaitOptions): Promise<Task> {
+    return this.#guard('wait', () => this.#engine.wait(id, options));
+  }
+
+  cancel(id: string, reason?: string): Promise<Task> {
+    return this.#guard('cancel', () => this.#engine.cancel(id, reason));
+  }
+
+  retry(id: string): Promise<Task> {
+    return this.#guard('retry', () => this.#engine.retry(id));
+  }
+
+  /** Replays the event log after `after`, then yields live events, until aborted or closed. */
+  events(options?: EventStreamOptions): AsyncGenerator<RuntimeEvent> {
+    this.#assertOpen('events');
+    return this.#bus.iterate(options);
+  }
+
+  /** Listens to committed events of one type (or `'*'`). Returns an unsubscribe function. */
+  on<K extends keyof RuntimeEventMap>(type: K, listener: RuntimeEventMap[K]): () => void {
+    return this.#bus.on(type, listener);
+  }
+
+  off<K extends keyof RuntimeEventMap>(type: K, listener: RuntimeEventMap[K]): void {
+    this.#bus.off(type, listener);
+  }
+
+  /** Sets an instance's dispatch target (null: no per-instance limit). Resolves once durable. */
+  setDispatchTarget(instanceKey: string, target: number | null): Promise<void> {
+    return this.#guard('setDispatchTarget', async () => {
+      if (typeof instanceKey !== 'string' || instanceKey.length === 0) throw new TroupeError('INVALID_INPUT', 'setDispatchTarget: instanceKey must be a non-empty string');
+      if (target !== null && !(Number.isSafeInteger(target) && target >= 0)) throw new TroupeError('INVALID_INPUT', 'setDispatchTarget: target must be a non-negative integer or null');
+      await this.#router.setTarget(instanceKey, target);
+      this.#dispatcher.pump();
+    });
+  }
+
+  /** Clears a degraded instance so it dispatches again. */
+  resetInstance(instanceKey: string): Promise<void> {
+    return this.#guard('resetInstance', async () => {
+      await this.#router.reset(instanceKey);
+      this.#dispatcher.pump();
+    });
+  }
+
+  /** Execution instances: live ones and those passivated to disk. */
+  instances(): InstanceView[] {
+    this.#assertOpen('instances');
+    return this.#router.list();
+  }
+
+  /** Counts by state, slots, per-agent queues and attempts. */
+  stats(): RuntimeStats {
+    return collectStats({
+      state: this.#state,
+      counts: this.#state === 'closed' ? undefined : this.#table.countsByState(),
+      governor: this.#governor.stats(),
+      attempts: this.#dispatcher.counts,
+      slots: this.#options.threads * this.#options.slotsPerThread,
+      prefetch: { ...this.#dispatcher.prefetch, max: this.#options.prefetch },
+      liveInstances: this.#router.liveCount,
+      delayed: this.#table.count('queued' satisfies TaskState) - this.#governor.queued,
+    });
+  }
+
+  /**
+   * Stops admission, lets running attempts finish until `timeoutMs`, then interrupts the rest
+   * (requeued on the next open without counting against their budget), and closes everything.
+   * Every cleanup step runs even if one fails. Calling it again returns the same promise.
+   */
+  close(options: CloseOptions = {}): Promise<void> {
+    this.#closing ??= this.#close(options);
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #close(options: CloseOptions): Promise<void> {
+    const timeoutMs = options.timeoutMs ?? 15_000;
+    if (!(Number.isSafeInteger(timeoutMs) && timeoutMs >= 0)) throw new TroupeError('INVALID_OPTIONS', 'close: timeoutMs must be a non-negative integer');
+    this.#state = 'draining';
+    this.#log.info({ timeoutMs, force: options.force === true }, 'runtime draining');
+    const clock = this.#options.clock;
+    const failures: unknown[] = [];
+    const step = async (name: string, fn: () => unknown) => {
+      try {
+        await fn();
+      } catch (error) {
+        failures.push(error);
+        this.#log.error({ err: error, step: name }, 'close step failed');
+      }
+    };
+    const deadline = options.force ? Promise.resolve() : new Promise<void>((resolve) => clock.setTimeout(resolve, timeoutMs));
+    await step('drain', () => this.#dispatcher.drain(deadline));
+    await step('timers', () => this.#timers.stop());
+    await step('instances', () => this.#router.flush());
+    await step('pool', () => this.#pool.destroy());
+    await step('waits', () => this.#engine.rejectWaits(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
+    await step('events', () => this.#bus.close());
+    await step('store', () => this.#store.close(failures.length === 0));
+    this.#state = 'closed';
+    this.#log.info({ failures: failures.length }, 'runtime closed');
+  }
+
+  #assertOpen(call: string): void {
+    if (this.#state === 'draining' || this.#state === 'closed') {
+      throw new TroupeError('CLOSED', `${call}: the runtime is ${this.#state}`);
+    }
+  }
+
+  async #guard<T>(call: string, fn: () => Promise<T>): Promise<T> {
+    this.#assertOpen(call);
+    return fn();
+  }
+}
+
+/** Creates and starts a runtime: opens (or creates) the data dir and rebuilds from it. */
+export async function createRuntime(input?: RuntimeOptions): Promise<Runtime> {
+  const options = resolveOptions(input);
+  const log = resolveLogger(options.logger);
+  // Validate agent registrations before touching the disk.
+  for (const registration of options.agents) validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry });
+  let bus: EventBus | undefined;
+  const store = await openStore({ dataDir: options.dataDir, onCommitted: (events) => bus?.publish(events) });
+  bus = new EventBus(store.db.events);
+  let runtime: Runtime | undefined;
+  try {
+    runtime = new Runtime(options, log, store, bus);
+    await runtime.start();
+    return runtime;
+  } catch (error) {
+    if (runtime) await runtime.close({ force: true }).catch(() => undefined);
+    else await store.close(false).catch(() => undefined);
+    throw error;
+  }
+}

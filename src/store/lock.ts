@@ -1,0 +1,115 @@
+/**
+ * Single-owner lock on a data dir. LMDB itself happily lets several processes write one
+ * environment, but two runtimes dispatching the same queue would run tasks twice, so a runtime
+ * takes this lock before it opens the store. A lock left by a dead process (kill -9) is taken over;
+ * the owner's process start time guards against a recycled pid.
+ */
+import { openSync, closeSync, writeSync, readFileSync, renameSync, unlinkSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { TroupeError } from '../errors.js';
+
+const LOCK_FILE = 'troupe.lock';
+const heldInProcess = new Set<string>();
+
+interface LockOwner {
+  pid: number;
+  startTime: string | null;
+  runtimeId?: string;
+  at: number;
+}
+
+/** A held lock. */
+export interface DataDirLock {
+  readonly path: string;
+  release(): void;
+}
+
+/** Takes the lock on `dataDir` (which must exist), or throws DATA_DIR_LOCKED naming the holder. */
+export function acquireLock(dataDir: string): DataDirLock {
+  const path = join(dataDir, LOCK_FILE);
+  if (heldInProcess.has(path)) {
+    throw new TroupeError('DATA_DIR_LOCKED', `data dir ${dataDir} is already open by another runtime in this process`);
+  }
+  const owner: LockOwner = { pid: process.pid, startTime: processStartTime(process.pid), at: Date.now() };
+  for (let tries = 0; tries < 3; tries++) {
+    try {
+      const fd = openSync(path, 'wx');
+      try {
+        writeSync(fd, JSON.stringify(owner));
+      } finally {
+        closeSync(fd);
+      }
+      heldInProcess.add(path);
+      return {
+        path,
+        release() {
+          heldInProcess.delete(path);
+          try {
+            const current = readOwner(path);
+            if (current?.pid === owner.pid && current.at === owner.at) unlinkSync(path);
+          } catch {
+            // Already gone: nothing to release.
+          }
+        },
+      };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    const holder = readOwner(path);
+    if (holder && isAlive(holder)) {
+      throw new TroupeError('DATA_DIR_LOCKED', `data dir ${dataDir} is locked by live process ${holder.pid}; close that runtime first`);
+    }
+    breakStaleLock(path, holder);
+  }
+  throw new TroupeError('DATA_DIR_LOCKED', `data dir ${dataDir}: could not take the lock after breaking a stale one`);
+}
+
+function breakStaleLock(path: string, stale: LockOwner | undefined): void {
+  // Rename first: of two racing openers only one rename of the same file succeeds.
+  const aside = `${path}.stale-${process.pid}-${Date.now()}`;
+  try {
+    renameSync(path, aside);
+  } catch {
+    return;
+  }
+  const moved = readOwner(aside);
+  if (stale && moved && (moved.pid !== stale.pid || moved.at !== stale.at) && !existsSync(path)) {
+    // We moved a fresh lock that a racer wrote after we read the stale one: put it back.
+    renameSync(aside, path);
+    return;
+  }
+  try {
+    unlinkSync(aside);
+  } catch {
+    // Best effort.
+  }
+}
+
+function readOwner(path: string): LockOwner | undefined {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as LockOwner;
+  } catch {
+    return undefined;
+  }
+}
+
+function isAlive(owner: LockOwner): boolean {
+  try {
+    process.kill(owner.pid, 0);
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  const startTime = processStartTime(owner.pid);
+  return owner.startTime === null || startTime === null || startTime === owner.startTime;
+}
+
+/** Linux: field 22 of /proc/<pid>/stat; elsewhere null (pid liveness only). */
+function processStartTime(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return fields[19] ?? null;
+  } catch {
+    return null;
+  }
+}

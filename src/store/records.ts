@@ -1,0 +1,165 @@
+/**
+ * The records Troupe keeps in LMDB, one named database each (see DESIGN.md, "Vocabulary and data
+ * model"). These are storage shapes; the public views are built from them in src/tasks/.
+ */
+import type { AttemptExit, TaskState } from '../../machines/index.js';
+import type { WireError } from '../../actors/wire.js';
+
+/** How a task is retried after a retryable failure. */
+export interface RetryPolicy {
+  /** Attempts per run, including the first. */
+  maxAttempts: number;
+  backoff: 'fixed' | 'exponential';
+  /** Base delay before a retry. */
+  delayMs: number;
+  /** Upper bound of any single delay. */
+  maxDelayMs: number;
+  /** Randomise each delay by up to this fraction (0..1), to spread retries. */
+  jitter: number;
+}
+
+/** Result fields of a task that settled `done` (or carried a summary). */
+export interface TaskResult {
+  kind: 'success' | 'fork' | 'fail' | 'sleep';
+  summary?: string;
+  branch?: string;
+  rev?: string;
+}
+
+/** A task as stored. */
+export interface TaskRecord {
+  id: string;
+  agent: string;
+  state: TaskState;
+  input: unknown;
+  output?: unknown;
+  result?: TaskResult;
+  error?: WireError;
+  /** Why the task was dropped, cancelled or needs attention. */
+  reason?: string;
+  progress?: { value: number; message?: string; at: number };
+  priority: number;
+  lane: string;
+  workspace?: string;
+  instanceKey: string;
+  parentId?: string;
+  idempotencyKey?: string;
+  labels: Record<string, string>;
+  timeoutMs: number;
+  retry: RetryPolicy;
+  /** Current run number (1-based). */
+  runs: number;
+  /** Why the current run started. */
+  runReason: RunReason;
+  /** When the current run started. */
+  runCreatedAt: number;
+  /** Attempts of the current run that count against `retry.maxAttempts`. */
+  attempts: number;
+  /** Attempt numbers handed out in the current run (interrupted attempts take a number but do not count). */
+  attemptSeq: number;
+  /** Fencing token of the current attempt (0 before the first). */
+  token: number;
+  /** FIFO key: the event seq at which the task last entered `queued`. */
+  queuedOrder: number;
+  /** Not dispatched before this instant (retry backoff). */
+  runAt?: number;
+  /** What the next run is told (sleep/wake). */
+  followUp?: unknown;
+  createdAt: number;
+  updatedAt: number;
+  startedAt?: number;
+  settledAt?: number;
+}
+
+/** One execution of a task in a slot. */
+export interface AttemptRecord {
+  taskId: string;
+  run: number;
+  attempt: number;
+  attemptId: string;
+  token: number;
+  /** runtimeId:attemptId of the runtime that ran it. */
+  owner: string;
+  startedAt: number;
+  endedAt?: number;
+  exit?: AttemptExit;
+  error?: WireError;
+}
+
+/** Why a run started. */
+export type RunReason = 'submit' | 'retry' | 'wake';
+
+/** One settled pass of a task toward an outcome. */
+export interface RunRecord {
+  taskId: string;
+  run: number;
+  reason: RunReason;
+  createdAt: number;
+  settledAt: number;
+  outcome: TaskState;
+  attempts: number;
+  result?: TaskResult;
+  error?: WireError;
+}
+
+/** Every event type of the log (see DESIGN.md). */
+export type EventType =
+  | 'task.queued'
+  | 'task.started'
+  | 'task.progress'
+  | 'task.waiting'
+  | 'task.input'
+  | 'task.sleeping'
+  | 'task.retrying'
+  | 'task.done'
+  | 'task.failed'
+  | 'task.dropped'
+  | 'task.cancelled'
+  | 'task.starved'
+  | 'task.needs_attention'
+  | 'task.stale_result'
+  | 'instance.degraded'
+  | 'instance.target'
+  | 'runtime.frozen'
+  | 'runtime.unfrozen'
+  | 'schedule.fired';
+
+/** An entry of the append-only event log. */
+export interface EventRecord {
+  seq: number;
+  at: number;
+  type: EventType;
+  taskId?: string;
+  attemptId?: string;
+  data?: Record<string, unknown>;
+}
+
+/** A durable timer. */
+export interface TimerRecord {
+  id: string;
+  due: number;
+  kind: 'retry' | 'wake';
+  taskId: string;
+  run: number;
+}
+
+/** The envelope around an instance actor's persisted snapshot. */
+export interface InstanceEnvelope {
+  schema: 1;
+  machine: 'instance';
+  version: number;
+  /** Event seq when it was written; orders envelopes. */
+  seq: number;
+  /** Boot that wrote it: a different boot means its transient attempt counts are stale. */
+  bootId: string;
+  snapshot: unknown;
+}
+
+/** A stored log line. */
+export interface LogRecord {
+  level: 'debug' | 'info' | 'warn' | 'error';
+  message: string;
+  at: number;
+  attemptId: string;
+  fields?: Record<string, unknown>;
+}

@@ -1,0 +1,377 @@
+/**
+ * The attempt lifecycle: governor pick → durable start → Piscina slot → outcome → durable settle.
+ *
+ * An attempt is recorded (attempt record, `task.started`) and flushed before the agent runs, so a
+ * crash can never hide an attempt the agent made. To keep slots busy while that commit is in
+ * flight, the governor may reserve `prefetch` attempts beyond the slots; committed attempts wait
+ * here, in `ready`, never in Piscina's queue.
+ */
+import type { AbortReason, AttemptRequest, WireResult, WorkerMessage } from '../../actors/wire.js';
+import type { ClockTimer } from '../clock.js';
+import type { GovernorEntry } from '../governor/governor.js';
+import type { InstanceDescriptor } from '../router/router.js';
+import type { AttemptRecord, TaskRecord } from '../store/records.js';
+import { ThreadCrashError } from '../pool/pool.js';
+import type { AttemptBucket, AttemptEvent, AttemptExit } from '../../machines/index.js';
+import { transition, type Kernel } from './kernel.js';
+import { decideSettlement, type AttemptOutcome } from './outcome.js';
+import { writeSettlement } from './settle.js';
+
+/** How long to wait for channel messages an attempt posted before its result (they travel another port). */
+const MESSAGE_CATCH_UP_MS = 2_000;
+/** Weight of the newest sample in the moving averages that size the start-ahead window. */
+const EWMA = 0.1;
+/** How many start-commit latencies of work the start-ahead window covers. */
+const AHEAD_FACTOR = 4;
+
+/** An attempt in flight, host side. */
+export interface LiveAttempt {
+  readonly attemptId: string;
+  readonly taskId: string;
+  readonly run: number;
+  readonly attempt: number;
+  token: number;
+  readonly entry: GovernorEntry;
+  readonly descriptor: InstanceDescriptor;
+  /** performance.now() of the last phase change, for the moving averages. */
+  mark: number;
+  readonly record: AttemptRecord;
+  phase: 'starting' | 'ready' | 'executing' | 'ended';
+  /** Where the instance actor counts this attempt. */
+  bucket: AttemptBucket | undefined;
+  stop?: { reason: AbortReason; detail?: string };
+  timeoutTimer?: ClockTimer;
+  graceTimer?: ClockTimer;
+  abortAnswer?: Promise<{ foundIn: number | undefined; unresponsive: number[] }>;
+  received: number;
+  pendingResult?: WireResult;
+  catchUpTimer?: NodeJS.Timeout;
+  lines: number;
+  lastHeartbeatAt: number;
+}
+
+/** See the module comment. */
+export class Dispatcher {
+  readonly #k: Kernel;
+  readonly #live = new Map<string, LiveAttempt>();
+  readonly #ready: LiveAttempt[] = [];
+  readonly #slots: number;
+  #executing = 0;
+  /** Moving averages (ms): how long a start commit takes, and how long an attempt executes. */
+  #startMs = 1;
+  #execMs = 1;
+  #accepting = true;
+  #pumpQueued = false;
+  readonly #idle = new Set<() => void>();
+
+  constructor(kernel: Kernel) {
+    this.#k = kernel;
+    this.#slots = kernel.options.threads * kernel.options.slotsPerThread;
+  }
+
+  /** Attempts by phase. */
+  get counts(): { starting: number; ready: number; executing: number } {
+    return { starting: this.#live.size - this.#ready.length - this.#executing, ready: this.#ready.length, executing: this.#executing };
+  }
+
+  /** The current start-ahead window and the moving averages (ms) that size it. */
+  get prefetch(): { window: number; startMs: number; execMs: number } {
+    return { window: this.#ahead(), startMs: this.#startMs, execMs: this.#execMs };
+  }
+
+  /** The live attempt of a task, if it has one. */
+  attemptOf(task: TaskRecord): LiveAttempt | undefined {
+    return this.#live.get(`${task.id}:${task.runs}:${task.attemptSeq}`);
+  }
+
+  /** Fills free slots soon (coalesced into one pass per microtask). */
+  pump(): void {
+    if (this.#pumpQueued || !this.#accepting) return;
+    this.#pumpQueued = true;
+    queueMicrotask(() => {
+      this.#pumpQueued = false;
+      this.#fill();
+    });
+  }
+
+  /**
+   * How many attempts to start beyond the free slots: enough to cover the start commit's latency
+   * for fast agents, none for slow ones (whose prefetched attempts would sit idle as "running").
+   */
+  #ahead(): number {
+    // Refills are issued in bursts and land together, so cover several commit latencies, not one.
+    return Math.min(this.#k.options.prefetch, Math.floor((AHEAD_FACTOR * this.#slots * this.#startMs) / Math.max(this.#execMs, 0.01)));
+  }
+
+  #fill(): void {
+    const { governor } = this.#k;
+    const ahead = this.#ahead();
+    while (this.#accepting) {
+      const waiting = this.#live.size - this.#executing;
+      if (waiting >= this.#slots - this.#executing + ahead) break;
+      const entry = governor.next();
+      if (!entry) break;
+      this.#begin(entry);
+    }
+    this.#drainReady();
+  }
+
+  #begin(entry: GovernorEntry): void {
+    const { table, agents, clock, store, router, governor } = this.#k;
+    const task = table.get(entry.taskId);
+    const agent = task && agents.get(task.agent);
+    if (!task || !agent || task.state !== 'queued') {
+      governor.release(entry);
+      return;
+    }
+    const now = clock.now();
+    const from = task.state;
+    transition(task, 'START', now);
+    table.moved(task, from);
+    task.attemptSeq++;
+    task.attempts++;
+    task.startedAt ??= now;
+    task.runAt = undefined;
+    const attemptId = `${task.id}:${task.runs}:${task.attemptSeq}`;
+    const runId = `${task.id}:${task.runs}`;
+    const record: AttemptRecord = { taskId: task.id, run: task.runs, attempt: task.attemptSeq, attemptId, token: 0, owner: `${store.runtimeId}:${attemptId}`, startedAt: now };
+    const attempt: LiveAttempt = {
+      attemptId,
+      taskId: task.id,
+      run: task.runs,
+      attempt: task.attemptSeq,
+      token: 0,
+      entry,
+      descriptor: { agent: task.agent, lane: task.lane, workspace: task.workspace },
+      record,
+      phase: 'starting',
+      bucket: undefined,
+      mark: performance.now(),
+      received: 0,
+      lines: 0,
+      lastHeartbeatAt: now,
+    };
+    this.#live.set(attemptId, attempt);
+    this.#tell(attempt, 'pending', now);
+    store
+      .commit((w) => {
+        const event = w.event('task.started', { at: now, taskId: task.id, attemptId, data: { run: task.runs, attempt: task.attemptSeq } });
+        // The event seq is the fencing token: it only ever increases, across restarts too.
+        attempt.token = record.token = task.token = event.seq;
+        w.putTask(task);
+        w.putAttempt(record);
+      })
+      .then(
+        () => this.#started(attempt),
+        (error: unknown) => {
+          this.#k.log.error({ err: error, attemptId }, 'recording an attempt start failed');
+          this.#settle(attempt, { kind: 'crash', code: 'STORE_FAILED', message: (error as Error).message });
+        },
+      );
+  }
+
+  #started(attempt: LiveAttempt): void {
+    if (attempt.phase !== 'starting') return;
+    const t = performance.now();
+    this.#startMs += EWMA * (t - attempt.mark - this.#startMs);
+    attempt.mark = t;
+    if (attempt.stop || !this.#accepting) {
+      attempt.stop ??= { reason: 'shutdown' };
+      this.#settle(attempt, { kind: 'abandoned' });
+      return;
+    }
+    attempt.phase = 'ready';
+    this.#ready.push(attempt);
+    this.#drainReady();
+  }
+
+  #drainReady(): void {
+    while (this.#executing < this.#slots && this.#ready.length > 0) this.#execute(this.#ready.shift()!);
+  }
+
+  #execute(attempt: LiveAttempt): void {
+    const { table, agents, router, pool, clock } = this.#k;
+    const task = table.get(attempt.taskId)!;
+    const agent = agents.get(task.agent)!;
+    attempt.phase = 'executing';
+    attempt.mark = performance.now();
+    this.#executing++;
+    this.#tell(attempt, 'running', clock.now());
+    if (task.timeoutMs > 0) {
+      attempt.timeoutTimer = clock.setTimeout(() => this.stop(attempt, 'timeout', `attempt exceeded timeoutMs ${task.timeoutMs}`), task.timeoutMs);
+    }
+    const request: AttemptRequest = {
+      module: agent.module,
+      agent: agent.name,
+      taskId: task.id,
+      runId: `${task.id}:${task.runs}`,
+      attemptId: attempt.attemptId,
+      attempt: attempt.attempt,
+      token: attempt.token,
+      input: task.input,
+    };
+    if (task.workspace !== undefined) request.workspace = task.workspace;
+    if (task.followUp !== undefined) request.followUp = task.followUp;
+    pool.run(request).then(
+      (wire) => this.#onResult(attempt, wire),
+      (error: unknown) => this.#settle(attempt, { kind: 'crash', code: 'THREAD_CRASHED', message: error instanceof ThreadCrashError ? error.message : String(error) }),
+    );
+  }
+
+  #onResult(attempt: LiveAttempt, wire: WireResult): void {
+    if (attempt.phase === 'ended') return this.#stale(attempt, 'result');
+    if (attempt.received < wire.posted) {
+      // Log lines travel on the thread channel, the result on Piscina's port: wait for the lines.
+      attempt.pendingResult = wire;
+      attempt.catchUpTimer = setTimeout(() => this.#settle(attempt, { kind: 'result', wire }), MESSAGE_CATCH_UP_MS);
+      attempt.catchUpTimer.unref();
+      return;
+    }
+    this.#settle(attempt, { kind: 'result', wire });
+  }
+
+  /** Handles a fire-and-forget message from a worker thread. */
+  onMessage(message: WorkerMessage): void {
+    const attempt = this.#live.get(message.attemptId);
+    if (attempt) attempt.received++;
+    const taskId = message.attemptId.slice(0, message.attemptId.indexOf(':'));
+    const task = this.#k.table.get(taskId);
+    if (!task || task.token !== message.token) {
+      this.#k.log.warn({ attemptId: message.attemptId, kind: message.t }, 'stale message from a fenced attempt');
+      if (message.t !== 'heartbeat') this.#recordStale(taskId, message.attemptId, message.t);
+    } else if (message.t === 'log') {
+      this.#writeLines(task, message);
+    } else if (message.t === 'progress') {
+      const { value, at } = message;
+      task.progress = message.message === undefined ? { value, at } : { value, message: message.message, at };
+      this.#k.store
+        .commit((w) => {
+          w.putTask(task);
+          w.event('task.progress', { at, taskId, attemptId: message.attemptId, data: { value, message: message.message } });
+        })
+        .catch((error: unknown) => this.#k.log.error({ err: error }, 'recording progress failed'));
+    } else if (attempt) {
+      attempt.lastHeartbeatAt = message.at;
+    }
+    if (attempt?.pendingResult && attempt.received >= attempt.pendingResult.posted) {
+      this.#settle(attempt, { kind: 'result', wire: attempt.pendingResult });
+    }
+  }
+
+  #writeLines(task: TaskRecord, message: Extract<WorkerMessage, { t: 'log' }>): void {
+    const [, runText, attemptText] = message.attemptId.split(':');
+    const run = Number(runText);
+    const attemptNo = Number(attemptText);
+    const attempt = this.#live.get(message.attemptId);
+    let lineNo = attempt?.lines ?? 0;
+    this.#k.store
+      .commit((w) => {
+        for (const [level, text, at, fields] of message.lines) {
+          const line = fields === undefined ? { level, message: text, at, attemptId: message.attemptId } : { level, message: text, at, attemptId: message.attemptId, fields };
+          w.putLog([task.id, run, attemptNo, lineNo++], line);
+        }
+      })
+      .catch((error: unknown) => this.#k.log.error({ err: error }, 'writing log lines failed'));
+    if (attempt) attempt.lines = lineNo;
+    const log = this.#k.log;
+    if (log.isLevelEnabled('debug')) for (const [level, text] of message.lines) log.debug({ taskId: task.id, attemptId: message.attemptId, agentLevel: level }, text);
+  }
+
+  #stale(attempt: LiveAttempt, kind: string): void {
+    this.#recordStale(attempt.taskId, attempt.attemptId, kind);
+  }
+
+  #recordStale(taskId: string, attemptId: string, kind: string): void {
+    const at = this.#k.clock.now();
+    this.#k.store
+      .commit((w) => void w.event('task.stale_result', { at, taskId, attemptId, data: { kind } }))
+      .catch((error: unknown) => this.#k.log.error({ err: error }, 'recording a stale result failed'));
+  }
+
+  /**
+   * Asks an attempt to stop. Cancellation is cooperative (`ctx.signal` aborts through the thread's
+   * channel); if the attempt has not ended after `cancelGraceMs`, its thread is terminated.
+   */
+  stop(attempt: LiveAttempt, reason: AbortReason, detail?: string): void {
+    if (attempt.stop || attempt.phase === 'ended') return;
+    attempt.stop = detail === undefined ? { reason } : { reason, detail };
+    if (attempt.phase === 'ready') {
+      this.#ready.splice(this.#ready.indexOf(attempt), 1);
+      this.#settle(attempt, { kind: 'abandoned' });
+      return;
+    }
+    if (attempt.phase !== 'executing') return; // starting: #started settles it once the start is durable
+    const { router, pool, clock, options, table } = this.#k;
+    const task = table.get(attempt.taskId)!;
+    this.#tell(attempt, 'stopping', clock.now());
+    attempt.abortAnswer = pool.abort(attempt.attemptId, attempt.token, reason, Math.max(50, options.cancelGraceMs));
+    if (reason === 'shutdown') return;
+    attempt.graceTimer = clock.setTimeout(() => void this.#forceStop(attempt), options.cancelGraceMs);
+  }
+
+  async #forceStop(attempt: LiveAttempt): Promise<void> {
+    if (attempt.phase === 'ended') return;
+    const answer = await attempt.abortAnswer;
+    if ((attempt.phase as LiveAttempt['phase']) === 'ended') return;
+    const threads = answer?.foundIn !== undefined ? [answer.foundIn] : (answer?.unresponsive ?? []);
+    this.#k.log.warn({ attemptId: attempt.attemptId, threads }, 'attempt ignored its abort; terminating its thread');
+    this.#settle(attempt, { kind: 'abandoned' });
+    await this.#k.pool.terminate(threads).catch((error: unknown) => this.#k.log.error({ err: error }, 'terminating a thread failed'));
+  }
+
+  #settle(attempt: LiveAttempt, outcome: AttemptOutcome): void {
+    if (attempt.phase === 'ended') return;
+    const { table, governor, clock, router, options } = this.#k;
+    if (attempt.timeoutTimer) clock.clearTimeout(attempt.timeoutTimer);
+    if (attempt.graceTimer) clock.clearTimeout(attempt.graceTimer);
+    if (attempt.catchUpTimer) clearTimeout(attempt.catchUpTimer);
+    if (attempt.phase === 'executing') {
+      this.#executing--;
+      this.#execMs += EWMA * (performance.now() - attempt.mark - this.#execMs);
+    }
+    attempt.phase = 'ended';
+    this.#live.delete(attempt.attemptId);
+    governor.release(attempt.entry);
+    const task = table.get(attempt.taskId);
+    if (!task || task.token !== attempt.token) {
+      this.#tell(attempt, 'released', clock.now());
+      this.#stale(attempt, 'result');
+    } else {
+      const decision = decideSettlement(task, task.attempts, outcome, attempt.stop, options.random);
+      const now = clock.now();
+      this.#tell(attempt, 'ended', now, decision.exit);
+      writeSettlement(this.#k, task, attempt.record, decision, now);
+    }
+    if (this.#live.size === 0) for (const resolve of this.#idle) resolve();
+    this.#drainReady();
+    this.pump();
+  }
+
+  /** Routes an attempt lifecycle change to the task's instance actor. */
+  #tell(attempt: LiveAttempt, change: AttemptEvent['change'], at: number, status?: AttemptExit): void {
+    const event: AttemptEvent = { type: 'attempt', attemptId: attempt.attemptId, runId: `${attempt.taskId}:${attempt.run}`, change, at };
+    if (attempt.bucket !== undefined) event.from = attempt.bucket;
+    if (status !== undefined) event.status = status;
+    this.#k.router.send(attempt.entry.instanceKey, event, attempt.descriptor);
+    attempt.bucket = change === 'ended' || change === 'released' ? undefined : change;
+  }
+
+  /**
+   * Stops dispatching, lets running attempts finish until `deadline` resolves, then interrupts the
+   * rest: they are requeued without counting against their retry budget.
+   */
+  async drain(deadline: Promise<void>): Promise<void> {
+    this.#accepting = false;
+    this.#k.governor.freeze();
+    for (const attempt of [...this.#ready]) this.stop(attempt, 'shutdown');
+    if (this.#live.size > 0) {
+      await Promise.race([deadline, new Promise<void>((resolve) => this.#idle.add(resolve))]);
+    }
+    for (const attempt of [...this.#live.values()]) {
+      this.stop(attempt, 'shutdown');
+      if (attempt.phase === 'executing') this.#settle(attempt, { kind: 'abandoned' });
+    }
+    // Attempts still starting settle as interrupted as soon as their start commit lands.
+    if (this.#live.size > 0) await new Promise<void>((resolve) => this.#idle.add(resolve));
+  }
+}

@@ -1,0 +1,288 @@
+/**
+ * The task engine: reads (get, list, wait), controls (cancel, retry), durable timer firing and the
+ * rebuild on open. Submits live in submit.ts and the attempt lifecycle in dispatcher.ts.
+ */
+import { SETTLED_FOR_WAIT, TASK_STATES, isTerminal, type TaskState } from '../../machines/index.js';
+import type { ClockTimer } from '../clock.js';
+import { TroupeError } from '../errors.js';
+import type { AttemptRecord, TaskRecord, TimerRecord } from '../store/records.js';
+import type { StepWriter } from '../store/store.js';
+import type { Dispatcher } from './dispatcher.js';
+import { entryOf, timerIdOf, transition, writeQueued, type Kernel } from './kernel.js';
+import { decideSettlement } from './outcome.js';
+import { settleInto } from './settle.js';
+import { toTask, type Task } from './spec.js';
+
+/** Filters of `rt.list()`. */
+export interface ListOptions {
+  state?: TaskState;
+  agent?: string;
+  parentId?: string;
+  /** Page size, 1..1000. @default 100 */
+  limit?: number;
+  /** Cursor from a previous page's `next`. */
+  after?: string;
+}
+
+/** One page of `rt.list()`, in task id (submit) order. */
+export interface TaskPage {
+  tasks: Task[];
+  /** Cursor of the next page, or null at the end. */
+  next: string | null;
+}
+
+/** Options of `rt.wait()`. */
+export interface WaitOptions {
+  /** Rejects with WAIT_TIMEOUT after this long. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+const ACTIVE_STATES = new Set<TaskState>(TASK_STATES.filter((s) => !isTerminal(s)));
+
+/** See the module comment. */
+export class TaskEngine {
+  readonly #k: Kernel;
+  readonly #dispatcher: Dispatcher;
+  readonly #waits = new Set<(error: TroupeError) => void>();
+
+  constructor(kernel: Kernel, dispatcher: Dispatcher) {
+    this.#k = kernel;
+    this.#dispatcher = dispatcher;
+  }
+
+  /** The current record of a task: memory for active tasks, else LMDB. */
+  record(id: string): TaskRecord | undefined {
+    if (typeof id !== 'string' || id.length === 0) throw new TroupeError('INVALID_INPUT', 'a task id must be a non-empty string');
+    return this.#k.table.get(id) ?? this.#k.store.db.tasks.get(id);
+  }
+
+  get(id: string): Task {
+    const record = this.record(id);
+    if (!record) throw new TroupeError('NOT_FOUND', `no task ${id}`);
+    return toTask(record);
+  }
+
+  list(options: ListOptions = {}): TaskPage {
+    const { state, agent, parentId, after } = options;
+    const limit = options.limit ?? 100;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new TroupeError('INVALID_INPUT', 'list: limit must be an integer in 1..1000');
+    if (state !== undefined && !TASK_STATES.includes(state)) throw new TroupeError('INVALID_INPUT', `list: unknown state ${JSON.stringify(state)}`);
+    if (after !== undefined && typeof after !== 'string') throw new TroupeError('INVALID_INPUT', 'list: after must be a cursor string');
+    const { table, store } = this.#k;
+    const tasks: Task[] = [];
+    const keep = (t: TaskRecord) => (!state || t.state === state) && (!agent || t.agent === agent) && (!parentId || t.parentId === parentId);
+    // Active states are found through the small `active` index instead of every task ever stored.
+    const ids = state && ACTIVE_STATES.has(state) ? store.db.active.getKeys({ start: after ?? '' }) : store.db.tasks.getKeys({ start: after ?? '' });
+    for (const id of ids) {
+      if (after !== undefined && id <= after) continue;
+      const record = table.get(id) ?? store.db.tasks.get(id);
+      if (!record || !keep(record)) continue;
+      tasks.push(toTask(record));
+      if (tasks.length === limit) return { tasks, next: id };
+    }
+    return { tasks, next: null };
+  }
+
+  async wait(id: string, options: WaitOptions = {}): Promise<Task> {
+    const { timeoutMs, signal } = options;
+    if (timeoutMs !== undefined && !(Number.isSafeInteger(timeoutMs) && timeoutMs >= 0)) throw new TroupeError('INVALID_INPUT', 'wait: timeoutMs must be a non-negative integer');
+    const { table, clock } = this.#k;
+    const inTable = table.get(id);
+    const current = inTable ?? this.record(id);
+    if (!current) throw new TroupeError('NOT_FOUND', `no task ${id}`);
+    // A settled task still in the table has its commit in flight: wait for it to be durable.
+    if (SETTLED_FOR_WAIT.has(current.state) && !(inTable && isTerminal(current.state))) return toTask(current);
+    signal?.throwIfAborted();
+    return new Promise<Task>((resolve, reject) => {
+      let timer: ClockTimer | undefined;
+      const finish = () => {
+        removeWaiter();
+        this.#waits.delete(fail);
+        if (timer) clock.clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const fail = (error: unknown) => {
+        finish();
+        reject(error);
+      };
+      const onAbort = () => fail(signal!.reason);
+      const removeWaiter = table.addWaiter(id, (task) => {
+        finish();
+        resolve(task);
+      });
+      this.#waits.add(fail);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (timeoutMs !== undefined) timer = clock.setTimeout(() => fail(new TroupeError('WAIT_TIMEOUT', `task ${id} did not settle within ${timeoutMs} ms`)), timeoutMs);
+    });
+  }
+
+  /** Rejects every pending wait (close). */
+  rejectWaits(error: TroupeError): void {
+    for (const fail of [...this.#waits]) fail(error);
+  }
+
+  /**
+   * Cancels a task. Queued, sleeping and needs-attention tasks are cancelled at once; a running one
+   * has its `ctx.signal` aborted and is cancelled when the attempt ends or the grace period is over.
+   */
+  async cancel(id: string, reason = 'cancelled'): Promise<Task> {
+    if (typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'cancel: reason must be a string');
+    const { table } = this.#k;
+    const task = table.get(id);
+    if (!task) {
+      const stored = this.record(id);
+      if (!stored) throw new TroupeError('NOT_FOUND', `no task ${id}`);
+      if (stored.state === 'cancelled') return toTask(stored);
+      throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${stored.state}; it cannot be cancelled`);
+    }
+    if (isTerminal(task.state)) {
+      const settled = await this.wait(id);
+      if (settled.state === 'cancelled') return settled;
+      throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${settled.state}; it cannot be cancelled`);
+    }
+    const attempt = this.#dispatcher.attemptOf(task);
+    if ((task.state === 'running' || task.state === 'waiting') && attempt) {
+      const settled = this.wait(id);
+      this.#dispatcher.stop(attempt, 'cancelled', reason);
+      return settled;
+    }
+    await this.#cancelNow(task, reason);
+    return toTask(task);
+  }
+
+  async #cancelNow(task: TaskRecord, reason: string): Promise<void> {
+    const { governor, timers, store, clock, table } = this.#k;
+    const now = clock.now();
+    const from = task.state;
+    transition(task, 'CANCEL', now);
+    table.moved(task, from);
+    governor.remove(task.id);
+    const timer = [timers.remove(timerIdOf(task, 'retry')), timers.remove(timerIdOf(task, 'wake'))].find((t) => t !== undefined);
+    task.reason = reason;
+    task.settledAt = now;
+    delete task.runAt;
+    await store.commit((w) => {
+      if (timer) w.removeTimer(timer);
+      w.removeActive(task.id);
+      w.putRun({ taskId: task.id, run: task.runs, reason: task.runReason, createdAt: task.runCreatedAt, settledAt: now, outcome: 'cancelled', attempts: task.attempts });
+      w.putTask(task);
+      w.event('task.cancelled', { at: now, taskId: task.id, data: { run: task.runs, reason, from } });
+    });
+    table.retire(task);
+    table.notify(task);
+  }
+
+  /** Starts a new run of a failed, dropped or cancelled task. */
+  async retry(id: string): Promise<Task> {
+    const { table, store, clock, governor } = this.#k;
+    if (table.get(id)) {
+      const current = table.get(id)!;
+      if (!isTerminal(current.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${current.state}; only failed, dropped or cancelled tasks can be retried`);
+      await this.wait(id);
+    }
+    const stored = store.db.tasks.get(id);
+    if (!stored) throw new TroupeError('NOT_FOUND', `no task ${id}`);
+    const task: TaskRecord = structuredClone(stored);
+    const from = task.state;
+    const now = clock.now();
+    transition(task, 'RETRY', now);
+    task.runs++;
+    task.runReason = 'retry';
+    task.runCreatedAt = now;
+    task.attempts = 0;
+    task.attemptSeq = 0;
+    for (const field of ['error', 'result', 'output', 'reason', 'settledAt', 'runAt', 'progress', 'followUp', 'startedAt'] as const) delete task[field];
+    table.add(task);
+    table.revived(from);
+    await store.commit((w) => {
+      w.putActive(task.id);
+      writeQueued(w, task, { run: task.runs, reason: 'retry', from }, now);
+    });
+    if (task.state === 'queued' && !governor.has(task.id)) governor.enqueue(entryOf(task));
+    this.#k.pump();
+    return toTask(task);
+  }
+
+  /** A durable timer fell due: end a retry backoff or wake a sleeping task. */
+  onTimer(timer: TimerRecord): void {
+    const { table, store, clock, governor, log } = this.#k;
+    const task = table.get(timer.taskId);
+    const now = clock.now();
+    const due = task && task.runs === timer.run && ((timer.kind === 'retry' && task.state === 'queued') || (timer.kind === 'wake' && task.state === 'sleeping'));
+    store
+      .commit((w) => {
+        w.removeTimer(timer);
+        if (!due || !task) return;
+        delete task.runAt;
+        if (timer.kind === 'wake') {
+          transition(task, 'WAKE', now);
+          table.moved(task, 'sleeping');
+          task.runs++;
+          task.runReason = 'wake';
+          task.runCreatedAt = now;
+          task.attempts = 0;
+          task.attemptSeq = 0;
+          writeQueued(w, task, { run: task.runs, reason: 'wake' }, now);
+        } else {
+          w.putTask(task);
+        }
+      })
+      .then(
+        () => {
+          if (due && task && task.state === 'queued' && !governor.has(task.id)) {
+            governor.enqueue(entryOf(task));
+            this.#k.pump();
+          }
+        },
+        (error: unknown) => log.error({ err: error, timer }, 'firing a durable timer failed'),
+      );
+  }
+
+  /**
+   * Loads the active tasks on open. Attempts that were running when the process died end as
+   * `crashed` (counted against the retry budget); queued tasks resume in priority and FIFO order;
+   * durable timers are re-armed.
+   */
+  async rebuild(): Promise<{ active: number; crashed: number; timers: number }> {
+    const { store, table, clock, governor, timers, options } = this.#k;
+    const now = clock.now();
+    const loaded: TaskRecord[] = [];
+    const orphans: string[] = [];
+    for (const id of store.db.active.getKeys()) {
+      const task = store.db.tasks.get(id);
+      if (!task || isTerminal(task.state)) orphans.push(id);
+      else loaded.push(task);
+    }
+    for (const task of loaded) table.add(task);
+    let timerCount = 0;
+    for (const { value } of store.db.timers.getRange()) {
+      timers.add(value);
+      timerCount++;
+    }
+    const crashed = loaded.filter((t) => t.state === 'running' || t.state === 'waiting');
+    const after: Array<() => void> = [];
+    await store.commit((w: StepWriter) => {
+      for (const id of orphans) w.removeActive(id);
+      for (const task of crashed) {
+        const attempt: AttemptRecord = store.db.attempts.get([task.id, task.runs, task.attemptSeq]) ?? {
+          taskId: task.id,
+          run: task.runs,
+          attempt: task.attemptSeq,
+          attemptId: `${task.id}:${task.runs}:${task.attemptSeq}`,
+          token: task.token,
+          owner: `${store.runtimeId}:unknown`,
+          startedAt: task.updatedAt,
+        };
+        const decision = decideSettlement(task, task.attempts, { kind: 'crash', code: 'PROCESS_CRASHED', message: 'the process died during the attempt' }, undefined, options.random);
+        after.push(settleInto(w, this.#k, task, attempt, decision, now));
+      }
+    });
+    for (const effect of after) effect();
+    const queued = loaded.filter((t) => t.state === 'queued' && !(t.runAt !== undefined && timers.has(timerIdOf(t, 'retry'))));
+    queued.sort((a, b) => a.queuedOrder - b.queuedOrder);
+    for (const task of queued) if (!governor.has(task.id)) governor.enqueue(entryOf(task));
+    this.#k.pump();
+    return { active: loaded.length, crashed: crashed.length, timers: timerCount };
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * The shared state of the task engine: what the dispatcher, the submit path and the controls all
+ * read and change. Kept in one place so each of those modules stays a small set of functions.
+ */
+import type { Logger } from '../log.js';
+import type { Clock } from '../clock.js';
+import type { Store, StepWriter } from '../store/store.js';
+import type { EventRecord, TaskRecord, TimerRecord } from '../store/records.js';
+import type { Governor, GovernorEntry } from '../governor/governor.js';
+import type { Router } from '../router/router.js';
+import type { AgentPool } from '../pool/pool.js';
+import type { AgentRegistry } from '../agents/registry.js';
+import type { TimerWheel } from '../timers/timer-wheel.js';
+import type { ResolvedOptions } from '../options.js';
+import { nextTaskState, type TaskEventType, type TaskState } from '../../machines/index.js';
+import { TroupeError } from '../errors.js';
+import type { TaskTable } from './task-table.js';
+
+/** Everything the engine's modules share. */
+export interface Kernel {
+  readonly options: ResolvedOptions;
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly governor: Governor;
+  readonly router: Router;
+  readonly pool: AgentPool;
+  readonly agents: AgentRegistry;
+  readonly timers: TimerWheel;
+  readonly table: TaskTable;
+  /** Asks the dispatcher to fill free slots (coalesced). */
+  pump(): void;
+}
+
+/**
+ * Applies a task machine event to a record in memory, or throws ILLEGAL_TRANSITION. The caller
+ * writes the record in the same step as the event that describes the change.
+ */
+export function transition(task: TaskRecord, event: TaskEventType, now: number): TaskState {
+  const next = nextTaskState(task.state, event);
+  if (next === undefined) {
+    throw new TroupeError('ILLEGAL_TRANSITION', `task ${task.id} is ${task.state}; ${event} is not allowed from there`);
+  }
+  task.state = next;
+  task.updatedAt = now;
+  return next;
+}
+
+/** The governor entry of a queued task. */
+export function entryOf(task: TaskRecord): GovernorEntry {
+  return { taskId: task.id, instanceKey: task.instanceKey, agent: task.agent, priority: task.priority, order: task.queuedOrder };
+}
+
+/** Writes a task's queued state: record, FIFO order from the event, and the event itself. */
+export function writeQueued(w: StepWriter, task: TaskRecord, data: Record<string, unknown>, at: number): EventRecord {
+  const event = w.event('task.queued', { at, taskId: task.id, data });
+  task.queuedOrder = event.seq;
+  w.putTask(task);
+  return event;
+}
+
+/** The id of a retry/wake timer of a task run. */
+export function timerIdOf(task: Pick<TaskRecord, 'id' | 'runs'>, kind: TimerRecord['kind']): string {
+  return `${kind}:${task.id}:${task.runs}`;
+}

@@ -1,0 +1,184 @@
+/**
+ * Task specs (what `submit` takes), their validation, the instance key, and the public Task view.
+ * Validation runs before anything is stored, and every problem names the field.
+ */
+import { createHash } from 'node:crypto';
+import { describeUnserializable } from '../../actors/wire.js';
+import type { WireError } from '../../actors/wire.js';
+import type { TaskState } from '../../machines/index.js';
+import { TroupeError } from '../errors.js';
+import { resolveRetry } from '../options.js';
+import type { RegisteredAgent } from '../agents/registry.js';
+import type { RetryPolicy, TaskRecord, TaskResult } from '../store/records.js';
+
+/** What `rt.submit()` takes. */
+export interface TaskSpec {
+  /** Registered agent name. */
+  agent: string;
+  /** Plain data: objects, arrays, strings, numbers, booleans, null, Dates, Uint8Arrays. */
+  input?: unknown;
+  /** Lower runs first. Integer. @default 0 */
+  priority?: number;
+  /** A lane separates instances of the same agent (e.g. per tenant). @default 'default' */
+  lane?: string;
+  /** Workspace directory the agent works in. */
+  workspace?: string;
+  /** Free-form string labels. */
+  labels?: Record<string, string>;
+  /** A second submit with the same key returns the first task and stores nothing. */
+  idempotencyKey?: string;
+  /** The parent task, for subtasks. */
+  parentId?: string;
+  /** Per-attempt timeout, overriding the agent's; 0 = none. */
+  timeoutMs?: number;
+  /** Retry policy, merged over the agent's. */
+  retry?: Partial<RetryPolicy>;
+}
+
+/** A task as the public API returns it. Times are epoch milliseconds. */
+export interface Task {
+  id: string;
+  agent: string;
+  state: TaskState;
+  input: unknown;
+  output?: unknown;
+  result?: TaskResult;
+  error?: WireError;
+  /** Why it was dropped, cancelled or needs attention. */
+  reason?: string;
+  progress?: { value: number; message?: string; at: number };
+  /** Counted attempts of the current run. */
+  attempts: number;
+  /** Runs so far (a user retry starts a new one). */
+  runs: number;
+  priority: number;
+  lane: string;
+  workspace?: string;
+  instanceKey: string;
+  parentId?: string;
+  idempotencyKey?: string;
+  labels: Record<string, string>;
+  timeoutMs: number;
+  retry: RetryPolicy;
+  /** Not dispatched before this instant (retry backoff). */
+  runAt?: number;
+  createdAt: number;
+  updatedAt: number;
+  startedAt?: number;
+  settledAt?: number;
+}
+
+/** A spec after validation, ready to become a record. */
+export interface ValidSpec {
+  agent: RegisteredAgent;
+  input: unknown;
+  priority: number;
+  lane: string;
+  workspace?: string;
+  labels: Record<string, string>;
+  idempotencyKey?: string;
+  parentId?: string;
+  timeoutMs: number;
+  retry: Readonly<RetryPolicy>;
+  instanceKey: string;
+}
+
+const KNOWN = new Set(['agent', 'input', 'priority', 'lane', 'workspace', 'labels', 'idempotencyKey', 'parentId', 'timeoutMs', 'retry']);
+const LANE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+const MAX_KEY = 512;
+
+/** Validates a spec. Throws UNKNOWN_AGENT or INVALID_INPUT naming the field; stores nothing. */
+export function validateSpec(spec: TaskSpec, lookup: (name: string) => RegisteredAgent | undefined, where = 'task'): ValidSpec {
+  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw bad(`${where} must be an object`);
+  for (const key of Object.keys(spec)) if (!KNOWN.has(key)) throw bad(`${where}.${key} is not a task field`);
+  if (typeof spec.agent !== 'string' || spec.agent.length === 0) throw bad(`${where}.agent must be a non-empty string`);
+  const agent = lookup(spec.agent);
+  if (!agent) throw new TroupeError('UNKNOWN_AGENT', `${where}.agent: no agent named ${JSON.stringify(spec.agent)} is registered`);
+  const problem = describeUnserializable(spec.input, `${where}.input`);
+  if (problem) throw bad(`${problem}; task input must be plain data`);
+  const priority = spec.priority ?? 0;
+  if (!Number.isSafeInteger(priority)) throw bad(`${where}.priority must be an integer`);
+  const lane = spec.lane ?? 'default';
+  if (typeof lane !== 'string' || !LANE.test(lane)) throw bad(`${where}.lane must match ${LANE.source}`);
+  if (spec.workspace !== undefined && (typeof spec.workspace !== 'string' || spec.workspace.length === 0)) throw bad(`${where}.workspace must be a non-empty string`);
+  const labels = spec.labels ?? {};
+  if (typeof labels !== 'object' || labels === null || Array.isArray(labels) || Object.values(labels).some((v) => typeof v !== 'string')) {
+    throw bad(`${where}.labels must be an object of string values`);
+  }
+  for (const name of ['idempotencyKey', 'parentId'] as const) {
+    const value = spec[name];
+    if (value !== undefined && (typeof value !== 'string' || value.length === 0 || value.length > MAX_KEY)) {
+      throw bad(`${where}.${name} must be a non-empty string of at most ${MAX_KEY} characters`);
+    }
+  }
+  const timeoutMs = spec.timeoutMs ?? agent.timeoutMs;
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0) throw bad(`${where}.timeoutMs must be a non-negative integer`);
+  let retry: Readonly<RetryPolicy>;
+  try {
+    retry = resolveRetry(spec.retry, agent.retry, `${where}.retry`);
+  } catch (error) {
+    throw bad((error as Error).message);
+  }
+  const valid: Omit<ValidSpec, 'instanceKey'> = {
+    agent,
+    input: spec.input ?? null,
+    priority,
+    lane,
+    workspace: spec.workspace,
+    labels: { ...labels },
+    idempotencyKey: spec.idempotencyKey,
+    parentId: spec.parentId,
+    timeoutMs,
+    retry,
+  };
+  return { ...valid, instanceKey: instanceKeyOf(valid) };
+}
+
+/**
+ * Stable hash of (workspace, agent, lane, execution policy): tasks with the same key share one
+ * instance actor. The readable prefix makes keys easy to spot in stats and logs.
+ */
+export function instanceKeyOf(spec: Pick<ValidSpec, 'agent' | 'lane' | 'workspace' | 'timeoutMs' | 'retry'>): string {
+  const policy = [spec.timeoutMs, spec.retry.maxAttempts, spec.retry.backoff, spec.retry.delayMs, spec.retry.maxDelayMs, spec.retry.jitter];
+  const hash = createHash('sha256')
+    .update(JSON.stringify([spec.workspace ?? null, spec.agent.name, spec.lane, policy]))
+    .digest('base64url')
+    .slice(0, 12);
+  return `${spec.agent.name}/${spec.lane}/${hash}`;
+}
+
+/** The public view of a stored task. */
+export function toTask(record: TaskRecord): Task {
+  const task: Task = {
+    id: record.id,
+    agent: record.agent,
+    state: record.state,
+    input: record.input,
+    attempts: record.attempts,
+    runs: record.runs,
+    priority: record.priority,
+    lane: record.lane,
+    instanceKey: record.instanceKey,
+    labels: { ...record.labels },
+    timeoutMs: record.timeoutMs,
+    retry: { ...record.retry },
+    createdAt: record.createdAt,
+    updatedAt: record.updatedAt,
+  };
+  if (record.output !== undefined) task.output = record.output;
+  if (record.result !== undefined) task.result = { ...record.result };
+  if (record.error !== undefined) task.error = { ...record.error };
+  if (record.reason !== undefined) task.reason = record.reason;
+  if (record.progress !== undefined) task.progress = { ...record.progress };
+  if (record.workspace !== undefined) task.workspace = record.workspace;
+  if (record.parentId !== undefined) task.parentId = record.parentId;
+  if (record.idempotencyKey !== undefined) task.idempotencyKey = record.idempotencyKey;
+  if (record.runAt !== undefined) task.runAt = record.runAt;
+  if (record.startedAt !== undefined) task.startedAt = record.startedAt;
+  if (record.settledAt !== undefined) task.settledAt = record.settledAt;
+  return task;
+}
+
+function bad(message: string): TroupeError {
+  return new TroupeError('INVALID_INPUT', message);
+}

@@ -1,0 +1,118 @@
+/**
+ * In-memory table of the tasks that are not settled yet (plus settled ones whose commit is still in
+ * flight). It is the authoritative copy while a task is active, so the hot path never reads LMDB,
+ * and it keeps exact counts by state for admission and stats, and the `wait()` waiters.
+ */
+import { TASK_STATES, SETTLED_FOR_WAIT, isTerminal, type TaskState } from '../../machines/index.js';
+import type { Database } from 'lmdb';
+import type { TaskRecord } from '../store/records.js';
+import { toTask, type Task } from './spec.js';
+
+type Waiter = (task: Task) => void;
+
+/** See the module comment. */
+export class TaskTable {
+  readonly #tasks = new Map<string, TaskRecord>();
+  readonly #waiters = new Map<string, Set<Waiter>>();
+  /** Idempotency key → id of tasks in the table, including submits whose commit is in flight. */
+  readonly #keys = new Map<string, string>();
+  readonly #active = emptyCounts();
+  /** Counts of settled tasks in the store, computed on first use. */
+  #settled: Record<TaskState, number> | undefined;
+  readonly #db: Database<TaskRecord, string>;
+  /** Admissions reserved by submits whose commit is in flight. */
+  reservedAdmissions = 0;
+
+  constructor(db: Database<TaskRecord, string>) {
+    this.#db = db;
+  }
+
+  get(id: string): TaskRecord | undefined {
+    return this.#tasks.get(id);
+  }
+
+  /** Adds a task (or re-adds one a retry brought back from a settled state). */
+  add(task: TaskRecord): void {
+    const previous = this.#tasks.get(task.id);
+    if (previous) this.#active[previous.state]--;
+    this.#tasks.set(task.id, task);
+    this.#active[task.state]++;
+    if (task.idempotencyKey !== undefined) this.#keys.set(task.idempotencyKey, task.id);
+  }
+
+  /** The id of the task in the table that holds an idempotency key. */
+  idOfKey(key: string): string | undefined {
+    return this.#keys.get(key);
+  }
+
+  /** Records that `task` moved from `from` to its current state (same object, already mutated). */
+  moved(task: TaskRecord, from: TaskState): void {
+    this.#active[from]--;
+    this.#active[task.state]++;
+  }
+
+  /** A retry took a settled task out of the store counts. */
+  revived(from: TaskState): void {
+    if (this.#settled) this.#settled[from]--;
+  }
+
+  /** Removes a task whose settled state is now committed (or whose submit failed). */
+  retire(task: TaskRecord): void {
+    if (this.#tasks.get(task.id) !== task) return;
+    this.#tasks.delete(task.id);
+    this.#active[task.state]--;
+    // Its key is committed to the idempotency database by now.
+    if (task.idempotencyKey !== undefined && this.#keys.get(task.idempotencyKey) === task.id) this.#keys.delete(task.idempotencyKey);
+    if (this.#settled && isTerminal(task.state)) this.#settled[task.state]++;
+  }
+
+  /** Wakes the waiters of a task that reached a state `wait()` resolves on. */
+  notify(task: TaskRecord): void {
+    if (!SETTLED_FOR_WAIT.has(task.state)) return;
+    const waiters = this.#waiters.get(task.id);
+    if (!waiters) return;
+    this.#waiters.delete(task.id);
+    const view = toTask(task);
+    for (const waiter of waiters) waiter(view);
+  }
+
+  addWaiter(id: string, waiter: Waiter): () => void {
+    let set = this.#waiters.get(id);
+    if (!set) this.#waiters.set(id, (set = new Set()));
+    set.add(waiter);
+    return () => {
+      set.delete(waiter);
+      if (set.size === 0 && this.#waiters.get(id) === set) this.#waiters.delete(id);
+    };
+  }
+
+  /** Count of tasks in a state held in memory. */
+  count(state: TaskState): number {
+    return this.#active[state];
+  }
+
+  values(): IterableIterator<TaskRecord> {
+    return this.#tasks.values();
+  }
+
+  get size(): number {
+    return this.#tasks.size;
+  }
+
+  /** Counts of every task by state: memory for active ones, a one-time store scan for settled ones. */
+  countsByState(): Record<TaskState, number> {
+    if (!this.#settled) {
+      this.#settled = emptyCounts();
+      for (const { key, value } of this.#db.getRange()) {
+        if (!this.#tasks.has(key) && isTerminal(value.state)) this.#settled[value.state]++;
+      }
+    }
+    const out = emptyCounts();
+    for (const state of TASK_STATES) out[state] = this.#active[state] + this.#settled[state];
+    return out;
+  }
+}
+
+function emptyCounts(): Record<TaskState, number> {
+  return Object.fromEntries(TASK_STATES.map((s) => [s, 0])) as Record<TaskState, number>;
+}

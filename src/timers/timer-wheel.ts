@@ -1,0 +1,114 @@
+/**
+ * One timer wheel over the durable Timer records. The records themselves are written in the same
+ * step that arms or cancels them; this module only keeps the in-memory schedule (a min-heap by due
+ * time) and arms a single clock timeout for the earliest one. At start-up the runtime loads every
+ * stored timer back into it, so nothing relies on a `setTimeout` surviving a restart.
+ */
+import type { Clock, ClockTimer } from '../clock.js';
+import type { TimerRecord } from '../store/records.js';
+
+/** The in-memory schedule of durable timers. */
+export interface TimerWheel {
+  /** Schedules a timer (its record must be written by the caller's step). Re-adding an id replaces it. */
+  add(timer: TimerRecord): void;
+  /** Unschedules a timer by id; returns the timer if it was scheduled. */
+  remove(id: string): TimerRecord | undefined;
+  has(id: string): boolean;
+  readonly size: number;
+  /** Stops firing (close). */
+  stop(): void;
+}
+
+/** Creates a wheel that calls `onFire` for each timer when it falls due (in due order). */
+export function createTimerWheel(clock: Clock, onFire: (timer: TimerRecord) => void): TimerWheel {
+  const heap: TimerRecord[] = [];
+  const byId = new Map<string, TimerRecord>();
+  let armed: { timer: ClockTimer; due: number } | undefined;
+  let stopped = false;
+
+  const less = (a: TimerRecord, b: TimerRecord) => a.due < b.due || (a.due === b.due && a.id < b.id);
+
+  function push(timer: TimerRecord): void {
+    heap.push(timer);
+    let i = heap.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!less(heap[i]!, heap[parent]!)) break;
+      [heap[i], heap[parent]] = [heap[parent]!, heap[i]!];
+      i = parent;
+    }
+  }
+
+  function pop(): TimerRecord | undefined {
+    const top = heap[0];
+    const last = heap.pop();
+    if (heap.length > 0 && last) {
+      heap[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < heap.length && less(heap[l]!, heap[m]!)) m = l;
+        if (r < heap.length && less(heap[r]!, heap[m]!)) m = r;
+        if (m === i) break;
+        [heap[i], heap[m]] = [heap[m]!, heap[i]!];
+        i = m;
+      }
+    }
+    return top;
+  }
+
+  /** Drops cancelled entries (removed from byId, or replaced) from the top of the heap. */
+  function peek(): TimerRecord | undefined {
+    while (heap.length > 0 && byId.get(heap[0]!.id) !== heap[0]) pop();
+    return heap[0];
+  }
+
+  function arm(): void {
+    if (stopped) return;
+    const next = peek();
+    if (!next) {
+      if (armed) clock.clearTimeout(armed.timer);
+      armed = undefined;
+      return;
+    }
+    if (armed && armed.due <= next.due) return;
+    if (armed) clock.clearTimeout(armed.timer);
+    armed = { due: next.due, timer: clock.setTimeout(fire, next.due - clock.now()) };
+  }
+
+  function fire(): void {
+    armed = undefined;
+    if (stopped) return;
+    const now = clock.now();
+    for (let next = peek(); next && next.due <= now; next = peek()) {
+      pop();
+      byId.delete(next.id);
+      onFire(next);
+    }
+    arm();
+  }
+
+  return {
+    add(timer) {
+      byId.set(timer.id, timer);
+      push(timer);
+      arm();
+    },
+    remove(id) {
+      const timer = byId.get(id);
+      if (timer) byId.delete(id);
+      return timer;
+    },
+    has: (id) => byId.has(id),
+    get size() {
+      return byId.size;
+    },
+    stop() {
+      stopped = true;
+      if (armed) clock.clearTimeout(armed.timer);
+      armed = undefined;
+    },
+  };
+}

@@ -1,0 +1,54 @@
+/**
+ * Test helpers: temp data dirs, fixture agent URLs and a runtime factory with quiet defaults.
+ * Integration tests import the built package (`troupe`), like an installed user would.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRuntime, type Runtime, type RuntimeOptions } from 'troupe';
+
+/** Names of the fixture agents in test/fixtures/agents. */
+export type FixtureAgent = 'crash' | 'hang' | 'broken' | 'chatty' | 'polite' | 'weird' | 'record' | 'overlap';
+
+/** The built module URL of a fixture agent. */
+export function fixtureAgent(name: FixtureAgent): URL {
+  return new URL(`../dist/test/fixtures/agents/${name}.agent.js`, import.meta.url);
+}
+
+/** A fresh temp dir, removed by the returned cleanup. */
+export function tempDir(prefix = 'troupe-test-'): { path: string; cleanup: () => void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/** Starts a runtime on a temp dir with small, quiet defaults; `stop()` closes it and removes the dir. */
+export async function startRuntime(options: RuntimeOptions = {}): Promise<{ rt: Runtime; dataDir: string; stop: () => Promise<void> }> {
+  const dir = options.dataDir ? undefined : tempDir();
+  const dataDir = options.dataDir ?? dir!.path;
+  const rt = await createRuntime({ threads: 2, slotsPerThread: 2, logger: false, cancelGraceMs: 500, ...options, dataDir });
+  return {
+    rt,
+    dataDir,
+    stop: async () => {
+      await rt.close({ timeoutMs: 2_000 });
+      dir?.cleanup();
+    },
+  };
+}
+
+/** The largest number of overlapping `+`/`-` intervals an overlap agent recorded. */
+export function maxOverlap(file: string): number {
+  const marks = readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => line.split(' '))
+    .map(([sign, at]) => ({ delta: sign === '+' ? 1 : -1, at: Number(at) }))
+    .sort((a, b) => a.at - b.at || a.delta - b.delta);
+  let now = 0;
+  let max = 0;
+  for (const mark of marks) {
+    now += mark.delta;
+    max = Math.max(max, now);
+  }
+  return max;
+}
