@@ -15,6 +15,7 @@ export type { Task, TaskSpec } from './tasks/spec.js';
 export type { ListOptions, TaskPage, WaitOptions } from './tasks/engine.js';
 export type { RuntimeEvent, RuntimeEventMap, EventStreamOptions } from './events/event-bus.js';
 export type { InstanceView } from './router/router.js';
+export type { LogLine, LogOptions } from './events/logs.js';
 export type { RuntimeStats } from './stats.js';
 export type { RetryPolicy, TaskResult, EventType } from './store/records.js';
 export type { WireError as TaskError, Fault, AgentResult } from '../actors/wire.js';

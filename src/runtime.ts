@@ -19,8 +19,10 @@ import { Dispatcher } from './tasks/dispatcher.js';
 import { Submitter } from './tasks/submit.js';
 import { TaskEngine, type ListOptions, type TaskPage, type WaitOptions } from './tasks/engine.js';
 import type { Kernel } from './tasks/kernel.js';
+import { readLogs, type LogLine, type LogOptions } from './events/logs.js';
 import type { Task, TaskSpec } from './tasks/spec.js';
 import type { TaskState } from '../machines/index.js';
+import type { EventType } from './store/records.js';
 import { collectStats, type RuntimeStats } from './stats.js';
 
 /** Lifecycle states of a runtime. */
@@ -164,13 +166,22 @@ export class Runtime implements AsyncDisposable {
     return this.#bus.iterate(options);
   }
 
-  /** Listens to committed events of one type (or `'*'`). Returns an unsubscribe function. */
-  on<K extends keyof RuntimeEventMap>(type: K, listener: RuntimeEventMap[K]): () => void {
-    return this.#bus.on(type, listener);
+  /** Replays the log lines a task's agent wrote through `ctx.log`, in order. */
+  logs(id: string, options?: LogOptions): AsyncGenerator<LogLine> {
+    this.#assertOpen('logs');
+    if (!this.#engine.record(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
+    return readLogs(this.#store.db.logs, id, options);
   }
 
-  off<K extends keyof RuntimeEventMap>(type: K, listener: RuntimeEventMap[K]): void {
-    this.#bus.off(type, listener);
+  /** Listens to committed events of one type (or `'*'` for all). Returns an unsubscribe function. */
+  on(type: '*', listener: RuntimeEventMap['*']): () => void;
+  on<K extends EventType>(type: K, listener: RuntimeEventMap[K]): () => void;
+  on(type: EventType | '*', listener: (event: never) => void): () => void {
+    return this.#bus.on(type, listener as (event: RuntimeEvent) => void);
+  }
+
+  off(type: EventType | '*', listener: (event: never) => void): void {
+    this.#bus.off(type, listener as (event: RuntimeEvent) => void);
   }
 
   /** Sets an instance's dispatch target (null: no per-instance limit). Resolves once durable. */
@@ -242,6 +253,8 @@ export class Runtime implements AsyncDisposable {
     };
     const deadline = options.force ? Promise.resolve() : new Promise<void>((resolve) => clock.setTimeout(resolve, timeoutMs));
     await step('drain', () => this.#dispatcher.drain(deadline));
+    // Settlements of the drained attempts wake their waiters once committed: let them land first.
+    await step('commits', () => this.#store.settled());
     await step('timers', () => this.#timers.stop());
     await step('instances', () => this.#router.flush());
     await step('pool', () => this.#pool.destroy());

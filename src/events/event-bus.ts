@@ -15,8 +15,8 @@ export interface RuntimeEvent extends EventRecord {
 }
 
 /** `rt.on` listeners by event type; `'*'` receives every event. */
-export type RuntimeEventMap = { [K in EventType]: (event: RuntimeEvent & { type: K }) => void } & {
-  '*': (event: RuntimeEvent) => void;
+export type RuntimeEventMap = {
+  [K in EventType | '*']: (event: K extends EventType ? RuntimeEvent & { type: K } : RuntimeEvent) => void;
 };
 
 /** Filters of {@link EventBus.iterate}. */
@@ -68,13 +68,13 @@ export class EventBus {
     }
   }
 
-  on<K extends keyof RuntimeEventMap>(type: K, listener: RuntimeEventMap[K]): () => void {
-    this.#emitter.on(type, listener as (...args: unknown[]) => void);
-    return () => this.#emitter.off(type, listener as (...args: unknown[]) => void);
+  on(type: EventType | '*', listener: (event: RuntimeEvent) => void): () => void {
+    this.#emitter.on(type, listener);
+    return () => this.#emitter.off(type, listener);
   }
 
-  off<K extends keyof RuntimeEventMap>(type: K, listener: RuntimeEventMap[K]): void {
-    this.#emitter.off(type, listener as (...args: unknown[]) => void);
+  off(type: EventType | '*', listener: (event: RuntimeEvent) => void): void {
+    this.#emitter.off(type, listener);
   }
 
   /** Ends every live iteration (runtime close). */

@@ -84,6 +84,8 @@ export interface Store {
   readonly nextSeq: number;
   /** Runs `fn` and commits all of its writes in one transaction; resolves once flushed. */
   commit(fn: (writer: StepWriter) => void): Promise<EventRecord[]>;
+  /** Resolves once every commit issued so far (and any issued while waiting) has finished. */
+  settled(): Promise<void>;
   /** Marks the shutdown clean or not, flushes and closes. */
   close(clean: boolean): Promise<void>;
 }
@@ -117,6 +119,7 @@ class LmdbStore implements Store {
   readonly #lock: DataDirLock;
   readonly #onCommitted: ((events: EventRecord[]) => void) | undefined;
   #closed = false;
+  readonly #inflight = new Set<Promise<unknown>>();
 
   constructor(options: StoreOptions, root: RootDatabase, lock: DataDirLock) {
     this.dataDir = options.dataDir;
@@ -206,7 +209,7 @@ class LmdbStore implements Store {
     for (const [database, key, value] of ops) last = value === REMOVE ? database.remove(key) : database.put(key, value);
     for (const record of events) last = db.events.put(record.seq, record);
     if (!last) return Promise.resolve(events);
-    return last.then(
+    const committed = last.then(
       () => {
         if (events.length > 0) this.#onCommitted?.(events);
         return events;
@@ -215,6 +218,14 @@ class LmdbStore implements Store {
         throw new TroupeError('STORE_FAILED', `commit failed: ${(error as Error).message}`, { cause: error });
       },
     );
+    this.#inflight.add(committed);
+    const forget = () => void this.#inflight.delete(committed);
+    committed.then(forget, forget);
+    return committed;
+  }
+
+  async settled(): Promise<void> {
+    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
   }
 
   async close(clean: boolean): Promise<void> {

@@ -65,7 +65,10 @@ export class Submitter {
       if (results[i] === undefined && key !== undefined) results[i] = results[batchKeys.get(key)!];
     }
     if (records.length > 0) await this.#store(records, now);
-    return results.map((r) => (r && 'instanceKey' in r && 'token' in r ? toTask(r as TaskRecord) : (r as Task)));
+    // Views are taken as committed (queued), before the dispatcher may start the tasks.
+    const views = results.map((r) => (r && 'token' in r ? toTask(r as TaskRecord) : (r as Task)));
+    this.#enqueue(records);
+    return views;
   }
 
   #existing(key: string): Task | undefined {
@@ -105,7 +108,7 @@ export class Submitter {
   }
 
   async #store(records: TaskRecord[], now: number): Promise<void> {
-    const { table, store, governor } = this.#k;
+    const { table, store } = this.#k;
     for (const record of records) table.add(record);
     try {
       await store.commit((w) => {
@@ -119,6 +122,10 @@ export class Submitter {
       for (const record of records) table.retire(record);
       throw error;
     }
+  }
+
+  #enqueue(records: readonly TaskRecord[]): void {
+    const { governor } = this.#k;
     for (const record of records) if (record.state === 'queued' && !governor.has(record.id)) governor.enqueue(entryOf(record));
     this.#k.pump();
   }

@@ -1,0 +1,132 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { open } from 'lmdb';
+import { afterEach, describe, expect, it } from 'vitest';
+import { builtinAgent, createRuntime, type RuntimeEvent } from 'troupe';
+import { fixtureAgent, tempDir } from '../helpers.js';
+
+const dirs: Array<{ cleanup: () => void }> = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) dir.cleanup();
+});
+function dataDir(): string {
+  const dir = tempDir();
+  dirs.push(dir);
+  return dir.path;
+}
+
+const base = { logger: false as const, threads: 1, slotsPerThread: 2 };
+
+describe('data dir ownership', () => {
+  it('gives DATA_DIR_LOCKED to a second runtime in the same process, and nothing is damaged', async () => {
+    const path = dataDir();
+    const rt = await createRuntime({ ...base, dataDir: path, agents: [builtinAgent('echo')] });
+    const task = await rt.wait((await rt.submit({ agent: 'echo', input: 'kept' })).id);
+    await expect(createRuntime({ ...base, dataDir: path })).rejects.toMatchObject({ code: 'DATA_DIR_LOCKED' });
+    expect(await rt.get(task.id)).toMatchObject({ state: 'done', output: 'kept' });
+    await rt.close();
+    const again = await createRuntime({ ...base, dataDir: path });
+    expect(await again.get(task.id)).toMatchObject({ state: 'done', output: 'kept' });
+    await again.close();
+  });
+
+  it('gives DATA_DIR_LOCKED while another process holds the dir, and takes over once it is dead', async () => {
+    const path = dataDir();
+    const holder = spawn(process.execPath, ['--input-type=module', '-e', `
+      import { createRuntime } from ${JSON.stringify(fileURLToPath(new URL('../../dist/src/index.js', import.meta.url)))};
+      await createRuntime({ dataDir: ${JSON.stringify(path)}, logger: false, threads: 1 });
+      console.log('ready');
+      setInterval(() => {}, 1000);
+    `], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await once(holder.stdout!, 'data');
+    await expect(createRuntime({ ...base, dataDir: path })).rejects.toMatchObject({ code: 'DATA_DIR_LOCKED', message: expect.stringContaining(String(holder.pid)) });
+    holder.kill('SIGKILL');
+    await once(holder, 'exit');
+    const rt = await createRuntime({ ...base, dataDir: path });
+    expect(rt.state).toBe('running');
+    await rt.close();
+  });
+
+  it('gives SCHEMA_MISMATCH naming both versions for a data dir from a newer schema', async () => {
+    const path = dataDir();
+    const rt = await createRuntime({ ...base, dataDir: path });
+    await rt.close();
+    const env = open({ path });
+    await env.openDB({ name: 'meta' }).put('schemaVersion', 99);
+    await env.close();
+    await expect(createRuntime({ ...base, dataDir: path })).rejects.toMatchObject({ code: 'SCHEMA_MISMATCH', message: expect.stringMatching(/version 99.*version 1/) });
+  });
+});
+
+describe('close and reopen', () => {
+  it('resumes queued tasks after a restart, in FIFO order, without duplicating them', async () => {
+    const path = dataDir();
+    const first = await createRuntime({ ...base, dataDir: path });
+    // No agent registered: the tasks stay queued until the next runtime registers one.
+    const tasks = await first.submitMany(Array.from({ length: 20 }, (_, i) => ({ agent: 'echo', input: i, idempotencyKey: `job-${i}` }).valueOf() as never)).catch(() => undefined);
+    expect(tasks).toBeUndefined(); // UNKNOWN_AGENT: an agent must be registered to submit
+    first.agents.register(builtinAgent('echo'));
+    await first.setDispatchTarget((await first.wait((await first.submit({ agent: 'echo', lane: 'later' })).id)).instanceKey, 0);
+    const queued = await first.submitMany(Array.from({ length: 20 }, (_, i) => ({ agent: 'echo', lane: 'later', input: i, idempotencyKey: `job-${i}` })));
+    await first.close();
+
+    const second = await createRuntime({ ...base, dataDir: path, agents: [builtinAgent('echo')] });
+    expect(second.stats().tasks.queued).toBe(20);
+    const started: string[] = [];
+    second.on('task.started', (e) => started.push(e.taskId!));
+    await second.setDispatchTarget(queued[0]!.instanceKey, null);
+    const done = await Promise.all(queued.map((t) => second.wait(t.id)));
+    expect(done.every((t) => t.state === 'done' && t.attempts === 1)).toBe(true);
+    expect(started).toEqual(queued.map((t) => t.id));
+    const resubmitted = await second.submit({ agent: 'echo', lane: 'later', input: 'x', idempotencyKey: 'job-3' });
+    expect(resubmitted.id).toBe(queued[3]!.id);
+    await second.close();
+  });
+
+  it('interrupts attempts still running at the close deadline; the next open requeues them without counting', async () => {
+    const path = dataDir();
+    const first = await createRuntime({ ...base, dataDir: path, agents: [{ name: 'hang', module: fixtureAgent('hang'), retry: { maxAttempts: 1 } }] });
+    const task = await first.submit({ agent: 'hang', input: { mode: 'async' } });
+    await new Promise<RuntimeEvent>((resolve) => first.on('task.started', resolve));
+    await first.close({ timeoutMs: 100 });
+    const second = await createRuntime({ ...base, dataDir: path });
+    const stored = await second.get(task.id);
+    expect(stored).toMatchObject({ state: 'queued', attempts: 0 });
+    const types: string[] = [];
+    for await (const e of second.events({ taskId: task.id })) {
+      types.push(e.type);
+      if (types.length === 3) break;
+    }
+    expect(types).toEqual(['task.queued', 'task.started', 'task.queued']);
+    await second.close();
+  });
+
+  it('waits for running attempts to finish within the close timeout', async () => {
+    const path = dataDir();
+    const rt = await createRuntime({ ...base, dataDir: path, agents: [builtinAgent('sleep')] });
+    const task = await rt.submit({ agent: 'sleep', input: { ms: 300, steps: 3 } });
+    // Progress comes from the agent itself: it is executing, not just recorded as started.
+    await new Promise<RuntimeEvent>((resolve) => rt.on('task.progress', resolve));
+    const waited = rt.wait(task.id);
+    await rt.close({ timeoutMs: 5_000 });
+    expect(await waited).toMatchObject({ state: 'done', output: { sleptMs: 300 } });
+  });
+
+  it('supports await using (Symbol.asyncDispose) and rejects pending waits with CLOSED', async () => {
+    const path = dataDir();
+    let pending: Promise<unknown> | undefined;
+    {
+      await using rt = await createRuntime({ ...base, dataDir: path });
+      rt.agents.register(builtinAgent('echo'));
+      const probe = await rt.wait((await rt.submit({ agent: 'echo', lane: 'parked' })).id);
+      await rt.setDispatchTarget(probe.instanceKey, 0);
+      const parked = await rt.submit({ agent: 'echo', lane: 'parked' });
+      pending = rt.wait(parked.id).catch((e: unknown) => e);
+    }
+    expect(await pending).toMatchObject({ code: 'CLOSED' });
+    const reopened = await createRuntime({ ...base, dataDir: path });
+    expect(reopened.stats().tasks.queued).toBe(1);
+    await reopened.close();
+  });
+});
