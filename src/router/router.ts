@@ -90,10 +90,12 @@ export function createRouter(options: RouterOptions): Router {
   const { store, clock, log } = options;
   const live = new Map<string, LiveEntry>();
   const dirty = new Set<string>();
+  /** Envelopes whose commit has not landed yet: LMDB reads would still return the older value. */
+  const writing = new Map<string, InstanceEnvelope>();
   let flushQueued = false;
 
   function envelopeOf(key: string): InstanceEnvelope | undefined {
-    return store.db.instances.get(key);
+    return writing.get(key) ?? store.db.instances.get(key);
   }
 
   function start(key: string, descriptor: InstanceDescriptor | undefined): LiveEntry | undefined {
@@ -113,11 +115,12 @@ export function createRouter(options: RouterOptions): Router {
     }
     actor.on('degraded', (emitted: InstanceEmitted) => onDegraded(emitted));
     actor.start();
-    if (envelope && envelope.bootId !== store.bootId) actor.send({ type: 'recover', at: clock.now() });
+    // Only actors without attempts are passivated, and none survive a restart, so any attempt
+    // count in a stored snapshot is stale (it may have been written while the instance was busy).
+    if (envelope) actor.send({ type: 'recover', at: clock.now() });
     const entry: LiveEntry = { actor, persisted };
     live.set(key, entry);
     if (!envelope) dirty.add(key); // first sight: persist so setTarget and rebuild can find it
-    passivate();
     return entry;
   }
 
@@ -148,21 +151,39 @@ export function createRouter(options: RouterOptions): Router {
     });
   }
 
-  function writeSnapshot(w: StepWriter, key: string, entry: LiveEntry): void {
+  function writeSnapshot(w: StepWriter, key: string, entry: LiveEntry): InstanceEnvelope {
     const snapshot = entry.actor.getPersistedSnapshot();
-    w.putInstance(key, { schema: 1, machine: 'instance', version: MACHINES.instance.version, seq: store.nextSeq, bootId: store.bootId, snapshot });
+    const envelope: InstanceEnvelope = { schema: 1, machine: 'instance', version: MACHINES.instance.version, seq: store.nextSeq, bootId: store.bootId, snapshot };
+    w.putInstance(key, envelope);
     entry.persisted = durableFingerprint(entry.actor.getSnapshot());
+    return envelope;
+  }
+
+  /** Commits snapshot writes, keeping them readable through envelopeOf until they land. */
+  function commitSnapshots(write: (w: StepWriter) => Array<[string, InstanceEnvelope]>): Promise<unknown> {
+    let written: Array<[string, InstanceEnvelope]> = [];
+    const committed = store.commit((w) => {
+      written = write(w);
+    });
+    for (const [key, envelope] of written) writing.set(key, envelope);
+    const land = () => {
+      for (const [key, envelope] of written) if (writing.get(key) === envelope) writing.delete(key);
+    };
+    committed.then(land, land);
+    return committed;
   }
 
   function flushDirty(extra?: (w: StepWriter) => void): Promise<unknown> {
     const keys = [...dirty];
     dirty.clear();
-    return store.commit((w) => {
+    return commitSnapshots((w) => {
+      const written: Array<[string, InstanceEnvelope]> = [];
       for (const key of keys) {
         const entry = live.get(key);
-        if (entry) writeSnapshot(w, key, entry);
+        if (entry) written.push([key, writeSnapshot(w, key, entry)]);
       }
       extra?.(w);
+      return written;
     });
   }
 
@@ -174,16 +195,20 @@ export function createRouter(options: RouterOptions): Router {
     ).catch((error: unknown) => log.error({ err: error }, 'persisting a degraded instance failed'));
   }
 
-  /** Evicts the least recently used idle actors beyond the limit. */
-  function passivate(): void {
+  /**
+   * Evicts the least recently used actors without attempts beyond the limit (never `keep`, the
+   * one just used). Busy actors stay live even over the limit: their counts exist only in memory.
+   */
+  function passivate(keep: string): void {
     if (live.size <= options.maxLiveInstances) return;
     let excess = live.size - options.maxLiveInstances;
     const evicted: Array<[string, LiveEntry]> = [];
     for (const pass of [true, false]) {
       for (const [key, entry] of live) {
         if (excess === 0) break;
-        const snapshot = entry.actor.getSnapshot();
-        if (instanceStatus(snapshot) !== 'idle' && snapshot.value !== 'degraded') continue;
+        if (key === keep) continue;
+        const { pending, running, stopping } = entry.actor.getSnapshot().context;
+        if (pending + running + stopping > 0) continue;
         if (pass && options.hasQueuedWork(key)) continue;
         live.delete(key);
         evicted.push([key, entry]);
@@ -192,14 +217,12 @@ export function createRouter(options: RouterOptions): Router {
     }
     const changed = evicted.filter(([key, entry]) => dirty.has(key) || durableFingerprint(entry.actor.getSnapshot()) !== entry.persisted);
     if (changed.length > 0) {
-      void store
-        .commit((w) => {
-          for (const [key, entry] of changed) {
-            dirty.delete(key);
-            writeSnapshot(w, key, entry);
-          }
-        })
-        .catch((error: unknown) => log.error({ err: error }, 'persisting passivated instances failed'));
+      commitSnapshots((w) =>
+        changed.map(([key, entry]) => {
+          dirty.delete(key);
+          return [key, writeSnapshot(w, key, entry)];
+        }),
+      ).catch((error: unknown) => log.error({ err: error }, 'persisting passivated instances failed'));
     }
     for (const [, entry] of evicted) entry.actor.stop();
   }
@@ -225,6 +248,7 @@ export function createRouter(options: RouterOptions): Router {
   function requireEntry(key: string): LiveEntry {
     const entry = touch(key);
     if (!entry) throw new TroupeError('NOT_FOUND', `no instance ${key}`);
+    passivate(key);
     return entry;
   }
 
@@ -233,6 +257,7 @@ export function createRouter(options: RouterOptions): Router {
       const entry = touch(key, descriptor)!;
       entry.actor.send(event);
       noteChange(key, entry);
+      passivate(key);
     },
     admits(key) {
       const entry = live.get(key);

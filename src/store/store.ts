@@ -96,7 +96,8 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   const lock = acquireLock(options.dataDir);
   let root: RootDatabase | undefined;
   try {
-    root = open({ path: options.dataDir, maxDbs: 24, overlappingSync: false, compression: false });
+    // noSubdir: false, or lmdb-js takes a dir name with a dot ("my.data") for a file name.
+    root = open({ path: options.dataDir, noSubdir: false, maxDbs: 24, overlappingSync: false, compression: false });
     const store = new LmdbStore(options, root, lock);
     await store.init();
     return store;

@@ -101,7 +101,7 @@ export function validateSpec(spec: TaskSpec, lookup: (name: string) => Registere
   const lane = spec.lane ?? 'default';
   if (typeof lane !== 'string' || !LANE.test(lane)) throw bad(`${where}.lane must match ${LANE.source}`);
   if (spec.workspace !== undefined && (typeof spec.workspace !== 'string' || spec.workspace.length === 0)) throw bad(`${where}.workspace must be a non-empty string`);
-  const labels = spec.labels ?? {};
+  const labels = spec.labels === undefined ? {} : spec.labels;
   if (typeof labels !== 'object' || labels === null || Array.isArray(labels) || Object.values(labels).some((v) => typeof v !== 'string')) {
     throw bad(`${where}.labels must be an object of string values`);
   }

@@ -99,6 +99,11 @@ export function createTimerWheel(clock: Clock, onFire: (timer: TimerRecord) => v
     remove(id) {
       const timer = byId.get(id);
       if (timer) byId.delete(id);
+      // Removed entries leave the heap lazily; rebuild it when they are the majority.
+      if (heap.length > 64 && heap.length > 2 * byId.size) {
+        heap.length = 0;
+        for (const live of byId.values()) push(live);
+      }
       return timer;
     },
     has: (id) => byId.has(id),

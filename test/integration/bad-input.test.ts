@@ -44,6 +44,7 @@ describe('bad input is rejected before anything is stored', () => {
     [{ agent: 'echo', priority: 1.5 }, 'task.priority must be an integer'],
     [{ agent: 'echo', lane: 'no spaces' }, 'task.lane must match'],
     [{ agent: 'echo', labels: { a: 1 } }, 'task.labels must be an object of string values'],
+    [{ agent: 'echo', labels: null }, 'task.labels must be an object of string values'],
     [{ agent: 'echo', idempotencyKey: '' }, 'task.idempotencyKey must be a non-empty string'],
     [{ agent: 'echo', timeoutMs: -1 }, 'task.timeoutMs must be a non-negative integer'],
     [{ agent: 'echo', retry: { maxAttempts: 0 } }, 'task.retry.maxAttempts must be a positive integer'],

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { open } from 'lmdb';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -56,6 +57,18 @@ describe('data dir ownership', () => {
     await env.openDB({ name: 'meta' }).put('schemaVersion', 99);
     await env.close();
     await expect(createRuntime({ ...base, dataDir: path })).rejects.toMatchObject({ code: 'SCHEMA_MISMATCH', message: expect.stringMatching(/version 99.*version 1/) });
+  });
+});
+
+describe('data dir names', () => {
+  it('opens a data dir whose name has a dot in it, and reopens it with its tasks', async () => {
+    const path = join(dataDir(), 'my.data');
+    const rt = await createRuntime({ ...base, dataDir: path, agents: [builtinAgent('echo')] });
+    const task = await rt.wait((await rt.submit({ agent: 'echo', input: 'dotted' })).id);
+    await rt.close();
+    const again = await createRuntime({ ...base, dataDir: path });
+    expect(await again.get(task.id)).toMatchObject({ state: 'done', output: 'dotted' });
+    await again.close();
   });
 });
 
