@@ -59,6 +59,7 @@ export class EventBus {
 
   /** Publishes events that have just been committed. */
   publish(records: readonly EventRecord[]): void {
+    if (this.#streams.size === 0 && this.#emitter.eventNames().length === 0) return;
     for (const record of records) {
       const event = record as RuntimeEvent;
       event.cursor = toCursor(record.seq);

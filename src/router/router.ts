@@ -120,7 +120,11 @@ export function createRouter(options: RouterOptions): Router {
     if (envelope) actor.send({ type: 'recover', at: clock.now() });
     const entry: LiveEntry = { actor, persisted };
     live.set(key, entry);
-    if (!envelope) dirty.add(key); // first sight: persist so setTarget and rebuild can find it
+    if (!envelope) {
+      // First sight: persist it so setTarget, instances() and a rebuild can find it.
+      dirty.add(key);
+      queueFlush();
+    }
     return entry;
   }
 
@@ -256,8 +260,9 @@ export function createRouter(options: RouterOptions): Router {
     send(key, event, descriptor) {
       const entry = touch(key, descriptor)!;
       entry.actor.send(event);
-      noteChange(key, entry);
-      passivate(key);
+      // Only an ended attempt can move durable state (the failure streak, degradation).
+      if (event.type !== 'attempt' || event.change === 'ended') noteChange(key, entry);
+      if (live.size > options.maxLiveInstances) passivate(key);
     },
     admits(key) {
       const entry = live.get(key);

@@ -120,7 +120,8 @@ class LmdbStore implements Store {
   readonly #lock: DataDirLock;
   readonly #onCommitted: ((events: EventRecord[]) => void) | undefined;
   #closed = false;
-  readonly #inflight = new Set<Promise<unknown>>();
+  #last: Promise<unknown> = Promise.resolve();
+  #idleStep: StepBuffer | undefined;
 
   constructor(options: StoreOptions, root: RootDatabase, lock: DataDirLock) {
     this.dataDir = options.dataDir;
@@ -177,38 +178,23 @@ class LmdbStore implements Store {
 
   commit(fn: (writer: StepWriter) => void): Promise<EventRecord[]> {
     if (this.#closed) return Promise.reject(new TroupeError('CLOSED', 'the store is closed'));
-    const events: EventRecord[] = [];
-    // Writes are collected first and issued only after `fn` returns, so a step that throws
-    // half-way writes nothing: queued async puts cannot be rolled back.
-    const ops: Array<[Database<any, any>, Key, unknown]> = [];
-    const { db } = this;
-    const writer: StepWriter = {
-      putTask: (task) => void ops.push([db.tasks, task.id, task]),
-      putActive: (taskId) => void ops.push([db.active, taskId, true]),
-      removeActive: (taskId) => void ops.push([db.active, taskId, REMOVE]),
-      putAttempt: (a) => void ops.push([db.attempts, [a.taskId, a.run, a.attempt], a]),
-      putRun: (r) => void ops.push([db.runs, [r.taskId, r.run], r]),
-      putInstance: (key, envelope) => void ops.push([db.instances, key, envelope]),
-      putTimer: (t) => void ops.push([db.timers, [t.due, t.id], t]),
-      removeTimer: (t) => void ops.push([db.timers, [t.due, t.id], REMOVE]),
-      putIdempotency: (key, taskId) => void ops.push([db.idempotency, key, taskId]),
-      putLog: (key, line) => void ops.push([db.logs, key, line]),
-      event: (type, fields) => {
-        const record: EventRecord = { seq: this.#seq++, type, ...fields };
-        events.push(record);
-        return record;
-      },
-    };
+    // One step buffer is reused on the hot path; a commit from inside a step gets its own.
+    const step = this.#idleStep ?? new StepBuffer(this.db, () => this.#seq++);
+    this.#idleStep = undefined;
     const firstSeq = this.#seq;
     try {
-      fn(writer);
+      fn(step);
     } catch (error) {
-      this.#seq = firstSeq; // nothing was written, so no seq may be burned: the log has no gaps
+      // Writes are only issued after `fn` returns, so a step that throws half-way wrote nothing,
+      // and no seq may be burned either: the event log has no gaps.
+      this.#seq = firstSeq;
+      step.reset();
+      this.#idleStep = step;
       throw error;
     }
-    let last: Promise<boolean> | undefined;
-    for (const [database, key, value] of ops) last = value === REMOVE ? database.remove(key) : database.put(key, value);
-    for (const record of events) last = db.events.put(record.seq, record);
+    const events = step.events;
+    const last = step.issue();
+    this.#idleStep = step;
     if (!last) return Promise.resolve(events);
     const committed = last.then(
       () => {
@@ -219,14 +205,16 @@ class LmdbStore implements Store {
         throw new TroupeError('STORE_FAILED', `commit failed: ${(error as Error).message}`, { cause: error });
       },
     );
-    this.#inflight.add(committed);
-    const forget = () => void this.#inflight.delete(committed);
-    committed.then(forget, forget);
+    // lmdb-js resolves commits in order, so the newest one settling means all earlier ones have.
+    this.#last = committed;
     return committed;
   }
 
   async settled(): Promise<void> {
-    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
+    for (let seen: Promise<unknown> | undefined; seen !== this.#last; ) {
+      seen = this.#last;
+      await seen.catch(() => undefined);
+    }
   }
 
   async close(clean: boolean): Promise<void> {
@@ -239,5 +227,77 @@ class LmdbStore implements Store {
     } finally {
       this.#lock.release();
     }
+  }
+}
+
+/**
+ * Collects the writes of one step as flat (database, key, value) triples and issues them as
+ * lmdb-js async puts in one go, so they share one batch and therefore one transaction.
+ */
+class StepBuffer implements StepWriter {
+  readonly #db: Databases;
+  readonly #nextSeq: () => number;
+  #ops: unknown[] = [];
+  events: EventRecord[] = [];
+
+  constructor(db: Databases, nextSeq: () => number) {
+    this.#db = db;
+    this.#nextSeq = nextSeq;
+  }
+
+  putTask(task: TaskRecord): void {
+    this.#ops.push(this.#db.tasks, task.id, task);
+  }
+  putActive(taskId: string): void {
+    this.#ops.push(this.#db.active, taskId, true);
+  }
+  removeActive(taskId: string): void {
+    this.#ops.push(this.#db.active, taskId, REMOVE);
+  }
+  putAttempt(a: AttemptRecord): void {
+    this.#ops.push(this.#db.attempts, [a.taskId, a.run, a.attempt], a);
+  }
+  putRun(r: RunRecord): void {
+    this.#ops.push(this.#db.runs, [r.taskId, r.run], r);
+  }
+  putInstance(key: string, envelope: InstanceEnvelope): void {
+    this.#ops.push(this.#db.instances, key, envelope);
+  }
+  putTimer(t: TimerRecord): void {
+    this.#ops.push(this.#db.timers, [t.due, t.id], t);
+  }
+  removeTimer(t: TimerRecord): void {
+    this.#ops.push(this.#db.timers, [t.due, t.id], REMOVE);
+  }
+  putIdempotency(key: string, taskId: string): void {
+    this.#ops.push(this.#db.idempotency, key, taskId);
+  }
+  putLog(key: [string, number, number, number], line: LogRecord): void {
+    this.#ops.push(this.#db.logs, key, line);
+  }
+  event(type: EventType, fields: Omit<EventRecord, 'seq' | 'type' | 'at'> & { at: number }): EventRecord {
+    const record = { seq: this.#nextSeq(), type, ...fields } as EventRecord;
+    this.events.push(record);
+    return record;
+  }
+
+  /** Issues the collected writes; returns the promise of the last one (its batch's commit). */
+  issue(): Promise<boolean> | undefined {
+    const ops = this.#ops;
+    let last: Promise<boolean> | undefined;
+    for (let i = 0; i < ops.length; i += 3) {
+      const database = ops[i] as Database<unknown, Key>;
+      const key = ops[i + 1] as Key;
+      const value = ops[i + 2];
+      last = value === REMOVE ? database.remove(key) : database.put(key, value);
+    }
+    for (const record of this.events) last = this.#db.events.put(record.seq, record);
+    this.reset();
+    return last;
+  }
+
+  reset(): void {
+    this.#ops.length = 0;
+    this.events = [];
   }
 }

@@ -139,6 +139,25 @@ export function validateSpec(spec: TaskSpec, lookup: (name: string) => Registere
  * instance actor. The readable prefix makes keys easy to spot in stats and logs.
  */
 export function instanceKeyOf(spec: Pick<ValidSpec, 'agent' | 'lane' | 'workspace' | 'timeoutMs' | 'retry'>): string {
+  // Most tasks use their agent's own policy: cache those keys per registration (a sha256 per
+  // submit was measurable on the hot path).
+  const cacheable = spec.retry === spec.agent.retry && spec.timeoutMs === spec.agent.timeoutMs;
+  const cacheKey = cacheable ? `${spec.lane}\u0000${spec.workspace ?? ''}` : undefined;
+  let cache = cacheable ? KEY_CACHE.get(spec.agent) : undefined;
+  const cached = cacheKey !== undefined ? cache?.get(cacheKey) : undefined;
+  if (cached !== undefined) return cached;
+  const key = computeInstanceKey(spec);
+  if (cacheKey !== undefined && (cache?.size ?? 0) < KEY_CACHE_LIMIT) {
+    if (!cache) KEY_CACHE.set(spec.agent, (cache = new Map()));
+    cache.set(cacheKey, key);
+  }
+  return key;
+}
+
+const KEY_CACHE = new WeakMap<RegisteredAgent, Map<string, string>>();
+const KEY_CACHE_LIMIT = 10_000;
+
+function computeInstanceKey(spec: Pick<ValidSpec, 'agent' | 'lane' | 'workspace' | 'timeoutMs' | 'retry'>): string {
   const policy = [spec.timeoutMs, spec.retry.maxAttempts, spec.retry.backoff, spec.retry.delayMs, spec.retry.maxDelayMs, spec.retry.jitter];
   const hash = createHash('sha256')
     .update(JSON.stringify([spec.workspace ?? null, spec.agent.name, spec.lane, policy]))
