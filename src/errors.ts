@@ -19,8 +19,6 @@ export const ERROR_CODES = {
   NOT_FOUND: { retryable: false, summary: 'No task (or instance) with that id.' },
   /** The task's state does not allow the requested change (e.g. retrying a done task). */
   ILLEGAL_TRANSITION: { retryable: false, summary: "The task's state does not allow that change." },
-  /** The call is not allowed in the runtime's current lifecycle state. */
-  ILLEGAL_STATE: { retryable: false, summary: "The runtime's lifecycle state does not allow that call." },
   /** Another runtime (this or another process) has the data dir open. */
   DATA_DIR_LOCKED: { retryable: true, summary: 'Another live runtime holds the data dir.' },
   /** The data dir was written by an unknown (newer) schema version. */

@@ -18,5 +18,6 @@ export type { InstanceView } from './router/router.js';
 export type { LogLine, LogOptions } from './events/logs.js';
 export type { RuntimeStats } from './stats.js';
 export type { RetryPolicy, TaskResult, EventType } from './store/records.js';
+export { EVENT_TYPES } from './store/records.js';
 export type { WireError as TaskError, Fault, AgentResult } from '../actors/wire.js';
 export type { TaskState, AttemptExit } from '../machines/index.js';

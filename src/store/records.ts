@@ -103,26 +103,30 @@ export interface RunRecord {
 }
 
 /** Every event type of the log (see DESIGN.md). */
-export type EventType =
-  | 'task.queued'
-  | 'task.started'
-  | 'task.progress'
-  | 'task.waiting'
-  | 'task.input'
-  | 'task.sleeping'
-  | 'task.retrying'
-  | 'task.done'
-  | 'task.failed'
-  | 'task.dropped'
-  | 'task.cancelled'
-  | 'task.starved'
-  | 'task.needs_attention'
-  | 'task.stale_result'
-  | 'instance.degraded'
-  | 'instance.target'
-  | 'runtime.frozen'
-  | 'runtime.unfrozen'
-  | 'schedule.fired';
+export const EVENT_TYPES = [
+  'task.queued',
+  'task.started',
+  'task.progress',
+  'task.waiting',
+  'task.input',
+  'task.sleeping',
+  'task.retrying',
+  'task.done',
+  'task.failed',
+  'task.dropped',
+  'task.cancelled',
+  'task.starved',
+  'task.needs_attention',
+  'task.stale_result',
+  'instance.degraded',
+  'instance.target',
+  'runtime.frozen',
+  'runtime.unfrozen',
+  'schedule.fired',
+] as const;
+
+/** An event type. */
+export type EventType = (typeof EVENT_TYPES)[number];
 
 /** An entry of the append-only event log. */
 export interface EventRecord {
