@@ -1,0 +1,95 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeEvent } from 'troupe';
+import { tempDir } from '../helpers.js';
+
+const dirs: Array<{ cleanup: () => void }> = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) dir.cleanup();
+});
+
+function nextEvent(rt: Runtime, type: RuntimeEvent['type']): Promise<RuntimeEvent> {
+  return new Promise((resolve) => {
+    const off = rt.on(type, (e: RuntimeEvent) => {
+      off();
+      resolve(e);
+    });
+  });
+}
+
+describe('retry backoff on an injected clock', () => {
+  it('waits the exponential schedule between attempts, capped at maxDelayMs', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const clock = new ManualClock();
+    const rt = await createRuntime({
+      dataDir: dir.path,
+      logger: false,
+      threads: 1,
+      clock,
+      random: () => 0, // no jitter: exact delays
+      agents: [builtinAgent('fail', { retry: { maxAttempts: 4, backoff: 'exponential', delayMs: 1_000, maxDelayMs: 3_000 } })],
+    });
+    const delays: number[] = [];
+    rt.on('task.retrying', (e) => delays.push(e.data!.delayMs as number));
+    const task = await rt.submit({ agent: 'fail', input: {} });
+    for (const expected of [1_000, 2_000, 3_000]) {
+      const retrying = await nextEvent(rt, 'task.retrying');
+      expect(retrying.data!.delayMs).toBe(expected);
+      const stored = await rt.get(task.id);
+      expect(stored).toMatchObject({ state: 'queued', runAt: clock.now() + expected });
+      // The durable timer is the only armed clock timer: it fires at the due instant, not before.
+      clock.advance(expected - 1);
+      expect(clock.pending).toBe(1);
+      const started = nextEvent(rt, 'task.started');
+      clock.advance(1);
+      expect(clock.pending).toBe(0);
+      await started;
+    }
+    expect(await rt.wait(task.id)).toMatchObject({ state: 'dropped', attempts: 4 });
+    expect(delays).toEqual([1_000, 2_000, 3_000]);
+    await rt.close();
+  });
+
+  it('keeps a backoff timer across a restart: the retry runs when it falls due, not before', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const clock = new ManualClock();
+    const options = { dataDir: dir.path, logger: false as const, threads: 1, clock, random: () => 0 };
+    const agents = [builtinAgent('fail', { retry: { maxAttempts: 2, backoff: 'fixed', delayMs: 60_000 } })];
+    const first = await createRuntime({ ...options, agents });
+    const task = await first.submit({ agent: 'fail', input: { succeedOnAttempt: 2 } });
+    await nextEvent(first, 'task.retrying');
+    await first.close();
+
+    clock.advance(30_000);
+    const second = await createRuntime({ ...options, agents });
+    expect(await second.get(task.id)).toMatchObject({ state: 'queued', attempts: 1, runAt: clock.now() + 30_000 });
+    expect(second.stats()).toMatchObject({ queued: 0, delayed: 1 });
+    clock.advance(29_999);
+    expect(clock.pending).toBe(1);
+    expect(second.stats().delayed).toBe(1);
+    clock.advance(1);
+    expect(clock.pending).toBe(0);
+    expect(await second.wait(task.id)).toMatchObject({ state: 'done', attempts: 2, output: { recoveredOnAttempt: 2 } });
+    await second.close();
+  });
+
+  it('a cancelled task in backoff never retries, and its timer is gone after a restart', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const clock = new ManualClock();
+    const options = { dataDir: dir.path, logger: false as const, threads: 1, clock, agents: [builtinAgent('fail', { retry: { maxAttempts: 3, delayMs: 10_000, jitter: 0 } })] };
+    const rt = await createRuntime(options);
+    const task = await rt.submit({ agent: 'fail' });
+    await nextEvent(rt, 'task.retrying');
+    expect(await rt.cancel(task.id, 'changed my mind')).toMatchObject({ state: 'cancelled', attempts: 1 });
+    clock.advance(60_000);
+    expect((await rt.get(task.id)).attempts).toBe(1);
+    await rt.close();
+    const again = await createRuntime(options);
+    clock.advance(60_000);
+    expect(await again.get(task.id)).toMatchObject({ state: 'cancelled', attempts: 1 });
+    expect(again.stats().delayed).toBe(0);
+    await again.close();
+  });
+});
