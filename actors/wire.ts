@@ -40,6 +40,8 @@ export interface AttemptRequest {
   input: unknown;
   workspace?: string;
   followUp?: unknown;
+  /** The worker heartbeats this attempt this often while its thread's event loop runs. */
+  heartbeatMs: number;
 }
 
 /** The outcome of one attempt. `posted` counts the channel messages sent for it, so the host can tell when all have arrived. */
@@ -67,7 +69,7 @@ export interface ThreadHello {
 }
 
 /** Why the host aborts an attempt. */
-export type AbortReason = 'cancelled' | 'timeout' | 'shutdown';
+export type AbortReason = 'cancelled' | 'timeout' | 'shutdown' | 'lease_expired';
 
 /** The request/response API a worker exposes to the host over comlink. */
 export interface WorkerControl {

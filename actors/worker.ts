@@ -41,6 +41,8 @@ interface LiveAttempt {
 const live = new Map<string, LiveAttempt>();
 const modules = new Map<string, Promise<AgentFunction>>();
 let channel: ThreadChannel | undefined;
+/** Renews the leases of this thread's live attempts while its event loop runs. */
+let heartbeats: { timer: NodeJS.Timeout; everyMs: number } | undefined;
 
 const control: WorkerControl = {
   abort(attemptId: string, token: number, reason: AbortReason): boolean {
@@ -74,6 +76,7 @@ export default async function runAttempt(request: AttemptRequest): Promise<WireR
     ended: false,
   };
   live.set(request.attemptId, attempt);
+  armHeartbeats(request.heartbeatMs);
   try {
     let agent: AgentFunction;
     try {
@@ -91,10 +94,32 @@ export default async function runAttempt(request: AttemptRequest): Promise<WireR
 function finish(attempt: LiveAttempt, outcome: WireResult): WireResult {
   attempt.ended = true;
   live.delete(attempt.request.attemptId);
+  if (live.size === 0 && heartbeats) {
+    clearInterval(heartbeats.timer);
+    heartbeats = undefined;
+  }
   if (attempt.progressTimer) clearTimeout(attempt.progressTimer);
   flushProgress(attempt);
   flushLines(attempt);
   return { ...outcome, posted: attempt.posted };
+}
+
+/**
+ * One interval per thread heartbeats every live attempt. An agent that blocks the thread stops
+ * the interval too, so its lease runs out: that is how the host tells "busy" from "stuck".
+ */
+function armHeartbeats(everyMs: number): void {
+  if (heartbeats && heartbeats.everyMs <= everyMs) return;
+  if (heartbeats) clearInterval(heartbeats.timer);
+  const timer = setInterval(() => {
+    const at = Date.now();
+    for (const attempt of live.values()) {
+      attempt.lastHeartbeatAt = at;
+      post(attempt, { t: 'heartbeat', attemptId: attempt.request.attemptId, token: attempt.request.token, at });
+    }
+  }, everyMs);
+  timer.unref();
+  heartbeats = { timer, everyMs };
 }
 
 function loadAgent(module: string): Promise<AgentFunction> {
@@ -141,7 +166,7 @@ function contextFor(attempt: LiveAttempt): AgentContext {
     },
     heartbeat() {
       const now = Date.now();
-      if (attempt.ended || now - attempt.lastHeartbeatAt < HEARTBEAT_INTERVAL_MS) return;
+      if (attempt.ended || now - attempt.lastHeartbeatAt < Math.min(HEARTBEAT_INTERVAL_MS, request.heartbeatMs)) return;
       attempt.lastHeartbeatAt = now;
       post(attempt, { t: 'heartbeat', attemptId: request.attemptId, token: request.token, at: now });
     },

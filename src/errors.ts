@@ -39,6 +39,8 @@ export const ERROR_CODES = {
   INVALID_RESULT: { retryable: false, summary: 'An agent returned a value that is not serializable.' },
   /** An attempt ran past its `timeoutMs` (task error code). */
   TIMEOUT: { retryable: true, summary: 'An attempt ran past its `timeoutMs`.' },
+  /** An attempt stopped renewing its lease: its thread hung or blocked (task error code, infrastructure fault). */
+  LEASE_EXPIRED: { retryable: true, summary: "The attempt's lease ran out: its thread hung or blocked (infrastructure fault)." },
   /** The worker thread died under an attempt (task error code, infrastructure fault). */
   THREAD_CRASHED: { retryable: true, summary: 'The worker thread died during the attempt (infrastructure fault).' },
   /** The process died during an attempt; found on the next open (task error code, infrastructure fault). */

@@ -35,6 +35,12 @@ export interface RuntimeOptions {
   failedAttemptThreshold?: number;
   /** How long a cancelled or timed-out attempt may take to stop before its thread is terminated. @default 5_000 */
   cancelGraceMs?: number;
+  /**
+   * Lease of a running attempt. Workers renew it on their own (three heartbeats per lease) while
+   * their event loop runs; an agent that blocks its thread longer than this loses the attempt
+   * (`lease_expired`, retried) and its thread is terminated. @default 30_000
+   */
+  leaseMs?: number;
   /** Default per-attempt timeout for agents that set none; 0 = no timeout. @default 0 */
   defaultTimeoutMs?: number;
   /** Default retry policy for agents that set none. @default {maxAttempts: 3, backoff: 'exponential', delayMs: 1_000, maxDelayMs: 60_000, jitter: 0.2} */
@@ -71,6 +77,7 @@ export const DEFAULTS = {
   maxLiveInstances: 10_000,
   failedAttemptThreshold: 0,
   cancelGraceMs: 5_000,
+  leaseMs: 30_000,
   defaultTimeoutMs: 0,
   defaultRetry: DEFAULT_RETRY,
   agents: [] as AgentRegistration[],
@@ -95,6 +102,7 @@ export function resolveOptions(input: RuntimeOptions = {}): ResolvedOptions {
   positiveInt('maxLiveInstances', o.maxLiveInstances);
   nonNegativeInt('failedAttemptThreshold', o.failedAttemptThreshold);
   nonNegativeInt('cancelGraceMs', o.cancelGraceMs);
+  positiveInt('leaseMs', o.leaseMs);
   nonNegativeInt('defaultTimeoutMs', o.defaultTimeoutMs);
   if (!Array.isArray(o.agents)) throw invalid('options.agents must be an array of agent registrations');
   const clock = o.clock;

@@ -24,6 +24,7 @@ import type { Task, TaskSpec } from './tasks/spec.js';
 import type { TaskState } from '../machines/index.js';
 import type { EventType } from './store/records.js';
 import { collectStats, type RuntimeStats } from './stats.js';
+import { createSupervisor, type Supervisor } from './supervisor/supervisor.js';
 
 /** Lifecycle states of a runtime. */
 export type RuntimeState = 'starting' | 'running' | 'draining' | 'closed';
@@ -59,6 +60,7 @@ export class Runtime implements AsyncDisposable {
   readonly #dispatcher: Dispatcher;
   readonly #submitter: Submitter;
   readonly #engine: TaskEngine;
+  readonly #supervisor: Supervisor;
   #state: RuntimeState = 'starting';
   #closing: Promise<void> | undefined;
 
@@ -98,10 +100,17 @@ export class Runtime implements AsyncDisposable {
       timers: this.#timers,
       table: this.#table,
       pump: () => this.#dispatcher.pump(),
+      supervise: () => this.#supervisor.poke(),
     };
     this.#dispatcher = new Dispatcher(kernel);
     this.#submitter = new Submitter(kernel, createIdGenerator(() => options.clock.now()));
     this.#engine = new TaskEngine(kernel, this.#dispatcher);
+    this.#supervisor = createSupervisor({
+      clock: options.clock,
+      log: log.child({ component: 'supervisor' }),
+      dispatcher: this.#dispatcher,
+      sweepMs: Math.max(10, Math.min(1_000, Math.floor(options.leaseMs / 4))),
+    });
     this.#pool.onMessage((message) => this.#dispatcher.onMessage(message));
     this.agents = {
       register: (registration) => {
@@ -255,7 +264,10 @@ export class Runtime implements AsyncDisposable {
     await step('drain', () => this.#dispatcher.drain(deadline));
     // Settlements of the drained attempts wake their waiters once committed: let them land first.
     await step('commits', () => this.#store.settled());
-    await step('timers', () => this.#timers.stop());
+    await step('timers', () => {
+      this.#timers.stop();
+      this.#supervisor.stop();
+    });
     await step('instances', () => this.#router.flush());
     await step('pool', () => this.#pool.destroy());
     await step('waits', () => this.#engine.rejectWaits(new TroupeError('CLOSED', 'the runtime closed before the task settled')));

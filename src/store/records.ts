@@ -81,6 +81,8 @@ export interface AttemptRecord {
   /** runtimeId:attemptId of the runtime that ran it. */
   owner: string;
   startedAt: number;
+  /** Lease expiry as first granted; renewals by heartbeats are kept in memory only, because a lease cannot outlive its process. */
+  leaseExpiresAt: number;
   endedAt?: number;
   exit?: AttemptExit;
   error?: WireError;
@@ -142,7 +144,7 @@ export interface EventRecord {
 export interface TimerRecord {
   id: string;
   due: number;
-  kind: 'retry' | 'wake';
+  kind: 'start' | 'retry' | 'wake';
   taskId: string;
   run: number;
 }

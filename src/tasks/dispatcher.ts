@@ -21,6 +21,8 @@ import { writeSettlement } from './settle.js';
 const MESSAGE_CATCH_UP_MS = 2_000;
 /** Weight of the newest sample in the moving averages that size the start-ahead window. */
 const EWMA = 0.1;
+/** How long a thread has to answer an abort after its attempt's lease expired before it counts as stuck. */
+const LEASE_ANSWER_MS = 250;
 /** How many start-commit latencies of work the start-ahead window covers. */
 const AHEAD_FACTOR = 4;
 
@@ -47,7 +49,8 @@ export interface LiveAttempt {
   pendingResult?: WireResult;
   catchUpTimer?: NodeJS.Timeout;
   lines: number;
-  lastHeartbeatAt: number;
+  /** The lease: renewed by any message from the attempt's thread (the worker heartbeats on its own). */
+  leaseExpiresAt: number;
 }
 
 /** See the module comment. */
@@ -56,6 +59,8 @@ export class Dispatcher {
   readonly #live = new Map<string, LiveAttempt>();
   readonly #ready: LiveAttempt[] = [];
   readonly #slots: number;
+  /** How often workers heartbeat a live attempt: three per lease. */
+  readonly #heartbeatMs: number;
   #executing = 0;
   /** Moving averages (ms): how long a start commit takes, and how long an attempt executes. */
   #startMs = 1;
@@ -67,6 +72,7 @@ export class Dispatcher {
   constructor(kernel: Kernel) {
     this.#k = kernel;
     this.#slots = kernel.options.threads * kernel.options.slotsPerThread;
+    this.#heartbeatMs = Math.max(10, Math.floor(kernel.options.leaseMs / 3));
   }
 
   /** Attempts by phase. */
@@ -134,7 +140,16 @@ export class Dispatcher {
     task.runAt = undefined;
     const attemptId = `${task.id}:${task.runs}:${task.attemptSeq}`;
     const runId = `${task.id}:${task.runs}`;
-    const record: AttemptRecord = { taskId: task.id, run: task.runs, attempt: task.attemptSeq, attemptId, token: 0, owner: `${store.runtimeId}:${attemptId}`, startedAt: now };
+    const record: AttemptRecord = {
+      taskId: task.id,
+      run: task.runs,
+      attempt: task.attemptSeq,
+      attemptId,
+      token: 0,
+      owner: `${store.runtimeId}:${attemptId}`,
+      startedAt: now,
+      leaseExpiresAt: now + this.#k.options.leaseMs,
+    };
     const attempt: LiveAttempt = {
       attemptId,
       taskId: task.id,
@@ -149,7 +164,7 @@ export class Dispatcher {
       mark: performance.now(),
       received: 0,
       lines: 0,
-      lastHeartbeatAt: now,
+      leaseExpiresAt: now + this.#k.options.leaseMs,
     };
     this.#live.set(attemptId, attempt);
     this.#tell(attempt, 'pending', now);
@@ -195,7 +210,9 @@ export class Dispatcher {
     const agent = agents.get(task.agent)!;
     attempt.phase = 'executing';
     attempt.mark = performance.now();
+    attempt.leaseExpiresAt = clock.now() + this.#k.options.leaseMs;
     this.#executing++;
+    this.#k.supervise();
     this.#tell(attempt, 'running', clock.now());
     if (task.timeoutMs > 0) {
       attempt.timeoutTimer = clock.setTimeout(() => this.stop(attempt, 'timeout', `attempt exceeded timeoutMs ${task.timeoutMs}`), task.timeoutMs);
@@ -209,6 +226,7 @@ export class Dispatcher {
       attempt: attempt.attempt,
       token: attempt.token,
       input: task.input,
+      heartbeatMs: this.#heartbeatMs,
     };
     if (task.workspace !== undefined) request.workspace = task.workspace;
     if (task.followUp !== undefined) request.followUp = task.followUp;
@@ -230,16 +248,24 @@ export class Dispatcher {
     this.#settle(attempt, { kind: 'result', wire });
   }
 
-  /** Handles a fire-and-forget message from a worker thread. */
+  /**
+   * Handles a fire-and-forget message from a worker thread. Only the live attempt holding the
+   * current token may write: anything else comes from a fenced (zombie) attempt and is recorded as
+   * `task.stale_result` without touching the task.
+   */
   onMessage(message: WorkerMessage): void {
     const attempt = this.#live.get(message.attemptId);
-    if (attempt) attempt.received++;
-    const taskId = message.attemptId.slice(0, message.attemptId.indexOf(':'));
-    const task = this.#k.table.get(taskId);
-    if (!task || task.token !== message.token) {
+    if (!attempt || attempt.token !== message.token || attempt.phase !== 'executing') {
+      const taskId = message.attemptId.slice(0, message.attemptId.indexOf(':'));
       this.#k.log.warn({ attemptId: message.attemptId, kind: message.t }, 'stale message from a fenced attempt');
       if (message.t !== 'heartbeat') this.#recordStale(taskId, message.attemptId, message.t);
-    } else if (message.t === 'log') {
+      return;
+    }
+    attempt.received++;
+    // Any traffic proves the agent's thread is alive: renew the lease.
+    attempt.leaseExpiresAt = this.#k.clock.now() + this.#k.options.leaseMs;
+    const task = this.#k.table.get(attempt.taskId)!;
+    if (message.t === 'log') {
       this.#writeLines(task, message);
     } else if (message.t === 'progress') {
       const { value, at } = message;
@@ -247,15 +273,25 @@ export class Dispatcher {
       this.#k.store
         .commit((w) => {
           w.putTask(task);
-          w.event('task.progress', { at, taskId, attemptId: message.attemptId, data: { value, message: message.message } });
+          w.event('task.progress', { at, taskId: task.id, attemptId: message.attemptId, data: { value, message: message.message } });
         })
         .catch((error: unknown) => this.#k.log.error({ err: error }, 'recording progress failed'));
-    } else if (attempt) {
-      attempt.lastHeartbeatAt = message.at;
     }
-    if (attempt?.pendingResult && attempt.received >= attempt.pendingResult.posted) {
+    if (attempt.pendingResult && attempt.received >= attempt.pendingResult.posted) {
       this.#settle(attempt, { kind: 'result', wire: attempt.pendingResult });
     }
+  }
+
+  /** Executing attempts whose lease has run out (the supervisor ends them). */
+  *expiredLeases(now: number): Generator<LiveAttempt> {
+    for (const attempt of this.#live.values()) {
+      if (attempt.phase === 'executing' && !attempt.stop && attempt.leaseExpiresAt < now) yield attempt;
+    }
+  }
+
+  /** Whether any attempt is executing (the supervisor only sweeps then). */
+  get busy(): boolean {
+    return this.#executing > 0;
   }
 
   #writeLines(task: TaskRecord, message: Extract<WorkerMessage, { t: 'log' }>): void {
@@ -304,9 +340,12 @@ export class Dispatcher {
     const { router, pool, clock, options, table } = this.#k;
     const task = table.get(attempt.taskId)!;
     this.#tell(attempt, 'stopping', clock.now());
-    attempt.abortAnswer = pool.abort(attempt.attemptId, attempt.token, reason, Math.max(50, options.cancelGraceMs));
+    const answerWithinMs = reason === 'lease_expired' ? LEASE_ANSWER_MS : Math.max(50, options.cancelGraceMs);
+    attempt.abortAnswer = pool.abort(attempt.attemptId, attempt.token, reason, answerWithinMs);
     if (reason === 'shutdown') return;
-    attempt.graceTimer = clock.setTimeout(() => void this.#forceStop(attempt), options.cancelGraceMs);
+    // An expired lease gets no grace: its thread is presumed stuck, so reclaim the slot now.
+    if (reason === 'lease_expired') void this.#forceStop(attempt);
+    else attempt.graceTimer = clock.setTimeout(() => void this.#forceStop(attempt), options.cancelGraceMs);
   }
 
   async #forceStop(attempt: LiveAttempt): Promise<void> {
@@ -314,7 +353,7 @@ export class Dispatcher {
     const answer = await attempt.abortAnswer;
     if ((attempt.phase as LiveAttempt['phase']) === 'ended') return;
     const threads = answer?.foundIn !== undefined ? [answer.foundIn] : (answer?.unresponsive ?? []);
-    this.#k.log.warn({ attemptId: attempt.attemptId, threads }, 'attempt ignored its abort; terminating its thread');
+    this.#k.log.warn({ attemptId: attempt.attemptId, threads, reason: attempt.stop?.reason }, 'attempt did not stop; terminating its thread');
     this.#settle(attempt, { kind: 'abandoned' });
     await this.#k.pool.terminate(threads).catch((error: unknown) => this.#k.log.error({ err: error }, 'terminating a thread failed'));
   }
@@ -328,6 +367,7 @@ export class Dispatcher {
     if (attempt.phase === 'executing') {
       this.#executing--;
       this.#execMs += EWMA * (performance.now() - attempt.mark - this.#execMs);
+      if (this.#executing === 0) this.#k.supervise();
     }
     attempt.phase = 'ended';
     this.#live.delete(attempt.attemptId);

@@ -158,7 +158,7 @@ export class TaskEngine {
     transition(task, 'CANCEL', now);
     table.moved(task, from);
     governor.remove(task.id);
-    const timer = [timers.remove(timerIdOf(task, 'retry')), timers.remove(timerIdOf(task, 'wake'))].find((t) => t !== undefined);
+    const timer = [timers.remove(timerIdOf(task, 'start')), timers.remove(timerIdOf(task, 'retry')), timers.remove(timerIdOf(task, 'wake'))].find((t) => t !== undefined);
     task.reason = reason;
     task.settledAt = now;
     delete task.runAt;
@@ -209,7 +209,7 @@ export class TaskEngine {
     const { table, store, clock, governor, log } = this.#k;
     const task = table.get(timer.taskId);
     const now = clock.now();
-    const due = task && task.runs === timer.run && ((timer.kind === 'retry' && task.state === 'queued') || (timer.kind === 'wake' && task.state === 'sleeping'));
+    const due = task && task.runs === timer.run && (timer.kind === 'wake' ? task.state === 'sleeping' : task.state === 'queued');
     store
       .commit((w) => {
         w.removeTimer(timer);
@@ -273,13 +273,14 @@ export class TaskEngine {
           token: task.token,
           owner: `${store.runtimeId}:unknown`,
           startedAt: task.updatedAt,
+          leaseExpiresAt: task.updatedAt,
         };
         const decision = decideSettlement(task, task.attempts, { kind: 'crash', code: 'PROCESS_CRASHED', message: 'the process died during the attempt' }, undefined, options.random);
         after.push(settleInto(w, this.#k, task, attempt, decision, now));
       }
     });
     for (const effect of after) effect();
-    const queued = loaded.filter((t) => t.state === 'queued' && !(t.runAt !== undefined && timers.has(timerIdOf(t, 'retry'))));
+    const queued = loaded.filter((t) => t.state === 'queued' && !(t.runAt !== undefined && (timers.has(timerIdOf(t, 'retry')) || timers.has(timerIdOf(t, 'start')))));
     queued.sort((a, b) => a.queuedOrder - b.queuedOrder);
     for (const task of queued) if (!governor.has(task.id)) governor.enqueue(entryOf(task));
     this.#k.pump();

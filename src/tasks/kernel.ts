@@ -30,6 +30,8 @@ export interface Kernel {
   readonly table: TaskTable;
   /** Asks the dispatcher to fill free slots (coalesced). */
   pump(): void;
+  /** Tells the supervisor an attempt is executing, so it keeps sweeping leases. */
+  supervise(): void;
 }
 
 /**

@@ -51,6 +51,10 @@ export function decideSettlement(
       error: { code: 'CANCELLED', message: stop.detail ?? 'cancelled', retryable: false, fault: 'agent' },
     };
   }
+  if (stop?.reason === 'lease_expired') {
+    const error: WireError = { code: 'LEASE_EXPIRED', message: stop.detail ?? 'the attempt stopped renewing its lease', retryable: true, fault: 'infrastructure' };
+    return retryOrDrop(task.retry, attemptsSoFar, 'lease_expired', error, random);
+  }
   if (stop?.reason === 'timeout') {
     const error: WireError = { code: 'TIMEOUT', message: stop.detail ?? 'attempt timed out', retryable: true, fault: 'agent' };
     return retryOrDrop(task.retry, attemptsSoFar, 'timeout', error, random);

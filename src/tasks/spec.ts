@@ -33,6 +33,10 @@ export interface TaskSpec {
   timeoutMs?: number;
   /** Retry policy, merged over the agent's. */
   retry?: Partial<RetryPolicy>;
+  /** Not dispatched before this instant (epoch ms). A durable timer holds it until then. */
+  runAt?: number;
+  /** Not dispatched before this many ms from now (instead of `runAt`). */
+  delayMs?: number;
 }
 
 /** A task as the public API returns it. Times are epoch milliseconds. */
@@ -81,14 +85,16 @@ export interface ValidSpec {
   timeoutMs: number;
   retry: Readonly<RetryPolicy>;
   instanceKey: string;
+  /** Delayed start (epoch ms), if any. */
+  runAt?: number;
 }
 
-const KNOWN = new Set(['agent', 'input', 'priority', 'lane', 'workspace', 'labels', 'idempotencyKey', 'parentId', 'timeoutMs', 'retry']);
+const KNOWN = new Set(['agent', 'input', 'priority', 'lane', 'workspace', 'labels', 'idempotencyKey', 'parentId', 'timeoutMs', 'retry', 'runAt', 'delayMs']);
 const LANE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
 const MAX_KEY = 512;
 
 /** Validates a spec. Throws UNKNOWN_AGENT or INVALID_INPUT naming the field; stores nothing. */
-export function validateSpec(spec: TaskSpec, lookup: (name: string) => RegisteredAgent | undefined, where = 'task'): ValidSpec {
+export function validateSpec(spec: TaskSpec, lookup: (name: string) => RegisteredAgent | undefined, where = 'task', now = Date.now()): ValidSpec {
   if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw bad(`${where} must be an object`);
   for (const key of Object.keys(spec)) if (!KNOWN.has(key)) throw bad(`${where}.${key} is not a task field`);
   if (typeof spec.agent !== 'string' || spec.agent.length === 0) throw bad(`${where}.agent must be a non-empty string`);
@@ -113,6 +119,10 @@ export function validateSpec(spec: TaskSpec, lookup: (name: string) => Registere
   }
   const timeoutMs = spec.timeoutMs ?? agent.timeoutMs;
   if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0) throw bad(`${where}.timeoutMs must be a non-negative integer`);
+  if (spec.runAt !== undefined && spec.delayMs !== undefined) throw bad(`${where}: give runAt or delayMs, not both`);
+  if (spec.runAt !== undefined && !(Number.isSafeInteger(spec.runAt) && spec.runAt >= 0)) throw bad(`${where}.runAt must be epoch milliseconds (a non-negative integer)`);
+  if (spec.delayMs !== undefined && !(Number.isSafeInteger(spec.delayMs) && spec.delayMs >= 0)) throw bad(`${where}.delayMs must be a non-negative integer`);
+  const runAt = spec.runAt ?? (spec.delayMs ? now + spec.delayMs : undefined);
   let retry: Readonly<RetryPolicy>;
   try {
     retry = resolveRetry(spec.retry, agent.retry, `${where}.retry`);
@@ -131,7 +141,9 @@ export function validateSpec(spec: TaskSpec, lookup: (name: string) => Registere
     timeoutMs,
     retry,
   };
-  return { ...valid, instanceKey: instanceKeyOf(valid) };
+  const result: ValidSpec = { ...valid, instanceKey: instanceKeyOf(valid) };
+  if (runAt !== undefined && runAt > now) result.runAt = runAt;
+  return result;
 }
 
 /**

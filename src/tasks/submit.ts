@@ -4,8 +4,8 @@
  * returned promise resolves only after that commit is flushed.
  */
 import { TroupeError } from '../errors.js';
-import type { TaskRecord } from '../store/records.js';
-import { entryOf, writeQueued, type Kernel } from './kernel.js';
+import type { TaskRecord, TimerRecord } from '../store/records.js';
+import { entryOf, timerIdOf, writeQueued, type Kernel } from './kernel.js';
 import { toTask, validateSpec, type Task, type TaskSpec, type ValidSpec } from './spec.js';
 
 /** Submits tasks for a kernel. */
@@ -26,7 +26,8 @@ export class Submitter {
   async submitMany(specs: readonly TaskSpec[], where?: string): Promise<Task[]> {
     if (!Array.isArray(specs)) throw new TroupeError('INVALID_INPUT', 'submitMany expects an array of task specs');
     const { agents, table, options, clock } = this.#k;
-    const valid = specs.map((spec, i) => validateSpec(spec, (name) => agents.get(name), where ?? `tasks[${i}]`));
+    const now = clock.now();
+    const valid = specs.map((spec, i) => validateSpec(spec, (name) => agents.get(name), where ?? `tasks[${i}]`, now));
     const results: Array<Task | TaskRecord | undefined> = new Array(valid.length);
     const fresh: Array<{ index: number; spec: ValidSpec }> = [];
     const batchKeys = new Map<string, number>();
@@ -54,7 +55,6 @@ export class Submitter {
     if (fresh.length > 0 && table.count('queued') + fresh.length > options.maxQueued) {
       throw new TroupeError('AT_CAPACITY', `admission is full: ${table.count('queued')} tasks queued, maxQueued is ${options.maxQueued}`);
     }
-    const now = clock.now();
     const records = fresh.map(({ index, spec }) => {
       const record = this.#record(spec, now);
       results[index] = record;
@@ -104,6 +104,7 @@ export class Submitter {
     if (spec.workspace !== undefined) record.workspace = spec.workspace;
     if (spec.parentId !== undefined) record.parentId = spec.parentId;
     if (spec.idempotencyKey !== undefined) record.idempotencyKey = spec.idempotencyKey;
+    if (spec.runAt !== undefined) record.runAt = spec.runAt;
     return record;
   }
 
@@ -115,7 +116,8 @@ export class Submitter {
         for (const task of records) {
           w.putActive(task.id);
           if (task.idempotencyKey !== undefined) w.putIdempotency(task.idempotencyKey, task.id);
-          writeQueued(w, task, { run: 1, agent: task.agent, priority: task.priority }, now);
+          if (task.runAt !== undefined) w.putTimer(startTimerOf(task));
+          writeQueued(w, task, { run: 1, agent: task.agent, priority: task.priority, ...(task.runAt === undefined ? {} : { runAt: task.runAt }) }, now);
         }
       });
     } catch (error) {
@@ -125,8 +127,18 @@ export class Submitter {
   }
 
   #enqueue(records: readonly TaskRecord[]): void {
-    const { governor } = this.#k;
-    for (const record of records) if (record.state === 'queued' && !governor.has(record.id)) governor.enqueue(entryOf(record));
+    const { governor, timers } = this.#k;
+    for (const record of records) {
+      if (record.state !== 'queued') continue;
+      // A delayed task waits for its durable timer, not in the governor.
+      if (record.runAt !== undefined) timers.add(startTimerOf(record));
+      else if (!governor.has(record.id)) governor.enqueue(entryOf(record));
+    }
     this.#k.pump();
   }
+}
+
+/** The durable timer that holds a delayed task until its `runAt`. */
+function startTimerOf(task: TaskRecord): TimerRecord {
+  return { id: timerIdOf(task, 'start'), due: task.runAt!, kind: 'start', taskId: task.id, run: task.runs };
 }

@@ -93,3 +93,42 @@ describe('retry backoff on an injected clock', () => {
     await again.close();
   });
 });
+
+describe('delayed start', () => {
+  it('holds a task with delayMs or runAt on a durable timer, across a restart', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const clock = new ManualClock();
+    const options = { dataDir: dir.path, logger: false as const, threads: 1, clock, agents: [builtinAgent('echo')] };
+    const first = await createRuntime(options);
+    const later = await first.submit({ agent: 'echo', input: 'later', delayMs: 5_000 });
+    const at = await first.submit({ agent: 'echo', input: 'at', runAt: clock.now() + 8_000 });
+    const now = await first.submit({ agent: 'echo', input: 'now', runAt: clock.now() - 1 });
+    expect(later).toMatchObject({ state: 'queued', runAt: clock.now() + 5_000 });
+    expect(await first.wait(now.id)).toMatchObject({ state: 'done' });
+    expect(first.stats().delayed).toBe(2);
+    clock.advance(4_999);
+    expect(clock.pending).toBe(1);
+    await first.close();
+
+    const second = await createRuntime(options);
+    expect(second.stats().delayed).toBe(2);
+    clock.advance(1);
+    expect(await second.wait(later.id)).toMatchObject({ state: 'done', output: 'later' });
+    expect((await second.get(at.id)).state).toBe('queued');
+    clock.advance(3_000);
+    expect(await second.wait(at.id)).toMatchObject({ state: 'done', output: 'at' });
+    await second.close();
+  });
+
+  it('rejects a bad delay before storing anything', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const rt = await createRuntime({ dataDir: dir.path, logger: false, threads: 1, agents: [builtinAgent('echo')] });
+    await expect(rt.submit({ agent: 'echo', delayMs: -5 })).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('task.delayMs') });
+    await expect(rt.submit({ agent: 'echo', runAt: 1.5 })).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('task.runAt') });
+    await expect(rt.submit({ agent: 'echo', runAt: 1, delayMs: 1 })).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('not both') });
+    expect((await rt.list()).tasks).toHaveLength(0);
+    await rt.close();
+  });
+});

@@ -1,0 +1,131 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeEvent } from 'troupe';
+import type { AttemptRequest, WireResult, WorkerMessage } from '../../actors/wire.js';
+import { fixtureAgent, tempDir } from '../helpers.js';
+
+const dirs: Array<{ cleanup: () => void }> = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) dir.cleanup();
+});
+function dataDir(): string {
+  const dir = tempDir();
+  dirs.push(dir);
+  return dir.path;
+}
+
+describe('leases on real threads', () => {
+  it('ends an attempt that blocks its thread past the lease as lease_expired, retries it, and reclaims the slot', async () => {
+    const rt = await createRuntime({
+      dataDir: dataDir(),
+      logger: false,
+      threads: 1,
+      slotsPerThread: 1,
+      leaseMs: 300,
+      agents: [{ name: 'hang', module: fixtureAgent('hang'), retry: { maxAttempts: 2, delayMs: 0 } }, builtinAgent('echo')],
+    });
+    const exits: unknown[] = [];
+    rt.on('task.retrying', (e) => exits.push(e.data!.exit));
+    const task = await rt.wait((await rt.submit({ agent: 'hang', input: { mode: 'block' } })).id);
+    expect(task).toMatchObject({ state: 'dropped', attempts: 2, reason: 'retry_exhausted', error: { fault: 'infrastructure' } });
+    expect(task.error!.message).toContain('LEASE_EXPIRED');
+    expect(exits).toEqual(['lease_expired']);
+    expect((await rt.wait((await rt.submit({ agent: 'echo', input: 'alive' })).id)).output).toBe('alive');
+    await rt.close();
+  });
+
+  it('keeps the lease of a long agent that yields: the worker heartbeats on its own', async () => {
+    const rt = await createRuntime({ dataDir: dataDir(), logger: false, threads: 1, leaseMs: 150, agents: [builtinAgent('sleep')] });
+    const task = await rt.wait((await rt.submit({ agent: 'sleep', input: { ms: 600, steps: 1 } })).id);
+    expect(task).toMatchObject({ state: 'done', attempts: 1, output: { sleptMs: 600 } });
+    await rt.close();
+  });
+});
+
+/** A pool whose attempts finish only when the test says so, and whose messages the test sends. */
+function controlledPool() {
+  const runs: Array<{ request: AttemptRequest; finish: (result: WireResult) => void }> = [];
+  let deliver: (message: WorkerMessage) => void = () => undefined;
+  const create = () => ({
+    threads: 1,
+    run: (request: AttemptRequest) => new Promise<WireResult>((finish) => runs.push({ request, finish })),
+    abort: async () => ({ foundIn: undefined, unresponsive: [] }),
+    terminate: async () => undefined,
+    onMessage: (handler: (message: WorkerMessage) => void) => void (deliver = handler),
+    destroy: async () => undefined,
+  });
+  return { create, runs, send: (message: WorkerMessage) => deliver(message) };
+}
+
+function eventually(rt: Runtime, type: RuntimeEvent['type'], count = 1): Promise<RuntimeEvent[]> {
+  const seen: RuntimeEvent[] = [];
+  return new Promise((resolve) => {
+    const off = rt.on(type, (e: RuntimeEvent) => {
+      seen.push(e);
+      if (seen.length === count) {
+        off();
+        resolve(seen);
+      }
+    });
+  });
+}
+
+describe('fencing', () => {
+  it('rejects every write of an attempt whose lease expired, records it as task.stale_result, and never changes the task', async () => {
+    const clock = new ManualClock();
+    const pool = controlledPool();
+    const rt = await createRuntime({ dataDir: dataDir(), logger: false, threads: 1, slotsPerThread: 1, leaseMs: 1_000, clock, createPool: pool.create, agents: [builtinAgent('echo', { retry: { maxAttempts: 3, delayMs: 0 } })] });
+    const startedTwice = eventually(rt, 'task.started', 2);
+    const task = await rt.submit({ agent: 'echo', input: 'x' });
+    await new Promise<void>((resolve) => {
+      const check = () => (pool.runs.length === 1 ? resolve() : setImmediate(check));
+      check();
+    });
+    const zombie = pool.runs[0]!.request;
+    // No heartbeat arrives: the lease runs out on the injected clock and the task is retried.
+    clock.advance(1_001);
+    clock.advance(1_000);
+    const [, second] = await startedTwice;
+    expect(second!.attemptId).not.toBe(zombie.attemptId);
+    const stale = eventually(rt, 'task.stale_result', 3);
+    pool.send({ t: 'log', attemptId: zombie.attemptId, token: zombie.token, lines: [['info', 'zombie says hi', Date.now()]] });
+    pool.send({ t: 'progress', attemptId: zombie.attemptId, token: zombie.token, value: 0.9, at: Date.now() });
+    pool.runs[0]!.finish({ ok: true, result: { kind: 'success', output: 'from the zombie' }, posted: 0 });
+    expect((await stale).map((e) => e.data!.kind)).toEqual(['log', 'progress', 'result']);
+    const current = await rt.get(task.id);
+    expect(current).toMatchObject({ state: 'running', attempts: 2 });
+    expect(current.progress).toBeUndefined();
+    const lines = [];
+    for await (const line of rt.logs(task.id)) lines.push(line);
+    expect(lines).toEqual([]);
+
+    // The current attempt's writes are accepted.
+    const live = pool.runs[1]!.request;
+    pool.send({ t: 'log', attemptId: live.attemptId, token: live.token, lines: [['info', 'current', Date.now()]] });
+    pool.runs[1]!.finish({ ok: true, result: { kind: 'success', output: 'from the live attempt' }, posted: 1 });
+    expect(await rt.wait(task.id)).toMatchObject({ state: 'done', output: 'from the live attempt', attempts: 2 });
+    const kept = [];
+    for await (const line of rt.logs(task.id)) kept.push(line.message);
+    expect(kept).toEqual(['current']);
+    await rt.close({ force: true });
+  });
+
+  it('settles each run exactly once: writes that arrive after the settle are stale', async () => {
+    const pool = controlledPool();
+    const rt = await createRuntime({ dataDir: dataDir(), logger: false, threads: 1, createPool: pool.create, agents: [builtinAgent('echo')] });
+    const settling: string[] = [];
+    for (const type of ['task.done', 'task.failed', 'task.dropped', 'task.cancelled'] as const) rt.on(type, (e) => settling.push(e.type));
+    const task = await rt.submit({ agent: 'echo', input: 1 });
+    await new Promise<void>((resolve) => {
+      const check = () => (pool.runs.length === 1 ? resolve() : setImmediate(check));
+      check();
+    });
+    const stale = eventually(rt, 'task.stale_result');
+    pool.runs[0]!.finish({ ok: true, result: { kind: 'success', output: 1 }, posted: 0 });
+    await rt.wait(task.id);
+    pool.send({ t: 'progress', attemptId: pool.runs[0]!.request.attemptId, token: pool.runs[0]!.request.token, value: 1, at: 1 });
+    await stale;
+    expect(settling).toEqual(['task.done']);
+    expect(await rt.get(task.id)).toMatchObject({ state: 'done', output: 1 });
+    await rt.close();
+  });
+});
