@@ -24,7 +24,8 @@ export interface RuntimeOptions {
    * Most attempts the dispatcher may start ahead of a free slot, so that the durable start commit
    * of the next attempt overlaps the running ones. The window adapts: it covers the start commit's
    * latency for fast agents and shrinks to zero for slow ones. Prefetched attempts count against
-   * agent and instance limits as running. @default max(256, threads × slotsPerThread)
+   * agent and instance limits as running, and a crash counts them against their retry budget like any
+   * started attempt. @default max(64, threads × slotsPerThread)
    */
   prefetch?: number;
   /** Queued tasks beyond which submit rejects with AT_CAPACITY (nothing stored). @default 100_000 */
@@ -96,7 +97,7 @@ export function resolveOptions(input: RuntimeOptions = {}): ResolvedOptions {
   const threads = input.threads ?? Math.max(1, availableParallelism());
   positiveInt('threads', threads);
   positiveInt('slotsPerThread', o.slotsPerThread);
-  const prefetch = input.prefetch ?? Math.max(256, threads * o.slotsPerThread);
+  const prefetch = input.prefetch ?? Math.max(64, threads * o.slotsPerThread);
   nonNegativeInt('prefetch', prefetch);
   positiveInt('maxQueued', o.maxQueued);
   positiveInt('maxLiveInstances', o.maxLiveInstances);
