@@ -23,7 +23,7 @@ import { readLogs, type LogLine, type LogOptions } from './events/logs.js';
 import type { Task, TaskSpec } from './tasks/spec.js';
 import type { TaskState } from '../machines/index.js';
 import type { EventType } from './store/records.js';
-import { collectStats, type RuntimeStats } from './stats.js';
+import { collectStats, type RebuildReport, type RuntimeStats } from './stats.js';
 import { createSupervisor, type Supervisor } from './supervisor/supervisor.js';
 
 /** Lifecycle states of a runtime. */
@@ -62,6 +62,7 @@ export class Runtime implements AsyncDisposable {
   readonly #engine: TaskEngine;
   readonly #supervisor: Supervisor;
   #state: RuntimeState = 'starting';
+  #rebuild: RebuildReport = { previousShutdownClean: true, active: 0, crashed: 0, timers: 0, ms: 0 };
   #closing: Promise<void> | undefined;
 
   /** @internal Use {@link createRuntime}. */
@@ -71,7 +72,7 @@ export class Runtime implements AsyncDisposable {
     this.#store = store;
     this.#bus = bus;
     this.#registry = new AgentRegistry();
-    this.#table = new TaskTable(store.db.tasks);
+    this.#table = new TaskTable(store.read.tasks);
     const slots = options.threads * options.slotsPerThread;
     this.#router = createRouter({
       store,
@@ -128,9 +129,11 @@ export class Runtime implements AsyncDisposable {
   /** @internal Registers the option agents, rebuilds from disk and starts dispatching. */
   async start(): Promise<void> {
     for (const registration of this.#options.agents) this.agents.register(registration);
+    const started = performance.now();
     const rebuilt = await this.#engine.rebuild();
+    this.#rebuild = { previousShutdownClean: this.#store.previousShutdownClean, ...rebuilt, ms: performance.now() - started };
     this.#state = 'running';
-    this.#log.info({ dataDir: this.#options.dataDir, ...rebuilt, previousShutdownClean: this.#store.previousShutdownClean }, 'runtime running');
+    this.#log.info({ dataDir: this.#options.dataDir, ...this.#rebuild }, this.#store.previousShutdownClean ? 'runtime running' : 'runtime running after an unclean shutdown');
   }
 
   /** Where the runtime is in its lifecycle. */
@@ -179,7 +182,7 @@ export class Runtime implements AsyncDisposable {
   logs(id: string, options?: LogOptions): AsyncGenerator<LogLine> {
     this.#assertOpen('logs');
     if (!this.#engine.record(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
-    return readLogs(this.#store.db.logs, id, options);
+    return readLogs(this.#store.read.logs, id, options);
   }
 
   /** Listens to committed events of one type (or `'*'` for all). Returns an unsubscribe function. */
@@ -228,6 +231,7 @@ export class Runtime implements AsyncDisposable {
       prefetch: { ...this.#dispatcher.prefetch, max: this.#options.prefetch },
       liveInstances: this.#router.liveCount,
       delayed: this.#table.count('queued' satisfies TaskState) - this.#governor.queued,
+      rebuild: this.#rebuild,
     });
   }
 
@@ -296,8 +300,13 @@ export async function createRuntime(input?: RuntimeOptions): Promise<Runtime> {
   // Validate agent registrations before touching the disk.
   for (const registration of options.agents) validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry });
   let bus: EventBus | undefined;
-  const store = await openStore({ dataDir: options.dataDir, onCommitted: (events) => bus?.publish(events) });
-  bus = new EventBus(store.db.events);
+  const store = await openStore({
+    dataDir: options.dataDir,
+    now: () => options.clock.now(),
+    onCommitted: (events) => bus?.publish(events),
+    onQuarantine: (record) => log.error({ db: record.db, key: record.key, problem: record.problem }, 'quarantined a record that could not be read'),
+  });
+  bus = new EventBus(store.read.events);
   let runtime: Runtime | undefined;
   try {
     runtime = new Runtime(options, log, store, bus);

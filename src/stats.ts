@@ -27,7 +27,22 @@ export interface RuntimeStats {
   agents: GovernorStats['agents'];
   /** Instance actors in memory. */
   instances: { live: number };
+  /** What the last open found: whether the previous shutdown was clean, and what it rebuilt. */
+  rebuild: RebuildReport;
   frozen: boolean;
+}
+
+/** What the rebuild on open did. */
+export interface RebuildReport {
+  previousShutdownClean: boolean;
+  /** Non-terminal tasks loaded. */
+  active: number;
+  /** Attempts found running from a process that died, ended as `crashed`. */
+  crashed: number;
+  /** Durable timers re-armed. */
+  timers: number;
+  /** Time from the store being open to dispatch starting. */
+  ms: number;
 }
 
 /** Inputs of {@link collectStats}. */
@@ -40,6 +55,7 @@ export interface StatsSources {
   prefetch: { window: number; max: number; startMs: number; execMs: number };
   liveInstances: number;
   delayed: number;
+  rebuild: RebuildReport;
 }
 
 /** Assembles {@link RuntimeStats}. */
@@ -54,6 +70,7 @@ export function collectStats(s: StatsSources): RuntimeStats {
     prefetch: { ...s.prefetch },
     agents: s.governor.agents,
     instances: { live: s.liveInstances },
+    rebuild: { ...s.rebuild },
     frozen: s.governor.frozen,
   };
 }

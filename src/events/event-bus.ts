@@ -4,7 +4,7 @@
  * Events are published only after the commit that holds them, in commit order.
  */
 import { EventEmitter } from 'node:events';
-import type { Database } from 'lmdb';
+import type { SafeDatabase } from '../store/safe-read.js';
 import type { EventRecord, EventType } from '../store/records.js';
 import { TroupeError } from '../errors.js';
 
@@ -47,12 +47,12 @@ export function fromCursor(cursor: string): number {
 /** The publishing side, owned by the runtime. */
 export class EventBus {
   readonly #emitter = new EventEmitter();
-  readonly #events: Database<EventRecord, number>;
+  readonly #events: SafeDatabase<EventRecord, number>;
   readonly #streams = new Set<(event: RuntimeEvent) => void>();
   #closed = false;
   readonly #onClose = new Set<() => void>();
 
-  constructor(events: Database<EventRecord, number>) {
+  constructor(events: SafeDatabase<EventRecord, number>) {
     this.#events = events;
     this.#emitter.setMaxListeners(0);
   }
@@ -111,7 +111,7 @@ export class EventBus {
     options.signal?.addEventListener('abort', end, { once: true });
     try {
       if (options.signal?.aborted) return;
-      for (const { value } of this.#events.getRange({ start: last + 1 })) {
+      for (const { value } of this.#events.range({ start: last + 1 })) {
         if (ended) return;
         last = value.seq;
         if (wanted(value)) yield { ...value, cursor: toCursor(value.seq) };

@@ -2,7 +2,7 @@
  * Reading the durable log lines agents write through `ctx.log`. Lines are keyed by
  * (task, run, attempt, line), so one task's lines are one contiguous, ordered range.
  */
-import type { Database } from 'lmdb';
+import type { SafeDatabase } from '../store/safe-read.js';
 import type { LogRecord } from '../store/records.js';
 import { TroupeError } from '../errors.js';
 
@@ -34,9 +34,9 @@ function fromCursor(cursor: string): [number, number, number] {
 }
 
 /** Yields a task's stored lines in order. */
-export async function* readLogs(db: Database<LogRecord, LogKey>, taskId: string, options: LogOptions = {}): AsyncGenerator<LogLine> {
+export async function* readLogs(db: SafeDatabase<LogRecord, LogKey>, taskId: string, options: LogOptions = {}): AsyncGenerator<LogLine> {
   const start: LogKey = options.after === undefined ? [taskId, 0, 0, 0] : [taskId, ...fromCursor(options.after)];
-  for (const { key, value } of db.getRange({ start, end: [taskId, Number.MAX_SAFE_INTEGER, 0, 0] })) {
+  for (const { key, value } of db.range({ start, end: [taskId, Number.MAX_SAFE_INTEGER, 0, 0] })) {
     const cursor = toCursor(key);
     if (options.after !== undefined && cursor <= options.after) continue;
     yield { ...value, taskId, cursor };

@@ -95,7 +95,7 @@ export function createRouter(options: RouterOptions): Router {
   let flushQueued = false;
 
   function envelopeOf(key: string): InstanceEnvelope | undefined {
-    return writing.get(key) ?? store.db.instances.get(key);
+    return writing.get(key) ?? store.read.instances.get(key);
   }
 
   function start(key: string, descriptor: InstanceDescriptor | undefined): LiveEntry | undefined {
@@ -295,7 +295,7 @@ export function createRouter(options: RouterOptions): Router {
     list() {
       const out: InstanceView[] = [];
       for (const [key, entry] of live) out.push(view(key, entry.actor.getSnapshot(), true));
-      for (const { key, value } of store.db.instances.getRange()) {
+      for (const { key, value } of store.read.instances.range()) {
         if (!live.has(key)) out.push(view(key, value.snapshot as InstanceSnapshotLike, false));
       }
       return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));

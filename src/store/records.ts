@@ -125,6 +125,7 @@ export const EVENT_TYPES = [
   'runtime.frozen',
   'runtime.unfrozen',
   'schedule.fired',
+  'store.quarantined',
 ] as const;
 
 /** An event type. */

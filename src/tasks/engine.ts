@@ -54,7 +54,7 @@ export class TaskEngine {
   /** The current record of a task: memory for active tasks, else LMDB. */
   record(id: string): TaskRecord | undefined {
     if (typeof id !== 'string' || id.length === 0) throw new TroupeError('INVALID_INPUT', 'a task id must be a non-empty string');
-    return this.#k.table.get(id) ?? this.#k.store.db.tasks.get(id);
+    return this.#k.table.get(id) ?? this.#k.store.read.tasks.get(id);
   }
 
   get(id: string): Task {
@@ -73,10 +73,10 @@ export class TaskEngine {
     const tasks: Task[] = [];
     const keep = (t: TaskRecord) => (!state || t.state === state) && (!agent || t.agent === agent) && (!parentId || t.parentId === parentId);
     // Active states are found through the small `active` index instead of every task ever stored.
-    const ids = state && ACTIVE_STATES.has(state) ? store.db.active.getKeys({ start: after ?? '' }) : store.db.tasks.getKeys({ start: after ?? '' });
+    const ids = state && ACTIVE_STATES.has(state) ? store.db.active.getKeys({ start: after ?? '' }) : store.read.tasks.keys({ start: after ?? '' });
     for (const id of ids) {
       if (after !== undefined && id <= after) continue;
-      const record = table.get(id) ?? store.db.tasks.get(id);
+      const record = table.get(id) ?? store.read.tasks.get(id);
       if (!record || !keep(record)) continue;
       tasks.push(toTask(record));
       if (tasks.length === limit) return { tasks, next: id };
@@ -181,7 +181,7 @@ export class TaskEngine {
       if (!isTerminal(current.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${current.state}; only failed, dropped or cancelled tasks can be retried`);
       await this.wait(id);
     }
-    const stored = store.db.tasks.get(id);
+    const stored = store.read.tasks.get(id);
     if (!stored) throw new TroupeError('NOT_FOUND', `no task ${id}`);
     const task: TaskRecord = structuredClone(stored);
     const from = task.state;
@@ -250,13 +250,13 @@ export class TaskEngine {
     const loaded: TaskRecord[] = [];
     const orphans: string[] = [];
     for (const id of store.db.active.getKeys()) {
-      const task = store.db.tasks.get(id);
+      const task = store.read.tasks.get(id);
       if (!task || isTerminal(task.state)) orphans.push(id);
       else loaded.push(task);
     }
     for (const task of loaded) table.add(task);
     let timerCount = 0;
-    for (const { value } of store.db.timers.getRange()) {
+    for (const { value } of store.read.timers.range()) {
       timers.add(value);
       timerCount++;
     }
@@ -265,7 +265,7 @@ export class TaskEngine {
     await store.commit((w: StepWriter) => {
       for (const id of orphans) w.removeActive(id);
       for (const task of crashed) {
-        const attempt: AttemptRecord = store.db.attempts.get([task.id, task.runs, task.attemptSeq]) ?? {
+        const attempt: AttemptRecord = store.read.attempts.get([task.id, task.runs, task.attemptSeq]) ?? {
           taskId: task.id,
           run: task.runs,
           attempt: task.attemptSeq,

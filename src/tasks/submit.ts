@@ -33,7 +33,7 @@ export class Submitter {
     const batchKeys = new Map<string, number>();
     for (let i = 0; i < valid.length; i++) {
       const spec = valid[i]!;
-      if (spec.parentId !== undefined && !table.get(spec.parentId) && !this.#k.store.db.tasks.doesExist(spec.parentId)) {
+      if (spec.parentId !== undefined && !table.get(spec.parentId) && !this.#k.store.read.tasks.has(spec.parentId)) {
         throw new TroupeError('NOT_FOUND', `${where ?? `tasks[${i}]`}.parentId: no task ${spec.parentId}`);
       }
       const key = spec.idempotencyKey;
@@ -73,9 +73,9 @@ export class Submitter {
 
   #existing(key: string): Task | undefined {
     const { table, store } = this.#k;
-    const id = table.idOfKey(key) ?? store.db.idempotency.get(key);
+    const id = table.idOfKey(key) ?? store.read.idempotency.get(key);
     if (id === undefined) return undefined;
-    const record = table.get(id) ?? store.db.tasks.get(id);
+    const record = table.get(id) ?? store.read.tasks.get(id);
     return record ? toTask(record) : undefined;
   }
 

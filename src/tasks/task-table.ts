@@ -4,7 +4,7 @@
  * and it keeps exact counts by state for admission and stats, and the `wait()` waiters.
  */
 import { TASK_STATES, SETTLED_FOR_WAIT, isTerminal, type TaskState } from '../../machines/index.js';
-import type { Database } from 'lmdb';
+import type { SafeDatabase } from '../store/safe-read.js';
 import type { TaskRecord } from '../store/records.js';
 import { toTask, type Task } from './spec.js';
 
@@ -19,11 +19,11 @@ export class TaskTable {
   readonly #active = emptyCounts();
   /** Counts of settled tasks in the store, computed on first use. */
   #settled: Record<TaskState, number> | undefined;
-  readonly #db: Database<TaskRecord, string>;
+  readonly #db: SafeDatabase<TaskRecord, string>;
   /** Admissions reserved by submits whose commit is in flight. */
   reservedAdmissions = 0;
 
-  constructor(db: Database<TaskRecord, string>) {
+  constructor(db: SafeDatabase<TaskRecord, string>) {
     this.#db = db;
   }
 
@@ -103,7 +103,7 @@ export class TaskTable {
   countsByState(): Record<TaskState, number> {
     if (!this.#settled) {
       this.#settled = emptyCounts();
-      for (const { key, value } of this.#db.getRange()) {
+      for (const { key, value } of this.#db.range()) {
         if (!this.#tasks.has(key) && isTerminal(value.state)) this.#settled[value.state]++;
       }
     }

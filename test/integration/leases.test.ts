@@ -113,7 +113,7 @@ describe('fencing', () => {
     const pool = controlledPool();
     const rt = await createRuntime({ dataDir: dataDir(), logger: false, threads: 1, createPool: pool.create, agents: [builtinAgent('echo')] });
     const settling: string[] = [];
-    for (const type of ['task.done', 'task.failed', 'task.dropped', 'task.cancelled'] as const) rt.on(type, (e) => settling.push(e.type));
+    for (const type of ['task.done', 'task.failed', 'task.dropped', 'task.cancelled'] as const) rt.on(type, (e: RuntimeEvent) => settling.push(e.type));
     const task = await rt.submit({ agent: 'echo', input: 1 });
     await new Promise<void>((resolve) => {
       const check = () => (pool.runs.length === 1 ? resolve() : setImmediate(check));

@@ -143,3 +143,36 @@ describe('close and reopen', () => {
     await reopened.close();
   });
 });
+
+describe('rebuild after a crash', () => {
+  it('records an unclean shutdown and ends attempts of the dead process as crashed, counted against the budget', async () => {
+    const path = dataDir();
+    const holder = spawn(process.execPath, ['--input-type=module', '-e', `
+      import { createRuntime } from ${JSON.stringify(fileURLToPath(new URL('../../dist/src/index.js', import.meta.url)))};
+      const rt = await createRuntime({ dataDir: ${JSON.stringify(path)}, logger: false, threads: 1,
+        agents: [{ name: 'hang', module: new URL(${JSON.stringify(fixtureAgent('hang').href)}), retry: { maxAttempts: 2, delayMs: 0 } }] });
+      rt.on('task.started', () => console.log('started'));
+      await rt.submit({ agent: 'hang', input: { mode: 'async' } });
+    `], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await once(holder.stdout!, 'data');
+    holder.kill('SIGKILL');
+    await once(holder, 'exit');
+    const rt = await createRuntime({ ...base, dataDir: path });
+    expect(rt.stats().rebuild).toMatchObject({ previousShutdownClean: false, active: 1, crashed: 1 });
+    const [task] = (await rt.list()).tasks;
+    expect(task).toMatchObject({ state: 'queued', attempts: 1 });
+    const retrying: string[] = [];
+    for await (const e of rt.events({ taskId: task!.id })) {
+      retrying.push(e.type);
+      if (e.type === 'task.retrying') {
+        expect(e.data).toMatchObject({ exit: 'crashed', error: { code: 'PROCESS_CRASHED', fault: 'infrastructure' } });
+        break;
+      }
+    }
+    expect(retrying).toEqual(['task.queued', 'task.started', 'task.retrying']);
+    await rt.close();
+    const clean = await createRuntime({ ...base, dataDir: path });
+    expect(clean.stats().rebuild).toMatchObject({ previousShutdownClean: true, crashed: 0 });
+    await clean.close();
+  });
+});

@@ -37,10 +37,10 @@ function fakeStore(bootId = BOOT) {
     get nextSeq() {
       return seq;
     },
-    db: {
+    read: {
       instances: {
         get: (key: string) => instances.get(key),
-        getRange: () => [...instances.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([key, value]) => ({ key, value })),
+        range: () => [...instances.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([key, value]) => ({ key, value })),
       },
     },
     commit(fn: (w: StepWriter) => void): Promise<EventRecord[]> {

@@ -1,0 +1,68 @@
+/**
+ * Reads that survive bad data. A record that fails to decode, or decodes to something that is not
+ * the record it should be, is quarantined: its raw bytes move to the `quarantine` database, the
+ * record is removed, a `store.quarantined` event is written and a line is logged. The read returns
+ * undefined (or skips the entry) and the runtime keeps serving everything else.
+ */
+import type { Database, Key, RangeOptions } from 'lmdb';
+import { TASK_STATES } from '../../machines/index.js';
+
+/** Reads of one database that quarantine bad records instead of throwing. */
+export interface SafeDatabase<V, K> {
+  get(key: K): V | undefined;
+  /** Entries in key order (keys are read first, values one by one, so one bad value cannot end the scan). */
+  range(options?: RangeOptions): Iterable<{ key: K; value: V }>;
+  keys(options?: RangeOptions): Iterable<K>;
+  has(key: K): boolean;
+}
+
+/** Called once per bad record, with what is known about it. */
+export type Quarantine = (database: string, db: Database<unknown, any>, key: unknown, problem: string) => void;
+
+/** Wraps a database; `valid` tells a decoded record from garbage. */
+export function safeDatabase<V, K extends Key>(name: string, db: Database<V, K>, valid: (value: unknown) => boolean, quarantine: Quarantine, isQuarantined: (name: string, key: unknown) => boolean): SafeDatabase<V, K> {
+  const get = (key: K): V | undefined => {
+    if (isQuarantined(name, key)) return undefined;
+    let value: V | undefined;
+    try {
+      value = db.get(key);
+    } catch (error) {
+      quarantine(name, db as Database<unknown, any>, key, `does not decode: ${(error as Error).message}`);
+      return undefined;
+    }
+    if (value === undefined) return undefined;
+    if (!valid(value)) {
+      quarantine(name, db as Database<unknown, any>, key, 'decodes to something that is not a valid record');
+      return undefined;
+    }
+    return value;
+  };
+  return {
+    get,
+    *range(options = {}) {
+      for (const key of db.getKeys(options)) {
+        const value = get(key);
+        if (value !== undefined) yield { key, value };
+      }
+    },
+    *keys(options = {}) {
+      for (const key of db.getKeys(options)) if (!isQuarantined(name, key)) yield key;
+    },
+    has: (key) => !isQuarantined(name, key) && db.doesExist(key),
+  };
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const states = new Set<string>(TASK_STATES);
+
+/** Minimal shape checks per database: enough to never hand garbage to the engine. */
+export const VALIDATORS = {
+  tasks: (v: unknown) => isObject(v) && typeof v.id === 'string' && states.has(v.state as string) && typeof v.instanceKey === 'string' && typeof v.runs === 'number',
+  attempts: (v: unknown) => isObject(v) && typeof v.taskId === 'string' && typeof v.run === 'number' && typeof v.attempt === 'number',
+  runs: (v: unknown) => isObject(v) && typeof v.taskId === 'string' && typeof v.run === 'number',
+  events: (v: unknown) => isObject(v) && typeof v.seq === 'number' && typeof v.type === 'string',
+  timers: (v: unknown) => isObject(v) && typeof v.id === 'string' && typeof v.due === 'number' && typeof v.taskId === 'string',
+  instances: (v: unknown) => isObject(v) && isObject(v.snapshot) && isObject((v.snapshot as Record<string, unknown>).context),
+  logs: (v: unknown) => isObject(v) && typeof v.message === 'string',
+  idempotency: (v: unknown) => typeof v === 'string',
+} as const;
