@@ -5,6 +5,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterEach } from 'vitest';
 import { createRuntime, type Runtime, type RuntimeOptions } from 'troupe';
 
 /** Names of the fixture agents in test/fixtures/agents. */
@@ -51,4 +52,30 @@ export function maxOverlap(file: string): number {
     max = Math.max(max, now);
   }
   return max;
+}
+
+/** Call at a test file's top level: returns a maker of temp dirs that are removed after each test. */
+export function scratchDirs(): () => string {
+  const dirs: Array<{ cleanup: () => void }> = [];
+  afterEach(() => {
+    for (const dir of dirs.splice(0)) dir.cleanup();
+  });
+  return () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    return dir.path;
+  };
+}
+
+/** Call at a test file's top level: returns a runtime factory whose runtimes are closed after each test. */
+export function runtimes(): (options?: RuntimeOptions) => Promise<Runtime> {
+  const stops: Array<() => Promise<void>> = [];
+  afterEach(async () => {
+    for (const stop of stops.splice(0)) await stop();
+  });
+  return async (options = {}) => {
+    const started = await startRuntime(options);
+    stops.push(started.stop);
+    return started.rt;
+  };
 }

@@ -37,7 +37,9 @@ export interface TaskRecord {
   error?: WireError;
   /** Why the task was dropped, cancelled or needs attention. */
   reason?: string;
+  /** Last progress the agent reported. */
   progress?: { value: number; message?: string; at: number };
+  /** Lower runs first. */
   priority: number;
   lane: string;
   workspace?: string;
@@ -47,7 +49,7 @@ export interface TaskRecord {
   labels: Record<string, string>;
   timeoutMs: number;
   retry: RetryPolicy;
-  /** Current run number (1-based). */
+  /** Current run number (1-based): runs so far, since a user retry or a wake starts a new one. */
   runs: number;
   /** Why the current run started. */
   runReason: RunReason;
@@ -61,7 +63,7 @@ export interface TaskRecord {
   token: number;
   /** FIFO key: the event seq at which the task last entered `queued`. */
   queuedOrder: number;
-  /** Not dispatched before this instant (retry backoff). */
+  /** Not dispatched before this instant (delayed start, retry backoff, sleep). */
   runAt?: number;
   /** What the next run is told (sleep/wake). */
   followUp?: unknown;

@@ -4,12 +4,10 @@
  */
 import { createHash } from 'node:crypto';
 import { describeUnserializable } from '../../actors/wire.js';
-import type { WireError } from '../../actors/wire.js';
-import type { TaskState } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
 import { resolveRetry } from '../options.js';
 import type { RegisteredAgent } from '../agents/registry.js';
-import type { RetryPolicy, TaskRecord, TaskResult } from '../store/records.js';
+import type { RetryPolicy, TaskRecord } from '../store/records.js';
 
 /** What `rt.submit()` takes. */
 export interface TaskSpec {
@@ -39,38 +37,11 @@ export interface TaskSpec {
   delayMs?: number;
 }
 
-/** A task as the public API returns it. Times are epoch milliseconds. */
-export interface Task {
-  id: string;
-  agent: string;
-  state: TaskState;
-  input: unknown;
-  output?: unknown;
-  result?: TaskResult;
-  error?: WireError;
-  /** Why it was dropped, cancelled or needs attention. */
-  reason?: string;
-  progress?: { value: number; message?: string; at: number };
-  /** Counted attempts of the current run. */
-  attempts: number;
-  /** Runs so far (a user retry starts a new one). */
-  runs: number;
-  priority: number;
-  lane: string;
-  workspace?: string;
-  instanceKey: string;
-  parentId?: string;
-  idempotencyKey?: string;
-  labels: Record<string, string>;
-  timeoutMs: number;
-  retry: RetryPolicy;
-  /** Not dispatched before this instant (retry backoff). */
-  runAt?: number;
-  createdAt: number;
-  updatedAt: number;
-  startedAt?: number;
-  settledAt?: number;
-}
+/**
+ * A task as the public API returns it: the stored record without its bookkeeping (fencing token,
+ * FIFO order, attempt numbering, run bookkeeping). Times are epoch milliseconds.
+ */
+export type Task = Omit<TaskRecord, 'runReason' | 'runCreatedAt' | 'attemptSeq' | 'token' | 'queuedOrder' | 'followUp'>;
 
 /** A spec after validation, ready to become a record. */
 export interface ValidSpec {

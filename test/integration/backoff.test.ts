@@ -1,11 +1,8 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeEvent } from 'troupe';
-import { tempDir } from '../helpers.js';
+import { scratchDirs } from '../helpers.js';
 
-const dirs: Array<{ cleanup: () => void }> = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) dir.cleanup();
-});
+const dataDir = scratchDirs();
 
 function nextEvent(rt: Runtime, type: RuntimeEvent['type']): Promise<RuntimeEvent> {
   return new Promise((resolve) => {
@@ -18,8 +15,7 @@ function nextEvent(rt: Runtime, type: RuntimeEvent['type']): Promise<RuntimeEven
 
 describe('retry backoff on an injected clock', () => {
   it('waits the exponential schedule between attempts, capped at maxDelayMs', async () => {
-    const dir = tempDir();
-    dirs.push(dir);
+    const dir = { path: dataDir() };
     const clock = new ManualClock();
     const rt = await createRuntime({
       dataDir: dir.path,
@@ -51,8 +47,7 @@ describe('retry backoff on an injected clock', () => {
   });
 
   it('keeps a backoff timer across a restart: the retry runs when it falls due, not before', async () => {
-    const dir = tempDir();
-    dirs.push(dir);
+    const dir = { path: dataDir() };
     const clock = new ManualClock();
     const options = { dataDir: dir.path, logger: false as const, threads: 1, clock, random: () => 0 };
     const agents = [builtinAgent('fail', { retry: { maxAttempts: 2, backoff: 'fixed', delayMs: 60_000 } })];
@@ -75,8 +70,7 @@ describe('retry backoff on an injected clock', () => {
   });
 
   it('a cancelled task in backoff never retries, and its timer is gone after a restart', async () => {
-    const dir = tempDir();
-    dirs.push(dir);
+    const dir = { path: dataDir() };
     const clock = new ManualClock();
     const options = { dataDir: dir.path, logger: false as const, threads: 1, clock, agents: [builtinAgent('fail', { retry: { maxAttempts: 3, delayMs: 10_000, jitter: 0 } })] };
     const rt = await createRuntime(options);
@@ -96,8 +90,7 @@ describe('retry backoff on an injected clock', () => {
 
 describe('delayed start', () => {
   it('holds a task with delayMs or runAt on a durable timer, across a restart', async () => {
-    const dir = tempDir();
-    dirs.push(dir);
+    const dir = { path: dataDir() };
     const clock = new ManualClock();
     const options = { dataDir: dir.path, logger: false as const, threads: 1, clock, agents: [builtinAgent('echo')] };
     const first = await createRuntime(options);
@@ -122,8 +115,7 @@ describe('delayed start', () => {
   });
 
   it('rejects a bad delay before storing anything', async () => {
-    const dir = tempDir();
-    dirs.push(dir);
+    const dir = { path: dataDir() };
     const rt = await createRuntime({ dataDir: dir.path, logger: false, threads: 1, agents: [builtinAgent('echo')] });
     await expect(rt.submit({ agent: 'echo', delayMs: -5 })).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('task.delayMs') });
     await expect(rt.submit({ agent: 'echo', runAt: 1.5 })).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('task.runAt') });

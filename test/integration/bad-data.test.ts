@@ -1,14 +1,11 @@
 import { Writable } from 'node:stream';
 import { open } from 'lmdb';
 import { pino } from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type RuntimeEvent } from 'troupe';
-import { tempDir } from '../helpers.js';
+import { scratchDirs } from '../helpers.js';
 
-const dirs: Array<{ cleanup: () => void }> = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) dir.cleanup();
-});
+const dataDir = scratchDirs();
 
 /** Overwrites records with bytes that are not msgpack (0xc1 is never used by the format). */
 async function corrupt(path: string, db: string, keys: unknown[]): Promise<void> {
@@ -20,8 +17,7 @@ async function corrupt(path: string, db: string, keys: unknown[]): Promise<void>
 
 describe('bad data', () => {
   it('quarantines records that fail to decode and keeps serving the rest', async () => {
-    const dir = tempDir();
-    dirs.push(dir);
+    const dir = { path: dataDir() };
     const base = { dataDir: dir.path, threads: 1, agents: [builtinAgent('echo')] };
     const first = await createRuntime({ ...base, logger: false });
     const done = await first.wait((await first.submit({ agent: 'echo', input: 'fine' })).id);
@@ -67,8 +63,7 @@ describe('bad data', () => {
   });
 
   it('quarantines a corrupt instance snapshot and starts that instance afresh', async () => {
-    const dir = tempDir();
-    dirs.push(dir);
+    const dir = { path: dataDir() };
     const base = { dataDir: dir.path, logger: false as const, threads: 1, agents: [builtinAgent('echo')] };
     const first = await createRuntime(base);
     const task = await first.wait((await first.submit({ agent: 'echo' })).id);

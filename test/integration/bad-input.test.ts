@@ -1,18 +1,8 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, TroupeError, type Runtime } from 'troupe';
-import { startRuntime, tempDir } from '../helpers.js';
+import { runtimes, tempDir } from '../helpers.js';
 
-let stop: (() => Promise<void>) | undefined;
-afterEach(async () => {
-  await stop?.();
-  stop = undefined;
-});
-
-async function runtime(options: Parameters<typeof startRuntime>[0] = {}): Promise<Runtime> {
-  const started = await startRuntime(options);
-  stop = started.stop;
-  return started.rt;
-}
+const runtime = runtimes();
 
 async function storedTaskCount(rt: Runtime): Promise<number> {
   return (await rt.list({ limit: 1000 })).tasks.length;

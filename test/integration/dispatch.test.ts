@@ -1,18 +1,8 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { builtinAgent, type Runtime, type RuntimeEvent } from 'troupe';
-import { fixtureAgent, startRuntime } from '../helpers.js';
+import { fixtureAgent, runtimes } from '../helpers.js';
 
-let stop: (() => Promise<void>) | undefined;
-afterEach(async () => {
-  await stop?.();
-  stop = undefined;
-});
-
-async function runtime(options: Parameters<typeof startRuntime>[0] = {}): Promise<Runtime> {
-  const started = await startRuntime(options);
-  stop = started.stop;
-  return started.rt;
-}
+const runtime = runtimes();
 
 describe('submit → dispatch → settle', () => {
   it('runs a task on a worker thread and stores its output durably', async () => {

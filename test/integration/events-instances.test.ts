@@ -1,17 +1,9 @@
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type RuntimeEvent } from 'troupe';
-import { fixtureAgent, maxOverlap, tempDir } from '../helpers.js';
+import { fixtureAgent, maxOverlap, scratchDirs } from '../helpers.js';
 
-const dirs: Array<{ cleanup: () => void }> = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) dir.cleanup();
-});
-function dataDir(): string {
-  const dir = tempDir();
-  dirs.push(dir);
-  return dir.path;
-}
+const dataDir = scratchDirs();
 
 const base = { logger: false as const, threads: 2, slotsPerThread: 2 };
 
@@ -96,16 +88,15 @@ describe('execution instances', () => {
 
   it('never runs more attempts at once than the dispatch target or the agent concurrency allow', async () => {
     const path = dataDir();
-    const scratch = tempDir();
-    dirs.push(scratch);
+    const scratch = dataDir();
     const rt = await createRuntime({ ...base, threads: 2, slotsPerThread: 4, dataDir: path, agents: [{ name: 'overlap', module: fixtureAgent('overlap'), concurrency: 3 }] });
-    const agentFile = join(scratch.path, 'agent.log');
+    const agentFile = join(scratch, 'agent.log');
     const byAgent = await rt.submitMany(Array.from({ length: 12 }, (_, i) => ({ agent: 'overlap', input: { file: agentFile, ms: 30 }, lane: `l${i % 4}` })));
     await Promise.all(byAgent.map((t) => rt.wait(t.id)));
     expect(maxOverlap(agentFile)).toBe(3);
 
-    const targetFile = join(scratch.path, 'target.log');
-    const probe = await rt.wait((await rt.submit({ agent: 'overlap', lane: 'one', input: { file: join(scratch.path, 'probe.log'), ms: 1 } })).id);
+    const targetFile = join(scratch, 'target.log');
+    const probe = await rt.wait((await rt.submit({ agent: 'overlap', lane: 'one', input: { file: join(scratch, 'probe.log'), ms: 1 } })).id);
     await rt.setDispatchTarget(probe.instanceKey, 2);
     const byTarget = await rt.submitMany(Array.from({ length: 8 }, () => ({ agent: 'overlap', lane: 'one', input: { file: targetFile, ms: 30 } })));
     await Promise.all(byTarget.map((t) => rt.wait(t.id)));

@@ -1,20 +1,10 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { builtinAgent, type Runtime, type RuntimeEvent } from 'troupe';
-import { fixtureAgent, startRuntime, tempDir } from '../helpers.js';
+import { fixtureAgent, runtimes, tempDir } from '../helpers.js';
 
-let stop: (() => Promise<void>) | undefined;
-afterEach(async () => {
-  await stop?.();
-  stop = undefined;
-});
-
-async function runtime(options: Parameters<typeof startRuntime>[0] = {}): Promise<Runtime> {
-  const started = await startRuntime(options);
-  stop = started.stop;
-  return started.rt;
-}
+const runtime = runtimes();
 
 const fast = { retry: { maxAttempts: 3, delayMs: 0 } };
 

@@ -1,17 +1,9 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeEvent } from 'troupe';
 import type { AttemptRequest, WireResult, WorkerMessage } from '../../actors/wire.js';
-import { fixtureAgent, tempDir } from '../helpers.js';
+import { fixtureAgent, scratchDirs } from '../helpers.js';
 
-const dirs: Array<{ cleanup: () => void }> = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) dir.cleanup();
-});
-function dataDir(): string {
-  const dir = tempDir();
-  dirs.push(dir);
-  return dir.path;
-}
+const dataDir = scratchDirs();
 
 describe('leases on real threads', () => {
   it('ends an attempt that blocks its thread past the lease as lease_expired, retries it, and reclaims the slot', async () => {

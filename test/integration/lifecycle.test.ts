@@ -3,19 +3,11 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { open } from 'lmdb';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type RuntimeEvent } from 'troupe';
-import { fixtureAgent, tempDir } from '../helpers.js';
+import { fixtureAgent, scratchDirs } from '../helpers.js';
 
-const dirs: Array<{ cleanup: () => void }> = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) dir.cleanup();
-});
-function dataDir(): string {
-  const dir = tempDir();
-  dirs.push(dir);
-  return dir.path;
-}
+const dataDir = scratchDirs();
 
 const base = { logger: false as const, threads: 1, slotsPerThread: 2 };
 
