@@ -116,19 +116,22 @@ export class Runtime implements AsyncDisposable {
     this.agents = {
       register: (registration) => {
         this.#assertOpen('agents.register');
-        const agent = validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry });
-        this.#registry.set(agent);
-        this.#governor.setAgent(agent.name, agent.concurrency);
-        this.#dispatcher.pump();
-        return agent;
+        return this.#register(validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry }));
       },
       list: () => this.#registry.list(),
     };
   }
 
-  /** @internal Registers the option agents, rebuilds from disk and starts dispatching. */
-  async start(): Promise<void> {
-    for (const registration of this.#options.agents) this.agents.register(registration);
+  #register(agent: RegisteredAgent): RegisteredAgent {
+    this.#registry.set(agent);
+    this.#governor.setAgent(agent.name, agent.concurrency);
+    this.#dispatcher.pump();
+    return agent;
+  }
+
+  /** @internal Registers the option agents (validated by createRuntime), rebuilds from disk and starts dispatching. */
+  async start(agents: readonly RegisteredAgent[]): Promise<void> {
+    for (const agent of agents) this.#register(agent);
     const started = performance.now();
     const rebuilt = await this.#engine.rebuild();
     this.#rebuild = { previousShutdownClean: this.#store.previousShutdownClean, ...rebuilt, ms: performance.now() - started };
@@ -298,7 +301,7 @@ export async function createRuntime(input?: RuntimeOptions): Promise<Runtime> {
   const options = resolveOptions(input);
   const log = resolveLogger(options.logger);
   // Validate agent registrations before touching the disk.
-  for (const registration of options.agents) validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry });
+  const agents = options.agents.map((registration) => validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry }));
   let bus: EventBus | undefined;
   const store = await openStore({
     dataDir: options.dataDir,
@@ -310,7 +313,7 @@ export async function createRuntime(input?: RuntimeOptions): Promise<Runtime> {
   let runtime: Runtime | undefined;
   try {
     runtime = new Runtime(options, log, store, bus);
-    await runtime.start();
+    await runtime.start(agents);
     return runtime;
   } catch (error) {
     if (runtime) await runtime.close({ force: true }).catch(() => undefined);

@@ -101,10 +101,6 @@ export class AgentRegistry {
     return this.#agents.get(name);
   }
 
-  has(name: string): boolean {
-    return this.#agents.has(name);
-  }
-
   list(): RegisteredAgent[] {
     return [...this.#agents.values()];
   }

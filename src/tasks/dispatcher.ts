@@ -16,6 +16,7 @@ import type { AttemptBucket, AttemptEvent, AttemptExit } from '../../machines/in
 import { transition, type Kernel } from './kernel.js';
 import { decideSettlement, type AttemptOutcome } from './outcome.js';
 import { writeSettlement } from './settle.js';
+import { recordStale, writeLogLines, writeProgress } from './attempt-writes.js';
 
 /** How long to wait for channel messages an attempt posted before its result (they travel another port). */
 const MESSAGE_CATCH_UP_MS = 2_000;
@@ -31,6 +32,8 @@ export interface LiveAttempt {
   readonly attemptId: string;
   readonly taskId: string;
   readonly run: number;
+  /** `taskId:run`, the id of the run this attempt belongs to. */
+  readonly runId: string;
   readonly attempt: number;
   token: number;
   readonly entry: GovernorEntry;
@@ -154,6 +157,7 @@ export class Dispatcher {
       attemptId,
       taskId: task.id,
       run: task.runs,
+      runId,
       attempt: task.attemptSeq,
       token: 0,
       entry,
@@ -221,7 +225,7 @@ export class Dispatcher {
       module: agent.module,
       agent: agent.name,
       taskId: task.id,
-      runId: `${task.id}:${task.runs}`,
+      runId: attempt.runId,
       attemptId: attempt.attemptId,
       attempt: attempt.attempt,
       token: attempt.token,
@@ -237,7 +241,7 @@ export class Dispatcher {
   }
 
   #onResult(attempt: LiveAttempt, wire: WireResult): void {
-    if (attempt.phase === 'ended') return this.#stale(attempt, 'result');
+    if (attempt.phase === 'ended') return recordStale(this.#k, attempt.taskId, attempt.attemptId, 'result');
     if (attempt.received < wire.posted) {
       // Log lines travel on the thread channel, the result on Piscina's port: wait for the lines.
       attempt.pendingResult = wire;
@@ -258,25 +262,15 @@ export class Dispatcher {
     if (!attempt || attempt.token !== message.token || attempt.phase !== 'executing') {
       const taskId = message.attemptId.slice(0, message.attemptId.indexOf(':'));
       this.#k.log.warn({ attemptId: message.attemptId, kind: message.t }, 'stale message from a fenced attempt');
-      if (message.t !== 'heartbeat') this.#recordStale(taskId, message.attemptId, message.t);
+      if (message.t !== 'heartbeat') recordStale(this.#k, taskId, message.attemptId, message.t);
       return;
     }
     attempt.received++;
     // Any traffic proves the agent's thread is alive: renew the lease.
     attempt.leaseExpiresAt = this.#k.clock.now() + this.#k.options.leaseMs;
     const task = this.#k.table.get(attempt.taskId)!;
-    if (message.t === 'log') {
-      this.#writeLines(task, message);
-    } else if (message.t === 'progress') {
-      const { value, at } = message;
-      task.progress = message.message === undefined ? { value, at } : { value, message: message.message, at };
-      this.#k.store
-        .commit((w) => {
-          w.putTask(task);
-          w.event('task.progress', { at, taskId: task.id, attemptId: message.attemptId, data: { value, message: message.message } });
-        })
-        .catch((error: unknown) => this.#k.log.error({ err: error }, 'recording progress failed'));
-    }
+    if (message.t === 'log') attempt.lines = writeLogLines(this.#k, task, attempt, message, attempt.lines);
+    else if (message.t === 'progress') writeProgress(this.#k, task, message);
     if (attempt.pendingResult && attempt.received >= attempt.pendingResult.posted) {
       this.#settle(attempt, { kind: 'result', wire: attempt.pendingResult });
     }
@@ -292,36 +286,6 @@ export class Dispatcher {
   /** Whether any attempt is executing (the supervisor only sweeps then). */
   get busy(): boolean {
     return this.#executing > 0;
-  }
-
-  #writeLines(task: TaskRecord, message: Extract<WorkerMessage, { t: 'log' }>): void {
-    const [, runText, attemptText] = message.attemptId.split(':');
-    const run = Number(runText);
-    const attemptNo = Number(attemptText);
-    const attempt = this.#live.get(message.attemptId);
-    let lineNo = attempt?.lines ?? 0;
-    this.#k.store
-      .commit((w) => {
-        for (const [level, text, at, fields] of message.lines) {
-          const line = fields === undefined ? { level, message: text, at, attemptId: message.attemptId } : { level, message: text, at, attemptId: message.attemptId, fields };
-          w.putLog([task.id, run, attemptNo, lineNo++], line);
-        }
-      })
-      .catch((error: unknown) => this.#k.log.error({ err: error }, 'writing log lines failed'));
-    if (attempt) attempt.lines = lineNo;
-    const log = this.#k.log;
-    if (log.isLevelEnabled('debug')) for (const [level, text] of message.lines) log.debug({ taskId: task.id, attemptId: message.attemptId, agentLevel: level }, text);
-  }
-
-  #stale(attempt: LiveAttempt, kind: string): void {
-    this.#recordStale(attempt.taskId, attempt.attemptId, kind);
-  }
-
-  #recordStale(taskId: string, attemptId: string, kind: string): void {
-    const at = this.#k.clock.now();
-    this.#k.store
-      .commit((w) => void w.event('task.stale_result', { at, taskId, attemptId, data: { kind } }))
-      .catch((error: unknown) => this.#k.log.error({ err: error }, 'recording a stale result failed'));
   }
 
   /**
@@ -375,7 +339,7 @@ export class Dispatcher {
     const task = table.get(attempt.taskId);
     if (!task || task.token !== attempt.token) {
       this.#tell(attempt, 'released', clock.now());
-      this.#stale(attempt, 'result');
+      recordStale(this.#k, attempt.taskId, attempt.attemptId, 'result');
     } else {
       const decision = decideSettlement(task, task.attempts, outcome, attempt.stop, options.random);
       const now = clock.now();
@@ -389,7 +353,7 @@ export class Dispatcher {
 
   /** Routes an attempt lifecycle change to the task's instance actor. */
   #tell(attempt: LiveAttempt, change: AttemptEvent['change'], at: number, status?: AttemptExit): void {
-    const event: AttemptEvent = { type: 'attempt', attemptId: attempt.attemptId, runId: `${attempt.taskId}:${attempt.run}`, change, at };
+    const event: AttemptEvent = { type: 'attempt', attemptId: attempt.attemptId, runId: attempt.runId, change, at };
     if (attempt.bucket !== undefined) event.from = attempt.bucket;
     if (status !== undefined) event.status = status;
     this.#k.router.send(attempt.entry.instanceKey, event, attempt.descriptor);

@@ -176,8 +176,8 @@ export class TaskEngine {
   /** Starts a new run of a failed, dropped or cancelled task. */
   async retry(id: string): Promise<Task> {
     const { table, store, clock, governor } = this.#k;
-    if (table.get(id)) {
-      const current = table.get(id)!;
+    const current = table.get(id);
+    if (current) {
       if (!isTerminal(current.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${current.state}; only failed, dropped or cancelled tasks can be retried`);
       await this.wait(id);
     }

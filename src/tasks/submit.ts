@@ -28,55 +28,41 @@ export class Submitter {
     const { agents, table, options, clock } = this.#k;
     const now = clock.now();
     const valid = specs.map((spec, i) => validateSpec(spec, (name) => agents.get(name), where ?? `tasks[${i}]`, now));
-    const results: Array<Task | TaskRecord | undefined> = new Array(valid.length);
-    const fresh: Array<{ index: number; spec: ValidSpec }> = [];
-    const batchKeys = new Map<string, number>();
+    // One record per spec: an existing task for a known key, the batch's first task for a key
+    // repeated in the batch, or a new one.
+    const picked: TaskRecord[] = new Array(valid.length);
+    const records: TaskRecord[] = [];
+    const firstOfKey = new Map<string, TaskRecord>();
     for (let i = 0; i < valid.length; i++) {
       const spec = valid[i]!;
       if (spec.parentId !== undefined && !table.get(spec.parentId) && !this.#k.store.read.tasks.has(spec.parentId)) {
         throw new TroupeError('NOT_FOUND', `${where ?? `tasks[${i}]`}.parentId: no task ${spec.parentId}`);
       }
       const key = spec.idempotencyKey;
-      if (key !== undefined) {
-        const existing = this.#existing(key);
-        if (existing) {
-          results[i] = existing;
-          continue;
-        }
-        const earlier = batchKeys.get(key);
-        if (earlier !== undefined) {
-          results[i] = undefined; // filled from the earlier entry below
-          continue;
-        }
-        batchKeys.set(key, i);
+      const existing = key === undefined ? undefined : (this.#existing(key) ?? firstOfKey.get(key));
+      if (existing) {
+        picked[i] = existing;
+        continue;
       }
-      fresh.push({ index: i, spec });
-    }
-    if (fresh.length > 0 && table.count('queued') + fresh.length > options.maxQueued) {
-      throw new TroupeError('AT_CAPACITY', `admission is full: ${table.count('queued')} tasks queued, maxQueued is ${options.maxQueued}`);
-    }
-    const records = fresh.map(({ index, spec }) => {
       const record = this.#record(spec, now);
-      results[index] = record;
-      return record;
-    });
-    for (let i = 0; i < valid.length; i++) {
-      const key = valid[i]!.idempotencyKey;
-      if (results[i] === undefined && key !== undefined) results[i] = results[batchKeys.get(key)!];
+      picked[i] = record;
+      records.push(record);
+      if (key !== undefined) firstOfKey.set(key, record);
+    }
+    if (records.length > 0 && table.count('queued') + records.length > options.maxQueued) {
+      throw new TroupeError('AT_CAPACITY', `admission is full: ${table.count('queued')} tasks queued, maxQueued is ${options.maxQueued}`);
     }
     if (records.length > 0) await this.#store(records, now);
     // Views are taken as committed (queued), before the dispatcher may start the tasks.
-    const views = results.map((r) => (r && 'token' in r ? toTask(r as TaskRecord) : (r as Task)));
+    const views = picked.map(toTask);
     this.#enqueue(records);
     return views;
   }
 
-  #existing(key: string): Task | undefined {
+  #existing(key: string): TaskRecord | undefined {
     const { table, store } = this.#k;
     const id = table.idOfKey(key) ?? store.read.idempotency.get(key);
-    if (id === undefined) return undefined;
-    const record = table.get(id) ?? store.read.tasks.get(id);
-    return record ? toTask(record) : undefined;
+    return id === undefined ? undefined : (table.get(id) ?? store.read.tasks.get(id));
   }
 
   #record(spec: ValidSpec, now: number): TaskRecord {

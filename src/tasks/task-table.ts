@@ -91,14 +91,6 @@ export class TaskTable {
     return this.#active[state];
   }
 
-  values(): IterableIterator<TaskRecord> {
-    return this.#tasks.values();
-  }
-
-  get size(): number {
-    return this.#tasks.size;
-  }
-
   /** Counts of every task by state: memory for active ones, a one-time store scan for settled ones. */
   countsByState(): Record<TaskState, number> {
     if (!this.#settled) {

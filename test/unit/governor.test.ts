@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createGovernor, type Governor, type GovernorEntry } from '../../src/governor/governor.js';
+import { prng } from '../fixtures/prng.js';
 
 let seq = 0;
 /** An entry with `order` taken from a rising counter unless given. */
@@ -309,21 +310,9 @@ describe('governor queue bookkeeping', () => {
   });
 });
 
-/** Deterministic PRNG so a failing seed can be replayed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe('governor against a reference model', () => {
   it.each([1, 2, 3, 4, 5, 6])('holds its invariants over random operations (seed %i)', (seed) => {
-    const rnd = mulberry32(seed);
+    const rnd = prng(seed);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
     const { g, blocked } = harness(3, {});
     const agentNames = ['a', 'b', 'c', 'd'];

@@ -1,0 +1,47 @@
+/**
+ * Durable writes that a live attempt's fire-and-forget messages cause (log lines, progress), and
+ * the `task.stale_result` record of a write from a fenced attempt. Each is its own small step.
+ */
+import type { WorkerMessage } from '../../actors/wire.js';
+import type { TaskRecord } from '../store/records.js';
+import type { Kernel } from './kernel.js';
+
+type LogMessage = Extract<WorkerMessage, { t: 'log' }>;
+type ProgressMessage = Extract<WorkerMessage, { t: 'progress' }>;
+
+/** Stores an attempt's log lines from line number `firstLine`; returns the next line number. */
+export function writeLogLines(k: Kernel, task: TaskRecord, attempt: { run: number; attempt: number }, message: LogMessage, firstLine: number): number {
+  let lineNo = firstLine;
+  k.store
+    .commit((w) => {
+      for (const [level, text, at, fields] of message.lines) {
+        const line = fields === undefined ? { level, message: text, at, attemptId: message.attemptId } : { level, message: text, at, attemptId: message.attemptId, fields };
+        w.putLog([task.id, attempt.run, attempt.attempt, lineNo++], line);
+      }
+    })
+    .catch((error: unknown) => k.log.error({ err: error }, 'writing log lines failed'));
+  if (k.log.isLevelEnabled('debug')) {
+    for (const [level, text] of message.lines) k.log.debug({ taskId: task.id, attemptId: message.attemptId, agentLevel: level }, text);
+  }
+  return lineNo;
+}
+
+/** Stores an attempt's progress on its task, with a `task.progress` event. */
+export function writeProgress(k: Kernel, task: TaskRecord, message: ProgressMessage): void {
+  const { value, at } = message;
+  task.progress = message.message === undefined ? { value, at } : { value, message: message.message, at };
+  k.store
+    .commit((w) => {
+      w.putTask(task);
+      w.event('task.progress', { at, taskId: task.id, attemptId: message.attemptId, data: { value, message: message.message } });
+    })
+    .catch((error: unknown) => k.log.error({ err: error }, 'recording progress failed'));
+}
+
+/** Records that a fenced attempt tried to write (`kind`: result, log or progress); the task is untouched. */
+export function recordStale(k: Kernel, taskId: string, attemptId: string, kind: string): void {
+  const at = k.clock.now();
+  k.store
+    .commit((w) => void w.event('task.stale_result', { at, taskId, attemptId, data: { kind } }))
+    .catch((error: unknown) => k.log.error({ err: error }, 'recording a stale result failed'));
+}
