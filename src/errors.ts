@@ -24,7 +24,9 @@ export const ERROR_CODES = {
   /** The data dir was written by an unknown (newer) schema version. */
   SCHEMA_MISMATCH: { retryable: false, summary: 'The data dir was written by an unknown schema version.' },
   /** A cron expression does not parse. */
-  INVALID_CRON: { retryable: false, summary: 'A cron expression does not parse.' },
+  INVALID_CRON: { retryable: false, summary: 'A cron expression does not parse, or has other than 5 or 6 fields.' },
+  /** A time zone is not a known IANA zone. */
+  INVALID_TIMEZONE: { retryable: false, summary: 'A time zone is not a known IANA zone name.' },
   /** The runtime is closing or closed. */
   CLOSED: { retryable: false, summary: 'The runtime is draining or closed.' },
   /** `wait()` gave up before the task settled. */
