@@ -69,7 +69,7 @@ export interface ThreadHello {
 }
 
 /** Why the host aborts an attempt. */
-export type AbortReason = 'cancelled' | 'timeout' | 'shutdown' | 'lease_expired';
+export type AbortReason = 'cancelled' | 'timeout' | 'shutdown' | 'lease_expired' | 'killed';
 
 /** The request/response API a worker exposes to the host over comlink. */
 export interface WorkerControl {

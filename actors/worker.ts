@@ -44,10 +44,23 @@ let channel: ThreadChannel | undefined;
 /** Renews the leases of this thread's live attempts while its event loop runs. */
 let heartbeats: { timer: NodeJS.Timeout; everyMs: number } | undefined;
 
+/**
+ * Aborts that arrived before their attempt: the abort travels on the thread channel and the task
+ * on Piscina's port, so a cancel right after dispatch can overtake the task. Every thread hears the
+ * broadcast, so the map is bounded; the oldest entries go first.
+ */
+const earlyAborts = new Map<string, { token: number; reason: AbortReason }>();
+const EARLY_ABORTS_LIMIT = 1_024;
+
 const control: WorkerControl = {
   abort(attemptId: string, token: number, reason: AbortReason): boolean {
     const attempt = live.get(attemptId);
-    if (!attempt || attempt.request.token !== token) return false;
+    if (!attempt) {
+      earlyAborts.set(attemptId, { token, reason });
+      if (earlyAborts.size > EARLY_ABORTS_LIMIT) earlyAborts.delete(earlyAborts.keys().next().value!);
+      return false;
+    }
+    if (attempt.request.token !== token) return false;
     attempt.controller.abort(new Error(`attempt ${reason}`, { cause: reason }));
     return true;
   },
@@ -76,6 +89,11 @@ export default async function runAttempt(request: AttemptRequest): Promise<WireR
     ended: false,
   };
   live.set(request.attemptId, attempt);
+  const early = earlyAborts.get(request.attemptId);
+  if (early) {
+    earlyAborts.delete(request.attemptId);
+    if (early.token === request.token) attempt.controller.abort(new Error(`attempt ${early.reason}`, { cause: early.reason }));
+  }
   armHeartbeats(request.heartbeatMs);
   try {
     let agent: AgentFunction;

@@ -3,20 +3,22 @@
  */
 export { createRuntime, Runtime } from './runtime.js';
 export type { RuntimeState, CloseOptions, AgentsApi } from './runtime.js';
-export type { RuntimeOptions } from './options.js';
-export { DEFAULTS, DEFAULT_RETRY } from './options.js';
+export type { RuntimeOptions, FastFailBackoff, StarvationPolicy } from './options.js';
+export { DEFAULTS, DEFAULT_RETRY, DEFAULT_BACKOFF, DEFAULT_STARVATION } from './options.js';
 export { TroupeError, ERROR_CODES, coerceError, isTroupeError } from './errors.js';
 export type { TroupeErrorCode, TroupeErrorOptions } from './errors.js';
 export { ManualClock, systemClock } from './clock.js';
 export type { Clock, ClockTimer } from './clock.js';
 export { builtinAgent } from './agents/registry.js';
-export type { AgentRegistration, RegisteredAgent, BuiltinAgentName } from './agents/registry.js';
+export type { AgentRegistration, RegisteredAgent, BuiltinAgentName, ConcurrencyLimits, RateLimit, DailyLimit } from './agents/registry.js';
+export type { SchedulesApi, Schedule, ScheduleSpec, ScheduleUpdate, OverlapPolicy, CatchUpPolicy } from './scheduler/scheduler.js';
+export type { AgentFlowView } from './governor/flow.js';
 export type { Task, TaskSpec } from './tasks/spec.js';
 export type { ListOptions, TaskPage, WaitOptions } from './tasks/engine.js';
 export type { RuntimeEvent, RuntimeEventMap, EventStreamOptions } from './events/event-bus.js';
 export type { InstanceView } from './router/router.js';
 export type { LogLine, LogOptions } from './events/logs.js';
-export type { RuntimeStats } from './stats.js';
+export type { RuntimeStats, AgentStats } from './stats.js';
 export type { RetryPolicy, TaskResult, EventType } from './store/records.js';
 export { EVENT_TYPES } from './store/records.js';
 export type { WireError as TaskError, Fault, AgentResult } from '../actors/wire.js';

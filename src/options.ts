@@ -46,6 +46,27 @@ export interface RuntimeOptions {
   defaultTimeoutMs?: number;
   /** Default retry policy for agents that set none. @default {maxAttempts: 3, backoff: 'exponential', delayMs: 1_000, maxDelayMs: 60_000, jitter: 0.2} */
   defaultRetry?: Partial<RetryPolicy>;
+  /**
+   * Default agent backoff: after `failures` consecutive failed attempts, each shorter than
+   * `fastFailMs`, the agent pauses for `pauseMs` (persisted, shown in stats and events). `false`
+   * turns it off. @default {failures: 3, fastFailMs: 60_000, pauseMs: 1_800_000}
+   */
+  defaultBackoff?: Partial<FastFailBackoff> | false;
+  /**
+   * How long a task may sit queued on a degraded instance before it is dropped with reason
+   * `instance_degraded` (counted from when it queued or the instance degraded, whichever is later).
+   * 0 keeps such tasks queued until `resetInstance`. @default 0
+   */
+  degradedDropMs?: number;
+  /** How often the supervisor cycle runs while work is queued: starvation ladder, degraded drops. @default 1_000 */
+  supervisorIntervalMs?: number;
+  /**
+   * The starvation ladder, counted in supervisor cycles once a task has been queued longer than
+   * `minQueuedMs`: `task.starved` once at cycle `starvedAfterCycles`, then `needs_attention` at
+   * cycle `attentionAfterCycles` (0 = never). `false` turns the ladder off.
+   * @default {minQueuedMs: 3_600_000, starvedAfterCycles: 1, attentionAfterCycles: 0}
+   */
+  starvation?: Partial<StarvationPolicy> | false;
   /** A pino logger, pino options, or false for silence. @default pino at level 'warn' */
   logger?: LoggerOption;
   /** Agents to register at start. */
@@ -58,12 +79,39 @@ export interface RuntimeOptions {
   createPool?: (options: PiscinaPoolOptions) => AgentPool;
 }
 
+/**
+ * After `failures` consecutive failed attempts (agent faults), each shorter than `fastFailMs`, the
+ * agent pauses for `pauseMs`: a misconfigured agent should not burn through its queue.
+ */
+export interface FastFailBackoff {
+  failures: number;
+  fastFailMs: number;
+  pauseMs: number;
+}
+
+/** Thresholds of the starvation ladder (see {@link RuntimeOptions.starvation}). */
+export interface StarvationPolicy {
+  minQueuedMs: number;
+  starvedAfterCycles: number;
+  attentionAfterCycles: number;
+}
+
 /** Options after defaults and validation. */
-export type ResolvedOptions = Readonly<Required<Omit<RuntimeOptions, 'logger' | 'createPool' | 'defaultRetry'>>> & {
+export type ResolvedOptions = Readonly<Required<Omit<RuntimeOptions, 'logger' | 'createPool' | 'defaultRetry' | 'defaultBackoff' | 'starvation'>>> & {
   readonly logger: LoggerOption | undefined;
   readonly createPool: ((options: PiscinaPoolOptions) => AgentPool) | undefined;
   readonly defaultRetry: Readonly<RetryPolicy>;
+  /** null: off. */
+  readonly defaultBackoff: Readonly<FastFailBackoff> | null;
+  /** null: off. */
+  readonly starvation: Readonly<StarvationPolicy> | null;
 };
+
+/** The default fast-failure backoff: 3 failures, each under 60 s, pause 30 min. */
+export const DEFAULT_BACKOFF: Readonly<FastFailBackoff> = Object.freeze({ failures: 3, fastFailMs: 60_000, pauseMs: 1_800_000 });
+
+/** The default starvation ladder: `task.starved` after an hour queued, never `needs_attention`. */
+export const DEFAULT_STARVATION: Readonly<StarvationPolicy> = Object.freeze({ minQueuedMs: 3_600_000, starvedAfterCycles: 1, attentionAfterCycles: 0 });
 
 /** Default retry policy. */
 export const DEFAULT_RETRY: Readonly<RetryPolicy> = Object.freeze({ maxAttempts: 3, backoff: 'exponential', delayMs: 1_000, maxDelayMs: 60_000, jitter: 0.2 });
@@ -81,6 +129,10 @@ export const DEFAULTS = {
   leaseMs: 30_000,
   defaultTimeoutMs: 0,
   defaultRetry: DEFAULT_RETRY,
+  defaultBackoff: DEFAULT_BACKOFF as Partial<FastFailBackoff> | false,
+  degradedDropMs: 0,
+  supervisorIntervalMs: 1_000,
+  starvation: DEFAULT_STARVATION as Partial<StarvationPolicy> | false,
   agents: [] as AgentRegistration[],
   clock: systemClock,
   random: Math.random,
@@ -105,6 +157,8 @@ export function resolveOptions(input: RuntimeOptions = {}): ResolvedOptions {
   nonNegativeInt('cancelGraceMs', o.cancelGraceMs);
   positiveInt('leaseMs', o.leaseMs);
   nonNegativeInt('defaultTimeoutMs', o.defaultTimeoutMs);
+  nonNegativeInt('degradedDropMs', o.degradedDropMs);
+  positiveInt('supervisorIntervalMs', o.supervisorIntervalMs);
   if (!Array.isArray(o.agents)) throw invalid('options.agents must be an array of agent registrations');
   const clock = o.clock;
   if (!clock || typeof clock.now !== 'function' || typeof clock.setTimeout !== 'function' || typeof clock.clearTimeout !== 'function') {
@@ -122,6 +176,8 @@ export function resolveOptions(input: RuntimeOptions = {}): ResolvedOptions {
     threads,
     prefetch,
     defaultRetry: resolveRetry(input.defaultRetry, DEFAULT_RETRY, 'options.defaultRetry'),
+    defaultBackoff: resolveBackoff(input.defaultBackoff, DEFAULT_BACKOFF, 'options.defaultBackoff'),
+    starvation: resolveStarvation(input.starvation),
     agents: [...o.agents],
     logger,
     createPool: input.createPool,
@@ -141,6 +197,36 @@ export function resolveRetry(partial: Partial<RetryPolicy> | undefined, base: Re
   nonNegativeInt(`${where}.delayMs`, policy.delayMs, where);
   nonNegativeInt(`${where}.maxDelayMs`, policy.maxDelayMs, where);
   if (typeof policy.jitter !== 'number' || !(policy.jitter >= 0 && policy.jitter <= 1)) throw invalid(`${where}.jitter must be a number in [0, 1]`);
+  return Object.freeze(policy);
+}
+
+/** Merges a partial fast-failure backoff over a base; `false` turns it off (null). */
+export function resolveBackoff(partial: Partial<FastFailBackoff> | false | undefined, base: Readonly<FastFailBackoff> | null, where: string): Readonly<FastFailBackoff> | null {
+  if (partial === false) return null;
+  if (partial === undefined) return base;
+  if (typeof partial !== 'object' || partial === null) throw invalid(`${where} must be an object or false`);
+  for (const key of Object.keys(partial)) if (!(key in DEFAULT_BACKOFF)) throw invalid(`${where}.${key} is not a backoff option`);
+  const merged = { ...(base ?? DEFAULT_BACKOFF), ...stripUndefined(partial) };
+  positiveInt(`${where}.failures`, merged.failures, where);
+  positiveInt(`${where}.fastFailMs`, merged.fastFailMs, where);
+  positiveInt(`${where}.pauseMs`, merged.pauseMs, where);
+  return Object.freeze(merged);
+}
+
+/** Validates the starvation ladder; its thresholds must climb (starved no later than attention). */
+function resolveStarvation(partial: Partial<StarvationPolicy> | false | undefined): Readonly<StarvationPolicy> | null {
+  if (partial === false) return null;
+  if (partial === undefined) return DEFAULT_STARVATION;
+  const where = 'options.starvation';
+  if (typeof partial !== 'object' || partial === null) throw invalid(`${where} must be an object or false`);
+  for (const key of Object.keys(partial)) if (!(key in DEFAULT_STARVATION)) throw invalid(`${where}.${key} is not a starvation option`);
+  const policy = { ...DEFAULT_STARVATION, ...stripUndefined(partial) };
+  positiveInt(`${where}.minQueuedMs`, policy.minQueuedMs, where);
+  positiveInt(`${where}.starvedAfterCycles`, policy.starvedAfterCycles, where);
+  nonNegativeInt(`${where}.attentionAfterCycles`, policy.attentionAfterCycles, where);
+  if (policy.attentionAfterCycles !== 0 && policy.attentionAfterCycles < policy.starvedAfterCycles) {
+    throw invalid(`${where}: the ladder must climb: attentionAfterCycles (${policy.attentionAfterCycles}) must be 0 or at least starvedAfterCycles (${policy.starvedAfterCycles})`);
+  }
   return Object.freeze(policy);
 }
 

@@ -25,6 +25,12 @@ import type { TaskState } from '../machines/index.js';
 import type { EventType } from './store/records.js';
 import { collectStats, type RebuildReport, type RuntimeStats } from './stats.js';
 import { createSupervisor, type Supervisor } from './supervisor/supervisor.js';
+import { SupervisorCycle } from './supervisor/cycle.js';
+import { FlowControl } from './governor/flow.js';
+import { RuntimeControls } from './controls.js';
+import { Scheduler, guardedSchedules, type SchedulesApi } from './scheduler/scheduler.js';
+import { flowKeyOf } from './tasks/kernel.js';
+import type { AgentFlowState } from './store/records.js';
 
 /** Lifecycle states of a runtime. */
 export type RuntimeState = 'starting' | 'running' | 'draining' | 'closed';
@@ -47,6 +53,8 @@ export interface AgentsApi {
 /** An embedded Troupe runtime. */
 export class Runtime implements AsyncDisposable {
   readonly agents: AgentsApi;
+  /** Cron schedules. */
+  readonly schedules: SchedulesApi;
   readonly #options: ResolvedOptions;
   readonly #log: Logger;
   readonly #store: Store;
@@ -61,6 +69,10 @@ export class Runtime implements AsyncDisposable {
   readonly #submitter: Submitter;
   readonly #engine: TaskEngine;
   readonly #supervisor: Supervisor;
+  readonly #flow: FlowControl;
+  readonly #cycle: SupervisorCycle;
+  readonly #controls: RuntimeControls;
+  readonly #scheduler: Scheduler;
   #state: RuntimeState = 'starting';
   #rebuild: RebuildReport = { previousShutdownClean: true, active: 0, crashed: 0, timers: 0, ms: 0 };
   #closing: Promise<void> | undefined;
@@ -89,6 +101,19 @@ export class Runtime implements AsyncDisposable {
       onError: (error) => log.error({ err: error }, 'worker thread error'),
     });
     this.#timers = createTimerWheel(options.clock, (timer) => this.#engine.onTimer(timer));
+    this.#flow = new FlowControl({
+      clock: options.clock,
+      governor: this.#governor,
+      onRelease: () => this.#dispatcher.pump(),
+      onPauseEnded: (agent, state, at) => {
+        store
+          .commit((w) => {
+            w.putControl(flowKeyOf(agent), state);
+            w.event('agent.resumed', { at, data: { agent, by: 'clock' } });
+          })
+          .catch((error: unknown) => log.error({ err: error, agent }, 'recording the end of an agent pause failed'));
+      },
+    });
     const kernel: Kernel = {
       options,
       store,
@@ -100,23 +125,46 @@ export class Runtime implements AsyncDisposable {
       agents: this.#registry,
       timers: this.#timers,
       table: this.#table,
-      pump: () => this.#dispatcher.pump(),
+      flow: this.#flow,
+      pump: () => {
+        this.#dispatcher.pump();
+        this.#supervisor.poke();
+      },
       supervise: () => this.#supervisor.poke(),
     };
     this.#dispatcher = new Dispatcher(kernel);
     this.#submitter = new Submitter(kernel, createIdGenerator(() => options.clock.now()));
     this.#engine = new TaskEngine(kernel, this.#dispatcher);
+    this.#cycle = new SupervisorCycle(kernel);
     this.#supervisor = createSupervisor({
       clock: options.clock,
       log: log.child({ component: 'supervisor' }),
       dispatcher: this.#dispatcher,
       sweepMs: Math.max(10, Math.min(1_000, Math.floor(options.leaseMs / 4))),
+      cycle: this.#cycle,
+      intervalMs: options.supervisorIntervalMs,
+      hasQueued: () => this.#governor.queued > 0,
     });
+    this.#controls = new RuntimeControls(kernel, { dispatcher: this.#dispatcher, cycleNow: () => this.#supervisor.cycleNow() });
+    this.#scheduler = new Scheduler({
+      store,
+      clock: options.clock,
+      log: log.child({ component: 'scheduler' }),
+      submit: (specs, extra) => this.#submitter.submitMany(specs, 'schedule.task', extra),
+      checkTask: (task) => this.#submitter.check(task),
+      taskState: (id) => this.#engine.record(id)?.state,
+    });
+    for (const type of ['task.done', 'task.failed', 'task.dropped', 'task.cancelled'] as const) {
+      bus.on(type, (event) => {
+        if (event.taskId !== undefined) this.#scheduler.onSettled(event.taskId);
+      });
+    }
+    this.schedules = guardedSchedules(this.#scheduler, (call) => this.#assertOpen(`schedules.${call}`));
     this.#pool.onMessage((message) => this.#dispatcher.onMessage(message));
     this.agents = {
       register: (registration) => {
         this.#assertOpen('agents.register');
-        return this.#register(validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry }));
+        return this.#register(validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry, backoff: options.defaultBackoff }));
       },
       list: () => this.#registry.list(),
     };
@@ -124,16 +172,20 @@ export class Runtime implements AsyncDisposable {
 
   #register(agent: RegisteredAgent): RegisteredAgent {
     this.#registry.set(agent);
-    this.#governor.setAgent(agent.name, agent.concurrency);
+    this.#governor.setAgent(agent.name, { total: agent.concurrency, models: agent.models });
+    const stored = this.#store.db.control.get(flowKeyOf(agent.name)) as AgentFlowState | undefined;
+    this.#flow.configure(agent, stored, this.#options.clock.now());
     this.#dispatcher.pump();
     return agent;
   }
 
   /** @internal Registers the option agents (validated by createRuntime), rebuilds from disk and starts dispatching. */
   async start(agents: readonly RegisteredAgent[]): Promise<void> {
+    this.#controls.load();
     for (const agent of agents) this.#register(agent);
     const started = performance.now();
     const rebuilt = await this.#engine.rebuild();
+    this.#scheduler.start();
     this.#rebuild = { previousShutdownClean: this.#store.previousShutdownClean, ...rebuilt, ms: performance.now() - started };
     this.#state = 'running';
     this.#log.info({ dataDir: this.#options.dataDir, ...this.#rebuild }, this.#store.previousShutdownClean ? 'runtime running' : 'runtime running after an unclean shutdown');
@@ -217,6 +269,32 @@ export class Runtime implements AsyncDisposable {
     });
   }
 
+  /** Stops dispatch (durably): running attempts carry on, submits are still accepted. */
+  freeze(reason?: string): Promise<void> {
+    return this.#guard('freeze', () => this.#controls.freeze(reason));
+  }
+
+  /** Resumes dispatch after freeze() or kill(). */
+  unfreeze(): Promise<void> {
+    return this.#guard('unfreeze', () => this.#controls.unfreeze());
+  }
+
+  /** Freezes and aborts every running attempt; their tasks are requeued. Resolves when none runs. */
+  kill(reason?: string): Promise<void> {
+    return this.#guard('kill', () => this.#controls.kill(reason));
+  }
+
+  /** Drains now: re-checks agent holds against the clock, runs a supervisor cycle, fills free slots. */
+  poke(): void {
+    this.#assertOpen('poke');
+    this.#controls.poke();
+  }
+
+  /** Ends an agent's backoff pause early. Resolves true if it was paused. */
+  resumeAgent(name: string): Promise<boolean> {
+    return this.#guard('resumeAgent', () => this.#controls.resumeAgent(name));
+  }
+
   /** Execution instances: live ones and those passivated to disk. */
   instances(): InstanceView[] {
     this.#assertOpen('instances');
@@ -235,6 +313,10 @@ export class Runtime implements AsyncDisposable {
       liveInstances: this.#router.liveCount,
       delayed: this.#table.count('queued' satisfies TaskState) - this.#governor.queued,
       rebuild: this.#rebuild,
+      owners: this.#state === 'closed' ? undefined : this.#table.countsByOwner(),
+      flow: (agent) => this.#flow.view(agent, this.#options.clock.now()),
+      control: this.#controls.state,
+      cycles: this.#cycle.cycles,
     });
   }
 
@@ -268,12 +350,14 @@ export class Runtime implements AsyncDisposable {
       }
     };
     const deadline = options.force ? Promise.resolve() : new Promise<void>((resolve) => clock.setTimeout(resolve, timeoutMs));
+    await step('schedules', () => this.#scheduler.stop());
     await step('drain', () => this.#dispatcher.drain(deadline));
     // Settlements of the drained attempts wake their waiters once committed: let them land first.
     await step('commits', () => this.#store.settled());
     await step('timers', () => {
       this.#timers.stop();
       this.#supervisor.stop();
+      this.#flow.stop();
     });
     await step('instances', () => this.#router.flush());
     await step('pool', () => this.#pool.destroy());
@@ -301,7 +385,7 @@ export async function createRuntime(input?: RuntimeOptions): Promise<Runtime> {
   const options = resolveOptions(input);
   const log = resolveLogger(options.logger);
   // Validate agent registrations before touching the disk.
-  const agents = options.agents.map((registration) => validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry }));
+  const agents = options.agents.map((registration) => validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry, backoff: options.defaultBackoff }));
   let bus: EventBus | undefined;
   const store = await openStore({
     dataDir: options.dataDir,

@@ -3,6 +3,15 @@
  */
 import type { TaskState } from '../machines/index.js';
 import type { GovernorStats } from './governor/governor.js';
+import type { AgentFlowView } from './governor/flow.js';
+
+/** One agent in `rt.stats()`. */
+export type AgentStats = GovernorStats['agents'][string] & {
+  /** Every stored task of this agent by state (non-zero counts only). */
+  tasks: Partial<Record<TaskState, number>>;
+  /** Rate tokens, today's count, fast-failure streak and backoff pause; null for an agent never registered. */
+  flow: AgentFlowView | null;
+};
 
 /** What `rt.stats()` returns. */
 export interface RuntimeStats {
@@ -23,13 +32,20 @@ export interface RuntimeStats {
    * moving averages of the start commit's latency and of an attempt's run time, in ms.
    */
   prefetch: { window: number; max: number; startMs: number; execMs: number };
-  /** Per agent: queued and reserved attempts and its concurrency limit (null = none). */
-  agents: GovernorStats['agents'];
-  /** Instance actors in memory. */
-  instances: { live: number };
+  /**
+   * Per agent: queued and reserved attempts, its limits (total and per model), whether flow control
+   * holds it back (`paused`), its tasks by state, and its flow-control state.
+   */
+  agents: Record<string, AgentStats>;
+  /** Instance actors in memory, and the active (non-terminal) tasks of each instance by state. */
+  instances: { live: number; tasks: Record<string, Partial<Record<TaskState, number>>> };
   /** What the last open found: whether the previous shutdown was clean, and what it rebuilt. */
   rebuild: RebuildReport;
   frozen: boolean;
+  /** Supervisor cycles counted by the starvation ladder (durable). */
+  supervisor: { cycles: number };
+  /** Why it is frozen, and whether kill() froze it. */
+  freeze: { reason?: string; killed: boolean; since?: number } | null;
 }
 
 /** What the rebuild on open did. */
@@ -56,6 +72,10 @@ export interface StatsSources {
   liveInstances: number;
   delayed: number;
   rebuild: RebuildReport;
+  owners: { agents: Record<string, Partial<Record<TaskState, number>>>; instances: Record<string, Partial<Record<TaskState, number>>> } | undefined;
+  flow(agent: string): AgentFlowView | undefined;
+  control: { frozen: boolean; reason?: string; killed?: boolean; since?: number };
+  cycles: number;
 }
 
 /** Assembles {@link RuntimeStats}. */
@@ -68,9 +88,16 @@ export function collectStats(s: StatsSources): RuntimeStats {
     attempts: { ...s.attempts },
     slots: { total: s.slots, busy: s.attempts.executing, free: Math.max(0, s.slots - s.attempts.executing) },
     prefetch: { ...s.prefetch },
-    agents: s.governor.agents,
-    instances: { live: s.liveInstances },
+    agents: Object.fromEntries(
+      [...new Set([...Object.keys(s.governor.agents), ...Object.keys(s.owners?.agents ?? {})])].sort().map((name) => {
+        const governed = s.governor.agents[name] ?? { queued: 0, reserved: 0, limit: 0, paused: false, models: {} };
+        return [name, { ...governed, tasks: s.owners?.agents[name] ?? {}, flow: s.flow(name) ?? null }];
+      }),
+    ),
+    instances: { live: s.liveInstances, tasks: s.owners?.instances ?? {} },
     rebuild: { ...s.rebuild },
     frozen: s.governor.frozen,
+    supervisor: { cycles: s.cycles },
+    freeze: s.control.frozen ? { reason: s.control.reason, killed: s.control.killed === true, since: s.control.since } : null,
   };
 }

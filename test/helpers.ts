@@ -37,12 +37,13 @@ export async function startRuntime(options: RuntimeOptions = {}): Promise<{ rt: 
   };
 }
 
-/** The largest number of overlapping `+`/`-` intervals an overlap agent recorded. */
-export function maxOverlap(file: string): number {
+/** The largest number of overlapping `+`/`-` intervals an overlap agent recorded (only `ids`' tasks, if given). */
+export function maxOverlap(file: string, ids?: ReadonlySet<string>): number {
   const marks = readFileSync(file, 'utf8')
     .trim()
     .split('\n')
     .map((line) => line.split(' '))
+    .filter(([, , id]) => !ids || ids.has(id!))
     .map(([sign, at]) => ({ delta: sign === '+' ? 1 : -1, at: Number(at) }))
     .sort((a, b) => a.at - b.at || a.delta - b.delta);
   let now = 0;

@@ -7,7 +7,8 @@ import { isAbsolute } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { RetryPolicy } from '../store/records.js';
 import { TroupeError } from '../errors.js';
-import { assertNonNegativeInt, assertPositiveInt, invalidOptions, resolveRetry } from '../options.js';
+import { assertNonNegativeInt, assertPositiveInt, invalidOptions, resolveBackoff, resolveRetry, type FastFailBackoff } from '../options.js';
+import { dailyAt } from '../scheduler/cron.js';
 
 /** What `rt.agents.register()` takes. */
 export interface AgentRegistration {
@@ -15,14 +16,42 @@ export interface AgentRegistration {
   name: string;
   /** The agent module: a `file:` URL, or an absolute path. Its default export is `defineAgent(...)`. */
   module: URL | string;
-  /** Attempts of this agent running at once, across all its instances. @default unlimited */
-  concurrency?: number;
-  /** What the agent can do (used for `requires` routing). */
+  /**
+   * Attempts of this agent running at once, across all its instances: a number, or
+   * `{ total?, [model]: n }`, where a task's `labels.model` picks the sub-limit it also counts
+   * against. @default unlimited
+   */
+  concurrency?: number | ConcurrencyLimits;
+  /** What the agent can do: tasks that name `requires` are routed to an agent covering all of them. */
   capabilities?: string[];
+  /** Rate pacing: a token bucket of `limit` attempt starts, refilled evenly over `windowMs`. Survives a restart. */
+  rate?: RateLimit;
+  /** Most attempt starts per day; the day resets at `resetAt` ('HH:MM', default '00:00') in `tz` (default 'UTC'). */
+  dailyLimit?: number | DailyLimit;
+  /** Pause the agent after repeated fast failures; `false` turns it off. Merged over options.defaultBackoff. */
+  backoff?: Partial<FastFailBackoff> | false;
   /** Per-attempt timeout; 0 = none. @default options.defaultTimeoutMs */
   timeoutMs?: number;
   /** Retry policy, merged over options.defaultRetry. */
   retry?: Partial<RetryPolicy>;
+}
+
+/** Per-model sub-limits under an optional total: `{ total: 5, 'gpt-5': 1 }`. */
+export type ConcurrencyLimits = { total?: number } & { [model: string]: number | undefined };
+
+/** A token bucket: at most `limit` starts in a burst, refilled at `limit` per `windowMs`. */
+export interface RateLimit {
+  limit: number;
+  windowMs: number;
+}
+
+/** A daily start budget. */
+export interface DailyLimit {
+  limit: number;
+  /** Wall time the day resets at, 'HH:MM' (24 h). @default '00:00' */
+  resetAt?: string;
+  /** IANA zone of `resetAt`. @default 'UTC' */
+  tz?: string;
 }
 
 /** A validated registration. */
@@ -30,8 +59,14 @@ export interface RegisteredAgent {
   readonly name: string;
   /** `file:` URL href. */
   readonly module: string;
+  /** Total concurrency (null = none). */
   readonly concurrency: number | null;
+  /** Per-model sub-limits, picked by a task's `labels.model`. */
+  readonly models: Readonly<Record<string, number>>;
   readonly capabilities: readonly string[];
+  readonly rate: Readonly<RateLimit> | null;
+  readonly dailyLimit: Readonly<Required<DailyLimit>> | null;
+  readonly backoff: Readonly<FastFailBackoff> | null;
   readonly timeoutMs: number;
   readonly retry: Readonly<RetryPolicy>;
 }
@@ -46,12 +81,12 @@ export function builtinAgent(name: BuiltinAgentName, overrides: Omit<Partial<Age
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-const KNOWN = new Set(['name', 'module', 'concurrency', 'capabilities', 'timeoutMs', 'retry']);
+const KNOWN = new Set(['name', 'module', 'concurrency', 'capabilities', 'timeoutMs', 'retry', 'rate', 'dailyLimit', 'backoff']);
 
 /** Validates a registration against the runtime defaults. Throws INVALID_OPTIONS naming the field. */
 export function validateRegistration(
   registration: AgentRegistration,
-  defaults: { timeoutMs: number; retry: Readonly<RetryPolicy> },
+  defaults: { timeoutMs: number; retry: Readonly<RetryPolicy>; backoff: Readonly<FastFailBackoff> | null },
 ): RegisteredAgent {
   if (typeof registration !== 'object' || registration === null) throw invalidOptions('agents.register expects an object');
   for (const key of Object.keys(registration)) if (!KNOWN.has(key)) throw invalidOptions(`agent.${key} is not a known agent option`);
@@ -61,7 +96,7 @@ export function validateRegistration(
   }
   const where = `agent ${name}`;
   const module = moduleHref(registration.module, where);
-  if (registration.concurrency !== undefined) assertPositiveInt(`${where}: concurrency`, registration.concurrency, where);
+  const { total, models } = concurrencyOf(registration.concurrency, where);
   if (registration.timeoutMs !== undefined) assertNonNegativeInt(`${where}: timeoutMs`, registration.timeoutMs, where);
   const capabilities = registration.capabilities ?? [];
   if (!Array.isArray(capabilities) || capabilities.some((c) => typeof c !== 'string' || c.length === 0)) {
@@ -70,11 +105,62 @@ export function validateRegistration(
   return Object.freeze({
     name,
     module,
-    concurrency: registration.concurrency ?? null,
-    capabilities: Object.freeze([...capabilities]),
+    concurrency: total,
+    models,
+    capabilities: Object.freeze([...new Set(capabilities)]),
+    rate: rateOf(registration.rate, where),
+    dailyLimit: dailyLimitOf(registration.dailyLimit, where),
+    backoff: resolveBackoff(registration.backoff, defaults.backoff, `${where}: backoff`),
     timeoutMs: registration.timeoutMs ?? defaults.timeoutMs,
     retry: resolveRetry(registration.retry, defaults.retry, `${where}: retry`),
   });
+}
+
+function concurrencyOf(value: AgentRegistration['concurrency'], where: string): { total: number | null; models: Readonly<Record<string, number>> } {
+  if (value === undefined) return { total: null, models: Object.freeze({}) };
+  if (typeof value === 'number') {
+    assertPositiveInt(`${where}: concurrency`, value, where);
+    return { total: value, models: Object.freeze({}) };
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw invalidOptions(`${where}: concurrency must be a positive integer or { total?, [model]: n }`);
+  }
+  const models: Record<string, number> = {};
+  let total: number | null = null;
+  for (const [key, limit] of Object.entries(value)) {
+    if (limit === undefined) continue;
+    assertPositiveInt(`${where}: concurrency.${key}`, limit, where);
+    if (key === 'total') total = limit;
+    else models[key] = limit;
+  }
+  return { total, models: Object.freeze(models) };
+}
+
+function rateOf(value: unknown, where: string): Readonly<RateLimit> | null {
+  if (value === undefined) return null;
+  if (typeof value !== 'object' || value === null) throw invalidOptions(`${where}: rate must be { limit, windowMs }`);
+  const { limit, windowMs, ...rest } = value as RateLimit;
+  if (Object.keys(rest).length > 0) throw invalidOptions(`${where}: rate.${Object.keys(rest)[0]} is not a rate option`);
+  assertPositiveInt(`${where}: rate.limit`, limit, where);
+  assertPositiveInt(`${where}: rate.windowMs`, windowMs, where);
+  return Object.freeze({ limit, windowMs });
+}
+
+function dailyLimitOf(value: unknown, where: string): Readonly<Required<DailyLimit>> | null {
+  if (value === undefined) return null;
+  const daily = typeof value === 'number' ? { limit: value } : value;
+  if (typeof daily !== 'object' || daily === null) throw invalidOptions(`${where}: dailyLimit must be a number or { limit, resetAt?, tz? }`);
+  const { limit, resetAt = '00:00', tz = 'UTC', ...rest } = daily as DailyLimit;
+  if (Object.keys(rest).length > 0) throw invalidOptions(`${where}: dailyLimit.${Object.keys(rest)[0]} is not a dailyLimit option`);
+  assertPositiveInt(`${where}: dailyLimit.limit`, limit, where);
+  // Compiling the reset schedule validates 'HH:MM' (INVALID_OPTIONS) and the zone (INVALID_TIMEZONE).
+  try {
+    dailyAt(resetAt, tz);
+  } catch (error) {
+    if (error instanceof TroupeError) throw new TroupeError(error.code, `${where}: dailyLimit: ${error.message}`);
+    throw error;
+  }
+  return Object.freeze({ limit, resetAt, tz });
 }
 
 function moduleHref(module: URL | string, where: string): string {
@@ -103,5 +189,10 @@ export class AgentRegistry {
 
   list(): RegisteredAgent[] {
     return [...this.#agents.values()];
+  }
+
+  /** Registered agents that cover every capability in `requires`, in registration order. */
+  covering(requires: readonly string[]): RegisteredAgent[] {
+    return this.list().filter((agent) => requires.every((c) => agent.capabilities.includes(c)));
   }
 }

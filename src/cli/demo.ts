@@ -35,7 +35,7 @@ export async function runDemo(options: DemoOptions): Promise<Record<'done' | 'fa
     dataDir: options.dataDir,
     threads: options.threads,
     logger: false,
-    agents: [builtinAgent('echo'), builtinAgent('sleep'), builtinAgent('fail', { retry: { maxAttempts: 3, backoff: 'fixed', delayMs: 20 } })],
+    agents: [builtinAgent('echo'), builtinAgent('sleep'), builtinAgent('fail', { retry: { maxAttempts: 3, backoff: 'fixed', delayMs: 20 }, backoff: false })],
   });
   const state = new Map<string, TaskState>();
   const counts = { done: 0, failed: 0, dropped: 0, cancelled: 0, pending: 0 };

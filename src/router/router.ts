@@ -74,6 +74,8 @@ export interface Router {
   send(key: string, event: InstanceEvent, descriptor: InstanceDescriptor): void;
   /** Governor gate: may this instance take another attempt? Does not create actors. */
   admits(key: string): boolean;
+  /** When the instance degraded, or undefined if it is not degraded. Does not create actors. */
+  degradedSince(key: string): number | undefined;
   /** Routes a DispatchTarget event and persists it with an `instance.target` event. */
   setTarget(key: string, target: number | null): Promise<void>;
   /** Clears a degraded instance. */
@@ -272,6 +274,12 @@ export function createRouter(options: RouterOptions): Router {
       const snapshot = envelope.snapshot as InstanceSnapshotLike;
       // Attempt counts in a stored snapshot are stale (the actor is not live), only limits matter.
       return snapshot.value !== 'degraded' && (snapshot.context.target === null || snapshot.context.target > 0);
+    },
+    degradedSince(key) {
+      const entry = live.get(key);
+      const snapshot = entry ? entry.actor.getSnapshot() : (envelopeOf(key)?.snapshot as InstanceSnapshotLike | undefined);
+      if (!snapshot || snapshot.value !== 'degraded') return undefined;
+      return snapshot.context.degradedAt ?? 0;
     },
     async setTarget(key, target) {
       const entry = requireEntry(key);

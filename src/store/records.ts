@@ -63,6 +63,14 @@ export interface TaskRecord {
   token: number;
   /** FIFO key: the event seq at which the task last entered `queued`. */
   queuedOrder: number;
+  /** When the task last entered `queued` (starvation ladder, degraded drop). */
+  queuedAt?: number;
+  /** Capabilities the task needs; its agent covers all of them. */
+  requires?: string[];
+  /** The spec's own retry and timeout of a task no agent matched yet, applied once it is routed. */
+  unrouted?: { retry?: Partial<RetryPolicy>; timeoutMs?: number };
+  /** Where a long-queued task stands on the starvation ladder (supervisor cycles, durable). */
+  ladder?: { firstCycle: number; rung: 0 | 1 };
   /** Not dispatched before this instant (delayed start, retry backoff, sleep). */
   runAt?: number;
   /** What the next run is told (sleep/wake). */
@@ -127,6 +135,8 @@ export const EVENT_TYPES = [
   'runtime.frozen',
   'runtime.unfrozen',
   'schedule.fired',
+  'agent.paused',
+  'agent.resumed',
   'store.quarantined',
 ] as const;
 
@@ -171,4 +181,57 @@ export interface LogRecord {
   at: number;
   attemptId: string;
   fields?: Record<string, unknown>;
+}
+
+/** What a schedule does when a tick comes while its previous run is not terminal. */
+export type OverlapPolicy = 'skip' | 'allow' | 'queue_one';
+/** Which ticks missed during downtime (within `catchUpWindowMs`) fire on open. */
+export type CatchUpPolicy = 'skip' | 'once' | 'all';
+
+/** A stored cron schedule. */
+export interface ScheduleRecord {
+  id: string;
+  cron: string;
+  tz: string;
+  /** The task each tick submits (a task spec without idempotencyKey, runAt or delayMs). */
+  task: Record<string, unknown>;
+  overlap: OverlapPolicy;
+  catchUp: CatchUpPolicy;
+  catchUpWindowMs: number;
+  paused: boolean;
+  /** The next tick to fire (epoch ms); advanced by compare-and-swap in the step that submits its task. */
+  nextRunAt: number;
+  /** The last tick that fired, and the task it submitted. */
+  lastTickAt?: number;
+  lastTaskId?: string;
+  /** queue_one: a tick that came while the previous run was busy, fired when it settles. */
+  pendingTick?: number;
+  /** Ticks that submitted a task, and ticks skipped (overlap, catch-up or an error). */
+  fired: number;
+  skipped: number;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** The durable runtime controls (`control` database, key `runtime`). */
+export interface RuntimeControl {
+  frozen: boolean;
+  /** Why, and whether `kill()` did it. */
+  reason?: string;
+  killed?: boolean;
+  since?: number;
+}
+
+/** An agent's durable flow-control state (`control` database, key `agent:<name>`). */
+export interface AgentFlowState {
+  /** Token bucket of `rate`: tokens left as of `refilledAt`. */
+  tokens?: number;
+  refilledAt?: number;
+  /** `dailyLimit`: attempts started in the window that began at `dayStart`. */
+  dayStart?: number;
+  dayCount?: number;
+  /** Consecutive fast failed attempts. */
+  fastFails: number;
+  /** Paused by backoff until then (epoch ms). */
+  pausedUntil?: number;
 }

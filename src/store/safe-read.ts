@@ -65,4 +65,5 @@ export const VALIDATORS = {
   instances: (v: unknown) => isObject(v) && isObject(v.snapshot) && isObject((v.snapshot as Record<string, unknown>).context),
   logs: (v: unknown) => isObject(v) && typeof v.message === 'string',
   idempotency: (v: unknown) => typeof v === 'string',
+  schedules: (v: unknown) => isObject(v) && typeof v.id === 'string' && typeof v.cron === 'string' && typeof v.nextRunAt === 'number' && isObject(v.task),
 } as const;

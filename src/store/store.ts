@@ -18,6 +18,7 @@ import type {
   EventType,
   InstanceEnvelope,
   LogRecord,
+  ScheduleRecord,
   RunRecord,
   TaskRecord,
   TimerRecord,
@@ -46,6 +47,10 @@ export interface Databases {
   timers: Database<TimerRecord, [number, string]>;
   idempotency: Database<string, string>;
   meta: Database<unknown, string>;
+  /** Cron schedules by id. */
+  schedules: Database<ScheduleRecord, string>;
+  /** Durable controls: the frozen flag (`runtime`), agent flow state (`agent:<name>`), the supervisor cycle. */
+  control: Database<unknown, string>;
   /** Raw bytes of records that failed to decode, with why. */
   quarantine: Database<QuarantineRecord, [string, string]>;
 }
@@ -69,6 +74,7 @@ export interface SafeReads {
   instances: SafeDatabase<InstanceEnvelope, string>;
   logs: SafeDatabase<LogRecord, [string, number, number, number]>;
   idempotency: SafeDatabase<string, string>;
+  schedules: SafeDatabase<ScheduleRecord, string>;
 }
 
 /** Collects the writes of one step; everything it writes commits in one transaction. */
@@ -83,6 +89,10 @@ export interface StepWriter {
   removeTimer(timer: TimerRecord): void;
   putIdempotency(key: string, taskId: string): void;
   putLog(key: [string, number, number, number], line: LogRecord): void;
+  putSchedule(schedule: ScheduleRecord): void;
+  removeSchedule(id: string): void;
+  /** Writes a durable control value (see {@link Databases.control}). */
+  putControl(key: string, value: unknown): void;
   /** Appends an event; it is published to listeners after the commit. */
   event(type: EventType, fields: Omit<EventRecord, 'seq' | 'type' | 'at'> & { at: number }): EventRecord;
 }
@@ -177,6 +187,8 @@ class LmdbStore implements Store {
       timers: named('timers'),
       idempotency: named('idempotency'),
       meta: named('meta'),
+      schedules: named('schedules'),
+      control: named('control'),
       quarantine: named('quarantine'),
     };
     const quarantine = this.#quarantine.bind(this);
@@ -191,6 +203,7 @@ class LmdbStore implements Store {
       instances: safe('instances', this.db.instances),
       logs: safe('logs', this.db.logs),
       idempotency: safe('idempotency', this.db.idempotency),
+      schedules: safe('schedules', this.db.schedules),
     };
   }
 
@@ -349,6 +362,15 @@ class StepBuffer implements StepWriter {
   }
   putLog(key: [string, number, number, number], line: LogRecord): void {
     this.#ops.push(this.#db.logs, key, line);
+  }
+  putSchedule(schedule: ScheduleRecord): void {
+    this.#ops.push(this.#db.schedules, schedule.id, schedule);
+  }
+  removeSchedule(id: string): void {
+    this.#ops.push(this.#db.schedules, id, REMOVE);
+  }
+  putControl(key: string, value: unknown): void {
+    this.#ops.push(this.#db.control, key, value);
   }
   event(type: EventType, fields: Omit<EventRecord, 'seq' | 'type' | 'at'> & { at: number }): EventRecord {
     const record = { seq: this.#nextSeq(), type, ...fields } as EventRecord;

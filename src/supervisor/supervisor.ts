@@ -1,8 +1,9 @@
 /**
- * The supervisor: sweeps the leases of executing attempts on the injected clock. An attempt whose
- * lease ran out (its thread hung or blocked, so even the worker's own heartbeats stopped) is
+ * The supervisor, on the injected clock. It sweeps the leases of executing attempts: an attempt
+ * whose lease ran out (its thread hung or blocked, so even the worker's own heartbeats stopped) is
  * ended as `lease_expired`, a retryable infrastructure fault, and its thread is terminated so the
- * slot comes back. Thread exits need no sweep: Piscina fails their attempts at once.
+ * slot comes back. Thread exits need no sweep: Piscina fails their attempts at once. While tasks
+ * are queued it also runs a cycle every `intervalMs`: the starvation ladder and degraded drops.
  */
 import type { Clock, ClockTimer } from '../clock.js';
 import type { Logger } from '../log.js';
@@ -12,6 +13,8 @@ import type { Dispatcher } from '../tasks/dispatcher.js';
 export interface Supervisor {
   /** Arms the next sweep while attempts execute, disarms it when none do (called on changes). */
   poke(): void;
+  /** Runs a cycle now (rt.poke()); resolves when it is done. */
+  cycleNow(): Promise<void>;
   stop(): void;
 }
 
@@ -22,13 +25,42 @@ export interface SupervisorOptions {
   dispatcher: Dispatcher;
   /** How often to sweep while attempts execute. */
   sweepMs: number;
+  /** The queued-task cycle, run every `intervalMs` while `hasQueued()`. */
+  cycle?: { run(): Promise<unknown>; readonly enabled: boolean };
+  intervalMs?: number;
+  hasQueued?: () => boolean;
 }
 
 /** Creates the supervisor. */
 export function createSupervisor(options: SupervisorOptions): Supervisor {
-  const { clock, log, dispatcher, sweepMs } = options;
+  const { clock, log, dispatcher, sweepMs, cycle, intervalMs = 1_000, hasQueued = () => false } = options;
   let timer: ClockTimer | undefined;
+  let cycleTimer: ClockTimer | undefined;
+  let running: Promise<void> | undefined;
   let stopped = false;
+
+  function runCycle(): Promise<void> {
+    running ??= (cycle ? cycle.run() : Promise.resolve())
+      .then(
+        () => undefined,
+        (error: unknown) => log.error({ err: error }, 'supervisor cycle failed'),
+      )
+      .finally(() => {
+        running = undefined;
+        armCycle();
+      });
+    return running;
+  }
+
+  /** Cycles only while work is queued: an idle runtime arms no clock timer. */
+  function armCycle(): void {
+    if (stopped || !cycle?.enabled || cycleTimer || running) return;
+    if (!hasQueued()) return;
+    cycleTimer = clock.setTimeout(() => {
+      cycleTimer = undefined;
+      if (!stopped) void runCycle();
+    }, intervalMs);
+  }
 
   function sweep(): void {
     timer = undefined;
@@ -43,6 +75,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
 
   /** Sweeps only while something executes: an idle runtime arms no clock timer for leases. */
   function poke(): void {
+    armCycle();
     if (!dispatcher.busy || stopped) {
       if (timer) clock.clearTimeout(timer);
       timer = undefined;
@@ -53,10 +86,12 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
 
   return {
     poke,
+    cycleNow: () => (stopped ? Promise.resolve() : runCycle()),
     stop() {
       stopped = true;
       if (timer) clock.clearTimeout(timer);
-      timer = undefined;
+      if (cycleTimer) clock.clearTimeout(cycleTimer);
+      timer = cycleTimer = undefined;
     },
   };
 }

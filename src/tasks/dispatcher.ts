@@ -13,7 +13,7 @@ import type { InstanceDescriptor } from '../router/router.js';
 import type { AttemptRecord, TaskRecord } from '../store/records.js';
 import { ThreadCrashError } from '../pool/pool.js';
 import type { AttemptBucket, AttemptEvent, AttemptExit } from '../../machines/index.js';
-import { transition, type Kernel } from './kernel.js';
+import { flowKeyOf, transition, type Kernel } from './kernel.js';
 import { decideSettlement, type AttemptOutcome } from './outcome.js';
 import { writeSettlement } from './settle.js';
 import { recordStale, writeLogLines, writeProgress } from './attempt-writes.js';
@@ -141,6 +141,7 @@ export class Dispatcher {
     task.attempts++;
     task.startedAt ??= now;
     task.runAt = undefined;
+    const flowState = this.#k.flow.started(task.agent, now);
     const attemptId = `${task.id}:${task.runs}:${task.attemptSeq}`;
     const runId = `${task.id}:${task.runs}`;
     const record: AttemptRecord = {
@@ -179,6 +180,8 @@ export class Dispatcher {
         attempt.token = record.token = task.token = event.seq;
         w.putTask(task);
         w.putAttempt(record);
+        // The spent token and the day's count commit with the start they paid for.
+        if (flowState) w.putControl(flowKeyOf(task.agent), flowState);
       })
       .then(
         () => this.#started(attempt),
@@ -344,7 +347,11 @@ export class Dispatcher {
       const decision = decideSettlement(task, task.attempts, outcome, attempt.stop, options.random);
       const now = clock.now();
       this.#tell(attempt, 'ended', now, decision.exit);
-      writeSettlement(this.#k, task, attempt.record, decision, now);
+      const flow = this.#k.flow.ended(task.agent, decision.exit, now - attempt.record.startedAt, now);
+      writeSettlement(this.#k, task, attempt.record, decision, now, flow && ((w) => {
+        w.putControl(flowKeyOf(task.agent), flow.state);
+        if (flow.pausedUntil !== undefined) w.event('agent.paused', { at: now, taskId: task.id, attemptId: attempt.attemptId, data: { agent: task.agent, until: flow.pausedUntil, reason: 'fast_failures' } });
+      }));
     }
     if (this.#live.size === 0) for (const resolve of this.#idle) resolve();
     this.#drainReady();
@@ -358,6 +365,23 @@ export class Dispatcher {
     if (status !== undefined) event.status = status;
     this.#k.router.send(attempt.entry.instanceKey, event, attempt.descriptor);
     attempt.bucket = change === 'ended' || change === 'released' ? undefined : change;
+  }
+
+  /** Stops every live attempt (kill): each is requeued without spending its budget. */
+  stopAll(reason: AbortReason, detail?: string): void {
+    for (const attempt of [...this.#live.values()]) this.stop(attempt, reason, detail);
+  }
+
+  /** Resolves once no attempt is live. */
+  idle(): Promise<void> {
+    if (this.#live.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        this.#idle.delete(done);
+        resolve();
+      };
+      this.#idle.add(done);
+    });
   }
 
   /**

@@ -11,7 +11,8 @@ import type { Dispatcher } from './dispatcher.js';
 import { entryOf, timerIdOf, transition, writeQueued, type Kernel } from './kernel.js';
 import { decideSettlement } from './outcome.js';
 import { settleInto } from './settle.js';
-import { toTask, type Task } from './spec.js';
+import { instanceKeyOf, toTask, type Task } from './spec.js';
+import { resolveRetry } from '../options.js';
 
 /** Filters of `rt.list()`. */
 export interface ListOptions {
@@ -173,12 +174,16 @@ export class TaskEngine {
     table.notify(task);
   }
 
-  /** Starts a new run of a failed, dropped or cancelled task. */
+  /**
+   * Starts a new run of a failed, dropped or cancelled task, or requeues a task that needs
+   * attention (same run; an unmatched one is routed again first).
+   */
   async retry(id: string): Promise<Task> {
     const { table, store, clock, governor } = this.#k;
     const current = table.get(id);
+    if (current?.state === 'needs_attention') return this.#requeue(current);
     if (current) {
-      if (!isTerminal(current.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${current.state}; only failed, dropped or cancelled tasks can be retried`);
+      if (!isTerminal(current.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${current.state}; only failed, dropped, cancelled or needs_attention tasks can be retried`);
       await this.wait(id);
     }
     const stored = store.read.tasks.get(id);
@@ -194,12 +199,28 @@ export class TaskEngine {
     task.attemptSeq = 0;
     for (const field of ['error', 'result', 'output', 'reason', 'settledAt', 'runAt', 'progress', 'followUp', 'startedAt'] as const) delete task[field];
     table.add(task);
-    table.revived(from);
+    table.revived(from, task.agent);
     await store.commit((w) => {
       w.putActive(task.id);
       writeQueued(w, task, { run: task.runs, reason: 'retry', from }, now);
     });
     if (task.state === 'queued' && !governor.has(task.id)) governor.enqueue(entryOf(task));
+    this.#k.pump();
+    return toTask(task);
+  }
+
+  /** Moves a needs_attention task back to queued, routing it first if no agent matched it yet. */
+  async #requeue(task: TaskRecord): Promise<Task> {
+    const { table, store, clock, governor, agents } = this.#k;
+    const routed = task.reason === 'unmatched' ? routeAgain(this.#k, task) : undefined;
+    const now = clock.now();
+    transition(task, 'REQUEUE', now);
+    table.moved(task, 'needs_attention');
+    const from = task.reason;
+    delete task.reason;
+    if (routed) Object.assign(task, routed);
+    await store.commit((w) => writeQueued(w, task, { run: task.runs, reason: 'operator', from, agent: task.agent }, now));
+    if (task.state === 'queued' && agents.get(task.agent) && !governor.has(task.id)) governor.enqueue(entryOf(task));
     this.#k.pump();
     return toTask(task);
   }
@@ -286,4 +307,21 @@ export class TaskEngine {
     this.#k.pump();
     return { active: loaded.length, crashed: crashed.length, timers: timerCount };
   }
+}
+
+/**
+ * Routes an unmatched task again: the agent it names, or the least-loaded one covering its
+ * `requires`. Throws UNKNOWN_AGENT (changing nothing) when still no agent matches.
+ */
+function routeAgain(k: Kernel, task: TaskRecord): Pick<TaskRecord, 'agent' | 'instanceKey' | 'retry' | 'timeoutMs'> {
+  const requires = task.requires ?? [];
+  const named = task.agent ? k.agents.get(task.agent) : undefined;
+  const agent = named && requires.every((c) => named.capabilities.includes(c)) ? named : task.agent ? undefined : k.agents.get(k.governor.pickAgent(k.agents.covering(requires).map((a) => a.name)) ?? '');
+  if (!agent) {
+    throw new TroupeError('UNKNOWN_AGENT', `task ${task.id}: no registered agent ${task.agent ? `named ${task.agent} ` : ''}covers [${requires.join(', ')}]`);
+  }
+  const retry = task.unrouted ? { ...resolveRetry(task.unrouted.retry, agent.retry, 'retry') } : task.retry;
+  const timeoutMs = task.unrouted ? (task.unrouted.timeoutMs ?? agent.timeoutMs) : task.timeoutMs;
+  delete task.unrouted;
+  return { agent: agent.name, retry, timeoutMs, instanceKey: instanceKeyOf({ agent, lane: task.lane, workspace: task.workspace, timeoutMs, retry }) };
 }

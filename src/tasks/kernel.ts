@@ -15,6 +15,7 @@ import type { ResolvedOptions } from '../options.js';
 import { nextTaskState, type TaskEventType, type TaskState } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
 import type { TaskTable } from './task-table.js';
+import type { FlowControl } from '../governor/flow.js';
 
 /** Everything the engine's modules share. */
 export interface Kernel {
@@ -28,6 +29,8 @@ export interface Kernel {
   readonly agents: AgentRegistry;
   readonly timers: TimerWheel;
   readonly table: TaskTable;
+  /** Per-agent rate, daily budget and backoff. */
+  readonly flow: FlowControl;
   /** Asks the dispatcher to fill free slots (coalesced). */
   pump(): void;
   /** Tells the supervisor an attempt is executing, so it keeps sweeping leases. */
@@ -50,15 +53,29 @@ export function transition(task: TaskRecord, event: TaskEventType, now: number):
 
 /** The governor entry of a queued task. */
 export function entryOf(task: TaskRecord): GovernorEntry {
-  return { taskId: task.id, instanceKey: task.instanceKey, agent: task.agent, priority: task.priority, order: task.queuedOrder };
+  const model = task.labels.model;
+  const entry: GovernorEntry = { taskId: task.id, instanceKey: task.instanceKey, agent: task.agent, priority: task.priority, order: task.queuedOrder };
+  return model === undefined ? entry : { ...entry, model };
 }
 
 /** Writes a task's queued state: record, FIFO order from the event, and the event itself. */
 export function writeQueued(w: StepWriter, task: TaskRecord, data: Record<string, unknown>, at: number): EventRecord {
   const event = w.event('task.queued', { at, taskId: task.id, data });
-  task.queuedOrder = event.seq;
+  markQueued(task, event.seq, at);
   w.putTask(task);
   return event;
+}
+
+/** Stamps a task entering `queued`: its FIFO order, when, and a fresh starvation ladder. */
+export function markQueued(task: TaskRecord, order: number, at: number): void {
+  task.queuedOrder = order;
+  task.queuedAt = at;
+  if (task.ladder !== undefined) delete task.ladder;
+}
+
+/** The control key of an agent's flow state. */
+export function flowKeyOf(agent: string): string {
+  return `agent:${agent}`;
 }
 
 /** The id of a retry/wake timer of a task run. */

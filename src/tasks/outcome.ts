@@ -22,7 +22,7 @@ export interface Settlement {
   counts: boolean;
   error?: WireError;
   result?: AgentResult;
-  /** Why (dropped: retry_exhausted; cancelled: the cancel reason; requeued: interrupted). */
+  /** Why (dropped: retry_exhausted; cancelled: the cancel reason; requeued: interrupted or killed). */
   reason?: string;
   /** REQUEUE as a retry: wait this long first. */
   retryDelayMs?: number;
@@ -39,8 +39,9 @@ export function decideSettlement(
   stop: { reason: AbortReason; detail?: string } | undefined,
   random: () => number,
 ): Settlement {
-  if (stop?.reason === 'shutdown') {
-    return { exit: 'interrupted', event: 'REQUEUE', counts: false, reason: 'interrupted' };
+  // Shutdown and kill() stop the runtime, not the task: requeue it without spending its budget.
+  if (stop?.reason === 'shutdown' || stop?.reason === 'killed') {
+    return { exit: 'interrupted', event: 'REQUEUE', counts: false, reason: stop.reason === 'killed' ? 'killed' : 'interrupted' };
   }
   if (stop?.reason === 'cancelled') {
     return {

@@ -8,7 +8,7 @@ import { isTerminal } from '../../machines/index.js';
 import type { StepWriter } from '../store/store.js';
 import type { AttemptRecord, TaskRecord, TaskResult, TimerRecord } from '../store/records.js';
 import type { AgentResult } from '../../actors/wire.js';
-import { entryOf, timerIdOf, transition, writeQueued, type Kernel } from './kernel.js';
+import { entryOf, markQueued, timerIdOf, transition, writeQueued, type Kernel } from './kernel.js';
 import type { Settlement } from './outcome.js';
 
 /** Writes a settlement into `w`; returns what to do once it has committed. */
@@ -48,12 +48,12 @@ export function settleInto(w: StepWriter, k: Kernel, task: TaskRecord, attempt: 
       w.event('task.cancelled', { ...base, data: { ...run, reason: task.reason } });
       break;
     case 'REQUEUE':
-      if (decision.reason === 'interrupted') {
-        writeQueued(w, task, { ...run, reason: 'interrupted' }, now);
+      if (decision.reason === 'interrupted' || decision.reason === 'killed') {
+        writeQueued(w, task, { ...run, reason: decision.reason }, now);
       } else {
         const delayMs = decision.retryDelayMs ?? 0;
         const event = w.event('task.retrying', { ...base, data: { ...run, delayMs, error: task.error } });
-        task.queuedOrder = event.seq;
+        markQueued(task, event.seq, now);
         if (delayMs > 0) {
           task.runAt = now + delayMs;
           timer = { id: timerIdOf(task, 'retry'), due: task.runAt, kind: 'retry', taskId: task.id, run: task.runs };
@@ -100,12 +100,13 @@ export function settleInto(w: StepWriter, k: Kernel, task: TaskRecord, attempt: 
   };
 }
 
-/** Commits a settlement as its own step. */
-export function writeSettlement(k: Kernel, task: TaskRecord, attempt: AttemptRecord, decision: Settlement, now: number): void {
+/** Commits a settlement as its own step; `extra` adds writes to it (agent flow state). */
+export function writeSettlement(k: Kernel, task: TaskRecord, attempt: AttemptRecord, decision: Settlement, now: number, extra?: (w: StepWriter) => void): void {
   let after: (() => void) | undefined;
   k.store
     .commit((w) => {
       after = settleInto(w, k, task, attempt, decision, now);
+      extra?.(w);
     })
     .then(
       () => after?.(),

@@ -5,14 +5,20 @@
 import { createHash } from 'node:crypto';
 import { describeUnserializable } from '../../actors/wire.js';
 import { TroupeError } from '../errors.js';
-import { resolveRetry } from '../options.js';
+import { DEFAULT_RETRY, resolveRetry } from '../options.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { RetryPolicy, TaskRecord } from '../store/records.js';
 
 /** What `rt.submit()` takes. */
 export interface TaskSpec {
-  /** Registered agent name. */
-  agent: string;
+  /** Registered agent name. Give this, `requires`, or both. */
+  agent?: string;
+  /**
+   * Capabilities the task needs. Without `agent`, the least-loaded registered agent covering all of
+   * them is picked; with it, that agent must cover them. If none does, the task is stored in
+   * `needs_attention` with reason `unmatched`.
+   */
+  requires?: string[];
   /** Plain data: objects, arrays, strings, numbers, booleans, null, Dates, Uint8Arrays. */
   input?: unknown;
   /** Lower runs first. Integer. @default 0 */
@@ -41,11 +47,19 @@ export interface TaskSpec {
  * A task as the public API returns it: the stored record without its bookkeeping (fencing token,
  * FIFO order, attempt numbering, run bookkeeping). Times are epoch milliseconds.
  */
-export type Task = Omit<TaskRecord, 'runReason' | 'runCreatedAt' | 'attemptSeq' | 'token' | 'queuedOrder' | 'followUp'>;
+export type Task = Omit<TaskRecord, 'runReason' | 'runCreatedAt' | 'attemptSeq' | 'token' | 'queuedOrder' | 'followUp' | 'ladder' | 'unrouted'>;
 
 /** A spec after validation, ready to become a record. */
 export interface ValidSpec {
-  agent: RegisteredAgent;
+  /** The agent to run it; undefined when `requires` matched no registered agent. */
+  agent: RegisteredAgent | undefined;
+  /** No agent covers `requires`: the task goes to needs_attention (reason `unmatched`). */
+  unmatched: boolean;
+  requires?: string[];
+  /** What the spec itself set, kept for an unmatched task so a later route can apply its agent's defaults. */
+  unrouted?: { retry?: Partial<RetryPolicy>; timeoutMs?: number };
+  /** The agent name to store: the picked or named agent, '' while unrouted. */
+  agentName: string;
   input: unknown;
   priority: number;
   lane: string;
@@ -60,17 +74,28 @@ export interface ValidSpec {
   runAt?: number;
 }
 
-const KNOWN = new Set(['agent', 'input', 'priority', 'lane', 'workspace', 'labels', 'idempotencyKey', 'parentId', 'timeoutMs', 'retry', 'runAt', 'delayMs']);
+const KNOWN = new Set(['agent', 'requires', 'input', 'priority', 'lane', 'workspace', 'labels', 'idempotencyKey', 'parentId', 'timeoutMs', 'retry', 'runAt', 'delayMs']);
 const LANE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
 const MAX_KEY = 512;
 
-/** Validates a spec. Throws UNKNOWN_AGENT or INVALID_INPUT naming the field; stores nothing. */
-export function validateSpec(spec: TaskSpec, lookup: (name: string) => RegisteredAgent | undefined, where = 'task', now = Date.now()): ValidSpec {
+/**
+ * Validates a spec. Throws UNKNOWN_AGENT or INVALID_INPUT naming the field; stores nothing.
+ * `route` picks an agent for a spec that names only `requires` (undefined: none covers them).
+ */
+export function validateSpec(
+  spec: TaskSpec,
+  lookup: (name: string) => RegisteredAgent | undefined,
+  where = 'task',
+  now = Date.now(),
+  route: (requires: readonly string[]) => RegisteredAgent | undefined = () => undefined,
+): ValidSpec {
   if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw bad(`${where} must be an object`);
   for (const key of Object.keys(spec)) if (!KNOWN.has(key)) throw bad(`${where}.${key} is not a task field`);
-  if (typeof spec.agent !== 'string' || spec.agent.length === 0) throw bad(`${where}.agent must be a non-empty string`);
-  const agent = lookup(spec.agent);
-  if (!agent) throw new TroupeError('UNKNOWN_AGENT', `${where}.agent: no agent named ${JSON.stringify(spec.agent)} is registered`);
+  const requires = spec.requires === undefined ? undefined : requiresOf(spec.requires, where);
+  if (spec.agent === undefined && requires === undefined) throw bad(`${where}.agent must be a non-empty string (or give requires)`);
+  if (spec.agent !== undefined && (typeof spec.agent !== 'string' || spec.agent.length === 0)) throw bad(`${where}.agent must be a non-empty string`);
+  const named = spec.agent === undefined ? undefined : lookup(spec.agent);
+  if (spec.agent !== undefined && !named) throw new TroupeError('UNKNOWN_AGENT', `${where}.agent: no agent named ${JSON.stringify(spec.agent)} is registered`);
   const problem = describeUnserializable(spec.input, `${where}.input`);
   if (problem) throw bad(`${problem}; task input must be plain data`);
   const priority = spec.priority ?? 0;
@@ -88,20 +113,27 @@ export function validateSpec(spec: TaskSpec, lookup: (name: string) => Registere
       throw bad(`${where}.${name} must be a non-empty string of at most ${MAX_KEY} characters`);
     }
   }
-  const timeoutMs = spec.timeoutMs ?? agent.timeoutMs;
-  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 0) throw bad(`${where}.timeoutMs must be a non-negative integer`);
+  if (spec.timeoutMs !== undefined && !(Number.isSafeInteger(spec.timeoutMs) && spec.timeoutMs >= 0)) throw bad(`${where}.timeoutMs must be a non-negative integer`);
   if (spec.runAt !== undefined && spec.delayMs !== undefined) throw bad(`${where}: give runAt or delayMs, not both`);
   if (spec.runAt !== undefined && !(Number.isSafeInteger(spec.runAt) && spec.runAt >= 0)) throw bad(`${where}.runAt must be epoch milliseconds (a non-negative integer)`);
   if (spec.delayMs !== undefined && !(Number.isSafeInteger(spec.delayMs) && spec.delayMs >= 0)) throw bad(`${where}.delayMs must be a non-negative integer`);
   const runAt = spec.runAt ?? (spec.delayMs ? now + spec.delayMs : undefined);
   let retry: Readonly<RetryPolicy>;
   try {
-    retry = resolveRetry(spec.retry, agent.retry, `${where}.retry`);
+    // Validated against the library default first, so a bad policy fails even before routing.
+    retry = resolveRetry(spec.retry, named?.retry ?? DEFAULT_RETRY, `${where}.retry`);
   } catch (error) {
     throw bad((error as Error).message);
   }
+  // Route only a valid spec: picking an agent is the last step, and it must not be wasted.
+  const agent = named ?? route(requires!);
+  const unmatched = agent === undefined || (requires !== undefined && !requires.every((c) => agent.capabilities.includes(c)));
+  if (agent && agent !== named) retry = resolveRetry(spec.retry, agent.retry, `${where}.retry`);
+  const timeoutMs = spec.timeoutMs ?? agent?.timeoutMs ?? 0;
   const valid: Omit<ValidSpec, 'instanceKey'> = {
     agent,
+    unmatched,
+    agentName: agent?.name ?? '',
     input: spec.input ?? null,
     priority,
     lane,
@@ -112,16 +144,27 @@ export function validateSpec(spec: TaskSpec, lookup: (name: string) => Registere
     timeoutMs,
     retry,
   };
-  const result: ValidSpec = { ...valid, instanceKey: instanceKeyOf(valid) };
+  const result: ValidSpec = { ...valid, instanceKey: agent ? instanceKeyOf({ ...valid, agent }) : '' };
+  if (requires !== undefined) result.requires = requires;
+  if (!agent) result.unrouted = stripUndefined({ retry: spec.retry, timeoutMs: spec.timeoutMs });
   if (runAt !== undefined && runAt > now) result.runAt = runAt;
   return result;
+}
+
+/** What an instance key is made of. */
+export interface InstanceKeyParts {
+  agent: RegisteredAgent;
+  lane: string;
+  workspace?: string | undefined;
+  timeoutMs: number;
+  retry: Readonly<RetryPolicy>;
 }
 
 /**
  * Stable hash of (workspace, agent, lane, execution policy): tasks with the same key share one
  * instance actor. The readable prefix makes keys easy to spot in stats and logs.
  */
-export function instanceKeyOf(spec: Pick<ValidSpec, 'agent' | 'lane' | 'workspace' | 'timeoutMs' | 'retry'>): string {
+export function instanceKeyOf(spec: InstanceKeyParts): string {
   // Most tasks use their agent's own policy: cache those keys per registration (a sha256 per
   // submit was measurable on the hot path).
   const cacheable = spec.retry === spec.agent.retry && spec.timeoutMs === spec.agent.timeoutMs;
@@ -140,7 +183,7 @@ export function instanceKeyOf(spec: Pick<ValidSpec, 'agent' | 'lane' | 'workspac
 const KEY_CACHE = new WeakMap<RegisteredAgent, Map<string, string>>();
 const KEY_CACHE_LIMIT = 10_000;
 
-function computeInstanceKey(spec: Pick<ValidSpec, 'agent' | 'lane' | 'workspace' | 'timeoutMs' | 'retry'>): string {
+function computeInstanceKey(spec: InstanceKeyParts): string {
   const policy = [spec.timeoutMs, spec.retry.maxAttempts, spec.retry.backoff, spec.retry.delayMs, spec.retry.maxDelayMs, spec.retry.jitter];
   const hash = createHash('sha256')
     .update(JSON.stringify([spec.workspace ?? null, spec.agent.name, spec.lane, policy]))
@@ -175,10 +218,23 @@ export function toTask(record: TaskRecord): Task {
   if (record.workspace !== undefined) task.workspace = record.workspace;
   if (record.parentId !== undefined) task.parentId = record.parentId;
   if (record.idempotencyKey !== undefined) task.idempotencyKey = record.idempotencyKey;
+  if (record.requires !== undefined) task.requires = [...record.requires];
+  if (record.queuedAt !== undefined) task.queuedAt = record.queuedAt;
   if (record.runAt !== undefined) task.runAt = record.runAt;
   if (record.startedAt !== undefined) task.startedAt = record.startedAt;
   if (record.settledAt !== undefined) task.settledAt = record.settledAt;
   return task;
+}
+
+function requiresOf(value: unknown, where: string): string[] {
+  if (!Array.isArray(value) || value.length === 0 || value.some((c) => typeof c !== 'string' || c.length === 0)) {
+    throw bad(`${where}.requires must be a non-empty array of non-empty strings`);
+  }
+  return [...new Set(value as string[])].sort();
+}
+
+function stripUndefined<T extends object>(value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }
 
 function bad(message: string): TroupeError {

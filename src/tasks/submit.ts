@@ -5,6 +5,7 @@
  */
 import { TroupeError } from '../errors.js';
 import type { TaskRecord, TimerRecord } from '../store/records.js';
+import type { StepWriter } from '../store/store.js';
 import { entryOf, timerIdOf, writeQueued, type Kernel } from './kernel.js';
 import { toTask, validateSpec, type Task, type TaskSpec, type ValidSpec } from './spec.js';
 
@@ -23,11 +24,22 @@ export class Submitter {
     return task!;
   }
 
-  async submitMany(specs: readonly TaskSpec[], where?: string): Promise<Task[]> {
+  /**
+   * Validates, dedupes and stores specs in one step. `extra` writes more into that same step (a
+   * schedule advancing its tick); it sees the record of each spec, new or existing.
+   */
+  async submitMany(specs: readonly TaskSpec[], where?: string, extra?: (w: StepWriter, picked: readonly TaskRecord[]) => void): Promise<Task[]> {
     if (!Array.isArray(specs)) throw new TroupeError('INVALID_INPUT', 'submitMany expects an array of task specs');
-    const { agents, table, options, clock } = this.#k;
+    const { agents, table, options, clock, governor } = this.#k;
     const now = clock.now();
-    const valid = specs.map((spec, i) => validateSpec(spec, (name) => agents.get(name), where ?? `tasks[${i}]`, now));
+    // Tasks routed by `requires` in this batch count toward their agent's load for the next pick.
+    const routed = new Map<string, number>();
+    const route = (requires: readonly string[]) => {
+      const name = governor.pickAgent(agents.covering(requires).map((a) => a.name), routed);
+      if (name !== undefined) routed.set(name, (routed.get(name) ?? 0) + 1);
+      return name === undefined ? undefined : agents.get(name);
+    };
+    const valid = specs.map((spec, i) => validateSpec(spec, (name) => agents.get(name), where ?? `tasks[${i}]`, now, route));
     // One record per spec: an existing task for a known key, the batch's first task for a key
     // repeated in the batch, or a new one.
     const picked: TaskRecord[] = new Array(valid.length);
@@ -49,14 +61,20 @@ export class Submitter {
       records.push(record);
       if (key !== undefined) firstOfKey.set(key, record);
     }
-    if (records.length > 0 && table.count('queued') + records.length > options.maxQueued) {
+    const admitted = records.filter((r) => r.state === 'queued').length;
+    if (admitted > 0 && table.count('queued') + admitted > options.maxQueued) {
       throw new TroupeError('AT_CAPACITY', `admission is full: ${table.count('queued')} tasks queued, maxQueued is ${options.maxQueued}`);
     }
-    if (records.length > 0) await this.#store(records, now);
+    if (records.length > 0 || extra) await this.#store(records, now, extra && ((w) => extra(w, picked)));
     // Views are taken as committed (queued), before the dispatcher may start the tasks.
     const views = picked.map(toTask);
     this.#enqueue(records);
     return views;
+  }
+
+  /** Validates a spec the way submit would (schedule templates), storing nothing. */
+  check(spec: TaskSpec): void {
+    validateSpec(spec, (name) => this.#k.agents.get(name), 'schedule.task', this.#k.clock.now());
   }
 
   #existing(key: string): TaskRecord | undefined {
@@ -68,8 +86,8 @@ export class Submitter {
   #record(spec: ValidSpec, now: number): TaskRecord {
     const record: TaskRecord = {
       id: this.#nextId(),
-      agent: spec.agent.name,
-      state: 'queued',
+      agent: spec.agentName,
+      state: spec.unmatched ? 'needs_attention' : 'queued',
       input: spec.input,
       priority: spec.priority,
       lane: spec.lane,
@@ -87,6 +105,9 @@ export class Submitter {
       createdAt: now,
       updatedAt: now,
     };
+    if (spec.unmatched) record.reason = 'unmatched';
+    if (spec.requires !== undefined) record.requires = spec.requires;
+    if (spec.unrouted !== undefined) record.unrouted = spec.unrouted;
     if (spec.workspace !== undefined) record.workspace = spec.workspace;
     if (spec.parentId !== undefined) record.parentId = spec.parentId;
     if (spec.idempotencyKey !== undefined) record.idempotencyKey = spec.idempotencyKey;
@@ -94,7 +115,7 @@ export class Submitter {
     return record;
   }
 
-  async #store(records: TaskRecord[], now: number): Promise<void> {
+  async #store(records: TaskRecord[], now: number, extra?: (w: StepWriter) => void): Promise<void> {
     const { table, store } = this.#k;
     for (const record of records) table.add(record);
     try {
@@ -102,9 +123,15 @@ export class Submitter {
         for (const task of records) {
           w.putActive(task.id);
           if (task.idempotencyKey !== undefined) w.putIdempotency(task.idempotencyKey, task.id);
+          if (task.state === 'needs_attention') {
+            w.putTask(task);
+            w.event('task.needs_attention', { at: now, taskId: task.id, data: { run: 1, reason: 'unmatched', agent: task.agent, requires: task.requires } });
+            continue;
+          }
           if (task.runAt !== undefined) w.putTimer(startTimerOf(task));
           writeQueued(w, task, { run: 1, agent: task.agent, priority: task.priority, ...(task.runAt === undefined ? {} : { runAt: task.runAt }) }, now);
         }
+        extra?.(w);
       });
     } catch (error) {
       for (const record of records) table.retire(record);
@@ -113,8 +140,9 @@ export class Submitter {
   }
 
   #enqueue(records: readonly TaskRecord[]): void {
-    const { governor, timers } = this.#k;
+    const { governor, timers, table } = this.#k;
     for (const record of records) {
+      if (record.state === 'needs_attention') table.notify(record);
       if (record.state !== 'queued') continue;
       // A delayed task waits for its durable timer, not in the governor.
       if (record.runAt !== undefined) timers.add(startTimerOf(record));

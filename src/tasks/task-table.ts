@@ -17,8 +17,9 @@ export class TaskTable {
   /** Idempotency key → id of tasks in the table, including submits whose commit is in flight. */
   readonly #keys = new Map<string, string>();
   readonly #active = emptyCounts();
-  /** Counts of settled tasks in the store, computed on first use. */
+  /** Counts of settled tasks in the store, overall and per agent, computed on first use. */
   #settled: Record<TaskState, number> | undefined;
+  readonly #settledByAgent = new Map<string, Record<TaskState, number>>();
   readonly #db: SafeDatabase<TaskRecord, string>;
   /** Admissions reserved by submits whose commit is in flight. */
   reservedAdmissions = 0;
@@ -52,8 +53,11 @@ export class TaskTable {
   }
 
   /** A retry took a settled task out of the store counts. */
-  revived(from: TaskState): void {
-    if (this.#settled) this.#settled[from]--;
+  revived(from: TaskState, agent: string): void {
+    if (!this.#settled) return;
+    this.#settled[from]--;
+    const byAgent = this.#settledByAgent.get(agent);
+    if (byAgent) byAgent[from]--;
   }
 
   /** Removes a task whose settled state is now committed (or whose submit failed). */
@@ -63,7 +67,33 @@ export class TaskTable {
     this.#active[task.state]--;
     // Its key is committed to the idempotency database by now.
     if (task.idempotencyKey !== undefined && this.#keys.get(task.idempotencyKey) === task.id) this.#keys.delete(task.idempotencyKey);
-    if (this.#settled && isTerminal(task.state)) this.#settled[task.state]++;
+    if (this.#settled && isTerminal(task.state)) this.#countSettled(task);
+  }
+
+  #countSettled(task: TaskRecord): void {
+    this.#settled![task.state]++;
+    let byAgent = this.#settledByAgent.get(task.agent);
+    if (!byAgent) this.#settledByAgent.set(task.agent, (byAgent = emptyCounts()));
+    byAgent[task.state]++;
+  }
+
+  /** Non-zero counts of every task per agent (settled ones from the store) and of active tasks per instance. */
+  countsByOwner(): { agents: Record<string, Partial<Record<TaskState, number>>>; instances: Record<string, Partial<Record<TaskState, number>>> } {
+    this.countsByState();
+    const agents: Record<string, Partial<Record<TaskState, number>>> = {};
+    const instances: Record<string, Partial<Record<TaskState, number>>> = {};
+    const bump = (into: Record<string, Partial<Record<TaskState, number>>>, key: string, state: TaskState, n = 1) => {
+      const counts = (into[key] ??= {});
+      counts[state] = (counts[state] ?? 0) + n;
+    };
+    for (const [agent, counts] of this.#settledByAgent) for (const state of TASK_STATES) if (counts[state] > 0) bump(agents, agent, state, counts[state]);
+    for (const task of this.#tasks.values()) {
+      // A settled task still in the table (its commit in flight) is not in the store counts yet.
+      // A task no agent matched yet has no agent to count under (it shows in the totals).
+      if (task.agent) bump(agents, task.agent, task.state);
+      if (!isTerminal(task.state) && task.instanceKey) bump(instances, task.instanceKey, task.state);
+    }
+    return { agents, instances };
   }
 
   /** Wakes the waiters of a task that reached a state `wait()` resolves on. */
@@ -96,7 +126,7 @@ export class TaskTable {
     if (!this.#settled) {
       this.#settled = emptyCounts();
       for (const { key, value } of this.#db.range()) {
-        if (!this.#tasks.has(key) && isTerminal(value.state)) this.#settled[value.state]++;
+        if (!this.#tasks.has(key) && isTerminal(value.state)) this.#countSettled(value);
       }
     }
     const out = emptyCounts();

@@ -7,12 +7,18 @@
 import type { Clock, ClockTimer } from '../clock.js';
 import type { TimerRecord } from '../store/records.js';
 
+/** What the wheel schedules: anything with an id and a due time (epoch ms). */
+export interface WheelTimer {
+  readonly id: string;
+  readonly due: number;
+}
+
 /** The in-memory schedule of durable timers. */
-export interface TimerWheel {
+export interface TimerWheel<T extends WheelTimer = TimerRecord> {
   /** Schedules a timer (its record must be written by the caller's step). Re-adding an id replaces it. */
-  add(timer: TimerRecord): void;
+  add(timer: T): void;
   /** Unschedules a timer by id; returns the timer if it was scheduled. */
-  remove(id: string): TimerRecord | undefined;
+  remove(id: string): T | undefined;
   has(id: string): boolean;
   readonly size: number;
   /** Stops firing (close). */
@@ -20,15 +26,15 @@ export interface TimerWheel {
 }
 
 /** Creates a wheel that calls `onFire` for each timer when it falls due (in due order). */
-export function createTimerWheel(clock: Clock, onFire: (timer: TimerRecord) => void): TimerWheel {
-  const heap: TimerRecord[] = [];
-  const byId = new Map<string, TimerRecord>();
+export function createTimerWheel<T extends WheelTimer = TimerRecord>(clock: Clock, onFire: (timer: T) => void): TimerWheel<T> {
+  const heap: T[] = [];
+  const byId = new Map<string, T>();
   let armed: { timer: ClockTimer; due: number } | undefined;
   let stopped = false;
 
-  const less = (a: TimerRecord, b: TimerRecord) => a.due < b.due || (a.due === b.due && a.id < b.id);
+  const less = (a: T, b: T) => a.due < b.due || (a.due === b.due && a.id < b.id);
 
-  function push(timer: TimerRecord): void {
+  function push(timer: T): void {
     heap.push(timer);
     let i = heap.length - 1;
     while (i > 0) {
@@ -39,7 +45,7 @@ export function createTimerWheel(clock: Clock, onFire: (timer: TimerRecord) => v
     }
   }
 
-  function pop(): TimerRecord | undefined {
+  function pop(): T | undefined {
     const top = heap[0];
     const last = heap.pop();
     if (heap.length > 0 && last) {
@@ -60,7 +66,7 @@ export function createTimerWheel(clock: Clock, onFire: (timer: TimerRecord) => v
   }
 
   /** Drops cancelled entries (removed from byId, or replaced) from the top of the heap. */
-  function peek(): TimerRecord | undefined {
+  function peek(): T | undefined {
     while (heap.length > 0 && byId.get(heap[0]!.id) !== heap[0]) pop();
     return heap[0];
   }

@@ -23,7 +23,8 @@ describe('retry backoff on an injected clock', () => {
       threads: 1,
       clock,
       random: () => 0, // no jitter: exact delays
-      agents: [builtinAgent('fail', { retry: { maxAttempts: 4, backoff: 'exponential', delayMs: 1_000, maxDelayMs: 3_000 } })],
+      starvation: false, // no supervisor cycle: the retry timer is the only clock timer
+      agents: [builtinAgent('fail', { backoff: false, retry: { maxAttempts: 4, backoff: 'exponential', delayMs: 1_000, maxDelayMs: 3_000 } })],
     });
     const delays: number[] = [];
     rt.on('task.retrying', (e) => delays.push(e.data!.delayMs as number));

@@ -6,7 +6,8 @@ import { fixtureAgent, runtimes, tempDir } from '../helpers.js';
 
 const runtime = runtimes();
 
-const fast = { retry: { maxAttempts: 3, delayMs: 0 } };
+// These tests fail agents on purpose, many times in a row: the agent backoff would pause them.
+const fast = { retry: { maxAttempts: 3, delayMs: 0 }, backoff: false as const };
 
 describe('agent failures', () => {
   it('retries a throwing agent per policy, then drops it with retry_exhausted', async () => {

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtinAgent, validateRegistration, type AgentRegistration, type BuiltinAgentName } from '../../src/agents/registry.js';
 import { ManualClock, systemClock } from '../../src/clock.js';
 import { TroupeError } from '../../src/errors.js';
-import { DEFAULT_RETRY, resolveOptions, resolveRetry, type RuntimeOptions } from '../../src/options.js';
+import { DEFAULT_BACKOFF, DEFAULT_RETRY, resolveOptions, resolveRetry, type RuntimeOptions } from '../../src/options.js';
 import type { RetryPolicy } from '../../src/store/records.js';
 
 /** Runs `fn` and returns the TroupeError it throws; fails the test if it throws nothing else. */
@@ -233,7 +233,7 @@ describe('resolveRetry', () => {
 describe('agent registrations', () => {
   let dir: string;
   let modulePath: string;
-  const defaults = { timeoutMs: 1_234, retry: DEFAULT_RETRY };
+  const defaults = { timeoutMs: 1_234, retry: DEFAULT_RETRY, backoff: DEFAULT_BACKOFF };
   const reg = (r: Partial<AgentRegistration> & Record<string, unknown> = {}) => ({ name: 'coder', module: modulePath, ...r }) as AgentRegistration;
 
   beforeAll(() => {
@@ -249,9 +249,13 @@ describe('agent registrations', () => {
       name: 'coder',
       module: pathToFileURL(modulePath).href,
       concurrency: null,
+      models: {},
       capabilities: [],
       timeoutMs: 1_234,
       retry: DEFAULT_RETRY,
+      rate: null,
+      dailyLimit: null,
+      backoff: DEFAULT_BACKOFF,
     });
     expect(Object.isFrozen(agent)).toBe(true);
     expect(Object.isFrozen(agent.capabilities)).toBe(true);

@@ -55,6 +55,9 @@ function fakeStore(bootId = BOOT) {
         removeTimer: unexpected('removeTimer'),
         putIdempotency: unexpected('putIdempotency'),
         putLog: unexpected('putLog'),
+        putSchedule: unexpected('putSchedule'),
+        removeSchedule: unexpected('removeSchedule'),
+        putControl: unexpected('putControl'),
         putInstance: (key, envelope) => void commit.instances.push([key, structuredClone(envelope)]),
         event: (type, fields) => {
           const record: EventRecord = { seq: seq++, type, ...fields };

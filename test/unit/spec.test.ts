@@ -8,7 +8,7 @@ import { instanceKeyOf, toTask, validateSpec, type TaskSpec } from '../../src/ta
 const AGENT_RETRY: RetryPolicy = Object.freeze({ maxAttempts: 4, backoff: 'fixed', delayMs: 100, maxDelayMs: 1_000, jitter: 0.1 });
 
 function agent(name = 'coder', extra: Partial<RegisteredAgent> = {}): RegisteredAgent {
-  return { name, module: `file:///agents/${name}.js`, concurrency: null, capabilities: [], timeoutMs: 2_500, retry: AGENT_RETRY, ...extra };
+  return { name, module: `file:///agents/${name}.js`, concurrency: null, models: {}, capabilities: [], timeoutMs: 2_500, retry: AGENT_RETRY, rate: null, dailyLimit: null, backoff: null, ...extra };
 }
 
 const AGENTS = new Map([agent('coder'), agent('reviewer')].map((a) => [a.name, a]));
@@ -48,9 +48,22 @@ describe('validateSpec: agent', () => {
   });
 
   it('rejects a missing or empty agent name as INVALID_INPUT', () => {
-    expectInvalidInput({}, 'task.agent must be a non-empty string');
+    expectInvalidInput({}, 'task.agent must be a non-empty string (or give requires)');
     expectInvalidInput({ agent: '' }, 'task.agent must be a non-empty string');
     expectInvalidInput({ agent: 3 }, 'task.agent must be a non-empty string');
+  });
+
+  it('takes requires instead of agent, routing through the given picker', () => {
+    const tagged = agent('tagged', { capabilities: ['git', 'ts'] });
+    const valid = validateSpec({ requires: ['ts', 'git', 'ts'] }, lookup, 'task', 0, (requires) => (requires.every((c) => tagged.capabilities.includes(c)) ? tagged : undefined));
+    expect(valid).toMatchObject({ agent: tagged, agentName: 'tagged', unmatched: false, requires: ['git', 'ts'], retry: AGENT_RETRY, timeoutMs: 2_500 });
+    expect(valid.instanceKey).toBe(instanceKeyOf({ ...valid, agent: tagged }));
+    const none = validateSpec({ requires: ['rust'], retry: { maxAttempts: 9 }, timeoutMs: 5 }, lookup, 'task', 0, () => undefined);
+    expect(none).toMatchObject({ agent: undefined, agentName: '', unmatched: true, instanceKey: '', unrouted: { retry: { maxAttempts: 9 }, timeoutMs: 5 } });
+    // A named agent that does not cover requires is unmatched too, but keeps its name.
+    expect(validateSpec({ agent: 'coder', requires: ['gpu'] }, lookup)).toMatchObject({ agentName: 'coder', unmatched: true });
+    expect(rejects({ requires: [] }).message).toBe('task.requires must be a non-empty array of non-empty strings');
+    expect(rejects({ requires: ['ok', 7] }).code).toBe('INVALID_INPUT');
   });
 
   it('rejects a spec that is not an object', () => {
@@ -165,7 +178,7 @@ describe('validateSpec: fields', () => {
     expect(valid.workspace).toBeUndefined();
     expect(valid.idempotencyKey).toBeUndefined();
     expect(valid.parentId).toBeUndefined();
-    expect(valid.instanceKey).toBe(instanceKeyOf(valid));
+    expect(valid.instanceKey).toBe(instanceKeyOf({ ...valid, agent: valid.agent! }));
   });
 
   it('keeps falsy inputs other than undefined', () => {

@@ -1,0 +1,104 @@
+/**
+ * Runtime controls that survive a restart: `freeze`, `unfreeze`, `kill`, plus `poke` and the
+ * operator's early end of an agent's backoff pause. The frozen flag is stored in the `control`
+ * database (key `runtime`) in the same step as its `runtime.frozen` / `runtime.unfrozen` event, and
+ * read back at open before anything dispatches.
+ */
+import { TroupeError } from './errors.js';
+import type { RuntimeControl } from './store/records.js';
+import { flowKeyOf, type Kernel } from './tasks/kernel.js';
+import type { Dispatcher } from './tasks/dispatcher.js';
+
+/** The `control` key of the frozen flag. */
+const RUNTIME_KEY = 'runtime';
+
+/** What the controls need besides the kernel. */
+export interface ControlDeps {
+  dispatcher: Dispatcher;
+  /** Runs a supervisor cycle now. */
+  cycleNow(): Promise<void>;
+}
+
+/** See the module comment. */
+export class RuntimeControls {
+  readonly #k: Kernel;
+  readonly #d: ControlDeps;
+  #state: RuntimeControl = { frozen: false };
+
+  constructor(kernel: Kernel, deps: ControlDeps) {
+    this.#k = kernel;
+    this.#d = deps;
+  }
+
+  /** Restores the stored flag (open, before the rebuild dispatches anything). */
+  load(): void {
+    const stored = this.#k.store.db.control.get(RUNTIME_KEY) as RuntimeControl | undefined;
+    if (stored && typeof stored.frozen === 'boolean') this.#state = stored;
+    if (this.#state.frozen) this.#k.governor.freeze();
+  }
+
+  /** The current flag. */
+  get state(): Readonly<RuntimeControl> {
+    return this.#state;
+  }
+
+  /** Stops dispatch; running attempts carry on and submits are still accepted. Resolves once durable. */
+  async freeze(reason = 'frozen'): Promise<void> {
+    if (typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'freeze: reason must be a string');
+    if (this.#state.frozen) return;
+    this.#k.governor.freeze();
+    await this.#write({ frozen: true, reason, since: this.#k.clock.now() });
+  }
+
+  /** Resumes dispatch. Resolves once durable. */
+  async unfreeze(): Promise<void> {
+    if (!this.#state.frozen) return;
+    await this.#write({ frozen: false, since: this.#k.clock.now() });
+    this.#k.governor.unfreeze();
+    this.#k.pump();
+  }
+
+  /**
+   * Freezes, then aborts every live attempt (cooperatively, then by terminating its thread after
+   * `cancelGraceMs`). Their tasks are requeued without spending their retry budget. Resolves once
+   * the freeze is durable and no attempt is live.
+   */
+  async kill(reason = 'killed'): Promise<void> {
+    if (typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'kill: reason must be a string');
+    this.#k.governor.freeze();
+    await this.#write({ frozen: true, reason, killed: true, since: this.#k.clock.now() });
+    this.#d.dispatcher.stopAll('killed', reason);
+    await this.#d.dispatcher.idle();
+  }
+
+  /** Drains now: re-checks every agent hold against the clock, runs a supervisor cycle and fills free slots. */
+  poke(): void {
+    this.#k.flow.refresh(this.#k.clock.now());
+    this.#k.pump();
+    void this.#d.cycleNow();
+  }
+
+  /** Ends an agent's backoff pause early. Resolves once durable; false if it was not paused. */
+  async resumeAgent(name: string): Promise<boolean> {
+    if (typeof name !== 'string' || !this.#k.agents.get(name)) throw new TroupeError('UNKNOWN_AGENT', `resumeAgent: no agent named ${JSON.stringify(name)} is registered`);
+    const now = this.#k.clock.now();
+    const state = this.#k.flow.resume(name, now);
+    if (!state) return false;
+    await this.#k.store.commit((w) => {
+      w.putControl(flowKeyOf(name), state);
+      w.event('agent.resumed', { at: now, data: { agent: name, by: 'operator' } });
+    });
+    this.#k.pump();
+    return true;
+  }
+
+  async #write(state: RuntimeControl): Promise<void> {
+    const { killed, reason } = state;
+    await this.#k.store.commit((w) => {
+      w.putControl(RUNTIME_KEY, state);
+      if (state.frozen) w.event('runtime.frozen', { at: state.since!, data: { reason, killed: killed === true } });
+      else w.event('runtime.unfrozen', { at: state.since!, data: {} });
+    });
+    this.#state = state;
+  }
+}
