@@ -32,21 +32,8 @@ export interface ScheduleSpec {
 /** Fields `rt.schedules.update()` may change. */
 export type ScheduleUpdate = Partial<Omit<ScheduleSpec, 'id'>>;
 
-/** A schedule as the API returns it. Times are epoch milliseconds. */
-export interface Schedule extends Required<Omit<ScheduleSpec, 'task'>> {
-  task: ScheduleTask;
-  /** The next tick that will fire. */
-  nextRunAt: number;
-  lastTickAt?: number;
-  lastTaskId?: string;
-  /** queue_one: a tick waiting for the previous run to settle. */
-  pendingTick?: number;
-  /** Ticks that submitted a task, and ticks skipped (overlap, catch-up or a submit error). */
-  fired: number;
-  skipped: number;
-  createdAt: number;
-  updatedAt: number;
-}
+/** A schedule as the API returns it: the stored record, with its template typed. Times are epoch ms. */
+export type Schedule = Omit<ScheduleRecord, 'task'> & { task: ScheduleTask };
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 const KNOWN = new Set(['id', 'cron', 'tz', 'task', 'overlap', 'catchUp', 'catchUpWindowMs', 'paused']);

@@ -71,11 +71,12 @@ export class Scheduler implements SchedulesApi {
   readonly #wheel: TimerWheel<{ id: string; due: number }>;
   /** Ticks before this instant fell due while the runtime was down: the catch-up policy applies to them. */
   readonly #openedAt: number;
+  #stopped = false;
 
   constructor(deps: SchedulerDeps) {
     this.#d = deps;
     this.#openedAt = deps.clock.now();
-    this.#wheel = createTimerWheel<{ id: string; due: number }>(deps.clock, (timer) => this.#enqueue(timer.id, () => this.#fire(timer.id)));
+    this.#wheel = createTimerWheel<{ id: string; due: number }>(deps.clock, (timer) => this.#background(timer.id, () => this.#fire(timer.id)));
   }
 
   /** Loads and arms every stored schedule (open). */
@@ -93,20 +94,21 @@ export class Scheduler implements SchedulesApi {
       this.#arm(live);
       if (value.pendingTick !== undefined && value.lastTaskId !== undefined) this.#waitingOn.set(value.lastTaskId, value.id);
       // A queue_one tick waiting on a run that settled while the runtime was down fires now.
-      if (value.pendingTick !== undefined) this.#enqueue(value.id, () => this.#firePending(value.id));
+      if (value.pendingTick !== undefined) this.#background(value.id, () => this.#firePending(value.id));
     }
   }
 
   /** A task reached a terminal state: a queue_one schedule waiting on it fires its pending tick. */
   onSettled(taskId: string): void {
     const id = this.#waitingOn.get(taskId);
-    if (id === undefined) return;
+    if (id === undefined || this.#stopped) return;
     this.#waitingOn.delete(taskId);
-    this.#enqueue(id, () => this.#firePending(id));
+    this.#background(id, () => this.#firePending(id));
   }
 
   /** Stops firing (close) and waits for changes in flight. */
   async stop(): Promise<void> {
+    this.#stopped = true;
     this.#wheel.stop();
     await Promise.all([...this.#live.values()].map((live) => live.chain));
   }
@@ -183,8 +185,14 @@ export class Scheduler implements SchedulesApi {
     return live;
   }
 
+  /** Queues a fire nobody awaits; its failures are logged by the chain. */
+  #background(id: string, fn: () => Promise<void>): void {
+    this.#enqueue(id, fn).catch(() => undefined);
+  }
+
   /** Runs `fn` after every earlier change to the same schedule. */
   #enqueue<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    if (this.#stopped) return Promise.reject(new TroupeError('CLOSED', 'the scheduler has stopped'));
     const live = this.#live.get(id);
     if (!live) return fn();
     const run = live.chain.then(fn);
