@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeEvent, type RuntimeOptions } from 'troupe';
 import { fixtureAgent, maxOverlap, scratchDirs } from '../helpers.js';
+import { prng } from '../fixtures/prng.js';
 
 const dir = scratchDirs();
 const T0 = Date.UTC(2026, 0, 1, 10, 0, 0);
@@ -41,6 +42,39 @@ describe('per-agent limits, seen by the agents', () => {
     expect(maxOverlap(file, new Set(big.map((t) => t.id)))).toBe(1);
     expect(maxOverlap(file)).toBe(3);
     expect(rt.stats().agents.llm).toMatchObject({ limit: 3, models: { 'gpt-5': { reserved: 0, limit: 1 } }, tasks: { done: 12 } });
+    await rt.close();
+  });
+
+  it('under a mixed load, no limit that applies is ever exceeded: slots, agent total, model, dispatch target', async () => {
+    const file = join(dir(), 'overlap.log');
+    const rt = await open({
+      dataDir: dir(),
+      threads: 2,
+      slotsPerThread: 3,
+      agents: [
+        { name: 'llm', module: fixtureAgent('overlap'), concurrency: { total: 4, 'gpt-5': 2 } },
+        { name: 'free', module: fixtureAgent('overlap') },
+      ],
+    });
+    const probe = await rt.wait((await rt.submit({ agent: 'llm', lane: 'narrow', input: { file: join(dir(), 'probe.log'), ms: 1 } })).id);
+    await rt.setDispatchTarget(probe.instanceKey, 1);
+    const random = prng(7);
+    const specs = Array.from({ length: 60 }, (_, i) => {
+      const roll = random();
+      const agent = roll < 0.7 ? 'llm' : 'free';
+      const labels: Record<string, string> = agent === 'llm' && random() < 0.5 ? { model: 'gpt-5' } : {};
+      const lane = agent === 'llm' && random() < 0.3 ? 'narrow' : `lane${i % 3}`;
+      return { agent, lane, labels, input: { file, ms: 5 + Math.floor(random() * 30) } };
+    });
+    const tasks = await rt.submitMany(specs);
+    await Promise.all(tasks.map((t) => rt.wait(t.id)));
+    const ids = (keep: (t: (typeof tasks)[number]) => boolean) => new Set(tasks.filter(keep).map((t) => t.id));
+    expect(maxOverlap(file)).toBeLessThanOrEqual(6);
+    expect(maxOverlap(file, ids((t) => t.agent === 'llm'))).toBeLessThanOrEqual(4);
+    expect(maxOverlap(file, ids((t) => t.labels.model === 'gpt-5'))).toBeLessThanOrEqual(2);
+    expect(maxOverlap(file, ids((t) => t.instanceKey === probe.instanceKey))).toBe(1);
+    // The limits bind: the work really ran concurrently up to them.
+    expect(maxOverlap(file, ids((t) => t.agent === 'llm'))).toBeGreaterThanOrEqual(3);
     await rt.close();
   });
 
