@@ -32,6 +32,62 @@ export interface AgentContext {
   progress(value: number, message?: string): void;
   /** Tells the host the agent is alive during long synchronous stretches. */
   heartbeat(): void;
+  /**
+   * Waits for the next input sent with `rt.sendInput()`. Until one arrives the task is `waiting`
+   * and shows `prompt`. Inputs queue: each is delivered once, in order. Rejects with code
+   * `INPUT_TIMEOUT` after `timeoutMs`, and with `ABORTED` when the attempt is cancelled.
+   */
+  waitForInput(options?: WaitForInputOptions): Promise<unknown>;
+  /** Every input, as it arrives, until the attempt is aborted. */
+  inputs(): AsyncIterable<unknown>;
+  /**
+   * Creates a subtask with `parentId` set to this task. Idempotent: with `spec.idempotencyKey`, per
+   * parent task and key (a retried attempt gets the same child); without, per attempt and call order.
+   * Rejects (code `INVALID_INPUT`, `UNKNOWN_AGENT`, …) for a spec submit would reject.
+   */
+  spawn(spec: SpawnSpec): Promise<SpawnedTask>;
+  /** Waits until every task in `ids` is terminal (the task is `waiting` meanwhile); resolves with their outcomes. */
+  join(ids: readonly string[]): Promise<JoinedTask[]>;
+}
+
+/** Options of `ctx.waitForInput()`. */
+export interface WaitForInputOptions {
+  /** What the agent asks; shown on the task and in its `task.waiting` event. Plain data. */
+  prompt?: unknown;
+  /** Give up after this long. */
+  timeoutMs?: number;
+}
+
+/** What `ctx.spawn()` takes: a task spec (see the runtime's `TaskSpec`); `parentId` is set for you. */
+export interface SpawnSpec {
+  agent?: string;
+  requires?: string[];
+  input?: unknown;
+  priority?: number;
+  lane?: string;
+  workspace?: string;
+  labels?: Record<string, string>;
+  idempotencyKey?: string;
+  timeoutMs?: number;
+  retry?: Record<string, unknown>;
+  runAt?: number;
+  delayMs?: number;
+}
+
+/** A subtask as `ctx.spawn()` returns it. */
+export interface SpawnedTask {
+  id: string;
+  agent: string;
+  state: string;
+}
+
+/** A joined task's outcome. */
+export interface JoinedTask {
+  id: string;
+  state: string;
+  output?: unknown;
+  result?: { kind: string; summary?: string; branch?: string; rev?: string };
+  error?: { code: string; message: string };
 }
 
 /** An agent's function. A plain return value means success with that value as output. */

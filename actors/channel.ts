@@ -5,7 +5,7 @@
  * (A MessageChannel per task costs about 3x the raw throughput, so there is exactly one.)
  */
 import type { MessagePort } from 'node:worker_threads';
-import { CHANNEL_EVENT, CHANNEL_RPC, type ChannelEnvelope, type WorkerMessage } from './wire.js';
+import { CHANNEL_EVENT, CHANNEL_RPC, type ChannelEnvelope, type HostReply, type WorkerMessage } from './wire.js';
 
 type Listener = (event: { data: unknown }) => void;
 
@@ -20,7 +20,7 @@ export interface RpcEndpoint {
 export class ThreadChannel {
   readonly #port: MessagePort;
   #rpcListeners: Listener[] = [];
-  #onEvent: ((message: WorkerMessage) => void) | undefined;
+  #onEvent: ((message: WorkerMessage | HostReply) => void) | undefined;
 
   constructor(port: MessagePort) {
     this.#port = port;
@@ -29,13 +29,13 @@ export class ThreadChannel {
     port.unref();
   }
 
-  /** Sends a fire-and-forget message. */
-  post(message: WorkerMessage): void {
+  /** Sends a fire-and-forget message: worker → host traffic, or a host's reply to an agent call. */
+  post(message: WorkerMessage | HostReply): void {
     this.#port.postMessage({ c: CHANNEL_EVENT, m: message } satisfies ChannelEnvelope);
   }
 
-  /** Receives fire-and-forget messages (host side). */
-  onEvent(handler: (message: WorkerMessage) => void): void {
+  /** Receives fire-and-forget messages: the worker's on the host side, replies on the worker side. */
+  onEvent(handler: (message: WorkerMessage | HostReply) => void): void {
     this.#onEvent = handler;
   }
 

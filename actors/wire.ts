@@ -59,7 +59,23 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type WorkerMessage =
   | { t: 'log'; attemptId: string; token: number; lines: WireLogLine[] }
   | { t: 'progress'; attemptId: string; token: number; value: number; message?: string; at: number }
-  | { t: 'heartbeat'; attemptId: string; token: number; at: number };
+  | { t: 'heartbeat'; attemptId: string; token: number; at: number }
+  /** A request from the agent to the host (input, spawn, join); answered by a {@link HostReply}. */
+  | { t: 'call'; attemptId: string; token: number; callId: number; call: AgentCall };
+
+/** What an agent can ask of the host through its context. */
+export type AgentCall =
+  /** Wait for the next input; the task shows `waiting` with the prompt until one arrives. */
+  | { method: 'input'; prompt?: unknown }
+  /** The agent gave up waiting (its own timeout): the task is running again. */
+  | { method: 'unwait'; inputCallId: number }
+  /** Create a subtask; `key` makes it idempotent (per parent task), else the nth spawn of this attempt. */
+  | { method: 'spawn'; spec: Record<string, unknown>; key: string }
+  /** Wait until these tasks are terminal; the task shows `waiting` until then. */
+  | { method: 'join'; ids: string[] };
+
+/** The host's answer to an {@link AgentCall}, sent on the same thread channel. */
+export type HostReply = { t: 'reply'; callId: number; ok: true; value: unknown } | { t: 'reply'; callId: number; ok: false; error: { code: string; message: string } };
 
 /** Posted once by every worker thread through `parentPort` when it starts; Piscina re-emits it as `'message'`. */
 export interface ThreadHello {
@@ -82,7 +98,7 @@ export const CHANNEL_RPC = 'r';
 export const CHANNEL_EVENT = 'e';
 
 /** An envelope on a thread channel. */
-export type ChannelEnvelope = { c: typeof CHANNEL_RPC; m: unknown } | { c: typeof CHANNEL_EVENT; m: WorkerMessage };
+export type ChannelEnvelope = { c: typeof CHANNEL_RPC; m: unknown } | { c: typeof CHANNEL_EVENT; m: WorkerMessage | HostReply };
 
 /** Recognises a {@link ThreadHello}. */
 export function isThreadHello(value: unknown): value is ThreadHello {

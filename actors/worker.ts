@@ -6,12 +6,14 @@
  */
 import { MessageChannel, isMainThread, parentPort, threadId } from 'node:worker_threads';
 import { expose } from 'comlink/dist/esm/comlink.mjs';
-import { agentFunctionOf, isAgentError, type AgentContext, type AgentFunction } from './agent.js';
+import { AgentError, agentFunctionOf, isAgentError, type AgentContext, type AgentFunction, type JoinedTask, type SpawnedTask, type WaitForInputOptions } from './agent.js';
 import { ThreadChannel } from './channel.js';
 import {
   describeUnserializable,
   type AbortReason,
+  type AgentCall,
   type AgentResult,
+  type HostReply,
   type AttemptRequest,
   type LogLevel,
   type ThreadHello,
@@ -39,6 +41,9 @@ interface LiveAttempt {
 }
 
 const live = new Map<string, LiveAttempt>();
+/** Agent calls waiting for the host's reply, by call id. */
+const calls = new Map<number, { attempt: LiveAttempt; resolve: (value: unknown) => void; reject: (error: Error) => void }>();
+let nextCallId = 1;
 const modules = new Map<string, Promise<AgentFunction>>();
 let channel: ThreadChannel | undefined;
 /** Renews the leases of this thread's live attempts while its event loop runs. */
@@ -71,6 +76,9 @@ if (!isMainThread && parentPort) {
   const { port1, port2 } = new MessageChannel();
   channel = new ThreadChannel(port1);
   expose(control, channel.rpc as never);
+  channel.onEvent((message) => {
+    if (message.t === 'reply') answer(message);
+  });
   parentPort.postMessage({ troupe: 'hello', threadId, port: port2 } satisfies ThreadHello, [port2]);
 }
 
@@ -111,6 +119,7 @@ export default async function runAttempt(request: AttemptRequest): Promise<WireR
 
 function finish(attempt: LiveAttempt, outcome: WireResult): WireResult {
   attempt.ended = true;
+  for (const [id, pending] of calls) if (pending.attempt === attempt) calls.delete(id);
   live.delete(attempt.request.attemptId);
   if (live.size === 0 && heartbeats) {
     clearInterval(heartbeats.timer);
@@ -182,11 +191,97 @@ function contextFor(attempt: LiveAttempt): AgentContext {
         flushProgress(attempt);
       }, wait);
     },
+    ...interactions(attempt),
     heartbeat() {
       const now = Date.now();
       if (attempt.ended || now - attempt.lastHeartbeatAt < Math.min(HEARTBEAT_INTERVAL_MS, request.heartbeatMs)) return;
       attempt.lastHeartbeatAt = now;
       post(attempt, { t: 'heartbeat', attemptId: request.attemptId, token: request.token, at: now });
+    },
+  };
+}
+
+/** Sends an agent call to the host; resolves with its reply. Log lines written before it go first. */
+function callHost(attempt: LiveAttempt, call: AgentCall): { callId: number; reply: Promise<unknown> } {
+  const callId = nextCallId++;
+  const reply = new Promise<unknown>((resolve, reject) => {
+    if (attempt.ended) return reject(new AgentError('the attempt has ended', { retryable: false, code: 'ATTEMPT_ENDED' }));
+    calls.set(callId, { attempt, resolve, reject });
+    flushLines(attempt);
+    const { attemptId, token } = attempt.request;
+    post(attempt, { t: 'call', attemptId, token, callId, call });
+  });
+  return { callId, reply };
+}
+
+function answer(reply: HostReply): void {
+  const pending = calls.get(reply.callId);
+  if (!pending) return;
+  calls.delete(reply.callId);
+  if (reply.ok) pending.resolve(reply.value);
+  else pending.reject(new AgentError(reply.error.message, { retryable: false, code: reply.error.code }));
+}
+
+/** Rejects when `signal` aborts, so an agent blocked on the host still sees cancellation. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(new AgentError(`aborted: ${String((signal.reason as Error)?.message ?? signal.reason)}`, { code: 'ABORTED' }));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new AgentError(`aborted: ${String((signal.reason as Error)?.message ?? signal.reason)}`, { code: 'ABORTED' }));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error as Error);
+      },
+    );
+  });
+}
+
+function interactions(attempt: LiveAttempt): Pick<AgentContext, 'waitForInput' | 'inputs' | 'spawn' | 'join'> {
+  const { signal } = attempt.controller;
+  let spawned = 0;
+  const waitForInput = async (options: WaitForInputOptions = {}): Promise<unknown> => {
+    const { callId, reply } = callHost(attempt, options.prompt === undefined ? { method: 'input' } : { method: 'input', prompt: options.prompt });
+    if (options.timeoutMs === undefined) return abortable(reply, signal);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        // Ask the host to stop waiting; if an input was already on its way, it still wins.
+        callHost(attempt, { method: 'unwait', inputCallId: callId }).reply.then(
+          (value) => value === 'unwaited' && reject(new AgentError(`no input within ${options.timeoutMs} ms`, { code: 'INPUT_TIMEOUT' })),
+          () => undefined,
+        );
+      }, options.timeoutMs);
+    });
+    try {
+      return await abortable(Promise.race([reply, timedOut]), signal);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  return {
+    waitForInput,
+    async *inputs() {
+      while (!signal.aborted) {
+        try {
+          yield await waitForInput();
+        } catch (error) {
+          if (signal.aborted) return;
+          throw error;
+        }
+      }
+    },
+    async spawn(spec) {
+      spawned++;
+      const key = typeof spec?.idempotencyKey === 'string' ? spec.idempotencyKey : `#${spawned}`;
+      return abortable(callHost(attempt, { method: 'spawn', spec: spec as Record<string, unknown>, key }).reply, signal) as Promise<SpawnedTask>;
+    },
+    async join(ids) {
+      return abortable(callHost(attempt, { method: 'join', ids: [...ids] }).reply, signal) as Promise<JoinedTask[]>;
     },
   };
 }

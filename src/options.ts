@@ -67,6 +67,8 @@ export interface RuntimeOptions {
    * @default {minQueuedMs: 3_600_000, starvedAfterCycles: 1, attentionAfterCycles: 0}
    */
   starvation?: Partial<StarvationPolicy> | false;
+  /** Serve Prometheus `/metrics` on 127.0.0.1 at this port; 0 turns it off. @default 0 */
+  metricsPort?: number;
   /** A pino logger, pino options, or false for silence. @default pino at level 'warn' */
   logger?: LoggerOption;
   /** Agents to register at start. */
@@ -132,6 +134,7 @@ export const DEFAULTS = {
   defaultBackoff: DEFAULT_BACKOFF as Partial<FastFailBackoff> | false,
   degradedDropMs: 0,
   supervisorIntervalMs: 1_000,
+  metricsPort: 0,
   starvation: DEFAULT_STARVATION as Partial<StarvationPolicy> | false,
   agents: [] as AgentRegistration[],
   clock: systemClock,
@@ -159,6 +162,7 @@ export function resolveOptions(input: RuntimeOptions = {}): ResolvedOptions {
   nonNegativeInt('defaultTimeoutMs', o.defaultTimeoutMs);
   nonNegativeInt('degradedDropMs', o.degradedDropMs);
   positiveInt('supervisorIntervalMs', o.supervisorIntervalMs);
+  if (!(Number.isSafeInteger(o.metricsPort) && o.metricsPort >= 0 && o.metricsPort <= 65_535)) throw invalid('options.metricsPort must be a port number (1..65535), or 0 for off');
   if (!Array.isArray(o.agents)) throw invalid('options.agents must be an array of agent registrations');
   const clock = o.clock;
   if (!clock || typeof clock.now !== 'function' || typeof clock.setTimeout !== 'function' || typeof clock.clearTimeout !== 'function') {

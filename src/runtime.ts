@@ -19,7 +19,9 @@ import { Dispatcher } from './tasks/dispatcher.js';
 import { Submitter } from './tasks/submit.js';
 import { TaskEngine, type ListOptions, type TaskPage, type WaitOptions } from './tasks/engine.js';
 import type { Kernel } from './tasks/kernel.js';
-import { readLogs, type LogLine, type LogOptions } from './events/logs.js';
+import { followLogs, LogFeed, type LogLine, type LogOptions } from './events/logs.js';
+import { Interactions, type InboxItem, type InputSpec } from './tasks/interact.js';
+import { RuntimeMetrics, type MetricsSnapshot } from './metrics/metrics.js';
 import type { Task, TaskSpec } from './tasks/spec.js';
 import type { TaskState } from '../machines/index.js';
 import type { EventType } from './store/records.js';
@@ -73,6 +75,10 @@ export class Runtime implements AsyncDisposable {
   readonly #cycle: SupervisorCycle;
   readonly #controls: RuntimeControls;
   readonly #scheduler: Scheduler;
+  readonly #interactions: Interactions;
+  readonly #logFeed = new LogFeed();
+  readonly #metrics: RuntimeMetrics;
+  #metricsServer: { port: number; close(): Promise<void> } | undefined;
   #state: RuntimeState = 'starting';
   #rebuild: RebuildReport = { previousShutdownClean: true, active: 0, crashed: 0, timers: 0, ms: 0 };
   #closing: Promise<void> | undefined;
@@ -126,6 +132,7 @@ export class Runtime implements AsyncDisposable {
       timers: this.#timers,
       table: this.#table,
       flow: this.#flow,
+      logs: this.#logFeed,
       pump: () => {
         this.#dispatcher.pump();
         this.#supervisor.poke();
@@ -156,11 +163,29 @@ export class Runtime implements AsyncDisposable {
     });
     for (const type of ['task.done', 'task.failed', 'task.dropped', 'task.cancelled'] as const) {
       bus.on(type, (event) => {
-        if (event.taskId !== undefined) this.#scheduler.onSettled(event.taskId);
+        if (event.taskId === undefined) return;
+        this.#scheduler.onSettled(event.taskId);
+        this.#interactions.onSettled(event.taskId);
       });
     }
     this.schedules = guardedSchedules(this.#scheduler, (call) => this.#assertOpen(`schedules.${call}`));
-    this.#pool.onMessage((message) => this.#dispatcher.onMessage(message));
+    this.#interactions = new Interactions(kernel, this.#dispatcher, (specs, where) => this.#submitter.submitMany(specs, where));
+    this.#dispatcher.hooks = {
+      onCall: (attempt, message, threadId) => this.#interactions.onCall(attempt, message, threadId),
+      onEnded: (taskId, attemptId) => this.#interactions.attemptEnded(taskId, attemptId),
+    };
+    this.#engine.interactions = this.#interactions;
+    this.#pool.onMessage((message, threadId) => this.#dispatcher.onMessage(message, threadId));
+    this.#metrics = new RuntimeMetrics(
+      {
+        agents: () => this.#governor.stats().agents,
+        attempts: () => this.#dispatcher.counts,
+        slots,
+        rebuildMs: () => this.#rebuild.ms,
+      },
+      { now: () => options.clock.now() },
+    );
+    bus.on('*', (event) => this.#metrics.observe(event));
     this.agents = {
       register: (registration) => {
         this.#assertOpen('agents.register');
@@ -187,6 +212,7 @@ export class Runtime implements AsyncDisposable {
     const rebuilt = await this.#engine.rebuild();
     this.#scheduler.start();
     this.#rebuild = { previousShutdownClean: this.#store.previousShutdownClean, ...rebuilt, ms: performance.now() - started };
+    if (this.#options.metricsPort > 0) this.#metricsServer = await this.#metrics.serve(this.#options.metricsPort);
     this.#state = 'running';
     this.#log.info({ dataDir: this.#options.dataDir, ...this.#rebuild }, this.#store.previousShutdownClean ? 'runtime running' : 'runtime running after an unclean shutdown');
   }
@@ -198,12 +224,40 @@ export class Runtime implements AsyncDisposable {
 
   /** Stores a task durably and queues it. Resolves once the commit is flushed. */
   submit(spec: TaskSpec): Promise<Task> {
-    return this.#guard('submit', () => this.#submitter.submit(spec));
+    return this.#guard('submit', () => this.#counted(this.#submitter.submit(spec)));
   }
 
   /** Stores several tasks in one transaction: all are stored, or (on a validation error) none. */
   submitMany(specs: readonly TaskSpec[]): Promise<Task[]> {
-    return this.#guard('submitMany', () => this.#submitter.submitMany(specs));
+    return this.#guard('submitMany', () => this.#counted(this.#submitter.submitMany(specs)));
+  }
+
+  /** Counts AT_CAPACITY rejections for the metrics. */
+  #counted<T>(submitted: Promise<T>): Promise<T> {
+    return submitted.catch((error: unknown) => {
+      if (error instanceof TroupeError && error.code === 'AT_CAPACITY') this.#metrics.rejected();
+      throw error;
+    });
+  }
+
+  /**
+   * Sends an input to a task: stored durably (resolves once committed), delivered once, in order,
+   * to the agent's `ctx.waitForInput()`. A task waiting with no live attempt resumes with a new run.
+   */
+  sendInput(id: string, input: InputSpec): Promise<InboxItem> {
+    return this.#guard('sendInput', () => this.#interactions.sendInput(id, input));
+  }
+
+  /** A metrics snapshot, or the same as Prometheus text with `{ format: 'prometheus' }`. */
+  metrics(): Promise<MetricsSnapshot>;
+  metrics(options: { format: 'prometheus' }): Promise<string>;
+  metrics(options?: { format?: 'prometheus' | 'snapshot' }): Promise<MetricsSnapshot | string> {
+    return this.#guard<MetricsSnapshot | string>('metrics', () => (options?.format === 'prometheus' ? this.#metrics.prometheus() : this.#metrics.snapshot()));
+  }
+
+  /** Where `metricsPort` serves `/metrics` (127.0.0.1), once running; undefined when off. */
+  get metricsPort(): number | undefined {
+    return this.#metricsServer?.port;
   }
 
   async get(id: string): Promise<Task> {
@@ -233,11 +287,12 @@ export class Runtime implements AsyncDisposable {
     return this.#bus.iterate(options);
   }
 
-  /** Replays the log lines a task's agent wrote through `ctx.log`, in order. */
-  logs(id: string, options?: LogOptions): AsyncGenerator<LogLine> {
+  /** The log lines a task's agent wrote through `ctx.log`, in order; with `follow`, then live until the task is terminal. */
+  logs(id: string, options: LogOptions = {}): AsyncGenerator<LogLine> {
     this.#assertOpen('logs');
     if (!this.#engine.record(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
-    return readLogs(this.#store.read.logs, id, options);
+    const ended = options.follow ? this.#engine.wait(id).catch(() => undefined) : undefined;
+    return followLogs(this.#store.read.logs, id, options, ended && { feed: this.#logFeed, ended });
   }
 
   /** Listens to committed events of one type (or `'*'` for all). Returns an unsubscribe function. */
@@ -361,6 +416,7 @@ export class Runtime implements AsyncDisposable {
     });
     await step('instances', () => this.#router.flush());
     await step('pool', () => this.#pool.destroy());
+    await step('metrics', () => this.#metricsServer?.close());
     await step('waits', () => this.#engine.rejectWaits(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#bus.close());
     await step('store', () => this.#store.close(failures.length === 0));

@@ -72,11 +72,11 @@ export interface RegisteredAgent {
 }
 
 /** The names of the built-in agents. */
-export type BuiltinAgentName = 'echo' | 'sleep' | 'fail';
+export type BuiltinAgentName = 'echo' | 'sleep' | 'fail' | 'shell';
 
 /** The registration of a built-in agent: `rt.agents.register(builtinAgent('echo'))`. */
 export function builtinAgent(name: BuiltinAgentName, overrides: Omit<Partial<AgentRegistration>, 'module'> = {}): AgentRegistration {
-  if (name !== 'echo' && name !== 'sleep' && name !== 'fail') throw invalidOptions(`unknown built-in agent ${JSON.stringify(name)}`);
+  if (name !== 'echo' && name !== 'sleep' && name !== 'fail' && name !== 'shell') throw invalidOptions(`unknown built-in agent ${JSON.stringify(name)}`);
   return { name, ...overrides, module: new URL(`../../actors/agents/${name}.agent.js`, import.meta.url) };
 }
 

@@ -1,50 +1,186 @@
 #!/usr/bin/env node
 /**
- * The `troupe` binary. Commands:
- *   troupe demo [--tasks N] [--data-dir DIR] [--threads N]   run the demo (what `npm start` runs)
- *   troupe help                                               this text
+ * The `troupe` binary: parses the command line, finds the runtime (see connect.ts), runs the
+ * command and maps every failure to `troupe: <CODE>: <message>` and an exit code (cli-error.ts).
+ * `troupe help` prints the usage.
  */
 import { resolve } from 'node:path';
-import { parseArgs } from 'node:util';
-import { runDemo } from './demo.js';
-import { TroupeError } from '../errors.js';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { CliError, EXIT, describeError, usageError } from './cli-error.js';
+import { CLIENT_COMMANDS, integerOption, type CommandContext, type Values } from './commands.js';
+import { openBackend } from './connect.js';
 
 const HELP = `troupe: a durable agent-dispatch runtime
 
-usage:
-  troupe demo [--tasks N] [--data-dir DIR] [--threads N]
-      Submits N tasks (default 3000) to the built-in echo, sleep and fail agents on the
-      embedded LMDB data dir (default ./.troupe), shows live progress and a summary.
-      Run it again to resume: tasks are keyed, so nothing is submitted twice.
+usage: troupe <command> [options]
+
+global options (every command):
+  --data-dir DIR   the data dir (default ./.troupe)
+  --json           machine-readable output: one JSON document, or JSON lines for streams;
+                   errors as {"error":{"code","message"}} on stderr
+  -h, --help       this text
+
+serve:
+  troupe run --agents DIR [--threads N] [--slots N] [--log-level LEVEL]
+      Starts a runtime, registers every <name>.agent.js in DIR as agent <name>, and serves the
+      control socket DATA_DIR/control.sock until SIGINT or SIGTERM, then closes gracefully.
+
+tasks (these need a running runtime: submit, wait, tail --follow, schedules add):
+  troupe submit AGENT [--input JSON] [--key KEY] [--priority N] [--lane LANE] [--wait]
+      Prints the task id. --wait shows progress until the task settles; exit 0 only if done.
+  troupe wait ID                        waits for a task to settle; exit 0 only if done
+  troupe status                         counts by state, agents and instances
+  troupe list [--state S] [--agent A] [--limit N] [--after ID]
+  troupe show ID
+  troupe tail ID [--follow]             log lines: time level message
+  troupe send ID MESSAGE [--key KEY]    MESSAGE is sent as JSON if it parses, else as a string
+  troupe cancel ID [--reason R]
+  troupe retry ID
+  troupe freeze [--reason R]            stop dispatching (durable); unfreeze resumes
+  troupe unfreeze
+  troupe schedules ls
+  troupe schedules add ID --cron EXPR --agent AGENT [--tz ZONE] [--input JSON] [--overlap skip|allow|queue_one]
+  troupe schedules rm ID
+
+  Commands reach a running \`troupe run\` through its control socket. When none runs, they open
+  the data dir directly (nothing dispatches then).
+
+other:
+  troupe demo [--tasks N] [--threads N]
+      Submits N tasks (default 3000) to the built-in echo, sleep and fail agents on the data dir,
+      shows live progress and a summary. Run it again to resume: tasks are keyed.
   troupe help
+
+exit codes: 0 ok; 1 failed (or the awaited task did not end done); 2 usage or no data dir;
+  3 no runtime running (or one that does not answer); 130 interrupted.
 `;
 
-async function main(argv: string[]): Promise<number> {
-  const [command = 'help', ...rest] = argv;
-  if (command === 'help' || command === '--help' || command === '-h') {
-    process.stdout.write(HELP);
-    return 0;
-  }
-  if (command === 'demo') {
-    const { values } = parseArgs({
-      args: rest,
-      options: { tasks: { type: 'string', default: '3000' }, 'data-dir': { type: 'string', default: './.troupe' }, threads: { type: 'string' } },
-    });
-    const tasks = Number(values.tasks);
-    const threads = values.threads === undefined ? undefined : Number(values.threads);
-    if (!Number.isSafeInteger(tasks) || tasks < 1) throw new TroupeError('INVALID_OPTIONS', `--tasks must be a positive integer (got ${values.tasks})`);
-    const counts = await runDemo({ dataDir: resolve(values['data-dir']!), tasks, threads });
-    return counts.pending === 0 ? 0 : 1;
-  }
-  process.stderr.write(`unknown command ${JSON.stringify(command)}\n\n${HELP}`);
-  return 2;
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+const GLOBAL: Options = {
+  'data-dir': { type: 'string', default: './.troupe' },
+  json: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+};
+
+/** Each command's own options and how many arguments it takes. */
+const COMMANDS: Record<string, { options: Options; args: readonly string[] }> = {
+  run: { options: { agents: { type: 'string' }, threads: { type: 'string' }, slots: { type: 'string' }, 'log-level': { type: 'string' } }, args: [] },
+  demo: { options: { tasks: { type: 'string', default: '3000' }, threads: { type: 'string' } }, args: [] },
+  submit: { options: { input: { type: 'string' }, key: { type: 'string' }, priority: { type: 'string' }, lane: { type: 'string' }, wait: { type: 'boolean' } }, args: ['AGENT'] },
+  wait: { options: {}, args: ['ID'] },
+  status: { options: {}, args: [] },
+  list: { options: { state: { type: 'string' }, agent: { type: 'string' }, limit: { type: 'string' }, after: { type: 'string' } }, args: [] },
+  show: { options: {}, args: ['ID'] },
+  tail: { options: { follow: { type: 'boolean', short: 'f' } }, args: ['ID'] },
+  send: { options: { key: { type: 'string' } }, args: ['ID', 'MESSAGE'] },
+  cancel: { options: { reason: { type: 'string' } }, args: ['ID'] },
+  retry: { options: {}, args: ['ID'] },
+  freeze: { options: { reason: { type: 'string' } }, args: [] },
+  unfreeze: { options: {}, args: [] },
+  'schedules ls': { options: {}, args: [] },
+  'schedules add': { options: { cron: { type: 'string' }, agent: { type: 'string' }, tz: { type: 'string' }, input: { type: 'string' }, overlap: { type: 'string' } }, args: ['ID'] },
+  'schedules rm': { options: {}, args: ['ID'] },
+};
+
+/** Every option any command knows, to find the command word before parsing strictly. */
+const ALL_OPTIONS: Options = Object.assign({}, GLOBAL, ...Object.values(COMMANDS).map((c) => c.options));
+
+interface Parsed {
+  command: string;
+  values: Values;
+  args: string[];
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+function parse(argv: string[]): Parsed {
+  let first;
+  try {
+    first = parseArgs({ args: argv, options: ALL_OPTIONS, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw usageError((error as Error).message);
+  }
+  const [word = 'help', sub] = first.positionals;
+  if (word === 'help' || first.values.help === true) return { command: 'help', values: {}, args: [] };
+  let command = word;
+  if (word === 'schedules') {
+    if (sub === undefined) throw usageError('schedules needs a subcommand: ls, add or rm');
+    command = `schedules ${sub}`;
+  }
+  const spec = COMMANDS[command];
+  if (!spec) throw usageError(`unknown command ${JSON.stringify(command)}`);
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: { ...GLOBAL, ...spec.options }, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw usageError(`${command}: ${(error as Error).message}`);
+  }
+  const args = parsed.positionals.slice(command.split(' ').length);
+  if (args.length !== spec.args.length) {
+    const expected = spec.args.length === 0 ? 'no arguments' : spec.args.join(' ');
+    throw usageError(`${command} takes ${expected} (got ${args.length === 0 ? 'none' : args.map((a) => JSON.stringify(a)).join(' ')})`);
+  }
+  return { command, values: parsed.values as Values, args };
+}
+
+async function main(argv: string[], json: { value: boolean }): Promise<number> {
+  const { command, values, args } = parse(argv);
+  json.value = values.json === true;
+  if (command === 'help') {
+    process.stdout.write(HELP);
+    return EXIT.OK;
+  }
+  const dataDir = resolve(String(values['data-dir']));
+  if (command === 'run') {
+    if (typeof values.agents !== 'string') throw usageError('run needs --agents DIR');
+    const { runServe } = await import('./run.js');
+    return runServe({
+      dataDir,
+      agentsDir: resolve(values.agents),
+      threads: integerOption('--threads', values.threads, 1),
+      slotsPerThread: integerOption('--slots', values.slots, 1),
+      logLevel: typeof values['log-level'] === 'string' ? values['log-level'] : 'warn',
+      json: json.value,
+      closeTimeoutMs: 15_000,
+    });
+  }
+  if (command === 'demo') {
+    const tasks = integerOption('--tasks', values.tasks, 1)!;
+    const { runDemo } = await import('./demo.js');
+    const counts = await runDemo({ dataDir, tasks, threads: integerOption('--threads', values.threads, 1) });
+    return counts.pending === 0 ? EXIT.OK : EXIT.FAILED;
+  }
+  const abort = new AbortController();
+  process.once('SIGINT', () => abort.abort());
+  const ctx: CommandContext = { dataDir, json: json.value, values, args, stdout: process.stdout, stderr: process.stderr, signal: abort.signal };
+  const client = CLIENT_COMMANDS[command]!;
+  const backend = await openBackend(dataDir, { live: client.live(ctx) });
+  try {
+    return await client.run(backend, ctx);
+  } finally {
+    await backend.close();
+  }
+}
+
+function report(error: unknown, json: boolean): number {
+  const { code, message } = describeError(error);
+  if (json) process.stderr.write(`${JSON.stringify({ error: { code, message } })}\n`);
+  else {
+    process.stderr.write(`troupe: ${code}: ${message}\n`);
+    if (error instanceof CliError && error.code === 'USAGE') process.stderr.write('run `troupe help` for usage\n');
+    if (code === 'INTERNAL' && error instanceof Error && error.stack) process.stderr.write(`${error.stack}\n`);
+  }
+  return error instanceof CliError ? error.exitCode : EXIT.FAILED;
+}
+
+const json = { value: process.argv.includes('--json') };
+main(process.argv.slice(2), json).then(
+  (code) => {
+    process.exitCode = code;
+    // Let stdout drain; anything still holding the loop (a worker pool) must not keep us alive.
+    setImmediate(() => process.exit(code));
+  },
   (error: unknown) => {
-    const message = error instanceof TroupeError ? `${error.code}: ${error.message}` : error instanceof Error ? (error.stack ?? error.message) : String(error);
-    process.stderr.write(`troupe: ${message}\n`);
-    process.exit(1);
+    const code = report(error, json.value);
+    setImmediate(() => process.exit(code));
   },
 );

@@ -17,6 +17,97 @@ export interface LogLine extends LogRecord {
 export interface LogOptions {
   /** Only lines after this cursor. */
   after?: string;
+  /** After the stored lines, keep yielding new ones as they are committed, until the task is terminal (or `signal` aborts, or the runtime closes). */
+  follow?: boolean;
+  signal?: AbortSignal;
+}
+
+/** Committed log lines, published per task so `rt.logs(id, { follow: true })` can go live. */
+export class LogFeed {
+  readonly #subscribers = new Map<string, Set<(line: LogLine) => void>>();
+
+  /** Publishes lines whose commit has landed, in key order. */
+  publish(taskId: string, lines: ReadonlyArray<{ key: LogKey; record: LogRecord }>): void {
+    const subscribers = this.#subscribers.get(taskId);
+    if (!subscribers) return;
+    for (const { key, record } of lines) {
+      const line: LogLine = { ...record, taskId, cursor: toCursor(key) };
+      for (const subscriber of subscribers) subscriber(line);
+    }
+  }
+
+  /** Whether anyone follows this task (writers skip building lines for nobody). */
+  has(taskId: string): boolean {
+    return this.#subscribers.has(taskId);
+  }
+
+  subscribe(taskId: string, fn: (line: LogLine) => void): () => void {
+    let set = this.#subscribers.get(taskId);
+    if (!set) this.#subscribers.set(taskId, (set = new Set()));
+    set.add(fn);
+    return () => {
+      set.delete(fn);
+      if (set.size === 0 && this.#subscribers.get(taskId) === set) this.#subscribers.delete(taskId);
+    };
+  }
+}
+
+/** What following needs besides the stored lines: the live feed and when to stop. */
+export interface FollowSource {
+  feed: LogFeed;
+  /** Resolves when the task is terminal (and its last lines are committed), or the runtime closes. */
+  ended: Promise<unknown>;
+}
+
+/**
+ * Replays a task's stored lines, then (with `follow`) yields live ones until the task is terminal.
+ * It subscribes before replaying and skips live lines at or before the last replayed cursor, so
+ * there is no gap and no duplicate across the switch.
+ */
+export async function* followLogs(db: SafeDatabase<LogRecord, LogKey>, taskId: string, options: LogOptions, source: FollowSource | undefined): AsyncGenerator<LogLine> {
+  if (!options.follow || !source) {
+    yield* readLogs(db, taskId, options);
+    return;
+  }
+  const buffer: LogLine[] = [];
+  let wake: (() => void) | undefined;
+  let ended = false;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const unsubscribe = source.feed.subscribe(taskId, (line) => {
+    buffer.push(line);
+    notify();
+  });
+  const end = () => {
+    ended = true;
+    notify();
+  };
+  void source.ended.then(end, end);
+  options.signal?.addEventListener('abort', end, { once: true });
+  let last = options.after ?? '';
+  try {
+    for await (const line of readLogs(db, taskId, options)) {
+      last = line.cursor;
+      yield line;
+      if (options.signal?.aborted) return;
+    }
+    for (;;) {
+      while (buffer.length > 0) {
+        const line = buffer.shift()!;
+        if (line.cursor <= last) continue;
+        last = line.cursor;
+        yield line;
+      }
+      if (ended || options.signal?.aborted) return;
+      await new Promise<void>((resolve) => (wake = resolve));
+    }
+  } finally {
+    unsubscribe();
+    options.signal?.removeEventListener('abort', end);
+  }
 }
 
 type LogKey = [string, number, number, number];

@@ -10,7 +10,7 @@ import { Piscina } from 'piscina';
 import { wrap, releaseProxy, type Remote } from 'comlink/dist/esm/comlink.mjs';
 import type { Worker } from 'node:worker_threads';
 import { ThreadChannel } from '../../actors/channel.js';
-import { isThreadHello, type AbortReason, type AttemptRequest, type WireResult, type WorkerControl, type WorkerMessage } from '../../actors/wire.js';
+import { isThreadHello, type AbortReason, type AttemptRequest, type HostReply, type WireResult, type WorkerControl, type WorkerMessage } from '../../actors/wire.js';
 
 /** The small interface the runtime needs from a pool; tests may fake it. */
 export interface AgentPool {
@@ -23,8 +23,10 @@ export interface AgentPool {
   abort(attemptId: string, token: number, reason: AbortReason, answerWithinMs: number): Promise<AbortOutcome>;
   /** Terminates threads by id (hard preemption); Piscina replaces them. */
   terminate(threadIds: readonly number[]): Promise<void>;
-  /** Receives the fire-and-forget messages of every thread. */
-  onMessage(handler: (message: WorkerMessage) => void): void;
+  /** Receives the fire-and-forget messages of every thread, with the id of the thread that sent it. */
+  onMessage(handler: (message: WorkerMessage, threadId: number) => void): void;
+  /** Answers an agent call on the thread that made it (dropped if that thread is gone). */
+  reply(threadId: number, reply: HostReply): void;
   readonly threads: number;
   destroy(): Promise<void>;
 }
@@ -70,12 +72,13 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
     idleTimeout: Number.MAX_SAFE_INTEGER,
   });
   const threads = new Map<number, ThreadEntry>();
-  let onMessage: (message: WorkerMessage) => void = () => undefined;
+  let onMessage: (message: WorkerMessage, threadId: number) => void = () => undefined;
 
   piscina.on('message', (message: unknown) => {
     if (!isThreadHello(message)) return;
     const channel = new ThreadChannel(message.port);
-    channel.onEvent((m) => onMessage(m));
+    const threadId = message.threadId;
+    channel.onEvent((m) => onMessage(m as WorkerMessage, threadId));
     threads.set(message.threadId, { channel, control: wrap<WorkerControl>(channel.rpc as never) });
   });
   piscina.on('workerDestroy', () => {
@@ -123,6 +126,9 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
     },
     onMessage(handler) {
       onMessage = handler;
+    },
+    reply(threadId, reply) {
+      threads.get(threadId)?.channel.post(reply);
     },
     async destroy() {
       for (const entry of threads.values()) {

@@ -69,6 +69,11 @@ export interface TaskRecord {
   requires?: string[];
   /** The spec's own retry and timeout of a task no agent matched yet, applied once it is routed. */
   unrouted?: { retry?: Partial<RetryPolicy>; timeoutMs?: number };
+  /** What a `waiting` task waits for: an input (with the agent's prompt) or tasks to join. */
+  waitingFor?: { kind: 'input'; prompt?: unknown } | { kind: 'join'; ids: string[] };
+  /** Inputs sent to the task so far (inbox seqs 1..inbox), and how many of them were delivered. */
+  inbox?: number;
+  delivered?: number;
   /** Where a long-queued task stands on the starvation ladder (supervisor cycles, durable). */
   ladder?: { firstCycle: number; rung: 0 | 1 };
   /** Not dispatched before this instant (delayed start, retry backoff, sleep). */
@@ -99,7 +104,18 @@ export interface AttemptRecord {
 }
 
 /** Why a run started. */
-export type RunReason = 'submit' | 'retry' | 'wake';
+export type RunReason = 'submit' | 'retry' | 'wake' | 'resume';
+
+/** A durable input sent to a task (inbox database, key [taskId, seq]). */
+export interface InboxRecord {
+  seq: number;
+  message: unknown;
+  idempotencyKey?: string;
+  at: number;
+  /** When an attempt received it (the attempt's id); absent while pending. */
+  deliveredAt?: number;
+  deliveredTo?: string;
+}
 
 /** One settled pass of a task toward an outcome. */
 export interface RunRecord {

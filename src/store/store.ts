@@ -19,6 +19,7 @@ import type {
   InstanceEnvelope,
   LogRecord,
   ScheduleRecord,
+  InboxRecord,
   RunRecord,
   TaskRecord,
   TimerRecord,
@@ -47,6 +48,8 @@ export interface Databases {
   timers: Database<TimerRecord, [number, string]>;
   idempotency: Database<string, string>;
   meta: Database<unknown, string>;
+  /** Inputs sent to tasks, key [taskId, seq]. */
+  inbox: Database<InboxRecord, [string, number]>;
   /** Cron schedules by id. */
   schedules: Database<ScheduleRecord, string>;
   /** Durable controls: the frozen flag (`runtime`), agent flow state (`agent:<name>`), the supervisor cycle. */
@@ -89,6 +92,7 @@ export interface StepWriter {
   removeTimer(timer: TimerRecord): void;
   putIdempotency(key: string, taskId: string): void;
   putLog(key: [string, number, number, number], line: LogRecord): void;
+  putInbox(taskId: string, item: InboxRecord): void;
   putSchedule(schedule: ScheduleRecord): void;
   removeSchedule(id: string): void;
   /** Writes a durable control value (see {@link Databases.control}). */
@@ -188,6 +192,7 @@ class LmdbStore implements Store {
       idempotency: named('idempotency'),
       meta: named('meta'),
       schedules: named('schedules'),
+      inbox: named('inbox'),
       control: named('control'),
       quarantine: named('quarantine'),
     };
@@ -362,6 +367,9 @@ class StepBuffer implements StepWriter {
   }
   putLog(key: [string, number, number, number], line: LogRecord): void {
     this.#ops.push(this.#db.logs, key, line);
+  }
+  putInbox(taskId: string, item: InboxRecord): void {
+    this.#ops.push(this.#db.inbox, [taskId, item.seq], item);
   }
   putSchedule(schedule: ScheduleRecord): void {
     this.#ops.push(this.#db.schedules, schedule.id, schedule);

@@ -3,7 +3,7 @@
  * the `task.stale_result` record of a write from a fenced attempt. Each is its own small step.
  */
 import type { WorkerMessage } from '../../actors/wire.js';
-import type { TaskRecord } from '../store/records.js';
+import type { LogRecord, TaskRecord } from '../store/records.js';
 import type { Kernel } from './kernel.js';
 
 type LogMessage = Extract<WorkerMessage, { t: 'log' }>;
@@ -12,14 +12,20 @@ type ProgressMessage = Extract<WorkerMessage, { t: 'progress' }>;
 /** Stores an attempt's log lines from line number `firstLine`; returns the next line number. */
 export function writeLogLines(k: Kernel, task: TaskRecord, attempt: { run: number; attempt: number }, message: LogMessage, firstLine: number): number {
   let lineNo = firstLine;
+  const followed = k.logs.has(task.id) ? ([] as Array<{ key: [string, number, number, number]; record: LogRecord }>) : undefined;
   k.store
     .commit((w) => {
       for (const [level, text, at, fields] of message.lines) {
-        const line = fields === undefined ? { level, message: text, at, attemptId: message.attemptId } : { level, message: text, at, attemptId: message.attemptId, fields };
-        w.putLog([task.id, attempt.run, attempt.attempt, lineNo++], line);
+        const line: LogRecord = fields === undefined ? { level, message: text, at, attemptId: message.attemptId } : { level, message: text, at, attemptId: message.attemptId, fields };
+        const key: [string, number, number, number] = [task.id, attempt.run, attempt.attempt, lineNo++];
+        w.putLog(key, line);
+        followed?.push({ key, record: line });
       }
     })
-    .catch((error: unknown) => k.log.error({ err: error }, 'writing log lines failed'));
+    .then(
+      () => followed && k.logs.publish(task.id, followed),
+      (error: unknown) => k.log.error({ err: error }, 'writing log lines failed'),
+    );
   if (k.log.isLevelEnabled('debug')) {
     for (const [level, text] of message.lines) k.log.debug({ taskId: task.id, attemptId: message.attemptId, agentLevel: level }, text);
   }

@@ -71,6 +71,11 @@ export class Dispatcher {
   #accepting = true;
   #pumpQueued = false;
   readonly #idle = new Set<() => void>();
+  /** Agent calls and attempt ends, for the interactions (inputs, spawn, join). */
+  hooks: { onCall(attempt: LiveAttempt, message: Extract<WorkerMessage, { t: 'call' }>, threadId: number): void; onEnded(taskId: string, attemptId: string): void } = {
+    onCall: () => undefined,
+    onEnded: () => undefined,
+  };
 
   constructor(kernel: Kernel) {
     this.#k = kernel;
@@ -135,6 +140,7 @@ export class Dispatcher {
     }
     const now = clock.now();
     const from = task.state;
+    const queuedMs = now - (task.queuedAt ?? task.createdAt);
     transition(task, 'START', now);
     table.moved(task, from);
     task.attemptSeq++;
@@ -175,7 +181,7 @@ export class Dispatcher {
     this.#tell(attempt, 'pending', now);
     store
       .commit((w) => {
-        const event = w.event('task.started', { at: now, taskId: task.id, attemptId, data: { run: task.runs, attempt: task.attemptSeq } });
+        const event = w.event('task.started', { at: now, taskId: task.id, attemptId, data: { run: task.runs, attempt: task.attemptSeq, queuedMs } });
         // The event seq is the fencing token: it only ever increases, across restarts too.
         attempt.token = record.token = task.token = event.seq;
         w.putTask(task);
@@ -260,15 +266,23 @@ export class Dispatcher {
    * current token may write: anything else comes from a fenced (zombie) attempt and is recorded as
    * `task.stale_result` without touching the task.
    */
-  onMessage(message: WorkerMessage): void {
+  onMessage(message: WorkerMessage, threadId = -1): void {
     const attempt = this.#live.get(message.attemptId);
     if (!attempt || attempt.token !== message.token || attempt.phase !== 'executing') {
       const taskId = message.attemptId.slice(0, message.attemptId.indexOf(':'));
       this.#k.log.warn({ attemptId: message.attemptId, kind: message.t }, 'stale message from a fenced attempt');
       if (message.t !== 'heartbeat') recordStale(this.#k, taskId, message.attemptId, message.t);
+      // A fenced agent waiting on the host gets an answer, so it cannot hang its thread forever.
+      if (message.t === 'call') this.#k.pool.reply(threadId, { t: 'reply', callId: message.callId, ok: false, error: { code: 'FENCED', message: 'this attempt is no longer current' } });
       return;
     }
     attempt.received++;
+    if (message.t === 'call') {
+      attempt.leaseExpiresAt = this.#k.clock.now() + this.#k.options.leaseMs;
+      this.hooks.onCall(attempt, message, threadId);
+      if (attempt.pendingResult && attempt.received >= attempt.pendingResult.posted) this.#settle(attempt, { kind: 'result', wire: attempt.pendingResult });
+      return;
+    }
     // Any traffic proves the agent's thread is alive: renew the lease.
     attempt.leaseExpiresAt = this.#k.clock.now() + this.#k.options.leaseMs;
     const task = this.#k.table.get(attempt.taskId)!;
@@ -338,6 +352,7 @@ export class Dispatcher {
     }
     attempt.phase = 'ended';
     this.#live.delete(attempt.attemptId);
+    this.hooks.onEnded(attempt.taskId, attempt.attemptId);
     governor.release(attempt.entry);
     const task = table.get(attempt.taskId);
     if (!task || task.token !== attempt.token) {

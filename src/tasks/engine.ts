@@ -13,6 +13,7 @@ import { decideSettlement } from './outcome.js';
 import { settleInto } from './settle.js';
 import { instanceKeyOf, toTask, type Task } from './spec.js';
 import { resolveRetry } from '../options.js';
+import type { Interactions } from './interact.js';
 
 /** Filters of `rt.list()`. */
 export interface ListOptions {
@@ -43,6 +44,8 @@ const ACTIVE_STATES = new Set<TaskState>(TASK_STATES.filter((s) => !isTerminal(s
 
 /** See the module comment. */
 export class TaskEngine {
+  /** Resumes waiting tasks at open (set by the runtime). */
+  interactions: Pick<Interactions, 'rebuild'> | undefined;
   readonly #k: Kernel;
   readonly #dispatcher: Dispatcher;
   readonly #waits = new Set<(error: TroupeError) => void>();
@@ -143,13 +146,26 @@ export class TaskEngine {
       throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${settled.state}; it cannot be cancelled`);
     }
     const attempt = this.#dispatcher.attemptOf(task);
+    const children = this.#children(id);
     if ((task.state === 'running' || task.state === 'waiting') && attempt) {
       const settled = this.wait(id);
       this.#dispatcher.stop(attempt, 'cancelled', reason);
+      await this.#cancelAll(children, reason);
       return settled;
     }
     await this.#cancelNow(task, reason);
+    await this.#cancelAll(children, reason);
     return toTask(task);
+  }
+
+  /** Active tasks whose parent is `id`. */
+  #children(id: string): TaskRecord[] {
+    return this.#k.table.filter((t) => t.parentId === id && !isTerminal(t.state));
+  }
+
+  /** Cancelling a parent cancels its children (and theirs); one that settles meanwhile is left as it is. */
+  async #cancelAll(children: readonly TaskRecord[], reason: string): Promise<void> {
+    await Promise.all(children.map((child) => this.cancel(child.id, `parent cancelled: ${reason}`).catch(() => undefined)));
   }
 
   async #cancelNow(task: TaskRecord, reason: string): Promise<void> {
@@ -281,10 +297,23 @@ export class TaskEngine {
       timers.add(value);
       timerCount++;
     }
-    const crashed = loaded.filter((t) => t.state === 'running' || t.state === 'waiting');
+    const crashed = loaded.filter((t) => t.state === 'running');
+    const waiting = loaded.filter((t) => t.state === 'waiting');
     const after: Array<() => void> = [];
     await store.commit((w: StepWriter) => {
       for (const id of orphans) w.removeActive(id);
+      // A task that waited (input, join) when the process died keeps waiting with no live attempt;
+      // the attempt it had does not count. What it waits for resumes it with a new run.
+      for (const task of waiting) {
+        const attempt = store.read.attempts.get([task.id, task.runs, task.attemptSeq]);
+        if (attempt && attempt.exit === undefined) {
+          task.attempts--;
+          w.putAttempt({ ...attempt, endedAt: now, exit: 'interrupted' });
+          w.putTask(task);
+        }
+      }
+      // Resumed ones are queued now, and join the requeue below.
+      this.interactions?.rebuild(waiting, w, now);
       for (const task of crashed) {
         const attempt: AttemptRecord = store.read.attempts.get([task.id, task.runs, task.attemptSeq]) ?? {
           taskId: task.id,

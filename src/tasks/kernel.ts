@@ -16,6 +16,7 @@ import { nextTaskState, type TaskEventType, type TaskState } from '../../machine
 import { TroupeError } from '../errors.js';
 import type { TaskTable } from './task-table.js';
 import type { FlowControl } from '../governor/flow.js';
+import type { LogFeed } from '../events/logs.js';
 
 /** Everything the engine's modules share. */
 export interface Kernel {
@@ -31,6 +32,8 @@ export interface Kernel {
   readonly table: TaskTable;
   /** Per-agent rate, daily budget and backoff. */
   readonly flow: FlowControl;
+  /** Live log lines for `rt.logs(id, { follow: true })`. */
+  readonly logs: LogFeed;
   /** Asks the dispatcher to fill free slots (coalesced). */
   pump(): void;
   /** Tells the supervisor an attempt is executing, so it keeps sweeping leases. */

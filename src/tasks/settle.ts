@@ -13,6 +13,15 @@ import type { Settlement } from './outcome.js';
 
 /** Writes a settlement into `w`; returns what to do once it has committed. */
 export function settleInto(w: StepWriter, k: Kernel, task: TaskRecord, attempt: AttemptRecord, decision: Settlement, now: number): () => void {
+  if (task.state === 'waiting') {
+    if (decision.event === 'REQUEUE' && (decision.reason === 'interrupted' || decision.reason === 'killed')) return detach(w, k, task, attempt, decision, now);
+    // The agent returned while it was (still) waiting, e.g. after its own input timeout.
+    if (decision.event === 'SUCCEED' || decision.event === 'FAIL' || decision.event === 'SLEEP') {
+      transition(task, 'RESUME', now);
+      k.table.moved(task, 'waiting');
+    }
+  }
+  delete task.waitingFor;
   const from = task.state;
   if (!decision.counts) task.attempts--;
   const { result } = decision;
@@ -32,7 +41,7 @@ export function settleInto(w: StepWriter, k: Kernel, task: TaskRecord, attempt: 
   w.putAttempt(attempt);
 
   const base = { at: now, taskId: task.id, attemptId: attempt.attemptId };
-  const run = { run: task.runs, attempt: attempt.attempt, exit: decision.exit };
+  const run = { run: task.runs, attempt: attempt.attempt, exit: decision.exit, attemptMs: now - attempt.startedAt };
   let timer: TimerRecord | undefined;
   switch (decision.event) {
     case 'SUCCEED':
@@ -98,6 +107,21 @@ export function settleInto(w: StepWriter, k: Kernel, task: TaskRecord, attempt: 
       k.pump();
     }
   };
+}
+
+/**
+ * A waiting task whose attempt is interrupted (shutdown, kill) keeps waiting with no live attempt:
+ * the input or join it waits for resumes it with a new run. The attempt does not count.
+ */
+function detach(w: StepWriter, k: Kernel, task: TaskRecord, attempt: AttemptRecord, decision: Settlement, now: number): () => void {
+  if (!decision.counts) task.attempts--;
+  attempt.endedAt = now;
+  attempt.exit = decision.exit;
+  w.putAttempt(attempt);
+  w.putTask(task);
+  const data = { run: task.runs, attempt: attempt.attempt, exit: decision.exit, attemptMs: now - attempt.startedAt, reason: decision.reason, for: task.waitingFor?.kind, detached: true };
+  w.event('task.waiting', { at: now, taskId: task.id, attemptId: attempt.attemptId, data });
+  return () => k.table.notify(task);
 }
 
 /** Commits a settlement as its own step; `extra` adds writes to it (agent flow state). */

@@ -116,6 +116,11 @@ export class TaskTable {
     };
   }
 
+  /** The tasks in memory that match (a scan: for rare operations such as cascading a cancel). */
+  filter(keep: (task: TaskRecord) => boolean): TaskRecord[] {
+    return [...this.#tasks.values()].filter(keep);
+  }
+
   /** Count of tasks in a state held in memory. */
   count(state: TaskState): number {
     return this.#active[state];

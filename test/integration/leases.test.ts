@@ -36,16 +36,17 @@ describe('leases on real threads', () => {
 /** A pool whose attempts finish only when the test says so, and whose messages the test sends. */
 function controlledPool() {
   const runs: Array<{ request: AttemptRequest; finish: (result: WireResult) => void }> = [];
-  let deliver: (message: WorkerMessage) => void = () => undefined;
+  let deliver: (message: WorkerMessage, threadId: number) => void = () => undefined;
   const create = () => ({
     threads: 1,
     run: (request: AttemptRequest) => new Promise<WireResult>((finish) => runs.push({ request, finish })),
     abort: async () => ({ foundIn: undefined, unresponsive: [] }),
     terminate: async () => undefined,
-    onMessage: (handler: (message: WorkerMessage) => void) => void (deliver = handler),
+    onMessage: (handler: (message: WorkerMessage, threadId: number) => void) => void (deliver = handler),
+    reply: () => undefined,
     destroy: async () => undefined,
   });
-  return { create, runs, send: (message: WorkerMessage) => deliver(message) };
+  return { create, runs, send: (message: WorkerMessage) => deliver(message, 0) };
 }
 
 function eventually(rt: Runtime, type: RuntimeEvent['type'], count = 1): Promise<RuntimeEvent[]> {

@@ -56,6 +56,7 @@ function fakeStore(bootId = BOOT) {
         putIdempotency: unexpected('putIdempotency'),
         putLog: unexpected('putLog'),
         putSchedule: unexpected('putSchedule'),
+        putInbox: unexpected('putInbox'),
         removeSchedule: unexpected('removeSchedule'),
         putControl: unexpected('putControl'),
         putInstance: (key, envelope) => void commit.instances.push([key, structuredClone(envelope)]),

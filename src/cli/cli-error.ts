@@ -1,0 +1,44 @@
+/**
+ * Errors the CLI reports itself (usage, a missing data dir, no runtime running), with the exit code
+ * each one maps to. Errors a runtime reports keep their TroupeError code.
+ */
+
+/** Exit codes of the `troupe` binary. */
+export const EXIT = {
+  OK: 0,
+  /** The command ran and failed, or the task it waited for did not end `done`. */
+  FAILED: 1,
+  /** Bad command line, or no data dir where one was expected. */
+  USAGE: 2,
+  /** A live runtime is needed but none runs, or one holds the dir and does not answer. */
+  NO_RUNTIME: 3,
+  /** Interrupted by Ctrl-C. */
+  INTERRUPTED: 130,
+} as const;
+
+/** An error with a code to print and an exit code. */
+export class CliError extends Error {
+  readonly code: string;
+  readonly exitCode: number;
+
+  constructor(code: string, message: string, exitCode: number = EXIT.FAILED) {
+    super(message);
+    this.name = 'CliError';
+    this.code = code;
+    this.exitCode = exitCode;
+  }
+}
+
+/** A usage error: bad command, option or argument. */
+export function usageError(message: string): CliError {
+  return new CliError('USAGE', message, EXIT.USAGE);
+}
+
+/** The code and message of anything thrown: a CliError's or TroupeError's code, else `INTERNAL`. */
+export function describeError(error: unknown): { code: string; message: string } {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    return { code: typeof code === 'string' && /^[A-Z][A-Z_]*$/.test(code) ? code : 'INTERNAL', message: error.message };
+  }
+  return { code: 'INTERNAL', message: String(error) };
+}

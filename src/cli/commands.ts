@@ -1,0 +1,284 @@
+/**
+ * The client commands: each one talks to a {@link Backend} (the control socket of a running
+ * runtime, or the data dir opened directly) and prints either text or, with `--json`, the
+ * runtime's own objects (one JSON document, or JSON lines for streams).
+ */
+import { CliError, EXIT, usageError } from './cli-error.js';
+import type { Backend } from './control.js';
+import { SETTLED_STATES, formatLogLine, formatOutcome, formatSchedules, formatStatus, formatTask, formatTaskList } from './format.js';
+import { createProgressBar } from './progress.js';
+import type { Task } from '../tasks/spec.js';
+import type { TaskPage } from '../tasks/engine.js';
+import type { RuntimeStats } from '../stats.js';
+import type { InstanceView } from '../router/router.js';
+import type { Schedule } from '../scheduler/scheduler.js';
+import type { LogLine } from '../events/logs.js';
+
+/** Parsed option values of a command. */
+export type Values = Record<string, string | boolean | undefined>;
+
+/** What a command runs with. */
+export interface CommandContext {
+  /** Absolute data dir. */
+  dataDir: string;
+  json: boolean;
+  values: Values;
+  /** Arguments after the command (and subcommand) name. */
+  args: string[];
+  stdout: NodeJS.WriteStream;
+  stderr: NodeJS.WriteStream;
+  /** Aborts on Ctrl-C. */
+  signal: AbortSignal;
+}
+
+/** A client command. */
+export interface ClientCommand {
+  /** Whether only a running runtime can serve it (it needs agents or dispatch to make progress). */
+  live(ctx: CommandContext): boolean;
+  run(backend: Backend, ctx: CommandContext): Promise<number>;
+}
+
+/** Prints `json` as one document with `--json`, else `text`. */
+function emit(ctx: CommandContext, json: unknown, text: string): void {
+  ctx.stdout.write(ctx.json ? `${JSON.stringify(json, null, 2)}\n` : text);
+}
+
+/** Parses an option's JSON value, naming the option when it does not parse. */
+export function parseJsonOption(name: string, text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw usageError(`${name} must be JSON (${(error as Error).message})`);
+  }
+}
+
+/** Parses an integer option within bounds. */
+export function integerOption(name: string, value: string | boolean | undefined, min = Number.MIN_SAFE_INTEGER): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (typeof value !== 'string' || value.trim() === '' || !Number.isSafeInteger(n) || n < min) {
+    throw usageError(`${name} must be an integer${min > Number.MIN_SAFE_INTEGER ? ` >= ${min}` : ''} (got ${JSON.stringify(value)})`);
+  }
+  return n;
+}
+
+function stringOption(values: Values, name: string): string | undefined {
+  const value = values[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+/** Follows a task with a progress bar until it settles; returns the final task. */
+async function follow(backend: Backend, id: string, ctx: CommandContext): Promise<Task> {
+  const bar = createProgressBar(ctx.stderr, !ctx.json);
+  let last: Task | undefined;
+  try {
+    for await (const item of backend.stream('watch', { id }, ctx.signal)) {
+      last = item as Task;
+      const settled = SETTLED_STATES.has(last.state);
+      const value = last.state === 'done' ? 1 : (last.progress?.value ?? 0);
+      bar.update(value, last.progress?.message && !settled ? `${last.state}: ${last.progress.message}` : last.state);
+    }
+  } finally {
+    bar.done();
+  }
+  if (ctx.signal.aborted) throw new CliError('INTERRUPTED', `stopped waiting for ${id}; the task carries on`, EXIT.INTERRUPTED);
+  if (!last || !SETTLED_STATES.has(last.state)) throw new CliError('DISCONNECTED', `the runtime stopped before ${id} settled`, EXIT.NO_RUNTIME);
+  return last;
+}
+
+/** Prints a settled task; exit 0 only for `done`. */
+function settled(ctx: CommandContext, task: Task): number {
+  emit(ctx, task, formatOutcome(task));
+  return task.state === 'done' ? EXIT.OK : EXIT.FAILED;
+}
+
+const submit: ClientCommand = {
+  live: () => true,
+  async run(backend, ctx) {
+    const [agent] = ctx.args;
+    const spec: Record<string, unknown> = { agent };
+    const input = stringOption(ctx.values, 'input');
+    if (input !== undefined) spec.input = parseJsonOption('--input', input);
+    const key = stringOption(ctx.values, 'key');
+    if (key !== undefined) spec.idempotencyKey = key;
+    const priority = integerOption('--priority', ctx.values.priority);
+    if (priority !== undefined) spec.priority = priority;
+    const lane = stringOption(ctx.values, 'lane');
+    if (lane !== undefined) spec.lane = lane;
+    const task = (await backend.call('submit', { spec })) as Task;
+    if (ctx.values.wait !== true) {
+      emit(ctx, task, `${task.id}\n`);
+      return EXIT.OK;
+    }
+    if (!ctx.json) ctx.stdout.write(`${task.id}\n`);
+    return settled(ctx, await follow(backend, task.id, ctx));
+  },
+};
+
+const wait: ClientCommand = {
+  live: () => true,
+  async run(backend, ctx) {
+    return settled(ctx, await follow(backend, ctx.args[0]!, ctx));
+  },
+};
+
+const status: ClientCommand = {
+  live: () => false,
+  async run(backend, ctx) {
+    const stats = (await backend.call('stats')) as RuntimeStats;
+    const instances = (await backend.call('instances')) as InstanceView[];
+    emit(ctx, { live: backend.mode === 'socket', stats, instances }, formatStatus(stats, instances, backend.mode));
+    return EXIT.OK;
+  },
+};
+
+const list: ClientCommand = {
+  live: () => false,
+  async run(backend, ctx) {
+    const params: Record<string, unknown> = {};
+    for (const name of ['state', 'agent', 'after']) {
+      const value = stringOption(ctx.values, name);
+      if (value !== undefined) params[name] = value;
+    }
+    const limit = integerOption('--limit', ctx.values.limit, 1);
+    if (limit !== undefined) params.limit = limit;
+    const page = (await backend.call('list', params)) as TaskPage;
+    emit(ctx, page, formatTaskList(page.tasks));
+    if (!ctx.json && page.next !== null) ctx.stderr.write(`more: troupe list --after ${page.next}\n`);
+    return EXIT.OK;
+  },
+};
+
+const show: ClientCommand = {
+  live: () => false,
+  async run(backend, ctx) {
+    const task = (await backend.call('get', { id: ctx.args[0] })) as Task;
+    emit(ctx, task, formatTask(task));
+    return EXIT.OK;
+  },
+};
+
+const tail: ClientCommand = {
+  live: (ctx) => ctx.values.follow === true,
+  async run(backend, ctx) {
+    const params = { id: ctx.args[0], follow: ctx.values.follow === true };
+    for await (const item of backend.stream('logs', params, ctx.signal)) {
+      const line = item as LogLine;
+      ctx.stdout.write(ctx.json ? `${JSON.stringify(line)}\n` : formatLogLine(line));
+    }
+    return ctx.signal.aborted ? EXIT.INTERRUPTED : EXIT.OK;
+  },
+};
+
+const send: ClientCommand = {
+  live: () => false,
+  async run(backend, ctx) {
+    const [id, text] = ctx.args as [string, string];
+    let message: unknown = text;
+    try {
+      message = JSON.parse(text);
+    } catch {
+      // Not JSON: send the text as a string.
+    }
+    const params: Record<string, unknown> = { id, message };
+    const key = stringOption(ctx.values, 'key');
+    if (key !== undefined) params.idempotencyKey = key;
+    const result = await backend.call('sendInput', params);
+    emit(ctx, result, `sent to ${id}\n`);
+    return EXIT.OK;
+  },
+};
+
+function taskControl(method: 'cancel' | 'retry'): ClientCommand {
+  return {
+    live: () => false,
+    async run(backend, ctx) {
+      const params: Record<string, unknown> = { id: ctx.args[0] };
+      const reason = stringOption(ctx.values, 'reason');
+      if (reason !== undefined) params.reason = reason;
+      const task = (await backend.call(method, params)) as Task;
+      emit(ctx, task, `${task.id} ${task.state}\n`);
+      return EXIT.OK;
+    },
+  };
+}
+
+type FreezeView = RuntimeStats['freeze'];
+
+const freeze: ClientCommand = {
+  live: () => false,
+  async run(backend, ctx) {
+    const reason = stringOption(ctx.values, 'reason');
+    const view = (await backend.call('freeze', reason === undefined ? {} : { reason })) as FreezeView;
+    emit(ctx, { frozen: view !== null, ...view }, `frozen${view?.reason ? `: ${view.reason}` : ''}\n`);
+    return EXIT.OK;
+  },
+};
+
+const unfreeze: ClientCommand = {
+  live: () => false,
+  async run(backend, ctx) {
+    const view = (await backend.call('unfreeze')) as FreezeView;
+    emit(ctx, { frozen: view !== null, ...view }, 'unfrozen\n');
+    return EXIT.OK;
+  },
+};
+
+const OVERLAP = ['skip', 'allow', 'queue_one'];
+
+const schedulesLs: ClientCommand = {
+  live: () => false,
+  async run(backend, ctx) {
+    const schedules = (await backend.call('schedules.list')) as Schedule[];
+    emit(ctx, schedules, formatSchedules(schedules));
+    return EXIT.OK;
+  },
+};
+
+const schedulesAdd: ClientCommand = {
+  live: () => true,
+  async run(backend, ctx) {
+    const cron = stringOption(ctx.values, 'cron');
+    const agent = stringOption(ctx.values, 'agent');
+    if (cron === undefined || agent === undefined) throw usageError('schedules add needs --cron and --agent');
+    const task: Record<string, unknown> = { agent };
+    const input = stringOption(ctx.values, 'input');
+    if (input !== undefined) task.input = parseJsonOption('--input', input);
+    const spec: Record<string, unknown> = { id: ctx.args[0], cron, task };
+    const tz = stringOption(ctx.values, 'tz');
+    if (tz !== undefined) spec.tz = tz;
+    const overlap = stringOption(ctx.values, 'overlap');
+    if (overlap !== undefined && !OVERLAP.includes(overlap)) throw usageError(`--overlap must be one of ${OVERLAP.join(', ')}`);
+    if (overlap !== undefined) spec.overlap = overlap;
+    const schedule = (await backend.call('schedules.create', { spec })) as Schedule;
+    emit(ctx, schedule, `${schedule.id} next ${new Date(schedule.nextRunAt).toISOString()}\n`);
+    return EXIT.OK;
+  },
+};
+
+const schedulesRm: ClientCommand = {
+  live: () => false,
+  async run(backend, ctx) {
+    const result = await backend.call('schedules.delete', { id: ctx.args[0] });
+    emit(ctx, result, `removed ${ctx.args[0]}\n`);
+    return EXIT.OK;
+  },
+};
+
+/** Client commands by name (`schedules <sub>` as `schedules ls` etc.). */
+export const CLIENT_COMMANDS: Readonly<Record<string, ClientCommand>> = {
+  submit,
+  wait,
+  status,
+  list,
+  show,
+  tail,
+  send,
+  cancel: taskControl('cancel'),
+  retry: taskControl('retry'),
+  freeze,
+  unfreeze,
+  'schedules ls': schedulesLs,
+  'schedules add': schedulesAdd,
+  'schedules rm': schedulesRm,
+};

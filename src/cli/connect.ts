@@ -1,0 +1,93 @@
+/**
+ * How a command reaches a data dir: the control socket of a running `troupe run` first; when none
+ * answers, the data dir opened in this process with no agents registered, so nothing dispatches.
+ * The runtime is imported lazily: a command served over the socket never loads it.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { CliError, EXIT } from './cli-error.js';
+import { connectControl, socketPathOf, type Backend } from './control.js';
+import type { MethodTable } from './methods.js';
+import type { Runtime } from '../runtime.js';
+
+/** Throws NO_DATA_DIR (exit 2) unless `dataDir` (absolute) holds a Troupe store. */
+export function assertDataDir(dataDir: string): void {
+  if (!existsSync(join(dataDir, 'data.mdb'))) {
+    throw new CliError('NO_DATA_DIR', `no Troupe data dir at ${dataDir} (start one with \`troupe run --agents <dir> --data-dir <dir>\`)`, EXIT.USAGE);
+  }
+}
+
+/** The error for a command that needs a live runtime when none runs. */
+export function notRunning(dataDir: string): CliError {
+  return new CliError('NOT_RUNNING', `no runtime is running in ${dataDir}: start one with \`troupe run --agents <dir>\``, EXIT.NO_RUNTIME);
+}
+
+/**
+ * Opens a backend for `dataDir` (absolute). With `live`, only a running runtime will do: when none
+ * answers this throws NOT_RUNNING instead of opening the dir.
+ */
+export async function openBackend(dataDir: string, options: { live: boolean }): Promise<Backend> {
+  assertDataDir(dataDir);
+  const socket = socketPathOf(dataDir);
+  try {
+    return await connectControl(socket);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ECONNREFUSED') {
+      throw new CliError('CONTROL_FAILED', `cannot connect to ${socket}: ${(error as Error).message}`, EXIT.NO_RUNTIME);
+    }
+  }
+  if (options.live) throw notRunning(dataDir);
+  const [{ createRuntime }, { runtimeMethods }] = await Promise.all([import('../runtime.js'), import('./methods.js')]);
+  let rt: Runtime;
+  try {
+    rt = await createRuntime({ dataDir, logger: false, threads: 1, slotsPerThread: 1 });
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'DATA_DIR_LOCKED') {
+      throw new CliError('NOT_ANSWERING', `a runtime holds ${dataDir} but does not answer on ${socket}`, EXIT.NO_RUNTIME);
+    }
+    throw error;
+  }
+  return new DirectBackend(rt, runtimeMethods(rt));
+}
+
+/**
+ * The methods of a runtime opened in this process. Results go through JSON, as over the socket,
+ * so every command prints the same either way.
+ */
+class DirectBackend implements Backend {
+  readonly mode = 'direct' as const;
+  readonly #rt: Runtime;
+  readonly #methods: MethodTable;
+  readonly #abort = new AbortController();
+
+  constructor(rt: Runtime, methods: MethodTable) {
+    this.#rt = rt;
+    this.#methods = methods;
+  }
+
+  async call(method: string, params: Record<string, unknown> = {}): Promise<unknown> {
+    const unary = this.#methods.unary[method];
+    if (!unary) throw new CliError('INVALID_INPUT', `unknown method ${JSON.stringify(method)}`);
+    return roundTrip(await unary(params, this.#abort.signal));
+  }
+
+  async *stream(method: string, params: Record<string, unknown>, signal?: AbortSignal): AsyncGenerator<unknown> {
+    const stream = this.#methods.streams[method];
+    if (!stream) throw new CliError('INVALID_INPUT', `unknown method ${JSON.stringify(method)}`);
+    const combined = signal ? AbortSignal.any([signal, this.#abort.signal]) : this.#abort.signal;
+    for await (const item of stream(params, combined)) {
+      if (combined.aborted) return;
+      yield roundTrip(item);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#abort.abort();
+    await this.#rt.close({ timeoutMs: 5_000 });
+  }
+}
+
+function roundTrip(value: unknown): unknown {
+  return value === undefined ? null : JSON.parse(JSON.stringify(value));
+}

@@ -1,0 +1,203 @@
+/**
+ * The control protocol between `troupe` commands and a running `troupe run`: newline-delimited
+ * JSON over a Unix domain socket in the data dir.
+ *
+ * - request: `{ id, method, params }`
+ * - reply: `{ id, ok: true, result }` or `{ id, ok: false, error: { code, message } }`
+ * - a streaming method (`logs`, `events`, `watch`) sends `{ id, item }` messages, then
+ *   `{ id, end: true }`, or an error reply if it fails midway. Closing the connection stops it.
+ *
+ * This module holds the wire types, the line framing and the client. It imports nothing heavy,
+ * so a command that talks to a live runtime starts fast.
+ */
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { CliError, EXIT } from './cli-error.js';
+
+/** The socket's file name inside the data dir. */
+export const SOCKET_NAME = 'control.sock';
+
+/** The control socket of a data dir. */
+export function socketPathOf(dataDir: string): string {
+  return join(dataDir, SOCKET_NAME);
+}
+
+/** A request line. */
+export interface ControlRequest {
+  id: number;
+  method: string;
+  params?: Record<string, unknown>;
+}
+
+/** An error as it crosses the socket. */
+export interface WireFailure {
+  code: string;
+  message: string;
+}
+
+/** A reply line. */
+export type ControlReply =
+  | { id: number | null; ok: true; result: unknown }
+  | { id: number | null; ok: false; error: WireFailure }
+  | { id: number; item: unknown }
+  | { id: number; end: true };
+
+/** Longest line either side accepts, so a broken peer cannot grow a buffer without bound. */
+export const MAX_LINE = 16 * 1024 * 1024;
+
+/** What commands talk to: a live runtime over the socket, or a runtime opened in this process. */
+export interface Backend {
+  /** `socket`: a live runtime answers; `direct`: the data dir was opened here, nothing dispatches. */
+  readonly mode: 'socket' | 'direct';
+  call(method: string, params?: Record<string, unknown>): Promise<unknown>;
+  /** Yields a streaming method's items; aborting `signal` ends it quietly. */
+  stream(method: string, params: Record<string, unknown>, signal?: AbortSignal): AsyncGenerator<unknown>;
+  close(): Promise<void>;
+}
+
+/** Calls `onLine` for each complete line read from `socket`; destroys it on an oversized line. */
+export function readLines(socket: Socket, onLine: (line: string) => void): void {
+  let buffer = '';
+  socket.setEncoding('utf8');
+  socket.on('data', (chunk: string) => {
+    buffer += chunk;
+    let newline = buffer.indexOf('\n');
+    while (newline !== -1) {
+      const line = buffer.slice(0, newline);
+      buffer = buffer.slice(newline + 1);
+      if (line.trim().length > 0) onLine(line);
+      newline = buffer.indexOf('\n');
+    }
+    if (buffer.length > MAX_LINE) socket.destroy(new Error(`control line longer than ${MAX_LINE} bytes`));
+  });
+}
+
+/** Connects to a control socket. Rejects with the connect error (ENOENT, ECONNREFUSED, …). */
+export function connectControl(path: string): Promise<ControlClient> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(path);
+    socket.once('error', reject);
+    socket.once('connect', () => {
+      socket.off('error', reject);
+      resolve(new ControlClient(socket));
+    });
+  });
+}
+
+interface StreamSink {
+  item(value: unknown): void;
+  end(): void;
+  fail(error: Error): void;
+}
+
+/** The client side of the protocol. */
+export class ControlClient implements Backend {
+  readonly mode = 'socket' as const;
+  readonly #socket: Socket;
+  #nextId = 1;
+  readonly #calls = new Map<number, { resolve(value: unknown): void; reject(error: Error): void }>();
+  readonly #streams = new Map<number, StreamSink>();
+  #gone: Error | undefined;
+
+  constructor(socket: Socket) {
+    this.#socket = socket;
+    readLines(socket, (line) => this.#onLine(line));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      this.#gone ??= new CliError('DISCONNECTED', 'the runtime closed the control connection', EXIT.NO_RUNTIME);
+      for (const call of this.#calls.values()) call.reject(this.#gone);
+      for (const sink of this.#streams.values()) sink.fail(this.#gone);
+      this.#calls.clear();
+      this.#streams.clear();
+    });
+  }
+
+  call(method: string, params: Record<string, unknown> = {}): Promise<unknown> {
+    if (this.#gone) return Promise.reject(this.#gone);
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#calls.set(id, { resolve, reject });
+      this.#send({ id, method, params });
+    });
+  }
+
+  async *stream(method: string, params: Record<string, unknown>, signal?: AbortSignal): AsyncGenerator<unknown> {
+    if (this.#gone) throw this.#gone;
+    const id = this.#nextId++;
+    const items: unknown[] = [];
+    let ended = false;
+    let failure: Error | undefined;
+    let wake: (() => void) | undefined;
+    this.#streams.set(id, {
+      item: (value) => (items.push(value), wake?.()),
+      end: () => ((ended = true), wake?.()),
+      fail: (error) => ((failure = error), wake?.()),
+    });
+    const onAbort = () => ((ended = true), wake?.());
+    signal?.addEventListener('abort', onAbort, { once: true });
+    this.#send({ id, method, params });
+    try {
+      for (;;) {
+        if (signal?.aborted) return;
+        if (items.length > 0) {
+          yield items.shift();
+          continue;
+        }
+        if (failure) throw failure;
+        if (ended) return;
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      const live = this.#streams.delete(id);
+      // The protocol stops a stream by closing the connection: one command, one connection.
+      if (live && !failure) this.#socket.destroy();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#socket.destroyed) return;
+    await new Promise<void>((resolve) => {
+      this.#socket.once('close', () => resolve());
+      this.#socket.end();
+    });
+  }
+
+  #send(request: ControlRequest): void {
+    this.#socket.write(`${JSON.stringify(request)}\n`);
+  }
+
+  #onLine(line: string): void {
+    let reply: ControlReply;
+    try {
+      reply = JSON.parse(line) as ControlReply;
+    } catch {
+      this.#socket.destroy(new Error('the runtime sent a line that is not JSON'));
+      return;
+    }
+    if (typeof reply !== 'object' || reply === null || typeof reply.id !== 'number') return;
+    const call = this.#calls.get(reply.id);
+    if (call) {
+      this.#calls.delete(reply.id);
+      if ('ok' in reply && reply.ok) call.resolve(reply.result);
+      else if ('ok' in reply) call.reject(remoteError(reply.error));
+      return;
+    }
+    const sink = this.#streams.get(reply.id);
+    if (!sink) return;
+    if ('item' in reply) sink.item(reply.item);
+    else if ('end' in reply) {
+      this.#streams.delete(reply.id);
+      sink.end();
+    } else if ('ok' in reply && !reply.ok) {
+      this.#streams.delete(reply.id);
+      sink.fail(remoteError(reply.error));
+    }
+  }
+}
+
+/** An error the runtime reported, with its code. */
+export function remoteError(failure: WireFailure | undefined): CliError {
+  return new CliError(failure?.code ?? 'INTERNAL', failure?.message ?? 'the runtime reported an error without a message');
+}

@@ -1,0 +1,183 @@
+/**
+ * The control methods, mapped onto a Runtime. The socket server and the direct (no runtime
+ * running) path both call this one table, so a command behaves the same either way. Params come
+ * off the wire as untrusted JSON: each method checks them and names the bad one (INVALID_INPUT).
+ */
+import { TroupeError } from '../errors.js';
+import { SETTLED_FOR_WAIT } from '../../machines/index.js';
+import type { Runtime } from '../runtime.js';
+import type { Task, TaskSpec } from '../tasks/spec.js';
+import type { ListOptions } from '../tasks/engine.js';
+import type { ScheduleSpec } from '../scheduler/scheduler.js';
+import type { EventType } from '../store/records.js';
+import type { TaskState } from '../../machines/index.js';
+
+/** Params of a call: a JSON object. */
+export type Params = Record<string, unknown>;
+/** A method that answers once. */
+export type UnaryMethod = (params: Params, signal: AbortSignal) => Promise<unknown>;
+/** A method that streams items until it ends, fails or `signal` aborts. */
+export type StreamMethod = (params: Params, signal: AbortSignal) => AsyncIterable<unknown>;
+
+/** Every method a runtime answers. */
+export interface MethodTable {
+  unary: Readonly<Record<string, UnaryMethod>>;
+  streams: Readonly<Record<string, StreamMethod>>;
+}
+
+/** What `sendInput` and `logs` with `follow` look like; they land in the runtime separately. */
+interface InputApi {
+  sendInput?(id: string, input: { message: unknown; idempotencyKey?: string }): Promise<unknown>;
+}
+interface LogStreamOptions {
+  after?: string;
+  follow?: boolean;
+  signal?: AbortSignal;
+}
+
+/** Builds the method table of `rt`. `info` is what `ping` reports about the serving process. */
+export function runtimeMethods(rt: Runtime, info: Record<string, unknown> = {}): MethodTable {
+  const unary: Record<string, UnaryMethod> = {
+    ping: async () => ({ ...info, pid: process.pid, state: rt.state, agents: rt.agents.list().map((a) => a.name) }),
+    submit: (p) => rt.submit(object(p, 'spec') as TaskSpec),
+    get: (p) => rt.get(string(p, 'id')),
+    list: (p) => rt.list(listOptions(p)),
+    stats: async () => rt.stats(),
+    instances: async () => rt.instances(),
+    cancel: (p) => rt.cancel(string(p, 'id'), optionalString(p, 'reason')),
+    retry: (p) => rt.retry(string(p, 'id')),
+    freeze: async (p) => {
+      await rt.freeze(optionalString(p, 'reason'));
+      return rt.stats().freeze;
+    },
+    unfreeze: async () => {
+      await rt.unfreeze();
+      return rt.stats().freeze;
+    },
+    sendInput: (p) => {
+      const id = string(p, 'id');
+      if (!('message' in p)) throw invalid('params.message is required');
+      const api = rt as unknown as InputApi;
+      if (typeof api.sendInput !== 'function') throw new TroupeError('INVALID_INPUT', 'this runtime does not accept input yet (sendInput is not available)');
+      const idempotencyKey = optionalString(p, 'idempotencyKey');
+      return api.sendInput.call(rt, id, idempotencyKey === undefined ? { message: p.message } : { message: p.message, idempotencyKey });
+    },
+    wait: (p, signal) => rt.wait(string(p, 'id'), { timeoutMs: optionalInteger(p, 'timeoutMs'), signal }),
+    'schedules.list': async () => rt.schedules.list(),
+    'schedules.create': (p) => rt.schedules.create(object(p, 'spec') as unknown as ScheduleSpec),
+    'schedules.delete': async (p) => {
+      const id = string(p, 'id');
+      await rt.schedules.delete(id);
+      return { deleted: id };
+    },
+  };
+  const streams: Record<string, StreamMethod> = {
+    logs: (p, signal) => {
+      const options: LogStreamOptions = { after: optionalString(p, 'after'), follow: optionalBoolean(p, 'follow'), signal };
+      return rt.logs(string(p, 'id'), options);
+    },
+    events: (p, signal) => rt.events({ taskId: optionalString(p, 'taskId'), after: optionalString(p, 'after'), types: optionalStrings(p, 'types') as EventType[] | undefined, signal }),
+    watch: (p, signal) => watch(rt, string(p, 'id'), signal),
+  };
+  return { unary, streams };
+}
+
+/**
+ * Yields the task now and again after each of its events, ending once it is settled for `wait()`
+ * (terminal or needs_attention). Fails with CLOSED if the runtime closes first.
+ */
+async function* watch(rt: Runtime, id: string, signal: AbortSignal): AsyncGenerator<Task> {
+  let changed = true;
+  let wake: (() => void) | undefined;
+  // Subscribe before the first read, so no change falls between the two.
+  const off = rt.on('*', (event) => {
+    if (event.taskId !== id) return;
+    changed = true;
+    wake?.();
+  });
+  let closed: unknown;
+  const settled = rt.wait(id, { signal }).then(
+    () => wake?.(),
+    (error: unknown) => {
+      closed = error;
+      wake?.();
+    },
+  );
+  const onAbort = () => wake?.();
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    for (;;) {
+      if (signal.aborted) return;
+      if (changed) {
+        changed = false;
+        const task = await rt.get(id);
+        yield task;
+        if (SETTLED_FOR_WAIT.has(task.state as TaskState)) return;
+        continue;
+      }
+      if (closed !== undefined && !signal.aborted) throw closed;
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+      // wait() resolved: read once more, even if its event was coalesced with earlier ones.
+      changed = true;
+    }
+  } finally {
+    off();
+    signal.removeEventListener('abort', onAbort);
+    void settled;
+  }
+}
+
+function listOptions(p: Params): ListOptions {
+  const options: ListOptions = {};
+  const state = optionalString(p, 'state');
+  if (state !== undefined) options.state = state as TaskState;
+  const agent = optionalString(p, 'agent');
+  if (agent !== undefined) options.agent = agent;
+  const limit = optionalInteger(p, 'limit');
+  if (limit !== undefined) options.limit = limit;
+  const after = optionalString(p, 'after');
+  if (after !== undefined) options.after = after;
+  return options;
+}
+
+function invalid(message: string): TroupeError {
+  return new TroupeError('INVALID_INPUT', message);
+}
+
+function string(p: Params, name: string): string {
+  const value = p[name];
+  if (typeof value !== 'string' || value.length === 0) throw invalid(`params.${name} must be a non-empty string`);
+  return value;
+}
+
+function optionalString(p: Params, name: string): string | undefined {
+  return p[name] === undefined || p[name] === null ? undefined : string(p, name);
+}
+
+function optionalInteger(p: Params, name: string): number | undefined {
+  const value = p[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value)) throw invalid(`params.${name} must be an integer`);
+  return value;
+}
+
+function optionalBoolean(p: Params, name: string): boolean | undefined {
+  const value = p[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'boolean') throw invalid(`params.${name} must be a boolean`);
+  return value;
+}
+
+function optionalStrings(p: Params, name: string): string[] | undefined {
+  const value = p[name];
+  if (value === undefined || value === null) return undefined;
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) throw invalid(`params.${name} must be an array of strings`);
+  return value as string[];
+}
+
+function object(p: Params, name: string): Record<string, unknown> {
+  const value = p[name];
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid(`params.${name} must be an object`);
+  return value as Record<string, unknown>;
+}

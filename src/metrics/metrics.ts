@@ -1,0 +1,315 @@
+/**
+ * `rt.metrics()`: dispatch metrics as a plain snapshot and as Prometheus text. Counters and
+ * latency histograms are fed from the committed event stream; gauges are read from the runtime
+ * at snapshot or scrape time, so nothing is pushed on the dispatch path except two observations.
+ */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { AttemptExit } from '../../machines/index.js';
+import type { RuntimeEvent } from '../events/event-bus.js';
+import { serveMetrics, type MetricsServer } from './server.js';
+
+/** Live numbers the runtime supplies on demand (gauges are read at snapshot/scrape time, not pushed). */
+export interface MetricsSources {
+  /** Per registered agent: tasks waiting in the governor and attempts reserved (starting/ready/executing). */
+  agents(): Record<string, { queued: number; reserved: number }>;
+  /** Attempts by phase. */
+  attempts(): { starting: number; ready: number; executing: number };
+  /** Agent slots (threads × slotsPerThread). */
+  readonly slots: number;
+  /** Duration of the last rebuild on open, ms. */
+  rebuildMs(): number;
+}
+
+/** Options of {@link RuntimeMetrics}. */
+export interface RuntimeMetricsOptions {
+  /** Clock for the snapshot's `at`, epoch ms. @default Date.now */
+  now?: () => number;
+  /** Prefix of every metric name. @default 'troupe_' */
+  prefix?: string;
+}
+
+/** One latency histogram in a {@link MetricsSnapshot}, in seconds. */
+export interface HistogramSnapshot {
+  /** Observations. */
+  count: number;
+  /** Sum of the observations, seconds. */
+  sum: number;
+  /**
+   * Cumulative counts per finite upper bound (`le`, seconds), as in Prometheus; observations
+   * above the last bound appear only in `count`.
+   */
+  buckets: Array<{ le: number; count: number }>;
+  /** Median estimated from the buckets; null with no observations. */
+  p50: number | null;
+  /** 99th percentile estimated from the buckets; null with no observations. */
+  p99: number | null;
+}
+
+/** What `rt.metrics()` returns. */
+export interface MetricsSnapshot {
+  /** Tasks waiting in the governor, per registered agent. */
+  queueDepth: Record<string, number>;
+  /** Executing attempts. */
+  running: number;
+  /** Agent slots not executing an attempt: max(0, slots − executing). */
+  freeSlots: number;
+  /** Submits rejected with AT_CAPACITY since the runtime opened. */
+  atCapacityRejections: number;
+  /** Submit (or requeue) to start, and start to settle, in seconds. */
+  latency: { submitToStart: HistogramSnapshot; startToSettle: HistogramSnapshot };
+  /** Ended attempts by exit; every known exit is present, at 0 until one ends that way. */
+  attemptsByExit: Record<string, number>;
+  /** Duration of the last rebuild on open, seconds. */
+  rebuildSeconds: number;
+  /** When the snapshot was taken, epoch ms. */
+  at: number;
+}
+
+/**
+ * Latency bucket bounds, seconds. Agents run from milliseconds to many minutes and tasks can queue
+ * for as long, so the bounds span 1 ms to an hour, roughly ×2–×2.5 apart.
+ */
+export const LATENCY_BUCKETS_SECONDS: readonly number[] = Object.freeze([
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
+]);
+
+// A Record rather than a list so the compiler flags an exit added to AttemptExit but not here.
+const KNOWN_EXITS: Record<AttemptExit, true> = {
+  success: true,
+  fork: true,
+  fail: true,
+  error: true,
+  timeout: true,
+  lease_expired: true,
+  cancelled: true,
+  crashed: true,
+  interrupted: true,
+};
+
+type ExitCounter = ReturnType<Counter<'exit'>['labels']>;
+
+/**
+ * Dispatch metrics of one runtime, on a private prom-client registry so that several runtimes in
+ * one process never mix their numbers (prom-client's global registry is never touched).
+ */
+export class RuntimeMetrics {
+  readonly #registry = new Registry();
+  readonly #now: () => number;
+  readonly #queueDepth: Gauge<'agent'>;
+  readonly #running: Gauge;
+  readonly #slotsFree: Gauge;
+  readonly #rejections: Counter;
+  readonly #submitToStart: Histogram;
+  readonly #startToSettle: Histogram;
+  readonly #attempts: Counter<'exit'>;
+  readonly #rebuild: Gauge;
+  // Bound children per exit: observe() runs per event, and binding once avoids a labels object per call.
+  readonly #exitChildren = new Map<string, ExitCounter>();
+
+  /** Registers the metrics; no timers, no I/O. */
+  constructor(sources: MetricsSources, options: RuntimeMetricsOptions = {}) {
+    const prefix = options.prefix ?? 'troupe_';
+    const registers = [this.#registry];
+    this.#now = options.now ?? Date.now;
+
+    this.#queueDepth = new Gauge({
+      name: `${prefix}queue_depth`,
+      help: 'Tasks waiting in the governor for a slot, per agent.',
+      labelNames: ['agent'],
+      registers,
+      collect() {
+        // Reset first so an agent that is no longer registered drops out instead of going stale.
+        this.reset();
+        for (const [agent, { queued }] of Object.entries(sources.agents())) this.set({ agent }, queued);
+      },
+    });
+    this.#running = new Gauge({
+      name: `${prefix}attempts_running`,
+      help: 'Attempts executing on an agent thread.',
+      registers,
+      collect() {
+        this.set(sources.attempts().executing);
+      },
+    });
+    this.#slotsFree = new Gauge({
+      name: `${prefix}slots_free`,
+      help: 'Agent slots (threads × slotsPerThread) not executing an attempt.',
+      registers,
+      collect() {
+        this.set(Math.max(0, sources.slots - sources.attempts().executing));
+      },
+    });
+    this.#rejections = new Counter({
+      name: `${prefix}at_capacity_rejections_total`,
+      help: 'Submits rejected with AT_CAPACITY.',
+      registers,
+    });
+    this.#submitToStart = new Histogram({
+      name: `${prefix}submit_to_start_seconds`,
+      help: 'Time from a task entering queued (submit, retry or requeue) to its attempt starting.',
+      buckets: [...LATENCY_BUCKETS_SECONDS],
+      registers,
+    });
+    this.#startToSettle = new Histogram({
+      name: `${prefix}start_to_settle_seconds`,
+      help: 'Time from an attempt starting to its end, whatever the exit.',
+      buckets: [...LATENCY_BUCKETS_SECONDS],
+      registers,
+    });
+    this.#attempts = new Counter({
+      name: `${prefix}attempts_total`,
+      help: 'Ended attempts by exit.',
+      labelNames: ['exit'],
+      registers,
+    });
+    this.#rebuild = new Gauge({
+      name: `${prefix}rebuild_seconds`,
+      help: 'Duration of the last rebuild of in-memory state on open.',
+      registers,
+      collect() {
+        this.set(sources.rebuildMs() / 1000);
+      },
+    });
+    // Known exits start at 0 so a rate() over them works before the first attempt of that kind ends.
+    for (const exit of Object.keys(KNOWN_EXITS)) this.#exitChild(exit).inc(0);
+  }
+
+  /**
+   * Feeds one committed event (the runtime subscribes this to `'*'`). Runs per event on the
+   * dispatch path, so it only reads fields and calls prom-client's observe/inc; it never throws.
+   */
+  observe(event: RuntimeEvent): void {
+    const data = event.data;
+    if (data === undefined) return;
+    switch (event.type) {
+      case 'task.started': {
+        const queuedMs = data.queuedMs;
+        if (typeof queuedMs === 'number' && Number.isFinite(queuedMs)) {
+          this.#submitToStart.observe(Math.max(0, queuedMs) / 1000);
+        }
+        return;
+      }
+      case 'task.done':
+      case 'task.failed':
+      case 'task.dropped':
+      case 'task.cancelled':
+      case 'task.retrying':
+      case 'task.sleeping':
+      case 'task.queued': {
+        // Only events that end an attempt carry both; cancelling or dropping a queued task does not.
+        const exit = data.exit;
+        const attemptMs = data.attemptMs;
+        if (typeof exit !== 'string' || typeof attemptMs !== 'number' || !Number.isFinite(attemptMs)) return;
+        this.#exitChild(exit).inc();
+        this.#startToSettle.observe(Math.max(0, attemptMs) / 1000);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /** Counts a submit rejected with AT_CAPACITY. */
+  rejected(): void {
+    this.#rejections.inc();
+  }
+
+  /** Reads every metric now (gauges from the sources) into plain data. */
+  async snapshot(): Promise<MetricsSnapshot> {
+    const at = this.#now();
+    const [queue, running, free, rejections, submitToStart, startToSettle, attempts, rebuild] = await Promise.all([
+      this.#queueDepth.get(),
+      this.#running.get(),
+      this.#slotsFree.get(),
+      this.#rejections.get(),
+      histogramSnapshot(this.#submitToStart),
+      histogramSnapshot(this.#startToSettle),
+      this.#attempts.get(),
+      this.#rebuild.get(),
+    ]);
+    const queueDepth: Record<string, number> = {};
+    for (const v of queue.values) queueDepth[String(v.labels.agent)] = v.value;
+    const attemptsByExit: Record<string, number> = {};
+    for (const v of attempts.values) attemptsByExit[String(v.labels.exit)] = v.value;
+    return {
+      queueDepth,
+      running: single(running.values),
+      freeSlots: single(free.values),
+      atCapacityRejections: single(rejections.values),
+      latency: { submitToStart, startToSettle },
+      attemptsByExit,
+      rebuildSeconds: single(rebuild.values),
+      at,
+    };
+  }
+
+  /** Prometheus exposition text of this runtime's registry; serve it with {@link contentType}. */
+  prometheus(): Promise<string> {
+    return this.#registry.metrics();
+  }
+
+  /** Content type of {@link prometheus}'s text. */
+  get contentType(): string {
+    return this.#registry.contentType;
+  }
+
+  /**
+   * Serves GET /metrics (Prometheus text) on 127.0.0.1:port (0 = any free port); other paths 404,
+   * other methods 405. Resolves with the bound port once listening; close() stops it.
+   */
+  serve(port: number): Promise<MetricsServer> {
+    return serveMetrics({ render: () => this.prometheus(), contentType: this.contentType }, port);
+  }
+
+  #exitChild(exit: string): ExitCounter {
+    let child = this.#exitChildren.get(exit);
+    if (child === undefined) {
+      child = this.#attempts.labels(exit);
+      this.#exitChildren.set(exit, child);
+    }
+    return child;
+  }
+}
+
+function single(values: ReadonlyArray<{ value: number }>): number {
+  return values[0]?.value ?? 0;
+}
+
+async function histogramSnapshot(histogram: Histogram): Promise<HistogramSnapshot> {
+  const { values } = await histogram.get();
+  const buckets: Array<{ le: number; count: number }> = [];
+  let count = 0;
+  let sum = 0;
+  for (const v of values) {
+    const name = v.metricName ?? '';
+    if (name.endsWith('_bucket')) {
+      if (typeof v.labels.le === 'number') buckets.push({ le: v.labels.le, count: v.value });
+    } else if (name.endsWith('_sum')) {
+      sum = v.value;
+    } else if (name.endsWith('_count')) {
+      count = v.value;
+    }
+  }
+  return { count, sum, buckets, p50: quantile(buckets, count, 0.5), p99: quantile(buckets, count, 0.99) };
+}
+
+/**
+ * Estimates a quantile from cumulative buckets the way Prometheus's histogram_quantile does:
+ * linear inside the bucket holding the rank, the first bucket starting at 0, and a rank beyond
+ * the last finite bound reported as that bound (nothing better is known about the overflow).
+ */
+function quantile(buckets: ReadonlyArray<{ le: number; count: number }>, count: number, q: number): number | null {
+  if (count === 0) return null;
+  const rank = q * count;
+  let lower = 0;
+  let below = 0;
+  for (const { le, count: cumulative } of buckets) {
+    if (cumulative >= rank) {
+      const inBucket = cumulative - below;
+      return inBucket === 0 ? le : lower + ((le - lower) * (rank - below)) / inBucket;
+    }
+    lower = le;
+    below = cumulative;
+  }
+  return buckets.length === 0 ? null : lower;
+}
