@@ -6,9 +6,9 @@
  * fails the task at once with code `INVALID_INPUT`; a missing workspace directory with
  * `WORKSPACE_NOT_FOUND`.
  *
- * Environment: the host's environment with `PWD` set to the workspace, then `input.env`, then the reserved `TROUPE_TASK_ID`,
- * `TROUPE_RUN_ID`, `TROUPE_ATTEMPT_ID`, `TROUPE_ATTEMPT` and (when the task has a workspace)
- * `TROUPE_WORKSPACE`. A `TROUPE_*` key in `input.env` fails the task with code `RESERVED_ENV`.
+ * Environment: the host's environment with `PWD` set to the workspace, then `input.env`, then the
+ * reserved `TROUPE_TASK_ID`, `TROUPE_RUN_ID`, `TROUPE_ATTEMPT_ID`, `TROUPE_ATTEMPT` and (when the
+ * task has a workspace) `TROUPE_WORKSPACE`. A `TROUPE_*` key in `input.env` fails the task with code `RESERVED_ENV`.
  *
  * Output: every stdout line is logged at info and every stderr line at warn, with
  * `{ stream: 'stdout' | 'stderr' }`. Exit 0 returns success with `{ exitCode: 0, stdoutTail,

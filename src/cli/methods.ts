@@ -25,16 +25,6 @@ export interface MethodTable {
   streams: Readonly<Record<string, StreamMethod>>;
 }
 
-/** What `sendInput` and `logs` with `follow` look like; they land in the runtime separately. */
-interface InputApi {
-  sendInput?(id: string, input: { message: unknown; idempotencyKey?: string }): Promise<unknown>;
-}
-interface LogStreamOptions {
-  after?: string;
-  follow?: boolean;
-  signal?: AbortSignal;
-}
-
 /** Builds the method table of `rt`. `info` is what `ping` reports about the serving process. */
 export function runtimeMethods(rt: Runtime, info: Record<string, unknown> = {}): MethodTable {
   const unary: Record<string, UnaryMethod> = {
@@ -57,10 +47,8 @@ export function runtimeMethods(rt: Runtime, info: Record<string, unknown> = {}):
     sendInput: (p) => {
       const id = string(p, 'id');
       if (!('message' in p)) throw invalid('params.message is required');
-      const api = rt as unknown as InputApi;
-      if (typeof api.sendInput !== 'function') throw new TroupeError('INVALID_INPUT', 'this runtime does not accept input yet (sendInput is not available)');
       const idempotencyKey = optionalString(p, 'idempotencyKey');
-      return api.sendInput.call(rt, id, idempotencyKey === undefined ? { message: p.message } : { message: p.message, idempotencyKey });
+      return rt.sendInput(id, idempotencyKey === undefined ? { message: p.message } : { message: p.message, idempotencyKey });
     },
     wait: (p, signal) => rt.wait(string(p, 'id'), { timeoutMs: optionalInteger(p, 'timeoutMs'), signal }),
     'schedules.list': async () => rt.schedules.list(),
@@ -72,10 +60,7 @@ export function runtimeMethods(rt: Runtime, info: Record<string, unknown> = {}):
     },
   };
   const streams: Record<string, StreamMethod> = {
-    logs: (p, signal) => {
-      const options: LogStreamOptions = { after: optionalString(p, 'after'), follow: optionalBoolean(p, 'follow'), signal };
-      return rt.logs(string(p, 'id'), options);
-    },
+    logs: (p, signal) => rt.logs(string(p, 'id'), { after: optionalString(p, 'after'), follow: optionalBoolean(p, 'follow'), signal }),
     events: (p, signal) => rt.events({ taskId: optionalString(p, 'taskId'), after: optionalString(p, 'after'), types: optionalStrings(p, 'types') as EventType[] | undefined, signal }),
     watch: (p, signal) => watch(rt, string(p, 'id'), signal),
   };

@@ -101,11 +101,9 @@ export class Interactions {
     }
     const { table, store } = this.#k;
     const task = table.get(taskId);
-    if (!task) {
-      const stored = store.read.tasks.get(taskId);
-      if (!stored) throw new TroupeError('NOT_FOUND', `no task ${taskId}`);
-      throw new TroupeError('ILLEGAL_TRANSITION', `task ${taskId} is ${stored.state}; it takes no more input`);
-    }
+    const current = task ?? store.read.tasks.get(taskId);
+    if (!current) throw new TroupeError('NOT_FOUND', `no task ${taskId}`);
+    // A repeated key returns its item even after the task settled: the send already happened.
     if (idempotencyKey !== undefined) {
       const sending = this.#sending.get(`${taskId}\u0000${idempotencyKey}`);
       if (sending) return sending;
@@ -113,7 +111,7 @@ export class Interactions {
       const item = seq === undefined ? undefined : store.db.inbox.get([taskId, Number(seq)]);
       if (item) return viewOf(taskId, item);
     }
-    if (isTerminal(task.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${taskId} is ${task.state}; it takes no more input`);
+    if (!task || isTerminal(task.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${taskId} is ${current.state}; it takes no more input`);
     const sending = this.#store(task, input.message, idempotencyKey);
     if (idempotencyKey === undefined) return sending;
     const key = `${taskId}\u0000${idempotencyKey}`;
@@ -209,7 +207,7 @@ export class Interactions {
       if (id === task.id) throw new TroupeError('INVALID_INPUT', 'a task cannot join itself');
       if (!this.#record(id)) throw new TroupeError('NOT_FOUND', `join: no task ${id}`);
     }
-    const list = [...new Set(ids as string[])];
+    const list = [...(ids as string[])];
     if (this.#allSettled(list)) return this.#outcomes(list);
     const now = this.#k.clock.now();
     this.#park(task, attempt, { kind: 'join', ids: list }, 'join', reply);

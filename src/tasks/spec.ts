@@ -47,7 +47,7 @@ export interface TaskSpec {
  * A task as the public API returns it: the stored record without its bookkeeping (fencing token,
  * FIFO order, attempt numbering, run bookkeeping). Times are epoch milliseconds.
  */
-export type Task = Omit<TaskRecord, 'runReason' | 'runCreatedAt' | 'attemptSeq' | 'token' | 'queuedOrder' | 'followUp' | 'ladder' | 'unrouted'>;
+export type Task = Omit<TaskRecord, 'runReason' | 'runCreatedAt' | 'attemptSeq' | 'token' | 'queuedOrder' | 'followUp' | 'ladder' | 'unrouted' | 'inbox' | 'delivered'>;
 
 /** A spec after validation, ready to become a record. */
 export interface ValidSpec {
@@ -220,6 +220,7 @@ export function toTask(record: TaskRecord): Task {
   if (record.idempotencyKey !== undefined) task.idempotencyKey = record.idempotencyKey;
   if (record.requires !== undefined) task.requires = [...record.requires];
   if (record.queuedAt !== undefined) task.queuedAt = record.queuedAt;
+  if (record.waitingFor !== undefined) task.waitingFor = structuredClone(record.waitingFor);
   if (record.runAt !== undefined) task.runAt = record.runAt;
   if (record.startedAt !== undefined) task.startedAt = record.startedAt;
   if (record.settledAt !== undefined) task.settledAt = record.settledAt;

@@ -1,0 +1,324 @@
+/**
+ * The `troupe` binary, run as a child process against temp data dirs: `troupe run` serving the
+ * control socket, the client commands over it, the direct path when no runtime runs, and the
+ * error paths. Tests wait for output lines and exits, never for time to pass.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { builtinAgent, createRuntime, type Task } from 'troupe';
+import { renderBar } from '../../dist/src/cli/progress.js';
+import { scratchDirs, tempDir } from '../helpers.js';
+
+const CLI = fileURLToPath(new URL('../../dist/src/cli/index.js', import.meta.url));
+const AGENTS = fileURLToPath(new URL('../../dist/test/fixtures/cli', import.meta.url));
+
+const scratch = scratchDirs();
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `troupe ...args` to completion. */
+function troupe(args: string[]): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** A long-running child whose stdout lines can be awaited. */
+interface Running {
+  child: ChildProcess;
+  lines: string[];
+  stderr: () => string;
+  /** Resolves with the first line (seen so far or later) matching `test`. */
+  line(test: RegExp): Promise<string>;
+  exit: Promise<number | null>;
+}
+
+function start(args: string[]): Running {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  const waiters: Array<{ test: RegExp; resolve: (line: string) => void }> = [];
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    lines.push(line);
+    for (const waiter of waiters.splice(0)) {
+      if (waiter.test.test(line)) waiter.resolve(line);
+      else waiters.push(waiter);
+    }
+  });
+  const exit = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  return {
+    child,
+    lines,
+    stderr: () => stderr,
+    exit,
+    line: (test) =>
+      new Promise((resolve, reject) => {
+        const seen = lines.find((l) => test.test(l));
+        if (seen !== undefined) return resolve(seen);
+        waiters.push({ test, resolve });
+        void exit.then((code) => reject(new Error(`exited ${code} before a line matched ${test}; stdout:\n${lines.join('\n')}\nstderr:\n${stderr}`)));
+      }),
+  };
+}
+
+/** Starts `troupe run` on `dataDir` and waits for its running line. */
+async function serve(dataDir: string): Promise<Running & { running: string }> {
+  const run = start(['run', '--agents', AGENTS, '--data-dir', dataDir, '--threads', '1', '--slots', '2']);
+  return { ...run, running: await run.line(/^troupe running:/) };
+}
+
+async function stop(run: Running): Promise<number | null> {
+  run.child.kill('SIGTERM');
+  return run.exit;
+}
+
+const json = <T>(result: Result): T => JSON.parse(result.stdout) as T;
+
+describe('troupe run, with commands over the control socket', () => {
+  let dir: { path: string; cleanup: () => void };
+  let dataDir: string;
+  let run: Running & { running: string };
+  const cli = (...args: string[]) => troupe([...args, '--data-dir', dataDir]);
+
+  beforeAll(async () => {
+    dir = tempDir('troupe-cli-');
+    dataDir = join(dir.path, 'data');
+    run = await serve(dataDir);
+  });
+
+  afterAll(async () => {
+    if (run.child.exitCode === null) await stop(run);
+    dir.cleanup();
+  });
+
+  it('prints the running line and reports a live status', async () => {
+    expect(run.running).toBe(`troupe running: 3 agents, data dir ${dataDir}, socket ${join(dataDir, 'control.sock')}`);
+    const status = await cli('status', '--json');
+    expect(status.code).toBe(0);
+    const body = json<{ live: boolean; stats: { state: string; agents: Record<string, unknown> }; instances: unknown[] }>(status);
+    expect(body.live).toBe(true);
+    expect(body.stats.state).toBe('running');
+    expect(Object.keys(body.stats.agents)).toEqual(['ask', 'greet', 'hold']);
+  });
+
+  it('submit --wait runs a task to done, and show, list, tail and status see it', async () => {
+    const submitted = await cli('submit', 'greet', '--input', '{"name":"cli"}', '--wait');
+    expect(submitted.stderr).toBe('');
+    expect(submitted.code).toBe(0);
+    const [id, outcome] = submitted.stdout.trim().split('\n');
+    expect(outcome).toBe(`${id} done`);
+
+    const shown = json<Task>(await cli('show', id!, '--json'));
+    expect(shown).toMatchObject({ id, agent: 'greet', state: 'done', output: { greeting: 'hello cli' } });
+    expect((await cli('show', id!)).stdout).toMatch(/^state +done$/m);
+
+    const listed = json<{ tasks: Task[]; next: string | null }>(await cli('list', '--agent', 'greet', '--state', 'done', '--json'));
+    expect(listed.tasks.map((t) => t.id)).toContain(id);
+    expect((await cli('list')).stdout).toMatch(new RegExp(`^${id} +done +greet +1 `, 'm'));
+
+    const tail = await cli('tail', id!);
+    expect(tail.stdout).toMatch(/^\S+Z info +greeting \{"name":"cli"\}\n\S+Z warn +done greeting\n$/);
+
+    const status = await cli('status', '--json');
+    expect(json<{ stats: { tasks: Record<string, number> } }>(status).stats.tasks.done).toBeGreaterThanOrEqual(1);
+    expect((await cli('status')).stdout).toMatch(/^greet +0 +0 +- +done \d/m);
+  });
+
+  it('submit --wait exits 1 for a task that fails, and prints its error', async () => {
+    const result = await cli('submit', 'greet', '--input', '{"fail":true}', '--wait', '--json');
+    expect(result.code).toBe(1);
+    expect(json<Task>(result)).toMatchObject({ state: 'failed', error: { code: 'AGENT_ERROR', message: 'asked to fail' } });
+  });
+
+  it('freeze, cancel, retry and unfreeze round-trip', async () => {
+    expect(json(await cli('freeze', '--reason', 'maintenance', '--json'))).toMatchObject({ frozen: true, reason: 'maintenance' });
+    const id = json<Task>(await cli('submit', 'hold', '--input', '{"ms":5}', '--key', 'held-1', '--json')).id;
+    expect((await cli('cancel', id, '--reason', 'not now')).stdout).toBe(`${id} cancelled\n`);
+    expect(json<Task>(await cli('retry', id, '--json'))).toMatchObject({ id, state: 'queued' });
+    expect(json<{ stats: { freeze: { reason: string } } }>(await cli('status', '--json')).stats.freeze.reason).toBe('maintenance');
+    expect((await cli('unfreeze')).stdout).toBe('unfrozen\n');
+    const waited = await cli('wait', id);
+    expect(waited.stdout).toBe(`${id} done\n`);
+    expect(waited.code).toBe(0);
+    // The same key names the same task.
+    expect(json<Task>(await cli('submit', 'hold', '--key', 'held-1', '--json')).id).toBe(id);
+  });
+
+  it('cancels a running task', async () => {
+    const id = (await cli('submit', 'hold')).stdout.trim();
+    const tail = start(['tail', id, '--follow', '--data-dir', dataDir]);
+    await tail.line(/ holding$/);
+    expect((await cli('cancel', id, '--reason', 'enough')).code).toBe(0);
+    const waited = await cli('wait', id, '--json');
+    expect(waited.code).toBe(1);
+    expect(json<Task>(waited)).toMatchObject({ state: 'cancelled' });
+    expect(await tail.exit).toBe(0);
+  });
+
+  it('send delivers input to a waiting task, and tail --follow streams until it settles', async () => {
+    const id = (await cli('submit', 'ask')).stdout.trim();
+    const tail = start(['tail', id, '--follow', '--json', '--data-dir', dataDir]);
+    await tail.line(/"message":"asking"/);
+    const sent = await cli('send', id, '{"ok":1}', '--key', 'answer-1');
+    expect(sent.stderr).toBe('');
+    expect(sent.stdout).toBe(`sent to ${id}\n`);
+    expect(await tail.exit).toBe(0);
+    expect(tail.lines.map((l) => (JSON.parse(l) as { message: string }).message)).toEqual(['asking', 'got input']);
+    const waited = await cli('wait', id, '--json');
+    expect(json<Task>(waited)).toMatchObject({ state: 'done', output: { answer: { ok: 1 } } });
+  });
+
+  it('schedules add, ls and rm round-trip', async () => {
+    const added = await cli('schedules', 'add', 'nightly', '--cron', '0 3 * * *', '--agent', 'greet', '--tz', 'Europe/Berlin', '--input', '{"name":"n"}', '--overlap', 'allow', '--json');
+    expect(added.code).toBe(0);
+    expect(json(added)).toMatchObject({ id: 'nightly', cron: '0 3 * * *', tz: 'Europe/Berlin', overlap: 'allow', task: { agent: 'greet', input: { name: 'n' } } });
+    expect(json<Array<{ id: string }>>(await cli('schedules', 'ls', '--json')).map((s) => s.id)).toEqual(['nightly']);
+    expect((await cli('schedules', 'ls')).stdout).toMatch(/^nightly +0 3 \* \* \* +Europe\/Berlin +greet /m);
+    expect((await cli('schedules', 'rm', 'nightly')).stdout).toBe('removed nightly\n');
+    expect(json(await cli('schedules', 'ls', '--json'))).toEqual([]);
+    const bad = await cli('schedules', 'add', 'x', '--cron', 'nope', '--agent', 'greet');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/^troupe: INVALID_CRON: /);
+  });
+
+  it("prints the runtime's errors with their code, as text or JSON", async () => {
+    const missing = await cli('show', 'no-such-task');
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toBe('troupe: NOT_FOUND: no task no-such-task\n');
+    const unknown = await cli('submit', 'nobody', '--json');
+    expect(unknown.code).toBe(1);
+    expect(JSON.parse(unknown.stderr)).toMatchObject({ error: { code: 'UNKNOWN_AGENT' } });
+  });
+
+  it('refuses a second runtime on the same data dir with DATA_DIR_LOCKED', async () => {
+    const second = await troupe(['run', '--agents', AGENTS, '--data-dir', dataDir, '--threads', '1']);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(/^troupe: DATA_DIR_LOCKED: data dir .* is locked by live process \d+/);
+    // The first one still answers.
+    expect((await cli('status')).code).toBe(0);
+  });
+});
+
+describe('shutdown and the direct path', () => {
+  it('closes gracefully on SIGTERM; then commands open the data dir directly, and a restart sees the data', async () => {
+    const dataDir = join(scratch(), 'data');
+    const first = await serve(dataDir);
+    const id = (await troupe(['submit', 'greet', '--wait', '--data-dir', dataDir])).stdout.split('\n')[0]!;
+    expect(await stop(first)).toBe(0);
+    expect(first.lines.at(-1)).toBe('troupe stopped');
+    expect(existsSync(join(dataDir, 'control.sock'))).toBe(false);
+
+    // No runtime: reads work on the dir itself, waits and follows need a live runtime.
+    expect(json<Task>(await troupe(['show', id, '--json', '--data-dir', dataDir]))).toMatchObject({ id, state: 'done' });
+    const listed = await troupe(['list', '--json', '--data-dir', dataDir]);
+    expect(json<{ tasks: Task[] }>(listed).tasks.map((t) => t.id)).toEqual([id]);
+    expect(json<{ live: boolean }>(await troupe(['status', '--json', '--data-dir', dataDir])).live).toBe(false);
+    for (const args of [['submit', 'greet', '--wait'], ['tail', id, '--follow']]) {
+      const refused = await troupe([...args, '--data-dir', dataDir]);
+      expect(refused.code).toBe(3);
+      expect(refused.stderr).toBe(`troupe: NOT_RUNNING: no runtime is running in ${dataDir}: start one with \`troupe run --agents <dir>\`\n`);
+    }
+
+    const second = await serve(dataDir);
+    expect(json<Task>(await troupe(['show', id, '--json', '--data-dir', dataDir]))).toMatchObject({ id, state: 'done', output: { greeting: 'hello world' } });
+    expect(await stop(second)).toBe(0);
+  });
+
+  it('works on a data dir an embedding app wrote, with no runtime running', async () => {
+    const dataDir = scratch();
+    const rt = await createRuntime({ dataDir, logger: false, threads: 1, agents: [builtinAgent('echo')] });
+    const task = await rt.wait((await rt.submit({ agent: 'echo', input: 'direct' })).id);
+    await rt.close();
+    expect((await troupe(['show', task.id, '--data-dir', dataDir])).stdout).toMatch(/^output +direct$/m);
+    const cancel = await troupe(['retry', task.id, '--data-dir', dataDir]);
+    expect(cancel.code).toBe(1);
+    expect(cancel.stderr).toMatch(/^troupe: ILLEGAL_TRANSITION: /);
+  });
+
+  it('says so when a runtime holds the data dir but does not answer on the socket', async () => {
+    const dataDir = scratch();
+    const holder = spawn(process.execPath, ['--input-type=module', '-e', `
+      import { createRuntime } from ${JSON.stringify(fileURLToPath(new URL('../../dist/src/index.js', import.meta.url)))};
+      await createRuntime({ dataDir: ${JSON.stringify(dataDir)}, logger: false, threads: 1 });
+      console.log('ready');
+      setInterval(() => {}, 1000);
+    `], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise((resolve) => holder.stdout!.once('data', resolve));
+      const result = await troupe(['list', '--data-dir', dataDir]);
+      expect(result.code).toBe(3);
+      expect(result.stderr).toBe(`troupe: NOT_ANSWERING: a runtime holds ${dataDir} but does not answer on ${join(dataDir, 'control.sock')}\n`);
+    } finally {
+      holder.kill('SIGKILL');
+    }
+  });
+
+  it('exits 2 with a clear message for a data dir that does not exist', async () => {
+    const dataDir = join(scratch(), 'nowhere');
+    for (const json of [false, true]) {
+      const result = await troupe(['list', '--data-dir', dataDir, ...(json ? ['--json'] : [])]);
+      expect(result.code).toBe(2);
+      const message = `no Troupe data dir at ${dataDir} (start one with \`troupe run --agents <dir> --data-dir <dir>\`)`;
+      expect(result.stderr).toBe(json ? `${JSON.stringify({ error: { code: 'NO_DATA_DIR', message } })}\n` : `troupe: NO_DATA_DIR: ${message}\n`);
+    }
+    // An empty dir is not a data dir either.
+    const empty = join(scratch(), 'empty');
+    mkdirSync(empty);
+    expect((await troupe(['status', '--data-dir', empty])).code).toBe(2);
+  });
+});
+
+describe('usage', () => {
+  it('prints the usage for help and --help', async () => {
+    for (const args of [['help'], ['--help'], ['list', '--help']]) {
+      const result = await troupe(args);
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain('troupe run --agents DIR');
+      expect(result.stdout).toContain('troupe schedules add ID --cron EXPR');
+    }
+  });
+
+  it('rejects a bad command, option or argument count with a usage error', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['bogus'], /^troupe: USAGE: unknown command "bogus"\n/],
+      [['list', '--nope'], /^troupe: USAGE: list: Unknown option '--nope'/],
+      [['show'], /^troupe: USAGE: show takes ID \(got none\)\n/],
+      [['schedules'], /^troupe: USAGE: schedules needs a subcommand/],
+      [['list', '--limit', 'lots'], /^troupe: USAGE: --limit must be an integer >= 1/],
+      [['run'], /^troupe: USAGE: run needs --agents DIR\n/],
+      [['run', '--agents', '/no/such/dir'], /^troupe: USAGE: --agents \/no\/such\/dir: no such directory\n/],
+    ];
+    for (const [args, message] of cases) {
+      const dataDir = join(scratch(), 'data');
+      const result = await troupe([...args, '--data-dir', dataDir]);
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(result.stderr, args.join(' ')).toMatch(message);
+    }
+    const asJson = await troupe(['bogus', '--json']);
+    expect(JSON.parse(asJson.stderr)).toEqual({ error: { code: 'USAGE', message: 'unknown command "bogus"' } });
+  });
+});
+
+describe('progress bar', () => {
+  it('renders a bar with percentage and message, clamped to 0..1', () => {
+    expect(renderBar(0.45, 10, 'running')).toBe('[#####.....]  45% running');
+    expect(renderBar(0, 4)).toBe('[....]   0%');
+    expect(renderBar(1.7, 4)).toBe('[####] 100%');
+    expect(renderBar(Number.NaN, 4, 'x')).toBe('[....]   0% x');
+  });
+});
