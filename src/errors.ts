@@ -53,6 +53,8 @@ export const ERROR_CODES = {
   RETRY_EXHAUSTED: { retryable: false, summary: 'The retry policy ran out of attempts; the task is dropped.' },
   /** The task sat queued on a degraded instance past `degradedDropMs` (task error code of a dropped task). */
   INSTANCE_DEGRADED: { retryable: false, summary: 'The task sat queued on a degraded instance past `degradedDropMs`; it is dropped.' },
+  /** The task's workspace directory could not be created (task error code, infrastructure fault). */
+  WORKSPACE_FAILED: { retryable: true, summary: "The task's workspace directory could not be created (infrastructure fault)." },
   /** The store failed to read or write. */
   STORE_FAILED: { retryable: true, summary: 'The LMDB store failed to read or write.' },
 } as const satisfies Record<string, { retryable: boolean; summary: string }>;

@@ -10,6 +10,9 @@ import { connectControl, socketPathOf, type Backend } from './control.js';
 import type { MethodTable } from './methods.js';
 import type { Runtime } from '../runtime.js';
 
+/** How long a direct open retries a locked data dir before reporting NOT_ANSWERING. */
+const LOCK_RETRY_MS = 1_000;
+
 /** Throws NO_DATA_DIR (exit 2) unless `dataDir` (absolute) holds a Troupe store. */
 export function assertDataDir(dataDir: string): void {
   if (!existsSync(join(dataDir, 'data.mdb'))) {
@@ -39,16 +42,23 @@ export async function openBackend(dataDir: string, options: { live: boolean }): 
   }
   if (options.live) throw notRunning(dataDir);
   const [{ createRuntime }, { runtimeMethods }] = await Promise.all([import('../runtime.js'), import('./methods.js')]);
-  let rt: Runtime;
-  try {
-    rt = await createRuntime({ dataDir, logger: false, threads: 1, slotsPerThread: 1 });
-  } catch (error) {
-    if ((error as { code?: unknown }).code === 'DATA_DIR_LOCKED') {
-      throw new CliError('NOT_ANSWERING', `a runtime holds ${dataDir} but does not answer on ${socket}`, EXIT.NO_RUNTIME);
+  // Another command may hold the dir for a moment, or `troupe run` may be between taking the dir and
+  // listening: retry briefly before deciding that a runtime holds it without answering.
+  const deadline = Date.now() + LOCK_RETRY_MS;
+  for (let delay = 25; ; delay = Math.min(delay * 2, 200)) {
+    try {
+      const rt = await createRuntime({ dataDir, logger: false, threads: 1, slotsPerThread: 1 });
+      return new DirectBackend(rt, runtimeMethods(rt));
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== 'DATA_DIR_LOCKED') throw error;
+      if (Date.now() + delay > deadline) {
+        throw new CliError('NOT_ANSWERING', `a runtime holds ${dataDir} but does not answer on ${socket}`, EXIT.NO_RUNTIME);
+      }
     }
-    throw error;
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    const live = await connectControl(socket).catch(() => undefined);
+    if (live) return live;
   }
-  return new DirectBackend(rt, runtimeMethods(rt));
 }
 
 /**

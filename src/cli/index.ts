@@ -7,7 +7,7 @@
 import { resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { CliError, EXIT, describeError, usageError } from './cli-error.js';
-import { CLIENT_COMMANDS, integerOption, type CommandContext, type Values } from './commands.js';
+import { CLIENT_COMMANDS, integerOption, parseJsonOption, type CommandContext, type Values } from './commands.js';
 import { openBackend } from './connect.js';
 
 const HELP = `troupe: a durable agent-dispatch runtime
@@ -83,6 +83,9 @@ const COMMANDS: Record<string, { options: Options; args: readonly string[] }> = 
   'schedules rm': { options: {}, args: ['ID'] },
 };
 
+/** Integer options and their minimum. */
+const INTEGER_OPTIONS: Record<string, number> = { limit: 1, priority: Number.MIN_SAFE_INTEGER, threads: 1, slots: 1, tasks: 1 };
+
 /** Every option any command knows, to find the command word before parsing strictly. */
 const ALL_OPTIONS: Options = Object.assign({}, GLOBAL, ...Object.values(COMMANDS).map((c) => c.options));
 
@@ -93,12 +96,8 @@ interface Parsed {
 }
 
 function parse(argv: string[]): Parsed {
-  let first;
-  try {
-    first = parseArgs({ args: argv, options: ALL_OPTIONS, allowPositionals: true, strict: true });
-  } catch (error) {
-    throw usageError((error as Error).message);
-  }
+  // Lenient first pass, only to find the command word: the strict pass below names the command.
+  const first = parseArgs({ args: argv, options: ALL_OPTIONS, allowPositionals: true, strict: false });
   const [word = 'help', sub] = first.positionals;
   if (word === 'help' || first.values.help === true) return { command: 'help', values: {}, args: [] };
   let command = word;
@@ -112,14 +111,19 @@ function parse(argv: string[]): Parsed {
   try {
     parsed = parseArgs({ args: argv, options: { ...GLOBAL, ...spec.options }, allowPositionals: true, strict: true });
   } catch (error) {
-    throw usageError(`${command}: ${(error as Error).message}`);
+    // parseArgs appends a long hint about `--`; the first sentence is the problem.
+    throw usageError(`${command}: ${(error as Error).message.replace(/\. To specify a positional argument[\s\S]*$/, '')}`);
   }
   const args = parsed.positionals.slice(command.split(' ').length);
   if (args.length !== spec.args.length) {
     const expected = spec.args.length === 0 ? 'no arguments' : spec.args.join(' ');
     throw usageError(`${command} takes ${expected} (got ${args.length === 0 ? 'none' : args.map((a) => JSON.stringify(a)).join(' ')})`);
   }
-  return { command, values: parsed.values as Values, args };
+  const values = parsed.values as Values;
+  // Check option values before anything touches the data dir.
+  for (const [name, min] of Object.entries(INTEGER_OPTIONS)) integerOption(`--${name}`, values[name], min);
+  if (typeof values.input === 'string') parseJsonOption('--input', values.input);
+  return { command, values, args };
 }
 
 async function main(argv: string[], json: { value: boolean }): Promise<number> {

@@ -43,6 +43,8 @@ export interface TaskRecord {
   priority: number;
   lane: string;
   workspace?: string;
+  /** Set when Troupe created the workspace: whether it is removed when the task settles. */
+  workspaceKeep?: 'always' | 'never' | 'on_failure';
   instanceKey: string;
   parentId?: string;
   idempotencyKey?: string;

@@ -11,7 +11,7 @@
 import { isTerminal } from '../../machines/index.js';
 import type { TaskRecord } from '../store/records.js';
 import type { StepWriter } from '../store/store.js';
-import { transition, type Kernel } from '../tasks/kernel.js';
+import { cleanWorkspace, transition, type Kernel } from '../tasks/kernel.js';
 
 /** The `control` key of the durable cycle counter. */
 export const CYCLE_KEY = 'supervisor';
@@ -89,7 +89,10 @@ export class SupervisorCycle {
       }
     });
     for (const task of settled) {
-      if (isTerminal(task.state)) table.retire(task);
+      if (isTerminal(task.state)) {
+        table.retire(task);
+        cleanWorkspace(this.#k, task);
+      }
       table.notify(task);
     }
     return report;

@@ -6,6 +6,7 @@
  * flight, the governor may reserve `prefetch` attempts beyond the slots; committed attempts wait
  * here, in `ready`, never in Piscina's queue.
  */
+import { mkdirSync } from 'node:fs';
 import type { AbortReason, AttemptRequest, WireResult, WorkerMessage } from '../../actors/wire.js';
 import type { ClockTimer } from '../clock.js';
 import type { GovernorEntry } from '../governor/governor.js';
@@ -229,6 +230,14 @@ export class Dispatcher {
     this.#tell(attempt, 'running', clock.now());
     if (task.timeoutMs > 0) {
       attempt.timeoutTimer = clock.setTimeout(() => this.stop(attempt, 'timeout', `attempt exceeded timeoutMs ${task.timeoutMs}`), task.timeoutMs);
+    }
+    if (task.workspaceKeep !== undefined && task.workspace !== undefined) {
+      try {
+        mkdirSync(task.workspace, { recursive: true });
+      } catch (error) {
+        this.#settle(attempt, { kind: 'crash', code: 'WORKSPACE_FAILED', message: `cannot create workspace ${task.workspace}: ${(error as Error).message}` });
+        return;
+      }
     }
     const request: AttemptRequest = {
       module: agent.module,

@@ -8,10 +8,10 @@ import { TroupeError } from '../errors.js';
 import type { AttemptRecord, TaskRecord, TimerRecord } from '../store/records.js';
 import type { StepWriter } from '../store/store.js';
 import type { Dispatcher } from './dispatcher.js';
-import { entryOf, timerIdOf, transition, writeQueued, type Kernel } from './kernel.js';
+import { cleanWorkspace, entryOf, timerIdOf, transition, writeQueued, type Kernel } from './kernel.js';
 import { decideSettlement } from './outcome.js';
 import { settleInto } from './settle.js';
-import { instanceKeyOf, toTask, type Task } from './spec.js';
+import { instanceKeyOf, PER_TASK_WORKSPACE, toTask, type Task } from './spec.js';
 import { resolveRetry } from '../options.js';
 import type { Interactions } from './interact.js';
 
@@ -187,6 +187,7 @@ export class TaskEngine {
       w.event('task.cancelled', { at: now, taskId: task.id, data: { run: task.runs, reason, from } });
     });
     table.retire(task);
+    cleanWorkspace(this.#k, task);
     table.notify(task);
   }
 
@@ -352,5 +353,5 @@ function routeAgain(k: Kernel, task: TaskRecord): Pick<TaskRecord, 'agent' | 'in
   const retry = task.unrouted ? { ...resolveRetry(task.unrouted.retry, agent.retry, 'retry') } : task.retry;
   const timeoutMs = task.unrouted ? (task.unrouted.timeoutMs ?? agent.timeoutMs) : task.timeoutMs;
   delete task.unrouted;
-  return { agent: agent.name, retry, timeoutMs, instanceKey: instanceKeyOf({ agent, lane: task.lane, workspace: task.workspace, timeoutMs, retry }) };
+  return { agent: agent.name, retry, timeoutMs, instanceKey: instanceKeyOf({ agent, lane: task.lane, workspace: task.workspaceKeep !== undefined ? PER_TASK_WORKSPACE : task.workspace, timeoutMs, retry }) };
 }

@@ -2,6 +2,7 @@
  * The shared state of the task engine: what the dispatcher, the submit path and the controls all
  * read and change. Kept in one place so each of those modules stays a small set of functions.
  */
+import { rm } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import type { Clock } from '../clock.js';
 import type { Store, StepWriter } from '../store/store.js';
@@ -74,6 +75,17 @@ export function markQueued(task: TaskRecord, order: number, at: number): void {
   task.queuedOrder = order;
   task.queuedAt = at;
   if (task.ladder !== undefined) delete task.ladder;
+}
+
+/**
+ * Removes a workspace Troupe created for a task that has settled, per its `keep` policy. Runs after
+ * the settling commit; a failure is logged, never thrown (the task's outcome stands).
+ */
+export function cleanWorkspace(k: Kernel, task: TaskRecord): void {
+  const keep = task.workspaceKeep;
+  if (keep === undefined || keep === 'always' || task.workspace === undefined) return;
+  if (keep === 'on_failure' && task.state !== 'done') return;
+  void rm(task.workspace, { recursive: true, force: true }).catch((error: unknown) => k.log.warn({ err: error, taskId: task.id, workspace: task.workspace }, 'removing a task workspace failed'));
 }
 
 /** The control key of an agent's flow state. */

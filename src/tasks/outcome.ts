@@ -9,7 +9,7 @@ import type { RetryPolicy, TaskRecord } from '../store/records.js';
 /** How an attempt ended, as the host observed it. */
 export type AttemptOutcome =
   | { kind: 'result'; wire: WireResult }
-  | { kind: 'crash'; code: 'THREAD_CRASHED' | 'PROCESS_CRASHED' | 'STORE_FAILED'; message: string }
+  | { kind: 'crash'; code: 'THREAD_CRASHED' | 'PROCESS_CRASHED' | 'STORE_FAILED' | 'WORKSPACE_FAILED'; message: string }
   /** The host stopped waiting (grace period over, or process shutdown) without a result. */
   | { kind: 'abandoned' };
 

@@ -8,7 +8,7 @@ import { isTerminal } from '../../machines/index.js';
 import type { StepWriter } from '../store/store.js';
 import type { AttemptRecord, TaskRecord, TaskResult, TimerRecord } from '../store/records.js';
 import type { AgentResult } from '../../actors/wire.js';
-import { entryOf, markQueued, timerIdOf, transition, writeQueued, type Kernel } from './kernel.js';
+import { cleanWorkspace, entryOf, markQueued, timerIdOf, transition, writeQueued, type Kernel } from './kernel.js';
 import type { Settlement } from './outcome.js';
 
 /** Writes a settlement into `w`; returns what to do once it has committed. */
@@ -99,7 +99,10 @@ export function settleInto(w: StepWriter, k: Kernel, task: TaskRecord, attempt: 
   if (timer) w.putTimer(timer);
   w.putTask(task);
   return () => {
-    if (terminal) k.table.retire(task);
+    if (terminal) {
+      k.table.retire(task);
+      cleanWorkspace(k, task);
+    }
     k.table.notify(task);
     if (timer) k.timers.add(timer);
     else if (task.state === 'queued' && !k.governor.has(task.id)) {

@@ -3,11 +3,24 @@
  * Validation runs before anything is stored, and every problem names the field.
  */
 import { createHash } from 'node:crypto';
+import { resolve as resolvePath } from 'node:path';
 import { describeUnserializable } from '../../actors/wire.js';
 import { TroupeError } from '../errors.js';
 import { DEFAULT_RETRY, resolveRetry } from '../options.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { RetryPolicy, TaskRecord } from '../store/records.js';
+
+/** A workspace request: see {@link TaskSpec.workspace}. */
+export interface WorkspaceSpec {
+  path?: string;
+  keep?: WorkspaceKeep;
+}
+
+/** When a workspace Troupe created is kept after its task settles. */
+export type WorkspaceKeep = 'always' | 'never' | 'on_failure';
+
+/** Stands in for a per-task workspace in instance keys: such tasks share their instance. */
+export const PER_TASK_WORKSPACE = '(per-task)';
 
 /** What `rt.submit()` takes. */
 export interface TaskSpec {
@@ -25,8 +38,13 @@ export interface TaskSpec {
   priority?: number;
   /** A lane separates instances of the same agent (e.g. per tenant). @default 'default' */
   lane?: string;
-  /** Workspace directory the agent works in. */
-  workspace?: string;
+  /**
+   * The directory the agent works in (`ctx.workspace`): a path, or `{ path?, keep? }`. Without a
+   * path, Troupe creates `<dataDir>/workspaces/<taskId>` for the task and removes it when the task
+   * settles, per `keep`: `'on_failure'` (default: kept unless done), `'always'` or `'never'`. A
+   * given path is never removed.
+   */
+  workspace?: string | WorkspaceSpec;
   /** Free-form string labels. */
   labels?: Record<string, string>;
   /** A second submit with the same key returns the first task and stores nothing. */
@@ -63,7 +81,10 @@ export interface ValidSpec {
   input: unknown;
   priority: number;
   lane: string;
+  /** A given path, or {@link PER_TASK_WORKSPACE} for one created per task. */
   workspace?: string;
+  /** Set for a workspace Troupe creates (and may clean). */
+  workspaceKeep?: WorkspaceKeep;
   labels: Record<string, string>;
   idempotencyKey?: string;
   parentId?: string;
@@ -102,7 +123,7 @@ export function validateSpec(
   if (!Number.isSafeInteger(priority)) throw bad(`${where}.priority must be an integer`);
   const lane = spec.lane ?? 'default';
   if (typeof lane !== 'string' || !LANE.test(lane)) throw bad(`${where}.lane must match ${LANE.source}`);
-  if (spec.workspace !== undefined && (typeof spec.workspace !== 'string' || spec.workspace.length === 0)) throw bad(`${where}.workspace must be a non-empty string`);
+  const workspace = workspaceOf(spec.workspace, where);
   const labels = spec.labels === undefined ? {} : spec.labels;
   if (typeof labels !== 'object' || labels === null || Array.isArray(labels) || Object.values(labels).some((v) => typeof v !== 'string')) {
     throw bad(`${where}.labels must be an object of string values`);
@@ -137,7 +158,7 @@ export function validateSpec(
     input: spec.input ?? null,
     priority,
     lane,
-    workspace: spec.workspace,
+    workspace: workspace?.path,
     labels: { ...labels },
     idempotencyKey: spec.idempotencyKey,
     parentId: spec.parentId,
@@ -146,6 +167,7 @@ export function validateSpec(
   };
   const result: ValidSpec = { ...valid, instanceKey: agent ? instanceKeyOf({ ...valid, agent }) : '' };
   if (requires !== undefined) result.requires = requires;
+  if (workspace?.keep !== undefined) result.workspaceKeep = workspace.keep;
   if (!agent) result.unrouted = stripUndefined({ retry: spec.retry, timeoutMs: spec.timeoutMs });
   if (runAt !== undefined && runAt > now) result.runAt = runAt;
   return result;
@@ -225,6 +247,26 @@ export function toTask(record: TaskRecord): Task {
   if (record.startedAt !== undefined) task.startedAt = record.startedAt;
   if (record.settledAt !== undefined) task.settledAt = record.settledAt;
   return task;
+}
+
+const KEEP: readonly WorkspaceKeep[] = ['always', 'never', 'on_failure'];
+
+function workspaceOf(value: unknown, where: string): { path: string; keep?: WorkspaceKeep } | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'string') {
+    if (value.length === 0) throw bad(`${where}.workspace must be a non-empty path or { path?, keep? }`);
+    return { path: resolvePath(value) };
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw bad(`${where}.workspace must be a non-empty path or { path?, keep? }`);
+  const { path, keep, ...rest } = value as WorkspaceSpec;
+  if (Object.keys(rest).length > 0) throw bad(`${where}.workspace.${Object.keys(rest)[0]} is not a workspace field`);
+  if (path !== undefined && (typeof path !== 'string' || path.length === 0)) throw bad(`${where}.workspace.path must be a non-empty string`);
+  if (keep !== undefined && !KEEP.includes(keep)) throw bad(`${where}.workspace.keep must be one of ${KEEP.join(', ')}`);
+  if (path !== undefined) {
+    if (keep !== undefined && keep !== 'always') throw bad(`${where}.workspace.keep: a given path is never removed; only a workspace Troupe creates can use keep '${keep}'`);
+    return { path: resolvePath(path) };
+  }
+  return { path: PER_TASK_WORKSPACE, keep: keep ?? 'on_failure' };
 }
 
 function requiresOf(value: unknown, where: string): string[] {

@@ -3,6 +3,7 @@
  * `maxQueued`, then store every new task and its `task.queued` event in one transaction. The
  * returned promise resolves only after that commit is flushed.
  */
+import { join } from 'node:path';
 import { TroupeError } from '../errors.js';
 import type { TaskRecord, TimerRecord } from '../store/records.js';
 import type { StepWriter } from '../store/store.js';
@@ -108,7 +109,10 @@ export class Submitter {
     if (spec.unmatched) record.reason = 'unmatched';
     if (spec.requires !== undefined) record.requires = spec.requires;
     if (spec.unrouted !== undefined) record.unrouted = spec.unrouted;
-    if (spec.workspace !== undefined) record.workspace = spec.workspace;
+    if (spec.workspaceKeep !== undefined) {
+      record.workspace = join(this.#k.options.dataDir, 'workspaces', record.id);
+      record.workspaceKeep = spec.workspaceKeep;
+    } else if (spec.workspace !== undefined) record.workspace = spec.workspace;
     if (spec.parentId !== undefined) record.parentId = spec.parentId;
     if (spec.idempotencyKey !== undefined) record.idempotencyKey = spec.idempotencyKey;
     if (spec.runAt !== undefined) record.runAt = spec.runAt;

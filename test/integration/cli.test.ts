@@ -123,20 +123,23 @@ describe('troupe run, with commands over the control socket', () => {
     const [id, outcome] = submitted.stdout.trim().split('\n');
     expect(outcome).toBe(`${id} done`);
 
-    const shown = json<Task>(await cli('show', id!, '--json'));
-    expect(shown).toMatchObject({ id, agent: 'greet', state: 'done', output: { greeting: 'hello cli' } });
-    expect((await cli('show', id!)).stdout).toMatch(/^state +done$/m);
-
-    const listed = json<{ tasks: Task[]; next: string | null }>(await cli('list', '--agent', 'greet', '--state', 'done', '--json'));
-    expect(listed.tasks.map((t) => t.id)).toContain(id);
-    expect((await cli('list')).stdout).toMatch(new RegExp(`^${id} +done +greet +1 `, 'm'));
-
-    const tail = await cli('tail', id!);
+    // Reads over the socket run side by side.
+    const [shownJson, shownText, listedJson, listedText, tail, statusJson, statusText] = await Promise.all([
+      cli('show', id!, '--json'),
+      cli('show', id!),
+      cli('list', '--agent', 'greet', '--state', 'done', '--json'),
+      cli('list'),
+      cli('tail', id!),
+      cli('status', '--json'),
+      cli('status'),
+    ]);
+    expect(json<Task>(shownJson)).toMatchObject({ id, agent: 'greet', state: 'done', output: { greeting: 'hello cli' } });
+    expect(shownText.stdout).toMatch(/^state +done$/m);
+    expect(json<{ tasks: Task[]; next: string | null }>(listedJson).tasks.map((t) => t.id)).toContain(id);
+    expect(listedText.stdout).toMatch(new RegExp(`^${id} +done +greet +1 `, 'm'));
     expect(tail.stdout).toMatch(/^\S+Z info +greeting \{"name":"cli"\}\n\S+Z warn +done greeting\n$/);
-
-    const status = await cli('status', '--json');
-    expect(json<{ stats: { tasks: Record<string, number> } }>(status).stats.tasks.done).toBeGreaterThanOrEqual(1);
-    expect((await cli('status')).stdout).toMatch(/^greet +0 +0 +- +done \d/m);
+    expect(json<{ stats: { tasks: Record<string, number> } }>(statusJson).stats.tasks.done).toBeGreaterThanOrEqual(1);
+    expect(statusText.stdout).toMatch(/^greet +0 +0 +- +done \d/m);
   });
 
   it('submit --wait exits 1 for a task that fails, and prints its error', async () => {
@@ -285,8 +288,7 @@ describe('shutdown and the direct path', () => {
 
 describe('usage', () => {
   it('prints the usage for help and --help', async () => {
-    for (const args of [['help'], ['--help'], ['list', '--help']]) {
-      const result = await troupe(args);
+    for (const result of await Promise.all([['help'], ['--help'], ['list', '--help']].map((args) => troupe(args)))) {
       expect(result.code).toBe(0);
       expect(result.stdout).toContain('troupe run --agents DIR');
       expect(result.stdout).toContain('troupe schedules add ID --cron EXPR');
@@ -296,19 +298,18 @@ describe('usage', () => {
   it('rejects a bad command, option or argument count with a usage error', async () => {
     const cases: Array<[string[], RegExp]> = [
       [['bogus'], /^troupe: USAGE: unknown command "bogus"\n/],
-      [['list', '--nope'], /^troupe: USAGE: list: Unknown option '--nope'/],
+      [['list', '--nope'], /^troupe: USAGE: list: Unknown option '--nope'\n/],
       [['show'], /^troupe: USAGE: show takes ID \(got none\)\n/],
       [['schedules'], /^troupe: USAGE: schedules needs a subcommand/],
       [['list', '--limit', 'lots'], /^troupe: USAGE: --limit must be an integer >= 1/],
       [['run'], /^troupe: USAGE: run needs --agents DIR\n/],
       [['run', '--agents', '/no/such/dir'], /^troupe: USAGE: --agents \/no\/such\/dir: no such directory\n/],
     ];
-    for (const [args, message] of cases) {
-      const dataDir = join(scratch(), 'data');
-      const result = await troupe([...args, '--data-dir', dataDir]);
-      expect(result.code, args.join(' ')).toBe(2);
-      expect(result.stderr, args.join(' ')).toMatch(message);
-    }
+    const results = await Promise.all(cases.map(([args]) => troupe([...args, '--data-dir', join(scratch(), 'data')])));
+    cases.forEach(([args, message], i) => {
+      expect(results[i]!.code, args.join(' ')).toBe(2);
+      expect(results[i]!.stderr, args.join(' ')).toMatch(message);
+    });
     const asJson = await troupe(['bogus', '--json']);
     expect(JSON.parse(asJson.stderr)).toEqual({ error: { code: 'USAGE', message: 'unknown command "bogus"' } });
   });
