@@ -11,12 +11,20 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type Task } from 'troupe';
 import { renderBar } from '../../dist/src/cli/progress.js';
-import { scratchDirs, tempDir } from '../helpers.js';
+import { tempDir } from '../helpers.js';
 
 const CLI = fileURLToPath(new URL('../../dist/src/cli/index.js', import.meta.url));
 const AGENTS = fileURLToPath(new URL('../../dist/test/fixtures/cli', import.meta.url));
 
-const scratch = scratchDirs();
+/** Runs `fn` with a fresh temp dir, removed afterwards (safe for concurrent tests). */
+async function withDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = tempDir('troupe-cli-');
+  try {
+    return await fn(dir.path);
+  } finally {
+    dir.cleanup();
+  }
+}
 
 interface Result {
   code: number | null;
@@ -217,9 +225,10 @@ describe('troupe run, with commands over the control socket', () => {
   });
 });
 
-describe('shutdown and the direct path', () => {
-  it('closes gracefully on SIGTERM; then commands open the data dir directly, and a restart sees the data', async () => {
-    const dataDir = join(scratch(), 'data');
+// These use their own data dirs, so they run side by side.
+describe.concurrent('shutdown, the direct path and usage', () => {
+  it('closes gracefully on SIGTERM; then commands open the data dir directly, and a restart sees the data', ({ expect }) => withDir(async (root) => {
+    const dataDir = join(root, 'data');
     const first = await serve(dataDir);
     const id = (await troupe(['submit', 'greet', '--wait', '--data-dir', dataDir])).stdout.split('\n')[0]!;
     expect(await stop(first)).toBe(0);
@@ -240,10 +249,9 @@ describe('shutdown and the direct path', () => {
     const second = await serve(dataDir);
     expect(json<Task>(await troupe(['show', id, '--json', '--data-dir', dataDir]))).toMatchObject({ id, state: 'done', output: { greeting: 'hello world' } });
     expect(await stop(second)).toBe(0);
-  });
+  }));
 
-  it('works on a data dir an embedding app wrote, with no runtime running', async () => {
-    const dataDir = scratch();
+  it('works on a data dir an embedding app wrote, with no runtime running', ({ expect }) => withDir(async (dataDir) => {
     const rt = await createRuntime({ dataDir, logger: false, threads: 1, agents: [builtinAgent('echo')] });
     const task = await rt.wait((await rt.submit({ agent: 'echo', input: 'direct' })).id);
     await rt.close();
@@ -251,10 +259,9 @@ describe('shutdown and the direct path', () => {
     const cancel = await troupe(['retry', task.id, '--data-dir', dataDir]);
     expect(cancel.code).toBe(1);
     expect(cancel.stderr).toMatch(/^troupe: ILLEGAL_TRANSITION: /);
-  });
+  }));
 
-  it('says so when a runtime holds the data dir but does not answer on the socket', async () => {
-    const dataDir = scratch();
+  it('says so when a runtime holds the data dir but does not answer on the socket', ({ expect }) => withDir(async (dataDir) => {
     const holder = spawn(process.execPath, ['--input-type=module', '-e', `
       import { createRuntime } from ${JSON.stringify(fileURLToPath(new URL('../../dist/src/index.js', import.meta.url)))};
       await createRuntime({ dataDir: ${JSON.stringify(dataDir)}, logger: false, threads: 1 });
@@ -269,10 +276,10 @@ describe('shutdown and the direct path', () => {
     } finally {
       holder.kill('SIGKILL');
     }
-  });
+  }));
 
-  it('exits 2 with a clear message for a data dir that does not exist', async () => {
-    const dataDir = join(scratch(), 'nowhere');
+  it('exits 2 with a clear message for a data dir that does not exist', ({ expect }) => withDir(async (root) => {
+    const dataDir = join(root, 'nowhere');
     for (const json of [false, true]) {
       const result = await troupe(['list', '--data-dir', dataDir, ...(json ? ['--json'] : [])]);
       expect(result.code).toBe(2);
@@ -280,14 +287,12 @@ describe('shutdown and the direct path', () => {
       expect(result.stderr).toBe(json ? `${JSON.stringify({ error: { code: 'NO_DATA_DIR', message } })}\n` : `troupe: NO_DATA_DIR: ${message}\n`);
     }
     // An empty dir is not a data dir either.
-    const empty = join(scratch(), 'empty');
+    const empty = join(root, 'empty');
     mkdirSync(empty);
     expect((await troupe(['status', '--data-dir', empty])).code).toBe(2);
-  });
-});
+  }));
 
-describe('usage', () => {
-  it('prints the usage for help and --help', async () => {
+  it('prints the usage for help and --help', async ({ expect }) => {
     for (const result of await Promise.all([['help'], ['--help'], ['list', '--help']].map((args) => troupe(args)))) {
       expect(result.code).toBe(0);
       expect(result.stdout).toContain('troupe run --agents DIR');
@@ -295,7 +300,7 @@ describe('usage', () => {
     }
   });
 
-  it('rejects a bad command, option or argument count with a usage error', async () => {
+  it('rejects a bad command, option or argument count with a usage error', ({ expect }) => withDir(async (root) => {
     const cases: Array<[string[], RegExp]> = [
       [['bogus'], /^troupe: USAGE: unknown command "bogus"\n/],
       [['list', '--nope'], /^troupe: USAGE: list: Unknown option '--nope'\n/],
@@ -305,18 +310,16 @@ describe('usage', () => {
       [['run'], /^troupe: USAGE: run needs --agents DIR\n/],
       [['run', '--agents', '/no/such/dir'], /^troupe: USAGE: --agents \/no\/such\/dir: no such directory\n/],
     ];
-    const results = await Promise.all(cases.map(([args]) => troupe([...args, '--data-dir', join(scratch(), 'data')])));
+    const results = await Promise.all(cases.map(([args]) => troupe([...args, '--data-dir', join(root, 'data')])));
     cases.forEach(([args, message], i) => {
       expect(results[i]!.code, args.join(' ')).toBe(2);
       expect(results[i]!.stderr, args.join(' ')).toMatch(message);
     });
     const asJson = await troupe(['bogus', '--json']);
     expect(JSON.parse(asJson.stderr)).toEqual({ error: { code: 'USAGE', message: 'unknown command "bogus"' } });
-  });
-});
+  }));
 
-describe('progress bar', () => {
-  it('renders a bar with percentage and message, clamped to 0..1', () => {
+  it('renders a bar with percentage and message, clamped to 0..1', ({ expect }) => {
     expect(renderBar(0.45, 10, 'running')).toBe('[#####.....]  45% running');
     expect(renderBar(0, 4)).toBe('[....]   0%');
     expect(renderBar(1.7, 4)).toBe('[####] 100%');
