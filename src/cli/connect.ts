@@ -9,6 +9,7 @@ import { CliError, EXIT } from './cli-error.js';
 import { connectControl, socketPathOf, type Backend } from './control.js';
 import type { MethodTable } from './methods.js';
 import type { Runtime } from '../runtime.js';
+import type { AgentPool } from '../pool/pool.js';
 
 /** How long a direct open retries a locked data dir before reporting NOT_ANSWERING. */
 const LOCK_RETRY_MS = 1_000;
@@ -47,7 +48,7 @@ export async function openBackend(dataDir: string, options: { live: boolean }): 
   const deadline = Date.now() + LOCK_RETRY_MS;
   for (let delay = 25; ; delay = Math.min(delay * 2, 200)) {
     try {
-      const rt = await createRuntime({ dataDir, logger: false, threads: 1, slotsPerThread: 1 });
+      const rt = await createRuntime({ dataDir, logger: false, threads: 1, slotsPerThread: 1, createPool: idlePool });
       return new DirectBackend(rt, runtimeMethods(rt));
     } catch (error) {
       if ((error as { code?: unknown }).code !== 'DATA_DIR_LOCKED') throw error;
@@ -96,6 +97,22 @@ class DirectBackend implements Backend {
     this.#abort.abort();
     await this.#rt.close({ timeoutMs: 5_000 });
   }
+}
+
+/**
+ * The pool of a directly opened dir: no threads. No agent is registered there, so nothing is ever
+ * dispatched to it; starting real worker threads would only slow every command down.
+ */
+function idlePool(): AgentPool {
+  return {
+    threads: 1,
+    run: () => Promise.reject(new Error('no agent runs in a data dir opened directly')),
+    abort: async () => ({ foundIn: undefined, unresponsive: [] }),
+    terminate: async () => undefined,
+    onMessage: () => undefined,
+    reply: () => undefined,
+    destroy: async () => undefined,
+  };
 }
 
 function roundTrip(value: unknown): unknown {
