@@ -61,6 +61,8 @@ export class Interactions {
   readonly #joiners = new Map<string, Set<string>>();
   /** Input keys whose commit is in flight: `taskId\0key` → the item. */
   readonly #sending = new Map<string, Promise<InboxItem>>();
+  /** Inbox items whose commit is in flight (`taskId\0seq`): an agent may ask for one before it lands. */
+  readonly #unlanded = new Map<string, InboxRecord>();
 
   constructor(kernel: Kernel, dispatcher: Dispatcher, submit: SubmitFn) {
     this.#k = kernel;
@@ -171,7 +173,7 @@ export class Interactions {
     const now = clock.now();
     if (delivered < (task.inbox ?? 0)) {
       // An input is pending: hand it over now, recording the delivery first.
-      const item = store.db.inbox.get([task.id, delivered + 1]);
+      const item = this.#unlanded.get(`${task.id}\u0000${delivered + 1}`) ?? store.db.inbox.get([task.id, delivered + 1]);
       if (!item) throw new TroupeError('STORE_FAILED', `inbox item ${delivered + 1} of task ${task.id} is missing`);
       await store.commit((w) => this.#deliver(w, task, item, attempt, now));
       return item.message;
@@ -263,6 +265,8 @@ export class Interactions {
       table.moved(task, 'waiting');
       delete task.waitingFor;
     }
+    const unlanded = `${task.id}\u0000${seq}`;
+    this.#unlanded.set(unlanded, item);
     await store.commit((w) => {
       if (deliverNow) this.#deliver(w, task, item, parked.attempt, now);
       else w.putInbox(task.id, item);
@@ -270,7 +274,7 @@ export class Interactions {
       w.event('task.input', { at: now, taskId: task.id, data: { seq, idempotencyKey, delivered: deliverNow } });
       if (resumeRun) this.#newRun(w, task, now);
       else w.putTask(task);
-    });
+    }).finally(() => this.#unlanded.delete(unlanded));
     if (deliverNow) this.#k.pool.reply(parked.threadId, { t: 'reply', callId: parked.callId, ok: true, value: message } satisfies HostReply);
     if (resumeRun && task.state === 'queued' && !governor.has(task.id)) {
       governor.enqueue(entryOf(task));
