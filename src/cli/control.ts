@@ -11,15 +11,25 @@
  * so a command that talks to a live runtime starts fast.
  */
 import { connect, type Socket } from 'node:net';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CliError, EXIT } from './cli-error.js';
 
 /** The socket's file name inside the data dir. */
 export const SOCKET_NAME = 'control.sock';
 
-/** The control socket of a data dir. */
+/** Longest Unix socket path the platform takes (sun_path less its NUL); Node truncates longer ones silently. */
+const MAX_SOCKET_PATH = process.platform === 'linux' ? 107 : 103;
+
+/**
+ * The control socket of a data dir (absolute): `<dataDir>/control.sock`, or, when that path is too
+ * long for a Unix socket, a file in the temp dir named by a hash of the data dir.
+ */
 export function socketPathOf(dataDir: string): string {
-  return join(dataDir, SOCKET_NAME);
+  const path = join(dataDir, SOCKET_NAME);
+  if (Buffer.byteLength(path) <= MAX_SOCKET_PATH) return path;
+  return join(tmpdir(), `troupe-${createHash('sha256').update(dataDir).digest('hex').slice(0, 20)}.sock`);
 }
 
 /** A request line. */

@@ -153,8 +153,13 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
     const counts = await runDemo({ dataDir, tasks, threads: integerOption('--threads', values.threads, 1) });
     return counts.pending === 0 ? EXIT.OK : EXIT.FAILED;
   }
+  // Ctrl-C ends a wait or a follow cleanly (they watch the signal); anything else still exits.
   const abort = new AbortController();
-  process.once('SIGINT', () => abort.abort());
+  process.on('SIGINT', () => {
+    if (abort.signal.aborted) process.exit(EXIT.INTERRUPTED);
+    abort.abort();
+    setTimeout(() => process.exit(EXIT.INTERRUPTED), 1_000).unref();
+  });
   const ctx: CommandContext = { dataDir, json: json.value, values, args, stdout: process.stdout, stderr: process.stderr, signal: abort.signal };
   const client = CLIENT_COMMANDS[command]!;
   const backend = await openBackend(dataDir, { live: client.live(ctx) });

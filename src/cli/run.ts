@@ -49,9 +49,12 @@ export function agentsIn(dir: string): AgentRegistration[] {
 
 /** Runs until SIGINT or SIGTERM; resolves with the exit code once closed. */
 export async function runServe(options: RunOptions): Promise<number> {
+  if (options.logLevel !== 'silent' && !(options.logLevel in pino.levels.values)) {
+    throw usageError(`--log-level must be one of silent, ${Object.keys(pino.levels.values).join(', ')}`);
+  }
   const agents = agentsIn(options.agentsDir);
   mkdirSync(options.dataDir, { recursive: true });
-  const logger = pino({ name: 'troupe', level: options.logLevel }, pino.destination(2));
+  const logger = pino({ name: 'troupe', level: options.logLevel }, pino.destination({ dest: 2, sync: true }));
   const rt = await createRuntime({ dataDir: options.dataDir, threads: options.threads, slotsPerThread: options.slotsPerThread, logger, agents });
   const socket = socketPathOf(options.dataDir);
   let server;

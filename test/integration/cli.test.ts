@@ -10,7 +10,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type Task } from 'troupe';
-import { renderBar } from '../../dist/src/cli/progress.js';
+import { renderBar } from '../../src/cli/progress.js';
 import { tempDir } from '../helpers.js';
 
 const CLI = fileURLToPath(new URL('../../dist/src/cli/index.js', import.meta.url));
@@ -85,9 +85,9 @@ function start(args: string[]): Running {
 }
 
 /** Starts `troupe run` on `dataDir` and waits for its running line. */
-async function serve(dataDir: string): Promise<Running & { running: string }> {
-  const run = start(['run', '--agents', AGENTS, '--data-dir', dataDir, '--threads', '1', '--slots', '2']);
-  return { ...run, running: await run.line(/^troupe running:/) };
+async function serve(dataDir: string, options: { json?: boolean } = {}): Promise<Running & { running: string }> {
+  const run = start(['run', '--agents', AGENTS, '--data-dir', dataDir, '--threads', '1', '--slots', '2', ...(options.json ? ['--json'] : [])]);
+  return { ...run, running: await run.line(options.json ? /^\{"event":"running"/ : /^troupe running:/) };
 }
 
 async function stop(run: Running): Promise<number | null> {
@@ -173,7 +173,12 @@ describe('troupe run, with commands over the control socket', () => {
   it('cancels a running task', async () => {
     const id = (await cli('submit', 'hold')).stdout.trim();
     const tail = start(['tail', id, '--follow', '--data-dir', dataDir]);
-    await tail.line(/ holding$/);
+    const interrupted = start(['tail', id, '--follow', '--data-dir', dataDir]);
+    await Promise.all([tail.line(/ holding$/), interrupted.line(/ holding$/)]);
+    // Ctrl-C stops a follow (and only the follow: the task carries on).
+    interrupted.child.kill('SIGINT');
+    expect(await interrupted.exit).toBe(130);
+    expect(json<Task>(await cli('show', id, '--json')).state).toBe('running');
     expect((await cli('cancel', id, '--reason', 'enough')).code).toBe(0);
     const waited = await cli('wait', id, '--json');
     expect(waited.code).toBe(1);
@@ -246,9 +251,23 @@ describe.concurrent('shutdown, the direct path and usage', () => {
       expect(refused.stderr).toBe(`troupe: NOT_RUNNING: no runtime is running in ${dataDir}: start one with \`troupe run --agents <dir>\`\n`);
     }
 
-    const second = await serve(dataDir);
+    const second = await serve(dataDir, { json: true });
+    expect(JSON.parse(second.running)).toEqual({ event: 'running', pid: second.child.pid, agents: ['ask', 'greet', 'hold'], dataDir, socket: join(dataDir, 'control.sock') });
     expect(json<Task>(await troupe(['show', id, '--json', '--data-dir', dataDir]))).toMatchObject({ id, state: 'done', output: { greeting: 'hello world' } });
     expect(await stop(second)).toBe(0);
+    expect(JSON.parse(second.lines.at(-1)!)).toEqual({ event: 'closed', signal: 'SIGTERM' });
+    expect(second.stderr()).toBe('');
+  }));
+
+  it('ignores the stale socket a killed runtime left, and the next run replaces it', ({ expect }) => withDir(async (dataDir) => {
+    const killed = await serve(dataDir);
+    killed.child.kill('SIGKILL');
+    await killed.exit;
+    expect(existsSync(join(dataDir, 'control.sock'))).toBe(true);
+    expect(json<{ live: boolean }>(await troupe(['status', '--json', '--data-dir', dataDir])).live).toBe(false);
+    const next = await serve(dataDir);
+    expect(json<{ live: boolean }>(await troupe(['status', '--json', '--data-dir', dataDir])).live).toBe(true);
+    expect(await stop(next)).toBe(0);
   }));
 
   it('works on a data dir an embedding app wrote, with no runtime running', ({ expect }) => withDir(async (dataDir) => {
