@@ -24,6 +24,7 @@ export class RuntimeControls {
   readonly #k: Kernel;
   readonly #d: ControlDeps;
   #state: RuntimeControl = { frozen: false };
+  #chain: Promise<unknown> = Promise.resolve();
 
   constructor(kernel: Kernel, deps: ControlDeps) {
     this.#k = kernel;
@@ -43,19 +44,20 @@ export class RuntimeControls {
   }
 
   /** Stops dispatch; running attempts carry on and submits are still accepted. Resolves once durable. */
-  async freeze(reason = 'frozen'): Promise<void> {
-    if (typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'freeze: reason must be a string');
-    if (this.#state.frozen) return;
-    this.#k.governor.freeze();
-    await this.#write({ frozen: true, reason, since: this.#k.clock.now() });
+  freeze(reason = 'frozen'): Promise<void> {
+    if (typeof reason !== 'string') return Promise.reject(new TroupeError('INVALID_INPUT', 'freeze: reason must be a string'));
+    return this.#serial(async () => {
+      if (this.#state.frozen) return;
+      await this.#write({ frozen: true, reason, since: this.#k.clock.now() });
+    });
   }
 
   /** Resumes dispatch. Resolves once durable. */
-  async unfreeze(): Promise<void> {
-    if (!this.#state.frozen) return;
-    await this.#write({ frozen: false, since: this.#k.clock.now() });
-    this.#k.governor.unfreeze();
-    this.#k.pump();
+  unfreeze(): Promise<void> {
+    return this.#serial(async () => {
+      if (!this.#state.frozen) return;
+      await this.#write({ frozen: false, since: this.#k.clock.now() });
+    });
   }
 
   /**
@@ -65,8 +67,7 @@ export class RuntimeControls {
    */
   async kill(reason = 'killed'): Promise<void> {
     if (typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'kill: reason must be a string');
-    this.#k.governor.freeze();
-    await this.#write({ frozen: true, reason, killed: true, since: this.#k.clock.now() });
+    await this.#serial(() => this.#write({ frozen: true, reason, killed: true, since: this.#k.clock.now() }));
     this.#d.dispatcher.stopAll('killed', reason);
     await this.#d.dispatcher.idle();
   }
@@ -92,13 +93,35 @@ export class RuntimeControls {
     return true;
   }
 
+  /** Runs control changes one at a time, so each sees the state the previous one left. */
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#chain.then(fn);
+    this.#chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Writes the flag with its event. The governor stops before the commit (no dispatch may slip in
+   * while a freeze commits) and resumes only after an unfreeze is durable; a failed commit puts the
+   * governor back where the stored flag says it is.
+   */
   async #write(state: RuntimeControl): Promise<void> {
-    const { killed, reason } = state;
-    await this.#k.store.commit((w) => {
-      w.putControl(RUNTIME_KEY, state);
-      if (state.frozen) w.event('runtime.frozen', { at: state.since!, data: { reason, killed: killed === true } });
-      else w.event('runtime.unfrozen', { at: state.since!, data: {} });
-    });
+    const { governor } = this.#k;
+    if (state.frozen) governor.freeze();
+    try {
+      await this.#k.store.commit((w) => {
+        w.putControl(RUNTIME_KEY, state);
+        if (state.frozen) w.event('runtime.frozen', { at: state.since!, data: { reason: state.reason, killed: state.killed === true } });
+        else w.event('runtime.unfrozen', { at: state.since!, data: {} });
+      });
+    } catch (error) {
+      if (!this.#state.frozen) governor.unfreeze();
+      throw error;
+    }
     this.#state = state;
+    if (!state.frozen) {
+      governor.unfreeze();
+      this.#k.pump();
+    }
   }
 }

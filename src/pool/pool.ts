@@ -56,6 +56,10 @@ export interface PiscinaPoolOptions {
   onError?: (error: Error) => void;
 }
 
+/** How long, and how many, aborts are replayed to a thread that registers late. */
+const RECENT_ABORT_MS = 60_000;
+const RECENT_ABORTS_LIMIT = 256;
+
 interface ThreadEntry {
   channel: ThreadChannel;
   control: Remote<WorkerControl>;
@@ -74,12 +78,22 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
   const threads = new Map<number, ThreadEntry>();
   let onMessage: (message: WorkerMessage, threadId: number) => void = () => undefined;
 
+  /**
+   * Aborts sent lately. Piscina may hand a thread its task before the host has seen that thread's
+   * hello, so an abort broadcast then would miss it: a thread that registers late gets these too
+   * (the worker remembers an abort that comes before its attempt).
+   */
+  const recentAborts: Array<{ attemptId: string; token: number; reason: AbortReason; at: number }> = [];
+
   piscina.on('message', (message: unknown) => {
     if (!isThreadHello(message)) return;
     const channel = new ThreadChannel(message.port);
     const threadId = message.threadId;
     channel.onEvent((m) => onMessage(m as WorkerMessage, threadId));
-    threads.set(message.threadId, { channel, control: wrap<WorkerControl>(channel.rpc as never) });
+    const control = wrap<WorkerControl>(channel.rpc as never);
+    threads.set(message.threadId, { channel, control });
+    const since = Date.now() - RECENT_ABORT_MS;
+    for (const abort of recentAborts) if (abort.at >= since) control.abort(abort.attemptId, abort.token, abort.reason).catch(() => false);
   });
   piscina.on('workerDestroy', () => {
     const alive = new Set(piscina.threads.map((w: Worker) => w.threadId));
@@ -101,6 +115,8 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
       }) as Promise<WireResult>;
     },
     async abort(attemptId, token, reason, answerWithinMs) {
+      recentAborts.push({ attemptId, token, reason, at: Date.now() });
+      if (recentAborts.length > RECENT_ABORTS_LIMIT) recentAborts.splice(0, recentAborts.length - RECENT_ABORTS_LIMIT);
       const unresponsive: number[] = [];
       let foundIn: number | undefined;
       await Promise.all(

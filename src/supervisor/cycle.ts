@@ -7,6 +7,8 @@
  * `minQueuedMs`, and each such task records the cycle it was first seen in. Its rung is then
  * `counter - firstCycle + 1`, which a restart cannot reset. A task emits `task.starved` once, and
  * later moves to `needs_attention` (reason `starved`), where an operator retries or cancels it.
+ * Tasks of an agent that flow control holds back, and all tasks while the runtime is frozen, do not
+ * climb: that wait is deliberate.
  */
 import { isTerminal } from '../../machines/index.js';
 import type { TaskRecord } from '../store/records.js';
@@ -53,6 +55,9 @@ export class SupervisorCycle {
     const ladder = governor.frozen ? null : options.starvation;
     const dropMs = options.degradedDropMs;
     const degraded = new Map<string, number | undefined>();
+    // Agents that flow control holds back (rate, daily budget, backoff) are throttled on purpose,
+    // like a frozen runtime: their tasks do not climb the ladder.
+    const held = ladder ? new Set(Object.entries(governor.stats().agents).filter(([, a]) => a.paused).map(([name]) => name)) : undefined;
     const hungry: TaskRecord[] = [];
     const stuck: TaskRecord[] = [];
     for (const entry of governor.queuedEntries()) {
@@ -67,7 +72,9 @@ export class SupervisorCycle {
           continue;
         }
       }
-      if (ladder && now - queuedSince >= ladder.minQueuedMs) hungry.push(task);
+      // A task at the top rung with no attention rung left has nothing to climb: no write for it.
+      const climbing = !task.ladder || task.ladder.rung === 0 || ladder?.attentionAfterCycles !== 0;
+      if (ladder && climbing && !held?.has(task.agent) && now - queuedSince >= ladder.minQueuedMs) hungry.push(task);
     }
     if (hungry.length === 0 && stuck.length === 0) return report;
     const changed: TaskRecord[] = [];

@@ -81,7 +81,8 @@ export class Dispatcher {
   constructor(kernel: Kernel) {
     this.#k = kernel;
     this.#slots = kernel.options.threads * kernel.options.slotsPerThread;
-    this.#heartbeatMs = Math.max(10, Math.floor(kernel.options.leaseMs / 3));
+    // Capped: a timer beyond 2^31-1 ms overflows to 1 ms in Node (a lease of a year in tests).
+    this.#heartbeatMs = Math.min(3_600_000, Math.max(10, Math.floor(kernel.options.leaseMs / 3)));
   }
 
   /** Attempts by phase. */

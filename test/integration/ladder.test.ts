@@ -89,7 +89,22 @@ describe('starvation ladder', () => {
     await rt.close();
   });
 
-  it('rejects a ladder whose thresholds do not climb', async () => {
+  it('tasks of an agent that flow control holds back do not climb', async () => {
+    const clock = new ManualClock(T0);
+    const rt = await open({ dataDir: dir(), clock, agents: [builtinAgent('echo', { rate: { limit: 1, windowMs: 3_600_000 } })], starvation: { minQueuedMs: 500, starvedAfterCycles: 1, attentionAfterCycles: 1 } });
+    const [first, second] = await rt.submitMany([{ agent: 'echo', input: 1 }, { agent: 'echo', input: 2 }]);
+    await rt.wait(first!.id);
+    expect(rt.stats().agents.echo).toMatchObject({ paused: true, queued: 1 });
+    for (let i = 0; i < 20; i++) {
+      clock.advance(100);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    expect(rt.stats().supervisor.cycles).toBe(0);
+    expect((await rt.get(second!.id)).state).toBe('queued');
+    await rt.close();
+  });
+
+    it('rejects a ladder whose thresholds do not climb', async () => {
     await expect(open({ dataDir: dir(), starvation: { starvedAfterCycles: 5, attentionAfterCycles: 2 } })).rejects.toMatchObject({ code: 'INVALID_OPTIONS', message: expect.stringContaining('must climb') });
     await expect(open({ dataDir: dir(), starvation: { minQueuedMs: 0 } })).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
     await expect(open({ dataDir: dir(), starvation: { bogus: 1 } as never })).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });

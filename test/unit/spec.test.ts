@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { describeUnserializable } from '../../actors/wire.js';
 import type { RegisteredAgent } from '../../src/agents/registry.js';
@@ -210,9 +211,17 @@ describe('validateSpec: fields', () => {
     expectInvalidInput({ agent: 'coder', lane }, /^task\.lane must match /);
   });
 
-  it('rejects an empty or non-string workspace', () => {
-    expectInvalidInput({ agent: 'coder', workspace: '' }, 'task.workspace must be a non-empty string');
-    expectInvalidInput({ agent: 'coder', workspace: 1 }, 'task.workspace must be a non-empty string');
+  it('rejects an empty or malformed workspace', () => {
+    expectInvalidInput({ agent: 'coder', workspace: '' }, 'task.workspace must be a non-empty path or { path?, keep? }');
+    expectInvalidInput({ agent: 'coder', workspace: 1 }, 'task.workspace must be a non-empty path or { path?, keep? }');
+    expectInvalidInput({ agent: 'coder', workspace: { keep: 'maybe' } }, 'task.workspace.keep must be one of always, never, on_failure');
+  });
+
+  it('resolves a workspace path, and marks a per-task workspace with its keep policy', () => {
+    expect(validateSpec({ agent: 'coder', workspace: 'rel/dir' }, lookup)).toMatchObject({ workspace: resolve('rel/dir') });
+    const perTask = validateSpec({ agent: 'coder', workspace: {} }, lookup);
+    expect(perTask).toMatchObject({ workspace: '(per-task)', workspaceKeep: 'on_failure' });
+    expect(validateSpec({ agent: 'coder', workspace: { keep: 'never' } }, lookup).instanceKey).toBe(perTask.instanceKey);
   });
 
   it.each([[{ a: 1 }], [['x']], ['team=a'], [{ a: 'ok', b: null }]])('rejects labels %j', (labels) => {
