@@ -8,7 +8,7 @@ import { TroupeError } from '../errors.js';
 import type { AttemptRecord, TaskRecord, TimerRecord } from '../store/records.js';
 import type { StepWriter } from '../store/store.js';
 import type { Dispatcher } from './dispatcher.js';
-import { cleanWorkspace, entryOf, timerIdOf, transition, writeQueued, type Kernel } from './kernel.js';
+import { beginRun, cleanWorkspace, entryOf, timerIdOf, transition, writeQueued, type Kernel } from './kernel.js';
 import { decideSettlement } from './outcome.js';
 import { settleInto } from './settle.js';
 import { instanceKeyOf, PER_TASK_WORKSPACE, toTask, type Task } from './spec.js';
@@ -209,11 +209,7 @@ export class TaskEngine {
     const from = task.state;
     const now = clock.now();
     transition(task, 'RETRY', now);
-    task.runs++;
-    task.runReason = 'retry';
-    task.runCreatedAt = now;
-    task.attempts = 0;
-    task.attemptSeq = 0;
+    beginRun(task, 'retry', now);
     for (const field of ['error', 'result', 'output', 'reason', 'settledAt', 'runAt', 'progress', 'followUp', 'startedAt'] as const) delete task[field];
     table.add(task);
     table.revived(from, task.agent);
@@ -256,11 +252,7 @@ export class TaskEngine {
         if (timer.kind === 'wake') {
           transition(task, 'WAKE', now);
           table.moved(task, 'sleeping');
-          task.runs++;
-          task.runReason = 'wake';
-          task.runCreatedAt = now;
-          task.attempts = 0;
-          task.attemptSeq = 0;
+          beginRun(task, 'wake', now);
           writeQueued(w, task, { run: task.runs, reason: 'wake' }, now);
         } else {
           w.putTask(task);

@@ -14,7 +14,7 @@ import { TroupeError } from '../errors.js';
 import type { InboxRecord, TaskRecord } from '../store/records.js';
 import type { StepWriter } from '../store/store.js';
 import type { Dispatcher, LiveAttempt } from './dispatcher.js';
-import { entryOf, transition, writeQueued, type Kernel } from './kernel.js';
+import { beginRun, entryOf, transition, writeQueued, type Kernel } from './kernel.js';
 import type { TaskSpec } from './spec.js';
 
 type CallMessage = Extract<WorkerMessage, { t: 'call' }>;
@@ -305,11 +305,7 @@ export class Interactions {
     transition(task, 'REQUEUE', now);
     this.#k.table.moved(task, 'waiting');
     delete task.waitingFor;
-    task.runs++;
-    task.runReason = 'resume';
-    task.runCreatedAt = now;
-    task.attempts = 0;
-    task.attemptSeq = 0;
+    beginRun(task, 'resume', now);
     writeQueued(w, task, { run: task.runs, reason: 'resume' }, now);
   }
 

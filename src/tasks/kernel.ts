@@ -62,6 +62,15 @@ export function entryOf(task: TaskRecord): GovernorEntry {
   return model === undefined ? entry : { ...entry, model };
 }
 
+/** Starts a new run of a task: the next run number, why, when, and a fresh attempt budget. */
+export function beginRun(task: TaskRecord, reason: TaskRecord['runReason'], now: number): void {
+  task.runs++;
+  task.runReason = reason;
+  task.runCreatedAt = now;
+  task.attempts = 0;
+  task.attemptSeq = 0;
+}
+
 /** Writes a task's queued state: record, FIFO order from the event, and the event itself. */
 export function writeQueued(w: StepWriter, task: TaskRecord, data: Record<string, unknown>, at: number): EventRecord {
   const event = w.event('task.queued', { at, taskId: task.id, data });
