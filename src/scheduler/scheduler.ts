@@ -253,11 +253,19 @@ export class Scheduler implements SchedulesApi {
    * `next`, the tasks and the events. On a submit error (agent gone, admission full) the ticks are
    * recorded as skipped and the schedule still advances.
    */
-  async #submitTicks(live: Live, expected: number, next: number, ticks: number[], skipped: Array<{ tick: number; reason: string; error?: unknown }>, pending = false): Promise<void> {
+  async #submitTicks(
+    live: Live,
+    expected: number,
+    next: number,
+    ticks: number[],
+    skipped: Array<{ tick: number; reason: string; error?: unknown }>,
+    pending = false,
+    held?: { tick: number | undefined },
+  ): Promise<void> {
     const { record } = live;
     const submit: number[] = [];
     let busy = this.#busy(record);
-    let pendingTick = pending ? undefined : record.pendingTick;
+    let pendingTick = held ? held.tick : pending ? undefined : record.pendingTick;
     for (const tick of ticks) {
       if (!busy || record.overlap === 'allow') {
         submit.push(tick);
@@ -300,7 +308,8 @@ export class Scheduler implements SchedulesApi {
       }
       if (submit.length === 0) throw error;
       this.#d.log.error({ err: error, scheduleId: record.id }, 'a schedule tick could not submit its task; recording it as skipped');
-      return this.#submitTicks(live, expected, next, [], [...skipped, ...submit.map((tick) => ({ tick, reason: 'error', error: (error as Error).message }))], pending);
+      // Keep the tick this batch held back (queue_one): only the ticks that failed to submit are skipped.
+      return this.#submitTicks(live, expected, next, [], [...skipped, ...submit.map((tick) => ({ tick, reason: 'error', error: (error as Error).message }))], pending, { tick: pendingTick });
     }
     live.record = updated;
     if (updated.pendingTick !== undefined && updated.lastTaskId !== undefined) {

@@ -144,7 +144,22 @@ describe('schedules: firing', () => {
     await rt.close();
   });
 
-  it('pause, resume, update and delete survive a restart', async () => {
+  it('a tick whose submit fails (agent no longer registered) is recorded as skipped and the schedule moves on', async () => {
+    const path = dir();
+    const clock = new ManualClock(T0);
+    let rt = await open({ dataDir: path, clock });
+    await rt.schedules.create({ id: 'orphan', cron: '0 * * * *', task: { agent: 'echo' } });
+    await rt.close();
+    rt = await open({ dataDir: path, clock, agents: [] });
+    const events = fired(rt);
+    clock.advance(HOUR);
+    await until(events, 1);
+    expect(events[0]!.data).toMatchObject({ scheduleId: 'orphan', tick: T0 + HOUR, skipped: 'error', error: expect.stringContaining('echo') });
+    expect(rt.schedules.get('orphan')).toMatchObject({ fired: 0, skipped: 1, nextRunAt: T0 + 2 * HOUR });
+    await rt.close();
+  });
+
+    it('pause, resume, update and delete survive a restart', async () => {
     const path = dir();
     const clock = new ManualClock(T0);
     let rt = await open({ dataDir: path, clock });
