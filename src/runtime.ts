@@ -291,8 +291,10 @@ export class Runtime implements AsyncDisposable {
   logs(id: string, options: LogOptions = {}): AsyncGenerator<LogLine> {
     this.#assertOpen('logs');
     if (!this.#engine.record(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
-    const ended = options.follow ? this.#engine.wait(id).catch(() => undefined) : undefined;
-    return followLogs(this.#store.read.logs, id, options, ended && { feed: this.#logFeed, ended });
+    if (!options.follow) return followLogs(this.#store.read.logs, id, options, undefined);
+    const stop = new AbortController();
+    const ended = this.#engine.wait(id, { signal: stop.signal }).catch(() => undefined);
+    return followLogs(this.#store.read.logs, id, options, { feed: this.#logFeed, ended, release: () => stop.abort() });
   }
 
   /** Listens to committed events of one type (or `'*'` for all). Returns an unsubscribe function. */

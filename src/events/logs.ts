@@ -17,7 +17,7 @@ export interface LogLine extends LogRecord {
 export interface LogOptions {
   /** Only lines after this cursor. */
   after?: string;
-  /** After the stored lines, keep yielding new ones as they are committed, until the task is terminal (or `signal` aborts, or the runtime closes). */
+  /** After the stored lines, keep yielding new ones as they are committed, until the task is terminal or needs attention (or `signal` aborts, or the runtime closes). */
   follow?: boolean;
   signal?: AbortSignal;
 }
@@ -36,11 +36,6 @@ export class LogFeed {
     }
   }
 
-  /** Whether anyone follows this task (writers skip building lines for nobody). */
-  has(taskId: string): boolean {
-    return this.#subscribers.has(taskId);
-  }
-
   subscribe(taskId: string, fn: (line: LogLine) => void): () => void {
     let set = this.#subscribers.get(taskId);
     if (!set) this.#subscribers.set(taskId, (set = new Set()));
@@ -57,6 +52,8 @@ export interface FollowSource {
   feed: LogFeed;
   /** Resolves when the task is terminal (and its last lines are committed), or the runtime closes. */
   ended: Promise<unknown>;
+  /** Called once the follow ends for any reason, to drop what `ended` waits with. */
+  release?: () => void;
 }
 
 /**
@@ -107,6 +104,7 @@ export async function* followLogs(db: SafeDatabase<LogRecord, LogKey>, taskId: s
   } finally {
     unsubscribe();
     options.signal?.removeEventListener('abort', end);
+    source.release?.();
   }
 }
 

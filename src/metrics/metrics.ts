@@ -195,6 +195,8 @@ export class RuntimeMetrics {
       case 'task.cancelled':
       case 'task.retrying':
       case 'task.sleeping':
+      // An attempt interrupted while its task waits (detached): the task stays waiting.
+      case 'task.waiting':
       case 'task.queued': {
         // Only events that end an attempt carry both; cancelling or dropping a queued task does not.
         const exit = data.exit;

@@ -56,6 +56,9 @@ export interface PiscinaPoolOptions {
   onError?: (error: Error) => void;
 }
 
+/** Parked attempts one thread can hold beyond its slots. */
+const PARKED_HEADROOM = 256;
+
 /** How long, and how many, aborts are replayed to a thread that registers late. */
 const RECENT_ABORT_MS = 60_000;
 const RECENT_ABORTS_LIMIT = 256;
@@ -72,7 +75,9 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
     filename: workerUrl.href,
     minThreads: options.threads,
     maxThreads: options.threads,
-    concurrentTasksPerWorker: options.slotsPerThread,
+    // Headroom for attempts parked on the host (waiting for an input or a join): they give their
+    // slot back, but their Piscina task stays open. The dispatcher keeps running ones to the slots.
+    concurrentTasksPerWorker: options.slotsPerThread + PARKED_HEADROOM,
     idleTimeout: Number.MAX_SAFE_INTEGER,
   });
   const threads = new Map<number, ThreadEntry>();

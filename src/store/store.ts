@@ -263,7 +263,12 @@ class LmdbStore implements Store {
     const last = step.issue();
     this.#idleStep = step;
     if (!last) return Promise.resolve(events);
-    const committed = last.then(
+    // Steps resolve (and publish their events) strictly in issue order. lmdb-js resolves a batch's
+    // puts in order, but a batch can resolve before an earlier one (measured: the first writes of a
+    // new record shape, whose shared structure is saved first, landed after later batches), and a
+    // live stream that saw a later seq would skip the earlier one as a duplicate.
+    const previous = this.#last;
+    const committed = Promise.all([previous.catch(() => undefined), last]).then(
       () => {
         if (events.length > 0) this.#onCommitted?.(events);
         return events;
@@ -272,7 +277,6 @@ class LmdbStore implements Store {
         throw new TroupeError('STORE_FAILED', `commit failed: ${(error as Error).message}`, { cause: error });
       },
     );
-    // lmdb-js resolves commits in order, so the newest one settling means all earlier ones have.
     this.#last = committed;
     return committed;
   }

@@ -12,18 +12,20 @@ type ProgressMessage = Extract<WorkerMessage, { t: 'progress' }>;
 /** Stores an attempt's log lines from line number `firstLine`; returns the next line number. */
 export function writeLogLines(k: Kernel, task: TaskRecord, attempt: { run: number; attempt: number }, message: LogMessage, firstLine: number): number {
   let lineNo = firstLine;
-  const followed = k.logs.has(task.id) ? ([] as Array<{ key: [string, number, number, number]; record: LogRecord }>) : undefined;
+  // Always collected: a follower that subscribes while this commit is in flight must get these
+  // lines live, since its replay ran before they landed.
+  const followed: Array<{ key: [string, number, number, number]; record: LogRecord }> = [];
   k.store
     .commit((w) => {
       for (const [level, text, at, fields] of message.lines) {
         const line: LogRecord = fields === undefined ? { level, message: text, at, attemptId: message.attemptId } : { level, message: text, at, attemptId: message.attemptId, fields };
         const key: [string, number, number, number] = [task.id, attempt.run, attempt.attempt, lineNo++];
         w.putLog(key, line);
-        followed?.push({ key, record: line });
+        followed.push({ key, record: line });
       }
     })
     .then(
-      () => followed && k.logs.publish(task.id, followed),
+      () => k.logs.publish(task.id, followed),
       (error: unknown) => k.log.error({ err: error }, 'writing log lines failed'),
     );
   if (k.log.isLevelEnabled('debug')) {

@@ -53,6 +53,8 @@ export interface LiveAttempt {
   pendingResult?: WireResult;
   catchUpTimer?: NodeJS.Timeout;
   lines: number;
+  /** Waiting on the host (input, join): it gave its slot and its reservation back. */
+  parked?: boolean;
   /** The lease: renewed by any message from the attempt's thread (the worker heartbeats on its own). */
   leaseExpiresAt: number;
 }
@@ -66,6 +68,8 @@ export class Dispatcher {
   /** How often workers heartbeat a live attempt: three per lease. */
   readonly #heartbeatMs: number;
   #executing = 0;
+  /** Attempts parked on the host (waiting for an input or a join): they hold no slot. */
+  #parked = 0;
   /** Moving averages (ms): how long a start commit takes, and how long an attempt executes. */
   #startMs = 1;
   #execMs = 1;
@@ -87,7 +91,7 @@ export class Dispatcher {
 
   /** Attempts by phase. */
   get counts(): { starting: number; ready: number; executing: number } {
-    return { starting: this.#live.size - this.#ready.length - this.#executing, ready: this.#ready.length, executing: this.#executing };
+    return { starting: this.#live.size - this.#ready.length - this.#executing - this.#parked, ready: this.#ready.length, executing: this.#executing };
   }
 
   /** The current start-ahead window and the moving averages (ms) that size it. */
@@ -123,7 +127,7 @@ export class Dispatcher {
     const { governor } = this.#k;
     const ahead = this.#ahead();
     while (this.#accepting) {
-      const waiting = this.#live.size - this.#executing;
+      const waiting = this.#live.size - this.#executing - this.#parked;
       if (waiting >= this.#slots - this.#executing + ahead) break;
       const entry = governor.next();
       if (!entry) break;
@@ -312,7 +316,7 @@ export class Dispatcher {
 
   /** Whether any attempt is executing (the supervisor only sweeps then). */
   get busy(): boolean {
-    return this.#executing > 0;
+    return this.#executing > 0 || this.#parked > 0;
   }
 
   /**
@@ -355,7 +359,10 @@ export class Dispatcher {
     if (attempt.timeoutTimer) clock.clearTimeout(attempt.timeoutTimer);
     if (attempt.graceTimer) clock.clearTimeout(attempt.graceTimer);
     if (attempt.catchUpTimer) clearTimeout(attempt.catchUpTimer);
-    if (attempt.phase === 'executing') {
+    if (attempt.parked) {
+      attempt.parked = false;
+      this.#parked--;
+    } else if (attempt.phase === 'executing') {
       this.#executing--;
       this.#execMs += EWMA * (performance.now() - attempt.mark - this.#execMs);
       if (this.#executing === 0) this.#k.supervise();
@@ -392,6 +399,32 @@ export class Dispatcher {
     attempt.bucket = change === 'ended' || change === 'released' ? undefined : change;
   }
 
+  /**
+   * An agent waits on the host (input, join): its attempt gives its slot and its governor
+   * reservation back, so waiting parents cannot starve the children they wait for. Its Piscina
+   * task stays (the pool has headroom for parked ones).
+   */
+  park(attempt: LiveAttempt): void {
+    if (attempt.parked || attempt.phase !== 'executing') return;
+    attempt.parked = true;
+    this.#executing--;
+    this.#parked++;
+    this.#k.governor.release(attempt.entry);
+    this.#drainReady();
+    this.pump();
+  }
+
+  /**
+   * A parked attempt runs again. It takes a slot back at once, so slots and agent limits can be
+   * exceeded briefly by resumed attempts; new work waits until they are back under.
+   */
+  unpark(attempt: LiveAttempt): void {
+    if (!attempt.parked || attempt.phase !== 'executing') return;
+    attempt.parked = false;
+    this.#parked--;
+    this.#executing++;
+  }
+
   /** Stops every live attempt (kill): each is requeued without spending its budget. */
   stopAll(reason: AbortReason, detail?: string): void {
     for (const attempt of [...this.#live.values()]) this.stop(attempt, reason, detail);
@@ -420,10 +453,15 @@ export class Dispatcher {
     if (this.#live.size > 0) {
       await Promise.race([deadline, new Promise<void>((resolve) => this.#idle.add(resolve))]);
     }
-    for (const attempt of [...this.#live.values()]) {
-      this.stop(attempt, 'shutdown');
-      if (attempt.phase === 'executing') this.#settle(attempt, { kind: 'abandoned' });
+    for (const attempt of [...this.#live.values()]) this.stop(attempt, 'shutdown');
+    // Aborted agents get `cancelGraceMs` (wall time: close must end) to clean up, e.g. the shell
+    // agent killing its process group, before their threads are destroyed under them.
+    if (this.#live.size > 0 && this.#k.options.cancelGraceMs > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#k.options.cancelGraceMs)))]);
+      clearTimeout(timer);
     }
+    for (const attempt of [...this.#live.values()]) if (attempt.phase === 'executing') this.#settle(attempt, { kind: 'abandoned' });
     // Attempts still starting settle as interrupted as soon as their start commit lands.
     if (this.#live.size > 0) await new Promise<void>((resolve) => this.#idle.add(resolve));
   }

@@ -179,6 +179,7 @@ export class TaskEngine {
     task.reason = reason;
     task.settledAt = now;
     delete task.runAt;
+    delete task.waitingFor;
     await store.commit((w) => {
       if (timer) w.removeTimer(timer);
       w.removeActive(task.id);
@@ -210,7 +211,7 @@ export class TaskEngine {
     const now = clock.now();
     transition(task, 'RETRY', now);
     beginRun(task, 'retry', now);
-    for (const field of ['error', 'result', 'output', 'reason', 'settledAt', 'runAt', 'progress', 'followUp', 'startedAt'] as const) delete task[field];
+    for (const field of ['error', 'result', 'output', 'reason', 'settledAt', 'runAt', 'progress', 'followUp', 'startedAt', 'waitingFor'] as const) delete task[field];
     table.add(task);
     table.revived(from, task.agent);
     await store.commit((w) => {
@@ -303,6 +304,8 @@ export class TaskEngine {
           task.attempts--;
           w.putAttempt({ ...attempt, endedAt: now, exit: 'interrupted' });
           w.putTask(task);
+          const data = { run: task.runs, attempt: attempt.attempt, exit: 'interrupted', attemptMs: Math.max(0, now - attempt.startedAt), reason: 'process_crashed', for: task.waitingFor?.kind, detached: true };
+          w.event('task.waiting', { at: now, taskId: task.id, attemptId: attempt.attemptId, data });
         }
       }
       // Resumed ones are queued now, and join the requeue below.

@@ -76,6 +76,11 @@ export class Interactions {
     const fail = (error: unknown) => this.#k.pool.reply(threadId, { t: 'reply', callId: message.callId, ok: false, error: errorOf(error) });
     const task = this.#k.table.get(attempt.taskId);
     if (!task) return fail(new TroupeError('NOT_FOUND', `no task ${attempt.taskId}`));
+    // A stopping attempt (cancel, timeout, kill, shutdown) gets nothing more: no input is spent on
+    // it, and no child is spawned that its cancel would miss.
+    if (attempt.stop && message.call.method !== 'unwait') {
+      return this.#k.pool.reply(threadId, { t: 'reply', callId: message.callId, ok: false, error: { code: 'ABORTED', message: `the attempt is stopping (${attempt.stop.reason})` } });
+    }
     let done: Promise<unknown>;
     try {
       done = this.#handle(task, attempt, message.call, { threadId, callId: message.callId });
@@ -88,7 +93,11 @@ export class Interactions {
   /** The attempt ended (settled or abandoned): forget whatever it was waiting for. */
   attemptEnded(taskId: string, attemptId: string): void {
     const parked = this.#parked.get(taskId);
-    if (parked?.attempt.attemptId === attemptId) this.#parked.delete(taskId);
+    if (parked?.attempt.attemptId !== attemptId) return;
+    this.#parked.delete(taskId);
+    const task = this.#k.table.get(taskId);
+    // A detached join (the task keeps waiting with no attempt) still needs its watches.
+    if (parked.kind === 'join' && !(task?.state === 'waiting' && task.waitingFor?.kind === 'join')) this.#unwatch(taskId);
   }
 
   /** Stores an input durably and delivers it to a waiting agent, or resumes a task whose agent is gone. */
@@ -190,7 +199,7 @@ export class Interactions {
     const parked = this.#parked.get(task.id);
     if (!parked || parked.attempt !== attempt || parked.callId !== inputCallId) return 'delivered';
     this.#parked.delete(task.id);
-    await this.#resume(task, (w) => void w);
+    await this.#resume(task, attempt, (w) => void w);
     return 'unwaited';
   }
 
@@ -206,8 +215,10 @@ export class Interactions {
     if (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string' || id.length === 0)) throw new TroupeError('INVALID_INPUT', 'join expects an array of task ids');
     if (this.#parked.has(task.id)) throw new TroupeError('ILLEGAL_TRANSITION', 'the agent is already waiting');
     for (const id of ids as string[]) {
-      if (id === task.id) throw new TroupeError('INVALID_INPUT', 'a task cannot join itself');
-      if (!this.#record(id)) throw new TroupeError('NOT_FOUND', `join: no task ${id}`);
+      const joined = this.#record(id);
+      if (!joined) throw new TroupeError('NOT_FOUND', `join: no task ${id}`);
+      // Only children: joining any task could close a cycle (a child joining its parent) that waits forever.
+      if (joined.parentId !== task.id) throw new TroupeError('INVALID_INPUT', `join: task ${id} is not a child of ${task.id}`);
     }
     const list = [...(ids as string[])];
     if (this.#allSettled(list)) return this.#outcomes(list);
@@ -219,7 +230,9 @@ export class Interactions {
       w.event('task.waiting', { at: now, taskId: task.id, attemptId: attempt.attemptId, data: { for: 'join', ids: list } });
     });
     // A joined task may have settled while the waiting step committed.
-    if (this.#allSettled(list)) this.onSettled(list[0]!);
+    if (this.#allSettled(list) && task.state === 'waiting' && task.waitingFor?.kind === 'join') {
+      void this.#resumeJoin(task).catch((error: unknown) => this.#k.log.error({ err: error, taskId: task.id }, 'resuming a joined task failed'));
+    }
     return PARKED;
   }
 
@@ -229,14 +242,16 @@ export class Interactions {
     table.moved(task, 'running');
     task.waitingFor = waitingFor;
     this.#parked.set(task.id, { attempt, kind, ...reply });
+    this.#dispatcher.park(attempt);
   }
 
   /** Moves a task with a live attempt back to running, writing `extra` in the same step. */
-  async #resume(task: TaskRecord, extra: (w: StepWriter) => void): Promise<void> {
+  async #resume(task: TaskRecord, attempt: LiveAttempt, extra: (w: StepWriter) => void): Promise<void> {
     const { table, clock, store } = this.#k;
     transition(task, 'RESUME', clock.now());
     table.moved(task, 'waiting');
     delete task.waitingFor;
+    this.#dispatcher.unpark(attempt);
     await store.commit((w) => {
       extra(w);
       w.putTask(task);
@@ -256,7 +271,8 @@ export class Interactions {
     task.inbox = seq;
     const item: InboxRecord = { seq, message, at: now, ...(idempotencyKey === undefined ? {} : { idempotencyKey }) };
     const parked = this.#parked.get(task.id);
-    const deliverNow = parked?.kind === 'input' && (task.delivered ?? 0) + 1 === seq;
+    // Never to an attempt that is stopping: its wait has been (or is being) aborted.
+    const deliverNow = parked?.kind === 'input' && !parked.attempt.stop && (task.delivered ?? 0) + 1 === seq;
     // No live attempt waits for it: the input itself resumes the task with a new run.
     const resumeRun = task.state === 'waiting' && task.waitingFor?.kind === 'input' && !parked && !this.#dispatcher.attemptOf(task);
     if (deliverNow) {
@@ -264,6 +280,7 @@ export class Interactions {
       transition(task, 'RESUME', now);
       table.moved(task, 'waiting');
       delete task.waitingFor;
+      this.#dispatcher.unpark(parked.attempt);
     }
     const unlanded = `${task.id}\u0000${seq}`;
     this.#unlanded.set(unlanded, item);
@@ -286,9 +303,10 @@ export class Interactions {
   async #resumeJoin(task: TaskRecord): Promise<void> {
     const ids = (task.waitingFor as { ids: string[] }).ids;
     const parked = this.#parked.get(task.id);
+    this.#unwatch(task.id);
     if (parked) {
       this.#parked.delete(task.id);
-      await this.#resume(task, (w) => void w);
+      await this.#resume(task, parked.attempt, (w) => void w);
       this.#k.pool.reply(parked.threadId, { t: 'reply', callId: parked.callId, ok: true, value: this.#outcomes(ids) });
       return;
     }
@@ -311,9 +329,18 @@ export class Interactions {
 
   #watch(taskId: string, ids: readonly string[]): void {
     for (const id of ids) {
+      const joined = this.#record(id);
+      if (!joined || isTerminal(joined.state)) continue;
       let set = this.#joiners.get(id);
       if (!set) this.#joiners.set(id, (set = new Set()));
       set.add(taskId);
+    }
+  }
+
+  /** Forgets a task's join watches (it resumed, settled, or stopped waiting). */
+  #unwatch(taskId: string): void {
+    for (const [id, set] of this.#joiners) {
+      if (set.delete(taskId) && set.size === 0) this.#joiners.delete(id);
     }
   }
 

@@ -2,6 +2,7 @@
  * The shared state of the task engine: what the dispatcher, the submit path and the controls all
  * read and change. Kept in one place so each of those modules stays a small set of functions.
  */
+import { renameSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import type { Clock } from '../clock.js';
@@ -94,7 +95,16 @@ export function cleanWorkspace(k: Kernel, task: TaskRecord): void {
   const keep = task.workspaceKeep;
   if (keep === undefined || keep === 'always' || task.workspace === undefined) return;
   if (keep === 'on_failure' && task.state !== 'done') return;
-  void rm(task.workspace, { recursive: true, force: true }).catch((error: unknown) => k.log.warn({ err: error, taskId: task.id, workspace: task.workspace }, 'removing a task workspace failed'));
+  // Move it aside first, synchronously: a retry that recreates the path at once must not have its
+  // fresh directory deleted by this removal still running.
+  const doomed = `${task.workspace}.removing-${task.runs}-${Date.now()}`;
+  try {
+    renameSync(task.workspace, doomed);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') k.log.warn({ err: error, taskId: task.id, workspace: task.workspace }, 'removing a task workspace failed');
+    return;
+  }
+  void rm(doomed, { recursive: true, force: true }).catch((error: unknown) => k.log.warn({ err: error, taskId: task.id, workspace: doomed }, 'removing a task workspace failed'));
 }
 
 /** The control key of an agent's flow state. */

@@ -146,3 +146,49 @@ describe('subtasks', () => {
     await rt.close();
   });
 });
+
+describe('waiting gives the slot back', () => {
+  it('parents parked in join do not starve their children, and a task waiting for input does not block the others', async () => {
+    const rt = await open({ threads: 1, slotsPerThread: 2 });
+    const parents = await rt.submitMany([{ agent: 'int', input: { mode: 'spawnThenJoin' } }, { agent: 'int', input: { mode: 'spawnThenJoin' } }]);
+    for (const p of parents) expect(await rt.wait(p.id, { timeoutMs: 10_000 })).toMatchObject({ state: 'done', output: { joined: [{ state: 'done', output: 'c' }] } });
+    await rt.close();
+    const single = await open({ threads: 1, slotsPerThread: 1 });
+    const asking = await single.submit({ agent: 'int', input: { mode: 'ask' } });
+    await nextEvent(single, 'task.waiting', asking.id);
+    expect(await single.wait((await single.submit({ agent: 'echo', input: 'meanwhile' })).id, { timeoutMs: 10_000 })).toMatchObject({ state: 'done' });
+    await single.sendInput(asking.id, { message: 'now' });
+    expect(await single.wait(asking.id)).toMatchObject({ state: 'done', output: { answer: 'now' } });
+    await single.close();
+  });
+
+  it('an input sent while the waiting attempt is stopping goes to the next attempt, not the stopping one', async () => {
+    const rt = await open();
+    const task = await rt.submit({ agent: 'int', input: { mode: 'slowAbortAsk', holdMs: 600 }, timeoutMs: 300, retry: { maxAttempts: 2, delayMs: 0 } });
+    for (let i = 0; i < 300; i++) {
+      const lines: string[] = [];
+      for await (const line of rt.logs(task.id)) lines.push(line.message);
+      if (lines.includes('aborted')) break;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(await rt.sendInput(task.id, { message: 'the answer' })).toMatchObject({ delivered: false });
+    expect(await rt.wait(task.id)).toMatchObject({ state: 'done', output: { answer: 'the answer', attempt: 2 } });
+    await rt.close();
+  });
+
+  it('a stopping attempt cannot spawn (no orphan survives the cancel), and join takes only children', async () => {
+    const rt = await open();
+    const parent = await rt.submit({ agent: 'int', input: { mode: 'spawnOnAbort' } });
+    for (let i = 0; i < 300; i++) {
+      const lines: string[] = [];
+      for await (const line of rt.logs(parent.id)) lines.push(line.message);
+      if (lines.includes('running')) break;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(await rt.cancel(parent.id)).toMatchObject({ state: 'cancelled' });
+    expect((await rt.list({ parentId: parent.id })).tasks).toEqual([]);
+    const stranger = await rt.wait((await rt.submit({ agent: 'echo', input: 's' })).id);
+    expect(await rt.wait((await rt.submit({ agent: 'int', input: { mode: 'joinStranger', stranger: stranger.id } })).id)).toMatchObject({ state: 'done', output: { code: 'INVALID_INPUT' } });
+    await rt.close();
+  });
+});

@@ -56,7 +56,25 @@ describe('log streams', () => {
     await rt.close();
   });
 
-  it('follow ends when its signal aborts', async () => {
+  it('followers that start while lines are being committed miss none of them', async () => {
+    const rt = await open();
+    const task = await rt.submit({ agent: 'chatty', input: { lines: 1500 } });
+    const followers: Array<Promise<number>> = [];
+    for (let i = 0; i < 12; i++) {
+      followers.push(
+        (async () => {
+          let n = 0;
+          for await (const line of rt.logs(task.id, { follow: true })) if (line.message === `line ${n}`) n++;
+          return n;
+        })(),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    expect(await Promise.all(followers)).toEqual(Array.from({ length: 12 }, () => 1500));
+    await rt.close();
+  });
+
+    it('follow ends when its signal aborts', async () => {
     const rt = await open();
     const task = await rt.submit({ agent: 'int', input: { mode: 'ask' } });
     const controller = new AbortController();
