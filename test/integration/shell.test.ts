@@ -121,4 +121,16 @@ describe('shell agent', () => {
     await expectGone(await readWhenWritten(join(workspace, 'child.pid')));
     await expectGone(await readWhenWritten(join(workspace, 'leader.pid')));
   });
+
+  it('close() lets the agent kill a tree that ignores SIGTERM before the threads go', async () => {
+    const { createRuntime } = await import('troupe');
+    const rt = await createRuntime({ dataDir: scratch(), logger: false, threads: 1, cancelGraceMs: 2_000, agents: [builtinAgent('shell')] });
+    const workspace = scratch();
+    await rt.submit({ agent: 'shell', workspace, input: { command: `trap '' TERM; ${TREE}`, shell: true, killGraceMs: 300 } });
+    const child = await readWhenWritten(join(workspace, 'child.pid'));
+    const leader = await readWhenWritten(join(workspace, 'leader.pid'));
+    await rt.close({ timeoutMs: 0 });
+    await expectGone(child);
+    await expectGone(leader);
+  });
 });
