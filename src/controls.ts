@@ -5,7 +5,7 @@
  * read back at open before anything dispatches.
  */
 import { TroupeError } from './errors.js';
-import type { RuntimeControl } from './store/records.js';
+import type { AgentFlowState, RuntimeControl } from './store/records.js';
 import { flowKeyOf, type Kernel } from './tasks/kernel.js';
 import type { Dispatcher } from './tasks/dispatcher.js';
 
@@ -77,6 +77,16 @@ export class RuntimeControls {
     this.#k.flow.refresh(this.#k.clock.now());
     this.#k.pump();
     void this.#d.cycleNow();
+  }
+
+  /** A backoff pause ran out on the clock: store the agent's state with `agent.resumed`. */
+  pauseEnded(agent: string, state: AgentFlowState, at: number): void {
+    this.#k.store
+      .commit((w) => {
+        w.putControl(flowKeyOf(agent), state);
+        w.event('agent.resumed', { at, data: { agent, by: 'clock' } });
+      })
+      .catch((error: unknown) => this.#k.log.error({ err: error, agent }, 'recording the end of an agent pause failed'));
   }
 
   /** Ends an agent's backoff pause early. Resolves once durable; false if it was not paused. */

@@ -234,7 +234,8 @@ function resolveStarvation(partial: Partial<StarvationPolicy> | false | undefine
   return Object.freeze(policy);
 }
 
-function stripUndefined<T extends object>(value: T): Partial<T> {
+/** A copy without the keys whose value is undefined (so they do not override defaults). */
+export function stripUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 

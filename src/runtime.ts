@@ -111,14 +111,7 @@ export class Runtime implements AsyncDisposable {
       clock: options.clock,
       governor: this.#governor,
       onRelease: () => this.#dispatcher.pump(),
-      onPauseEnded: (agent, state, at) => {
-        store
-          .commit((w) => {
-            w.putControl(flowKeyOf(agent), state);
-            w.event('agent.resumed', { at, data: { agent, by: 'clock' } });
-          })
-          .catch((error: unknown) => log.error({ err: error, agent }, 'recording the end of an agent pause failed'));
-      },
+      onPauseEnded: (agent, state, at) => this.#controls.pauseEnded(agent, state, at),
     });
     const kernel: Kernel = {
       options,

@@ -33,22 +33,12 @@ export interface InstanceDescriptor {
   workspace?: string;
 }
 
-/** A public view of an instance. */
-export interface InstanceView {
-  key: string;
-  agent: string;
-  lane: string;
-  workspace?: string;
+/** A public view of an instance: its actor's context without the settings, plus status and residency. */
+export type InstanceView = Pick<InstanceContext, 'key' | 'agent' | 'lane' | 'workspace' | 'pending' | 'running' | 'stopping' | 'target' | 'consecutiveFailures' | 'recentFailures'> & {
   status: InstanceStatus;
-  pending: number;
-  running: number;
-  stopping: number;
-  target: number | null;
-  consecutiveFailures: number;
-  recentFailures: string[];
   /** Whether its actor is in memory right now (false: passivated to disk). */
   live: boolean;
-}
+};
 
 /** Options of {@link createRouter}. */
 export interface RouterOptions {

@@ -14,6 +14,7 @@ import { settleInto } from './settle.js';
 import { instanceKeyOf, PER_TASK_WORKSPACE, toTask, type Task } from './spec.js';
 import { resolveRetry } from '../options.js';
 import type { Interactions } from './interact.js';
+import type { RegisteredAgent } from '../agents/registry.js';
 
 /** Filters of `rt.list()`. */
 export interface ListOptions {
@@ -340,8 +341,15 @@ export class TaskEngine {
  */
 function routeAgain(k: Kernel, task: TaskRecord): Pick<TaskRecord, 'agent' | 'instanceKey' | 'retry' | 'timeoutMs'> {
   const requires = task.requires ?? [];
-  const named = task.agent ? k.agents.get(task.agent) : undefined;
-  const agent = named && requires.every((c) => named.capabilities.includes(c)) ? named : task.agent ? undefined : k.agents.get(k.governor.pickAgent(k.agents.covering(requires).map((a) => a.name)) ?? '');
+  let agent: RegisteredAgent | undefined;
+  if (task.agent) {
+    // A named agent stays the task's agent: it must be registered and cover `requires` now.
+    const named = k.agents.get(task.agent);
+    if (named && requires.every((c) => named.capabilities.includes(c))) agent = named;
+  } else {
+    const picked = k.governor.pickAgent(k.agents.covering(requires).map((a) => a.name));
+    agent = picked === undefined ? undefined : k.agents.get(picked);
+  }
   if (!agent) {
     throw new TroupeError('UNKNOWN_AGENT', `task ${task.id}: no registered agent ${task.agent ? `named ${task.agent} ` : ''}covers [${requires.join(', ')}]`);
   }

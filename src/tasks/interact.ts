@@ -199,7 +199,7 @@ export class Interactions {
     const parked = this.#parked.get(task.id);
     if (!parked || parked.attempt !== attempt || parked.callId !== inputCallId) return 'delivered';
     this.#parked.delete(task.id);
-    await this.#resume(task, attempt, (w) => void w);
+    await this.#resume(task, attempt);
     return 'unwaited';
   }
 
@@ -245,17 +245,14 @@ export class Interactions {
     this.#dispatcher.park(attempt);
   }
 
-  /** Moves a task with a live attempt back to running, writing `extra` in the same step. */
-  async #resume(task: TaskRecord, attempt: LiveAttempt, extra: (w: StepWriter) => void): Promise<void> {
+  /** Moves a task with a live attempt back to running, durably. */
+  async #resume(task: TaskRecord, attempt: LiveAttempt): Promise<void> {
     const { table, clock, store } = this.#k;
     transition(task, 'RESUME', clock.now());
     table.moved(task, 'waiting');
     delete task.waitingFor;
     this.#dispatcher.unpark(attempt);
-    await store.commit((w) => {
-      extra(w);
-      w.putTask(task);
-    });
+    await store.commit((w) => w.putTask(task));
   }
 
   #deliver(w: StepWriter, task: TaskRecord, item: InboxRecord, attempt: LiveAttempt, now: number): void {
@@ -306,7 +303,7 @@ export class Interactions {
     this.#unwatch(task.id);
     if (parked) {
       this.#parked.delete(task.id);
-      await this.#resume(task, parked.attempt, (w) => void w);
+      await this.#resume(task, parked.attempt);
       this.#k.pool.reply(parked.threadId, { t: 'reply', callId: parked.callId, ok: true, value: this.#outcomes(ids) });
       return;
     }

@@ -58,9 +58,9 @@ export function transition(task: TaskRecord, event: TaskEventType, now: number):
 
 /** The governor entry of a queued task. */
 export function entryOf(task: TaskRecord): GovernorEntry {
-  const model = task.labels.model;
-  const entry: GovernorEntry = { taskId: task.id, instanceKey: task.instanceKey, agent: task.agent, priority: task.priority, order: task.queuedOrder };
-  return model === undefined ? entry : { ...entry, model };
+  const { model } = task.labels;
+  const base = { taskId: task.id, instanceKey: task.instanceKey, agent: task.agent, priority: task.priority, order: task.queuedOrder };
+  return model === undefined ? base : { ...base, model };
 }
 
 /** Starts a new run of a task: the next run number, why, when, and a fresh attempt budget. */

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { resolve as resolvePath } from 'node:path';
 import { describeUnserializable } from '../../actors/wire.js';
 import { TroupeError } from '../errors.js';
-import { DEFAULT_RETRY, resolveRetry } from '../options.js';
+import { DEFAULT_RETRY, resolveRetry, stripUndefined } from '../options.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { RetryPolicy, TaskRecord } from '../store/records.js';
 
@@ -274,10 +274,6 @@ function requiresOf(value: unknown, where: string): string[] {
     throw bad(`${where}.requires must be a non-empty array of non-empty strings`);
   }
   return [...new Set(value as string[])].sort();
-}
-
-function stripUndefined<T extends object>(value: T): T {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }
 
 function bad(message: string): TroupeError {

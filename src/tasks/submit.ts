@@ -34,10 +34,10 @@ export class Submitter {
     const { agents, table, options, clock, governor } = this.#k;
     const now = clock.now();
     // Tasks routed by `requires` in this batch count toward their agent's load for the next pick.
-    const routed = new Map<string, number>();
+    let routed: Map<string, number> | undefined;
     const route = (requires: readonly string[]) => {
       const name = governor.pickAgent(agents.covering(requires).map((a) => a.name), routed);
-      if (name !== undefined) routed.set(name, (routed.get(name) ?? 0) + 1);
+      if (name !== undefined) (routed ??= new Map()).set(name, (routed.get(name) ?? 0) + 1);
       return name === undefined ? undefined : agents.get(name);
     };
     const valid = specs.map((spec, i) => validateSpec(spec, (name) => agents.get(name), where ?? `tasks[${i}]`, now, route));
@@ -62,7 +62,8 @@ export class Submitter {
       records.push(record);
       if (key !== undefined) firstOfKey.set(key, record);
     }
-    const admitted = records.filter((r) => r.state === 'queued').length;
+    let admitted = 0;
+    for (const record of records) if (record.state === 'queued') admitted++;
     if (admitted > 0 && table.count('queued') + admitted > options.maxQueued) {
       throw new TroupeError('AT_CAPACITY', `admission is full: ${table.count('queued')} tasks queued, maxQueued is ${options.maxQueued}`);
     }
