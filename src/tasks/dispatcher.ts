@@ -349,8 +349,10 @@ export class Dispatcher {
     if ((attempt.phase as LiveAttempt['phase']) === 'ended') return;
     const threads = answer?.foundIn !== undefined ? [answer.foundIn] : (answer?.unresponsive ?? []);
     this.#k.log.warn({ attemptId: attempt.attemptId, threads, reason: attempt.stop?.reason }, 'attempt did not stop; terminating its thread');
-    this.#settle(attempt, { kind: 'abandoned' });
+    // Terminate first, then free the slot: the pool has headroom for parked attempts, so a slot
+    // freed earlier could send the next attempt to the doomed thread, and kill it too.
     await this.#k.pool.terminate(threads).catch((error: unknown) => this.#k.log.error({ err: error }, 'terminating a thread failed'));
+    this.#settle(attempt, { kind: 'abandoned' });
   }
 
   #settle(attempt: LiveAttempt, outcome: AttemptOutcome): void {
