@@ -8,6 +8,7 @@ import { MessageChannel, isMainThread, parentPort, threadId } from 'node:worker_
 import { expose } from 'comlink/dist/esm/comlink.mjs';
 import { AgentError, agentFunctionOf, isAgentError, type AgentContext, type AgentFunction, type JoinedTask, type SpawnedTask, type WaitForInputOptions } from './agent.js';
 import { ThreadChannel } from './channel.js';
+import { clearLongTimeout, setLongTimeout, type LongTimeout } from './long-timeout.js';
 import {
   describeUnserializable,
   type AbortReason,
@@ -246,21 +247,22 @@ function interactions(attempt: LiveAttempt): Pick<AgentContext, 'waitForInput' |
   let spawned = 0;
   const waitForInput = async (options: WaitForInputOptions = {}): Promise<unknown> => {
     const { callId, reply } = callHost(attempt, options.prompt === undefined ? { method: 'input' } : { method: 'input', prompt: options.prompt });
-    if (options.timeoutMs === undefined) return abortable(reply, signal);
-    let timer: NodeJS.Timeout | undefined;
+    const { timeoutMs } = options;
+    if (timeoutMs === undefined) return abortable(reply, signal);
+    let timer: LongTimeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
+      timer = setLongTimeout(() => {
         // Ask the host to stop waiting; if an input was already on its way, it still wins.
         callHost(attempt, { method: 'unwait', inputCallId: callId }).reply.then(
-          (value) => value === 'unwaited' && reject(new AgentError(`no input within ${options.timeoutMs} ms`, { code: 'INPUT_TIMEOUT' })),
+          (value) => value === 'unwaited' && reject(new AgentError(`no input within ${timeoutMs} ms`, { code: 'INPUT_TIMEOUT' })),
           () => undefined,
         );
-      }, options.timeoutMs);
+      }, timeoutMs);
     });
     try {
       return await abortable(Promise.race([reply, timedOut]), signal);
     } finally {
-      clearTimeout(timer);
+      clearLongTimeout(timer);
     }
   };
   return {

@@ -3,29 +3,33 @@
  * periods) reads time and arms timeouts through it, so tests advance a {@link ManualClock} instead
  * of sleeping.
  */
+import { LongTimeout, setLongTimeout } from '../actors/long-timeout.js';
 
 /** An opaque handle returned by {@link Clock.setTimeout}. */
-export type ClockTimer = { readonly __clockTimer: true } | NodeJS.Timeout;
+export type ClockTimer = { readonly __clockTimer: true } | LongTimeout | NodeJS.Timeout;
 
 /** Time source and timeout scheduler. */
 export interface Clock {
   /** Epoch milliseconds. */
   now(): number;
-  /** Calls `fn` once after `ms` milliseconds. The timer never keeps the process alive. */
+  /**
+   * Calls `fn` once after `ms` milliseconds, however large (a monthly cron, `timeoutMs: 2**31`).
+   * The timer never keeps the process alive.
+   */
   setTimeout(fn: () => void, ms: number): ClockTimer;
   clearTimeout(timer: ClockTimer): void;
 }
 
-/** The real clock: `Date.now()` and unref'd Node timers. */
+/**
+ * The real clock: `Date.now()` and unref'd Node timers. Delays past Node's 2^31−1 ms limit are
+ * armed in segments up to the due instant (see {@link LongTimeout}) instead of overflowing to 1 ms.
+ */
 export const systemClock: Clock = {
   now: () => Date.now(),
-  setTimeout(fn, ms) {
-    const timer = setTimeout(fn, Math.max(0, ms));
-    timer.unref();
-    return timer;
-  },
+  setTimeout: (fn, ms) => setLongTimeout(fn, ms, { unref: true }),
   clearTimeout(timer) {
-    clearTimeout(timer as NodeJS.Timeout);
+    if (timer instanceof LongTimeout) timer.clear();
+    else clearTimeout(timer as NodeJS.Timeout);
   },
 };
 
@@ -55,7 +59,8 @@ export class ManualClock implements Clock {
   }
 
   setTimeout(fn: () => void, ms: number): ClockTimer {
-    const timer: ManualTimer = { __clockTimer: true, due: this.#now + Math.max(0, ms), seq: this.#seq++, fn, cancelled: false };
+    // No 32-bit limit here, but NaN must not become a due time: it would poison #now on advance().
+    const timer: ManualTimer = { __clockTimer: true, due: this.#now + (ms > 0 ? ms : 0), seq: this.#seq++, fn, cancelled: false };
     this.#timers.push(timer);
     return timer;
   }

@@ -3,6 +3,7 @@
  * `{ sleptMs }`. It honours cancellation through `ctx.signal`.
  */
 import { AgentError, defineAgent } from '../agent.js';
+import { setLongTimeout } from '../long-timeout.js';
 
 /** Input of the sleep agent. */
 export interface SleepInput {
@@ -24,12 +25,12 @@ export default defineAgent(async (input: SleepInput | null, ctx) => {
 function delay(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(new AgentError('sleep aborted', { retryable: false, code: 'ABORTED' }));
-    const timer = setTimeout(() => {
+    const timer = setLongTimeout(() => {
       signal.removeEventListener('abort', onAbort);
       resolve();
     }, ms);
     const onAbort = () => {
-      clearTimeout(timer);
+      timer.clear();
       reject(new AgentError('sleep aborted', { retryable: false, code: 'ABORTED' }));
     };
     signal.addEventListener('abort', onAbort, { once: true });

@@ -10,6 +10,7 @@ import { Piscina } from 'piscina';
 import { wrap, releaseProxy, type Remote } from 'comlink/dist/esm/comlink.mjs';
 import type { Worker } from 'node:worker_threads';
 import { ThreadChannel } from '../../actors/channel.js';
+import { clearLongTimeout, setLongTimeout, type LongTimeout } from '../../actors/long-timeout.js';
 import { isThreadHello, type AbortReason, type AttemptRequest, type HostReply, type WireResult, type WorkerControl, type WorkerMessage } from '../../actors/wire.js';
 
 /** The small interface the runtime needs from a pool; tests may fake it. */
@@ -126,15 +127,12 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
       let foundIn: number | undefined;
       await Promise.all(
         [...threads].map(async ([threadId, entry]) => {
-          let timer: NodeJS.Timeout | undefined;
+          let timer: LongTimeout | undefined;
           const answer = await Promise.race([
             entry.control.abort(attemptId, token, reason).catch(() => false),
-            new Promise<'late'>((resolve) => {
-              timer = setTimeout(() => resolve('late'), answerWithinMs);
-              timer.unref();
-            }),
+            new Promise<'late'>((resolve) => (timer = setLongTimeout(() => resolve('late'), answerWithinMs, { unref: true }))),
           ]);
-          clearTimeout(timer);
+          clearLongTimeout(timer);
           if (answer === 'late') unresponsive.push(threadId);
           else if (answer) foundIn = threadId;
         }),

@@ -7,6 +7,7 @@
  * here, in `ready`, never in Piscina's queue.
  */
 import { mkdirSync } from 'node:fs';
+import { clearLongTimeout, setLongTimeout, type LongTimeout } from '../../actors/long-timeout.js';
 import type { AbortReason, AttemptRequest, WireResult, WorkerMessage } from '../../actors/wire.js';
 import type { ClockTimer } from '../clock.js';
 import type { GovernorEntry } from '../governor/governor.js';
@@ -459,9 +460,9 @@ export class Dispatcher {
     // Aborted agents get `cancelGraceMs` (wall time: close must end) to clean up, e.g. the shell
     // agent killing its process group, before their threads are destroyed under them.
     if (this.#live.size > 0 && this.#k.options.cancelGraceMs > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#k.options.cancelGraceMs)))]);
-      clearTimeout(timer);
+      let timer: LongTimeout | undefined;
+      await Promise.race([this.idle(), new Promise<void>((resolve) => (timer = setLongTimeout(resolve, this.#k.options.cancelGraceMs)))]);
+      clearLongTimeout(timer);
     }
     for (const attempt of [...this.#live.values()]) if (attempt.phase === 'executing') this.#settle(attempt, { kind: 'abandoned' });
     // Attempts still starting settle as interrupted as soon as their start commit lands.
