@@ -29,6 +29,8 @@ export const ERROR_CODES = {
   INVALID_TIMEZONE: { retryable: false, summary: 'A time zone is not a known IANA zone name.' },
   /** The runtime is closing or closed. */
   CLOSED: { retryable: false, summary: 'The runtime is draining or closed.' },
+  /** A call arrived in a lifecycle state that does not allow it (e.g. while starting); the message names the state. */
+  ILLEGAL_STATE: { retryable: false, summary: 'The runtime is in a lifecycle state that does not allow the call; the message names it.' },
   /** `wait()` gave up before the task settled. */
   WAIT_TIMEOUT: { retryable: true, summary: '`wait()` gave up before the task settled.' },
   /** An agent module failed to import in a worker thread (task error code). */
@@ -55,6 +57,16 @@ export const ERROR_CODES = {
   INSTANCE_DEGRADED: { retryable: false, summary: 'The task sat queued on a degraded instance past `degradedDropMs`; it is dropped.' },
   /** The task's workspace directory could not be created (task error code, infrastructure fault). */
   WORKSPACE_FAILED: { retryable: true, summary: "The task's workspace directory could not be created (infrastructure fault)." },
+  /** A call from an agent whose attempt is no longer current; the host ignored it (agent context). */
+  FENCED: { retryable: false, summary: 'A call from an attempt that is no longer current was refused (agent context).' },
+  /** The attempt was cancelled, timed out or shut down while the agent waited on the host (agent context). */
+  ABORTED: { retryable: true, summary: 'The attempt was cancelled, timed out or shut down while the agent waited on the host (agent context).' },
+  /** An agent called the host (input, spawn, join) and the host failed unexpectedly (agent context). */
+  AGENT_CALL_FAILED: { retryable: true, summary: 'A call from the agent to the host (input, spawn, join) failed unexpectedly (agent context).' },
+  /** An agent used its context after its attempt returned (agent context). */
+  ATTEMPT_ENDED: { retryable: false, summary: 'The agent used its context after its attempt returned (agent context).' },
+  /** `ctx.waitForInput({ timeoutMs })` gave up (agent context). */
+  INPUT_TIMEOUT: { retryable: true, summary: '`ctx.waitForInput({ timeoutMs })` gave up before an input came (agent context).' },
   /** The store failed to read or write. */
   STORE_FAILED: { retryable: true, summary: 'The LMDB store failed to read or write.' },
 } as const satisfies Record<string, { retryable: boolean; summary: string }>;

@@ -13,7 +13,7 @@ export { builtinAgent } from './agents/registry.js';
 export type { AgentRegistration, RegisteredAgent, BuiltinAgentName, ConcurrencyLimits, RateLimit, DailyLimit } from './agents/registry.js';
 export type { SchedulesApi, Schedule, ScheduleSpec, ScheduleUpdate, OverlapPolicy, CatchUpPolicy } from './scheduler/scheduler.js';
 export type { AgentFlowView } from './governor/flow.js';
-export type { Task, TaskSpec } from './tasks/spec.js';
+export type { Task, TaskSpec, TaskHold } from './tasks/spec.js';
 export type { ListOptions, TaskPage, WaitOptions } from './tasks/engine.js';
 export type { RuntimeEvent, RuntimeEventMap, EventStreamOptions } from './events/event-bus.js';
 export type { InstanceView } from './router/router.js';

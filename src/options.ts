@@ -47,11 +47,13 @@ export interface RuntimeOptions {
   /** Default retry policy for agents that set none. @default {maxAttempts: 3, backoff: 'exponential', delayMs: 1_000, maxDelayMs: 60_000, jitter: 0.2} */
   defaultRetry?: Partial<RetryPolicy>;
   /**
-   * Default agent backoff: after `failures` consecutive failed attempts, each shorter than
-   * `fastFailMs`, the agent pauses for `pauseMs` (persisted, shown in stats and events). `false`
-   * turns it off. @default {failures: 3, fastFailMs: 60_000, pauseMs: 1_800_000}
+   * Opt-in agent backoff for agents that set none: after `failures` consecutive failed attempts
+   * (agent faults, each shorter than `fastFailMs`), the agent pauses for `pauseMs` (persisted,
+   * shown in stats, `heldBy` and events). A failure the agent reports on purpose (`{kind: 'fail'}`,
+   * a non-retryable `AgentError`) never counts. `true` or `{}` takes the values
+   * {failures: 3, fastFailMs: 60_000, pauseMs: 1_800_000}. @default false (no pause)
    */
-  defaultBackoff?: Partial<FastFailBackoff> | false;
+  defaultBackoff?: Partial<FastFailBackoff> | boolean;
   /**
    * How long a task may sit queued on a degraded instance before it is dropped with reason
    * `instance_degraded` (counted from when it queued or the instance degraded, whichever is later).
@@ -109,7 +111,7 @@ export type ResolvedOptions = Readonly<Required<Omit<RuntimeOptions, 'logger' | 
   readonly starvation: Readonly<StarvationPolicy> | null;
 };
 
-/** The default fast-failure backoff: 3 failures, each under 60 s, pause 30 min. */
+/** The values of an opted-in fast-failure backoff: 3 failures, each under 60 s, pause 30 min. */
 export const DEFAULT_BACKOFF: Readonly<FastFailBackoff> = Object.freeze({ failures: 3, fastFailMs: 60_000, pauseMs: 1_800_000 });
 
 /** The default starvation ladder: `task.starved` after an hour queued, never `needs_attention`. */
@@ -131,7 +133,7 @@ export const DEFAULTS = {
   leaseMs: 30_000,
   defaultTimeoutMs: 0,
   defaultRetry: DEFAULT_RETRY,
-  defaultBackoff: DEFAULT_BACKOFF as Partial<FastFailBackoff> | false,
+  defaultBackoff: false as Partial<FastFailBackoff> | boolean,
   degradedDropMs: 0,
   supervisorIntervalMs: 1_000,
   metricsPort: 0,
@@ -180,7 +182,7 @@ export function resolveOptions(input: RuntimeOptions = {}): ResolvedOptions {
     threads,
     prefetch,
     defaultRetry: resolveRetry(input.defaultRetry, DEFAULT_RETRY, 'options.defaultRetry'),
-    defaultBackoff: resolveBackoff(input.defaultBackoff, DEFAULT_BACKOFF, 'options.defaultBackoff'),
+    defaultBackoff: resolveBackoff(input.defaultBackoff, null, 'options.defaultBackoff'),
     starvation: resolveStarvation(input.starvation),
     agents: [...o.agents],
     logger,
@@ -204,11 +206,15 @@ export function resolveRetry(partial: Partial<RetryPolicy> | undefined, base: Re
   return Object.freeze(policy);
 }
 
-/** Merges a partial fast-failure backoff over a base; `false` turns it off (null). */
-export function resolveBackoff(partial: Partial<FastFailBackoff> | false | undefined, base: Readonly<FastFailBackoff> | null, where: string): Readonly<FastFailBackoff> | null {
+/**
+ * Merges a partial fast-failure backoff over a base (or, with no base, over the opted-in values);
+ * `false` turns it off (null), `true` is `{}`.
+ */
+export function resolveBackoff(partial: Partial<FastFailBackoff> | boolean | undefined, base: Readonly<FastFailBackoff> | null, where: string): Readonly<FastFailBackoff> | null {
   if (partial === false) return null;
   if (partial === undefined) return base;
-  if (typeof partial !== 'object' || partial === null) throw invalid(`${where} must be an object or false`);
+  if (partial === true) return base ?? DEFAULT_BACKOFF;
+  if (typeof partial !== 'object' || partial === null) throw invalid(`${where} must be an object or a boolean`);
   for (const key of Object.keys(partial)) if (!(key in DEFAULT_BACKOFF)) throw invalid(`${where}.${key} is not a backoff option`);
   const merged = { ...(base ?? DEFAULT_BACKOFF), ...stripUndefined(partial) };
   positiveInt(`${where}.failures`, merged.failures, where);

@@ -33,17 +33,12 @@ import { RuntimeControls } from './controls.js';
 import { Scheduler, guardedSchedules, type SchedulesApi } from './scheduler/scheduler.js';
 import { flowKeyOf } from './tasks/kernel.js';
 import type { AgentFlowState } from './store/records.js';
+import { KeepAlive } from './keep-alive.js';
+import type { ClockTimer } from './clock.js';
+import { holdOf, type HoldSources } from './tasks/holds.js';
+import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from './lifecycle.js';
 
-/** Lifecycle states of a runtime. */
-export type RuntimeState = 'starting' | 'running' | 'draining' | 'closed';
-
-/** Options of `rt.close()`. */
-export interface CloseOptions {
-  /** How long running attempts may take to finish before they are interrupted. @default 15_000 */
-  timeoutMs?: number;
-  /** Interrupt running attempts at once. @default false */
-  force?: boolean;
-}
+export type { CloseOptions, RuntimeState } from './lifecycle.js';
 
 /** Agent registration API (`rt.agents`). */
 export interface AgentsApi {
@@ -79,14 +74,20 @@ export class Runtime implements AsyncDisposable {
   readonly #logFeed = new LogFeed();
   readonly #metrics: RuntimeMetrics;
   #metricsServer: { port: number; close(): Promise<void> } | undefined;
-  #state: RuntimeState = 'starting';
+  readonly #lifecycle: Lifecycle;
+  readonly #keepAlive: KeepAlive;
+  /** Ends a graceful close's wait for running attempts at once (a later `close({ force: true })`). */
+  #hurry: (() => void) | undefined;
+  readonly #holds: HoldSources;
   #rebuild: RebuildReport = { previousShutdownClean: true, active: 0, crashed: 0, timers: 0, ms: 0 };
   #closing: Promise<void> | undefined;
 
   /** @internal Use {@link createRuntime}. */
-  constructor(options: ResolvedOptions, log: Logger, store: Store, bus: EventBus) {
+  constructor(options: ResolvedOptions, log: Logger, store: Store, bus: EventBus, keepAlive: KeepAlive) {
     this.#options = options;
     this.#log = log;
+    this.#lifecycle = new Lifecycle(log);
+    this.#keepAlive = keepAlive;
     this.#store = store;
     this.#bus = bus;
     this.#registry = new AgentRegistry();
@@ -134,7 +135,7 @@ export class Runtime implements AsyncDisposable {
     };
     this.#dispatcher = new Dispatcher(kernel);
     this.#submitter = new Submitter(kernel, createIdGenerator(() => options.clock.now()));
-    this.#engine = new TaskEngine(kernel, this.#dispatcher);
+    this.#engine = new TaskEngine(kernel, this.#dispatcher, () => keepAlive.hold());
     this.#cycle = new SupervisorCycle(kernel);
     this.#supervisor = createSupervisor({
       clock: options.clock,
@@ -168,6 +169,13 @@ export class Runtime implements AsyncDisposable {
       onEnded: (taskId, attemptId) => this.#interactions.attemptEnded(taskId, attemptId),
     };
     this.#engine.interactions = this.#interactions;
+    this.#holds = {
+      now: () => options.clock.now(),
+      frozen: () => this.#controls.state.frozen,
+      inQueue: (taskId) => this.#governor.has(taskId),
+      flow: (agent, now) => this.#flow.view(agent, now),
+      instance: (key) => this.#router.get(key),
+    };
     this.#pool.onMessage((message, threadId) => this.#dispatcher.onMessage(message, threadId));
     this.#metrics = new RuntimeMetrics(
       {
@@ -206,13 +214,30 @@ export class Runtime implements AsyncDisposable {
     this.#scheduler.start();
     this.#rebuild = { previousShutdownClean: this.#store.previousShutdownClean, ...rebuilt, ms: performance.now() - started };
     if (this.#options.metricsPort > 0) this.#metricsServer = await this.#metrics.serve(this.#options.metricsPort);
-    this.#state = 'running';
-    this.#log.info({ dataDir: this.#options.dataDir, ...this.#rebuild }, this.#store.previousShutdownClean ? 'runtime running' : 'runtime running after an unclean shutdown');
+    this.#lifecycle.set('running', { dataDir: this.#options.dataDir, ...this.#rebuild });
+    if (!this.#store.previousShutdownClean) this.#log.warn({ dataDir: this.#options.dataDir }, 'the previous shutdown was not clean: attempts that were running ended as crashed');
+    this.#keepAlive.open();
   }
 
   /** Where the runtime is in its lifecycle. */
   get state(): RuntimeState {
-    return this.#state;
+    return this.#lifecycle.state;
+  }
+
+  /**
+   * Lets the process exit while this runtime is open and nothing else keeps it alive, as
+   * `net.Server#unref()` does. A pending `wait()` (or an `events()` / `logs({ follow })` iteration
+   * waiting for its next item) still keeps it alive until it ends. Returns the runtime.
+   */
+  unref(): this {
+    this.#keepAlive.unref();
+    return this;
+  }
+
+  /** Undoes {@link Runtime.unref}: the open runtime keeps the process alive again (the default). Returns the runtime. */
+  ref(): this {
+    this.#keepAlive.ref();
+    return this;
   }
 
   /** Stores a task durably and queues it. Resolves once the commit is flushed. */
@@ -253,12 +278,24 @@ export class Runtime implements AsyncDisposable {
     return this.#metricsServer?.port;
   }
 
+  /** A task, with `heldBy` while flow control keeps it back. */
   async get(id: string): Promise<Task> {
-    return this.#guard('get', async () => this.#engine.get(id));
+    return this.#guard('get', async () => this.#withHold(this.#engine.get(id)));
   }
 
+  /** A page of tasks in submit order; queued ones carry `heldBy` like {@link Runtime.get}. */
   async list(options?: ListOptions): Promise<TaskPage> {
-    return this.#guard('list', async () => this.#engine.list(options));
+    return this.#guard('list', async () => {
+      const page = this.#engine.list(options);
+      for (const task of page.tasks) this.#withHold(task);
+      return page;
+    });
+  }
+
+  #withHold(task: Task): Task {
+    const hold = holdOf(task, this.#holds);
+    if (hold) task.heldBy = hold;
+    return task;
   }
 
   /** Resolves when the task is terminal (done, failed, dropped, cancelled) or needs attention. */
@@ -286,8 +323,9 @@ export class Runtime implements AsyncDisposable {
     if (!this.#engine.record(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
     if (!options.follow) return followLogs(this.#store.read.logs, id, options, undefined);
     const stop = new AbortController();
-    const ended = this.#engine.wait(id, { signal: stop.signal }).catch(() => undefined);
-    return followLogs(this.#store.read.logs, id, options, { feed: this.#logFeed, ended, release: () => stop.abort() });
+    // `ended` must not hold the process by itself: the follow holds it only while it waits for a line.
+    const ended = this.#engine.wait(id, { signal: stop.signal }, false).catch(() => undefined);
+    return followLogs(this.#store.read.logs, id, options, { feed: this.#logFeed, ended, release: () => stop.abort(), hold: () => this.#keepAlive.hold() });
   }
 
   /** Listens to committed events of one type (or `'*'` for all). Returns an unsubscribe function. */
@@ -354,8 +392,8 @@ export class Runtime implements AsyncDisposable {
   /** Counts by state, slots, per-agent queues and attempts. */
   stats(): RuntimeStats {
     return collectStats({
-      state: this.#state,
-      counts: this.#state === 'closed' ? undefined : this.#table.countsByState(),
+      state: this.#lifecycle.state,
+      counts: this.#lifecycle.state === 'closed' ? undefined : this.#table.countsByState(),
       governor: this.#governor.stats(),
       attempts: this.#dispatcher.counts,
       slots: this.#options.threads * this.#options.slotsPerThread,
@@ -363,7 +401,7 @@ export class Runtime implements AsyncDisposable {
       liveInstances: this.#router.liveCount,
       delayed: this.#table.count('queued' satisfies TaskState) - this.#governor.queued,
       rebuild: this.#rebuild,
-      owners: this.#state === 'closed' ? undefined : this.#table.countsByOwner(),
+      owners: this.#lifecycle.state === 'closed' ? undefined : this.#table.countsByOwner(),
       flow: (agent) => this.#flow.view(agent, this.#options.clock.now()),
       control: this.#controls.state,
       cycles: this.#cycle.cycles,
@@ -373,10 +411,19 @@ export class Runtime implements AsyncDisposable {
   /**
    * Stops admission, lets running attempts finish until `timeoutMs`, then interrupts the rest
    * (requeued on the next open without counting against their budget), and closes everything.
-   * Every cleanup step runs even if one fails. Calling it again returns the same promise.
+   * Options are validated before anything happens (a bad call rejects and changes nothing). Every
+   * cleanup step runs even if one fails. A second call returns the same promise; one with
+   * `force: true` also stops waiting for running attempts.
    */
-  close(options: CloseOptions = {}): Promise<void> {
-    this.#closing ??= this.#close(options);
+  close(options?: CloseOptions): Promise<void> {
+    let resolved: Required<CloseOptions>;
+    try {
+      resolved = validateCloseOptions(options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (resolved.force) this.#hurry?.();
+    this.#closing ??= this.#close(resolved);
     return this.#closing;
   }
 
@@ -384,12 +431,8 @@ export class Runtime implements AsyncDisposable {
     return this.close();
   }
 
-  async #close(options: CloseOptions): Promise<void> {
-    const timeoutMs = options.timeoutMs ?? 15_000;
-    if (!(Number.isSafeInteger(timeoutMs) && timeoutMs >= 0)) throw new TroupeError('INVALID_OPTIONS', 'close: timeoutMs must be a non-negative integer');
-    this.#state = 'draining';
-    this.#log.info({ timeoutMs, force: options.force === true }, 'runtime draining');
-    const clock = this.#options.clock;
+  async #close({ timeoutMs, force }: Required<CloseOptions>): Promise<void> {
+    this.#lifecycle.set('draining', { timeoutMs, force });
     const failures: unknown[] = [];
     const step = async (name: string, fn: () => unknown) => {
       try {
@@ -399,30 +442,34 @@ export class Runtime implements AsyncDisposable {
         this.#log.error({ err: error, step: name }, 'close step failed');
       }
     };
-    const deadline = options.force ? Promise.resolve() : new Promise<void>((resolve) => clock.setTimeout(resolve, timeoutMs));
+    const clock = this.#options.clock;
+    let timer: ClockTimer | undefined;
+    const deadline = new Promise<void>((resolve) => {
+      if (force) return resolve();
+      timer = clock.setTimeout(resolve, timeoutMs);
+      this.#hurry = resolve;
+    });
     await step('schedules', () => this.#scheduler.stop());
     await step('drain', () => this.#dispatcher.drain(deadline));
+    this.#hurry = undefined;
+    await step('deadline', () => timer && clock.clearTimeout(timer));
     // Settlements of the drained attempts wake their waiters once committed: let them land first.
     await step('commits', () => this.#store.settled());
-    await step('timers', () => {
-      this.#timers.stop();
-      this.#supervisor.stop();
-      this.#flow.stop();
-    });
+    await step('timers', () => this.#timers.stop());
+    await step('supervisor', () => this.#supervisor.stop());
+    await step('flow timers', () => this.#flow.stop());
     await step('instances', () => this.#router.flush());
     await step('pool', () => this.#pool.destroy());
     await step('metrics', () => this.#metricsServer?.close());
     await step('waits', () => this.#engine.rejectWaits(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#bus.close());
     await step('store', () => this.#store.close(failures.length === 0));
-    this.#state = 'closed';
-    this.#log.info({ failures: failures.length }, 'runtime closed');
+    this.#keepAlive.close();
+    this.#lifecycle.set('closed', { failures: failures.length });
   }
 
   #assertOpen(call: string): void {
-    if (this.#state === 'draining' || this.#state === 'closed') {
-      throw new TroupeError('CLOSED', `${call}: the runtime is ${this.#state}`);
-    }
+    this.#lifecycle.assertRunning(call);
   }
 
   async #guard<T>(call: string, fn: () => Promise<T>): Promise<T> {
@@ -443,11 +490,13 @@ export async function createRuntime(input?: RuntimeOptions): Promise<Runtime> {
     now: () => options.clock.now(),
     onCommitted: (events) => bus?.publish(events),
     onQuarantine: (record) => log.error({ db: record.db, key: record.key, problem: record.problem }, 'quarantined a record that could not be read'),
+    onLooseMode: ({ path, mode }) => log.warn({ path, mode }, `${path} has mode ${mode}: group or others can reach the data dir (Troupe leaves existing modes alone: chmod go-rwx it)`),
   });
-  bus = new EventBus(store.read.events);
+  const keepAlive = new KeepAlive();
+  bus = new EventBus(store.read.events, () => keepAlive.hold());
   let runtime: Runtime | undefined;
   try {
-    runtime = new Runtime(options, log, store, bus);
+    runtime = new Runtime(options, log, store, bus, keepAlive);
     await runtime.start(agents);
     return runtime;
   } catch (error) {

@@ -28,8 +28,12 @@ export interface AgentRegistration {
   rate?: RateLimit;
   /** Most attempt starts per day; the day resets at `resetAt` ('HH:MM', default '00:00') in `tz` (default 'UTC'). */
   dailyLimit?: number | DailyLimit;
-  /** Pause the agent after repeated fast failures; `false` turns it off. Merged over options.defaultBackoff. */
-  backoff?: Partial<FastFailBackoff> | false;
+  /**
+   * Pause the agent after repeated fast failures (opt-in): `true` or an object turns it on, merged
+   * over options.defaultBackoff (or 3 failures under 60 s → 30 min); `false` turns it off.
+   * @default options.defaultBackoff (off unless set)
+   */
+  backoff?: Partial<FastFailBackoff> | boolean;
   /** Per-attempt timeout; 0 = none. @default options.defaultTimeoutMs */
   timeoutMs?: number;
   /** Retry policy, merged over options.defaultRetry. */

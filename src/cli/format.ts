@@ -59,6 +59,7 @@ export function formatTask(task: Task): string {
     ['started', task.startedAt === undefined ? undefined : time(task.startedAt)],
     ['settled', task.settledAt === undefined ? undefined : time(task.settledAt)],
     ['run at', task.runAt === undefined ? undefined : time(task.runAt)],
+    ['held by', task.heldBy ? `${task.heldBy.kind}${task.heldBy.until === undefined ? '' : ` until ${time(task.heldBy.until)}`}` : undefined],
   ];
   const shown = rows.filter((r): r is [string, string] => r[1] !== undefined);
   return shown.map(([name, value]) => `${name.padEnd(10)} ${value}`).join('\n') + '\n';

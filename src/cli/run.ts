@@ -2,7 +2,7 @@
  * `troupe run`: starts a runtime on a data dir, registers every `<name>.agent.js` in the agents dir
  * as agent `<name>`, serves the control socket, and closes gracefully on SIGINT or SIGTERM.
  */
-import { mkdirSync, readdirSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
@@ -53,7 +53,6 @@ export async function runServe(options: RunOptions): Promise<number> {
     throw usageError(`--log-level must be one of silent, ${Object.keys(pino.levels.values).join(', ')}`);
   }
   const agents = agentsIn(options.agentsDir);
-  mkdirSync(options.dataDir, { recursive: true });
   const logger = pino({ name: 'troupe', level: options.logLevel }, pino.destination({ dest: 2, sync: true }));
   const rt = await createRuntime({ dataDir: options.dataDir, threads: options.threads, slotsPerThread: options.slotsPerThread, logger, agents });
   const socket = socketPathOf(options.dataDir);
@@ -64,14 +63,17 @@ export async function runServe(options: RunOptions): Promise<number> {
     await rt.close({ timeoutMs: 0 });
     throw new CliError('CONTROL_FAILED', (error as Error).message, EXIT.FAILED);
   }
+  // Listen before announcing: a supervisor may signal as soon as it reads the running line, and
+  // until a listener is on, the signal kills the process without a clean close.
+  const stopped = new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
   const names = agents.map((a) => a.name);
   if (options.json) process.stdout.write(`${JSON.stringify({ event: 'running', pid: process.pid, agents: names, dataDir: options.dataDir, socket })}\n`);
   else process.stdout.write(`troupe running: ${names.length} agents, data dir ${options.dataDir}, socket ${socket}\n`);
 
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGINT', () => resolve('SIGINT'));
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-  });
+  const signal = await stopped;
   // A second signal while draining means "now": skip the rest of the grace period.
   const force = () => {
     process.stderr.write('troupe: second signal, exiting without waiting for running attempts\n');

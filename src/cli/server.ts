@@ -4,7 +4,8 @@
  * connection aborts its waits and streams.
  */
 import { createServer, type Server, type Socket } from 'node:net';
-import { unlinkSync } from 'node:fs';
+import { chmodSync, unlinkSync } from 'node:fs';
+import { PRIVATE_FILE_MODE } from '../store/private-files.js';
 import { describeError } from './cli-error.js';
 import { connectControl, readLines, type ControlReply } from './control.js';
 import type { MethodTable, Params } from './methods.js';
@@ -39,6 +40,16 @@ export async function startControlServer(methods: MethodTable, path: string): Pr
     server.once('error', (error: NodeJS.ErrnoException) => reject(new Error(`cannot listen on ${path}: ${error.message}`, { cause: error })));
     server.listen(path, () => resolve());
   });
+  try {
+    // connect() needs write permission on the socket, so 0600 keeps other users out whatever the
+    // umask. The instant between bind and this chmod is covered by the data dir being 0700; only
+    // the tmpdir fallback of a too-long path (control.ts) is exposed for it, and only under a
+    // umask that grants others write.
+    chmodSync(path, PRIVATE_FILE_MODE);
+  } catch (error) {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    throw new Error(`cannot set the mode of ${path}: ${(error as Error).message}`, { cause: error });
+  }
   let closing: Promise<void> | undefined;
   return {
     path,

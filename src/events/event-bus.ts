@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import type { SafeDatabase } from '../store/safe-read.js';
 import type { EventRecord, EventType } from '../store/records.js';
 import { TroupeError } from '../errors.js';
+import type { Release } from '../keep-alive.js';
 
 /** A public event: the stored record with its cursor. */
 export interface RuntimeEvent extends EventRecord {
@@ -21,8 +22,8 @@ export type RuntimeEventMap = {
 
 /** Filters of {@link EventBus.iterate}. */
 export interface EventStreamOptions {
-  /** Only events after this cursor (exclusive). Omitted: from the start of the log. */
-  after?: string;
+  /** Only events after this one (exclusive): its `cursor`, or its numeric `seq`. Omitted: from the start of the log. */
+  after?: string | number;
   taskId?: string;
   types?: readonly EventType[];
   /** Ends the iteration when aborted. */
@@ -36,10 +37,11 @@ export function toCursor(seq: number): string {
   return seq.toString().padStart(CURSOR_WIDTH, '0');
 }
 
-/** Decodes a cursor; throws INVALID_INPUT for anything that is not one. */
-export function fromCursor(cursor: string): number {
+/** Decodes a cursor, or takes an event's numeric seq as it is; throws INVALID_INPUT for anything else. */
+export function fromCursor(cursor: string | number): number {
+  if (typeof cursor === 'number' && Number.isSafeInteger(cursor) && cursor >= 0) return cursor;
   if (typeof cursor !== 'string' || !/^\d{1,16}$/.test(cursor)) {
-    throw new TroupeError('INVALID_INPUT', `invalid event cursor ${JSON.stringify(cursor)}`);
+    throw new TroupeError('INVALID_INPUT', `invalid event cursor ${typeof cursor === 'number' ? cursor : JSON.stringify(cursor)}: pass an event's cursor or its seq`);
   }
   return Number(cursor);
 }
@@ -52,8 +54,12 @@ export class EventBus {
   #closed = false;
   readonly #onClose = new Set<() => void>();
 
-  constructor(events: SafeDatabase<EventRecord, number>) {
+  readonly #hold: () => Release;
+
+  /** `hold` keeps the process alive while an iteration waits for its next event (see keep-alive.ts). */
+  constructor(events: SafeDatabase<EventRecord, number>, hold: () => Release) {
     this.#events = events;
+    this.#hold = hold;
     this.#emitter.setMaxListeners(0);
   }
 
@@ -125,7 +131,12 @@ export class EventBus {
           if (ended) return;
         }
         if (ended) return;
-        await new Promise<void>((resolve) => (wake = resolve));
+        const release = this.#hold();
+        try {
+          await new Promise<void>((resolve) => (wake = resolve));
+        } finally {
+          release();
+        }
       }
     } finally {
       this.#streams.delete(listener);

@@ -5,6 +5,7 @@
 import type { SafeDatabase } from '../store/safe-read.js';
 import type { LogRecord } from '../store/records.js';
 import { TroupeError } from '../errors.js';
+import type { Release } from '../keep-alive.js';
 
 /** A stored log line with its position. */
 export interface LogLine extends LogRecord {
@@ -54,6 +55,8 @@ export interface FollowSource {
   ended: Promise<unknown>;
   /** Called once the follow ends for any reason, to drop what `ended` waits with. */
   release?: () => void;
+  /** Keeps the process alive while the follow waits for its next line (see keep-alive.ts). */
+  hold(): Release;
 }
 
 /**
@@ -99,7 +102,12 @@ export async function* followLogs(db: SafeDatabase<LogRecord, LogKey>, taskId: s
         yield line;
       }
       if (ended || options.signal?.aborted) return;
-      await new Promise<void>((resolve) => (wake = resolve));
+      const release = source.hold();
+      try {
+        await new Promise<void>((resolve) => (wake = resolve));
+      } finally {
+        release();
+      }
     }
   } finally {
     unsubscribe();

@@ -109,12 +109,14 @@ export class FlowControl {
 
   /**
    * An attempt of `agent` ended after `durationMs`. Returns the state to write in the settlement
-   * step when it changed, and `pausedUntil` when this failure paused the agent.
+   * step when it changed, and `pausedUntil` when this failure paused the agent. A failure the agent
+   * reported on purpose (`deliberate`: `{kind: 'fail'}` or a non-retryable error) says the task is
+   * bad, not the agent: it leaves the streak as it is.
    */
-  ended(agentName: string, exit: AttemptExit, durationMs: number, now: number): { state: AgentFlowState; pausedUntil?: number } | undefined {
+  ended(agentName: string, exit: AttemptExit, durationMs: number, now: number, deliberate = false): { state: AgentFlowState; pausedUntil?: number } | undefined {
     const flow = this.#flows.get(agentName);
     const backoff = flow?.agent.backoff;
-    if (!flow || !backoff) return undefined;
+    if (!flow || !backoff || deliberate || exit === 'fail') return undefined;
     const { state } = flow;
     const before = state.fastFails;
     if (exit === 'success' || exit === 'fork') state.fastFails = 0;

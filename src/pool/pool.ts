@@ -52,7 +52,7 @@ export class ThreadCrashError extends Error {
 export interface PiscinaPoolOptions {
   threads: number;
   slotsPerThread: number;
-  /** Worker entry; defaults to the built actors/worker.js next to this package. */
+  /** Worker entry; defaults to the built actors/worker-entry.cjs next to this package (it imports worker.js). */
   workerUrl?: URL;
   onError?: (error: Error) => void;
 }
@@ -71,7 +71,7 @@ interface ThreadEntry {
 
 /** Creates the Piscina-backed pool. */
 export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
-  const workerUrl = options.workerUrl ?? new URL('../../actors/worker.js', import.meta.url);
+  const workerUrl = options.workerUrl ?? new URL('../../actors/worker-entry.cjs', import.meta.url);
   const piscina = new Piscina({
     filename: workerUrl.href,
     minThreads: options.threads,

@@ -4,9 +4,10 @@
  * takes this lock before it opens the store. A lock left by a dead process (kill -9) is taken over;
  * the owner's process start time guards against a recycled pid.
  */
-import { openSync, closeSync, writeSync, readFileSync, renameSync, unlinkSync, existsSync } from 'node:fs';
+import { openSync, closeSync, fchmodSync, writeSync, readFileSync, renameSync, unlinkSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { TroupeError } from '../errors.js';
+import { PRIVATE_FILE_MODE } from './private-files.js';
 
 const LOCK_FILE = 'troupe.lock';
 const heldInProcess = new Set<string>();
@@ -33,8 +34,10 @@ export function acquireLock(dataDir: string): DataDirLock {
   const owner: LockOwner = { pid: process.pid, startTime: processStartTime(process.pid), at: Date.now() };
   for (let tries = 0; tries < 3; tries++) {
     try {
-      const fd = openSync(path, 'wx');
+      const fd = openSync(path, 'wx', PRIVATE_FILE_MODE);
       try {
+        // open() applied the umask to the mode: set it exactly.
+        fchmodSync(fd, PRIVATE_FILE_MODE);
         writeSync(fd, JSON.stringify(owner));
       } finally {
         closeSync(fd);

@@ -6,11 +6,13 @@
  * is one fsync per batch rather than per task. `overlappingSync` is off so that a put's promise
  * resolves only after the commit is flushed: "durable on resolve" means durable.
  */
-import { mkdirSync } from 'node:fs';
+import { chmodSync, existsSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { TroupeError } from '../errors.js';
 import { acquireLock, type DataDirLock } from './lock.js';
+import { findLooseModes, makePrivateDir, PRIVATE_FILE_MODE, type LooseMode } from './private-files.js';
 import { safeDatabase, VALIDATORS, type SafeDatabase } from './safe-read.js';
 import type {
   AttemptRecord,
@@ -27,6 +29,9 @@ import type {
 
 /** The schema this build reads and writes. Bump it with a migration in {@link MIGRATIONS}. */
 export const SCHEMA_VERSION = 1;
+
+/** The files lmdb-js creates in the data dir (with `noSubdir: false`). */
+const LMDB_FILES = ['data.mdb', 'lock.mdb'];
 
 /** Upgrades from version n to n+1, run at open inside one synchronous transaction. */
 const MIGRATIONS: Record<number, (store: Store) => void> = {};
@@ -108,6 +113,12 @@ export interface StoreOptions {
   onCommitted?: (events: EventRecord[]) => void;
   /** Told about every record moved to quarantine. */
   onQuarantine?: (record: QuarantineRecord) => void;
+  /**
+   * Told, once per open, about each existing entry of the data dir (the dir itself included) that
+   * group or others have permissions on. Troupe creates its own dirs `0700` and files `0600`, but
+   * leaves the modes of what it finds alone.
+   */
+  onLooseMode?: (found: LooseMode) => void;
   /** Clock for quarantine events. */
   now?: () => number;
 }
@@ -136,12 +147,18 @@ export interface Store {
 
 /** Opens (creating if needed) the store in `dataDir`. Throws DATA_DIR_LOCKED or SCHEMA_MISMATCH. */
 export async function openStore(options: StoreOptions): Promise<Store> {
-  mkdirSync(options.dataDir, { recursive: true });
+  makePrivateDir(options.dataDir);
   const lock = acquireLock(options.dataDir);
   let root: RootDatabase | undefined;
   try {
+    const created = LMDB_FILES.map((name) => join(options.dataDir, name)).filter((path) => !existsSync(path));
     // noSubdir: false, or lmdb-js takes a dir name with a dot ("my.data") for a file name.
-    root = open({ path: options.dataDir, noSubdir: false, maxDbs: 24, overlappingSync: false, compression: false });
+    // permissionsMode (lmdb-js passes it to mdb_env_open; not in its typings) creates the files
+    // without group or other bits; the chmod below then sets the exact mode whatever the umask.
+    const env = { path: options.dataDir, noSubdir: false, maxDbs: 24, overlappingSync: false, compression: false, permissionsMode: PRIVATE_FILE_MODE };
+    root = open(env);
+    for (const path of created) chmodSync(path, PRIVATE_FILE_MODE);
+    if (options.onLooseMode) for (const found of findLooseModes(options.dataDir)) options.onLooseMode(found);
     const store = new LmdbStore(options, root, lock);
     await store.init();
     return store;

@@ -6,13 +6,13 @@
  * flight, the governor may reserve `prefetch` attempts beyond the slots; committed attempts wait
  * here, in `ready`, never in Piscina's queue.
  */
-import { mkdirSync } from 'node:fs';
 import { clearLongTimeout, setLongTimeout, type LongTimeout } from '../../actors/long-timeout.js';
 import type { AbortReason, AttemptRequest, WireResult, WorkerMessage } from '../../actors/wire.js';
 import type { ClockTimer } from '../clock.js';
 import type { GovernorEntry } from '../governor/governor.js';
 import type { InstanceDescriptor } from '../router/router.js';
 import type { AttemptRecord, TaskRecord } from '../store/records.js';
+import { makePrivateDir } from '../store/private-files.js';
 import { ThreadCrashError } from '../pool/pool.js';
 import type { AttemptBucket, AttemptEvent, AttemptExit } from '../../machines/index.js';
 import { flowKeyOf, transition, type Kernel } from './kernel.js';
@@ -239,7 +239,7 @@ export class Dispatcher {
     }
     if (task.workspaceKeep !== undefined && task.workspace !== undefined) {
       try {
-        mkdirSync(task.workspace, { recursive: true });
+        makePrivateDir(task.workspace);
       } catch (error) {
         this.#settle(attempt, { kind: 'crash', code: 'WORKSPACE_FAILED', message: `cannot create workspace ${task.workspace}: ${(error as Error).message}` });
         return;
@@ -382,7 +382,8 @@ export class Dispatcher {
       const decision = decideSettlement(task, task.attempts, outcome, attempt.stop, options.random);
       const now = clock.now();
       this.#tell(attempt, 'ended', now, decision.exit);
-      const flow = this.#k.flow.ended(task.agent, decision.exit, now - attempt.record.startedAt, now);
+      const deliberate = decision.event === 'FAIL';
+      const flow = this.#k.flow.ended(task.agent, decision.exit, now - attempt.record.startedAt, now, deliberate);
       writeSettlement(this.#k, task, attempt.record, decision, now, flow && ((w) => {
         w.putControl(flowKeyOf(task.agent), flow.state);
         if (flow.pausedUntil !== undefined) w.event('agent.paused', { at: now, taskId: task.id, attemptId: attempt.attemptId, data: { agent: task.agent, until: flow.pausedUntil, reason: 'fast_failures' } });

@@ -15,6 +15,7 @@ import { instanceKeyOf, PER_TASK_WORKSPACE, toTask, type Task } from './spec.js'
 import { resolveRetry } from '../options.js';
 import type { Interactions } from './interact.js';
 import type { RegisteredAgent } from '../agents/registry.js';
+import type { Release } from '../keep-alive.js';
 
 /** Filters of `rt.list()`. */
 export interface ListOptions {
@@ -50,10 +51,13 @@ export class TaskEngine {
   readonly #k: Kernel;
   readonly #dispatcher: Dispatcher;
   readonly #waits = new Set<(error: TroupeError) => void>();
+  readonly #hold: () => Release;
 
-  constructor(kernel: Kernel, dispatcher: Dispatcher) {
+  /** `hold` keeps the process alive while a wait is pending (see keep-alive.ts). */
+  constructor(kernel: Kernel, dispatcher: Dispatcher, hold: () => Release) {
     this.#k = kernel;
     this.#dispatcher = dispatcher;
+    this.#hold = hold;
   }
 
   /** The current record of a task: memory for active tasks, else LMDB. */
@@ -89,7 +93,8 @@ export class TaskEngine {
     return { tasks, next: null };
   }
 
-  async wait(id: string, options: WaitOptions = {}): Promise<Task> {
+  /** `keepAlive: false` for internal waits that must not hold the process by themselves. */
+  async wait(id: string, options: WaitOptions = {}, keepAlive = true): Promise<Task> {
     const { timeoutMs, signal } = options;
     if (timeoutMs !== undefined && !(Number.isSafeInteger(timeoutMs) && timeoutMs >= 0)) throw new TroupeError('INVALID_INPUT', 'wait: timeoutMs must be a non-negative integer');
     const { table, clock } = this.#k;
@@ -101,7 +106,9 @@ export class TaskEngine {
     signal?.throwIfAborted();
     return new Promise<Task>((resolve, reject) => {
       let timer: ClockTimer | undefined;
+      const release = keepAlive ? this.#hold() : noop;
       const finish = () => {
+        release();
         removeWaiter();
         this.#waits.delete(fail);
         if (timer) clock.clearTimeout(timer);
@@ -358,3 +365,5 @@ function routeAgain(k: Kernel, task: TaskRecord): Pick<TaskRecord, 'agent' | 'in
   delete task.unrouted;
   return { agent: agent.name, retry, timeoutMs, instanceKey: instanceKeyOf({ agent, lane: task.lane, workspace: task.workspaceKeep !== undefined ? PER_TASK_WORKSPACE : task.workspace, timeoutMs, retry }) };
 }
+
+function noop(): void {}

@@ -65,7 +65,16 @@ export interface TaskSpec {
  * A task as the public API returns it: the stored record without its bookkeeping (fencing token,
  * FIFO order, attempt numbering, run bookkeeping). Times are epoch milliseconds.
  */
-export type Task = Omit<TaskRecord, 'runReason' | 'runCreatedAt' | 'attemptSeq' | 'token' | 'queuedOrder' | 'followUp' | 'ladder' | 'unrouted' | 'inbox' | 'delivered'>;
+export type Task = Omit<TaskRecord, 'runReason' | 'runCreatedAt' | 'attemptSeq' | 'token' | 'queuedOrder' | 'followUp' | 'ladder' | 'unrouted' | 'inbox' | 'delivered'> & {
+  /** Why a queued task is held back right now, while flow control keeps it (not stored: read at the call). */
+  heldBy?: TaskHold;
+};
+
+/** A hold that keeps a queued task back: `until` when its end is known (epoch ms). */
+export interface TaskHold {
+  kind: 'rate' | 'daily' | 'backoff' | 'frozen' | 'target' | 'degraded';
+  until?: number;
+}
 
 /** A spec after validation, ready to become a record. */
 export interface ValidSpec {

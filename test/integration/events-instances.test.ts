@@ -37,6 +37,15 @@ describe('event stream', () => {
       if (e.seq === seqs.at(-1)) break;
     }
     expect(resumed).toEqual(seqs.slice(15));
+    // An event's numeric seq works as `after` too, the way users try first.
+    const bySeq: number[] = [];
+    for await (const e of reopened.events({ after: seen[14]!.seq })) {
+      bySeq.push(e.seq);
+      if (e.seq === seqs.at(-1)) break;
+    }
+    expect(bySeq).toEqual(seqs.slice(15));
+    const bad = reopened.events({ after: -1 });
+    await expect(bad.next()).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining("pass an event's cursor or its seq") });
     await reopened.close();
   });
 

@@ -135,9 +135,9 @@ describe('per-agent limits, seen by the agents', () => {
     const agents = [builtinAgent('fail', { concurrency: 1, retry: { maxAttempts: 1 }, backoff: { failures: 3, fastFailMs: 60_000, pauseMs: 600_000 } })];
     let rt = await open({ dataDir: path, clock, agents });
     const paused = nextEvent(rt, 'agent.paused');
-    const failing = await rt.submitMany(Array.from({ length: 3 }, () => ({ agent: 'fail', input: { mode: 'fatal' as const } })));
+    const failing = await rt.submitMany(Array.from({ length: 3 }, () => ({ agent: 'fail', input: { mode: 'throw' as const } })));
     const healthy = await rt.submit({ agent: 'fail', input: { succeedOnAttempt: 1 } });
-    for (const t of failing) expect((await rt.wait(t.id)).state).toBe('failed');
+    for (const t of failing) expect((await rt.wait(t.id)).state).toBe('dropped');
     expect((await paused).data).toMatchObject({ agent: 'fail', until: T0 + 600_000, reason: 'fast_failures' });
     expect(rt.stats().agents.fail).toMatchObject({ paused: true, queued: 1, flow: { pausedUntil: T0 + 600_000 } });
     await rt.close();
@@ -155,8 +155,8 @@ describe('per-agent limits, seen by the agents', () => {
   it('resumeAgent lifts a backoff pause early; unknown agents are rejected', async () => {
     const clock = new ManualClock(T0);
     const rt = await open({ dataDir: dir(), clock, agents: [builtinAgent('fail', { concurrency: 1, retry: { maxAttempts: 1 }, backoff: { failures: 1 } })] });
-    const failed = await rt.wait((await rt.submit({ agent: 'fail', input: { mode: 'fatal' } })).id);
-    expect(failed.state).toBe('failed');
+    const failed = await rt.wait((await rt.submit({ agent: 'fail', input: { mode: 'throw' } })).id);
+    expect(failed.state).toBe('dropped');
     const next = await rt.submit({ agent: 'fail', input: { succeedOnAttempt: 1 } });
     expect(rt.stats().agents.fail.paused).toBe(true);
     expect(await rt.resumeAgent('fail')).toBe(true);

@@ -68,7 +68,7 @@ describe('FlowControl: backoff after fast failures', () => {
     const h = harness();
     h.flow.configure(agent({ backoff }), undefined, T0);
     expect(h.flow.ended('a', 'error', 10, T0)).toEqual({ state: { fastFails: 1 } });
-    expect(h.flow.ended('a', 'fail', 10, T0)).toEqual({ state: { fastFails: 2 } });
+    expect(h.flow.ended('a', 'error', 10, T0)).toEqual({ state: { fastFails: 2 } });
     const third = h.flow.ended('a', 'timeout', 10, T0);
     expect(third).toEqual({ state: { fastFails: 0, pausedUntil: T0 + 1_800_000 }, pausedUntil: T0 + 1_800_000 });
     expect(h.paused.get('a')).toBe(true);
@@ -79,6 +79,19 @@ describe('FlowControl: backoff after fast failures', () => {
     h.clock.advance(1);
     expect(h.paused.get('a')).toBe(false);
     expect(h.ended).toEqual([{ agent: 'a', state: { fastFails: 0 }, at: T0 + 1_800_000 }]);
+  });
+
+  it('a failure the agent reported on purpose never counts, and leaves the streak as it is', () => {
+    const h = harness();
+    h.flow.configure(agent({ backoff }), undefined, T0);
+    h.flow.ended('a', 'error', 10, T0);
+    h.flow.ended('a', 'error', 10, T0);
+    for (let i = 0; i < 5; i++) {
+      expect(h.flow.ended('a', 'fail', 10, T0)).toBeUndefined();
+      expect(h.flow.ended('a', 'error', 10, T0, true)).toBeUndefined();
+    }
+    expect(h.paused.get('a') ?? false).toBe(false);
+    expect(h.flow.view('a', T0)).toMatchObject({ fastFails: 2, pausedUntil: null });
   });
 
   it('a slow failure or a success breaks the streak; infrastructure exits leave it alone', () => {

@@ -1,0 +1,76 @@
+/**
+ * What keeps the Node process alive for a runtime. An open runtime holds the event loop like a
+ * listening `net.Server` does, until `close()`; `unref()` / `ref()` give that up or take it back.
+ * Independently, every pending `wait()`, and every `events()` or `logs({ follow })` iteration that
+ * waits for the next item, holds the loop while it is pending, so a script never exits with such a
+ * promise unsettled (Node's exit code 13), even on an unref'd runtime.
+ *
+ * The runtime's own timers stay unref'd; one interval handle here is the only thing that holds.
+ */
+
+/** Releases one hold; calling it again does nothing. */
+export type Release = () => void;
+
+/** See the module comment. */
+export class KeepAlive {
+  #handle: NodeJS.Timeout | undefined;
+  /** Whether the runtime itself holds the loop (`ref()`, the default) while open. */
+  #refd = true;
+  #open = false;
+  #holds = 0;
+
+  /** Holds the loop until the returned function is called. */
+  hold(): Release {
+    this.#holds++;
+    this.#update();
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#holds--;
+      this.#update();
+    };
+  }
+
+  /** The open runtime holds the loop (the default). */
+  ref(): void {
+    this.#refd = true;
+    this.#update();
+  }
+
+  /** The open runtime alone no longer holds the loop; pending waits still do. */
+  unref(): void {
+    this.#refd = false;
+    this.#update();
+  }
+
+  /** The runtime is running: from now on it holds the loop while ref'd. */
+  open(): void {
+    this.#open = true;
+    this.#update();
+  }
+
+  /** The runtime closed: only holds still pending keep the loop (they end as the close rejects them). */
+  close(): void {
+    this.#open = false;
+    this.#update();
+  }
+
+  /** Whether the loop is held right now. */
+  get holding(): boolean {
+    return this.#handle !== undefined;
+  }
+
+  #update(): void {
+    const want = (this.#open && this.#refd) || this.#holds > 0;
+    if (want && !this.#handle) {
+      // The longest interval Node accepts; it never needs to fire, only to exist.
+      this.#handle = setInterval(noop, 2 ** 31 - 1);
+    } else if (!want && this.#handle) {
+      clearInterval(this.#handle);
+      this.#handle = undefined;
+    }
+  }
+}
+
+function noop(): void {}
