@@ -1,193 +1,196 @@
 /**
- * `npm run bench`: dispatch throughput of Troupe against raw Piscina, in the same process run,
- * with the same no-op agent function, threads, per-thread concurrency, task count and in-flight
- * window. Troupe runs with durability on (every step fsynced before its promise resolves).
- * With REDIS_URL set, BullMQ runs the same function as a third contender.
+ * `npm run bench`: raw Piscina against Troupe in one process run, on the same no-op function, with
+ * the same threads, slots per thread, task count and in-flight window, at 2 × 1, 2 × 4 and 2 × 16.
+ * With PG_URL it adds graphile-worker on that database; with REDIS_URL, BullMQ with AOF (on a
+ * redis-server the bench starts itself unless `--redis url`). Each run opens every runner fresh.
  *
- *   node dist/bench/dispatch.js [--tasks 50000] [--threads 2] [--slots 1,16] [--window 2x] [--runs 3] [--json]
+ *   node dist/bench/dispatch.js [--tasks 100000] [--warmup 5000] [--window 1024] [--threads 2]
+ *     [--slots 1,4,16] [--runs 3] [--latency-seconds 3] [--load 0.5] [--aof always[,everysec]]
+ *     [--redis own|url] [--graphile-local-queue 500] [--runners piscina,troupe,graphile-worker,bullmq]
+ *     [--json]
+ *
+ * What each figure is, per runner and run:
+ * - tasks/s: closed loop. After `--warmup` tasks, `--tasks` tasks with `--window` of them in flight
+ *   (submitted, not yet settled); a settle submits the next. Tasks divided by the time from the
+ *   first submit until the last task settled (for graphile-worker, until its jobs table is empty).
+ * - × piscina: the runner's tasks/s over raw Piscina's in the same run; the median of the runs.
+ * - main µs/task and KB/task: over the throughput phase, divided by `--tasks`. CPU time of the
+ *   main thread alone, and bytes allocated on the main isolate's heap (see bench/measure.ts for
+ *   both sources). Agent threads, lmdb's write thread, V8's helper threads, Postgres and Redis are
+ *   not counted; graphile-worker and BullMQ run the no-op on the main thread, so theirs includes it.
+ *   `main busy` is the event-loop utilization over the same phase.
+ * - latency: open loop at half load, after the throughput phase on the same open runner. Tasks are
+ *   submitted on a fixed schedule at `--load` × that run's tasks/s for `--latency-seconds`, whatever
+ *   the backlog; submit → start is from the submit call to the no-op's first line (epoch clocks of
+ *   the two threads), submit → settled from the submit call to the settle seen by the caller.
+ *   p50 and p99 per run, then the median over runs. `offered → achieved` shows whether the
+ *   schedule kept up (achieved counts submits over the time from the first to the last).
  *
  * The machine is shared and noisy: read the medians and the ratio, not a single figure.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { availableParallelism, cpus } from 'node:os';
 import { parseArgs } from 'node:util';
-import { Piscina } from 'piscina';
-import { createRuntime } from '../src/index.js';
-import type { NoopOutput } from './noop.agent.js';
+import { ALLOC_SOURCE, cpuSource, drive, median, meterMainThread, openLoop, type Latency } from './measure.js';
+import { bullmq, graphileWorker, startRedis, type OwnRedis } from './peers.js';
+import { piscina, troupe, type RunnerSpec } from './runners.js';
 
-interface Sample {
-  submitAt: number;
-  startedAt: number;
-  settledAt: number;
+const { values } = parseArgs({
+  options: {
+    tasks: { type: 'string', default: '100000' },
+    warmup: { type: 'string', default: '5000' },
+    window: { type: 'string', default: '1024' },
+    threads: { type: 'string', default: '2' },
+    slots: { type: 'string', default: '1,4,16' },
+    runs: { type: 'string', default: '3' },
+    'latency-seconds': { type: 'string', default: '3' },
+    load: { type: 'string', default: '0.5' },
+    aof: { type: 'string', default: 'always' },
+    redis: { type: 'string', default: 'own' },
+    'graphile-local-queue': { type: 'string', default: '500' },
+    runners: { type: 'string' },
+    json: { type: 'boolean', default: false },
+  },
+});
+const int = (name: string, min: number) => {
+  const n = Number(values[name as keyof typeof values]);
+  if (!Number.isSafeInteger(n) || n < min) throw new Error(`bench: --${name} must be an integer ≥ ${min}`);
+  return n;
+};
+const tasks = int('tasks', 1);
+const warmup = int('warmup', 0);
+const window = int('window', 1);
+const threads = int('threads', 1);
+const runs = int('runs', 1);
+const latencySeconds = Number(values['latency-seconds']);
+const load = Number(values.load);
+const slotsList = values.slots!.split(',').map(Number);
+if (!slotsList.every((n) => Number.isSafeInteger(n) && n >= 1)) throw new Error('bench: --slots takes positive integers, comma-separated');
+if (!(latencySeconds > 0) || !(load > 0 && load <= 1)) throw new Error('bench: --latency-seconds must be > 0 and --load in (0, 1]');
+const aofModes = values.aof!.split(',') as Array<'always' | 'everysec'>;
+if (!aofModes.every((m) => m === 'always' || m === 'everysec')) throw new Error('bench: --aof takes always and/or everysec');
+if (values.redis !== 'own' && values.redis !== 'url') throw new Error('bench: --redis is own or url');
+
+const specs: RunnerSpec[] = [piscina, troupe];
+let ownRedis: OwnRedis | undefined;
+if (process.env.PG_URL) specs.push(await graphileWorker(process.env.PG_URL, int('graphile-local-queue', 0)));
+if (process.env.REDIS_URL && values.redis === 'url') specs.push(await bullmq(process.env.REDIS_URL, `at REDIS_URL (${process.env.REDIS_URL}), its settings unchanged`));
+if (process.env.REDIS_URL && values.redis === 'own') {
+  ownRedis = await startRedis();
+  const url = `redis://127.0.0.1:${ownRedis.port}`;
+  for (const mode of aofModes) specs.push(await bullmq(url, `started by the bench on ${url} in a temp dir (RDB off; REDIS_URL only enables this runner)`, mode));
 }
+const only = values.runners?.split(',');
+const chosen = only ? specs.filter((s) => only.some((o) => s.name.startsWith(o))) : specs;
+if (chosen[0]?.name !== 'piscina') throw new Error('bench: --runners must include piscina (the baseline of the ratio)');
+
+const settings = {
+  tasks,
+  warmup,
+  window,
+  threads,
+  slots: slotsList,
+  runs,
+  latencySeconds,
+  load,
+  node: process.version,
+  cores: availableParallelism(),
+  cpu: cpus()[0]?.model ?? 'unknown',
+  mainCpu: cpuSource(),
+  allocated: ALLOC_SOURCE,
+  runners: Object.fromEntries(chosen.map((s) => [s.name, s.settings])),
+};
 
 interface RunResult {
   runner: string;
   tasksPerSec: number;
-  startP50: number;
-  startP99: number;
-  settleP50: number;
-  settleP99: number;
+  ratio: number;
+  cpuUsPerTask: number;
+  kbPerTask: number;
+  busy: number;
+  latency: Latency;
 }
 
-const now = () => performance.timeOrigin + performance.now();
-
-const { values } = parseArgs({
-  options: {
-    tasks: { type: 'string', default: '50000' },
-    threads: { type: 'string', default: '2' },
-    slots: { type: 'string', default: '1,16' },
-    window: { type: 'string', default: '2x' },
-    runs: { type: 'string', default: '3' },
-    warmup: { type: 'string', default: '2000' },
-    json: { type: 'boolean', default: false },
-  },
-});
-const tasks = Number(values.tasks);
-const threads = Number(values.threads);
-const runs = Number(values.runs);
-const warmup = Number(values.warmup);
-const slotsList = values.slots!.split(',').map(Number);
-if (![tasks, threads, runs, warmup, ...slotsList].every((n) => Number.isInteger(n) && n >= 0) || tasks < 1 || threads < 1 || runs < 1) {
-  throw new Error('bench: --tasks, --threads, --slots, --runs and --warmup take positive integers');
+/** One runner, one run: warm-up, metered throughput phase, then the half-load latency phase. */
+async function runOnce(spec: RunnerSpec, slots: number): Promise<Omit<RunResult, 'ratio'>> {
+  const maxTasks = warmup + tasks;
+  const runner = await spec.open({ threads, slots, maxTasks });
+  try {
+    await drive(warmup, window, runner.one);
+    await runner.drain?.();
+    const stop = meterMainThread();
+    const started = performance.now();
+    await drive(tasks, window, runner.one);
+    await runner.drain?.();
+    const elapsedMs = performance.now() - started;
+    const use = stop();
+    const tasksPerSec = (tasks / elapsedMs) * 1000;
+    const latency = await openLoop(load * tasksPerSec, latencySeconds, runner.one);
+    return { runner: spec.name, tasksPerSec, cpuUsPerTask: use.cpuUs / tasks, kbPerTask: use.allocatedBytes / 1024 / tasks, busy: use.busy, latency };
+  } finally {
+    await runner.close();
+  }
 }
-const windowOf = (slots: number) => (values.window!.endsWith('x') ? Number(values.window!.slice(0, -1)) * threads * slots : Number(values.window));
 
-/** Keeps `window` tasks in flight until `n` have settled. */
-async function drive(n: number, window: number, one: (i: number) => Promise<Sample>): Promise<{ elapsedMs: number; samples: Sample[] }> {
-  const samples: Sample[] = new Array(n);
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: Math.min(window, n) }, async () => {
-      while (next < n) {
-        const i = next++;
-        samples[i] = await one(i);
+const fmt = (x: number, digits = 0) => x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+const header = [
+  `# npm run bench: ${fmt(tasks)} no-op tasks per runner and run after ${fmt(warmup)} warm-up, window ${fmt(window)} for every runner`,
+  `# configs ${slotsList.map((s) => `${threads}×${s}`).join(', ')} (threads × slots per thread; graphile-worker and BullMQ concurrency = threads × slots), ${runs} run(s) each, medians`,
+  `# latency: open loop at ${load} × each run's tasks/s for ${latencySeconds} s`,
+  `# node ${process.version}, ${availableParallelism()} cores (os.availableParallelism), ${settings.cpu}`,
+  `# main µs/task: ${settings.mainCpu}`,
+  `# KB/task: ${ALLOC_SOURCE}`,
+  ...chosen.map((s) => `# ${s.name}: ${s.settings}`),
+];
+if (!values.json) console.log(header.join('\n'));
+else console.error(header.join('\n'));
+
+const report: Array<{ config: string; slots: number; seconds: number; runs: RunResult[][]; median: RunResult[] }> = [];
+try {
+  for (const slots of slotsList) {
+    const config = `${threads}×${slots}`;
+    const configStarted = performance.now();
+    const perRun: RunResult[][] = [];
+    for (let r = 0; r < runs; r++) {
+      const row: RunResult[] = [];
+      for (const spec of chosen) {
+        const result = await runOnce(spec, slots);
+        row.push({ ...result, ratio: result.tasksPerSec / (row[0]?.tasksPerSec ?? result.tasksPerSec) });
       }
-    }),
-  );
-  return { elapsedMs: performance.now() - started, samples };
+      perRun.push(row);
+      console.error(`  ${config} run ${r + 1}: ${row.map((x) => `${x.runner} ${fmt(x.tasksPerSec)}/s (×${x.ratio.toFixed(2)})`).join(', ')}`);
+    }
+    const med = chosen.map((_, i) => {
+      const of = (pick: (x: RunResult) => number) => median(perRun.map((row) => pick(row[i]!)));
+      const lat = (k: keyof Latency) => of((x) => x.latency[k]);
+      return {
+        runner: chosen[i]!.name,
+        tasksPerSec: of((x) => x.tasksPerSec),
+        ratio: of((x) => x.ratio),
+        cpuUsPerTask: of((x) => x.cpuUsPerTask),
+        kbPerTask: of((x) => x.kbPerTask),
+        busy: of((x) => x.busy),
+        latency: { offeredPerSec: lat('offeredPerSec'), achievedPerSec: lat('achievedPerSec'), tasks: lat('tasks'), startP50: lat('startP50'), startP99: lat('startP99'), settleP50: lat('settleP50'), settleP99: lat('settleP99') },
+      };
+    });
+    report.push({ config, slots, seconds: (performance.now() - configStarted) / 1000, runs: perRun, median: med });
+    if (!values.json) printConfig(report.at(-1)!);
+  }
+} finally {
+  await ownRedis?.stop();
 }
+if (values.json) console.log(JSON.stringify({ settings, report }, null, 2));
 
-function summarize(runner: string, n: number, elapsedMs: number, samples: Sample[]): RunResult {
-  const starts = samples.map((s) => s.startedAt - s.submitAt).sort((a, b) => a - b);
-  const settles = samples.map((s) => s.settledAt - s.submitAt).sort((a, b) => a - b);
-  const q = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
-  return { runner, tasksPerSec: (n / elapsedMs) * 1000, startP50: q(starts, 0.5), startP99: q(starts, 0.99), settleP50: q(settles, 0.5), settleP99: q(settles, 0.99) };
-}
-
-async function runPiscina(slots: number): Promise<RunResult> {
-  const pool = new Piscina({
-    filename: new URL('./raw-worker.js', import.meta.url).href,
-    minThreads: threads,
-    maxThreads: threads,
-    concurrentTasksPerWorker: slots,
-    idleTimeout: Number.MAX_SAFE_INTEGER,
+function printConfig({ config, seconds, runs: perRun, median: med }: (typeof report)[number]): void {
+  const ms = (x: number) => (x < 10 ? x.toFixed(2) : x.toFixed(1));
+  console.log(`\n## ${config} (threads × slots), window ${fmt(window)}, ${fmt(tasks)} tasks, ${runs} run(s) in ${fmt(seconds)} s`);
+  console.log('| runner | tasks/s (median) | tasks/s (runs) | × piscina | main µs/task | KB/task | main busy | half load: offered → achieved /s | submit→start p50 / p99 ms | submit→settled p50 / p99 ms |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  med.forEach((m, i) => {
+    const each = perRun.map((row) => fmt(row[i]!.tasksPerSec)).join(', ');
+    const l = m.latency;
+    console.log(
+      `| ${m.runner} | ${fmt(m.tasksPerSec)} | ${each} | ${m.ratio.toFixed(2)} | ${m.cpuUsPerTask.toFixed(1)} | ${m.kbPerTask.toFixed(1)} | ${Math.round(m.busy * 100)}% | ` +
+        `${fmt(l.offeredPerSec)} → ${fmt(l.achievedPerSec)} | ${ms(l.startP50)} / ${ms(l.startP99)} | ${ms(l.settleP50)} / ${ms(l.settleP99)} |`,
+    );
   });
-  const one = async (i: number): Promise<Sample> => {
-    const submitAt = now();
-    const output = (await pool.run(i)) as NoopOutput;
-    return { submitAt, startedAt: output.startedAt, settledAt: now() };
-  };
-  await drive(warmup, windowOf(slots), one);
-  const { elapsedMs, samples } = await drive(tasks, windowOf(slots), one);
-  await pool.destroy();
-  return summarize('piscina', tasks, elapsedMs, samples);
-}
-
-async function runTroupe(slots: number): Promise<RunResult> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'troupe-bench-'));
-  const rt = await createRuntime({
-    dataDir,
-    threads,
-    slotsPerThread: slots,
-    maxQueued: tasks + warmup,
-    logger: false,
-    agents: [{ name: 'noop', module: new URL('./noop.agent.js', import.meta.url) }],
-  });
-  try {
-    const one = async (i: number): Promise<Sample> => {
-      const submitAt = now();
-      const task = await rt.submit({ agent: 'noop', input: i });
-      const done = await rt.wait(task.id);
-      if (done.state !== 'done') throw new Error(`bench task ${task.id} ended ${done.state}: ${done.error?.message}`);
-      return { submitAt, startedAt: (done.output as NoopOutput).startedAt, settledAt: now() };
-    };
-    await drive(warmup, windowOf(slots), one);
-    const { elapsedMs, samples } = await drive(tasks, windowOf(slots), one);
-    return summarize('troupe', tasks, elapsedMs, samples);
-  } finally {
-    await rt.close();
-    rmSync(dataDir, { recursive: true, force: true });
-  }
-}
-
-async function runBullmq(slots: number, redisUrl: string): Promise<RunResult> {
-  const { Queue, Worker, QueueEvents } = await import('bullmq');
-  const { noop } = await import('./noop.agent.js');
-  const url = new URL(redisUrl);
-  const connection = { host: url.hostname, port: Number(url.port || 6379), password: url.password || undefined };
-  const name = `troupe-bench-${process.pid}-${slots}`;
-  const queue = new Queue(name, { connection });
-  const events = new QueueEvents(name, { connection });
-  // BullMQ's processors run in-process; its concurrency is the in-flight slot count.
-  const worker = new Worker(name, async () => noop(), { connection, concurrency: threads * slots });
-  await events.waitUntilReady();
-  const one = async (i: number): Promise<Sample> => {
-    const submitAt = now();
-    const job = await queue.add('noop', i, { removeOnComplete: true, removeOnFail: true });
-    const output = (await job.waitUntilFinished(events)) as NoopOutput;
-    return { submitAt, startedAt: output.startedAt, settledAt: now() };
-  };
-  try {
-    await drive(Math.min(warmup, 500), windowOf(slots), one);
-    const { elapsedMs, samples } = await drive(tasks, windowOf(slots), one);
-    return summarize('bullmq', tasks, elapsedMs, samples);
-  } finally {
-    await worker.close();
-    await events.close();
-    await queue.obliterate({ force: true }).catch(() => undefined);
-    await queue.close();
-  }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
-function medianResult(results: RunResult[]): RunResult {
-  const pick = (k: keyof Omit<RunResult, 'runner'>) => median(results.map((r) => r[k]));
-  return { runner: results[0]!.runner, tasksPerSec: pick('tasksPerSec'), startP50: pick('startP50'), startP99: pick('startP99'), settleP50: pick('settleP50'), settleP99: pick('settleP99') };
-}
-
-const report: Array<{ config: string; window: number; runs: RunResult[][]; median: RunResult[]; ratio: number; ratios: number[] }> = [];
-console.error(`# dispatch bench: ${tasks} no-op tasks, ${threads} threads, ${runs} run(s) per config, ${availableParallelism()} cores, node ${process.version}`);
-for (const slots of slotsList) {
-  const config = `${threads}x${slots}`;
-  const perRun: RunResult[][] = [];
-  for (let r = 0; r < runs; r++) {
-    const row = [await runPiscina(slots), await runTroupe(slots)];
-    if (process.env.REDIS_URL) row.push(await runBullmq(slots, process.env.REDIS_URL));
-    perRun.push(row);
-    const ratio = row[1]!.tasksPerSec / row[0]!.tasksPerSec;
-    console.error(`  ${config} run ${r + 1}: ${row.map((x) => `${x.runner} ${Math.round(x.tasksPerSec)}/s`).join(', ')}, troupe/piscina ${ratio.toFixed(2)}`);
-  }
-  const med = perRun[0]!.map((_, i) => medianResult(perRun.map((row) => row[i]!)));
-  const ratios = perRun.map((row) => row[1]!.tasksPerSec / row[0]!.tasksPerSec);
-  report.push({ config, window: windowOf(slots), runs: perRun, median: med, ratio: median(ratios), ratios });
-}
-
-if (values.json) {
-  console.log(JSON.stringify({ cores: availableParallelism(), tasks, threads, report }, null, 2));
-} else {
-  const ms = (x: number) => x.toFixed(2);
-  console.log(`\nMedians of ${runs} run(s), ${tasks} tasks each, ${availableParallelism()} cores.`);
-  console.log('| config (threads x slots) | window | runner | tasks/s | submit->start p50 / p99 ms | submit->settled p50 / p99 ms |');
-  console.log('|---|---|---|---|---|---|');
-  for (const { config, window, median: med } of report) {
-    for (const r of med) console.log(`| ${config} | ${window} | ${r.runner} | ${Math.round(r.tasksPerSec)} | ${ms(r.startP50)} / ${ms(r.startP99)} | ${ms(r.settleP50)} / ${ms(r.settleP99)} |`);
-  }
-  for (const { config, ratio, ratios } of report) console.log(`troupe/piscina ${config}: ${ratio.toFixed(2)} (median; runs ${ratios.map((x) => x.toFixed(2)).join(', ')})`);
 }
