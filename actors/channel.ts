@@ -5,7 +5,9 @@
  * (A MessageChannel per task costs about 3x the raw throughput, so there is exactly one.)
  */
 import type { MessagePort } from 'node:worker_threads';
-import { CHANNEL_EVENT, CHANNEL_RPC, type ChannelEnvelope, type HostReply, type WorkerMessage } from './wire.js';
+import { CHANNEL_EVENT, CHANNEL_RPC, type ChannelEnvelope, type HostMessage, type WorkerBatch } from './wire.js';
+
+type Traffic = HostMessage | WorkerBatch;
 
 type Listener = (event: { data: unknown }) => void;
 
@@ -20,7 +22,7 @@ export interface RpcEndpoint {
 export class ThreadChannel {
   readonly #port: MessagePort;
   #rpcListeners: Listener[] = [];
-  #onEvent: ((message: WorkerMessage | HostReply) => void) | undefined;
+  #onEvent: ((message: Traffic) => void) | undefined;
 
   constructor(port: MessagePort) {
     this.#port = port;
@@ -29,13 +31,13 @@ export class ThreadChannel {
     port.unref();
   }
 
-  /** Sends a fire-and-forget message: worker → host traffic, or a host's reply to an agent call. */
-  post(message: WorkerMessage | HostReply): void {
+  /** Sends a fire-and-forget message: a worker's batch, or the host's starts and replies. */
+  post(message: Traffic): void {
     this.#port.postMessage({ c: CHANNEL_EVENT, m: message } satisfies ChannelEnvelope);
   }
 
-  /** Receives fire-and-forget messages: the worker's on the host side, replies on the worker side. */
-  onEvent(handler: (message: WorkerMessage | HostReply) => void): void {
+  /** Receives fire-and-forget messages: the worker's batches on the host side, starts and replies on the worker side. */
+  onEvent(handler: (message: Traffic) => void): void {
     this.#onEvent = handler;
   }
 
@@ -52,6 +54,11 @@ export class ThreadChannel {
         this.#rpcListeners = this.#rpcListeners.filter((l) => l !== listener);
       },
     };
+  }
+
+  /** Called once when the other end closes (or this one does). */
+  onClose(handler: () => void): void {
+    this.#port.once('close', handler);
   }
 
   close(): void {

@@ -44,10 +44,8 @@ export interface AttemptRequest {
   heartbeatMs: number;
 }
 
-/** The outcome of one attempt. `posted` counts the channel messages sent for it, so the host can tell when all have arrived. */
-export type WireResult =
-  | { ok: true; result: AgentResult; posted: number }
-  | { ok: false; error: WireError; posted: number };
+/** The outcome of one attempt. */
+export type WireResult = { ok: true; result: AgentResult } | { ok: false; error: WireError };
 
 /** A log line: [level, message, epoch ms, fields?]. */
 export type WireLogLine = [level: LogLevel, message: string, at: number, fields?: Record<string, unknown>];
@@ -55,8 +53,10 @@ export type WireLogLine = [level: LogLevel, message: string, at: number, fields?
 /** Levels of `ctx.log`. */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
-/** Fire-and-forget traffic from a worker thread, in order, on its channel. */
+/** Fire-and-forget traffic from a worker thread, in order, on its channel (coalesced per turn into a {@link WorkerBatch}). */
 export type WorkerMessage =
+  /** The attempt returned or threw: its outcome. Everything it posted before comes first. */
+  | { t: 'end'; attemptId: string; token: number; result: WireResult }
   | { t: 'log'; attemptId: string; token: number; lines: WireLogLine[] }
   | { t: 'progress'; attemptId: string; token: number; value: number; message?: string; at: number }
   | { t: 'heartbeat'; attemptId: string; token: number; at: number }
@@ -77,11 +77,26 @@ export type AgentCall =
 /** The host's answer to an {@link AgentCall}, sent on the same thread channel. */
 export type HostReply = { t: 'reply'; callId: number; ok: true; value: unknown } | { t: 'reply'; callId: number; ok: false; error: { code: string; message: string } };
 
+/** What the host posts to a thread: the attempts whose start became durable this turn, or a reply to an agent call. */
+export type HostMessage = { t: 'start'; requests: AttemptRequest[] } | HostReply;
+
+/** What a thread posts to the host in one turn: its messages, in order. */
+export interface WorkerBatch {
+  t: 'batch';
+  messages: WorkerMessage[];
+}
+
 /** Posted once by every worker thread through `parentPort` when it starts; Piscina re-emits it as `'message'`. */
 export interface ThreadHello {
   troupe: 'hello';
   threadId: number;
+  /** The host's end of the thread's channel. */
   port: MessagePort;
+}
+
+/** Recognises a {@link ThreadHello}. */
+export function isThreadHello(value: unknown): value is ThreadHello {
+  return typeof value === 'object' && value !== null && (value as ThreadHello).troupe === 'hello';
 }
 
 /** Why the host aborts an attempt. */
@@ -98,12 +113,7 @@ export const CHANNEL_RPC = 'r';
 export const CHANNEL_EVENT = 'e';
 
 /** An envelope on a thread channel. */
-export type ChannelEnvelope = { c: typeof CHANNEL_RPC; m: unknown } | { c: typeof CHANNEL_EVENT; m: WorkerMessage | HostReply };
-
-/** Recognises a {@link ThreadHello}. */
-export function isThreadHello(value: unknown): value is ThreadHello {
-  return typeof value === 'object' && value !== null && (value as ThreadHello).troupe === 'hello';
-}
+export type ChannelEnvelope = { c: typeof CHANNEL_RPC; m: unknown } | { c: typeof CHANNEL_EVENT; m: HostMessage | WorkerBatch };
 
 /**
  * Describes why `value` cannot be stored and sent between threads, or returns undefined when it can.

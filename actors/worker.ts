@@ -1,8 +1,11 @@
 /**
- * The Piscina entry: runs inside every worker thread. It opens the thread's host channel when the
- * thread starts, loads agent modules once per thread, runs one attempt per Piscina task with its
- * context, and turns the outcome into a wire-safe {@link WireResult}. It never throws to Piscina:
- * a throw that cannot be cloned would crash the thread.
+ * The Piscina entry: runs inside every worker thread. When Piscina starts the thread, it opens one
+ * long-lived channel to the host (its end travels in a hello through `parentPort`) and serves it:
+ * the host sends the attempts whose start is durable as one message per turn, and the thread sends
+ * back what its attempts did (outcomes, log lines, progress, heartbeats, calls) coalesced into one
+ * message per turn, in order. Agent modules load once per thread. Outcomes are wire-safe
+ * {@link WireResult}s: an attempt never throws to the host. No Piscina task is ever posted: a task
+ * kept open would hold the host's event loop for good (Piscina refs a busy thread's port).
  */
 import { MessageChannel, isMainThread, parentPort, threadId } from 'node:worker_threads';
 import { expose } from 'comlink/dist/esm/comlink.mjs';
@@ -22,6 +25,7 @@ import {
   type WireLogLine,
   type WireResult,
   type WorkerControl,
+  type WorkerMessage,
 } from './wire.js';
 
 const PROGRESS_INTERVAL_MS = 100;
@@ -31,7 +35,6 @@ const STACK_LIMIT = 2_000;
 interface LiveAttempt {
   readonly request: AttemptRequest;
   readonly controller: AbortController;
-  posted: number;
   lines: WireLogLine[];
   flushQueued: boolean;
   lastProgressAt: number;
@@ -47,6 +50,9 @@ const calls = new Map<number, { attempt: LiveAttempt; resolve: (value: unknown) 
 let nextCallId = 1;
 const modules = new Map<string, Promise<AgentFunction>>();
 let channel: ThreadChannel | undefined;
+/** Messages for the host, sent as one batch at the end of the turn. */
+let outbox: WorkerMessage[] = [];
+let flushing = false;
 /** Renews the leases of this thread's live attempts while its event loop runs. */
 let heartbeats: { timer: NodeJS.Timeout; everyMs: number } | undefined;
 
@@ -78,17 +84,22 @@ if (!isMainThread && parentPort) {
   channel = new ThreadChannel(port1);
   expose(control, channel.rpc as never);
   channel.onEvent((message) => {
-    if (message.t === 'reply') answer(message);
+    if (message.t === 'start') for (const request of message.requests) void runAttempt(request);
+    else if (message.t === 'reply') answer(message);
   });
   parentPort.postMessage({ troupe: 'hello', threadId, port: port2 } satisfies ThreadHello, [port2]);
 }
 
-/** Runs one attempt. Piscina calls this for every task. */
-export default async function runAttempt(request: AttemptRequest): Promise<WireResult> {
+/** Piscina needs a handler; no task is ever posted to it (see the module comment). */
+export default function unused(): never {
+  throw new Error('troupe worker threads take attempts through their channel, not Piscina tasks');
+}
+
+/** Runs one attempt and posts its outcome; never throws. */
+async function runAttempt(request: AttemptRequest): Promise<void> {
   const attempt: LiveAttempt = {
     request,
     controller: new AbortController(),
-    posted: 0,
     lines: [],
     flushQueued: false,
     lastProgressAt: 0,
@@ -104,21 +115,22 @@ export default async function runAttempt(request: AttemptRequest): Promise<WireR
     if (early.token === request.token) attempt.controller.abort(new Error(`attempt ${early.reason}`, { cause: early.reason }));
   }
   armHeartbeats(request.heartbeatMs);
+  let result: WireResult;
   try {
-    let agent: AgentFunction;
+    let agent: AgentFunction | undefined;
     try {
       agent = await loadAgent(request.module);
     } catch (error) {
-      return finish(attempt, { ok: false, error: loadError(request, error), posted: 0 });
+      result = { ok: false, error: loadError(request, error) };
     }
-    const value = await agent(request.input, contextFor(attempt));
-    return finish(attempt, toResult(value));
+    if (agent) result = toResult(await agent(request.input, contextFor(attempt)));
   } catch (error) {
-    return finish(attempt, { ok: false, error: toWireError(error), posted: 0 });
+    result = { ok: false, error: toWireError(error) };
   }
+  finish(attempt, result!);
 }
 
-function finish(attempt: LiveAttempt, outcome: WireResult): WireResult {
+function finish(attempt: LiveAttempt, result: WireResult): void {
   attempt.ended = true;
   for (const [id, pending] of calls) if (pending.attempt === attempt) calls.delete(id);
   live.delete(attempt.request.attemptId);
@@ -129,7 +141,8 @@ function finish(attempt: LiveAttempt, outcome: WireResult): WireResult {
   if (attempt.progressTimer) clearTimeout(attempt.progressTimer);
   flushProgress(attempt);
   flushLines(attempt);
-  return { ...outcome, posted: attempt.posted };
+  const { attemptId, token } = attempt.request;
+  send({ t: 'end', attemptId, token, result });
 }
 
 /**
@@ -143,7 +156,7 @@ function armHeartbeats(everyMs: number): void {
     const at = Date.now();
     for (const attempt of live.values()) {
       attempt.lastHeartbeatAt = at;
-      post(attempt, { t: 'heartbeat', attemptId: attempt.request.attemptId, token: attempt.request.token, at });
+      send({ t: 'heartbeat', attemptId: attempt.request.attemptId, token: attempt.request.token, at });
     }
   }, everyMs);
   timer.unref();
@@ -197,7 +210,7 @@ function contextFor(attempt: LiveAttempt): AgentContext {
       const now = Date.now();
       if (attempt.ended || now - attempt.lastHeartbeatAt < Math.min(HEARTBEAT_INTERVAL_MS, request.heartbeatMs)) return;
       attempt.lastHeartbeatAt = now;
-      post(attempt, { t: 'heartbeat', attemptId: request.attemptId, token: request.token, at: now });
+      send({ t: 'heartbeat', attemptId: request.attemptId, token: request.token, at: now });
     },
   };
 }
@@ -210,7 +223,7 @@ function callHost(attempt: LiveAttempt, call: AgentCall): { callId: number; repl
     calls.set(callId, { attempt, resolve, reject });
     flushLines(attempt);
     const { attemptId, token } = attempt.request;
-    post(attempt, { t: 'call', attemptId, token, callId, call });
+    send({ t: 'call', attemptId, token, callId, call });
   });
   return { callId, reply };
 }
@@ -302,7 +315,7 @@ function flushLines(attempt: LiveAttempt): void {
   if (attempt.lines.length === 0) return;
   const lines = attempt.lines;
   attempt.lines = [];
-  post(attempt, { t: 'log', attemptId: attempt.request.attemptId, token: attempt.request.token, lines });
+  send({ t: 'log', attemptId: attempt.request.attemptId, token: attempt.request.token, lines });
 }
 
 function flushProgress(attempt: LiveAttempt): void {
@@ -311,13 +324,22 @@ function flushProgress(attempt: LiveAttempt): void {
   attempt.pendingProgress = undefined;
   attempt.lastProgressAt = Date.now();
   const { attemptId, token } = attempt.request;
-  post(attempt, { t: 'progress', attemptId, token, value: progress.value, message: progress.message, at: attempt.lastProgressAt });
+  send({ t: 'progress', attemptId, token, value: progress.value, message: progress.message, at: attempt.lastProgressAt });
 }
 
-function post(attempt: LiveAttempt, message: Parameters<ThreadChannel['post']>[0]): void {
-  if (!channel) return;
-  channel.post(message);
-  attempt.posted++;
+/** Queues a message for the host; the turn's messages go as one batch, in order. */
+function send(message: WorkerMessage): void {
+  outbox.push(message);
+  if (flushing) return;
+  flushing = true;
+  setImmediate(flushOutbox);
+}
+
+function flushOutbox(): void {
+  flushing = false;
+  const messages = outbox;
+  outbox = [];
+  channel?.post({ t: 'batch', messages });
 }
 
 function safeFields(fields: Record<string, unknown>): Record<string, unknown> {
@@ -342,7 +364,7 @@ function toResult(value: unknown): WireResult {
   }
   const problem = describeUnserializable(result, 'result');
   if (problem) return invalidResult(problem);
-  return { ok: true, result, posted: 0 };
+  return { ok: true, result };
 }
 
 function checkResultShape(result: AgentResult): string | undefined {
@@ -360,7 +382,7 @@ function checkResultShape(result: AgentResult): string | undefined {
 }
 
 function invalidResult(message: string): WireResult {
-  return { ok: false, error: { code: 'INVALID_RESULT', message, retryable: false, fault: 'agent' }, posted: 0 };
+  return { ok: false, error: { code: 'INVALID_RESULT', message, retryable: false, fault: 'agent' } };
 }
 
 function loadError(request: AttemptRequest, error: unknown): WireError {

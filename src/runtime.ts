@@ -176,7 +176,10 @@ export class Runtime implements AsyncDisposable {
       flow: (agent, now) => this.#flow.view(agent, now),
       instance: (key) => this.#router.get(key),
     };
-    this.#pool.onMessage((message, threadId) => this.#dispatcher.onMessage(message, threadId));
+    this.#pool.onMessages((messages, threadId) => {
+      for (const message of messages) this.#dispatcher.onMessage(message, threadId);
+    });
+    this.#pool.onThreadExit((attemptIds, reason) => this.#dispatcher.onThreadExit(attemptIds, reason));
     this.#metrics = new RuntimeMetrics(
       {
         agents: () => this.#governor.stats().agents,

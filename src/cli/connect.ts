@@ -106,10 +106,13 @@ class DirectBackend implements Backend {
 function idlePool(): AgentPool {
   return {
     threads: 1,
-    run: () => Promise.reject(new Error('no agent runs in a data dir opened directly')),
+    send: () => {
+      throw new Error('no agent runs in a data dir opened directly');
+    },
     abort: async () => ({ foundIn: undefined, unresponsive: [] }),
     terminate: async () => undefined,
-    onMessage: () => undefined,
+    onMessages: () => undefined,
+    onThreadExit: () => undefined,
     reply: () => undefined,
     destroy: async () => undefined,
   };

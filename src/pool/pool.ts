@@ -1,22 +1,29 @@
 /**
  * The agent pool: Piscina threads are the agent slots. Each thread opens one long-lived channel to
- * the host when it starts (posted through `parentPort`, re-emitted by Piscina as `'message'`); the
- * host wraps the thread's control API with comlink and receives its fire-and-forget messages.
+ * the host when it starts (actors/worker.ts), and serves it: the host sends a thread the attempts it
+ * hands it in one turn as one message, and the thread sends back what its attempts did in one turn
+ * as one message, in order, so an attempt's log lines always arrive before its outcome. Piscina
+ * still owns the threads: it spawns them and replaces one that dies. A dead thread's channel
+ * closes, which tells the pool which attempts died with it.
  *
- * Piscina never gives an abortable task a thread it must share, so aborts go through the channel
- * (cooperative), and a thread that does not answer within the grace period is terminated (hard).
+ * Aborts go through the channel (cooperative, comlink); a thread that does not answer within the
+ * grace period is terminated (hard).
  */
+import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { wrap, releaseProxy, type Remote } from 'comlink/dist/esm/comlink.mjs';
-import type { Worker } from 'node:worker_threads';
 import { ThreadChannel } from '../../actors/channel.js';
 import { clearLongTimeout, setLongTimeout, type LongTimeout } from '../../actors/long-timeout.js';
-import { isThreadHello, type AbortReason, type AttemptRequest, type HostReply, type WireResult, type WorkerControl, type WorkerMessage } from '../../actors/wire.js';
+import { isThreadHello, type AbortReason, type AttemptRequest, type HostReply, type WorkerControl, type WorkerMessage } from '../../actors/wire.js';
 
 /** The small interface the runtime needs from a pool; tests may fake it. */
 export interface AgentPool {
-  /** Runs one attempt; rejects with {@link ThreadCrashError} if the thread dies under it. */
-  run(request: AttemptRequest): Promise<WireResult>;
+  /** Hands an attempt to the thread with the fewest; all handed out in one turn go as one message per thread. */
+  send(request: AttemptRequest): void;
+  /** Receives what each thread sent in one turn, in order, with the thread's id. */
+  onMessages(handler: (messages: readonly WorkerMessage[], threadId: number) => void): void;
+  /** A thread died (exit, uncaught error, terminate) under these attempts, which had not ended: an infrastructure fault. */
+  onThreadExit(handler: (attemptIds: readonly string[], reason: string) => void): void;
   /**
    * Aborts an attempt through every thread's channel. Resolves with the thread that had it and the
    * ids of threads that did not answer within `answerWithinMs` (blocked threads).
@@ -24,8 +31,6 @@ export interface AgentPool {
   abort(attemptId: string, token: number, reason: AbortReason, answerWithinMs: number): Promise<AbortOutcome>;
   /** Terminates threads by id (hard preemption); Piscina replaces them. */
   terminate(threadIds: readonly number[]): Promise<void>;
-  /** Receives the fire-and-forget messages of every thread, with the id of the thread that sent it. */
-  onMessage(handler: (message: WorkerMessage, threadId: number) => void): void;
   /** Answers an agent call on the thread that made it (dropped if that thread is gone). */
   reply(threadId: number, reply: HostReply): void;
   readonly threads: number;
@@ -40,14 +45,6 @@ export interface AbortOutcome {
   unresponsive: number[];
 }
 
-/** The thread running an attempt died (exit, uncaught error, terminate). An infrastructure fault. */
-export class ThreadCrashError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'ThreadCrashError';
-  }
-}
-
 /** Options of {@link createPiscinaPool}. */
 export interface PiscinaPoolOptions {
   threads: number;
@@ -57,16 +54,22 @@ export interface PiscinaPoolOptions {
   onError?: (error: Error) => void;
 }
 
-/** Parked attempts one thread can hold beyond its slots. */
-const PARKED_HEADROOM = 256;
-
-/** How long, and how many, aborts are replayed to a thread that registers late. */
+/** How long, and how many, aborts are replayed to a thread that becomes ready late. */
 const RECENT_ABORT_MS = 60_000;
 const RECENT_ABORTS_LIMIT = 256;
+/** How long destroy() waits for threads still loading (that have not said hello). */
+const LOAD_WAIT_MS = 2_000;
 
-interface ThreadEntry {
-  channel: ThreadChannel;
-  control: Remote<WorkerControl>;
+/** The host's end of one thread's channel. */
+interface Link {
+  readonly channel: ThreadChannel;
+  readonly control: Remote<WorkerControl>;
+  readonly threadId: number;
+  /** Attempts handed to this thread that have not ended. */
+  readonly attempts: Set<string>;
+  /** Attempts to send at the end of this turn. */
+  outbox: AttemptRequest[];
+  alive: boolean;
 }
 
 /** Creates the Piscina-backed pool. */
@@ -76,49 +79,93 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
     filename: workerUrl.href,
     minThreads: options.threads,
     maxThreads: options.threads,
-    // Headroom for attempts parked on the host (waiting for an input or a join): they give their
-    // slot back, but their Piscina task stays open. The dispatcher keeps running ones to the slots.
-    concurrentTasksPerWorker: options.slotsPerThread + PARKED_HEADROOM,
+    // No Piscina task is ever posted (attempts go through the channels); threads never idle out.
     idleTimeout: Number.MAX_SAFE_INTEGER,
+    // With atomics an idle Piscina thread blocks in Atomics.wait for its next task, so its event
+    // loop, and with it the channel, would stall.
+    atomics: 'disabled',
   });
-  const threads = new Map<number, ThreadEntry>();
-  let onMessage: (message: WorkerMessage, threadId: number) => void = () => undefined;
+  const links = new Set<Link>();
+  let onMessages: (messages: readonly WorkerMessage[], threadId: number) => void = () => undefined;
+  let onThreadExit: (attemptIds: readonly string[], reason: string) => void = () => undefined;
+  let flushQueued = false;
+  let destroyed = false;
 
-  /**
-   * Aborts sent lately. Piscina may hand a thread its task before the host has seen that thread's
-   * hello, so an abort broadcast then would miss it: a thread that registers late gets these too
-   * (the worker remembers an abort that comes before its attempt).
-   */
+  /** Aborts sent lately, replayed to a thread that says hello later (it may get a waiting attempt). */
   const recentAborts: Array<{ attemptId: string; token: number; reason: AbortReason; at: number }> = [];
+
+  /** Attempts handed out before any thread said hello: sent once one does. */
+  let waiting: AttemptRequest[] = [];
 
   piscina.on('message', (message: unknown) => {
     if (!isThreadHello(message)) return;
     const channel = new ThreadChannel(message.port);
-    const threadId = message.threadId;
-    channel.onEvent((m) => onMessage(m as WorkerMessage, threadId));
-    const control = wrap<WorkerControl>(channel.rpc as never);
-    threads.set(message.threadId, { channel, control });
+    const link: Link = { channel, control: wrap<WorkerControl>(channel.rpc as never), threadId: message.threadId, attempts: new Set(), outbox: [], alive: true };
+    links.add(link);
+    channel.onEvent((traffic) => {
+      if (traffic.t !== 'batch') return;
+      for (const m of traffic.messages) if (m.t === 'end') link.attempts.delete(m.attemptId);
+      onMessages(traffic.messages, link.threadId);
+    });
+    // A thread that dies (exit, uncaught error, terminate) closes its end of the channel.
+    channel.onClose(() => lose(link, 'worker thread died'));
     const since = Date.now() - RECENT_ABORT_MS;
-    for (const abort of recentAborts) if (abort.at >= since) control.abort(abort.attemptId, abort.token, abort.reason).catch(() => false);
-  });
-  piscina.on('workerDestroy', () => {
-    const alive = new Set(piscina.threads.map((w: Worker) => w.threadId));
-    for (const [id, entry] of threads) {
-      if (alive.has(id)) continue;
-      threads.delete(id);
-      entry.control[releaseProxy]();
-      entry.channel.close();
+    for (const abort of recentAborts) if (abort.at >= since) link.control.abort(abort.attemptId, abort.token, abort.reason).catch(() => false);
+    if (waiting.length > 0) {
+      const queued = waiting;
+      waiting = [];
+      for (const request of queued) send(request);
     }
   });
+
+  /** A thread is gone: its unfinished attempts died with it (Piscina starts a replacement, which says hello). */
+  function lose(link: Link, reason: string): void {
+    if (!link.alive) return;
+    link.alive = false;
+    links.delete(link);
+    link.control[releaseProxy]();
+    link.channel.close();
+    const lost = [...link.attempts];
+    link.attempts.clear();
+    link.outbox = [];
+    if (lost.length > 0 && !destroyed) onThreadExit(lost, reason);
+  }
+
+  function send(request: AttemptRequest): void {
+    let best: Link | undefined;
+    for (const link of links) if (!best || link.attempts.size < best.attempts.size) best = link;
+    if (!best) {
+      waiting.push(request);
+      return;
+    }
+    best.attempts.add(request.attemptId);
+    best.outbox.push(request);
+    if (!flushQueued) {
+      flushQueued = true;
+      setImmediate(flush);
+    }
+  }
+
+  function flush(): void {
+    flushQueued = false;
+    for (const link of links) {
+      if (link.outbox.length === 0) continue;
+      link.channel.post({ t: 'start', requests: link.outbox });
+      link.outbox = [];
+    }
+  }
+
   // Piscina emits 'error' for a worker that fails with no task attached; unhandled it would crash the host.
   piscina.on('error', (error: Error) => options.onError?.(error));
 
   return {
     threads: options.threads,
-    run(request) {
-      return piscina.run(request).catch((error: unknown) => {
-        throw new ThreadCrashError(`worker thread died during attempt ${request.attemptId}: ${(error as Error)?.message ?? String(error)}`, { cause: error });
-      }) as Promise<WireResult>;
+    send,
+    onMessages(handler) {
+      onMessages = handler;
+    },
+    onThreadExit(handler) {
+      onThreadExit = handler;
     },
     async abort(attemptId, token, reason, answerWithinMs) {
       recentAborts.push({ attemptId, token, reason, at: Date.now() });
@@ -126,15 +173,15 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
       const unresponsive: number[] = [];
       let foundIn: number | undefined;
       await Promise.all(
-        [...threads].map(async ([threadId, entry]) => {
+        [...links].map(async (link) => {
           let timer: LongTimeout | undefined;
           const answer = await Promise.race([
-            entry.control.abort(attemptId, token, reason).catch(() => false),
+            link.control.abort(attemptId, token, reason).catch(() => false),
             new Promise<'late'>((resolve) => (timer = setLongTimeout(() => resolve('late'), answerWithinMs, { unref: true }))),
           ]);
           clearLongTimeout(timer);
-          if (answer === 'late') unresponsive.push(threadId);
-          else if (answer) foundIn = threadId;
+          if (answer === 'late') unresponsive.push(link.threadId);
+          else if (answer) foundIn = link.threadId;
         }),
       );
       return { foundIn, unresponsive };
@@ -143,18 +190,22 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
       const wanted = new Set(threadIds);
       await Promise.all(piscina.threads.filter((w: Worker) => wanted.has(w.threadId)).map((w: Worker) => w.terminate()));
     },
-    onMessage(handler) {
-      onMessage = handler;
-    },
     reply(threadId, reply) {
-      threads.get(threadId)?.channel.post(reply);
+      for (const link of links) if (link.threadId === threadId) link.channel.post(reply);
     },
     async destroy() {
-      for (const entry of threads.values()) {
-        entry.control[releaseProxy]();
-        entry.channel.close();
+      destroyed = true;
+      // Node 20 aborts the process when a thread is terminated while it loads an ES module; let
+      // threads that have not said `ready` finish loading first (bounded).
+      const until = Date.now() + LOAD_WAIT_MS;
+      const loading = () => piscina.threads.some((w: Worker) => ![...links].some((l) => l.threadId === w.threadId));
+      while (loading() && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 10));
+      for (const link of [...links]) {
+        link.alive = false;
+        link.control[releaseProxy]();
+        link.channel.close();
       }
-      threads.clear();
+      links.clear();
       await piscina.destroy();
     },
   };

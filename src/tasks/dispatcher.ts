@@ -7,21 +7,18 @@
  * here, in `ready`, never in Piscina's queue.
  */
 import { clearLongTimeout, setLongTimeout, type LongTimeout } from '../../actors/long-timeout.js';
-import type { AbortReason, AttemptRequest, WireResult, WorkerMessage } from '../../actors/wire.js';
+import type { AbortReason, AttemptRequest, WorkerMessage } from '../../actors/wire.js';
 import type { ClockTimer } from '../clock.js';
 import type { GovernorEntry } from '../governor/governor.js';
 import type { InstanceDescriptor } from '../router/router.js';
 import type { AttemptRecord, TaskRecord } from '../store/records.js';
 import { makePrivateDir } from '../store/private-files.js';
-import { ThreadCrashError } from '../pool/pool.js';
 import type { AttemptBucket, AttemptEvent, AttemptExit } from '../../machines/index.js';
 import { flowKeyOf, transition, type Kernel } from './kernel.js';
 import { decideSettlement, type AttemptOutcome } from './outcome.js';
 import { writeSettlement } from './settle.js';
 import { recordStale, writeLogLines, writeProgress } from './attempt-writes.js';
 
-/** How long to wait for channel messages an attempt posted before its result (they travel another port). */
-const MESSAGE_CATCH_UP_MS = 2_000;
 /** Weight of the newest sample in the moving averages that size the start-ahead window. */
 const EWMA = 0.1;
 /** How long a thread has to answer an abort after its attempt's lease expired before it counts as stuck. */
@@ -50,9 +47,6 @@ export interface LiveAttempt {
   timeoutTimer?: ClockTimer;
   graceTimer?: ClockTimer;
   abortAnswer?: Promise<{ foundIn: number | undefined; unresponsive: number[] }>;
-  received: number;
-  pendingResult?: WireResult;
-  catchUpTimer?: NodeJS.Timeout;
   lines: number;
   /** Waiting on the host (input, join): it gave its slot and its reservation back. */
   parked?: boolean;
@@ -180,7 +174,6 @@ export class Dispatcher {
       phase: 'starting',
       bucket: undefined,
       mark: performance.now(),
-      received: 0,
       lines: 0,
       leaseExpiresAt: now + this.#k.options.leaseMs,
     };
@@ -258,22 +251,15 @@ export class Dispatcher {
     };
     if (task.workspace !== undefined) request.workspace = task.workspace;
     if (task.followUp !== undefined) request.followUp = task.followUp;
-    pool.run(request).then(
-      (wire) => this.#onResult(attempt, wire),
-      (error: unknown) => this.#settle(attempt, { kind: 'crash', code: 'THREAD_CRASHED', message: error instanceof ThreadCrashError ? error.message : String(error) }),
-    );
+    pool.send(request);
   }
 
-  #onResult(attempt: LiveAttempt, wire: WireResult): void {
-    if (attempt.phase === 'ended') return recordStale(this.#k, attempt.taskId, attempt.attemptId, 'result');
-    if (attempt.received < wire.posted) {
-      // Log lines travel on the thread channel, the result on Piscina's port: wait for the lines.
-      attempt.pendingResult = wire;
-      attempt.catchUpTimer = setTimeout(() => this.#settle(attempt, { kind: 'result', wire }), MESSAGE_CATCH_UP_MS);
-      attempt.catchUpTimer.unref();
-      return;
+  /** A thread died under these attempts: each ends as a crash (an infrastructure fault). */
+  onThreadExit(attemptIds: readonly string[], reason: string): void {
+    for (const id of attemptIds) {
+      const attempt = this.#live.get(id);
+      if (attempt) this.#settle(attempt, { kind: 'crash', code: 'THREAD_CRASHED', message: `${reason} (attempt ${id})` });
     }
-    this.#settle(attempt, { kind: 'result', wire });
   }
 
   /**
@@ -286,26 +272,18 @@ export class Dispatcher {
     if (!attempt || attempt.token !== message.token || attempt.phase !== 'executing') {
       const taskId = message.attemptId.slice(0, message.attemptId.indexOf(':'));
       this.#k.log.warn({ attemptId: message.attemptId, kind: message.t }, 'stale message from a fenced attempt');
-      if (message.t !== 'heartbeat') recordStale(this.#k, taskId, message.attemptId, message.t);
+      if (message.t !== 'heartbeat') recordStale(this.#k, taskId, message.attemptId, message.t === 'end' ? 'result' : message.t);
       // A fenced agent waiting on the host gets an answer, so it cannot hang its thread forever.
       if (message.t === 'call') this.#k.pool.reply(threadId, { t: 'reply', callId: message.callId, ok: false, error: { code: 'FENCED', message: 'this attempt is no longer current' } });
       return;
     }
-    attempt.received++;
-    if (message.t === 'call') {
-      attempt.leaseExpiresAt = this.#k.clock.now() + this.#k.options.leaseMs;
-      this.hooks.onCall(attempt, message, threadId);
-      if (attempt.pendingResult && attempt.received >= attempt.pendingResult.posted) this.#settle(attempt, { kind: 'result', wire: attempt.pendingResult });
-      return;
-    }
+    if (message.t === 'end') return this.#settle(attempt, { kind: 'result', wire: message.result });
     // Any traffic proves the agent's thread is alive: renew the lease.
     attempt.leaseExpiresAt = this.#k.clock.now() + this.#k.options.leaseMs;
+    if (message.t === 'call') return this.hooks.onCall(attempt, message, threadId);
     const task = this.#k.table.get(attempt.taskId)!;
     if (message.t === 'log') attempt.lines = writeLogLines(this.#k, task, attempt, message, attempt.lines);
     else if (message.t === 'progress') writeProgress(this.#k, task, message);
-    if (attempt.pendingResult && attempt.received >= attempt.pendingResult.posted) {
-      this.#settle(attempt, { kind: 'result', wire: attempt.pendingResult });
-    }
   }
 
   /** Executing attempts whose lease has run out (the supervisor ends them). */
@@ -361,7 +339,6 @@ export class Dispatcher {
     const { table, governor, clock, router, options } = this.#k;
     if (attempt.timeoutTimer) clock.clearTimeout(attempt.timeoutTimer);
     if (attempt.graceTimer) clock.clearTimeout(attempt.graceTimer);
-    if (attempt.catchUpTimer) clearTimeout(attempt.catchUpTimer);
     if (attempt.parked) {
       attempt.parked = false;
       this.#parked--;

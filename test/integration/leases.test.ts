@@ -35,18 +35,22 @@ describe('leases on real threads', () => {
 
 /** A pool whose attempts finish only when the test says so, and whose messages the test sends. */
 function controlledPool() {
+  let deliver: (messages: readonly WorkerMessage[], threadId: number) => void = () => undefined;
+  const send = (message: WorkerMessage) => deliver([message], 0);
   const runs: Array<{ request: AttemptRequest; finish: (result: WireResult) => void }> = [];
-  let deliver: (message: WorkerMessage, threadId: number) => void = () => undefined;
   const create = () => ({
     threads: 1,
-    run: (request: AttemptRequest) => new Promise<WireResult>((finish) => runs.push({ request, finish })),
+    send: (request: AttemptRequest) => {
+      runs.push({ request, finish: (result) => send({ t: 'end', attemptId: request.attemptId, token: request.token, result }) });
+    },
     abort: async () => ({ foundIn: undefined, unresponsive: [] }),
     terminate: async () => undefined,
-    onMessage: (handler: (message: WorkerMessage, threadId: number) => void) => void (deliver = handler),
+    onMessages: (handler: (messages: readonly WorkerMessage[], threadId: number) => void) => void (deliver = handler),
+    onThreadExit: () => undefined,
     reply: () => undefined,
     destroy: async () => undefined,
   });
-  return { create, runs, send: (message: WorkerMessage) => deliver(message, 0) };
+  return { create, runs, send };
 }
 
 function eventually(rt: Runtime, type: RuntimeEvent['type'], count = 1): Promise<RuntimeEvent[]> {
@@ -82,7 +86,7 @@ describe('fencing', () => {
     const stale = eventually(rt, 'task.stale_result', 3);
     pool.send({ t: 'log', attemptId: zombie.attemptId, token: zombie.token, lines: [['info', 'zombie says hi', Date.now()]] });
     pool.send({ t: 'progress', attemptId: zombie.attemptId, token: zombie.token, value: 0.9, at: Date.now() });
-    pool.runs[0]!.finish({ ok: true, result: { kind: 'success', output: 'from the zombie' }, posted: 0 });
+    pool.runs[0]!.finish({ ok: true, result: { kind: 'success', output: 'from the zombie' } });
     expect((await stale).map((e) => e.data!.kind)).toEqual(['log', 'progress', 'result']);
     const current = await rt.get(task.id);
     expect(current).toMatchObject({ state: 'running', attempts: 2 });
@@ -94,7 +98,7 @@ describe('fencing', () => {
     // The current attempt's writes are accepted.
     const live = pool.runs[1]!.request;
     pool.send({ t: 'log', attemptId: live.attemptId, token: live.token, lines: [['info', 'current', Date.now()]] });
-    pool.runs[1]!.finish({ ok: true, result: { kind: 'success', output: 'from the live attempt' }, posted: 1 });
+    pool.runs[1]!.finish({ ok: true, result: { kind: 'success', output: 'from the live attempt' } });
     expect(await rt.wait(task.id)).toMatchObject({ state: 'done', output: 'from the live attempt', attempts: 2 });
     const kept = [];
     for await (const line of rt.logs(task.id)) kept.push(line.message);
@@ -113,7 +117,7 @@ describe('fencing', () => {
       check();
     });
     const stale = eventually(rt, 'task.stale_result');
-    pool.runs[0]!.finish({ ok: true, result: { kind: 'success', output: 1 }, posted: 0 });
+    pool.runs[0]!.finish({ ok: true, result: { kind: 'success', output: 1 } });
     await rt.wait(task.id);
     pool.send({ t: 'progress', attemptId: pool.runs[0]!.request.attemptId, token: pool.runs[0]!.request.token, value: 1, at: 1 });
     await stale;

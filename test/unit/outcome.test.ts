@@ -8,11 +8,11 @@ const task = (retry: Partial<RetryPolicy> = {}) => ({ retry: { ...RETRY, ...retr
 const noJitter = () => 0;
 
 function ok(result: Extract<WireResult, { ok: true }>['result']): AttemptOutcome {
-  return { kind: 'result', wire: { ok: true, result, posted: 0 } };
+  return { kind: 'result', wire: { ok: true, result } };
 }
 
 function err(error: Partial<WireError> = {}): AttemptOutcome {
-  return { kind: 'result', wire: { ok: false, error: { code: 'AGENT_ERROR', message: 'boom', retryable: true, fault: 'agent', ...error }, posted: 0 } };
+  return { kind: 'result', wire: { ok: false, error: { code: 'AGENT_ERROR', message: 'boom', retryable: true, fault: 'agent', ...error } } };
 }
 
 describe('decideSettlement: host stop decisions', () => {
