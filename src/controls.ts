@@ -33,7 +33,7 @@ export class RuntimeControls {
 
   /** Restores the stored flag (open, before the rebuild dispatches anything). */
   load(): void {
-    const stored = this.#k.store.db.control.get(RUNTIME_KEY) as RuntimeControl | undefined;
+    const stored = this.#k.store.read.control.get(RUNTIME_KEY) as RuntimeControl | undefined;
     if (stored && typeof stored.frozen === 'boolean') this.#state = stored;
     if (this.#state.frozen) this.#k.governor.freeze();
   }

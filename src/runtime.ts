@@ -7,7 +7,8 @@ import { createIdGenerator } from './ids.js';
 import { resolveOptions, type ResolvedOptions, type RuntimeOptions } from './options.js';
 import { resolveLogger, type Logger } from './log.js';
 import { TroupeError } from './errors.js';
-import { openStore, type Store } from './store/store.js';
+import { openStore } from './store/lmdb/store.js';
+import type { Store } from './store/port.js';
 import { EventBus, type EventStreamOptions, type RuntimeEvent, type RuntimeEventMap } from './events/event-bus.js';
 import { createGovernor, type Governor } from './governor/governor.js';
 import { createRouter, type InstanceView, type Router } from './router/router.js';
@@ -202,7 +203,7 @@ export class Runtime implements AsyncDisposable {
   #register(agent: RegisteredAgent): RegisteredAgent {
     this.#registry.set(agent);
     this.#governor.setAgent(agent.name, { total: agent.concurrency, models: agent.models });
-    const stored = this.#store.db.control.get(flowKeyOf(agent.name)) as AgentFlowState | undefined;
+    const stored = this.#store.read.control.get(flowKeyOf(agent.name)) as AgentFlowState | undefined;
     this.#flow.configure(agent, stored, this.#options.clock.now());
     this.#dispatcher.pump();
     return agent;

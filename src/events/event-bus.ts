@@ -4,7 +4,7 @@
  * Events are published only after the commit that holds them, in commit order.
  */
 import { EventEmitter } from 'node:events';
-import type { SafeDatabase } from '../store/safe-read.js';
+import type { SafeDatabase } from '../store/port.js';
 import type { EventRecord, EventType } from '../store/records.js';
 import { TroupeError } from '../errors.js';
 import type { Release } from '../keep-alive.js';

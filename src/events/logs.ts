@@ -2,7 +2,7 @@
  * Reading the durable log lines agents write through `ctx.log`. Lines are keyed by
  * (task, run, attempt, line), so one task's lines are one contiguous, ordered range.
  */
-import type { SafeDatabase } from '../store/safe-read.js';
+import type { SafeDatabase } from '../store/port.js';
 import type { LogRecord } from '../store/records.js';
 import { TroupeError } from '../errors.js';
 import type { Release } from '../keep-alive.js';

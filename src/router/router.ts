@@ -22,7 +22,7 @@ import {
 } from '../../machines/index.js';
 import type { Logger } from '../log.js';
 import type { Clock } from '../clock.js';
-import type { Store, StepWriter } from '../store/store.js';
+import type { Store, StepWriter } from '../store/port.js';
 import type { InstanceEnvelope } from '../store/records.js';
 import { TroupeError } from '../errors.js';
 

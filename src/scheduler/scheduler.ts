@@ -16,7 +16,7 @@ import { isTerminal } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Clock } from '../clock.js';
-import type { Store, StepWriter } from '../store/store.js';
+import type { Store, StepWriter } from '../store/port.js';
 import type { CatchUpPolicy, OverlapPolicy, ScheduleRecord, TaskRecord } from '../store/records.js';
 import { createTimerWheel, type TimerWheel } from '../timers/timer-wheel.js';
 import type { TaskSpec } from '../tasks/spec.js';

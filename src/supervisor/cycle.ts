@@ -12,7 +12,7 @@
  */
 import { isTerminal } from '../../machines/index.js';
 import type { TaskRecord } from '../store/records.js';
-import type { StepWriter } from '../store/store.js';
+import type { StepWriter } from '../store/port.js';
 import { cleanWorkspace, transition, type Kernel } from '../tasks/kernel.js';
 
 /** The `control` key of the durable cycle counter. */
@@ -32,7 +32,7 @@ export class SupervisorCycle {
 
   constructor(kernel: Kernel) {
     this.#k = kernel;
-    const stored = kernel.store.db.control.get(CYCLE_KEY) as { cycle?: number } | undefined;
+    const stored = kernel.store.read.control.get(CYCLE_KEY) as { cycle?: number } | undefined;
     this.#cycle = typeof stored?.cycle === 'number' ? stored.cycle : 0;
   }
 

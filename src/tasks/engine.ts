@@ -6,7 +6,7 @@ import { SETTLED_FOR_WAIT, TASK_STATES, isTerminal, type TaskState } from '../..
 import type { ClockTimer } from '../clock.js';
 import { TroupeError } from '../errors.js';
 import type { AttemptRecord, TaskRecord, TimerRecord } from '../store/records.js';
-import type { StepWriter } from '../store/store.js';
+import type { StepWriter } from '../store/port.js';
 import type { Dispatcher } from './dispatcher.js';
 import { beginRun, cleanWorkspace, entryOf, timerIdOf, transition, writeQueued, type Kernel } from './kernel.js';
 import { decideSettlement } from './outcome.js';
@@ -82,7 +82,7 @@ export class TaskEngine {
     const tasks: Task[] = [];
     const keep = (t: TaskRecord) => (!state || t.state === state) && (!agent || t.agent === agent) && (!parentId || t.parentId === parentId);
     // Active states are found through the small `active` index instead of every task ever stored.
-    const ids = state && ACTIVE_STATES.has(state) ? store.db.active.getKeys({ start: after ?? '' }) : store.read.tasks.keys({ start: after ?? '' });
+    const ids = state && ACTIVE_STATES.has(state) ? store.read.active.keys({ start: after ?? '' }) : store.read.tasks.keys({ start: after ?? '' });
     for (const id of ids) {
       if (after !== undefined && id <= after) continue;
       const record = table.get(id) ?? store.read.tasks.get(id);
@@ -288,7 +288,7 @@ export class TaskEngine {
     const now = clock.now();
     const loaded: TaskRecord[] = [];
     const orphans: string[] = [];
-    for (const id of store.db.active.getKeys()) {
+    for (const id of store.read.active.keys()) {
       const task = store.read.tasks.get(id);
       if (!task || isTerminal(task.state)) orphans.push(id);
       else loaded.push(task);

@@ -12,7 +12,7 @@ import { describeUnserializable, type AgentCall, type HostReply, type WorkerMess
 import { isTerminal } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
 import type { InboxRecord, TaskRecord } from '../store/records.js';
-import type { StepWriter } from '../store/store.js';
+import type { StepWriter } from '../store/port.js';
 import type { Dispatcher, LiveAttempt } from './dispatcher.js';
 import { beginRun, entryOf, transition, writeQueued, type Kernel } from './kernel.js';
 import type { TaskSpec } from './spec.js';
@@ -119,7 +119,7 @@ export class Interactions {
       const sending = this.#sending.get(`${taskId}\u0000${idempotencyKey}`);
       if (sending) return sending;
       const seq = store.read.idempotency.get(inputKeyOf(taskId, idempotencyKey));
-      const item = seq === undefined ? undefined : store.db.inbox.get([taskId, Number(seq)]);
+      const item = seq === undefined ? undefined : store.read.inbox.get([taskId, Number(seq)]);
       if (item) return viewOf(taskId, item);
     }
     if (!task || isTerminal(task.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${taskId} is ${current.state}; it takes no more input`);
@@ -182,7 +182,7 @@ export class Interactions {
     const now = clock.now();
     if (delivered < (task.inbox ?? 0)) {
       // An input is pending: hand it over now, recording the delivery first.
-      const item = this.#unlanded.get(`${task.id}\u0000${delivered + 1}`) ?? store.db.inbox.get([task.id, delivered + 1]);
+      const item = this.#unlanded.get(`${task.id}\u0000${delivered + 1}`) ?? store.read.inbox.get([task.id, delivered + 1]);
       if (!item) throw new TroupeError('STORE_FAILED', `inbox item ${delivered + 1} of task ${task.id} is missing`);
       await store.commit((w) => this.#deliver(w, task, item, attempt, now));
       return item.message;

@@ -6,7 +6,7 @@ import { renameSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import type { Clock } from '../clock.js';
-import type { Store, StepWriter } from '../store/store.js';
+import type { Store, StepWriter } from '../store/port.js';
 import type { EventRecord, TaskRecord, TimerRecord } from '../store/records.js';
 import type { Governor, GovernorEntry } from '../governor/governor.js';
 import type { Router } from '../router/router.js';

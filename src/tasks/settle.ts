@@ -5,7 +5,7 @@
  * and run after the commit.
  */
 import { isTerminal } from '../../machines/index.js';
-import type { StepWriter } from '../store/store.js';
+import type { StepWriter } from '../store/port.js';
 import type { AttemptRecord, TaskRecord, TaskResult, TimerRecord } from '../store/records.js';
 import type { AgentResult } from '../../actors/wire.js';
 import { cleanWorkspace, entryOf, markQueued, timerIdOf, transition, writeQueued, type Kernel } from './kernel.js';

@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { TroupeError } from '../errors.js';
 import type { TaskRecord, TimerRecord } from '../store/records.js';
-import type { StepWriter } from '../store/store.js';
+import type { StepWriter } from '../store/port.js';
 import { entryOf, timerIdOf, writeQueued, type Kernel } from './kernel.js';
 import { toTask, validateSpec, type Task, type TaskSpec, type ValidSpec } from './spec.js';
 

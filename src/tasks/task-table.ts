@@ -4,7 +4,7 @@
  * and it keeps exact counts by state for admission and stats, and the `wait()` waiters.
  */
 import { TASK_STATES, SETTLED_FOR_WAIT, isTerminal, type TaskState } from '../../machines/index.js';
-import type { SafeDatabase } from '../store/safe-read.js';
+import type { SafeDatabase } from '../store/port.js';
 import type { TaskRecord } from '../store/records.js';
 import { toTask, type Task } from './spec.js';
 

@@ -6,6 +6,7 @@ import { open } from 'lmdb';
 import { tempDir } from '../helpers.js';
 
 const CHILD = new URL('../../dist/test/fixtures/crash/schedule-step-child.js', import.meta.url);
+const STORE = new URL('../../dist/src/store/lmdb/store.js', import.meta.url);
 const T0 = Date.UTC(2026, 0, 1, 10, 0, 0);
 const HOUR = 3_600_000;
 
@@ -25,6 +26,9 @@ describe('kill -9 right after a tick submits its task', () => {
       const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
       expect(signal, `child exited ${String(code)}: ${err}`).toBe('SIGKILL');
 
+      // What a restart would see: open the store once (it replays its log) before reading the databases.
+      const { openStore } = (await import(STORE.href)) as { openStore: (o: { dataDir: string }) => Promise<{ close(clean: boolean): Promise<void> }> };
+      await (await openStore({ dataDir: dir.path })).close(false);
       const env = open({ path: dir.path, noSubdir: false, readOnly: true, maxDbs: 24 });
       const schedules = env.openDB<Record<string, unknown>, string>({ name: 'schedules', sharedStructuresKey: Symbol.for('troupe.structures') });
       const events = env.openDB<Record<string, any>, number>({ name: 'events', sharedStructuresKey: Symbol.for('troupe.structures') });

@@ -7,7 +7,7 @@ import { TroupeError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { createRouter, type InstanceDescriptor, type RouterOptions } from '../../src/router/router.js';
 import type { EventRecord, InstanceEnvelope } from '../../src/store/records.js';
-import type { StepWriter, Store } from '../../src/store/store.js';
+import type { StepWriter, Store } from '../../src/store/port.js';
 
 const BOOT = 'boot-now';
 

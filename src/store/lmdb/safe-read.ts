@@ -4,17 +4,9 @@
  * record is removed, a `store.quarantined` event is written and a line is logged. The read returns
  * undefined (or skips the entry) and the runtime keeps serving everything else.
  */
-import type { Database, Key, RangeOptions } from 'lmdb';
-import { TASK_STATES } from '../../machines/index.js';
-
-/** Reads of one database that quarantine bad records instead of throwing. */
-export interface SafeDatabase<V, K> {
-  get(key: K): V | undefined;
-  /** Entries in key order (keys are read first, values one by one, so one bad value cannot end the scan). */
-  range(options?: RangeOptions): Iterable<{ key: K; value: V }>;
-  keys(options?: RangeOptions): Iterable<K>;
-  has(key: K): boolean;
-}
+import type { Database, Key } from 'lmdb';
+import type { RangeOptions, SafeDatabase } from '../port.js';
+import { TASK_STATES } from '../../../machines/index.js';
 
 /** Called once per bad record, with what is known about it. */
 export type Quarantine = (database: string, db: Database<unknown, any>, key: unknown, problem: string) => void;
@@ -39,14 +31,14 @@ export function safeDatabase<V, K extends Key>(name: string, db: Database<V, K>,
   };
   return {
     get,
-    *range(options = {}) {
-      for (const key of db.getKeys(options)) {
+    *range(options: RangeOptions = {}) {
+      for (const key of db.getKeys(options as never)) {
         const value = get(key);
         if (value !== undefined) yield { key, value };
       }
     },
-    *keys(options = {}) {
-      for (const key of db.getKeys(options)) if (!isQuarantined(name, key)) yield key;
+    *keys(options: RangeOptions = {}) {
+      for (const key of db.getKeys(options as never)) if (!isQuarantined(name, key)) yield key;
     },
     has: (key) => !isQuarantined(name, key) && db.doesExist(key),
   };

@@ -1,0 +1,186 @@
+/**
+ * The overlay of records changed since they were last written to their databases. A commit writes
+ * one log record holding its changes; the records themselves reach their databases later, a
+ * bounded number per commit, once they have cooled down (see `take`). So a task submitted, started
+ * and settled within a few commits is materialized once, not three times. Reads look here first.
+ *
+ * Entries are kept in the order they became dirty. The oldest entry's batch bounds the checkpoint:
+ * every log record before it holds only changes that are already materialized, and can go.
+ */
+import type { Key, RangeOptions } from '../port.js';
+
+/** What a removed record reads as until its removal is materialized. */
+export const REMOVED: unique symbol = Symbol('removed');
+
+/** A record changed since it was last materialized. */
+export interface DirtyEntry {
+  readonly db: number;
+  readonly key: Key;
+  value: unknown;
+  /** The batch in which it became dirty (since it was last materialized). */
+  first: number;
+  /** The batch of its latest change. */
+  last: number;
+  /** Set while its materialization is in flight: the batch that writes it. */
+  writing: number | undefined;
+}
+
+/** When {@link Overlay.take} materializes an entry. */
+export interface TakePolicy {
+  /** The batch being flushed. */
+  batch: number;
+  /** An entry untouched for this many batches is cold: materialize it. */
+  coolBatches: number;
+  /** An entry dirty for this many batches is materialized even while hot, so the log can be truncated. */
+  maxAgeBatches: number;
+  /** Most entries to materialize in one commit, unless the overlay is over `maxEntries`. */
+  budget: number;
+  /** Past this many entries, materialize the oldest ones until back under, whatever their temperature. */
+  maxEntries: number;
+}
+
+/** See the module comment. */
+export class Overlay {
+  readonly #byDb: Array<Map<string, DirtyEntry>>;
+  /** Dirty entries not being written, oldest `first` first. */
+  readonly #order = new Set<DirtyEntry>();
+
+  constructor(databases: number) {
+    this.#byDb = Array.from({ length: databases }, () => new Map());
+  }
+
+  /** Entries still to materialize. */
+  get size(): number {
+    return this.#order.size;
+  }
+
+  /** Records a change decided in `batch`. */
+  set(db: number, key: Key, value: unknown, batch: number): void {
+    const map = this.#byDb[db]!;
+    const id = keyString(key);
+    const entry = map.get(id);
+    if (!entry) {
+      const created: DirtyEntry = { db, key, value, first: batch, last: batch, writing: undefined };
+      map.set(id, created);
+      this.#order.add(created);
+      return;
+    }
+    entry.value = value;
+    entry.last = batch;
+    if (entry.writing !== undefined) {
+      // Changed again while its materialization was in flight: dirty anew.
+      entry.writing = undefined;
+      entry.first = batch;
+      this.#order.add(entry);
+    }
+  }
+
+  /** The value of a dirty record: `REMOVED`, a value, or undefined when the overlay does not hold it. */
+  get(db: number, key: Key): unknown {
+    return this.#byDb[db]!.get(keyString(key))?.value;
+  }
+
+  /** Dirty entries of a database within the bounds, in key order (or reversed). */
+  entries(db: number, options: RangeOptions): DirtyEntry[] {
+    const map = this.#byDb[db]!;
+    if (map.size === 0) return [];
+    const { start, end } = options;
+    const out: DirtyEntry[] = [];
+    for (const entry of map.values()) {
+      if (start !== undefined && compareKeys(entry.key, start) < 0) continue;
+      if (end !== undefined && compareKeys(entry.key, end) >= 0) continue;
+      out.push(entry);
+    }
+    out.sort((a, b) => compareKeys(a.key, b.key));
+    if (options.reverse) out.reverse();
+    return out;
+  }
+
+  /**
+   * The entries to materialize in the commit of `policy.batch`, oldest first: cold ones, ones dirty
+   * for too long, and any needed to bring the overlay back under its cap. They stay readable
+   * until {@link Overlay.written} says their commit landed.
+   */
+  take(policy: TakePolicy): DirtyEntry[] {
+    const taken: DirtyEntry[] = [];
+    // Bounded scan: the head is where cold entries are; hot ones further back wait for a later commit.
+    let scan = 2 * policy.budget + 64;
+    for (const entry of this.#order) {
+      const over = this.#order.size - taken.length > policy.maxEntries;
+      if (!over && (taken.length >= policy.budget || scan-- <= 0)) break;
+      const cold = entry.last <= policy.batch - policy.coolBatches;
+      const old = entry.first <= policy.batch - policy.maxAgeBatches;
+      // The order is by `first`: a hot entry at the head holds the checkpoint back, so only
+      // cold ones behind it may go; once it is old enough it goes too.
+      if (!(cold || old || over)) continue;
+      taken.push(entry);
+    }
+    for (const entry of taken) {
+      this.#order.delete(entry);
+      entry.writing = policy.batch;
+    }
+    return taken;
+  }
+
+  /** The commit of `batch` landed: drop what it materialized, unless changed since. */
+  written(entries: readonly DirtyEntry[], batch: number): void {
+    for (const entry of entries) {
+      if (entry.writing !== batch) continue;
+      this.#byDb[entry.db]!.delete(keyString(entry.key));
+    }
+  }
+
+  /** The commit of `batch` failed: its entries are dirty again (the order by `first` is rebuilt). */
+  unwritten(entries: readonly DirtyEntry[], batch: number): void {
+    const back = entries.filter((entry) => entry.writing === batch);
+    if (back.length === 0) return;
+    for (const entry of back) entry.writing = undefined;
+    const all = [...this.#order, ...back].sort((a, b) => a.first - b.first);
+    this.#order.clear();
+    for (const entry of all) this.#order.add(entry);
+  }
+
+  /**
+   * The last batch whose log record is no longer needed: every change in it and before it is
+   * materialized (or being materialized in `batch`'s commit).
+   */
+  checkpoint(batch: number): number {
+    let oldest = batch + 1;
+    for (const entry of this.#order) {
+      oldest = entry.first;
+      break;
+    }
+    return oldest - 1;
+  }
+
+  /** Every dirty entry, for a final materialization at close. */
+  takeAll(batch: number): DirtyEntry[] {
+    return this.take({ batch, coolBatches: 0, maxAgeBatches: 0, budget: Number.POSITIVE_INFINITY, maxEntries: 0 });
+  }
+}
+
+/** A map key for a store key. Keys of one database share a shape, so this only has to be unique per shape. */
+export function keyString(key: Key): string {
+  if (typeof key === 'string') return key;
+  if (typeof key === 'number') return String(key);
+  return key.join('\u0000');
+}
+
+/**
+ * Orders keys as LMDB does for the shapes Troupe uses: numbers numerically, strings by code unit
+ * (LMDB compares UTF-8 bytes; the two agree for the ASCII ids and names used as keys), arrays
+ * element by element, numbers before strings.
+ */
+export function compareKeys(a: Key, b: Key): number {
+  if (Array.isArray(a) && Array.isArray(b)) {
+    const n = Math.min(a.length, b.length);
+    for (let i = 0; i < n; i++) {
+      const c = compareKeys(a[i] as string | number, b[i] as string | number);
+      if (c !== 0) return c;
+    }
+    return a.length - b.length;
+  }
+  if (typeof a === 'number' && typeof b === 'number') return a - b;
+  if (typeof a === 'string' && typeof b === 'string') return a < b ? -1 : a > b ? 1 : 0;
+  return typeof a === 'number' ? -1 : 1;
+}

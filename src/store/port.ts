@@ -1,0 +1,115 @@
+/**
+ * The store port: what the runtime sees of durable storage. Writes go in through `commit`, one
+ * transaction per call or per turn's batch; reads by key and range scans come out through `read`,
+ * and see every change as soon as it is decided, committed or not yet. Nothing here names LMDB:
+ * `src/store/lmdb/` is the default backend, and another (PostgreSQL) implements the same port.
+ */
+import type {
+  AgentFlowState,
+  AttemptRecord,
+  EventRecord,
+  EventType,
+  InboxRecord,
+  InstanceEnvelope,
+  LogRecord,
+  RunRecord,
+  RuntimeControl,
+  ScheduleRecord,
+  TaskRecord,
+  TimerRecord,
+} from './records.js';
+
+/** A key: a string, a number, or an array of them (compared element by element). */
+export type Key = string | number | Array<string | number>;
+
+/** Bounds of a range scan: `start` inclusive, `end` exclusive, in key order (or reversed). */
+export interface RangeOptions {
+  start?: Key;
+  end?: Key;
+  reverse?: boolean;
+  limit?: number;
+}
+
+/** Reads of one database. A record that cannot be read is quarantined and skipped, never thrown. */
+export interface SafeDatabase<V, K> {
+  get(key: K): V | undefined;
+  /** Entries in key order. */
+  range(options?: RangeOptions): Iterable<{ key: K; value: V }>;
+  keys(options?: RangeOptions): Iterable<K>;
+  has(key: K): boolean;
+}
+
+/** Reads of every database the runtime uses. */
+export interface SafeReads {
+  tasks: SafeDatabase<TaskRecord, string>;
+  /** Ids of tasks that are not terminal: what a rebuild scans instead of every task. */
+  active: SafeDatabase<true, string>;
+  attempts: SafeDatabase<AttemptRecord, [string, number, number]>;
+  runs: SafeDatabase<RunRecord, [string, number]>;
+  events: SafeDatabase<EventRecord, number>;
+  timers: SafeDatabase<TimerRecord, [number, string]>;
+  instances: SafeDatabase<InstanceEnvelope, string>;
+  logs: SafeDatabase<LogRecord, [string, number, number, number]>;
+  idempotency: SafeDatabase<string, string>;
+  /** Inputs sent to tasks, key [taskId, seq]. */
+  inbox: SafeDatabase<InboxRecord, [string, number]>;
+  schedules: SafeDatabase<ScheduleRecord, string>;
+  /** Durable controls: the frozen flag (`runtime`), agent flow state (`agent:<name>`), the supervisor cycle. */
+  control: SafeDatabase<RuntimeControl | AgentFlowState | { cycle?: number } | unknown, string>;
+}
+
+/** Collects the writes of one step; everything it writes commits in one transaction. */
+export interface StepWriter {
+  putTask(task: TaskRecord): void;
+  putActive(taskId: string): void;
+  removeActive(taskId: string): void;
+  putAttempt(attempt: AttemptRecord): void;
+  putRun(run: RunRecord): void;
+  putInstance(key: string, envelope: InstanceEnvelope): void;
+  putTimer(timer: TimerRecord): void;
+  removeTimer(timer: TimerRecord): void;
+  putIdempotency(key: string, taskId: string): void;
+  putLog(key: [string, number, number, number], line: LogRecord): void;
+  putInbox(taskId: string, item: InboxRecord): void;
+  putSchedule(schedule: ScheduleRecord): void;
+  removeSchedule(id: string): void;
+  /** Writes a durable control value (see {@link SafeReads.control}). */
+  putControl(key: string, value: unknown): void;
+  /** Appends an event; it is published to listeners after the commit. */
+  event(type: EventType, fields: Omit<EventRecord, 'seq' | 'type' | 'at'> & { at: number }): EventRecord;
+}
+
+/** A quarantined record: where it was, its raw bytes, and what was wrong with it. */
+export interface QuarantineRecord {
+  db: string;
+  key: string;
+  bytes: Uint8Array | undefined;
+  problem: string;
+  at: number;
+}
+
+/** An open store. */
+export interface Store {
+  readonly dataDir: string;
+  /** Reads that see every decided change and survive bad data. */
+  readonly read: SafeReads;
+  /** Stable id of this data dir's runtime. */
+  readonly runtimeId: string;
+  /** Unique per open: tells snapshots of this boot from those of a previous one. */
+  readonly bootId: string;
+  /** Whether the previous run of this data dir closed cleanly. */
+  readonly previousShutdownClean: boolean;
+  /** The next event seq that will be allocated. */
+  readonly nextSeq: number;
+  /**
+   * Runs `fn` and commits its writes. Every commit asked for in one turn, and every one asked for
+   * while an earlier one is being flushed, share one transaction (group commit); each promise
+   * resolves once that transaction is durable, in the order the commits were asked for. A `fn`
+   * that throws writes nothing and burns no event seq.
+   */
+  commit(fn: (writer: StepWriter) => void): Promise<EventRecord[]>;
+  /** Resolves once every commit issued so far (and any issued while waiting) has finished. */
+  settled(): Promise<void>;
+  /** Marks the shutdown clean or not, flushes and closes. */
+  close(clean: boolean): Promise<void>;
+}
