@@ -75,8 +75,10 @@ export interface StepWriter {
   removeSchedule(id: string): void;
   /** Writes a durable control value (see {@link SafeReads.control}). */
   putControl(key: string, value: unknown): void;
-  /** Appends an event; it is published to listeners after the commit. */
+  /** Appends an event, stamping it with the next seq; it is published to listeners after the commit. */
   event(type: EventType, fields: Omit<EventRecord, 'seq' | 'type' | 'at'> & { at: number }): EventRecord;
+  /** Appends an event already stamped with a seq from {@link Store.allocateSeq}. */
+  putEvent(event: EventRecord): void;
 }
 
 /** A quarantined record: where it was, its raw bytes, and what was wrong with it. */
@@ -108,6 +110,15 @@ export interface Store {
    * that throws writes nothing and burns no event seq.
    */
   commit(fn: (writer: StepWriter) => void): Promise<EventRecord[]>;
+  /**
+   * Like {@link Store.commit}, but resolves with nothing: the promise is the batch's own, shared by
+   * every write of the batch (the pipeline attaches the batch's effects to it once).
+   */
+  stage(fn: (writer: StepWriter) => void): Promise<void>;
+  /** Takes the next event seq (a step stamps its events, and an attempt's fencing token, with it). */
+  allocateSeq(): number;
+  /** Gives back every seq taken since `seq` was next (a step that threw after taking some). */
+  rewindSeq(seq: number): void;
   /** Resolves once every commit issued so far (and any issued while waiting) has finished. */
   settled(): Promise<void>;
   /** Marks the shutdown clean or not, flushes and closes. */

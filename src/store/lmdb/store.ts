@@ -212,9 +212,33 @@ class LmdbStore implements Store {
     this.#checkpoint = last;
   }
 
+  allocateSeq(): number {
+    return this.#seq++;
+  }
+
+  rewindSeq(seq: number): void {
+    this.#seq = seq;
+  }
+
+  stage(fn: (writer: StepWriter) => void): Promise<void> {
+    if (this.#closed) return Promise.reject(new TroupeError('CLOSED', 'the store is closed'));
+    const batch = (this.#pending ??= this.#newBatch());
+    this.#write(batch, fn);
+    return batch.done;
+  }
+
   commit(fn: (writer: StepWriter) => void): Promise<EventRecord[]> {
     if (this.#closed) return Promise.reject(new TroupeError('CLOSED', 'the store is closed'));
     const batch = (this.#pending ??= this.#newBatch());
+    const eventsMark = batch.events.length;
+    this.#write(batch, fn);
+    if (batch.events.length === eventsMark) return batch.done.then(noEvents);
+    const events = batch.events.slice(eventsMark);
+    return batch.done.then(() => events);
+  }
+
+  /** Runs `fn` into the batch: all of its writes, or (when it throws) none and no seq burned. */
+  #write(batch: Batch, fn: (writer: StepWriter) => void): void {
     const opsMark = batch.ops.length;
     const eventsMark = batch.events.length;
     const firstSeq = this.#seq;
@@ -235,9 +259,6 @@ class LmdbStore implements Store {
       else this.#overlay.set(index, ops[i + 1] as Key, ops[i + 2], batch.no);
     }
     this.#queueFlush();
-    if (batch.events.length === eventsMark) return batch.done.then(noEvents);
-    const events = batch.events.slice(eventsMark);
-    return batch.done.then(() => events);
   }
 
   #newBatch(): Batch {
@@ -486,6 +507,9 @@ class BatchWriter implements StepWriter {
     const record = { seq: this.#nextSeq(), type, ...fields } as EventRecord;
     this.batch.events.push(record);
     return record;
+  }
+  putEvent(event: EventRecord): void {
+    this.batch.events.push(event);
   }
 }
 

@@ -1,0 +1,117 @@
+/**
+ * What several steps share: the legality check against the one transition table, event stamping,
+ * entering `queued`, starting a run, durable timers, and the bookkeeping of a task that settles
+ * (written here once: settledAt, leaving the active index, the run record, workspace, notify).
+ *
+ * Helpers that take a task change it in place: callers pass their own fresh copy, never the view.
+ */
+import { nextTaskState, type TaskEventType, type TaskState } from '../../machines/index.js';
+import type { WireError } from '../../actors/wire.js';
+import { TroupeError } from '../errors.js';
+import type { EventType, RunRecord, TaskRecord, TaskResult, TimerRecord } from '../store/records.js';
+import type { NewEvent, StepContext, StepResult } from './types.js';
+
+/** The state `event` moves the task to, or ILLEGAL_TRANSITION (checked before any seq is taken). */
+export function nextState(task: Pick<TaskRecord, 'id' | 'state'>, event: TaskEventType): TaskState {
+  const next = nextTaskState(task.state, event);
+  if (next === undefined) throw illegal(task, event);
+  return next;
+}
+
+/** The ILLEGAL_TRANSITION error for `event` from the task's state. */
+export function illegal(task: Pick<TaskRecord, 'id' | 'state'>, event: TaskEventType): TroupeError {
+  return new TroupeError('ILLEGAL_TRANSITION', `task ${task.id} is ${task.state}; ${event} is not allowed from there`);
+}
+
+/** Stamps an event with the next seq and appends it. */
+export function emit(out: StepResult, ctx: StepContext, type: EventType, taskId: string | undefined, attemptId: string | undefined, data: Record<string, unknown>): NewEvent {
+  const event: NewEvent = { seq: ctx.seq(), at: ctx.now, type, data };
+  if (taskId !== undefined) event.taskId = taskId;
+  if (attemptId !== undefined) event.attemptId = attemptId;
+  out.events.push(event);
+  return event;
+}
+
+/** Stamps a task entering `queued`: its FIFO order (the seq of the event that queued it), when, and a fresh ladder. */
+export function markQueued(task: TaskRecord, order: number, at: number): void {
+  task.queuedOrder = order;
+  task.queuedAt = at;
+  if (task.ladder !== undefined) delete task.ladder;
+}
+
+/** Emits `task.queued` and stamps the task with its seq. */
+export function queue(out: StepResult, ctx: StepContext, task: TaskRecord, data: Record<string, unknown>): void {
+  markQueued(task, emit(out, ctx, 'task.queued', task.id, undefined, data).seq, ctx.now);
+}
+
+/** Starts a new run: the next run number, why, when, and a fresh attempt budget. */
+export function beginRun(task: TaskRecord, reason: TaskRecord['runReason'], now: number): void {
+  task.runs++;
+  task.runReason = reason;
+  task.runCreatedAt = now;
+  task.attempts = 0;
+  task.attemptSeq = 0;
+}
+
+/** The id of an attempt. */
+export function attemptIdOf(taskId: string, run: number, attempt: number): string {
+  return `${taskId}:${run}:${attempt}`;
+}
+
+/** The id of a start, retry or wake timer of a task's current run. */
+export function timerIdOf(task: Pick<TaskRecord, 'id' | 'runs'>, kind: TimerRecord['kind']): string {
+  return `${kind}:${task.id}:${task.runs}`;
+}
+
+/** A durable timer of a task's current run, due at `due`. */
+export function timerOf(task: Pick<TaskRecord, 'id' | 'runs'>, kind: TimerRecord['kind'], due: number): TimerRecord {
+  return { id: timerIdOf(task, kind), due, kind, taskId: task.id, run: task.runs };
+}
+
+/**
+ * The timer armed for a task as it stands: a sleeping task's wake, a queued task's delayed start
+ * (no attempt yet in its run) or retry backoff (after one). Every step that sets `runAt` arms it, and
+ * every step that consumes it clears `runAt`, so the record alone says which timer is armed.
+ */
+export function armedTimerOf(task: TaskRecord): TimerRecord | undefined {
+  if (task.runAt === undefined) return undefined;
+  if (task.state === 'sleeping') return timerOf(task, 'wake', task.runAt);
+  if (task.state === 'queued') return timerOf(task, task.attemptSeq === 0 ? 'start' : 'retry', task.runAt);
+  return undefined;
+}
+
+/** Stores a timer and puts it on the wheel after the commit. */
+export function arm(out: StepResult, timer: TimerRecord): void {
+  out.changes.push({ kind: 'timer', timer, armed: true });
+  out.effects.push({ kind: 'arm', timer });
+}
+
+/** Removes a stored timer and takes it off the wheel after the commit. */
+export function disarm(out: StepResult, timer: TimerRecord): void {
+  out.changes.push({ kind: 'timer', timer, armed: false });
+  out.effects.push({ kind: 'disarm', timer });
+}
+
+/** The record of a task's current run, ending now in the task's state. */
+export function runOf(task: TaskRecord, now: number, result?: TaskResult, error?: WireError): RunRecord {
+  const run: RunRecord = { taskId: task.id, run: task.runs, reason: task.runReason, createdAt: task.runCreatedAt, settledAt: now, outcome: task.state, attempts: task.attempts };
+  if (result !== undefined) run.result = result;
+  if (error !== undefined) run.error = error;
+  return run;
+}
+
+/**
+ * Terminal bookkeeping: the task (now in a terminal state) gets `settledAt` and is written, leaves
+ * the active index, its run record is written, and after the commit its workspace is removed (when
+ * its keep policy says so) and its watchers are woken.
+ */
+export function finish(out: StepResult, task: TaskRecord, now: number, run: RunRecord): void {
+  task.settledAt = now;
+  out.changes.push({ kind: 'task', task }, { kind: 'active', taskId: task.id, active: false }, { kind: 'run', run });
+  const keep = task.workspaceKeep;
+  // 'on_failure' keeps the workspace of a task that did not end done; 'always' keeps every one.
+  if (task.workspace !== undefined && (keep === 'never' || (keep === 'on_failure' && task.state === 'done'))) {
+    out.effects.push({ kind: 'clean-workspace', taskId: task.id, workspace: task.workspace, run: task.runs });
+  }
+  out.effects.push({ kind: 'notify', taskId: task.id });
+}

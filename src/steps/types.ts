@@ -1,0 +1,95 @@
+/**
+ * The shape of a durable step: `decide(view, input, ctx) → { changes, events, effects }`, the shape
+ * of XState's `transition`. A step reads the task as it is in memory (`view`) and never writes: it
+ * returns the records it changes (new objects, never the view mutated), the events that describe the
+ * change, and what must happen once the batch holding them is durable. The pipeline applies the
+ * changes to memory when the step joins the turn's batch (so a later step in the same turn sees
+ * them), commits the batch, and then runs the effects in order.
+ *
+ * Allowed task transitions come from the one table in machines/ (`nextTaskState`); a step that is
+ * asked for a transition the table does not allow throws ILLEGAL_TRANSITION and changes nothing.
+ */
+import type { AttemptExit } from '../../machines/index.js';
+import type { AbortReason } from '../../actors/wire.js';
+import type { AgentFlowState, AttemptRecord, EventType, InboxRecord, RunRecord, ScheduleRecord, TaskRecord, TimerRecord } from '../store/records.js';
+
+/** What every step gets besides its view and input. Time and randomness come in; nothing is read. */
+export interface StepContext {
+  /** Epoch ms. */
+  readonly now: number;
+  /** Allocates the next event seq. A fencing token is the seq of its `task.started` event. */
+  seq(): number;
+  /** Random source in [0, 1) for retry jitter. */
+  random(): number;
+  /** Allocates a new task id (a time-ordered ULID), as submit and a schedule's fire need. */
+  id(): string;
+}
+
+/** A record a step writes (a put) or deletes (a remove). Applied to memory at once, durable with the batch. */
+export type Change =
+  | { kind: 'task'; task: TaskRecord }
+  /** Enters or leaves the index of non-terminal tasks (what a rebuild scans). */
+  | { kind: 'active'; taskId: string; active: boolean }
+  | { kind: 'attempt'; attempt: AttemptRecord }
+  | { kind: 'run'; run: RunRecord }
+  | { kind: 'timer'; timer: TimerRecord; armed: boolean }
+  | { kind: 'idempotency'; key: string; taskId: string }
+  | { kind: 'inbox'; taskId: string; item: InboxRecord }
+  /** An input's idempotency key: `key` (`input:<taskId>:<idempotencyKey>`) maps to the inbox `seq` (stored as a string). */
+  | { kind: 'input-key'; key: string; taskId: string; seq: number }
+  | { kind: 'schedule'; schedule: ScheduleRecord }
+  /** The supervisor's durable cycle counter (`control` key `supervisor`), the clock of the starvation ladder. */
+  | { kind: 'cycle'; cycle: number }
+  /** An agent's flow-control state (key `agent:<name>` of the control database). */
+  | { kind: 'flow'; agent: string; state: AgentFlowState };
+
+/** An event a step decides, stamped with its seq by the step (from `ctx.seq()`). */
+export interface NewEvent {
+  seq: number;
+  at: number;
+  type: EventType;
+  taskId?: string;
+  attemptId?: string;
+  data?: Record<string, unknown>;
+}
+
+/**
+ * What runs once the batch is durable, in order. Nothing outside the store learns of a change
+ * before its commit: threads get starts, waiters and listeners get news, only after it.
+ */
+export type Effect =
+  /** Hand a durable start to its thread. */
+  | { kind: 'dispatch'; taskId: string; attemptId: string }
+  /** The task reached a state `wait()` resolves on (terminal or needs_attention), or entered or left `waiting`: wake whoever watches it. */
+  | { kind: 'notify'; taskId: string }
+  /** Put a durable timer on the wheel (or take it off). */
+  | { kind: 'arm'; timer: TimerRecord }
+  | { kind: 'disarm'; timer: TimerRecord }
+  /** Ask the live attempt to stop (cancel, timeout, kill); it settles when it ends. */
+  | { kind: 'stop'; attemptId: string; reason: AbortReason; detail?: string }
+  /**
+   * Remove the workspace Troupe made for a settled task. The step has applied the keep policy (only
+   * emitted when it says remove); `workspace` and `run` are as of the settle, since the task in memory
+   * may have moved on (a retry) by the time the effect runs.
+   */
+  | { kind: 'clean-workspace'; taskId: string; workspace: string; run: number }
+  /** Put a schedule's next tick on the scheduler's wheel at `due`, or take it off (`null`: paused). */
+  | { kind: 'arm-schedule'; scheduleId: string; due: number | null };
+
+/** What a step decides. */
+export interface StepResult {
+  changes: Change[];
+  events: NewEvent[];
+  effects: Effect[];
+}
+
+/** How an attempt ended, as the host observed it (see src/tasks/outcome.ts `AttemptOutcome`). */
+export type { AttemptOutcome, Settlement } from '../tasks/outcome.js';
+
+/** An attempt exit, re-exported for steps. */
+export type { AttemptExit };
+
+/** An empty result, for steps that decide nothing changes. */
+export function nothing(): StepResult {
+  return { changes: [], events: [], effects: [] };
+}
