@@ -35,6 +35,11 @@ import { Scheduler, guardedSchedules, type SchedulesApi } from './scheduler/sche
 import { flowKeyOf } from './tasks/kernel.js';
 import type { AgentFlowState } from './store/records.js';
 import { KeepAlive } from './keep-alive.js';
+import { Pipeline } from './pipeline/pipeline.js';
+import { TaskMemory } from './pipeline/memory.js';
+import { EffectExecutor } from './pipeline/executor.js';
+import { isTerminal } from '../machines/index.js';
+import { cleanWorkspaceAt } from './tasks/kernel.js';
 import type { ClockTimer } from './clock.js';
 import { holdOf, type HoldSources } from './tasks/holds.js';
 import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from './lifecycle.js';
@@ -115,7 +120,32 @@ export class Runtime implements AsyncDisposable {
       onRelease: () => this.#dispatcher.pump(),
       onPauseEnded: (agent, state, at) => this.#controls.pauseEnded(agent, state, at),
     });
+    const pipeline = new Pipeline({
+      store,
+      clock: options.clock,
+      random: options.random,
+      nextId: createIdGenerator(() => options.clock.now()),
+      memory: new TaskMemory(this.#table, this.#governor, () => {
+        this.#dispatcher.pump();
+        this.#supervisor.poke();
+      }),
+      executor: new EffectExecutor(
+        {
+          dispatch: (attemptId) => this.#dispatcher.started(attemptId),
+          startFailed: (attemptId, error) => this.#dispatcher.startFailed(attemptId, error),
+          notify: (taskId) => this.#notify(taskId),
+          arm: (timer) => this.#timers.add(timer),
+          disarm: (timer) => void this.#timers.remove(timer.id),
+          stop: (attemptId, reason, detail) => this.#dispatcher.stopById(attemptId, reason, detail),
+          cleanWorkspace: (taskId, workspace, run) => cleanWorkspaceAt(log, taskId, workspace, run),
+          armSchedule: () => undefined,
+        },
+        log.child({ component: 'executor' }),
+      ),
+      log,
+    });
     const kernel: Kernel = {
+      pipeline,
       options,
       store,
       clock: options.clock,
@@ -135,7 +165,7 @@ export class Runtime implements AsyncDisposable {
       supervise: () => this.#supervisor.poke(),
     };
     this.#dispatcher = new Dispatcher(kernel);
-    this.#submitter = new Submitter(kernel, createIdGenerator(() => options.clock.now()));
+    this.#submitter = new Submitter(kernel);
     this.#engine = new TaskEngine(kernel, this.#dispatcher, () => keepAlive.hold());
     this.#cycle = new SupervisorCycle(kernel);
     this.#supervisor = createSupervisor({
@@ -198,6 +228,14 @@ export class Runtime implements AsyncDisposable {
       },
       list: () => this.#registry.list(),
     };
+  }
+
+  /** A task reached a state its watchers wait for: wake them; a settled one leaves the table. */
+  #notify(taskId: string): void {
+    const task = this.#table.get(taskId);
+    if (!task) return;
+    if (isTerminal(task.state)) this.#table.retire(task);
+    this.#table.notify(task);
   }
 
   #register(agent: RegisteredAgent): RegisteredAgent {

@@ -80,3 +80,22 @@ export function runtimes(): (options?: RuntimeOptions) => Promise<Runtime> {
     return started.rt;
   };
 }
+
+/**
+ * Resolves once the task has started (a submit that finds a free slot commits queued and started
+ * together, so the `task.started` event may already be out when `submit()` resolves).
+ */
+export async function started(rt: Runtime, taskId: string): Promise<void> {
+  let off: (() => void) | undefined;
+  const seen = new Promise<void>((resolve) => {
+    off = rt.on('task.started', (e: { taskId?: string }) => {
+      if (e.taskId === taskId) resolve();
+    });
+  });
+  try {
+    if ((await rt.get(taskId)).state !== 'queued') return;
+    await seen;
+  } finally {
+    off?.();
+  }
+}

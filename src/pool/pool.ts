@@ -168,6 +168,8 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
       onThreadExit = handler;
     },
     async abort(attemptId, token, reason, answerWithinMs) {
+      // Starts still in an outbox go first: an abort must never overtake its attempt's start.
+      flush();
       recentAborts.push({ attemptId, token, reason, at: Date.now() });
       if (recentAborts.length > RECENT_ABORTS_LIMIT) recentAborts.splice(0, recentAborts.length - RECENT_ABORTS_LIMIT);
       const unresponsive: number[] = [];

@@ -14,9 +14,11 @@ import type { InstanceDescriptor } from '../router/router.js';
 import type { AttemptRecord, TaskRecord } from '../store/records.js';
 import { makePrivateDir } from '../store/private-files.js';
 import type { AttemptBucket, AttemptEvent, AttemptExit } from '../../machines/index.js';
-import { flowKeyOf, transition, type Kernel } from './kernel.js';
+import type { Kernel } from './kernel.js';
 import { decideSettlement, type AttemptOutcome } from './outcome.js';
-import { writeSettlement } from './settle.js';
+import { decideStart } from '../steps/start.js';
+import { decideSettle } from '../steps/settle.js';
+import type { Change } from '../steps/types.js';
 import { recordStale, writeLogLines, writeProgress } from './attempt-writes.js';
 
 /** Weight of the newest sample in the moving averages that size the start-ahead window. */
@@ -132,7 +134,7 @@ export class Dispatcher {
   }
 
   #begin(entry: GovernorEntry): void {
-    const { table, agents, clock, store, router, governor } = this.#k;
+    const { table, agents, clock, store, pipeline, governor, options } = this.#k;
     const task = table.get(entry.taskId);
     const agent = task && agents.get(task.agent);
     if (!task || !agent || task.state !== 'queued') {
@@ -140,34 +142,16 @@ export class Dispatcher {
       return;
     }
     const now = clock.now();
-    const from = task.state;
-    const queuedMs = now - (task.queuedAt ?? task.createdAt);
-    transition(task, 'START', now);
-    table.moved(task, from);
-    task.attemptSeq++;
-    task.attempts++;
-    task.startedAt ??= now;
-    task.runAt = undefined;
     const flowState = this.#k.flow.started(task.agent, now);
-    const attemptId = `${task.id}:${task.runs}:${task.attemptSeq}`;
-    const runId = `${task.id}:${task.runs}`;
-    const record: AttemptRecord = {
-      taskId: task.id,
-      run: task.runs,
-      attempt: task.attemptSeq,
-      attemptId,
-      token: 0,
-      owner: `${store.runtimeId}:${attemptId}`,
-      startedAt: now,
-      leaseExpiresAt: now + this.#k.options.leaseMs,
-    };
+    const result = pipeline.decide(decideStart, { task, runtimeId: store.runtimeId, leaseMs: options.leaseMs }, flowState === undefined ? {} : { flow: flowState });
+    const record = (result.changes[1] as Extract<Change, { kind: 'attempt' }>).attempt;
     const attempt: LiveAttempt = {
-      attemptId,
+      attemptId: record.attemptId,
       taskId: task.id,
-      run: task.runs,
-      runId,
-      attempt: task.attemptSeq,
-      token: 0,
+      run: record.run,
+      runId: `${task.id}:${record.run}`,
+      attempt: record.attempt,
+      token: record.token,
       entry,
       descriptor: { agent: task.agent, lane: task.lane, workspace: task.workspace },
       record,
@@ -175,31 +159,17 @@ export class Dispatcher {
       bucket: undefined,
       mark: performance.now(),
       lines: 0,
-      leaseExpiresAt: now + this.#k.options.leaseMs,
+      leaseExpiresAt: record.leaseExpiresAt,
     };
-    this.#live.set(attemptId, attempt);
+    this.#live.set(attempt.attemptId, attempt);
     this.#tell(attempt, 'pending', now);
-    store
-      .commit((w) => {
-        const event = w.event('task.started', { at: now, taskId: task.id, attemptId, data: { run: task.runs, attempt: task.attemptSeq, queuedMs } });
-        // The event seq is the fencing token: it only ever increases, across restarts too.
-        attempt.token = record.token = task.token = event.seq;
-        w.putTask(task);
-        w.putAttempt(record);
-        // The spent token and the day's count commit with the start they paid for.
-        if (flowState) w.putControl(flowKeyOf(task.agent), flowState);
-      })
-      .then(
-        () => this.#started(attempt),
-        (error: unknown) => {
-          this.#k.log.error({ err: error, attemptId }, 'recording an attempt start failed');
-          this.#settle(attempt, { kind: 'crash', code: 'STORE_FAILED', message: (error as Error).message });
-        },
-      );
+    pipeline.apply(result);
   }
 
-  #started(attempt: LiveAttempt): void {
-    if (attempt.phase !== 'starting') return;
+  /** An attempt's start is durable (the dispatch effect): it may run. */
+  started(attemptId: string): void {
+    const attempt = this.#live.get(attemptId);
+    if (!attempt || attempt.phase !== 'starting') return;
     const t = performance.now();
     this.#startMs += EWMA * (t - attempt.mark - this.#startMs);
     attempt.mark = t;
@@ -211,6 +181,14 @@ export class Dispatcher {
     attempt.phase = 'ready';
     this.#ready.push(attempt);
     this.#drainReady();
+  }
+
+  /** An attempt's start did not commit: it never ran. */
+  startFailed(attemptId: string, error: unknown): void {
+    const attempt = this.#live.get(attemptId);
+    if (!attempt || attempt.phase !== 'starting') return;
+    this.#k.log.error({ err: error, attemptId }, 'recording an attempt start failed');
+    this.#settle(attempt, { kind: 'crash', code: 'STORE_FAILED', message: (error as Error).message });
   }
 
   #drainReady(): void {
@@ -302,6 +280,12 @@ export class Dispatcher {
    * Asks an attempt to stop. Cancellation is cooperative (`ctx.signal` aborts through the thread's
    * channel); if the attempt has not ended after `cancelGraceMs`, its thread is terminated.
    */
+  /** Asks the live attempt with this id to stop (the stop effect of a cancel). */
+  stopById(attemptId: string, reason: AbortReason, detail?: string): void {
+    const attempt = this.#live.get(attemptId);
+    if (attempt) this.stop(attempt, reason, detail);
+  }
+
   stop(attempt: LiveAttempt, reason: AbortReason, detail?: string): void {
     if (attempt.stop || attempt.phase === 'ended') return;
     attempt.stop = detail === undefined ? { reason } : { reason, detail };
@@ -356,15 +340,13 @@ export class Dispatcher {
       this.#tell(attempt, 'released', clock.now());
       recordStale(this.#k, attempt.taskId, attempt.attemptId, 'result');
     } else {
-      const decision = decideSettlement(task, task.attempts, outcome, attempt.stop, options.random);
+      const settlement = decideSettlement(task, task.attempts, outcome, attempt.stop, options.random);
       const now = clock.now();
-      this.#tell(attempt, 'ended', now, decision.exit);
-      const deliberate = decision.event === 'FAIL';
-      const flow = this.#k.flow.ended(task.agent, decision.exit, now - attempt.record.startedAt, now, deliberate);
-      writeSettlement(this.#k, task, attempt.record, decision, now, flow && ((w) => {
-        w.putControl(flowKeyOf(task.agent), flow.state);
-        if (flow.pausedUntil !== undefined) w.event('agent.paused', { at: now, taskId: task.id, attemptId: attempt.attemptId, data: { agent: task.agent, until: flow.pausedUntil, reason: 'fast_failures' } });
-      }));
+      this.#tell(attempt, 'ended', now, settlement.exit);
+      const flow = this.#k.flow.ended(task.agent, settlement.exit, now - attempt.record.startedAt, now, settlement.event === 'FAIL');
+      this.#k.pipeline.run(decideSettle, { task, attempt: attempt.record }, flow === undefined ? { settlement } : { settlement, flow }).catch((error: unknown) => {
+        this.#k.log.error({ err: error, taskId: task.id }, 'committing a settlement failed');
+      });
     }
     if (this.#live.size === 0) for (const resolve of this.#idle) resolve();
     this.#drainReady();

@@ -11,6 +11,7 @@ import type { EventRecord, TaskRecord, TimerRecord } from '../store/records.js';
 import type { Governor, GovernorEntry } from '../governor/governor.js';
 import type { Router } from '../router/router.js';
 import type { AgentPool } from '../pool/pool.js';
+import type { Pipeline } from '../pipeline/pipeline.js';
 import type { AgentRegistry } from '../agents/registry.js';
 import type { TimerWheel } from '../timers/timer-wheel.js';
 import type { ResolvedOptions } from '../options.js';
@@ -36,6 +37,8 @@ export interface Kernel {
   readonly flow: FlowControl;
   /** Live log lines for `rt.logs(id, { follow: true })`. */
   readonly logs: LogFeed;
+  /** Where steps are decided, applied and committed. */
+  readonly pipeline: Pipeline;
   /** Asks the dispatcher to fill free slots (coalesced). */
   pump(): void;
   /** Tells the supervisor an attempt is executing, so it keeps sweeping leases. */
@@ -95,16 +98,21 @@ export function cleanWorkspace(k: Kernel, task: TaskRecord): void {
   const keep = task.workspaceKeep;
   if (keep === undefined || keep === 'always' || task.workspace === undefined) return;
   if (keep === 'on_failure' && task.state !== 'done') return;
+  cleanWorkspaceAt(k.log, task.id, task.workspace, task.runs);
+}
+
+/** Removes a task's workspace directory (the keep policy already said so). */
+export function cleanWorkspaceAt(log: Logger, taskId: string, workspace: string, run: number): void {
   // Move it aside first, synchronously: a retry that recreates the path at once must not have its
   // fresh directory deleted by this removal still running.
-  const doomed = `${task.workspace}.removing-${task.runs}-${Date.now()}`;
+  const doomed = `${workspace}.removing-${run}-${Date.now()}`;
   try {
-    renameSync(task.workspace, doomed);
+    renameSync(workspace, doomed);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') k.log.warn({ err: error, taskId: task.id, workspace: task.workspace }, 'removing a task workspace failed');
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({ err: error, taskId, workspace }, 'removing a task workspace failed');
     return;
   }
-  void rm(doomed, { recursive: true, force: true }).catch((error: unknown) => k.log.warn({ err: error, taskId: task.id, workspace: doomed }, 'removing a task workspace failed'));
+  void rm(doomed, { recursive: true, force: true }).catch((error: unknown) => log.warn({ err: error, taskId, workspace: doomed }, 'removing a task workspace failed'));
 }
 
 /** The control key of an agent's flow state. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, type Runtime, type RuntimeEvent } from 'troupe';
-import { fixtureAgent, runtimes } from '../helpers.js';
+import { fixtureAgent, runtimes, started } from '../helpers.js';
 
 const runtime = runtimes();
 
@@ -32,7 +32,7 @@ describe('cancel', () => {
   it('aborts ctx.signal of a running task, which is cancelled when the attempt ends', async () => {
     const rt = await runtime({ agents: [{ name: 'polite', module: fixtureAgent('polite') }] });
     const task = await rt.submit({ agent: 'polite', input: {} });
-    await nextEvent(rt, 'task.started', task.id);
+    await started(rt, task.id);
     const cancelled = await rt.cancel(task.id, 'user stop');
     expect(cancelled).toMatchObject({ state: 'cancelled', reason: 'user stop', attempts: 1 });
     expect(cancelled.error).toMatchObject({ code: 'CANCELLED' });
@@ -42,7 +42,7 @@ describe('cancel', () => {
     const rt = await runtime({ threads: 1, slotsPerThread: 1, cancelGraceMs: 200, agents: [{ name: 'hang', module: fixtureAgent('hang') }, builtinAgent('echo')] });
     for (const mode of ['async', 'block'] as const) {
       const task = await rt.submit({ agent: 'hang', input: { mode } });
-      await nextEvent(rt, 'task.started', task.id);
+      await started(rt, task.id);
       expect(await rt.cancel(task.id)).toMatchObject({ state: 'cancelled', attempts: 1 });
       // The slot came back: the single thread runs new work.
       expect((await rt.wait((await rt.submit({ agent: 'echo', input: mode })).id)).output).toBe(mode);

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type Runtime, type RuntimeEvent, type RuntimeOptions } from 'troupe';
-import { scratchDirs } from '../helpers.js';
+import { scratchDirs, started } from '../helpers.js';
 
 const dir = scratchDirs();
 
@@ -28,7 +28,7 @@ describe('freeze, unfreeze, kill and poke', () => {
     const agents = [builtinAgent('sleep'), builtinAgent('echo')];
     let rt = await open({ dataDir: path, agents });
     const running = await rt.submit({ agent: 'sleep', input: { ms: 300 } });
-    await nextEvent(rt, 'task.started', (e) => e.taskId === running.id);
+    await started(rt, running.id);
     const frozen = nextEvent(rt, 'runtime.frozen');
     await rt.freeze('maintenance');
     expect((await frozen).data).toEqual({ reason: 'maintenance', killed: false });
@@ -55,7 +55,7 @@ describe('freeze, unfreeze, kill and poke', () => {
     const agents = [builtinAgent('sleep', { retry: { maxAttempts: 1 } })];
     let rt = await open({ dataDir: path, agents });
     const tasks = await rt.submitMany(Array.from({ length: 3 }, () => ({ agent: 'sleep', input: { ms: 60_000, steps: 1 } })));
-    await Promise.all(tasks.map((t) => nextEvent(rt, 'task.started', (e) => e.taskId === t.id)));
+    await Promise.all(tasks.map((t) => started(rt, t.id)));
     await rt.kill('runaway spend');
     for (const t of tasks) expect(await rt.get(t.id)).toMatchObject({ state: 'queued', attempts: 0 });
     expect(rt.stats()).toMatchObject({ frozen: true, freeze: { reason: 'runaway spend', killed: true }, attempts: { executing: 0 } });

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { open } from 'lmdb';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type RuntimeEvent } from 'troupe';
-import { fixtureAgent, scratchDirs } from '../helpers.js';
+import { fixtureAgent, scratchDirs, started } from '../helpers.js';
 
 const dataDir = scratchDirs();
 
@@ -93,7 +93,7 @@ describe('close and reopen', () => {
     const path = dataDir();
     const first = await createRuntime({ ...base, dataDir: path, agents: [{ name: 'hang', module: fixtureAgent('hang'), retry: { maxAttempts: 1 } }] });
     const task = await first.submit({ agent: 'hang', input: { mode: 'async' } });
-    await new Promise<RuntimeEvent>((resolve) => first.on('task.started', resolve));
+    await started(first, task.id);
     await first.close({ timeoutMs: 100 });
     const second = await createRuntime({ ...base, dataDir: path });
     const stored = await second.get(task.id);

@@ -6,7 +6,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { builtinAgent, type Runtime, type RuntimeEvent, type Task } from 'troupe';
-import { fixtureAgent, runtimes } from '../helpers.js';
+import { fixtureAgent, runtimes, started } from '../helpers.js';
 
 const runtime = runtimes();
 const LONG = 2 ** 31;
@@ -102,7 +102,7 @@ describe('long timers', () => {
   it('lets an agent sleep 2^31 ms in its worker thread until cancelled', async () => {
     const rt = await runtime({ agents });
     const task = await rt.submit({ agent: 'sleep', input: { ms: LONG, steps: 1 } });
-    await nextEvent(rt, 'task.started', task.id);
+    await started(rt, task.id);
     await pause(300);
     expect(await rt.get(task.id)).toMatchObject({ state: 'running' });
     await rt.cancel(task.id);

@@ -57,6 +57,7 @@ function fakeStore(bootId = BOOT) {
         putLog: unexpected('putLog'),
         putSchedule: unexpected('putSchedule'),
         putInbox: unexpected('putInbox'),
+        putEvent: unexpected('putEvent'),
         removeSchedule: unexpected('removeSchedule'),
         putControl: unexpected('putControl'),
         putInstance: (key, envelope) => void commit.instances.push([key, structuredClone(envelope)]),

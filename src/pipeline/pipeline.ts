@@ -1,0 +1,148 @@
+/**
+ * The pipeline: every durable step goes through here. `run(decide, view, input)` decides the step
+ * with a fresh context (time, seqs, ids and randomness come in), applies its changes to memory at
+ * once, so a later step in the same turn sees them, and stages its records and events into the
+ * store's current batch. Every step staged in one turn (or while the previous batch is flushed)
+ * shares that batch's one transaction. Once it is durable, one executor runs the batch's effects,
+ * in the order the steps decided them: resolve, dispatch, notify, arm. Nothing outside the store
+ * learns of a change before its commit.
+ */
+import type { Clock } from '../clock.js';
+import type { Logger } from '../log.js';
+import type { StepWriter, Store } from '../store/port.js';
+import type { TaskRecord } from '../store/records.js';
+import type { Change, Effect, StepContext, StepResult } from '../steps/types.js';
+
+/** A step's decision function. */
+export type Decide<V, I> = (view: V, input: I, ctx: StepContext) => StepResult;
+
+/** What the pipeline changes in memory when a step joins a batch. */
+export interface Memory {
+  /** A task's new record: replace it in the table (and its counts), derive its governor membership. */
+  putTask(task: TaskRecord): void;
+}
+
+/** Runs effects once their batch is durable; or learns that it failed. */
+export interface Executor {
+  run(effects: readonly Effect[]): void;
+  failed(effects: readonly Effect[], error: unknown): void;
+}
+
+/** What the pipeline is built from. */
+export interface PipelineDeps {
+  store: Store;
+  clock: Clock;
+  random: () => number;
+  nextId: () => string;
+  memory: Memory;
+  executor: Executor;
+  log: Logger;
+}
+
+/** See the module comment. */
+export class Pipeline {
+  readonly #store: Store;
+  readonly #clock: Clock;
+  readonly #memory: Memory;
+  readonly #executor: Executor;
+  readonly #ctx: { now: number; seq: () => number; random: () => number; id: () => string };
+  /** The store batch the effects below belong to (its promise), and its effects in decision order. */
+  #batch: Promise<void> | undefined;
+  #effects: Effect[] = [];
+  #changes: Change[] = [];
+  #events: StepResult['events'] = [];
+  readonly #stage = (w: StepWriter) => {
+    for (const change of this.#changes) write(w, change);
+    for (const event of this.#events) w.putEvent(event);
+  };
+
+  constructor(deps: PipelineDeps) {
+    this.#store = deps.store;
+    this.#clock = deps.clock;
+    this.#memory = deps.memory;
+    this.#executor = deps.executor;
+    const store = deps.store;
+    this.#ctx = { now: 0, seq: () => store.allocateSeq(), random: deps.random, id: deps.nextId };
+  }
+
+  /**
+   * Decides a step and joins it to the current batch. Returns the batch's promise: it resolves once
+   * the step is durable (after its batch's effects ran) and rejects with STORE_FAILED if the commit
+   * failed. A step that throws changes nothing and takes no seq.
+   */
+  run<V, I>(decide: Decide<V, I>, view: V, input: I): Promise<void> {
+    return this.apply(this.decide(decide, view, input));
+  }
+
+  /** Decides a step without joining it yet (the caller reads the result, then applies it). */
+  decide<V, I>(decide: Decide<V, I>, view: V, input: I): StepResult {
+    const mark = this.#store.nextSeq;
+    this.#ctx.now = this.#clock.now();
+    try {
+      return decide(view, input, this.#ctx);
+    } catch (error) {
+      this.#store.rewindSeq(mark);
+      throw error;
+    }
+  }
+
+  /** The time steps decide at now (for callers that need it to build their input). */
+  get now(): number {
+    return this.#clock.now();
+  }
+
+  /** Joins an already decided result to the current batch (see {@link Pipeline.run}). */
+  apply(result: StepResult): Promise<void> {
+    const { changes, events, effects } = result;
+    for (const change of changes) if (change.kind === 'task') this.#memory.putTask(change.task);
+    this.#changes = changes;
+    this.#events = events;
+    let done: Promise<void>;
+    try {
+      done = this.#store.stage(this.#stage);
+    } finally {
+      this.#changes = [];
+      this.#events = [];
+    }
+    // The first step of a batch attaches its executor, so the batch's effects run before any
+    // caller that awaits one of its steps.
+    if (done !== this.#batch) {
+      this.#batch = done;
+      const list: Effect[] = (this.#effects = []);
+      done.then(
+        () => list.length > 0 && this.#executor.run(list),
+        (error: unknown) => this.#executor.failed(list, error),
+      );
+    }
+    for (const effect of effects) this.#effects.push(effect);
+    return done;
+  }
+}
+
+/** Writes one change into the store's batch. */
+function write(w: StepWriter, change: Change): void {
+  switch (change.kind) {
+    case 'task':
+      return w.putTask(change.task);
+    case 'active':
+      return change.active ? w.putActive(change.taskId) : w.removeActive(change.taskId);
+    case 'attempt':
+      return w.putAttempt(change.attempt);
+    case 'run':
+      return w.putRun(change.run);
+    case 'timer':
+      return change.armed ? w.putTimer(change.timer) : w.removeTimer(change.timer);
+    case 'idempotency':
+      return w.putIdempotency(change.key, change.taskId);
+    case 'inbox':
+      return w.putInbox(change.taskId, change.item);
+    case 'input-key':
+      return w.putIdempotency(change.key, String(change.seq));
+    case 'schedule':
+      return w.putSchedule(change.schedule);
+    case 'cycle':
+      return w.putControl('supervisor', { cycle: change.cycle });
+    case 'flow':
+      return w.putControl(`agent:${change.agent}`, change.state);
+  }
+}
