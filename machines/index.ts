@@ -37,6 +37,8 @@ export type {
   AttemptExit,
   AttemptBucket,
   AttemptEvent,
+  AttemptChange,
+  AttemptsEvent,
   InstanceInput,
   InstanceContext,
   InstanceEvent,

@@ -83,9 +83,23 @@ export interface AttemptEvent {
   at: number;
 }
 
+/** One attempt change of a batch: an {@link AttemptEvent} without its type and time. */
+export type AttemptChange = Omit<AttemptEvent, 'type' | 'at'>;
+
+/**
+ * The attempt changes of one turn, in order: the router sends each instance one of these per turn
+ * instead of one event per change.
+ */
+export interface AttemptsEvent {
+  type: 'attempts';
+  changes: AttemptChange[];
+  at: number;
+}
+
 /** Everything the instance actor accepts. */
 export type InstanceEvent =
   | AttemptEvent
+  | AttemptsEvent
   /** Sets the dispatch target; the host has already validated it. */
   | { type: 'target'; target: number | null; at: number }
   /** Operator reset: degraded → active and the streak back to 0. */
@@ -140,6 +154,22 @@ function attemptApplies(context: InstanceContext, event: AttemptEvent): boolean 
   return ALLOWED_FROM[event.change].includes(from) && (from === undefined || context[from] > 0);
 }
 
+/** The context after a batch of changes (folded through {@link applyAttempt}), and whether the streak crossed the threshold on the way. */
+function applyAttempts(context: InstanceContext, event: AttemptsEvent): { patch: Partial<InstanceContext>; crossed: boolean } {
+  let current = context;
+  let crossed = false;
+  const patch: Partial<InstanceContext> = {};
+  for (const change of event.changes) {
+    const single: AttemptEvent = { type: 'attempt', ...change, at: event.at };
+    if (!crossed && crossesThreshold(current, single)) crossed = true;
+    const step = applyAttempt(current, single);
+    if (!step) continue;
+    Object.assign(patch, step);
+    current = { ...current, ...step };
+  }
+  return { patch, crossed };
+}
+
 function crossesThreshold(context: InstanceContext, event: AttemptEvent): boolean {
   // Cheap checks first: this guard runs for every attempt event of an active instance.
   if (event.change !== 'ended' || context.failedAttemptThreshold <= 0) return false;
@@ -170,11 +200,19 @@ export const instanceMachine = setup({
       assertEvent(event, 'attempt');
       return crossesThreshold(context, event);
     },
+    attemptsDegrade: ({ context, event }) => {
+      assertEvent(event, 'attempts');
+      return context.failedAttemptThreshold > 0 && applyAttempts(context, event).crossed;
+    },
   },
   actions: {
     applyAttempt: assign(({ context, event }) => {
       assertEvent(event, 'attempt');
       return applyAttempt(context, event) ?? {};
+    }),
+    applyAttempts: assign(({ context, event }) => {
+      assertEvent(event, 'attempts');
+      return applyAttempts(context, event).patch;
     }),
     markDegraded: assign(({ event }) => ({ degradedAt: event.at })),
     emitDegraded: emit(({ context, event }) => ({
@@ -212,6 +250,7 @@ export const instanceMachine = setup({
   // either way. A state's own handler wins when its guard passes, otherwise these apply.
   on: {
     attempt: { guard: 'attemptApplies', actions: 'applyAttempt' },
+    attempts: { actions: 'applyAttempts' },
     target: { actions: 'setTarget' },
     recover: { actions: 'forgetAttempts' },
   },
@@ -223,6 +262,11 @@ export const instanceMachine = setup({
           target: 'degraded',
           // Order matters: the emitted report must carry the streak after this attempt.
           actions: ['applyAttempt', 'markDegraded', 'emitDegraded'],
+        },
+        attempts: {
+          guard: 'attemptsDegrade',
+          target: 'degraded',
+          actions: ['applyAttempts', 'markDegraded', 'emitDegraded'],
         },
         // Lets an operator clear a streak that has not yet degraded the instance.
         reset: { actions: 'resetStreak' },

@@ -74,10 +74,13 @@ export class Pipeline {
     return this.apply(this.decide(decide, view, input));
   }
 
-  /** Decides a step without joining it yet (the caller reads the result, then applies it). */
-  decide<V, I>(decide: Decide<V, I>, view: V, input: I): StepResult {
+  /**
+   * Decides a step without joining it yet (the caller reads the result, then applies it). `now`
+   * defaults to the clock's; a caller that already read the time for the same decision passes it.
+   */
+  decide<V, I>(decide: Decide<V, I>, view: V, input: I, now = this.#clock.now()): StepResult {
     const mark = this.#store.nextSeq;
-    this.#ctx.now = this.#clock.now();
+    this.#ctx.now = now;
     try {
       return decide(view, input, this.#ctx);
     } catch (error) {

@@ -16,6 +16,7 @@ import {
   instanceStatus,
   type InstanceContext,
   type InstanceEmitted,
+  type AttemptChange,
   type InstanceEvent,
   type InstanceSnapshotLike,
   type InstanceStatus,
@@ -56,12 +57,24 @@ type InstanceActor = Actor<typeof instanceMachine>;
 interface LiveEntry {
   actor: InstanceActor;
   persisted: string;
+  /** Attempt changes of this turn, not yet sent to the actor (one event per instance per turn). */
+  changes: AttemptChange[];
+  /** How those changes move the counts, so the governor's gate sees them at once. */
+  pending: number;
+  running: number;
+  stopping: number;
+  at: number;
 }
 
 /** See the module comment. */
 export interface Router {
-  /** Routes an event, creating or rehydrating the actor. */
+  /** Routes an event, creating or rehydrating the actor (after this turn's attempt changes). */
   send(key: string, event: InstanceEvent, descriptor: InstanceDescriptor): void;
+  /**
+   * Notes an attempt change: the counts move at once, and the instance gets the turn's changes
+   * as one event at the end of the turn.
+   */
+  note(key: string, change: AttemptChange, at: number, descriptor: InstanceDescriptor): void;
   /** Governor gate: may this instance take another attempt? Does not create actors. */
   admits(key: string): boolean;
   /** When the instance degraded, or undefined if it is not degraded. Does not create actors. */
@@ -110,7 +123,7 @@ export function createRouter(options: RouterOptions): Router {
     // Only actors without attempts are passivated, and none survive a restart, so any attempt
     // count in a stored snapshot is stale (it may have been written while the instance was busy).
     if (envelope) actor.send({ type: 'recover', at: clock.now() });
-    const entry: LiveEntry = { actor, persisted };
+    const entry: LiveEntry = { actor, persisted, changes: [], pending: 0, running: 0, stopping: 0, at: 0 };
     live.set(key, entry);
     if (!envelope) {
       // First sight: persist it so setTarget, instances() and a rebuild can find it.
@@ -129,6 +142,39 @@ export function createRouter(options: RouterOptions): Router {
       return entry;
     }
     return start(key, descriptor);
+  }
+
+  /** Entries with attempt changes not yet sent. */
+  const noted = new Map<string, LiveEntry>();
+  let drainQueued = false;
+
+  /** Sends each instance its turn's attempt changes as one event. */
+  function drain(): void {
+    drainQueued = false;
+    for (const [key, entry] of noted) deliver(key, entry);
+    noted.clear();
+    if (live.size > options.maxLiveInstances) passivate('');
+  }
+
+  function deliver(key: string, entry: LiveEntry): void {
+    if (entry.changes.length === 0) return;
+    const changes = entry.changes;
+    entry.changes = [];
+    entry.pending = entry.running = entry.stopping = 0;
+    entry.actor.send({ type: 'attempts', changes, at: entry.at });
+    // Only an ended attempt can move durable state (the failure streak, degradation).
+    for (const change of changes) {
+      if (change.change === 'ended') {
+        noteChange(key, entry);
+        break;
+      }
+    }
+  }
+
+  /** Live counts: the actor's plus this turn's changes not yet sent. */
+  function countsOf(entry: LiveEntry): { pending: number; running: number; stopping: number } {
+    const c = entry.actor.getSnapshot().context;
+    return { pending: c.pending + entry.pending, running: c.running + entry.running, stopping: c.stopping + entry.stopping };
   }
 
   function noteChange(key: string, entry: LiveEntry): void {
@@ -203,6 +249,7 @@ export function createRouter(options: RouterOptions): Router {
       for (const [key, entry] of live) {
         if (excess === 0) break;
         if (key === keep) continue;
+        if (entry.changes.length > 0) continue;
         const { pending, running, stopping } = entry.actor.getSnapshot().context;
         if (pending + running + stopping > 0) continue;
         if (pass && options.hasQueuedWork(key)) continue;
@@ -223,21 +270,20 @@ export function createRouter(options: RouterOptions): Router {
     for (const [, entry] of evicted) entry.actor.stop();
   }
 
-  function view(key: string, snapshot: InstanceSnapshotLike, isLive: boolean): InstanceView {
+  function view(key: string, snapshot: InstanceSnapshotLike, entry: LiveEntry | undefined): InstanceView {
     const c = snapshot.context;
+    const counts = entry ? countsOf(entry) : { pending: 0, running: 0, stopping: 0 };
     return {
       key,
       agent: c.agent,
       lane: c.lane,
       workspace: c.workspace,
-      status: instanceStatus(snapshot),
-      pending: isLive ? c.pending : 0,
-      running: isLive ? c.running : 0,
-      stopping: isLive ? c.stopping : 0,
+      status: entry ? statusOf(snapshot, counts) : instanceStatus(snapshot),
+      ...counts,
       target: c.target,
       consecutiveFailures: c.consecutiveFailures,
       recentFailures: [...c.recentFailures],
-      live: isLive,
+      live: entry !== undefined,
     };
   }
 
@@ -251,14 +297,35 @@ export function createRouter(options: RouterOptions): Router {
   return {
     send(key, event, descriptor) {
       const entry = touch(key, descriptor)!;
+      deliver(key, entry);
+      noted.delete(key);
       entry.actor.send(event);
       // Only an ended attempt can move durable state (the failure streak, degradation).
       if (event.type !== 'attempt' || event.change === 'ended') noteChange(key, entry);
       if (live.size > options.maxLiveInstances) passivate(key);
     },
+    note(key, change, at, descriptor) {
+      const entry = touch(key, descriptor)!;
+      entry.changes.push(change);
+      entry.at = at;
+      if (change.from !== undefined) entry[change.from]--;
+      if (change.change === 'pending' || change.change === 'running' || change.change === 'stopping') entry[change.change]++;
+      noted.set(key, entry);
+      if (!drainQueued) {
+        drainQueued = true;
+        queueMicrotask(drain);
+      }
+    },
     admits(key) {
       const entry = live.get(key);
-      if (entry) return instanceAdmits(entry.actor.getSnapshot());
+      if (entry) {
+        const snapshot = entry.actor.getSnapshot();
+        if (snapshot.value === 'degraded') return false;
+        const { target } = snapshot.context;
+        if (target === null) return true;
+        const c = snapshot.context;
+        return c.pending + entry.pending + c.running + entry.running + c.stopping + entry.stopping < target;
+      }
       const envelope = envelopeOf(key);
       if (!envelope) return true;
       const snapshot = envelope.snapshot as InstanceSnapshotLike;
@@ -286,15 +353,15 @@ export function createRouter(options: RouterOptions): Router {
     },
     get(key) {
       const entry = live.get(key);
-      if (entry) return view(key, entry.actor.getSnapshot(), true);
+      if (entry) return view(key, entry.actor.getSnapshot(), entry);
       const envelope = envelopeOf(key);
-      return envelope ? view(key, envelope.snapshot as InstanceSnapshotLike, false) : undefined;
+      return envelope ? view(key, envelope.snapshot as InstanceSnapshotLike, undefined) : undefined;
     },
     list() {
       const out: InstanceView[] = [];
-      for (const [key, entry] of live) out.push(view(key, entry.actor.getSnapshot(), true));
+      for (const [key, entry] of live) out.push(view(key, entry.actor.getSnapshot(), entry));
       for (const { key, value } of store.read.instances.range()) {
-        if (!live.has(key)) out.push(view(key, value.snapshot as InstanceSnapshotLike, false));
+        if (!live.has(key)) out.push(view(key, value.snapshot as InstanceSnapshotLike, undefined));
       }
       return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     },
@@ -302,8 +369,15 @@ export function createRouter(options: RouterOptions): Router {
       return live.size;
     },
     async flush() {
+      drain();
       for (const [key, entry] of live) if (durableFingerprint(entry.actor.getSnapshot()) !== entry.persisted) dirty.add(key);
       if (dirty.size > 0) await flushDirty();
     },
   };
+}
+
+/** An instance's status from its live counts (the actor's plus this turn's unsent changes). */
+function statusOf(snapshot: InstanceSnapshotLike, counts: { pending: number; running: number; stopping: number }): InstanceStatus {
+  if (snapshot.value === 'degraded') return 'degraded';
+  return counts.pending + counts.running + counts.stopping === 0 ? 'idle' : 'active';
 }

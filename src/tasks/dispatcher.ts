@@ -13,7 +13,7 @@ import type { GovernorEntry } from '../governor/governor.js';
 import type { InstanceDescriptor } from '../router/router.js';
 import type { AttemptRecord, TaskRecord } from '../store/records.js';
 import { makePrivateDir } from '../store/private-files.js';
-import type { AttemptBucket, AttemptEvent, AttemptExit } from '../../machines/index.js';
+import type { AttemptBucket, AttemptChange, AttemptExit } from '../../machines/index.js';
 import type { Kernel } from './kernel.js';
 import { decideSettlement, type AttemptOutcome } from './outcome.js';
 import { decideStart } from '../steps/start.js';
@@ -354,11 +354,11 @@ export class Dispatcher {
   }
 
   /** Routes an attempt lifecycle change to the task's instance actor. */
-  #tell(attempt: LiveAttempt, change: AttemptEvent['change'], at: number, status?: AttemptExit): void {
-    const event: AttemptEvent = { type: 'attempt', attemptId: attempt.attemptId, runId: attempt.runId, change, at };
+  #tell(attempt: LiveAttempt, change: AttemptChange['change'], at: number, status?: AttemptExit): void {
+    const event: AttemptChange = { attemptId: attempt.attemptId, runId: attempt.runId, change };
     if (attempt.bucket !== undefined) event.from = attempt.bucket;
     if (status !== undefined) event.status = status;
-    this.#k.router.send(attempt.entry.instanceKey, event, attempt.descriptor);
+    this.#k.router.note(attempt.entry.instanceKey, event, at, attempt.descriptor);
     attempt.bucket = change === 'ended' || change === 'released' ? undefined : change;
   }
 

@@ -80,7 +80,7 @@ export class Submitter {
     let durable: Promise<void> | undefined;
     const view = { workspacesDir: this.#workspaces };
     for (const [i, spec] of fresh.entries()) {
-      const result = pipeline.decide(decideSubmit, view, { spec });
+      const result = pipeline.decide(decideSubmit, view, { spec }, now);
       const task = (result.changes[0] as Extract<Change, { kind: 'task' }>).task;
       for (const at of picks[i]!) picked[at] = task;
       durable = pipeline.apply(result);

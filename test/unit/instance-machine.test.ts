@@ -303,3 +303,35 @@ describe('persistence', () => {
     expect(durableFingerprint({ ...actor.getSnapshot(), value: 'degraded' })).not.toBe(fp());
   });
 });
+
+describe('a turn of attempt changes as one event', () => {
+  it('applies every change in order, as the same changes one by one would', () => {
+    const one = start();
+    const batched = start();
+    const changes = [
+      { attemptId: 'a', runId: 'r-a', change: 'pending' as const },
+      { attemptId: 'b', runId: 'r-b', change: 'pending' as const },
+      { attemptId: 'a', runId: 'r-a', change: 'running' as const, from: 'pending' as const },
+      { attemptId: 'a', runId: 'r-a', change: 'ended' as const, from: 'running' as const, status: 'error' as const },
+      { attemptId: 'b', runId: 'r-b', change: 'running' as const, from: 'pending' as const },
+    ];
+    for (const change of changes) one.actor.send({ type: 'attempt', ...change, at: 5 });
+    batched.actor.send({ type: 'attempts', changes, at: 5 });
+    const { context } = batched.actor.getSnapshot();
+    expect(context).toEqual(one.actor.getSnapshot().context);
+    expect(context).toMatchObject({ pending: 0, running: 1, stopping: 0, consecutiveFailures: 1, recentFailures: ['a'] });
+  });
+
+  it('degrades when the streak crosses the threshold inside the batch, and emits once', () => {
+    const { actor, emitted } = start({ failedAttemptThreshold: 2 });
+    const fail = (id: string) => [
+      { attemptId: id, runId: `r-${id}`, change: 'pending' as const },
+      { attemptId: id, runId: `r-${id}`, change: 'ended' as const, from: 'pending' as const, status: 'fail' as const },
+    ];
+    actor.send({ type: 'attempts', changes: [...fail('x'), ...fail('y'), ...fail('z')], at: 9 });
+    expect(actor.getSnapshot().value).toBe('degraded');
+    expect(actor.getSnapshot().context).toMatchObject({ consecutiveFailures: 3, degradedAt: 9 });
+    expect(emitted).toHaveLength(1);
+    expect(emitted[0]).toMatchObject({ consecutiveFailures: 3, recentFailures: ['x', 'y', 'z'] });
+  });
+});

@@ -518,5 +518,30 @@ describe('router: flush', () => {
     await h.settle();
     expect(h.commits.length).toBe(before);
   });
+
+describe('attempt changes batched per turn', () => {
+  it('gives each instance one event per turn, and the gate sees the changes at once', async () => {
+    const h = harness();
+    h.router.send('k', { type: 'target', target: 2, at: h.clock.now() }, h.desc('k'));
+    const sent: string[] = [];
+    const change = (attemptId: string, c: 'pending' | 'running', from?: 'pending') => h.router.note('k', from ? { attemptId, runId: attemptId, change: c, from } : { attemptId, runId: attemptId, change: c }, h.clock.now(), h.desc('k'));
+    change('a', 'pending');
+    expect(h.router.admits('k')).toBe(true);
+    change('b', 'pending');
+    // Not sent yet, but counted: at its target of 2.
+    expect(h.router.admits('k')).toBe(false);
+    expect(h.router.get('k')).toMatchObject({ pending: 2, status: 'active' });
+    change('a', 'running', 'pending');
+    expect(h.router.get('k')).toMatchObject({ pending: 1, running: 1 });
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(h.router.get('k')).toMatchObject({ pending: 1, running: 1 });
+    sent.push('drained');
+    expect(h.router.admits('k')).toBe(false);
+    h.router.note('k', { attemptId: 'a', runId: 'a', change: 'ended', from: 'running', status: 'success' }, h.clock.now(), h.desc('k'));
+    expect(h.router.admits('k')).toBe(true);
+    expect(sent).toEqual(['drained']);
+  });
+});
 });
 
