@@ -18,7 +18,7 @@ import { acquireLock, type DataDirLock } from '../lock.js';
 import { findLooseModes, makePrivateDir, PRIVATE_FILE_MODE, type LooseMode } from '../private-files.js';
 import type { Key, QuarantineRecord, RangeOptions, SafeDatabase, SafeReads, Store, StepWriter } from '../port.js';
 import type { EventRecord, EventType, InboxRecord, InstanceEnvelope, LogRecord, RunRecord, AttemptRecord, ScheduleRecord, TaskRecord, TimerRecord } from '../records.js';
-import { compareKeys, Overlay, REMOVED, type DirtyEntry } from './overlay.js';
+import { compareKeys, keyString, Overlay, REMOVED, type DirtyEntry } from './overlay.js';
 import { safeDatabase, VALIDATORS } from './safe-read.js';
 
 /** The schema this build reads and writes. Bump it with a migration in {@link MIGRATIONS}. */
@@ -38,11 +38,22 @@ type DbName = (typeof DATABASES)[number];
 const DB = Object.fromEntries(DATABASES.map((name, i) => [name, i])) as Record<DbName, number>;
 /** Added to a database index in a log op that removes the key. */
 const REMOVAL = 64;
+/** Added to a database index in a log op that patches the record (see {@link LogEntry}). */
+const PATCH = 128;
+/** Databases whose records change often enough, field by field, to log patches for. */
+const PATCHED = new Set([DB.tasks, DB.attempts]);
+
+/** Transactions that may be in flight at once. */
+const MAX_IN_FLIGHT = 3;
 
 /** How records move from the overlay to their databases (see overlay.ts `TakePolicy`). */
 const MATERIALIZE = { coolBatches: 8, maxAgeBatches: 2_000, minBudget: 256, maxEntries: 200_000 };
 
-/** A log record: the batch's changes as flat [db, key, value, …]; a removal is [db + REMOVAL, key, null]. */
+/**
+ * A log record: the batch's changes as flat [db, key, value, …]; a removal is [db + REMOVAL, key,
+ * null], and a change to a record whose previous version is still in the log (or materialized) is
+ * [db + PATCH, key, changed fields] (a field set to undefined was deleted).
+ */
 interface LogEntry {
   ops: unknown[];
 }
@@ -119,7 +130,9 @@ class LmdbStore implements Store {
   #closed = false;
   /** The batch being gathered, and whether the previous one is still being flushed. */
   #pending: Batch | undefined;
-  #flushing: Promise<void> | undefined;
+  /** Transactions issued and not yet landed, and the promise of the last one's resolution. */
+  #inFlight = 0;
+  #tail: Promise<void> = Promise.resolve();
   #flushQueued = false;
   #lastBatch = 0;
   #checkpoint = 0;
@@ -194,16 +207,26 @@ class LmdbStore implements Store {
   #replay(): void {
     const checkpoint = (this.#meta.get('checkpoint') as number | undefined) ?? 0;
     let last = checkpoint;
+    // Each key's final value first (patches need the version before them), then one write per key.
+    const finals = new Map<string, { db: number; key: Key; value: unknown }>();
+    for (const { key, value } of this.#log.getRange({ start: checkpoint + 1 })) {
+      const ops = value.ops;
+      for (let i = 0; i < ops.length; i += 3) {
+        const index = ops[i] as number;
+        const k = ops[i + 1] as Key;
+        const db = index % REMOVAL;
+        const id = `${db}\u0000${keyString(k)}`;
+        if (index >= PATCH) {
+          const base = finals.has(id) ? finals.get(id)!.value : this.#dbs[index - PATCH]!.get(k);
+          finals.set(id, { db: index - PATCH, key: k, value: patched(base, ops[i + 2] as Record<string, unknown>) });
+        } else finals.set(id, { db, key: k, value: index >= REMOVAL ? REMOVED : ops[i + 2] });
+      }
+      last = key;
+    }
     this.#root.transactionSync(() => {
-      for (const { key, value } of this.#log.getRange({ start: checkpoint + 1 })) {
-        const ops = value.ops;
-        for (let i = 0; i < ops.length; i += 3) {
-          const index = ops[i] as number;
-          const k = ops[i + 1] as Key;
-          if (index >= REMOVAL) this.#dbs[index - REMOVAL]!.removeSync(k);
-          else this.#dbs[index]!.putSync(k, ops[i + 2]);
-        }
-        last = key;
+      for (const { db, key, value } of finals.values()) {
+        if (value === REMOVED || value === undefined) this.#dbs[db]!.removeSync(key);
+        else this.#dbs[db]!.putSync(key, value);
       }
       for (const key of this.#log.getKeys({ end: last + 1 })) this.#log.removeSync(key);
       this.#meta.putSync('checkpoint', last);
@@ -253,10 +276,25 @@ class LmdbStore implements Store {
       throw error;
     }
     const { ops } = batch;
+    const overlay = this.#overlay;
     for (let i = opsMark; i < ops.length; i += 3) {
       const index = ops[i] as number;
-      if (index >= REMOVAL) this.#overlay.set(index - REMOVAL, ops[i + 1] as Key, REMOVED, batch.no);
-      else this.#overlay.set(index, ops[i + 1] as Key, ops[i + 2], batch.no);
+      const key = ops[i + 1] as Key;
+      if (index >= REMOVAL) {
+        overlay.set(index - REMOVAL, key, REMOVED, batch.no);
+        continue;
+      }
+      const value = ops[i + 2];
+      // A new version of a record the overlay holds: log only what changed (the same object again
+      // was changed in place, so it is logged whole).
+      if (PATCHED.has(index)) {
+        const previous = overlay.get(index, key);
+        if (previous !== undefined && previous !== REMOVED && previous !== value) {
+          ops[i] = index + PATCH;
+          ops[i + 2] = diff(previous as Record<string, unknown>, value as Record<string, unknown>);
+        }
+      }
+      overlay.set(index, key, value, batch.no);
     }
     this.#queueFlush();
   }
@@ -271,9 +309,12 @@ class LmdbStore implements Store {
     return { no: this.#lastBatch + 1, ops: [], events: [], done, resolve, reject };
   }
 
-  /** Flushes at the end of the turn, or as soon as the transaction in flight lands. */
+  /**
+   * Flushes at the end of the turn. A few transactions may be in flight at once (lmdb-js commits
+   * them one after the other); past that, the batch grows until one lands.
+   */
   #queueFlush(): void {
-    if (this.#flushQueued || this.#flushing) return;
+    if (this.#flushQueued || this.#inFlight >= MAX_IN_FLIGHT) return;
     this.#flushQueued = true;
     setImmediate(() => {
       this.#flushQueued = false;
@@ -283,7 +324,7 @@ class LmdbStore implements Store {
 
   #flush(): void {
     const batch = this.#pending;
-    if (!batch || this.#flushing) return;
+    if (!batch || this.#inFlight >= MAX_IN_FLIGHT) return;
     this.#pending = undefined;
     this.#lastBatch = batch.no;
     const materialized = this.#overlay.take({
@@ -310,24 +351,23 @@ class LmdbStore implements Store {
       written = Promise.reject(error);
     }
     this.#checkpoint = Math.max(previous, checkpoint);
-    const flushing = written.then(
-      () => {
+    this.#inFlight++;
+    // Batches resolve (and publish their events) in batch order, whatever order LMDB lands them in.
+    const landed = Promise.allSettled([this.#tail, written]).then(([, outcome]) => {
+      this.#inFlight--;
+      if (outcome.status === 'fulfilled') {
         this.#overlay.written(materialized, batch.no);
-        this.#flushing = undefined;
-        // Resolve (and publish) in batch order: the next batch is only flushed after this point.
         if (batch.events.length > 0) this.#options.onCommitted?.(batch.events);
         batch.resolve();
-        if (this.#pending) this.#flush();
-      },
-      (error: unknown) => {
+      } else {
         this.#overlay.unwritten(materialized, batch.no);
-        this.#checkpoint = previous;
-        this.#flushing = undefined;
-        batch.reject(new TroupeError('STORE_FAILED', `commit failed: ${(error as Error).message}`, { cause: error }));
-        if (this.#pending) this.#flush();
-      },
-    );
-    this.#flushing = flushing;
+        this.#checkpoint = Math.min(this.#checkpoint, previous);
+        const error = outcome.reason as Error;
+        batch.reject(new TroupeError('STORE_FAILED', `commit failed: ${error?.message ?? String(error)}`, { cause: error }));
+      }
+      if (this.#pending) this.#queueFlush();
+    });
+    this.#tail = landed;
   }
 
   #materialize(entry: DirtyEntry): void {
@@ -418,8 +458,8 @@ class LmdbStore implements Store {
   }
 
   async settled(): Promise<void> {
-    while (this.#pending || this.#flushing || this.#flushQueued) {
-      if (this.#flushing) await this.#flushing;
+    while (this.#pending || this.#inFlight > 0 || this.#flushQueued) {
+      if (this.#inFlight > 0) await this.#tail;
       else if (this.#pending) await this.#pending.done.catch(() => undefined);
       else await new Promise((resolve) => setImmediate(resolve));
     }
@@ -515,4 +555,23 @@ class BatchWriter implements StepWriter {
 
 function quarantineKey(name: string, key: unknown): string {
   return `${name}\u0000${Array.isArray(key) ? key.join('\u0000') : String(key)}`;
+}
+
+/** The fields of `next` that differ from `previous`; a field `next` lacks is undefined (deleted). */
+function diff(previous: Record<string, unknown>, next: Record<string, unknown>): Record<string, unknown> {
+  const patch: Record<string, unknown> = {};
+  for (const key in next) if (next[key] !== previous[key]) patch[key] = next[key];
+  for (const key in previous) if (!(key in next) && previous[key] !== undefined) patch[key] = undefined;
+  return patch;
+}
+
+/** A record with a patch applied (see {@link diff}). */
+function patched(base: unknown, patch: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...(base as Record<string, unknown> | undefined) };
+  for (const key in patch) {
+    const value = patch[key];
+    if (value === undefined) delete out[key];
+    else out[key] = value;
+  }
+  return out;
 }
