@@ -99,3 +99,27 @@ export async function started(rt: Runtime, taskId: string): Promise<void> {
     off?.();
   }
 }
+
+/** What tests read of a data dir: the store's reads, as a restart would see them. */
+export interface DataDir {
+  read: {
+    tasks: Reads<Record<string, any>>;
+    schedules: Reads<Record<string, any>>;
+    events: Reads<Record<string, any>>;
+    attempts: Reads<Record<string, any>>;
+    active: Reads<true>;
+  };
+  close(clean: boolean): Promise<void>;
+}
+
+interface Reads<V> {
+  get(key: unknown): V | undefined;
+  range(): Iterable<{ key: any; value: V }>;
+  keys(): Iterable<any>;
+}
+
+/** Opens a data dir no runtime holds through the built store (it replays its log first). */
+export async function openDataDir(dataDir: string): Promise<DataDir> {
+  const { openStore } = (await import(new URL('../dist/src/store/lmdb/store.js', import.meta.url).href)) as { openStore: (o: { dataDir: string }) => Promise<DataDir> };
+  return openStore({ dataDir });
+}

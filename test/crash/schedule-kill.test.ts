@@ -2,9 +2,8 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { open } from 'lmdb';
 import { prng } from '../fixtures/prng.js';
-import { tempDir } from '../helpers.js';
+import { openDataDir, tempDir } from '../helpers.js';
 
 const CHILD = new URL('../../dist/test/fixtures/crash/schedule-child.js', import.meta.url);
 const SCALE = 200; // one fake second every 5 ms
@@ -46,16 +45,14 @@ describe('kill -9 while a schedule fires', () => {
       const last = run(dir.path, fakeStart, realStart, true);
       await last.line('settled');
 
-      const env = open({ path: dir.path, noSubdir: false, readOnly: true, maxDbs: 24 });
-      const schedules = env.openDB<Record<string, unknown>, string>({ name: 'schedules', sharedStructuresKey: Symbol.for('troupe.structures') });
-      const events = env.openDB<Record<string, any>, number>({ name: 'events', sharedStructuresKey: Symbol.for('troupe.structures') });
-      const tasks = env.openDB<Record<string, any>, string>({ name: 'tasks', sharedStructuresKey: Symbol.for('troupe.structures') });
-      const schedule = schedules.get('tick')!;
+      // What a restart would see: the store replays its log before anything is read.
+      const store = await openDataDir(dir.path);
+      const schedule = store.read.schedules.get('tick')!;
       const ticks: number[] = [];
-      for (const { value } of events.getRange()) if (value.type === 'schedule.fired') ticks.push(value.data.tick as number);
+      for (const { value } of store.read.events.range()) if (value.type === 'schedule.fired') ticks.push(value.data.tick as number);
       const keys = new Set<string>();
-      for (const { value } of tasks.getRange()) if (typeof value.idempotencyKey === 'string') keys.add(value.idempotencyKey);
-      await env.close();
+      for (const { value } of store.read.tasks.range()) if (typeof value.idempotencyKey === 'string') keys.add(value.idempotencyKey);
+      await store.close(true);
 
       expect(ticks.length).toBeGreaterThan(20);
       const sorted = [...ticks].sort((a, b) => a - b);

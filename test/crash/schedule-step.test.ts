@@ -2,11 +2,9 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { open } from 'lmdb';
-import { tempDir } from '../helpers.js';
+import { openDataDir, tempDir } from '../helpers.js';
 
 const CHILD = new URL('../../dist/test/fixtures/crash/schedule-step-child.js', import.meta.url);
-const STORE = new URL('../../dist/src/store/lmdb/store.js', import.meta.url);
 const T0 = Date.UTC(2026, 0, 1, 10, 0, 0);
 const HOUR = 3_600_000;
 
@@ -26,19 +24,14 @@ describe('kill -9 right after a tick submits its task', () => {
       const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
       expect(signal, `child exited ${String(code)}: ${err}`).toBe('SIGKILL');
 
-      // What a restart would see: open the store once (it replays its log) before reading the databases.
-      const { openStore } = (await import(STORE.href)) as { openStore: (o: { dataDir: string }) => Promise<{ close(clean: boolean): Promise<void> }> };
-      await (await openStore({ dataDir: dir.path })).close(false);
-      const env = open({ path: dir.path, noSubdir: false, readOnly: true, maxDbs: 24 });
-      const schedules = env.openDB<Record<string, unknown>, string>({ name: 'schedules', sharedStructuresKey: Symbol.for('troupe.structures') });
-      const events = env.openDB<Record<string, any>, number>({ name: 'events', sharedStructuresKey: Symbol.for('troupe.structures') });
-      const tasks = env.openDB<Record<string, any>, string>({ name: 'tasks', sharedStructuresKey: Symbol.for('troupe.structures') });
-      const schedule = schedules.get('hourly')!;
+      // What a restart would see: the store replays its log before anything is read.
+      const store = await openDataDir(dir.path);
+      const schedule = store.read.schedules.get('hourly')!;
       const fired: Array<Record<string, any>> = [];
-      for (const { value } of events.getRange()) if (value.type === 'schedule.fired') fired.push(value);
+      for (const { value } of store.read.events.range()) if (value.type === 'schedule.fired') fired.push(value);
       const stored: Array<Record<string, any>> = [];
-      for (const { value } of tasks.getRange()) stored.push(value);
-      await env.close();
+      for (const { value } of store.read.tasks.range()) stored.push(value);
+      await store.close(true);
 
       const key = `schedule:hourly:${new Date(T0 + HOUR).toISOString()}`;
       expect(stored.map((t) => t.idempotencyKey)).toEqual([key]);

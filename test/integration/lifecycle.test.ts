@@ -48,7 +48,34 @@ describe('data dir ownership', () => {
     const env = open({ path });
     await env.openDB({ name: 'meta' }).put('schemaVersion', 99);
     await env.close();
-    await expect(createRuntime({ ...base, dataDir: path })).rejects.toMatchObject({ code: 'SCHEMA_MISMATCH', message: expect.stringMatching(/version 99.*version 1/) });
+    await expect(createRuntime({ ...base, dataDir: path })).rejects.toMatchObject({ code: 'SCHEMA_MISMATCH', message: expect.stringMatching(/version 99.*version 2/) });
+  });
+});
+
+describe('schema migrations', () => {
+  it('opens a schema 1 data dir (one record per event) and reads its events in order', async () => {
+    const path = dataDir();
+    const env = open({ path, noSubdir: false, maxDbs: 24 });
+    const events = env.openDB<Record<string, unknown>, number>({ name: 'events', sharedStructuresKey: Symbol.for('troupe.structures') });
+    for (let seq = 1; seq <= 2_500; seq++) await events.put(seq, { seq, at: seq, type: 'runtime.unfrozen', data: { n: seq } });
+    await env.openDB({ name: 'meta' }).put('schemaVersion', 1);
+    await env.close();
+    const rt = await createRuntime({ ...base, dataDir: path });
+    const seqs: number[] = [];
+    for await (const e of rt.events({ after: 1_998 })) {
+      seqs.push(e.seq);
+      if (e.seq === 2_500) break;
+    }
+    expect(seqs).toEqual(Array.from({ length: 502 }, (_, i) => 1_999 + i));
+    // New events continue the sequence.
+    await rt.freeze('x');
+    const next: number[] = [];
+    for await (const e of rt.events({ after: 2_500 })) {
+      next.push(e.seq);
+      break;
+    }
+    expect(next).toEqual([2_501]);
+    await rt.close();
   });
 });
 

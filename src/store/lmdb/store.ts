@@ -20,15 +20,19 @@ import type { Key, QuarantineRecord, RangeOptions, SafeDatabase, SafeReads, Stor
 import type { EventRecord, EventType, InboxRecord, InstanceEnvelope, LogRecord, RunRecord, AttemptRecord, ScheduleRecord, TaskRecord, TimerRecord } from '../records.js';
 import { compareKeys, keyString, Overlay, REMOVED, type DirtyEntry } from './overlay.js';
 import { safeDatabase, VALIDATORS } from './safe-read.js';
+import { eventReads, migrateEventsToBatches, nextSeqOf } from './event-log.js';
 
 /** The schema this build reads and writes. Bump it with a migration in {@link MIGRATIONS}. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 /** The files lmdb-js creates in the data dir (with `noSubdir: false`). */
 const LMDB_FILES = ['data.mdb', 'lock.mdb'];
 
 /** Upgrades from version n to n+1, run at open inside one synchronous transaction. */
-const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {};
+const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
+  // 1 → 2: events move from one record each to one record per batch.
+  1: (root) => migrateEventsToBatches(root.openDB({ name: 'events', sharedStructuresKey: STRUCTURES }), root.openDB({ name: 'eventLog', sharedStructuresKey: STRUCTURES })),
+};
 
 const STRUCTURES = Symbol.for('troupe.structures');
 
@@ -119,7 +123,7 @@ class LmdbStore implements Store {
   #seq = 1;
   readonly #root: RootDatabase;
   readonly #dbs: Array<Database<unknown, Key>>;
-  readonly #events: Database<EventRecord, number>;
+  readonly #events: Database<EventRecord[], number>;
   readonly #log: Database<LogEntry, number>;
   readonly #meta: Database<unknown, string>;
   readonly #lock: DataDirLock;
@@ -147,7 +151,7 @@ class LmdbStore implements Store {
     // value: measured 4.2 µs against 7.8 µs per task put, and half the decode time.
     const named = <V, K extends Key>(name: string) => root.openDB<V, K>({ name, sharedStructuresKey: STRUCTURES });
     this.#dbs = DATABASES.map((name) => named<unknown, Key>(name));
-    this.#events = named('events');
+    this.#events = named('eventLog');
     this.#log = named('log');
     this.#meta = named('meta');
     this.#writer = new BatchWriter(() => this.#seq++);
@@ -160,7 +164,7 @@ class LmdbStore implements Store {
       active: safe('active', undefined),
       attempts: safe('attempts', VALIDATORS.attempts),
       runs: safe('runs', VALIDATORS.runs),
-      events: safeDatabase('events', this.#events, VALIDATORS.events, quarantine, isQuarantined),
+      events: eventReads(this.#events, quarantine, isQuarantined),
       timers: safe('timers', VALIDATORS.timers),
       instances: safe('instances', VALIDATORS.instances),
       logs: safe('logs', VALIDATORS.logs),
@@ -194,7 +198,7 @@ class LmdbStore implements Store {
     this.runtimeId = (meta.get('runtimeId') as string | undefined) ?? randomUUID();
     this.previousShutdownClean = stored === undefined || meta.get('cleanShutdown') === true;
     this.#replay();
-    for (const key of this.#events.getKeys({ reverse: true, limit: 1 })) this.#seq = key + 1;
+    this.#seq = nextSeqOf(this.#events);
     await this.#root.transaction(() => {
       meta.put('schemaVersion', SCHEMA_VERSION);
       meta.put('runtimeId', this.runtimeId);
@@ -340,7 +344,7 @@ class LmdbStore implements Store {
     try {
       written = this.#root.batch(() => {
         if (batch.ops.length > 0) this.#log.put(batch.no, { ops: batch.ops });
-        for (const event of batch.events) this.#events.put(event.seq, event);
+        if (batch.events.length > 0) this.#events.put(batch.events[0]!.seq, batch.events);
         for (const entry of materialized) this.#materialize(entry);
         if (checkpoint > previous) {
           for (let n = previous + 1; n <= checkpoint; n++) this.#log.remove(n);

@@ -1,0 +1,92 @@
+/**
+ * The event log on LMDB: each batch's events are one record, keyed by the seq of its first event,
+ * so a commit writes one value however many events it holds. Reads find the record that holds a
+ * seq (the one with the greatest key at or below it) and walk forward from there.
+ */
+import type { Database } from 'lmdb';
+import type { RangeOptions, SafeDatabase } from '../port.js';
+import type { EventRecord } from '../records.js';
+import type { Quarantine } from './safe-read.js';
+
+const isEvent = (v: unknown): v is EventRecord => typeof v === 'object' && v !== null && typeof (v as EventRecord).seq === 'number' && typeof (v as EventRecord).type === 'string';
+
+/** Reads of the event log, one event at a time; a record that cannot be read is quarantined whole. */
+export function eventReads(db: Database<EventRecord[], number>, quarantine: Quarantine, isQuarantined: (name: string, key: unknown) => boolean): SafeDatabase<EventRecord, number> {
+  const chunk = (key: number): EventRecord[] | undefined => {
+    if (isQuarantined('events', key)) return undefined;
+    let value: unknown;
+    try {
+      value = db.get(key);
+    } catch (error) {
+      quarantine('events', db as Database<unknown, any>, key, `does not decode: ${(error as Error).message}`);
+      return undefined;
+    }
+    if (value === undefined) return undefined;
+    if (!Array.isArray(value) || !value.every(isEvent)) {
+      quarantine('events', db as Database<unknown, any>, key, 'decodes to something that is not a batch of events');
+      return undefined;
+    }
+    return value;
+  };
+  /** The key of the record that holds `seq` (or the first after it). */
+  const floor = (seq: number): number => {
+    for (const key of db.getKeys({ start: seq, reverse: true, limit: 1 })) return key;
+    return seq;
+  };
+  function* forward(options: RangeOptions): Generator<{ key: number; value: EventRecord }> {
+    const start = typeof options.start === 'number' ? options.start : 0;
+    const end = typeof options.end === 'number' ? options.end : Number.POSITIVE_INFINITY;
+    let limit = options.limit ?? Number.POSITIVE_INFINITY;
+    for (const key of db.getKeys({ start: floor(start) })) {
+      if (key >= end) return;
+      for (const event of chunk(key) ?? []) {
+        if (event.seq < start) continue;
+        if (event.seq >= end || limit-- <= 0) return;
+        yield { key: event.seq, value: event };
+      }
+    }
+  }
+  return {
+    get(seq) {
+      for (const event of chunk(floor(seq)) ?? []) if (event.seq === seq) return event;
+      return undefined;
+    },
+    range(options = {}) {
+      if (!options.reverse) return forward(options);
+      const { limit, ...bounds } = options;
+      const all = [...forward(bounds)].reverse();
+      return limit === undefined ? all : all.slice(0, limit);
+    },
+    *keys(options = {}) {
+      for (const { key } of this.range(options)) yield key;
+    },
+    has(seq) {
+      return this.get(seq) !== undefined;
+    },
+  };
+}
+
+/** The seq after the last event in the log (1 for an empty log). */
+export function nextSeqOf(db: Database<EventRecord[], number>): number {
+  for (const { value } of db.getRange({ reverse: true, limit: 1 })) {
+    const last = Array.isArray(value) ? value.at(-1) : undefined;
+    if (last && typeof last.seq === 'number') return last.seq + 1;
+  }
+  return 1;
+}
+
+/** Schema 1 kept one record per event (database `events`); schema 2 keeps one per batch. */
+export function migrateEventsToBatches(from: Database<EventRecord, number>, to: Database<EventRecord[], number>): void {
+  let chunk: EventRecord[] = [];
+  const flush = () => {
+    if (chunk.length > 0) to.putSync(chunk[0]!.seq, chunk);
+    chunk = [];
+  };
+  for (const { value } of from.getRange()) {
+    if (!isEvent(value)) continue;
+    chunk.push(value);
+    if (chunk.length === 1_000) flush();
+  }
+  flush();
+  for (const key of from.getKeys()) from.removeSync(key);
+}
