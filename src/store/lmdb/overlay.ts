@@ -19,8 +19,9 @@ export interface DirtyEntry {
   value: unknown;
   /** The batch in which it became dirty (since it was last materialized). */
   first: number;
-  /** The batch of its latest change. */
+  /** The batch of its latest change, and when it was made (epoch ms). */
   last: number;
+  lastAt: number;
   /** Set while its materialization is in flight: the batch that writes it. */
   writing: number | undefined;
 }
@@ -29,8 +30,11 @@ export interface DirtyEntry {
 export interface TakePolicy {
   /** The batch being flushed. */
   batch: number;
-  /** An entry untouched for this many batches is cold: materialize it. */
+  /** An entry untouched for this many batches and this long is cold: materialize it. */
   coolBatches: number;
+  coolMs?: number;
+  /** Now, for `coolMs` (epoch ms). */
+  now?: number;
   /** An entry dirty for this many batches is materialized even while hot, so the log can be truncated. */
   maxAgeBatches: number;
   /** Most entries to materialize in one commit, unless the overlay is over `maxEntries`. */
@@ -54,19 +58,20 @@ export class Overlay {
     return this.#order.size;
   }
 
-  /** Records a change decided in `batch`. */
-  set(db: number, key: Key, value: unknown, batch: number): void {
+  /** Records a change decided in `batch`, at `at` (epoch ms). */
+  set(db: number, key: Key, value: unknown, batch: number, at = 0): void {
     const map = this.#byDb[db]!;
     const id = keyString(key);
     const entry = map.get(id);
     if (!entry) {
-      const created: DirtyEntry = { db, key, value, first: batch, last: batch, writing: undefined };
+      const created: DirtyEntry = { db, key, value, first: batch, last: batch, lastAt: at, writing: undefined };
       map.set(id, created);
       this.#order.add(created);
       return;
     }
     entry.value = value;
     entry.last = batch;
+    entry.lastAt = at;
     if (entry.writing !== undefined) {
       // Changed again while its materialization was in flight: dirty anew.
       entry.writing = undefined;
@@ -108,7 +113,7 @@ export class Overlay {
     for (const entry of this.#order) {
       const over = this.#order.size - taken.length > policy.maxEntries;
       if (!over && (taken.length >= policy.budget || scan-- <= 0)) break;
-      const cold = entry.last <= policy.batch - policy.coolBatches;
+      const cold = entry.last <= policy.batch - policy.coolBatches && entry.lastAt <= (policy.now ?? 0) - (policy.coolMs ?? 0);
       const old = entry.first <= policy.batch - policy.maxAgeBatches;
       // The order is by `first`: a hot entry at the head holds the checkpoint back, so only
       // cold ones behind it may go; once it is old enough it goes too.

@@ -51,7 +51,9 @@ const PATCHED = new Set([DB.tasks, DB.attempts]);
 const MAX_IN_FLIGHT = 3;
 
 /** How records move from the overlay to their databases (see overlay.ts `TakePolicy`). */
-const MATERIALIZE = { coolBatches: 8, maxAgeBatches: 2_000, minBudget: 256, maxEntries: 200_000 };
+// A record is written to its database once it has not changed for 8 batches and 500 ms: long
+// enough that a task submitted, queued behind a full window, started and settled is written once.
+const MATERIALIZE = { coolBatches: 8, coolMs: 500, maxAgeBatches: 5_000, minBudget: 256, maxEntries: 200_000 };
 
 /**
  * A log record: the batch's changes as flat [db, key, value, …]; a removal is [db + REMOVAL, key,
@@ -281,11 +283,12 @@ class LmdbStore implements Store {
     }
     const { ops } = batch;
     const overlay = this.#overlay;
+    const at = Date.now();
     for (let i = opsMark; i < ops.length; i += 3) {
       const index = ops[i] as number;
       const key = ops[i + 1] as Key;
       if (index >= REMOVAL) {
-        overlay.set(index - REMOVAL, key, REMOVED, batch.no);
+        overlay.set(index - REMOVAL, key, REMOVED, batch.no, at);
         continue;
       }
       const value = ops[i + 2];
@@ -298,7 +301,7 @@ class LmdbStore implements Store {
           ops[i + 2] = diff(previous as Record<string, unknown>, value as Record<string, unknown>);
         }
       }
-      overlay.set(index, key, value, batch.no);
+      overlay.set(index, key, value, batch.no, at);
     }
     this.#queueFlush();
   }
@@ -334,6 +337,8 @@ class LmdbStore implements Store {
     const materialized = this.#overlay.take({
       batch: batch.no,
       coolBatches: MATERIALIZE.coolBatches,
+      coolMs: MATERIALIZE.coolMs,
+      now: Date.now(),
       maxAgeBatches: MATERIALIZE.maxAgeBatches,
       budget: Math.max(MATERIALIZE.minBudget, batch.ops.length),
       maxEntries: MATERIALIZE.maxEntries,
