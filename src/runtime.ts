@@ -3,6 +3,7 @@
  * router, governor and timers, rebuilds from disk, and owns the lifecycle
  * `starting → running → draining → closed`.
  */
+import { join } from 'node:path';
 import { createIdGenerator } from './ids.js';
 import { resolveOptions, type ResolvedOptions, type RuntimeOptions } from './options.js';
 import { resolveLogger, type Logger } from './log.js';
@@ -38,6 +39,8 @@ import { KeepAlive } from './keep-alive.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { TaskMemory } from './pipeline/memory.js';
 import { EffectExecutor } from './pipeline/executor.js';
+import { Notifier } from './pipeline/notifier.js';
+import { fireTemplate, taskOfKey } from './tasks/template.js';
 import { isTerminal } from '../machines/index.js';
 import { cleanWorkspaceAt } from './tasks/kernel.js';
 import type { ClockTimer } from './clock.js';
@@ -77,6 +80,8 @@ export class Runtime implements AsyncDisposable {
   readonly #controls: RuntimeControls;
   readonly #scheduler: Scheduler;
   readonly #interactions: Interactions;
+  /** Internal news (a task settled, an attempt ended), never the public bus. */
+  readonly #notifier: Notifier;
   readonly #logFeed = new LogFeed();
   readonly #metrics: RuntimeMetrics;
   #metricsServer: { port: number; close(): Promise<void> } | undefined;
@@ -120,6 +125,7 @@ export class Runtime implements AsyncDisposable {
       onRelease: () => this.#dispatcher.pump(),
       onPauseEnded: (agent, state, at) => this.#controls.pauseEnded(agent, state, at),
     });
+    this.#notifier = new Notifier((error, what) => log.error({ err: error, notification: what }, 'an internal listener failed'));
     const pipeline = new Pipeline({
       store,
       clock: options.clock,
@@ -138,7 +144,7 @@ export class Runtime implements AsyncDisposable {
           disarm: (timer) => void this.#timers.remove(timer.id),
           stop: (attemptId, reason, detail) => this.#dispatcher.stopById(attemptId, reason, detail),
           cleanWorkspace: (taskId, workspace, run) => cleanWorkspaceAt(log, taskId, workspace, run),
-          armSchedule: () => undefined,
+          armSchedule: (scheduleId, due) => this.#scheduler.armSchedule(scheduleId, due),
         },
         log.child({ component: 'executor' }),
       ),
@@ -146,6 +152,7 @@ export class Runtime implements AsyncDisposable {
     });
     const kernel: Kernel = {
       pipeline,
+      notifier: this.#notifier,
       options,
       store,
       clock: options.clock,
@@ -166,7 +173,9 @@ export class Runtime implements AsyncDisposable {
     };
     this.#dispatcher = new Dispatcher(kernel);
     this.#submitter = new Submitter(kernel);
-    this.#engine = new TaskEngine(kernel, this.#dispatcher, () => keepAlive.hold());
+    this.#interactions = new Interactions(kernel, this.#dispatcher, (specs, where) => this.#submitter.submitMany(specs, where));
+    this.#dispatcher.hooks.onCall = (attempt, message, threadId) => this.#interactions.onCall(attempt, message, threadId);
+    this.#engine = new TaskEngine(kernel, this.#dispatcher, this.#interactions, () => keepAlive.hold());
     this.#cycle = new SupervisorCycle(kernel);
     this.#supervisor = createSupervisor({
       clock: options.clock,
@@ -182,24 +191,18 @@ export class Runtime implements AsyncDisposable {
       store,
       clock: options.clock,
       log: log.child({ component: 'scheduler' }),
-      submit: (specs, extra) => this.#submitter.submitMany(specs, 'schedule.task', extra),
+      pipeline,
       checkTask: (task) => this.#submitter.check(task),
+      template: (task) => fireTemplate(kernel, task),
+      taskOfKey: (key) => taskOfKey(kernel, key),
+      admission: () => ({ queued: this.#table.count('queued'), maxQueued: options.maxQueued }),
+      workspacesDir: join(options.dataDir, 'workspaces'),
       taskState: (id) => this.#engine.record(id)?.state,
     });
-    for (const type of ['task.done', 'task.failed', 'task.dropped', 'task.cancelled'] as const) {
-      bus.on(type, (event) => {
-        if (event.taskId === undefined) return;
-        this.#scheduler.onSettled(event.taskId);
-        this.#interactions.onSettled(event.taskId);
-      });
-    }
+    this.#notifier.onSettled((taskId) => this.#scheduler.onSettled(taskId));
+    this.#notifier.onSettled((taskId) => this.#interactions.onSettled(taskId));
+    this.#notifier.onAttemptEnded((taskId, attemptId) => this.#interactions.attemptEnded(taskId, attemptId));
     this.schedules = guardedSchedules(this.#scheduler, (call) => this.#assertOpen(`schedules.${call}`));
-    this.#interactions = new Interactions(kernel, this.#dispatcher, (specs, where) => this.#submitter.submitMany(specs, where));
-    this.#dispatcher.hooks = {
-      onCall: (attempt, message, threadId) => this.#interactions.onCall(attempt, message, threadId),
-      onEnded: (taskId, attemptId) => this.#interactions.attemptEnded(taskId, attemptId),
-    };
-    this.#engine.interactions = this.#interactions;
     this.#holds = {
       now: () => options.clock.now(),
       frozen: () => this.#controls.state.frozen,
@@ -230,12 +233,17 @@ export class Runtime implements AsyncDisposable {
     };
   }
 
-  /** A task reached a state its watchers wait for: wake them; a settled one leaves the table. */
+  /**
+   * A task reached a state its watchers wait for (the notify effect, after the commit): wake them; a
+   * settled one leaves the table, and the parts that follow settled tasks hear of it.
+   */
   #notify(taskId: string): void {
     const task = this.#table.get(taskId);
     if (!task) return;
-    if (isTerminal(task.state)) this.#table.retire(task);
+    const settled = isTerminal(task.state);
+    if (settled) this.#table.retire(task);
     this.#table.notify(task);
+    if (settled) this.#notifier.settled(taskId);
   }
 
   #register(agent: RegisteredAgent): RegisteredAgent {

@@ -3,11 +3,13 @@
  * active schedule is armed on a timer wheel from it, so no XState or `setTimeout` state has to
  * survive a restart.
  *
- * Firing is one step: a compare-and-swap on the stored `nextRunAt` (the tick being fired must still
- * be the stored one), the advanced schedule, the submitted task with idempotency key
- * `schedule:<id>:<tick ISO>`, and a `schedule.fired` event per tick. So a crash either loses the
- * whole step (the tick fires again after the restart) or keeps all of it (the tick is done): a tick
- * is never skipped by a crash and never doubled.
+ * Firing is one step, the fire step (src/steps/fire.ts) run through the pipeline: a
+ * compare-and-swap on the stored `nextRunAt` (the tick being fired must still be the stored one),
+ * the advanced schedule, the submitted task with idempotency key `schedule:<id>:<tick ISO>`, and a
+ * `schedule.fired` event per tick. So a crash either loses the whole step (the tick fires again
+ * after the restart) or keeps all of it (the tick is done): a tick is never skipped by a crash and
+ * never doubled. The step's `arm-schedule` effect puts the next tick on this scheduler's wheel
+ * ({@link Scheduler.armSchedule}) once the step is durable.
  *
  * Every change to one schedule (fire, update, pause, delete) runs on that schedule's own promise
  * chain, so the CAS reads a value whose commit has landed.
@@ -16,27 +18,35 @@ import { isTerminal } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Clock } from '../clock.js';
-import type { Store, StepWriter } from '../store/port.js';
+import type { Store } from '../store/port.js';
 import type { CatchUpPolicy, OverlapPolicy, ScheduleRecord, TaskRecord } from '../store/records.js';
 import { createTimerWheel, type TimerWheel } from '../timers/timer-wheel.js';
+import type { Pipeline } from '../pipeline/pipeline.js';
+import { decideFire, type FireInput, type FireTemplate } from '../steps/fire.js';
+import type { StepResult } from '../steps/types.js';
 import type { TaskSpec } from '../tasks/spec.js';
-import { compileCron, tickIso, type CronSchedule } from './cron.js';
+import { compileCron, type CronSchedule } from './cron.js';
 import { validateSchedule, type Schedule, type ScheduleSpec, type ScheduleUpdate } from './schedule-spec.js';
 
 export type { Schedule, ScheduleSpec, ScheduleUpdate } from './schedule-spec.js';
-
-/** Most ticks one fire looks at (catch-up `all` after a long downtime with a fast cron). */
-const MAX_TICKS_PER_FIRE = 1_000;
 
 /** What the scheduler needs from the runtime. */
 export interface SchedulerDeps {
   store: Store;
   clock: Clock;
   log: Logger;
-  /** Submits specs in one step, with `extra` written into that step; one record per spec. */
-  submit(specs: TaskSpec[], extra: (w: StepWriter, picked: readonly TaskRecord[]) => void): Promise<unknown>;
+  /** Where fire steps are decided and joined to the turn's batch. */
+  pipeline: Pick<Pipeline, 'decide' | 'apply'>;
   /** Validates a task template (throws like submit would), storing nothing. */
   checkTask(task: TaskSpec): void;
+  /** A template validated and routed the way submit would, for the ticks a fire submits; or why it fails. */
+  template(task: TaskSpec): FireTemplate;
+  /** The task holding an idempotency key, if any (a tick's task is never submitted twice). */
+  taskOfKey(key: string): TaskRecord | undefined;
+  /** Admission as submit sees it: tasks queued now, and `maxQueued`. */
+  admission(): { queued: number; maxQueued: number };
+  /** Where per-task workspaces are made. */
+  workspacesDir: string;
   /** The current state of a task, or undefined if unknown. */
   taskState(id: string): TaskRecord['state'] | undefined;
 }
@@ -104,6 +114,15 @@ export class Scheduler implements SchedulesApi {
     if (id === undefined || this.#stopped) return;
     this.#waitingOn.delete(taskId);
     this.#background(id, () => this.#firePending(id));
+  }
+
+  /**
+   * Puts a schedule's next tick on the wheel at `due`, or takes it off (`null`: paused): the fire
+   * step's `arm-schedule` effect, run once the step is durable.
+   */
+  armSchedule(id: string, due: number | null): void {
+    if (due === null || !this.#live.has(id)) this.#wheel.remove(id);
+    else this.#wheel.add({ id, due });
   }
 
   /** Stops firing (close) and waits for changes in flight. */
@@ -223,101 +242,47 @@ export class Scheduler implements SchedulesApi {
   async #fire(id: string): Promise<void> {
     const live = this.#live.get(id);
     if (!live || live.record.paused) return;
-    const now = this.#d.clock.now();
-    const first = live.record.nextRunAt;
-    if (first > now) return this.#arm(live);
-    const due = [first, ...live.cron.between(first, now, MAX_TICKS_PER_FIRE - 1)];
-    // A capped batch continues from its last tick: the timer fires again at once for the rest.
-    const next = live.cron.next(due.length === MAX_TICKS_PER_FIRE ? due[due.length - 1]! : Math.max(now, due[due.length - 1]!));
-    const { record } = live;
-    // Ticks that fell due while the runtime was down obey the catch-up policy, within its window.
-    const missed = due.filter((t) => t < this.#openedAt);
-    const onTime = due.filter((t) => t >= this.#openedAt);
-    const inWindow = missed.filter((t) => now - t <= record.catchUpWindowMs);
-    const caughtUp = record.catchUp === 'all' ? inWindow : record.catchUp === 'once' ? inWindow.slice(-1) : [];
-    const fire = [...caughtUp, ...onTime];
-    const skipped: Array<{ tick: number; reason: string }> = missed.filter((t) => !caughtUp.includes(t)).map((tick) => ({ tick, reason: 'catch_up' }));
-    await this.#submitTicks(live, first, next, fire, skipped);
+    await this.#step(live, { kind: 'due', expected: live.record.nextRunAt });
   }
 
   /** Fires a queue_one schedule's pending tick once its previous run has settled. */
   async #firePending(id: string): Promise<void> {
     const live = this.#live.get(id);
-    const tick = live?.record.pendingTick;
-    if (!live || tick === undefined || this.#busy(live.record)) return;
-    await this.#submitTicks(live, live.record.nextRunAt, live.record.nextRunAt, [tick], [], true);
+    if (!live || live.record.pendingTick === undefined) return;
+    await this.#step(live, { kind: 'pending' });
   }
 
-  /**
-   * Applies the overlap policy to `ticks`, then commits, in one step, the CAS from `expected` to
-   * `next`, the tasks and the events. On a submit error (agent gone, admission full) the ticks are
-   * recorded as skipped and the schedule still advances.
-   */
-  async #submitTicks(
-    live: Live,
-    expected: number,
-    next: number,
-    ticks: number[],
-    skipped: Array<{ tick: number; reason: string; error?: unknown }>,
-    pending = false,
-    held?: { tick: number | undefined },
-  ): Promise<void> {
-    const { record } = live;
-    const submit: number[] = [];
-    let busy = this.#busy(record);
-    let pendingTick = held ? held.tick : pending ? undefined : record.pendingTick;
-    for (const tick of ticks) {
-      if (!busy || record.overlap === 'allow') {
-        submit.push(tick);
-        busy = true;
-      } else if (record.overlap === 'queue_one') {
-        if (pendingTick !== undefined) skipped.push({ tick: pendingTick, reason: 'overlap' });
-        pendingTick = tick;
-      } else {
-        skipped.push({ tick, reason: 'overlap' });
-      }
-    }
-    const now = this.#d.clock.now();
-    const updated: ScheduleRecord = { ...record, nextRunAt: next, fired: record.fired + submit.length, skipped: record.skipped + skipped.length, updatedAt: now };
-    if (pendingTick === undefined) delete updated.pendingTick;
-    else updated.pendingTick = pendingTick;
-    const template = record.task as unknown as TaskSpec;
-    const specs = submit.map((tick): TaskSpec => ({ ...template, idempotencyKey: `schedule:${record.id}:${tickIso(tick)}` }));
-    const write = (w: StepWriter, picked: readonly TaskRecord[]) => {
-      const stored = this.#d.store.read.schedules.get(record.id);
-      if (!stored || stored.nextRunAt !== expected) throw new CasFailed();
-      picked.forEach((task, i) => {
-        updated.lastTickAt = submit[i]!;
-        updated.lastTaskId = task.id;
-        w.event('schedule.fired', { at: now, taskId: task.id, data: { scheduleId: record.id, tick: submit[i], tickIso: tickIso(submit[i]!) } });
-      });
-      for (const s of skipped) {
-        w.event('schedule.fired', { at: now, data: { scheduleId: record.id, tick: s.tick, tickIso: tickIso(s.tick), skipped: s.reason, ...(s.error ? { error: String(s.error) } : {}) } });
-      }
-      w.putSchedule(updated);
+  /** Decides the fire step against the stored schedule, joins it to the batch, and follows its outcome once durable. */
+  async #step(live: Live, kind: { kind: 'due'; expected: number } | { kind: 'pending' }): Promise<void> {
+    const { store, pipeline, log } = this.#d;
+    const id = live.record.id;
+    const schedule = store.read.schedules.get(id);
+    if (!schedule) return;
+    const template = this.#d.template(schedule.task as unknown as TaskSpec);
+    const input: FireInput = { template, ...this.#d.admission(), ...kind };
+    const view = {
+      schedule,
+      cron: live.cron,
+      openedAt: this.#openedAt,
+      lastTaskState: schedule.lastTaskId === undefined ? undefined : this.#d.taskState(schedule.lastTaskId),
+      taskOfKey: (key: string) => this.#d.taskOfKey(key),
+      workspacesDir: this.#d.workspacesDir,
     };
-    try {
-      if (specs.length > 0) await this.#d.submit(specs, write);
-      else await this.#d.store.commit((w) => write(w, []));
-    } catch (error) {
-      if (error instanceof CasFailed) {
-        this.#d.log.warn({ scheduleId: record.id }, 'schedule changed under a fire; re-arming from the stored tick');
-        const stored = this.#d.store.read.schedules.get(record.id);
-        if (stored) live.record = stored;
-        return this.#arm(live);
-      }
-      if (submit.length === 0) throw error;
-      this.#d.log.error({ err: error, scheduleId: record.id }, 'a schedule tick could not submit its task; recording it as skipped');
-      // Keep the tick this batch held back (queue_one): only the ticks that failed to submit are skipped.
-      return this.#submitTicks(live, expected, next, [], [...skipped, ...submit.map((tick) => ({ tick, reason: 'error', error: (error as Error).message }))], pending, { tick: pendingTick });
+    const result = pipeline.decide(decideFire, view, input);
+    if (kind.kind === 'due' && !schedule.paused && schedule.nextRunAt !== kind.expected) log.warn({ scheduleId: id }, 'schedule changed under a fire; re-arming from the stored tick');
+    for (const event of result.events) {
+      if (event.data?.skipped === 'error') log.error({ scheduleId: id, tick: event.data.tick, error: event.data.error }, 'a schedule tick could not submit its task; recording it as skipped');
     }
-    live.record = updated;
-    if (updated.pendingTick !== undefined && updated.lastTaskId !== undefined) {
-      this.#waitingOn.set(updated.lastTaskId, record.id);
+    if (result.changes.length === 0 && result.effects.length === 0) return;
+    await pipeline.apply(result);
+    const updated = scheduleOf(result);
+    // A failed CAS re-arms from the stored tick: the stored record is the one to follow.
+    live.record = updated ?? schedule;
+    if (updated?.pendingTick !== undefined && updated.lastTaskId !== undefined) {
+      this.#waitingOn.set(updated.lastTaskId, id);
       // The previous run may have settled between the check and the commit.
       if (!this.#busy(updated)) this.onSettled(updated.lastTaskId);
     }
-    this.#arm(live);
   }
 }
 
@@ -347,8 +312,11 @@ export function guardedSchedules(scheduler: SchedulesApi, assertOpen: (call: str
   };
 }
 
-/** Thrown inside a fire step when the stored tick is not the one being fired: nothing is written. */
-class CasFailed extends Error {}
+/** The schedule record a fire step wrote, if it wrote one. */
+function scheduleOf(result: StepResult): ScheduleRecord | undefined {
+  for (const change of result.changes) if (change.kind === 'schedule') return change.schedule;
+  return undefined;
+}
 
 function viewOf(record: ScheduleRecord): Schedule {
   return structuredClone(record) as Schedule;

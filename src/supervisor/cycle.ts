@@ -8,12 +8,13 @@
  * `counter - firstCycle + 1`, which a restart cannot reset. A task emits `task.starved` once, and
  * later moves to `needs_attention` (reason `starved`), where an operator retries or cancels it.
  * Tasks of an agent that flow control holds back, and all tasks while the runtime is frozen, do not
- * climb: that wait is deliberate.
+ * climb: that wait is deliberate. The ladder itself is the attend step (src/steps/attend.ts), the
+ * drop the drop step; this module picks which tasks each of them sees.
  */
-import { isTerminal } from '../../machines/index.js';
 import type { TaskRecord } from '../store/records.js';
-import type { StepWriter } from '../store/port.js';
-import { cleanWorkspace, transition, type Kernel } from '../tasks/kernel.js';
+import { decideAttend } from '../steps/attend.js';
+import { decideDrop } from '../steps/drop.js';
+import type { Kernel } from '../tasks/kernel.js';
 
 /** The `control` key of the durable cycle counter. */
 export const CYCLE_KEY = 'supervisor';
@@ -47,24 +48,24 @@ export class SupervisorCycle {
     return options.starvation !== null || options.degradedDropMs > 0;
   }
 
-  /** Looks at every queued task once; commits what changed in one step. */
+  /** Looks at every queued task once: the ladder as one attend step, each drop as a drop step, in one batch. */
   async run(): Promise<CycleReport> {
-    const { options, governor, table, router, clock } = this.#k;
+    const { options, governor, table, router, pipeline } = this.#k;
     const report: CycleReport = { starved: 0, attention: 0, dropped: 0 };
-    const now = clock.now();
+    const now = pipeline.now;
     const ladder = governor.frozen ? null : options.starvation;
     const dropMs = options.degradedDropMs;
     const degraded = new Map<string, number | undefined>();
     // Agents that flow control holds back (rate, daily budget, backoff) are throttled on purpose,
     // like a frozen runtime: their tasks do not climb the ladder.
     const held = ladder ? new Set(Object.entries(governor.stats().agents).filter(([, a]) => a.paused).map(([name]) => name)) : undefined;
-    const hungry: TaskRecord[] = [];
+    const climbing: TaskRecord[] = [];
     const stuck: TaskRecord[] = [];
     for (const entry of governor.queuedEntries()) {
       const task = table.get(entry.taskId);
       if (!task || task.state !== 'queued') continue;
-      const queuedSince = Math.max(task.queuedAt ?? task.createdAt, task.runAt ?? 0);
       if (dropMs > 0) {
+        const queuedSince = Math.max(task.queuedAt ?? task.createdAt, task.runAt ?? 0);
         if (!degraded.has(entry.instanceKey)) degraded.set(entry.instanceKey, router.degradedSince(entry.instanceKey));
         const since = degraded.get(entry.instanceKey);
         if (since !== undefined && now - Math.max(since, queuedSince) >= dropMs) {
@@ -72,86 +73,25 @@ export class SupervisorCycle {
           continue;
         }
       }
-      // A task at the top rung with no attention rung left has nothing to climb: no write for it.
-      const climbing = !task.ladder || task.ladder.rung === 0 || ladder?.attentionAfterCycles !== 0;
-      if (ladder && climbing && !held?.has(task.agent) && now - queuedSince >= ladder.minQueuedMs) hungry.push(task);
+      if (ladder && !held?.has(task.agent)) climbing.push(task);
     }
-    if (hungry.length === 0 && stuck.length === 0) return report;
-    const changed: TaskRecord[] = [];
-    const settled: TaskRecord[] = [];
-    await this.#k.store.commit((w) => {
-      if (hungry.length > 0 && ladder) {
-        const cycle = ++this.#cycle;
-        w.putControl(CYCLE_KEY, { cycle });
-        for (const task of hungry) {
-          const moved = this.#climb(w, task, cycle, ladder, now, report);
-          if (moved === 'attention') settled.push(task);
-          if (moved) changed.push(task);
+    const durable: Array<Promise<void>> = [];
+    if (ladder && climbing.length > 0) {
+      const result = pipeline.decide(decideAttend, { tasks: climbing, cycle: this.#cycle }, ladder, now);
+      if (result.changes.length > 0) {
+        for (const change of result.changes) if (change.kind === 'cycle') this.#cycle = change.cycle;
+        for (const event of result.events) {
+          if (event.type === 'task.starved') report.starved++;
+          else if (event.type === 'task.needs_attention') report.attention++;
         }
+        durable.push(pipeline.apply(result));
       }
-      for (const task of stuck) {
-        this.#drop(w, task, now);
-        report.dropped++;
-        settled.push(task);
-      }
-    });
-    for (const task of settled) {
-      if (isTerminal(task.state)) {
-        table.retire(task);
-        cleanWorkspace(this.#k, task);
-      }
-      table.notify(task);
     }
+    for (const task of stuck) {
+      durable.push(pipeline.apply(pipeline.decide(decideDrop, { task }, { degradedDropMs: dropMs }, now)));
+      report.dropped++;
+    }
+    await Promise.all(durable);
     return report;
-  }
-
-  /** Moves a task one cycle up the ladder; returns what changed (nothing, a write, or attention). */
-  #climb(w: StepWriter, task: TaskRecord, cycle: number, ladder: NonNullable<Kernel['options']['starvation']>, now: number, report: CycleReport): false | 'write' | 'attention' {
-    let write = false;
-    if (!task.ladder) {
-      task.ladder = { firstCycle: cycle, rung: 0 };
-      write = true;
-    }
-    const rung = cycle - task.ladder.firstCycle + 1;
-    const queuedMs = now - (task.queuedAt ?? task.createdAt);
-    if (task.ladder.rung === 0 && rung >= ladder.starvedAfterCycles) {
-      task.ladder.rung = 1;
-      write = true;
-      report.starved++;
-      w.event('task.starved', { at: now, taskId: task.id, data: { run: task.runs, agent: task.agent, queuedMs, cycles: rung } });
-    }
-    if (ladder.attentionAfterCycles > 0 && rung >= ladder.attentionAfterCycles) {
-      const { table, governor } = this.#k;
-      transition(task, 'ATTENTION', now);
-      table.moved(task, 'queued');
-      governor.remove(task.id);
-      task.reason = 'starved';
-      report.attention++;
-      w.putTask(task);
-      w.event('task.needs_attention', { at: now, taskId: task.id, data: { run: task.runs, reason: 'starved', agent: task.agent, queuedMs, cycles: rung } });
-      return 'attention';
-    }
-    if (write) w.putTask(task);
-    return write ? 'write' : false;
-  }
-
-  /** Drops a task that sat on a degraded instance past `degradedDropMs`. */
-  #drop(w: StepWriter, task: TaskRecord, now: number): void {
-    const { table, governor, options } = this.#k;
-    transition(task, 'DROP', now);
-    table.moved(task, 'queued');
-    governor.remove(task.id);
-    task.reason = 'instance_degraded';
-    task.error = {
-      code: 'INSTANCE_DEGRADED',
-      message: `instance ${task.instanceKey} stayed degraded for ${options.degradedDropMs} ms while the task was queued`,
-      retryable: false,
-      fault: 'infrastructure',
-    };
-    task.settledAt = now;
-    w.removeActive(task.id);
-    w.putRun({ taskId: task.id, run: task.runs, reason: task.runReason, createdAt: task.runCreatedAt, settledAt: now, outcome: 'dropped', attempts: task.attempts, error: task.error });
-    w.putTask(task);
-    w.event('task.dropped', { at: now, taskId: task.id, data: { run: task.runs, reason: task.reason, error: task.error, instanceKey: task.instanceKey } });
   }
 }

@@ -333,7 +333,7 @@ export class Dispatcher {
     }
     attempt.phase = 'ended';
     this.#live.delete(attempt.attemptId);
-    this.hooks.onEnded(attempt.taskId, attempt.attemptId);
+    this.#k.notifier.attemptEnded(attempt.taskId, attempt.attemptId);
     governor.release(attempt.entry);
     const task = table.get(attempt.taskId);
     if (!task || task.token !== attempt.token) {

@@ -1,16 +1,19 @@
 /**
  * The task engine: reads (get, list, wait), controls (cancel, retry), durable timer firing and the
- * rebuild on open. Submits live in submit.ts and the attempt lifecycle in dispatcher.ts.
+ * rebuild on open (rebuild.ts). Each durable change is a step (src/steps/) run through the
+ * pipeline. Submits live in submit.ts and the attempt lifecycle in dispatcher.ts.
  */
 import { SETTLED_FOR_WAIT, TASK_STATES, isTerminal, type TaskState } from '../../machines/index.js';
 import type { ClockTimer } from '../clock.js';
 import { TroupeError } from '../errors.js';
-import type { AttemptRecord, TaskRecord, TimerRecord } from '../store/records.js';
-import type { StepWriter } from '../store/port.js';
+import type { TaskRecord, TimerRecord } from '../store/records.js';
+import { decideCancel } from '../steps/cancel.js';
+import { decideRetry, type Routed } from '../steps/retry.js';
+import { decideWake } from '../steps/wake.js';
+import type { StepResult } from '../steps/types.js';
 import type { Dispatcher } from './dispatcher.js';
-import { beginRun, cleanWorkspace, entryOf, timerIdOf, transition, writeQueued, type Kernel } from './kernel.js';
-import { decideSettlement } from './outcome.js';
-import { settleInto } from './settle.js';
+import type { Kernel } from './kernel.js';
+import { rebuild, type RebuildCounts } from './rebuild.js';
 import { instanceKeyOf, PER_TASK_WORKSPACE, toTask, type Task } from './spec.js';
 import { resolveRetry } from '../options.js';
 import type { Interactions } from './interact.js';
@@ -46,17 +49,18 @@ const ACTIVE_STATES = new Set<TaskState>(TASK_STATES.filter((s) => !isTerminal(s
 
 /** See the module comment. */
 export class TaskEngine {
-  /** Resumes waiting tasks at open (set by the runtime). */
-  interactions: Pick<Interactions, 'rebuild'> | undefined;
   readonly #k: Kernel;
   readonly #dispatcher: Dispatcher;
+  /** Resumes waiting tasks at open. */
+  readonly #interactions: Pick<Interactions, 'rebuild'>;
   readonly #waits = new Set<(error: TroupeError) => void>();
   readonly #hold: () => Release;
 
   /** `hold` keeps the process alive while a wait is pending (see keep-alive.ts). */
-  constructor(kernel: Kernel, dispatcher: Dispatcher, hold: () => Release) {
+  constructor(kernel: Kernel, dispatcher: Dispatcher, interactions: Pick<Interactions, 'rebuild'>, hold: () => Release) {
     this.#k = kernel;
     this.#dispatcher = dispatcher;
+    this.#interactions = interactions;
     this.#hold = hold;
   }
 
@@ -140,7 +144,7 @@ export class TaskEngine {
    */
   async cancel(id: string, reason = 'cancelled'): Promise<Task> {
     if (typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'cancel: reason must be a string');
-    const { table } = this.#k;
+    const { table, pipeline } = this.#k;
     const task = table.get(id);
     if (!task) {
       const stored = this.record(id);
@@ -153,17 +157,14 @@ export class TaskEngine {
       if (settled.state === 'cancelled') return settled;
       throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${settled.state}; it cannot be cancelled`);
     }
-    const attempt = this.#dispatcher.attemptOf(task);
     const children = this.#children(id);
-    if ((task.state === 'running' || task.state === 'waiting') && attempt) {
-      const settled = this.wait(id);
-      this.#dispatcher.stop(attempt, 'cancelled', reason);
-      await this.#cancelAll(children, reason);
-      return settled;
-    }
-    await this.#cancelNow(task, reason);
+    const result = pipeline.decide(decideCancel, { task, liveAttemptId: this.#dispatcher.attemptOf(task)?.attemptId }, { reason });
+    const cancelled = taskOf(result);
+    // No record changes: the live attempt is stopped after the commit, and its end settles the task.
+    const settled = cancelled === undefined ? this.wait(id) : undefined;
+    await pipeline.apply(result);
     await this.#cancelAll(children, reason);
-    return toTask(task);
+    return settled ?? toTask(cancelled!);
   }
 
   /** Active tasks whose parent is `id`. */
@@ -176,106 +177,42 @@ export class TaskEngine {
     await Promise.all(children.map((child) => this.cancel(child.id, `parent cancelled: ${reason}`).catch(() => undefined)));
   }
 
-  async #cancelNow(task: TaskRecord, reason: string): Promise<void> {
-    const { governor, timers, store, clock, table } = this.#k;
-    const now = clock.now();
-    const from = task.state;
-    transition(task, 'CANCEL', now);
-    table.moved(task, from);
-    governor.remove(task.id);
-    const timer = [timers.remove(timerIdOf(task, 'start')), timers.remove(timerIdOf(task, 'retry')), timers.remove(timerIdOf(task, 'wake'))].find((t) => t !== undefined);
-    task.reason = reason;
-    task.settledAt = now;
-    delete task.runAt;
-    delete task.waitingFor;
-    await store.commit((w) => {
-      if (timer) w.removeTimer(timer);
-      w.removeActive(task.id);
-      w.putRun({ taskId: task.id, run: task.runs, reason: task.runReason, createdAt: task.runCreatedAt, settledAt: now, outcome: 'cancelled', attempts: task.attempts });
-      w.putTask(task);
-      w.event('task.cancelled', { at: now, taskId: task.id, data: { run: task.runs, reason, from } });
-    });
-    table.retire(task);
-    cleanWorkspace(this.#k, task);
-    table.notify(task);
-  }
-
   /**
    * Starts a new run of a failed, dropped or cancelled task, or requeues a task that needs
    * attention (same run; an unmatched one is routed again first).
    */
   async retry(id: string): Promise<Task> {
-    const { table, store, clock, governor } = this.#k;
+    const { table, store, pipeline } = this.#k;
     const current = table.get(id);
     if (current?.state === 'needs_attention') return this.#requeue(current);
     if (current) {
       if (!isTerminal(current.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${current.state}; only failed, dropped, cancelled or needs_attention tasks can be retried`);
+      // Its settle is still in flight: retry once it is durable (and the task has left the table).
       await this.wait(id);
     }
-    const stored = store.read.tasks.get(id);
-    if (!stored) throw new TroupeError('NOT_FOUND', `no task ${id}`);
-    const task: TaskRecord = structuredClone(stored);
-    const from = task.state;
-    const now = clock.now();
-    transition(task, 'RETRY', now);
-    beginRun(task, 'retry', now);
-    for (const field of ['error', 'result', 'output', 'reason', 'settledAt', 'runAt', 'progress', 'followUp', 'startedAt', 'waitingFor'] as const) delete task[field];
-    table.add(task);
-    table.revived(from, task.agent);
-    await store.commit((w) => {
-      w.putActive(task.id);
-      writeQueued(w, task, { run: task.runs, reason: 'retry', from }, now);
-    });
-    if (task.state === 'queued' && !governor.has(task.id)) governor.enqueue(entryOf(task));
-    this.#k.pump();
-    return toTask(task);
+    const inTable = table.get(id);
+    const task = inTable ?? store.read.tasks.get(id);
+    if (!task) throw new TroupeError('NOT_FOUND', `no task ${id}`);
+    const result = pipeline.decide(decideRetry, { task }, {});
+    const durable = pipeline.apply(result);
+    // A settled task from the store is active again: it leaves the settled counts.
+    if (!inTable) table.revived(task.state, task.agent);
+    await durable;
+    return toTask(taskOf(result)!);
   }
 
   /** Moves a needs_attention task back to queued, routing it first if no agent matched it yet. */
   async #requeue(task: TaskRecord): Promise<Task> {
-    const { table, store, clock, governor, agents } = this.#k;
     const routed = task.reason === 'unmatched' ? routeAgain(this.#k, task) : undefined;
-    const now = clock.now();
-    transition(task, 'REQUEUE', now);
-    table.moved(task, 'needs_attention');
-    const from = task.reason;
-    delete task.reason;
-    if (routed) Object.assign(task, routed);
-    await store.commit((w) => writeQueued(w, task, { run: task.runs, reason: 'operator', from, agent: task.agent }, now));
-    if (task.state === 'queued' && agents.get(task.agent) && !governor.has(task.id)) governor.enqueue(entryOf(task));
-    this.#k.pump();
-    return toTask(task);
+    const result = this.#k.pipeline.decide(decideRetry, { task }, routed === undefined ? {} : { routed });
+    await this.#k.pipeline.apply(result);
+    return toTask(taskOf(result)!);
   }
 
-  /** A durable timer fell due: end a retry backoff or wake a sleeping task. */
+  /** A durable timer fell due: end a retry backoff or delayed start, or wake a sleeping task. */
   onTimer(timer: TimerRecord): void {
-    const { table, store, clock, governor, log } = this.#k;
-    const task = table.get(timer.taskId);
-    const now = clock.now();
-    const due = task && task.runs === timer.run && (timer.kind === 'wake' ? task.state === 'sleeping' : task.state === 'queued');
-    store
-      .commit((w) => {
-        w.removeTimer(timer);
-        if (!due || !task) return;
-        delete task.runAt;
-        if (timer.kind === 'wake') {
-          transition(task, 'WAKE', now);
-          table.moved(task, 'sleeping');
-          beginRun(task, 'wake', now);
-          writeQueued(w, task, { run: task.runs, reason: 'wake' }, now);
-        } else {
-          w.putTask(task);
-        }
-      })
-      .then(
-        () => {
-          if (due && task && task.state === 'queued' && !governor.has(task.id)) {
-            governor.enqueue(entryOf(task));
-            this.#k.pump();
-          }
-        },
-        (error: unknown) => log.error({ err: error, timer }, 'firing a durable timer failed'),
-      );
+    const { table, pipeline, log } = this.#k;
+    pipeline.run(decideWake, { task: table.get(timer.taskId) }, { timer }).catch((error: unknown) => log.error({ err: error, timer }, 'firing a durable timer failed'));
   }
 
   /**
@@ -283,62 +220,8 @@ export class TaskEngine {
    * `crashed` (counted against the retry budget); queued tasks resume in priority and FIFO order;
    * durable timers are re-armed.
    */
-  async rebuild(): Promise<{ active: number; crashed: number; timers: number }> {
-    const { store, table, clock, governor, timers, options } = this.#k;
-    const now = clock.now();
-    const loaded: TaskRecord[] = [];
-    const orphans: string[] = [];
-    for (const id of store.read.active.keys()) {
-      const task = store.read.tasks.get(id);
-      if (!task || isTerminal(task.state)) orphans.push(id);
-      else loaded.push(task);
-    }
-    for (const task of loaded) table.add(task);
-    let timerCount = 0;
-    for (const { value } of store.read.timers.range()) {
-      timers.add(value);
-      timerCount++;
-    }
-    const crashed = loaded.filter((t) => t.state === 'running');
-    const waiting = loaded.filter((t) => t.state === 'waiting');
-    const after: Array<() => void> = [];
-    await store.commit((w: StepWriter) => {
-      for (const id of orphans) w.removeActive(id);
-      // A task that waited (input, join) when the process died keeps waiting with no live attempt;
-      // the attempt it had does not count. What it waits for resumes it with a new run.
-      for (const task of waiting) {
-        const attempt = store.read.attempts.get([task.id, task.runs, task.attemptSeq]);
-        if (attempt && attempt.exit === undefined) {
-          task.attempts--;
-          w.putAttempt({ ...attempt, endedAt: now, exit: 'interrupted' });
-          w.putTask(task);
-          const data = { run: task.runs, attempt: attempt.attempt, exit: 'interrupted', attemptMs: Math.max(0, now - attempt.startedAt), reason: 'process_crashed', for: task.waitingFor?.kind, detached: true };
-          w.event('task.waiting', { at: now, taskId: task.id, attemptId: attempt.attemptId, data });
-        }
-      }
-      // Resumed ones are queued now, and join the requeue below.
-      this.interactions?.rebuild(waiting, w, now);
-      for (const task of crashed) {
-        const attempt: AttemptRecord = store.read.attempts.get([task.id, task.runs, task.attemptSeq]) ?? {
-          taskId: task.id,
-          run: task.runs,
-          attempt: task.attemptSeq,
-          attemptId: `${task.id}:${task.runs}:${task.attemptSeq}`,
-          token: task.token,
-          owner: `${store.runtimeId}:unknown`,
-          startedAt: task.updatedAt,
-          leaseExpiresAt: task.updatedAt,
-        };
-        const decision = decideSettlement(task, task.attempts, { kind: 'crash', code: 'PROCESS_CRASHED', message: 'the process died during the attempt' }, undefined, options.random);
-        after.push(settleInto(w, this.#k, task, attempt, decision, now));
-      }
-    });
-    for (const effect of after) effect();
-    const queued = loaded.filter((t) => t.state === 'queued' && !(t.runAt !== undefined && (timers.has(timerIdOf(t, 'retry')) || timers.has(timerIdOf(t, 'start')))));
-    queued.sort((a, b) => a.queuedOrder - b.queuedOrder);
-    for (const task of queued) if (!governor.has(task.id)) governor.enqueue(entryOf(task));
-    this.#k.pump();
-    return { active: loaded.length, crashed: crashed.length, timers: timerCount };
+  rebuild(): Promise<RebuildCounts> {
+    return rebuild(this.#k, this.#interactions);
   }
 }
 
@@ -346,7 +229,7 @@ export class TaskEngine {
  * Routes an unmatched task again: the agent it names, or the least-loaded one covering its
  * `requires`. Throws UNKNOWN_AGENT (changing nothing) when still no agent matches.
  */
-function routeAgain(k: Kernel, task: TaskRecord): Pick<TaskRecord, 'agent' | 'instanceKey' | 'retry' | 'timeoutMs'> {
+function routeAgain(k: Kernel, task: TaskRecord): Routed {
   const requires = task.requires ?? [];
   let agent: RegisteredAgent | undefined;
   if (task.agent) {
@@ -362,8 +245,13 @@ function routeAgain(k: Kernel, task: TaskRecord): Pick<TaskRecord, 'agent' | 'in
   }
   const retry = task.unrouted ? { ...resolveRetry(task.unrouted.retry, agent.retry, 'retry') } : task.retry;
   const timeoutMs = task.unrouted ? (task.unrouted.timeoutMs ?? agent.timeoutMs) : task.timeoutMs;
-  delete task.unrouted;
   return { agent: agent.name, retry, timeoutMs, instanceKey: instanceKeyOf({ agent, lane: task.lane, workspace: task.workspaceKeep !== undefined ? PER_TASK_WORKSPACE : task.workspace, timeoutMs, retry }) };
+}
+
+/** The task record a step decided, if it changed one. */
+function taskOf(result: StepResult): TaskRecord | undefined {
+  for (const change of result.changes) if (change.kind === 'task') return change.task;
+  return undefined;
 }
 
 function noop(): void {}

@@ -7,14 +7,20 @@
  * waits for is stored on the task. If no attempt is live any more (the process died, or shut down,
  * while it waited), the task stays `waiting`; the input or the last settling task then resumes it
  * with a new run, whose agent sees the pending inputs and whose join returns at once.
+ *
+ * The durable changes are the park and resume steps (src/steps/), run through the pipeline; this
+ * module keeps what they leave to the caller: the parked calls and their slots, the join watches,
+ * and answering the agent once the step is durable.
  */
 import { describeUnserializable, type AgentCall, type HostReply, type WorkerMessage } from '../../actors/wire.js';
 import { isTerminal } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
 import type { InboxRecord, TaskRecord } from '../store/records.js';
-import type { StepWriter } from '../store/port.js';
+import { decidePark } from '../steps/park.js';
+import { decideResume, type ResumeInput, type ResumeView } from '../steps/resume.js';
+import type { StepResult } from '../steps/types.js';
 import type { Dispatcher, LiveAttempt } from './dispatcher.js';
-import { beginRun, entryOf, transition, writeQueued, type Kernel } from './kernel.js';
+import type { Kernel } from './kernel.js';
 import type { TaskSpec } from './spec.js';
 
 type CallMessage = Extract<WorkerMessage, { t: 'call' }>;
@@ -59,10 +65,8 @@ export class Interactions {
   readonly #parked = new Map<string, Parked>();
   /** Joined task id → the ids of tasks waiting on it. */
   readonly #joiners = new Map<string, Set<string>>();
-  /** Input keys whose commit is in flight: `taskId\0key` → the item. */
+  /** Input keys whose commit is in flight: `taskId\0key` → the item (resolved once it is durable). */
   readonly #sending = new Map<string, Promise<InboxItem>>();
-  /** Inbox items whose commit is in flight (`taskId\0seq`): an agent may ask for one before it lands. */
-  readonly #unlanded = new Map<string, InboxRecord>();
 
   constructor(kernel: Kernel, dispatcher: Dispatcher, submit: SubmitFn) {
     this.#k = kernel;
@@ -123,7 +127,7 @@ export class Interactions {
       if (item) return viewOf(taskId, item);
     }
     if (!task || isTerminal(task.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${taskId} is ${current.state}; it takes no more input`);
-    const sending = this.#store(task, input.message, idempotencyKey);
+    const sending = this.#send(task, input.message, idempotencyKey);
     if (idempotencyKey === undefined) return sending;
     const key = `${taskId}\u0000${idempotencyKey}`;
     this.#sending.set(key, sending);
@@ -139,25 +143,24 @@ export class Interactions {
       const task = this.#k.table.get(id);
       if (task?.state !== 'waiting' || task.waitingFor?.kind !== 'join') continue;
       if (!this.#allSettled(task.waitingFor.ids)) continue;
-      void this.#resumeJoin(task).catch((error: unknown) => this.#k.log.error({ err: error, taskId: id }, 'resuming a joined task failed'));
+      this.#resumeJoin(task);
     }
   }
 
   /**
-   * At open: a waiting task has no live attempt. It resumes now if what it waits for is there
-   * (pending inputs, settled tasks); else it keeps waiting and is resumed by the input or the join.
+   * At open: each waiting task (by id) has no live attempt. It resumes now, with a new run, if what
+   * it waits for is there (pending inputs, settled tasks); else it keeps waiting and is resumed by
+   * the input or the join. Returns the promises of the steps it ran.
    */
-  rebuild(waiting: readonly TaskRecord[], w: StepWriter, now: number): TaskRecord[] {
-    const resumed: TaskRecord[] = [];
-    for (const task of waiting) {
+  rebuild(ids: readonly string[]): Array<Promise<void>> {
+    const resumed: Array<Promise<void>> = [];
+    for (const id of ids) {
+      const task = this.#k.table.get(id);
+      if (task?.state !== 'waiting') continue;
       const wanted = task.waitingFor;
       const ready = wanted?.kind === 'join' ? this.#allSettled(wanted.ids) : (task.delivered ?? 0) < (task.inbox ?? 0) || wanted === undefined;
-      if (ready) {
-        this.#newRun(w, task, now);
-        resumed.push(task);
-      } else if (wanted?.kind === 'join') {
-        this.#watch(task.id, wanted.ids);
-      }
+      if (ready) resumed.push(this.#k.pipeline.run(decideResume, { task, live: undefined }, { kind: 'ready' }));
+      else if (wanted?.kind === 'join') this.#watch(task.id, wanted.ids);
     }
     return resumed;
   }
@@ -177,29 +180,24 @@ export class Interactions {
 
   async #input(task: TaskRecord, attempt: LiveAttempt, prompt: unknown, reply: { threadId: number; callId: number }): Promise<unknown> {
     if (this.#parked.has(task.id)) throw new TroupeError('ILLEGAL_TRANSITION', 'the agent is already waiting');
-    const delivered = task.delivered ?? 0;
-    const { store, clock } = this.#k;
-    const now = clock.now();
-    if (delivered < (task.inbox ?? 0)) {
-      // An input is pending: hand it over now, recording the delivery first.
-      const item = this.#unlanded.get(`${task.id}\u0000${delivered + 1}`) ?? store.read.inbox.get([task.id, delivered + 1]);
-      if (!item) throw new TroupeError('STORE_FAILED', `inbox item ${delivered + 1} of task ${task.id} is missing`);
-      await store.commit((w) => this.#deliver(w, task, item, attempt, now));
-      return item.message;
+    const { pipeline, store } = this.#k;
+    const next = (task.delivered ?? 0) + 1;
+    // A pending input is handed over at once (reads see it even while its own commit is in flight).
+    const pending = next <= (task.inbox ?? 0) ? store.read.inbox.get([task.id, next]) : undefined;
+    const result = pipeline.decide(decidePark, { task, attemptId: attempt.attemptId }, pending === undefined ? { kind: 'input', prompt } : { kind: 'input', prompt, pending });
+    if (pending !== undefined) {
+      await pipeline.apply(result);
+      return pending.message;
     }
-    this.#park(task, attempt, { kind: 'input', ...(prompt === undefined ? {} : { prompt }) }, 'input', reply);
-    await store.commit((w) => {
-      w.putTask(task);
-      w.event('task.waiting', { at: now, taskId: task.id, attemptId: attempt.attemptId, data: { for: 'input', prompt } });
-    });
+    this.#park(task, attempt, 'input', reply);
+    await pipeline.apply(result);
     return PARKED;
   }
 
   async #unwait(task: TaskRecord, attempt: LiveAttempt, inputCallId: number): Promise<unknown> {
     const parked = this.#parked.get(task.id);
     if (!parked || parked.attempt !== attempt || parked.callId !== inputCallId) return 'delivered';
-    this.#parked.delete(task.id);
-    await this.#resume(task, attempt);
+    await this.#resume(task, parked, { kind: 'unwait' });
     return 'unwaited';
   }
 
@@ -222,106 +220,71 @@ export class Interactions {
     }
     const list = [...(ids as string[])];
     if (this.#allSettled(list)) return this.#outcomes(list);
-    const now = this.#k.clock.now();
-    this.#park(task, attempt, { kind: 'join', ids: list }, 'join', reply);
+    const { pipeline, table } = this.#k;
+    const result = pipeline.decide(decidePark, { task, attemptId: attempt.attemptId }, { kind: 'join', ids: list });
+    this.#park(task, attempt, 'join', reply);
     this.#watch(task.id, list);
-    await this.#k.store.commit((w) => {
-      w.putTask(task);
-      w.event('task.waiting', { at: now, taskId: task.id, attemptId: attempt.attemptId, data: { for: 'join', ids: list } });
-    });
+    await pipeline.apply(result);
     // A joined task may have settled while the waiting step committed.
-    if (this.#allSettled(list) && task.state === 'waiting' && task.waitingFor?.kind === 'join') {
-      void this.#resumeJoin(task).catch((error: unknown) => this.#k.log.error({ err: error, taskId: task.id }, 'resuming a joined task failed'));
-    }
+    const current = table.get(task.id);
+    if (current?.state === 'waiting' && current.waitingFor?.kind === 'join' && this.#allSettled(list)) this.#resumeJoin(current);
     return PARKED;
   }
 
-  #park(task: TaskRecord, attempt: LiveAttempt, waitingFor: NonNullable<TaskRecord['waitingFor']>, kind: Parked['kind'], reply: { threadId: number; callId: number }): void {
-    const { table, clock } = this.#k;
-    transition(task, 'WAIT', clock.now());
-    table.moved(task, 'running');
-    task.waitingFor = waitingFor;
+  /** The agent waits on the host: its call is answered later, and its attempt gives its slot back. */
+  #park(task: TaskRecord, attempt: LiveAttempt, kind: Parked['kind'], reply: { threadId: number; callId: number }): void {
     this.#parked.set(task.id, { attempt, kind, ...reply });
     this.#dispatcher.park(attempt);
   }
 
-  /** Moves a task with a live attempt back to running, durably. */
-  async #resume(task: TaskRecord, attempt: LiveAttempt): Promise<void> {
-    const { table, clock, store } = this.#k;
-    transition(task, 'RESUME', clock.now());
-    table.moved(task, 'waiting');
-    delete task.waitingFor;
-    this.#dispatcher.unpark(attempt);
-    await store.commit((w) => w.putTask(task));
+  /** A parked agent runs again (`unwait`, or its joined tasks settled): the resume step, and its slot back. */
+  #resume(task: TaskRecord, parked: Parked, input: ResumeInput): Promise<void> {
+    const live = this.#liveOf(task);
+    this.#parked.delete(task.id);
+    const durable = this.#k.pipeline.run(decideResume, { task, live }, input);
+    this.#dispatcher.unpark(parked.attempt);
+    return durable;
   }
 
-  #deliver(w: StepWriter, task: TaskRecord, item: InboxRecord, attempt: LiveAttempt, now: number): void {
-    task.delivered = item.seq;
-    w.putInbox(task.id, { ...item, deliveredAt: now, deliveredTo: attempt.attemptId });
-    w.putTask(task);
+  /** The task's live attempt as the resume step sees it. */
+  #liveOf(task: TaskRecord): ResumeView['live'] {
+    const attempt = this.#dispatcher.attemptOf(task);
+    if (attempt === undefined) return undefined;
+    return { attemptId: attempt.attemptId, parked: this.#parked.get(task.id)?.attempt === attempt, stopping: attempt.stop !== undefined };
   }
 
-  async #store(task: TaskRecord, message: unknown, idempotencyKey: string | undefined): Promise<InboxItem> {
-    const { store, clock, table, governor } = this.#k;
-    const now = clock.now();
-    const seq = (task.inbox ?? 0) + 1;
-    task.inbox = seq;
-    const item: InboxRecord = { seq, message, at: now, ...(idempotencyKey === undefined ? {} : { idempotencyKey }) };
+  /** Stores an input (the resume step): delivered to an agent parked on it, or it resumes a task whose agent is gone. */
+  async #send(task: TaskRecord, message: unknown, idempotencyKey: string | undefined): Promise<InboxItem> {
+    const { pipeline } = this.#k;
     const parked = this.#parked.get(task.id);
-    // Never to an attempt that is stopping: its wait has been (or is being) aborted.
-    const deliverNow = parked?.kind === 'input' && !parked.attempt.stop && (task.delivered ?? 0) + 1 === seq;
-    // No live attempt waits for it: the input itself resumes the task with a new run.
-    const resumeRun = task.state === 'waiting' && task.waitingFor?.kind === 'input' && !parked && !this.#dispatcher.attemptOf(task);
-    if (deliverNow) {
+    const result = pipeline.decide(decideResume, { task, live: this.#liveOf(task) }, idempotencyKey === undefined ? { kind: 'input', message } : { kind: 'input', message, idempotencyKey });
+    const item = inboxOf(result);
+    const delivered = item.deliveredAt !== undefined;
+    if (delivered) {
       this.#parked.delete(task.id);
-      transition(task, 'RESUME', now);
-      table.moved(task, 'waiting');
-      delete task.waitingFor;
-      this.#dispatcher.unpark(parked.attempt);
+      this.#dispatcher.unpark(parked!.attempt);
     }
-    const unlanded = `${task.id}\u0000${seq}`;
-    this.#unlanded.set(unlanded, item);
-    await store.commit((w) => {
-      if (deliverNow) this.#deliver(w, task, item, parked.attempt, now);
-      else w.putInbox(task.id, item);
-      if (idempotencyKey !== undefined) w.putIdempotency(inputKeyOf(task.id, idempotencyKey), String(seq));
-      w.event('task.input', { at: now, taskId: task.id, data: { seq, idempotencyKey, delivered: deliverNow } });
-      if (resumeRun) this.#newRun(w, task, now);
-      else w.putTask(task);
-    }).finally(() => this.#unlanded.delete(unlanded));
-    if (deliverNow) this.#k.pool.reply(parked.threadId, { t: 'reply', callId: parked.callId, ok: true, value: message } satisfies HostReply);
-    if (resumeRun && task.state === 'queued' && !governor.has(task.id)) {
-      governor.enqueue(entryOf(task));
-      this.#k.pump();
-    }
-    return viewOf(task.id, deliverNow ? { ...item, deliveredAt: now } : item);
+    await pipeline.apply(result);
+    if (delivered) this.#k.pool.reply(parked!.threadId, { t: 'reply', callId: parked!.callId, ok: true, value: message } satisfies HostReply);
+    return viewOf(task.id, item);
   }
 
-  async #resumeJoin(task: TaskRecord): Promise<void> {
+  /** The tasks a waiting task joined have all settled: its parked agent gets their outcomes, or (with no attempt) it resumes with a new run. */
+  #resumeJoin(task: TaskRecord): void {
     const ids = (task.waitingFor as { ids: string[] }).ids;
     const parked = this.#parked.get(task.id);
     this.#unwatch(task.id);
-    if (parked) {
-      this.#parked.delete(task.id);
-      await this.#resume(task, parked.attempt);
-      this.#k.pool.reply(parked.threadId, { t: 'reply', callId: parked.callId, ok: true, value: this.#outcomes(ids) });
-      return;
+    const failed = (error: unknown) => this.#k.log.error({ err: error, taskId: task.id }, 'resuming a joined task failed');
+    try {
+      if (parked) {
+        this.#resume(task, parked, { kind: 'ready' }).then(() => this.#k.pool.reply(parked.threadId, { t: 'reply', callId: parked.callId, ok: true, value: this.#outcomes(ids) }), failed);
+      } else if (!this.#dispatcher.attemptOf(task)) {
+        // (A live attempt that is not parked is ending: its settle decides the task.)
+        this.#k.pipeline.run(decideResume, { task, live: undefined }, { kind: 'ready' }).catch(failed);
+      }
+    } catch (error) {
+      failed(error);
     }
-    if (this.#dispatcher.attemptOf(task)) return;
-    await this.#k.store.commit((w) => this.#newRun(w, task, this.#k.clock.now()));
-    if (task.state === 'queued' && !this.#k.governor.has(task.id)) {
-      this.#k.governor.enqueue(entryOf(task));
-      this.#k.pump();
-    }
-  }
-
-  /** waiting → queued as a new run (reason `resume`), written into `w`. */
-  #newRun(w: StepWriter, task: TaskRecord, now: number): void {
-    transition(task, 'REQUEUE', now);
-    this.#k.table.moved(task, 'waiting');
-    delete task.waitingFor;
-    beginRun(task, 'resume', now);
-    writeQueued(w, task, { run: task.runs, reason: 'resume' }, now);
   }
 
   #watch(taskId: string, ids: readonly string[]): void {
@@ -371,6 +334,12 @@ const PARKED = Symbol('parked');
 
 function inputKeyOf(taskId: string, key: string): string {
   return `input:${taskId}:${key}`;
+}
+
+/** The inbox item a resume step stored. */
+function inboxOf(result: StepResult): InboxRecord {
+  for (const change of result.changes) if (change.kind === 'inbox') return change.item;
+  throw new TroupeError('STORE_FAILED', 'the input step stored no inbox item');
 }
 
 function viewOf(taskId: string, item: InboxRecord): InboxItem {

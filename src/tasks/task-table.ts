@@ -46,12 +46,6 @@ export class TaskTable {
     return this.#keys.get(key);
   }
 
-  /** Records that `task` moved from `from` to its current state (same object, already mutated). */
-  moved(task: TaskRecord, from: TaskState): void {
-    this.#active[from]--;
-    this.#active[task.state]++;
-  }
-
   /** A retry took a settled task out of the store counts. */
   revived(from: TaskState, agent: string): void {
     if (!this.#settled) return;
