@@ -154,20 +154,41 @@ function attemptApplies(context: InstanceContext, event: AttemptEvent): boolean 
   return ALLOWED_FROM[event.change].includes(from) && (from === undefined || context[from] > 0);
 }
 
-/** The context after a batch of changes (folded through {@link applyAttempt}), and whether the streak crossed the threshold on the way. */
+/**
+ * The context changes of a batch of attempt changes, folded in order by the same rule as
+ * {@link applyAttempt}, and whether the streak reached the threshold on the way. One working copy
+ * of the counters, not one context per change: a turn can carry hundreds of changes.
+ */
 function applyAttempts(context: InstanceContext, event: AttemptsEvent): { patch: Partial<InstanceContext>; crossed: boolean } {
-  let current = context;
+  const acc = { pending: context.pending, running: context.running, stopping: context.stopping, consecutiveFailures: context.consecutiveFailures };
+  let recentFailures = context.recentFailures;
+  let changed = false;
   let crossed = false;
-  const patch: Partial<InstanceContext> = {};
-  for (const change of event.changes) {
-    const single: AttemptEvent = { type: 'attempt', ...change, at: event.at };
-    if (!crossed && crossesThreshold(current, single)) crossed = true;
-    const step = applyAttempt(current, single);
-    if (!step) continue;
-    Object.assign(patch, step);
-    current = { ...current, ...step };
+  const threshold = context.failedAttemptThreshold;
+  for (const c of event.changes) {
+    const { from, change } = c;
+    if (!ALLOWED_FROM[change].includes(from) || (from !== undefined && acc[from] <= 0)) continue;
+    changed = true;
+    if (from !== undefined) acc[from]--;
+    if (change === 'pending' || change === 'running' || change === 'stopping') acc[change]++;
+    if (change !== 'ended' || c.status === undefined) continue;
+    if (c.status === 'success' || c.status === 'fork') acc.consecutiveFailures = 0;
+    else if (AGENT_FAULT_EXITS.has(c.status)) {
+      acc.consecutiveFailures++;
+      recentFailures = [...recentFailures, c.attemptId].slice(-RECENT_FAILURES_LIMIT);
+      if (threshold > 0 && acc.consecutiveFailures >= threshold) crossed = true;
+    }
   }
+  if (!changed) return { patch: {}, crossed };
+  const patch: Partial<InstanceContext> = { ...acc, lastActivityAt: event.at };
+  if (recentFailures !== context.recentFailures) patch.recentFailures = recentFailures;
   return { patch, crossed };
+}
+
+/** Whether a batch holds an agent-fault ending at all (the cheap test before folding it for the guard). */
+function hasFault(event: AttemptsEvent): boolean {
+  for (const c of event.changes) if (c.change === 'ended' && c.status !== undefined && AGENT_FAULT_EXITS.has(c.status)) return true;
+  return false;
 }
 
 function crossesThreshold(context: InstanceContext, event: AttemptEvent): boolean {
@@ -202,7 +223,7 @@ export const instanceMachine = setup({
     },
     attemptsDegrade: ({ context, event }) => {
       assertEvent(event, 'attempts');
-      return context.failedAttemptThreshold > 0 && applyAttempts(context, event).crossed;
+      return context.failedAttemptThreshold > 0 && hasFault(event) && applyAttempts(context, event).crossed;
     },
   },
   actions: {

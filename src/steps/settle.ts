@@ -62,7 +62,7 @@ function settle(task: TaskRecord, attempt: AttemptRecord, d: Settlement, interru
   if (state === undefined) throw illegal({ id: task.id, state: from }, d.event);
 
   const next: TaskRecord = { ...task, state, updatedAt: now };
-  if (next.waitingFor !== undefined) delete next.waitingFor;
+  if (next.waitingFor !== undefined) next.waitingFor = undefined;
   if (!d.counts) next.attempts--;
   const { result } = d;
   if (result) {
@@ -70,7 +70,7 @@ function settle(task: TaskRecord, attempt: AttemptRecord, d: Settlement, interru
     if ('output' in result && result.output !== undefined) next.output = result.output;
   }
   if (d.event === 'SUCCEED' || d.event === 'SLEEP') {
-    if (next.error !== undefined) delete next.error;
+    if (next.error !== undefined) next.error = undefined;
   } else if (d.error) next.error = d.error;
   if (d.reason !== undefined && d.event !== 'REQUEUE') next.reason = d.reason;
 

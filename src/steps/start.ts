@@ -55,6 +55,10 @@ export function decideStart(view: StartView, input: StartInput, ctx: StepContext
     owner: `${view.runtimeId}:${attemptId}`,
     startedAt: now,
     leaseExpiresAt: now + view.leaseMs,
+    // Present from the start, so the ended attempt keeps this one's shape.
+    endedAt: undefined,
+    exit: undefined,
+    error: undefined,
   };
   out.changes.push({ kind: 'task', task: next }, { kind: 'attempt', attempt });
   // The spent token and the day's count commit with the start they paid for.

@@ -4,7 +4,7 @@
  * admission are reads and stay with the caller; this step decides the record and what it writes.
  */
 import { join } from 'node:path';
-import type { TaskRecord } from '../store/records.js';
+import { createTaskRecord } from '../store/records.js';
 import type { ValidSpec } from '../tasks/spec.js';
 import { queue, timerOf, arm, emit } from './common.js';
 import { nothing, type StepContext, type StepResult } from './types.js';
@@ -28,7 +28,7 @@ export interface SubmitInput {
 export function decideSubmit(view: SubmitView, input: SubmitInput, ctx: StepContext): StepResult {
   const { spec } = input;
   const { now } = ctx;
-  const task: TaskRecord = {
+  const task = createTaskRecord({
     id: ctx.id(),
     agent: spec.agentName,
     state: spec.unmatched ? 'needs_attention' : 'queued',
@@ -39,16 +39,9 @@ export function decideSubmit(view: SubmitView, input: SubmitInput, ctx: StepCont
     labels: spec.labels,
     timeoutMs: spec.timeoutMs,
     retry: { ...spec.retry },
-    runs: 1,
     runReason: 'submit',
-    runCreatedAt: now,
-    attempts: 0,
-    attemptSeq: 0,
-    token: 0,
-    queuedOrder: 0,
     createdAt: now,
-    updatedAt: now,
-  };
+  });
   if (spec.unmatched) task.reason = 'unmatched';
   if (spec.requires !== undefined) task.requires = spec.requires;
   if (spec.unrouted !== undefined) task.unrouted = spec.unrouted;

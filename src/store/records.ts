@@ -253,3 +253,52 @@ export interface AgentFlowState {
   /** Paused by backoff until then (epoch ms). */
   pausedUntil?: number;
 }
+
+/**
+ * A task record with every field present, in one order (absent ones undefined). Records built
+ * from this one, and spread from each other, share one shape: V8 keeps their property access
+ * monomorphic, and the store encodes them with one structure.
+ */
+export function createTaskRecord(fields: Pick<TaskRecord, 'id' | 'agent' | 'state' | 'input' | 'priority' | 'lane' | 'instanceKey' | 'labels' | 'timeoutMs' | 'retry' | 'runReason' | 'createdAt'>): TaskRecord {
+  return {
+    id: fields.id,
+    agent: fields.agent,
+    state: fields.state,
+    input: fields.input,
+    output: undefined,
+    result: undefined,
+    error: undefined,
+    reason: undefined,
+    progress: undefined,
+    priority: fields.priority,
+    lane: fields.lane,
+    workspace: undefined,
+    workspaceKeep: undefined,
+    instanceKey: fields.instanceKey,
+    parentId: undefined,
+    idempotencyKey: undefined,
+    labels: fields.labels,
+    timeoutMs: fields.timeoutMs,
+    retry: fields.retry,
+    runs: 1,
+    runReason: fields.runReason,
+    runCreatedAt: fields.createdAt,
+    attempts: 0,
+    attemptSeq: 0,
+    token: 0,
+    queuedOrder: 0,
+    queuedAt: undefined,
+    requires: undefined,
+    unrouted: undefined,
+    waitingFor: undefined,
+    inbox: undefined,
+    delivered: undefined,
+    ladder: undefined,
+    runAt: undefined,
+    followUp: undefined,
+    createdAt: fields.createdAt,
+    updatedAt: fields.createdAt,
+    startedAt: undefined,
+    settledAt: undefined,
+  };
+}

@@ -16,6 +16,8 @@ export const REMOVED: unique symbol = Symbol('removed');
 export interface DirtyEntry {
   readonly db: number;
   readonly key: Key;
+  /** {@link keyString} of the key, kept to drop the entry without building it again. */
+  readonly id: string;
   value: unknown;
   /** The batch in which it became dirty (since it was last materialized). */
   first: number;
@@ -64,7 +66,7 @@ export class Overlay {
     const id = keyString(key);
     const entry = map.get(id);
     if (!entry) {
-      const created: DirtyEntry = { db, key, value, first: batch, last: batch, lastAt: at, writing: undefined };
+      const created: DirtyEntry = { db, key, id, value, first: batch, last: batch, lastAt: at, writing: undefined };
       map.set(id, created);
       this.#order.add(created);
       return;
@@ -131,7 +133,7 @@ export class Overlay {
   written(entries: readonly DirtyEntry[], batch: number): void {
     for (const entry of entries) {
       if (entry.writing !== batch) continue;
-      this.#byDb[entry.db]!.delete(keyString(entry.key));
+      this.#byDb[entry.db]!.delete(entry.id);
     }
   }
 

@@ -381,8 +381,12 @@ class LmdbStore implements Store {
 
   #materialize(entry: DirtyEntry): void {
     const db = this.#dbs[entry.db]!;
-    if (entry.value === REMOVED) db.remove(entry.key);
-    else db.put(entry.key, entry.value);
+    // A record created and removed while in the overlay never reached its database: nothing to do.
+    // (The read sees every earlier materialization: an entry cools for more batches than may be
+    // in flight, so any earlier write of this key has landed.)
+    if (entry.value === REMOVED) {
+      if (db.doesExist(entry.key)) db.remove(entry.key);
+    } else db.put(entry.key, entry.value);
   }
 
   /** Reads of one record database through the overlay: decided changes first, then the database. */
