@@ -3,7 +3,6 @@
  * replay the log from LMDB and then go live, with no gap and no duplicate across the switch.
  * Events are published only after the commit that holds them, in commit order.
  */
-import { EventEmitter } from 'node:events';
 import type { SafeDatabase } from '../store/port.js';
 import type { EventRecord, EventType } from '../store/records.js';
 import { TroupeError } from '../errors.js';
@@ -46,42 +45,67 @@ export function fromCursor(cursor: string | number): number {
   return Number(cursor);
 }
 
+type Listener = (event: RuntimeEvent) => void;
+
 /** The publishing side, owned by the runtime. */
 export class EventBus {
-  readonly #emitter = new EventEmitter();
+  /** Listeners by type ('*': every event). Replaced, never changed, so a publish may unsubscribe. */
+  readonly #listeners = new Map<string, Listener[]>();
   readonly #events: SafeDatabase<EventRecord, number>;
   readonly #streams = new Set<(event: RuntimeEvent) => void>();
   #closed = false;
   readonly #onClose = new Set<() => void>();
 
   readonly #hold: () => Release;
+  readonly #onListenerError: (error: unknown, type: string) => void;
 
-  /** `hold` keeps the process alive while an iteration waits for its next event (see keep-alive.ts). */
-  constructor(events: SafeDatabase<EventRecord, number>, hold: () => Release) {
+  /**
+   * `hold` keeps the process alive while an iteration waits for its next event (see
+   * keep-alive.ts). A listener that throws is reported to `onListenerError`; it never reaches the
+   * pipeline that published the event, nor the other listeners.
+   */
+  constructor(events: SafeDatabase<EventRecord, number>, hold: () => Release, onListenerError: (error: unknown, type: string) => void = () => undefined) {
     this.#events = events;
     this.#hold = hold;
-    this.#emitter.setMaxListeners(0);
+    this.#onListenerError = onListenerError;
   }
 
   /** Publishes events that have just been committed. */
   publish(records: readonly EventRecord[]): void {
-    if (this.#streams.size === 0 && this.#emitter.eventNames().length === 0) return;
+    if (this.#streams.size === 0 && this.#listeners.size === 0) return;
+    const all = this.#listeners.get('*');
     for (const record of records) {
       const event = record as RuntimeEvent;
       event.cursor = toCursor(record.seq);
       for (const stream of this.#streams) stream(event);
-      if (this.#emitter.listenerCount(record.type) > 0) this.#emitter.emit(record.type, event);
-      if (this.#emitter.listenerCount('*') > 0) this.#emitter.emit('*', event);
+      const typed = this.#listeners.get(record.type);
+      if (typed) this.#call(typed, event);
+      if (all) this.#call(all, event);
     }
   }
 
-  on(type: EventType | '*', listener: (event: RuntimeEvent) => void): () => void {
-    this.#emitter.on(type, listener);
-    return () => this.#emitter.off(type, listener);
+  #call(listeners: readonly Listener[], event: RuntimeEvent): void {
+    for (const listener of listeners) {
+      try {
+        listener(event);
+      } catch (error) {
+        this.#onListenerError(error, event.type);
+      }
+    }
   }
 
-  off(type: EventType | '*', listener: (event: RuntimeEvent) => void): void {
-    this.#emitter.off(type, listener);
+  on(type: EventType | '*', listener: Listener): () => void {
+    this.#listeners.set(type, [...(this.#listeners.get(type) ?? []), listener]);
+    return () => this.off(type, listener);
+  }
+
+  off(type: EventType | '*', listener: Listener): void {
+    const listeners = this.#listeners.get(type);
+    const at = listeners?.indexOf(listener) ?? -1;
+    if (at < 0) return;
+    const rest = listeners!.filter((_, i) => i !== at);
+    if (rest.length > 0) this.#listeners.set(type, rest);
+    else this.#listeners.delete(type);
   }
 
   /** Ends every live iteration (runtime close). */

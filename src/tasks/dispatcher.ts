@@ -74,9 +74,8 @@ export class Dispatcher {
   #pumpQueued = false;
   readonly #idle = new Set<() => void>();
   /** Agent calls and attempt ends, for the interactions (inputs, spawn, join). */
-  hooks: { onCall(attempt: LiveAttempt, message: Extract<WorkerMessage, { t: 'call' }>, threadId: number): void; onEnded(taskId: string, attemptId: string): void } = {
+  hooks: { onCall(attempt: LiveAttempt, message: Extract<WorkerMessage, { t: 'call' }>, threadId: number): void } = {
     onCall: () => undefined,
-    onEnded: () => undefined,
   };
 
   constructor(kernel: Kernel) {

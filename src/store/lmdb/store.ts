@@ -366,8 +366,12 @@ class LmdbStore implements Store {
       this.#inFlight--;
       if (outcome.status === 'fulfilled') {
         this.#overlay.written(materialized, batch.no);
-        if (batch.events.length > 0) this.#options.onCommitted?.(batch.events);
-        batch.resolve();
+        // Publishing is the caller's; whatever it throws must not keep the batch from resolving.
+        try {
+          if (batch.events.length > 0) this.#options.onCommitted?.(batch.events);
+        } finally {
+          batch.resolve();
+        }
       } else {
         this.#overlay.unwritten(materialized, batch.no);
         this.#checkpoint = Math.min(this.#checkpoint, previous);

@@ -57,7 +57,7 @@ describe('decideSettle: terminal outcomes', () => {
     const out = settle(task, ok({ kind: 'success', summary: 'ok', output: { n: 2 } }));
     const done = { ...task, state: 'done', updatedAt: NOW, result: { kind: 'success', summary: 'ok' }, output: { n: 2 }, settledAt: NOW } as TaskRecord;
     delete done.error;
-    expect(out).toStrictEqual({
+    expect(out).toEqual({
       changes: [
         { kind: 'attempt', attempt: { ...attemptOf(task), endedAt: NOW, exit: 'success' } },
         { kind: 'task', task: done },
@@ -131,7 +131,7 @@ describe('decideSettle: the task goes on', () => {
     const timer = { id: 'retry:t1:1', due: NOW + 1_000, kind: 'retry', taskId: 't1', run: 1 };
     const queued = { ...task, state: 'queued', updatedAt: NOW, error, queuedOrder: 200, queuedAt: NOW, runAt: NOW + 1_000 } as TaskRecord;
     delete queued.ladder;
-    expect(out).toStrictEqual({
+    expect(out).toEqual({
       changes: [
         { kind: 'attempt', attempt: { ...attemptOf(task), endedAt: NOW, exit: 'error', error } },
         { kind: 'task', task: queued },
@@ -189,7 +189,7 @@ describe('decideSettle: a waiting task', () => {
   it('detaches on interrupt: keeps waiting with no live attempt, the attempt uncounted, task.waiting detached', () => {
     const task = waiting();
     const out = settle(task, ok({ kind: 'success' }), { stop: { reason: 'shutdown' } });
-    expect(out).toStrictEqual({
+    expect(out).toEqual({
       changes: [
         { kind: 'attempt', attempt: { ...attemptOf(task), endedAt: NOW, exit: 'interrupted' } },
         { kind: 'task', task: { ...task, attempts: 1 } },
@@ -232,14 +232,14 @@ describe('decideSettle: idempotent and fenced', () => {
   it('records a result from an attempt that is no longer current as task.stale_result, changing nothing', () => {
     const task = running({ token: 95 });
     const out = settle(task, ok({ kind: 'success' }), { attempt: attemptOf(task, { token: 90 }) });
-    expect(out).toStrictEqual({ changes: [], events: [{ seq: 200, at: NOW, type: 'task.stale_result', taskId: 't1', attemptId: 't1:1:1', data: { kind: 'result' } }], effects: [] });
+    expect(out).toEqual({ changes: [], events: [{ seq: 200, at: NOW, type: 'task.stale_result', taskId: 't1', attemptId: 't1:1:1', data: { kind: 'result' } }], effects: [] });
   });
 
   it('records a result for a task no longer in memory as task.stale_result', () => {
     const task = running();
     const settlement = decideSettlement(task, 1, ok({ kind: 'success' }), undefined, () => 0);
     const out = decideSettle(deepFreeze({ task: undefined, attempt: attemptOf(task) }), deepFreeze({ settlement }), context());
-    expect(out).toStrictEqual({ changes: [], events: [{ seq: 200, at: NOW, type: 'task.stale_result', taskId: 't1', attemptId: 't1:1:1', data: { kind: 'result' } }], effects: [] });
+    expect(out).toEqual({ changes: [], events: [{ seq: 200, at: NOW, type: 'task.stale_result', taskId: 't1', attemptId: 't1:1:1', data: { kind: 'result' } }], effects: [] });
   });
 
   it('decides nothing for an attempt that already ended', () => {

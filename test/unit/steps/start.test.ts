@@ -34,7 +34,7 @@ describe('decideStart', () => {
     const ctx = context();
     const task = taskOf();
     const out = decideStart(viewOf(task), deepFreeze({}), ctx);
-    expect(out).toStrictEqual({
+    expect(out).toEqual({
       changes: [
         { kind: 'task', task: { ...task, state: 'running', updatedAt: 2_000, attemptSeq: 1, attempts: 1, startedAt: 2_000, runAt: undefined, token: 70 } },
         { kind: 'attempt', attempt: { taskId: 't1', run: 1, attempt: 1, attemptId: 't1:1:1', token: 70, owner: 'rt:t1:1:1', startedAt: 2_000, leaseExpiresAt: 32_000 } },
@@ -68,5 +68,25 @@ describe('decideStart', () => {
     const ctx = context();
     expect(() => decideStart(viewOf(taskOf({ state })), deepFreeze({}), ctx)).toThrow(expect.objectContaining({ code: 'ILLEGAL_TRANSITION' }));
     expect(ctx.next).toBe(70);
+  });
+});
+
+describe('record shapes', () => {
+  it('a started task and its attempt keep the shape they were created with (one hidden class, one stored structure)', async () => {
+    const { createTaskRecord } = await import('../../../src/store/records.js');
+    const { decideStart } = await import('../../../src/steps/start.js');
+    const { decideSettle } = await import('../../../src/steps/settle.js');
+    const task = { ...createTaskRecord({ id: 'T', agent: 'a', state: 'queued', input: null, priority: 0, lane: 'default', instanceKey: 'k', labels: {}, timeoutMs: 0, retry: { maxAttempts: 1, backoff: 'fixed', delayMs: 0, maxDelayMs: 0, jitter: 0 }, runReason: 'submit', createdAt: 1 }), queuedAt: 1 };
+    let seq = 10;
+    const ctx = { now: 5, seq: () => seq++, random: () => 0, id: () => 'X' };
+    const started = decideStart({ task, runtimeId: 'r', leaseMs: 100 }, {}, ctx);
+    const running = started.changes.find((c) => c.kind === 'task')!.task;
+    const attempt = started.changes.find((c) => c.kind === 'attempt')!.attempt;
+    expect(Object.keys(running)).toEqual(Object.keys(task));
+    const settled = decideSettle({ task: running, attempt }, { settlement: { exit: 'success', event: 'SUCCEED', counts: true, result: { kind: 'success', output: 1 } } }, ctx);
+    const done = settled.changes.find((c) => c.kind === 'task')!.task;
+    const ended = settled.changes.find((c) => c.kind === 'attempt')!.attempt;
+    expect(Object.keys(done)).toEqual(Object.keys(task));
+    expect(Object.keys(ended)).toEqual(Object.keys(attempt));
   });
 });

@@ -65,7 +65,7 @@ describe('decideSubmit', () => {
       createdAt: 1_000,
       updatedAt: 1_000,
     };
-    expect(out).toStrictEqual({
+    expect(out).toEqual({
       changes: [
         { kind: 'task', task },
         { kind: 'active', taskId: 'T1', active: true },
@@ -98,7 +98,7 @@ describe('decideSubmit', () => {
     const unrouted = { retry: { maxAttempts: 5 }, timeoutMs: 10 };
     const input = deepFreeze({ spec: spec({ unmatched: true, agentName: '', instanceKey: '', requires: ['gpu'], unrouted }) });
     const out = decideSubmit(view, input, ctx);
-    expect(out.changes[0]).toStrictEqual({
+    expect(out.changes[0]).toEqual({
       kind: 'task',
       task: expect.objectContaining({ state: 'needs_attention', reason: 'unmatched', agent: '', requires: ['gpu'], unrouted, queuedOrder: 0 }),
     });
