@@ -79,6 +79,31 @@ describe('schema migrations', () => {
   });
 });
 
+describe('schema 1 records', () => {
+  it('reads tasks, attempts and runs schema 1 stored as msgpack maps, and runs a queued one', async () => {
+    const path = dataDir();
+    const env = open({ path, noSubdir: false, maxDbs: 24 });
+    const named = (name: string) => env.openDB<Record<string, unknown>, unknown>({ name, sharedStructuresKey: Symbol.for('troupe.structures') });
+    const retry = { maxAttempts: 3, backoff: 'fixed', delayMs: 0, maxDelayMs: 0, jitter: 0 };
+    const old = { id: '01OLDTASK0000000000000000A', agent: 'echo', state: 'done', input: 1, output: 1, result: { kind: 'success' }, priority: 0, lane: 'default', instanceKey: 'echo/default/old', labels: {}, timeoutMs: 0, retry, runs: 1, runReason: 'submit', runCreatedAt: 1, attempts: 1, attemptSeq: 1, token: 2, queuedOrder: 1, createdAt: 1, updatedAt: 3, settledAt: 3 };
+    const queued = { ...old, id: '01OLDTASK0000000000000000B', state: 'queued', input: 'later', output: undefined, result: undefined, attempts: 0, attemptSeq: 0, token: 0, settledAt: undefined };
+    delete (queued as Record<string, unknown>).output;
+    delete (queued as Record<string, unknown>).result;
+    delete (queued as Record<string, unknown>).settledAt;
+    await named('tasks').put(old.id, old);
+    await named('tasks').put(queued.id, queued);
+    await named('active').put(queued.id, true);
+    await named('attempts').put([old.id, 1, 1], { taskId: old.id, run: 1, attempt: 1, attemptId: `${old.id}:1:1`, token: 2, owner: 'x', startedAt: 2, leaseExpiresAt: 9, endedAt: 3, exit: 'success' });
+    await named('runs').put([old.id, 1], { taskId: old.id, run: 1, reason: 'submit', createdAt: 1, settledAt: 3, outcome: 'done', attempts: 1 });
+    await env.openDB({ name: 'meta' }).put('schemaVersion', 1);
+    await env.close();
+    const rt = await createRuntime({ ...base, dataDir: path, agents: [builtinAgent('echo')] });
+    expect(await rt.get(old.id)).toMatchObject({ state: 'done', output: 1, result: { kind: 'success' } });
+    expect(await rt.wait(queued.id)).toMatchObject({ state: 'done', output: 'later', attempts: 1 });
+    await rt.close();
+  });
+});
+
 describe('data dir names', () => {
   it('opens a data dir whose name has a dot in it, and reopens it with its tasks', async () => {
     const path = join(dataDir(), 'my.data');
