@@ -5,7 +5,7 @@
  * caller (each child is its own cancel).
  */
 import type { TaskRecord } from '../store/records.js';
-import { armedTimerOf, disarm, emit, finish, nextState, runOf } from './common.js';
+import { armedTimerOf, disarm, emit, finish, nextState } from './common.js';
 import { nothing, type StepContext, type StepResult } from './types.js';
 
 /** What cancel reads. */
@@ -40,6 +40,6 @@ export function decideCancel(view: CancelView, input: CancelInput, ctx: StepCont
   if (next.waitingFor !== undefined) delete next.waitingFor;
   if (timer) disarm(out, timer);
   emit(out, ctx, 'task.cancelled', task.id, undefined, { run: task.runs, reason, from });
-  finish(out, next, now, runOf(next, now));
+  finish(out, next, now);
   return out;
 }

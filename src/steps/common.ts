@@ -92,22 +92,26 @@ export function disarm(out: StepResult, timer: TimerRecord): void {
   out.effects.push({ kind: 'disarm', timer });
 }
 
-/** The record of a task's current run, ending now in the task's state. */
-export function runOf(task: TaskRecord, now: number, result?: TaskResult, error?: WireError): RunRecord {
-  const run: RunRecord = { taskId: task.id, run: task.runs, reason: task.runReason, createdAt: task.runCreatedAt, settledAt: now, outcome: task.state, attempts: task.attempts };
-  if (result !== undefined) run.result = result;
-  if (error !== undefined) run.error = error;
+/**
+ * The record of the run a task ended (settled, or went to sleep in). The task record holds its
+ * current run until the next one begins; only then is the ended run written as a Run record, so a
+ * task that runs once is one record, not two.
+ */
+export function endedRunOf(task: TaskRecord): RunRecord {
+  const run: RunRecord = { taskId: task.id, run: task.runs, reason: task.runReason, createdAt: task.runCreatedAt, settledAt: task.settledAt ?? task.updatedAt, outcome: task.state, attempts: task.attempts, result: undefined, error: undefined };
+  if (task.result !== undefined) run.result = task.result;
+  if (task.error !== undefined) run.error = task.error;
   return run;
 }
 
 /**
  * Terminal bookkeeping: the task (now in a terminal state) gets `settledAt` and is written, leaves
- * the active index, its run record is written, and after the commit its workspace is removed (when
- * its keep policy says so) and its watchers are woken.
+ * the active index, and after the commit its workspace is removed (when its keep policy says so)
+ * and its watchers are woken. (Its run lives on in the task record: see {@link endedRunOf}.)
  */
-export function finish(out: StepResult, task: TaskRecord, now: number, run: RunRecord): void {
+export function finish(out: StepResult, task: TaskRecord, now: number): void {
   task.settledAt = now;
-  out.changes.push({ kind: 'task', task }, { kind: 'active', taskId: task.id, active: false }, { kind: 'run', run });
+  out.changes.push({ kind: 'task', task }, { kind: 'active', taskId: task.id, active: false });
   const keep = task.workspaceKeep;
   // 'on_failure' keeps the workspace of a task that did not end done; 'always' keeps every one.
   if (task.workspace !== undefined && (keep === 'never' || (keep === 'on_failure' && task.state === 'done'))) {

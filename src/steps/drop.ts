@@ -5,7 +5,7 @@
  */
 import type { TaskRecord } from '../store/records.js';
 import { TroupeError } from '../errors.js';
-import { emit, finish, nextState, runOf } from './common.js';
+import { emit, finish, nextState } from './common.js';
 import { nothing, type StepContext, type StepResult } from './types.js';
 
 /** What drop reads. */
@@ -34,6 +34,6 @@ export function decideDrop(view: DropView, input: DropInput, ctx: StepContext): 
   const next: TaskRecord = { ...task, state: nextState(task, 'DROP'), updatedAt: now, reason: 'instance_degraded', error };
   const out = nothing();
   emit(out, ctx, 'task.dropped', task.id, undefined, { run: task.runs, reason: next.reason, error, instanceKey: task.instanceKey });
-  finish(out, next, now, runOf(next, now, undefined, error));
+  finish(out, next, now);
   return out;
 }

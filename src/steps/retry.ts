@@ -5,7 +5,7 @@
  * result; waiting for a settle still in flight to be durable also stays with the caller.
  */
 import type { TaskRecord } from '../store/records.js';
-import { beginRun, nextState, queue } from './common.js';
+import { beginRun, endedRunOf, nextState, queue } from './common.js';
 import { nothing, type StepContext, type StepResult } from './types.js';
 
 /** What retry reads. */
@@ -51,6 +51,8 @@ export function decideRetry(view: RetryView, input: RetryInput, ctx: StepContext
   const state = nextState(task, 'RETRY');
   const from = task.state;
   const next: TaskRecord = { ...task, state, updatedAt: now };
+  // The run that ended is written now that the next one begins (the task record held it).
+  out.changes.push({ kind: 'run', run: endedRunOf(task) });
   beginRun(next, 'retry', now);
   for (const field of CLEARED) delete next[field];
   queue(out, ctx, next, { run: next.runs, reason: 'retry', from });

@@ -9,7 +9,7 @@ import type { AgentResult } from '../../actors/wire.js';
 import { isTerminal, nextTaskState } from '../../machines/index.js';
 import type { AgentFlowState, AttemptRecord, TaskRecord, TaskResult, TimerRecord } from '../store/records.js';
 import type { Settlement } from '../tasks/outcome.js';
-import { arm, attemptIdOf, emit, finish, illegal, markQueued, nextState, queue, runOf, timerOf } from './common.js';
+import { arm, attemptIdOf, emit, finish, illegal, markQueued, nextState, queue, timerOf } from './common.js';
 import { nothing, type StepContext, type StepResult } from './types.js';
 
 /** What settle reads. */
@@ -121,11 +121,10 @@ function settle(task: TaskRecord, attempt: AttemptRecord, d: Settlement, interru
     }
   }
   if (isTerminal(state)) {
-    finish(out, next, now, runOf(next, now, next.result, next.error));
+    finish(out, next, now);
     return out;
   }
   // A sleep ends the run: the wake starts a new one.
-  if (state === 'sleeping') out.changes.push({ kind: 'run', run: runOf(next, now, next.result, next.error) });
   out.changes.push({ kind: 'task', task: next });
   if (task.state === 'waiting') out.effects.push({ kind: 'notify', taskId: task.id });
   if (timer) arm(out, timer);

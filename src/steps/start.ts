@@ -25,8 +25,10 @@ export interface StartInput {
 
 /**
  * Decides an attempt start: queued → running, the next attempt number, counted against the
- * budget; the attempt record with its lease; the spent flow state. The seq of `task.started` is the
- * attempt's fencing token: it only ever increases, across restarts too.
+ * budget; the spent flow state. The task record is the durable record of the start (a rebuild
+ * after a crash finds the attempt from it); the attempt record, with its lease, goes with the
+ * dispatch and is written when the attempt ends. The seq of `task.started` is the attempt's fencing
+ * token: it only ever increases, across restarts too.
  */
 export function decideStart(view: StartView, input: StartInput, ctx: StepContext): StepResult {
   const { task } = view;
@@ -60,9 +62,9 @@ export function decideStart(view: StartView, input: StartInput, ctx: StepContext
     exit: undefined,
     error: undefined,
   };
-  out.changes.push({ kind: 'task', task: next }, { kind: 'attempt', attempt });
+  out.changes.push({ kind: 'task', task: next });
   // The spent token and the day's count commit with the start they paid for.
   if (input.flow !== undefined) out.changes.push({ kind: 'flow', agent: task.agent, state: input.flow });
-  out.effects.push({ kind: 'dispatch', taskId: task.id, attemptId });
+  out.effects.push({ kind: 'dispatch', taskId: task.id, attemptId, attempt });
   return out;
 }

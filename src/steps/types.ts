@@ -58,8 +58,12 @@ export interface NewEvent {
  * before its commit: threads get starts, waiters and listeners get news, only after it.
  */
 export type Effect =
-  /** Hand a durable start to its thread. */
-  | { kind: 'dispatch'; taskId: string; attemptId: string }
+  /**
+   * Hand a durable start to its thread. The attempt's record travels with it: its start is
+   * durable as the task's (state, attempt number, token, time); the attempt record itself is
+   * written when the attempt ends.
+   */
+  | { kind: 'dispatch'; taskId: string; attemptId: string; attempt: AttemptRecord }
   /** The task reached a state `wait()` resolves on (terminal or needs_attention), or entered or left `waiting`: wake whoever watches it. */
   | { kind: 'notify'; taskId: string }
   /** Put a durable timer on the wheel (or take it off). */

@@ -4,7 +4,7 @@
  * over, or for a task no longer in the state it was armed for, only leaves the store.
  */
 import type { TaskRecord, TimerRecord } from '../store/records.js';
-import { beginRun, nextState, queue } from './common.js';
+import { beginRun, endedRunOf, nextState, queue } from './common.js';
 import { nothing, type StepContext, type StepResult } from './types.js';
 
 /** What wake reads. */
@@ -34,8 +34,11 @@ export function decideWake(view: WakeView, input: WakeInput, ctx: StepContext): 
     out.changes.push({ kind: 'task', task: next });
     return out;
   }
-  const next: TaskRecord = { ...task, state: nextState(task, 'WAKE'), updatedAt: now };
+  // The sleep's result belongs to the run that slept (recorded below), not to the next one.
+  const next: TaskRecord = { ...task, state: nextState(task, 'WAKE'), updatedAt: now, result: undefined, error: undefined };
   delete next.runAt;
+  // The run that slept is written now that the next one begins (the task record held it).
+  out.changes.push({ kind: 'run', run: endedRunOf(task) });
   beginRun(next, 'wake', now);
   queue(out, ctx, next, { run: next.runs, reason: 'wake' });
   out.changes.push({ kind: 'task', task: next });

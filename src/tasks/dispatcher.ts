@@ -18,7 +18,7 @@ import type { Kernel } from './kernel.js';
 import { decideSettlement, type AttemptOutcome } from './outcome.js';
 import { decideStart } from '../steps/start.js';
 import { decideSettle } from '../steps/settle.js';
-import type { Change } from '../steps/types.js';
+import type { Effect } from '../steps/types.js';
 import { recordStale, writeLogLines, writeProgress } from './attempt-writes.js';
 
 /** Weight of the newest sample in the moving averages that size the start-ahead window. */
@@ -143,7 +143,7 @@ export class Dispatcher {
     const now = clock.now();
     const flowState = this.#k.flow.started(task.agent, now);
     const result = pipeline.decide(decideStart, { task, runtimeId: store.runtimeId, leaseMs: options.leaseMs }, flowState === undefined ? {} : { flow: flowState });
-    const record = (result.changes[1] as Extract<Change, { kind: 'attempt' }>).attempt;
+    const record = (result.effects[0] as Extract<Effect, { kind: 'dispatch' }>).attempt;
     const attempt: LiveAttempt = {
       attemptId: record.attemptId,
       taskId: task.id,

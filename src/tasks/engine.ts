@@ -5,6 +5,7 @@
  */
 import { SETTLED_FOR_WAIT, TASK_STATES, isTerminal, type TaskState } from '../../machines/index.js';
 import type { ClockTimer } from '../clock.js';
+import type { Waiter } from './task-table.js';
 import { TroupeError } from '../errors.js';
 import type { TaskRecord, TimerRecord } from '../store/records.js';
 import { decideCancel } from '../steps/cancel.js';
@@ -53,7 +54,7 @@ export class TaskEngine {
   readonly #dispatcher: Dispatcher;
   /** Resumes waiting tasks at open. */
   readonly #interactions: Pick<Interactions, 'rebuild'>;
-  readonly #waits = new Set<(error: TroupeError) => void>();
+  readonly #waits = new Set<PendingWait>();
   readonly #hold: () => Release;
 
   /** `hold` keeps the process alive while a wait is pending (see keep-alive.ts). */
@@ -109,33 +110,24 @@ export class TaskEngine {
     if (SETTLED_FOR_WAIT.has(current.state) && !(inTable && isTerminal(current.state))) return toTask(current);
     signal?.throwIfAborted();
     return new Promise<Task>((resolve, reject) => {
-      let timer: ClockTimer | undefined;
-      const release = keepAlive ? this.#hold() : noop;
-      const finish = () => {
-        release();
-        removeWaiter();
-        this.#waits.delete(fail);
-        if (timer) clock.clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-      };
-      const fail = (error: unknown) => {
-        finish();
-        reject(error);
-      };
-      const onAbort = () => fail(signal!.reason);
-      const removeWaiter = table.addWaiter(id, (task) => {
-        finish();
-        resolve(task);
-      });
-      this.#waits.add(fail);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      if (timeoutMs !== undefined) timer = clock.setTimeout(() => fail(new TroupeError('WAIT_TIMEOUT', `task ${id} did not settle within ${timeoutMs} ms`)), timeoutMs);
+      const wait = new PendingWait(id, resolve, reject, this, keepAlive ? this.#hold() : noop);
+      table.addWaiter(id, wait);
+      this.#waits.add(wait);
+      if (signal) wait.abortOn(signal);
+      if (timeoutMs !== undefined) wait.timer = clock.setTimeout(() => wait.fail(new TroupeError('WAIT_TIMEOUT', `task ${id} did not settle within ${timeoutMs} ms`)), timeoutMs);
     });
+  }
+
+  /** A wait ended: forget it (called once by the wait). */
+  ended(wait: PendingWait): void {
+    this.#k.table.removeWaiter(wait.id, wait);
+    this.#waits.delete(wait);
+    if (wait.timer) this.#k.clock.clearTimeout(wait.timer);
   }
 
   /** Rejects every pending wait (close). */
   rejectWaits(error: TroupeError): void {
-    for (const fail of [...this.#waits]) fail(error);
+    for (const wait of [...this.#waits]) wait.fail(error);
   }
 
   /**
@@ -255,3 +247,42 @@ function taskOf(result: StepResult): TaskRecord | undefined {
 }
 
 function noop(): void {}
+
+/** One pending `wait()`: woken by the table when its task settles, or failed by a timeout, an abort or close. */
+class PendingWait implements Waiter {
+  timer: ClockTimer | undefined;
+  #done = false;
+  #signal: AbortSignal | undefined;
+  #onAbort: (() => void) | undefined;
+
+  constructor(
+    readonly id: string,
+    readonly resolve: (task: Task) => void,
+    readonly reject: (error: unknown) => void,
+    readonly engine: { ended(wait: PendingWait): void },
+    readonly release: () => void,
+  ) {}
+
+  abortOn(signal: AbortSignal): void {
+    this.#signal = signal;
+    this.#onAbort = () => this.fail(signal.reason);
+    signal.addEventListener('abort', this.#onAbort, { once: true });
+  }
+
+  settled(task: Task): void {
+    if (this.#finish()) this.resolve(task);
+  }
+
+  fail(error: unknown): void {
+    if (this.#finish()) this.reject(error);
+  }
+
+  #finish(): boolean {
+    if (this.#done) return false;
+    this.#done = true;
+    this.release();
+    if (this.#onAbort) this.#signal?.removeEventListener('abort', this.#onAbort);
+    this.engine.ended(this);
+    return true;
+  }
+}

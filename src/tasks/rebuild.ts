@@ -55,7 +55,8 @@ export async function rebuild(k: Kernel, interactions: Pick<Interactions, 'rebui
   const crashed = loaded.filter((t) => t.state === 'running');
   const waiting = loaded.filter((t) => t.state === 'waiting');
   for (const task of waiting) {
-    const attempt = store.read.attempts.get([task.id, task.runs, task.attemptSeq]);
+    // An attempt's record is written when it ends: none means it was live when the process died.
+    const attempt = store.read.attempts.get([task.id, task.runs, task.attemptSeq]) ?? (task.attemptSeq > 0 ? lostAttemptOf(task, store.runtimeId) : undefined);
     if (attempt && attempt.exit === undefined) durable.push(pipeline.run(decideSettle, { task, attempt }, { settlement: DETACHED }));
   }
   // Those whose input or joined tasks are there already resume now, with a new run.

@@ -15,18 +15,37 @@ import { toTask, validateSpec, type Task, type TaskSpec, type ValidSpec } from '
 /** Submits tasks for a kernel. */
 export class Submitter {
   readonly #k: Kernel;
-  /** Where per-task workspaces are made. */
-  readonly #workspaces: string;
+  /** Where per-task workspaces are made: what the submit step reads. */
+  readonly #view: { workspacesDir: string };
 
   constructor(kernel: Kernel) {
     this.#k = kernel;
-    this.#workspaces = join(kernel.options.dataDir, 'workspaces');
+    this.#view = { workspacesDir: join(kernel.options.dataDir, 'workspaces') };
   }
 
+  /** One spec: the same rules as {@link Submitter.submitMany}, without its batch bookkeeping (the hot path). */
   async submit(spec: TaskSpec): Promise<Task> {
-    const [task] = await this.submitMany([spec], 'task');
-    return task!;
+    const { agents, table, options, clock, governor, pipeline } = this.#k;
+    const now = clock.now();
+    const valid = validateSpec(spec, this.#lookup, 'task', now, (requires) => {
+      const name = governor.pickAgent(agents.covering(requires).map((a) => a.name));
+      return name === undefined ? undefined : agents.get(name);
+    });
+    if (valid.parentId !== undefined && !table.get(valid.parentId) && !this.#k.store.read.tasks.has(valid.parentId)) {
+      throw new TroupeError('NOT_FOUND', `task.parentId: no task ${valid.parentId}`);
+    }
+    const existing = valid.idempotencyKey === undefined ? undefined : this.#existing(valid.idempotencyKey);
+    if (existing) return toTask(existing);
+    if (!valid.unmatched && table.count('queued') + 1 > options.maxQueued) {
+      throw new TroupeError('AT_CAPACITY', `admission is full: ${table.count('queued')} tasks queued, maxQueued is ${options.maxQueued}`);
+    }
+    const result = pipeline.decide(decideSubmit, this.#view, { spec: valid }, now);
+    const task = (result.changes[0] as Extract<Change, { kind: 'task' }>).task;
+    await pipeline.apply(result);
+    return toTask(task);
   }
+
+  readonly #lookup = (name: string) => this.#k.agents.get(name);
 
   /**
    * Validates, dedupes and stores specs in one step. `extra` writes more into that same step (a
@@ -78,9 +97,8 @@ export class Submitter {
     }
     // Every spec's step joins the turn's batch: all of them commit in one transaction, or none.
     let durable: Promise<void> | undefined;
-    const view = { workspacesDir: this.#workspaces };
     for (const [i, spec] of fresh.entries()) {
-      const result = pipeline.decide(decideSubmit, view, { spec }, now);
+      const result = pipeline.decide(decideSubmit, this.#view, { spec }, now);
       const task = (result.changes[0] as Extract<Change, { kind: 'task' }>).task;
       for (const at of picks[i]!) picked[at] = task;
       durable = pipeline.apply(result);

@@ -8,12 +8,15 @@ import type { SafeDatabase } from '../store/port.js';
 import type { TaskRecord } from '../store/records.js';
 import { toTask, type Task } from './spec.js';
 
-type Waiter = (task: Task) => void;
+/** Whoever waits for a task to reach a state `wait()` resolves on. */
+export interface Waiter {
+  settled(task: Task): void;
+}
 
 /** See the module comment. */
 export class TaskTable {
   readonly #tasks = new Map<string, TaskRecord>();
-  readonly #waiters = new Map<string, Set<Waiter>>();
+  readonly #waiters = new Map<string, Waiter[]>();
   /** Idempotency key → id of tasks in the table, including submits whose commit is in flight. */
   readonly #keys = new Map<string, string>();
   readonly #active = emptyCounts();
@@ -97,17 +100,21 @@ export class TaskTable {
     if (!waiters) return;
     this.#waiters.delete(task.id);
     const view = toTask(task);
-    for (const waiter of waiters) waiter(view);
+    for (const waiter of waiters) waiter.settled(view);
   }
 
-  addWaiter(id: string, waiter: Waiter): () => void {
-    let set = this.#waiters.get(id);
-    if (!set) this.#waiters.set(id, (set = new Set()));
-    set.add(waiter);
-    return () => {
-      set.delete(waiter);
-      if (set.size === 0 && this.#waiters.get(id) === set) this.#waiters.delete(id);
-    };
+  addWaiter(id: string, waiter: Waiter): void {
+    const list = this.#waiters.get(id);
+    if (list) list.push(waiter);
+    else this.#waiters.set(id, [waiter]);
+  }
+
+  removeWaiter(id: string, waiter: Waiter): void {
+    const list = this.#waiters.get(id);
+    if (!list) return;
+    const at = list.indexOf(waiter);
+    if (at >= 0) list.splice(at, 1);
+    if (list.length === 0) this.#waiters.delete(id);
   }
 
   /** The tasks in memory that match (a scan: for rare operations such as cascading a cancel). */

@@ -83,7 +83,7 @@ describe('schema 1 records', () => {
   it('reads tasks, attempts and runs schema 1 stored as msgpack maps, and runs a queued one', async () => {
     const path = dataDir();
     const env = open({ path, noSubdir: false, maxDbs: 24 });
-    const named = (name: string) => env.openDB<Record<string, unknown>, unknown>({ name, sharedStructuresKey: Symbol.for('troupe.structures') });
+    const named = (name: string) => env.openDB<unknown, string | Array<string | number>>({ name, sharedStructuresKey: Symbol.for('troupe.structures') });
     const retry = { maxAttempts: 3, backoff: 'fixed', delayMs: 0, maxDelayMs: 0, jitter: 0 };
     const old = { id: '01OLDTASK0000000000000000A', agent: 'echo', state: 'done', input: 1, output: 1, result: { kind: 'success' }, priority: 0, lane: 'default', instanceKey: 'echo/default/old', labels: {}, timeoutMs: 0, retry, runs: 1, runReason: 'submit', runCreatedAt: 1, attempts: 1, attemptSeq: 1, token: 2, queuedOrder: 1, createdAt: 1, updatedAt: 3, settledAt: 3 };
     const queued = { ...old, id: '01OLDTASK0000000000000000B', state: 'queued', input: 'later', output: undefined, result: undefined, attempts: 0, attemptSeq: 0, token: 0, settledAt: undefined };

@@ -60,8 +60,11 @@ export class Overlay {
     return this.#order.size;
   }
 
-  /** Records a change decided in `batch`, at `at` (epoch ms). */
-  set(db: number, key: Key, value: unknown, batch: number, at = 0): void {
+  /**
+   * Records a change decided in `batch`, at `at` (epoch ms). Returns the value it replaces (the
+   * overlay's, or undefined when it held none), so a caller can log a patch against it.
+   */
+  set(db: number, key: Key, value: unknown, batch: number, at = 0): unknown {
     const map = this.#byDb[db]!;
     const id = keyString(key);
     const entry = map.get(id);
@@ -69,8 +72,9 @@ export class Overlay {
       const created: DirtyEntry = { db, key, id, value, first: batch, last: batch, lastAt: at, writing: undefined };
       map.set(id, created);
       this.#order.add(created);
-      return;
+      return undefined;
     }
+    const previous = entry.value;
     entry.value = value;
     entry.last = batch;
     entry.lastAt = at;
@@ -80,6 +84,7 @@ export class Overlay {
       entry.first = batch;
       this.#order.add(entry);
     }
+    return previous;
   }
 
   /** The value of a dirty record: `REMOVED`, a value, or undefined when the overlay does not hold it. */

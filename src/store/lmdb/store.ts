@@ -335,16 +335,13 @@ class LmdbStore implements Store {
         continue;
       }
       const value = ops[i + 2];
+      const previous = overlay.set(index, key, value, batch.no, at);
       // A new version of a record the overlay holds: log only what changed (the same object again
       // was changed in place, so it is logged whole).
-      if (PATCHED.has(index)) {
-        const previous = overlay.get(index, key);
-        if (previous !== undefined && previous !== REMOVED && previous !== value) {
-          ops[i] = index + PATCH;
-          ops[i + 2] = CODECS.get(index)!.diff(previous, value);
-        }
+      if (previous !== undefined && previous !== REMOVED && previous !== value && PATCHED.has(index)) {
+        ops[i] = index + PATCH;
+        ops[i + 2] = CODECS.get(index)!.diff(previous, value);
       }
-      overlay.set(index, key, value, batch.no, at);
     }
     this.#queueFlush();
   }

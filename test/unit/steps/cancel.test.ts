@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { RetryPolicy, TaskRecord } from '../../../src/store/records.js';
 import { decideCancel } from '../../../src/steps/cancel.js';
+import { decideRetry } from '../../../src/steps/retry.js';
 import type { StepContext } from '../../../src/steps/types.js';
 
 const RETRY: RetryPolicy = { maxAttempts: 3, backoff: 'exponential', delayMs: 1_000, maxDelayMs: 60_000, jitter: 0 };
@@ -30,14 +31,13 @@ function taskOf(patch: Partial<TaskRecord> = {}): TaskRecord {
 const cancel = (task: TaskRecord, liveAttemptId?: string, reason = 'cancelled', ctx = context()) => decideCancel(deepFreeze({ task, liveAttemptId }), deepFreeze({ reason }), ctx);
 
 describe('decideCancel', () => {
-  it('cancels a queued task at once: record, run, active removal, task.cancelled, notify', () => {
+  it('cancels a queued task at once: record, active removal, task.cancelled, notify (no run record: the task holds its run)', () => {
     const task = taskOf();
     const out = cancel(task, undefined, 'not needed');
     expect(out).toStrictEqual({
       changes: [
         { kind: 'task', task: { ...task, state: 'cancelled', updatedAt: NOW, reason: 'not needed', settledAt: NOW } },
         { kind: 'active', taskId: 't1', active: false },
-        { kind: 'run', run: { taskId: 't1', run: 1, reason: 'submit', createdAt: 500, settledAt: NOW, outcome: 'cancelled', attempts: 0 } },
       ],
       events: [{ seq: 300, at: NOW, type: 'task.cancelled', taskId: 't1', data: { run: 1, reason: 'not needed', from: 'queued' } }],
       effects: [{ kind: 'notify', taskId: 't1' }],
@@ -74,12 +74,16 @@ describe('decideCancel', () => {
     expect(task?.kind === 'task' && 'runAt' in task.task).toBe(false);
   });
 
-  it('takes a retry backoff off its timer, keeping the last error on the task but not the run', () => {
+  it('takes a retry backoff off its timer, keeping the last error on the task; a later retry records the run with that error', () => {
     const error = { code: 'AGENT_ERROR', message: 'boom', retryable: true, fault: 'agent' as const };
     const out = cancel(taskOf({ runs: 2, attemptSeq: 1, attempts: 1, runAt: 9_000, error }));
     expect(out.changes).toContainEqual({ kind: 'timer', timer: { id: 'retry:t1:2', due: 9_000, kind: 'retry', taskId: 't1', run: 2 }, armed: false });
     expect(out.changes).toContainEqual({ kind: 'task', task: expect.objectContaining({ error }) });
-    expect(out.changes).toContainEqual({ kind: 'run', run: { taskId: 't1', run: 2, reason: 'submit', createdAt: 500, settledAt: NOW, outcome: 'cancelled', attempts: 1 } });
+    expect(out.changes.some((c) => c.kind === 'run')).toBe(false);
+    // The cancelled run is written when the next begins, from the task as it was cancelled.
+    const cancelled = out.changes.find((c) => c.kind === 'task')!.task;
+    const retried = decideRetry(deepFreeze({ task: cancelled }), deepFreeze({}), context());
+    expect(retried.changes[0]).toStrictEqual({ kind: 'run', run: { taskId: 't1', run: 2, reason: 'submit', createdAt: 500, settledAt: NOW, outcome: 'cancelled', attempts: 1, result: undefined, error } });
   });
 
   it('takes a sleeping task off its wake timer', () => {

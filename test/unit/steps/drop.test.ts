@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { RetryPolicy, TaskRecord } from '../../../src/store/records.js';
 import { decideDrop } from '../../../src/steps/drop.js';
+import { decideRetry } from '../../../src/steps/retry.js';
 import type { StepContext } from '../../../src/steps/types.js';
 
 const RETRY: RetryPolicy = { maxAttempts: 3, backoff: 'exponential', delayMs: 1_000, maxDelayMs: 60_000, jitter: 0 };
@@ -30,23 +31,26 @@ function taskOf(patch: Partial<TaskRecord> = {}): TaskRecord {
 const drop = (task: TaskRecord, ctx = context()) => decideDrop(deepFreeze({ task }), deepFreeze({ degradedDropMs: 60_000 }), ctx);
 
 describe('decideDrop', () => {
-  it('dead-letters a queued task on a degraded instance: dropped, INSTANCE_DEGRADED, run, active removal, notify', () => {
+  it('dead-letters a queued task on a degraded instance: dropped, INSTANCE_DEGRADED, active removal, notify (no run record: the task holds its run)', () => {
     const task = taskOf();
     const error = { code: 'INSTANCE_DEGRADED', message: 'instance echo/default/abc stayed degraded for 60000 ms while the task was queued', retryable: false, fault: 'infrastructure' };
     expect(drop(task)).toStrictEqual({
       changes: [
         { kind: 'task', task: { ...task, state: 'dropped', updatedAt: NOW, reason: 'instance_degraded', error, settledAt: NOW } },
         { kind: 'active', taskId: 't1', active: false },
-        { kind: 'run', run: { taskId: 't1', run: 1, reason: 'submit', createdAt: 500, settledAt: NOW, outcome: 'dropped', attempts: 1, error } },
       ],
       events: [{ seq: 800, at: NOW, type: 'task.dropped', taskId: 't1', data: { run: 1, reason: 'instance_degraded', error, instanceKey: 'echo/default/abc' } }],
       effects: [{ kind: 'notify', taskId: 't1' }],
     });
   });
 
-  it('writes only the error in the run record, not an earlier result', () => {
+  it('writes no run record; a later retry records the dropped run with the task’s error and result as they stood', () => {
     const out = drop(taskOf({ runs: 2, result: { kind: 'sleep' } }));
-    expect(out.changes[2]).toStrictEqual({ kind: 'run', run: expect.not.objectContaining({ result: expect.anything() }) });
+    expect(out.changes.some((c) => c.kind === 'run')).toBe(false);
+    const dropped = out.changes.find((c) => c.kind === 'task')!.task;
+    const error = { code: 'INSTANCE_DEGRADED', message: 'instance echo/default/abc stayed degraded for 60000 ms while the task was queued', retryable: false, fault: 'infrastructure' };
+    const retried = decideRetry(deepFreeze({ task: dropped }), deepFreeze({}), context());
+    expect(retried.changes[0]).toStrictEqual({ kind: 'run', run: { taskId: 't1', run: 2, reason: 'submit', createdAt: 500, settledAt: NOW, outcome: 'dropped', attempts: 1, result: { kind: 'sleep' }, error } });
   });
 
   it('removes a per-task workspace per its keep policy', () => {

@@ -28,10 +28,11 @@ function taskOf(patch: Partial<TaskRecord> = {}): TaskRecord {
 }
 
 describe('decideRetry: a settled task starts a new run', () => {
-  it.each(['failed', 'dropped', 'cancelled'] as const)('%s → queued, run 2, outcome fields cleared, active again', (from) => {
+  it.each(['failed', 'dropped', 'cancelled'] as const)('%s → the ended run recorded, queued, run 2, outcome fields cleared, active again', (from) => {
+    const error = { code: 'X', message: 'm', retryable: false, fault: 'agent' } as const;
     const task = taskOf({
       state: from,
-      error: { code: 'X', message: 'm', retryable: false, fault: 'agent' },
+      error,
       result: { kind: 'fail' },
       output: 1,
       reason: 'r',
@@ -45,6 +46,8 @@ describe('decideRetry: a settled task starts a new run', () => {
     const out = decideRetry(deepFreeze({ task }), deepFreeze({}), ctx);
     expect(out).toStrictEqual({
       changes: [
+        // The run that ended, as the task record held it, written now that the next begins.
+        { kind: 'run', run: { taskId: 't1', run: 1, reason: 'submit', createdAt: 500, settledAt: 4_000, outcome: from, attempts: 3, result: { kind: 'fail' }, error } },
         {
           kind: 'task',
           task: {

@@ -3,6 +3,8 @@ import type { AgentResult, WireError } from '../../../actors/wire.js';
 import type { AttemptRecord, RetryPolicy, TaskRecord } from '../../../src/store/records.js';
 import { decideSettlement, type AttemptOutcome } from '../../../src/tasks/outcome.js';
 import { decideSettle, lostAttemptOf } from '../../../src/steps/settle.js';
+import { decideRetry } from '../../../src/steps/retry.js';
+import { decideWake } from '../../../src/steps/wake.js';
 import type { StepContext, StepResult } from '../../../src/steps/types.js';
 
 const RETRY: RetryPolicy = { maxAttempts: 3, backoff: 'exponential', delayMs: 1_000, maxDelayMs: 60_000, jitter: 0 };
@@ -52,7 +54,7 @@ const taskIn = (out: StepResult) => {
 };
 
 describe('decideSettle: terminal outcomes', () => {
-  it('settles success as done: ended attempt, task.done, run record, active removal, notify', () => {
+  it('settles success as done: ended attempt, task.done, active removal, notify (no run record: the task holds its run)', () => {
     const task = running({ error: { code: 'X', message: 'earlier', retryable: true, fault: 'agent' } });
     const out = settle(task, ok({ kind: 'success', summary: 'ok', output: { n: 2 } }));
     const done = { ...task, state: 'done', updatedAt: NOW, result: { kind: 'success', summary: 'ok' }, output: { n: 2 }, settledAt: NOW } as TaskRecord;
@@ -62,7 +64,6 @@ describe('decideSettle: terminal outcomes', () => {
         { kind: 'attempt', attempt: { ...attemptOf(task), endedAt: NOW, exit: 'success' } },
         { kind: 'task', task: done },
         { kind: 'active', taskId: 't1', active: false },
-        { kind: 'run', run: { taskId: 't1', run: 1, reason: 'submit', createdAt: 500, settledAt: NOW, outcome: 'done', attempts: 1, result: { kind: 'success', summary: 'ok' } } },
       ],
       events: [{ seq: 200, at: NOW, type: 'task.done', taskId: 't1', attemptId: 't1:1:1', data: { run: 1, attempt: 1, exit: 'success', attemptMs: 4_000, kind: 'success', summary: 'ok' } }],
       effects: [{ kind: 'notify', taskId: 't1' }],
@@ -75,13 +76,16 @@ describe('decideSettle: terminal outcomes', () => {
     expect(out.events[0]).toMatchObject({ type: 'task.done', data: { exit: 'fork', kind: 'fork' } });
   });
 
-  it('settles a reported fail as failed, with the result and AGENT_FAILED in the task and run', () => {
+  it('settles a reported fail as failed, with the result and AGENT_FAILED in the task, and in the run a retry records', () => {
     const out = settle(running(), ok({ kind: 'fail', summary: 'bad input' }));
     const error = { code: 'AGENT_FAILED', message: 'bad input', retryable: false, fault: 'agent' };
     expect(taskIn(out)).toMatchObject({ state: 'failed', result: { kind: 'fail', summary: 'bad input' }, error, settledAt: NOW });
     expect(out.events).toEqual([{ seq: 200, at: NOW, type: 'task.failed', taskId: 't1', attemptId: 't1:1:1', data: { run: 1, attempt: 1, exit: 'fail', attemptMs: 4_000, error } }]);
-    expect(out.changes).toContainEqual({ kind: 'run', run: expect.objectContaining({ outcome: 'failed', result: { kind: 'fail', summary: 'bad input' }, error }) });
+    expect(out.changes.some((c) => c.kind === 'run')).toBe(false);
     expect(out.changes).toContainEqual({ kind: 'attempt', attempt: expect.objectContaining({ exit: 'fail', error }) });
+    // The failed run is written when a retry begins the next, from the task as it settled.
+    const retried = decideRetry(deepFreeze({ task: taskIn(out)! }), deepFreeze({}), context());
+    expect(retried.changes[0]).toEqual({ kind: 'run', run: expect.objectContaining({ outcome: 'failed', result: { kind: 'fail', summary: 'bad input' }, error }) });
   });
 
   it('settles a non-retryable error as failed', () => {
@@ -169,17 +173,20 @@ describe('decideSettle: the task goes on', () => {
     expect(out.effects).toEqual([]);
   });
 
-  it('puts a sleeping task on a wake timer and ends its run', () => {
+  it('puts a sleeping task on a wake timer and ends its run, recorded when the wake begins the next', () => {
     const task = running();
     const out = settle(task, ok({ kind: 'sleep', wakeAfterMs: 60_000, followUp: { step: 2 }, summary: 'nap' }));
-    const timer = { id: 'wake:t1:1', due: NOW + 60_000, kind: 'wake', taskId: 't1', run: 1 };
+    const timer = { id: 'wake:t1:1', due: NOW + 60_000, kind: 'wake', taskId: 't1', run: 1 } as const;
     expect(taskIn(out)).toMatchObject({ state: 'sleeping', runAt: NOW + 60_000, followUp: { step: 2 }, result: { kind: 'sleep', summary: 'nap' } });
     expect(taskIn(out)!.settledAt).toBeUndefined();
     expect(out.events).toEqual([{ seq: 200, at: NOW, type: 'task.sleeping', taskId: 't1', attemptId: 't1:1:1', data: { run: 1, attempt: 1, exit: 'success', attemptMs: 4_000, wakeAt: NOW + 60_000 } }]);
-    expect(out.changes).toContainEqual({ kind: 'run', run: { taskId: 't1', run: 1, reason: 'submit', createdAt: 500, settledAt: NOW, outcome: 'sleeping', attempts: 1, result: { kind: 'sleep', summary: 'nap' } } });
+    expect(out.changes.some((c) => c.kind === 'run')).toBe(false);
     expect(out.changes).toContainEqual({ kind: 'timer', timer, armed: true });
     expect(out.changes.some((c) => c.kind === 'active')).toBe(false);
     expect(out.effects).toEqual([{ kind: 'arm', timer }]);
+    // The slept run is written by the wake, from the task as it went to sleep (settledAt: its updatedAt).
+    const woken = decideWake(deepFreeze({ task: taskIn(out)! }), deepFreeze({ timer }), context());
+    expect(woken.changes).toContainEqual({ kind: 'run', run: { taskId: 't1', run: 1, reason: 'submit', createdAt: 500, settledAt: NOW, outcome: 'sleeping', attempts: 1, result: { kind: 'sleep', summary: 'nap' }, error: undefined } });
   });
 });
 

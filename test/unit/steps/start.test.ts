@@ -37,10 +37,16 @@ describe('decideStart', () => {
     expect(out).toEqual({
       changes: [
         { kind: 'task', task: { ...task, state: 'running', updatedAt: 2_000, attemptSeq: 1, attempts: 1, startedAt: 2_000, runAt: undefined, token: 70 } },
-        { kind: 'attempt', attempt: { taskId: 't1', run: 1, attempt: 1, attemptId: 't1:1:1', token: 70, owner: 'rt:t1:1:1', startedAt: 2_000, leaseExpiresAt: 32_000 } },
       ],
       events: [{ seq: 70, at: 2_000, type: 'task.started', taskId: 't1', attemptId: 't1:1:1', data: { run: 1, attempt: 1, queuedMs: 500 } }],
-      effects: [{ kind: 'dispatch', taskId: 't1', attemptId: 't1:1:1' }],
+      effects: [
+        {
+          kind: 'dispatch',
+          taskId: 't1',
+          attemptId: 't1:1:1',
+          attempt: { taskId: 't1', run: 1, attempt: 1, attemptId: 't1:1:1', token: 70, owner: 'rt:t1:1:1', startedAt: 2_000, leaseExpiresAt: 32_000, endedAt: undefined, exit: undefined, error: undefined },
+        },
+      ],
     });
     expect(ctx.next).toBe(71);
   });
@@ -61,7 +67,8 @@ describe('decideStart', () => {
   it('commits the spent flow state with the start', () => {
     const flow = { tokens: 4, refilledAt: 2_000, fastFails: 0 };
     const out = decideStart(viewOf(taskOf()), deepFreeze({ flow }), context());
-    expect(out.changes[2]).toEqual({ kind: 'flow', agent: 'echo', state: flow });
+    expect(out.changes).toHaveLength(2);
+    expect(out.changes[1]).toEqual({ kind: 'flow', agent: 'echo', state: flow });
   });
 
   it.each<TaskState>(['running', 'waiting', 'sleeping', 'needs_attention', 'done', 'failed', 'dropped', 'cancelled'])('refuses to start a %s task, deciding nothing', (state) => {
@@ -81,7 +88,9 @@ describe('record shapes', () => {
     const ctx = { now: 5, seq: () => seq++, random: () => 0, id: () => 'X' };
     const started = decideStart({ task, runtimeId: 'r', leaseMs: 100 }, {}, ctx);
     const running = started.changes.find((c) => c.kind === 'task')!.task;
-    const attempt = started.changes.find((c) => c.kind === 'attempt')!.attempt;
+    // The start writes no attempt record: the attempt travels in the dispatch effect.
+    expect(started.changes.some((c) => c.kind === 'attempt')).toBe(false);
+    const attempt = started.effects.find((e) => e.kind === 'dispatch')!.attempt;
     expect(Object.keys(running)).toEqual(Object.keys(task));
     const settled = decideSettle({ task: running, attempt }, { settlement: { exit: 'success', event: 'SUCCEED', counts: true, result: { kind: 'success', output: 1 } } }, ctx);
     const done = settled.changes.find((c) => c.kind === 'task')!.task;

@@ -32,15 +32,18 @@ const timerOf = (kind: TimerRecord['kind'], run = 1): TimerRecord => ({ id: `${k
 const wake = (task: TaskRecord | undefined, timer: TimerRecord, ctx = context()) => decideWake(deepFreeze({ task }), deepFreeze({ timer }), ctx);
 
 describe('decideWake', () => {
-  it('wakes a sleeping task into a new run: queued, task.queued (reason wake), the timer removed', () => {
+  it('wakes a sleeping task into a new run: the slept run recorded, queued, task.queued (reason wake), the timer removed', () => {
     const task = taskOf();
     const timer = timerOf('wake');
     const out = wake(task, timer);
-    const next = { ...task, state: 'queued', updatedAt: NOW, runs: 2, runReason: 'wake', runCreatedAt: NOW, attempts: 0, attemptSeq: 0, queuedOrder: 500, queuedAt: NOW } as TaskRecord;
+    // The sleep's result goes with the run that slept, not the next one.
+    const next = { ...task, state: 'queued', updatedAt: NOW, runs: 2, runReason: 'wake', runCreatedAt: NOW, attempts: 0, attemptSeq: 0, queuedOrder: 500, queuedAt: NOW, result: undefined, error: undefined } as TaskRecord;
     delete next.runAt;
     expect(out).toStrictEqual({
       changes: [
         { kind: 'timer', timer, armed: false },
+        // The run that slept, as the task record held it (settledAt: when it went to sleep).
+        { kind: 'run', run: { taskId: 't1', run: 1, reason: 'submit', createdAt: 500, settledAt: 1_000, outcome: 'sleeping', attempts: 1, result: { kind: 'sleep' }, error: undefined } },
         { kind: 'task', task: next },
       ],
       events: [{ seq: 500, at: NOW, type: 'task.queued', taskId: 't1', data: { run: 2, reason: 'wake' } }],
