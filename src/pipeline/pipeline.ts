@@ -12,6 +12,7 @@ import type { Logger } from '../log.js';
 import type { StepWriter, Store } from '../store/port.js';
 import type { TaskRecord } from '../store/records.js';
 import type { Change, Effect, StepContext, StepResult } from '../steps/types.js';
+import { isTerminal } from '../../machines/index.js';
 
 /** A step's decision function. */
 export type Decide<V, I> = (view: V, input: I, ctx: StepContext) => StepResult;
@@ -126,7 +127,8 @@ export class Pipeline {
 function write(w: StepWriter, change: Change): void {
   switch (change.kind) {
     case 'task':
-      return w.putTask(change.task);
+      // A settled task is done changing: its record goes to its database in this very commit.
+      return w.putTask(change.task, isTerminal(change.task.state));
     case 'active':
       return change.active ? w.putActive(change.taskId) : w.removeActive(change.taskId);
     case 'attempt':

@@ -60,9 +60,14 @@ export interface SafeReads {
 
 /** Collects the writes of one step; everything it writes commits in one transaction. */
 export interface StepWriter {
-  putTask(task: TaskRecord): void;
+  /**
+   * `final`: the record is done changing for now (a settled task): write it to its database in
+   * this commit rather than logging it for later, which also frees it from memory soonest.
+   */
+  putTask(task: TaskRecord, final?: boolean): void;
   putActive(taskId: string): void;
   removeActive(taskId: string): void;
+  /** Attempt and run records are written once, when they end: in this commit, not logged. */
   putAttempt(attempt: AttemptRecord): void;
   putRun(run: RunRecord): void;
   putInstance(key: string, envelope: InstanceEnvelope): void;

@@ -10,7 +10,11 @@ const CHILD = new URL('../../dist/test/fixtures/crash/store-child.js', import.me
 const STORE = new URL('../../dist/src/store/lmdb/store.js', import.meta.url);
 
 interface OpenedStore {
-  read: { control: { get(key: string): unknown }; events: { range(): Iterable<{ value: { seq: number; data?: { i?: number } } }> } };
+  read: {
+    control: { get(key: string): unknown };
+    tasks: { get(key: string): { updatedAt: number } | undefined };
+    events: { range(): Iterable<{ value: { seq: number; data?: { i?: number } } }> };
+  };
   close(clean: boolean): Promise<void>;
 }
 
@@ -49,6 +53,16 @@ describe('kill -9 while the store commits', () => {
         const value = store.read.control.get(`k${i}`);
         if (i < next - 5) expect(value, `k${i} was removed by batch ${i + 5}`).toBeNull();
         else expect(value, `k${i}`).toMatchObject({ i });
+      }
+      // Each task holds the version of its last acknowledged batch or a later one, never an older
+      // one: a replay must not put back what a final write (not in the log) superseded.
+      for (let k = 0; k < 20; k++) {
+        let lastAcked = acked - (((acked % 20) - k + 20) % 20);
+        if (lastAcked < 0) continue;
+        const task = store.read.tasks.get(`t${k}`)!;
+        expect(task.updatedAt, `task t${k}`).toBeGreaterThanOrEqual(lastAcked);
+        expect(task.updatedAt % 20).toBe(k);
+        lastAcked = task.updatedAt;
       }
       const seqs: number[] = [];
       const progress: number[] = [];

@@ -26,6 +26,8 @@ export interface DirtyEntry {
   lastAt: number;
   /** Set while its materialization is in flight: the batch that writes it. */
   writing: number | undefined;
+  /** Written in the commit of its latest change, cool or not (see StepWriter.putTask `final`). */
+  final: boolean;
 }
 
 /** When {@link Overlay.take} materializes an entry. */
@@ -50,6 +52,8 @@ export class Overlay {
   readonly #byDb: Array<Map<string, DirtyEntry>>;
   /** Dirty entries not being written, oldest `first` first. */
   readonly #order = new Set<DirtyEntry>();
+  /** Entries marked final since the last take. */
+  #finals: DirtyEntry[] = [];
 
   constructor(databases: number) {
     this.#byDb = Array.from({ length: databases }, () => new Map());
@@ -64,20 +68,23 @@ export class Overlay {
    * Records a change decided in `batch`, at `at` (epoch ms). Returns the value it replaces (the
    * overlay's, or undefined when it held none), so a caller can log a patch against it.
    */
-  set(db: number, key: Key, value: unknown, batch: number, at = 0): unknown {
+  set(db: number, key: Key, value: unknown, batch: number, at = 0, final = false): unknown {
     const map = this.#byDb[db]!;
     const id = keyString(key);
     const entry = map.get(id);
     if (!entry) {
-      const created: DirtyEntry = { db, key, id, value, first: batch, last: batch, lastAt: at, writing: undefined };
+      const created: DirtyEntry = { db, key, id, value, first: batch, last: batch, lastAt: at, writing: undefined, final };
       map.set(id, created);
       this.#order.add(created);
+      if (final) this.#finals.push(created);
       return undefined;
     }
     const previous = entry.value;
     entry.value = value;
     entry.last = batch;
     entry.lastAt = at;
+    if (final && !entry.final) this.#finals.push(entry);
+    entry.final = final;
     if (entry.writing !== undefined) {
       // Changed again while its materialization was in flight: dirty anew.
       entry.writing = undefined;
@@ -115,6 +122,10 @@ export class Overlay {
    */
   take(policy: TakePolicy): DirtyEntry[] {
     const taken: DirtyEntry[] = [];
+    // Final ones go in this commit, whatever the budget (they were left out of the log).
+    for (const entry of this.#finals) if (entry.final && entry.writing === undefined && this.#order.has(entry)) taken.push(entry);
+    this.#finals = [];
+    for (const entry of taken) this.#order.delete(entry);
     // Bounded scan: the head is where cold entries are; hot ones further back wait for a later commit.
     let scan = 2 * policy.budget + 64;
     for (const entry of this.#order) {

@@ -52,6 +52,14 @@ type DbName = (typeof DATABASES)[number];
 const DB = Object.fromEntries(DATABASES.map((name, i) => [name, i])) as Record<DbName, number>;
 /** Added to a database index in a log op that removes the key. */
 const REMOVAL = 64;
+/**
+ * Added to a database index in a batch op that is written to its database in the batch's own
+ * commit (see StepWriter.putTask `final`); in the log, the op becomes this marker when the log
+ * holds earlier changes of the key, telling a replay that the database has the latest version.
+ */
+const FINAL = 256;
+/** A batch op that is not logged at all. */
+const UNLOGGED = -1;
 /** Added to a database index in a log op that patches the record (see {@link LogEntry}). */
 const PATCH = 128;
 /** The databases of positionally stored records (codec.ts), by index; tasks and attempts change field by field and log patches. */
@@ -65,10 +73,12 @@ const PATCHED = new Set([DB.tasks, DB.attempts]);
 /** The log's values: record values positional, patches as [field index, value, …] already. */
 const logEncoder = plainEncoder<LogEntry>(
   ({ ops }) => {
-    const out = ops.slice();
-    for (let i = 0; i < out.length; i += 3) {
-      const codec = CODECS.get(out[i] as number);
-      if (codec) out[i + 2] = codec.toValues(out[i + 2]);
+    const out: unknown[] = [];
+    for (let i = 0; i < ops.length; i += 3) {
+      const index = ops[i] as number;
+      if (index === UNLOGGED) continue;
+      const codec = CODECS.get(index);
+      out.push(index, ops[i + 1], codec ? codec.toValues(ops[i + 2]) : ops[i + 2]);
     }
     return out;
   },
@@ -265,8 +275,12 @@ class LmdbStore implements Store {
         const k = ops[i + 1] as Key;
         const db = index % REMOVAL;
         const id = `${db}\u0000${keyString(k)}`;
-        if (index >= PATCH) {
-          const base = finals.has(id) ? finals.get(id)!.value : this.#dbs[index - PATCH]!.get(k);
+        if (index >= FINAL) {
+          // The database has the latest version: whatever came before it in the log is stale.
+          finals.set(id, { db: index - FINAL, key: k, value: SKIP });
+        } else if (index >= PATCH) {
+          const known = finals.get(id)?.value;
+          const base = known === undefined || known === SKIP ? this.#dbs[index - PATCH]!.get(k) : known;
           finals.set(id, { db: index - PATCH, key: k, value: CODECS.get(index - PATCH)!.patch(base, ops[i + 2] as unknown[]) });
         } else finals.set(id, { db, key: k, value: index >= REMOVAL ? REMOVED : ops[i + 2] });
       }
@@ -274,6 +288,7 @@ class LmdbStore implements Store {
     }
     this.#root.transactionSync(() => {
       for (const { db, key, value } of finals.values()) {
+        if (value === SKIP) continue;
         if (value === REMOVED || value === undefined) this.#dbs[db]!.removeSync(key);
         else this.#dbs[db]!.putSync(key, value);
       }
@@ -330,6 +345,16 @@ class LmdbStore implements Store {
     for (let i = opsMark; i < ops.length; i += 3) {
       const index = ops[i] as number;
       const key = ops[i + 1] as Key;
+      if (index >= FINAL) {
+        const db = index - FINAL;
+        const previous = overlay.set(db, key, ops[i + 2], batch.no, at, true);
+        // Written in this commit: logged only as a marker over earlier changes still in the log.
+        if (previous === undefined) ops[i] = UNLOGGED;
+        else {
+          ops[i + 2] = null;
+        }
+        continue;
+      }
       if (index >= REMOVAL) {
         overlay.set(index - REMOVAL, key, REMOVED, batch.no, at);
         continue;
@@ -544,6 +569,8 @@ class LmdbStore implements Store {
 }
 
 const noEvents = (): EventRecord[] => [];
+/** A replayed key whose latest version its database already has. */
+const SKIP = Symbol('skip');
 
 /** Collects the writes of one commit call into its batch, as flat [db, key, value] triples. */
 class BatchWriter implements StepWriter {
@@ -558,8 +585,8 @@ class BatchWriter implements StepWriter {
   raw(db: number, key: Key, value: unknown): void {
     this.batch.ops.push(db, key, value);
   }
-  putTask(task: TaskRecord): void {
-    this.batch.ops.push(DB.tasks, task.id, task);
+  putTask(task: TaskRecord, final = false): void {
+    this.batch.ops.push(final ? DB.tasks + FINAL : DB.tasks, task.id, task);
   }
   putActive(taskId: string): void {
     this.batch.ops.push(DB.active, taskId, true);
@@ -568,10 +595,10 @@ class BatchWriter implements StepWriter {
     this.batch.ops.push(DB.active + REMOVAL, taskId, null);
   }
   putAttempt(a: AttemptRecord): void {
-    this.batch.ops.push(DB.attempts, [a.taskId, a.run, a.attempt], a);
+    this.batch.ops.push(DB.attempts + FINAL, [a.taskId, a.run, a.attempt], a);
   }
   putRun(r: RunRecord): void {
-    this.batch.ops.push(DB.runs, [r.taskId, r.run], r);
+    this.batch.ops.push(DB.runs + FINAL, [r.taskId, r.run], r);
   }
   putInstance(key: string, envelope: InstanceEnvelope): void {
     this.batch.ops.push(DB.instances, key, envelope);
