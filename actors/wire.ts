@@ -121,6 +121,8 @@ export type ChannelEnvelope = { c: typeof CHANNEL_RPC; m: unknown } | { c: typeo
  * `undefined` is accepted as an object property or top-level value (it is dropped or kept as is).
  */
 export function describeUnserializable(value: unknown, path = 'value'): string | undefined {
+  // Most inputs and results are primitives or null: no walk, no cycle set.
+  if (value === null || typeof value !== 'object') return typeof value === 'function' || typeof value === 'symbol' ? walk(value, path, new Set()) : undefined;
   return walk(value, path, new Set());
 }
 

@@ -223,7 +223,9 @@ export class Runtime implements AsyncDisposable {
       },
       { now: () => options.clock.now() },
     );
-    bus.on('*', (event) => this.#metrics.observe(event));
+    bus.observe((events) => {
+      for (const event of events) this.#metrics.observe(event);
+    });
     this.agents = {
       register: (registration) => {
         this.#assertOpen('agents.register');

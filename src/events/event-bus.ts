@@ -51,6 +51,7 @@ type Listener = (event: RuntimeEvent) => void;
 export class EventBus {
   /** Listeners by type ('*': every event). Replaced, never changed, so a publish may unsubscribe. */
   readonly #listeners = new Map<string, Listener[]>();
+  readonly #observers: Array<(records: readonly EventRecord[]) => void> = [];
   readonly #events: SafeDatabase<EventRecord, number>;
   readonly #streams = new Set<(event: RuntimeEvent) => void>();
   #closed = false;
@@ -72,6 +73,7 @@ export class EventBus {
 
   /** Publishes events that have just been committed. */
   publish(records: readonly EventRecord[]): void {
+    for (const observe of this.#observers) this.#observeSafely(observe, records);
     if (this.#streams.size === 0 && this.#listeners.size === 0) return;
     const all = this.#listeners.get('*');
     for (const record of records) {
@@ -81,6 +83,22 @@ export class EventBus {
       const typed = this.#listeners.get(record.type);
       if (typed) this.#call(typed, event);
       if (all) this.#call(all, event);
+    }
+  }
+
+  /**
+   * The runtime's own consumers (metrics): they get each committed batch's records as they are,
+   * with no cursor, so a runtime nobody listens to builds none.
+   */
+  observe(observer: (records: readonly EventRecord[]) => void): void {
+    this.#observers.push(observer);
+  }
+
+  #observeSafely(observe: (records: readonly EventRecord[]) => void, records: readonly EventRecord[]): void {
+    try {
+      observe(records);
+    } catch (error) {
+      this.#onListenerError(error, 'observer');
     }
   }
 

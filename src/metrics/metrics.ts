@@ -5,7 +5,7 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AttemptExit } from '../../machines/index.js';
-import type { RuntimeEvent } from '../events/event-bus.js';
+import type { EventRecord } from '../store/records.js';
 import { serveMetrics, type MetricsServer } from './server.js';
 
 /** Live numbers the runtime supplies on demand (gauges are read at snapshot/scrape time, not pushed). */
@@ -178,7 +178,7 @@ export class RuntimeMetrics {
    * Feeds one committed event (the runtime subscribes this to `'*'`). Runs per event on the
    * dispatch path, so it only reads fields and calls prom-client's observe/inc; it never throws.
    */
-  observe(event: RuntimeEvent): void {
+  observe(event: EventRecord): void {
     const data = event.data;
     if (data === undefined) return;
     switch (event.type) {
