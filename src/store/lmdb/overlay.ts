@@ -28,6 +28,11 @@ export interface DirtyEntry {
   writing: number | undefined;
   /** Written in the commit of its latest change, cool or not (see StepWriter.putTask `final`). */
   final: boolean;
+  /** The position of its latest change in its batch's ops, and its value before that batch. */
+  op: number;
+  before: unknown;
+  /** Whether the log may hold changes of it from batches before `last`. */
+  logged: boolean;
 }
 
 /** When {@link Overlay.take} materializes an entry. */
@@ -64,22 +69,41 @@ export class Overlay {
     return this.#order.size;
   }
 
+  /** After {@link Overlay.set}: the position of the key's earlier change in the same batch (-1: none). */
+  priorOp = -1;
+  /** After {@link Overlay.set}: the key's value before this batch, and whether the log may hold changes of it. */
+  before: unknown = undefined;
+  logged = false;
+
   /**
-   * Records a change decided in `batch`, at `at` (epoch ms). Returns the value it replaces (the
-   * overlay's, or undefined when it held none), so a caller can log a patch against it.
+   * Records a change decided in `batch` (at position `op` of its ops), at `at` (epoch ms). Leaves
+   * in {@link Overlay.priorOp}, {@link Overlay.before} and {@link Overlay.logged} what the caller
+   * needs to log only the batch's net change of the key.
    */
-  set(db: number, key: Key, value: unknown, batch: number, at = 0, final = false): unknown {
+  set(db: number, key: Key, value: unknown, batch: number, at = 0, final = false, op = -1): void {
     const map = this.#byDb[db]!;
     const id = keyString(key);
     const entry = map.get(id);
     if (!entry) {
-      const created: DirtyEntry = { db, key, id, value, first: batch, last: batch, lastAt: at, writing: undefined, final };
+      const created: DirtyEntry = { db, key, id, value, first: batch, last: batch, lastAt: at, writing: undefined, final, op, before: undefined, logged: false };
       map.set(id, created);
       this.#order.add(created);
       if (final) this.#finals.push(created);
-      return undefined;
+      this.priorOp = -1;
+      this.before = undefined;
+      this.logged = false;
+      return;
     }
-    const previous = entry.value;
+    if (entry.last === batch) {
+      this.priorOp = entry.op;
+    } else {
+      this.priorOp = -1;
+      entry.before = entry.value;
+      entry.logged = true;
+    }
+    this.before = entry.before;
+    this.logged = entry.logged;
+    entry.op = op;
     entry.value = value;
     entry.last = batch;
     entry.lastAt = at;
@@ -91,7 +115,6 @@ export class Overlay {
       entry.first = batch;
       this.#order.add(entry);
     }
-    return previous;
   }
 
   /** The value of a dirty record: `REMOVED`, a value, or undefined when the overlay does not hold it. */

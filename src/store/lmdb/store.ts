@@ -342,30 +342,31 @@ class LmdbStore implements Store {
     const { ops } = batch;
     const overlay = this.#overlay;
     const at = Date.now();
+    // The log holds each key's net change in the batch: an earlier op of the same key in this
+    // batch is superseded and not logged, and what is logged is relative to the key's version
+    // before the batch. So a task submitted, started and settled in one batch logs nothing.
     for (let i = opsMark; i < ops.length; i += 3) {
       const index = ops[i] as number;
       const key = ops[i + 1] as Key;
-      if (index >= FINAL) {
-        const db = index - FINAL;
-        const previous = overlay.set(db, key, ops[i + 2], batch.no, at, true);
+      const final = index >= FINAL;
+      const removal = !final && index >= REMOVAL;
+      const db = final ? index - FINAL : removal ? index - REMOVAL : index;
+      const value = removal ? REMOVED : ops[i + 2];
+      overlay.set(db, key, value, batch.no, at, final, i);
+      if (overlay.priorOp >= 0) ops[overlay.priorOp] = UNLOGGED;
+      if (final) {
         // Written in this commit: logged only as a marker over earlier changes still in the log.
-        if (previous === undefined) ops[i] = UNLOGGED;
-        else {
-          ops[i + 2] = null;
-        }
+        if (overlay.logged) ops[i + 2] = null;
+        else ops[i] = UNLOGGED;
         continue;
       }
-      if (index >= REMOVAL) {
-        overlay.set(index - REMOVAL, key, REMOVED, batch.no, at);
-        continue;
-      }
-      const value = ops[i + 2];
-      const previous = overlay.set(index, key, value, batch.no, at);
-      // A new version of a record the overlay holds: log only what changed (the same object again
-      // was changed in place, so it is logged whole).
-      if (previous !== undefined && previous !== REMOVED && previous !== value && PATCHED.has(index)) {
-        ops[i] = index + PATCH;
-        ops[i + 2] = CODECS.get(index)!.diff(previous, value);
+      if (removal) continue;
+      const before = overlay.before;
+      // A new version of a record the log or its database holds: log only what changed (the same
+      // object changed in place is logged whole).
+      if (before !== undefined && before !== REMOVED && before !== value && PATCHED.has(db)) {
+        ops[i] = db + PATCH;
+        ops[i + 2] = CODECS.get(db)!.diff(before, value);
       }
     }
     this.#queueFlush();
