@@ -60,6 +60,8 @@ export type WorkerMessage =
   | { t: 'log'; attemptId: string; token: number; lines: WireLogLine[] }
   | { t: 'progress'; attemptId: string; token: number; value: number; message?: string; at: number }
   | { t: 'heartbeat'; attemptId: string; token: number; at: number }
+  /** The thread took the attempt from its queue and runs it now: its lease and timeout start. */
+  | { t: 'begin'; attemptId: string; token: number; at: number }
   /** A request from the agent to the host (input, spawn, join); answered by a {@link HostReply}. */
   | { t: 'call'; attemptId: string; token: number; callId: number; call: AgentCall };
 
@@ -78,7 +80,14 @@ export type AgentCall =
 export type HostReply = { t: 'reply'; callId: number; ok: true; value: unknown } | { t: 'reply'; callId: number; ok: false; error: { code: string; message: string } };
 
 /** What the host posts to a thread: the attempts whose start became durable this turn, or a reply to an agent call. */
-export type HostMessage = { t: 'start'; requests: AttemptRequest[] } | HostReply;
+export type HostMessage =
+  /**
+   * Attempts whose start is durable. The thread queues them and runs at most `slots` at once (an
+   * attempt waiting on the host for an input or a join gives its slot back meanwhile), so the host
+   * can hand a thread its next attempts before a slot frees: no round trip between two attempts.
+   */
+  | { t: 'start'; requests: AttemptRequest[]; slots: number }
+  | HostReply;
 
 /** What a thread posts to the host in one turn: its messages, in order. */
 export interface WorkerBatch {

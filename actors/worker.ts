@@ -42,17 +42,34 @@ interface LiveAttempt {
   pendingProgress: { value: number; message?: string } | undefined;
   lastHeartbeatAt: number;
   ended: boolean;
+  /** Calls in flight that wait on the host (input, join): while any is, the attempt holds no slot. */
+  waiting: number;
 }
 
 const live = new Map<string, LiveAttempt>();
 /** Agent calls waiting for the host's reply, by call id. */
-const calls = new Map<number, { attempt: LiveAttempt; resolve: (value: unknown) => void; reject: (error: Error) => void }>();
+const calls = new Map<number, { attempt: LiveAttempt; resolve: (value: unknown) => void; reject: (error: Error) => void; waits: boolean }>();
 let nextCallId = 1;
 const modules = new Map<string, Promise<AgentFunction>>();
 let channel: ThreadChannel | undefined;
 /** Messages for the host, sent as one batch at the end of the turn. */
 let outbox: WorkerMessage[] = [];
 let flushing = false;
+/** Attempts the host sent that wait for one of this thread's slots, and how many hold one now. */
+const queued: AttemptRequest[] = [];
+let running = 0;
+let slots = 1;
+
+/** Starts queued attempts while slots are free; each start is told to the host (its lease starts). */
+function pump(): void {
+  while (running < slots && queued.length > 0) {
+    const request = queued.shift()!;
+    running++;
+    send({ t: 'begin', attemptId: request.attemptId, token: request.token, at: Date.now() });
+    void runAttempt(request);
+  }
+}
+
 /** Renews the leases of this thread's live attempts while its event loop runs. */
 let heartbeats: { timer: NodeJS.Timeout; everyMs: number } | undefined;
 
@@ -67,6 +84,7 @@ const EARLY_ABORTS_LIMIT = 1_024;
 const control: WorkerControl = {
   abort(attemptId: string, token: number, reason: AbortReason): boolean {
     const attempt = live.get(attemptId);
+    if (!attempt && abortQueued(attemptId, token, reason)) return true;
     if (!attempt) {
       earlyAborts.set(attemptId, { token, reason });
       if (earlyAborts.size > EARLY_ABORTS_LIMIT) earlyAborts.delete(earlyAborts.keys().next().value!);
@@ -78,13 +96,26 @@ const control: WorkerControl = {
   },
 };
 
+/** An attempt still queued on this thread is aborted before it ran: it ends at once. */
+function abortQueued(attemptId: string, token: number, reason: AbortReason): boolean {
+  const at = queued.findIndex((r) => r.attemptId === attemptId && r.token === token);
+  if (at < 0) return false;
+  queued.splice(at, 1);
+  send({ t: 'end', attemptId, token, result: { ok: false, error: { code: 'ABORTED', message: `attempt ${reason} before it ran`, retryable: true, fault: 'infrastructure' } } });
+  return true;
+}
+
 // A worker entry is a program, not a library: opening the channel when the thread starts is its job.
 if (!isMainThread && parentPort) {
   const { port1, port2 } = new MessageChannel();
   channel = new ThreadChannel(port1);
   expose(control, channel.rpc as never);
   channel.onEvent((message) => {
-    if (message.t === 'start') for (const request of message.requests) void runAttempt(request);
+    if (message.t === 'start') {
+      slots = message.slots;
+      for (const request of message.requests) queued.push(request);
+      pump();
+    }
     else if (message.t === 'reply') answer(message);
   });
   parentPort.postMessage({ troupe: 'hello', threadId, port: port2 } satisfies ThreadHello, [port2]);
@@ -107,6 +138,7 @@ async function runAttempt(request: AttemptRequest): Promise<void> {
     pendingProgress: undefined,
     lastHeartbeatAt: 0,
     ended: false,
+    waiting: 0,
   };
   live.set(request.attemptId, attempt);
   const early = earlyAborts.get(request.attemptId);
@@ -132,7 +164,9 @@ async function runAttempt(request: AttemptRequest): Promise<void> {
 
 function finish(attempt: LiveAttempt, result: WireResult): void {
   attempt.ended = true;
+  if (attempt.waiting === 0) running--;
   for (const [id, pending] of calls) if (pending.attempt === attempt) calls.delete(id);
+  attempt.waiting = 0;
   live.delete(attempt.request.attemptId);
   if (live.size === 0 && heartbeats) {
     clearInterval(heartbeats.timer);
@@ -143,6 +177,7 @@ function finish(attempt: LiveAttempt, result: WireResult): void {
   flushLines(attempt);
   const { attemptId, token } = attempt.request;
   send({ t: 'end', attemptId, token, result });
+  pump();
 }
 
 /**
@@ -220,7 +255,14 @@ function callHost(attempt: LiveAttempt, call: AgentCall): { callId: number; repl
   const callId = nextCallId++;
   const reply = new Promise<unknown>((resolve, reject) => {
     if (attempt.ended) return reject(new AgentError('the attempt has ended', { retryable: false, code: 'ATTEMPT_ENDED' }));
-    calls.set(callId, { attempt, resolve, reject });
+    calls.set(callId, { attempt, resolve, reject, waits: call.method === 'input' || call.method === 'join' });
+    // Waiting on the host, the attempt gives its slot to the next queued one until the reply.
+    if (call.method === 'input' || call.method === 'join') {
+      if (attempt.waiting++ === 0) {
+        running--;
+        pump();
+      }
+    }
     flushLines(attempt);
     const { attemptId, token } = attempt.request;
     send({ t: 'call', attemptId, token, callId, call });
@@ -232,8 +274,15 @@ function answer(reply: HostReply): void {
   const pending = calls.get(reply.callId);
   if (!pending) return;
   calls.delete(reply.callId);
+  resumed(pending);
   if (reply.ok) pending.resolve(reply.value);
   else pending.reject(new AgentError(reply.error.message, { retryable: false, code: reply.error.code }));
+}
+
+/** A call that waited on the host got its reply: the attempt runs again (it may briefly exceed the slots). */
+function resumed(pending: { attempt: LiveAttempt; waits: boolean }): void {
+  if (!pending.waits || pending.attempt.ended) return;
+  if (--pending.attempt.waiting === 0) running++;
 }
 
 /** Rejects when `signal` aborts, so an agent blocked on the host still sees cancellation. */

@@ -150,7 +150,7 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
     flushQueued = false;
     for (const link of links) {
       if (link.outbox.length === 0) continue;
-      link.channel.post({ t: 'start', requests: link.outbox });
+      link.channel.post({ t: 'start', requests: link.outbox, slots: options.slotsPerThread });
       link.outbox = [];
     }
   }
@@ -168,6 +168,14 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
       onThreadExit = handler;
     },
     async abort(attemptId, token, reason, answerWithinMs) {
+      // An attempt no thread has yet (none said hello) is simply not sent: it ends aborted.
+      const held = waiting.findIndex((r) => r.attemptId === attemptId && r.token === token);
+      if (held >= 0) {
+        waiting.splice(held, 1);
+        const end: WorkerMessage = { t: 'end', attemptId, token, result: { ok: false, error: { code: 'ABORTED', message: `attempt ${reason} before it ran`, retryable: true, fault: 'infrastructure' } } };
+        queueMicrotask(() => onMessages([end], -1));
+        return { foundIn: undefined, unresponsive: [] };
+      }
       // Starts still in an outbox go first: an abort must never overtake its attempt's start.
       flush();
       recentAborts.push({ attemptId, token, reason, at: Date.now() });
@@ -186,6 +194,8 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
           else if (answer) foundIn = link.threadId;
         }),
       );
+      // The thread it was handed to, even if that thread did not say it has it (it may be stuck).
+      if (foundIn === undefined) for (const link of links) if (link.attempts.has(attemptId)) foundIn = link.threadId;
       return { foundIn, unresponsive };
     },
     async terminate(threadIds) {

@@ -42,7 +42,12 @@ export interface LiveAttempt {
   /** performance.now() of the last phase change, for the moving averages. */
   mark: number;
   readonly record: AttemptRecord;
-  phase: 'starting' | 'ready' | 'executing' | 'ended';
+  /**
+   * starting: its start commit is in flight; dispatched: durable and handed to its thread, which
+   * queues it until one of its slots is free; executing: the thread runs it (lease and timeout
+   * count from then); ended.
+   */
+  phase: 'starting' | 'dispatched' | 'executing' | 'ended';
   /** Where the instance actor counts this attempt. */
   bucket: AttemptBucket | undefined;
   stop?: { reason: AbortReason; detail?: string };
@@ -60,7 +65,8 @@ export interface LiveAttempt {
 export class Dispatcher {
   readonly #k: Kernel;
   readonly #live = new Map<string, LiveAttempt>();
-  readonly #ready: LiveAttempt[] = [];
+  /** Attempts handed to a thread that has not started them yet. */
+  #dispatched = 0;
   readonly #slots: number;
   /** How often workers heartbeat a live attempt: three per lease. */
   readonly #heartbeatMs: number;
@@ -87,7 +93,7 @@ export class Dispatcher {
 
   /** Attempts by phase. */
   get counts(): { starting: number; ready: number; executing: number } {
-    return { starting: this.#live.size - this.#ready.length - this.#executing - this.#parked, ready: this.#ready.length, executing: this.#executing };
+    return { starting: this.#live.size - this.#dispatched - this.#executing - this.#parked, ready: this.#dispatched, executing: this.#executing };
   }
 
   /** The current start-ahead window and the moving averages (ms) that size it. */
@@ -121,15 +127,15 @@ export class Dispatcher {
 
   #fill(): void {
     const { governor } = this.#k;
+    // Attempts beyond the slots start ahead: their start commits while the slots are busy, and
+    // their threads queue them, so a freed slot takes the next at once.
     const ahead = this.#ahead();
     while (this.#accepting) {
-      const waiting = this.#live.size - this.#executing - this.#parked;
-      if (waiting >= this.#slots - this.#executing + ahead) break;
+      if (this.#live.size - this.#parked >= this.#slots + ahead) break;
       const entry = governor.next();
       if (!entry) break;
       this.#begin(entry);
     }
-    this.#drainReady();
   }
 
   #begin(entry: GovernorEntry): void {
@@ -165,7 +171,7 @@ export class Dispatcher {
     pipeline.apply(result);
   }
 
-  /** An attempt's start is durable (the dispatch effect): it may run. */
+  /** An attempt's start is durable (the dispatch effect): hand it to its thread. */
   started(attemptId: string): void {
     const attempt = this.#live.get(attemptId);
     if (!attempt || attempt.phase !== 'starting') return;
@@ -177,36 +183,11 @@ export class Dispatcher {
       this.#settle(attempt, { kind: 'abandoned' });
       return;
     }
-    attempt.phase = 'ready';
-    this.#ready.push(attempt);
-    this.#drainReady();
-  }
-
-  /** An attempt's start did not commit: it never ran. */
-  startFailed(attemptId: string, error: unknown): void {
-    const attempt = this.#live.get(attemptId);
-    if (!attempt || attempt.phase !== 'starting') return;
-    this.#k.log.error({ err: error, attemptId }, 'recording an attempt start failed');
-    this.#settle(attempt, { kind: 'crash', code: 'STORE_FAILED', message: (error as Error).message });
-  }
-
-  #drainReady(): void {
-    while (this.#executing < this.#slots && this.#ready.length > 0) this.#execute(this.#ready.shift()!);
-  }
-
-  #execute(attempt: LiveAttempt): void {
-    const { table, agents, router, pool, clock } = this.#k;
+    const { table, agents, pool } = this.#k;
     const task = table.get(attempt.taskId)!;
     const agent = agents.get(task.agent)!;
-    attempt.phase = 'executing';
-    attempt.mark = performance.now();
-    attempt.leaseExpiresAt = clock.now() + this.#k.options.leaseMs;
-    this.#executing++;
-    this.#k.supervise();
-    this.#tell(attempt, 'running', clock.now());
-    if (task.timeoutMs > 0) {
-      attempt.timeoutTimer = clock.setTimeout(() => this.stop(attempt, 'timeout', `attempt exceeded timeoutMs ${task.timeoutMs}`), task.timeoutMs);
-    }
+    attempt.phase = 'dispatched';
+    this.#dispatched++;
     if (task.workspaceKeep !== undefined && task.workspace !== undefined) {
       try {
         makePrivateDir(task.workspace);
@@ -231,11 +212,38 @@ export class Dispatcher {
     pool.send(request);
   }
 
+  /** An attempt's start did not commit: it never ran. */
+  startFailed(attemptId: string, error: unknown): void {
+    const attempt = this.#live.get(attemptId);
+    if (!attempt || attempt.phase !== 'starting') return;
+    this.#k.log.error({ err: error, attemptId }, 'recording an attempt start failed');
+    this.#settle(attempt, { kind: 'crash', code: 'STORE_FAILED', message: (error as Error).message });
+  }
+
+  /** Its thread took the attempt from its queue: it runs now, and its lease and timeout start. */
+  #began(attempt: LiveAttempt, at: number): void {
+    const { table, clock } = this.#k;
+    const task = table.get(attempt.taskId)!;
+    attempt.phase = 'executing';
+    attempt.mark = performance.now();
+    attempt.leaseExpiresAt = clock.now() + this.#k.options.leaseMs;
+    this.#dispatched--;
+    this.#executing++;
+    this.#k.supervise();
+    this.#tell(attempt, 'running', at);
+    if (task.timeoutMs > 0) {
+      attempt.timeoutTimer = clock.setTimeout(() => this.stop(attempt, 'timeout', `attempt exceeded timeoutMs ${task.timeoutMs}`), task.timeoutMs);
+    }
+  }
+
   /** A thread died under these attempts: each ends as a crash (an infrastructure fault). */
   onThreadExit(attemptIds: readonly string[], reason: string): void {
     for (const id of attemptIds) {
       const attempt = this.#live.get(id);
-      if (attempt) this.#settle(attempt, { kind: 'crash', code: 'THREAD_CRASHED', message: `${reason} (attempt ${id})` });
+      if (!attempt) continue;
+      // One the thread had not started yet never ran: it is requeued without spending its budget.
+      if (attempt.phase === 'dispatched') attempt.stop ??= { reason: 'shutdown', detail: 'its thread died before it ran' };
+      this.#settle(attempt, { kind: 'crash', code: 'THREAD_CRASHED', message: `${reason} (attempt ${id})` });
     }
   }
 
@@ -246,15 +254,21 @@ export class Dispatcher {
    */
   onMessage(message: WorkerMessage, threadId = -1): void {
     const attempt = this.#live.get(message.attemptId);
+    if (attempt && attempt.token === message.token && attempt.phase === 'dispatched') {
+      if (message.t === 'begin') return this.#began(attempt, message.at);
+      // An attempt aborted while its thread still had it queued ends without running.
+      if (message.t === 'end') return this.#settle(attempt, { kind: 'abandoned' });
+    }
     if (!attempt || attempt.token !== message.token || attempt.phase !== 'executing') {
       const taskId = message.attemptId.slice(0, message.attemptId.indexOf(':'));
       this.#k.log.warn({ attemptId: message.attemptId, kind: message.t }, 'stale message from a fenced attempt');
-      if (message.t !== 'heartbeat') recordStale(this.#k, taskId, message.attemptId, message.t === 'end' ? 'result' : message.t);
+      if (message.t !== 'heartbeat' && message.t !== 'begin') recordStale(this.#k, taskId, message.attemptId, message.t === 'end' ? 'result' : message.t);
       // A fenced agent waiting on the host gets an answer, so it cannot hang its thread forever.
       if (message.t === 'call') this.#k.pool.reply(threadId, { t: 'reply', callId: message.callId, ok: false, error: { code: 'FENCED', message: 'this attempt is no longer current' } });
       return;
     }
     if (message.t === 'end') return this.#settle(attempt, { kind: 'result', wire: message.result });
+    if (message.t === 'begin') return;
     // Any traffic proves the agent's thread is alive: renew the lease.
     attempt.leaseExpiresAt = this.#k.clock.now() + this.#k.options.leaseMs;
     if (message.t === 'call') return this.hooks.onCall(attempt, message, threadId);
@@ -288,12 +302,9 @@ export class Dispatcher {
   stop(attempt: LiveAttempt, reason: AbortReason, detail?: string): void {
     if (attempt.stop || attempt.phase === 'ended') return;
     attempt.stop = detail === undefined ? { reason } : { reason, detail };
-    if (attempt.phase === 'ready') {
-      this.#ready.splice(this.#ready.indexOf(attempt), 1);
-      this.#settle(attempt, { kind: 'abandoned' });
-      return;
-    }
-    if (attempt.phase !== 'executing') return; // starting: #started settles it once the start is durable
+    // starting: `started` settles it once the start is durable. dispatched: its thread ends it
+    // at once from its queue (the abort below); executing: the agent is asked to stop.
+    if (attempt.phase !== 'executing' && attempt.phase !== 'dispatched') return;
     const { router, pool, clock, options, table } = this.#k;
     const task = table.get(attempt.taskId)!;
     this.#tell(attempt, 'stopping', clock.now());
@@ -325,6 +336,8 @@ export class Dispatcher {
     if (attempt.parked) {
       attempt.parked = false;
       this.#parked--;
+    } else if (attempt.phase === 'dispatched') {
+      this.#dispatched--;
     } else if (attempt.phase === 'executing') {
       this.#executing--;
       this.#execMs += EWMA * (performance.now() - attempt.mark - this.#execMs);
@@ -348,7 +361,6 @@ export class Dispatcher {
       });
     }
     if (this.#live.size === 0) for (const resolve of this.#idle) resolve();
-    this.#drainReady();
     this.pump();
   }
 
@@ -372,7 +384,6 @@ export class Dispatcher {
     this.#executing--;
     this.#parked++;
     this.#k.governor.release(attempt.entry);
-    this.#drainReady();
     this.pump();
   }
 
@@ -411,7 +422,8 @@ export class Dispatcher {
   async drain(deadline: Promise<void>): Promise<void> {
     this.#accepting = false;
     this.#k.governor.freeze();
-    for (const attempt of [...this.#ready]) this.stop(attempt, 'shutdown');
+    // Only attempts already running may finish; those still queued on their threads end now.
+    for (const attempt of [...this.#live.values()]) if (attempt.phase === 'dispatched') this.stop(attempt, 'shutdown');
     if (this.#live.size > 0) {
       await Promise.race([deadline, new Promise<void>((resolve) => this.#idle.add(resolve))]);
     }
@@ -423,7 +435,7 @@ export class Dispatcher {
       await Promise.race([this.idle(), new Promise<void>((resolve) => (timer = setLongTimeout(resolve, this.#k.options.cancelGraceMs)))]);
       clearLongTimeout(timer);
     }
-    for (const attempt of [...this.#live.values()]) if (attempt.phase === 'executing') this.#settle(attempt, { kind: 'abandoned' });
+    for (const attempt of [...this.#live.values()]) if (attempt.phase === 'executing' || attempt.phase === 'dispatched') this.#settle(attempt, { kind: 'abandoned' });
     // Attempts still starting settle as interrupted as soon as their start commit lands.
     if (this.#live.size > 0) await new Promise<void>((resolve) => this.#idle.add(resolve));
   }

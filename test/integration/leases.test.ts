@@ -42,6 +42,8 @@ function controlledPool() {
     threads: 1,
     send: (request: AttemptRequest) => {
       runs.push({ request, finish: (result) => send({ t: 'end', attemptId: request.attemptId, token: request.token, result }) });
+      // A thread with a free slot starts the attempt at once.
+      queueMicrotask(() => send({ t: 'begin', attemptId: request.attemptId, token: request.token, at: Date.now() }));
     },
     abort: async () => ({ foundIn: undefined, unresponsive: [] }),
     terminate: async () => undefined,
