@@ -1,13 +1,12 @@
 /**
- * One long-lived channel per worker thread, shared by comlink request/response traffic and
- * fire-and-forget messages. Keeping both on one MessagePort keeps them in order, which is what
- * lets the host know that every log line of an attempt has arrived before it settles the attempt.
- * (A MessageChannel per task costs about 3x the raw throughput, so there is exactly one.)
+ * One long-lived channel per worker thread, shared by comlink request/response traffic in both
+ * directions and the fire-and-forget batches. Keeping all of it on one MessagePort keeps it in
+ * order, which is what lets the host know that every log line of an attempt has arrived before it
+ * settles the attempt, or answers its call. (A MessageChannel per task costs about 3x the raw
+ * throughput, so there is exactly one.)
  */
 import type { MessagePort } from 'node:worker_threads';
-import { CHANNEL_EVENT, CHANNEL_RPC, type ChannelEnvelope, type HostMessage, type WorkerBatch } from './wire.js';
-
-type Traffic = HostMessage | WorkerBatch;
+import type { ChannelEnvelope, StartBatch, WorkerBatch } from './wire.js';
 
 type Listener = (event: { data: unknown }) => void;
 
@@ -21,8 +20,9 @@ export interface RpcEndpoint {
 /** Both ends of the thread channel use this wrapper around the raw port. */
 export class ThreadChannel {
   readonly #port: MessagePort;
-  #rpcListeners: Listener[] = [];
-  #onEvent: ((message: Traffic) => void) | undefined;
+  /** Comlink listeners per direction: `a` the host calls the thread, `h` the thread calls the host. */
+  readonly #rpc: Record<'a' | 'h', Listener[]> = { a: [], h: [] };
+  #onBatch: ((batch: StartBatch | WorkerBatch) => void) | undefined;
 
   constructor(port: MessagePort) {
     this.#port = port;
@@ -31,27 +31,27 @@ export class ThreadChannel {
     port.unref();
   }
 
-  /** Sends a fire-and-forget message: a worker's batch, or the host's starts and replies. */
-  post(message: Traffic): void {
-    this.#port.postMessage({ c: CHANNEL_EVENT, m: message } satisfies ChannelEnvelope);
+  /** Sends a batch: the host's starts, or a thread's reports. */
+  post(batch: StartBatch | WorkerBatch): void {
+    this.#port.postMessage({ c: 'e', m: batch } satisfies ChannelEnvelope);
   }
 
-  /** Receives fire-and-forget messages: the worker's batches on the host side, starts and replies on the worker side. */
-  onEvent(handler: (message: Traffic) => void): void {
-    this.#onEvent = handler;
+  /** Receives batches: reports on the host side, starts on the thread side. */
+  onBatch(handler: (batch: StartBatch | WorkerBatch) => void): void {
+    this.#onBatch = handler;
   }
 
-  /** A comlink endpoint over this channel. */
-  get rpc(): RpcEndpoint {
+  /** A comlink endpoint for one direction of calls over this channel. */
+  rpc(direction: 'a' | 'h'): RpcEndpoint {
     return {
       postMessage: (message, transfer) => {
-        this.#port.postMessage({ c: CHANNEL_RPC, m: message }, (transfer ?? []) as never);
+        this.#port.postMessage({ c: direction, m: message } satisfies ChannelEnvelope, (transfer ?? []) as never);
       },
       addEventListener: (_type, listener) => {
-        this.#rpcListeners.push(listener);
+        this.#rpc[direction].push(listener);
       },
       removeEventListener: (_type, listener) => {
-        this.#rpcListeners = this.#rpcListeners.filter((l) => l !== listener);
+        this.#rpc[direction] = this.#rpc[direction].filter((l) => l !== listener);
       },
     };
   }
@@ -66,10 +66,7 @@ export class ThreadChannel {
   }
 
   #route(envelope: ChannelEnvelope): void {
-    if (envelope.c === CHANNEL_EVENT) {
-      this.#onEvent?.(envelope.m);
-    } else if (envelope.c === CHANNEL_RPC) {
-      for (const listener of this.#rpcListeners) listener({ data: envelope.m });
-    }
+    if (envelope.c === 'e') this.#onBatch?.(envelope.m);
+    else for (const listener of this.#rpc[envelope.c]) listener({ data: envelope.m });
   }
 }

@@ -25,14 +25,15 @@ export type AgentResult =
   | { kind: 'fail'; summary?: string; output?: unknown }
   | { kind: 'sleep'; wakeAfterMs: number; followUp?: unknown; summary?: string };
 
-/** One attempt, as the host hands it to Piscina. */
+/** One attempt whose start is durable, as the host hands it to the pool (host side only: the wire carries {@link StartTuple}s). */
 export interface AttemptRequest {
   /** `file:` URL of the agent module. */
   module: string;
   agent: string;
   taskId: string;
-  runId: string;
+  /** `taskId:run:attempt`. */
   attemptId: string;
+  run: number;
   /** 1-based attempt number within the run. */
   attempt: number;
   /** Fencing token: only ever increases; every message back carries it. */
@@ -40,8 +41,6 @@ export interface AttemptRequest {
   input: unknown;
   workspace?: string;
   followUp?: unknown;
-  /** The worker heartbeats this attempt this often while its thread's event loop runs. */
-  heartbeatMs: number;
 }
 
 /** The outcome of one attempt. */
@@ -53,46 +52,72 @@ export type WireLogLine = [level: LogLevel, message: string, at: number, fields?
 /** Levels of `ctx.log`. */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
-/** Fire-and-forget traffic from a worker thread, in order, on its channel (coalesced per turn into a {@link WorkerBatch}). */
-export type WorkerMessage =
-  /** The attempt returned or threw: its outcome. Everything it posted before comes first. */
-  | { t: 'end'; attemptId: string; token: number; result: WireResult }
-  | { t: 'log'; attemptId: string; token: number; lines: WireLogLine[] }
-  | { t: 'progress'; attemptId: string; token: number; value: number; message?: string; at: number }
-  | { t: 'heartbeat'; attemptId: string; token: number; at: number }
-  /** The thread took the attempt from its queue and runs it now: its lease and timeout start. */
-  | { t: 'begin'; attemptId: string; token: number; at: number }
-  /** A request from the agent to the host (input, spawn, join); answered by a {@link HostReply}. */
-  | { t: 'call'; attemptId: string; token: number; callId: number; call: AgentCall };
+/**
+ * What the host posts to a thread on its channel: the attempts whose start became durable in one
+ * turn. The thread queues them and runs at most `slots` at once (an attempt waiting on the host for
+ * an input or a join gives its slot back meanwhile), so the host can hand a thread its next attempts
+ * before a slot frees: no round trip between two attempts. Agents the thread has not been told of
+ * come first, each once per thread, so an attempt names its agent by number.
+ */
+export interface StartBatch {
+  t: 'start';
+  slots: number;
+  /** How often the thread heartbeats each running attempt. */
+  heartbeatMs: number;
+  /** New agents for this thread: [number, name, module URL], …. */
+  agents?: Array<[index: number, name: string, module: string]>;
+  /** {@link START_STRIDE} values per attempt: see {@link StartTuple}. */
+  starts: unknown[];
+}
 
-/** What an agent can ask of the host through its context. */
+/** One attempt in {@link StartBatch.starts}, flat: structured cloning copies no property names. */
+export type StartTuple = [agent: number, taskId: string, run: number, attempt: number, token: number, input: unknown, workspace: string | undefined, followUp: unknown];
+export const START_STRIDE = 8;
+
+/**
+ * What a thread posts to the host in one turn: its reports, in order, {@link REPORT_STRIDE} values
+ * each, `[kind, attemptId, token, payload]` (see {@link Report}). Everything an attempt reported
+ * comes before its end.
+ */
+export type WorkerBatch = unknown[];
+export const REPORT_STRIDE = 4;
+
+/** Report kinds (the first value of each report) and their payloads. */
+export const Report = {
+  /** The thread took the attempt from its queue and runs it: its lease and timeout start. Payload: epoch ms. Left out when the attempt ends in the same turn (its end implies it). */
+  BEGIN: 1,
+  /** The attempt returned a plain value: success with that output. Payload: the output. */
+  OUTPUT: 2,
+  /** The attempt ended any other way. Payload: a {@link WireResult}. */
+  END: 3,
+  /** The attempt was aborted while queued on the thread: it never ran. Payload: the abort reason. */
+  DROPPED: 4,
+  /** Payload: {@link WireLogLine}[]. */
+  LOG: 5,
+  /** Payload: [value 0..1, message | undefined, epoch ms]. */
+  PROGRESS: 6,
+  /** Payload: epoch ms. */
+  HEARTBEAT: 7,
+} as const;
+
+/** What an agent can ask of the host through its context (over comlink: {@link HostApi}). */
 export type AgentCall =
-  /** Wait for the next input; the task shows `waiting` with the prompt until one arrives. */
-  | { method: 'input'; prompt?: unknown }
+  /** Wait for the next input; the task shows `waiting` with the prompt until one arrives. `waitId` names this wait for `unwait`. */
+  | { method: 'input'; waitId: number; prompt?: unknown }
   /** The agent gave up waiting (its own timeout): the task is running again. */
-  | { method: 'unwait'; inputCallId: number }
+  | { method: 'unwait'; waitId: number }
   /** Create a subtask; `key` makes it idempotent (per parent task), else the nth spawn of this attempt. */
   | { method: 'spawn'; spec: Record<string, unknown>; key: string }
   /** Wait until these tasks are terminal; the task shows `waiting` until then. */
   | { method: 'join'; ids: string[] };
 
-/** The host's answer to an {@link AgentCall}, sent on the same thread channel. */
-export type HostReply = { t: 'reply'; callId: number; ok: true; value: unknown } | { t: 'reply'; callId: number; ok: false; error: { code: string; message: string } };
+/** The host's answer to an {@link AgentCall}: a value, or an error with its code (comlink would drop the code of a thrown error). */
+export type CallAnswer = { ok: true; value: unknown } | { ok: false; error: { code: string; message: string } };
 
-/** What the host posts to a thread: the attempts whose start became durable this turn, or a reply to an agent call. */
-export type HostMessage =
-  /**
-   * Attempts whose start is durable. The thread queues them and runs at most `slots` at once (an
-   * attempt waiting on the host for an input or a join gives its slot back meanwhile), so the host
-   * can hand a thread its next attempts before a slot frees: no round trip between two attempts.
-   */
-  | { t: 'start'; requests: AttemptRequest[]; slots: number }
-  | HostReply;
-
-/** What a thread posts to the host in one turn: its messages, in order. */
-export interface WorkerBatch {
-  t: 'batch';
-  messages: WorkerMessage[];
+/** What the host exposes to each thread over comlink. */
+export interface HostApi {
+  /** An agent's call, answered once the step it causes is durable (or, for a wait, once it is over). */
+  call(attemptId: string, token: number, call: AgentCall): Promise<CallAnswer>;
 }
 
 /** Posted once by every worker thread through `parentPort` when it starts; Piscina re-emits it as `'message'`. */
@@ -117,12 +142,14 @@ export interface WorkerControl {
   abort(attemptId: string, token: number, reason: AbortReason): boolean;
 }
 
-/** Channel multiplexing tags: comlink traffic and fire-and-forget messages share one port, in order. */
-export const CHANNEL_RPC = 'r';
-export const CHANNEL_EVENT = 'e';
+/**
+ * Channel multiplexing tags: both comlink directions and the fire-and-forget batches share one
+ * port, in order. `a`: the host calls the thread (abort); `h`: the thread calls the host (agent calls).
+ */
+export type ChannelTag = 'a' | 'h' | 'e';
 
 /** An envelope on a thread channel. */
-export type ChannelEnvelope = { c: typeof CHANNEL_RPC; m: unknown } | { c: typeof CHANNEL_EVENT; m: HostMessage | WorkerBatch };
+export type ChannelEnvelope = { c: 'a' | 'h'; m: unknown } | { c: 'e'; m: StartBatch | WorkerBatch };
 
 /**
  * Describes why `value` cannot be stored and sent between threads, or returns undefined when it can.

@@ -17,7 +17,7 @@ import { createPiscinaPool, type AgentPool } from './pool/pool.js';
 import { createTimerWheel, type TimerWheel } from './timers/timer-wheel.js';
 import { AgentRegistry, validateRegistration, type AgentRegistration, type RegisteredAgent } from './agents/registry.js';
 import { TaskTable } from './tasks/task-table.js';
-import { Dispatcher } from './tasks/dispatcher.js';
+import { Dispatcher, heartbeatMsOf } from './tasks/dispatcher.js';
 import { Submitter } from './tasks/submit.js';
 import { TaskEngine, type ListOptions, type TaskPage, type WaitOptions } from './tasks/engine.js';
 import type { Kernel } from './tasks/kernel.js';
@@ -116,6 +116,7 @@ export class Runtime implements AsyncDisposable {
     this.#pool = (options.createPool ?? createPiscinaPool)({
       threads: options.threads,
       slotsPerThread: options.slotsPerThread,
+      heartbeatMs: heartbeatMsOf(options.leaseMs),
       onError: (error) => log.error({ err: error }, 'worker thread error'),
     });
     this.#timers = createTimerWheel(options.clock, (timer) => this.#engine.onTimer(timer));
@@ -174,7 +175,7 @@ export class Runtime implements AsyncDisposable {
     this.#dispatcher = new Dispatcher(kernel);
     this.#submitter = new Submitter(kernel);
     this.#interactions = new Interactions(kernel, this.#dispatcher, (specs, where) => this.#submitter.submitMany(specs, where));
-    this.#dispatcher.hooks.onCall = (attempt, message, threadId) => this.#interactions.onCall(attempt, message, threadId);
+    this.#dispatcher.hooks.onCall = (attempt, call) => this.#interactions.onCall(attempt, call);
     this.#engine = new TaskEngine(kernel, this.#dispatcher, this.#interactions, () => keepAlive.hold());
     this.#cycle = new SupervisorCycle(kernel);
     this.#supervisor = createSupervisor({
@@ -210,10 +211,7 @@ export class Runtime implements AsyncDisposable {
       flow: (agent, now) => this.#flow.view(agent, now),
       instance: (key) => this.#router.get(key),
     };
-    this.#pool.onMessages((messages, threadId) => {
-      for (const message of messages) this.#dispatcher.onMessage(message, threadId);
-    });
-    this.#pool.onThreadExit((attemptIds, reason) => this.#dispatcher.onThreadExit(attemptIds, reason));
+    this.#pool.connect(this.#dispatcher.host);
     this.#metrics = new RuntimeMetrics(
       {
         agents: () => this.#governor.stats().agents,

@@ -111,9 +111,7 @@ function idlePool(): AgentPool {
     },
     abort: async () => ({ foundIn: undefined, unresponsive: [] }),
     terminate: async () => undefined,
-    onMessages: () => undefined,
-    onThreadExit: () => undefined,
-    reply: () => undefined,
+    connect: () => undefined,
     destroy: async () => undefined,
   };
 }

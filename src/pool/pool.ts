@@ -11,19 +11,31 @@
  */
 import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { wrap, releaseProxy, type Remote } from 'comlink/dist/esm/comlink.mjs';
+import { expose, wrap, releaseProxy, type Remote } from 'comlink/dist/esm/comlink.mjs';
 import { ThreadChannel } from '../../actors/channel.js';
 import { clearLongTimeout, setLongTimeout, type LongTimeout } from '../../actors/long-timeout.js';
-import { isThreadHello, type AbortReason, type AttemptRequest, type HostReply, type WorkerControl, type WorkerMessage } from '../../actors/wire.js';
+import {
+  isThreadHello,
+  Report,
+  REPORT_STRIDE,
+  type AbortReason,
+  type AgentCall,
+  type AttemptRequest,
+  type CallAnswer,
+  type HostApi,
+  type StartBatch,
+  type WireLogLine,
+  type WireResult,
+  type WorkerBatch,
+  type WorkerControl,
+} from '../../actors/wire.js';
 
 /** The small interface the runtime needs from a pool; tests may fake it. */
 export interface AgentPool {
-  /** Hands an attempt to the thread with the fewest; all handed out in one turn go as one message per thread. */
+  /** Hands an attempt whose start is durable to the thread with the fewest; all handed out in one turn go as one batch per thread. */
   send(request: AttemptRequest): void;
-  /** Receives what each thread sent in one turn, in order, with the thread's id. */
-  onMessages(handler: (messages: readonly WorkerMessage[], threadId: number) => void): void;
-  /** A thread died (exit, uncaught error, terminate) under these attempts, which had not ended: an infrastructure fault. */
-  onThreadExit(handler: (attemptIds: readonly string[], reason: string) => void): void;
+  /** Where the threads' reports and calls go (set once, before the first send). */
+  connect(host: PoolHost): void;
   /**
    * Aborts an attempt through every thread's channel. Resolves with the thread that had it and the
    * ids of threads that did not answer within `answerWithinMs` (blocked threads).
@@ -31,10 +43,27 @@ export interface AgentPool {
   abort(attemptId: string, token: number, reason: AbortReason, answerWithinMs: number): Promise<AbortOutcome>;
   /** Terminates threads by id (hard preemption); Piscina replaces them. */
   terminate(threadIds: readonly number[]): Promise<void>;
-  /** Answers an agent call on the thread that made it (dropped if that thread is gone). */
-  reply(threadId: number, reply: HostReply): void;
   readonly threads: number;
   destroy(): Promise<void>;
+}
+
+/**
+ * What the threads tell the host, one call per report, in the order each thread sent them. Every
+ * report names its attempt and fencing token; a report of an attempt that is no longer current is
+ * the host's to reject.
+ */
+export interface PoolHost {
+  /** A thread took the attempt from its queue and runs it now. */
+  began(attemptId: string, token: number, at: number): void;
+  /** The attempt ended: its outcome. `ran` is false for one aborted while still queued on its thread. */
+  ended(attemptId: string, token: number, result: WireResult, ran: boolean): void;
+  log(attemptId: string, token: number, lines: WireLogLine[]): void;
+  progress(attemptId: string, token: number, value: number, message: string | undefined, at: number): void;
+  heartbeat(attemptId: string, token: number, at: number): void;
+  /** An agent's call; the answer goes back to its thread. */
+  call(attemptId: string, token: number, call: AgentCall): Promise<CallAnswer>;
+  /** A thread died (exit, uncaught error, terminate) under these attempts, which had not ended: an infrastructure fault. */
+  threadExit(attemptIds: readonly string[], reason: string): void;
 }
 
 /** What {@link AgentPool.abort} found. */
@@ -49,9 +78,56 @@ export interface AbortOutcome {
 export interface PiscinaPoolOptions {
   threads: number;
   slotsPerThread: number;
+  /** How often a thread heartbeats each running attempt. */
+  heartbeatMs: number;
   /** Worker entry; defaults to the built actors/worker-entry.cjs next to this package (it imports worker.js). */
   workerUrl?: URL;
   onError?: (error: Error) => void;
+}
+
+/** A successful result with no output, shared (results are never mutated). */
+const NO_OUTPUT: WireResult = { ok: true, result: { kind: 'success' } };
+
+/** Hands each report of a thread's batch to the host. */
+export function deliver(host: PoolHost, batch: WorkerBatch, ended: (attemptId: string) => void): void {
+  for (let i = 0; i < batch.length; i += REPORT_STRIDE) {
+    const attemptId = batch[i + 1] as string;
+    const token = batch[i + 2] as number;
+    const payload = batch[i + 3];
+    switch (batch[i]) {
+      case Report.BEGIN:
+        host.began(attemptId, token, payload as number);
+        break;
+      case Report.OUTPUT:
+        ended(attemptId);
+        host.ended(attemptId, token, payload === undefined ? NO_OUTPUT : { ok: true, result: { kind: 'success', output: payload } }, true);
+        break;
+      case Report.END:
+        ended(attemptId);
+        host.ended(attemptId, token, payload as WireResult, true);
+        break;
+      case Report.DROPPED:
+        ended(attemptId);
+        host.ended(attemptId, token, droppedResult(payload as AbortReason), false);
+        break;
+      case Report.LOG:
+        host.log(attemptId, token, payload as WireLogLine[]);
+        break;
+      case Report.PROGRESS: {
+        const [value, message, at] = payload as [number, string | undefined, number];
+        host.progress(attemptId, token, value, message, at);
+        break;
+      }
+      case Report.HEARTBEAT:
+        host.heartbeat(attemptId, token, payload as number);
+        break;
+    }
+  }
+}
+
+/** The outcome of an attempt aborted before it ran. */
+export function droppedResult(reason: AbortReason): WireResult {
+  return { ok: false, error: { code: 'ABORTED', message: `attempt ${reason} before it ran`, retryable: true, fault: 'infrastructure' } };
 }
 
 /** How long, and how many, aborts are replayed to a thread that becomes ready late. */
@@ -67,8 +143,10 @@ interface Link {
   readonly threadId: number;
   /** Attempts handed to this thread that have not ended. */
   readonly attempts: Set<string>;
-  /** Attempts to send at the end of this turn. */
-  outbox: AttemptRequest[];
+  /** Agents this thread has been told of (by their number). */
+  readonly agents: Set<number>;
+  /** The batch to send at the end of this turn. */
+  outbox: StartBatch | undefined;
   alive: boolean;
 }
 
@@ -86,10 +164,11 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
     atomics: 'disabled',
   });
   const links = new Set<Link>();
-  let onMessages: (messages: readonly WorkerMessage[], threadId: number) => void = () => undefined;
-  let onThreadExit: (attemptIds: readonly string[], reason: string) => void = () => undefined;
+  let host: PoolHost | undefined;
   let flushQueued = false;
   let destroyed = false;
+  /** Agents by `name\0module`: the number every thread knows each by. */
+  const agentIndex = new Map<string, number>();
 
   /** Aborts sent lately, replayed to a thread that says hello later (it may get a waiting attempt). */
   const recentAborts: Array<{ attemptId: string; token: number; reason: AbortReason; at: number }> = [];
@@ -100,13 +179,15 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
   piscina.on('message', (message: unknown) => {
     if (!isThreadHello(message)) return;
     const channel = new ThreadChannel(message.port);
-    const link: Link = { channel, control: wrap<WorkerControl>(channel.rpc as never), threadId: message.threadId, attempts: new Set(), outbox: [], alive: true };
+    const link: Link = { channel, control: wrap<WorkerControl>(channel.rpc('a') as never), threadId: message.threadId, attempts: new Set(), agents: new Set(), outbox: undefined, alive: true };
     links.add(link);
-    channel.onEvent((traffic) => {
-      if (traffic.t !== 'batch') return;
-      for (const m of traffic.messages) if (m.t === 'end') link.attempts.delete(m.attemptId);
-      onMessages(traffic.messages, link.threadId);
-    });
+    const ended = (attemptId: string) => link.attempts.delete(attemptId);
+    channel.onBatch((batch) => host && deliver(host, batch as WorkerBatch, ended));
+    const api: HostApi = {
+      call: (attemptId: string, token: number, call: AgentCall): Promise<CallAnswer> =>
+        host ? host.call(attemptId, token, call) : Promise.resolve({ ok: false, error: { code: 'CLOSED', message: 'the runtime is closing' } }),
+    };
+    expose(api, channel.rpc('h') as never);
     // A thread that dies (exit, uncaught error, terminate) closes its end of the channel.
     channel.onClose(() => lose(link, 'worker thread died'));
     const since = Date.now() - RECENT_ABORT_MS;
@@ -127,8 +208,8 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
     link.channel.close();
     const lost = [...link.attempts];
     link.attempts.clear();
-    link.outbox = [];
-    if (lost.length > 0 && !destroyed) onThreadExit(lost, reason);
+    link.outbox = undefined;
+    if (lost.length > 0 && !destroyed) host?.threadExit(lost, reason);
   }
 
   function send(request: AttemptRequest): void {
@@ -139,7 +220,15 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
       return;
     }
     best.attempts.add(request.attemptId);
-    best.outbox.push(request);
+    const batch = (best.outbox ??= { t: 'start', slots: options.slotsPerThread, heartbeatMs: options.heartbeatMs, starts: [] });
+    const agentKey = `${request.agent}\u0000${request.module}`;
+    let agent = agentIndex.get(agentKey);
+    if (agent === undefined) agentIndex.set(agentKey, (agent = agentIndex.size));
+    if (!best.agents.has(agent)) {
+      best.agents.add(agent);
+      (batch.agents ??= []).push([agent, request.agent, request.module]);
+    }
+    batch.starts.push(agent, request.taskId, request.run, request.attempt, request.token, request.input, request.workspace, request.followUp);
     if (!flushQueued) {
       flushQueued = true;
       setImmediate(flush);
@@ -149,9 +238,9 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
   function flush(): void {
     flushQueued = false;
     for (const link of links) {
-      if (link.outbox.length === 0) continue;
-      link.channel.post({ t: 'start', requests: link.outbox, slots: options.slotsPerThread });
-      link.outbox = [];
+      if (!link.outbox) continue;
+      link.channel.post(link.outbox);
+      link.outbox = undefined;
     }
   }
 
@@ -161,19 +250,15 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
   return {
     threads: options.threads,
     send,
-    onMessages(handler) {
-      onMessages = handler;
-    },
-    onThreadExit(handler) {
-      onThreadExit = handler;
+    connect(to) {
+      host = to;
     },
     async abort(attemptId, token, reason, answerWithinMs) {
       // An attempt no thread has yet (none said hello) is simply not sent: it ends aborted.
       const held = waiting.findIndex((r) => r.attemptId === attemptId && r.token === token);
       if (held >= 0) {
         waiting.splice(held, 1);
-        const end: WorkerMessage = { t: 'end', attemptId, token, result: { ok: false, error: { code: 'ABORTED', message: `attempt ${reason} before it ran`, retryable: true, fault: 'infrastructure' } } };
-        queueMicrotask(() => onMessages([end], -1));
+        queueMicrotask(() => host?.ended(attemptId, token, droppedResult(reason), false));
         return { foundIn: undefined, unresponsive: [] };
       }
       // Starts still in an outbox go first: an abort must never overtake its attempt's start.
@@ -201,9 +286,6 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
     async terminate(threadIds) {
       const wanted = new Set(threadIds);
       await Promise.all(piscina.threads.filter((w: Worker) => wanted.has(w.threadId)).map((w: Worker) => w.terminate()));
-    },
-    reply(threadId, reply) {
-      for (const link of links) if (link.threadId === threadId) link.channel.post(reply);
     },
     async destroy() {
       destroyed = true;

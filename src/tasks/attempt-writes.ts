@@ -2,23 +2,20 @@
  * Durable writes that a live attempt's fire-and-forget messages cause (log lines, progress), and
  * the `task.stale_result` record of a write from a fenced attempt. Each is its own small step.
  */
-import type { WorkerMessage } from '../../actors/wire.js';
+import type { WireLogLine } from '../../actors/wire.js';
 import type { LogRecord, TaskRecord } from '../store/records.js';
 import type { Kernel } from './kernel.js';
 
-type LogMessage = Extract<WorkerMessage, { t: 'log' }>;
-type ProgressMessage = Extract<WorkerMessage, { t: 'progress' }>;
-
 /** Stores an attempt's log lines from line number `firstLine`; returns the next line number. */
-export function writeLogLines(k: Kernel, task: TaskRecord, attempt: { run: number; attempt: number }, message: LogMessage, firstLine: number): number {
+export function writeLogLines(k: Kernel, task: TaskRecord, attempt: { attemptId: string; run: number; attempt: number }, lines: readonly WireLogLine[], firstLine: number): number {
   let lineNo = firstLine;
   // Always collected: a follower that subscribes while this commit is in flight must get these
   // lines live, since its replay ran before they landed.
   const followed: Array<{ key: [string, number, number, number]; record: LogRecord }> = [];
   k.store
     .commit((w) => {
-      for (const [level, text, at, fields] of message.lines) {
-        const line: LogRecord = fields === undefined ? { level, message: text, at, attemptId: message.attemptId } : { level, message: text, at, attemptId: message.attemptId, fields };
+      for (const [level, text, at, fields] of lines) {
+        const line: LogRecord = fields === undefined ? { level, message: text, at, attemptId: attempt.attemptId } : { level, message: text, at, attemptId: attempt.attemptId, fields };
         const key: [string, number, number, number] = [task.id, attempt.run, attempt.attempt, lineNo++];
         w.putLog(key, line);
         followed.push({ key, record: line });
@@ -29,19 +26,18 @@ export function writeLogLines(k: Kernel, task: TaskRecord, attempt: { run: numbe
       (error: unknown) => k.log.error({ err: error }, 'writing log lines failed'),
     );
   if (k.log.isLevelEnabled('debug')) {
-    for (const [level, text] of message.lines) k.log.debug({ taskId: task.id, attemptId: message.attemptId, agentLevel: level }, text);
+    for (const [level, text] of lines) k.log.debug({ taskId: task.id, attemptId: attempt.attemptId, agentLevel: level }, text);
   }
   return lineNo;
 }
 
 /** Stores an attempt's progress on its task, with a `task.progress` event. */
-export function writeProgress(k: Kernel, task: TaskRecord, message: ProgressMessage): void {
-  const { value, at } = message;
-  task.progress = message.message === undefined ? { value, at } : { value, message: message.message, at };
+export function writeProgress(k: Kernel, task: TaskRecord, attemptId: string, value: number, message: string | undefined, at: number): void {
+  task.progress = message === undefined ? { value, at } : { value, message, at };
   k.store
     .commit((w) => {
       w.putTask(task);
-      w.event('task.progress', { at, taskId: task.id, attemptId: message.attemptId, data: { value, message: message.message } });
+      w.event('task.progress', { at, taskId: task.id, attemptId, data: { value, message } });
     })
     .catch((error: unknown) => k.log.error({ err: error }, 'recording progress failed'));
 }

@@ -7,7 +7,8 @@
  * here, in `ready`, never in Piscina's queue.
  */
 import { clearLongTimeout, setLongTimeout, type LongTimeout } from '../../actors/long-timeout.js';
-import type { AbortReason, AttemptRequest, WorkerMessage } from '../../actors/wire.js';
+import type { AbortReason, AgentCall, AttemptRequest, CallAnswer } from '../../actors/wire.js';
+import type { PoolHost } from '../pool/pool.js';
 import type { ClockTimer } from '../clock.js';
 import type { GovernorEntry } from '../governor/governor.js';
 import type { InstanceDescriptor } from '../router/router.js';
@@ -27,6 +28,11 @@ const EWMA = 0.1;
 const LEASE_ANSWER_MS = 250;
 /** How many start-commit latencies of work the start-ahead window covers. */
 const AHEAD_FACTOR = 4;
+
+/** How often workers heartbeat a running attempt: three times per lease (capped at an hour: a lease of a year in tests). */
+export function heartbeatMsOf(leaseMs: number): number {
+  return Math.min(3_600_000, Math.max(10, Math.floor(leaseMs / 3)));
+}
 
 /** An attempt in flight, host side. */
 export interface LiveAttempt {
@@ -68,8 +74,6 @@ export class Dispatcher {
   /** Attempts handed to a thread that has not started them yet. */
   #dispatched = 0;
   readonly #slots: number;
-  /** How often workers heartbeat a live attempt: three per lease. */
-  readonly #heartbeatMs: number;
   #executing = 0;
   /** Attempts parked on the host (waiting for an input or a join): they hold no slot. */
   #parked = 0;
@@ -80,15 +84,13 @@ export class Dispatcher {
   #pumpQueued = false;
   readonly #idle = new Set<() => void>();
   /** Agent calls and attempt ends, for the interactions (inputs, spawn, join). */
-  hooks: { onCall(attempt: LiveAttempt, message: Extract<WorkerMessage, { t: 'call' }>, threadId: number): void } = {
-    onCall: () => undefined,
+  hooks: { onCall(attempt: LiveAttempt, call: AgentCall): Promise<CallAnswer> } = {
+    onCall: async () => ({ ok: false, error: { code: 'AGENT_CALL_FAILED', message: 'agent calls are not wired' } }),
   };
 
   constructor(kernel: Kernel) {
     this.#k = kernel;
     this.#slots = kernel.options.threads * kernel.options.slotsPerThread;
-    // Capped: a timer beyond 2^31-1 ms overflows to 1 ms in Node (a lease of a year in tests).
-    this.#heartbeatMs = Math.min(3_600_000, Math.max(10, Math.floor(kernel.options.leaseMs / 3)));
   }
 
   /** Attempts by phase. */
@@ -200,12 +202,11 @@ export class Dispatcher {
       module: agent.module,
       agent: agent.name,
       taskId: task.id,
-      runId: attempt.runId,
       attemptId: attempt.attemptId,
+      run: attempt.run,
       attempt: attempt.attempt,
       token: attempt.token,
       input: task.input,
-      heartbeatMs: this.#heartbeatMs,
     };
     if (task.workspace !== undefined) request.workspace = task.workspace;
     if (task.followUp !== undefined) request.followUp = task.followUp;
@@ -236,45 +237,75 @@ export class Dispatcher {
     }
   }
 
-  /** A thread died under these attempts: each ends as a crash (an infrastructure fault). */
-  onThreadExit(attemptIds: readonly string[], reason: string): void {
-    for (const id of attemptIds) {
-      const attempt = this.#live.get(id);
-      if (!attempt) continue;
-      // One the thread had not started yet never ran: it is requeued without spending its budget.
-      if (attempt.phase === 'dispatched') attempt.stop ??= { reason: 'shutdown', detail: 'its thread died before it ran' };
-      this.#settle(attempt, { kind: 'crash', code: 'THREAD_CRASHED', message: `${reason} (attempt ${id})` });
-    }
-  }
-
   /**
-   * Handles a fire-and-forget message from a worker thread. Only the live attempt holding the
+   * What the threads report (the dispatcher is the pool's host). Only the live attempt holding the
    * current token may write: anything else comes from a fenced (zombie) attempt and is recorded as
    * `task.stale_result` without touching the task.
    */
-  onMessage(message: WorkerMessage, threadId = -1): void {
-    const attempt = this.#live.get(message.attemptId);
-    if (attempt && attempt.token === message.token && attempt.phase === 'dispatched') {
-      if (message.t === 'begin') return this.#began(attempt, message.at);
-      // An attempt aborted while its thread still had it queued ends without running.
-      if (message.t === 'end') return this.#settle(attempt, { kind: 'abandoned' });
-    }
-    if (!attempt || attempt.token !== message.token || attempt.phase !== 'executing') {
-      const taskId = message.attemptId.slice(0, message.attemptId.indexOf(':'));
-      this.#k.log.warn({ attemptId: message.attemptId, kind: message.t }, 'stale message from a fenced attempt');
-      if (message.t !== 'heartbeat' && message.t !== 'begin') recordStale(this.#k, taskId, message.attemptId, message.t === 'end' ? 'result' : message.t);
+  readonly host: PoolHost = {
+    began: (attemptId, token, at) => {
+      const attempt = this.#current(attemptId, token);
+      if (attempt?.phase === 'dispatched') this.#began(attempt, at);
+    },
+    ended: (attemptId, token, result, ran) => {
+      const attempt = this.#current(attemptId, token);
+      if (!attempt || attempt.phase === 'starting' || attempt.phase === 'ended') return this.#stale(attemptId, 'result');
+      // Ended in the turn it began (its end says both), or aborted while queued on its thread.
+      if (attempt.phase === 'dispatched' && !ran) return this.#settle(attempt, { kind: 'abandoned' });
+      this.#settle(attempt, { kind: 'result', wire: result });
+    },
+    log: (attemptId, token, lines) => {
+      const attempt = this.#runningAttempt(attemptId, token, 'log');
+      if (attempt) attempt.lines = writeLogLines(this.#k, this.#k.table.get(attempt.taskId)!, attempt, lines, attempt.lines);
+    },
+    progress: (attemptId, token, value, message, at) => {
+      const attempt = this.#runningAttempt(attemptId, token, 'progress');
+      if (attempt) writeProgress(this.#k, this.#k.table.get(attempt.taskId)!, attemptId, value, message, at);
+    },
+    heartbeat: (attemptId, token) => {
+      this.#runningAttempt(attemptId, token, undefined);
+    },
+    call: (attemptId, token, call) => {
+      const attempt = this.#runningAttempt(attemptId, token, 'call');
       // A fenced agent waiting on the host gets an answer, so it cannot hang its thread forever.
-      if (message.t === 'call') this.#k.pool.reply(threadId, { t: 'reply', callId: message.callId, ok: false, error: { code: 'FENCED', message: 'this attempt is no longer current' } });
-      return;
+      if (!attempt) return Promise.resolve({ ok: false, error: { code: 'FENCED', message: 'this attempt is no longer current' } });
+      return this.hooks.onCall(attempt, call);
+    },
+    threadExit: (attemptIds, reason) => {
+      for (const id of attemptIds) {
+        const attempt = this.#live.get(id);
+        if (!attempt) continue;
+        // One the thread had not started yet never ran: it is requeued without spending its budget.
+        if (attempt.phase === 'dispatched') attempt.stop ??= { reason: 'shutdown', detail: 'its thread died before it ran' };
+        this.#settle(attempt, { kind: 'crash', code: 'THREAD_CRASHED', message: `${reason} (attempt ${id})` });
+      }
+    },
+  };
+
+  /** The live attempt with this id and token, if it is current. */
+  #current(attemptId: string, token: number): LiveAttempt | undefined {
+    const attempt = this.#live.get(attemptId);
+    return attempt !== undefined && attempt.token === token ? attempt : undefined;
+  }
+
+  /**
+   * The attempt a report (`kind`, or a heartbeat when undefined) comes from, if it runs and is
+   * current; its lease is renewed, since any traffic proves its thread is alive. Else the report
+   * is stale.
+   */
+  #runningAttempt(attemptId: string, token: number, kind: 'log' | 'progress' | 'call' | undefined): LiveAttempt | undefined {
+    const attempt = this.#current(attemptId, token);
+    if (attempt?.phase !== 'executing') {
+      if (kind !== undefined) this.#stale(attemptId, kind);
+      return undefined;
     }
-    if (message.t === 'end') return this.#settle(attempt, { kind: 'result', wire: message.result });
-    if (message.t === 'begin') return;
-    // Any traffic proves the agent's thread is alive: renew the lease.
     attempt.leaseExpiresAt = this.#k.clock.now() + this.#k.options.leaseMs;
-    if (message.t === 'call') return this.hooks.onCall(attempt, message, threadId);
-    const task = this.#k.table.get(attempt.taskId)!;
-    if (message.t === 'log') attempt.lines = writeLogLines(this.#k, task, attempt, message, attempt.lines);
-    else if (message.t === 'progress') writeProgress(this.#k, task, message);
+    return attempt;
+  }
+
+  #stale(attemptId: string, kind: string): void {
+    this.#k.log.warn({ attemptId, kind }, 'stale report from a fenced attempt');
+    recordStale(this.#k, attemptId.slice(0, attemptId.indexOf(':')), attemptId, kind);
   }
 
   /** Executing attempts whose lease has run out (the supervisor ends them). */

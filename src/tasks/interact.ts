@@ -1,7 +1,7 @@
 /**
  * Interactive agents: inputs (`rt.sendInput` → `ctx.waitForInput`), subtasks (`ctx.spawn`) and
- * joins (`ctx.join`). An agent call arrives as a channel message from the attempt's thread and is
- * answered on the same thread once the step it causes is durable.
+ * joins (`ctx.join`). An agent call comes from the attempt's thread over comlink and is answered
+ * once the step it causes is durable (a wait: once the input arrives or the joined tasks settle).
  *
  * While an agent waits (for an input or for tasks to settle) its task is `waiting`, and what it
  * waits for is stored on the task. If no attempt is live any more (the process died, or shut down,
@@ -12,7 +12,7 @@
  * module keeps what they leave to the caller: the parked calls and their slots, the join watches,
  * and answering the agent once the step is durable.
  */
-import { describeUnserializable, type AgentCall, type HostReply, type WorkerMessage } from '../../actors/wire.js';
+import { describeUnserializable, type AgentCall, type CallAnswer } from '../../actors/wire.js';
 import { isTerminal } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
 import type { InboxRecord, TaskRecord } from '../store/records.js';
@@ -22,8 +22,6 @@ import type { StepResult } from '../steps/types.js';
 import type { Dispatcher, LiveAttempt } from './dispatcher.js';
 import type { Kernel } from './kernel.js';
 import type { TaskSpec } from './spec.js';
-
-type CallMessage = Extract<WorkerMessage, { t: 'call' }>;
 
 /** What `rt.sendInput()` takes. */
 export interface InputSpec {
@@ -47,9 +45,11 @@ export interface InboxItem {
 /** An agent call parked until an input arrives or joined tasks settle. */
 interface Parked {
   attempt: LiveAttempt;
-  threadId: number;
-  callId: number;
   kind: 'input' | 'join';
+  /** The input wait's id (an `unwait` names it). */
+  waitId: number | undefined;
+  /** Answers the parked call on its thread. */
+  answer(answer: CallAnswer): void;
 }
 
 /** Submits specs the way `rt.submitMany` does. */
@@ -74,24 +74,27 @@ export class Interactions {
     this.#submit = submit;
   }
 
-  /** Handles an agent call from a live attempt (the dispatcher has checked its token). */
-  onCall(attempt: LiveAttempt, message: CallMessage, threadId: number): void {
-    const reply = (value: unknown) => this.#k.pool.reply(threadId, { t: 'reply', callId: message.callId, ok: true, value });
-    const fail = (error: unknown) => this.#k.pool.reply(threadId, { t: 'reply', callId: message.callId, ok: false, error: errorOf(error) });
+  /** Handles an agent call from a live attempt (the dispatcher has checked its token); resolves with the answer for its thread. */
+  onCall(attempt: LiveAttempt, call: AgentCall): Promise<CallAnswer> {
     const task = this.#k.table.get(attempt.taskId);
-    if (!task) return fail(new TroupeError('NOT_FOUND', `no task ${attempt.taskId}`));
+    if (!task) return Promise.resolve(failure(new TroupeError('NOT_FOUND', `no task ${attempt.taskId}`)));
     // A stopping attempt (cancel, timeout, kill, shutdown) gets nothing more: no input is spent on
     // it, and no child is spawned that its cancel would miss.
-    if (attempt.stop && message.call.method !== 'unwait') {
-      return this.#k.pool.reply(threadId, { t: 'reply', callId: message.callId, ok: false, error: { code: 'ABORTED', message: `the attempt is stopping (${attempt.stop.reason})` } });
+    if (attempt.stop && call.method !== 'unwait') {
+      return Promise.resolve({ ok: false, error: { code: 'ABORTED', message: `the attempt is stopping (${attempt.stop.reason})` } });
     }
-    let done: Promise<unknown>;
-    try {
-      done = this.#handle(task, attempt, message.call, { threadId, callId: message.callId });
-    } catch (error) {
-      return fail(error);
-    }
-    done.then((value) => value !== PARKED && reply(value), fail);
+    return new Promise<CallAnswer>((answer) => {
+      let done: Promise<unknown>;
+      try {
+        done = this.#handle(task, attempt, call, answer);
+      } catch (error) {
+        return answer(failure(error));
+      }
+      done.then(
+        (value) => value !== PARKED && answer({ ok: true, value }),
+        (error: unknown) => answer(failure(error)),
+      );
+    });
   }
 
   /** The attempt ended (settled or abandoned): forget whatever it was waiting for. */
@@ -99,6 +102,8 @@ export class Interactions {
     const parked = this.#parked.get(taskId);
     if (parked?.attempt.attemptId !== attemptId) return;
     this.#parked.delete(taskId);
+    // Its thread no longer waits for the answer; settle the call so nothing holds on to it.
+    parked.answer({ ok: false, error: { code: 'ATTEMPT_ENDED', message: 'the attempt has ended' } });
     const task = this.#k.table.get(taskId);
     // A detached join (the task keeps waiting with no attempt) still needs its watches.
     if (parked.kind === 'join' && !(task?.state === 'waiting' && task.waitingFor?.kind === 'join')) this.#unwatch(taskId);
@@ -165,20 +170,20 @@ export class Interactions {
     return resumed;
   }
 
-  async #handle(task: TaskRecord, attempt: LiveAttempt, call: AgentCall, reply: { threadId: number; callId: number }): Promise<unknown> {
+  async #handle(task: TaskRecord, attempt: LiveAttempt, call: AgentCall, answer: Parked['answer']): Promise<unknown> {
     switch (call.method) {
       case 'input':
-        return this.#input(task, attempt, call.prompt, reply);
+        return this.#input(task, attempt, call.prompt, { waitId: call.waitId, answer });
       case 'unwait':
-        return this.#unwait(task, attempt, call.inputCallId);
+        return this.#unwait(task, attempt, call.waitId);
       case 'spawn':
         return this.#spawn(task, attempt, call.spec, call.key);
       case 'join':
-        return this.#join(task, attempt, call.ids, reply);
+        return this.#join(task, attempt, call.ids, { waitId: undefined, answer });
     }
   }
 
-  async #input(task: TaskRecord, attempt: LiveAttempt, prompt: unknown, reply: { threadId: number; callId: number }): Promise<unknown> {
+  async #input(task: TaskRecord, attempt: LiveAttempt, prompt: unknown, reply: Pick<Parked, 'waitId' | 'answer'>): Promise<unknown> {
     if (this.#parked.has(task.id)) throw new TroupeError('ILLEGAL_TRANSITION', 'the agent is already waiting');
     const { pipeline, store } = this.#k;
     const next = (task.delivered ?? 0) + 1;
@@ -194,9 +199,9 @@ export class Interactions {
     return PARKED;
   }
 
-  async #unwait(task: TaskRecord, attempt: LiveAttempt, inputCallId: number): Promise<unknown> {
+  async #unwait(task: TaskRecord, attempt: LiveAttempt, waitId: number): Promise<unknown> {
     const parked = this.#parked.get(task.id);
-    if (!parked || parked.attempt !== attempt || parked.callId !== inputCallId) return 'delivered';
+    if (!parked || parked.attempt !== attempt || parked.waitId !== waitId) return 'delivered';
     await this.#resume(task, parked, { kind: 'unwait' });
     return 'unwaited';
   }
@@ -209,7 +214,7 @@ export class Interactions {
     return { id: child!.id, agent: child!.agent, state: child!.state };
   }
 
-  async #join(task: TaskRecord, attempt: LiveAttempt, ids: unknown, reply: { threadId: number; callId: number }): Promise<unknown> {
+  async #join(task: TaskRecord, attempt: LiveAttempt, ids: unknown, reply: Pick<Parked, 'waitId' | 'answer'>): Promise<unknown> {
     if (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string' || id.length === 0)) throw new TroupeError('INVALID_INPUT', 'join expects an array of task ids');
     if (this.#parked.has(task.id)) throw new TroupeError('ILLEGAL_TRANSITION', 'the agent is already waiting');
     for (const id of ids as string[]) {
@@ -232,7 +237,7 @@ export class Interactions {
   }
 
   /** The agent waits on the host: its call is answered later, and its attempt gives its slot back. */
-  #park(task: TaskRecord, attempt: LiveAttempt, kind: Parked['kind'], reply: { threadId: number; callId: number }): void {
+  #park(task: TaskRecord, attempt: LiveAttempt, kind: Parked['kind'], reply: Pick<Parked, 'waitId' | 'answer'>): void {
     this.#parked.set(task.id, { attempt, kind, ...reply });
     this.#dispatcher.park(attempt);
   }
@@ -265,7 +270,7 @@ export class Interactions {
       this.#dispatcher.unpark(parked!.attempt);
     }
     await pipeline.apply(result);
-    if (delivered) this.#k.pool.reply(parked!.threadId, { t: 'reply', callId: parked!.callId, ok: true, value: message } satisfies HostReply);
+    if (delivered) parked!.answer({ ok: true, value: message });
     return viewOf(task.id, item);
   }
 
@@ -277,7 +282,7 @@ export class Interactions {
     const failed = (error: unknown) => this.#k.log.error({ err: error, taskId: task.id }, 'resuming a joined task failed');
     try {
       if (parked) {
-        this.#resume(task, parked, { kind: 'ready' }).then(() => this.#k.pool.reply(parked.threadId, { t: 'reply', callId: parked.callId, ok: true, value: this.#outcomes(ids) }), failed);
+        this.#resume(task, parked, { kind: 'ready' }).then(() => parked.answer({ ok: true, value: this.#outcomes(ids) }), failed);
       } else if (!this.#dispatcher.attemptOf(task)) {
         // (A live attempt that is not parked is ending: its settle decides the task.)
         this.#k.pipeline.run(decideResume, { task, live: undefined }, { kind: 'ready' }).catch(failed);
@@ -348,7 +353,7 @@ function viewOf(taskId: string, item: InboxRecord): InboxItem {
   return view;
 }
 
-function errorOf(error: unknown): { code: string; message: string } {
-  if (error instanceof TroupeError) return { code: error.code, message: error.message };
-  return { code: 'AGENT_CALL_FAILED', message: error instanceof Error ? error.message : String(error) };
+function failure(error: unknown): CallAnswer {
+  if (error instanceof TroupeError) return { ok: false, error: { code: error.code, message: error.message } };
+  return { ok: false, error: { code: 'AGENT_CALL_FAILED', message: error instanceof Error ? error.message : String(error) } };
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeEvent } from 'troupe';
-import type { AttemptRequest, WireResult, WorkerMessage } from '../../actors/wire.js';
+import type { AttemptRequest, WireResult } from '../../actors/wire.js';
+import type { PoolHost } from '../../src/pool/pool.js';
 import { fixtureAgent, scratchDirs } from '../helpers.js';
 
 const dataDir = scratchDirs();
@@ -33,26 +34,23 @@ describe('leases on real threads', () => {
   });
 });
 
-/** A pool whose attempts finish only when the test says so, and whose messages the test sends. */
+/** A pool whose attempts finish only when the test says so, and whose reports the test makes. */
 function controlledPool() {
-  let deliver: (messages: readonly WorkerMessage[], threadId: number) => void = () => undefined;
-  const send = (message: WorkerMessage) => deliver([message], 0);
+  let host: PoolHost | undefined;
   const runs: Array<{ request: AttemptRequest; finish: (result: WireResult) => void }> = [];
   const create = () => ({
     threads: 1,
     send: (request: AttemptRequest) => {
-      runs.push({ request, finish: (result) => send({ t: 'end', attemptId: request.attemptId, token: request.token, result }) });
+      runs.push({ request, finish: (result) => host!.ended(request.attemptId, request.token, result, true) });
       // A thread with a free slot starts the attempt at once.
-      queueMicrotask(() => send({ t: 'begin', attemptId: request.attemptId, token: request.token, at: Date.now() }));
+      queueMicrotask(() => host!.began(request.attemptId, request.token, Date.now()));
     },
+    connect: (to: PoolHost) => void (host = to),
     abort: async () => ({ foundIn: undefined, unresponsive: [] }),
     terminate: async () => undefined,
-    onMessages: (handler: (messages: readonly WorkerMessage[], threadId: number) => void) => void (deliver = handler),
-    onThreadExit: () => undefined,
-    reply: () => undefined,
     destroy: async () => undefined,
   });
-  return { create, runs, send };
+  return { create, runs, host: () => host! };
 }
 
 function eventually(rt: Runtime, type: RuntimeEvent['type'], count = 1): Promise<RuntimeEvent[]> {
@@ -86,8 +84,8 @@ describe('fencing', () => {
     const [, second] = await startedTwice;
     expect(second!.attemptId).not.toBe(zombie.attemptId);
     const stale = eventually(rt, 'task.stale_result', 3);
-    pool.send({ t: 'log', attemptId: zombie.attemptId, token: zombie.token, lines: [['info', 'zombie says hi', Date.now()]] });
-    pool.send({ t: 'progress', attemptId: zombie.attemptId, token: zombie.token, value: 0.9, at: Date.now() });
+    pool.host().log(zombie.attemptId, zombie.token, [['info', 'zombie says hi', Date.now()]]);
+    pool.host().progress(zombie.attemptId, zombie.token, 0.9, undefined, Date.now());
     pool.runs[0]!.finish({ ok: true, result: { kind: 'success', output: 'from the zombie' } });
     expect((await stale).map((e) => e.data!.kind)).toEqual(['log', 'progress', 'result']);
     const current = await rt.get(task.id);
@@ -99,7 +97,7 @@ describe('fencing', () => {
 
     // The current attempt's writes are accepted.
     const live = pool.runs[1]!.request;
-    pool.send({ t: 'log', attemptId: live.attemptId, token: live.token, lines: [['info', 'current', Date.now()]] });
+    pool.host().log(live.attemptId, live.token, [['info', 'current', Date.now()]]);
     pool.runs[1]!.finish({ ok: true, result: { kind: 'success', output: 'from the live attempt' } });
     expect(await rt.wait(task.id)).toMatchObject({ state: 'done', output: 'from the live attempt', attempts: 2 });
     const kept = [];
@@ -121,7 +119,7 @@ describe('fencing', () => {
     const stale = eventually(rt, 'task.stale_result');
     pool.runs[0]!.finish({ ok: true, result: { kind: 'success', output: 1 } });
     await rt.wait(task.id);
-    pool.send({ t: 'progress', attemptId: pool.runs[0]!.request.attemptId, token: pool.runs[0]!.request.token, value: 1, at: 1 });
+    pool.host().progress(pool.runs[0]!.request.attemptId, pool.runs[0]!.request.token, 1, undefined, 1);
     await stale;
     expect(settling).toEqual(['task.done']);
     expect(await rt.get(task.id)).toMatchObject({ state: 'done', output: 1 });

@@ -1,0 +1,88 @@
+/**
+ * What an attempt's outcome becomes on the wire: a value or a thrown error turned into a
+ * {@link WireResult} the host can store, and log fields made plain. Nothing here throws.
+ */
+import { isAgentError } from './agent.js';
+import { describeUnserializable, Report, type AgentResult, type WireError, type WireResult } from './wire.js';
+
+const STACK_LIMIT = 2_000;
+
+/** Fields of a log line, made plain data if they are not (JSON round trip, else a string). */
+export function safeFields(fields: Record<string, unknown>): Record<string, unknown> {
+  if (describeUnserializable(fields) === undefined) return fields;
+  try {
+    return JSON.parse(JSON.stringify(fields)) as Record<string, unknown>;
+  } catch {
+    return { unserializable: String(fields) };
+  }
+}
+
+const RESULT_KINDS = new Set(['success', 'fork', 'fail', 'sleep']);
+
+/**
+ * The report of an agent's return value: a plain value is success with that output (the common
+ * case, sent as the bare value); a result object, or a value that cannot be stored, is a
+ * {@link WireResult}.
+ */
+export function endReportOf(value: unknown): [kind: number, payload: unknown] {
+  if (typeof value === 'object' && value !== null && RESULT_KINDS.has((value as { kind?: unknown }).kind as string)) return [Report.END, toResult(value)];
+  const problem = describeUnserializable(value, 'result.output');
+  return problem ? [Report.END, invalidResult(problem)] : [Report.OUTPUT, value];
+}
+
+export function toResult(value: unknown): WireResult {
+  let result: AgentResult;
+  if (typeof value === 'object' && value !== null && RESULT_KINDS.has((value as { kind?: unknown }).kind as string)) {
+    const shapeProblem = checkResultShape(value as AgentResult);
+    if (shapeProblem) return invalidResult(shapeProblem);
+    result = value as AgentResult;
+  } else {
+    result = value === undefined ? { kind: 'success' } : { kind: 'success', output: value };
+  }
+  const problem = describeUnserializable(result, 'result');
+  if (problem) return invalidResult(problem);
+  return { ok: true, result };
+}
+
+function checkResultShape(result: AgentResult): string | undefined {
+  const optionalString = (name: 'summary' | 'branch' | 'rev') => {
+    const v = (result as Record<string, unknown>)[name];
+    return v === undefined || typeof v === 'string' ? undefined : `result.${name} must be a string`;
+  };
+  if (result.kind === 'fork' && (typeof result.branch !== 'string' || typeof result.rev !== 'string')) {
+    return "a { kind: 'fork' } result needs string branch and rev";
+  }
+  if (result.kind === 'sleep' && !(Number.isInteger(result.wakeAfterMs) && result.wakeAfterMs >= 0)) {
+    return "a { kind: 'sleep' } result needs wakeAfterMs, a non-negative integer";
+  }
+  return optionalString('summary') ?? optionalString('branch') ?? optionalString('rev');
+}
+
+function invalidResult(message: string): WireResult {
+  return { ok: false, error: { code: 'INVALID_RESULT', message, retryable: false, fault: 'agent' } };
+}
+
+export function loadError(agent: string, error: unknown): WireError {
+  const message = error instanceof Error ? error.message : String(error);
+  return { code: 'AGENT_LOAD_FAILED', message: `agent ${agent} failed to load: ${message}`, retryable: false, fault: 'agent', stack: stackOf(error) };
+}
+
+export function toWireError(error: unknown): WireError {
+  if (isAgentError(error)) {
+    return { code: error.code, message: error.message, retryable: error.retryable, fault: 'agent', stack: stackOf(error) };
+  }
+  if (error instanceof Error) {
+    return { code: 'AGENT_ERROR', message: error.message || error.name, retryable: true, fault: 'agent', stack: stackOf(error) };
+  }
+  let message: string;
+  try {
+    message = `non-error thrown: ${JSON.stringify(error)}`;
+  } catch {
+    message = `non-error thrown: ${String(error)}`;
+  }
+  return { code: 'AGENT_ERROR', message, retryable: true, fault: 'agent' };
+}
+
+function stackOf(error: unknown): string | undefined {
+  return error instanceof Error && typeof error.stack === 'string' ? error.stack.slice(0, STACK_LIMIT) : undefined;
+}
