@@ -6,11 +6,15 @@
 import { randomFillSync } from 'node:crypto';
 
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+const CODES = Array.from(ALPHABET, (c) => c.charCodeAt(0));
 
 /** Makes a monotonic id generator over the given clock. */
 export function createIdGenerator(now: () => number): () => string {
   let lastTime = -1;
   const random = new Uint8Array(16); // 16 base32 digits of 5 bits (only the low 5 bits are used)
+  // The id's character codes: the time part is written once per millisecond. The string is made
+  // in one call (concatenating 26 characters would allocate a rope of 26 strings per id).
+  const codes = new Array<number>(26).fill(0);
   return function nextId(): string {
     let time = now();
     if (time <= lastTime) {
@@ -21,11 +25,10 @@ export function createIdGenerator(now: () => number): () => string {
       randomFillSync(random);
       for (let i = 0; i < random.length; i++) random[i] &= 31;
       random[0] &= 15; // leave headroom so increments within one millisecond never overflow
+      for (let i = 9; i >= 0; i--) codes[9 - i] = CODES[Math.floor(time / 32 ** i) % 32]!;
     }
-    let out = '';
-    for (let i = 9; i >= 0; i--) out += ALPHABET[Math.floor(time / 32 ** i) % 32];
-    for (let i = 0; i < random.length; i++) out += ALPHABET[random[i]];
-    return out;
+    for (let i = 0; i < random.length; i++) codes[10 + i] = CODES[random[i]!]!;
+    return String.fromCharCode.apply(null, codes);
   };
 }
 

@@ -21,15 +21,23 @@ export class KeepAlive {
 
   /** Holds the loop until the returned function is called. */
   hold(): Release {
-    this.#holds++;
-    this.#update();
+    this.add();
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      this.#holds--;
-      this.#update();
+      this.drop();
     };
+  }
+
+  /** Holds the loop once more (a caller that releases exactly once, with {@link KeepAlive.drop}). */
+  add(): void {
+    if (this.#holds++ === 0) this.#update();
+  }
+
+  /** Releases one hold taken with {@link KeepAlive.add}. */
+  drop(): void {
+    if (--this.#holds === 0) this.#update();
   }
 
   /** The open runtime holds the loop (the default). */

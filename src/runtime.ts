@@ -173,10 +173,10 @@ export class Runtime implements AsyncDisposable {
       supervise: () => this.#supervisor.poke(),
     };
     this.#dispatcher = new Dispatcher(kernel);
-    this.#submitter = new Submitter(kernel);
+    this.#submitter = new Submitter(kernel, () => this.#metrics.rejected());
     this.#interactions = new Interactions(kernel, this.#dispatcher, (specs, where) => this.#submitter.submitMany(specs, where));
     this.#dispatcher.hooks.onCall = (attempt, call) => this.#interactions.onCall(attempt, call);
-    this.#engine = new TaskEngine(kernel, this.#dispatcher, this.#interactions, () => keepAlive.hold());
+    this.#engine = new TaskEngine(kernel, this.#dispatcher, this.#interactions, keepAlive);
     this.#cycle = new SupervisorCycle(kernel);
     this.#supervisor = createSupervisor({
       clock: options.clock,
@@ -292,20 +292,12 @@ export class Runtime implements AsyncDisposable {
 
   /** Stores a task durably and queues it. Resolves once the commit is flushed. */
   submit(spec: TaskSpec): Promise<Task> {
-    return this.#guard('submit', () => this.#counted(this.#submitter.submit(spec)));
+    return this.#guard('submit', () => this.#submitter.submit(spec));
   }
 
   /** Stores several tasks in one transaction: all are stored, or (on a validation error) none. */
   submitMany(specs: readonly TaskSpec[]): Promise<Task[]> {
-    return this.#guard('submitMany', () => this.#counted(this.#submitter.submitMany(specs)));
-  }
-
-  /** Counts AT_CAPACITY rejections for the metrics. */
-  #counted<T>(submitted: Promise<T>): Promise<T> {
-    return submitted.catch((error: unknown) => {
-      if (error instanceof TroupeError && error.code === 'AT_CAPACITY') this.#metrics.rejected();
-      throw error;
-    });
+    return this.#guard('submitMany', () => this.#submitter.submitMany(specs));
   }
 
   /**
@@ -522,9 +514,14 @@ export class Runtime implements AsyncDisposable {
     this.#lifecycle.assertRunning(call);
   }
 
-  async #guard<T>(call: string, fn: () => Promise<T>): Promise<T> {
-    this.#assertOpen(call);
-    return fn();
+  /** Runs a call of the public API if the runtime is running; anything it throws becomes the rejection. */
+  #guard<T>(call: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      this.#assertOpen(call);
+      return fn();
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 }
 

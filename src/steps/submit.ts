@@ -38,7 +38,7 @@ export function decideSubmit(view: SubmitView, input: SubmitInput, ctx: StepCont
     instanceKey: spec.instanceKey,
     labels: spec.labels,
     timeoutMs: spec.timeoutMs,
-    retry: { ...spec.retry },
+    retry: spec.retry,
     runReason: 'submit',
     createdAt: now,
   });

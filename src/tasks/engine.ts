@@ -19,7 +19,10 @@ import { instanceKeyOf, PER_TASK_WORKSPACE, toTask, type Task } from './spec.js'
 import { resolveRetry } from '../options.js';
 import type { Interactions } from './interact.js';
 import type { RegisteredAgent } from '../agents/registry.js';
-import type { Release } from '../keep-alive.js';
+import type { KeepAlive } from '../keep-alive.js';
+
+/** What a pending wait holds the process alive with. */
+type Holds = Pick<KeepAlive, 'add' | 'drop'>;
 
 /** Filters of `rt.list()`. */
 export interface ListOptions {
@@ -54,15 +57,14 @@ export class TaskEngine {
   readonly #dispatcher: Dispatcher;
   /** Resumes waiting tasks at open. */
   readonly #interactions: Pick<Interactions, 'rebuild'>;
-  readonly #waits = new Set<PendingWait>();
-  readonly #hold: () => Release;
+  readonly #keepAlive: Holds;
 
-  /** `hold` keeps the process alive while a wait is pending (see keep-alive.ts). */
-  constructor(kernel: Kernel, dispatcher: Dispatcher, interactions: Pick<Interactions, 'rebuild'>, hold: () => Release) {
+  /** `keepAlive` keeps the process alive while a wait is pending (see keep-alive.ts). */
+  constructor(kernel: Kernel, dispatcher: Dispatcher, interactions: Pick<Interactions, 'rebuild'>, keepAlive: Holds) {
     this.#k = kernel;
     this.#dispatcher = dispatcher;
     this.#interactions = interactions;
-    this.#hold = hold;
+    this.#keepAlive = keepAlive;
   }
 
   /** The current record of a task: memory for active tasks, else LMDB. */
@@ -99,35 +101,37 @@ export class TaskEngine {
   }
 
   /** `keepAlive: false` for internal waits that must not hold the process by themselves. */
-  async wait(id: string, options: WaitOptions = {}, keepAlive = true): Promise<Task> {
-    const { timeoutMs, signal } = options;
-    if (timeoutMs !== undefined && !(Number.isSafeInteger(timeoutMs) && timeoutMs >= 0)) throw new TroupeError('INVALID_INPUT', 'wait: timeoutMs must be a non-negative integer');
-    const { table, clock } = this.#k;
-    const inTable = table.get(id);
-    const current = inTable ?? this.record(id);
-    if (!current) throw new TroupeError('NOT_FOUND', `no task ${id}`);
-    // A settled task still in the table has its commit in flight: wait for it to be durable.
-    if (SETTLED_FOR_WAIT.has(current.state) && !(inTable && isTerminal(current.state))) return toTask(current);
-    signal?.throwIfAborted();
-    return new Promise<Task>((resolve, reject) => {
-      const wait = new PendingWait(id, resolve, reject, this, keepAlive ? this.#hold() : noop);
-      table.addWaiter(id, wait);
-      this.#waits.add(wait);
-      if (signal) wait.abortOn(signal);
-      if (timeoutMs !== undefined) wait.timer = clock.setTimeout(() => wait.fail(new TroupeError('WAIT_TIMEOUT', `task ${id} did not settle within ${timeoutMs} ms`)), timeoutMs);
-    });
+  wait(id: string, options: WaitOptions = {}, keepAlive = true): Promise<Task> {
+    try {
+      const { timeoutMs, signal } = options;
+      if (timeoutMs !== undefined && !(Number.isSafeInteger(timeoutMs) && timeoutMs >= 0)) throw new TroupeError('INVALID_INPUT', 'wait: timeoutMs must be a non-negative integer');
+      const { table, clock } = this.#k;
+      const inTable = table.get(id);
+      const current = inTable ?? this.record(id);
+      if (!current) throw new TroupeError('NOT_FOUND', `no task ${id}`);
+      // A settled task still in the table has its commit in flight: wait for it to be durable.
+      if (SETTLED_FOR_WAIT.has(current.state) && !(inTable && isTerminal(current.state))) return Promise.resolve(toTask(current));
+      signal?.throwIfAborted();
+      return new Promise<Task>((resolve, reject) => {
+        const wait = new PendingWait(id, resolve, reject, this, keepAlive ? this.#keepAlive : undefined);
+        table.addWaiter(id, wait);
+        if (signal) wait.abortOn(signal);
+        if (timeoutMs !== undefined) wait.timer = clock.setTimeout(() => wait.fail(new TroupeError('WAIT_TIMEOUT', `task ${id} did not settle within ${timeoutMs} ms`)), timeoutMs);
+      });
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** A wait ended: forget it (called once by the wait). */
   ended(wait: PendingWait): void {
     this.#k.table.removeWaiter(wait.id, wait);
-    this.#waits.delete(wait);
     if (wait.timer) this.#k.clock.clearTimeout(wait.timer);
   }
 
   /** Rejects every pending wait (close). */
   rejectWaits(error: TroupeError): void {
-    for (const wait of [...this.#waits]) wait.fail(error);
+    for (const wait of this.#k.table.waiters()) wait.fail(error);
   }
 
   /**
@@ -246,8 +250,6 @@ function taskOf(result: StepResult): TaskRecord | undefined {
   return undefined;
 }
 
-function noop(): void {}
-
 /** One pending `wait()`: woken by the table when its task settles, or failed by a timeout, an abort or close. */
 class PendingWait implements Waiter {
   timer: ClockTimer | undefined;
@@ -260,8 +262,11 @@ class PendingWait implements Waiter {
     readonly resolve: (task: Task) => void,
     readonly reject: (error: unknown) => void,
     readonly engine: { ended(wait: PendingWait): void },
-    readonly release: () => void,
-  ) {}
+    /** Holds the process alive while pending (absent for internal waits). */
+    readonly holds: Holds | undefined,
+  ) {
+    holds?.add();
+  }
 
   abortOn(signal: AbortSignal): void {
     this.#signal = signal;
@@ -280,7 +285,7 @@ class PendingWait implements Waiter {
   #finish(): boolean {
     if (this.#done) return false;
     this.#done = true;
-    this.release();
+    this.holds?.drop();
     if (this.#onAbort) this.#signal?.removeEventListener('abort', this.#onAbort);
     this.engine.ended(this);
     return true;

@@ -120,7 +120,7 @@ export function validateSpec(
   route: (requires: readonly string[]) => RegisteredAgent | undefined = () => undefined,
 ): ValidSpec {
   if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw bad(`${where} must be an object`);
-  for (const key of Object.keys(spec)) if (!KNOWN.has(key)) throw bad(`${where}.${key} is not a task field`);
+  for (const key in spec) if (!KNOWN.has(key) && Object.hasOwn(spec, key)) throw bad(`${where}.${key} is not a task field`);
   const requires = spec.requires === undefined ? undefined : requiresOf(spec.requires, where);
   if (spec.agent === undefined && requires === undefined) throw bad(`${where}.agent must be a non-empty string (or give requires)`);
   if (spec.agent !== undefined && (typeof spec.agent !== 'string' || spec.agent.length === 0)) throw bad(`${where}.agent must be a non-empty string`);
@@ -133,16 +133,9 @@ export function validateSpec(
   const lane = spec.lane ?? 'default';
   if (typeof lane !== 'string' || !LANE.test(lane)) throw bad(`${where}.lane must match ${LANE.source}`);
   const workspace = workspaceOf(spec.workspace, where);
-  const labels = spec.labels === undefined ? {} : spec.labels;
-  if (typeof labels !== 'object' || labels === null || Array.isArray(labels) || Object.values(labels).some((v) => typeof v !== 'string')) {
-    throw bad(`${where}.labels must be an object of string values`);
-  }
-  for (const name of ['idempotencyKey', 'parentId'] as const) {
-    const value = spec[name];
-    if (value !== undefined && (typeof value !== 'string' || value.length === 0 || value.length > MAX_KEY)) {
-      throw bad(`${where}.${name} must be a non-empty string of at most ${MAX_KEY} characters`);
-    }
-  }
+  const labels = spec.labels === undefined ? NO_LABELS : labelsOf(spec.labels, where);
+  checkKey(spec.idempotencyKey, where, 'idempotencyKey');
+  checkKey(spec.parentId, where, 'parentId');
   if (spec.timeoutMs !== undefined && !(Number.isSafeInteger(spec.timeoutMs) && spec.timeoutMs >= 0)) throw bad(`${where}.timeoutMs must be a non-negative integer`);
   if (spec.runAt !== undefined && spec.delayMs !== undefined) throw bad(`${where}: give runAt or delayMs, not both`);
   if (spec.runAt !== undefined && !(Number.isSafeInteger(spec.runAt) && spec.runAt >= 0)) throw bad(`${where}.runAt must be epoch milliseconds (a non-negative integer)`);
@@ -160,26 +153,46 @@ export function validateSpec(
   const unmatched = agent === undefined || (requires !== undefined && !requires.every((c) => agent.capabilities.includes(c)));
   if (agent && agent !== named) retry = resolveRetry(spec.retry, agent.retry, `${where}.retry`);
   const timeoutMs = spec.timeoutMs ?? agent?.timeoutMs ?? 0;
-  const valid: Omit<ValidSpec, 'instanceKey'> = {
+  const path = workspace?.path;
+  const result: ValidSpec = {
     agent,
     unmatched,
     agentName: agent?.name ?? '',
     input: spec.input ?? null,
     priority,
     lane,
-    workspace: workspace?.path,
-    labels: { ...labels },
+    workspace: path,
+    labels,
     idempotencyKey: spec.idempotencyKey,
     parentId: spec.parentId,
     timeoutMs,
     retry,
+    instanceKey: agent ? instanceKeyOf({ agent, lane, workspace: path, timeoutMs, retry }) : '',
   };
-  const result: ValidSpec = { ...valid, instanceKey: agent ? instanceKeyOf({ ...valid, agent }) : '' };
   if (requires !== undefined) result.requires = requires;
   if (workspace?.keep !== undefined) result.workspaceKeep = workspace.keep;
   if (!agent) result.unrouted = stripUndefined({ retry: spec.retry, timeoutMs: spec.timeoutMs });
   if (runAt !== undefined && runAt > now) result.runAt = runAt;
   return result;
+}
+
+/** Labels of a task without any: one shared frozen object (records are never changed in place). */
+const NO_LABELS: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
+function labelsOf(labels: unknown, where: string): Record<string, string> {
+  if (typeof labels !== 'object' || labels === null || Array.isArray(labels)) throw bad(`${where}.labels must be an object of string values`);
+  const copy: Record<string, string> = {};
+  for (const [key, value] of Object.entries(labels)) {
+    if (typeof value !== 'string') throw bad(`${where}.labels must be an object of string values`);
+    copy[key] = value;
+  }
+  return copy;
+}
+
+function checkKey(value: unknown, where: string, name: 'idempotencyKey' | 'parentId'): void {
+  if (value !== undefined && (typeof value !== 'string' || value.length === 0 || value.length > MAX_KEY)) {
+    throw bad(`${where}.${name} must be a non-empty string of at most ${MAX_KEY} characters`);
+  }
 }
 
 /** What an instance key is made of. */
@@ -195,17 +208,17 @@ export interface InstanceKeyParts {
  * Stable hash of (workspace, agent, lane, execution policy): tasks with the same key share one
  * instance actor. The readable prefix makes keys easy to spot in stats and logs.
  */
-export function instanceKeyOf(spec: InstanceKeyParts): string {
+export function instanceKeyOf({ agent, lane, workspace, timeoutMs, retry }: InstanceKeyParts): string {
   // Most tasks use their agent's own policy: cache those keys per registration (a sha256 per
   // submit was measurable on the hot path).
-  const cacheable = spec.retry === spec.agent.retry && spec.timeoutMs === spec.agent.timeoutMs;
-  const cacheKey = cacheable ? `${spec.lane}\u0000${spec.workspace ?? ''}` : undefined;
-  let cache = cacheable ? KEY_CACHE.get(spec.agent) : undefined;
+  const cacheable = retry === agent.retry && timeoutMs === agent.timeoutMs;
+  let cache = cacheable ? KEY_CACHE.get(agent) : undefined;
+  const cacheKey = cacheable ? (workspace === undefined ? lane : `${lane}\u0000${workspace}`) : undefined;
   const cached = cacheKey !== undefined ? cache?.get(cacheKey) : undefined;
   if (cached !== undefined) return cached;
-  const key = computeInstanceKey(spec);
+  const key = computeInstanceKey(agent.name, lane, workspace, timeoutMs, retry);
   if (cacheKey !== undefined && (cache?.size ?? 0) < KEY_CACHE_LIMIT) {
-    if (!cache) KEY_CACHE.set(spec.agent, (cache = new Map()));
+    if (!cache) KEY_CACHE.set(agent, (cache = new Map()));
     cache.set(cacheKey, key);
   }
   return key;
@@ -214,13 +227,13 @@ export function instanceKeyOf(spec: InstanceKeyParts): string {
 const KEY_CACHE = new WeakMap<RegisteredAgent, Map<string, string>>();
 const KEY_CACHE_LIMIT = 10_000;
 
-function computeInstanceKey(spec: InstanceKeyParts): string {
-  const policy = [spec.timeoutMs, spec.retry.maxAttempts, spec.retry.backoff, spec.retry.delayMs, spec.retry.maxDelayMs, spec.retry.jitter];
+function computeInstanceKey(agent: string, lane: string, workspace: string | undefined, timeoutMs: number, retry: Readonly<RetryPolicy>): string {
+  const policy = [timeoutMs, retry.maxAttempts, retry.backoff, retry.delayMs, retry.maxDelayMs, retry.jitter];
   const hash = createHash('sha256')
-    .update(JSON.stringify([spec.workspace ?? null, spec.agent.name, spec.lane, policy]))
+    .update(JSON.stringify([workspace ?? null, agent, lane, policy]))
     .digest('base64url')
     .slice(0, 12);
-  return `${spec.agent.name}/${spec.lane}/${hash}`;
+  return `${agent}/${lane}/${hash}`;
 }
 
 /** The public view of a stored task. */

@@ -17,10 +17,18 @@ export class Submitter {
   readonly #k: Kernel;
   /** Where per-task workspaces are made: what the submit step reads. */
   readonly #view: { workspacesDir: string };
+  /** Told of every submit refused with AT_CAPACITY (the metrics count them). */
+  readonly #refused: () => void;
 
-  constructor(kernel: Kernel) {
+  constructor(kernel: Kernel, refused: () => void) {
     this.#k = kernel;
     this.#view = { workspacesDir: join(kernel.options.dataDir, 'workspaces') };
+    this.#refused = refused;
+  }
+
+  #atCapacity(): TroupeError {
+    this.#refused();
+    return new TroupeError('AT_CAPACITY', `admission is full: ${this.#k.table.count('queued')} tasks queued, maxQueued is ${this.#k.options.maxQueued}`);
   }
 
   /** One spec: the same rules as {@link Submitter.submitMany}, without its batch bookkeeping (the hot path). */
@@ -36,9 +44,7 @@ export class Submitter {
     }
     const existing = valid.idempotencyKey === undefined ? undefined : this.#existing(valid.idempotencyKey);
     if (existing) return toTask(existing);
-    if (!valid.unmatched && table.count('queued') + 1 > options.maxQueued) {
-      throw new TroupeError('AT_CAPACITY', `admission is full: ${table.count('queued')} tasks queued, maxQueued is ${options.maxQueued}`);
-    }
+    if (!valid.unmatched && table.count('queued') + 1 > options.maxQueued) throw this.#atCapacity();
     const result = pipeline.decide(decideSubmit, this.#view, { spec: valid }, now);
     const task = (result.changes[0] as Extract<Change, { kind: 'task' }>).task;
     await pipeline.apply(result);
@@ -92,9 +98,7 @@ export class Submitter {
     }
     let admitted = 0;
     for (const spec of fresh) if (!spec.unmatched) admitted++;
-    if (admitted > 0 && table.count('queued') + admitted > options.maxQueued) {
-      throw new TroupeError('AT_CAPACITY', `admission is full: ${table.count('queued')} tasks queued, maxQueued is ${options.maxQueued}`);
-    }
+    if (admitted > 0 && table.count('queued') + admitted > options.maxQueued) throw this.#atCapacity();
     // Every spec's step joins the turn's batch: all of them commit in one transaction, or none.
     let durable: Promise<void> | undefined;
     for (const [i, spec] of fresh.entries()) {

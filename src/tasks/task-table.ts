@@ -11,12 +11,15 @@ import { toTask, type Task } from './spec.js';
 /** Whoever waits for a task to reach a state `wait()` resolves on. */
 export interface Waiter {
   settled(task: Task): void;
+  /** The wait ends without the task settling (close). */
+  fail(error: unknown): void;
 }
 
 /** See the module comment. */
 export class TaskTable {
   readonly #tasks = new Map<string, TaskRecord>();
-  readonly #waiters = new Map<string, Waiter[]>();
+  /** Waiters by task id: one, or several in an array. */
+  readonly #waiters = new Map<string, Waiter | Waiter[]>();
   /** Idempotency key → id of tasks in the table, including submits whose commit is in flight. */
   readonly #keys = new Map<string, string>();
   readonly #active = emptyCounts();
@@ -100,21 +103,30 @@ export class TaskTable {
     if (!waiters) return;
     this.#waiters.delete(task.id);
     const view = toTask(task);
+    if (!Array.isArray(waiters)) return waiters.settled(view);
     for (const waiter of waiters) waiter.settled(view);
   }
 
   addWaiter(id: string, waiter: Waiter): void {
-    const list = this.#waiters.get(id);
-    if (list) list.push(waiter);
-    else this.#waiters.set(id, [waiter]);
+    const held = this.#waiters.get(id);
+    if (held === undefined) this.#waiters.set(id, waiter);
+    else if (Array.isArray(held)) held.push(waiter);
+    else this.#waiters.set(id, [held, waiter]);
   }
 
   removeWaiter(id: string, waiter: Waiter): void {
-    const list = this.#waiters.get(id);
-    if (!list) return;
-    const at = list.indexOf(waiter);
-    if (at >= 0) list.splice(at, 1);
-    if (list.length === 0) this.#waiters.delete(id);
+    const held = this.#waiters.get(id);
+    if (held === waiter) this.#waiters.delete(id);
+    else if (Array.isArray(held)) {
+      const at = held.indexOf(waiter);
+      if (at >= 0) held.splice(at, 1);
+      if (held.length === 0) this.#waiters.delete(id);
+    }
+  }
+
+  /** Every pending waiter (close rejects them). */
+  waiters(): Waiter[] {
+    return [...this.#waiters.values()].flat();
   }
 
   /** The tasks in memory that match (a scan: for rare operations such as cascading a cancel). */

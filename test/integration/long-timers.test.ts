@@ -69,7 +69,9 @@ describe('long timers', () => {
   });
 
   it('holds a task submitted with delayMs past 2^31 in the queue, without spinning', async () => {
-    const rt = await runtime({ agents });
+    const rt = await runtime({ agents, threads: 1 });
+    // The thread's start-up (loading its modules) is not what this measures: let it finish first.
+    await rt.wait((await rt.submit({ agent: 'echo', input: 'warm' })).id);
     const started: RuntimeEvent[] = [];
     rt.on('task.started', (e) => started.push(e));
     // The wheel arms `runAt - now`, a few ms under delayMs by then: a minute more keeps it past the limit.

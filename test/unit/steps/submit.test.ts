@@ -74,8 +74,8 @@ describe('decideSubmit', () => {
       effects: [],
     });
     expect(ctx.next).toBe(41);
-    // The retry policy is the task's own copy, not the agent's shared object.
-    expect(out.changes[0]!.kind === 'task' && out.changes[0].task.retry).not.toBe(RETRY);
+    // The retry policy is the spec's, shared: records are never changed in place (a step writes a new one).
+    expect(out.changes[0]!.kind === 'task' && out.changes[0].task.retry).toBe(RETRY);
   });
 
   it('stores the idempotency key with the task', () => {
