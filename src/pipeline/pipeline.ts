@@ -129,8 +129,6 @@ function write(w: StepWriter, change: Change): void {
     case 'task':
       // A settled task is done changing: its record goes to its database in this very commit.
       return w.putTask(change.task, isTerminal(change.task.state));
-    case 'active':
-      return change.active ? w.putActive(change.taskId) : w.removeActive(change.taskId);
     case 'attempt':
       return w.putAttempt(change.attempt);
     case 'run':

@@ -1,7 +1,7 @@
 /**
  * What several steps share: the legality check against the one transition table, event stamping,
  * entering `queued`, starting a run, durable timers, and the bookkeeping of a task that settles
- * (written here once: settledAt, leaving the active index, the run record, workspace, notify).
+ * (written here once: settledAt, the run record, workspace, notify).
  *
  * Helpers that take a task change it in place: callers pass their own fresh copy, never the view.
  */
@@ -105,13 +105,13 @@ export function endedRunOf(task: TaskRecord): RunRecord {
 }
 
 /**
- * Terminal bookkeeping: the task (now in a terminal state) gets `settledAt` and is written, leaves
- * the active index, and after the commit its workspace is removed (when its keep policy says so)
- * and its watchers are woken. (Its run lives on in the task record: see {@link endedRunOf}.)
+ * Terminal bookkeeping: the task (now in a terminal state) gets `settledAt` and is written (the
+ * store drops it from its active index), and after the commit its workspace is removed (when its
+ * keep policy says so) and its watchers are woken. (Its run lives on in the task record: see {@link endedRunOf}.)
  */
 export function finish(out: StepResult, task: TaskRecord, now: number): void {
   task.settledAt = now;
-  out.changes.push({ kind: 'task', task }, { kind: 'active', taskId: task.id, active: false });
+  out.changes.push({ kind: 'task', task });
   const keep = task.workspaceKeep;
   // 'on_failure' keeps the workspace of a task that did not end done; 'always' keeps every one.
   if (task.workspace !== undefined && (keep === 'never' || (keep === 'on_failure' && task.state === 'done'))) {

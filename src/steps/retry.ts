@@ -56,6 +56,6 @@ export function decideRetry(view: RetryView, input: RetryInput, ctx: StepContext
   beginRun(next, 'retry', now);
   for (const field of CLEARED) delete next[field];
   queue(out, ctx, next, { run: next.runs, reason: 'retry', from });
-  out.changes.push({ kind: 'task', task: next }, { kind: 'active', taskId: task.id, active: true });
+  out.changes.push({ kind: 'task', task: next });
   return out;
 }

@@ -22,7 +22,7 @@ export interface SubmitInput {
 
 /**
  * Decides a new task. Queued: the record (its FIFO order is the seq of its `task.queued`), the
- * active index, the idempotency key, and a start timer when it has a delayed start. Unmatched: the
+ * idempotency key, and a start timer when it has a delayed start. Unmatched: the
  * record in `needs_attention` with its event, and waiters woken.
  */
 export function decideSubmit(view: SubmitView, input: SubmitInput, ctx: StepContext): StepResult {
@@ -54,7 +54,7 @@ export function decideSubmit(view: SubmitView, input: SubmitInput, ctx: StepCont
   if (spec.runAt !== undefined) task.runAt = spec.runAt;
 
   const out = nothing();
-  out.changes.push({ kind: 'task', task }, { kind: 'active', taskId: task.id, active: true });
+  out.changes.push({ kind: 'task', task });
   if (task.idempotencyKey !== undefined) out.changes.push({ kind: 'idempotency', key: task.idempotencyKey, taskId: task.id });
   if (task.state === 'needs_attention') {
     emit(out, ctx, 'task.needs_attention', task.id, undefined, { run: 1, reason: 'unmatched', agent: task.agent, requires: task.requires });

@@ -28,8 +28,6 @@ export interface StepContext {
 /** A record a step writes (a put) or deletes (a remove). Applied to memory at once, durable with the batch. */
 export type Change =
   | { kind: 'task'; task: TaskRecord }
-  /** Enters or leaves the index of non-terminal tasks (what a rebuild scans). */
-  | { kind: 'active'; taskId: string; active: boolean }
   | { kind: 'attempt'; attempt: AttemptRecord }
   | { kind: 'run'; run: RunRecord }
   | { kind: 'timer'; timer: TimerRecord; armed: boolean }

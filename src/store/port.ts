@@ -65,9 +65,12 @@ export interface StepWriter {
    * this commit rather than logging it for later, which also frees it from memory soonest.
    */
   putTask(task: TaskRecord, final?: boolean): void;
-  putActive(taskId: string): void;
+  /**
+   * Drops an id from the active index. The store keeps that index itself, from the task records
+   * (an id is in it while its task is not terminal); this only repairs an entry left behind.
+   */
   removeActive(taskId: string): void;
-  /** Attempt and run records are written once, when they end: in this commit, not logged. */
+  /** Attempt and run records are written once, when they end: in this commit, never logged. */
   putAttempt(attempt: AttemptRecord): void;
   putRun(run: RunRecord): void;
   putInstance(key: string, envelope: InstanceEnvelope): void;

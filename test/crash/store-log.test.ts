@@ -12,7 +12,8 @@ const STORE = new URL('../../dist/src/store/lmdb/store.js', import.meta.url);
 interface OpenedStore {
   read: {
     control: { get(key: string): unknown };
-    tasks: { get(key: string): { updatedAt: number } | undefined };
+    tasks: { get(key: string): { updatedAt: number; state: string } | undefined };
+    active: { has(key: string): boolean; keys(): Iterable<string> };
     events: { range(): Iterable<{ value: { seq: number; data?: { i?: number } } }> };
   };
   close(clean: boolean): Promise<void>;
@@ -63,7 +64,10 @@ describe('kill -9 while the store commits', () => {
         expect(task.updatedAt, `task t${k}`).toBeGreaterThanOrEqual(lastAcked);
         expect(task.updatedAt % 20).toBe(k);
         lastAcked = task.updatedAt;
+        // The active index follows the records, replayed or materialized: a task is in it while not settled.
+        expect(store.read.active.has(`t${k}`), `active index of t${k} (${task.state})`).toBe(task.state !== 'done');
       }
+      for (const id of store.read.active.keys()) expect(store.read.tasks.get(id)?.state, `active ${id}`).toBe('queued');
       const seqs: number[] = [];
       const progress: number[] = [];
       for (const { value } of store.read.events.range()) {

@@ -47,7 +47,6 @@ function fakeStore(bootId = BOOT) {
       const commit: Commit = { instances: [], events: [] };
       const writer: StepWriter = {
         putTask: unexpected('putTask'),
-        putActive: unexpected('putActive'),
         removeActive: unexpected('removeActive'),
         putAttempt: unexpected('putAttempt'),
         putRun: unexpected('putRun'),

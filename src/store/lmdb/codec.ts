@@ -9,6 +9,7 @@
  * steps create, so stored and fresh records share one shape.
  */
 import { Packr } from 'msgpackr';
+import { MsgpackWriter, recordWriter, type RecordWriter } from './msgpack.js';
 import { createTaskRecord, type AttemptRecord, type EventRecord, type RunRecord, type TaskRecord } from '../records.js';
 
 /** Bumped when a field list below changes; decoding refuses versions it does not know. */
@@ -24,6 +25,8 @@ const EVENT_FIELDS = ['seq', 'at', 'type', 'taskId', 'attemptId', 'data'] as con
 /** Encodes and decodes one kind of record positionally. */
 export interface RecordCodec<T> {
   toValues(record: T): unknown[];
+  /** Writes the record as {@link RecordCodec.toValues} would give it, without building that array. */
+  write: RecordWriter<T>;
   fromValues(values: unknown): T;
   /** The fields of `next` that differ from `previous`, as [index, value, …]. */
   diff(previous: T, next: T): unknown[];
@@ -36,6 +39,7 @@ export interface RecordCodec<T> {
 function positional<T>(fields: ReadonlyArray<keyof T>, blank: () => T): RecordCodec<T> {
   const n = fields.length;
   return {
+    write: recordWriter<T>(VERSION, fields as ReadonlyArray<keyof T & string>),
     toValues(record) {
       const out = new Array<unknown>(n + 1);
       out[0] = VERSION;
@@ -93,25 +97,31 @@ const eventCodec = positional<EventRecord>(EVENT_FIELDS, blankOf<EventRecord>(EV
  */
 const packr = new Packr({ useRecords: false, copyBuffers: true, mapsAsObjects: true });
 
+/** The one writer of every value the store encodes itself (see msgpack.ts). */
+const writer = new MsgpackWriter();
+
 /** An lmdb-js encoder storing records of one kind positionally. */
 export function databaseEncoder<T>(codec: RecordCodec<T>): { encode(value: T): Buffer; decode(bytes: Uint8Array): T } {
   return {
-    encode: (value) => packr.pack(codec.toValues(value)),
+    encode: (value) => writer.encode(value, codec.write),
     decode: (bytes) => codec.fromValues(packr.unpack(bytes)),
   };
 }
 
-/** An lmdb-js encoder for plain msgpack values of our own packr (the log, the event log). */
-export function plainEncoder<T>(toValue: (value: T) => unknown, fromValue: (value: unknown) => T): { encode(value: T): Buffer; decode(bytes: Uint8Array): T } {
+/** An lmdb-js encoder for a value written by `write` and read back as plain msgpack (the log, the event log). */
+export function plainEncoder<T>(write: (w: MsgpackWriter, value: T) => void, fromValue: (value: unknown) => T): { encode(value: T): Buffer; decode(bytes: Uint8Array): T } {
   return {
-    encode: (value) => packr.pack(toValue(value)),
+    encode: (value) => writer.encode(value, write),
     decode: (bytes) => fromValue(packr.unpack(bytes)),
   };
 }
 
 /** The event log's values: a batch of events, each positional. */
 export const eventBatchEncoder = plainEncoder<EventRecord[]>(
-  (events) => events.map((e) => eventCodec.toValues(e)),
+  (w, events) => {
+    w.array(events.length);
+    for (const event of events) eventCodec.write(w, event);
+  },
   (value) => {
     if (!Array.isArray(value)) throw new Error('not a batch of events');
     return value.map((v) => stripUndefined(eventCodec.fromValues(v)));

@@ -12,16 +12,21 @@
 import { chmodSync, existsSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { open, type Database, type DatabaseOptions, type RootDatabase } from 'lmdb';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { isTerminal } from '../../../machines/index.js';
 import { TroupeError } from '../../errors.js';
 import { acquireLock, type DataDirLock } from '../lock.js';
 import { findLooseModes, makePrivateDir, PRIVATE_FILE_MODE, type LooseMode } from '../private-files.js';
-import type { Key, QuarantineRecord, RangeOptions, SafeDatabase, SafeReads, Store, StepWriter } from '../port.js';
-import type { EventRecord, EventType, InboxRecord, InstanceEnvelope, LogRecord, RunRecord, AttemptRecord, ScheduleRecord, TaskRecord, TimerRecord } from '../records.js';
-import { compareKeys, keyString, Overlay, REMOVED, type DirtyEntry } from './overlay.js';
+import type { Key, QuarantineRecord, SafeReads, Store, StepWriter } from '../port.js';
+import type { EventRecord, TaskRecord } from '../records.js';
+import { keyString, Overlay, REMOVED, type DirtyEntry } from './overlay.js';
 import { safeDatabase, VALIDATORS } from './safe-read.js';
 import { eventReads, migrateEventsToBatches, nextSeqOf } from './event-log.js';
-import { attemptCodec, databaseEncoder, eventBatchEncoder, plainEncoder, runCodec, taskCodec, type RecordCodec } from './codec.js';
+import { databaseEncoder, eventBatchEncoder } from './codec.js';
+import { CODECS, DATABASES, DB, encoded, FINAL, logEncoder, MATERIALIZE, PATCH, PATCHED, REMOVAL, STRUCTURES, UNLOGGED, type DbName, type LogEntry } from './layout.js';
+import { replayLog } from './replay.js';
+import { activeOf, mergedReads, overlayOf, pendingOf, type Decided, type PendingWrites } from './reads.js';
+import { BatchWriter, newBatch, type Batch } from './batch-writer.js';
 
 /** The schema this build reads and writes. Bump it with a migration in {@link MIGRATIONS}. */
 export const SCHEMA_VERSION = 2;
@@ -44,75 +49,8 @@ const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
   },
 };
 
-const STRUCTURES = Symbol.for('troupe.structures');
-
-/** The record databases, in the order their index is written in log records (append only). */
-const DATABASES = ['tasks', 'active', 'runs', 'attempts', 'instances', 'logs', 'timers', 'idempotency', 'inbox', 'schedules', 'control', 'quarantine'] as const;
-type DbName = (typeof DATABASES)[number];
-const DB = Object.fromEntries(DATABASES.map((name, i) => [name, i])) as Record<DbName, number>;
-/** Added to a database index in a log op that removes the key. */
-const REMOVAL = 64;
-/**
- * Added to a database index in a batch op that is written to its database in the batch's own
- * commit (see StepWriter.putTask `final`); in the log, the op becomes this marker when the log
- * holds earlier changes of the key, telling a replay that the database has the latest version.
- */
-const FINAL = 256;
-/** A batch op that is not logged at all. */
-const UNLOGGED = -1;
-/** Added to a database index in a log op that patches the record (see {@link LogEntry}). */
-const PATCH = 128;
-/** The databases of positionally stored records (codec.ts), by index; tasks and attempts change field by field and log patches. */
-const CODECS = new Map<number, RecordCodec<any>>([
-  [DB.tasks, taskCodec],
-  [DB.attempts, attemptCodec],
-  [DB.runs, runCodec],
-]);
-const PATCHED = new Set([DB.tasks, DB.attempts]);
-
-/** The log's values: record values positional, patches as [field index, value, …] already. */
-const logEncoder = plainEncoder<LogEntry>(
-  ({ ops }) => {
-    const out: unknown[] = [];
-    for (let i = 0; i < ops.length; i += 3) {
-      const index = ops[i] as number;
-      if (index === UNLOGGED) continue;
-      const codec = CODECS.get(index);
-      out.push(index, ops[i + 1], codec ? codec.toValues(ops[i + 2]) : ops[i + 2]);
-    }
-    return out;
-  },
-  (value) => {
-    if (!Array.isArray(value)) throw new Error('not a log record');
-    for (let i = 0; i < value.length; i += 3) {
-      const codec = CODECS.get(value[i] as number);
-      if (codec) value[i + 2] = codec.fromValues(value[i + 2]);
-    }
-    return { ops: value };
-  },
-);
-
-/** Options of a database stored with one of our encoders (lmdb-js takes `encoder`; its typings do not list it). */
-function encoded(name: string, encoder: { encode(value: never): Buffer; decode(bytes: Uint8Array): unknown }): DatabaseOptions & { name: string } {
-  return { name, encoder } as unknown as DatabaseOptions & { name: string };
-}
-
 /** Transactions that may be in flight at once. */
 const MAX_IN_FLIGHT = 3;
-
-/** How records move from the overlay to their databases (see overlay.ts `TakePolicy`). */
-// A record is written to its database once it has not changed for 8 batches and 500 ms: long
-// enough that a task submitted, queued behind a full window, started and settled is written once.
-const MATERIALIZE = { coolBatches: 8, coolMs: 500, maxAgeBatches: 5_000, minBudget: 256, maxEntries: 200_000 };
-
-/**
- * A log record: the batch's changes as flat [db, key, value, …]; a removal is [db + REMOVAL, key,
- * null], and a change to a record whose previous version is still in the log (or materialized) is
- * [db + PATCH, key, changed fields] (a field set to undefined was deleted).
- */
-interface LogEntry {
-  ops: unknown[];
-}
 
 /** Options of {@link openStore}. */
 export interface StoreOptions {
@@ -156,16 +94,6 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   }
 }
 
-/** The commits gathered for one transaction. */
-interface Batch {
-  readonly no: number;
-  readonly ops: unknown[];
-  readonly events: EventRecord[];
-  readonly done: Promise<void>;
-  resolve(): void;
-  reject(error: Error): void;
-}
-
 class LmdbStore implements Store {
   readonly dataDir: string;
   readonly bootId = randomUUID();
@@ -181,10 +109,14 @@ class LmdbStore implements Store {
   readonly #lock: DataDirLock;
   readonly #options: StoreOptions;
   readonly #overlay = new Overlay(DATABASES.length);
+  /** Write-once records (attempts, runs) whose commit has not landed, per database. */
+  readonly #unlanded: PendingWrites[] = DATABASES.map(() => new Map());
+  /** Ids in the active index database, kept from the task records materialized (see #materialize). */
+  readonly #activeInDb = new Set<string>();
   /** Records quarantined whose removal may not have landed yet: reads skip them. */
   readonly #quarantined = new Set<string>();
   #closed = false;
-  /** The batch being gathered, and whether the previous one is still being flushed. */
+  /** The batch being gathered. */
   #pending: Batch | undefined;
   /** Transactions issued and not yet landed, and the promise of the last one's resolution. */
   #inFlight = 0;
@@ -212,13 +144,14 @@ class LmdbStore implements Store {
     this.#writer = new BatchWriter(() => this.#seq++);
     const quarantine = this.#quarantine.bind(this);
     const isQuarantined = (name: string, key: unknown) => this.#quarantined.size > 0 && this.#quarantined.has(quarantineKey(name, key));
-    const safe = <V, K extends Key>(name: DbName, validate: ((value: unknown) => boolean) | undefined) =>
-      this.#overlaid<V, K>(DB[name], safeDatabase(name, this.#dbs[DB[name]] as Database<V, K>, validate ?? (() => true), quarantine, isQuarantined));
+    const overlay = this.#overlay;
+    const safe = <V, K extends Key>(name: DbName, validate: ((value: unknown) => boolean) | undefined, decided: Decided = overlayOf(overlay, DB[name])) =>
+      mergedReads<V, K>(decided, safeDatabase(name, this.#dbs[DB[name]] as Database<V, K>, validate ?? (() => true), quarantine, isQuarantined));
     this.read = {
       tasks: safe('tasks', VALIDATORS.tasks),
-      active: safe('active', undefined),
-      attempts: safe('attempts', VALIDATORS.attempts),
-      runs: safe('runs', VALIDATORS.runs),
+      active: safe('active', undefined, activeOf(overlay, DB.tasks)),
+      attempts: safe('attempts', VALIDATORS.attempts, pendingOf(this.#unlanded[DB.attempts]!)),
+      runs: safe('runs', VALIDATORS.runs, pendingOf(this.#unlanded[DB.runs]!)),
       events: eventReads(this.#events, quarantine, isQuarantined),
       timers: safe('timers', VALIDATORS.timers),
       instances: safe('instances', VALIDATORS.instances),
@@ -252,7 +185,8 @@ class LmdbStore implements Store {
     }
     this.runtimeId = (meta.get('runtimeId') as string | undefined) ?? randomUUID();
     this.previousShutdownClean = stored === undefined || meta.get('cleanShutdown') === true;
-    this.#replay();
+    this.#lastBatch = this.#checkpoint = replayLog(this.#root, this.#dbs, this.#log, meta);
+    for (const id of this.#dbs[DB.active]!.getKeys()) this.#activeInDb.add(id as string);
     this.#seq = nextSeqOf(this.#events);
     await this.#root.transaction(() => {
       meta.put('schemaVersion', SCHEMA_VERSION);
@@ -260,43 +194,6 @@ class LmdbStore implements Store {
       meta.put('cleanShutdown', false);
       meta.put('openedAt', Date.now());
     });
-  }
-
-  /** Applies the log records after the checkpoint (a previous run died with them unmaterialized). */
-  #replay(): void {
-    const checkpoint = (this.#meta.get('checkpoint') as number | undefined) ?? 0;
-    let last = checkpoint;
-    // Each key's final value first (patches need the version before them), then one write per key.
-    const finals = new Map<string, { db: number; key: Key; value: unknown }>();
-    for (const { key, value } of this.#log.getRange({ start: checkpoint + 1 })) {
-      const ops = value.ops;
-      for (let i = 0; i < ops.length; i += 3) {
-        const index = ops[i] as number;
-        const k = ops[i + 1] as Key;
-        const db = index % REMOVAL;
-        const id = `${db}\u0000${keyString(k)}`;
-        if (index >= FINAL) {
-          // The database has the latest version: whatever came before it in the log is stale.
-          finals.set(id, { db: index - FINAL, key: k, value: SKIP });
-        } else if (index >= PATCH) {
-          const known = finals.get(id)?.value;
-          const base = known === undefined || known === SKIP ? this.#dbs[index - PATCH]!.get(k) : known;
-          finals.set(id, { db: index - PATCH, key: k, value: CODECS.get(index - PATCH)!.patch(base, ops[i + 2] as unknown[]) });
-        } else finals.set(id, { db, key: k, value: index >= REMOVAL ? REMOVED : ops[i + 2] });
-      }
-      last = key;
-    }
-    this.#root.transactionSync(() => {
-      for (const { db, key, value } of finals.values()) {
-        if (value === SKIP) continue;
-        if (value === REMOVED || value === undefined) this.#dbs[db]!.removeSync(key);
-        else this.#dbs[db]!.putSync(key, value);
-      }
-      for (const key of this.#log.getKeys({ end: last + 1 })) this.#log.removeSync(key);
-      this.#meta.putSync('checkpoint', last);
-    });
-    this.#lastBatch = last;
-    this.#checkpoint = last;
   }
 
   allocateSeq(): number {
@@ -309,14 +206,14 @@ class LmdbStore implements Store {
 
   stage(fn: (writer: StepWriter) => void): Promise<void> {
     if (this.#closed) return Promise.reject(new TroupeError('CLOSED', 'the store is closed'));
-    const batch = (this.#pending ??= this.#newBatch());
+    const batch = (this.#pending ??= newBatch(this.#lastBatch + 1));
     this.#write(batch, fn);
     return batch.done;
   }
 
   commit(fn: (writer: StepWriter) => void): Promise<EventRecord[]> {
     if (this.#closed) return Promise.reject(new TroupeError('CLOSED', 'the store is closed'));
-    const batch = (this.#pending ??= this.#newBatch());
+    const batch = (this.#pending ??= newBatch(this.#lastBatch + 1));
     const eventsMark = batch.events.length;
     this.#write(batch, fn);
     if (batch.events.length === eventsMark) return batch.done.then(noEvents);
@@ -327,6 +224,7 @@ class LmdbStore implements Store {
   /** Runs `fn` into the batch: all of its writes, or (when it throws) none and no seq burned. */
   #write(batch: Batch, fn: (writer: StepWriter) => void): void {
     const opsMark = batch.ops.length;
+    const directMark = batch.direct.length;
     const eventsMark = batch.events.length;
     const firstSeq = this.#seq;
     this.#writer.batch = batch;
@@ -335,11 +233,16 @@ class LmdbStore implements Store {
     } catch (error) {
       // Nothing of a step that throws half-way is kept, and no seq is burned: the log has no gaps.
       batch.ops.length = opsMark;
+      batch.direct.length = directMark;
       batch.events.length = eventsMark;
       this.#seq = firstSeq;
       throw error;
     }
-    const { ops } = batch;
+    const { ops, direct } = batch;
+    for (let i = directMark; i < direct.length; i += 3) {
+      const index = direct[i] as number;
+      if (index < REMOVAL) this.#unlanded[index]!.set(keyString(direct[i + 1] as Key), { key: direct[i + 1] as Key, value: direct[i + 2] });
+    }
     const overlay = this.#overlay;
     const at = Date.now();
     // The log holds each key's net change in the batch: an earlier op of the same key in this
@@ -370,16 +273,6 @@ class LmdbStore implements Store {
       }
     }
     this.#queueFlush();
-  }
-
-  #newBatch(): Batch {
-    let resolve!: () => void;
-    let reject!: (error: Error) => void;
-    const done = new Promise<void>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    return { no: this.#lastBatch + 1, ops: [], events: [], done, resolve, reject };
   }
 
   /**
@@ -416,6 +309,14 @@ class LmdbStore implements Store {
       written = this.#root.batch(() => {
         if (batch.ops.length > 0) this.#log.put(batch.no, { ops: batch.ops });
         if (batch.events.length > 0) this.#events.put(batch.events[0]!.seq, batch.events);
+        const { direct } = batch;
+        for (let i = 0; i < direct.length; i += 3) {
+          const index = direct[i] as number;
+          if (index >= REMOVAL) {
+            this.#dbs[index - REMOVAL]!.remove(direct[i + 1] as Key);
+            if (index - REMOVAL === DB.active) this.#activeInDb.delete(direct[i + 1] as string);
+          } else this.#dbs[index]!.put(direct[i + 1] as Key, direct[i + 2]);
+        }
         for (const entry of materialized) this.#materialize(entry);
         if (checkpoint > previous) {
           for (let n = previous + 1; n <= checkpoint; n++) this.#log.remove(n);
@@ -430,6 +331,7 @@ class LmdbStore implements Store {
     // Batches resolve (and publish their events) in batch order, whatever order LMDB lands them in.
     const landed = Promise.allSettled([this.#tail, written]).then(([, outcome]) => {
       this.#inFlight--;
+      this.#landDirect(batch);
       if (outcome.status === 'fulfilled') {
         this.#overlay.written(materialized, batch.no);
         // Publishing is the caller's; whatever it throws must not keep the batch from resolving.
@@ -449,6 +351,18 @@ class LmdbStore implements Store {
     this.#tail = landed;
   }
 
+  /** A batch's write-once records are in their databases (or failed): reads go there again. */
+  #landDirect(batch: Batch): void {
+    const { direct } = batch;
+    for (let i = 0; i < direct.length; i += 3) {
+      const index = direct[i] as number;
+      if (index >= REMOVAL) continue;
+      const pending = this.#unlanded[index]!;
+      const id = keyString(direct[i + 1] as Key);
+      if (pending.get(id)?.value === direct[i + 2]) pending.delete(id);
+    }
+  }
+
   #materialize(entry: DirtyEntry): void {
     const db = this.#dbs[entry.db]!;
     // A record created and removed while in the overlay never reached its database: nothing to do.
@@ -457,57 +371,21 @@ class LmdbStore implements Store {
     if (entry.value === REMOVED) {
       if (db.doesExist(entry.key)) db.remove(entry.key);
     } else db.put(entry.key, entry.value);
+    if (entry.db === DB.tasks) this.#indexActive(entry.key as string, entry.value === REMOVED ? undefined : (entry.value as TaskRecord));
   }
 
-  /** Reads of one record database through the overlay: decided changes first, then the database. */
-  #overlaid<V, K extends Key>(db: number, base: SafeDatabase<V, K>): SafeDatabase<V, K> {
-    const overlay = this.#overlay;
-    const get = (key: K): V | undefined => {
-      const value = overlay.get(db, key);
-      if (value === undefined) return base.get(key);
-      return value === REMOVED ? undefined : (value as V);
-    };
-    function* merged(options: RangeOptions = {}): Generator<{ key: K; value: V | typeof REMOVED }> {
-      const dirty = overlay.entries(db, options);
-      const sign = options.reverse ? -1 : 1;
-      let limit = options.limit ?? Number.POSITIVE_INFINITY;
-      let i = 0;
-      const emit = function* (key: K, value: V | typeof REMOVED) {
-        if (value === REMOVED) return;
-        limit--;
-        yield { key, value };
-      };
-      const { limit: _ignored, ...bounds } = options;
-      for (const { key, value } of base.range(bounds)) {
-        if (limit <= 0) return;
-        while (i < dirty.length && sign * compareKeys(dirty[i]!.key, key) < 0) {
-          const entry = dirty[i++]!;
-          yield* emit(entry.key as K, entry.value as V | typeof REMOVED);
-          if (limit <= 0) return;
-        }
-        if (i < dirty.length && compareKeys(dirty[i]!.key, key) === 0) {
-          const entry = dirty[i++]!;
-          yield* emit(entry.key as K, entry.value as V | typeof REMOVED);
-          continue;
-        }
-        yield* emit(key, value);
-      }
-      while (i < dirty.length && limit > 0) {
-        const entry = dirty[i++]!;
-        yield* emit(entry.key as K, entry.value as V | typeof REMOVED);
-      }
+  /**
+   * Keeps the active index in step with a task record written to its database: the id is there
+   * exactly while the record is not terminal. Tasks that settle before they are materialized
+   * never enter it (a replay derives it for the log's tasks in the same way).
+   */
+  #indexActive(id: string, task: TaskRecord | undefined): void {
+    if (task === undefined || isTerminal(task.state)) {
+      if (this.#activeInDb.delete(id)) this.#dbs[DB.active]!.remove(id);
+    } else if (!this.#activeInDb.has(id)) {
+      this.#activeInDb.add(id);
+      this.#dbs[DB.active]!.put(id, true);
     }
-    return {
-      get,
-      range: (options) => merged(options) as Iterable<{ key: K; value: V }>,
-      *keys(options) {
-        for (const { key } of merged(options)) yield key;
-      },
-      has: (key) => {
-        const value = overlay.get(db, key);
-        return value === undefined ? base.has(key) : value !== REMOVED;
-      },
-    };
   }
 
   /**
@@ -570,73 +448,6 @@ class LmdbStore implements Store {
 }
 
 const noEvents = (): EventRecord[] => [];
-/** A replayed key whose latest version its database already has. */
-const SKIP = Symbol('skip');
-
-/** Collects the writes of one commit call into its batch, as flat [db, key, value] triples. */
-class BatchWriter implements StepWriter {
-  batch!: Batch;
-  readonly #nextSeq: () => number;
-
-  constructor(nextSeq: () => number) {
-    this.#nextSeq = nextSeq;
-  }
-
-  /** A write of any record database (index + REMOVAL: a removal). */
-  raw(db: number, key: Key, value: unknown): void {
-    this.batch.ops.push(db, key, value);
-  }
-  putTask(task: TaskRecord, final = false): void {
-    this.batch.ops.push(final ? DB.tasks + FINAL : DB.tasks, task.id, task);
-  }
-  putActive(taskId: string): void {
-    this.batch.ops.push(DB.active, taskId, true);
-  }
-  removeActive(taskId: string): void {
-    this.batch.ops.push(DB.active + REMOVAL, taskId, null);
-  }
-  putAttempt(a: AttemptRecord): void {
-    this.batch.ops.push(DB.attempts + FINAL, [a.taskId, a.run, a.attempt], a);
-  }
-  putRun(r: RunRecord): void {
-    this.batch.ops.push(DB.runs + FINAL, [r.taskId, r.run], r);
-  }
-  putInstance(key: string, envelope: InstanceEnvelope): void {
-    this.batch.ops.push(DB.instances, key, envelope);
-  }
-  putTimer(t: TimerRecord): void {
-    this.batch.ops.push(DB.timers, [t.due, t.id], t);
-  }
-  removeTimer(t: TimerRecord): void {
-    this.batch.ops.push(DB.timers + REMOVAL, [t.due, t.id], null);
-  }
-  putIdempotency(key: string, taskId: string): void {
-    this.batch.ops.push(DB.idempotency, key, taskId);
-  }
-  putLog(key: [string, number, number, number], line: LogRecord): void {
-    this.batch.ops.push(DB.logs, key, line);
-  }
-  putInbox(taskId: string, item: InboxRecord): void {
-    this.batch.ops.push(DB.inbox, [taskId, item.seq], item);
-  }
-  putSchedule(schedule: ScheduleRecord): void {
-    this.batch.ops.push(DB.schedules, schedule.id, schedule);
-  }
-  removeSchedule(id: string): void {
-    this.batch.ops.push(DB.schedules + REMOVAL, id, null);
-  }
-  putControl(key: string, value: unknown): void {
-    this.batch.ops.push(DB.control, key, value);
-  }
-  event(type: EventType, fields: Omit<EventRecord, 'seq' | 'type' | 'at'> & { at: number }): EventRecord {
-    const record = { seq: this.#nextSeq(), type, ...fields } as EventRecord;
-    this.batch.events.push(record);
-    return record;
-  }
-  putEvent(event: EventRecord): void {
-    this.batch.events.push(event);
-  }
-}
 
 function quarantineKey(name: string, key: unknown): string {
   return `${name}\u0000${Array.isArray(key) ? key.join('\u0000') : String(key)}`;

@@ -31,13 +31,12 @@ function taskOf(patch: Partial<TaskRecord> = {}): TaskRecord {
 const cancel = (task: TaskRecord, liveAttemptId?: string, reason = 'cancelled', ctx = context()) => decideCancel(deepFreeze({ task, liveAttemptId }), deepFreeze({ reason }), ctx);
 
 describe('decideCancel', () => {
-  it('cancels a queued task at once: record, active removal, task.cancelled, notify (no run record: the task holds its run)', () => {
+  it('cancels a queued task at once: record, task.cancelled, notify (no run record: the task holds its run)', () => {
     const task = taskOf();
     const out = cancel(task, undefined, 'not needed');
     expect(out).toStrictEqual({
       changes: [
         { kind: 'task', task: { ...task, state: 'cancelled', updatedAt: NOW, reason: 'not needed', settledAt: NOW } },
-        { kind: 'active', taskId: 't1', active: false },
       ],
       events: [{ seq: 300, at: NOW, type: 'task.cancelled', taskId: 't1', data: { run: 1, reason: 'not needed', from: 'queued' } }],
       effects: [{ kind: 'notify', taskId: 't1' }],

@@ -31,13 +31,12 @@ function taskOf(patch: Partial<TaskRecord> = {}): TaskRecord {
 const drop = (task: TaskRecord, ctx = context()) => decideDrop(deepFreeze({ task }), deepFreeze({ degradedDropMs: 60_000 }), ctx);
 
 describe('decideDrop', () => {
-  it('dead-letters a queued task on a degraded instance: dropped, INSTANCE_DEGRADED, active removal, notify (no run record: the task holds its run)', () => {
+  it('dead-letters a queued task on a degraded instance: dropped, INSTANCE_DEGRADED, notify (no run record: the task holds its run)', () => {
     const task = taskOf();
     const error = { code: 'INSTANCE_DEGRADED', message: 'instance echo/default/abc stayed degraded for 60000 ms while the task was queued', retryable: false, fault: 'infrastructure' };
     expect(drop(task)).toStrictEqual({
       changes: [
         { kind: 'task', task: { ...task, state: 'dropped', updatedAt: NOW, reason: 'instance_degraded', error, settledAt: NOW } },
-        { kind: 'active', taskId: 't1', active: false },
       ],
       events: [{ seq: 800, at: NOW, type: 'task.dropped', taskId: 't1', data: { run: 1, reason: 'instance_degraded', error, instanceKey: 'echo/default/abc' } }],
       effects: [{ kind: 'notify', taskId: 't1' }],

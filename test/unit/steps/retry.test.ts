@@ -28,7 +28,7 @@ function taskOf(patch: Partial<TaskRecord> = {}): TaskRecord {
 }
 
 describe('decideRetry: a settled task starts a new run', () => {
-  it.each(['failed', 'dropped', 'cancelled'] as const)('%s → the ended run recorded, queued, run 2, outcome fields cleared, active again', (from) => {
+  it.each(['failed', 'dropped', 'cancelled'] as const)('%s → the ended run recorded, queued, run 2, outcome fields cleared', (from) => {
     const error = { code: 'X', message: 'm', retryable: false, fault: 'agent' } as const;
     const task = taskOf({
       state: from,
@@ -55,7 +55,6 @@ describe('decideRetry: a settled task starts a new run', () => {
             retry: RETRY, runs: 2, runReason: 'retry', runCreatedAt: NOW, attempts: 0, attemptSeq: 0, token: 77, queuedOrder: 400, queuedAt: NOW, createdAt: 500, updatedAt: NOW,
           },
         },
-        { kind: 'active', taskId: 't1', active: true },
       ],
       events: [{ seq: 400, at: NOW, type: 'task.queued', taskId: 't1', data: { run: 2, reason: 'retry', from } }],
       effects: [],

@@ -54,7 +54,7 @@ const taskIn = (out: StepResult) => {
 };
 
 describe('decideSettle: terminal outcomes', () => {
-  it('settles success as done: ended attempt, task.done, active removal, notify (no run record: the task holds its run)', () => {
+  it('settles success as done: ended attempt, task.done, notify (no run record: the task holds its run)', () => {
     const task = running({ error: { code: 'X', message: 'earlier', retryable: true, fault: 'agent' } });
     const out = settle(task, ok({ kind: 'success', summary: 'ok', output: { n: 2 } }));
     const done = { ...task, state: 'done', updatedAt: NOW, result: { kind: 'success', summary: 'ok' }, output: { n: 2 }, settledAt: NOW } as TaskRecord;
@@ -63,7 +63,6 @@ describe('decideSettle: terminal outcomes', () => {
       changes: [
         { kind: 'attempt', attempt: { ...attemptOf(task), endedAt: NOW, exit: 'success' } },
         { kind: 'task', task: done },
-        { kind: 'active', taskId: 't1', active: false },
       ],
       events: [{ seq: 200, at: NOW, type: 'task.done', taskId: 't1', attemptId: 't1:1:1', data: { run: 1, attempt: 1, exit: 'success', attemptMs: 4_000, kind: 'success', summary: 'ok' } }],
       effects: [{ kind: 'notify', taskId: 't1' }],
@@ -100,7 +99,6 @@ describe('decideSettle: terminal outcomes', () => {
     const t = taskIn(out)!;
     expect(t).toMatchObject({ state: 'dropped', reason: 'retry_exhausted', error: { code: 'RETRY_EXHAUSTED', retryable: false, fault: 'agent' } });
     expect(out.events).toEqual([{ seq: 200, at: NOW, type: 'task.dropped', taskId: 't1', attemptId: 't1:1:3', data: { run: 1, attempt: 3, exit: 'error', attemptMs: 4_000, reason: 'retry_exhausted', error: t.error } }]);
-    expect(out.changes).toContainEqual({ kind: 'active', taskId: 't1', active: false });
   });
 
   it('settles a cancel stop as cancelled with the cancel reason, whatever the agent returned', () => {
@@ -182,7 +180,6 @@ describe('decideSettle: the task goes on', () => {
     expect(out.events).toEqual([{ seq: 200, at: NOW, type: 'task.sleeping', taskId: 't1', attemptId: 't1:1:1', data: { run: 1, attempt: 1, exit: 'success', attemptMs: 4_000, wakeAt: NOW + 60_000 } }]);
     expect(out.changes.some((c) => c.kind === 'run')).toBe(false);
     expect(out.changes).toContainEqual({ kind: 'timer', timer, armed: true });
-    expect(out.changes.some((c) => c.kind === 'active')).toBe(false);
     expect(out.effects).toEqual([{ kind: 'arm', timer }]);
     // The slept run is written by the wake, from the task as it went to sleep (settledAt: its updatedAt).
     const woken = decideWake(deepFreeze({ task: taskIn(out)! }), deepFreeze({ timer }), context());

@@ -39,7 +39,7 @@ function spec(patch: Partial<ValidSpec> = {}): ValidSpec {
 const view = deepFreeze({ workspacesDir: '/data/workspaces' });
 
 describe('decideSubmit', () => {
-  it('queues a new task: record, active index, task.queued whose seq is its FIFO order', () => {
+  it('queues a new task: record, task.queued whose seq is its FIFO order', () => {
     const ctx = context();
     const input = deepFreeze({ spec: spec() });
     const out = decideSubmit(view, input, ctx);
@@ -68,7 +68,6 @@ describe('decideSubmit', () => {
     expect(out).toEqual({
       changes: [
         { kind: 'task', task },
-        { kind: 'active', taskId: 'T1', active: true },
       ],
       events: [{ seq: 40, at: 1_000, type: 'task.queued', taskId: 'T1', data: { run: 1, agent: 'echo', priority: 2 } }],
       effects: [],
@@ -105,7 +104,6 @@ describe('decideSubmit', () => {
     expect(out.changes[0]!.kind === 'task' && out.changes[0].task.queuedAt).toBeUndefined();
     expect(out.events).toEqual([{ seq: 40, at: 1_000, type: 'task.needs_attention', taskId: 'T1', data: { run: 1, reason: 'unmatched', agent: '', requires: ['gpu'] } }]);
     expect(out.effects).toEqual([{ kind: 'notify', taskId: 'T1' }]);
-    expect(out.changes).toContainEqual({ kind: 'active', taskId: 'T1', active: true });
   });
 
   it('makes a per-task workspace under the workspaces dir, with its keep policy', () => {

@@ -1,0 +1,97 @@
+/**
+ * What one transaction of the LMDB backend gathers: the record changes and events of every commit
+ * asked for in one turn (or while the previous transaction flushes), and the writer that steps
+ * write them with.
+ */
+import type { Key, StepWriter } from '../port.js';
+import type { AttemptRecord, EventRecord, EventType, InboxRecord, InstanceEnvelope, LogRecord, RunRecord, ScheduleRecord, TaskRecord, TimerRecord } from '../records.js';
+import { DB, FINAL, REMOVAL } from './layout.js';
+
+/** The commits gathered for one transaction. */
+export interface Batch {
+  readonly no: number;
+  /** Logged changes, flat [db (+ flags), key, value] (see layout.ts). */
+  readonly ops: unknown[];
+  /**
+   * Writes that go straight to their databases in this transaction and never into the log:
+   * write-once records (an ended attempt, a finished run) and index repairs. Flat, as `ops`.
+   */
+  readonly direct: unknown[];
+  readonly events: EventRecord[];
+  readonly done: Promise<void>;
+  resolve(): void;
+  reject(error: Error): void;
+}
+
+/** A new, empty batch. */
+export function newBatch(no: number): Batch {
+  let resolve!: () => void;
+  let reject!: (error: Error) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { no, ops: [], direct: [], events: [], done, resolve, reject };
+}
+
+/** Collects the writes of one commit call into its batch. */
+export class BatchWriter implements StepWriter {
+  batch!: Batch;
+  readonly #nextSeq: () => number;
+
+  constructor(nextSeq: () => number) {
+    this.#nextSeq = nextSeq;
+  }
+
+  /** A logged write of any record database (index + REMOVAL: a removal). */
+  raw(db: number, key: Key, value: unknown): void {
+    this.batch.ops.push(db, key, value);
+  }
+  putTask(task: TaskRecord, final = false): void {
+    this.batch.ops.push(final ? DB.tasks + FINAL : DB.tasks, task.id, task);
+  }
+  removeActive(taskId: string): void {
+    this.batch.direct.push(DB.active + REMOVAL, taskId, null);
+  }
+  putAttempt(a: AttemptRecord): void {
+    this.batch.direct.push(DB.attempts, [a.taskId, a.run, a.attempt], a);
+  }
+  putRun(r: RunRecord): void {
+    this.batch.direct.push(DB.runs, [r.taskId, r.run], r);
+  }
+  putInstance(key: string, envelope: InstanceEnvelope): void {
+    this.batch.ops.push(DB.instances, key, envelope);
+  }
+  putTimer(t: TimerRecord): void {
+    this.batch.ops.push(DB.timers, [t.due, t.id], t);
+  }
+  removeTimer(t: TimerRecord): void {
+    this.batch.ops.push(DB.timers + REMOVAL, [t.due, t.id], null);
+  }
+  putIdempotency(key: string, taskId: string): void {
+    this.batch.ops.push(DB.idempotency, key, taskId);
+  }
+  putLog(key: [string, number, number, number], line: LogRecord): void {
+    this.batch.ops.push(DB.logs, key, line);
+  }
+  putInbox(taskId: string, item: InboxRecord): void {
+    this.batch.ops.push(DB.inbox, [taskId, item.seq], item);
+  }
+  putSchedule(schedule: ScheduleRecord): void {
+    this.batch.ops.push(DB.schedules, schedule.id, schedule);
+  }
+  removeSchedule(id: string): void {
+    this.batch.ops.push(DB.schedules + REMOVAL, id, null);
+  }
+  putControl(key: string, value: unknown): void {
+    this.batch.ops.push(DB.control, key, value);
+  }
+  event(type: EventType, fields: Omit<EventRecord, 'seq' | 'type' | 'at'> & { at: number }): EventRecord {
+    const record = { seq: this.#nextSeq(), type, ...fields } as EventRecord;
+    this.batch.events.push(record);
+    return record;
+  }
+  putEvent(event: EventRecord): void {
+    this.batch.events.push(event);
+  }
+}

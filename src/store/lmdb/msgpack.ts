@@ -1,0 +1,219 @@
+/**
+ * A small msgpack writer for the records the store writes on every task: task, attempt and run
+ * records, the log and the event log. Its output is plain msgpack that msgpackr decodes (the
+ * databases keep msgpackr as their decoder), byte for byte the shapes msgpackr writes for these
+ * values. It exists because msgpackr's one generic `pack` function, fed every kind of value the
+ * store writes, was deoptimized over and over on the hot path (measured: some runs spent a third of
+ * the main thread in it), and because a record is written field by field here instead of through
+ * an array of its values built first.
+ *
+ * Values are written into a large chunk and handed out as views of it; a chunk is never written
+ * twice (lmdb-js reads a value's bytes later, from the write thread), and a full chunk is simply
+ * left to the values that still reference it.
+ */
+import { Packr } from 'msgpackr';
+
+const CHUNK = 256 * 1024;
+/** Values msgpack cannot say natively (Dates, binary, BigInts) are written by msgpackr. */
+const fallback = new Packr({ useRecords: false, copyBuffers: true, mapsAsObjects: true });
+const objectProto = Object.prototype;
+
+/** See the module comment. */
+export class MsgpackWriter {
+  #buf: Buffer = Buffer.allocUnsafeSlow(CHUNK);
+  #pos = 0;
+  #start = 0;
+
+  /** Writes one value with `write` and returns its bytes (a view that stays valid). */
+  encode<T>(value: T, write: (w: MsgpackWriter, value: T) => void): Buffer {
+    this.#start = this.#pos;
+    write(this, value);
+    const out = this.#buf.subarray(this.#start, this.#pos);
+    this.#start = this.#pos;
+    return out;
+  }
+
+  /** Makes room for `bytes` more; a value outgrowing its chunk moves to a new one. */
+  #room(bytes: number): void {
+    if (this.#pos + bytes <= this.#buf.length) return;
+    const written = this.#pos - this.#start;
+    const next = Buffer.allocUnsafeSlow(Math.max(CHUNK, 2 * (written + bytes)));
+    this.#buf.copy(next, 0, this.#start, this.#pos);
+    this.#buf = next;
+    this.#start = 0;
+    this.#pos = written;
+  }
+
+  nil(): void {
+    this.#room(1);
+    this.#buf[this.#pos++] = 0xc0;
+  }
+
+  array(length: number): void {
+    this.#room(5);
+    const b = this.#buf;
+    if (length < 16) b[this.#pos++] = 0x90 | length;
+    else if (length < 0x10000) {
+      b[this.#pos] = 0xdc;
+      b.writeUInt16BE(length, this.#pos + 1);
+      this.#pos += 3;
+    } else {
+      b[this.#pos] = 0xdd;
+      b.writeUInt32BE(length, this.#pos + 1);
+      this.#pos += 5;
+    }
+  }
+
+  #map(size: number): void {
+    this.#room(5);
+    const b = this.#buf;
+    if (size < 16) b[this.#pos++] = 0x80 | size;
+    else if (size < 0x10000) {
+      b[this.#pos] = 0xde;
+      b.writeUInt16BE(size, this.#pos + 1);
+      this.#pos += 3;
+    } else {
+      b[this.#pos] = 0xdf;
+      b.writeUInt32BE(size, this.#pos + 1);
+      this.#pos += 5;
+    }
+  }
+
+  number(n: number): void {
+    this.#room(9);
+    const b = this.#buf;
+    let p = this.#pos;
+    if (n >>> 0 === n) {
+      if (n < 0x80) b[p++] = n;
+      else if (n < 0x100) {
+        b[p++] = 0xcc;
+        b[p++] = n;
+      } else if (n < 0x10000) {
+        b[p++] = 0xcd;
+        b[p++] = n >> 8;
+        b[p++] = n & 0xff;
+      } else {
+        b[p] = 0xce;
+        b.writeUInt32BE(n, p + 1);
+        p += 5;
+      }
+    } else if (n >> 0 === n) {
+      if (n >= -0x20) b[p++] = 0x100 + n;
+      else if (n >= -0x80) {
+        b[p++] = 0xd0;
+        b[p++] = n + 0x100;
+      } else if (n >= -0x8000) {
+        b[p] = 0xd1;
+        b.writeInt16BE(n, p + 1);
+        p += 3;
+      } else {
+        b[p] = 0xd2;
+        b.writeInt32BE(n, p + 1);
+        p += 5;
+      }
+    } else {
+      b[p] = 0xcb;
+      b.writeDoubleBE(n, p + 1);
+      p += 9;
+    }
+    this.#pos = p;
+  }
+
+  string(s: string): void {
+    const length = s.length;
+    this.#room(5 + 3 * length);
+    const b = this.#buf;
+    // Ids, names and states are short ASCII: copied in place behind a one-byte header.
+    if (length < 32) {
+      const p = this.#pos + 1;
+      let i = 0;
+      for (; i < length; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        b[p + i] = c;
+      }
+      if (i === length) {
+        b[this.#pos] = 0xa0 | length;
+        this.#pos = p + length;
+        return;
+      }
+    }
+    const bytes = Buffer.byteLength(s, 'utf8');
+    let p = this.#pos;
+    if (bytes < 32) b[p++] = 0xa0 | bytes;
+    else if (bytes < 0x100) {
+      b[p++] = 0xd9;
+      b[p++] = bytes;
+    } else if (bytes < 0x10000) {
+      b[p] = 0xda;
+      b.writeUInt16BE(bytes, p + 1);
+      p += 3;
+    } else {
+      b[p] = 0xdb;
+      b.writeUInt32BE(bytes, p + 1);
+      p += 5;
+    }
+    b.write(s, p, bytes, 'utf8');
+    this.#pos = p + bytes;
+  }
+
+  /** Any plain value: primitives, arrays and plain objects here; anything else through msgpackr. */
+  value(v: unknown): void {
+    switch (typeof v) {
+      case 'string':
+        return this.string(v);
+      case 'number':
+        return this.number(v);
+      case 'boolean':
+        this.#room(1);
+        this.#buf[this.#pos++] = v ? 0xc3 : 0xc2;
+        return;
+      case 'undefined':
+        // msgpackr's undefined: fixext 1, type 0, data 0.
+        this.#room(3);
+        this.#buf[this.#pos++] = 0xd4;
+        this.#buf[this.#pos++] = 0;
+        this.#buf[this.#pos++] = 0;
+        return;
+      case 'object':
+        if (v === null) return this.nil();
+        if (Array.isArray(v)) {
+          this.array(v.length);
+          for (let i = 0; i < v.length; i++) this.value(v[i]);
+          return;
+        }
+        if (Object.getPrototypeOf(v) === objectProto) return this.#object(v as Record<string, unknown>);
+    }
+    this.#raw(fallback.pack(v));
+  }
+
+  #object(o: Record<string, unknown>): void {
+    let size = 0;
+    for (const key in o) if (Object.hasOwn(o, key)) size++;
+    this.#map(size);
+    for (const key in o) {
+      if (!Object.hasOwn(o, key)) continue;
+      this.string(key);
+      this.value(o[key]);
+    }
+  }
+
+  #raw(bytes: Uint8Array): void {
+    this.#room(bytes.length);
+    this.#buf.set(bytes, this.#pos);
+    this.#pos += bytes.length;
+  }
+}
+
+/** Writes a record positionally: `[version, …fields]`, the shape codec.ts reads back. */
+export type RecordWriter<T> = (w: MsgpackWriter, record: T) => void;
+
+/**
+ * A record writer for these fields, compiled once: one property read per field in a straight line,
+ * where a loop over the field names would make every read a keyed (megamorphic) load.
+ */
+export function recordWriter<T>(version: number, fields: ReadonlyArray<keyof T & string>): RecordWriter<T> {
+  for (const field of fields) if (!/^[A-Za-z_$][\w$]*$/.test(field)) throw new Error(`not a field name: ${field}`);
+  const body = [`w.array(${fields.length + 1});`, `w.number(${version});`, ...fields.map((field) => `w.value(r.${field});`)].join('\n');
+  return new Function('w', 'r', body) as RecordWriter<T>;
+}

@@ -1,0 +1,107 @@
+/**
+ * Reads of the LMDB backend: a database merged with what is decided but not in it yet. That is the
+ * overlay (records changed since they were last materialized) and, for write-once records written
+ * in their own commit, the batches not landed yet. The active index is not in the overlay at all:
+ * it follows the task records, so its pending part is read off the overlay's tasks.
+ */
+import { isTerminal } from '../../../machines/index.js';
+import type { Key, RangeOptions, SafeDatabase } from '../port.js';
+import type { TaskRecord } from '../records.js';
+import { compareKeys, keyString, REMOVED, type Overlay } from './overlay.js';
+
+/** A decided value not yet in its database: a record, or REMOVED. */
+interface Pending {
+  key: Key;
+  value: unknown;
+}
+
+/** Decided values of one database, not yet in it, by key string. */
+export type PendingWrites = Map<string, Pending>;
+
+/** What one database's reads merge over it. */
+export interface Decided {
+  /** The value decided for a key (REMOVED: removed), or undefined when nothing is pending for it. */
+  get(key: Key): unknown;
+  /** Pending entries within the bounds, in key order (or reversed). */
+  entries(options: RangeOptions): Pending[];
+}
+
+/** What the overlay holds for database `db`. */
+export function overlayOf(overlay: Overlay, db: number): Decided {
+  return { get: (key) => overlay.get(db, key), entries: (options) => overlay.entries(db, options) };
+}
+
+/** Write-once records of a database whose commit has not landed. */
+export function pendingOf(pending: PendingWrites): Decided {
+  return {
+    get: (key) => (pending.size === 0 ? undefined : pending.get(keyString(key))?.value),
+    entries: (options) => (pending.size === 0 ? [] : inBounds([...pending.values()], options)),
+  };
+}
+
+/** The active index as the overlay's tasks say it is: present while not terminal. */
+export function activeOf(overlay: Overlay, tasksDb: number): Decided {
+  const activity = (value: unknown) => (value === undefined ? undefined : value === REMOVED || isTerminal((value as TaskRecord).state) ? REMOVED : true);
+  return {
+    get: (key) => activity(overlay.get(tasksDb, key)),
+    entries: (options) => overlay.entries(tasksDb, options).map(({ key, value }) => ({ key, value: activity(value) })),
+  };
+}
+
+function inBounds(entries: Pending[], options: RangeOptions): Pending[] {
+  const { start, end } = options;
+  const out = entries.filter(({ key }) => (start === undefined || compareKeys(key, start) >= 0) && (end === undefined || compareKeys(key, end) < 0));
+  out.sort((a, b) => compareKeys(a.key, b.key));
+  if (options.reverse) out.reverse();
+  return out;
+}
+
+/** Reads of one database through what is decided: the decided value first, then the database. */
+export function mergedReads<V, K extends Key>(decided: Decided, base: SafeDatabase<V, K>): SafeDatabase<V, K> {
+  const get = (key: K): V | undefined => {
+    const value = decided.get(key);
+    if (value === undefined) return base.get(key);
+    return value === REMOVED ? undefined : (value as V);
+  };
+  function* merged(options: RangeOptions = {}): Generator<{ key: K; value: V | typeof REMOVED }> {
+    const dirty = decided.entries(options);
+    const sign = options.reverse ? -1 : 1;
+    let limit = options.limit ?? Number.POSITIVE_INFINITY;
+    let i = 0;
+    const emit = function* (key: K, value: V | typeof REMOVED) {
+      if (value === REMOVED) return;
+      limit--;
+      yield { key, value };
+    };
+    const { limit: _ignored, ...bounds } = options;
+    for (const { key, value } of base.range(bounds)) {
+      if (limit <= 0) return;
+      while (i < dirty.length && sign * compareKeys(dirty[i]!.key, key) < 0) {
+        const entry = dirty[i++]!;
+        yield* emit(entry.key as K, entry.value as V | typeof REMOVED);
+        if (limit <= 0) return;
+      }
+      if (i < dirty.length && compareKeys(dirty[i]!.key, key) === 0) {
+        const entry = dirty[i++]!;
+        yield* emit(entry.key as K, entry.value as V | typeof REMOVED);
+        continue;
+      }
+      yield* emit(key, value);
+    }
+    while (i < dirty.length && limit > 0) {
+      const entry = dirty[i++]!;
+      yield* emit(entry.key as K, entry.value as V | typeof REMOVED);
+    }
+  }
+  return {
+    get,
+    range: (options) => merged(options) as Iterable<{ key: K; value: V }>,
+    *keys(options) {
+      for (const { key } of merged(options)) yield key;
+    },
+    has: (key) => {
+      const value = decided.get(key);
+      return value === undefined ? base.has(key) : value !== REMOVED;
+    },
+  };
+}
