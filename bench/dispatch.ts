@@ -7,7 +7,9 @@
  *   node dist/bench/dispatch.js [--tasks 100000] [--warmup 5000] [--window 1024] [--threads 2]
  *     [--slots 1,4,16] [--runs 3] [--latency-seconds 3] [--load 0.5] [--aof always[,everysec]]
  *     [--redis own|url] [--graphile-local-queue 500] [--runners piscina,troupe,graphile-worker,bullmq]
- *     [--json]
+ *     [--json] [--settings]
+ *
+ * `--settings` prints every setting the run would use (with `--json`, as JSON) and runs nothing.
  *
  * What each figure is, per runner and run:
  * - tasks/s: closed loop. After `--warmup` tasks, `--tasks` tasks with `--window` of them in flight
@@ -49,6 +51,7 @@ const { values } = parseArgs({
     'graphile-local-queue': { type: 'string', default: '500' },
     runners: { type: 'string' },
     json: { type: 'boolean', default: false },
+    settings: { type: 'boolean', default: false },
   },
 });
 const int = (name: string, min: number) => {
@@ -141,6 +144,11 @@ const header = [
   `# KB/task: ${ALLOC_SOURCE}`,
   ...chosen.map((s) => `# ${s.name}: ${s.settings}`),
 ];
+if (values.settings) {
+  console.log(values.json ? JSON.stringify({ settings }, null, 2) : header.join('\n'));
+  await ownRedis?.stop();
+  process.exit(0);
+}
 if (!values.json) console.log(header.join('\n'));
 else console.error(header.join('\n'));
 

@@ -1,0 +1,38 @@
+/**
+ * `npm run bench` as a user runs it (issue 9 item 9): it prints every setting it runs with, uses
+ * one in-flight window for every runner (1,024 unless told), and puts raw Piscina and Troupe in
+ * one table with the ratio. Only a tiny run here: figures belong to the bench, not to tests.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+
+const BENCH = new URL('../../dist/bench/dispatch.js', import.meta.url).pathname;
+const run = promisify(execFile);
+/** No peers: their servers are the bench's business, not this test's. */
+const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => key !== 'PG_URL' && key !== 'REDIS_URL'));
+
+describe('npm run bench', () => {
+  it('defaults to 100,000 tasks, 3 runs and a window of 1,024 for every runner, and says so', async () => {
+    const { stdout } = await run(process.execPath, [BENCH, '--settings', '--json'], { env });
+    const { settings } = JSON.parse(stdout) as { settings: Record<string, unknown> & { runners: Record<string, string> } };
+    expect(settings).toMatchObject({ tasks: 100_000, warmup: 5_000, window: 1_024, threads: 2, slots: [1, 4, 16], runs: 3 });
+    expect(Object.keys(settings.runners)).toEqual(['piscina', 'troupe']);
+    const header = (await run(process.execPath, [BENCH, '--settings'], { env })).stdout;
+    expect(header).toContain('window 1,024 for every runner');
+    expect(header).toContain('# piscina: pool.run() per task');
+    expect(header).toContain('# troupe: submit() + wait() per task');
+  });
+
+  it('runs raw Piscina and Troupe with the same settings and prints both, with the ratio', async () => {
+    const args = [BENCH, '--tasks', '300', '--warmup', '50', '--runs', '1', '--slots', '2', '--window', '32', '--latency-seconds', '0.2'];
+    const { stdout } = await run(process.execPath, args, { env, timeout: 60_000 });
+    expect(stdout).toContain('# npm run bench: 300 no-op tasks per runner and run after 50 warm-up, window 32 for every runner');
+    expect(stdout).toContain('## 2×2 (threads × slots), window 32, 300 tasks, 1 run(s)');
+    const rows = stdout.split('\n').filter((line) => /^\| (piscina|troupe) \|/.test(line));
+    expect(rows.map((row) => row.split('|')[1]!.trim())).toEqual(['piscina', 'troupe']);
+    // The baseline's ratio is itself; Troupe's is a positive number.
+    expect(rows[0]!.split('|')[4]!.trim()).toBe('1.00');
+    expect(Number(rows[1]!.split('|')[4])).toBeGreaterThan(0);
+  });
+});
