@@ -12,6 +12,9 @@ const CODES = Array.from(ALPHABET, (c) => c.charCodeAt(0));
 export function createIdGenerator(now: () => number): () => string {
   let lastTime = -1;
   const random = new Uint8Array(16); // 16 base32 digits of 5 bits (only the low 5 bits are used)
+  // Random bytes are drawn 4 KiB at a time: a call into the CSPRNG per millisecond was measurable.
+  const pool = new Uint8Array(4096);
+  let used = pool.length;
   // The id's character codes: the time part is written once per millisecond. The string is made
   // in one call (concatenating 26 characters would allocate a rope of 26 strings per id).
   const codes = new Array<number>(26).fill(0);
@@ -22,8 +25,11 @@ export function createIdGenerator(now: () => number): () => string {
       increment(random);
     } else {
       lastTime = time;
-      randomFillSync(random);
-      for (let i = 0; i < random.length; i++) random[i] &= 31;
+      if (used + random.length > pool.length) {
+        randomFillSync(pool);
+        used = 0;
+      }
+      for (let i = 0; i < random.length; i++) random[i] = pool[used++]! & 31;
       random[0] &= 15; // leave headroom so increments within one millisecond never overflow
       for (let i = 9; i >= 0; i--) codes[9 - i] = CODES[Math.floor(time / 32 ** i) % 32]!;
     }

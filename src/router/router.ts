@@ -94,6 +94,8 @@ export interface Router {
 export function createRouter(options: RouterOptions): Router {
   const { store, clock, log } = options;
   const live = new Map<string, LiveEntry>();
+  /** The key last moved to (or created at) the back of `live`. */
+  let newest: string | undefined;
   const dirty = new Set<string>();
   /** Envelopes whose commit has not landed yet: LMDB reads would still return the older value. */
   const writing = new Map<string, InstanceEnvelope>();
@@ -125,6 +127,7 @@ export function createRouter(options: RouterOptions): Router {
     if (envelope) actor.send({ type: 'recover', at: clock.now() });
     const entry: LiveEntry = { actor, persisted, changes: [], pending: 0, running: 0, stopping: 0, at: 0 };
     live.set(key, entry);
+    newest = key;
     if (!envelope) {
       // First sight: persist it so setTarget, instances() and a rebuild can find it.
       dirty.add(key);
@@ -136,9 +139,13 @@ export function createRouter(options: RouterOptions): Router {
   function touch(key: string, descriptor?: InstanceDescriptor): LiveEntry | undefined {
     const entry = live.get(key);
     if (entry) {
-      // Map order is LRU order: move to the back.
-      live.delete(key);
-      live.set(key, entry);
+      // Map order is LRU order: move to the back, unless it is there already (the common case:
+      // the same instance's attempts, change after change).
+      if (key !== newest) {
+        live.delete(key);
+        live.set(key, entry);
+        newest = key;
+      }
       return entry;
     }
     return start(key, descriptor);

@@ -213,7 +213,12 @@ export type RecordWriter<T> = (w: MsgpackWriter, record: T) => void;
  * where a loop over the field names would make every read a keyed (megamorphic) load.
  */
 export function recordWriter<T>(version: number, fields: ReadonlyArray<keyof T & string>): RecordWriter<T> {
-  for (const field of fields) if (!/^[A-Za-z_$][\w$]*$/.test(field)) throw new Error(`not a field name: ${field}`);
+  assertFieldNames(fields);
   const body = [`w.array(${fields.length + 1});`, `w.number(${version});`, ...fields.map((field) => `w.value(r.${field});`)].join('\n');
   return new Function('w', 'r', body) as RecordWriter<T>;
+}
+
+/** Field names compiled into code (see {@link recordWriter}) must be plain identifiers. */
+export function assertFieldNames(fields: readonly string[]): void {
+  for (const field of fields) if (!/^[A-Za-z_$][\w$]*$/.test(field)) throw new Error(`not a field name: ${field}`);
 }
