@@ -369,6 +369,8 @@ export class Dispatcher {
       this.#parked--;
     } else if (attempt.phase === 'dispatched') {
       this.#dispatched--;
+      // It ran and ended within one turn of its thread (its BEGIN was left out): next to no time.
+      if (outcome.kind === 'result') this.#execMs -= EWMA * this.#execMs;
     } else if (attempt.phase === 'executing') {
       this.#executing--;
       this.#execMs += EWMA * (performance.now() - attempt.mark - this.#execMs);
