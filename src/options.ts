@@ -22,10 +22,11 @@ export interface RuntimeOptions {
   slotsPerThread?: number;
   /**
    * Most attempts the dispatcher may start ahead of a free slot, so that the durable start commit
-   * of the next attempt overlaps the running ones. The window adapts: it covers the start commit's
-   * latency for fast agents and shrinks to zero for slow ones. Prefetched attempts count against
-   * agent and instance limits as running, and a crash counts them against their retry budget like any
-   * started attempt. @default max(64, threads × slotsPerThread)
+   * of the next attempts overlaps the running ones; their threads queue them and run each as soon
+   * as a slot frees. The window adapts: it covers the start commit's latency for fast agents and
+   * shrinks to zero for slow ones. Prefetched attempts count against agent and instance limits as
+   * running, and a crash counts them against their retry budget like any started attempt (as
+   * graphile-worker counts the jobs its local queue has locked). @default max(1024, threads × slotsPerThread)
    */
   prefetch?: number;
   /** Queued tasks beyond which submit rejects with AT_CAPACITY (nothing stored). @default 100_000 */
@@ -154,7 +155,7 @@ export function resolveOptions(input: RuntimeOptions = {}): ResolvedOptions {
   const threads = input.threads ?? Math.max(1, availableParallelism());
   positiveInt('threads', threads);
   positiveInt('slotsPerThread', o.slotsPerThread);
-  const prefetch = input.prefetch ?? Math.max(64, threads * o.slotsPerThread);
+  const prefetch = input.prefetch ?? Math.max(1024, threads * o.slotsPerThread);
   nonNegativeInt('prefetch', prefetch);
   positiveInt('maxQueued', o.maxQueued);
   positiveInt('maxLiveInstances', o.maxLiveInstances);

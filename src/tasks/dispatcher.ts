@@ -79,7 +79,8 @@ export class Dispatcher {
   #parked = 0;
   /** Moving averages (ms): how long a start commit takes, and how long an attempt executes. */
   #startMs = 1;
-  #execMs = 1;
+  /** NaN until the first attempt ended: nothing starts ahead before there is evidence that attempts are fast. */
+  #execMs = Number.NaN;
   #accepting = true;
   #pumpQueued = false;
   readonly #idle = new Set<() => void>();
@@ -124,7 +125,13 @@ export class Dispatcher {
    */
   #ahead(): number {
     // Refills are issued in bursts and land together, so cover several commit latencies, not one.
+    if (Number.isNaN(this.#execMs)) return 0;
     return Math.min(this.#k.options.prefetch, Math.floor((AHEAD_FACTOR * this.#slots * this.#startMs) / Math.max(this.#execMs, 0.01)));
+  }
+
+  /** An attempt took `ms` to execute: the first sample sets the average, later ones move it. */
+  #sampleExec(ms: number): void {
+    this.#execMs = Number.isNaN(this.#execMs) ? ms : this.#execMs + EWMA * (ms - this.#execMs);
   }
 
   #fill(): void {
@@ -370,10 +377,10 @@ export class Dispatcher {
     } else if (attempt.phase === 'dispatched') {
       this.#dispatched--;
       // It ran and ended within one turn of its thread (its BEGIN was left out): next to no time.
-      if (outcome.kind === 'result') this.#execMs -= EWMA * this.#execMs;
+      if (outcome.kind === 'result') this.#sampleExec(0);
     } else if (attempt.phase === 'executing') {
       this.#executing--;
-      this.#execMs += EWMA * (performance.now() - attempt.mark - this.#execMs);
+      this.#sampleExec(performance.now() - attempt.mark);
       if (this.#executing === 0) this.#k.supervise();
     }
     attempt.phase = 'ended';

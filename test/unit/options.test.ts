@@ -37,7 +37,7 @@ describe('resolveOptions defaults', () => {
     expect(r.dataDir).toBe(resolve('./.troupe'));
     expect(r.threads).toBe(threads);
     expect(r.slotsPerThread).toBe(4);
-    expect(r.prefetch).toBe(Math.max(64, threads * 4));
+    expect(r.prefetch).toBe(Math.max(1024, threads * 4));
     expect(r.maxQueued).toBe(100_000);
     expect(r.maxLiveInstances).toBe(10_000);
     expect(r.failedAttemptThreshold).toBe(0);
@@ -63,11 +63,11 @@ describe('resolveOptions defaults', () => {
     expect(r.dataDir).toBe(resolve('some/dir'));
   });
 
-  it('defaults prefetch to max(64, threads × slotsPerThread)', () => {
-    expect(resolveOptions({ threads: 2, slotsPerThread: 4 }).prefetch).toBe(64);
-    expect(resolveOptions({ threads: 20, slotsPerThread: 4 }).prefetch).toBe(80);
-    expect(resolveOptions({ threads: 16, slotsPerThread: 4 }).prefetch).toBe(64);
-    expect(resolveOptions({ threads: 10, slotsPerThread: 10 }).prefetch).toBe(100);
+  it('defaults prefetch to max(1024, threads × slotsPerThread)', () => {
+    expect(resolveOptions({ threads: 2, slotsPerThread: 4 }).prefetch).toBe(1024);
+    expect(resolveOptions({ threads: 200, slotsPerThread: 8 }).prefetch).toBe(1600);
+    expect(resolveOptions({ threads: 64, slotsPerThread: 16 }).prefetch).toBe(1024);
+    expect(resolveOptions({ threads: 100, slotsPerThread: 11 }).prefetch).toBe(1100);
   });
 
   it('keeps an explicit prefetch, including 0', () => {
