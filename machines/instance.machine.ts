@@ -70,7 +70,8 @@ export interface InstanceContext {
 export interface AttemptEvent {
   type: 'attempt';
   attemptId: string;
-  runId: string;
+  /** The run it belongs to (`taskId:run`), for whoever reads the event; the machine does not need it. */
+  runId?: string;
   change: 'pending' | 'running' | 'stopping' | 'ended' | 'released';
   /**
    * The bucket the attempt leaves (absent for 'pending'). The host is the single writer of an

@@ -117,7 +117,7 @@ export function createRouter(options: RouterOptions): Router {
       const base = descriptor ?? (context?.agent ? { agent: context.agent, lane: context.lane ?? 'default', workspace: context.workspace } : undefined);
       if (!base) return undefined;
       actor = createActor(instanceMachine, {
-        input: { key, ...base, failedAttemptThreshold: options.failedAttemptThreshold, target: context?.target ?? null },
+        input: { key, agent: base.agent, lane: base.lane, workspace: base.workspace, failedAttemptThreshold: options.failedAttemptThreshold, target: context?.target ?? null },
       });
     }
     actor.on('degraded', (emitted: InstanceEmitted) => onDegraded(emitted));

@@ -39,8 +39,6 @@ export interface LiveAttempt {
   readonly attemptId: string;
   readonly taskId: string;
   readonly run: number;
-  /** `taskId:run`, the id of the run this attempt belongs to. */
-  readonly runId: string;
   readonly attempt: number;
   token: number;
   readonly entry: GovernorEntry;
@@ -163,11 +161,11 @@ export class Dispatcher {
       attemptId: record.attemptId,
       taskId: task.id,
       run: record.run,
-      runId: `${task.id}:${record.run}`,
       attempt: record.attempt,
       token: record.token,
       entry,
-      descriptor: { agent: task.agent, lane: task.lane, workspace: task.workspace },
+      // The task's agent, lane and workspace: what the router needs to create its instance.
+      descriptor: task,
       record,
       phase: 'starting',
       bucket: undefined,
@@ -406,7 +404,7 @@ export class Dispatcher {
 
   /** Routes an attempt lifecycle change to the task's instance actor. */
   #tell(attempt: LiveAttempt, change: AttemptChange['change'], at: number, status?: AttemptExit): void {
-    const event: AttemptChange = { attemptId: attempt.attemptId, runId: attempt.runId, change };
+    const event: AttemptChange = { attemptId: attempt.attemptId, change };
     if (attempt.bucket !== undefined) event.from = attempt.bucket;
     if (status !== undefined) event.status = status;
     this.#k.router.note(attempt.entry.instanceKey, event, at, attempt.descriptor);
