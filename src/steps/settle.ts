@@ -158,7 +158,7 @@ export function lostAttemptOf(task: TaskRecord, runtimeId: string): AttemptRecor
     attempt: task.attemptSeq,
     attemptId: attemptIdOf(task.id, task.runs, task.attemptSeq),
     token: task.token,
-    owner: `${runtimeId}:unknown`,
+    owner: runtimeId,
     startedAt: task.updatedAt,
     leaseExpiresAt: task.updatedAt,
   };

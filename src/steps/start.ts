@@ -11,7 +11,7 @@ import { nothing, type StepContext, type StepResult } from './types.js';
 export interface StartView {
   /** The picked task; it must be `queued` (and its agent registered: the caller checks). */
   task: TaskRecord;
-  /** Stable id of this data dir's runtime: attempts are owned by `runtimeId:attemptId`. */
+  /** Stable id of this data dir's runtime: the owner of the attempts it starts. */
   runtimeId: string;
   /** Lease length granted to a new attempt. */
   leaseMs: number;
@@ -54,7 +54,7 @@ export function decideStart(view: StartView, input: StartInput, ctx: StepContext
     attempt: attemptSeq,
     attemptId,
     token: seq,
-    owner: `${view.runtimeId}:${attemptId}`,
+    owner: view.runtimeId,
     startedAt: now,
     leaseExpiresAt: now + view.leaseMs,
     // Present from the start, so the ended attempt keeps this one's shape.

@@ -95,7 +95,7 @@ export interface AttemptRecord {
   attempt: number;
   attemptId: string;
   token: number;
-  /** runtimeId:attemptId of the runtime that ran it. */
+  /** The runtime that ran it (its data dir's runtimeId). */
   owner: string;
   startedAt: number;
   /** Lease expiry as first granted; renewals by heartbeats are kept in memory only, because a lease cannot outlive its process. */

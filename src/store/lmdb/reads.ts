@@ -15,8 +15,8 @@ interface Pending {
   value: unknown;
 }
 
-/** Decided values of one database, not yet in it, by key string. */
-export type PendingWrites = Map<string, Pending>;
+/** Batches whose commit has not landed, oldest first; each holds its direct writes as flat [db, key, value] ops. */
+export type Unlanded = ReadonlyArray<{ readonly direct: readonly unknown[] }>;
 
 /** What one database's reads merge over it. */
 export interface Decided {
@@ -31,11 +31,28 @@ export function overlayOf(overlay: Overlay, db: number): Decided {
   return { get: (key) => overlay.get(db, key), entries: (options) => overlay.entries(db, options) };
 }
 
-/** Write-once records of a database whose commit has not landed. */
-export function pendingOf(pending: PendingWrites): Decided {
+/**
+ * Write-once records of database `db` whose commit has not landed, found in the batches
+ * themselves: nothing is indexed when they are written (attempts are read back only by a rebuild,
+ * when none is pending), so a read scans the few batches in flight.
+ */
+export function pendingOf(batches: () => Unlanded, db: number): Decided {
+  const all = (): Pending[] => {
+    const found = new Map<string, Pending>();
+    for (const { direct } of batches()) {
+      for (let i = 0; i < direct.length; i += 3) if (direct[i] === db) found.set(keyString(direct[i + 1] as Key), { key: direct[i + 1] as Key, value: direct[i + 2] });
+    }
+    return [...found.values()];
+  };
   return {
-    get: (key) => (pending.size === 0 ? undefined : pending.get(keyString(key))?.value),
-    entries: (options) => (pending.size === 0 ? [] : inBounds([...pending.values()], options)),
+    get: (key) => {
+      let value: unknown;
+      for (const { direct } of batches()) {
+        for (let i = 0; i < direct.length; i += 3) if (direct[i] === db && compareKeys(direct[i + 1] as Key, key) === 0) value = direct[i + 2];
+      }
+      return value;
+    },
+    entries: (options) => inBounds(all(), options),
   };
 }
 

@@ -25,7 +25,7 @@ import { eventReads, migrateEventsToBatches, nextSeqOf } from './event-log.js';
 import { databaseEncoder, eventBatchEncoder } from './codec.js';
 import { CODECS, DATABASES, DB, encoded, FINAL, logEncoder, MATERIALIZE, PATCH, PATCHED, REMOVAL, STRUCTURES, UNLOGGED, type DbName, type LogEntry } from './layout.js';
 import { replayLog } from './replay.js';
-import { activeOf, mergedReads, overlayOf, pendingOf, type Decided, type PendingWrites } from './reads.js';
+import { activeOf, mergedReads, overlayOf, pendingOf, type Decided } from './reads.js';
 import { BatchWriter, newBatch, type Batch } from './batch-writer.js';
 
 /** The schema this build reads and writes. Bump it with a migration in {@link MIGRATIONS}. */
@@ -109,8 +109,8 @@ class LmdbStore implements Store {
   readonly #lock: DataDirLock;
   readonly #options: StoreOptions;
   readonly #overlay = new Overlay(DATABASES.length);
-  /** Write-once records (attempts, runs) whose commit has not landed, per database. */
-  readonly #unlanded: PendingWrites[] = DATABASES.map(() => new Map());
+  /** Batches issued whose commit has not landed, oldest first: reads see their write-once records. */
+  readonly #unlanded: Batch[] = [];
   /** Ids in the active index database, kept from the task records materialized (see #materialize). */
   readonly #activeInDb = new Set<string>();
   /** Records quarantined whose removal may not have landed yet: reads skip them. */
@@ -150,8 +150,8 @@ class LmdbStore implements Store {
     this.read = {
       tasks: safe('tasks', VALIDATORS.tasks),
       active: safe('active', undefined, activeOf(overlay, DB.tasks)),
-      attempts: safe('attempts', VALIDATORS.attempts, pendingOf(this.#unlanded[DB.attempts]!)),
-      runs: safe('runs', VALIDATORS.runs, pendingOf(this.#unlanded[DB.runs]!)),
+      attempts: safe('attempts', VALIDATORS.attempts, pendingOf(this.#gathered, DB.attempts)),
+      runs: safe('runs', VALIDATORS.runs, pendingOf(this.#gathered, DB.runs)),
       events: eventReads(this.#events, quarantine, isQuarantined),
       timers: safe('timers', VALIDATORS.timers),
       instances: safe('instances', VALIDATORS.instances),
@@ -162,6 +162,9 @@ class LmdbStore implements Store {
       control: safe('control', undefined),
     };
   }
+
+  /** The batches whose write-once records are not in their databases yet: in flight, then the one gathering. */
+  readonly #gathered = (): Batch[] => (this.#pending ? [...this.#unlanded, this.#pending] : this.#unlanded);
 
   get nextSeq(): number {
     return this.#seq;
@@ -238,11 +241,7 @@ class LmdbStore implements Store {
       this.#seq = firstSeq;
       throw error;
     }
-    const { ops, direct } = batch;
-    for (let i = directMark; i < direct.length; i += 3) {
-      const index = direct[i] as number;
-      if (index < REMOVAL) this.#unlanded[index]!.set(keyString(direct[i + 1] as Key), { key: direct[i + 1] as Key, value: direct[i + 2] });
-    }
+    const { ops } = batch;
     const overlay = this.#overlay;
     const at = Date.now();
     // The log holds each key's net change in the batch: an earlier op of the same key in this
@@ -292,6 +291,7 @@ class LmdbStore implements Store {
     const batch = this.#pending;
     if (!batch || this.#inFlight >= MAX_IN_FLIGHT) return;
     this.#pending = undefined;
+    this.#unlanded.push(batch);
     this.#lastBatch = batch.no;
     const materialized = this.#overlay.take({
       batch: batch.no,
@@ -331,7 +331,7 @@ class LmdbStore implements Store {
     // Batches resolve (and publish their events) in batch order, whatever order LMDB lands them in.
     const landed = Promise.allSettled([this.#tail, written]).then(([, outcome]) => {
       this.#inFlight--;
-      this.#landDirect(batch);
+      this.#unlanded.shift();
       if (outcome.status === 'fulfilled') {
         this.#overlay.written(materialized, batch.no);
         // Publishing is the caller's; whatever it throws must not keep the batch from resolving.
@@ -349,18 +349,6 @@ class LmdbStore implements Store {
       if (this.#pending) this.#queueFlush();
     });
     this.#tail = landed;
-  }
-
-  /** A batch's write-once records are in their databases (or failed): reads go there again. */
-  #landDirect(batch: Batch): void {
-    const { direct } = batch;
-    for (let i = 0; i < direct.length; i += 3) {
-      const index = direct[i] as number;
-      if (index >= REMOVAL) continue;
-      const pending = this.#unlanded[index]!;
-      const id = keyString(direct[i + 1] as Key);
-      if (pending.get(id)?.value === direct[i + 2]) pending.delete(id);
-    }
   }
 
   #materialize(entry: DirtyEntry): void {

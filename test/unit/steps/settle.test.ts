@@ -155,7 +155,7 @@ describe('decideSettle: the task goes on', () => {
   it('retries a crash found at open (PROCESS_CRASHED) on the attempt a rebuild could not find', () => {
     const task = running({ updatedAt: 800 });
     const lost = lostAttemptOf(task, 'rt');
-    expect(lost).toEqual({ taskId: 't1', run: 1, attempt: 1, attemptId: 't1:1:1', token: 90, owner: 'rt:unknown', startedAt: 800, leaseExpiresAt: 800 });
+    expect(lost).toEqual({ taskId: 't1', run: 1, attempt: 1, attemptId: 't1:1:1', token: 90, owner: 'rt', startedAt: 800, leaseExpiresAt: 800 });
     const out = settle(task, { kind: 'crash', code: 'PROCESS_CRASHED', message: 'the process died during the attempt' }, { attempt: lost });
     expect(out.events[0]).toMatchObject({ type: 'task.retrying', data: { exit: 'crashed', attemptMs: 4_200, error: { code: 'PROCESS_CRASHED', fault: 'infrastructure' } } });
   });

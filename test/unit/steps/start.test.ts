@@ -44,7 +44,7 @@ describe('decideStart', () => {
           kind: 'dispatch',
           taskId: 't1',
           attemptId: 't1:1:1',
-          attempt: { taskId: 't1', run: 1, attempt: 1, attemptId: 't1:1:1', token: 70, owner: 'rt:t1:1:1', startedAt: 2_000, leaseExpiresAt: 32_000, endedAt: undefined, exit: undefined, error: undefined },
+          attempt: { taskId: 't1', run: 1, attempt: 1, attemptId: 't1:1:1', token: 70, owner: 'rt', startedAt: 2_000, leaseExpiresAt: 32_000, endedAt: undefined, exit: undefined, error: undefined },
         },
       ],
     });
