@@ -164,8 +164,8 @@ export class Dispatcher {
       attempt: record.attempt,
       token: record.token,
       entry,
-      // The task's agent, lane and workspace: what the router needs to create its instance.
-      descriptor: task,
+      // Not the task record itself: the attempt would keep that version of it alive as long as it runs.
+      descriptor: { agent: task.agent, lane: task.lane, workspace: task.workspace },
       record,
       phase: 'starting',
       bucket: undefined,

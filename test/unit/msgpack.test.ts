@@ -63,6 +63,12 @@ describe('MsgpackWriter', () => {
     written.forEach((bytes, i) => expect(packr.unpack(bytes)).toEqual(values[i]));
   });
 
+  it('writes an object of more than 65,535 keys with a 32-bit map header', () => {
+    const big: Record<string, number> = {};
+    for (let i = 0; i < 70_000; i++) big[`k${i}`] = i;
+    expect(packr.unpack(write({ before: 'x'.repeat(300), big }))).toEqual({ before: 'x'.repeat(300), big });
+  });
+
   it('writes integers in the smallest msgpack form and other numbers as float64, as msgpackr does', () => {
     for (const n of NUMBERS) expect(Buffer.from(write(n))).toEqual(Buffer.from(packr.pack(n)));
     expect(Object.is(packr.unpack(write(-0)), 0)).toBe(true);

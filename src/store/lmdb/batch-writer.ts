@@ -6,6 +6,7 @@
 import type { Key, StepWriter } from '../port.js';
 import type { AttemptRecord, EventRecord, EventType, InboxRecord, InstanceEnvelope, LogRecord, RunRecord, ScheduleRecord, TaskRecord, TimerRecord } from '../records.js';
 import { DB, FINAL, REMOVAL } from './layout.js';
+import type { DirtyEntry } from './overlay.js';
 
 /** The commits gathered for one transaction. */
 export interface Batch {
@@ -18,6 +19,8 @@ export interface Batch {
    */
   readonly direct: unknown[];
   readonly events: EventRecord[];
+  /** Overlay entries of patched records changed in this batch: their version before it is let go once it is flushed. */
+  readonly touched: DirtyEntry[];
   readonly done: Promise<void>;
   resolve(): void;
   reject(error: Error): void;
@@ -31,7 +34,7 @@ export function newBatch(no: number): Batch {
     resolve = res;
     reject = rej;
   });
-  return { no, ops: [], direct: [], events: [], done, resolve, reject };
+  return { no, ops: [], direct: [], events: [], touched: [], done, resolve, reject };
 }
 
 /** Collects the writes of one commit call into its batch. */

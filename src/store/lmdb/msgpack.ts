@@ -64,21 +64,6 @@ export class MsgpackWriter {
     }
   }
 
-  #map(size: number): void {
-    this.#room(5);
-    const b = this.#buf;
-    if (size < 16) b[this.#pos++] = 0x80 | size;
-    else if (size < 0x10000) {
-      b[this.#pos] = 0xde;
-      b.writeUInt16BE(size, this.#pos + 1);
-      this.#pos += 3;
-    } else {
-      b[this.#pos] = 0xdf;
-      b.writeUInt32BE(size, this.#pos + 1);
-      this.#pos += 5;
-    }
-  }
-
   number(n: number): void {
     this.#room(9);
     const b = this.#buf;
@@ -123,9 +108,10 @@ export class MsgpackWriter {
     const length = s.length;
     this.#room(5 + 3 * length);
     const b = this.#buf;
-    // Ids, names and states are short ASCII: copied in place behind a one-byte header.
-    if (length < 32) {
-      const p = this.#pos + 1;
+    // Ids, names, keys and states are ASCII: copied in place behind a one- or two-byte header.
+    if (length < 256) {
+      const header = length < 32 ? 1 : 2;
+      const p = this.#pos + header;
       let i = 0;
       for (; i < length; i++) {
         const c = s.charCodeAt(i);
@@ -133,7 +119,11 @@ export class MsgpackWriter {
         b[p + i] = c;
       }
       if (i === length) {
-        b[this.#pos] = 0xa0 | length;
+        if (header === 1) b[this.#pos] = 0xa0 | length;
+        else {
+          b[this.#pos] = 0xd9;
+          b[this.#pos + 1] = length;
+        }
         this.#pos = p + length;
         return;
       }
@@ -187,15 +177,33 @@ export class MsgpackWriter {
     this.#raw(fallback.pack(v));
   }
 
+  /** A plain object as a map: one pass, its size filled in after (a 16-bit map header, as msgpackr writes). */
   #object(o: Record<string, unknown>): void {
+    this.#room(3);
+    const at = this.#pos - this.#start;
+    this.#buf[this.#pos] = 0xde;
+    this.#pos += 3;
     let size = 0;
-    for (const key in o) if (Object.hasOwn(o, key)) size++;
-    this.#map(size);
     for (const key in o) {
       if (!Object.hasOwn(o, key)) continue;
       this.string(key);
       this.value(o[key]);
+      size++;
     }
+    // The value may have moved to a new chunk meanwhile: its header is found from its start.
+    const header = this.#start + at;
+    if (size <= 0xffff) {
+      this.#buf[header + 1] = size >> 8;
+      this.#buf[header + 2] = size & 0xff;
+      return;
+    }
+    // A huge object: its entries move two bytes on for a 32-bit map header.
+    this.#room(2);
+    const moved = this.#start + at;
+    this.#buf.copyWithin(moved + 5, moved + 3, this.#pos);
+    this.#buf[moved] = 0xdf;
+    this.#buf.writeUInt32BE(size, moved + 1);
+    this.#pos += 2;
   }
 
   #raw(bytes: Uint8Array): void {

@@ -74,6 +74,8 @@ export class Overlay {
   /** After {@link Overlay.set}: the key's value before this batch, and whether the log may hold changes of it. */
   before: unknown = undefined;
   logged = false;
+  /** After {@link Overlay.set}: the key's entry. */
+  entry: DirtyEntry | undefined = undefined;
 
   /**
    * Records a change decided in `batch` (at position `op` of its ops), at `at` (epoch ms). Leaves
@@ -87,6 +89,7 @@ export class Overlay {
     if (!entry) {
       const created: DirtyEntry = { db, key, id, value, first: batch, last: batch, lastAt: at, writing: undefined, final, op, before: undefined, logged: false };
       map.set(id, created);
+      this.entry = created;
       this.#order.add(created);
       if (final) this.#finals.push(created);
       this.priorOp = -1;
@@ -103,6 +106,7 @@ export class Overlay {
     }
     this.before = entry.before;
     this.logged = entry.logged;
+    this.entry = entry;
     entry.op = op;
     entry.value = value;
     entry.last = batch;

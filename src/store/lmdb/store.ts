@@ -264,6 +264,7 @@ class LmdbStore implements Store {
       }
       if (removal) continue;
       const before = overlay.before;
+      if (PATCHED.has(db)) batch.touched.push(overlay.entry!);
       // A new version of a record the log or its database holds: log only what changed (the same
       // object changed in place is logged whole).
       if (before !== undefined && before !== REMOVED && before !== value && PATCHED.has(db)) {
@@ -292,6 +293,9 @@ class LmdbStore implements Store {
     if (!batch || this.#inFlight >= MAX_IN_FLIGHT) return;
     this.#pending = undefined;
     this.#unlanded.push(batch);
+    // What the batch's patches were taken against is not needed any more: let it go now rather
+    // than when the record next changes (an active task would keep two versions alive).
+    for (const entry of batch.touched) entry.before = undefined;
     this.#lastBatch = batch.no;
     const materialized = this.#overlay.take({
       batch: batch.no,
