@@ -50,8 +50,8 @@ export class Pipeline {
   /** The store batch the effects below belong to (its promise), and its effects in decision order. */
   #batch: Promise<void> | undefined;
   #effects: Effect[] = [];
-  #changes: Change[] = [];
-  #events: StepResult['events'] = [];
+  #changes: readonly Change[] = NONE;
+  #events: StepResult['events'] = NONE;
   readonly #stage = (w: StepWriter) => {
     for (const change of this.#changes) write(w, change);
     for (const event of this.#events) w.putEvent(event);
@@ -98,15 +98,18 @@ export class Pipeline {
   /** Joins an already decided result to the current batch (see {@link Pipeline.run}). */
   apply(result: StepResult): Promise<void> {
     const { changes, events, effects } = result;
-    for (const change of changes) if (change.kind === 'task') this.#memory.putTask(change.task);
+    for (let i = 0; i < changes.length; i++) {
+      const change = changes[i]!;
+      if (change.kind === 'task') this.#memory.putTask(change.task);
+    }
     this.#changes = changes;
     this.#events = events;
     let done: Promise<void>;
     try {
       done = this.#store.stage(this.#stage);
     } finally {
-      this.#changes = [];
-      this.#events = [];
+      this.#changes = NONE;
+      this.#events = NONE;
     }
     // The first step of a batch attaches its executor, so the batch's effects run before any
     // caller that awaits one of its steps.
@@ -118,10 +121,13 @@ export class Pipeline {
         (error: unknown) => this.#executor.failed(list, error),
       );
     }
-    for (const effect of effects) this.#effects.push(effect);
+    for (let i = 0; i < effects.length; i++) this.#effects.push(effects[i]!);
     return done;
   }
 }
+
+/** What the stager holds between steps: nothing. */
+const NONE: never[] = [];
 
 /** Writes one change into the store's batch. */
 function write(w: StepWriter, change: Change): void {
