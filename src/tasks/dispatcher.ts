@@ -1,20 +1,20 @@
 /**
- * The attempt lifecycle: governor pick → durable start → Piscina slot → outcome → durable settle.
+ * The attempt lifecycle: governor pick → durable start → its thread → outcome → durable settle.
  *
- * An attempt is recorded (attempt record, `task.started`) and flushed before the agent runs, so a
- * crash can never hide an attempt the agent made. To keep slots busy while that commit is in
- * flight, the governor may reserve `prefetch` attempts beyond the slots; committed attempts wait
- * here, in `ready`, never in Piscina's queue.
+ * An attempt is recorded (the task's start, `task.started`) and flushed before the agent runs, so
+ * a crash can never hide an attempt the agent made. To keep slots busy while that commit is in
+ * flight, attempts are started ahead of free slots (start-ahead.ts); once durable, each goes to its
+ * thread at once, which queues it until one of its slots is free.
  */
 import { clearLongTimeout, setLongTimeout, type LongTimeout } from '../../actors/long-timeout.js';
 import type { AbortReason, AgentCall, AttemptRequest, CallAnswer } from '../../actors/wire.js';
 import type { PoolHost } from '../pool/pool.js';
-import type { ClockTimer } from '../clock.js';
 import type { GovernorEntry } from '../governor/governor.js';
-import type { InstanceDescriptor } from '../router/router.js';
-import type { AttemptRecord, TaskRecord } from '../store/records.js';
+import type { TaskRecord } from '../store/records.js';
 import { makePrivateDir } from '../store/private-files.js';
-import type { AttemptBucket, AttemptChange, AttemptExit } from '../../machines/index.js';
+import type { AttemptChange, AttemptExit } from '../../machines/index.js';
+import { Attempt } from './attempt.js';
+import { StartAhead } from './start-ahead.js';
 import type { Kernel } from './kernel.js';
 import { decideSettlement, type AttemptOutcome } from './outcome.js';
 import { decideStart } from '../steps/start.js';
@@ -22,48 +22,15 @@ import { decideSettle } from '../steps/settle.js';
 import type { Effect } from '../steps/types.js';
 import { recordStale, writeLogLines, writeProgress } from './attempt-writes.js';
 
-/** Weight of the newest sample in the moving averages that size the start-ahead window. */
-const EWMA = 0.1;
 /** How long a thread has to answer an abort after its attempt's lease expired before it counts as stuck. */
 const LEASE_ANSWER_MS = 250;
-/** How many start-commit latencies of work the start-ahead window covers. */
-const AHEAD_FACTOR = 4;
-
 /** How often workers heartbeat a running attempt: three times per lease (capped at an hour: a lease of a year in tests). */
 export function heartbeatMsOf(leaseMs: number): number {
   return Math.min(3_600_000, Math.max(10, Math.floor(leaseMs / 3)));
 }
 
-/** An attempt in flight, host side. */
-export interface LiveAttempt {
-  readonly attemptId: string;
-  readonly taskId: string;
-  readonly run: number;
-  readonly attempt: number;
-  token: number;
-  readonly entry: GovernorEntry;
-  readonly descriptor: InstanceDescriptor;
-  /** performance.now() of the last phase change, for the moving averages. */
-  mark: number;
-  readonly record: AttemptRecord;
-  /**
-   * starting: its start commit is in flight; dispatched: durable and handed to its thread, which
-   * queues it until one of its slots is free; executing: the thread runs it (lease and timeout
-   * count from then); ended.
-   */
-  phase: 'starting' | 'dispatched' | 'executing' | 'ended';
-  /** Where the instance actor counts this attempt. */
-  bucket: AttemptBucket | undefined;
-  stop?: { reason: AbortReason; detail?: string };
-  timeoutTimer?: ClockTimer;
-  graceTimer?: ClockTimer;
-  abortAnswer?: Promise<{ foundIn: number | undefined; unresponsive: number[] }>;
-  lines: number;
-  /** Waiting on the host (input, join): it gave its slot and its reservation back. */
-  parked?: boolean;
-  /** The lease: renewed by any message from the attempt's thread (the worker heartbeats on its own). */
-  leaseExpiresAt: number;
-}
+/** An attempt in flight, host side (see attempt.ts). */
+export type LiveAttempt = Attempt;
 
 /** See the module comment. */
 export class Dispatcher {
@@ -75,10 +42,7 @@ export class Dispatcher {
   #executing = 0;
   /** Attempts parked on the host (waiting for an input or a join): they hold no slot. */
   #parked = 0;
-  /** Moving averages (ms): how long a start commit takes, and how long an attempt executes. */
-  #startMs = 1;
-  /** NaN until the first attempt ended: nothing starts ahead before there is evidence that attempts are fast. */
-  #execMs = Number.NaN;
+  readonly #ahead: StartAhead;
   #accepting = true;
   #pumpQueued = false;
   readonly #idle = new Set<() => void>();
@@ -90,6 +54,7 @@ export class Dispatcher {
   constructor(kernel: Kernel) {
     this.#k = kernel;
     this.#slots = kernel.options.threads * kernel.options.slotsPerThread;
+    this.#ahead = new StartAhead(this.#slots, kernel.options.prefetch);
   }
 
   /** Attempts by phase. */
@@ -99,7 +64,7 @@ export class Dispatcher {
 
   /** The current start-ahead window and the moving averages (ms) that size it. */
   get prefetch(): { window: number; startMs: number; execMs: number } {
-    return { window: this.#ahead(), startMs: this.#startMs, execMs: this.#execMs };
+    return { window: this.#ahead.window, ...this.#ahead.averages };
   }
 
   /** The live attempt of a task, if it has one. */
@@ -117,26 +82,11 @@ export class Dispatcher {
     });
   }
 
-  /**
-   * How many attempts to start beyond the free slots: enough to cover the start commit's latency
-   * for fast agents, none for slow ones (whose prefetched attempts would sit idle as "running").
-   */
-  #ahead(): number {
-    // Refills are issued in bursts and land together, so cover several commit latencies, not one.
-    if (Number.isNaN(this.#execMs)) return 0;
-    return Math.min(this.#k.options.prefetch, Math.floor((AHEAD_FACTOR * this.#slots * this.#startMs) / Math.max(this.#execMs, 0.01)));
-  }
-
-  /** An attempt took `ms` to execute: the first sample sets the average, later ones move it. */
-  #sampleExec(ms: number): void {
-    this.#execMs = Number.isNaN(this.#execMs) ? ms : this.#execMs + EWMA * (ms - this.#execMs);
-  }
-
   #fill(): void {
     const { governor } = this.#k;
     // Attempts beyond the slots start ahead: their start commits while the slots are busy, and
     // their threads queue them, so a freed slot takes the next at once.
-    const ahead = this.#ahead();
+    const ahead = this.#ahead.window;
     while (this.#accepting) {
       if (this.#live.size - this.#parked >= this.#slots + ahead) break;
       const entry = governor.next();
@@ -157,22 +107,8 @@ export class Dispatcher {
     const flowState = this.#k.flow.started(task.agent, now);
     const result = pipeline.decide(decideStart, { task, runtimeId: store.runtimeId, leaseMs: options.leaseMs }, flowState === undefined ? {} : { flow: flowState });
     const record = (result.effects[0] as Extract<Effect, { kind: 'dispatch' }>).attempt;
-    const attempt: LiveAttempt = {
-      attemptId: record.attemptId,
-      taskId: task.id,
-      run: record.run,
-      attempt: record.attempt,
-      token: record.token,
-      entry,
-      // Not the task record itself: the attempt would keep that version of it alive as long as it runs.
-      descriptor: { agent: task.agent, lane: task.lane, workspace: task.workspace },
-      record,
-      phase: 'starting',
-      bucket: undefined,
-      mark: performance.now(),
-      lines: 0,
-      leaseExpiresAt: record.leaseExpiresAt,
-    };
+    // Not the task record itself as the descriptor: the attempt would keep that version alive as long as it runs.
+    const attempt = new Attempt(record, entry, { agent: task.agent, lane: task.lane, workspace: task.workspace }, this.#k.log);
     this.#live.set(attempt.attemptId, attempt);
     this.#tell(attempt, 'pending', now);
     pipeline.apply(result);
@@ -183,7 +119,7 @@ export class Dispatcher {
     const attempt = this.#live.get(attemptId);
     if (!attempt || attempt.phase !== 'starting') return;
     const t = performance.now();
-    this.#startMs += EWMA * (t - attempt.mark - this.#startMs);
+    this.#ahead.started(t - attempt.mark);
     attempt.mark = t;
     if (attempt.stop || !this.#accepting) {
       attempt.stop ??= { reason: 'shutdown' };
@@ -232,14 +168,12 @@ export class Dispatcher {
     const task = table.get(attempt.taskId)!;
     attempt.phase = 'executing';
     attempt.mark = performance.now();
-    attempt.leaseExpiresAt = clock.now() + this.#k.options.leaseMs;
+    attempt.renewLease(clock.now(), this.#k.options.leaseMs);
     this.#dispatched--;
     this.#executing++;
     this.#k.supervise();
     this.#tell(attempt, 'running', at);
-    if (task.timeoutMs > 0) {
-      attempt.timeoutTimer = clock.setTimeout(() => this.stop(attempt, 'timeout', `attempt exceeded timeoutMs ${task.timeoutMs}`), task.timeoutMs);
-    }
+    attempt.armTimeout(clock, task.timeoutMs, () => this.stop(attempt, 'timeout', `attempt exceeded timeoutMs ${task.timeoutMs}`));
   }
 
   /**
@@ -304,7 +238,7 @@ export class Dispatcher {
       if (kind !== undefined) this.#stale(attemptId, kind);
       return undefined;
     }
-    attempt.leaseExpiresAt = this.#k.clock.now() + this.#k.options.leaseMs;
+    attempt.renewLease(this.#k.clock.now(), this.#k.options.leaseMs);
     return attempt;
   }
 
@@ -349,7 +283,7 @@ export class Dispatcher {
     if (reason === 'shutdown') return;
     // An expired lease gets no grace: its thread is presumed stuck, so reclaim the slot now.
     if (reason === 'lease_expired') void this.#forceStop(attempt);
-    else attempt.graceTimer = clock.setTimeout(() => void this.#forceStop(attempt), options.cancelGraceMs);
+    else attempt.armGrace(clock, options.cancelGraceMs, () => void this.#forceStop(attempt));
   }
 
   async #forceStop(attempt: LiveAttempt): Promise<void> {
@@ -367,18 +301,17 @@ export class Dispatcher {
   #settle(attempt: LiveAttempt, outcome: AttemptOutcome): void {
     if (attempt.phase === 'ended') return;
     const { table, governor, clock, router, options } = this.#k;
-    if (attempt.timeoutTimer) clock.clearTimeout(attempt.timeoutTimer);
-    if (attempt.graceTimer) clock.clearTimeout(attempt.graceTimer);
+    attempt.clearTimers(clock);
     if (attempt.parked) {
       attempt.parked = false;
       this.#parked--;
     } else if (attempt.phase === 'dispatched') {
       this.#dispatched--;
       // It ran and ended within one turn of its thread (its BEGIN was left out): next to no time.
-      if (outcome.kind === 'result') this.#sampleExec(0);
+      if (outcome.kind === 'result') this.#ahead.executed(0);
     } else if (attempt.phase === 'executing') {
       this.#executing--;
-      this.#sampleExec(performance.now() - attempt.mark);
+      this.#ahead.executed(performance.now() - attempt.mark);
       if (this.#executing === 0) this.#k.supervise();
     }
     attempt.phase = 'ended';
