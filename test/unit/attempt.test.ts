@@ -1,24 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { Writable } from 'node:stream';
 import { Attempt } from '../../src/tasks/attempt.js';
 import { StartAhead } from '../../src/tasks/start-ahead.js';
 import { ManualClock } from '../../src/clock.js';
 import type { AttemptRecord } from '../../src/store/records.js';
+import { capturedLog } from '../log-capture.js';
 
 const record: AttemptRecord = { taskId: 't1', run: 1, attempt: 2, attemptId: 't1:1:2', token: 7, owner: 'rt', startedAt: 1_000, leaseExpiresAt: 31_000 };
 const entry = { taskId: 't1', instanceKey: 'k', agent: 'a', priority: 0, order: 1 };
 
-function logged(): { log: pino.Logger; lines: Array<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { log: pino({ level: 'debug' }, stream), lines };
-}
 
 describe('Attempt (host side)', () => {
   it('moves only forward: starting → dispatched → executing → ended, or straight to ended', () => {
@@ -44,7 +34,7 @@ describe('Attempt (host side)', () => {
   });
 
   it('logs each move on its own child logger, with its task and attempt ids', async () => {
-    const { log, lines } = logged();
+    const { log, lines } = capturedLog('debug');
     const a = new Attempt(record, entry, { agent: 'a', lane: 'default' }, log);
     a.phase = 'dispatched';
     a.phase = 'ended';

@@ -1,18 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import pino from 'pino';
-import { Writable } from 'node:stream';
 import { Lifecycle, validateCloseOptions } from '../../src/lifecycle.js';
+import { capturedLog } from '../log-capture.js';
 
-function capture(): { log: pino.Logger; lines: Array<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { log: pino({ level: 'info' }, stream), lines };
-}
+const capture = () => capturedLog('info');
 
 describe('Lifecycle', () => {
   it('goes starting → running → draining → closed, logging each change', () => {
