@@ -89,7 +89,7 @@ export class Dispatcher {
     const ahead = this.#ahead.window;
     while (this.#accepting) {
       if (this.#live.size - this.#parked >= this.#slots + ahead) break;
-      const entry = governor.next();
+      const entry = governor.tryReserve();
       if (!entry) break;
       this.#begin(entry);
     }
@@ -131,6 +131,8 @@ export class Dispatcher {
     const agent = agents.get(task.agent)!;
     attempt.phase = 'dispatched';
     this.#dispatched++;
+    // The reservation now holds a durable start: in use until the attempt ends (or parks).
+    this.#k.governor.markUsed(attempt.entry);
     if (task.workspaceKeep !== undefined && task.workspace !== undefined) {
       try {
         makePrivateDir(task.workspace);

@@ -303,6 +303,7 @@ describe('governor queue bookkeeping', () => {
     expect(g.stats()).toEqual({
       slots: 5,
       reserved: 2,
+      used: 0,
       queued: 2,
       frozen: false,
       agents: {
