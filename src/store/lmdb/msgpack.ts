@@ -44,6 +44,16 @@ export class MsgpackWriter {
     this.#pos = written;
   }
 
+  /** msgpackr's undefined: fixext 1, type 0, data 0. */
+  undefined(): void {
+    this.#room(3);
+    const b = this.#buf;
+    b[this.#pos] = 0xd4;
+    b[this.#pos + 1] = 0;
+    b[this.#pos + 2] = 0;
+    this.#pos += 3;
+  }
+
   nil(): void {
     this.#room(1);
     this.#buf[this.#pos++] = 0xc0;
@@ -159,12 +169,7 @@ export class MsgpackWriter {
         this.#buf[this.#pos++] = v ? 0xc3 : 0xc2;
         return;
       case 'undefined':
-        // msgpackr's undefined: fixext 1, type 0, data 0.
-        this.#room(3);
-        this.#buf[this.#pos++] = 0xd4;
-        this.#buf[this.#pos++] = 0;
-        this.#buf[this.#pos++] = 0;
-        return;
+        return this.undefined();
       case 'object':
         if (v === null) return this.nil();
         if (Array.isArray(v)) {
@@ -218,11 +223,15 @@ export type RecordWriter<T> = (w: MsgpackWriter, record: T) => void;
 
 /**
  * A record writer for these fields, compiled once: one property read per field in a straight line,
- * where a loop over the field names would make every read a keyed (megamorphic) load.
+ * where a loop over the field names would make every read a keyed (megamorphic) load. Each field's
+ * usual kinds (absent, a number, a string) are written without going through `value()`'s
+ * dispatch: each of these branches only ever sees one field.
  */
 export function recordWriter<T>(version: number, fields: ReadonlyArray<keyof T & string>): RecordWriter<T> {
   assertFieldNames(fields);
-  const body = [`w.array(${fields.length + 1});`, `w.number(${version});`, ...fields.map((field) => `w.value(r.${field});`)].join('\n');
+  const field = (name: string) =>
+    `v = r.${name}; if (v === undefined) w.undefined(); else if (typeof v === 'number') w.number(v); else if (typeof v === 'string') w.string(v); else w.value(v);`;
+  const body = ['let v;', `w.array(${fields.length + 1});`, `w.number(${version});`, ...fields.map(field)].join('\n');
   return new Function('w', 'r', body) as RecordWriter<T>;
 }
 
