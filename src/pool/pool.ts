@@ -221,9 +221,7 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
     }
     best.attempts.add(request.attemptId);
     const batch = (best.outbox ??= { t: 'start', slots: options.slotsPerThread, heartbeatMs: options.heartbeatMs, starts: [] });
-    const agentKey = `${request.agent}\u0000${request.module}`;
-    let agent = agentIndex.get(agentKey);
-    if (agent === undefined) agentIndex.set(agentKey, (agent = agentIndex.size));
+    const agent = agentNumber(request.agent, request.module);
     if (!best.agents.has(agent)) {
       best.agents.add(agent);
       (batch.agents ??= []).push([agent, request.agent, request.module]);
@@ -233,6 +231,17 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
       flushQueued = true;
       setImmediate(flush);
     }
+  }
+
+  /** The number every thread knows an agent by (the last one asked is remembered: runs of one agent are the rule). */
+  let last: { name: string; module: string; index: number } | undefined;
+  function agentNumber(name: string, module: string): number {
+    if (last !== undefined && last.name === name && last.module === module) return last.index;
+    const key = `${name}\u0000${module}`;
+    let index = agentIndex.get(key);
+    if (index === undefined) agentIndex.set(key, (index = agentIndex.size));
+    last = { name, module, index };
+    return index;
   }
 
   function flush(): void {
