@@ -29,6 +29,7 @@ export class RuntimeControls {
   constructor(kernel: Kernel, deps: ControlDeps) {
     this.#k = kernel;
     this.#d = deps;
+    kernel.notifier.onPauseEnded((agent, state, at) => this.pauseEnded(agent, state, at));
   }
 
   /** Restores the stored flag (open, before the rebuild dispatches anything). */
@@ -75,7 +76,7 @@ export class RuntimeControls {
   /** Drains now: re-checks every agent hold against the clock, runs a supervisor cycle and fills free slots. */
   poke(): void {
     this.#k.flow.refresh(this.#k.clock.now());
-    this.#k.pump();
+    this.#k.notifier.work();
     void this.#d.cycleNow();
   }
 
@@ -99,7 +100,7 @@ export class RuntimeControls {
       w.putControl(flowKeyOf(name), state);
       w.event('agent.resumed', { at: now, data: { agent: name, by: 'operator' } });
     });
-    this.#k.pump();
+    this.#k.notifier.work();
     return true;
   }
 
@@ -131,7 +132,7 @@ export class RuntimeControls {
     this.#state = state;
     if (!state.frozen) {
       governor.unfreeze();
-      this.#k.pump();
+      this.#k.notifier.work();
     }
   }
 }

@@ -119,36 +119,31 @@ export class Runtime implements AsyncDisposable {
       heartbeatMs: heartbeatMsOf(options.leaseMs),
       onError: (error) => log.error({ err: error }, 'worker thread error'),
     });
-    this.#timers = createTimerWheel(options.clock, (timer) => this.#engine.onTimer(timer));
+    // Internal news first: the parts built below subscribe to what they act on, so nothing here
+    // reaches for a part built after it.
+    const notifier = (this.#notifier = new Notifier((error, what) => log.error({ err: error, notification: what }, 'an internal listener failed')));
+    this.#timers = createTimerWheel(options.clock, (timer) => notifier.timerFired(timer));
     this.#flow = new FlowControl({
       clock: options.clock,
       governor: this.#governor,
-      onRelease: () => this.#dispatcher.pump(),
-      onPauseEnded: (agent, state, at) => this.#controls.pauseEnded(agent, state, at),
+      onRelease: () => notifier.work(),
+      onPauseEnded: (agent, state, at) => notifier.pauseEnded(agent, state, at),
     });
-    this.#notifier = new Notifier((error, what) => log.error({ err: error, notification: what }, 'an internal listener failed'));
+    const executor = new EffectExecutor(log.child({ component: 'executor' }));
+    const timers = this.#timers;
+    executor.handle({
+      notify: (taskId) => this.#notify(taskId),
+      arm: (timer) => timers.add(timer),
+      disarm: (timer) => void timers.remove(timer.id),
+      cleanWorkspace: (taskId, workspace, run) => cleanWorkspaceAt(log, taskId, workspace, run),
+    });
     const pipeline = new Pipeline({
       store,
       clock: options.clock,
       random: options.random,
       nextId: createIdGenerator(() => options.clock.now()),
-      memory: new TaskMemory(this.#table, this.#governor, () => {
-        this.#dispatcher.pump();
-        this.#supervisor.poke();
-      }),
-      executor: new EffectExecutor(
-        {
-          dispatch: (attemptId) => this.#dispatcher.started(attemptId),
-          startFailed: (attemptId, error) => this.#dispatcher.startFailed(attemptId, error),
-          notify: (taskId) => this.#notify(taskId),
-          arm: (timer) => this.#timers.add(timer),
-          disarm: (timer) => void this.#timers.remove(timer.id),
-          stop: (attemptId, reason, detail) => this.#dispatcher.stopById(attemptId, reason, detail),
-          cleanWorkspace: (taskId, workspace, run) => cleanWorkspaceAt(log, taskId, workspace, run),
-          armSchedule: (scheduleId, due) => this.#scheduler.armSchedule(scheduleId, due),
-        },
-        log.child({ component: 'executor' }),
-      ),
+      memory: new TaskMemory(this.#table, this.#governor, () => notifier.work()),
+      executor,
       log,
     });
     const kernel: Kernel = {
@@ -166,16 +161,11 @@ export class Runtime implements AsyncDisposable {
       table: this.#table,
       flow: this.#flow,
       logs: this.#logFeed,
-      pump: () => {
-        this.#dispatcher.pump();
-        this.#supervisor.poke();
-      },
-      supervise: () => this.#supervisor.poke(),
     };
-    this.#dispatcher = new Dispatcher(kernel);
-    this.#submitter = new Submitter(kernel, () => this.#metrics.rejected());
-    this.#interactions = new Interactions(kernel, this.#dispatcher, (specs, where) => this.#submitter.submitMany(specs, where));
-    this.#dispatcher.hooks.onCall = (attempt, call) => this.#interactions.onCall(attempt, call);
+    this.#dispatcher = new Dispatcher(kernel, executor);
+    this.#submitter = new Submitter(kernel);
+    const submitter = this.#submitter;
+    this.#interactions = new Interactions(kernel, this.#dispatcher, (specs, where) => submitter.submitMany(specs, where));
     this.#engine = new TaskEngine(kernel, this.#dispatcher, this.#interactions, keepAlive);
     this.#cycle = new SupervisorCycle(kernel);
     this.#supervisor = createSupervisor({
@@ -187,7 +177,10 @@ export class Runtime implements AsyncDisposable {
       intervalMs: options.supervisorIntervalMs,
       hasQueued: () => this.#governor.queued > 0,
     });
-    this.#controls = new RuntimeControls(kernel, { dispatcher: this.#dispatcher, cycleNow: () => this.#supervisor.cycleNow() });
+    const supervisor = this.#supervisor;
+    notifier.onWork(() => supervisor.poke());
+    notifier.onBusy(() => supervisor.poke());
+    this.#controls = new RuntimeControls(kernel, { dispatcher: this.#dispatcher, cycleNow: () => supervisor.cycleNow() });
     this.#scheduler = new Scheduler({
       store,
       clock: options.clock,
@@ -200,6 +193,8 @@ export class Runtime implements AsyncDisposable {
       workspacesDir: join(options.dataDir, 'workspaces'),
       taskState: (id) => this.#engine.record(id)?.state,
     });
+    const scheduler = this.#scheduler;
+    executor.handle({ armSchedule: (scheduleId, due) => scheduler.armSchedule(scheduleId, due) });
     this.#notifier.onSettled((taskId) => this.#scheduler.onSettled(taskId));
     this.#notifier.onSettled((taskId) => this.#interactions.onSettled(taskId));
     this.#notifier.onAttemptEnded((taskId, attemptId) => this.#interactions.attemptEnded(taskId, attemptId));
@@ -211,7 +206,8 @@ export class Runtime implements AsyncDisposable {
       flow: (agent, now) => this.#flow.view(agent, now),
       instance: (key) => this.#router.get(key),
     };
-    this.#pool.connect(this.#dispatcher.host);
+    const interactions = this.#interactions;
+    this.#pool.connect({ ...this.#dispatcher.host, call: (attemptId, token, call) => interactions.call(attemptId, token, call) });
     this.#metrics = new RuntimeMetrics(
       {
         agents: () => this.#governor.stats().agents,
@@ -221,9 +217,12 @@ export class Runtime implements AsyncDisposable {
       },
       { now: () => options.clock.now() },
     );
+    const metrics = this.#metrics;
     bus.observe((events) => {
-      for (const event of events) this.#metrics.observe(event);
+      for (const event of events) metrics.observe(event);
     });
+    notifier.onRefused(() => metrics.rejected());
+    if (executor.unhandled.length > 0) throw new Error(`no handler for effects: ${executor.unhandled.join(', ')}`);
     this.agents = {
       register: (registration) => {
         this.#assertOpen('agents.register');
@@ -251,7 +250,7 @@ export class Runtime implements AsyncDisposable {
     this.#governor.setAgent(agent.name, { total: agent.concurrency, models: agent.models });
     const stored = this.#store.read.control.get(flowKeyOf(agent.name)) as AgentFlowState | undefined;
     this.#flow.configure(agent, stored, this.#options.clock.now());
-    this.#dispatcher.pump();
+    this.#notifier.work();
     return agent;
   }
 

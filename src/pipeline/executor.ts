@@ -1,6 +1,8 @@
 /**
  * The one executor of effects: once a batch is durable, it runs the batch's effects in the order
- * their steps decided them. A handler that throws is logged and the rest still run.
+ * their steps decided them. Each part registers the handlers of the effects it owns as it is built
+ * (the dispatcher its starts and stops, the scheduler its schedules, …); the runtime checks at
+ * start that every kind has one. A handler that throws is logged and the rest still run.
  */
 import type { AbortReason } from '../../actors/wire.js';
 import type { Logger } from '../log.js';
@@ -22,14 +24,28 @@ export interface EffectHandlers {
   armSchedule(scheduleId: string, due: number | null): void;
 }
 
+const HANDLER_NAMES: ReadonlyArray<keyof EffectHandlers> = ['dispatch', 'startFailed', 'notify', 'arm', 'disarm', 'stop', 'cleanWorkspace', 'armSchedule'];
+
 /** See the module comment. */
 export class EffectExecutor implements Executor {
-  readonly #on: EffectHandlers;
+  readonly #on: Partial<EffectHandlers> = {};
   readonly #log: Logger;
 
-  constructor(handlers: EffectHandlers, log: Logger) {
-    this.#on = handlers;
+  constructor(log: Logger) {
     this.#log = log;
+  }
+
+  /** Registers handlers; a kind already handled is a wiring mistake. */
+  handle(handlers: Partial<EffectHandlers>): void {
+    for (const kind of Object.keys(handlers) as Array<keyof EffectHandlers>) {
+      if (this.#on[kind]) throw new Error(`effect handler ${kind} registered twice`);
+    }
+    Object.assign(this.#on, handlers);
+  }
+
+  /** The effect kinds nobody handles (the runtime refuses to start with any). */
+  get unhandled(): string[] {
+    return HANDLER_NAMES.filter((name) => this.#on[name] === undefined);
   }
 
   run(effects: readonly Effect[]): void {
@@ -44,11 +60,11 @@ export class EffectExecutor implements Executor {
 
   failed(effects: readonly Effect[], error: unknown): void {
     this.#log.error({ err: error, effects: effects.length }, 'a batch failed to commit; its effects do not run');
-    for (const effect of effects) if (effect.kind === 'dispatch') this.#on.startFailed(effect.attemptId, error);
+    for (const effect of effects) if (effect.kind === 'dispatch') this.#on.startFailed!(effect.attemptId, error);
   }
 
   #run(effect: Effect): void {
-    const on = this.#on;
+    const on = this.#on as EffectHandlers;
     switch (effect.kind) {
       case 'dispatch':
         return on.dispatch(effect.attemptId);

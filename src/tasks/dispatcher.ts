@@ -7,7 +7,8 @@
  * thread at once, which queues it until one of its slots is free.
  */
 import { clearLongTimeout, setLongTimeout, type LongTimeout } from '../../actors/long-timeout.js';
-import type { AbortReason, AgentCall, AttemptRequest, CallAnswer } from '../../actors/wire.js';
+import type { AbortReason, AttemptRequest } from '../../actors/wire.js';
+import type { EffectExecutor } from '../pipeline/executor.js';
 import type { PoolHost } from '../pool/pool.js';
 import type { GovernorEntry } from '../governor/governor.js';
 import type { TaskRecord } from '../store/records.js';
@@ -46,15 +47,17 @@ export class Dispatcher {
   #accepting = true;
   #pumpQueued = false;
   readonly #idle = new Set<() => void>();
-  /** Agent calls and attempt ends, for the interactions (inputs, spawn, join). */
-  hooks: { onCall(attempt: LiveAttempt, call: AgentCall): Promise<CallAnswer> } = {
-    onCall: async () => ({ ok: false, error: { code: 'AGENT_CALL_FAILED', message: 'agent calls are not wired' } }),
-  };
-
-  constructor(kernel: Kernel) {
+  /** Runs its effects (starts, start failures, stops) and fills free slots whenever there may be work. */
+  constructor(kernel: Kernel, executor: Pick<EffectExecutor, 'handle'>) {
     this.#k = kernel;
     this.#slots = kernel.options.threads * kernel.options.slotsPerThread;
     this.#ahead = new StartAhead(this.#slots, kernel.options.prefetch);
+    executor.handle({
+      dispatch: (attemptId) => this.started(attemptId),
+      startFailed: (attemptId, error) => this.startFailed(attemptId, error),
+      stop: (attemptId, reason, detail) => this.stopById(attemptId, reason, detail),
+    });
+    kernel.notifier.onWork(() => this.pump());
   }
 
   /** Attempts by phase. */
@@ -173,7 +176,7 @@ export class Dispatcher {
     attempt.renewLease(clock.now(), this.#k.options.leaseMs);
     this.#dispatched--;
     this.#executing++;
-    this.#k.supervise();
+    this.#k.notifier.busy();
     this.#tell(attempt, 'running', at);
     attempt.armTimeout(clock, task.timeoutMs, () => this.stop(attempt, 'timeout', `attempt exceeded timeoutMs ${task.timeoutMs}`));
   }
@@ -183,7 +186,7 @@ export class Dispatcher {
    * current token may write: anything else comes from a fenced (zombie) attempt and is recorded as
    * `task.stale_result` without touching the task.
    */
-  readonly host: PoolHost = {
+  readonly host: Omit<PoolHost, 'call'> = {
     began: (attemptId, token, at) => {
       const attempt = this.#current(attemptId, token);
       if (attempt?.phase === 'dispatched') this.#began(attempt, at);
@@ -206,12 +209,6 @@ export class Dispatcher {
     heartbeat: (attemptId, token) => {
       this.#runningAttempt(attemptId, token, undefined);
     },
-    call: (attemptId, token, call) => {
-      const attempt = this.#runningAttempt(attemptId, token, 'call');
-      // A fenced agent waiting on the host gets an answer, so it cannot hang its thread forever.
-      if (!attempt) return Promise.resolve({ ok: false, error: { code: 'FENCED', message: 'this attempt is no longer current' } });
-      return this.hooks.onCall(attempt, call);
-    },
     threadExit: (attemptIds, reason) => {
       for (const id of attemptIds) {
         const attempt = this.#live.get(id);
@@ -222,6 +219,14 @@ export class Dispatcher {
       }
     },
   };
+
+  /**
+   * The attempt an agent call comes from, if it runs and is current (its lease renewed); else the
+   * call is stale and recorded so.
+   */
+  caller(attemptId: string, token: number): LiveAttempt | undefined {
+    return this.#runningAttempt(attemptId, token, 'call');
+  }
 
   /** The live attempt with this id and token, if it is current. */
   #current(attemptId: string, token: number): LiveAttempt | undefined {
@@ -314,7 +319,7 @@ export class Dispatcher {
     } else if (attempt.phase === 'executing') {
       this.#executing--;
       this.#ahead.executed(performance.now() - attempt.mark);
-      if (this.#executing === 0) this.#k.supervise();
+      if (this.#executing === 0) this.#k.notifier.busy();
     }
     attempt.phase = 'ended';
     this.#live.delete(attempt.attemptId);

@@ -65,6 +65,7 @@ export class TaskEngine {
     this.#dispatcher = dispatcher;
     this.#interactions = interactions;
     this.#keepAlive = keepAlive;
+    kernel.notifier.onTimer((timer) => this.onTimer(timer));
   }
 
   /** The current record of a task: memory for active tasks, else LMDB. */

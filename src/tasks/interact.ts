@@ -74,7 +74,18 @@ export class Interactions {
     this.#submit = submit;
   }
 
-  /** Handles an agent call from a live attempt (the dispatcher has checked its token); resolves with the answer for its thread. */
+  /**
+   * An agent's call, as its thread sends it; resolves with the answer for its thread. A call from
+   * an attempt that is no longer current (fenced) is answered FENCED at once, so it cannot hang its
+   * thread forever.
+   */
+  call(attemptId: string, token: number, call: AgentCall): Promise<CallAnswer> {
+    const attempt = this.#dispatcher.caller(attemptId, token);
+    if (!attempt) return Promise.resolve({ ok: false, error: { code: 'FENCED', message: 'this attempt is no longer current' } });
+    return this.onCall(attempt, call);
+  }
+
+  /** Handles an agent call from a live attempt (its token checked); resolves with the answer for its thread. */
   onCall(attempt: LiveAttempt, call: AgentCall): Promise<CallAnswer> {
     const task = this.#k.table.get(attempt.taskId);
     if (!task) return Promise.resolve(failure(new TroupeError('NOT_FOUND', `no task ${attempt.taskId}`)));

@@ -40,10 +40,6 @@ export interface Kernel {
   readonly pipeline: Pipeline;
   /** Internal news: a task settled, an attempt ended. */
   readonly notifier: Notifier;
-  /** Asks the dispatcher to fill free slots (coalesced). */
-  pump(): void;
-  /** Tells the supervisor an attempt is executing, so it keeps sweeping leases. */
-  supervise(): void;
 }
 
 /** The governor entry of a queued task. */

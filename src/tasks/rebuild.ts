@@ -77,7 +77,7 @@ export async function rebuild(k: Kernel, interactions: Pick<Interactions, 'rebui
       durable.push(pipeline.run(decideWake, { task }, { timer }));
     }
   }
-  k.pump();
+  k.notifier.work();
   await Promise.all(durable);
   return { active: loaded.length, crashed: crashed.length, timers: timerCount };
 }

@@ -17,17 +17,15 @@ export class Submitter {
   readonly #k: Kernel;
   /** Where per-task workspaces are made: what the submit step reads. */
   readonly #view: { workspacesDir: string };
-  /** Told of every submit refused with AT_CAPACITY (the metrics count them). */
-  readonly #refused: () => void;
 
-  constructor(kernel: Kernel, refused: () => void) {
+  constructor(kernel: Kernel) {
     this.#k = kernel;
     this.#view = { workspacesDir: join(kernel.options.dataDir, 'workspaces') };
-    this.#refused = refused;
   }
 
+  /** A submit refused with AT_CAPACITY (the metrics count them). */
   #atCapacity(): TroupeError {
-    this.#refused();
+    this.#k.notifier.refused();
     return new TroupeError('AT_CAPACITY', `admission is full: ${this.#k.table.count('queued')} tasks queued, maxQueued is ${this.#k.options.maxQueued}`);
   }
 

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { pino } from 'pino';
 import { Notifier } from '../../src/pipeline/notifier.js';
+import { EffectExecutor } from '../../src/pipeline/executor.js';
 
 describe('the internal notifier', () => {
   it('tells every settled listener, in the order they subscribed', () => {
@@ -41,5 +43,35 @@ describe('the internal notifier', () => {
       [boom, 'settled'],
       [boom, 'attemptEnded'],
     ]);
+  });
+
+  it('carries each kind of internal news to its own listeners only', () => {
+    const heard: string[] = [];
+    const notifier = new Notifier();
+    const timer = { id: 'start:t1:1', due: 5, kind: 'start' as const, taskId: 't1', run: 1 };
+    notifier.onWork(() => heard.push('work'));
+    notifier.onBusy(() => heard.push('busy'));
+    notifier.onTimer((t) => heard.push(`timer ${t.id}`));
+    notifier.onPauseEnded((agent, state, at) => heard.push(`pause ${agent} ${state.fastFails} ${at}`));
+    notifier.onRefused(() => heard.push('refused'));
+    notifier.work();
+    notifier.busy();
+    notifier.timerFired(timer);
+    notifier.pauseEnded('a', { fastFails: 0 }, 9);
+    notifier.refused();
+    expect(heard).toEqual(['work', 'busy', 'timer start:t1:1', 'pause a 0 9', 'refused']);
+  });
+});
+
+describe('the effects executor', () => {
+  it('runs each effect with the handler its owner registered, and names the kinds nobody handles', () => {
+    const executor = new EffectExecutor(pino({ level: 'silent' }));
+    const ran: string[] = [];
+    expect(executor.unhandled).toEqual(['dispatch', 'startFailed', 'notify', 'arm', 'disarm', 'stop', 'cleanWorkspace', 'armSchedule']);
+    executor.handle({ dispatch: (id) => ran.push(`dispatch ${id}`), notify: (id) => ran.push(`notify ${id}`) });
+    expect(() => executor.handle({ notify: () => undefined })).toThrow('effect handler notify registered twice');
+    executor.run([{ kind: 'notify', taskId: 't1' }, { kind: 'dispatch', taskId: 't1', attemptId: 't1:1:1', attempt: {} as never }]);
+    expect(ran).toEqual(['notify t1', 'dispatch t1:1:1']);
+    expect(executor.unhandled).toEqual(['startFailed', 'arm', 'disarm', 'stop', 'cleanWorkspace', 'armSchedule']);
   });
 });
