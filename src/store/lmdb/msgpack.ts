@@ -61,14 +61,19 @@ export class MsgpackWriter {
 
   array(length: number): void {
     this.#room(5);
+    if (length < 16) this.#buf[this.#pos++] = 0x90 | length;
+    else this.#sized(0xdc, length);
+  }
+
+  /** A 16-bit length header (`code`) or, past 65,535, the 32-bit one (`code + 1`); room is the caller's. */
+  #sized(code: number, length: number): void {
     const b = this.#buf;
-    if (length < 16) b[this.#pos++] = 0x90 | length;
-    else if (length < 0x10000) {
-      b[this.#pos] = 0xdc;
+    if (length < 0x10000) {
+      b[this.#pos] = code;
       b.writeUInt16BE(length, this.#pos + 1);
       this.#pos += 3;
     } else {
-      b[this.#pos] = 0xdd;
+      b[this.#pos] = code + 1;
       b.writeUInt32BE(length, this.#pos + 1);
       this.#pos += 5;
     }
@@ -139,22 +144,13 @@ export class MsgpackWriter {
       }
     }
     const bytes = Buffer.byteLength(s, 'utf8');
-    let p = this.#pos;
-    if (bytes < 32) b[p++] = 0xa0 | bytes;
+    if (bytes < 32) b[this.#pos++] = 0xa0 | bytes;
     else if (bytes < 0x100) {
-      b[p++] = 0xd9;
-      b[p++] = bytes;
-    } else if (bytes < 0x10000) {
-      b[p] = 0xda;
-      b.writeUInt16BE(bytes, p + 1);
-      p += 3;
-    } else {
-      b[p] = 0xdb;
-      b.writeUInt32BE(bytes, p + 1);
-      p += 5;
-    }
-    b.write(s, p, bytes, 'utf8');
-    this.#pos = p + bytes;
+      b[this.#pos++] = 0xd9;
+      b[this.#pos++] = bytes;
+    } else this.#sized(0xda, bytes);
+    b.write(s, this.#pos, bytes, 'utf8');
+    this.#pos += bytes;
   }
 
   /** Any plain value: primitives, arrays and plain objects here; anything else through msgpackr. */
