@@ -1,51 +1,32 @@
 /**
- * `createRuntime()`: the composition root. It resolves options, opens the store, starts the pool,
- * router, governor and timers, rebuilds from disk, and owns the lifecycle
- * `starting → running → draining → closed`.
+ * `createRuntime()`: resolves options, opens the store, builds the engine (engine.ts: every part,
+ * in dependency order), rebuilds from disk, and starts. The `Runtime` is the public facade over the
+ * engine and owns the lifecycle `starting → running → draining → closed`.
  */
-import { join } from 'node:path';
-import { createIdGenerator } from './ids.js';
 import { resolveOptions, type ResolvedOptions, type RuntimeOptions } from './options.js';
 import { resolveLogger, type Logger } from './log.js';
 import { TroupeError } from './errors.js';
 import { openStore } from './store/lmdb/store.js';
 import type { Store } from './store/port.js';
 import { EventBus, type EventStreamOptions, type RuntimeEvent, type RuntimeEventMap } from './events/event-bus.js';
-import { createGovernor, type Governor } from './governor/governor.js';
-import { createRouter, type InstanceView, type Router } from './router/router.js';
-import { createPiscinaPool, type AgentPool } from './pool/pool.js';
-import { createTimerWheel, type TimerWheel } from './timers/timer-wheel.js';
-import { AgentRegistry, validateRegistration, type AgentRegistration, type RegisteredAgent } from './agents/registry.js';
-import { TaskTable } from './tasks/task-table.js';
-import { Dispatcher, heartbeatMsOf } from './tasks/dispatcher.js';
-import { Submitter } from './tasks/submit.js';
-import { TaskEngine, type ListOptions, type TaskPage, type WaitOptions } from './tasks/engine.js';
-import type { Kernel } from './tasks/kernel.js';
-import { followLogs, LogFeed, type LogLine, type LogOptions } from './events/logs.js';
-import { Interactions, type InboxItem, type InputSpec } from './tasks/interact.js';
-import { RuntimeMetrics, type MetricsSnapshot } from './metrics/metrics.js';
+import type { InstanceView } from './router/router.js';
+import { validateRegistration, type AgentRegistration, type RegisteredAgent } from './agents/registry.js';
+import type { ListOptions, TaskPage, WaitOptions } from './tasks/engine.js';
+import { followLogs, type LogLine, type LogOptions } from './events/logs.js';
+import type { InboxItem, InputSpec } from './tasks/interact.js';
+import type { MetricsSnapshot } from './metrics/metrics.js';
 import type { Task, TaskSpec } from './tasks/spec.js';
 import type { TaskState } from '../machines/index.js';
 import type { EventType } from './store/records.js';
 import { collectStats, type RebuildReport, type RuntimeStats } from './stats.js';
-import { createSupervisor, type Supervisor } from './supervisor/supervisor.js';
-import { SupervisorCycle } from './supervisor/cycle.js';
-import { FlowControl } from './governor/flow.js';
-import { RuntimeControls } from './controls.js';
-import { Scheduler, guardedSchedules, type SchedulesApi } from './scheduler/scheduler.js';
+import { guardedSchedules, type SchedulesApi } from './scheduler/scheduler.js';
 import { flowKeyOf } from './tasks/kernel.js';
 import type { AgentFlowState } from './store/records.js';
 import { KeepAlive } from './keep-alive.js';
-import { Pipeline } from './pipeline/pipeline.js';
-import { TaskMemory } from './pipeline/memory.js';
-import { EffectExecutor } from './pipeline/executor.js';
-import { Notifier } from './pipeline/notifier.js';
-import { fireTemplate, taskOfKey } from './tasks/template.js';
-import { isTerminal } from '../machines/index.js';
-import { cleanWorkspaceAt } from './tasks/kernel.js';
 import type { ClockTimer } from './clock.js';
-import { holdOf, type HoldSources } from './tasks/holds.js';
+import { holdOf } from './tasks/holds.js';
 import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from './lifecycle.js';
+import { buildEngine, type Engine } from './engine.js';
 
 export type { CloseOptions, RuntimeState } from './lifecycle.js';
 
@@ -65,31 +46,13 @@ export class Runtime implements AsyncDisposable {
   readonly #log: Logger;
   readonly #store: Store;
   readonly #bus: EventBus;
-  readonly #governor: Governor;
-  readonly #router: Router;
-  readonly #pool: AgentPool;
-  readonly #timers: TimerWheel;
-  readonly #registry: AgentRegistry;
-  readonly #table: TaskTable;
-  readonly #dispatcher: Dispatcher;
-  readonly #submitter: Submitter;
-  readonly #engine: TaskEngine;
-  readonly #supervisor: Supervisor;
-  readonly #flow: FlowControl;
-  readonly #cycle: SupervisorCycle;
-  readonly #controls: RuntimeControls;
-  readonly #scheduler: Scheduler;
-  readonly #interactions: Interactions;
-  /** Internal news (a task settled, an attempt ended), never the public bus. */
-  readonly #notifier: Notifier;
-  readonly #logFeed = new LogFeed();
-  readonly #metrics: RuntimeMetrics;
+  /** The parts, built in dependency order (engine.ts). */
+  readonly #e: Engine;
   #metricsServer: { port: number; close(): Promise<void> } | undefined;
   readonly #lifecycle: Lifecycle;
   readonly #keepAlive: KeepAlive;
   /** Ends a graceful close's wait for running attempts at once (a later `close({ force: true })`). */
   #hurry: (() => void) | undefined;
-  readonly #holds: HoldSources;
   #rebuild: RebuildReport = { previousShutdownClean: true, active: 0, crashed: 0, timers: 0, ms: 0 };
   #closing: Promise<void> | undefined;
 
@@ -101,168 +64,35 @@ export class Runtime implements AsyncDisposable {
     this.#keepAlive = keepAlive;
     this.#store = store;
     this.#bus = bus;
-    this.#registry = new AgentRegistry();
-    this.#table = new TaskTable(store.read.tasks);
-    const slots = options.threads * options.slotsPerThread;
-    this.#router = createRouter({
-      store,
-      clock: options.clock,
-      log: log.child({ component: 'router' }),
-      maxLiveInstances: options.maxLiveInstances,
-      failedAttemptThreshold: options.failedAttemptThreshold,
-      hasQueuedWork: () => false,
-    });
-    this.#governor = createGovernor({ slots: slots + options.prefetch, instanceAdmits: (key) => this.#router.admits(key) });
-    this.#pool = (options.createPool ?? createPiscinaPool)({
-      threads: options.threads,
-      slotsPerThread: options.slotsPerThread,
-      heartbeatMs: heartbeatMsOf(options.leaseMs),
-      onError: (error) => log.error({ err: error }, 'worker thread error'),
-    });
-    // Internal news first: the parts built below subscribe to what they act on, so nothing here
-    // reaches for a part built after it.
-    const notifier = (this.#notifier = new Notifier((error, what) => log.error({ err: error, notification: what }, 'an internal listener failed')));
-    this.#timers = createTimerWheel(options.clock, (timer) => notifier.timerFired(timer));
-    this.#flow = new FlowControl({
-      clock: options.clock,
-      governor: this.#governor,
-      onRelease: () => notifier.work(),
-      onPauseEnded: (agent, state, at) => notifier.pauseEnded(agent, state, at),
-    });
-    const executor = new EffectExecutor(log.child({ component: 'executor' }));
-    const timers = this.#timers;
-    executor.handle({
-      notify: (taskId) => this.#notify(taskId),
-      arm: (timer) => timers.add(timer),
-      disarm: (timer) => void timers.remove(timer.id),
-      cleanWorkspace: (taskId, workspace, run) => cleanWorkspaceAt(log, taskId, workspace, run),
-    });
-    const pipeline = new Pipeline({
-      store,
-      clock: options.clock,
-      random: options.random,
-      nextId: createIdGenerator(() => options.clock.now()),
-      memory: new TaskMemory(this.#table, this.#governor, () => notifier.work()),
-      executor,
-      log,
-    });
-    const kernel: Kernel = {
-      pipeline,
-      notifier: this.#notifier,
-      options,
-      store,
-      clock: options.clock,
-      log,
-      governor: this.#governor,
-      router: this.#router,
-      pool: this.#pool,
-      agents: this.#registry,
-      timers: this.#timers,
-      table: this.#table,
-      flow: this.#flow,
-      logs: this.#logFeed,
-    };
-    this.#dispatcher = new Dispatcher(kernel, executor);
-    this.#submitter = new Submitter(kernel);
-    const submitter = this.#submitter;
-    this.#interactions = new Interactions(kernel, this.#dispatcher, (specs, where) => submitter.submitMany(specs, where));
-    this.#engine = new TaskEngine(kernel, this.#dispatcher, this.#interactions, keepAlive);
-    this.#cycle = new SupervisorCycle(kernel);
-    this.#supervisor = createSupervisor({
-      clock: options.clock,
-      log: log.child({ component: 'supervisor' }),
-      dispatcher: this.#dispatcher,
-      sweepMs: Math.max(10, Math.min(1_000, Math.floor(options.leaseMs / 4))),
-      cycle: this.#cycle,
-      intervalMs: options.supervisorIntervalMs,
-      hasQueued: () => this.#governor.queued > 0,
-    });
-    const supervisor = this.#supervisor;
-    notifier.onWork(() => supervisor.poke());
-    notifier.onBusy(() => supervisor.poke());
-    this.#controls = new RuntimeControls(kernel, { dispatcher: this.#dispatcher, cycleNow: () => supervisor.cycleNow() });
-    this.#scheduler = new Scheduler({
-      store,
-      clock: options.clock,
-      log: log.child({ component: 'scheduler' }),
-      pipeline,
-      checkTask: (task) => this.#submitter.check(task),
-      template: (task) => fireTemplate(kernel, task),
-      taskOfKey: (key) => taskOfKey(kernel, key),
-      admission: () => ({ queued: this.#table.count('queued'), maxQueued: options.maxQueued }),
-      workspacesDir: join(options.dataDir, 'workspaces'),
-      taskState: (id) => this.#engine.record(id)?.state,
-    });
-    const scheduler = this.#scheduler;
-    executor.handle({ armSchedule: (scheduleId, due) => scheduler.armSchedule(scheduleId, due) });
-    this.#notifier.onSettled((taskId) => this.#scheduler.onSettled(taskId));
-    this.#notifier.onSettled((taskId) => this.#interactions.onSettled(taskId));
-    this.#notifier.onAttemptEnded((taskId, attemptId) => this.#interactions.attemptEnded(taskId, attemptId));
-    this.schedules = guardedSchedules(this.#scheduler, (call) => this.#assertOpen(`schedules.${call}`));
-    this.#holds = {
-      now: () => options.clock.now(),
-      frozen: () => this.#controls.state.frozen,
-      inQueue: (taskId) => this.#governor.has(taskId),
-      flow: (agent, now) => this.#flow.view(agent, now),
-      instance: (key) => this.#router.get(key),
-    };
-    const interactions = this.#interactions;
-    this.#pool.connect({ ...this.#dispatcher.host, call: (attemptId, token, call) => interactions.call(attemptId, token, call) });
-    this.#metrics = new RuntimeMetrics(
-      {
-        agents: () => this.#governor.stats().agents,
-        attempts: () => this.#dispatcher.counts,
-        slots,
-        rebuildMs: () => this.#rebuild.ms,
-      },
-      { now: () => options.clock.now() },
-    );
-    const metrics = this.#metrics;
-    bus.observe((events) => {
-      for (const event of events) metrics.observe(event);
-    });
-    notifier.onRefused(() => metrics.rejected());
-    if (executor.unhandled.length > 0) throw new Error(`no handler for effects: ${executor.unhandled.join(', ')}`);
+    this.#e = buildEngine(options, log, store, bus, keepAlive, () => this.#rebuild.ms);
+    this.schedules = guardedSchedules(this.#e.scheduler, (call) => this.#assertOpen(`schedules.${call}`));
     this.agents = {
       register: (registration) => {
         this.#assertOpen('agents.register');
         return this.#register(validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry, backoff: options.defaultBackoff }));
       },
-      list: () => this.#registry.list(),
+      list: () => this.#e.registry.list(),
     };
   }
 
-  /**
-   * A task reached a state its watchers wait for (the notify effect, after the commit): wake them; a
-   * settled one leaves the table, and the parts that follow settled tasks hear of it.
-   */
-  #notify(taskId: string): void {
-    const task = this.#table.get(taskId);
-    if (!task) return;
-    const settled = isTerminal(task.state);
-    if (settled) this.#table.retire(task);
-    this.#table.notify(task);
-    if (settled) this.#notifier.settled(taskId);
-  }
-
   #register(agent: RegisteredAgent): RegisteredAgent {
-    this.#registry.set(agent);
-    this.#governor.setAgent(agent.name, { total: agent.concurrency, models: agent.models });
+    this.#e.registry.set(agent);
+    this.#e.governor.setAgent(agent.name, { total: agent.concurrency, models: agent.models });
     const stored = this.#store.read.control.get(flowKeyOf(agent.name)) as AgentFlowState | undefined;
-    this.#flow.configure(agent, stored, this.#options.clock.now());
-    this.#notifier.work();
+    this.#e.flow.configure(agent, stored, this.#options.clock.now());
+    this.#e.notifier.work();
     return agent;
   }
 
   /** @internal Registers the option agents (validated by createRuntime), rebuilds from disk and starts dispatching. */
   async start(agents: readonly RegisteredAgent[]): Promise<void> {
-    this.#controls.load();
+    this.#e.controls.load();
     for (const agent of agents) this.#register(agent);
     const started = performance.now();
-    const rebuilt = await this.#engine.rebuild();
-    this.#scheduler.start();
+    const rebuilt = await this.#e.tasks.rebuild();
+    this.#e.scheduler.start();
     this.#rebuild = { previousShutdownClean: this.#store.previousShutdownClean, ...rebuilt, ms: performance.now() - started };
-    if (this.#options.metricsPort > 0) this.#metricsServer = await this.#metrics.serve(this.#options.metricsPort);
+    if (this.#options.metricsPort > 0) this.#metricsServer = await this.#e.metrics.serve(this.#options.metricsPort);
     this.#lifecycle.set('running', { dataDir: this.#options.dataDir, ...this.#rebuild });
     if (!this.#store.previousShutdownClean) this.#log.warn({ dataDir: this.#options.dataDir }, 'the previous shutdown was not clean: attempts that were running ended as crashed');
     this.#keepAlive.open();
@@ -291,12 +121,12 @@ export class Runtime implements AsyncDisposable {
 
   /** Stores a task durably and queues it. Resolves once the commit is flushed. */
   submit(spec: TaskSpec): Promise<Task> {
-    return this.#guard('submit', () => this.#submitter.submit(spec));
+    return this.#guard('submit', () => this.#e.submitter.submit(spec));
   }
 
   /** Stores several tasks in one transaction: all are stored, or (on a validation error) none. */
   submitMany(specs: readonly TaskSpec[]): Promise<Task[]> {
-    return this.#guard('submitMany', () => this.#submitter.submitMany(specs));
+    return this.#guard('submitMany', () => this.#e.submitter.submitMany(specs));
   }
 
   /**
@@ -304,14 +134,14 @@ export class Runtime implements AsyncDisposable {
    * to the agent's `ctx.waitForInput()`. A task waiting with no live attempt resumes with a new run.
    */
   sendInput(id: string, input: InputSpec): Promise<InboxItem> {
-    return this.#guard('sendInput', () => this.#interactions.sendInput(id, input));
+    return this.#guard('sendInput', () => this.#e.interactions.sendInput(id, input));
   }
 
   /** A metrics snapshot, or the same as Prometheus text with `{ format: 'prometheus' }`. */
   metrics(): Promise<MetricsSnapshot>;
   metrics(options: { format: 'prometheus' }): Promise<string>;
   metrics(options?: { format?: 'prometheus' | 'snapshot' }): Promise<MetricsSnapshot | string> {
-    return this.#guard<MetricsSnapshot | string>('metrics', () => (options?.format === 'prometheus' ? this.#metrics.prometheus() : this.#metrics.snapshot()));
+    return this.#guard<MetricsSnapshot | string>('metrics', () => (options?.format === 'prometheus' ? this.#e.metrics.prometheus() : this.#e.metrics.snapshot()));
   }
 
   /** Where `metricsPort` serves `/metrics` (127.0.0.1), once running; undefined when off. */
@@ -321,35 +151,35 @@ export class Runtime implements AsyncDisposable {
 
   /** A task, with `heldBy` while flow control keeps it back. */
   async get(id: string): Promise<Task> {
-    return this.#guard('get', async () => this.#withHold(this.#engine.get(id)));
+    return this.#guard('get', async () => this.#withHold(this.#e.tasks.get(id)));
   }
 
   /** A page of tasks in submit order; queued ones carry `heldBy` like {@link Runtime.get}. */
   async list(options?: ListOptions): Promise<TaskPage> {
     return this.#guard('list', async () => {
-      const page = this.#engine.list(options);
+      const page = this.#e.tasks.list(options);
       for (const task of page.tasks) this.#withHold(task);
       return page;
     });
   }
 
   #withHold(task: Task): Task {
-    const hold = holdOf(task, this.#holds);
+    const hold = holdOf(task, this.#e.holds);
     if (hold) task.heldBy = hold;
     return task;
   }
 
   /** Resolves when the task is terminal (done, failed, dropped, cancelled) or needs attention. */
   wait(id: string, options?: WaitOptions): Promise<Task> {
-    return this.#guard('wait', () => this.#engine.wait(id, options));
+    return this.#guard('wait', () => this.#e.tasks.wait(id, options));
   }
 
   cancel(id: string, reason?: string): Promise<Task> {
-    return this.#guard('cancel', () => this.#engine.cancel(id, reason));
+    return this.#guard('cancel', () => this.#e.tasks.cancel(id, reason));
   }
 
   retry(id: string): Promise<Task> {
-    return this.#guard('retry', () => this.#engine.retry(id));
+    return this.#guard('retry', () => this.#e.tasks.retry(id));
   }
 
   /** Replays the event log after `after`, then yields live events, until aborted or closed. */
@@ -361,12 +191,12 @@ export class Runtime implements AsyncDisposable {
   /** The log lines a task's agent wrote through `ctx.log`, in order; with `follow`, then live until the task is terminal. */
   logs(id: string, options: LogOptions = {}): AsyncGenerator<LogLine> {
     this.#assertOpen('logs');
-    if (!this.#engine.record(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
+    if (!this.#e.tasks.record(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
     if (!options.follow) return followLogs(this.#store.read.logs, id, options, undefined);
     const stop = new AbortController();
     // `ended` must not hold the process by itself: the follow holds it only while it waits for a line.
-    const ended = this.#engine.wait(id, { signal: stop.signal }, false).catch(() => undefined);
-    return followLogs(this.#store.read.logs, id, options, { feed: this.#logFeed, ended, release: () => stop.abort(), hold: () => this.#keepAlive.hold() });
+    const ended = this.#e.tasks.wait(id, { signal: stop.signal }, false).catch(() => undefined);
+    return followLogs(this.#store.read.logs, id, options, { feed: this.#e.logFeed, ended, release: () => stop.abort(), hold: () => this.#keepAlive.hold() });
   }
 
   /** Listens to committed events of one type (or `'*'` for all). Returns an unsubscribe function. */
@@ -385,67 +215,67 @@ export class Runtime implements AsyncDisposable {
     return this.#guard('setDispatchTarget', async () => {
       if (typeof instanceKey !== 'string' || instanceKey.length === 0) throw new TroupeError('INVALID_INPUT', 'setDispatchTarget: instanceKey must be a non-empty string');
       if (target !== null && !(Number.isSafeInteger(target) && target >= 0)) throw new TroupeError('INVALID_INPUT', 'setDispatchTarget: target must be a non-negative integer or null');
-      await this.#router.setTarget(instanceKey, target);
-      this.#dispatcher.pump();
+      await this.#e.router.setTarget(instanceKey, target);
+      this.#e.dispatcher.pump();
     });
   }
 
   /** Clears a degraded instance so it dispatches again. */
   resetInstance(instanceKey: string): Promise<void> {
     return this.#guard('resetInstance', async () => {
-      await this.#router.reset(instanceKey);
-      this.#dispatcher.pump();
+      await this.#e.router.reset(instanceKey);
+      this.#e.dispatcher.pump();
     });
   }
 
   /** Stops dispatch (durably): running attempts carry on, submits are still accepted. */
   freeze(reason?: string): Promise<void> {
-    return this.#guard('freeze', () => this.#controls.freeze(reason));
+    return this.#guard('freeze', () => this.#e.controls.freeze(reason));
   }
 
   /** Resumes dispatch after freeze() or kill(). */
   unfreeze(): Promise<void> {
-    return this.#guard('unfreeze', () => this.#controls.unfreeze());
+    return this.#guard('unfreeze', () => this.#e.controls.unfreeze());
   }
 
   /** Freezes and aborts every running attempt; their tasks are requeued. Resolves when none runs. */
   kill(reason?: string): Promise<void> {
-    return this.#guard('kill', () => this.#controls.kill(reason));
+    return this.#guard('kill', () => this.#e.controls.kill(reason));
   }
 
   /** Drains now: re-checks agent holds against the clock, runs a supervisor cycle, fills free slots. */
   poke(): void {
     this.#assertOpen('poke');
-    this.#controls.poke();
+    this.#e.controls.poke();
   }
 
   /** Ends an agent's backoff pause early. Resolves true if it was paused. */
   resumeAgent(name: string): Promise<boolean> {
-    return this.#guard('resumeAgent', () => this.#controls.resumeAgent(name));
+    return this.#guard('resumeAgent', () => this.#e.controls.resumeAgent(name));
   }
 
   /** Execution instances: live ones and those passivated to disk. */
   instances(): InstanceView[] {
     this.#assertOpen('instances');
-    return this.#router.list();
+    return this.#e.router.list();
   }
 
   /** Counts by state, slots, per-agent queues and attempts. */
   stats(): RuntimeStats {
     return collectStats({
       state: this.#lifecycle.state,
-      counts: this.#lifecycle.state === 'closed' ? undefined : this.#table.countsByState(),
-      governor: this.#governor.stats(),
-      attempts: this.#dispatcher.counts,
+      counts: this.#lifecycle.state === 'closed' ? undefined : this.#e.table.countsByState(),
+      governor: this.#e.governor.stats(),
+      attempts: this.#e.dispatcher.counts,
       slots: this.#options.threads * this.#options.slotsPerThread,
-      prefetch: { ...this.#dispatcher.prefetch, max: this.#options.prefetch },
-      liveInstances: this.#router.liveCount,
-      delayed: this.#table.count('queued' satisfies TaskState) - this.#governor.queued,
+      prefetch: { ...this.#e.dispatcher.prefetch, max: this.#options.prefetch },
+      liveInstances: this.#e.router.liveCount,
+      delayed: this.#e.table.count('queued' satisfies TaskState) - this.#e.governor.queued,
       rebuild: this.#rebuild,
-      owners: this.#lifecycle.state === 'closed' ? undefined : this.#table.countsByOwner(),
-      flow: (agent) => this.#flow.view(agent, this.#options.clock.now()),
-      control: this.#controls.state,
-      cycles: this.#cycle.cycles,
+      owners: this.#lifecycle.state === 'closed' ? undefined : this.#e.table.countsByOwner(),
+      flow: (agent) => this.#e.flow.view(agent, this.#options.clock.now()),
+      control: this.#e.controls.state,
+      cycles: this.#e.cycle.cycles,
     });
   }
 
@@ -490,19 +320,19 @@ export class Runtime implements AsyncDisposable {
       timer = clock.setTimeout(resolve, timeoutMs);
       this.#hurry = resolve;
     });
-    await step('schedules', () => this.#scheduler.stop());
-    await step('drain', () => this.#dispatcher.drain(deadline));
+    await step('schedules', () => this.#e.scheduler.stop());
+    await step('drain', () => this.#e.dispatcher.drain(deadline));
     this.#hurry = undefined;
     await step('deadline', () => timer && clock.clearTimeout(timer));
     // Settlements of the drained attempts wake their waiters once committed: let them land first.
     await step('commits', () => this.#store.settled());
-    await step('timers', () => this.#timers.stop());
-    await step('supervisor', () => this.#supervisor.stop());
-    await step('flow timers', () => this.#flow.stop());
-    await step('instances', () => this.#router.flush());
-    await step('pool', () => this.#pool.destroy());
+    await step('timers', () => this.#e.timers.stop());
+    await step('supervisor', () => this.#e.supervisor.stop());
+    await step('flow timers', () => this.#e.flow.stop());
+    await step('instances', () => this.#e.router.flush());
+    await step('pool', () => this.#e.pool.destroy());
     await step('metrics', () => this.#metricsServer?.close());
-    await step('waits', () => this.#engine.rejectWaits(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
+    await step('waits', () => this.#e.tasks.rejectWaits(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#bus.close());
     await step('store', () => this.#store.close(failures.length === 0));
     this.#keepAlive.close();
