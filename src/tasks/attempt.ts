@@ -10,14 +10,15 @@
  * ILLEGAL_STATE, and each move is logged at debug level on the attempt's own logger. The attempt
  * owns its timers (timeout, stop grace), its lease and what stopping it asked for.
  */
-import type { AbortReason } from '../../actors/wire.js';
-import type { AttemptBucket } from '../../machines/index.js';
+import type { AbortReason, AttemptRequest } from '../../actors/wire.js';
+import type { RegisteredAgent } from '../agents/registry.js';
+import type { AttemptBucket, AttemptChange, AttemptExit } from '../../machines/index.js';
 import type { Clock, ClockTimer } from '../clock.js';
 import { TroupeError } from '../errors.js';
 import type { GovernorEntry } from '../governor/governor.js';
 import type { Logger } from '../log.js';
-import type { InstanceDescriptor } from '../router/router.js';
-import type { AttemptRecord } from '../store/records.js';
+import type { InstanceDescriptor, Router } from '../router/router.js';
+import type { AttemptRecord, TaskRecord } from '../store/records.js';
 
 /** See the module comment. */
 export type AttemptPhase = 'starting' | 'dispatched' | 'executing' | 'ended';
@@ -104,6 +105,23 @@ export class Attempt {
   /** Arms the grace period a stopping attempt has before its thread is terminated. */
   armGrace(clock: Clock, graceMs: number, onExpiry: () => void): void {
     this.#grace = clock.setTimeout(onExpiry, graceMs);
+  }
+
+  /** What its thread is handed once its start is durable. */
+  request(task: TaskRecord, agent: Pick<RegisteredAgent, 'name' | 'module'>): AttemptRequest {
+    const request: AttemptRequest = { module: agent.module, agent: agent.name, taskId: this.taskId, attemptId: this.attemptId, run: this.run, attempt: this.attempt, token: this.token, input: task.input };
+    if (task.workspace !== undefined) request.workspace = task.workspace;
+    if (task.followUp !== undefined) request.followUp = task.followUp;
+    return request;
+  }
+
+  /** Tells the instance actor that counts it where it stands now (`status`: how it ended). */
+  tell(router: Pick<Router, 'note'>, change: AttemptChange['change'], at: number, status?: AttemptExit): void {
+    const event: AttemptChange = { attemptId: this.attemptId, change };
+    if (this.bucket !== undefined) event.from = this.bucket;
+    if (status !== undefined) event.status = status;
+    router.note(this.entry.instanceKey, event, at, this.descriptor);
+    this.bucket = change === 'ended' || change === 'released' ? undefined : change;
   }
 
   /** Clears its timers (it ended). */

@@ -7,13 +7,12 @@
  * thread at once, which queues it until one of its slots is free.
  */
 import { clearLongTimeout, setLongTimeout, type LongTimeout } from '../../actors/long-timeout.js';
-import type { AbortReason, AttemptRequest } from '../../actors/wire.js';
+import type { AbortReason } from '../../actors/wire.js';
 import type { EffectExecutor } from '../pipeline/executor.js';
 import type { PoolHost } from '../pool/pool.js';
 import type { GovernorEntry } from '../governor/governor.js';
 import type { TaskRecord } from '../store/records.js';
 import { makePrivateDir } from '../store/private-files.js';
-import type { AttemptChange, AttemptExit } from '../../machines/index.js';
 import { Attempt } from './attempt.js';
 import { StartAhead } from './start-ahead.js';
 import type { Kernel } from './kernel.js';
@@ -113,7 +112,7 @@ export class Dispatcher {
     // Not the task record itself as the descriptor: the attempt would keep that version alive as long as it runs.
     const attempt = new Attempt(record, entry, { agent: task.agent, lane: task.lane, workspace: task.workspace }, this.#k.log);
     this.#live.set(attempt.attemptId, attempt);
-    this.#tell(attempt, 'pending', now);
+    attempt.tell(this.#k.router, 'pending', now);
     pipeline.apply(result);
   }
 
@@ -144,19 +143,7 @@ export class Dispatcher {
         return;
       }
     }
-    const request: AttemptRequest = {
-      module: agent.module,
-      agent: agent.name,
-      taskId: task.id,
-      attemptId: attempt.attemptId,
-      run: attempt.run,
-      attempt: attempt.attempt,
-      token: attempt.token,
-      input: task.input,
-    };
-    if (task.workspace !== undefined) request.workspace = task.workspace;
-    if (task.followUp !== undefined) request.followUp = task.followUp;
-    pool.send(request);
+    pool.send(attempt.request(task, agent));
   }
 
   /** An attempt's start did not commit: it never ran. */
@@ -177,7 +164,7 @@ export class Dispatcher {
     this.#dispatched--;
     this.#executing++;
     this.#k.notifier.busy();
-    this.#tell(attempt, 'running', at);
+    attempt.tell(this.#k.router, 'running', at);
     attempt.armTimeout(clock, task.timeoutMs, () => this.stop(attempt, 'timeout', `attempt exceeded timeoutMs ${task.timeoutMs}`));
   }
 
@@ -284,7 +271,7 @@ export class Dispatcher {
     if (attempt.phase !== 'executing' && attempt.phase !== 'dispatched') return;
     const { router, pool, clock, options, table } = this.#k;
     const task = table.get(attempt.taskId)!;
-    this.#tell(attempt, 'stopping', clock.now());
+    attempt.tell(this.#k.router, 'stopping', clock.now());
     const answerWithinMs = reason === 'lease_expired' ? LEASE_ANSWER_MS : Math.max(50, options.cancelGraceMs);
     attempt.abortAnswer = pool.abort(attempt.attemptId, attempt.token, reason, answerWithinMs);
     if (reason === 'shutdown') return;
@@ -327,12 +314,12 @@ export class Dispatcher {
     governor.release(attempt.entry);
     const task = table.get(attempt.taskId);
     if (!task || task.token !== attempt.token) {
-      this.#tell(attempt, 'released', clock.now());
+      attempt.tell(this.#k.router, 'released', clock.now());
       recordStale(this.#k, attempt.taskId, attempt.attemptId, 'result');
     } else {
       const settlement = decideSettlement(task, task.attempts, outcome, attempt.stop, options.random);
       const now = clock.now();
-      this.#tell(attempt, 'ended', now, settlement.exit);
+      attempt.tell(this.#k.router, 'ended', now, settlement.exit);
       const flow = this.#k.flow.ended(task.agent, settlement.exit, now - attempt.record.startedAt, now, settlement.event === 'FAIL');
       this.#k.pipeline.run(decideSettle, { task, attempt: attempt.record }, flow === undefined ? { settlement } : { settlement, flow }).catch((error: unknown) => {
         this.#k.log.error({ err: error, taskId: task.id }, 'committing a settlement failed');
@@ -340,15 +327,6 @@ export class Dispatcher {
     }
     if (this.#live.size === 0) for (const resolve of this.#idle) resolve();
     this.pump();
-  }
-
-  /** Routes an attempt lifecycle change to the task's instance actor. */
-  #tell(attempt: LiveAttempt, change: AttemptChange['change'], at: number, status?: AttemptExit): void {
-    const event: AttemptChange = { attemptId: attempt.attemptId, change };
-    if (attempt.bucket !== undefined) event.from = attempt.bucket;
-    if (status !== undefined) event.status = status;
-    this.#k.router.note(attempt.entry.instanceKey, event, at, attempt.descriptor);
-    attempt.bucket = change === 'ended' || change === 'released' ? undefined : change;
   }
 
   /**
