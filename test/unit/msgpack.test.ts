@@ -63,6 +63,15 @@ describe('MsgpackWriter', () => {
     written.forEach((bytes, i) => expect(packr.unpack(bytes)).toEqual(values[i]));
   });
 
+  it('writes a frozen object of primitives once and copies its bytes after, but a frozen object holding objects every time', () => {
+    const policy = Object.freeze({ maxAttempts: 3, backoff: 'fixed', delayMs: 5 });
+    const holder = Object.freeze({ nested: { n: 1 } });
+    for (let i = 0; i < 3; i++) expect(packr.unpack(write({ i, policy }))).toEqual({ i, policy: { maxAttempts: 3, backoff: 'fixed', delayMs: 5 } });
+    expect(packr.unpack(write(holder))).toEqual({ nested: { n: 1 } });
+    holder.nested.n = 2;
+    expect(packr.unpack(write(holder))).toEqual({ nested: { n: 2 } });
+  });
+
   it('writes an object of more than 65,535 keys with a 32-bit map header', () => {
     const big: Record<string, number> = {};
     for (let i = 0; i < 70_000; i++) big[`k${i}`] = i;

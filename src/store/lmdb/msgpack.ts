@@ -17,6 +17,8 @@ const CHUNK = 256 * 1024;
 /** Values msgpack cannot say natively (Dates, binary, BigInts) are written by msgpackr. */
 const fallback = new Packr({ useRecords: false, copyBuffers: true, mapsAsObjects: true });
 const objectProto = Object.prototype;
+/** The bytes of frozen objects already written (see MsgpackWriter.#frozen). */
+const frozenBytes = new WeakMap<object, Uint8Array>();
 
 /** See the module comment. */
 export class MsgpackWriter {
@@ -173,9 +175,23 @@ export class MsgpackWriter {
           for (let i = 0; i < v.length; i++) this.value(v[i]);
           return;
         }
-        if (Object.getPrototypeOf(v) === objectProto) return this.#object(v as Record<string, unknown>);
+        if (Object.getPrototypeOf(v) === objectProto) return Object.isFrozen(v) ? this.#frozen(v as Record<string, unknown>) : this.#object(v as Record<string, unknown>);
     }
     this.#raw(fallback.pack(v));
+  }
+
+  /**
+   * A frozen object of primitives cannot change, so its bytes are written once and copied after
+   * that: an agent's retry policy, shared by all its tasks, is in every task record twice (the log
+   * and its database). (Freezing is shallow: an object holding objects is written every time.)
+   */
+  #frozen(o: Record<string, unknown>): void {
+    const known = frozenBytes.get(o);
+    if (known) return this.#raw(known);
+    const from = this.#pos - this.#start;
+    this.#object(o);
+    for (const key in o) if (typeof o[key] === 'object' && o[key] !== null) return;
+    frozenBytes.set(o, Uint8Array.prototype.slice.call(this.#buf, this.#start + from, this.#pos));
   }
 
   /** A plain object as a map: one pass, its size filled in after (a 16-bit map header, as msgpackr writes). */
