@@ -2,7 +2,7 @@
  * The agent SDK, imported by agent modules as `troupe/agent`. It runs inside worker threads and
  * depends only on actors/ and wire types.
  */
-import type { AgentResult, LogLevel } from './wire.js';
+import type { AgentResult } from './wire.js';
 
 export type { AgentResult, LogLevel } from './wire.js';
 

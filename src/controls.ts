@@ -9,6 +9,9 @@ import type { AgentFlowState, RuntimeControl } from './store/records.js';
 import { flowKeyOf, type Kernel } from './tasks/kernel.js';
 import type { Dispatcher } from './tasks/dispatcher.js';
 
+/** What the runtime controls use: the slice of the engine's shared parts it reads. */
+export type ControlsDeps = Pick<Kernel, 'agents' | 'clock' | 'flow' | 'governor' | 'log' | 'notifier' | 'store'>;
+
 /** The `control` key of the frozen flag. */
 const RUNTIME_KEY = 'runtime';
 
@@ -21,12 +24,12 @@ export interface ControlDeps {
 
 /** See the module comment. */
 export class RuntimeControls {
-  readonly #k: Kernel;
+  readonly #k: ControlsDeps;
   readonly #d: ControlDeps;
   #state: RuntimeControl = { frozen: false };
   #chain: Promise<unknown> = Promise.resolve();
 
-  constructor(kernel: Kernel, deps: ControlDeps) {
+  constructor(kernel: ControlsDeps, deps: ControlDeps) {
     this.#k = kernel;
     this.#d = deps;
     kernel.notifier.onPauseEnded((agent, state, at) => this.pauseEnded(agent, state, at));

@@ -11,7 +11,6 @@ import { createActor, type Actor } from 'xstate';
 import {
   MACHINES,
   durableFingerprint,
-  instanceAdmits,
   instanceMachine,
   instanceStatus,
   type InstanceContext,

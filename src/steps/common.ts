@@ -6,9 +6,8 @@
  * Helpers that take a task change it in place: callers pass their own fresh copy, never the view.
  */
 import { nextTaskState, type TaskEventType, type TaskState } from '../../machines/index.js';
-import type { WireError } from '../../actors/wire.js';
 import { TroupeError } from '../errors.js';
-import type { EventType, RunRecord, TaskRecord, TaskResult, TimerRecord } from '../store/records.js';
+import type { EventType, RunRecord, TaskRecord, TimerRecord } from '../store/records.js';
 import type { NewEvent, StepContext, StepResult } from './types.js';
 
 /** The state `event` moves the task to, or ILLEGAL_TRANSITION (checked before any seq is taken). */

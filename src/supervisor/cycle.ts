@@ -16,6 +16,9 @@ import { decideAttend } from '../steps/attend.js';
 import { decideDrop } from '../steps/drop.js';
 import type { Kernel } from '../tasks/kernel.js';
 
+/** What the supervisor cycle reads and steps through: the slice of the engine's shared parts it reads. */
+export type CycleDeps = Pick<Kernel, 'governor' | 'options' | 'pipeline' | 'router' | 'store' | 'table'>;
+
 /** The `control` key of the durable cycle counter. */
 export const CYCLE_KEY = 'supervisor';
 
@@ -28,10 +31,10 @@ export interface CycleReport {
 
 /** Runs cycles for a kernel; keeps the counter in memory after reading it once. */
 export class SupervisorCycle {
-  readonly #k: Kernel;
+  readonly #k: CycleDeps;
   #cycle: number;
 
-  constructor(kernel: Kernel) {
+  constructor(kernel: CycleDeps) {
     this.#k = kernel;
     const stored = kernel.store.read.control.get(CYCLE_KEY) as { cycle?: number } | undefined;
     this.#cycle = typeof stored?.cycle === 'number' ? stored.cycle : 0;

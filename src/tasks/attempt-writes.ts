@@ -6,8 +6,11 @@ import type { WireLogLine } from '../../actors/wire.js';
 import type { LogRecord, TaskRecord } from '../store/records.js';
 import type { Kernel } from './kernel.js';
 
+/** What an attempt's log and progress writes use: the slice of the engine's shared parts it reads. */
+export type AttemptWriteDeps = Pick<Kernel, 'clock' | 'log' | 'logs' | 'store'>;
+
 /** Stores an attempt's log lines from line number `firstLine`; returns the next line number. */
-export function writeLogLines(k: Kernel, task: TaskRecord, attempt: { attemptId: string; run: number; attempt: number }, lines: readonly WireLogLine[], firstLine: number): number {
+export function writeLogLines(k: AttemptWriteDeps, task: TaskRecord, attempt: { attemptId: string; run: number; attempt: number }, lines: readonly WireLogLine[], firstLine: number): number {
   let lineNo = firstLine;
   // Always collected: a follower that subscribes while this commit is in flight must get these
   // lines live, since its replay ran before they landed.
@@ -32,7 +35,7 @@ export function writeLogLines(k: Kernel, task: TaskRecord, attempt: { attemptId:
 }
 
 /** Stores an attempt's progress on its task, with a `task.progress` event. */
-export function writeProgress(k: Kernel, task: TaskRecord, attemptId: string, value: number, message: string | undefined, at: number): void {
+export function writeProgress(k: AttemptWriteDeps, task: TaskRecord, attemptId: string, value: number, message: string | undefined, at: number): void {
   task.progress = message === undefined ? { value, at } : { value, message, at };
   k.store
     .commit((w) => {
@@ -43,7 +46,7 @@ export function writeProgress(k: Kernel, task: TaskRecord, attemptId: string, va
 }
 
 /** Records that a fenced attempt tried to write (`kind`: result, log or progress); the task is untouched. */
-export function recordStale(k: Kernel, taskId: string, attemptId: string, kind: string): void {
+export function recordStale(k: AttemptWriteDeps, taskId: string, attemptId: string, kind: string): void {
   const at = k.clock.now();
   k.store
     .commit((w) => void w.event('task.stale_result', { at, taskId, attemptId, data: { kind } }))

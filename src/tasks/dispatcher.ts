@@ -22,6 +22,9 @@ import { decideSettle } from '../steps/settle.js';
 import type { Effect } from '../steps/types.js';
 import { recordStale, writeLogLines, writeProgress } from './attempt-writes.js';
 
+/** What the dispatcher uses: the slice of the engine's shared parts it reads. */
+export type DispatcherDeps = Pick<Kernel, 'agents' | 'clock' | 'flow' | 'governor' | 'log' | 'logs' | 'notifier' | 'options' | 'pipeline' | 'pool' | 'router' | 'store' | 'table'>;
+
 /** How long a thread has to answer an abort after its attempt's lease expired before it counts as stuck. */
 const LEASE_ANSWER_MS = 250;
 /** How often workers heartbeat a running attempt: three times per lease (capped at an hour: a lease of a year in tests). */
@@ -34,7 +37,7 @@ export type LiveAttempt = Attempt;
 
 /** See the module comment. */
 export class Dispatcher {
-  readonly #k: Kernel;
+  readonly #k: DispatcherDeps;
   readonly #live = new Map<string, LiveAttempt>();
   /** Attempts handed to a thread that has not started them yet. */
   #dispatched = 0;
@@ -47,7 +50,7 @@ export class Dispatcher {
   #pumpQueued = false;
   readonly #idle = new Set<() => void>();
   /** Runs its effects (starts, start failures, stops) and fills free slots whenever there may be work. */
-  constructor(kernel: Kernel, executor: Pick<EffectExecutor, 'handle'>) {
+  constructor(kernel: DispatcherDeps, executor: Pick<EffectExecutor, 'handle'>) {
     this.#k = kernel;
     this.#slots = kernel.options.threads * kernel.options.slotsPerThread;
     this.#ahead = new StartAhead(this.#slots, kernel.options.prefetch);
@@ -269,9 +272,8 @@ export class Dispatcher {
     // starting: `started` settles it once the start is durable. dispatched: its thread ends it
     // at once from its queue (the abort below); executing: the agent is asked to stop.
     if (attempt.phase !== 'executing' && attempt.phase !== 'dispatched') return;
-    const { router, pool, clock, options, table } = this.#k;
-    const task = table.get(attempt.taskId)!;
-    attempt.tell(this.#k.router, 'stopping', clock.now());
+    const { router, pool, clock, options } = this.#k;
+    attempt.tell(router, 'stopping', clock.now());
     const answerWithinMs = reason === 'lease_expired' ? LEASE_ANSWER_MS : Math.max(50, options.cancelGraceMs);
     attempt.abortAnswer = pool.abort(attempt.attemptId, attempt.token, reason, answerWithinMs);
     if (reason === 'shutdown') return;
@@ -294,7 +296,7 @@ export class Dispatcher {
 
   #settle(attempt: LiveAttempt, outcome: AttemptOutcome): void {
     if (attempt.phase === 'ended') return;
-    const { table, governor, clock, router, options } = this.#k;
+    const { table, governor, clock, options } = this.#k;
     attempt.clearTimers(clock);
     if (attempt.parked) {
       attempt.parked = false;

@@ -21,6 +21,9 @@ import type { Interactions } from './interact.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { KeepAlive } from '../keep-alive.js';
 
+/** What the task engine uses: the slice of the engine's shared parts it reads. */
+export type TaskEngineDeps = Pick<Kernel, 'agents' | 'clock' | 'governor' | 'log' | 'notifier' | 'options' | 'pipeline' | 'store' | 'table' | 'timers'>;
+
 /** What a pending wait holds the process alive with. */
 type Holds = Pick<KeepAlive, 'add' | 'drop'>;
 
@@ -53,14 +56,14 @@ const ACTIVE_STATES = new Set<TaskState>(TASK_STATES.filter((s) => !isTerminal(s
 
 /** See the module comment. */
 export class TaskEngine {
-  readonly #k: Kernel;
+  readonly #k: TaskEngineDeps;
   readonly #dispatcher: Dispatcher;
   /** Resumes waiting tasks at open. */
   readonly #interactions: Pick<Interactions, 'rebuild'>;
   readonly #keepAlive: Holds;
 
   /** `keepAlive` keeps the process alive while a wait is pending (see keep-alive.ts). */
-  constructor(kernel: Kernel, dispatcher: Dispatcher, interactions: Pick<Interactions, 'rebuild'>, keepAlive: Holds) {
+  constructor(kernel: TaskEngineDeps, dispatcher: Dispatcher, interactions: Pick<Interactions, 'rebuild'>, keepAlive: Holds) {
     this.#k = kernel;
     this.#dispatcher = dispatcher;
     this.#interactions = interactions;
@@ -226,7 +229,7 @@ export class TaskEngine {
  * Routes an unmatched task again: the agent it names, or the least-loaded one covering its
  * `requires`. Throws UNKNOWN_AGENT (changing nothing) when still no agent matches.
  */
-function routeAgain(k: Kernel, task: TaskRecord): Routed {
+function routeAgain(k: TaskEngineDeps, task: TaskRecord): Routed {
   const requires = task.requires ?? [];
   let agent: RegisteredAgent | undefined;
   if (task.agent) {

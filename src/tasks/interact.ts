@@ -23,6 +23,9 @@ import type { Dispatcher, LiveAttempt } from './dispatcher.js';
 import type { Kernel } from './kernel.js';
 import type { TaskSpec } from './spec.js';
 
+/** What the interactions use: the slice of the engine's shared parts it reads. */
+export type InteractionDeps = Pick<Kernel, 'log' | 'pipeline' | 'store' | 'table'>;
+
 /** What `rt.sendInput()` takes. */
 export interface InputSpec {
   /** Plain data. */
@@ -59,7 +62,7 @@ const MAX_KEY = 512;
 
 /** See the module comment. */
 export class Interactions {
-  readonly #k: Kernel;
+  readonly #k: InteractionDeps;
   readonly #dispatcher: Dispatcher;
   readonly #submit: SubmitFn;
   readonly #parked = new Map<string, Parked>();
@@ -68,7 +71,7 @@ export class Interactions {
   /** Input keys whose commit is in flight: `taskId\0key` → the item (resolved once it is durable). */
   readonly #sending = new Map<string, Promise<InboxItem>>();
 
-  constructor(kernel: Kernel, dispatcher: Dispatcher, submit: SubmitFn) {
+  constructor(kernel: InteractionDeps, dispatcher: Dispatcher, submit: SubmitFn) {
     this.#k = kernel;
     this.#dispatcher = dispatcher;
     this.#submit = submit;

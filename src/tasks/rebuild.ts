@@ -15,6 +15,9 @@ import type { Interactions } from './interact.js';
 import { entryOf, type Kernel } from './kernel.js';
 import { decideSettlement, type Settlement } from './outcome.js';
 
+/** What the rebuild on open reads and steps through: the slice of the engine's shared parts it reads. */
+export type RebuildDeps = Pick<Kernel, 'governor' | 'notifier' | 'options' | 'pipeline' | 'store' | 'table' | 'timers'>;
+
 /** What a rebuild found. */
 export interface RebuildCounts {
   /** Active tasks loaded. */
@@ -29,7 +32,7 @@ export interface RebuildCounts {
 const DETACHED: Settlement = { exit: 'interrupted', event: 'REQUEUE', counts: false, reason: 'process_crashed' };
 
 /** See the module comment. Resolves once every step it decided is durable. */
-export async function rebuild(k: Kernel, interactions: Pick<Interactions, 'rebuild'>): Promise<RebuildCounts> {
+export async function rebuild(k: RebuildDeps, interactions: Pick<Interactions, 'rebuild'>): Promise<RebuildCounts> {
   const { store, table, governor, timers, options, pipeline } = k;
   const loaded: TaskRecord[] = [];
   const orphans: string[] = [];

@@ -12,13 +12,16 @@ import type { Change } from '../steps/types.js';
 import type { Kernel } from './kernel.js';
 import { toTask, validateSpec, type Task, type TaskSpec, type ValidSpec } from './spec.js';
 
+/** What submitting reads and steps through: the slice of the engine's shared parts it reads. */
+export type SubmitDeps = Pick<Kernel, 'agents' | 'clock' | 'governor' | 'notifier' | 'options' | 'pipeline' | 'store' | 'table'>;
+
 /** Submits tasks for a kernel. */
 export class Submitter {
-  readonly #k: Kernel;
+  readonly #k: SubmitDeps;
   /** Where per-task workspaces are made: what the submit step reads. */
   readonly #view: { workspacesDir: string };
 
-  constructor(kernel: Kernel) {
+  constructor(kernel: SubmitDeps) {
     this.#k = kernel;
     this.#view = { workspacesDir: join(kernel.options.dataDir, 'workspaces') };
   }

@@ -9,11 +9,14 @@ import type { FireTemplate } from '../steps/fire.js';
 import type { Kernel } from './kernel.js';
 import { validateSpec, type TaskSpec } from './spec.js';
 
+/** What a schedule's template reads: the slice of the engine's shared parts it reads. */
+export type TemplateDeps = Pick<Kernel, 'agents' | 'clock' | 'governor' | 'store' | 'table'>;
+
 /** Where validation errors of a template point. */
 const WHERE = 'schedule.task';
 
 /** The template as the fire step takes it. */
-export function fireTemplate(k: Kernel, task: TaskSpec): FireTemplate {
+export function fireTemplate(k: TemplateDeps, task: TaskSpec): FireTemplate {
   const { agents, governor, table, store } = k;
   const route = (requires: readonly string[]) => {
     const name = governor.pickAgent(agents.covering(requires).map((a) => a.name));
@@ -31,7 +34,7 @@ export function fireTemplate(k: Kernel, task: TaskSpec): FireTemplate {
 }
 
 /** The task holding an idempotency key: one in memory (its submit may be in flight), else the store's. */
-export function taskOfKey(k: Kernel, key: string): TaskRecord | undefined {
+export function taskOfKey(k: TemplateDeps, key: string): TaskRecord | undefined {
   const { table, store } = k;
   const id = table.idOfKey(key) ?? store.read.idempotency.get(key);
   return id === undefined ? undefined : (table.get(id) ?? store.read.tasks.get(id));
