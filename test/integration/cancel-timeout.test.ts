@@ -29,6 +29,23 @@ describe('cancel', () => {
     await expect(rt.cancel('missing')).rejects.toMatchObject({ code: 'NOT_FOUND' });
   });
 
+  it('cancels an attempt still queued on its thread at once, and the attempt ahead of it runs on', async () => {
+    const rt = await runtime({ threads: 1, slotsPerThread: 1, agents: [builtinAgent('sleep'), builtinAgent('echo')] });
+    // One quick attempt first: only then does the dispatcher start attempts ahead of a free slot.
+    await rt.wait((await rt.submit({ agent: 'echo', input: 'warm' })).id);
+    const order: string[] = [];
+    rt.on('*', (e: RuntimeEvent) => (e.type === 'task.done' || e.type === 'task.cancelled' ? order.push(`${e.type} ${e.taskId}`) : undefined));
+    const long = await rt.submit({ agent: 'sleep', input: { ms: 400, steps: 1 } });
+    await started(rt, long.id);
+    // Started ahead: durable, handed to the thread, queued there behind the sleep.
+    const queued = await rt.submit({ agent: 'echo', input: 'never runs' });
+    await started(rt, queued.id);
+    expect(await rt.cancel(queued.id, 'changed my mind')).toMatchObject({ state: 'cancelled', reason: 'changed my mind', attempts: 1 });
+    // The sleep's thread was not terminated for it: the sleep ends done, after the cancel.
+    expect(await rt.wait(long.id)).toMatchObject({ state: 'done', attempts: 1, output: { sleptMs: 400 } });
+    expect(order).toEqual([`task.cancelled ${queued.id}`, `task.done ${long.id}`]);
+  });
+
   it('aborts ctx.signal of a running task, which is cancelled when the attempt ends', async () => {
     const rt = await runtime({ agents: [{ name: 'polite', module: fixtureAgent('polite') }] });
     const task = await rt.submit({ agent: 'polite', input: {} });
