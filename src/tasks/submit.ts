@@ -32,27 +32,33 @@ export class Submitter {
     return new TroupeError('AT_CAPACITY', `admission is full: ${this.#k.table.count('queued')} tasks queued, maxQueued is ${this.#k.options.maxQueued}`);
   }
 
-  /** One spec: the same rules as {@link Submitter.submitMany}, without its batch bookkeeping (the hot path). */
-  async submit(spec: TaskSpec): Promise<Task> {
-    const { agents, table, options, clock, governor, pipeline } = this.#k;
+  /**
+   * One spec: the same rules as {@link Submitter.submitMany}, without its batch bookkeeping (the hot
+   * path). Throws a bad spec at once; resolves once the task is durable. (Not an async function: its
+   * frame would stay alive until the commit, for every task in flight.)
+   */
+  submit(spec: TaskSpec): Promise<Task> {
+    const { table, options, clock, pipeline } = this.#k;
     const now = clock.now();
-    const valid = validateSpec(spec, this.#lookup, 'task', now, (requires) => {
-      const name = governor.pickAgent(agents.covering(requires).map((a) => a.name));
-      return name === undefined ? undefined : agents.get(name);
-    });
+    const valid = validateSpec(spec, this.#lookup, 'task', now, this.#route);
     if (valid.parentId !== undefined && !table.get(valid.parentId) && !this.#k.store.read.tasks.has(valid.parentId)) {
       throw new TroupeError('NOT_FOUND', `task.parentId: no task ${valid.parentId}`);
     }
     const existing = valid.idempotencyKey === undefined ? undefined : this.#existing(valid.idempotencyKey);
-    if (existing) return toTask(existing);
+    if (existing) return Promise.resolve(toTask(existing));
     if (!valid.unmatched && table.count('queued') + 1 > options.maxQueued) throw this.#atCapacity();
     const result = pipeline.decide(decideSubmit, this.#view, { spec: valid }, now);
     const task = (result.changes[0] as Extract<Change, { kind: 'task' }>).task;
-    await pipeline.apply(result);
-    return toTask(task);
+    return pipeline.apply(result).then(() => toTask(task));
   }
 
   readonly #lookup = (name: string) => this.#k.agents.get(name);
+  /** The least-loaded agent covering `requires`, for a spec that names none. */
+  readonly #route = (requires: readonly string[]) => {
+    const { agents, governor } = this.#k;
+    const name = governor.pickAgent(agents.covering(requires).map((a) => a.name));
+    return name === undefined ? undefined : agents.get(name);
+  };
 
   /**
    * Validates, dedupes and stores specs in one step. `extra` writes more into that same step (a
