@@ -13,6 +13,7 @@
 import type { AgentState, ModelState } from './accounts.js';
 import { OrderedDeque, ringPush, ringRotateAfter, ringUnlink, type Ring, type RingNode } from './deque.js';
 import type { GovernorEntry } from './governor.js';
+import { ChurnMap } from '../collections.js';
 
 /**
  * One queued entry. A pick turns it into the entry's reservation, so reserving allocates nothing:
@@ -60,7 +61,7 @@ export class PriorityLevels {
   readonly #levels: Level[] = [];
   readonly #byPriority = new Map<number, Level>();
   /** Exactly the queued entries, by taskId. */
-  readonly #live = new Map<string, EntryNode>();
+  readonly #live = new ChurnMap<string, EntryNode>();
 
   /** `admits` is the governor's instance gate, asked only about real candidates. */
   constructor(admits: (instanceKey: string) => boolean) {

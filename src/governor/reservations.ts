@@ -7,11 +7,12 @@
  * newest one.
  */
 import type { EntryNode } from './levels.js';
+import { ChurnMap } from '../collections.js';
 
 /** See the module comment. */
 export class Reservations {
   /** The first reservation of each taskId: the only one, unless a caller bug stacked more. */
-  readonly #first = new Map<string, EntryNode>();
+  readonly #first = new ChurnMap<string, EntryNode>();
   /** Reservations of a taskId beyond its first, oldest first. */
   readonly #stacked = new Map<string, EntryNode[]>();
   #used = 0;

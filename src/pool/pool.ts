@@ -29,6 +29,7 @@ import {
   type WorkerBatch,
   type WorkerControl,
 } from '../../actors/wire.js';
+import { ChurnSet } from '../collections.js';
 
 /** The small interface the runtime needs from a pool; tests may fake it. */
 export interface AgentPool {
@@ -142,7 +143,7 @@ interface Link {
   readonly control: Remote<WorkerControl>;
   readonly threadId: number;
   /** Attempts handed to this thread that have not ended. */
-  readonly attempts: Set<string>;
+  readonly attempts: ChurnSet<string>;
   /** Agents this thread has been told of (by their number). */
   readonly agents: Set<number>;
   /** The batch to send at the end of this turn. */
@@ -179,7 +180,7 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
   piscina.on('message', (message: unknown) => {
     if (!isThreadHello(message)) return;
     const channel = new ThreadChannel(message.port);
-    const link: Link = { channel, control: wrap<WorkerControl>(channel.rpc('a') as never), threadId: message.threadId, attempts: new Set(), agents: new Set(), outbox: undefined, alive: true };
+    const link: Link = { channel, control: wrap<WorkerControl>(channel.rpc('a') as never), threadId: message.threadId, attempts: new ChurnSet<string>(), agents: new Set(), outbox: undefined, alive: true };
     links.add(link);
     const ended = (attemptId: string) => link.attempts.delete(attemptId);
     channel.onBatch((batch) => host && deliver(host, batch as WorkerBatch, ended));

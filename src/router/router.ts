@@ -25,6 +25,7 @@ import type { Clock } from '../clock.js';
 import type { Store, StepWriter } from '../store/port.js';
 import type { InstanceEnvelope } from '../store/records.js';
 import { TroupeError } from '../errors.js';
+import { ChurnMap, ChurnSet } from '../collections.js';
 
 /** What the router needs to create an instance it has never seen. */
 export interface InstanceDescriptor {
@@ -95,9 +96,9 @@ export function createRouter(options: RouterOptions): Router {
   const live = new Map<string, LiveEntry>();
   /** The key last moved to (or created at) the back of `live`. */
   let newest: string | undefined;
-  const dirty = new Set<string>();
+  const dirty = new ChurnSet<string>();
   /** Envelopes whose commit has not landed yet: LMDB reads would still return the older value. */
-  const writing = new Map<string, InstanceEnvelope>();
+  const writing = new ChurnMap<string, InstanceEnvelope>();
   let flushQueued = false;
 
   function envelopeOf(key: string): InstanceEnvelope | undefined {
@@ -151,7 +152,7 @@ export function createRouter(options: RouterOptions): Router {
   }
 
   /** Entries with attempt changes not yet sent. */
-  const noted = new Map<string, LiveEntry>();
+  const noted = new ChurnMap<string, LiveEntry>();
   let drainQueued = false;
 
   /** Sends each instance its turn's attempt changes as one event. */

@@ -21,6 +21,7 @@ import { decideStart } from '../steps/start.js';
 import { decideSettle } from '../steps/settle.js';
 import type { Effect } from '../steps/types.js';
 import { recordStale, writeLogLines, writeProgress } from './attempt-writes.js';
+import { ChurnMap } from '../collections.js';
 
 /** What the dispatcher uses: the slice of the engine's shared parts it reads. */
 export type DispatcherDeps = Pick<Kernel, 'agents' | 'clock' | 'flow' | 'governor' | 'log' | 'logs' | 'notifier' | 'options' | 'pipeline' | 'pool' | 'router' | 'store' | 'table'>;
@@ -38,7 +39,7 @@ export type LiveAttempt = Attempt;
 /** See the module comment. */
 export class Dispatcher {
   readonly #k: DispatcherDeps;
-  readonly #live = new Map<string, LiveAttempt>();
+  readonly #live = new ChurnMap<string, LiveAttempt>();
   /** Attempts handed to a thread that has not started them yet. */
   #dispatched = 0;
   readonly #slots: number;

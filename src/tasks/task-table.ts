@@ -7,6 +7,7 @@ import { TASK_STATES, SETTLED_FOR_WAIT, isTerminal, type TaskState } from '../..
 import type { SafeDatabase } from '../store/port.js';
 import type { TaskRecord } from '../store/records.js';
 import { toTask, type Task } from './spec.js';
+import { ChurnMap } from '../collections.js';
 
 /** Whoever waits for a task to reach a state `wait()` resolves on. */
 export interface Waiter {
@@ -17,11 +18,11 @@ export interface Waiter {
 
 /** See the module comment. */
 export class TaskTable {
-  readonly #tasks = new Map<string, TaskRecord>();
+  readonly #tasks = new ChurnMap<string, TaskRecord>();
   /** Waiters by task id: one, or several in an array. */
-  readonly #waiters = new Map<string, Waiter | Waiter[]>();
+  readonly #waiters = new ChurnMap<string, Waiter | Waiter[]>();
   /** Idempotency key → id of tasks in the table, including submits whose commit is in flight. */
-  readonly #keys = new Map<string, string>();
+  readonly #keys = new ChurnMap<string, string>();
   readonly #active = emptyCounts();
   /** Counts of settled tasks in the store, overall and per agent, computed on first use. */
   #settled: Record<TaskState, number> | undefined;

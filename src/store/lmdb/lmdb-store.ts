@@ -19,6 +19,7 @@ import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js';
 import { replayLog } from './replay.js';
 import { activeOf, mergedReads, overlayOf, pendingOf, type Decided } from './reads.js';
 import { BatchWriter, newBatch, type Batch } from './batch-writer.js';
+import { ChurnSet } from '../../collections.js';
 
 /** Transactions that may be in flight at once. */
 const MAX_IN_FLIGHT = 3;
@@ -59,7 +60,7 @@ export class LmdbStore implements Store {
   /** Batches issued whose commit has not landed, oldest first: reads see their write-once records. */
   readonly #unlanded: Batch[] = [];
   /** Ids in the active index database, kept from the task records materialized (see #materialize). */
-  readonly #activeInDb = new Set<string>();
+  readonly #activeInDb = new ChurnSet<string>();
   /** Records quarantined whose removal may not have landed yet: reads skip them. */
   readonly #quarantined = new Set<string>();
   #closed = false;

@@ -8,6 +8,7 @@
  * every log record before it holds only changes that are already materialized, and can go.
  */
 import type { Key, RangeOptions } from '../port.js';
+import { ChurnMap, ChurnSet } from '../../collections.js';
 
 /** What a removed record reads as until its removal is materialized. */
 export const REMOVED: unique symbol = Symbol('removed');
@@ -54,14 +55,14 @@ export interface TakePolicy {
 
 /** See the module comment. */
 export class Overlay {
-  readonly #byDb: Array<Map<string, DirtyEntry>>;
+  readonly #byDb: Array<ChurnMap<string, DirtyEntry>>;
   /** Dirty entries not being written, oldest `first` first. */
-  readonly #order = new Set<DirtyEntry>();
+  readonly #order = new ChurnSet<DirtyEntry>();
   /** Entries marked final since the last take. */
   #finals: DirtyEntry[] = [];
 
   constructor(databases: number) {
-    this.#byDb = Array.from({ length: databases }, () => new Map());
+    this.#byDb = Array.from({ length: databases }, () => new ChurnMap<string, DirtyEntry>());
   }
 
   /** Entries still to materialize. */
