@@ -3,7 +3,8 @@
  * latency histograms are fed from the committed event stream; gauges are read from the runtime
  * at snapshot or scrape time, so nothing is pushed on the dispatch path except two observations.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { LatencyHistogram } from './latency-histogram.js';
 import type { AttemptExit } from '../../machines/index.js';
 import type { EventRecord } from '../store/records.js';
 import { serveMetrics, type MetricsServer } from './server.js';
@@ -99,8 +100,8 @@ export class RuntimeMetrics {
   readonly #running: Gauge;
   readonly #slotsFree: Gauge;
   readonly #rejections: Counter;
-  readonly #submitToStart: Histogram;
-  readonly #startToSettle: Histogram;
+  readonly #submitToStart: LatencyHistogram;
+  readonly #startToSettle: LatencyHistogram;
   readonly #attempts: Counter<'exit'>;
   readonly #rebuild: Gauge;
   // Bound children per exit: binding once avoids a labels object per count.
@@ -147,19 +148,17 @@ export class RuntimeMetrics {
       registers,
     });
     const pending = this.#pending;
-    this.#submitToStart = new Histogram({
+    this.#submitToStart = new LatencyHistogram({
       name: `${prefix}submit_to_start_seconds`,
       help: 'Time from a task entering queued (submit, retry or requeue) to its attempt starting.',
-      buckets: [...LATENCY_BUCKETS_SECONDS],
+      buckets: LATENCY_BUCKETS_SECONDS,
       registers,
-      collect: () => pending.flush(),
     });
-    this.#startToSettle = new Histogram({
+    this.#startToSettle = new LatencyHistogram({
       name: `${prefix}start_to_settle_seconds`,
       help: 'Time from an attempt starting to its end, whatever the exit.',
-      buckets: [...LATENCY_BUCKETS_SECONDS],
+      buckets: LATENCY_BUCKETS_SECONDS,
       registers,
-      collect: () => pending.flush(),
     });
     this.#attempts = new Counter({
       name: `${prefix}attempts_total`,
@@ -168,7 +167,7 @@ export class RuntimeMetrics {
       registers,
       collect: () => pending.flush(),
     });
-    this.#pending.into(this.#submitToStart, this.#startToSettle, (exit, n) => this.#exitChild(exit).inc(n));
+    this.#pending.into((exit, n) => this.#exitChild(exit).inc(n));
     this.#rebuild = new Gauge({
       name: `${prefix}rebuild_seconds`,
       help: 'Duration of the last rebuild of in-memory state on open.',
@@ -191,7 +190,7 @@ export class RuntimeMetrics {
     switch (event.type) {
       case 'task.started': {
         const queuedMs = data.queuedMs;
-        if (typeof queuedMs === 'number' && Number.isFinite(queuedMs)) this.#pending.started(Math.max(0, queuedMs) / 1000);
+        if (typeof queuedMs === 'number' && Number.isFinite(queuedMs)) this.#submitToStart.record(Math.max(0, queuedMs) / 1000);
         return;
       }
       case 'task.done':
@@ -207,7 +206,8 @@ export class RuntimeMetrics {
         const exit = data.exit;
         const attemptMs = data.attemptMs;
         if (typeof exit !== 'string' || typeof attemptMs !== 'number' || !Number.isFinite(attemptMs)) return;
-        this.#pending.ended(exit, Math.max(0, attemptMs) / 1000);
+        this.#startToSettle.record(Math.max(0, attemptMs) / 1000);
+        this.#pending.ended(exit);
         return;
       }
       default:
@@ -278,42 +278,32 @@ export class RuntimeMetrics {
 }
 
 /**
- * Observations made on the dispatch path, held as numbers until a metric is read (or the buffer
- * fills): prom-client's `observe()` and `inc()` allocated ~400 bytes per task between them. Reads
- * drain it first (each metric's `collect`), so a read sees every observation made before it.
+ * Ended attempts counted on the dispatch path, held as numbers per exit until the counter is read
+ * (or enough have gathered): prom-client's `inc()` on a labelled child allocated on every call.
+ * A read drains it first (the counter's `collect`), so it sees every attempt ended before it.
  */
 class PendingObservations {
-  readonly #started = new Float64Array(4_096);
-  readonly #ended = new Float64Array(4_096);
-  #startedCount = 0;
-  #endedCount = 0;
   /** Ended attempts by exit since the last flush. */
   readonly #exits = new Map<string, number>();
-  #targets: { started: Histogram; ended: Histogram; count(exit: string, n: number): void } | undefined;
+  #held = 0;
+  #count: ((exit: string, n: number) => void) | undefined;
 
-  into(started: Histogram, ended: Histogram, count: (exit: string, n: number) => void): void {
-    this.#targets = { started, ended, count };
+  into(count: (exit: string, n: number) => void): void {
+    this.#count = count;
   }
 
-  started(seconds: number): void {
-    this.#started[this.#startedCount++] = seconds;
-    if (this.#startedCount === this.#started.length) this.flush();
-  }
-
-  ended(exit: string, seconds: number): void {
+  ended(exit: string): void {
     this.#exits.set(exit, (this.#exits.get(exit) ?? 0) + 1);
-    this.#ended[this.#endedCount++] = seconds;
-    if (this.#endedCount === this.#ended.length) this.flush();
+    if (++this.#held === 4_096) this.flush();
   }
 
   flush(): void {
-    const targets = this.#targets;
-    if (!targets) return;
-    for (let i = 0; i < this.#startedCount; i++) targets.started.observe(this.#started[i]!);
-    for (let i = 0; i < this.#endedCount; i++) targets.ended.observe(this.#ended[i]!);
-    this.#startedCount = this.#endedCount = 0;
-    for (const [exit, n] of this.#exits) targets.count(exit, n);
-    this.#exits.clear();
+    const count = this.#count;
+    if (!count) return;
+    for (const [exit, n] of this.#exits) if (n > 0) count(exit, n);
+    // The keys stay (a handful of exits), so flushing does not churn the map.
+    for (const exit of this.#exits.keys()) this.#exits.set(exit, 0);
+    this.#held = 0;
   }
 }
 
@@ -321,7 +311,7 @@ function single(values: ReadonlyArray<{ value: number }>): number {
   return values[0]?.value ?? 0;
 }
 
-async function histogramSnapshot(histogram: Histogram): Promise<HistogramSnapshot> {
+async function histogramSnapshot(histogram: LatencyHistogram): Promise<HistogramSnapshot> {
   const { values } = await histogram.get();
   const buckets: Array<{ le: number; count: number }> = [];
   let count = 0;
