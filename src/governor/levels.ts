@@ -47,11 +47,11 @@ interface Lane extends RingNode<Lane>, Ring<Queue> {
    * Queues by instanceKey (no model) or `${model.length}\u0000${model}${instanceKey}`: instance keys
    * are hashes with no NUL, so the two kinds never collide, and the length prefix keeps models apart.
    */
-  readonly queues: Map<string, Queue>;
+  readonly queues: ChurnMap<string, Queue>;
 }
 interface Level extends Ring<Lane> {
   readonly priority: number;
-  readonly lanes: Map<string, Lane>;
+  readonly lanes: ChurnMap<string, Lane>;
 }
 
 /** See the module comment. */
@@ -59,7 +59,7 @@ export class PriorityLevels {
   readonly #admits: (instanceKey: string) => boolean;
   /** Active levels, ascending by priority; only levels holding live work. */
   readonly #levels: Level[] = [];
-  readonly #byPriority = new Map<number, Level>();
+  readonly #byPriority = new ChurnMap<number, Level>();
   /** Exactly the queued entries, by taskId. */
   readonly #live = new ChurnMap<string, EntryNode>();
 
@@ -78,7 +78,7 @@ export class PriorityLevels {
     const level = this.#level(entry.priority);
     let lane = level.lanes.get(agent.name);
     if (!lane) {
-      lane = { agent, level, queues: new Map(), prev: null, next: null, head: null, tail: null, size: 0 };
+      lane = { agent, level, queues: new ChurnMap(), prev: null, next: null, head: null, tail: null, size: 0 };
       level.lanes.set(agent.name, lane);
       ringPush(level, lane);
     }
@@ -171,7 +171,7 @@ export class PriorityLevels {
   #level(priority: number): Level {
     let level = this.#byPriority.get(priority);
     if (level) return level;
-    level = { priority, lanes: new Map(), head: null, tail: null, size: 0 };
+    level = { priority, lanes: new ChurnMap(), head: null, tail: null, size: 0 };
     this.#byPriority.set(priority, level);
     this.#levels.splice(this.#levelIndex(priority), 0, level);
     return level;
