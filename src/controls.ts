@@ -6,16 +6,17 @@
  */
 import { TroupeError } from './errors.js';
 import type { AgentFlowState, RuntimeControl } from './store/records.js';
-import { flowKeyOf, type Kernel } from './tasks/kernel.js';
+import { flowKeyOf, type EngineParts } from './tasks/parts.js';
 import type { Dispatcher } from './tasks/dispatcher.js';
 
 /** What the runtime controls use: the slice of the engine's shared parts it reads. */
-export type ControlsDeps = Pick<Kernel, 'agents' | 'clock' | 'flow' | 'governor' | 'log' | 'notifier' | 'store'>;
+export const CONTROLS_PARTS = ['agents', 'clock', 'flow', 'governor', 'log', 'notifier', 'store'] as const;
+export type ControlsDeps = Pick<EngineParts, (typeof CONTROLS_PARTS)[number]>;
 
 /** The `control` key of the frozen flag. */
 const RUNTIME_KEY = 'runtime';
 
-/** What the controls need besides the kernel. */
+/** What the controls need besides their slice of the engine parts. */
 export interface ControlDeps {
   dispatcher: Dispatcher;
   /** Runs a supervisor cycle now. */
@@ -29,10 +30,10 @@ export class RuntimeControls {
   #state: RuntimeControl = { frozen: false };
   #chain: Promise<unknown> = Promise.resolve();
 
-  constructor(kernel: ControlsDeps, deps: ControlDeps) {
-    this.#k = kernel;
+  constructor(parts: ControlsDeps, deps: ControlDeps) {
+    this.#k = parts;
     this.#d = deps;
-    kernel.notifier.onPauseEnded((agent, state, at) => this.pauseEnded(agent, state, at));
+    parts.notifier.onPauseEnded((agent, state, at) => this.pauseEnded(agent, state, at));
   }
 
   /** Restores the stored flag (open, before the rebuild dispatches anything). */

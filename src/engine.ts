@@ -16,26 +16,25 @@ import { createPiscinaPool, type AgentPool } from './pool/pool.js';
 import { createTimerWheel, type TimerWheel } from './timers/timer-wheel.js';
 import { AgentRegistry } from './agents/registry.js';
 import { TaskTable } from './tasks/task-table.js';
-import { Dispatcher, heartbeatMsOf } from './tasks/dispatcher.js';
-import { Submitter } from './tasks/submit.js';
-import { TaskEngine } from './tasks/engine.js';
-import type { Kernel } from './tasks/kernel.js';
+import { Dispatcher, DISPATCHER_PARTS, heartbeatMsOf } from './tasks/dispatcher.js';
+import { Submitter, SUBMIT_PARTS } from './tasks/submit.js';
+import { TaskEngine, TASK_ENGINE_PARTS } from './tasks/engine.js';
 import { LogFeed } from './events/logs.js';
-import { Interactions } from './tasks/interact.js';
+import { INTERACTION_PARTS, Interactions } from './tasks/interact.js';
 import { RuntimeMetrics } from './metrics/metrics.js';
 import { createSupervisor, type Supervisor } from './supervisor/supervisor.js';
-import { SupervisorCycle } from './supervisor/cycle.js';
+import { CYCLE_PARTS, SupervisorCycle } from './supervisor/cycle.js';
 import { FlowControl } from './governor/flow.js';
-import { RuntimeControls } from './controls.js';
+import { CONTROLS_PARTS, RuntimeControls } from './controls.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import type { KeepAlive } from './keep-alive.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { TaskMemory } from './pipeline/memory.js';
 import { EffectExecutor } from './pipeline/executor.js';
 import { Notifier } from './pipeline/notifier.js';
-import { fireTemplate, taskOfKey } from './tasks/template.js';
+import { fireTemplate, taskOfKey, TEMPLATE_PARTS } from './tasks/template.js';
 import { isTerminal } from '../machines/index.js';
-import { cleanWorkspaceAt } from './tasks/kernel.js';
+import { cleanWorkspaceAt, sliceOf, type EngineParts } from './tasks/parts.js';
 import type { HoldSources } from './tasks/holds.js';
 
 /** Every part of a runtime. */
@@ -109,7 +108,7 @@ export function buildEngine(options: ResolvedOptions, log: Logger, store: Store,
     executor,
     log,
   });
-  const kernel: Kernel = {
+  const parts: EngineParts = {
     pipeline,
     notifier: notifier,
     options,
@@ -125,11 +124,11 @@ export function buildEngine(options: ResolvedOptions, log: Logger, store: Store,
     flow: flow,
     logs: logFeed,
   };
-  const dispatcher = new Dispatcher(kernel, executor);
-  const submitter = new Submitter(kernel);
-  const interactions = new Interactions(kernel, dispatcher, (specs, where) => submitter.submitMany(specs, where));
-  const tasks = new TaskEngine(kernel, dispatcher, interactions, keepAlive);
-  const cycle = new SupervisorCycle(kernel);
+  const dispatcher = new Dispatcher(sliceOf(parts, DISPATCHER_PARTS), executor);
+  const submitter = new Submitter(sliceOf(parts, SUBMIT_PARTS));
+  const interactions = new Interactions(sliceOf(parts, INTERACTION_PARTS), dispatcher, (specs, where) => submitter.submitMany(specs, where));
+  const tasks = new TaskEngine(sliceOf(parts, TASK_ENGINE_PARTS), dispatcher, interactions, keepAlive);
+  const cycle = new SupervisorCycle(sliceOf(parts, CYCLE_PARTS));
   const supervisor = createSupervisor({
     clock: options.clock,
     log: log.child({ component: 'supervisor' }),
@@ -141,15 +140,16 @@ export function buildEngine(options: ResolvedOptions, log: Logger, store: Store,
   });
   notifier.onWork(() => supervisor.poke());
   notifier.onBusy(() => supervisor.poke());
-  const controls = new RuntimeControls(kernel, { dispatcher: dispatcher, cycleNow: () => supervisor.cycleNow() });
+  const controls = new RuntimeControls(sliceOf(parts, CONTROLS_PARTS), { dispatcher: dispatcher, cycleNow: () => supervisor.cycleNow() });
+  const templateParts = sliceOf(parts, TEMPLATE_PARTS);
   const scheduler = new Scheduler({
     store,
     clock: options.clock,
     log: log.child({ component: 'scheduler' }),
     pipeline,
     checkTask: (task) => submitter.check(task),
-    template: (task) => fireTemplate(kernel, task),
-    taskOfKey: (key) => taskOfKey(kernel, key),
+    template: (task) => fireTemplate(templateParts, task),
+    taskOfKey: (key) => taskOfKey(templateParts, key),
     admission: () => ({ queued: table.count('queued'), maxQueued: options.maxQueued }),
     workspacesDir: join(options.dataDir, 'workspaces'),
     taskState: (id) => tasks.record(id)?.state,

@@ -20,7 +20,7 @@ import type { TaskState } from '../machines/index.js';
 import type { EventType } from './store/records.js';
 import { collectStats, type RebuildReport, type RuntimeStats } from './stats.js';
 import { guardedSchedules, type SchedulesApi } from './scheduler/scheduler.js';
-import { flowKeyOf } from './tasks/kernel.js';
+import { flowKeyOf } from './tasks/parts.js';
 import type { AgentFlowState } from './store/records.js';
 import { KeepAlive } from './keep-alive.js';
 import type { ClockTimer } from './clock.js';

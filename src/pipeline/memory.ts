@@ -6,7 +6,7 @@
 import type { Governor } from '../governor/governor.js';
 import type { TaskRecord } from '../store/records.js';
 import type { TaskTable } from '../tasks/task-table.js';
-import { entryOf } from '../tasks/kernel.js';
+import { entryOf } from '../tasks/parts.js';
 import type { Memory } from './pipeline.js';
 
 /** See the module comment. */

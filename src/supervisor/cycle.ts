@@ -14,10 +14,11 @@
 import type { TaskRecord } from '../store/records.js';
 import { decideAttend } from '../steps/attend.js';
 import { decideDrop } from '../steps/drop.js';
-import type { Kernel } from '../tasks/kernel.js';
+import type { EngineParts } from '../tasks/parts.js';
 
 /** What the supervisor cycle reads and steps through: the slice of the engine's shared parts it reads. */
-export type CycleDeps = Pick<Kernel, 'governor' | 'options' | 'pipeline' | 'router' | 'store' | 'table'>;
+export const CYCLE_PARTS = ['governor', 'options', 'pipeline', 'router', 'store', 'table'] as const;
+export type CycleDeps = Pick<EngineParts, (typeof CYCLE_PARTS)[number]>;
 
 /** The `control` key of the durable cycle counter. */
 export const CYCLE_KEY = 'supervisor';
@@ -29,14 +30,14 @@ export interface CycleReport {
   dropped: number;
 }
 
-/** Runs cycles for a kernel; keeps the counter in memory after reading it once. */
+/** Runs supervisor cycles; keeps the counter in memory after reading it once. */
 export class SupervisorCycle {
   readonly #k: CycleDeps;
   #cycle: number;
 
-  constructor(kernel: CycleDeps) {
-    this.#k = kernel;
-    const stored = kernel.store.read.control.get(CYCLE_KEY) as { cycle?: number } | undefined;
+  constructor(deps: CycleDeps) {
+    this.#k = deps;
+    const stored = deps.store.read.control.get(CYCLE_KEY) as { cycle?: number } | undefined;
     this.#cycle = typeof stored?.cycle === 'number' ? stored.cycle : 0;
   }
 

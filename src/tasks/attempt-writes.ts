@@ -4,10 +4,10 @@
  */
 import type { WireLogLine } from '../../actors/wire.js';
 import type { LogRecord, TaskRecord } from '../store/records.js';
-import type { Kernel } from './kernel.js';
+import type { EngineParts } from './parts.js';
 
 /** What an attempt's log and progress writes use: the slice of the engine's shared parts it reads. */
-export type AttemptWriteDeps = Pick<Kernel, 'clock' | 'log' | 'logs' | 'store'>;
+export type AttemptWriteDeps = Pick<EngineParts, 'clock' | 'log' | 'logs' | 'store'>;
 
 /** Stores an attempt's log lines from line number `firstLine`; returns the next line number. */
 export function writeLogLines(k: AttemptWriteDeps, task: TaskRecord, attempt: { attemptId: string; run: number; attempt: number }, lines: readonly WireLogLine[], firstLine: number): number {

@@ -15,7 +15,7 @@ import type { TaskRecord } from '../store/records.js';
 import { makePrivateDir } from '../store/private-files.js';
 import { Attempt } from './attempt.js';
 import { StartAhead } from './start-ahead.js';
-import type { Kernel } from './kernel.js';
+import type { EngineParts } from './parts.js';
 import { decideSettlement, type AttemptOutcome } from './outcome.js';
 import { decideStart } from '../steps/start.js';
 import { decideSettle } from '../steps/settle.js';
@@ -24,7 +24,8 @@ import { recordStale, writeLogLines, writeProgress } from './attempt-writes.js';
 import { ChurnMap } from '../collections.js';
 
 /** What the dispatcher uses: the slice of the engine's shared parts it reads. */
-export type DispatcherDeps = Pick<Kernel, 'agents' | 'clock' | 'flow' | 'governor' | 'log' | 'logs' | 'notifier' | 'options' | 'pipeline' | 'pool' | 'router' | 'store' | 'table'>;
+export const DISPATCHER_PARTS = ['agents', 'clock', 'flow', 'governor', 'log', 'logs', 'notifier', 'options', 'pipeline', 'pool', 'router', 'store', 'table'] as const;
+export type DispatcherDeps = Pick<EngineParts, (typeof DISPATCHER_PARTS)[number]>;
 
 /** How long a thread has to answer an abort after its attempt's lease expired before it counts as stuck. */
 const LEASE_ANSWER_MS = 250;
@@ -51,16 +52,16 @@ export class Dispatcher {
   #pumpQueued = false;
   readonly #idle = new Set<() => void>();
   /** Runs its effects (starts, start failures, stops) and fills free slots whenever there may be work. */
-  constructor(kernel: DispatcherDeps, executor: Pick<EffectExecutor, 'handle'>) {
-    this.#k = kernel;
-    this.#slots = kernel.options.threads * kernel.options.slotsPerThread;
-    this.#ahead = new StartAhead(this.#slots, kernel.options.prefetch);
+  constructor(deps: DispatcherDeps, executor: Pick<EffectExecutor, 'handle'>) {
+    this.#k = deps;
+    this.#slots = deps.options.threads * deps.options.slotsPerThread;
+    this.#ahead = new StartAhead(this.#slots, deps.options.prefetch);
     executor.handle({
       dispatch: (attemptId) => this.started(attemptId),
       startFailed: (attemptId, error) => this.startFailed(attemptId, error),
       stop: (attemptId, reason, detail) => this.stopById(attemptId, reason, detail),
     });
-    kernel.notifier.onWork(() => this.pump());
+    deps.notifier.onWork(() => this.pump());
   }
 
   /** Attempts by phase. */

@@ -13,7 +13,7 @@ import { decideRetry, type Routed } from '../steps/retry.js';
 import { decideWake } from '../steps/wake.js';
 import type { StepResult } from '../steps/types.js';
 import type { Dispatcher } from './dispatcher.js';
-import type { Kernel } from './kernel.js';
+import type { EngineParts } from './parts.js';
 import { rebuild, type RebuildCounts } from './rebuild.js';
 import { instanceKeyOf, PER_TASK_WORKSPACE, toTask, type Task } from './spec.js';
 import { resolveRetry } from '../options.js';
@@ -22,7 +22,8 @@ import type { RegisteredAgent } from '../agents/registry.js';
 import type { KeepAlive } from '../keep-alive.js';
 
 /** What the task engine uses: the slice of the engine's shared parts it reads. */
-export type TaskEngineDeps = Pick<Kernel, 'agents' | 'clock' | 'governor' | 'log' | 'notifier' | 'options' | 'pipeline' | 'store' | 'table' | 'timers'>;
+export const TASK_ENGINE_PARTS = ['agents', 'clock', 'governor', 'log', 'notifier', 'options', 'pipeline', 'store', 'table', 'timers'] as const;
+export type TaskEngineDeps = Pick<EngineParts, (typeof TASK_ENGINE_PARTS)[number]>;
 
 /** What a pending wait holds the process alive with. */
 type Holds = Pick<KeepAlive, 'add' | 'drop'>;
@@ -63,12 +64,12 @@ export class TaskEngine {
   readonly #keepAlive: Holds;
 
   /** `keepAlive` keeps the process alive while a wait is pending (see keep-alive.ts). */
-  constructor(kernel: TaskEngineDeps, dispatcher: Dispatcher, interactions: Pick<Interactions, 'rebuild'>, keepAlive: Holds) {
-    this.#k = kernel;
+  constructor(deps: TaskEngineDeps, dispatcher: Dispatcher, interactions: Pick<Interactions, 'rebuild'>, keepAlive: Holds) {
+    this.#k = deps;
     this.#dispatcher = dispatcher;
     this.#interactions = interactions;
     this.#keepAlive = keepAlive;
-    kernel.notifier.onTimer((timer) => this.onTimer(timer));
+    deps.notifier.onTimer((timer) => this.onTimer(timer));
   }
 
   /** The current record of a task: memory for active tasks, else LMDB. */

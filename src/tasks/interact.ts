@@ -20,11 +20,12 @@ import { decidePark } from '../steps/park.js';
 import { decideResume, type ResumeInput, type ResumeView } from '../steps/resume.js';
 import type { StepResult } from '../steps/types.js';
 import type { Dispatcher, LiveAttempt } from './dispatcher.js';
-import type { Kernel } from './kernel.js';
+import type { EngineParts } from './parts.js';
 import type { TaskSpec } from './spec.js';
 
 /** What the interactions use: the slice of the engine's shared parts it reads. */
-export type InteractionDeps = Pick<Kernel, 'log' | 'pipeline' | 'store' | 'table'>;
+export const INTERACTION_PARTS = ['log', 'pipeline', 'store', 'table'] as const;
+export type InteractionDeps = Pick<EngineParts, (typeof INTERACTION_PARTS)[number]>;
 
 /** What `rt.sendInput()` takes. */
 export interface InputSpec {
@@ -71,8 +72,8 @@ export class Interactions {
   /** Input keys whose commit is in flight: `taskId\0key` → the item (resolved once it is durable). */
   readonly #sending = new Map<string, Promise<InboxItem>>();
 
-  constructor(kernel: InteractionDeps, dispatcher: Dispatcher, submit: SubmitFn) {
-    this.#k = kernel;
+  constructor(deps: InteractionDeps, dispatcher: Dispatcher, submit: SubmitFn) {
+    this.#k = deps;
     this.#dispatcher = dispatcher;
     this.#submit = submit;
   }

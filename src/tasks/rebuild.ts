@@ -12,11 +12,11 @@ import { armedTimerOf } from '../steps/common.js';
 import { decideSettle, lostAttemptOf } from '../steps/settle.js';
 import { decideWake } from '../steps/wake.js';
 import type { Interactions } from './interact.js';
-import { entryOf, type Kernel } from './kernel.js';
+import { entryOf, type EngineParts } from './parts.js';
 import { decideSettlement, type Settlement } from './outcome.js';
 
 /** What the rebuild on open reads and steps through: the slice of the engine's shared parts it reads. */
-export type RebuildDeps = Pick<Kernel, 'governor' | 'notifier' | 'options' | 'pipeline' | 'store' | 'table' | 'timers'>;
+export type RebuildDeps = Pick<EngineParts, 'governor' | 'notifier' | 'options' | 'pipeline' | 'store' | 'table' | 'timers'>;
 
 /** What a rebuild found. */
 export interface RebuildCounts {

@@ -9,21 +9,22 @@ import type { TaskRecord } from '../store/records.js';
 import type { StepWriter } from '../store/port.js';
 import { decideSubmit } from '../steps/submit.js';
 import type { Change } from '../steps/types.js';
-import type { Kernel } from './kernel.js';
+import type { EngineParts } from './parts.js';
 import { toTask, validateSpec, type Task, type TaskSpec, type ValidSpec } from './spec.js';
 
 /** What submitting reads and steps through: the slice of the engine's shared parts it reads. */
-export type SubmitDeps = Pick<Kernel, 'agents' | 'clock' | 'governor' | 'notifier' | 'options' | 'pipeline' | 'store' | 'table'>;
+export const SUBMIT_PARTS = ['agents', 'clock', 'governor', 'notifier', 'options', 'pipeline', 'store', 'table'] as const;
+export type SubmitDeps = Pick<EngineParts, (typeof SUBMIT_PARTS)[number]>;
 
-/** Submits tasks for a kernel. */
+/** Submits tasks. */
 export class Submitter {
   readonly #k: SubmitDeps;
   /** Where per-task workspaces are made: what the submit step reads. */
   readonly #view: { workspacesDir: string };
 
-  constructor(kernel: SubmitDeps) {
-    this.#k = kernel;
-    this.#view = { workspacesDir: join(kernel.options.dataDir, 'workspaces') };
+  constructor(deps: SubmitDeps) {
+    this.#k = deps;
+    this.#view = { workspacesDir: join(deps.options.dataDir, 'workspaces') };
   }
 
   /** A submit refused with AT_CAPACITY (the metrics count them). */

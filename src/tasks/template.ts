@@ -6,11 +6,12 @@
 import { TroupeError } from '../errors.js';
 import type { TaskRecord } from '../store/records.js';
 import type { FireTemplate } from '../steps/fire.js';
-import type { Kernel } from './kernel.js';
+import type { EngineParts } from './parts.js';
 import { validateSpec, type TaskSpec } from './spec.js';
 
 /** What a schedule's template reads: the slice of the engine's shared parts it reads. */
-export type TemplateDeps = Pick<Kernel, 'agents' | 'clock' | 'governor' | 'store' | 'table'>;
+export const TEMPLATE_PARTS = ['agents', 'clock', 'governor', 'store', 'table'] as const;
+export type TemplateDeps = Pick<EngineParts, (typeof TEMPLATE_PARTS)[number]>;
 
 /** Where validation errors of a template point. */
 const WHERE = 'schedule.task';

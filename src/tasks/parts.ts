@@ -1,6 +1,8 @@
 /**
- * The shared state of the task engine: what the dispatcher, the submit path and the controls all
- * read. Durable changes go through `pipeline` as steps (src/steps/), never through in-place edits.
+ * The parts the task engine's modules are built from. Each module names the ones it uses (a
+ * `…_PARTS` list and its `…Deps` type, a Pick of {@link EngineParts}) and the composition root
+ * (src/engine.ts) hands it exactly those, built in dependency order: no module holds the whole
+ * set. Durable changes go through `pipeline` as steps (src/steps/), never through in-place edits.
  */
 import { renameSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -20,8 +22,8 @@ import type { TaskTable } from './task-table.js';
 import type { FlowControl } from '../governor/flow.js';
 import type { LogFeed } from '../events/logs.js';
 
-/** Everything the engine's modules share. */
-export interface Kernel {
+/** Every part a module of the engine may ask for (see the module comment). */
+export interface EngineParts {
   readonly options: ResolvedOptions;
   readonly store: Store;
   readonly clock: Clock;
@@ -40,6 +42,13 @@ export interface Kernel {
   readonly pipeline: Pipeline;
   /** Internal news: a task settled, an attempt ended. */
   readonly notifier: Notifier;
+}
+
+/** Exactly the named parts, for the module that names them. */
+export function sliceOf<K extends keyof EngineParts>(parts: EngineParts, keys: readonly K[]): Pick<EngineParts, K> {
+  const slice = {} as Pick<EngineParts, K>;
+  for (const key of keys) slice[key] = parts[key];
+  return slice;
 }
 
 /** The governor entry of a queued task. */
