@@ -9,7 +9,7 @@ const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 const CODES = Array.from(ALPHABET, (c) => c.charCodeAt(0));
 
 /** Makes a monotonic id generator over the given clock. */
-export function createIdGenerator(now: () => number): () => string {
+export function createIdGenerator(now: () => number): (at?: number) => string {
   let lastTime = -1;
   const random = new Uint8Array(16); // 16 base32 digits of 5 bits (only the low 5 bits are used)
   // Random bytes are drawn 4 KiB at a time: a call into the CSPRNG per millisecond was measurable.
@@ -18,8 +18,9 @@ export function createIdGenerator(now: () => number): () => string {
   // The id's character codes: the time part is written once per millisecond. The string is made
   // in one call (concatenating 26 characters would allocate a rope of 26 strings per id).
   const codes = new Array<number>(26).fill(0);
-  return function nextId(): string {
-    let time = now();
+  /** `at`: the time to mint at, when the caller has read the clock already (epoch ms). */
+  return function nextId(at?: number): string {
+    let time = at ?? now();
     if (time <= lastTime) {
       time = lastTime;
       increment(random);

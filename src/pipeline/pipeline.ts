@@ -34,7 +34,8 @@ export interface PipelineDeps {
   store: Store;
   clock: Clock;
   random: () => number;
-  nextId: () => string;
+  /** Mints an id; given a time, mints at it instead of reading the clock. */
+  nextId: (at?: number) => string;
   memory: Memory;
   executor: Executor;
   log: Logger;
@@ -63,7 +64,9 @@ export class Pipeline {
     this.#memory = deps.memory;
     this.#executor = deps.executor;
     const store = deps.store;
-    this.#ctx = { now: 0, seq: () => store.allocateSeq(), random: deps.random, id: deps.nextId };
+    const ctx = { now: 0, seq: () => store.allocateSeq(), random: deps.random, id: () => deps.nextId(ctx.now) };
+    // Ids are minted at the time the step decides at: one clock read per step, not two.
+    this.#ctx = ctx;
   }
 
   /**

@@ -112,7 +112,7 @@ export class Dispatcher {
     }
     const now = clock.now();
     const flowState = this.#k.flow.started(task.agent, now);
-    const result = pipeline.decide(decideStart, { task, runtimeId: store.runtimeId, leaseMs: options.leaseMs }, flowState === undefined ? {} : { flow: flowState });
+    const result = pipeline.decide(decideStart, { task, runtimeId: store.runtimeId, leaseMs: options.leaseMs }, flowState === undefined ? {} : { flow: flowState }, now);
     const record = (result.effects[0] as Extract<Effect, { kind: 'dispatch' }>).attempt;
     // Not the task record itself as the descriptor: the attempt would keep that version alive as long as it runs.
     const attempt = new Attempt(record, entry, { agent: task.agent, lane: task.lane, workspace: task.workspace }, this.#k.log);
@@ -325,7 +325,9 @@ export class Dispatcher {
       const now = clock.now();
       attempt.tell(this.#k.router, 'ended', now, settlement.exit);
       const flow = this.#k.flow.ended(task.agent, settlement.exit, now - attempt.record.startedAt, now, settlement.event === 'FAIL');
-      this.#k.pipeline.run(decideSettle, { task, attempt: attempt.record }, flow === undefined ? { settlement } : { settlement, flow }).catch((error: unknown) => {
+      const { pipeline } = this.#k;
+      const decided = pipeline.decide(decideSettle, { task, attempt: attempt.record }, flow === undefined ? { settlement } : { settlement, flow }, now);
+      pipeline.apply(decided).catch((error: unknown) => {
         this.#k.log.error({ err: error, taskId: task.id }, 'committing a settlement failed');
       });
     }

@@ -34,6 +34,23 @@ describe('createIdGenerator', () => {
     expect(createIdGenerator(() => 2 ** 48 - 1)().slice(0, 10)).toBe('7ZZZZZZZZZ');
   });
 
+  it('mints at a time it is given, without reading the clock, and stays in mint order', () => {
+    let reads = 0;
+    const next = createIdGenerator(() => {
+      reads++;
+      return 5_000;
+    });
+    const a = next(7_000);
+    expect(timeOf(a)).toBe(7_000);
+    expect(reads).toBe(0);
+    // An earlier time than the last id's keeps the order: it mints at the last time, incremented.
+    const b = next(6_000);
+    expect(timeOf(b)).toBe(7_000);
+    expect(b > a).toBe(true);
+    expect(timeOf(next())).toBe(7_000);
+    expect(reads).toBe(1);
+  });
+
   it('sorts in mint order within one millisecond', () => {
     const next = createIdGenerator(() => 1_700_000_000_000);
     const ids = Array.from({ length: 10_000 }, () => next());

@@ -11,6 +11,8 @@ import type { DirtyEntry } from './overlay.js';
 /** The commits gathered for one transaction. */
 export interface Batch {
   readonly no: number;
+  /** When it was started (epoch ms): the time of its changes in the overlay (see overlay.ts `lastAt`). */
+  readonly at: number;
   /** Logged changes, flat [db (+ flags), key, value] (see layout.ts). */
   readonly ops: unknown[];
   /**
@@ -34,7 +36,7 @@ export function newBatch(no: number): Batch {
     resolve = res;
     reject = rej;
   });
-  return { no, ops: [], direct: [], events: [], touched: [], done, resolve, reject };
+  return { no, at: Date.now(), ops: [], direct: [], events: [], touched: [], done, resolve, reject };
 }
 
 /** Collects the writes of one commit call into its batch. */

@@ -191,7 +191,8 @@ export class LmdbStore implements Store {
     }
     const { ops } = batch;
     const overlay = this.#overlay;
-    const at = Date.now();
+    // One clock read per batch, not per commit: the overlay only needs it to tell cold entries (500 ms).
+    const at = batch.at;
     // The log holds each key's net change in the batch: an earlier op of the same key in this
     // batch is superseded and not logged, and what is logged is relative to the key's version
     // before the batch. So a task submitted, started and settled in one batch logs nothing.
