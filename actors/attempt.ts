@@ -7,7 +7,7 @@
  */
 import { AgentError, type AgentContext, type AgentLogger, type JoinedTask, type SpawnedTask, type WaitForInputOptions } from './agent.js';
 import { clearLongTimeout, setLongTimeout, type LongTimeout } from './long-timeout.js';
-import { Report, type AgentCall, type LogLevel, type WireLogLine } from './wire.js';
+import { messageOf, Report, type AgentCall, type LogLevel, type WireLogLine } from './wire.js';
 import { safeFields } from './results.js';
 
 const PROGRESS_INTERVAL_MS = 100;
@@ -148,15 +148,17 @@ export class AttemptContext implements AgentContext {
     const a = this.#a;
     return (message, fields) => {
       if (a.ended) return;
-      a.lines.push(fields === undefined ? [level, String(message), Date.now()] : [level, String(message), Date.now(), safeFields(fields)]);
+      const text = typeof message === 'string' ? message : messageOf(message);
+      a.lines.push(fields === undefined ? [level, text, Date.now()] : [level, text, Date.now(), safeFields(fields)]);
       this.#thread.flushSoon(a);
     };
   }
 
   #progressImpl(value: number, message?: string): void {
     const a = this.#a;
-    if (a.ended || !Number.isFinite(value)) return;
-    a.pendingProgress = { value: Math.min(1, Math.max(0, value)), message };
+    if (a.ended || typeof value !== 'number' || !Number.isFinite(value)) return;
+    // A message is a string: anything else is stored as its text (a value the store could not hold must not reach it).
+    a.pendingProgress = { value: Math.min(1, Math.max(0, value)), message: message === undefined || typeof message === 'string' ? message : messageOf(message) };
     const wait = a.lastProgressAt + PROGRESS_INTERVAL_MS - Date.now();
     if (wait <= 0) this.#thread.flushSoon(a);
     else

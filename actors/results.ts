@@ -7,14 +7,20 @@ import { describeUnserializable, Report, type AgentResult, type WireError, type 
 
 const STACK_LIMIT = 2_000;
 
-/** Fields of a log line, made plain data if they are not (JSON round trip, else a string). */
+/**
+ * Fields of a log line, made storable if they are not: a JSON round trip (BigInts as decimal
+ * strings; functions and symbols dropped), else one field saying what could not be stored.
+ */
 export function safeFields(fields: Record<string, unknown>): Record<string, unknown> {
-  if (describeUnserializable(fields) === undefined) return fields;
+  const problem = describeUnserializable(fields, 'fields');
+  if (problem === undefined && typeof fields === 'object' && fields !== null && !Array.isArray(fields)) return fields;
   try {
-    return JSON.parse(JSON.stringify(fields)) as Record<string, unknown>;
+    const copy: unknown = JSON.parse(JSON.stringify(fields, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value)));
+    if (typeof copy === 'object' && copy !== null && !Array.isArray(copy) && describeUnserializable(copy) === undefined) return copy as Record<string, unknown>;
   } catch {
-    return { unserializable: String(fields) };
+    // Below: what could not be stored, instead of the fields.
   }
+  return { unserializable: problem ?? 'fields must be an object' };
 }
 
 const RESULT_KINDS = new Set(['success', 'fork', 'fail', 'sleep']);

@@ -3,6 +3,7 @@
  * instance loses its prototype in `postMessage`, so nothing here is a class, and both sides build
  * these shapes in exactly one place each (actors/worker.ts and src/pool/).
  */
+import { types } from 'node:util';
 import type { MessagePort } from 'node:worker_threads';
 
 /** Who is to blame for a failed attempt. Infrastructure faults never count against an agent's health. */
@@ -151,55 +152,92 @@ export type ChannelTag = 'a' | 'h' | 'e';
 /** An envelope on a thread channel. */
 export type ChannelEnvelope = { c: 'a' | 'h'; m: unknown } | { c: 'e'; m: StartBatch | WorkerBatch };
 
+/** Values nested deeper than this are refused: the store's encoder and `postMessage` walk them recursively. */
+export const MAX_DEPTH = 256;
+/** BigInts msgpack stores and reads back as BigInts: 64-bit signed or unsigned. */
+const MIN_INT64 = -(2n ** 63n);
+const MAX_UINT64 = 2n ** 64n - 1n;
+
 /**
- * Describes why `value` cannot be stored and sent between threads, or returns undefined when it can.
- * Accepted: null, booleans, numbers, strings, bigints, arrays, plain objects, Dates, Uint8Arrays.
- * `undefined` is accepted as an object property or top-level value (it is dropped or kept as is).
+ * Describes why `value` cannot be stored and sent between threads, or returns undefined when it can:
+ * exactly what the store's encoder writes and reads back unchanged. Accepted: null, booleans,
+ * numbers, strings, BigInts within 64 bits, dense arrays, plain objects (string keys), valid Dates
+ * and Uint8Arrays, nested at most {@link MAX_DEPTH} levels. `undefined` is accepted as an object
+ * property, array element or top-level value. Refused: larger BigInts (msgpack cannot write them),
+ * functions, symbols, class instances (a Map would lose its entries), Proxies, sparse arrays,
+ * circular references, and properties whose getters throw. Never throws.
  */
 export function describeUnserializable(value: unknown, path = 'value'): string | undefined {
   // Most inputs and results are primitives or null: no walk, no cycle set.
-  if (value === null || typeof value !== 'object') return typeof value === 'function' || typeof value === 'symbol' ? walk(value, path, new Set()) : undefined;
-  return walk(value, path, new Set());
+  if (value === null || (typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol' && typeof value !== 'bigint')) return undefined;
+  const problem = walk(value, new Set(), 0);
+  return problem && `${path}${problem.at} ${problem.what}`;
 }
 
-function walk(value: unknown, path: string, seen: Set<object>): string | undefined {
+/** Where a value is not storable (a path below the value, built only on failure) and why. */
+interface Problem {
+  at: string;
+  what: string;
+}
+
+function walk(value: unknown, seen: Set<object>, depth: number): Problem | undefined {
   switch (typeof value) {
     case 'string':
     case 'number':
     case 'boolean':
-    case 'bigint':
     case 'undefined':
       return undefined;
+    case 'bigint':
+      return value >= MIN_INT64 && value <= MAX_UINT64 ? undefined : { at: '', what: 'is a BigInt outside the 64-bit range that is stored (store it as a string)' };
     case 'function':
-      return `${path} is a function`;
+      return { at: '', what: 'is a function' };
     case 'symbol':
-      return `${path} is a symbol`;
+      return { at: '', what: 'is a symbol' };
   }
   if (value === null) return undefined;
   const object = value as object;
-  if (object instanceof Date || object instanceof Uint8Array) return undefined;
-  if (seen.has(object)) return `${path} is a circular reference`;
+  if (types.isProxy(object)) return { at: '', what: 'is a Proxy (only plain data is stored)' };
+  if (object instanceof Date) return Number.isNaN(object.getTime()) ? { at: '', what: 'is an invalid Date' } : undefined;
+  if (object instanceof Uint8Array) return undefined;
+  if (depth >= MAX_DEPTH) return { at: '', what: `is nested deeper than ${MAX_DEPTH} levels` };
+  if (seen.has(object)) return { at: '', what: 'is a circular reference' };
   seen.add(object);
   try {
     if (Array.isArray(object)) {
       for (let i = 0; i < object.length; i++) {
-        const problem = walk(object[i], `${path}[${i}]`, seen);
-        if (problem) return problem;
+        if (!(i in object)) return { at: `[${i}]`, what: 'is a hole (sparse arrays are not stored)' };
+        const problem = walk(object[i], seen, depth + 1);
+        if (problem) return { at: `[${i}]${problem.at}`, what: problem.what };
       }
       return undefined;
     }
     const proto = Object.getPrototypeOf(object);
     if (proto !== Object.prototype && proto !== null) {
       const name = (proto?.constructor as { name?: string } | undefined)?.name ?? 'unknown';
-      return `${path} is a ${name} instance (only plain objects, arrays, Dates and Uint8Arrays are stored)`;
+      return { at: '', what: `is a ${name} instance (only plain objects, arrays, Dates and Uint8Arrays are stored)` };
     }
     for (const key of Object.keys(object)) {
-      const problem = walk((object as Record<string, unknown>)[key], `${path}.${key}`, seen);
-      if (problem) return problem;
+      let item: unknown;
+      try {
+        item = (object as Record<string, unknown>)[key];
+      } catch (error) {
+        return { at: `.${key}`, what: `could not be read (its getter threw: ${messageOf(error)})` };
+      }
+      const problem = walk(item, seen, depth + 1);
+      if (problem) return { at: `.${key}${problem.at}`, what: problem.what };
     }
-    if (Object.getOwnPropertySymbols(object).length > 0) return `${path} has symbol keys`;
+    if (Object.getOwnPropertySymbols(object).length > 0) return { at: '', what: 'has symbol keys' };
     return undefined;
   } finally {
     seen.delete(object);
+  }
+}
+
+/** The message of something thrown, whatever it is (its own getters may throw too). */
+export function messageOf(error: unknown): string {
+  try {
+    return error instanceof Error ? error.message : String(error);
+  } catch {
+    return 'an unprintable value';
   }
 }

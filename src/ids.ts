@@ -4,6 +4,7 @@
  * sort in mint order, which is what makes task ids usable as FIFO keys and list cursors.
  */
 import { randomFillSync } from 'node:crypto';
+import { TroupeError } from './errors.js';
 
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 const CODES = Array.from(ALPHABET, (c) => c.charCodeAt(0));
@@ -47,4 +48,15 @@ function increment(digits: Uint8Array): void {
     }
     digits[i] = 0;
   }
+}
+
+/** Most characters of an id or key the API takes: LMDB keys are at most 1,978 bytes. */
+export const MAX_ID = 512;
+
+/** `value` as an id for `where`, or INVALID_INPUT (an id that cannot exist is bad input, not NOT_FOUND). */
+export function checkId(value: unknown, where: string): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > MAX_ID) {
+    throw new TroupeError('INVALID_INPUT', `${where} must be a non-empty string of at most ${MAX_ID} characters`);
+  }
+  return value;
 }

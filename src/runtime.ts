@@ -27,6 +27,7 @@ import type { ClockTimer } from './clock.js';
 import { holdOf } from './tasks/holds.js';
 import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from './lifecycle.js';
 import { buildEngine, type Engine } from './engine.js';
+import { checkId } from './ids.js';
 
 export type { CloseOptions, RuntimeState } from './lifecycle.js';
 
@@ -140,7 +141,7 @@ export class Runtime implements AsyncDisposable {
    * to the agent's `ctx.waitForInput()`. A task waiting with no live attempt resumes with a new run.
    */
   sendInput(id: string, input: InputSpec): Promise<InboxItem> {
-    return this.#guard('sendInput', () => this.#e.interactions.sendInput(id, input));
+    return this.#guard('sendInput', () => this.#e.interactions.sendInput(checkId(id, 'sendInput: id'), input));
   }
 
   /** A metrics snapshot, or the same as Prometheus text with `{ format: 'prometheus' }`. */
@@ -157,7 +158,7 @@ export class Runtime implements AsyncDisposable {
 
   /** A task, with `heldBy` while flow control keeps it back. */
   async get(id: string): Promise<Task> {
-    return this.#guard('get', async () => this.#withHold(this.#e.tasks.get(id)));
+    return this.#guard('get', async () => this.#withHold(this.#e.tasks.get(checkId(id, 'get: id'))));
   }
 
   /** A page of tasks in submit order; queued ones carry `heldBy` like {@link Runtime.get}. */
@@ -180,18 +181,18 @@ export class Runtime implements AsyncDisposable {
     // The guard written out, as in submit: once per task.
     try {
       this.#assertOpen('wait');
-      return this.#e.tasks.wait(id, options);
+      return this.#e.tasks.wait(checkId(id, 'wait: id'), options);
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
   cancel(id: string, reason?: string): Promise<Task> {
-    return this.#guard('cancel', () => this.#e.tasks.cancel(id, reason));
+    return this.#guard('cancel', () => this.#e.tasks.cancel(checkId(id, 'cancel: id'), reason));
   }
 
   retry(id: string): Promise<Task> {
-    return this.#guard('retry', () => this.#e.tasks.retry(id));
+    return this.#guard('retry', () => this.#e.tasks.retry(checkId(id, 'retry: id')));
   }
 
   /** Replays the event log after `after`, then yields live events, until aborted or closed. */
@@ -203,6 +204,7 @@ export class Runtime implements AsyncDisposable {
   /** The log lines a task's agent wrote through `ctx.log`, in order; with `follow`, then live until the task is terminal. */
   logs(id: string, options: LogOptions = {}): AsyncGenerator<LogLine> {
     this.#assertOpen('logs');
+    checkId(id, 'logs: id');
     if (!this.#e.tasks.record(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
     if (!options.follow) return followLogs(this.#store.read.logs, id, options, undefined);
     const stop = new AbortController();
@@ -225,7 +227,7 @@ export class Runtime implements AsyncDisposable {
   /** Sets an instance's dispatch target (null: no per-instance limit). Resolves once durable. */
   setDispatchTarget(instanceKey: string, target: number | null): Promise<void> {
     return this.#guard('setDispatchTarget', async () => {
-      if (typeof instanceKey !== 'string' || instanceKey.length === 0) throw new TroupeError('INVALID_INPUT', 'setDispatchTarget: instanceKey must be a non-empty string');
+      checkId(instanceKey, 'setDispatchTarget: instanceKey');
       if (target !== null && !(Number.isSafeInteger(target) && target >= 0)) throw new TroupeError('INVALID_INPUT', 'setDispatchTarget: target must be a non-negative integer or null');
       await this.#e.router.setTarget(instanceKey, target);
       this.#e.dispatcher.pump();
@@ -235,7 +237,7 @@ export class Runtime implements AsyncDisposable {
   /** Clears a degraded instance so it dispatches again. */
   resetInstance(instanceKey: string): Promise<void> {
     return this.#guard('resetInstance', async () => {
-      await this.#e.router.reset(instanceKey);
+      await this.#e.router.reset(checkId(instanceKey, 'resetInstance: instanceKey'));
       this.#e.dispatcher.pump();
     });
   }

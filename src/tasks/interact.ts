@@ -12,6 +12,7 @@
  * module keeps what they leave to the caller: the parked calls and their slots, the join watches,
  * and answering the agent once the step is durable.
  */
+import { types } from 'node:util';
 import { describeUnserializable, type AgentCall, type CallAnswer } from '../../actors/wire.js';
 import { isTerminal } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
@@ -126,10 +127,11 @@ export class Interactions {
 
   /** Stores an input durably and delivers it to a waiting agent, or resumes a task whose agent is gone. */
   async sendInput(taskId: string, input: InputSpec): Promise<InboxItem> {
-    if (typeof input !== 'object' || input === null) throw new TroupeError('INVALID_INPUT', 'sendInput expects { message, idempotencyKey? }');
-    for (const key of Object.keys(input)) if (key !== 'message' && key !== 'idempotencyKey') throw new TroupeError('INVALID_INPUT', `sendInput: ${key} is not an input field`);
-    const problem = describeUnserializable(input.message, 'input.message');
+    if (typeof input !== 'object' || input === null || types.isProxy(input)) throw new TroupeError('INVALID_INPUT', 'sendInput expects { message, idempotencyKey? }');
+    // Read once, as plain data: a getter that throws is bad input, not a crash.
+    const problem = describeUnserializable(input, 'input');
     if (problem) throw new TroupeError('INVALID_INPUT', `${problem}; an input must be plain data`);
+    for (const key of Object.keys(input)) if (key !== 'message' && key !== 'idempotencyKey') throw new TroupeError('INVALID_INPUT', `sendInput: ${key} is not an input field`);
     const { idempotencyKey } = input;
     if (idempotencyKey !== undefined && (typeof idempotencyKey !== 'string' || idempotencyKey.length === 0 || idempotencyKey.length > MAX_KEY)) {
       throw new TroupeError('INVALID_INPUT', `sendInput: idempotencyKey must be a non-empty string of at most ${MAX_KEY} characters`);

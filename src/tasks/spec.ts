@@ -4,7 +4,8 @@
  */
 import { createHash } from 'node:crypto';
 import { resolve as resolvePath } from 'node:path';
-import { describeUnserializable } from '../../actors/wire.js';
+import { types } from 'node:util';
+import { describeUnserializable, messageOf } from '../../actors/wire.js';
 import { TroupeError } from '../errors.js';
 import { DEFAULT_RETRY, resolveRetry, stripUndefined } from '../options.js';
 import type { RegisteredAgent } from '../agents/registry.js';
@@ -32,7 +33,7 @@ export interface TaskSpec {
    * `needs_attention` with reason `unmatched`.
    */
   requires?: string[];
-  /** Plain data: objects, arrays, strings, numbers, booleans, null, Dates, Uint8Arrays. */
+  /** Plain data: what describeUnserializable (actors/wire.ts) accepts, which is what the store reads back unchanged. */
   input?: unknown;
   /** Lower runs first. Integer. @default 0 */
   priority?: number;
@@ -119,6 +120,23 @@ export function validateSpec(
   now = Date.now(),
   route: (requires: readonly string[]) => RegisteredAgent | undefined = () => undefined,
 ): ValidSpec {
+  if (types.isProxy(spec)) throw bad(`${where} is a Proxy; a task spec must be a plain object`);
+  try {
+    return checkSpec(spec, lookup, where, now, route);
+  } catch (error) {
+    if (error instanceof TroupeError) throw error;
+    // A getter of the spec or of one of its fields threw: the spec cannot be read, so it is bad input.
+    throw bad(`${where} could not be read: ${messageOf(error)}`);
+  }
+}
+
+function checkSpec(
+  spec: TaskSpec,
+  lookup: (name: string) => RegisteredAgent | undefined,
+  where: string,
+  now: number,
+  route: (requires: readonly string[]) => RegisteredAgent | undefined,
+): ValidSpec {
   if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw bad(`${where} must be an object`);
   for (const key in spec) if (!KNOWN.has(key) && Object.hasOwn(spec, key)) throw bad(`${where}.${key} is not a task field`);
   const requires = spec.requires === undefined ? undefined : requiresOf(spec.requires, where);
@@ -181,6 +199,9 @@ const NO_LABELS: Record<string, string> = Object.freeze({}) as Record<string, st
 
 function labelsOf(labels: unknown, where: string): Record<string, string> {
   if (typeof labels !== 'object' || labels === null || Array.isArray(labels)) throw bad(`${where}.labels must be an object of string values`);
+  // A Map (or any class instance) would be stored as {}: only a plain object is taken.
+  const problem = describeUnserializable(labels, `${where}.labels`);
+  if (problem) throw bad(`${problem}; labels must be a plain object of string values`);
   const copy: Record<string, string> = {};
   for (const [key, value] of Object.entries(labels)) {
     if (typeof value !== 'string') throw bad(`${where}.labels must be an object of string values`);

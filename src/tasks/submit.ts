@@ -4,6 +4,8 @@
  * one transaction. The returned promise resolves only after that commit is flushed.
  */
 import { join } from 'node:path';
+import { types } from 'node:util';
+import { messageOf } from '../../actors/wire.js';
 import { TroupeError } from '../errors.js';
 import type { TaskRecord } from '../store/records.js';
 import type { StepWriter } from '../store/port.js';
@@ -66,7 +68,7 @@ export class Submitter {
    * schedule advancing its tick); it sees the record of each spec, new or existing.
    */
   async submitMany(specs: readonly TaskSpec[], where?: string, extra?: (w: StepWriter, picked: readonly TaskRecord[]) => void): Promise<Task[]> {
-    if (!Array.isArray(specs)) throw new TroupeError('INVALID_INPUT', 'submitMany expects an array of task specs');
+    if (!Array.isArray(specs) || types.isProxy(specs)) throw new TroupeError('INVALID_INPUT', 'submitMany expects an array of task specs');
     const { agents, table, options, clock, governor, pipeline, store } = this.#k;
     const now = clock.now();
     // Tasks routed by `requires` in this batch count toward their agent's load for the next pick.
@@ -76,7 +78,16 @@ export class Submitter {
       if (name !== undefined) (routed ??= new Map()).set(name, (routed.get(name) ?? 0) + 1);
       return name === undefined ? undefined : agents.get(name);
     };
-    const valid = specs.map((spec, i) => validateSpec(spec, (name) => agents.get(name), where ?? `tasks[${i}]`, now, route));
+    const valid: ValidSpec[] = [];
+    for (let i = 0; i < specs.length; i++) {
+      let spec: TaskSpec | undefined;
+      try {
+        spec = specs[i];
+      } catch (error) {
+        throw new TroupeError('INVALID_INPUT', `${where ?? `tasks[${i}]`} could not be read: ${messageOf(error)}`);
+      }
+      valid.push(validateSpec(spec!, (name) => agents.get(name), where ?? `tasks[${i}]`, now, route));
+    }
     // One record per spec: an existing task for a known key, the batch's first task for a key
     // repeated in the batch, or a new one (decided below, once all of them are known to be good).
     const picked: TaskRecord[] = new Array(valid.length);

@@ -120,6 +120,7 @@ describe('validateSpec: input must be plain data', () => {
       b: true,
       nil: null,
       big: 10n,
+      huge: 2n ** 64n - 1n,
       when: new Date(0),
       bytes: new Uint8Array([1, 2]),
       list: [1, 'two', [3]],
@@ -133,9 +134,29 @@ describe('validateSpec: input must be plain data', () => {
 
 describe('describeUnserializable', () => {
   it('returns undefined for storable values', () => {
-    for (const value of [undefined, null, 0, 'x', false, 1n, new Date(), new Uint8Array(1), [], {}, Object.create(null)]) {
+    for (const value of [undefined, null, 0, 'x', false, 1n, -(2n ** 63n), 2n ** 64n - 1n, new Date(), new Uint8Array(1), [], {}, Object.create(null), [undefined]]) {
       expect(describeUnserializable(value)).toBeUndefined();
     }
+  });
+
+  it('refuses what the store cannot write or would not read back unchanged, naming the path', () => {
+    const getter = {};
+    Object.defineProperty(getter, 'x', { enumerable: true, get: () => { throw new Error('boom'); } });
+    let deep: unknown = 1;
+    for (let i = 0; i < 10_000; i++) deep = { d: deep };
+    // eslint-disable-next-line no-sparse-arrays
+    const cases: Array<[unknown, string]> = [
+      [{ n: 2n ** 64n }, 'v.n is a BigInt outside the 64-bit range'],
+      [{ n: -(2n ** 63n) - 1n }, 'v.n is a BigInt outside the 64-bit range'],
+      [{ list: [1, , 3] }, 'v.list[1] is a hole'],
+      [{ m: new Map([['k', 'v']]) }, 'v.m is a Map instance'],
+      [{ p: new Proxy({}, {}) }, 'v.p is a Proxy'],
+      [new Proxy({}, { ownKeys: () => { throw new Error('trap'); } }), 'v is a Proxy'],
+      [{ g: getter }, 'v.g.x could not be read (its getter threw: boom)'],
+      [{ when: new Date(Number.NaN) }, 'v.when is an invalid Date'],
+      [deep, 'is nested deeper than 256 levels'],
+    ];
+    for (const [value, problem] of cases) expect(describeUnserializable(value, 'v')).toContain(problem);
   });
 
   it('accepts the same object reached twice when it is not a cycle', () => {
