@@ -172,6 +172,7 @@ export function buildEngine(options: ResolvedOptions, log: Logger, store: Store,
       attempts: () => dispatcher.counts,
       slots,
       rebuildMs,
+      listenerErrors: () => bus.listenerErrors,
     },
     { now: () => options.clock.now() },
   );

@@ -3,6 +3,7 @@
  * instance, or builds one from pino options, or stays silent.
  */
 import { pino, type Logger, type LoggerOptions } from 'pino';
+import { TroupeError } from './errors.js';
 
 /** What `RuntimeOptions.logger` accepts. */
 export type LoggerOption = Logger | LoggerOptions | false;
@@ -12,7 +13,12 @@ export function resolveLogger(option: LoggerOption | undefined): Logger {
   if (option === false) return pino({ level: 'silent' });
   if (option === undefined) return pino({ level: 'warn', name: 'troupe' });
   if (isLogger(option)) return option.child({ component: 'troupe' });
-  return pino({ name: 'troupe', ...option });
+  try {
+    return pino({ name: 'troupe', ...option });
+  } catch (error) {
+    // pino refuses what it cannot use (a level it does not know, a bad transport): name the option.
+    throw new TroupeError('INVALID_OPTIONS', `options.logger: ${(error as Error).message}`, { cause: error });
+  }
 }
 
 function isLogger(value: LoggerOption): value is Logger {

@@ -2,8 +2,10 @@
  * The one options pipeline: documented options → DEFAULTS → resolveOptions() validates, names the
  * bad option, and freezes the result. Durations end in `Ms`.
  */
+import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
+import { types } from 'node:util';
 import type { Clock } from './clock.js';
 import { systemClock } from './clock.js';
 import { TroupeError } from './errors.js';
@@ -145,6 +147,9 @@ export const DEFAULTS = {
 } satisfies Required<Omit<RuntimeOptions, 'logger' | 'createPool'>>;
 
 const KNOWN = new Set<string>([...Object.keys(DEFAULTS), 'logger', 'createPool']);
+/** Upper bounds of the pool's size: beyond them a typo (100000 threads) would take the host down. */
+const MAX_THREADS = 256;
+const MAX_SLOTS_PER_THREAD = 1_000;
 
 /** Validates and freezes runtime options. Throws INVALID_OPTIONS naming the option. */
 export function resolveOptions(input: RuntimeOptions = {}): ResolvedOptions {
@@ -152,9 +157,14 @@ export function resolveOptions(input: RuntimeOptions = {}): ResolvedOptions {
   for (const key of Object.keys(input)) if (!KNOWN.has(key)) throw invalid(`options.${key} is not a known option`);
   const o = { ...DEFAULTS, ...stripUndefined(input) };
   if (typeof o.dataDir !== 'string' || o.dataDir.length === 0) throw invalid('options.dataDir must be a non-empty string');
+  if (o.dataDir.includes('\0')) throw invalid('options.dataDir must not contain a NUL byte');
+  const existing = statSync(o.dataDir, { throwIfNoEntry: false });
+  if (existing && !existing.isDirectory()) throw invalid(`options.dataDir ${o.dataDir} exists and is not a directory`);
   const threads = input.threads ?? Math.max(1, availableParallelism());
   positiveInt('threads', threads);
+  if (threads > MAX_THREADS) throw invalid(`options.threads must be at most ${MAX_THREADS} (each thread is a V8 isolate of its own)`);
   positiveInt('slotsPerThread', o.slotsPerThread);
+  if (o.slotsPerThread > MAX_SLOTS_PER_THREAD) throw invalid(`options.slotsPerThread must be at most ${MAX_SLOTS_PER_THREAD}`);
   const prefetch = input.prefetch ?? Math.max(1024, threads * o.slotsPerThread);
   nonNegativeInt('prefetch', prefetch);
   positiveInt('maxQueued', o.maxQueued);
@@ -259,3 +269,18 @@ function nonNegativeInt(name: string, value: unknown, prefix?: string): void {
 }
 
 export { positiveInt as assertPositiveInt, nonNegativeInt as assertNonNegativeInt, invalid as invalidOptions };
+
+/**
+ * Checks the options object of an API call: undefined, or a plain object whose keys are all in
+ * `known`. Anything else is INVALID_OPTIONS naming the call and the option (a typo such as
+ * `{ State: 'done' }` would otherwise be ignored in silence).
+ */
+export function checkCallOptions(options: unknown, known: readonly string[], call: string): void {
+  if (options === undefined) return;
+  if (types.isProxy(options)) throw new TroupeError('INVALID_OPTIONS', `${call}: options must be a plain object`);
+  const proto = typeof options === 'object' && options !== null ? Object.getPrototypeOf(options) : undefined;
+  if (proto !== Object.prototype && proto !== null) throw new TroupeError('INVALID_OPTIONS', `${call}: options must be a plain object`);
+  for (const key of Object.keys(options as object)) {
+    if (!known.includes(key)) throw new TroupeError('INVALID_OPTIONS', `${call}: ${key} is not one of its options (${known.join(', ')})`);
+  }
+}

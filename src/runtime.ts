@@ -3,7 +3,7 @@
  * in dependency order), rebuilds from disk, and starts. The `Runtime` is the public facade over the
  * engine and owns the lifecycle `starting → running → draining → closed`.
  */
-import { resolveOptions, type ResolvedOptions, type RuntimeOptions } from './options.js';
+import { checkCallOptions, resolveOptions, type ResolvedOptions, type RuntimeOptions } from './options.js';
 import { resolveLogger, type Logger } from './log.js';
 import { TroupeError } from './errors.js';
 import { openStore } from './store/lmdb/store.js';
@@ -148,7 +148,12 @@ export class Runtime implements AsyncDisposable {
   metrics(): Promise<MetricsSnapshot>;
   metrics(options: { format: 'prometheus' }): Promise<string>;
   metrics(options?: { format?: 'prometheus' | 'snapshot' }): Promise<MetricsSnapshot | string> {
-    return this.#guard<MetricsSnapshot | string>('metrics', () => (options?.format === 'prometheus' ? this.#e.metrics.prometheus() : this.#e.metrics.snapshot()));
+    return this.#guard<MetricsSnapshot | string>('metrics', () => {
+      checkCallOptions(options, ['format'], 'metrics');
+      const format = options?.format ?? 'snapshot';
+      if (format !== 'prometheus' && format !== 'snapshot') throw new TroupeError('INVALID_OPTIONS', `metrics: format must be 'prometheus' or 'snapshot', not ${JSON.stringify(format)}`);
+      return format === 'prometheus' ? this.#e.metrics.prometheus() : this.#e.metrics.snapshot();
+    });
   }
 
   /** Where `metricsPort` serves `/metrics` (127.0.0.1), once running; undefined when off. */

@@ -2,7 +2,7 @@
  * Agent registrations: name → module, limits and policy. Agents are registered in-process at every
  * start (like BullMQ workers); queued tasks of an agent that is not registered yet simply wait.
  */
-import { existsSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { RetryPolicy } from '../store/records.js';
@@ -169,13 +169,22 @@ function dailyLimitOf(value: unknown, where: string): Readonly<Required<DailyLim
 
 function moduleHref(module: URL | string, where: string): string {
   let url: URL;
-  if (module instanceof URL) url = module;
-  else if (typeof module === 'string' && module.startsWith('file:')) url = new URL(module);
-  else if (typeof module === 'string' && isAbsolute(module)) url = pathToFileURL(module);
-  else throw invalidOptions(`${where}: module must be a file: URL or an absolute path (got ${JSON.stringify(module)})`);
-  if (url.protocol !== 'file:') throw invalidOptions(`${where}: module must be a file: URL`);
-  const path = fileURLToPath(url);
-  if (!existsSync(path)) throw new TroupeError('INVALID_OPTIONS', `${where}: module not found at ${path}`);
+  let path: string;
+  try {
+    if (module instanceof URL) url = module;
+    else if (typeof module === 'string' && module.startsWith('file:')) url = new URL(module);
+    else if (typeof module === 'string' && isAbsolute(module)) url = pathToFileURL(module);
+    else throw invalidOptions(`${where}: module must be a file: URL or an absolute path (got ${JSON.stringify(module)})`);
+    if (url.protocol !== 'file:') throw invalidOptions(`${where}: module must be a file: URL`);
+    // Throws for what no file path can be: a host other than localhost, a NUL byte, an encoded slash.
+    path = fileURLToPath(url);
+  } catch (error) {
+    if (error instanceof TroupeError) throw error;
+    throw invalidOptions(`${where}: module ${String(module)} is not a local file URL or path (${(error as Error).message})`);
+  }
+  const found = statSync(path, { throwIfNoEntry: false });
+  if (!found) throw new TroupeError('INVALID_OPTIONS', `${where}: module not found at ${path}`);
+  if (!found.isFile()) throw new TroupeError('INVALID_OPTIONS', `${where}: module ${path} is not a file`);
   return url.href;
 }
 

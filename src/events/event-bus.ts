@@ -4,8 +4,10 @@
  * Events are published only after the commit that holds them, in commit order.
  */
 import type { SafeDatabase } from '../store/port.js';
-import type { EventRecord, EventType } from '../store/records.js';
+import { EVENT_TYPES, type EventRecord, type EventType } from '../store/records.js';
 import { TroupeError } from '../errors.js';
+import { checkCallOptions } from '../options.js';
+import { checkId } from '../ids.js';
 import type { Release } from '../keep-alive.js';
 
 /** A public event: the stored record with its cursor. */
@@ -47,6 +49,15 @@ export function fromCursor(cursor: string | number): number {
 
 type Listener = (event: RuntimeEvent) => void;
 
+const KNOWN_TYPES = new Set<string>(EVENT_TYPES);
+const STREAM_OPTIONS = ['after', 'taskId', 'types', 'signal'] as const satisfies ReadonlyArray<keyof EventStreamOptions>;
+
+/** An event type a listener or a stream may name: one of the catalogue, or `'*'` where `star`. */
+function checkType(type: unknown, where: string, star: boolean): void {
+  if ((star && type === '*') || (typeof type === 'string' && KNOWN_TYPES.has(type))) return;
+  throw new TroupeError('INVALID_OPTIONS', `${where}: ${typeof type === 'string' ? JSON.stringify(type) : typeof type} is not an event type (see EVENT_TYPES${star ? ", or '*'" : ''})`);
+}
+
 /** The publishing side, owned by the runtime. */
 export class EventBus {
   /** Listeners by type ('*': every event). Replaced, never changed, so a publish may unsubscribe. */
@@ -59,6 +70,7 @@ export class EventBus {
 
   readonly #hold: () => Release;
   readonly #onListenerError: (error: unknown, type: string) => void;
+  #listenerErrors = 0;
 
   /**
    * `hold` keeps the process alive while an iteration waits for its next event (see
@@ -69,6 +81,20 @@ export class EventBus {
     this.#events = events;
     this.#hold = hold;
     this.#onListenerError = onListenerError;
+  }
+
+  /** Errors thrown (or promises rejected) by listeners and observers since the bus was made. */
+  get listenerErrors(): number {
+    return this.#listenerErrors;
+  }
+
+  #failed(error: unknown, type: string): void {
+    this.#listenerErrors++;
+    try {
+      this.#onListenerError(error, type);
+    } catch {
+      // Reporting must not fail the publish either.
+    }
   }
 
   /** Publishes events that have just been committed. */
@@ -98,21 +124,27 @@ export class EventBus {
     try {
       observe(records);
     } catch (error) {
-      this.#onListenerError(error, 'observer');
+      this.#failed(error, 'observer');
     }
   }
 
   #call(listeners: readonly Listener[], event: RuntimeEvent): void {
     for (const listener of listeners) {
       try {
-        listener(event);
+        const returned: unknown = listener(event);
+        // An async listener's rejection is its error too: caught here, not left unhandled.
+        if (typeof (returned as PromiseLike<unknown> | undefined)?.then === 'function') {
+          (returned as PromiseLike<unknown>).then(undefined, (error: unknown) => this.#failed(error, event.type));
+        }
       } catch (error) {
-        this.#onListenerError(error, event.type);
+        this.#failed(error, event.type);
       }
     }
   }
 
   on(type: EventType | '*', listener: Listener): () => void {
+    checkType(type, 'on', true);
+    if (typeof listener !== 'function') throw new TroupeError('INVALID_INPUT', `on(${JSON.stringify(type)}): the listener must be a function`);
     this.#listeners.set(type, [...(this.#listeners.get(type) ?? []), listener]);
     return () => this.off(type, listener);
   }
@@ -132,8 +164,19 @@ export class EventBus {
     for (const end of this.#onClose) end();
   }
 
-  /** Replays from the log after `options.after`, then yields live events until aborted or closed. */
+  /**
+   * Replays from the log after `options.after`, then yields live events until aborted or closed.
+   * Bad options reject the first `next()`, as any error of an async generator does.
+   */
   async *iterate(options: EventStreamOptions = {}): AsyncGenerator<RuntimeEvent> {
+    checkCallOptions(options, STREAM_OPTIONS, 'events');
+    if (options.after !== undefined) fromCursor(options.after);
+    if (options.taskId !== undefined) checkId(options.taskId, 'events: taskId');
+    if (options.types !== undefined) {
+      if (!Array.isArray(options.types)) throw new TroupeError('INVALID_OPTIONS', 'events: types must be an array of event types');
+      for (const type of options.types) checkType(type, 'events: types', false);
+    }
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new TroupeError('INVALID_OPTIONS', 'events: signal must be an AbortSignal');
     let last = options.after === undefined ? 0 : fromCursor(options.after);
     const types = options.types ? new Set<string>(options.types) : undefined;
     const wanted = (e: EventRecord) => (!options.taskId || e.taskId === options.taskId) && (!types || types.has(e.type));

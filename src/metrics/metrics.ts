@@ -19,6 +19,8 @@ export interface MetricsSources {
   readonly slots: number;
   /** Duration of the last rebuild on open, ms. */
   rebuildMs(): number;
+  /** Errors thrown (or promises rejected) by event listeners since the runtime opened. */
+  listenerErrors(): number;
 }
 
 /** Options of {@link RuntimeMetrics}. */
@@ -56,6 +58,8 @@ export interface MetricsSnapshot {
   freeSlots: number;
   /** Submits rejected with AT_CAPACITY since the runtime opened. */
   atCapacityRejections: number;
+  /** Errors thrown (or promises rejected) by `rt.on` listeners since the runtime opened: logged, never passed on. */
+  listenerErrors: number;
   /** Submit (or requeue) to start, and start to settle, in seconds. */
   latency: { submitToStart: HistogramSnapshot; startToSettle: HistogramSnapshot };
   /** Ended attempts by exit; every known exit is present, at 0 until one ends that way. */
@@ -100,6 +104,7 @@ export class RuntimeMetrics {
   readonly #running: Gauge;
   readonly #slotsFree: Gauge;
   readonly #rejections: Counter;
+  readonly #listenerErrors: Counter;
   readonly #submitToStart: LatencyHistogram;
   readonly #startToSettle: LatencyHistogram;
   readonly #attempts: Counter<'exit'>;
@@ -146,6 +151,15 @@ export class RuntimeMetrics {
       name: `${prefix}at_capacity_rejections_total`,
       help: 'Submits rejected with AT_CAPACITY.',
       registers,
+    });
+    this.#listenerErrors = new Counter({
+      name: `${prefix}listener_errors_total`,
+      help: 'Errors thrown (or promises rejected) by event listeners; each is logged and goes no further.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sources.listenerErrors());
+      },
     });
     const pending = this.#pending;
     this.#submitToStart = new LatencyHistogram({
@@ -223,11 +237,12 @@ export class RuntimeMetrics {
   /** Reads every metric now (gauges from the sources) into plain data. */
   async snapshot(): Promise<MetricsSnapshot> {
     const at = this.#now();
-    const [queue, running, free, rejections, submitToStart, startToSettle, attempts, rebuild] = await Promise.all([
+    const [queue, running, free, rejections, listenerErrors, submitToStart, startToSettle, attempts, rebuild] = await Promise.all([
       this.#queueDepth.get(),
       this.#running.get(),
       this.#slotsFree.get(),
       this.#rejections.get(),
+      this.#listenerErrors.get(),
       histogramSnapshot(this.#submitToStart),
       histogramSnapshot(this.#startToSettle),
       this.#attempts.get(),
@@ -242,6 +257,7 @@ export class RuntimeMetrics {
       running: single(running.values),
       freeSlots: single(free.values),
       atCapacityRejections: single(rejections.values),
+      listenerErrors: single(listenerErrors.values),
       latency: { submitToStart, startToSettle },
       attemptsByExit,
       rebuildSeconds: single(rebuild.values),

@@ -4,6 +4,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { TroupeError } from '../errors.js';
 
 /** What the endpoint serves on each scrape. */
 export interface MetricsEndpoint {
@@ -32,9 +33,13 @@ export function serveMetrics(endpoint: MetricsEndpoint, port: number): Promise<M
   }
   const server = createServer((req, res) => void handle(endpoint, req, res));
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      // A port taken by another process is a setting to change, not a crash.
+      if (error.code === 'EADDRINUSE' || error.code === 'EACCES') reject(new TroupeError('INVALID_OPTIONS', `options.metricsPort: cannot listen on 127.0.0.1:${port} (${error.code}: ${error.message})`, { cause: error }));
+      else reject(error);
+    });
     server.listen(port, '127.0.0.1', () => {
-      server.off('error', reject);
+      server.removeAllListeners('error');
       let closing: Promise<void> | undefined;
       resolve({
         port: (server.address() as AddressInfo).port,

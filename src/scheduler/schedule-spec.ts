@@ -2,6 +2,7 @@
  * What `rt.schedules.create()` and `update()` take, and their validation: everything is checked
  * before anything is stored, and each problem names its field.
  */
+import { types } from 'node:util';
 import { TroupeError } from '../errors.js';
 import type { CatchUpPolicy, OverlapPolicy, ScheduleRecord } from '../store/records.js';
 import type { TaskSpec } from '../tasks/spec.js';
@@ -40,6 +41,22 @@ const KNOWN = new Set(['id', 'cron', 'tz', 'task', 'overlap', 'catchUp', 'catchU
 const OVERLAP: readonly OverlapPolicy[] = ['skip', 'allow', 'queue_one'];
 const CATCH_UP: readonly CatchUpPolicy[] = ['skip', 'once', 'all'];
 const PER_TICK = ['idempotencyKey', 'runAt', 'delayMs'];
+
+/** What an update may change: the spec without its id (everything else a schedule holds is kept or computed). */
+const UPDATABLE = new Set([...KNOWN].filter((key) => key !== 'id'));
+
+/**
+ * Checks the patch of `schedules.update()` on its own, before it is merged over the schedule: an
+ * object of updatable fields. The id, `nextRunAt` (computed from the cron) and the counters are
+ * not settable, and a patch that names them is refused rather than quietly ignored.
+ */
+export function checkUpdate(patch: unknown): void {
+  if (typeof patch !== 'object' || patch === null || Array.isArray(patch) || types.isProxy(patch)) throw bad('a schedule update must be an object of the fields to change');
+  for (const key of Object.keys(patch)) {
+    if (key === 'id') throw bad('schedule.id cannot be updated; create a schedule under the new id and delete this one');
+    if (!UPDATABLE.has(key)) throw bad(`schedule.${key} cannot be updated (updatable: ${[...UPDATABLE].join(', ')})`);
+  }
+}
 
 /** The default catch-up window: a day. */
 export const DEFAULT_CATCH_UP_WINDOW_MS = 86_400_000;

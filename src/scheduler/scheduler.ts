@@ -26,7 +26,7 @@ import { decideFire, type FireInput, type FireTemplate } from '../steps/fire.js'
 import type { StepResult } from '../steps/types.js';
 import type { TaskSpec } from '../tasks/spec.js';
 import { compileCron, type CronSchedule } from './cron.js';
-import { validateSchedule, type Schedule, type ScheduleSpec, type ScheduleUpdate } from './schedule-spec.js';
+import { checkUpdate, validateSchedule, type Schedule, type ScheduleSpec, type ScheduleUpdate } from './schedule-spec.js';
 
 export type { Schedule, ScheduleSpec, ScheduleUpdate } from './schedule-spec.js';
 
@@ -151,6 +151,7 @@ export class Scheduler implements SchedulesApi {
   }
 
   update(id: string, patch: ScheduleUpdate): Promise<Schedule> {
+    checkUpdate(patch);
     const live = this.#require(id);
     return this.#enqueue(id, async () => {
       const now = this.#d.clock.now();

@@ -16,7 +16,8 @@ import type { Dispatcher } from './dispatcher.js';
 import type { EngineParts } from './parts.js';
 import { rebuild, type RebuildCounts } from './rebuild.js';
 import { instanceKeyOf, PER_TASK_WORKSPACE, toTask, type Task } from './spec.js';
-import { resolveRetry } from '../options.js';
+import { checkCallOptions, resolveRetry } from '../options.js';
+import { checkId } from '../ids.js';
 import type { Interactions } from './interact.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { KeepAlive } from '../keep-alive.js';
@@ -53,6 +54,7 @@ export interface WaitOptions {
   signal?: AbortSignal;
 }
 
+const LIST_OPTIONS = ['state', 'agent', 'parentId', 'limit', 'after'] as const satisfies ReadonlyArray<keyof ListOptions>;
 const ACTIVE_STATES = new Set<TaskState>(TASK_STATES.filter((s) => !isTerminal(s)));
 
 /** See the module comment. */
@@ -85,11 +87,14 @@ export class TaskEngine {
   }
 
   list(options: ListOptions = {}): TaskPage {
+    checkCallOptions(options, LIST_OPTIONS, 'list');
     const { state, agent, parentId, after } = options;
+    if (agent !== undefined) checkId(agent, 'list: agent');
+    if (parentId !== undefined) checkId(parentId, 'list: parentId');
     const limit = options.limit ?? 100;
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new TroupeError('INVALID_INPUT', 'list: limit must be an integer in 1..1000');
     if (state !== undefined && !TASK_STATES.includes(state)) throw new TroupeError('INVALID_INPUT', `list: unknown state ${JSON.stringify(state)}`);
-    if (after !== undefined && typeof after !== 'string') throw new TroupeError('INVALID_INPUT', 'list: after must be a cursor string');
+    if (after !== undefined) checkId(after, 'list: after (a cursor)');
     const { table, store } = this.#k;
     const tasks: Task[] = [];
     const keep = (t: TaskRecord) => (!state || t.state === state) && (!agent || t.agent === agent) && (!parentId || t.parentId === parentId);

@@ -11,6 +11,7 @@ interface FakeSources extends MetricsSources {
   phases: { starting: number; ready: number; executing: number };
   slots: number;
   rebuild: number;
+  listenerFailures: number;
 }
 
 function fakeSources(): FakeSources {
@@ -19,6 +20,10 @@ function fakeSources(): FakeSources {
     phases: { starting: 1, ready: 0, executing: 2 },
     slots: 8,
     rebuild: 1250,
+    listenerFailures: 0,
+    listenerErrors() {
+      return this.listenerFailures;
+    },
     agents() {
       return this.agentMap;
     },
@@ -176,6 +181,15 @@ describe('RuntimeMetrics counters and histograms', () => {
     m.rejected();
     m.rejected();
     expect((await m.snapshot()).atCapacityRejections).toBe(2);
+  });
+
+  it('counts listener errors from its source, in the snapshot and the exposition', async () => {
+    const sources = fakeSources();
+    const m = metrics(sources);
+    expect((await m.snapshot()).listenerErrors).toBe(0);
+    sources.listenerFailures = 3;
+    expect((await m.snapshot()).listenerErrors).toBe(3);
+    expect(await m.prometheus()).toContain('troupe_listener_errors_total 3');
   });
 
   it('keeps each instance on its own registry', async () => {
