@@ -3,7 +3,7 @@
  * {@link WireResult} the host can store, and log fields made plain. Nothing here throws.
  */
 import { isAgentError } from './agent.js';
-import { describeUnserializable, Report, type AgentResult, type WireError, type WireResult } from './wire.js';
+import { describeUnserializable, messageOf, Report, type AgentResult, type WireError, type WireResult } from './wire.js';
 
 const STACK_LIMIT = 2_000;
 
@@ -74,6 +74,15 @@ export function loadError(agent: string, error: unknown): WireError {
 }
 
 export function toWireError(error: unknown): WireError {
+  try {
+    return wireErrorOf(error);
+  } catch {
+    // What was thrown cannot even be read (a Proxy whose traps throw, a getter that throws).
+    return { code: 'AGENT_ERROR', message: 'the agent threw a value that could not be read', retryable: true, fault: 'agent' };
+  }
+}
+
+function wireErrorOf(error: unknown): WireError {
   if (isAgentError(error)) {
     return { code: error.code, message: error.message, retryable: error.retryable, fault: 'agent', stack: stackOf(error) };
   }
@@ -84,7 +93,7 @@ export function toWireError(error: unknown): WireError {
   try {
     message = `non-error thrown: ${JSON.stringify(error)}`;
   } catch {
-    message = `non-error thrown: ${String(error)}`;
+    message = `non-error thrown: ${messageOf(error)}`;
   }
   return { code: 'AGENT_ERROR', message, retryable: true, fault: 'agent' };
 }

@@ -99,6 +99,12 @@ export const Report = {
   PROGRESS: 6,
   /** Payload: epoch ms. */
   HEARTBEAT: 7,
+  /**
+   * An error the agent's code did not catch (a timer that threw, a promise nobody awaited) that
+   * could not fail a running attempt: its attempt had ended, or nothing tells whose it is. The
+   * thread carries on. Payload: a description, for the host's log. The attempt id may be ''.
+   */
+  STRAY: 8,
 } as const;
 
 /** What an agent can ask of the host through its context (over comlink: {@link HostApi}). */

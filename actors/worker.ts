@@ -8,6 +8,7 @@
  * wire-safe: an attempt never throws to the host. No Piscina task is ever posted: a task kept open
  * would hold the host's event loop for good (Piscina refs a busy thread's port).
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { MessageChannel, isMainThread, parentPort, threadId } from 'node:worker_threads';
 import { expose, wrap, type Remote } from 'comlink/dist/esm/comlink.mjs';
 import { AgentError, agentFunctionOf, type AgentFunction } from './agent.js';
@@ -18,6 +19,12 @@ import { Report, START_STRIDE, type AbortReason, type AgentCall, type HostApi, t
 
 /** Running attempts by id. */
 const live = new Map<string, WorkerAttempt>();
+/**
+ * The attempt whose agent code is running: set around each agent call, and carried by Node into
+ * every timer, promise and callback that code creates, so an error nobody caught is charged to
+ * the attempt that caused it, not to the thread and every attempt beside it.
+ */
+const owner = new AsyncLocalStorage<WorkerAttempt>();
 /** Agents the host told this thread of, by number, and their modules once loaded. */
 const agents = new Map<number, { name: string; module: string }>();
 const modules = new Map<string, AgentFunction | Promise<AgentFunction>>();
@@ -88,7 +95,32 @@ if (!isMainThread && parentPort) {
   expose(control, channel.rpc('a') as never);
   host = wrap<HostApi>(channel.rpc('h') as never);
   channel.onBatch((batch) => accept(batch as StartBatch));
+  // An agent's stray error (a timer that throws, a promise nobody awaits) must not take the thread
+  // and its neighbours' attempts down with it.
+  process.on('uncaughtException', (error) => stray(error, 'an uncaught exception'));
+  process.on('unhandledRejection', (reason) => stray(reason, 'an unhandled promise rejection'));
   parentPort.postMessage({ troupe: 'hello', threadId, port: port2 } satisfies ThreadHello, [port2]);
+}
+
+/**
+ * An error no agent code caught. It fails the attempt whose code caused it, if that attempt still
+ * runs (an agent fault, retried per its policy); otherwise (its attempt has ended, or nothing says
+ * whose it is) the host logs it. Either way the thread carries on.
+ */
+function stray(error: unknown, what: string): void {
+  const wire = toWireError(error);
+  const attempt = owner.getStore();
+  if (attempt && !attempt.ended) {
+    end(attempt, Report.END, { ok: false, error: { ...wire, message: `${what} in the agent: ${wire.message}` } } satisfies WireResult);
+    return;
+  }
+  const whose = attempt ? `attempt ${attempt.attemptId} (it had already ended)` : 'an agent on this thread (no attempt could be told)';
+  const message = `${what} from ${whose}: ${wire.message}`;
+  if (attempt) report(attempt, Report.STRAY, message);
+  else {
+    outbox.push(Report.STRAY, '', 0, message);
+    queueOutbox();
+  }
 }
 
 /** Piscina needs a handler; no task is ever posted to it (see the module comment). */
@@ -124,7 +156,8 @@ function begin(attempt: WorkerAttempt): void {
     earlyAborts.delete(attempt.attemptId);
     if (early.token === attempt.token) attempt.abort(early.reason);
   }
-  heartbeats ??= armHeartbeats();
+  // The thread's own timers belong to no attempt, even when armed from an agent's continuation.
+  heartbeats ??= owner.exit(armHeartbeats);
   begun.push(attempt);
   queueOutbox();
   const { name, module } = agents.get(attempt.agent)!;
@@ -139,7 +172,7 @@ function begin(attempt: WorkerAttempt): void {
 function call(attempt: WorkerAttempt, fn: AgentFunction): void {
   let value: unknown;
   try {
-    value = fn(attempt.input, new AttemptContext(attempt, thread));
+    value = owner.run(attempt, () => fn(attempt.input, new AttemptContext(attempt, thread)));
   } catch (error) {
     return end(attempt, Report.END, { ok: false, error: toWireError(error) } satisfies WireResult);
   }
@@ -254,7 +287,7 @@ function flushAttempt(attempt: WorkerAttempt): void {
 function queueOutbox(): void {
   if (flushing) return;
   flushing = true;
-  setImmediate(flushOutbox);
+  owner.exit(() => setImmediate(flushOutbox));
 }
 
 function flushOutbox(): void {

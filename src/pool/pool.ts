@@ -61,6 +61,8 @@ export interface PoolHost {
   log(attemptId: string, token: number, lines: WireLogLine[]): void;
   progress(attemptId: string, token: number, value: number, message: string | undefined, at: number): void;
   heartbeat(attemptId: string, token: number, at: number): void;
+  /** An agent's uncaught error that failed no attempt (see Report.STRAY); `attemptId` is '' when unknown. */
+  stray(attemptId: string, message: string): void;
   /** An agent's call; the answer goes back to its thread. */
   call(attemptId: string, token: number, call: AgentCall): Promise<CallAnswer>;
   /** A thread died (exit, uncaught error, terminate) under these attempts, which had not ended: an infrastructure fault. */
@@ -119,6 +121,9 @@ export function deliver(host: PoolHost, batch: WorkerBatch, ended: (attemptId: s
         host.progress(attemptId, token, value, message, at);
         break;
       }
+      case Report.STRAY:
+        host.stray(attemptId, payload as string);
+        break;
       case Report.HEARTBEAT:
         host.heartbeat(attemptId, token, payload as number);
         break;

@@ -201,6 +201,9 @@ export class Dispatcher {
     heartbeat: (attemptId, token) => {
       this.#runningAttempt(attemptId, token, undefined);
     },
+    stray: (attemptId, message) => {
+      this.#k.log.warn({ attemptId: attemptId || undefined }, message);
+    },
     threadExit: (attemptIds, reason) => {
       for (const id of attemptIds) {
         const attempt = this.#live.get(id);
