@@ -12,8 +12,9 @@
  */
 import { connect, type Socket } from 'node:net';
 import { createHash } from 'node:crypto';
+import { lstatSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { CliError, EXIT } from './cli-error.js';
 
 /** The socket's file name inside the data dir. */
@@ -24,12 +25,60 @@ const MAX_SOCKET_PATH = process.platform === 'linux' ? 107 : 103;
 
 /**
  * The control socket of a data dir (absolute): `<dataDir>/control.sock`, or, when that path is too
- * long for a Unix socket, a file in the temp dir named by a hash of the data dir.
+ * long for a Unix socket, a file named by a hash of the data dir in this user's private socket
+ * directory (see {@link privateSocketDir}), never in a directory others can write to.
  */
 export function socketPathOf(dataDir: string): string {
   const path = join(dataDir, SOCKET_NAME);
   if (Buffer.byteLength(path) <= MAX_SOCKET_PATH) return path;
-  return join(tmpdir(), `troupe-${createHash('sha256').update(dataDir).digest('hex').slice(0, 20)}.sock`);
+  return join(privateSocketDir(), `troupe-${createHash('sha256').update(dataDir).digest('hex').slice(0, 20)}.sock`);
+}
+
+/**
+ * Where this user's control sockets go when their data dir's path is too long: `$XDG_RUNTIME_DIR`
+ * when it is set and private to this user (as the XDG spec makes it), else `<tmpdir>/troupe-<uid>`,
+ * a directory `troupe run` creates `0700`.
+ */
+export function privateSocketDir(): string {
+  const uid = process.getuid?.();
+  const runtimeDir = process.env.XDG_RUNTIME_DIR;
+  if (runtimeDir && isAbsolute(runtimeDir) && problemOf(runtimeDir, uid) === undefined) return runtimeDir;
+  return join(tmpdir(), `troupe-${uid ?? 'user'}`);
+}
+
+/**
+ * Makes (if missing) and checks the directory a socket is bound in: a real directory (not a
+ * symlink), owned by this user, with no group or other permissions. Throws CONTROL_FAILED
+ * otherwise: another user could otherwise plant the socket the CLI talks to.
+ */
+export function preparePrivateDir(dir: string, uid = process.getuid?.()): void {
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw new CliError('CONTROL_FAILED', `cannot create the socket directory ${dir}: ${(error as Error).message}`, EXIT.FAILED);
+  }
+  const problem = problemOf(dir, uid);
+  if (problem) throw new CliError('CONTROL_FAILED', `refusing to put the control socket in ${dir}: ${problem}`, EXIT.FAILED);
+}
+
+function problemOf(dir: string, uid: number | undefined): string | undefined {
+  const stat = lstatSync(dir, { throwIfNoEntry: false });
+  if (!stat) return 'it does not exist';
+  if (!stat.isDirectory()) return 'it is not a directory (or is a symlink)';
+  if (uid !== undefined && stat.uid !== uid) return `it belongs to uid ${stat.uid}, not to uid ${uid}`;
+  if ((stat.mode & 0o077) !== 0) return `its mode ${(stat.mode & 0o777).toString(8)} lets group or others in`;
+  return undefined;
+}
+
+/**
+ * Checks a control socket before the CLI connects: it must be a socket owned by this user, or
+ * what the CLI sends (inputs included) could go to whoever planted it. Throws CONTROL_FAILED.
+ */
+export function checkSocketOwner(path: string, uid = process.getuid?.()): void {
+  const stat = lstatSync(path, { throwIfNoEntry: false });
+  if (!stat) return;
+  if (!stat.isSocket()) throw new CliError('CONTROL_FAILED', `${path} is not a socket: refusing to connect`, EXIT.FAILED);
+  if (uid !== undefined && stat.uid !== uid) throw new CliError('CONTROL_FAILED', `the control socket ${path} belongs to uid ${stat.uid}, not to you (uid ${uid}): refusing to connect`, EXIT.FAILED);
 }
 
 /** A request line. */
@@ -84,6 +133,11 @@ export function readLines(socket: Socket, onLine: (line: string) => void): void 
 
 /** Connects to a control socket. Rejects with the connect error (ENOENT, ECONNREFUSED, …). */
 export function connectControl(path: string): Promise<ControlClient> {
+  try {
+    checkSocketOwner(path);
+  } catch (error) {
+    return Promise.reject(error);
+  }
   return new Promise((resolve, reject) => {
     const socket = connect(path);
     socket.once('error', reject);

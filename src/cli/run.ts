@@ -3,13 +3,13 @@
  * as agent `<name>`, serves the control socket, and closes gracefully on SIGINT or SIGTERM.
  */
 import { readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
 import { createRuntime } from '../runtime.js';
 import type { AgentRegistration } from '../agents/registry.js';
 import { CliError, EXIT, usageError } from './cli-error.js';
-import { socketPathOf } from './control.js';
+import { preparePrivateDir, socketPathOf } from './control.js';
 import { runtimeMethods } from './methods.js';
 import { startControlServer } from './server.js';
 
@@ -58,6 +58,8 @@ export async function runServe(options: RunOptions): Promise<number> {
   const socket = socketPathOf(options.dataDir);
   let server;
   try {
+    // A socket outside the data dir (its path would be too long) goes in a directory as private as the data dir.
+    if (dirname(socket) !== options.dataDir) preparePrivateDir(dirname(socket));
     server = await startControlServer(runtimeMethods(rt, { dataDir: options.dataDir, socket }), socket);
   } catch (error) {
     await rt.close({ timeoutMs: 0 });

@@ -3,8 +3,14 @@
  * environment, but two runtimes dispatching the same queue would run tasks twice, so a runtime
  * takes this lock before it opens the store. A lock left by a dead process (kill -9) is taken over;
  * the owner's process start time guards against a recycled pid.
+ *
+ * The lock file says who holds the dir; on Linux the hold itself is an abstract Unix socket named
+ * after the dir's device and inode, bound for as long as the runtime has the dir open. The kernel
+ * releases it when the process dies, and deleting the lock file cannot: a second opener fails to
+ * bind it and gets DATA_DIR_LOCKED whatever happened to the file.
  */
-import { openSync, closeSync, fchmodSync, writeSync, readFileSync, renameSync, unlinkSync, existsSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { openSync, closeSync, fchmodSync, writeSync, readFileSync, renameSync, unlinkSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { TroupeError } from '../errors.js';
 import { PRIVATE_FILE_MODE } from './private-files.js';
@@ -22,11 +28,52 @@ interface LockOwner {
 /** A held lock. */
 export interface DataDirLock {
   readonly path: string;
-  release(): void;
+  /** Lets go of the dir: the OS hold is unbound (awaited) and the lock file removed. */
+  release(): Promise<void>;
 }
 
-/** Takes the lock on `dataDir` (which must exist), or throws DATA_DIR_LOCKED naming the holder. */
-export function acquireLock(dataDir: string): DataDirLock {
+/**
+ * Takes the lock on `dataDir` (which must exist): the lock file, then (on Linux) the OS hold.
+ * Throws DATA_DIR_LOCKED naming the holder.
+ */
+export async function lockDataDir(dataDir: string): Promise<DataDirLock> {
+  const file = acquireLock(dataDir);
+  let hold: Server | undefined;
+  try {
+    hold = await holdByName(dataDir);
+  } catch (error) {
+    file.release();
+    throw error;
+  }
+  return {
+    path: file.path,
+    async release() {
+      if (hold) await new Promise<void>((resolve) => hold!.close(() => resolve()));
+      file.release();
+    },
+  };
+}
+
+/** Binds the dir's abstract socket name (Linux); elsewhere the lock file alone holds the dir. */
+async function holdByName(dataDir: string): Promise<Server | undefined> {
+  if (process.platform !== 'linux') return undefined;
+  const { dev, ino } = statSync(dataDir);
+  const name = `\0troupe-data-dir:${dev}:${ino}`;
+  const server = createServer((socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'EADDRINUSE') reject(new TroupeError('DATA_DIR_LOCKED', `data dir ${dataDir} is held by another live runtime (its ${LOCK_FILE} may have been removed); close that runtime first`));
+      else reject(error);
+    });
+    server.listen(name, () => resolve());
+  });
+  // Holding the name must never keep a process alive.
+  server.unref();
+  return server;
+}
+
+/** Takes the lock file of `dataDir`, or throws DATA_DIR_LOCKED naming the holder. */
+function acquireLock(dataDir: string): { path: string; release(): void } {
   const path = join(dataDir, LOCK_FILE);
   if (heldInProcess.has(path)) {
     throw new TroupeError('DATA_DIR_LOCKED', `data dir ${dataDir} is already open by another runtime in this process`);

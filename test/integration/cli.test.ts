@@ -4,8 +4,9 @@
  * error paths. Tests wait for output lines and exits, never for time to pass.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -268,6 +269,21 @@ describe.concurrent('shutdown, the direct path and usage', () => {
     const next = await serve(dataDir);
     expect(json<{ live: boolean }>(await troupe(['status', '--json', '--data-dir', dataDir])).live).toBe(true);
     expect(await stop(next)).toBe(0);
+  }));
+
+  it('puts the socket of a data dir whose path is too long in a private directory, and the commands reach it', ({ expect }) => withDir(async (root) => {
+    const dataDir = join(root, 'a-data-dir-whose-path-is-too-long-for-a-unix-socket-'.repeat(3));
+    const run = await serve(dataDir, { json: true });
+    const { socket } = JSON.parse(run.running) as { socket: string };
+    try {
+      expect(dirname(socket)).not.toBe(tmpdir());
+      const dir = statSync(dirname(socket));
+      expect(dir.uid).toBe(process.getuid!());
+      expect(dir.mode & 0o077).toBe(0);
+      expect(json<{ live: boolean }>(await troupe(['status', '--json', '--data-dir', dataDir])).live).toBe(true);
+    } finally {
+      expect(await stop(run)).toBe(0);
+    }
   }));
 
   it('works on a data dir an embedding app wrote, with no runtime running', ({ expect }) => withDir(async (dataDir) => {

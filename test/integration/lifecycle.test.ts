@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
@@ -36,6 +37,28 @@ describe('data dir ownership', () => {
     await expect(createRuntime({ ...base, dataDir: path })).rejects.toMatchObject({ code: 'DATA_DIR_LOCKED', message: expect.stringContaining(String(holder.pid)) });
     holder.kill('SIGKILL');
     await once(holder, 'exit');
+    const rt = await createRuntime({ ...base, dataDir: path });
+    expect(rt.state).toBe('running');
+    await rt.close();
+  });
+
+  it.runIf(process.platform === 'linux')('keeps the dir held when its lock file is deleted under a live runtime', async () => {
+    const path = dataDir();
+    const holder = spawn(process.execPath, ['--input-type=module', '-e', `
+      import { createRuntime } from ${JSON.stringify(fileURLToPath(new URL('../../dist/src/index.js', import.meta.url)))};
+      await createRuntime({ dataDir: ${JSON.stringify(path)}, logger: false, threads: 1 });
+      console.log('ready');
+      setInterval(() => {}, 1000);
+    `], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await once(holder.stdout!, 'data');
+      rmSync(join(path, 'troupe.lock'));
+      await expect(createRuntime({ ...base, dataDir: path })).rejects.toMatchObject({ code: 'DATA_DIR_LOCKED', message: expect.stringContaining('held by another live runtime') });
+    } finally {
+      holder.kill('SIGKILL');
+      await once(holder, 'exit');
+    }
+    // The kernel let go of the hold with the process: the dir opens.
     const rt = await createRuntime({ ...base, dataDir: path });
     expect(rt.state).toBe('running');
     await rt.close();

@@ -404,7 +404,7 @@ export class LmdbStore implements Store {
       await this.#root.flushed;
       await this.#root.close();
     } finally {
-      this.#lock.release();
+      await this.#lock.release();
     }
   }
 }

@@ -6,7 +6,7 @@ import { chmodSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { open, type RootDatabase } from 'lmdb';
 import { TroupeError } from '../../errors.js';
-import { acquireLock } from '../lock.js';
+import { lockDataDir } from '../lock.js';
 import { findLooseModes, makePrivateDir, PRIVATE_FILE_MODE } from '../private-files.js';
 import type { Store } from '../port.js';
 import { LmdbStore, type StoreOptions } from './lmdb-store.js';
@@ -20,7 +20,7 @@ const LMDB_FILES = ['data.mdb', 'lock.mdb'];
 /** Opens (creating if needed) the store in `dataDir`. Throws DATA_DIR_LOCKED or SCHEMA_MISMATCH. */
 export async function openStore(options: StoreOptions): Promise<Store> {
   makePrivateDir(options.dataDir);
-  const lock = acquireLock(options.dataDir);
+  const lock = await lockDataDir(options.dataDir);
   let root: RootDatabase | undefined;
   try {
     const created = LMDB_FILES.map((name) => join(options.dataDir, name)).filter((path) => !existsSync(path));
@@ -36,7 +36,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     return store;
   } catch (error) {
     await root?.close().catch(() => undefined);
-    lock.release();
+    await lock.release();
     if (error instanceof TroupeError) throw error;
     throw new TroupeError('STORE_FAILED', `cannot open the store in ${options.dataDir}: ${(error as Error).message}`, { cause: error });
   }
