@@ -69,6 +69,7 @@ export const ERROR_CODES = {
   INPUT_TIMEOUT: { retryable: true, summary: '`ctx.waitForInput({ timeoutMs })` gave up before an input came (agent context).' },
   /** The store failed to read or write. */
   STORE_FAILED: { retryable: true, summary: 'The LMDB store failed to read or write.' },
+  STORE_CORRUPT: { retryable: false, summary: 'The data file is damaged (empty, truncated, or without a valid meta page); it is left untouched.' },
 } as const satisfies Record<string, { retryable: boolean; summary: string }>;
 
 /** A documented error code. */

@@ -145,12 +145,12 @@ export class LmdbStore implements Store {
     this.#lastBatch = this.#checkpoint = replayLog(this.#root, this.#dbs, this.#log, meta);
     for (const id of this.#dbs[DB.active]!.getKeys()) this.#activeInDb.add(id as string);
     this.#seq = nextSeqOf(this.#events);
-    await this.#root.transaction(() => {
+    await committed(this.#root.transaction(() => {
       meta.put('schemaVersion', SCHEMA_VERSION);
       meta.put('runtimeId', this.runtimeId);
       meta.put('cleanShutdown', false);
       meta.put('openedAt', Date.now());
-    });
+    }));
   }
 
   allocateSeq(): number {
@@ -265,6 +265,7 @@ export class LmdbStore implements Store {
     const previous = this.#checkpoint;
     let written: Promise<unknown>;
     try {
+      // (committed() reads the cause lmdb-js leaves on a failed commit.)
       // Everything our own encoders write is encoded before the transaction: a value that cannot
       // be encoded fails this batch here, and lmdb-js never sees any of it.
       const logValue = batch.ops.length > 0 ? asBinary(logEncoder.encode({ ops: batch.ops })) : undefined;
@@ -273,7 +274,7 @@ export class LmdbStore implements Store {
       const directValues: unknown[] = [];
       for (let i = 0; i < direct.length; i += 3) directValues.push((direct[i] as number) >= REMOVAL ? undefined : this.#prepared(direct[i] as number, direct[i + 2]));
       const materializedValues = materialized.map((entry) => (entry.value === REMOVED ? REMOVED : this.#prepared(entry.db, entry.value)));
-      written = this.#root.batch(() => {
+      written = committed(this.#root.batch(() => {
         if (logValue) this.#log.put(batch.no, logValue as never);
         if (eventsValue) this.#events.put(batch.events[0]!.seq, eventsValue as never);
         for (let i = 0; i < direct.length; i += 3) {
@@ -288,14 +289,14 @@ export class LmdbStore implements Store {
           for (let n = previous + 1; n <= checkpoint; n++) this.#log.remove(n);
           this.#meta.put('checkpoint', checkpoint);
         }
-      });
+      }));
     } catch (error) {
       written = Promise.reject(error);
     }
     this.#checkpoint = Math.max(previous, checkpoint);
     this.#inFlight++;
     // Batches resolve (and publish their events) in batch order, whatever order LMDB lands them in.
-    const landed = Promise.allSettled([this.#tail, written]).then(([, outcome]) => {
+    const landed = Promise.allSettled([this.#tail, written]).then(async ([, outcome]) => {
       this.#inFlight--;
       this.#unlanded.shift();
       if (outcome.status === 'fulfilled') {
@@ -395,12 +396,12 @@ export class LmdbStore implements Store {
       // Materialize everything, so the next open has no log to replay.
       const all = this.#overlay.takeAll(this.#lastBatch + 1);
       const values = all.map((entry) => (entry.value === REMOVED ? REMOVED : this.#prepared(entry.db, entry.value)));
-      await this.#root.batch(() => {
+      await committed(this.#root.batch(() => {
         for (let i = 0; i < all.length; i++) this.#materialize(all[i]!, values[i]);
         for (const key of this.#log.getKeys()) this.#log.remove(key);
         this.#meta.put('checkpoint', this.#lastBatch);
         if (clean) this.#meta.put('cleanShutdown', true);
-      });
+      }));
       await this.#root.flushed;
       await this.#root.close();
     } finally {
@@ -410,6 +411,28 @@ export class LmdbStore implements Store {
 }
 
 const noEvents = (): EventRecord[] => [];
+
+/**
+ * A commit of lmdb-js, failing with its cause. On a failed commit (a full disk's ENOSPC, an EIO)
+ * lmdb-js rejects with a generic error and rejects a second promise, `error.commitError`, with the
+ * cause, leaving it to whoever reads it: unread, that rejection would take the process down.
+ */
+function committed<T>(commit: Promise<T>): Promise<T> {
+  return commit.catch(async (error: Error & { commitError?: Promise<unknown> }) => {
+    const pending = error?.commitError;
+    if (!pending) throw error;
+    // It is rejected in the same callback as the commit, so its reason is there at once; should it
+    // still be pending, the commit's own error goes out after a turn rather than never.
+    const cause = await Promise.race([
+      pending.then(
+        () => error,
+        (reason: unknown) => (reason instanceof Error ? reason : error),
+      ),
+      new Promise<Error>((resolve) => setImmediate(() => resolve(error))),
+    ]);
+    throw cause;
+  });
+}
 
 function quarantineKey(name: string, key: unknown): string {
   return `${name}\u0000${Array.isArray(key) ? key.join('\u0000') : String(key)}`;

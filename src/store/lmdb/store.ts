@@ -10,6 +10,7 @@ import { lockDataDir } from '../lock.js';
 import { findLooseModes, makePrivateDir, PRIVATE_FILE_MODE } from '../private-files.js';
 import type { Store } from '../port.js';
 import { LmdbStore, type StoreOptions } from './lmdb-store.js';
+import { checkDataFile } from './preflight.js';
 
 export type { StoreOptions } from './lmdb-store.js';
 export { SCHEMA_VERSION } from './migrations.js';
@@ -23,11 +24,13 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   const lock = await lockDataDir(options.dataDir);
   let root: RootDatabase | undefined;
   try {
+    // Before LMDB maps the file: what it would crash on (or read as an empty store) is refused here.
+    checkDataFile(options.dataDir);
     const created = LMDB_FILES.map((name) => join(options.dataDir, name)).filter((path) => !existsSync(path));
     // noSubdir: false, or lmdb-js takes a dir name with a dot ("my.data") for a file name.
     // permissionsMode (lmdb-js passes it to mdb_env_open; not in its typings) creates the files
     // without group or other bits; the chmod below then sets the exact mode whatever the umask.
-    const env = { path: options.dataDir, noSubdir: false, maxDbs: 24, overlappingSync: false, compression: false, permissionsMode: PRIVATE_FILE_MODE };
+    const env = { path: options.dataDir, noSubdir: false, maxDbs: 24, overlappingSync: false, eventTurnBatching: false, compression: false, permissionsMode: PRIVATE_FILE_MODE };
     root = open(env);
     for (const path of created) chmodSync(path, PRIVATE_FILE_MODE);
     if (options.onLooseMode) for (const found of findLooseModes(options.dataDir)) options.onLooseMode(found);
