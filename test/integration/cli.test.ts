@@ -151,6 +151,17 @@ describe('troupe run, with commands over the control socket', () => {
     expect(statusText.stdout).toMatch(/^greet +0 +0 +- +done \d/m);
   });
 
+  it('answers a malformed id over the socket with INVALID_INPUT and keeps serving', async () => {
+    const long = 'x'.repeat(5_000);
+    for (const args of [['show', long], ['cancel', long], ['retry', long], ['wait', long], ['tail', long]]) {
+      const result = await cli(...args);
+      expect(result.code, args[0]).toBe(1);
+      expect(result.stderr, args[0]).toMatch(/^troupe: INVALID_INPUT: /);
+    }
+    expect(run.child.exitCode).toBeNull();
+    expect(json<{ live: boolean }>(await cli('status', '--json')).live).toBe(true);
+  });
+
   it('submit --wait exits 1 for a task that fails, and prints its error', async () => {
     const result = await cli('submit', 'greet', '--input', '{"fail":true}', '--wait', '--json');
     expect(result.code).toBe(1);
