@@ -105,6 +105,11 @@ export const Report = {
    * thread carries on. Payload: a description, for the host's log. The attempt id may be ''.
    */
   STRAY: 8,
+  /**
+   * This attempt's code is ending the thread (`process.exit`): sent from the thread's exit handler,
+   * so the host knows the culprit among the attempts the thread takes down. Payload: the exit code.
+   */
+  EXIT: 9,
 } as const;
 
 /** What an agent can ask of the host through its context (over comlink: {@link HostApi}). */

@@ -99,6 +99,14 @@ if (!isMainThread && parentPort) {
   // and its neighbours' attempts down with it.
   process.on('uncaughtException', (error) => stray(error, 'an uncaught exception'));
   process.on('unhandledRejection', (reason) => stray(reason, 'an unhandled promise rejection'));
+  // An agent that ends the thread (process.exit) takes its neighbours down too: name it, so they
+  // are requeued as interrupted rather than charged a crashed attempt.
+  process.on('exit', (code) => {
+    const culprit = owner.getStore();
+    if (!culprit || culprit.ended) return;
+    report(culprit, Report.EXIT, code);
+    flushOutbox();
+  });
   parentPort.postMessage({ troupe: 'hello', threadId, port: port2 } satisfies ThreadHello, [port2]);
 }
 

@@ -63,6 +63,8 @@ export interface PoolHost {
   heartbeat(attemptId: string, token: number, at: number): void;
   /** An agent's uncaught error that failed no attempt (see Report.STRAY); `attemptId` is '' when unknown. */
   stray(attemptId: string, message: string): void;
+  /** This attempt's code is ending its thread with `code` (see Report.EXIT); {@link PoolHost.threadExit} follows. */
+  exiting(attemptId: string, token: number, code: number): void;
   /** An agent's call; the answer goes back to its thread. */
   call(attemptId: string, token: number, call: AgentCall): Promise<CallAnswer>;
   /** A thread died (exit, uncaught error, terminate) under these attempts, which had not ended: an infrastructure fault. */
@@ -123,6 +125,9 @@ export function deliver(host: PoolHost, batch: WorkerBatch, ended: (attemptId: s
       }
       case Report.STRAY:
         host.stray(attemptId, payload as string);
+        break;
+      case Report.EXIT:
+        host.exiting(attemptId, token, payload as number);
         break;
       case Report.HEARTBEAT:
         host.heartbeat(attemptId, token, payload as number);

@@ -49,6 +49,8 @@ export class Attempt {
   bucket: AttemptBucket | undefined = undefined;
   /** Set once something asked it to stop (cancel, timeout, lease expiry, kill, shutdown). */
   stop: { reason: AbortReason; detail?: string } | undefined = undefined;
+  /** The exit code its agent ended its thread with (`process.exit`), once the thread said so. */
+  endedThread: number | undefined = undefined;
   /** What its thread said about the abort (which thread had it, which did not answer in time). */
   abortAnswer: Promise<{ foundIn: number | undefined; unresponsive: number[] }> | undefined = undefined;
   /** Log lines stored so far (the next line's number). */

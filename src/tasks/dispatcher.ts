@@ -204,13 +204,21 @@ export class Dispatcher {
     stray: (attemptId, message) => {
       this.#k.log.warn({ attemptId: attemptId || undefined }, message);
     },
+    exiting: (attemptId, token, code) => {
+      const attempt = this.#current(attemptId, token);
+      if (attempt) attempt.endedThread = code;
+    },
     threadExit: (attemptIds, reason) => {
+      const culprit = attemptIds.find((id) => this.#live.get(id)?.endedThread !== undefined);
       for (const id of attemptIds) {
         const attempt = this.#live.get(id);
         if (!attempt) continue;
-        // One the thread had not started yet never ran: it is requeued without spending its budget.
+        // One the thread had not started yet never ran, and one beside an attempt known to have
+        // ended the thread did nothing wrong: both are requeued without spending their budget.
         if (attempt.phase === 'dispatched') attempt.stop ??= { reason: 'shutdown', detail: 'its thread died before it ran' };
-        this.#settle(attempt, { kind: 'crash', code: 'THREAD_CRASHED', message: `${reason} (attempt ${id})` });
+        else if (culprit !== undefined && id !== culprit) attempt.stop ??= { reason: 'shutdown', detail: `attempt ${culprit} ended its thread` };
+        const how = attempt.endedThread === undefined ? reason : `the agent ended its thread (process.exit(${attempt.endedThread}))`;
+        this.#settle(attempt, { kind: 'crash', code: 'THREAD_CRASHED', message: `${how} (attempt ${id})` });
       }
     },
   };

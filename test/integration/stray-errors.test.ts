@@ -42,6 +42,22 @@ describe("an agent's stray errors", () => {
     for (const n of neighbours) expect(n).toMatchObject({ state: 'done', attempts: 1 });
   });
 
+  it('an agent that ends its thread is charged for it; the attempts beside it are requeued uncharged', async () => {
+    const rt = await runtime({
+      threads: 1,
+      slotsPerThread: 4,
+      agents: [
+        { name: 'stray', module: fixtureAgent('stray'), retry: { maxAttempts: 3, backoff: 'fixed', delayMs: 0 }, backoff: false },
+        { name: 'crash', module: fixtureAgent('crash'), retry: { maxAttempts: 2, backoff: 'fixed', delayMs: 0 }, backoff: false },
+      ],
+    });
+    const neighbours = await Promise.all([1, 2, 3].map(() => rt.submit({ agent: 'stray', input: { mode: 'slow' } })));
+    const culprit = await rt.wait((await rt.submit({ agent: 'crash', input: { afterMs: 50 } })).id);
+    expect(culprit).toMatchObject({ state: 'dropped', attempts: 2, error: { code: 'RETRY_EXHAUSTED' } });
+    expect(culprit.error!.message).toContain('the agent ended its thread (process.exit(7))');
+    for (const n of await Promise.all(neighbours.map((t) => rt.wait(t.id)))) expect(n).toMatchObject({ state: 'done', attempts: 1, output: 'ok' });
+  });
+
   it('a thrown value that cannot be read is the agent\'s error, not a thread crash', async () => {
     const rt = await sharedThread();
     const { culprit, neighbours } = await beside(rt, 'proxy');
