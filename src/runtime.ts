@@ -55,6 +55,7 @@ export class Runtime implements AsyncDisposable {
   /** Ends a graceful close's wait for running attempts at once (a later `close({ force: true })`). */
   #hurry: (() => void) | undefined;
   #rebuild: RebuildReport = { previousShutdownClean: true, active: 0, crashed: 0, timers: 0, ms: 0 };
+  #storeFailure: { message: string; since: number } | null = null;
   #closing: Promise<void> | undefined;
 
   /** @internal Use {@link createRuntime}. */
@@ -66,6 +67,12 @@ export class Runtime implements AsyncDisposable {
     this.#store = store;
     this.#bus = bus;
     this.#e = buildEngine(options, log, store, bus, keepAlive, () => this.#rebuild.ms);
+    store.onFailure((failure) => {
+      // Fail-stop: nothing more can be made durable, so nothing more starts; submits are refused.
+      this.#storeFailure = { message: failure.message, since: options.clock.now() };
+      this.#e.dispatcher.halt();
+      log.error({ err: failure.cause }, failure.message);
+    });
     this.schedules = guardedSchedules(this.#e.scheduler, (call) => this.#assertOpen(`schedules.${call}`));
     this.agents = {
       register: (registration) => {
@@ -295,6 +302,7 @@ export class Runtime implements AsyncDisposable {
       flow: (agent) => this.#e.flow.view(agent, this.#options.clock.now()),
       control: this.#e.controls.state,
       cycles: this.#e.cycle.cycles,
+      storeFailure: this.#storeFailure,
     });
   }
 

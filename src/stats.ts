@@ -46,6 +46,8 @@ export interface RuntimeStats {
   supervisor: { cycles: number };
   /** Why it is frozen, and whether kill() froze it. */
   freeze: { reason?: string; killed: boolean; since?: number } | null;
+  /** Set once a commit failed and the store stopped: why and since when (see the README, "A full disk"). */
+  storeFailure: { message: string; since: number } | null;
 }
 
 /** What the rebuild on open did. */
@@ -76,6 +78,7 @@ export interface StatsSources {
   flow(agent: string): AgentFlowView | undefined;
   control: { frozen: boolean; reason?: string; killed?: boolean; since?: number };
   cycles: number;
+  storeFailure: RuntimeStats['storeFailure'];
 }
 
 /** Assembles {@link RuntimeStats}. */
@@ -99,5 +102,6 @@ export function collectStats(s: StatsSources): RuntimeStats {
     frozen: s.governor.frozen,
     supervisor: { cycles: s.cycles },
     freeze: s.control.frozen ? { reason: s.control.reason, killed: s.control.killed === true, since: s.control.since } : null,
+    storeFailure: s.storeFailure && { ...s.storeFailure },
   };
 }

@@ -100,6 +100,9 @@ export class Pipeline {
 
   /** Joins an already decided result to the current batch (see {@link Pipeline.run}). */
   apply(result: StepResult): Promise<void> {
+    // A stopped store takes no more steps: memory must not move ahead of what can be made durable.
+    const failure = this.#store.failure;
+    if (failure) return Promise.reject(failure);
     const { changes, events, effects } = result;
     for (let i = 0; i < changes.length; i++) {
       const change = changes[i]!;

@@ -4,6 +4,7 @@
  * and see every change as soon as it is decided, committed or not yet. Nothing here names LMDB:
  * `src/store/lmdb/` is the default backend, and another (PostgreSQL) implements the same port.
  */
+import type { TroupeError } from '../errors.js';
 import type {
   AgentFlowState,
   AttemptRecord,
@@ -129,6 +130,14 @@ export interface Store {
   rewindSeq(seq: number): void;
   /** Resolves once every commit issued so far (and any issued while waiting) has finished. */
   settled(): Promise<void>;
+  /**
+   * Set once a commit failed (a full disk, an I/O error): the store is stopped from then on. Memory
+   * may hold changes no commit made durable, so nothing more is written (not even at close) and
+   * every later step is refused with this error; opening the data dir again starts from what is durable.
+   */
+  readonly failure: TroupeError | undefined;
+  /** Calls `listener` once, when a commit fails and the store stops. */
+  onFailure(listener: (failure: TroupeError) => void): void;
   /** Marks the shutdown clean or not, flushes and closes. */
   close(clean: boolean): Promise<void>;
 }

@@ -392,6 +392,11 @@ export class Dispatcher {
    * Stops dispatching, lets running attempts finish until `deadline` resolves, then interrupts the
    * rest: they are requeued without counting against their retry budget.
    */
+  /** Starts nothing more (the store stopped: see Store.failure); attempts already running carry on. */
+  halt(): void {
+    this.#accepting = false;
+  }
+
   async drain(deadline: Promise<void>): Promise<void> {
     this.#accepting = false;
     this.#k.governor.freeze();

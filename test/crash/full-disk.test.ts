@@ -46,17 +46,25 @@ describe('a full disk', () => {
       const failed = lines.filter((l) => l.startsWith('failed '));
       expect(code, stdout.slice(-500)).toBe(0);
       expect(lines.at(-1)).toBe('exited cleanly');
+      // The store stopped at the first failed commit, and says why.
+      const failure = JSON.parse(lines.find((l) => l.startsWith('storeFailure '))!.slice('storeFailure '.length)) as { message: string } | null;
+      expect(failure?.message).toContain('the store stopped after a failed commit');
       expect(acked.length).toBeGreaterThan(0);
       expect(failed.length).toBeGreaterThan(0);
       expect(new Set(failed)).toEqual(new Set(['failed STORE_FAILED']));
-      // On a disk with room, every acknowledged task is there.
+      // On a disk with room, every acknowledged task is there, and no refused one is.
       const copy = join(dir.path, 'copy');
       cpSync(dataDir, copy, { recursive: true });
       const rt = await createRuntime({ dataDir: copy, logger: false, threads: 1 });
       try {
-        const missing = [];
-        for (const id of acked) if ((await rt.get(id).catch(() => undefined)) === undefined) missing.push(id);
-        expect(missing).toEqual([]);
+        const stored: string[] = [];
+        for (let after: string | undefined; ; ) {
+          const page = await rt.list({ limit: 1000, ...(after ? { after } : {}) });
+          stored.push(...page.tasks.map((t) => t.id));
+          if (!page.next) break;
+          after = page.next;
+        }
+        expect(stored.sort()).toEqual([...acked].sort());
       } finally {
         await rt.close();
       }

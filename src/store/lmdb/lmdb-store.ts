@@ -31,6 +31,7 @@ export interface StoreOptions {
   onCommitted?: (events: EventRecord[]) => void;
   /** Told about every record moved to quarantine. */
   onQuarantine?: (record: QuarantineRecord) => void;
+
   /**
    * Told, once per open, about each existing entry of the data dir (the dir itself included) that
    * group or others have permissions on. Troupe creates its own dirs `0700` and files `0600`, but
@@ -64,6 +65,9 @@ export class LmdbStore implements Store {
   /** Records quarantined whose removal may not have landed yet: reads skip them. */
   readonly #quarantined = new Set<string>();
   #closed = false;
+  /** Set by the first failed commit: the store writes nothing more (see Store.failure). */
+  failure: TroupeError | undefined;
+  readonly #failureListeners: Array<(failure: TroupeError) => void> = [];
   /** The batch being gathered. */
   #pending: Batch | undefined;
   /** Transactions issued and not yet landed, and the promise of the last one's resolution. */
@@ -163,6 +167,7 @@ export class LmdbStore implements Store {
 
   stage(fn: (writer: StepWriter) => void): Promise<void> {
     if (this.#closed) return Promise.reject(new TroupeError('CLOSED', 'the store is closed'));
+    if (this.failure) return Promise.reject(this.failure);
     const batch = (this.#pending ??= newBatch(this.#lastBatch + 1));
     this.#write(batch, fn);
     return batch.done;
@@ -170,6 +175,7 @@ export class LmdbStore implements Store {
 
   commit(fn: (writer: StepWriter) => void): Promise<EventRecord[]> {
     if (this.#closed) return Promise.reject(new TroupeError('CLOSED', 'the store is closed'));
+    if (this.failure) return Promise.reject(this.failure);
     const batch = (this.#pending ??= newBatch(this.#lastBatch + 1));
     const eventsMark = batch.events.length;
     this.#write(batch, fn);
@@ -247,6 +253,11 @@ export class LmdbStore implements Store {
     const batch = this.#pending;
     if (!batch || this.#inFlight >= MAX_IN_FLIGHT) return;
     this.#pending = undefined;
+    if (this.failure) {
+      // Gathered before the failure was known: it may build on what did not become durable.
+      batch.reject(this.failure);
+      return;
+    }
     this.#unlanded.push(batch);
     // What the batch's patches were taken against is not needed any more: let it go now rather
     // than when the record next changes (an active task would keep two versions alive).
@@ -312,6 +323,7 @@ export class LmdbStore implements Store {
         this.#checkpoint = Math.min(this.#checkpoint, previous);
         const error = outcome.reason as Error;
         batch.reject(new TroupeError('STORE_FAILED', `commit failed: ${error?.message ?? String(error)}`, { cause: error }));
+        this.#fail(error);
       }
       if (this.#pending) this.#queueFlush();
     });
@@ -325,6 +337,32 @@ export class LmdbStore implements Store {
   }
 
   /** Writes an overlay entry (its value as {@link LmdbStore.#prepared} made it) to its database. */
+  /**
+   * Stops the store after a failed commit. The steps of that batch (and of any decided after it)
+   * changed memory, and later ones may build on them, so writing anything more could make durable
+   * what was reported as failed, or patch a record whose base never landed. Fail-stop instead:
+   * every later step is refused, close writes nothing, and the next open replays what is durable.
+   */
+  #fail(cause: Error): void {
+    if (this.failure) return;
+    this.failure = new TroupeError(
+      'STORE_FAILED',
+      `the store stopped after a failed commit (${cause?.message ?? String(cause)}); nothing more is written: close the runtime, fix the cause (free disk space), and open it again`,
+      { cause },
+    );
+    for (const listener of this.#failureListeners) {
+      try {
+        listener(this.failure);
+      } catch {
+        // The store stops whatever a listener does.
+      }
+    }
+  }
+
+  onFailure(listener: (failure: TroupeError) => void): void {
+    this.#failureListeners.push(listener);
+  }
+
   #materialize(entry: DirtyEntry, value: unknown): void {
     const db = this.#dbs[entry.db]!;
     // A record created and removed while in the overlay never reached its database: nothing to do.
@@ -392,6 +430,16 @@ export class LmdbStore implements Store {
     if (this.#closed) return;
     await this.settled();
     this.#closed = true;
+    if (this.failure) {
+      // Nothing more is written: the overlay may hold what never became durable. Not a clean
+      // shutdown either, so the next open replays the log like after a crash.
+      try {
+        await this.#root.close();
+      } finally {
+        await this.#lock.release();
+      }
+      return;
+    }
     try {
       // Materialize everything, so the next open has no log to replay.
       const all = this.#overlay.takeAll(this.#lastBatch + 1);
