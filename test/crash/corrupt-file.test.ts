@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { cpSync, openSync, readFileSync, statSync, truncateSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { open } from 'lmdb';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime } from 'troupe';
 import { tempDir } from '../helpers.js';
@@ -69,4 +70,25 @@ describe('a damaged data file', () => {
       dir.cleanup();
     }
   }, 60_000);
+});
+
+describe('a data dir whose meta is gone', () => {
+  it('is refused with STORE_CORRUPT instead of being stamped a new store over its records', async () => {
+    const dir = tempDir('troupe-nometa-');
+    try {
+      const rt = await createRuntime({ dataDir: dir.path, logger: false, threads: 1, agents: [builtinAgent('echo')] });
+      await rt.freeze();
+      await rt.submit({ agent: 'echo', input: 'kept' });
+      await rt.close();
+      const env = open({ path: dir.path });
+      await env.openDB({ name: 'meta' }).remove('schemaVersion');
+      await env.close();
+      const before = readFileSync(join(dir.path, 'data.mdb'));
+      const result = openInChild(dir.path);
+      expect(result.out).toMatch(/^refused STORE_CORRUPT .*no schema version/);
+      expect(readFileSync(join(dir.path, 'data.mdb')).equals(before)).toBe(true);
+    } finally {
+      dir.cleanup();
+    }
+  });
 });

@@ -131,6 +131,10 @@ export class LmdbStore implements Store {
   async init(): Promise<void> {
     const meta = this.#meta;
     const stored = meta.get('schemaVersion') as number | undefined;
+    if (stored === undefined && this.#holdsRecords()) {
+      // Records without the meta that says what they are: opening would stamp them as a new store.
+      throw new TroupeError('STORE_CORRUPT', `data dir ${this.dataDir} holds records but no schema version in its meta; Troupe refuses to open it and leaves it as it is`);
+    }
     if (stored !== undefined && (!Number.isInteger(stored) || stored > SCHEMA_VERSION)) {
       throw new TroupeError(
         'SCHEMA_MISMATCH',
@@ -155,6 +159,14 @@ export class LmdbStore implements Store {
       meta.put('cleanShutdown', false);
       meta.put('openedAt', Date.now());
     }));
+  }
+
+  /** Whether any task, event or log record is stored. */
+  #holdsRecords(): boolean {
+    for (const db of [this.#dbs[DB.tasks]!, this.#events, this.#log] as Array<Database<unknown, Key>>) {
+      for (const _key of db.getKeys({ limit: 1 })) return true;
+    }
+    return false;
   }
 
   allocateSeq(): number {
