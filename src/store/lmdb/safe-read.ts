@@ -7,6 +7,7 @@
 import type { Database, Key } from 'lmdb';
 import type { RangeOptions, SafeDatabase } from '../port.js';
 import { TASK_STATES } from '../../../machines/index.js';
+import { TroupeError } from '../../errors.js';
 
 /** Called once per bad record, with what is known about it. */
 export type Quarantine = (database: string, db: Database<unknown, any>, key: unknown, problem: string) => void;
@@ -29,19 +30,44 @@ export function safeDatabase<V, K extends Key>(name: string, db: Database<V, K>,
     }
     return value;
   };
+  /** The keys in range; a damaged page that LMDB reports (rather than crashing on) is STORE_CORRUPT, not a raw lmdb error. */
+  function* keysOf(options: RangeOptions): Generator<K> {
+    const iterator = db.getKeys(options as never)[Symbol.iterator]();
+    for (;;) {
+      let next: IteratorResult<K>;
+      try {
+        next = iterator.next() as IteratorResult<K>;
+      } catch (error) {
+        throw damaged(name, error);
+      }
+      if (next.done) return;
+      yield next.value;
+    }
+  }
   return {
     get,
     *range(options: RangeOptions = {}) {
-      for (const key of db.getKeys(options as never)) {
+      for (const key of keysOf(options)) {
         const value = get(key);
         if (value !== undefined) yield { key, value };
       }
     },
     *keys(options: RangeOptions = {}) {
-      for (const key of db.getKeys(options as never)) if (!isQuarantined(name, key)) yield key;
+      for (const key of keysOf(options)) if (!isQuarantined(name, key)) yield key;
     },
-    has: (key) => !isQuarantined(name, key) && db.doesExist(key),
+    has: (key) => {
+      if (isQuarantined(name, key)) return false;
+      try {
+        return db.doesExist(key);
+      } catch (error) {
+        throw damaged(name, error);
+      }
+    },
   };
+}
+
+function damaged(name: string, error: unknown): TroupeError {
+  return new TroupeError('STORE_CORRUPT', `reading the ${name} database failed: ${(error as Error)?.message ?? String(error)} (the data file is damaged)`, { cause: error });
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
