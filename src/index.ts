@@ -1,7 +1,8 @@
 /**
  * Troupe's public API. Nothing runs at import time.
  */
-export { createRuntime, Runtime } from './runtime.js';
+export { Runtime } from './runtime.js';
+export { createRuntime } from './create-runtime.js';
 export type { RuntimeState, CloseOptions, AgentsApi } from './runtime.js';
 export type { RuntimeOptions, FastFailBackoff, StarvationPolicy } from './options.js';
 export { DEFAULTS, DEFAULT_RETRY, DEFAULT_BACKOFF, DEFAULT_STARVATION } from './options.js';

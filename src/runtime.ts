@@ -3,12 +3,11 @@
  * in dependency order), rebuilds from disk, and starts. The `Runtime` is the public facade over the
  * engine and owns the lifecycle `starting → running → draining → closed`.
  */
-import { checkCallOptions, resolveOptions, type ResolvedOptions, type RuntimeOptions } from './options.js';
-import { resolveLogger, type Logger } from './log.js';
+import { checkCallOptions, type ResolvedOptions } from './options.js';
+import type { Logger } from './log.js';
 import { TroupeError } from './errors.js';
-import { openStore } from './store/lmdb/store.js';
 import type { Store } from './store/port.js';
-import { EventBus, type EventStreamOptions, type RuntimeEvent, type RuntimeEventMap } from './events/event-bus.js';
+import type { EventBus, EventStreamOptions, RuntimeEvent, RuntimeEventMap } from './events/event-bus.js';
 import type { InstanceView } from './router/router.js';
 import { validateRegistration, type AgentRegistration, type RegisteredAgent } from './agents/registry.js';
 import type { ListOptions, TaskPage, WaitOptions } from './tasks/engine.js';
@@ -22,7 +21,7 @@ import { collectStats, type RebuildReport, type RuntimeStats } from './stats.js'
 import { guardedSchedules, type SchedulesApi } from './scheduler/scheduler.js';
 import { flowKeyOf } from './tasks/parts.js';
 import type { AgentFlowState } from './store/records.js';
-import { KeepAlive } from './keep-alive.js';
+import type { KeepAlive } from './keep-alive.js';
 import type { ClockTimer } from './clock.js';
 import { holdOf } from './tasks/holds.js';
 import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from './lifecycle.js';
@@ -378,33 +377,5 @@ export class Runtime implements AsyncDisposable {
     } catch (error) {
       return Promise.reject(error);
     }
-  }
-}
-
-/** Creates and starts a runtime: opens (or creates) the data dir and rebuilds from it. */
-export async function createRuntime(input?: RuntimeOptions): Promise<Runtime> {
-  const options = resolveOptions(input);
-  const log = resolveLogger(options.logger);
-  // Validate agent registrations before touching the disk.
-  const agents = options.agents.map((registration) => validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry, backoff: options.defaultBackoff }));
-  let bus: EventBus | undefined;
-  const store = await openStore({
-    dataDir: options.dataDir,
-    now: () => options.clock.now(),
-    onCommitted: (events) => bus?.publish(events),
-    onQuarantine: (record) => log.error({ db: record.db, key: record.key, problem: record.problem }, 'quarantined a record that could not be read'),
-    onLooseMode: ({ path, mode }) => log.warn({ path, mode }, `${path} has mode ${mode}: group or others can reach the data dir (Troupe leaves existing modes alone: chmod go-rwx it)`),
-  });
-  const keepAlive = new KeepAlive();
-  bus = new EventBus(store.read.events, () => keepAlive.hold(), (error, type) => log.error({ err: error, type }, 'an event listener threw'));
-  let runtime: Runtime | undefined;
-  try {
-    runtime = new Runtime(options, log, store, bus, keepAlive);
-    await runtime.start(agents);
-    return runtime;
-  } catch (error) {
-    if (runtime) await runtime.close({ force: true }).catch(() => undefined);
-    else await store.close(false).catch(() => undefined);
-    throw error;
   }
 }

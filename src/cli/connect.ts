@@ -42,7 +42,7 @@ export async function openBackend(dataDir: string, options: { live: boolean }): 
     }
   }
   if (options.live) throw notRunning(dataDir);
-  const [{ createRuntime }, { runtimeMethods }] = await Promise.all([import('../runtime.js'), import('./methods.js')]);
+  const [{ createRuntime }, { runtimeMethods }] = await Promise.all([import('../create-runtime.js'), import('./methods.js')]);
   // Another command may hold the dir for a moment, or `troupe run` may be between taking the dir and
   // listening: retry briefly before deciding that a runtime holds it without answering.
   const deadline = Date.now() + LOCK_RETRY_MS;

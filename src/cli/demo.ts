@@ -3,7 +3,7 @@
  * embedded LMDB default data dir, with a live progress bar and a final summary. Every task has an
  * idempotency key, so running it again resumes the same tasks instead of duplicating them.
  */
-import { createRuntime } from '../runtime.js';
+import { createRuntime } from '../create-runtime.js';
 import { builtinAgent } from '../agents/registry.js';
 import type { Task, TaskSpec } from '../tasks/spec.js';
 import type { TaskState } from '../../machines/index.js';

@@ -6,7 +6,7 @@ import { readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
-import { createRuntime } from '../runtime.js';
+import { createRuntime } from '../create-runtime.js';
 import type { AgentRegistration } from '../agents/registry.js';
 import { CliError, EXIT, usageError } from './cli-error.js';
 import { preparePrivateDir, socketPathOf } from './control.js';

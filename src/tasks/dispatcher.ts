@@ -17,6 +17,7 @@ import { Attempt } from './attempt.js';
 import { StartAhead } from './start-ahead.js';
 import type { EngineParts } from './parts.js';
 import { decideSettlement, type AttemptOutcome } from './outcome.js';
+import { threadLosses } from './thread-loss.js';
 import { decideStart } from '../steps/start.js';
 import { decideSettle } from '../steps/settle.js';
 import type { Effect } from '../steps/types.js';
@@ -209,17 +210,8 @@ export class Dispatcher {
       if (attempt) attempt.endedThread = code;
     },
     threadExit: (attemptIds, reason) => {
-      const culprit = attemptIds.find((id) => this.#live.get(id)?.endedThread !== undefined);
-      for (const id of attemptIds) {
-        const attempt = this.#live.get(id);
-        if (!attempt) continue;
-        // One the thread had not started yet never ran, and one beside an attempt known to have
-        // ended the thread did nothing wrong: both are requeued without spending their budget.
-        if (attempt.phase === 'dispatched') attempt.stop ??= { reason: 'shutdown', detail: 'its thread died before it ran' };
-        else if (culprit !== undefined && id !== culprit) attempt.stop ??= { reason: 'shutdown', detail: `attempt ${culprit} ended its thread` };
-        const how = attempt.endedThread === undefined ? reason : `the agent ended its thread (process.exit(${attempt.endedThread}))`;
-        this.#settle(attempt, { kind: 'crash', code: 'THREAD_CRASHED', message: `${how} (attempt ${id})` });
-      }
+      const lost = attemptIds.map((id) => this.#live.get(id)).filter((attempt) => attempt !== undefined);
+      for (const [attempt, outcome] of threadLosses(lost, reason)) this.#settle(attempt, outcome);
     },
   };
 

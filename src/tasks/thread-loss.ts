@@ -1,0 +1,19 @@
+/**
+ * What a thread's death does to the attempts it took down. One it had not begun never ran; one
+ * running beside an attempt known to have ended the thread (it said so as it exited) did nothing
+ * wrong: both are requeued without spending their budget. The rest, the culprit among them, end
+ * as crashed.
+ */
+import type { Attempt } from './attempt.js';
+import type { AttemptOutcome } from './outcome.js';
+
+/** How each lost attempt ends; bystanders get their `stop` set first, so they are requeued. */
+export function threadLosses(lost: readonly Attempt[], reason: string): Array<[Attempt, AttemptOutcome]> {
+  const culprit = lost.find((attempt) => attempt.endedThread !== undefined);
+  return lost.map((attempt) => {
+    if (attempt.phase === 'dispatched') attempt.stop ??= { reason: 'shutdown', detail: 'its thread died before it ran' };
+    else if (culprit !== undefined && attempt !== culprit) attempt.stop ??= { reason: 'shutdown', detail: `attempt ${culprit.attemptId} ended its thread` };
+    const how = attempt.endedThread === undefined ? reason : `the agent ended its thread (process.exit(${attempt.endedThread}))`;
+    return [attempt, { kind: 'crash', code: 'THREAD_CRASHED', message: `${how} (attempt ${attempt.attemptId})` }];
+  });
+}
