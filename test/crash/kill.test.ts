@@ -13,10 +13,14 @@ describe('kill -9 at random moments', () => {
       expect(report.problems, `seed ${seed}`).toEqual([]);
       expect(report.kills).toBe(12);
       expect(phases.filter((p) => p === 'work').length).toBeGreaterThanOrEqual(5);
-      // Thousands of tasks went through, and the kills really cut attempts short.
+      // Thousands of tasks went through, the kills really cut attempts short, and every task that
+      // ended done really ran. (Not "more attempts than tasks": a kill charges a crashed attempt to
+      // every attempt started ahead of the free slots, and under load enough of those tasks can be
+      // dropped without running that the agent records fewer attempts than there are tasks.)
       expect(report.tasks).toBeGreaterThanOrEqual(1_000);
       expect(report.crashedAttempts).toBeGreaterThan(0);
-      expect(report.attemptsRecordedByAgent).toBeGreaterThan(report.tasks);
+      expect(report.attemptsRecordedByAgent).toBeGreaterThanOrEqual(report.byState.done ?? 0);
+      expect(report.byState.done ?? 0).toBeGreaterThan(0);
       expect((report.byState.done ?? 0) + (report.byState.failed ?? 0) + (report.byState.dropped ?? 0)).toBe(report.tasks);
     } finally {
       dir.cleanup();
