@@ -1,0 +1,46 @@
+/**
+ * Fail-stop: the first commit that fails stops the store. Here the failure is a value the encoder
+ * cannot write, which fails its batch before the transaction (the full-disk crash test makes the
+ * same happen with ENOSPC where it may mount a tmpfs): everything after is refused, close writes
+ * nothing, and the reopened store holds exactly what was committed before.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { openStore } from '../../src/store/lmdb/store.js';
+import { tempDir } from '../helpers.js';
+
+const cleanups: Array<() => void> = [];
+afterEach(() => {
+  for (const cleanup of cleanups.splice(0)) cleanup();
+});
+
+describe('a store whose commit failed', () => {
+  it('refuses everything after, writes nothing at close, and reopens with what was durable', async () => {
+    const dir = tempDir();
+    cleanups.push(dir.cleanup);
+    const store = await openStore({ dataDir: dir.path });
+    const heard: string[] = [];
+    store.onFailure((failure) => heard.push(failure.code));
+    await store.commit((w) => w.putControl('before', 1));
+    // In the same turn: one good change, and one the encoder cannot write: the batch fails whole.
+    const good = store.commit((w) => w.putControl('same-batch', 2));
+    const bad = store.commit((w) => w.putControl('bad', { big: 2n ** 70n }));
+    await expect(bad).rejects.toMatchObject({ code: 'STORE_FAILED' });
+    await expect(good).rejects.toMatchObject({ code: 'STORE_FAILED' });
+    expect(store.failure).toMatchObject({ code: 'STORE_FAILED', message: expect.stringContaining('the store stopped after a failed commit') });
+    expect(heard).toEqual(['STORE_FAILED']);
+    // Refused at once, and nothing of it is kept.
+    await expect(store.commit((w) => w.putControl('after', 3))).rejects.toBe(store.failure);
+    await store.close(true);
+    const reopened = await openStore({ dataDir: dir.path });
+    try {
+      expect(reopened.read.control.get('before')).toBe(1);
+      for (const key of ['same-batch', 'bad', 'after']) expect(reopened.read.control.get(key), key).toBeUndefined();
+      // Not marked clean: the failed store's close wrote nothing.
+      expect(reopened.previousShutdownClean).toBe(false);
+      await reopened.commit((w) => w.putControl('again', 4));
+      expect(reopened.read.control.get('again')).toBe(4);
+    } finally {
+      await reopened.close(true);
+    }
+  });
+});
