@@ -11,15 +11,17 @@ import type { LooseMode } from '../private-files.js';
 import type { Key, QuarantineRecord, SafeReads, Store, StepWriter } from '../port.js';
 import type { EventRecord, TaskRecord } from '../records.js';
 import { Overlay, REMOVED, type DirtyEntry } from './overlay.js';
-import { safeDatabase, VALIDATORS } from './safe-read.js';
-import { eventReads, nextSeqOf } from './event-log.js';
-import { databaseEncoder, eventBatchEncoder } from './codec.js';
-import { CODECS, DATABASES, DB, encoded, FINAL, logEncoder, MATERIALIZE, PATCH, PATCHED, REMOVAL, STRUCTURES, UNLOGGED, type DbName, type LogEntry } from './layout.js';
-import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js';
+import { nextSeqOf } from './event-log.js';
+import { eventBatchEncoder } from './codec.js';
+import { CODECS, DATABASES, DB, FINAL, logEncoder, MATERIALIZE, PATCH, PATCHED, REMOVAL, UNLOGGED, type LogEntry } from './layout.js';
+import { SCHEMA_VERSION, upgradeSchema } from './migrations.js';
 import { replayLog } from './replay.js';
-import { activeOf, mergedReads, overlayOf, pendingOf, type Decided } from './reads.js';
+import { storeReads } from './reads.js';
 import { BatchWriter, newBatch, type Batch } from './batch-writer.js';
 import { ChurnSet } from '../../collections.js';
+import { Quarantine } from './quarantine.js';
+import { openDatabases, type RecordEncoder } from './databases.js';
+import { committed } from './committed.js';
 
 /** Transactions that may be in flight at once. */
 const MAX_IN_FLIGHT = 3;
@@ -62,8 +64,7 @@ export class LmdbStore implements Store {
   readonly #unlanded: Batch[] = [];
   /** Ids in the active index database, kept from the task records materialized (see #materialize). */
   readonly #activeInDb = new ChurnSet<string>();
-  /** Records quarantined whose removal may not have landed yet: reads skip them. */
-  readonly #quarantined = new Set<string>();
+  readonly #quarantine: Quarantine;
   #closed = false;
   /** Set by the first failed commit: the store writes nothing more (see Store.failure). */
   failure: TroupeError | undefined;
@@ -78,47 +79,28 @@ export class LmdbStore implements Store {
   #checkpoint = 0;
   readonly #writer: BatchWriter;
   /** The encoders of the positionally stored databases, by index (the ones those databases use). */
-  readonly #encoders: Array<ReturnType<typeof databaseEncoder<unknown>> | undefined>;
+  readonly #encoders: Array<RecordEncoder | undefined>;
 
   constructor(options: StoreOptions, root: RootDatabase, lock: DataDirLock) {
     this.dataDir = options.dataDir;
     this.#root = root;
     this.#lock = lock;
     this.#options = options;
-    // Shared msgpack structures store each record shape once per database instead of in every
-    // value: measured 4.2 µs against 7.8 µs per task put, and half the decode time.
-    const named = <V, K extends Key>(name: string) => root.openDB<V, K>({ name, sharedStructuresKey: STRUCTURES });
-    this.#encoders = DATABASES.map((_name, i) => {
-      const codec = CODECS.get(i);
-      return codec && databaseEncoder(codec);
-    });
-    this.#dbs = DATABASES.map((name, i) => {
-      const encoder = this.#encoders[i];
-      return encoder ? root.openDB<unknown, Key>(encoded(name, encoder)) : named<unknown, Key>(name);
-    });
-    this.#events = root.openDB(encoded('eventLog', eventBatchEncoder));
-    this.#log = root.openDB(encoded('log', logEncoder));
-    this.#meta = named('meta');
+    const databases = openDatabases(root);
+    this.#encoders = databases.encoders;
+    this.#dbs = databases.dbs;
+    this.#events = databases.events;
+    this.#log = databases.log;
+    this.#meta = databases.meta;
     this.#writer = new BatchWriter(() => this.#seq++);
-    const quarantine = this.#quarantine.bind(this);
-    const isQuarantined = (name: string, key: unknown) => this.#quarantined.size > 0 && this.#quarantined.has(quarantineKey(name, key));
-    const overlay = this.#overlay;
-    const safe = <V, K extends Key>(name: DbName, validate: ((value: unknown) => boolean) | undefined, decided: Decided = overlayOf(overlay, DB[name])) =>
-      mergedReads<V, K>(decided, safeDatabase(name, this.#dbs[DB[name]] as Database<V, K>, validate ?? (() => true), quarantine, isQuarantined));
-    this.read = {
-      tasks: safe('tasks', VALIDATORS.tasks),
-      active: safe('active', undefined, activeOf(overlay, DB.tasks)),
-      attempts: safe('attempts', VALIDATORS.attempts, pendingOf(this.#gathered, DB.attempts)),
-      runs: safe('runs', VALIDATORS.runs, pendingOf(this.#gathered, DB.runs)),
-      events: eventReads(this.#events, quarantine, isQuarantined),
-      timers: safe('timers', VALIDATORS.timers),
-      instances: safe('instances', VALIDATORS.instances),
-      logs: safe('logs', VALIDATORS.logs),
-      idempotency: safe('idempotency', VALIDATORS.idempotency),
-      inbox: safe('inbox', undefined),
-      schedules: safe('schedules', VALIDATORS.schedules),
-      control: safe('control', undefined),
-    };
+    this.#quarantine = new Quarantine({
+      now: () => (options.now ?? Date.now)(),
+      report: options.onQuarantine,
+      commit: (fn) => this.commit(fn),
+      events: this.#events as unknown as Database<unknown, number>,
+      closed: () => this.#closed,
+    });
+    this.read = storeReads({ dbs: this.#dbs, events: this.#events, overlay: this.#overlay, gathered: this.#gathered, quarantine: this.#quarantine });
   }
 
   /** The batches whose write-once records are not in their databases yet: in flight, then the one gathering. */
@@ -130,24 +112,7 @@ export class LmdbStore implements Store {
 
   async init(): Promise<void> {
     const meta = this.#meta;
-    const stored = meta.get('schemaVersion') as number | undefined;
-    if (stored === undefined && this.#holdsRecords()) {
-      // Records without the meta that says what they are: opening would stamp them as a new store.
-      throw new TroupeError('STORE_CORRUPT', `data dir ${this.dataDir} holds records but no schema version in its meta; Troupe refuses to open it and leaves it as it is`);
-    }
-    if (stored !== undefined && (!Number.isInteger(stored) || stored > SCHEMA_VERSION)) {
-      throw new TroupeError(
-        'SCHEMA_MISMATCH',
-        `data dir ${this.dataDir} has schema version ${String(stored)}, this build reads version ${SCHEMA_VERSION}`,
-      );
-    }
-    if (stored !== undefined && stored < SCHEMA_VERSION) {
-      for (let version = stored; version < SCHEMA_VERSION; version++) {
-        const migrate = MIGRATIONS[version];
-        if (!migrate) throw new TroupeError('SCHEMA_MISMATCH', `no migration from schema version ${version} to ${version + 1}`);
-        this.#root.transactionSync(() => migrate(this.#root));
-      }
-    }
+    const stored = upgradeSchema(this.#root, meta, () => this.#holdsRecords(), this.dataDir);
     this.runtimeId = (meta.get('runtimeId') as string | undefined) ?? randomUUID();
     this.previousShutdownClean = stored === undefined || meta.get('cleanShutdown') === true;
     this.#lastBatch = this.#checkpoint = replayLog(this.#root, this.#dbs, this.#log, meta);
@@ -288,9 +253,9 @@ export class LmdbStore implements Store {
     const previous = this.#checkpoint;
     let written: Promise<unknown>;
     try {
-      // (committed() reads the cause lmdb-js leaves on a failed commit.)
       // Everything our own encoders write is encoded before the transaction: a value that cannot
-      // be encoded fails this batch here, and lmdb-js never sees any of it.
+      // be encoded fails this batch here, and lmdb-js never sees any of it. (committed() reads the
+      // cause lmdb-js leaves on a failed commit.)
       const logValue = batch.ops.length > 0 ? asBinary(logEncoder.encode({ ops: batch.ops })) : undefined;
       const eventsValue = batch.events.length > 0 ? asBinary(eventBatchEncoder.encode(batch.events)) : undefined;
       const { direct } = batch;
@@ -348,7 +313,6 @@ export class LmdbStore implements Store {
     return encoder ? asBinary(encoder.encode(value)) : value;
   }
 
-  /** Writes an overlay entry (its value as {@link LmdbStore.#prepared} made it) to its database. */
   /**
    * Stops the store after a failed commit. The steps of that batch (and of any decided after it)
    * changed memory, and later ones may build on them, so writing anything more could make durable
@@ -375,6 +339,7 @@ export class LmdbStore implements Store {
     this.#failureListeners.push(listener);
   }
 
+  /** Writes an overlay entry (its value as {@link LmdbStore.#prepared} made it) to its database. */
   #materialize(entry: DirtyEntry, value: unknown): void {
     const db = this.#dbs[entry.db]!;
     // A record created and removed while in the overlay never reached its database: nothing to do.
@@ -398,36 +363,6 @@ export class LmdbStore implements Store {
       this.#activeInDb.add(id);
       this.#dbs[DB.active]!.put(id, true);
     }
-  }
-
-  /**
-   * Moves a bad record aside. The write is deferred to a microtask so it never nests inside the
-   * step that happened to read the record; until it lands, reads skip the record.
-   */
-  #quarantine(name: string, db: Database<unknown, any>, key: unknown, problem: string): void {
-    const id = quarantineKey(name, key);
-    if (this.#quarantined.has(id)) return;
-    this.#quarantined.add(id);
-    let bytes: Uint8Array | undefined;
-    try {
-      bytes = db.getBinary(key as Key) ?? undefined;
-    } catch {
-      bytes = undefined;
-    }
-    const at = (this.#options.now ?? Date.now)();
-    const record: QuarantineRecord = { db: name, key: String(key), bytes, problem, at };
-    this.#options.onQuarantine?.(record);
-    const target = name === 'events' ? undefined : DB[name as DbName];
-    queueMicrotask(() => {
-      if (this.#closed) return;
-      this.commit((w) => {
-        const writer = w as BatchWriter;
-        writer.raw(DB.quarantine, [name, record.key], record);
-        if (target !== undefined) writer.raw(target + REMOVAL, key as Key, null);
-        else void this.#events.remove(key as number);
-        w.event('store.quarantined', { at, data: { db: name, key: record.key, problem } });
-      }).catch(() => undefined);
-    });
   }
 
   async settled(): Promise<void> {
@@ -471,29 +406,3 @@ export class LmdbStore implements Store {
 }
 
 const noEvents = (): EventRecord[] => [];
-
-/**
- * A commit of lmdb-js, failing with its cause. On a failed commit (a full disk's ENOSPC, an EIO)
- * lmdb-js rejects with a generic error and rejects a second promise, `error.commitError`, with the
- * cause, leaving it to whoever reads it: unread, that rejection would take the process down.
- */
-function committed<T>(commit: Promise<T>): Promise<T> {
-  return commit.catch(async (error: Error & { commitError?: Promise<unknown> }) => {
-    const pending = error?.commitError;
-    if (!pending) throw error;
-    // It is rejected in the same callback as the commit, so its reason is there at once; should it
-    // still be pending, the commit's own error goes out after a turn rather than never.
-    const cause = await Promise.race([
-      pending.then(
-        () => error,
-        (reason: unknown) => (reason instanceof Error ? reason : error),
-      ),
-      new Promise<Error>((resolve) => setImmediate(() => resolve(error))),
-    ]);
-    throw cause;
-  });
-}
-
-function quarantineKey(name: string, key: unknown): string {
-  return `${name}\u0000${Array.isArray(key) ? key.join('\u0000') : String(key)}`;
-}

@@ -2,7 +2,8 @@
  * The schema version of an LMDB data dir, and the migrations that bring an older one up to it. A
  * migration runs at open, inside one synchronous transaction.
  */
-import type { RootDatabase } from 'lmdb';
+import type { Database, RootDatabase } from 'lmdb';
+import { TroupeError } from '../../errors.js';
 import type { Key } from '../port.js';
 import { databaseEncoder, eventBatchEncoder } from './codec.js';
 import { migrateEventsToBatches } from './event-log.js';
@@ -26,3 +27,26 @@ export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
   },
 };
 
+
+/**
+ * Brings the data dir's schema up to {@link SCHEMA_VERSION}, or refuses it: a newer schema is
+ * SCHEMA_MISMATCH, and records with no schema version in the meta are STORE_CORRUPT (opening would
+ * stamp them as a new store). Returns the version found (undefined: a new store).
+ */
+export function upgradeSchema(root: RootDatabase, meta: Database<unknown, string>, holdsRecords: () => boolean, dataDir: string): number | undefined {
+  const stored = meta.get('schemaVersion') as number | undefined;
+  if (stored === undefined && holdsRecords()) {
+    throw new TroupeError('STORE_CORRUPT', `data dir ${dataDir} holds records but no schema version in its meta; Troupe refuses to open it and leaves it as it is`);
+  }
+  if (stored !== undefined && (!Number.isInteger(stored) || stored > SCHEMA_VERSION)) {
+    throw new TroupeError('SCHEMA_MISMATCH', `data dir ${dataDir} has schema version ${String(stored)}, this build reads version ${SCHEMA_VERSION}`);
+  }
+  if (stored !== undefined && stored < SCHEMA_VERSION) {
+    for (let version = stored; version < SCHEMA_VERSION; version++) {
+      const migrate = MIGRATIONS[version];
+      if (!migrate) throw new TroupeError('SCHEMA_MISMATCH', `no migration from schema version ${version} to ${version + 1}`);
+      root.transactionSync(() => migrate(root));
+    }
+  }
+  return stored;
+}

@@ -5,7 +5,13 @@
  * it follows the task records, so its pending part is read off the overlay's tasks.
  */
 import { isTerminal } from '../../../machines/index.js';
-import type { Key, RangeOptions, SafeDatabase } from '../port.js';
+import type { Database as LmdbDatabase, Key as LmdbKey } from 'lmdb';
+import type { Key, RangeOptions, SafeDatabase, SafeReads } from '../port.js';
+import type { EventRecord } from '../records.js';
+import { eventReads } from './event-log.js';
+import { DB, type DbName } from './layout.js';
+import type { Quarantine } from './quarantine.js';
+import { safeDatabase, VALIDATORS } from './safe-read.js';
 import type { TaskRecord } from '../records.js';
 import { compareKeys, keyString, REMOVED, type Overlay } from './overlay.js';
 
@@ -120,5 +126,36 @@ export function mergedReads<V, K extends Key>(decided: Decided, base: SafeDataba
       const value = decided.get(key);
       return value === undefined ? base.has(key) : value !== REMOVED;
     },
+  };
+}
+
+/** What {@link storeReads} reads through. */
+export interface ReadSources {
+  dbs: ReadonlyArray<LmdbDatabase<unknown, LmdbKey>>;
+  events: LmdbDatabase<EventRecord[], number>;
+  overlay: Overlay;
+  /** The batches whose write-once records are not in their databases yet. */
+  gathered: () => Unlanded;
+  quarantine: Quarantine;
+}
+
+/** The store's reads: each database through what is decided, with bad records quarantined. */
+export function storeReads({ dbs, events, overlay, gathered, quarantine }: ReadSources): SafeReads {
+  const { add, has } = quarantine;
+  const safe = <V, K extends Key>(name: DbName, validate: ((value: unknown) => boolean) | undefined, decided: Decided = overlayOf(overlay, DB[name])) =>
+    mergedReads<V, K>(decided, safeDatabase(name, dbs[DB[name]] as unknown as LmdbDatabase<V, K>, validate ?? (() => true), add, has));
+  return {
+    tasks: safe('tasks', VALIDATORS.tasks),
+    active: safe('active', undefined, activeOf(overlay, DB.tasks)),
+    attempts: safe('attempts', VALIDATORS.attempts, pendingOf(gathered, DB.attempts)),
+    runs: safe('runs', VALIDATORS.runs, pendingOf(gathered, DB.runs)),
+    events: eventReads(events, add, has),
+    timers: safe('timers', VALIDATORS.timers),
+    instances: safe('instances', VALIDATORS.instances),
+    logs: safe('logs', VALIDATORS.logs),
+    idempotency: safe('idempotency', VALIDATORS.idempotency),
+    inbox: safe('inbox', undefined),
+    schedules: safe('schedules', VALIDATORS.schedules),
+    control: safe('control', undefined),
   };
 }
