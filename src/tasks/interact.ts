@@ -16,6 +16,7 @@ import { types } from 'node:util';
 import { describeUnserializable, type AgentCall, type CallAnswer } from '../../actors/wire.js';
 import { isTerminal } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
+import { checkId } from '../ids.js';
 import type { InboxRecord, TaskRecord } from '../store/records.js';
 import { decidePark } from '../steps/park.js';
 import { decideResume, type ResumeInput, type ResumeView } from '../steps/resume.js';
@@ -59,8 +60,6 @@ interface Parked {
 
 /** Submits specs the way `rt.submitMany` does. */
 export type SubmitFn = (specs: TaskSpec[], where: string) => Promise<Array<{ id: string; agent: string; state: string }>>;
-
-const MAX_KEY = 512;
 
 /** See the module comment. */
 export class Interactions {
@@ -133,9 +132,7 @@ export class Interactions {
     if (problem) throw new TroupeError('INVALID_INPUT', `${problem}; an input must be plain data`);
     for (const key of Object.keys(input)) if (key !== 'message' && key !== 'idempotencyKey') throw new TroupeError('INVALID_INPUT', `sendInput: ${key} is not an input field`);
     const { idempotencyKey } = input;
-    if (idempotencyKey !== undefined && (typeof idempotencyKey !== 'string' || idempotencyKey.length === 0 || idempotencyKey.length > MAX_KEY)) {
-      throw new TroupeError('INVALID_INPUT', `sendInput: idempotencyKey must be a non-empty string of at most ${MAX_KEY} characters`);
-    }
+    if (idempotencyKey !== undefined) checkId(idempotencyKey, 'sendInput: idempotencyKey');
     const { table, store } = this.#k;
     const task = table.get(taskId);
     const current = task ?? store.read.tasks.get(taskId);

@@ -7,6 +7,7 @@ import { resolve as resolvePath } from 'node:path';
 import { types } from 'node:util';
 import { describeUnserializable, messageOf } from '../../actors/wire.js';
 import { TroupeError } from '../errors.js';
+import { checkId } from '../ids.js';
 import { DEFAULT_RETRY, resolveRetry, stripUndefined } from '../options.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { RetryPolicy, TaskRecord } from '../store/records.js';
@@ -107,7 +108,6 @@ export interface ValidSpec {
 
 const KNOWN = new Set(['agent', 'requires', 'input', 'priority', 'lane', 'workspace', 'labels', 'idempotencyKey', 'parentId', 'timeoutMs', 'retry', 'runAt', 'delayMs']);
 const LANE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
-const MAX_KEY = 512;
 
 /**
  * Validates a spec. Throws UNKNOWN_AGENT or INVALID_INPUT naming the field; stores nothing.
@@ -152,8 +152,8 @@ function checkSpec(
   if (typeof lane !== 'string' || !LANE.test(lane)) throw bad(`${where}.lane must match ${LANE.source}`);
   const workspace = workspaceOf(spec.workspace, where);
   const labels = spec.labels === undefined ? NO_LABELS : labelsOf(spec.labels, where);
-  checkKey(spec.idempotencyKey, where, 'idempotencyKey');
-  checkKey(spec.parentId, where, 'parentId');
+  if (spec.idempotencyKey !== undefined) checkId(spec.idempotencyKey, `${where}.idempotencyKey`);
+  if (spec.parentId !== undefined) checkId(spec.parentId, `${where}.parentId`);
   if (spec.timeoutMs !== undefined && !(Number.isSafeInteger(spec.timeoutMs) && spec.timeoutMs >= 0)) throw bad(`${where}.timeoutMs must be a non-negative integer`);
   if (spec.runAt !== undefined && spec.delayMs !== undefined) throw bad(`${where}: give runAt or delayMs, not both`);
   if (spec.runAt !== undefined && !(Number.isSafeInteger(spec.runAt) && spec.runAt >= 0)) throw bad(`${where}.runAt must be epoch milliseconds (a non-negative integer)`);
@@ -208,12 +208,6 @@ function labelsOf(labels: unknown, where: string): Record<string, string> {
     copy[key] = value;
   }
   return copy;
-}
-
-function checkKey(value: unknown, where: string, name: 'idempotencyKey' | 'parentId'): void {
-  if (value !== undefined && (typeof value !== 'string' || value.length === 0 || value.length > MAX_KEY)) {
-    throw bad(`${where}.${name} must be a non-empty string of at most ${MAX_KEY} characters`);
-  }
 }
 
 /** What an instance key is made of. */
