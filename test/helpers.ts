@@ -2,9 +2,12 @@
  * Test helpers: temp data dirs, fixture agent URLs and a runtime factory with quiet defaults.
  * Integration tests import the built package (`troupe`), like an installed user would.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterEach } from 'vitest';
 import { createRuntime, type Runtime, type RuntimeOptions } from 'troupe';
 
@@ -122,4 +125,29 @@ interface Reads<V> {
 export async function openDataDir(dataDir: string): Promise<DataDir> {
   const { openStore } = (await import(new URL('../dist/src/store/lmdb/store.js', import.meta.url).href)) as { openStore: (o: { dataDir: string }) => Promise<DataDir> };
   return openStore({ dataDir });
+}
+
+/**
+ * A child process that opens a runtime on `dataDir` (from the built package) and holds it until
+ * killed. Resolves once the runtime is open.
+ */
+export async function holdInChild(dataDir: string): Promise<ChildProcess> {
+  const holder = spawn(process.execPath, ['--input-type=module', '-e', `
+    import { createRuntime } from ${JSON.stringify(fileURLToPath(new URL('../dist/src/index.js', import.meta.url)))};
+    await createRuntime({ dataDir: ${JSON.stringify(dataDir)}, logger: false, threads: 1 });
+    console.log('ready');
+    setInterval(() => {}, 1000);
+  `], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await once(holder.stdout!, 'data');
+  return holder;
+}
+
+/** What `promise` rejected with; fails the test if it resolved. */
+export async function rejection(promise: Promise<unknown>): Promise<{ code?: string; message: string }> {
+  try {
+    await promise;
+  } catch (error) {
+    return error as { code?: string; message: string };
+  }
+  throw new Error('expected a rejection');
 }

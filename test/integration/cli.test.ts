@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type Task } from 'troupe';
 import { renderBar } from '../../src/cli/progress.js';
-import { tempDir } from '../helpers.js';
+import { holdInChild, tempDir } from '../helpers.js';
 
 const CLI = fileURLToPath(new URL('../../dist/src/cli/index.js', import.meta.url));
 const AGENTS = fileURLToPath(new URL('../../dist/test/fixtures/cli', import.meta.url));
@@ -308,14 +308,8 @@ describe.concurrent('shutdown, the direct path and usage', () => {
   }));
 
   it('says so when a runtime holds the data dir but does not answer on the socket', ({ expect }) => withDir(async (dataDir) => {
-    const holder = spawn(process.execPath, ['--input-type=module', '-e', `
-      import { createRuntime } from ${JSON.stringify(fileURLToPath(new URL('../../dist/src/index.js', import.meta.url)))};
-      await createRuntime({ dataDir: ${JSON.stringify(dataDir)}, logger: false, threads: 1 });
-      console.log('ready');
-      setInterval(() => {}, 1000);
-    `], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const holder = await holdInChild(dataDir);
     try {
-      await new Promise((resolve) => holder.stdout!.once('data', resolve));
       const result = await troupe(['list', '--data-dir', dataDir]);
       expect(result.code).toBe(3);
       expect(result.stderr).toBe(`troupe: NOT_ANSWERING: a runtime holds ${dataDir} but does not answer on ${join(dataDir, 'control.sock')}\n`);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type Runtime, type RuntimeOptions } from 'troupe';
-import { runtimes, tempDir } from '../helpers.js';
+import { rejection, runtimes, tempDir } from '../helpers.js';
 
 const runtime = runtimes();
 
@@ -16,15 +16,6 @@ function thrown(fn: () => unknown): { code?: string; message: string } {
     return error as { code?: string; message: string };
   }
   throw new Error('expected a throw');
-}
-
-async function rejection(promise: Promise<unknown>): Promise<{ code?: string; message: string }> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as { code?: string; message: string };
-  }
-  throw new Error('expected a rejection');
 }
 
 async function settleAll(rt: Runtime, n: number): Promise<string[]> {

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { open } from 'lmdb';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type RuntimeEvent } from 'troupe';
-import { fixtureAgent, scratchDirs, started } from '../helpers.js';
+import { fixtureAgent, holdInChild, scratchDirs, started } from '../helpers.js';
 
 const dataDir = scratchDirs();
 
@@ -27,13 +27,7 @@ describe('data dir ownership', () => {
 
   it('gives DATA_DIR_LOCKED while another process holds the dir, and takes over once it is dead', async () => {
     const path = dataDir();
-    const holder = spawn(process.execPath, ['--input-type=module', '-e', `
-      import { createRuntime } from ${JSON.stringify(fileURLToPath(new URL('../../dist/src/index.js', import.meta.url)))};
-      await createRuntime({ dataDir: ${JSON.stringify(path)}, logger: false, threads: 1 });
-      console.log('ready');
-      setInterval(() => {}, 1000);
-    `], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await once(holder.stdout!, 'data');
+    const holder = await holdInChild(path);
     await expect(createRuntime({ ...base, dataDir: path })).rejects.toMatchObject({ code: 'DATA_DIR_LOCKED', message: expect.stringContaining(String(holder.pid)) });
     holder.kill('SIGKILL');
     await once(holder, 'exit');
@@ -44,14 +38,8 @@ describe('data dir ownership', () => {
 
   it.runIf(process.platform === 'linux')('keeps the dir held when its lock file is deleted under a live runtime', async () => {
     const path = dataDir();
-    const holder = spawn(process.execPath, ['--input-type=module', '-e', `
-      import { createRuntime } from ${JSON.stringify(fileURLToPath(new URL('../../dist/src/index.js', import.meta.url)))};
-      await createRuntime({ dataDir: ${JSON.stringify(path)}, logger: false, threads: 1 });
-      console.log('ready');
-      setInterval(() => {}, 1000);
-    `], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const holder = await holdInChild(path);
     try {
-      await once(holder.stdout!, 'data');
       rmSync(join(path, 'troupe.lock'));
       await expect(createRuntime({ ...base, dataDir: path })).rejects.toMatchObject({ code: 'DATA_DIR_LOCKED', message: expect.stringContaining('held by another live runtime') });
     } finally {

@@ -1,19 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { createRuntime, type Runtime, type TaskSpec } from 'troupe';
-import { fixtureAgent, tempDir } from '../helpers.js';
+import { fixtureAgent, rejection, tempDir } from '../helpers.js';
 
 /** A runtime on a dir that outlives it, so a test can reopen the dir and see what was stored. */
 async function open(dataDir: string): Promise<Runtime> {
   return createRuntime({ dataDir, threads: 1, logger: false, agents: [{ name: 'weird', module: fixtureAgent('weird'), retry: { maxAttempts: 1 }, backoff: false }] });
-}
-
-async function rejection(promise: Promise<unknown>): Promise<{ code?: string; message: string }> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as { code?: string; message: string };
-  }
-  throw new Error('expected a rejection');
 }
 
 function nested(depth: number): unknown {
