@@ -9,7 +9,6 @@ import { createIdGenerator } from './ids.js';
 import type { ResolvedOptions } from './options.js';
 import type { Logger } from './log.js';
 import type { Store } from './store/port.js';
-import type { EventBus } from './events/event-bus.js';
 import { createGovernor, type Governor } from './governor/governor.js';
 import { createRouter, type Router } from './router/router.js';
 import { createPiscinaPool, type AgentPool } from './pool/pool.js';
@@ -19,9 +18,9 @@ import { TaskTable } from './tasks/task-table.js';
 import { Dispatcher, DISPATCHER_PARTS, heartbeatMsOf } from './tasks/dispatcher.js';
 import { Submitter, SUBMIT_PARTS } from './tasks/submit.js';
 import { TaskEngine, TASK_ENGINE_PARTS } from './tasks/engine.js';
-import { LogFeed } from './events/logs.js';
+import type { LogFeed } from './events/logs.js';
 import { INTERACTION_PARTS, Interactions } from './tasks/interact.js';
-import { RuntimeMetrics } from './metrics/metrics.js';
+import type { RuntimeMetrics } from './metrics/metrics.js';
 import { createSupervisor, type Supervisor } from './supervisor/supervisor.js';
 import { CYCLE_PARTS, SupervisorCycle } from './supervisor/cycle.js';
 import { FlowControl } from './governor/flow.js';
@@ -61,10 +60,19 @@ export interface Engine {
   readonly holds: HoldSources;
 }
 
-/** Builds the parts of a runtime on an open store (see the module comment). `rebuildMs` reads the last rebuild's duration. */
-export function buildEngine(options: ResolvedOptions, log: Logger, store: Store, bus: EventBus, keepAlive: KeepAlive, rebuildMs: () => number): Engine {
+/**
+ * What outlives an engine: the runtime makes these once, and a store recovery builds a new engine
+ * on them (metrics keep their counts; log follows keep their feed).
+ */
+export interface LastingParts {
+  readonly metrics: RuntimeMetrics;
+  readonly logFeed: LogFeed;
+}
+
+/** Builds the parts of a runtime on an open store (see the module comment). */
+export function buildEngine(options: ResolvedOptions, log: Logger, store: Store, keepAlive: KeepAlive, lasting: LastingParts): Engine {
+  const { metrics, logFeed } = lasting;
   const registry = new AgentRegistry();
-  const logFeed = new LogFeed();
   const table = new TaskTable(store.read.tasks);
   const slots = options.threads * options.slotsPerThread;
   const router = createRouter({
@@ -166,19 +174,6 @@ export function buildEngine(options: ResolvedOptions, log: Logger, store: Store,
     instance: (key) => router.get(key),
   };
   pool.connect({ ...dispatcher.host, call: (attemptId, token, call) => interactions.call(attemptId, token, call) });
-  const metrics = new RuntimeMetrics(
-    {
-      agents: () => governor.stats().agents,
-      attempts: () => dispatcher.counts,
-      slots,
-      rebuildMs,
-      listenerErrors: () => bus.listenerErrors,
-    },
-    { now: () => options.clock.now() },
-  );
-  bus.observe((events) => {
-    for (const event of events) metrics.observe(event);
-  });
   notifier.onRefused(() => metrics.rejected());
   if (executor.unhandled.length > 0) throw new Error(`no handler for effects: ${executor.unhandled.join(', ')}`);
   return { registry, table, router, governor, pool, timers, flow, notifier, logFeed, dispatcher, submitter, interactions, tasks, cycle, supervisor, controls, scheduler, metrics, holds };

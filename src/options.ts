@@ -66,6 +66,11 @@ export interface RuntimeOptions {
   /** How often the supervisor cycle runs while work is queued: starvation ladder, degraded drops. @default 1_000 */
   supervisorIntervalMs?: number;
   /**
+   * After a commit failed (a full disk) and the store stopped, how long to wait before each try to
+   * open the data dir again; the runtime resumes on its own once one succeeds. @default 5_000
+   */
+  storeRetryMs?: number;
+  /**
    * The starvation ladder, counted in supervisor cycles once a task has been queued longer than
    * `minQueuedMs`: `task.starved` once at cycle `starvedAfterCycles`, then `needs_attention` at
    * cycle `attentionAfterCycles` (0 = never). `false` turns the ladder off.
@@ -139,6 +144,7 @@ export const DEFAULTS = {
   defaultBackoff: false as Partial<FastFailBackoff> | boolean,
   degradedDropMs: 0,
   supervisorIntervalMs: 1_000,
+  storeRetryMs: 5_000,
   metricsPort: 0,
   starvation: DEFAULT_STARVATION as Partial<StarvationPolicy> | false,
   agents: [] as AgentRegistration[],
@@ -175,6 +181,7 @@ export function resolveOptions(input: RuntimeOptions = {}): ResolvedOptions {
   nonNegativeInt('defaultTimeoutMs', o.defaultTimeoutMs);
   nonNegativeInt('degradedDropMs', o.degradedDropMs);
   positiveInt('supervisorIntervalMs', o.supervisorIntervalMs);
+  positiveInt('storeRetryMs', o.storeRetryMs);
   if (!(Number.isSafeInteger(o.metricsPort) && o.metricsPort >= 0 && o.metricsPort <= 65_535)) throw invalid('options.metricsPort must be a port number (1..65535), or 0 for off');
   if (!Array.isArray(o.agents)) throw invalid('options.agents must be an array of agent registrations');
   const clock = o.clock;

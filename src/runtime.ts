@@ -11,13 +11,13 @@ import type { EventBus, EventStreamOptions, RuntimeEvent, RuntimeEventMap } from
 import type { InstanceView } from './router/router.js';
 import { validateRegistration, type AgentRegistration, type RegisteredAgent } from './agents/registry.js';
 import type { ListOptions, TaskPage, WaitOptions } from './tasks/engine.js';
-import { followLogs, type LogLine, type LogOptions } from './events/logs.js';
+import { followLogs, LogFeed, type LogLine, type LogOptions } from './events/logs.js';
 import type { InboxItem, InputSpec } from './tasks/interact.js';
-import type { MetricsSnapshot } from './metrics/metrics.js';
+import { RuntimeMetrics, type MetricsSnapshot } from './metrics/metrics.js';
 import type { Task, TaskSpec } from './tasks/spec.js';
 import type { TaskState } from '../machines/index.js';
 import type { EventType } from './store/records.js';
-import { collectStats, type RebuildReport, type RuntimeStats } from './stats.js';
+import { collectStats, type RebuildReport, type RuntimeStats, type StoreFailure } from './stats.js';
 import { guardedSchedules, type SchedulesApi } from './scheduler/scheduler.js';
 import { flowKeyOf } from './tasks/parts.js';
 import type { AgentFlowState } from './store/records.js';
@@ -25,7 +25,9 @@ import type { KeepAlive } from './keep-alive.js';
 import type { ClockTimer } from './clock.js';
 import { holdOf } from './tasks/holds.js';
 import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from './lifecycle.js';
-import { buildEngine, type Engine } from './engine.js';
+import { buildEngine, type Engine, type LastingParts } from './engine.js';
+import { StoreRecovery } from './recovery.js';
+import type { RebuildOptions } from './tasks/rebuild.js';
 import { checkId } from './ids.js';
 
 export type { CloseOptions, RuntimeState } from './lifecycle.js';
@@ -44,17 +46,21 @@ export class Runtime implements AsyncDisposable {
   readonly schedules: SchedulesApi;
   readonly #options: ResolvedOptions;
   readonly #log: Logger;
-  readonly #store: Store;
+  /** The store; a new one after a store recovery (recovery.ts). */
+  #store: Store;
   readonly #bus: EventBus;
-  /** The parts, built in dependency order (engine.ts). */
-  readonly #e: Engine;
+  /** The parts, built in dependency order (engine.ts); a new engine after a store recovery. */
+  #e: Engine;
+  /** Set once the engine is stopped (close, or a store recovery's first try). */
+  #engineStopped = false;
+  readonly #lasting: LastingParts;
+  readonly #recovery: StoreRecovery;
   #metricsServer: { port: number; close(): Promise<void> } | undefined;
   readonly #lifecycle: Lifecycle;
   readonly #keepAlive: KeepAlive;
   /** Ends a graceful close's wait for running attempts at once (a later `close({ force: true })`). */
   #hurry: (() => void) | undefined;
-  #rebuild: RebuildReport = { previousShutdownClean: true, active: 0, crashed: 0, timers: 0, ms: 0 };
-  #storeFailure: { message: string; since: number } | null = null;
+  #rebuild: RebuildReport = { previousShutdownClean: true, active: 0, crashed: 0, interrupted: 0, timers: 0, ms: 0 };
   #closing: Promise<void> | undefined;
 
   /** @internal Use {@link createRuntime}. */
@@ -65,14 +71,32 @@ export class Runtime implements AsyncDisposable {
     this.#keepAlive = keepAlive;
     this.#store = store;
     this.#bus = bus;
-    this.#e = buildEngine(options, log, store, bus, keepAlive, () => this.#rebuild.ms);
-    store.onFailure((failure) => {
-      // Fail-stop: nothing more can be made durable, so nothing more starts; submits are refused.
-      this.#storeFailure = { message: failure.message, since: options.clock.now() };
-      this.#e.dispatcher.halt();
-      log.error({ err: failure.cause }, failure.message);
+    const metrics = new RuntimeMetrics(
+      {
+        agents: () => this.#e.governor.stats().agents,
+        attempts: () => this.#e.dispatcher.counts,
+        slots: options.threads * options.slotsPerThread,
+        rebuildMs: () => this.#rebuild.ms,
+        listenerErrors: () => bus.listenerErrors,
+      },
+      { now: () => options.clock.now() },
+    );
+    bus.observe((events) => {
+      for (const event of events) metrics.observe(event);
     });
-    this.schedules = guardedSchedules(this.#e.scheduler, (call) => this.#assertOpen(`schedules.${call}`));
+    this.#lasting = { metrics, logFeed: new LogFeed() };
+    this.#e = buildEngine(options, log, store, keepAlive, this.#lasting);
+    this.#recovery = new StoreRecovery({
+      clock: options.clock,
+      retryMs: options.storeRetryMs,
+      log,
+      running: () => this.#lifecycle.state === 'running',
+      stopEngine: () => this.#stopEngine(async (_name, fn) => void (await fn()), Promise.resolve(), false),
+      reopen: () => this.#store.reopen(),
+      resume: (reopened, failure, back) => this.#resume(reopened, failure, back),
+    });
+    this.#watch(store);
+    this.schedules = guardedSchedules(() => this.#e.scheduler, (call) => this.#assertOpen(`schedules.${call}`));
     this.agents = {
       register: (registration) => {
         this.#assertOpen('agents.register');
@@ -91,15 +115,56 @@ export class Runtime implements AsyncDisposable {
     return agent;
   }
 
-  /** @internal Registers the option agents (validated by createRuntime), rebuilds from disk and starts dispatching. */
-  async start(agents: readonly RegisteredAgent[]): Promise<void> {
+  /**
+   * A failed commit stops the store (fail-stop): nothing more can be made durable, so nothing more
+   * starts and every step is refused; `store.failed` is announced (written once the store is back)
+   * and the recovery starts trying to open the data dir again.
+   */
+  #watch(store: Store): void {
+    store.onFailure((failure) => {
+      if (store !== this.#store) return;
+      this.#e.dispatcher.halt();
+      this.#log.error({ err: failure.cause }, failure.message);
+      this.#recovery.failed(failure);
+      this.#bus.announce({ seq: store.durableSeq, at: this.#recovery.failure!.since, type: 'store.failed', data: { message: failure.message } });
+    });
+  }
+
+  /** Registers agents, rebuilds from the store and starts dispatching: at start, and on a store recovery. */
+  async #open(agents: readonly RegisteredAgent[], options?: RebuildOptions): Promise<void> {
     this.#e.controls.load();
     for (const agent of agents) this.#register(agent);
     const started = performance.now();
-    const rebuilt = await this.#e.tasks.rebuild();
+    const rebuilt = await this.#e.tasks.rebuild(options);
     this.#e.scheduler.start();
     this.#rebuild = { previousShutdownClean: this.#store.previousShutdownClean, ...rebuilt, ms: performance.now() - started };
-    if (this.#options.metricsPort > 0) this.#metricsServer = await this.#e.metrics.serve(this.#options.metricsPort);
+  }
+
+  /**
+   * The store is open again after a failure (recovery.ts): a new engine on it, the failure and the
+   * recovery first in its event log, the agents registered again, the attempts that were running
+   * requeued without counting, and the pending waits carried over.
+   */
+  async #resume(store: Store, failure: Readonly<StoreFailure>, back: () => void): Promise<void> {
+    const previous = this.#e;
+    this.#store = store;
+    this.#bus.attach(store.read.events);
+    this.#watch(store);
+    this.#e = buildEngine(this.#options, this.#log, store, this.#keepAlive, this.#lasting);
+    this.#engineStopped = false;
+    // The first commit on the store opened again, so `store.failed` takes the seq it was announced with.
+    await store.commit((w) => w.event('store.failed', { at: failure.since, data: { message: failure.message } }));
+    await this.#open(previous.registry.list(), { interrupted: true });
+    this.#e.tasks.adopt(previous.tasks.handOver());
+    back();
+    const now = this.#options.clock.now();
+    await store.commit((w) => w.event('store.recovered', { at: now, data: { since: failure.since, downMs: now - failure.since, retries: failure.retries } }));
+  }
+
+  /** @internal Registers the option agents (validated by createRuntime), rebuilds from disk and starts dispatching. */
+  async start(agents: readonly RegisteredAgent[]): Promise<void> {
+    await this.#open(agents);
+    if (this.#options.metricsPort > 0) this.#metricsServer = await this.#lasting.metrics.serve(this.#options.metricsPort);
     this.#lifecycle.set('running', { dataDir: this.#options.dataDir, ...this.#rebuild });
     if (!this.#store.previousShutdownClean) this.#log.warn({ dataDir: this.#options.dataDir }, 'the previous shutdown was not clean: attempts that were running ended as crashed');
     this.#keepAlive.open();
@@ -158,7 +223,7 @@ export class Runtime implements AsyncDisposable {
       checkCallOptions(options, ['format'], 'metrics');
       const format = options?.format ?? 'snapshot';
       if (format !== 'prometheus' && format !== 'snapshot') throw new TroupeError('INVALID_OPTIONS', `metrics: format must be 'prometheus' or 'snapshot', not ${JSON.stringify(format)}`);
-      return format === 'prometheus' ? this.#e.metrics.prometheus() : this.#e.metrics.snapshot();
+      return format === 'prometheus' ? this.#lasting.metrics.prometheus() : this.#lasting.metrics.snapshot();
     });
   }
 
@@ -221,7 +286,7 @@ export class Runtime implements AsyncDisposable {
     const stop = new AbortController();
     // `ended` must not hold the process by itself: the follow holds it only while it waits for a line.
     const ended = this.#e.tasks.wait(id, { signal: stop.signal }, false).catch(() => undefined);
-    return followLogs(this.#store.read.logs, id, options, { feed: this.#e.logFeed, ended, release: () => stop.abort(), hold: () => this.#keepAlive.hold() });
+    return followLogs(this.#store.read.logs, id, options, { feed: this.#lasting.logFeed, ended, release: () => stop.abort(), hold: () => this.#keepAlive.hold() });
   }
 
   /** Listens to committed events of one type (or `'*'` for all). Returns an unsubscribe function. */
@@ -301,7 +366,7 @@ export class Runtime implements AsyncDisposable {
       flow: (agent) => this.#e.flow.view(agent, this.#options.clock.now()),
       control: this.#e.controls.state,
       cycles: this.#e.cycle.cycles,
-      storeFailure: this.#storeFailure,
+      storeFailure: this.#recovery.failure,
     });
   }
 
@@ -346,17 +411,10 @@ export class Runtime implements AsyncDisposable {
       timer = clock.setTimeout(resolve, timeoutMs);
       this.#hurry = resolve;
     });
-    await step('schedules', () => this.#e.scheduler.stop());
-    await step('drain', () => this.#e.dispatcher.drain(deadline));
+    await step('store recovery', () => this.#recovery.stop());
+    await this.#stopEngine(step, deadline, true);
     this.#hurry = undefined;
     await step('deadline', () => timer && clock.clearTimeout(timer));
-    // Settlements of the drained attempts wake their waiters once committed: let them land first.
-    await step('commits', () => this.#store.settled());
-    await step('timers', () => this.#e.timers.stop());
-    await step('supervisor', () => this.#e.supervisor.stop());
-    await step('flow timers', () => this.#e.flow.stop());
-    await step('instances', () => this.#e.router.flush());
-    await step('pool', () => this.#e.pool.destroy());
     await step('metrics', () => this.#metricsServer?.close());
     await step('waits', () => this.#e.tasks.rejectWaits(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#bus.close());
@@ -365,8 +423,30 @@ export class Runtime implements AsyncDisposable {
     this.#lifecycle.set('closed', { failures: failures.length });
   }
 
+  /**
+   * Stops the engine once (close; a store recovery's first try): schedules, then dispatch (running
+   * attempts get until `deadline`, then are interrupted), timers, the pool. `flush` writes the live
+   * instances out, which a failed store cannot.
+   */
+  async #stopEngine(step: (name: string, fn: () => unknown) => Promise<void>, deadline: Promise<void>, flush: boolean): Promise<void> {
+    if (this.#engineStopped) return;
+    this.#engineStopped = true;
+    const e = this.#e;
+    await step('schedules', () => e.scheduler.stop());
+    await step('drain', () => e.dispatcher.drain(deadline));
+    // Settlements of the drained attempts wake their waiters once committed: let them land first.
+    await step('commits', () => this.#store.settled());
+    await step('timers', () => e.timers.stop());
+    await step('supervisor', () => e.supervisor.stop());
+    await step('flow timers', () => e.flow.stop());
+    if (flush && !this.#store.failure) await step('instances', () => e.router.flush());
+    await step('pool', () => e.pool.destroy());
+  }
+
   #assertOpen(call: string): void {
     this.#lifecycle.assertRunning(call);
+    const down = this.#recovery.down;
+    if (down) throw down;
   }
 
   /** Runs a call of the public API if the runtime is running; anything it throws becomes the rejection. */

@@ -46,8 +46,22 @@ export interface RuntimeStats {
   supervisor: { cycles: number };
   /** Why it is frozen, and whether kill() froze it. */
   freeze: { reason?: string; killed: boolean; since?: number } | null;
-  /** Set once a commit failed and the store stopped: why and since when (see the README, "A full disk"). */
-  storeFailure: { message: string; since: number } | null;
+  /**
+   * Set while the store is stopped after a failed commit: why, since when, and how many times the
+   * runtime has tried to open it again (see the README, "A full disk"); null once it has recovered.
+   */
+  storeFailure: StoreFailure | null;
+}
+
+/** Why the store stopped, and the runtime's tries to open it again. */
+export interface StoreFailure {
+  message: string;
+  /** When the commit failed, epoch ms. */
+  since: number;
+  /** Tries to open the data dir again so far. */
+  retries: number;
+  /** Why the last try failed. */
+  lastError?: string;
 }
 
 /** What the rebuild on open did. */
@@ -57,6 +71,8 @@ export interface RebuildReport {
   active: number;
   /** Attempts found running from a process that died, ended as `crashed`. */
   crashed: number;
+  /** Attempts the runtime stopped itself to open its failed store again, requeued without counting. */
+  interrupted: number;
   /** Durable timers re-armed. */
   timers: number;
   /** Time from the store being open to dispatch starting. */

@@ -63,7 +63,9 @@ export class EventBus {
   /** Listeners by type ('*': every event). Replaced, never changed, so a publish may unsubscribe. */
   readonly #listeners = new Map<string, Listener[]>();
   readonly #observers: Array<(records: readonly EventRecord[]) => void> = [];
-  readonly #events: SafeDatabase<EventRecord, number>;
+  #events: SafeDatabase<EventRecord, number>;
+  /** An event published before it was durable (see {@link EventBus.announce}), until its commit comes by. */
+  #announced: EventRecord | undefined;
   readonly #streams = new Set<(event: RuntimeEvent) => void>();
   #closed = false;
   readonly #onClose = new Set<() => void>();
@@ -97,9 +99,37 @@ export class EventBus {
     }
   }
 
+  /** Reads the event log from this database from now on (the store was opened again). */
+  attach(events: SafeDatabase<EventRecord, number>): void {
+    this.#events = events;
+  }
+
+  /**
+   * Publishes an event to listeners and live iterations before it is durable: `store.failed`,
+   * which only the next commit after the store recovers can write. It must carry the seq that
+   * commit will give it; when that commit comes by, its copy of the event is not published again.
+   */
+  announce(record: EventRecord): void {
+    this.#announced = record;
+    this.#deliver([record]);
+  }
+
   /** Publishes events that have just been committed. */
   publish(records: readonly EventRecord[]): void {
+    if (this.#announced !== undefined) records = this.#unannounced(records);
     for (const observe of this.#observers) this.#observeSafely(observe, records);
+    this.#deliver(records);
+  }
+
+  /** The records less the announced one (published already), which is let go once seen. */
+  #unannounced(records: readonly EventRecord[]): readonly EventRecord[] {
+    const { seq, type } = this.#announced!;
+    const rest = records.filter((record) => !(record.seq === seq && record.type === type));
+    if (rest.length < records.length) this.#announced = undefined;
+    return rest;
+  }
+
+  #deliver(records: readonly EventRecord[]): void {
     if (this.#streams.size === 0 && this.#listeners.size === 0) return;
     const all = this.#listeners.get('*');
     for (const record of records) {

@@ -287,8 +287,8 @@ export class Scheduler implements SchedulesApi {
   }
 }
 
-/** The public face of a scheduler: every call first checks that the runtime is open. */
-export function guardedSchedules(scheduler: SchedulesApi, assertOpen: (call: string) => void): SchedulesApi {
+/** The public face of the runtime's current scheduler: every call first checks that the runtime is open. */
+export function guardedSchedules(current: () => SchedulesApi, assertOpen: (call: string) => void): SchedulesApi {
   // The async calls reject rather than throw, like every other async call of the runtime.
   const guard =
     <A extends unknown[], T>(call: string, fn: (...args: A) => Promise<T>) =>
@@ -297,18 +297,18 @@ export function guardedSchedules(scheduler: SchedulesApi, assertOpen: (call: str
       return fn(...args);
     };
   return {
-    create: guard('create', (spec) => scheduler.create(spec)),
-    update: guard('update', (id, patch) => scheduler.update(id, patch)),
-    delete: guard('delete', (id) => scheduler.delete(id)),
-    pause: guard('pause', (id) => scheduler.pause(id)),
-    resume: guard('resume', (id) => scheduler.resume(id)),
+    create: guard('create', (spec) => current().create(spec)),
+    update: guard('update', (id, patch) => current().update(id, patch)),
+    delete: guard('delete', (id) => current().delete(id)),
+    pause: guard('pause', (id) => current().pause(id)),
+    resume: guard('resume', (id) => current().resume(id)),
     get: (id) => {
       assertOpen('get');
-      return scheduler.get(id);
+      return current().get(id);
     },
     list: () => {
       assertOpen('list');
-      return scheduler.list();
+      return current().list();
     },
   };
 }

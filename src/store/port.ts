@@ -138,6 +138,17 @@ export interface Store {
   readonly failure: TroupeError | undefined;
   /** Calls `listener` once, when a commit fails and the store stops. */
   onFailure(listener: (failure: TroupeError) => void): void;
+  /**
+   * The seq the next event to become durable takes: one past the last event of the last batch
+   * that landed. After a failure it is where the event log goes on when the data dir is opened again.
+   */
+  readonly durableSeq: number;
+  /**
+   * Closes a failed store and opens its data dir again without letting go of it (the runtime's
+   * recovery): resolves with the new store, built from what is durable. Rejects (STORE_FAILED)
+   * while the cause lasts; this store is then closed but still holds the dir, and may be asked again.
+   */
+  reopen(): Promise<Store>;
   /** Marks the shutdown clean or not, flushes and closes. */
   close(clean: boolean): Promise<void>;
 }

@@ -156,6 +156,8 @@ export const EVENT_TYPES = [
   'agent.paused',
   'agent.resumed',
   'store.quarantined',
+  'store.failed',
+  'store.recovered',
 ] as const;
 
 /** An event type. */

@@ -156,7 +156,7 @@ export class Dispatcher {
   startFailed(attemptId: string, error: unknown): void {
     const attempt = this.#live.get(attemptId);
     if (!attempt || attempt.phase !== 'starting') return;
-    this.#k.log.error({ err: error, attemptId }, 'recording an attempt start failed');
+    if (error !== this.#k.store.failure) this.#k.log.error({ err: error, attemptId }, 'recording an attempt start failed');
     this.#settle(attempt, { kind: 'crash', code: 'STORE_FAILED', message: (error as Error).message });
   }
 
@@ -331,7 +331,8 @@ export class Dispatcher {
       const { pipeline } = this.#k;
       const decided = pipeline.decide(decideSettle, { task, attempt: attempt.record }, flow === undefined ? { settlement } : { settlement, flow }, now);
       pipeline.apply(decided).catch((error: unknown) => {
-        this.#k.log.error({ err: error, taskId: task.id }, 'committing a settlement failed');
+        // A stopped store was logged once, when it stopped: not again for every attempt it refuses.
+        if (error !== this.#k.store.failure) this.#k.log.error({ err: error, taskId: task.id }, 'committing a settlement failed');
       });
     }
     if (this.#live.size === 0) for (const resolve of this.#idle) resolve();

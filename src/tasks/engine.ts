@@ -14,7 +14,7 @@ import { decideWake } from '../steps/wake.js';
 import type { StepResult } from '../steps/types.js';
 import type { Dispatcher } from './dispatcher.js';
 import type { EngineParts } from './parts.js';
-import { rebuild, type RebuildCounts } from './rebuild.js';
+import { rebuild, type RebuildCounts, type RebuildOptions } from './rebuild.js';
 import { instanceKeyOf, PER_TASK_WORKSPACE, toTask, type Task } from './spec.js';
 import { checkCallOptions, resolveRetry } from '../options.js';
 import { checkId } from '../ids.js';
@@ -139,6 +139,29 @@ export class TaskEngine {
     if (wait.timer) this.#k.clock.clearTimeout(wait.timer);
   }
 
+  /** Gives up every pending wait, still pending, for {@link TaskEngine.adopt} on the engine after this one (store recovery). */
+  handOver(): Waiter[] {
+    const waits = this.#k.table.waiters();
+    for (const wait of waits) this.#k.table.removeWaiter((wait as PendingWait).id, wait);
+    return waits;
+  }
+
+  /**
+   * Takes over the waits of the engine before this one, against what this engine's store holds:
+   * a wait whose task is not stored (its submit failed with the store) fails with NOT_FOUND, one
+   * whose task is in a state a wait ends on resolves now, and the rest wait here.
+   */
+  adopt(waits: readonly Waiter[]): void {
+    for (const waiter of waits) {
+      const wait = waiter as PendingWait;
+      wait.engine = this;
+      const current = this.#k.table.get(wait.id) ?? this.#k.store.read.tasks.get(wait.id);
+      if (!current) wait.fail(new TroupeError('NOT_FOUND', `no task ${wait.id}: its submit was not stored (the store failed)`));
+      else if (SETTLED_FOR_WAIT.has(current.state)) wait.settled(toTask(current));
+      else this.#k.table.addWaiter(wait.id, wait);
+    }
+  }
+
   /** Rejects every pending wait (close). */
   rejectWaits(error: TroupeError): void {
     for (const wait of this.#k.table.waiters()) wait.fail(error);
@@ -226,8 +249,8 @@ export class TaskEngine {
    * `crashed` (counted against the retry budget); queued tasks resume in priority and FIFO order;
    * durable timers are re-armed.
    */
-  rebuild(): Promise<RebuildCounts> {
-    return rebuild(this.#k, this.#interactions);
+  rebuild(options?: RebuildOptions): Promise<RebuildCounts> {
+    return rebuild(this.#k, this.#interactions, options);
   }
 }
 
@@ -271,7 +294,8 @@ class PendingWait implements Waiter {
     readonly id: string,
     readonly resolve: (task: Task) => void,
     readonly reject: (error: unknown) => void,
-    readonly engine: { ended(wait: PendingWait): void },
+    /** The engine the wait is pending on (a store recovery moves it to the next one). */
+    public engine: { ended(wait: PendingWait): void },
     /** Holds the process alive while pending (absent for internal waits). */
     readonly holds: Holds | undefined,
   ) {

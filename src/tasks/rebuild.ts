@@ -24,6 +24,8 @@ export interface RebuildCounts {
   active: number;
   /** Running tasks whose attempt died with the process. */
   crashed: number;
+  /** Running tasks whose attempt the runtime itself stopped before it opened the store again (store recovery). */
+  interrupted: number;
   /** Durable timers re-armed. */
   timers: number;
 }
@@ -31,9 +33,24 @@ export interface RebuildCounts {
 /** How a waiting task's attempt ends when the process died under it: detached, not counted. */
 const DETACHED: Settlement = { exit: 'interrupted', event: 'REQUEUE', counts: false, reason: 'process_crashed' };
 
+/**
+ * How a running task's attempt ends when the runtime stopped it itself to open its store again
+ * (after a failed commit): requeued, not counted, like an attempt a `close()` interrupts.
+ */
+const STORE_RECOVERY: Settlement = { exit: 'interrupted', event: 'REQUEUE', counts: false, reason: 'store_failed' };
+
+/** Options of {@link rebuild}. */
+export interface RebuildOptions {
+  /**
+   * The attempts the store shows running were stopped by this runtime before it opened the store
+   * again (store recovery), not lost with a dead process: they are interrupted, not crashed.
+   */
+  interrupted?: boolean;
+}
+
 /** See the module comment. Resolves once every step it decided is durable. */
-export async function rebuild(k: RebuildDeps, interactions: Pick<Interactions, 'rebuild'>): Promise<RebuildCounts> {
-  const { store, table, governor, timers, options, pipeline } = k;
+export async function rebuild(k: RebuildDeps, interactions: Pick<Interactions, 'rebuild'>, options: RebuildOptions = {}): Promise<RebuildCounts> {
+  const { store, table, governor, timers, pipeline } = k;
   const loaded: TaskRecord[] = [];
   const orphans: string[] = [];
   for (const id of store.read.active.keys()) {
@@ -66,7 +83,9 @@ export async function rebuild(k: RebuildDeps, interactions: Pick<Interactions, '
   durable.push(...interactions.rebuild(waiting.map((t) => t.id)));
   for (const task of crashed) {
     const attempt = store.read.attempts.get([task.id, task.runs, task.attemptSeq]) ?? lostAttemptOf(task, store.runtimeId);
-    const settlement = decideSettlement(task, task.attempts, { kind: 'crash', code: 'PROCESS_CRASHED', message: 'the process died during the attempt' }, undefined, options.random);
+    const settlement = options.interrupted
+      ? STORE_RECOVERY
+      : decideSettlement(task, task.attempts, { kind: 'crash', code: 'PROCESS_CRASHED', message: 'the process died during the attempt' }, undefined, k.options.random);
     durable.push(pipeline.run(decideSettle, { task, attempt }, { settlement }));
   }
   // Queued tasks no step touched above. One waiting for its delayed start or backoff stays out of
@@ -82,5 +101,5 @@ export async function rebuild(k: RebuildDeps, interactions: Pick<Interactions, '
   }
   k.notifier.work();
   await Promise.all(durable);
-  return { active: loaded.length, crashed: crashed.length, timers: timerCount };
+  return { active: loaded.length, crashed: options.interrupted ? 0 : crashed.length, interrupted: options.interrupted ? crashed.length : 0, timers: timerCount };
 }

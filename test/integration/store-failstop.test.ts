@@ -4,6 +4,8 @@
  * same happen with ENOSPC where it may mount a tmpfs): everything after is refused, close writes
  * nothing, and the reopened store holds exactly what was committed before.
  */
+import { copyFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openStore } from '../../src/store/lmdb/store.js';
 import { tempDir } from '../helpers.js';
@@ -42,5 +44,51 @@ describe('a store whose commit failed', () => {
     } finally {
       await reopened.close(true);
     }
+  });
+
+  it('opens its data dir again without letting go of it, as often as it takes', async () => {
+    const dir = tempDir();
+    cleanups.push(dir.cleanup);
+    const store = await openStore({ dataDir: dir.path });
+    await store.commit((w) => w.putControl('before', 1));
+    await expect(store.commit((w) => w.putControl('bad', { big: 2n ** 70n }))).rejects.toMatchObject({ code: 'STORE_FAILED' });
+    // A reopen that fails (here the file is unreadable for a moment) leaves the dir locked.
+    const file = join(dir.path, 'data.mdb');
+    copyFileSync(file, `${file}.aside`);
+    writeFileSync(file, '');
+    await expect(store.reopen()).rejects.toMatchObject({ code: 'STORE_CORRUPT' });
+    await expect(openStore({ dataDir: dir.path })).rejects.toMatchObject({ code: 'DATA_DIR_LOCKED' });
+    renameSync(`${file}.aside`, file);
+    const reopened = await store.reopen();
+    try {
+      await expect(openStore({ dataDir: dir.path })).rejects.toMatchObject({ code: 'DATA_DIR_LOCKED' });
+      expect(reopened.failure).toBeUndefined();
+      expect(reopened.read.control.get('before')).toBe(1);
+      expect(reopened.read.control.get('bad')).toBeUndefined();
+      // The old store has nothing more to give: its lock went to the new one.
+      await expect(store.reopen()).rejects.toMatchObject({ code: 'CLOSED' });
+      await store.close(true);
+      await expect(openStore({ dataDir: dir.path })).rejects.toMatchObject({ code: 'DATA_DIR_LOCKED' });
+    } finally {
+      await reopened.close(true);
+    }
+    // Closed for good: the dir is free.
+    const last = await openStore({ dataDir: dir.path });
+    await last.close(true);
+  });
+
+  it('lets go of the dir at close after a reopen that failed', async () => {
+    const dir = tempDir();
+    cleanups.push(dir.cleanup);
+    const store = await openStore({ dataDir: dir.path });
+    await expect(store.commit((w) => w.putControl('bad', { big: 2n ** 70n }))).rejects.toMatchObject({ code: 'STORE_FAILED' });
+    const file = join(dir.path, 'data.mdb');
+    copyFileSync(file, `${file}.aside`);
+    writeFileSync(file, '');
+    await expect(store.reopen()).rejects.toMatchObject({ code: 'STORE_CORRUPT' });
+    await store.close(false);
+    renameSync(`${file}.aside`, file);
+    const again = await openStore({ dataDir: dir.path });
+    await again.close(true);
   });
 });

@@ -81,8 +81,15 @@ export class LmdbStore implements Store {
   /** The encoders of the positionally stored databases, by index (the ones those databases use). */
   readonly #encoders: Array<RecordEncoder | undefined>;
 
-  constructor(options: StoreOptions, root: RootDatabase, lock: DataDirLock) {
+  /** Opens the data dir again on the lock this store holds (see {@link LmdbStore.reopen}). */
+  readonly #openAgain: (lock: DataDirLock) => Promise<Store>;
+  /** The lock went to the store {@link LmdbStore.reopen} opened, or was released by close. */
+  #lockGone = false;
+  #durableSeq = 1;
+
+  constructor(options: StoreOptions, root: RootDatabase, lock: DataDirLock, openAgain: (lock: DataDirLock) => Promise<Store>) {
     this.dataDir = options.dataDir;
+    this.#openAgain = openAgain;
     this.#root = root;
     this.#lock = lock;
     this.#options = options;
@@ -110,6 +117,10 @@ export class LmdbStore implements Store {
     return this.#seq;
   }
 
+  get durableSeq(): number {
+    return this.#durableSeq;
+  }
+
   async init(): Promise<void> {
     const meta = this.#meta;
     const stored = upgradeSchema(this.#root, meta, () => this.#holdsRecords(), this.dataDir);
@@ -117,7 +128,7 @@ export class LmdbStore implements Store {
     this.previousShutdownClean = stored === undefined || meta.get('cleanShutdown') === true;
     this.#lastBatch = this.#checkpoint = replayLog(this.#root, this.#dbs, this.#log, meta);
     for (const id of this.#dbs[DB.active]!.getKeys()) this.#activeInDb.add(id as string);
-    this.#seq = nextSeqOf(this.#events);
+    this.#seq = this.#durableSeq = nextSeqOf(this.#events);
     await committed(this.#root.transaction(() => {
       meta.put('schemaVersion', SCHEMA_VERSION);
       meta.put('runtimeId', this.runtimeId);
@@ -289,6 +300,7 @@ export class LmdbStore implements Store {
       this.#unlanded.shift();
       if (outcome.status === 'fulfilled') {
         this.#overlay.written(materialized, batch.no);
+        if (batch.events.length > 0) this.#durableSeq = batch.events[batch.events.length - 1]!.seq + 1;
         // Publishing is the caller's; whatever it throws must not keep the batch from resolving.
         try {
           if (batch.events.length > 0) this.#options.onCommitted?.(batch.events);
@@ -323,7 +335,7 @@ export class LmdbStore implements Store {
     if (this.failure) return;
     this.failure = new TroupeError(
       'STORE_FAILED',
-      `the store stopped after a failed commit (${cause?.message ?? String(cause)}); nothing more is written: close the runtime, fix the cause (free disk space), and open it again`,
+      `the store stopped after a failed commit (${cause?.message ?? String(cause)}); nothing more is written until it is opened again (the runtime retries on its own once there is room)`,
       { cause },
     );
     for (const listener of this.#failureListeners) {
@@ -373,20 +385,49 @@ export class LmdbStore implements Store {
     }
   }
 
-  async close(clean: boolean): Promise<void> {
-    if (this.#closed) return;
+  /**
+   * Closes this store as a crash would (writing nothing, as a failed store closes: see
+   * {@link LmdbStore.close}) and opens the data dir again, holding its lock throughout: the new
+   * store starts from what is durable. When the open fails (the disk is still full), this store
+   * stays closed with the lock held, and `reopen` may be called again; `close` then lets the lock go.
+   */
+  async reopen(): Promise<Store> {
+    if (this.#lockGone) throw new TroupeError('CLOSED', 'the store is closed');
+    if (!this.#closed) await this.#closeAsCrashed();
+    const store = await this.#openAgain(this.#lock);
+    this.#lockGone = true;
+    return store;
+  }
+
+  /** Closes the environment writing nothing more: the next open replays the log, as after a crash. */
+  async #closeAsCrashed(): Promise<void> {
     await this.settled();
     this.#closed = true;
-    if (this.failure) {
-      // Nothing more is written: the overlay may hold what never became durable. Not a clean
-      // shutdown either, so the next open replays the log like after a crash.
-      try {
-        await this.#root.close();
-      } finally {
+    await this.#root.close();
+  }
+
+  async close(clean: boolean): Promise<void> {
+    if (this.#closed) {
+      // Closed by a reopen that failed: the lock is still this store's to let go.
+      if (!this.#lockGone) {
+        this.#lockGone = true;
         await this.#lock.release();
       }
       return;
     }
+    if (this.failure) {
+      // Nothing more is written: the overlay may hold what never became durable. Not a clean
+      // shutdown either, so the next open replays the log like after a crash.
+      try {
+        await this.#closeAsCrashed();
+      } finally {
+        this.#lockGone = true;
+        await this.#lock.release();
+      }
+      return;
+    }
+    await this.settled();
+    this.#closed = true;
     try {
       // Materialize everything, so the next open has no log to replay.
       const all = this.#overlay.takeAll(this.#lastBatch + 1);
@@ -400,6 +441,7 @@ export class LmdbStore implements Store {
       await this.#root.flushed;
       await this.#root.close();
     } finally {
+      this.#lockGone = true;
       await this.#lock.release();
     }
   }

@@ -6,7 +6,7 @@ import { chmodSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { open, type RootDatabase } from 'lmdb';
 import { TroupeError } from '../../errors.js';
-import { lockDataDir } from '../lock.js';
+import { lockDataDir, type DataDirLock } from '../lock.js';
 import { findLooseModes, makePrivateDir, PRIVATE_FILE_MODE } from '../private-files.js';
 import type { Store } from '../port.js';
 import { LmdbStore, type StoreOptions } from './lmdb-store.js';
@@ -18,10 +18,14 @@ export { SCHEMA_VERSION } from './migrations.js';
 /** The files lmdb-js creates in the data dir (with `noSubdir: false`). */
 const LMDB_FILES = ['data.mdb', 'lock.mdb'];
 
-/** Opens (creating if needed) the store in `dataDir`. Throws DATA_DIR_LOCKED or SCHEMA_MISMATCH. */
-export async function openStore(options: StoreOptions): Promise<Store> {
+/**
+ * Opens (creating if needed) the store in `dataDir`. Throws DATA_DIR_LOCKED or SCHEMA_MISMATCH.
+ * `held` is the dir's lock when the caller holds it already (a failed store opening again): it is
+ * kept, not released, when the open fails.
+ */
+export async function openStore(options: StoreOptions, held?: DataDirLock): Promise<Store> {
   makePrivateDir(options.dataDir);
-  const lock = await lockDataDir(options.dataDir);
+  const lock = held ?? (await lockDataDir(options.dataDir));
   let root: RootDatabase | undefined;
   try {
     // Before LMDB maps the file: what it would crash on (or read as an empty store) is refused here.
@@ -34,12 +38,12 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     root = open(env);
     for (const path of created) chmodSync(path, PRIVATE_FILE_MODE);
     if (options.onLooseMode) for (const found of findLooseModes(options.dataDir)) options.onLooseMode(found);
-    const store = new LmdbStore(options, root, lock);
+    const store = new LmdbStore(options, root, lock, (again) => openStore(options, again));
     await store.init();
     return store;
   } catch (error) {
     await root?.close().catch(() => undefined);
-    await lock.release();
+    if (!held) await lock.release();
     if (error instanceof TroupeError) throw error;
     throw new TroupeError('STORE_FAILED', `cannot open the store in ${options.dataDir}: ${(error as Error).message}`, { cause: error });
   }
