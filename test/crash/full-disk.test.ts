@@ -99,6 +99,8 @@ describe('a full disk', () => {
       expect(acked.length).toBeGreaterThan(0);
       expect(failed.length).toBeGreaterThan(0);
       expect(new Set(failed)).toEqual(new Set(['failed STORE_FAILED']));
+      // Opening it on the disk that is still full is an error, not a crash.
+      await expect(createRuntime({ dataDir, logger: false, threads: 1 })).rejects.toMatchObject({ code: 'STORE_FAILED' });
       // On a disk with room, every acknowledged task is there, and no refused one is.
       const copy = join(dir.path, 'copy');
       cpSync(dataDir, copy, { recursive: true });
