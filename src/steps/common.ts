@@ -7,7 +7,7 @@
  */
 import { nextTaskState, type TaskEventType, type TaskState } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
-import type { EventType, RunRecord, TaskRecord, TimerRecord } from '../store/records.js';
+import type { AttemptRecord, EventType, RunRecord, TaskRecord, TimerRecord } from '../store/records.js';
 import type { NewEvent, StepContext, StepResult } from './types.js';
 
 /** The state `event` moves the task to, or ILLEGAL_TRANSITION (checked before any seq is taken). */
@@ -101,6 +101,29 @@ export function endedRunOf(task: TaskRecord): RunRecord {
   if (task.result !== undefined) run.result = task.result;
   if (task.error !== undefined) run.error = task.error;
   return run;
+}
+
+/**
+ * The attempt record a terminal task holds (see TaskRecord.attemptExit), or undefined when it holds
+ * none. `owner` is the runtime of the data dir: the one that ran it.
+ */
+export function endedAttemptOf(task: TaskRecord, owner: string): AttemptRecord | undefined {
+  if (task.attemptExit === undefined) return undefined;
+  const attempt: AttemptRecord = {
+    taskId: task.id,
+    run: task.runs,
+    attempt: task.attemptSeq,
+    attemptId: attemptIdOf(task.id, task.runs, task.attemptSeq),
+    token: task.token,
+    owner,
+    startedAt: task.attemptStartedAt!,
+    leaseExpiresAt: task.attemptLeaseUntil!,
+    endedAt: task.settledAt ?? task.updatedAt,
+    exit: task.attemptExit,
+    error: undefined,
+  };
+  if (task.error !== undefined) attempt.error = task.error;
+  return attempt;
 }
 
 /**

@@ -5,13 +5,15 @@
  * result; waiting for a settle still in flight to be durable also stays with the caller.
  */
 import type { TaskRecord } from '../store/records.js';
-import { beginRun, endedRunOf, nextState, queue } from './common.js';
+import { beginRun, endedAttemptOf, endedRunOf, nextState, queue } from './common.js';
 import { nothing, type StepContext, type StepResult } from './types.js';
 
 /** What retry reads. */
 export interface RetryView {
   /** The task as stored (terminal) or in memory (needs_attention). */
   task: TaskRecord;
+  /** The data dir's runtime: the owner of the final attempt a terminal task holds. */
+  runtimeId: string;
 }
 
 /** The agent an unmatched task was routed to, with that agent's policy applied. */
@@ -24,7 +26,7 @@ export interface RetryInput {
 }
 
 /** Fields a new run starts without. */
-const CLEARED = ['error', 'result', 'output', 'reason', 'settledAt', 'runAt', 'progress', 'followUp', 'startedAt', 'waitingFor'] as const;
+const CLEARED = ['error', 'result', 'output', 'reason', 'settledAt', 'runAt', 'progress', 'followUp', 'startedAt', 'waitingFor', 'attemptStartedAt', 'attemptLeaseUntil', 'attemptExit'] as const;
 
 /** Decides a retry. Throws ILLEGAL_TRANSITION (deciding nothing) unless the task is failed, dropped, cancelled or needs attention. */
 export function decideRetry(view: RetryView, input: RetryInput, ctx: StepContext): StepResult {
@@ -51,8 +53,11 @@ export function decideRetry(view: RetryView, input: RetryInput, ctx: StepContext
   const state = nextState(task, 'RETRY');
   const from = task.state;
   const next: TaskRecord = { ...task, state, updatedAt: now };
-  // The run that ended is written now that the next one begins (the task record held it).
+  // The run that ended, and its final attempt, are written now that the next run begins (the task
+  // record held them).
   out.changes.push({ kind: 'run', run: endedRunOf(task) });
+  const attempt = endedAttemptOf(task, view.runtimeId);
+  if (attempt) out.changes.push({ kind: 'attempt', attempt });
   beginRun(next, 'retry', now);
   for (const field of CLEARED) delete next[field];
   queue(out, ctx, next, { run: next.runs, reason: 'retry', from });

@@ -74,10 +74,18 @@ function settle(task: TaskRecord, attempt: AttemptRecord, d: Settlement, interru
   } else if (d.error) next.error = d.error;
   if (d.reason !== undefined && d.event !== 'REQUEUE') next.reason = d.reason;
 
-  const ended: AttemptRecord = { ...attempt, endedAt: now, exit: d.exit };
-  if (d.error) ended.error = d.error;
   const out = nothing();
-  out.changes.push({ kind: 'attempt', attempt: ended });
+  // A task that settles holds its final attempt (written when a retry starts a new run, if one
+  // does): one record per settled task, not two. It can when the attempt's error is the task's.
+  if (isTerminal(state) && d.error === next.error) {
+    next.attemptStartedAt = attempt.startedAt;
+    next.attemptLeaseUntil = attempt.leaseExpiresAt;
+    next.attemptExit = d.exit;
+  } else {
+    const ended: AttemptRecord = { ...attempt, endedAt: now, exit: d.exit };
+    if (d.error) ended.error = d.error;
+    out.changes.push({ kind: 'attempt', attempt: ended });
+  }
 
   const { attemptId } = attempt;
   const run = task.runs;

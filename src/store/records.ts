@@ -86,6 +86,15 @@ export interface TaskRecord {
   updatedAt: number;
   startedAt?: number;
   settledAt?: number;
+  /**
+   * The attempt a task settled in, while the task record holds it: a terminal task's last attempt
+   * is not written as an attempt record of its own until a retry starts a new run (as its run is
+   * not), so a task that settles is one record, not two. `endedAttemptOf` (steps/common.ts) gives
+   * the record. Unset otherwise.
+   */
+  attemptStartedAt?: number;
+  attemptLeaseUntil?: number;
+  attemptExit?: AttemptExit;
 }
 
 /** One execution of a task in a slot. */
@@ -302,5 +311,8 @@ export function createTaskRecord(fields: Pick<TaskRecord, 'id' | 'agent' | 'stat
     updatedAt: fields.createdAt,
     startedAt: undefined,
     settledAt: undefined,
+    attemptStartedAt: undefined,
+    attemptLeaseUntil: undefined,
+    attemptExit: undefined,
   };
 }

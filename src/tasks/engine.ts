@@ -222,7 +222,7 @@ export class TaskEngine {
     const inTable = table.get(id);
     const task = inTable ?? store.read.tasks.get(id);
     if (!task) throw new TroupeError('NOT_FOUND', `no task ${id}`);
-    const result = pipeline.decide(decideRetry, { task }, {});
+    const result = pipeline.decide(decideRetry, { task, runtimeId: this.#k.store.runtimeId }, {});
     const durable = pipeline.apply(result);
     // A settled task from the store is active again: it leaves the settled counts.
     if (!inTable) table.revived(task.state, task.agent);
@@ -233,7 +233,7 @@ export class TaskEngine {
   /** Moves a needs_attention task back to queued, routing it first if no agent matched it yet. */
   async #requeue(task: TaskRecord): Promise<Task> {
     const routed = task.reason === 'unmatched' ? routeAgain(this.#k, task) : undefined;
-    const result = this.#k.pipeline.decide(decideRetry, { task }, routed === undefined ? {} : { routed });
+    const result = this.#k.pipeline.decide(decideRetry, { task, runtimeId: this.#k.store.runtimeId }, routed === undefined ? {} : { routed });
     await this.#k.pipeline.apply(result);
     return toTask(taskOf(result)!);
   }

@@ -12,8 +12,13 @@ import { Packr } from 'msgpackr';
 import { assertFieldNames, MsgpackWriter, recordWriter, type RecordWriter } from './msgpack.js';
 import { createTaskRecord, type AttemptRecord, type EventRecord, type RunRecord, type TaskRecord } from '../records.js';
 
-/** Bumped when a field list below changes; decoding refuses versions it does not know. */
-const VERSION = 1;
+/**
+ * Bumped when a field list below changes; decoding refuses versions it does not know. Fields are
+ * only ever appended, so a record of an older version decodes with the newer fields absent (and
+ * the log's patches, by field index, stay valid). 2: the task record's embedded final attempt.
+ */
+const VERSION = 2;
+const OLDEST_VERSION = 1;
 
 const TASK_FIELDS = Object.keys(createTaskRecord({ id: '', agent: '', state: 'queued', input: null, priority: 0, lane: '', instanceKey: '', labels: {}, timeoutMs: 0, retry: { maxAttempts: 1, backoff: 'fixed', delayMs: 0, maxDelayMs: 0, jitter: 0 }, runReason: 'submit', createdAt: 0 })) as Array<keyof TaskRecord>;
 
@@ -47,7 +52,7 @@ function positional<T>(fields: ReadonlyArray<keyof T>, blank: () => T): RecordCo
       return out;
     },
     fromValues(values) {
-      if (!Array.isArray(values) || values[0] !== VERSION) throw new Error(`not a version ${VERSION} record`);
+      if (!Array.isArray(values) || !(values[0] >= OLDEST_VERSION && values[0] <= VERSION) || values.length > n + 1) throw new Error(`not a version ${OLDEST_VERSION}-${VERSION} record`);
       const record = blank();
       for (let i = 0; i < n; i++) record[fields[i]!] = values[i + 1] as T[keyof T];
       return record;

@@ -10,7 +10,7 @@ import { migrateEventsToBatches } from './event-log.js';
 import { CODECS, DATABASES, encoded, STRUCTURES } from './layout.js';
 
 /** The schema this build reads and writes. Bump it with a migration in {@link MIGRATIONS}. */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /** Upgrades from version n to n+1, run at open inside one synchronous transaction. */
 export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
@@ -25,6 +25,10 @@ export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
       for (const { key, value } of old.getRange()) neu.putSync(key, codec.normalize(value as never));
     }
   },
+  // 2 → 3: a terminal task record may hold its final attempt (codec version 2, fields appended).
+  // Nothing to rewrite: version 1 records read as they are; the bump keeps older builds, which
+  // would look for that attempt in its own database, off a data dir this build wrote.
+  2: () => undefined,
 };
 
 

@@ -81,7 +81,7 @@ describe('decideCancel', () => {
     expect(out.changes.some((c) => c.kind === 'run')).toBe(false);
     // The cancelled run is written when the next begins, from the task as it was cancelled.
     const cancelled = out.changes.find((c) => c.kind === 'task')!.task;
-    const retried = decideRetry(deepFreeze({ task: cancelled }), deepFreeze({}), context());
+    const retried = decideRetry(deepFreeze({ task: cancelled, runtimeId: 'rt' }), deepFreeze({}), context());
     expect(retried.changes[0]).toStrictEqual({ kind: 'run', run: { taskId: 't1', run: 2, reason: 'submit', createdAt: 500, settledAt: NOW, outcome: 'cancelled', attempts: 1, result: undefined, error } });
   });
 

@@ -48,7 +48,7 @@ describe('decideDrop', () => {
     expect(out.changes.some((c) => c.kind === 'run')).toBe(false);
     const dropped = out.changes.find((c) => c.kind === 'task')!.task;
     const error = { code: 'INSTANCE_DEGRADED', message: 'instance echo/default/abc stayed degraded for 60000 ms while the task was queued', retryable: false, fault: 'infrastructure' };
-    const retried = decideRetry(deepFreeze({ task: dropped }), deepFreeze({}), context());
+    const retried = decideRetry(deepFreeze({ task: dropped, runtimeId: 'rt' }), deepFreeze({}), context());
     expect(retried.changes[0]).toStrictEqual({ kind: 'run', run: { taskId: 't1', run: 2, reason: 'submit', createdAt: 500, settledAt: NOW, outcome: 'dropped', attempts: 1, result: { kind: 'sleep' }, error } });
   });
 

@@ -43,7 +43,7 @@ describe('decideRetry: a settled task starts a new run', () => {
       ladder: { firstCycle: 1, rung: 1 },
     });
     const ctx = context();
-    const out = decideRetry(deepFreeze({ task }), deepFreeze({}), ctx);
+    const out = decideRetry(deepFreeze({ task, runtimeId: 'rt' }), deepFreeze({}), ctx);
     expect(out).toStrictEqual({
       changes: [
         // The run that ended, as the task record held it, written now that the next begins.
@@ -63,7 +63,7 @@ describe('decideRetry: a settled task starts a new run', () => {
 
   it.each(['queued', 'running', 'waiting', 'sleeping', 'done'] as const)('throws ILLEGAL_TRANSITION for a %s task, taking no seq', (state) => {
     const ctx = context();
-    expect(() => decideRetry(deepFreeze({ task: taskOf({ state }) }), deepFreeze({}), ctx)).toThrow(expect.objectContaining({ code: 'ILLEGAL_TRANSITION' }));
+    expect(() => decideRetry(deepFreeze({ task: taskOf({ state }), runtimeId: 'rt' }), deepFreeze({}), ctx)).toThrow(expect.objectContaining({ code: 'ILLEGAL_TRANSITION' }));
     expect(ctx.next).toBe(400);
   });
 });
@@ -71,7 +71,7 @@ describe('decideRetry: a settled task starts a new run', () => {
 describe('decideRetry: a task that needs attention is requeued in the same run', () => {
   it('requeues a starved task as an operator decision, with a fresh ladder', () => {
     const task = taskOf({ state: 'needs_attention', reason: 'starved', attempts: 0, attemptSeq: 0, ladder: { firstCycle: 2, rung: 1 } });
-    const out = decideRetry(deepFreeze({ task }), deepFreeze({}), context());
+    const out = decideRetry(deepFreeze({ task, runtimeId: 'rt' }), deepFreeze({}), context());
     const next = { ...task, state: 'queued', updatedAt: NOW, queuedOrder: 400, queuedAt: NOW } as TaskRecord;
     delete next.reason;
     delete next.ladder;
@@ -85,7 +85,7 @@ describe('decideRetry: a task that needs attention is requeued in the same run',
   it('routes an unmatched task to the agent the caller found, applying its policy', () => {
     const task = taskOf({ state: 'needs_attention', reason: 'unmatched', agent: '', instanceKey: '', requires: ['gpu'], unrouted: { timeoutMs: 9 }, attempts: 0, attemptSeq: 0, queuedOrder: 0 });
     const routed = { agent: 'gpu-runner', instanceKey: 'gpu-runner/default/xyz', retry: { ...RETRY, maxAttempts: 5 }, timeoutMs: 9 };
-    const out = decideRetry(deepFreeze({ task }), deepFreeze({ routed }), context());
+    const out = decideRetry(deepFreeze({ task, runtimeId: 'rt' }), deepFreeze({ routed }), context());
     const next = out.changes[0]!.kind === 'task' ? out.changes[0].task : undefined;
     expect(next).toMatchObject({ state: 'queued', ...routed, requires: ['gpu'], runs: 1 });
     expect(next && ('unrouted' in next || 'reason' in next)).toBe(false);

@@ -3,6 +3,7 @@ import type { AgentResult, WireError } from '../../../actors/wire.js';
 import type { AttemptRecord, RetryPolicy, TaskRecord } from '../../../src/store/records.js';
 import { decideSettlement, type AttemptOutcome } from '../../../src/tasks/outcome.js';
 import { decideSettle, lostAttemptOf } from '../../../src/steps/settle.js';
+import { endedAttemptOf } from '../../../src/steps/common.js';
 import { decideRetry } from '../../../src/steps/retry.js';
 import { decideWake } from '../../../src/steps/wake.js';
 import type { StepContext, StepResult } from '../../../src/steps/types.js';
@@ -54,16 +55,15 @@ const taskIn = (out: StepResult) => {
 };
 
 describe('decideSettle: terminal outcomes', () => {
-  it('settles success as done: ended attempt, task.done, notify (no run record: the task holds its run)', () => {
+  it('settles success as done: task.done, notify; one record (the task holds its run and its final attempt)', () => {
     const task = running({ error: { code: 'X', message: 'earlier', retryable: true, fault: 'agent' } });
     const out = settle(task, ok({ kind: 'success', summary: 'ok', output: { n: 2 } }));
-    const done = { ...task, state: 'done', updatedAt: NOW, result: { kind: 'success', summary: 'ok' }, output: { n: 2 }, settledAt: NOW } as TaskRecord;
+    const attempt = attemptOf(task);
+    const done = { ...task, state: 'done', updatedAt: NOW, result: { kind: 'success', summary: 'ok' }, output: { n: 2 }, settledAt: NOW, attemptStartedAt: attempt.startedAt, attemptLeaseUntil: attempt.leaseExpiresAt, attemptExit: 'success' } as TaskRecord;
     delete done.error;
+    expect(endedAttemptOf(done, attempt.owner)).toEqual({ ...attempt, endedAt: NOW, exit: 'success', error: undefined });
     expect(out).toEqual({
-      changes: [
-        { kind: 'attempt', attempt: { ...attemptOf(task), endedAt: NOW, exit: 'success' } },
-        { kind: 'task', task: done },
-      ],
+      changes: [{ kind: 'task', task: done }],
       events: [{ seq: 200, at: NOW, type: 'task.done', taskId: 't1', attemptId: 't1:1:1', data: { run: 1, attempt: 1, exit: 'success', attemptMs: 4_000, kind: 'success', summary: 'ok' } }],
       effects: [{ kind: 'notify', taskId: 't1' }],
     });
@@ -80,11 +80,24 @@ describe('decideSettle: terminal outcomes', () => {
     const error = { code: 'AGENT_FAILED', message: 'bad input', retryable: false, fault: 'agent' };
     expect(taskIn(out)).toMatchObject({ state: 'failed', result: { kind: 'fail', summary: 'bad input' }, error, settledAt: NOW });
     expect(out.events).toEqual([{ seq: 200, at: NOW, type: 'task.failed', taskId: 't1', attemptId: 't1:1:1', data: { run: 1, attempt: 1, exit: 'fail', attemptMs: 4_000, error } }]);
-    expect(out.changes.some((c) => c.kind === 'run')).toBe(false);
-    expect(out.changes).toContainEqual({ kind: 'attempt', attempt: expect.objectContaining({ exit: 'fail', error }) });
-    // The failed run is written when a retry begins the next, from the task as it settled.
-    const retried = decideRetry(deepFreeze({ task: taskIn(out)! }), deepFreeze({}), context());
+    expect(out.changes.some((c) => c.kind === 'run' || c.kind === 'attempt')).toBe(false);
+    // The failed run and its final attempt are written when a retry begins the next, from the task as it settled.
+    const retried = decideRetry(deepFreeze({ task: taskIn(out)!, runtimeId: 'rt' }), deepFreeze({}), context());
     expect(retried.changes[0]).toEqual({ kind: 'run', run: expect.objectContaining({ outcome: 'failed', result: { kind: 'fail', summary: 'bad input' }, error }) });
+    expect(retried.changes[1]).toEqual({ kind: 'attempt', attempt: { ...attemptOf(running()), owner: 'rt', endedAt: NOW, exit: 'fail', error } });
+    // The new run starts without it.
+    const next = taskIn(retried)!;
+    expect([next.attemptStartedAt, next.attemptLeaseUntil, next.attemptExit]).toEqual([undefined, undefined, undefined]);
+    expect(endedAttemptOf(next, 'rt')).toBeUndefined();
+  });
+
+  it("writes the final attempt as its own record when its error is not the task's", () => {
+    const earlier = { code: 'X', message: 'earlier', retryable: true, fault: 'agent' } as const;
+    const task = running({ error: earlier });
+    const out = decideSettle(deepFreeze({ task, attempt: attemptOf(task) }), deepFreeze({ settlement: { exit: 'cancelled', event: 'CANCEL', counts: true, reason: 'r' } }), context());
+    expect(taskIn(out)).toMatchObject({ state: 'cancelled', error: earlier });
+    expect(taskIn(out)!.attemptExit).toBeUndefined();
+    expect(out.changes).toContainEqual({ kind: 'attempt', attempt: { ...attemptOf(task), endedAt: NOW, exit: 'cancelled' } });
   });
 
   it('settles a non-retryable error as failed', () => {
