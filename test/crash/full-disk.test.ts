@@ -31,8 +31,8 @@ function hasPrlimit(): boolean {
  * a full disk) until it prints `full`; then the limit is lifted and `lifted` is called. Resolves
  * with its output and how it ended.
  */
-async function runLimited(dataDir: string, lifted: (child: ChildProcess) => void = () => undefined): Promise<{ stdout: string; code: number | null; signal: string | null }> {
-  const child = spawn('prlimit', ['--fsize=3000000:unlimited', '--', process.execPath, RECOVER_CHILD.pathname, dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+async function runLimited(dataDir: string, lifted: (child: ChildProcess) => void = () => undefined, mode?: 'stay-full'): Promise<{ stdout: string; code: number | null; signal: string | null }> {
+  const child = spawn('prlimit', ['--fsize=3000000:unlimited', '--', process.execPath, RECOVER_CHILD.pathname, dataDir, ...(mode ? [mode] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let full = false;
   child.stdout!.on('data', (chunk: Buffer) => {
@@ -211,4 +211,22 @@ describe('a full disk', () => {
       }
     }
   }, 180_000);
+
+  it.runIf(hasPrlimit())('closes while the store is still down: calls refused, the dir let go, the process exits on its own', async () => {
+    const dir = tempDir('troupe-stay-full-');
+    try {
+      const { stdout, code } = await runLimited(join(dir.path, 'data'), undefined, 'stay-full');
+      const lines = stdout.split('\n').filter(Boolean);
+      const value = (prefix: string) => lines.find((l) => l.startsWith(`${prefix} `))?.slice(prefix.length + 1);
+      expect(code, stdout.slice(-800)).toBe(0);
+      expect(lines.at(-1)).toBe('exited cleanly');
+      expect(JSON.parse(value('down')!)).toMatchObject({ retries: expect.any(Number), lastError: expect.stringContaining('Input/output error') });
+      expect(value('refused')).toBe('STORE_FAILED');
+      expect(value('wait')).toBe('CLOSED');
+      // The lock was let go: the next open gets as far as the disk, which is still full.
+      expect(value('reopen')).toBe('STORE_FAILED');
+    } finally {
+      dir.cleanup();
+    }
+  }, 60_000);
 });
