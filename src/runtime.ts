@@ -78,6 +78,7 @@ export class Runtime implements AsyncDisposable {
         slots: options.threads * options.slotsPerThread,
         rebuildMs: () => this.#rebuild.ms,
         listenerErrors: () => bus.listenerErrors,
+        storeStopped: () => this.#recovery.failure !== null,
       },
       { now: () => options.clock.now() },
     );
@@ -124,6 +125,9 @@ export class Runtime implements AsyncDisposable {
     store.onFailure((failure) => {
       if (store !== this.#store) return;
       this.#e.dispatcher.halt();
+      // stats() counts settled tasks from one scan of the store, made on first use: make it now,
+      // while the failed store can still be read, so stats() answers while it is down.
+      this.#e.table.countsByState();
       this.#log.error({ err: failure.cause }, failure.message);
       this.#recovery.failed(failure);
       this.#bus.announce({ seq: store.durableSeq, at: this.#recovery.failure!.since, type: 'store.failed', data: { message: failure.message } });
@@ -215,16 +219,20 @@ export class Runtime implements AsyncDisposable {
     return this.#guard('sendInput', () => this.#e.interactions.sendInput(checkId(id, 'sendInput: id'), input));
   }
 
-  /** A metrics snapshot, or the same as Prometheus text with `{ format: 'prometheus' }`. */
+  /** A metrics snapshot, or the same as Prometheus text with `{ format: 'prometheus' }`. Answers while the store is down, too. */
   metrics(): Promise<MetricsSnapshot>;
   metrics(options: { format: 'prometheus' }): Promise<string>;
   metrics(options?: { format?: 'prometheus' | 'snapshot' }): Promise<MetricsSnapshot | string> {
-    return this.#guard<MetricsSnapshot | string>('metrics', () => {
+    try {
+      // Not #assertOpen: metrics read memory only, and say most while the store is down.
+      this.#lifecycle.assertRunning('metrics');
       checkCallOptions(options, ['format'], 'metrics');
       const format = options?.format ?? 'snapshot';
       if (format !== 'prometheus' && format !== 'snapshot') throw new TroupeError('INVALID_OPTIONS', `metrics: format must be 'prometheus' or 'snapshot', not ${JSON.stringify(format)}`);
       return format === 'prometheus' ? this.#lasting.metrics.prometheus() : this.#lasting.metrics.snapshot();
-    });
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** Where `metricsPort` serves `/metrics` (127.0.0.1), once running; undefined when off. */

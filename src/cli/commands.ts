@@ -126,7 +126,11 @@ const status: ClientCommand = {
   live: () => false,
   async run(backend, ctx) {
     const stats = (await backend.call('stats')) as RuntimeStats;
-    const instances = (await backend.call('instances')) as InstanceView[];
+    // Instances are read from the store: while it is down, status shows the rest (and why).
+    const instances = (await backend.call('instances').catch((error: unknown) => {
+      if (stats.storeFailure) return [];
+      throw error;
+    })) as InstanceView[];
     emit(ctx, { live: backend.mode === 'socket', stats, instances }, formatStatus(stats, instances, backend.mode));
     return EXIT.OK;
   },

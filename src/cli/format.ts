@@ -85,7 +85,10 @@ export function formatStatus(stats: RuntimeStats, instances: readonly InstanceVi
   const counts = STATE_ORDER.map((s) => `${s} ${stats.tasks[s] ?? 0}`).join(', ');
   const runtime = mode === 'socket' ? `${stats.state}` : 'not running (data dir opened directly)';
   const frozen = stats.freeze ? `yes${stats.freeze.reason ? ` (${stats.freeze.reason})` : ''}${stats.freeze.killed ? ', killed' : ''}` : 'no';
-  let out = `runtime   ${runtime}\nfrozen    ${frozen}\ntasks     ${counts}\n`;
+  let out = `runtime   ${runtime}\nfrozen    ${frozen}\n`;
+  const failure = stats.storeFailure;
+  if (failure) out += `store     stopped since ${new Date(failure.since).toISOString()}, ${failure.retries} tries to open it again: ${failure.message}\n`;
+  out += `tasks     ${counts}\n`;
   if (mode === 'socket') out += `slots     ${stats.slots.busy}/${stats.slots.total} busy, ${stats.queued} queued for a slot\n`;
   const agents = Object.entries(stats.agents);
   out += '\n';

@@ -21,6 +21,8 @@ export interface MetricsSources {
   rebuildMs(): number;
   /** Errors thrown (or promises rejected) by event listeners since the runtime opened. */
   listenerErrors(): number;
+  /** Whether the store is stopped after a failed commit (see the README, "A full disk"). */
+  storeStopped(): boolean;
 }
 
 /** Options of {@link RuntimeMetrics}. */
@@ -60,6 +62,8 @@ export interface MetricsSnapshot {
   atCapacityRejections: number;
   /** Errors thrown (or promises rejected) by `rt.on` listeners since the runtime opened: logged, never passed on. */
   listenerErrors: number;
+  /** 1 while the store is stopped after a failed commit and the runtime tries to open it again, else 0. */
+  storeStopped: number;
   /** Submit (or requeue) to start, and start to settle, in seconds. */
   latency: { submitToStart: HistogramSnapshot; startToSettle: HistogramSnapshot };
   /** Ended attempts by exit; every known exit is present, at 0 until one ends that way. */
@@ -105,6 +109,7 @@ export class RuntimeMetrics {
   readonly #slotsFree: Gauge;
   readonly #rejections: Counter;
   readonly #listenerErrors: Counter;
+  readonly #storeStopped: Gauge;
   readonly #submitToStart: LatencyHistogram;
   readonly #startToSettle: LatencyHistogram;
   readonly #attempts: Counter<'exit'>;
@@ -159,6 +164,14 @@ export class RuntimeMetrics {
       collect() {
         this.reset();
         this.inc(sources.listenerErrors());
+      },
+    });
+    this.#storeStopped = new Gauge({
+      name: `${prefix}store_stopped`,
+      help: 'Whether the store is stopped after a failed commit (a full disk) while the runtime tries to open it again: 1 or 0.',
+      registers,
+      collect() {
+        this.set(sources.storeStopped() ? 1 : 0);
       },
     });
     const pending = this.#pending;
@@ -237,12 +250,13 @@ export class RuntimeMetrics {
   /** Reads every metric now (gauges from the sources) into plain data. */
   async snapshot(): Promise<MetricsSnapshot> {
     const at = this.#now();
-    const [queue, running, free, rejections, listenerErrors, submitToStart, startToSettle, attempts, rebuild] = await Promise.all([
+    const [queue, running, free, rejections, listenerErrors, storeStopped, submitToStart, startToSettle, attempts, rebuild] = await Promise.all([
       this.#queueDepth.get(),
       this.#running.get(),
       this.#slotsFree.get(),
       this.#rejections.get(),
       this.#listenerErrors.get(),
+      this.#storeStopped.get(),
       histogramSnapshot(this.#submitToStart),
       histogramSnapshot(this.#startToSettle),
       this.#attempts.get(),
@@ -258,6 +272,7 @@ export class RuntimeMetrics {
       freeSlots: single(free.values),
       atCapacityRejections: single(rejections.values),
       listenerErrors: single(listenerErrors.values),
+      storeStopped: single(storeStopped.values),
       latency: { submitToStart, startToSettle },
       attemptsByExit,
       rebuildSeconds: single(rebuild.values),

@@ -221,6 +221,9 @@ describe('a full disk', () => {
       expect(code, stdout.slice(-800)).toBe(0);
       expect(lines.at(-1)).toBe('exited cleanly');
       expect(JSON.parse(value('down')!)).toMatchObject({ retries: expect.any(Number), lastError: expect.stringContaining('Input/output error') });
+      expect(JSON.parse(value('down')!).retries).toBeGreaterThan(1);
+      expect(value('stopped')).toMatch(/^1 [1-9]\d*$/);
+      expect(value('instances')).toBe('STORE_FAILED');
       expect(value('refused')).toBe('STORE_FAILED');
       expect(value('wait')).toBe('CLOSED');
       // The lock was let go: the next open gets as far as the disk, which is still full.

@@ -12,6 +12,7 @@ interface FakeSources extends MetricsSources {
   slots: number;
   rebuild: number;
   listenerFailures: number;
+  stopped: boolean;
 }
 
 function fakeSources(): FakeSources {
@@ -21,8 +22,12 @@ function fakeSources(): FakeSources {
     slots: 8,
     rebuild: 1250,
     listenerFailures: 0,
+    stopped: false,
     listenerErrors() {
       return this.listenerFailures;
+    },
+    storeStopped() {
+      return this.stopped;
     },
     agents() {
       return this.agentMap;
@@ -190,6 +195,16 @@ describe('RuntimeMetrics counters and histograms', () => {
     sources.listenerFailures = 3;
     expect((await m.snapshot()).listenerErrors).toBe(3);
     expect(await m.prometheus()).toContain('troupe_listener_errors_total 3');
+  });
+
+  it('says whether the store is stopped, in the snapshot and the exposition', async () => {
+    const sources = fakeSources();
+    const m = metrics(sources);
+    expect((await m.snapshot()).storeStopped).toBe(0);
+    expect(await m.prometheus()).toContain('troupe_store_stopped 0');
+    sources.stopped = true;
+    expect((await m.snapshot()).storeStopped).toBe(1);
+    expect(await m.prometheus()).toContain('troupe_store_stopped 1');
   });
 
   it('keeps each instance on its own registry', async () => {
