@@ -330,9 +330,11 @@ export class Dispatcher {
       const flow = this.#k.flow.ended(task.agent, settlement.exit, now - attempt.record.startedAt, now, settlement.event === 'FAIL');
       const { pipeline } = this.#k;
       const decided = pipeline.decide(decideSettle, { task, attempt: attempt.record }, flow === undefined ? { settlement } : { settlement, flow }, now);
+      // The catch keeps the id, not the record: the record's old version would stay alive until the commit.
+      const taskId = task.id;
       pipeline.apply(decided).catch((error: unknown) => {
         // A stopped store was logged once, when it stopped: not again for every attempt it refuses.
-        if (error !== this.#k.store.failure) this.#k.log.error({ err: error, taskId: task.id }, 'committing a settlement failed');
+        if (error !== this.#k.store.failure) this.#k.log.error({ err: error, taskId }, 'committing a settlement failed');
       });
     }
     if (this.#live.size === 0) for (const resolve of this.#idle) resolve();

@@ -207,6 +207,10 @@ export class LmdbStore implements Store {
       if (overlay.priorOp >= 0) ops[overlay.priorOp] = UNLOGGED;
       if (final) {
         // Written in this commit: logged only as a marker over earlier changes still in the log.
+        // No patch is taken against its earlier version, so that version is let go now rather than
+        // when the commit lands (it was kept alive for every task waiting on its settle commit). A
+        // later change in this batch is then logged whole instead of as a patch.
+        overlay.entry!.before = undefined;
         if (overlay.logged) ops[i + 2] = null;
         else ops[i] = UNLOGGED;
         continue;
