@@ -91,6 +91,11 @@ export class StoreRecovery {
       await host.stopEngine();
       if (!host.running()) return;
       const store = await host.reopen();
+      if (!host.running()) {
+        // Closed while it opened: the new store is let go (and the dir with it), nothing resumes.
+        await store.close(false);
+        return;
+      }
       await host.resume(store, failure, () => this.#back(failure));
     } catch (error) {
       host.log.error({ err: error, retries: failure.retries }, `the store could not be opened again; next try in ${host.retryMs} ms`);

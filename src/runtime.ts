@@ -92,8 +92,12 @@ export class Runtime implements AsyncDisposable {
       retryMs: options.storeRetryMs,
       log,
       running: () => this.#lifecycle.state === 'running',
-      stopEngine: () => this.#stopEngine(async (_name, fn) => void (await fn()), Promise.resolve(), false),
-      reopen: () => this.#store.reopen(),
+      stopEngine: () => this.#stopEngine(this.#logStep, Promise.resolve(), false),
+      reopen: () => {
+        // Replays of the event log stop reading the store that closes now (and fail with the outage).
+        this.#bus.detach(this.#recovery.down ?? new TroupeError('STORE_FAILED', 'the store is being opened again'));
+        return this.#store.reopen();
+      },
       resume: (reopened, failure, back) => this.#resume(reopened, failure, back),
     });
     this.#watch(store);
@@ -129,10 +133,24 @@ export class Runtime implements AsyncDisposable {
       // while the failed store can still be read, so stats() answers while it is down.
       this.#e.table.countsByState();
       this.#log.error({ err: failure.cause }, failure.message);
+      // A store opened again that fails before the runtime is back is the same outage: one event.
+      const fresh = this.#recovery.failure === null;
       this.#recovery.failed(failure);
-      this.#bus.announce({ seq: store.durableSeq, at: this.#recovery.failure!.since, type: 'store.failed', data: { message: failure.message } });
+      if (fresh) this.#bus.announce({ seq: store.durableSeq, at: this.#recovery.failure!.since, type: 'store.failed', data: { message: failure.message } });
     });
   }
+
+  /** A close or recovery step: what it throws is logged, and the steps after it still run. */
+  readonly #logStep = async (name: string, fn: () => unknown): Promise<void> => {
+    try {
+      await fn();
+    } catch (error) {
+      this.#log.error({ err: error, step: name }, 'stopping the engine: a step failed');
+    }
+  };
+
+  /** The outage whose `store.failed` is written already (a later try of the same outage writes it no more). */
+  #failureWritten: StoreFailure | undefined;
 
   /** Registers agents, rebuilds from the store and starts dispatching: at start, and on a store recovery. */
   async #open(agents: readonly RegisteredAgent[], options?: RebuildOptions): Promise<void> {
@@ -157,7 +175,10 @@ export class Runtime implements AsyncDisposable {
     this.#e = buildEngine(this.#options, this.#log, store, this.#keepAlive, this.#lasting);
     this.#engineStopped = false;
     // The first commit on the store opened again, so `store.failed` takes the seq it was announced with.
-    await store.commit((w) => w.event('store.failed', { at: failure.since, data: { message: failure.message } }));
+    if (this.#failureWritten !== failure) {
+      await store.commit((w) => w.event('store.failed', { at: failure.since, data: { message: failure.message } }));
+      this.#failureWritten = failure;
+    }
     await this.#open(previous.registry.list(), { interrupted: true });
     this.#e.tasks.adopt(previous.tasks.handOver());
     back();
@@ -290,11 +311,12 @@ export class Runtime implements AsyncDisposable {
     this.#assertOpen('logs');
     checkId(id, 'logs: id');
     if (!this.#e.tasks.record(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
-    if (!options.follow) return followLogs(this.#store.read.logs, id, options, undefined);
+    const logs = () => this.#reads().logs;
+    if (!options.follow) return followLogs(logs, id, options, undefined);
     const stop = new AbortController();
     // `ended` must not hold the process by itself: the follow holds it only while it waits for a line.
     const ended = this.#e.tasks.wait(id, { signal: stop.signal }, false).catch(() => undefined);
-    return followLogs(this.#store.read.logs, id, options, { feed: this.#lasting.logFeed, ended, release: () => stop.abort(), hold: () => this.#keepAlive.hold() });
+    return followLogs(logs, id, options, { feed: this.#lasting.logFeed, ended, release: () => stop.abort(), hold: () => this.#keepAlive.hold() });
   }
 
   /** Listens to committed events of one type (or `'*'` for all). Returns an unsubscribe function. */
@@ -449,6 +471,13 @@ export class Runtime implements AsyncDisposable {
     await step('flow timers', () => e.flow.stop());
     if (flush && !this.#store.failure) await step('instances', () => e.router.flush());
     await step('pool', () => e.pool.destroy());
+  }
+
+  /** The store's reads as they are now; STORE_FAILED while it is down (an iteration reads through this). */
+  #reads(): Store['read'] {
+    const down = this.#recovery.down;
+    if (down) throw down;
+    return this.#store.read;
   }
 
   #assertOpen(call: string): void {

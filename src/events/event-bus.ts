@@ -32,6 +32,8 @@ export interface EventStreamOptions {
 }
 
 const CURSOR_WIDTH = 16;
+/** Stored events a replay reads at once. */
+const REPLAY_CHUNK = 256;
 
 /** Encodes a seq as a cursor. */
 export function toCursor(seq: number): string {
@@ -64,6 +66,8 @@ export class EventBus {
   readonly #listeners = new Map<string, Listener[]>();
   readonly #observers: Array<(records: readonly EventRecord[]) => void> = [];
   #events: SafeDatabase<EventRecord, number>;
+  /** Set while the store is closed for a recovery (see {@link EventBus.detach}): what a replay's read fails with. */
+  #detached: Error | undefined;
   /** An event published before it was durable (see {@link EventBus.announce}), until its commit comes by. */
   #announced: EventRecord | undefined;
   readonly #streams = new Set<(event: RuntimeEvent) => void>();
@@ -99,15 +103,36 @@ export class EventBus {
     }
   }
 
+  /**
+   * The store is about to close for a recovery: until {@link EventBus.attach}, a replay that needs
+   * the log fails with `error` (live events go on as before).
+   */
+  detach(error: Error): void {
+    this.#detached = error;
+  }
+
   /** Reads the event log from this database from now on (the store was opened again). */
   attach(events: SafeDatabase<EventRecord, number>): void {
     this.#events = events;
+    this.#detached = undefined;
+  }
+
+  /**
+   * Up to {@link REPLAY_CHUNK} stored events after `after`, read at once: a replay never holds a
+   * read of the log open across a `yield` (the store may be closed and opened again meanwhile).
+   */
+  #storedAfter(after: number): EventRecord[] {
+    if (this.#detached) throw this.#detached;
+    const chunk: EventRecord[] = [];
+    for (const { value } of this.#events.range({ start: after + 1, limit: REPLAY_CHUNK })) chunk.push(value);
+    return chunk;
   }
 
   /**
    * Publishes an event to listeners and live iterations before it is durable: `store.failed`,
-   * which only the next commit after the store recovers can write. It must carry the seq that
-   * commit will give it; when that commit comes by, its copy of the event is not published again.
+   * which only the next commit after the store recovers can write. It carries the seq that commit
+   * is expected to give it; the first committed event of its type after it is its durable copy,
+   * and is not published again.
    */
   announce(record: EventRecord): void {
     this.#announced = record;
@@ -121,12 +146,13 @@ export class EventBus {
     this.#deliver(records);
   }
 
-  /** The records less the announced one (published already), which is let go once seen. */
+  /** The records less the durable copy of the announced one (published already), which is let go once seen. */
   #unannounced(records: readonly EventRecord[]): readonly EventRecord[] {
-    const { seq, type } = this.#announced!;
-    const rest = records.filter((record) => !(record.seq === seq && record.type === type));
-    if (rest.length < records.length) this.#announced = undefined;
-    return rest;
+    const { type } = this.#announced!;
+    const at = records.findIndex((record) => record.type === type);
+    if (at < 0) return records;
+    this.#announced = undefined;
+    return records.filter((_, i) => i !== at);
   }
 
   #deliver(records: readonly EventRecord[]): void {
@@ -232,10 +258,14 @@ export class EventBus {
     options.signal?.addEventListener('abort', end, { once: true });
     try {
       if (options.signal?.aborted) return;
-      for (const { value } of this.#events.range({ start: last + 1 })) {
-        if (ended) return;
-        last = value.seq;
-        if (wanted(value)) yield { ...value, cursor: toCursor(value.seq) };
+      for (;;) {
+        const chunk = this.#storedAfter(last);
+        for (const value of chunk) {
+          if (ended) return;
+          last = value.seq;
+          if (wanted(value)) yield { ...value, cursor: toCursor(value.seq) };
+        }
+        if (chunk.length < REPLAY_CHUNK) break;
       }
       for (;;) {
         while (buffer.length > 0) {

@@ -64,7 +64,7 @@ export interface FollowSource {
  * It subscribes before replaying and skips live lines at or before the last replayed cursor, so
  * there is no gap and no duplicate across the switch.
  */
-export async function* followLogs(db: SafeDatabase<LogRecord, LogKey>, taskId: string, options: LogOptions, source: FollowSource | undefined): AsyncGenerator<LogLine> {
+export async function* followLogs(db: () => SafeDatabase<LogRecord, LogKey>, taskId: string, options: LogOptions, source: FollowSource | undefined): AsyncGenerator<LogLine> {
   if (!options.follow || !source) {
     yield* readLogs(db, taskId, options);
     return;
@@ -131,11 +131,26 @@ function fromCursor(cursor: string): [number, number, number] {
 }
 
 /** Yields a task's stored lines in order. */
-export async function* readLogs(db: SafeDatabase<LogRecord, LogKey>, taskId: string, options: LogOptions = {}): AsyncGenerator<LogLine> {
-  const start: LogKey = options.after === undefined ? [taskId, 0, 0, 0] : [taskId, ...fromCursor(options.after)];
-  for (const { key, value } of db.range({ start, end: [taskId, Number.MAX_SAFE_INTEGER, 0, 0] })) {
-    const cursor = toCursor(key);
-    if (options.after !== undefined && cursor <= options.after) continue;
-    yield { ...value, taskId, cursor };
+export async function* readLogs(db: () => SafeDatabase<LogRecord, LogKey>, taskId: string, options: LogOptions = {}): AsyncGenerator<LogLine> {
+  let after = options.after;
+  const end: LogKey = [taskId, Number.MAX_SAFE_INTEGER, 0, 0];
+  for (;;) {
+    // A chunk is read at once, from the store as it is now: no read of it stays open across a
+    // yield (the store may be closed and opened again meanwhile; `db` throws while it is down).
+    const start: LogKey = after === undefined ? [taskId, 0, 0, 0] : [taskId, ...fromCursor(after)];
+    const chunk: LogLine[] = [];
+    let read = 0;
+    for (const { key, value } of db().range({ start, end, limit: LOG_CHUNK })) {
+      read++;
+      const cursor = toCursor(key);
+      if (after !== undefined && cursor <= after) continue;
+      chunk.push({ ...value, taskId, cursor });
+    }
+    for (const line of chunk) yield line;
+    if (read < LOG_CHUNK) return;
+    after = chunk.at(-1)?.cursor ?? after;
   }
 }
+
+/** Stored lines a read takes at once. */
+const LOG_CHUNK = 256;

@@ -139,6 +139,10 @@ describe('a full disk', () => {
       expect(Number(recovered[0])).toBeGreaterThan(failedSeq);
       expect(JSON.parse(recovered[1]!)).toMatchObject({ downMs: expect.any(Number), retries: expect.any(Number) });
       expect(value('recovered')).toBe('null');
+      // An events() replay paused across the outage went on from the store opened again, up to
+      // store.recovered; a logs() read made before it read the new store too.
+      expect(Number(value('replayed'))).toBe(Number(recovered[0]));
+      expect(value('logs')).toBe('0');
       expect(value('sleeper')).toBe('queued 0');
       expect(value('across')).toBe('done');
       expect(value('after')).toBe('done');
