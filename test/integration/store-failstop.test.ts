@@ -46,6 +46,41 @@ describe('a store whose commit failed', () => {
     }
   });
 
+  it('writes nothing of a batch issued after one that failed, though it was already on its way', async () => {
+    const dir = tempDir();
+    cleanups.push(dir.cleanup);
+    const store = await openStore({ dataDir: dir.path });
+    await store.commit((w) => w.putControl('before', 1));
+    // Three batches in three turns, each issued while the one before is still committing: the
+    // middle one cannot be written, the last would have landed on its own.
+    const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+    const first = store.commit((w) => w.putControl('first', 1));
+    await turn();
+    const bad = store.commit((w) => w.putControl('bad', { big: 2n ** 70n }));
+    await turn();
+    const last = store.commit((w) => w.putControl('last', 3));
+    const outcomes = await Promise.allSettled([first, bad, last]);
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'rejected']);
+    expect((outcomes[2] as PromiseRejectedResult).reason).toMatchObject({ code: 'STORE_FAILED' });
+    await store.close(true);
+    const reopened = await openStore({ dataDir: dir.path });
+    try {
+      expect(reopened.read.control.get('first')).toBe(1);
+      expect(reopened.read.control.get('last')).toBeUndefined();
+      // The chain goes on from what is durable.
+      await reopened.commit((w) => w.putControl('again', 4));
+      expect(reopened.read.control.get('again')).toBe(4);
+    } finally {
+      await reopened.close(true);
+    }
+    const third = await openStore({ dataDir: dir.path });
+    try {
+      expect(third.read.control.get('again')).toBe(4);
+    } finally {
+      await third.close(true);
+    }
+  });
+
   it('opens its data dir again without letting go of it, as often as it takes', async () => {
     const dir = tempDir();
     cleanups.push(dir.cleanup);

@@ -21,6 +21,8 @@ export interface Databases {
   events: Database<EventRecord[], number>;
   log: Database<LogEntry, number>;
   meta: Database<unknown, string>;
+  /** One versioned key whose version counts the batches committed: each batch commits only on top of the one before it. */
+  chain: Database<number, string>;
 }
 
 /** Opens every database of the store in `root`. */
@@ -41,5 +43,6 @@ export function openDatabases(root: RootDatabase): Databases {
     events: root.openDB(encoded('eventLog', eventBatchEncoder)),
     log: root.openDB(encoded('log', logEncoder)),
     meta: named('meta'),
+    chain: root.openDB<number, string>({ name: 'chain', useVersions: true }),
   };
 }

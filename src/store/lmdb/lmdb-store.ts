@@ -25,6 +25,8 @@ import { committed } from './committed.js';
 
 /** Transactions that may be in flight at once. */
 const MAX_IN_FLIGHT = 3;
+/** The key of the chain database whose version is the number of the last batch committed. */
+const HEAD = 'head';
 
 /** Options of {@link openStore}. */
 export interface StoreOptions {
@@ -57,6 +59,12 @@ export class LmdbStore implements Store {
   readonly #events: Database<EventRecord[], number>;
   readonly #log: Database<LogEntry, number>;
   readonly #meta: Database<unknown, string>;
+  readonly #chain: Database<number, string>;
+  /**
+   * The chain version the next batch commits on top of (see #flush). NaN once a batch could not
+   * even be issued: nothing issued after it may land either.
+   */
+  #chainVersion = 0;
   readonly #lock: DataDirLock;
   readonly #options: StoreOptions;
   readonly #overlay = new Overlay(DATABASES.length);
@@ -99,6 +107,7 @@ export class LmdbStore implements Store {
     this.#events = databases.events;
     this.#log = databases.log;
     this.#meta = databases.meta;
+    this.#chain = databases.chain;
     this.#writer = new BatchWriter(() => this.#seq++);
     this.#quarantine = new Quarantine({
       now: () => (options.now ?? Date.now)(),
@@ -129,7 +138,10 @@ export class LmdbStore implements Store {
     this.#lastBatch = this.#checkpoint = replayLog(this.#root, this.#dbs, this.#log, meta);
     for (const id of this.#dbs[DB.active]!.getKeys()) this.#activeInDb.add(id as string);
     this.#seq = this.#durableSeq = nextSeqOf(this.#events);
+    const head = this.#chain.getEntry(HEAD);
+    this.#chainVersion = head?.version ?? 1;
     await committed(this.#root.transaction(() => {
+      if (!head) this.#chain.put(HEAD, 1, 1);
       meta.put('schemaVersion', SCHEMA_VERSION);
       meta.put('runtimeId', this.runtimeId);
       meta.put('cleanShutdown', false);
@@ -277,7 +289,16 @@ export class LmdbStore implements Store {
       const directValues: unknown[] = [];
       for (let i = 0; i < direct.length; i += 3) directValues.push((direct[i] as number) >= REMOVAL ? undefined : this.#prepared(direct[i] as number, direct[i + 2]));
       const materializedValues = materialized.map((entry) => (entry.value === REMOVED ? REMOVED : this.#prepared(entry.db, entry.value)));
-      written = committed(this.#root.batch(() => {
+      // Each batch lands only on top of the one issued before it: lmdb-js commits them in order,
+      // but one whose transaction failed (a full disk) does not stop the next from committing,
+      // and the next may patch records only the failed one wrote. So a batch is conditional on
+      // the chain's version being the previous batch's, and moves it on; after a failure the
+      // batches already issued find it unmoved and write nothing.
+      const after = this.#chainVersion;
+      const version = after + 1;
+      this.#chainVersion = version;
+      written = committed(this.#chain.ifVersion(HEAD, after, () => {
+        this.#chain.put(HEAD, version, version);
         if (logValue) this.#log.put(batch.no, logValue as never);
         if (eventsValue) this.#events.put(batch.events[0]!.seq, eventsValue as never);
         for (let i = 0; i < direct.length; i += 3) {
@@ -292,8 +313,12 @@ export class LmdbStore implements Store {
           for (let n = previous + 1; n <= checkpoint; n++) this.#log.remove(n);
           this.#meta.put('checkpoint', checkpoint);
         }
-      }));
+      })).then((landed) => {
+        if (!landed) throw new Error('a batch issued before this one did not commit');
+      });
     } catch (error) {
+      // Never issued: no batch issued after it may land either.
+      this.#chainVersion = Number.NaN;
       written = Promise.reject(error);
     }
     this.#checkpoint = Math.max(previous, checkpoint);
