@@ -1,6 +1,7 @@
 /**
  * `createRuntime()`: resolves options, opens the store, builds the engine (engine.ts: every part,
- * in dependency order), rebuilds from disk, and starts. The `Runtime` is the public facade over the
+ * in dependency order; engine-slot.ts holds it and its store, and replaces both after a store
+ * recovery), rebuilds from disk, and starts. The `Runtime` is the public facade over the
  * engine and owns the lifecycle `starting → running → draining → closed`.
  */
 import { checkCallOptions, type ResolvedOptions } from './options.js';
@@ -17,17 +18,14 @@ import { RuntimeMetrics, type MetricsSnapshot } from './metrics/metrics.js';
 import type { Task, TaskSpec } from './tasks/spec.js';
 import type { TaskState } from '../machines/index.js';
 import type { EventType } from './store/records.js';
-import { collectStats, type RebuildReport, type RuntimeStats, type StoreFailure } from './stats.js';
+import { collectStats, type RuntimeStats } from './stats.js';
 import { guardedSchedules, type SchedulesApi } from './scheduler/scheduler.js';
-import { flowKeyOf } from './tasks/parts.js';
-import type { AgentFlowState } from './store/records.js';
 import type { KeepAlive } from './keep-alive.js';
 import type { ClockTimer } from './clock.js';
 import { holdOf } from './tasks/holds.js';
 import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from './lifecycle.js';
-import { buildEngine, type Engine, type LastingParts } from './engine.js';
-import { StoreRecovery } from './recovery.js';
-import type { RebuildOptions } from './tasks/rebuild.js';
+import type { Engine, LastingParts } from './engine.js';
+import { EngineSlot } from './engine-slot.js';
 import { checkId } from './ids.js';
 
 export type { CloseOptions, RuntimeState } from './lifecycle.js';
@@ -46,21 +44,15 @@ export class Runtime implements AsyncDisposable {
   readonly schedules: SchedulesApi;
   readonly #options: ResolvedOptions;
   readonly #log: Logger;
-  /** The store; a new one after a store recovery (recovery.ts). */
-  #store: Store;
   readonly #bus: EventBus;
-  /** The parts, built in dependency order (engine.ts); a new engine after a store recovery. */
-  #e: Engine;
-  /** Set once the engine is stopped (close, or a store recovery's first try). */
-  #engineStopped = false;
+  /** The engine and store as they are now (a store recovery puts new ones in). */
+  readonly #slot: EngineSlot;
   readonly #lasting: LastingParts;
-  readonly #recovery: StoreRecovery;
   #metricsServer: { port: number; close(): Promise<void> } | undefined;
   readonly #lifecycle: Lifecycle;
   readonly #keepAlive: KeepAlive;
   /** Ends a graceful close's wait for running attempts at once (a later `close({ force: true })`). */
   #hurry: (() => void) | undefined;
-  #rebuild: RebuildReport = { previousShutdownClean: true, active: 0, crashed: 0, interrupted: 0, timers: 0, ms: 0 };
   #closing: Promise<void> | undefined;
 
   /** @internal Use {@link createRuntime}. */
@@ -69,16 +61,15 @@ export class Runtime implements AsyncDisposable {
     this.#log = log;
     this.#lifecycle = new Lifecycle(log);
     this.#keepAlive = keepAlive;
-    this.#store = store;
     this.#bus = bus;
     const metrics = new RuntimeMetrics(
       {
         agents: () => this.#e.governor.stats().agents,
         attempts: () => this.#e.dispatcher.counts,
         slots: options.threads * options.slotsPerThread,
-        rebuildMs: () => this.#rebuild.ms,
+        rebuildMs: () => this.#slot.rebuild.ms,
         listenerErrors: () => bus.listenerErrors,
-        storeStopped: () => this.#recovery.failure !== null,
+        storeStopped: () => this.#slot.recovery.failure !== null,
       },
       { now: () => options.clock.now() },
     );
@@ -86,111 +77,32 @@ export class Runtime implements AsyncDisposable {
       for (const event of events) metrics.observe(event);
     });
     this.#lasting = { metrics, logFeed: new LogFeed() };
-    this.#e = buildEngine(options, log, store, keepAlive, this.#lasting);
-    this.#recovery = new StoreRecovery({
-      clock: options.clock,
-      retryMs: options.storeRetryMs,
-      log,
-      running: () => this.#lifecycle.state === 'running',
-      stopEngine: () => this.#stopEngine(this.#logStep, Promise.resolve(), false),
-      reopen: () => {
-        // Replays of the event log stop reading the store that closes now (and fail with the outage).
-        this.#bus.detach(this.#recovery.down ?? new TroupeError('STORE_FAILED', 'the store is being opened again'));
-        return this.#store.reopen();
-      },
-      resume: (reopened, failure, back) => this.#resume(reopened, failure, back),
-    });
-    this.#watch(store);
+    this.#slot = new EngineSlot({ options, log, bus, keepAlive, lasting: this.#lasting, running: () => this.#lifecycle.state === 'running' }, store);
     this.schedules = guardedSchedules(() => this.#e.scheduler, (call) => this.#assertOpen(`schedules.${call}`));
     this.agents = {
       register: (registration) => {
         this.#assertOpen('agents.register');
-        return this.#register(validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry, backoff: options.defaultBackoff }));
+        return this.#slot.register(validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry, backoff: options.defaultBackoff }));
       },
       list: () => this.#e.registry.list(),
     };
   }
 
-  #register(agent: RegisteredAgent): RegisteredAgent {
-    this.#e.registry.set(agent);
-    this.#e.governor.setAgent(agent.name, { total: agent.concurrency, models: agent.models });
-    const stored = this.#store.read.control.get(flowKeyOf(agent.name)) as AgentFlowState | undefined;
-    this.#e.flow.configure(agent, stored, this.#options.clock.now());
-    this.#e.notifier.work();
-    return agent;
+  /** The parts of the current engine (engine.ts). */
+  get #e(): Engine {
+    return this.#slot.e;
   }
 
-  /**
-   * A failed commit stops the store (fail-stop): nothing more can be made durable, so nothing more
-   * starts and every step is refused; `store.failed` is announced (written once the store is back)
-   * and the recovery starts trying to open the data dir again.
-   */
-  #watch(store: Store): void {
-    store.onFailure((failure) => {
-      if (store !== this.#store) return;
-      this.#e.dispatcher.halt();
-      // stats() counts settled tasks from one scan of the store, made on first use: make it now,
-      // while the failed store can still be read, so stats() answers while it is down.
-      this.#e.table.countsByState();
-      this.#log.error({ err: failure.cause }, failure.message);
-      // A store opened again that fails before the runtime is back is the same outage: one event.
-      const fresh = this.#recovery.failure === null;
-      this.#recovery.failed(failure);
-      if (fresh) this.#bus.announce({ seq: store.durableSeq, at: this.#recovery.failure!.since, type: 'store.failed', data: { message: failure.message } });
-    });
-  }
-
-  /** A close or recovery step: what it throws is logged, and the steps after it still run. */
-  readonly #logStep = async (name: string, fn: () => unknown): Promise<void> => {
-    try {
-      await fn();
-    } catch (error) {
-      this.#log.error({ err: error, step: name }, 'stopping the engine: a step failed');
-    }
-  };
-
-  /** The outage whose `store.failed` is written already (a later try of the same outage writes it no more). */
-  #failureWritten: StoreFailure | undefined;
-
-  /** Registers agents, rebuilds from the store and starts dispatching: at start, and on a store recovery. */
-  async #open(agents: readonly RegisteredAgent[], options?: RebuildOptions): Promise<void> {
-    this.#e.controls.load();
-    for (const agent of agents) this.#register(agent);
-    const started = performance.now();
-    const rebuilt = await this.#e.tasks.rebuild(options);
-    this.#e.scheduler.start();
-    this.#rebuild = { previousShutdownClean: this.#store.previousShutdownClean, ...rebuilt, ms: performance.now() - started };
-  }
-
-  /**
-   * The store is open again after a failure (recovery.ts): a new engine on it, the failure and the
-   * recovery first in its event log, the agents registered again, the attempts that were running
-   * requeued without counting, and the pending waits carried over.
-   */
-  async #resume(store: Store, failure: Readonly<StoreFailure>, back: () => void): Promise<void> {
-    const previous = this.#e;
-    this.#store = store;
-    this.#bus.attach(store.read.events);
-    this.#watch(store);
-    this.#e = buildEngine(this.#options, this.#log, store, this.#keepAlive, this.#lasting);
-    this.#engineStopped = false;
-    // The first commit on the store opened again, so `store.failed` takes the seq it was announced with.
-    if (this.#failureWritten !== failure) {
-      await store.commit((w) => w.event('store.failed', { at: failure.since, data: { message: failure.message } }));
-      this.#failureWritten = failure;
-    }
-    await this.#open(previous.registry.list(), { interrupted: true });
-    this.#e.tasks.adopt(previous.tasks.handOver());
-    back();
-    const now = this.#options.clock.now();
-    await store.commit((w) => w.event('store.recovered', { at: now, data: { since: failure.since, downMs: now - failure.since, retries: failure.retries } }));
+  /** The current store. */
+  get #store(): Store {
+    return this.#slot.store;
   }
 
   /** @internal Registers the option agents (validated by createRuntime), rebuilds from disk and starts dispatching. */
   async start(agents: readonly RegisteredAgent[]): Promise<void> {
-    await this.#open(agents);
+    await this.#slot.open(agents);
     if (this.#options.metricsPort > 0) this.#metricsServer = await this.#lasting.metrics.serve(this.#options.metricsPort);
-    this.#lifecycle.set('running', { dataDir: this.#options.dataDir, ...this.#rebuild });
+    this.#lifecycle.set('running', { dataDir: this.#options.dataDir, ...this.#slot.rebuild });
     if (!this.#store.previousShutdownClean) this.#log.warn({ dataDir: this.#options.dataDir }, 'the previous shutdown was not clean: attempts that were running ended as crashed');
     this.#keepAlive.open();
   }
@@ -311,7 +223,7 @@ export class Runtime implements AsyncDisposable {
     this.#assertOpen('logs');
     checkId(id, 'logs: id');
     if (!this.#e.tasks.record(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
-    const logs = () => this.#reads().logs;
+    const logs = () => this.#slot.reads().logs;
     if (!options.follow) return followLogs(logs, id, options, undefined);
     const stop = new AbortController();
     // `ended` must not hold the process by itself: the follow holds it only while it waits for a line.
@@ -391,12 +303,12 @@ export class Runtime implements AsyncDisposable {
       prefetch: { ...this.#e.dispatcher.prefetch, max: this.#options.prefetch },
       liveInstances: this.#e.router.liveCount,
       delayed: this.#e.table.count('queued' satisfies TaskState) - this.#e.governor.queued,
-      rebuild: this.#rebuild,
+      rebuild: this.#slot.rebuild,
       owners: this.#lifecycle.state === 'closed' ? undefined : this.#e.table.countsByOwner(),
       flow: (agent) => this.#e.flow.view(agent, this.#options.clock.now()),
       control: this.#e.controls.state,
       cycles: this.#e.cycle.cycles,
-      storeFailure: this.#recovery.failure,
+      storeFailure: this.#slot.recovery.failure,
     });
   }
 
@@ -441,8 +353,8 @@ export class Runtime implements AsyncDisposable {
       timer = clock.setTimeout(resolve, timeoutMs);
       this.#hurry = resolve;
     });
-    await step('store recovery', () => this.#recovery.stop());
-    await this.#stopEngine(step, deadline, true);
+    await step('store recovery', () => this.#slot.recovery.stop());
+    await this.#slot.stop(step, deadline, true);
     this.#hurry = undefined;
     await step('deadline', () => timer && clock.clearTimeout(timer));
     await step('metrics', () => this.#metricsServer?.close());
@@ -453,36 +365,9 @@ export class Runtime implements AsyncDisposable {
     this.#lifecycle.set('closed', { failures: failures.length });
   }
 
-  /**
-   * Stops the engine once (close; a store recovery's first try): schedules, then dispatch (running
-   * attempts get until `deadline`, then are interrupted), timers, the pool. `flush` writes the live
-   * instances out, which a failed store cannot.
-   */
-  async #stopEngine(step: (name: string, fn: () => unknown) => Promise<void>, deadline: Promise<void>, flush: boolean): Promise<void> {
-    if (this.#engineStopped) return;
-    this.#engineStopped = true;
-    const e = this.#e;
-    await step('schedules', () => e.scheduler.stop());
-    await step('drain', () => e.dispatcher.drain(deadline));
-    // Settlements of the drained attempts wake their waiters once committed: let them land first.
-    await step('commits', () => this.#store.settled());
-    await step('timers', () => e.timers.stop());
-    await step('supervisor', () => e.supervisor.stop());
-    await step('flow timers', () => e.flow.stop());
-    if (flush && !this.#store.failure) await step('instances', () => e.router.flush());
-    await step('pool', () => e.pool.destroy());
-  }
-
-  /** The store's reads as they are now; STORE_FAILED while it is down (an iteration reads through this). */
-  #reads(): Store['read'] {
-    const down = this.#recovery.down;
-    if (down) throw down;
-    return this.#store.read;
-  }
-
   #assertOpen(call: string): void {
     this.#lifecycle.assertRunning(call);
-    const down = this.#recovery.down;
+    const down = this.#slot.recovery.down;
     if (down) throw down;
   }
 
