@@ -13,7 +13,8 @@ import type { EventRecord, TaskRecord } from '../records.js';
 import { Overlay, REMOVED, type DirtyEntry } from './overlay.js';
 import { nextSeqOf } from './event-log.js';
 import { eventBatchEncoder } from './codec.js';
-import { CODECS, DATABASES, DB, FINAL, logEncoder, MATERIALIZE, PATCH, PATCHED, REMOVAL, UNLOGGED, type LogEntry } from './layout.js';
+import { DATABASES, DB, logEncoder, MATERIALIZE, REMOVAL, type LogEntry } from './layout.js';
+import { netChanges } from './net-changes.js';
 import { SCHEMA_VERSION, upgradeSchema } from './migrations.js';
 import { replayLog } from './replay.js';
 import { storeReads } from './reads.js';
@@ -201,42 +202,7 @@ export class LmdbStore implements Store {
       this.#seq = firstSeq;
       throw error;
     }
-    const { ops } = batch;
-    const overlay = this.#overlay;
-    // One clock read per batch, not per commit: the overlay only needs it to tell cold entries (500 ms).
-    const at = batch.at;
-    // The log holds each key's net change in the batch: an earlier op of the same key in this
-    // batch is superseded and not logged, and what is logged is relative to the key's version
-    // before the batch. So a task submitted, started and settled in one batch logs nothing.
-    for (let i = opsMark; i < ops.length; i += 3) {
-      const index = ops[i] as number;
-      const key = ops[i + 1] as Key;
-      const final = index >= FINAL;
-      const removal = !final && index >= REMOVAL;
-      const db = final ? index - FINAL : removal ? index - REMOVAL : index;
-      const value = removal ? REMOVED : ops[i + 2];
-      overlay.set(db, key, value, batch.no, at, final, i);
-      if (overlay.priorOp >= 0) ops[overlay.priorOp] = UNLOGGED;
-      if (final) {
-        // Written in this commit: logged only as a marker over earlier changes still in the log.
-        // No patch is taken against its earlier version, so that version is let go now rather than
-        // when the commit lands (it was kept alive for every task waiting on its settle commit). A
-        // later change in this batch is then logged whole instead of as a patch.
-        overlay.entry!.before = undefined;
-        if (overlay.logged) ops[i + 2] = null;
-        else ops[i] = UNLOGGED;
-        continue;
-      }
-      if (removal) continue;
-      const before = overlay.before;
-      if (PATCHED.has(db)) batch.touched.push(overlay.entry!);
-      // A new version of a record the log or its database holds: log only what changed (the same
-      // object changed in place is logged whole).
-      if (before !== undefined && before !== REMOVED && before !== value && PATCHED.has(db)) {
-        ops[i] = db + PATCH;
-        ops[i + 2] = CODECS.get(db)!.diff(before, value);
-      }
-    }
+    netChanges(this.#overlay, batch, opsMark);
     this.#queueFlush();
   }
 
