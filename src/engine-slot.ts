@@ -6,7 +6,6 @@
  */
 import type { ResolvedOptions } from './options.js';
 import type { Logger } from './log.js';
-import { TroupeError } from './errors.js';
 import type { Store } from './store/port.js';
 import type { EventBus } from './events/event-bus.js';
 import type { RegisteredAgent } from './agents/registry.js';
@@ -57,8 +56,9 @@ export class EngineSlot {
       running: deps.running,
       stopEngine: () => this.stop(this.#logStep, Promise.resolve(), false),
       reopen: () => {
-        // Replays of the event log stop reading the store that closes now (and fail with the outage).
-        deps.bus.detach(this.recovery.down ?? new TroupeError('STORE_FAILED', 'the store is being opened again'));
+        // Replays of the event log stop reading the store that closes now (and fail with the
+        // outage: a try has set it by the time it reopens).
+        deps.bus.detach(this.recovery.down!);
         return this.store.reopen();
       },
       resume: (reopened, failure, back) => this.#resume(reopened, failure, back),

@@ -290,7 +290,7 @@ export class LmdbStore implements Store {
     this.#checkpoint = Math.max(previous, checkpoint);
     this.#inFlight++;
     // Batches resolve (and publish their events) in batch order, whatever order LMDB lands them in.
-    const landed = Promise.allSettled([this.#tail, written]).then(async ([, outcome]) => {
+    const landed = Promise.allSettled([this.#tail, written]).then(([, outcome]) => {
       this.#inFlight--;
       this.#unlanded.shift();
       if (outcome.status === 'fulfilled') {
@@ -401,23 +401,23 @@ export class LmdbStore implements Store {
     await this.#root.close();
   }
 
+  /** Lets go of the data dir's lock, unless it went to a reopened store or was let go already. */
+  async #releaseLock(): Promise<void> {
+    if (this.#lockGone) return;
+    this.#lockGone = true;
+    await this.#lock.release();
+  }
+
   async close(clean: boolean): Promise<void> {
-    if (this.#closed) {
-      // Closed by a reopen that failed: the lock is still this store's to let go.
-      if (!this.#lockGone) {
-        this.#lockGone = true;
-        await this.#lock.release();
-      }
-      return;
-    }
+    // Closed by a reopen that failed: the lock is still this store's to let go.
+    if (this.#closed) return this.#releaseLock();
     if (this.failure) {
       // Nothing more is written: the overlay may hold what never became durable. Not a clean
       // shutdown either, so the next open replays the log like after a crash.
       try {
         await this.#closeAsCrashed();
       } finally {
-        this.#lockGone = true;
-        await this.#lock.release();
+        await this.#releaseLock();
       }
       return;
     }
@@ -436,8 +436,7 @@ export class LmdbStore implements Store {
       await this.#root.flushed;
       await this.#root.close();
     } finally {
-      this.#lockGone = true;
-      await this.#lock.release();
+      await this.#releaseLock();
     }
   }
 }
