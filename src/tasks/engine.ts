@@ -155,7 +155,7 @@ export class TaskEngine {
     for (const waiter of waits) {
       const wait = waiter as PendingWait;
       wait.engine = this;
-      const current = this.#k.table.get(wait.id) ?? this.#k.store.read.tasks.get(wait.id);
+      const current = this.record(wait.id);
       if (!current) wait.fail(new TroupeError('NOT_FOUND', `no task ${wait.id}: its submit was not stored (the store failed)`));
       else if (SETTLED_FOR_WAIT.has(current.state)) wait.settled(toTask(current));
       else this.#k.table.addWaiter(wait.id, wait);
