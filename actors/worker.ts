@@ -24,7 +24,7 @@ const live = new Map<string, WorkerAttempt>();
  * every timer, promise and callback that code creates, so an error nobody caught is charged to
  * the attempt that caused it, not to the thread and every attempt beside it.
  */
-const owner = new AsyncLocalStorage<WorkerAttempt>();
+const owner = new AsyncLocalStorage<WorkerAttempt | undefined>();
 /** Agents the host told this thread of, by number, and their modules once loaded. */
 const agents = new Map<number, { name: string; module: string }>();
 const modules = new Map<string, AgentFunction | Promise<AgentFunction>>();
@@ -295,7 +295,9 @@ function flushAttempt(attempt: WorkerAttempt): void {
 function queueOutbox(): void {
   if (flushing) return;
   flushing = true;
-  owner.exit(() => setImmediate(flushOutbox));
+  // Outside any attempt's context. Not owner.exit(): that turns Node's async hooks off and on
+  // again on every call, which showed in the thread's profile once per turn.
+  owner.run(undefined, () => setImmediate(flushOutbox));
 }
 
 function flushOutbox(): void {
