@@ -4,24 +4,23 @@
  */
 import { randomUUID } from 'node:crypto';
 import { asBinary, type Database, type RootDatabase } from 'lmdb';
-import { isTerminal } from '../../../machines/index.js';
 import { TroupeError } from '../../errors.js';
 import type { DataDirLock } from '../lock.js';
 import type { LooseMode } from '../private-files.js';
 import type { Key, QuarantineRecord, SafeReads, Store, StepWriter } from '../port.js';
-import type { EventRecord, TaskRecord } from '../records.js';
-import { Overlay, REMOVED, type DirtyEntry } from './overlay.js';
+import type { EventRecord } from '../records.js';
+import { Overlay } from './overlay.js';
 import { nextSeqOf } from './event-log.js';
 import { eventBatchEncoder } from './codec.js';
-import { DATABASES, DB, logEncoder, MATERIALIZE, REMOVAL, type LogEntry } from './layout.js';
+import { DATABASES, DB, logEncoder, MATERIALIZE, type LogEntry } from './layout.js';
 import { netChanges } from './net-changes.js';
 import { SCHEMA_VERSION, upgradeSchema } from './migrations.js';
 import { replayLog } from './replay.js';
 import { storeReads } from './reads.js';
 import { BatchWriter, newBatch, type Batch } from './batch-writer.js';
-import { ChurnSet } from '../../collections.js';
 import { Quarantine } from './quarantine.js';
-import { openDatabases, type RecordEncoder } from './databases.js';
+import { openDatabases } from './databases.js';
+import { RecordWrites } from './record-writes.js';
 import { committed } from './committed.js';
 
 /** Transactions that may be in flight at once. */
@@ -71,8 +70,6 @@ export class LmdbStore implements Store {
   readonly #overlay = new Overlay(DATABASES.length);
   /** Batches issued whose commit has not landed, oldest first: reads see their write-once records. */
   readonly #unlanded: Batch[] = [];
-  /** Ids in the active index database, kept from the task records materialized (see #materialize). */
-  readonly #activeInDb = new ChurnSet<string>();
   readonly #quarantine: Quarantine;
   #closed = false;
   /** Set by the first failed commit: the store writes nothing more (see Store.failure). */
@@ -87,8 +84,7 @@ export class LmdbStore implements Store {
   #lastBatch = 0;
   #checkpoint = 0;
   readonly #writer: BatchWriter;
-  /** The encoders of the positionally stored databases, by index (the ones those databases use). */
-  readonly #encoders: Array<RecordEncoder | undefined>;
+  readonly #records: RecordWrites;
 
   /** Opens the data dir again on the lock this store holds (see {@link LmdbStore.reopen}). */
   readonly #openAgain: (lock: DataDirLock) => Promise<Store>;
@@ -103,12 +99,12 @@ export class LmdbStore implements Store {
     this.#lock = lock;
     this.#options = options;
     const databases = openDatabases(root);
-    this.#encoders = databases.encoders;
     this.#dbs = databases.dbs;
     this.#events = databases.events;
     this.#log = databases.log;
     this.#meta = databases.meta;
     this.#chain = databases.chain;
+    this.#records = new RecordWrites(databases.dbs, databases.encoders);
     this.#writer = new BatchWriter(() => this.#seq++);
     this.#quarantine = new Quarantine({
       now: () => (options.now ?? Date.now)(),
@@ -137,7 +133,7 @@ export class LmdbStore implements Store {
     this.runtimeId = (meta.get('runtimeId') as string | undefined) ?? randomUUID();
     this.previousShutdownClean = stored === undefined || meta.get('cleanShutdown') === true;
     this.#lastBatch = this.#checkpoint = replayLog(this.#root, this.#dbs, this.#log, meta);
-    for (const id of this.#dbs[DB.active]!.getKeys()) this.#activeInDb.add(id as string);
+    this.#records.loadActive();
     this.#seq = this.#durableSeq = nextSeqOf(this.#events);
     const head = this.#chain.getEntry(HEAD);
     this.#chainVersion = head?.version ?? 1;
@@ -252,9 +248,8 @@ export class LmdbStore implements Store {
       const logValue = batch.ops.length > 0 ? asBinary(logEncoder.encode({ ops: batch.ops })) : undefined;
       const eventsValue = batch.events.length > 0 ? asBinary(eventBatchEncoder.encode(batch.events)) : undefined;
       const { direct } = batch;
-      const directValues: unknown[] = [];
-      for (let i = 0; i < direct.length; i += 3) directValues.push((direct[i] as number) >= REMOVAL ? undefined : this.#prepared(direct[i] as number, direct[i + 2]));
-      const materializedValues = materialized.map((entry) => (entry.value === REMOVED ? REMOVED : this.#prepared(entry.db, entry.value)));
+      const directValues = this.#records.preparedDirect(direct);
+      const materializedValues = this.#records.preparedEntries(materialized);
       // Each batch lands only on top of the one issued before it: lmdb-js commits them in order,
       // but one whose transaction failed (a full disk) does not stop the next from committing,
       // and the next may patch records only the failed one wrote. So a batch is conditional on
@@ -267,14 +262,8 @@ export class LmdbStore implements Store {
         this.#chain.put(HEAD, version, version);
         if (logValue) this.#log.put(batch.no, logValue as never);
         if (eventsValue) this.#events.put(batch.events[0]!.seq, eventsValue as never);
-        for (let i = 0; i < direct.length; i += 3) {
-          const index = direct[i] as number;
-          if (index >= REMOVAL) {
-            this.#dbs[index - REMOVAL]!.remove(direct[i + 1] as Key);
-            if (index - REMOVAL === DB.active) this.#activeInDb.delete(direct[i + 1] as string);
-          } else this.#dbs[index]!.put(direct[i + 1] as Key, directValues[i / 3]);
-        }
-        for (let i = 0; i < materialized.length; i++) this.#materialize(materialized[i]!, materializedValues[i]);
+        this.#records.writeDirect(direct, directValues);
+        for (let i = 0; i < materialized.length; i++) this.#records.materialize(materialized[i]!, materializedValues[i]);
         if (checkpoint > previous) {
           for (let n = previous + 1; n <= checkpoint; n++) this.#log.remove(n);
           this.#meta.put('checkpoint', checkpoint);
@@ -314,12 +303,6 @@ export class LmdbStore implements Store {
     this.#tail = landed;
   }
 
-  /** A value for database `db` as its put takes it: encoded already where our own encoder writes it. */
-  #prepared(db: number, value: unknown): unknown {
-    const encoder = this.#encoders[db];
-    return encoder ? asBinary(encoder.encode(value)) : value;
-  }
-
   /**
    * Stops the store after a failed commit. The steps of that batch (and of any decided after it)
    * changed memory, and later ones may build on them, so writing anything more could make durable
@@ -344,32 +327,6 @@ export class LmdbStore implements Store {
 
   onFailure(listener: (failure: TroupeError) => void): void {
     this.#failureListeners.push(listener);
-  }
-
-  /** Writes an overlay entry (its value as {@link LmdbStore.#prepared} made it) to its database. */
-  #materialize(entry: DirtyEntry, value: unknown): void {
-    const db = this.#dbs[entry.db]!;
-    // A record created and removed while in the overlay never reached its database: nothing to do.
-    // (The read sees every earlier materialization: an entry cools for more batches than may be
-    // in flight, so any earlier write of this key has landed.)
-    if (entry.value === REMOVED) {
-      if (db.doesExist(entry.key)) db.remove(entry.key);
-    } else db.put(entry.key, value);
-    if (entry.db === DB.tasks) this.#indexActive(entry.key as string, entry.value === REMOVED ? undefined : (entry.value as TaskRecord));
-  }
-
-  /**
-   * Keeps the active index in step with a task record written to its database: the id is there
-   * exactly while the record is not terminal. Tasks that settle before they are materialized
-   * never enter it (a replay derives it for the log's tasks in the same way).
-   */
-  #indexActive(id: string, task: TaskRecord | undefined): void {
-    if (task === undefined || isTerminal(task.state)) {
-      if (this.#activeInDb.delete(id)) this.#dbs[DB.active]!.remove(id);
-    } else if (!this.#activeInDb.has(id)) {
-      this.#activeInDb.add(id);
-      this.#dbs[DB.active]!.put(id, true);
-    }
   }
 
   async settled(): Promise<void> {
@@ -426,9 +383,9 @@ export class LmdbStore implements Store {
     try {
       // Materialize everything, so the next open has no log to replay.
       const all = this.#overlay.takeAll(this.#lastBatch + 1);
-      const values = all.map((entry) => (entry.value === REMOVED ? REMOVED : this.#prepared(entry.db, entry.value)));
+      const values = this.#records.preparedEntries(all);
       await committed(this.#root.batch(() => {
-        for (let i = 0; i < all.length; i++) this.#materialize(all[i]!, values[i]);
+        for (let i = 0; i < all.length; i++) this.#records.materialize(all[i]!, values[i]);
         for (const key of this.#log.getKeys()) this.#log.remove(key);
         this.#meta.put('checkpoint', this.#lastBatch);
         if (clean) this.#meta.put('cleanShutdown', true);

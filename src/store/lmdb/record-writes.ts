@@ -1,0 +1,87 @@
+/**
+ * How the store writes records to their own databases (not the log): the values encoded before the
+ * transaction, an overlay entry materialized, a direct write or removal, and the active index kept
+ * in step with the task records written.
+ */
+import { asBinary, type Database } from 'lmdb';
+import { isTerminal } from '../../../machines/index.js';
+import type { Key } from '../port.js';
+import type { TaskRecord } from '../records.js';
+import { ChurnSet } from '../../collections.js';
+import type { RecordEncoder } from './databases.js';
+import { DB, REMOVAL } from './layout.js';
+import { REMOVED, type DirtyEntry } from './overlay.js';
+
+/** See the module comment. Its writes run inside the store's transactions. */
+export class RecordWrites {
+  readonly #dbs: Array<Database<unknown, Key>>;
+  /** The encoders of the positionally stored databases, by index (the ones those databases use). */
+  readonly #encoders: Array<RecordEncoder | undefined>;
+  /** Ids in the active index database, kept from the task records materialized (see {@link RecordWrites.materialize}). */
+  readonly #activeInDb = new ChurnSet<string>();
+
+  constructor(dbs: Array<Database<unknown, Key>>, encoders: Array<RecordEncoder | undefined>) {
+    this.#dbs = dbs;
+    this.#encoders = encoders;
+  }
+
+  /** Reads the active index as stored (on open, after a replay). */
+  loadActive(): void {
+    for (const id of this.#dbs[DB.active]!.getKeys()) this.#activeInDb.add(id as string);
+  }
+
+  /** A value for database `db` as its put takes it: encoded already where our own encoder writes it. */
+  prepared(db: number, value: unknown): unknown {
+    const encoder = this.#encoders[db];
+    return encoder ? asBinary(encoder.encode(value)) : value;
+  }
+
+  /** Values of the direct ops (flat [db, key, value], see batch-writer.ts) as their puts take them; undefined for a removal. */
+  preparedDirect(direct: readonly unknown[]): unknown[] {
+    const values: unknown[] = [];
+    for (let i = 0; i < direct.length; i += 3) values.push((direct[i] as number) >= REMOVAL ? undefined : this.prepared(direct[i] as number, direct[i + 2]));
+    return values;
+  }
+
+  /** Writes the direct ops, with the values {@link RecordWrites.preparedDirect} made. */
+  writeDirect(direct: readonly unknown[], values: readonly unknown[]): void {
+    for (let i = 0; i < direct.length; i += 3) {
+      const index = direct[i] as number;
+      if (index >= REMOVAL) {
+        this.#dbs[index - REMOVAL]!.remove(direct[i + 1] as Key);
+        if (index - REMOVAL === DB.active) this.#activeInDb.delete(direct[i + 1] as string);
+      } else this.#dbs[index]!.put(direct[i + 1] as Key, values[i / 3]);
+    }
+  }
+
+  /** Values of overlay entries as their puts take them. */
+  preparedEntries(entries: readonly DirtyEntry[]): unknown[] {
+    return entries.map((entry) => (entry.value === REMOVED ? REMOVED : this.prepared(entry.db, entry.value)));
+  }
+
+  /** Writes an overlay entry (its value as {@link RecordWrites.prepared} made it) to its database. */
+  materialize(entry: DirtyEntry, value: unknown): void {
+    const db = this.#dbs[entry.db]!;
+    // A record created and removed while in the overlay never reached its database: nothing to do.
+    // (The read sees every earlier materialization: an entry cools for more batches than may be
+    // in flight, so any earlier write of this key has landed.)
+    if (entry.value === REMOVED) {
+      if (db.doesExist(entry.key)) db.remove(entry.key);
+    } else db.put(entry.key, value);
+    if (entry.db === DB.tasks) this.#indexActive(entry.key as string, entry.value === REMOVED ? undefined : (entry.value as TaskRecord));
+  }
+
+  /**
+   * Keeps the active index in step with a task record written to its database: the id is there
+   * exactly while the record is not terminal. Tasks that settle before they are materialized
+   * never enter it (a replay derives it for the log's tasks in the same way).
+   */
+  #indexActive(id: string, task: TaskRecord | undefined): void {
+    if (task === undefined || isTerminal(task.state)) {
+      if (this.#activeInDb.delete(id)) this.#dbs[DB.active]!.remove(id);
+    } else if (!this.#activeInDb.has(id)) {
+      this.#activeInDb.add(id);
+      this.#dbs[DB.active]!.put(id, true);
+    }
+  }
+}
