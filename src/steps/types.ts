@@ -11,7 +11,7 @@
  */
 import type { AttemptExit } from '../../machines/index.js';
 import type { AbortReason } from '../../actors/wire.js';
-import type { AgentFlowState, AttemptRecord, EventType, InboxRecord, RunRecord, ScheduleRecord, TaskRecord, TimerRecord } from '../store/records.js';
+import type { AgentFlowState, AttemptRecord, EventRecord, InboxRecord, RunRecord, ScheduleRecord, TaskRecord, TimerRecord } from '../store/records.js';
 
 /** What every step gets besides its view and input. Time and randomness come in; nothing is read. */
 export interface StepContext {
@@ -41,15 +41,8 @@ export type Change =
   /** An agent's flow-control state (key `agent:<name>` of the control database). */
   | { kind: 'flow'; agent: string; state: AgentFlowState };
 
-/** An event a step decides, stamped with its seq by the step (from `ctx.seq()`). */
-export interface NewEvent {
-  seq: number;
-  at: number;
-  type: EventType;
-  taskId?: string;
-  attemptId?: string;
-  data?: Record<string, unknown>;
-}
+/** An event a step decides, stamped with its seq by the step (from `ctx.seq()`): the record the event log stores. */
+export type NewEvent = EventRecord;
 
 /**
  * What runs once the batch is durable, in order. Nothing outside the store learns of a change
