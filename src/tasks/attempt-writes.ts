@@ -1,13 +1,15 @@
 /**
  * Durable writes that a live attempt's fire-and-forget messages cause (log lines, progress), and
- * the `task.stale_result` record of a write from a fenced attempt. Each is its own small step.
+ * the `task.stale_result` record of a write from a fenced attempt. Progress goes through the
+ * pipeline as its own step (steps/progress.ts); log lines and stale results touch no record.
  */
 import type { WireLogLine } from '../../actors/wire.js';
 import type { LogRecord, TaskRecord } from '../store/records.js';
 import type { EngineParts } from './parts.js';
+import { decideProgress } from '../steps/progress.js';
 
 /** What an attempt's log and progress writes use: the slice of the engine's shared parts it reads. */
-export type AttemptWriteDeps = Pick<EngineParts, 'clock' | 'log' | 'logs' | 'store'>;
+export type AttemptWriteDeps = Pick<EngineParts, 'clock' | 'log' | 'logs' | 'pipeline' | 'store'>;
 
 /** Stores an attempt's log lines from line number `firstLine`; returns the next line number. */
 export function writeLogLines(k: AttemptWriteDeps, task: TaskRecord, attempt: { attemptId: string; run: number; attempt: number }, lines: readonly WireLogLine[], firstLine: number): number {
@@ -34,15 +36,9 @@ export function writeLogLines(k: AttemptWriteDeps, task: TaskRecord, attempt: { 
   return lineNo;
 }
 
-/** Stores an attempt's progress on its task, with a `task.progress` event. */
+/** Stores an attempt's progress on its task, with a `task.progress` event (the progress step). */
 export function writeProgress(k: AttemptWriteDeps, task: TaskRecord, attemptId: string, value: number, message: string | undefined, at: number): void {
-  task.progress = message === undefined ? { value, at } : { value, message, at };
-  k.store
-    .commit((w) => {
-      w.putTask(task);
-      w.event('task.progress', { at, taskId: task.id, attemptId, data: { value, message } });
-    })
-    .catch((error: unknown) => k.log.error({ err: error }, 'recording progress failed'));
+  k.pipeline.run(decideProgress, { task }, { attemptId, value, message, at }).catch((error: unknown) => k.log.error({ err: error }, 'recording progress failed'));
 }
 
 /** Records that a fenced attempt tried to write (`kind`: result, log or progress); the task is untouched. */
