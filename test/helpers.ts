@@ -121,6 +121,29 @@ interface Reads<V> {
   keys(): Iterable<any>;
 }
 
+/** What a finished `troupe` command printed, and its exit code. */
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built `troupe` binary with `args` to completion (in `cwd`, default this process's). */
+export function runCli(args: readonly string[], options: { cwd?: string } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI_PATH, ...args], { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** The built `troupe` binary. */
+export const CLI_PATH = fileURLToPath(new URL('../dist/src/cli/index.js', import.meta.url));
+
 /** Opens a data dir no runtime holds through the built store (it replays its log first). */
 export async function openDataDir(dataDir: string): Promise<DataDir> {
   const { openStore } = (await import(new URL('../dist/src/store/lmdb/store.js', import.meta.url).href)) as { openStore: (o: { dataDir: string }) => Promise<DataDir> };

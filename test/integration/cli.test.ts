@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type Task } from 'troupe';
 import { renderBar } from '../../src/cli/progress.js';
-import { holdInChild, tempDir } from '../helpers.js';
+import { holdInChild, runCli, tempDir, type CliResult as Result } from '../helpers.js';
 
 const CLI = fileURLToPath(new URL('../../dist/src/cli/index.js', import.meta.url));
 const AGENTS = fileURLToPath(new URL('../../dist/test/fixtures/cli', import.meta.url));
@@ -27,24 +27,8 @@ async function withDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   }
 }
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs `troupe ...args` to completion. */
-function troupe(args: string[]): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const troupe = (args: string[]): Promise<Result> => runCli(args);
 
 /** A long-running child whose stdout lines can be awaited. */
 interface Running {

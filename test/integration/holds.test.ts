@@ -2,30 +2,16 @@
  * Flow-control defaults that do not stall a user, and `heldBy`: why a queued task is held back,
  * on `rt.get()`, `rt.list()` and `troupe show`.
  */
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeEvent, type RuntimeOptions } from 'troupe';
-import { scratchDirs } from '../helpers.js';
+import { runCli, scratchDirs } from '../helpers.js';
 
 const dir = scratchDirs();
 const T0 = Date.UTC(2026, 0, 1, 10, 0, 0);
-const CLI = fileURLToPath(new URL('../../dist/src/cli/index.js', import.meta.url));
+const troupe = runCli;
 
 function open(options: RuntimeOptions): Promise<Runtime> {
   return createRuntime({ logger: false, threads: 1, slotsPerThread: 2, cancelGraceMs: 500, dataDir: dir(), ...options });
-}
-
-function troupe(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
 }
 
 describe('the fast-failure pause is opt-in', () => {
