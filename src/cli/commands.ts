@@ -13,6 +13,8 @@ import type { RuntimeStats } from '../stats.js';
 import type { InstanceView } from '../router/router.js';
 import type { Schedule } from '../scheduler/scheduler.js';
 import type { LogLine } from '../events/logs.js';
+import type { BackupInfo } from '../store/port.js';
+import { resolve } from 'node:path';
 
 /** Parsed option values of a command. */
 export type Values = Record<string, string | boolean | undefined>;
@@ -228,6 +230,15 @@ const unfreeze: ClientCommand = {
   },
 };
 
+const backup: ClientCommand = {
+  live: () => false,
+  async run(backend, ctx) {
+    const info = (await backend.call('backup', { path: resolve(ctx.args[0]!), compact: ctx.values.compact === true })) as BackupInfo;
+    emit(ctx, info, `backed up to ${info.path} (${info.bytes} bytes${info.compact ? ', compacted' : ''})\n`);
+    return EXIT.OK;
+  },
+};
+
 const OVERLAP = ['skip', 'allow', 'queue_one'];
 
 const schedulesLs: ClientCommand = {
@@ -282,6 +293,7 @@ export const CLIENT_COMMANDS: Readonly<Record<string, ClientCommand>> = {
   retry: taskControl('retry'),
   freeze,
   unfreeze,
+  backup,
   'schedules ls': schedulesLs,
   'schedules add': schedulesAdd,
   'schedules rm': schedulesRm,

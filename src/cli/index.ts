@@ -38,6 +38,7 @@ tasks (these need a running runtime: submit, wait, tail --follow, schedules add)
   troupe retry ID
   troupe freeze [--reason R]            stop dispatching (durable); unfreeze resumes
   troupe unfreeze
+  troupe backup DIR [--compact]         a consistent copy of the store into a new or empty DIR
   troupe schedules ls
   troupe schedules add ID --cron EXPR --agent AGENT [--tz ZONE] [--input JSON] [--overlap skip|allow|queue_one]
   troupe schedules rm ID
@@ -78,6 +79,7 @@ const COMMANDS: Record<string, { options: Options; args: readonly string[] }> = 
   retry: { options: {}, args: ['ID'] },
   freeze: { options: { reason: { type: 'string' } }, args: [] },
   unfreeze: { options: {}, args: [] },
+  backup: { options: { compact: { type: 'boolean' } }, args: ['DIR'] },
   'schedules ls': { options: {}, args: [] },
   'schedules add': { options: { cron: { type: 'string' }, agent: { type: 'string' }, tz: { type: 'string' }, input: { type: 'string' }, overlap: { type: 'string' } }, args: ['ID'] },
   'schedules rm': { options: {}, args: ['ID'] },

@@ -3,6 +3,7 @@
  * running) path both call this one table, so a command behaves the same either way. Params come
  * off the wire as untrusted JSON: each method checks them and names the bad one (INVALID_INPUT).
  */
+import { isAbsolute } from 'node:path';
 import { TroupeError } from '../errors.js';
 import { SETTLED_FOR_WAIT } from '../../machines/index.js';
 import type { Runtime } from '../runtime.js';
@@ -39,6 +40,12 @@ export function runtimeMethods(rt: Runtime, info: Record<string, unknown> = {}):
     freeze: async (p) => {
       await rt.freeze(optionalString(p, 'reason'));
       return rt.stats().freeze;
+    },
+    backup: (p) => {
+      const path = string(p, 'path');
+      // The runtime may run in another directory: the CLI sends the path resolved.
+      if (!isAbsolute(path)) throw invalid('params.path must be an absolute path');
+      return rt.backup(path, { compact: optionalBoolean(p, 'compact') ?? false });
     },
     unfreeze: async () => {
       await rt.unfreeze();

@@ -99,6 +99,16 @@ export interface QuarantineRecord {
   at: number;
 }
 
+/** What a backup wrote (see {@link Store.backup}). */
+export interface BackupInfo {
+  /** The directory holding the copy (absolute). */
+  path: string;
+  /** Size of the copy's data file. */
+  bytes: number;
+  /** Whether free pages were left out (slower, smaller). */
+  compact: boolean;
+}
+
 /** An open store. */
 export interface Store {
   readonly dataDir: string;
@@ -149,6 +159,12 @@ export interface Store {
    * while the cause lasts; this store is then closed but still holds the dir, and may be asked again.
    */
   reopen(): Promise<Store>;
+  /**
+   * Copies the store, as of its last commit, into `dest` (an absolute directory that is new or
+   * empty, outside the data dir) while it keeps serving; `compact` leaves free pages out.
+   * INVALID_INPUT for a bad destination (nothing written), STORE_FAILED if the copy fails.
+   */
+  backup(dest: string, compact: boolean): Promise<BackupInfo>;
   /** Marks the shutdown clean or not, flushes and closes. */
   close(clean: boolean): Promise<void>;
 }

@@ -6,11 +6,11 @@
  * its own, and a kill -9 at any point of that loses nothing.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdirSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync } from 'node:fs';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { createRuntime, type Runtime, type Task } from 'troupe';
+import { builtinAgent, createRuntime, type Runtime, type Task } from 'troupe';
 import { tempDir } from '../helpers.js';
 
 const CHILD = new URL('../../dist/test/fixtures/crash/full-disk-child.js', import.meta.url);
@@ -233,6 +233,29 @@ describe('a full disk', () => {
       // The lock was let go: the next open gets as far as the disk, which is still full.
       expect(value('reopen')).toBe('STORE_FAILED');
     } finally {
+      dir.cleanup();
+    }
+  }, 60_000);
+  it.runIf(canMount)('fails a backup onto a full disk with STORE_FAILED, removes what it wrote, and serves on', async () => {
+    const dir = tempDir('troupe-full-backup-');
+    const small = join(dir.path, 'small');
+    mkdirSync(small);
+    expect(mountTmpfs(small, '256k')).toBe(true);
+    const rt = await createRuntime({ dataDir: join(dir.path, 'data'), logger: false, threads: 1, agents: [builtinAgent('echo')] });
+    try {
+      // A store larger than the disk: big inputs, settled.
+      const tasks = await Promise.all(Array.from({ length: 40 }, (_, n) => rt.submit({ agent: 'echo', input: { n, pad: 'x'.repeat(20_000) } })));
+      for (const task of tasks) await rt.wait(task.id);
+      const dest = join(small, 'copy');
+      const error = await rt.backup(dest).then(() => undefined, (e: unknown) => e);
+      expect(error).toMatchObject({ name: 'TroupeError', code: 'STORE_FAILED' });
+      expect((error as Error).message).toMatch(/^backup to .*copy failed/);
+      expect(readdirSync(small)).toEqual([]);
+      const next = await rt.submit({ agent: 'echo', input: { after: true } });
+      expect((await rt.wait(next.id)).state).toBe('done');
+    } finally {
+      await rt.close();
+      execFileSync('umount', [small]);
       dir.cleanup();
     }
   }, 60_000);

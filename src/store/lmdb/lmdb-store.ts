@@ -7,7 +7,7 @@ import { asBinary, type Database, type RootDatabase } from 'lmdb';
 import { TroupeError } from '../../errors.js';
 import type { DataDirLock } from '../lock.js';
 import type { LooseMode } from '../private-files.js';
-import type { Key, QuarantineRecord, SafeReads, Store, StepWriter } from '../port.js';
+import type { BackupInfo, Key, QuarantineRecord, SafeReads, Store, StepWriter } from '../port.js';
 import type { EventRecord } from '../records.js';
 import { Overlay } from './overlay.js';
 import { nextSeqOf } from './event-log.js';
@@ -22,6 +22,7 @@ import { Quarantine } from './quarantine.js';
 import { openDatabases } from './databases.js';
 import { RecordWrites } from './record-writes.js';
 import { committed } from './committed.js';
+import { backupEnvironment } from './backup.js';
 
 /** Transactions that may be in flight at once. */
 const MAX_IN_FLIGHT = 3;
@@ -363,6 +364,12 @@ export class LmdbStore implements Store {
     if (this.#lockGone) return;
     this.#lockGone = true;
     await this.#lock.release();
+  }
+
+  backup(dest: string, compact: boolean): Promise<BackupInfo> {
+    if (this.#closed) return Promise.reject(new TroupeError('CLOSED', 'the store is closed'));
+    if (this.failure) return Promise.reject(this.failure);
+    return backupEnvironment(this.#root, this.dataDir, dest, compact);
   }
 
   async close(clean: boolean): Promise<void> {
