@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { CliError, EXIT, describeError, usageError } from './cli-error.js';
 import { CLIENT_COMMANDS, integerOption, parseJsonOption, type CommandContext, type Values } from './commands.js';
-import { openBackend } from './connect.js';
+import { assertDataDir, openBackend } from './connect.js';
 
 const HELP = `troupe: a durable agent-dispatch runtime
 
@@ -39,6 +39,7 @@ tasks (these need a running runtime: submit, wait, tail --follow, schedules add)
   troupe freeze [--reason R]            stop dispatching (durable); unfreeze resumes
   troupe unfreeze
   troupe backup DIR [--compact]         a consistent copy of the store into a new or empty DIR
+  troupe compact                        gives free pages back to the disk (no runtime may hold the dir)
   troupe schedules ls
   troupe schedules add ID --cron EXPR --agent AGENT [--tz ZONE] [--input JSON] [--overlap skip|allow|queue_one]
   troupe schedules rm ID
@@ -80,6 +81,7 @@ const COMMANDS: Record<string, { options: Options; args: readonly string[] }> = 
   freeze: { options: { reason: { type: 'string' } }, args: [] },
   unfreeze: { options: {}, args: [] },
   backup: { options: { compact: { type: 'boolean' } }, args: ['DIR'] },
+  compact: { options: {}, args: [] },
   'schedules ls': { options: {}, args: [] },
   'schedules add': { options: { cron: { type: 'string' }, agent: { type: 'string' }, tz: { type: 'string' }, input: { type: 'string' }, overlap: { type: 'string' } }, args: ['ID'] },
   'schedules rm': { options: {}, args: ['ID'] },
@@ -148,6 +150,13 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
       json: json.value,
       closeTimeoutMs: 15_000,
     });
+  }
+  if (command === 'compact') {
+    assertDataDir(dataDir);
+    const { compactDataDir } = await import('../store/lmdb/compact.js');
+    const info = await compactDataDir(dataDir);
+    process.stdout.write(json.value ? `${JSON.stringify(info, null, 2)}\n` : `compacted ${dataDir}: ${info.before} -> ${info.after} bytes\n`);
+    return EXIT.OK;
   }
   if (command === 'demo') {
     const tasks = integerOption('--tasks', values.tasks, 1)!;

@@ -5,7 +5,7 @@
  * process-global state that a library must not change. What already exists keeps its mode: it may
  * be the user's choice (a shared volume, a backup group), so it is reported, never changed.
  */
-import { chmodSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 
 /** Mode of every directory Troupe creates under (and including) a data dir. */
@@ -51,4 +51,14 @@ export function findLooseModes(dataDir: string): LooseMode[] {
     }
   }
   return loose;
+}
+
+/** fsync of a file, or of a directory (its entries): what a copy or a rename wrote reaches the disk. */
+export function syncPath(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }

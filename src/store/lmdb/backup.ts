@@ -4,12 +4,12 @@
  * call, with the log records not materialized yet), whatever commits meanwhile. Opening the copy
  * is opening after a crash: attempts that were running are ended as crashed, the log replays.
  */
-import { chmodSync, closeSync, fsyncSync, openSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { isAbsolute, join, relative } from 'node:path';
 import type { RootDatabase } from 'lmdb';
 import { TroupeError } from '../../errors.js';
 import type { BackupInfo } from '../port.js';
-import { makePrivateDir, PRIVATE_FILE_MODE } from '../private-files.js';
+import { makePrivateDir, PRIVATE_FILE_MODE, syncPath } from '../private-files.js';
 import { committed } from './committed.js';
 
 /** The copy's data file in its directory (LMDB's name, as in a data dir). */
@@ -41,15 +41,5 @@ export async function backupEnvironment(root: RootDatabase, dataDir: string, des
     if (!existing) rmSync(dest, { recursive: true, force: true });
     if (error instanceof TroupeError) throw error;
     throw new TroupeError('STORE_FAILED', `backup to ${dest} failed: ${(error as Error).message}`, { cause: error });
-  }
-}
-
-/** fsync of a file or a directory (its entries). */
-function syncPath(path: string): void {
-  const fd = openSync(path, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }

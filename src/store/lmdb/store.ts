@@ -4,7 +4,7 @@
  */
 import { chmodSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { open, type RootDatabase } from 'lmdb';
+import { open, type RootDatabase, type RootDatabaseOptionsWithPath } from 'lmdb';
 import { TroupeError } from '../../errors.js';
 import { lockDataDir, type DataDirLock } from '../lock.js';
 import { findLooseModes, makePrivateDir, PRIVATE_FILE_MODE } from '../private-files.js';
@@ -16,7 +16,15 @@ export type { StoreOptions } from './lmdb-store.js';
 export { SCHEMA_VERSION } from './migrations.js';
 
 /** The files lmdb-js creates in the data dir (with `noSubdir: false`). */
-const LMDB_FILES = ['data.mdb', 'lock.mdb'];
+export const LMDB_FILES = ['data.mdb', 'lock.mdb'];
+
+/** How every LMDB environment of a data dir is opened (the store's, compaction's). */
+export function environmentOptions(dataDir: string): RootDatabaseOptionsWithPath {
+  // noSubdir: false, or lmdb-js takes a dir name with a dot ("my.data") for a file name.
+  // permissionsMode (lmdb-js passes it to mdb_env_open; not in its typings) creates the files
+  // without group or other bits; the chmod after the open sets the exact mode whatever the umask.
+  return { path: dataDir, noSubdir: false, maxDbs: 24, overlappingSync: false, eventTurnBatching: false, compression: false, permissionsMode: PRIVATE_FILE_MODE } as RootDatabaseOptionsWithPath;
+}
 
 /**
  * Opens (creating if needed) the store in `dataDir`. Throws DATA_DIR_LOCKED or SCHEMA_MISMATCH.
@@ -31,11 +39,7 @@ export async function openStore(options: StoreOptions, held?: DataDirLock): Prom
     // Before LMDB maps the file: what it would crash on (or read as an empty store) is refused here.
     checkDataFile(options.dataDir);
     const created = LMDB_FILES.map((name) => join(options.dataDir, name)).filter((path) => !existsSync(path));
-    // noSubdir: false, or lmdb-js takes a dir name with a dot ("my.data") for a file name.
-    // permissionsMode (lmdb-js passes it to mdb_env_open; not in its typings) creates the files
-    // without group or other bits; the chmod below then sets the exact mode whatever the umask.
-    const env = { path: options.dataDir, noSubdir: false, maxDbs: 24, overlappingSync: false, eventTurnBatching: false, compression: false, permissionsMode: PRIVATE_FILE_MODE };
-    root = open(env);
+    root = open(environmentOptions(options.dataDir));
     for (const path of created) chmodSync(path, PRIVATE_FILE_MODE);
     if (options.onLooseMode) for (const found of findLooseModes(options.dataDir)) options.onLooseMode(found);
     const store = new LmdbStore(options, root, lock, (again) => openStore(options, again));
