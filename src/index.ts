@@ -5,6 +5,7 @@ export { Runtime } from './runtime.js';
 export { createRuntime } from './create-runtime.js';
 export type { RuntimeState, CloseOptions, AgentsApi } from './runtime.js';
 export type { BackupInfo } from './store/port.js';
+export type { PruneOptions, PruneResult } from './tasks/prune.js';
 export type { RuntimeOptions, FastFailBackoff, StarvationPolicy } from './options.js';
 export { DEFAULTS, DEFAULT_RETRY, DEFAULT_BACKOFF, DEFAULT_STARVATION } from './options.js';
 export { TroupeError, ERROR_CODES, coerceError, isTroupeError } from './errors.js';

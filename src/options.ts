@@ -291,3 +291,12 @@ export function checkCallOptions(options: unknown, known: readonly string[], cal
     if (!known.includes(key)) throw new TroupeError('INVALID_OPTIONS', `${call}: ${key} is not one of its options (${known.join(', ')})`);
   }
 }
+
+/** `rt.backup(path, options)`'s arguments, checked: the destination resolved against the working directory. */
+export function checkBackupArgs(path: unknown, options: unknown): { dest: string; compact: boolean } {
+  checkCallOptions(options, ['compact'], 'backup');
+  if (typeof path !== 'string' || path.length === 0 || path.length > 4096) throw new TroupeError('INVALID_INPUT', 'backup: path must be a non-empty string of at most 4096 characters');
+  const compact = (options as { compact?: unknown } | undefined)?.compact ?? false;
+  if (typeof compact !== 'boolean') throw new TroupeError('INVALID_OPTIONS', 'backup: compact must be a boolean');
+  return { dest: resolve(path), compact };
+}

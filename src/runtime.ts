@@ -4,15 +4,15 @@
  * recovery), rebuilds from disk, and starts. The `Runtime` is the public facade over the
  * engine and owns the lifecycle `starting → running → draining → closed`.
  */
-import { checkCallOptions, type ResolvedOptions } from './options.js';
+import { checkBackupArgs, checkCallOptions, type ResolvedOptions } from './options.js';
 import type { Logger } from './log.js';
 import { TroupeError } from './errors.js';
 import type { BackupInfo, Store } from './store/port.js';
-import { resolve } from 'node:path';
 import type { EventBus, EventStreamOptions, RuntimeEvent, RuntimeEventMap } from './events/event-bus.js';
 import type { InstanceView } from './router/router.js';
 import { validateRegistration, type AgentRegistration, type RegisteredAgent } from './agents/registry.js';
 import type { ListOptions, TaskPage, WaitOptions } from './tasks/engine.js';
+import type { PruneOptions, PruneResult } from './tasks/prune.js';
 import { followLogs, LogFeed, type LogLine, type LogOptions } from './events/logs.js';
 import type { InboxItem, InputSpec } from './tasks/interact.js';
 import { RuntimeMetrics, type MetricsSnapshot } from './metrics/metrics.js';
@@ -282,24 +282,21 @@ export class Runtime implements AsyncDisposable {
     this.#e.controls.poke();
   }
 
+  /** Removes settled tasks and all they left but their events, in bounded batches (README: Pruning). */
+  prune(options?: PruneOptions): Promise<PruneResult> {
+    return this.#guard('prune', () => this.#e.pruner.prune(options));
+  }
+
   /** Ends an agent's backoff pause early. Resolves true if it was paused. */
   resumeAgent(name: string): Promise<boolean> {
     return this.#guard('resumeAgent', () => this.#e.controls.resumeAgent(name));
   }
 
-  /**
-   * A consistent copy of the store in `path` (a new or empty directory outside the data dir;
-   * relative to the working directory), taken while the runtime keeps serving: everything
-   * acknowledged before the call. `compact` leaves free pages out. Opening the copy is opening
-   * after a crash (running attempts end as crashed). Workspaces are not copied.
-   */
+  /** A consistent copy of the store in a new or empty directory, taken while serving (README: Backups). */
   backup(path: string, options?: { compact?: boolean }): Promise<BackupInfo> {
     return this.#guard('backup', () => {
-      checkCallOptions(options, ['compact'], 'backup');
-      if (typeof path !== 'string' || path.length === 0 || path.length > 4096) throw new TroupeError('INVALID_INPUT', 'backup: path must be a non-empty string of at most 4096 characters');
-      const compact = options?.compact ?? false;
-      if (typeof compact !== 'boolean') throw new TroupeError('INVALID_OPTIONS', 'backup: compact must be a boolean');
-      return this.#store.backup(resolve(path), compact);
+      const { dest, compact } = checkBackupArgs(path, options);
+      return this.#store.backup(dest, compact);
     });
   }
 

@@ -14,6 +14,7 @@ import type { InstanceView } from '../router/router.js';
 import type { Schedule } from '../scheduler/scheduler.js';
 import type { LogLine } from '../events/logs.js';
 import type { BackupInfo } from '../store/port.js';
+import type { PruneResult } from '../tasks/prune.js';
 import { resolve } from 'node:path';
 
 /** Parsed option values of a command. */
@@ -239,6 +240,24 @@ const backup: ClientCommand = {
   },
 };
 
+const prune: ClientCommand = {
+  live: () => false,
+  async run(backend, ctx) {
+    const params: Record<string, unknown> = {};
+    const before = stringOption(ctx.values, 'before');
+    if (before !== undefined) {
+      const at = /^\d+$/.test(before) ? Number(before) : Date.parse(before);
+      if (!Number.isSafeInteger(at)) throw usageError(`--before must be an ISO 8601 date or epoch milliseconds (got ${JSON.stringify(before)})`);
+      params.before = at;
+    }
+    const states = stringOption(ctx.values, 'state');
+    if (states !== undefined) params.states = states.split(',');
+    const result = (await backend.call('prune', params)) as PruneResult;
+    emit(ctx, result, `pruned ${result.tasks} tasks (${result.runs} runs, ${result.attempts} attempts, ${result.logLines} log lines, ${result.inputs} inputs)\n`);
+    return EXIT.OK;
+  },
+};
+
 const OVERLAP = ['skip', 'allow', 'queue_one'];
 
 const schedulesLs: ClientCommand = {
@@ -294,6 +313,7 @@ export const CLIENT_COMMANDS: Readonly<Record<string, ClientCommand>> = {
   freeze,
   unfreeze,
   backup,
+  prune,
   'schedules ls': schedulesLs,
   'schedules add': schedulesAdd,
   'schedules rm': schedulesRm,

@@ -40,6 +40,7 @@ tasks (these need a running runtime: submit, wait, tail --follow, schedules add)
   troupe unfreeze
   troupe backup DIR [--compact]         a consistent copy of the store into a new or empty DIR
   troupe compact                        gives free pages back to the disk (no runtime may hold the dir)
+  troupe prune [--before DATE|MS] [--state S,S]   removes settled tasks (default: all settled before now)
   troupe schedules ls
   troupe schedules add ID --cron EXPR --agent AGENT [--tz ZONE] [--input JSON] [--overlap skip|allow|queue_one]
   troupe schedules rm ID
@@ -82,6 +83,7 @@ const COMMANDS: Record<string, { options: Options; args: readonly string[] }> = 
   unfreeze: { options: {}, args: [] },
   backup: { options: { compact: { type: 'boolean' } }, args: ['DIR'] },
   compact: { options: {}, args: [] },
+  prune: { options: { before: { type: 'string' }, state: { type: 'string' } }, args: [] },
   'schedules ls': { options: {}, args: [] },
   'schedules add': { options: { cron: { type: 'string' }, agent: { type: 'string' }, tz: { type: 'string' }, input: { type: 'string' }, overlap: { type: 'string' } }, args: ['ID'] },
   'schedules rm': { options: {}, args: ['ID'] },

@@ -41,6 +41,12 @@ export function runtimeMethods(rt: Runtime, info: Record<string, unknown> = {}):
       await rt.freeze(optionalString(p, 'reason'));
       return rt.stats().freeze;
     },
+    prune: (p) => {
+      const before = p.before;
+      if (before !== undefined && before !== null && typeof before !== 'number') throw invalid('params.before must be epoch milliseconds');
+      const states = optionalStrings(p, 'states') as TaskState[] | undefined;
+      return rt.prune({ ...(typeof before === 'number' ? { before } : {}), ...(states ? { states } : {}) });
+    },
     backup: (p) => {
       const path = string(p, 'path');
       // The runtime may run in another directory: the CLI sends the path resolved.

@@ -159,5 +159,7 @@ function write(w: StepWriter, change: Change): void {
       return w.putControl('supervisor', { cycle: change.cycle });
     case 'flow':
       return w.putControl(`agent:${change.agent}`, change.state);
+    case 'remove':
+      return w.remove(change.db, change.key);
   }
 }

@@ -11,6 +11,7 @@
  */
 import type { AttemptExit } from '../../machines/index.js';
 import type { AbortReason } from '../../actors/wire.js';
+import type { Key } from '../store/port.js';
 import type { AgentFlowState, AttemptRecord, EventRecord, InboxRecord, RunRecord, ScheduleRecord, TaskRecord, TimerRecord } from '../store/records.js';
 
 /** What every step gets besides its view and input. Time and randomness come in; nothing is read. */
@@ -39,7 +40,12 @@ export type Change =
   /** The supervisor's durable cycle counter (`control` key `supervisor`), the clock of the starvation ladder. */
   | { kind: 'cycle'; cycle: number }
   /** An agent's flow-control state (key `agent:<name>` of the control database). */
-  | { kind: 'flow'; agent: string; state: AgentFlowState };
+  | { kind: 'flow'; agent: string; state: AgentFlowState }
+  /** A record of a pruned task removed (see steps/prune.ts). */
+  | { kind: 'remove'; db: PrunedDatabase; key: Key };
+
+/** The databases that hold a task's records, removed when it is pruned. */
+export type PrunedDatabase = 'tasks' | 'runs' | 'attempts' | 'logs' | 'inbox' | 'idempotency';
 
 /** An event a step decides, stamped with its seq by the step (from `ctx.seq()`): the record the event log stores. */
 export type NewEvent = EventRecord;

@@ -82,6 +82,8 @@ export interface StepWriter {
   putInbox(taskId: string, item: InboxRecord): void;
   putSchedule(schedule: ScheduleRecord): void;
   removeSchedule(id: string): void;
+  /** Removes a record of a pruned task: logged like any change, or (runs, attempts) in this commit. */
+  remove(db: 'tasks' | 'runs' | 'attempts' | 'logs' | 'inbox' | 'idempotency', key: Key): void;
   /** Writes a durable control value (see {@link SafeReads.control}). */
   putControl(key: string, value: unknown): void;
   /** Appends an event, stamping it with the next seq; it is published to listeners after the commit. */

@@ -48,6 +48,7 @@ function fakeStore(bootId = BOOT) {
       const writer: StepWriter = {
         putTask: unexpected('putTask'),
         removeActive: unexpected('removeActive'),
+        remove: unexpected('remove'),
         putAttempt: unexpected('putAttempt'),
         putRun: unexpected('putRun'),
         putTimer: unexpected('putTimer'),

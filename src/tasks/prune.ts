@@ -1,0 +1,134 @@
+/**
+ * `rt.prune({ before, states })`: removes settled tasks and everything they left, on demand, in
+ * bounded batches (one prune step per task, up to {@link BATCH} tasks per commit, a turn given
+ * back between batches) so dispatch never waits long. A parent waits for its children: it goes
+ * only with all of them, and they go first. Tasks whose settle is still in memory (not yet
+ * committed) are left for the next call.
+ */
+import { TERMINAL_STATES, type TaskState } from '../../machines/index.js';
+import { TroupeError } from '../errors.js';
+import { checkCallOptions } from '../options.js';
+import { decidePrune, type PruneView } from '../steps/prune.js';
+import type { TaskRecord } from '../store/records.js';
+import type { EngineParts } from './parts.js';
+
+/** Tasks removed per commit. */
+const BATCH = 100;
+
+/** Options of {@link Pruner.prune}. */
+export interface PruneOptions {
+  /** Only tasks settled before this instant (epoch ms or a Date). Default: now. */
+  before?: number | Date;
+  /** Only tasks in these settled states. Default: all four (done, failed, dropped, cancelled). */
+  states?: readonly TaskState[];
+}
+
+/** What a prune removed. */
+export interface PruneResult {
+  tasks: number;
+  runs: number;
+  attempts: number;
+  logLines: number;
+  inputs: number;
+}
+
+export const PRUNE_PARTS = ['clock', 'log', 'pipeline', 'store', 'table'] as const;
+export type PruneDeps = Pick<EngineParts, (typeof PRUNE_PARTS)[number]>;
+
+/** See the module comment. */
+export class Pruner {
+  readonly #k: PruneDeps;
+
+  constructor(deps: PruneDeps) {
+    this.#k = deps;
+  }
+
+  /** Validates first (INVALID_OPTIONS, nothing removed), then prunes batch by batch. */
+  async prune(options?: PruneOptions): Promise<PruneResult> {
+    const { before, states } = checkPruneOptions(options, this.#k.clock.now());
+    const result: PruneResult = { tasks: 0, runs: 0, attempts: 0, logLines: 0, inputs: 0 };
+    const ids = this.#eligible(before, states);
+    for (let i = 0; i < ids.length; i += BATCH) {
+      const batch = ids.slice(i, i + BATCH);
+      let committed: Promise<void> | undefined;
+      for (const id of batch) committed = this.#pruneOne(id, before, states, result) ?? committed;
+      if (committed) await committed;
+      // Give the turn back: submits and settles go on between batches.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    return result;
+  }
+
+  /**
+   * Ids to prune, children before their parents: every settled task past the horizon whose
+   * children (all of them, at any depth) are too. One pass over the stored tasks.
+   */
+  #eligible(before: number, states: ReadonlySet<TaskState>): string[] {
+    const { store } = this.#k;
+    const ok = new Set<string>();
+    const childrenOf = new Map<string, string[]>();
+    const order: string[] = [];
+    for (const { value: task } of store.read.tasks.range()) {
+      if (task.parentId !== undefined) {
+        const siblings = childrenOf.get(task.parentId);
+        if (siblings) siblings.push(task.id);
+        else childrenOf.set(task.parentId, [task.id]);
+      }
+      if (eligible(task, before, states)) ok.add(task.id);
+      order.push(task.id);
+    }
+    // Newest first: a child is created after its parent, so it is decided (and removed) first.
+    const out: string[] = [];
+    const keeps = new Map<string, boolean>();
+    const keep = (id: string): boolean => {
+      const known = keeps.get(id);
+      if (known !== undefined) return known;
+      keeps.set(id, false);
+      const result = ok.has(id) && (childrenOf.get(id) ?? []).every(keep);
+      keeps.set(id, result);
+      return result;
+    };
+    for (let i = order.length - 1; i >= 0; i--) if (keep(order[i]!)) out.push(order[i]!);
+    return out;
+  }
+
+  /** Prunes one task if it is still eligible now; returns its batch's promise, or undefined. */
+  #pruneOne(id: string, before: number, states: ReadonlySet<TaskState>, result: PruneResult): Promise<void> | undefined {
+    const { store, table, pipeline } = this.#k;
+    // Still in memory: its settle (or a retry) is in flight. Checked again now, in the turn the step is decided.
+    if (table.get(id)) return undefined;
+    const task = store.read.tasks.get(id);
+    if (!task || !eligible(task, before, states)) return undefined;
+    const view: PruneView = {
+      task,
+      runs: [...store.read.runs.keys({ start: [id, 0], end: [id, Number.MAX_SAFE_INTEGER] })],
+      attempts: [...store.read.attempts.keys({ start: [id, 0, 0], end: [id, Number.MAX_SAFE_INTEGER, 0] })],
+      logs: [...store.read.logs.keys({ start: [id, 0, 0, 0], end: [id, Number.MAX_SAFE_INTEGER, 0, 0] })],
+      inbox: [...store.read.inbox.range({ start: [id, 0], end: [id, Number.MAX_SAFE_INTEGER] })].map(({ value }) => value),
+    };
+    const done = pipeline.run(decidePrune, view, undefined);
+    result.tasks++;
+    result.runs += view.runs.length;
+    result.attempts += view.attempts.length;
+    result.logLines += view.logs.length;
+    result.inputs += view.inbox.length;
+    return done;
+  }
+}
+
+function eligible(task: TaskRecord, before: number, states: ReadonlySet<TaskState>): boolean {
+  return states.has(task.state) && task.settledAt !== undefined && task.settledAt < before;
+}
+
+function checkPruneOptions(options: PruneOptions | undefined, now: number): { before: number; states: ReadonlySet<TaskState> } {
+  checkCallOptions(options, ['before', 'states'], 'prune');
+  const raw = options?.before;
+  const before = raw === undefined ? now : raw instanceof Date ? raw.getTime() : raw;
+  if (typeof before !== 'number' || !Number.isFinite(before) || before < 0) throw new TroupeError('INVALID_OPTIONS', 'prune: before must be epoch milliseconds (a non-negative number) or a valid Date');
+  const list = options?.states;
+  if (list === undefined) return { before, states: TERMINAL_STATES };
+  if (!Array.isArray(list) || list.length === 0 || !list.every((s) => TERMINAL_STATES.has(s))) {
+    throw new TroupeError('INVALID_OPTIONS', `prune: states must be a non-empty list of ${[...TERMINAL_STATES].join(', ')}`);
+  }
+  return { before, states: new Set(list) };
+}
