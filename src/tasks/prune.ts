@@ -14,6 +14,8 @@ import type { EngineParts } from './parts.js';
 
 /** Tasks removed per commit. */
 const BATCH = 100;
+/** Stored tasks read per turn while looking for the ones to remove. */
+const SCAN = 1_000;
 
 /** Options of {@link Pruner.prune}. */
 export interface PruneOptions {
@@ -47,7 +49,7 @@ export class Pruner {
   async prune(options?: PruneOptions): Promise<PruneResult> {
     const { before, states } = checkPruneOptions(options, this.#k.clock.now());
     const result: PruneResult = { tasks: 0, runs: 0, attempts: 0, logLines: 0, inputs: 0 };
-    const ids = this.#eligible(before, states);
+    const ids = await this.#eligible(before, states);
     for (let i = 0; i < ids.length; i += BATCH) {
       const batch = ids.slice(i, i + BATCH);
       let committed: Promise<void> | undefined;
@@ -61,21 +63,30 @@ export class Pruner {
 
   /**
    * Ids to prune, children before their parents: every settled task past the horizon whose
-   * children (all of them, at any depth) are too. One pass over the stored tasks.
+   * children (all of them, at any depth) are too. One pass over the stored tasks, {@link SCAN} at a
+   * time with a turn given back between chunks (each task is checked again when it is removed).
    */
-  #eligible(before: number, states: ReadonlySet<TaskState>): string[] {
+  async #eligible(before: number, states: ReadonlySet<TaskState>): Promise<string[]> {
     const { store } = this.#k;
     const ok = new Set<string>();
     const childrenOf = new Map<string, string[]>();
     const order: string[] = [];
-    for (const { value: task } of store.read.tasks.range()) {
-      if (task.parentId !== undefined) {
-        const siblings = childrenOf.get(task.parentId);
-        if (siblings) siblings.push(task.id);
-        else childrenOf.set(task.parentId, [task.id]);
+    for (let after: string | undefined; ; ) {
+      let last: string | undefined;
+      for (const { key, value: task } of store.read.tasks.range({ start: after ?? '', limit: SCAN + 1 })) {
+        if (key === after) continue;
+        last = key;
+        if (task.parentId !== undefined) {
+          const siblings = childrenOf.get(task.parentId);
+          if (siblings) siblings.push(task.id);
+          else childrenOf.set(task.parentId, [task.id]);
+        }
+        if (eligible(task, before, states)) ok.add(task.id);
+        order.push(task.id);
       }
-      if (eligible(task, before, states)) ok.add(task.id);
-      order.push(task.id);
+      if (last === undefined) break;
+      after = last;
+      await new Promise((resolve) => setImmediate(resolve));
     }
     // Newest first: a child is created after its parent, so it is decided (and removed) first.
     const out: string[] = [];
