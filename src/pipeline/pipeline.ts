@@ -161,5 +161,7 @@ function write(w: StepWriter, change: Change): void {
       return w.putControl(`agent:${change.agent}`, change.state);
     case 'remove':
       return w.remove(change.db, change.key);
+    case 'child':
+      return w.putChild(change.parentId, change.childId);
   }
 }

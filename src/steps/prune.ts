@@ -36,6 +36,7 @@ export function decidePrune(view: PruneView, _input: undefined, _ctx: StepContex
     if (item.idempotencyKey !== undefined) remove('idempotency', `input:${task.id}:${item.idempotencyKey}`);
   }
   if (task.idempotencyKey !== undefined) remove('idempotency', task.idempotencyKey);
+  if (task.parentId !== undefined) remove('children', [task.parentId, task.id]);
   // A workspace Troupe made and the keep policy kept at the settle goes with the task.
   if (task.workspace !== undefined && task.workspaceKeep !== undefined) out.effects.push({ kind: 'clean-workspace', taskId: task.id, workspace: task.workspace, run: task.runs });
   return out;

@@ -56,6 +56,7 @@ export function decideSubmit(view: SubmitView, input: SubmitInput, ctx: StepCont
   const out = nothing();
   out.changes.push({ kind: 'task', task });
   if (task.idempotencyKey !== undefined) out.changes.push({ kind: 'idempotency', key: task.idempotencyKey, taskId: task.id });
+  if (task.parentId !== undefined) out.changes.push({ kind: 'child', parentId: task.parentId, childId: task.id });
   if (task.state === 'needs_attention') {
     emit(out, ctx, 'task.needs_attention', task.id, undefined, { run: 1, reason: 'unmatched', agent: task.agent, requires: task.requires });
     out.effects.push({ kind: 'notify', taskId: task.id });

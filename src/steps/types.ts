@@ -41,11 +41,13 @@ export type Change =
   | { kind: 'cycle'; cycle: number }
   /** An agent's flow-control state (key `agent:<name>` of the control database). */
   | { kind: 'flow'; agent: string; state: AgentFlowState }
+  /** A task submitted as a child of `parentId`: the children index. */
+  | { kind: 'child'; parentId: string; childId: string }
   /** A record of a pruned task removed (see steps/prune.ts). */
   | { kind: 'remove'; db: PrunedDatabase; key: Key };
 
 /** The databases that hold a task's records, removed when it is pruned. */
-export type PrunedDatabase = 'tasks' | 'runs' | 'attempts' | 'logs' | 'inbox' | 'idempotency';
+export type PrunedDatabase = 'tasks' | 'runs' | 'attempts' | 'logs' | 'inbox' | 'idempotency' | 'children';
 
 /** An event a step decides, stamped with its seq by the step (from `ctx.seq()`): the record the event log stores. */
 export type NewEvent = EventRecord;

@@ -55,6 +55,8 @@ export interface SafeReads {
   /** Inputs sent to tasks, key [taskId, seq]. */
   inbox: SafeDatabase<InboxRecord, [string, number]>;
   schedules: SafeDatabase<ScheduleRecord, string>;
+  /** Which tasks a parent has, key [parentId, childId] (written with the child's submit). */
+  children: SafeDatabase<true, [string, string]>;
   /** Durable controls: the frozen flag (`runtime`), agent flow state (`agent:<name>`), the supervisor cycle. */
   control: SafeDatabase<RuntimeControl | AgentFlowState | { cycle?: number } | unknown, string>;
 }
@@ -83,7 +85,9 @@ export interface StepWriter {
   putSchedule(schedule: ScheduleRecord): void;
   removeSchedule(id: string): void;
   /** Removes a record of a pruned task: logged like any change, or (runs, attempts) in this commit. */
-  remove(db: 'tasks' | 'runs' | 'attempts' | 'logs' | 'inbox' | 'idempotency', key: Key): void;
+  remove(db: 'tasks' | 'runs' | 'attempts' | 'logs' | 'inbox' | 'idempotency' | 'children', key: Key): void;
+  /** Notes that `childId` is a child of `parentId` (the children index). */
+  putChild(parentId: string, childId: string): void;
   /** Writes a durable control value (see {@link SafeReads.control}). */
   putControl(key: string, value: unknown): void;
   /** Appends an event, stamping it with the next seq; it is published to listeners after the commit. */

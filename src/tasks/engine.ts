@@ -98,8 +98,14 @@ export class TaskEngine {
     const { table, store } = this.#k;
     const tasks: Task[] = [];
     const keep = (t: TaskRecord) => (!state || t.state === state) && (!agent || t.agent === agent) && (!parentId || t.parentId === parentId);
-    // Active states are found through the small `active` index instead of every task ever stored.
-    const ids = state && ACTIVE_STATES.has(state) ? store.read.active.keys({ start: after ?? '' }) : store.read.tasks.keys({ start: after ?? '' });
+    // A parent's children come from the children index, active states from the small `active`
+    // index, instead of every task ever stored.
+    const ids =
+      parentId !== undefined
+        ? childIds(store.read.children.keys({ start: [parentId, after ?? ''], end: [parentId, '\uffff'] }))
+        : state && ACTIVE_STATES.has(state)
+          ? store.read.active.keys({ start: after ?? '' })
+          : store.read.tasks.keys({ start: after ?? '' });
     for (const id of ids) {
       if (after !== undefined && id <= after) continue;
       const record = table.get(id) ?? store.read.tasks.get(id);
@@ -275,6 +281,11 @@ function routeAgain(k: TaskEngineDeps, task: TaskRecord): Routed {
   const retry = task.unrouted ? { ...resolveRetry(task.unrouted.retry, agent.retry, 'retry') } : task.retry;
   const timeoutMs = task.unrouted ? (task.unrouted.timeoutMs ?? agent.timeoutMs) : task.timeoutMs;
   return { agent: agent.name, retry, timeoutMs, instanceKey: instanceKeyOf({ agent, lane: task.lane, workspace: task.workspaceKeep !== undefined ? PER_TASK_WORKSPACE : task.workspace, timeoutMs, retry }) };
+}
+
+/** The child ids of children index keys. */
+function* childIds(keys: Iterable<[string, string]>): Generator<string> {
+  for (const [, id] of keys) yield id;
 }
 
 /** The task record a step decided, if it changed one. */

@@ -63,44 +63,38 @@ export class Pruner {
 
   /**
    * Ids to prune, children before their parents: every settled task past the horizon whose
-   * children (all of them, at any depth) are too. One pass over the stored tasks, {@link SCAN} at a
-   * time with a turn given back between chunks (each task is checked again when it is removed).
+   * children (all of them, at any depth: the children index) are too. Tasks are read in id order,
+   * which is creation order, {@link SCAN} per turn, up to the first one created at or after the
+   * horizon: no later one can have settled before it. Each is checked again when it is removed.
    */
   async #eligible(before: number, states: ReadonlySet<TaskState>): Promise<string[]> {
     const { store } = this.#k;
-    const ok = new Set<string>();
-    const childrenOf = new Map<string, string[]>();
-    const order: string[] = [];
-    for (let after: string | undefined; ; ) {
+    const candidates: string[] = [];
+    scan: for (let after: string | undefined; ; ) {
       let last: string | undefined;
       for (const { key, value: task } of store.read.tasks.range({ start: after ?? '', limit: SCAN + 1 })) {
         if (key === after) continue;
+        if (task.createdAt >= before) break scan;
         last = key;
-        if (task.parentId !== undefined) {
-          const siblings = childrenOf.get(task.parentId);
-          if (siblings) siblings.push(task.id);
-          else childrenOf.set(task.parentId, [task.id]);
-        }
-        if (eligible(task, before, states)) ok.add(task.id);
-        order.push(task.id);
+        if (eligible(task, before, states)) candidates.push(task.id);
       }
       if (last === undefined) break;
       after = last;
       await new Promise((resolve) => setImmediate(resolve));
     }
-    // Newest first: a child is created after its parent, so it is decided (and removed) first.
-    const out: string[] = [];
+    const ok = new Set(candidates);
     const keeps = new Map<string, boolean>();
     const keep = (id: string): boolean => {
       const known = keeps.get(id);
       if (known !== undefined) return known;
       keeps.set(id, false);
-      const result = ok.has(id) && (childrenOf.get(id) ?? []).every(keep);
+      let result = ok.has(id);
+      if (result) for (const [, child] of childrenOf(store, id)) if (!(result = keep(child))) break;
       keeps.set(id, result);
       return result;
     };
-    for (let i = order.length - 1; i >= 0; i--) if (keep(order[i]!)) out.push(order[i]!);
-    return out;
+    // Newest first: a child is created after its parent, so it is decided (and removed) first.
+    return candidates.reverse().filter(keep);
   }
 
   /** Prunes one task if it is still eligible now; returns its batch's promise, or undefined. */
@@ -125,6 +119,11 @@ export class Pruner {
     result.inputs += view.inbox.length;
     return done;
   }
+}
+
+/** The children index entries of a task. */
+export function childrenOf(store: PruneDeps['store'], id: string): Iterable<[string, string]> {
+  return store.read.children.keys({ start: [id, ''], end: [id, '\uffff'] });
 }
 
 function eligible(task: TaskRecord, before: number, states: ReadonlySet<TaskState>): boolean {

@@ -58,10 +58,13 @@ export class BatchWriter implements StepWriter {
   removeActive(taskId: string): void {
     this.batch.direct.push(DB.active + REMOVAL, taskId, null);
   }
-  remove(db: 'tasks' | 'runs' | 'attempts' | 'logs' | 'inbox' | 'idempotency', key: Key): void {
+  remove(db: 'tasks' | 'runs' | 'attempts' | 'logs' | 'inbox' | 'idempotency' | 'children', key: Key): void {
     // Attempts and runs are written once, straight to their databases: so is their removal.
     if (db === 'runs' || db === 'attempts') this.batch.direct.push(DB[db] + REMOVAL, key, null);
     else this.batch.ops.push(DB[db] + REMOVAL, key, null);
+  }
+  putChild(parentId: string, childId: string): void {
+    this.batch.ops.push(DB.children, [parentId, childId], true);
   }
   putAttempt(a: AttemptRecord): void {
     this.batch.direct.push(DB.attempts, [a.taskId, a.run, a.attempt], a);

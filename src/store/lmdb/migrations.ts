@@ -7,10 +7,10 @@ import { TroupeError } from '../../errors.js';
 import type { Key } from '../port.js';
 import { databaseEncoder, eventBatchEncoder } from './codec.js';
 import { migrateEventsToBatches } from './event-log.js';
-import { CODECS, DATABASES, encoded, STRUCTURES } from './layout.js';
+import { CODECS, DATABASES, DB, encoded, STRUCTURES } from './layout.js';
 
 /** The schema this build reads and writes. Bump it with a migration in {@link MIGRATIONS}. */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 /** Upgrades from version n to n+1, run at open inside one synchronous transaction. */
 export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
@@ -29,7 +29,26 @@ export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
   // Nothing to rewrite: version 1 records read as they are; the bump keeps older builds, which
   // would look for that attempt in its own database, off a data dir this build wrote.
   2: () => undefined,
+  // 3 → 4: the children index ([parentId, childId]). It is built by indexChildrenOnce, after the
+  // log is replayed (children the log still holds count too); the bump keeps older builds, which
+  // would submit children without an entry, off a data dir this build wrote.
+  3: () => undefined,
 };
+
+/**
+ * Builds the children index from the stored tasks, once per data dir (a meta flag says it is
+ * built; a new store sets it at once). Runs at open, after the log is replayed.
+ */
+export function indexChildrenOnce(root: RootDatabase, dbs: ReadonlyArray<Database<unknown, Key>>, meta: Database<unknown, string>): void {
+  if (meta.get('childrenIndexed') === true) return;
+  root.transactionSync(() => {
+    for (const { key, value } of dbs[DB.tasks]!.getRange()) {
+      const parentId = (value as { parentId?: unknown } | undefined)?.parentId;
+      if (typeof parentId === 'string') dbs[DB.children]!.putSync([parentId, key as string], true);
+    }
+    meta.putSync('childrenIndexed', true);
+  });
+}
 
 
 /**

@@ -157,5 +157,6 @@ export function storeReads({ dbs, events, overlay, gathered, quarantine }: ReadS
     inbox: safe('inbox', undefined),
     schedules: safe('schedules', VALIDATORS.schedules),
     control: safe('control', undefined),
+    children: safe('children', undefined),
   };
 }

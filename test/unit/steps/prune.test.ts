@@ -43,6 +43,14 @@ describe('decidePrune', () => {
     expect(out.effects).toEqual([]);
   });
 
+  it("removes a child's entry in its parent's children index", () => {
+    const out = decidePrune({ task: taskOf({ parentId: 'P1' }), runs: [], attempts: [], logs: [], inbox: [] }, undefined, ctx);
+    expect(out.changes).toEqual([
+      { kind: 'remove', db: 'tasks', key: 't1' },
+      { kind: 'remove', db: 'children', key: ['P1', 't1'] },
+    ]);
+  });
+
   it('removes a workspace Troupe made and kept, and leaves a user-given one alone', () => {
     const made = decidePrune({ task: taskOf({ workspace: '/w/t1', workspaceKeep: 'always' }), runs: [], attempts: [], logs: [], inbox: [] }, undefined, ctx);
     expect(made.effects).toEqual([{ kind: 'clean-workspace', taskId: 't1', workspace: '/w/t1', run: 2 }]);

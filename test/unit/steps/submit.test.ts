@@ -116,6 +116,9 @@ describe('decideSubmit', () => {
     const task = out.changes[0]!.kind === 'task' ? out.changes[0].task : undefined;
     expect(task).toMatchObject({ workspace: '/repo', parentId: 'P1' });
     expect(task?.workspaceKeep).toBeUndefined();
+    // The children index entry commits with the child.
+    expect(out.changes).toContainEqual({ kind: 'child', parentId: 'P1', childId: task!.id });
+    expect(decideSubmit(view, deepFreeze({ spec: spec() }), context()).changes.filter((c) => c.kind === 'child')).toEqual([]);
   });
 
   it('takes one id and one seq per task, in call order', () => {
