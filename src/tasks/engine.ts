@@ -231,7 +231,7 @@ export class TaskEngine {
     const result = pipeline.decide(decideRetry, { task, runtimeId: this.#k.store.runtimeId }, {});
     const durable = pipeline.apply(result);
     // A settled task from the store is active again: it leaves the settled counts.
-    if (!inTable) table.revived(task.state, task.agent);
+    if (!inTable) table.leftSettled(task.state, task.agent);
     await durable;
     return toTask(taskOf(result)!);
   }

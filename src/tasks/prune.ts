@@ -112,6 +112,7 @@ export class Pruner {
       inbox: [...store.read.inbox.range({ start: [id, 0], end: [id, Number.MAX_SAFE_INTEGER] })].map(({ value }) => value),
     };
     const done = pipeline.run(decidePrune, view, undefined);
+    table.leftSettled(task.state, task.agent);
     result.tasks++;
     result.runs += view.runs.length;
     result.attempts += view.attempts.length;

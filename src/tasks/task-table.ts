@@ -53,8 +53,8 @@ export class TaskTable {
     return this.#keys.get(key);
   }
 
-  /** A retry took a settled task out of the store counts. */
-  revived(from: TaskState, agent: string): void {
+  /** A settled task left the store counts: a retry revived it, or a prune removed it. */
+  leftSettled(from: TaskState, agent: string): void {
     if (!this.#settled) return;
     this.#settled[from]--;
     const byAgent = this.#settledByAgent.get(agent);

@@ -104,7 +104,10 @@ describe('prune', () => {
       const child = await rt.submit({ agent: 'sleep', input: { ms: 60_000 }, parentId: parent.id });
       await started(rt, child.id);
 
+      const before = rt.stats().tasks;
       expect(await rt.prune({ before: horizon, states: ['failed'] })).toMatchObject({ tasks: 1 });
+      // The counts follow: one failed task fewer.
+      expect(rt.stats().tasks).toEqual({ ...before, failed: (before.failed ?? 0) - 1 });
       await expect(rt.get(failed.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
       expect((await rt.get(old.id)).state).toBe('done');
 
