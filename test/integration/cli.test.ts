@@ -208,6 +208,25 @@ describe('troupe run, with commands over the control socket', () => {
     expect(bad.stderr).toMatch(/^troupe: INVALID_CRON: /);
   });
 
+  it('backup and prune go to the live runtime, which serves on', async () => {
+    const id = (await cli('submit', 'greet', '--wait')).stdout.split('\n')[0]!;
+    const dest = join(dir.path, 'live-backup');
+    const backup = await cli('backup', dest, '--json');
+    expect(backup.code).toBe(0);
+    expect(json<{ path: string; bytes: number }>(backup)).toMatchObject({ path: dest });
+    const copy = await createRuntime({ dataDir: dest, logger: false, threads: 1 });
+    try {
+      expect((await copy.get(id)).state).toBe('done');
+    } finally {
+      await copy.close();
+    }
+    const pruned = await cli('prune', '--state', 'done', '--json');
+    expect(pruned.code).toBe(0);
+    expect(json<{ tasks: number }>(pruned).tasks).toBeGreaterThanOrEqual(1);
+    expect((await cli('show', id)).stderr).toMatch(/NOT_FOUND/);
+    expect(json<{ live: boolean }>(await cli('status', '--json')).live).toBe(true);
+  });
+
   it("prints the runtime's errors with their code, as text or JSON", async () => {
     const missing = await cli('show', 'no-such-task');
     expect(missing.code).toBe(1);
