@@ -13,7 +13,7 @@ import { decideRetry, type Routed } from '../steps/retry.js';
 import { decideWake } from '../steps/wake.js';
 import type { StepResult } from '../steps/types.js';
 import type { Dispatcher } from './dispatcher.js';
-import type { EngineParts } from './parts.js';
+import { childIdsOf, type EngineParts } from './parts.js';
 import { rebuild, type RebuildCounts, type RebuildOptions } from './rebuild.js';
 import { instanceKeyOf, PER_TASK_WORKSPACE, toTask, type Task } from './spec.js';
 import { checkCallOptions, resolveRetry } from '../options.js';
@@ -102,7 +102,7 @@ export class TaskEngine {
     // index, instead of every task ever stored.
     const ids =
       parentId !== undefined
-        ? childIds(store.read.children.keys({ start: [parentId, after ?? ''], end: [parentId, '\uffff'] }))
+        ? childIdsOf(store, parentId, after)
         : state && ACTIVE_STATES.has(state)
           ? store.read.active.keys({ start: after ?? '' })
           : store.read.tasks.keys({ start: after ?? '' });
@@ -281,11 +281,6 @@ function routeAgain(k: TaskEngineDeps, task: TaskRecord): Routed {
   const retry = task.unrouted ? { ...resolveRetry(task.unrouted.retry, agent.retry, 'retry') } : task.retry;
   const timeoutMs = task.unrouted ? (task.unrouted.timeoutMs ?? agent.timeoutMs) : task.timeoutMs;
   return { agent: agent.name, retry, timeoutMs, instanceKey: instanceKeyOf({ agent, lane: task.lane, workspace: task.workspaceKeep !== undefined ? PER_TASK_WORKSPACE : task.workspace, timeoutMs, retry }) };
-}
-
-/** The child ids of children index keys. */
-function* childIds(keys: Iterable<[string, string]>): Generator<string> {
-  for (const [, id] of keys) yield id;
 }
 
 /** The task record a step decided, if it changed one. */

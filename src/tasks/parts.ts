@@ -51,6 +51,11 @@ export function sliceOf<K extends keyof EngineParts>(parts: EngineParts, keys: r
   return slice;
 }
 
+/** The ids of a parent's children, in submit order (the children index), from `after` on. */
+export function* childIdsOf(store: Store, parentId: string, after = ''): Generator<string> {
+  for (const [, id] of store.read.children.keys({ start: [parentId, after], end: [parentId, '\uffff'] })) yield id;
+}
+
 /** The governor entry of a queued task. */
 export function entryOf(task: TaskRecord): GovernorEntry {
   const { model } = task.labels;

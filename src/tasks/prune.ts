@@ -10,7 +10,7 @@ import { TroupeError } from '../errors.js';
 import { checkCallOptions } from '../options.js';
 import { decidePrune, type PruneView } from '../steps/prune.js';
 import type { TaskRecord } from '../store/records.js';
-import type { EngineParts } from './parts.js';
+import { childIdsOf, type EngineParts } from './parts.js';
 
 /** Tasks removed per commit. */
 const BATCH = 100;
@@ -34,7 +34,7 @@ export interface PruneResult {
   inputs: number;
 }
 
-export const PRUNE_PARTS = ['clock', 'log', 'pipeline', 'store', 'table'] as const;
+export const PRUNE_PARTS = ['clock', 'pipeline', 'store', 'table'] as const;
 export type PruneDeps = Pick<EngineParts, (typeof PRUNE_PARTS)[number]>;
 
 /** See the module comment. */
@@ -89,7 +89,7 @@ export class Pruner {
       if (known !== undefined) return known;
       keeps.set(id, false);
       let result = ok.has(id);
-      if (result) for (const [, child] of childrenOf(store, id)) if (!(result = keep(child))) break;
+      if (result) for (const child of childIdsOf(store, id)) if (!(result = keep(child))) break;
       keeps.set(id, result);
       return result;
     };
@@ -120,11 +120,6 @@ export class Pruner {
     result.inputs += view.inbox.length;
     return done;
   }
-}
-
-/** The children index entries of a task. */
-export function childrenOf(store: PruneDeps['store'], id: string): Iterable<[string, string]> {
-  return store.read.children.keys({ start: [id, ''], end: [id, '\uffff'] });
 }
 
 function eligible(task: TaskRecord, before: number, states: ReadonlySet<TaskState>): boolean {

@@ -12,8 +12,21 @@ import type { BackupInfo } from '../port.js';
 import { makePrivateDir, PRIVATE_FILE_MODE, syncPath } from '../private-files.js';
 import { committed } from './committed.js';
 
-/** The copy's data file in its directory (LMDB's name, as in a data dir). */
-const DATA_FILE = 'data.mdb';
+/** The data file in a data dir, and in a copy's directory (LMDB's name). */
+export const DATA_FILE = 'data.mdb';
+
+/**
+ * Copies the environment into `dir`, an existing empty directory: its data file made `0600` and
+ * fsynced with the directory. Returns the file's path. Backups and compaction both copy this way.
+ */
+export async function copyEnvironment(root: RootDatabase, dir: string, compact: boolean): Promise<string> {
+  const file = join(dir, DATA_FILE);
+  await committed(root.backup(dir, compact));
+  chmodSync(file, PRIVATE_FILE_MODE);
+  syncPath(file);
+  syncPath(dir);
+  return file;
+}
 
 /**
  * Copies the environment into `dest`, an absolute directory that must not exist yet or be empty,
@@ -31,10 +44,7 @@ export async function backupEnvironment(root: RootDatabase, dataDir: string, des
   const file = join(dest, DATA_FILE);
   try {
     makePrivateDir(dest);
-    await committed(root.backup(dest, compact));
-    chmodSync(file, PRIVATE_FILE_MODE);
-    syncPath(file);
-    syncPath(dest);
+    await copyEnvironment(root, dest, compact);
     return { path: dest, bytes: statSync(file).size, compact };
   } catch (error) {
     rmSync(file, { force: true });

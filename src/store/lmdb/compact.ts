@@ -13,7 +13,7 @@ import { open } from 'lmdb';
 import { TroupeError } from '../../errors.js';
 import { lockDataDir } from '../lock.js';
 import { makePrivateDir, syncPath } from '../private-files.js';
-import { committed } from './committed.js';
+import { copyEnvironment, DATA_FILE } from './backup.js';
 import { checkDataFile } from './preflight.js';
 import { environmentOptions } from './store.js';
 
@@ -35,7 +35,7 @@ export type CompactionStage = 'copied' | 'replaced';
  * when it holds no store, STORE_CORRUPT for a damaged data file (left as it is).
  */
 export async function compactDataDir(dataDir: string, onStage?: (stage: CompactionStage) => Promise<void> | void): Promise<CompactionInfo> {
-  const file = join(dataDir, 'data.mdb');
+  const file = join(dataDir, DATA_FILE);
   if (!existsSync(file)) throw new TroupeError('INVALID_INPUT', `compact: ${dataDir} holds no store (no data.mdb)`);
   const lock = await lockDataDir(dataDir);
   try {
@@ -46,13 +46,12 @@ export async function compactDataDir(dataDir: string, onStage?: (stage: Compacti
     rmSync(work, { recursive: true, force: true });
     makePrivateDir(work);
     const root = open(environmentOptions(dataDir));
+    let copy: string;
     try {
-      await committed(root.backup(work, true));
+      copy = await copyEnvironment(root, work, true);
     } finally {
       await root.close();
     }
-    const copy = join(work, 'data.mdb');
-    syncPath(copy);
     await onStage?.('copied');
     renameSync(copy, file);
     syncPath(dataDir);

@@ -16,7 +16,7 @@ export type { StoreOptions } from './lmdb-store.js';
 export { SCHEMA_VERSION } from './migrations.js';
 
 /** The files lmdb-js creates in the data dir (with `noSubdir: false`). */
-export const LMDB_FILES = ['data.mdb', 'lock.mdb'];
+const LMDB_FILES = ['data.mdb', 'lock.mdb'];
 
 /** How every LMDB environment of a data dir is opened (the store's, compaction's). */
 export function environmentOptions(dataDir: string): RootDatabaseOptionsWithPath {
