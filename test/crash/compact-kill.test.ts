@@ -48,6 +48,8 @@ describe('troupe compact', () => {
     expect(info.after).toBe(statSync(join(dataDir, 'data.mdb')).size);
     expect(info.after).toBeLessThan(before);
     expect(existsSync(join(dataDir, '.compacting'))).toBe(false);
+    // The new file is as private as the one it replaced.
+    expect(statSync(join(dataDir, 'data.mdb')).mode & 0o777).toBe(0o600);
     await expectAll(dataDir, tasks);
   });
 
