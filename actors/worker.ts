@@ -40,8 +40,9 @@ const queued: WorkerAttempt[] = [];
 let running = 0;
 let slots = 1;
 let heartbeatMs = 1_000;
-/** Renews the leases of this thread's live attempts while its event loop runs. */
+/** Renews the leases of this thread's live attempts while its event loop runs, every `heartbeatsEvery` ms. */
 let heartbeats: NodeJS.Timeout | undefined;
+let heartbeatsEvery = 0;
 /** Attempts begun this turn: their BEGIN goes with the turn's batch unless they end first. */
 let begun: WorkerAttempt[] = [];
 
@@ -164,8 +165,7 @@ function begin(attempt: WorkerAttempt): void {
     earlyAborts.delete(attempt.attemptId);
     if (early.token === attempt.token) attempt.abort(early.reason);
   }
-  // The thread's own timers belong to no attempt, even when armed from an agent's continuation.
-  heartbeats ??= owner.exit(armHeartbeats);
+  if (!heartbeats || heartbeatsEvery !== heartbeatMs) armHeartbeats();
   begun.push(attempt);
   queueOutbox();
   const { name, module } = agents.get(attempt.agent)!;
@@ -207,10 +207,6 @@ function end(attempt: WorkerAttempt, kind: number, payload: unknown): void {
   if (attempt.waiting === 0) running--;
   attempt.waiting = 0;
   live.delete(attempt.attemptId);
-  if (live.size === 0 && heartbeats) {
-    clearInterval(heartbeats);
-    heartbeats = undefined;
-  }
   // An attempt that ends in the turn it began needs no BEGIN: its end says both.
   attempt.beginPending = false;
   report(attempt, kind, payload);
@@ -232,18 +228,30 @@ function load(module: string): Promise<AgentFunction> {
 
 /**
  * One interval per thread heartbeats every live attempt. An agent that blocks the thread stops
- * the interval too, so its lease runs out: that is how the host tells "busy" from "stuck".
+ * the interval too, so its lease runs out: that is how the host tells "busy" from "stuck". It
+ * stays armed while attempts come and go, and stops at a tick that finds none: re-arming it for
+ * every busy spell showed in the thread's profile when attempts end within a turn.
  */
-function armHeartbeats(): NodeJS.Timeout {
-  const timer = setInterval(() => {
-    const at = Date.now();
-    for (const attempt of live.values()) {
-      attempt.lastHeartbeatAt = at;
-      report(attempt, Report.HEARTBEAT, at);
-    }
-  }, heartbeatMs);
-  timer.unref();
-  return timer;
+function armHeartbeats(): void {
+  if (heartbeats) clearInterval(heartbeats);
+  heartbeatsEvery = heartbeatMs;
+  // The thread's own timer belongs to no attempt, even when armed from an agent's continuation.
+  // Not owner.exit(): that turns Node's async hooks off and on again.
+  heartbeats = owner.run(undefined, () => setInterval(beat, heartbeatMs));
+  heartbeats.unref();
+}
+
+function beat(): void {
+  if (live.size === 0) {
+    clearInterval(heartbeats);
+    heartbeats = undefined;
+    return;
+  }
+  const at = Date.now();
+  for (const attempt of live.values()) {
+    attempt.lastHeartbeatAt = at;
+    report(attempt, Report.HEARTBEAT, at);
+  }
 }
 
 /** Sends an agent call to the host: its lines and the turn's reports go first. */
