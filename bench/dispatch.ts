@@ -2,7 +2,9 @@
  * `npm run bench`: raw Piscina against Troupe in one process run, on the same no-op function, with
  * the same threads, slots per thread, task count and in-flight window, at 2 × 1, 2 × 4 and 2 × 16.
  * With PG_URL it adds graphile-worker on that database; with REDIS_URL, BullMQ with AOF (on a
- * redis-server the bench starts itself unless `--redis url`). Each run opens every runner fresh.
+ * redis-server the bench starts itself unless `--redis url`). Each run opens every runner fresh, and
+ * every other run goes through the runners in reverse order, so that none always runs first (on a
+ * fresh heap and a quiet machine) or right after another runner's garbage.
  *
  *   node dist/bench/dispatch.js [--tasks 100000] [--warmup 5000] [--window 1024] [--threads 2]
  *     [--slots 1,4,16] [--runs 3] [--latency-seconds 3] [--load 0.5] [--aof always[,everysec]]
@@ -137,7 +139,7 @@ async function runOnce(spec: RunnerSpec, slots: number): Promise<Omit<RunResult,
 const fmt = (x: number, digits = 0) => x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 const header = [
   `# npm run bench: ${fmt(tasks)} no-op tasks per runner and run after ${fmt(warmup)} warm-up, window ${fmt(window)} for every runner`,
-  `# configs ${slotsList.map((s) => `${threads}×${s}`).join(', ')} (threads × slots per thread; graphile-worker and BullMQ concurrency = threads × slots), ${runs} run(s) each, medians`,
+  `# configs ${slotsList.map((s) => `${threads}×${s}`).join(', ')} (threads × slots per thread; graphile-worker and BullMQ concurrency = threads × slots), ${runs} run(s) each, medians; runners in the order listed below in odd runs, reversed in even ones`,
   `# latency: open loop at ${load} × each run's tasks/s for ${latencySeconds} s`,
   `# node ${process.version}, ${availableParallelism()} cores (os.availableParallelism), ${settings.cpu}`,
   `# main µs/task: ${settings.mainCpu}`,
@@ -159,11 +161,10 @@ try {
     const configStarted = performance.now();
     const perRun: RunResult[][] = [];
     for (let r = 0; r < runs; r++) {
-      const row: RunResult[] = [];
-      for (const spec of chosen) {
-        const result = await runOnce(spec, slots);
-        row.push({ ...result, ratio: result.tasksPerSec / (row[0]?.tasksPerSec ?? result.tasksPerSec) });
-      }
+      const results = new Map<RunnerSpec, Omit<RunResult, 'ratio'>>();
+      for (const spec of r % 2 === 0 ? chosen : [...chosen].reverse()) results.set(spec, await runOnce(spec, slots));
+      const baseline = results.get(chosen[0]!)!.tasksPerSec;
+      const row: RunResult[] = chosen.map((spec) => ({ ...results.get(spec)!, ratio: results.get(spec)!.tasksPerSec / baseline }));
       perRun.push(row);
       console.error(`  ${config} run ${r + 1}: ${row.map((x) => `${x.runner} ${fmt(x.tasksPerSec)}/s (×${x.ratio.toFixed(2)})`).join(', ')}`);
     }
