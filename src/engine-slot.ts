@@ -96,6 +96,7 @@ export class EngineSlot {
     const started = performance.now();
     const rebuilt = await this.e.tasks.rebuild(options);
     this.e.scheduler.start();
+    this.e.retention.start();
     this.rebuild = { previousShutdownClean: this.store.previousShutdownClean, ...rebuilt, ms: performance.now() - started };
   }
 
@@ -108,6 +109,7 @@ export class EngineSlot {
     if (this.#stopped) return;
     this.#stopped = true;
     const { e } = this;
+    await step('retention', () => e.retention.stop());
     await step('schedules', () => e.scheduler.stop());
     await step('drain', () => e.dispatcher.drain(deadline));
     // Settlements of the drained attempts wake their waiters once committed: let them land first.

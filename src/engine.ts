@@ -18,6 +18,7 @@ import { TaskTable } from './tasks/task-table.js';
 import { Dispatcher, DISPATCHER_PARTS, heartbeatMsOf } from './tasks/dispatcher.js';
 import { Submitter, SUBMIT_PARTS } from './tasks/submit.js';
 import { Pruner, PRUNE_PARTS } from './tasks/prune.js';
+import { Retention, RETENTION_PARTS } from './tasks/retention.js';
 import { TaskEngine, TASK_ENGINE_PARTS } from './tasks/engine.js';
 import type { LogFeed } from './events/logs.js';
 import { INTERACTION_PARTS, Interactions } from './tasks/interact.js';
@@ -51,6 +52,7 @@ export interface Engine {
   readonly dispatcher: Dispatcher;
   readonly submitter: Submitter;
   readonly pruner: Pruner;
+  readonly retention: Retention;
   readonly interactions: Interactions;
   readonly tasks: TaskEngine;
   readonly cycle: SupervisorCycle;
@@ -137,6 +139,7 @@ export function buildEngine(options: ResolvedOptions, log: Logger, store: Store,
   const dispatcher = new Dispatcher(sliceOf(parts, DISPATCHER_PARTS), executor);
   const submitter = new Submitter(sliceOf(parts, SUBMIT_PARTS));
   const pruner = new Pruner(sliceOf(parts, PRUNE_PARTS));
+  const retention = new Retention(sliceOf(parts, RETENTION_PARTS), pruner, options.retention);
   const interactions = new Interactions(sliceOf(parts, INTERACTION_PARTS), dispatcher, (specs, where) => submitter.submitMany(specs, where));
   const tasks = new TaskEngine(sliceOf(parts, TASK_ENGINE_PARTS), dispatcher, interactions, keepAlive);
   const cycle = new SupervisorCycle(sliceOf(parts, CYCLE_PARTS));
@@ -179,7 +182,7 @@ export function buildEngine(options: ResolvedOptions, log: Logger, store: Store,
   pool.connect({ ...dispatcher.host, call: (attemptId, token, call) => interactions.call(attemptId, token, call) });
   notifier.onRefused(() => metrics.rejected());
   if (executor.unhandled.length > 0) throw new Error(`no handler for effects: ${executor.unhandled.join(', ')}`);
-  return { registry, table, router, governor, pool, timers, flow, notifier, logFeed, dispatcher, submitter, pruner, interactions, tasks, cycle, supervisor, controls, scheduler, metrics, holds };
+  return { registry, table, router, governor, pool, timers, flow, notifier, logFeed, dispatcher, submitter, pruner, retention, interactions, tasks, cycle, supervisor, controls, scheduler, metrics, holds };
 
   /**
    * A task reached a state its watchers wait for (the notify effect, after the commit): wake them;

@@ -6,6 +6,8 @@ export { createRuntime } from './create-runtime.js';
 export type { RuntimeState, CloseOptions, AgentsApi } from './runtime.js';
 export type { BackupInfo } from './store/port.js';
 export type { PruneOptions, PruneResult } from './tasks/prune.js';
+export type { RetentionPolicy, RetentionRule, RuntimeRetention } from './tasks/retention-rules.js';
+export type { RetentionStats } from './tasks/retention.js';
 export type { RuntimeOptions, FastFailBackoff, StarvationPolicy } from './options.js';
 export { DEFAULTS, DEFAULT_RETRY, DEFAULT_BACKOFF, DEFAULT_STARVATION } from './options.js';
 export { TroupeError, ERROR_CODES, coerceError, isTroupeError } from './errors.js';
@@ -22,7 +24,7 @@ export type { RuntimeEvent, RuntimeEventMap, EventStreamOptions } from './events
 export type { InstanceView } from './router/router.js';
 export type { LogLine, LogOptions } from './events/logs.js';
 export type { RuntimeStats, AgentStats } from './stats.js';
-export type { RetryPolicy, TaskResult, EventType } from './store/records.js';
+export type { RetryPolicy, TaskResult, EventType, TaskRetention } from './store/records.js';
 export { EVENT_TYPES } from './store/records.js';
 export type { WireError as TaskError, Fault, AgentResult } from '../actors/wire.js';
 export type { TaskState, AttemptExit } from '../machines/index.js';

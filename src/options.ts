@@ -13,6 +13,7 @@ import type { LoggerOption } from './log.js';
 import type { AgentPool, PiscinaPoolOptions } from './pool/pool.js';
 import type { RetryPolicy } from './store/records.js';
 import type { AgentRegistration } from './agents/registry.js';
+import { resolveRuntimeRetention, type ResolvedRetention, type RuntimeRetention } from './tasks/retention-rules.js';
 
 /** Options of `createRuntime()`. */
 export interface RuntimeOptions {
@@ -77,6 +78,16 @@ export interface RuntimeOptions {
    * @default {minQueuedMs: 3_600_000, starvedAfterCycles: 1, attentionAfterCycles: 0}
    */
   starvation?: Partial<StarvationPolicy> | false;
+  /**
+   * How long settled tasks are kept, per state: an age in ms, or `{ ageMs, count }` (the `count`
+   * most recently settled per agent), whichever removes first; `Infinity` keeps for good. A
+   * background sweep every `sweepMs` removes the tasks past their rule with everything they left
+   * (as `rt.prune()` does), in small batches. An agent's `retention` replaces a state's rule for
+   * its tasks, a task's own (submit's `retention`) for that task; a parent stays until its children
+   * go. A task's horizon is fixed when it settles. `false`: nothing is removed in the background.
+   * @default {done: 7 days, failed: 30 days, dropped: 30 days, cancelled: 30 days, sweepMs: 60_000}
+   */
+  retention?: RuntimeRetention | false;
   /** Serve Prometheus `/metrics` on 127.0.0.1 at this port; 0 turns it off. @default 0 */
   metricsPort?: number;
   /** A pino logger, pino options, or false for silence. @default pino at level 'warn' */
@@ -109,7 +120,7 @@ export interface StarvationPolicy {
 }
 
 /** Options after defaults and validation. */
-export type ResolvedOptions = Readonly<Required<Omit<RuntimeOptions, 'logger' | 'createPool' | 'defaultRetry' | 'defaultBackoff' | 'starvation'>>> & {
+export type ResolvedOptions = Readonly<Required<Omit<RuntimeOptions, 'logger' | 'createPool' | 'defaultRetry' | 'defaultBackoff' | 'starvation' | 'retention'>>> & {
   readonly logger: LoggerOption | undefined;
   readonly createPool: ((options: PiscinaPoolOptions) => AgentPool) | undefined;
   readonly defaultRetry: Readonly<RetryPolicy>;
@@ -117,6 +128,8 @@ export type ResolvedOptions = Readonly<Required<Omit<RuntimeOptions, 'logger' | 
   readonly defaultBackoff: Readonly<FastFailBackoff> | null;
   /** null: off. */
   readonly starvation: Readonly<StarvationPolicy> | null;
+  /** null: off. */
+  readonly retention: ResolvedRetention | null;
 };
 
 /** The values of an opted-in fast-failure backoff: 3 failures, each under 60 s, pause 30 min. */
@@ -147,6 +160,7 @@ export const DEFAULTS = {
   storeRetryMs: 5_000,
   metricsPort: 0,
   starvation: DEFAULT_STARVATION as Partial<StarvationPolicy> | false,
+  retention: {} as RuntimeRetention | false, // resolved over DEFAULT_RETENTION (tasks/retention-rules.ts)
   agents: [] as AgentRegistration[],
   clock: systemClock,
   random: Math.random,
@@ -202,6 +216,7 @@ export function resolveOptions(input: RuntimeOptions = {}): ResolvedOptions {
     defaultRetry: resolveRetry(input.defaultRetry, DEFAULT_RETRY, 'options.defaultRetry'),
     defaultBackoff: resolveBackoff(input.defaultBackoff, null, 'options.defaultBackoff'),
     starvation: resolveStarvation(input.starvation),
+    retention: resolveRuntimeRetention(input.retention),
     agents: [...o.agents],
     logger,
     createPool: input.createPool,

@@ -323,6 +323,7 @@ export class Runtime implements AsyncDisposable {
       control: this.#e.controls.state,
       cycles: this.#e.cycle.cycles,
       storeFailure: this.#slot.recovery.failure,
+      retention: this.#e.retention.stats,
     });
   }
 

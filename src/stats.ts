@@ -4,6 +4,7 @@
 import type { TaskState } from '../machines/index.js';
 import type { GovernorStats } from './governor/governor.js';
 import type { AgentFlowView } from './governor/flow.js';
+import type { RetentionStats } from './tasks/retention.js';
 
 /** One agent in `rt.stats()`. */
 export type AgentStats = GovernorStats['agents'][string] & {
@@ -51,6 +52,8 @@ export interface RuntimeStats {
    * runtime has tried to open it again (see the README, "A full disk"); null once it has recovered.
    */
   storeFailure: StoreFailure | null;
+  /** The background retention sweep: sweeps finished and tasks removed since start, the last and next sweep; null when `retention: false`. */
+  retention: RetentionStats | null;
 }
 
 /** Why the store stopped, and the runtime's tries to open it again. */
@@ -95,6 +98,7 @@ export interface StatsSources {
   control: { frozen: boolean; reason?: string; killed?: boolean; since?: number };
   cycles: number;
   storeFailure: RuntimeStats['storeFailure'];
+  retention: RetentionStats | null;
 }
 
 /** Assembles {@link RuntimeStats}. */
@@ -119,5 +123,6 @@ export function collectStats(s: StatsSources): RuntimeStats {
     supervisor: { cycles: s.cycles },
     freeze: s.control.frozen ? { reason: s.control.reason, killed: s.control.killed === true, since: s.control.since } : null,
     storeFailure: s.storeFailure && { ...s.storeFailure },
+    retention: s.retention,
   };
 }

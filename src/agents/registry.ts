@@ -9,6 +9,7 @@ import type { RetryPolicy } from '../store/records.js';
 import { TroupeError } from '../errors.js';
 import { assertNonNegativeInt, assertPositiveInt, invalidOptions, resolveBackoff, resolveRetry, type FastFailBackoff } from '../options.js';
 import { dailyAt } from '../scheduler/cron.js';
+import { resolveAgentRetention, type ResolvedPolicy, type RetentionPolicy } from '../tasks/retention-rules.js';
 
 /** What `rt.agents.register()` takes. */
 export interface AgentRegistration {
@@ -38,6 +39,8 @@ export interface AgentRegistration {
   timeoutMs?: number;
   /** Retry policy, merged over options.defaultRetry. */
   retry?: Partial<RetryPolicy>;
+  /** How long this agent's settled tasks are kept, per state: each rule given replaces the runtime's for that state (see options.retention). */
+  retention?: RetentionPolicy;
 }
 
 /** Per-model sub-limits under an optional total: `{ total: 5, 'gpt-5': 1 }`. */
@@ -73,6 +76,8 @@ export interface RegisteredAgent {
   readonly backoff: Readonly<FastFailBackoff> | null;
   readonly timeoutMs: number;
   readonly retry: Readonly<RetryPolicy>;
+  /** The states the agent has retention rules of its own for (null: none). */
+  readonly retention: ResolvedPolicy | null;
 }
 
 /** The names of the built-in agents. */
@@ -85,7 +90,7 @@ export function builtinAgent(name: BuiltinAgentName, overrides: Omit<Partial<Age
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-const KNOWN = new Set(['name', 'module', 'concurrency', 'capabilities', 'timeoutMs', 'retry', 'rate', 'dailyLimit', 'backoff']);
+const KNOWN = new Set(['name', 'module', 'concurrency', 'capabilities', 'timeoutMs', 'retry', 'rate', 'dailyLimit', 'backoff', 'retention']);
 
 /** Validates a registration against the runtime defaults. Throws INVALID_OPTIONS naming the field. */
 export function validateRegistration(
@@ -117,6 +122,7 @@ export function validateRegistration(
     backoff: resolveBackoff(registration.backoff, defaults.backoff, `${where}: backoff`),
     timeoutMs: registration.timeoutMs ?? defaults.timeoutMs,
     retry: resolveRetry(registration.retry, defaults.retry, `${where}: retry`),
+    retention: resolveAgentRetention(registration.retention, where) ?? null,
   });
 }
 

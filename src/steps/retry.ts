@@ -4,7 +4,7 @@
  * an unmatched task reads the registry and the governor, so the caller does it and passes the
  * result; waiting for a settle still in flight to be durable also stays with the caller.
  */
-import type { TaskRecord } from '../store/records.js';
+import { settledIndexKeys, type TaskRecord } from '../store/records.js';
 import { beginRun, endedAttemptOf, endedRunOf, nextState, queue } from './common.js';
 import { nothing, type StepContext, type StepResult } from './types.js';
 
@@ -62,5 +62,9 @@ export function decideRetry(view: RetryView, input: RetryInput, ctx: StepContext
   for (const field of CLEARED) delete next[field];
   queue(out, ctx, next, { run: next.runs, reason: 'retry', from });
   out.changes.push({ kind: 'task', task: next });
+  // Not settled any more: retention's entry for it goes (settling again writes a new one).
+  const keys = settledIndexKeys(task);
+  if (keys?.settled) out.changes.push({ kind: 'remove', db: 'settled', key: keys.settled });
+  if (keys?.expiry) out.changes.push({ kind: 'remove', db: 'expiry', key: keys.expiry });
   return out;
 }

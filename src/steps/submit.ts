@@ -52,6 +52,7 @@ export function decideSubmit(view: SubmitView, input: SubmitInput, ctx: StepCont
   if (spec.parentId !== undefined) task.parentId = spec.parentId;
   if (spec.idempotencyKey !== undefined) task.idempotencyKey = spec.idempotencyKey;
   if (spec.runAt !== undefined) task.runAt = spec.runAt;
+  if (spec.retention !== undefined) task.retention = spec.retention;
 
   const out = nothing();
   out.changes.push({ kind: 'task', task });

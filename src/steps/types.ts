@@ -46,8 +46,8 @@ export type Change =
   /** A record of a pruned task removed (see steps/prune.ts). */
   | { kind: 'remove'; db: PrunedDatabase; key: Key };
 
-/** The databases that hold a task's records, removed when it is pruned. */
-export type PrunedDatabase = 'tasks' | 'runs' | 'attempts' | 'logs' | 'inbox' | 'idempotency' | 'children';
+/** The databases that hold a task's records, removed when it is pruned (and the retention indexes, whose stale entries go). */
+export type PrunedDatabase = 'tasks' | 'runs' | 'attempts' | 'logs' | 'inbox' | 'idempotency' | 'children' | 'settled' | 'expiry';
 
 /** An event a step decides, stamped with its seq by the step (from `ctx.seq()`): the record the event log stores. */
 export type NewEvent = EventRecord;

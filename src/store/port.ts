@@ -5,6 +5,7 @@
  * `src/store/lmdb/` is the default backend, and another (PostgreSQL) implements the same port.
  */
 import type { TroupeError } from '../errors.js';
+import type { PrunedDatabase } from '../steps/types.js';
 import type {
   AgentFlowState,
   AttemptRecord,
@@ -57,6 +58,14 @@ export interface SafeReads {
   schedules: SafeDatabase<ScheduleRecord, string>;
   /** Which tasks a parent has, key [parentId, childId] (written with the child's submit). */
   children: SafeDatabase<true, [string, string]>;
+  /**
+   * Settled tasks under their agent's retention rule, key [agent, state, settledAt, id], oldest
+   * first per agent and state; and those under a rule of their own, key [expiresAt, id]. Written
+   * as settled records reach their database (so a settle still in the log shows up a little later),
+   * and left behind by a retry: a reader checks each entry against its task.
+   */
+  settled: SafeDatabase<true, [string, string, number, string]>;
+  expiry: SafeDatabase<true, [number, string]>;
   /** Durable controls: the frozen flag (`runtime`), agent flow state (`agent:<name>`), the supervisor cycle. */
   control: SafeDatabase<RuntimeControl | AgentFlowState | { cycle?: number } | unknown, string>;
 }
@@ -85,7 +94,7 @@ export interface StepWriter {
   putSchedule(schedule: ScheduleRecord): void;
   removeSchedule(id: string): void;
   /** Removes a record of a pruned task: logged like any change, or (runs, attempts) in this commit. */
-  remove(db: 'tasks' | 'runs' | 'attempts' | 'logs' | 'inbox' | 'idempotency' | 'children', key: Key): void;
+  remove(db: PrunedDatabase, key: Key): void;
   /** Notes that `childId` is a child of `parentId` (the children index). */
   putChild(parentId: string, childId: string): void;
   /** Writes a durable control value (see {@link SafeReads.control}). */

@@ -2,7 +2,7 @@
  * The records Troupe keeps in LMDB, one named database each (see DESIGN.md, "Vocabulary and data
  * model"). These are storage shapes; the public views are built from them in src/tasks/.
  */
-import type { AttemptExit, TaskState } from '../../machines/index.js';
+import { isTerminal, type AttemptExit, type TaskState } from '../../machines/index.js';
 import type { WireError } from '../../actors/wire.js';
 
 /** How a task is retried after a retryable failure. */
@@ -95,7 +95,12 @@ export interface TaskRecord {
   attemptStartedAt?: number;
   attemptLeaseUntil?: number;
   attemptExit?: AttemptExit;
+  /** The task's own retention (submit's `retention`): ms kept after settling in each state, in place of its agent's rule. */
+  retention?: TaskRetention;
 }
+
+/** The settled states, each with how long a task is kept after settling in it (ms; Infinity: for good). */
+export type TaskRetention = Partial<Record<'done' | 'failed' | 'dropped' | 'cancelled', number>>;
 
 /** One execution of a task in a slot. */
 export interface AttemptRecord {
@@ -314,5 +319,19 @@ export function createTaskRecord(fields: Pick<TaskRecord, 'id' | 'agent' | 'stat
     attemptStartedAt: undefined,
     attemptLeaseUntil: undefined,
     attemptExit: undefined,
+    retention: undefined,
   };
+}
+
+/**
+ * Where retention finds a settled task: a task under its agent's (or the runtime's) rule in the
+ * `settled` index, key [agent, state, settledAt, id], read per agent and state oldest first (ages
+ * and counts); a task with a rule of its own for that state only in the `expiry` index, key
+ * [expiresAt, id] (none when it is kept for good). Undefined for a task not settled.
+ */
+export function settledIndexKeys(task: TaskRecord): { settled?: [string, string, number, string]; expiry?: [number, string] } | undefined {
+  if (!isTerminal(task.state) || task.settledAt === undefined) return undefined;
+  const own = task.retention?.[task.state as keyof NonNullable<TaskRecord['retention']>];
+  if (own === undefined) return { settled: [task.agent, task.state, task.settledAt, task.id] };
+  return Number.isFinite(own) ? { expiry: [task.settledAt + own, task.id] } : {};
 }

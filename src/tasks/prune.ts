@@ -5,7 +5,7 @@
  * only with all of them, and they go first. Tasks whose settle is still in memory (not yet
  * committed) are left for the next call.
  */
-import { TERMINAL_STATES, type TaskState } from '../../machines/index.js';
+import { isTerminal, TERMINAL_STATES, type TaskState } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
 import { checkCallOptions } from '../options.js';
 import { decidePrune, type PruneView } from '../steps/prune.js';
@@ -48,17 +48,25 @@ export class Pruner {
   /** Validates first (INVALID_OPTIONS, nothing removed), then prunes batch by batch. */
   async prune(options?: PruneOptions): Promise<PruneResult> {
     const { before, states } = checkPruneOptions(options, this.#k.clock.now());
-    const result: PruneResult = { tasks: 0, runs: 0, attempts: 0, logLines: 0, inputs: 0 };
-    const ids = await this.#eligible(before, states);
-    for (let i = 0; i < ids.length; i += BATCH) {
-      const batch = ids.slice(i, i + BATCH);
+    const result = emptyResult();
+    await this.remove(await this.#eligible(before, states), (task) => eligible(task, before, states), result);
+    return result;
+  }
+
+  /**
+   * Removes the tasks `ids` (in that order, children before their parents), {@link BATCH} per
+   * commit with a turn given back between batches, each only if `due` still says so of it as
+   * stored when its step is decided; adds what went to `result`. Stops between batches once
+   * `stop()` says so.
+   */
+  async remove(ids: readonly string[], due: (task: TaskRecord) => boolean, result: PruneResult, stop?: () => boolean): Promise<void> {
+    for (let i = 0; i < ids.length && !stop?.(); i += BATCH) {
       let committed: Promise<void> | undefined;
-      for (const id of batch) committed = this.#pruneOne(id, before, states, result) ?? committed;
+      for (const id of ids.slice(i, i + BATCH)) committed = this.#pruneOne(id, due, result) ?? committed;
       if (committed) await committed;
       // Give the turn back: submits and settles go on between batches.
       await new Promise((resolve) => setImmediate(resolve));
     }
-    return result;
   }
 
   /**
@@ -82,28 +90,16 @@ export class Pruner {
       after = last;
       await new Promise((resolve) => setImmediate(resolve));
     }
-    const ok = new Set(candidates);
-    const keeps = new Map<string, boolean>();
-    const keep = (id: string): boolean => {
-      const known = keeps.get(id);
-      if (known !== undefined) return known;
-      keeps.set(id, false);
-      let result = ok.has(id);
-      if (result) for (const child of childIdsOf(store, id)) if (!(result = keep(child))) break;
-      keeps.set(id, result);
-      return result;
-    };
-    // Newest first: a child is created after its parent, so it is decided (and removed) first.
-    return candidates.reverse().filter(keep);
+    return wholeSubtrees(store, candidates);
   }
 
-  /** Prunes one task if it is still eligible now; returns its batch's promise, or undefined. */
-  #pruneOne(id: string, before: number, states: ReadonlySet<TaskState>, result: PruneResult): Promise<void> | undefined {
+  /** Prunes one task if it is still due now; returns its batch's promise, or undefined. */
+  #pruneOne(id: string, due: (task: TaskRecord) => boolean, result: PruneResult): Promise<void> | undefined {
     const { store, table, pipeline } = this.#k;
     // Still in memory: its settle (or a retry) is in flight. Checked again now, in the turn the step is decided.
     if (table.get(id)) return undefined;
     const task = store.read.tasks.get(id);
-    if (!task || !eligible(task, before, states)) return undefined;
+    if (!task || !isTerminal(task.state) || !due(task)) return undefined;
     const view: PruneView = {
       task,
       runs: [...store.read.runs.keys({ start: [id, 0], end: [id, Number.MAX_SAFE_INTEGER] })],
@@ -120,6 +116,31 @@ export class Pruner {
     result.inputs += view.inbox.length;
     return done;
   }
+}
+
+/** What a prune that removed nothing reports. */
+export function emptyResult(): PruneResult {
+  return { tasks: 0, runs: 0, attempts: 0, logLines: 0, inputs: 0 };
+}
+
+/**
+ * The candidates that can go with all of their children (at any depth, from the children index),
+ * children first: a parent waits for its children. Ids are time-ordered and a child is created
+ * after its parent, so newest first puts every child before its parent.
+ */
+export function wholeSubtrees(store: PruneDeps['store'], candidates: Iterable<string>): string[] {
+  const ok = new Set(candidates);
+  const keeps = new Map<string, boolean>();
+  const keep = (id: string): boolean => {
+    const known = keeps.get(id);
+    if (known !== undefined) return known;
+    keeps.set(id, false);
+    let result = ok.has(id);
+    if (result) for (const child of childIdsOf(store, id)) if (!(result = keep(child))) break;
+    keeps.set(id, result);
+    return result;
+  };
+  return [...ok].sort().reverse().filter(keep);
 }
 
 function eligible(task: TaskRecord, before: number, states: ReadonlySet<TaskState>): boolean {

@@ -10,6 +10,8 @@ import { TroupeError } from '../errors.js';
 import { checkId } from '../ids.js';
 import { DEFAULT_RETRY, resolveRetry, stripUndefined } from '../options.js';
 import type { RegisteredAgent } from '../agents/registry.js';
+import type { TaskRetention } from '../store/records.js';
+import { resolveTaskRetention } from './retention-rules.js';
 import type { RetryPolicy, TaskRecord } from '../store/records.js';
 
 /** A workspace request: see {@link TaskSpec.workspace}. */
@@ -61,6 +63,11 @@ export interface TaskSpec {
   runAt?: number;
   /** Not dispatched before this many ms from now (instead of `runAt`). */
   delayMs?: number;
+  /**
+   * How long this task is kept once settled, per state, in ms (`Infinity`: for good), in place of
+   * its agent's rule for that state (see `RuntimeOptions.retention`).
+   */
+  retention?: TaskRetention;
 }
 
 /**
@@ -104,9 +111,10 @@ export interface ValidSpec {
   instanceKey: string;
   /** Delayed start (epoch ms), if any. */
   runAt?: number;
+  retention?: TaskRetention;
 }
 
-const KNOWN = new Set(['agent', 'requires', 'input', 'priority', 'lane', 'workspace', 'labels', 'idempotencyKey', 'parentId', 'timeoutMs', 'retry', 'runAt', 'delayMs']);
+const KNOWN = new Set(['agent', 'requires', 'input', 'priority', 'lane', 'workspace', 'labels', 'idempotencyKey', 'parentId', 'timeoutMs', 'retry', 'runAt', 'delayMs', 'retention']);
 const LANE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
 
 /**
@@ -160,9 +168,11 @@ function checkSpec(
   if (spec.delayMs !== undefined && !(Number.isSafeInteger(spec.delayMs) && spec.delayMs >= 0)) throw bad(`${where}.delayMs must be a non-negative integer`);
   const runAt = spec.runAt ?? (spec.delayMs ? now + spec.delayMs : undefined);
   let retry: Readonly<RetryPolicy>;
+  let retention: TaskRetention | undefined;
   try {
     // Validated against the library default first, so a bad policy fails even before routing.
     retry = resolveRetry(spec.retry, named?.retry ?? DEFAULT_RETRY, `${where}.retry`);
+    retention = resolveTaskRetention(spec.retention, `${where}.retention`);
   } catch (error) {
     throw bad((error as Error).message);
   }
@@ -191,6 +201,7 @@ function checkSpec(
   if (workspace?.keep !== undefined) result.workspaceKeep = workspace.keep;
   if (!agent) result.unrouted = stripUndefined({ retry: spec.retry, timeoutMs: spec.timeoutMs });
   if (runAt !== undefined && runAt > now) result.runAt = runAt;
+  if (retention !== undefined) result.retention = retention;
   return result;
 }
 
@@ -283,6 +294,7 @@ export function toTask(record: TaskRecord): Task {
   if (record.runAt !== undefined) task.runAt = record.runAt;
   if (record.startedAt !== undefined) task.startedAt = record.startedAt;
   if (record.settledAt !== undefined) task.settledAt = record.settledAt;
+  if (record.retention !== undefined) task.retention = { ...record.retention };
   return task;
 }
 

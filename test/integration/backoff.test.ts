@@ -24,6 +24,7 @@ describe('retry backoff on an injected clock', () => {
       clock,
       random: () => 0, // no jitter: exact delays
       starvation: false, // no supervisor cycle: the retry timer is the only clock timer
+      retention: false, // nor a retention sweep
       agents: [builtinAgent('fail', { backoff: false, retry: { maxAttempts: 4, backoff: 'exponential', delayMs: 1_000, maxDelayMs: 3_000 } })],
     });
     const delays: number[] = [];
@@ -50,7 +51,8 @@ describe('retry backoff on an injected clock', () => {
   it('keeps a backoff timer across a restart: the retry runs when it falls due, not before', async () => {
     const dir = { path: dataDir() };
     const clock = new ManualClock();
-    const options = { dataDir: dir.path, logger: false as const, threads: 1, clock, random: () => 0 };
+    // No retention sweep: the retry timer is the only clock timer.
+    const options = { dataDir: dir.path, logger: false as const, threads: 1, clock, random: () => 0, retention: false as const };
     const agents = [builtinAgent('fail', { retry: { maxAttempts: 2, backoff: 'fixed', delayMs: 60_000 } })];
     const first = await createRuntime({ ...options, agents });
     const task = await first.submit({ agent: 'fail', input: { succeedOnAttempt: 2 } });
@@ -95,7 +97,7 @@ describe('delayed start', () => {
   it('holds a task with delayMs or runAt on a durable timer, across a restart', async () => {
     const dir = { path: dataDir() };
     const clock = new ManualClock();
-    const options = { dataDir: dir.path, logger: false as const, threads: 1, clock, agents: [builtinAgent('echo')] };
+    const options = { dataDir: dir.path, logger: false as const, threads: 1, clock, retention: false as const, agents: [builtinAgent('echo')] };
     const first = await createRuntime(options);
     const later = await first.submit({ agent: 'echo', input: 'later', delayMs: 5_000 });
     const at = await first.submit({ agent: 'echo', input: 'at', runAt: clock.now() + 8_000 });

@@ -9,7 +9,7 @@ import { DEFAULT_RETRY } from '../../src/options.js';
 const T0 = Date.UTC(2026, 0, 1, 10, 0, 0);
 
 function agent(extra: Partial<RegisteredAgent> = {}): RegisteredAgent {
-  return { name: 'a', module: 'file:///a.js', concurrency: null, models: {}, capabilities: [], timeoutMs: 0, retry: DEFAULT_RETRY, rate: null, dailyLimit: null, backoff: null, ...extra };
+  return { name: 'a', module: 'file:///a.js', concurrency: null, models: {}, capabilities: [], timeoutMs: 0, retry: DEFAULT_RETRY, rate: null, dailyLimit: null, backoff: null, retention: null, ...extra };
 }
 
 function harness() {

@@ -95,20 +95,22 @@ describe('recordWriter', () => {
     expect(packr.unpack(writer.encode(attempt, attemptCodec.write))).toEqual(attemptCodec.toValues(attempt));
   });
 
-  it('reads a version 1 task record (written before the final attempt was appended) with those fields absent', () => {
+  it('reads a version 1 task record (written before the final attempt and the retention were appended) with those fields absent', () => {
     const task = createTaskRecord({ id: 'T1', agent: 'echo', state: 'done', input: 1, priority: 0, lane: 'default', instanceKey: 'k', labels: {}, timeoutMs: 0, retry: { maxAttempts: 3, backoff: 'fixed', delayMs: 5, maxDelayMs: 9, jitter: 0.2 }, runReason: 'submit', createdAt: 7 });
     task.attemptStartedAt = 3;
     task.attemptLeaseUntil = 4;
     task.attemptExit = 'success';
+    task.retention = { done: 60_000 };
     const values = taskCodec.toValues(task);
-    expect(values[0]).toBe(2);
-    // Version 1 had every field but the three appended ones.
-    const v1 = [1, ...values.slice(1, -3)];
+    expect(values[0]).toBe(3);
+    // Version 1 had every field but the four appended since (version 2: the final attempt's three; 3: the retention).
+    const v1 = [1, ...values.slice(1, -4)];
     const read = taskCodec.fromValues(v1);
-    expect(read).toEqual({ ...task, attemptStartedAt: undefined, attemptLeaseUntil: undefined, attemptExit: undefined });
+    expect(read).toEqual({ ...task, attemptStartedAt: undefined, attemptLeaseUntil: undefined, attemptExit: undefined, retention: undefined });
     expect(Object.keys(read)).toEqual(Object.keys(task));
-    expect(() => taskCodec.fromValues([3, ...values.slice(1)])).toThrow(/not a version 1-2 record/);
-    expect(() => taskCodec.fromValues([2, ...values.slice(1), 'extra'])).toThrow(/not a version 1-2 record/);
+    expect(taskCodec.fromValues([2, ...values.slice(1, -1)])).toEqual({ ...task, retention: undefined });
+    expect(() => taskCodec.fromValues([4, ...values.slice(1)])).toThrow(/not a version 1-3 record/);
+    expect(() => taskCodec.fromValues([3, ...values.slice(1), 'extra'])).toThrow(/not a version 1-3 record/);
   });
 
   it('refuses a field that is not a plain name', () => {

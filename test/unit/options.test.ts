@@ -8,6 +8,7 @@ import { ManualClock, systemClock } from '../../src/clock.js';
 import { TroupeError } from '../../src/errors.js';
 import { DEFAULT_BACKOFF, DEFAULT_RETRY, resolveOptions, resolveRetry, type RuntimeOptions } from '../../src/options.js';
 import type { RetryPolicy } from '../../src/store/records.js';
+import { resolveAgentRetention, resolveTaskRetention } from '../../src/tasks/retention-rules.js';
 
 /** Runs `fn` and returns the TroupeError it throws; fails the test if it throws nothing else. */
 function thrown(fn: () => unknown): TroupeError {
@@ -256,6 +257,7 @@ describe('agent registrations', () => {
       rate: null,
       dailyLimit: null,
       backoff: DEFAULT_BACKOFF,
+      retention: null,
     });
     expect(Object.isFrozen(agent)).toBe(true);
     expect(Object.isFrozen(agent.capabilities)).toBe(true);
@@ -356,5 +358,30 @@ describe('builtinAgent', () => {
 
   it('rejects an unknown built-in name', () => {
     expectInvalid(() => builtinAgent('nope' as BuiltinAgentName), 'unknown built-in agent "nope"');
+  });
+});
+
+describe('retention rules', () => {
+  const DAY = 86_400_000;
+  it('defaults to done for 7 days and the other settled states for 30, swept every minute', () => {
+    expect(resolveOptions({}).retention).toEqual({
+      rules: { done: { ageMs: 7 * DAY, count: Infinity }, failed: { ageMs: 30 * DAY, count: Infinity }, dropped: { ageMs: 30 * DAY, count: Infinity }, cancelled: { ageMs: 30 * DAY, count: Infinity } },
+      sweepMs: 60_000,
+    });
+    expect(resolveOptions({ retention: false }).retention).toBeNull();
+  });
+
+  it('replaces the rule of each state given, an age or { ageMs, count } with the side left out unlimited', () => {
+    const { rules, sweepMs } = resolveOptions({ retention: { done: { count: 10 }, failed: 5_000, cancelled: { ageMs: Infinity, count: 0 }, sweepMs: 250 } }).retention!;
+    expect(rules).toEqual({ done: { ageMs: Infinity, count: 10 }, failed: { ageMs: 5_000, count: Infinity }, dropped: { ageMs: 30 * DAY, count: Infinity }, cancelled: { ageMs: Infinity, count: 0 } });
+    expect(sweepMs).toBe(250);
+  });
+
+  it('gives an agent only the states it names, and a task ages only', () => {
+    expect(resolveAgentRetention({ failed: { count: 3 } }, 'agent a')).toEqual({ failed: { ageMs: Infinity, count: 3 } });
+    expect(resolveAgentRetention(undefined, 'agent a')).toBeUndefined();
+    expect(resolveTaskRetention({ done: 1, failed: Infinity }, 'spec.retention')).toEqual({ done: 1, failed: Infinity });
+    expect(resolveTaskRetention({}, 'spec.retention')).toBeUndefined();
+    expect(() => resolveTaskRetention({ done: { ageMs: 1 } }, 'spec.retention')).toThrow(/spec.retention.done must be an age in ms/);
   });
 });

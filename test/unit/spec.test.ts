@@ -9,7 +9,7 @@ import { instanceKeyOf, toTask, validateSpec, type TaskSpec } from '../../src/ta
 const AGENT_RETRY: RetryPolicy = Object.freeze({ maxAttempts: 4, backoff: 'fixed', delayMs: 100, maxDelayMs: 1_000, jitter: 0.1 });
 
 function agent(name = 'coder', extra: Partial<RegisteredAgent> = {}): RegisteredAgent {
-  return { name, module: `file:///agents/${name}.js`, concurrency: null, models: {}, capabilities: [], timeoutMs: 2_500, retry: AGENT_RETRY, rate: null, dailyLimit: null, backoff: null, ...extra };
+  return { name, module: `file:///agents/${name}.js`, concurrency: null, models: {}, capabilities: [], timeoutMs: 2_500, retry: AGENT_RETRY, rate: null, dailyLimit: null, backoff: null, retention: null, ...extra };
 }
 
 const AGENTS = new Map([agent('coder'), agent('reviewer')].map((a) => [a.name, a]));

@@ -4,6 +4,7 @@
  * write them with.
  */
 import type { Key, StepWriter } from '../port.js';
+import type { PrunedDatabase } from '../../steps/types.js';
 import type { AttemptRecord, EventRecord, EventType, InboxRecord, InstanceEnvelope, LogRecord, RunRecord, ScheduleRecord, TaskRecord, TimerRecord } from '../records.js';
 import { DB, FINAL, REMOVAL } from './layout.js';
 import type { DirtyEntry } from './overlay.js';
@@ -58,9 +59,10 @@ export class BatchWriter implements StepWriter {
   removeActive(taskId: string): void {
     this.batch.direct.push(DB.active + REMOVAL, taskId, null);
   }
-  remove(db: 'tasks' | 'runs' | 'attempts' | 'logs' | 'inbox' | 'idempotency' | 'children', key: Key): void {
-    // Attempts and runs are written once, straight to their databases: so is their removal.
-    if (db === 'runs' || db === 'attempts') this.batch.direct.push(DB[db] + REMOVAL, key, null);
+  remove(db: PrunedDatabase, key: Key): void {
+    // Attempts and runs are written once, straight to their databases: so is their removal, and
+    // so is that of a retention index entry (the store writes those, not the log).
+    if (db === 'runs' || db === 'attempts' || db === 'settled' || db === 'expiry') this.batch.direct.push(DB[db] + REMOVAL, key, null);
     else this.batch.ops.push(DB[db] + REMOVAL, key, null);
   }
   putChild(parentId: string, childId: string): void {

@@ -14,7 +14,7 @@ import { nextSeqOf } from './event-log.js';
 import { eventBatchEncoder } from './codec.js';
 import { DATABASES, DB, logEncoder, MATERIALIZE, type LogEntry } from './layout.js';
 import { netChanges } from './net-changes.js';
-import { indexChildrenOnce, SCHEMA_VERSION, upgradeSchema } from './migrations.js';
+import { buildIndexesOnce, SCHEMA_VERSION, upgradeSchema } from './migrations.js';
 import { replayLog } from './replay.js';
 import { storeReads } from './reads.js';
 import { BatchWriter, newBatch, type Batch } from './batch-writer.js';
@@ -134,7 +134,7 @@ export class LmdbStore implements Store {
     this.runtimeId = (meta.get('runtimeId') as string | undefined) ?? randomUUID();
     this.previousShutdownClean = stored === undefined || meta.get('cleanShutdown') === true;
     this.#lastBatch = this.#checkpoint = replayLog(this.#root, this.#dbs, this.#log, meta);
-    indexChildrenOnce(this.#root, this.#dbs, this.#meta);
+    buildIndexesOnce(this.#root, this.#dbs, this.#meta);
     this.#records.loadActive();
     this.#seq = this.#durableSeq = nextSeqOf(this.#events);
     const head = this.#chain.getEntry(HEAD);

@@ -5,12 +5,13 @@
 import type { Database, RootDatabase } from 'lmdb';
 import { TroupeError } from '../../errors.js';
 import type { Key } from '../port.js';
+import { settledIndexKeys, type TaskRecord } from '../records.js';
 import { databaseEncoder, eventBatchEncoder } from './codec.js';
 import { migrateEventsToBatches } from './event-log.js';
 import { CODECS, DATABASES, DB, encoded, STRUCTURES } from './layout.js';
 
 /** The schema this build reads and writes. Bump it with a migration in {@link MIGRATIONS}. */
-export const SCHEMA_VERSION = 4;
+export const SCHEMA_VERSION = 5;
 
 /** Upgrades from version n to n+1, run at open inside one synchronous transaction. */
 export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
@@ -29,24 +30,44 @@ export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
   // Nothing to rewrite: version 1 records read as they are; the bump keeps older builds, which
   // would look for that attempt in its own database, off a data dir this build wrote.
   2: () => undefined,
-  // 3 → 4: the children index ([parentId, childId]). It is built by indexChildrenOnce, after the
+  // 3 → 4: the children index ([parentId, childId]). It is built by buildIndexesOnce, after the
   // log is replayed (children the log still holds count too); the bump keeps older builds, which
   // would submit children without an entry, off a data dir this build wrote.
   3: () => undefined,
+  // 4 → 5: the retention indexes (settled, expiry), built by buildIndexesOnce as the children
+  // index is; task records gain their own retention (codec version 3).
+  4: () => undefined,
 };
 
+/** The indexes derived from the task records, each with the meta flag that says a data dir has it, and what it takes from one task. */
+const DERIVED: ReadonlyArray<{ flag: string; index(dbs: ReadonlyArray<Database<unknown, Key>>, task: TaskRecord): void }> = [
+  {
+    flag: 'childrenIndexed',
+    index(dbs, task) {
+      if (typeof task.parentId === 'string') dbs[DB.children]!.putSync([task.parentId, task.id], true);
+    },
+  },
+  {
+    flag: 'settledIndexed',
+    index(dbs, task) {
+      const keys = settledIndexKeys(task);
+      if (keys?.settled) dbs[DB.settled]!.putSync(keys.settled, true);
+      if (keys?.expiry) dbs[DB.expiry]!.putSync(keys.expiry, true);
+    },
+  },
+];
+
 /**
- * Builds the children index from the stored tasks, once per data dir (a meta flag says it is
- * built; a new store sets it at once). Runs at open, after the log is replayed.
+ * Builds the indexes derived from the stored tasks that this data dir lacks, in one pass over
+ * them, once per data dir (a meta flag says each is built; a new store has them all at once).
+ * Runs at open, after the log is replayed, so that tasks the log still held count too.
  */
-export function indexChildrenOnce(root: RootDatabase, dbs: ReadonlyArray<Database<unknown, Key>>, meta: Database<unknown, string>): void {
-  if (meta.get('childrenIndexed') === true) return;
+export function buildIndexesOnce(root: RootDatabase, dbs: ReadonlyArray<Database<unknown, Key>>, meta: Database<unknown, string>): void {
+  const missing = DERIVED.filter(({ flag }) => meta.get(flag) !== true);
+  if (missing.length === 0) return;
   root.transactionSync(() => {
-    for (const { key, value } of dbs[DB.tasks]!.getRange()) {
-      const parentId = (value as { parentId?: unknown } | undefined)?.parentId;
-      if (typeof parentId === 'string') dbs[DB.children]!.putSync([parentId, key as string], true);
-    }
-    meta.putSync('childrenIndexed', true);
+    for (const { value } of dbs[DB.tasks]!.getRange()) for (const { index } of missing) index(dbs, value as TaskRecord);
+    for (const { flag } of missing) meta.putSync(flag, true);
   });
 }
 

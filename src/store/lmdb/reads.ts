@@ -139,6 +139,9 @@ export interface ReadSources {
   quarantine: Quarantine;
 }
 
+/** Indexes the store writes as records reach their databases: nothing of them is pending anywhere else. */
+const NOTHING_DECIDED: Decided = { get: () => undefined, entries: () => [] };
+
 /** The store's reads: each database through what is decided, with bad records quarantined. */
 export function storeReads({ dbs, events, overlay, gathered, quarantine }: ReadSources): SafeReads {
   const { add, has } = quarantine;
@@ -158,5 +161,7 @@ export function storeReads({ dbs, events, overlay, gathered, quarantine }: ReadS
     schedules: safe('schedules', VALIDATORS.schedules),
     control: safe('control', undefined),
     children: safe('children', undefined),
+    settled: safe('settled', undefined, NOTHING_DECIDED),
+    expiry: safe('expiry', undefined, NOTHING_DECIDED),
   };
 }

@@ -1,12 +1,13 @@
 /**
  * How the store writes records to their own databases (not the log): the values encoded before the
- * transaction, an overlay entry materialized, a direct write or removal, and the active index kept
- * in step with the task records written.
+ * transaction, an overlay entry materialized, a direct write or removal, and the indexes kept in
+ * step with the task records written: the active index, and the two that retention reads (see
+ * {@link settledIndexKeys}).
  */
 import { asBinary, type Database } from 'lmdb';
 import { isTerminal } from '../../../machines/index.js';
 import type { Key } from '../port.js';
-import type { TaskRecord } from '../records.js';
+import { settledIndexKeys, type TaskRecord } from '../records.js';
 import { ChurnSet } from '../../collections.js';
 import type { RecordEncoder } from './databases.js';
 import { DB, REMOVAL } from './layout.js';
@@ -66,9 +67,26 @@ export class RecordWrites {
     // (The read sees every earlier materialization: an entry cools for more batches than may be
     // in flight, so any earlier write of this key has landed.)
     if (entry.value === REMOVED) {
-      if (db.doesExist(entry.key)) db.remove(entry.key);
+      const stored = entry.db === DB.tasks ? readable(db, entry.key) : undefined;
+      if (stored !== undefined || db.doesExist(entry.key)) db.remove(entry.key);
+      // A removed task takes its retention entries along (a task settled again after a retry left
+      // older ones behind: retention drops those when it meets them).
+      if (stored !== undefined && isTerminal(stored.state)) this.#indexSettled(stored, true);
     } else db.put(entry.key, value);
-    if (entry.db === DB.tasks) this.#indexActive(entry.key as string, entry.value === REMOVED ? undefined : (entry.value as TaskRecord));
+    if (entry.db === DB.tasks) {
+      const task = entry.value === REMOVED ? undefined : (entry.value as TaskRecord);
+      this.#indexActive(entry.key as string, task);
+      if (task !== undefined && isTerminal(task.state)) this.#indexSettled(task, false);
+    }
+  }
+
+  /** Puts (or removes) a settled task's retention entries. */
+  #indexSettled(task: TaskRecord, remove: boolean): void {
+    const keys = settledIndexKeys(task);
+    const [db, key] = keys?.expiry ? [DB.expiry, keys.expiry] : keys?.settled ? [DB.settled, keys.settled] : [];
+    if (key === undefined) return;
+    if (remove) this.#dbs[db!]!.remove(key);
+    else this.#dbs[db!]!.put(key, true);
   }
 
   /**
@@ -83,5 +101,14 @@ export class RecordWrites {
       this.#activeInDb.add(id);
       this.#dbs[DB.active]!.put(id, true);
     }
+  }
+}
+
+/** A stored task record, or undefined when there is none or it does not decode (a quarantined record goes without one). */
+function readable(db: Database<unknown, Key>, key: Key): TaskRecord | undefined {
+  try {
+    return db.get(key) as TaskRecord | undefined;
+  } catch {
+    return undefined;
   }
 }

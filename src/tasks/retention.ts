@@ -1,0 +1,150 @@
+/**
+ * The background retention sweep: every `sweepMs`, the settled tasks past their rule (retention-
+ * rules.ts) go, with everything they left, through the pruner: in batches of its size with a turn
+ * given back between them, a parent only with all of its children. A pass looks at most
+ * {@link PASS} tasks; a full one is followed by the next at once, so a backlog drains without
+ * one long stall.
+ *
+ * Where the tasks are found (the store's retention indexes, see `settledIndexKeys`):
+ * - a task under its agent's or the runtime's rule, per agent and state, oldest settled first:
+ *   by age up to the horizon, and by count beyond the `count` most recent (read newest first);
+ * - a task with a rule of its own, by the instant it expires.
+ */
+import type { ClockTimer } from '../clock.js';
+import { emptyResult, wholeSubtrees, type Pruner, type PruneResult } from './prune.js';
+import type { EngineParts } from './parts.js';
+import type { ResolvedRetention, ResolvedRule, SettledState } from './retention-rules.js';
+
+/** Tasks one pass looks at, at most. */
+const PASS = 5_000;
+/** The greatest string key part: an upper bound after every number and id. */
+const AFTER = '\uffff';
+
+/** What `rt.stats().retention` shows. */
+export interface RetentionStats {
+  /** Sweeps finished since the runtime started. */
+  sweeps: number;
+  /** Tasks they removed. */
+  removed: number;
+  lastSweepAt?: number;
+  nextSweepAt?: number;
+}
+
+export const RETENTION_PARTS = ['agents', 'clock', 'log', 'store'] as const;
+export type RetentionDeps = Pick<EngineParts, (typeof RETENTION_PARTS)[number]>;
+
+/** See the module comment. */
+export class Retention {
+  readonly #k: RetentionDeps;
+  readonly #pruner: Pruner;
+  readonly #policy: ResolvedRetention | null;
+  #timer: ClockTimer | undefined;
+  #running: Promise<void> | undefined;
+  #stopped = true;
+  readonly #stats: RetentionStats = { sweeps: 0, removed: 0 };
+
+  /** `policy` null: retention is off, and nothing is ever armed. */
+  constructor(deps: RetentionDeps, pruner: Pruner, policy: ResolvedRetention | null) {
+    this.#k = deps;
+    this.#pruner = pruner;
+    this.#policy = policy;
+  }
+
+  /** Arms the first sweep, one `sweepMs` from now. */
+  start(): void {
+    if (!this.#policy || !this.#stopped) return;
+    this.#stopped = false;
+    this.#arm();
+  }
+
+  /** Disarms the sweep, and waits for one under way to stop at its next batch. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer !== undefined) this.#k.clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#stats.nextSweepAt = undefined;
+    await this.#running;
+  }
+
+  /** Null while retention is off. */
+  get stats(): RetentionStats | null {
+    return this.#policy ? { ...this.#stats } : null;
+  }
+
+  #arm(): void {
+    const { clock } = this.#k;
+    const ms = this.#policy!.sweepMs;
+    this.#stats.nextSweepAt = clock.now() + ms;
+    this.#timer = clock.setTimeout(() => {
+      this.#timer = undefined;
+      this.#running = this.#sweep().finally(() => {
+        this.#running = undefined;
+        if (!this.#stopped) this.#arm();
+      });
+    }, ms);
+  }
+
+  async #sweep(): Promise<void> {
+    const result = emptyResult();
+    const now = this.#k.clock.now();
+    try {
+      for (let full = true; full && !this.#stopped; ) {
+        const due = this.#due(now);
+        const before = result.tasks;
+        await this.#pruner.remove(wholeSubtrees(this.#k.store, due.keys()), (task) => task.settledAt === due.get(task.id), result, () => this.#stopped);
+        // A full pass that removed nothing holds only tasks that wait (parents of younger children): the next sweep looks again.
+        full = due.size >= PASS && result.tasks > before;
+      }
+      this.#stats.sweeps++;
+      this.#stats.lastSweepAt = now;
+    } catch (error) {
+      this.#k.log.error({ err: error }, 'the retention sweep failed; the next one tries again');
+    } finally {
+      this.#stats.removed += result.tasks;
+      if (result.tasks > 0) this.#k.log.info({ ...result }, 'retention removed settled tasks');
+    }
+  }
+
+  /** The tasks due at `now` (up to {@link PASS}), each with the settle instant it was found under. */
+  #due(now: number): Map<string, number> {
+    const { store } = this.#k;
+    const due = new Map<string, number>();
+    const add = (id: string, settledAt: number) => due.size < PASS && due.set(id, settledAt).size < PASS;
+    // Tasks under a rule of their own, by expiry; the task's settle instant is read when it is removed.
+    for (const [, id] of store.read.expiry.keys({ end: [now, AFTER] })) {
+      const task = store.read.tasks.get(id);
+      if (task?.settledAt !== undefined && !add(id, task.settledAt)) return due;
+    }
+    // Tasks under their agent's rule, one agent and state at a time.
+    for (let from: Array<string | number> = []; due.size < PASS; ) {
+      const first = firstOf(store.read.settled.keys({ start: from, limit: 1 }));
+      if (first === undefined) break;
+      const [agent, state] = first;
+      from = [agent, state, AFTER];
+      const rule = this.#ruleOf(agent, state as SettledState);
+      if (rule.count < Infinity) {
+        let kept = 0;
+        for (const [, , settledAt, id] of store.read.settled.keys({ start: [agent, state, AFTER], end: [agent, state], reverse: true })) {
+          if (kept < rule.count) kept++;
+          else if (!add(id, settledAt)) return due;
+        }
+      }
+      if (rule.ageMs < Infinity) {
+        for (const [, , settledAt, id] of store.read.settled.keys({ start: [agent, state], end: [agent, state, now - rule.ageMs, AFTER] })) {
+          if (!add(id, settledAt)) return due;
+        }
+      }
+    }
+    return due;
+  }
+
+  /** The rule for an agent's tasks settled in `state`: the agent's own, else the runtime's. */
+  #ruleOf(agent: string, state: SettledState): ResolvedRule {
+    return this.#k.agents.get(agent)?.retention?.[state] ?? this.#policy!.rules[state];
+  }
+}
+
+function firstOf<T>(items: Iterable<T>): T | undefined {
+  for (const item of items) return item;
+  return undefined;
+}

@@ -1,0 +1,219 @@
+/**
+ * Retention: the background sweep removes settled tasks past their rule (age, count), with an
+ * agent's rules over the runtime's and a task's own over its agent's, a parent only with its
+ * children; a retry takes a task out of the index it settled into; an older data dir gets the
+ * index built at open; bad rules are refused before anything is stored. Time is a ManualClock:
+ * each sweep runs when the test moves the clock to it.
+ */
+import { join } from 'node:path';
+import { open } from 'lmdb';
+import { describe, expect, it } from 'vitest';
+import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeOptions } from 'troupe';
+import { rejection, scratchDirs } from '../helpers.js';
+
+const scratch = scratchDirs();
+const SWEEP = 1_000;
+
+function agents(): NonNullable<RuntimeOptions['agents']> {
+  return [builtinAgent('echo'), builtinAgent('echo', { name: 'other' }), builtinAgent('echo', { name: 'brief', retention: { done: SWEEP } }), builtinAgent('fail', { retry: { maxAttempts: 1 } })];
+}
+
+async function openRuntime(options: RuntimeOptions & { clock: ManualClock }): Promise<Runtime> {
+  return createRuntime({ logger: false, threads: 1, agents: agents(), starvation: false, ...options });
+}
+
+/** Moves the clock by `ms` (a whole number of sweeps' worth) and waits for the sweep that falls due at its end. */
+async function sweepAfter(rt: Runtime, clock: ManualClock, ms: number): Promise<void> {
+  const before = rt.stats().retention!.sweeps;
+  clock.advance(ms);
+  while (rt.stats().retention!.sweeps === before) await new Promise((resolve) => setTimeout(resolve, 2));
+}
+
+/** Whether the task is still stored. */
+async function kept(rt: Runtime, id: string): Promise<boolean> {
+  try {
+    await rt.get(id);
+    return true;
+  } catch (error) {
+    expect(error).toMatchObject({ code: 'NOT_FOUND' });
+    return false;
+  }
+}
+
+async function settled(rt: Runtime, spec: Parameters<Runtime['submit']>[0]): Promise<string> {
+  const task = await rt.submit(spec);
+  await rt.wait(task.id);
+  return task.id;
+}
+
+describe('retention', () => {
+  it('removes tasks past the age of their state, and keeps younger ones and other states', async () => {
+    const clock = new ManualClock();
+    const rt = await openRuntime({ dataDir: scratch(), clock, retention: { done: SWEEP, failed: 3 * SWEEP, sweepMs: SWEEP } });
+    try {
+      const oldDone = await settled(rt, { agent: 'echo', input: 1 });
+      const failed = await settled(rt, { agent: 'fail', input: { mode: 'result' } });
+      expect((await rt.get(failed)).state).toBe('failed');
+      clock.advance(SWEEP / 2);
+      const youngDone = await settled(rt, { agent: 'echo', input: 2 });
+
+      await sweepAfter(rt, clock, SWEEP / 2);
+      expect([await kept(rt, oldDone), await kept(rt, youngDone), await kept(rt, failed)]).toEqual([false, true, true]);
+      await sweepAfter(rt, clock, SWEEP);
+      expect([await kept(rt, youngDone), await kept(rt, failed)]).toEqual([false, true]);
+      // Three sweeps' worth after it failed: its age.
+      await sweepAfter(rt, clock, SWEEP);
+      expect(await kept(rt, failed)).toBe(false);
+      expect(rt.stats().retention).toMatchObject({ sweeps: 3, removed: 3, lastSweepAt: clock.now(), nextSweepAt: clock.now() + SWEEP });
+      expect(Object.values(rt.stats().tasks).every((n) => n === 0)).toBe(true);
+    } finally {
+      await rt.close();
+    }
+  });
+
+  it('keeps the count most recently settled of each agent in a state', async () => {
+    const clock = new ManualClock();
+    const rt = await openRuntime({ dataDir: scratch(), clock, retention: { done: { count: 2 }, sweepMs: SWEEP } });
+    try {
+      const echo: string[] = [];
+      for (let n = 0; n < 4; n++) {
+        echo.push(await settled(rt, { agent: 'echo', input: n }));
+        clock.advance(1);
+      }
+      const other = [await settled(rt, { agent: 'other', input: 'a' }), await settled(rt, { agent: 'other', input: 'b' })];
+      await sweepAfter(rt, clock, SWEEP);
+      expect(await Promise.all(echo.map((id) => kept(rt, id)))).toEqual([false, false, true, true]);
+      expect(await Promise.all(other.map((id) => kept(rt, id)))).toEqual([true, true]);
+      // No age: the two kept stay, however old.
+      await sweepAfter(rt, clock, 100 * SWEEP);
+      expect(await Promise.all(echo.map((id) => kept(rt, id)))).toEqual([false, false, true, true]);
+    } finally {
+      await rt.close();
+    }
+  });
+
+  it('applies an agent’s rule over the runtime’s, and a task’s own over its agent’s', async () => {
+    const clock = new ManualClock();
+    const rt = await openRuntime({ dataDir: scratch(), clock, retention: { done: 10 * SWEEP, sweepMs: SWEEP } });
+    try {
+      const plain = await settled(rt, { agent: 'echo', input: 'runtime rule' });
+      const brief = await settled(rt, { agent: 'brief', input: 'agent rule' });
+      const own = await settled(rt, { agent: 'echo', input: 'own rule', retention: { done: 2 * SWEEP } });
+      const forever = await settled(rt, { agent: 'brief', input: 'kept for good', retention: { done: Infinity } });
+      expect((await rt.get(own)).retention).toEqual({ done: 2 * SWEEP });
+
+      await sweepAfter(rt, clock, SWEEP);
+      expect([await kept(rt, plain), await kept(rt, brief), await kept(rt, own), await kept(rt, forever)]).toEqual([true, false, true, true]);
+      await sweepAfter(rt, clock, SWEEP);
+      expect([await kept(rt, plain), await kept(rt, own), await kept(rt, forever)]).toEqual([true, false, true]);
+      for (let n = 0; n < 8; n++) await sweepAfter(rt, clock, SWEEP);
+      expect([await kept(rt, plain), await kept(rt, forever)]).toEqual([false, true]);
+    } finally {
+      await rt.close();
+    }
+  });
+
+  it('keeps a parent until its children can go, and removes them first', async () => {
+    const clock = new ManualClock();
+    const rt = await openRuntime({ dataDir: scratch(), clock, retention: { done: SWEEP, sweepMs: SWEEP } });
+    try {
+      const parent = await settled(rt, { agent: 'echo', input: 'parent' });
+      const child = await settled(rt, { agent: 'echo', input: 'child', parentId: parent, retention: { done: 3 * SWEEP } });
+      const grandchild = await settled(rt, { agent: 'echo', input: 'grandchild', parentId: child });
+      await sweepAfter(rt, clock, SWEEP);
+      // The grandchild is due but its parent is not: it goes alone; the parent waits for the child.
+      expect([await kept(rt, parent), await kept(rt, child), await kept(rt, grandchild)]).toEqual([true, true, false]);
+      await sweepAfter(rt, clock, SWEEP);
+      expect([await kept(rt, parent), await kept(rt, child)]).toEqual([true, true]);
+      await sweepAfter(rt, clock, SWEEP);
+      expect([await kept(rt, parent), await kept(rt, child)]).toEqual([false, false]);
+    } finally {
+      await rt.close();
+    }
+  });
+
+  it('takes a retried task out of the index it settled into: it is kept by the rule of where it settles next', async () => {
+    const clock = new ManualClock();
+    const dataDir = join(scratch(), 'data');
+    const rt = await openRuntime({ dataDir, clock, retention: { failed: 2 * SWEEP, sweepMs: SWEEP } });
+    const id = await settled(rt, { agent: 'fail', input: { mode: 'result' } });
+    clock.advance(SWEEP / 2);
+    await rt.retry(id);
+    expect((await rt.wait(id)).runs).toBe(2);
+    await sweepAfter(rt, clock, SWEEP / 2);
+    await rt.close();
+    expect(indexEntries(dataDir)).toEqual({ settled: [['fail', 'failed', clock.now() - SWEEP / 2, id]], expiry: [] });
+  });
+
+  it('is built at open for a data dir from schema 4, and then removes what is due', async () => {
+    const clock = new ManualClock();
+    const dataDir = join(scratch(), 'data');
+    const first = await openRuntime({ dataDir, clock, retention: false });
+    const plain = await settled(first, { agent: 'echo', input: 1 });
+    const own = await settled(first, { agent: 'echo', input: 2, retention: { done: SWEEP } });
+    await first.close();
+    // What a schema 4 build left: no retention indexes, no flag.
+    const env = open({ path: dataDir, noSubdir: false, maxDbs: 24 });
+    for (const name of ['settled', 'expiry']) await env.openDB({ name, sharedStructuresKey: Symbol.for('troupe.structures') }).clearAsync();
+    const meta = env.openDB({ name: 'meta', sharedStructuresKey: Symbol.for('troupe.structures') });
+    await meta.put('schemaVersion', 4);
+    await meta.remove('settledIndexed');
+    await env.close();
+    expect(indexEntries(dataDir)).toEqual({ settled: [], expiry: [] });
+
+    const again = await openRuntime({ dataDir, clock, retention: { done: 2 * SWEEP, sweepMs: SWEEP } });
+    try {
+      await sweepAfter(again, clock, SWEEP);
+      expect([await kept(again, plain), await kept(again, own)]).toEqual([true, false]);
+      await sweepAfter(again, clock, SWEEP);
+      expect(await kept(again, plain)).toBe(false);
+    } finally {
+      await again.close();
+    }
+  });
+
+  it('with retention: false arms nothing and reports null', async () => {
+    const clock = new ManualClock();
+    const rt = await openRuntime({ dataDir: scratch(), clock, retention: false });
+    try {
+      const id = await settled(rt, { agent: 'echo', input: 1 });
+      expect(rt.stats().retention).toBeNull();
+      expect(clock.pending).toBe(0);
+      clock.advance(365 * 86_400_000);
+      expect(await kept(rt, id)).toBe(true);
+    } finally {
+      await rt.close();
+    }
+  });
+
+  it('refuses bad rules before anything is stored: runtime, agent and task', async () => {
+    const clock = new ManualClock();
+    const dataDir = scratch();
+    for (const retention of [{ done: -1 }, { done: { ageMs: 1.5 } }, { finished: 1 }, { done: { count: -2 } }, { done: { age: 1 } }, { sweepMs: 0 }, 'forever', [1]]) {
+      await expect(openRuntime({ dataDir, clock, retention: retention as never })).rejects.toMatchObject({ code: 'INVALID_OPTIONS', message: expect.stringContaining('options.retention') });
+    }
+    const rt = await openRuntime({ dataDir, clock });
+    try {
+      expect(() => rt.agents.register(builtinAgent('echo', { name: 'bad', retention: { queued: 1 } as never }))).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS', message: expect.stringContaining('agent bad: retention.queued is not a settled state') }));
+      for (const retention of [{ done: { count: 1 } }, { done: -5 }, { running: 1 }, 7]) {
+        const error = await rejection(rt.submit({ agent: 'echo', retention: retention as never }));
+        expect(error).toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('retention') });
+      }
+      expect((await rt.list()).tasks).toEqual([]);
+      expect(rt.stats().retention).toMatchObject({ sweeps: 0, removed: 0, nextSweepAt: clock.now() + 60_000 });
+    } finally {
+      await rt.close();
+    }
+  });
+});
+
+/** The retention index entries of a closed data dir. */
+function indexEntries(dataDir: string): { settled: unknown[]; expiry: unknown[] } {
+  const env = open({ path: dataDir, noSubdir: false, maxDbs: 24, readOnly: true });
+  try {
+    const keys = (name: string) => [...env.openDB({ name, sharedStructuresKey: Symbol.for('troupe.structures') }).getKeys()];
+    return { settled: keys('settled'), expiry: keys('expiry') };
+  } finally {
+    void env.close();
+  }
+}
