@@ -1,6 +1,7 @@
 /**
- * kill -9 in the middle of a prune: each task is whole (its record and every log line) or gone
- * (none of them), never half-removed, and a prune after the reopen finishes the job.
+ * kill -9 in the middle of a prune, and of a retention sweep: each task is whole (its record,
+ * every log line, its retention index entry) or gone (none of them), never half-removed, and a
+ * prune (or the next sweep) after the reopen finishes the job.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -14,15 +15,15 @@ const scratch = scratchDirs();
 const TASKS = 1_000;
 const LINES = 3;
 
-describe('kill -9 while pruning', () => {
-  it('leaves every task whole or gone, and the next prune finishes', async () => {
+describe.each(['prune', 'retention'] as const)('kill -9 while removing settled tasks (%s)', (mode) => {
+  it('leaves every task whole or gone, and the next pass finishes', async () => {
     const dataDir = join(scratch(), 'data');
-    const rt = await createRuntime({ dataDir, logger: false, threads: 2, slotsPerThread: 8, agents: [{ name: 'chatty', module: fixtureAgent('chatty') }] });
+    const rt = await createRuntime({ dataDir, logger: false, threads: 2, slotsPerThread: 8, retention: false, agents: [{ name: 'chatty', module: fixtureAgent('chatty') }] });
     const tasks: Task[] = await rt.submitMany(Array.from({ length: TASKS }, () => ({ agent: 'chatty', input: { lines: LINES } })));
     for (const task of tasks) await rt.wait(task.id);
     await rt.close();
 
-    const child = spawn(process.execPath, [CHILD.pathname, dataDir, tasks.at(-1)!.id], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [CHILD.pathname, dataDir, tasks.at(-1)!.id, mode], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     await new Promise<void>((resolve) => child.stdout.on('data', (chunk: Buffer) => /^first /m.test((out += chunk.toString())) && resolve()));
     child.kill('SIGKILL');
@@ -32,10 +33,14 @@ describe('kill -9 while pruning', () => {
     let gone = 0;
     try {
       const read = dir.read as unknown as Record<string, { get(k: unknown): unknown; keys(o?: unknown): Iterable<unknown> }>;
+      const indexed = new Set([...(read.settled!.keys() as Iterable<[string, string, number, string]>)].map((key) => key[3]));
       for (const task of tasks) {
         const lines = [...read.logs!.keys({ start: [task.id, 0, 0, 0], end: [task.id, Number.MAX_SAFE_INTEGER, 0, 0] })].length;
-        const present = read.tasks!.get(task.id) !== undefined;
+        const stored = read.tasks!.get(task.id) as { settledAt: number } | undefined;
+        const present = stored !== undefined;
         expect(lines, `log lines of ${task.id} (${present ? 'present' : 'gone'})`).toBe(present ? LINES : 0);
+        expect(indexed.has(task.id), `retention entry of ${task.id} (${present ? 'present' : 'gone'})`).toBe(present);
+        if (present) expect(read.settled!.get(['chatty', 'done', stored.settledAt, task.id])).toBe(true);
         if (!present) gone++;
       }
     } finally {
@@ -43,10 +48,12 @@ describe('kill -9 while pruning', () => {
     }
     expect(gone).toBeGreaterThan(0);
 
-    const again = await createRuntime({ dataDir, logger: false, threads: 1 });
+    const again = await createRuntime({ dataDir, logger: false, threads: 1, retention: mode === 'retention' ? { done: 0, sweepMs: 1 } : false });
     try {
-      expect(await again.prune()).toMatchObject({ tasks: TASKS - gone, logLines: (TASKS - gone) * LINES });
+      if (mode === 'prune') expect(await again.prune()).toMatchObject({ tasks: TASKS - gone, logLines: (TASKS - gone) * LINES });
+      else while (again.stats().retention!.removed < TASKS - gone) await new Promise((resolve) => setTimeout(resolve, 5));
       expect((await again.list({ limit: 10 })).tasks).toEqual([]);
+      if (mode === 'retention') expect(again.stats().retention!.removed).toBe(TASKS - gone);
     } finally {
       await again.close();
     }

@@ -105,7 +105,7 @@ export class RecordWrites {
 }
 
 /** A stored task record, or undefined when there is none or it does not decode (a quarantined record goes without one). */
-function readable(db: Database<unknown, Key>, key: Key): TaskRecord | undefined {
+export function readable(db: Database<unknown, Key>, key: Key): TaskRecord | undefined {
   try {
     return db.get(key) as TaskRecord | undefined;
   } catch {
