@@ -26,7 +26,7 @@ export async function createRuntime(input?: RuntimeOptions): Promise<Runtime> {
     onLooseMode: ({ path, mode }) => log.warn({ path, mode }, `${path} has mode ${mode}: group or others can reach the data dir (Troupe leaves existing modes alone: chmod go-rwx it)`),
   });
   const keepAlive = new KeepAlive();
-  bus = new EventBus(store.read.events, () => keepAlive.hold(), (error, type) => log.error({ err: error, type }, 'an event listener threw'));
+  bus = new EventBus(store.read.events, () => keepAlive.hold(), (error, type) => log.error({ err: error, type }, 'an event listener threw'), () => store.eventsRemovedThrough);
   let runtime: Runtime | undefined;
   try {
     runtime = new Runtime(options, log, store, bus, keepAlive);

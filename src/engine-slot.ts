@@ -159,7 +159,7 @@ export class EngineSlot {
     const k = this.#k;
     const previous = this.e;
     this.store = store;
-    k.bus.attach(store.read.events);
+    k.bus.attach(store.read.events, () => store.eventsRemovedThrough);
     this.#watch(store);
     this.e = buildEngine(k.options, k.log, store, k.keepAlive, k.lasting);
     this.#stopped = false;

@@ -67,6 +67,8 @@ export const ERROR_CODES = {
   ATTEMPT_ENDED: { retryable: false, summary: 'The agent used its context after its attempt returned (agent context).' },
   /** `ctx.waitForInput({ timeoutMs })` gave up (agent context). */
   INPUT_TIMEOUT: { retryable: true, summary: '`ctx.waitForInput({ timeoutMs })` gave up before an input came (agent context).' },
+  /** An `events({ after })` cursor is older than what the event log keeps (retention removed what followed it). */
+  CURSOR_EXPIRED: { retryable: false, summary: 'An `events()` cursor is older than what the event log keeps; the message names the oldest cursor still available.' },
   /** The store failed to read or write. */
   STORE_FAILED: { retryable: true, summary: 'The LMDB store failed to read or write.' },
   STORE_CORRUPT: { retryable: false, summary: 'The data file is damaged (empty, truncated, or without a valid meta page); it is left untouched.' },

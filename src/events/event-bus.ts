@@ -66,6 +66,8 @@ export class EventBus {
   readonly #listeners = new Map<string, Listener[]>();
   readonly #observers: Array<(records: readonly EventRecord[]) => void> = [];
   #events: SafeDatabase<EventRecord, number>;
+  /** The last seq retention removed from the log (0: none): an older cursor has missed events. */
+  #removedThrough: () => number;
   /** Set while the store is closed for a recovery (see {@link EventBus.detach}): what a replay's read fails with. */
   #detached: Error | undefined;
   /** An event published before it was durable (see {@link EventBus.announce}), until its commit comes by. */
@@ -83,8 +85,9 @@ export class EventBus {
    * keep-alive.ts). A listener that throws is reported to `onListenerError`; it never reaches the
    * pipeline that published the event, nor the other listeners.
    */
-  constructor(events: SafeDatabase<EventRecord, number>, hold: () => Release, onListenerError: (error: unknown, type: string) => void = () => undefined) {
+  constructor(events: SafeDatabase<EventRecord, number>, hold: () => Release, onListenerError: (error: unknown, type: string) => void = () => undefined, removedThrough: () => number = () => 0) {
     this.#events = events;
+    this.#removedThrough = removedThrough;
     this.#hold = hold;
     this.#onListenerError = onListenerError;
   }
@@ -112,8 +115,9 @@ export class EventBus {
   }
 
   /** Reads the event log from this database from now on (the store was opened again). */
-  attach(events: SafeDatabase<EventRecord, number>): void {
+  attach(events: SafeDatabase<EventRecord, number>, removedThrough: () => number): void {
     this.#events = events;
+    this.#removedThrough = removedThrough;
     this.#detached = undefined;
   }
 
@@ -214,6 +218,13 @@ export class EventBus {
     else this.#listeners.delete(type);
   }
 
+  /** CURSOR_EXPIRED when events after seq `last` were removed: the reader would miss them. */
+  #checkCursor(last: number): void {
+    const removed = this.#removedThrough();
+    if (last >= removed) return;
+    throw new TroupeError('CURSOR_EXPIRED', `events: cursor ${toCursor(last)} is older than what the event log keeps (retention removed the events through seq ${removed}); the oldest cursor still available is ${toCursor(removed)}, or omit after to read from the oldest event kept`);
+  }
+
   /** Ends every live iteration (runtime close). */
   close(): void {
     this.#closed = true;
@@ -234,6 +245,7 @@ export class EventBus {
     }
     if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new TroupeError('INVALID_OPTIONS', 'events: signal must be an AbortSignal');
     let last = options.after === undefined ? 0 : fromCursor(options.after);
+    if (options.after !== undefined) this.#checkCursor(last);
     const types = options.types ? new Set<string>(options.types) : undefined;
     const wanted = (e: EventRecord) => (!options.taskId || e.taskId === options.taskId) && (!types || types.has(e.type));
     const buffer: RuntimeEvent[] = [];
@@ -260,6 +272,8 @@ export class EventBus {
       if (options.signal?.aborted) return;
       for (;;) {
         const chunk = this.#storedAfter(last);
+        // Retention may have removed events this replay had not reached yet.
+        if (last > 0 || options.after !== undefined) this.#checkCursor(last);
         for (const value of chunk) {
           if (ended) return;
           last = value.seq;

@@ -180,6 +180,13 @@ export interface Store {
    * INVALID_INPUT for a bad destination (nothing written), STORE_FAILED if the copy fails.
    */
   backup(dest: string, compact: boolean): Promise<BackupInfo>;
+  /**
+   * Removes the oldest event log records whose events all happened before `before` (epoch ms), at
+   * most `max` records, in the next commit; resolves with how many events went, once durable.
+   */
+  truncateEvents(before: number, max: number): Promise<number>;
+  /** The seq of the last event truncation removed (0: none): a reader that has seen it misses nothing kept. */
+  readonly eventsRemovedThrough: number;
   /** Marks the shutdown clean or not, flushes and closes. */
   close(clean: boolean): Promise<void>;
 }

@@ -25,6 +25,11 @@ export type RetentionPolicy = Partial<Record<SettledState, RetentionRule>>;
 export interface RuntimeRetention extends RetentionPolicy {
   /** How often the background sweep runs. @default 60_000 */
   sweepMs?: number;
+  /**
+   * How long the event log keeps events (ms; `Infinity`: for good). Older ones are removed by the
+   * sweep; `events({ after })` with a cursor from before them rejects with CURSOR_EXPIRED. @default 30 days
+   */
+  eventsMs?: number;
 }
 
 /** A rule resolved: Infinity where it does not limit. */
@@ -36,6 +41,7 @@ export type ResolvedPolicy = Readonly<Partial<Record<SettledState, ResolvedRule>
 export interface ResolvedRetention {
   readonly rules: Readonly<Record<SettledState, ResolvedRule>>;
   readonly sweepMs: number;
+  readonly eventsMs: number;
 }
 
 const DAY = 86_400_000;
@@ -48,6 +54,7 @@ export const DEFAULT_RETENTION: ResolvedRetention = Object.freeze({
     cancelled: Object.freeze({ ageMs: 30 * DAY, count: Infinity }),
   }),
   sweepMs: 60_000,
+  eventsMs: 30 * DAY,
 });
 
 /** `createRuntime`'s `retention`, resolved over the defaults; null for `false` (nothing is removed in the background). */
@@ -55,10 +62,10 @@ export function resolveRuntimeRetention(value: unknown): ResolvedRetention | nul
   if (value === false) return null;
   if (value === undefined) return DEFAULT_RETENTION;
   const where = 'options.retention';
-  const policy = policyOf(value, where, ['sweepMs']);
-  const sweepMs = (value as RuntimeRetention).sweepMs ?? DEFAULT_RETENTION.sweepMs;
+  const policy = policyOf(value, where, ['sweepMs', 'eventsMs']);
+  const { sweepMs = DEFAULT_RETENTION.sweepMs, eventsMs = DEFAULT_RETENTION.eventsMs } = value as RuntimeRetention;
   if (!Number.isSafeInteger(sweepMs) || sweepMs < 1) throw invalid(`${where}.sweepMs must be a positive integer (ms)`);
-  return Object.freeze({ rules: Object.freeze({ ...DEFAULT_RETENTION.rules, ...policy }), sweepMs });
+  return Object.freeze({ rules: Object.freeze({ ...DEFAULT_RETENTION.rules, ...policy }), sweepMs, eventsMs: ageOf(eventsMs, `${where}.eventsMs`) });
 }
 
 /** An agent's `retention`, resolved (only the states it names); undefined when it names none. */

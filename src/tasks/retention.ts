@@ -17,6 +17,8 @@ import type { ResolvedRetention, ResolvedRule, SettledState } from './retention-
 
 /** Tasks one pass looks at, at most. */
 const PASS = 5_000;
+/** Event log records (one per committed batch) removed per commit. */
+const EVENT_RECORDS = 1_000;
 /** The greatest string key part: an upper bound after every number and id. */
 const AFTER = '\uffff';
 
@@ -26,6 +28,8 @@ export interface RetentionStats {
   sweeps: number;
   /** Tasks they removed. */
   removed: number;
+  /** Events they removed from the event log. */
+  eventsRemoved: number;
   lastSweepAt?: number;
   nextSweepAt?: number;
 }
@@ -41,7 +45,7 @@ export class Retention {
   #timer: ClockTimer | undefined;
   #running: Promise<void> | undefined;
   #stopped = true;
-  readonly #stats: RetentionStats = { sweeps: 0, removed: 0 };
+  readonly #stats: RetentionStats = { sweeps: 0, removed: 0, eventsRemoved: 0 };
 
   /** `policy` null: retention is off, and nothing is ever armed. */
   constructor(deps: RetentionDeps, pruner: Pruner, policy: ResolvedRetention | null) {
@@ -95,6 +99,7 @@ export class Retention {
         // A full pass that removed nothing holds only tasks that wait (parents of younger children): the next sweep looks again.
         full = due.size >= PASS && result.tasks > before;
       }
+      await this.#truncateEvents(now);
       this.#stats.sweeps++;
       this.#stats.lastSweepAt = now;
     } catch (error) {
@@ -102,6 +107,16 @@ export class Retention {
     } finally {
       this.#stats.removed += result.tasks;
       if (result.tasks > 0) this.#k.log.info({ ...result }, 'retention removed settled tasks');
+    }
+  }
+
+  /** Removes the events older than `eventsMs`, {@link EVENT_RECORDS} log records per commit. */
+  async #truncateEvents(now: number): Promise<void> {
+    const { eventsMs } = this.#policy!;
+    if (eventsMs === Infinity) return;
+    for (let removed = -1; removed !== 0 && !this.#stopped; ) {
+      removed = await this.#k.store.truncateEvents(now - eventsMs, EVENT_RECORDS);
+      this.#stats.eventsRemoved += removed;
     }
   }
 

@@ -217,3 +217,54 @@ function indexEntries(dataDir: string): { settled: unknown[]; expiry: unknown[] 
     void env.close();
   }
 }
+
+describe('event log retention', () => {
+  it('removes events past eventsMs; an older cursor is CURSOR_EXPIRED naming the oldest one left, across a restart', async () => {
+    const clock = new ManualClock();
+    const dataDir = scratch();
+    const options = { dataDir, clock, retention: { done: Infinity, eventsMs: 2 * SWEEP, sweepMs: SWEEP } };
+    const rt = await openRuntime(options);
+    let reopened: Runtime | undefined;
+    try {
+      const early = await settled(rt, { agent: 'echo', input: 'early' });
+      const earlyEvents = await collect(rt, {}, early);
+      await sweepAfter(rt, clock, SWEEP);
+      clock.advance(SWEEP / 2);
+      const late = await settled(rt, { agent: 'echo', input: 'late' });
+      // Two sweeps' worth after the early task's events: nothing older than that yet.
+      await sweepAfter(rt, clock, SWEEP / 2);
+      expect(rt.stats().retention!.eventsRemoved).toBe(0);
+      // Past them, not past the late task's.
+      await sweepAfter(rt, clock, SWEEP);
+      expect(rt.stats().retention!.eventsRemoved).toBeGreaterThanOrEqual(earlyEvents.length);
+      expect(await kept(rt, early)).toBe(true);
+      const left = await collect(rt, {}, late);
+      expect(left.some((e) => e.taskId === early)).toBe(false);
+      expect(left.some((e) => e.taskId === late)).toBe(true);
+
+      const expired = await rejection(collect(rt, { after: earlyEvents[0]!.cursor }, late));
+      expect(expired).toMatchObject({ code: 'CURSOR_EXPIRED', message: expect.stringMatching(/the oldest cursor still available is \d+/) });
+      const oldest = /the oldest cursor still available is (\d+)/.exec(expired.message)![1]!;
+      expect(Number(oldest)).toBeGreaterThanOrEqual(earlyEvents.at(-1)!.seq);
+      expect(await collect(rt, { after: oldest }, late)).toEqual(left);
+      await rt.close();
+
+      reopened = await openRuntime({ ...options, retention: false });
+      expect(await rejection(collect(reopened, { after: 0 }, late))).toMatchObject({ code: 'CURSOR_EXPIRED' });
+      expect(await collect(reopened, { after: Number(oldest) }, late)).toEqual(left);
+    } finally {
+      await rt.close();
+      await reopened?.close();
+    }
+  });
+});
+
+/** The stored events of `rt` after `after`, up to the `task.done` of task `until`. */
+async function collect(rt: Runtime, options: { after?: string | number }, until: string): Promise<Array<{ seq: number; cursor: string; taskId?: string }>> {
+  const out: Array<{ seq: number; cursor: string; taskId?: string }> = [];
+  for await (const event of rt.events(options)) {
+    out.push({ seq: event.seq, cursor: event.cursor, taskId: event.taskId });
+    if (event.type === 'task.done' && event.taskId === until) break;
+  }
+  return out;
+}

@@ -67,7 +67,7 @@ describe('EventBus', () => {
     // The store closes and opens again: the next chunk comes from the new log.
     bus.detach(new TroupeError('STORE_FAILED', 'down'));
     const after = memoryLog(Array.from({ length: 601 }, (_, i) => event(i + 1)));
-    bus.attach(after.db);
+    bus.attach(after.db, () => 0);
     const seqs = [1];
     for (;;) {
       const { value } = await replay.next();
@@ -92,7 +92,7 @@ describe('EventBus', () => {
     await expect(replay.next()).rejects.toBe(outage);
     // A new replay started while detached fails the same way; once attached, one reads again.
     await expect(bus.iterate().next()).rejects.toBe(outage);
-    bus.attach(log.db);
+    bus.attach(log.db, () => 0);
     const again = bus.iterate({ after: 299 });
     expect((await again.next()).value).toMatchObject({ seq: 300 });
     await again.return(undefined);

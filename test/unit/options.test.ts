@@ -363,12 +363,15 @@ describe('builtinAgent', () => {
 
 describe('retention rules', () => {
   const DAY = 86_400_000;
-  it('defaults to done for 7 days and the other settled states for 30, swept every minute', () => {
+  it('defaults to done for 7 days and the other settled states for 30, events for 30, swept every minute', () => {
     expect(resolveOptions({}).retention).toEqual({
       rules: { done: { ageMs: 7 * DAY, count: Infinity }, failed: { ageMs: 30 * DAY, count: Infinity }, dropped: { ageMs: 30 * DAY, count: Infinity }, cancelled: { ageMs: 30 * DAY, count: Infinity } },
       sweepMs: 60_000,
+      eventsMs: 30 * DAY,
     });
     expect(resolveOptions({ retention: false }).retention).toBeNull();
+    expect(resolveOptions({ retention: { eventsMs: Infinity } }).retention!.eventsMs).toBe(Infinity);
+    expect(() => resolveOptions({ retention: { eventsMs: -1 } })).toThrow(/options.retention.eventsMs must be a non-negative integer/);
   });
 
   it('replaces the rule of each state given, an age or { ageMs, count } with the side left out unlimited', () => {

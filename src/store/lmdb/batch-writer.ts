@@ -22,6 +22,9 @@ export interface Batch {
    */
   readonly direct: unknown[];
   readonly events: EventRecord[];
+  /** Event log records this batch removes (see Store.truncateEvents), and the last seq they hold. */
+  readonly dropEvents: number[];
+  eventsThrough: number;
   /** Overlay entries of patched records changed in this batch: their version before it is let go once it is flushed. */
   readonly touched: DirtyEntry[];
   readonly done: Promise<void>;
@@ -37,7 +40,7 @@ export function newBatch(no: number): Batch {
     resolve = res;
     reject = rej;
   });
-  return { no, at: Date.now(), ops: [], direct: [], events: [], touched: [], done, resolve, reject };
+  return { no, at: Date.now(), ops: [], direct: [], events: [], dropEvents: [], eventsThrough: 0, touched: [], done, resolve, reject };
 }
 
 /** Collects the writes of one commit call into its batch. */

@@ -75,6 +75,19 @@ export function nextSeqOf(db: Database<EventRecord[], number>): number {
   return 1;
 }
 
+/** The oldest event records whose events all happened before `before`, at most `max`: their keys, how many events, and the last seq. */
+export function expiredEventRecords(db: Database<EventRecord[], number>, before: number, max: number): { keys: number[]; events: number; through: number } {
+  const out = { keys: [] as number[], events: 0, through: 0 };
+  for (const { key, value } of db.getRange({ limit: max })) {
+    const last = Array.isArray(value) ? value.at(-1) : undefined;
+    if (!last || !(last.at < before)) break;
+    out.keys.push(key);
+    out.events += value.length;
+    out.through = last.seq;
+  }
+  return out;
+}
+
 /** Schema 1 kept one record per event (database `events`); schema 2 keeps one per batch. */
 export function migrateEventsToBatches(from: Database<EventRecord, number>, to: Database<EventRecord[], number>): void {
   let chunk: EventRecord[] = [];

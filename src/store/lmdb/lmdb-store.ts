@@ -3,18 +3,18 @@
  * every decided change, quarantine, close. `openStore` (store.ts) opens the environment and makes one.
  */
 import { randomUUID } from 'node:crypto';
-import { asBinary, type Database, type RootDatabase } from 'lmdb';
+import type { Database, RootDatabase } from 'lmdb';
 import { TroupeError } from '../../errors.js';
 import type { DataDirLock } from '../lock.js';
 import type { LooseMode } from '../private-files.js';
 import type { BackupInfo, Key, QuarantineRecord, SafeReads, Store, StepWriter } from '../port.js';
 import type { EventRecord } from '../records.js';
 import { Overlay } from './overlay.js';
-import { nextSeqOf } from './event-log.js';
-import { eventBatchEncoder } from './codec.js';
-import { DATABASES, DB, logEncoder, MATERIALIZE, type LogEntry } from './layout.js';
+import { expiredEventRecords, nextSeqOf } from './event-log.js';
+import { prepareWrites } from './batch-transaction.js';
+import { DATABASES, DB, MATERIALIZE, type LogEntry } from './layout.js';
 import { netChanges } from './net-changes.js';
-import { buildIndexesOnce, SCHEMA_VERSION, upgradeSchema } from './migrations.js';
+import { buildIndexesOnce, holdsRecords, SCHEMA_VERSION, upgradeSchema } from './migrations.js';
 import { replayLog } from './replay.js';
 import { storeReads } from './reads.js';
 import { BatchWriter, newBatch, type Batch } from './batch-writer.js';
@@ -128,15 +128,18 @@ export class LmdbStore implements Store {
     return this.#durableSeq;
   }
 
+  eventsRemovedThrough = 0;
+
   async init(): Promise<void> {
     const meta = this.#meta;
-    const stored = upgradeSchema(this.#root, meta, () => this.#holdsRecords(), this.dataDir);
+    const stored = upgradeSchema(this.#root, meta, () => holdsRecords([this.#dbs[DB.tasks]!, this.#events, this.#log] as Array<Database<unknown, Key>>), this.dataDir);
     this.runtimeId = (meta.get('runtimeId') as string | undefined) ?? randomUUID();
     this.previousShutdownClean = stored === undefined || meta.get('cleanShutdown') === true;
     this.#lastBatch = this.#checkpoint = replayLog(this.#root, this.#dbs, this.#log, meta);
     buildIndexesOnce(this.#root, this.#dbs, this.#meta);
     this.#records.loadActive();
     this.#seq = this.#durableSeq = nextSeqOf(this.#events);
+    this.eventsRemovedThrough = (meta.get('eventsRemovedThrough') as number | undefined) ?? 0;
     const head = this.#chain.getEntry(HEAD);
     this.#chainVersion = head?.version ?? 1;
     await committed(this.#root.transaction(() => {
@@ -146,14 +149,6 @@ export class LmdbStore implements Store {
       meta.put('cleanShutdown', false);
       meta.put('openedAt', Date.now());
     }));
-  }
-
-  /** Whether any task, event or log record is stored. */
-  #holdsRecords(): boolean {
-    for (const db of [this.#dbs[DB.tasks]!, this.#events, this.#log] as Array<Database<unknown, Key>>) {
-      for (const _key of db.getKeys({ limit: 1 })) return true;
-    }
-    return false;
   }
 
   allocateSeq(): number {
@@ -170,6 +165,18 @@ export class LmdbStore implements Store {
     const batch = (this.#pending ??= newBatch(this.#lastBatch + 1));
     this.#write(batch, fn);
     return batch.done;
+  }
+
+  truncateEvents(before: number, max: number): Promise<number> {
+    if (this.#closed) return Promise.reject(new TroupeError('CLOSED', 'the store is closed'));
+    if (this.failure) return Promise.reject(this.failure);
+    const expired = expiredEventRecords(this.#events, before, max);
+    if (expired.keys.length === 0) return Promise.resolve(0);
+    const batch = (this.#pending ??= newBatch(this.#lastBatch + 1));
+    batch.dropEvents.push(...expired.keys);
+    batch.eventsThrough = Math.max(batch.eventsThrough, expired.through);
+    this.#queueFlush();
+    return batch.done.then(() => expired.events);
   }
 
   commit(fn: (writer: StepWriter) => void): Promise<EventRecord[]> {
@@ -244,14 +251,7 @@ export class LmdbStore implements Store {
     const previous = this.#checkpoint;
     let written: Promise<unknown>;
     try {
-      // Everything our own encoders write is encoded before the transaction: a value that cannot
-      // be encoded fails this batch here, and lmdb-js never sees any of it. (committed() reads the
-      // cause lmdb-js leaves on a failed commit.)
-      const logValue = batch.ops.length > 0 ? asBinary(logEncoder.encode({ ops: batch.ops })) : undefined;
-      const eventsValue = batch.events.length > 0 ? asBinary(eventBatchEncoder.encode(batch.events)) : undefined;
-      const { direct } = batch;
-      const directValues = this.#records.preparedDirect(direct);
-      const materializedValues = this.#records.preparedEntries(materialized);
+      const write = prepareWrites(batch, materialized, { previous, checkpoint }, { records: this.#records, log: this.#log, events: this.#events, meta: this.#meta });
       // Each batch lands only on top of the one issued before it: lmdb-js commits them in order,
       // but one whose transaction failed (a full disk) does not stop the next from committing,
       // and the next may patch records only the failed one wrote. So a batch is conditional on
@@ -262,14 +262,7 @@ export class LmdbStore implements Store {
       this.#chainVersion = version;
       written = committed(this.#chain.ifVersion(HEAD, after, () => {
         this.#chain.put(HEAD, version, version);
-        if (logValue) this.#log.put(batch.no, logValue as never);
-        if (eventsValue) this.#events.put(batch.events[0]!.seq, eventsValue as never);
-        this.#records.writeDirect(direct, directValues);
-        for (let i = 0; i < materialized.length; i++) this.#records.materialize(materialized[i]!, materializedValues[i]);
-        if (checkpoint > previous) {
-          for (let n = previous + 1; n <= checkpoint; n++) this.#log.remove(n);
-          this.#meta.put('checkpoint', checkpoint);
-        }
+        write();
       })).then((landed) => {
         if (!landed) throw new Error('a batch issued before this one did not commit');
       });
@@ -286,6 +279,7 @@ export class LmdbStore implements Store {
       this.#unlanded.shift();
       if (outcome.status === 'fulfilled') {
         this.#overlay.written(materialized, batch.no);
+        this.eventsRemovedThrough = Math.max(this.eventsRemovedThrough, batch.eventsThrough);
         if (batch.events.length > 0) this.#durableSeq = batch.events[batch.events.length - 1]!.seq + 1;
         // Publishing is the caller's; whatever it throws must not keep the batch from resolving.
         try {

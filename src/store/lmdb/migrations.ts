@@ -94,3 +94,9 @@ export function upgradeSchema(root: RootDatabase, meta: Database<unknown, string
   }
   return stored;
 }
+
+/** Whether any of `dbs` holds a record (a data dir with records but no schema version is not new). */
+export function holdsRecords(dbs: ReadonlyArray<Database<unknown, Key>>): boolean {
+  for (const db of dbs) for (const _key of db.getKeys({ limit: 1 })) return true;
+  return false;
+}
