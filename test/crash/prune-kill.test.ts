@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { createRuntime, type Task } from 'troupe';
+import { builtinAgent, createRuntime, type Task } from 'troupe';
 import { fixtureAgent, openDataDir, scratchDirs } from '../helpers.js';
 
 const CHILD = new URL('../../dist/test/fixtures/crash/prune-child.js', import.meta.url);
@@ -54,6 +54,46 @@ describe.each(['prune', 'retention'] as const)('kill -9 while removing settled t
       else while (again.stats().retention!.removed < TASKS - gone) await new Promise((resolve) => setTimeout(resolve, 5));
       expect((await again.list({ limit: 10 })).tasks).toEqual([]);
       if (mode === 'retention') expect(again.stats().retention!.removed).toBe(TASKS - gone);
+    } finally {
+      await again.close();
+    }
+  }, 120_000);
+});
+
+describe('kill -9 while truncating the event log', () => {
+  it('leaves exactly the events after the last seq it says it removed', async () => {
+    const dataDir = join(scratch(), 'data');
+    const rt = await createRuntime({ dataDir, logger: false, threads: 1, retention: false, agents: [builtinAgent('echo')] });
+    // One task at a time: each commit is one event log record, and the sweep removes 1,000 records per commit.
+    let newest = '';
+    for (let n = 0; n < 2_500; n++) newest = (await rt.wait((await rt.submit({ agent: 'echo', input: n })).id)).id;
+    const before: number[] = [];
+    for await (const event of rt.events()) {
+      before.push(event.seq);
+      if (event.type === 'task.done' && event.taskId === newest) break;
+    }
+    await rt.close();
+
+    const child = spawn(process.execPath, [CHILD.pathname, dataDir, newest, 'events'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve) => child.stdout.on('data', (chunk: Buffer) => /^first/m.test(chunk.toString()) && resolve()));
+    child.kill('SIGKILL');
+    await once(child, 'exit');
+
+    const dir = await openDataDir(dataDir);
+    const kept = [...dir.read.events.keys()] as number[];
+    await dir.close(false);
+    const again = await createRuntime({ dataDir, logger: false, threads: 1, retention: false });
+    try {
+      expect(kept.length).toBeGreaterThan(0);
+      expect(kept.length).toBeLessThan(before.length);
+      // Whole commit records went, oldest first: what is left is a tail of what was there.
+      expect(kept).toEqual(before.slice(before.length - kept.length));
+      const removedThrough = before[before.length - kept.length - 1]!;
+      // The cursor of the last removed event is the oldest one still available; one before it has expired.
+      const resumed = again.events({ after: removedThrough });
+      expect((await resumed.next()).value).toMatchObject({ seq: kept[0] });
+      await resumed.return(undefined);
+      await expect(again.events({ after: removedThrough - 1 }).next()).rejects.toMatchObject({ code: 'CURSOR_EXPIRED' });
     } finally {
       await again.close();
     }
