@@ -1,40 +1,187 @@
 /**
- * Heap against instance count: one echo task on each of N distinct execution instances (one lane
- * each), with `maxLiveInstances` live actors. Idle actors beyond the limit are passivated to LMDB,
- * so the heap after the run should not grow with N.
+ * `npm run bench:scale`: Troupe on a big data dir, and under a steady load with a short retention.
  *
- *   node --expose-gc dist/bench/scale.js [--instances 10000,100000] [--live 10000]
+ * Reads: for each N in `--settled`, a child (scale-seed.ts) seeds N settled tasks and `--queued`
+ * queued ones, then is killed with SIGKILL. This process opens the data dir again and reports the
+ * open, the time to the first dispatch, and (once the backlog has drained) the median of `--reps`
+ * runs of each read: `get`, the first page of `list` by state (done, and failed: one in 1,000),
+ * of `list({ parentId })`, `stats()`, and `events({ taskId })` for the newest task (read until its
+ * `task.done`); then the data dir's size, RSS and heap.
+ *
+ * Steady load: for `--steady-seconds`, no-op tasks submitted at `--rate` per second (at most
+ * `--window` in flight), with every settled task and event kept `--retention-ms`, swept every
+ * `--sweep-ms`; every `--report-seconds` it prints data.mdb's size, the tasks stored and removed,
+ * tasks/s, and RSS split into file-backed pages (LMDB's map) and anonymous memory. The rate is
+ * below saturation on purpose: a removal costs the main thread about what a submit and a settle
+ * do, so a runtime at full speed has nothing left to remove with.
+ *
+ *   node --expose-gc dist/bench/scale.js [--settled 0,1000000,2000000] [--queued 10000] [--reps 20]
+ *     [--steady-seconds 300] [--report-seconds 60] [--retention-ms 30000] [--sweep-ms 5000] [--rate 10000] [--window 1024]
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createRuntime, builtinAgent } from '../src/index.js';
+import { builtinAgent, createRuntime, type Runtime } from '../src/index.js';
+import { median } from './measure.js';
 
-const { values } = parseArgs({ options: { instances: { type: 'string', default: '10000,100000' }, live: { type: 'string', default: '10000' } } });
-const counts = values.instances!.split(',').map(Number);
-const maxLiveInstances = Number(values.live);
+const { values } = parseArgs({
+  options: {
+    settled: { type: 'string', default: '0,1000000,2000000' },
+    queued: { type: 'string', default: '10000' },
+    reps: { type: 'string', default: '20' },
+    'steady-seconds': { type: 'string', default: '300' },
+    'report-seconds': { type: 'string', default: '60' },
+    'retention-ms': { type: 'string', default: '30000' },
+    'sweep-ms': { type: 'string', default: '5000' },
+    window: { type: 'string', default: '1024' },
+    rate: { type: 'string', default: '10000' },
+  },
+});
+const num = (name: keyof typeof values) => {
+  const n = Number(values[name]);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`bench:scale: --${name} must be a non-negative number`);
+  return n;
+};
+const sizes = values.settled!.split(',').filter(Boolean).map(Number);
+const queued = num('queued');
+const reps = Math.max(1, num('reps'));
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) console.error('run with node --expose-gc for exact heap figures');
+const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
+const ms = (x: number) => (x < 10 ? x.toFixed(2) : x.toFixed(0));
+const noop = { name: 'noop', module: new URL('./noop.agent.js', import.meta.url) };
 
-const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
-
-console.log(`| instances | live actors | known instances | heap after (MB) | tasks/s |`);
-console.log(`|---|---|---|---|---|`);
-for (const n of counts) {
-  const dataDir = mkdtempSync(join(tmpdir(), 'troupe-scale-'));
-  const rt = await createRuntime({ dataDir, threads: 2, slotsPerThread: 8, maxQueued: n, maxLiveInstances, logger: false, agents: [builtinAgent('echo')] });
-  const started = performance.now();
-  for (let from = 0; from < n; from += 1000) {
-    const batch = await rt.submitMany(Array.from({ length: Math.min(1000, n - from) }, (_, k) => ({ agent: 'echo', lane: `i-${from + k}`, input: from + k })));
-    await Promise.all(batch.map((t) => rt.wait(t.id)));
-  }
-  const seconds = (performance.now() - started) / 1000;
-  gc?.();
-  const heap = process.memoryUsage().heapUsed;
-  const known = rt.instances().length;
-  console.log(`| ${n} | ${rt.stats().instances.live} | ${known} | ${mb(heap)} | ${Math.round(n / seconds)} |`);
-  await rt.close();
-  rmSync(dataDir, { recursive: true, force: true });
+console.log(`# npm run bench:scale: ${availableParallelism()} cores, node ${process.version}; reads are medians of ${reps}, in ms`);
+if (sizes.length > 0) {
+  console.log(`\n## Reads on a reopened data dir (after kill -9, with ${queued.toLocaleString('en-US')} queued tasks)`);
+  console.log('| settled | seed (s) | open | open → first dispatch | get | list done | list failed | list parentId | stats() | events({taskId}) | data dir (MB) | RSS (MB) | heap (MB) |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 }
-console.log(`\n${availableParallelism()} cores, maxLiveInstances ${maxLiveInstances}, node ${process.version}`);
+for (const n of sizes) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'troupe-scale-'));
+  try {
+    const seed = spawn(process.execPath, [new URL('./scale-seed.js', import.meta.url).pathname, dataDir, String(n), String(queued)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const seedMs = await new Promise<number>((resolve) => seed.stdout!.on('data', (chunk: Buffer) => /ready (\d+)/.test(chunk.toString()) && resolve(Number(/ready (\d+)/.exec(chunk.toString())![1]))));
+    seed.kill('SIGKILL');
+    await once(seed, 'exit');
+    const t0 = performance.now();
+    // `work` is fast now, so the backlog drains.
+    const rt = await createRuntime({ dataDir, logger: false, threads: 2, slotsPerThread: 16, maxQueued: queued + 10_000, retention: false, agents: [noop, builtinAgent('fail'), { ...builtinAgent('echo'), name: 'work' }] });
+    const opened = performance.now();
+    const first = await new Promise<number>((resolve) => rt.on('task.started', () => resolve(performance.now())));
+    while ((rt.stats().tasks.queued ?? 0) + (rt.stats().tasks.running ?? 0) > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    const reads = await measureReads(rt, reps);
+    gc?.();
+    const { rss, heapUsed } = process.memoryUsage();
+    console.log(
+      `| ${n.toLocaleString('en-US')} | ${(seedMs / 1000).toFixed(0)} | ${ms(opened - t0)} | ${ms(first - t0)} | ${ms(reads.get)} | ${ms(reads.listDone)} | ${ms(reads.listFailed)} | ${ms(reads.listChildren)} | ${ms(reads.stats)} | ${ms(reads.events)} | ${mb(statSync(join(dataDir, 'data.mdb')).size)} | ${mb(rss)} | ${mb(heapUsed)} |`,
+    );
+    await rt.close();
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** Median latencies (ms) of the reads a user makes, on the tasks there are. */
+async function measureReads(rt: Runtime, times: number): Promise<Record<'get' | 'listDone' | 'listFailed' | 'listChildren' | 'stats' | 'events', number>> {
+  const newest = (await rt.list({ state: 'done', limit: 1000 })).tasks.at(-1);
+  const parent = (await rt.list({ state: 'done', limit: 3 })).tasks[1];
+  const time = async (fn: () => unknown): Promise<number> => {
+    const out: number[] = [];
+    for (let i = 0; i < times; i++) {
+      const t = performance.now();
+      await fn();
+      out.push(performance.now() - t);
+    }
+    return median(out);
+  };
+  return {
+    get: newest ? await time(() => rt.get(newest.id)) : NaN,
+    listDone: await time(() => rt.list({ state: 'done', limit: 100 })),
+    listFailed: await time(() => rt.list({ state: 'failed', limit: 100 })),
+    listChildren: parent ? await time(() => rt.list({ parentId: parent.id, limit: 100 })) : NaN,
+    stats: await time(() => rt.stats()),
+    events: newest
+      ? await time(async () => {
+          for await (const e of rt.events({ taskId: newest.id })) if (e.type === 'task.done') break;
+        })
+      : NaN,
+  };
+}
+
+const steadySeconds = num('steady-seconds');
+if (steadySeconds > 0) await steady();
+
+/** The steady-load run (see the module comment). */
+async function steady(): Promise<void> {
+  const retentionMs = num('retention-ms');
+  const sweepMs = Math.max(1, num('sweep-ms'));
+  const reportMs = num('report-seconds') * 1000;
+  const window = Math.max(1, num('window'));
+  const rate = Math.max(1, num('rate'));
+  const dataDir = mkdtempSync(join(tmpdir(), 'troupe-steady-'));
+  console.log(`\n## Steady load: ${rate.toLocaleString('en-US')} no-op tasks/s (at most ${window} in flight) for ${steadySeconds} s; done and failed tasks and events kept ${retentionMs} ms, swept every ${sweepMs} ms`);
+  console.log('| at (s) | settled | tasks/s | data.mdb (MB) | tasks stored | removed by retention | events removed | RSS file / anon (MB) | heap (MB) |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  const rt = await createRuntime({ dataDir, logger: false, threads: 2, slotsPerThread: 16, agents: [noop], retention: { done: retentionMs, failed: retentionMs, eventsMs: retentionMs, sweepMs } });
+  try {
+    const started = performance.now();
+    let settled = 0;
+    let stop = false;
+    let lastSettled = 0;
+    let lastAt = started;
+    const report = () => {
+      const now = performance.now();
+      const stats = rt.stats();
+      const stored = Object.values(stats.tasks).reduce((a, b) => a + (b ?? 0), 0);
+      const { heapUsed } = process.memoryUsage();
+      console.log(
+        `| ${((now - started) / 1000).toFixed(0)} | ${settled.toLocaleString('en-US')} | ${Math.round(((settled - lastSettled) / (now - lastAt)) * 1000).toLocaleString('en-US')} | ${mb(statSync(join(dataDir, 'data.mdb')).size)} | ${stored.toLocaleString('en-US')} | ${stats.retention!.removed.toLocaleString('en-US')} | ${stats.retention!.eventsRemoved.toLocaleString('en-US')} | ${rssSplit()} | ${mb(heapUsed)} |`,
+      );
+      lastSettled = settled;
+      lastAt = now;
+    };
+    const reporter = setInterval(report, reportMs);
+    const ends = setTimeout(() => (stop = true), steadySeconds * 1000);
+    // Open loop at `rate`, released by a 1 ms timer, never more than `window` in flight.
+    await new Promise<void>((resolve, reject) => {
+      let submitted = 0;
+      let inFlight = 0;
+      const tick = () => {
+        if (stop) return inFlight === 0 ? resolve() : setTimeout(tick, 1);
+        const due = Math.floor(((performance.now() - started) / 1000) * rate);
+        for (; submitted < due && inFlight < window; submitted++) {
+          inFlight++;
+          rt.submit({ agent: 'noop' })
+            .then((task) => rt.wait(task.id))
+            .then(() => {
+              inFlight--;
+              settled++;
+            }, reject);
+        }
+        setTimeout(tick, 1);
+      };
+      tick();
+    });
+    clearInterval(reporter);
+    clearTimeout(ends);
+    report();
+  } finally {
+    await rt.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** The process's resident memory split into file-backed pages (LMDB's map) and anonymous memory, from /proc (Linux). */
+function rssSplit(): string {
+  try {
+    const status = readFileSync('/proc/self/status', 'utf8');
+    const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN);
+    return `${Math.round(kb('RssFile') / 1024)} / ${Math.round(kb('RssAnon') / 1024)}`;
+  } catch {
+    return `${mb(process.memoryUsage().rss)} (total)`;
+  }
+}

@@ -12,8 +12,15 @@ import { decidePrune, type PruneView } from '../steps/prune.js';
 import type { TaskRecord } from '../store/records.js';
 import { childIdsOf, type EngineParts } from './parts.js';
 
-/** Tasks removed per commit. */
+/**
+ * Tasks removed per turn (and commit): at least {@link BATCH}, then more while the turn has taken
+ * under {@link TURN_MS}, up to {@link MAX_BATCH}. A removal costs some microseconds; a busy event
+ * loop turns a few hundred times a second, so a fixed 100 would cap removals below the rate a
+ * saturated runtime settles tasks at, and retention would never catch up.
+ */
 const BATCH = 100;
+const MAX_BATCH = 2_000;
+const TURN_MS = 4;
 /** Stored tasks read per turn while looking for the ones to remove. */
 const SCAN = 1_000;
 
@@ -54,19 +61,30 @@ export class Pruner {
   }
 
   /**
-   * Removes the tasks `ids` (in that order, children before their parents), {@link BATCH} per
-   * commit with a turn given back between batches, each only if `due` still says so of it as
+   * Removes the tasks `ids` (in that order, children before their parents), a batch per turn and
+   * commit (see {@link BATCH}) with a turn given back between batches, each only if `due` still says so of it as
    * stored when its step is decided; adds what went to `result`. Stops between batches once
    * `stop()` says so.
    */
   async remove(ids: readonly string[], due: (task: TaskRecord) => boolean, result: PruneResult, stop?: () => boolean): Promise<void> {
-    for (let i = 0; i < ids.length && !stop?.(); i += BATCH) {
+    let previous: Promise<void> | undefined;
+    for (let i = 0; i < ids.length && !stop?.(); ) {
       let committed: Promise<void> | undefined;
-      for (const id of ids.slice(i, i + BATCH)) committed = this.#pruneOne(id, due, result) ?? committed;
-      if (committed) await committed;
+      const began = performance.now();
+      for (const end = Math.min(ids.length, i + MAX_BATCH); i < end; i++) {
+        committed = this.#pruneOne(ids[i]!, due, result) ?? committed;
+        if ((i + 1) % BATCH === 0 && performance.now() - began > TURN_MS) {
+          i++;
+          break;
+        }
+      }
+      // One batch commits while the next is decided: at most two in flight.
+      await previous;
+      previous = committed;
       // Give the turn back: submits and settles go on between batches.
       await new Promise((resolve) => setImmediate(resolve));
     }
+    await previous;
   }
 
   /**
@@ -100,12 +118,17 @@ export class Pruner {
     if (table.get(id)) return undefined;
     const task = store.read.tasks.get(id);
     if (!task || !isTerminal(task.state) || !due(task)) return undefined;
+    // What the record says there is none of is not looked for: a run record is written when the
+    // next run begins, an attempt's when it ends, unless it is the settled task's last (held in
+    // the task record); inputs are counted. The common task (one run, one attempt, no input)
+    // costs one read, for its log lines.
+    const oneAttempt = task.runs === 1 && task.attemptSeq <= 1 && task.attemptExit !== undefined;
     const view: PruneView = {
       task,
-      runs: [...store.read.runs.keys({ start: [id, 0], end: [id, Number.MAX_SAFE_INTEGER] })],
-      attempts: [...store.read.attempts.keys({ start: [id, 0, 0], end: [id, Number.MAX_SAFE_INTEGER, 0] })],
+      runs: task.runs === 1 ? [] : [...store.read.runs.keys({ start: [id, 0], end: [id, Number.MAX_SAFE_INTEGER] })],
+      attempts: oneAttempt ? [] : [...store.read.attempts.keys({ start: [id, 0, 0], end: [id, Number.MAX_SAFE_INTEGER, 0] })],
       logs: [...store.read.logs.keys({ start: [id, 0, 0, 0], end: [id, Number.MAX_SAFE_INTEGER, 0, 0] })],
-      inbox: [...store.read.inbox.range({ start: [id, 0], end: [id, Number.MAX_SAFE_INTEGER] })].map(({ value }) => value),
+      inbox: task.inbox ? [...store.read.inbox.range({ start: [id, 0], end: [id, Number.MAX_SAFE_INTEGER] })].map(({ value }) => value) : [],
     };
     const done = pipeline.run(decidePrune, view, undefined);
     table.leftSettled(task.state, task.agent);

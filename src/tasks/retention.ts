@@ -11,12 +11,12 @@
  * - a task with a rule of its own, by the instant it expires.
  */
 import type { ClockTimer } from '../clock.js';
-import { emptyResult, wholeSubtrees, type Pruner, type PruneResult } from './prune.js';
-import type { EngineParts } from './parts.js';
+import { emptyResult, type Pruner } from './prune.js';
+import { childIdsOf, type EngineParts } from './parts.js';
 import type { ResolvedRetention, ResolvedRule, SettledState } from './retention-rules.js';
 
 /** Tasks one pass looks at, at most. */
-const PASS = 5_000;
+const PASS = 10_000;
 /** Event log records (one per committed batch) removed per commit. */
 const EVENT_RECORDS = 1_000;
 /** The greatest string key part: an upper bound after every number and id. */
@@ -95,7 +95,12 @@ export class Retention {
       for (let full = true; full && !this.#stopped; ) {
         const due = this.#due(now);
         const before = result.tasks;
-        await this.#pruner.remove(wholeSubtrees(this.#k.store, due.keys()), (task) => task.settledAt === due.get(task.id), result, () => this.#stopped);
+        // Newest first, so children go before their parents; a parent whose children are not all
+        // gone by its turn waits for a later sweep (it is looked at when its batch is decided, not
+        // all at once here: a pass stays a string of short turns).
+        const ids = [...due.keys()].sort().reverse();
+        const { store } = this.#k;
+        await this.#pruner.remove(ids, (task) => task.settledAt === due.get(task.id) && firstOf(childIdsOf(store, task.id)) === undefined, result, () => this.#stopped);
         // A full pass that removed nothing holds only tasks that wait (parents of younger children): the next sweep looks again.
         full = due.size >= PASS && result.tasks > before;
       }

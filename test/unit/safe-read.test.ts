@@ -31,3 +31,34 @@ describe('safeDatabase over a damaged file', () => {
     expect(() => db.has('k0')).toThrow(expect.objectContaining({ code: 'STORE_CORRUPT' }));
   });
 });
+
+describe('safeDatabase over a real LMDB', () => {
+  it('ends the LMDB iterator when a reader stops early, so no read transaction is left pinning old pages', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { open } = await import('lmdb');
+    const dir = mkdtempSync(join(tmpdir(), 'troupe-safe-read-'));
+    const env = open({ path: dir });
+    try {
+      const raw = env.openDB<number, string>({ name: 'x' });
+      for (let i = 0; i < 10; i++) await raw.put(`k${i}`, i);
+      const db = safeDatabase('x', raw, () => true, () => undefined, () => false);
+      for (const _key of db.keys()) break;
+      for (const _entry of db.range({ start: 'k3' })) break;
+      // Later commits: a reader left open would keep its older transaction id in the reader table.
+      for (let i = 0; i < 3; i++) await raw.put('tick', i);
+      const last = env.getStats().lastTxnId as number;
+      const pinned = env
+        .readerList()
+        .split('\n')
+        .map((line) => line.trim().split(/\s+/))
+        .filter((cols) => cols[0] === String(process.pid) && /^\d+$/.test(cols[2] ?? ''))
+        .map((cols) => Number(cols[2]));
+      expect(pinned.filter((txn) => txn < last - 1)).toEqual([]);
+    } finally {
+      await env.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

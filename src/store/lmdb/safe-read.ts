@@ -30,18 +30,30 @@ export function safeDatabase<V, K extends Key>(name: string, db: Database<V, K>,
     }
     return value;
   };
-  /** The keys in range; a damaged page that LMDB reports (rather than crashing on) is STORE_CORRUPT, not a raw lmdb error. */
+  /**
+   * The keys in range; a damaged page that LMDB reports (rather than crashing on) is STORE_CORRUPT,
+   * not a raw lmdb error. A reader that stops early ends the iterator too: left open, it would keep
+   * its read transaction, and LMDB reuses no page freed after that snapshot (the file only grows).
+   */
   function* keysOf(options: RangeOptions): Generator<K> {
     const iterator = db.getKeys(options as never)[Symbol.iterator]();
-    for (;;) {
-      let next: IteratorResult<K>;
-      try {
-        next = iterator.next() as IteratorResult<K>;
-      } catch (error) {
-        throw damaged(name, error);
+    let done = false;
+    try {
+      for (;;) {
+        let next: IteratorResult<K>;
+        try {
+          next = iterator.next() as IteratorResult<K>;
+        } catch (error) {
+          throw damaged(name, error);
+        }
+        if (next.done) {
+          done = true;
+          return;
+        }
+        yield next.value;
       }
-      if (next.done) return;
-      yield next.value;
+    } finally {
+      if (!done) iterator.return?.();
     }
   }
   return {
