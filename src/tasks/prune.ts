@@ -21,6 +21,8 @@ import { childIdsOf, type EngineParts } from './parts.js';
 const BATCH = 100;
 const MAX_BATCH = 2_000;
 const TURN_MS = 4;
+/** Batches committing at once. */
+const IN_FLIGHT = 4;
 /** Stored tasks read per turn while looking for the ones to remove. */
 const SCAN = 1_000;
 
@@ -67,7 +69,7 @@ export class Pruner {
    * `stop()` says so.
    */
   async remove(ids: readonly string[], due: (task: TaskRecord) => boolean, result: PruneResult, stop?: () => boolean): Promise<void> {
-    let previous: Promise<void> | undefined;
+    const inFlight: Array<Promise<void>> = [];
     for (let i = 0; i < ids.length && !stop?.(); ) {
       let committed: Promise<void> | undefined;
       const began = performance.now();
@@ -78,13 +80,13 @@ export class Pruner {
           break;
         }
       }
-      // One batch commits while the next is decided: at most two in flight.
-      await previous;
-      previous = committed;
+      // Batches commit while the next are decided: at most IN_FLIGHT of them.
+      if (committed) inFlight.push(committed);
+      if (inFlight.length >= IN_FLIGHT) await inFlight.shift();
       // Give the turn back: submits and settles go on between batches.
       await new Promise((resolve) => setImmediate(resolve));
     }
-    await previous;
+    await Promise.all(inFlight);
   }
 
   /**

@@ -2,8 +2,8 @@
  * The background retention sweep: every `sweepMs`, the settled tasks past their rule (retention-
  * rules.ts) go, with everything they left, through the pruner: in batches of its size with a turn
  * given back between them, a parent only with all of its children. A pass looks at most
- * {@link PASS} tasks; a full one is followed by the next at once, so a backlog drains without
- * one long stall.
+ * {@link PASS} tasks; one that found a backlog is followed by the next at once, so a backlog
+ * drains without one long stall.
  *
  * Where the tasks are found (the store's retention indexes, see `settledIndexKeys`):
  * - a task under its agent's or the runtime's rule, per agent and state, oldest settled first:
@@ -17,6 +17,8 @@ import type { ResolvedRetention, ResolvedRule, SettledState } from './retention-
 
 /** Tasks one pass looks at, at most. */
 const PASS = 10_000;
+/** A pass that removed at least this many is followed by another at once. */
+const BACKLOG = 1_000;
 /** Event log records (one per committed batch) removed per commit. */
 const EVENT_RECORDS = 1_000;
 /** The greatest string key part: an upper bound after every number and id. */
@@ -101,8 +103,11 @@ export class Retention {
         const ids = [...due.keys()].sort().reverse();
         const { store } = this.#k;
         await this.#pruner.remove(ids, (task) => task.settledAt === due.get(task.id) && firstOf(childIdsOf(store, task.id)) === undefined, result, () => this.#stopped);
-        // A full pass that removed nothing holds only tasks that wait (parents of younger children): the next sweep looks again.
-        full = due.size >= PASS && result.tasks > before;
+        // Another pass at once while there is a backlog: one that removed a batch's worth or more
+        // (a runtime that settles faster than a pass removes would never catch up at one pass a
+        // sweep). Tasks that wait (parents of younger children) are removed by none: the next
+        // sweep looks again.
+        full = result.tasks - before >= BACKLOG;
       }
       await this.#truncateEvents(now);
       this.#stats.sweeps++;

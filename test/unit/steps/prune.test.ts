@@ -38,6 +38,7 @@ describe('decidePrune', () => {
       { kind: 'remove', db: 'idempotency', key: 'input:t1:in-a' },
       { kind: 'remove', db: 'inbox', key: ['t1', 2] },
       { kind: 'remove', db: 'idempotency', key: 'k1' },
+      { kind: 'remove', db: 'settled', key: ['echo', 'done', 600, 't1'] },
     ]);
     expect(out.events).toEqual([]);
     expect(out.effects).toEqual([]);
@@ -48,7 +49,18 @@ describe('decidePrune', () => {
     expect(out.changes).toEqual([
       { kind: 'remove', db: 'tasks', key: 't1' },
       { kind: 'remove', db: 'children', key: ['P1', 't1'] },
+      { kind: 'remove', db: 'settled', key: ['echo', 'done', 600, 't1'] },
     ]);
+  });
+
+  it('removes the retention entry of a task under its own rule from the expiry index, and of one kept for good from none', () => {
+    const own = decidePrune({ task: taskOf({ retention: { done: 1_000 } }), runs: [], attempts: [], logs: [], inbox: [] }, undefined, ctx);
+    expect(own.changes).toEqual([
+      { kind: 'remove', db: 'tasks', key: 't1' },
+      { kind: 'remove', db: 'expiry', key: [1_600, 't1'] },
+    ]);
+    const forever = decidePrune({ task: taskOf({ retention: { done: Infinity } }), runs: [], attempts: [], logs: [], inbox: [] }, undefined, ctx);
+    expect(forever.changes).toEqual([{ kind: 'remove', db: 'tasks', key: 't1' }]);
   });
 
   it('removes a workspace Troupe made and kept, and leaves a user-given one alone', () => {
