@@ -44,6 +44,19 @@ describe('Overlay', () => {
     expect(o.checkpoint(11)).toBe(11);
   });
 
+  it('materializes an entry that keeps changing once it has been dirty maxAgeMs, so the checkpoint moves', () => {
+    const o = new Overlay(1);
+    // Changed in every batch, one a millisecond: never cold.
+    for (let batch = 1; batch <= 5; batch++) o.set(0, 'hot', batch, batch, 1_000 + batch);
+    expect(o.take(policy(5, { now: 1_005, coolMs: 0, maxAgeMs: 10 }))).toEqual([]);
+    expect(o.checkpoint(5)).toBe(0);
+    o.set(0, 'hot', 6, 6, 1_011);
+    // Dirty since 1_001: 10 ms old at 1_011.
+    const taken = o.take(policy(6, { now: 1_011, coolMs: 0, maxAgeMs: 10 }));
+    expect(taken.map((e) => e.key)).toEqual(['hot']);
+    expect(o.checkpoint(6)).toBe(6);
+  });
+
   it('an entry changed while its write is in flight stays, dirty again from that batch', () => {
     const o = new Overlay(1);
     o.set(0, 'k', 'v1', 1);

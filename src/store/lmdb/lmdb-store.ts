@@ -244,6 +244,7 @@ export class LmdbStore implements Store {
       coolMs: MATERIALIZE.coolMs,
       now: Date.now(),
       maxAgeBatches: MATERIALIZE.maxAgeBatches,
+      maxAgeMs: MATERIALIZE.maxAgeMs,
       budget: Math.max(MATERIALIZE.minBudget, batch.ops.length),
       maxEntries: MATERIALIZE.maxEntries,
     });

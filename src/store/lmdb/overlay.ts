@@ -20,8 +20,9 @@ export interface DirtyEntry {
   /** {@link keyString} of the key, kept to drop the entry without building it again. */
   readonly id: string;
   value: unknown;
-  /** The batch in which it became dirty (since it was last materialized). */
+  /** The batch in which it became dirty (since it was last materialized), and when (epoch ms). */
   first: number;
+  firstAt: number;
   /** The batch of its latest change, and when it was made (epoch ms). */
   last: number;
   lastAt: number;
@@ -45,8 +46,12 @@ export interface TakePolicy {
   coolMs?: number;
   /** Now, for `coolMs` (epoch ms). */
   now?: number;
-  /** An entry dirty for this many batches is materialized even while hot, so the log can be truncated. */
+  /**
+   * An entry dirty for this many batches, or this long, is materialized even while hot, so the log
+   * can be truncated: what a reopen after a crash replays stays a few seconds' worth.
+   */
   maxAgeBatches: number;
+  maxAgeMs?: number;
   /** Most entries to materialize in one commit, unless the overlay is over `maxEntries`. */
   budget: number;
   /** Past this many entries, materialize the oldest ones until back under, whatever their temperature. */
@@ -88,7 +93,7 @@ export class Overlay {
     const id = keyString(key);
     const entry = map.get(id);
     if (!entry) {
-      const created: DirtyEntry = { db, key, id, value, first: batch, last: batch, lastAt: at, writing: undefined, final, op, before: undefined, logged: false };
+      const created: DirtyEntry = { db, key, id, value, first: batch, firstAt: at, last: batch, lastAt: at, writing: undefined, final, op, before: undefined, logged: false };
       map.set(id, created);
       this.entry = created;
       this.#order.add(created);
@@ -118,6 +123,7 @@ export class Overlay {
       // Changed again while its materialization was in flight: dirty anew.
       entry.writing = undefined;
       entry.first = batch;
+      entry.firstAt = at;
       this.#order.add(entry);
     }
   }
@@ -160,7 +166,7 @@ export class Overlay {
       const over = this.#order.size - taken.length > policy.maxEntries;
       if (!over && (taken.length >= policy.budget || scan-- <= 0)) break;
       const cold = entry.last <= policy.batch - policy.coolBatches && entry.lastAt <= (policy.now ?? 0) - (policy.coolMs ?? 0);
-      const old = entry.first <= policy.batch - policy.maxAgeBatches;
+      const old = entry.first <= policy.batch - policy.maxAgeBatches || entry.firstAt <= (policy.now ?? 0) - (policy.maxAgeMs ?? Number.POSITIVE_INFINITY);
       // The order is by `first`: a hot entry at the head holds the checkpoint back, so only
       // cold ones behind it may go; once it is old enough it goes too.
       if (!(cold || old || over)) continue;
