@@ -77,7 +77,7 @@ export interface LastingParts {
 export function buildEngine(options: ResolvedOptions, log: Logger, store: Store, keepAlive: KeepAlive, lasting: LastingParts): Engine {
   const { metrics, logFeed } = lasting;
   const registry = new AgentRegistry();
-  const table = new TaskTable(store.read.tasks);
+  const table = new TaskTable(() => store.countSettled());
   const slots = options.threads * options.slotsPerThread;
   const router = createRouter({
     store,

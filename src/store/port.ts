@@ -6,6 +6,7 @@
  */
 import type { TroupeError } from '../errors.js';
 import type { PrunedDatabase } from '../steps/types.js';
+import type { TaskState } from '../../machines/index.js';
 import type {
   AgentFlowState,
   AttemptRecord,
@@ -185,6 +186,8 @@ export interface Store {
    * most `max` records, in the next commit; resolves with how many events went, once durable.
    */
   truncateEvents(before: number, max: number): Promise<number>;
+  /** The stored settled tasks counted per agent and state (from indexes, not a scan of the tasks). */
+  countSettled(): Array<[agent: string, state: TaskState, count: number]>;
   /** The seq of the last event truncation removed (0: none): a reader that has seen it misses nothing kept. */
   readonly eventsRemovedThrough: number;
   /** Marks the shutdown clean or not, flushes and closes. */

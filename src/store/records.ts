@@ -327,11 +327,13 @@ export function createTaskRecord(fields: Pick<TaskRecord, 'id' | 'agent' | 'stat
  * Where retention finds a settled task: a task under its agent's (or the runtime's) rule in the
  * `settled` index, key [agent, state, settledAt, id], read per agent and state oldest first (ages
  * and counts); a task with a rule of its own for that state only in the `expiry` index, key
- * [expiresAt, id] (none when it is kept for good). Undefined for a task not settled.
+ * [expiresAt, id] (Infinity when it is kept for good: the sweep never reaches it). Every stored
+ * settled task is in exactly one of them, which is what the settled counts are taken from at open.
+ * Undefined for a task not settled.
  */
 export function settledIndexKeys(task: TaskRecord): { settled?: [string, string, number, string]; expiry?: [number, string] } | undefined {
   if (!isTerminal(task.state) || task.settledAt === undefined) return undefined;
   const own = task.retention?.[task.state as keyof NonNullable<TaskRecord['retention']>];
   if (own === undefined) return { settled: [task.agent, task.state, task.settledAt, task.id] };
-  return Number.isFinite(own) ? { expiry: [task.settledAt + own, task.id] } : {};
+  return { expiry: [task.settledAt + own, task.id] };
 }

@@ -24,15 +24,16 @@ export class TaskTable {
   /** Idempotency key → id of tasks in the table, including submits whose commit is in flight. */
   readonly #keys = new ChurnMap<string, string>();
   readonly #active = emptyCounts();
-  /** Counts of settled tasks in the store, overall and per agent, computed on first use. */
+  /** Counts of settled tasks in the store, overall and per agent, taken from the store on first use (at open). */
   #settled: Record<TaskState, number> | undefined;
   readonly #settledByAgent = new Map<string, Record<TaskState, number>>();
-  readonly #db: SafeDatabase<TaskRecord, string>;
+  readonly #countStored: () => Iterable<[agent: string, state: TaskState, count: number]>;
   /** Admissions reserved by submits whose commit is in flight. */
   reservedAdmissions = 0;
 
-  constructor(db: SafeDatabase<TaskRecord, string>) {
-    this.#db = db;
+  /** `countStored`: the stored settled tasks per agent and state (Store.countSettled). */
+  constructor(countStored: () => Iterable<[agent: string, state: TaskState, count: number]>) {
+    this.#countStored = countStored;
   }
 
   get(id: string): TaskRecord | undefined {
@@ -72,10 +73,14 @@ export class TaskTable {
   }
 
   #countSettled(task: TaskRecord): void {
-    this.#settled![task.state]++;
-    let byAgent = this.#settledByAgent.get(task.agent);
-    if (!byAgent) this.#settledByAgent.set(task.agent, (byAgent = emptyCounts()));
-    byAgent[task.state]++;
+    this.#addSettled(task.agent, task.state, 1);
+  }
+
+  #addSettled(agent: string, state: TaskState, n: number): void {
+    this.#settled![state] += n;
+    let byAgent = this.#settledByAgent.get(agent);
+    if (!byAgent) this.#settledByAgent.set(agent, (byAgent = emptyCounts()));
+    byAgent[state] += n;
   }
 
   /** Non-zero counts of every task per agent (settled ones from the store) and of active tasks per instance. */
@@ -140,13 +145,14 @@ export class TaskTable {
     return this.#active[state];
   }
 
-  /** Counts of every task by state: memory for active ones, a one-time store scan for settled ones. */
+  /**
+   * Counts of every task by state: memory for active ones, and for settled ones the store's count
+   * taken once, when the table holds no settled task (the engine takes it at open), then kept.
+   */
   countsByState(): Record<TaskState, number> {
     if (!this.#settled) {
       this.#settled = emptyCounts();
-      for (const { key, value } of this.#db.range()) {
-        if (!this.#tasks.has(key) && isTerminal(value.state)) this.#countSettled(value);
-      }
+      for (const [agent, state, n] of this.#countStored()) this.#addSettled(agent, state, n);
     }
     const out = emptyCounts();
     for (const state of TASK_STATES) out[state] = this.#active[state] + this.#settled[state];

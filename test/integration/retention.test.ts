@@ -172,6 +172,28 @@ describe('retention', () => {
     }
   });
 
+  it('counts the stored settled tasks at open from its indexes: those under their agent’s rule, their own, or kept for good', async () => {
+    const clock = new ManualClock();
+    const dataDir = join(scratch(), 'data');
+    const first = await openRuntime({ dataDir, clock });
+    await settled(first, { agent: 'echo', input: 1 });
+    await settled(first, { agent: 'other', input: 2 });
+    await settled(first, { agent: 'echo', input: 3, retention: { done: 5 * SWEEP } });
+    await settled(first, { agent: 'echo', input: 4, retention: { done: Infinity } });
+    await settled(first, { agent: 'fail', input: { mode: 'result' }, retention: { failed: Infinity } });
+    await first.close();
+    const again = await openRuntime({ dataDir, clock });
+    try {
+      const stats = again.stats();
+      expect(stats.tasks).toMatchObject({ done: 4, failed: 1 });
+      expect(stats.agents.echo!.tasks).toEqual({ done: 3 });
+      expect(stats.agents.other!.tasks).toEqual({ done: 1 });
+      expect(stats.agents.fail!.tasks).toEqual({ failed: 1 });
+    } finally {
+      await again.close();
+    }
+  });
+
   it('with retention: false arms nothing and reports null', async () => {
     const clock = new ManualClock();
     const rt = await openRuntime({ dataDir: scratch(), clock, retention: false });

@@ -20,7 +20,8 @@ import { storeReads } from './reads.js';
 import { BatchWriter, newBatch, type Batch } from './batch-writer.js';
 import { Quarantine } from './quarantine.js';
 import { openDatabases } from './databases.js';
-import { RecordWrites } from './record-writes.js';
+import { countSettled, RecordWrites } from './record-writes.js';
+import type { TaskState } from '../../../machines/index.js';
 import { committed } from './committed.js';
 import { backupEnvironment } from './backup.js';
 
@@ -165,6 +166,10 @@ export class LmdbStore implements Store {
     const batch = (this.#pending ??= newBatch(this.#lastBatch + 1));
     this.#write(batch, fn);
     return batch.done;
+  }
+
+  countSettled(): Array<[string, TaskState, number]> {
+    return countSettled(this.#dbs);
   }
 
   truncateEvents(before: number, max: number): Promise<number> {

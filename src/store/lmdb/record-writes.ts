@@ -5,7 +5,7 @@
  * {@link settledIndexKeys}).
  */
 import { asBinary, type Database } from 'lmdb';
-import { isTerminal } from '../../../machines/index.js';
+import { isTerminal, type TaskState } from '../../../machines/index.js';
 import type { Key } from '../port.js';
 import { settledIndexKeys, type TaskRecord } from '../records.js';
 import { ChurnSet } from '../../collections.js';
@@ -112,3 +112,29 @@ export function readable(db: Database<unknown, Key>, key: Key): TaskRecord | und
     return undefined;
   }
 }
+
+/**
+ * The stored settled tasks counted per agent and state from the retention indexes (see
+ * `settledIndexKeys`): a native count per agent and state in `settled` (about 80 ns a task), and
+ * the few with a rule of their own read one by one; no task record is decoded for the rest.
+ */
+export function countSettled(dbs: ReadonlyArray<Database<unknown, Key>>): Array<[agent: string, state: TaskState, count: number]> {
+  const out: Array<[string, TaskState, number]> = [];
+  const settled = dbs[DB.settled]!;
+  for (let from: Key = []; ; ) {
+    let first: Key | undefined;
+    for (const key of settled.getKeys({ start: from, limit: 1 })) first = key;
+    if (first === undefined) break;
+    const [agent, state] = first as [string, TaskState];
+    out.push([agent, state, settled.getCount({ start: [agent, state], end: [agent, state, AFTER] })]);
+    from = [agent, state, AFTER];
+  }
+  for (const [, id] of dbs[DB.expiry]!.getKeys() as Iterable<[number, string]>) {
+    const task = readable(dbs[DB.tasks]!, id);
+    if (task && isTerminal(task.state)) out.push([task.agent, task.state, 1]);
+  }
+  return out;
+}
+
+/** The greatest string key part: an upper bound after every number and id. */
+const AFTER = '\uffff';

@@ -53,14 +53,17 @@ describe('decidePrune', () => {
     ]);
   });
 
-  it('removes the retention entry of a task under its own rule from the expiry index, and of one kept for good from none', () => {
+  it('removes the retention entry of a task under its own rule from the expiry index, one kept for good too (at Infinity)', () => {
     const own = decidePrune({ task: taskOf({ retention: { done: 1_000 } }), runs: [], attempts: [], logs: [], inbox: [] }, undefined, ctx);
     expect(own.changes).toEqual([
       { kind: 'remove', db: 'tasks', key: 't1' },
       { kind: 'remove', db: 'expiry', key: [1_600, 't1'] },
     ]);
     const forever = decidePrune({ task: taskOf({ retention: { done: Infinity } }), runs: [], attempts: [], logs: [], inbox: [] }, undefined, ctx);
-    expect(forever.changes).toEqual([{ kind: 'remove', db: 'tasks', key: 't1' }]);
+    expect(forever.changes).toEqual([
+      { kind: 'remove', db: 'tasks', key: 't1' },
+      { kind: 'remove', db: 'expiry', key: [Infinity, 't1'] },
+    ]);
   });
 
   it('removes a workspace Troupe made and kept, and leaves a user-given one alone', () => {

@@ -63,11 +63,11 @@ describe('decideRetry: a settled task starts a new run', () => {
     });
   });
 
-  it('takes a task with a retention of its own out of the expiry index, and one kept for good out of none', () => {
+  it('takes a task with a retention of its own out of the expiry index, one kept for good too (at Infinity)', () => {
     const expiring = decideRetry(deepFreeze({ task: taskOf({ state: 'failed', settledAt: 4_000, retention: { failed: 60_000 } }), runtimeId: 'rt' }), deepFreeze({}), context());
     expect(expiring.changes.filter((c) => c.kind === 'remove')).toEqual([{ kind: 'remove', db: 'expiry', key: [64_000, 't1'] }]);
     const forever = decideRetry(deepFreeze({ task: taskOf({ state: 'failed', settledAt: 4_000, retention: { failed: Infinity } }), runtimeId: 'rt' }), deepFreeze({}), context());
-    expect(forever.changes.filter((c) => c.kind === 'remove')).toEqual([]);
+    expect(forever.changes.filter((c) => c.kind === 'remove')).toEqual([{ kind: 'remove', db: 'expiry', key: [Infinity, 't1'] }]);
   });
 
   it.each(['queued', 'running', 'waiting', 'sleeping', 'done'] as const)('throws ILLEGAL_TRANSITION for a %s task, taking no seq', (state) => {
