@@ -97,8 +97,6 @@ export class EngineSlot {
     const rebuilt = await this.e.tasks.rebuild(options);
     this.e.scheduler.start();
     this.e.retention.start();
-    // The settled counts of stats(), taken now while the table holds no settled task.
-    this.e.table.countsByState();
     this.rebuild = { previousShutdownClean: this.store.previousShutdownClean, ...rebuilt, ms: performance.now() - started };
   }
 

@@ -35,6 +35,7 @@ import { EffectExecutor } from './pipeline/executor.js';
 import { Notifier } from './pipeline/notifier.js';
 import { fireTemplate, taskOfKey, TEMPLATE_PARTS } from './tasks/template.js';
 import { isTerminal } from '../machines/index.js';
+import { isSettledStored } from './tasks/parts.js';
 import { cleanWorkspaceAt, sliceOf, type EngineParts } from './tasks/parts.js';
 import type { HoldSources } from './tasks/holds.js';
 
@@ -77,7 +78,7 @@ export interface LastingParts {
 export function buildEngine(options: ResolvedOptions, log: Logger, store: Store, keepAlive: KeepAlive, lasting: LastingParts): Engine {
   const { metrics, logFeed } = lasting;
   const registry = new AgentRegistry();
-  const table = new TaskTable(() => store.countSettled());
+  const table = new TaskTable(() => store.countSettled(), (task) => isSettledStored(store, task));
   const slots = options.threads * options.slotsPerThread;
   const router = createRouter({
     store,

@@ -9,7 +9,7 @@ import { rm } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import type { Clock } from '../clock.js';
 import type { Store } from '../store/port.js';
-import type { TaskRecord } from '../store/records.js';
+import { settledIndexKeys, type TaskRecord } from '../store/records.js';
 import type { Governor, GovernorEntry } from '../governor/governor.js';
 import type { Router } from '../router/router.js';
 import type { AgentPool } from '../pool/pool.js';
@@ -54,6 +54,12 @@ export function sliceOf<K extends keyof EngineParts>(parts: EngineParts, keys: r
 /** The ids of a parent's children, in submit order (the children index), from `after` on. */
 export function* childIdsOf(store: Store, parentId: string, after = ''): Generator<string> {
   for (const [, id] of store.read.children.keys({ start: [parentId, after], end: [parentId, '\uffff'] })) yield id;
+}
+
+/** Whether a settled task's settle has reached the store: its retention entry is there. */
+export function isSettledStored(store: Store, task: TaskRecord): boolean {
+  const keys = settledIndexKeys(task);
+  return keys?.settled ? store.read.settled.has(keys.settled) : keys?.expiry ? store.read.expiry.has(keys.expiry) : false;
 }
 
 /** The governor entry of a queued task. */

@@ -28,12 +28,14 @@ export class TaskTable {
   #settled: Record<TaskState, number> | undefined;
   readonly #settledByAgent = new Map<string, Record<TaskState, number>>();
   readonly #countStored: () => Iterable<[agent: string, state: TaskState, count: number]>;
+  readonly #isStored: (task: TaskRecord) => boolean;
   /** Admissions reserved by submits whose commit is in flight. */
   reservedAdmissions = 0;
 
-  /** `countStored`: the stored settled tasks per agent and state (Store.countSettled). */
-  constructor(countStored: () => Iterable<[agent: string, state: TaskState, count: number]>) {
+  /** `countStored`: the stored settled tasks per agent and state (Store.countSettled); `isStored`: whether a settled task is among them. */
+  constructor(countStored: () => Iterable<[agent: string, state: TaskState, count: number]>, isStored: (task: TaskRecord) => boolean) {
     this.#countStored = countStored;
+    this.#isStored = isStored;
   }
 
   get(id: string): TaskRecord | undefined {
@@ -147,12 +149,14 @@ export class TaskTable {
 
   /**
    * Counts of every task by state: memory for active ones, and for settled ones the store's count
-   * taken once, when the table holds no settled task (the engine takes it at open), then kept.
+   * (from its indexes, not its records) taken on first use, then kept. A settled task still in the
+   * table whose commit has landed is in both: it counts as the table's until it is retired.
    */
   countsByState(): Record<TaskState, number> {
     if (!this.#settled) {
       this.#settled = emptyCounts();
       for (const [agent, state, n] of this.#countStored()) this.#addSettled(agent, state, n);
+      for (const task of this.#tasks.values()) if (isTerminal(task.state) && this.#isStored(task)) this.#addSettled(task.agent, task.state, -1);
     }
     const out = emptyCounts();
     for (const state of TASK_STATES) out[state] = this.#active[state] + this.#settled[state];
