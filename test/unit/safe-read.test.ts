@@ -48,7 +48,7 @@ describe('safeDatabase over a real LMDB', () => {
       for (const _entry of db.range({ start: 'k3' })) break;
       // Later commits: a reader left open would keep its older transaction id in the reader table.
       for (let i = 0; i < 3; i++) await raw.put('tick', i);
-      const last = env.getStats().lastTxnId as number;
+      const last = (env.getStats() as { lastTxnId: number }).lastTxnId;
       const pinned = env
         .readerList()
         .split('\n')

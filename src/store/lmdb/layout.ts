@@ -85,4 +85,4 @@ export const STRUCTURES = Symbol.for('troupe.structures');
  * snapshot under a steady load) after 2 s, or the log behind it could never be truncated and a
  * reopen after a crash would replay everything since (measured: 11.5 s to open after 1 M tasks).
  */
-export const MATERIALIZE = { coolBatches: 8, coolMs: 500, maxAgeBatches: 5_000, maxAgeMs: 2_000, minBudget: 256, maxEntries: 200_000 };
+export const MATERIALIZE = { coolBatches: 8, coolMs: 500, maxAgeBatches: 5_000, maxAgeMs: 2_000, minBudget: 256, idleBudget: 20_000, maxEntries: 200_000 };

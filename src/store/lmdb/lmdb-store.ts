@@ -81,6 +81,8 @@ export class LmdbStore implements Store {
   #pending: Batch | undefined;
   /** Transactions issued and not yet landed, and the promise of the last one's resolution. */
   #inFlight = 0;
+  /** The quiet store's commit of cooled records (see #armIdle). */
+  #idle: NodeJS.Timeout | undefined;
   #tail: Promise<void> = Promise.resolve();
   #flushQueued = false;
   #lastBatch = 0;
@@ -217,6 +219,22 @@ export class LmdbStore implements Store {
   }
 
   /**
+   * The store went quiet with records still to materialize: once they have cooled, a commit of
+   * nothing but them (as many as there are, not a busy commit's share), again until none is
+   * left, so the log behind them goes and a crash replays little.
+   */
+  #armIdle(): void {
+    if (this.#idle || this.#closed || this.failure) return;
+    this.#idle = setTimeout(() => {
+      this.#idle = undefined;
+      if (this.#closed || this.failure || this.#pending || this.#inFlight > 0 || this.#overlay.size === 0) return;
+      this.#pending = newBatch(this.#lastBatch + 1);
+      this.#flush();
+    }, MATERIALIZE.coolMs + 100);
+    this.#idle.unref();
+  }
+
+  /**
    * Flushes at the end of the turn. A few transactions may be in flight at once (lmdb-js commits
    * them one after the other); past that, the batch grows until one lands.
    */
@@ -250,7 +268,7 @@ export class LmdbStore implements Store {
       now: Date.now(),
       maxAgeBatches: MATERIALIZE.maxAgeBatches,
       maxAgeMs: MATERIALIZE.maxAgeMs,
-      budget: Math.max(MATERIALIZE.minBudget, batch.ops.length),
+      budget: batch.ops.length + batch.events.length + batch.direct.length === 0 ? MATERIALIZE.idleBudget : Math.max(MATERIALIZE.minBudget, batch.ops.length),
       maxEntries: MATERIALIZE.maxEntries,
     });
     const checkpoint = this.#overlay.checkpoint(batch.no);
@@ -301,6 +319,7 @@ export class LmdbStore implements Store {
         this.#fail(error);
       }
       if (this.#pending) this.#queueFlush();
+      else if (this.#overlay.size > 0) this.#armIdle();
     });
     this.#tail = landed;
   }
@@ -357,6 +376,7 @@ export class LmdbStore implements Store {
   async #closeAsCrashed(): Promise<void> {
     await this.settled();
     this.#closed = true;
+    clearTimeout(this.#idle);
     await this.#root.close();
   }
 
@@ -388,6 +408,7 @@ export class LmdbStore implements Store {
     }
     await this.settled();
     this.#closed = true;
+    clearTimeout(this.#idle);
     try {
       // Materialize everything, so the next open has no log to replay.
       const all = this.#overlay.takeAll(this.#lastBatch + 1);
