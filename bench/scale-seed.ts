@@ -1,7 +1,7 @@
 /**
  * Seeds a data dir for bench/scale.ts, then waits to be killed: `settled` done tasks of the no-op
  * agent (one in every 100 a child of the one before, one in every 1,000 failed), then `queued`
- * tasks of a `work` agent too slow to drain them. Prints `ready <ms to seed>`.
+ * tasks of a `work` agent too slow to drain them. Prints `ready <ms to seed> <id of the last settled task>`.
  *
  *   node scale-seed.js <dataDir> <settled> <queued>
  */
@@ -22,6 +22,7 @@ const rt = await createRuntime({
 const started = performance.now();
 const CHUNK = 1_000;
 let parent: string | undefined;
+let last = '';
 const inFlight: Array<Promise<unknown>> = [];
 for (let from = 0; from < settled; from += CHUNK) {
   const specs = Array.from({ length: Math.min(CHUNK, settled - from) }, (_, k) => {
@@ -31,6 +32,7 @@ for (let from = 0; from < settled; from += CHUNK) {
   });
   const batch = await rt.submitMany(specs);
   parent = batch[0]!.id;
+  last = batch.at(-1)!.id;
   inFlight.push(Promise.all(batch.map((t) => rt.wait(t.id))));
   if (inFlight.length >= 8) await inFlight.shift();
 }
@@ -38,5 +40,5 @@ await Promise.all(inFlight);
 for (let from = 0; from < queued; from += 2_000) {
   await rt.submitMany(Array.from({ length: Math.min(2_000, queued - from) }, () => ({ agent: 'work', input: { ms: 60_000 } })));
 }
-process.stdout.write(`ready ${Math.round(performance.now() - started)}\n`);
+process.stdout.write(`ready ${Math.round(performance.now() - started)} ${last || '-'}\n`);
 setInterval(() => undefined, 1_000);
