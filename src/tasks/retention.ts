@@ -92,10 +92,11 @@ export class Retention {
 
   async #sweep(): Promise<void> {
     const result = emptyResult();
-    const now = this.#k.clock.now();
+    const started = this.#k.clock.now();
     try {
       for (let full = true; full && !this.#stopped; ) {
-        const due = this.#due(now);
+        // Each pass at its own time: what fell due while the last one ran is its backlog too.
+        const due = this.#due(this.#k.clock.now());
         const before = result.tasks;
         // Newest first, so children go before their parents; a parent whose children are not all
         // gone by its turn waits for a later sweep (it is looked at when its batch is decided, not
@@ -109,9 +110,9 @@ export class Retention {
         // sweep looks again.
         full = result.tasks - before >= BACKLOG;
       }
-      await this.#truncateEvents(now);
+      await this.#truncateEvents(this.#k.clock.now());
       this.#stats.sweeps++;
-      this.#stats.lastSweepAt = now;
+      this.#stats.lastSweepAt = started;
     } catch (error) {
       this.#k.log.error({ err: error }, 'the retention sweep failed; the next one tries again');
     } finally {

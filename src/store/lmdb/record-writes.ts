@@ -66,27 +66,22 @@ export class RecordWrites {
     // A record created and removed while in the overlay never reached its database: nothing to do.
     // (The read sees every earlier materialization: an entry cools for more batches than may be
     // in flight, so any earlier write of this key has landed.)
+    // A removed task's retention entry went in the commit of its removal (the prune step's).
     if (entry.value === REMOVED) {
-      const stored = entry.db === DB.tasks ? readable(db, entry.key) : undefined;
-      if (stored !== undefined || db.doesExist(entry.key)) db.remove(entry.key);
-      // A removed task takes its retention entries along (a task settled again after a retry left
-      // older ones behind: retention drops those when it meets them).
-      if (stored !== undefined && isTerminal(stored.state)) this.#indexSettled(stored, true);
+      if (db.doesExist(entry.key)) db.remove(entry.key);
     } else db.put(entry.key, value);
     if (entry.db === DB.tasks) {
       const task = entry.value === REMOVED ? undefined : (entry.value as TaskRecord);
       this.#indexActive(entry.key as string, task);
-      if (task !== undefined && isTerminal(task.state)) this.#indexSettled(task, false);
+      if (task !== undefined && isTerminal(task.state)) this.#indexSettled(task);
     }
   }
 
-  /** Puts (or removes) a settled task's retention entries. */
-  #indexSettled(task: TaskRecord, remove: boolean): void {
+  /** Puts a settled task's retention entry. */
+  #indexSettled(task: TaskRecord): void {
     const keys = settledIndexKeys(task);
     const [db, key] = keys?.expiry ? [DB.expiry, keys.expiry] : keys?.settled ? [DB.settled, keys.settled] : [];
-    if (key === undefined) return;
-    if (remove) this.#dbs[db!]!.remove(key);
-    else this.#dbs[db!]!.put(key, true);
+    if (key !== undefined) this.#dbs[db!]!.put(key, true);
   }
 
   /**

@@ -2,14 +2,12 @@
  * Opening a store replays the log records after the checkpoint: a previous run died with their
  * changes not yet materialized. Each key's final value is folded first (a patch needs the version
  * before it), then written once, in one transaction with the log's truncation. The index of active
- * tasks, and the retention indexes of a removed task, follow each replayed task record, as they do
- * when a record is materialized.
+ * tasks follows each replayed task record, as it does when a record is materialized.
  */
 import type { Database, RootDatabase } from 'lmdb';
 import { isTerminal } from '../../../machines/index.js';
 import type { Key } from '../port.js';
-import { settledIndexKeys, type TaskRecord } from '../records.js';
-import { readable } from './record-writes.js';
+import type { TaskRecord } from '../records.js';
 import { CODECS, DB, FINAL, PATCH, REMOVAL, type LogEntry } from './layout.js';
 import { keyString, REMOVED } from './overlay.js';
 
@@ -39,18 +37,12 @@ export function replayLog(root: RootDatabase, dbs: ReadonlyArray<Database<unknow
     }
     last = key;
   }
-  // A replayed task is in the active index exactly while it is not terminal; a removed one takes
-  // its retention entry along, as when a removal is materialized.
+  // A replayed task is in the active index exactly while it is not terminal. (A removed task's
+  // retention entry went in its removal's own commit, not through the log.)
   for (const { db, key, value } of [...finals.values()]) {
     if (db !== DB.tasks || value === SKIP) continue;
     const active = value !== REMOVED && value !== undefined && !isTerminal((value as TaskRecord).state);
     finals.set(`${DB.active}\u0000${keyString(key)}`, { db: DB.active, key, value: active ? true : REMOVED });
-    if (value !== REMOVED) continue;
-    const stored = readable(dbs[DB.tasks]!, key);
-    const keys = stored && settledIndexKeys(stored);
-    for (const [index, entry] of [[DB.settled, keys?.settled], [DB.expiry, keys?.expiry]] as const) {
-      if (entry) finals.set(`${index}\u0000${keyString(entry)}`, { db: index, key: entry, value: REMOVED });
-    }
   }
   root.transactionSync(() => {
     for (const { db, key, value } of finals.values()) {
