@@ -216,7 +216,18 @@ export class Runtime implements AsyncDisposable {
   /** Replays the event log after `after`, then yields live events, until aborted or closed. */
   events(options?: EventStreamOptions): AsyncGenerator<RuntimeEvent> {
     this.#assertOpen('events');
-    return this.#bus.iterate(options);
+    // One task's events start at its creation (a minute earlier, for a clock stepped back).
+    const taskId = (options as { taskId?: unknown } | undefined)?.taskId;
+    let notBefore: number | undefined;
+    if (typeof taskId === 'string' && taskId.length > 0) {
+      try {
+        const createdAt = this.#e.tasks.record(taskId)?.createdAt;
+        if (createdAt !== undefined) notBefore = createdAt - 60_000;
+      } catch {
+        // A bad id is the iteration's to refuse.
+      }
+    }
+    return this.#bus.iterate(options, notBefore);
   }
 
   /** The log lines a task's agent wrote through `ctx.log`, in order; with `follow`, then live until the task is terminal. */

@@ -218,6 +218,38 @@ export class EventBus {
     else this.#listeners.delete(type);
   }
 
+  /**
+   * The seq of the last stored event before `at` (epoch ms), found by bisection over the log (a
+   * few dozen reads), or 0. Events are stamped in seq order with the time their step decided at,
+   * so everything after it happened at `at` or later, give or take a clock step back: callers
+   * ask for a minute earlier than they need.
+   */
+  #lastBefore(at: number): number {
+    const firstFrom = (seq: number): EventRecord | undefined => {
+      for (const { value } of this.#events.range({ start: seq, limit: 1 })) return value;
+      return undefined;
+    };
+    let lo = firstFrom(0);
+    if (!lo || lo.at >= at) return 0;
+    // Invariant: the event at lo.seq happened before `at`; none at or after `high` did. Galloping
+    // up first finds `high` without reading the log's end (a reverse read walks all of it).
+    let high: number | undefined;
+    for (let step = 1; high === undefined; step *= 2) {
+      const probe = firstFrom(lo.seq + step);
+      if (probe === undefined) high = lo.seq + step;
+      else if (probe.at < at) lo = probe;
+      else high = probe.seq;
+    }
+    while (high - lo.seq > 1) {
+      const probe = firstFrom(Math.floor((lo.seq + high) / 2));
+      if (probe === undefined || probe.seq >= high) {
+        high = Math.floor((lo.seq + high) / 2);
+      } else if (probe.at < at) lo = probe;
+      else high = probe.seq;
+    }
+    return lo.seq;
+  }
+
   /** CURSOR_EXPIRED when events after seq `last` were removed: the reader would miss them. */
   #checkCursor(last: number): void {
     const removed = this.#removedThrough();
@@ -235,7 +267,7 @@ export class EventBus {
    * Replays from the log after `options.after`, then yields live events until aborted or closed.
    * Bad options reject the first `next()`, as any error of an async generator does.
    */
-  async *iterate(options: EventStreamOptions = {}): AsyncGenerator<RuntimeEvent> {
+  async *iterate(options: EventStreamOptions = {}, notBefore?: number): AsyncGenerator<RuntimeEvent> {
     checkCallOptions(options, STREAM_OPTIONS, 'events');
     if (options.after !== undefined) fromCursor(options.after);
     if (options.taskId !== undefined) checkId(options.taskId, 'events: taskId');
@@ -246,6 +278,11 @@ export class EventBus {
     if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new TroupeError('INVALID_OPTIONS', 'events: signal must be an AbortSignal');
     let last = options.after === undefined ? 0 : fromCursor(options.after);
     if (options.after !== undefined) this.#checkCursor(last);
+    // A task's events come after its creation: its replay starts there, not at the log's start.
+    if (notBefore !== undefined) {
+      const from = this.#lastBefore(notBefore);
+      if (from > last && from >= this.#removedThrough()) last = from;
+    }
     const types = options.types ? new Set<string>(options.types) : undefined;
     const wanted = (e: EventRecord) => (!options.taskId || e.taskId === options.taskId) && (!types || types.has(e.type));
     const buffer: RuntimeEvent[] = [];

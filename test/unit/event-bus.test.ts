@@ -98,3 +98,32 @@ describe('EventBus', () => {
     await again.return(undefined);
   });
 });
+
+describe('EventBus: one task’s events', () => {
+  it('starts the replay at the last event before the task was created, found by bisection, not at the log’s start', async () => {
+    // 10,000 seqs, every seventh taken by a fencing token (no event), one ms apart.
+    const log = memoryLog(Array.from({ length: 10_000 }, (_, i) => event(i + 1)).filter((e) => e.seq % 7 !== 0));
+    let handed = 0;
+    const range = log.db.range.bind(log.db);
+    const counted = {
+      ...log.db,
+      *range(options?: RangeOptions) {
+        for (const entry of range(options)) {
+          handed++;
+          yield entry;
+        }
+      },
+    } satisfies SafeDatabase<EventRecord, number>;
+    const bus = new EventBus(counted, noHold);
+    // t9001 was created at 10_001 (its event's time): ask from a little before.
+    const stream = bus.iterate({ taskId: 't9001' }, 10_001 - 50);
+    expect((await stream.next()).value).toMatchObject({ seq: 9001, taskId: 't9001' });
+    await stream.return(undefined);
+    // From the start, the replay would be handed the ~7,700 events before it.
+    expect(handed).toBeLessThan(600);
+    // A time before the log's first event, or none: the replay starts at the start.
+    const early = bus.iterate({ taskId: 't2' }, 0);
+    expect((await early.next()).value).toMatchObject({ seq: 2 });
+    await early.return(undefined);
+  });
+});
