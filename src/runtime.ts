@@ -216,18 +216,20 @@ export class Runtime implements AsyncDisposable {
   /** Replays the event log after `after`, then yields live events, until aborted or closed. */
   events(options?: EventStreamOptions): AsyncGenerator<RuntimeEvent> {
     this.#assertOpen('events');
-    // One task's events start at its creation (a minute earlier, for a clock stepped back).
+    // One task's events start at its first (its record says where); a task from before records
+    // said so, at its creation (a minute earlier, for a clock stepped back).
     const taskId = (options as { taskId?: unknown } | undefined)?.taskId;
-    let notBefore: number | undefined;
+    let start: { seq: number } | { at: number } | undefined;
     if (typeof taskId === 'string' && taskId.length > 0) {
       try {
-        const createdAt = this.#e.tasks.record(taskId)?.createdAt;
-        if (createdAt !== undefined) notBefore = createdAt - 60_000;
+        const record = this.#e.tasks.record(taskId);
+        if (record?.firstSeq !== undefined) start = { seq: record.firstSeq };
+        else if (record) start = { at: record.createdAt - 60_000 };
       } catch {
         // A bad id is the iteration's to refuse.
       }
     }
-    return this.#bus.iterate(options, notBefore);
+    return this.#bus.iterate(options, start);
   }
 
   /** The log lines a task's agent wrote through `ctx.log`, in order; with `follow`, then live until the task is terminal. */

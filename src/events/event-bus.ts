@@ -267,7 +267,7 @@ export class EventBus {
    * Replays from the log after `options.after`, then yields live events until aborted or closed.
    * Bad options reject the first `next()`, as any error of an async generator does.
    */
-  async *iterate(options: EventStreamOptions = {}, notBefore?: number): AsyncGenerator<RuntimeEvent> {
+  async *iterate(options: EventStreamOptions = {}, start?: { seq: number } | { at: number }): AsyncGenerator<RuntimeEvent> {
     checkCallOptions(options, STREAM_OPTIONS, 'events');
     if (options.after !== undefined) fromCursor(options.after);
     if (options.taskId !== undefined) checkId(options.taskId, 'events: taskId');
@@ -278,9 +278,10 @@ export class EventBus {
     if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new TroupeError('INVALID_OPTIONS', 'events: signal must be an AbortSignal');
     let last = options.after === undefined ? 0 : fromCursor(options.after);
     if (options.after !== undefined) this.#checkCursor(last);
-    // A task's events come after its creation: its replay starts there, not at the log's start.
-    if (notBefore !== undefined) {
-      const from = this.#lastBefore(notBefore);
+    // One task's replay starts at its first event, or after the last one before its creation,
+    // not at the log's start.
+    if (start !== undefined) {
+      const from = 'seq' in start ? start.seq - 1 : this.#lastBefore(start.at);
       if (from > last && from >= this.#removedThrough()) last = from;
     }
     const types = options.types ? new Set<string>(options.types) : undefined;

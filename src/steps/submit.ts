@@ -61,10 +61,12 @@ export function decideSubmit(view: SubmitView, input: SubmitInput, ctx: StepCont
   if (task.state === 'needs_attention') {
     emit(out, ctx, 'task.needs_attention', task.id, undefined, { run: 1, reason: 'unmatched', agent: task.agent, requires: task.requires });
     out.effects.push({ kind: 'notify', taskId: task.id });
-    return out;
+  } else {
+    // A delayed task waits for its durable timer, not in the governor.
+    if (task.runAt !== undefined) arm(out, timerOf(task, 'start', task.runAt));
+    queue(out, ctx, task, task.runAt === undefined ? { run: 1, agent: task.agent, priority: task.priority } : { run: 1, agent: task.agent, priority: task.priority, runAt: task.runAt });
   }
-  // A delayed task waits for its durable timer, not in the governor.
-  if (task.runAt !== undefined) arm(out, timerOf(task, 'start', task.runAt));
-  queue(out, ctx, task, task.runAt === undefined ? { run: 1, agent: task.agent, priority: task.priority } : { run: 1, agent: task.agent, priority: task.priority, runAt: task.runAt });
+  // The record (the change above holds this very object) keeps where its events begin.
+  task.firstSeq = out.events[0]!.seq;
   return out;
 }

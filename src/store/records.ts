@@ -97,6 +97,8 @@ export interface TaskRecord {
   attemptExit?: AttemptExit;
   /** The task's own retention (submit's `retention`): ms kept after settling in each state, in place of its agent's rule. */
   retention?: TaskRetention;
+  /** The seq of the task's first event (its submit's): where `events({ taskId })` starts reading the log. */
+  firstSeq?: number;
 }
 
 /** The settled states, each with how long a task is kept after settling in it (ms; Infinity: for good). */
@@ -320,6 +322,7 @@ export function createTaskRecord(fields: Pick<TaskRecord, 'id' | 'agent' | 'stat
     attemptLeaseUntil: undefined,
     attemptExit: undefined,
     retention: undefined,
+    firstSeq: undefined,
   };
 }
 

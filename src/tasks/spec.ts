@@ -74,7 +74,7 @@ export interface TaskSpec {
  * A task as the public API returns it: the stored record without its bookkeeping (fencing token,
  * FIFO order, attempt numbering, run bookkeeping). Times are epoch milliseconds.
  */
-export type Task = Omit<TaskRecord, 'runReason' | 'runCreatedAt' | 'attemptSeq' | 'token' | 'queuedOrder' | 'followUp' | 'ladder' | 'unrouted' | 'inbox' | 'delivered'> & {
+export type Task = Omit<TaskRecord, 'runReason' | 'runCreatedAt' | 'attemptSeq' | 'token' | 'queuedOrder' | 'followUp' | 'ladder' | 'unrouted' | 'inbox' | 'delivered' | 'firstSeq'> & {
   /** Why a queued task is held back right now, while flow control keeps it (not stored: read at the call). */
   heldBy?: TaskHold;
 };

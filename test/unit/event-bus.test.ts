@@ -116,14 +116,20 @@ describe('EventBus: one task’s events', () => {
     } satisfies SafeDatabase<EventRecord, number>;
     const bus = new EventBus(counted, noHold);
     // t9001 was created at 10_001 (its event's time): ask from a little before.
-    const stream = bus.iterate({ taskId: 't9001' }, 10_001 - 50);
+    const stream = bus.iterate({ taskId: 't9001' }, { at: 10_001 - 50 });
     expect((await stream.next()).value).toMatchObject({ seq: 9001, taskId: 't9001' });
     await stream.return(undefined);
     // From the start, the replay would be handed the ~7,700 events before it.
     expect(handed).toBeLessThan(600);
     // A time before the log's first event, or none: the replay starts at the start.
-    const early = bus.iterate({ taskId: 't2' }, 0);
+    const early = bus.iterate({ taskId: 't2' }, { at: 0 });
     expect((await early.next()).value).toMatchObject({ seq: 2 });
     await early.return(undefined);
+    // With the task's first seq known, the replay starts right there.
+    handed = 0;
+    const exact = bus.iterate({ taskId: 't9500' }, { seq: 9500 });
+    expect((await exact.next()).value).toMatchObject({ seq: 9500 });
+    await exact.return(undefined);
+    expect(handed).toBeLessThan(300);
   });
 });

@@ -101,14 +101,15 @@ describe('recordWriter', () => {
     task.attemptLeaseUntil = 4;
     task.attemptExit = 'success';
     task.retention = { done: 60_000 };
+    task.firstSeq = 42;
     const values = taskCodec.toValues(task);
     expect(values[0]).toBe(3);
-    // Version 1 had every field but the four appended since (version 2: the final attempt's three; 3: the retention).
-    const v1 = [1, ...values.slice(1, -4)];
+    // Version 1 had every field but the five appended since (version 2: the final attempt's three; 3: the retention and the first seq).
+    const v1 = [1, ...values.slice(1, -5)];
     const read = taskCodec.fromValues(v1);
-    expect(read).toEqual({ ...task, attemptStartedAt: undefined, attemptLeaseUntil: undefined, attemptExit: undefined, retention: undefined });
+    expect(read).toEqual({ ...task, attemptStartedAt: undefined, attemptLeaseUntil: undefined, attemptExit: undefined, retention: undefined, firstSeq: undefined });
     expect(Object.keys(read)).toEqual(Object.keys(task));
-    expect(taskCodec.fromValues([2, ...values.slice(1, -1)])).toEqual({ ...task, retention: undefined });
+    expect(taskCodec.fromValues([2, ...values.slice(1, -2)])).toEqual({ ...task, retention: undefined, firstSeq: undefined });
     expect(() => taskCodec.fromValues([4, ...values.slice(1)])).toThrow(/not a version 1-3 record/);
     expect(() => taskCodec.fromValues([3, ...values.slice(1), 'extra'])).toThrow(/not a version 1-3 record/);
   });

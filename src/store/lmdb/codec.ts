@@ -16,7 +16,7 @@ import { createTaskRecord, type AttemptRecord, type EventRecord, type RunRecord,
  * Bumped when a field list below changes; decoding refuses versions it does not know. Fields are
  * only ever appended, so a record of an older version decodes with the newer fields absent (and
  * the log's patches, by field index, stay valid). 2: the task record's embedded final attempt.
- * 3: the task's own retention.
+ * 3: the task's own retention and the seq of its first event.
  */
 const VERSION = 3;
 const OLDEST_VERSION = 1;

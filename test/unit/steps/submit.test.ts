@@ -64,6 +64,8 @@ describe('decideSubmit', () => {
       queuedAt: 1_000,
       createdAt: 1_000,
       updatedAt: 1_000,
+      // Its first event's seq: where events({ taskId }) starts reading.
+      firstSeq: 40,
     };
     expect(out).toEqual({
       changes: [
