@@ -27,20 +27,22 @@ export interface Batch {
   eventsThrough: number;
   /** Overlay entries of patched records changed in this batch: their version before it is let go once it is flushed. */
   readonly touched: DirtyEntry[];
+  /** A quiet store's commit of nothing but cooled records: it materializes as many as there are. */
+  readonly idle: boolean;
   readonly done: Promise<void>;
   resolve(): void;
   reject(error: Error): void;
 }
 
 /** A new, empty batch. */
-export function newBatch(no: number): Batch {
+export function newBatch(no: number, idle = false): Batch {
   let resolve!: () => void;
   let reject!: (error: Error) => void;
   const done = new Promise<void>((res, rej) => {
     resolve = res;
     reject = rej;
   });
-  return { no, at: Date.now(), ops: [], direct: [], events: [], dropEvents: [], eventsThrough: 0, touched: [], done, resolve, reject };
+  return { no, at: Date.now(), ops: [], direct: [], events: [], dropEvents: [], eventsThrough: 0, touched: [], idle, done, resolve, reject };
 }
 
 /** Collects the writes of one commit call into its batch. */

@@ -163,11 +163,23 @@ export class LmdbStore implements Store {
   }
 
   stage(fn: (writer: StepWriter) => void): Promise<void> {
-    if (this.#closed) return Promise.reject(new TroupeError('CLOSED', 'the store is closed'));
-    if (this.failure) return Promise.reject(this.failure);
-    const batch = (this.#pending ??= newBatch(this.#lastBatch + 1));
+    const refused = this.#refusal();
+    if (refused) return refused;
+    const batch = this.#gathering();
     this.#write(batch, fn);
     return batch.done;
+  }
+
+  /** Why the store takes no more work (closed, or stopped by a failed commit), as a rejection; undefined while it does. */
+  #refusal(): Promise<never> | undefined {
+    if (this.#closed) return Promise.reject(new TroupeError('CLOSED', 'the store is closed'));
+    if (this.failure) return Promise.reject(this.failure);
+    return undefined;
+  }
+
+  /** The batch being gathered, begun if there is none. */
+  #gathering(): Batch {
+    return (this.#pending ??= newBatch(this.#lastBatch + 1));
   }
 
   countSettled(): Array<[string, TaskState, number]> {
@@ -175,11 +187,11 @@ export class LmdbStore implements Store {
   }
 
   truncateEvents(before: number, max: number): Promise<number> {
-    if (this.#closed) return Promise.reject(new TroupeError('CLOSED', 'the store is closed'));
-    if (this.failure) return Promise.reject(this.failure);
+    const refused = this.#refusal();
+    if (refused) return refused;
     const expired = expiredEventRecords(this.#events, before, max);
     if (expired.keys.length === 0) return Promise.resolve(0);
-    const batch = (this.#pending ??= newBatch(this.#lastBatch + 1));
+    const batch = this.#gathering();
     batch.dropEvents.push(...expired.keys);
     batch.eventsThrough = Math.max(batch.eventsThrough, expired.through);
     this.#queueFlush();
@@ -187,9 +199,9 @@ export class LmdbStore implements Store {
   }
 
   commit(fn: (writer: StepWriter) => void): Promise<EventRecord[]> {
-    if (this.#closed) return Promise.reject(new TroupeError('CLOSED', 'the store is closed'));
-    if (this.failure) return Promise.reject(this.failure);
-    const batch = (this.#pending ??= newBatch(this.#lastBatch + 1));
+    const refused = this.#refusal();
+    if (refused) return refused;
+    const batch = this.#gathering();
     const eventsMark = batch.events.length;
     this.#write(batch, fn);
     if (batch.events.length === eventsMark) return batch.done.then(noEvents);
@@ -228,7 +240,7 @@ export class LmdbStore implements Store {
     this.#idle = setTimeout(() => {
       this.#idle = undefined;
       if (this.#closed || this.failure || this.#pending || this.#inFlight > 0 || this.#overlay.size === 0) return;
-      this.#pending = newBatch(this.#lastBatch + 1);
+      this.#pending = newBatch(this.#lastBatch + 1, true);
       this.#flush();
     }, MATERIALIZE.coolMs + 100);
     this.#idle.unref();
@@ -268,7 +280,7 @@ export class LmdbStore implements Store {
       now: Date.now(),
       maxAgeBatches: MATERIALIZE.maxAgeBatches,
       maxAgeMs: MATERIALIZE.maxAgeMs,
-      budget: batch.ops.length + batch.events.length + batch.direct.length === 0 ? MATERIALIZE.idleBudget : Math.max(MATERIALIZE.minBudget, batch.ops.length),
+      budget: batch.idle ? MATERIALIZE.idleBudget : Math.max(MATERIALIZE.minBudget, batch.ops.length),
       maxEntries: MATERIALIZE.maxEntries,
     });
     const checkpoint = this.#overlay.checkpoint(batch.no);
@@ -388,8 +400,8 @@ export class LmdbStore implements Store {
   }
 
   backup(dest: string, compact: boolean): Promise<BackupInfo> {
-    if (this.#closed) return Promise.reject(new TroupeError('CLOSED', 'the store is closed'));
-    if (this.failure) return Promise.reject(this.failure);
+    const refused = this.#refusal();
+    if (refused) return refused;
     return backupEnvironment(this.#root, this.dataDir, dest, compact);
   }
 
