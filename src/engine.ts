@@ -35,8 +35,7 @@ import { EffectExecutor } from './pipeline/executor.js';
 import { Notifier } from './pipeline/notifier.js';
 import { fireTemplate, taskOfKey, TEMPLATE_PARTS } from './tasks/template.js';
 import { isTerminal } from '../machines/index.js';
-import { isSettledStored } from './tasks/parts.js';
-import { cleanWorkspaceAt, sliceOf, type EngineParts } from './tasks/parts.js';
+import { cleanWorkspaceAt, isSettledStored, sliceOf, type EngineParts } from './tasks/parts.js';
 import type { HoldSources } from './tasks/holds.js';
 
 /** Every part of a runtime. */

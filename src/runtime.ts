@@ -226,7 +226,7 @@ export class Runtime implements AsyncDisposable {
         if (record?.firstSeq !== undefined) start = { seq: record.firstSeq };
         else if (record) start = { at: record.createdAt - 60_000 };
       } catch {
-        // A bad id is the iteration's to refuse.
+        // An id the store cannot look up (too long for a key) is the iteration's to refuse.
       }
     }
     return this.#bus.iterate(options, start);

@@ -4,7 +4,6 @@
  * and it keeps exact counts by state for admission and stats, and the `wait()` waiters.
  */
 import { TASK_STATES, SETTLED_FOR_WAIT, isTerminal, type TaskState } from '../../machines/index.js';
-import type { SafeDatabase } from '../store/port.js';
 import type { TaskRecord } from '../store/records.js';
 import { toTask, type Task } from './spec.js';
 import { ChurnMap } from '../collections.js';
@@ -24,7 +23,7 @@ export class TaskTable {
   /** Idempotency key → id of tasks in the table, including submits whose commit is in flight. */
   readonly #keys = new ChurnMap<string, string>();
   readonly #active = emptyCounts();
-  /** Counts of settled tasks in the store, overall and per agent, taken from the store on first use (at open). */
+  /** Counts of settled tasks in the store, overall and per agent, taken from the store on first use. */
   #settled: Record<TaskState, number> | undefined;
   readonly #settledByAgent = new Map<string, Record<TaskState, number>>();
   readonly #countStored: () => Iterable<[agent: string, state: TaskState, count: number]>;
