@@ -28,7 +28,8 @@ for (let from = 0; from < settled; from += CHUNK) {
   const specs = Array.from({ length: Math.min(CHUNK, settled - from) }, (_, k) => {
     const n = from + k;
     if (n % 1_000 === 999) return { agent: 'fail', input: { mode: 'result' } };
-    return n % 100 === 1 && parent !== undefined ? { agent: 'noop', parentId: parent } : { agent: 'noop' };
+    const labels = n % 1_000 === 500 ? { team: 'red' } : undefined;
+    return n % 100 === 1 && parent !== undefined ? { agent: 'noop', parentId: parent } : { agent: 'noop', ...(labels && { labels }) };
   });
   const batch = await rt.submitMany(specs);
   parent = batch[0]!.id;

@@ -6,7 +6,7 @@
  * open, the time to the first dispatch, the first `stats()` (it counts the stored settled tasks),
  * and (once the backlog has drained) the median of `--reps`
  * runs of each read: `get`, the first page of `list` by state (done, and failed: one in 1,000),
- * of `list({ parentId })`, `stats()`, and `events({ taskId })` for the last task settled (read until
+ * by label (one in 1,000 has `team: red`), of `list({ parentId })`, `stats()`, and `events({ taskId })` for the last task settled (read until
  * it settles: the whole log); then the data dir's size, RSS and heap.
  *
  * Steady load: for `--steady-seconds`, no-op tasks submitted at `--rate` per second (at most
@@ -58,8 +58,8 @@ const noop = { name: 'noop', module: new URL('./noop.agent.js', import.meta.url)
 console.log(`# npm run bench:scale: ${availableParallelism()} cores, node ${process.version}; reads are medians of ${reps}, in ms`);
 if (sizes.length > 0) {
   console.log(`\n## Reads on a reopened data dir (after kill -9, with ${queued.toLocaleString('en-US')} queued tasks)`);
-  console.log('| settled | seed (s) | open | open → first dispatch | first stats() | get | list done | list failed | list parentId | stats() | events({taskId}) | data dir (MB) | RSS (MB) | heap (MB) |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('| settled | seed (s) | open | open → first dispatch | first stats() | get | list done | list failed | list label | list parentId | stats() | events({taskId}) | data dir (MB) | RSS (MB) | heap (MB) |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 }
 for (const n of sizes) {
   const dataDir = mkdtempSync(join(tmpdir(), 'troupe-scale-'));
@@ -87,7 +87,7 @@ for (const n of sizes) {
     gc?.();
     const { rss, heapUsed } = process.memoryUsage();
     console.log(
-      `| ${n.toLocaleString('en-US')} | ${(seedMs / 1000).toFixed(0)} | ${ms(opened - t0)} | ${ms(first - t0)} | ${ms(firstStats)} | ${ms(reads.get)} | ${ms(reads.listDone)} | ${ms(reads.listFailed)} | ${ms(reads.listChildren)} | ${ms(reads.stats)} | ${ms(reads.events)} | ${mb(statSync(join(dataDir, 'data.mdb')).size)} | ${mb(rss)} | ${mb(heapUsed)} |`,
+      `| ${n.toLocaleString('en-US')} | ${(seedMs / 1000).toFixed(0)} | ${ms(opened - t0)} | ${ms(first - t0)} | ${ms(firstStats)} | ${ms(reads.get)} | ${ms(reads.listDone)} | ${ms(reads.listFailed)} | ${ms(reads.listLabel)} | ${ms(reads.listChildren)} | ${ms(reads.stats)} | ${ms(reads.events)} | ${mb(statSync(join(dataDir, 'data.mdb')).size)} | ${mb(rss)} | ${mb(heapUsed)} |`,
     );
     await rt.close();
   } finally {
@@ -96,7 +96,7 @@ for (const n of sizes) {
 }
 
 /** Median latencies (ms) of the reads a user makes, on the tasks there are. */
-async function measureReads(rt: Runtime, times: number, newestId: string | undefined): Promise<Record<'get' | 'listDone' | 'listFailed' | 'listChildren' | 'stats' | 'events', number>> {
+async function measureReads(rt: Runtime, times: number, newestId: string | undefined): Promise<Record<'get' | 'listDone' | 'listFailed' | 'listLabel' | 'listChildren' | 'stats' | 'events', number>> {
   const newest = newestId === undefined ? (await rt.list({ state: 'done', limit: 1 })).tasks[0] : await rt.get(newestId);
   const parent = (await rt.list({ state: 'done', limit: 3 })).tasks[1];
   const time = async (fn: () => unknown): Promise<number> => {
@@ -112,6 +112,7 @@ async function measureReads(rt: Runtime, times: number, newestId: string | undef
     get: newest ? await time(() => rt.get(newest.id)) : NaN,
     listDone: await time(() => rt.list({ state: 'done', limit: 100 })),
     listFailed: await time(() => rt.list({ state: 'failed', limit: 100 })),
+    listLabel: await time(() => rt.list({ labels: { team: 'red' }, limit: 100 })),
     listChildren: parent ? await time(() => rt.list({ parentId: parent.id, limit: 100 })) : NaN,
     stats: await time(() => rt.stats()),
     events: newest

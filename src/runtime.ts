@@ -216,20 +216,7 @@ export class Runtime implements AsyncDisposable {
   /** Replays the event log after `after`, then yields live events, until aborted or closed. */
   events(options?: EventStreamOptions): AsyncGenerator<RuntimeEvent> {
     this.#assertOpen('events');
-    // One task's events start at its first (its record says where); a task from before records
-    // said so, at its creation (a minute earlier, for a clock stepped back).
-    const taskId = (options as { taskId?: unknown } | undefined)?.taskId;
-    let start: { seq: number } | { at: number } | undefined;
-    if (typeof taskId === 'string' && taskId.length > 0) {
-      try {
-        const record = this.#e.tasks.record(taskId);
-        if (record?.firstSeq !== undefined) start = { seq: record.firstSeq };
-        else if (record) start = { at: record.createdAt - 60_000 };
-      } catch {
-        // An id the store cannot look up (too long for a key) is the iteration's to refuse.
-      }
-    }
-    return this.#bus.iterate(options, start);
+    return this.#bus.iterate(options, this.#e.tasks.firstEventOf((options as { taskId?: unknown } | undefined)?.taskId));
   }
 
   /** The log lines a task's agent wrote through `ctx.log`, in order; with `follow`, then live until the task is terminal. */

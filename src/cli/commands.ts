@@ -18,7 +18,7 @@ import type { PruneResult } from '../tasks/prune.js';
 import { resolve } from 'node:path';
 
 /** Parsed option values of a command. */
-export type Values = Record<string, string | boolean | undefined>;
+export type Values = Record<string, string | boolean | string[] | undefined>;
 
 /** What a command runs with. */
 export interface CommandContext {
@@ -56,7 +56,7 @@ export function parseJsonOption(name: string, text: string): unknown {
 }
 
 /** Parses an integer option within bounds. */
-export function integerOption(name: string, value: string | boolean | undefined, min = Number.MIN_SAFE_INTEGER): number | undefined {
+export function integerOption(name: string, value: string | boolean | string[] | undefined, min = Number.MIN_SAFE_INTEGER): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
   if (typeof value !== 'string' || value.trim() === '' || !Number.isSafeInteger(n) || n < min) {
@@ -68,6 +68,17 @@ export function integerOption(name: string, value: string | boolean | undefined,
 function stringOption(values: Values, name: string): string | undefined {
   const value = values[name];
   return typeof value === 'string' ? value : undefined;
+}
+
+/** `--label NAME=VALUE` options as a labels object; a value may hold `=`, a pair without one is a usage error. */
+function labelPairs(pairs: readonly string[]): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const pair of pairs) {
+    const at = pair.indexOf('=');
+    if (at <= 0) throw usageError(`--label takes NAME=VALUE (got ${JSON.stringify(pair)})`);
+    labels[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  return labels;
 }
 
 /** Follows a task with a progress bar until it settles; returns the final task. */
@@ -108,6 +119,8 @@ const submit: ClientCommand = {
     if (priority !== undefined) spec.priority = priority;
     const lane = stringOption(ctx.values, 'lane');
     if (lane !== undefined) spec.lane = lane;
+    const labels = ctx.values.label;
+    if (Array.isArray(labels) && labels.length > 0) spec.labels = labelPairs(labels);
     const task = (await backend.call('submit', { spec })) as Task;
     if (ctx.values.wait !== true) {
       emit(ctx, task, `${task.id}\n`);
@@ -149,6 +162,8 @@ const list: ClientCommand = {
     }
     const limit = integerOption('--limit', ctx.values.limit, 1);
     if (limit !== undefined) params.limit = limit;
+    const labels = ctx.values.label;
+    if (Array.isArray(labels) && labels.length > 0) params.labels = labelPairs(labels);
     const page = (await backend.call('list', params)) as TaskPage;
     emit(ctx, page, formatTaskList(page.tasks));
     if (!ctx.json && page.next !== null) ctx.stderr.write(`more: troupe list --after ${page.next}\n`);

@@ -26,11 +26,11 @@ serve:
       control socket DATA_DIR/control.sock until SIGINT or SIGTERM, then closes gracefully.
 
 tasks (these need a running runtime: submit, wait, tail --follow, schedules add):
-  troupe submit AGENT [--input JSON] [--key KEY] [--priority N] [--lane LANE] [--wait]
+  troupe submit AGENT [--input JSON] [--key KEY] [--priority N] [--lane LANE] [--label NAME=VALUE]... [--wait]
       Prints the task id. --wait shows progress until the task settles; exit 0 only if done.
   troupe wait ID                        waits for a task to settle; exit 0 only if done
   troupe status                         counts by state, agents and instances
-  troupe list [--state S] [--agent A] [--limit N] [--after ID]
+  troupe list [--state S] [--agent A] [--label NAME=VALUE]... [--limit N] [--after ID]
   troupe show ID
   troupe tail ID [--follow]             log lines: time level message
   troupe send ID MESSAGE [--key KEY]    MESSAGE is sent as JSON if it parses, else as a string
@@ -70,10 +70,10 @@ const GLOBAL: Options = {
 const COMMANDS: Record<string, { options: Options; args: readonly string[] }> = {
   run: { options: { agents: { type: 'string' }, threads: { type: 'string' }, slots: { type: 'string' }, 'log-level': { type: 'string' } }, args: [] },
   demo: { options: { tasks: { type: 'string', default: '3000' }, threads: { type: 'string' } }, args: [] },
-  submit: { options: { input: { type: 'string' }, key: { type: 'string' }, priority: { type: 'string' }, lane: { type: 'string' }, wait: { type: 'boolean' } }, args: ['AGENT'] },
+  submit: { options: { input: { type: 'string' }, key: { type: 'string' }, priority: { type: 'string' }, lane: { type: 'string' }, label: { type: 'string', multiple: true }, wait: { type: 'boolean' } }, args: ['AGENT'] },
   wait: { options: {}, args: ['ID'] },
   status: { options: {}, args: [] },
-  list: { options: { state: { type: 'string' }, agent: { type: 'string' }, limit: { type: 'string' }, after: { type: 'string' } }, args: [] },
+  list: { options: { state: { type: 'string' }, agent: { type: 'string' }, label: { type: 'string', multiple: true }, limit: { type: 'string' }, after: { type: 'string' } }, args: [] },
   show: { options: {}, args: ['ID'] },
   tail: { options: { follow: { type: 'boolean', short: 'f' } }, args: ['ID'] },
   send: { options: { key: { type: 'string' } }, args: ['ID', 'MESSAGE'] },

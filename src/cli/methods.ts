@@ -136,6 +136,7 @@ function listOptions(p: Params): ListOptions {
   if (limit !== undefined) options.limit = limit;
   const after = optionalString(p, 'after');
   if (after !== undefined) options.after = after;
+  if (p.labels !== undefined && p.labels !== null) options.labels = object(p, 'labels') as Record<string, string>;
   return options;
 }
 

@@ -4,7 +4,7 @@
  * an unmatched task reads the registry and the governor, so the caller does it and passes the
  * result; waiting for a settle still in flight to be durable also stays with the caller.
  */
-import { settledIndexKeys, type TaskRecord } from '../store/records.js';
+import { settledIndexEntries, type TaskRecord } from '../store/records.js';
 import { beginRun, endedAttemptOf, endedRunOf, nextState, queue } from './common.js';
 import { nothing, type StepContext, type StepResult } from './types.js';
 
@@ -62,9 +62,7 @@ export function decideRetry(view: RetryView, input: RetryInput, ctx: StepContext
   for (const field of CLEARED) delete next[field];
   queue(out, ctx, next, { run: next.runs, reason: 'retry', from });
   out.changes.push({ kind: 'task', task: next });
-  // Not settled any more: retention's entry for it goes (settling again writes a new one).
-  const keys = settledIndexKeys(task);
-  if (keys?.settled) out.changes.push({ kind: 'remove', db: 'settled', key: keys.settled });
-  if (keys?.expiry) out.changes.push({ kind: 'remove', db: 'expiry', key: keys.expiry });
+  // Not settled any more: its entries in the indexes of settled tasks go (settling again writes new ones).
+  for (const [db, key] of settledIndexEntries(task)) out.changes.push({ kind: 'remove', db, key });
   return out;
 }

@@ -67,6 +67,14 @@ export interface SafeReads {
    */
   settled: SafeDatabase<true, [string, string, number, string]>;
   expiry: SafeDatabase<true, [number, string]>;
+  /**
+   * Settled tasks for `list()`, in id order: by agent and state, key [agent, state, id]; and by
+   * label, key [label, value, id] (labels short enough for a key). They include settled tasks not
+   * in their database yet; a retried task's entry may linger until its retry lands, so a reader
+   * checks each entry against its task.
+   */
+  listed: SafeDatabase<true, [string, string, string]>;
+  labelled: SafeDatabase<true, [string, string, string]>;
   /** Durable controls: the frozen flag (`runtime`), agent flow state (`agent:<name>`), the supervisor cycle. */
   control: SafeDatabase<RuntimeControl | AgentFlowState | { cycle?: number } | unknown, string>;
 }

@@ -4,6 +4,7 @@
  */
 import { isTerminal, type AttemptExit, type TaskState } from '../../machines/index.js';
 import type { WireError } from '../../actors/wire.js';
+import type { Key } from './port.js';
 
 /** How a task is retried after a retryable failure. */
 export interface RetryPolicy {
@@ -340,3 +341,33 @@ export function settledIndexKeys(task: TaskRecord): { settled?: [string, string,
   if (own === undefined) return { settled: [task.agent, task.state, task.settledAt, task.id] };
   return { expiry: [task.settledAt + own, task.id] };
 }
+
+/** The indexes of settled tasks: retention's two (see {@link settledIndexKeys}) and list()'s two (see {@link settledIndexEntries}). */
+export type SettledIndex = 'settled' | 'expiry' | 'listed' | 'labelled';
+
+/**
+ * Every index entry a settled task has, as [index, key]: its retention entry, its `listed` entry
+ * [agent, state, id] and a `labelled` entry [label, value, id] per label, which `list()` reads by
+ * state, agent and label in id order. They are written as the settled record reaches its database
+ * and go with a retry or a prune, all from this one list. Empty for a task not settled.
+ */
+export function settledIndexEntries(task: TaskRecord): Array<[SettledIndex, Key]> {
+  const keys = settledIndexKeys(task);
+  if (!keys) return [];
+  const out: Array<[SettledIndex, Key]> = [keys.settled ? ['settled', keys.settled] : ['expiry', keys.expiry!], ['listed', [task.agent, task.state, task.id]]];
+  for (const label in task.labels) if (isIndexedLabel(label, task.labels[label]!)) out.push(['labelled', [label, task.labels[label]!, task.id]]);
+  return out;
+}
+
+/** Most UTF-8 bytes of a label and its value together that the `labelled` index holds (a key of LMDB's is at most 1,978 bytes). */
+export const MAX_INDEXED_LABEL_BYTES = 1024;
+
+/**
+ * Whether a label is in the `labelled` index: one short enough for a key, without control
+ * characters (which key encodings use as separators). A longer one is still matched by `list()`,
+ * on the tasks another of its labels finds.
+ */
+export function isIndexedLabel(label: string, value: string): boolean {
+  return Buffer.byteLength(label) + Buffer.byteLength(value) <= MAX_INDEXED_LABEL_BYTES && !CONTROL.test(label) && !CONTROL.test(value);
+}
+const CONTROL = /[\u0000-\u001f]/;

@@ -3,7 +3,7 @@
  * rebuild on open (rebuild.ts). Each durable change is a step (src/steps/) run through the
  * pipeline. Submits live in submit.ts and the attempt lifecycle in dispatcher.ts.
  */
-import { SETTLED_FOR_WAIT, TASK_STATES, isTerminal, type TaskState } from '../../machines/index.js';
+import { SETTLED_FOR_WAIT, isTerminal } from '../../machines/index.js';
 import type { ClockTimer } from '../clock.js';
 import type { Waiter } from './task-table.js';
 import { TroupeError } from '../errors.js';
@@ -13,11 +13,10 @@ import { decideRetry, type Routed } from '../steps/retry.js';
 import { decideWake } from '../steps/wake.js';
 import type { StepResult } from '../steps/types.js';
 import type { Dispatcher } from './dispatcher.js';
-import { childIdsOf, type EngineParts } from './parts.js';
+import type { EngineParts } from './parts.js';
 import { rebuild, type RebuildCounts, type RebuildOptions } from './rebuild.js';
 import { instanceKeyOf, PER_TASK_WORKSPACE, toTask, type Task } from './spec.js';
-import { checkCallOptions, resolveRetry } from '../options.js';
-import { checkId } from '../ids.js';
+import { resolveRetry } from '../options.js';
 import type { Interactions } from './interact.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { KeepAlive } from '../keep-alive.js';
@@ -29,23 +28,9 @@ export type TaskEngineDeps = Pick<EngineParts, (typeof TASK_ENGINE_PARTS)[number
 /** What a pending wait holds the process alive with. */
 type Holds = Pick<KeepAlive, 'add' | 'drop'>;
 
-/** Filters of `rt.list()`. */
-export interface ListOptions {
-  state?: TaskState;
-  agent?: string;
-  parentId?: string;
-  /** Page size, 1..1000. @default 100 */
-  limit?: number;
-  /** Cursor from a previous page's `next`. */
-  after?: string;
-}
+import { listTasks, type ListOptions, type TaskPage } from './list.js';
 
-/** One page of `rt.list()`, in task id (submit) order. */
-export interface TaskPage {
-  tasks: Task[];
-  /** Cursor of the next page, or null at the end. */
-  next: string | null;
-}
+export type { ListOptions, TaskPage };
 
 /** Options of `rt.wait()`. */
 export interface WaitOptions {
@@ -54,8 +39,6 @@ export interface WaitOptions {
   signal?: AbortSignal;
 }
 
-const LIST_OPTIONS = ['state', 'agent', 'parentId', 'limit', 'after'] as const satisfies ReadonlyArray<keyof ListOptions>;
-const ACTIVE_STATES = new Set<TaskState>(TASK_STATES.filter((s) => !isTerminal(s)));
 
 /** See the module comment. */
 export class TaskEngine {
@@ -87,33 +70,25 @@ export class TaskEngine {
   }
 
   list(options: ListOptions = {}): TaskPage {
-    checkCallOptions(options, LIST_OPTIONS, 'list');
-    const { state, agent, parentId, after } = options;
-    if (agent !== undefined) checkId(agent, 'list: agent');
-    if (parentId !== undefined) checkId(parentId, 'list: parentId');
-    const limit = options.limit ?? 100;
-    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new TroupeError('INVALID_INPUT', 'list: limit must be an integer in 1..1000');
-    if (state !== undefined && !TASK_STATES.includes(state)) throw new TroupeError('INVALID_INPUT', `list: unknown state ${JSON.stringify(state)}`);
-    if (after !== undefined) checkId(after, 'list: after (a cursor)');
-    const { table, store } = this.#k;
-    const tasks: Task[] = [];
-    const keep = (t: TaskRecord) => (!state || t.state === state) && (!agent || t.agent === agent) && (!parentId || t.parentId === parentId);
-    // A parent's children come from the children index, active states from the small `active`
-    // index, instead of every task ever stored.
-    const ids =
-      parentId !== undefined
-        ? childIdsOf(store, parentId, after)
-        : state && ACTIVE_STATES.has(state)
-          ? store.read.active.keys({ start: after ?? '' })
-          : store.read.tasks.keys({ start: after ?? '' });
-    for (const id of ids) {
-      if (after !== undefined && id <= after) continue;
-      const record = table.get(id) ?? store.read.tasks.get(id);
-      if (!record || !keep(record)) continue;
-      tasks.push(toTask(record));
-      if (tasks.length === limit) return { tasks, next: id };
+    return listTasks(this.#k.store, this.#k.table, options);
+  }
+
+  /**
+   * Where `events({ taskId })` starts reading the log: at the task's first event (its record says
+   * where), or for a task from before records said so, at its creation (a minute earlier, for a
+   * clock stepped back). Undefined for anything else: an id the store cannot look up (too long
+   * for a key) is the iteration's to refuse.
+   */
+  firstEventOf(taskId: unknown): { seq: number } | { at: number } | undefined {
+    if (typeof taskId !== 'string' || taskId.length === 0) return undefined;
+    try {
+      const record = this.record(taskId);
+      if (record?.firstSeq !== undefined) return { seq: record.firstSeq };
+      if (record) return { at: record.createdAt - 60_000 };
+    } catch {
+      // Refused by the iteration (see above).
     }
-    return { tasks, next: null };
+    return undefined;
   }
 
   /** `keepAlive: false` for internal waits that must not hold the process by themselves. */

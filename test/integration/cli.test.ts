@@ -135,6 +135,22 @@ describe('troupe run, with commands over the control socket', () => {
     expect(statusText.stdout).toMatch(/^greet +0 +0 +- +done \d/m);
   });
 
+  it('submit --label labels a task, and list --label finds it by every label given', async () => {
+    const first = await cli('submit', 'greet', '--input', '{"name":"a"}', '--label', 'team=red', '--label', 'url=http://x/?q=1', '--wait');
+    const second = await cli('submit', 'greet', '--input', '{"name":"b"}', '--label', 'team=red', '--wait');
+    const [a, b] = [first, second].map((result) => result.stdout.trim().split('\n')[0]!);
+    expect(first.code).toBe(0);
+    const [red, both, bad] = await Promise.all([
+      cli('list', '--label', 'team=red', '--json'),
+      cli('list', '--label', 'team=red', '--label', 'url=http://x/?q=1', '--json'),
+      cli('list', '--label', 'team'),
+    ]);
+    expect(json<{ tasks: Task[] }>(red).tasks.map((t) => t.id)).toEqual([a, b]);
+    expect(json<{ tasks: Task[] }>(both).tasks.map((t) => [t.id, t.labels])).toEqual([[a, { team: 'red', url: 'http://x/?q=1' }]]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--label takes NAME=VALUE/);
+  });
+
   it('answers a malformed id over the socket with INVALID_INPUT and keeps serving', async () => {
     const long = 'x'.repeat(5_000);
     for (const args of [['show', long], ['cancel', long], ['retry', long], ['wait', long], ['tail', long]]) {

@@ -66,9 +66,9 @@ export class BatchWriter implements StepWriter {
   }
   remove(db: PrunedDatabase, key: Key): void {
     // Attempts and runs are written once, straight to their databases: so is their removal, and
-    // so is that of a retention index entry (the store writes those, not the log).
-    if (db === 'runs' || db === 'attempts' || db === 'settled' || db === 'expiry') this.batch.direct.push(DB[db] + REMOVAL, key, null);
-    else this.batch.ops.push(DB[db] + REMOVAL, key, null);
+    // so is that of a settled task's index entry (the store writes those, not the log).
+    if (db === 'tasks' || db === 'logs' || db === 'inbox' || db === 'idempotency' || db === 'children') this.batch.ops.push(DB[db] + REMOVAL, key, null);
+    else this.batch.direct.push(DB[db] + REMOVAL, key, null);
   }
   putChild(parentId: string, childId: string): void {
     this.batch.ops.push(DB.children, [parentId, childId], true);

@@ -13,7 +13,7 @@ import type { DatabaseOptions } from 'lmdb';
 import { attemptCodec, plainEncoder, runCodec, taskCodec, type RecordCodec } from './codec.js';
 
 /** The record databases, in the order their index is written in log records (append only). */
-export const DATABASES = ['tasks', 'active', 'runs', 'attempts', 'instances', 'logs', 'timers', 'idempotency', 'inbox', 'schedules', 'control', 'quarantine', 'children', 'settled', 'expiry'] as const;
+export const DATABASES = ['tasks', 'active', 'runs', 'attempts', 'instances', 'logs', 'timers', 'idempotency', 'inbox', 'schedules', 'control', 'quarantine', 'children', 'settled', 'expiry', 'listed', 'labelled'] as const;
 export type DbName = (typeof DATABASES)[number];
 export const DB = Object.fromEntries(DATABASES.map((name, i) => [name, i])) as Record<DbName, number>;
 

@@ -5,13 +5,13 @@
 import type { Database, RootDatabase } from 'lmdb';
 import { TroupeError } from '../../errors.js';
 import type { Key } from '../port.js';
-import { settledIndexKeys, type TaskRecord } from '../records.js';
+import { settledIndexEntries, settledIndexKeys, type TaskRecord } from '../records.js';
 import { databaseEncoder, eventBatchEncoder } from './codec.js';
 import { migrateEventsToBatches } from './event-log.js';
 import { CODECS, DATABASES, DB, encoded, STRUCTURES } from './layout.js';
 
 /** The schema this build reads and writes. Bump it with a migration in {@link MIGRATIONS}. */
-export const SCHEMA_VERSION = 5;
+export const SCHEMA_VERSION = 6;
 
 /** Upgrades from version n to n+1, run at open inside one synchronous transaction. */
 export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
@@ -37,6 +37,8 @@ export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
   // 4 → 5: the retention indexes (settled, expiry), built by buildIndexesOnce as the children
   // index is; task records gain their own retention (codec version 3).
   4: () => undefined,
+  // 5 → 6: the indexes list() reads settled tasks by (listed, labelled), built by buildIndexesOnce.
+  5: () => undefined,
 };
 
 /** The indexes derived from the task records, each with the meta flag that says a data dir has it, and what it takes from one task. */
@@ -53,6 +55,12 @@ const DERIVED: ReadonlyArray<{ flag: string; index(dbs: ReadonlyArray<Database<u
       const keys = settledIndexKeys(task);
       if (keys?.settled) dbs[DB.settled]!.putSync(keys.settled, true);
       if (keys?.expiry) dbs[DB.expiry]!.putSync(keys.expiry, true);
+    },
+  },
+  {
+    flag: 'listedIndexed',
+    index(dbs, task) {
+      for (const [index, key] of settledIndexEntries(task)) if (index === 'listed' || index === 'labelled') dbs[DB[index]]!.putSync(key, true);
     },
   },
 ];

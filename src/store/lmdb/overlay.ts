@@ -70,6 +70,9 @@ export class Overlay {
     this.#byDb = Array.from({ length: databases }, () => new ChurnMap<string, DirtyEntry>());
   }
 
+  /** Counts the changes to what the overlay holds: a reader may keep what it derived from it until this moves. */
+  version = 0;
+
   /** Entries still to materialize. */
   get size(): number {
     return this.#order.size;
@@ -92,6 +95,7 @@ export class Overlay {
     const map = this.#byDb[db]!;
     const id = keyString(key);
     const entry = map.get(id);
+    this.version++;
     if (!entry) {
       const created: DirtyEntry = { db, key, id, value, first: batch, firstAt: at, last: batch, lastAt: at, writing: undefined, final, op, before: undefined, logged: false };
       map.set(id, created);
@@ -184,6 +188,7 @@ export class Overlay {
     for (const entry of entries) {
       if (entry.writing !== batch) continue;
       this.#byDb[entry.db]!.delete(entry.id);
+      this.version++;
     }
   }
 

@@ -12,7 +12,7 @@ import { eventReads } from './event-log.js';
 import { DB, type DbName } from './layout.js';
 import type { Quarantine } from './quarantine.js';
 import { safeDatabase, VALIDATORS } from './safe-read.js';
-import type { TaskRecord } from '../records.js';
+import { settledIndexEntries, type TaskRecord } from '../records.js';
 import { compareKeys, keyString, REMOVED, type Overlay } from './overlay.js';
 
 /** A decided value not yet in its database: a record, or REMOVED. */
@@ -69,6 +69,53 @@ export function activeOf(overlay: Overlay, tasksDb: number): Decided {
     get: (key) => activity(overlay.get(tasksDb, key)),
     entries: (options) => overlay.entries(tasksDb, options).map(({ key, value }) => ({ key, value: activity(value) })),
   };
+}
+
+/**
+ * A list() index of settled tasks (`listed` or `labelled`) as the overlay's tasks say it is: a task
+ * settled but not materialized yet is found under the keys its record will be indexed by, and one
+ * the overlay holds in another state (retried, removed) under none. The overlay's settled tasks are
+ * read once per change of the overlay, not per range: a list() reads several.
+ */
+export function settledListOf(overlay: Overlay, tasksDb: number, index: 'listed' | 'labelled'): Decided {
+  let seen = -1;
+  let sorted: Pending[] = [];
+  const keysOf = (value: unknown): Key[] =>
+    value === undefined || value === REMOVED ? [] : settledIndexEntries(value as TaskRecord).flatMap(([name, key]) => (name === index ? [key] : []));
+  const all = (): Pending[] => {
+    if (seen === overlay.version) return sorted;
+    seen = overlay.version;
+    sorted = [];
+    for (const { value } of overlay.entries(tasksDb, {})) for (const key of keysOf(value)) sorted.push({ key, value: true });
+    sorted.sort((a, b) => compareKeys(a.key, b.key));
+    return sorted;
+  };
+  return {
+    get(key) {
+      const value = overlay.get(tasksDb, (key as string[])[2]!);
+      if (value === undefined) return undefined;
+      return keysOf(value).some((own) => compareKeys(own, key) === 0) ? true : REMOVED;
+    },
+    entries(options) {
+      const entries = all();
+      const from = options.start === undefined ? 0 : firstAtOrAfter(entries, options.start);
+      const to = options.end === undefined ? entries.length : firstAtOrAfter(entries, options.end);
+      const out = entries.slice(from, Math.max(from, to));
+      return options.reverse ? out.reverse() : out;
+    },
+  };
+}
+
+/** The first position in sorted `entries` whose key is at or after `key`. */
+function firstAtOrAfter(entries: readonly Pending[], key: Key): number {
+  let lo = 0;
+  let hi = entries.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareKeys(entries[mid]!.key, key) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 function inBounds(entries: Pending[], options: RangeOptions): Pending[] {
@@ -163,5 +210,7 @@ export function storeReads({ dbs, events, overlay, gathered, quarantine }: ReadS
     children: safe('children', undefined),
     settled: safe('settled', undefined, NOTHING_DECIDED),
     expiry: safe('expiry', undefined, NOTHING_DECIDED),
+    listed: safe('listed', undefined, settledListOf(overlay, DB.tasks, 'listed')),
+    labelled: safe('labelled', undefined, settledListOf(overlay, DB.tasks, 'labelled')),
   };
 }

@@ -1,13 +1,13 @@
 /**
  * How the store writes records to their own databases (not the log): the values encoded before the
  * transaction, an overlay entry materialized, a direct write or removal, and the indexes kept in
- * step with the task records written: the active index, and the two that retention reads (see
- * {@link settledIndexKeys}).
+ * step with the task records written: the active index, and those of settled tasks that retention
+ * and `list()` read (see {@link settledIndexEntries}).
  */
 import { asBinary, type Database } from 'lmdb';
 import { isTerminal, type TaskState } from '../../../machines/index.js';
 import type { Key } from '../port.js';
-import { settledIndexKeys, type TaskRecord } from '../records.js';
+import { settledIndexEntries, type TaskRecord } from '../records.js';
 import { ChurnSet } from '../../collections.js';
 import type { RecordEncoder } from './databases.js';
 import { DB, REMOVAL } from './layout.js';
@@ -77,11 +77,9 @@ export class RecordWrites {
     }
   }
 
-  /** Puts a settled task's retention entry. */
+  /** Puts a settled task's index entries (see {@link settledIndexEntries}). */
   #indexSettled(task: TaskRecord): void {
-    const keys = settledIndexKeys(task);
-    const [db, key] = keys?.expiry ? [DB.expiry, keys.expiry] : keys?.settled ? [DB.settled, keys.settled] : [];
-    if (key !== undefined) this.#dbs[db!]!.put(key, true);
+    for (const [index, key] of settledIndexEntries(task)) this.#dbs[DB[index]]!.put(key, true);
   }
 
   /**

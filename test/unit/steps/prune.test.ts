@@ -39,6 +39,7 @@ describe('decidePrune', () => {
       { kind: 'remove', db: 'inbox', key: ['t1', 2] },
       { kind: 'remove', db: 'idempotency', key: 'k1' },
       { kind: 'remove', db: 'settled', key: ['echo', 'done', 600, 't1'] },
+      { kind: 'remove', db: 'listed', key: ['echo', 'done', 't1'] },
     ]);
     expect(out.events).toEqual([]);
     expect(out.effects).toEqual([]);
@@ -50,6 +51,16 @@ describe('decidePrune', () => {
       { kind: 'remove', db: 'tasks', key: 't1' },
       { kind: 'remove', db: 'children', key: ['P1', 't1'] },
       { kind: 'remove', db: 'settled', key: ['echo', 'done', 600, 't1'] },
+      { kind: 'remove', db: 'listed', key: ['echo', 'done', 't1'] },
+    ]);
+  });
+
+  it("removes a task's entries in list()'s label index, one per label short enough to be indexed", () => {
+    const long = 'x'.repeat(2_000);
+    const out = decidePrune({ task: taskOf({ labels: { model: 'opus', team: 'a', huge: long } }), runs: [], attempts: [], logs: [], inbox: [] }, undefined, ctx);
+    expect(out.changes.filter((c) => c.kind === 'remove' && c.db === 'labelled')).toEqual([
+      { kind: 'remove', db: 'labelled', key: ['model', 'opus', 't1'] },
+      { kind: 'remove', db: 'labelled', key: ['team', 'a', 't1'] },
     ]);
   });
 
@@ -58,11 +69,13 @@ describe('decidePrune', () => {
     expect(own.changes).toEqual([
       { kind: 'remove', db: 'tasks', key: 't1' },
       { kind: 'remove', db: 'expiry', key: [1_600, 't1'] },
+      { kind: 'remove', db: 'listed', key: ['echo', 'done', 't1'] },
     ]);
     const forever = decidePrune({ task: taskOf({ retention: { done: Infinity } }), runs: [], attempts: [], logs: [], inbox: [] }, undefined, ctx);
     expect(forever.changes).toEqual([
       { kind: 'remove', db: 'tasks', key: 't1' },
       { kind: 'remove', db: 'expiry', key: [Infinity, 't1'] },
+      { kind: 'remove', db: 'listed', key: ['echo', 'done', 't1'] },
     ]);
   });
 
