@@ -16,12 +16,11 @@ import { makePrivateDir } from '../store/private-files.js';
 import { Attempt } from './attempt.js';
 import { StartAhead } from './start-ahead.js';
 import type { EngineParts } from './parts.js';
-import { decideSettlement, type AttemptOutcome } from './outcome.js';
+import type { AttemptOutcome } from './outcome.js';
 import { threadLosses } from './thread-loss.js';
 import { decideStart } from '../steps/start.js';
-import { decideSettle } from '../steps/settle.js';
 import type { Effect } from '../steps/types.js';
-import { recordStale, writeLogLines, writeProgress } from './attempt-writes.js';
+import { recordStale, writeLogLines, writeProgress, writeSettlement } from './attempt-writes.js';
 import { ChurnMap } from '../collections.js';
 
 /** What the dispatcher uses: the slice of the engine's shared parts it reads. */
@@ -261,16 +260,16 @@ export class Dispatcher {
     return this.#executing > 0 || this.#parked > 0;
   }
 
-  /**
-   * Asks an attempt to stop. Cancellation is cooperative (`ctx.signal` aborts through the thread's
-   * channel); if the attempt has not ended after `cancelGraceMs`, its thread is terminated.
-   */
   /** Asks the live attempt with this id to stop (the stop effect of a cancel). */
   stopById(attemptId: string, reason: AbortReason, detail?: string): void {
     const attempt = this.#live.get(attemptId);
     if (attempt) this.stop(attempt, reason, detail);
   }
 
+  /**
+   * Asks an attempt to stop. Cancellation is cooperative (`ctx.signal` aborts through the thread's
+   * channel); if the attempt has not ended after `cancelGraceMs`, its thread is terminated.
+   */
   stop(attempt: LiveAttempt, reason: AbortReason, detail?: string): void {
     if (attempt.stop || attempt.phase === 'ended') return;
     attempt.stop = detail === undefined ? { reason } : { reason, detail };
@@ -301,7 +300,7 @@ export class Dispatcher {
 
   #settle(attempt: LiveAttempt, outcome: AttemptOutcome): void {
     if (attempt.phase === 'ended') return;
-    const { table, governor, clock, options } = this.#k;
+    const { table, governor, clock } = this.#k;
     attempt.clearTimers(clock);
     if (attempt.parked) {
       attempt.parked = false;
@@ -323,20 +322,7 @@ export class Dispatcher {
     if (!task || task.token !== attempt.token) {
       attempt.tell(this.#k.router, 'released', clock.now());
       recordStale(this.#k, attempt.taskId, attempt.attemptId, 'result');
-    } else {
-      const settlement = decideSettlement(task, task.attempts, outcome, attempt.stop, options.random);
-      const now = clock.now();
-      attempt.tell(this.#k.router, 'ended', now, settlement.exit);
-      const flow = this.#k.flow.ended(task.agent, settlement.exit, now - attempt.record.startedAt, now, settlement.event === 'FAIL');
-      const { pipeline } = this.#k;
-      const decided = pipeline.decide(decideSettle, { task, attempt: attempt.record }, flow === undefined ? { settlement } : { settlement, flow }, now);
-      // The catch keeps the id, not the record: the record's old version would stay alive until the commit.
-      const taskId = task.id;
-      pipeline.apply(decided).catch((error: unknown) => {
-        // A stopped store was logged once, when it stopped: not again for every attempt it refuses.
-        if (error !== this.#k.store.failure) this.#k.log.error({ err: error, taskId }, 'committing a settlement failed');
-      });
-    }
+    } else writeSettlement(this.#k, task, attempt, outcome);
     if (this.#live.size === 0) for (const resolve of this.#idle) resolve();
     this.pump();
   }
@@ -383,15 +369,15 @@ export class Dispatcher {
     });
   }
 
-  /**
-   * Stops dispatching, lets running attempts finish until `deadline` resolves, then interrupts the
-   * rest: they are requeued without counting against their retry budget.
-   */
   /** Starts nothing more (the store stopped: see Store.failure); attempts already running carry on. */
   halt(): void {
     this.#accepting = false;
   }
 
+  /**
+   * Stops dispatching, lets running attempts finish until `deadline` resolves, then interrupts the
+   * rest: they are requeued without counting against their retry budget.
+   */
   async drain(deadline: Promise<void>): Promise<void> {
     this.#accepting = false;
     this.#k.governor.freeze();

@@ -43,3 +43,17 @@ export function prepareWrites(batch: Batch, materialized: readonly DirtyEntry[],
     }
   };
 }
+
+/**
+ * What a clean close writes in its last transaction: every record still in the overlay, the log
+ * emptied behind them, the checkpoint, and (when clean) the flag that says the shutdown was.
+ */
+export function finalWrites(entries: readonly DirtyEntry[], lastBatch: number, clean: boolean, to: BatchTargets): () => void {
+  const values = to.records.preparedEntries(entries);
+  return () => {
+    for (let i = 0; i < entries.length; i++) to.records.materialize(entries[i]!, values[i]);
+    for (const key of to.log.getKeys()) to.log.remove(key);
+    to.meta.put('checkpoint', lastBatch);
+    if (clean) to.meta.put('cleanShutdown', true);
+  };
+}

@@ -6,12 +6,12 @@ import { randomUUID } from 'node:crypto';
 import type { Database, RootDatabase } from 'lmdb';
 import { TroupeError } from '../../errors.js';
 import type { DataDirLock } from '../lock.js';
-import type { LooseMode } from '../private-files.js';
-import type { BackupInfo, Key, QuarantineRecord, SafeReads, Store, StepWriter } from '../port.js';
+import type { BackupInfo, Key, SafeReads, Store, StepWriter } from '../port.js';
+import type { StoreOptions } from './store.js';
 import type { EventRecord } from '../records.js';
 import { Overlay } from './overlay.js';
 import { expiredEventRecords, nextSeqOf } from './event-log.js';
-import { prepareWrites } from './batch-transaction.js';
+import { finalWrites, prepareWrites, type BatchTargets } from './batch-transaction.js';
 import { DATABASES, DB, MATERIALIZE, type LogEntry } from './layout.js';
 import { netChanges } from './net-changes.js';
 import { buildIndexesOnce, holdsRecords, SCHEMA_VERSION, upgradeSchema } from './migrations.js';
@@ -24,29 +24,12 @@ import { countSettled, RecordWrites } from './record-writes.js';
 import type { TaskState } from '../../../machines/index.js';
 import { committed } from './committed.js';
 import { backupEnvironment } from './backup.js';
+import { FailStop } from './fail-stop.js';
 
 /** Transactions that may be in flight at once. */
 const MAX_IN_FLIGHT = 3;
 /** The key of the chain database whose version is the number of the last batch committed. */
 const HEAD = 'head';
-
-/** Options of {@link openStore}. */
-export interface StoreOptions {
-  dataDir: string;
-  /** Called, in commit order, with the events of each committed batch. */
-  onCommitted?: (events: EventRecord[]) => void;
-  /** Told about every record moved to quarantine. */
-  onQuarantine?: (record: QuarantineRecord) => void;
-
-  /**
-   * Told, once per open, about each existing entry of the data dir (the dir itself included) that
-   * group or others have permissions on. Troupe creates its own dirs `0700` and files `0600`, but
-   * leaves the modes of what it finds alone.
-   */
-  onLooseMode?: (found: LooseMode) => void;
-  /** Clock for quarantine events. */
-  now?: () => number;
-}
 
 /** The store (see store.ts); made by {@link openStore}. */
 export class LmdbStore implements Store {
@@ -74,9 +57,8 @@ export class LmdbStore implements Store {
   readonly #unlanded: Batch[] = [];
   readonly #quarantine: Quarantine;
   #closed = false;
-  /** Set by the first failed commit: the store writes nothing more (see Store.failure). */
-  failure: TroupeError | undefined;
-  readonly #failureListeners: Array<(failure: TroupeError) => void> = [];
+  /** Stops the store at the first failed commit (fail-stop.ts). */
+  readonly #stop = new FailStop();
   /** The batch being gathered. */
   #pending: Batch | undefined;
   /** Transactions issued and not yet landed, and the promise of the last one's resolution. */
@@ -89,6 +71,8 @@ export class LmdbStore implements Store {
   #checkpoint = 0;
   readonly #writer: BatchWriter;
   readonly #records: RecordWrites;
+  /** What a batch's transaction writes to (batch-transaction.ts). */
+  readonly #targets: BatchTargets;
 
   /** Opens the data dir again on the lock this store holds (see {@link LmdbStore.reopen}). */
   readonly #openAgain: (lock: DataDirLock) => Promise<Store>;
@@ -109,6 +93,7 @@ export class LmdbStore implements Store {
     this.#meta = databases.meta;
     this.#chain = databases.chain;
     this.#records = new RecordWrites(databases.dbs, databases.encoders);
+    this.#targets = { records: this.#records, log: this.#log, events: this.#events, meta: this.#meta };
     this.#writer = new BatchWriter(() => this.#seq++);
     this.#quarantine = new Quarantine({
       now: () => (options.now ?? Date.now)(),
@@ -163,18 +148,11 @@ export class LmdbStore implements Store {
   }
 
   stage(fn: (writer: StepWriter) => void): Promise<void> {
-    const refused = this.#refusal();
+    const refused = this.#stop.refusal(this.#closed);
     if (refused) return refused;
     const batch = this.#gathering();
     this.#write(batch, fn);
     return batch.done;
-  }
-
-  /** Why the store takes no more work (closed, or stopped by a failed commit), as a rejection; undefined while it does. */
-  #refusal(): Promise<never> | undefined {
-    if (this.#closed) return Promise.reject(new TroupeError('CLOSED', 'the store is closed'));
-    if (this.failure) return Promise.reject(this.failure);
-    return undefined;
   }
 
   /** The batch being gathered, begun if there is none. */
@@ -187,7 +165,7 @@ export class LmdbStore implements Store {
   }
 
   truncateEvents(before: number, max: number): Promise<number> {
-    const refused = this.#refusal();
+    const refused = this.#stop.refusal(this.#closed);
     if (refused) return refused;
     const expired = expiredEventRecords(this.#events, before, max);
     if (expired.keys.length === 0) return Promise.resolve(0);
@@ -199,7 +177,7 @@ export class LmdbStore implements Store {
   }
 
   commit(fn: (writer: StepWriter) => void): Promise<EventRecord[]> {
-    const refused = this.#refusal();
+    const refused = this.#stop.refusal(this.#closed);
     if (refused) return refused;
     const batch = this.#gathering();
     const eventsMark = batch.events.length;
@@ -287,7 +265,7 @@ export class LmdbStore implements Store {
     const previous = this.#checkpoint;
     let written: Promise<unknown>;
     try {
-      const write = prepareWrites(batch, materialized, { previous, checkpoint }, { records: this.#records, log: this.#log, events: this.#events, meta: this.#meta });
+      const write = prepareWrites(batch, materialized, { previous, checkpoint }, this.#targets);
       // Each batch lands only on top of the one issued before it: lmdb-js commits them in order,
       // but one whose transaction failed (a full disk) does not stop the next from committing,
       // and the next may patch records only the failed one wrote. So a batch is conditional on
@@ -328,7 +306,7 @@ export class LmdbStore implements Store {
         this.#checkpoint = Math.min(this.#checkpoint, previous);
         const error = outcome.reason as Error;
         batch.reject(new TroupeError('STORE_FAILED', `commit failed: ${error?.message ?? String(error)}`, { cause: error }));
-        this.#fail(error);
+        this.#stop.fail(error);
       }
       if (this.#pending) this.#queueFlush();
       else if (this.#overlay.size > 0) this.#armIdle();
@@ -336,30 +314,12 @@ export class LmdbStore implements Store {
     this.#tail = landed;
   }
 
-  /**
-   * Stops the store after a failed commit. The steps of that batch (and of any decided after it)
-   * changed memory, and later ones may build on them, so writing anything more could make durable
-   * what was reported as failed, or patch a record whose base never landed. Fail-stop instead:
-   * every later step is refused, close writes nothing, and the next open replays what is durable.
-   */
-  #fail(cause: Error): void {
-    if (this.failure) return;
-    this.failure = new TroupeError(
-      'STORE_FAILED',
-      `the store stopped after a failed commit (${cause?.message ?? String(cause)}); nothing more is written until it is opened again (the runtime retries on its own once there is room)`,
-      { cause },
-    );
-    for (const listener of this.#failureListeners) {
-      try {
-        listener(this.failure);
-      } catch {
-        // The store stops whatever a listener does.
-      }
-    }
+  get failure(): TroupeError | undefined {
+    return this.#stop.failure;
   }
 
   onFailure(listener: (failure: TroupeError) => void): void {
-    this.#failureListeners.push(listener);
+    this.#stop.onFailure(listener);
   }
 
   async settled(): Promise<void> {
@@ -400,7 +360,7 @@ export class LmdbStore implements Store {
   }
 
   backup(dest: string, compact: boolean): Promise<BackupInfo> {
-    const refused = this.#refusal();
+    const refused = this.#stop.refusal(this.#closed);
     if (refused) return refused;
     return backupEnvironment(this.#root, this.dataDir, dest, compact);
   }
@@ -423,14 +383,7 @@ export class LmdbStore implements Store {
     clearTimeout(this.#idle);
     try {
       // Materialize everything, so the next open has no log to replay.
-      const all = this.#overlay.takeAll(this.#lastBatch + 1);
-      const values = this.#records.preparedEntries(all);
-      await committed(this.#root.batch(() => {
-        for (let i = 0; i < all.length; i++) this.#records.materialize(all[i]!, values[i]);
-        for (const key of this.#log.getKeys()) this.#log.remove(key);
-        this.#meta.put('checkpoint', this.#lastBatch);
-        if (clean) this.#meta.put('cleanShutdown', true);
-      }));
+      await committed(this.#root.batch(finalWrites(this.#overlay.takeAll(this.#lastBatch + 1), this.#lastBatch, clean, this.#targets)));
       await this.#root.flushed;
       await this.#root.close();
     } finally {

@@ -8,12 +8,31 @@ import { open, type RootDatabase, type RootDatabaseOptionsWithPath } from 'lmdb'
 import { TroupeError } from '../../errors.js';
 import { lockDataDir, type DataDirLock } from '../lock.js';
 import { findLooseModes, makePrivateDir, PRIVATE_FILE_MODE } from '../private-files.js';
-import type { Store } from '../port.js';
-import { LmdbStore, type StoreOptions } from './lmdb-store.js';
+import type { QuarantineRecord, Store } from '../port.js';
+import type { EventRecord } from '../records.js';
+import type { LooseMode } from '../private-files.js';
+import { LmdbStore } from './lmdb-store.js';
 import { checkDataFile } from './preflight.js';
 
-export type { StoreOptions } from './lmdb-store.js';
 export { SCHEMA_VERSION } from './migrations.js';
+
+/** Options of {@link openStore}. */
+export interface StoreOptions {
+  dataDir: string;
+  /** Called, in commit order, with the events of each committed batch. */
+  onCommitted?: (events: EventRecord[]) => void;
+  /** Told about every record moved to quarantine. */
+  onQuarantine?: (record: QuarantineRecord) => void;
+
+  /**
+   * Told, once per open, about each existing entry of the data dir (the dir itself included) that
+   * group or others have permissions on. Troupe creates its own dirs `0700` and files `0600`, but
+   * leaves the modes of what it finds alone.
+   */
+  onLooseMode?: (found: LooseMode) => void;
+  /** Clock for quarantine events. */
+  now?: () => number;
+}
 
 /** The files lmdb-js creates in the data dir (with `noSubdir: false`). */
 const LMDB_FILES = ['data.mdb', 'lock.mdb'];
