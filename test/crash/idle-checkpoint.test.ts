@@ -39,7 +39,7 @@ describe('a quiet store', () => {
     let out = '';
     const ids = await new Promise<string[]>((resolve) => child.stdout!.on('data', (chunk: Buffer) => /submitted (\S+)\n/.test((out += chunk.toString())) && resolve(/submitted (\S+)\n/.exec(out)![1]!.split(','))));
     expect(logRecords(dataDir)).toBeGreaterThan(0);
-    // Quiet: within a few seconds (2 s is the longest an entry stays dirty) the log is empty.
+    // Quiet: within a few seconds (1 s is the longest an entry stays dirty) the log is empty.
     for (let waited = 0; logRecords(dataDir) > 0; waited += 100) {
       expect(waited, 'log records left after a quiet spell').toBeLessThan(10_000);
       await new Promise((resolve) => setTimeout(resolve, 100));

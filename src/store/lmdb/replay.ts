@@ -14,35 +14,64 @@ import { keyString, REMOVED } from './overlay.js';
 /** A replayed key whose latest version its database already has. */
 const SKIP = Symbol('skip');
 
-/** Replays the log after the checkpoint; returns the last log record applied (the new checkpoint). */
+/** A key the replay has seen, newest op first: its value once known, and the patches newer than what it rests on. */
+interface Replayed {
+  db: number;
+  key: Key;
+  value: unknown;
+  /** Patches met so far that wait for the version they apply to, newest first. */
+  patches: unknown[][];
+  known: boolean;
+}
+
+/**
+ * Replays the log after the checkpoint; returns the last log record applied (the new checkpoint).
+ * The ops are read newest first, so that a key whose latest op says its database has it (a
+ * settled task, written in its own commit) costs nothing more, and a record is decoded and its
+ * patches applied only for the version that is written.
+ */
 export function replayLog(root: RootDatabase, dbs: ReadonlyArray<Database<unknown, Key>>, log: Database<LogEntry, number>, meta: Database<unknown, string>): number {
   const checkpoint = (meta.get('checkpoint') as number | undefined) ?? 0;
   let last = checkpoint;
-  const finals = new Map<string, { db: number; key: Key; value: unknown }>();
+  const records: unknown[][] = [];
   for (const { key, value } of log.getRange({ start: checkpoint + 1 })) {
-    const ops = value.ops;
-    for (let i = 0; i < ops.length; i += 3) {
+    records.push(value.ops);
+    last = key;
+  }
+  const finals = new Map<string, Replayed>();
+  for (let r = records.length - 1; r >= 0; r--) {
+    const ops = records[r]!;
+    for (let i = ops.length - 3; i >= 0; i -= 3) {
       const index = ops[i] as number;
       const k = ops[i + 1] as Key;
       const db = index % REMOVAL;
       const id = `${db}\u0000${keyString(k)}`;
+      let entry = finals.get(id);
+      if (entry?.known) continue;
+      if (!entry) finals.set(id, (entry = { db, key: k, value: undefined, patches: [], known: false }));
       if (index >= FINAL) {
-        // The database has the latest version: whatever came before it in the log is stale.
-        finals.set(id, { db: index - FINAL, key: k, value: SKIP });
-      } else if (index >= PATCH) {
-        const known = finals.get(id)?.value;
-        const base = known === undefined || known === SKIP ? dbs[index - PATCH]!.get(k) : known;
-        finals.set(id, { db: index - PATCH, key: k, value: CODECS.get(index - PATCH)!.patch(base, ops[i + 2] as unknown[]) });
-      } else finals.set(id, { db, key: k, value: index >= REMOVAL ? REMOVED : ops[i + 2] });
+        // The database has this version: what came before it in the log is stale.
+        entry.value = entry.patches.length === 0 ? SKIP : patched(db, dbs[db]!.get(k), entry.patches);
+        entry.known = true;
+      } else if (index >= PATCH) entry.patches.push(ops[i + 2] as unknown[]);
+      else {
+        const base = index >= REMOVAL ? REMOVED : decoded(db, ops[i + 2]);
+        entry.value = entry.patches.length === 0 ? base : patched(db, base, entry.patches);
+        entry.known = true;
+      }
     }
-    last = key;
+  }
+  // Patches of a version that was in the database before the checkpoint.
+  for (const entry of finals.values()) {
+    if (entry.known) continue;
+    entry.value = patched(entry.db, dbs[entry.db]!.get(entry.key), entry.patches);
   }
   // A replayed task is in the active index exactly while it is not terminal. (A removed task's
   // retention entry went in its removal's own commit, not through the log.)
   for (const { db, key, value } of [...finals.values()]) {
     if (db !== DB.tasks || value === SKIP) continue;
     const active = value !== REMOVED && value !== undefined && !isTerminal((value as TaskRecord).state);
-    finals.set(`${DB.active}\u0000${keyString(key)}`, { db: DB.active, key, value: active ? true : REMOVED });
+    finals.set(`${DB.active}\u0000${keyString(key)}`, { db: DB.active, key, value: active ? true : REMOVED, patches: [], known: true });
   }
   root.transactionSync(() => {
     for (const { db, key, value } of finals.values()) {
@@ -54,4 +83,18 @@ export function replayLog(root: RootDatabase, dbs: ReadonlyArray<Database<unknow
     meta.putSync('checkpoint', last);
   });
   return last;
+}
+
+/** A put's value as logged: positional for a database with a codec (see layout.ts `logEncoder`). */
+function decoded(db: number, value: unknown): unknown {
+  const codec = CODECS.get(db);
+  return codec ? codec.fromValues(value) : value;
+}
+
+/** `base` with `patches` (newest first) applied oldest first. */
+function patched(db: number, base: unknown, patches: readonly unknown[][]): unknown {
+  const codec = CODECS.get(db)!;
+  let value = base;
+  for (let p = patches.length - 1; p >= 0; p--) value = codec.patch(value as never, patches[p]!);
+  return value;
 }
