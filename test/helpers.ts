@@ -113,6 +113,8 @@ export interface DataDir {
     active: Reads<true>;
   };
   close(clean: boolean): Promise<void>;
+  /** The settled counts the store keeps, per agent and state. */
+  countSettled(): Array<[string, string, number]>;
 }
 
 interface Reads<V> {

@@ -194,7 +194,7 @@ export interface Store {
    * most `max` records, in the next commit; resolves with how many events went, once durable.
    */
   truncateEvents(before: number, max: number): Promise<number>;
-  /** The stored settled tasks counted per agent and state (from indexes, not a scan of the tasks). */
+  /** The stored settled tasks per agent and state: counts kept in the commits that settle, retry and prune them (as of the last one landed), not a scan. */
   countSettled(): Array<[agent: string, state: TaskState, count: number]>;
   /** The seq of the last event truncation removed (0: none): a reader that has seen it misses nothing kept. */
   readonly eventsRemovedThrough: number;

@@ -1,7 +1,8 @@
 /**
  * kill -9 in the middle of a prune, and of a retention sweep: each task is whole (its record,
- * every log line, its retention index entry) or gone (none of them), never half-removed, and a
- * prune (or the next sweep) after the reopen finishes the job.
+ * every log line, its retention index entry) or gone (none of them), never half-removed, the
+ * settled counts say how many are left, and a prune (or the next sweep) after the reopen
+ * finishes the job.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -43,6 +44,8 @@ describe.each(['prune', 'retention'] as const)('kill -9 while removing settled t
         if (present) expect(read.settled!.get(['chatty', 'done', stored.settledAt, task.id])).toBe(true);
         if (!present) gone++;
       }
+      // The settled counts went down in the commits that removed: they say what is left.
+      expect(dir.countSettled()).toEqual(gone < TASKS ? [['chatty', 'done', TASKS - gone]] : []);
     } finally {
       await dir.close(false);
     }

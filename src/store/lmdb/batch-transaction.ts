@@ -22,7 +22,7 @@ export interface BatchTargets {
 /**
  * Encodes the batch's log record, events and records; returns what writes them, to run inside the
  * transaction: the log record, the events, the direct writes, the materialized records, the event
- * records truncated, and the log records a new checkpoint lets go.
+ * records truncated, the log records a new checkpoint lets go, and the settled counts.
  */
 export function prepareWrites(batch: Batch, materialized: readonly DirtyEntry[], checkpoint: { previous: number; checkpoint: number }, to: BatchTargets): () => void {
   const logValue = batch.ops.length > 0 ? asBinary(logEncoder.encode({ ops: batch.ops })) : undefined;
@@ -41,6 +41,7 @@ export function prepareWrites(batch: Batch, materialized: readonly DirtyEntry[],
       for (let n = checkpoint.previous + 1; n <= checkpoint.checkpoint; n++) to.log.remove(n);
       to.meta.put('checkpoint', checkpoint.checkpoint);
     }
+    to.records.writeCounts(to.meta);
   };
 }
 
@@ -54,6 +55,7 @@ export function finalWrites(entries: readonly DirtyEntry[], lastBatch: number, c
     for (let i = 0; i < entries.length; i++) to.records.materialize(entries[i]!, values[i]);
     for (const key of to.log.getKeys()) to.log.remove(key);
     to.meta.put('checkpoint', lastBatch);
+    to.records.writeCounts(to.meta);
     if (clean) to.meta.put('cleanShutdown', true);
   };
 }

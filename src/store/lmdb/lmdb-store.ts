@@ -20,7 +20,7 @@ import { storeReads } from './reads.js';
 import { BatchWriter, newBatch, type Batch } from './batch-writer.js';
 import { Quarantine } from './quarantine.js';
 import { openDatabases } from './databases.js';
-import { countSettled, RecordWrites } from './record-writes.js';
+import { RecordWrites, storedCounts } from './record-writes.js';
 import type { TaskState } from '../../../machines/index.js';
 import { committed } from './committed.js';
 import { backupEnvironment } from './backup.js';
@@ -126,12 +126,14 @@ export class LmdbStore implements Store {
     this.#lastBatch = this.#checkpoint = replayLog(this.#root, this.#dbs, this.#log, meta);
     buildIndexesOnce(this.#root, this.#dbs, this.#meta);
     this.#records.loadActive();
+    this.#records.loadCounts(meta);
     this.#seq = this.#durableSeq = nextSeqOf(this.#events);
     this.eventsRemovedThrough = (meta.get('eventsRemovedThrough') as number | undefined) ?? 0;
     const head = this.#chain.getEntry(HEAD);
     this.#chainVersion = head?.version ?? 1;
     await committed(this.#root.transaction(() => {
       if (!head) this.#chain.put(HEAD, 1, 1);
+      this.#records.writeCounts(meta);
       meta.put('schemaVersion', SCHEMA_VERSION);
       meta.put('runtimeId', this.runtimeId);
       meta.put('cleanShutdown', false);
@@ -161,7 +163,7 @@ export class LmdbStore implements Store {
   }
 
   countSettled(): Array<[string, TaskState, number]> {
-    return countSettled(this.#dbs);
+    return storedCounts(this.#meta) ?? [];
   }
 
   truncateEvents(before: number, max: number): Promise<number> {
@@ -276,6 +278,7 @@ export class LmdbStore implements Store {
       this.#chainVersion = version;
       written = committed(this.#chain.ifVersion(HEAD, after, () => {
         this.#chain.put(HEAD, version, version);
+        this.#records.batch = batch.no;
         write();
       })).then((landed) => {
         if (!landed) throw new Error('a batch issued before this one did not commit');
@@ -291,6 +294,7 @@ export class LmdbStore implements Store {
     const landed = Promise.allSettled([this.#tail, written]).then(([, outcome]) => {
       this.#inFlight--;
       this.#unlanded.shift();
+      this.#records.landed(batch.no);
       if (outcome.status === 'fulfilled') {
         this.#overlay.written(materialized, batch.no);
         this.eventsRemovedThrough = Math.max(this.eventsRemovedThrough, batch.eventsThrough);

@@ -11,7 +11,7 @@ import { migrateEventsToBatches } from './event-log.js';
 import { CODECS, DATABASES, DB, encoded, STRUCTURES } from './layout.js';
 
 /** The schema this build reads and writes. Bump it with a migration in {@link MIGRATIONS}. */
-export const SCHEMA_VERSION = 6;
+export const SCHEMA_VERSION = 7;
 
 /** Upgrades from version n to n+1, run at open inside one synchronous transaction. */
 export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
@@ -39,6 +39,10 @@ export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
   4: () => undefined,
   // 5 → 6: the indexes list() reads settled tasks by (listed, labelled), built by buildIndexesOnce.
   5: () => undefined,
+  // 6 → 7: the settled counts (meta settledCounts), kept in every commit from now on; counted from
+  // the listed index at open when missing. The bump keeps schema 6 builds, which would leave
+  // them behind, off a data dir this build wrote.
+  6: () => undefined,
 };
 
 /** The indexes derived from the task records, each with the meta flag that says a data dir has it, and what it takes from one task. */
