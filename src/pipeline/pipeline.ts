@@ -161,6 +161,8 @@ function write(w: StepWriter, change: Change): void {
       return w.putControl(`agent:${change.agent}`, change.state);
     case 'remove':
       return w.remove(change.db, change.key);
+    case 'unindex':
+      return w.unindexSettled(change.task);
     case 'child':
       return w.putChild(change.parentId, change.childId);
   }

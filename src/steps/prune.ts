@@ -7,7 +7,7 @@
  */
 import { isTerminal } from '../../machines/index.js';
 import type { Key } from '../store/port.js';
-import { settledIndexEntries, type TaskRecord } from '../store/records.js';
+import type { TaskRecord } from '../store/records.js';
 import { TroupeError } from '../errors.js';
 import { nothing, type PrunedDatabase, type StepContext, type StepResult } from './types.js';
 
@@ -39,7 +39,7 @@ export function decidePrune(view: PruneView, _input: undefined, _ctx: StepContex
   if (task.parentId !== undefined) remove('children', [task.parentId, task.id]);
   // Its index entries go in this commit too (not when the removal of its record reaches the
   // database, batches later): the next pass of a sweep must not find it again.
-  for (const [index, key] of settledIndexEntries(task)) remove(index, key);
+  out.changes.push({ kind: 'unindex', task });
   // A workspace Troupe made and the keep policy kept at the settle goes with the task.
   if (task.workspace !== undefined && task.workspaceKeep !== undefined) out.effects.push({ kind: 'clean-workspace', taskId: task.id, workspace: task.workspace, run: task.runs });
   return out;

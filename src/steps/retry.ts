@@ -4,7 +4,7 @@
  * an unmatched task reads the registry and the governor, so the caller does it and passes the
  * result; waiting for a settle still in flight to be durable also stays with the caller.
  */
-import { settledIndexEntries, type TaskRecord } from '../store/records.js';
+import type { TaskRecord } from '../store/records.js';
 import { beginRun, endedAttemptOf, endedRunOf, nextState, queue } from './common.js';
 import { nothing, type StepContext, type StepResult } from './types.js';
 
@@ -63,6 +63,6 @@ export function decideRetry(view: RetryView, input: RetryInput, ctx: StepContext
   queue(out, ctx, next, { run: next.runs, reason: 'retry', from });
   out.changes.push({ kind: 'task', task: next });
   // Not settled any more: its entries in the indexes of settled tasks go (settling again writes new ones).
-  for (const [db, key] of settledIndexEntries(task)) out.changes.push({ kind: 'remove', db, key });
+  out.changes.push({ kind: 'unindex', task });
   return out;
 }

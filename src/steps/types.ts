@@ -12,7 +12,7 @@
 import type { AttemptExit } from '../../machines/index.js';
 import type { AbortReason } from '../../actors/wire.js';
 import type { Key } from '../store/port.js';
-import type { AgentFlowState, AttemptRecord, EventRecord, InboxRecord, RunRecord, ScheduleRecord, SettledIndex, TaskRecord, TimerRecord } from '../store/records.js';
+import type { AgentFlowState, AttemptRecord, EventRecord, InboxRecord, RunRecord, ScheduleRecord, TaskRecord, TimerRecord } from '../store/records.js';
 
 /** What every step gets besides its view and input. Time and randomness come in; nothing is read. */
 export interface StepContext {
@@ -44,10 +44,12 @@ export type Change =
   /** A task submitted as a child of `parentId`: the children index. */
   | { kind: 'child'; parentId: string; childId: string }
   /** A record of a pruned task removed (see steps/prune.ts). */
-  | { kind: 'remove'; db: PrunedDatabase; key: Key };
+  | { kind: 'remove'; db: PrunedDatabase; key: Key }
+  /** A settled task's entries in the indexes of settled tasks removed (a retry, a prune): see StepWriter.unindexSettled. */
+  | { kind: 'unindex'; task: TaskRecord };
 
-/** The databases that hold a task's records, removed when it is pruned (and the indexes of settled tasks, whose stale entries go). */
-export type PrunedDatabase = 'tasks' | 'runs' | 'attempts' | 'logs' | 'inbox' | 'idempotency' | 'children' | SettledIndex;
+/** The databases that hold a task's records, removed when it is pruned. */
+export type PrunedDatabase = 'tasks' | 'runs' | 'attempts' | 'logs' | 'inbox' | 'idempotency' | 'children';
 
 /** An event a step decides, stamped with its seq by the step (from `ctx.seq()`): the record the event log stores. */
 export type NewEvent = EventRecord;

@@ -104,6 +104,12 @@ export interface StepWriter {
   removeSchedule(id: string): void;
   /** Removes a record of a pruned task: logged like any change, or (runs, attempts) in this commit. */
   remove(db: PrunedDatabase, key: Key): void;
+  /**
+   * Removes a settled task's entries in the indexes of settled tasks (settledIndexEntries), in this
+   * commit, with the settled counts; nothing when the settled version was decided in this same
+   * batch and so never written (a retry right after the settle).
+   */
+  unindexSettled(task: TaskRecord): void;
   /** Notes that `childId` is a child of `parentId` (the children index). */
   putChild(parentId: string, childId: string): void;
   /** Writes a durable control value (see {@link SafeReads.control}). */

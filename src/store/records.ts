@@ -352,11 +352,22 @@ export type SettledIndex = 'settled' | 'expiry' | 'listed' | 'labelled';
  * and go with a retry or a prune, all from this one list. Empty for a task not settled.
  */
 export function settledIndexEntries(task: TaskRecord): Array<[SettledIndex, Key]> {
-  const keys = settledIndexKeys(task);
-  if (!keys) return [];
-  const out: Array<[SettledIndex, Key]> = [keys.settled ? ['settled', keys.settled] : ['expiry', keys.expiry!], ['listed', [task.agent, task.state, task.id]]];
-  for (const label in task.labels) if (isIndexedLabel(label, task.labels[label]!)) out.push(['labelled', [label, task.labels[label]!, task.id]]);
+  const out: Array<[SettledIndex, Key]> = [];
+  forEachSettledIndexEntry(task, (index, key) => out.push([index, key]));
   return out;
+}
+
+/** {@link settledIndexEntries} one at a time, without building the list (the settle's hot path). */
+export function forEachSettledIndexEntry(task: TaskRecord, visit: (index: SettledIndex, key: Key) => void): void {
+  if (!isTerminal(task.state) || task.settledAt === undefined) return;
+  const own = task.retention?.[task.state as keyof NonNullable<TaskRecord['retention']>];
+  if (own === undefined) visit('settled', [task.agent, task.state, task.settledAt, task.id]);
+  else visit('expiry', [task.settledAt + own, task.id]);
+  visit('listed', [task.agent, task.state, task.id]);
+  for (const label in task.labels) {
+    const value = task.labels[label]!;
+    if (isIndexedLabel(label, value)) visit('labelled', [label, value, task.id]);
+  }
 }
 
 /** Most UTF-8 bytes of a label and its value together that the `labelled` index holds (a key of LMDB's is at most 1,978 bytes). */

@@ -7,7 +7,7 @@ import { listTasks, mergeById } from '../../src/tasks/list.js';
 import { TaskTable } from '../../src/tasks/task-table.js';
 import { compareKeys, Overlay, REMOVED } from '../../src/store/lmdb/overlay.js';
 import { settledListOf } from '../../src/store/lmdb/reads.js';
-import { createTaskRecord, type TaskRecord } from '../../src/store/records.js';
+import { createTaskRecord, settledIndexEntries, type TaskRecord } from '../../src/store/records.js';
 import type { Key, RangeOptions, SafeDatabase, Store } from '../../src/store/port.js';
 
 function task(id: string, agent: string, state: TaskRecord['state'], labels: Record<string, string> = {}): TaskRecord {
@@ -137,5 +137,24 @@ describe('settledListOf', () => {
     // A change to the overlay is seen by the next read.
     overlay.set(0, 't0', task('t0', 'a', 'done'), 2);
     expect(listed.entries({}).map((e) => e.key)).toEqual([['a', 'done', 't0'], ['a', 'done', 't1'], ['a', 'failed', 't2']]);
+  });
+});
+
+describe('settledIndexEntries', () => {
+  it('gives retention’s entry (by agent, state and settle time, or by expiry for a rule of its own) and list()’s entries', () => {
+    const base = task('t1', 'echo', 'failed', { model: 'opus', huge: 'x'.repeat(2_000), 'bad\u0001': 'v' });
+    expect(settledIndexEntries(base)).toEqual([
+      ['settled', ['echo', 'failed', 2, 't1']],
+      ['listed', ['echo', 'failed', 't1']],
+      ['labelled', ['model', 'opus', 't1']],
+    ]);
+    expect(settledIndexEntries({ ...base, labels: {}, retention: { failed: 60_000 } })).toEqual([
+      ['expiry', [60_002, 't1']],
+      ['listed', ['echo', 'failed', 't1']],
+    ]);
+    expect(settledIndexEntries({ ...base, labels: {}, retention: { failed: Infinity } })[0]).toEqual(['expiry', [Infinity, 't1']]);
+    // A rule for another state is not this one's.
+    expect(settledIndexEntries({ ...base, labels: {}, retention: { done: 1 } })[0]).toEqual(['settled', ['echo', 'failed', 2, 't1']]);
+    expect(settledIndexEntries(task('t2', 'echo', 'queued'))).toEqual([]);
   });
 });

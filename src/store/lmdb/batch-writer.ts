@@ -5,9 +5,9 @@
  */
 import type { Key, StepWriter } from '../port.js';
 import type { PrunedDatabase } from '../../steps/types.js';
-import type { AttemptRecord, EventRecord, EventType, InboxRecord, InstanceEnvelope, LogRecord, RunRecord, ScheduleRecord, TaskRecord, TimerRecord } from '../records.js';
+import { forEachSettledIndexEntry, type AttemptRecord, type EventRecord, type EventType, type InboxRecord, type InstanceEnvelope, type LogRecord, type RunRecord, type ScheduleRecord, type TaskRecord, type TimerRecord } from '../records.js';
 import { DB, FINAL, REMOVAL } from './layout.js';
-import type { DirtyEntry } from './overlay.js';
+import type { DirtyEntry, Overlay } from './overlay.js';
 
 /** The commits gathered for one transaction. */
 export interface Batch {
@@ -49,9 +49,11 @@ export function newBatch(no: number, idle = false): Batch {
 export class BatchWriter implements StepWriter {
   batch!: Batch;
   readonly #nextSeq: () => number;
+  readonly #overlay: Pick<Overlay, 'unwrittenFinal'>;
 
-  constructor(nextSeq: () => number) {
+  constructor(nextSeq: () => number, overlay: Pick<Overlay, 'unwrittenFinal'>) {
     this.#nextSeq = nextSeq;
+    this.#overlay = overlay;
   }
 
   /** A logged write of any record database (index + REMOVAL: a removal). */
@@ -65,10 +67,15 @@ export class BatchWriter implements StepWriter {
     this.batch.direct.push(DB.active + REMOVAL, taskId, null);
   }
   remove(db: PrunedDatabase, key: Key): void {
-    // Attempts and runs are written once, straight to their databases: so is their removal, and
-    // so is that of a settled task's index entry (the store writes those, not the log).
-    if (db === 'tasks' || db === 'logs' || db === 'inbox' || db === 'idempotency' || db === 'children') this.batch.ops.push(DB[db] + REMOVAL, key, null);
-    else this.batch.direct.push(DB[db] + REMOVAL, key, null);
+    // Attempts and runs are written once, straight to their databases: so is their removal.
+    if (db === 'runs' || db === 'attempts') this.batch.direct.push(DB[db] + REMOVAL, key, null);
+    else this.batch.ops.push(DB[db] + REMOVAL, key, null);
+  }
+  unindexSettled(task: TaskRecord): void {
+    // The index entries are the store's (written with the settled record, not through the log):
+    // so is their removal. A settled version still waiting in this batch is never written.
+    if (this.#overlay.unwrittenFinal(DB.tasks, task.id)) return;
+    forEachSettledIndexEntry(task, (index, key) => this.batch.direct.push(DB[index] + REMOVAL, key, null));
   }
   putChild(parentId: string, childId: string): void {
     this.batch.ops.push(DB.children, [parentId, childId], true);

@@ -94,7 +94,7 @@ export class LmdbStore implements Store {
     this.#chain = databases.chain;
     this.#records = new RecordWrites(databases.dbs, databases.encoders);
     this.#targets = { records: this.#records, log: this.#log, events: this.#events, meta: this.#meta };
-    this.#writer = new BatchWriter(() => this.#seq++);
+    this.#writer = new BatchWriter(() => this.#seq++, this.#overlay);
     this.#quarantine = new Quarantine({
       now: () => (options.now ?? Date.now)(),
       report: options.onQuarantine,
@@ -278,7 +278,6 @@ export class LmdbStore implements Store {
       this.#chainVersion = version;
       written = committed(this.#chain.ifVersion(HEAD, after, () => {
         this.#chain.put(HEAD, version, version);
-        this.#records.batch = batch.no;
         write();
       })).then((landed) => {
         if (!landed) throw new Error('a batch issued before this one did not commit');
@@ -294,7 +293,6 @@ export class LmdbStore implements Store {
     const landed = Promise.allSettled([this.#tail, written]).then(([, outcome]) => {
       this.#inFlight--;
       this.#unlanded.shift();
-      this.#records.landed(batch.no);
       if (outcome.status === 'fulfilled') {
         this.#overlay.written(materialized, batch.no);
         this.eventsRemovedThrough = Math.max(this.eventsRemovedThrough, batch.eventsThrough);

@@ -137,6 +137,12 @@ export class Overlay {
     return this.#byDb[db]!.get(keyString(key))?.value;
   }
 
+  /** Whether the key's entry is a final version (see `set`) not taken for a commit yet: decided in the batch being gathered. */
+  unwrittenFinal(db: number, key: Key): boolean {
+    const entry = this.#byDb[db]!.get(keyString(key));
+    return entry !== undefined && entry.final && entry.writing === undefined;
+  }
+
   /** Dirty entries of a database within the bounds, in key order (or reversed). */
   entries(db: number, options: RangeOptions): DirtyEntry[] {
     const map = this.#byDb[db]!;

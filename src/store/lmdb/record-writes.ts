@@ -6,18 +6,18 @@
  *
  * It also keeps the count of settled tasks per agent and state, written to the meta database
  * (`settledCounts`) in the same transaction as the index entries it counts: one per `listed`
- * entry put, minus one per `listed` entry removed that exists. Whether it exists is read from the
- * database, or from the batches not landed yet (a retry may remove, in the batch that settled
- * the task, an entry that is then never written).
+ * entry put, minus one per `listed` entry removed. Each settled version of a task is written
+ * once, and its entries are removed only once written (see StepWriter.unindexSettled), so
+ * neither needs a read.
  */
 import { asBinary, type Database } from 'lmdb';
 import { isTerminal, type TaskState } from '../../../machines/index.js';
 import type { Key } from '../port.js';
-import { settledIndexEntries, type TaskRecord } from '../records.js';
+import { forEachSettledIndexEntry, type SettledIndex, type TaskRecord } from '../records.js';
 import { ChurnSet } from '../../collections.js';
 import type { RecordEncoder } from './databases.js';
 import { DB, REMOVAL } from './layout.js';
-import { keyString, REMOVED, type DirtyEntry } from './overlay.js';
+import { REMOVED, type DirtyEntry } from './overlay.js';
 
 /** See the module comment. Its writes run inside the store's transactions. */
 export class RecordWrites {
@@ -26,13 +26,9 @@ export class RecordWrites {
   readonly #encoders: Array<RecordEncoder | undefined>;
   /** Ids in the active index database, kept from the task records materialized (see {@link RecordWrites.materialize}). */
   readonly #activeInDb = new ChurnSet<string>();
-  /** Settled tasks per `agent\0state`, as of the last batch written. */
-  readonly #counts = new Map<string, number>();
+  /** Settled tasks per agent and state, as of the last batch written. */
+  readonly #counts = new Map<string, Partial<Record<TaskState, number>>>();
   #countsChanged = false;
-  /** `listed` keys that batches not landed yet put (true) or removed (false), with the last such batch. */
-  readonly #unlandedListed = new Map<string, { exists: boolean; batch: number }>();
-  /** The batch whose transaction is being written. */
-  batch = 0;
 
   constructor(dbs: Array<Database<unknown, Key>>, encoders: Array<RecordEncoder | undefined>) {
     this.#dbs = dbs;
@@ -51,7 +47,7 @@ export class RecordWrites {
   loadCounts(meta: Database<unknown, string>): void {
     const stored = storedCounts(meta);
     this.#counts.clear();
-    for (const [agent, state, n] of stored ?? countListed(this.#dbs)) this.#counts.set(`${agent}\u0000${state}`, n);
+    for (const [agent, state, n] of stored ?? countListed(this.#dbs)) this.#count(agent, state, n);
     this.#countsChanged = stored === undefined;
   }
 
@@ -59,32 +55,18 @@ export class RecordWrites {
   writeCounts(meta: Database<unknown, string>): void {
     if (!this.#countsChanged) return;
     this.#countsChanged = false;
-    const out: Array<[string, string, number]> = [];
-    for (const [key, n] of this.#counts) {
-      if (n === 0) continue;
-      const at = key.indexOf('\u0000');
-      out.push([key.slice(0, at), key.slice(at + 1), n]);
+    const out: Array<[string, TaskState, number]> = [];
+    for (const [agent, counts] of this.#counts) {
+      for (const state in counts) if (counts[state as TaskState]! !== 0) out.push([agent, state as TaskState, counts[state as TaskState]!]);
     }
     meta.put(COUNTS, out);
   }
 
-  /** Batch `no` landed: its `listed` writes are in the database now. */
-  landed(no: number): void {
-    if (this.#unlandedListed.size === 0) return;
-    for (const [key, change] of this.#unlandedListed) if (change.batch <= no) this.#unlandedListed.delete(key);
-  }
-
-  #count(key: Key, by: number, exists: boolean): void {
-    const [agent, state] = key as [string, string, string];
-    this.#unlandedListed.set(keyString(key), { exists, batch: this.batch });
-    const at = `${agent}\u0000${state}`;
-    this.#counts.set(at, (this.#counts.get(at) ?? 0) + by);
+  #count(agent: string, state: TaskState, by: number): void {
+    let counts = this.#counts.get(agent);
+    if (!counts) this.#counts.set(agent, (counts = {}));
+    counts[state] = (counts[state] ?? 0) + by;
     this.#countsChanged = true;
-  }
-
-  /** Whether a `listed` key will be in the database once every batch written so far has landed. */
-  #listedExists(key: Key): boolean {
-    return this.#unlandedListed.get(keyString(key))?.exists ?? this.#dbs[DB.listed]!.doesExist(key);
   }
 
   /** A value for database `db` as its put takes it: encoded already where our own encoder writes it. */
@@ -106,7 +88,7 @@ export class RecordWrites {
       const index = direct[i] as number;
       if (index >= REMOVAL) {
         const key = direct[i + 1] as Key;
-        if (index - REMOVAL === DB.listed && this.#listedExists(key)) this.#count(key, -1, false);
+        if (index - REMOVAL === DB.listed) this.#count((key as string[])[0]!, (key as TaskState[])[1]!, -1);
         this.#dbs[index - REMOVAL]!.remove(key);
         if (index - REMOVAL === DB.active) this.#activeInDb.delete(key as string);
       } else this.#dbs[index]!.put(direct[i + 1] as Key, values[i / 3]);
@@ -135,13 +117,15 @@ export class RecordWrites {
     }
   }
 
-  /** Puts a settled task's index entries (see {@link settledIndexEntries}). */
+  /** Puts a settled task's index entries (see {@link settledIndexEntries}), and counts it. */
   #indexSettled(task: TaskRecord): void {
-    for (const [index, key] of settledIndexEntries(task)) {
-      if (index === 'listed' && !this.#listedExists(key)) this.#count(key, 1, true);
-      this.#dbs[DB[index]]!.put(key, true);
-    }
+    forEachSettledIndexEntry(task, this.#putIndexEntry);
   }
+
+  readonly #putIndexEntry = (index: SettledIndex, key: Key): void => {
+    this.#dbs[DB[index]]!.put(key, TRUE);
+    if (index === 'listed') this.#count((key as string[])[0]!, (key as TaskState[])[1]!, 1);
+  };
 
   /**
    * Keeps the active index in step with a task record written to its database: the id is there
@@ -153,10 +137,13 @@ export class RecordWrites {
       if (this.#activeInDb.delete(id)) this.#dbs[DB.active]!.remove(id);
     } else if (!this.#activeInDb.has(id)) {
       this.#activeInDb.add(id);
-      this.#dbs[DB.active]!.put(id, true);
+      this.#dbs[DB.active]!.put(id, TRUE);
     }
   }
 }
+
+/** `true` as the index databases store it (msgpack), encoded once: their values say nothing more. */
+const TRUE = asBinary(Buffer.from([0xc3]));
 
 /** The meta key of the settled counts. */
 const COUNTS = 'settledCounts';

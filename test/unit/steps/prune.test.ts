@@ -38,8 +38,7 @@ describe('decidePrune', () => {
       { kind: 'remove', db: 'idempotency', key: 'input:t1:in-a' },
       { kind: 'remove', db: 'inbox', key: ['t1', 2] },
       { kind: 'remove', db: 'idempotency', key: 'k1' },
-      { kind: 'remove', db: 'settled', key: ['echo', 'done', 600, 't1'] },
-      { kind: 'remove', db: 'listed', key: ['echo', 'done', 't1'] },
+      { kind: 'unindex', task: taskOf({ idempotencyKey: 'k1' }) },
     ]);
     expect(out.events).toEqual([]);
     expect(out.effects).toEqual([]);
@@ -50,32 +49,7 @@ describe('decidePrune', () => {
     expect(out.changes).toEqual([
       { kind: 'remove', db: 'tasks', key: 't1' },
       { kind: 'remove', db: 'children', key: ['P1', 't1'] },
-      { kind: 'remove', db: 'settled', key: ['echo', 'done', 600, 't1'] },
-      { kind: 'remove', db: 'listed', key: ['echo', 'done', 't1'] },
-    ]);
-  });
-
-  it("removes a task's entries in list()'s label index, one per label short enough to be indexed", () => {
-    const long = 'x'.repeat(2_000);
-    const out = decidePrune({ task: taskOf({ labels: { model: 'opus', team: 'a', huge: long } }), runs: [], attempts: [], logs: [], inbox: [] }, undefined, ctx);
-    expect(out.changes.filter((c) => c.kind === 'remove' && c.db === 'labelled')).toEqual([
-      { kind: 'remove', db: 'labelled', key: ['model', 'opus', 't1'] },
-      { kind: 'remove', db: 'labelled', key: ['team', 'a', 't1'] },
-    ]);
-  });
-
-  it('removes the retention entry of a task under its own rule from the expiry index, one kept for good too (at Infinity)', () => {
-    const own = decidePrune({ task: taskOf({ retention: { done: 1_000 } }), runs: [], attempts: [], logs: [], inbox: [] }, undefined, ctx);
-    expect(own.changes).toEqual([
-      { kind: 'remove', db: 'tasks', key: 't1' },
-      { kind: 'remove', db: 'expiry', key: [1_600, 't1'] },
-      { kind: 'remove', db: 'listed', key: ['echo', 'done', 't1'] },
-    ]);
-    const forever = decidePrune({ task: taskOf({ retention: { done: Infinity } }), runs: [], attempts: [], logs: [], inbox: [] }, undefined, ctx);
-    expect(forever.changes).toEqual([
-      { kind: 'remove', db: 'tasks', key: 't1' },
-      { kind: 'remove', db: 'expiry', key: [Infinity, 't1'] },
-      { kind: 'remove', db: 'listed', key: ['echo', 'done', 't1'] },
+      { kind: 'unindex', task: taskOf({ parentId: 'P1' }) },
     ]);
   });
 

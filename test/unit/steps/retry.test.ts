@@ -55,26 +55,12 @@ describe('decideRetry: a settled task starts a new run', () => {
             retry: RETRY, runs: 2, runReason: 'retry', runCreatedAt: NOW, attempts: 0, attemptSeq: 0, token: 77, queuedOrder: 400, queuedAt: NOW, createdAt: 500, updatedAt: NOW,
           },
         },
-        // Not settled any more: its entries in retention's and list()'s indexes go.
-        { kind: 'remove', db: 'settled', key: ['echo', from, 4_000, 't1'] },
-        { kind: 'remove', db: 'listed', key: ['echo', from, 't1'] },
+        // Not settled any more: its entries in the indexes of settled tasks go.
+        { kind: 'unindex', task },
       ],
       events: [{ seq: 400, at: NOW, type: 'task.queued', taskId: 't1', data: { run: 2, reason: 'retry', from } }],
       effects: [],
     });
-  });
-
-  it('takes a task with a retention of its own out of the expiry index, one kept for good too (at Infinity)', () => {
-    const expiring = decideRetry(deepFreeze({ task: taskOf({ state: 'failed', settledAt: 4_000, retention: { failed: 60_000 } }), runtimeId: 'rt' }), deepFreeze({}), context());
-    expect(expiring.changes.filter((c) => c.kind === 'remove')).toEqual([
-      { kind: 'remove', db: 'expiry', key: [64_000, 't1'] },
-      { kind: 'remove', db: 'listed', key: ['echo', 'failed', 't1'] },
-    ]);
-    const forever = decideRetry(deepFreeze({ task: taskOf({ state: 'failed', settledAt: 4_000, retention: { failed: Infinity } }), runtimeId: 'rt' }), deepFreeze({}), context());
-    expect(forever.changes.filter((c) => c.kind === 'remove')).toEqual([
-      { kind: 'remove', db: 'expiry', key: [Infinity, 't1'] },
-      { kind: 'remove', db: 'listed', key: ['echo', 'failed', 't1'] },
-    ]);
   });
 
   it.each(['queued', 'running', 'waiting', 'sleeping', 'done'] as const)('throws ILLEGAL_TRANSITION for a %s task, taking no seq', (state) => {
