@@ -49,6 +49,7 @@ function fakeStore(bootId = BOOT) {
         putTask: unexpected('putTask'),
         removeActive: unexpected('removeActive'),
         remove: unexpected('remove'),
+        unindexSettled: unexpected('unindexSettled'),
         putChild: unexpected('putChild'),
         putAttempt: unexpected('putAttempt'),
         putRun: unexpected('putRun'),
