@@ -42,6 +42,9 @@ export function newBatch(no: number, idle = false): Batch {
     resolve = res;
     reject = rej;
   });
+  // Not every batch has a caller waiting on it (a quiet store's commit of cooled records): its
+  // failure stops the store (see FailStop), and must not also end the process as unhandled.
+  done.catch(() => undefined);
   return { no, at: Date.now(), ops: [], direct: [], events: [], dropEvents: [], eventsThrough: 0, touched: [], idle, done, resolve, reject };
 }
 

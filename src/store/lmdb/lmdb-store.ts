@@ -14,8 +14,8 @@ import { expiredEventRecords, nextSeqOf } from './event-log.js';
 import { finalWrites, prepareWrites, type BatchTargets } from './batch-transaction.js';
 import { DATABASES, DB, MATERIALIZE, type LogEntry } from './layout.js';
 import { netChanges } from './net-changes.js';
-import { buildIndexesOnce, holdsRecords, SCHEMA_VERSION, upgradeSchema } from './migrations.js';
-import { replayLog } from './replay.js';
+import { holdsRecords, SCHEMA_VERSION, upgradeSchema } from './migrations.js';
+import { replayAtOpen } from './replay.js';
 import { storeReads } from './reads.js';
 import { BatchWriter, newBatch, type Batch } from './batch-writer.js';
 import { Quarantine } from './quarantine.js';
@@ -118,13 +118,15 @@ export class LmdbStore implements Store {
 
   eventsRemovedThrough = 0;
 
-  async init(): Promise<void> {
+  /** `reopened`: opened again after a failed commit (see {@link LmdbStore.reopen}); its replay checks the disk has room. */
+  async init(reopened = false): Promise<void> {
     const meta = this.#meta;
     const stored = upgradeSchema(this.#root, meta, () => holdsRecords([this.#dbs[DB.tasks]!, this.#events, this.#log] as Array<Database<unknown, Key>>), this.dataDir);
     this.runtimeId = (meta.get('runtimeId') as string | undefined) ?? randomUUID();
     this.previousShutdownClean = stored === undefined || meta.get('cleanShutdown') === true;
-    this.#lastBatch = this.#checkpoint = replayLog(this.#root, this.#dbs, this.#log, meta);
-    buildIndexesOnce(this.#root, this.#dbs, this.#meta);
+    const replayed = replayAtOpen({ root: this.#root, dbs: this.#dbs, log: this.#log, meta, overlay: this.#overlay, dataDir: this.dataDir }, reopened);
+    this.#checkpoint = replayed.checkpoint;
+    this.#lastBatch = replayed.last;
     this.#records.loadActive();
     this.#records.loadCounts(meta);
     this.#seq = this.#durableSeq = nextSeqOf(this.#events);
@@ -139,6 +141,8 @@ export class LmdbStore implements Store {
       meta.put('cleanShutdown', false);
       meta.put('openedAt', Date.now());
     }));
+    // What the replay left in the overlay is written once it has cooled, busy or not.
+    if (this.#overlay.size > 0) this.#armIdle();
   }
 
   allocateSeq(): number {

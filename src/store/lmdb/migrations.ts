@@ -69,6 +69,11 @@ const DERIVED: ReadonlyArray<{ flag: string; index(dbs: ReadonlyArray<Database<u
   },
 ];
 
+/** Whether this data dir lacks an index derived from the stored tasks (see {@link buildIndexesOnce}). */
+export function indexesToBuild(meta: Database<unknown, string>): boolean {
+  return DERIVED.some(({ flag }) => meta.get(flag) !== true);
+}
+
 /**
  * Builds the indexes derived from the stored tasks that this data dir lacks, in one pass over
  * them, once per data dir (a meta flag says each is built; a new store has them all at once).

@@ -62,7 +62,7 @@ export async function openStore(options: StoreOptions, held?: DataDirLock): Prom
     for (const path of created) chmodSync(path, PRIVATE_FILE_MODE);
     if (options.onLooseMode) for (const found of findLooseModes(options.dataDir)) options.onLooseMode(found);
     const store = new LmdbStore(options, root, lock, (again) => openStore(options, again));
-    await store.init();
+    await store.init(held !== undefined);
     return store;
   } catch (error) {
     await root?.close().catch(() => undefined);
