@@ -5,9 +5,8 @@
  * A log record holds one batch's record changes as flat `[db, key, value]` ops: a put is
  * `[db, key, record]`; a removal `[db + REMOVAL, key, null]`; a change to a record whose earlier
  * version the log or its database holds is `[db + PATCH, key, [field index, value, …]]`; and a
- * record written to its database in the batch's own commit while the log still holds earlier
- * changes of it is the marker `[db + FINAL, key, null]`, which tells a replay that the database
- * has the latest version.
+ * record written to its database in the batch's own commit is the marker `[db + FINAL, key,
+ * null]`, which tells a replay that the database has the latest version.
  */
 import type { DatabaseOptions } from 'lmdb';
 import { attemptCodec, plainEncoder, runCodec, taskCodec, type RecordCodec } from './codec.js';

@@ -24,13 +24,16 @@ export function netChanges(overlay: Overlay, batch: Batch, from: number): void {
     overlay.set(db, key, value, batch.no, at, final, i);
     if (overlay.priorOp >= 0) ops[overlay.priorOp] = UNLOGGED;
     if (final) {
-      // Written in this commit: logged only as a marker over earlier changes still in the log.
-      // No patch is taken against its earlier version, so that version is let go now rather than
-      // when the commit lands (it was kept alive for every task waiting on its settle commit). A
-      // later change in this batch is then logged whole instead of as a patch.
+      // Written in this commit: logged only as a marker, which tells a replay that the database
+      // has this version and that any earlier change of the key still in the log is stale. Always
+      // logged: a key whose earlier version was written and left the overlay may still have
+      // changes in the log behind the checkpoint (another record holds it back), and a replay
+      // without the marker would write one of those over this version. No patch is taken against
+      // its earlier version, so that version is let go now rather than when the commit lands (it
+      // was kept alive for every task waiting on its settle commit). A later change in this batch
+      // is then logged whole instead of as a patch.
       overlay.entry!.before = undefined;
-      if (overlay.logged) ops[i + 2] = null;
-      else ops[i] = UNLOGGED;
+      ops[i + 2] = null;
       continue;
     }
     if (removal) continue;

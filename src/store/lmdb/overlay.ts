@@ -33,8 +33,6 @@ export interface DirtyEntry {
   /** The position of its latest change in its batch's ops, and its value before that batch. */
   op: number;
   before: unknown;
-  /** Whether the log may hold changes of it from batches before `last`. */
-  logged: boolean;
 }
 
 /** When {@link Overlay.take} materializes an entry. */
@@ -80,15 +78,14 @@ export class Overlay {
 
   /** After {@link Overlay.set}: the position of the key's earlier change in the same batch (-1: none). */
   priorOp = -1;
-  /** After {@link Overlay.set}: the key's value before this batch, and whether the log may hold changes of it. */
+  /** After {@link Overlay.set}: the key's value before this batch. */
   before: unknown = undefined;
-  logged = false;
   /** After {@link Overlay.set}: the key's entry. */
   entry: DirtyEntry | undefined = undefined;
 
   /**
    * Records a change decided in `batch` (at position `op` of its ops), at `at` (epoch ms). Leaves
-   * in {@link Overlay.priorOp}, {@link Overlay.before} and {@link Overlay.logged} what the caller
+   * in {@link Overlay.priorOp} and {@link Overlay.before} what the caller
    * needs to log only the batch's net change of the key.
    */
   set(db: number, key: Key, value: unknown, batch: number, at = 0, final = false, op = -1): void {
@@ -97,14 +94,13 @@ export class Overlay {
     const entry = map.get(id);
     this.version++;
     if (!entry) {
-      const created: DirtyEntry = { db, key, id, value, first: batch, firstAt: at, last: batch, lastAt: at, writing: undefined, final, op, before: undefined, logged: false };
+      const created: DirtyEntry = { db, key, id, value, first: batch, firstAt: at, last: batch, lastAt: at, writing: undefined, final, op, before: undefined };
       map.set(id, created);
       this.entry = created;
       this.#order.add(created);
       if (final) this.#finals.push(created);
       this.priorOp = -1;
       this.before = undefined;
-      this.logged = false;
       return;
     }
     if (entry.last === batch) {
@@ -112,10 +108,8 @@ export class Overlay {
     } else {
       this.priorOp = -1;
       entry.before = entry.value;
-      entry.logged = true;
     }
     this.before = entry.before;
-    this.logged = entry.logged;
     this.entry = entry;
     entry.op = op;
     entry.value = value;
