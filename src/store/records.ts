@@ -336,10 +336,12 @@ export function createTaskRecord(fields: Pick<TaskRecord, 'id' | 'agent' | 'stat
  * Undefined for a task not settled.
  */
 export function settledIndexKeys(task: TaskRecord): { settled?: [string, string, number, string]; expiry?: [number, string] } | undefined {
-  if (!isTerminal(task.state) || task.settledAt === undefined) return undefined;
-  const own = task.retention?.[task.state as keyof NonNullable<TaskRecord['retention']>];
-  if (own === undefined) return { settled: [task.agent, task.state, task.settledAt, task.id] };
-  return { expiry: [task.settledAt + own, task.id] };
+  let keys: { settled?: [string, string, number, string]; expiry?: [number, string] } | undefined;
+  forEachSettledIndexEntry(task, (index, key) => {
+    if (index === 'settled') keys = { settled: key as [string, string, number, string] };
+    else if (index === 'expiry') keys = { expiry: key as [number, string] };
+  });
+  return keys;
 }
 
 /** The indexes of settled tasks: retention's two (see {@link settledIndexKeys}) and list()'s two (see {@link settledIndexEntries}). */

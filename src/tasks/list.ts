@@ -15,7 +15,7 @@ import { checkCallOptions } from '../options.js';
 import type { Store } from '../store/port.js';
 import { isIndexedLabel, type TaskRecord } from '../store/records.js';
 import { childIdsOf } from './parts.js';
-import { toTask, type Task } from './spec.js';
+import { labelsOf, toTask, type Task } from './spec.js';
 import type { TaskTable } from './task-table.js';
 
 /** Filters of `rt.list()`. */
@@ -53,7 +53,7 @@ export function listTasks(store: Store, table: TaskTable, options: ListOptions =
   if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new TroupeError('INVALID_INPUT', 'list: limit must be an integer in 1..1000');
   if (state !== undefined && !TASK_STATES.includes(state)) throw new TroupeError('INVALID_INPUT', `list: unknown state ${JSON.stringify(state)}`);
   if (after !== undefined) checkId(after, 'list: after (a cursor)');
-  const labels = labelFilter(options.labels);
+  const labels = options.labels === undefined ? [] : Object.entries(labelsOf(options.labels, 'list'));
   const keep = (t: TaskRecord) =>
     (!state || t.state === state) && (!agent || t.agent === agent) && (!parentId || t.parentId === parentId) && labels.every(([label, value]) => t.labels?.[label] === value);
   const tasks: Task[] = [];
@@ -65,16 +65,6 @@ export function listTasks(store: Store, table: TaskTable, options: ListOptions =
     if (tasks.length === limit) return { tasks, next: id };
   }
   return { tasks, next: null };
-}
-
-/** The label filter as [label, value] pairs; throws INVALID_INPUT for anything but a plain object of strings. */
-function labelFilter(labels: unknown): Array<[string, string]> {
-  if (labels === undefined) return [];
-  const proto = typeof labels === 'object' && labels !== null ? Object.getPrototypeOf(labels) : undefined;
-  if (proto !== Object.prototype && proto !== null) throw new TroupeError('INVALID_INPUT', 'list: labels must be a plain object of string values');
-  const pairs = Object.entries(labels as object);
-  for (const [, value] of pairs) if (typeof value !== 'string') throw new TroupeError('INVALID_INPUT', 'list: labels must be a plain object of string values');
-  return pairs as Array<[string, string]>;
 }
 
 interface Filter {

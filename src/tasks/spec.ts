@@ -208,7 +208,8 @@ function checkSpec(
 /** Labels of a task without any: one shared frozen object (records are never changed in place). */
 const NO_LABELS: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
-function labelsOf(labels: unknown, where: string): Record<string, string> {
+/** Labels as a task spec (or a list filter) gives them, checked and copied; INVALID_INPUT naming `where` for anything but a plain object of strings. */
+export function labelsOf(labels: unknown, where: string): Record<string, string> {
   if (typeof labels !== 'object' || labels === null || Array.isArray(labels)) throw bad(`${where}.labels must be an object of string values`);
   // A Map (or any class instance) would be stored as {}: only a plain object is taken.
   const problem = describeUnserializable(labels, `${where}.labels`);
