@@ -46,46 +46,52 @@ function logRecords(dataDir: string): number {
   }
 }
 
+/** What the first child runs: holds the tasks (frozen) and submits them all. */
+const SUBMIT = `
+  await rt.freeze('hold them');
+  const tasks = await rt.submitMany(Array.from({ length: ${TASKS} }, (_, n) => ({ agent: 'echo', input: n })));
+  console.log('submitted ' + tasks.map((t) => t.id).join(','));
+`;
+
+function submittedIds(out: string): string[] {
+  return /submitted (\S+)\n/.exec(out)![1]!.split(',');
+}
+
+/** Waits for a quiet store to leave no log records: within a few seconds (1 s is the longest an entry stays dirty). */
+async function untilLogEmpty(dataDir: string): Promise<void> {
+  for (let waited = 0; logRecords(dataDir) > 0; waited += 100) {
+    expect(waited, 'log records left after a quiet spell').toBeLessThan(10_000);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Opens the data dir here and finds every submitted task still queued. */
+async function expectAllQueued(dataDir: string, ids: string[]): Promise<void> {
+  const rt = await createRuntime({ dataDir, logger: false, threads: 1, retention: false });
+  try {
+    expect(rt.stats().tasks.queued).toBe(TASKS);
+    for (const id of [ids[0]!, ids.at(-1)!]) expect((await rt.get(id)).state).toBe('queued');
+  } finally {
+    await rt.close();
+  }
+}
+
 describe('a quiet store', () => {
   it('truncates its log without another commit, and a kill -9 then loses nothing', async () => {
     const dataDir = join(scratch(), 'data');
-    const child = spawn(process.execPath, ['--input-type=module', '-e', `
-      import { createRuntime, builtinAgent } from ${JSON.stringify(INDEX)};
-      const rt = await createRuntime({ dataDir: ${JSON.stringify(dataDir)}, logger: false, threads: 1, retention: false, starvation: false, agents: [builtinAgent('echo')] });
-      await rt.freeze('hold them');
-      const tasks = await rt.submitMany(Array.from({ length: ${TASKS} }, (_, n) => ({ agent: 'echo', input: n })));
-      console.log('submitted ' + tasks.map((t) => t.id).join(','));
-      setInterval(() => {}, 1000);
-    `], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    const ids = await new Promise<string[]>((resolve) => child.stdout!.on('data', (chunk: Buffer) => /submitted (\S+)\n/.test((out += chunk.toString())) && resolve(/submitted (\S+)\n/.exec(out)![1]!.split(','))));
+    const holder = await child(dataDir, SUBMIT, /submitted \S+\n/);
+    const ids = submittedIds(holder.out);
     expect(logRecords(dataDir)).toBeGreaterThan(0);
-    // Quiet: within a few seconds (1 s is the longest an entry stays dirty) the log is empty.
-    for (let waited = 0; logRecords(dataDir) > 0; waited += 100) {
-      expect(waited, 'log records left after a quiet spell').toBeLessThan(10_000);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    child.kill('SIGKILL');
-    await once(child, 'exit');
-
-    const rt = await createRuntime({ dataDir, logger: false, threads: 1, retention: false });
-    try {
-      expect(rt.stats().tasks.queued).toBe(TASKS);
-      for (const id of [ids[0]!, ids.at(-1)!]) expect((await rt.get(id)).state).toBe('queued');
-    } finally {
-      await rt.close();
-    }
+    await untilLogEmpty(dataDir);
+    await holder.kill();
+    await expectAllQueued(dataDir, ids);
   }, 60_000);
 
   it('after a kill -9, replays the log into memory at open, keeps it until that is written, and then writes it', async () => {
     const dataDir = join(scratch(), 'data');
-    const first = await child(dataDir, `
-      await rt.freeze('hold them');
-      const tasks = await rt.submitMany(Array.from({ length: ${TASKS} }, (_, n) => ({ agent: 'echo', input: n })));
-      console.log('submitted ' + tasks.map((t) => t.id).join(','));
-    `, /submitted \S+\n/);
+    const first = await child(dataDir, SUBMIT, /submitted \S+\n/);
     await first.kill();
-    const ids = /submitted (\S+)\n/.exec(first.out)![1]!.split(',');
+    const ids = submittedIds(first.out);
     const before = logRecords(dataDir);
     expect(before).toBeGreaterThan(0);
     // Opened, and killed at once: the replay wrote nothing, and nothing is lost by a second kill.
@@ -96,17 +102,8 @@ describe('a quiet store', () => {
     const third = await child(dataDir, `console.log('open ' + rt.stats().tasks.queued);`, /open \d+\n/);
     expect(third.out).toContain(`open ${TASKS}`);
     // Quiet: what the replay put in memory is written, and the log truncated behind it.
-    for (let waited = 0; logRecords(dataDir) > 0; waited += 100) {
-      expect(waited, 'log records left after a quiet spell').toBeLessThan(10_000);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    await untilLogEmpty(dataDir);
     await third.kill();
-    const rt = await createRuntime({ dataDir, logger: false, threads: 1, retention: false });
-    try {
-      expect(rt.stats().tasks.queued).toBe(TASKS);
-      for (const id of [ids[0]!, ids.at(-1)!]) expect((await rt.get(id)).state).toBe('queued');
-    } finally {
-      await rt.close();
-    }
+    await expectAllQueued(dataDir, ids);
   }, 60_000);
 });
