@@ -1,16 +1,7 @@
 import { assertEvent, assign, emit, setup } from 'xstate';
 
-/** How an attempt ended, as reported by the host when it settles the attempt. */
-export type AttemptExit =
-  | 'success'
-  | 'fork'
-  | 'fail'
-  | 'error'
-  | 'timeout'
-  | 'lease_expired'
-  | 'cancelled'
-  | 'crashed'
-  | 'interrupted';
+export type { AttemptExit } from './states.js';
+import type { AttemptExit } from './states.js';
 
 /**
  * Exits that are the agent's fault and so count as failed attempts toward degradation. Crashes,

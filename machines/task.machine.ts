@@ -1,20 +1,9 @@
 import { setup } from 'xstate';
 
-/** Every state a task can be in, in lifecycle order. */
-export const TASK_STATES = [
-  'queued',
-  'running',
-  'waiting',
-  'sleeping',
-  'needs_attention',
-  'done',
-  'failed',
-  'dropped',
-  'cancelled',
-] as const;
-
-/** A task's lifecycle state. */
-export type TaskState = (typeof TASK_STATES)[number];
+import { TASK_STATES } from './states.js';
+export { TASK_STATES } from './states.js';
+export type { TaskState } from './states.js';
+import type { TaskState } from './states.js';
 
 /** Every event that can move a task; which ones are legal depends on the state. */
 export const TASK_EVENT_TYPES = [

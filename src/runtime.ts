@@ -8,7 +8,8 @@ import { checkBackupArgs, checkCallOptions, type ResolvedOptions } from './optio
 import type { Logger } from './log.js';
 import { TroupeError } from './errors.js';
 import type { BackupInfo, Store } from './store/port.js';
-import type { EventBus, EventStreamOptions, RuntimeEvent, RuntimeEventMap } from './events/event-bus.js';
+import type { EventBus } from './events/event-bus.js';
+import type { EventStreamOptions, RuntimeEvent } from './api/events.js';
 import type { InstanceView } from './router/router.js';
 import { validateRegistration, type AgentRegistration, type RegisteredAgent } from './agents/registry.js';
 import type { ListOptions, TaskPage, WaitOptions } from './tasks/engine.js';
@@ -16,7 +17,7 @@ import type { PruneOptions, PruneResult } from './tasks/prune.js';
 import { followLogs, LogFeed, type LogLine, type LogOptions } from './events/logs.js';
 import type { InboxItem, InputSpec } from './tasks/interact.js';
 import { RuntimeMetrics, type MetricsSnapshot } from './metrics/metrics.js';
-import type { Task, TaskSpec } from './tasks/spec.js';
+import type { AgentInput, AgentOutput, Task, TaskId, TaskSpec } from './api/tasks.js';
 import type { TaskState } from '../machines/index.js';
 import type { EventType } from './store/records.js';
 import { collectStats, type RuntimeStats } from './stats.js';
@@ -99,6 +100,15 @@ export class Runtime implements AsyncDisposable {
     return this.#slot.store;
   }
 
+  /**
+   * @internal Resolves once every change decided so far is committed, again until no more is
+   * pending (troupe/testing's `advance`: what fired timers decided is durable when it resolves).
+   */
+  async quiesce(): Promise<void> {
+    await new Promise((resolve) => setImmediate(resolve));
+    await this.#store.settled();
+  }
+
   /** @internal Registers the option agents (validated by createRuntime), rebuilds from disk and starts dispatching. */
   async start(agents: readonly RegisteredAgent[]): Promise<void> {
     await this.#slot.open(agents);
@@ -129,20 +139,23 @@ export class Runtime implements AsyncDisposable {
     return this;
   }
 
-  /** Stores a task durably and queues it. Resolves once the commit is flushed. */
-  submit(spec: TaskSpec): Promise<Task> {
+  /**
+   * Stores a task durably and queues it. Resolves once the commit is flushed. For an agent declared
+   * in `Agents`, `input` is checked against its input type and the task carries its output type.
+   */
+  submit<A extends string = string>(spec: TaskSpec<A>): Promise<Task<AgentOutput<A>, AgentInput<A>>> {
     // The guard written out (no closure per call): this runs once per task.
     try {
       this.#assertOpen('submit');
-      return this.#e.submitter.submit(spec);
+      return this.#e.submitter.submit(spec) as Promise<Task<AgentOutput<A>, AgentInput<A>>>;
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
   /** Stores several tasks in one transaction: all are stored, or (on a validation error) none. */
-  submitMany(specs: readonly TaskSpec[]): Promise<Task[]> {
-    return this.#guard('submitMany', () => this.#e.submitter.submitMany(specs));
+  submitMany<A extends string = string>(specs: ReadonlyArray<TaskSpec<A>>): Promise<Array<Task<AgentOutput<A>, AgentInput<A>>>> {
+    return this.#guard('submitMany', () => this.#e.submitter.submitMany(specs) as Promise<Array<Task<AgentOutput<A>, AgentInput<A>>>>);
   }
 
   /**
@@ -175,8 +188,8 @@ export class Runtime implements AsyncDisposable {
   }
 
   /** A task, with `heldBy` while flow control keeps it back. */
-  async get(id: string): Promise<Task> {
-    return this.#guard('get', async () => this.#withHold(this.#e.tasks.get(checkId(id, 'get: id'))));
+  async get<O = unknown>(id: TaskId<O>): Promise<Task<O>> {
+    return this.#guard('get', async () => this.#withHold(this.#e.tasks.get(checkId(id, 'get: id'))) as Task<O>);
   }
 
   /** A page of tasks in submit order; queued ones carry `heldBy` like {@link Runtime.get}. */
@@ -195,28 +208,28 @@ export class Runtime implements AsyncDisposable {
   }
 
   /** Resolves when the task is terminal (done, failed, dropped, cancelled) or needs attention. */
-  wait(id: string, options?: WaitOptions): Promise<Task> {
+  wait<O = unknown>(id: TaskId<O>, options?: WaitOptions): Promise<Task<O>> {
     // The guard written out, as in submit: once per task.
     try {
       this.#assertOpen('wait');
-      return this.#e.tasks.wait(checkId(id, 'wait: id'), options);
+      return this.#e.tasks.wait(checkId(id, 'wait: id'), options) as Promise<Task<O>>;
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
-  cancel(id: string, reason?: string): Promise<Task> {
-    return this.#guard('cancel', () => this.#e.tasks.cancel(checkId(id, 'cancel: id'), reason));
+  cancel<O = unknown>(id: TaskId<O>, reason?: string): Promise<Task<O>> {
+    return this.#guard('cancel', () => this.#e.tasks.cancel(checkId(id, 'cancel: id'), reason) as Promise<Task<O>>);
   }
 
-  retry(id: string): Promise<Task> {
-    return this.#guard('retry', () => this.#e.tasks.retry(checkId(id, 'retry: id')));
+  retry<O = unknown>(id: TaskId<O>): Promise<Task<O>> {
+    return this.#guard('retry', () => this.#e.tasks.retry(checkId(id, 'retry: id')) as Promise<Task<O>>);
   }
 
   /** Replays the event log after `after`, then yields live events, until aborted or closed. */
-  events(options?: EventStreamOptions): AsyncGenerator<RuntimeEvent> {
+  events<K extends EventType = EventType>(options?: EventStreamOptions<K>): AsyncGenerator<RuntimeEvent<K>> {
     this.#assertOpen('events');
-    return this.#bus.iterate(options, this.#e.tasks.firstEventOf((options as { taskId?: unknown } | undefined)?.taskId));
+    return this.#bus.iterate(options, this.#e.tasks.firstEventOf((options as { taskId?: unknown } | undefined)?.taskId)) as AsyncGenerator<RuntimeEvent<K>>;
   }
 
   /** The log lines a task's agent wrote through `ctx.log`, in order; with `follow`, then live until the task is terminal. */
@@ -233,8 +246,8 @@ export class Runtime implements AsyncDisposable {
   }
 
   /** Listens to committed events of one type (or `'*'` for all). Returns an unsubscribe function. */
-  on(type: '*', listener: RuntimeEventMap['*']): () => void;
-  on<K extends EventType>(type: K, listener: RuntimeEventMap[K]): () => void;
+  on(type: '*', listener: (event: RuntimeEvent) => void): () => void;
+  on<K extends EventType>(type: K, listener: (event: RuntimeEvent<K>) => void): () => void;
   on(type: EventType | '*', listener: (event: never) => void): () => void {
     return this.#bus.on(type, listener as (event: RuntimeEvent) => void);
   }

@@ -10,6 +10,7 @@ export default defineConfig({
   resolve: {
     alias: [
       { find: /^troupe\/agent$/, replacement: `${root}dist/actors/agent.js` },
+      { find: /^troupe\/testing$/, replacement: `${root}dist/src/testing/index.js` },
       { find: /^troupe$/, replacement: `${root}dist/src/index.js` },
     ],
   },

@@ -11,25 +11,8 @@ import { checkId } from '../ids.js';
 import type { Release } from '../keep-alive.js';
 
 /** A public event: the stored record with its cursor. */
-export interface RuntimeEvent extends EventRecord {
-  /** Opaque cursor that sorts in log order; pass it as `after` to resume. */
-  cursor: string;
-}
-
-/** `rt.on` listeners by event type; `'*'` receives every event. */
-export type RuntimeEventMap = {
-  [K in EventType | '*']: (event: K extends EventType ? RuntimeEvent & { type: K } : RuntimeEvent) => void;
-};
-
-/** Filters of {@link EventBus.iterate}. */
-export interface EventStreamOptions {
-  /** Only events after this one (exclusive): its `cursor`, or its numeric `seq`. Omitted: from the start of the log. */
-  after?: string | number;
-  taskId?: string;
-  types?: readonly EventType[];
-  /** Ends the iteration when aborted. */
-  signal?: AbortSignal;
-}
+export type { RuntimeEvent, RuntimeEventMap, EventStreamOptions } from '../api/events.js';
+import type { RuntimeEvent, EventStreamOptions } from '../api/events.js';
 
 const CURSOR_WIDTH = 16;
 /** Stored events a replay reads at once. */
@@ -285,7 +268,7 @@ export class EventBus {
       if (from > last && from >= this.#removedThrough()) last = from;
     }
     const types = options.types ? new Set<string>(options.types) : undefined;
-    const wanted = (e: EventRecord) => (!options.taskId || e.taskId === options.taskId) && (!types || types.has(e.type));
+    const wanted = (e: Pick<EventRecord, 'taskId' | 'type'>) => (!options.taskId || e.taskId === options.taskId) && (!types || types.has(e.type));
     const buffer: RuntimeEvent[] = [];
     let wake: (() => void) | undefined;
     let ended = this.#closed;
@@ -315,7 +298,8 @@ export class EventBus {
         for (const value of chunk) {
           if (ended) return;
           last = value.seq;
-          if (wanted(value)) yield { ...value, cursor: toCursor(value.seq) };
+          // A stored record's payload is as its type's in the catalogue: every event was emitted through it.
+          if (wanted(value)) yield { ...value, cursor: toCursor(value.seq) } as RuntimeEvent;
         }
         if (chunk.length < REPLAY_CHUNK) break;
       }

@@ -9,6 +9,7 @@ import { nextTaskState, type TaskEventType, type TaskState } from '../../machine
 import { TroupeError } from '../errors.js';
 import type { AttemptRecord, EventType, RunRecord, TaskRecord, TimerRecord } from '../store/records.js';
 import type { NewEvent, StepContext, StepResult } from './types.js';
+import type { EventData } from '../api/events.js';
 
 /** The state `event` moves the task to, or ILLEGAL_TRANSITION (checked before any seq is taken). */
 export function nextState(task: Pick<TaskRecord, 'id' | 'state'>, event: TaskEventType): TaskState {
@@ -23,7 +24,7 @@ export function illegal(task: Pick<TaskRecord, 'id' | 'state'>, event: TaskEvent
 }
 
 /** Stamps an event with the next seq and appends it. */
-export function emit(out: StepResult, ctx: StepContext, type: EventType, taskId: string | undefined, attemptId: string | undefined, data: Record<string, unknown>): NewEvent {
+export function emit<K extends EventType>(out: StepResult, ctx: StepContext, type: K, taskId: string | undefined, attemptId: string | undefined, data: EventData<K>): NewEvent {
   const event: NewEvent = { seq: ctx.seq(), at: ctx.now, type, data };
   if (taskId !== undefined) event.taskId = taskId;
   if (attemptId !== undefined) event.attemptId = attemptId;
@@ -39,7 +40,7 @@ export function markQueued(task: TaskRecord, order: number, at: number): void {
 }
 
 /** Emits `task.queued` and stamps the task with its seq. */
-export function queue(out: StepResult, ctx: StepContext, task: TaskRecord, data: Record<string, unknown>): void {
+export function queue(out: StepResult, ctx: StepContext, task: TaskRecord, data: EventData<'task.queued'>): void {
   markQueued(task, emit(out, ctx, 'task.queued', task.id, undefined, data).seq, ctx.now);
 }
 

@@ -45,7 +45,7 @@ export type FireInput = {
 
 interface Skip {
   tick: number;
-  reason: string;
+  reason: 'overlap' | 'catch_up' | 'error';
   error?: string;
 }
 

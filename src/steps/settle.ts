@@ -108,7 +108,7 @@ function settle(task: TaskRecord, attempt: AttemptRecord, d: Settlement, interru
     case 'REQUEUE':
       if (interrupted) {
         // Shutdown or kill stopped the runtime, not the task: queued again, its budget unspent.
-        queue(out, ctx, next, { run, attempt: no, exit: d.exit, attemptMs, reason: d.reason });
+        queue(out, ctx, next, { run, attempt: no, exit: d.exit, attemptMs, reason: d.reason === 'killed' ? 'killed' : 'interrupted' });
       } else {
         const delayMs = d.retryDelayMs ?? 0;
         const event = emit(out, ctx, 'task.retrying', task.id, attemptId, { run, attempt: no, exit: d.exit, attemptMs, delayMs, error: next.error });
@@ -150,7 +150,7 @@ function detach(task: TaskRecord, attempt: AttemptRecord, d: Settlement, ctx: St
   if (!d.counts) next.attempts--;
   const out = nothing();
   out.changes.push({ kind: 'attempt', attempt: { ...attempt, endedAt: now, exit: d.exit } }, { kind: 'task', task: next });
-  const data = { run: task.runs, attempt: attempt.attempt, exit: d.exit, attemptMs: Math.max(0, now - attempt.startedAt), reason: d.reason, for: task.waitingFor?.kind, detached: true };
+  const data = { run: task.runs, attempt: attempt.attempt, exit: d.exit, attemptMs: Math.max(0, now - attempt.startedAt), reason: d.reason, for: task.waitingFor?.kind, detached: true as const };
   emit(out, ctx, 'task.waiting', task.id, attempt.attemptId, data);
   return out;
 }

@@ -7,6 +7,7 @@
 import type { TroupeError } from '../errors.js';
 import type { PrunedDatabase } from '../steps/types.js';
 import type { TaskState } from '../../machines/index.js';
+import type { EventData } from '../api/events.js';
 import type {
   AgentFlowState,
   AttemptRecord,
@@ -115,7 +116,7 @@ export interface StepWriter {
   /** Writes a durable control value (see {@link SafeReads.control}). */
   putControl(key: string, value: unknown): void;
   /** Appends an event, stamping it with the next seq; it is published to listeners after the commit. */
-  event(type: EventType, fields: Omit<EventRecord, 'seq' | 'type' | 'at'> & { at: number }): EventRecord;
+  event<K extends EventType>(type: K, fields: { at: number; taskId?: string; attemptId?: string; data: EventData<K> }): EventRecord;
   /** Appends an event already stamped with a seq from {@link Store.allocateSeq}. */
   putEvent(event: EventRecord): void;
 }

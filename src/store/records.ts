@@ -6,26 +6,8 @@ import { isTerminal, type AttemptExit, type TaskState } from '../../machines/ind
 import type { WireError } from '../../actors/wire.js';
 import type { Key } from './port.js';
 
-/** How a task is retried after a retryable failure. */
-export interface RetryPolicy {
-  /** Attempts per run, including the first. */
-  maxAttempts: number;
-  backoff: 'fixed' | 'exponential';
-  /** Base delay before a retry. */
-  delayMs: number;
-  /** Upper bound of any single delay. */
-  maxDelayMs: number;
-  /** Randomise each delay by up to this fraction (0..1), to spread retries. */
-  jitter: number;
-}
-
-/** Result fields of a task that settled `done` (or carried a summary). */
-export interface TaskResult {
-  kind: 'success' | 'fork' | 'fail' | 'sleep';
-  summary?: string;
-  branch?: string;
-  rev?: string;
-}
+export type { RetryPolicy, TaskResult, TaskRetention } from '../api/tasks.js';
+import type { RetryPolicy, TaskResult, TaskRetention } from '../api/tasks.js';
 
 /** A task as stored. */
 export interface TaskRecord {
@@ -102,9 +84,6 @@ export interface TaskRecord {
   firstSeq?: number;
 }
 
-/** The settled states, each with how long a task is kept after settling in it (ms; Infinity: for good). */
-export type TaskRetention = Partial<Record<'done' | 'failed' | 'dropped' | 'cancelled', number>>;
-
 /** One execution of a task in a slot. */
 export interface AttemptRecord {
   taskId: string;
@@ -149,36 +128,9 @@ export interface RunRecord {
   error?: WireError;
 }
 
-/** Every event type of the log (see DESIGN.md). */
-export const EVENT_TYPES = [
-  'task.queued',
-  'task.started',
-  'task.progress',
-  'task.waiting',
-  'task.input',
-  'task.sleeping',
-  'task.retrying',
-  'task.done',
-  'task.failed',
-  'task.dropped',
-  'task.cancelled',
-  'task.starved',
-  'task.needs_attention',
-  'task.stale_result',
-  'instance.degraded',
-  'instance.target',
-  'runtime.frozen',
-  'runtime.unfrozen',
-  'schedule.fired',
-  'agent.paused',
-  'agent.resumed',
-  'store.quarantined',
-  'store.failed',
-  'store.recovered',
-] as const;
-
-/** An event type. */
-export type EventType = (typeof EVENT_TYPES)[number];
+export { EVENT_TYPES } from '../api/events.js';
+export type { EventType } from '../api/events.js';
+import type { EventType } from '../api/events.js';
 
 /** An entry of the append-only event log. */
 export interface EventRecord {

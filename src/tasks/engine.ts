@@ -32,12 +32,8 @@ import { listTasks, type ListOptions, type TaskPage } from './list.js';
 
 export type { ListOptions, TaskPage };
 
-/** Options of `rt.wait()`. */
-export interface WaitOptions {
-  /** Rejects with WAIT_TIMEOUT after this long. */
-  timeoutMs?: number;
-  signal?: AbortSignal;
-}
+export type { WaitOptions } from '../api/tasks.js';
+import type { WaitOptions } from '../api/tasks.js';
 
 
 /** See the module comment. */

@@ -18,25 +18,8 @@ import { childIdsOf } from './parts.js';
 import { labelsOf, toTask, type Task } from './spec.js';
 import type { TaskTable } from './task-table.js';
 
-/** Filters of `rt.list()`. */
-export interface ListOptions {
-  state?: TaskState;
-  agent?: string;
-  parentId?: string;
-  /** Tasks that have every one of these labels with these values. */
-  labels?: Record<string, string>;
-  /** Page size, 1..1000. @default 100 */
-  limit?: number;
-  /** Cursor from a previous page's `next`. */
-  after?: string;
-}
-
-/** One page of `rt.list()`, in task id (submit) order. */
-export interface TaskPage {
-  tasks: Task[];
-  /** Cursor of the next page, or null at the end. */
-  next: string | null;
-}
+export type { ListOptions, TaskPage } from '../api/tasks.js';
+import type { ListOptions, TaskPage } from '../api/tasks.js';
 
 const LIST_OPTIONS = ['state', 'agent', 'parentId', 'labels', 'limit', 'after'] as const satisfies ReadonlyArray<keyof ListOptions>;
 const SETTLED_STATES = TASK_STATES.filter((state) => isTerminal(state));

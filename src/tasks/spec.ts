@@ -10,80 +10,14 @@ import { TroupeError } from '../errors.js';
 import { checkId } from '../ids.js';
 import { DEFAULT_RETRY, resolveRetry, stripUndefined } from '../options.js';
 import type { RegisteredAgent } from '../agents/registry.js';
-import type { TaskRetention } from '../store/records.js';
 import { resolveTaskRetention } from './retention-rules.js';
-import type { RetryPolicy, TaskRecord } from '../store/records.js';
+import type { RetryPolicy, TaskRecord, TaskRetention } from '../store/records.js';
 
-/** A workspace request: see {@link TaskSpec.workspace}. */
-export interface WorkspaceSpec {
-  path?: string;
-  keep?: WorkspaceKeep;
-}
-
-/** When a workspace Troupe created is kept after its task settles. */
-export type WorkspaceKeep = 'always' | 'never' | 'on_failure';
+export type { WorkspaceSpec, WorkspaceKeep, TaskSpec, Task, TaskHold } from '../api/tasks.js';
+import type { WorkspaceKeep, WorkspaceSpec, TaskSpec, Task } from '../api/tasks.js';
 
 /** Stands in for a per-task workspace in instance keys: such tasks share their instance. */
 export const PER_TASK_WORKSPACE = '(per-task)';
-
-/** What `rt.submit()` takes. */
-export interface TaskSpec {
-  /** Registered agent name. Give this, `requires`, or both. */
-  agent?: string;
-  /**
-   * Capabilities the task needs. Without `agent`, the least-loaded registered agent covering all of
-   * them is picked; with it, that agent must cover them. If none does, the task is stored in
-   * `needs_attention` with reason `unmatched`.
-   */
-  requires?: string[];
-  /** Plain data: what describeUnserializable (actors/wire.ts) accepts, which is what the store reads back unchanged. */
-  input?: unknown;
-  /** Lower runs first. Integer. @default 0 */
-  priority?: number;
-  /** A lane separates instances of the same agent (e.g. per tenant). @default 'default' */
-  lane?: string;
-  /**
-   * The directory the agent works in (`ctx.workspace`): a path, or `{ path?, keep? }`. Without a
-   * path, Troupe creates `<dataDir>/workspaces/<taskId>` for the task and removes it when the task
-   * settles, per `keep`: `'on_failure'` (default: kept unless done), `'always'` or `'never'`. A
-   * given path is never removed.
-   */
-  workspace?: string | WorkspaceSpec;
-  /** Free-form string labels. */
-  labels?: Record<string, string>;
-  /** A second submit with the same key returns the first task and stores nothing. */
-  idempotencyKey?: string;
-  /** The parent task, for subtasks. */
-  parentId?: string;
-  /** Per-attempt timeout, overriding the agent's; 0 = none. */
-  timeoutMs?: number;
-  /** Retry policy, merged over the agent's. */
-  retry?: Partial<RetryPolicy>;
-  /** Not dispatched before this instant (epoch ms). A durable timer holds it until then. */
-  runAt?: number;
-  /** Not dispatched before this many ms from now (instead of `runAt`). */
-  delayMs?: number;
-  /**
-   * How long this task is kept once settled, per state, in ms (`Infinity`: for good), in place of
-   * its agent's rule for that state (see `RuntimeOptions.retention`).
-   */
-  retention?: TaskRetention;
-}
-
-/**
- * A task as the public API returns it: the stored record without its bookkeeping (fencing token,
- * FIFO order, attempt numbering, run bookkeeping). Times are epoch milliseconds.
- */
-export type Task = Omit<TaskRecord, 'runReason' | 'runCreatedAt' | 'attemptSeq' | 'token' | 'queuedOrder' | 'followUp' | 'ladder' | 'unrouted' | 'inbox' | 'delivered' | 'firstSeq'> & {
-  /** Why a queued task is held back right now, while flow control keeps it (not stored: read at the call). */
-  heldBy?: TaskHold;
-};
-
-/** A hold that keeps a queued task back: `until` when its end is known (epoch ms). */
-export interface TaskHold {
-  kind: 'rate' | 'daily' | 'backoff' | 'frozen' | 'target' | 'degraded';
-  until?: number;
-}
 
 /** A spec after validation, ready to become a record. */
 export interface ValidSpec {

@@ -198,8 +198,8 @@ describe('a full disk', () => {
           for await (const event of rt.events({ signal: AbortSignal.timeout(1_000) })) {
             seqs.push(event.seq);
             types.push(event.type);
-            if (['task.done', 'task.failed', 'task.dropped', 'task.cancelled'].includes(event.type)) {
-              const key = `${event.taskId}:${String(event.data?.run ?? '')}`;
+            if (event.type === 'task.done' || event.type === 'task.failed' || event.type === 'task.dropped' || event.type === 'task.cancelled') {
+              const key = `${event.taskId}:${event.data.run}`;
               settled.set(key, (settled.get(key) ?? 0) + 1);
             }
           }

@@ -14,7 +14,7 @@ interface OpenedStore {
     control: { get(key: string): unknown };
     tasks: { get(key: string): { updatedAt: number; state: string } | undefined };
     active: { has(key: string): boolean; keys(): Iterable<string> };
-    events: { range(): Iterable<{ value: { seq: number; data?: { i?: number } } }> };
+    events: { range(): Iterable<{ value: { seq: number; data?: { value?: number } } }> };
   };
   close(clean: boolean): Promise<void>;
 }
@@ -72,7 +72,7 @@ describe('kill -9 while the store commits', () => {
       const progress: number[] = [];
       for (const { value } of store.read.events.range()) {
         seqs.push(value.seq);
-        progress.push(value.data!.i!);
+        progress.push(value.data!.value!);
       }
       expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1));
       // Each batch that was acknowledged wrote its event; a batch lost in the kill never was acknowledged.

@@ -1,17 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeEvent } from 'troupe';
+import { nextEvent } from 'troupe/testing';
 import { scratchDirs } from '../helpers.js';
 
 const dataDir = scratchDirs();
-
-function nextEvent(rt: Runtime, type: RuntimeEvent['type']): Promise<RuntimeEvent> {
-  return new Promise((resolve) => {
-    const off = rt.on(type, (e: RuntimeEvent) => {
-      off();
-      resolve(e);
-    });
-  });
-}
 
 describe('retry backoff on an injected clock', () => {
   it('waits the exponential schedule between attempts, capped at maxDelayMs', async () => {
@@ -28,11 +20,11 @@ describe('retry backoff on an injected clock', () => {
       agents: [builtinAgent('fail', { backoff: false, retry: { maxAttempts: 4, backoff: 'exponential', delayMs: 1_000, maxDelayMs: 3_000 } })],
     });
     const delays: number[] = [];
-    rt.on('task.retrying', (e) => delays.push(e.data!.delayMs as number));
+    rt.on('task.retrying', (e) => delays.push(e.data.delayMs));
     const task = await rt.submit({ agent: 'fail', input: {} });
     for (const expected of [1_000, 2_000, 3_000]) {
       const retrying = await nextEvent(rt, 'task.retrying');
-      expect(retrying.data!.delayMs).toBe(expected);
+      expect(retrying.data.delayMs).toBe(expected);
       const stored = await rt.get(task.id);
       expect(stored).toMatchObject({ state: 'queued', runAt: clock.now() + expected });
       // The durable timer is the only armed clock timer: it fires at the due instant, not before.

@@ -40,12 +40,12 @@ describe('bad data', () => {
     const listed = await rt.list();
     expect(listed.tasks.map((t) => t.id)).toEqual([done.id, probe.id, queuedFine.id]);
 
-    const quarantined: RuntimeEvent[] = [];
+    const quarantined: Array<RuntimeEvent<'store.quarantined'>> = [];
     for await (const e of rt.events({ types: ['store.quarantined'] })) {
       quarantined.push(e);
       if (quarantined.length === 2) break;
     }
-    expect(quarantined.map((e) => e.data!.key).sort()).toEqual([broken.id, queuedBroken.id].sort());
+    expect(quarantined.map((e) => e.data.key).sort()).toEqual([broken.id, queuedBroken.id].sort());
     expect(quarantined[0]!.data).toMatchObject({ db: 'tasks', problem: expect.stringContaining('does not decode') });
     expect(lines.filter((l) => l.msg === 'quarantined a record that could not be read').map((l) => l.key)).toEqual(expect.arrayContaining([broken.id, queuedBroken.id]));
 

@@ -4,16 +4,6 @@ import { fixtureAgent, runtimes, started } from '../helpers.js';
 
 const runtime = runtimes();
 
-function nextEvent(rt: Runtime, type: RuntimeEvent['type'], taskId: string): Promise<RuntimeEvent> {
-  return new Promise((resolve) => {
-    const off = rt.on(type, (e: RuntimeEvent) => {
-      if (e.taskId !== taskId) return;
-      off();
-      resolve(e);
-    });
-  });
-}
-
 describe('cancel', () => {
   it('cancels a queued task at once', async () => {
     // No agent registered for the task yet, so it stays queued.

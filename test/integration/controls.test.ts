@@ -4,22 +4,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type Runtime, type RuntimeEvent, type RuntimeOptions } from 'troupe';
+import { nextEvent } from 'troupe/testing';
 import { scratchDirs, started } from '../helpers.js';
 
 const dir = scratchDirs();
 
 function open(options: RuntimeOptions): Promise<Runtime> {
   return createRuntime({ logger: false, threads: 2, slotsPerThread: 2, cancelGraceMs: 500, ...options });
-}
-
-function nextEvent(rt: Runtime, type: RuntimeEvent['type'], match: (e: RuntimeEvent) => boolean = () => true): Promise<RuntimeEvent> {
-  return new Promise((resolve) => {
-    const off = rt.on(type, (e: RuntimeEvent) => {
-      if (!match(e)) return;
-      off();
-      resolve(e);
-    });
-  });
 }
 
 describe('freeze, unfreeze, kill and poke', () => {

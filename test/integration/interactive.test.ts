@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type Runtime, type RuntimeEvent, type RuntimeOptions } from 'troupe';
+import { nextEvent } from 'troupe/testing';
 import { fixtureAgent, scratchDirs } from '../helpers.js';
 
 const dir = scratchDirs();
@@ -13,16 +14,6 @@ function open(options: RuntimeOptions = {}): Promise<Runtime> {
   return createRuntime({ logger: false, threads: 2, slotsPerThread: 4, cancelGraceMs: 500, agents, dataDir: dir(), ...options });
 }
 
-function nextEvent(rt: Runtime, type: RuntimeEvent['type'], taskId?: string): Promise<RuntimeEvent> {
-  return new Promise((resolve) => {
-    const off = rt.on(type, (e: RuntimeEvent) => {
-      if (taskId !== undefined && e.taskId !== taskId) return;
-      off();
-      resolve(e);
-    });
-  });
-}
-
 describe('inputs', () => {
   it('waitForInput parks the task in waiting with its prompt; sendInput resumes it, once per key', async () => {
     const rt = await open();
@@ -30,7 +21,7 @@ describe('inputs', () => {
     const task = await rt.submit({ agent: 'int', input: { mode: 'ask', prompt: 'ship it?' } });
     expect((await waiting).data).toMatchObject({ for: 'input', prompt: 'ship it?' });
     expect(await rt.get(task.id)).toMatchObject({ state: 'waiting', waitingFor: { kind: 'input', prompt: 'ship it?' } });
-    const inputEvent = nextEvent(rt, 'task.input', task.id);
+    const inputEvent = nextEvent(rt, 'task.input', { taskId: task.id });
     const first = await rt.sendInput(task.id, { message: { ok: true }, idempotencyKey: 'k1' });
     expect(first).toMatchObject({ taskId: task.id, seq: 1, idempotencyKey: 'k1', delivered: true });
     expect((await inputEvent).data).toMatchObject({ seq: 1, delivered: true });
@@ -49,7 +40,7 @@ describe('inputs', () => {
     const delayed = await rt.retry(task.id).catch((error: { code: string }) => error.code);
     expect(delayed).toBe('ILLEGAL_TRANSITION');
     const waitingTask = await rt.submit({ agent: 'int', input: { mode: 'chat', count: 3 } });
-    await nextEvent(rt, 'task.waiting', waitingTask.id);
+    await nextEvent(rt, 'task.waiting', { taskId: waitingTask.id });
     const sends = await Promise.all(['x', 'y', 'z'].map((message) => rt.sendInput(waitingTask.id, { message })));
     expect(sends.map((s) => s.seq)).toEqual([1, 2, 3]);
     expect(await rt.wait(waitingTask.id)).toMatchObject({ state: 'done', output: { got: ['x', 'y', 'z'] } });
@@ -66,7 +57,7 @@ describe('inputs', () => {
     await expect(rt.sendInput(live.id, { message: () => 1 })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     await expect(rt.sendInput(live.id, { message: 1, idempotencyKey: '' })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     await expect(rt.sendInput(live.id, { message: 1, extra: true } as never)).rejects.toMatchObject({ code: 'INVALID_INPUT' });
-    await nextEvent(rt, 'task.waiting', live.id);
+    await nextEvent(rt, 'task.waiting', { taskId: live.id });
     expect(await rt.sendInput(live.id, { message: 'real' })).toMatchObject({ seq: 1 });
     expect(await rt.wait(live.id)).toMatchObject({ output: { answer: 'real' } });
     await rt.close();
@@ -83,7 +74,7 @@ describe('inputs', () => {
     const path = dir();
     let rt = await open({ dataDir: path });
     const task = await rt.submit({ agent: 'int', input: { mode: 'ask' } });
-    await nextEvent(rt, 'task.waiting', task.id);
+    await nextEvent(rt, 'task.waiting', { taskId: task.id });
     await rt.close({ timeoutMs: 0 });
     rt = await open({ dataDir: path });
     expect(await rt.get(task.id)).toMatchObject({ state: 'waiting', runs: 1, attempts: 0 });
@@ -95,7 +86,7 @@ describe('inputs', () => {
   it('cancels a waiting task', async () => {
     const rt = await open();
     const task = await rt.submit({ agent: 'int', input: { mode: 'ask' } });
-    await nextEvent(rt, 'task.waiting', task.id);
+    await nextEvent(rt, 'task.waiting', { taskId: task.id });
     expect(await rt.cancel(task.id, 'no answer')).toMatchObject({ state: 'cancelled', reason: 'no answer' });
     await rt.close();
   });
@@ -137,7 +128,7 @@ describe('subtasks', () => {
   it('cancelling a parent cancels its children', async () => {
     const rt = await open();
     const parent = await rt.submit({ agent: 'int', input: { mode: 'hold', children: 2 } });
-    const waiting = await nextEvent(rt, 'task.waiting', parent.id);
+    const waiting = await nextEvent(rt, 'task.waiting', { taskId: parent.id });
     expect(waiting.data).toMatchObject({ for: 'join' });
     expect(await rt.cancel(parent.id, 'stop')).toMatchObject({ state: 'cancelled' });
     const children = (await rt.list({ parentId: parent.id })).tasks;
@@ -155,7 +146,7 @@ describe('waiting gives the slot back', () => {
     await rt.close();
     const single = await open({ threads: 1, slotsPerThread: 1 });
     const asking = await single.submit({ agent: 'int', input: { mode: 'ask' } });
-    await nextEvent(single, 'task.waiting', asking.id);
+    await nextEvent(single, 'task.waiting', { taskId: asking.id });
     expect(await single.wait((await single.submit({ agent: 'echo', input: 'meanwhile' })).id, { timeoutMs: 10_000 })).toMatchObject({ state: 'done' });
     await single.sendInput(asking.id, { message: 'now' });
     expect(await single.wait(asking.id)).toMatchObject({ state: 'done', output: { answer: 'now' } });

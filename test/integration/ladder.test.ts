@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeEvent, type RuntimeOptions } from 'troupe';
+import { nextEvent } from 'troupe/testing';
 import { scratchDirs } from '../helpers.js';
 
 const dir = scratchDirs();
@@ -11,15 +12,6 @@ const T0 = Date.UTC(2026, 0, 1, 10, 0, 0);
 
 function open(options: RuntimeOptions): Promise<Runtime> {
   return createRuntime({ logger: false, threads: 1, slotsPerThread: 2, supervisorIntervalMs: 100, ...options });
-}
-
-function nextEvent(rt: Runtime, type: RuntimeEvent['type']): Promise<RuntimeEvent> {
-  return new Promise((resolve) => {
-    const off = rt.on(type, (e: RuntimeEvent) => {
-      off();
-      resolve(e);
-    });
-  });
 }
 
 /** Advances the clock one cycle interval at a time until `done()` (each cycle commits before the next is armed). */
@@ -121,7 +113,7 @@ describe('degraded instances', () => {
     const degraded = nextEvent(rt, 'instance.degraded');
     const bad = await rt.submit({ agent: 'fail', input: failing });
     const { data } = await degraded;
-    const key = data!.instanceKey as string;
+    const key = data.instanceKey;
     expect(await rt.wait(bad.id)).toMatchObject({ state: 'failed' });
     const held = await rt.submit({ agent: 'fail', input: { succeedOnAttempt: 1 } });
     expect(held.instanceKey).toBe(key);

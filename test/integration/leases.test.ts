@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeEvent } from 'troupe';
 import type { AttemptRequest, WireResult } from '../../actors/wire.js';
 import type { PoolHost } from '../../src/pool/pool.js';
+import { collectEvents } from 'troupe/testing';
 import { fixtureAgent, scratchDirs } from '../helpers.js';
 
 const dataDir = scratchDirs();
@@ -53,25 +54,12 @@ function controlledPool() {
   return { create, runs, host: () => host! };
 }
 
-function eventually(rt: Runtime, type: RuntimeEvent['type'], count = 1): Promise<RuntimeEvent[]> {
-  const seen: RuntimeEvent[] = [];
-  return new Promise((resolve) => {
-    const off = rt.on(type, (e: RuntimeEvent) => {
-      seen.push(e);
-      if (seen.length === count) {
-        off();
-        resolve(seen);
-      }
-    });
-  });
-}
-
 describe('fencing', () => {
   it('rejects every write of an attempt whose lease expired, records it as task.stale_result, and never changes the task', async () => {
     const clock = new ManualClock();
     const pool = controlledPool();
     const rt = await createRuntime({ dataDir: dataDir(), logger: false, threads: 1, slotsPerThread: 1, leaseMs: 1_000, clock, createPool: pool.create, agents: [builtinAgent('echo', { retry: { maxAttempts: 3, delayMs: 0 } })] });
-    const startedTwice = eventually(rt, 'task.started', 2);
+    const startedTwice = collectEvents(rt, 'task.started', 2);
     const task = await rt.submit({ agent: 'echo', input: 'x' });
     await new Promise<void>((resolve) => {
       const check = () => (pool.runs.length === 1 ? resolve() : setImmediate(check));
@@ -83,11 +71,11 @@ describe('fencing', () => {
     clock.advance(1_000);
     const [, second] = await startedTwice;
     expect(second!.attemptId).not.toBe(zombie.attemptId);
-    const stale = eventually(rt, 'task.stale_result', 3);
+    const stale = collectEvents(rt, 'task.stale_result', 3);
     pool.host().log(zombie.attemptId, zombie.token, [['info', 'zombie says hi', Date.now()]]);
     pool.host().progress(zombie.attemptId, zombie.token, 0.9, undefined, Date.now());
     pool.runs[0]!.finish({ ok: true, result: { kind: 'success', output: 'from the zombie' } });
-    expect((await stale).map((e) => e.data!.kind)).toEqual(['log', 'progress', 'result']);
+    expect((await stale).map((e) => e.data.kind)).toEqual(['log', 'progress', 'result']);
     const current = await rt.get(task.id);
     expect(current).toMatchObject({ state: 'running', attempts: 2 });
     expect(current.progress).toBeUndefined();
@@ -116,7 +104,7 @@ describe('fencing', () => {
       const check = () => (pool.runs.length === 1 ? resolve() : setImmediate(check));
       check();
     });
-    const stale = eventually(rt, 'task.stale_result');
+    const stale = collectEvents(rt, 'task.stale_result', 1);
     pool.runs[0]!.finish({ ok: true, result: { kind: 'success', output: 1 } });
     await rt.wait(task.id);
     pool.host().progress(pool.runs[0]!.request.attemptId, pool.runs[0]!.request.token, 1, undefined, 1);

@@ -6,20 +6,12 @@ import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeEvent, type RuntimeOptions } from 'troupe';
+import { nextEvent } from 'troupe/testing';
 import { fixtureAgent, maxOverlap, scratchDirs } from '../helpers.js';
 import { prng } from '../fixtures/prng.js';
 
 const dir = scratchDirs();
 const T0 = Date.UTC(2026, 0, 1, 10, 0, 0);
-
-function nextEvent(rt: Runtime, type: RuntimeEvent['type']): Promise<RuntimeEvent> {
-  return new Promise((resolve) => {
-    const off = rt.on(type, (e: RuntimeEvent) => {
-      off();
-      resolve(e);
-    });
-  });
-}
 
 /** Lines the record agent wrote: one per attempt start. */
 function starts(file: string): number {

@@ -6,6 +6,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { builtinAgent, type Runtime, type RuntimeEvent, type Task } from 'troupe';
+import { nextEvent } from 'troupe/testing';
 import { fixtureAgent, runtimes, started } from '../helpers.js';
 
 const runtime = runtimes();
@@ -34,16 +35,6 @@ function outcome(promise: Promise<Task>): { current: () => 'pending' | Task | Er
     (error: Error) => (current = error),
   );
   return { current: () => current };
-}
-
-function nextEvent(rt: Runtime, type: RuntimeEvent['type'], taskId: string): Promise<RuntimeEvent> {
-  return new Promise((resolve) => {
-    const off = rt.on(type, (e: RuntimeEvent) => {
-      if (e.taskId !== taskId) return;
-      off();
-      resolve(e);
-    });
-  });
 }
 
 describe('long timers', () => {
@@ -114,7 +105,7 @@ describe('long timers', () => {
   it('keeps waitForInput with timeoutMs 2^31 waiting until an input arrives', async () => {
     const rt = await runtime({ agents });
     const task = await rt.submit({ agent: 'int', input: { mode: 'timeout', timeoutMs: LONG } });
-    await nextEvent(rt, 'task.waiting', task.id);
+    await nextEvent(rt, 'task.waiting', { taskId: task.id });
     await pause(300);
     expect(await rt.get(task.id)).toMatchObject({ state: 'waiting' });
     await rt.sendInput(task.id, { message: 'here' });

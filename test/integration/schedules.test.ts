@@ -16,8 +16,8 @@ function open(options: RuntimeOptions): Promise<Runtime> {
 }
 
 /** Collects schedule.fired events. */
-function fired(rt: Runtime): RuntimeEvent[] {
-  const events: RuntimeEvent[] = [];
+function fired(rt: Runtime): Array<RuntimeEvent<'schedule.fired'>> {
+  const events: Array<RuntimeEvent<'schedule.fired'>> = [];
   rt.on('schedule.fired', (e) => events.push(e));
   return events;
 }
@@ -103,11 +103,11 @@ describe('schedules: firing', () => {
       clock.advance(HOUR);
       await until(events, total);
     }
-    const of = (id: string) => events.filter((e) => e.data!.scheduleId === id);
-    expect(of('skip').map((e) => e.data!.skipped ?? 'fired')).toEqual(['fired', 'overlap', 'overlap']);
-    expect(of('allow').map((e) => e.data!.skipped ?? 'fired')).toEqual(['fired', 'fired', 'fired']);
+    const of = (id: string) => events.filter((e) => e.data.scheduleId === id);
+    expect(of('skip').map((e) => e.data.skipped ?? 'fired')).toEqual(['fired', 'overlap', 'overlap']);
+    expect(of('allow').map((e) => e.data.skipped ?? 'fired')).toEqual(['fired', 'fired', 'fired']);
     // queue_one: 11:00 fired; 12:00 was held back, then replaced by 13:00 (and recorded as skipped).
-    expect(of('queue_one').map((e) => e.data!.skipped ?? 'fired')).toEqual(['fired', 'overlap']);
+    expect(of('queue_one').map((e) => e.data.skipped ?? 'fired')).toEqual(['fired', 'overlap']);
     expect(rt.schedules.get('queue_one')).toMatchObject({ pendingTick: T0 + 3 * HOUR, fired: 1, skipped: 1 });
     const first = of('queue_one')[0]!.taskId!;
     await rt.cancel(first);
@@ -134,7 +134,7 @@ describe('schedules: firing', () => {
     const events = fired(rt);
     clock.advance(0); // a manual clock fires the overdue timers only when it moves
     await until(events, 15);
-    const firedTicks = (id: string) => events.filter((e) => e.data!.scheduleId === id && !e.data!.skipped).map((e) => e.data!.tick);
+    const firedTicks = (id: string) => events.filter((e) => e.data.scheduleId === id && !e.data.skipped).map((e) => e.data.tick);
     expect(firedTicks('skip')).toEqual([]);
     expect(firedTicks('once')).toEqual([T0 + 5 * HOUR]);
     expect(firedTicks('all')).toEqual([T0 + 3 * HOUR, T0 + 4 * HOUR, T0 + 5 * HOUR]);
@@ -197,7 +197,7 @@ describe('schedules: daylight saving time in a real zone', () => {
       await until(events, i + 1);
       await rt.wait(events[i]!.taskId!);
     }
-    expect(events.map((e) => e.data!.tickIso)).toEqual(expected.map(iso));
+    expect(events.map((e) => e.data.tickIso)).toEqual(expected.map(iso));
     await rt.close();
   }
 

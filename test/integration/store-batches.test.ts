@@ -27,7 +27,7 @@ function commitInOneTurn(store: Awaited<ReturnType<typeof openStore>>, n: number
     done.push(
       store.commit((w) => {
         w.putControl(`k${i}`, { i });
-        w.event('task.progress', { at: 1, data: { i } });
+        w.event('task.progress', { at: 1, data: { value: i } });
       }),
     );
   }
@@ -40,7 +40,7 @@ describe('LMDB store batches', () => {
     await commitInOneTurn(store, 350);
     expect(batches).toHaveLength(1);
     const events = batches.flat();
-    expect(events.map((e) => e.data?.i)).toEqual(Array.from({ length: 350 }, (_, i) => i));
+    expect(events.map((e) => e.data?.value)).toEqual(Array.from({ length: 350 }, (_, i) => i));
     for (let i = 1; i < events.length; i++) expect(events[i]!.seq).toBe(events[i - 1]!.seq + 1);
     await store.close(true);
     const reopened = await openStore({ dataDir });
@@ -52,9 +52,9 @@ describe('LMDB store batches', () => {
     const { store, batches } = await open();
     const first = commitInOneTurn(store, 5);
     await new Promise((resolve) => setImmediate(resolve));
-    const second = store.commit((w) => w.event('task.progress', { at: 1, data: { i: 5 } }));
+    const second = store.commit((w) => w.event('task.progress', { at: 1, data: { value: 5 } }));
     await Promise.all([first, second]);
-    expect(batches.flat().map((e) => e.data?.i)).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(batches.flat().map((e) => e.data?.value)).toEqual([0, 1, 2, 3, 4, 5]);
     await store.close(true);
   });
 });

@@ -44,7 +44,7 @@ function fakeSources(): FakeSources {
 let seq = 0;
 function ev(type: EventType, data?: Record<string, unknown>): RuntimeEvent {
   seq += 1;
-  return { seq, at: 1_000 + seq, type, taskId: 't1', attemptId: 'a1', cursor: String(seq).padStart(16, '0'), ...(data && { data }) };
+  return { seq, at: 1_000 + seq, type, taskId: 't1', attemptId: 'a1', cursor: String(seq).padStart(16, '0'), ...(data && { data }) } as RuntimeEvent;
 }
 
 const started = (queuedMs: number) => ev('task.started', { run: 1, attempt: 1, queuedMs });

@@ -6,6 +6,7 @@
 import type { Key, StepWriter } from '../port.js';
 import type { PrunedDatabase } from '../../steps/types.js';
 import { forEachSettledIndexEntry, type AttemptRecord, type EventRecord, type EventType, type InboxRecord, type InstanceEnvelope, type LogRecord, type RunRecord, type ScheduleRecord, type TaskRecord, type TimerRecord } from '../records.js';
+import type { EventData } from '../../api/events.js';
 import { DB, FINAL, REMOVAL } from './layout.js';
 import type { DirtyEntry, Overlay } from './overlay.js';
 
@@ -116,7 +117,7 @@ export class BatchWriter implements StepWriter {
   putControl(key: string, value: unknown): void {
     this.batch.ops.push(DB.control, key, value);
   }
-  event(type: EventType, fields: Omit<EventRecord, 'seq' | 'type' | 'at'> & { at: number }): EventRecord {
+  event<K extends EventType>(type: K, fields: { at: number; taskId?: string; attemptId?: string; data: EventData<K> }): EventRecord {
     const record = { seq: this.#nextSeq(), type, ...fields } as EventRecord;
     this.batch.events.push(record);
     return record;
