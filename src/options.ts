@@ -98,7 +98,7 @@ export interface RuntimeOptions {
   clock?: Clock;
   /** Random source in [0, 1) for backoff jitter. @default Math.random */
   random?: () => number;
-  /** Replaces the Piscina pool (tests). */
+  /** @internal Replaces the Piscina pool (tests). */
   createPool?: (options: PiscinaPoolOptions) => AgentPool;
 }
 
