@@ -130,10 +130,15 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the built `troupe` binary with `args` to completion (in `cwd`, default this process's). */
-export function runCli(args: readonly string[], options: { cwd?: string } = {}): Promise<CliResult> {
+/**
+ * Runs the built `troupe` binary with `args` to completion (in `cwd`, default this process's). Its
+ * environment is this process's without NO_COLOR and FORCE_COLOR, so output does not depend on the
+ * shell the tests run in, plus `env`.
+ */
+export function runCli(args: readonly string[], options: { cwd?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
+  const env = { ...process.env, NO_COLOR: undefined, FORCE_COLOR: undefined, ...options.env };
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI_PATH, ...args], { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI_PATH, ...args], { cwd: options.cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));

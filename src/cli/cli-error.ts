@@ -29,6 +29,25 @@ export class CliError extends Error {
   }
 }
 
+/**
+ * The error of every command that needs a running runtime when none runs on `dataDir`: one code,
+ * one exit code and the same words, whichever command asked and whether or not the dir exists yet.
+ */
+export function notRunning(dataDir: string): CliError {
+  return new CliError('NOT_RUNNING', `no runtime is running in ${dataDir}: start one with ${startCommand(dataDir)}`, EXIT.NO_RUNTIME);
+}
+
+/** The error of a command that reads a data dir that holds no Troupe store. */
+export function noDataDir(dataDir: string): CliError {
+  return new CliError('NO_DATA_DIR', `no Troupe data dir at ${dataDir}: start a runtime on it with ${startCommand(dataDir)}`, EXIT.USAGE);
+}
+
+/** The `troupe run` line that starts a runtime on `dataDir`, quoted for a POSIX shell where needed. */
+function startCommand(dataDir: string): string {
+  const word = /^[\w@%+=:,./-]+$/.test(dataDir) ? dataDir : `'${dataDir.replace(/'/g, `'\\''`)}'`;
+  return `\`troupe run --agents <dir> --data-dir ${word}\``;
+}
+
 /** A usage error: bad command, option or argument. */
 export function usageError(message: string): CliError {
   return new CliError('USAGE', message, EXIT.USAGE);

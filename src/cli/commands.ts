@@ -4,6 +4,7 @@
  * runtime's own objects (one JSON document, or JSON lines for streams).
  */
 import { CliError, EXIT, usageError } from './cli-error.js';
+import type { Paint } from './colour.js';
 import type { Backend } from './control.js';
 import { SETTLED_STATES, formatLogLine, formatOutcome, formatSchedules, formatStatus, formatTask, formatTaskList } from './format.js';
 import { createProgressBar } from './progress.js';
@@ -30,6 +31,8 @@ export interface CommandContext {
   args: string[];
   stdout: NodeJS.WriteStream;
   stderr: NodeJS.WriteStream;
+  /** Paints task states in text output: in colour on a terminal (see colour.ts), else as they are. */
+  paint: Paint;
   /** Aborts on Ctrl-C. */
   signal: AbortSignal;
 }
@@ -102,7 +105,7 @@ async function follow(backend: Backend, id: string, ctx: CommandContext): Promis
 
 /** Prints a settled task; exit 0 only for `done`. */
 function settled(ctx: CommandContext, task: Task): number {
-  emit(ctx, task, formatOutcome(task));
+  emit(ctx, task, formatOutcome(task, ctx.paint));
   return task.state === 'done' ? EXIT.OK : EXIT.FAILED;
 }
 
@@ -147,7 +150,7 @@ const status: ClientCommand = {
       if (stats.storeFailure) return [];
       throw error;
     })) as InstanceView[];
-    emit(ctx, { live: backend.mode === 'socket', stats, instances }, formatStatus(stats, instances, backend.mode));
+    emit(ctx, { live: backend.mode === 'socket', stats, instances }, formatStatus(stats, instances, backend.mode, ctx.paint));
     return EXIT.OK;
   },
 };
@@ -165,7 +168,7 @@ const list: ClientCommand = {
     const labels = ctx.values.label;
     if (Array.isArray(labels) && labels.length > 0) params.labels = labelPairs(labels);
     const page = (await backend.call('list', params)) as TaskPage;
-    emit(ctx, page, formatTaskList(page.tasks));
+    emit(ctx, page, formatTaskList(page.tasks, ctx.paint));
     if (!ctx.json && page.next !== null) ctx.stderr.write(`more: troupe list --after ${page.next}\n`);
     return EXIT.OK;
   },
@@ -175,7 +178,7 @@ const show: ClientCommand = {
   live: () => false,
   async run(backend, ctx) {
     const task = (await backend.call('get', { id: ctx.args[0] })) as Task;
-    emit(ctx, task, formatTask(task));
+    emit(ctx, task, formatTask(task, ctx.paint));
     return EXIT.OK;
   },
 };
@@ -219,7 +222,7 @@ function taskControl(method: 'cancel' | 'retry'): ClientCommand {
       const reason = stringOption(ctx.values, 'reason');
       if (reason !== undefined) params.reason = reason;
       const task = (await backend.call(method, params)) as Task;
-      emit(ctx, task, `${task.id} ${task.state}\n`);
+      emit(ctx, task, `${task.id} ${ctx.paint(task.state)}\n`);
       return EXIT.OK;
     },
   };

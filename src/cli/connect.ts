@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { CliError, EXIT } from './cli-error.js';
+import { CliError, EXIT, noDataDir, notRunning } from './cli-error.js';
 import { connectControl, socketPathOf, type Backend } from './control.js';
 import type { MethodTable } from './methods.js';
 import type { Runtime } from '../runtime.js';
@@ -16,32 +16,27 @@ const LOCK_RETRY_MS = 1_000;
 
 /** Throws NO_DATA_DIR (exit 2) unless `dataDir` (absolute) holds a Troupe store. */
 export function assertDataDir(dataDir: string): void {
-  if (!existsSync(join(dataDir, 'data.mdb'))) {
-    throw new CliError('NO_DATA_DIR', `no Troupe data dir at ${dataDir} (start one with \`troupe run --agents <dir> --data-dir <dir>\`)`, EXIT.USAGE);
-  }
-}
-
-/** The error for a command that needs a live runtime when none runs. */
-export function notRunning(dataDir: string): CliError {
-  return new CliError('NOT_RUNNING', `no runtime is running in ${dataDir}: start one with \`troupe run --agents <dir>\``, EXIT.NO_RUNTIME);
+  if (!existsSync(join(dataDir, 'data.mdb'))) throw noDataDir(dataDir);
 }
 
 /**
  * Opens a backend for `dataDir` (absolute). With `live`, only a running runtime will do: when none
- * answers this throws NOT_RUNNING instead of opening the dir.
+ * answers this throws NOT_RUNNING, whether or not the dir holds a store (a runtime would have made
+ * one), instead of opening the dir.
  */
 export async function openBackend(dataDir: string, options: { live: boolean }): Promise<Backend> {
-  assertDataDir(dataDir);
   const socket = socketPathOf(dataDir);
   try {
     return await connectControl(socket);
   } catch (error) {
+    // Nothing listens there: no socket file (or no dir: ENOTDIR for a file), or a dead runtime's.
     const code = (error as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT' && code !== 'ECONNREFUSED') {
+    if (code !== 'ENOENT' && code !== 'ENOTDIR' && code !== 'ECONNREFUSED') {
       throw new CliError('CONTROL_FAILED', `cannot connect to ${socket}: ${(error as Error).message}`, EXIT.NO_RUNTIME);
     }
   }
   if (options.live) throw notRunning(dataDir);
+  assertDataDir(dataDir);
   const [{ createRuntime }, { runtimeMethods }] = await Promise.all([import('../create-runtime.js'), import('./methods.js')]);
   // Another command may hold the dir for a moment, or `troupe run` may be between taking the dir and
   // listening: retry briefly before deciding that a runtime holds it without answering.

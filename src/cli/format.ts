@@ -1,7 +1,9 @@
 /**
- * Human-readable output of the commands: aligned tables and task details. `--json` output skips
- * all of this and prints the runtime's own objects.
+ * Human-readable output of the commands: aligned tables and task details, with task states painted
+ * in their colours when colour is on (colour.ts). `--json` output skips all of this and prints the
+ * runtime's own objects.
  */
+import { plain, visibleLength, type Paint } from './colour.js';
 import type { Task } from '../tasks/spec.js';
 import type { RuntimeStats } from '../stats.js';
 import type { InstanceView } from '../router/router.js';
@@ -14,12 +16,15 @@ export const STATE_ORDER = ['queued', 'running', 'waiting', 'sleeping', 'needs_a
 /** States in which `wait()` resolves: terminal, or needing an operator. */
 export const SETTLED_STATES: ReadonlySet<string> = new Set(['done', 'failed', 'dropped', 'cancelled', 'needs_attention']);
 
-/** Columns padded to their widest cell; the last column is not padded. */
+/**
+ * Columns padded to their widest cell; the last column is not padded. Widths count what shows on
+ * screen, so a coloured cell lines up with a plain one.
+ */
 export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const widths = headers.map((h, i) => Math.max(visibleLength(h), ...rows.map((r) => visibleLength(r[i] ?? ''))));
   const line = (cells: readonly string[]) =>
     cells
-      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .map((c, i) => (i === cells.length - 1 ? c : c + ' '.repeat(widths[i]! - visibleLength(c))))
       .join('  ')
       .trimEnd();
   return [line(headers), ...rows.map(line)].join('\n') + '\n';
@@ -37,11 +42,11 @@ export function inline(value: unknown): string {
 }
 
 /** `show <id>`: one field per line. */
-export function formatTask(task: Task): string {
+export function formatTask(task: Task, paint: Paint = plain): string {
   const rows: Array<[string, string | undefined]> = [
     ['id', task.id],
     ['agent', task.agent],
-    ['state', task.reason ? `${task.state} (${task.reason})` : task.state],
+    ['state', task.reason ? `${paint(task.state)} (${task.reason})` : paint(task.state)],
     ['attempts', `${task.attempts} (run ${task.runs})`],
     ['priority', String(task.priority)],
     ['lane', task.lane],
@@ -66,23 +71,23 @@ export function formatTask(task: Task): string {
 }
 
 /** `list`: one task per row. */
-export function formatTaskList(tasks: readonly Task[]): string {
+export function formatTaskList(tasks: readonly Task[], paint: Paint = plain): string {
   if (tasks.length === 0) return 'no tasks\n';
   return table(
     ['ID', 'STATE', 'AGENT', 'ATTEMPTS', 'CREATED'],
-    tasks.map((t) => [t.id, t.state, t.agent || '-', String(t.attempts), time(t.createdAt)]),
+    tasks.map((t) => [t.id, paint(t.state), t.agent || '-', String(t.attempts), time(t.createdAt)]),
   );
 }
 
 /** The one-line outcome of a settled task, as `submit --wait` and `wait` print it. */
-export function formatOutcome(task: Task): string {
+export function formatOutcome(task: Task, paint: Paint = plain): string {
   const detail = task.error ? `: ${task.error.code}: ${task.error.message}` : task.reason ? `: ${task.reason}` : '';
-  return `${task.id} ${task.state}${detail}\n`;
+  return `${task.id} ${paint(task.state)}${detail}\n`;
 }
 
 /** `status`: counts, agents and instances. */
-export function formatStatus(stats: RuntimeStats, instances: readonly InstanceView[], mode: 'socket' | 'direct'): string {
-  const counts = STATE_ORDER.map((s) => `${s} ${stats.tasks[s] ?? 0}`).join(', ');
+export function formatStatus(stats: RuntimeStats, instances: readonly InstanceView[], mode: 'socket' | 'direct', paint: Paint = plain): string {
+  const counts = STATE_ORDER.map((s) => (stats.tasks[s] ? paint(s, `${s} ${stats.tasks[s]}`) : `${s} 0`)).join(', ');
   const runtime = mode === 'socket' ? `${stats.state}` : 'not running (data dir opened directly)';
   const frozen = stats.freeze ? `yes${stats.freeze.reason ? ` (${stats.freeze.reason})` : ''}${stats.freeze.killed ? ', killed' : ''}` : 'no';
   let out = `runtime   ${runtime}\nfrozen    ${frozen}\n`;
@@ -96,7 +101,7 @@ export function formatStatus(stats: RuntimeStats, instances: readonly InstanceVi
     ? 'no agents\n'
     : table(
         ['AGENT', 'QUEUED', 'RESERVED', 'LIMIT', 'TASKS'],
-        agents.map(([name, a]) => [name, String(a.queued), String(a.reserved), a.limit === null ? '-' : String(a.limit), STATE_ORDER.filter((s) => a.tasks[s]).map((s) => `${s} ${a.tasks[s]}`).join(', ') || '-']),
+        agents.map(([name, a]) => [name, String(a.queued), String(a.reserved), a.limit === null ? '-' : String(a.limit), STATE_ORDER.filter((s) => a.tasks[s]).map((s) => paint(s, `${s} ${a.tasks[s]}`)).join(', ') || '-']),
       );
   out += '\n';
   out += instances.length === 0

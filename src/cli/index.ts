@@ -2,11 +2,13 @@
 /**
  * The `troupe` binary: parses the command line, finds the runtime (see connect.ts), runs the
  * command and maps every failure to `troupe: <CODE>: <message>` and an exit code (cli-error.ts).
- * `troupe help` prints the usage.
+ * `troupe help` prints the usage, `troupe --version` the version in the package's package.json.
  */
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { CliError, EXIT, describeError, usageError } from './cli-error.js';
+import { coloured, colourEnabled, plain } from './colour.js';
 import { CLIENT_COMMANDS, integerOption, parseJsonOption, type CommandContext, type Values } from './commands.js';
 import { assertDataDir, openBackend } from './connect.js';
 
@@ -19,13 +21,18 @@ global options (every command):
   --json           machine-readable output: one JSON document, or JSON lines for streams;
                    errors as {"error":{"code","message"}} on stderr
   -h, --help       this text
+  -v, --version    the version of this troupe
+
+  Task states are coloured when stdout is a terminal: NO_COLOR=1 turns colour off, FORCE_COLOR=1
+  turns it on for a pipe.
 
 serve:
   troupe run --agents DIR [--threads N] [--slots N] [--log-level LEVEL]
       Starts a runtime, registers every <name>.agent.js in DIR as agent <name>, and serves the
       control socket DATA_DIR/control.sock until SIGINT or SIGTERM, then closes gracefully.
 
-tasks (these need a running runtime: submit, wait, tail --follow, schedules add):
+tasks (these need a running runtime, else they exit 3 with "no runtime is running":
+       submit, wait, tail --follow, schedules add):
   troupe submit AGENT [--input JSON] [--key KEY] [--priority N] [--lane LANE] [--label NAME=VALUE]... [--wait]
       Prints the task id. --wait shows progress until the task settles; exit 0 only if done.
   troupe wait ID                        waits for a task to settle; exit 0 only if done
@@ -53,6 +60,7 @@ other:
       Submits N tasks (default 3000) to the built-in echo, sleep and fail agents on the data dir,
       shows live progress and a summary. Run it again to resume: tasks are keyed.
   troupe help
+  troupe version
 
 exit codes: 0 ok; 1 failed (or the awaited task did not end done); 2 usage or no data dir;
   3 no runtime running (or one that does not answer); 130 interrupted.
@@ -64,6 +72,7 @@ const GLOBAL: Options = {
   'data-dir': { type: 'string', default: './.troupe' },
   json: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
+  version: { type: 'boolean', short: 'v', default: false },
 };
 
 /** Each command's own options and how many arguments it takes. */
@@ -104,8 +113,10 @@ interface Parsed {
 function parse(argv: string[]): Parsed {
   // Lenient first pass, only to find the command word: the strict pass below names the command.
   const first = parseArgs({ args: argv, options: ALL_OPTIONS, allowPositionals: true, strict: false });
-  const [word = 'help', sub] = first.positionals;
+  const [word, sub] = first.positionals;
   if (word === 'help' || first.values.help === true) return { command: 'help', values: {}, args: [] };
+  if (word === 'version' || first.values.version === true) return { command: 'version', values: { json: first.values.json === true }, args: [] };
+  if (word === undefined) return { command: 'help', values: {}, args: [] };
   let command = word;
   if (word === 'schedules') {
     if (sub === undefined) throw usageError('schedules needs a subcommand: ls, add or rm');
@@ -137,6 +148,11 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
   json.value = values.json === true;
   if (command === 'help') {
     process.stdout.write(HELP);
+    return EXIT.OK;
+  }
+  if (command === 'version') {
+    const version = packageVersion();
+    process.stdout.write(json.value ? `${JSON.stringify({ version })}\n` : `${version}\n`);
     return EXIT.OK;
   }
   const dataDir = resolve(String(values['data-dir']));
@@ -173,7 +189,8 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
     abort.abort();
     setTimeout(() => process.exit(EXIT.INTERRUPTED), 1_000).unref();
   });
-  const ctx: CommandContext = { dataDir, json: json.value, values, args, stdout: process.stdout, stderr: process.stderr, signal: abort.signal };
+  const paint = !json.value && colourEnabled(process.stdout) ? coloured : plain;
+  const ctx: CommandContext = { dataDir, json: json.value, values, args, stdout: process.stdout, stderr: process.stderr, paint, signal: abort.signal };
   const client = CLIENT_COMMANDS[command]!;
   const backend = await openBackend(dataDir, { live: client.live(ctx) });
   try {
@@ -181,6 +198,13 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
   } finally {
     await backend.close();
   }
+}
+
+/** The version in the package.json of the package this binary is in (dist/src/cli/ -> the root). */
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  if (typeof pkg.version !== 'string') throw new CliError('INTERNAL', 'the package.json of troupe has no version');
+  return pkg.version;
 }
 
 function report(error: unknown, json: boolean): number {

@@ -279,7 +279,7 @@ describe.concurrent('shutdown, the direct path and usage', () => {
     for (const args of [['submit', 'greet', '--wait'], ['tail', id, '--follow']]) {
       const refused = await troupe([...args, '--data-dir', dataDir]);
       expect(refused.code).toBe(3);
-      expect(refused.stderr).toBe(`troupe: NOT_RUNNING: no runtime is running in ${dataDir}: start one with \`troupe run --agents <dir>\`\n`);
+      expect(refused.stderr).toBe(`troupe: NOT_RUNNING: no runtime is running in ${dataDir}: start one with \`troupe run --agents <dir> --data-dir ${dataDir}\`\n`);
     }
 
     const second = await serve(dataDir, { json: true });
@@ -342,7 +342,7 @@ describe.concurrent('shutdown, the direct path and usage', () => {
     for (const json of [false, true]) {
       const result = await troupe(['list', '--data-dir', dataDir, ...(json ? ['--json'] : [])]);
       expect(result.code).toBe(2);
-      const message = `no Troupe data dir at ${dataDir} (start one with \`troupe run --agents <dir> --data-dir <dir>\`)`;
+      const message = `no Troupe data dir at ${dataDir}: start a runtime on it with \`troupe run --agents <dir> --data-dir ${dataDir}\``;
       expect(result.stderr).toBe(json ? `${JSON.stringify({ error: { code: 'NO_DATA_DIR', message } })}\n` : `troupe: NO_DATA_DIR: ${message}\n`);
     }
     // An empty dir is not a data dir either.
