@@ -2,6 +2,7 @@
  * What an attempt's outcome becomes on the wire: a value or a thrown error turned into a
  * {@link WireResult} the host can store, and log fields made plain. Nothing here throws.
  */
+import { basename } from 'node:path';
 import { isAgentError } from './agent.js';
 import { describeUnserializable, messageOf, Report, type AgentResult, type WireError, type WireResult } from './wire.js';
 
@@ -68,7 +69,23 @@ function invalidResult(message: string): WireResult {
   return { ok: false, error: { code: 'INVALID_RESULT', message, retryable: false, fault: 'agent' } };
 }
 
+/** A TypeScript agent met a thread where tsx, its loader, is not installed. */
+export class TypeScriptLoaderMissing extends Error {
+  /** The agent module's path. */
+  readonly path: string;
+
+  constructor(path: string, options?: ErrorOptions) {
+    super(`tsx is not installed: it loads TypeScript agents such as ${path}`, options);
+    this.name = 'TypeScriptLoaderMissing';
+    this.path = path;
+  }
+}
+
 export function loadError(agent: string, error: unknown): WireError {
+  if (error instanceof TypeScriptLoaderMissing) {
+    const message = `agent ${agent} is TypeScript (${basename(error.path)}): install tsx (npm i -D tsx) to run .ts agents without a build step, or register its compiled .js`;
+    return { code: 'AGENT_LOAD_FAILED', message, retryable: false, fault: 'agent' };
+  }
   const message = error instanceof Error ? error.message : String(error);
   return { code: 'AGENT_LOAD_FAILED', message: `agent ${agent} failed to load: ${message}`, retryable: false, fault: 'agent', stack: stackOf(error) };
 }

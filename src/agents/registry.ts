@@ -89,7 +89,8 @@ export function builtinAgent(name: BuiltinAgentName, overrides: Omit<Partial<Age
   return { name, ...overrides, module: new URL(`../../actors/agents/${name}.agent.js`, import.meta.url) };
 }
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** What an agent name may be: letters, digits, `.`, `_`, `-`, starting with a letter or digit; up to 64 characters. */
+export const AGENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const KNOWN = new Set(['name', 'module', 'concurrency', 'capabilities', 'timeoutMs', 'retry', 'rate', 'dailyLimit', 'backoff', 'retention']);
 
 /** Validates a registration against the runtime defaults. Throws INVALID_OPTIONS naming the field. */
@@ -100,8 +101,8 @@ export function validateRegistration(
   if (typeof registration !== 'object' || registration === null) throw invalidOptions('agents.register expects an object');
   for (const key of Object.keys(registration)) if (!KNOWN.has(key)) throw invalidOptions(`agent.${key} is not a known agent option`);
   const { name } = registration;
-  if (typeof name !== 'string' || !NAME.test(name)) {
-    throw invalidOptions(`agent.name must match ${NAME.source} (got ${JSON.stringify(name)})`);
+  if (typeof name !== 'string' || !AGENT_NAME.test(name)) {
+    throw invalidOptions(`agent.name must match ${AGENT_NAME.source} (got ${JSON.stringify(name)})`);
   }
   const where = `agent ${name}`;
   const module = moduleHref(registration.module, where);

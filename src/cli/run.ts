@@ -1,13 +1,14 @@
 /**
- * `troupe run`: starts a runtime on a data dir, registers every `<name>.agent.js` in the agents dir
- * as agent `<name>`, serves the control socket, and closes gracefully on SIGINT or SIGTERM.
+ * `troupe run`: starts a runtime on a data dir, registers every `<name>.agent.js` (or `.mjs`, `.cjs`,
+ * `.ts`, `.mts`, `.cts`) in the agents dir as agent `<name>`, names each `*.agent.*` file it skips
+ * and why, serves the control socket, and closes gracefully on SIGINT or SIGTERM.
  */
 import { readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
 import { createRuntime } from '../create-runtime.js';
-import type { AgentRegistration } from '../agents/registry.js';
+import { AGENT_NAME, type AgentRegistration } from '../agents/registry.js';
 import { CliError, EXIT, usageError } from './cli-error.js';
 import { preparePrivateDir, socketPathOf } from './control.js';
 import { runtimeMethods } from './methods.js';
@@ -28,10 +29,21 @@ export interface RunOptions {
   closeTimeoutMs: number;
 }
 
-const AGENT_FILE = /^(.+)\.agent\.js$/;
+/** Agent module extensions, in the order a name given by two files is kept: built JavaScript first. */
+const AGENT_EXTENSIONS = ['js', 'mjs', 'cjs', 'ts', 'mts', 'cts'];
+const AGENT_FILE = /^(.*)\.agent\.(.+)$/;
 
-/** Agent registrations for every `*.agent.js` directly inside `dir`, sorted by name. */
-export function agentsIn(dir: string): AgentRegistration[] {
+/** The agents found in an agents dir, and each `*.agent.*` file that is not one, with why. */
+export interface AgentsDir {
+  agents: AgentRegistration[];
+  skipped: Array<{ file: string; reason: string }>;
+}
+
+/**
+ * Agent registrations for every `<name>.agent.{js,mjs,cjs,ts,mts,cts}` directly inside `dir`, sorted
+ * by name. TypeScript agents run without a build step (the worker threads load them with tsx).
+ */
+export function agentsIn(dir: string): AgentsDir {
   let names: string[];
   try {
     if (!statSync(dir).isDirectory()) throw usageError(`--agents ${dir} is not a directory`);
@@ -40,11 +52,38 @@ export function agentsIn(dir: string): AgentRegistration[] {
     if (error instanceof CliError) throw error;
     throw usageError(`--agents ${dir}: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : (error as Error).message}`);
   }
-  return names
-    .map((file) => AGENT_FILE.exec(file))
-    .filter((match): match is RegExpExecArray => match !== null)
-    .map((match) => ({ name: match[1]!, module: pathToFileURL(join(dir, match[0])) }))
-    .sort((a, b) => a.name.localeCompare(b.name));
+  const kept = new Map<string, { file: string; rank: number }>();
+  const skipped: AgentsDir['skipped'] = [];
+  for (const file of names.sort()) {
+    const match = AGENT_FILE.exec(file);
+    if (!match) continue;
+    const name = match[1]!;
+    const extension = match[2]!;
+    const reason = notAnAgentModule(name, extension) ?? (statSync(join(dir, file), { throwIfNoEntry: false })?.isFile() ? undefined : 'not a file');
+    if (reason) {
+      skipped.push({ file, reason });
+      continue;
+    }
+    const rank = AGENT_EXTENSIONS.indexOf(extension);
+    const other = kept.get(name);
+    if (other && other.rank <= rank) {
+      skipped.push({ file, reason: `agent ${name} is already given by ${other.file}, which is kept` });
+      continue;
+    }
+    if (other) skipped.push({ file: other.file, reason: `agent ${name} is also given by ${file}, which is kept` });
+    kept.set(name, { file, rank });
+  }
+  const agents = [...kept].map(([name, { file }]) => ({ name, module: pathToFileURL(join(dir, file)) })).sort((a, b) => a.name.localeCompare(b.name));
+  return { agents, skipped };
+}
+
+/** Why `<name>.agent.<extension>` is no agent module, if it is not. */
+function notAnAgentModule(name: string, extension: string): string | undefined {
+  if (/^d\.[cm]?ts$/.test(extension)) return 'a type declaration, not an agent module';
+  if (/(^|\.)map$/.test(extension)) return 'a source map, not an agent module';
+  if (!AGENT_EXTENSIONS.includes(extension)) return 'not a .js, .mjs, .cjs, .ts, .mts or .cts module';
+  if (!AGENT_NAME.test(name)) return `${JSON.stringify(name)} is not a valid agent name (letters, digits, '.', '_', '-', starting with a letter or digit; up to 64 characters)`;
+  return undefined;
 }
 
 /** Runs until SIGINT or SIGTERM; resolves with the exit code once closed. */
@@ -52,7 +91,7 @@ export async function runServe(options: RunOptions): Promise<number> {
   if (options.logLevel !== 'silent' && !(options.logLevel in pino.levels.values)) {
     throw usageError(`--log-level must be one of silent, ${Object.keys(pino.levels.values).join(', ')}`);
   }
-  const agents = agentsIn(options.agentsDir);
+  const { agents, skipped } = agentsIn(options.agentsDir);
   const logger = pino({ name: 'troupe', level: options.logLevel }, pino.destination({ dest: 2, sync: true }));
   const rt = await createRuntime({ dataDir: options.dataDir, threads: options.threads, slotsPerThread: options.slotsPerThread, logger, agents });
   const socket = socketPathOf(options.dataDir);
@@ -71,6 +110,11 @@ export async function runServe(options: RunOptions): Promise<number> {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
   });
+  // Named once the runtime runs: a start that fails says only why it failed.
+  for (const { file, reason } of skipped) {
+    if (options.json) process.stdout.write(`${JSON.stringify({ event: 'skipped', file, reason })}\n`);
+    else process.stderr.write(`troupe: skipped ${file}: ${reason}\n`);
+  }
   const names = agents.map((a) => a.name);
   if (options.json) process.stdout.write(`${JSON.stringify({ event: 'running', pid: process.pid, agents: names, dataDir: options.dataDir, socket })}\n`);
   else process.stdout.write(`troupe running: ${names.length} agents, data dir ${options.dataDir}, socket ${socket}\n`);
