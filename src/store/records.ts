@@ -100,6 +100,14 @@ export interface TaskRecord {
   retention?: TaskRetention;
   /** The seq of the task's first event (its submit's): where `events({ taskId })` starts reading the log. */
   firstSeq?: number;
+  /** The W3C trace context of its submit's span, when tracing was on then: its attempts' spans are its children. */
+  trace?: TraceCarrier;
+}
+
+/** A W3C trace context as headers carry it (src/telemetry/). */
+export interface TraceCarrier {
+  traceparent: string;
+  tracestate?: string;
 }
 
 /** The settled states, each with how long a task is kept after settling in it (ms; Infinity: for good). */
@@ -324,6 +332,7 @@ export function createTaskRecord(fields: Pick<TaskRecord, 'id' | 'agent' | 'stat
     attemptExit: undefined,
     retention: undefined,
     firstSeq: undefined,
+    trace: undefined,
   };
 }
 
