@@ -2,8 +2,10 @@
  * OpenTelemetry tracing: with a tracer provider registered in this process, each submit is a
  * `troupe.submit` span under the caller's context, each attempt a `troupe.attempt` span under its
  * task's stored context, and the agent's own spans (made by its own provider in its thread) nest
- * under the attempt's. Without one, nothing is traced and tasks run as before.
+ * under the attempt's. Without one, or without the package, nothing is traced and tasks run as
+ * before.
  */
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,9 +15,10 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import type { Runtime, Task } from 'troupe';
 import type { AgentSpan } from '../fixtures/agents/traced.agent.js';
-import { fixtureAgent, runtimes, startRuntime, tempDir } from '../helpers.js';
+import { fixtureAgent, runtimes, scratchDirs, startRuntime, tempDir } from '../helpers.js';
 
 const runtime = runtimes();
+const dirs = scratchDirs();
 const traced = { name: 'traced', module: fixtureAgent('traced') };
 
 describe('tracing without a tracer provider', () => {
@@ -181,6 +184,32 @@ describe('tracing with a tracer provider', () => {
     } finally {
       dir.cleanup();
     }
+  });
+});
+
+describe('without @opentelemetry/api', () => {
+  const scripts = fileURLToPath(new URL('../fixtures/scripts/', import.meta.url));
+  const root = fileURLToPath(new URL('../..', import.meta.url));
+
+  /** Runs tracing-absent.mjs with the package made unresolvable `where`; resolves with the line it printed. */
+  function runWithout(where: 'everywhere' | 'workers'): Promise<{ stderr: string; result: unknown }> {
+    const args = ['--import', join(scripts, 'no-otel.mjs'), join(scripts, 'tracing-absent.mjs'), where, dirs()];
+    return new Promise((resolve, reject) => {
+      execFile(process.execPath, args, { cwd: root, timeout: 20_000, env: { ...process.env, TROUPE_TEST_NO_OTEL: where } }, (error, stdout, stderr) => {
+        if (error) return reject(new Error(`${error.message}\n${stderr}`));
+        resolve({ stderr, result: JSON.parse(stdout.trim().split('\n').pop()!) as unknown });
+      });
+    });
+  }
+
+  it('runs tasks untraced, without an error, when the package is not installed', async () => {
+    expect(await runWithout('everywhere')).toEqual({ stderr: '', result: { hostApi: false, state: 'done', output: { traceparent: null, api: false }, spans: null } });
+  });
+
+  it('still runs an attempt whose thread cannot load it: the agent gets its traceparent, outside any context', async () => {
+    const { stderr, result } = await runWithout('workers');
+    expect(stderr).toBe('');
+    expect(result).toEqual({ hostApi: true, state: 'done', output: { traceparent: expect.stringMatching(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/), api: false }, spans: ['troupe.attempt', 'troupe.submit'] });
   });
 });
 
