@@ -134,7 +134,8 @@ class OtelAttemptSpan implements AttemptSpan {
 
   within<T>(fn: () => T): T {
     const api = this.#api;
-    return api.context.with(api.trace.setSpan(api.context.active(), this.#span), fn);
+    // Not the host's active context: whatever the turn that answers the call runs in is no parent of this.
+    return api.context.with(api.trace.setSpan(api.ROOT_CONTEXT, this.#span), fn);
   }
 
   end(exit: string, error?: Pick<WireError, 'code' | 'message'>): void {
