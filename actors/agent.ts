@@ -27,6 +27,14 @@ export interface AgentContext {
   readonly followUp?: unknown;
   /** Aborts on cancel, timeout or shutdown. Cancellation is cooperative: check it and stop. */
   readonly signal: AbortSignal;
+  /**
+   * The W3C `traceparent` of this attempt's span, when the host traces tasks (OpenTelemetry with a
+   * tracer provider registered): for agents that propagate it by hand, e.g. as an HTTP header. With
+   * `@opentelemetry/api` in the thread, the agent already runs inside that span's context.
+   */
+  readonly traceparent?: string;
+  /** The W3C `tracestate` that goes with {@link AgentContext.traceparent}, when there is one. */
+  readonly tracestate?: string;
   readonly log: AgentLogger;
   /** Live progress, 0..1, with an optional message. Coalesced and throttled to 10 per second. */
   progress(value: number, message?: string): void;

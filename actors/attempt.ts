@@ -41,6 +41,9 @@ export class WorkerAttempt {
   ended = false;
   /** Calls in flight that wait on the host (input, join): while any is, the attempt holds no slot. */
   waiting = 0;
+  /** W3C trace context of its attempt's span, when the host traces it. */
+  traceparent: string | undefined = undefined;
+  tracestate: string | undefined = undefined;
   #controller: AbortController | undefined;
   #abortedWith: Error | undefined;
 
@@ -110,6 +113,12 @@ export class AttemptContext implements AgentContext {
   }
   get signal(): AbortSignal {
     return this.#a.signal;
+  }
+  get traceparent(): string | undefined {
+    return this.#a.traceparent;
+  }
+  get tracestate(): string | undefined {
+    return this.#a.tracestate;
   }
 
   get log(): AgentLogger {

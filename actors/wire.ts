@@ -42,6 +42,9 @@ export interface AttemptRequest {
   input: unknown;
   workspace?: string;
   followUp?: unknown;
+  /** W3C trace context of the attempt's span, when tracing is on: the agent runs inside it. */
+  traceparent?: string;
+  tracestate?: string;
 }
 
 /** The outcome of one attempt. */
@@ -69,11 +72,18 @@ export interface StartBatch {
   agents?: Array<[index: number, name: string, module: string]>;
   /** {@link START_STRIDE} values per attempt: see {@link StartTuple}. */
   starts: unknown[];
+  /**
+   * The trace context of the attempts that have one (tracing on), {@link TRACE_STRIDE} values each:
+   * [attempt's position in `starts`, traceparent, tracestate | undefined], …. Absent otherwise, so
+   * attempts without one cost the batch nothing.
+   */
+  traces?: unknown[];
 }
 
 /** One attempt in {@link StartBatch.starts}, flat: structured cloning copies no property names. */
 export type StartTuple = [agent: number, taskId: string, run: number, attempt: number, token: number, input: unknown, workspace: string | undefined, followUp: unknown];
 export const START_STRIDE = 8;
+export const TRACE_STRIDE = 3;
 
 /**
  * What a thread posts to the host in one turn: its reports, in order, {@link REPORT_STRIDE} values

@@ -17,7 +17,8 @@ import { AgentError, agentFunctionOf, type AgentFunction } from './agent.js';
 import { AttemptContext, WorkerAttempt, type ThreadSide } from './attempt.js';
 import { ThreadChannel } from './channel.js';
 import { endReportOf, loadError, toWireError, TypeScriptLoaderMissing } from './results.js';
-import { Report, START_STRIDE, type AbortReason, type AgentCall, type HostApi, type StartBatch, type ThreadHello, type WireResult, type WorkerBatch, type WorkerControl } from './wire.js';
+import { inTraceContext, settleTraceContext, traceContextSettled } from './trace-context.js';
+import { Report, START_STRIDE, TRACE_STRIDE, type AbortReason, type AgentCall, type HostApi, type StartBatch, type ThreadHello, type WireResult, type WorkerBatch, type WorkerControl } from './wire.js';
 
 /** Running attempts by id. */
 const live = new Map<string, WorkerAttempt>();
@@ -145,8 +146,17 @@ function accept(batch: StartBatch): void {
   heartbeatMs = batch.heartbeatMs;
   if (batch.agents) for (const [index, name, module] of batch.agents) agents.set(index, { name, module });
   const s = batch.starts;
+  const first = queued.length;
   for (let i = 0; i < s.length; i += START_STRIDE) {
     queued.push(new WorkerAttempt(s[i] as number, s[i + 1] as string, s[i + 2] as number, s[i + 3] as number, s[i + 4] as number, s[i + 5], s[i + 6] as string | undefined, s[i + 7]));
+  }
+  const traces = batch.traces;
+  if (traces) {
+    for (let i = 0; i < traces.length; i += TRACE_STRIDE) {
+      const attempt = queued[first + (traces[i] as number)]!;
+      attempt.traceparent = traces[i + 1] as string;
+      attempt.tracestate = traces[i + 2] as string | undefined;
+    }
   }
   pump();
 }
@@ -180,9 +190,13 @@ function begin(attempt: WorkerAttempt): void {
 }
 
 function call(attempt: WorkerAttempt, fn: AgentFunction): void {
+  const { traceparent } = attempt;
+  // A traced attempt waits for the thread's first look for @opentelemetry/api (once per thread).
+  if (traceparent !== undefined && !traceContextSettled()) return void settleTraceContext().then(() => call(attempt, fn));
   let value: unknown;
+  const run = () => fn(attempt.input, new AttemptContext(attempt, thread));
   try {
-    value = owner.run(attempt, () => fn(attempt.input, new AttemptContext(attempt, thread)));
+    value = owner.run(attempt, traceparent === undefined ? run : () => inTraceContext(traceparent, attempt.tracestate, run));
   } catch (error) {
     return end(attempt, Report.END, { ok: false, error: toWireError(error) } satisfies WireResult);
   }

@@ -10,6 +10,7 @@ import { resolveLogger } from './log.js';
 import { resolveOptions, type RuntimeOptions } from './options.js';
 import { validateRegistration } from './agents/registry.js';
 import { Runtime } from './runtime.js';
+import { Tracing } from './telemetry/tracing.js';
 
 /** Creates and starts a runtime: opens (or creates) the data dir and rebuilds from it. */
 export async function createRuntime(input?: RuntimeOptions): Promise<Runtime> {
@@ -17,6 +18,8 @@ export async function createRuntime(input?: RuntimeOptions): Promise<Runtime> {
   const log = resolveLogger(options.logger);
   // Validate agent registrations before touching the disk.
   const agents = options.agents.map((registration) => validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry, backoff: options.defaultBackoff }));
+  // Tracing is on when @opentelemetry/api is installed (an optional peer dependency) and a tracer provider is registered.
+  const tracing = await Tracing.load();
   let bus: EventBus | undefined;
   const store = await openStore({
     dataDir: options.dataDir,
@@ -29,7 +32,7 @@ export async function createRuntime(input?: RuntimeOptions): Promise<Runtime> {
   bus = new EventBus(store.read.events, () => keepAlive.hold(), (error, type) => log.error({ err: error, type }, 'an event listener threw'), () => store.eventsRemovedThrough);
   let runtime: Runtime | undefined;
   try {
-    runtime = new Runtime(options, log, store, bus, keepAlive);
+    runtime = new Runtime(options, log, store, bus, keepAlive, tracing);
     await runtime.start(agents);
     return runtime;
   } catch (error) {

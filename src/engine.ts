@@ -37,6 +37,7 @@ import { fireTemplate, taskOfKey, TEMPLATE_PARTS } from './tasks/template.js';
 import { isTerminal } from '../machines/index.js';
 import { cleanWorkspaceAt, isSettledStored, sliceOf, type EngineParts } from './tasks/parts.js';
 import type { HoldSources } from './tasks/holds.js';
+import type { Tracing } from './telemetry/tracing.js';
 
 /** Every part of a runtime. */
 export interface Engine {
@@ -71,6 +72,8 @@ export interface Engine {
 export interface LastingParts {
   readonly metrics: RuntimeMetrics;
   readonly logFeed: LogFeed;
+  /** OpenTelemetry spans (telemetry/tracing.ts); undefined without `@opentelemetry/api`. */
+  readonly tracing: Tracing | undefined;
 }
 
 /** Builds the parts of a runtime on an open store (see the module comment). */
@@ -135,6 +138,7 @@ export function buildEngine(options: ResolvedOptions, log: Logger, store: Store,
     table: table,
     flow: flow,
     logs: logFeed,
+    tracing: lasting.tracing,
   };
   const dispatcher = new Dispatcher(sliceOf(parts, DISPATCHER_PARTS), executor);
   const submitter = new Submitter(sliceOf(parts, SUBMIT_PARTS));

@@ -29,6 +29,7 @@ import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState }
 import type { Engine, LastingParts } from './engine.js';
 import { EngineSlot } from './engine-slot.js';
 import { checkId } from './ids.js';
+import type { Tracing } from './telemetry/tracing.js';
 
 export type { CloseOptions, RuntimeState } from './lifecycle.js';
 
@@ -58,7 +59,7 @@ export class Runtime implements AsyncDisposable {
   #closing: Promise<void> | undefined;
 
   /** @internal Use {@link createRuntime}. */
-  constructor(options: ResolvedOptions, log: Logger, store: Store, bus: EventBus, keepAlive: KeepAlive) {
+  constructor(options: ResolvedOptions, log: Logger, store: Store, bus: EventBus, keepAlive: KeepAlive, tracing?: Tracing) {
     this.#options = options;
     this.#log = log;
     this.#lifecycle = new Lifecycle(log);
@@ -78,7 +79,7 @@ export class Runtime implements AsyncDisposable {
     bus.observe((events) => {
       for (const event of events) metrics.observe(event);
     });
-    this.#lasting = { metrics, logFeed: new LogFeed() };
+    this.#lasting = { metrics, logFeed: new LogFeed(), tracing };
     this.#slot = new EngineSlot({ options, log, bus, keepAlive, lasting: this.#lasting, running: () => this.#lifecycle.state === 'running' }, store);
     this.schedules = guardedSchedules(() => this.#e.scheduler, (call) => this.#assertOpen(`schedules.${call}`));
     this.agents = {

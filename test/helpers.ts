@@ -12,7 +12,7 @@ import { afterEach } from 'vitest';
 import { createRuntime, type Runtime, type RuntimeOptions } from 'troupe';
 
 /** Names of the fixture agents in test/fixtures/agents. */
-export type FixtureAgent = 'crash' | 'hang' | 'progress' | 'broken' | 'chatty' | 'polite' | 'weird' | 'record' | 'overlap' | 'interactive' | 'stray';
+export type FixtureAgent = 'crash' | 'hang' | 'progress' | 'broken' | 'chatty' | 'polite' | 'weird' | 'record' | 'overlap' | 'interactive' | 'stray' | 'traced';
 
 /** The built module URL of a fixture agent. */
 export function fixtureAgent(name: FixtureAgent): URL {

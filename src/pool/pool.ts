@@ -18,6 +18,7 @@ import {
   isThreadHello,
   Report,
   REPORT_STRIDE,
+  START_STRIDE,
   type AbortReason,
   type AgentCall,
   type AttemptRequest,
@@ -237,6 +238,7 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
       best.agents.add(agent);
       (batch.agents ??= []).push([agent, request.agent, request.module]);
     }
+    if (request.traceparent !== undefined) (batch.traces ??= []).push(batch.starts.length / START_STRIDE, request.traceparent, request.tracestate);
     batch.starts.push(agent, request.taskId, request.run, request.attempt, request.token, request.input, request.workspace, request.followUp);
     if (!flushQueued) {
       flushQueued = true;

@@ -4,7 +4,7 @@
  * admission are reads and stay with the caller; this step decides the record and what it writes.
  */
 import { join } from 'node:path';
-import { createTaskRecord } from '../store/records.js';
+import { createTaskRecord, type TraceCarrier } from '../store/records.js';
 import type { ValidSpec } from '../tasks/spec.js';
 import { queue, timerOf, arm, emit } from './common.js';
 import { nothing, type StepContext, type StepResult } from './types.js';
@@ -18,6 +18,8 @@ export interface SubmitView {
 /** What the caller decided: the spec, validated, routed and not a duplicate. */
 export interface SubmitInput {
   spec: ValidSpec;
+  /** The W3C trace context of the submit's span (tracing on), stored with the task. */
+  trace?: TraceCarrier;
 }
 
 /**
@@ -53,6 +55,7 @@ export function decideSubmit(view: SubmitView, input: SubmitInput, ctx: StepCont
   if (spec.idempotencyKey !== undefined) task.idempotencyKey = spec.idempotencyKey;
   if (spec.runAt !== undefined) task.runAt = spec.runAt;
   if (spec.retention !== undefined) task.retention = spec.retention;
+  if (input.trace !== undefined) task.trace = input.trace;
 
   const out = nothing();
   out.changes.push({ kind: 'task', task });

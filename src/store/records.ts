@@ -82,6 +82,14 @@ export interface TaskRecord {
   retention?: TaskRetention;
   /** The seq of the task's first event (its submit's): where `events({ taskId })` starts reading the log. */
   firstSeq?: number;
+  /** The W3C trace context of its submit's span, when tracing was on then: its attempts' spans are its children. */
+  trace?: TraceCarrier;
+}
+
+/** A W3C trace context as headers carry it (src/telemetry/). */
+export interface TraceCarrier {
+  traceparent: string;
+  tracestate?: string;
 }
 
 /** One execution of a task in a slot. */
@@ -276,6 +284,7 @@ export function createTaskRecord(fields: Pick<TaskRecord, 'id' | 'agent' | 'stat
     attemptExit: undefined,
     retention: undefined,
     firstSeq: undefined,
+    trace: undefined,
   };
 }
 

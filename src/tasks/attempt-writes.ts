@@ -26,6 +26,7 @@ export function writeSettlement(k: SettleDeps, task: TaskRecord, attempt: Attemp
   const settlement = decideSettlement(task, task.attempts, outcome, attempt.stop, k.options.random);
   const now = k.clock.now();
   attempt.tell(k.router, 'ended', now, settlement.exit);
+  attempt.trace?.end(settlement.exit, settlement.error);
   const flow = k.flow.ended(task.agent, settlement.exit, now - attempt.record.startedAt, now, settlement.event === 'FAIL');
   const decided = k.pipeline.decide(decideSettle, { task, attempt: attempt.record }, flow === undefined ? { settlement } : { settlement, flow }, now);
   // The catch keeps the id, not the record: the record's old version would stay alive until the commit.

@@ -19,6 +19,7 @@ import type { GovernorEntry } from '../governor/governor.js';
 import type { Logger } from '../log.js';
 import type { InstanceDescriptor, Router } from '../router/router.js';
 import type { AttemptRecord, TaskRecord } from '../store/records.js';
+import type { AttemptSpan } from '../telemetry/tracing.js';
 
 /** See the module comment. */
 export type AttemptPhase = 'starting' | 'dispatched' | 'executing' | 'ended';
@@ -53,6 +54,8 @@ export class Attempt {
   endedThread: number | undefined = undefined;
   /** What its thread said about the abort (which thread had it, which did not answer in time). */
   abortAnswer: Promise<{ foundIn: number | undefined; unresponsive: number[] }> | undefined = undefined;
+  /** Its `troupe.attempt` span, when tracing is on (telemetry/tracing.ts): ended as it settles. */
+  trace: AttemptSpan | undefined = undefined;
   /** Log lines stored so far (the next line's number). */
   lines = 0;
   /** Waiting on the host (input, join): it gave its slot and its reservation back. */
@@ -114,6 +117,11 @@ export class Attempt {
     const request: AttemptRequest = { module: agent.module, agent: agent.name, taskId: this.taskId, attemptId: this.attemptId, run: this.run, attempt: this.attempt, token: this.token, input: task.input };
     if (task.workspace !== undefined) request.workspace = task.workspace;
     if (task.followUp !== undefined) request.followUp = task.followUp;
+    const carrier = this.trace?.carrier;
+    if (carrier !== undefined) {
+      request.traceparent = carrier.traceparent;
+      if (carrier.tracestate !== undefined) request.tracestate = carrier.tracestate;
+    }
     return request;
   }
 

@@ -24,7 +24,7 @@ import { recordStale, writeLogLines, writeProgress, writeSettlement } from './at
 import { ChurnMap } from '../collections.js';
 
 /** What the dispatcher uses: the slice of the engine's shared parts it reads. */
-export const DISPATCHER_PARTS = ['agents', 'clock', 'flow', 'governor', 'log', 'logs', 'notifier', 'options', 'pipeline', 'pool', 'router', 'store', 'table'] as const;
+export const DISPATCHER_PARTS = ['agents', 'clock', 'flow', 'governor', 'log', 'logs', 'notifier', 'options', 'pipeline', 'pool', 'router', 'store', 'table', 'tracing'] as const;
 export type DispatcherDeps = Pick<EngineParts, (typeof DISPATCHER_PARTS)[number]>;
 
 /** How long a thread has to answer an abort after its attempt's lease expired before it counts as stuck. */
@@ -116,6 +116,7 @@ export class Dispatcher {
     const record = (result.effects[0] as Extract<Effect, { kind: 'dispatch' }>).attempt;
     // Not the task record itself as the descriptor: the attempt would keep that version alive as long as it runs.
     const attempt = new Attempt(record, entry, { agent: task.agent, lane: task.lane, workspace: task.workspace }, this.#k.log);
+    if (this.#k.tracing?.active()) attempt.trace = this.#k.tracing.startAttempt(task, record);
     this.#live.set(attempt.attemptId, attempt);
     attempt.tell(this.#k.router, 'pending', now);
     pipeline.apply(result);
@@ -321,6 +322,7 @@ export class Dispatcher {
     const task = table.get(attempt.taskId);
     if (!task || task.token !== attempt.token) {
       attempt.tell(this.#k.router, 'released', clock.now());
+      attempt.trace?.end('stale');
       recordStale(this.#k, attempt.taskId, attempt.attemptId, 'result');
     } else writeSettlement(this.#k, task, attempt, outcome);
     if (this.#live.size === 0) for (const resolve of this.#idle) resolve();

@@ -224,7 +224,9 @@ export class Interactions {
     if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new TroupeError('INVALID_INPUT', 'spawn expects a task spec object');
     if ('parentId' in spec) throw new TroupeError('INVALID_INPUT', 'spawn: parentId is set for you');
     const idempotencyKey = key.startsWith('#') ? `spawn:${attempt.attemptId}:${key}` : `spawn:${task.id}:${key}`;
-    const [child] = await this.#submit([{ ...(spec as unknown as TaskSpec), parentId: task.id, idempotencyKey }], 'spawn');
+    const submit = () => this.#submit([{ ...(spec as unknown as TaskSpec), parentId: task.id, idempotencyKey }], 'spawn');
+    // The child's submit span nests under this attempt's span.
+    const [child] = await (attempt.trace === undefined ? submit() : attempt.trace.within(submit));
     return { id: child!.id, agent: child!.agent, state: child!.state };
   }
 

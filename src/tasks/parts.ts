@@ -21,6 +21,7 @@ import type { ResolvedOptions } from '../options.js';
 import type { TaskTable } from './task-table.js';
 import type { FlowControl } from '../governor/flow.js';
 import type { LogFeed } from '../events/logs.js';
+import type { Tracing } from '../telemetry/tracing.js';
 
 /** Every part a module of the engine may ask for (see the module comment). */
 export interface EngineParts {
@@ -42,6 +43,8 @@ export interface EngineParts {
   readonly pipeline: Pipeline;
   /** Internal news: a task settled, an attempt ended. */
   readonly notifier: Notifier;
+  /** OpenTelemetry spans of submits and attempts; undefined without `@opentelemetry/api`. */
+  readonly tracing: Tracing | undefined;
 }
 
 /** Exactly the named parts, for the module that names them. */

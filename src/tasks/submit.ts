@@ -13,9 +13,10 @@ import { decideSubmit } from '../steps/submit.js';
 import type { Change } from '../steps/types.js';
 import type { EngineParts } from './parts.js';
 import { toTask, validateSpec, type Task, type TaskSpec, type ValidSpec } from './spec.js';
+import type { SubmitSpans } from '../telemetry/tracing.js';
 
 /** What submitting reads and steps through: the slice of the engine's shared parts it reads. */
-export const SUBMIT_PARTS = ['agents', 'clock', 'governor', 'notifier', 'options', 'pipeline', 'store', 'table'] as const;
+export const SUBMIT_PARTS = ['agents', 'clock', 'governor', 'notifier', 'options', 'pipeline', 'store', 'table', 'tracing'] as const;
 export type SubmitDeps = Pick<EngineParts, (typeof SUBMIT_PARTS)[number]>;
 
 /** Submits tasks. */
@@ -50,9 +51,38 @@ export class Submitter {
     const existing = valid.idempotencyKey === undefined ? undefined : this.#existing(valid.idempotencyKey);
     if (existing) return Promise.resolve(toTask(existing));
     if (!valid.unmatched && table.count('queued') + 1 > options.maxQueued) throw this.#atCapacity();
+    const { tracing } = this.#k;
+    if (tracing !== undefined && tracing.active()) return this.#traced(tracing.submits(), valid, now);
     const result = pipeline.decide(decideSubmit, this.#view, { spec: valid }, now);
     const task = (result.changes[0] as Extract<Change, { kind: 'task' }>).task;
     return pipeline.apply(result).then(() => toTask(task));
+  }
+
+  /** {@link Submitter.submit}'s step inside a `troupe.submit` span, which ends once the task is durable. */
+  #traced(spans: SubmitSpans, spec: ValidSpec, now: number): Promise<Task> {
+    const { pipeline } = this.#k;
+    let task: TaskRecord;
+    let durable: Promise<void>;
+    try {
+      const trace = spans.start();
+      const result = pipeline.decide(decideSubmit, this.#view, trace === undefined ? { spec } : { spec, trace }, now);
+      task = (result.changes[0] as Extract<Change, { kind: 'task' }>).task;
+      spans.decided(task);
+      durable = pipeline.apply(result);
+    } catch (error) {
+      spans.end(error);
+      throw error;
+    }
+    return durable.then(
+      () => {
+        spans.end();
+        return toTask(task);
+      },
+      (error: unknown) => {
+        spans.end(error);
+        throw error;
+      },
+    );
   }
 
   readonly #lookup = (name: string) => this.#k.agents.get(name);
@@ -119,15 +149,24 @@ export class Submitter {
     for (const spec of fresh) if (!spec.unmatched) admitted++;
     if (admitted > 0 && table.count('queued') + admitted > options.maxQueued) throw this.#atCapacity();
     // Every spec's step joins the turn's batch: all of them commit in one transaction, or none.
-    let durable: Promise<void> | undefined;
-    for (const [i, spec] of fresh.entries()) {
-      const result = pipeline.decide(decideSubmit, this.#view, { spec }, now);
-      const task = (result.changes[0] as Extract<Change, { kind: 'task' }>).task;
-      for (const at of picks[i]!) picked[at] = task;
-      durable = pipeline.apply(result);
+    const spans = this.#k.tracing?.active() ? this.#k.tracing.submits() : undefined;
+    try {
+      let durable: Promise<void> | undefined;
+      for (const [i, spec] of fresh.entries()) {
+        const trace = spans?.start();
+        const result = pipeline.decide(decideSubmit, this.#view, trace === undefined ? { spec } : { spec, trace }, now);
+        const task = (result.changes[0] as Extract<Change, { kind: 'task' }>).task;
+        spans?.decided(task);
+        for (const at of picks[i]!) picked[at] = task;
+        durable = pipeline.apply(result);
+      }
+      if (extra) durable = store.stage((w) => extra(w, picked));
+      if (durable) await durable;
+    } catch (error) {
+      spans?.end(error);
+      throw error;
     }
-    if (extra) durable = store.stage((w) => extra(w, picked));
-    if (durable) await durable;
+    spans?.end();
     return picked.map(toTask);
   }
 

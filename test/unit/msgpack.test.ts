@@ -95,23 +95,30 @@ describe('recordWriter', () => {
     expect(packr.unpack(writer.encode(attempt, attemptCodec.write))).toEqual(attemptCodec.toValues(attempt));
   });
 
-  it('reads a version 1 task record (written before the final attempt and the retention were appended) with those fields absent', () => {
+  it('reads a version 1 task record (written before the final attempt, the retention and the trace context were appended) with those fields absent', () => {
     const task = createTaskRecord({ id: 'T1', agent: 'echo', state: 'done', input: 1, priority: 0, lane: 'default', instanceKey: 'k', labels: {}, timeoutMs: 0, retry: { maxAttempts: 3, backoff: 'fixed', delayMs: 5, maxDelayMs: 9, jitter: 0.2 }, runReason: 'submit', createdAt: 7 });
     task.attemptStartedAt = 3;
     task.attemptLeaseUntil = 4;
     task.attemptExit = 'success';
     task.retention = { done: 60_000 };
     task.firstSeq = 42;
+    task.trace = { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' };
     const values = taskCodec.toValues(task);
-    expect(values[0]).toBe(3);
-    // Version 1 had every field but the five appended since (version 2: the final attempt's three; 3: the retention and the first seq).
-    const v1 = [1, ...values.slice(1, -5)];
+    expect(values[0]).toBe(4);
+    // Version 1 had every field but the six appended since (version 2: the final attempt's three; 3: the retention and the first seq; 4: the trace context).
+    const v1 = [1, ...values.slice(1, -6)];
     const read = taskCodec.fromValues(v1);
-    expect(read).toEqual({ ...task, attemptStartedAt: undefined, attemptLeaseUntil: undefined, attemptExit: undefined, retention: undefined, firstSeq: undefined });
+    expect(read).toEqual({ ...task, attemptStartedAt: undefined, attemptLeaseUntil: undefined, attemptExit: undefined, retention: undefined, firstSeq: undefined, trace: undefined });
     expect(Object.keys(read)).toEqual(Object.keys(task));
-    expect(taskCodec.fromValues([2, ...values.slice(1, -2)])).toEqual({ ...task, retention: undefined, firstSeq: undefined });
-    expect(() => taskCodec.fromValues([4, ...values.slice(1)])).toThrow(/not a version 1-3 record/);
-    expect(() => taskCodec.fromValues([3, ...values.slice(1), 'extra'])).toThrow(/not a version 1-3 record/);
+    expect(taskCodec.fromValues([2, ...values.slice(1, -3)])).toEqual({ ...task, retention: undefined, firstSeq: undefined, trace: undefined });
+    // A record as the previous build's writer wrote it (version 3: every field but the trace context) reads with it absent.
+    const v3Writer = recordWriter<typeof task>(3, Object.keys(task).filter((field) => field !== 'trace') as Array<keyof typeof task & string>);
+    const v3 = packr.unpack(writer.encode(task, v3Writer));
+    expect(v3).toEqual([3, ...values.slice(1, -1)]);
+    expect(taskCodec.fromValues(v3)).toEqual({ ...task, trace: undefined });
+    expect(taskCodec.fromValues(packr.unpack(writer.encode(task, taskCodec.write)))).toEqual(task);
+    expect(() => taskCodec.fromValues([5, ...values.slice(1)])).toThrow(/not a version 1-4 record/);
+    expect(() => taskCodec.fromValues([4, ...values.slice(1), 'extra'])).toThrow(/not a version 1-4 record/);
   });
 
   it('refuses a field that is not a plain name', () => {

@@ -16,9 +16,9 @@ import { createTaskRecord, type AttemptRecord, type EventRecord, type RunRecord,
  * Bumped when a field list below changes; decoding refuses versions it does not know. Fields are
  * only ever appended, so a record of an older version decodes with the newer fields absent (and
  * the log's patches, by field index, stay valid). 2: the task record's embedded final attempt.
- * 3: the task's own retention and the seq of its first event.
+ * 3: the task's own retention and the seq of its first event. 4: the task's trace context.
  */
-const VERSION = 3;
+const VERSION = 4;
 const OLDEST_VERSION = 1;
 
 const TASK_FIELDS = Object.keys(createTaskRecord({ id: '', agent: '', state: 'queued', input: null, priority: 0, lane: '', instanceKey: '', labels: {}, timeoutMs: 0, retry: { maxAttempts: 1, backoff: 'fixed', delayMs: 0, maxDelayMs: 0, jitter: 0 }, runReason: 'submit', createdAt: 0 })) as Array<keyof TaskRecord>;

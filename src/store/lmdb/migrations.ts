@@ -11,7 +11,7 @@ import { migrateEventsToBatches } from './event-log.js';
 import { CODECS, DATABASES, DB, encoded, STRUCTURES } from './layout.js';
 
 /** The schema this build reads and writes. Bump it with a migration in {@link MIGRATIONS}. */
-export const SCHEMA_VERSION = 7;
+export const SCHEMA_VERSION = 8;
 
 /** Upgrades from version n to n+1, run at open inside one synchronous transaction. */
 export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
@@ -43,6 +43,10 @@ export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
   // the listed index at open when missing. The bump keeps schema 6 builds, which would leave
   // them behind, off a data dir this build wrote.
   6: () => undefined,
+  // 7 → 8: task records may hold their trace context (codec version 4, a field appended). Nothing
+  // to rewrite; the bump keeps older builds, which would quarantine a version 4 record as
+  // unreadable, off a data dir this build wrote.
+  7: () => undefined,
 };
 
 /** The indexes derived from the task records, each with the meta flag that says a data dir has it, and what it takes from one task. */

@@ -123,6 +123,14 @@ describe('decideSubmit', () => {
     expect(decideSubmit(view, deepFreeze({ spec: spec() }), context()).changes.filter((c) => c.kind === 'child')).toEqual([]);
   });
 
+  it('stores the trace context of its submit span with the task, and none without one', () => {
+    const trace = { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', tracestate: 'vendor=1' };
+    const out = decideSubmit(view, deepFreeze({ spec: spec(), trace }), context());
+    expect(out.changes[0]).toMatchObject({ task: { trace } });
+    const plain = decideSubmit(view, deepFreeze({ spec: spec() }), context());
+    expect(plain.changes[0]!.kind === 'task' && 'trace' in plain.changes[0].task && plain.changes[0].task.trace).toBeUndefined();
+  });
+
   it('takes one id and one seq per task, in call order', () => {
     const ctx = context();
     const a = decideSubmit(view, deepFreeze({ spec: spec() }), ctx);

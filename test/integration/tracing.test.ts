@@ -1,0 +1,256 @@
+/**
+ * OpenTelemetry tracing: with a tracer provider registered in this process, each submit is a
+ * `troupe.submit` span under the caller's context, each attempt a `troupe.attempt` span under its
+ * task's stored context, and the agent's own spans (made by its own provider in its thread) nest
+ * under the attempt's. Without one, or without the package, nothing is traced and tasks run as
+ * before.
+ */
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import type { Runtime, Task } from 'troupe';
+import type { AgentSpan } from '../fixtures/agents/traced.agent.js';
+import { fixtureAgent, runtimes, scratchDirs, startRuntime, tempDir } from '../helpers.js';
+
+const runtime = runtimes();
+const dirs = scratchDirs();
+const traced = { name: 'traced', module: fixtureAgent('traced') };
+
+describe('tracing without a tracer provider', () => {
+  it('makes no span and hands agents no trace context; tasks run as before', async () => {
+    const getTracer = vi.spyOn(trace, 'getTracer');
+    try {
+      const rt = await runtime({ agents: [traced] });
+      const [one, two] = await rt.submitMany([{ agent: 'traced', input: { mode: 'probe' } }, { agent: 'traced', input: { mode: 'probe' } }]);
+      const three = await rt.submit({ agent: 'traced', input: { mode: 'probe' } });
+      for (const task of [one!, two!, three]) {
+        expect(await rt.wait(task.id)).toMatchObject({ state: 'done', output: { traceparent: null, activeSpan: false } });
+      }
+      // No tracer was even asked for: no span object was made, on submit or on attempt.
+      expect(getTracer).not.toHaveBeenCalled();
+    } finally {
+      getTracer.mockRestore();
+    }
+  });
+});
+
+describe('tracing with a tracer provider', () => {
+  const exporter = new InMemorySpanExporter();
+  const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  const tracer = trace.getTracer('tracing-test');
+  /** Spans the agents reported from their threads, for the printed tree. */
+  const agentSpans: AgentSpan[] = [];
+
+  beforeAll(() => {
+    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+    trace.setGlobalTracerProvider(provider);
+  });
+  afterAll(async () => {
+    console.log(`trace tree:\n${printTree(exporter.getFinishedSpans(), agentSpans)}`);
+    trace.disable();
+    context.disable();
+    await provider.shutdown();
+  });
+
+  /** Submits inside an active span `outer`; returns the task and the outer span's id. */
+  async function submitUnder(rt: Runtime, input: unknown, extra: Record<string, unknown> = {}): Promise<{ task: Task; outer: string }> {
+    return tracer.startActiveSpan('outer', async (span) => {
+      try {
+        return { task: await rt.submit({ agent: 'traced', input, ...extra }), outer: span.spanContext().spanId };
+      } finally {
+        span.end();
+      }
+    });
+  }
+
+  const spansOf = (name: string, taskId: string) => exporter.getFinishedSpans().filter((s) => s.name === name && s.attributes['troupe.task.id'] === taskId);
+  const parentOf = (span: ReadableSpan) => span.parentSpanContext?.spanId;
+
+  it('nests outer → troupe.submit → troupe.attempt → the agent’s own span, in one trace, with their attributes', async () => {
+    const rt = await runtime({ agents: [traced] });
+    const { task, outer } = await submitUnder(rt, { mode: 'span' });
+    const done = await rt.wait(task.id);
+    expect(done.state).toBe('done');
+    const [submit] = spansOf('troupe.submit', task.id);
+    const [attempt] = spansOf('troupe.attempt', task.id);
+    expect(submit).toBeDefined();
+    expect(attempt).toBeDefined();
+    const traceId = submit!.spanContext().traceId;
+    expect(parentOf(submit!)).toBe(outer);
+    expect(submit!.kind).toBe(SpanKind.PRODUCER);
+    expect(submit!.attributes).toEqual({ 'troupe.task.id': task.id, 'troupe.agent': 'traced' });
+    expect(attempt!.spanContext().traceId).toBe(traceId);
+    expect(parentOf(attempt!)).toBe(submit!.spanContext().spanId);
+    expect(attempt!.kind).toBe(SpanKind.CONSUMER);
+    expect(attempt!.attributes).toEqual({ 'troupe.task.id': task.id, 'troupe.agent': 'traced', 'troupe.run': 1, 'troupe.attempt': 1, 'troupe.attempt.id': `${task.id}:1:1`, 'troupe.exit': 'success' });
+    expect(attempt!.status.code).toBe(SpanStatusCode.UNSET);
+    const agent = done.output as AgentSpan;
+    agentSpans.push(agent);
+    expect(agent.traceId).toBe(traceId);
+    expect(agent.parentSpanId).toBe(attempt!.spanContext().spanId);
+    expect(agent.traceparent).toBe(`00-${traceId}-${attempt!.spanContext().spanId}-01`);
+  });
+
+  it('marks a failed attempt ERROR with its exit and message', async () => {
+    const rt = await runtime({ agents: [traced] });
+    const { task } = await submitUnder(rt, { mode: 'fail' });
+    expect((await rt.wait(task.id)).state).toBe('failed');
+    const [attempt] = spansOf('troupe.attempt', task.id);
+    expect(attempt!.attributes).toMatchObject({ 'troupe.exit': 'error', 'troupe.error.code': 'AGENT_ERROR' });
+    expect(attempt!.status).toEqual({ code: SpanStatusCode.ERROR, message: 'the agent said no' });
+    expect(parentOf(attempt!)).toBe(spansOf('troupe.submit', task.id)[0]!.spanContext().spanId);
+  });
+
+  it('puts every attempt of a retried task under its one submit span', async () => {
+    const rt = await runtime({ agents: [traced] });
+    const { task } = await submitUnder(rt, { mode: 'flaky' }, { retry: { maxAttempts: 2, delayMs: 0, jitter: 0 } });
+    const done = await rt.wait(task.id);
+    expect(done).toMatchObject({ state: 'done', attempts: 2 });
+    const submits = spansOf('troupe.submit', task.id);
+    expect(submits).toHaveLength(1);
+    const attempts = spansOf('troupe.attempt', task.id).sort((a, b) => (a.attributes['troupe.attempt'] as number) - (b.attributes['troupe.attempt'] as number));
+    expect(attempts.map((a) => [a.attributes['troupe.attempt'], a.attributes['troupe.exit'], a.status.code])).toEqual([
+      [1, 'error', SpanStatusCode.ERROR],
+      [2, 'success', SpanStatusCode.UNSET],
+    ]);
+    for (const attempt of attempts) expect(parentOf(attempt)).toBe(submits[0]!.spanContext().spanId);
+    const agent = done.output as AgentSpan;
+    agentSpans.push(agent);
+    expect(agent.parentSpanId).toBe(attempts[1]!.spanContext().spanId);
+  });
+
+  it('nests a spawned child’s submit span under its parent’s attempt span', async () => {
+    const rt = await runtime({ agents: [traced] });
+    const { task } = await submitUnder(rt, { mode: 'spawn' });
+    const done = await rt.wait(task.id);
+    expect(done.state).toBe('done');
+    const { child, output } = done.output as { child: string; output: AgentSpan };
+    agentSpans.push(output);
+    const [parentAttempt] = spansOf('troupe.attempt', task.id);
+    const [childSubmit] = spansOf('troupe.submit', child);
+    const [childAttempt] = spansOf('troupe.attempt', child);
+    expect(parentOf(childSubmit!)).toBe(parentAttempt!.spanContext().spanId);
+    expect(parentOf(childAttempt!)).toBe(childSubmit!.spanContext().spanId);
+    expect(output.parentSpanId).toBe(childAttempt!.spanContext().spanId);
+    expect(new Set([parentAttempt, childSubmit, childAttempt].map((s) => s!.spanContext().traceId)).size).toBe(1);
+  });
+
+  it('gives each task of a submitMany its own submit span under the caller’s', async () => {
+    const rt = await runtime({ agents: [traced] });
+    const { tasks, outer } = await tracer.startActiveSpan('outer', async (span) => {
+      try {
+        return { tasks: await rt.submitMany([{ agent: 'traced', input: { mode: 'span' } }, { agent: 'traced', input: { mode: 'span' } }]), outer: span.spanContext().spanId };
+      } finally {
+        span.end();
+      }
+    });
+    for (const task of tasks) {
+      const done = await rt.wait(task.id);
+      const [submit] = spansOf('troupe.submit', task.id);
+      const [attempt] = spansOf('troupe.attempt', task.id);
+      expect(parentOf(submit!)).toBe(outer);
+      expect(parentOf(attempt!)).toBe(submit!.spanContext().spanId);
+      agentSpans.push(done.output as AgentSpan);
+      expect((done.output as AgentSpan).parentSpanId).toBe(attempt!.spanContext().spanId);
+    }
+  });
+
+  it('keeps the submit’s trace context with the task: an attempt after a restart still nests under it', async () => {
+    const dir = tempDir();
+    try {
+      const first = await startRuntime({ dataDir: dir.path, agents: [traced] });
+      await first.rt.freeze();
+      const { task } = await submitUnder(first.rt, { mode: 'span' });
+      await first.stop();
+      const second = await startRuntime({ dataDir: dir.path, agents: [traced] });
+      try {
+        await second.rt.unfreeze();
+        const done = await second.rt.wait(task.id);
+        expect(done.state).toBe('done');
+        const [submit] = spansOf('troupe.submit', task.id);
+        const [attempt] = spansOf('troupe.attempt', task.id);
+        expect(parentOf(attempt!)).toBe(submit!.spanContext().spanId);
+        expect(attempt!.spanContext().traceId).toBe(submit!.spanContext().traceId);
+        agentSpans.push(done.output as AgentSpan);
+        expect((done.output as AgentSpan).parentSpanId).toBe(attempt!.spanContext().spanId);
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      dir.cleanup();
+    }
+  });
+});
+
+describe('without @opentelemetry/api', () => {
+  const scripts = fileURLToPath(new URL('../fixtures/scripts/', import.meta.url));
+  const root = fileURLToPath(new URL('../..', import.meta.url));
+
+  /** Runs tracing-absent.mjs with the package made unresolvable `where`; resolves with the line it printed. */
+  function runWithout(where: 'everywhere' | 'workers'): Promise<{ stderr: string; result: unknown }> {
+    const args = ['--import', join(scripts, 'no-otel.mjs'), join(scripts, 'tracing-absent.mjs'), where, dirs()];
+    return new Promise((resolve, reject) => {
+      execFile(process.execPath, args, { cwd: root, timeout: 20_000, env: { ...process.env, TROUPE_TEST_NO_OTEL: where } }, (error, stdout, stderr) => {
+        if (error) return reject(new Error(`${error.message}\n${stderr}`));
+        resolve({ stderr, result: JSON.parse(stdout.trim().split('\n').pop()!) as unknown });
+      });
+    });
+  }
+
+  it('runs tasks untraced, without an error, when the package is not installed', async () => {
+    expect(await runWithout('everywhere')).toEqual({ stderr: '', result: { hostApi: false, state: 'done', output: { traceparent: null, api: false }, spans: null } });
+  });
+
+  it('still runs an attempt whose thread cannot load it: the agent gets its traceparent, outside any context', async () => {
+    const { stderr, result } = await runWithout('workers');
+    expect(stderr).toBe('');
+    expect(result).toEqual({ hostApi: true, state: 'done', output: { traceparent: expect.stringMatching(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/), api: false }, spans: ['troupe.attempt', 'troupe.submit'] });
+  });
+});
+
+describe('the public types', () => {
+  it('name no @opentelemetry type: they compile for a user without the package', () => {
+    const root = fileURLToPath(new URL('../../dist/', import.meta.url));
+    const seen = new Set<string>();
+    const outside = new Set<string>();
+    const visit = (file: string) => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      // Comments hold examples (`typeof import('./coder.agent.js')`), not imports.
+      const text = readFileSync(file, 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
+      for (const [, specifier] of text.matchAll(/(?:from\s+|import\(\s*)['"]([^'"]+)['"]/g)) {
+        if (specifier!.startsWith('.')) visit(join(dirname(file), specifier!.replace(/\.js$/, '.d.ts')));
+        else outside.add(specifier!);
+      }
+    };
+    visit(join(root, 'src/index.d.ts'));
+    visit(join(root, 'actors/agent.d.ts'));
+    expect(seen.has(join(root, 'src/telemetry/tracing.d.ts'))).toBe(true);
+    expect([...outside].filter((specifier) => specifier.startsWith('@opentelemetry'))).toEqual([]);
+  });
+});
+
+/** The spans as an indented tree: name, trace id, span id, parent id. */
+function printTree(spans: readonly ReadableSpan[], agents: readonly AgentSpan[]): string {
+  const nodes = [
+    ...spans.map((s) => ({ name: s.name, traceId: s.spanContext().traceId, spanId: s.spanContext().spanId, parentSpanId: s.parentSpanContext?.spanId, attributes: s.attributes, status: s.status.code })),
+    ...agents.map((a) => ({ ...a, name: `${a.name} (agent's thread)`, attributes: {} as ReadableSpan['attributes'], status: SpanStatusCode.UNSET })),
+  ];
+  const ids = new Set(nodes.map((n) => n.spanId));
+  const lines: string[] = [];
+  const walk = (parent: string | undefined, depth: number) => {
+    for (const node of nodes.filter((n) => (parent === undefined ? n.parentSpanId === undefined || !ids.has(n.parentSpanId) : n.parentSpanId === parent))) {
+      const a = node.attributes;
+      const detail = a['troupe.task.id'] === undefined ? '' : ` task=${String(a['troupe.task.id'])}${a['troupe.attempt'] === undefined ? '' : ` attempt=${String(a['troupe.attempt'])} exit=${String(a['troupe.exit'])}`}`;
+      lines.push(`${'  '.repeat(depth)}${node.name} trace=${node.traceId} span=${node.spanId} parent=${node.parentSpanId ?? '-'}${detail}${node.status === SpanStatusCode.ERROR ? ' ERROR' : ''}`);
+      walk(node.spanId, depth + 1);
+    }
+  };
+  walk(undefined, 0);
+  return lines.join('\n');
+}
