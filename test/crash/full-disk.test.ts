@@ -180,8 +180,11 @@ describe('a full disk', () => {
       const dir = tempDir('troupe-recover-kill-');
       try {
         const dataDir = join(dir.path, 'data');
-        const { stdout, signal } = await runLimited(dataDir, (child) => setTimeout(() => child.kill('SIGKILL'), delayMs));
-        expect(signal, stdout.slice(-500)).toBe('SIGKILL');
+        const { stdout, signal, code } = await runLimited(dataDir, (child) => setTimeout(() => child.kill('SIGKILL'), delayMs));
+        // A loaded machine may run the whole scenario before a late kill lands: then it must have
+        // ended cleanly, and the checks below still hold. The earliest kill always lands mid-recovery.
+        if (delayMs === 20 || signal !== null) expect(signal, stdout.slice(-500)).toBe('SIGKILL');
+        else expect({ code, last: stdout.trim().split('\n').at(-1) }, stdout.slice(-500)).toEqual({ code: 0, last: 'exited cleanly' });
         const acked = stdout.split('\n').filter((l) => l.startsWith('acked ')).map((l) => l.slice(6));
         const rt = await createRuntime({ dataDir, logger: false, threads: 1 });
         try {
