@@ -1,9 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeEvent } from 'troupe';
+import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeEvent, type RuntimeOptions } from 'troupe';
 import type { AttemptRequest, WireResult } from '../../actors/wire.js';
 import type { PoolHost } from '../../src/pool/pool.js';
+import type { RuntimeOptions as InternalOptions } from '../../src/options.js';
 import { collectEvents } from 'troupe/testing';
 import { fixtureAgent, scratchDirs } from '../helpers.js';
+
+/** Options with the internal `createPool` (not in the public types). */
+const withPool = (options: RuntimeOptions & Pick<InternalOptions, 'createPool'>): RuntimeOptions => options;
 
 const dataDir = scratchDirs();
 
@@ -58,7 +62,7 @@ describe('fencing', () => {
   it('rejects every write of an attempt whose lease expired, records it as task.stale_result, and never changes the task', async () => {
     const clock = new ManualClock();
     const pool = controlledPool();
-    const rt = await createRuntime({ dataDir: dataDir(), logger: false, threads: 1, slotsPerThread: 1, leaseMs: 1_000, clock, createPool: pool.create, agents: [builtinAgent('echo', { retry: { maxAttempts: 3, delayMs: 0 } })] });
+    const rt = await createRuntime(withPool({ dataDir: dataDir(), logger: false, threads: 1, slotsPerThread: 1, leaseMs: 1_000, clock, createPool: pool.create, agents: [builtinAgent('echo', { retry: { maxAttempts: 3, delayMs: 0 } })] }));
     const startedTwice = collectEvents(rt, 'task.started', 2);
     const task = await rt.submit({ agent: 'echo', input: 'x' });
     await new Promise<void>((resolve) => {
@@ -96,7 +100,7 @@ describe('fencing', () => {
 
   it('settles each run exactly once: writes that arrive after the settle are stale', async () => {
     const pool = controlledPool();
-    const rt = await createRuntime({ dataDir: dataDir(), logger: false, threads: 1, createPool: pool.create, agents: [builtinAgent('echo')] });
+    const rt = await createRuntime(withPool({ dataDir: dataDir(), logger: false, threads: 1, createPool: pool.create, agents: [builtinAgent('echo')] }));
     const settling: string[] = [];
     for (const type of ['task.done', 'task.failed', 'task.dropped', 'task.cancelled'] as const) rt.on(type, (e: RuntimeEvent) => settling.push(e.type));
     const task = await rt.submit({ agent: 'echo', input: 1 });
