@@ -55,7 +55,7 @@ export interface AgentContext {
    */
   spawn(spec: SpawnSpec): Promise<SpawnedTask>;
   /** Waits until every task in `ids` is terminal (the task is `waiting` meanwhile); resolves with their outcomes. */
-  join(ids: readonly string[]): Promise<JoinedTask[]>;
+  join<const Ids extends readonly string[]>(ids: Ids): Promise<{ -readonly [K in keyof Ids]: JoinedTask }>;
 }
 
 /** Options of `ctx.waitForInput()`. */

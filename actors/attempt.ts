@@ -150,7 +150,8 @@ export class AttemptContext implements AgentContext {
   }
   get join(): AgentContext['join'] {
     const fns = (this.#fns ??= {});
-    return (fns.join ??= (ids) => this.#joinImpl(ids));
+    // One outcome per id, in order: a tuple of the ids' length (see AgentContext.join).
+    return (fns.join ??= ((ids: readonly string[]) => this.#joinImpl(ids)) as AgentContext['join']);
   }
 
   #writer(level: LogLevel): (message: string, fields?: Record<string, unknown>) => void {
