@@ -10,7 +10,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { fileURLToPath } from 'node:url';
-import { MessageChannel, isMainThread, parentPort, threadId } from 'node:worker_threads';
+import { MessageChannel, isMainThread, parentPort, threadId, type MessagePort } from 'node:worker_threads';
 import { expose, wrap, type Remote } from 'comlink/dist/esm/comlink.mjs';
 import type { ScopedImport } from 'tsx/esm/api';
 import { AgentError, agentFunctionOf, type AgentFunction } from './agent.js';
@@ -94,11 +94,7 @@ const thread: ThreadSide = {
 
 // A worker entry is a program, not a library: opening the channel when the thread starts is its job.
 if (!isMainThread && parentPort) {
-  const { port1, port2 } = new MessageChannel();
-  channel = new ThreadChannel(port1);
-  expose(control, channel.rpc('a') as never);
-  host = wrap<HostApi>(channel.rpc('h') as never);
-  channel.onBatch((batch) => accept(batch as StartBatch));
+  const port = open();
   // An agent's stray error (a timer that throws, a promise nobody awaits) must not take the thread
   // and its neighbours' attempts down with it.
   process.on('uncaughtException', (error) => stray(error, 'an uncaught exception'));
@@ -111,7 +107,38 @@ if (!isMainThread && parentPort) {
     report(culprit, Report.EXIT, code);
     flushOutbox();
   });
-  parentPort.postMessage({ troupe: 'hello', threadId, port: port2 } satisfies ThreadHello, [port2]);
+  parentPort.postMessage({ troupe: 'hello', threadId, port } satisfies ThreadHello, [port]);
+}
+
+/** Opens this thread's channel and serves it; returns the host's end. */
+function open(): MessagePort {
+  const { port1, port2 } = new MessageChannel();
+  channel = new ThreadChannel(port1);
+  expose(control, channel.rpc('a') as never);
+  host = wrap<HostApi>(channel.rpc('h') as never);
+  channel.onBatch((batch) => accept(batch as StartBatch));
+  return port2;
+}
+
+/** Agents given as functions, by module string, for a thread served in the host's own thread (see {@link serveInThread}). */
+let inThreadAgents: ReadonlyMap<string, AgentFunction> | undefined;
+
+/**
+ * Serves a "thread" in the calling thread: troupe/testing's in-thread agents. Each call must be on
+ * a module instance of its own (import this file with a distinct query): a thread's state is this
+ * module's. `agents` resolves modules to functions before any import; other modules import as in a
+ * thread. No process-wide handler is installed: an agent's stray error is the host process's.
+ */
+export function serveInThread(agents: ReadonlyMap<string, AgentFunction>): ThreadHello {
+  if (channel) throw new Error('this module instance already serves a thread');
+  inThreadAgents = agents;
+  return { troupe: 'hello', threadId: 0, port: open() };
+}
+
+/** Closes the channel of a thread served by {@link serveInThread}. */
+export function closeInThread(): void {
+  channel?.close();
+  if (heartbeats) clearInterval(heartbeats);
 }
 
 /**
@@ -230,6 +257,11 @@ function end(attempt: WorkerAttempt, kind: number, payload: unknown): void {
 }
 
 function load(module: string): Promise<AgentFunction> {
+  const given = inThreadAgents?.get(module);
+  if (given) {
+    modules.set(module, given);
+    return Promise.resolve(given);
+  }
   const imported: Promise<Record<string, unknown>> = TYPESCRIPT.test(new URL(module).pathname) ? importTypeScript(module) : import(module);
   const loading = imported.then((namespace) => {
     const fn = agentFunctionOf(namespace.default) ?? agentFunctionOf(esModuleDefault(namespace.default));

@@ -181,3 +181,21 @@ export async function rejection(promise: Promise<unknown>): Promise<{ code?: str
   }
   throw new Error('expected a rejection');
 }
+
+/**
+ * The ```ts blocks of a markdown file, in order, with the line each starts on; a block indented
+ * under a list item comes back with that indentation taken off.
+ */
+export function readmeBlocks(path: string): Array<{ line: number; code: string }> {
+  const lines = readFileSync(path, 'utf8').split('\n');
+  const blocks: Array<{ line: number; code: string }> = [];
+  for (let i = 0; i < lines.length; i++) {
+    const open = /^(\s*)```ts$/.exec(lines[i]!);
+    if (!open) continue;
+    const indent = open[1]!.length;
+    const start = i + 1;
+    while (++i < lines.length && lines[i]!.trim() !== '```');
+    blocks.push({ line: start + 1, code: lines.slice(start, i).map((l) => l.slice(indent)).join('\n') });
+  }
+  return blocks;
+}

@@ -25,6 +25,7 @@ import {
   type CallAnswer,
   type HostApi,
   type StartBatch,
+  type ThreadHello,
   type WireLogLine,
   type WireResult,
   type WorkerBatch,
@@ -162,8 +163,26 @@ interface Link {
   alive: boolean;
 }
 
+/**
+ * Where a pool's threads come from: each says hello once it serves its channel. Piscina's threads
+ * (below), or troupe/testing's one "thread" served in the host's own (src/pool/in-thread.ts).
+ */
+export interface ThreadSource {
+  onHello(listener: (hello: ThreadHello) => void): void;
+  /** Ends these threads (hard preemption); the source replaces them. */
+  terminate(threadIds: ReadonlySet<number>): Promise<void>;
+  /** Whether a thread started that has not said hello among `ready`. */
+  loading(ready: ReadonlySet<number>): boolean;
+  destroy(): Promise<void>;
+}
+
 /** Creates the Piscina-backed pool. */
 export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
+  return createChannelPool(options, piscinaThreads(options));
+}
+
+/** Piscina's threads, kept at `threads` (a dead one is replaced, and its replacement says hello). */
+function piscinaThreads(options: PiscinaPoolOptions): ThreadSource {
   const workerUrl = options.workerUrl ?? new URL('../../actors/worker-entry.cjs', import.meta.url);
   const piscina = new Piscina({
     filename: workerUrl.href,
@@ -175,6 +194,20 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
     // loop, and with it the channel, would stall.
     atomics: 'disabled',
   });
+  // Piscina emits 'error' for a worker that fails with no task attached; unhandled it would crash the host.
+  piscina.on('error', (error: Error) => options.onError?.(error));
+  return {
+    onHello: (listener) => piscina.on('message', (message: unknown) => isThreadHello(message) && listener(message)),
+    async terminate(threadIds) {
+      await Promise.all(piscina.threads.filter((w: Worker) => threadIds.has(w.threadId)).map((w: Worker) => w.terminate()));
+    },
+    loading: (ready) => piscina.threads.some((w: Worker) => !ready.has(w.threadId)),
+    destroy: () => piscina.destroy(),
+  };
+}
+
+/** A pool over the channels of the threads `source` gives. */
+export function createChannelPool(options: Pick<PiscinaPoolOptions, 'threads' | 'slotsPerThread' | 'heartbeatMs'>, source: ThreadSource): AgentPool {
   const links = new Set<Link>();
   let host: PoolHost | undefined;
   let flushQueued = false;
@@ -188,8 +221,7 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
   /** Attempts handed out before any thread said hello: sent once one does. */
   let waiting: AttemptRequest[] = [];
 
-  piscina.on('message', (message: unknown) => {
-    if (!isThreadHello(message)) return;
+  source.onHello((message) => {
     const channel = new ThreadChannel(message.port);
     const link: Link = { channel, control: wrap<WorkerControl>(channel.rpc('a') as never), threadId: message.threadId, attempts: new ChurnSet<string>(), agents: new Set(), outbox: undefined, alive: true };
     links.add(link);
@@ -266,9 +298,6 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
     }
   }
 
-  // Piscina emits 'error' for a worker that fails with no task attached; unhandled it would crash the host.
-  piscina.on('error', (error: Error) => options.onError?.(error));
-
   return {
     threads: options.threads,
     send,
@@ -305,16 +334,13 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
       if (foundIn === undefined) for (const link of links) if (link.attempts.has(attemptId)) foundIn = link.threadId;
       return { foundIn, unresponsive };
     },
-    async terminate(threadIds) {
-      const wanted = new Set(threadIds);
-      await Promise.all(piscina.threads.filter((w: Worker) => wanted.has(w.threadId)).map((w: Worker) => w.terminate()));
-    },
+    terminate: (threadIds) => source.terminate(new Set(threadIds)),
     async destroy() {
       destroyed = true;
       // Node 20 aborts the process when a thread is terminated while it loads an ES module; let
       // threads that have not said `ready` finish loading first (bounded).
       const until = Date.now() + LOAD_WAIT_MS;
-      const loading = () => piscina.threads.some((w: Worker) => ![...links].some((l) => l.threadId === w.threadId));
+      const loading = () => source.loading(new Set([...links].map((l) => l.threadId)));
       while (loading() && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 10));
       for (const link of [...links]) {
         link.alive = false;
@@ -322,7 +348,7 @@ export function createPiscinaPool(options: PiscinaPoolOptions): AgentPool {
         link.channel.close();
       }
       links.clear();
-      await piscina.destroy();
+      await source.destroy();
     },
   };
 }

@@ -2,7 +2,9 @@
  * `troupe/testing`: a runtime for an app's own tests, on a fresh temp data dir and a manual clock.
  * `advance(ms)` moves the clock and fires every durable timer that falls due on the way at once
  * (retry backoff, delayed starts, sleeps, input timeouts, schedules: Temporal's time skipping),
- * and resolves once what they decided is committed. Agents run on real threads, as in production.
+ * and resolves once what they decided is committed. Agents run on real threads, as in production,
+ * or, given as functions in `inThread`, in the test's own thread (no module file, breakpoints and
+ * mocks work, nothing crosses a thread).
  *
  *   const t = await createTestRuntime({ agents: [{ name: 'coder', module: new URL('./coder.agent.ts', import.meta.url) }] });
  *   const task = await t.rt.submit({ agent: 'coder', input: { prompt: 'hi' }, delayMs: 60_000 });
@@ -19,6 +21,9 @@ import { createRuntime } from '../create-runtime.js';
 import { TroupeError } from '../errors.js';
 import type { RuntimeOptions } from '../options.js';
 import type { Runtime } from '../runtime.js';
+import { agentFunctionOf, type Agent, type AgentFunction } from '../../actors/agent.js';
+import { createInThreadPool } from '../pool/in-thread.js';
+import type { AgentRegistration } from '../agents/registry.js';
 import { nextEvent, type NextEventOptions } from './events.js';
 
 export { nextEvent, collectEvents, recordEvents } from './events.js';
@@ -31,6 +36,13 @@ export interface TestRuntimeOptions extends Omit<RuntimeOptions, 'clock' | 'data
   startAt?: number | undefined;
   /** A data dir to use and keep (a reopen test); by default a fresh temp dir, removed on close. */
   dataDir?: string | undefined;
+  /**
+   * Agents by name, as functions (or `defineAgent` results), run in the test's own thread. With
+   * any, every agent of this runtime runs there, modules from `agents` included (imported in this
+   * thread), in one "thread" of `slotsPerThread` slots. A stuck in-thread agent cannot be
+   * preempted, and an error it leaves uncaught is the test process's.
+   */
+  inThread?: Record<string, Agent<any, any> | AgentFunction<any, any>> | undefined;
 }
 
 /** A runtime under test with its clock (see the module comment). */
@@ -55,8 +67,9 @@ const TEST_DEFAULTS = { logger: false, threads: 1, slotsPerThread: 4, leaseMs: 8
 /** A runtime on a fresh temp data dir and a {@link ManualClock} (see the module comment). */
 export async function createTestRuntime(options: TestRuntimeOptions = {}): Promise<TestRuntime> {
   if (typeof options !== 'object' || options === null) throw new TroupeError('INVALID_OPTIONS', 'createTestRuntime: options must be an object');
-  const { startAt, dataDir: given, ...rest } = options;
+  const { startAt, dataDir: given, inThread, ...rest } = options;
   if (startAt !== undefined && !Number.isFinite(startAt)) throw new TroupeError('INVALID_OPTIONS', 'createTestRuntime: startAt must be a finite epoch ms');
+  const local = inThread === undefined ? undefined : inThreadAgents(inThread);
   const clock = new ManualClock(startAt);
   const dataDir = given ?? mkdtempSync(join(tmpdir(), 'troupe-test-'));
   const cleanup = () => {
@@ -64,7 +77,11 @@ export async function createTestRuntime(options: TestRuntimeOptions = {}): Promi
   };
   let rt: Runtime;
   try {
-    rt = await createRuntime({ ...TEST_DEFAULTS, ...rest, dataDir, clock });
+    rt = await createRuntime(
+      local === undefined
+        ? { ...TEST_DEFAULTS, ...rest, dataDir, clock }
+        : { ...TEST_DEFAULTS, ...rest, threads: 1, agents: [...(rest.agents ?? []), ...local.registrations], dataDir, clock, createPool: (pool) => createInThreadPool(pool, local.functions) },
+    );
   } catch (error) {
     cleanup();
     throw error;
@@ -93,4 +110,22 @@ export async function createTestRuntime(options: TestRuntimeOptions = {}): Promi
     close,
     [Symbol.asyncDispose]: close,
   };
+}
+
+/** Where in-thread agents' registrations point: a file that exists (registration checks it), told apart by the fragment. */
+const IN_THREAD = new URL(import.meta.url);
+
+/** Registrations for in-thread agents, and the function each module string stands for. */
+function inThreadAgents(given: Record<string, Agent<any, any> | AgentFunction<any, any>>): { registrations: AgentRegistration[]; functions: Map<string, AgentFunction> } {
+  if (typeof given !== 'object' || given === null) throw new TroupeError('INVALID_OPTIONS', 'createTestRuntime: inThread must be an object of agents by name');
+  const registrations: AgentRegistration[] = [];
+  const functions = new Map<string, AgentFunction>();
+  for (const [name, agent] of Object.entries(given)) {
+    const fn = agentFunctionOf(agent);
+    if (!fn) throw new TroupeError('INVALID_OPTIONS', `createTestRuntime: inThread.${name} must be a function (input, ctx) => result or a defineAgent() result`);
+    const module = new URL(`#in-thread:${encodeURIComponent(name)}`, IN_THREAD);
+    registrations.push({ name, module });
+    functions.set(module.href, fn);
+  }
+  return { registrations, functions };
 }

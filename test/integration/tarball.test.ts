@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tempDir } from '../helpers.js';
+import { readmeBlocks, tempDir } from '../helpers.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const run = promisify(execFile);
@@ -124,15 +124,10 @@ describe('the packed package in a fresh strict TypeScript app', () => {
   it("compiles the README's code blocks against the installed package", async () => {
     const readme = join(app.path, 'readme');
     mkdirSync(readme);
-    const lines = readFileSync(join(ROOT, 'README.md'), 'utf8').split('\n');
     const files = ['prelude.ts'];
     copyFileSync(join(ROOT, 'test/types/readme-prelude.ts'), join(readme, 'prelude.ts'));
-    for (let i = 0; i < lines.length; i++) {
-      if (lines[i] !== '```ts') continue;
-      const start = i + 1;
-      while (++i < lines.length && lines[i] !== '```');
-      const code = lines.slice(start, i).join('\n');
-      const file = code.startsWith('// coder.agent.ts') ? 'coder.agent.ts' : `line-${start + 1}.ts`;
+    for (const { line, code } of readmeBlocks(join(ROOT, 'README.md'))) {
+      const file = code.startsWith('// coder.agent.ts') ? 'coder.agent.ts' : `line-${line}.ts`;
       writeFileSync(join(readme, file), /^(import|export) /m.test(code) ? code : `${code}\nexport {};\n`);
       files.push(file);
     }

@@ -5,6 +5,8 @@
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent } from 'troupe';
+import { AgentError, defineAgent } from 'troupe/agent';
+import { threadId } from 'node:worker_threads';
 import { collectEvents, createTestRuntime, nextEvent, recordEvents } from 'troupe/testing';
 import { rejection, scratchDirs } from '../helpers.js';
 
@@ -55,6 +57,66 @@ describe('createTestRuntime', () => {
     expect(existsSync(given)).toBe(true);
   });
 
+  it('runs agents given as functions in the test\'s own thread: closures, inputs, spawn and join, logs, errors', async () => {
+    const calls: string[] = [];
+    const t = await createTestRuntime({
+      inThread: {
+        // A closure over the test's own variables: nothing crosses a thread.
+        lint: defineAgent(async (input: { file: string }) => {
+          calls.push(`lint ${input.file}`);
+          return { thread: threadId, clean: input.file !== 'bad.ts' };
+        }),
+        review: async (input: { files: string[] }, ctx) => {
+          ctx.log.info('reviewing', { files: input.files.length });
+          ctx.progress(0.5, 'half');
+          const answer = await ctx.waitForInput({ prompt: 'go?' });
+          const children = await Promise.all(input.files.map((file) => ctx.spawn({ agent: 'lint', input: { file }, idempotencyKey: file })));
+          const joined = await ctx.join(children.map((c) => c.id));
+          return { answer, clean: joined.map((j) => (j.output as { clean: boolean }).clean) };
+        },
+        broken: () => {
+          throw new AgentError('nope', { retryable: false, code: 'BROKEN' });
+        },
+      },
+      agents: [builtinAgent('echo')],
+    });
+    try {
+      const waiting = t.nextEvent('task.waiting');
+      const task = await t.rt.submit({ agent: 'review', input: { files: ['a.ts', 'bad.ts'] } });
+      expect((await waiting).data).toMatchObject({ for: 'input', prompt: 'go?' });
+      await t.rt.sendInput(task.id, { message: 'yes' });
+      expect(await t.rt.wait(task.id)).toMatchObject({ state: 'done', output: { answer: 'yes', clean: [true, false] } });
+      expect(calls.sort()).toEqual(['lint a.ts', 'lint bad.ts']);
+      const children = (await t.rt.list({ parentId: task.id })).tasks;
+      expect(children.map((c) => (c.output as { thread: number }).thread)).toEqual([threadId, threadId]);
+      const lines: string[] = [];
+      for await (const line of t.rt.logs(task.id)) lines.push(line.message);
+      expect(lines).toEqual(['reviewing']);
+      const broken = await t.rt.wait((await t.rt.submit({ agent: 'broken' })).id);
+      expect(broken).toMatchObject({ state: 'failed', error: { code: 'BROKEN', message: 'nope' } });
+      // A module agent runs in this thread too.
+      expect(await t.rt.wait((await t.rt.submit({ agent: 'echo', input: { x: 1 } })).id)).toMatchObject({ state: 'done', output: { x: 1 } });
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('skips a retry backoff of an in-thread agent, and two in-thread runtimes keep their agents apart', async () => {
+    let attempts = 0;
+    const t = await createTestRuntime({ startAt: 0, inThread: { flaky: async () => (++attempts < 2 ? Promise.reject(new Error('first')) : 'second') } });
+    const other = await createTestRuntime({ inThread: { flaky: () => 'other' } });
+    try {
+      const retrying = t.nextEvent('task.retrying');
+      const task = await t.rt.submit({ agent: 'flaky', retry: { maxAttempts: 2, delayMs: 600_000, maxDelayMs: 600_000, jitter: 0 } });
+      expect((await retrying).data.delayMs).toBe(600_000);
+      await t.advance(600_000);
+      expect(await t.rt.wait(task.id)).toMatchObject({ state: 'done', output: 'second', attempts: 2 });
+      expect(await other.rt.wait((await other.rt.submit({ agent: 'flaky' })).id)).toMatchObject({ state: 'done', output: 'other' });
+    } finally {
+      await Promise.all([t.close(), other.close()]);
+    }
+  });
+
   it('rejects bad input with a TroupeError', async () => {
     const t = await createTestRuntime();
     try {
@@ -66,5 +128,6 @@ describe('createTestRuntime', () => {
       await t.close();
     }
     expect(await rejection(createTestRuntime({ startAt: Number.POSITIVE_INFINITY }))).toMatchObject({ code: 'INVALID_OPTIONS' });
+    expect(await rejection(createTestRuntime({ inThread: { bad: 42 as never } }))).toMatchObject({ code: 'INVALID_OPTIONS' });
   });
 });

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { scratchDirs } from '../helpers.js';
+import { readmeBlocks, scratchDirs } from '../helpers.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const APP = join(ROOT, 'test/types/app');
@@ -36,23 +36,10 @@ async function typecheck(app: string): Promise<string> {
   );
 }
 
-/** The README's ```ts blocks, in order, with the line each starts on. */
-function readmeBlocks(): Array<{ line: number; code: string }> {
-  const lines = readFileSync(join(ROOT, 'README.md'), 'utf8').split('\n');
-  const blocks: Array<{ line: number; code: string }> = [];
-  for (let i = 0; i < lines.length; i++) {
-    if (lines[i] !== '```ts') continue;
-    const start = i + 1;
-    while (++i < lines.length && lines[i] !== '```');
-    blocks.push({ line: start + 1, code: lines.slice(start, i).join('\n') });
-  }
-  return blocks;
-}
-
 describe('public types in a strict app', () => {
   it('compile every ```ts block of the README (strict, exactOptionalPropertyTypes, noUncheckedIndexedAccess, skipLibCheck false)', async () => {
     const app = scratchApp();
-    const blocks = readmeBlocks();
+    const blocks = readmeBlocks(join(ROOT, 'README.md'));
     expect(blocks.length).toBeGreaterThanOrEqual(10);
     const files: string[] = ['readme-prelude.ts'];
     copyFileSync(join(ROOT, 'test/types/readme-prelude.ts'), join(app, 'readme-prelude.ts'));

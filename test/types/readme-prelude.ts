@@ -5,6 +5,7 @@
  */
 import type { builtinAgent as BuiltinAgent, createRuntime as CreateRuntime, Runtime, RuntimeOptions, TaskSpec } from 'troupe';
 import type { defineAgent as DefineAgent } from 'troupe/agent';
+import type { createTestRuntime as CreateTestRuntime } from 'troupe/testing';
 import type { execFileSync as ExecFileSync } from 'node:child_process';
 
 declare global {
@@ -19,6 +20,7 @@ declare global {
   const createRuntime: typeof CreateRuntime;
   const builtinAgent: typeof BuiltinAgent;
   const defineAgent: typeof DefineAgent;
+  const createTestRuntime: typeof CreateTestRuntime;
   const execFileSync: typeof ExecFileSync;
 }
 export {};
