@@ -3,6 +3,8 @@
  * depends only on actors/ and wire types.
  */
 import type { AgentResult } from './wire.js';
+import type { TaskState } from '../machines/states.js';
+import type { TaskErrorCode } from '../src/api/tasks.js';
 
 export type { AgentResult, LogLevel } from './wire.js';
 
@@ -86,16 +88,17 @@ export interface SpawnSpec {
 export interface SpawnedTask {
   id: string;
   agent: string;
-  state: string;
+  state: TaskState;
 }
 
 /** A joined task's outcome. */
 export interface JoinedTask {
   id: string;
-  state: string;
+  state: TaskState;
   output?: unknown;
-  result?: { kind: string; summary?: string; branch?: string; rev?: string };
-  error?: { code: string; message: string };
+  result?: { kind: 'success' | 'fork' | 'fail' | 'sleep'; summary?: string; branch?: string; rev?: string };
+  /** `code`: one of the catalogue's, or the code the task's agent gave its AgentError. */
+  error?: { code: TaskErrorCode; message: string };
 }
 
 /** An agent's function. A plain return value means success with that value as output. */

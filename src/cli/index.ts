@@ -28,7 +28,8 @@ global options (every command):
 
 serve:
   troupe run --agents DIR [--threads N] [--slots N] [--log-level LEVEL]
-      Starts a runtime, registers every <name>.agent.js in DIR as agent <name>, and serves the
+      Starts a runtime, registers every <name>.agent.{js,mjs,cjs,ts,mts,cts} in DIR as agent <name>
+      (TypeScript through tsx; it names each other *.agent.* file it skips, and why), and serves the
       control socket DATA_DIR/control.sock until SIGINT or SIGTERM, then closes gracefully.
 
 tasks (these need a running runtime, else they exit 3 with "no runtime is running":
