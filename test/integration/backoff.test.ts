@@ -1,24 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeEvent } from 'troupe';
-import { nextEvent } from 'troupe/testing';
+import { createTestRuntime, nextEvent } from 'troupe/testing';
 import { scratchDirs } from '../helpers.js';
 
 const dataDir = scratchDirs();
 
 describe('retry backoff on an injected clock', () => {
   it('waits the exponential schedule between attempts, capped at maxDelayMs', async () => {
-    const dir = { path: dataDir() };
-    const clock = new ManualClock();
-    const rt = await createRuntime({
-      dataDir: dir.path,
-      logger: false,
-      threads: 1,
-      clock,
+    const t = await createTestRuntime({
       random: () => 0, // no jitter: exact delays
       starvation: false, // no supervisor cycle: the retry timer is the only clock timer
       retention: false, // nor a retention sweep
       agents: [builtinAgent('fail', { backoff: false, retry: { maxAttempts: 4, backoff: 'exponential', delayMs: 1_000, maxDelayMs: 3_000 } })],
     });
+    const { rt, clock } = t;
     const delays: number[] = [];
     rt.on('task.retrying', (e) => delays.push(e.data.delayMs));
     const task = await rt.submit({ agent: 'fail', input: {} });
@@ -28,16 +23,16 @@ describe('retry backoff on an injected clock', () => {
       const stored = await rt.get(task.id);
       expect(stored).toMatchObject({ state: 'queued', runAt: clock.now() + expected });
       // The durable timer is the only armed clock timer: it fires at the due instant, not before.
-      clock.advance(expected - 1);
+      await t.advance(expected - 1);
       expect(clock.pending).toBe(1);
       const started = nextEvent(rt, 'task.started');
-      clock.advance(1);
+      await t.advance(1);
       expect(clock.pending).toBe(0);
       await started;
     }
     expect(await rt.wait(task.id)).toMatchObject({ state: 'dropped', attempts: 4 });
     expect(delays).toEqual([1_000, 2_000, 3_000]);
-    await rt.close();
+    await t.close();
   });
 
   it('keeps a backoff timer across a restart: the retry runs when it falls due, not before', async () => {
