@@ -9,14 +9,13 @@
  * would hold the host's event loop for good (Piscina refs a busy thread's port).
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { fileURLToPath } from 'node:url';
 import { MessageChannel, isMainThread, parentPort, threadId, type MessagePort } from 'node:worker_threads';
 import { expose, wrap, type Remote } from 'comlink/dist/esm/comlink.mjs';
-import type { ScopedImport } from 'tsx/esm/api';
 import { AgentError, agentFunctionOf, type AgentFunction } from './agent.js';
 import { AttemptContext, WorkerAttempt, type ThreadSide } from './attempt.js';
 import { ThreadChannel } from './channel.js';
-import { endReportOf, loadError, toWireError, TypeScriptLoaderMissing } from './results.js';
+import { endReportOf, loadError, toWireError } from './results.js';
+import { esModuleDefault, importTypeScript, TYPESCRIPT } from './typescript.js';
 import { inTraceContext, settleTraceContext, traceContextSettled } from './trace-context.js';
 import { Report, START_STRIDE, TRACE_STRIDE, type AbortReason, type AgentCall, type HostApi, type StartBatch, type ThreadHello, type WireResult, type WorkerBatch, type WorkerControl } from './wire.js';
 
@@ -273,46 +272,6 @@ function load(module: string): Promise<AgentFunction> {
   loading.catch(() => modules.delete(module));
   modules.set(module, loading);
   return loading;
-}
-
-/** Agent modules that need a TypeScript loader (tsx): `.ts`, `.mts` and `.cts`. */
-const TYPESCRIPT = /\.[cm]?ts$/;
-/** This thread's tsx loader, registered at the first TypeScript agent: `.js` agents never pay for it. */
-let typescript: Promise<ScopedImport> | undefined;
-
-/**
- * Imports a TypeScript agent through tsx. A loader the host registered (`node --import tsx`) does
- * not reach worker threads, so each thread registers its own. It is tsx's namespaced `register()`,
- * once per thread: global `register()` fails on a `.ts` file that Node reads as CommonJS (no
- * `"type": "module"` above it) and would hook every later import of the thread, and `tsImport()`
- * registers another loader at every call, so each retry of a failing agent would add one. tsx
- * resolves from troupe's own location, as the app installed it beside troupe.
- */
-function importTypeScript(module: string): Promise<Record<string, unknown>> {
-  if (!typescript) {
-    const registering = import('tsx/esm/api').then((tsx) => tsx.register({ namespace: 'troupe-agents' }).import);
-    // A failed import of tsx is tried again by the next TypeScript agent rather than kept.
-    registering.catch(() => {
-      if (typescript === registering) typescript = undefined;
-    });
-    typescript = registering;
-  }
-  return typescript.then(
-    (scopedImport) => scopedImport(module, import.meta.url) as Promise<Record<string, unknown>>,
-    (error: unknown) => {
-      // Only tsx itself missing: a tsx that lacks its own dependencies says so in its own error.
-      const missing = (error as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && (error as Error).message.includes("'tsx'");
-      throw missing ? new TypeScriptLoaderMissing(fileURLToPath(module), { cause: error }) : error;
-    },
-  );
-}
-
-/**
- * The default export of an ES module compiled to CommonJS: a `.ts` agent Node reads as CommonJS
- * (no `"type": "module"` above it) is imported as `{ default: { __esModule: true, default } }`.
- */
-function esModuleDefault(exported: unknown): unknown {
-  return typeof exported === 'object' && exported !== null && (exported as { __esModule?: unknown }).__esModule === true ? (exported as { default?: unknown }).default : undefined;
 }
 
 /**
