@@ -13,6 +13,7 @@ import type { LoggerOption } from './log.js';
 import type { AgentPool, PiscinaPoolOptions } from './pool/pool.js';
 import type { RetryPolicy } from './store/records.js';
 import type { AgentRegistration } from './agents/registry.js';
+import { resolveDashboard, type DashboardOptions, type ResolvedDashboard } from './dashboard/options.js';
 import { resolveRuntimeRetention, type ResolvedRetention, type RuntimeRetention } from './tasks/retention-rules.js';
 
 /** Options of `createRuntime()`. */
@@ -90,6 +91,12 @@ export interface RuntimeOptions {
   retention?: RuntimeRetention | false;
   /** Serve Prometheus `/metrics` on 127.0.0.1 at this port; 0 turns it off. @default 0 */
   metricsPort?: number;
+  /**
+   * Serve the web dashboard (see `rt.dashboard()`): `true`, or `{ port, host, token }`. It binds
+   * 127.0.0.1 unless told otherwise; any other host requires a token (generated and logged once
+   * when none is given). @default false
+   */
+  dashboard?: DashboardOptions | boolean;
   /** A pino logger, pino options, or false for silence. @default pino at level 'warn' */
   logger?: LoggerOption;
   /** Agents to register at start. */
@@ -120,7 +127,9 @@ export interface StarvationPolicy {
 }
 
 /** Options after defaults and validation. */
-export type ResolvedOptions = Readonly<Required<Omit<RuntimeOptions, 'logger' | 'createPool' | 'defaultRetry' | 'defaultBackoff' | 'starvation' | 'retention'>>> & {
+export type ResolvedOptions = Readonly<Required<Omit<RuntimeOptions, 'logger' | 'createPool' | 'defaultRetry' | 'defaultBackoff' | 'starvation' | 'retention' | 'dashboard'>>> & {
+  /** null: off. */
+  readonly dashboard: ResolvedDashboard | null;
   readonly logger: LoggerOption | undefined;
   readonly createPool: ((options: PiscinaPoolOptions) => AgentPool) | undefined;
   readonly defaultRetry: Readonly<RetryPolicy>;
@@ -159,6 +168,7 @@ export const DEFAULTS = {
   supervisorIntervalMs: 1_000,
   storeRetryMs: 5_000,
   metricsPort: 0,
+  dashboard: false as DashboardOptions | boolean,
   starvation: DEFAULT_STARVATION as Partial<StarvationPolicy> | false,
   retention: {} as RuntimeRetention | false, // resolved over DEFAULT_RETENTION (tasks/retention-rules.ts)
   agents: [] as AgentRegistration[],
@@ -217,6 +227,7 @@ export function resolveOptions(input: RuntimeOptions = {}): ResolvedOptions {
     defaultBackoff: resolveBackoff(input.defaultBackoff, null, 'options.defaultBackoff'),
     starvation: resolveStarvation(input.starvation),
     retention: resolveRuntimeRetention(input.retention),
+    dashboard: resolveDashboard(input.dashboard),
     agents: [...o.agents],
     logger,
     createPool: input.createPool,

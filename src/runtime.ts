@@ -29,6 +29,7 @@ import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState }
 import type { Engine, LastingParts } from './engine.js';
 import { EngineSlot } from './engine-slot.js';
 import { checkId } from './ids.js';
+import { serveDashboard, type DashboardServer } from './dashboard/server.js';
 import type { Tracing } from './telemetry/tracing.js';
 
 export type { CloseOptions, RuntimeState } from './lifecycle.js';
@@ -52,6 +53,7 @@ export class Runtime implements AsyncDisposable {
   readonly #slot: EngineSlot;
   readonly #lasting: LastingParts;
   #metricsServer: { port: number; close(): Promise<void> } | undefined;
+  #dashboard: DashboardServer | undefined;
   readonly #lifecycle: Lifecycle;
   readonly #keepAlive: KeepAlive;
   /** Ends a graceful close's wait for running attempts at once (a later `close({ force: true })`). */
@@ -114,6 +116,12 @@ export class Runtime implements AsyncDisposable {
   async start(agents: readonly RegisteredAgent[]): Promise<void> {
     await this.#slot.open(agents);
     if (this.#options.metricsPort > 0) this.#metricsServer = await this.#lasting.metrics.serve(this.#options.metricsPort);
+    const dashboard = this.#options.dashboard;
+    if (dashboard) {
+      this.#dashboard = await serveDashboard(this, dashboard);
+      // A generated token is shown once: whoever runs the runtime needs it to open the page.
+      if (dashboard.generated) this.#log.warn({ url: this.#dashboard.url }, 'dashboard listening beyond loopback: open it with this URL (it holds the token)');
+    }
     this.#lifecycle.set('running', { dataDir: this.#options.dataDir, ...this.#slot.rebuild });
     if (!this.#store.previousShutdownClean) this.#log.warn({ dataDir: this.#options.dataDir }, 'the previous shutdown was not clean: attempts that were running ended as crashed');
     this.#keepAlive.open();
@@ -181,6 +189,11 @@ export class Runtime implements AsyncDisposable {
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /** The dashboard's URL (with `#token=` when it needs one), once running; undefined when `dashboard` is off. */
+  dashboard(): string | undefined {
+    return this.#dashboard?.url;
   }
 
   /** Where `metricsPort` serves `/metrics` (127.0.0.1), once running; undefined when off. */
@@ -387,6 +400,7 @@ export class Runtime implements AsyncDisposable {
     this.#hurry = undefined;
     await step('deadline', () => timer && clock.clearTimeout(timer));
     await step('metrics', () => this.#metricsServer?.close());
+    await step('dashboard', () => this.#dashboard?.close());
     await step('waits', () => this.#e.tasks.rejectWaits(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#bus.close());
     await step('store', () => this.#store.close(failures.length === 0));

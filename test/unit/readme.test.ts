@@ -44,9 +44,9 @@ describe('README stays true to the code', () => {
     expect(found.size).toBeGreaterThan(20);
     const section = readme.slice(readme.indexOf('## Error codes'), readme.indexOf('## Benchmarks'));
     for (const [code, file] of found) {
-      // Codes of the built-in agents (task error codes) and of the CLI are listed beside the table;
+      // Codes of the built-in agents (task error codes), of the CLI and of the dashboard's HTTP API are listed beside the table;
       // everything else, the host's and the agent context's, is in the one catalogue.
-      const listedElsewhere = /\/actors\/agents\/|\/src\/cli\//.test(file);
+      const listedElsewhere = /\/actors\/agents\/|\/src\/cli\/|\/src\/dashboard\//.test(file);
       if (listedElsewhere) expect(section, `${code} (${file}) is documented`).toContain(`\`${code}\``);
       else expect(Object.keys(ERROR_CODES), `${code} (${file}) is in ERROR_CODES`).toContain(code);
     }

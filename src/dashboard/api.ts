@@ -1,0 +1,243 @@
+/**
+ * The dashboard's JSON API and event streams, over the runtime's public methods only: what the
+ * page shows is what `rt.stats()`, `rt.list()`, `rt.get()`, `rt.events()` and `rt.logs()` say, and
+ * every action is the public call (`rt.cancel()`, `rt.retry()`, `rt.sendInput()`, `rt.freeze()`, …).
+ *
+ *   GET  /api/overview                 stats, agents, and settles/starts per 10 s over 10 minutes
+ *   GET  /api/tasks?state&agent&label=NAME=VALUE&q&after&limit     a page, in submit order
+ *   GET  /api/tasks/:id                the task, its parent and its first children
+ *   GET  /api/tasks/:id/logs           SSE: its log lines, then live until it settles
+ *   GET  /api/events?after&taskId&types   SSE: committed events from `after` (or Last-Event-ID), then live
+ *   GET  /api/instances | /api/agents | /api/schedules
+ *   POST /api/tasks/:id/cancel {reason?} | /retry | /input {message}
+ *   POST /api/freeze {reason?} | /api/unfreeze | /api/agents/:name/resume | /api/schedules/:id/pause | /resume
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { EventType, RuntimeEvent } from '../api/events.js';
+import { EVENT_TYPES } from '../api/events.js';
+import type { ListOptions, Task, TaskPage } from '../api/tasks.js';
+import type { TaskState } from '../../machines/states.js';
+import { TASK_STATES } from '../../machines/states.js';
+import type { Runtime } from '../runtime.js';
+
+/** What the dashboard uses of a runtime. */
+export type DashboardRuntime = Pick<Runtime, 'stats' | 'list' | 'get' | 'events' | 'logs' | 'cancel' | 'retry' | 'sendInput' | 'freeze' | 'unfreeze' | 'resumeAgent' | 'instances' | 'on' | 'agents' | 'schedules'>;
+
+/** An answer with an HTTP status of its own. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Buckets of the overview's chart. */
+const BUCKET_MS = 10_000;
+const BUCKETS = 60;
+/** How many tasks a text search scans for one page. */
+const SEARCH_SCAN = 2_000;
+/** Comment lines that keep an idle event stream (and proxies in between) open. */
+const PING_MS = 15_000;
+
+interface Bucket {
+  at: number;
+  started: number;
+  done: number;
+  failed: number;
+  /** submit → start of the attempts started in the bucket (queuedMs), summed, for a mean. */
+  queuedMs: number;
+}
+
+/** The API of one dashboard (see the module comment). */
+export function dashboardApi(rt: DashboardRuntime) {
+  const buckets: Bucket[] = [];
+  const bucketAt = (at: number): Bucket => {
+    const start = at - (at % BUCKET_MS);
+    let last = buckets[buckets.length - 1];
+    if (last === undefined || last.at !== start) {
+      buckets.push((last = { at: start, started: 0, done: 0, failed: 0, queuedMs: 0 }));
+      if (buckets.length > BUCKETS) buckets.shift();
+    }
+    return last;
+  };
+  const offs = [
+    rt.on('task.started', (ev) => {
+      const b = bucketAt(Date.now());
+      b.started++;
+      b.queuedMs += ev.data.queuedMs;
+    }),
+    rt.on('task.done', () => void bucketAt(Date.now()).done++),
+    rt.on('task.failed', () => void bucketAt(Date.now()).failed++),
+    rt.on('task.dropped', () => void bucketAt(Date.now()).failed++),
+  ];
+  const streams = new Set<AbortController>();
+
+  async function route(method: string, path: string, params: URLSearchParams, body: unknown, req: IncomingMessage, res: ServerResponse): Promise<unknown> {
+    const parts = path.split('/').slice(2).map(decodeURIComponent); // ['tasks', id, 'cancel']
+    if (method === 'GET') {
+      if (path === '/api/overview') return { stats: rt.stats(), agents: rt.agents.list(), chart: { bucketMs: BUCKET_MS, buckets: [...buckets] } };
+      if (path === '/api/tasks') return listTasks(params);
+      if (parts[0] === 'tasks' && parts.length === 2) return taskView(parts[1]!);
+      if (parts[0] === 'tasks' && parts.length === 3 && parts[2] === 'logs') return void (await streamLogs(parts[1]!, req, res));
+      if (path === '/api/instances') return rt.instances();
+      if (path === '/api/agents') return { agents: rt.agents.list(), stats: rt.stats().agents };
+      if (path === '/api/schedules') return rt.schedules.list();
+    } else {
+      const fields = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
+      if (parts[0] === 'tasks' && parts.length === 3) {
+        const id = parts[1]!;
+        if (parts[2] === 'cancel') return { task: await rt.cancel(id, optionalString(fields.reason, 'reason')) };
+        if (parts[2] === 'retry') return { task: await rt.retry(id) };
+        if (parts[2] === 'input') return { input: await rt.sendInput(id, { message: fields.message }) };
+      }
+      if (path === '/api/freeze') {
+        await rt.freeze(optionalString(fields.reason, 'reason'));
+        return { frozen: true };
+      }
+      if (path === '/api/unfreeze') {
+        await rt.unfreeze();
+        return { frozen: false };
+      }
+      if (parts[0] === 'agents' && parts.length === 3 && parts[2] === 'resume') return { resumed: await rt.resumeAgent(parts[1]!) };
+      if (parts[0] === 'schedules' && parts.length === 3 && (parts[2] === 'pause' || parts[2] === 'resume')) {
+        return { schedule: parts[2] === 'pause' ? await rt.schedules.pause(parts[1]!) : await rt.schedules.resume(parts[1]!) };
+      }
+    }
+    throw new HttpError(404, 'NOT_FOUND', `no ${method} ${path}`);
+  }
+
+  /** A page of tasks; with `q`, the tasks whose id, agent, state or a label contains it, scanning at most {@link SEARCH_SCAN}. */
+  async function listTasks(params: URLSearchParams): Promise<TaskPage & { scanned?: number }> {
+    const options: ListOptions = {};
+    const state = params.get('state');
+    if (state) {
+      if (!(TASK_STATES as readonly string[]).includes(state)) throw new HttpError(400, 'INVALID_INPUT', `state must be one of ${TASK_STATES.join(', ')}`);
+      options.state = state as TaskState;
+    }
+    const agent = params.get('agent');
+    if (agent) options.agent = agent;
+    const labels = params.getAll('label');
+    if (labels.length > 0) {
+      options.labels = {};
+      for (const pair of labels) {
+        const at = pair.indexOf('=');
+        if (at <= 0) throw new HttpError(400, 'INVALID_INPUT', `label takes NAME=VALUE (got ${JSON.stringify(pair)})`);
+        options.labels[pair.slice(0, at)] = pair.slice(at + 1);
+      }
+    }
+    const limit = params.has('limit') ? Number(params.get('limit')) : 50;
+    const after = params.get('after');
+    const q = params.get('q')?.trim().toLowerCase();
+    if (!q) return rt.list({ ...options, limit, ...(after ? { after } : {}) });
+    // A text search walks pages until it has `limit` matches, or has looked at enough tasks.
+    const found: Task[] = [];
+    let cursor = after ?? undefined;
+    let scanned = 0;
+    while (found.length < limit && scanned < SEARCH_SCAN) {
+      const page = await rt.list({ ...options, limit: 200, ...(cursor ? { after: cursor } : {}) });
+      for (const task of page.tasks) {
+        scanned++;
+        cursor = task.id;
+        if (matches(task, q)) found.push(task);
+        if (found.length === limit) break;
+      }
+      if (page.next === null && cursor === page.tasks.at(-1)?.id) return { tasks: found, next: null, scanned };
+      if (page.tasks.length === 0) return { tasks: found, next: null, scanned };
+    }
+    return { tasks: found, next: cursor ?? null, scanned };
+  }
+
+  async function taskView(id: string): Promise<{ task: Task; parent: Task | null; children: Task[] }> {
+    const task = await rt.get(id);
+    const parent = task.parentId === undefined ? null : await rt.get(task.parentId).catch(() => null);
+    const children = (await rt.list({ parentId: id, limit: 100 })).tasks;
+    return { task, parent, children };
+  }
+
+  /** SSE of a task's log lines: what it wrote, then live until it settles. */
+  async function streamLogs(id: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    await rt.get(id); // NOT_FOUND before the stream starts
+    const stop = openStream(req, res);
+    try {
+      for await (const line of rt.logs(id, { follow: true, signal: stop.signal })) res.write(`data: ${JSON.stringify(line)}\n\n`);
+      res.write('event: end\ndata: {}\n\n');
+    } catch (error) {
+      if (!stop.signal.aborted) res.write(`event: failure\ndata: ${JSON.stringify(describe(error))}\n\n`);
+    } finally {
+      closeStream(stop, res);
+    }
+  }
+
+  /** SSE of committed events from `after` (or the browser's Last-Event-ID after a reconnect), then live. */
+  async function events(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const params = url.searchParams;
+    const resume = req.headers['last-event-id'];
+    const after = typeof resume === 'string' && resume.length > 0 ? resume : params.get('after') || undefined;
+    const types = params.getAll('types').flatMap((t) => t.split(',')).filter(Boolean);
+    for (const type of types) if (!(EVENT_TYPES as readonly string[]).includes(type)) throw new HttpError(400, 'INVALID_INPUT', `${type} is not an event type`);
+    const taskId = params.get('taskId') || undefined;
+    // Fails before the stream opens: a bad cursor or task id is an HTTP error, not a stream that ends.
+    const iterator = rt.events({ after, taskId, ...(types.length > 0 ? { types: types as EventType[] } : {}) })[Symbol.asyncIterator]();
+    const first = iterator.next();
+    const stop = openStream(req, res);
+    stop.signal.addEventListener('abort', () => void iterator.return?.(undefined));
+    try {
+      for (let next = await first; !next.done; next = await iterator.next()) {
+        const event = next.value as RuntimeEvent;
+        res.write(`id: ${event.cursor}\ndata: ${JSON.stringify(event)}\n\n`);
+      }
+    } catch (error) {
+      if (!stop.signal.aborted) res.write(`event: failure\ndata: ${JSON.stringify(describe(error))}\n\n`);
+    } finally {
+      closeStream(stop, res);
+    }
+  }
+
+  function openStream(req: IncomingMessage, res: ServerResponse): AbortController {
+    const stop = new AbortController();
+    streams.add(stop);
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive' });
+    res.write(': open\n\n');
+    const ping = setInterval(() => res.write(': ping\n\n'), PING_MS);
+    ping.unref();
+    stop.signal.addEventListener('abort', () => clearInterval(ping));
+    req.once('close', () => stop.abort());
+    return stop;
+  }
+
+  function closeStream(stop: AbortController, res: ServerResponse): void {
+    streams.delete(stop);
+    stop.abort();
+    res.end();
+  }
+
+  return {
+    route,
+    events,
+    /** Ends every stream and stops counting. */
+    close(): void {
+      for (const off of offs) off();
+      for (const stop of streams) stop.abort();
+    },
+  };
+}
+
+function matches(task: Task, q: string): boolean {
+  if (task.id.toLowerCase().includes(q) || task.agent.toLowerCase().includes(q) || task.state.includes(q)) return true;
+  for (const [name, value] of Object.entries(task.labels)) if (`${name}=${value}`.toLowerCase().includes(q)) return true;
+  return false;
+}
+
+function optionalString(value: unknown, name: string): string | undefined {
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value !== 'string') throw new HttpError(400, 'INVALID_INPUT', `${name} must be a string`);
+  return value;
+}
+
+function describe(error: unknown): { code: string; message: string } {
+  const code = (error as { code?: unknown })?.code;
+  return { code: typeof code === 'string' ? code : 'INTERNAL', message: error instanceof Error ? error.message : String(error) };
+}

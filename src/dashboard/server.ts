@@ -1,0 +1,155 @@
+/**
+ * The dashboard's HTTP server: a bare `node:http` server that serves the page (the files of the
+ * package's `dashboard/` directory: nothing is loaded from anywhere else), a JSON API over the
+ * runtime's public methods (api.ts), and Server-Sent Events of the runtime's committed events.
+ *
+ * Who may call it: with a token (always, off loopback), every request must carry it, as
+ * `Authorization: Bearer <token>` or `?token=` (the page's first load and its event streams, which
+ * cannot set headers). A request whose Host is not the one it was sent to (DNS rebinding) or whose
+ * Origin is another site (a page elsewhere posting to it) is refused, token or not.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { TroupeError } from '../errors.js';
+import { dashboardApi, HttpError, type DashboardRuntime } from './api.js';
+import { isLoopback, type ResolvedDashboard } from './options.js';
+
+/** A listening dashboard. */
+export interface DashboardServer {
+  /** Where to open it (with `#token=` when a token is needed). */
+  readonly url: string;
+  readonly port: number;
+  /** Stops listening and ends open connections (event streams included); repeated calls share one promise. */
+  close(): Promise<void>;
+}
+
+/** The page's files: name → content type. Nothing else is served. */
+const FILES: Record<string, string> = {
+  'index.html': 'text/html; charset=utf-8',
+  'app.js': 'text/javascript; charset=utf-8',
+  'app.css': 'text/css; charset=utf-8',
+};
+/** The package's dashboard/ directory (this file is dist/src/dashboard/server.js). */
+const ASSETS = new URL('../../../dashboard/', import.meta.url);
+/** Largest request body taken (an input message, a reason). */
+const MAX_BODY = 1_048_576;
+
+/** Serves the dashboard of `rt` per `options`. */
+export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDashboard): Promise<DashboardServer> {
+  const api = dashboardApi(rt);
+  const open = new Set<ServerResponse>();
+  let port = options.port;
+  const server = createServer((req, res) => {
+    open.add(res);
+    res.once('close', () => open.delete(res));
+    void handle(req, res).catch((error: unknown) => fail(res, error));
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://dashboard.invalid');
+    if (!hostAllowed(req.headers.host, options, port)) throw new HttpError(421, 'FORBIDDEN', 'this dashboard does not answer to that Host');
+    const origin = req.headers.origin;
+    if (origin !== undefined && origin !== 'null' && new URL(origin).host !== req.headers.host) throw new HttpError(403, 'FORBIDDEN', 'requests from another origin are refused');
+    if (options.token !== undefined && !authorized(req, url, options.token)) throw new HttpError(401, 'UNAUTHORIZED', 'a token is required: Authorization: Bearer <token>, or ?token=');
+    const path = url.pathname;
+    if (req.method === 'GET' && !path.startsWith('/api/')) return serveFile(res, path === '/' ? 'index.html' : path.slice(1));
+    if (path === '/api/events' && req.method === 'GET') return api.events(req, res, url);
+    if (req.method !== 'GET' && req.method !== 'POST') throw new HttpError(405, 'METHOD_NOT_ALLOWED', `${req.method} is not served`);
+    const body = req.method === 'POST' ? await readJson(req) : undefined;
+    const answer = await api.route(req.method, path, url.searchParams, body, req, res);
+    if (answer === undefined) return; // a stream, answered by the handler
+    send(res, 200, answer);
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'EADDRINUSE' || error.code === 'EACCES' || error.code === 'EADDRNOTAVAIL' || error.code === 'ENOTFOUND') {
+        reject(new TroupeError('INVALID_OPTIONS', `options.dashboard: cannot listen on ${options.host}:${options.port} (${error.code}: ${error.message})`, { cause: error }));
+      } else reject(error);
+    });
+    server.listen(options.port, options.host, () => resolve());
+  });
+  port = (server.address() as AddressInfo).port;
+  // A dashboard left open must not keep the process alive by itself: the runtime does that.
+  server.unref();
+  const shownHost = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;
+  const url = `http://${shownHost}:${port}/${options.token === undefined ? '' : `#token=${encodeURIComponent(options.token)}`}`;
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    close: () =>
+      (closing ??= new Promise<void>((resolve) => {
+        api.close();
+        for (const res of open) res.destroy();
+        server.close(() => resolve());
+        server.closeAllConnections();
+      })),
+  };
+}
+
+/** The Host a browser sends: the address it was bound to, or a loopback name for a loopback bind. */
+function hostAllowed(host: string | undefined, options: ResolvedDashboard, port: number): boolean {
+  if (host === undefined) return false;
+  const name = host.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+  if (!host.endsWith(`:${port}`)) return false;
+  if (isLoopback(options.host)) return isLoopback(name);
+  // Bound to another address: any name may reach it (the token guards it).
+  return true;
+}
+
+function authorized(req: IncomingMessage, url: URL, token: string): boolean {
+  const header = req.headers.authorization;
+  const given = header?.startsWith('Bearer ') ? header.slice(7) : url.searchParams.get('token');
+  if (typeof given !== 'string') return false;
+  const a = Buffer.from(given);
+  const b = Buffer.from(token);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+async function serveFile(res: ServerResponse, name: string): Promise<void> {
+  const type = FILES[name];
+  if (type === undefined) throw new HttpError(404, 'NOT_FOUND', `no ${name}`);
+  const body = await readFile(new URL(name, ASSETS));
+  res.writeHead(200, { 'content-type': type, 'cache-control': 'no-cache', 'x-content-type-options': 'nosniff', 'content-security-policy': "default-src 'self'; style-src 'self'; img-src 'self' data:" });
+  res.end(body);
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const type = req.headers['content-type'] ?? '';
+  // JSON only: a form from another site cannot send it without a preflight the server never grants.
+  if (!type.startsWith('application/json')) throw new HttpError(415, 'INVALID_INPUT', 'POST bodies are application/json');
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY) throw new HttpError(413, 'INVALID_INPUT', `a body is at most ${MAX_BODY} bytes`);
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.length === 0) return {};
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new HttpError(400, 'INVALID_INPUT', 'the body is not JSON');
+  }
+}
+
+/** Answers JSON. */
+export function send(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) return void res.end();
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(JSON.stringify(body));
+}
+
+/** Answers an error: its HTTP status, or one from its TroupeError code. */
+function fail(res: ServerResponse, error: unknown): void {
+  if (error instanceof HttpError) return send(res, error.status, { error: { code: error.code, message: error.message } });
+  if (error instanceof TroupeError) {
+    const status = error.code === 'NOT_FOUND' ? 404 : error.code === 'INVALID_INPUT' || error.code === 'INVALID_OPTIONS' || error.code === 'ILLEGAL_TRANSITION' ? 400 : error.code === 'CLOSED' ? 503 : 500;
+    return send(res, status, { error: { code: error.code, message: error.message } });
+  }
+  send(res, 500, { error: { code: 'INTERNAL', message: error instanceof Error ? error.message : String(error) } });
+}
