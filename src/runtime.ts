@@ -18,9 +18,8 @@ import { followLogs, LogFeed, type LogLine, type LogOptions } from './events/log
 import type { InboxItem, InputSpec } from './tasks/interact.js';
 import { RuntimeMetrics, type MetricsSnapshot } from './metrics/metrics.js';
 import type { AgentInput, AgentOutput, Task, TaskId, TaskSpec } from './api/tasks.js';
-import type { TaskState } from '../machines/index.js';
 import type { EventType } from './store/records.js';
-import { collectStats, type RuntimeStats } from './stats.js';
+import { runtimeStats, type RuntimeStats } from './stats.js';
 import { guardedSchedules, type SchedulesApi } from './scheduler/scheduler.js';
 import type { KeepAlive } from './keep-alive.js';
 import type { ClockTimer } from './clock.js';
@@ -29,7 +28,7 @@ import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState }
 import type { Engine, LastingParts } from './engine.js';
 import { EngineSlot } from './engine-slot.js';
 import { checkId } from './ids.js';
-import { serveDashboard, type DashboardServer } from './dashboard/server.js';
+import { Endpoints } from './endpoints.js';
 import type { Tracing } from './telemetry/tracing.js';
 
 export type { CloseOptions, RuntimeState } from './lifecycle.js';
@@ -52,8 +51,7 @@ export class Runtime implements AsyncDisposable {
   /** The engine and store as they are now (a store recovery puts new ones in). */
   readonly #slot: EngineSlot;
   readonly #lasting: LastingParts;
-  #metricsServer: { port: number; close(): Promise<void> } | undefined;
-  #dashboard: DashboardServer | undefined;
+  readonly #endpoints = new Endpoints();
   readonly #lifecycle: Lifecycle;
   readonly #keepAlive: KeepAlive;
   /** Ends a graceful close's wait for running attempts at once (a later `close({ force: true })`). */
@@ -115,13 +113,7 @@ export class Runtime implements AsyncDisposable {
   /** @internal Registers the option agents (validated by createRuntime), rebuilds from disk and starts dispatching. */
   async start(agents: readonly RegisteredAgent[]): Promise<void> {
     await this.#slot.open(agents);
-    if (this.#options.metricsPort > 0) this.#metricsServer = await this.#lasting.metrics.serve(this.#options.metricsPort);
-    const dashboard = this.#options.dashboard;
-    if (dashboard) {
-      this.#dashboard = await serveDashboard(this, dashboard);
-      // A generated token is shown once: whoever runs the runtime needs it to open the page.
-      if (dashboard.generated) this.#log.warn({ url: this.#dashboard.url }, 'dashboard listening beyond loopback: open it with this URL (it holds the token)');
-    }
+    await this.#endpoints.open(this.#options, this.#lasting.metrics, this, this.#log);
     this.#lifecycle.set('running', { dataDir: this.#options.dataDir, ...this.#slot.rebuild });
     if (!this.#store.previousShutdownClean) this.#log.warn({ dataDir: this.#options.dataDir }, 'the previous shutdown was not clean: attempts that were running ended as crashed');
     this.#keepAlive.open();
@@ -193,12 +185,12 @@ export class Runtime implements AsyncDisposable {
 
   /** The dashboard's URL (with `#token=` when it needs one), once running; undefined when `dashboard` is off. */
   dashboard(): string | undefined {
-    return this.#dashboard?.url;
+    return this.#endpoints.dashboardUrl;
   }
 
   /** Where `metricsPort` serves `/metrics` (127.0.0.1), once running; undefined when off. */
   get metricsPort(): number | undefined {
-    return this.#metricsServer?.port;
+    return this.#endpoints.metricsPort;
   }
 
   /** A task, with `heldBy` while flow control keeps it back. */
@@ -335,23 +327,7 @@ export class Runtime implements AsyncDisposable {
 
   /** Counts by state, slots, per-agent queues and attempts. */
   stats(): RuntimeStats {
-    return collectStats({
-      state: this.#lifecycle.state,
-      counts: this.#lifecycle.state === 'closed' ? undefined : this.#e.table.countsByState(),
-      governor: this.#e.governor.stats(),
-      attempts: this.#e.dispatcher.counts,
-      slots: this.#options.threads * this.#options.slotsPerThread,
-      prefetch: { ...this.#e.dispatcher.prefetch, max: this.#options.prefetch },
-      liveInstances: this.#e.router.liveCount,
-      delayed: this.#e.table.count('queued' satisfies TaskState) - this.#e.governor.queued,
-      rebuild: this.#slot.rebuild,
-      owners: this.#lifecycle.state === 'closed' ? undefined : this.#e.table.countsByOwner(),
-      flow: (agent) => this.#e.flow.view(agent, this.#options.clock.now()),
-      control: this.#e.controls.state,
-      cycles: this.#e.cycle.cycles,
-      storeFailure: this.#slot.recovery.failure,
-      retention: this.#e.retention.stats,
-    });
+    return runtimeStats(this.#lifecycle.state, this.#e, this.#slot, this.#options);
   }
 
   /**
@@ -399,8 +375,8 @@ export class Runtime implements AsyncDisposable {
     await this.#slot.stop(step, deadline, true);
     this.#hurry = undefined;
     await step('deadline', () => timer && clock.clearTimeout(timer));
-    await step('metrics', () => this.#metricsServer?.close());
-    await step('dashboard', () => this.#dashboard?.close());
+    await step('metrics', () => this.#endpoints.closeMetrics());
+    await step('dashboard', () => this.#endpoints.closeDashboard());
     await step('waits', () => this.#e.tasks.rejectWaits(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#bus.close());
     await step('store', () => this.#store.close(failures.length === 0));

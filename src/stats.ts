@@ -5,6 +5,9 @@ import type { TaskState } from '../machines/index.js';
 import type { GovernorStats } from './governor/governor.js';
 import type { AgentFlowView } from './governor/flow.js';
 import type { RetentionStats } from './tasks/retention.js';
+import type { Engine } from './engine.js';
+import type { EngineSlot } from './engine-slot.js';
+import type { ResolvedOptions } from './options.js';
 
 /** One agent in `rt.stats()`. */
 export type AgentStats = GovernorStats['agents'][string] & {
@@ -125,4 +128,26 @@ export function collectStats(s: StatsSources): RuntimeStats {
     storeFailure: s.storeFailure && { ...s.storeFailure },
     retention: s.retention,
   };
+}
+
+/** `rt.stats()`: what the engine and its slot say now, as {@link collectStats} puts it together. */
+export function runtimeStats(state: RuntimeStats['state'], e: Engine, slot: EngineSlot, options: ResolvedOptions): RuntimeStats {
+  const closed = state === 'closed';
+  return collectStats({
+    state,
+    counts: closed ? undefined : e.table.countsByState(),
+    governor: e.governor.stats(),
+    attempts: e.dispatcher.counts,
+    slots: options.threads * options.slotsPerThread,
+    prefetch: { ...e.dispatcher.prefetch, max: options.prefetch },
+    liveInstances: e.router.liveCount,
+    delayed: e.table.count('queued' satisfies TaskState) - e.governor.queued,
+    rebuild: slot.rebuild,
+    owners: closed ? undefined : e.table.countsByOwner(),
+    flow: (agent) => e.flow.view(agent, options.clock.now()),
+    control: e.controls.state,
+    cycles: e.cycle.cycles,
+    storeFailure: slot.recovery.failure,
+    retention: e.retention.stats,
+  });
 }

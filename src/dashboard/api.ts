@@ -160,7 +160,7 @@ export function dashboardApi(rt: DashboardRuntime) {
   /** SSE of a task's log lines: what it wrote, then live until it settles. */
   async function streamLogs(id: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     await rt.get(id); // NOT_FOUND before the stream starts
-    const stop = openStream(req, res);
+    const stop = openStream(req, res, new AbortController());
     try {
       for await (const line of rt.logs(id, { follow: true, signal: stop.signal })) res.write(`data: ${JSON.stringify(line)}\n\n`);
       res.write('event: end\ndata: {}\n\n');
@@ -179,16 +179,12 @@ export function dashboardApi(rt: DashboardRuntime) {
     const types = params.getAll('types').flatMap((t) => t.split(',')).filter(Boolean);
     for (const type of types) if (!(EVENT_TYPES as readonly string[]).includes(type)) throw new HttpError(400, 'INVALID_INPUT', `${type} is not an event type`);
     const taskId = params.get('taskId') || undefined;
-    // Fails before the stream opens: a bad cursor or task id is an HTTP error, not a stream that ends.
-    const iterator = rt.events({ after, taskId, ...(types.length > 0 ? { types: types as EventType[] } : {}) })[Symbol.asyncIterator]();
-    const first = iterator.next();
-    const stop = openStream(req, res);
-    stop.signal.addEventListener('abort', () => void iterator.return?.(undefined));
+    const stop = new AbortController();
+    // Bad options throw here, before the stream opens: an HTTP error, not a stream that ends.
+    const stream = rt.events({ after, taskId, signal: stop.signal, ...(types.length > 0 ? { types: types as EventType[] } : {}) });
+    openStream(req, res, stop);
     try {
-      for (let next = await first; !next.done; next = await iterator.next()) {
-        const event = next.value as RuntimeEvent;
-        res.write(`id: ${event.cursor}\ndata: ${JSON.stringify(event)}\n\n`);
-      }
+      for await (const event of stream as AsyncIterable<RuntimeEvent>) res.write(`id: ${event.cursor}\ndata: ${JSON.stringify(event)}\n\n`);
     } catch (error) {
       if (!stop.signal.aborted) res.write(`event: failure\ndata: ${JSON.stringify(describe(error))}\n\n`);
     } finally {
@@ -196,8 +192,8 @@ export function dashboardApi(rt: DashboardRuntime) {
     }
   }
 
-  function openStream(req: IncomingMessage, res: ServerResponse): AbortController {
-    const stop = new AbortController();
+  /** Starts an event-stream answer that ends when `stop` aborts (the client went, or the dashboard closes). */
+  function openStream(req: IncomingMessage, res: ServerResponse, stop: AbortController): AbortController {
     streams.add(stop);
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive' });
     res.write(': open\n\n');

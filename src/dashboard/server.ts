@@ -33,6 +33,8 @@ const FILES: Record<string, string> = {
 };
 /** The package's dashboard/ directory (this file is dist/src/dashboard/server.js). */
 const ASSETS = new URL('../../../dashboard/', import.meta.url);
+/** How long close() lets open streams end before cutting them. */
+const CLOSE_GRACE_MS = 1_000;
 /** Largest request body taken (an input message, a reason). */
 const MAX_BODY = 1_048_576;
 
@@ -81,12 +83,20 @@ export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDash
     url,
     port,
     close: () =>
-      (closing ??= new Promise<void>((resolve) => {
+      (closing ??= (async () => {
+        // Streams end as streams do (their last chunk sent), so a client sees an end, not a reset;
+        // whatever has not ended within a second is cut.
         api.close();
+        const ending = [...open].map((res) => new Promise((resolve) => res.once('close', resolve)));
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([Promise.all(ending), new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_GRACE_MS)))]);
+        clearTimeout(timer);
         for (const res of open) res.destroy();
-        server.close(() => resolve());
-        server.closeAllConnections();
-      })),
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+      })()),
   };
 }
 
