@@ -27,10 +27,15 @@ global options (every command):
   turns it on for a pipe.
 
 serve:
-  troupe run --agents DIR [--threads N] [--slots N] [--log-level LEVEL]
+  troupe run --agents DIR [--threads N] [--slots N] [--log-level LEVEL] [--dashboard [PORT]] [--dashboard-host HOST]
       Starts a runtime, registers every <name>.agent.{js,mjs,cjs,ts,mts,cts} in DIR as agent <name>
       (TypeScript through tsx; it names each other *.agent.* file it skips, and why), and serves the
       control socket DATA_DIR/control.sock until SIGINT or SIGTERM, then closes gracefully.
+      --dashboard serves the web dashboard (127.0.0.1, a free port unless PORT) and prints its URL;
+      any other --dashboard-host needs a token: TROUPE_DASHBOARD_TOKEN, or one generated and printed.
+  troupe dashboard [--port N] [--host HOST]
+      The URL of the dashboard of the runtime running in DATA_DIR, or, with none running, serves
+      one on DATA_DIR (no agents: tasks can be seen and acted on) until SIGINT or SIGTERM.
 
 tasks (these need a running runtime, else they exit 3 with "no runtime is running":
        submit, wait, tail --follow, schedules add):
@@ -78,7 +83,8 @@ const GLOBAL: Options = {
 
 /** Each command's own options and how many arguments it takes. */
 const COMMANDS: Record<string, { options: Options; args: readonly string[] }> = {
-  run: { options: { agents: { type: 'string' }, threads: { type: 'string' }, slots: { type: 'string' }, 'log-level': { type: 'string' } }, args: [] },
+  run: { options: { agents: { type: 'string' }, threads: { type: 'string' }, slots: { type: 'string' }, 'log-level': { type: 'string' }, dashboard: { type: 'string' }, 'dashboard-host': { type: 'string' } }, args: [] },
+  dashboard: { options: { port: { type: 'string' }, host: { type: 'string' } }, args: [] },
   demo: { options: { tasks: { type: 'string', default: '3000' }, threads: { type: 'string' } }, args: [] },
   submit: { options: { input: { type: 'string' }, key: { type: 'string' }, priority: { type: 'string' }, lane: { type: 'string' }, label: { type: 'string', multiple: true }, wait: { type: 'boolean' } }, args: ['AGENT'] },
   wait: { options: {}, args: ['ID'] },
@@ -112,6 +118,7 @@ interface Parsed {
 }
 
 function parse(argv: string[]): Parsed {
+  argv = optionalPort(argv);
   // Lenient first pass, only to find the command word: the strict pass below names the command.
   const first = parseArgs({ args: argv, options: ALL_OPTIONS, allowPositionals: true, strict: false });
   const [word, sub] = first.positionals;
@@ -163,12 +170,17 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
     return runServe({
       dataDir,
       agentsDir: resolve(values.agents),
+      dashboard: dashboardOf(values.dashboard, values['dashboard-host']),
       threads: integerOption('--threads', values.threads, 1),
       slotsPerThread: integerOption('--slots', values.slots, 1),
       logLevel: typeof values['log-level'] === 'string' ? values['log-level'] : 'warn',
       json: json.value,
       closeTimeoutMs: 15_000,
     });
+  }
+  if (command === 'dashboard') {
+    const { serveDashboardCommand } = await import('./run.js');
+    return serveDashboardCommand({ dataDir, json: json.value, dashboard: dashboardOf(values.port ?? '0', values.host)!, closeTimeoutMs: 15_000 });
   }
   if (command === 'compact') {
     assertDataDir(dataDir);
@@ -199,6 +211,29 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
   } finally {
     await backend.close();
   }
+}
+
+/**
+ * `--dashboard` takes an optional port: `--dashboard` alone (or before another option) is
+ * `--dashboard=0` (a free port), `--dashboard 8080` is `--dashboard=8080`.
+ */
+function optionalPort(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] !== '--dashboard') out.push(argv[i]!);
+    else if (argv[i + 1] !== undefined && /^\d+$/.test(argv[i + 1]!)) out.push(`--dashboard=${argv[++i]}`);
+    else out.push('--dashboard=0');
+  }
+  return out;
+}
+
+/** The dashboard options of `--dashboard PORT` / `--port`, `--dashboard-host` / `--host`, and TROUPE_DASHBOARD_TOKEN. */
+function dashboardOf(port: string | boolean | string[] | undefined, host: unknown): { port: number; host?: string; token?: string } | undefined {
+  if (port === undefined) return undefined;
+  const number = integerOption('--dashboard', port, 0)!;
+  if (number > 65_535) throw usageError('--dashboard takes a port number (0..65535; 0 or none: a free one)');
+  const token = process.env.TROUPE_DASHBOARD_TOKEN;
+  return { port: number, ...(typeof host === 'string' ? { host } : {}), ...(token ? { token } : {}) };
 }
 
 /** The version in the package.json of the package this binary is in (dist/src/cli/ -> the root). */

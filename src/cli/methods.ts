@@ -32,6 +32,7 @@ export function runtimeMethods(rt: Runtime, info: Record<string, unknown> = {}):
     ping: async () => ({ ...info, pid: process.pid, state: rt.state, agents: rt.agents.list().map((a) => a.name) }),
     submit: (p) => rt.submit(object(p, 'spec') as TaskSpec),
     get: (p) => rt.get(string(p, 'id')),
+    dashboard: async () => rt.dashboard() ?? null,
     list: (p) => rt.list(listOptions(p)),
     stats: async () => rt.stats(),
     instances: async () => rt.instances(),

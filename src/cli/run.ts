@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { createRuntime } from '../create-runtime.js';
 import { AGENT_NAME, type AgentRegistration } from '../agents/registry.js';
 import { CliError, EXIT, usageError } from './cli-error.js';
-import { preparePrivateDir, socketPathOf } from './control.js';
+import { connectControl, preparePrivateDir, socketPathOf } from './control.js';
 import { runtimeMethods } from './methods.js';
 import { startControlServer } from './server.js';
 
@@ -18,8 +18,10 @@ import { startControlServer } from './server.js';
 export interface RunOptions {
   /** Absolute data dir; created if missing. */
   dataDir: string;
-  /** Absolute agents dir. */
-  agentsDir: string;
+  /** Absolute agents dir (none: no agents, as `troupe dashboard` on a data dir). */
+  agentsDir: string | undefined;
+  /** Serve the dashboard too. */
+  dashboard?: { port: number; host?: string; token?: string } | undefined;
   threads?: number;
   slotsPerThread?: number;
   /** pino level of the runtime's own log, written to stderr. */
@@ -91,9 +93,9 @@ export async function runServe(options: RunOptions): Promise<number> {
   if (options.logLevel !== 'silent' && !(options.logLevel in pino.levels.values)) {
     throw usageError(`--log-level must be one of silent, ${Object.keys(pino.levels.values).join(', ')}`);
   }
-  const { agents, skipped } = agentsIn(options.agentsDir);
+  const { agents, skipped } = options.agentsDir === undefined ? { agents: [], skipped: [] } : agentsIn(options.agentsDir);
   const logger = pino({ name: 'troupe', level: options.logLevel }, pino.destination({ dest: 2, sync: true }));
-  const rt = await createRuntime({ dataDir: options.dataDir, threads: options.threads, slotsPerThread: options.slotsPerThread, logger, agents });
+  const rt = await createRuntime({ dataDir: options.dataDir, threads: options.threads, slotsPerThread: options.slotsPerThread, logger, agents, dashboard: options.dashboard ?? false });
   const socket = socketPathOf(options.dataDir);
   let server;
   try {
@@ -118,6 +120,8 @@ export async function runServe(options: RunOptions): Promise<number> {
   const names = agents.map((a) => a.name);
   if (options.json) process.stdout.write(`${JSON.stringify({ event: 'running', pid: process.pid, agents: names, dataDir: options.dataDir, socket })}\n`);
   else process.stdout.write(`troupe running: ${names.length} agents, data dir ${options.dataDir}, socket ${socket}\n`);
+  const url = rt.dashboard();
+  if (url !== undefined) process.stdout.write(options.json ? `${JSON.stringify({ event: 'dashboard', url })}\n` : `troupe dashboard: ${url}\n`);
 
   const signal = await stopped;
   // A second signal while draining means "now": skip the rest of the grace period.
@@ -140,4 +144,26 @@ export async function runServe(options: RunOptions): Promise<number> {
   if (options.json) process.stdout.write(`${JSON.stringify({ event: 'closed', signal })}\n`);
   else process.stdout.write('troupe stopped\n');
   return EXIT.OK;
+}
+
+/**
+ * `troupe dashboard`: the dashboard of the runtime running in the data dir (its URL, when it
+ * serves one), or, with none running, a runtime of no agents on the dir that serves it until
+ * SIGINT or SIGTERM: tasks can be seen, cancelled, retried and answered, and run once `troupe run`
+ * takes the dir again.
+ */
+export async function serveDashboardCommand(options: Pick<RunOptions, 'dataDir' | 'json' | 'closeTimeoutMs'> & { dashboard: NonNullable<RunOptions['dashboard']> }): Promise<number> {
+  const socket = socketPathOf(options.dataDir);
+  const running = await connectControl(socket).catch(() => undefined);
+  if (running) {
+    try {
+      const url = (await running.call('dashboard', {})) as string | null;
+      if (url === null) throw new CliError('NO_DASHBOARD', `the runtime running in ${options.dataDir} serves no dashboard: start it with \`troupe run --dashboard\``, EXIT.FAILED);
+      process.stdout.write(options.json ? `${JSON.stringify({ event: 'dashboard', url })}\n` : `troupe dashboard: ${url}\n`);
+      return EXIT.OK;
+    } finally {
+      await running.close();
+    }
+  }
+  return runServe({ ...options, agentsDir: undefined, logLevel: 'warn' });
 }
