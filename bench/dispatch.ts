@@ -8,7 +8,7 @@
  *
  *   node dist/bench/dispatch.js [--tasks 100000] [--warmup 5000] [--window 1024] [--threads 2]
  *     [--slots 1,4,16] [--runs 3] [--latency-seconds 3] [--load 0.5] [--aof always[,everysec]]
- *     [--redis own|url] [--graphile-local-queue 500] [--runners piscina,troupe,graphile-worker,bullmq[,troupe-retention-off]]
+ *     [--redis own|url] [--graphile-local-queue 500] [--runners piscina,troupe,graphile-worker,bullmq[,troupe-retention-off][,troupe-dashboard]]
  *     [--json] [--settings]
  *
  * `--settings` prints every setting the run would use (with `--json`, as JSON) and runs nothing.
@@ -36,7 +36,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { ALLOC_SOURCE, cpuSource, drive, median, meterMainThread, openLoop, type Latency } from './measure.js';
 import { bullmq, graphileWorker, startRedis, type OwnRedis } from './peers.js';
-import { piscina, troupe, troupeWith, type RunnerSpec } from './runners.js';
+import { piscina, troupe, troupeDashboard, troupeWith, type RunnerSpec } from './runners.js';
 
 const { values } = parseArgs({
   options: {
@@ -87,6 +87,7 @@ if (process.env.REDIS_URL && values.redis === 'own') {
 const only = values.runners?.split(',');
 // Asked for by name only: Troupe with nothing swept, to show what retention (on by default) costs.
 if (only?.includes('troupe-retention-off')) specs.push(troupeWith('troupe-retention-off', 'as troupe, with retention: false (nothing swept, no sweep timer)', { retention: false }));
+if (only?.includes('troupe-dashboard')) specs.push(troupeDashboard);
 const chosen = only ? specs.filter((s) => only.some((o) => s.name.startsWith(o))) : specs;
 if (chosen[0]?.name !== 'piscina') throw new Error('bench: --runners must include piscina (the baseline of the ratio)');
 

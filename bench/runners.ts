@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Piscina } from 'piscina';
-import { createRuntime, type RuntimeOptions } from '../src/index.js';
+import { createRuntime, type Runtime, type RuntimeOptions } from '../src/index.js';
 import type { RunOne } from './measure.js';
 import type { NoopOutput } from './noop.agent.js';
 
@@ -61,11 +61,35 @@ export const troupe: RunnerSpec = troupeWith(
 );
 
 /** Troupe as {@link troupe}, with some options of its own (a variant the bench compares when asked for by name). */
-export function troupeWith(name: string, settings: string, options: Partial<RuntimeOptions>): RunnerSpec {
-  return { name, settings, open: (config) => openTroupe(config, options) };
+export function troupeWith(name: string, settings: string, options: Partial<RuntimeOptions>, watch?: (rt: Runtime) => () => void): RunnerSpec {
+  return { name, settings, open: (config) => openTroupe(config, options, watch) };
 }
 
-async function openTroupe({ threads, slots, maxTasks }: RunConfig, options: Partial<RuntimeOptions>): Promise<Runner> {
+/**
+ * Troupe with its dashboard open as a browser would hold it: the changes feed the tasks view
+ * reads, consumed as it comes, and the overview polled every 2 s.
+ */
+export const troupeDashboard: RunnerSpec = troupeWith(
+  'troupe-dashboard',
+  'as troupe, with dashboard: true and a page open on it: GET /api/changes (its live task list) read as it comes, GET /api/overview every 2 s',
+  { dashboard: true },
+  (rt) => {
+    const base = rt.dashboard()!.replace(/\/(#.*)?$/, '');
+    const stop = new AbortController();
+    void fetch(`${base}/api/changes`, { signal: stop.signal })
+      .then(async (res) => {
+        for await (const chunk of res.body!) void chunk;
+      })
+      .catch(() => undefined);
+    const poll = setInterval(() => void fetch(`${base}/api/overview`, { signal: stop.signal }).then((res) => res.arrayBuffer()).catch(() => undefined), 2_000);
+    return () => {
+      clearInterval(poll);
+      stop.abort();
+    };
+  },
+);
+
+async function openTroupe({ threads, slots, maxTasks }: RunConfig, options: Partial<RuntimeOptions>, watch?: (rt: Runtime) => () => void): Promise<Runner> {
   const dataDir = mkdtempSync(join(tmpdir(), 'troupe-bench-'));
   try {
     const rt = await createRuntime({
@@ -77,6 +101,7 @@ async function openTroupe({ threads, slots, maxTasks }: RunConfig, options: Part
       agents: [{ name: 'noop', module: new URL('./noop.agent.js', import.meta.url) }],
       ...options,
     });
+    const unwatch = watch?.(rt);
     return {
       one: async () => {
         const task = await rt.submit({ agent: 'noop' });
@@ -85,6 +110,7 @@ async function openTroupe({ threads, slots, maxTasks }: RunConfig, options: Part
         return (done.output as NoopOutput).startedAt;
       },
       close: async () => {
+        unwatch?.();
         try {
           await rt.close();
         } finally {

@@ -3,11 +3,13 @@
  * page shows is what `rt.stats()`, `rt.list()`, `rt.get()`, `rt.events()` and `rt.logs()` say, and
  * every action is the public call (`rt.cancel()`, `rt.retry()`, `rt.sendInput()`, `rt.freeze()`, …).
  *
- *   GET  /api/overview                 stats, agents, and settles/starts per 10 s over 10 minutes
+ *   GET  /api/overview                 stats, agents, and starts/settles and latency per 10 s over 10 minutes
  *   GET  /api/tasks?state&agent&label=NAME=VALUE&q&after&limit     a page, in submit order
  *   GET  /api/tasks/:id                the task, its parent and its first children
  *   GET  /api/tasks/:id/logs           SSE: its log lines, then live until it settles
  *   GET  /api/events?after&taskId&types   SSE: committed events from `after` (or Last-Event-ID), then live
+ *   GET  /api/changes                  SSE: every 250 ms at most, the tasks whose state changed and to what
+ *                                      (coalesced: what a live list needs, at a cost per event of a map entry)
  *   GET  /api/instances | /api/agents | /api/schedules
  *   POST /api/tasks/:id/cancel {reason?} | /retry | /input {message}
  *   POST /api/freeze {reason?} | /api/unfreeze | /api/agents/:name/resume | /api/schedules/:id/pause | /resume
@@ -21,7 +23,7 @@ import { TASK_STATES } from '../../machines/states.js';
 import type { Runtime } from '../runtime.js';
 
 /** What the dashboard uses of a runtime. */
-export type DashboardRuntime = Pick<Runtime, 'stats' | 'list' | 'get' | 'events' | 'logs' | 'cancel' | 'retry' | 'sendInput' | 'freeze' | 'unfreeze' | 'resumeAgent' | 'instances' | 'on' | 'agents' | 'schedules'>;
+export type DashboardRuntime = Pick<Runtime, 'stats' | 'list' | 'get' | 'events' | 'logs' | 'cancel' | 'retry' | 'sendInput' | 'freeze' | 'unfreeze' | 'resumeAgent' | 'instances' | 'on' | 'agents' | 'schedules' | 'metrics'>;
 
 /** An answer with an HTTP status of its own. */
 export class HttpError extends Error {
@@ -44,41 +46,82 @@ const PING_MS = 15_000;
 
 interface Bucket {
   at: number;
+  /** Attempts started, and ended by how, in the bucket. */
   started: number;
   done: number;
   failed: number;
-  /** submit → start of the attempts started in the bucket (queuedMs), summed, for a mean. */
-  queuedMs: number;
+  /** Mean submit → start of the attempts started in the bucket, ms (null: none started). */
+  queuedMs: number | null;
 }
+
+/** How often the changes feed sends what changed. */
+const CHANGES_MS = 250;
+/** Most task states one message of the feed names; beyond, it says `overflow` and the page reloads its rows. */
+const CHANGES_MAX = 500;
+/** The state each event leaves its task in. */
+const STATE_AFTER: Partial<Record<EventType, TaskState>> = {
+  'task.queued': 'queued',
+  'task.retrying': 'queued',
+  'task.started': 'running',
+  'task.waiting': 'waiting',
+  'task.sleeping': 'sleeping',
+  'task.needs_attention': 'needs_attention',
+  'task.done': 'done',
+  'task.failed': 'failed',
+  'task.dropped': 'dropped',
+  'task.cancelled': 'cancelled',
+};
+/** Exits that count as done in the chart; every other end counts as failed (retried or not). */
+const DONE_EXITS = new Set(['success', 'fork']);
 
 /** The API of one dashboard (see the module comment). */
 export function dashboardApi(rt: DashboardRuntime) {
+  // The chart samples the runtime's own counters every bucket: nothing is added per event for it.
   const buckets: Bucket[] = [];
-  const bucketAt = (at: number): Bucket => {
-    const start = at - (at % BUCKET_MS);
-    let last = buckets[buckets.length - 1];
-    if (last === undefined || last.at !== start) {
-      buckets.push((last = { at: start, started: 0, done: 0, failed: 0, queuedMs: 0 }));
+  let sampled: { started: number; done: number; ended: number; queuedSum: number } | undefined;
+  const sample = async () => {
+    const m = await rt.metrics();
+    const ended = Object.values(m.attemptsByExit).reduce((a, b) => a + b, 0);
+    const done = Object.entries(m.attemptsByExit).reduce((a, [exit, n]) => a + (DONE_EXITS.has(exit) ? n : 0), 0);
+    const now = { started: m.latency.submitToStart.count, done, ended, queuedSum: m.latency.submitToStart.sum };
+    if (sampled) {
+      const started = now.started - sampled.started;
+      buckets.push({ at: m.at, started, done: now.done - sampled.done, failed: now.ended - sampled.ended - (now.done - sampled.done), queuedMs: started > 0 ? ((now.queuedSum - sampled.queuedSum) * 1000) / started : null });
       if (buckets.length > BUCKETS) buckets.shift();
     }
-    return last;
+    sampled = now;
   };
-  const offs = [
-    rt.on('task.started', (ev) => {
-      const b = bucketAt(Date.now());
-      b.started++;
-      b.queuedMs += ev.data.queuedMs;
-    }),
-    rt.on('task.done', () => void bucketAt(Date.now()).done++),
-    rt.on('task.failed', () => void bucketAt(Date.now()).failed++),
-    rt.on('task.dropped', () => void bucketAt(Date.now()).failed++),
-  ];
+  void sample().catch(() => undefined);
+  const sampler = setInterval(() => void sample().catch(() => undefined), BUCKET_MS);
+  sampler.unref();
   const streams = new Set<AbortController>();
+
+  // The changes feed listens only while someone reads it.
+  const feeds = new Set<ServerResponse>();
+  let changed = new Map<string, TaskState>();
+  let submitted = 0;
+  let unlisten: (() => void) | undefined;
+  let flusher: NodeJS.Timeout | undefined;
+  const onEvent = (ev: RuntimeEvent) => {
+    const state = STATE_AFTER[ev.type];
+    if (state === undefined || ev.taskId === undefined) return;
+    changed.set(ev.taskId, state);
+    if (ev.type === 'task.queued' && ev.data.run === 1 && ev.data.reason === undefined) submitted++;
+  };
+  const flush = () => {
+    if (changed.size === 0) return;
+    const overflow = changed.size > CHANGES_MAX;
+    const message = JSON.stringify({ tasks: overflow ? {} : Object.fromEntries(changed), overflow, submitted });
+    changed = new Map();
+    submitted = 0;
+    for (const res of feeds) res.write(`data: ${message}\n\n`);
+  };
 
   async function route(method: string, path: string, params: URLSearchParams, body: unknown, req: IncomingMessage, res: ServerResponse): Promise<unknown> {
     const parts = path.split('/').slice(2).map(decodeURIComponent); // ['tasks', id, 'cancel']
     if (method === 'GET') {
       if (path === '/api/overview') return { stats: rt.stats(), agents: rt.agents.list(), chart: { bucketMs: BUCKET_MS, buckets: [...buckets] } };
+      if (path === '/api/changes') return void changesFeed(req, res);
       if (path === '/api/tasks') return listTasks(params);
       if (parts[0] === 'tasks' && parts.length === 2) return taskView(parts[1]!);
       if (parts[0] === 'tasks' && parts.length === 3 && parts[2] === 'logs') return void (await streamLogs(parts[1]!, req, res));
@@ -171,6 +214,28 @@ export function dashboardApi(rt: DashboardRuntime) {
     }
   }
 
+  /** SSE of what changed (see the module comment); the listener is on while a feed is open. */
+  function changesFeed(req: IncomingMessage, res: ServerResponse): void {
+    const stop = openStream(req, res, new AbortController());
+    feeds.add(res);
+    if (!unlisten) {
+      unlisten = rt.on('*', onEvent);
+      flusher = setInterval(flush, CHANGES_MS);
+      flusher.unref();
+    }
+    stop.signal.addEventListener('abort', () => {
+      feeds.delete(res);
+      streams.delete(stop);
+      res.end();
+      if (feeds.size > 0 || !unlisten) return;
+      unlisten();
+      unlisten = undefined;
+      clearInterval(flusher);
+      changed.clear();
+      submitted = 0;
+    });
+  }
+
   /** SSE of committed events from `after` (or the browser's Last-Event-ID after a reconnect), then live. */
   async function events(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const params = url.searchParams;
@@ -215,8 +280,8 @@ export function dashboardApi(rt: DashboardRuntime) {
     events,
     /** Ends every stream and stops counting. */
     close(): void {
-      for (const off of offs) off();
-      for (const stop of streams) stop.abort();
+      clearInterval(sampler);
+      for (const stop of [...streams]) stop.abort();
     },
   };
 }

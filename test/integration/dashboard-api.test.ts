@@ -66,7 +66,7 @@ describe('the dashboard API', () => {
     expect(overview.status).toBe(200);
     expect(overview.body.stats.tasks.done).toBe(2);
     expect(overview.body.agents.map((a: { name: string }) => a.name)).toEqual(['echo']);
-    expect(overview.body.chart.buckets.reduce((sum: number, b: { done: number }) => sum + b.done, 0)).toBe(2);
+    expect(overview.body.chart).toMatchObject({ bucketMs: 10_000, buckets: [] });
     const byLabel = await json(`${base}/api/tasks?label=team=blue`);
     expect(byLabel.body.tasks.map((t: { id: string }) => t.id)).toEqual([child.id]);
     const firstPage = await json(`${base}/api/tasks?limit=1`);
@@ -143,6 +143,34 @@ describe('the dashboard API', () => {
     expect((await readEvents(stream, 2)).map((e) => e.data.taskId)).toEqual([task.id, second.id]);
     const bad = await json(`${base}/api/events?types=task.nonsense`);
     expect(bad.status).toBe(400);
+  });
+
+  it('feeds what changed, coalesced: the latest state of each task, and how many were submitted', async () => {
+    const { rt, base } = await runtime({ agents: [builtinAgent('echo'), builtinAgent('sleep')] });
+    const feed = await fetch(`${base}/api/changes`);
+    const started = nextEvent(rt, 'task.started');
+    const sleeping = await rt.submit({ agent: 'sleep', input: { ms: 60_000 } });
+    await started;
+    const quick = await rt.submit({ agent: 'echo', input: {} });
+    await rt.wait(quick.id);
+    const states: Record<string, string> = {};
+    let submitted = 0;
+    const reader = feed.body!.getReader();
+    const decoder = new TextDecoder();
+    for (let text = ''; states[quick.id] !== 'done' || states[sleeping.id] !== 'running'; ) {
+      const { value } = await reader.read();
+      text += decoder.decode(value, { stream: true });
+      for (const match of text.matchAll(/^data: (.*)$/gm)) {
+        const message = JSON.parse(match[1]!) as { tasks: Record<string, string>; submitted: number };
+        Object.assign(states, message.tasks);
+        submitted += message.submitted;
+      }
+      text = text.slice(text.lastIndexOf('\n\n') + 2);
+    }
+    await reader.cancel();
+    expect(states).toEqual({ [sleeping.id]: 'running', [quick.id]: 'done' });
+    expect(submitted).toBe(2);
+    await rt.cancel(sleeping.id);
   });
 
   it('streams a task log to its end, and ends open streams when the runtime closes', async () => {
