@@ -93,6 +93,7 @@ const json = (value) => (value === undefined ? '' : JSON.stringify(value, null, 
 const time = (ms) => (ms ? new Date(ms).toLocaleString() : '—');
 const taskLink = (id) => h('a', { href: `#/tasks/${encodeURIComponent(id)}`, class: 'mono' }, id);
 const stateBadge = (state) => h('span', { class: 'state', 'data-state': state }, state);
+const timeout = (ms) => (ms ? `${ms} ms` : 'none');
 const counts = (byState) => Object.entries(byState ?? {}).map(([s, n]) => `${s} ${n}`).join(', ') || '—';
 
 /** How long from now (server time), roughly: "in 5 s", "3 min ago". */
@@ -362,7 +363,7 @@ async function taskView(view, scope, id) {
       h('div', {}, h('h2', {}, 'Spec'), h('dl', { class: 'spec' },
         ...[['Agent', t.agent], ['Priority', t.priority], ['Lane', t.lane], ['Instance', t.instanceKey],
           ['Labels', Object.entries(t.labels).map(([k, v]) => `${k}=${v}`).join(' ') || '—'], ['Retry', `${t.retry.maxAttempts} attempts`],
-          ['Timeout', `${t.timeoutMs} ms`], ['Runs', `${t.runs} (attempt ${t.attempts})`], ['Progress', t.progress ? `${Math.round(t.progress.value * 100)}%${t.progress.message ? ` ${t.progress.message}` : ''}` : '—'],
+          ['Timeout', timeout(t.timeoutMs)], ['Runs', `${t.runs} (attempt ${t.attempts})`], ['Progress', t.progress ? `${Math.round(t.progress.value * 100)}%${t.progress.message ? ` ${t.progress.message}` : ''}` : '—'],
           ['Created', time(t.createdAt)], ['Started', time(t.startedAt)], ['Settled', time(t.settledAt)], ['Held by', t.heldBy ? json(t.heldBy) : '—'],
           ['Parent', parent ? taskLink(parent.id) : t.parentId ? h('span', { class: 'mono' }, t.parentId) : '—'],
           ['Children', children.length ? children.map((c) => h('span', {}, taskLink(c.id), ' ', stateBadge(c.state), ' ')) : '—']]
@@ -395,8 +396,8 @@ async function taskView(view, scope, id) {
     void refresh();
   });
   const logs = stream(scope, `/api/tasks/${encodeURIComponent(id)}/logs`, {}, (line) => {
-    const { message, level, at, ...rest } = line;
-    delete rest.cursor;
+    // The task and attempt ids are on the page already; the other fields are the agent's own.
+    const { message, level, at, cursor, taskId, attemptId, ...rest } = line;
     log.append(h('span', { class: level }, `${new Date(at).toLocaleTimeString()} ${level} ${message}${Object.keys(rest).length ? ` ${JSON.stringify(rest)}` : ''}\n`));
   }, {
     // The stream restarts from the first line when it reconnects.
@@ -451,7 +452,7 @@ async function agentsView(view, scope) {
       return h('tr', { 'data-agent': a.name },
         h('td', {}, h('strong', {}, a.name), h('div', { class: 'muted mono' }, a.module.replace(/^.*\//, ''))),
         h('td', {}, `concurrency ${a.concurrency ?? '∞'}`, Object.entries(a.models).map(([m, n]) => h('div', {}, `${m}: ${n}`)), limitText(a, s?.flow) ? h('div', {}, limitText(a, s?.flow)) : '',
-          h('div', { class: 'muted' }, `timeout ${a.timeoutMs} ms, ${a.retry.maxAttempts} attempts`)),
+          h('div', { class: 'muted' }, `timeout ${timeout(a.timeoutMs)}, ${a.retry.maxAttempts} attempts`)),
         h('td', {}, a.capabilities.join(', ') || '—'),
         h('td', {}, s?.paused ? 'held' : 'free', pausedUntil ? h('div', {}, `paused until ${time(pausedUntil)}`) : '', s?.flow?.fastFails ? h('div', {}, `${s.flow.fastFails} fast failures`) : ''),
         h('td', {}, `${s?.queued ?? 0} queued, ${s?.reserved ?? 0} reserved`),

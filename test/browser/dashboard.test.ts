@@ -77,6 +77,7 @@ describe('dashboard page', () => {
     await context?.close();
     context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
     const page = await context.newPage();
+    page.setDefaultTimeout(10_000);
     await page.goto(`${url}${hash}`);
     await page.waitForSelector('#view[data-ready]');
     return page;
