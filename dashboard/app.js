@@ -471,7 +471,7 @@ async function schedulesView(view, scope) {
     const act = (s, verb, done) => actionButton(verb, status, `${done} ${s.id}`, () => api(`/api/schedules/${encodeURIComponent(s.id)}/${verb.toLowerCase()}`, {}).then(refresh));
     body.replaceChildren(list.length === 0 ? h('p', { class: 'muted' }, 'No schedules') :
       table(['Schedule', 'Cron', 'Task', 'Next tick', 'Last tick', 'Fired / skipped', ''], list.map((s) =>
-        h('tr', { 'data-schedule': s.id, 'data-paused': s.paused },
+        h('tr', { 'data-schedule': s.id, 'data-paused': String(s.paused) },
           h('td', { class: 'mono' }, s.id), h('td', { class: 'mono' }, `${s.cron} (${s.tz})`), h('td', {}, s.task.agent ?? json(s.task.requires)),
           h('td', {}, s.paused ? 'paused' : `${time(s.nextRunAt)} (${relative(s.nextRunAt)})`),
           h('td', {}, s.lastTickAt ? [`${time(s.lastTickAt)} `, s.lastTaskId ? taskLink(s.lastTaskId) : ''] : '—'),

@@ -143,6 +143,19 @@ describe('dashboard page', () => {
     expect(rt.stats().frozen).toBe(false);
   });
 
+  it('pauses and resumes a schedule from its row', async () => {
+    await rt.schedules.create({ id: 'weekly-cleanup', cron: '0 4 * * 1', task: { agent: 'echo', input: 'cleanup' } });
+    const page = await open('#/schedules');
+    const row = '[data-schedule="weekly-cleanup"]';
+    await page.locator(row).getByRole('button', { name: 'Pause', exact: true }).click();
+    await page.waitForSelector(`${row}[data-paused="true"]`);
+    expect(await page.locator('[data-status]').textContent()).toBe('Paused weekly-cleanup');
+    expect(rt.schedules.list().find((s) => s.id === 'weekly-cleanup')?.paused).toBe(true);
+    await page.locator(row).getByRole('button', { name: 'Resume', exact: true }).click();
+    await page.waitForSelector(`${row}[data-paused="false"]`);
+    expect(rt.schedules.list().find((s) => s.id === 'weekly-cleanup')?.paused).toBe(false);
+  });
+
   it.runIf(process.env.TROUPE_SCREENSHOTS === '1')('saves a screenshot of each view', async () => {
     mkdirSync(SCREENSHOTS, { recursive: true });
     await rt.schedules.create({ id: 'nightly-report', cron: '0 3 * * *', task: { agent: 'echo', input: { report: 'nightly' } } });
