@@ -1,0 +1,518 @@
+/**
+ * The Troupe dashboard: hash-routed views over the JSON API and its event streams (the API is
+ * described in src/dashboard/api.ts). Plain DOM, no framework and no build step; the server's CSP
+ * allows nothing inline, so every handler is attached here.
+ *
+ * Live updates: the task list and a task's page follow `/api/events` (Server-Sent Events, which
+ * reconnect by themselves and resume from Last-Event-ID); the other views read their JSON again
+ * every second.
+ */
+const STATES = ['queued', 'running', 'waiting', 'sleeping', 'needs_attention', 'done', 'failed', 'dropped', 'cancelled'];
+const TERMINAL = new Set(['done', 'failed', 'dropped', 'cancelled']);
+const RETRYABLE = new Set(['failed', 'dropped', 'cancelled']);
+const TASK_EVENTS = ['task.queued', 'task.started', 'task.progress', 'task.waiting', 'task.input', 'task.sleeping', 'task.retrying', 'task.done', 'task.failed', 'task.dropped', 'task.cancelled', 'task.needs_attention'];
+const POLL_MS = 1000;
+const PAGE_SIZE = 50;
+const TOKEN_KEY = 'troupe.token';
+
+const token = takeToken();
+/** The server's clock at the last answer (its Date header, to the second). */
+let serverNow = 0;
+
+/** The token from `#token=` or `?token=`, kept for the tab's session and taken out of the address bar. */
+function takeToken() {
+  const inHash = /(?:^#|[&?])token=([^&]*)/.exec(location.hash);
+  const given = inHash ? decodeURIComponent(inHash[1]) : new URLSearchParams(location.search).get('token');
+  if (given) {
+    sessionStorage.setItem(TOKEN_KEY, given);
+    history.replaceState(null, '', location.pathname + (inHash ? '#/' : location.hash || '#/'));
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** Calls the API with the token; an error answer throws an ApiError with the server's message. */
+async function api(path, body) {
+  const headers = token ? { authorization: `Bearer ${token}` } : {};
+  const init = body === undefined ? { headers } : { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify(body) };
+  const res = await fetch(path, init);
+  const date = Date.parse(res.headers.get('date') ?? '');
+  if (Number.isFinite(date)) serverNow = date;
+  const data = await res.json().catch(() => ({}));
+  if (res.status === 401) banner('Not authorized: this dashboard needs its token. Open it with the link the runtime printed (it ends in #token=…).');
+  if (!res.ok) throw new ApiError(res.status, data.error?.code ?? `HTTP_${res.status}`, data.error?.message ?? res.statusText);
+  return data;
+}
+
+/** An EventSource on `path` (the token goes in the query: EventSource cannot set headers). */
+function stream(scope, path, params, onData, handlers = {}) {
+  const url = new URL(path, location.href);
+  for (const [name, value] of Object.entries(params)) url.searchParams.set(name, value);
+  if (token) url.searchParams.set('token', token);
+  const source = new EventSource(url);
+  source.onmessage = (e) => onData(JSON.parse(e.data));
+  for (const [name, fn] of Object.entries(handlers)) source.addEventListener(name, fn);
+  scope.add(() => source.close());
+  return source;
+}
+
+function banner(text) {
+  const el = document.getElementById('banner');
+  el.textContent = text;
+  el.dataset.error = 'unauthorized';
+  el.hidden = false;
+}
+
+/** Makes an element: attributes (`on*` are listeners), then children (strings become text). */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith('on')) el.addEventListener(name.slice(2), value);
+    else el.setAttribute(name, value === true ? '' : String(value));
+  }
+  for (const child of children.flat()) if (child !== undefined && child !== null && child !== false) el.append(child instanceof Node ? child : String(child));
+  return el;
+}
+
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [name, value] of Object.entries(attrs)) el.setAttribute(name, String(value));
+  el.append(...children);
+  return el;
+}
+
+const json = (value) => (value === undefined ? '' : JSON.stringify(value, null, 2));
+const time = (ms) => (ms ? new Date(ms).toLocaleString() : '—');
+const taskLink = (id) => h('a', { href: `#/tasks/${encodeURIComponent(id)}`, class: 'mono' }, id);
+const stateBadge = (state) => h('span', { class: 'state', 'data-state': state }, state);
+const timeout = (ms) => (ms ? `${ms} ms` : 'none');
+const counts = (byState) => Object.entries(byState ?? {}).map(([s, n]) => `${s} ${n}`).join(', ') || '—';
+
+/** How long from now (server time), roughly: "in 5 s", "3 min ago". */
+function relative(ms) {
+  if (!ms) return '—';
+  const d = ms - (serverNow || Date.now());
+  const a = Math.abs(d);
+  const text = a < 60_000 ? `${Math.round(a / 1000)} s` : a < 3_600_000 ? `${Math.round(a / 60_000)} min` : `${Math.round(a / 3_600_000)} h`;
+  return d >= 0 ? `in ${text}` : `${text} ago`;
+}
+
+/** A status line: what the last action did, or its error. */
+function statusLine() {
+  const el = h('p', { class: 'status', role: 'status', 'data-status': '' });
+  el.show = (text, error = false) => {
+    el.textContent = text;
+    el.classList.toggle('error', error);
+  };
+  return el;
+}
+
+/** A button that runs `action`, then says `done` (or the error) in `status`. */
+function actionButton(label, status, done, action, primary = false) {
+  const button = h('button', {
+    type: 'button',
+    class: primary ? 'primary' : undefined,
+    onclick: async () => {
+      button.disabled = true;
+      status.show(`${label}…`);
+      try {
+        await action();
+        status.show(done);
+      } catch (error) {
+        status.show(`${label} failed: ${error.message}`, true);
+      } finally {
+        button.disabled = false;
+      }
+    },
+  }, label);
+  return button;
+}
+
+/** Runs `fn` once at a time: calls during a run make one more run after it. */
+function coalesce(fn) {
+  let running = false;
+  let again = false;
+  return async () => {
+    if (running) return void (again = true);
+    running = true;
+    try {
+      do {
+        again = false;
+        await fn();
+      } while (again);
+    } finally {
+      running = false;
+    }
+  };
+}
+
+/** Runs `fn` now and every POLL_MS after it finishes, while the view is shown; resolves to a refresh once `fn` ran. */
+async function poll(scope, fn) {
+  let timer;
+  const run = coalesce(() => fn().catch((error) => console.warn(error)));
+  const loop = async () => {
+    await run();
+    if (scope.alive) timer = setTimeout(loop, POLL_MS);
+  };
+  scope.add(() => clearTimeout(timer));
+  await loop();
+  return run;
+}
+
+function table(headers, rows) {
+  return h('table', {}, h('thead', {}, h('tr', {}, headers.map((t) => h('th', {}, t)))), h('tbody', {}, rows));
+}
+
+// ---- Views ---------------------------------------------------------------------------------
+
+async function overviewView(view, scope) {
+  const status = statusLine();
+  const reason = h('input', { placeholder: 'reason (optional)', 'aria-label': 'Freeze reason' });
+  const actions = h('div', { class: 'actions' });
+  const body = h('div');
+  view.append(h('h1', {}, 'Overview'), actions, status, body);
+  let frozen;
+  const refresh = await poll(scope, async () => {
+    const { stats, agents, chart } = await api('/api/overview');
+    if (stats.frozen !== frozen) {
+      frozen = stats.frozen;
+      actions.replaceChildren(...(frozen
+        ? [actionButton('Unfreeze', status, 'Unfrozen', () => api('/api/unfreeze', {}).then(refresh))]
+        : [reason, actionButton('Freeze', status, 'Frozen', () => api('/api/freeze', { reason: reason.value }).then(refresh))]));
+    }
+    const registered = new Map(agents.map((a) => [a.name, a]));
+    const paused = Object.entries(stats.agents).filter(([, a]) => a.paused || a.flow?.pausedUntil);
+    const limited = agents.filter((a) => a.rate || a.dailyLimit);
+    body.replaceChildren(
+      h('div', { class: 'cards' },
+        h('div', { class: 'card' }, h('b', {}, stats.state), h('span', {}, 'runtime')),
+        h('div', { class: 'card' }, h('b', {}, `${stats.slots.busy} / ${stats.slots.total}`), h('span', {}, `slots busy (${stats.slots.free} free)`)),
+        h('div', { class: 'card' }, h('b', {}, stats.queued), h('span', {}, `waiting for a slot (${stats.delayed} delayed)`)),
+        STATES.map((s) => h('div', { class: 'card', 'data-count': s }, h('b', {}, stats.tasks[s] ?? 0), h('span', {}, h('a', { href: `#/tasks?state=${s}` }, s))))),
+      h('h2', {}, 'Started, done and failed per ', chart.bucketMs / 1000, ' s'),
+      chartSvg(chart),
+      h('h2', {}, 'Holds'),
+      h('ul', {},
+        h('li', { 'data-hold': 'frozen' }, stats.freeze ? `Frozen since ${time(stats.freeze.since)}${stats.freeze.reason ? `: ${stats.freeze.reason}` : ''}${stats.freeze.killed ? ' (killed)' : ''}` : 'Not frozen'),
+        h('li', {}, paused.length ? `Paused agents: ${paused.map(([n, a]) => `${n}${a.flow?.pausedUntil ? ` (until ${time(a.flow.pausedUntil)})` : ''}`).join(', ')}` : 'No agent paused'),
+        limited.length === 0 ? h('li', {}, 'No rate or daily limits') : limited.map((a) => h('li', {}, `${a.name}: ${limitText(a, stats.agents[a.name]?.flow)}`)),
+        stats.storeFailure ? h('li', { class: 'status error' }, `Store stopped: ${stats.storeFailure.message} (${stats.storeFailure.retries} retries)`) : null),
+      h('h2', {}, 'Queues'),
+      table(['Agent', 'Queued', 'Reserved', 'Limit', 'Held', 'Tasks'], Object.entries(stats.agents).map(([name, a]) =>
+        h('tr', {}, h('td', {}, name, registered.has(name) ? '' : ' (unregistered)'), h('td', {}, a.queued), h('td', {}, a.reserved), h('td', {}, a.limit ?? '∞'),
+          h('td', {}, a.paused ? 'yes' : 'no'), h('td', {}, counts(a.tasks))))),
+    );
+  });
+}
+
+function limitText(agent, flow) {
+  const parts = [];
+  if (agent.rate) parts.push(`rate ${agent.rate.limit} per ${agent.rate.windowMs / 1000} s${flow?.tokens != null ? ` (${Math.floor(flow.tokens)} left)` : ''}`);
+  if (agent.dailyLimit) parts.push(`daily ${flow?.today ? `${flow.today.count} / ` : ''}${agent.dailyLimit.limit}`);
+  return parts.join(', ');
+}
+
+/** Bars of started / done / failed per bucket, over the chart's window. */
+function chartSvg({ bucketMs, buckets }) {
+  const slots = 60;
+  const width = 720;
+  const height = 120;
+  const end = Math.max(serverNow, buckets.at(-1)?.at ?? 0);
+  const first = end - (end % bucketMs) - (slots - 1) * bucketMs;
+  const max = Math.max(1, ...buckets.flatMap((b) => [b.started, b.done, b.failed]));
+  const step = width / slots;
+  const bars = [];
+  for (const b of buckets) {
+    const i = Math.round((b.at - first) / bucketMs);
+    if (i < 0 || i >= slots) continue;
+    ['started', 'done', 'failed'].forEach((kind, k) => {
+      const barHeight = ((height - 14) * b[kind]) / max;
+      bars.push(svg('rect', { class: kind, x: i * step + k * (step / 3), y: height - barHeight, width: step / 3 - 0.5, height: barHeight },
+        svg('title', {}, `${new Date(b.at).toLocaleTimeString()}: ${b.started} started, ${b.done} done, ${b.failed} failed`)));
+    });
+  }
+  return h('div', {},
+    svg('svg', { class: 'chart', viewBox: `0 0 ${width} ${height}`, width: '100%', height, preserveAspectRatio: 'none', role: 'img', 'aria-label': 'tasks per bucket' },
+      svg('text', { x: 4, y: 11, 'font-size': 10, fill: '#667085' }, `max ${max}`), ...bars),
+    h('div', { class: 'legend muted' }, ['started', 'done', 'failed'].map((k) => h('span', {}, h('i', { class: k }), k)), h('span', {}, `last ${(slots * bucketMs) / 60_000} min`)));
+}
+
+async function tasksView(view, scope, params) {
+  const filter = Object.fromEntries(['state', 'agent', 'label', 'q'].map((k) => [k, params.get(k) ?? '']));
+  const after = params.get('after') ?? '';
+  const form = h('form', { class: 'filters' },
+    h('select', { name: 'state', 'aria-label': 'State' }, h('option', { value: '' }, 'any state'), STATES.map((s) => h('option', { value: s, selected: s === filter.state }, s))),
+    h('input', { name: 'agent', placeholder: 'agent', value: filter.agent, 'aria-label': 'Agent' }),
+    h('input', { name: 'label', placeholder: 'label NAME=VALUE', value: filter.label, 'aria-label': 'Label' }),
+    h('input', { name: 'q', placeholder: 'search', value: filter.q, 'aria-label': 'Search' }),
+    h('button', { type: 'submit' }, 'Filter'),
+    h('a', { href: '#/tasks' }, 'Clear'));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const query = new URLSearchParams([...new FormData(form)].filter(([, v]) => v !== ''));
+    location.hash = `#/tasks?${query}`;
+  });
+  const tbody = h('tbody');
+  const pager = h('div', { class: 'actions' });
+  view.append(h('h1', {}, 'Tasks'), form,
+    h('table', {}, h('thead', {}, h('tr', {}, ['Task', 'Agent', 'State', 'Labels', 'Progress', 'Runs', 'Created', 'Updated'].map((t) => h('th', {}, t)))), tbody), pager);
+
+  const rows = new Map();
+  const row = (t) => h('tr', { 'data-task-id': t.id, 'data-state': t.state },
+    h('td', {}, taskLink(t.id)), h('td', {}, t.agent), h('td', {}, stateBadge(t.state)),
+    h('td', { class: 'mono' }, Object.entries(t.labels).map(([k, v]) => `${k}=${v}`).join(' ')),
+    h('td', {}, t.progress ? `${Math.round(t.progress.value * 100)}%` : ''), h('td', {}, t.runs),
+    h('td', {}, time(t.createdAt)), h('td', {}, time(t.updatedAt)));
+  const show = (t, top = false) => {
+    const el = row(t);
+    const old = rows.get(t.id);
+    if (old) old.replaceWith(el);
+    else if (top) tbody.prepend(el);
+    else tbody.append(el);
+    rows.set(t.id, el);
+  };
+
+  const query = new URLSearchParams([...Object.entries(filter).filter(([, v]) => v !== ''), ['limit', String(PAGE_SIZE)], ...(after ? [['after', after]] : [])]);
+  let page;
+  try {
+    page = await api(`/api/tasks?${query}`);
+  } catch (error) {
+    return void view.append(h('p', { class: 'status error' }, error.message));
+  }
+  if (!scope.alive) return;
+  const loadedAt = serverNow;
+  for (const t of page.tasks) show(t);
+  if (page.tasks.length === 0) tbody.append(h('tr', { class: 'empty' }, h('td', { colspan: 8, class: 'muted' }, 'No tasks')));
+  if (after) pager.append(h('a', { href: '#/tasks' + (filter.state || filter.agent || filter.label || filter.q ? `?${new URLSearchParams(Object.entries(filter).filter(([, v]) => v))}` : '') }, 'First page'));
+  if (page.next) pager.append(h('button', { type: 'button', onclick: () => (location.hash = `#/tasks?${new URLSearchParams([...query].filter(([k]) => k !== 'limit' && k !== 'after').concat([['after', page.next]]))}`) }, 'Next page'));
+
+  // Without a cursor the stream replays the log from its start: events older than the page are skipped.
+  const growing = !after && !Object.values(filter).some(Boolean);
+  const refreshers = new Map();
+  const refresh = (id) => {
+    let run = refreshers.get(id);
+    if (!run) {
+      run = coalesce(async () => {
+        const { task } = await api(`/api/tasks/${encodeURIComponent(id)}`).catch(() => ({}));
+        if (task && scope.alive) {
+          tbody.querySelector('tr.empty')?.remove();
+          show(task, !rows.has(id));
+        }
+      });
+      refreshers.set(id, run);
+    }
+    void run();
+  };
+  stream(scope, '/api/events', { types: TASK_EVENTS.join(',') }, (event) => {
+    if (!event.taskId || event.at < loadedAt) return;
+    if (rows.has(event.taskId) || (growing && event.type === 'task.queued' && event.data.agent !== undefined)) refresh(event.taskId);
+  });
+}
+
+async function taskView(view, scope, id) {
+  let first;
+  try {
+    first = await api(`/api/tasks/${encodeURIComponent(id)}`);
+  } catch (error) {
+    const missing = error.status === 404;
+    return void view.replaceChildren(h('div', { class: 'error-page', 'data-error': missing ? 'not-found' : 'failed' },
+      h('h1', {}, missing ? 'Task not found' : 'Could not load the task'),
+      h('p', {}, missing ? 'There is no task ' : 'Task ', h('code', { class: 'mono' }, id), missing ? ' in this runtime (it may have been pruned).' : `: ${error.message}`),
+      h('p', {}, h('a', { href: '#/tasks' }, 'All tasks'))));
+  }
+  if (!scope.alive) return;
+  const state = h('span', { class: 'state', 'data-task-id': id, 'data-state': first.task.state }, first.task.state);
+  const status = statusLine();
+  const actions = h('div', { class: 'actions' });
+  const waiting = h('div');
+  const details = h('div');
+  const runs = h('tbody');
+  const events = h('tbody');
+  const log = h('pre', { class: 'log mono', 'data-log': '' });
+  view.append(h('h1', {}, 'Task ', h('span', { class: 'mono' }, id), ' ', state), actions, status, waiting, details,
+    h('h2', {}, 'Runs and attempts'), h('table', {}, h('thead', {}, h('tr', {}, ['Run', 'Attempt', 'Queued', 'Started', 'Ended', 'Exit', 'Ran'].map((t) => h('th', {}, t)))), runs),
+    h('h2', {}, 'Log'), log,
+    h('h2', {}, 'Events'), h('table', {}, h('thead', {}, h('tr', {}, ['At', 'Event', 'Data'].map((t) => h('th', {}, t)))), events));
+
+  let shownActions = '';
+  let shownWaiting = '';
+  const render = ({ task: t, parent, children }) => {
+    state.dataset.state = t.state;
+    state.textContent = t.state;
+    const can = `${TERMINAL.has(t.state) ? '' : 'c'}${RETRYABLE.has(t.state) ? 'r' : ''}`;
+    if (can !== shownActions) {
+      shownActions = can;
+      actions.replaceChildren(
+        can.includes('c') ? actionButton('Cancel', status, 'Cancelled', () => api(`/api/tasks/${encodeURIComponent(id)}/cancel`, {}).then(refresh)) : '',
+        can.includes('r') ? actionButton('Retry', status, 'Retried', () => api(`/api/tasks/${encodeURIComponent(id)}/retry`, {}).then(refresh), true) : '');
+    }
+    const asks = t.state === 'waiting' && t.waitingFor?.kind === 'input' ? `${t.runs}:${json(t.waitingFor.prompt)}` : '';
+    if (asks !== shownWaiting) {
+      shownWaiting = asks;
+      waiting.replaceChildren(asks ? waitingBox(t, status, refresh) : '');
+    }
+    details.replaceChildren(h('div', { class: 'grid2' },
+      h('div', {}, h('h2', {}, 'Spec'), h('dl', { class: 'spec' },
+        ...[['Agent', t.agent], ['Priority', t.priority], ['Lane', t.lane], ['Instance', t.instanceKey],
+          ['Labels', Object.entries(t.labels).map(([k, v]) => `${k}=${v}`).join(' ') || '—'], ['Retry', `${t.retry.maxAttempts} attempts`],
+          ['Timeout', timeout(t.timeoutMs)], ['Runs', `${t.runs} (attempt ${t.attempts})`], ['Progress', t.progress ? `${Math.round(t.progress.value * 100)}%${t.progress.message ? ` ${t.progress.message}` : ''}` : '—'],
+          ['Created', time(t.createdAt)], ['Started', time(t.startedAt)], ['Settled', time(t.settledAt)], ['Held by', t.heldBy ? json(t.heldBy) : '—'],
+          ['Parent', parent ? taskLink(parent.id) : t.parentId ? h('span', { class: 'mono' }, t.parentId) : '—'],
+          ['Children', children.length ? children.map((c) => h('span', {}, taskLink(c.id), ' ', stateBadge(c.state), ' ')) : '—']]
+          .flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]))),
+      h('div', {}, h('h2', {}, 'Input'), h('pre', { 'data-input': '' }, json(t.input)),
+        t.output !== undefined ? [h('h2', {}, 'Output'), h('pre', { 'data-output': '' }, json(t.output))] : '',
+        t.error ? [h('h2', {}, 'Error'), h('pre', { class: 'status error', 'data-task-error': '' }, `${t.error.code ?? ''} ${t.error.message ?? ''}`.trim())] : '',
+        t.reason ? h('p', {}, 'Reason: ', t.reason) : '')));
+  };
+  const refresh = coalesce(async () => {
+    const next = await api(`/api/tasks/${encodeURIComponent(id)}`).catch((error) => void status.show(error.message, true));
+    if (next && scope.alive) render(next);
+  });
+  render(first);
+
+  const attempts = new Map();
+  stream(scope, '/api/events', { taskId: id }, (event) => {
+    const d = event.data;
+    events.append(h('tr', {}, h('td', {}, time(event.at)), h('td', {}, event.type), h('td', { class: 'mono' }, JSON.stringify(d))));
+    if (event.type === 'task.started') {
+      const tr = h('tr', {}, h('td', {}, d.run), h('td', {}, d.attempt), h('td', {}, `${d.queuedMs} ms`), h('td', {}, time(event.at)), h('td', {}, '—'), h('td', {}, 'running'), h('td', {}, ''));
+      attempts.set(`${d.run}.${d.attempt}`, tr);
+      runs.append(tr);
+    } else if (d.exit !== undefined && attempts.has(`${d.run}.${d.attempt}`)) {
+      const cells = attempts.get(`${d.run}.${d.attempt}`).children;
+      cells[4].textContent = time(event.at);
+      cells[5].textContent = `${d.exit} (${event.type.slice(5)})`;
+      cells[6].textContent = `${d.attemptMs} ms`;
+    }
+    void refresh();
+  });
+  const logs = stream(scope, `/api/tasks/${encodeURIComponent(id)}/logs`, {}, (line) => {
+    // The task and attempt ids are on the page already; the other fields are the agent's own.
+    const { message, level, at, cursor, taskId, attemptId, ...rest } = line;
+    log.append(h('span', { class: level }, `${new Date(at).toLocaleTimeString()} ${level} ${message}${Object.keys(rest).length ? ` ${JSON.stringify(rest)}` : ''}\n`));
+  }, {
+    // The stream restarts from the first line when it reconnects.
+    open: () => log.replaceChildren(),
+    end: () => logs.close(),
+    failure: (e) => {
+      logs.close();
+      log.append(h('span', { class: 'error' }, `log stream failed: ${JSON.parse(e.data).message}\n`));
+    },
+  });
+}
+
+function waitingBox(task, status, refresh) {
+  const field = h('input', { name: 'message', placeholder: 'your answer', 'aria-label': 'Answer', autocomplete: 'off' });
+  const send = actionButton('Send', status, 'Sent', async () => {
+    await api(`/api/tasks/${encodeURIComponent(task.id)}/input`, { message: field.value });
+    field.value = '';
+    await refresh();
+  }, true);
+  const form = h('form', {}, field, send);
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    send.click();
+  });
+  const prompt = task.waitingFor.prompt;
+  return h('div', { class: 'waiting', 'data-waiting': 'input' },
+    h('strong', {}, 'Waiting for input'), h('div', { 'data-prompt': '' }, prompt === undefined ? '(no prompt)' : typeof prompt === 'string' ? prompt : json(prompt)), form);
+}
+
+async function instancesView(view, scope) {
+  const body = h('div');
+  view.append(h('h1', {}, 'Instances'), body);
+  await poll(scope, async () => {
+    const list = await api('/api/instances');
+    body.replaceChildren(list.length === 0 ? h('p', { class: 'muted' }, 'No instances') :
+      table(['Key', 'Agent', 'Lane', 'Status', 'In memory', 'Pending', 'Running', 'Stopping', 'Target', 'Failures'], list.map((i) =>
+        h('tr', { 'data-instance': i.key }, h('td', { class: 'mono' }, i.key), h('td', {}, i.agent), h('td', {}, i.lane), h('td', {}, i.status), h('td', {}, i.live ? 'yes' : 'no'),
+          h('td', {}, i.pending), h('td', {}, i.running), h('td', {}, i.stopping), h('td', {}, i.target ?? '—'),
+          h('td', {}, i.consecutiveFailures, i.recentFailures.length ? h('div', { class: 'muted' }, i.recentFailures.join('; ')) : '')))));
+  });
+}
+
+async function agentsView(view, scope) {
+  const status = statusLine();
+  const body = h('div');
+  view.append(h('h1', {}, 'Agents'), status, body);
+  const refresh = await poll(scope, async () => {
+    const { agents, stats } = await api('/api/agents');
+    body.replaceChildren(table(['Agent', 'Limits', 'Capabilities', 'Flow', 'Queue', 'Tasks', ''], agents.map((a) => {
+      const s = stats[a.name];
+      const pausedUntil = s?.flow?.pausedUntil;
+      return h('tr', { 'data-agent': a.name },
+        h('td', {}, h('strong', {}, a.name), h('div', { class: 'muted mono' }, a.module.replace(/^.*\//, ''))),
+        h('td', {}, `concurrency ${a.concurrency ?? '∞'}`, Object.entries(a.models).map(([m, n]) => h('div', {}, `${m}: ${n}`)), limitText(a, s?.flow) ? h('div', {}, limitText(a, s?.flow)) : '',
+          h('div', { class: 'muted' }, `timeout ${timeout(a.timeoutMs)}, ${a.retry.maxAttempts} attempts`)),
+        h('td', {}, a.capabilities.join(', ') || '—'),
+        h('td', {}, s?.paused ? 'held' : 'free', pausedUntil ? h('div', {}, `paused until ${time(pausedUntil)}`) : '', s?.flow?.fastFails ? h('div', {}, `${s.flow.fastFails} fast failures`) : ''),
+        h('td', {}, `${s?.queued ?? 0} queued, ${s?.reserved ?? 0} reserved`),
+        h('td', {}, counts(s?.tasks)),
+        h('td', {}, pausedUntil ? actionButton('Resume', status, `Resumed ${a.name}`, () => api(`/api/agents/${encodeURIComponent(a.name)}/resume`, {}).then(refresh)) : ''));
+    })));
+  });
+}
+
+async function schedulesView(view, scope) {
+  const status = statusLine();
+  const body = h('div');
+  view.append(h('h1', {}, 'Schedules'), status, body);
+  const refresh = await poll(scope, async () => {
+    const list = await api('/api/schedules');
+    const act = (s, verb, done) => actionButton(verb, status, `${done} ${s.id}`, () => api(`/api/schedules/${encodeURIComponent(s.id)}/${verb.toLowerCase()}`, {}).then(refresh));
+    body.replaceChildren(list.length === 0 ? h('p', { class: 'muted' }, 'No schedules') :
+      table(['Schedule', 'Cron', 'Task', 'Next tick', 'Last tick', 'Fired / skipped', ''], list.map((s) =>
+        h('tr', { 'data-schedule': s.id, 'data-paused': String(s.paused) },
+          h('td', { class: 'mono' }, s.id), h('td', { class: 'mono' }, `${s.cron} (${s.tz})`), h('td', {}, s.task.agent ?? json(s.task.requires)),
+          h('td', {}, s.paused ? 'paused' : `${time(s.nextRunAt)} (${relative(s.nextRunAt)})`),
+          h('td', {}, s.lastTickAt ? [`${time(s.lastTickAt)} `, s.lastTaskId ? taskLink(s.lastTaskId) : ''] : '—'),
+          h('td', {}, `${s.fired} / ${s.skipped}`),
+          h('td', {}, s.paused ? act(s, 'Resume', 'Resumed') : act(s, 'Pause', 'Paused'))))));
+  });
+}
+
+// ---- Routing -------------------------------------------------------------------------------
+
+let current;
+
+function route() {
+  current?.dispose();
+  const fns = [];
+  const scope = { alive: true, add: (fn) => fns.push(fn), dispose() { this.alive = false; for (const fn of fns.splice(0)) fn(); } };
+  current = scope;
+  const [path, query = ''] = location.hash.replace(/^#/, '').split('?');
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  for (const a of document.querySelectorAll('nav a')) a.classList.toggle('active', a.getAttribute('href') === `#/${parts[0] ?? ''}`);
+  const view = document.getElementById('view');
+  view.replaceChildren();
+  const params = new URLSearchParams(query);
+  const shown =
+    parts.length === 0 ? overviewView(view, scope)
+    : parts[0] === 'tasks' && parts.length === 1 ? tasksView(view, scope, params)
+    : parts[0] === 'tasks' ? taskView(view, scope, parts.slice(1).join('/'))
+    : parts[0] === 'instances' ? instancesView(view, scope)
+    : parts[0] === 'agents' ? agentsView(view, scope)
+    : parts[0] === 'schedules' ? schedulesView(view, scope)
+    : Promise.resolve(view.append(h('p', { 'data-error': 'no-view' }, 'No such view. ', h('a', { href: '#/' }, 'Overview'))));
+  const name = parts[0] === 'tasks' && parts.length > 1 ? 'task' : parts[0] ?? 'overview';
+  document.title = `Troupe · ${name}`;
+  // data-ready: the view has loaded its first data (a hook for tests and scripts).
+  view.dataset.view = name;
+  delete view.dataset.ready;
+  shown.then(
+    () => void (scope.alive && (view.dataset.ready = '')),
+    (error) => view.append(h('p', { class: 'status error' }, error.message)),
+  );
+}
+
+addEventListener('hashchange', route);
+route();

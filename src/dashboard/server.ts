@@ -3,9 +3,9 @@
  * package's `dashboard/` directory: nothing is loaded from anywhere else), a JSON API over the
  * runtime's public methods (api.ts), and Server-Sent Events of the runtime's committed events.
  *
- * Who may call it: with a token (always, off loopback), every request must carry it, as
- * `Authorization: Bearer <token>` or `?token=` (the page's first load and its event streams, which
- * cannot set headers). A request whose Host is not the one it was sent to (DNS rebinding) or whose
+ * Who may call it: with a token (always, off loopback), every API request must carry it, as
+ * `Authorization: Bearer <token>` or `?token=` (the page's event streams, which cannot set
+ * headers); the page's static files are served without it. A request whose Host is not the one it was sent to (DNS rebinding) or whose
  * Origin is another site (a page elsewhere posting to it) is refused, token or not.
  */
 import { timingSafeEqual } from 'node:crypto';
@@ -54,9 +54,11 @@ export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDash
     if (!hostAllowed(req.headers.host, options, port)) throw new HttpError(421, 'FORBIDDEN', 'this dashboard does not answer to that Host');
     const origin = req.headers.origin;
     if (origin !== undefined && origin !== 'null' && new URL(origin).host !== req.headers.host) throw new HttpError(403, 'FORBIDDEN', 'requests from another origin are refused');
-    if (options.token !== undefined && !authorized(req, url, options.token)) throw new HttpError(401, 'UNAUTHORIZED', 'a token is required: Authorization: Bearer <token>, or ?token=');
     const path = url.pathname;
+    // The page's own files hold no data and are fetched by the browser without the token (the URL
+    // carries it in the fragment, which is never sent; <script> and <link> cannot add a header).
     if (req.method === 'GET' && !path.startsWith('/api/')) return serveFile(res, path === '/' ? 'index.html' : path.slice(1));
+    if (options.token !== undefined && !authorized(req, url, options.token)) throw new HttpError(401, 'UNAUTHORIZED', 'a token is required: Authorization: Bearer <token>, or ?token=');
     if (path === '/api/events' && req.method === 'GET') return api.events(req, res, url);
     if (req.method !== 'GET' && req.method !== 'POST') throw new HttpError(405, 'METHOD_NOT_ALLOWED', `${req.method} is not served`);
     const body = req.method === 'POST' ? await readJson(req) : undefined;
