@@ -3,14 +3,13 @@
  * described in src/dashboard/api.ts). Plain DOM, no framework and no build step; the server's CSP
  * allows nothing inline, so every handler is attached here.
  *
- * Live updates: the task list and a task's page follow `/api/events` (Server-Sent Events, which
- * reconnect by themselves and resume from Last-Event-ID); the other views read their JSON again
- * every second.
+ * Live updates: the task list follows `/api/changes` (which tasks changed, every 250 ms at most),
+ * a task's page follows `/api/events?taskId=` (Server-Sent Events, which reconnect by themselves and
+ * resume from Last-Event-ID); the other views read their JSON again every second.
  */
 const STATES = ['queued', 'running', 'waiting', 'sleeping', 'needs_attention', 'done', 'failed', 'dropped', 'cancelled'];
 const TERMINAL = new Set(['done', 'failed', 'dropped', 'cancelled']);
 const RETRYABLE = new Set(['failed', 'dropped', 'cancelled']);
-const TASK_EVENTS = ['task.queued', 'task.started', 'task.progress', 'task.waiting', 'task.input', 'task.sleeping', 'task.retrying', 'task.done', 'task.failed', 'task.dropped', 'task.cancelled', 'task.needs_attention'];
 const POLL_MS = 1000;
 const PAGE_SIZE = 50;
 const TOKEN_KEY = 'troupe.token';
@@ -239,10 +238,15 @@ function chartSvg({ bucketMs, buckets }) {
         svg('title', {}, `${new Date(b.at).toLocaleTimeString()}: ${b.started} started, ${b.done} done, ${b.failed} failed`)));
     });
   }
+  // Latency: the mean wait from submit to start of each bucket's starts, as a line on its own scale.
+  const waits = buckets.filter((b) => b.queuedMs !== null && b.queuedMs !== undefined);
+  const maxWait = Math.max(1, ...waits.map((b) => b.queuedMs));
+  const points = waits.map((b) => `${((b.at - first) / bucketMs) * step + step / 2},${height - ((height - 14) * b.queuedMs) / maxWait}`).join(' ');
+  const line = waits.length > 0 ? [svg('polyline', { class: 'wait', points, fill: 'none' })] : [];
   return h('div', {},
-    svg('svg', { class: 'chart', viewBox: `0 0 ${width} ${height}`, width: '100%', height, preserveAspectRatio: 'none', role: 'img', 'aria-label': 'tasks per bucket' },
-      svg('text', { x: 4, y: 11, 'font-size': 10, fill: '#667085' }, `max ${max}`), ...bars),
-    h('div', { class: 'legend muted' }, ['started', 'done', 'failed'].map((k) => h('span', {}, h('i', { class: k }), k)), h('span', {}, `last ${(slots * bucketMs) / 60_000} min`)));
+    svg('svg', { class: 'chart', viewBox: `0 0 ${width} ${height}`, width: '100%', height, preserveAspectRatio: 'none', role: 'img', 'aria-label': 'tasks and wait per bucket' },
+      svg('text', { x: 4, y: 11, 'font-size': 10, fill: '#667085' }, `max ${max} tasks, ${Math.round(maxWait)} ms wait`), ...bars, ...line),
+    h('div', { class: 'legend muted' }, ['started', 'done', 'failed', 'wait'].map((k) => h('span', {}, h('i', { class: k }), k === 'wait' ? 'submit → start (mean ms)' : k)), h('span', {}, `per ${bucketMs / 1000} s, last ${(slots * bucketMs) / 60_000} min`)));
 }
 
 async function tasksView(view, scope, params) {
@@ -288,13 +292,13 @@ async function tasksView(view, scope, params) {
     return void view.append(h('p', { class: 'status error' }, error.message));
   }
   if (!scope.alive) return;
-  const loadedAt = serverNow;
   for (const t of page.tasks) show(t);
   if (page.tasks.length === 0) tbody.append(h('tr', { class: 'empty' }, h('td', { colspan: 8, class: 'muted' }, 'No tasks')));
   if (after) pager.append(h('a', { href: '#/tasks' + (filter.state || filter.agent || filter.label || filter.q ? `?${new URLSearchParams(Object.entries(filter).filter(([, v]) => v))}` : '') }, 'First page'));
   if (page.next) pager.append(h('button', { type: 'button', onclick: () => (location.hash = `#/tasks?${new URLSearchParams([...query].filter(([k]) => k !== 'limit' && k !== 'after').concat([['after', page.next]]))}`) }, 'Next page'));
 
-  // Without a cursor the stream replays the log from its start: events older than the page are skipped.
+  // The changes feed names, every 250 ms at most, the tasks whose state changed: a shown row is
+  // redrawn from the task itself; on the first unfiltered page, tasks not shown yet go on top.
   const growing = !after && !Object.values(filter).some(Boolean);
   const refreshers = new Map();
   const refresh = (id) => {
@@ -311,9 +315,16 @@ async function tasksView(view, scope, params) {
     }
     void run();
   };
-  stream(scope, '/api/events', { types: TASK_EVENTS.join(',') }, (event) => {
-    if (!event.taskId || event.at < loadedAt) return;
-    if (rows.has(event.taskId) || (growing && event.type === 'task.queued' && event.data.agent !== undefined)) refresh(event.taskId);
+  // The feed has no cursor: after a reconnect, what is shown is read again instead.
+  let opened = false;
+  const feed = stream(scope, '/api/changes', {}, (change) => {
+    // Too many at once to name: redraw what is shown.
+    const ids = change.overflow ? [...rows.keys()] : Object.keys(change.tasks);
+    for (const id of ids) if (rows.has(id) || (growing && !change.overflow)) refresh(id);
+  });
+  feed.addEventListener('open', () => {
+    if (opened) for (const id of rows.keys()) refresh(id);
+    opened = true;
   });
 }
 

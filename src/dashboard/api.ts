@@ -78,20 +78,19 @@ const DONE_EXITS = new Set(['success', 'fork']);
 export function dashboardApi(rt: DashboardRuntime) {
   // The chart samples the runtime's own counters every bucket: nothing is added per event for it.
   const buckets: Bucket[] = [];
-  let sampled: { started: number; done: number; ended: number; queuedSum: number } | undefined;
+  // The counters start at 0 when the runtime opens (the dashboard opens with it): the first bucket
+  // holds what happened since.
+  let sampled = { started: 0, done: 0, ended: 0, queuedSum: 0 };
   const sample = async () => {
     const m = await rt.metrics();
     const ended = Object.values(m.attemptsByExit).reduce((a, b) => a + b, 0);
     const done = Object.entries(m.attemptsByExit).reduce((a, [exit, n]) => a + (DONE_EXITS.has(exit) ? n : 0), 0);
     const now = { started: m.latency.submitToStart.count, done, ended, queuedSum: m.latency.submitToStart.sum };
-    if (sampled) {
-      const started = now.started - sampled.started;
-      buckets.push({ at: m.at, started, done: now.done - sampled.done, failed: now.ended - sampled.ended - (now.done - sampled.done), queuedMs: started > 0 ? ((now.queuedSum - sampled.queuedSum) * 1000) / started : null });
-      if (buckets.length > BUCKETS) buckets.shift();
-    }
+    const started = now.started - sampled.started;
+    buckets.push({ at: m.at, started, done: now.done - sampled.done, failed: now.ended - sampled.ended - (now.done - sampled.done), queuedMs: started > 0 ? ((now.queuedSum - sampled.queuedSum) * 1000) / started : null });
+    if (buckets.length > BUCKETS) buckets.shift();
     sampled = now;
   };
-  void sample().catch(() => undefined);
   const sampler = setInterval(() => void sample().catch(() => undefined), BUCKET_MS);
   sampler.unref();
   const streams = new Set<AbortController>();

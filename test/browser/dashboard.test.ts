@@ -156,7 +156,7 @@ describe('dashboard page', () => {
     expect(rt.schedules.list().find((s) => s.id === 'weekly-cleanup')?.paused).toBe(false);
   });
 
-  it.runIf(process.env.TROUPE_SCREENSHOTS === '1')('saves a screenshot of each view', async () => {
+  it.runIf(process.env.TROUPE_SCREENSHOTS === '1')('saves a screenshot of each view', { timeout: 90_000 }, async () => {
     mkdirSync(SCREENSHOTS, { recursive: true });
     await rt.schedules.create({ id: 'nightly-report', cron: '0 3 * * *', task: { agent: 'echo', input: { report: 'nightly' } } });
     await rt.schedules.create({ id: 'hourly-sync', cron: '0 * * * *', task: { agent: 'echo', input: 'sync' }, paused: true });
@@ -178,7 +178,8 @@ describe('dashboard page', () => {
     ];
     for (const [name, hash, ready] of views) {
       const page = await open(hash);
-      await page.waitForSelector(ready);
+      // The chart's buckets are sampled every 10 s: the first one with these tasks takes that long.
+      await page.waitForSelector(ready, { timeout: name === 'overview' ? 30_000 : 10_000 });
       await page.screenshot({ path: `${SCREENSHOTS}${name}.png`, fullPage: true });
     }
     await rt.cancel(running.id);
