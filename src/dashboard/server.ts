@@ -29,6 +29,7 @@ export interface DashboardServer {
 const FILES: Record<string, string> = {
   'index.html': 'text/html; charset=utf-8',
   'app.js': 'text/javascript; charset=utf-8',
+  'lib.js': 'text/javascript; charset=utf-8',
   'app.css': 'text/css; charset=utf-8',
 };
 /** The package's dashboard/ directory (this file is dist/src/dashboard/server.js). */
