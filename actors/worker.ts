@@ -138,6 +138,13 @@ export function serveInThread(agents: ReadonlyMap<string, AgentFunction>): Threa
 export function closeInThread(): void {
   channel?.close();
   if (heartbeats) clearInterval(heartbeats);
+  // What the test's agents captured goes with them (this module instance stays loaded).
+  inThreadAgents = undefined;
+  modules.clear();
+  agents.clear();
+  live.clear();
+  queued.length = 0;
+  earlyAborts.clear();
 }
 
 /**

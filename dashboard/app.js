@@ -152,16 +152,15 @@ async function tasksView(view, scope, params) {
     }
     void run();
   };
-  // The feed has no cursor: after a reconnect, what is shown is read again instead.
-  let opened = false;
   const feed = stream(scope, '/api/changes', {}, (change) => {
     // Too many at once to name: redraw what is shown.
     const ids = change.overflow ? [...rows.keys()] : Object.keys(change.tasks);
     for (const id of ids) if (rows.has(id) || (growing && !change.overflow)) refresh(id);
   });
+  // Read what is shown again once the feed is open (it opened after the list was read: what
+  // changed in between), and after each reconnect (the feed has no cursor).
   feed.addEventListener('open', () => {
-    if (opened) for (const id of rows.keys()) refresh(id);
-    opened = true;
+    for (const id of rows.keys()) refresh(id);
   });
 }
 

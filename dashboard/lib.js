@@ -54,15 +54,22 @@ export function stream(scope, path, params, onData, handlers = {}) {
   if (token) url.searchParams.set('token', token);
   const source = new EventSource(url);
   source.onmessage = (e) => onData(JSON.parse(e.data));
+  // The server ends a stream it cannot go on with (an expired cursor): reconnecting would only
+  // fail again, so it stays closed and says why.
+  source.addEventListener('failure', (e) => {
+    source.close();
+    const { code, message } = JSON.parse(e.data);
+    banner(`The live stream stopped: ${code}: ${message}. Reload the page to start again.`, 'stream');
+  });
   for (const [name, fn] of Object.entries(handlers)) source.addEventListener(name, fn);
   scope.add(() => source.close());
   return source;
 }
 
-export function banner(text) {
+export function banner(text, kind = 'unauthorized') {
   const el = document.getElementById('banner');
   el.textContent = text;
-  el.dataset.error = 'unauthorized';
+  el.dataset.error = kind;
   el.hidden = false;
 }
 

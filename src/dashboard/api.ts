@@ -14,7 +14,9 @@
  *   POST /api/tasks/:id/cancel {reason?} | /retry | /input {message}
  *   POST /api/freeze {reason?} | /api/unfreeze | /api/agents/:name/resume | /api/schedules/:id/pause | /resume
  */
+import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { fromCursor } from '../events/event-bus.js';
 import type { EventType, RuntimeEvent } from '../api/events.js';
 import { EVENT_TYPES } from '../api/events.js';
 import type { ListOptions, Task, TaskPage } from '../api/tasks.js';
@@ -41,6 +43,8 @@ const BUCKET_MS = 10_000;
 const BUCKETS = 60;
 /** How many tasks a text search scans for one page. */
 const SEARCH_SCAN = 2_000;
+/** Bytes a stream client may leave unread before the feed cuts it off. */
+const MAX_UNREAD = 4 * 1024 * 1024;
 /** Comment lines that keep an idle event stream (and proxies in between) open. */
 const PING_MS = 15_000;
 
@@ -113,11 +117,15 @@ export function dashboardApi(rt: DashboardRuntime) {
     const message = JSON.stringify({ tasks: overflow ? {} : Object.fromEntries(changed), overflow, submitted });
     changed = new Map();
     submitted = 0;
-    for (const res of feeds) res.write(`data: ${message}\n\n`);
+    for (const res of feeds) {
+      // A client that does not read gets cut off rather than buffered without bound.
+      if (res.writableLength > MAX_UNREAD) res.destroy();
+      else res.write(`data: ${message}\n\n`);
+    }
   };
 
   async function route(method: string, path: string, params: URLSearchParams, body: unknown, req: IncomingMessage, res: ServerResponse): Promise<unknown> {
-    const parts = path.split('/').slice(2).map(decodeURIComponent); // ['tasks', id, 'cancel']
+    const parts = path.split('/').slice(2).map(decodePart); // ['tasks', id, 'cancel']
     if (method === 'GET') {
       if (path === '/api/overview') return { stats: rt.stats(), agents: rt.agents.list(), chart: { bucketMs: BUCKET_MS, buckets: [...buckets] } };
       if (path === '/api/changes') return void changesFeed(req, res);
@@ -171,6 +179,7 @@ export function dashboardApi(rt: DashboardRuntime) {
       }
     }
     const limit = params.has('limit') ? Number(params.get('limit')) : 50;
+    if (!(Number.isSafeInteger(limit) && limit >= 1 && limit <= 1_000)) throw new HttpError(400, 'INVALID_INPUT', 'limit must be an integer in 1..1000');
     const after = params.get('after');
     const q = params.get('q')?.trim().toLowerCase();
     if (!q) return rt.list({ ...options, limit, ...(after ? { after } : {}) });
@@ -204,7 +213,7 @@ export function dashboardApi(rt: DashboardRuntime) {
     await rt.get(id); // NOT_FOUND before the stream starts
     const stop = openStream(req, res, new AbortController());
     try {
-      for await (const line of rt.logs(id, { follow: true, signal: stop.signal })) res.write(`data: ${JSON.stringify(line)}\n\n`);
+      for await (const line of rt.logs(id, { follow: true, signal: stop.signal })) await write(res, `data: ${JSON.stringify(line)}\n\n`, stop.signal);
       res.write('event: end\ndata: {}\n\n');
     } catch (error) {
       if (!stop.signal.aborted) res.write(`event: failure\ndata: ${JSON.stringify(describe(error))}\n\n`);
@@ -243,12 +252,14 @@ export function dashboardApi(rt: DashboardRuntime) {
     const types = params.getAll('types').flatMap((t) => t.split(',')).filter(Boolean);
     for (const type of types) if (!(EVENT_TYPES as readonly string[]).includes(type)) throw new HttpError(400, 'INVALID_INPUT', `${type} is not an event type`);
     const taskId = params.get('taskId') || undefined;
+    // Bad options are an HTTP error, not a stream that ends (which EventSource would open again and again).
+    if (after !== undefined) fromCursor(after);
+    if (taskId !== undefined) await rt.get(taskId);
     const stop = new AbortController();
-    // Bad options throw here, before the stream opens: an HTTP error, not a stream that ends.
     const stream = rt.events({ after, taskId, signal: stop.signal, ...(types.length > 0 ? { types: types as EventType[] } : {}) });
     openStream(req, res, stop);
     try {
-      for await (const event of stream as AsyncIterable<RuntimeEvent>) res.write(`id: ${event.cursor}\ndata: ${JSON.stringify(event)}\n\n`);
+      for await (const event of stream as AsyncIterable<RuntimeEvent>) await write(res, `id: ${event.cursor}\ndata: ${JSON.stringify(event)}\n\n`, stop.signal);
     } catch (error) {
       if (!stop.signal.aborted) res.write(`event: failure\ndata: ${JSON.stringify(describe(error))}\n\n`);
     } finally {
@@ -261,10 +272,12 @@ export function dashboardApi(rt: DashboardRuntime) {
     streams.add(stop);
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive' });
     res.write(': open\n\n');
-    const ping = setInterval(() => res.write(': ping\n\n'), PING_MS);
+    const ping = setInterval(() => (res.writableLength > MAX_UNREAD ? res.destroy() : res.write(': ping\n\n')), PING_MS);
     ping.unref();
     stop.signal.addEventListener('abort', () => clearInterval(ping));
-    req.once('close', () => stop.abort());
+    // The client may have gone already (while the task was looked up): then it ends at once.
+    res.once('close', () => stop.abort());
+    if (req.destroyed || res.destroyed) stop.abort();
     return stop;
   }
 
@@ -283,6 +296,21 @@ export function dashboardApi(rt: DashboardRuntime) {
       for (const stop of [...streams]) stop.abort();
     },
   };
+}
+
+/** Writes to a stream, waiting while the client has not read what it was sent (or until `signal`). */
+async function write(res: ServerResponse, chunk: string, signal: AbortSignal): Promise<void> {
+  if (res.write(chunk) || signal.aborted) return;
+  await once(res, 'drain', { signal }).catch(() => undefined);
+}
+
+/** A path segment, percent-decoded; INVALID_INPUT for a malformed one. */
+function decodePart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new HttpError(400, 'INVALID_INPUT', `malformed percent-encoding in ${JSON.stringify(part)}`);
+  }
 }
 
 function matches(task: Task, q: string): boolean {

@@ -51,10 +51,13 @@ export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDash
   });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://dashboard.invalid');
+    const url = URL.canParse(req.url ?? '/', 'http://dashboard.invalid') ? new URL(req.url ?? '/', 'http://dashboard.invalid') : undefined;
+    if (!url) throw new HttpError(400, 'INVALID_INPUT', 'the request target is not a URL');
     if (!hostAllowed(req.headers.host, options, port)) throw new HttpError(421, 'FORBIDDEN', 'this dashboard does not answer to that Host');
     const origin = req.headers.origin;
-    if (origin !== undefined && origin !== 'null' && new URL(origin).host !== req.headers.host) throw new HttpError(403, 'FORBIDDEN', 'requests from another origin are refused');
+    if (origin !== undefined && origin !== 'null' && !(URL.canParse(origin) && new URL(origin).host === req.headers.host?.toLowerCase())) {
+      throw new HttpError(403, 'FORBIDDEN', 'requests from another origin are refused');
+    }
     const path = url.pathname;
     // The page's own files hold no data and are fetched by the browser without the token (the URL
     // carries it in the fragment, which is never sent; <script> and <link> cannot add a header).
@@ -70,6 +73,7 @@ export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDash
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (error: NodeJS.ErrnoException) => {
+      api.close();
       if (error.code === 'EADDRINUSE' || error.code === 'EACCES' || error.code === 'EADDRNOTAVAIL' || error.code === 'ENOTFOUND') {
         reject(new TroupeError('INVALID_OPTIONS', `options.dashboard: cannot listen on ${options.host}:${options.port} (${error.code}: ${error.message})`, { cause: error }));
       } else reject(error);
@@ -104,10 +108,12 @@ export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDash
 }
 
 /** The Host a browser sends: the address it was bound to, or a loopback name for a loopback bind. */
-function hostAllowed(host: string | undefined, options: ResolvedDashboard, port: number): boolean {
-  if (host === undefined) return false;
+function hostAllowed(given: string | undefined, options: ResolvedDashboard, port: number): boolean {
+  if (given === undefined) return false;
+  const host = given.toLowerCase();
   const name = host.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
-  if (!host.endsWith(`:${port}`)) return false;
+  // A browser leaves out the default port.
+  if (!host.endsWith(`:${port}`) && !(port === 80 && !/:\d+$/.test(host.replace(/^\[.*\]/, '')))) return false;
   if (isLoopback(options.host)) return isLoopback(name);
   // Bound to another address: any name may reach it (the token guards it).
   return true;
@@ -126,7 +132,8 @@ async function serveFile(res: ServerResponse, name: string): Promise<void> {
   const type = FILES[name];
   if (type === undefined) throw new HttpError(404, 'NOT_FOUND', `no ${name}`);
   const body = await readFile(new URL(name, ASSETS));
-  res.writeHead(200, { 'content-type': type, 'cache-control': 'no-cache', 'x-content-type-options': 'nosniff', 'content-security-policy': "default-src 'self'; style-src 'self'; img-src 'self' data:" });
+  // Not framed by another site: its buttons act on the runtime (clickjacking).
+  res.writeHead(200, { 'content-type': type, 'cache-control': 'no-cache', 'x-content-type-options': 'nosniff', 'x-frame-options': 'DENY', 'content-security-policy': "default-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'" });
   res.end(body);
 }
 
@@ -157,11 +164,24 @@ export function send(res: ServerResponse, status: number, body: unknown): void {
   res.end(JSON.stringify(body));
 }
 
+/** HTTP statuses of the runtime's codes a dashboard call may meet (anything else is a 500). */
+const STATUS_OF: Partial<Record<string, number>> = {
+  NOT_FOUND: 404,
+  UNKNOWN_AGENT: 404,
+  INVALID_INPUT: 400,
+  INVALID_OPTIONS: 400,
+  ILLEGAL_TRANSITION: 400,
+  CURSOR_EXPIRED: 410,
+  CLOSED: 503,
+  ILLEGAL_STATE: 503,
+  STORE_FAILED: 503,
+};
+
 /** Answers an error: its HTTP status, or one from its TroupeError code. */
 function fail(res: ServerResponse, error: unknown): void {
   if (error instanceof HttpError) return send(res, error.status, { error: { code: error.code, message: error.message } });
   if (error instanceof TroupeError) {
-    const status = error.code === 'NOT_FOUND' ? 404 : error.code === 'INVALID_INPUT' || error.code === 'INVALID_OPTIONS' || error.code === 'ILLEGAL_TRANSITION' ? 400 : error.code === 'CLOSED' ? 503 : 500;
+    const status = STATUS_OF[error.code] ?? 500;
     return send(res, status, { error: { code: error.code, message: error.message } });
   }
   send(res, 500, { error: { code: 'INTERNAL', message: error instanceof Error ? error.message : String(error) } });

@@ -24,9 +24,12 @@ export function createInThreadPool(options: PiscinaPoolOptions, agents: Readonly
   let closed = false;
   const source: ThreadSource = {
     onHello(listener) {
-      void worker.then((w) => {
-        if (!closed) listener(w.serveInThread(agents));
-      });
+      worker
+        .then((w) => {
+          if (!closed) listener(w.serveInThread(agents));
+        })
+        // Nothing will run: say why rather than leave attempts waiting for a thread in silence.
+        .catch((error: unknown) => options.onError?.(error instanceof Error ? error : new Error(String(error))));
     },
     // The host's own thread is not ended: a stuck agent keeps its attempt until close.
     terminate: async () => undefined,

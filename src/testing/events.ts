@@ -5,6 +5,9 @@
 import type { EventType, RuntimeEvent } from '../api/events.js';
 import { TroupeError } from '../errors.js';
 
+/** The longest wait a timer takes (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMEOUT_MS = 2_147_483_647;
+
 /** What the helpers need of a runtime. */
 type Listenable = { on<K extends EventType>(type: K, listener: (event: RuntimeEvent<K>) => void): () => void };
 
@@ -28,6 +31,9 @@ export async function nextEvent<K extends EventType>(rt: Listenable, type: K, op
 export function collectEvents<K extends EventType>(rt: Listenable, type: K, count: number, options: NextEventOptions<K> = {}): Promise<Array<RuntimeEvent<K>>> {
   if (!(Number.isSafeInteger(count) && count >= 1)) return Promise.reject(new TroupeError('INVALID_INPUT', `collectEvents: count must be a positive integer (got ${String(count)})`));
   const { match, taskId, timeoutMs = 10_000 } = options;
+  if (!(typeof timeoutMs === 'number' && timeoutMs >= 0 && timeoutMs <= MAX_TIMEOUT_MS)) {
+    return Promise.reject(new TroupeError('INVALID_INPUT', `timeoutMs must be a number of ms in 0..${MAX_TIMEOUT_MS} (got ${String(timeoutMs)})`));
+  }
   const seen: Array<RuntimeEvent<K>> = [];
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -36,7 +42,16 @@ export function collectEvents<K extends EventType>(rt: Listenable, type: K, coun
     }, timeoutMs);
     const off = rt.on(type, (event) => {
       if (taskId !== undefined && event.taskId !== taskId) return;
-      if (match && !match(event)) return;
+      let matched = true;
+      try {
+        matched = match === undefined || match(event);
+      } catch (error) {
+        // A match that throws is the test's error, not a timeout.
+        off();
+        clearTimeout(timer);
+        return reject(error);
+      }
+      if (!matched) return;
       seen.push(event);
       if (seen.length < count) return;
       off();

@@ -123,8 +123,29 @@ describe('the dashboard API', () => {
         .end();
     });
     expect(rebound).toBe(421);
+    const raw = (path: string, headers: Record<string, string>) =>
+      new Promise<number>((resolve, reject) => {
+        request({ host: '127.0.0.1', port, path, headers }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        })
+          .on('error', reject)
+          .end();
+      });
+    // Names are not case-sensitive; a malformed Origin is another origin; a malformed target is bad input.
+    expect(await raw('/api/overview', { host: `LocalHost:${port}` })).toBe(200);
+    expect(await raw('/api/overview', { host: `127.0.0.1:${port}`, origin: 'not a url' })).toBe(403);
+    expect(await raw('http://[', { host: `127.0.0.1:${port}` })).toBe(400);
+    expect((await json(`${base}/api/tasks/%E0%A4%A`)).body.error.code).toBe('INVALID_INPUT');
+    expect((await json(`${base}/api/tasks?q=x&limit=abc`)).status).toBe(400);
+    expect((await json(`${base}/api/agents/nope/resume`, post())).status).toBe(404);
+    expect((await json(`${base}/api/events?after=garbage`)).status).toBe(400);
+    expect((await json(`${base}/api/events?taskId=NOSUCHTASK`)).status).toBe(404);
     const page = await fetch(`${base}/`);
     expect(page.headers.get('content-security-policy')).toContain("default-src 'self'");
+    // Not to be framed by another site (its buttons act on the runtime).
+    expect(page.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
+    expect(page.headers.get('x-frame-options')).toBe('DENY');
     expect(await page.text()).toContain('<');
   });
 

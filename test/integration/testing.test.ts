@@ -124,6 +124,15 @@ describe('createTestRuntime', () => {
       expect(await rejection(t.advance(Number.NaN))).toMatchObject({ code: 'INVALID_INPUT' });
       expect(await rejection(collectEvents(t.rt, 'task.done', 0))).toMatchObject({ code: 'INVALID_INPUT' });
       expect(await rejection(nextEvent(t.rt, 'task.done', { timeoutMs: 10 }))).toMatchObject({ code: 'WAIT_TIMEOUT' });
+      expect(await rejection(nextEvent(t.rt, 'task.done', { timeoutMs: Number.POSITIVE_INFINITY }))).toMatchObject({ code: 'INVALID_INPUT' });
+      // A match that throws rejects with its error, not with a timeout.
+      const thrown = nextEvent(t.rt, 'runtime.frozen', {
+        match: () => {
+          throw new Error('bad match');
+        },
+      });
+      await t.rt.freeze();
+      expect(await rejection(thrown)).toMatchObject({ message: 'bad match' });
     } finally {
       await t.close();
     }
