@@ -180,7 +180,7 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
   }
   if (command === 'dashboard') {
     const { serveDashboardCommand } = await import('./run.js');
-    return serveDashboardCommand({ dataDir, json: json.value, dashboard: dashboardOf(values.port ?? '0', values.host)!, closeTimeoutMs: 15_000 });
+    return serveDashboardCommand({ dataDir, json: json.value, dashboard: dashboardOf(values.port ?? '0', values.host)!, given: values.port !== undefined || values.host !== undefined, closeTimeoutMs: 15_000 });
   }
   if (command === 'compact') {
     assertDataDir(dataDir);

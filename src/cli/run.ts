@@ -152,18 +152,20 @@ export async function runServe(options: RunOptions): Promise<number> {
  * SIGINT or SIGTERM: tasks can be seen, cancelled, retried and answered, and run once `troupe run`
  * takes the dir again.
  */
-export async function serveDashboardCommand(options: Pick<RunOptions, 'dataDir' | 'json' | 'closeTimeoutMs'> & { dashboard: NonNullable<RunOptions['dashboard']> }): Promise<number> {
+export async function serveDashboardCommand(options: Pick<RunOptions, 'dataDir' | 'json' | 'closeTimeoutMs'> & { dashboard: NonNullable<RunOptions['dashboard']>; /** --port or --host was given. */ given: boolean }): Promise<number> {
   const socket = socketPathOf(options.dataDir);
   const running = await connectControl(socket).catch(() => undefined);
   if (running) {
     try {
       const url = (await running.call('dashboard', {})) as string | null;
       if (url === null) throw new CliError('NO_DASHBOARD', `the runtime running in ${options.dataDir} serves no dashboard: start it with \`troupe run --dashboard\``, EXIT.FAILED);
+      if (options.given && !options.json) process.stderr.write('troupe: a runtime is running there: --port and --host apply only when this command serves the dashboard itself\n');
       process.stdout.write(options.json ? `${JSON.stringify({ event: 'dashboard', url })}\n` : `troupe dashboard: ${url}\n`);
       return EXIT.OK;
     } finally {
       await running.close();
     }
   }
-  return runServe({ ...options, agentsDir: undefined, logLevel: 'warn' });
+  const { given: _given, ...serve } = options;
+  return runServe({ ...serve, agentsDir: undefined, logLevel: 'warn' });
 }

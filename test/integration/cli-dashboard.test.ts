@@ -42,7 +42,11 @@ describe('troupe run --dashboard and troupe dashboard', () => {
       const overview = (await (await fetch(`${url}api/overview`)).json()) as { stats: { state: string } };
       expect(overview.stats.state).toBe('running');
       const asked = await runCli(['dashboard', '--data-dir', dataDir]);
-      expect(asked).toMatchObject({ code: 0, stdout: `troupe dashboard: ${url}\n` });
+      expect(asked).toMatchObject({ code: 0, stdout: `troupe dashboard: ${url}\n`, stderr: '' });
+      // Where it would listen is not this command's to say while a runtime serves one.
+      const withPort = await runCli(['dashboard', '--port', '9999', '--data-dir', dataDir]);
+      expect(withPort).toMatchObject({ code: 0, stdout: `troupe dashboard: ${url}\n` });
+      expect(withPort.stderr).toContain('--port and --host apply only');
     } finally {
       expect(await run.stop()).toBe(0);
     }
