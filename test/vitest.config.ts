@@ -16,6 +16,8 @@ export default defineConfig({
   },
   test: {
     include: ['test/**/*.test.ts'],
+    // PostgreSQL for the tests that need it: TROUPE_PG_URL, or a throwaway cluster (test/postgres.ts).
+    globalSetup: ['test/postgres-setup.ts'],
     pool: 'forks',
     testTimeout: 30_000,
     hookTimeout: 30_000,

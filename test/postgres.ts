@@ -1,0 +1,102 @@
+/**
+ * PostgreSQL for the tests: the server at TROUPE_PG_URL (default postgres://127.0.0.1:5432/test),
+ * or, when none answers there, a throwaway cluster started with initdb and pg_ctl in a temp dir
+ * (run as the `postgres` user when the tests run as root: initdb refuses root). No PostgreSQL test
+ * ever skips: without one, the setup fails.
+ */
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+
+export const DEFAULT_PG_URL = 'postgres://127.0.0.1:5432/test';
+
+/** Whether a server answers a query at `url` within `timeoutMs`. */
+export async function reachable(url: string, timeoutMs = 2_000): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: timeoutMs });
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** A free TCP port on loopback. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Runs a PostgreSQL binary, as `postgres` when this process is root. */
+function run(binary: string, args: string[]): void {
+  const asRoot = process.getuid?.() === 0;
+  execFileSync(asRoot ? 'runuser' : binary, asRoot ? ['-u', 'postgres', '--', binary, ...args] : args, { stdio: 'pipe' });
+}
+
+/** Starts a throwaway cluster with a `test` database; `stop()` stops it and removes its files. */
+export async function startCluster(): Promise<{ url: string; stop: () => Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'troupe-pg-'));
+  // The postgres user must own its data dir and be able to reach it.
+  chmodSync(dir, 0o777);
+  const data = join(dir, 'data');
+  const port = await freePort();
+  try {
+    run('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync']);
+    run('pg_ctl', ['-D', data, '-w', '-l', join(dir, 'log'), '-o', `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`, 'start']);
+  } catch (error) {
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`could not start a PostgreSQL cluster (initdb/pg_ctl): ${(error as { stderr?: Buffer }).stderr?.toString() ?? (error as Error).message}`);
+  }
+  const admin = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:${port}/postgres` });
+  await admin.connect();
+  await admin.query('CREATE DATABASE test');
+  await admin.end();
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/test`,
+    stop: async () => {
+      try {
+        run('pg_ctl', ['-D', data, '-w', '-m', 'fast', 'stop']);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  };
+}
+
+/** A fresh database on the server at `url` for one test; `drop()` removes it. */
+export async function scratchDatabase(url: string): Promise<{ url: string; drop: () => Promise<void> }> {
+  const name = `troupe_test_${process.pid}_${Math.random().toString(36).slice(2, 10)}`;
+  const admin = new pg.Client({ connectionString: url });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const scratch = new URL(url);
+  scratch.pathname = `/${name}`;
+  return {
+    url: scratch.href,
+    drop: async () => {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await client.end();
+      }
+    },
+  };
+}
