@@ -1,0 +1,88 @@
+/**
+ * Which runtimes sharing a database are alive (issue #15). A node joins by adding its row to
+ * `troupe_nodes` and taking a session advisory lock on its number, on a connection of its own that
+ * it keeps open for as long as it runs. PostgreSQL lets the lock go the moment that session ends:
+ * the process exits or is killed (the kernel closes its socket), or its connection breaks. So a
+ * node whose lock another session can take is dead, within milliseconds of its death, and its
+ * attempts can be reclaimed (graphile-worker holds a crashed worker's jobs for hours: it waits for
+ * a lock timeout instead). A node that loses its own connection is told, so it stops its attempts
+ * rather than run on after its lock went.
+ */
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import pg from 'pg';
+import { TroupeError } from '../../errors.js';
+
+/** The first key of every node's advisory lock (two-key locks are apart from migrations' one-key lock). */
+export const NODE_LOCK_CLASS = 0x74726f75;
+
+/** A node that has joined: its id, and how it leaves. */
+export interface ClusterNode {
+  readonly id: string;
+  /** The number its advisory lock is taken on. */
+  readonly lock: number;
+  /** Leaves on purpose: its row goes and its lock with it. */
+  leave(): Promise<void>;
+}
+
+/**
+ * Joins the cluster at `connectionString` (a schema migrated to at least version 1). `onLost` is
+ * called once if the node's own connection breaks: from then on, another node may take its work.
+ */
+export async function joinCluster(connectionString: string, onLost: (error: Error) => void): Promise<ClusterNode> {
+  const client = new pg.Client({ connectionString, application_name: 'troupe-node', keepAlive: true });
+  const id = randomUUID();
+  let leaving = false;
+  let lost = false;
+  const lose = (error: Error) => {
+    if (leaving || lost) return;
+    lost = true;
+    onLost(error);
+  };
+  client.on('error', lose);
+  client.on('end', () => lose(new TroupeError('STORE_FAILED', 'the connection that holds this node alive ended')));
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ lock: string }>('INSERT INTO troupe_nodes (id, host, pid) VALUES ($1, $2, $3) RETURNING lock', [id, hostname(), process.pid]);
+    const lock = Number(rows[0]!.lock);
+    await client.query('SELECT pg_advisory_lock($1, $2)', [NODE_LOCK_CLASS, lock]);
+    return {
+      id,
+      lock,
+      async leave() {
+        if (leaving) return;
+        leaving = true;
+        try {
+          if (!lost) await client.query('DELETE FROM troupe_nodes WHERE id = $1', [id]);
+        } finally {
+          await client.end().catch(() => undefined);
+        }
+      },
+    };
+  } catch (error) {
+    leaving = true;
+    await client.end().catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * The nodes whose lock nobody holds: dead ones. Each lock is tried and let go at once on one
+ * session, so two sweepers may both find a node dead; reclaiming its attempts must be fenced.
+ */
+export async function deadNodes(pool: pg.Pool): Promise<string[]> {
+  const client = await pool.connect();
+  try {
+    const { rows } = await client.query<{ id: string; lock: string }>('SELECT id, lock FROM troupe_nodes ORDER BY lock');
+    const dead: string[] = [];
+    for (const { id, lock } of rows) {
+      const taken = await client.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [NODE_LOCK_CLASS, Number(lock)]);
+      if (!taken.rows[0]!.taken) continue;
+      await client.query('SELECT pg_advisory_unlock($1, $2)', [NODE_LOCK_CLASS, Number(lock)]);
+      dead.push(id);
+    }
+    return dead;
+  } finally {
+    client.release();
+  }
+}
