@@ -34,6 +34,23 @@ export const MIGRATIONS: readonly Migration[] = [
         seen_at timestamptz NOT NULL DEFAULT now()
       );`,
   },
+  {
+    version: 2,
+    name: 'events',
+    // The event log of the whole cluster. `seq` orders events of one transaction; `xid` (the
+    // writer's transaction) orders transactions as readers may see them: see events.ts.
+    sql: `
+      CREATE TABLE troupe_events (
+        seq bigserial PRIMARY KEY,
+        xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+        at timestamptz NOT NULL DEFAULT now(),
+        type text NOT NULL,
+        task_id text,
+        attempt_id text,
+        data jsonb
+      );
+      CREATE INDEX troupe_events_xid_seq ON troupe_events (xid, seq);`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */

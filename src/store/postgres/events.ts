@@ -1,0 +1,161 @@
+/**
+ * The cluster's event log on PostgreSQL, read with no gap and no duplicate (issue #15).
+ *
+ * A `bigserial` is handed out when a row is inserted, not when its transaction commits, so a
+ * reader that follows `seq` can pass an event whose transaction commits later, and never see it.
+ * Readers here order events by (writer's transaction id, seq) and read only below the snapshot's
+ * xmin: every transaction with an older id has ended, and any transaction still to write gets an
+ * id at or above it, so nothing can appear behind a cursor once read past. The cursor is that
+ * pair, `<xid>:<seq>`. NOTIFY (sent with the writer's commit) only wakes readers; a poll backs it
+ * up, and a reader whose LISTEN connection breaks connects again.
+ */
+import pg from 'pg';
+import { TroupeError } from '../../errors.js';
+
+/** One event as the log holds it. */
+export interface StoredEvent {
+  /** Opaque, sorts in read order: `<xid>:<seq>`, zero-padded. */
+  cursor: string;
+  seq: number;
+  at: number;
+  type: string;
+  taskId?: string;
+  attemptId?: string;
+  data?: unknown;
+}
+
+/** What an event is given as. */
+export interface NewEvent {
+  type: string;
+  taskId?: string;
+  attemptId?: string;
+  data?: unknown;
+}
+
+const CHANNEL = 'troupe_events';
+const WIDTH = 20;
+
+/** The cursor of the event of transaction `xid` numbered `seq`. */
+export function cursorOf(xid: string | bigint, seq: string | number | bigint): string {
+  return `${String(xid).padStart(WIDTH, '0')}:${String(seq).padStart(WIDTH, '0')}`;
+}
+
+/** The (xid, seq) of a cursor; INVALID_INPUT for anything else. The start of the log is ''. */
+export function parseCursor(cursor: string): { xid: string; seq: string } {
+  if (cursor === '') return { xid: '0', seq: '0' };
+  const match = /^(\d{1,20}):(\d{1,20})$/.exec(cursor);
+  if (!match) throw new TroupeError('INVALID_INPUT', `invalid event cursor ${JSON.stringify(cursor)}`);
+  return { xid: BigInt(match[1]!).toString(), seq: BigInt(match[2]!).toString() };
+}
+
+/** Appends events in the caller's transaction (they appear once it commits) and wakes readers then. */
+export async function appendEvents(client: Pick<pg.PoolClient, 'query'>, events: readonly NewEvent[]): Promise<void> {
+  if (events.length === 0) return;
+  await client.query(
+    `INSERT INTO troupe_events (type, task_id, attempt_id, data)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])`,
+    [events.map((e) => e.type), events.map((e) => e.taskId ?? null), events.map((e) => e.attemptId ?? null), events.map((e) => (e.data === undefined ? null : JSON.stringify(e.data)))],
+  );
+  await client.query(`NOTIFY ${CHANNEL}`);
+}
+
+/** Up to `limit` events after `after`, in cursor order, from transactions that have all ended. */
+export async function readEvents(pool: Pick<pg.Pool, 'query'>, after: string, limit = 1_000): Promise<StoredEvent[]> {
+  const { xid, seq } = parseCursor(after);
+  const { rows } = await pool.query<{ xid: string; seq: string; at: Date; type: string; task_id: string | null; attempt_id: string | null; data: unknown }>(
+    `SELECT xid::text AS xid, seq, at, type, task_id, attempt_id, data FROM troupe_events
+      WHERE (xid, seq) > ($1::text::xid8, $2::bigint)
+        AND xid < pg_snapshot_xmin(pg_current_snapshot())
+      ORDER BY xid, seq
+      LIMIT $3`,
+    [xid, seq, limit],
+  );
+  return rows.map((r) => {
+    const event: StoredEvent = { cursor: cursorOf(r.xid, r.seq), seq: Number(r.seq), at: r.at.getTime(), type: r.type };
+    if (r.task_id !== null) event.taskId = r.task_id;
+    if (r.attempt_id !== null) event.attemptId = r.attempt_id;
+    if (r.data !== null) event.data = r.data;
+    return event;
+  });
+}
+
+/** Options of {@link followEvents}. */
+export interface FollowOptions {
+  /** Start after this cursor ('' or undefined: the start of the log). */
+  after?: string | undefined;
+  /** Read at least this often even when no NOTIFY comes. @default 1_000 */
+  pollMs?: number | undefined;
+  /** Wait before connecting again after the LISTEN connection broke. @default 250 */
+  reconnectMs?: number | undefined;
+  signal: AbortSignal;
+}
+
+/**
+ * Calls `deliver` with every event after `after`, in order, each once, as transactions commit,
+ * until `signal` aborts. `connectionString` is for the LISTEN connection of its own.
+ */
+export async function followEvents(pool: pg.Pool, connectionString: string, options: FollowOptions, deliver: (events: StoredEvent[]) => void): Promise<void> {
+  const { signal } = options;
+  const pollMs = options.pollMs ?? 1_000;
+  const reconnectMs = options.reconnectMs ?? 250;
+  let cursor = options.after ?? '';
+  parseCursor(cursor);
+  let wake: (() => void) | undefined;
+  // A nudge while a read is under way is kept, so that read is followed by another (a wakeup must
+  // not fall between a read that found nothing and the wait after it).
+  let nudged = false;
+  const nudge = () => {
+    if (!wake) return void (nudged = true);
+    wake();
+    wake = undefined;
+  };
+  signal.addEventListener('abort', nudge);
+  let listener: pg.Client | undefined;
+  const listen = async () => {
+    while (!signal.aborted) {
+      const client = new pg.Client({ connectionString, application_name: 'troupe-events' });
+      const broken = new Promise<void>((resolve) => {
+        client.once('error', () => resolve());
+        client.once('end', () => resolve());
+      });
+      try {
+        await client.connect();
+        client.on('notification', nudge);
+        await client.query(`LISTEN ${CHANNEL}`);
+        listener = client;
+        // Events committed while it was not listening are read by the poll this wakes.
+        nudge();
+        await Promise.race([broken, new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
+      } catch {
+        // Connecting failed: try again below.
+      }
+      listener = undefined;
+      await client.end().catch(() => undefined);
+      if (!signal.aborted) await new Promise((resolve) => setTimeout(resolve, reconnectMs));
+    }
+  };
+  const listening = listen();
+  try {
+    while (!signal.aborted) {
+      nudged = false;
+      for (;;) {
+        const events = await readEvents(pool, cursor);
+        if (events.length === 0 || signal.aborted) break;
+        cursor = events[events.length - 1]!.cursor;
+        deliver(events);
+      }
+      if (nudged || signal.aborted) continue;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(nudge, pollMs);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  } finally {
+    signal.removeEventListener('abort', nudge);
+    await listener?.end().catch(() => undefined);
+    await listening;
+  }
+}
