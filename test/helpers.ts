@@ -8,8 +8,11 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach } from 'vitest';
+import pg from 'pg';
+import { afterEach, inject } from 'vitest';
 import { createRuntime, type Runtime, type RuntimeOptions } from 'troupe';
+import { migrate } from '../src/store/postgres/migrations.js';
+import { scratchDatabase } from './postgres.js';
 
 /** Names of the fixture agents in test/fixtures/agents. */
 export type FixtureAgent = 'crash' | 'hang' | 'progress' | 'broken' | 'chatty' | 'polite' | 'weird' | 'record' | 'overlap' | 'interactive' | 'stray' | 'traced';
@@ -198,4 +201,25 @@ export function readmeBlocks(path: string): Array<{ line: number; code: string }
     blocks.push({ line: start + 1, code: lines.slice(start, i).map((l) => l.slice(indent)).join('\n') });
   }
   return blocks;
+}
+
+/**
+ * Call at a test file's top level: returns a factory of pools on fresh databases of the tests'
+ * PostgreSQL (test/postgres.ts), migrated unless `migrated: false`; each is dropped after its test.
+ */
+export function scratchPools(): (options?: { max?: number; migrated?: boolean }) => Promise<{ url: string; pool: pg.Pool }> {
+  const cleanups: Array<() => Promise<void>> = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+  return async ({ max = 10, migrated = true } = {}) => {
+    const db = await scratchDatabase(inject('pgUrl'));
+    cleanups.push(db.drop);
+    const pool = new pg.Pool({ connectionString: db.url, max });
+    // An idle client the server ends (the database dropped, a cluster stopped) is not a test failure.
+    pool.on('error', () => undefined);
+    cleanups.push(() => pool.end());
+    if (migrated) await migrate(pool);
+    return { url: db.url, pool };
+  };
 }

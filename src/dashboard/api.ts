@@ -185,7 +185,7 @@ export function dashboardApi(rt: DashboardRuntime) {
     if (!q) return rt.list({ ...options, limit, ...(after ? { after } : {}) });
     // A text search walks pages until it has `limit` matches, or has looked at enough tasks.
     const found: Task[] = [];
-    let cursor = after ?? undefined;
+    let cursor = after || undefined;
     let scanned = 0;
     while (found.length < limit && scanned < SEARCH_SCAN) {
       const page = await rt.list({ ...options, limit: 200, ...(cursor ? { after: cursor } : {}) });
@@ -195,8 +195,8 @@ export function dashboardApi(rt: DashboardRuntime) {
         if (matches(task, q)) found.push(task);
         if (found.length === limit) break;
       }
-      if (page.next === null && cursor === page.tasks.at(-1)?.id) return { tasks: found, next: null, scanned };
-      if (page.tasks.length === 0) return { tasks: found, next: null, scanned };
+      // The last page, read to its end (or empty): nothing further to search.
+      if (page.next === null && cursor === (page.tasks.at(-1)?.id ?? cursor)) return { tasks: found, next: null, scanned };
     }
     return { tasks: found, next: cursor ?? null, scanned };
   }

@@ -109,14 +109,11 @@ export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDash
 
 /** The Host a browser sends: the address it was bound to, or a loopback name for a loopback bind. */
 function hostAllowed(given: string | undefined, options: ResolvedDashboard, port: number): boolean {
-  if (given === undefined) return false;
-  const host = given.toLowerCase();
-  const name = host.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
-  // A browser leaves out the default port.
-  if (!host.endsWith(`:${port}`) && !(port === 80 && !/:\d+$/.test(host.replace(/^\[.*\]/, '')))) return false;
-  if (isLoopback(options.host)) return isLoopback(name);
+  // A name (or a bracketed IPv6 address), then the port, which a browser leaves out when it is 80.
+  const match = given === undefined ? null : /^(\[[^\]]*\]|[^:[\]]*)(?::(\d+))?$/.exec(given.toLowerCase());
+  if (!match || Number(match[2] ?? 80) !== port) return false;
   // Bound to another address: any name may reach it (the token guards it).
-  return true;
+  return !isLoopback(options.host) || isLoopback(match[1]!.replace(/^\[(.*)\]$/, '$1'));
 }
 
 function authorized(req: IncomingMessage, url: URL, token: string): boolean {

@@ -7,79 +7,39 @@ import type { WireError } from '../../actors/wire.js';
 import type { Key } from './port.js';
 
 export type { RetryPolicy, TaskResult, TaskRetention } from '../api/tasks.js';
-import type { RetryPolicy, TaskResult, TaskRetention } from '../api/tasks.js';
+import type { RetryPolicy, Task, TaskResult, TaskRetention } from '../api/tasks.js';
 
-/** A task as stored. */
-export interface TaskRecord {
+/**
+ * A task as stored: the public task's fields (api/tasks.ts `Task`, which documents each), with the
+ * values the public view types more narrowly kept as stored, and the bookkeeping it leaves out.
+ * A settled task holds its final attempt (`attemptStartedAt`, `attemptLeaseUntil`, `attemptExit`):
+ * that attempt is not written as a record of its own until a retry starts a new run, so a task that
+ * settles is one record, not two; `endedAttemptOf` (steps/common.ts) gives the record.
+ */
+export interface TaskRecord extends Omit<Task, 'id' | 'input' | 'output' | 'error' | 'heldBy'> {
   id: string;
-  agent: string;
-  state: TaskState;
   input: unknown;
   output?: unknown;
-  result?: TaskResult;
   error?: WireError;
-  /** Why the task was dropped, cancelled or needs attention. */
-  reason?: string;
-  /** Last progress the agent reported. */
-  progress?: { value: number; message?: string; at: number };
-  /** Lower runs first. */
-  priority: number;
-  lane: string;
-  workspace?: string;
-  /** Set when Troupe created the workspace: whether it is removed when the task settles. */
-  workspaceKeep?: 'always' | 'never' | 'on_failure';
-  instanceKey: string;
-  parentId?: string;
-  idempotencyKey?: string;
-  labels: Record<string, string>;
-  timeoutMs: number;
-  retry: RetryPolicy;
-  /** Current run number (1-based): runs so far, since a user retry or a wake starts a new one. */
-  runs: number;
   /** Why the current run started. */
   runReason: RunReason;
   /** When the current run started. */
   runCreatedAt: number;
-  /** Attempts of the current run that count against `retry.maxAttempts`. */
-  attempts: number;
   /** Attempt numbers handed out in the current run (interrupted attempts take a number but do not count). */
   attemptSeq: number;
   /** Fencing token of the current attempt (0 before the first). */
   token: number;
   /** FIFO key: the event seq at which the task last entered `queued`. */
   queuedOrder: number;
-  /** When the task last entered `queued` (starvation ladder, degraded drop). */
-  queuedAt?: number;
-  /** Capabilities the task needs; its agent covers all of them. */
-  requires?: string[];
   /** The spec's own retry and timeout of a task no agent matched yet, applied once it is routed. */
   unrouted?: { retry?: Partial<RetryPolicy>; timeoutMs?: number };
-  /** What a `waiting` task waits for: an input (with the agent's prompt) or tasks to join. */
-  waitingFor?: { kind: 'input'; prompt?: unknown } | { kind: 'join'; ids: string[] };
   /** Inputs sent to the task so far (inbox seqs 1..inbox), and how many of them were delivered. */
   inbox?: number;
   delivered?: number;
   /** Where a long-queued task stands on the starvation ladder (supervisor cycles, durable). */
   ladder?: { firstCycle: number; rung: 0 | 1 };
-  /** Not dispatched before this instant (delayed start, retry backoff, sleep). */
-  runAt?: number;
   /** What the next run is told (sleep/wake). */
   followUp?: unknown;
-  createdAt: number;
-  updatedAt: number;
-  startedAt?: number;
-  settledAt?: number;
-  /**
-   * The attempt a task settled in, while the task record holds it: a terminal task's last attempt
-   * is not written as an attempt record of its own until a retry starts a new run (as its run is
-   * not), so a task that settles is one record, not two. `endedAttemptOf` (steps/common.ts) gives
-   * the record. Unset otherwise.
-   */
-  attemptStartedAt?: number;
-  attemptLeaseUntil?: number;
-  attemptExit?: AttemptExit;
-  /** The task's own retention (submit's `retention`): ms kept after settling in each state, in place of its agent's rule. */
-  retention?: TaskRetention;
   /** The seq of the task's first event (its submit's): where `events({ taskId })` starts reading the log. */
   firstSeq?: number;
   /** The W3C trace context of its submit's span, when tracing was on then: its attempts' spans are its children. */

@@ -6,27 +6,17 @@
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
-import { afterEach, describe, expect, inject, it } from 'vitest';
-import { migrate } from '../../src/store/postgres/migrations.js';
+import { afterEach, describe, expect, it } from 'vitest';
 import { deadNodes, joinCluster } from '../../src/store/postgres/nodes.js';
-import { scratchDatabase } from '../postgres.js';
+import { scratchPools } from '../helpers.js';
 
 const CHILD = fileURLToPath(new URL('../../dist/test/fixtures/postgres/node-child.js', import.meta.url));
+const cluster = () => pools({ max: 4 });
+const pools = scratchPools();
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
-
-async function cluster(): Promise<{ url: string; pool: pg.Pool }> {
-  const db = await scratchDatabase(inject('pgUrl'));
-  cleanups.push(db.drop);
-  const pool = new pg.Pool({ connectionString: db.url, max: 4 });
-  pool.on('error', () => undefined);
-  cleanups.push(() => pool.end());
-  await migrate(pool);
-  return { url: db.url, pool };
-}
 
 /** Starts a node in a child process; resolves with its id and the process once it has joined. */
 function startNode(url: string): Promise<{ id: string; kill: () => void }> {

@@ -3,26 +3,12 @@
  * commit out of the order their events were numbered in; rolled-back events never show; a
  * follower goes on after its LISTEN connection is cut.
  */
-import pg from 'pg';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { appendEvents, followEvents, parseCursor, readEvents, type StoredEvent } from '../../src/store/postgres/events.js';
-import { migrate } from '../../src/store/postgres/migrations.js';
-import { scratchDatabase } from '../postgres.js';
+import { scratchPools } from '../helpers.js';
 
-const cleanups: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-async function database(): Promise<{ url: string; pool: pg.Pool }> {
-  const db = await scratchDatabase(inject('pgUrl'));
-  cleanups.push(db.drop);
-  const pool = new pg.Pool({ connectionString: db.url, max: 12 });
-  pool.on('error', () => undefined);
-  cleanups.push(() => pool.end());
-  await migrate(pool);
-  return { url: db.url, pool };
-}
+const pools = scratchPools();
+const database = () => pools({ max: 12 });
 
 describe('the PostgreSQL event log', () => {
   it('holds back an event numbered later whose transaction committed first, until the earlier one ends', async () => {

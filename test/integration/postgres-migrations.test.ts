@@ -4,26 +4,14 @@
  * last whole one; a newer schema is refused. And the test setup's own throwaway cluster.
  */
 import pg from 'pg';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MIGRATIONS, migrate, versionOf, type Migration } from '../../src/store/postgres/migrations.js';
-import { reachable, scratchDatabase, startCluster } from '../postgres.js';
-import { rejection } from '../helpers.js';
+import { reachable, startCluster } from '../postgres.js';
+import { rejection, scratchPools } from '../helpers.js';
 
-const cleanups: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-/** A pool on a fresh database of the test server. */
-async function freshPool(max = 10): Promise<pg.Pool> {
-  const db = await scratchDatabase(inject('pgUrl'));
-  cleanups.push(db.drop);
-  const pool = new pg.Pool({ connectionString: db.url, max });
-  // An idle client the server ends (the database dropped, a cluster stopped) is not a test failure.
-  pool.on('error', () => undefined);
-  cleanups.push(() => pool.end());
-  return pool;
-}
+const pools = scratchPools();
+/** A pool on a fresh, unmigrated database of the test server. */
+const freshPool = async (max = 10): Promise<pg.Pool> => (await pools({ max, migrated: false })).pool;
 
 const tables = async (pool: pg.Pool) =>
   (await pool.query<{ name: string }>("SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")).rows.map((r) => r.name);

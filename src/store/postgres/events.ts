@@ -111,6 +111,7 @@ export async function followEvents(pool: pg.Pool, connectionString: string, opti
   };
   signal.addEventListener('abort', nudge);
   let listener: pg.Client | undefined;
+  const aborted = new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
   const listen = async () => {
     while (!signal.aborted) {
       const client = new pg.Client({ connectionString, application_name: 'troupe-events' });
@@ -125,7 +126,7 @@ export async function followEvents(pool: pg.Pool, connectionString: string, opti
         listener = client;
         // Events committed while it was not listening are read by the poll this wakes.
         nudge();
-        await Promise.race([broken, new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
+        await Promise.race([broken, aborted]);
       } catch {
         // Connecting failed: try again below.
       }
