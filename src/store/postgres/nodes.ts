@@ -43,9 +43,13 @@ export async function joinCluster(connectionString: string, onLost: (error: Erro
   client.on('end', () => lose(new TroupeError('STORE_FAILED', 'the connection that holds this node alive ended')));
   await client.connect();
   try {
+    // The row commits with its lock already held (a session lock outlives the transaction), so no
+    // one ever sees a joining node's row without its lock and takes it for dead.
+    await client.query('BEGIN');
     const { rows } = await client.query<{ lock: string }>('INSERT INTO troupe_nodes (id, host, pid) VALUES ($1, $2, $3) RETURNING lock', [id, hostname(), process.pid]);
     const lock = Number(rows[0]!.lock);
     await client.query('SELECT pg_advisory_lock($1, $2)', [NODE_LOCK_CLASS, lock]);
+    await client.query('COMMIT');
     return {
       id,
       lock,
