@@ -51,6 +51,58 @@ export const MIGRATIONS: readonly Migration[] = [
       );
       CREATE INDEX troupe_events_xid_seq ON troupe_events (xid, seq);`,
   },
+  {
+    version: 3,
+    name: 'task queue',
+    // The cluster's tasks and their attempts (queue.ts, settle.ts, sweeper.ts). `token` fences
+    // every write of an attempt: a claim and every end of an attempt bump it. `queued_order` is
+    // handed out each time a task enters `queued` (FIFO within a priority, lower priority first).
+    // Times are the database's. `idempotency_key` stays unique for as long as the row exists.
+    sql: `
+      CREATE SEQUENCE troupe_queued_order;
+      CREATE TABLE troupe_tasks (
+        id text PRIMARY KEY,
+        agent text NOT NULL,
+        state text NOT NULL CHECK (state IN ('queued', 'running', 'waiting', 'sleeping', 'needs_attention', 'done', 'failed', 'dropped', 'cancelled')),
+        priority integer NOT NULL DEFAULT 0,
+        queued_order bigint NOT NULL DEFAULT nextval('troupe_queued_order'),
+        run integer NOT NULL DEFAULT 1,
+        attempts integer NOT NULL DEFAULT 0,
+        attempt_seq integer NOT NULL DEFAULT 0,
+        max_attempts integer NOT NULL CHECK (max_attempts > 0),
+        token bigint NOT NULL DEFAULT 0,
+        owner_node text,
+        attempt_id text,
+        lease_until timestamptz,
+        run_at timestamptz NOT NULL DEFAULT now(),
+        idempotency_key text UNIQUE,
+        input jsonb,
+        output jsonb,
+        error jsonb,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        started_at timestamptz,
+        settled_at timestamptz,
+        CHECK (state <> 'running' OR (owner_node IS NOT NULL AND attempt_id IS NOT NULL AND lease_until IS NOT NULL))
+      );
+      ALTER SEQUENCE troupe_queued_order OWNED BY troupe_tasks.queued_order;
+      CREATE INDEX troupe_tasks_claim ON troupe_tasks (agent, priority, queued_order) WHERE state = 'queued';
+      CREATE INDEX troupe_tasks_owner ON troupe_tasks (owner_node) WHERE state = 'running';
+      CREATE INDEX troupe_tasks_lease ON troupe_tasks (lease_until) WHERE state = 'running';
+      CREATE TABLE troupe_attempts (
+        task_id text NOT NULL REFERENCES troupe_tasks (id) ON DELETE CASCADE,
+        run integer NOT NULL,
+        attempt integer NOT NULL,
+        attempt_id text NOT NULL,
+        token bigint NOT NULL,
+        node text NOT NULL,
+        started_at timestamptz NOT NULL DEFAULT now(),
+        ended_at timestamptz,
+        exit text,
+        error jsonb,
+        PRIMARY KEY (task_id, run, attempt)
+      );`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */
