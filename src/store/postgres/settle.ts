@@ -1,0 +1,257 @@
+/**
+ * Ending attempts on the PostgreSQL queue (issue #15): what an attempt's exit does to its task,
+ * decided by a pure function, and the fenced writes that make it so, one transaction per batch.
+ * The sweeper (sweeper.ts) ends the attempts of dead nodes and expired leases through the same
+ * writes, so a task settles the same way whoever ends its attempt.
+ */
+import type pg from 'pg';
+import type { WireError } from '../../../actors/wire.js';
+import { nextTaskState, type AttemptExit, type TaskEventType, type TaskState } from '../../../machines/index.js';
+import { TroupeError } from '../../errors.js';
+import { checkLease, type Lease } from './queue.js';
+import { jsonOf, transaction } from './transaction.js';
+
+/** How one attempt ended, as its node reports it. */
+export interface AttemptEnd extends Lease {
+  exit: AttemptExit;
+  /** The agent's output (plain JSON data). */
+  output?: unknown;
+  /** What went wrong (exits other than success and fork); a default for the exit when absent. */
+  error?: WireError;
+  /** A retry waits this long on the database's clock before it can be claimed. @default 0 */
+  retryDelayMs?: number;
+}
+
+/** What a settle did: the attempts it ended with their task's new state, and those it refused. */
+export interface SettleResult {
+  settled: Array<Lease & { state: TaskState }>;
+  /** Attempts that are no longer current (token moved on, or the task is not running): nothing was written for them. */
+  stale: Lease[];
+}
+
+/** What ending an attempt does to its task. */
+export interface EndDecision {
+  state: TaskState;
+  /** Whether the attempt counts against `maxAttempts` (an interrupted one does not). */
+  counts: boolean;
+  /** The task's error after it (the attempt's own, or RETRY_EXHAUSTED when the budget is spent). */
+  error?: WireError;
+}
+
+/**
+ * What ending an attempt with `exit` does to a running task that has counted `attempts` attempts
+ * in this run, this one included, out of `maxAttempts`. The same outcomes as the LMDB runtime
+ * (src/tasks/outcome.ts): success and fork are done, fail and a non-retryable error are failed,
+ * a retryable failure is retried until the budget is spent and then dropped (RETRY_EXHAUSTED), an
+ * interrupted attempt is requeued without counting. The state comes from the task machine's table.
+ */
+export function decideEnd(exit: AttemptExit, error: WireError | undefined, attempts: number, maxAttempts: number): EndDecision {
+  const cause = error ?? defaultError(exit);
+  let event: TaskEventType;
+  let counts = true;
+  switch (exit) {
+    case 'success':
+    case 'fork':
+      event = 'SUCCEED';
+      break;
+    case 'fail':
+      event = 'FAIL';
+      break;
+    case 'cancelled':
+      event = 'CANCEL';
+      break;
+    case 'interrupted':
+      event = 'REQUEUE';
+      counts = false;
+      break;
+    case 'error':
+      event = cause?.retryable === false ? 'FAIL' : attempts < maxAttempts ? 'REQUEUE' : 'DROP';
+      break;
+    case 'timeout':
+    case 'lease_expired':
+    case 'crashed':
+      event = attempts < maxAttempts ? 'REQUEUE' : 'DROP';
+      break;
+  }
+  const state = nextTaskState('running', event)!;
+  if (event !== 'DROP') return cause === undefined ? { state, counts } : { state, counts, error: cause };
+  return {
+    state,
+    counts,
+    error: {
+      code: 'RETRY_EXHAUSTED',
+      message: `gave up after ${attempts} attempt${attempts === 1 ? '' : 's'}; last error ${cause!.code}: ${cause!.message}`,
+      retryable: false,
+      fault: cause!.fault,
+    },
+  };
+}
+
+/** The error an exit stands for when its node gave none (none for success and fork). */
+function defaultError(exit: AttemptExit): WireError | undefined {
+  switch (exit) {
+    case 'success':
+    case 'fork':
+    case 'interrupted':
+      return undefined;
+    case 'fail':
+      return { code: 'AGENT_FAILED', message: 'the agent reported failure', retryable: false, fault: 'agent' };
+    case 'error':
+      return { code: 'AGENT_ERROR', message: 'the agent threw', retryable: true, fault: 'agent' };
+    case 'timeout':
+      return { code: 'TIMEOUT', message: 'the attempt timed out', retryable: true, fault: 'agent' };
+    case 'lease_expired':
+      return { code: 'LEASE_EXPIRED', message: 'the attempt stopped renewing its lease', retryable: true, fault: 'infrastructure' };
+    case 'crashed':
+      return { code: 'PROCESS_CRASHED', message: 'the node died during the attempt', retryable: true, fault: 'infrastructure' };
+    case 'cancelled':
+      return { code: 'CANCELLED', message: 'cancelled', retryable: false, fault: 'agent' };
+  }
+}
+
+const EXITS: ReadonlySet<string> = new Set<AttemptExit>(['success', 'fork', 'fail', 'error', 'timeout', 'lease_expired', 'cancelled', 'crashed', 'interrupted']);
+
+/**
+ * Ends the attempts of `ends` in one transaction. Each write is fenced by the attempt's token and
+ * the task being `running`: an attempt that is no longer current writes nothing and comes back in
+ * `stale`, whatever happens to the others. INVALID_INPUT (nothing written) for a malformed end.
+ */
+export async function settleAttempts(pool: pg.Pool, ends: readonly AttemptEnd[]): Promise<SettleResult> {
+  if (!Array.isArray(ends)) throw new TroupeError('INVALID_INPUT', 'ends must be an array');
+  const checked = ends.map((end, i) => checkEnd(end, `ends[${i}]`));
+  if (checked.length === 0) return { settled: [], stale: [] };
+  return transaction(pool, 'settling attempts', async (client) => {
+    const current = await lockRunning(client, checked.map((e) => e.taskId));
+    const writes: EndWrite[] = [];
+    const stale: Lease[] = [];
+    for (const end of checked) {
+      const task = current.get(end.taskId);
+      // A second end of one attempt in a batch finds the first one's write pending: it is stale too.
+      if (!task || task.token !== end.token) {
+        stale.push({ taskId: end.taskId, token: end.token });
+        continue;
+      }
+      current.delete(end.taskId);
+      const attemptError = end.exit === 'success' || end.exit === 'fork' ? undefined : (end.error ?? defaultError(end.exit));
+      writes.push({ task, exit: end.exit, decision: decideEnd(end.exit, end.error, task.attempts, task.maxAttempts), output: end.output, attemptError, delayMs: end.retryDelayMs });
+    }
+    const ended = await writeEnds(client, writes);
+    const settled: SettleResult['settled'] = [];
+    for (const write of writes) {
+      const state = ended.get(write.task.id);
+      if (state === undefined) stale.push({ taskId: write.task.id, token: write.task.token });
+      else settled.push({ taskId: write.task.id, token: write.task.token, state });
+    }
+    return { settled, stale };
+  });
+}
+
+/** A running task as the end of its attempt needs it. */
+export interface RunningTask {
+  id: string;
+  token: number;
+  run: number;
+  attempt: number;
+  attempts: number;
+  maxAttempts: number;
+  ownerNode: string;
+  attemptId: string;
+}
+
+/** Locks the tasks of `ids` in id order and returns the running ones. */
+async function lockRunning(client: pg.PoolClient, ids: readonly string[]): Promise<Map<string, RunningTask>> {
+  const { rows } = await client.query<RunningRow>(`SELECT ${RUNNING_COLUMNS} FROM troupe_tasks WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`, [ids]);
+  return new Map(rows.filter((r) => r.state === 'running').map((r) => [r.id, runningOf(r)]));
+}
+
+/** The columns {@link runningOf} reads. */
+export const RUNNING_COLUMNS = 'id, state, token, run, attempt_seq, attempts, max_attempts, owner_node, attempt_id';
+
+/** A row of {@link RUNNING_COLUMNS}. */
+export interface RunningRow {
+  id: string;
+  state: TaskState;
+  token: string;
+  run: number;
+  attempt_seq: number;
+  attempts: number;
+  max_attempts: number;
+  owner_node: string;
+  attempt_id: string;
+}
+
+/** The running task of a row of {@link RUNNING_COLUMNS}. */
+export function runningOf(r: RunningRow): RunningTask {
+  return { id: r.id, token: Number(r.token), run: r.run, attempt: r.attempt_seq, attempts: r.attempts, maxAttempts: r.max_attempts, ownerNode: r.owner_node, attemptId: r.attempt_id };
+}
+
+/** One attempt to end, decided. */
+export interface EndWrite {
+  task: RunningTask;
+  exit: AttemptExit;
+  decision: EndDecision;
+  output?: unknown;
+  /** The attempt's own error, kept on its attempt row. */
+  attemptError?: WireError | undefined;
+  delayMs?: number | undefined;
+}
+
+/**
+ * Writes decided ends in the caller's transaction, in one statement: each task leaves `running`
+ * with its token bumped (so its attempt can write nothing more) and, when requeued, a new place at
+ * the end of the queue; its attempt row gets its end and exit. Fenced by token and state. Returns
+ * the new state of each task written.
+ */
+export async function writeEnds(client: pg.PoolClient, writes: readonly EndWrite[]): Promise<Map<string, TaskState>> {
+  if (writes.length === 0) return new Map();
+  const { rows } = await client.query<{ id: string; state: TaskState }>(
+    `WITH e AS MATERIALIZED (
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::text[], $9::jsonb[])
+         AS e(id, token, state, counts, output, error, delay_ms, exit, attempt_error)
+     ), ended AS (
+       UPDATE troupe_tasks t
+          SET state = e.state, token = t.token + 1,
+              attempts = CASE WHEN e.counts THEN t.attempts ELSE t.attempts - 1 END,
+              queued_order = CASE WHEN e.state = 'queued' THEN nextval('troupe_queued_order') ELSE t.queued_order END,
+              run_at = CASE WHEN e.state = 'queued' THEN now() + e.delay_ms * interval '1 millisecond' ELSE t.run_at END,
+              owner_node = NULL, attempt_id = NULL, lease_until = NULL, output = e.output, error = e.error,
+              settled_at = CASE WHEN e.state = 'queued' THEN NULL ELSE now() END, updated_at = now()
+         FROM e
+        WHERE t.id = e.id AND t.token = e.token AND t.state = 'running'
+       RETURNING t.id, t.run, t.attempt_seq, t.state
+     ), attempt_ends AS (
+       UPDATE troupe_attempts a SET ended_at = now(), exit = e.exit, error = e.attempt_error
+         FROM ended JOIN e ON e.id = ended.id
+        WHERE a.task_id = ended.id AND a.run = ended.run AND a.attempt = ended.attempt_seq AND a.ended_at IS NULL
+     )
+     SELECT id, state FROM ended`,
+    [
+      writes.map((w) => w.task.id),
+      writes.map((w) => w.task.token),
+      writes.map((w) => w.decision.state),
+      writes.map((w) => w.decision.counts),
+      writes.map((w, i) => jsonOf(w.output, `writes[${i}].output`)),
+      writes.map((w, i) => jsonOf(w.decision.error, `writes[${i}].decision.error`)),
+      writes.map((w) => w.delayMs ?? 0),
+      writes.map((w) => w.exit),
+      writes.map((w, i) => jsonOf(w.attemptError, `writes[${i}].attemptError`)),
+    ],
+  );
+  return new Map(rows.map((r) => [r.id, r.state]));
+}
+
+function checkEnd(end: AttemptEnd, where: string): AttemptEnd {
+  checkLease(end, where);
+  if (!EXITS.has(end.exit)) throw new TroupeError('INVALID_INPUT', `${where}.exit must be one of ${[...EXITS].join(', ')}`);
+  if (end.error !== undefined) {
+    const e = end.error;
+    if (typeof e !== 'object' || e === null || typeof e.code !== 'string' || typeof e.message !== 'string' || typeof e.retryable !== 'boolean' || (e.fault !== 'agent' && e.fault !== 'infrastructure')) {
+      throw new TroupeError('INVALID_INPUT', `${where}.error must be {code, message, retryable, fault: 'agent' | 'infrastructure'}`);
+    }
+  }
+  if (end.retryDelayMs !== undefined && !(Number.isSafeInteger(end.retryDelayMs) && end.retryDelayMs >= 0)) throw new TroupeError('INVALID_INPUT', `${where}.retryDelayMs must be a non-negative integer`);
+  // Checked now, so a value jsonb cannot hold fails the call before its transaction, not inside it.
+  jsonOf(end.output, `${where}.output`);
+  jsonOf(end.error, `${where}.error`);
+  return end;
+}

@@ -1,0 +1,141 @@
+/**
+ * Taking attempts back on the PostgreSQL queue (issue #15). A node that dies lets its session
+ * advisory lock go (nodes.ts), so {@link deadNodes} names it within milliseconds; a sweep then ends
+ * each of its running attempts as `crashed` and requeues the task, or drops it when its attempt
+ * budget is spent, and removes the node. A running attempt whose lease ran out on the database's
+ * clock (a node that hangs, or is cut off but holds its lock) ends as `lease_expired` the same way.
+ *
+ * Every end goes through settle.ts's fenced writes and bumps the task's token, so a node that is
+ * still running the attempt can write nothing more for it; a settle that committed first wins, and
+ * the sweep leaves that task alone. Rows another transaction holds are skipped, not waited for:
+ * the next sweep sees them again. Any number of sweepers may run, on any nodes.
+ */
+import type pg from 'pg';
+import type { WireError } from '../../../actors/wire.js';
+import { coerceError } from '../../errors.js';
+import { deadNodes } from './nodes.js';
+import { decideEnd, runningOf, RUNNING_COLUMNS, writeEnds, type EndWrite, type RunningRow } from './settle.js';
+import { storeFailed, transaction } from './transaction.js';
+
+/** One attempt a sweep took back. */
+export interface Reclaimed {
+  taskId: string;
+  /** The attempt's token (now stale) and id, and the node that ran it. */
+  token: number;
+  attemptId: string;
+  node: string;
+  exit: 'crashed' | 'lease_expired';
+  /** `queued` (retried) or `dropped` (its budget was spent). */
+  state: 'queued' | 'dropped';
+}
+
+/** What a sweep did. */
+export interface SweepResult {
+  reclaimed: Reclaimed[];
+  /** Dead nodes removed from `troupe_nodes` (those with no running attempt left). */
+  removedNodes: string[];
+}
+
+/**
+ * In one transaction: ends the running attempts of the nodes `dead` (ids {@link deadNodes} found
+ * dead) as `crashed`, and those of any node whose lease ran out as `lease_expired`, requeueing or
+ * dropping each task per its budget; then removes the dead nodes that have no running attempt left.
+ */
+export async function reclaim(pool: pg.Pool, dead: readonly string[]): Promise<SweepResult> {
+  return transaction(pool, 'reclaiming attempts', async (client) => {
+    if (dead.length > 0) {
+      // Waits for claims of these nodes still in flight (each holds its node's row for its one
+      // statement): their tasks are then visible below, and any later claim finds no node and fails.
+      await client.query('SELECT id FROM troupe_nodes WHERE id::text = ANY($1::text[]) ORDER BY lock FOR UPDATE', [dead]);
+    }
+    const { rows } = await client.query<RunningRow & { dead: boolean }>(
+      `SELECT ${RUNNING_COLUMNS}, owner_node = ANY($1::text[]) AS dead FROM troupe_tasks
+        WHERE state = 'running' AND (owner_node = ANY($1::text[]) OR lease_until < now())
+        ORDER BY id FOR UPDATE SKIP LOCKED`,
+      [dead],
+    );
+    const writes = rows.map((row): EndWrite & { exit: Reclaimed['exit'] } => {
+      const task = runningOf(row);
+      const exit = row.dead ? 'crashed' : 'lease_expired';
+      const error: WireError =
+        exit === 'crashed'
+          ? { code: 'PROCESS_CRASHED', message: `node ${task.ownerNode} died during the attempt`, retryable: true, fault: 'infrastructure' }
+          : { code: 'LEASE_EXPIRED', message: `the attempt's lease ran out on node ${task.ownerNode}`, retryable: true, fault: 'infrastructure' };
+      return { task, exit, decision: decideEnd(exit, error, task.attempts, task.maxAttempts), attemptError: error };
+    });
+    const ended = await writeEnds(client, writes);
+    const reclaimed: Reclaimed[] = [];
+    for (const { task, exit } of writes) {
+      const state = ended.get(task.id);
+      if (state === 'queued' || state === 'dropped') reclaimed.push({ taskId: task.id, token: task.token, attemptId: task.attemptId, node: task.ownerNode, exit, state });
+    }
+    let removedNodes: string[] = [];
+    if (dead.length > 0) {
+      // A dead node with an attempt left running (its row was held by another transaction) stays,
+      // so the next sweep finds it dead again and takes that attempt back.
+      const removed = await client.query<{ id: string }>(
+        `DELETE FROM troupe_nodes n WHERE n.id::text = ANY($1::text[])
+            AND NOT EXISTS (SELECT 1 FROM troupe_tasks t WHERE t.state = 'running' AND t.owner_node = n.id::text)
+         RETURNING n.id::text AS id`,
+        [dead],
+      );
+      removedNodes = removed.rows.map((r) => r.id);
+    }
+    return { reclaimed, removedNodes };
+  });
+}
+
+/** One sweep: finds the dead nodes, then {@link reclaim}s. */
+export async function sweep(pool: pg.Pool): Promise<SweepResult> {
+  let dead: string[];
+  try {
+    dead = await deadNodes(pool);
+  } catch (error) {
+    throw storeFailed('looking for dead nodes', error);
+  }
+  return reclaim(pool, dead);
+}
+
+/** Options of {@link runSweeper}. */
+export interface SweeperOptions {
+  /** Stops the loop (after the sweep under way, if any). */
+  signal: AbortSignal;
+  /** Time between the end of one sweep and the start of the next. @default 150 */
+  intervalMs?: number | undefined;
+  /** Called after each sweep that took attempts back or removed nodes, once it committed. */
+  onSweep?: ((result: SweepResult) => void) | undefined;
+  /** Called when a sweep fails (the server or the connection failed); the loop goes on. */
+  onError: (error: Error) => void;
+}
+
+/**
+ * Sweeps every `intervalMs` until `signal` aborts: a dead node's attempts come back within about
+ * one interval of its death, with no LISTEN needed. Resolves once stopped.
+ */
+export async function runSweeper(pool: pg.Pool, options: SweeperOptions): Promise<void> {
+  const { signal, onSweep, onError } = options;
+  const intervalMs = options.intervalMs ?? 150;
+  while (!signal.aborted) {
+    try {
+      const result = await sweep(pool);
+      if (result.reclaimed.length > 0 || result.removedNodes.length > 0) onSweep?.(result);
+    } catch (error) {
+      onError(coerceError(error));
+    }
+    await pause(intervalMs, signal);
+  }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

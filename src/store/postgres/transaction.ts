@@ -1,0 +1,64 @@
+/**
+ * One transaction on a pooled connection, and plain data as jsonb: the two things every durable
+ * verb of the PostgreSQL queue (queue.ts, settle.ts, sweeper.ts) needs.
+ */
+import type pg from 'pg';
+import { describeUnserializable } from '../../../actors/wire.js';
+import { TroupeError } from '../../errors.js';
+
+/**
+ * Runs `work` between BEGIN and COMMIT on one connection of `pool`, and rolls back if it throws.
+ * A TroupeError passes through; anything else (the server or the connection failed) becomes
+ * STORE_FAILED naming `what`. A connection whose ROLLBACK failed is discarded, not pooled again.
+ */
+export async function transaction<T>(pool: pg.Pool, what: string, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  let client: pg.PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (error) {
+    throw storeFailed(what, error);
+  }
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    const result = await work(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch((rollback: Error) => (broken = rollback));
+    throw error instanceof TroupeError ? error : storeFailed(what, error);
+  } finally {
+    client.release(broken);
+  }
+}
+
+/** STORE_FAILED for `what`, keeping the driver's error as the cause. */
+export function storeFailed(what: string, error: unknown): TroupeError {
+  return new TroupeError('STORE_FAILED', `${what} failed: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+}
+
+/**
+ * `value` as the text of a jsonb parameter (undefined: SQL NULL), or INVALID_INPUT naming `where`.
+ * jsonb holds only what JSON does, and no NUL character (PostgreSQL refuses `\u0000` in jsonb), so
+ * the rest is refused here, before a transaction starts, rather than failing it half-way or
+ * coming back changed: BigInts, and the Dates and Uint8Arrays the LMDB store keeps (JSON would
+ * turn them into a string and an object).
+ */
+export function jsonOf(value: unknown, where: string): string | null {
+  if (value === undefined) return null;
+  const problem = describeUnserializable(value, where);
+  if (problem) throw new TroupeError('INVALID_INPUT', `${problem}; it must be plain JSON data`);
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value, function (this: Record<string, unknown>, key, item: unknown) {
+      const raw = this[key];
+      if (raw instanceof Date || raw instanceof Uint8Array) throw new Error(`a ${raw.constructor.name} is not JSON data`);
+      return item;
+    });
+  } catch (error) {
+    throw new TroupeError('INVALID_INPUT', `${where} is not JSON: ${(error as Error).message}`);
+  }
+  if (text === undefined) return null;
+  if (text.includes('\\u0000')) throw new TroupeError('INVALID_INPUT', `${where} holds a NUL character (\\u0000), which PostgreSQL does not store in jsonb`);
+  return text;
+}
