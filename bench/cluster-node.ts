@@ -1,0 +1,56 @@
+/**
+ * One node of the cluster bench (bench/cluster.ts), in a process of its own: joins the cluster at
+ * argv[2] and works through the no-op tasks of agent argv[3] with `concurrency` argv[4]: it claims
+ * as many as it has free slots in one statement, runs the no-op inline (as graphile-worker runs its
+ * jobs), and settles each claim's batch in one transaction; the next claim goes out while a settle
+ * is in flight. Prints `ready` once it has joined, starts on stdin's first line and stops at the
+ * second (the bench sends it once no task is left), leaving the cluster.
+ */
+import { createInterface } from 'node:readline';
+import pg from 'pg';
+import { joinCluster } from '../src/store/postgres/nodes.js';
+import { claimTasks } from '../src/store/postgres/queue.js';
+import { settleAttempts, type AttemptEnd } from '../src/store/postgres/settle.js';
+import { noop } from './noop.agent.js';
+
+const [url, agent, concurrencyArg] = process.argv.slice(2) as [string, string, string];
+const concurrency = Number(concurrencyArg);
+const LEASE_MS = 60_000;
+
+const node = await joinCluster(url, (error) => {
+  process.stderr.write(`cluster node lost its liveness connection: ${error.message}\n`);
+  process.exit(3);
+});
+// One connection claims, the others settle: a settle never waits behind the next claim.
+const pool = new pg.Pool({ connectionString: url, max: 4 });
+const lines = createInterface({ input: process.stdin });
+let started!: () => void;
+const start = new Promise<void>((resolve) => (started = resolve));
+let stopping = false;
+let seen = 0;
+lines.on('line', () => (++seen === 1 ? started() : (stopping = true)));
+process.stdout.write('ready\n');
+await start;
+
+let free = concurrency;
+const settles = new Set<Promise<unknown>>();
+while (!stopping) {
+  const claimed = free > 0 ? await claimTasks(pool, node.id, agent, free, LEASE_MS) : [];
+  if (claimed.length === 0) {
+    // Nothing runnable (or every slot is settling): wait for a settle, else look again shortly.
+    if (settles.size > 0) await Promise.race(settles);
+    else await new Promise((resolve) => setTimeout(resolve, 2));
+    continue;
+  }
+  free -= claimed.length;
+  const ends: AttemptEnd[] = claimed.map((task) => ({ taskId: task.id, token: task.token, exit: 'success', output: noop() }));
+  const settle: Promise<unknown> = settleAttempts(pool, ends).finally(() => {
+    free += ends.length;
+    settles.delete(settle);
+  });
+  settles.add(settle);
+}
+await Promise.all(settles);
+await node.leave();
+await pool.end();
+lines.close();

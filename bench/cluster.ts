@@ -1,0 +1,172 @@
+/**
+ * `npm run bench:cluster` (issue #15): how fast the PostgreSQL task queue drains, with 1, 2 and 3
+ * node processes on one database, against graphile-worker on the same server in the same run.
+ * It measures the queue core (src/store/postgres: claims, settles), not yet a runtime on
+ * PostgreSQL: each node runs the no-op inline, as graphile-worker runs its jobs.
+ *
+ *   PG_URL=postgres://127.0.0.1:5432/test node dist/bench/cluster.js [--tasks 20000]
+ *     [--nodes 1,2,3] [--concurrency 32] [--runs 3] [--graphile-local-queue 500]
+ *
+ * Each run and runner gets a database of its own (created from PG_URL's server, dropped after).
+ * The tasks are enqueued first (not timed); the clock runs from the nodes' start until the last
+ * task is done (Troupe: no task left that is not `done`; graphile-worker: its jobs table empty).
+ * Every node has `--concurrency` slots, as one more machine would; graphile-worker runs one
+ * worker with the same concurrency, batched completion and its local queue.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { availableParallelism, userInfo } from 'node:os';
+import { parseArgs } from 'node:util';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { migrate } from '../src/store/postgres/migrations.js';
+import { submitTasks } from '../src/store/postgres/queue.js';
+import { median } from './measure.js';
+import { noop } from './noop.agent.js';
+
+const { values } = parseArgs({
+  options: {
+    tasks: { type: 'string', default: '20000' },
+    nodes: { type: 'string', default: '1,2,3' },
+    concurrency: { type: 'string', default: '32' },
+    runs: { type: 'string', default: '3' },
+    'graphile-local-queue': { type: 'string', default: '500' },
+  },
+});
+const int = (name: keyof typeof values, min: number) => {
+  const n = Number(values[name]);
+  if (!Number.isSafeInteger(n) || n < min) throw new Error(`bench:cluster: --${name} must be an integer ≥ ${min}`);
+  return n;
+};
+const tasks = int('tasks', 1);
+const concurrency = int('concurrency', 1);
+const runs = int('runs', 1);
+const localQueue = int('graphile-local-queue', 0);
+const nodeCounts = values.nodes!.split(',').map(Number);
+if (!nodeCounts.every((n) => Number.isSafeInteger(n) && n >= 1)) throw new Error('bench:cluster: --nodes takes positive integers, comma-separated');
+const url = withUser(process.env.PG_URL ?? process.env.TROUPE_PG_URL ?? 'postgres://127.0.0.1:5432/test');
+
+/** The URL with this process's user name when it names none (node-postgres reads $USER, which may be unset). */
+function withUser(raw: string): string {
+  const parsed = new URL(raw);
+  if (!parsed.username) parsed.username = userInfo().username;
+  return parsed.href;
+}
+
+let sequence = 0;
+
+/** A database of its own for one runner's run, dropped by `drop`. */
+async function scratch(): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `troupe_bench_cluster_${process.pid}_${sequence++}`;
+  const admin = new pg.Client({ connectionString: url });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const scratchUrl = new URL(url);
+  scratchUrl.pathname = `/${name}`;
+  return {
+    url: scratchUrl.href,
+    async drop() {
+      const again = new pg.Client({ connectionString: url });
+      await again.connect();
+      await again.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await again.end();
+    },
+  };
+}
+
+/** Polls until `done` says so (every 5 ms: the bench's clock, not a test's wait). */
+async function until(done: () => Promise<boolean>): Promise<void> {
+  while (!(await done())) await new Promise((resolve) => setTimeout(resolve, 5));
+}
+
+/** The queue core with `nodes` node processes (bench/cluster-node.ts). */
+async function troupeQueue(nodes: number): Promise<number> {
+  const db = await scratch();
+  const pool = new pg.Pool({ connectionString: db.url, max: 2 });
+  const children: ChildProcessWithoutNullStreams[] = [];
+  try {
+    await migrate(pool);
+    for (let i = 0; i < tasks; i += 1_000) {
+      await submitTasks(pool, Array.from({ length: Math.min(1_000, tasks - i) }, (_, k) => ({ id: `bench-${i + k}`, agent: 'noop' })));
+    }
+    const entry = new URL('./cluster-node.js', import.meta.url);
+    for (let i = 0; i < nodes; i++) {
+      const child = spawn(process.execPath, [fileURLToPath(entry), db.url, 'noop', String(concurrency)], { stdio: ['pipe', 'pipe', 'pipe'] });
+      child.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+      children.push(child);
+    }
+    await Promise.all(children.map(async (child) => {
+      for await (const line of createInterface({ input: child.stdout })) if (line === 'ready') return;
+      throw new Error('a cluster node exited before it was ready');
+    }));
+    const started = performance.now();
+    for (const child of children) child.stdin.write('start\n');
+    await until(async () => Number((await pool.query("SELECT count(*) AS n FROM troupe_tasks WHERE state <> 'done'")).rows[0].n) === 0);
+    const seconds = (performance.now() - started) / 1000;
+    for (const child of children) child.stdin.write('stop\n');
+    await Promise.all(children.map((child) => once(child, 'exit')));
+    return tasks / seconds;
+  } finally {
+    for (const child of children) child.kill('SIGKILL');
+    await pool.end();
+    await db.drop();
+  }
+}
+
+/** graphile-worker: one worker with `concurrency`, batched completion, its local queue. */
+async function graphileWorker(): Promise<number> {
+  const gw = await import('graphile-worker');
+  const db = await scratch();
+  const logger = new gw.Logger(() => (level, message) => {
+    if (String(level) === 'error') console.error(`graphile-worker: ${message}`);
+  });
+  const utils = await gw.makeWorkerUtils({ connectionString: db.url, logger });
+  try {
+    await utils.migrate();
+    for (let i = 0; i < tasks; i += 1_000) await utils.addJobs(Array.from({ length: Math.min(1_000, tasks - i) }, () => ({ identifier: 'noop', payload: {} })));
+    const started = performance.now();
+    const runner = await gw.run({
+      connectionString: db.url,
+      logger,
+      concurrency,
+      maxPoolSize: Math.max(10, concurrency + 1),
+      noHandleSignals: true,
+      taskList: { noop: () => void noop() },
+      preset: { worker: { ...(localQueue > 0 ? { localQueue: { size: localQueue } } : {}), completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
+    });
+    await until(async () => utils.withPgClient(async (client) => Number((await client.query('SELECT count(*) AS n FROM graphile_worker._private_jobs')).rows[0].n) === 0));
+    const seconds = (performance.now() - started) / 1000;
+    await runner.stop();
+    return tasks / seconds;
+  } finally {
+    await utils.release();
+    await db.drop();
+  }
+}
+
+const version = (createRequire(import.meta.url)('graphile-worker/package.json') as { version: string }).version;
+const runners: Array<{ name: string; run: () => Promise<number> }> = [
+  { name: `graphile-worker ${version}`, run: graphileWorker },
+  ...nodeCounts.map((n) => ({ name: `troupe queue core, ${n} node${n === 1 ? '' : 's'}`, run: () => troupeQueue(n) })),
+];
+console.log(`# npm run bench:cluster: ${tasks.toLocaleString('en-US')} no-op tasks enqueued first, then drained; concurrency ${concurrency} per node (graphile-worker: one worker)`);
+console.log(`# ${availableParallelism()} cores (os.availableParallelism), node ${process.version}; PostgreSQL at ${new URL(url).host}, the same server for every runner; ${runs} run(s), runners in reverse order in even runs`);
+const results = new Map<string, number[]>(runners.map((r) => [r.name, []]));
+for (let r = 0; r < runs; r++) {
+  for (const runner of r % 2 === 0 ? runners : [...runners].reverse()) {
+    const perSec = await runner.run();
+    results.get(runner.name)!.push(perSec);
+    console.error(`  run ${r + 1}: ${runner.name} ${Math.round(perSec).toLocaleString('en-US')}/s`);
+  }
+}
+const baseline = results.get(runners[0]!.name)!;
+console.log('\n| runner | tasks/s (median) | tasks/s (runs) | × graphile-worker (median of the runs\' ratios) |');
+console.log('|---|---|---|---|');
+for (const { name } of runners) {
+  const each = results.get(name)!;
+  const ratio = median(each.map((x, i) => x / baseline[i]!));
+  console.log(`| ${name} | ${Math.round(median(each)).toLocaleString('en-US')} | ${each.map((x) => Math.round(x).toLocaleString('en-US')).join(', ')} | ${ratio.toFixed(2)} |`);
+}
