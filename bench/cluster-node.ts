@@ -1,9 +1,8 @@
 /**
  * One node of the cluster bench (bench/cluster.ts), in a process of its own: joins the cluster at
  * argv[2] and works through the no-op tasks of agent argv[3] with `concurrency` argv[4]: it claims
- * as many as it has free slots in one statement, runs the no-op inline (as graphile-worker runs its
- * jobs), and settles each claim's batch in one transaction; the next claim goes out while a settle
- * is in flight. Prints `ready` once it has joined, starts on stdin's first line and stops at the
+ * that many in one statement, runs the no-op inline (as graphile-worker runs its jobs), and settles
+ * each claim's batch in one transaction; the next claim goes out while settles are in flight. Prints `ready` once it has joined, starts on stdin's first line and stops at the
  * second (the bench sends it once no task is left), leaving the cluster.
  */
 import { createInterface } from 'node:readline';
@@ -32,22 +31,25 @@ lines.on('line', () => (++seen === 1 ? started() : (stopping = true)));
 process.stdout.write('ready\n');
 await start;
 
-let free = concurrency;
+// A slot is free again once its no-op has run: its settle is a durable write still in flight, as
+// in the runtime, where a slot goes back when the attempt ends, not when its settle commits. At
+// most a few settles are in flight, each on a connection of its own.
+const MAX_SETTLES = 3;
 const settles = new Set<Promise<unknown>>();
 while (!stopping) {
-  const claimed = free > 0 ? await claimTasks(pool, node.id, agent, free, LEASE_MS) : [];
+  if (settles.size >= MAX_SETTLES) {
+    await Promise.race(settles);
+    continue;
+  }
+  const claimed = await claimTasks(pool, node.id, agent, concurrency, LEASE_MS);
   if (claimed.length === 0) {
-    // Nothing runnable (or every slot is settling): wait for a settle, else look again shortly.
+    // Nothing runnable: wait for a settle in flight, else look again shortly.
     if (settles.size > 0) await Promise.race(settles);
     else await new Promise((resolve) => setTimeout(resolve, 2));
     continue;
   }
-  free -= claimed.length;
   const ends: AttemptEnd[] = claimed.map((task) => ({ taskId: task.id, token: task.token, exit: 'success', output: noop() }));
-  const settle: Promise<unknown> = settleAttempts(pool, ends).finally(() => {
-    free += ends.length;
-    settles.delete(settle);
-  });
+  const settle: Promise<unknown> = settleAttempts(pool, ends).finally(() => settles.delete(settle));
   settles.add(settle);
 }
 await Promise.all(settles);
