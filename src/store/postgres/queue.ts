@@ -8,12 +8,13 @@
  * taking the same task twice. Each claim bumps the task's `token`, and every later write of that
  * attempt (a settle, a renewal) must name the token: a write from an attempt that is no longer
  * current changes nothing. Leases and delays run on the database's clock (`now()`), never a node's.
- * Every transition appends its event (`task.queued`, `task.started`) in the transaction that
- * makes it.
+ * A claim takes nothing while the cluster is frozen (control.ts). Every transition appends its
+ * event (`task.queued`, `task.started`) in the transaction that makes it.
  */
 import type pg from 'pg';
 import { TroupeError } from '../../errors.js';
 import { checkAgent, checkLease, checkLeaseMs, checkNode, checkTask, INT4_MAX, invalid, type Lease, type NewTask, type TaskRow } from './checks.js';
+import { holdControlShared } from './control.js';
 import { appendEvents, eventOf } from './events.js';
 import { storeFailed, transaction } from './transaction.js';
 
@@ -122,9 +123,9 @@ export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[
  * lower priority first, then first queued first, in one transaction: each goes to `running` with
  * its token bumped, a new attempt row, a lease of `leaseMs` from the database's `now()`, and a
  * `task.started` event. Tasks other nodes are claiming at that moment are skipped, not waited for.
- * INVALID_INPUT for bad arguments; ILLEGAL_STATE when `node`
- * is not a member of the cluster (it left, or a sweeper found it dead and took its attempts back):
- * such a node must stop, not claim.
+ * While the cluster is frozen it claims nothing. INVALID_INPUT for bad arguments; ILLEGAL_STATE
+ * when `node` is not a member of the cluster (it left, or a sweeper found it dead and took its
+ * attempts back): such a node must stop, not claim.
  */
 export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: number, leaseMs: number): Promise<ClaimedTask[]> {
   checkNode(node);
@@ -133,10 +134,18 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
   checkLeaseMs(leaseMs);
   type Row = { id: string; agent: string; input: unknown; priority: number; run: number; attempt_seq: number; attempts: number; max_attempts: number; token: string; attempt_id: string; lease_until: Date; queued_ms: number };
   return transaction(pool, 'claiming tasks', async (client) => {
+    // First, in a statement of its own: a freeze waits for this claim to commit, and cannot commit
+    // between the read below and this claim's commit.
+    await holdControlShared(client);
     // The node's row is share-locked until commit: a sweeper removing the node waits for this
     // claim and then takes its tasks back, and a claim after the removal finds no row.
-    const { rows: gate } = await client.query<{ member: boolean }>('SELECT EXISTS (SELECT 1 FROM troupe_nodes WHERE id = $1::uuid FOR KEY SHARE) AS member', [node]);
+    const { rows: gate } = await client.query<{ member: boolean; frozen: boolean }>(
+      `WITH member AS MATERIALIZED (SELECT id FROM troupe_nodes WHERE id = $1::uuid FOR KEY SHARE)
+       SELECT EXISTS (SELECT 1 FROM member) AS member, c.frozen FROM troupe_control c WHERE c.id = 1`,
+      [node],
+    );
     if (!gate[0]!.member) throw new TroupeError('ILLEGAL_STATE', `node ${node} is not a member of the cluster: it left, or it was found dead and its attempts were taken back`);
+    if (gate[0]!.frozen) return [];
     const { rows } = await client.query<Row>(
       `WITH picked AS MATERIALIZED (
          SELECT id FROM troupe_tasks
