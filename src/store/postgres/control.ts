@@ -29,9 +29,9 @@ export interface ClusterControl {
 
 /**
  * Holds the controls for the caller's transaction (a claim): shared with other claims, exclusive
- * against a freeze. Must run in a statement of its own, before the
- * statements that read what it protects: under READ COMMITTED a statement reads a snapshot taken
- * when it began, before any wait inside it.
+ * against a freeze or a change of an agent's limits. Must run in a statement of its own, before
+ * the statements that read what it protects: under READ COMMITTED a statement reads a snapshot
+ * taken when it began, before any wait inside it.
  */
 export async function holdControlShared(client: Pick<pg.PoolClient, 'query'>): Promise<void> {
   await client.query('SELECT pg_advisory_xact_lock_shared($1)', [CONTROL_LOCK]);

@@ -8,14 +8,16 @@
  * taking the same task twice. Each claim bumps the task's `token`, and every later write of that
  * attempt (a settle, a renewal) must name the token: a write from an attempt that is no longer
  * current changes nothing. Leases and delays run on the database's clock (`now()`), never a node's.
- * A claim takes nothing while the cluster is frozen (control.ts). Every transition appends its
- * event (`task.queued`, `task.started`) in the transaction that makes it.
+ * A claim takes nothing while the cluster is frozen (control.ts), and no more than the agent's
+ * limits leave (limits.ts). Every transition appends its event (`task.queued`, `task.started`) in
+ * the transaction that makes it.
  */
 import type pg from 'pg';
 import { TroupeError } from '../../errors.js';
 import { checkAgent, checkLease, checkLeaseMs, checkNode, checkTask, INT4_MAX, invalid, type Lease, type NewTask, type TaskRow } from './checks.js';
 import { holdControlShared } from './control.js';
 import { appendEvents, eventOf } from './events.js';
+import { limitColumns, limitsOf, reserveSlots, type LimitRow } from './limits.js';
 import { storeFailed, transaction } from './transaction.js';
 
 export type { Lease, NewTask } from './checks.js';
@@ -123,9 +125,10 @@ export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[
  * lower priority first, then first queued first, in one transaction: each goes to `running` with
  * its token bumped, a new attempt row, a lease of `leaseMs` from the database's `now()`, and a
  * `task.started` event. Tasks other nodes are claiming at that moment are skipped, not waited for.
- * While the cluster is frozen it claims nothing. INVALID_INPUT for bad arguments; ILLEGAL_STATE
- * when `node` is not a member of the cluster (it left, or a sweeper found it dead and took its
- * attempts back): such a node must stop, not claim.
+ * While the cluster is frozen it claims nothing, and it claims no more than the agent's limits
+ * leave, counted across all nodes (limits.ts). INVALID_INPUT for bad arguments; ILLEGAL_STATE when
+ * `node` is not a member of the cluster (it left, or a sweeper found it dead and took its attempts
+ * back): such a node must stop, not claim.
  */
 export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: number, leaseMs: number): Promise<ClaimedTask[]> {
   checkNode(node);
@@ -134,18 +137,22 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
   checkLeaseMs(leaseMs);
   type Row = { id: string; agent: string; input: unknown; priority: number; run: number; attempt_seq: number; attempts: number; max_attempts: number; token: string; attempt_id: string; lease_until: Date; queued_ms: number };
   return transaction(pool, 'claiming tasks', async (client) => {
-    // First, in a statement of its own: a freeze waits for this claim to commit, and cannot commit
-    // between the read below and this claim's commit.
+    // First, in a statement of its own: a freeze or a change of limits waits for this claim to
+    // commit, and cannot commit between the reads below and this claim's commit.
     await holdControlShared(client);
     // The node's row is share-locked until commit: a sweeper removing the node waits for this
     // claim and then takes its tasks back, and a claim after the removal finds no row.
-    const { rows: gate } = await client.query<{ member: boolean; frozen: boolean }>(
+    const { rows: gate } = await client.query<{ member: boolean; frozen: boolean } & LimitRow>(
       `WITH member AS MATERIALIZED (SELECT id FROM troupe_nodes WHERE id = $1::uuid FOR KEY SHARE)
-       SELECT EXISTS (SELECT 1 FROM member) AS member, c.frozen FROM troupe_control c WHERE c.id = 1`,
-      [node],
+       SELECT EXISTS (SELECT 1 FROM member) AS member, c.frozen, ${limitColumns('a')}
+         FROM troupe_control c LEFT JOIN troupe_agents a ON a.name = $2
+        WHERE c.id = 1`,
+      [node, agent],
     );
     if (!gate[0]!.member) throw new TroupeError('ILLEGAL_STATE', `node ${node} is not a member of the cluster: it left, or it was found dead and its attempts were taken back`);
     if (gate[0]!.frozen) return [];
+    const slots = await reserveSlots(client, agent, limitsOf(gate[0]), n);
+    if (slots.allowed === 0) return [];
     const { rows } = await client.query<Row>(
       `WITH picked AS MATERIALIZED (
          SELECT id FROM troupe_tasks
@@ -167,8 +174,9 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
          SELECT id, run, attempt_seq, attempt_id, token, $1::uuid::text FROM started
        )
        SELECT * FROM started ORDER BY priority, queued_order`,
-      [node, agent, n, leaseMs],
+      [node, agent, slots.allowed, leaseMs],
     );
+    await slots.spend(rows.length);
     await appendEvents(client, rows.map((r) => eventOf('task.started', { run: r.run, attempt: r.attempt_seq, queuedMs: r.queued_ms }, r.id, r.attempt_id)));
     return rows.map((r) => ({
       id: r.id,

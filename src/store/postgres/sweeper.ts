@@ -10,7 +10,7 @@
  * the sweep leaves that task alone. Rows another transaction holds are skipped, not waited for:
  * the next sweep sees them again. Any number of sweepers may run, on any nodes. Each attempt taken
  * back gets its event (`task.retrying` or `task.dropped`, exit `crashed` or `lease_expired`) in the
- * sweep's transaction.
+ * sweep's transaction, and frees its slot of the agent's concurrency as it commits (limits.ts).
  */
 import type pg from 'pg';
 import type { WireError } from '../../../actors/wire.js';
