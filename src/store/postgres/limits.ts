@@ -27,7 +27,7 @@ import { TroupeError } from '../../errors.js';
 import { dailyAt, windowStart, type CronSchedule } from '../../scheduler/cron.js';
 import { holdControlExclusive } from './control.js';
 import { checkAgent } from './checks.js';
-import { transaction } from './transaction.js';
+import { epochMs, transaction } from './transaction.js';
 
 /** An agent's limits, as a registration resolves them (RegisteredAgent's fields); null: none. */
 export interface AgentLimits {
@@ -171,13 +171,13 @@ export interface Reservation {
 export async function reserveSlots(client: pg.PoolClient, agent: string, limits: AgentLimits, wanted: number): Promise<Reservation> {
   if (!isLimited(limits)) return { allowed: wanted, spend: async () => undefined };
   const { rows } = await client.query<{ tokens: number | null; refilled_at: number | null; day_start: number | null; day_ends: number | null; day_count: number }>(
-    `SELECT tokens, ${ms('refilled_at')}, ${ms('day_start')}, ${ms('day_ends')}, day_count FROM troupe_agents WHERE name = $1 FOR UPDATE`,
+    `SELECT tokens, ${epochMs('refilled_at')}, ${epochMs('day_start')}, ${epochMs('day_ends')}, day_count FROM troupe_agents WHERE name = $1 FOR UPDATE`,
     [agent],
   );
   const row = rows[0]!;
   // A statement of its own, after the lock: see the module comment.
   const now = await client.query<{ at: number; running: number }>(
-    `SELECT ${ms('clock_timestamp()', 'at')}, CASE WHEN $2 THEN (SELECT count(*)::int FROM troupe_tasks WHERE agent = $1 AND state = 'running') ELSE 0 END AS running`,
+    `SELECT ${epochMs('clock_timestamp()', 'at')}, CASE WHEN $2 THEN (SELECT count(*)::int FROM troupe_tasks WHERE agent = $1 AND state = 'running') ELSE 0 END AS running`,
     [agent, limits.concurrency !== null],
   );
   const state: LimitState = { dayCount: row.day_count };
@@ -199,11 +199,6 @@ export async function reserveSlots(client: pg.PoolClient, agent: string, limits:
       );
     },
   };
-}
-
-/** SQL for a timestamp as epoch ms (a double, with the microseconds). */
-function ms(expression: string, as = expression): string {
-  return `(extract(epoch FROM ${expression}) * 1000)::float8 AS ${as}`;
 }
 
 /** Compiled daily schedules by reset time and zone (a handful per process; compiling costs cron work). */
