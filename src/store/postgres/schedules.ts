@@ -192,11 +192,13 @@ export async function fireDue(pool: pg.Pool, node: string, options: FireOptions 
     const firing = plans.filter((p) => advanced.has(p.id));
     const submitted = await insertTasks(client, firing.flatMap((p) => p.tasks.map((t) => t.row)));
     const events: NewEvent[] = [];
+    const lastTasks = new Map<string, string>();
     let i = 0;
     for (const plan of firing) {
       for (const { tick } of plan.tasks) {
         const { id: taskId, created } = submitted[i++]!;
         result.fired.push({ scheduleId: plan.id, tick, taskId, created });
+        lastTasks.set(plan.id, taskId);
         events.push(eventOf('schedule.fired', { scheduleId: plan.id, tick, tickIso: tickIso(tick) }, taskId));
       }
       for (const skip of plan.skipped) {
@@ -205,9 +207,8 @@ export async function fireDue(pool: pg.Pool, node: string, options: FireOptions 
         events.push(eventOf('schedule.fired', skip.error === undefined ? data : { ...data, error: skip.error }));
       }
     }
-    const last = firing.flatMap((p) => (p.tasks.length === 0 ? [] : [{ id: p.id, taskId: result.fired.findLast((f) => f.scheduleId === p.id)!.taskId }]));
-    if (last.length > 0) {
-      await client.query('UPDATE troupe_schedules s SET last_task_id = u.task FROM unnest($1::text[], $2::text[]) AS u(id, task) WHERE s.id = u.id', [last.map((l) => l.id), last.map((l) => l.taskId)]);
+    if (lastTasks.size > 0) {
+      await client.query('UPDATE troupe_schedules s SET last_task_id = u.task FROM unnest($1::text[], $2::text[]) AS u(id, task) WHERE s.id = u.id', [[...lastTasks.keys()], [...lastTasks.values()]]);
     }
     await appendEvents(client, events);
     return result;
