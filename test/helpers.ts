@@ -11,7 +11,9 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterEach, inject } from 'vitest';
 import { createRuntime, type Runtime, type RuntimeOptions } from 'troupe';
+import { followEvents, type StoredEvent } from '../src/store/postgres/events.js';
 import { migrate } from '../src/store/postgres/migrations.js';
+import { joinCluster, type ClusterNode } from '../src/store/postgres/nodes.js';
 import { scratchDatabase } from './postgres.js';
 
 /** Names of the fixture agents in test/fixtures/agents. */
@@ -221,5 +223,77 @@ export function scratchPools(): (options?: { max?: number; migrated?: boolean })
     cleanups.push(() => pool.end());
     if (migrated) await migrate(pool);
     return { url: db.url, pool };
+  };
+}
+
+/** A follower of a scratch cluster's event log (see {@link scratchClusters}). */
+export interface LogFollower {
+  /** Every event delivered so far, in delivery order. */
+  readonly events: StoredEvent[];
+  /** Resolves once `test` holds for the events delivered; rejects if following failed. */
+  until(test: (events: readonly StoredEvent[]) => boolean): Promise<void>;
+  /** Stops following; resolves once stopped. */
+  stop(): Promise<void>;
+}
+
+/** A fresh migrated database with what the cluster tests do on it; everything goes after the test. */
+export interface ScratchCluster {
+  url: string;
+  pool: pg.Pool;
+  /** Joins a node (its connection ends after the test). */
+  join(): Promise<ClusterNode>;
+  /** Another pool on the database, as another machine would have. */
+  otherPool(max?: number): pg.Pool;
+  /** Follows the event log from its start with followEvents. */
+  follow(): LogFollower;
+}
+
+/** Call at a test file's top level: a factory of {@link ScratchCluster}s. */
+export function scratchClusters(): (options?: { max?: number }) => Promise<ScratchCluster> {
+  const pools = scratchPools();
+  const cleanups: Array<() => Promise<void>> = [];
+  // Registered after scratchPools' hook, so it runs before the database is dropped.
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+  return async ({ max = 10 } = {}) => {
+    const { url, pool } = await pools({ max });
+    return {
+      url,
+      pool,
+      async join() {
+        const node = await joinCluster(url, () => undefined);
+        cleanups.push(() => node.leave());
+        return node;
+      },
+      otherPool(otherMax = 4) {
+        const other = new pg.Pool({ connectionString: url, max: otherMax });
+        other.on('error', () => undefined);
+        cleanups.push(() => other.end());
+        return other;
+      },
+      follow() {
+        const events: StoredEvent[] = [];
+        const waiters: Array<{ test: (events: readonly StoredEvent[]) => boolean; resolve: () => void }> = [];
+        const stop = new AbortController();
+        let failed: ((error: unknown) => void) | undefined;
+        const problem = new Promise<never>((_, reject) => (failed = reject));
+        problem.catch(() => undefined);
+        const following = followEvents(pool, url, { signal: stop.signal, pollMs: 200 }, (batch) => {
+          events.push(...batch);
+          for (const w of waiters.splice(0)) (w.test(events) ? w.resolve() : waiters.push(w));
+        }).catch((error: unknown) => failed!(error));
+        const end = async () => {
+          stop.abort();
+          await following;
+        };
+        cleanups.push(end);
+        return {
+          events,
+          until: (test) => Promise.race([problem, new Promise<void>((resolve) => (test(events) ? resolve() : waiters.push({ test, resolve })))]),
+          stop: end,
+        };
+      },
+    };
   };
 }

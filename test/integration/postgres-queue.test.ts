@@ -38,7 +38,8 @@ async function dump(pool: pg.Pool): Promise<unknown[]> {
   const tasks = await pool.query('SELECT * FROM troupe_tasks ORDER BY id');
   const attempts = await pool.query('SELECT * FROM troupe_attempts ORDER BY task_id, run, attempt');
   const nodes = await pool.query('SELECT * FROM troupe_nodes ORDER BY lock');
-  return [tasks.rows, attempts.rows, nodes.rows];
+  const events = await pool.query('SELECT * FROM troupe_events ORDER BY seq');
+  return [tasks.rows, attempts.rows, nodes.rows, events.rows];
 }
 
 const row = async (pool: pg.Pool, id: string) => (await pool.query('SELECT * FROM troupe_tasks WHERE id = $1', [id])).rows[0];

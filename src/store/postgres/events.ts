@@ -10,6 +10,7 @@
  * up, and a reader whose LISTEN connection breaks connects again.
  */
 import pg from 'pg';
+import type { EventData, EventType } from '../../api/events.js';
 import { TroupeError } from '../../errors.js';
 
 /** One event as the log holds it. */
@@ -30,6 +31,17 @@ export interface NewEvent {
   taskId?: string;
   attemptId?: string;
   data?: unknown;
+}
+
+/**
+ * An event of the runtime's catalogue (src/api/events.ts), its payload typed by its type: what the
+ * queue's transitions append, so a name or a payload that strays from the catalogue does not compile.
+ */
+export function eventOf<K extends EventType>(type: K, data: EventData<K>, taskId?: string, attemptId?: string): NewEvent {
+  const event: NewEvent = { type, data };
+  if (taskId !== undefined) event.taskId = taskId;
+  if (attemptId !== undefined) event.attemptId = attemptId;
+  return event;
 }
 
 const CHANNEL = 'troupe_events';

@@ -103,6 +103,59 @@ export const MIGRATIONS: readonly Migration[] = [
         PRIMARY KEY (task_id, run, attempt)
       );`,
   },
+  {
+    version: 4,
+    name: 'cluster flow control',
+    // What holds across all nodes besides the queue (limits.ts, control.ts, schedules.ts):
+    // `troupe_agents` keeps each agent's limits and the state of its rate bucket and daily budget
+    // (its row is locked by claims of a limited agent); running attempts are counted from
+    // troupe_tasks, by the index below, not kept in a counter. `troupe_control` is the one row of
+    // the cluster's freeze. `troupe_schedules` are cron schedules, fired by whichever node takes
+    // the row. `queued_at` is when a task last entered `queued`, for `task.started`'s queuedMs.
+    sql: `
+      ALTER TABLE troupe_tasks ADD COLUMN queued_at timestamptz NOT NULL DEFAULT now();
+      CREATE INDEX troupe_tasks_running_agent ON troupe_tasks (agent) WHERE state = 'running';
+      CREATE TABLE troupe_agents (
+        name text PRIMARY KEY,
+        concurrency integer CHECK (concurrency > 0),
+        rate_limit integer CHECK (rate_limit > 0),
+        rate_window_ms bigint CHECK (rate_window_ms > 0),
+        tokens double precision,
+        refilled_at timestamptz,
+        daily_limit integer CHECK (daily_limit > 0),
+        daily_reset_at text,
+        daily_tz text,
+        day_start timestamptz,
+        day_ends timestamptz,
+        day_count integer NOT NULL DEFAULT 0 CHECK (day_count >= 0),
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        CHECK ((rate_limit IS NULL) = (rate_window_ms IS NULL) AND (rate_limit IS NULL) = (tokens IS NULL) AND (rate_limit IS NULL) = (refilled_at IS NULL)),
+        CHECK ((daily_limit IS NULL) = (daily_reset_at IS NULL) AND (daily_limit IS NULL) = (daily_tz IS NULL))
+      );
+      CREATE TABLE troupe_control (
+        id integer PRIMARY KEY CHECK (id = 1),
+        frozen boolean NOT NULL DEFAULT false,
+        reason text,
+        since timestamptz NOT NULL DEFAULT now()
+      );
+      INSERT INTO troupe_control (id) VALUES (1);
+      CREATE TABLE troupe_schedules (
+        id text PRIMARY KEY,
+        cron text NOT NULL,
+        tz text NOT NULL,
+        task jsonb NOT NULL,
+        overlap text NOT NULL CHECK (overlap IN ('skip', 'allow')),
+        paused boolean NOT NULL DEFAULT false,
+        next_run_at timestamptz NOT NULL,
+        last_tick_at timestamptz,
+        last_task_id text,
+        fired bigint NOT NULL DEFAULT 0,
+        skipped bigint NOT NULL DEFAULT 0,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE INDEX troupe_schedules_due ON troupe_schedules (next_run_at) WHERE NOT paused;`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */

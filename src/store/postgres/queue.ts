@@ -3,35 +3,24 @@
  * settle.ts; taking back the attempts of dead nodes and of expired leases is sweeper.ts. Not wired
  * into the runtime yet: these are the durable verbs it will call, one transaction per batch.
  *
- * A claim moves up to n queued tasks of one agent to `running` for one node in a single statement:
+ * A claim moves up to n queued tasks of one agent to `running` for one node in one transaction:
  * `FOR UPDATE SKIP LOCKED` lets any number of nodes claim at once without waiting on each other or
  * taking the same task twice. Each claim bumps the task's `token`, and every later write of that
  * attempt (a settle, a renewal) must name the token: a write from an attempt that is no longer
  * current changes nothing. Leases and delays run on the database's clock (`now()`), never a node's.
+ * A claim takes nothing while the cluster is frozen (control.ts), and no more than the agent's
+ * limits leave (limits.ts). Every transition appends its event (`task.queued`, `task.started`) in
+ * the transaction that makes it.
  */
 import type pg from 'pg';
 import { TroupeError } from '../../errors.js';
-import { checkId, MAX_ID } from '../../ids.js';
-import { DEFAULT_RETRY } from '../../options.js';
-import { jsonOf, storeFailed, transaction } from './transaction.js';
+import { checkAgent, checkLease, checkLeaseMs, checkNode, checkTask, INT4_MAX, invalid, type Lease, type NewTask, type TaskRow } from './checks.js';
+import { holdControlShared } from './control.js';
+import { appendEvents, eventOf } from './events.js';
+import { limitColumns, limitsOf, reserveSlots, type LimitRow } from './limits.js';
+import { storeFailed, transaction } from './transaction.js';
 
-/** A task to enqueue. */
-export interface NewTask {
-  /** Its id: the caller mints it (the runtime's are time-ordered ULIDs). */
-  id: string;
-  /** The agent that runs it; claims are per agent. */
-  agent: string;
-  /** Plain JSON data. */
-  input?: unknown;
-  /** Lower runs first, like the public API's. An int4. @default 0 */
-  priority?: number;
-  /** Attempts per run, the first included. @default 3 (DEFAULT_RETRY.maxAttempts) */
-  maxAttempts?: number;
-  /** A second submit with the same key returns the first task and stores nothing. Permanent. */
-  idempotencyKey?: string;
-  /** Not claimed until this many ms after the database's `now()` at submit. @default 0 */
-  delayMs?: number;
-}
+export type { Lease, NewTask } from './checks.js';
 
 /** What submitting one task did: `created`, or an earlier task with its idempotency key is `id`. */
 export interface Submitted {
@@ -59,20 +48,11 @@ export interface ClaimedTask {
   leaseUntil: number;
 }
 
-/** An attempt a write is for: its task and its fencing token. */
-export interface Lease {
-  taskId: string;
-  token: number;
-}
-
 /** What {@link renewLeases} did: leases held on, and those whose attempt is no longer current. */
 export interface Renewal {
   renewed: Array<Lease & { leaseUntil: number }>;
   lost: Lease[];
 }
-
-const INT4_MAX = 2 ** 31 - 1;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * Enqueues `tasks` in one transaction, in order, each at the end of its priority. A task whose
@@ -81,69 +61,102 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  * INVALID_INPUT (nothing stored) for a malformed task, two with one id, or an id already stored.
  */
 export async function submitTasks(pool: pg.Pool, tasks: readonly NewTask[]): Promise<Submitted[]> {
+  const rows = checkTasks(tasks);
+  if (rows.length === 0) return [];
+  return transaction(pool, 'submitting tasks', (client) => insertTasks(client, rows));
+}
+
+/** Checks a batch to submit (see {@link submitTasks}) and returns its rows, or INVALID_INPUT. */
+export function checkTasks(tasks: readonly NewTask[]): TaskRow[] {
   if (!Array.isArray(tasks)) throw invalid('tasks must be an array');
   const rows = tasks.map((task, i) => checkTask(task, `tasks[${i}]`));
-  if (rows.length === 0) return [];
   const ids = new Set<string>();
   for (const row of rows) {
     if (ids.has(row.id)) throw invalid(`task id ${JSON.stringify(row.id)} is given twice`);
     ids.add(row.id);
   }
-  return transaction(pool, 'submitting tasks', async (client) => {
-    let inserted: pg.QueryResult<{ id: string }>;
-    try {
-      inserted = await client.query<{ id: string }>(
-        `INSERT INTO troupe_tasks (id, agent, state, priority, max_attempts, idempotency_key, input, run_at)
-         SELECT id, agent, 'queued', priority, max_attempts, key, input, now() + delay_ms * interval '1 millisecond'
-           FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::jsonb[], $7::bigint[])
-                WITH ORDINALITY AS s(id, agent, priority, max_attempts, key, input, delay_ms, n)
-          ORDER BY n
-         ON CONFLICT (idempotency_key) DO NOTHING
-         RETURNING id`,
-        [rows.map((r) => r.id), rows.map((r) => r.agent), rows.map((r) => r.priority), rows.map((r) => r.maxAttempts), rows.map((r) => r.key), rows.map((r) => r.input), rows.map((r) => r.delayMs)],
-      );
-    } catch (error) {
-      if ((error as { code?: string; constraint?: string }).code === '23505' && (error as { constraint?: string }).constraint === 'troupe_tasks_pkey') {
-        throw invalid(`a task with an id of this batch is stored already (${(error as { detail?: string }).detail ?? 'duplicate id'})`);
-      }
-      throw error;
+  return rows;
+}
+
+/**
+ * Inserts checked tasks in the caller's transaction, with a `task.queued` event for each one
+ * created: what {@link submitTasks} does, for a verb that submits as part of a larger change (a
+ * schedule's tick).
+ */
+export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[]): Promise<Submitted[]> {
+  if (rows.length === 0) return [];
+  let inserted: pg.QueryResult<{ id: string; run_at: number }>;
+  try {
+    inserted = await client.query<{ id: string; run_at: number }>(
+      `INSERT INTO troupe_tasks (id, agent, state, priority, max_attempts, idempotency_key, input, run_at)
+       SELECT id, agent, 'queued', priority, max_attempts, key, input, now() + delay_ms * interval '1 millisecond'
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::jsonb[], $7::bigint[])
+              WITH ORDINALITY AS s(id, agent, priority, max_attempts, key, input, delay_ms, n)
+        ORDER BY n
+       ON CONFLICT (idempotency_key) DO NOTHING
+       RETURNING id, (extract(epoch FROM run_at) * 1000)::float8 AS run_at`,
+      [rows.map((r) => r.id), rows.map((r) => r.agent), rows.map((r) => r.priority), rows.map((r) => r.maxAttempts), rows.map((r) => r.key), rows.map((r) => r.input), rows.map((r) => r.delayMs)],
+    );
+  } catch (error) {
+    if ((error as { code?: string; constraint?: string }).code === '23505' && (error as { constraint?: string }).constraint === 'troupe_tasks_pkey') {
+      throw invalid(`a task with an id of this batch is stored already (${(error as { detail?: string }).detail ?? 'duplicate id'})`);
     }
-    const created = new Set(inserted.rows.map((r) => r.id));
-    const keys = rows.filter((r) => !created.has(r.id)).map((r) => r.key!);
-    // Only a key can keep a task out (ON CONFLICT names it); whoever holds it is committed now.
-    const holders = new Map<string, string>();
-    if (keys.length > 0) {
-      const { rows: held } = await client.query<{ id: string; key: string }>('SELECT id, idempotency_key AS key FROM troupe_tasks WHERE idempotency_key = ANY($1::text[])', [keys]);
-      for (const { id, key } of held) holders.set(key, id);
-    }
-    return rows.map((r) => (created.has(r.id) ? { id: r.id, created: true } : { id: holders.get(r.key!)!, created: false }));
-  });
+    throw error;
+  }
+  const created = new Map(inserted.rows.map((r) => [r.id, r.run_at]));
+  const keys = rows.filter((r) => !created.has(r.id)).map((r) => r.key!);
+  // Only a key can keep a task out (ON CONFLICT names it); whoever holds it is committed now.
+  const holders = new Map<string, string>();
+  if (keys.length > 0) {
+    const { rows: held } = await client.query<{ id: string; key: string }>('SELECT id, idempotency_key AS key FROM troupe_tasks WHERE idempotency_key = ANY($1::text[])', [keys]);
+    for (const { id, key } of held) holders.set(key, id);
+  }
+  await appendEvents(
+    client,
+    rows
+      .filter((r) => created.has(r.id))
+      .map((r) => eventOf('task.queued', r.delayMs > 0 ? { run: 1, agent: r.agent, priority: r.priority, runAt: Math.round(created.get(r.id)!) } : { run: 1, agent: r.agent, priority: r.priority }, r.id)),
+  );
+  return rows.map((r) => (created.has(r.id) ? { id: r.id, created: true } : { id: holders.get(r.key!)!, created: false }));
 }
 
 /**
  * Claims up to `n` runnable queued tasks of `agent` for the node `node` (a {@link joinCluster} id),
- * lower priority first, then first queued first, in one statement: each goes to `running` with its
- * token bumped, a new attempt row, and a lease of `leaseMs` from the database's `now()`. Tasks
- * other nodes are claiming at that moment are skipped, not waited for. INVALID_INPUT for bad
- * arguments; ILLEGAL_STATE when `node` is not a member of the cluster (it left, or a sweeper found
- * it dead and took its attempts back): such a node must stop, not claim.
+ * lower priority first, then first queued first, in one transaction: each goes to `running` with
+ * its token bumped, a new attempt row, a lease of `leaseMs` from the database's `now()`, and a
+ * `task.started` event. Tasks other nodes are claiming at that moment are skipped, not waited for.
+ * While the cluster is frozen it claims nothing, and it claims no more than the agent's limits
+ * leave, counted across all nodes (limits.ts). INVALID_INPUT for bad arguments; ILLEGAL_STATE when
+ * `node` is not a member of the cluster (it left, or a sweeper found it dead and took its attempts
+ * back): such a node must stop, not claim.
  */
 export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: number, leaseMs: number): Promise<ClaimedTask[]> {
-  if (typeof node !== 'string' || !UUID.test(node)) throw invalid('node must be the id of a node that joined the cluster (a UUID)');
+  checkNode(node);
   checkAgent(agent, 'agent');
   if (!Number.isSafeInteger(n) || n <= 0 || n > INT4_MAX) throw invalid('n must be a positive integer');
   checkLeaseMs(leaseMs);
-  type Row = { member: boolean; id: string | null; agent: string; input: unknown; priority: number; run: number; attempt_seq: number; attempts: number; max_attempts: number; token: string; attempt_id: string; lease_until: Date };
-  let rows: Row[];
-  try {
-    // The node's row is share-locked for the statement: a sweeper removing the node waits for this
-    // claim to commit and then takes its tasks back, and a claim after the removal finds no row.
-    ({ rows } = await pool.query<Row>(
-      `WITH member AS MATERIALIZED (
-         SELECT id FROM troupe_nodes WHERE id = $1::uuid FOR KEY SHARE
-       ), picked AS MATERIALIZED (
+  type Row = { id: string; agent: string; input: unknown; priority: number; run: number; attempt_seq: number; attempts: number; max_attempts: number; token: string; attempt_id: string; lease_until: Date; queued_ms: number };
+  return transaction(pool, 'claiming tasks', async (client) => {
+    // First, in a statement of its own: a freeze or a change of limits waits for this claim to
+    // commit, and cannot commit between the reads below and this claim's commit.
+    await holdControlShared(client);
+    // The node's row is share-locked until commit: a sweeper removing the node waits for this
+    // claim and then takes its tasks back, and a claim after the removal finds no row.
+    const { rows: gate } = await client.query<{ member: boolean; frozen: boolean } & LimitRow>(
+      `WITH member AS MATERIALIZED (SELECT id FROM troupe_nodes WHERE id = $1::uuid FOR KEY SHARE)
+       SELECT EXISTS (SELECT 1 FROM member) AS member, c.frozen, ${limitColumns('a')}
+         FROM troupe_control c LEFT JOIN troupe_agents a ON a.name = $2
+        WHERE c.id = 1`,
+      [node, agent],
+    );
+    if (!gate[0]!.member) throw new TroupeError('ILLEGAL_STATE', `node ${node} is not a member of the cluster: it left, or it was found dead and its attempts were taken back`);
+    if (gate[0]!.frozen) return [];
+    const slots = await reserveSlots(client, agent, limitsOf(gate[0]), n);
+    if (slots.allowed === 0) return [];
+    const { rows } = await client.query<Row>(
+      `WITH picked AS MATERIALIZED (
          SELECT id FROM troupe_tasks
-          WHERE state = 'queued' AND agent = $2 AND run_at <= now() AND EXISTS (SELECT 1 FROM member)
+          WHERE state = 'queued' AND agent = $2 AND run_at <= now()
           ORDER BY priority, queued_order
           LIMIT $3
           FOR UPDATE SKIP LOCKED
@@ -154,24 +167,19 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
                 lease_until = now() + $4 * interval '1 millisecond', started_at = coalesce(t.started_at, now()), updated_at = now()
            FROM picked
           WHERE t.id = picked.id
-         RETURNING t.id, t.agent, t.input, t.priority, t.queued_order, t.run, t.attempt_seq, t.attempts, t.max_attempts, t.token, t.attempt_id, t.lease_until
+         RETURNING t.id, t.agent, t.input, t.priority, t.queued_order, t.run, t.attempt_seq, t.attempts, t.max_attempts, t.token, t.attempt_id, t.lease_until,
+                   greatest(0, round(extract(epoch FROM now() - t.queued_at) * 1000))::float8 AS queued_ms
        ), attempt_rows AS (
          INSERT INTO troupe_attempts (task_id, run, attempt, attempt_id, token, node)
          SELECT id, run, attempt_seq, attempt_id, token, $1::uuid::text FROM started
        )
-       SELECT m.id IS NOT NULL AS member, s.*
-         FROM (SELECT 1) AS one LEFT JOIN member m ON true LEFT JOIN started s ON true
-        ORDER BY s.priority, s.queued_order`,
-      [node, agent, n, leaseMs],
-    ));
-  } catch (error) {
-    throw storeFailed('claiming tasks', error);
-  }
-  if (!rows[0]?.member) throw new TroupeError('ILLEGAL_STATE', `node ${node} is not a member of the cluster: it left, or it was found dead and its attempts were taken back`);
-  return rows
-    .filter((r) => r.id !== null)
-    .map((r) => ({
-      id: r.id!,
+       SELECT * FROM started ORDER BY priority, queued_order`,
+      [node, agent, slots.allowed, leaseMs],
+    );
+    await slots.spend(rows.length);
+    await appendEvents(client, rows.map((r) => eventOf('task.started', { run: r.run, attempt: r.attempt_seq, queuedMs: r.queued_ms }, r.id, r.attempt_id)));
+    return rows.map((r) => ({
+      id: r.id,
       agent: r.agent,
       input: r.input,
       priority: r.priority,
@@ -183,6 +191,7 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
       attemptId: r.attempt_id,
       leaseUntil: r.lease_until.getTime(),
     }));
+  });
 }
 
 /**
@@ -225,46 +234,3 @@ export async function renewLeases(pool: pg.Pool, leases: readonly Lease[], lease
   return result;
 }
 
-/** A task checked and turned into the insert's columns. */
-interface TaskRow {
-  id: string;
-  agent: string;
-  priority: number;
-  maxAttempts: number;
-  key: string | null;
-  input: string | null;
-  delayMs: number;
-}
-
-function checkTask(task: NewTask, where: string): TaskRow {
-  if (typeof task !== 'object' || task === null || Array.isArray(task)) throw invalid(`${where} must be an object`);
-  const id = checkId(task.id, `${where}.id`);
-  checkAgent(task.agent, `${where}.agent`);
-  const priority = task.priority ?? 0;
-  if (!Number.isSafeInteger(priority) || Math.abs(priority) > INT4_MAX) throw invalid(`${where}.priority must be an integer of at most 31 bits`);
-  const maxAttempts = task.maxAttempts ?? DEFAULT_RETRY.maxAttempts;
-  if (!Number.isSafeInteger(maxAttempts) || maxAttempts <= 0 || maxAttempts > INT4_MAX) throw invalid(`${where}.maxAttempts must be a positive integer`);
-  const key = task.idempotencyKey === undefined ? null : checkId(task.idempotencyKey, `${where}.idempotencyKey`);
-  const delayMs = task.delayMs ?? 0;
-  if (!Number.isSafeInteger(delayMs) || delayMs < 0) throw invalid(`${where}.delayMs must be a non-negative integer`);
-  return { id, agent: task.agent, priority, maxAttempts, key, input: jsonOf(task.input, `${where}.input`), delayMs };
-}
-
-function checkAgent(agent: unknown, where: string): asserts agent is string {
-  if (typeof agent !== 'string' || agent.length === 0 || agent.length > MAX_ID) throw invalid(`${where} must be a non-empty string of at most ${MAX_ID} characters`);
-}
-
-function checkLeaseMs(leaseMs: unknown): void {
-  if (!Number.isSafeInteger(leaseMs) || (leaseMs as number) <= 0) throw invalid('leaseMs must be a positive integer');
-}
-
-/** Checks a lease (a task id and a token) named `where`. */
-export function checkLease(lease: Lease, where: string): void {
-  if (typeof lease !== 'object' || lease === null) throw invalid(`${where} must be an object`);
-  checkId(lease.taskId, `${where}.taskId`);
-  if (!Number.isSafeInteger(lease.token) || lease.token <= 0) throw invalid(`${where}.token must be a positive integer`);
-}
-
-function invalid(message: string): TroupeError {
-  return new TroupeError('INVALID_INPUT', message);
-}

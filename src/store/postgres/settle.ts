@@ -1,14 +1,16 @@
 /**
  * Ending attempts on the PostgreSQL queue (issue #15): what an attempt's exit does to its task,
- * decided by a pure function, and the fenced writes that make it so, one transaction per batch.
- * The sweeper (sweeper.ts) ends the attempts of dead nodes and expired leases through the same
- * writes, so a task settles the same way whoever ends its attempt.
+ * decided by a pure function, and the fenced writes that make it so, one transaction per batch,
+ * each with its settling event (`task.done`, `task.failed`, `task.retrying`, `task.dropped`, …) in
+ * the same transaction. The sweeper (sweeper.ts) ends the attempts of dead nodes and expired leases
+ * through the same writes, so a task settles, and is told of, the same way whoever ends its attempt.
  */
 import type pg from 'pg';
 import type { WireError } from '../../../actors/wire.js';
 import { nextTaskState, type AttemptExit, type TaskEventType, type TaskState } from '../../../machines/index.js';
 import { TroupeError } from '../../errors.js';
-import { checkLease, type Lease } from './queue.js';
+import { checkLease, type Lease } from './checks.js';
+import { appendEvents, eventOf, type NewEvent } from './events.js';
 import { jsonOf, transaction } from './transaction.js';
 
 /** How one attempt ended, as its node reports it. */
@@ -199,12 +201,12 @@ export interface EndWrite {
 /**
  * Writes decided ends in the caller's transaction, in one statement: each task leaves `running`
  * with its token bumped (so its attempt can write nothing more) and, when requeued, a new place at
- * the end of the queue; its attempt row gets its end and exit. Fenced by token and state. Returns
- * the new state of each task written.
+ * the end of the queue; its attempt row gets its end and exit. Fenced by token and state. Then the
+ * event of each end written ({@link endEvent}). Returns the new state of each task written.
  */
 export async function writeEnds(client: pg.PoolClient, writes: readonly EndWrite[]): Promise<Map<string, TaskState>> {
   if (writes.length === 0) return new Map();
-  const { rows } = await client.query<{ id: string; state: TaskState }>(
+  const { rows } = await client.query<{ id: string; state: TaskState; attempt_ms: number | null }>(
     `WITH e AS MATERIALIZED (
        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::text[], $9::jsonb[])
          AS e(id, token, state, counts, output, error, delay_ms, exit, attempt_error)
@@ -213,6 +215,7 @@ export async function writeEnds(client: pg.PoolClient, writes: readonly EndWrite
           SET state = e.state, token = t.token + 1,
               attempts = CASE WHEN e.counts THEN t.attempts ELSE t.attempts - 1 END,
               queued_order = CASE WHEN e.state = 'queued' THEN nextval('troupe_queued_order') ELSE t.queued_order END,
+              queued_at = CASE WHEN e.state = 'queued' THEN now() ELSE t.queued_at END,
               run_at = CASE WHEN e.state = 'queued' THEN now() + e.delay_ms * interval '1 millisecond' ELSE t.run_at END,
               owner_node = NULL, attempt_id = NULL, lease_until = NULL, output = e.output, error = e.error,
               settled_at = CASE WHEN e.state = 'queued' THEN NULL ELSE now() END, updated_at = now()
@@ -223,8 +226,9 @@ export async function writeEnds(client: pg.PoolClient, writes: readonly EndWrite
        UPDATE troupe_attempts a SET ended_at = now(), exit = e.exit, error = e.attempt_error
          FROM ended JOIN e ON e.id = ended.id
         WHERE a.task_id = ended.id AND a.run = ended.run AND a.attempt = ended.attempt_seq AND a.ended_at IS NULL
+       RETURNING a.task_id, greatest(0, round(extract(epoch FROM now() - a.started_at) * 1000))::float8 AS attempt_ms
      )
-     SELECT id, state FROM ended`,
+     SELECT ended.id, ended.state, attempt_ends.attempt_ms FROM ended LEFT JOIN attempt_ends ON attempt_ends.task_id = ended.id`,
     [
       writes.map((w) => w.task.id),
       writes.map((w) => w.task.token),
@@ -237,7 +241,39 @@ export async function writeEnds(client: pg.PoolClient, writes: readonly EndWrite
       writes.map((w, i) => jsonOf(w.attemptError, `writes[${i}].attemptError`)),
     ],
   );
+  const ended = new Map(rows.map((r) => [r.id, r]));
+  await appendEvents(
+    client,
+    writes.flatMap((w) => {
+      const row = ended.get(w.task.id);
+      return row ? [endEvent(w, row.attempt_ms ?? 0)] : [];
+    }),
+  );
   return new Map(rows.map((r) => [r.id, r.state]));
+}
+
+/**
+ * The event of an attempt's end, with the type and payload the LMDB runtime's settle step gives it
+ * (src/steps/settle.ts): done, failed, cancelled, dropped (`retry_exhausted`), retrying after a
+ * failure, or queued again without counting after an interruption.
+ */
+export function endEvent(write: EndWrite, attemptMs: number): NewEvent {
+  const { task, exit, decision } = write;
+  const ended = { run: task.run, attempt: task.attempt, exit, attemptMs };
+  const error = decision.error;
+  switch (decision.state) {
+    case 'done':
+      return eventOf('task.done', { ...ended, kind: exit === 'fork' ? 'fork' : 'success' }, task.id, task.attemptId);
+    case 'failed':
+      return eventOf('task.failed', error === undefined ? ended : { ...ended, error }, task.id, task.attemptId);
+    case 'cancelled':
+      return eventOf('task.cancelled', { ...ended, reason: error?.message ?? 'cancelled' }, task.id, task.attemptId);
+    case 'dropped':
+      return eventOf('task.dropped', error === undefined ? { ...ended, reason: 'retry_exhausted' } : { ...ended, reason: 'retry_exhausted', error }, task.id, task.attemptId);
+    default:
+      if (!decision.counts) return eventOf('task.queued', { ...ended, reason: 'interrupted' }, task.id, task.attemptId);
+      return eventOf('task.retrying', error === undefined ? { ...ended, delayMs: write.delayMs ?? 0 } : { ...ended, delayMs: write.delayMs ?? 0, error }, task.id, task.attemptId);
+  }
 }
 
 function checkEnd(end: AttemptEnd, where: string): AttemptEnd {

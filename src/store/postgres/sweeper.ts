@@ -8,7 +8,9 @@
  * Every end goes through settle.ts's fenced writes and bumps the task's token, so a node that is
  * still running the attempt can write nothing more for it; a settle that committed first wins, and
  * the sweep leaves that task alone. Rows another transaction holds are skipped, not waited for:
- * the next sweep sees them again. Any number of sweepers may run, on any nodes.
+ * the next sweep sees them again. Any number of sweepers may run, on any nodes. Each attempt taken
+ * back gets its event (`task.retrying` or `task.dropped`, exit `crashed` or `lease_expired`) in the
+ * sweep's transaction, and frees its slot of the agent's concurrency as it commits (limits.ts).
  */
 import type pg from 'pg';
 import type { WireError } from '../../../actors/wire.js';
@@ -44,8 +46,8 @@ export interface SweepResult {
 export async function reclaim(pool: pg.Pool, dead: readonly string[]): Promise<SweepResult> {
   return transaction(pool, 'reclaiming attempts', async (client) => {
     if (dead.length > 0) {
-      // Waits for claims of these nodes still in flight (each holds its node's row for its one
-      // statement): their tasks are then visible below, and any later claim finds no node and fails.
+      // Waits for claims of these nodes still in flight (each holds its node's row until it
+      // commits): their tasks are then visible below, and any later claim finds no node and fails.
       await client.query('SELECT id FROM troupe_nodes WHERE id::text = ANY($1::text[]) ORDER BY lock FOR UPDATE', [dead]);
     }
     const { rows } = await client.query<RunningRow & { dead: boolean }>(

@@ -1,6 +1,7 @@
 /**
- * One transaction on a pooled connection, and plain data as jsonb: the two things every durable
- * verb of the PostgreSQL queue (queue.ts, settle.ts, sweeper.ts) needs.
+ * One transaction on a pooled connection, plain data as jsonb, and times as epoch ms: what every
+ * durable verb of the PostgreSQL queue (queue.ts, settle.ts, sweeper.ts, limits.ts, schedules.ts)
+ * needs.
  */
 import type pg from 'pg';
 import { describeUnserializable } from '../../../actors/wire.js';
@@ -61,4 +62,12 @@ export function jsonOf(value: unknown, where: string): string | null {
   if (text === undefined) return null;
   if (text.includes('\\u0000')) throw new TroupeError('INVALID_INPUT', `${where} holds a NUL character (\\u0000), which PostgreSQL does not store in jsonb`);
   return text;
+}
+
+/**
+ * SQL selecting the timestamp `expression` as epoch ms `AS as`: a double, which keeps the
+ * microseconds (to about a quarter of one for dates of this century). NULL stays NULL.
+ */
+export function epochMs(expression: string, as = expression): string {
+  return `(extract(epoch FROM ${expression}) * 1000)::float8 AS ${as}`;
 }

@@ -1,0 +1,91 @@
+/**
+ * The argument checks of the PostgreSQL queue's verbs (queue.ts, settle.ts, limits.ts,
+ * schedules.ts): each names what is wrong with INVALID_INPUT before any transaction starts, so bad
+ * input writes nothing.
+ */
+import { TroupeError } from '../../errors.js';
+import { checkId, MAX_ID } from '../../ids.js';
+import { DEFAULT_RETRY } from '../../options.js';
+import { jsonOf } from './transaction.js';
+
+/** The largest value of a PostgreSQL integer (int4). */
+export const INT4_MAX = 2 ** 31 - 1;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A task to enqueue. */
+export interface NewTask {
+  /** Its id: the caller mints it (the runtime's are time-ordered ULIDs). */
+  id: string;
+  /** The agent that runs it; claims are per agent. */
+  agent: string;
+  /** Plain JSON data. */
+  input?: unknown;
+  /** Lower runs first, like the public API's. An int4. @default 0 */
+  priority?: number;
+  /** Attempts per run, the first included. @default 3 (DEFAULT_RETRY.maxAttempts) */
+  maxAttempts?: number;
+  /** A second submit with the same key returns the first task and stores nothing. Permanent. */
+  idempotencyKey?: string;
+  /** Not claimed until this many ms after the database's `now()` at submit. @default 0 */
+  delayMs?: number;
+}
+
+/** A task checked and turned into the insert's columns. */
+export interface TaskRow {
+  id: string;
+  agent: string;
+  priority: number;
+  maxAttempts: number;
+  key: string | null;
+  /** The input as the text of a jsonb parameter. */
+  input: string | null;
+  delayMs: number;
+}
+
+/** Checks a task named `where` and returns its columns. */
+export function checkTask(task: NewTask, where: string): TaskRow {
+  if (typeof task !== 'object' || task === null || Array.isArray(task)) throw invalid(`${where} must be an object`);
+  const id = checkId(task.id, `${where}.id`);
+  checkAgent(task.agent, `${where}.agent`);
+  const priority = task.priority ?? 0;
+  if (!Number.isSafeInteger(priority) || Math.abs(priority) > INT4_MAX) throw invalid(`${where}.priority must be an integer of at most 31 bits`);
+  const maxAttempts = task.maxAttempts ?? DEFAULT_RETRY.maxAttempts;
+  if (!Number.isSafeInteger(maxAttempts) || maxAttempts <= 0 || maxAttempts > INT4_MAX) throw invalid(`${where}.maxAttempts must be a positive integer`);
+  const key = task.idempotencyKey === undefined ? null : checkId(task.idempotencyKey, `${where}.idempotencyKey`);
+  const delayMs = task.delayMs ?? 0;
+  if (!Number.isSafeInteger(delayMs) || delayMs < 0) throw invalid(`${where}.delayMs must be a non-negative integer`);
+  return { id, agent: task.agent, priority, maxAttempts, key, input: jsonOf(task.input, `${where}.input`), delayMs };
+}
+
+/** Checks an agent name named `where`. */
+export function checkAgent(agent: unknown, where: string): asserts agent is string {
+  if (typeof agent !== 'string' || agent.length === 0 || agent.length > MAX_ID) throw invalid(`${where} must be a non-empty string of at most ${MAX_ID} characters`);
+}
+
+/** Checks a node id (the id joinCluster gave it). */
+export function checkNode(node: unknown): asserts node is string {
+  if (typeof node !== 'string' || !UUID.test(node)) throw invalid('node must be the id of a node that joined the cluster (a UUID)');
+}
+
+/** Checks a lease length in ms. */
+export function checkLeaseMs(leaseMs: unknown): void {
+  if (!Number.isSafeInteger(leaseMs) || (leaseMs as number) <= 0) throw invalid('leaseMs must be a positive integer');
+}
+
+/** An attempt a write is for: its task and its fencing token. */
+export interface Lease {
+  taskId: string;
+  token: number;
+}
+
+/** Checks a lease (a task id and a token) named `where`. */
+export function checkLease(lease: Lease, where: string): void {
+  if (typeof lease !== 'object' || lease === null) throw invalid(`${where} must be an object`);
+  checkId(lease.taskId, `${where}.taskId`);
+  if (!Number.isSafeInteger(lease.token) || lease.token <= 0) throw invalid(`${where}.token must be a positive integer`);
+}
+
+/** INVALID_INPUT with `message`. */
+export function invalid(message: string): TroupeError {
+  return new TroupeError('INVALID_INPUT', message);
+}
