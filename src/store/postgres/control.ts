@@ -28,6 +28,12 @@ export interface ClusterControl {
 }
 
 /**
+ * A transaction's opening that holds the controls shared from its first statement, in the same
+ * round trip as its BEGIN: what a claim opens with (see {@link holdControlShared}).
+ */
+export const BEGIN_HOLDING_CONTROLS = `BEGIN; SELECT pg_advisory_xact_lock_shared(${CONTROL_LOCK})`;
+
+/**
  * Holds the controls for the caller's transaction (a claim): shared with other claims, exclusive
  * against a freeze or a change of an agent's limits. Must run in a statement of its own, before
  * the statements that read what it protects: under READ COMMITTED a statement reads a snapshot

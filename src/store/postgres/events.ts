@@ -71,6 +71,20 @@ export async function appendEvents(client: Pick<pg.PoolClient, 'query'>, events:
   await client.query(`NOTIFY ${CHANNEL}`);
 }
 
+/**
+ * A data-modifying CTE body that appends the events `select` yields, as (type, task_id,
+ * attempt_id, data) rows in log order, for a statement that writes them with the change they
+ * describe (one round trip): pair it with {@link notifyIfAny}.
+ */
+export function insertEvents(select: string): string {
+  return `INSERT INTO troupe_events (type, task_id, attempt_id, data) ${select} RETURNING seq`;
+}
+
+/** A select-list expression that wakes readers at commit when the CTE `cte` (an {@link insertEvents}) wrote any event. */
+export function notifyIfAny(cte: string): string {
+  return `(SELECT pg_notify('${CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM ${cte}))`;
+}
+
 /** Up to `limit` events after `after`, in cursor order, from transactions that have all ended. */
 export async function readEvents(pool: Pick<pg.Pool, 'query'>, after: string, limit = 1_000): Promise<StoredEvent[]> {
   const { xid, seq } = parseCursor(after);

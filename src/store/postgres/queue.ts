@@ -15,9 +15,9 @@
 import type pg from 'pg';
 import { TroupeError } from '../../errors.js';
 import { checkAgent, checkLease, checkLeaseMs, checkNode, checkTask, INT4_MAX, invalid, type Lease, type NewTask, type TaskRow } from './checks.js';
-import { holdControlShared } from './control.js';
-import { appendEvents, eventOf } from './events.js';
-import { limitColumns, limitsOf, reserveSlots, type LimitRow } from './limits.js';
+import { BEGIN_HOLDING_CONTROLS } from './control.js';
+import { appendEvents, eventOf, insertEvents, notifyIfAny } from './events.js';
+import { isLimited, limitColumns, limitsOf, reserveSlots, type LimitRow } from './limits.js';
 import { storeFailed, transaction } from './transaction.js';
 
 export type { Lease, NewTask } from './checks.js';
@@ -93,7 +93,7 @@ export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[
          FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::jsonb[], $7::bigint[])
               WITH ORDINALITY AS s(id, agent, priority, max_attempts, key, input, delay_ms, n)
         ORDER BY n
-       ON CONFLICT (idempotency_key) DO NOTHING
+       ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
        RETURNING id, (extract(epoch FROM run_at) * 1000)::float8 AS run_at`,
       [rows.map((r) => r.id), rows.map((r) => r.agent), rows.map((r) => r.priority), rows.map((r) => r.maxAttempts), rows.map((r) => r.key), rows.map((r) => r.input), rows.map((r) => r.delayMs)],
     );
@@ -136,48 +136,28 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
   if (!Number.isSafeInteger(n) || n <= 0 || n > INT4_MAX) throw invalid('n must be a positive integer');
   checkLeaseMs(leaseMs);
   type Row = { id: string; agent: string; input: unknown; priority: number; run: number; attempt_seq: number; attempts: number; max_attempts: number; token: string; attempt_id: string; lease_until: Date; queued_ms: number };
+  type Gate = { member: boolean; frozen: boolean } & LimitRow;
+  // The controls are held shared from the transaction's first statement (sent with its BEGIN): a
+  // freeze or a change of limits waits for this claim to commit, and cannot commit between the
+  // reads below and this claim's commit.
   return transaction(pool, 'claiming tasks', async (client) => {
-    // First, in a statement of its own: a freeze or a change of limits waits for this claim to
-    // commit, and cannot commit between the reads below and this claim's commit.
-    await holdControlShared(client);
-    // The node's row is share-locked until commit: a sweeper removing the node waits for this
-    // claim and then takes its tasks back, and a claim after the removal finds no row.
-    const { rows: gate } = await client.query<{ member: boolean; frozen: boolean } & LimitRow>(
-      `WITH member AS MATERIALIZED (SELECT id FROM troupe_nodes WHERE id = $1::uuid FOR KEY SHARE)
-       SELECT EXISTS (SELECT 1 FROM member) AS member, c.frozen, ${limitColumns('a')}
-         FROM troupe_control c LEFT JOIN troupe_agents a ON a.name = $2
-        WHERE c.id = 1`,
-      [node, agent],
-    );
-    if (!gate[0]!.member) throw new TroupeError('ILLEGAL_STATE', `node ${node} is not a member of the cluster: it left, or it was found dead and its attempts were taken back`);
-    if (gate[0]!.frozen) return [];
-    const slots = await reserveSlots(client, agent, limitsOf(gate[0]), n);
-    if (slots.allowed === 0) return [];
-    const { rows } = await client.query<Row>(
-      `WITH picked AS MATERIALIZED (
-         SELECT id FROM troupe_tasks
-          WHERE state = 'queued' AND agent = $2 AND run_at <= now()
-          ORDER BY priority, queued_order
-          LIMIT $3
-          FOR UPDATE SKIP LOCKED
-       ), started AS (
-         UPDATE troupe_tasks t
-            SET state = 'running', token = t.token + 1, attempt_seq = t.attempt_seq + 1, attempts = t.attempts + 1,
-                owner_node = $1::uuid::text, attempt_id = t.id || ':' || t.run || ':' || (t.attempt_seq + 1),
-                lease_until = now() + $4 * interval '1 millisecond', started_at = coalesce(t.started_at, now()), updated_at = now()
-           FROM picked
-          WHERE t.id = picked.id
-         RETURNING t.id, t.agent, t.input, t.priority, t.queued_order, t.run, t.attempt_seq, t.attempts, t.max_attempts, t.token, t.attempt_id, t.lease_until,
-                   greatest(0, round(extract(epoch FROM now() - t.queued_at) * 1000))::float8 AS queued_ms
-       ), attempt_rows AS (
-         INSERT INTO troupe_attempts (task_id, run, attempt, attempt_id, token, node)
-         SELECT id, run, attempt_seq, attempt_id, token, $1::uuid::text FROM started
-       )
-       SELECT * FROM started ORDER BY priority, queued_order`,
-      [node, agent, slots.allowed, leaseMs],
-    );
-    await slots.spend(rows.length);
-    await appendEvents(client, rows.map((r) => eventOf('task.started', { run: r.run, attempt: r.attempt_seq, queuedMs: r.queued_ms }, r.id, r.attempt_id)));
+    // One statement for an agent without limits: the gate (membership, freeze, limits) and, when
+    // it lets the claim through, the claim, its attempt rows and their events. The node's row is
+    // share-locked until commit: a sweeper removing the node waits for this claim and then takes
+    // its tasks back, and a claim after the removal finds no row.
+    const first = await client.query<Gate & Row>({ name: 'troupe-claim', text: CLAIM, values: [node, agent, n, leaseMs] });
+    const gate = first.rows[0]!;
+    if (!gate.member) throw new TroupeError('ILLEGAL_STATE', `node ${node} is not a member of the cluster: it left, or it was found dead and its attempts were taken back`);
+    if (gate.frozen) return [];
+    let rows = first.rows.filter((r) => r.id !== null);
+    const limits = limitsOf(gate);
+    if (isLimited(limits)) {
+      // An agent with limits: its slots are reserved under its row's lock, then claimed.
+      const slots = await reserveSlots(client, agent, limits, n);
+      if (slots.allowed === 0) return [];
+      rows = (await client.query<Gate & Row>({ name: 'troupe-claim-limited', text: CLAIM_LIMITED, values: [node, agent, slots.allowed, leaseMs] })).rows.filter((r) => r.id !== null);
+      await slots.spend(rows.length);
+    }
     return rows.map((r) => ({
       id: r.id,
       agent: r.agent,
@@ -191,8 +171,52 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
       attemptId: r.attempt_id,
       leaseUntil: r.lease_until.getTime(),
     }));
-  });
+  }, BEGIN_HOLDING_CONTROLS);
 }
+
+/**
+ * The claim's statement: the gate row (membership, freeze, the agent's limits) joined with the
+ * tasks it started. `unlimitedOnly`: start tasks only when the agent has no limits (the first try);
+ * otherwise the gate's limits were already applied to `$3`.
+ */
+function claimStatement(unlimitedOnly: boolean): string {
+  return `WITH gate AS MATERIALIZED (
+       SELECT EXISTS (SELECT 1 FROM troupe_nodes WHERE id = $1::uuid FOR KEY SHARE) AS member, c.frozen, ${limitColumns('a')}
+         FROM troupe_control c LEFT JOIN troupe_agents a ON a.name = $2
+        WHERE c.id = 1
+     ), picked AS MATERIALIZED (
+       SELECT id FROM troupe_tasks
+        WHERE state = 'queued' AND agent = $2 AND run_at <= now()
+          AND (SELECT member AND NOT frozen${unlimitedOnly ? ' AND concurrency IS NULL AND rate_limit IS NULL AND daily_limit IS NULL' : ''} FROM gate)
+        ORDER BY priority, queued_order
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+     ), started AS (
+       UPDATE troupe_tasks t
+          SET state = 'running', token = t.token + 1, attempt_seq = t.attempt_seq + 1, attempts = t.attempts + 1,
+              owner_node = $1::uuid::text, attempt_id = t.id || ':' || t.run || ':' || (t.attempt_seq + 1),
+              lease_until = now() + $4 * interval '1 millisecond', started_at = coalesce(t.started_at, now()), updated_at = now()
+         FROM picked
+        WHERE t.id = picked.id
+       RETURNING t.id, t.agent, t.input, t.priority, t.queued_order, t.run, t.attempt_seq, t.attempts, t.max_attempts, t.token, t.attempt_id, t.lease_until,
+                 greatest(0, round(extract(epoch FROM now() - t.queued_at) * 1000))::float8 AS queued_ms
+     ), attempt_rows AS (
+       INSERT INTO troupe_attempts (task_id, run, attempt, attempt_id, token, node)
+       SELECT id, run, attempt_seq, attempt_id, token, $1::uuid::text FROM started
+     ), started_events AS (
+       ${insertEvents(`SELECT 'task.started', id, attempt_id, jsonb_build_object('run', run, 'attempt', attempt_seq, 'queuedMs', queued_ms) FROM started ORDER BY priority, queued_order`)}
+     )
+     SELECT g.*, s.*, ${notifyIfAny('started_events')} AS notified
+       FROM gate g LEFT JOIN started s ON true
+      ORDER BY s.priority, s.queued_order`;
+}
+
+/**
+ * The two claims, prepared by name on each connection (parsed and planned once per connection, not
+ * per claim: measured 0.25-0.6 ms of a claim of 32).
+ */
+const CLAIM = claimStatement(true);
+const CLAIM_LIMITED = claimStatement(false);
 
 /**
  * Extends the leases of running attempts to `leaseMs` from the database's `now()`, in one

@@ -10,7 +10,7 @@ import type { WireError } from '../../../actors/wire.js';
 import { nextTaskState, type AttemptExit, type TaskEventType, type TaskState } from '../../../machines/index.js';
 import { TroupeError } from '../../errors.js';
 import { checkLease, type Lease } from './checks.js';
-import { appendEvents, eventOf, type NewEvent } from './events.js';
+import { eventOf, insertEvents, notifyIfAny, type NewEvent } from './events.js';
 import { jsonOf, transaction } from './transaction.js';
 
 /** How one attempt ended, as its node reports it. */
@@ -162,12 +162,15 @@ export interface RunningTask {
 
 /** Locks the tasks of `ids` in id order and returns the running ones. */
 async function lockRunning(client: pg.PoolClient, ids: readonly string[]): Promise<Map<string, RunningTask>> {
-  const { rows } = await client.query<RunningRow>(`SELECT ${RUNNING_COLUMNS} FROM troupe_tasks WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`, [ids]);
+  const { rows } = await client.query<RunningRow>({ name: 'troupe-lock-running', text: LOCK_RUNNING, values: [ids] });
   return new Map(rows.filter((r) => r.state === 'running').map((r) => [r.id, runningOf(r)]));
 }
 
 /** The columns {@link runningOf} reads. */
 export const RUNNING_COLUMNS = 'id, state, token, run, attempt_seq, attempts, max_attempts, owner_node, attempt_id';
+
+/** Locks the named tasks in id order (prepared by name: see queue.ts CLAIM). */
+const LOCK_RUNNING = `SELECT ${RUNNING_COLUMNS} FROM troupe_tasks WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`;
 
 /** A row of {@link RUNNING_COLUMNS}. */
 export interface RunningRow {
@@ -206,10 +209,14 @@ export interface EndWrite {
  */
 export async function writeEnds(client: pg.PoolClient, writes: readonly EndWrite[]): Promise<Map<string, TaskState>> {
   if (writes.length === 0) return new Map();
-  const { rows } = await client.query<{ id: string; state: TaskState; attempt_ms: number | null }>(
-    `WITH e AS MATERIALIZED (
-       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::text[], $9::jsonb[])
-         AS e(id, token, state, counts, output, error, delay_ms, exit, attempt_error)
+  // Each end's event is decided here with its attempt's length left out; the statement adds it
+  // (it runs on the database's clock) and appends the events of the ends it wrote, in order.
+  const events = writes.map((w) => endEvent(w, 0));
+  const { rows } = await client.query<{ id: string; state: TaskState }>({
+    name: 'troupe-write-ends',
+    text: `WITH e AS MATERIALIZED (
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::jsonb[])
+         WITH ORDINALITY AS e(id, token, state, counts, output, error, delay_ms, exit, attempt_error, event_type, event_attempt, event_data, ord)
      ), ended AS (
        UPDATE troupe_tasks t
           SET state = e.state, token = t.token + 1,
@@ -227,9 +234,13 @@ export async function writeEnds(client: pg.PoolClient, writes: readonly EndWrite
          FROM ended JOIN e ON e.id = ended.id
         WHERE a.task_id = ended.id AND a.run = ended.run AND a.attempt = ended.attempt_seq AND a.ended_at IS NULL
        RETURNING a.task_id, greatest(0, round(extract(epoch FROM now() - a.started_at) * 1000))::float8 AS attempt_ms
+     ), end_events AS (
+       ${insertEvents(`SELECT e.event_type, e.id, e.event_attempt, e.event_data || jsonb_build_object('attemptMs', coalesce(attempt_ends.attempt_ms, 0))
+          FROM ended JOIN e ON e.id = ended.id LEFT JOIN attempt_ends ON attempt_ends.task_id = ended.id
+         ORDER BY e.ord`)}
      )
-     SELECT ended.id, ended.state, attempt_ends.attempt_ms FROM ended LEFT JOIN attempt_ends ON attempt_ends.task_id = ended.id`,
-    [
+     SELECT ended.id, ended.state, ${notifyIfAny('end_events')} AS notified FROM ended`,
+    values: [
       writes.map((w) => w.task.id),
       writes.map((w) => w.task.token),
       writes.map((w) => w.decision.state),
@@ -239,16 +250,11 @@ export async function writeEnds(client: pg.PoolClient, writes: readonly EndWrite
       writes.map((w) => w.delayMs ?? 0),
       writes.map((w) => w.exit),
       writes.map((w, i) => jsonOf(w.attemptError, `writes[${i}].attemptError`)),
+      events.map((ev) => ev.type),
+      events.map((ev) => ev.attemptId ?? null),
+      events.map((ev) => JSON.stringify(ev.data)),
     ],
-  );
-  const ended = new Map(rows.map((r) => [r.id, r]));
-  await appendEvents(
-    client,
-    writes.flatMap((w) => {
-      const row = ended.get(w.task.id);
-      return row ? [endEvent(w, row.attempt_ms ?? 0)] : [];
-    }),
-  );
+  });
   return new Map(rows.map((r) => [r.id, r.state]));
 }
 

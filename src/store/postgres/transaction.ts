@@ -11,8 +11,10 @@ import { TroupeError } from '../../errors.js';
  * Runs `work` between BEGIN and COMMIT on one connection of `pool`, and rolls back if it throws.
  * A TroupeError passes through; anything else (the server or the connection failed) becomes
  * STORE_FAILED naming `what`. A connection whose ROLLBACK failed is discarded, not pooled again.
+ * `begin` is what opens it: BEGIN, or BEGIN with a first statement of no parameters sent with it
+ * (one round trip instead of two).
  */
-export async function transaction<T>(pool: pg.Pool, what: string, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+export async function transaction<T>(pool: pg.Pool, what: string, work: (client: pg.PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
   let client: pg.PoolClient;
   try {
     client = await pool.connect();
@@ -21,7 +23,7 @@ export async function transaction<T>(pool: pg.Pool, what: string, work: (client:
   }
   let broken: Error | undefined;
   try {
-    await client.query('BEGIN');
+    await client.query(begin);
     const result = await work(client);
     await client.query('COMMIT');
     return result;
