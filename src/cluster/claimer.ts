@@ -70,7 +70,7 @@ export class Claimer {
   }
 
   async #loop(): Promise<void> {
-    // A wake from the same turn as the one that started this loop needs no pass of its own.
+    // One pass covers the wakes of the rest of this turn (a settle batch frees several slots).
     await Promise.resolve();
     let poll = false;
     do {

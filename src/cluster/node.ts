@@ -56,14 +56,19 @@ export async function startClusterNode(input: ClusterNodeOptions): Promise<Runni
   const db = new pg.Pool({ connectionString: options.connectionString, max: CONNECTIONS, application_name: 'troupe-node-queue' });
   // An idle connection the server ends must not take the process down: the next query reconnects.
   db.on('error', (error) => log.warn({ err: error }, 'an idle database connection failed'));
-  let member: ClusterNode | undefined;
-  let pool: AgentPool | undefined;
+  let member: ClusterNode;
+  let pool: AgentPool;
   // The liveness connection may break before the node is built.
   let lostEarly: Error | undefined;
   let node: Node | undefined;
   try {
     await migrate(db);
     member = await joinCluster(options.connectionString, (error) => (node ? node.lose(error) : (lostEarly = error)));
+  } catch (error) {
+    await db.end().catch(() => undefined);
+    throw error instanceof TroupeError ? error : new TroupeError('STORE_FAILED', `starting a cluster node failed: ${coerceError(error).message}`, { cause: error });
+  }
+  try {
     pool = (options.createPool ?? createPiscinaPool)({
       threads: options.threads,
       slotsPerThread: options.slotsPerThread,
@@ -71,10 +76,9 @@ export async function startClusterNode(input: ClusterNodeOptions): Promise<Runni
       onError: (error) => log.error({ err: error }, 'worker thread error'),
     });
   } catch (error) {
-    await pool?.destroy().catch(() => undefined);
-    await member?.leave().catch(() => undefined);
+    await member.leave().catch(() => undefined);
     await db.end().catch(() => undefined);
-    throw error instanceof TroupeError ? error : new TroupeError('STORE_FAILED', `starting a cluster node failed: ${coerceError(error).message}`, { cause: error });
+    throw error;
   }
   node = new Node(options, log.child({ node: member.id }), db, member, pool);
   node.start();
