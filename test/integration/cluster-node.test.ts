@@ -7,12 +7,13 @@ import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import type { AttemptEnd, SettleResult } from '../../src/store/postgres/settle.js';
 import { settleAttempts } from '../../src/store/postgres/settle.js';
-import { submitTasks } from '../../src/store/postgres/queue.js';
-import { scratchPools } from '../helpers.js';
+import { renewLeases, submitTasks, type Lease } from '../../src/store/postgres/queue.js';
+import { fixtureAgent, scratchDirs, scratchPools } from '../helpers.js';
 import { clusterNodes, count, heldAtOnce, NOOP_AGENT, until } from '../cluster.js';
 
 const pools = scratchPools();
 const nodes = clusterNodes();
+const dirs = scratchDirs();
 
 /** settleAttempts, with every call and what it answered kept. */
 function countedSettles(): { calls: Array<{ ends: readonly AttemptEnd[]; result: SettleResult }>; settle: typeof settleAttempts } {
@@ -56,4 +57,33 @@ describe('a cluster node', () => {
     // Never more attempts held than the node's 8 slots, claim to settle.
     expect((await heldAtOnce(pool)).get(node.id)).toBeLessThanOrEqual(8);
   }, 60_000);
+
+  it('keeps the leases of attempts that run for many leases, renewing them together', async () => {
+    const { url, pool } = await pools({ max: 4 });
+    const file = `${dirs()}/attempts`;
+    // Each attempt runs for about 4 leases of 300 ms; a sweep every 50 ms takes back any that lapses.
+    await submitTasks(pool, Array.from({ length: 4 }, (_, i) => ({ id: `t${i}`, agent: 'record', input: { file, sleepMs: 1_200 }, maxAttempts: 1 })));
+    const renewals: Array<readonly Lease[]> = [];
+    await nodes({
+      connectionString: url,
+      agents: [{ name: 'record', module: fixtureAgent('record') }],
+      threads: 1,
+      slotsPerThread: 4,
+      leaseMs: 300,
+      sweepMs: 50,
+      pollMs: 20,
+      queue: {
+        renew: (db: pg.Pool, leases: readonly Lease[], leaseMs: number) => {
+          renewals.push(leases);
+          return renewLeases(db, leases, leaseMs);
+        },
+      },
+    });
+    await until(async () => (await count(pool, "SELECT count(*) FROM troupe_tasks WHERE state IN ('done', 'dropped')")) === 4, 'every task settled');
+    expect((await pool.query("SELECT id, state, attempts FROM troupe_tasks ORDER BY id")).rows).toEqual(['t0', 't1', 't2', 't3'].map((id) => ({ id, state: 'done', attempts: 1 })));
+    expect(await count(pool, "SELECT count(*) FROM troupe_attempts WHERE exit = 'success'")).toBe(4);
+    // About every 100 ms (a third of the lease), one statement for all four leases.
+    expect(renewals.length).toBeGreaterThanOrEqual(6);
+    expect(Math.max(...renewals.map((r) => r.length))).toBe(4);
+  }, 30_000);
 });
