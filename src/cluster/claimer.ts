@@ -59,7 +59,9 @@ export class Claimer {
       return;
     }
     this.#cancelPoll();
-    this.#running = this.#loop().finally(() => (this.#running = undefined));
+    this.#running = this.#loop()
+      .catch((error: unknown) => this.#k.log.error({ err: error }, 'the claim loop failed'))
+      .finally(() => (this.#running = undefined));
   }
 
   /** Claims nothing more; resolves once a pass under way is over (what it claimed was accepted). */

@@ -58,14 +58,14 @@ export class LeaseKeeper {
   }
 
   async #renew(): Promise<void> {
-    const leases = this.#k.due();
-    if (leases.length === 0) return;
     try {
+      const leases = this.#k.due();
+      if (leases.length === 0) return;
       const { lost } = await this.#k.queue.renew(this.#k.pool, leases, this.#k.leaseMs);
       if (lost.length > 0) this.#k.lost(lost);
     } catch (error) {
       // The next tick tries again; a lease has two more ticks before it runs out.
-      this.#k.log.error({ err: error, leases: leases.length }, 'renewing leases failed');
+      this.#k.log.error({ err: error }, 'renewing leases failed');
     }
   }
 }

@@ -176,7 +176,7 @@ export class NodeAttempts {
     for (const attempt of [...this.#live.values()]) this.#finish(attempt, { kind: 'abandoned' });
   }
 
-  /** Whether an attempt is still running (not yet ended; it may wait for its settle either way). */
+  /** How many attempts still run (not yet ended; the ended ones may still wait for their settle). */
   get running(): number {
     let n = 0;
     for (const attempt of this.#live.values()) if (attempt.phase !== 'ended') n++;

@@ -69,7 +69,7 @@ export class Settler {
     if (this.#scheduled || this.#flushing || this.#retry !== undefined) return;
     this.#scheduled = true;
     // After this turn's I/O callbacks: the ends that threads reported in this turn go together.
-    setImmediate(() => void this.#flush());
+    setImmediate(() => void this.#flush().catch((error: unknown) => this.#log.error({ err: error }, 'the settle loop failed')));
   }
 
   async #flush(): Promise<void> {
