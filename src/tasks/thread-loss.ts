@@ -7,8 +7,11 @@
 import type { Attempt } from './attempt.js';
 import type { AttemptOutcome } from './outcome.js';
 
+/** What {@link threadLosses} reads and sets of an attempt: the dispatcher's and a cluster node's (src/cluster/) both have it. */
+export type LostAttempt = Pick<Attempt, 'attemptId' | 'phase' | 'endedThread' | 'stop'>;
+
 /** How each lost attempt ends; bystanders get their `stop` set first, so they are requeued. */
-export function threadLosses(lost: readonly Attempt[], reason: string): Array<[Attempt, AttemptOutcome]> {
+export function threadLosses<A extends LostAttempt>(lost: readonly A[], reason: string): Array<[A, AttemptOutcome]> {
   const culprit = lost.find((attempt) => attempt.endedThread !== undefined);
   return lost.map((attempt) => {
     if (attempt.phase === 'dispatched') attempt.stop ??= { reason: 'shutdown', detail: 'its thread died before it ran' };

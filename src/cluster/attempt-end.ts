@@ -1,0 +1,71 @@
+/**
+ * How a claimed attempt's outcome becomes the end the queue settles: decided by the LMDB runtime's
+ * own rules (src/tasks/outcome.ts), so a task settles the same way on either store. Pure: no I/O,
+ * no clock reads.
+ */
+import type { AbortReason, WireError } from '../../actors/wire.js';
+import type { RetryPolicy } from '../store/records.js';
+import type { ClaimedTask } from '../store/postgres/queue.js';
+import type { AttemptEnd } from '../store/postgres/settle.js';
+import { jsonOf } from '../store/postgres/transaction.js';
+import { decideSettlement, type AttemptOutcome } from '../tasks/outcome.js';
+
+/**
+ * The end of `claimed` after `outcome`, with `stop` what the node asked of it (that wins over what
+ * the agent returned afterwards, as in the LMDB runtime). The node decides how the attempt ended,
+ * its error and a retry's delay (from the agent's `retry` backoff); whether a failure is retried or
+ * dropped is the database's to decide, under the task's lock, from the budget the task was
+ * submitted with. So the budget given to decideSettlement here is unbounded: it never drops, and
+ * the error it gives is the attempt's own, not a RETRY_EXHAUSTED the queue would wrap again.
+ */
+export function attemptEnd(
+  claimed: Pick<ClaimedTask, 'id' | 'token' | 'attempts'>,
+  retry: Readonly<RetryPolicy>,
+  outcome: AttemptOutcome,
+  stop: { reason: AbortReason; detail?: string } | undefined,
+  random: () => number,
+): AttemptEnd {
+  const settlement = decideSettlement({ retry: { ...retry, maxAttempts: Number.MAX_SAFE_INTEGER } }, claimed.attempts, outcome, stop, random);
+  const lease = { taskId: claimed.id, token: claimed.token };
+  if (settlement.event === 'SLEEP') {
+    // The cluster's queue has no sleeping state or wake timer yet (issue #15): refusing the
+    // request says so, where settling it as done would lose the wake and the follow-up.
+    return { ...lease, exit: 'error', error: { code: 'AGENT_ERROR', message: 'the agent asked to sleep, which tasks on the PostgreSQL queue cannot do yet (issue #15)', retryable: false, fault: 'agent' } };
+  }
+  const end: AttemptEnd = { ...lease, exit: settlement.exit };
+  const result = settlement.result;
+  const output = result !== undefined && 'output' in result ? result.output : undefined;
+  if (output !== undefined) end.output = output;
+  if (settlement.error !== undefined) end.error = settlement.error;
+  if (settlement.event === 'REQUEUE' && settlement.retryDelayMs) end.retryDelayMs = settlement.retryDelayMs;
+  return storable(end);
+}
+
+/**
+ * The end as jsonb can hold it. Worker threads pass Dates, Uint8Arrays and BigInts, which jsonb
+ * cannot; an output like that fails its attempt (INVALID_RESULT) rather than the whole settle
+ * batch it goes in. A NUL character in an error's text is replaced.
+ */
+function storable(end: AttemptEnd): AttemptEnd {
+  try {
+    jsonOf(end.output, 'the output');
+  } catch (error) {
+    const { output: _dropped, ...rest } = end;
+    return { ...rest, exit: 'error', error: { code: 'INVALID_RESULT', message: `the agent's output cannot be stored in PostgreSQL: ${(error as Error).message}`, retryable: false, fault: 'agent' } };
+  }
+  if (end.error !== undefined) {
+    try {
+      jsonOf(end.error, 'the error');
+    } catch {
+      end.error = withoutNul(end.error);
+    }
+  }
+  return end;
+}
+
+function withoutNul(error: WireError): WireError {
+  const clean = (text: string) => text.replaceAll('\u0000', '\uFFFD');
+  const copy: WireError = { code: clean(String(error.code)), message: clean(String(error.message)), retryable: error.retryable, fault: error.fault };
+  if (error.stack !== undefined) copy.stack = clean(String(error.stack));
+  return copy;
+}

@@ -1,0 +1,128 @@
+/**
+ * A node's claim loop. A pass asks for as many tasks as the node has free slots, one claimTasks
+ * call per agent (each one statement), the agents in turn and the first of them rotating from pass
+ * to pass, so one busy agent cannot keep the others waiting. A pass runs whenever slots free up
+ * (the node wakes it) and, while the queue looked empty, every `pollMs`.
+ *
+ * Why a poll and not LISTEN/NOTIFY: on the queue as it stands, nothing announces new work. A
+ * submit, a retry and a sweeper's requeue send no NOTIFY, and adding one belongs to the queue's own
+ * transactions (src/store/postgres/), not to a reader. A claim of an empty queue is one index probe
+ * per agent; at the default 250 ms that is a few cheap queries a second per idle node, and a node
+ * that is busy never polls: its freed slots wake it.
+ */
+import type pg from 'pg';
+import type { Clock, ClockTimer } from '../clock.js';
+import { isTroupeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ClaimedTask } from '../store/postgres/queue.js';
+import type { ClusterQueue } from './options.js';
+
+/** What a claimer needs from its node. */
+export interface ClaimerDeps {
+  pool: pg.Pool;
+  queue: Pick<ClusterQueue, 'claim'>;
+  /** The node's id in the cluster. */
+  node: string;
+  /** The agents it claims for. */
+  agents: readonly string[];
+  leaseMs: number;
+  pollMs: number;
+  clock: Clock;
+  log: Logger;
+  /** Slots the node has free now. */
+  free(): number;
+  /** Takes the claimed tasks (they hold slots from now on). */
+  accept(claimed: ClaimedTask[]): void;
+  /** The cluster refused a claim: this node is no longer a member (found dead, or it left). */
+  refused(error: Error): void;
+}
+
+/** See the module comment. */
+export class Claimer {
+  readonly #k: ClaimerDeps;
+  /** Where the next pass starts in the agents' order. */
+  #first = 0;
+  #running: Promise<void> | undefined;
+  #again = false;
+  #stopped = false;
+  #poll: ClockTimer | undefined;
+
+  constructor(deps: ClaimerDeps) {
+    this.#k = deps;
+  }
+
+  /** Runs a pass soon (another right after the one under way, if one is). */
+  wake(): void {
+    if (this.#stopped) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#cancelPoll();
+    this.#running = this.#loop()
+      .catch((error: unknown) => this.#k.log.error({ err: error }, 'the claim loop failed'))
+      .finally(() => (this.#running = undefined));
+  }
+
+  /** Claims nothing more; resolves once a pass under way is over (what it claimed was accepted). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#cancelPoll();
+    await this.#running;
+  }
+
+  async #loop(): Promise<void> {
+    // One pass covers the wakes of the rest of this turn (a settle batch frees several slots).
+    await Promise.resolve();
+    let poll = false;
+    do {
+      this.#again = false;
+      poll = await this.#pass();
+    } while ((this.#again || !poll) && !this.#stopped && this.#k.free() > 0);
+    if (poll && !this.#stopped) this.#armPoll();
+  }
+
+  /**
+   * One pass: claims up to the free slots, one call per agent. Returns whether to poll: some slots
+   * stayed free because the queue had no more (or the claim failed and will be tried again).
+   */
+  async #pass(): Promise<boolean> {
+    const { agents } = this.#k;
+    const first = this.#first;
+    this.#first = (first + 1) % agents.length;
+    let short = false;
+    for (let i = 0; i < agents.length && !this.#stopped; i++) {
+      const free = this.#k.free();
+      if (free <= 0) return false;
+      const agent = agents[(first + i) % agents.length]!;
+      let claimed: ClaimedTask[];
+      try {
+        claimed = await this.#k.queue.claim(this.#k.pool, this.#k.node, agent, free, this.#k.leaseMs);
+      } catch (error) {
+        if (isTroupeError(error, 'ILLEGAL_STATE')) {
+          this.#stopped = true;
+          this.#k.refused(error);
+          return false;
+        }
+        this.#k.log.error({ err: error, agent }, 'claiming tasks failed; trying again');
+        return true;
+      }
+      if (claimed.length > 0) this.#k.accept(claimed);
+      if (claimed.length < free) short = true;
+    }
+    return short && this.#k.free() > 0;
+  }
+
+  #armPoll(): void {
+    this.#cancelPoll();
+    this.#poll = this.#k.clock.setTimeout(() => {
+      this.#poll = undefined;
+      this.wake();
+    }, this.#k.pollMs);
+  }
+
+  #cancelPoll(): void {
+    if (this.#poll !== undefined) this.#k.clock.clearTimeout(this.#poll);
+    this.#poll = undefined;
+  }
+}

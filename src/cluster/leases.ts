@@ -1,0 +1,71 @@
+/**
+ * A node's lease renewals: every `everyMs` (about a third of the lease), one renewLeases call (one
+ * statement) for all the leases the node still stands behind. What to renew, and what to do with a
+ * lease the cluster has taken back, is the node's: see node-attempts.ts.
+ */
+import type pg from 'pg';
+import type { Clock, ClockTimer } from '../clock.js';
+import type { Logger } from '../log.js';
+import type { Lease } from '../store/postgres/queue.js';
+import type { ClusterQueue } from './options.js';
+
+/** What a lease keeper needs from its node. */
+export interface LeaseKeeperDeps {
+  pool: pg.Pool;
+  queue: Pick<ClusterQueue, 'renew'>;
+  leaseMs: number;
+  everyMs: number;
+  clock: Clock;
+  log: Logger;
+  /** The leases to renew now (called once per tick). */
+  due(): Lease[];
+  /** Leases whose attempt is no longer current: a sweeper took it back. */
+  lost(leases: Lease[]): void;
+}
+
+/** See the module comment. */
+export class LeaseKeeper {
+  readonly #k: LeaseKeeperDeps;
+  #timer: ClockTimer | undefined;
+  #tick: Promise<void> | undefined;
+  #stopped = false;
+
+  constructor(deps: LeaseKeeperDeps) {
+    this.#k = deps;
+  }
+
+  start(): void {
+    this.#arm();
+  }
+
+  /** Renews nothing more; resolves once a renewal under way is over. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer !== undefined) this.#k.clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#tick;
+  }
+
+  #arm(): void {
+    if (this.#stopped) return;
+    this.#timer = this.#k.clock.setTimeout(() => {
+      this.#timer = undefined;
+      this.#tick = this.#renew().finally(() => {
+        this.#tick = undefined;
+        this.#arm();
+      });
+    }, this.#k.everyMs);
+  }
+
+  async #renew(): Promise<void> {
+    try {
+      const leases = this.#k.due();
+      if (leases.length === 0) return;
+      const { lost } = await this.#k.queue.renew(this.#k.pool, leases, this.#k.leaseMs);
+      if (lost.length > 0) this.#k.lost(lost);
+    } catch (error) {
+      // The next tick tries again; a lease has two more ticks before it runs out.
+      this.#k.log.error({ err: error }, 'renewing leases failed');
+    }
+  }
+}

@@ -1,0 +1,285 @@
+/**
+ * The attempts a cluster node holds, host side, and the host of its agent pool: what the threads
+ * report becomes an attempt's end, queued for the turn's settle batch.
+ *
+ * An attempt is held from its claim until its settle is over (committed, or found stale): its
+ * slot is taken all that time, so the running rows a node has in the database never outnumber its
+ * slots. Its phase moves as the dispatcher's do (src/tasks/attempt.ts): dispatched (handed to its
+ * thread, which queues it until a slot is free), executing (its thread runs it), ended (its end is
+ * decided and waits for its settle). Its lease is renewed while its thread is heard from: any
+ * report proves the thread alive, and threads heartbeat every running attempt about three times
+ * per lease. An attempt not heard from for a whole lease is presumed stuck and stopped, as the LMDB
+ * runtime stops it.
+ */
+import type { AbortReason, AttemptRequest } from '../../actors/wire.js';
+import type { RegisteredAgent } from '../agents/registry.js';
+import type { Clock, ClockTimer } from '../clock.js';
+import type { Logger } from '../log.js';
+import type { AbortOutcome, AgentPool, PoolHost } from '../pool/pool.js';
+import type { ClaimedTask, Lease } from '../store/postgres/queue.js';
+import type { AttemptPhase } from '../tasks/attempt.js';
+import type { AttemptOutcome } from '../tasks/outcome.js';
+import { threadLosses } from '../tasks/thread-loss.js';
+import { attemptEnd } from './attempt-end.js';
+import type { Settler } from './settler.js';
+
+/** How long a thread has to answer the abort of an attempt presumed stuck before it is terminated. */
+const STUCK_ANSWER_MS = 250;
+
+/** One claimed attempt, host side. */
+export class NodeAttempt {
+  readonly claimed: ClaimedTask;
+  readonly agent: RegisteredAgent;
+  phase: AttemptPhase = 'dispatched';
+  /** Set once the node asked it to stop (timeout, lost lease, shutdown). */
+  stop: { reason: AbortReason; detail?: string } | undefined = undefined;
+  /** The exit code its agent ended its thread with, once the thread said so. */
+  endedThread: number | undefined = undefined;
+  /** When its thread was last heard from (the claim counts), on the node's clock. */
+  heardAt: number;
+  /** What its thread said about the abort. */
+  abortAnswer: Promise<AbortOutcome> | undefined = undefined;
+  timer: ClockTimer | undefined = undefined;
+
+  constructor(claimed: ClaimedTask, agent: RegisteredAgent, now: number) {
+    this.claimed = claimed;
+    this.agent = agent;
+    this.heardAt = now;
+  }
+
+  get attemptId(): string {
+    return this.claimed.attemptId;
+  }
+
+  get token(): number {
+    return this.claimed.token;
+  }
+
+  /** What its thread is handed: the claimed row's input, the agent's module. */
+  request(): AttemptRequest {
+    const { claimed, agent } = this;
+    return { module: agent.module, agent: agent.name, taskId: claimed.id, attemptId: claimed.attemptId, run: claimed.run, attempt: claimed.attempt, token: claimed.token, input: claimed.input };
+  }
+}
+
+/** What the attempts need from their node. */
+export interface NodeAttemptsDeps {
+  pool: AgentPool;
+  settler: Settler;
+  clock: Clock;
+  log: Logger;
+  random: () => number;
+  leaseMs: number;
+  cancelGraceMs: number;
+  /** A slot came free (an attempt's settle is over). */
+  freed(): void;
+}
+
+/** See the module comment. */
+export class NodeAttempts {
+  readonly #k: NodeAttemptsDeps;
+  readonly #live = new Map<string, NodeAttempt>();
+  /** Waiters for the next attempt to end or to be settled. */
+  readonly #waiters = new Set<() => void>();
+
+  constructor(deps: NodeAttemptsDeps) {
+    this.#k = deps;
+  }
+
+  /** Attempts held: claimed, and not yet settled. */
+  get held(): number {
+    return this.#live.size;
+  }
+
+  /**
+   * Takes claimed tasks: each goes to the pool, or, when `run` is false (the node is closing or
+   * lost), ends at once as interrupted: it never ran, and its budget is not spent.
+   */
+  accept(claimed: readonly ClaimedTask[], agents: ReadonlyMap<string, RegisteredAgent>, run: boolean): void {
+    const now = this.#k.clock.now();
+    for (const task of claimed) {
+      const attempt = new NodeAttempt(task, agents.get(task.agent)!, now);
+      this.#live.set(attempt.attemptId, attempt);
+      if (run) this.#k.pool.send(attempt.request());
+      else {
+        attempt.stop = { reason: 'shutdown', detail: 'claimed as the node stopped' };
+        this.#finish(attempt, { kind: 'abandoned' });
+      }
+    }
+  }
+
+  /** What the threads report (this is the pool's host). */
+  readonly host: PoolHost = {
+    began: (attemptId, token) => {
+      const attempt = this.#current(attemptId, token);
+      if (attempt?.phase !== 'dispatched') return;
+      attempt.phase = 'executing';
+      attempt.heardAt = this.#k.clock.now();
+      const { timeoutMs } = attempt.agent;
+      if (timeoutMs > 0 && !attempt.stop) attempt.timer = this.#k.clock.setTimeout(() => this.stop(attempt, 'timeout', `attempt exceeded timeoutMs ${timeoutMs}`, this.#k.cancelGraceMs), timeoutMs);
+    },
+    ended: (attemptId, token, result, ran) => {
+      const attempt = this.#current(attemptId, token);
+      if (!attempt) return this.#stale(attemptId, 'result');
+      // Aborted while still queued on its thread: it never ran.
+      this.#finish(attempt, attempt.phase === 'dispatched' && !ran ? { kind: 'abandoned' } : { kind: 'result', wire: result });
+    },
+    log: (attemptId, token, lines) => {
+      const attempt = this.#heard(attemptId, token, 'log');
+      // The cluster stores no log lines yet (issue #15): they go to the node's log.
+      if (attempt && this.#k.log.isLevelEnabled('debug')) {
+        for (const [level, text] of lines) this.#k.log.debug({ taskId: attempt.claimed.id, attemptId, agentLevel: level }, text);
+      }
+    },
+    progress: (attemptId, token) => void this.#heard(attemptId, token, 'progress'),
+    heartbeat: (attemptId, token) => void this.#heard(attemptId, token, undefined),
+    stray: (attemptId, message) => this.#k.log.warn({ attemptId: attemptId || undefined }, message),
+    exiting: (attemptId, token, code) => {
+      const attempt = this.#current(attemptId, token);
+      if (attempt) attempt.endedThread = code;
+    },
+    // Inputs, spawns and joins need the cluster's inbox and task tree, which do not exist yet (issue #15).
+    call: async (attemptId, _token, call) => {
+      this.#k.log.warn({ attemptId, method: call.method }, 'an agent call a cluster node cannot serve yet');
+      return { ok: false, error: { code: 'ILLEGAL_STATE', message: `ctx ${call.method} is not available on a cluster node yet (issue #15)` } };
+    },
+    threadExit: (attemptIds, reason) => {
+      const lost = attemptIds.map((id) => this.#live.get(id)).filter((a): a is NodeAttempt => a !== undefined && a.phase !== 'ended');
+      // As in the LMDB runtime: one not begun, or a bystander of an agent that ended the thread, is interrupted; the rest crashed.
+      for (const [attempt, outcome] of threadLosses(lost, reason)) this.#finish(attempt, outcome);
+    },
+  };
+
+  /**
+   * Asks an attempt to stop through its thread (ctx.signal aborts). With `graceMs`, its thread is
+   * terminated if it has not ended by then (0: at once, for a thread presumed stuck); without, the
+   * caller decides (shutdown).
+   */
+  stop(attempt: NodeAttempt, reason: AbortReason, detail: string, graceMs?: number): void {
+    if (attempt.stop || attempt.phase === 'ended') return;
+    attempt.stop = { reason, detail };
+    this.#clearTimer(attempt);
+    const answerWithinMs = graceMs === 0 ? STUCK_ANSWER_MS : Math.max(50, this.#k.cancelGraceMs);
+    attempt.abortAnswer = this.#k.pool.abort(attempt.attemptId, attempt.token, reason, answerWithinMs);
+    if (graceMs === undefined) return;
+    if (graceMs === 0) void this.#forceStop(attempt);
+    else attempt.timer = this.#k.clock.setTimeout(() => void this.#forceStop(attempt), graceMs);
+  }
+
+  /** Stops every attempt not yet ended (`phase`: only those in it). */
+  stopAll(reason: AbortReason, detail: string, graceMs?: number, phase?: AttemptPhase): void {
+    for (const attempt of [...this.#live.values()]) if (phase === undefined || attempt.phase === phase) this.stop(attempt, reason, detail, graceMs);
+  }
+
+  /** Ends every attempt not yet ended without waiting for its thread any more (its stop decides how: interrupted for a shutdown). */
+  abandonAll(): void {
+    for (const attempt of [...this.#live.values()]) this.#finish(attempt, { kind: 'abandoned' });
+  }
+
+  /** How many attempts still run (not yet ended; the ended ones may still wait for their settle). */
+  get running(): number {
+    let n = 0;
+    for (const attempt of this.#live.values()) if (attempt.phase !== 'ended') n++;
+    return n;
+  }
+
+  /** Resolves once no attempt is held. */
+  async idle(): Promise<void> {
+    while (this.#live.size > 0) await this.#change();
+  }
+
+  /** Resolves once no attempt runs (their settles may still be in flight). */
+  async ended(): Promise<void> {
+    while (this.running > 0) await this.#change();
+  }
+
+  /**
+   * The leases to renew now: attempts waiting on their thread or on their settle, and running ones
+   * heard from within two thirds of a lease. A running one not heard from for a whole lease is
+   * presumed stuck: it is stopped, and its thread terminated.
+   */
+  due(): Lease[] {
+    const now = this.#k.clock.now();
+    const { leaseMs } = this.#k;
+    const leases: Lease[] = [];
+    for (const attempt of this.#live.values()) {
+      const silentMs = now - attempt.heardAt;
+      if (attempt.phase === 'executing' && silentMs >= leaseMs && !attempt.stop) {
+        this.stop(attempt, 'lease_expired', `its thread was not heard from for ${silentMs} ms`, 0);
+        continue;
+      }
+      if (attempt.phase !== 'executing' || silentMs < (leaseMs * 2) / 3) leases.push({ taskId: attempt.claimed.id, token: attempt.token });
+    }
+    return leases;
+  }
+
+  /** Leases the cluster took back (a sweeper ended their attempts): those still running are stopped. */
+  lost(leases: readonly Lease[]): void {
+    for (const lease of leases) {
+      for (const attempt of this.#live.values()) {
+        if (attempt.claimed.id !== lease.taskId || attempt.token !== lease.token || attempt.phase === 'ended') continue;
+        this.#k.log.warn({ taskId: lease.taskId, attemptId: attempt.attemptId }, 'the cluster took the lease of a running attempt back; stopping it');
+        this.stop(attempt, 'lease_expired', 'the cluster took its lease back', this.#k.cancelGraceMs);
+      }
+    }
+  }
+
+  /** The held attempt with this id and token that has not ended. */
+  #current(attemptId: string, token: number): NodeAttempt | undefined {
+    const attempt = this.#live.get(attemptId);
+    return attempt !== undefined && attempt.token === token && attempt.phase !== 'ended' ? attempt : undefined;
+  }
+
+  /** The running attempt a report (`kind`, or a heartbeat when undefined) comes from, now heard from. */
+  #heard(attemptId: string, token: number, kind: string | undefined): NodeAttempt | undefined {
+    const attempt = this.#current(attemptId, token);
+    if (attempt?.phase !== 'executing') {
+      if (kind !== undefined) this.#stale(attemptId, kind);
+      return undefined;
+    }
+    attempt.heardAt = this.#k.clock.now();
+    return attempt;
+  }
+
+  #stale(attemptId: string, kind: string): void {
+    this.#k.log.warn({ attemptId, kind }, 'stale report from an attempt this node no longer runs');
+  }
+
+  async #forceStop(attempt: NodeAttempt): Promise<void> {
+    if (attempt.phase === 'ended') return;
+    const answer = await attempt.abortAnswer;
+    if ((attempt.phase as AttemptPhase) === 'ended') return;
+    const threads = answer?.foundIn !== undefined ? [answer.foundIn] : (answer?.unresponsive ?? []);
+    this.#k.log.warn({ attemptId: attempt.attemptId, threads, reason: attempt.stop?.reason }, 'attempt did not stop; terminating its thread');
+    await this.#k.pool.terminate(threads).catch((error: unknown) => this.#k.log.error({ err: error }, 'terminating a thread failed'));
+    this.#finish(attempt, { kind: 'abandoned' });
+  }
+
+  /** Decides the attempt's end and queues its settle; its slot comes free once the settle is over. */
+  #finish(attempt: NodeAttempt, outcome: AttemptOutcome): void {
+    if (attempt.phase === 'ended') return;
+    attempt.phase = 'ended';
+    this.#clearTimer(attempt);
+    const end = attemptEnd(attempt.claimed, attempt.agent.retry, outcome, attempt.stop, this.#k.random);
+    this.#k.settler.add(end, () => {
+      this.#live.delete(attempt.attemptId);
+      this.#k.freed();
+      this.#changed();
+    });
+    this.#changed();
+  }
+
+  #change(): Promise<void> {
+    return new Promise((resolve) => this.#waiters.add(resolve));
+  }
+
+  #changed(): void {
+    for (const resolve of this.#waiters) resolve();
+    this.#waiters.clear();
+  }
+
+  #clearTimer(attempt: NodeAttempt): void {
+    if (attempt.timer !== undefined) this.#k.clock.clearTimeout(attempt.timer);
+    attempt.timer = undefined;
+  }
+}

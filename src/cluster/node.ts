@@ -1,0 +1,230 @@
+/**
+ * A cluster node (issue #15): one process's share of the work on a PostgreSQL queue, run on the
+ * same agent pool as the LMDB runtime (src/pool/pool.ts). It migrates the schema, joins the
+ * cluster, and then loops: claims as many tasks as it has free slots (claimer.ts), hands each to
+ * a thread, settles what the threads report in one transaction per turn (settler.ts), renews the
+ * leases of what it runs (leases.ts), and sweeps for dead nodes and expired leases, so any node
+ * takes back the attempts of one that died. Not wired into createRuntime yet.
+ *
+ * A node that loses its liveness connection may already be taken for dead, its attempts taken
+ * back: it stops claiming and aborts its attempts (whatever they report then is fenced).
+ */
+import pg from 'pg';
+import { heartbeatMsOf } from '../tasks/dispatcher.js';
+import { coerceError, TroupeError } from '../errors.js';
+import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from '../lifecycle.js';
+import { resolveLogger, type Logger } from '../log.js';
+import { createPiscinaPool, type AgentPool } from '../pool/pool.js';
+import { migrate } from '../store/postgres/migrations.js';
+import { joinCluster, type ClusterNode } from '../store/postgres/nodes.js';
+import { runSweeper } from '../store/postgres/sweeper.js';
+import { Claimer } from './claimer.js';
+import { LeaseKeeper } from './leases.js';
+import { NodeAttempts } from './node-attempts.js';
+import { resolveNodeOptions, type ClusterNodeOptions, type ResolvedNodeOptions } from './options.js';
+import { Settler } from './settler.js';
+
+export type { ClusterNodeOptions } from './options.js';
+
+/** A running cluster node. */
+export interface RunningClusterNode {
+  /** Its id in `troupe_nodes` (the `node` of its attempt rows). */
+  readonly id: string;
+  /** starting → running → draining → closed. */
+  readonly state: RuntimeState;
+  /** Whether it lost its liveness connection (it claims nothing more). */
+  readonly lost: boolean;
+  /** Attempts it holds: claimed and not yet settled. */
+  readonly held: number;
+  /**
+   * Stops claiming, lets running attempts finish for up to `timeoutMs` (`force`: not at all), then
+   * aborts the rest: they and any attempt still queued on a thread end as interrupted, so their
+   * tasks are requeued without spending their attempt budget. Then it leaves the cluster and ends
+   * its threads. Every step runs even when one fails; the promise is cached.
+   */
+  close(options?: CloseOptions): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** Connections of a node's pool: one each for claims, settles, renewals and the sweeper. */
+const CONNECTIONS = 4;
+
+/** Starts a cluster node (see the module comment). INVALID_OPTIONS for bad options, before anything connects. */
+export async function startClusterNode(input: ClusterNodeOptions): Promise<RunningClusterNode> {
+  const options = resolveNodeOptions(input);
+  const log = resolveLogger(options.logger).child({ component: 'cluster-node' });
+  const db = new pg.Pool({ connectionString: options.connectionString, max: CONNECTIONS, application_name: 'troupe-node-queue' });
+  // An idle connection the server ends must not take the process down: the next query reconnects.
+  db.on('error', (error) => log.warn({ err: error }, 'an idle database connection failed'));
+  let member: ClusterNode;
+  let pool: AgentPool;
+  // The liveness connection may break before the node is built.
+  let lostEarly: Error | undefined;
+  let node: Node | undefined;
+  try {
+    await migrate(db);
+    member = await joinCluster(options.connectionString, (error) => (node ? node.lose(error) : (lostEarly = error)));
+  } catch (error) {
+    await db.end().catch(() => undefined);
+    throw error instanceof TroupeError ? error : new TroupeError('STORE_FAILED', `starting a cluster node failed: ${coerceError(error).message}`, { cause: error });
+  }
+  try {
+    pool = (options.createPool ?? createPiscinaPool)({
+      threads: options.threads,
+      slotsPerThread: options.slotsPerThread,
+      heartbeatMs: heartbeatMsOf(options.leaseMs),
+      onError: (error) => log.error({ err: error }, 'worker thread error'),
+    });
+  } catch (error) {
+    await member.leave().catch(() => undefined);
+    await db.end().catch(() => undefined);
+    throw error;
+  }
+  node = new Node(options, log.child({ node: member.id }), db, member, pool);
+  node.start();
+  if (lostEarly) node.lose(lostEarly);
+  return node;
+}
+
+/** See the module comment. */
+class Node implements RunningClusterNode {
+  readonly id: string;
+  readonly #options: ResolvedNodeOptions;
+  readonly #log: Logger;
+  readonly #db: pg.Pool;
+  readonly #member: ClusterNode;
+  readonly #pool: AgentPool;
+  readonly #lifecycle: Lifecycle;
+  readonly #settler: Settler;
+  readonly #attempts: NodeAttempts;
+  readonly #claimer: Claimer;
+  readonly #leases: LeaseKeeper;
+  readonly #sweeping = new AbortController();
+  #sweeper: Promise<void> | undefined;
+  #lost = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: ResolvedNodeOptions, log: Logger, db: pg.Pool, member: ClusterNode, pool: AgentPool) {
+    this.id = member.id;
+    this.#options = options;
+    this.#log = log;
+    this.#db = db;
+    this.#member = member;
+    this.#pool = pool;
+    this.#lifecycle = new Lifecycle(log);
+    const { clock, queue, leaseMs, pollMs } = options;
+    const slots = options.threads * options.slotsPerThread;
+    this.#settler = new Settler(db, queue, log, clock, pollMs);
+    this.#attempts = new NodeAttempts({ pool, settler: this.#settler, clock, log, random: options.random, leaseMs, cancelGraceMs: options.cancelGraceMs, freed: () => this.#claimer.wake() });
+    this.#claimer = new Claimer({
+      pool: db,
+      queue,
+      node: member.id,
+      agents: [...options.agents.keys()],
+      leaseMs,
+      pollMs,
+      clock,
+      log,
+      free: () => slots - this.#attempts.held,
+      accept: (claimed) => this.#attempts.accept(claimed, options.agents, this.#lifecycle.state === 'running' && !this.#lost),
+      refused: (error) => this.lose(error),
+    });
+    this.#leases = new LeaseKeeper({ pool: db, queue, leaseMs, everyMs: heartbeatMsOf(leaseMs), clock, log, due: () => this.#attempts.due(), lost: (leases) => this.#attempts.lost(leases) });
+    pool.connect(this.#attempts.host);
+  }
+
+  get state(): RuntimeState {
+    return this.#lifecycle.state;
+  }
+
+  get lost(): boolean {
+    return this.#lost;
+  }
+
+  get held(): number {
+    return this.#attempts.held;
+  }
+
+  start(): void {
+    this.#lifecycle.set('running', { threads: this.#options.threads, slotsPerThread: this.#options.slotsPerThread, agents: [...this.#options.agents.keys()] });
+    this.#leases.start();
+    this.#sweeper = runSweeper(this.#db, {
+      signal: this.#sweeping.signal,
+      intervalMs: this.#options.sweepMs,
+      onSweep: (result) => this.#log.info({ reclaimed: result.reclaimed.length, removedNodes: result.removedNodes }, 'swept: attempts taken back'),
+      onError: (error) => this.#log.warn({ err: error }, 'a sweep failed'),
+    });
+    this.#claimer.wake();
+  }
+
+  /** The node lost its liveness connection, or the cluster refused its claim: another node may take its work. */
+  lose(error: Error): void {
+    if (this.#lost) return;
+    this.#lost = true;
+    this.#log.error({ err: error }, 'this node is no longer a live member of the cluster; it stops claiming and aborts its attempts');
+    void this.#claimer.stop();
+    this.#attempts.stopAll('shutdown', 'the node lost its place in the cluster', this.#options.cancelGraceMs);
+    try {
+      this.#options.onLost?.(error);
+    } catch (thrown) {
+      this.#log.error({ err: thrown }, 'options.onLost threw');
+    }
+  }
+
+  close(options?: CloseOptions): Promise<void> {
+    const { timeoutMs, force } = validateCloseOptions(options);
+    if (this.#closing) return this.#closing;
+    this.#lifecycle.set('draining');
+    this.#closing = this.#close(force ? 0 : timeoutMs);
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #close(timeoutMs: number): Promise<void> {
+    const errors: unknown[] = [];
+    const step = async (what: string, run: () => Promise<unknown> | unknown) => {
+      try {
+        await run();
+      } catch (error) {
+        errors.push(error);
+        this.#log.error({ err: error }, `closing: ${what} failed`);
+      }
+    };
+    const attempts = this.#attempts;
+    const { cancelGraceMs } = this.#options;
+    await step('stopping claims', () => this.#claimer.stop());
+    // Only attempts already running may finish; those still queued on their threads end now.
+    await step('stopping queued attempts', () => attempts.stopAll('shutdown', 'the node is closing', undefined, 'dispatched'));
+    await step('waiting for running attempts', () => within(timeoutMs, attempts.ended()));
+    await step('aborting running attempts', () => attempts.stopAll('shutdown', 'the node is closing'));
+    // Aborted agents get cancelGraceMs to clean up before their threads are destroyed under them.
+    await step('waiting for aborted attempts', () => within(cancelGraceMs, attempts.ended()));
+    await step('ending what did not stop', () => attempts.abandonAll());
+    // Settles that keep failing get as long as running attempts had; a sweeper ends what is left.
+    await step('settling', () => within(Math.max(timeoutMs, cancelGraceMs, 1_000), this.#settler.idle()));
+    await step('giving up unsettled ends', () => this.#settler.abandon());
+    await step('stopping lease renewals', () => this.#leases.stop());
+    await step('stopping the sweeper', async () => {
+      this.#sweeping.abort();
+      await this.#sweeper;
+    });
+    await step('ending the threads', () => this.#pool.destroy());
+    await step('leaving the cluster', () => this.#member.leave());
+    await step('closing the database pool', () => this.#db.end());
+    this.#lifecycle.set('closed');
+    if (errors.length > 0) throw new TroupeError('STORE_FAILED', `closing the cluster node failed: ${coerceError(errors[0]).message}`, { cause: errors[0] });
+  }
+}
+
+/** Resolves when `promise` does or `ms` have passed (wall time: closing must end), whichever is first. */
+async function within(ms: number, promise: Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([promise, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * The options of a cluster node (issue #15): documented, defaulted, validated and frozen in one
+ * place, as the runtime's are (src/options.ts), with the runtime's own checks and agent validation.
+ */
+import { availableParallelism } from 'node:os';
+import type pg from 'pg';
+import { validateRegistration, type AgentRegistration, type RegisteredAgent } from '../agents/registry.js';
+import { systemClock, type Clock } from '../clock.js';
+import type { LoggerOption } from '../log.js';
+import { assertNonNegativeInt, assertPositiveInt, DEFAULT_RETRY, invalidOptions, stripUndefined } from '../options.js';
+import type { AgentPool, PiscinaPoolOptions } from '../pool/pool.js';
+import { claimTasks, renewLeases, type ClaimedTask, type Lease, type Renewal } from '../store/postgres/queue.js';
+import { settleAttempts, type AttemptEnd, type SettleResult } from '../store/postgres/settle.js';
+
+/** Options of `startClusterNode()`. */
+export interface ClusterNodeOptions {
+  /** The cluster's PostgreSQL database, e.g. `postgres://127.0.0.1:5432/app`. Required. */
+  connectionString: string;
+  /**
+   * The agents this node runs: it claims tasks of these agents only. Required, at least one. A
+   * registration's name, module, `timeoutMs` and `retry` (its backoff: the attempt budget is the
+   * task's own, set at submit) apply; the cluster-wide limits (`concurrency`, `rate`,
+   * `dailyLimit`) and `backoff`, `capabilities` and `retention` are refused for now.
+   */
+  agents: AgentRegistration[];
+  /** Worker threads. @default os.availableParallelism() */
+  threads?: number;
+  /** Attempts one thread runs at once; the node holds at most threads × slotsPerThread attempts. @default 4 */
+  slotsPerThread?: number;
+  /** Lease of a claimed attempt, on the database's clock; renewed about every third of it. @default 30_000 */
+  leaseMs?: number;
+  /** How often the node looks for tasks again after a claim found fewer than it asked for. @default 250 */
+  pollMs?: number;
+  /** Time between two sweeps for dead nodes and expired leases (runSweeper's interval). @default 150 */
+  sweepMs?: number;
+  /** How long a timed-out or fenced attempt may take to stop before its thread is terminated. @default 5_000 */
+  cancelGraceMs?: number;
+  /** A pino logger, pino options, or false for silence. @default pino at level 'warn' */
+  logger?: LoggerOption;
+  /** Called once if the node loses its liveness connection: it has stopped claiming and aborted its attempts. */
+  onLost?: (error: Error) => void;
+  /** Time source of timeouts, grace periods, renewals and polls. @default the system clock */
+  clock?: Clock;
+  /** Random source in [0, 1) for retry backoff jitter. @default Math.random */
+  random?: () => number;
+  /** @internal The queue's durable verbs (tests count and delay calls). */
+  queue?: Partial<ClusterQueue>;
+  /** @internal Replaces the Piscina pool (tests). */
+  createPool?: (options: PiscinaPoolOptions) => AgentPool;
+}
+
+/** The durable verbs a node calls, one transaction each (src/store/postgres/). */
+export interface ClusterQueue {
+  claim(pool: pg.Pool, node: string, agent: string, n: number, leaseMs: number): Promise<ClaimedTask[]>;
+  renew(pool: pg.Pool, leases: readonly Lease[], leaseMs: number): Promise<Renewal>;
+  settle(pool: pg.Pool, ends: readonly AttemptEnd[]): Promise<SettleResult>;
+}
+
+/** The real verbs on PostgreSQL. */
+export const POSTGRES_QUEUE: ClusterQueue = Object.freeze({ claim: claimTasks, renew: renewLeases, settle: settleAttempts });
+
+/** Options after defaults and validation. */
+export interface ResolvedNodeOptions {
+  readonly connectionString: string;
+  /** By name, in the order given. */
+  readonly agents: ReadonlyMap<string, RegisteredAgent>;
+  readonly threads: number;
+  readonly slotsPerThread: number;
+  readonly leaseMs: number;
+  readonly pollMs: number;
+  readonly sweepMs: number;
+  readonly cancelGraceMs: number;
+  readonly logger: LoggerOption | undefined;
+  readonly onLost: ((error: Error) => void) | undefined;
+  readonly clock: Clock;
+  readonly random: () => number;
+  readonly queue: ClusterQueue;
+  readonly createPool: ((options: PiscinaPoolOptions) => AgentPool) | undefined;
+}
+
+const DEFAULTS = { slotsPerThread: 4, leaseMs: 30_000, pollMs: 250, sweepMs: 150, cancelGraceMs: 5_000 };
+const KNOWN = new Set(['connectionString', 'agents', 'threads', 'slotsPerThread', 'leaseMs', 'pollMs', 'sweepMs', 'cancelGraceMs', 'logger', 'onLost', 'clock', 'random', 'queue', 'createPool']);
+/** Registration fields a node cannot honour yet: the cluster-wide ones belong in the claim (issue #15). */
+const NOT_YET = ['concurrency', 'rate', 'dailyLimit', 'backoff', 'capabilities', 'retention'] as const;
+
+/** Validates and freezes a node's options. Throws INVALID_OPTIONS naming the option. */
+export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptions {
+  if (typeof input !== 'object' || input === null) throw invalidOptions('options must be an object');
+  for (const key of Object.keys(input)) if (!KNOWN.has(key)) throw invalidOptions(`options.${key} is not a cluster node option`);
+  const o = { ...DEFAULTS, ...stripUndefined(input) };
+  if (typeof o.connectionString !== 'string' || o.connectionString.length === 0) throw invalidOptions('options.connectionString must be a non-empty string');
+  const threads = input.threads ?? Math.max(1, availableParallelism());
+  assertPositiveInt('threads', threads);
+  assertPositiveInt('slotsPerThread', o.slotsPerThread);
+  assertPositiveInt('leaseMs', o.leaseMs);
+  assertPositiveInt('pollMs', o.pollMs);
+  assertPositiveInt('sweepMs', o.sweepMs);
+  assertNonNegativeInt('cancelGraceMs', o.cancelGraceMs);
+  const clock = o.clock ?? systemClock;
+  if (typeof clock.now !== 'function' || typeof clock.setTimeout !== 'function' || typeof clock.clearTimeout !== 'function') throw invalidOptions('options.clock must implement now(), setTimeout() and clearTimeout()');
+  const random = o.random ?? Math.random;
+  if (typeof random !== 'function') throw invalidOptions('options.random must be a function returning [0, 1)');
+  if (o.onLost !== undefined && typeof o.onLost !== 'function') throw invalidOptions('options.onLost must be a function');
+  if (o.createPool !== undefined && typeof o.createPool !== 'function') throw invalidOptions('options.createPool must be a function');
+  if (o.queue !== undefined && (typeof o.queue !== 'object' || o.queue === null)) throw invalidOptions('options.queue must be an object');
+  return Object.freeze({
+    connectionString: o.connectionString,
+    agents: agentsOf(o.agents),
+    threads,
+    slotsPerThread: o.slotsPerThread,
+    leaseMs: o.leaseMs,
+    pollMs: o.pollMs,
+    sweepMs: o.sweepMs,
+    cancelGraceMs: o.cancelGraceMs,
+    logger: input.logger,
+    onLost: o.onLost,
+    clock,
+    random,
+    queue: Object.freeze({ ...POSTGRES_QUEUE, ...stripUndefined(o.queue ?? {}) }),
+    createPool: o.createPool,
+  });
+}
+
+function agentsOf(agents: unknown): ReadonlyMap<string, RegisteredAgent> {
+  if (!Array.isArray(agents) || agents.length === 0) throw invalidOptions('options.agents must be a non-empty array of agent registrations');
+  const byName = new Map<string, RegisteredAgent>();
+  for (const registration of agents as AgentRegistration[]) {
+    const agent = validateRegistration(registration, { timeoutMs: 0, retry: DEFAULT_RETRY, backoff: null });
+    for (const field of NOT_YET) {
+      if (registration[field] !== undefined) throw invalidOptions(`agent ${agent.name}: ${field} is not applied by cluster nodes yet (issue #15)`);
+    }
+    if (byName.has(agent.name)) throw invalidOptions(`agent ${agent.name} is given twice`);
+    byName.set(agent.name, agent);
+  }
+  return byName;
+}

@@ -1,0 +1,71 @@
+/**
+ * Helpers of the cluster node tests: nodes started from the built package (their threads load the
+ * built worker and agents), closed after each test; waits on the database; and how many attempts a
+ * node held at once, from its attempt rows.
+ */
+import pg from 'pg';
+import { afterEach } from 'vitest';
+import type { ClusterNodeOptions, RunningClusterNode, startClusterNode as StartClusterNode } from '../src/cluster/node.js';
+
+const built = (await import(new URL('../dist/src/cluster/node.js', import.meta.url).href)) as { startClusterNode: typeof StartClusterNode };
+
+/** The built module URL of the bench's no-op agent. */
+export const NOOP_AGENT = new URL('../dist/bench/noop.agent.js', import.meta.url);
+
+/** Call at a test file's top level: returns a node factory whose nodes are closed after each test. */
+export function clusterNodes(): (options: ClusterNodeOptions) => Promise<RunningClusterNode> {
+  const nodes: RunningClusterNode[] = [];
+  afterEach(async () => {
+    for (const node of nodes.splice(0)) await node.close({ timeoutMs: 1_000 });
+  });
+  return async (options) => {
+    const node = await built.startClusterNode({ logger: false, ...options });
+    nodes.push(node);
+    return node;
+  };
+}
+
+/**
+ * Resolves once `condition` (a database query, usually) holds, asking again every 10 ms (a poll,
+ * so the test does not take a core from the nodes it watches); fails after `timeoutMs`.
+ */
+export async function until(condition: () => Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await condition())) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** One integer a query returns (its first column of its first row). */
+export async function count(pool: pg.Pool, sql: string, params: unknown[] = []): Promise<number> {
+  const { rows } = await pool.query(sql, params);
+  return Number(Object.values(rows[0] as object)[0]);
+}
+
+/**
+ * The most attempts each node held at once, from the attempt rows: an attempt is held from its
+ * claim (`started_at`) to its settle (`ended_at`), both on the database's clock. An end and a start
+ * at the same instant do not overlap.
+ */
+export async function heldAtOnce(pool: pg.Pool): Promise<Map<string, number>> {
+  const { rows } = await pool.query<{ node: string; start_us: string; end_us: string | null }>(
+    `SELECT node, (extract(epoch FROM started_at) * 1e6)::bigint::text AS start_us, (extract(epoch FROM ended_at) * 1e6)::bigint::text AS end_us FROM troupe_attempts`,
+  );
+  const marks = new Map<string, Array<{ at: bigint; delta: number }>>();
+  for (const r of rows) {
+    const list = marks.get(r.node) ?? [];
+    list.push({ at: BigInt(r.start_us), delta: 1 });
+    if (r.end_us !== null) list.push({ at: BigInt(r.end_us), delta: -1 });
+    marks.set(r.node, list);
+  }
+  const most = new Map<string, number>();
+  for (const [node, list] of marks) {
+    list.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : a.delta - b.delta));
+    let now = 0;
+    let max = 0;
+    for (const { delta } of list) max = Math.max(max, (now += delta));
+    most.set(node, max);
+  }
+  return most;
+}

@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest';
+import type { WireResult } from '../../actors/wire.js';
+import { attemptEnd } from '../../src/cluster/attempt-end.js';
+import type { RetryPolicy } from '../../src/store/records.js';
+import { decideEnd } from '../../src/store/postgres/settle.js';
+import type { AttemptOutcome } from '../../src/tasks/outcome.js';
+
+const RETRY: RetryPolicy = { maxAttempts: 1, backoff: 'exponential', delayMs: 1_000, maxDelayMs: 60_000, jitter: 0 };
+const claimed = (attempts: number) => ({ id: 't1', token: 7, attempts });
+const noJitter = () => 0;
+const result = (wire: WireResult): AttemptOutcome => ({ kind: 'result', wire });
+
+describe('attemptEnd: a claimed attempt\'s end for the PostgreSQL queue', () => {
+  it('keeps the output of a success and the error of a failure', () => {
+    expect(attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'success', output: { a: 1 } } }), undefined, noJitter)).toEqual({ taskId: 't1', token: 7, exit: 'success', output: { a: 1 } });
+    expect(attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'fail', summary: 'no', output: 2 } }), undefined, noJitter)).toEqual({
+      taskId: 't1',
+      token: 7,
+      exit: 'fail',
+      output: 2,
+      error: { code: 'AGENT_FAILED', message: 'no', retryable: false, fault: 'agent' },
+    });
+  });
+
+  it('leaves retry or drop to the database: the attempt\'s own error and a backoff, never RETRY_EXHAUSTED', () => {
+    // The agent's budget says 1 attempt, and this is the third of the task's: still the plain error.
+    const end = attemptEnd(claimed(3), RETRY, result({ ok: false, error: { code: 'AGENT_ERROR', message: 'boom', retryable: true, fault: 'agent' } }), undefined, noJitter);
+    expect(end).toEqual({ taskId: 't1', token: 7, exit: 'error', error: { code: 'AGENT_ERROR', message: 'boom', retryable: true, fault: 'agent' }, retryDelayMs: 4_000 });
+    // The queue then drops it when the task's budget is spent, wrapping the error once.
+    expect(decideEnd(end.exit, end.error, 3, 3)).toMatchObject({ state: 'dropped', error: { code: 'RETRY_EXHAUSTED', message: 'gave up after 3 attempts; last error AGENT_ERROR: boom' } });
+    expect(decideEnd(end.exit, end.error, 2, 3)).toMatchObject({ state: 'queued' });
+  });
+
+  it('lets the node\'s stop win over what the agent returned afterwards', () => {
+    const aborted = result({ ok: false, error: { code: 'ABORTED', message: 'stopped', retryable: false, fault: 'agent' } });
+    expect(attemptEnd(claimed(1), RETRY, aborted, { reason: 'shutdown' }, noJitter)).toEqual({ taskId: 't1', token: 7, exit: 'interrupted' });
+    expect(attemptEnd(claimed(1), RETRY, { kind: 'abandoned' }, { reason: 'timeout', detail: 'late' }, noJitter)).toMatchObject({ exit: 'timeout', error: { code: 'TIMEOUT', message: 'late' } });
+    expect(attemptEnd(claimed(1), RETRY, { kind: 'crash', code: 'THREAD_CRASHED', message: 'gone' }, undefined, noJitter)).toMatchObject({ exit: 'crashed', error: { code: 'THREAD_CRASHED', fault: 'infrastructure' } });
+  });
+
+  it('fails an attempt whose output jsonb cannot hold, and one that asks to sleep, instead of storing something else', () => {
+    const dated = attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'success', output: { at: new Date(0) } } }), undefined, noJitter);
+    expect(dated).toEqual({ taskId: 't1', token: 7, exit: 'error', error: expect.objectContaining({ code: 'INVALID_RESULT', retryable: false }) });
+    const sleep = attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'sleep', wakeAfterMs: 10 } }), undefined, noJitter);
+    expect(sleep).toMatchObject({ exit: 'error', error: { retryable: false, message: expect.stringContaining('sleep') } });
+    const nul = attemptEnd(claimed(1), RETRY, result({ ok: false, error: { code: 'AGENT_ERROR', message: 'a\u0000b', retryable: false, fault: 'agent' } }), undefined, noJitter);
+    expect(nul.error!.message).toBe('a\uFFFDb');
+  });
+});
