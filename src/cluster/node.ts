@@ -3,8 +3,9 @@
  * same agent pool as the LMDB runtime (src/pool/pool.ts). It migrates the schema, joins the
  * cluster, and then loops: claims as many tasks as it has free slots (claimer.ts), hands each to
  * a thread, settles what the threads report in one transaction per turn (settler.ts), renews the
- * leases of what it runs (leases.ts), and sweeps for dead nodes and expired leases, so any node
- * takes back the attempts of one that died. Not wired into createRuntime yet.
+ * leases of what it runs (leases.ts), sweeps for dead nodes and expired leases, so any node
+ * takes back the attempts of one that died, and fires the cluster's due cron schedules
+ * (firer.ts), so each tick fires while any node lives. Not wired into createRuntime yet.
  *
  * A node that loses its liveness connection may already be taken for dead, its attempts taken
  * back: it stops claiming and aborts its attempts (whatever they report then is fenced).
@@ -19,6 +20,7 @@ import { migrate } from '../store/postgres/migrations.js';
 import { joinCluster, type ClusterNode } from '../store/postgres/nodes.js';
 import { runSweeper } from '../store/postgres/sweeper.js';
 import { Claimer } from './claimer.js';
+import { Firer } from './firer.js';
 import { LeaseKeeper } from './leases.js';
 import { NodeAttempts } from './node-attempts.js';
 import { resolveNodeOptions, type ClusterNodeOptions, type ResolvedNodeOptions } from './options.js';
@@ -46,8 +48,8 @@ export interface RunningClusterNode {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-/** Connections of a node's pool: one each for claims, settles, renewals and the sweeper. */
-const CONNECTIONS = 4;
+/** Connections of a node's pool: one each for claims, settles, renewals, the sweeper and cron fires. */
+const CONNECTIONS = 5;
 
 /** Starts a cluster node (see the module comment). INVALID_OPTIONS for bad options, before anything connects. */
 export async function startClusterNode(input: ClusterNodeOptions): Promise<RunningClusterNode> {
@@ -99,6 +101,7 @@ class Node implements RunningClusterNode {
   readonly #attempts: NodeAttempts;
   readonly #claimer: Claimer;
   readonly #leases: LeaseKeeper;
+  readonly #firer: Firer;
   readonly #sweeping = new AbortController();
   #sweeper: Promise<void> | undefined;
   #lost = false;
@@ -130,6 +133,16 @@ class Node implements RunningClusterNode {
       refused: (error) => this.lose(error),
     });
     this.#leases = new LeaseKeeper({ pool: db, queue, leaseMs, everyMs: heartbeatMsOf(leaseMs), clock, log, due: () => this.#attempts.due(), lost: (leases) => this.#attempts.lost(leases) });
+    this.#firer = new Firer({
+      pool: db,
+      queue,
+      node: member.id,
+      everyMs: options.fireMs,
+      clock,
+      log,
+      fired: () => this.#claimer.wake(),
+      refused: (error) => this.lose(error),
+    });
     pool.connect(this.#attempts.host);
   }
 
@@ -155,6 +168,7 @@ class Node implements RunningClusterNode {
       onError: (error) => this.#log.warn({ err: error }, 'a sweep failed'),
     });
     this.#claimer.wake();
+    this.#firer.start();
   }
 
   /** The node lost its liveness connection, or the cluster refused its claim: another node may take its work. */
@@ -163,6 +177,7 @@ class Node implements RunningClusterNode {
     this.#lost = true;
     this.#log.error({ err: error }, 'this node is no longer a live member of the cluster; it stops claiming and aborts its attempts');
     void this.#claimer.stop();
+    void this.#firer.stop();
     this.#attempts.stopAll('shutdown', 'the node lost its place in the cluster', this.#options.cancelGraceMs);
     try {
       this.#options.onLost?.(error);
@@ -196,6 +211,7 @@ class Node implements RunningClusterNode {
     const attempts = this.#attempts;
     const { cancelGraceMs } = this.#options;
     await step('stopping claims', () => this.#claimer.stop());
+    await step('stopping cron fires', () => this.#firer.stop());
     // Only attempts already running may finish; those still queued on their threads end now.
     await step('stopping queued attempts', () => attempts.stopAll('shutdown', 'the node is closing', undefined, 'dispatched'));
     await step('waiting for running attempts', () => within(timeoutMs, attempts.ended()));

@@ -10,6 +10,7 @@ import type { LoggerOption } from '../log.js';
 import { assertNonNegativeInt, assertPositiveInt, DEFAULT_RETRY, invalidOptions, stripUndefined } from '../options.js';
 import type { AgentPool, PiscinaPoolOptions } from '../pool/pool.js';
 import { claimTasks, renewLeases, type ClaimedTask, type Lease, type Renewal } from '../store/postgres/queue.js';
+import { fireDue, type FireResult } from '../store/postgres/schedules.js';
 import { settleAttempts, type AttemptEnd, type SettleResult } from '../store/postgres/settle.js';
 
 /** Options of `startClusterNode()`. */
@@ -33,6 +34,11 @@ export interface ClusterNodeOptions {
   pollMs?: number;
   /** Time between two sweeps for dead nodes and expired leases (runSweeper's interval). @default 150 */
   sweepMs?: number;
+  /**
+   * Time between two fires of the cluster's due cron schedules (fireDue), the first at start. Every
+   * node fires; each tick fires once, on one of them, at most about this late. @default 250
+   */
+  fireMs?: number;
   /** How long a timed-out or fenced attempt may take to stop before its thread is terminated. @default 5_000 */
   cancelGraceMs?: number;
   /** A pino logger, pino options, or false for silence. @default pino at level 'warn' */
@@ -54,10 +60,11 @@ export interface ClusterQueue {
   claim(pool: pg.Pool, node: string, agent: string, n: number, leaseMs: number): Promise<ClaimedTask[]>;
   renew(pool: pg.Pool, leases: readonly Lease[], leaseMs: number): Promise<Renewal>;
   settle(pool: pg.Pool, ends: readonly AttemptEnd[]): Promise<SettleResult>;
+  fire(pool: pg.Pool, node: string): Promise<FireResult>;
 }
 
 /** The real verbs on PostgreSQL. */
-export const POSTGRES_QUEUE: ClusterQueue = Object.freeze({ claim: claimTasks, renew: renewLeases, settle: settleAttempts });
+export const POSTGRES_QUEUE: ClusterQueue = Object.freeze({ claim: claimTasks, renew: renewLeases, settle: settleAttempts, fire: (pool: pg.Pool, node: string) => fireDue(pool, node) });
 
 /** Options after defaults and validation. */
 export interface ResolvedNodeOptions {
@@ -69,6 +76,7 @@ export interface ResolvedNodeOptions {
   readonly leaseMs: number;
   readonly pollMs: number;
   readonly sweepMs: number;
+  readonly fireMs: number;
   readonly cancelGraceMs: number;
   readonly logger: LoggerOption | undefined;
   readonly onLost: ((error: Error) => void) | undefined;
@@ -78,8 +86,8 @@ export interface ResolvedNodeOptions {
   readonly createPool: ((options: PiscinaPoolOptions) => AgentPool) | undefined;
 }
 
-const DEFAULTS = { slotsPerThread: 4, leaseMs: 30_000, pollMs: 250, sweepMs: 150, cancelGraceMs: 5_000 };
-const KNOWN = new Set(['connectionString', 'agents', 'threads', 'slotsPerThread', 'leaseMs', 'pollMs', 'sweepMs', 'cancelGraceMs', 'logger', 'onLost', 'clock', 'random', 'queue', 'createPool']);
+const DEFAULTS = { slotsPerThread: 4, leaseMs: 30_000, pollMs: 250, sweepMs: 150, fireMs: 250, cancelGraceMs: 5_000 };
+const KNOWN = new Set(['connectionString', 'agents', 'threads', 'slotsPerThread', 'leaseMs', 'pollMs', 'sweepMs', 'fireMs', 'cancelGraceMs', 'logger', 'onLost', 'clock', 'random', 'queue', 'createPool']);
 /** Registration fields a node cannot honour yet: the cluster-wide ones belong in the claim (issue #15). */
 const NOT_YET = ['concurrency', 'rate', 'dailyLimit', 'backoff', 'capabilities', 'retention'] as const;
 
@@ -95,6 +103,7 @@ export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptio
   assertPositiveInt('leaseMs', o.leaseMs);
   assertPositiveInt('pollMs', o.pollMs);
   assertPositiveInt('sweepMs', o.sweepMs);
+  assertPositiveInt('fireMs', o.fireMs);
   assertNonNegativeInt('cancelGraceMs', o.cancelGraceMs);
   const clock = o.clock ?? systemClock;
   if (typeof clock.now !== 'function' || typeof clock.setTimeout !== 'function' || typeof clock.clearTimeout !== 'function') throw invalidOptions('options.clock must implement now(), setTimeout() and clearTimeout()');
@@ -111,6 +120,7 @@ export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptio
     leaseMs: o.leaseMs,
     pollMs: o.pollMs,
     sweepMs: o.sweepMs,
+    fireMs: o.fireMs,
     cancelGraceMs: o.cancelGraceMs,
     logger: input.logger,
     onLost: o.onLost,
