@@ -123,16 +123,21 @@ async function graphileWorker(): Promise<number> {
   const logger = new gw.Logger(() => (level, message) => {
     if (String(level) === 'error') console.error(`graphile-worker: ${message}`);
   });
-  const utils = await gw.makeWorkerUtils({ connectionString: db.url, logger });
+  // One pool of the bench's own for the utils and the worker, ended before the database is dropped:
+  // with the pools graphile-worker makes, the DROP's termination of a connection the worker had
+  // not closed yet reached an unhandled 'error' and ended the bench.
+  const pgPool = new pg.Pool({ connectionString: db.url, max: Math.max(10, concurrency + 1) });
+  pgPool.on('error', () => undefined);
+  pgPool.on('connect', (client) => client.on('error', () => undefined));
+  const utils = await gw.makeWorkerUtils({ pgPool, logger });
   try {
     await utils.migrate();
     for (let i = 0; i < tasks; i += 1_000) await utils.addJobs(Array.from({ length: Math.min(1_000, tasks - i) }, () => ({ identifier: 'noop', payload: {} })));
     const started = performance.now();
     const runner = await gw.run({
-      connectionString: db.url,
+      pgPool,
       logger,
       concurrency,
-      maxPoolSize: Math.max(10, concurrency + 1),
       noHandleSignals: true,
       taskList: { noop: () => void noop() },
       preset: { worker: { ...(localQueue > 0 ? { localQueue: { size: localQueue } } : {}), completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
@@ -143,6 +148,7 @@ async function graphileWorker(): Promise<number> {
     return tasks / seconds;
   } finally {
     await utils.release();
+    await pgPool.end();
     await db.drop();
   }
 }
