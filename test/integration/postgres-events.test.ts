@@ -1,14 +1,42 @@
 /**
  * The cluster event log on PostgreSQL: read with no gap and no duplicate although transactions
  * commit out of the order their events were numbered in; rolled-back events never show; a
- * follower goes on after its LISTEN connection is cut.
+ * follower goes on after its LISTEN connection is cut. A statement's events are stored as one row
+ * (schema version 6), and a cursor inside it resumes after its event; version 6 keeps the events
+ * and cursors of the log it found.
  */
 import { describe, expect, it } from 'vitest';
-import { appendEvents, followEvents, parseCursor, readEvents, type StoredEvent } from '../../src/store/postgres/events.js';
+import { appendEvents, cursorOf, followEvents, parseCursor, readEvents, type StoredEvent } from '../../src/store/postgres/events.js';
+import { MIGRATIONS, migrate } from '../../src/store/postgres/migrations.js';
 import { scratchPools } from '../helpers.js';
 
 const pools = scratchPools();
 const database = () => pools({ max: 12 });
+
+/** Appends each batch of `batches` in a transaction of its own. */
+async function append(pool: import('pg').Pool, ...batches: Array<Array<{ type: string; taskId?: string; data?: unknown }>>): Promise<void> {
+  for (const batch of batches) {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      await appendEvents(client, batch);
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+  }
+}
+
+/** Reads the whole log `limit` events at a time, each read from the last one's cursor. */
+async function readAll(pool: import('pg').Pool, limit: number): Promise<StoredEvent[]> {
+  const all: StoredEvent[] = [];
+  for (;;) {
+    const page = await readEvents(pool, all.at(-1)?.cursor ?? '', limit);
+    expect(page.length).toBeLessThanOrEqual(limit);
+    if (page.length === 0) return all;
+    all.push(...page);
+  }
+}
 
 describe('the PostgreSQL event log', () => {
   it('holds back an event numbered later whose transaction committed first, until the earlier one ends', async () => {
@@ -108,6 +136,52 @@ describe('the PostgreSQL event log', () => {
     stop.abort();
     await following;
     expect(received.map((e) => e.type)).toEqual(['before', 'after']);
+  });
+
+  it('stores a statement\'s events as one row, and resumes from a cursor inside it after that event', async () => {
+    const { pool } = await database();
+    const batch = (name: string, n: number) => Array.from({ length: n }, (_, k) => ({ type: `${name}${k}`, data: { k } }));
+    await append(pool, batch('a', 5), batch('b', 1), batch('c', 7));
+    // Two statements in one transaction: two rows, the second's events after the first's.
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      await appendEvents(client, batch('d', 3));
+      await appendEvents(client, batch('e', 2));
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+    expect((await pool.query('SELECT n FROM troupe_event_batches ORDER BY xid, last_seq')).rows.map((r) => r.n)).toEqual([5, 1, 7, 3, 2]);
+    const whole = await readEvents(pool, '');
+    expect(whole.map((e) => e.type)).toEqual([...batch('a', 5), ...batch('b', 1), ...batch('c', 7), ...batch('d', 3), ...batch('e', 2)].map((e) => e.type));
+    expect(whole.map((e) => e.seq)).toEqual(whole.map((_, i) => i + 1));
+    expect(whole[2]).toEqual({ cursor: whole[2]!.cursor, seq: 3, at: expect.any(Number), type: 'a2', data: { k: 2 } });
+    // Every cursor, inside a row or at its end, resumes right after its event.
+    for (const [i, event] of whole.entries()) expect(await readEvents(pool, event.cursor)).toEqual(whole.slice(i + 1));
+    // Any page size reads the same log, pages cut inside rows and across them.
+    for (const limit of [1, 2, 3, 4, 6, 100]) expect(await readAll(pool, limit)).toEqual(whole);
+    // The view shows one row per event, as the table of versions 2-5 did.
+    expect((await pool.query('SELECT seq::int, type, data FROM troupe_events ORDER BY xid, seq')).rows).toEqual(whole.map((e) => ({ seq: e.seq, type: e.type, data: e.data })));
+  });
+
+  it('keeps the events and cursors of a log written before schema version 6', async () => {
+    const { pool } = await pools({ max: 4, migrated: false });
+    await migrate(pool, MIGRATIONS.slice(0, 5));
+    // What versions 2-5 wrote: a row per event; two transactions of two events, one of one.
+    for (const types of [['a', 'b'], ['c'], ['d', 'e']]) {
+      await pool.query(`INSERT INTO troupe_events (type, task_id, data) SELECT t, 'x', jsonb_build_object('t', t) FROM unnest($1::text[]) AS t`, [types]);
+    }
+    const before = (await pool.query<{ xid: string; seq: string; type: string }>('SELECT xid::text, seq, type FROM troupe_events ORDER BY xid, seq')).rows;
+    expect(await migrate(pool)).toMatchObject({ from: 5, applied: [6] });
+    const after = await readEvents(pool, '');
+    expect(after.map((e) => [e.cursor, e.type, e.taskId, e.data])).toEqual(before.map((r) => [cursorOf(r.xid, r.seq), r.type, 'x', { t: r.type }]));
+    // A cursor taken before the migration resumes where it was; new events come after the old.
+    expect((await readEvents(pool, cursorOf(before[1]!.xid, before[1]!.seq))).map((e) => e.type)).toEqual(['c', 'd', 'e']);
+    await append(pool, [{ type: 'f' }, { type: 'g' }]);
+    const next = await readEvents(pool, after.at(-1)!.cursor);
+    expect(next.map((e) => e.type)).toEqual(['f', 'g']);
+    expect(next[0]!.seq).toBeGreaterThan(after.at(-1)!.seq);
   });
 
   it('refuses a cursor that is not one', () => {

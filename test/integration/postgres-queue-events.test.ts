@@ -151,11 +151,11 @@ describe('the PostgreSQL queue\'s events', () => {
     expect(await task()).toEqual({ state: 'queued', token: 0 });
     await pool.query('DROP TRIGGER refuse ON troupe_attempts');
     // The event's own write fails: the claim goes with it.
-    await pool.query('CREATE TRIGGER refuse BEFORE INSERT ON troupe_events FOR EACH ROW EXECUTE FUNCTION refuse()');
+    await pool.query('CREATE TRIGGER refuse BEFORE INSERT ON troupe_event_batches FOR EACH ROW EXECUTE FUNCTION refuse()');
     expect(await rejection(claimTasks(pool, node.id, 'a', 1, LEASE))).toMatchObject({ code: 'STORE_FAILED' });
     expect(await task()).toEqual({ state: 'queued', token: 0 });
     expect((await pool.query('SELECT count(*)::int AS n FROM troupe_attempts')).rows[0].n).toBe(0);
-    await pool.query('DROP TRIGGER refuse ON troupe_events');
+    await pool.query('DROP TRIGGER refuse ON troupe_event_batches');
     const [claimed] = await claimTasks(pool, node.id, 'a', 1, LEASE);
     const started = await wholeLog(pool);
     // A settle refused at COMMIT ends nothing and tells nothing.

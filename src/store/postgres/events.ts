@@ -6,7 +6,9 @@
  * Readers here order events by (writer's transaction id, seq) and read only below the snapshot's
  * xmin: every transaction with an older id has ended, and any transaction still to write gets an
  * id at or above it, so nothing can appear behind a cursor once read past. The cursor is that
- * pair, `<xid>:<seq>`. NOTIFY (sent with the writer's commit) only wakes readers; a poll backs it
+ * pair, `<xid>:<seq>`. Each statement's events are stored as one row of troupe_event_batches
+ * (schema version 6), every event with its own seq, and a reader expands them: a cursor inside a
+ * row resumes after its event. NOTIFY (sent with the writer's commit) only wakes readers; a poll backs it
  * up, and a reader whose LISTEN connection breaks connects again.
  */
 import pg from 'pg';
@@ -64,20 +66,26 @@ export function parseCursor(cursor: string): { xid: string; seq: string } {
 export async function appendEvents(client: Pick<pg.PoolClient, 'query'>, events: readonly NewEvent[]): Promise<void> {
   if (events.length === 0) return;
   await client.query(
-    `INSERT INTO troupe_events (type, task_id, attempt_id, data)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])`,
+    insertEvents(`SELECT type, task_id, attempt_id, data FROM unnest($1::text[], $2::text[], $3::text[], $4::json[]) WITH ORDINALITY AS u(type, task_id, attempt_id, data, ord) ORDER BY ord`),
     [events.map((e) => e.type), events.map((e) => e.taskId ?? null), events.map((e) => e.attemptId ?? null), events.map((e) => (e.data === undefined ? null : JSON.stringify(e.data)))],
   );
   await client.query(`NOTIFY ${CHANNEL}`);
 }
 
 /**
- * A data-modifying CTE body that appends the events `select` yields, as (type, task_id,
- * attempt_id, data) rows in log order, for a statement that writes them with the change they
- * describe (one round trip): pair it with {@link notifyIfAny}.
+ * A data-modifying statement (or CTE body) that appends the events `select` yields, as (type,
+ * task_id, attempt_id, data) rows in log order, as one row of troupe_event_batches (schema version
+ * 6): each event takes its seq from the log's sequence in that order. For a statement that writes
+ * them with the change they describe (one round trip): pair it with {@link notifyIfAny}. Writes
+ * nothing when `select` yields no row.
  */
 export function insertEvents(select: string): string {
-  return `INSERT INTO troupe_events (type, task_id, attempt_id, data) ${select} RETURNING seq`;
+  // `select` sorts, so it is not flattened into this query: its rows reach nextval() in log order.
+  return `INSERT INTO troupe_event_batches (last_seq, n, events)
+     SELECT max(seq), count(*), json_agg(json_build_array(seq, type, task_id, attempt_id, data) ORDER BY seq)
+       FROM (SELECT nextval('troupe_event_seq') AS seq, s.* FROM (${select}) AS s(type, task_id, attempt_id, data)) q
+     HAVING count(*) > 0
+     RETURNING last_seq`;
 }
 
 /** A select-list expression that wakes readers at commit when the CTE `cte` (an {@link insertEvents}) wrote any event. */
@@ -85,26 +93,47 @@ export function notifyIfAny(cte: string): string {
   return `(SELECT pg_notify('${CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM ${cte}))`;
 }
 
+/** One event as a batch's json holds it: [seq, type, task_id, attempt_id, data]. */
+type BatchedEvent = [number, string, string | null, string | null, unknown];
+
 /** Up to `limit` events after `after`, in cursor order, from transactions that have all ended. */
 export async function readEvents(pool: Pick<pg.Pool, 'query'>, after: string, limit = 1_000): Promise<StoredEvent[]> {
   const { xid, seq } = parseCursor(after);
-  const { rows } = await pool.query<{ xid: string; seq: string; at: Date; type: string; task_id: string | null; attempt_id: string | null; data: unknown }>(
-    `SELECT xid::text AS xid, seq, at, type, task_id, attempt_id, data FROM troupe_events
-      WHERE (xid, seq) > ($1::text::xid8, $2::bigint)
-        AND xid < pg_snapshot_xmin(pg_current_snapshot())
-      ORDER BY troupe_events.xid, seq
-      LIMIT $3`,
-    // (By the table's xid8, not the text the select list calls xid: as text, '1000' sorts before
-    // '999', and a page that spans a power of ten would pass events by. test/cluster/ crosses one.)
+  // Batches that hold an event after the cursor, in order, as many as hold the first `limit` of
+  // them (each holds at least one). The first may hold events up to the cursor too: dropped below.
+  // Every order is by the table's xid8 (b.xid, w.xid), never by the text the outer select list
+  // calls xid: as text, '1000' sorts before '999', and a page that spans a power of ten would pass
+  // events by (test/cluster/ crosses one).
+  const { rows } = await pool.query<{ xid: string; at: Date; events: BatchedEvent[] }>(
+    `SELECT w.xid::text AS xid, w.at, w.events FROM (
+       SELECT b.xid, b.last_seq, b.at, b.events, sum(b.n) OVER (ORDER BY b.xid, b.last_seq) - b.n AS before FROM (
+         SELECT xid, last_seq, at, events, n FROM troupe_event_batches
+          WHERE (xid, last_seq) > ($1::text::xid8, $2::bigint)
+            AND xid < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY xid, last_seq
+          LIMIT $3
+       ) b
+     ) w
+     WHERE w.before < $3
+     ORDER BY w.xid, w.last_seq`,
     [xid, seq, limit],
   );
-  return rows.map((r) => {
-    const event: StoredEvent = { cursor: cursorOf(r.xid, r.seq), seq: Number(r.seq), at: r.at.getTime(), type: r.type };
-    if (r.task_id !== null) event.taskId = r.task_id;
-    if (r.attempt_id !== null) event.attemptId = r.attempt_id;
-    if (r.data !== null) event.data = r.data;
-    return event;
-  });
+  const events: StoredEvent[] = [];
+  const afterSeq = Number(seq);
+  for (const batch of rows) {
+    const inCursorXid = BigInt(batch.xid) === BigInt(xid);
+    const at = batch.at.getTime();
+    for (const [eventSeq, type, taskId, attemptId, data] of batch.events) {
+      if (inCursorXid && eventSeq <= afterSeq) continue;
+      if (events.length === limit) return events;
+      const event: StoredEvent = { cursor: cursorOf(batch.xid, eventSeq), seq: eventSeq, at, type };
+      if (taskId !== null) event.taskId = taskId;
+      if (attemptId !== null) event.attemptId = attemptId;
+      if (data !== null) event.data = data;
+      events.push(event);
+    }
+  }
+  return events;
 }
 
 /** Options of {@link followEvents}. */

@@ -179,6 +179,37 @@ export const MIGRATIONS: readonly Migration[] = [
       DROP INDEX troupe_tasks_lease;
       ALTER TABLE troupe_events DROP CONSTRAINT troupe_events_pkey;`,
   },
+  {
+    version: 6,
+    name: 'event batches',
+    // Each statement that appends events writes one row for all of them, not one row each (a claim
+    // or a settle of 32 tasks: one heap tuple and one index entry instead of 32 of each). Every
+    // event keeps its own `seq` from the same sequence, taken in log order, so a cursor is still
+    // (xid, seq) and one taken before this version still resumes where it was. Within a
+    // transaction a batch's seqs all come after the previous batch's (statements run one after the
+    // other), so ordering batches by (xid, last_seq) orders their events by (xid, seq). `events`
+    // is json (kept as written: nothing queries inside it) of [seq, type, task_id, attempt_id,
+    // data] arrays in seq order; `n` is their count, for a reader's limit. The view
+    // troupe_events shows one row per event, as the table of versions 2-5 did, for people and tests.
+    sql: `
+      CREATE TABLE troupe_event_batches (
+        xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+        last_seq bigint NOT NULL,
+        n integer NOT NULL CHECK (n > 0),
+        at timestamptz NOT NULL DEFAULT now(),
+        events json NOT NULL
+      );
+      ALTER SEQUENCE troupe_events_seq_seq OWNED BY NONE;
+      ALTER SEQUENCE troupe_events_seq_seq RENAME TO troupe_event_seq;
+      INSERT INTO troupe_event_batches (xid, last_seq, n, at, events)
+      SELECT xid, seq, 1, at, json_build_array(json_build_array(seq, type, task_id, attempt_id, data)) FROM troupe_events;
+      DROP TABLE troupe_events;
+      CREATE INDEX troupe_event_batches_xid_seq ON troupe_event_batches (xid, last_seq);
+      CREATE VIEW troupe_events AS
+        SELECT (e->>0)::bigint AS seq, b.xid, b.at, e->>1 AS type, e->>2 AS task_id, e->>3 AS attempt_id,
+               CASE WHEN json_typeof(e->4) = 'null' THEN NULL ELSE (e->4)::jsonb END AS data
+          FROM troupe_event_batches b, json_array_elements(b.events) e;`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */
