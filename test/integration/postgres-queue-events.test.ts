@@ -88,6 +88,8 @@ describe('the PostgreSQL queue\'s events', () => {
     const t1 = log.events.filter((e) => e.taskId === 't1');
     expect(t1[0]).toMatchObject({ data: { run: 1, agent: 'a', priority: 0 } });
     expect(t1.filter((e) => e.type === 'task.started').map((e) => e.attemptId)).toEqual([first, second, third, fourth, fifth].map((c) => c.attemptId));
+    // Each end names the attempt it ended, whichever way it was written.
+    expect(t1.filter((e, i) => i > 0 && e.type !== 'task.started').map((e) => e.attemptId)).toEqual([first, second, third, fourth, fifth].map((c) => c.attemptId));
     expect(t1[1]!.data).toEqual({ run: 1, attempt: 1, queuedMs: expect.any(Number) });
     expect(t1[2]!.data).toEqual({ run: 1, attempt: 1, exit: 'error', attemptMs: expect.any(Number), delayMs: 0, error: expect.objectContaining({ code: 'AGENT_ERROR' }) });
     expect(t1[4]!.data).toMatchObject({ error: { code: 'PROCESS_CRASHED', fault: 'infrastructure' } });

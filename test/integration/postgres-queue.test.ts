@@ -292,6 +292,17 @@ describe('the PostgreSQL task queue', () => {
     await other.query('COMMIT');
     expect(await settling).toEqual({ settled: [], stale: [{ taskId: held!.id, token: held!.token }] });
     expect(await row(pool, held!.id)).toMatchObject({ state: 'queued', output: null });
+    expect((await attemptRows(pool, held!.id)).map((a) => a.ended)).toEqual([false]);
+    expect((await pool.query("SELECT count(*)::int AS n FROM troupe_events WHERE type = 'task.done'")).rows[0].n).toBe(0);
+    // A settle that waited on a transaction that changed nothing of the attempt settles it.
+    const [again] = await claimTasks(pool, node.id, 'a', 1, LEASE);
+    await other.query('BEGIN');
+    await other.query('UPDATE troupe_tasks SET updated_at = now() WHERE id = $1', [again!.id]);
+    const later = settleAttempts(pool, [{ taskId: again!.id, token: again!.token, exit: 'success', output: 2 }]);
+    while ((await blocked()).rows[0].n === 0);
+    await other.query('COMMIT');
+    expect(await later).toEqual({ settled: [{ taskId: again!.id, token: again!.token, state: 'done' }], stale: [] });
+    expect(await row(pool, again!.id)).toMatchObject({ state: 'done', output: 2 });
   });
 
   it('takes back the attempts of a node whose lock went, removes the node, and refuses its later claims', async () => {

@@ -11,7 +11,7 @@ import { nextTaskState, type AttemptExit, type TaskEventType, type TaskState } f
 import { TroupeError } from '../../errors.js';
 import { checkLease, type Lease } from './checks.js';
 import { eventOf, insertEvents, notifyIfAny, type NewEvent } from './events.js';
-import { jsonOf, transaction } from './transaction.js';
+import { jsonOf, storeFailed, transaction } from './transaction.js';
 
 /** How one attempt ended, as its node reports it. */
 export interface AttemptEnd extends Lease {
@@ -122,6 +122,7 @@ export async function settleAttempts(pool: pg.Pool, ends: readonly AttemptEnd[])
   if (!Array.isArray(ends)) throw new TroupeError('INVALID_INPUT', 'ends must be an array');
   const checked = ends.map((end, i) => checkEnd(end, `ends[${i}]`));
   if (checked.length === 0) return { settled: [], stale: [] };
+  if (checked.every((end) => ROW_FREE_EXITS.has(end.exit)) && new Set(checked.map((end) => end.taskId)).size === checked.length) return settleInOneStatement(pool, checked);
   return transaction(pool, 'settling attempts', async (client) => {
     const current = await lockRunning(client, checked.map((e) => e.taskId));
     const writes: EndWrite[] = [];
@@ -146,6 +147,41 @@ export async function settleAttempts(pool: pg.Pool, ends: readonly AttemptEnd[])
     }
     return { settled, stale };
   });
+}
+
+/**
+ * Exits whose end {@link decideEnd} decides without the task's row (the attempt budget plays no
+ * part): what the task becomes, and its event but for the row's run and attempt, are known before
+ * the row is read.
+ */
+const ROW_FREE_EXITS: ReadonlySet<AttemptExit> = new Set<AttemptExit>(['success', 'fork', 'fail', 'cancelled', 'interrupted']);
+
+/**
+ * {@link settleAttempts} of ends that are all {@link ROW_FREE_EXITS}, of distinct tasks, as one
+ * statement outside an explicit transaction (atomic all the same): one round trip instead of four
+ * (BEGIN, the lock, the writes, COMMIT). The statement locks the current attempts' rows in id
+ * order, then writes as {@link writeEnds} does, fenced the same way.
+ */
+async function settleInOneStatement(pool: pg.Pool, ends: readonly AttemptEnd[]): Promise<SettleResult> {
+  const writes = ends.map((end): EndWrite => {
+    // The run and attempt are the row's: the statement puts them in the event (see endsStatement).
+    const task: RunningTask = { id: end.taskId, token: end.token, run: 0, attempt: 0, attempts: 1, maxAttempts: 1, ownerNode: '', attemptId: '' };
+    const attemptError = end.exit === 'success' || end.exit === 'fork' ? undefined : (end.error ?? defaultError(end.exit));
+    return { task, exit: end.exit, decision: decideEnd(end.exit, end.error, 1, 1), output: end.output, attemptError, delayMs: end.retryDelayMs };
+  });
+  let ended: Map<string, TaskState>;
+  try {
+    ended = await runEnds(pool, writes, 'troupe-settle', SETTLE);
+  } catch (error) {
+    throw storeFailed('settling attempts', error);
+  }
+  const result: SettleResult = { settled: [], stale: [] };
+  for (const { taskId, token } of ends) {
+    const state = ended.get(taskId);
+    if (state === undefined) result.stale.push({ taskId, token });
+    else result.settled.push({ taskId, token, state });
+  }
+  return result;
 }
 
 /** A running task as the end of its attempt needs it. */
@@ -205,41 +241,23 @@ export interface EndWrite {
  * Writes decided ends in the caller's transaction, in one statement: each task leaves `running`
  * with its token bumped (so its attempt can write nothing more) and, when requeued, a new place at
  * the end of the queue; its attempt row gets its end and exit. Fenced by token and state. Then the
- * event of each end written ({@link endEvent}). Returns the new state of each task written.
+ * event of each end written ({@link endEvent}). Returns the new state of each task written. The
+ * caller holds the rows (settleAttempts, the sweeper).
  */
 export async function writeEnds(client: pg.PoolClient, writes: readonly EndWrite[]): Promise<Map<string, TaskState>> {
+  return runEnds(client, writes, 'troupe-write-ends', WRITE_ENDS);
+}
+
+/** Runs {@link endsStatement} `text`, prepared by name (see queue.ts CLAIM), for `writes`. */
+async function runEnds(on: Pick<pg.Pool, 'query'>, writes: readonly EndWrite[], name: string, text: string): Promise<Map<string, TaskState>> {
   if (writes.length === 0) return new Map();
-  // Each end's event is decided here with its attempt's length left out; the statement adds it
-  // (it runs on the database's clock) and appends the events of the ends it wrote, in order.
+  // Each end's event is decided here; the statement adds the attempt's length (it runs on the
+  // database's clock), and its run and attempt from the row, and appends the events of the ends it
+  // wrote, in order.
   const events = writes.map((w) => endEvent(w, 0));
-  const { rows } = await client.query<{ id: string; state: TaskState }>({
-    name: 'troupe-write-ends',
-    text: `WITH e AS MATERIALIZED (
-       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::jsonb[])
-         WITH ORDINALITY AS e(id, token, state, counts, output, error, delay_ms, exit, attempt_error, event_type, event_attempt, event_data, ord)
-     ), ended AS (
-       UPDATE troupe_tasks t
-          SET state = e.state, token = t.token + 1,
-              attempts = CASE WHEN e.counts THEN t.attempts ELSE t.attempts - 1 END,
-              queued_order = CASE WHEN e.state = 'queued' THEN nextval('troupe_queued_order') ELSE t.queued_order END,
-              queued_at = CASE WHEN e.state = 'queued' THEN now() ELSE t.queued_at END,
-              run_at = CASE WHEN e.state = 'queued' THEN now() + e.delay_ms * interval '1 millisecond' ELSE t.run_at END,
-              owner_node = NULL, attempt_id = NULL, lease_until = NULL, output = e.output, error = e.error,
-              settled_at = CASE WHEN e.state = 'queued' THEN NULL ELSE now() END, updated_at = now()
-         FROM e
-        WHERE t.id = e.id AND t.token = e.token AND t.state = 'running'
-       RETURNING t.id, t.run, t.attempt_seq, t.state
-     ), attempt_ends AS (
-       UPDATE troupe_attempts a SET ended_at = now(), exit = e.exit, error = e.attempt_error
-         FROM ended JOIN e ON e.id = ended.id
-        WHERE a.task_id = ended.id AND a.run = ended.run AND a.attempt = ended.attempt_seq AND a.ended_at IS NULL
-       RETURNING a.task_id, greatest(0, round(extract(epoch FROM now() - a.started_at) * 1000))::float8 AS attempt_ms
-     ), end_events AS (
-       ${insertEvents(`SELECT e.event_type, e.id, e.event_attempt, e.event_data || jsonb_build_object('attemptMs', coalesce(attempt_ends.attempt_ms, 0))
-          FROM ended JOIN e ON e.id = ended.id LEFT JOIN attempt_ends ON attempt_ends.task_id = ended.id
-         ORDER BY e.ord`)}
-     )
-     SELECT ended.id, ended.state, ${notifyIfAny('end_events')} AS notified FROM ended`,
+  const { rows } = await on.query<{ id: string; state: TaskState }>({
+    name,
+    text,
     values: [
       writes.map((w) => w.task.id),
       writes.map((w) => w.task.token),
@@ -251,12 +269,55 @@ export async function writeEnds(client: pg.PoolClient, writes: readonly EndWrite
       writes.map((w) => w.exit),
       writes.map((w, i) => jsonOf(w.attemptError, `writes[${i}].attemptError`)),
       events.map((ev) => ev.type),
-      events.map((ev) => ev.attemptId ?? null),
       events.map((ev) => JSON.stringify(ev.data)),
     ],
   });
   return new Map(rows.map((r) => [r.id, r.state]));
 }
+
+/**
+ * The statement that writes ends. `lock`: it first locks the rows of the attempts still current,
+ * in id order (as settles, renewals and sweeps all lock, so none deadlock), for a caller that does
+ * not hold them; a row another transaction changes meanwhile is read again once it is free, and
+ * left out if its attempt is no longer current. An event's attempt id is the row's
+ * `<id>:<run>:<attempt>`, as the claim named it.
+ */
+function endsStatement(lock: boolean): string {
+  return `WITH e AS MATERIALIZED (
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::text[], $9::jsonb[], $10::text[], $11::jsonb[])
+         WITH ORDINALITY AS e(id, token, state, counts, output, error, delay_ms, exit, attempt_error, event_type, event_data, ord)
+     ), ${lock ? `locked AS MATERIALIZED (
+       SELECT t.id FROM troupe_tasks t JOIN e ON t.id = e.id AND t.token = e.token
+        WHERE t.state = 'running' ORDER BY t.id FOR UPDATE OF t
+     ), ` : ''}ended AS (
+       UPDATE troupe_tasks t
+          SET state = e.state, token = t.token + 1,
+              attempts = CASE WHEN e.counts THEN t.attempts ELSE t.attempts - 1 END,
+              queued_order = CASE WHEN e.state = 'queued' THEN nextval('troupe_queued_order') ELSE t.queued_order END,
+              queued_at = CASE WHEN e.state = 'queued' THEN now() ELSE t.queued_at END,
+              run_at = CASE WHEN e.state = 'queued' THEN now() + e.delay_ms * interval '1 millisecond' ELSE t.run_at END,
+              owner_node = NULL, attempt_id = NULL, lease_until = NULL, output = e.output, error = e.error,
+              settled_at = CASE WHEN e.state = 'queued' THEN NULL ELSE now() END, updated_at = now()
+         FROM e${lock ? ' JOIN locked ON locked.id = e.id' : ''}
+        WHERE t.id = e.id AND t.token = e.token AND t.state = 'running'
+       RETURNING t.id, t.run, t.attempt_seq, t.state
+     ), attempt_ends AS (
+       UPDATE troupe_attempts a SET ended_at = now(), exit = e.exit, error = e.attempt_error
+         FROM ended JOIN e ON e.id = ended.id
+        WHERE a.task_id = ended.id AND a.run = ended.run AND a.attempt = ended.attempt_seq AND a.ended_at IS NULL
+       RETURNING a.task_id, greatest(0, round(extract(epoch FROM now() - a.started_at) * 1000))::float8 AS attempt_ms
+     ), end_events AS (
+       ${insertEvents(`SELECT e.event_type, e.id, ended.id || ':' || ended.run || ':' || ended.attempt_seq,
+               e.event_data || jsonb_build_object('run', ended.run, 'attempt', ended.attempt_seq, 'attemptMs', coalesce(attempt_ends.attempt_ms, 0))
+          FROM ended JOIN e ON e.id = ended.id LEFT JOIN attempt_ends ON attempt_ends.task_id = ended.id
+         ORDER BY e.ord`)}
+     )
+     SELECT ended.id, ended.state, ${notifyIfAny('end_events')} AS notified FROM ended`;
+}
+
+/** The writes of rows the caller holds ({@link writeEnds}), and a settle's own ({@link settleInOneStatement}). */
+const WRITE_ENDS = endsStatement(false);
+const SETTLE = endsStatement(true);
 
 /**
  * The event of an attempt's end, with the type and payload the LMDB runtime's settle step gives it
