@@ -53,13 +53,13 @@ describe('freezing the cluster on PostgreSQL', () => {
     const { pool, url, join, otherPool } = await clusters();
     const node = await join();
     await submitTasks(pool, tasks(5));
-    // The claim stops at its attempt rows, held by this lock, after it read that the cluster is not frozen.
+    // The claim stops at its events' row, held by this lock, after it read that the cluster is not frozen.
     const holder = new pg.Client({ connectionString: url });
     await holder.connect();
     const resolved: string[] = [];
     try {
       await holder.query('BEGIN');
-      await holder.query('LOCK TABLE troupe_attempts IN SHARE ROW EXCLUSIVE MODE');
+      await holder.query('LOCK TABLE troupe_event_batches IN SHARE ROW EXCLUSIVE MODE');
       const claim = claimTasks(otherPool(), node.id, 'a', 3, LEASE).then((claimed) => (resolved.push('claim'), claimed));
       while ((await lockWaiters(pool)) < 1);
       const freeze = freezeCluster(otherPool(), 'now').then((changed) => (resolved.push('freeze'), changed));

@@ -173,7 +173,7 @@ describe('the PostgreSQL event log', () => {
       await pool.query(`INSERT INTO troupe_events (type, task_id, data) SELECT t, 'x', jsonb_build_object('t', t) FROM unnest($1::text[]) AS t`, [types]);
     }
     const before = (await pool.query<{ xid: string; seq: string; type: string }>('SELECT xid::text, seq, type FROM troupe_events ORDER BY xid, seq')).rows;
-    expect(await migrate(pool)).toMatchObject({ from: 5, applied: [6] });
+    expect(await migrate(pool, MIGRATIONS.slice(0, 6))).toMatchObject({ from: 5, applied: [6] });
     const after = await readEvents(pool, '');
     expect(after.map((e) => [e.cursor, e.type, e.taskId, e.data])).toEqual(before.map((r) => [cursorOf(r.xid, r.seq), r.type, 'x', { t: r.type }]));
     // A cursor taken before the migration resumes where it was; new events come after the old.

@@ -100,12 +100,12 @@ describe('agent limits across the cluster on PostgreSQL', () => {
     await setAgentLimits(pool, 'a', limits);
     await submitTasks(pool, tasks(6));
     const [first, second] = [await cluster.join(), await cluster.join()];
-    // Both claims stop at their attempt rows, held by this lock, after each has decided its slots.
+    // Both claims stop at their events' rows, held by this lock, after each has decided its slots.
     const holder = new pg.Client({ connectionString: url });
     await holder.connect();
     try {
       await holder.query('BEGIN');
-      await holder.query('LOCK TABLE troupe_attempts IN SHARE ROW EXCLUSIVE MODE');
+      await holder.query('LOCK TABLE troupe_event_batches IN SHARE ROW EXCLUSIVE MODE');
       const one = claimTasks(cluster.otherPool(), first.id, 'a', 2, LEASE);
       while ((await lockWaiters(pool)) < 1);
       const two = claimTasks(cluster.otherPool(), second.id, 'a', 2, LEASE);

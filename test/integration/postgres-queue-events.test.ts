@@ -146,12 +146,12 @@ describe('the PostgreSQL queue\'s events', () => {
     const before = await wholeLog(pool);
     const task = async () => (await pool.query("SELECT state, token::int FROM troupe_tasks WHERE id = 't1'")).rows[0];
     await pool.query(`CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$`);
-    // The claim's attempt row is refused at COMMIT, after everything else: no task.started either.
-    await pool.query('CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON troupe_attempts DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()');
+    // The claim's write of its task is refused at COMMIT, after everything else: no task.started either.
+    await pool.query('CREATE CONSTRAINT TRIGGER refuse AFTER UPDATE ON troupe_tasks DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()');
     expect(await rejection(claimTasks(pool, node.id, 'a', 1, LEASE))).toMatchObject({ code: 'STORE_FAILED' });
     expect(await wholeLog(pool)).toEqual(before);
     expect(await task()).toEqual({ state: 'queued', token: 0 });
-    await pool.query('DROP TRIGGER refuse ON troupe_attempts');
+    await pool.query('DROP TRIGGER refuse ON troupe_tasks');
     // The event's own write fails: the claim goes with it.
     await pool.query('CREATE TRIGGER refuse BEFORE INSERT ON troupe_event_batches FOR EACH ROW EXECUTE FUNCTION refuse()');
     expect(await rejection(claimTasks(pool, node.id, 'a', 1, LEASE))).toMatchObject({ code: 'STORE_FAILED' });
@@ -160,8 +160,8 @@ describe('the PostgreSQL queue\'s events', () => {
     await pool.query('DROP TRIGGER refuse ON troupe_event_batches');
     const [claimed] = await claimTasks(pool, node.id, 'a', 1, LEASE);
     const started = await wholeLog(pool);
-    // A settle refused at COMMIT ends nothing and tells nothing.
-    await pool.query('CREATE CONSTRAINT TRIGGER refuse AFTER UPDATE ON troupe_attempts DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()');
+    // A settle whose attempt row is refused at COMMIT ends nothing and tells nothing.
+    await pool.query('CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON troupe_attempts DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()');
     expect(await rejection(settleAttempts(pool, [{ taskId: 't1', token: claimed!.token, exit: 'success' }]))).toMatchObject({ code: 'STORE_FAILED' });
     expect(await task()).toEqual({ state: 'running', token: claimed!.token });
     expect(await wholeLog(pool)).toEqual(started);

@@ -6,6 +6,8 @@
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { deadNodes, joinCluster, type ClusterNode } from '../../src/store/postgres/nodes.js';
+import { readEvents } from '../../src/store/postgres/events.js';
+import { MIGRATIONS, migrate } from '../../src/store/postgres/migrations.js';
 import { claimTasks, renewLeases, submitTasks, type ClaimedTask, type NewTask } from '../../src/store/postgres/queue.js';
 import { settleAttempts, type SettleResult } from '../../src/store/postgres/settle.js';
 import { reclaim, sweep, type SweepResult } from '../../src/store/postgres/sweeper.js';
@@ -107,7 +109,10 @@ describe('the PostgreSQL task queue', () => {
     expect(stored).toHaveLength(count);
     const owners = new Map(claims.map((c) => [c.task.id, c.node]));
     for (const r of stored) expect({ id: r.id, owner: r.owner_node, token: r.token }).toEqual({ id: r.id, owner: owners.get(r.id), token: 1 });
-    expect((await pool.query('SELECT count(*)::int AS n FROM troupe_attempts WHERE attempt = 1 AND token = 1')).rows[0].n).toBe(count);
+    // Each running attempt is the task's first, named as its claim named it; none has ended, so
+    // none has an attempt row yet (schema version 7 writes it at the attempt's end).
+    expect((await pool.query("SELECT count(*)::int AS n FROM troupe_tasks WHERE state = 'running' AND attempt_seq = 1 AND attempt_id = id || ':1:1' AND attempt_started_at IS NOT NULL")).rows[0].n).toBe(count);
+    expect((await pool.query('SELECT count(*)::int AS n FROM troupe_attempts')).rows[0].n).toBe(0);
   }, 60_000);
 
   it('claims lower priority first, then first queued, only of its agent, and not before the task may run', async () => {
@@ -157,8 +162,8 @@ describe('the PostgreSQL task queue', () => {
     expect((await row(pool, 't0002')).settled_at).toBeInstanceOf(Date);
     expect(await attemptRows(pool, 't0001')).toEqual([
       expect.objectContaining({ attempt: 1, exit: 'error', ended: true, error: expect.objectContaining({ code: 'AGENT_ERROR' }) }),
-      expect.objectContaining({ attempt: 2, exit: null, ended: false }),
     ]);
+    expect(await row(pool, 't0001')).toMatchObject({ state: 'running', attempt_seq: 2, attempt_id: again!.attemptId, token: String(again!.token) });
     expect(await attemptRows(pool, 't0002')).toEqual([expect.objectContaining({ attempt: 1, exit: 'success', ended: true, error: null })]);
     // Settled once: settling it again is stale.
     expect(await settleAttempts(pool, [{ taskId: second!.id, token: second!.token, exit: 'error' }])).toEqual({ settled: [], stale: [{ taskId: 't0002', token: second!.token }] });
@@ -270,6 +275,41 @@ describe('the PostgreSQL task queue', () => {
     for (const r of stored) expect(r).toEqual(byOwner.has(r.id) ? { id: r.id, state: 'done', exit: 'success' } : { id: r.id, state: 'queued', exit: 'lease_expired' });
   });
 
+  it('writes an attempt\'s row once, at its end, with what its task\'s row held of it while it ran', async () => {
+    const { pool, node } = await cluster();
+    await submitTasks(pool, tasks(2));
+    const [first, second] = await claimTasks(pool, node.id, 'a', 2, LEASE);
+    expect(await attemptRows(pool, first!.id)).toEqual([]);
+    // The attempts started two seconds ago on the database's clock.
+    await pool.query("UPDATE troupe_tasks SET attempt_started_at = now() - interval '2 seconds'");
+    await settleAttempts(pool, [{ taskId: first!.id, token: first!.token, exit: 'success' }]);
+    await settleAttempts(pool, [{ taskId: second!.id, token: second!.token, exit: 'error' }]);
+    for (const claimed of [first!, second!]) {
+      const rows = (await pool.query('SELECT run, attempt, attempt_id, token::int AS token, node, exit, extract(epoch FROM ended_at - started_at) AS seconds FROM troupe_attempts WHERE task_id = $1', [claimed.id])).rows;
+      expect(rows).toEqual([{ run: 1, attempt: 1, attempt_id: claimed.attemptId, token: claimed.token, node: node.id, exit: claimed === first ? 'success' : 'error', seconds: expect.any(String) }]);
+      expect(Number(rows[0].seconds)).toBeGreaterThanOrEqual(2);
+    }
+    const ends = (await readEvents(pool, '')).filter((e) => e.type === 'task.done' || e.type === 'task.retrying');
+    expect(ends.map((e) => (e.data as { attemptMs: number }).attemptMs >= 2_000)).toEqual([true, true]);
+    expect((await row(pool, second!.id)).attempt_started_at).toBeNull();
+  });
+
+  it('moves the attempts running at schema version 6 onto their tasks, to be ended as any other', async () => {
+    const { pool } = await pools({ migrated: false });
+    await migrate(pool, MIGRATIONS.slice(0, 6));
+    await pool.query(`INSERT INTO troupe_tasks (id, agent, state, max_attempts, run, attempt_seq, attempts, token, owner_node, attempt_id, lease_until)
+      VALUES ('t1', 'a', 'running', 3, 1, 2, 2, 4, 'n1', 't1:1:2', now() + interval '1 minute')`);
+    await pool.query(`INSERT INTO troupe_attempts (task_id, run, attempt, attempt_id, token, node, started_at, ended_at, exit)
+      VALUES ('t1', 1, 1, 't1:1:1', 2, 'n0', now() - interval '9 seconds', now() - interval '8 seconds', 'error'),
+             ('t1', 1, 2, 't1:1:2', 4, 'n1', now() - interval '5 seconds', NULL, NULL)`);
+    expect(await migrate(pool)).toMatchObject({ from: 6, applied: [7] });
+    expect((await attemptRows(pool, 't1')).map((a) => [a.attempt, a.exit])).toEqual([[1, 'error']]);
+    expect((await settleAttempts(pool, [{ taskId: 't1', token: 4, exit: 'success' }])).settled).toHaveLength(1);
+    const rows = (await pool.query("SELECT attempt, node, exit, extract(epoch FROM ended_at - started_at)::float8 AS seconds FROM troupe_attempts WHERE task_id = 't1' ORDER BY attempt")).rows;
+    expect(rows.map((r) => [r.attempt, r.node, r.exit])).toEqual([[1, 'n0', 'error'], [2, 'n1', 'success']]);
+    expect(rows[1].seconds).toBeGreaterThanOrEqual(5);
+  });
+
   it('skips a task a settle holds rather than waiting for it, and a settle that waited on a sweep is stale', async () => {
     const { url, pool, node } = await cluster();
     await submitTasks(pool, tasks(2));
@@ -292,7 +332,7 @@ describe('the PostgreSQL task queue', () => {
     await other.query('COMMIT');
     expect(await settling).toEqual({ settled: [], stale: [{ taskId: held!.id, token: held!.token }] });
     expect(await row(pool, held!.id)).toMatchObject({ state: 'queued', output: null });
-    expect((await attemptRows(pool, held!.id)).map((a) => a.ended)).toEqual([false]);
+    expect(await attemptRows(pool, held!.id)).toEqual([]);
     expect((await pool.query("SELECT count(*)::int AS n FROM troupe_events WHERE type = 'task.done'")).rows[0].n).toBe(0);
     // A settle that waited on a transaction that changed nothing of the attempt settles it.
     const [again] = await claimTasks(pool, node.id, 'a', 1, LEASE);

@@ -210,6 +210,23 @@ export const MIGRATIONS: readonly Migration[] = [
                CASE WHEN json_typeof(e->4) = 'null' THEN NULL ELSE (e->4)::jsonb END AS data
           FROM troupe_event_batches b, json_array_elements(b.events) e;`,
   },
+  {
+    version: 7,
+    name: 'attempt rows written at their end',
+    // An attempt's row is written once, when the attempt ends (a settle or a sweep), instead of
+    // inserted at its claim and updated at its end: what it holds while it runs (node, attempt id,
+    // token, run and number) is on the running task's row already, and `attempt_started_at` adds
+    // when it started. troupe_attempts holds ended attempts only; its primary key refuses a second
+    // end of one attempt. The attempts running now move onto their tasks.
+    sql: `
+      ALTER TABLE troupe_tasks ADD COLUMN attempt_started_at timestamptz;
+      UPDATE troupe_tasks t SET attempt_started_at = coalesce(
+          (SELECT a.started_at FROM troupe_attempts a WHERE a.task_id = t.id AND a.run = t.run AND a.attempt = t.attempt_seq), t.updated_at)
+        WHERE t.state = 'running';
+      DELETE FROM troupe_attempts WHERE ended_at IS NULL;
+      ALTER TABLE troupe_tasks ADD CHECK (state <> 'running' OR attempt_started_at IS NOT NULL);
+      ALTER TABLE troupe_attempts ALTER COLUMN ended_at SET NOT NULL, ALTER COLUMN exit SET NOT NULL;`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */

@@ -123,7 +123,8 @@ export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[
 /**
  * Claims up to `n` runnable queued tasks of `agent` for the node `node` (a {@link joinCluster} id),
  * lower priority first, then first queued first, in one transaction: each goes to `running` with
- * its token bumped, a new attempt row, a lease of `leaseMs` from the database's `now()`, and a
+ * its token bumped, the new attempt on its row (its attempt row is written when it ends), a lease of
+ * `leaseMs` from the database's `now()`, and a
  * `task.started` event. Tasks other nodes are claiming at that moment are skipped, not waited for.
  * While the cluster is frozen it claims nothing, and it claims no more than the agent's limits
  * leave, counted across all nodes (limits.ts). INVALID_INPUT for bad arguments; ILLEGAL_STATE when
@@ -195,14 +196,11 @@ function claimStatement(unlimitedOnly: boolean): string {
        UPDATE troupe_tasks t
           SET state = 'running', token = t.token + 1, attempt_seq = t.attempt_seq + 1, attempts = t.attempts + 1,
               owner_node = $1::uuid::text, attempt_id = t.id || ':' || t.run || ':' || (t.attempt_seq + 1),
-              lease_until = now() + $4 * interval '1 millisecond', started_at = coalesce(t.started_at, now()), updated_at = now()
+              lease_until = now() + $4 * interval '1 millisecond', started_at = coalesce(t.started_at, now()), attempt_started_at = now(), updated_at = now()
          FROM picked
         WHERE t.id = picked.id
        RETURNING t.id, t.agent, t.input, t.priority, t.queued_order, t.run, t.attempt_seq, t.attempts, t.max_attempts, t.token, t.attempt_id, t.lease_until,
                  greatest(0, round(extract(epoch FROM now() - t.queued_at) * 1000))::float8 AS queued_ms
-     ), attempt_rows AS (
-       INSERT INTO troupe_attempts (task_id, run, attempt, attempt_id, token, node)
-       SELECT id, run, attempt_seq, attempt_id, token, $1::uuid::text FROM started
      ), started_events AS (
        ${insertEvents(`SELECT 'task.started', id, attempt_id, jsonb_build_object('run', run, 'attempt', attempt_seq, 'queuedMs', queued_ms) FROM started ORDER BY priority, queued_order`)}
      )

@@ -240,7 +240,9 @@ export interface EndWrite {
 /**
  * Writes decided ends in the caller's transaction, in one statement: each task leaves `running`
  * with its token bumped (so its attempt can write nothing more) and, when requeued, a new place at
- * the end of the queue; its attempt row gets its end and exit. Fenced by token and state. Then the
+ * the end of the queue; its attempt's row is written (schema version 7: an attempt's only write
+ * there), with what the task's row held of it while it ran, its end and its exit. Fenced by token
+ * and state. Then the
  * event of each end written ({@link endEvent}). Returns the new state of each task written. The
  * caller holds the rows (settleAttempts, the sweeper).
  */
@@ -279,37 +281,37 @@ async function runEnds(on: Pick<pg.Pool, 'query'>, writes: readonly EndWrite[], 
  * The statement that writes ends. `lock`: it first locks the rows of the attempts still current,
  * in id order (as settles, renewals and sweeps all lock, so none deadlock), for a caller that does
  * not hold them; a row another transaction changes meanwhile is read again once it is free, and
- * left out if its attempt is no longer current. An event's attempt id is the row's
- * `<id>:<run>:<attempt>`, as the claim named it.
+ * left out if its attempt is no longer current. The attempt's row and its event take the run,
+ * attempt, attempt id, token, node and start from the task's row as it was before this write.
  */
 function endsStatement(lock: boolean): string {
   return `WITH e AS MATERIALIZED (
        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::text[], $9::jsonb[], $10::text[], $11::jsonb[])
          WITH ORDINALITY AS e(id, token, state, counts, output, error, delay_ms, exit, attempt_error, event_type, event_data, ord)
-     ), ${lock ? `locked AS MATERIALIZED (
-       SELECT t.id FROM troupe_tasks t JOIN e ON t.id = e.id AND t.token = e.token
-        WHERE t.state = 'running' ORDER BY t.id FOR UPDATE OF t
-     ), ` : ''}ended AS (
+     ), current AS MATERIALIZED (
+       SELECT t.id, t.run, t.attempt_seq, t.attempt_id, t.token, t.owner_node, t.attempt_started_at
+         FROM troupe_tasks t JOIN e ON t.id = e.id AND t.token = e.token
+        WHERE t.state = 'running' ORDER BY t.id${lock ? ' FOR UPDATE OF t' : ''}
+     ), ended AS (
        UPDATE troupe_tasks t
           SET state = e.state, token = t.token + 1,
               attempts = CASE WHEN e.counts THEN t.attempts ELSE t.attempts - 1 END,
               queued_order = CASE WHEN e.state = 'queued' THEN nextval('troupe_queued_order') ELSE t.queued_order END,
               queued_at = CASE WHEN e.state = 'queued' THEN now() ELSE t.queued_at END,
               run_at = CASE WHEN e.state = 'queued' THEN now() + e.delay_ms * interval '1 millisecond' ELSE t.run_at END,
-              owner_node = NULL, attempt_id = NULL, lease_until = NULL, output = e.output, error = e.error,
+              owner_node = NULL, attempt_id = NULL, lease_until = NULL, attempt_started_at = NULL, output = e.output, error = e.error,
               settled_at = CASE WHEN e.state = 'queued' THEN NULL ELSE now() END, updated_at = now()
-         FROM e${lock ? ' JOIN locked ON locked.id = e.id' : ''}
+         FROM e JOIN current c ON c.id = e.id
         WHERE t.id = e.id AND t.token = e.token AND t.state = 'running'
-       RETURNING t.id, t.run, t.attempt_seq, t.state
+       RETURNING t.id, t.state
      ), attempt_ends AS (
-       UPDATE troupe_attempts a SET ended_at = now(), exit = e.exit, error = e.attempt_error
-         FROM ended JOIN e ON e.id = ended.id
-        WHERE a.task_id = ended.id AND a.run = ended.run AND a.attempt = ended.attempt_seq AND a.ended_at IS NULL
-       RETURNING a.task_id, greatest(0, round(extract(epoch FROM now() - a.started_at) * 1000))::float8 AS attempt_ms
+       INSERT INTO troupe_attempts (task_id, run, attempt, attempt_id, token, node, started_at, ended_at, exit, error)
+       SELECT c.id, c.run, c.attempt_seq, c.attempt_id, c.token, c.owner_node, c.attempt_started_at, now(), e.exit, e.attempt_error
+         FROM ended JOIN current c ON c.id = ended.id JOIN e ON e.id = ended.id
      ), end_events AS (
-       ${insertEvents(`SELECT e.event_type, e.id, ended.id || ':' || ended.run || ':' || ended.attempt_seq,
-               e.event_data || jsonb_build_object('run', ended.run, 'attempt', ended.attempt_seq, 'attemptMs', coalesce(attempt_ends.attempt_ms, 0))
-          FROM ended JOIN e ON e.id = ended.id LEFT JOIN attempt_ends ON attempt_ends.task_id = ended.id
+       ${insertEvents(`SELECT e.event_type, e.id, c.attempt_id,
+               e.event_data || jsonb_build_object('run', c.run, 'attempt', c.attempt_seq, 'attemptMs', greatest(0, round(extract(epoch FROM now() - c.attempt_started_at) * 1000))::float8)
+          FROM ended JOIN current c ON c.id = ended.id JOIN e ON e.id = ended.id
          ORDER BY e.ord`)}
      )
      SELECT ended.id, ended.state, ${notifyIfAny('end_events')} AS notified FROM ended`;
