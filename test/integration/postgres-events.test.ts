@@ -165,6 +165,22 @@ describe('the PostgreSQL event log', () => {
     expect((await pool.query('SELECT seq::int, type, data FROM troupe_events ORDER BY xid, seq')).rows).toEqual(whole.map((e) => ({ seq: e.seq, type: e.type, data: e.data })));
   });
 
+  it('orders transactions by their ids as numbers, across a power of ten', async () => {
+    const { pool } = await database();
+    // Rows as four long-ended transactions around a power of ten would have written them (below
+    // the watermark: all ended), stored out of order. As text, '1000' sorts before '999'.
+    const xmin = Number((await pool.query('SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x')).rows[0].x);
+    let power = 10 ** Math.floor(Math.log10(xmin));
+    if (power + 1 >= xmin) power /= 10;
+    const xids = [power - 2, power - 1, power, power + 1];
+    for (const [i, xid] of [[2, xids[2]], [1, xids[1]], [3, xids[3]], [0, xids[0]]] as const) {
+      await pool.query(`INSERT INTO troupe_event_batches (xid, last_seq, n, events) VALUES ($1::text::xid8, $2::bigint, 1, json_build_array(json_build_array($2::bigint, $3::text, NULL, NULL, NULL)))`, [String(xid), i + 1, `x${xid}`]);
+    }
+    const types = xids.map((xid) => `x${xid}`);
+    expect((await readEvents(pool, '')).map((e) => e.type)).toEqual(types);
+    for (const limit of [1, 2, 3]) expect((await readAll(pool, limit)).map((e) => e.type)).toEqual(types);
+  });
+
   it('keeps the events and cursors of a log written before schema version 6', async () => {
     const { pool } = await pools({ max: 4, migrated: false });
     await migrate(pool, MIGRATIONS.slice(0, 5));
