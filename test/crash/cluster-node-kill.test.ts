@@ -111,12 +111,14 @@ describe('cluster nodes killed with -9', () => {
     for (const a of attempts.filter((r) => r.exit === 'success')) expect(lines).toContain(`${a.task_id} ${a.task_id}:${a.run} ${a.attempt}`);
 
     // Reclaim happened: each killed node's unfinished attempts ended as crashed (PROCESS_CRASHED), and it left the cluster.
+    // (A node seen holding work may still settle it before the kill lands, a settle already sent
+    // commits: so crashes are required over all the kills, not of each one.)
+    const crashedOfKilled = attempts.filter((a) => killed.includes(a.node) && a.exit === 'crashed');
+    expect(crashedOfKilled.length).toBeGreaterThan(0);
     for (const id of killed) {
       const mine = attempts.filter((a) => a.node === id);
-      const crashed = mine.filter((a) => a.exit === 'crashed');
-      expect(crashed.length).toBeGreaterThan(0);
       expect(mine.filter((a) => a.exit !== 'success' && a.exit !== 'crashed')).toEqual([]);
-      for (const a of crashed) expect(a.code).toBe('PROCESS_CRASHED');
+      for (const a of mine.filter((a) => a.exit === 'crashed')) expect(a.code).toBe('PROCESS_CRASHED');
     }
     expect((await pool.query('SELECT id::text AS id FROM troupe_nodes')).rows).toEqual([{ id: here.id }]);
     const inState = (state: string) => tasks.filter((t) => t.state === state).length;
