@@ -1,9 +1,10 @@
 /**
  * One node of the cluster bench (bench/cluster.ts), in a process of its own: joins the cluster at
- * argv[2] and works through the no-op tasks of agent argv[3] with `concurrency` argv[4]: it claims
- * that many in one statement, runs the no-op inline (as graphile-worker runs its jobs), and settles
- * each claim's batch in one transaction; the next claim goes out while settles are in flight. Prints `ready` once it has joined, starts on stdin's first line and stops at the
- * second (the bench sends it once no task is left), leaving the cluster.
+ * argv[2] and works through the no-op tasks of agent argv[3], claiming up to argv[4] in one
+ * statement, running their no-ops inline (as graphile-worker runs its jobs) and settling each
+ * claim's batch in one transaction; the next claim goes out while settles are in flight. Prints
+ * `ready` once it has joined, starts on stdin's first line and stops at the second (the bench
+ * sends it once no task is left), leaving the cluster.
  */
 import { createInterface } from 'node:readline';
 import pg from 'pg';
@@ -12,8 +13,8 @@ import { claimTasks } from '../src/store/postgres/queue.js';
 import { settleAttempts, type AttemptEnd } from '../src/store/postgres/settle.js';
 import { noop } from './noop.agent.js';
 
-const [url, agent, concurrencyArg] = process.argv.slice(2) as [string, string, string];
-const concurrency = Number(concurrencyArg);
+const [url, agent, claimArg] = process.argv.slice(2) as [string, string, string];
+const claim = Number(claimArg);
 const LEASE_MS = 60_000;
 
 const node = await joinCluster(url, (error) => {
@@ -41,7 +42,7 @@ while (!stopping) {
     await Promise.race(settles);
     continue;
   }
-  const claimed = await claimTasks(pool, node.id, agent, concurrency, LEASE_MS);
+  const claimed = await claimTasks(pool, node.id, agent, claim, LEASE_MS);
   if (claimed.length === 0) {
     // Nothing runnable: wait for a settle in flight, else look again shortly.
     if (settles.size > 0) await Promise.race(settles);

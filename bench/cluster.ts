@@ -5,14 +5,17 @@
  * PostgreSQL: each node runs the no-op inline, as graphile-worker runs its jobs.
  *
  *   PG_URL=postgres://127.0.0.1:5432/test node dist/bench/cluster.js [--tasks 20000]
- *     [--nodes 1,2,3] [--concurrency 32] [--runs 3] [--graphile-local-queue 500]
+ *     [--nodes 1,2,3] [--concurrency 32] [--claim 500] [--runs 3] [--graphile-local-queue 500]
  *
  * Each run and runner gets a database of its own (created from PG_URL's server, dropped after).
  * The tasks are enqueued first (not timed); the clock runs from the nodes' start until the last
  * task is done (Troupe: no task left queued or running, then every task checked `done`;
  * graphile-worker: its jobs table empty).
- * Every node has `--concurrency` slots, as one more machine would; graphile-worker runs one
- * worker with the same concurrency, batched completion and its local queue.
+ * Each node claims up to `--claim` tasks at a time (default 500: graphile-worker's local queue,
+ * which fetches and locks that many jobs ahead of its slots, as the runtime starts attempts ahead
+ * of its slots), runs their no-ops inline one claim after another, and settles each claim in one
+ * transaction, up to three in flight; graphile-worker runs one worker with `--concurrency`, batched
+ * completion and its local queue of `--graphile-local-queue`.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
@@ -32,6 +35,7 @@ const { values } = parseArgs({
     tasks: { type: 'string', default: '20000' },
     nodes: { type: 'string', default: '1,2,3' },
     concurrency: { type: 'string', default: '32' },
+    claim: { type: 'string', default: '500' },
     runs: { type: 'string', default: '3' },
     'graphile-local-queue': { type: 'string', default: '500' },
   },
@@ -43,6 +47,7 @@ const int = (name: keyof typeof values, min: number) => {
 };
 const tasks = int('tasks', 1);
 const concurrency = int('concurrency', 1);
+const claim = int('claim', 1);
 const runs = int('runs', 1);
 const localQueue = int('graphile-local-queue', 0);
 const nodeCounts = values.nodes!.split(',').map(Number);
@@ -95,7 +100,7 @@ async function troupeQueue(nodes: number): Promise<number> {
     }
     const entry = new URL('./cluster-node.js', import.meta.url);
     for (let i = 0; i < nodes; i++) {
-      const child = spawn(process.execPath, [fileURLToPath(entry), db.url, 'noop', String(concurrency)], { stdio: ['pipe', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [fileURLToPath(entry), db.url, 'noop', String(claim)], { stdio: ['pipe', 'pipe', 'pipe'] });
       child.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
       children.push(child);
     }
@@ -164,7 +169,7 @@ const runners: Array<{ name: string; run: () => Promise<number> }> = [
   { name: `graphile-worker ${version}`, run: graphileWorker },
   ...nodeCounts.map((n) => ({ name: `troupe queue core, ${n} node${n === 1 ? '' : 's'}`, run: () => troupeQueue(n) })),
 ];
-console.log(`# npm run bench:cluster: ${tasks.toLocaleString('en-US')} no-op tasks enqueued first, then drained; concurrency ${concurrency} per node (graphile-worker: one worker)`);
+console.log(`# npm run bench:cluster: ${tasks.toLocaleString('en-US')} no-op tasks enqueued first, then drained; each node claims up to ${claim} at a time; graphile-worker: one worker, concurrency ${concurrency}, local queue ${localQueue > 0 ? localQueue : 'off'}`);
 console.log(`# ${availableParallelism()} cores (os.availableParallelism), node ${process.version}; PostgreSQL at ${new URL(url).host}, the same server for every runner; ${runs} run(s), runners in reverse order in even runs`);
 const results = new Map<string, number[]>(runners.map((r) => [r.name, []]));
 for (let r = 0; r < runs; r++) {
