@@ -1,10 +1,12 @@
 /**
  * Helpers of the cluster node tests: nodes started from the built package (their threads load the
- * built worker and agents), closed after each test; waits on the database; and how many attempts a
- * node held at once, from its attempt rows.
+ * built worker and agents), closed after each test; waits on the database; how many attempts a
+ * node held at once, from its attempt rows; and what the stamp agent (fixtures/agents/stamp.agent.ts)
+ * wrote of the attempts it ran.
  */
+import { readFileSync } from 'node:fs';
 import pg from 'pg';
-import { afterEach } from 'vitest';
+import { afterEach, expect } from 'vitest';
 import type { ClusterNodeOptions, RunningClusterNode, startClusterNode as StartClusterNode } from '../src/cluster/node.js';
 
 const built = (await import(new URL('../dist/src/cluster/node.js', import.meta.url).href)) as { startClusterNode: typeof StartClusterNode };
@@ -67,5 +69,47 @@ export async function heldAtOnce(pool: pg.Pool): Promise<Map<string, number>> {
     for (const { delta } of list) max = Math.max(max, (now += delta));
     most.set(node, max);
   }
+  return most;
+}
+
+/** One attempt as the agent stamped it. */
+export interface Stamp {
+  taskId: string;
+  attempt: number;
+  pid: number;
+  start: number;
+  end?: number;
+}
+
+/** The agent's lines, by `taskId attempt`; a line cut short by a kill is left out. Fails on a start stamped twice. */
+export function readStamps(file: string): Map<string, Stamp> {
+  const stamps = new Map<string, Stamp>();
+  const ends: Array<[string, number, number]> = [];
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = /^([+-]) (\S+) (\d+) (\d+) (\d+)$/.exec(line);
+    if (!m) continue;
+    const key = `${m[2]} ${m[3]}`;
+    if (m[1] === '-') ends.push([key, Number(m[4]), Number(m[5])]);
+    else {
+      expect(stamps.has(key), `attempt ${key} started twice`).toBe(false);
+      stamps.set(key, { taskId: m[2]!, attempt: Number(m[3]), pid: Number(m[4]), start: Number(m[5]) });
+    }
+  }
+  for (const [key, pid, at] of ends) {
+    const stamp = stamps.get(key);
+    expect(stamp, `attempt ${key} ended without starting`).toBeDefined();
+    expect(stamp!.end, `attempt ${key} ended twice`).toBeUndefined();
+    expect(stamp!.pid).toBe(pid);
+    stamp!.end = at;
+  }
+  return stamps;
+}
+
+/** The most intervals [start, end) open at once; an end and a start at the same instant do not overlap. */
+export function mostAtOnce(intervals: ReadonlyArray<readonly [number, number]>): number {
+  const marks = intervals.flatMap(([start, end]) => [[start, 1], [end, -1]] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let open = 0;
+  let most = 0;
+  for (const [, delta] of marks) most = Math.max(most, (open += delta));
   return most;
 }

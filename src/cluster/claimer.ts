@@ -1,7 +1,8 @@
 /**
- * A node's claim loop. A pass asks for as many tasks as the node has free slots, one claimTasks
+ * A node's claim loop. A pass asks for as many tasks as the node's claim budget allows (its free
+ * slots and its start-ahead window, see node.ts), one claimTasks
  * call per agent (each one statement), the agents in turn and the first of them rotating from pass
- * to pass, so one busy agent cannot keep the others waiting. A pass runs whenever slots free up
+ * to pass, so one busy agent cannot keep the others waiting. A pass runs whenever budget frees up
  * (the node wakes it) and, while the queue looked empty, every `pollMs`.
  *
  * Why a poll and not LISTEN/NOTIFY: on the queue as it stands, nothing announces new work. A
@@ -29,10 +30,10 @@ export interface ClaimerDeps {
   pollMs: number;
   clock: Clock;
   log: Logger;
-  /** Slots the node has free now. */
+  /** Attempts the node may claim now. */
   free(): number;
-  /** Takes the claimed tasks (they hold slots from now on). */
-  accept(claimed: ClaimedTask[]): void;
+  /** Takes the claimed tasks (they count against the budget from now on); `ms`: how long the claim statement took. */
+  accept(claimed: ClaimedTask[], ms: number): void;
   /** The cluster refused a claim: this node is no longer a member (found dead, or it left). */
   refused(error: Error): void;
 }
@@ -83,7 +84,7 @@ export class Claimer {
   }
 
   /**
-   * One pass: claims up to the free slots, one call per agent. Returns whether to poll: some slots
+   * One pass: claims up to the budget, one call per agent. Returns whether to poll: some budget
    * stayed free because the queue had no more (or the claim failed and will be tried again).
    */
   async #pass(): Promise<boolean> {
@@ -96,6 +97,7 @@ export class Claimer {
       if (free <= 0) return false;
       const agent = agents[(first + i) % agents.length]!;
       let claimed: ClaimedTask[];
+      const at = performance.now();
       try {
         claimed = await this.#k.queue.claim(this.#k.pool, this.#k.node, agent, free, this.#k.leaseMs);
       } catch (error) {
@@ -107,7 +109,7 @@ export class Claimer {
         this.#k.log.error({ err: error, agent }, 'claiming tasks failed; trying again');
         return true;
       }
-      if (claimed.length > 0) this.#k.accept(claimed);
+      if (claimed.length > 0) this.#k.accept(claimed, performance.now() - at);
       if (claimed.length < free) short = true;
     }
     return short && this.#k.free() > 0;

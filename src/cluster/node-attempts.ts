@@ -2,14 +2,17 @@
  * The attempts a cluster node holds, host side, and the host of its agent pool: what the threads
  * report becomes an attempt's end, queued for the turn's settle batch.
  *
- * An attempt is held from its claim until its settle is over (committed, or found stale): its
- * slot is taken all that time, so the running rows a node has in the database never outnumber its
- * slots. Its phase moves as the dispatcher's do (src/tasks/attempt.ts): dispatched (handed to its
- * thread, which queues it until a slot is free), executing (its thread runs it), ended (its end is
- * decided and waits for its settle). Its lease is renewed while its thread is heard from: any
- * report proves the thread alive, and threads heartbeat every running attempt about three times
- * per lease. An attempt not heard from for a whole lease is presumed stuck and stopped, as the LMDB
- * runtime stops it.
+ * An attempt is held from its claim until its settle is over (committed, or found stale). Its
+ * phase moves as the dispatcher's do (src/tasks/attempt.ts): dispatched (handed to its thread,
+ * which queues it until one of its slots is free: the node claims ahead of free slots, see
+ * start-ahead.ts), executing (its thread runs it), ended (its end is decided and waits for its
+ * settle). The claim budget counts the attempts not yet ended, as the LMDB runtime releases a slot
+ * at the settle decision: an ended attempt's slot goes to the next claim while its settle is in
+ * flight. Its lease is renewed while it waits on its thread or on its settle, and while it runs
+ * and its thread is heard from: any report proves the thread alive, and threads heartbeat every
+ * running attempt about three times per lease. Only a running attempt can be stuck: one not heard
+ * from for a whole lease is presumed so and stopped, as the LMDB runtime stops it. One still
+ * queued on its thread is not: it waits for a slot the thread's running attempts hold.
  */
 import type { AbortReason, AttemptRequest } from '../../actors/wire.js';
 import type { RegisteredAgent } from '../agents/registry.js';
@@ -19,6 +22,7 @@ import type { AbortOutcome, AgentPool, PoolHost } from '../pool/pool.js';
 import type { ClaimedTask, Lease } from '../store/postgres/queue.js';
 import type { AttemptPhase } from '../tasks/attempt.js';
 import type { AttemptOutcome } from '../tasks/outcome.js';
+import type { StartAhead } from '../tasks/start-ahead.js';
 import { threadLosses } from '../tasks/thread-loss.js';
 import { attemptEnd } from './attempt-end.js';
 import type { Settler } from './settler.js';
@@ -40,6 +44,8 @@ export class NodeAttempt {
   /** What its thread said about the abort. */
   abortAnswer: Promise<AbortOutcome> | undefined = undefined;
   timer: ClockTimer | undefined = undefined;
+  /** When its thread began it (performance.now()), for the start-ahead window's execution average. */
+  beganAt = 0;
 
   constructor(claimed: ClaimedTask, agent: RegisteredAgent, now: number) {
     this.claimed = claimed;
@@ -71,7 +77,9 @@ export interface NodeAttemptsDeps {
   random: () => number;
   leaseMs: number;
   cancelGraceMs: number;
-  /** A slot came free (an attempt's settle is over). */
+  /** Hears how long attempts execute (it sizes how far ahead of free slots the node claims). */
+  ahead: Pick<StartAhead, 'executed'>;
+  /** Claim budget came free: an attempt ended, or its settle is over. */
   freed(): void;
 }
 
@@ -79,6 +87,8 @@ export interface NodeAttemptsDeps {
 export class NodeAttempts {
   readonly #k: NodeAttemptsDeps;
   readonly #live = new Map<string, NodeAttempt>();
+  /** Held attempts not yet ended. */
+  #running = 0;
   /** Waiters for the next attempt to end or to be settled. */
   readonly #waiters = new Set<() => void>();
 
@@ -100,6 +110,7 @@ export class NodeAttempts {
     for (const task of claimed) {
       const attempt = new NodeAttempt(task, agents.get(task.agent)!, now);
       this.#live.set(attempt.attemptId, attempt);
+      this.#running++;
       if (run) this.#k.pool.send(attempt.request());
       else {
         attempt.stop = { reason: 'shutdown', detail: 'claimed as the node stopped' };
@@ -115,12 +126,16 @@ export class NodeAttempts {
       if (attempt?.phase !== 'dispatched') return;
       attempt.phase = 'executing';
       attempt.heardAt = this.#k.clock.now();
+      attempt.beganAt = performance.now();
       const { timeoutMs } = attempt.agent;
       if (timeoutMs > 0 && !attempt.stop) attempt.timer = this.#k.clock.setTimeout(() => this.stop(attempt, 'timeout', `attempt exceeded timeoutMs ${timeoutMs}`, this.#k.cancelGraceMs), timeoutMs);
     },
     ended: (attemptId, token, result, ran) => {
       const attempt = this.#current(attemptId, token);
       if (!attempt) return this.#stale(attemptId, 'result');
+      if (attempt.phase === 'executing') this.#k.ahead.executed(performance.now() - attempt.beganAt);
+      // It ran and ended within one turn of its thread (its BEGIN was left out): next to no time.
+      else if (ran) this.#k.ahead.executed(0);
       // Aborted while still queued on its thread: it never ran.
       this.#finish(attempt, attempt.phase === 'dispatched' && !ran ? { kind: 'abandoned' } : { kind: 'result', wire: result });
     },
@@ -176,11 +191,9 @@ export class NodeAttempts {
     for (const attempt of [...this.#live.values()]) this.#finish(attempt, { kind: 'abandoned' });
   }
 
-  /** How many attempts still run (not yet ended; the ended ones may still wait for their settle). */
+  /** How many attempts have not ended: queued on their threads or running (the ended ones may still wait for their settle). */
   get running(): number {
-    let n = 0;
-    for (const attempt of this.#live.values()) if (attempt.phase !== 'ended') n++;
-    return n;
+    return this.#running;
   }
 
   /** Resolves once no attempt is held. */
@@ -255,10 +268,11 @@ export class NodeAttempts {
     this.#finish(attempt, { kind: 'abandoned' });
   }
 
-  /** Decides the attempt's end and queues its settle; its slot comes free once the settle is over. */
+  /** Decides the attempt's end and queues its settle; its slot's claim budget comes free now, its row once the settle is over. */
   #finish(attempt: NodeAttempt, outcome: AttemptOutcome): void {
     if (attempt.phase === 'ended') return;
     attempt.phase = 'ended';
+    this.#running--;
     this.#clearTimer(attempt);
     const end = attemptEnd(attempt.claimed, attempt.agent.retry, outcome, attempt.stop, this.#k.random);
     this.#k.settler.add(end, () => {
@@ -266,6 +280,7 @@ export class NodeAttempts {
       this.#k.freed();
       this.#changed();
     });
+    this.#k.freed();
     this.#changed();
   }
 

@@ -1,8 +1,11 @@
 /**
  * A cluster node (issue #15): one process's share of the work on a PostgreSQL queue, run on the
  * same agent pool as the LMDB runtime (src/pool/pool.ts). It migrates the schema, joins the
- * cluster, and then loops: claims as many tasks as it has free slots (claimer.ts), hands each to
- * a thread, settles what the threads report in one transaction per turn (settler.ts), renews the
+ * cluster, and then loops: claims as many tasks as it has free slots, plus a start-ahead window
+ * once attempts are known to be fast (claimer.ts, src/tasks/start-ahead.ts: the threads queue
+ * what is beyond their slots, so a freed slot takes the next attempt without waiting for a claim),
+ * hands each to a thread, settles what the threads report in one transaction per turn, several
+ * turns' transactions in flight at once (settler.ts), renews the
  * leases of what it runs (leases.ts), sweeps for dead nodes and expired leases, so any node
  * takes back the attempts of one that died, and fires the cluster's due cron schedules
  * (firer.ts), so each tick fires while any node lives. Not wired into createRuntime yet.
@@ -19,6 +22,7 @@ import { createPiscinaPool, type AgentPool } from '../pool/pool.js';
 import { migrate } from '../store/postgres/migrations.js';
 import { joinCluster, type ClusterNode } from '../store/postgres/nodes.js';
 import { runSweeper } from '../store/postgres/sweeper.js';
+import { StartAhead } from '../tasks/start-ahead.js';
 import { Claimer } from './claimer.js';
 import { Firer } from './firer.js';
 import { LeaseKeeper } from './leases.js';
@@ -38,6 +42,8 @@ export interface RunningClusterNode {
   readonly lost: boolean;
   /** Attempts it holds: claimed and not yet settled. */
   readonly held: number;
+  /** The start-ahead window (attempts it claims beyond free slots now) and the moving averages (ms) that size it. */
+  readonly prefetch: { window: number; startMs: number; execMs: number };
   /**
    * Stops claiming, lets running attempts finish for up to `timeoutMs` (`force`: not at all), then
    * aborts the rest: they and any attempt still queued on a thread end as interrupted, so their
@@ -48,8 +54,10 @@ export interface RunningClusterNode {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-/** Connections of a node's pool: one each for claims, settles, renewals, the sweeper and cron fires. */
-const CONNECTIONS = 5;
+/** Settle transactions a node runs at once (as the cluster bench's nodes do). */
+const SETTLES_IN_FLIGHT = 3;
+/** Connections of a node's pool: one each for claims, renewals, the sweeper and cron fires, and one per settle in flight. */
+const CONNECTIONS = 4 + SETTLES_IN_FLIGHT;
 
 /** Starts a cluster node (see the module comment). INVALID_OPTIONS for bad options, before anything connects. */
 export async function startClusterNode(input: ClusterNodeOptions): Promise<RunningClusterNode> {
@@ -102,6 +110,7 @@ class Node implements RunningClusterNode {
   readonly #claimer: Claimer;
   readonly #leases: LeaseKeeper;
   readonly #firer: Firer;
+  readonly #ahead: StartAhead;
   readonly #sweeping = new AbortController();
   #sweeper: Promise<void> | undefined;
   #lost = false;
@@ -117,8 +126,9 @@ class Node implements RunningClusterNode {
     this.#lifecycle = new Lifecycle(log);
     const { clock, queue, leaseMs, pollMs } = options;
     const slots = options.threads * options.slotsPerThread;
-    this.#settler = new Settler(db, queue, log, clock, pollMs);
-    this.#attempts = new NodeAttempts({ pool, settler: this.#settler, clock, log, random: options.random, leaseMs, cancelGraceMs: options.cancelGraceMs, freed: () => this.#claimer.wake() });
+    const ahead = (this.#ahead = new StartAhead(slots, options.prefetch));
+    this.#settler = new Settler(db, queue, log, clock, pollMs, SETTLES_IN_FLIGHT);
+    this.#attempts = new NodeAttempts({ pool, settler: this.#settler, clock, log, random: options.random, leaseMs, cancelGraceMs: options.cancelGraceMs, ahead, freed: () => this.#claimer.wake() });
     this.#claimer = new Claimer({
       pool: db,
       queue,
@@ -128,8 +138,13 @@ class Node implements RunningClusterNode {
       pollMs,
       clock,
       log,
-      free: () => slots - this.#attempts.held,
-      accept: (claimed) => this.#attempts.accept(claimed, options.agents, this.#lifecycle.state === 'running' && !this.#lost),
+      // Attempts not yet ended stay within the slots and the window; rows held until their settle
+      // commits, within the slots and the window's cap.
+      free: () => Math.min(slots + ahead.window - this.#attempts.running, slots + options.prefetch - this.#attempts.held),
+      accept: (claimed, ms) => {
+        ahead.started(ms);
+        this.#attempts.accept(claimed, options.agents, this.#lifecycle.state === 'running' && !this.#lost);
+      },
       refused: (error) => this.lose(error),
     });
     this.#leases = new LeaseKeeper({ pool: db, queue, leaseMs, everyMs: heartbeatMsOf(leaseMs), clock, log, due: () => this.#attempts.due(), lost: (leases) => this.#attempts.lost(leases) });
@@ -156,6 +171,10 @@ class Node implements RunningClusterNode {
 
   get held(): number {
     return this.#attempts.held;
+  }
+
+  get prefetch(): { window: number; startMs: number; execMs: number } {
+    return { window: this.#ahead.window, ...this.#ahead.averages };
   }
 
   start(): void {

@@ -26,8 +26,15 @@ export interface ClusterNodeOptions {
   agents: AgentRegistration[];
   /** Worker threads. @default os.availableParallelism() */
   threads?: number;
-  /** Attempts one thread runs at once; the node holds at most threads × slotsPerThread attempts. @default 4 */
+  /** Attempts one thread runs at once: never more than threads × slotsPerThread execute on the node. @default 4 */
   slotsPerThread?: number;
+  /**
+   * Most attempts the node claims beyond its slots, to be queued on its threads (the cap of the
+   * start-ahead window, src/tasks/start-ahead.ts: the window is 0 until attempts are known to be
+   * fast). The node never holds more than threads × slotsPerThread + prefetch running rows, from
+   * claim to settle. 0: claim only for free slots. @default max(512, threads × slotsPerThread)
+   */
+  prefetch?: number;
   /** Lease of a claimed attempt, on the database's clock; renewed about every third of it. @default 30_000 */
   leaseMs?: number;
   /** How often the node looks for tasks again after a claim found fewer than it asked for. @default 250 */
@@ -73,6 +80,7 @@ export interface ResolvedNodeOptions {
   readonly agents: ReadonlyMap<string, RegisteredAgent>;
   readonly threads: number;
   readonly slotsPerThread: number;
+  readonly prefetch: number;
   readonly leaseMs: number;
   readonly pollMs: number;
   readonly sweepMs: number;
@@ -87,7 +95,7 @@ export interface ResolvedNodeOptions {
 }
 
 const DEFAULTS = { slotsPerThread: 4, leaseMs: 30_000, pollMs: 250, sweepMs: 150, fireMs: 250, cancelGraceMs: 5_000 };
-const KNOWN = new Set(['connectionString', 'agents', 'threads', 'slotsPerThread', 'leaseMs', 'pollMs', 'sweepMs', 'fireMs', 'cancelGraceMs', 'logger', 'onLost', 'clock', 'random', 'queue', 'createPool']);
+const KNOWN = new Set(['connectionString', 'agents', 'threads', 'slotsPerThread', 'prefetch', 'leaseMs', 'pollMs', 'sweepMs', 'fireMs', 'cancelGraceMs', 'logger', 'onLost', 'clock', 'random', 'queue', 'createPool']);
 /** Registration fields a node cannot honour yet: the cluster-wide ones belong in the claim (issue #15). */
 const NOT_YET = ['concurrency', 'rate', 'dailyLimit', 'backoff', 'capabilities', 'retention'] as const;
 
@@ -100,6 +108,10 @@ export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptio
   const threads = input.threads ?? Math.max(1, availableParallelism());
   assertPositiveInt('threads', threads);
   assertPositiveInt('slotsPerThread', o.slotsPerThread);
+  // Claims of about 500 get most of what the queue can do (npm run bench:cluster); the LMDB
+  // runtime's 1,024 would let one node take a larger share of a shared queue for little more.
+  const prefetch = input.prefetch ?? Math.max(512, threads * o.slotsPerThread);
+  assertNonNegativeInt('prefetch', prefetch);
   assertPositiveInt('leaseMs', o.leaseMs);
   assertPositiveInt('pollMs', o.pollMs);
   assertPositiveInt('sweepMs', o.sweepMs);
@@ -117,6 +129,7 @@ export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptio
     agents: agentsOf(o.agents),
     threads,
     slotsPerThread: o.slotsPerThread,
+    prefetch,
     leaseMs: o.leaseMs,
     pollMs: o.pollMs,
     sweepMs: o.sweepMs,

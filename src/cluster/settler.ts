@@ -1,8 +1,11 @@
 /**
  * A node's settles, batched per turn: every attempt end queued in one event-loop turn goes in one
- * settleAttempts call (one transaction), at the end of the turn. While that transaction is in
- * flight, ends keep queueing and go together in the next one, so under load the batches grow
- * instead of the transactions multiplying (group commit, as the LMDB pipeline does).
+ * settleAttempts call (one transaction), at the end of the turn. Up to `inFlight` such
+ * transactions run at once, each on a connection of its own, so the ends of the next turn need
+ * not wait for the commit of this one; once that many are in flight, ends keep queueing and go
+ * together in the next one, so under load the batches grow instead of the transactions
+ * multiplying (group commit, as the LMDB pipeline does). Batches in flight together never share
+ * an attempt, and settleAttempts locks rows in id order, so they cannot deadlock one another.
  */
 import type pg from 'pg';
 import type { Clock, ClockTimer } from '../clock.js';
@@ -28,19 +31,25 @@ export class Settler {
   readonly #log: Logger;
   readonly #clock: Clock;
   readonly #retryMs: number;
+  readonly #inFlight: number;
   #pending: Pending[] = [];
-  #flushing = false;
+  /** Settle transactions under way. */
+  #flushing = 0;
   #scheduled = false;
   #retry: ClockTimer | undefined;
   readonly #idle = new Set<() => void>();
 
-  /** `retryMs`: the wait before a batch whose transaction failed (the server or the connection) is tried again. */
-  constructor(pool: pg.Pool, queue: Pick<ClusterQueue, 'settle'>, log: Logger, clock: Clock, retryMs: number) {
+  /**
+   * `retryMs`: the wait before a batch whose transaction failed (the server or the connection) is
+   * tried again; `inFlight`: how many settle transactions may run at once.
+   */
+  constructor(pool: pg.Pool, queue: Pick<ClusterQueue, 'settle'>, log: Logger, clock: Clock, retryMs: number, inFlight: number) {
     this.#pool = pool;
     this.#queue = queue;
     this.#log = log;
     this.#clock = clock;
     this.#retryMs = retryMs;
+    this.#inFlight = inFlight;
   }
 
   /** Queues `end` for this turn's batch; `done` hears what became of it once its transaction is over. */
@@ -51,7 +60,7 @@ export class Settler {
 
   /** Resolves once nothing is queued or in flight. */
   idle(): Promise<void> {
-    if (this.#pending.length === 0 && !this.#flushing) return Promise.resolve();
+    if (this.#pending.length === 0 && this.#flushing === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idle.add(resolve));
   }
 
@@ -66,7 +75,7 @@ export class Settler {
   }
 
   #schedule(): void {
-    if (this.#scheduled || this.#flushing || this.#retry !== undefined) return;
+    if (this.#scheduled || this.#flushing >= this.#inFlight || this.#retry !== undefined) return;
     this.#scheduled = true;
     // After this turn's I/O callbacks: the ends that threads reported in this turn go together.
     setImmediate(() => void this.#flush().catch((error: unknown) => this.#log.error({ err: error }, 'the settle loop failed')));
@@ -77,7 +86,7 @@ export class Settler {
     if (this.#pending.length === 0) return this.#checkIdle();
     const batch = this.#pending;
     this.#pending = [];
-    this.#flushing = true;
+    this.#flushing++;
     let failed = false;
     try {
       const { settled, stale } = await this.#queue.settle(this.#pool, batch.map((p) => p.end));
@@ -105,9 +114,10 @@ export class Settler {
         this.#pending = [...batch, ...this.#pending];
       }
     } finally {
-      this.#flushing = false;
+      this.#flushing--;
     }
     if (failed) {
+      if (this.#retry !== undefined) return;
       this.#retry = this.#clock.setTimeout(() => {
         this.#retry = undefined;
         this.#schedule();
@@ -117,7 +127,7 @@ export class Settler {
   }
 
   #checkIdle(): void {
-    if (this.#pending.length > 0 || this.#flushing) return;
+    if (this.#pending.length > 0 || this.#flushing > 0) return;
     for (const resolve of this.#idle) resolve();
     this.#idle.clear();
   }

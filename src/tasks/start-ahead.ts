@@ -1,5 +1,6 @@
 /**
- * How many attempts the dispatcher starts ahead of free slots. A start commit takes milliseconds;
+ * How many attempts the dispatcher starts (and a cluster node claims, src/cluster/node.ts) ahead
+ * of free slots. A start commit (a node's claim) takes milliseconds;
  * an attempt of a fast agent, microseconds. Starting the next attempts while the slots are busy
  * (their threads queue them) keeps the slots fed: enough to cover several start-commit latencies
  * of work for fast agents, none for slow ones, whose prefetched attempts would only sit idle as
@@ -20,7 +21,7 @@ export class StartAhead {
   /** Moving average (ms) of how long an attempt executes; NaN until one ended: nothing starts ahead without evidence that attempts are fast. */
   #execMs = Number.NaN;
 
-  /** `slots`: threads × slotsPerThread; `max`: the `prefetch` option. */
+  /** `slots`: threads × slotsPerThread; `max`: the `prefetch` option (the runtime's, or the node's). */
   constructor(slots: number, max: number) {
     this.#slots = slots;
     this.#max = max;

@@ -24,7 +24,6 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -36,7 +35,7 @@ import { submitTasks } from '../../src/store/postgres/queue.js';
 import { createSchedule, setSchedulePaused } from '../../src/store/postgres/schedules.js';
 import { prng } from '../fixtures/prng.js';
 import { fixtureAgent, scratchDirs, scratchPools } from '../helpers.js';
-import { count, until } from '../cluster.js';
+import { count, mostAtOnce, readStamps, until } from '../cluster.js';
 
 const CHILD = fileURLToPath(new URL('../../dist/test/fixtures/postgres/chaos-node-child.js', import.meta.url));
 const pools = scratchPools();
@@ -98,48 +97,6 @@ function startNode(url: string): Promise<Child> {
     });
     child.once('exit', (code) => reject(new Error(`a node process exited ${code} before joining: ${stderr}`)));
   });
-}
-
-/** One attempt as the agent stamped it. */
-interface Stamp {
-  taskId: string;
-  attempt: number;
-  pid: number;
-  start: number;
-  end?: number;
-}
-
-/** The agent's lines, by `taskId attempt`; a line cut short by a kill is left out. Fails on a start stamped twice. */
-function readStamps(file: string): Map<string, Stamp> {
-  const stamps = new Map<string, Stamp>();
-  const ends: Array<[string, number, number]> = [];
-  for (const line of readFileSync(file, 'utf8').split('\n')) {
-    const m = /^([+-]) (\S+) (\d+) (\d+) (\d+)$/.exec(line);
-    if (!m) continue;
-    const key = `${m[2]} ${m[3]}`;
-    if (m[1] === '-') ends.push([key, Number(m[4]), Number(m[5])]);
-    else {
-      expect(stamps.has(key), `attempt ${key} started twice`).toBe(false);
-      stamps.set(key, { taskId: m[2]!, attempt: Number(m[3]), pid: Number(m[4]), start: Number(m[5]) });
-    }
-  }
-  for (const [key, pid, at] of ends) {
-    const stamp = stamps.get(key);
-    expect(stamp, `attempt ${key} ended without starting`).toBeDefined();
-    expect(stamp!.end, `attempt ${key} ended twice`).toBeUndefined();
-    expect(stamp!.pid).toBe(pid);
-    stamp!.end = at;
-  }
-  return stamps;
-}
-
-/** The most intervals [start, end) open at once; an end and a start at the same instant do not overlap. */
-function mostAtOnce(intervals: ReadonlyArray<readonly [number, number]>): number {
-  const marks = intervals.flatMap(([start, end]) => [[start, 1], [end, -1]] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-  let open = 0;
-  let most = 0;
-  for (const [, delta] of marks) most = Math.max(most, (open += delta));
-  return most;
 }
 
 /** The event that ends an attempt, for each task state an end can leave. */
