@@ -113,3 +113,21 @@ export function mostAtOnce(intervals: ReadonlyArray<readonly [number, number]>):
   for (const [, delta] of marks) most = Math.max(most, (open += delta));
   return most;
 }
+
+/** The stored attempts of each task (rows ordered by task, run and attempt), by task id. */
+export function attemptsByTask<A extends { task_id: string }>(attempts: readonly A[]): Map<string, A[]> {
+  const byTask = new Map<string, A[]>();
+  for (const a of attempts) byTask.set(a.task_id, [...(byTask.get(a.task_id) ?? []), a]);
+  return byTask;
+}
+
+/**
+ * A task's stored attempts are its one run's, numbered 1..n, as many as its attempt counter says;
+ * those that count (not `interrupted`) are its `attempts`, within its budget.
+ */
+export function expectAttemptsOfOneRun(task: { attempt_seq: number; attempts: number; max_attempts: number }, rows: ReadonlyArray<{ run: number; attempt: number; exit: string | null }>): void {
+  expect(rows.map((r) => [r.run, r.attempt])).toEqual(rows.map((_, i) => [1, i + 1]));
+  expect(task.attempt_seq).toBe(rows.length);
+  expect(task.attempts).toBe(rows.filter((r) => r.exit !== 'interrupted').length);
+  expect(task.attempts).toBeLessThanOrEqual(task.max_attempts);
+}

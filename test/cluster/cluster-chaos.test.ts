@@ -35,9 +35,9 @@ import { submitTasks } from '../../src/store/postgres/queue.js';
 import { createSchedule, setSchedulePaused } from '../../src/store/postgres/schedules.js';
 import { prng } from '../fixtures/prng.js';
 import { fixtureAgent, scratchDirs, scratchPools } from '../helpers.js';
-import { count, mostAtOnce, readStamps, until } from '../cluster.js';
+import { attemptsByTask, count, expectAttemptsOfOneRun, mostAtOnce, readStamps, until } from '../cluster.js';
 
-const CHILD = fileURLToPath(new URL('../../dist/test/fixtures/postgres/chaos-node-child.js', import.meta.url));
+const CHILD = fileURLToPath(new URL('../../dist/test/fixtures/postgres/cluster-node-child.js', import.meta.url));
 const pools = scratchPools();
 const dirs = scratchDirs();
 const cleanups: Array<() => Promise<void>> = [];
@@ -65,7 +65,7 @@ interface Child {
 
 /** Starts a node process; resolves once it has joined the cluster. */
 function startNode(url: string): Promise<Child> {
-  const child = spawn(process.execPath, [CHILD, url, fixtureAgent('stamp').href, String(SLOTS)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CHILD, url, 'stamp', fixtureAgent('stamp').href, String(SLOTS)], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
   const kill = async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
@@ -183,16 +183,12 @@ describe('a PostgreSQL cluster under kill -9', () => {
          FROM troupe_attempts ORDER BY task_id, run, attempt`,
     )).rows;
     expect(attempts.filter((a) => !a.ended || a.exit === null)).toEqual([]);
-    const byTask = new Map<string, typeof attempts>();
-    for (const a of attempts) byTask.set(a.task_id, [...(byTask.get(a.task_id) ?? []), a]);
+    const byTask = attemptsByTask(attempts);
 
     // Each run settled once, within its budget: attempts numbered 1..n in run 1, one success at most and only last.
     for (const task of tasks) {
       const rows = byTask.get(task.id) ?? [];
-      expect(rows.map((r) => [r.run, r.attempt])).toEqual(rows.map((_, i) => [1, i + 1]));
-      expect(task.attempt_seq).toBe(rows.length);
-      expect(task.attempts).toBe(rows.filter((r) => r.exit !== 'interrupted').length);
-      expect(task.attempts).toBeLessThanOrEqual(task.max_attempts);
+      expectAttemptsOfOneRun(task, rows);
       const exits = rows.map((r) => r.exit);
       const earlier = exits.slice(0, -1);
       expect({ id: task.id, earlier: earlier.filter((e) => !['crashed', 'lease_expired', 'error', 'interrupted'].includes(e!)) }).toEqual({ id: task.id, earlier: [] });
