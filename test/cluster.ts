@@ -4,9 +4,14 @@
  * node held at once, from its attempt rows; and what the stamp agent (fixtures/agents/stamp.agent.ts)
  * wrote of the attempts it ran.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterEach, expect } from 'vitest';
+import { fixtureAgent, type FixtureAgent } from './helpers.js';
 import type { ClusterNodeOptions, RunningClusterNode, startClusterNode as StartClusterNode } from '../src/cluster/node.js';
 
 const built = (await import(new URL('../dist/src/cluster/node.js', import.meta.url).href)) as { startClusterNode: typeof StartClusterNode };
@@ -24,6 +29,67 @@ export function clusterNodes(): (options: ClusterNodeOptions) => Promise<Running
     const node = await built.startClusterNode({ logger: false, ...options });
     nodes.push(node);
     return node;
+  };
+}
+
+/** The child that runs one node in a process of its own (fixtures/postgres/cluster-node-child.ts). */
+const NODE_CHILD = fileURLToPath(new URL('../dist/test/fixtures/postgres/cluster-node-child.js', import.meta.url));
+
+/** A cluster node in a process of its own. */
+export interface NodeProcess {
+  readonly id: string;
+  readonly pid: number;
+  /** Whether {@link NodeProcess.kill} was called. */
+  killed: boolean;
+  /** `kill -9`; resolves once the process is gone. */
+  kill(): Promise<void>;
+  /** SIGTERM: the node closes and the process exits; throws unless it exits 0. */
+  close(): Promise<void>;
+}
+
+/**
+ * Call at a test file's top level (after its scratch databases, so its processes go first):
+ * returns a starter of node processes running the fixture agent `agent` on one thread with
+ * `slots` slots, each killed after the test if it still runs. A start resolves once the node has
+ * joined the cluster.
+ */
+export function nodeProcesses(): (url: string, agent: FixtureAgent, slots: number) => Promise<NodeProcess> {
+  const kills: Array<() => Promise<void>> = [];
+  afterEach(async () => {
+    for (const kill of kills.splice(0)) await kill();
+  });
+  return (url, agent, slots) => {
+    const child = spawn(process.execPath, [NODE_CHILD, url, agent, fixtureAgent(agent).href, String(slots)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
+    const kill = async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    };
+    kills.push(kill);
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    return new Promise((resolve, reject) => {
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        const ready = /^ready (\S+) (\d+)$/.exec(line);
+        if (!ready) return;
+        const handle: NodeProcess = {
+          id: ready[1]!,
+          pid: Number(ready[2]),
+          killed: false,
+          kill: async () => {
+            handle.killed = true;
+            await kill();
+          },
+          close: async () => {
+            child.kill('SIGTERM');
+            const [code] = await exited;
+            if (code !== 0) throw new Error(`node ${handle.id} exited ${code} on SIGTERM: ${stderr}`);
+          },
+        };
+        resolve(handle);
+      });
+      child.once('exit', (code) => reject(new Error(`a node process exited ${code} before joining: ${stderr}`)));
+    });
   };
 }
 

@@ -22,11 +22,7 @@
  * an attempt's end comes before its slot is freed (its settle or sweep commits), which comes before
  * the next claim commits and that attempt's agent starts, so whole ms keep that order.
  */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { compileCron, tickIso } from '../../src/scheduler/cron.js';
 import { followEvents, readEvents, type StoredEvent } from '../../src/store/postgres/events.js';
@@ -34,12 +30,12 @@ import { setAgentLimits } from '../../src/store/postgres/limits.js';
 import { submitTasks } from '../../src/store/postgres/queue.js';
 import { createSchedule, setSchedulePaused } from '../../src/store/postgres/schedules.js';
 import { prng } from '../fixtures/prng.js';
-import { fixtureAgent, scratchDirs, scratchPools } from '../helpers.js';
-import { attemptsByTask, count, expectAttemptsOfOneRun, mostAtOnce, readStamps, until } from '../cluster.js';
+import { scratchDirs, scratchPools } from '../helpers.js';
+import { attemptsByTask, count, expectAttemptsOfOneRun, mostAtOnce, nodeProcesses, readStamps, until, type NodeProcess } from '../cluster.js';
 
-const CHILD = fileURLToPath(new URL('../../dist/test/fixtures/postgres/cluster-node-child.js', import.meta.url));
 const pools = scratchPools();
 const dirs = scratchDirs();
+const startNode = nodeProcesses();
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
@@ -53,51 +49,6 @@ const LIMIT = 4;
 const KILLS = 7;
 const SCHEDULE = 'tick';
 const TERMINAL = "('done', 'failed', 'dropped', 'cancelled')";
-
-interface Child {
-  id: string;
-  pid: number;
-  killed: boolean;
-  kill(): Promise<void>;
-  /** SIGTERM: the node closes and the process exits; resolves with its exit code. */
-  close(): Promise<number | null>;
-}
-
-/** Starts a node process; resolves once it has joined the cluster. */
-function startNode(url: string): Promise<Child> {
-  const child = spawn(process.execPath, [CHILD, url, 'stamp', fixtureAgent('stamp').href, String(SLOTS)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
-  const kill = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await exited;
-  };
-  cleanups.push(kill);
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const ready = /^ready (\S+) (\d+)$/.exec(line);
-      if (!ready) return;
-      const handle: Child = {
-        id: ready[1]!,
-        pid: Number(ready[2]),
-        killed: false,
-        kill: async () => {
-          handle.killed = true;
-          await kill();
-        },
-        close: async () => {
-          child.kill('SIGTERM');
-          const [code] = await exited;
-          if (code !== 0) throw new Error(`node ${handle.id} exited ${code} on SIGTERM: ${stderr}`);
-          return code;
-        },
-      };
-      resolve(handle);
-    });
-    child.once('exit', (code) => reject(new Error(`a node process exited ${code} before joining: ${stderr}`)));
-  });
-}
 
 /** The event that ends an attempt, for each task state an end can leave. */
 const END_TYPES = new Set(['task.done', 'task.failed', 'task.dropped', 'task.retrying', 'task.cancelled']);
@@ -143,7 +94,7 @@ describe('a PostgreSQL cluster under kill -9', () => {
     );
     const schedule = await createSchedule(pool, { id: SCHEDULE, cron: '* * * * * *', task: { agent: 'stamp', input: { file, ms: 2 }, maxAttempts: 3 }, overlap: 'allow' });
 
-    const live: Child[] = await Promise.all(Array.from({ length: NODES }, () => startNode(url)));
+    const live: NodeProcess[] = await Promise.all(Array.from({ length: NODES }, () => startNode(url, 'stamp', SLOTS)));
     const all = [...live];
     const seed = Math.floor(Math.random() * 2 ** 31);
     const random = prng(seed);
@@ -157,7 +108,7 @@ describe('a PostgreSQL cluster under kill -9', () => {
       const victim = candidates[Math.floor(random() * candidates.length)]!;
       await victim.kill();
       live.splice(live.indexOf(victim), 1);
-      const next = await startNode(url);
+      const next = await startNode(url, 'stamp', SLOTS);
       live.push(next);
       all.push(next);
     }

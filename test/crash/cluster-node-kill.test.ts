@@ -6,51 +6,23 @@
  * attempt budget, every attempt the agent made is a stored one, and the killed nodes' attempts
  * that had not finished ended as crashed.
  */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { submitTasks } from '../../src/store/postgres/queue.js';
 import { fixtureAgent, scratchDirs, scratchPools } from '../helpers.js';
-import { attemptsByTask, clusterNodes, count, expectAttemptsOfOneRun, until } from '../cluster.js';
+import { attemptsByTask, clusterNodes, count, expectAttemptsOfOneRun, nodeProcesses, until } from '../cluster.js';
 
-const CHILD = fileURLToPath(new URL('../../dist/test/fixtures/postgres/cluster-node-child.js', import.meta.url));
 const pools = scratchPools();
 const nodes = clusterNodes();
 const dirs = scratchDirs();
-const kills: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  for (const kill of kills.splice(0)) await kill();
-});
+const startChild = nodeProcesses();
 
 const TASKS = 200;
 /** Every fourth task may run once only, so a crash spends its whole budget and drops it. */
 const maxAttempts = (i: number) => (i % 4 === 0 ? 1 : 4);
 const KILLS = 5;
 const CHILD_SLOTS = 3;
-
-/** Starts a node in a child process; resolves with its id once it has joined the cluster. */
-function startChild(url: string): Promise<{ id: string; kill: () => Promise<void> }> {
-  const child = spawn(process.execPath, [CHILD, url, 'record', fixtureAgent('record').href, String(CHILD_SLOTS)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = once(child, 'exit');
-  const kill = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await exited;
-  };
-  kills.push(kill);
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const id = /^ready (\S+) \d+$/.exec(line)?.[1];
-      if (id) resolve({ id, kill });
-    });
-    child.once('exit', (code) => reject(new Error(`the child node exited ${code} before joining: ${stderr}`)));
-  });
-}
 
 describe('cluster nodes killed with -9', () => {
   it('leave no task lost, run twice or over budget; another node takes their attempts back as crashed', async () => {
@@ -61,7 +33,7 @@ describe('cluster nodes killed with -9', () => {
 
     const killed: string[] = [];
     for (let k = 0; k < KILLS; k++) {
-      const child = await startChild(url);
+      const child = await startChild(url, 'record', CHILD_SLOTS);
       // Mid-work: it has finished an attempt and holds others.
       await until(
         async () =>
