@@ -23,7 +23,7 @@ import type { ClaimedTask, Lease } from '../store/postgres/queue.js';
 import type { AttemptPhase } from '../tasks/attempt.js';
 import type { AttemptOutcome } from '../tasks/outcome.js';
 import type { StartAhead } from '../tasks/start-ahead.js';
-import { threadLosses } from '../tasks/thread-loss.js';
+import { terminateUnstopped, threadLosses } from '../tasks/thread-loss.js';
 import { attemptEnd } from './attempt-end.js';
 import type { Settler } from './settler.js';
 
@@ -259,13 +259,7 @@ export class NodeAttempts {
   }
 
   async #forceStop(attempt: NodeAttempt): Promise<void> {
-    if (attempt.phase === 'ended') return;
-    const answer = await attempt.abortAnswer;
-    if ((attempt.phase as AttemptPhase) === 'ended') return;
-    const threads = answer?.foundIn !== undefined ? [answer.foundIn] : (answer?.unresponsive ?? []);
-    this.#k.log.warn({ attemptId: attempt.attemptId, threads, reason: attempt.stop?.reason }, 'attempt did not stop; terminating its thread');
-    await this.#k.pool.terminate(threads).catch((error: unknown) => this.#k.log.error({ err: error }, 'terminating a thread failed'));
-    this.#finish(attempt, { kind: 'abandoned' });
+    if (await terminateUnstopped(attempt, this.#k.pool, this.#k.log)) this.#finish(attempt, { kind: 'abandoned' });
   }
 
   /** Decides the attempt's end and queues its settle; its slot's claim budget comes free now, its row once the settle is over. */

@@ -17,7 +17,7 @@ import { Attempt } from './attempt.js';
 import { StartAhead } from './start-ahead.js';
 import type { EngineParts } from './parts.js';
 import type { AttemptOutcome } from './outcome.js';
-import { threadLosses } from './thread-loss.js';
+import { terminateUnstopped, threadLosses } from './thread-loss.js';
 import { decideStart } from '../steps/start.js';
 import type { Effect } from '../steps/types.js';
 import { recordStale, writeLogLines, writeProgress, writeSettlement } from './attempt-writes.js';
@@ -288,15 +288,8 @@ export class Dispatcher {
   }
 
   async #forceStop(attempt: LiveAttempt): Promise<void> {
-    if (attempt.phase === 'ended') return;
-    const answer = await attempt.abortAnswer;
-    if ((attempt.phase as LiveAttempt['phase']) === 'ended') return;
-    const threads = answer?.foundIn !== undefined ? [answer.foundIn] : (answer?.unresponsive ?? []);
-    this.#k.log.warn({ attemptId: attempt.attemptId, threads, reason: attempt.stop?.reason }, 'attempt did not stop; terminating its thread');
-    // Terminate first, then free the slot: the pool has headroom for parked attempts, so a slot
-    // freed earlier could send the next attempt to the doomed thread, and kill it too.
-    await this.#k.pool.terminate(threads).catch((error: unknown) => this.#k.log.error({ err: error }, 'terminating a thread failed'));
-    this.#settle(attempt, { kind: 'abandoned' });
+    // (The pool has headroom for parked attempts: see terminateUnstopped on why the slot waits.)
+    if (await terminateUnstopped(attempt, this.#k.pool, this.#k.log)) this.#settle(attempt, { kind: 'abandoned' });
   }
 
   #settle(attempt: LiveAttempt, outcome: AttemptOutcome): void {
