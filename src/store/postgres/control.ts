@@ -28,20 +28,12 @@ export interface ClusterControl {
 }
 
 /**
- * A transaction's opening that holds the controls shared from its first statement, in the same
- * round trip as its BEGIN: what a claim opens with (see {@link holdControlShared}).
+ * A claim's transaction opening: BEGIN, then the controls held shared (with other claims;
+ * exclusive against a freeze or a change of an agent's limits) in a statement of its own, before
+ * the statements that read what it protects: under READ COMMITTED a statement reads a snapshot
+ * taken when it began, before any wait inside it. Both go in one round trip.
  */
 export const BEGIN_HOLDING_CONTROLS = `BEGIN; SELECT pg_advisory_xact_lock_shared(${CONTROL_LOCK})`;
-
-/**
- * Holds the controls for the caller's transaction (a claim): shared with other claims, exclusive
- * against a freeze or a change of an agent's limits. Must run in a statement of its own, before
- * the statements that read what it protects: under READ COMMITTED a statement reads a snapshot
- * taken when it began, before any wait inside it.
- */
-export async function holdControlShared(client: Pick<pg.PoolClient, 'query'>): Promise<void> {
-  await client.query('SELECT pg_advisory_xact_lock_shared($1)', [CONTROL_LOCK]);
-}
 
 /** Holds the controls exclusively for the caller's transaction: claims in flight commit first. */
 export async function holdControlExclusive(client: Pick<pg.PoolClient, 'query'>): Promise<void> {

@@ -135,18 +135,28 @@ export async function settleAttempts(pool: pg.Pool, ends: readonly AttemptEnd[])
         continue;
       }
       current.delete(end.taskId);
-      const attemptError = end.exit === 'success' || end.exit === 'fork' ? undefined : (end.error ?? defaultError(end.exit));
-      writes.push({ task, exit: end.exit, decision: decideEnd(end.exit, end.error, task.attempts, task.maxAttempts), output: end.output, attemptError, delayMs: end.retryDelayMs });
+      writes.push(writeOf(end, task));
     }
     const ended = await writeEnds(client, writes);
-    const settled: SettleResult['settled'] = [];
-    for (const write of writes) {
-      const state = ended.get(write.task.id);
-      if (state === undefined) stale.push({ taskId: write.task.id, token: write.task.token });
-      else settled.push({ taskId: write.task.id, token: write.task.token, state });
-    }
-    return { settled, stale };
+    return resultOf(writes.map((w) => ({ taskId: w.task.id, token: w.task.token })), ended, stale);
   });
+}
+
+/** The write that ends `end`'s attempt of `task`, decided from the task's attempt budget. */
+function writeOf(end: AttemptEnd, task: RunningTask): EndWrite {
+  const attemptError = end.exit === 'success' || end.exit === 'fork' ? undefined : (end.error ?? defaultError(end.exit));
+  return { task, exit: end.exit, decision: decideEnd(end.exit, end.error, task.attempts, task.maxAttempts), output: end.output, attemptError, delayMs: end.retryDelayMs };
+}
+
+/** Each of `leases` settled (with the state the write left) or stale (not written), after those already found stale. */
+function resultOf(leases: readonly Lease[], ended: Map<string, TaskState>, stale: Lease[] = []): SettleResult {
+  const settled: SettleResult['settled'] = [];
+  for (const { taskId, token } of leases) {
+    const state = ended.get(taskId);
+    if (state === undefined) stale.push({ taskId, token });
+    else settled.push({ taskId, token, state });
+  }
+  return { settled, stale };
 }
 
 /**
@@ -163,25 +173,16 @@ const ROW_FREE_EXITS: ReadonlySet<AttemptExit> = new Set<AttemptExit>(['success'
  * order, then writes as {@link writeEnds} does, fenced the same way.
  */
 async function settleInOneStatement(pool: pg.Pool, ends: readonly AttemptEnd[]): Promise<SettleResult> {
-  const writes = ends.map((end): EndWrite => {
-    // The run and attempt are the row's: the statement puts them in the event (see endsStatement).
-    const task: RunningTask = { id: end.taskId, token: end.token, run: 0, attempt: 0, attempts: 1, maxAttempts: 1, ownerNode: '', attemptId: '' };
-    const attemptError = end.exit === 'success' || end.exit === 'fork' ? undefined : (end.error ?? defaultError(end.exit));
-    return { task, exit: end.exit, decision: decideEnd(end.exit, end.error, 1, 1), output: end.output, attemptError, delayMs: end.retryDelayMs };
-  });
+  // The run and attempt are the row's: the statement puts them in the event (see endsStatement);
+  // the budget plays no part in these exits.
+  const writes = ends.map((end) => writeOf(end, { id: end.taskId, token: end.token, run: 0, attempt: 0, attempts: 1, maxAttempts: 1, ownerNode: '', attemptId: '' }));
   let ended: Map<string, TaskState>;
   try {
     ended = await runEnds(pool, writes, 'troupe-settle', SETTLE);
   } catch (error) {
     throw storeFailed('settling attempts', error);
   }
-  const result: SettleResult = { settled: [], stale: [] };
-  for (const { taskId, token } of ends) {
-    const state = ended.get(taskId);
-    if (state === undefined) result.stale.push({ taskId, token });
-    else result.settled.push({ taskId, token, state });
-  }
-  return result;
+  return resultOf(ends, ended);
 }
 
 /** A running task as the end of its attempt needs it. */
@@ -241,10 +242,9 @@ export interface EndWrite {
  * Writes decided ends in the caller's transaction, in one statement: each task leaves `running`
  * with its token bumped (so its attempt can write nothing more) and, when requeued, a new place at
  * the end of the queue; its attempt's row is written (schema version 7: an attempt's only write
- * there), with what the task's row held of it while it ran, its end and its exit. Fenced by token
- * and state. Then the
- * event of each end written ({@link endEvent}). Returns the new state of each task written. The
- * caller holds the rows (settleAttempts, the sweeper).
+ * there), with what the task's row held of it while it ran, its end and its exit, and the event of
+ * each end written ({@link endEvent}). Fenced by token and state. Returns the new state of each
+ * task written. The caller holds the rows (settleAttempts, the sweeper).
  */
 export async function writeEnds(client: pg.PoolClient, writes: readonly EndWrite[]): Promise<Map<string, TaskState>> {
   return runEnds(client, writes, 'troupe-write-ends', WRITE_ENDS);
