@@ -7,10 +7,11 @@
  * so it need not wait for its poll.
  */
 import type pg from 'pg';
-import type { Clock, ClockTimer } from '../clock.js';
+import type { Clock } from '../clock.js';
 import { isTroupeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { FireResult } from '../store/postgres/schedules.js';
+import { Every } from './every.js';
 import type { ClusterQueue } from './options.js';
 
 /** What a firer needs from its node. */
@@ -31,37 +32,21 @@ export interface FirerDeps {
 /** See the module comment. */
 export class Firer {
   readonly #k: FirerDeps;
-  #timer: ClockTimer | undefined;
-  #tick: Promise<void> | undefined;
-  #stopped = false;
+  readonly #every: Every;
 
   constructor(deps: FirerDeps) {
     this.#k = deps;
+    this.#every = new Every(deps.clock, deps.everyMs, () => this.#fire());
   }
 
   /** Fires what is due now, then every `everyMs`. */
   start(): void {
-    if (this.#stopped || this.#tick || this.#timer !== undefined) return;
-    this.#run();
+    this.#every.start(true);
   }
 
   /** Fires nothing more; resolves once a fire under way is over. */
-  async stop(): Promise<void> {
-    this.#stopped = true;
-    if (this.#timer !== undefined) this.#k.clock.clearTimeout(this.#timer);
-    this.#timer = undefined;
-    await this.#tick;
-  }
-
-  #run(): void {
-    this.#tick = this.#fire().finally(() => {
-      this.#tick = undefined;
-      if (this.#stopped) return;
-      this.#timer = this.#k.clock.setTimeout(() => {
-        this.#timer = undefined;
-        this.#run();
-      }, this.#k.everyMs);
-    });
+  stop(): Promise<void> {
+    return this.#every.stop();
   }
 
   async #fire(): Promise<void> {
@@ -71,7 +56,7 @@ export class Firer {
       if (result.fired.length > 0) this.#k.fired(result);
     } catch (error) {
       if (isTroupeError(error, 'ILLEGAL_STATE')) {
-        this.#stopped = true;
+        this.#every.halt();
         this.#k.refused(error);
         return;
       }

@@ -4,9 +4,10 @@
  * lease the cluster has taken back, is the node's: see node-attempts.ts.
  */
 import type pg from 'pg';
-import type { Clock, ClockTimer } from '../clock.js';
+import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { Lease } from '../store/postgres/queue.js';
+import { Every } from './every.js';
 import type { ClusterQueue } from './options.js';
 
 /** What a lease keeper needs from its node. */
@@ -26,35 +27,21 @@ export interface LeaseKeeperDeps {
 /** See the module comment. */
 export class LeaseKeeper {
   readonly #k: LeaseKeeperDeps;
-  #timer: ClockTimer | undefined;
-  #tick: Promise<void> | undefined;
-  #stopped = false;
+  readonly #every: Every;
 
   constructor(deps: LeaseKeeperDeps) {
     this.#k = deps;
+    this.#every = new Every(deps.clock, deps.everyMs, () => this.#renew());
   }
 
+  /** Renews every `everyMs`, the first after `everyMs`. */
   start(): void {
-    this.#arm();
+    this.#every.start(false);
   }
 
   /** Renews nothing more; resolves once a renewal under way is over. */
-  async stop(): Promise<void> {
-    this.#stopped = true;
-    if (this.#timer !== undefined) this.#k.clock.clearTimeout(this.#timer);
-    this.#timer = undefined;
-    await this.#tick;
-  }
-
-  #arm(): void {
-    if (this.#stopped) return;
-    this.#timer = this.#k.clock.setTimeout(() => {
-      this.#timer = undefined;
-      this.#tick = this.#renew().finally(() => {
-        this.#tick = undefined;
-        this.#arm();
-      });
-    }, this.#k.everyMs);
+  stop(): Promise<void> {
+    return this.#every.stop();
   }
 
   async #renew(): Promise<void> {
