@@ -1,20 +1,44 @@
 /**
  * `createRuntime`: the composition of a runtime in dependency order. Options and agent
- * registrations are validated before the disk is touched; then the store opens (its lock, its
- * checks, its replay), the event bus goes on it, and the runtime is built and started on both.
+ * registrations are validated before the disk (or the database) is touched. On LMDB (the
+ * default), the store opens (its lock, its checks, its replay), the event bus goes on it, and the
+ * runtime is built and started on both. With `store: { postgres }` (or `TROUPE_STORE`), the
+ * PostgreSQL runtime (src/cluster/runtime.ts) is loaded and started instead.
  */
 import { openStore } from './store/lmdb/store.js';
 import { EventBus } from './events/event-bus.js';
 import { KeepAlive } from './keep-alive.js';
 import { resolveLogger } from './log.js';
-import { resolveOptions, type RuntimeOptions } from './options.js';
+import { resolveOptions, type ResolvedOptions, type RuntimeOptions } from './options.js';
 import { validateRegistration } from './agents/registry.js';
-import { Runtime } from './runtime.js';
+import { LmdbRuntime } from './runtime.js';
+import type { Runtime } from './api/runtime.js';
 import { Tracing } from './telemetry/tracing.js';
+import { TroupeError } from './errors.js';
 
-/** Creates and starts a runtime: opens (or creates) the data dir and rebuilds from it. */
+/**
+ * Creates and starts a runtime: opens (or creates) the data dir and rebuilds from it, or, with
+ * `store: { postgres }`, joins the cluster on that database.
+ */
 export async function createRuntime(input?: RuntimeOptions): Promise<Runtime> {
   const options = resolveOptions(input);
+  if (options.store) {
+    // Loaded only when asked for: an LMDB runtime never loads the PostgreSQL driver.
+    const { createPostgresRuntime } = await import('./cluster/runtime.js');
+    return createPostgresRuntime(options);
+  }
+  return openLmdbRuntime(options);
+}
+
+/** @internal An LMDB runtime (troupe/testing's, which needs its internals). */
+export async function createLmdbRuntime(input?: RuntimeOptions): Promise<LmdbRuntime> {
+  // The environment's TROUPE_STORE is not read: this runtime is LMDB's, whatever the environment says.
+  const options = resolveOptions(input, {});
+  if (options.store) throw new TroupeError('INVALID_OPTIONS', 'options.store: this runtime runs on LMDB only (troupe/testing)');
+  return openLmdbRuntime(options);
+}
+
+async function openLmdbRuntime(options: ResolvedOptions): Promise<LmdbRuntime> {
   const log = resolveLogger(options.logger);
   // Validate agent registrations before touching the disk.
   const agents = options.agents.map((registration) => validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry, backoff: options.defaultBackoff }));
@@ -30,9 +54,9 @@ export async function createRuntime(input?: RuntimeOptions): Promise<Runtime> {
   });
   const keepAlive = new KeepAlive();
   bus = new EventBus(store.read.events, () => keepAlive.hold(), (error, type) => log.error({ err: error, type }, 'an event listener threw'), () => store.eventsRemovedThrough);
-  let runtime: Runtime | undefined;
+  let runtime: LmdbRuntime | undefined;
   try {
-    runtime = new Runtime(options, log, store, bus, keepAlive, tracing);
+    runtime = new LmdbRuntime(options, log, store, bus, keepAlive, tracing);
     await runtime.start(agents);
     return runtime;
   } catch (error) {

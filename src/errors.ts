@@ -71,6 +71,8 @@ export const ERROR_CODES = {
   CURSOR_EXPIRED: { retryable: false, summary: 'An `events()` cursor is older than what the event log keeps; the message names the oldest cursor still available.' },
   /** The store failed to read or write. */
   STORE_FAILED: { retryable: true, summary: 'The LMDB store failed to read or write.' },
+  /** The call (or option, or task field) is valid but has no backing on the runtime's store yet (PostgreSQL); the message names it and the store. */
+  UNSUPPORTED_STORE: { retryable: false, summary: "The call, option or task field is not supported on this runtime's store yet (PostgreSQL); the message names it." },
   STORE_CORRUPT: { retryable: false, summary: 'The data file is damaged (empty, truncated, or without a valid meta page); it is left untouched.' },
 } as const satisfies Record<string, { retryable: boolean; summary: string }>;
 

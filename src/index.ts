@@ -1,14 +1,13 @@
 /**
  * Troupe's public API. Nothing runs at import time.
  */
-export { Runtime } from './runtime.js';
+export type { Runtime, RuntimeState, CloseOptions, AgentsApi } from './api/runtime.js';
 export { createRuntime } from './create-runtime.js';
-export type { RuntimeState, CloseOptions, AgentsApi } from './runtime.js';
 export type { BackupInfo } from './store/port.js';
 export type { PruneOptions, PruneResult } from './tasks/prune.js';
 export type { RetentionPolicy, RetentionRule, RuntimeRetention } from './tasks/retention-rules.js';
 export type { RetentionStats } from './tasks/retention.js';
-export type { RuntimeOptions, FastFailBackoff, StarvationPolicy } from './options.js';
+export type { RuntimeOptions, FastFailBackoff, StarvationPolicy, StoreOption } from './options.js';
 export { DEFAULTS, DEFAULT_RETRY, DEFAULT_BACKOFF, DEFAULT_STARVATION } from './options.js';
 export { TroupeError, ERROR_CODES, coerceError, isTroupeError } from './errors.js';
 export type { TroupeErrorCode, TroupeErrorOptions } from './errors.js';

@@ -105,8 +105,20 @@ export interface RuntimeOptions {
   clock?: Clock;
   /** Random source in [0, 1) for backoff jitter. @default Math.random */
   random?: () => number;
+  /**
+   * Where the runtime keeps its state: absent, the LMDB data dir (`dataDir`); `{ postgres: url }`,
+   * a PostgreSQL database that any number of runtime processes share (README: "Running on many
+   * machines"; `dataDir` is then not used). Without this option, the environment variable
+   * `TROUPE_STORE` (a `postgres://` URL) picks PostgreSQL the same way. @default LMDB in `dataDir`
+   */
+  store?: StoreOption;
   /** @internal Replaces the Piscina pool (tests). */
   createPool?: (options: PiscinaPoolOptions) => AgentPool;
+}
+
+/** The store option: a PostgreSQL connection string, e.g. `postgres://user@127.0.0.1:5432/app`. */
+export interface StoreOption {
+  postgres: string;
 }
 
 /**
@@ -127,7 +139,9 @@ export interface StarvationPolicy {
 }
 
 /** Options after defaults and validation. */
-export type ResolvedOptions = Readonly<Required<Omit<RuntimeOptions, 'logger' | 'createPool' | 'defaultRetry' | 'defaultBackoff' | 'starvation' | 'retention' | 'dashboard'>>> & {
+export type ResolvedOptions = Readonly<Required<Omit<RuntimeOptions, 'logger' | 'createPool' | 'defaultRetry' | 'defaultBackoff' | 'starvation' | 'retention' | 'dashboard' | 'store'>>> & {
+  /** null: LMDB in `dataDir`. */
+  readonly store: Readonly<StoreOption> | null;
   /** null: off. */
   readonly dashboard: ResolvedDashboard | null;
   readonly logger: LoggerOption | undefined;
@@ -174,17 +188,19 @@ export const DEFAULTS = {
   agents: [] as AgentRegistration[],
   clock: systemClock,
   random: Math.random,
-} satisfies Required<Omit<RuntimeOptions, 'logger' | 'createPool'>>;
+} satisfies Required<Omit<RuntimeOptions, 'logger' | 'createPool' | 'store'>>;
 
-const KNOWN = new Set<string>([...Object.keys(DEFAULTS), 'logger', 'createPool']);
+const KNOWN = new Set<string>([...Object.keys(DEFAULTS), 'logger', 'createPool', 'store']);
 /** Upper bounds of the pool's size: beyond them a typo (100000 threads) would take the host down. */
 const MAX_THREADS = 256;
 const MAX_SLOTS_PER_THREAD = 1_000;
 
 /** Validates and freezes runtime options. Throws INVALID_OPTIONS naming the option. */
-export function resolveOptions(input: RuntimeOptions = {}): ResolvedOptions {
+export function resolveOptions(input: RuntimeOptions = {}, env: Readonly<Record<string, string | undefined>> = process.env): ResolvedOptions {
   if (typeof input !== 'object' || input === null) throw invalid('options must be an object');
   for (const key of Object.keys(input)) if (!KNOWN.has(key)) throw invalid(`options.${key} is not a known option`);
+  const store = resolveStore(input.store, env.TROUPE_STORE);
+  if (store) checkPostgresOptions(input);
   const o = { ...DEFAULTS, ...stripUndefined(input) };
   if (typeof o.dataDir !== 'string' || o.dataDir.length === 0) throw invalid('options.dataDir must be a non-empty string');
   if (o.dataDir.includes('\0')) throw invalid('options.dataDir must not contain a NUL byte');
@@ -231,7 +247,49 @@ export function resolveOptions(input: RuntimeOptions = {}): ResolvedOptions {
     agents: [...o.agents],
     logger,
     createPool: input.createPool,
+    store,
   });
+}
+
+/**
+ * The store: `options.store` when given, else `TROUPE_STORE` when set (a `postgres://` URL), else
+ * null (LMDB). A connection string must parse as a `postgres:` or `postgresql:` URL; the error
+ * names where it came from and never echoes it (it may hold a password).
+ */
+export function resolveStore(given: unknown, fromEnv: string | undefined): Readonly<StoreOption> | null {
+  if (given === undefined) {
+    if (fromEnv === undefined || fromEnv === '') return null;
+    return Object.freeze({ postgres: postgresUrl(fromEnv, 'the environment variable TROUPE_STORE') });
+  }
+  if (typeof given !== 'object' || given === null || Array.isArray(given)) throw invalid('options.store must be { postgres: connectionString }');
+  for (const key of Object.keys(given)) if (key !== 'postgres') throw invalid(`options.store.${key} is not a store option (postgres)`);
+  return Object.freeze({ postgres: postgresUrl((given as { postgres?: unknown }).postgres, 'options.store.postgres') });
+}
+
+function postgresUrl(value: unknown, where: string): string {
+  if (typeof value !== 'string' || value.length === 0) throw invalid(`${where} must be a PostgreSQL connection string (postgres://…)`);
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw invalid(`${where} is not a URL: it must be a PostgreSQL connection string (postgres://…)`);
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') throw invalid(`${where} must be a postgres:// or postgresql:// URL, not ${url.protocol}`);
+  return value;
+}
+
+/**
+ * Options a runtime on PostgreSQL cannot honour yet: refused when given (set to anything but off),
+ * so a switch of store never drops one in silence. `dataDir` is ignored (nothing is kept on disk).
+ */
+const NOT_ON_POSTGRES = ['maxQueued', 'maxLiveInstances', 'failedAttemptThreshold', 'degradedDropMs', 'supervisorIntervalMs', 'storeRetryMs', 'starvation', 'retention', 'metricsPort', 'dashboard', 'defaultBackoff'] as const;
+
+function checkPostgresOptions(input: RuntimeOptions): void {
+  for (const key of NOT_ON_POSTGRES) {
+    const value = input[key];
+    if (value === undefined || value === false || value === 0) continue;
+    throw invalid(`options.${key} is not supported with store.postgres yet (README: "Running on many machines")`);
+  }
 }
 
 /** Merges a partial retry policy over a base and validates it; `where` names it in errors. */

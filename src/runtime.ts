@@ -1,7 +1,7 @@
 /**
  * `createRuntime()`: resolves options, opens the store, builds the engine (engine.ts: every part,
  * in dependency order; engine-slot.ts holds it and its store, and replaces both after a store
- * recovery), rebuilds from disk, and starts. The `Runtime` is the public facade over the
+ * recovery), rebuilds from disk, and starts. The `LmdbRuntime` is the public facade over the
  * engine and owns the lifecycle `starting → running → draining → closed`.
  */
 import { checkBackupArgs, checkCallOptions, type ResolvedOptions } from './options.js';
@@ -11,7 +11,7 @@ import type { BackupInfo, Store } from './store/port.js';
 import type { EventBus } from './events/event-bus.js';
 import type { EventStreamOptions, RuntimeEvent } from './api/events.js';
 import type { InstanceView } from './router/router.js';
-import { validateRegistration, type AgentRegistration, type RegisteredAgent } from './agents/registry.js';
+import { validateRegistration, type RegisteredAgent } from './agents/registry.js';
 import type { ListOptions, TaskPage, WaitOptions } from './tasks/engine.js';
 import type { PruneOptions, PruneResult } from './tasks/prune.js';
 import { followLogs, LogFeed, type LogLine, type LogOptions } from './events/logs.js';
@@ -31,17 +31,13 @@ import { checkId } from './ids.js';
 import { Endpoints } from './endpoints.js';
 import type { Tracing } from './telemetry/tracing.js';
 
+import type { AgentsApi, Runtime } from './api/runtime.js';
+
 export type { CloseOptions, RuntimeState } from './lifecycle.js';
+export type { AgentsApi, Runtime } from './api/runtime.js';
 
-/** Agent registration API (`rt.agents`). */
-export interface AgentsApi {
-  /** Registers (or replaces) an agent. Throws INVALID_OPTIONS naming the bad field. */
-  register(registration: AgentRegistration): RegisteredAgent;
-  list(): RegisteredAgent[];
-}
-
-/** An embedded Troupe runtime. */
-export class Runtime implements AsyncDisposable {
+/** An embedded Troupe runtime on LMDB (the public type is the {@link Runtime} interface). */
+export class LmdbRuntime implements Runtime {
   readonly agents: AgentsApi;
   /** Cron schedules. */
   readonly schedules: SchedulesApi;
@@ -134,7 +130,7 @@ export class Runtime implements AsyncDisposable {
     return this;
   }
 
-  /** Undoes {@link Runtime.unref}: the open runtime keeps the process alive again (the default). Returns the runtime. */
+  /** Undoes {@link LmdbRuntime.unref}: the open runtime keeps the process alive again (the default). Returns the runtime. */
   ref(): this {
     this.#keepAlive.ref();
     return this;
@@ -198,7 +194,7 @@ export class Runtime implements AsyncDisposable {
     return this.#guard('get', async () => this.#withHold(this.#e.tasks.get(checkId(id, 'get: id'))) as Task<O>);
   }
 
-  /** A page of tasks in submit order; queued ones carry `heldBy` like {@link Runtime.get}. */
+  /** A page of tasks in submit order; queued ones carry `heldBy` like {@link LmdbRuntime.get}. */
   async list(options?: ListOptions): Promise<TaskPage> {
     return this.#guard('list', async () => {
       const page = this.#e.tasks.list(options);

@@ -147,7 +147,8 @@ const status: ClientCommand = {
     const stats = (await backend.call('stats')) as RuntimeStats;
     // Instances are read from the store: while it is down, status shows the rest (and why).
     const instances = (await backend.call('instances').catch((error: unknown) => {
-      if (stats.storeFailure) return [];
+      // A runtime on PostgreSQL has no instances.
+      if (stats.storeFailure || (error as { code?: unknown }).code === 'UNSUPPORTED_STORE') return [];
       throw error;
     })) as InstanceView[];
     emit(ctx, { live: backend.mode === 'socket', stats, instances }, formatStatus(stats, instances, backend.mode, ctx.paint));

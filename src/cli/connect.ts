@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { CliError, EXIT, noDataDir, notRunning } from './cli-error.js';
 import { connectControl, socketPathOf, type Backend } from './control.js';
 import type { MethodTable } from './methods.js';
-import type { Runtime } from '../runtime.js';
+import type { Runtime } from '../api/runtime.js';
 import type { AgentPool } from '../pool/pool.js';
 
 /** How long a direct open retries a locked data dir before reporting NOT_ANSWERING. */

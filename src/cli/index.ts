@@ -27,10 +27,12 @@ global options (every command):
   turns it on for a pipe.
 
 serve:
-  troupe run --agents DIR [--threads N] [--slots N] [--log-level LEVEL] [--dashboard [PORT]] [--dashboard-host HOST]
+  troupe run --agents DIR [--store URL] [--threads N] [--slots N] [--log-level LEVEL] [--dashboard [PORT]] [--dashboard-host HOST]
       Starts a runtime, registers every <name>.agent.{js,mjs,cjs,ts,mts,cts} in DIR as agent <name>
       (TypeScript through tsx; it names each other *.agent.* file it skips, and why), and serves the
       control socket DATA_DIR/control.sock until SIGINT or SIGTERM, then closes gracefully.
+      --store postgres://… runs it on that PostgreSQL database, shared with every runtime on it
+      (TROUPE_STORE=postgres://… does the same); DATA_DIR then holds only the control socket.
       --dashboard serves the web dashboard (127.0.0.1, a free port unless PORT) and prints its URL;
       any other --dashboard-host needs a token: TROUPE_DASHBOARD_TOKEN, or one generated and printed.
   troupe dashboard [--port N] [--host HOST]
@@ -83,7 +85,7 @@ const GLOBAL: Options = {
 
 /** Each command's own options and how many arguments it takes. */
 const COMMANDS: Record<string, { options: Options; args: readonly string[] }> = {
-  run: { options: { agents: { type: 'string' }, threads: { type: 'string' }, slots: { type: 'string' }, 'log-level': { type: 'string' }, dashboard: { type: 'string' }, 'dashboard-host': { type: 'string' } }, args: [] },
+  run: { options: { agents: { type: 'string' }, store: { type: 'string' }, threads: { type: 'string' }, slots: { type: 'string' }, 'log-level': { type: 'string' }, dashboard: { type: 'string' }, 'dashboard-host': { type: 'string' } }, args: [] },
   dashboard: { options: { port: { type: 'string' }, host: { type: 'string' } }, args: [] },
   demo: { options: { tasks: { type: 'string', default: '3000' }, threads: { type: 'string' } }, args: [] },
   submit: { options: { input: { type: 'string' }, key: { type: 'string' }, priority: { type: 'string' }, lane: { type: 'string' }, label: { type: 'string', multiple: true }, wait: { type: 'boolean' } }, args: ['AGENT'] },
@@ -170,6 +172,7 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
     return runServe({
       dataDir,
       agentsDir: resolve(values.agents),
+      store: typeof values.store === 'string' ? values.store : undefined,
       dashboard: dashboardOf(values.dashboard, values['dashboard-host']),
       threads: integerOption('--threads', values.threads, 1),
       slotsPerThread: integerOption('--slots', values.slots, 1),

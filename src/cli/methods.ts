@@ -6,7 +6,7 @@
 import { isAbsolute } from 'node:path';
 import { TroupeError } from '../errors.js';
 import { SETTLED_FOR_WAIT } from '../../machines/index.js';
-import type { Runtime } from '../runtime.js';
+import type { Runtime } from '../api/runtime.js';
 import type { Task, TaskSpec } from '../tasks/spec.js';
 import type { ListOptions } from '../tasks/engine.js';
 import type { ScheduleSpec } from '../scheduler/scheduler.js';

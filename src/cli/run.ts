@@ -20,6 +20,8 @@ export interface RunOptions {
   dataDir: string;
   /** Absolute agents dir (none: no agents, as `troupe dashboard` on a data dir). */
   agentsDir: string | undefined;
+  /** A PostgreSQL connection string (`--store`): the runtime runs there, and the data dir holds only the control socket. */
+  store?: string | undefined;
   /** Serve the dashboard too. */
   dashboard?: { port: number; host?: string; token?: string } | undefined;
   threads?: number;
@@ -95,12 +97,15 @@ export async function runServe(options: RunOptions): Promise<number> {
   }
   const { agents, skipped } = options.agentsDir === undefined ? { agents: [], skipped: [] } : agentsIn(options.agentsDir);
   const logger = pino({ name: 'troupe', level: options.logLevel }, pino.destination({ dest: 2, sync: true }));
-  const rt = await createRuntime({ dataDir: options.dataDir, threads: options.threads, slotsPerThread: options.slotsPerThread, logger, agents, dashboard: options.dashboard ?? false });
+  const store = options.store === undefined ? {} : { store: { postgres: options.store } };
+  const rt = await createRuntime({ dataDir: options.dataDir, threads: options.threads, slotsPerThread: options.slotsPerThread, logger, agents, dashboard: options.dashboard ?? false, ...store });
   const socket = socketPathOf(options.dataDir);
+  // On PostgreSQL (--store, or TROUPE_STORE) nothing creates the data dir: it holds only the socket.
+  const onPostgres = options.store !== undefined || Boolean(process.env.TROUPE_STORE);
   let server;
   try {
     // A socket outside the data dir (its path would be too long) goes in a directory as private as the data dir.
-    if (dirname(socket) !== options.dataDir) preparePrivateDir(dirname(socket));
+    if (dirname(socket) !== options.dataDir || onPostgres) preparePrivateDir(dirname(socket));
     server = await startControlServer(runtimeMethods(rt, { dataDir: options.dataDir, socket }), socket);
   } catch (error) {
     await rt.close({ timeoutMs: 0 });
@@ -118,9 +123,9 @@ export async function runServe(options: RunOptions): Promise<number> {
     else process.stderr.write(`troupe: skipped ${file}: ${reason}\n`);
   }
   const names = agents.map((a) => a.name);
-  if (options.json) process.stdout.write(`${JSON.stringify({ event: 'running', pid: process.pid, agents: names, dataDir: options.dataDir, socket })}\n`);
-  else process.stdout.write(`troupe running: ${names.length} agents, data dir ${options.dataDir}, socket ${socket}\n`);
-  const url = rt.dashboard();
+  if (options.json) process.stdout.write(`${JSON.stringify({ event: 'running', pid: process.pid, agents: names, dataDir: options.dataDir, socket, ...(onPostgres ? { store: 'postgres' } : {}) })}\n`);
+  else process.stdout.write(`troupe running: ${names.length} agents, ${onPostgres ? 'on PostgreSQL' : `data dir ${options.dataDir}`}, socket ${socket}\n`);
+  const url = onPostgres ? undefined : rt.dashboard();
   if (url !== undefined) process.stdout.write(options.json ? `${JSON.stringify({ event: 'dashboard', url })}\n` : `troupe dashboard: ${url}\n`);
 
   const signal = await stopped;

@@ -24,8 +24,8 @@ export interface ClaimerDeps {
   queue: Pick<ClusterQueue, 'claim'>;
   /** The node's id in the cluster. */
   node: string;
-  /** The agents it claims for. */
-  agents: readonly string[];
+  /** The agents it claims for now (a runtime registers more as it runs). */
+  agents(): readonly string[];
   leaseMs: number;
   pollMs: number;
   clock: Clock;
@@ -88,8 +88,10 @@ export class Claimer {
    * stayed free because the queue had no more (or the claim failed and will be tried again).
    */
   async #pass(): Promise<boolean> {
-    const { agents } = this.#k;
-    const first = this.#first;
+    const agents = this.#k.agents();
+    // No agent yet: nothing to claim until one is registered (which wakes the claimer).
+    if (agents.length === 0) return false;
+    const first = this.#first % agents.length;
     this.#first = (first + 1) % agents.length;
     let short = false;
     for (let i = 0; i < agents.length && !this.#stopped; i++) {

@@ -22,6 +22,8 @@ export interface LeaseKeeperDeps {
   due(): Lease[];
   /** Leases whose attempt is no longer current: a sweeper took it back. */
   lost(leases: Lease[]): void;
+  /** Leases renewed whose task a user asked to cancel (the backstop of the cancel's NOTIFY). */
+  cancels(leases: Array<Lease & { reason: string }>): void;
 }
 
 /** See the module comment. */
@@ -48,8 +50,10 @@ export class LeaseKeeper {
     try {
       const leases = this.#k.due();
       if (leases.length === 0) return;
-      const { lost } = await this.#k.queue.renew(this.#k.pool, leases, this.#k.leaseMs);
+      const { lost, cancels } = await this.#k.queue.renew(this.#k.pool, leases, this.#k.leaseMs);
       if (lost.length > 0) this.#k.lost(lost);
+      // A fake queue of the tests may leave cancels out.
+      if (cancels?.length) this.#k.cancels(cancels);
     } catch (error) {
       // The next tick tries again; a lease has two more ticks before it runs out.
       this.#k.log.error({ err: error }, 'renewing leases failed');

@@ -237,6 +237,26 @@ export class NodeAttempts {
     }
   }
 
+  /**
+   * A user cancelled the task of `lease` (its NOTIFY or a lease renewal said so): its attempt, if
+   * this node still runs it, is stopped and ends `cancelled`. Returns whether it was.
+   */
+  cancel(lease: Lease, reason: string): boolean {
+    for (const attempt of this.#live.values()) {
+      if (attempt.claimed.id !== lease.taskId || attempt.token !== lease.token || attempt.phase === 'ended') continue;
+      this.#k.log.info({ taskId: lease.taskId, attemptId: attempt.attemptId }, 'the task was cancelled; stopping its attempt');
+      this.stop(attempt, 'cancelled', reason, this.#k.cancelGraceMs);
+      return true;
+    }
+    return false;
+  }
+
+  /** The lease of this task's attempt that has not ended, if this node holds one. */
+  leaseOf(taskId: string): Lease | undefined {
+    for (const attempt of this.#live.values()) if (attempt.claimed.id === taskId && attempt.phase !== 'ended') return { taskId, token: attempt.token };
+    return undefined;
+  }
+
   /** The held attempt with this id and token that has not ended. */
   #current(attemptId: string, token: number): NodeAttempt | undefined {
     const attempt = this.#live.get(attemptId);

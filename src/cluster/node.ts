@@ -8,7 +8,8 @@
  * turns' transactions in flight at once (settler.ts), renews the
  * leases of what it runs (leases.ts), sweeps for dead nodes and expired leases, so any node
  * takes back the attempts of one that died, and fires the cluster's due cron schedules
- * (firer.ts), so each tick fires while any node lives. Not wired into createRuntime yet.
+ * (firer.ts), so each tick fires while any node lives. The runtime on PostgreSQL runs one
+ * (src/cluster/runtime.ts), and stops an attempt whose task a user cancels on any node.
  *
  * A node that loses its liveness connection may already be taken for dead, its attempts taken
  * back: it stops claiming and aborts its attempts (whatever they report then is fenced).
@@ -19,6 +20,8 @@ import { coerceError, TroupeError } from '../errors.js';
 import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from '../lifecycle.js';
 import { resolveLogger, type Logger } from '../log.js';
 import { createPiscinaPool, type AgentPool } from '../pool/pool.js';
+import type { RegisteredAgent } from '../agents/registry.js';
+import { isLimited, setAgentLimits } from '../store/postgres/limits.js';
 import { migrate } from '../store/postgres/migrations.js';
 import { joinCluster, type ClusterNode } from '../store/postgres/nodes.js';
 import { runSweeper } from '../store/postgres/sweeper.js';
@@ -61,7 +64,25 @@ const CONNECTIONS = 4 + SETTLES_IN_FLIGHT;
 
 /** Starts a cluster node (see the module comment). INVALID_OPTIONS for bad options, before anything connects. */
 export async function startClusterNode(input: ClusterNodeOptions): Promise<RunningClusterNode> {
-  const options = resolveNodeOptions(input);
+  return openClusterNode(resolveNodeOptions(input));
+}
+
+/** A node as the runtime on PostgreSQL drives it (src/cluster/runtime.ts): it registers agents as it runs. */
+export interface ClusterNodeHandle extends RunningClusterNode {
+  /** Claims tasks of `agent` from now on (or runs them with its new registration); its limits must be stored already. */
+  register(agent: RegisteredAgent): void;
+  /** Claims now: work may have come (a submit, a retry, an event of the log). */
+  wake(): void;
+  /** Attempts not yet ended: queued on their threads or running. */
+  readonly running: number;
+}
+
+/**
+ * Starts a node from resolved options: migrates the schema, stores the cluster-wide limits of the
+ * agents that give any (setAgentLimits: a registration without limits leaves those stored as they
+ * are), joins the cluster, and starts its loops. STORE_FAILED when the database cannot be reached.
+ */
+export async function openClusterNode(options: ResolvedNodeOptions): Promise<ClusterNodeHandle> {
   const log = resolveLogger(options.logger).child({ component: 'cluster-node' });
   const db = new pg.Pool({ connectionString: options.connectionString, max: CONNECTIONS, application_name: 'troupe-node-queue' });
   // An idle connection the server ends must not take the process down: the next query reconnects.
@@ -73,7 +94,12 @@ export async function startClusterNode(input: ClusterNodeOptions): Promise<Runni
   let node: Node | undefined;
   try {
     await migrate(db);
-    member = await joinCluster(options.connectionString, (error) => (node ? node.lose(error) : (lostEarly = error)));
+    for (const agent of options.agents.values()) await storeLimits(db, agent);
+    member = await joinCluster(
+      options.connectionString,
+      (error) => (node ? node.lose(error) : (lostEarly = error)),
+      (taskId) => node?.cancelRequested(taskId),
+    );
   } catch (error) {
     await db.end().catch(() => undefined);
     throw error instanceof TroupeError ? error : new TroupeError('STORE_FAILED', `starting a cluster node failed: ${coerceError(error).message}`, { cause: error });
@@ -96,8 +122,14 @@ export async function startClusterNode(input: ClusterNodeOptions): Promise<Runni
   return node;
 }
 
+/** Stores `agent`'s cluster-wide limits when its registration gives any (see {@link openClusterNode}). */
+export async function storeLimits(db: pg.Pool, agent: RegisteredAgent): Promise<void> {
+  const limits = { concurrency: agent.concurrency, rate: agent.rate, dailyLimit: agent.dailyLimit };
+  if (isLimited(limits)) await setAgentLimits(db, agent.name, limits);
+}
+
 /** See the module comment. */
-class Node implements RunningClusterNode {
+class Node implements ClusterNodeHandle {
   readonly id: string;
   readonly #options: ResolvedNodeOptions;
   readonly #log: Logger;
@@ -112,6 +144,9 @@ class Node implements RunningClusterNode {
   readonly #firer: Firer;
   readonly #ahead: StartAhead;
   readonly #sweeping = new AbortController();
+  /** The agents it claims for, by name; {@link Node.register} adds to them. */
+  readonly #agents: Map<string, RegisteredAgent>;
+  #agentNames: string[];
   #sweeper: Promise<void> | undefined;
   #lost = false;
   #closing: Promise<void> | undefined;
@@ -124,6 +159,8 @@ class Node implements RunningClusterNode {
     this.#member = member;
     this.#pool = pool;
     this.#lifecycle = new Lifecycle(log);
+    this.#agents = new Map(options.agents);
+    this.#agentNames = [...this.#agents.keys()];
     const { clock, queue, leaseMs, pollMs } = options;
     const slots = options.threads * options.slotsPerThread;
     const ahead = (this.#ahead = new StartAhead(slots, options.prefetch));
@@ -133,7 +170,7 @@ class Node implements RunningClusterNode {
       pool: db,
       queue,
       node: member.id,
-      agents: [...options.agents.keys()],
+      agents: () => this.#agentNames,
       leaseMs,
       pollMs,
       clock,
@@ -143,11 +180,16 @@ class Node implements RunningClusterNode {
       free: () => Math.min(slots + ahead.window - this.#attempts.running, slots + options.prefetch - this.#attempts.held),
       accept: (claimed, ms) => {
         ahead.started(ms);
-        this.#attempts.accept(claimed, options.agents, this.#lifecycle.state === 'running' && !this.#lost);
+        this.#attempts.accept(claimed, this.#agents, this.#lifecycle.state === 'running' && !this.#lost);
       },
       refused: (error) => this.lose(error),
     });
-    this.#leases = new LeaseKeeper({ pool: db, queue, leaseMs, everyMs: heartbeatMsOf(leaseMs), clock, log, due: () => this.#attempts.due(), lost: (leases) => this.#attempts.lost(leases) });
+    this.#leases = new LeaseKeeper({ pool: db, queue, leaseMs, everyMs: heartbeatMsOf(leaseMs), clock, log, due: () => this.#attempts.due(),
+      lost: (leases) => this.#attempts.lost(leases),
+      cancels: (leases) => {
+        for (const lease of leases) this.#attempts.cancel(lease, lease.reason);
+      },
+    });
     this.#firer = new Firer({
       pool: db,
       queue,
@@ -171,6 +213,37 @@ class Node implements RunningClusterNode {
 
   get held(): number {
     return this.#attempts.held;
+  }
+
+  get running(): number {
+    return this.#attempts.running;
+  }
+
+  register(agent: RegisteredAgent): void {
+    this.#agents.set(agent.name, agent);
+    this.#agentNames = [...this.#agents.keys()];
+    this.#claimer.wake();
+  }
+
+  wake(): void {
+    if (!this.#lost) this.#claimer.wake();
+  }
+
+  /**
+   * A cancel named `taskId` (CANCEL_CHANNEL): if this node runs its attempt, the cancel's reason
+   * is read from the row, and the attempt stops if the row still names it.
+   */
+  cancelRequested(taskId: string): void {
+    const lease = this.#attempts.leaseOf(taskId);
+    if (!lease) return;
+    this.#db
+      .query<{ token: string; cancel_reason: string | null }>('SELECT token, cancel_reason FROM troupe_tasks WHERE id = $1', [taskId])
+      .then(({ rows }) => {
+        const row = rows[0];
+        if (row && Number(row.token) === lease.token && row.cancel_reason !== null) this.#attempts.cancel(lease, row.cancel_reason);
+      })
+      // The lease renewals see the cancel too.
+      .catch((error: unknown) => this.#log.warn({ err: error, taskId }, 'reading a cancel request failed; the lease renewal will see it'));
   }
 
   get prefetch(): { window: number; startMs: number; execMs: number } {

@@ -20,8 +20,9 @@ export interface ClusterNodeOptions {
   /**
    * The agents this node runs: it claims tasks of these agents only. Required, at least one. A
    * registration's name, module, `timeoutMs` and `retry` (its backoff: the attempt budget is the
-   * task's own, set at submit) apply; the cluster-wide limits (`concurrency`, `rate`,
-   * `dailyLimit`) and `backoff`, `capabilities` and `retention` are refused for now.
+   * task's own, set at submit) apply; `concurrency`, `rate` and `dailyLimit`, when any is given,
+   * are stored as the agent's limits across the cluster; `backoff`, `capabilities`, `retention`
+   * and per-model sub-limits are refused for now.
    */
   agents: AgentRegistration[];
   /** Worker threads. @default os.availableParallelism() */
@@ -96,8 +97,8 @@ export interface ResolvedNodeOptions {
 
 const DEFAULTS = { slotsPerThread: 4, leaseMs: 30_000, pollMs: 250, sweepMs: 150, fireMs: 250, cancelGraceMs: 5_000 };
 const KNOWN = new Set(['connectionString', 'agents', 'threads', 'slotsPerThread', 'prefetch', 'leaseMs', 'pollMs', 'sweepMs', 'fireMs', 'cancelGraceMs', 'logger', 'onLost', 'clock', 'random', 'queue', 'createPool']);
-/** Registration fields a node cannot honour yet: the cluster-wide ones belong in the claim (issue #15). */
-const NOT_YET = ['concurrency', 'rate', 'dailyLimit', 'backoff', 'capabilities', 'retention'] as const;
+/** Registration fields a node cannot honour yet (issue #15): see {@link checkClusterAgent}. */
+const NOT_YET = ['backoff', 'capabilities', 'retention'] as const;
 
 /** Validates and freezes a node's options. Throws INVALID_OPTIONS naming the option. */
 export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptions {
@@ -144,14 +145,27 @@ export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptio
   });
 }
 
+/**
+ * Refuses, with INVALID_OPTIONS naming it, what a registration asks and a cluster node cannot
+ * honour yet: a fast-failure `backoff`, `capabilities` (routing by `requires`), `retention`, and
+ * per-model sub-limits of `concurrency`. Its `concurrency` total, `rate` and `dailyLimit` hold
+ * across the cluster (stored with setAgentLimits). Returns `agent`.
+ */
+export function checkClusterAgent(registration: AgentRegistration, agent: RegisteredAgent): RegisteredAgent {
+  for (const field of NOT_YET) {
+    const value = registration[field];
+    if (value === undefined || value === false || (Array.isArray(value) && value.length === 0)) continue;
+    throw invalidOptions(`agent ${agent.name}: ${field} is not applied on the PostgreSQL store yet (issue #15)`);
+  }
+  if (Object.keys(agent.models).length > 0) throw invalidOptions(`agent ${agent.name}: per-model concurrency limits are not applied on the PostgreSQL store yet (issue #15); give concurrency a number`);
+  return agent;
+}
+
 function agentsOf(agents: unknown): ReadonlyMap<string, RegisteredAgent> {
   if (!Array.isArray(agents) || agents.length === 0) throw invalidOptions('options.agents must be a non-empty array of agent registrations');
   const byName = new Map<string, RegisteredAgent>();
   for (const registration of agents as AgentRegistration[]) {
-    const agent = validateRegistration(registration, { timeoutMs: 0, retry: DEFAULT_RETRY, backoff: null });
-    for (const field of NOT_YET) {
-      if (registration[field] !== undefined) throw invalidOptions(`agent ${agent.name}: ${field} is not applied by cluster nodes yet (issue #15)`);
-    }
+    const agent = checkClusterAgent(registration, validateRegistration(registration, { timeoutMs: 0, retry: DEFAULT_RETRY, backoff: null }));
     if (byName.has(agent.name)) throw invalidOptions(`agent ${agent.name} is given twice`);
     byName.set(agent.name, agent);
   }

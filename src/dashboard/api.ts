@@ -22,7 +22,7 @@ import { EVENT_TYPES } from '../api/events.js';
 import type { ListOptions, Task, TaskPage } from '../api/tasks.js';
 import type { TaskState } from '../../machines/states.js';
 import { TASK_STATES } from '../../machines/states.js';
-import type { Runtime } from '../runtime.js';
+import type { Runtime } from '../api/runtime.js';
 
 /** What the dashboard uses of a runtime. */
 export type DashboardRuntime = Pick<Runtime, 'stats' | 'list' | 'get' | 'events' | 'logs' | 'cancel' | 'retry' | 'sendInput' | 'freeze' | 'unfreeze' | 'resumeAgent' | 'instances' | 'on' | 'agents' | 'schedules' | 'metrics'>;

@@ -35,10 +35,10 @@ export function fromCursor(cursor: string | number): number {
 type Listener = (event: RuntimeEvent) => void;
 
 const KNOWN_TYPES = new Set<string>(EVENT_TYPES);
-const STREAM_OPTIONS = ['after', 'taskId', 'types', 'signal'] as const satisfies ReadonlyArray<keyof EventStreamOptions>;
+export const STREAM_OPTIONS = ['after', 'taskId', 'types', 'signal'] as const satisfies ReadonlyArray<keyof EventStreamOptions>;
 
-/** An event type a listener or a stream may name: one of the catalogue, or `'*'` where `star`. */
-function checkType(type: unknown, where: string, star: boolean): void {
+/** An event type a listener or a stream may name: one of the catalogue, or `'*'` where `star`. INVALID_OPTIONS otherwise. */
+export function checkType(type: unknown, where: string, star: boolean): void {
   if ((star && type === '*') || (typeof type === 'string' && KNOWN_TYPES.has(type))) return;
   throw new TroupeError('INVALID_OPTIONS', `${where}: ${typeof type === 'string' ? JSON.stringify(type) : typeof type} is not an event type (see EVENT_TYPES${star ? ", or '*'" : ''})`);
 }

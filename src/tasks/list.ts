@@ -28,15 +28,7 @@ const AFTER = '\uffff';
 
 /** One page of tasks (see the module comment). Throws INVALID_OPTIONS / INVALID_INPUT for a bad filter. */
 export function listTasks(store: Store, table: TaskTable, options: ListOptions = {}): TaskPage {
-  checkCallOptions(options, LIST_OPTIONS, 'list');
-  const { state, agent, parentId, after } = options;
-  if (agent !== undefined) checkId(agent, 'list: agent');
-  if (parentId !== undefined) checkId(parentId, 'list: parentId');
-  const limit = options.limit ?? 100;
-  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new TroupeError('INVALID_INPUT', 'list: limit must be an integer in 1..1000');
-  if (state !== undefined && !TASK_STATES.includes(state)) throw new TroupeError('INVALID_INPUT', `list: unknown state ${JSON.stringify(state)}`);
-  if (after !== undefined) checkId(after, 'list: after (a cursor)');
-  const labels = options.labels === undefined ? [] : Object.entries(labelsOf(options.labels, 'list'));
+  const { state, agent, parentId, after, limit, labels } = checkListOptions(options);
   const keep = (t: TaskRecord) =>
     (!state || t.state === state) && (!agent || t.agent === agent) && (!parentId || t.parentId === parentId) && labels.every(([label, value]) => t.labels?.[label] === value);
   const tasks: Task[] = [];
@@ -48,6 +40,20 @@ export function listTasks(store: Store, table: TaskTable, options: ListOptions =
     if (tasks.length === limit) return { tasks, next: id };
   }
   return { tasks, next: null };
+}
+
+/** `rt.list()`'s options, checked (INVALID_OPTIONS / INVALID_INPUT naming the bad one), with the default limit and the labels as entries. */
+export function checkListOptions(options: ListOptions = {}): Omit<ListOptions, 'labels' | 'limit'> & { limit: number; labels: Array<[string, string]> } {
+  checkCallOptions(options, LIST_OPTIONS, 'list');
+  const { state, agent, parentId, after } = options;
+  if (agent !== undefined) checkId(agent, 'list: agent');
+  if (parentId !== undefined) checkId(parentId, 'list: parentId');
+  const limit = options.limit ?? 100;
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new TroupeError('INVALID_INPUT', 'list: limit must be an integer in 1..1000');
+  if (state !== undefined && !TASK_STATES.includes(state)) throw new TroupeError('INVALID_INPUT', `list: unknown state ${JSON.stringify(state)}`);
+  if (after !== undefined) checkId(after, 'list: after (a cursor)');
+  const labels = options.labels === undefined ? [] : Object.entries(labelsOf(options.labels, 'list'));
+  return { state, agent, parentId, after, limit, labels };
 }
 
 interface Filter {

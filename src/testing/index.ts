@@ -17,10 +17,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EventType, RuntimeEvent } from '../api/events.js';
 import { ManualClock } from '../clock.js';
-import { createRuntime } from '../create-runtime.js';
+import { createLmdbRuntime } from '../create-runtime.js';
 import { TroupeError } from '../errors.js';
 import type { RuntimeOptions } from '../options.js';
-import type { Runtime } from '../runtime.js';
+import type { Runtime } from '../api/runtime.js';
+import type { LmdbRuntime } from '../runtime.js';
 import { agentFunctionOf, type Agent, type AgentFunction } from '../../actors/agent.js';
 import { createInThreadPool } from '../pool/in-thread.js';
 import type { AgentRegistration } from '../agents/registry.js';
@@ -75,9 +76,9 @@ export async function createTestRuntime(options: TestRuntimeOptions = {}): Promi
   const cleanup = () => {
     if (given === undefined) rmSync(dataDir, { recursive: true, force: true });
   };
-  let rt: Runtime;
+  let rt: LmdbRuntime;
   try {
-    rt = await createRuntime(
+    rt = await createLmdbRuntime(
       local === undefined
         ? { ...TEST_DEFAULTS, ...rest, dataDir, clock }
         : { ...TEST_DEFAULTS, ...rest, threads: 1, agents: [...(rest.agents ?? []), ...local.registrations], dataDir, clock, createPool: (pool) => createInThreadPool(pool, local.functions) },

@@ -28,6 +28,8 @@ export interface NewTask {
   idempotencyKey?: string;
   /** Not claimed until this many ms after the database's `now()` at submit. @default 0 */
   delayMs?: number;
+  /** Free-form string labels (the public Task's `labels`). @default {} */
+  labels?: Record<string, string>;
 }
 
 /** A task checked and turned into the insert's columns. */
@@ -40,6 +42,8 @@ export interface TaskRow {
   /** The input as the text of a jsonb parameter. */
   input: string | null;
   delayMs: number;
+  /** The labels as the text of a jsonb parameter. */
+  labels: string;
 }
 
 /** Checks a task named `where` and returns its columns. */
@@ -54,7 +58,9 @@ export function checkTask(task: NewTask, where: string): TaskRow {
   const key = task.idempotencyKey === undefined ? null : checkId(task.idempotencyKey, `${where}.idempotencyKey`);
   const delayMs = task.delayMs ?? 0;
   if (!Number.isSafeInteger(delayMs) || delayMs < 0) throw invalid(`${where}.delayMs must be a non-negative integer`);
-  return { id, agent: task.agent, priority, maxAttempts, key, input: jsonOf(task.input, `${where}.input`), delayMs };
+  const labels = task.labels ?? {};
+  if (typeof labels !== 'object' || labels === null || Array.isArray(labels) || Object.values(labels).some((v) => typeof v !== 'string')) throw invalid(`${where}.labels must be an object of string values`);
+  return { id, agent: task.agent, priority, maxAttempts, key, input: jsonOf(task.input, `${where}.input`), delayMs, labels: jsonOf(labels, `${where}.labels`)! };
 }
 
 /** Checks an agent name named `where`. */

@@ -227,6 +227,18 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE troupe_tasks ADD CHECK (state <> 'running' OR attempt_started_at IS NOT NULL);
       ALTER TABLE troupe_attempts ALTER COLUMN ended_at SET NOT NULL, ALTER COLUMN exit SET NOT NULL;`,
   },
+  {
+    version: 8,
+    name: 'labels and cancel requests',
+    // What the runtime on PostgreSQL (src/cluster/runtime.ts) keeps beyond the queue: a task's
+    // `labels` (the public Task's), and `cancel_reason`, set by rt.cancel(): on a running task it
+    // asks the attempt's node to stop it (told by a NOTIFY on troupe_cancel, and by its lease
+    // renewals), and an end of that attempt that would requeue the task cancels it instead (one
+    // statement decides: settle.ts). A cancelled task keeps it as its reason; a retry clears it.
+    // Both columns have constant defaults: adding them rewrites no row.
+    sql: `
+      ALTER TABLE troupe_tasks ADD COLUMN labels jsonb NOT NULL DEFAULT '{}'::jsonb, ADD COLUMN cancel_reason text;`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */

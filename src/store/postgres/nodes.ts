@@ -25,11 +25,16 @@ export interface ClusterNode {
   leave(): Promise<void>;
 }
 
+/** The channel rt.cancel() notifies with a task's id when it asks a running attempt to stop (tasks.ts). */
+export const CANCEL_CHANNEL = 'troupe_cancel';
+
 /**
  * Joins the cluster at `connectionString` (a schema migrated to at least version 1). `onLost` is
  * called once if the node's own connection breaks: from then on, another node may take its work.
+ * With `onCancel`, that connection also listens on {@link CANCEL_CHANNEL} and hands it each task
+ * id a cancel names (whichever node's attempt it is: the node checks).
  */
-export async function joinCluster(connectionString: string, onLost: (error: Error) => void): Promise<ClusterNode> {
+export async function joinCluster(connectionString: string, onLost: (error: Error) => void, onCancel?: (taskId: string) => void): Promise<ClusterNode> {
   const client = new pg.Client({ connectionString, application_name: 'troupe-node', keepAlive: true });
   const id = randomUUID();
   let leaving = false;
@@ -50,6 +55,12 @@ export async function joinCluster(connectionString: string, onLost: (error: Erro
     const lock = Number(rows[0]!.lock);
     await client.query('SELECT pg_advisory_lock($1, $2)', [NODE_LOCK_CLASS, lock]);
     await client.query('COMMIT');
+    if (onCancel) {
+      client.on('notification', (message) => {
+        if (message.channel === CANCEL_CHANNEL && message.payload) onCancel(message.payload);
+      });
+      await client.query(`LISTEN ${CANCEL_CHANNEL}`);
+    }
     return {
       id,
       lock,

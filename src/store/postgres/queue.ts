@@ -52,6 +52,8 @@ export interface ClaimedTask {
 export interface Renewal {
   renewed: Array<Lease & { leaseUntil: number }>;
   lost: Lease[];
+  /** Renewed leases whose task a user asked to cancel (rt.cancel): their attempts should stop. */
+  cancels: Array<Lease & { reason: string }>;
 }
 
 /**
@@ -88,14 +90,14 @@ export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[
   let inserted: pg.QueryResult<{ id: string; run_at: number }>;
   try {
     inserted = await client.query<{ id: string; run_at: number }>(
-      `INSERT INTO troupe_tasks (id, agent, state, priority, max_attempts, idempotency_key, input, run_at)
-       SELECT id, agent, 'queued', priority, max_attempts, key, input, now() + delay_ms * interval '1 millisecond'
-         FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::jsonb[], $7::bigint[])
-              WITH ORDINALITY AS s(id, agent, priority, max_attempts, key, input, delay_ms, n)
+      `INSERT INTO troupe_tasks (id, agent, state, priority, max_attempts, idempotency_key, input, run_at, labels)
+       SELECT id, agent, 'queued', priority, max_attempts, key, input, now() + delay_ms * interval '1 millisecond', labels
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::jsonb[], $7::bigint[], $8::jsonb[])
+              WITH ORDINALITY AS s(id, agent, priority, max_attempts, key, input, delay_ms, labels, n)
         ORDER BY n
        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
        RETURNING id, (extract(epoch FROM run_at) * 1000)::float8 AS run_at`,
-      [rows.map((r) => r.id), rows.map((r) => r.agent), rows.map((r) => r.priority), rows.map((r) => r.maxAttempts), rows.map((r) => r.key), rows.map((r) => r.input), rows.map((r) => r.delayMs)],
+      [rows.map((r) => r.id), rows.map((r) => r.agent), rows.map((r) => r.priority), rows.map((r) => r.maxAttempts), rows.map((r) => r.key), rows.map((r) => r.input), rows.map((r) => r.delayMs), rows.map((r) => r.labels)],
     );
   } catch (error) {
     if ((error as { code?: string; constraint?: string }).code === '23505' && (error as { constraint?: string }).constraint === 'troupe_tasks_pkey') {
@@ -225,8 +227,8 @@ export async function renewLeases(pool: pg.Pool, leases: readonly Lease[], lease
   if (!Array.isArray(leases)) throw invalid('leases must be an array');
   leases.forEach((lease, i) => checkLease(lease, `leases[${i}]`));
   checkLeaseMs(leaseMs);
-  if (leases.length === 0) return { renewed: [], lost: [] };
-  let rows: Array<{ id: string; token: string; lease_until: Date }>;
+  if (leases.length === 0) return { renewed: [], lost: [], cancels: [] };
+  let rows: Array<{ id: string; token: string; lease_until: Date; cancel_reason: string | null }>;
   try {
     // Rows are locked in id order, as settle.ts locks them, so a renewal and a settle of the same
     // tasks wait for each other instead of deadlocking.
@@ -240,14 +242,15 @@ export async function renewLeases(pool: pg.Pool, leases: readonly Lease[], lease
        UPDATE troupe_tasks t SET lease_until = now() + $3 * interval '1 millisecond', updated_at = now()
          FROM locked JOIN wanted w ON w.id = locked.id
         WHERE t.id = locked.id AND t.token = w.token AND t.state = 'running'
-       RETURNING t.id, t.token, t.lease_until`,
+       RETURNING t.id, t.token, t.lease_until, t.cancel_reason`,
       [leases.map((l) => l.taskId), leases.map((l) => l.token), leaseMs],
     ));
   } catch (error) {
     throw storeFailed('renewing leases', error);
   }
   const renewed = new Map(rows.map((r) => [`${r.id}\u0000${r.token}`, r.lease_until.getTime()]));
-  const result: Renewal = { renewed: [], lost: [] };
+  const result: Renewal = { renewed: [], lost: [], cancels: [] };
+  for (const r of rows) if (r.cancel_reason !== null) result.cancels.push({ taskId: r.id, token: Number(r.token), reason: r.cancel_reason });
   for (const { taskId, token } of leases) {
     const leaseUntil = renewed.get(`${taskId}\u0000${token}`);
     if (leaseUntil === undefined) result.lost.push({ taskId, token });

@@ -24,7 +24,7 @@ import { MAX_TICKS_PER_FIRE } from '../../steps/fire.js';
 import { checkNode, checkTask, INT4_MAX, invalid, type NewTask, type TaskRow } from './checks.js';
 import { appendEvents, eventOf, type NewEvent } from './events.js';
 import { insertTasks } from './queue.js';
-import { epochMs, transaction } from './transaction.js';
+import { epochMs, storeFailed, transaction } from './transaction.js';
 
 /** What a tick does while the schedule's last task is not terminal: `skip` it, or `allow` it. */
 export type ClusterOverlap = 'skip' | 'allow';
@@ -61,6 +61,8 @@ export interface ClusterSchedule {
   /** Ticks fired (a task submitted, or found under the tick's key) and skipped, so far. */
   fired: number;
   skipped: number;
+  createdAt: number;
+  updatedAt: number;
 }
 
 /** What one {@link fireDue} did. */
@@ -85,7 +87,7 @@ const PER_TICK = ['id', 'idempotencyKey', 'delayMs'];
 const OVERLAP: readonly ClusterOverlap[] = ['skip', 'allow'];
 /** The columns a {@link ScheduleRow} holds, of the table as `alias`. */
 const columns = (alias = 'troupe_schedules') =>
-  `${['id', 'cron', 'tz', 'task', 'overlap', 'paused'].map((c) => `${alias}.${c}`).join(', ')}, ${epochMs(`${alias}.next_run_at`, 'next_run_at')}, ${epochMs(`${alias}.last_tick_at`, 'last_tick_at')}, ${alias}.last_task_id, ${alias}.fired, ${alias}.skipped`;
+  `${['id', 'cron', 'tz', 'task', 'overlap', 'paused'].map((c) => `${alias}.${c}`).join(', ')}, ${epochMs(`${alias}.next_run_at`, 'next_run_at')}, ${epochMs(`${alias}.last_tick_at`, 'last_tick_at')}, ${alias}.last_task_id, ${alias}.fired, ${alias}.skipped, ${epochMs(`${alias}.created_at`, 'created_at')}, ${epochMs(`${alias}.updated_at`, 'updated_at')}`;
 
 /**
  * Stores a new schedule; its first tick is the first after the database's `now()`. INVALID_CRON or
@@ -139,6 +141,28 @@ export async function setSchedulePaused(pool: pg.Pool, id: string, paused: boole
     );
     return scheduleOf(updated.rows[0]!);
   });
+}
+
+/** Every schedule, by id. */
+export async function listSchedules(pool: Pick<pg.Pool, 'query'>): Promise<ClusterSchedule[]> {
+  try {
+    const { rows } = await pool.query<ScheduleRow>(`SELECT ${columns()} FROM troupe_schedules ORDER BY id`);
+    return rows.map(scheduleOf);
+  } catch (error) {
+    throw storeFailed('listing schedules', error);
+  }
+}
+
+/** Removes a schedule (the tasks it submitted stay). NOT_FOUND for an unknown id. */
+export async function deleteSchedule(pool: Pick<pg.Pool, 'query'>, id: string): Promise<void> {
+  if (typeof id !== 'string' || !ID.test(id)) throw invalid(`schedule id must match ${ID.source}`);
+  let rowCount: number | null;
+  try {
+    ({ rowCount } = await pool.query('DELETE FROM troupe_schedules WHERE id = $1', [id]));
+  } catch (error) {
+    throw storeFailed('deleting a schedule', error);
+  }
+  if (rowCount === 0) throw new TroupeError('NOT_FOUND', `no schedule ${id}`);
 }
 
 /**
@@ -267,10 +291,24 @@ interface ScheduleRow {
   last_task_id: string | null;
   fired: string;
   skipped: string;
+  created_at: number;
+  updated_at: number;
 }
 
 function scheduleOf(r: ScheduleRow): ClusterSchedule {
-  const schedule: ClusterSchedule = { id: r.id, cron: r.cron, tz: r.tz, task: r.task, overlap: r.overlap, paused: r.paused, nextRunAt: r.next_run_at, fired: Number(r.fired), skipped: Number(r.skipped) };
+  const schedule: ClusterSchedule = {
+    id: r.id,
+    cron: r.cron,
+    tz: r.tz,
+    task: r.task,
+    overlap: r.overlap,
+    paused: r.paused,
+    nextRunAt: r.next_run_at,
+    fired: Number(r.fired),
+    skipped: Number(r.skipped),
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
   if (r.last_tick_at !== null) schedule.lastTickAt = r.last_tick_at;
   if (r.last_task_id !== null) schedule.lastTaskId = r.last_task_id;
   return schedule;
@@ -280,6 +318,8 @@ function scheduleOf(r: ScheduleRow): ClusterSchedule {
 function templateOf(row: TaskRow): ScheduleTemplate {
   const template: ScheduleTemplate = { agent: row.agent, priority: row.priority, maxAttempts: row.maxAttempts };
   if (row.input !== null) template.input = JSON.parse(row.input) as unknown;
+  const labels = JSON.parse(row.labels) as Record<string, string>;
+  if (Object.keys(labels).length > 0) template.labels = labels;
   return template;
 }
 

@@ -284,28 +284,39 @@ async function runEnds(on: Pick<pg.Pool, 'query'>, writes: readonly EndWrite[], 
  * left out if its attempt is no longer current. The attempt's row and its event take the run,
  * attempt, attempt id, token, node and start from the task's row as it was before this write. They
  * read everything from what the update returns: a join of two CTEs on id was planned as a nested
- * loop, quadratic in the batch (at 128 ends, 16,256 rows compared twice).
+ * loop, quadratic in the batch (at 128 ends, 16,256 rows compared twice). A task whose cancel was
+ * asked for (its `cancel_reason`, schema version 8) is cancelled by an end that would requeue it
+ * (a retry, an interruption, a crash), with `task.cancelled` and the cancel's reason.
  */
 function endsStatement(lock: boolean): string {
   return `WITH e AS MATERIALIZED (
        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::text[], $9::jsonb[], $10::text[], $11::jsonb[])
          WITH ORDINALITY AS e(id, token, state, counts, output, error, delay_ms, exit, attempt_error, event_type, event_data, ord)
      ), current AS MATERIALIZED (
-       SELECT t.id, t.run, t.attempt_seq, t.attempt_id, t.token, t.owner_node, t.attempt_started_at
+       SELECT t.id, t.run, t.attempt_seq, t.attempt_id, t.token, t.owner_node, t.attempt_started_at, t.cancel_reason
          FROM troupe_tasks t JOIN e ON t.id = e.id AND t.token = e.token
         WHERE t.state = 'running' ORDER BY t.id${lock ? ' FOR UPDATE OF t' : ''}
+     ), decided AS MATERIALIZED (
+       -- A cancel was asked for (rt.cancel on any node): an end that would requeue cancels instead.
+       SELECT e.*, c.run, c.attempt_seq, c.attempt_id, c.owner_node, c.attempt_started_at, c.cancel_reason,
+              (c.cancel_reason IS NOT NULL AND e.state = 'queued') AS cancels,
+              CASE WHEN c.cancel_reason IS NOT NULL AND e.state = 'queued' THEN 'cancelled' ELSE e.state END AS final
+         FROM e JOIN current c ON c.id = e.id
      ), ended AS (
        UPDATE troupe_tasks t
-          SET state = e.state, token = t.token + 1,
-              attempts = CASE WHEN e.counts THEN t.attempts ELSE t.attempts - 1 END,
-              queued_order = CASE WHEN e.state = 'queued' THEN nextval('troupe_queued_order') ELSE t.queued_order END,
-              queued_at = CASE WHEN e.state = 'queued' THEN now() ELSE t.queued_at END,
-              run_at = CASE WHEN e.state = 'queued' THEN now() + e.delay_ms * interval '1 millisecond' ELSE t.run_at END,
-              owner_node = NULL, attempt_id = NULL, lease_until = NULL, attempt_started_at = NULL, output = e.output, error = e.error,
-              settled_at = CASE WHEN e.state = 'queued' THEN NULL ELSE now() END, updated_at = now()
-         FROM e JOIN current c ON c.id = e.id
-        WHERE t.id = e.id AND t.token = e.token AND t.state = 'running'
-       RETURNING t.id, t.state, c.run, c.attempt_seq, c.attempt_id, c.token, c.owner_node, c.attempt_started_at, e.exit, e.attempt_error, e.event_type, e.event_data, e.ord
+          SET state = d.final, token = t.token + 1,
+              attempts = CASE WHEN d.counts THEN t.attempts ELSE t.attempts - 1 END,
+              queued_order = CASE WHEN d.final = 'queued' THEN nextval('troupe_queued_order') ELSE t.queued_order END,
+              queued_at = CASE WHEN d.final = 'queued' THEN now() ELSE t.queued_at END,
+              run_at = CASE WHEN d.final = 'queued' THEN now() + d.delay_ms * interval '1 millisecond' ELSE t.run_at END,
+              owner_node = NULL, attempt_id = NULL, lease_until = NULL, attempt_started_at = NULL, output = d.output,
+              error = CASE WHEN d.cancels THEN NULL ELSE d.error END,
+              settled_at = CASE WHEN d.final = 'queued' THEN NULL ELSE now() END, updated_at = now()
+         FROM decided d
+        WHERE t.id = d.id AND t.token = d.token AND t.state = 'running'
+       RETURNING t.id, t.state, d.run, d.attempt_seq, d.attempt_id, d.token, d.owner_node, d.attempt_started_at, d.exit, d.attempt_error, d.ord,
+                 CASE WHEN d.cancels THEN 'task.cancelled' ELSE d.event_type END AS event_type,
+                 CASE WHEN d.cancels THEN jsonb_build_object('exit', d.exit, 'reason', d.cancel_reason) ELSE d.event_data END AS event_data
      ), attempt_ends AS (
        INSERT INTO troupe_attempts (task_id, run, attempt, attempt_id, token, node, started_at, ended_at, exit, error)
        SELECT id, run, attempt_seq, attempt_id, token, owner_node, attempt_started_at, now(), exit, attempt_error FROM ended

@@ -1,0 +1,212 @@
+/**
+ * The cluster's event log as one runtime on PostgreSQL sees it: one follower per runtime
+ * (followEvents: LISTEN/NOTIFY wakes, a poll backs them up, its connection comes back after a
+ * break), started at the end of the log as the runtime opens, feeds every committed event, in log
+ * order and each once, to the runtime's waits, `rt.on` listeners and live `rt.events()`
+ * iterations. An iteration replays the log from its cursor with readEvents first: it subscribes to
+ * the feed before it reads, and skips what the feed brings at or before the last event it read,
+ * so the switch from replay to live has no gap and no duplicate.
+ */
+import type pg from 'pg';
+import type { EventStreamOptions, EventType, RuntimeEvent } from '../api/events.js';
+import { TroupeError } from '../errors.js';
+import { checkType, STREAM_OPTIONS } from '../events/event-bus.js';
+import { checkId } from '../ids.js';
+import type { Release } from '../keep-alive.js';
+import type { Logger } from '../log.js';
+import { checkCallOptions } from '../options.js';
+import { followEvents, parseCursor, readEvents, type StoredEvent } from '../store/postgres/events.js';
+import { cursorOfSeq, tailCursor } from '../store/postgres/tasks.js';
+
+type Listener = (event: RuntimeEvent) => void;
+type Sink = (events: readonly RuntimeEvent[]) => void;
+
+/** Events a replay reads at once. */
+const REPLAY_PAGE = 500;
+/** The follower's poll, for commits whose NOTIFY came before they were below the read watermark. */
+const POLL_MS = 200;
+/** Wait before following again after the follower failed (the database went away). */
+const RESTART_MS = 500;
+
+/** What the feed needs from its runtime. */
+export interface FeedDeps {
+  pool: pg.Pool;
+  connectionString: string;
+  log: Logger;
+  /** Holds the process alive while an iteration waits for its next event. */
+  hold(): Release;
+}
+
+/** See the module comment. */
+export class EventFeed {
+  readonly #k: FeedDeps;
+  readonly #sinks = new Set<Sink>();
+  readonly #listeners = new Map<string, Listener[]>();
+  readonly #stop = new AbortController();
+  readonly #onClose = new Set<() => void>();
+  #following: Promise<void> | undefined;
+  /** Errors thrown by listeners so far. */
+  listenerErrors = 0;
+
+  constructor(deps: FeedDeps) {
+    this.#k = deps;
+  }
+
+  /** Starts following at the end of the log as it is now. */
+  async start(): Promise<void> {
+    const from = await tailCursor(this.#k.pool);
+    this.#following = this.#follow(from);
+  }
+
+  /** Hears every batch of committed events, in order. Returns the unsubscribe. */
+  subscribe(sink: Sink): () => void {
+    this.#sinks.add(sink);
+    return () => this.#sinks.delete(sink);
+  }
+
+  on(type: EventType | '*', listener: Listener): () => void {
+    checkType(type, 'on', true);
+    if (typeof listener !== 'function') throw new TroupeError('INVALID_INPUT', `on(${JSON.stringify(type)}): the listener must be a function`);
+    this.#listeners.set(type, [...(this.#listeners.get(type) ?? []), listener]);
+    return () => this.off(type, listener);
+  }
+
+  off(type: EventType | '*', listener: Listener): void {
+    const rest = (this.#listeners.get(type) ?? []).filter((l) => l !== listener);
+    if (rest.length > 0) this.#listeners.set(type, rest);
+    else this.#listeners.delete(type);
+  }
+
+  /** Stops following and ends every live iteration. */
+  async close(): Promise<void> {
+    this.#stop.abort();
+    for (const end of this.#onClose) end();
+    await this.#following;
+  }
+
+  /** Follows from `cursor` until closed, again after a failure, from the last event delivered. */
+  async #follow(cursor: string): Promise<void> {
+    const signal = this.#stop.signal;
+    while (!signal.aborted) {
+      try {
+        await followEvents(this.#k.pool, this.#k.connectionString, { after: cursor, pollMs: POLL_MS, signal }, (stored) => {
+          cursor = stored[stored.length - 1]!.cursor;
+          this.#deliver(stored.map(eventOf));
+        });
+      } catch (error) {
+        if (signal.aborted) return;
+        this.#k.log.warn({ err: error }, 'following the event log failed; following again');
+        await new Promise((resolve) => setTimeout(resolve, RESTART_MS));
+      }
+    }
+  }
+
+  #deliver(events: RuntimeEvent[]): void {
+    for (const sink of this.#sinks) sink(events);
+    const all = this.#listeners.get('*');
+    for (const event of events) {
+      const typed = this.#listeners.get(event.type);
+      if (typed) this.#call(typed, event);
+      if (all) this.#call(all, event);
+    }
+  }
+
+  #call(listeners: readonly Listener[], event: RuntimeEvent): void {
+    for (const listener of listeners) {
+      try {
+        const returned: unknown = listener(event);
+        if (typeof (returned as PromiseLike<unknown> | undefined)?.then === 'function') (returned as PromiseLike<unknown>).then(undefined, (error: unknown) => this.#failed(error, event.type));
+      } catch (error) {
+        this.#failed(error, event.type);
+      }
+    }
+  }
+
+  #failed(error: unknown, type: string): void {
+    this.listenerErrors++;
+    this.#k.log.error({ err: error, type }, 'an event listener threw');
+  }
+
+  /**
+   * `rt.events()`: replays the log after `after` (a cursor, or an event's numeric seq), then
+   * yields live events, until `signal` aborts or the runtime closes. Bad options reject the first
+   * `next()`, as the LMDB runtime's do.
+   */
+  async *iterate(options: EventStreamOptions = {}): AsyncGenerator<RuntimeEvent> {
+    checkCallOptions(options, STREAM_OPTIONS, 'events');
+    const { after, taskId, types, signal } = options;
+    if (after !== undefined && typeof after !== 'string' && !(typeof after === 'number' && Number.isSafeInteger(after) && after >= 0)) {
+      throw new TroupeError('INVALID_INPUT', `invalid event cursor ${JSON.stringify(after)}: pass an event's cursor or its seq`);
+    }
+    if (typeof after === 'string') parseCursor(after);
+    if (taskId !== undefined) checkId(taskId, 'events: taskId');
+    if (types !== undefined) {
+      if (!Array.isArray(types)) throw new TroupeError('INVALID_OPTIONS', 'events: types must be an array of event types');
+      for (const type of types) checkType(type, 'events: types', false);
+    }
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TroupeError('INVALID_OPTIONS', 'events: signal must be an AbortSignal');
+    const typeSet = types ? new Set<string>(types) : undefined;
+    const wanted = (e: RuntimeEvent) => (!taskId || e.taskId === taskId) && (!typeSet || typeSet.has(e.type));
+    const buffer: RuntimeEvent[] = [];
+    let wake: (() => void) | undefined;
+    let ended = this.#stop.signal.aborted;
+    const notify = () => {
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    const end = () => {
+      ended = true;
+      notify();
+    };
+    // Subscribed before the replay reads: whatever commits meanwhile is in the buffer.
+    const unsubscribe = this.subscribe((events) => {
+      buffer.push(...events);
+      notify();
+    });
+    this.#onClose.add(end);
+    signal?.addEventListener('abort', end, { once: true });
+    try {
+      if (signal?.aborted || ended) return;
+      let last = typeof after === 'number' ? await cursorOfSeq(this.#k.pool, after) : (after ?? '');
+      for (;;) {
+        const page = await readEvents(this.#k.pool, last, REPLAY_PAGE);
+        for (const stored of page) {
+          if (ended) return;
+          last = stored.cursor;
+          const event = eventOf(stored);
+          if (wanted(event)) yield event;
+        }
+        if (page.length < REPLAY_PAGE) break;
+      }
+      for (;;) {
+        while (buffer.length > 0) {
+          const event = buffer.shift()!;
+          if (event.cursor <= last) continue;
+          last = event.cursor;
+          if (wanted(event)) yield event;
+          if (ended) return;
+        }
+        if (ended) return;
+        const release = this.#k.hold();
+        try {
+          await new Promise<void>((resolve) => (wake = resolve));
+        } finally {
+          release();
+        }
+      }
+    } finally {
+      unsubscribe();
+      this.#onClose.delete(end);
+      signal?.removeEventListener('abort', end);
+    }
+  }
+}
+
+/** A stored event as the public API gives it: its payload is its type's in the catalogue (every transition appends it through eventOf). */
+function eventOf(stored: StoredEvent): RuntimeEvent {
+  const event = { seq: stored.seq, at: stored.at, type: stored.type, data: stored.data ?? {}, cursor: stored.cursor } as RuntimeEvent;
+  if (stored.taskId !== undefined) event.taskId = stored.taskId;
+  if (stored.attemptId !== undefined) event.attemptId = stored.attemptId;
+  return event;
+}

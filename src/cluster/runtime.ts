@@ -1,0 +1,408 @@
+/**
+ * The runtime on PostgreSQL (issue #15): `createRuntime({ store: { postgres } })`. The same public
+ * API as the LMDB runtime (src/api/runtime.ts), for any number of runtime processes on one
+ * database. Each runs a cluster node (node.ts: claims, runs on its threads, settles, renews,
+ * sweeps dead nodes, fires cron), follows the cluster's event log once (feed.ts: waits, `on`,
+ * `events()`), and calls the queue's durable verbs (src/store/postgres/) for the rest. A call with
+ * no backing on PostgreSQL yet rejects (or throws) UNSUPPORTED_STORE naming it; see the README,
+ * "Running on many machines". Input is checked as the LMDB runtime checks it, before anything is
+ * written.
+ */
+import pg from 'pg';
+import type { EventStreamOptions, EventType, RuntimeEvent } from '../api/events.js';
+import type { AgentsApi, Runtime } from '../api/runtime.js';
+import type { AgentInput, AgentOutput, ListOptions, Task, TaskId, TaskPage, TaskSpec, WaitOptions } from '../api/tasks.js';
+import { validateRegistration, type AgentRegistration, type RegisteredAgent } from '../agents/registry.js';
+import { checkId, createIdGenerator } from '../ids.js';
+import { TroupeError } from '../errors.js';
+import { KeepAlive } from '../keep-alive.js';
+import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from '../lifecycle.js';
+import { resolveLogger, type Logger } from '../log.js';
+import type { MetricsSnapshot } from '../metrics/metrics.js';
+import type { ResolvedOptions } from '../options.js';
+import type { RuntimeStats } from '../stats.js';
+import { clusterControl, freezeCluster, unfreezeCluster, type ClusterControl } from '../store/postgres/control.js';
+import { submitTasks } from '../store/postgres/queue.js';
+import { fireDue } from '../store/postgres/schedules.js';
+import { cancelTask, listTaskRows, readTask, readTasks, retryTask } from '../store/postgres/tasks.js';
+import { checkListOptions } from '../tasks/list.js';
+import { EventFeed } from './feed.js';
+import { openClusterNode, storeLimits, type ClusterNodeHandle } from './node.js';
+import { checkClusterAgent, POSTGRES_QUEUE } from './options.js';
+import { ClusterSchedules } from './schedules-api.js';
+import { clusterStats } from './stats.js';
+import { newTaskOf, taskOf, unsupported } from './task-view.js';
+import { TaskWaits } from './waits.js';
+
+/** Connections of the runtime's own pool (reads, submits, cancels; the node has its own). */
+const API_CONNECTIONS = 4;
+/** Wait before storing an agent's limits again after that failed. */
+const LIMITS_RETRY_MS = 1_000;
+
+/** Starts a runtime on the PostgreSQL database of `options.store` (see the module comment). */
+export async function createPostgresRuntime(options: ResolvedOptions): Promise<Runtime> {
+  const log = resolveLogger(options.logger);
+  // Every registration is checked before anything connects.
+  const agents = options.agents.map((registration) => registered(registration, options));
+  const runtime = new PostgresRuntime(options, log);
+  try {
+    await runtime.start(agents);
+    return runtime;
+  } catch (error) {
+    await runtime.close({ force: true }).catch(() => undefined);
+    throw error;
+  }
+}
+
+/** A registration checked as the LMDB runtime checks it, then for what the cluster can honour. */
+function registered(registration: AgentRegistration, options: ResolvedOptions): RegisteredAgent {
+  return checkClusterAgent(registration, validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry, backoff: null }));
+}
+
+/** See the module comment. */
+class PostgresRuntime implements Runtime {
+  readonly agents: AgentsApi;
+  readonly schedules: ClusterSchedules;
+  readonly #options: ResolvedOptions;
+  readonly #url: string;
+  readonly #log: Logger;
+  readonly #lifecycle: Lifecycle;
+  readonly #keepAlive = new KeepAlive();
+  readonly #db: pg.Pool;
+  readonly #feed: EventFeed;
+  readonly #waits: TaskWaits;
+  readonly #agents = new Map<string, RegisteredAgent>();
+  readonly #nextId = createIdGenerator(() => Date.now());
+  #node: ClusterNodeHandle | undefined;
+  #control: ClusterControl = { frozen: false, since: 0 };
+  #startedMs = 0;
+  #closing: Promise<void> | undefined;
+  /** Ends the retries of agent limits that failed to store (close). */
+  readonly #stopping = new AbortController();
+
+  constructor(options: ResolvedOptions, log: Logger) {
+    this.#options = options;
+    this.#url = options.store!.postgres;
+    this.#log = log;
+    this.#lifecycle = new Lifecycle(log);
+    this.#db = new pg.Pool({ connectionString: this.#url, max: API_CONNECTIONS, application_name: 'troupe-runtime' });
+    this.#db.on('error', (error) => log.warn({ err: error }, 'an idle database connection failed'));
+    this.#feed = new EventFeed({ pool: this.#db, connectionString: this.#url, log, hold: () => this.#keepAlive.hold() });
+    this.#waits = new TaskWaits({ read: (id) => this.#read(id), clock: options.clock, keepAlive: this.#keepAlive, log });
+    this.#feed.subscribe(this.#waits.onEvents);
+    this.#feed.subscribe((events) => this.#observe(events));
+    this.schedules = new ClusterSchedules({ pool: this.#db, log, assertOpen: (call) => this.#assertOpen(call), task: (task, where) => this.#newTask(task as TaskSpec, where) });
+    this.agents = {
+      register: (registration) => {
+        this.#assertOpen('agents.register');
+        const agent = registered(registration, options);
+        this.#agents.set(agent.name, agent);
+        void this.#run(agent);
+        return agent;
+      },
+      list: () => [...this.#agents.values()],
+    };
+  }
+
+  /** @internal Starts the node (migrating the schema, storing the option agents' limits), the feed, and reads the controls. */
+  async start(agents: readonly RegisteredAgent[]): Promise<void> {
+    const at = performance.now();
+    for (const agent of agents) this.#agents.set(agent.name, agent);
+    const o = this.#options;
+    this.#node = await openClusterNode({
+      connectionString: this.#url,
+      agents: new Map(agents.map((a) => [a.name, a])),
+      threads: o.threads,
+      slotsPerThread: o.slotsPerThread,
+      prefetch: o.prefetch,
+      leaseMs: o.leaseMs,
+      pollMs: 250,
+      sweepMs: 150,
+      fireMs: 250,
+      cancelGraceMs: o.cancelGraceMs,
+      logger: this.#log,
+      onLost: (error) => this.#log.error({ err: error }, 'this runtime lost its place in the cluster: it runs no more attempts until it is opened again'),
+      clock: o.clock,
+      random: o.random,
+      queue: {
+        ...POSTGRES_QUEUE,
+        fire: async (pool, node) => {
+          const fired = await fireDue(pool, node);
+          this.schedules.refreshSoon();
+          return fired;
+        },
+      },
+      createPool: o.createPool,
+    });
+    await this.#feed.start();
+    this.#control = await clusterControl(this.#db);
+    await this.schedules.load();
+    this.#startedMs = performance.now() - at;
+    this.#lifecycle.set('running', { store: 'postgres', node: this.#node.id, agents: agents.map((a) => a.name) });
+    this.#keepAlive.open();
+  }
+
+  get state(): RuntimeState {
+    return this.#lifecycle.state;
+  }
+
+  get metricsPort(): number | undefined {
+    return undefined;
+  }
+
+  unref(): this {
+    this.#keepAlive.unref();
+    return this;
+  }
+
+  ref(): this {
+    this.#keepAlive.ref();
+    return this;
+  }
+
+  submit<A extends string = string>(spec: TaskSpec<A>): Promise<Task<AgentOutput<A>, AgentInput<A>>> {
+    return this.#guard('submit', async () => (await this.#submit([spec as TaskSpec], (i) => (i === 0 ? 'task' : `tasks[${i}]`)))[0]! as Task<AgentOutput<A>, AgentInput<A>>);
+  }
+
+  submitMany<A extends string = string>(specs: ReadonlyArray<TaskSpec<A>>): Promise<Array<Task<AgentOutput<A>, AgentInput<A>>>> {
+    return this.#guard('submitMany', async () => {
+      if (!Array.isArray(specs)) throw new TroupeError('INVALID_INPUT', 'submitMany expects an array of task specs');
+      return (await this.#submit(specs as ReadonlyArray<TaskSpec>, (i) => `tasks[${i}]`)) as Array<Task<AgentOutput<A>, AgentInput<A>>>;
+    });
+  }
+
+  /** Checks every spec (nothing is written if one is bad), inserts them in one transaction, and reads them back. */
+  async #submit(specs: ReadonlyArray<TaskSpec>, where: (i: number) => string): Promise<Task[]> {
+    const rows = specs.map((spec, i) => this.#newTask(spec, where(i)));
+    const submitted = await submitTasks(this.#db, rows);
+    if (rows.length > 0) this.#node?.wake();
+    const read = new Map((await readTasks(this.#db, submitted.map((s) => s.id))).map((row) => [row.id, row]));
+    return submitted.map(({ id }) => {
+      const row = read.get(id);
+      // Only a retention sweep could remove a task this soon, and the cluster runs none.
+      if (!row) throw new TroupeError('NOT_FOUND', `task ${id} was stored but is gone`);
+      return this.#view(row);
+    });
+  }
+
+  #newTask(spec: TaskSpec, where: string) {
+    return newTaskOf(spec, (name) => this.#agents.get(name), where, this.#options.clock.now(), this.#nextId());
+  }
+
+  get<O = unknown>(id: TaskId<O>): Promise<Task<O>> {
+    return this.#guard('get', async () => {
+      const task = await this.#read(checkId(id, 'get: id'));
+      if (!task) throw new TroupeError('NOT_FOUND', `no task ${id}`);
+      return task as Task<O>;
+    });
+  }
+
+  list(options?: ListOptions): Promise<TaskPage> {
+    return this.#guard('list', async () => {
+      const { state, agent, parentId, after, limit, labels } = checkListOptions(options);
+      if (parentId !== undefined) throw unsupported('list: parentId');
+      if (labels.length > 0) throw unsupported('list: labels');
+      const rows = await listTaskRows(this.#db, { state, agent, after, limit });
+      return { tasks: rows.map((row) => this.#view(row)), next: rows.length === limit ? rows[rows.length - 1]!.id : null };
+    });
+  }
+
+  wait<O = unknown>(id: TaskId<O>, options?: WaitOptions): Promise<Task<O>> {
+    return this.#guard('wait', () => this.#waits.wait(checkId(id, 'wait: id'), options) as Promise<Task<O>>);
+  }
+
+  cancel<O = unknown>(id: TaskId<O>, reason = 'cancelled'): Promise<Task<O>> {
+    return this.#guard('cancel', async () => {
+      checkId(id, 'cancel: id');
+      if (typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'cancel: reason must be a string');
+      const outcome = await cancelTask(this.#db, id, reason);
+      // A running attempt stops on its node, and its end settles the task (cancelled, or done if it finished first).
+      if (outcome === 'requested') return (await this.#waits.wait(id)) as Task<O>;
+      return (await this.#read(id))! as Task<O>;
+    });
+  }
+
+  retry<O = unknown>(id: TaskId<O>): Promise<Task<O>> {
+    return this.#guard('retry', async () => {
+      await retryTask(this.#db, checkId(id, 'retry: id'));
+      this.#node?.wake();
+      return (await this.#read(id))! as Task<O>;
+    });
+  }
+
+  events<K extends EventType = EventType>(options?: EventStreamOptions<K>): AsyncGenerator<RuntimeEvent<K>> {
+    this.#assertOpen('events');
+    return this.#feed.iterate(options) as AsyncGenerator<RuntimeEvent<K>>;
+  }
+
+  on(type: '*', listener: (event: RuntimeEvent) => void): () => void;
+  on<K extends EventType>(type: K, listener: (event: RuntimeEvent<K>) => void): () => void;
+  on(type: EventType | '*', listener: (event: never) => void): () => void {
+    return this.#feed.on(type, listener as (event: RuntimeEvent) => void);
+  }
+
+  off(type: EventType | '*', listener: (event: never) => void): void {
+    this.#feed.off(type, listener as (event: RuntimeEvent) => void);
+  }
+
+  freeze(reason?: string): Promise<void> {
+    return this.#guard('freeze', async () => {
+      if (reason !== undefined && typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'freeze: reason must be a string');
+      await freezeCluster(this.#db, reason ?? 'frozen');
+      this.#control = await clusterControl(this.#db);
+    });
+  }
+
+  unfreeze(): Promise<void> {
+    return this.#guard('unfreeze', async () => {
+      await unfreezeCluster(this.#db);
+      this.#control = await clusterControl(this.#db);
+      this.#node?.wake();
+    });
+  }
+
+  poke(): void {
+    this.#assertOpen('poke');
+    this.#node?.wake();
+  }
+
+  stats(): RuntimeStats {
+    return clusterStats({ state: this.state, options: this.#options, agents: [...this.#agents.values()], node: this.#node, control: this.#control, startedMs: this.#startedMs });
+  }
+
+  // What has no backing on PostgreSQL yet: UNSUPPORTED_STORE, once the call is known to be open.
+  sendInput(): Promise<never> {
+    return this.#refuse('sendInput');
+  }
+  metrics(): Promise<MetricsSnapshot>;
+  metrics(options: { format: 'prometheus' }): Promise<string>;
+  metrics(): Promise<never> {
+    return this.#refuse('metrics');
+  }
+  setDispatchTarget(): Promise<never> {
+    return this.#refuse('setDispatchTarget');
+  }
+  resetInstance(): Promise<never> {
+    return this.#refuse('resetInstance');
+  }
+  kill(): Promise<never> {
+    return this.#refuse('kill');
+  }
+  prune(): Promise<never> {
+    return this.#refuse('prune');
+  }
+  resumeAgent(): Promise<never> {
+    return this.#refuse('resumeAgent');
+  }
+  backup(): Promise<never> {
+    return this.#refuse('backup');
+  }
+  logs(): never {
+    this.#assertOpen('logs');
+    throw unsupported('logs');
+  }
+  instances(): never {
+    this.#assertOpen('instances');
+    throw unsupported('instances');
+  }
+  dashboard(): never {
+    this.#assertOpen('dashboard');
+    throw unsupported('dashboard');
+  }
+
+  /**
+   * Lets running attempts finish for up to `timeoutMs` (`force`: not at all), interrupts the rest
+   * (requeued without spending their budget), leaves the cluster, rejects pending waits with
+   * CLOSED, and ends every connection. Every step runs even when one fails; the promise is cached.
+   */
+  close(options?: CloseOptions): Promise<void> {
+    let resolved: Required<CloseOptions>;
+    try {
+      resolved = validateCloseOptions(options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    this.#closing ??= this.#close(resolved);
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #close({ timeoutMs, force }: Required<CloseOptions>): Promise<void> {
+    this.#lifecycle.set('draining', { timeoutMs, force });
+    let failures = 0;
+    const step = async (name: string, fn: () => unknown) => {
+      try {
+        await fn();
+      } catch (error) {
+        failures++;
+        this.#log.error({ err: error, step: name }, 'close step failed');
+      }
+    };
+    this.#stopping.abort();
+    await step('node', () => this.#node?.close({ timeoutMs, force }));
+    await step('waits', () => this.#waits.rejectAll(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
+    await step('events', () => this.#feed.close());
+    await step('schedules', () => this.schedules.idle());
+    await step('database', () => this.#db.end());
+    this.#keepAlive.close();
+    this.#lifecycle.set('closed', { failures });
+  }
+
+  /** Stores an agent's limits (when it gives any), then has the node run it; tries again while that fails. */
+  async #run(agent: RegisteredAgent): Promise<void> {
+    for (;;) {
+      try {
+        await storeLimits(this.#db, agent);
+        // A later registration of the name replaced this one meanwhile: it applies instead.
+        if (this.#agents.get(agent.name) === agent) this.#node?.register(agent);
+        return;
+      } catch (error) {
+        if (this.#stopping.signal.aborted) return;
+        this.#log.error({ err: error, agent: agent.name }, 'storing the agent limits failed; its tasks are not claimed here until they are stored');
+        await new Promise((resolve) => setTimeout(resolve, LIMITS_RETRY_MS));
+        if (this.#stopping.signal.aborted || this.#agents.get(agent.name) !== agent) return;
+      }
+    }
+  }
+
+  /** Keeps the freeze flag shown by stats() in step with the cluster's. */
+  #observe(events: readonly RuntimeEvent[]): void {
+    for (const event of events) {
+      if (event.type === 'runtime.frozen') this.#control = { frozen: true, reason: event.data.reason ?? 'frozen', since: event.at };
+      else if (event.type === 'runtime.unfrozen') this.#control = { frozen: false, since: event.at };
+      // Work came: claim now rather than at the next poll.
+      else if (event.type === 'task.queued' && this.#agents.size > 0) this.#node?.wake();
+    }
+  }
+
+  async #read(id: string): Promise<Task | undefined> {
+    const row = await readTask(this.#db, id);
+    return row && this.#view(row);
+  }
+
+  #view(row: Parameters<typeof taskOf>[0]): Task {
+    return taskOf(row, this.#agents.get(row.agent), { timeoutMs: this.#options.defaultTimeoutMs, retry: this.#options.defaultRetry });
+  }
+
+  #assertOpen(call: string): void {
+    this.#lifecycle.assertRunning(call);
+  }
+
+  #refuse(call: string): Promise<never> {
+    return this.#guard(call, async () => {
+      throw unsupported(call);
+    });
+  }
+
+  #guard<T>(call: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      this.#assertOpen(call);
+      return fn();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+}

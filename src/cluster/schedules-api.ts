@@ -1,0 +1,160 @@
+/**
+ * `rt.schedules` on PostgreSQL: the cluster's cron schedules (src/store/postgres/schedules.ts),
+ * fired once per tick by whichever node takes the row. `create`, `pause`, `resume` and `delete`
+ * write through to the database; `get` and `list` are synchronous in the API, so they answer from
+ * this runtime's copy of the table: loaded at start, updated by this runtime's own writes, and
+ * read again about once a second while the node fires schedules (what other runtimes created,
+ * paused or fired shows within about that). `update`, `catchUp`, `catchUpWindowMs` and the
+ * `queue_one` overlap have no backing there yet: UNSUPPORTED_STORE.
+ */
+import type pg from 'pg';
+import { TroupeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Schedule, SchedulesApi, ScheduleSpec, ScheduleUpdate } from '../scheduler/scheduler.js';
+import type { ScheduleTask } from '../scheduler/schedule-spec.js';
+import type { NewTask } from '../store/postgres/checks.js';
+import { createSchedule, deleteSchedule, listSchedules, setSchedulePaused, type ClusterSchedule, type ScheduleTemplate } from '../store/postgres/schedules.js';
+import { unsupported } from './task-view.js';
+
+const KNOWN = new Set(['id', 'cron', 'tz', 'task', 'overlap', 'catchUp', 'catchUpWindowMs', 'paused']);
+const PER_TICK = ['idempotencyKey', 'runAt', 'delayMs'];
+/** How often the copy is read again, at most (on the node's fire loop). */
+const REFRESH_MS = 1_000;
+
+/** What the schedules need from their runtime. */
+export interface ClusterSchedulesDeps {
+  pool: pg.Pool;
+  log: Logger;
+  /** Throws unless the runtime is running (names the call). */
+  assertOpen(call: string): void;
+  /** A template checked as submit checks a task (UNKNOWN_AGENT, INVALID_INPUT, UNSUPPORTED_STORE). */
+  task(task: ScheduleTask, where: string): NewTask;
+}
+
+/** See the module comment. */
+export class ClusterSchedules implements SchedulesApi {
+  readonly #k: ClusterSchedulesDeps;
+  #copy = new Map<string, Schedule>();
+  #readAt = 0;
+  #reading: Promise<void> | undefined;
+
+  constructor(deps: ClusterSchedulesDeps) {
+    this.#k = deps;
+  }
+
+  /** Reads the table into the copy. */
+  async load(): Promise<void> {
+    const rows = await listSchedules(this.#k.pool);
+    this.#copy = new Map(rows.map((row) => [row.id, scheduleOf(row)]));
+    this.#readAt = performance.now();
+  }
+
+  /** Reads the table again if the copy is older than a second (the node's fire loop calls it). */
+  refreshSoon(): void {
+    if (this.#reading || performance.now() - this.#readAt < REFRESH_MS) return;
+    this.#reading = this.load()
+      .catch((error: unknown) => this.#k.log.warn({ err: error }, 'reading the schedules failed'))
+      .finally(() => (this.#reading = undefined));
+  }
+
+  /** Resolves once a read under way is over (close). */
+  async idle(): Promise<void> {
+    await this.#reading;
+  }
+
+  create(spec: ScheduleSpec): Promise<Schedule> {
+    return this.#call('create', async () => {
+      if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new TroupeError('INVALID_INPUT', 'a schedule must be an object');
+      for (const key of Object.keys(spec)) if (!KNOWN.has(key)) throw new TroupeError('INVALID_INPUT', `schedule.${key} is not a schedule field`);
+      if (spec.catchUp !== undefined) throw unsupported('schedule.catchUp (every tick that fell due fires)');
+      if (spec.catchUpWindowMs !== undefined) throw unsupported('schedule.catchUpWindowMs');
+      if (spec.overlap === 'queue_one') throw unsupported("schedule.overlap 'queue_one'");
+      const task = spec.task;
+      if (typeof task !== 'object' || task === null || Array.isArray(task)) throw new TroupeError('INVALID_INPUT', 'schedule.task must be a task spec object');
+      for (const key of PER_TICK) if (key in task) throw new TroupeError('INVALID_INPUT', `schedule.task.${key} is set per tick; leave it out`);
+      const { id: _id, ...template } = this.#k.task(task, 'schedule.task');
+      const given: Parameters<typeof createSchedule>[1] = { id: spec.id, cron: spec.cron, task: template as ScheduleTemplate };
+      if (spec.tz !== undefined) given.tz = spec.tz;
+      if (spec.overlap !== undefined) given.overlap = spec.overlap;
+      if (spec.paused !== undefined) given.paused = spec.paused;
+      return this.#keep(await createSchedule(this.#k.pool, given));
+    });
+  }
+
+  update(id: string, _patch: ScheduleUpdate): Promise<Schedule> {
+    return this.#call('update', async () => {
+      throw unsupported(`schedules.update (${String(id)}): delete the schedule and create it again`);
+    });
+  }
+
+  delete(id: string): Promise<void> {
+    return this.#call('delete', async () => {
+      await deleteSchedule(this.#k.pool, id);
+      this.#copy.delete(id);
+    });
+  }
+
+  get(id: string): Schedule {
+    this.#k.assertOpen('schedules.get');
+    const schedule = this.#copy.get(id);
+    if (!schedule) throw new TroupeError('NOT_FOUND', `no schedule ${String(id)}`);
+    return structuredClone(schedule);
+  }
+
+  list(): Schedule[] {
+    this.#k.assertOpen('schedules.list');
+    return [...this.#copy.values()].sort((a, b) => (a.id < b.id ? -1 : 1)).map((s) => structuredClone(s));
+  }
+
+  pause(id: string): Promise<Schedule> {
+    return this.#call('pause', async () => this.#keep(await setSchedulePaused(this.#k.pool, id, true)));
+  }
+
+  resume(id: string): Promise<Schedule> {
+    return this.#call('resume', async () => this.#keep(await setSchedulePaused(this.#k.pool, id, false)));
+  }
+
+  #keep(row: ClusterSchedule): Schedule {
+    const schedule = scheduleOf(row);
+    this.#copy.set(schedule.id, schedule);
+    return structuredClone(schedule);
+  }
+
+  #call<T>(call: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      this.#k.assertOpen(`schedules.${call}`);
+      return fn();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+}
+
+/**
+ * The API's Schedule of a stored one. Every tick that fell due fires (`catchUp: 'all'`, with no
+ * window), as fireDue fires them.
+ */
+function scheduleOf(row: ClusterSchedule): Schedule {
+  const { agent, input, priority, maxAttempts, labels } = row.task;
+  const task: ScheduleTask = { agent, priority, retry: { maxAttempts } };
+  if (input !== undefined) task.input = input;
+  if (labels !== undefined) task.labels = labels;
+  const schedule: Schedule = {
+    id: row.id,
+    cron: row.cron,
+    tz: row.tz,
+    task,
+    overlap: row.overlap,
+    catchUp: 'all',
+    catchUpWindowMs: Number.MAX_SAFE_INTEGER,
+    paused: row.paused,
+    nextRunAt: Math.round(row.nextRunAt),
+    fired: row.fired,
+    skipped: row.skipped,
+    createdAt: Math.round(row.createdAt),
+    updatedAt: Math.round(row.updatedAt),
+  };
+  if (row.lastTickAt !== undefined) schedule.lastTickAt = Math.round(row.lastTickAt);
+  if (row.lastTaskId !== undefined) schedule.lastTaskId = row.lastTaskId;
+  return schedule;
+}

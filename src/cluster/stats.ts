@@ -1,0 +1,57 @@
+/**
+ * `rt.stats()` on PostgreSQL: what one runtime knows without asking the database (stats() is
+ * synchronous), in the LMDB runtime's shape (collectStats): its lifecycle, its slots and the
+ * attempts its node holds, its start-ahead window, its agents and their cluster-wide limits, and
+ * the cluster's freeze as last seen. Counts of stored tasks by state need a query: they are empty
+ * here (use `rt.list({ state })`), as are the LMDB-only parts (instances, supervisor, retention).
+ */
+import type { RegisteredAgent } from '../agents/registry.js';
+import type { RuntimeState } from '../lifecycle.js';
+import type { ResolvedOptions } from '../options.js';
+import { collectStats, type RuntimeStats } from '../stats.js';
+import type { ClusterControl } from '../store/postgres/control.js';
+import type { ClusterNodeHandle } from './node.js';
+
+/** What {@link clusterStats} reads. */
+export interface ClusterStatsSources {
+  state: RuntimeState;
+  options: ResolvedOptions;
+  agents: readonly RegisteredAgent[];
+  node: ClusterNodeHandle | undefined;
+  control: ClusterControl;
+  /** How long the start took (ms). */
+  startedMs: number;
+}
+
+/** See the module comment. */
+export function clusterStats(s: ClusterStatsSources): RuntimeStats {
+  const slots = s.options.threads * s.options.slotsPerThread;
+  const executing = s.node && s.state !== 'closed' ? s.node.running : 0;
+  const held = s.node && s.state !== 'closed' ? s.node.held : 0;
+  const frozen = s.control.frozen;
+  return collectStats({
+    state: s.state,
+    counts: undefined,
+    governor: {
+      slots,
+      reserved: held,
+      used: executing,
+      queued: 0,
+      frozen,
+      agents: Object.fromEntries(s.agents.map((agent) => [agent.name, { queued: 0, reserved: 0, limit: agent.concurrency, paused: false, models: {} }])),
+    },
+    // Held attempts not yet ended are executing or queued on their threads; the rest wait for their settle.
+    attempts: { starting: 0, ready: Math.max(0, held - executing), executing },
+    slots,
+    prefetch: { ...(s.node?.prefetch ?? { window: 0, startMs: 0, execMs: 0 }), max: s.options.prefetch },
+    liveInstances: 0,
+    delayed: 0,
+    rebuild: { previousShutdownClean: true, active: 0, crashed: 0, interrupted: 0, timers: 0, ms: Math.round(s.startedMs) },
+    owners: undefined,
+    flow: () => undefined,
+    control: frozen ? { frozen, ...(s.control.reason === undefined ? {} : { reason: s.control.reason }), since: s.control.since } : { frozen },
+    cycles: 0,
+    storeFailure: null,
+    retention: null,
+  });
+}

@@ -1,0 +1,88 @@
+/**
+ * Tasks of the runtime on PostgreSQL, at its edges: a submitted spec checked by the LMDB runtime's
+ * own validation (src/tasks/spec.ts), then turned into the queue's row, with the fields the
+ * cluster cannot honour yet refused (UNSUPPORTED_STORE, naming the field); and a stored row turned
+ * into the public Task, the shape the LMDB runtime returns. Pure: no I/O, no clock reads.
+ */
+import type { Task, TaskSpec } from '../api/tasks.js';
+import type { RegisteredAgent } from '../agents/registry.js';
+import { TroupeError } from '../errors.js';
+import type { RetryPolicy } from '../store/records.js';
+import type { NewTask } from '../store/postgres/checks.js';
+import type { TaskRow } from '../store/postgres/tasks.js';
+import { validateSpec } from '../tasks/spec.js';
+
+/** Task fields with no backing on PostgreSQL yet: refused when given. */
+const UNSUPPORTED_FIELDS = ['requires', 'workspace', 'parentId', 'timeoutMs', 'retention'] as const;
+
+/** UNSUPPORTED_STORE for `what` on this store. */
+export function unsupported(what: string): TroupeError {
+  return new TroupeError('UNSUPPORTED_STORE', `${what} is not supported on the PostgreSQL store yet (README: "Running on many machines")`);
+}
+
+/**
+ * A spec checked as the LMDB runtime checks it (UNKNOWN_AGENT, INVALID_INPUT naming the field),
+ * then as the queue's row: the agent, input, priority, labels, idempotency key, a delay (from
+ * `delayMs` or `runAt`, against `now`) and the attempt budget (`retry.maxAttempts` over the
+ * agent's). The rest of a retry policy, a lane other than `default`, and {@link UNSUPPORTED_FIELDS}
+ * are UNSUPPORTED_STORE.
+ */
+export function newTaskOf(spec: TaskSpec, lookup: (name: string) => RegisteredAgent | undefined, where: string, now: number, id: string): NewTask {
+  const valid = validateSpec(spec, lookup, where, now);
+  for (const field of UNSUPPORTED_FIELDS) if (spec[field] !== undefined) throw unsupported(`${where}.${field}`);
+  if (valid.lane !== 'default') throw unsupported(`${where}.lane`);
+  for (const key of Object.keys(spec.retry ?? {})) if (key !== 'maxAttempts') throw unsupported(`${where}.retry.${key} (the agent's retry policy applies; only maxAttempts is per task)`);
+  const task: NewTask = { id, agent: valid.agentName, input: valid.input, priority: valid.priority, maxAttempts: valid.retry.maxAttempts, labels: valid.labels };
+  if (valid.idempotencyKey !== undefined) task.idempotencyKey = valid.idempotencyKey;
+  if (valid.runAt !== undefined) task.delayMs = valid.runAt - now;
+  return task;
+}
+
+/** What a task view takes from the runtime: the agent's registration here, if any, and the defaults. */
+export interface ViewDefaults {
+  timeoutMs: number;
+  retry: Readonly<RetryPolicy>;
+}
+
+/**
+ * The public Task of a stored row. Times are the database's, in whole ms. The retry policy and
+ * timeout are the agent's as registered on this runtime (the defaults for an agent it does not
+ * run), with the task's own attempt budget. There are no execution instances on PostgreSQL:
+ * `instanceKey` is '' and `lane` 'default'.
+ */
+export function taskOf(row: TaskRow, agent: RegisteredAgent | undefined, defaults: ViewDefaults): Task {
+  const task: Task = {
+    id: row.id,
+    agent: row.agent,
+    state: row.state,
+    input: row.input,
+    attempts: row.attempts,
+    runs: row.run,
+    priority: row.priority,
+    lane: 'default',
+    instanceKey: '',
+    labels: { ...row.labels },
+    timeoutMs: agent?.timeoutMs ?? defaults.timeoutMs,
+    retry: { ...(agent?.retry ?? defaults.retry), maxAttempts: row.max_attempts },
+    createdAt: ms(row.created_at),
+    updatedAt: ms(row.updated_at),
+  };
+  if (row.output !== null) task.output = row.output;
+  if (row.error !== null) task.error = row.error as Task['error'] & object;
+  if (row.state === 'cancelled' && row.cancel_reason !== null) task.reason = row.cancel_reason;
+  if (row.state === 'dropped') task.reason = 'retry_exhausted';
+  if (row.idempotency_key !== null) task.idempotencyKey = row.idempotency_key;
+  if (row.state === 'queued') {
+    task.queuedAt = ms(row.queued_at);
+    if (row.run_at > row.queued_at + 1) task.runAt = ms(row.run_at);
+  }
+  if (row.started_at !== null) task.startedAt = ms(row.started_at);
+  if (row.settled_at !== null) task.settledAt = ms(row.settled_at);
+  if (row.state === 'running' && row.attempt_started_at !== null) task.attemptStartedAt = ms(row.attempt_started_at);
+  if (row.state === 'running' && row.lease_until !== null) task.attemptLeaseUntil = ms(row.lease_until);
+  return task;
+}
+
+function ms(epoch: number): number {
+  return Math.round(epoch);
+}

@@ -1,0 +1,175 @@
+/**
+ * What the runtime on PostgreSQL (src/cluster/runtime.ts) reads and changes of tasks beyond the
+ * queue's own verbs: a task's row and pages of rows, a user's cancel and retry (each one
+ * transaction with its event, as every transition on this store), and where the event log ends.
+ *
+ * A cancel of a queued task cancels it at once. A cancel of a running task, whichever node runs
+ * it, records its reason in the row (`cancel_reason`, schema version 8) and sends a NOTIFY on
+ * CANCEL_CHANNEL with the task's id in the same transaction: the node that runs the attempt hears
+ * it on its membership connection and stops the attempt, which then settles `cancelled`. Its lease
+ * renewals see the request too (queue.ts renewLeases), should the NOTIFY be missed, and an end of
+ * the attempt that would requeue the task cancels it instead (settle.ts), so a cancel is never
+ * lost to a retry, an interruption or a crash of the node.
+ */
+import type pg from 'pg';
+import type { TaskState } from '../../../machines/index.js';
+import { TroupeError } from '../../errors.js';
+import { appendEvents, cursorOf, eventOf } from './events.js';
+import { CANCEL_CHANNEL } from './nodes.js';
+import { epochMs, storeFailed, transaction } from './transaction.js';
+
+/** A task's row as the runtime shows it (times in epoch ms on the database's clock). */
+export interface TaskRow {
+  id: string;
+  agent: string;
+  state: TaskState;
+  priority: number;
+  run: number;
+  attempts: number;
+  max_attempts: number;
+  idempotency_key: string | null;
+  input: unknown;
+  output: unknown;
+  error: unknown;
+  labels: Record<string, string>;
+  cancel_reason: string | null;
+  created_at: number;
+  updated_at: number;
+  started_at: number | null;
+  settled_at: number | null;
+  queued_at: number;
+  run_at: number;
+  attempt_started_at: number | null;
+  lease_until: number | null;
+}
+
+const COLUMNS = [
+  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, error, labels, cancel_reason',
+  ...['created_at', 'updated_at', 'started_at', 'settled_at', 'queued_at', 'run_at', 'attempt_started_at', 'lease_until'].map((c) => epochMs(c)),
+].join(', ');
+
+/** The task's row, or undefined. */
+export async function readTask(pool: Pick<pg.Pool, 'query'>, id: string): Promise<TaskRow | undefined> {
+  return (await query<TaskRow>(pool, 'reading a task', `SELECT ${COLUMNS} FROM troupe_tasks WHERE id = $1`, [id]))[0];
+}
+
+/** The rows of `ids` that exist, in no particular order. */
+export async function readTasks(pool: Pick<pg.Pool, 'query'>, ids: readonly string[]): Promise<TaskRow[]> {
+  return query<TaskRow>(pool, 'reading tasks', `SELECT ${COLUMNS} FROM troupe_tasks WHERE id = ANY($1::text[])`, [ids]);
+}
+
+/** A filter and page of {@link listTaskRows}: ids after `after`, in id (submit) order. */
+export interface TaskFilter {
+  state?: TaskState | undefined;
+  agent?: string | undefined;
+  after?: string | undefined;
+  limit: number;
+}
+
+/** Up to `limit` rows in id order after `after`, of `state` and `agent` when given (the primary key's order). */
+export async function listTaskRows(pool: Pick<pg.Pool, 'query'>, filter: TaskFilter): Promise<TaskRow[]> {
+  return query<TaskRow>(
+    pool,
+    'listing tasks',
+    `SELECT ${COLUMNS} FROM troupe_tasks
+      WHERE id > $1 AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR agent = $3)
+      ORDER BY id LIMIT $4`,
+    [filter.after ?? '', filter.state ?? null, filter.agent ?? null, filter.limit],
+  );
+}
+
+/** What {@link cancelTask} did. */
+export type CancelOutcome = 'cancelled' | 'requested' | 'already';
+
+/**
+ * Cancels a task (see the module comment): `cancelled` (it was queued), `requested` (it runs: its
+ * node stops it), or `already` (it was cancelled before). NOT_FOUND for an unknown id,
+ * ILLEGAL_TRANSITION for a task that settled otherwise.
+ */
+export async function cancelTask(pool: pg.Pool, id: string, reason: string): Promise<CancelOutcome> {
+  return transaction(pool, 'cancelling a task', async (client) => {
+    const { rows } = await client.query<{ state: TaskState; run: number; cancel_reason: string | null }>('SELECT state, run, cancel_reason FROM troupe_tasks WHERE id = $1 FOR UPDATE', [id]);
+    const row = rows[0];
+    if (!row) throw new TroupeError('NOT_FOUND', `no task ${id}`);
+    if (row.state === 'cancelled') return 'already';
+    if (row.state === 'running') {
+      if (row.cancel_reason === null) await client.query('UPDATE troupe_tasks SET cancel_reason = $2, updated_at = now() WHERE id = $1', [id, reason]);
+      await client.query('SELECT pg_notify($1, $2)', [CANCEL_CHANNEL, id]);
+      return 'requested';
+    }
+    if (row.state !== 'queued') throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${row.state}; it cannot be cancelled`);
+    await client.query(
+      `UPDATE troupe_tasks SET state = 'cancelled', token = token + 1, cancel_reason = $2, settled_at = now(), updated_at = now() WHERE id = $1`,
+      [id, reason],
+    );
+    await appendEvents(client, [eventOf('task.cancelled', { run: row.run, reason, from: 'queued' }, id)]);
+    return 'cancelled';
+  });
+}
+
+/** States a user retry starts a new run from. */
+const RETRYABLE: ReadonlySet<TaskState> = new Set<TaskState>(['failed', 'dropped', 'cancelled']);
+
+/**
+ * Starts a new run of a failed, dropped or cancelled task: queued at the back of its priority,
+ * with a fresh attempt budget and without the last run's output, error or cancel, and a
+ * `task.queued` event (`reason: 'retry'`, `from`: the state it left). NOT_FOUND for an unknown
+ * id, ILLEGAL_TRANSITION for any other state.
+ */
+export async function retryTask(pool: pg.Pool, id: string): Promise<void> {
+  await transaction(pool, 'retrying a task', async (client) => {
+    const { rows } = await client.query<{ state: TaskState; run: number }>('SELECT state, run FROM troupe_tasks WHERE id = $1 FOR UPDATE', [id]);
+    const row = rows[0];
+    if (!row) throw new TroupeError('NOT_FOUND', `no task ${id}`);
+    if (!RETRYABLE.has(row.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${row.state}; only failed, dropped or cancelled tasks can be retried`);
+    await client.query(
+      `UPDATE troupe_tasks SET state = 'queued', run = run + 1, attempts = 0, attempt_seq = 0, queued_order = nextval('troupe_queued_order'),
+              queued_at = now(), run_at = now(), output = NULL, error = NULL, cancel_reason = NULL, started_at = NULL, settled_at = NULL, updated_at = now()
+        WHERE id = $1`,
+      [id],
+    );
+    await appendEvents(client, [eventOf('task.queued', { run: row.run + 1, reason: 'retry', from: row.state }, id)]);
+  });
+}
+
+/**
+ * The cursor of the last event of the log that every reader can see now (below the snapshot's
+ * xmin, as readEvents reads): a follower that starts there sees every event committed later, and
+ * none before. '' for an empty log.
+ */
+export async function tailCursor(pool: Pick<pg.Pool, 'query'>): Promise<string> {
+  const rows = await query<{ xid: string; last_seq: string }>(
+    pool,
+    'reading the end of the event log',
+    `SELECT xid::text AS xid, last_seq::text FROM troupe_event_batches
+      WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+      ORDER BY xid DESC, last_seq DESC LIMIT 1`,
+  );
+  return rows[0] ? cursorOf(rows[0].xid, rows[0].last_seq) : '';
+}
+
+/**
+ * The cursor of the event numbered `seq`, for `events({ after: seq })`: found by scanning the
+ * batches that may hold it (seqs are not in log order across transactions, so a number alone does
+ * not say where in the log it is). INVALID_INPUT when no event has it.
+ */
+export async function cursorOfSeq(pool: Pick<pg.Pool, 'query'>, seq: number): Promise<string> {
+  const rows = await query<{ xid: string }>(
+    pool,
+    'finding an event',
+    `SELECT xid::text AS xid FROM troupe_event_batches b
+      WHERE b.last_seq >= $1 AND EXISTS (SELECT 1 FROM json_array_elements(b.events) e WHERE (e->>0)::bigint = $1)
+      LIMIT 1`,
+    [seq],
+  );
+  if (!rows[0]) throw new TroupeError('INVALID_INPUT', `events: no event has seq ${seq}; pass an event's cursor or seq`);
+  return cursorOf(rows[0].xid, seq);
+}
+
+async function query<R extends pg.QueryResultRow>(pool: Pick<pg.Pool, 'query'>, what: string, text: string, values: unknown[] = []): Promise<R[]> {
+  try {
+    return (await pool.query<R>(text, values)).rows;
+  } catch (error) {
+    throw storeFailed(what, error);
+  }
+}
