@@ -77,6 +77,8 @@ export class Claimer {
     await Promise.resolve();
     let poll = false;
     do {
+      // No agent yet: nothing to claim until one is registered (which wakes the claimer).
+      if (this.#k.agents().length === 0) return;
       this.#again = false;
       poll = await this.#pass();
     } while ((this.#again || !poll) && !this.#stopped && this.#k.free() > 0);
@@ -89,7 +91,6 @@ export class Claimer {
    */
   async #pass(): Promise<boolean> {
     const agents = this.#k.agents();
-    // No agent yet: nothing to claim until one is registered (which wakes the claimer).
     if (agents.length === 0) return false;
     const first = this.#first % agents.length;
     this.#first = (first + 1) % agents.length;
