@@ -54,7 +54,7 @@ describe('README stays true to the code', () => {
 
   it('documents every runtime option', () => {
     const documented = tableAfter('## Options').map(([name]) => name!.replace(/`/g, ''));
-    expect(documented.sort()).toEqual([...Object.keys(DEFAULTS), 'logger', 'createPool'].sort());
+    expect(documented.sort()).toEqual([...Object.keys(DEFAULTS), 'logger', 'createPool', 'store'].sort());
   });
 
   it('has the two quick-start lines, and CI runs the test line', () => {

@@ -1,0 +1,61 @@
+/**
+ * The `store` option and `TROUPE_STORE`: a PostgreSQL connection string picks the runtime on
+ * PostgreSQL; anything else is INVALID_OPTIONS naming where it came from (never echoing it: it
+ * may hold a password); options the PostgreSQL runtime cannot honour are refused when given.
+ */
+import { describe, expect, it } from 'vitest';
+import { TroupeError } from '../../src/errors.js';
+import { resolveOptions, type RuntimeOptions } from '../../src/options.js';
+
+const URL = 'postgres://app:secret@127.0.0.1:5432/app';
+
+function invalid(options: unknown, env: Record<string, string> = {}): TroupeError {
+  try {
+    resolveOptions(options as RuntimeOptions, env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(TroupeError);
+    expect((error as TroupeError).code).toBe('INVALID_OPTIONS');
+    expect((error as TroupeError).message).not.toContain('secret');
+    return error as TroupeError;
+  }
+  throw new Error('expected INVALID_OPTIONS');
+}
+
+describe('options.store', () => {
+  it('is null (LMDB) when neither the option nor TROUPE_STORE is given', () => {
+    expect(resolveOptions({}, {}).store).toBeNull();
+    expect(resolveOptions({}, { TROUPE_STORE: '' }).store).toBeNull();
+  });
+
+  it('takes a postgres:// or postgresql:// connection string, and keeps it as given', () => {
+    expect(resolveOptions({ store: { postgres: URL } }, {}).store).toEqual({ postgres: URL });
+    expect(resolveOptions({ store: { postgres: 'postgresql://127.0.0.1/app' } }, {}).store).toEqual({ postgres: 'postgresql://127.0.0.1/app' });
+    expect(Object.isFrozen(resolveOptions({ store: { postgres: URL } }, {}).store)).toBe(true);
+  });
+
+  it('refuses anything else, naming store.postgres', () => {
+    expect(invalid({ store: { postgres: 5 } }).message).toMatch(/^options\.store\.postgres must be a PostgreSQL connection string/);
+    expect(invalid({ store: { postgres: '' } }).message).toMatch(/^options\.store\.postgres /);
+    expect(invalid({ store: { postgres: 'not a url :secret' } }).message).toMatch(/^options\.store\.postgres is not a URL/);
+    expect(invalid({ store: { postgres: 'mysql://app:secret@host/app' } }).message).toBe('options.store.postgres must be a postgres:// or postgresql:// URL, not mysql:');
+    expect(invalid({ store: 'postgres://x' }).message).toBe('options.store must be { postgres: connectionString }');
+    expect(invalid({ store: null }).message).toBe('options.store must be { postgres: connectionString }');
+    expect(invalid({ store: { postgres: URL, redis: 'x' } }).message).toBe('options.store.redis is not a store option (postgres)');
+  });
+
+  it('reads TROUPE_STORE when the option is absent; the option wins over it', () => {
+    expect(resolveOptions({}, { TROUPE_STORE: URL }).store).toEqual({ postgres: URL });
+    expect(resolveOptions({ store: { postgres: 'postgres://other/db' } }, { TROUPE_STORE: URL }).store).toEqual({ postgres: 'postgres://other/db' });
+    expect(invalid({}, { TROUPE_STORE: 'file:///tmp/x' }).message).toBe('the environment variable TROUPE_STORE must be a postgres:// or postgresql:// URL, not file:');
+  });
+
+  it('ignores dataDir on PostgreSQL, and refuses the options it cannot honour yet when they are on', () => {
+    expect(resolveOptions({ store: { postgres: URL }, dataDir: './elsewhere', threads: 2, prefetch: 0, leaseMs: 5_000 }, {})).toMatchObject({ threads: 2, prefetch: 0, leaseMs: 5_000 });
+    // Off is not a request: a switch of store keeps working with these.
+    expect(resolveOptions({ store: { postgres: URL }, dashboard: false, metricsPort: 0, retention: false, starvation: false, defaultBackoff: false }, {}).store).toEqual({ postgres: URL });
+    for (const [key, value] of [['dashboard', true], ['metricsPort', 9100], ['retention', {}], ['starvation', {}], ['defaultBackoff', true], ['maxQueued', 10], ['failedAttemptThreshold', 3]] as const) {
+      expect(invalid({ store: { postgres: URL }, [key]: value }).message).toBe(`options.${key} is not supported with store.postgres yet (README: "Running on many machines")`);
+      expect(invalid({ [key]: value }, { TROUPE_STORE: URL }).message).toContain(`options.${key} is not supported with store.postgres`);
+    }
+  });
+});
