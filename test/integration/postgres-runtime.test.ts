@@ -7,12 +7,14 @@
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, type RuntimeEvent, type Task } from 'troupe';
-import { rejection, scratchPools, started } from '../helpers.js';
-import { heldAtOnce } from '../cluster.js';
+import { join } from 'node:path';
+import { fixtureAgent, rejection, scratchDirs, scratchPools, started } from '../helpers.js';
+import { mostAtOnce, readStamps } from '../cluster.js';
 import { pgRuntimes, thrown } from '../pg-runtime.js';
 
 const pools = scratchPools();
 const runtime = pgRuntimes();
+const dirs = scratchDirs();
 
 const tasksIn = async (pool: pg.Pool) => Number((await pool.query('SELECT count(*) AS n FROM troupe_tasks')).rows[0].n);
 
@@ -282,12 +284,17 @@ describe('a runtime on PostgreSQL', () => {
   it("makes a registration's concurrency the cluster's limit, and closes as the LMDB runtime does", async () => {
     const { url, pool } = await pools({ max: 2 });
     const rt = await runtime(url, { threads: 1, slotsPerThread: 4 });
-    const agent = rt.agents.register(builtinAgent('sleep', { concurrency: 1 }));
+    const agent = rt.agents.register({ name: 'stamp', module: fixtureAgent('stamp'), concurrency: 1 });
     expect(rt.agents.list()).toEqual([agent]);
-    const tasks = await rt.submitMany(Array.from({ length: 4 }, () => ({ agent: 'sleep', input: { ms: 30, steps: 1 } })));
+    // The stamp agent appends its start and end to the file, running `ms` each.
+    const file = join(dirs(), 'stamps');
+    const tasks = await rt.submitMany(Array.from({ length: 4 }, () => ({ agent: 'stamp', input: { file, ms: 30 } })));
     for (const task of tasks) expect(await rt.wait(task.id)).toMatchObject({ state: 'done' });
-    expect((await pool.query("SELECT concurrency FROM troupe_agents WHERE name = 'sleep'")).rows).toEqual([{ concurrency: 1 }]);
-    expect([...(await heldAtOnce(pool)).values()]).toEqual([1]);
+    expect((await pool.query("SELECT concurrency FROM troupe_agents WHERE name = 'stamp'")).rows).toEqual([{ concurrency: 1 }]);
+    // Four slots, one at a time: from the agent's own stamps.
+    const stamps = [...readStamps(file).values()];
+    expect(stamps).toHaveLength(4);
+    expect(mostAtOnce(stamps.map((s) => [s.start, s.end!] as const))).toBe(1);
 
     const closing = rt.close({ timeoutMs: 1_000 });
     expect(rt.close()).toBe(closing);
