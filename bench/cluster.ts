@@ -8,7 +8,10 @@
  *
  *   PG_URL=postgres://127.0.0.1:5432/test node dist/bench/cluster.js [--tasks 20000]
  *     [--nodes 1,2,3] [--kinds runtime,queue] [--concurrency 32] [--claim 500] [--runs 3]
- *     [--graphile-local-queue 500]
+ *     [--graphile-local-queue 500] [--if-pg]
+ *
+ * `npm run bench` runs it after bench/dispatch.ts with `--if-pg`: only when PG_URL is set, as it
+ * adds graphile-worker to that bench only then.
  *
  * Each run and runner gets a database of its own (created from PG_URL's server, dropped after).
  * The tasks are enqueued first (not timed); the clock runs from the nodes' start until the last
@@ -43,8 +46,13 @@ const { values } = parseArgs({
     claim: { type: 'string', default: '500' },
     runs: { type: 'string', default: '3' },
     'graphile-local-queue': { type: 'string', default: '500' },
+    'if-pg': { type: 'boolean', default: false },
   },
 });
+if (values['if-pg'] && !process.env.PG_URL) {
+  console.log('\n# cluster bench (bench/cluster.ts): skipped, PG_URL is not set');
+  process.exit(0);
+}
 const int = (name: keyof typeof values, min: number) => {
   const n = Number(values[name]);
   if (!Number.isSafeInteger(n) || n < min) throw new Error(`bench:cluster: --${name} must be an integer ≥ ${min}`);
