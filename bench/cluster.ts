@@ -1,17 +1,24 @@
 /**
  * `npm run bench:cluster` (issue #15): how fast the PostgreSQL task queue drains, with 1, 2 and 3
  * node processes on one database, against graphile-worker on the same server in the same run.
- * It measures the queue core (src/store/postgres: claims, settles), not yet a runtime on
- * PostgreSQL: each node runs the no-op inline, as graphile-worker runs its jobs.
+ * It measures two kinds of node: runtimes on PostgreSQL (`createRuntime({ store: { postgres } })`,
+ * bench/cluster-runtime.ts: one thread with `--concurrency` slots each, other options default, the
+ * no-op on their thread), and the queue core alone (src/store/postgres: claims and settles,
+ * bench/cluster-node.ts: the no-op inline, as graphile-worker runs its jobs).
  *
  *   PG_URL=postgres://127.0.0.1:5432/test node dist/bench/cluster.js [--tasks 20000]
- *     [--nodes 1,2,3] [--concurrency 32] [--claim 500] [--runs 3] [--graphile-local-queue 500]
+ *     [--nodes 1,2,3] [--kinds runtime,queue] [--concurrency 32] [--claim 500] [--runs 3]
+ *     [--graphile-local-queue 500] [--if-pg]
+ *
+ * `npm run bench` runs it after bench/dispatch.ts with `--if-pg`: only when PG_URL is set, as it
+ * adds graphile-worker to that bench only then.
  *
  * Each run and runner gets a database of its own (created from PG_URL's server, dropped after).
  * The tasks are enqueued first (not timed); the clock runs from the nodes' start until the last
  * task is done (Troupe: no task left queued or running, then every task checked `done`;
  * graphile-worker: its jobs table empty).
- * Each node claims up to `--claim` tasks at a time (default 500: graphile-worker's local queue,
+ * A runtime claims as its defaults say (its free slots plus its start-ahead window, up to 512). A
+ * queue core node claims up to `--claim` tasks at a time (default 500: graphile-worker's local queue,
  * which fetches and locks that many jobs ahead of its slots, as the runtime starts attempts ahead
  * of its slots), runs their no-ops inline one claim after another, and settles each claim in one
  * transaction, up to three in flight; graphile-worker runs one worker with `--concurrency`, batched
@@ -34,12 +41,18 @@ const { values } = parseArgs({
   options: {
     tasks: { type: 'string', default: '20000' },
     nodes: { type: 'string', default: '1,2,3' },
+    kinds: { type: 'string', default: 'runtime,queue' },
     concurrency: { type: 'string', default: '32' },
     claim: { type: 'string', default: '500' },
     runs: { type: 'string', default: '3' },
     'graphile-local-queue': { type: 'string', default: '500' },
+    'if-pg': { type: 'boolean', default: false },
   },
 });
+if (values['if-pg'] && !process.env.PG_URL) {
+  console.log('\n# cluster bench (bench/cluster.ts): skipped, PG_URL is not set');
+  process.exit(0);
+}
 const int = (name: keyof typeof values, min: number) => {
   const n = Number(values[name]);
   if (!Number.isSafeInteger(n) || n < min) throw new Error(`bench:cluster: --${name} must be an integer ≥ ${min}`);
@@ -52,6 +65,8 @@ const runs = int('runs', 1);
 const localQueue = int('graphile-local-queue', 0);
 const nodeCounts = values.nodes!.split(',').map(Number);
 if (!nodeCounts.every((n) => Number.isSafeInteger(n) && n >= 1)) throw new Error('bench:cluster: --nodes takes positive integers, comma-separated');
+const kinds = values.kinds!.split(',');
+if (!kinds.every((k) => k === 'runtime' || k === 'queue')) throw new Error('bench:cluster: --kinds takes runtime and/or queue');
 const url = withUser(process.env.PG_URL ?? process.env.TROUPE_PG_URL ?? 'postgres://127.0.0.1:5432/test');
 
 /** The URL with this process's user name when it names none (node-postgres reads $USER, which may be unset). */
@@ -88,8 +103,8 @@ async function until(done: () => Promise<boolean>): Promise<void> {
   while (!(await done())) await new Promise((resolve) => setTimeout(resolve, 5));
 }
 
-/** The queue core with `nodes` node processes (bench/cluster-node.ts). */
-async function troupeQueue(nodes: number): Promise<number> {
+/** `nodes` processes of one kind: runtimes (bench/cluster-runtime.ts) or queue core nodes (bench/cluster-node.ts). */
+async function troupe(kind: 'runtime' | 'queue', nodes: number): Promise<number> {
   const db = await scratch();
   const pool = new pg.Pool({ connectionString: db.url, max: 2 });
   const children: ChildProcessWithoutNullStreams[] = [];
@@ -98,15 +113,15 @@ async function troupeQueue(nodes: number): Promise<number> {
     for (let i = 0; i < tasks; i += 1_000) {
       await submitTasks(pool, Array.from({ length: Math.min(1_000, tasks - i) }, (_, k) => ({ id: `bench-${i + k}`, agent: 'noop' })));
     }
-    const entry = new URL('./cluster-node.js', import.meta.url);
+    const args = kind === 'runtime' ? [fileURLToPath(new URL('./cluster-runtime.js', import.meta.url)), db.url, String(concurrency)] : [fileURLToPath(new URL('./cluster-node.js', import.meta.url)), db.url, 'noop', String(claim)];
     for (let i = 0; i < nodes; i++) {
-      const child = spawn(process.execPath, [fileURLToPath(entry), db.url, 'noop', String(claim)], { stdio: ['pipe', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
       child.stderr.on('data', (chunk: Buffer) => process.stderr.write(chunk));
       children.push(child);
     }
     await Promise.all(children.map(async (child) => {
       for await (const line of createInterface({ input: child.stdout })) if (line === 'ready') return;
-      throw new Error('a cluster node exited before it was ready');
+      throw new Error(`a ${kind} node exited before it was ready`);
     }));
     const started = performance.now();
     for (const child of children) child.stdin.write('start\n');
@@ -167,9 +182,9 @@ async function graphileWorker(): Promise<number> {
 const version = (createRequire(import.meta.url)('graphile-worker/package.json') as { version: string }).version;
 const runners: Array<{ name: string; run: () => Promise<number> }> = [
   { name: `graphile-worker ${version}`, run: graphileWorker },
-  ...nodeCounts.map((n) => ({ name: `troupe queue core, ${n} node${n === 1 ? '' : 's'}`, run: () => troupeQueue(n) })),
+  ...kinds.flatMap((kind) => nodeCounts.map((n) => ({ name: `troupe ${kind === 'runtime' ? 'runtime' : 'queue core'}, ${n} node${n === 1 ? '' : 's'}`, run: () => troupe(kind as 'runtime' | 'queue', n) }))),
 ];
-console.log(`# npm run bench:cluster: ${tasks.toLocaleString('en-US')} no-op tasks enqueued first, then drained; each node claims up to ${claim} at a time; graphile-worker: one worker, concurrency ${concurrency}, local queue ${localQueue > 0 ? localQueue : 'off'}`);
+console.log(`# npm run bench:cluster: ${tasks.toLocaleString('en-US')} no-op tasks enqueued first, then drained; runtime nodes: one thread, ${concurrency} slots, other options default; queue core nodes claim up to ${claim} at a time; graphile-worker: one worker, concurrency ${concurrency}, local queue ${localQueue > 0 ? localQueue : 'off'}`);
 console.log(`# ${availableParallelism()} cores (os.availableParallelism), node ${process.version}; PostgreSQL at ${new URL(url).host}, the same server for every runner; ${runs} run(s), runners in reverse order in even runs`);
 const results = new Map<string, number[]>(runners.map((r) => [r.name, []]));
 for (let r = 0; r < runs; r++) {

@@ -32,8 +32,14 @@ export function clusterNodes(): (options: ClusterNodeOptions) => Promise<Running
   };
 }
 
-/** The child that runs one node in a process of its own (fixtures/postgres/cluster-node-child.ts). */
-const NODE_CHILD = fileURLToPath(new URL('../dist/test/fixtures/postgres/cluster-node-child.js', import.meta.url));
+/**
+ * The children that run one node in a process of its own: a cluster node (fixtures/postgres/
+ * cluster-node-child.ts) or a whole runtime on PostgreSQL (fixtures/postgres/runtime-node-child.ts).
+ */
+const CHILDREN = {
+  node: fileURLToPath(new URL('../dist/test/fixtures/postgres/cluster-node-child.js', import.meta.url)),
+  runtime: fileURLToPath(new URL('../dist/test/fixtures/postgres/runtime-node-child.js', import.meta.url)),
+};
 
 /** A cluster node in a process of its own. */
 export interface NodeProcess {
@@ -49,17 +55,19 @@ export interface NodeProcess {
 
 /**
  * Call at a test file's top level (after its scratch databases, so its processes go first):
- * returns a starter of node processes running the fixture agent `agent` on one thread with
- * `slots` slots, each killed after the test if it still runs. A start resolves once the node has
- * joined the cluster.
+ * returns a starter of node processes (`kind`: cluster nodes, or runtimes on PostgreSQL, which
+ * register the agent with the cluster-wide `concurrency` when given) running the fixture agent
+ * `agent` on one thread with `slots` slots, each killed after the test if it still runs. A start
+ * resolves once the node has joined the cluster.
  */
-export function nodeProcesses(): (url: string, agent: FixtureAgent, slots: number) => Promise<NodeProcess> {
+export function nodeProcesses(kind: keyof typeof CHILDREN = 'node'): (url: string, agent: FixtureAgent, slots: number, concurrency?: number) => Promise<NodeProcess> {
   const kills: Array<() => Promise<void>> = [];
   afterEach(async () => {
     for (const kill of kills.splice(0)) await kill();
   });
-  return (url, agent, slots) => {
-    const child = spawn(process.execPath, [NODE_CHILD, url, agent, fixtureAgent(agent).href, String(slots)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return (url, agent, slots, concurrency) => {
+    const args = [CHILDREN[kind], url, agent, fixtureAgent(agent).href, String(slots), ...(concurrency === undefined ? [] : [String(concurrency)])];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
     const kill = async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

@@ -1,6 +1,7 @@
 /**
- * Chaos on a PostgreSQL cluster (issue #15, "Tests"): three cluster node processes share one
- * database, a few thousand short tasks of one agent whose `concurrency` holds cluster-wide, and a
+ * Chaos on a PostgreSQL cluster (issue #15, "Tests"): three runtime processes
+ * (`createRuntime({ store: { postgres } })`, each registering the agent with its cluster-wide
+ * `concurrency`) share one database, a few thousand short tasks of one agent whose `concurrency` holds cluster-wide, and a
  * cron schedule ticking every second. A random node at work is killed with -9 again and again (each
  * time a few hundred more tasks have settled) and a new one started in its place. Once everything
  * is terminal and the survivors have closed, the test checks what the issue lists: every task
@@ -10,9 +11,6 @@
  * each cron tick fired once; and the event log, read live during the chaos and again in pages
  * from its start, holds every event once, in strictly increasing cursors, telling each task's
  * story as its rows do.
- *
- * These are node processes (src/cluster/), not runtimes: createRuntime does not run on PostgreSQL
- * yet.
  *
  * Clock domains: the agent stamps its start and end with `Date.now()`, and an attempt killed
  * before it stamped its end is taken as running until its attempt row's `ended_at` (the sweep's
@@ -26,7 +24,6 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { compileCron, tickIso } from '../../src/scheduler/cron.js';
 import { followEvents, readEvents, type StoredEvent } from '../../src/store/postgres/events.js';
-import { setAgentLimits } from '../../src/store/postgres/limits.js';
 import { submitTasks } from '../../src/store/postgres/queue.js';
 import { createSchedule, setSchedulePaused } from '../../src/store/postgres/schedules.js';
 import { prng } from '../fixtures/prng.js';
@@ -35,7 +32,7 @@ import { attemptsByTask, count, expectAttemptsOfOneRun, mostAtOnce, nodeProcesse
 
 const pools = scratchPools();
 const dirs = scratchDirs();
-const startNode = nodeProcesses();
+const startNode = nodeProcesses('runtime');
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
@@ -86,7 +83,6 @@ describe('a PostgreSQL cluster under kill -9', () => {
       await follower.catch(() => undefined);
     });
 
-    await setAgentLimits(pool, 'stamp', { concurrency: LIMIT, rate: null, dailyLimit: null });
     // 2-5 ms each; every tenth fails its first attempt (a retry), every 25th has one attempt only (a crash drops it).
     await submitTasks(
       pool,
@@ -94,7 +90,7 @@ describe('a PostgreSQL cluster under kill -9', () => {
     );
     const schedule = await createSchedule(pool, { id: SCHEDULE, cron: '* * * * * *', task: { agent: 'stamp', input: { file, ms: 2 }, maxAttempts: 3 }, overlap: 'allow' });
 
-    const live: NodeProcess[] = await Promise.all(Array.from({ length: NODES }, () => startNode(url, 'stamp', SLOTS)));
+    const live: NodeProcess[] = await Promise.all(Array.from({ length: NODES }, () => startNode(url, 'stamp', SLOTS, LIMIT)));
     const all = [...live];
     const seed = Math.floor(Math.random() * 2 ** 31);
     const random = prng(seed);
@@ -108,7 +104,7 @@ describe('a PostgreSQL cluster under kill -9', () => {
       const victim = candidates[Math.floor(random() * candidates.length)]!;
       await victim.kill();
       live.splice(live.indexOf(victim), 1);
-      const next = await startNode(url, 'stamp', SLOTS);
+      const next = await startNode(url, 'stamp', SLOTS, LIMIT);
       live.push(next);
       all.push(next);
     }

@@ -5,7 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 
 const BENCH = new URL('../../dist/bench/dispatch.js', import.meta.url).pathname;
 const run = promisify(execFile);
@@ -35,4 +35,28 @@ describe('npm run bench', () => {
     expect(rows[0]!.split('|')[4]!.trim()).toBe('1.00');
     expect(Number(rows[1]!.split('|')[4])).toBeGreaterThan(0);
   });
+});
+
+const CLUSTER_BENCH = new URL('../../dist/bench/cluster.js', import.meta.url).pathname;
+
+describe('npm run bench, its cluster part (bench/cluster.js)', () => {
+  it('is skipped without PG_URL when run with --if-pg, as npm run bench runs it', async () => {
+    const { stdout } = await run(process.execPath, [CLUSTER_BENCH, '--if-pg'], { env });
+    expect(stdout).toContain('cluster bench (bench/cluster.ts): skipped, PG_URL is not set');
+  });
+
+  it('drains the same tasks with runtime nodes, queue core nodes and graphile-worker on one server, and prints the ratios', async () => {
+    const args = [CLUSTER_BENCH, '--tasks', '300', '--runs', '1', '--nodes', '1,2', '--if-pg'];
+    const { stdout } = await run(process.execPath, args, { env: { ...env, PG_URL: inject('pgUrl') }, timeout: 120_000 });
+    const rows = stdout.split('\n').filter((line) => /^\| (graphile-worker|troupe) /.test(line));
+    expect(rows.map((row) => row.split('|')[1]!.trim().replace(/graphile-worker \S+/, 'graphile-worker'))).toEqual([
+      'graphile-worker',
+      'troupe runtime, 1 node',
+      'troupe runtime, 2 nodes',
+      'troupe queue core, 1 node',
+      'troupe queue core, 2 nodes',
+    ]);
+    expect(rows[0]!.split('|')[4]!.trim()).toBe('1.00');
+    for (const row of rows.slice(1)) expect(Number(row.split('|')[4])).toBeGreaterThan(0);
+  }, 150_000);
 });
