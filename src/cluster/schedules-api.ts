@@ -96,6 +96,7 @@ export class ClusterSchedules implements SchedulesApi {
 
   get(id: string): Schedule {
     this.#k.assertOpen('schedules.get');
+    if (typeof id !== 'string' || id.length === 0) throw new TroupeError('INVALID_INPUT', 'a schedule id must be a non-empty string');
     const schedule = this.#copy.get(id);
     if (!schedule) throw new TroupeError('NOT_FOUND', `no schedule ${String(id)}`);
     return structuredClone(schedule);

@@ -72,10 +72,9 @@ export function taskOf(row: TaskRow, agent: RegisteredAgent | undefined, default
   if (row.state === 'cancelled' && row.cancel_reason !== null) task.reason = row.cancel_reason;
   if (row.state === 'dropped') task.reason = 'retry_exhausted';
   if (row.idempotency_key !== null) task.idempotencyKey = row.idempotency_key;
-  if (row.state === 'queued') {
-    task.queuedAt = ms(row.queued_at);
-    if (row.run_at > row.queued_at + 1) task.runAt = ms(row.run_at);
-  }
+  // When the task last entered `queued`, kept once it left it, as the LMDB runtime keeps it.
+  task.queuedAt = ms(row.queued_at);
+  if (row.state === 'queued' && row.run_at > row.queued_at + 1) task.runAt = ms(row.run_at);
   if (row.started_at !== null) task.startedAt = ms(row.started_at);
   if (row.settled_at !== null) task.settledAt = ms(row.settled_at);
   if (row.state === 'running' && row.attempt_started_at !== null) task.attemptStartedAt = ms(row.attempt_started_at);

@@ -50,6 +50,7 @@ const COLUMNS = [
 
 /** The task's row, or undefined. */
 export async function readTask(pool: Pick<pg.Pool, 'query'>, id: string): Promise<TaskRow | undefined> {
+  if (unstorable(id)) return undefined;
   return (await query<TaskRow>(pool, 'reading a task', `SELECT ${COLUMNS} FROM troupe_tasks WHERE id = $1`, [id]))[0];
 }
 
@@ -68,13 +69,16 @@ export interface TaskFilter {
 
 /** Up to `limit` rows in id order after `after`, of `state` and `agent` when given (the primary key's order). */
 export async function listTaskRows(pool: Pick<pg.Pool, 'query'>, filter: TaskFilter): Promise<TaskRow[]> {
+  if (filter.agent !== undefined && unstorable(filter.agent)) return [];
+  // No id holds a NUL, so the ids after `a\0b` are those after `a`.
+  const after = filter.after?.split('\u0000')[0];
   return query<TaskRow>(
     pool,
     'listing tasks',
     `SELECT ${COLUMNS} FROM troupe_tasks
       WHERE id > $1 AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR agent = $3)
       ORDER BY id LIMIT $4`,
-    [filter.after ?? '', filter.state ?? null, filter.agent ?? null, filter.limit],
+    [after ?? '', filter.state ?? null, filter.agent ?? null, filter.limit],
   );
 }
 
@@ -87,6 +91,7 @@ export type CancelOutcome = 'cancelled' | 'requested' | 'already';
  * ILLEGAL_TRANSITION for a task that settled otherwise.
  */
 export async function cancelTask(pool: pg.Pool, id: string, reason: string): Promise<CancelOutcome> {
+  if (unstorable(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
   return transaction(pool, 'cancelling a task', async (client) => {
     const { rows } = await client.query<{ state: TaskState; run: number; cancel_reason: string | null }>('SELECT state, run, cancel_reason FROM troupe_tasks WHERE id = $1 FOR UPDATE', [id]);
     const row = rows[0];
@@ -117,6 +122,7 @@ const RETRYABLE: ReadonlySet<TaskState> = new Set<TaskState>(['failed', 'dropped
  * id, ILLEGAL_TRANSITION for any other state.
  */
 export async function retryTask(pool: pg.Pool, id: string): Promise<void> {
+  if (unstorable(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
   await transaction(pool, 'retrying a task', async (client) => {
     const { rows } = await client.query<{ state: TaskState; run: number }>('SELECT state, run FROM troupe_tasks WHERE id = $1 FOR UPDATE', [id]);
     const row = rows[0];
@@ -164,6 +170,14 @@ export async function cursorOfSeq(pool: Pick<pg.Pool, 'query'>, seq: number): Pr
   );
   if (!rows[0]) throw new TroupeError('INVALID_INPUT', `events: no event has seq ${seq}; pass an event's cursor or seq`);
   return cursorOf(rows[0].xid, seq);
+}
+
+/**
+ * Whether `text` holds a NUL, which a PostgreSQL text column cannot: no task has such an id or
+ * agent, so a lookup by one finds nothing (NOT_FOUND, as on LMDB) instead of failing the query.
+ */
+function unstorable(text: string): boolean {
+  return text.includes('\u0000');
 }
 
 async function query<R extends pg.QueryResultRow>(pool: Pick<pg.Pool, 'query'>, what: string, text: string, values: unknown[] = []): Promise<R[]> {

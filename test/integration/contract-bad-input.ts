@@ -1,0 +1,120 @@
+/**
+ * The bad input of the contract suite (contract.ts): calls of every entry point both stores
+ * support, each with the TroupeError code it must fail with on either store. A call may throw or
+ * reject (an `events()` iteration fails at its first `next()`). `done` is a settled task's id.
+ */
+import { builtinAgent, type Runtime } from 'troupe';
+
+/** [what, the call, the code it fails with]. */
+export type BadCall = [string, () => unknown, string];
+
+export function badInput(rt: Runtime, done: string): BadCall[] {
+  const echo = builtinAgent('echo').module;
+  const circular: Record<string, unknown> = {};
+  circular.self = circular;
+  const schedule = (extra: Record<string, unknown>) => ({ id: 'x', cron: '* * * * *', task: { agent: 'echo' }, ...extra }) as never;
+  return [
+    // submit and submitMany
+    ['submit: unknown agent', () => rt.submit({ agent: 'nope' }), 'UNKNOWN_AGENT'],
+    ['submit: no agent', () => rt.submit({} as never), 'INVALID_INPUT'],
+    ['submit: agent not a string', () => rt.submit({ agent: 5 } as never), 'INVALID_INPUT'],
+    ['submit: null spec', () => rt.submit(null as never), 'INVALID_INPUT'],
+    ['submit: array spec', () => rt.submit([] as never), 'INVALID_INPUT'],
+    ['submit: function input', () => rt.submit({ agent: 'echo', input: () => 1 } as never), 'INVALID_INPUT'],
+    ['submit: symbol in input', () => rt.submit({ agent: 'echo', input: { s: Symbol('x') } } as never), 'INVALID_INPUT'],
+    ['submit: Map in input', () => rt.submit({ agent: 'echo', input: { m: new Map() } } as never), 'INVALID_INPUT'],
+    ['submit: circular input', () => rt.submit({ agent: 'echo', input: circular }), 'INVALID_INPUT'],
+    ['submit: unknown field', () => rt.submit({ agent: 'echo', bogus: 1 } as never), 'INVALID_INPUT'],
+    ['submit: fractional priority', () => rt.submit({ agent: 'echo', priority: 1.5 }), 'INVALID_INPUT'],
+    ['submit: string priority', () => rt.submit({ agent: 'echo', priority: '1' } as never), 'INVALID_INPUT'],
+    ['submit: numeric label', () => rt.submit({ agent: 'echo', labels: { a: 1 } } as never), 'INVALID_INPUT'],
+    ['submit: null labels', () => rt.submit({ agent: 'echo', labels: null } as never), 'INVALID_INPUT'],
+    ['submit: empty key', () => rt.submit({ agent: 'echo', idempotencyKey: '' }), 'INVALID_INPUT'],
+    ['submit: numeric key', () => rt.submit({ agent: 'echo', idempotencyKey: 5 } as never), 'INVALID_INPUT'],
+    ['submit: maxAttempts 0', () => rt.submit({ agent: 'echo', retry: { maxAttempts: 0 } }), 'INVALID_INPUT'],
+    ['submit: maxAttempts 1.5', () => rt.submit({ agent: 'echo', retry: { maxAttempts: 1.5 } }), 'INVALID_INPUT'],
+    ['submit: retry not an object', () => rt.submit({ agent: 'echo', retry: 3 } as never), 'INVALID_INPUT'],
+    ['submit: negative delayMs', () => rt.submit({ agent: 'echo', delayMs: -1 }), 'INVALID_INPUT'],
+    ['submit: string delayMs', () => rt.submit({ agent: 'echo', delayMs: '5' } as never), 'INVALID_INPUT'],
+    ['submit: string runAt', () => rt.submit({ agent: 'echo', runAt: 'x' } as never), 'INVALID_INPUT'],
+    ['submit: runAt and delayMs', () => rt.submit({ agent: 'echo', runAt: 1, delayMs: 5 }), 'INVALID_INPUT'],
+    ['submitMany: not an array', () => rt.submitMany('x' as never), 'INVALID_INPUT'],
+    ['submitMany: a null spec', () => rt.submitMany([null as never]), 'INVALID_INPUT'],
+    ['submitMany: an unknown agent', () => rt.submitMany([{ agent: 'echo' }, { agent: 'nope' }]), 'UNKNOWN_AGENT'],
+    // get, list, wait, cancel, retry
+    ['get: empty id', () => rt.get(''), 'INVALID_INPUT'],
+    ['get: id with a NUL', () => rt.get('a\u0000b'), 'NOT_FOUND'],
+    ['list: limit 0', () => rt.list({ limit: 0 }), 'INVALID_INPUT'],
+    ['list: limit 1001', () => rt.list({ limit: 1001 }), 'INVALID_INPUT'],
+    ['list: fractional limit', () => rt.list({ limit: 1.5 }), 'INVALID_INPUT'],
+    ['list: unknown state', () => rt.list({ state: 'x' as never }), 'INVALID_INPUT'],
+    ['list: numeric agent', () => rt.list({ agent: 5 as never }), 'INVALID_INPUT'],
+    ['list: numeric after', () => rt.list({ after: 5 as never }), 'INVALID_INPUT'],
+    ['list: unknown option', () => rt.list({ bogus: 1 } as never), 'INVALID_OPTIONS'],
+    ['list: null options', () => rt.list(null as never), 'INVALID_OPTIONS'],
+    ['list: string options', () => rt.list('x' as never), 'INVALID_OPTIONS'],
+    ['wait: empty id', () => rt.wait(''), 'INVALID_INPUT'],
+    ['wait: negative timeoutMs', () => rt.wait(done, { timeoutMs: -1 }), 'INVALID_INPUT'],
+    ['wait: string timeoutMs', () => rt.wait(done, { timeoutMs: '5' } as never), 'INVALID_INPUT'],
+    ['wait: id with a NUL', () => rt.wait('a\u0000b'), 'NOT_FOUND'],
+    ['cancel: empty id', () => rt.cancel(''), 'INVALID_INPUT'],
+    ['cancel: numeric reason', () => rt.cancel(done, 5 as never), 'INVALID_INPUT'],
+    ['cancel: unknown id', () => rt.cancel('01NOSUCHTASK'), 'NOT_FOUND'],
+    ['cancel: id with a NUL', () => rt.cancel('a\u0000b'), 'NOT_FOUND'],
+    ['cancel: a done task', () => rt.cancel(done), 'ILLEGAL_TRANSITION'],
+    ['retry: empty id', () => rt.retry(''), 'INVALID_INPUT'],
+    ['retry: unknown id', () => rt.retry('01NOSUCHTASK'), 'NOT_FOUND'],
+    ['retry: id with a NUL', () => rt.retry('a\u0000b'), 'NOT_FOUND'],
+    ['retry: a done task', () => rt.retry(done), 'ILLEGAL_TRANSITION'],
+    // freeze, events, on
+    ['freeze: numeric reason', () => rt.freeze(5 as never), 'INVALID_INPUT'],
+    ['events: bad cursor', () => rt.events({ after: 'nope' }), 'INVALID_INPUT'],
+    ['events: negative seq', () => rt.events({ after: -1 }), 'INVALID_INPUT'],
+    ['events: fractional seq', () => rt.events({ after: 1.5 }), 'INVALID_INPUT'],
+    ['events: object cursor', () => rt.events({ after: {} } as never), 'INVALID_INPUT'],
+    ['events: numeric taskId', () => rt.events({ taskId: 5 } as never), 'INVALID_INPUT'],
+    ['events: unknown type', () => rt.events({ types: ['x' as never] }), 'INVALID_OPTIONS'],
+    ['events: types not an array', () => rt.events({ types: 'task.done' } as never), 'INVALID_OPTIONS'],
+    ['events: bad signal', () => rt.events({ signal: 5 } as never), 'INVALID_OPTIONS'],
+    ['events: unknown option', () => rt.events({ bogus: 1 } as never), 'INVALID_OPTIONS'],
+    ['events: string options', () => rt.events('x' as never), 'INVALID_OPTIONS'],
+    ['on: unknown type', () => rt.on('x' as never, () => undefined), 'INVALID_OPTIONS'],
+    ['on: listener not a function', () => rt.on('task.done', 5 as never), 'INVALID_INPUT'],
+    // agents.register
+    ['register: bad name', () => rt.agents.register({ name: 'bad name', module: echo }), 'INVALID_OPTIONS'],
+    ['register: relative module', () => rt.agents.register({ name: 'rel', module: './relative.js' }), 'INVALID_OPTIONS'],
+    ['register: missing module', () => rt.agents.register({ name: 'gone', module: '/not/here.agent.js' }), 'INVALID_OPTIONS'],
+    ['register: concurrency 0', () => rt.agents.register({ name: 'echo', module: echo, concurrency: 0 }), 'INVALID_OPTIONS'],
+    ['register: negative maxAttempts', () => rt.agents.register({ name: 'echo', module: echo, retry: { maxAttempts: -1 } }), 'INVALID_OPTIONS'],
+    ['register: negative timeoutMs', () => rt.agents.register({ name: 'echo', module: echo, timeoutMs: -1 }), 'INVALID_OPTIONS'],
+    ['register: unknown field', () => rt.agents.register({ name: 'echo', module: echo, color: 'red' } as never), 'INVALID_OPTIONS'],
+    ['register: null', () => rt.agents.register(null as never), 'INVALID_OPTIONS'],
+    // schedules
+    ['schedules.create: null', () => rt.schedules.create(null as never), 'INVALID_INPUT'],
+    ['schedules.create: no id', () => rt.schedules.create({ cron: '* * * * *', task: { agent: 'echo' } } as never), 'INVALID_INPUT'],
+    ['schedules.create: bad id', () => rt.schedules.create(schedule({ id: 'bad id!' })), 'INVALID_INPUT'],
+    ['schedules.create: bad cron', () => rt.schedules.create(schedule({ cron: 'not cron' })), 'INVALID_CRON'],
+    ['schedules.create: @ alias', () => rt.schedules.create(schedule({ cron: '@daily' })), 'INVALID_CRON'],
+    ['schedules.create: 4 fields', () => rt.schedules.create(schedule({ cron: '* * * *' })), 'INVALID_CRON'],
+    ['schedules.create: numeric cron', () => rt.schedules.create(schedule({ cron: 5 })), 'INVALID_CRON'],
+    ['schedules.create: unknown zone', () => rt.schedules.create(schedule({ tz: 'Mars/Base' })), 'INVALID_TIMEZONE'],
+    ['schedules.create: unknown zone and bad cron', () => rt.schedules.create(schedule({ tz: 'Mars/Base', cron: 'nope' })), 'INVALID_TIMEZONE'],
+    ['schedules.create: unknown agent', () => rt.schedules.create(schedule({ task: { agent: 'nope' } })), 'UNKNOWN_AGENT'],
+    ['schedules.create: function input', () => rt.schedules.create(schedule({ task: { agent: 'echo', input: () => 1 } })), 'INVALID_INPUT'],
+    ['schedules.create: task key', () => rt.schedules.create(schedule({ task: { agent: 'echo', idempotencyKey: 'k' } })), 'INVALID_INPUT'],
+    ['schedules.create: task delay', () => rt.schedules.create(schedule({ task: { agent: 'echo', delayMs: 5 } })), 'INVALID_INPUT'],
+    ['schedules.create: no task', () => rt.schedules.create({ id: 'x', cron: '* * * * *' } as never), 'INVALID_INPUT'],
+    ['schedules.create: unknown field', () => rt.schedules.create(schedule({ bogus: 1 })), 'INVALID_INPUT'],
+    ['schedules.create: bad overlap', () => rt.schedules.create(schedule({ overlap: 'x' })), 'INVALID_INPUT'],
+    ['schedules.create: bad paused', () => rt.schedules.create(schedule({ paused: 'x' })), 'INVALID_INPUT'],
+    ['schedules.get: unknown', () => rt.schedules.get('nope'), 'NOT_FOUND'],
+    ['schedules.get: numeric id', () => rt.schedules.get(5 as never), 'INVALID_INPUT'],
+    ['schedules.pause: numeric id', () => rt.schedules.pause(5 as never), 'INVALID_INPUT'],
+    ['schedules.resume: numeric id', () => rt.schedules.resume(5 as never), 'INVALID_INPUT'],
+    ['schedules.delete: numeric id', () => rt.schedules.delete(5 as never), 'INVALID_INPUT'],
+    // close: its options are checked before anything closes
+    ['close: unknown option', () => rt.close({ bogus: 1 } as never), 'INVALID_OPTIONS'],
+    ['close: negative timeoutMs', () => rt.close({ timeoutMs: -1 }), 'INVALID_OPTIONS'],
+    ['close: string force', () => rt.close({ force: 'x' } as never), 'INVALID_OPTIONS'],
+  ];
+}

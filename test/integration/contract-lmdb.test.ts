@@ -1,0 +1,7 @@
+/** The contract suite of the public API (contract.ts) on LMDB: each runtime on a temp data dir of its own. */
+import { runtimes } from '../helpers.js';
+import { contractSuite } from './contract.js';
+
+const runtime = runtimes();
+
+contractSuite('LMDB', { open: (options = {}) => runtime({ threads: 1, slotsPerThread: 2, ...options }) });

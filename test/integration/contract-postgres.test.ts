@@ -1,0 +1,18 @@
+/**
+ * The contract suite of the public API (contract.ts) on PostgreSQL: each runtime on a scratch
+ * database of its own, on the tests' server (test/postgres-setup.ts), which never skips.
+ */
+import { scratchPools } from '../helpers.js';
+import { pgRuntimes } from '../pg-runtime.js';
+import { contractSuite } from './contract.js';
+
+// Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
+const pools = scratchPools();
+const runtime = pgRuntimes();
+
+contractSuite('PostgreSQL', {
+  open: async (options = {}) => {
+    const { url } = await pools({ max: 1, migrated: false });
+    return runtime(url, options);
+  },
+});

@@ -1,0 +1,511 @@
+/**
+ * The contract of the public API (src/api/runtime.ts), written once and run unchanged against
+ * each store: `contract-lmdb.test.ts` and `contract-postgres.test.ts` call {@link contractSuite}
+ * with a backend that opens runtimes on a fresh store. It covers every call both stores support;
+ * what PostgreSQL refuses (UNSUPPORTED_STORE, INVALID_OPTIONS: README, "Running on many
+ * machines") is left to each store's own tests. Bad input must fail with the same TroupeError
+ * code on both. Nothing here sleeps: tests wait for events and `wait()` results, and assert
+ * states, counts and orders, never speed.
+ *
+ * Known differences, left out of the shared assertions (see the README):
+ * - a settled Task's `result` ({kind, summary, branch, rev}) is not kept on PostgreSQL;
+ * - the error of a dropped task carries the last error's `stack` on LMDB only;
+ * - a schedule shows `catchUp: 'all'` on PostgreSQL, and its `task` with the resolved priority
+ *   and attempt budget;
+ * - task input with Dates, Uint8Arrays or BigInts is stored on LMDB and refused on PostgreSQL;
+ * - `wait()` checks its `signal` and options object on PostgreSQL only;
+ * - `wait(id, { timeoutMs: 0 })` of a settled task resolves on LMDB, and is WAIT_TIMEOUT on
+ *   PostgreSQL (its timer fires before the task's row is read).
+ */
+import { once } from 'node:events';
+import { readFileSync, watch, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { builtinAgent, TroupeError, type EventType, type Runtime, type RuntimeEvent, type RuntimeOptions, type Task } from 'troupe';
+import { fixtureAgent, rejection, scratchDirs } from '../helpers.js';
+import { thrown } from '../pg-runtime.js';
+import { badInput } from './contract-bad-input.js';
+
+/** What the suite is given: a way to open runtimes of one store. */
+export interface ContractBackend {
+  /**
+   * Opens a runtime on a fresh, empty store of this backend with `options`; the backend closes it
+   * after the test (a runtime the test closed itself closes again at once).
+   */
+  open(options?: ContractOptions): Promise<Runtime>;
+}
+
+/** The options the suite gives a runtime: both stores take them. */
+export type ContractOptions = Pick<RuntimeOptions, 'agents' | 'cancelGraceMs'>;
+
+/** The events that settle a run: each run has exactly one. */
+const SETTLING: ReadonlySet<EventType> = new Set<EventType>(['task.done', 'task.failed', 'task.dropped', 'task.cancelled']);
+
+/** The fail agent (README, "Error codes"), retried quickly: three attempts unless a task says otherwise. */
+const failAgent = builtinAgent('fail', { retry: { maxAttempts: 3, backoff: 'fixed', delayMs: 1 } });
+const echoAgent = builtinAgent('echo');
+
+/** The fields of a Task in each state, on both stores (`result` aside: see the module comment). */
+const BASE = ['agent', 'attempts', 'createdAt', 'id', 'input', 'instanceKey', 'labels', 'lane', 'priority', 'queuedAt', 'retry', 'runs', 'state', 'timeoutMs', 'updatedAt'];
+const FIELDS = {
+  queued: BASE,
+  done: [...BASE, 'output', 'settledAt', 'startedAt'].sort(),
+  failed: [...BASE, 'error', 'settledAt', 'startedAt'].sort(),
+  dropped: [...BASE, 'error', 'reason', 'settledAt', 'startedAt'].sort(),
+  cancelledQueued: [...BASE, 'reason', 'settledAt'].sort(),
+  cancelledRunning: [...BASE, 'error', 'reason', 'settledAt', 'startedAt'].sort(),
+};
+
+/** A task's fields, sorted, without `result` and `idempotencyKey` (given or not by the test). */
+function fields(task: Task): string[] {
+  return Object.keys(task)
+    .filter((k) => k !== 'result' && k !== 'idempotencyKey')
+    .sort();
+}
+
+/** The run an event of a task names. */
+function runOf(event: RuntimeEvent): number | undefined {
+  return (event.data as { run?: number }).run;
+}
+
+/** Resolves with the first event `rt.on('*')` hears that `test` accepts (listen before acting). */
+export function heard(rt: Runtime, test: (event: RuntimeEvent) => boolean): Promise<RuntimeEvent> {
+  return new Promise((resolve) => {
+    const off = rt.on('*', (event) => {
+      if (!test(event)) return;
+      off();
+      resolve(event);
+    });
+  });
+}
+
+/** Resolves once `file` holds `text`: watched for changes, not polled. */
+async function fileHolds(file: string, text: string): Promise<void> {
+  const watcher = watch(file);
+  try {
+    const changed = once(watcher, 'change');
+    if (readFileSync(file, 'utf8').includes(text)) return;
+    await changed;
+    return await fileHolds(file, text);
+  } finally {
+    watcher.close();
+  }
+}
+
+/** Reads `rt.events(options)` until `done(events so far)` holds, then stops. */
+export async function readEvents(rt: Runtime, options: Parameters<Runtime['events']>[0], done: (events: readonly RuntimeEvent[]) => boolean): Promise<RuntimeEvent[]> {
+  const stop = new AbortController();
+  const seen: RuntimeEvent[] = [];
+  for await (const event of rt.events({ ...options, signal: stop.signal })) {
+    seen.push(event);
+    if (done(seen)) stop.abort();
+  }
+  return seen;
+}
+
+/** A task's events, from its submit to its `runs`-th settling event. */
+export function history(rt: Runtime, taskId: string, runs = 1): Promise<RuntimeEvent[]> {
+  return readEvents(rt, { taskId }, (seen) => seen.filter((e) => SETTLING.has(e.type)).length === runs);
+}
+
+/** Registers the contract's tests against `backend` under `name`. */
+export function contractSuite(name: string, backend: ContractBackend): void {
+  describe(`the public API on ${name}`, () => {
+    const dirs = scratchDirs();
+
+    it('registers and lists agents; a bad registration throws INVALID_OPTIONS and changes nothing; an agent registered after start runs', async () => {
+      const rt = await backend.open();
+      expect(rt.agents.list()).toEqual([]);
+      const first = rt.agents.register(echoAgent);
+      expect(first).toMatchObject({ name: 'echo' });
+      expect(rt.agents.list()).toEqual([first]);
+      const replaced = rt.agents.register(builtinAgent('echo', { timeoutMs: 5_000 }));
+      expect(rt.agents.list()).toEqual([replaced]);
+      expect(replaced.timeoutMs).toBe(5_000);
+      const bad = [{ name: 'bad name', module: echoAgent.module }, { name: 'rel', module: './relative.js' }, { name: 'gone', module: '/not/here.agent.js' }, { ...echoAgent, concurrency: 0 }, { ...echoAgent, retry: { maxAttempts: -1 } }, { ...echoAgent, color: 'red' }, null];
+      for (const registration of bad) expect(thrown(() => rt.agents.register(registration as never)), JSON.stringify(registration)).toMatchObject({ code: 'INVALID_OPTIONS' });
+      expect(rt.agents.list()).toEqual([replaced]);
+      const task = await rt.submit({ agent: 'echo', input: 'hi' });
+      expect(await rt.wait(task.id)).toMatchObject({ state: 'done', output: 'hi', timeoutMs: 5_000 });
+    });
+
+    it('submits a queued task; wait and get return it settled, with the same fields on both stores; a settled task resolves wait at once', async () => {
+      const rt = await backend.open({ agents: [echoAgent] });
+      const task = await rt.submit({ agent: 'echo', input: { n: 1 }, labels: { team: 'red' }, priority: 2 });
+      expect(task).toMatchObject({ agent: 'echo', state: 'queued', input: { n: 1 }, labels: { team: 'red' }, priority: 2, attempts: 0, runs: 1, lane: 'default' });
+      expect(fields(task)).toEqual(FIELDS.queued);
+      const done = await rt.wait(task.id);
+      expect(done).toMatchObject({ id: task.id, state: 'done', output: { n: 1 }, attempts: 1, runs: 1, createdAt: task.createdAt });
+      expect(fields(done)).toEqual(FIELDS.done);
+      expect(done.startedAt).toBeGreaterThanOrEqual(done.createdAt);
+      expect(done.settledAt).toBeGreaterThanOrEqual(done.startedAt!);
+      expect(await rt.get(task.id)).toEqual(done);
+      // Not with `timeoutMs: 0`: that resolves on LMDB and is WAIT_TIMEOUT on PostgreSQL (see the module comment).
+      expect(await rt.wait(task.id)).toEqual(done);
+    });
+
+    it('submitMany stores all specs in order, or none when one is bad; an idempotency key returns the first task', async () => {
+      const rt = await backend.open({ agents: [echoAgent] });
+      expect(await rt.submitMany([])).toEqual([]);
+      for (const [specs, code, where] of [
+        [[{ agent: 'echo', input: 1 }, { agent: 'echo', input: () => 1 }], 'INVALID_INPUT', 'tasks[1]'],
+        [[{ agent: 'echo', input: 1 }, { agent: 'nope' }], 'UNKNOWN_AGENT', 'tasks[1]'],
+        [[{ agent: 'echo', idempotencyKey: 'k' }, { agent: 'echo', priority: 0.5 }], 'INVALID_INPUT', 'tasks[1].priority'],
+      ] as const) {
+        expect(await rejection(rt.submitMany(specs as never))).toMatchObject({ code, message: expect.stringContaining(where) });
+      }
+      expect((await rt.list()).tasks).toEqual([]);
+
+      const batch = await rt.submitMany([{ agent: 'echo', input: 'a' }, { agent: 'echo', input: 'b', idempotencyKey: 'pr-1' }, { agent: 'echo', input: 'c' }]);
+      expect(batch.map((t) => [t.input, t.state])).toEqual([['a', 'queued'], ['b', 'queued'], ['c', 'queued']]);
+      expect(batch[1]!.idempotencyKey).toBe('pr-1');
+      const first = await rt.wait(batch[1]!.id);
+      // The key is taken while the task exists: a second submit (alone or in a batch) returns the first task.
+      const again = await rt.submit({ agent: 'echo', input: 'other', idempotencyKey: 'pr-1' });
+      expect(again).toMatchObject({ id: first.id, input: 'b', state: 'done' });
+      const mixed = await rt.submitMany([{ agent: 'echo', input: 'd' }, { agent: 'echo', input: 'e', idempotencyKey: 'pr-1' }]);
+      expect(mixed[1]).toMatchObject({ id: first.id, input: 'b' });
+      expect((await rt.list()).tasks.map((t) => t.input)).toEqual(['a', 'b', 'c', 'd']);
+      for (const t of mixed) await rt.wait(t.id);
+    });
+
+    it('gets and waits: NOT_FOUND for an unknown id, INVALID_INPUT for a bad one, WAIT_TIMEOUT, an aborted wait, and a wait that sees its task settle', async () => {
+      const rt = await backend.open({ agents: [echoAgent] });
+      for (const call of [() => rt.get('01NOSUCHTASK'), () => rt.wait('01NOSUCHTASK')]) expect(await rejection(call())).toMatchObject({ code: 'NOT_FOUND' });
+      for (const id of ['', 5, undefined, 'x'.repeat(10_000)]) {
+        expect(await rejection(rt.get(id as never))).toMatchObject({ code: 'INVALID_INPUT' });
+        expect(await rejection(rt.wait(id as never))).toMatchObject({ code: 'INVALID_INPUT' });
+      }
+      const later = await rt.submit({ agent: 'echo', delayMs: 600_000 });
+      expect(later.runAt).toBeGreaterThan(later.createdAt);
+      const timedOut = await rejection(rt.wait(later.id, { timeoutMs: 20 }));
+      expect(timedOut).toBeInstanceOf(TroupeError);
+      expect(timedOut).toMatchObject({ code: 'WAIT_TIMEOUT', retryable: true });
+      const abort = new AbortController();
+      const aborted = rt.wait(later.id, { signal: abort.signal });
+      abort.abort(new Error('gave up'));
+      expect(await rejection(aborted)).toMatchObject({ message: 'gave up' });
+      // A wait pending when the task settles resolves with it (here: a cancel).
+      const pending = rt.wait(later.id);
+      const cancelled = await rt.cancel(later.id);
+      expect(await pending).toEqual(cancelled);
+    });
+
+    it('lists in submit order, filtered by state and agent, in pages', async () => {
+      const rt = await backend.open({ agents: [echoAgent, failAgent] });
+      const echoes = await rt.submitMany(['a', 'b', 'c', 'd', 'e'].map((input) => ({ agent: 'echo', input })));
+      const fails = await rt.submitMany([{ agent: 'fail', input: { mode: 'fatal' } }, { agent: 'fail', input: { mode: 'result' } }]);
+      for (const t of [...echoes, ...fails]) await rt.wait(t.id);
+      const ids = (tasks: readonly Task[]) => tasks.map((t) => t.id);
+      expect(ids((await rt.list()).tasks)).toEqual(ids([...echoes, ...fails]));
+      const pages: string[][] = [];
+      let after: string | undefined;
+      for (;;) {
+        const page = await rt.list({ state: 'done', limit: 2, ...(after === undefined ? {} : { after }) });
+        pages.push(ids(page.tasks));
+        if (page.next === null) break;
+        after = page.next;
+      }
+      expect(pages.flat()).toEqual(ids(echoes));
+      expect(pages.slice(0, 2)).toEqual([ids(echoes.slice(0, 2)), ids(echoes.slice(2, 4))]);
+      expect(ids((await rt.list({ agent: 'fail' })).tasks)).toEqual(ids(fails));
+      expect(ids((await rt.list({ state: 'failed', agent: 'fail', limit: 1 })).tasks)).toEqual(ids(fails.slice(0, 1)));
+      expect(await rt.list({ state: 'failed', agent: 'echo' })).toEqual({ tasks: [], next: null });
+      expect(await rt.list({ state: 'queued' })).toEqual({ tasks: [], next: null });
+      expect((await rt.list({ after: fails[1]!.id })).tasks).toEqual([]);
+    });
+
+    it('retries per retry.maxAttempts, with the same Task and events on both stores', async () => {
+      const rt = await backend.open({ agents: [failAgent] });
+      const [twice, agentBudget, recovers, fatal, result] = await rt.submitMany([
+        { agent: 'fail', input: { mode: 'throw' }, retry: { maxAttempts: 2 } },
+        { agent: 'fail', input: { mode: 'throw' } },
+        { agent: 'fail', input: { succeedOnAttempt: 2 } },
+        { agent: 'fail', input: { mode: 'fatal' } },
+        { agent: 'fail', input: { mode: 'result' } },
+      ]);
+      const agentError = { code: 'RETRY_EXHAUSTED', retryable: false, fault: 'agent', message: expect.stringContaining('AGENT_ERROR') };
+      const dropped = await rt.wait(twice!.id);
+      expect(dropped).toMatchObject({ state: 'dropped', attempts: 2, runs: 1, reason: 'retry_exhausted', retry: { maxAttempts: 2 }, error: agentError });
+      expect(fields(dropped)).toEqual(FIELDS.dropped);
+      expect(await rt.wait(agentBudget!.id)).toMatchObject({ state: 'dropped', attempts: 3, runs: 1, retry: { maxAttempts: 3 }, error: agentError });
+      expect(await rt.wait(recovers!.id)).toMatchObject({ state: 'done', attempts: 2, runs: 1, output: { recoveredOnAttempt: 2 } });
+      const failed = await rt.wait(fatal!.id);
+      expect(failed).toMatchObject({ state: 'failed', attempts: 1, runs: 1, error: { code: 'FATAL', retryable: false, fault: 'agent', message: 'failing on purpose' } });
+      expect(fields(failed)).toEqual(FIELDS.failed);
+      expect(await rt.wait(result!.id)).toMatchObject({ state: 'failed', attempts: 1, error: { code: 'AGENT_FAILED', retryable: false, fault: 'agent' } });
+
+      const events = await history(rt, twice!.id);
+      expect(events.map((e) => [e.type, (e.data as { attempt?: number }).attempt])).toEqual([
+        ['task.queued', undefined],
+        ['task.started', 1],
+        ['task.retrying', 1],
+        ['task.started', 2],
+        ['task.dropped', 2],
+      ]);
+      expect(events[2]!.data).toMatchObject({ run: 1, exit: 'error', error: { code: 'AGENT_ERROR', retryable: true } });
+      expect(events[4]!.data).toMatchObject({ run: 1, exit: 'error', reason: 'retry_exhausted', error: { code: 'RETRY_EXHAUSTED' } });
+      expect((await history(rt, recovers!.id)).map((e) => e.type)).toEqual(['task.queued', 'task.started', 'task.retrying', 'task.started', 'task.done']);
+    });
+
+    it('cancels a queued task at once and a running one through ctx.signal; a settled task is ILLEGAL_TRANSITION', async () => {
+      const file = join(dirs(), 'aborts');
+      writeFileSync(file, '');
+      // A long grace: the running attempt ends because its agent heard the abort, not because its thread was ended.
+      const rt = await backend.open({ agents: [echoAgent, { name: 'aborted', module: fixtureAgent('aborted') }], cancelGraceMs: 60_000 });
+      const queued = await rt.submit({ agent: 'echo', delayMs: 600_000 });
+      const cancelled = await rt.cancel(queued.id, 'not needed');
+      expect(cancelled).toMatchObject({ id: queued.id, state: 'cancelled', reason: 'not needed', attempts: 0, runs: 1 });
+      expect(fields(cancelled)).toEqual(FIELDS.cancelledQueued);
+      expect(await rt.cancel(queued.id, 'again')).toMatchObject({ state: 'cancelled', reason: 'not needed' });
+      expect((await history(rt, queued.id)).map((e) => [e.type, e.data])).toEqual([
+        ['task.queued', expect.objectContaining({ run: 1, agent: 'echo' })],
+        ['task.cancelled', { run: 1, reason: 'not needed', from: 'queued' }],
+      ]);
+
+      const running = await rt.submit({ agent: 'aborted', input: { file } });
+      // Its agent runs: a cancel at `task.started` may still find the attempt waiting for its thread.
+      await fileHolds(file, `+ ${running.id} 1`);
+      const stopped = await rt.cancel(running.id, 'stop now');
+      expect(stopped).toMatchObject({ id: running.id, state: 'cancelled', reason: 'stop now', attempts: 1, runs: 1, error: { code: 'CANCELLED', retryable: false } });
+      expect(fields(stopped)).toEqual(FIELDS.cancelledRunning);
+      expect(readFileSync(file, 'utf8').trim().split('\n')).toEqual([`+ ${running.id} 1`, `- ${running.id} 1`]);
+      const events = await history(rt, running.id);
+      expect(events.map((e) => e.type)).toEqual(['task.queued', 'task.started', 'task.cancelled']);
+      expect(events[2]!.data).toMatchObject({ run: 1, attempt: 1, exit: 'cancelled', reason: 'stop now' });
+
+      const done = await rt.wait((await rt.submit({ agent: 'echo' })).id);
+      expect(await rejection(rt.cancel(done.id))).toMatchObject({ code: 'ILLEGAL_TRANSITION' });
+      expect(await rejection(rt.cancel('01NOSUCHTASK'))).toMatchObject({ code: 'NOT_FOUND' });
+      expect(await rt.get(done.id)).toEqual(done);
+    });
+
+    it('retry() starts a new run of a failed, dropped or cancelled task, and of nothing else', async () => {
+      const rt = await backend.open({ agents: [echoAgent, failAgent] });
+      const [fatal, throws, recovering] = await rt.submitMany([
+        { agent: 'fail', input: { mode: 'fatal' } },
+        { agent: 'fail', input: { mode: 'throw' }, retry: { maxAttempts: 1 } },
+        { agent: 'fail', input: { mode: 'throw' } },
+      ]);
+      expect(await rt.wait(fatal!.id)).toMatchObject({ state: 'failed', runs: 1 });
+      const again = await rt.retry(fatal!.id);
+      expect(again).toMatchObject({ id: fatal!.id, state: 'queued', runs: 2, attempts: 0 });
+      expect(again.error).toBeUndefined();
+      expect(again.output).toBeUndefined();
+      expect(await rt.wait(fatal!.id)).toMatchObject({ state: 'failed', runs: 2, attempts: 1, error: { code: 'FATAL' } });
+      const events = await history(rt, fatal!.id, 2);
+      expect(events.map((e) => [e.type, runOf(e)])).toEqual([
+        ['task.queued', 1],
+        ['task.started', 1],
+        ['task.failed', 1],
+        ['task.queued', 2],
+        ['task.started', 2],
+        ['task.failed', 2],
+      ]);
+      expect(events[3]!.data).toMatchObject({ reason: 'retry', from: 'failed' });
+
+      expect(await rt.wait(throws!.id)).toMatchObject({ state: 'dropped', attempts: 1 });
+      expect(await rt.retry(throws!.id)).toMatchObject({ state: 'queued', runs: 2, attempts: 0 });
+      expect(await rt.wait(throws!.id)).toMatchObject({ state: 'dropped', runs: 2, attempts: 1, error: { code: 'RETRY_EXHAUSTED' } });
+      await rt.wait(recovering!.id);
+
+      const parked = await rt.submit({ agent: 'echo', input: 'parked', delayMs: 600_000 });
+      await rt.cancel(parked.id);
+      expect(await rt.retry(parked.id)).toMatchObject({ state: 'queued', runs: 2 });
+      expect(await rt.wait(parked.id)).toMatchObject({ state: 'done', runs: 2, attempts: 1, output: 'parked' });
+
+      expect(await rejection(rt.retry(parked.id))).toMatchObject({ code: 'ILLEGAL_TRANSITION' });
+      const queued = await rt.submit({ agent: 'echo', delayMs: 600_000 });
+      expect(await rejection(rt.retry(queued.id))).toMatchObject({ code: 'ILLEGAL_TRANSITION' });
+      expect(await rejection(rt.retry('01NOSUCHTASK'))).toMatchObject({ code: 'NOT_FOUND' });
+      expect(await rt.get(queued.id)).toMatchObject({ state: 'queued', runs: 1 });
+    });
+
+    it('streams events: a replay then live, with no gap and no duplicate; after a cursor or a seq; by task and type; one settling event per run', async () => {
+      const rt = await backend.open({ agents: [echoAgent, failAgent] });
+      const a = await rt.submit({ agent: 'echo', input: 'a' });
+      await rt.wait(a.id);
+      // a's events are replayed; the rest come live. Four runs settle: a, b, c, and b again.
+      const reading = readEvents(rt, {}, (seen) => seen.filter((e) => SETTLING.has(e.type)).length === 4);
+      const b = await rt.submit({ agent: 'fail', input: { mode: 'fatal' } });
+      await rt.wait(b.id);
+      const c = await rt.submit({ agent: 'fail', input: { mode: 'throw' }, retry: { maxAttempts: 2 } });
+      await rt.wait(c.id);
+      await rt.retry(b.id);
+      await rt.wait(b.id);
+      const live = await reading;
+
+      const byTask = (id: string) => live.filter((e) => e.taskId === id).map((e) => e.type);
+      expect(byTask(a.id)).toEqual(['task.queued', 'task.started', 'task.done']);
+      expect(byTask(b.id)).toEqual(['task.queued', 'task.started', 'task.failed', 'task.queued', 'task.started', 'task.failed']);
+      expect(byTask(c.id)).toEqual(['task.queued', 'task.started', 'task.retrying', 'task.started', 'task.dropped']);
+      expect(live).toHaveLength(14);
+      const cursors = live.map((e) => e.cursor);
+      expect([...cursors].sort()).toEqual(cursors);
+      expect(new Set(cursors).size).toBe(live.length);
+      expect(new Set(live.map((e) => e.seq)).size).toBe(live.length);
+      const settles = live.filter((e) => SETTLING.has(e.type)).map((e) => `${e.taskId}/${runOf(e)}`);
+      expect(settles.sort()).toEqual([`${a.id}/1`, `${b.id}/1`, `${b.id}/2`, `${c.id}/1`].sort());
+
+      // The same log read again from its start, after a cursor, after a seq, by task and by type.
+      expect(await readEvents(rt, {}, (seen) => seen.length === live.length)).toEqual(live);
+      expect(await readEvents(rt, { after: live[4]!.cursor }, (seen) => seen.length === live.length - 5)).toEqual(live.slice(5));
+      expect(await readEvents(rt, { after: live[4]!.seq }, (seen) => seen.length === live.length - 5)).toEqual(live.slice(5));
+      expect(await readEvents(rt, { taskId: c.id }, (seen) => seen.length === 5)).toEqual(live.filter((e) => e.taskId === c.id));
+      const failures = live.filter((e) => e.type === 'task.failed' || e.type === 'task.dropped');
+      expect(await readEvents(rt, { types: ['task.failed', 'task.dropped'] }, (seen) => seen.length === failures.length)).toEqual(failures);
+      // Live after a cursor: nothing before it, then what comes next.
+      const tail = readEvents(rt, { after: live[live.length - 1]!.cursor }, (seen) => seen.some((e) => e.type === 'task.done'));
+      const d = await rt.submit({ agent: 'echo', input: 'd' });
+      expect((await tail).map((e) => [e.type, e.taskId])).toEqual([
+        ['task.queued', d.id],
+        ['task.started', d.id],
+        ['task.done', d.id],
+      ]);
+    });
+
+    it('on() and off(): listeners hear committed events until removed', async () => {
+      const rt = await backend.open({ agents: [echoAgent] });
+      const done: string[] = [];
+      const all: Array<[string, string | undefined]> = [];
+      const onDone = (event: RuntimeEvent<'task.done'>) => void done.push(event.taskId!);
+      rt.on('task.done', onDone);
+      const offAll = rt.on('*', (event) => void all.push([event.type, event.taskId]));
+      const settled = (id: string) => heard(rt, (e) => e.type === 'task.done' && e.taskId === id);
+      const first = await rt.submit({ agent: 'echo' });
+      // Listeners are called in the order they were added: once the last hears it, the others have.
+      await Promise.all([settled(first.id), rt.wait(first.id)]);
+      expect(done).toEqual([first.id]);
+      expect(all).toEqual([
+        ['task.queued', first.id],
+        ['task.started', first.id],
+        ['task.done', first.id],
+      ]);
+      rt.off('task.done', onDone as never);
+      offAll();
+      const second = await rt.submit({ agent: 'echo' });
+      await Promise.all([settled(second.id), rt.wait(second.id)]);
+      expect(done).toEqual([first.id]);
+      expect(all).toHaveLength(3);
+    });
+
+    it('freeze() stops starts and still accepts submits; unfreeze() starts them', async () => {
+      const rt = await backend.open({ agents: [echoAgent] });
+      const frozen = heard(rt, (e) => e.type === 'runtime.frozen');
+      await rt.freeze('deploy');
+      expect((await frozen).data).toMatchObject({ reason: 'deploy' });
+      const held = await rt.submitMany([{ agent: 'echo', input: 1 }, { agent: 'echo', input: 2 }]);
+      rt.poke();
+      // A bounded wait is the only way to see that nothing starts; the order of the log checks it too.
+      expect(await rejection(rt.wait(held[0]!.id, { timeoutMs: 200 }))).toMatchObject({ code: 'WAIT_TIMEOUT' });
+      expect((await rt.list({ state: 'queued' })).tasks.map((t) => t.id)).toEqual(held.map((t) => t.id));
+      await rt.unfreeze();
+      for (const task of held) expect(await rt.wait(task.id)).toMatchObject({ state: 'done', attempts: 1 });
+      const log = await readEvents(rt, {}, (seen) => seen.filter((e) => e.type === 'task.done').length === 2);
+      const types = log.map((e) => e.type);
+      expect(types.slice(0, 4)).toEqual(['runtime.frozen', 'task.queued', 'task.queued', 'runtime.unfrozen']);
+      expect(types.slice(4).sort()).toEqual(['task.done', 'task.done', 'task.started', 'task.started']);
+    });
+
+    it('keeps schedules: create, get, list, pause, resume, delete; a tick submits a task', async () => {
+      const rt = await backend.open({ agents: [echoAgent] });
+      const created = await rt.schedules.create({ id: 'nightly', cron: '0 3 * * *', tz: 'Europe/Berlin', task: { agent: 'echo', input: { from: 'cron' } } });
+      expect(created).toMatchObject({ id: 'nightly', cron: '0 3 * * *', tz: 'Europe/Berlin', overlap: 'skip', paused: false, fired: 0, skipped: 0, task: { agent: 'echo', input: { from: 'cron' } } });
+      expect(created.nextRunAt).toBeGreaterThan(created.createdAt);
+      expect(rt.schedules.get('nightly')).toEqual(created);
+      expect(rt.schedules.list()).toEqual([created]);
+      expect(await rejection(rt.schedules.create({ id: 'nightly', cron: '0 4 * * *', task: { agent: 'echo' } }))).toMatchObject({ code: 'INVALID_INPUT' });
+      expect(await rt.schedules.pause('nightly')).toMatchObject({ id: 'nightly', paused: true });
+      expect(rt.schedules.get('nightly').paused).toBe(true);
+      const resumed = await rt.schedules.resume('nightly');
+      expect(resumed).toMatchObject({ paused: false });
+      expect(resumed.nextRunAt).toBeGreaterThan(resumed.updatedAt);
+      await rt.schedules.delete('nightly');
+      expect(rt.schedules.list()).toEqual([]);
+      expect(thrown(() => rt.schedules.get('nightly'))).toMatchObject({ code: 'NOT_FOUND' });
+      for (const call of [() => rt.schedules.delete('nightly'), () => rt.schedules.pause('nightly'), () => rt.schedules.resume('nightly')]) {
+        expect(await rejection(call())).toMatchObject({ code: 'NOT_FOUND' });
+      }
+
+      const fired = heard(rt, (e) => e.type === 'schedule.fired' && e.data.scheduleId === 'tick' && e.taskId !== undefined);
+      await rt.schedules.create({ id: 'tick', cron: '* * * * * *', task: { agent: 'echo', input: 'tick', labels: { kind: 'cron' } }, overlap: 'allow' });
+      const tick = (await fired) as RuntimeEvent<'schedule.fired'>;
+      expect(await rt.wait(tick.taskId!)).toMatchObject({ state: 'done', output: 'tick', labels: { kind: 'cron' }, idempotencyKey: `schedule:tick:${tick.data.tickIso}` });
+      await rt.schedules.delete('tick');
+      expect(rt.schedules.list()).toEqual([]);
+    });
+
+    it('rejects bad input on every entry point with the same code on both stores, storing nothing', async () => {
+      const rt = await backend.open({ agents: [echoAgent] });
+      const done = await rt.wait((await rt.submit({ agent: 'echo', input: 'kept' })).id);
+      for (const [label, call, code] of badInput(rt, done.id)) {
+        let error: unknown;
+        try {
+          const out = call();
+          if (out && typeof (out as AsyncGenerator).next === 'function') await (out as AsyncGenerator).next();
+          else await out;
+        } catch (caught) {
+          error = caught;
+        }
+        expect(error, label).toBeInstanceOf(TroupeError);
+        expect(error, label).toMatchObject({ code });
+      }
+      expect((await rt.list()).tasks).toEqual([done]);
+      expect(rt.agents.list().map((a) => a.name)).toEqual(['echo']);
+      expect(rt.schedules.list()).toEqual([]);
+      expect(await rt.get(done.id)).toEqual(done);
+    });
+
+    it('close() rejects pending waits and then every call with CLOSED; a second close() is the same promise', async () => {
+      const rt = await backend.open({ agents: [echoAgent] });
+      const done = await rt.wait((await rt.submit({ agent: 'echo' })).id);
+      const parked = await rt.submit({ agent: 'echo', delayMs: 600_000 });
+      const pending = rejection(rt.wait(parked.id));
+      await rt.schedules.create({ id: 'nightly', cron: '0 3 * * *', task: { agent: 'echo' } });
+      const closing = rt.close();
+      expect(rt.close()).toBe(closing);
+      await closing;
+      expect(rt.state).toBe('closed');
+      expect(await pending).toMatchObject({ code: 'CLOSED' });
+      const calls: Array<[string, () => Promise<unknown>]> = [
+        ['submit', () => rt.submit({ agent: 'echo' })],
+        ['submitMany', () => rt.submitMany([])],
+        ['get', () => rt.get(done.id)],
+        ['list', () => rt.list()],
+        ['wait', () => rt.wait(done.id)],
+        ['cancel', () => rt.cancel(parked.id)],
+        ['retry', () => rt.retry(done.id)],
+        ['freeze', () => rt.freeze()],
+        ['unfreeze', () => rt.unfreeze()],
+        ['schedules.create', () => rt.schedules.create({ id: 'other', cron: '0 3 * * *', task: { agent: 'echo' } })],
+        ['schedules.pause', () => rt.schedules.pause('nightly')],
+        ['schedules.resume', () => rt.schedules.resume('nightly')],
+        ['schedules.delete', () => rt.schedules.delete('nightly')],
+      ];
+      for (const [label, call] of calls) expect(await rejection(call()), label).toMatchObject({ code: 'CLOSED', message: expect.stringContaining(label) });
+      const syncCalls: Array<[string, () => unknown]> = [
+        ['events', () => rt.events()],
+        ['poke', () => rt.poke()],
+        ['agents.register', () => rt.agents.register(builtinAgent('sleep'))],
+        ['schedules.get', () => rt.schedules.get('nightly')],
+        ['schedules.list', () => rt.schedules.list()],
+      ];
+      for (const [label, call] of syncCalls) expect(thrown(call), label).toMatchObject({ code: 'CLOSED', message: expect.stringContaining(label) });
+      await rt.close();
+    });
+
+    it('closes at the end of an `await using` block', async () => {
+      let kept: Runtime | undefined;
+      let pending: Promise<{ code?: string }> | undefined;
+      {
+        await using rt = await backend.open({ agents: [echoAgent] });
+        kept = rt;
+        const parked = await rt.submit({ agent: 'echo', delayMs: 600_000 });
+        pending = rejection(rt.wait(parked.id));
+        expect(rt.state).toBe('running');
+      }
+      expect(kept.state).toBe('closed');
+      expect(await pending).toMatchObject({ code: 'CLOSED' });
+    });
+  });
+}
