@@ -325,27 +325,39 @@ export function contractSuite(name: string, backend: ContractBackend): void {
       const rt = await backend.open({ agents: [echoAgent, failAgent] });
       const a = await rt.submit({ agent: 'echo', input: 'a' });
       await rt.wait(a.id);
-      // a's events are replayed; the rest come live. Four runs settle: a, b, c, and b again.
-      const reading = readEvents(rt, {}, (seen) => seen.filter((e) => SETTLING.has(e.type)).length === 4);
+      // Readers of the whole log: the first replays a's events, then reads live. Each event a
+      // listener hears while a burst of tasks runs starts another, whose replay reads while events
+      // commit, so some reach it both by its replay and live: each must come once. Then b, c and
+      // b again. Every reader must read the same log.
+      const readers: Array<Promise<RuntimeEvent[]>> = [];
+      const startReader = () => readers.push(readEvents(rt, {}, (seen) => seen.filter((e) => SETTLING.has(e.type)).length === 24));
+      startReader();
+      const stopStarting = rt.on('*', () => void (readers.length < 12 && startReader()));
+      const burst = await rt.submitMany(Array.from({ length: 20 }, (_, i) => ({ agent: 'echo', input: i })));
+      for (const t of burst) await rt.wait(t.id);
+      stopStarting();
       const b = await rt.submit({ agent: 'fail', input: { mode: 'fatal' } });
       await rt.wait(b.id);
       const c = await rt.submit({ agent: 'fail', input: { mode: 'throw' }, retry: { maxAttempts: 2 } });
       await rt.wait(c.id);
       await rt.retry(b.id);
       await rt.wait(b.id);
-      const live = await reading;
+      const [live, ...others] = await Promise.all(readers);
+      expect(others).toHaveLength(11);
+      for (const other of others) expect(other).toEqual(live);
 
       const byTask = (id: string) => live.filter((e) => e.taskId === id).map((e) => e.type);
       expect(byTask(a.id)).toEqual(['task.queued', 'task.started', 'task.done']);
       expect(byTask(b.id)).toEqual(['task.queued', 'task.started', 'task.failed', 'task.queued', 'task.started', 'task.failed']);
       expect(byTask(c.id)).toEqual(['task.queued', 'task.started', 'task.retrying', 'task.started', 'task.dropped']);
-      expect(live).toHaveLength(14);
+      for (const t of burst) expect(byTask(t.id)).toEqual(['task.queued', 'task.started', 'task.done']);
+      expect(live).toHaveLength(14 + 3 * burst.length);
       const cursors = live.map((e) => e.cursor);
       expect([...cursors].sort()).toEqual(cursors);
       expect(new Set(cursors).size).toBe(live.length);
       expect(new Set(live.map((e) => e.seq)).size).toBe(live.length);
       const settles = live.filter((e) => SETTLING.has(e.type)).map((e) => `${e.taskId}/${runOf(e)}`);
-      expect(settles.sort()).toEqual([`${a.id}/1`, `${b.id}/1`, `${b.id}/2`, `${c.id}/1`].sort());
+      expect(settles.sort()).toEqual([a, b, c, ...burst].map((t) => `${t.id}/1`).concat(`${b.id}/2`).sort());
 
       // The same log read again from its start, after a cursor, after a seq, by task and by type.
       expect(await readEvents(rt, {}, (seen) => seen.length === live.length)).toEqual(live);
