@@ -10,7 +10,7 @@ import type { WireError } from '../../../actors/wire.js';
 import { nextTaskState, type AttemptExit, type TaskEventType, type TaskState } from '../../../machines/index.js';
 import { TroupeError } from '../../errors.js';
 import { checkLease, type Lease } from './checks.js';
-import { eventOf, insertEvents, notifyIfAny, type NewEvent } from './events.js';
+import { eventOf, HINTS, insertEvents, notifyIfAny, type NewEvent } from './events.js';
 import { jsonOf, storeFailed, transaction } from './transaction.js';
 
 /** How one attempt ended, as its node reports it. */
@@ -325,7 +325,7 @@ function endsStatement(lock: boolean): string {
                event_data || jsonb_build_object('run', run, 'attempt', attempt_seq, 'attemptMs', greatest(0, round(extract(epoch FROM now() - attempt_started_at) * 1000))::float8)
           FROM ended ORDER BY ord`)}
      )
-     SELECT ended.id, ended.state, ${notifyIfAny('end_events')} AS notified FROM ended`;
+     SELECT ended.id, ended.state, ${notifyIfAny('end_events', `CASE WHEN EXISTS (SELECT 1 FROM ended WHERE state = 'queued') THEN '${HINTS.queued}' ELSE '' END`)} AS notified FROM ended`;
 }
 
 /** The writes of rows the caller holds ({@link writeEnds}), and a settle's own ({@link settleInOneStatement}). */
