@@ -5,11 +5,11 @@
  * to pass, so one busy agent cannot keep the others waiting. A pass runs whenever budget frees up
  * (the node wakes it) and, while the queue looked empty, every `pollMs`.
  *
- * Why a poll and not LISTEN/NOTIFY: on the queue as it stands, nothing announces new work. A
- * submit, a retry and a sweeper's requeue send no NOTIFY, and adding one belongs to the queue's own
- * transactions (src/store/postgres/), not to a reader. A claim of an empty queue is one index probe
- * per agent; at the default 250 ms that is a few cheap queries a second per idle node, and a node
- * that is busy never polls: its freed slots wake it.
+ * The poll backs up the wakes: a runtime wakes its node on the `queued` hint of a commit's NOTIFY
+ * (a submit, a retry or a requeue on any node, src/store/postgres/events.ts HINTS), which a
+ * connection can miss while it reconnects, and a delayed task falls due with no NOTIFY at all. A
+ * claim of an empty queue is one index probe per agent; at the default 250 ms that is a few cheap
+ * queries a second per idle node, and a node that is busy never polls: its freed slots wake it.
  */
 import type pg from 'pg';
 import type { Clock, ClockTimer } from '../clock.js';

@@ -59,6 +59,16 @@ export interface RunningClusterNode {
 
 /** Settle transactions a node runs at once (as the cluster bench's nodes do). */
 const SETTLES_IN_FLIGHT = 3;
+/**
+ * One claim takes at most this share of the rows a node may hold (slots + prefetch), so the next
+ * share is claimed and run while the last one's settle is in flight. A claim of the whole budget
+ * made claim, run and settle take turns: the next claim waited for the settle that freed its
+ * rows. Measured, one runtime node (1 thread × 32 slots, prefetch 1,024, 20,000 no-op tasks, 2
+ * cores): 8,200-10,600 tasks/s with whole-budget claims, 12,100-12,500 with thirds (claims of
+ * 352), 11,300-12,100 with halves, 9,100-10,700 with claims of 128; three nodes, which overlap one
+ * another already, within the noise either way.
+ */
+const CLAIM_SHARES = 3;
 /** Connections of a node's pool: one each for claims, renewals, the sweeper and cron fires, and one per settle in flight. */
 const CONNECTIONS = 4 + SETTLES_IN_FLIGHT;
 
@@ -164,6 +174,7 @@ class Node implements ClusterNodeHandle {
     const { clock, queue, leaseMs, pollMs } = options;
     const slots = options.threads * options.slotsPerThread;
     const ahead = (this.#ahead = new StartAhead(slots, options.prefetch));
+    const claimShare = Math.max(slots, Math.ceil((slots + options.prefetch) / CLAIM_SHARES));
     this.#settler = new Settler(db, queue, log, clock, pollMs, SETTLES_IN_FLIGHT);
     this.#attempts = new NodeAttempts({ pool, settler: this.#settler, clock, log, random: options.random, leaseMs, cancelGraceMs: options.cancelGraceMs, ahead, freed: () => this.#claimer.wake() });
     this.#claimer = new Claimer({
@@ -176,8 +187,8 @@ class Node implements ClusterNodeHandle {
       clock,
       log,
       // Attempts not yet ended stay within the slots and the window; rows held until their settle
-      // commits, within the slots and the window's cap.
-      free: () => Math.min(slots + ahead.window - this.#attempts.running, slots + options.prefetch - this.#attempts.held),
+      // commits, within the slots and the window's cap; one claim, within a share of that cap.
+      free: () => Math.min(claimShare, slots + ahead.window - this.#attempts.running, slots + options.prefetch - this.#attempts.held),
       accept: (claimed, ms) => {
         ahead.started(ms);
         this.#attempts.accept(claimed, this.#agents, this.#lifecycle.state === 'running' && !this.#lost);

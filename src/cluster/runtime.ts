@@ -2,8 +2,8 @@
  * The runtime on PostgreSQL (issue #15): `createRuntime({ store: { postgres } })`. The same public
  * API as the LMDB runtime (src/api/runtime.ts), for any number of runtime processes on one
  * database. Each runs a cluster node (node.ts: claims, runs on its threads, settles, renews,
- * sweeps dead nodes, fires cron), follows the cluster's event log once (feed.ts: waits, `on`,
- * `events()`), and calls the queue's durable verbs (src/store/postgres/) for the rest. A call with
+ * sweeps dead nodes, fires cron), follows the cluster's event log once, while its waits, `on`
+ * listeners or `events()` need it (feed.ts), and calls the queue's durable verbs (src/store/postgres/) for the rest. A call with
  * no backing on PostgreSQL yet rejects (or throws) UNSUPPORTED_STORE naming it; see the README,
  * "Running on many machines". Input is checked as the LMDB runtime checks it, before anything is
  * written.
@@ -21,11 +21,13 @@ import { resolveLogger, type Logger } from '../log.js';
 import type { MetricsSnapshot } from '../metrics/metrics.js';
 import type { ResolvedOptions } from '../options.js';
 import type { RuntimeStats } from '../stats.js';
-import { clusterControl, freezeCluster, unfreezeCluster, type ClusterControl } from '../store/postgres/control.js';
+import { freezeCluster, unfreezeCluster } from '../store/postgres/control.js';
 import { submitTasks } from '../store/postgres/queue.js';
+import { HINTS } from '../store/postgres/events.js';
 import { fireDue } from '../store/postgres/schedules.js';
 import { cancelTask, listTaskRows, readTask, readTasks, retryTask } from '../store/postgres/tasks.js';
 import { checkListOptions } from '../tasks/list.js';
+import { ControlView } from './control-view.js';
 import { EventFeed } from './feed.js';
 import { openClusterNode, storeLimits, type ClusterNodeHandle } from './node.js';
 import { checkClusterAgent, POSTGRES_QUEUE } from './options.js';
@@ -74,7 +76,7 @@ class PostgresRuntime implements Runtime {
   readonly #agents = new Map<string, RegisteredAgent>();
   readonly #nextId = createIdGenerator(() => Date.now());
   #node: ClusterNodeHandle | undefined;
-  #control: ClusterControl = { frozen: false, since: 0 };
+  readonly #control: ControlView;
   #startedMs = 0;
   #closing: Promise<void> | undefined;
   /** Ends the retries of agent limits that failed to store (close). */
@@ -87,10 +89,11 @@ class PostgresRuntime implements Runtime {
     this.#lifecycle = new Lifecycle(log);
     this.#db = new pg.Pool({ connectionString: this.#url, max: API_CONNECTIONS, application_name: 'troupe-runtime' });
     this.#db.on('error', (error) => log.warn({ err: error }, 'an idle database connection failed'));
-    this.#feed = new EventFeed({ pool: this.#db, connectionString: this.#url, log, hold: () => this.#keepAlive.hold() });
-    this.#waits = new TaskWaits({ read: (id) => this.#read(id), clock: options.clock, keepAlive: this.#keepAlive, log });
+    this.#feed = new EventFeed({ pool: this.#db, connectionString: this.#url, log, hold: () => this.#keepAlive.hold(), hinted: (hints) => this.#hinted(hints) });
+    this.#waits = new TaskWaits({ read: (id) => this.#read(id), clock: options.clock, keepAlive: this.#keepAlive, need: () => this.#feed.need(), log });
     this.#feed.subscribe(this.#waits.onEvents);
-    this.#feed.subscribe((events) => this.#observe(events));
+    this.#control = new ControlView(this.#db, log);
+    this.#feed.subscribe(this.#control.observe);
     this.schedules = new ClusterSchedules({ pool: this.#db, log, assertOpen: (call) => this.#assertOpen(call), task: (task, where) => this.#newTask(task as TaskSpec, where) });
     this.agents = {
       register: (registration) => {
@@ -135,7 +138,7 @@ class PostgresRuntime implements Runtime {
       createPool: o.createPool,
     });
     await this.#feed.start();
-    this.#control = await clusterControl(this.#db);
+    await this.#control.read();
     await this.schedules.load();
     this.#startedMs = performance.now() - at;
     this.#lifecycle.set('running', { store: 'postgres', node: this.#node.id, agents: agents.map((a) => a.name) });
@@ -249,14 +252,14 @@ class PostgresRuntime implements Runtime {
     return this.#guard('freeze', async () => {
       if (reason !== undefined && typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'freeze: reason must be a string');
       await freezeCluster(this.#db, reason ?? 'frozen');
-      this.#control = await clusterControl(this.#db);
+      await this.#control.read();
     });
   }
 
   unfreeze(): Promise<void> {
     return this.#guard('unfreeze', async () => {
       await unfreezeCluster(this.#db);
-      this.#control = await clusterControl(this.#db);
+      await this.#control.read();
       this.#node?.wake();
     });
   }
@@ -267,7 +270,7 @@ class PostgresRuntime implements Runtime {
   }
 
   stats(): RuntimeStats {
-    return clusterStats({ state: this.state, options: this.#options, agents: [...this.#agents.values()], node: this.#node, control: this.#control, startedMs: this.#startedMs });
+    return clusterStats({ state: this.state, options: this.#options, agents: [...this.#agents.values()], node: this.#node, control: this.#control.current, startedMs: this.#startedMs });
   }
 
   // What has no backing on PostgreSQL yet: UNSUPPORTED_STORE, once the call is known to be open.
@@ -368,14 +371,13 @@ class PostgresRuntime implements Runtime {
     }
   }
 
-  /** Keeps the freeze flag shown by stats() in step with the cluster's. */
-  #observe(events: readonly RuntimeEvent[]): void {
-    for (const event of events) {
-      if (event.type === 'runtime.frozen') this.#control = { frozen: true, reason: event.data.reason ?? 'frozen', since: event.at };
-      else if (event.type === 'runtime.unfrozen') this.#control = { frozen: false, since: event.at };
-      // Work came: claim now rather than at the next poll.
-      else if (event.type === 'task.queued' && this.#agents.size > 0) this.#node?.wake();
-    }
+  /**
+   * A commit's NOTIFY hints (whether the feed reads events or not): work came, so the node claims
+   * now rather than at its next poll; the controls changed, so the freeze flag is read again.
+   */
+  #hinted(hints: readonly string[]): void {
+    if (hints.includes(HINTS.control)) this.#control.refresh();
+    if (this.#agents.size > 0 && (hints.includes(HINTS.queued) || hints.includes(HINTS.control))) this.#node?.wake();
   }
 
   async #read(id: string): Promise<Task | undefined> {

@@ -3,7 +3,8 @@
  * commits after the read is seen by the runtime's one event follower (feed.ts): each settling
  * event of a task with pending waits reads its row again, and the waits resolve once the row says
  * the task is settled for a wait (terminal, or needs attention). No wait polls. A task settled
- * already resolves at once. Each pending wait holds the process alive (keep-alive.ts).
+ * already resolves at once. Each pending wait holds the process alive (keep-alive.ts), and has
+ * the feed read the log (it reads only while someone needs it), from before its row is read.
  */
 import { SETTLED_FOR_WAIT } from '../../machines/index.js';
 import type { RuntimeEvent } from '../api/events.js';
@@ -22,6 +23,8 @@ export interface WaitsDeps {
   read(id: string): Promise<Task | undefined>;
   clock: Clock;
   keepAlive: Pick<KeepAlive, 'add' | 'drop'>;
+  /** Has the feed read the log until the release is called (feed.ts EventFeed.need). */
+  need(): () => void;
   log: Logger;
 }
 
@@ -32,6 +35,7 @@ interface Pending {
   timer?: ClockTimer;
   signal?: AbortSignal;
   onAbort?: () => void;
+  unneed?: () => void;
 }
 
 /** See the module comment. */
@@ -103,6 +107,7 @@ export class TaskWaits {
     if (!set) this.#pending.set(pending.id, (set = new Set()));
     set.add(pending);
     this.#k.keepAlive.add();
+    pending.unneed = this.#k.need();
   }
 
   #end(pending: Pending, task: Task | undefined, error?: unknown): void {
@@ -110,6 +115,7 @@ export class TaskWaits {
     if (!set?.delete(pending)) return;
     if (set.size === 0) this.#pending.delete(pending.id);
     this.#k.keepAlive.drop();
+    pending.unneed?.();
     if (pending.timer !== undefined) this.#k.clock.clearTimeout(pending.timer);
     if (pending.onAbort) pending.signal?.removeEventListener('abort', pending.onAbort);
     if (task) pending.resolve(task);

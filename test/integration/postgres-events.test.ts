@@ -1,7 +1,8 @@
 /**
  * The cluster event log on PostgreSQL: read with no gap and no duplicate although transactions
  * commit out of the order their events were numbered in; rolled-back events never show; a
- * follower goes on after its LISTEN connection is cut. A statement's events are stored as one row
+ * follower goes on after its LISTEN connection is cut, and while no one reads it only moves its
+ * cursor to the end of the log and hears the NOTIFY hints. A statement's events are stored as one row
  * (schema version 6), and a cursor inside it resumes after its event; version 6 keeps the events
  * and cursors of the log it found.
  */
@@ -106,6 +107,46 @@ describe('the PostgreSQL event log', () => {
     expect(new Set(received.map((e) => e.seq)).size).toBe(received.length);
     expect([...received.map((e) => e.cursor)].sort()).toEqual(received.map((e) => e.cursor));
   }, 60_000);
+
+  it('reads nothing while no one reads: its cursor moves to the end of the log, the NOTIFY hints still come, and reading again starts from there', async () => {
+    const { url, pool } = await database();
+    const received: StoredEvent[] = [];
+    const hints: string[] = [];
+    const skipped: string[] = [];
+    let reading = false;
+    let nudge = () => {};
+    const waiters = new Set<() => void>();
+    const heard = () => {
+      for (const w of waiters) w();
+    };
+    const until = (done: () => boolean) => new Promise<void>((resolve) => {
+      const check = () => done() && (waiters.delete(check), resolve());
+      waiters.add(check);
+      check();
+    });
+    const stop = new AbortController();
+    const options = {
+      signal: stop.signal,
+      pollMs: 20,
+      reading: () => reading,
+      onNotify: (payload: string) => (hints.push(payload), heard()),
+      skipped: (cursor: string) => (skipped.push(cursor), heard()),
+      nudge: (n: () => void) => (nudge = n),
+    };
+    const following = followEvents(pool, url, options, (events) => (received.push(...events), heard()));
+    await append(pool, [{ type: 'task.queued', taskId: 'a' }, { type: 'task.started', taskId: 'a' }], [{ type: 'runtime.frozen' }], [{ type: 'task.done', taskId: 'a' }]);
+    const last = (await readAll(pool, 100)).at(-1)!.cursor;
+    await until(() => skipped.at(-1) === last && hints.length === 3);
+    expect(hints).toEqual(['queued', 'control', '']);
+    expect(received).toEqual([]);
+    reading = true;
+    nudge();
+    await append(pool, [{ type: 'after', taskId: 'b' }]);
+    await until(() => received.length > 0);
+    stop.abort();
+    await following;
+    expect(received.map((e) => e.type)).toEqual(['after']);
+  });
 
   it('goes on after its LISTEN connection is cut', async () => {
     const { url, pool } = await database();

@@ -5,7 +5,7 @@
  * runs on another runtime sharing the database.
  */
 import type pg from 'pg';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { builtinAgent, type RuntimeEvent, type Task } from 'troupe';
 import { join } from 'node:path';
 import { fixtureAgent, rejection, scratchDirs, scratchPools, started } from '../helpers.js';
@@ -246,11 +246,14 @@ describe('a runtime on PostgreSQL', () => {
     const { url } = await pools({ max: 2 });
     const runner = await runtime(url, { agents: [builtinAgent('echo')] });
     const operator = await runtime(url);
+    // Nothing listens to its events, so it reads none: the NOTIFY's hint has it read the flag again.
+    const bystander = await runtime(url);
     const frozen = heard(runner, (e) => e.type === 'runtime.frozen');
     await operator.freeze('deploy');
     expect((await frozen).data).toMatchObject({ reason: 'deploy' });
     expect(runner.stats()).toMatchObject({ frozen: true, freeze: { reason: 'deploy' } });
     expect(operator.stats()).toMatchObject({ frozen: true, freeze: { reason: 'deploy' } });
+    await vi.waitFor(() => expect(bystander.stats()).toMatchObject({ frozen: true, freeze: { reason: 'deploy' } }));
     // Nothing starts while frozen: a claim after the freeze takes nothing.
     const task = await runner.submit({ agent: 'echo', input: 1 });
     runner.poke();
@@ -261,6 +264,7 @@ describe('a runtime on PostgreSQL', () => {
     await thawed;
     expect(await runner.wait(task.id)).toMatchObject({ state: 'done' });
     expect(runner.stats()).toMatchObject({ state: 'running', frozen: false, freeze: null, slots: { total: 2 }, agents: { echo: { limit: null } } });
+    await vi.waitFor(() => expect(bystander.stats()).toMatchObject({ frozen: false, freeze: null }));
   });
 
   it('keeps cron schedules for the cluster: create, list, get, pause, resume, delete; a tick submits a task', async () => {

@@ -9,7 +9,9 @@
  * pair, `<xid>:<seq>`. Each statement's events are stored as one row of troupe_event_batches
  * (schema version 6), every event with its own seq, and a reader expands them: a cursor inside a
  * row resumes after its event. NOTIFY (sent with the writer's commit) only wakes readers; a poll backs it
- * up, and a reader whose LISTEN connection breaks connects again.
+ * up, and a reader whose LISTEN connection breaks connects again. Its payload carries hints (see
+ * {@link HINTS}) for listeners that do not read the log: that a task was queued, that the
+ * controls changed.
  */
 import pg from 'pg';
 import type { EventData, EventType } from '../../api/events.js';
@@ -62,6 +64,24 @@ export function parseCursor(cursor: string): { xid: string; seq: string } {
   return { xid: BigInt(match[1]!).toString(), seq: BigInt(match[2]!).toString() };
 }
 
+/**
+ * The hints a NOTIFY on the event channel carries, comma-separated in its payload (empty: none):
+ * `queued`, the commit queued a task (a submit, a retry, a requeue: a node may claim it now);
+ * `control`, it froze or unfroze the cluster. A runtime that reads no event (nothing listens to
+ * its events) still wakes its claimer and keeps its freeze flag by them.
+ */
+export const HINTS = { queued: 'queued', control: 'control' } as const;
+
+/** The NOTIFY payload for events of these types (see {@link HINTS}). */
+export function hintsOf(types: Iterable<string>): string {
+  const hints = new Set<string>();
+  for (const type of types) {
+    if (type === 'task.queued') hints.add(HINTS.queued);
+    else if (type === 'runtime.frozen' || type === 'runtime.unfrozen') hints.add(HINTS.control);
+  }
+  return [...hints].join(',');
+}
+
 /** Appends events in the caller's transaction (they appear once it commits) and wakes readers then. */
 export async function appendEvents(client: Pick<pg.PoolClient, 'query'>, events: readonly NewEvent[]): Promise<void> {
   if (events.length === 0) return;
@@ -69,7 +89,7 @@ export async function appendEvents(client: Pick<pg.PoolClient, 'query'>, events:
     insertEvents(`SELECT type, task_id, attempt_id, data FROM unnest($1::text[], $2::text[], $3::text[], $4::json[]) WITH ORDINALITY AS u(type, task_id, attempt_id, data, ord) ORDER BY ord`),
     [events.map((e) => e.type), events.map((e) => e.taskId ?? null), events.map((e) => e.attemptId ?? null), events.map((e) => (e.data === undefined ? null : JSON.stringify(e.data)))],
   );
-  await client.query(`NOTIFY ${CHANNEL}`);
+  await client.query('SELECT pg_notify($1, $2)', [CHANNEL, hintsOf(events.map((e) => e.type))]);
 }
 
 /**
@@ -88,9 +108,12 @@ export function insertEvents(select: string): string {
      RETURNING last_seq`;
 }
 
-/** A select-list expression that wakes readers at commit when the CTE `cte` (an {@link insertEvents}) wrote any event. */
-export function notifyIfAny(cte: string): string {
-  return `(SELECT pg_notify('${CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM ${cte}))`;
+/**
+ * A select-list expression that wakes readers at commit when the CTE `cte` (an {@link insertEvents}) wrote any
+ * event; `hints`: an SQL text expression for the payload (see {@link HINTS}), none by default.
+ */
+export function notifyIfAny(cte: string, hints = "''"): string {
+  return `(SELECT pg_notify('${CHANNEL}', ${hints}) WHERE EXISTS (SELECT 1 FROM ${cte}))`;
 }
 
 /** One event as a batch's json holds it: [seq, type, task_id, attempt_id, data]. */
@@ -145,16 +168,40 @@ export interface FollowOptions {
   /** Wait before connecting again after the LISTEN connection broke. @default 250 */
   reconnectMs?: number | undefined;
   signal: AbortSignal;
+  /**
+   * Whether anyone reads events now. While it says no, none is read or delivered: at each poll the
+   * cursor moves to the end of the log instead (one row), so reading again starts from about then,
+   * not from where it stopped. A NOTIFY does not wake it then (only the poll does). @default always
+   */
+  reading?: (() => boolean) | undefined;
+  /** Hears each NOTIFY's payload (its {@link HINTS}), reading or not. */
+  onNotify?: ((payload: string) => void) | undefined;
+  /** Hears the cursor when it moves to the end of the log without reading (see `reading`). */
+  skipped?: ((cursor: string) => void) | undefined;
+  /** Is given the follower's nudge: calling it makes the follower read now (a reader came). */
+  nudge?: ((nudge: () => void) => void) | undefined;
+}
+
+/** The cursor of the last event of the log that no running transaction can precede. */
+export const END_OF_LOG = `SELECT xid::text AS xid, last_seq::text FROM troupe_event_batches
+      WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+      ORDER BY xid DESC, last_seq DESC LIMIT 1`;
+
+async function endOfLog(pool: Pick<pg.Pool, 'query'>): Promise<string> {
+  const { rows } = await pool.query<{ xid: string; last_seq: string }>(END_OF_LOG);
+  return rows[0] ? cursorOf(rows[0].xid, rows[0].last_seq) : '';
 }
 
 /**
  * Calls `deliver` with every event after `after`, in order, each once, as transactions commit,
- * until `signal` aborts. `connectionString` is for the LISTEN connection of its own.
+ * until `signal` aborts (while `reading` says so: see {@link FollowOptions}). `connectionString` is
+ * for the LISTEN connection of its own.
  */
 export async function followEvents(pool: pg.Pool, connectionString: string, options: FollowOptions, deliver: (events: StoredEvent[]) => void): Promise<void> {
   const { signal } = options;
   const pollMs = options.pollMs ?? 1_000;
   const reconnectMs = options.reconnectMs ?? 250;
+  const reading = options.reading ?? (() => true);
   let cursor = options.after ?? '';
   parseCursor(cursor);
   let wake: (() => void) | undefined;
@@ -167,6 +214,11 @@ export async function followEvents(pool: pg.Pool, connectionString: string, opti
     wake = undefined;
   };
   signal.addEventListener('abort', nudge);
+  options.nudge?.(nudge);
+  const notified = (message: pg.Notification) => {
+    options.onNotify?.(message.payload ?? '');
+    if (reading()) nudge();
+  };
   let listener: pg.Client | undefined;
   const aborted = new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
   const listen = async () => {
@@ -178,7 +230,7 @@ export async function followEvents(pool: pg.Pool, connectionString: string, opti
       });
       try {
         await client.connect();
-        client.on('notification', nudge);
+        client.on('notification', notified);
         await client.query(`LISTEN ${CHANNEL}`);
         listener = client;
         // Events committed while it was not listening are read by the poll this wakes.
@@ -196,11 +248,21 @@ export async function followEvents(pool: pg.Pool, connectionString: string, opti
   try {
     while (!signal.aborted) {
       nudged = false;
-      for (;;) {
-        const events = await readEvents(pool, cursor);
-        if (events.length === 0 || signal.aborted) break;
-        cursor = events[events.length - 1]!.cursor;
-        deliver(events);
+      if (reading()) {
+        for (;;) {
+          const events = await readEvents(pool, cursor);
+          if (events.length === 0 || signal.aborted) break;
+          cursor = events[events.length - 1]!.cursor;
+          deliver(events);
+        }
+      } else {
+        const end = await endOfLog(pool);
+        // A nudge meanwhile may be a reader that came and read the log before this end's snapshot:
+        // the older cursor stays, so what committed between the two is still delivered.
+        if (!nudged && end > cursor) {
+          cursor = end;
+          options.skipped?.(cursor);
+        }
       }
       if (nudged || signal.aborted) continue;
       await new Promise<void>((resolve) => {

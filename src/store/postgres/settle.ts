@@ -10,7 +10,7 @@ import type { WireError } from '../../../actors/wire.js';
 import { nextTaskState, type AttemptExit, type TaskEventType, type TaskState } from '../../../machines/index.js';
 import { TroupeError } from '../../errors.js';
 import { checkLease, type Lease } from './checks.js';
-import { eventOf, insertEvents, notifyIfAny, type NewEvent } from './events.js';
+import { eventOf, HINTS, insertEvents, notifyIfAny, type NewEvent } from './events.js';
 import { jsonOf, storeFailed, transaction } from './transaction.js';
 
 /** How one attempt ended, as its node reports it. */
@@ -120,9 +120,11 @@ const EXITS: ReadonlySet<string> = new Set<AttemptExit>(['success', 'fork', 'fai
  */
 export async function settleAttempts(pool: pg.Pool, ends: readonly AttemptEnd[]): Promise<SettleResult> {
   if (!Array.isArray(ends)) throw new TroupeError('INVALID_INPUT', 'ends must be an array');
-  const checked = ends.map((end, i) => checkEnd(end, `ends[${i}]`));
+  // Each output's JSON text, made once by the check and sent as the statement's parameter.
+  const texts = new Map<AttemptEnd, string | null>();
+  const checked = ends.map((end, i) => checkEnd(end, `ends[${i}]`, texts));
   if (checked.length === 0) return { settled: [], stale: [] };
-  if (checked.every((end) => ROW_FREE_EXITS.has(end.exit)) && new Set(checked.map((end) => end.taskId)).size === checked.length) return settleInOneStatement(pool, checked);
+  if (checked.every((end) => ROW_FREE_EXITS.has(end.exit)) && new Set(checked.map((end) => end.taskId)).size === checked.length) return settleInOneStatement(pool, checked, texts);
   return transaction(pool, 'settling attempts', async (client) => {
     const current = await lockRunning(client, checked.map((e) => e.taskId));
     const writes: EndWrite[] = [];
@@ -135,7 +137,7 @@ export async function settleAttempts(pool: pg.Pool, ends: readonly AttemptEnd[])
         continue;
       }
       current.delete(end.taskId);
-      writes.push(writeOf(end, task));
+      writes.push(writeOf(end, task, texts.get(end)));
     }
     const ended = await writeEnds(client, writes);
     return resultOf(writes.map((w) => ({ taskId: w.task.id, token: w.task.token })), ended, stale);
@@ -143,9 +145,11 @@ export async function settleAttempts(pool: pg.Pool, ends: readonly AttemptEnd[])
 }
 
 /** The write that ends `end`'s attempt of `task`, decided from the task's attempt budget. */
-function writeOf(end: AttemptEnd, task: RunningTask): EndWrite {
+function writeOf(end: AttemptEnd, task: RunningTask, outputJson?: string | null): EndWrite {
   const attemptError = end.exit === 'success' || end.exit === 'fork' ? undefined : (end.error ?? defaultError(end.exit));
-  return { task, exit: end.exit, decision: decideEnd(end.exit, end.error, task.attempts, task.maxAttempts), output: end.output, attemptError, delayMs: end.retryDelayMs };
+  const write: EndWrite = { task, exit: end.exit, decision: decideEnd(end.exit, end.error, task.attempts, task.maxAttempts), output: end.output, attemptError, delayMs: end.retryDelayMs };
+  if (outputJson !== undefined) write.outputJson = outputJson;
+  return write;
 }
 
 /** Each of `leases` settled (with the state the write left) or stale (not written), after those already found stale. */
@@ -172,10 +176,10 @@ const ROW_FREE_EXITS: ReadonlySet<AttemptExit> = new Set<AttemptExit>(['success'
  * (BEGIN, the lock, the writes, COMMIT). The statement locks the current attempts' rows in id
  * order, then writes as {@link writeEnds} does, fenced the same way.
  */
-async function settleInOneStatement(pool: pg.Pool, ends: readonly AttemptEnd[]): Promise<SettleResult> {
+async function settleInOneStatement(pool: pg.Pool, ends: readonly AttemptEnd[], texts: ReadonlyMap<AttemptEnd, string | null>): Promise<SettleResult> {
   // The run and attempt are the row's: the statement puts them in the event (see endsStatement);
   // the budget plays no part in these exits.
-  const writes = ends.map((end) => writeOf(end, { id: end.taskId, token: end.token, run: 0, attempt: 0, attempts: 1, maxAttempts: 1, ownerNode: '', attemptId: '' }));
+  const writes = ends.map((end) => writeOf(end, { id: end.taskId, token: end.token, run: 0, attempt: 0, attempts: 1, maxAttempts: 1, ownerNode: '', attemptId: '' }, texts.get(end)));
   let ended: Map<string, TaskState>;
   try {
     ended = await runEnds(pool, writes, 'troupe-settle', SETTLE);
@@ -233,6 +237,8 @@ export interface EndWrite {
   exit: AttemptExit;
   decision: EndDecision;
   output?: unknown;
+  /** `output`'s JSON text when it was made already (checked by settleAttempts), so it is not made twice. */
+  outputJson?: string | null;
   /** The attempt's own error, kept on its attempt row. */
   attemptError?: WireError | undefined;
   delayMs?: number | undefined;
@@ -265,7 +271,7 @@ async function runEnds(on: Pick<pg.Pool, 'query'>, writes: readonly EndWrite[], 
       writes.map((w) => w.task.token),
       writes.map((w) => w.decision.state),
       writes.map((w) => w.decision.counts),
-      writes.map((w, i) => jsonOf(w.output, `writes[${i}].output`)),
+      writes.map((w, i) => (w.outputJson !== undefined ? w.outputJson : jsonOf(w.output, `writes[${i}].output`))),
       writes.map((w, i) => jsonOf(w.decision.error, `writes[${i}].decision.error`)),
       writes.map((w) => w.delayMs ?? 0),
       writes.map((w) => w.exit),
@@ -325,7 +331,7 @@ function endsStatement(lock: boolean): string {
                event_data || jsonb_build_object('run', run, 'attempt', attempt_seq, 'attemptMs', greatest(0, round(extract(epoch FROM now() - attempt_started_at) * 1000))::float8)
           FROM ended ORDER BY ord`)}
      )
-     SELECT ended.id, ended.state, ${notifyIfAny('end_events')} AS notified FROM ended`;
+     SELECT ended.id, ended.state, ${notifyIfAny('end_events', `CASE WHEN EXISTS (SELECT 1 FROM ended WHERE state = 'queued') THEN '${HINTS.queued}' ELSE '' END`)} AS notified FROM ended`;
 }
 
 /** The writes of rows the caller holds ({@link writeEnds}), and a settle's own ({@link settleInOneStatement}). */
@@ -356,7 +362,7 @@ export function endEvent(write: EndWrite, attemptMs: number): NewEvent {
   }
 }
 
-function checkEnd(end: AttemptEnd, where: string): AttemptEnd {
+function checkEnd(end: AttemptEnd, where: string, texts: Map<AttemptEnd, string | null>): AttemptEnd {
   checkLease(end, where);
   if (!EXITS.has(end.exit)) throw new TroupeError('INVALID_INPUT', `${where}.exit must be one of ${[...EXITS].join(', ')}`);
   if (end.error !== undefined) {
@@ -367,7 +373,7 @@ function checkEnd(end: AttemptEnd, where: string): AttemptEnd {
   }
   if (end.retryDelayMs !== undefined && !(Number.isSafeInteger(end.retryDelayMs) && end.retryDelayMs >= 0)) throw new TroupeError('INVALID_INPUT', `${where}.retryDelayMs must be a non-negative integer`);
   // Checked now, so a value jsonb cannot hold fails the call before its transaction, not inside it.
-  jsonOf(end.output, `${where}.output`);
+  texts.set(end, jsonOf(end.output, `${where}.output`));
   jsonOf(end.error, `${where}.error`);
   return end;
 }

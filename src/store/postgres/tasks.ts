@@ -14,7 +14,7 @@
 import type pg from 'pg';
 import type { TaskState } from '../../../machines/index.js';
 import { TroupeError } from '../../errors.js';
-import { appendEvents, cursorOf, eventOf } from './events.js';
+import { appendEvents, cursorOf, END_OF_LOG, eventOf } from './events.js';
 import { CANCEL_CHANNEL } from './nodes.js';
 import { epochMs, storeFailed, transaction } from './transaction.js';
 
@@ -147,9 +147,7 @@ export async function tailCursor(pool: Pick<pg.Pool, 'query'>): Promise<string> 
   const rows = await query<{ xid: string; last_seq: string }>(
     pool,
     'reading the end of the event log',
-    `SELECT xid::text AS xid, last_seq::text FROM troupe_event_batches
-      WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
-      ORDER BY xid DESC, last_seq DESC LIMIT 1`,
+    END_OF_LOG,
   );
   return rows[0] ? cursorOf(rows[0].xid, rows[0].last_seq) : '';
 }
