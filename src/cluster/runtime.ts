@@ -22,10 +22,9 @@ import type { MetricsSnapshot } from '../metrics/metrics.js';
 import type { ResolvedOptions } from '../options.js';
 import type { RuntimeStats } from '../stats.js';
 import { freezeCluster, unfreezeCluster } from '../store/postgres/control.js';
-import { submitTasks } from '../store/postgres/queue.js';
 import { HINTS } from '../store/postgres/events.js';
 import { fireDue } from '../store/postgres/schedules.js';
-import { cancelTask, listTaskRows, readTask, readTasks, retryTask } from '../store/postgres/tasks.js';
+import { cancelTask, listTaskRows, readTask, retryTask, submitAndRead } from '../store/postgres/tasks.js';
 import { checkListOptions } from '../tasks/list.js';
 import { ControlView } from './control-view.js';
 import { EventFeed } from './feed.js';
@@ -174,18 +173,15 @@ class PostgresRuntime implements Runtime {
     });
   }
 
-  /** Checks every spec (nothing is written if one is bad), inserts them in one transaction, and reads them back. */
+  /**
+   * Checks every spec (nothing is written if one is bad), inserts them in one transaction, and
+   * resolves with them as that transaction stored them (`queued`, as on LMDB), not as a read after
+   * the commit would find them (already started, maybe).
+   */
   async #submit(specs: ReadonlyArray<TaskSpec>, where: (i: number) => string): Promise<Task[]> {
-    const rows = specs.map((spec, i) => this.#newTask(spec, where(i)));
-    const submitted = await submitTasks(this.#db, rows);
+    const rows = await submitAndRead(this.#db, specs.map((spec, i) => this.#newTask(spec, where(i))));
     if (rows.length > 0) this.#node?.wake();
-    const read = new Map((await readTasks(this.#db, submitted.map((s) => s.id))).map((row) => [row.id, row]));
-    return submitted.map(({ id }) => {
-      const row = read.get(id);
-      // Only a retention sweep could remove a task this soon, and the cluster runs none.
-      if (!row) throw new TroupeError('NOT_FOUND', `task ${id} was stored but is gone`);
-      return this.#view(row);
-    });
+    return rows.map((row) => this.#view(row));
   }
 
   #newTask(spec: TaskSpec, where: string) {
@@ -227,9 +223,9 @@ class PostgresRuntime implements Runtime {
 
   retry<O = unknown>(id: TaskId<O>): Promise<Task<O>> {
     return this.#guard('retry', async () => {
-      await retryTask(this.#db, checkId(id, 'retry: id'));
+      const row = await retryTask(this.#db, checkId(id, 'retry: id'));
       this.#node?.wake();
-      return (await this.#read(id))! as Task<O>;
+      return this.#view(row) as Task<O>;
     });
   }
 

@@ -63,9 +63,15 @@ export class TaskWaits {
           pending.onAbort = () => this.#end(pending, undefined, signal.reason);
           signal.addEventListener('abort', pending.onAbort, { once: true });
         }
-        if (timeoutMs !== undefined) pending.timer = this.#k.clock.setTimeout(() => this.#end(pending, undefined, new TroupeError('WAIT_TIMEOUT', `task ${id} did not settle within ${timeoutMs} ms`)), timeoutMs);
-        // Read after registering: a settle committed after this read comes through the feed.
-        this.#check(id, pending);
+        // Read after registering: a settle committed after this read comes through the feed. The
+        // timeout runs from the call but is armed once the read has answered, so a task settled
+        // already resolves whatever the timeout (as on LMDB, where that read is synchronous).
+        const calledAt = this.#k.clock.now();
+        this.#check(id, pending, () => {
+          if (timeoutMs === undefined || !this.#pending.get(id)?.has(pending)) return;
+          const left = Math.max(0, timeoutMs - (this.#k.clock.now() - calledAt));
+          pending.timer = this.#k.clock.setTimeout(() => this.#end(pending, undefined, new TroupeError('WAIT_TIMEOUT', `task ${id} did not settle within ${timeoutMs} ms`)), left);
+        });
       });
     } catch (error) {
       return Promise.reject(error);
@@ -83,16 +89,18 @@ export class TaskWaits {
   }
 
   /** Reads the task and ends its waits if it is settled; `first`: the wait this is the first read of (a failed read fails it). */
-  #check(id: string, first?: Pending): void {
+  #check(id: string, first?: Pending, answered?: () => void): void {
     this.#k.read(id).then(
       (task) => {
         const set = this.#pending.get(id);
-        if (!set) return;
-        if (!task) {
-          for (const pending of [...set]) this.#end(pending, undefined, new TroupeError('NOT_FOUND', `no task ${id}`));
-        } else if (SETTLED_FOR_WAIT.has(task.state)) {
-          for (const pending of [...set]) this.#end(pending, task);
+        if (set) {
+          if (!task) {
+            for (const pending of [...set]) this.#end(pending, undefined, new TroupeError('NOT_FOUND', `no task ${id}`));
+          } else if (SETTLED_FOR_WAIT.has(task.state)) {
+            for (const pending of [...set]) this.#end(pending, task);
+          }
         }
+        answered?.();
       },
       (error: unknown) => {
         // A first read that fails fails its wait; a later one leaves the waits to the next event.

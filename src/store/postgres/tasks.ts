@@ -16,6 +16,7 @@ import type { TaskState } from '../../../machines/index.js';
 import { TroupeError } from '../../errors.js';
 import { appendEvents, cursorOf, END_OF_LOG, eventOf } from './events.js';
 import { CANCEL_CHANNEL } from './nodes.js';
+import { checkTasks, insertTasks, type NewTask } from './queue.js';
 import { epochMs, storeFailed, transaction } from './transaction.js';
 
 /** A task's row as the runtime shows it (times in epoch ms on the database's clock). */
@@ -57,6 +58,26 @@ export async function readTask(pool: Pick<pg.Pool, 'query'>, id: string): Promis
 /** The rows of `ids` that exist, in no particular order. */
 export async function readTasks(pool: Pick<pg.Pool, 'query'>, ids: readonly string[]): Promise<TaskRow[]> {
   return query<TaskRow>(pool, 'reading tasks', `SELECT ${COLUMNS} FROM troupe_tasks WHERE id = ANY($1::text[])`, [ids]);
+}
+
+/**
+ * Submits `tasks` as queue.ts submitTasks does (one transaction, idempotency keys, INVALID_INPUT
+ * with nothing stored), and reads each one's row in that same transaction: a new task as it was
+ * stored, `queued`, before any node can claim it; a duplicate key's holder as it is. (Read after
+ * the commit, a new task may already be running.) The rows come in the order of `tasks`.
+ */
+export async function submitAndRead(pool: pg.Pool, tasks: readonly NewTask[]): Promise<TaskRow[]> {
+  const rows = checkTasks(tasks);
+  if (rows.length === 0) return [];
+  return transaction(pool, 'submitting tasks', async (client) => {
+    const submitted = await insertTasks(client, rows);
+    const read = new Map((await readTasks(client, submitted.map((s) => s.id))).map((row) => [row.id, row]));
+    return submitted.map(({ id }) => {
+      const row = read.get(id);
+      if (!row) throw new TroupeError('STORE_FAILED', `task ${id} was submitted but cannot be read in its own transaction`);
+      return row;
+    });
+  });
 }
 
 /** A filter and page of {@link listTaskRows}: ids after `after`, in id (submit) order. */
@@ -119,11 +140,11 @@ const RETRYABLE: ReadonlySet<TaskState> = new Set<TaskState>(['failed', 'dropped
  * Starts a new run of a failed, dropped or cancelled task: queued at the back of its priority,
  * with a fresh attempt budget and without the last run's output, error or cancel, and a
  * `task.queued` event (`reason: 'retry'`, `from`: the state it left). NOT_FOUND for an unknown
- * id, ILLEGAL_TRANSITION for any other state.
+ * id, ILLEGAL_TRANSITION for any other state. Resolves with the task's row as the retry left it.
  */
-export async function retryTask(pool: pg.Pool, id: string): Promise<void> {
+export async function retryTask(pool: pg.Pool, id: string): Promise<TaskRow> {
   if (unstorable(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
-  await transaction(pool, 'retrying a task', async (client) => {
+  return transaction(pool, 'retrying a task', async (client) => {
     const { rows } = await client.query<{ state: TaskState; run: number }>('SELECT state, run FROM troupe_tasks WHERE id = $1 FOR UPDATE', [id]);
     const row = rows[0];
     if (!row) throw new TroupeError('NOT_FOUND', `no task ${id}`);
@@ -135,6 +156,8 @@ export async function retryTask(pool: pg.Pool, id: string): Promise<void> {
       [id],
     );
     await appendEvents(client, [eventOf('task.queued', { run: row.run + 1, reason: 'retry', from: row.state }, id)]);
+    // Read in the retry's own transaction: queued, as no node can claim it before the commit.
+    return (await readTask(client, id))!;
   });
 }
 
