@@ -20,6 +20,7 @@ import type pg from 'pg';
 import type { EventStreamOptions, EventType, RuntimeEvent } from '../api/events.js';
 import { TroupeError } from '../errors.js';
 import { checkType, STREAM_OPTIONS } from '../events/event-bus.js';
+import { EventListeners } from '../events/listeners.js';
 import { checkId } from '../ids.js';
 import type { Release } from '../keep-alive.js';
 import type { Logger } from '../log.js';
@@ -54,13 +55,12 @@ export interface FeedDeps {
 export class EventFeed {
   readonly #k: FeedDeps;
   readonly #sinks = new Set<Sink>();
-  readonly #listeners = new Map<string, Listener[]>();
+  readonly #listeners = new EventListeners((error, type) => this.#failed(error, type));
   readonly #stop = new AbortController();
   readonly #onClose = new Set<() => void>();
   #following: Promise<void> | undefined;
   /** Needs held (waits, iterations) besides the `on` listeners. */
   #needs = 0;
-  #listenerCount = 0;
   /** When the last need went (performance.now()); the feed reads for LINGER_MS after. */
   #unneededAt = -Infinity;
   #nudge: (() => void) | undefined;
@@ -94,12 +94,12 @@ export class EventFeed {
   }
 
   #unneeded(): void {
-    if (this.#needs === 0 && this.#listenerCount === 0) this.#unneededAt = performance.now();
+    if (this.#needs === 0 && this.#listeners.size === 0) this.#unneededAt = performance.now();
   }
 
   /** Whether the follower reads events now. */
   #reading(): boolean {
-    return this.#needs > 0 || this.#listenerCount > 0 || performance.now() - this.#unneededAt < LINGER_MS;
+    return this.#needs > 0 || this.#listeners.size > 0 || performance.now() - this.#unneededAt < LINGER_MS;
   }
 
   /** Hears every batch of committed events, in order, while the feed reads (see {@link need}). Returns the unsubscribe. */
@@ -109,22 +109,13 @@ export class EventFeed {
   }
 
   on(type: EventType | '*', listener: Listener): () => void {
-    checkType(type, 'on', true);
-    if (typeof listener !== 'function') throw new TroupeError('INVALID_INPUT', `on(${JSON.stringify(type)}): the listener must be a function`);
-    this.#listeners.set(type, [...(this.#listeners.get(type) ?? []), listener]);
-    this.#listenerCount++;
+    const unsubscribe = this.#listeners.on(type, listener);
     this.#nudge?.();
-    return () => this.off(type, listener);
+    return unsubscribe;
   }
 
   off(type: EventType | '*', listener: Listener): void {
-    const listeners = this.#listeners.get(type) ?? [];
-    const rest = listeners.filter((l) => l !== listener);
-    if (rest.length === listeners.length) return;
-    this.#listenerCount -= listeners.length - rest.length;
-    if (rest.length > 0) this.#listeners.set(type, rest);
-    else this.#listeners.delete(type);
-    this.#unneeded();
+    if (this.#listeners.off(type, listener)) this.#unneeded();
   }
 
   /** Stops following and ends every live iteration. */
@@ -164,23 +155,7 @@ export class EventFeed {
 
   #deliver(events: RuntimeEvent[]): void {
     for (const sink of this.#sinks) sink(events);
-    const all = this.#listeners.get('*');
-    for (const event of events) {
-      const typed = this.#listeners.get(event.type);
-      if (typed) this.#call(typed, event);
-      if (all) this.#call(all, event);
-    }
-  }
-
-  #call(listeners: readonly Listener[], event: RuntimeEvent): void {
-    for (const listener of listeners) {
-      try {
-        const returned: unknown = listener(event);
-        if (typeof (returned as PromiseLike<unknown> | undefined)?.then === 'function') (returned as PromiseLike<unknown>).then(undefined, (error: unknown) => this.#failed(error, event.type));
-      } catch (error) {
-        this.#failed(error, event.type);
-      }
-    }
+    if (this.#listeners.size > 0) for (const event of events) this.#listeners.deliver(event);
   }
 
   #failed(error: unknown, type: string): void {

@@ -6,6 +6,7 @@
 import type { SafeDatabase } from '../store/port.js';
 import { EVENT_TYPES, type EventRecord, type EventType } from '../store/records.js';
 import { TroupeError } from '../errors.js';
+import { EventListeners } from './listeners.js';
 import { checkCallOptions } from '../options.js';
 import { checkId } from '../ids.js';
 import type { Release } from '../keep-alive.js';
@@ -45,8 +46,8 @@ export function checkType(type: unknown, where: string, star: boolean): void {
 
 /** The publishing side, owned by the runtime. */
 export class EventBus {
-  /** Listeners by type ('*': every event). Replaced, never changed, so a publish may unsubscribe. */
-  readonly #listeners = new Map<string, Listener[]>();
+  /** `rt.on` listeners (listeners.ts). */
+  readonly #listeners = new EventListeners((error, type) => this.#failed(error, type));
   readonly #observers: Array<(records: readonly EventRecord[]) => void> = [];
   #events: SafeDatabase<EventRecord, number>;
   /** The last seq retention removed from the log (0: none): an older cursor has missed events. */
@@ -144,14 +145,11 @@ export class EventBus {
 
   #deliver(records: readonly EventRecord[]): void {
     if (this.#streams.size === 0 && this.#listeners.size === 0) return;
-    const all = this.#listeners.get('*');
     for (const record of records) {
       const event = record as RuntimeEvent;
       event.cursor = toCursor(record.seq);
       for (const stream of this.#streams) stream(event);
-      const typed = this.#listeners.get(record.type);
-      if (typed) this.#call(typed, event);
-      if (all) this.#call(all, event);
+      this.#listeners.deliver(event);
     }
   }
 
@@ -171,34 +169,12 @@ export class EventBus {
     }
   }
 
-  #call(listeners: readonly Listener[], event: RuntimeEvent): void {
-    for (const listener of listeners) {
-      try {
-        const returned: unknown = listener(event);
-        // An async listener's rejection is its error too: caught here, not left unhandled.
-        if (typeof (returned as PromiseLike<unknown> | undefined)?.then === 'function') {
-          (returned as PromiseLike<unknown>).then(undefined, (error: unknown) => this.#failed(error, event.type));
-        }
-      } catch (error) {
-        this.#failed(error, event.type);
-      }
-    }
-  }
-
   on(type: EventType | '*', listener: Listener): () => void {
-    checkType(type, 'on', true);
-    if (typeof listener !== 'function') throw new TroupeError('INVALID_INPUT', `on(${JSON.stringify(type)}): the listener must be a function`);
-    this.#listeners.set(type, [...(this.#listeners.get(type) ?? []), listener]);
-    return () => this.off(type, listener);
+    return this.#listeners.on(type, listener);
   }
 
   off(type: EventType | '*', listener: Listener): void {
-    const listeners = this.#listeners.get(type);
-    const at = listeners?.indexOf(listener) ?? -1;
-    if (at < 0) return;
-    const rest = listeners!.filter((_, i) => i !== at);
-    if (rest.length > 0) this.#listeners.set(type, rest);
-    else this.#listeners.delete(type);
+    this.#listeners.off(type, listener);
   }
 
   /**
