@@ -188,6 +188,29 @@ export function mostAtOnce(intervals: ReadonlyArray<readonly [number, number]>):
   return most;
 }
 
+/** An attempt row as the kill and chaos tests read it: its end as a flag, its error's code, and its end in epoch ms. */
+export interface StoredAttempt {
+  task_id: string;
+  run: number;
+  attempt: number;
+  attempt_id: string;
+  node: string;
+  exit: string | null;
+  ended: boolean;
+  code: string | null;
+  ended_ms: number | null;
+}
+
+/** Every attempt row, ordered by task, run and attempt. */
+export async function storedAttempts(pool: pg.Pool): Promise<StoredAttempt[]> {
+  const { rows } = await pool.query<StoredAttempt>(
+    `SELECT task_id, run, attempt, attempt_id, node, exit, ended_at IS NOT NULL AS ended, error->>'code' AS code,
+            floor(extract(epoch FROM ended_at) * 1000)::float8 AS ended_ms
+       FROM troupe_attempts ORDER BY task_id, run, attempt`,
+  );
+  return rows;
+}
+
 /** The stored attempts of each task (rows ordered by task, run and attempt), by task id. */
 export function attemptsByTask<A extends { task_id: string }>(attempts: readonly A[]): Map<string, A[]> {
   const byTask = new Map<string, A[]>();

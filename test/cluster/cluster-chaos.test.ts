@@ -28,7 +28,7 @@ import { submitTasks } from '../../src/store/postgres/queue.js';
 import { createSchedule, setSchedulePaused } from '../../src/store/postgres/schedules.js';
 import { prng } from '../fixtures/prng.js';
 import { scratchDirs, scratchPools } from '../helpers.js';
-import { attemptsByTask, count, expectAttemptsOfOneRun, mostAtOnce, nodeProcesses, readStamps, until, type NodeProcess } from '../cluster.js';
+import { attemptsByTask, count, expectAttemptsOfOneRun, mostAtOnce, nodeProcesses, readStamps, storedAttempts, until, type NodeProcess } from '../cluster.js';
 
 const pools = scratchPools();
 const dirs = scratchDirs();
@@ -124,11 +124,7 @@ describe('a PostgreSQL cluster under kill -9', () => {
     )).rows;
     expect(tasks.filter((t) => t.key === null)).toHaveLength(TASKS);
     expect(tasks.filter((t) => t.state !== 'done' && t.state !== 'dropped')).toEqual([]);
-    const attempts = (await pool.query<{ task_id: string; run: number; attempt: number; attempt_id: string; node: string; exit: string | null; ended: boolean; code: string | null; ended_ms: number | null }>(
-      `SELECT task_id, run, attempt, attempt_id, node, exit, ended_at IS NOT NULL AS ended, error->>'code' AS code,
-              floor(extract(epoch FROM ended_at) * 1000)::float8 AS ended_ms
-         FROM troupe_attempts ORDER BY task_id, run, attempt`,
-    )).rows;
+    const attempts = await storedAttempts(pool);
     expect(attempts.filter((a) => !a.ended || a.exit === null)).toEqual([]);
     const byTask = attemptsByTask(attempts);
 

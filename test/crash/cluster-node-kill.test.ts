@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { submitTasks } from '../../src/store/postgres/queue.js';
 import { fixtureAgent, scratchDirs, scratchPools } from '../helpers.js';
-import { attemptsByTask, clusterNodes, count, expectAttemptsOfOneRun, nodeProcesses, until } from '../cluster.js';
+import { attemptsByTask, clusterNodes, count, expectAttemptsOfOneRun, nodeProcesses, storedAttempts, until } from '../cluster.js';
 
 const pools = scratchPools();
 const nodes = clusterNodes();
@@ -66,9 +66,7 @@ describe('cluster nodes killed with -9', () => {
     // Every task terminal: done, or dropped once every one of its attempts crashed.
     const tasks = (await pool.query<{ id: string; state: string; attempts: number; attempt_seq: number; max_attempts: number }>('SELECT id, state, attempts, attempt_seq, max_attempts FROM troupe_tasks ORDER BY id')).rows;
     expect(tasks).toHaveLength(submitted);
-    const attempts = (await pool.query<{ task_id: string; run: number; attempt: number; node: string; exit: string | null; ended: boolean; code: string | null }>(
-      "SELECT task_id, run, attempt, node, exit, ended_at IS NOT NULL AS ended, error->>'code' AS code FROM troupe_attempts ORDER BY task_id, run, attempt",
-    )).rows;
+    const attempts = await storedAttempts(pool);
     expect(attempts.filter((a) => !a.ended || a.exit === null)).toEqual([]);
     const byTask = attemptsByTask(attempts);
     for (const task of tasks) {

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { prng } from '../fixtures/prng.js';
 import { scratchDirs, scratchPools } from '../helpers.js';
+import { storedAttempts } from '../cluster.js';
 
 const CHILD = fileURLToPath(new URL('../../dist/test/fixtures/postgres/runtime-crash-child.js', import.meta.url));
 const pools = scratchPools();
@@ -75,9 +76,7 @@ describe('runtimes on PostgreSQL killed with -9 at random moments', () => {
     expect(tasks.filter((t) => t.runs !== 1 || t.attempts > MAX_ATTEMPTS || t.max_attempts !== MAX_ATTEMPTS)).toEqual([]);
 
     // Attempts: all ended; those that count per run within the budget; the killed ones crashed.
-    const attempts = (await pool.query<{ task_id: string; run: number; attempt: number; exit: string | null; code: string | null }>(
-      "SELECT task_id, run, attempt, exit, error->>'code' AS code FROM troupe_attempts ORDER BY task_id, run, attempt",
-    )).rows;
+    const attempts = await storedAttempts(pool);
     expect(attempts.filter((a) => a.exit === null)).toEqual([]);
     const counted = new Map<string, number>();
     for (const a of attempts) if (a.exit !== 'interrupted') counted.set(a.task_id, (counted.get(a.task_id) ?? 0) + 1);
