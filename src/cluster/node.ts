@@ -134,7 +134,7 @@ export async function openClusterNode(options: ResolvedNodeOptions): Promise<Clu
 
 /** Stores `agent`'s cluster-wide limits when its registration gives any (see {@link openClusterNode}). */
 export async function storeLimits(db: pg.Pool, agent: RegisteredAgent): Promise<void> {
-  const limits = { concurrency: agent.concurrency, rate: agent.rate, dailyLimit: agent.dailyLimit };
+  const limits = { concurrency: agent.concurrency, models: agent.models, rate: agent.rate, dailyLimit: agent.dailyLimit };
   if (isLimited(limits)) await setAgentLimits(db, agent.name, limits);
 }
 

@@ -20,9 +20,9 @@ export interface ClusterNodeOptions {
   /**
    * The agents this node runs: it claims tasks of these agents only. Required, at least one. A
    * registration's name, module, `timeoutMs` and `retry` (its backoff: the attempt budget is the
-   * task's own, set at submit) apply; `concurrency`, `rate` and `dailyLimit`, when any is given,
-   * are stored as the agent's limits across the cluster; `backoff`, `capabilities`, `retention`
-   * and per-model sub-limits are refused for now.
+   * task's own, set at submit) apply; `concurrency` (with its per-model sub-limits), `rate` and
+   * `dailyLimit`, when any is given, are stored as the agent's limits across the cluster;
+   * `backoff`, `capabilities` and `retention` are refused for now.
    */
   agents: AgentRegistration[];
   /** Worker threads. @default os.availableParallelism() */
@@ -147,9 +147,10 @@ export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptio
 
 /**
  * Refuses, with INVALID_OPTIONS naming it, what a registration asks and a cluster node cannot
- * honour yet: a fast-failure `backoff`, `capabilities` (routing by `requires`), `retention`, and
- * per-model sub-limits of `concurrency`. Its `concurrency` total, `rate` and `dailyLimit` hold
- * across the cluster (stored with setAgentLimits). Returns `agent`.
+ * honour yet: a fast-failure `backoff`, `capabilities` (routing by `requires`) and `retention`.
+ * Its `concurrency` (total and per-model sub-limits), `rate` and `dailyLimit` hold across the
+ * cluster (stored with setAgentLimits). A model name jsonb cannot hold (a NUL) is refused here,
+ * before anything is stored. Returns `agent`.
  */
 export function checkClusterAgent(registration: AgentRegistration, agent: RegisteredAgent): RegisteredAgent {
   for (const field of NOT_YET) {
@@ -157,7 +158,9 @@ export function checkClusterAgent(registration: AgentRegistration, agent: Regist
     if (value === undefined || value === false || (Array.isArray(value) && value.length === 0)) continue;
     throw invalidOptions(`agent ${agent.name}: ${field} is not applied on the PostgreSQL store yet (issue #15)`);
   }
-  if (Object.keys(agent.models).length > 0) throw invalidOptions(`agent ${agent.name}: per-model concurrency limits are not applied on the PostgreSQL store yet (issue #15); give concurrency a number`);
+  for (const model of Object.keys(agent.models)) {
+    if (model.includes('\u0000')) throw invalidOptions(`agent ${agent.name}: concurrency: a model name must not contain NUL on the PostgreSQL store (${JSON.stringify(model)})`);
+  }
   return agent;
 }
 

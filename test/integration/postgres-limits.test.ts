@@ -119,6 +119,49 @@ describe('agent limits across the cluster on PostgreSQL', () => {
     }
   });
 
+  it('holds per-model sub-limits across three claiming nodes, and passes over a full model to the tasks behind it', async () => {
+    const cluster = await clusters({ max: 8 });
+    const { pool } = cluster;
+    await setAgentLimits(pool, 'a', { ...NONE, concurrency: 5, models: { m1: 1, m2: 2 } });
+    expect((await agentRow(pool)).models).toEqual({ m1: 1, m2: 2 });
+    const labelled = (model: string | undefined, count: number, from: number) => tasks(count, 'a', from).map((t) => ({ ...t, labels: model ? { model } : ({} as Record<string, string>) }));
+    // m1's tasks first in the queue, then m2's, tasks without a model, and tasks of a model with no sub-limit.
+    await submitTasks(pool, [...labelled('m1', 30, 0), ...labelled('m2', 20, 100), ...labelled(undefined, 10, 200), ...labelled('m3', 10, 300)]);
+    const node = await cluster.join();
+    const first = await claimTasks(pool, node.id, 'a', 5, LEASE);
+    // One of m1 (its sub-limit), two of m2, and the total filled from the tasks behind them.
+    expect(first.map((c) => c.id)).toEqual(['a0000', 'a0100', 'a0101', 'a0200', 'a0201']);
+    await settleAttempts(pool, success(first));
+    const byModel = async (on: pg.Pool) =>
+      Object.fromEntries(
+        (await on.query<{ model: string; n: number }>("SELECT coalesce(labels ->> 'model', '-') AS model, count(*)::int AS n FROM troupe_tasks WHERE agent = 'a' AND state = 'running' GROUP BY 1")).rows.map((r) => [r.model, r.n]),
+      ) as Record<string, number>;
+    const most: Record<string, number> = {};
+    const observe = async (on: pg.Pool) => {
+      const now = await byModel(on);
+      for (const [model, n] of Object.entries(now)) most[model] = Math.max(most[model] ?? 0, n);
+      expect(now.m1 ?? 0).toBeLessThanOrEqual(1);
+      expect(now.m2 ?? 0).toBeLessThanOrEqual(2);
+      expect(Object.values(now).reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(5);
+    };
+    let left = 70 - first.length;
+    await Promise.all(
+      [pool, cluster.otherPool(), cluster.otherPool()].map(async (on, k) => {
+        const member = await cluster.join();
+        for (let round = 0; left > 0; round++) {
+          const claimed = await claimTasks(on, member.id, 'a', 1 + ((round + k) % 4), LEASE);
+          await observe(on);
+          if (claimed.length === 0) continue;
+          const { settled } = await settleAttempts(on, success(claimed));
+          left -= settled.length;
+          await observe(on);
+        }
+      }),
+    );
+    expect((await pool.query("SELECT count(*)::int AS n FROM troupe_tasks WHERE agent = 'a' AND state = 'done'")).rows[0].n).toBe(70);
+    expect(most.m1).toBe(1);
+  }, 60_000);
+
   it('frees a concurrency slot when an attempt settles, and when a sweep takes one back from an expired lease or a dead node', async () => {
     const cluster = await clusters();
     const { pool } = cluster;
@@ -218,6 +261,9 @@ describe('agent limits across the cluster on PostgreSQL', () => {
       ['zero daily', 'a', { ...NONE, dailyLimit: { limit: 0, resetAt: '00:00', tz: 'UTC' } }],
       ['bad reset time', 'a', { ...NONE, dailyLimit: { limit: 1, resetAt: '25:00', tz: 'UTC' } }],
       ['bad zone', 'a', { ...NONE, dailyLimit: { limit: 1, resetAt: '00:00', tz: 'Mars/Olympus' } }],
+      ['zero model limit', 'a', { ...NONE, models: { m: 0 } }],
+      ['models as array', 'a', { ...NONE, models: [1] }],
+      ['model with a NUL', 'a', { ...NONE, models: { 'm\u0000': 1 } }],
     ];
     for (const [what, agent, limits] of refused) expect({ what, ...(await rejection(setAgentLimits(pool, agent as string, limits as AgentLimits))) }).toMatchObject({ what, code: 'INVALID_INPUT' });
     expect(await dump()).toEqual(before);

@@ -17,6 +17,10 @@
  * any wait inside it). A settle still in flight is counted as running: a claim can only take too
  * little, never too much.
  *
+ * Per-model sub-limits (`concurrency: { total, [model]: n }`, a task's `labels.model` picking one)
+ * are counted the same way, per model, in the same statement; the claim (queue.ts) passes over
+ * the tasks of a model with no room left, so a full model never holds back the others.
+ *
  * Tokens and days run on the database's clock (`clock_timestamp()`, read once the row is locked).
  * The daily window is flow.ts's: from the latest reset tick (`resetAt` in `tz`) at or before now
  * to the next one.
@@ -33,6 +37,12 @@ import { epochMs, transaction } from './transaction.js';
 export interface AgentLimits {
   /** Attempts of the agent running at once, across all nodes. */
   concurrency: number | null;
+  /**
+   * Sub-limits of `concurrency` per model: at most `n` attempts at once of the agent's tasks whose
+   * `labels.model` is that model, across all nodes (they count against `concurrency` too). Absent
+   * or empty: none.
+   */
+  models?: Readonly<Record<string, number>>;
   /** A token bucket of `limit` starts, refilled evenly over `windowMs`. */
   rate: RateLimit | null;
   /** Starts per daily window. */
@@ -51,6 +61,11 @@ export interface LimitState {
 /** What a claim may take, and the state once it took `k`. */
 export interface SlotDecision {
   allowed: number;
+  /**
+   * Per limited model, how many more of its attempts may start (none below 0); undefined when the
+   * agent has no per-model sub-limits. A model not named here is held by `allowed` alone.
+   */
+  room?: Record<string, number>;
   after(k: number): LimitState;
 }
 
@@ -58,12 +73,13 @@ const INT4_MAX = 2 ** 31 - 1;
 
 /** The columns of `troupe_agents` (as `alias`) that {@link limitsOf} reads. */
 export function limitColumns(alias: string): string {
-  return ['concurrency', 'rate_limit', 'rate_window_ms', 'daily_limit', 'daily_reset_at', 'daily_tz'].map((c) => `${alias}.${c}`).join(', ');
+  return ['concurrency', 'models', 'rate_limit', 'rate_window_ms', 'daily_limit', 'daily_reset_at', 'daily_tz'].map((c) => `${alias}.${c}`).join(', ');
 }
 
 /** A row of {@link limitColumns}. */
 export interface LimitRow {
   concurrency: number | null;
+  models: Record<string, number> | null;
   rate_limit: number | null;
   rate_window_ms: string | null;
   daily_limit: number | null;
@@ -76,6 +92,7 @@ export function limitsOf(row: LimitRow | undefined | null): AgentLimits {
   if (!row) return { concurrency: null, rate: null, dailyLimit: null };
   return {
     concurrency: row.concurrency,
+    ...(row.models && Object.keys(row.models).length > 0 && { models: row.models }),
     rate: row.rate_limit === null ? null : { limit: row.rate_limit, windowMs: Number(row.rate_window_ms) },
     dailyLimit: row.daily_limit === null ? null : { limit: row.daily_limit, resetAt: row.daily_reset_at!, tz: row.daily_tz! },
   };
@@ -83,7 +100,12 @@ export function limitsOf(row: LimitRow | undefined | null): AgentLimits {
 
 /** Whether any limit applies (a claim of an agent without one locks nothing). */
 export function isLimited(limits: AgentLimits): boolean {
-  return limits.concurrency !== null || limits.rate !== null || limits.dailyLimit !== null;
+  return limits.concurrency !== null || hasModels(limits) || limits.rate !== null || limits.dailyLimit !== null;
+}
+
+/** Whether the agent has per-model sub-limits. */
+export function hasModels(limits: AgentLimits): boolean {
+  return limits.models !== undefined && Object.keys(limits.models).length > 0;
 }
 
 /**
@@ -95,14 +117,14 @@ export function isLimited(limits: AgentLimits): boolean {
  */
 export async function setAgentLimits(pool: pg.Pool, agent: string, limits: AgentLimits): Promise<void> {
   checkAgent(agent, 'agent');
-  const { concurrency, rate, dailyLimit } = checkLimits(limits);
+  const { concurrency, models, rate, dailyLimit } = checkLimits(limits);
   await transaction(pool, 'setting agent limits', async (client) => {
     await holdControlExclusive(client);
     await client.query(
-      `INSERT INTO troupe_agents AS a (name, concurrency, rate_limit, rate_window_ms, tokens, refilled_at, daily_limit, daily_reset_at, daily_tz)
-       VALUES ($1, $2, $3::integer, $4::bigint, $3::integer, CASE WHEN $3::integer IS NULL THEN NULL ELSE now() END, $5::integer, $6, $7)
+      `INSERT INTO troupe_agents AS a (name, concurrency, rate_limit, rate_window_ms, tokens, refilled_at, daily_limit, daily_reset_at, daily_tz, models)
+       VALUES ($1, $2, $3::integer, $4::bigint, $3::integer, CASE WHEN $3::integer IS NULL THEN NULL ELSE now() END, $5::integer, $6, $7, $8::jsonb)
        ON CONFLICT (name) DO UPDATE SET
-         concurrency = excluded.concurrency, rate_limit = excluded.rate_limit, rate_window_ms = excluded.rate_window_ms,
+         concurrency = excluded.concurrency, models = excluded.models, rate_limit = excluded.rate_limit, rate_window_ms = excluded.rate_window_ms,
          tokens = CASE WHEN excluded.rate_limit IS NULL THEN NULL ELSE least(excluded.rate_limit, coalesce(a.tokens, excluded.rate_limit)) END,
          refilled_at = CASE WHEN excluded.rate_limit IS NULL THEN NULL ELSE coalesce(a.refilled_at, now()) END,
          daily_limit = excluded.daily_limit, daily_reset_at = excluded.daily_reset_at, daily_tz = excluded.daily_tz,
@@ -110,18 +132,24 @@ export async function setAgentLimits(pool: pg.Pool, agent: string, limits: Agent
          day_ends = NULL,
          day_count = CASE WHEN excluded.daily_limit IS NULL THEN 0 ELSE a.day_count END,
          updated_at = now()`,
-      [agent, concurrency, rate?.limit ?? null, rate?.windowMs ?? null, dailyLimit?.limit ?? null, dailyLimit?.resetAt ?? null, dailyLimit?.tz ?? null],
+      [agent, concurrency, rate?.limit ?? null, rate?.windowMs ?? null, dailyLimit?.limit ?? null, dailyLimit?.resetAt ?? null, dailyLimit?.tz ?? null, models ? JSON.stringify(models) : null],
     );
   });
 }
 
 /**
  * How many of `wanted` tasks a claim may start at `at` (epoch ms, the database's clock) with
- * `running` attempts of the agent running, and the state after it started `k` of them. Pure: the
- * same refill and daily window as flow.ts. A clock that went back refills nothing.
+ * `running` attempts of the agent running (`byModel` of them per model), and the state after it
+ * started `k` of them. Pure: the same refill and daily window as flow.ts. A clock that went back
+ * refills nothing.
  */
-export function decideSlots(limits: AgentLimits, state: LimitState, running: number, at: number, wanted: number): SlotDecision {
+export function decideSlots(limits: AgentLimits, state: LimitState, running: number, at: number, wanted: number, byModel: Readonly<Record<string, number>> = {}): SlotDecision {
   let allowed = wanted;
+  let room: Record<string, number> | undefined;
+  if (hasModels(limits)) {
+    room = {};
+    for (const [model, limit] of Object.entries(limits.models!)) room[model] = Math.max(0, limit - (byModel[model] ?? 0));
+  }
   const next: LimitState = { ...state };
   if (limits.concurrency !== null) allowed = Math.min(allowed, limits.concurrency - running);
   if (limits.rate !== null) {
@@ -148,6 +176,7 @@ export function decideSlots(limits: AgentLimits, state: LimitState, running: num
   allowed = Math.max(0, allowed);
   return {
     allowed,
+    ...(room && { room }),
     after(k) {
       const after = { ...next };
       if (limits.rate !== null) after.tokens = after.tokens! - k;
@@ -160,6 +189,8 @@ export function decideSlots(limits: AgentLimits, state: LimitState, running: num
 /** What a claim may take in its transaction, and how it records what it took. */
 export interface Reservation {
   allowed: number;
+  /** See {@link SlotDecision.room}. */
+  room?: Record<string, number>;
   /** Records that the claim started `k` tasks (spent tokens and the day's budget). */
   spend(k: number): Promise<void>;
 }
@@ -176,18 +207,22 @@ export async function reserveSlots(client: pg.PoolClient, agent: string, limits:
   );
   const row = rows[0]!;
   // A statement of its own, after the lock: see the module comment.
-  const now = await client.query<{ at: number; running: number }>(
-    `SELECT ${epochMs('clock_timestamp()', 'at')}, CASE WHEN $2 THEN (SELECT count(*)::int FROM troupe_tasks WHERE agent = $1 AND state = 'running') ELSE 0 END AS running`,
-    [agent, limits.concurrency !== null],
+  const now = await client.query<{ at: number; running: number; by_model: Record<string, number> | null }>(
+    `SELECT ${epochMs('clock_timestamp()', 'at')}, CASE WHEN $2 THEN (SELECT count(*)::int FROM troupe_tasks WHERE agent = $1 AND state = 'running') ELSE 0 END AS running,
+            CASE WHEN $3 THEN (SELECT jsonb_object_agg(model, n) FROM (SELECT labels ->> 'model' AS model, count(*)::int AS n FROM troupe_tasks
+                                WHERE agent = $1 AND state = 'running' AND labels ->> 'model' IS NOT NULL GROUP BY 1) m) END AS by_model`,
+    [agent, limits.concurrency !== null, hasModels(limits)],
   );
   const state: LimitState = { dayCount: row.day_count };
   if (row.tokens !== null) state.tokens = row.tokens;
   if (row.refilled_at !== null) state.refilledAt = row.refilled_at;
   if (row.day_start !== null) state.dayStart = row.day_start;
   if (row.day_ends !== null) state.dayEnds = row.day_ends;
-  const decision = decideSlots(limits, state, now.rows[0]!.running, now.rows[0]!.at, wanted);
+  const { running, at, by_model } = now.rows[0]!;
+  const decision = decideSlots(limits, state, running, at, wanted, by_model ?? {});
   return {
     allowed: decision.allowed,
+    ...(decision.room && { room: decision.room }),
     async spend(k) {
       if (k === 0 || (limits.rate === null && limits.dailyLimit === null)) return;
       const after = decision.after(k);
@@ -219,6 +254,15 @@ function checkLimits(limits: AgentLimits): AgentLimits {
   };
   const concurrency = limits.concurrency ?? null;
   if (concurrency !== null) positive(concurrency, 'limits.concurrency');
+  const given = limits.models ?? {};
+  if (typeof given !== 'object' || given === null || Array.isArray(given)) throw invalid('limits.models must be an object { [model]: n }');
+  const models: Record<string, number> = {};
+  for (const [model, limit] of Object.entries(given)) {
+    // jsonb, where the sub-limits are kept, cannot hold a NUL.
+    if (model.includes('\u0000')) throw invalid(`limits.models: a model name must not contain NUL (${JSON.stringify(model)})`);
+    positive(limit, `limits.models[${JSON.stringify(model)}]`);
+    models[model] = limit;
+  }
   const rate = limits.rate ?? null;
   if (rate !== null) {
     if (typeof rate !== 'object') throw invalid('limits.rate must be { limit, windowMs } or null');
@@ -237,6 +281,7 @@ function checkLimits(limits: AgentLimits): AgentLimits {
   }
   return {
     concurrency,
+    ...(Object.keys(models).length > 0 && { models }),
     rate: rate && { limit: rate.limit, windowMs: rate.windowMs },
     dailyLimit: dailyLimit && { limit: dailyLimit.limit, resetAt: dailyLimit.resetAt, tz: dailyLimit.tz },
   };

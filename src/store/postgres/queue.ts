@@ -158,7 +158,10 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
       // An agent with limits: its slots are reserved under its row's lock, then claimed.
       const slots = await reserveSlots(client, agent, limits, n);
       if (slots.allowed === 0) return [];
-      rows = (await client.query<Gate & Row>({ name: 'troupe-claim-limited', text: CLAIM_LIMITED, values: [node, agent, slots.allowed, leaseMs] })).rows.filter((r) => r.id !== null);
+      const claim = slots.room
+        ? { name: 'troupe-claim-models', text: CLAIM_MODELS, values: [node, agent, slots.allowed, leaseMs, JSON.stringify(slots.room)] }
+        : { name: 'troupe-claim-limited', text: CLAIM_LIMITED, values: [node, agent, slots.allowed, leaseMs] };
+      rows = (await client.query<Gate & Row>(claim)).rows.filter((r) => r.id !== null);
       await slots.spend(rows.length);
     }
     return rows.map((r) => ({
@@ -179,21 +182,42 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
 
 /**
  * The claim's statement: the gate row (membership, freeze, the agent's limits) joined with the
- * tasks it started. `unlimitedOnly`: start tasks only when the agent has no limits (the first try);
- * otherwise the gate's limits were already applied to `$3`.
+ * tasks it started. `unlimited`: start tasks only when the agent has no limits (the first try);
+ * otherwise the gate's limits were already applied to `$3`, and with `models`, `$5` is the room
+ * left per limited model (limits.ts): a model with none is passed over, and of each other limited
+ * model no more than its room is taken, from the first `4 × $3 + 64` runnable tasks (so a claim
+ * reads a bounded part of the queue: it may take fewer than it could, never more).
  */
-function claimStatement(unlimitedOnly: boolean): string {
+function claimStatement(kind: 'unlimited' | 'limited' | 'models'): string {
+  const runnable = `state = 'queued' AND agent = $2 AND run_at <= now()`;
+  const open = `(SELECT member AND NOT frozen${kind === 'unlimited' ? ' AND concurrency IS NULL AND models IS NULL AND rate_limit IS NULL AND daily_limit IS NULL' : ''} FROM gate)`;
+  const room = `($5::jsonb ->> (labels ->> 'model'))::int`;
+  const picked =
+    kind === 'models'
+      ? `SELECT t.id FROM troupe_tasks t JOIN (
+           SELECT id FROM (
+             SELECT id, priority, queued_order, ${room} AS room, row_number() OVER (PARTITION BY labels ->> 'model' ORDER BY priority, queued_order) AS nth
+               FROM (SELECT id, priority, queued_order, labels FROM troupe_tasks WHERE ${runnable} AND coalesce(${room}, 1) > 0
+                      ORDER BY priority, queued_order LIMIT 4 * $3 + 64) candidates
+           ) ranked
+            WHERE room IS NULL OR nth <= room
+            ORDER BY priority, queued_order
+            LIMIT $3
+         ) capped ON capped.id = t.id
+        WHERE t.state = 'queued' AND t.agent = $2 AND t.run_at <= now() AND ${open}
+        ORDER BY t.priority, t.queued_order
+        FOR UPDATE OF t SKIP LOCKED`
+      : `SELECT id FROM troupe_tasks
+        WHERE ${runnable} AND ${open}
+        ORDER BY priority, queued_order
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED`;
   return `WITH gate AS MATERIALIZED (
        SELECT EXISTS (SELECT 1 FROM troupe_nodes WHERE id = $1::uuid FOR KEY SHARE) AS member, c.frozen, ${limitColumns('a')}
          FROM troupe_control c LEFT JOIN troupe_agents a ON a.name = $2
         WHERE c.id = 1
      ), picked AS MATERIALIZED (
-       SELECT id FROM troupe_tasks
-        WHERE state = 'queued' AND agent = $2 AND run_at <= now()
-          AND (SELECT member AND NOT frozen${unlimitedOnly ? ' AND concurrency IS NULL AND rate_limit IS NULL AND daily_limit IS NULL' : ''} FROM gate)
-        ORDER BY priority, queued_order
-        LIMIT $3
-        FOR UPDATE SKIP LOCKED
+       ${picked}
      ), started AS (
        UPDATE troupe_tasks t
           SET state = 'running', token = t.token + 1, attempt_seq = t.attempt_seq + 1, attempts = t.attempts + 1,
@@ -215,8 +239,9 @@ function claimStatement(unlimitedOnly: boolean): string {
  * The two claims, prepared by name on each connection (parsed and planned once per connection, not
  * per claim: measured 0.25-0.6 ms of a claim of 32).
  */
-const CLAIM = claimStatement(true);
-const CLAIM_LIMITED = claimStatement(false);
+const CLAIM = claimStatement('unlimited');
+const CLAIM_LIMITED = claimStatement('limited');
+const CLAIM_MODELS = claimStatement('models');
 
 /**
  * Extends the leases of running attempts to `leaseMs` from the database's `now()`, in one
