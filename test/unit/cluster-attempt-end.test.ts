@@ -29,6 +29,10 @@ describe('attemptEnd: a claimed attempt\'s end for the PostgreSQL queue', () => 
     // The queue then drops it when the task's budget is spent, wrapping the error once.
     expect(decideEnd(end.exit, end.error, 3, 3)).toMatchObject({ state: 'dropped', error: { code: 'RETRY_EXHAUSTED', message: 'gave up after 3 attempts; last error AGENT_ERROR: boom' } });
     expect(decideEnd(end.exit, end.error, 2, 3)).toMatchObject({ state: 'queued' });
+    // The last error's stack stays with RETRY_EXHAUSTED, as on LMDB; an error without one gives none.
+    const thrown = { code: 'AGENT_ERROR', message: 'boom', retryable: true, fault: 'agent' as const, stack: 'Error: boom\n    at agent.js:1' };
+    expect(decideEnd('error', thrown, 3, 3).error).toEqual({ code: 'RETRY_EXHAUSTED', message: 'gave up after 3 attempts; last error AGENT_ERROR: boom', retryable: false, fault: 'agent', stack: thrown.stack });
+    expect(decideEnd('timeout', undefined, 3, 3).error).not.toHaveProperty('stack');
   });
 
   it('lets the node\'s stop win over what the agent returned afterwards', () => {

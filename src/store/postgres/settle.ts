@@ -44,8 +44,9 @@ export interface EndDecision {
  * What ending an attempt with `exit` does to a running task that has counted `attempts` attempts
  * in this run, this one included, out of `maxAttempts`. The same outcomes as the LMDB runtime
  * (src/tasks/outcome.ts): success and fork are done, fail and a non-retryable error are failed,
- * a retryable failure is retried until the budget is spent and then dropped (RETRY_EXHAUSTED), an
- * interrupted attempt is requeued without counting. The state comes from the task machine's table.
+ * a retryable failure is retried until the budget is spent and then dropped (RETRY_EXHAUSTED, with
+ * the last error's stack), an interrupted attempt is requeued without counting. The state comes
+ * from the task machine's table.
  */
 export function decideEnd(exit: AttemptExit, error: WireError | undefined, attempts: number, maxAttempts: number): EndDecision {
   const cause = error ?? defaultError(exit);
@@ -77,16 +78,15 @@ export function decideEnd(exit: AttemptExit, error: WireError | undefined, attem
   }
   const state = nextTaskState('running', event)!;
   if (event !== 'DROP') return cause === undefined ? { state, counts } : { state, counts, error: cause };
-  return {
-    state,
-    counts,
-    error: {
-      code: 'RETRY_EXHAUSTED',
-      message: `gave up after ${attempts} attempt${attempts === 1 ? '' : 's'}; last error ${cause!.code}: ${cause!.message}`,
-      retryable: false,
-      fault: cause!.fault,
-    },
+  const exhausted: WireError = {
+    code: 'RETRY_EXHAUSTED',
+    message: `gave up after ${attempts} attempt${attempts === 1 ? '' : 's'}; last error ${cause!.code}: ${cause!.message}`,
+    retryable: false,
+    fault: cause!.fault,
   };
+  // The last error's stack, for operators, as the LMDB runtime keeps it (src/tasks/outcome.ts).
+  if (cause!.stack !== undefined) exhausted.stack = cause!.stack;
+  return { state, counts, error: exhausted };
 }
 
 /** The error an exit stands for when its node gave none (none for success and fork). */
