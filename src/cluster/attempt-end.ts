@@ -4,11 +4,11 @@
  * no clock reads.
  */
 import type { AbortReason, WireError } from '../../actors/wire.js';
-import type { RetryPolicy } from '../store/records.js';
+import type { RetryPolicy, TaskResult } from '../store/records.js';
 import type { ClaimedTask } from '../store/postgres/queue.js';
 import type { AttemptEnd } from '../store/postgres/settle.js';
 import { jsonOf } from '../store/postgres/transaction.js';
-import { decideSettlement, type AttemptOutcome } from '../tasks/outcome.js';
+import { decideSettlement, resultOf, type AttemptOutcome } from '../tasks/outcome.js';
 
 /**
  * The end of `claimed` after `outcome`, with `stop` what the node asked of it (that wins over what
@@ -36,6 +36,8 @@ export function attemptEnd(
   const result = settlement.result;
   const output = result !== undefined && 'output' in result ? result.output : undefined;
   if (output !== undefined) end.output = output;
+  // What the task shows as its `result` once settled, as the LMDB runtime derives it (src/steps/settle.ts).
+  if (result !== undefined) end.result = resultOf(result);
   if (settlement.error !== undefined) end.error = settlement.error;
   if (settlement.event === 'REQUEUE' && settlement.retryDelayMs) end.retryDelayMs = settlement.retryDelayMs;
   return storable(end);
@@ -44,28 +46,47 @@ export function attemptEnd(
 /**
  * The end as jsonb can hold it. Worker threads pass Dates, Uint8Arrays and BigInts, which jsonb
  * cannot; an output like that fails its attempt (INVALID_RESULT) rather than the whole settle
- * batch it goes in. A NUL character in an error's text is replaced.
+ * batch it goes in. A NUL character in an error's or a result's text is replaced.
  */
 function storable(end: AttemptEnd): AttemptEnd {
   try {
     jsonOf(end.output, 'the output');
   } catch (error) {
-    const { output: _dropped, ...rest } = end;
+    const { output: _dropped, result: _result, ...rest } = end;
     return { ...rest, exit: 'error', error: { code: 'INVALID_RESULT', message: `the agent's output cannot be stored in PostgreSQL: ${(error as Error).message}`, retryable: false, fault: 'agent' } };
   }
   if (end.error !== undefined) {
     try {
       jsonOf(end.error, 'the error');
     } catch {
-      end.error = withoutNul(end.error);
+      end.error = errorWithoutNul(end.error);
+    }
+  }
+  if (end.result !== undefined) {
+    try {
+      jsonOf(end.result, 'the result');
+    } catch {
+      end.result = resultWithoutNul(end.result);
     }
   }
   return end;
 }
 
-function withoutNul(error: WireError): WireError {
-  const clean = (text: string) => text.replaceAll('\u0000', '\uFFFD');
+function clean(text: string): string {
+  return text.replaceAll('\u0000', '\uFFFD');
+}
+
+function errorWithoutNul(error: WireError): WireError {
   const copy: WireError = { code: clean(String(error.code)), message: clean(String(error.message)), retryable: error.retryable, fault: error.fault };
   if (error.stack !== undefined) copy.stack = clean(String(error.stack));
+  return copy;
+}
+
+function resultWithoutNul(result: TaskResult): TaskResult {
+  const copy: TaskResult = { kind: result.kind };
+  for (const field of ['summary', 'branch', 'rev'] as const) {
+    const text = result[field];
+    if (text !== undefined) copy[field] = clean(text);
+  }
   return copy;
 }

@@ -4,7 +4,7 @@
  * cluster cannot honour yet refused (UNSUPPORTED_STORE, naming the field); and a stored row turned
  * into the public Task, the shape the LMDB runtime returns. Pure: no I/O, no clock reads.
  */
-import type { Task, TaskSpec } from '../api/tasks.js';
+import type { Task, TaskResult, TaskSpec } from '../api/tasks.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import { TroupeError } from '../errors.js';
 import type { RetryPolicy } from '../store/records.js';
@@ -68,6 +68,7 @@ export function taskOf(row: TaskRow, agent: RegisteredAgent | undefined, default
     updatedAt: ms(row.updated_at),
   };
   if (row.output !== null) task.output = row.output;
+  if (row.result !== null) task.result = row.result as TaskResult;
   if (row.error !== null) task.error = row.error as Task['error'] & object;
   if (row.state === 'cancelled' && row.cancel_reason !== null) task.reason = row.cancel_reason;
   if (row.state === 'dropped') task.reason = 'retry_exhausted';

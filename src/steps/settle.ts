@@ -5,10 +5,9 @@
  * a retry or wake timer, and the agent's flow state. A result from an attempt that is no longer
  * current is ignored and recorded as `task.stale_result`; settling an ended attempt again is a no-op.
  */
-import type { AgentResult } from '../../actors/wire.js';
 import { isTerminal, nextTaskState } from '../../machines/index.js';
-import type { AgentFlowState, AttemptRecord, TaskRecord, TaskResult, TimerRecord } from '../store/records.js';
-import type { Settlement } from '../tasks/outcome.js';
+import type { AgentFlowState, AttemptRecord, TaskRecord, TimerRecord } from '../store/records.js';
+import { resultOf, type Settlement } from '../tasks/outcome.js';
 import { arm, attemptIdOf, emit, finish, illegal, markQueued, nextState, queue, timerOf } from './common.js';
 import { nothing, type StepContext, type StepResult } from './types.js';
 
@@ -170,12 +169,4 @@ export function lostAttemptOf(task: TaskRecord, runtimeId: string): AttemptRecor
     startedAt: task.updatedAt,
     leaseExpiresAt: task.updatedAt,
   };
-}
-
-function resultOf(result: AgentResult): TaskResult {
-  const out: TaskResult = { kind: result.kind };
-  if (result.summary !== undefined) out.summary = result.summary;
-  if ('branch' in result && result.branch !== undefined) out.branch = result.branch;
-  if ('rev' in result && result.rev !== undefined) out.rev = result.rev;
-  return out;
 }

@@ -4,7 +4,7 @@
  */
 import type { AbortReason, AgentResult, WireError, WireResult } from '../../actors/wire.js';
 import type { AttemptExit, TaskEventType } from '../../machines/index.js';
-import type { RetryPolicy, TaskRecord } from '../store/records.js';
+import type { RetryPolicy, TaskRecord, TaskResult } from '../store/records.js';
 
 /** How an attempt ended, as the host observed it. */
 export type AttemptOutcome =
@@ -108,6 +108,18 @@ function retryOrDrop(policy: RetryPolicy, attemptsSoFar: number, exit: AttemptEx
       stack: error.stack,
     },
   };
+}
+
+/**
+ * The `result` a task shows after an attempt that returned `result`: its kind, and its summary,
+ * branch and rev when given (the output is kept apart). The same on both stores.
+ */
+export function resultOf(result: AgentResult): TaskResult {
+  const out: TaskResult = { kind: result.kind };
+  if (result.summary !== undefined) out.summary = result.summary;
+  if ('branch' in result && result.branch !== undefined) out.branch = result.branch;
+  if ('rev' in result && result.rev !== undefined) out.rev = result.rev;
+  return out;
 }
 
 /**

@@ -8,8 +8,6 @@
  * states, counts and orders, never speed.
  *
  * Known differences, left out of the shared assertions (see the README):
- * - a settled Task's `result` ({kind, summary, branch, rev}) is not kept on PostgreSQL;
- * - the error of a dropped task carries the last error's `stack` on LMDB only;
  * - a schedule shows `catchUp: 'all'` on PostgreSQL, and its `task` with the resolved priority
  *   and attempt budget;
  * - task input with Dates, Uint8Arrays or BigInts is stored on LMDB and refused on PostgreSQL;
@@ -44,21 +42,25 @@ const SETTLING: ReadonlySet<EventType> = new Set<EventType>(['task.done', 'task.
 const failAgent = builtinAgent('fail', { retry: { maxAttempts: 3, backoff: 'fixed', delayMs: 1 } });
 const echoAgent = builtinAgent('echo');
 
-/** The fields of a Task in each state, on both stores (`result` aside: see the module comment). */
+/**
+ * The fields of a Task in each state, on both stores. Every done task has a `result`; a failed one
+ * has one when its agent returned `{ kind: 'fail' }`, not when it threw.
+ */
 const BASE = ['agent', 'attempts', 'createdAt', 'id', 'input', 'instanceKey', 'labels', 'lane', 'priority', 'queuedAt', 'retry', 'runs', 'state', 'timeoutMs', 'updatedAt'];
 const FIELDS = {
   queued: BASE,
-  done: [...BASE, 'output', 'settledAt', 'startedAt'].sort(),
+  done: [...BASE, 'output', 'result', 'settledAt', 'startedAt'].sort(),
   failed: [...BASE, 'error', 'settledAt', 'startedAt'].sort(),
+  failedWithResult: [...BASE, 'error', 'result', 'settledAt', 'startedAt'].sort(),
   dropped: [...BASE, 'error', 'reason', 'settledAt', 'startedAt'].sort(),
   cancelledQueued: [...BASE, 'reason', 'settledAt'].sort(),
   cancelledRunning: [...BASE, 'error', 'reason', 'settledAt', 'startedAt'].sort(),
 };
 
-/** A task's fields, sorted, without `result` and `idempotencyKey` (given or not by the test). */
+/** A task's fields, sorted, without `idempotencyKey` (given or not by the test). */
 function fields(task: Task): string[] {
   return Object.keys(task)
-    .filter((k) => k !== 'result' && k !== 'idempotencyKey')
+    .filter((k) => k !== 'idempotencyKey')
     .sort();
 }
 
@@ -140,7 +142,7 @@ export function contractSuite(name: string, backend: ContractBackend): void {
       expect(got).toEqual(task);
       await rt.unfreeze();
       const done = await rt.wait(task.id);
-      expect(done).toMatchObject({ id: task.id, state: 'done', output: { n: 1 }, attempts: 1, runs: 1, createdAt: task.createdAt });
+      expect(done).toMatchObject({ id: task.id, state: 'done', output: { n: 1 }, result: { kind: 'success' }, attempts: 1, runs: 1, createdAt: task.createdAt });
       expect(fields(done)).toEqual(FIELDS.done);
       expect(done.startedAt).toBeGreaterThanOrEqual(done.createdAt);
       expect(done.settledAt).toBeGreaterThanOrEqual(done.startedAt!);
@@ -236,16 +238,20 @@ export function contractSuite(name: string, backend: ContractBackend): void {
         { agent: 'fail', input: { mode: 'fatal' } },
         { agent: 'fail', input: { mode: 'result' } },
       ]);
-      const agentError = { code: 'RETRY_EXHAUSTED', retryable: false, fault: 'agent', message: expect.stringContaining('AGENT_ERROR') };
+      // The last error's stack stays with RETRY_EXHAUSTED, for operators.
+      const agentError = { code: 'RETRY_EXHAUSTED', retryable: false, fault: 'agent', message: expect.stringContaining('AGENT_ERROR'), stack: expect.stringMatching(/^Error: failing on purpose\n\s+at /) };
       const dropped = await rt.wait(twice!.id);
       expect(dropped).toMatchObject({ state: 'dropped', attempts: 2, runs: 1, reason: 'retry_exhausted', retry: { maxAttempts: 2 }, error: agentError });
       expect(fields(dropped)).toEqual(FIELDS.dropped);
       expect(await rt.wait(agentBudget!.id)).toMatchObject({ state: 'dropped', attempts: 3, runs: 1, retry: { maxAttempts: 3 }, error: agentError });
       expect(await rt.wait(recovers!.id)).toMatchObject({ state: 'done', attempts: 2, runs: 1, output: { recoveredOnAttempt: 2 } });
       const failed = await rt.wait(fatal!.id);
-      expect(failed).toMatchObject({ state: 'failed', attempts: 1, runs: 1, error: { code: 'FATAL', retryable: false, fault: 'agent', message: 'failing on purpose' } });
+      expect(failed).toMatchObject({ state: 'failed', attempts: 1, runs: 1, error: { code: 'FATAL', retryable: false, fault: 'agent', message: 'failing on purpose', stack: expect.stringMatching(/^AgentError: failing on purpose\n\s+at /) } });
       expect(fields(failed)).toEqual(FIELDS.failed);
-      expect(await rt.wait(result!.id)).toMatchObject({ state: 'failed', attempts: 1, error: { code: 'AGENT_FAILED', retryable: false, fault: 'agent' } });
+      const failedResult = await rt.wait(result!.id);
+      expect(failedResult).toMatchObject({ state: 'failed', attempts: 1, result: { kind: 'fail', summary: 'failing on purpose' }, error: { code: 'AGENT_FAILED', retryable: false, fault: 'agent' } });
+      expect(fields(failedResult)).toEqual(FIELDS.failedWithResult);
+      expect(failedResult.error).not.toHaveProperty('stack');
 
       const events = await history(rt, twice!.id);
       expect(events.map((e) => [e.type, (e.data as { attempt?: number }).attempt])).toEqual([
@@ -256,8 +262,40 @@ export function contractSuite(name: string, backend: ContractBackend): void {
         ['task.dropped', 2],
       ]);
       expect(events[2]!.data).toMatchObject({ run: 1, exit: 'error', error: { code: 'AGENT_ERROR', retryable: true } });
-      expect(events[4]!.data).toMatchObject({ run: 1, exit: 'error', reason: 'retry_exhausted', error: { code: 'RETRY_EXHAUSTED' } });
+      expect(events[4]!.data).toMatchObject({ run: 1, exit: 'error', reason: 'retry_exhausted', error: { code: 'RETRY_EXHAUSTED', stack: dropped.error!.stack } });
       expect((await history(rt, recovers!.id)).map((e) => e.type)).toEqual(['task.queued', 'task.started', 'task.retrying', 'task.started', 'task.done']);
+    });
+
+    it('keeps the result an agent returned (kind, summary, branch, rev) apart from its output, in get, list and wait; a retry clears it', async () => {
+      const rt = await backend.open({ agents: [{ name: 'result', module: fixtureAgent('result') }] });
+      const [success, bare, fork, fail] = await rt.submitMany([
+        { agent: 'result', input: { kind: 'success', summary: 'all good', output: { n: 1 } } },
+        { agent: 'result', input: { kind: 'success' } },
+        { agent: 'result', input: { kind: 'fork', summary: 'forked', branch: 'fix/1', rev: 'c0ffee', output: 'patch' } },
+        { agent: 'result', input: { kind: 'fail', summary: 'tests fail', branch: 'fix/2', rev: 'bad' } },
+      ]);
+      const settled = [await rt.wait(success!.id), await rt.wait(bare!.id), await rt.wait(fork!.id), await rt.wait(fail!.id)];
+      expect(settled.map((t) => [t.state, t.result, t.output])).toEqual([
+        ['done', { kind: 'success', summary: 'all good' }, { n: 1 }],
+        ['done', { kind: 'success' }, undefined],
+        ['done', { kind: 'fork', summary: 'forked', branch: 'fix/1', rev: 'c0ffee' }, 'patch'],
+        ['failed', { kind: 'fail', summary: 'tests fail', branch: 'fix/2', rev: 'bad' }, undefined],
+      ]);
+      expect(settled.map(fields)).toEqual([FIELDS.done, FIELDS.done.filter((f) => f !== 'output'), FIELDS.done, FIELDS.failedWithResult]);
+      expect(settled[3]!.error).toEqual({ code: 'AGENT_FAILED', message: 'tests fail', retryable: false, fault: 'agent' });
+      for (const task of settled) expect(await rt.get(task.id)).toEqual(task);
+      expect((await rt.list()).tasks).toEqual(settled);
+      const done = await history(rt, fork!.id);
+      expect(done[2]).toMatchObject({ type: 'task.done', data: { kind: 'fork', summary: 'forked' } });
+
+      // A new run starts without the last one's result (frozen: get() finds it queued).
+      await rt.freeze();
+      const again = await rt.retry(fail!.id);
+      expect(again).toMatchObject({ state: 'queued', runs: 2 });
+      expect(fields(again)).toEqual(FIELDS.queued);
+      expect(await rt.get(fail!.id)).not.toHaveProperty('result');
+      await rt.unfreeze();
+      expect(await rt.wait(fail!.id)).toMatchObject({ state: 'failed', runs: 2, result: { kind: 'fail', summary: 'tests fail' } });
     });
 
     it('cancels a queued task at once and a running one through ctx.signal; a settled task is ILLEGAL_TRANSITION', async () => {

@@ -144,7 +144,7 @@ describe('the PostgreSQL task queue', () => {
     const before = (await dump(pool))[0] as Array<{ id: string }>;
     const result = await settleAttempts(pool, [
       { taskId: first!.id, token: first!.token, exit: 'success', output: 'late' },
-      { taskId: second!.id, token: second!.token, exit: 'success', output: { ok: true } },
+      { taskId: second!.id, token: second!.token, exit: 'success', output: { ok: true }, result: { kind: 'success', summary: 'all good' } },
       { taskId: second!.id, token: second!.token, exit: 'fail' },
       { taskId: 'nobody', token: 1, exit: 'success' },
     ]);
@@ -158,7 +158,7 @@ describe('the PostgreSQL task queue', () => {
     });
     const after = (await dump(pool))[0] as Array<{ id: string }>;
     expect(after.find((r) => r.id === 't0001')).toEqual(before.find((r) => r.id === 't0001'));
-    expect(await row(pool, 't0002')).toMatchObject({ state: 'done', output: { ok: true }, error: null, owner_node: null, lease_until: null });
+    expect(await row(pool, 't0002')).toMatchObject({ state: 'done', output: { ok: true }, result: { kind: 'success', summary: 'all good' }, error: null, owner_node: null, lease_until: null });
     expect((await row(pool, 't0002')).settled_at).toBeInstanceOf(Date);
     expect(await attemptRows(pool, 't0001')).toEqual([
       expect.objectContaining({ attempt: 1, exit: 'error', ended: true, error: expect.objectContaining({ code: 'AGENT_ERROR' }) }),
@@ -195,11 +195,12 @@ describe('the PostgreSQL task queue', () => {
     const [t3, t4] = await claimTasks(pool, node.id, 'a', 2, LEASE);
     const { settled } = await settleAttempts(pool, [
       { taskId: t3!.id, token: t3!.token, exit: 'error', error: { code: 'AGENT_ERROR', message: 'no', retryable: false, fault: 'agent' } },
-      { taskId: t4!.id, token: t4!.token, exit: 'fail', output: { why: 'bad' } },
+      { taskId: t4!.id, token: t4!.token, exit: 'fail', output: { why: 'bad' }, result: { kind: 'fail', summary: 'bad', branch: 'b', rev: 'r' } },
     ]);
     expect(settled.map((s) => s.state)).toEqual(['failed', 'failed']);
     expect(await row(pool, 't0003')).toMatchObject({ attempts: 1, error: { code: 'AGENT_ERROR', message: 'no', retryable: false, fault: 'agent' } });
-    expect(await row(pool, 't0004')).toMatchObject({ output: { why: 'bad' }, error: expect.objectContaining({ code: 'AGENT_FAILED' }) });
+    expect(await row(pool, 't0004')).toMatchObject({ output: { why: 'bad' }, result: { kind: 'fail', summary: 'bad', branch: 'b', rev: 'r' }, error: expect.objectContaining({ code: 'AGENT_FAILED' }) });
+    expect(await row(pool, 't0003')).toMatchObject({ result: null });
   });
 
   it('requeues a retry at the end of its queue, after its delay on the database clock', async () => {
@@ -398,6 +399,12 @@ describe('the PostgreSQL task queue', () => {
       () => settleAttempts(pool, [{ taskId: claimed!.id, token: claimed!.token, exit: 'error', error: { code: 'X' } as never }]),
       () => settleAttempts(pool, [{ taskId: claimed!.id, token: claimed!.token, exit: 'success', output: { f: () => 1 } }]),
       () => settleAttempts(pool, [{ taskId: claimed!.id, token: claimed!.token, exit: 'error', retryDelayMs: -1 }]),
+      () => settleAttempts(pool, [{ taskId: claimed!.id, token: claimed!.token, exit: 'success', result: { kind: 'fork' } }]),
+      () => settleAttempts(pool, [{ taskId: claimed!.id, token: claimed!.token, exit: 'error', result: { kind: 'error' } as never }]),
+      () => settleAttempts(pool, [{ taskId: claimed!.id, token: claimed!.token, exit: 'success', result: { kind: 'success', summary: 5 } as never }]),
+      () => settleAttempts(pool, [{ taskId: claimed!.id, token: claimed!.token, exit: 'success', result: { kind: 'success', output: 1 } as never }]),
+      () => settleAttempts(pool, [{ taskId: claimed!.id, token: claimed!.token, exit: 'success', result: { kind: 'success', summary: 'a\u0000b' } }]),
+      () => settleAttempts(pool, [{ taskId: claimed!.id, token: claimed!.token, exit: 'success', result: null as never }]),
       () => renewLeases(pool, [{ taskId: claimed!.id, token: claimed!.token }], -5),
       () => renewLeases(pool, [{ taskId: claimed!.id, token: -1 }], LEASE),
     ];

@@ -11,15 +11,21 @@ const noJitter = () => 0;
 const result = (wire: WireResult): AttemptOutcome => ({ kind: 'result', wire });
 
 describe('attemptEnd: a claimed attempt\'s end for the PostgreSQL queue', () => {
-  it('keeps the output of a success and the error of a failure', () => {
-    expect(attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'success', output: { a: 1 } } }), undefined, noJitter)).toEqual({ taskId: 't1', token: 7, exit: 'success', output: { a: 1 } });
+  it('keeps the output and result of a success, and the error and result of a failure', () => {
+    expect(attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'success', output: { a: 1 } } }), undefined, noJitter)).toEqual({ taskId: 't1', token: 7, exit: 'success', output: { a: 1 }, result: { kind: 'success' } });
+    const fork = { kind: 'fork' as const, summary: 'forked', branch: 'b', rev: 'abc', output: 3 };
+    expect(attemptEnd(claimed(1), RETRY, result({ ok: true, result: fork }), undefined, noJitter)).toEqual({ taskId: 't1', token: 7, exit: 'fork', output: 3, result: { kind: 'fork', summary: 'forked', branch: 'b', rev: 'abc' } });
     expect(attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'fail', summary: 'no', output: 2 } }), undefined, noJitter)).toEqual({
       taskId: 't1',
       token: 7,
       exit: 'fail',
       output: 2,
+      result: { kind: 'fail', summary: 'no' },
       error: { code: 'AGENT_FAILED', message: 'no', retryable: false, fault: 'agent' },
     });
+    // A thrown error, or a stop, carries no result.
+    expect(attemptEnd(claimed(1), RETRY, result({ ok: false, error: { code: 'X', message: 'x', retryable: false, fault: 'agent' } }), undefined, noJitter)).not.toHaveProperty('result');
+    expect(attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'success' } }), { reason: 'cancelled' }, noJitter)).not.toHaveProperty('result');
   });
 
   it('leaves retry or drop to the database: the attempt\'s own error and a backoff, never RETRY_EXHAUSTED', () => {
@@ -29,6 +35,10 @@ describe('attemptEnd: a claimed attempt\'s end for the PostgreSQL queue', () => 
     // The queue then drops it when the task's budget is spent, wrapping the error once.
     expect(decideEnd(end.exit, end.error, 3, 3)).toMatchObject({ state: 'dropped', error: { code: 'RETRY_EXHAUSTED', message: 'gave up after 3 attempts; last error AGENT_ERROR: boom' } });
     expect(decideEnd(end.exit, end.error, 2, 3)).toMatchObject({ state: 'queued' });
+    // The last error's stack stays with RETRY_EXHAUSTED, as on LMDB; an error without one gives none.
+    const thrown = { code: 'AGENT_ERROR', message: 'boom', retryable: true, fault: 'agent' as const, stack: 'Error: boom\n    at agent.js:1' };
+    expect(decideEnd('error', thrown, 3, 3).error).toEqual({ code: 'RETRY_EXHAUSTED', message: 'gave up after 3 attempts; last error AGENT_ERROR: boom', retryable: false, fault: 'agent', stack: thrown.stack });
+    expect(decideEnd('timeout', undefined, 3, 3).error).not.toHaveProperty('stack');
   });
 
   it('lets the node\'s stop win over what the agent returned afterwards', () => {
@@ -39,11 +49,13 @@ describe('attemptEnd: a claimed attempt\'s end for the PostgreSQL queue', () => 
   });
 
   it('fails an attempt whose output jsonb cannot hold, and one that asks to sleep, instead of storing something else', () => {
-    const dated = attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'success', output: { at: new Date(0) } } }), undefined, noJitter);
+    const dated = attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'success', summary: 'dated', output: { at: new Date(0) } } }), undefined, noJitter);
     expect(dated).toEqual({ taskId: 't1', token: 7, exit: 'error', error: expect.objectContaining({ code: 'INVALID_RESULT', retryable: false }) });
     const sleep = attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'sleep', wakeAfterMs: 10 } }), undefined, noJitter);
     expect(sleep).toMatchObject({ exit: 'error', error: { retryable: false, message: expect.stringContaining('sleep') } });
     const nul = attemptEnd(claimed(1), RETRY, result({ ok: false, error: { code: 'AGENT_ERROR', message: 'a\u0000b', retryable: false, fault: 'agent' } }), undefined, noJitter);
     expect(nul.error!.message).toBe('a\uFFFDb');
+    const nulResult = attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'fork', summary: 's\u0000', branch: 'b\u0000', rev: 'r' } }), undefined, noJitter);
+    expect(nulResult.result).toEqual({ kind: 'fork', summary: 's\uFFFD', branch: 'b\uFFFD', rev: 'r' });
   });
 });

@@ -91,6 +91,25 @@ export function checkLease(lease: Lease, where: string): void {
   if (!Number.isSafeInteger(lease.token) || lease.token <= 0) throw invalid(`${where}.token must be a positive integer`);
 }
 
+/** The kinds of result an attempt's end carries: those of its exits success, fork and fail. */
+const RESULT_KINDS: ReadonlySet<unknown> = new Set(['success', 'fork', 'fail']);
+const RESULT_TEXTS: ReadonlySet<string> = new Set(['summary', 'branch', 'rev']);
+
+/**
+ * Checks the result of an attempt's end named `where` (a task's `result`): its kind is the end's
+ * `exit`, which must be success, fork or fail, and its other fields are the strings summary,
+ * branch and rev.
+ */
+export function checkResult(result: unknown, exit: unknown, where: string): void {
+  if (typeof result !== 'object' || result === null || Array.isArray(result)) throw invalid(`${where} must be an object`);
+  const { kind, ...texts } = result as Record<string, unknown>;
+  if (!RESULT_KINDS.has(exit) || kind !== exit) throw invalid(`${where}.kind must be the end's exit (${String(exit)}): only success, fork and fail ends carry a result`);
+  for (const [key, value] of Object.entries(texts)) {
+    if (!RESULT_TEXTS.has(key)) throw invalid(`${where}.${key} is not a field of a result (kind, summary, branch, rev)`);
+    if (value !== undefined && typeof value !== 'string') throw invalid(`${where}.${key} must be a string`);
+  }
+}
+
 /** INVALID_INPUT with `message`. */
 export function invalid(message: string): TroupeError {
   return new TroupeError('INVALID_INPUT', message);

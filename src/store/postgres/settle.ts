@@ -8,8 +8,9 @@
 import type pg from 'pg';
 import type { WireError } from '../../../actors/wire.js';
 import { nextTaskState, type AttemptExit, type TaskEventType, type TaskState } from '../../../machines/index.js';
+import type { TaskResult } from '../../api/tasks.js';
 import { TroupeError } from '../../errors.js';
-import { checkLease, type Lease } from './checks.js';
+import { checkLease, checkResult, type Lease } from './checks.js';
 import { eventOf, HINTS, insertEvents, notifyIfAny, type NewEvent } from './events.js';
 import { jsonOf, storeFailed, transaction } from './transaction.js';
 
@@ -18,6 +19,11 @@ export interface AttemptEnd extends Lease {
   exit: AttemptExit;
   /** The agent's output (plain JSON data). */
   output?: unknown;
+  /**
+   * The task's `result` once this end settles it: what the agent returned, less its output (see
+   * src/tasks/outcome.ts resultOf). Only with the exit of its kind: success, fork or fail.
+   */
+  result?: TaskResult;
   /** What went wrong (exits other than success and fork); a default for the exit when absent. */
   error?: WireError;
   /** A retry waits this long on the database's clock before it can be claimed. @default 0 */
@@ -44,8 +50,9 @@ export interface EndDecision {
  * What ending an attempt with `exit` does to a running task that has counted `attempts` attempts
  * in this run, this one included, out of `maxAttempts`. The same outcomes as the LMDB runtime
  * (src/tasks/outcome.ts): success and fork are done, fail and a non-retryable error are failed,
- * a retryable failure is retried until the budget is spent and then dropped (RETRY_EXHAUSTED), an
- * interrupted attempt is requeued without counting. The state comes from the task machine's table.
+ * a retryable failure is retried until the budget is spent and then dropped (RETRY_EXHAUSTED, with
+ * the last error's stack), an interrupted attempt is requeued without counting. The state comes
+ * from the task machine's table.
  */
 export function decideEnd(exit: AttemptExit, error: WireError | undefined, attempts: number, maxAttempts: number): EndDecision {
   const cause = error ?? defaultError(exit);
@@ -77,16 +84,15 @@ export function decideEnd(exit: AttemptExit, error: WireError | undefined, attem
   }
   const state = nextTaskState('running', event)!;
   if (event !== 'DROP') return cause === undefined ? { state, counts } : { state, counts, error: cause };
-  return {
-    state,
-    counts,
-    error: {
-      code: 'RETRY_EXHAUSTED',
-      message: `gave up after ${attempts} attempt${attempts === 1 ? '' : 's'}; last error ${cause!.code}: ${cause!.message}`,
-      retryable: false,
-      fault: cause!.fault,
-    },
+  const exhausted: WireError = {
+    code: 'RETRY_EXHAUSTED',
+    message: `gave up after ${attempts} attempt${attempts === 1 ? '' : 's'}; last error ${cause!.code}: ${cause!.message}`,
+    retryable: false,
+    fault: cause!.fault,
   };
+  // The last error's stack, for operators, as the LMDB runtime keeps it (src/tasks/outcome.ts).
+  if (cause!.stack !== undefined) exhausted.stack = cause!.stack;
+  return { state, counts, error: exhausted };
 }
 
 /** The error an exit stands for when its node gave none (none for success and fork). */
@@ -147,7 +153,7 @@ export async function settleAttempts(pool: pg.Pool, ends: readonly AttemptEnd[])
 /** The write that ends `end`'s attempt of `task`, decided from the task's attempt budget. */
 function writeOf(end: AttemptEnd, task: RunningTask, outputJson?: string | null): EndWrite {
   const attemptError = end.exit === 'success' || end.exit === 'fork' ? undefined : (end.error ?? defaultError(end.exit));
-  const write: EndWrite = { task, exit: end.exit, decision: decideEnd(end.exit, end.error, task.attempts, task.maxAttempts), output: end.output, attemptError, delayMs: end.retryDelayMs };
+  const write: EndWrite = { task, exit: end.exit, decision: decideEnd(end.exit, end.error, task.attempts, task.maxAttempts), output: end.output, result: end.result, attemptError, delayMs: end.retryDelayMs };
   if (outputJson !== undefined) write.outputJson = outputJson;
   return write;
 }
@@ -239,6 +245,8 @@ export interface EndWrite {
   output?: unknown;
   /** `output`'s JSON text when it was made already (checked by settleAttempts), so it is not made twice. */
   outputJson?: string | null;
+  /** The task's `result` (see {@link AttemptEnd.result}). */
+  result?: TaskResult | undefined;
   /** The attempt's own error, kept on its attempt row. */
   attemptError?: WireError | undefined;
   delayMs?: number | undefined;
@@ -246,11 +254,12 @@ export interface EndWrite {
 
 /**
  * Writes decided ends in the caller's transaction, in one statement: each task leaves `running`
- * with its token bumped (so its attempt can write nothing more) and, when requeued, a new place at
- * the end of the queue; its attempt's row is written (schema version 7: an attempt's only write
- * there), with what the task's row held of it while it ran, its end and its exit, and the event of
- * each end written ({@link endEvent}). Fenced by token and state. Returns the new state of each
- * task written. The caller holds the rows (settleAttempts, the sweeper).
+ * with its token bumped (so its attempt can write nothing more), the end's output and result
+ * (schema version 9; none for an end without them) and, when requeued, a new place at the end of
+ * the queue; its attempt's row is written (schema version 7: an attempt's only write there), with
+ * what the task's row held of it while it ran, its end and its exit, and the event of each end
+ * written ({@link endEvent}). Fenced by token and state. Returns the new state of each task
+ * written. The caller holds the rows (settleAttempts, the sweeper).
  */
 export async function writeEnds(client: pg.PoolClient, writes: readonly EndWrite[]): Promise<Map<string, TaskState>> {
   return runEnds(client, writes, 'troupe-write-ends', WRITE_ENDS);
@@ -278,6 +287,7 @@ async function runEnds(on: Pick<pg.Pool, 'query'>, writes: readonly EndWrite[], 
       writes.map((w, i) => jsonOf(w.attemptError, `writes[${i}].attemptError`)),
       events.map((ev) => ev.type),
       events.map((ev) => JSON.stringify(ev.data)),
+      writes.map((w, i) => jsonOf(w.result, `writes[${i}].result`)),
     ],
   });
   return new Map(rows.map((r) => [r.id, r.state]));
@@ -296,8 +306,8 @@ async function runEnds(on: Pick<pg.Pool, 'query'>, writes: readonly EndWrite[], 
  */
 function endsStatement(lock: boolean): string {
   return `WITH e AS MATERIALIZED (
-       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::text[], $9::jsonb[], $10::text[], $11::jsonb[])
-         WITH ORDINALITY AS e(id, token, state, counts, output, error, delay_ms, exit, attempt_error, event_type, event_data, ord)
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::text[], $9::jsonb[], $10::text[], $11::jsonb[], $12::jsonb[])
+         WITH ORDINALITY AS e(id, token, state, counts, output, error, delay_ms, exit, attempt_error, event_type, event_data, result, ord)
      ), current AS MATERIALIZED (
        SELECT t.id, t.run, t.attempt_seq, t.attempt_id, t.token, t.owner_node, t.attempt_started_at, t.cancel_reason
          FROM troupe_tasks t JOIN e ON t.id = e.id AND t.token = e.token
@@ -315,7 +325,7 @@ function endsStatement(lock: boolean): string {
               queued_order = CASE WHEN d.final = 'queued' THEN nextval('troupe_queued_order') ELSE t.queued_order END,
               queued_at = CASE WHEN d.final = 'queued' THEN now() ELSE t.queued_at END,
               run_at = CASE WHEN d.final = 'queued' THEN now() + d.delay_ms * interval '1 millisecond' ELSE t.run_at END,
-              owner_node = NULL, attempt_id = NULL, lease_until = NULL, attempt_started_at = NULL, output = d.output,
+              owner_node = NULL, attempt_id = NULL, lease_until = NULL, attempt_started_at = NULL, output = d.output, result = d.result,
               error = CASE WHEN d.cancels THEN NULL ELSE d.error END,
               settled_at = CASE WHEN d.final = 'queued' THEN NULL ELSE now() END, updated_at = now()
          FROM decided d
@@ -348,8 +358,11 @@ export function endEvent(write: EndWrite, attemptMs: number): NewEvent {
   const ended = { run: task.run, attempt: task.attempt, exit, attemptMs };
   const error = decision.error;
   switch (decision.state) {
-    case 'done':
-      return eventOf('task.done', { ...ended, kind: exit === 'fork' ? 'fork' : 'success' }, task.id, task.attemptId);
+    case 'done': {
+      const kind = exit === 'fork' ? 'fork' : 'success';
+      const summary = write.result?.summary;
+      return eventOf('task.done', summary === undefined ? { ...ended, kind } : { ...ended, kind, summary }, task.id, task.attemptId);
+    }
     case 'failed':
       return eventOf('task.failed', error === undefined ? ended : { ...ended, error }, task.id, task.attemptId);
     case 'cancelled':
@@ -372,8 +385,10 @@ function checkEnd(end: AttemptEnd, where: string, texts: Map<AttemptEnd, string 
     }
   }
   if (end.retryDelayMs !== undefined && !(Number.isSafeInteger(end.retryDelayMs) && end.retryDelayMs >= 0)) throw new TroupeError('INVALID_INPUT', `${where}.retryDelayMs must be a non-negative integer`);
+  if (end.result !== undefined) checkResult(end.result, end.exit, `${where}.result`);
   // Checked now, so a value jsonb cannot hold fails the call before its transaction, not inside it.
   texts.set(end, jsonOf(end.output, `${where}.output`));
   jsonOf(end.error, `${where}.error`);
+  jsonOf(end.result, `${where}.result`);
   return end;
 }

@@ -31,6 +31,8 @@ export interface TaskRow {
   idempotency_key: string | null;
   input: unknown;
   output: unknown;
+  /** The settled task's `result` (schema version 9), or null. */
+  result: unknown;
   error: unknown;
   labels: Record<string, string>;
   cancel_reason: string | null;
@@ -45,7 +47,7 @@ export interface TaskRow {
 }
 
 const COLUMNS = [
-  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, error, labels, cancel_reason',
+  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, result, error, labels, cancel_reason',
   ...['created_at', 'updated_at', 'started_at', 'settled_at', 'queued_at', 'run_at', 'attempt_started_at', 'lease_until'].map((c) => epochMs(c)),
 ].join(', ');
 
@@ -138,7 +140,7 @@ const RETRYABLE: ReadonlySet<TaskState> = new Set<TaskState>(['failed', 'dropped
 
 /**
  * Starts a new run of a failed, dropped or cancelled task: queued at the back of its priority,
- * with a fresh attempt budget and without the last run's output, error or cancel, and a
+ * with a fresh attempt budget and without the last run's output, result, error or cancel, and a
  * `task.queued` event (`reason: 'retry'`, `from`: the state it left). NOT_FOUND for an unknown
  * id, ILLEGAL_TRANSITION for any other state. Resolves with the task's row as the retry left it.
  */
@@ -151,7 +153,7 @@ export async function retryTask(pool: pg.Pool, id: string): Promise<TaskRow> {
     if (!RETRYABLE.has(row.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${row.state}; only failed, dropped or cancelled tasks can be retried`);
     await client.query(
       `UPDATE troupe_tasks SET state = 'queued', run = run + 1, attempts = 0, attempt_seq = 0, queued_order = nextval('troupe_queued_order'),
-              queued_at = now(), run_at = now(), output = NULL, error = NULL, cancel_reason = NULL, started_at = NULL, settled_at = NULL, updated_at = now()
+              queued_at = now(), run_at = now(), output = NULL, result = NULL, error = NULL, cancel_reason = NULL, started_at = NULL, settled_at = NULL, updated_at = now()
         WHERE id = $1`,
       [id],
     );
