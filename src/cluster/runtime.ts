@@ -23,13 +23,13 @@ import type { ResolvedOptions } from '../options.js';
 import type { RuntimeStats } from '../stats.js';
 import { freezeCluster, unfreezeCluster } from '../store/postgres/control.js';
 import { HINTS } from '../store/postgres/events.js';
-import { fireDue } from '../store/postgres/schedules.js';
 import { cancelTask, listTaskRows, readTask, retryTask, submitAndRead } from '../store/postgres/tasks.js';
 import { checkListOptions } from '../tasks/list.js';
 import { ControlView } from './control-view.js';
 import { EventFeed } from './feed.js';
-import { openClusterNode, storeLimits, type ClusterNodeHandle } from './node.js';
-import { checkClusterAgent, POSTGRES_QUEUE } from './options.js';
+import { storeLimits, type ClusterNodeHandle } from './node.js';
+import { checkClusterAgent } from './options.js';
+import { openRuntimeNode } from './runtime-node.js';
 import { ClusterSchedules } from './schedules-api.js';
 import { clusterStats } from './stats.js';
 import { newTaskOf, taskOf, unsupported } from './task-view.js';
@@ -86,7 +86,8 @@ class PostgresRuntime implements Runtime {
     this.#url = options.store!.postgres;
     this.#log = log;
     this.#lifecycle = new Lifecycle(log);
-    this.#db = new pg.Pool({ connectionString: this.#url, max: API_CONNECTIONS, application_name: 'troupe-runtime' });
+    // Idle connections do not hold the process: the KeepAlive does (a query in flight holds it).
+    this.#db = new pg.Pool({ connectionString: this.#url, max: API_CONNECTIONS, application_name: 'troupe-runtime', allowExitOnIdle: true });
     this.#db.on('error', (error) => log.warn({ err: error }, 'an idle database connection failed'));
     this.#feed = new EventFeed({ pool: this.#db, connectionString: this.#url, log, hold: () => this.#keepAlive.hold(), hinted: (hints) => this.#hinted(hints) });
     this.#waits = new TaskWaits({ read: (id) => this.#read(id), clock: options.clock, keepAlive: this.#keepAlive, need: () => this.#feed.need(), log });
@@ -106,42 +107,26 @@ class PostgresRuntime implements Runtime {
     };
   }
 
-  /** @internal Starts the node (migrating the schema, storing the option agents' limits), the feed, and reads the controls. */
+  /**
+   * @internal Starts the node (migrating the schema, storing the option agents' limits), the feed,
+   * and reads the controls. Its connections hold nothing (see runtime-node.ts): the start holds the
+   * process itself, so a script awaiting createRuntime() never exits under it.
+   */
   async start(agents: readonly RegisteredAgent[]): Promise<void> {
     const at = performance.now();
-    for (const agent of agents) this.#agents.set(agent.name, agent);
-    const o = this.#options;
-    this.#node = await openClusterNode({
-      connectionString: this.#url,
-      agents: new Map(agents.map((a) => [a.name, a])),
-      threads: o.threads,
-      slotsPerThread: o.slotsPerThread,
-      prefetch: o.prefetch,
-      leaseMs: o.leaseMs,
-      pollMs: 250,
-      sweepMs: 150,
-      fireMs: 250,
-      cancelGraceMs: o.cancelGraceMs,
-      logger: this.#log,
-      onLost: (error) => this.#log.error({ err: error }, 'this runtime lost its place in the cluster: it runs no more attempts until it is opened again'),
-      clock: o.clock,
-      random: o.random,
-      queue: {
-        ...POSTGRES_QUEUE,
-        fire: async (pool, node) => {
-          const fired = await fireDue(pool, node);
-          this.schedules.refreshSoon();
-          return fired;
-        },
-      },
-      createPool: o.createPool,
-    });
-    await this.#feed.start();
-    await this.#control.read();
-    await this.schedules.load();
-    this.#startedMs = performance.now() - at;
-    this.#lifecycle.set('running', { store: 'postgres', node: this.#node.id, agents: agents.map((a) => a.name) });
-    this.#keepAlive.open();
+    const release = this.#keepAlive.hold();
+    try {
+      for (const agent of agents) this.#agents.set(agent.name, agent);
+      this.#node = await openRuntimeNode(this.#options, { url: this.#url, log: this.#log, agents, fired: () => this.schedules.refreshSoon() });
+      await this.#feed.start();
+      await this.#control.read();
+      await this.schedules.load();
+      this.#startedMs = performance.now() - at;
+      this.#lifecycle.set('running', { store: 'postgres', node: this.#node.id, agents: agents.map((a) => a.name) });
+      this.#keepAlive.open();
+    } finally {
+      release();
+    }
   }
 
   get state(): RuntimeState {
@@ -330,6 +315,8 @@ class PostgresRuntime implements Runtime {
   }
 
   async #close({ timeoutMs, force }: Required<CloseOptions>): Promise<void> {
+    // Held until closed, unref'd or not: the steps' connections and timers do not hold the process.
+    const release = this.#keepAlive.hold();
     this.#lifecycle.set('draining', { timeoutMs, force });
     let failures = 0;
     const step = async (name: string, fn: () => unknown) => {
@@ -348,6 +335,7 @@ class PostgresRuntime implements Runtime {
     await step('database', () => this.#db.end());
     this.#keepAlive.close();
     this.#lifecycle.set('closed', { failures });
+    release();
   }
 
   /** Stores an agent's limits (when it gives any), then has the node run it; tries again while that fails. */
@@ -361,7 +349,7 @@ class PostgresRuntime implements Runtime {
       } catch (error) {
         if (this.#stopping.signal.aborted) return;
         this.#log.error({ err: error, agent: agent.name }, 'storing the agent limits failed; its tasks are not claimed here until they are stored');
-        await new Promise((resolve) => setTimeout(resolve, LIMITS_RETRY_MS));
+        await new Promise((resolve) => setTimeout(resolve, LIMITS_RETRY_MS).unref());
         if (this.#stopping.signal.aborted || this.#agents.get(agent.name) !== agent) return;
       }
     }
