@@ -32,6 +32,7 @@ import { checkClusterAgent } from './options.js';
 import { openRuntimeNode } from './runtime-node.js';
 import { ClusterSchedules } from './schedules-api.js';
 import { clusterStats } from './stats.js';
+import { TaskCounts } from './task-counts.js';
 import { newTaskOf, taskOf, unsupported } from './task-view.js';
 import { TaskWaits } from './waits.js';
 
@@ -76,6 +77,7 @@ class PostgresRuntime implements Runtime {
   readonly #nextId = createIdGenerator(() => Date.now());
   #node: ClusterNodeHandle | undefined;
   readonly #control: ControlView;
+  readonly #counts: TaskCounts;
   #startedMs = 0;
   #closing: Promise<void> | undefined;
   /** Ends the retries of agent limits that failed to store (close). */
@@ -93,6 +95,7 @@ class PostgresRuntime implements Runtime {
     this.#waits = new TaskWaits({ read: (id) => this.#read(id), clock: options.clock, keepAlive: this.#keepAlive, need: () => this.#feed.need(), log });
     this.#feed.subscribe(this.#waits.onEvents);
     this.#control = new ControlView(this.#db, log);
+    this.#counts = new TaskCounts(this.#db, log);
     this.#feed.subscribe(this.#control.observe);
     this.schedules = new ClusterSchedules({ pool: this.#db, log, assertOpen: (call) => this.#assertOpen(call), task: (task, where) => this.#newTask(task as TaskSpec, where) });
     this.agents = {
@@ -251,7 +254,7 @@ class PostgresRuntime implements Runtime {
   }
 
   stats(): RuntimeStats {
-    return clusterStats({ state: this.state, options: this.#options, agents: [...this.#agents.values()], node: this.#node, control: this.#control.current, startedMs: this.#startedMs });
+    return clusterStats({ state: this.state, options: this.#options, agents: [...this.#agents.values()], node: this.#node, control: this.#control.current, startedMs: this.#startedMs, counts: this.#counts.current() });
   }
 
   // What has no backing on PostgreSQL yet: UNSUPPORTED_STORE, once the call is known to be open.
@@ -332,6 +335,7 @@ class PostgresRuntime implements Runtime {
     await step('waits', () => this.#waits.rejectAll(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#feed.close());
     await step('schedules', () => this.schedules.idle());
+    await step('task counts', () => this.#counts.stop());
     await step('database', () => this.#db.end());
     this.#keepAlive.close();
     this.#lifecycle.set('closed', { failures });
