@@ -5,6 +5,7 @@
  */
 import { describe, expect, it, vi } from 'vitest';
 import { builtinAgent } from 'troupe';
+import { COUNT_ACTIVE, countActiveTasks, countAllTasks, type TaskCount } from '../../src/store/postgres/counts.js';
 import { scratchPools, started } from '../helpers.js';
 import { pgRuntimes } from '../pg-runtime.js';
 
@@ -48,5 +49,39 @@ describe('stats() on PostgreSQL', () => {
     await a.close();
     expect(a.stats().tasks).toEqual({});
     expect(a.stats().agents.sleep).toBeUndefined();
+  });
+});
+
+describe('the counts of stats() in the database', () => {
+  it('counts queued and running tasks from their partial indexes, and every state with one scan', async () => {
+    const { pool } = await pools({ max: 1 });
+    await pool.query(`INSERT INTO troupe_tasks (id, agent, state, max_attempts) SELECT 'd' || g, 'a' || (g % 2), 'done', 1 FROM generate_series(1, 5) g`);
+    await pool.query(`INSERT INTO troupe_tasks (id, agent, state, max_attempts) SELECT 'q' || g, 'a' || (g % 2), 'queued', 1 FROM generate_series(1, 3) g`);
+    await pool.query(`INSERT INTO troupe_tasks (id, agent, state, max_attempts, owner_node, attempt_id, lease_until, attempt_started_at) VALUES ('r1', 'a1', 'running', 1, 'n', 'x', now(), now())`);
+    const sorted = (rows: TaskCount[]) => [...rows].sort((x, y) => `${x.agent}${x.state}`.localeCompare(`${y.agent}${y.state}`));
+    expect(sorted(await countActiveTasks(pool))).toEqual([
+      { agent: 'a0', state: 'queued', n: 1 },
+      { agent: 'a1', state: 'queued', n: 2 },
+      { agent: 'a1', state: 'running', n: 1 },
+    ]);
+    expect(sorted(await countAllTasks(pool))).toEqual([
+      { agent: 'a0', state: 'done', n: 2 },
+      { agent: 'a0', state: 'queued', n: 1 },
+      { agent: 'a1', state: 'done', n: 3 },
+      { agent: 'a1', state: 'queued', n: 2 },
+      { agent: 'a1', state: 'running', n: 1 },
+    ]);
+    // Whatever the table's size, the planner can answer the active count from indexes alone (on
+    // these few rows it would rather scan, so scans are priced out).
+    const client = await pool.connect();
+    try {
+      await client.query('SET enable_seqscan = off');
+      const { rows } = await client.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) ${COUNT_ACTIVE}`);
+      const plan = JSON.stringify(rows[0]!['QUERY PLAN']);
+      expect(plan).not.toContain('Seq Scan');
+      expect(plan.match(/"Index Name"/g)).toHaveLength(2);
+    } finally {
+      client.release();
+    }
   });
 });

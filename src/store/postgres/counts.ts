@@ -27,19 +27,21 @@ export const ACTIVE_STATES: readonly TaskState[] = ['queued', 'running'];
  * Queued and running tasks by agent. One branch per state, each with its partial index's exact
  * predicate: `state IN (...)` matches neither index, and reads the table.
  */
-export async function countActiveTasks(pool: Pick<pg.Pool, 'query'>): Promise<TaskCount[]> {
-  return counts(
-    pool,
-    'counting queued and running tasks',
-    `SELECT agent, 'queued' AS state, count(*)::text AS n FROM troupe_tasks WHERE state = 'queued' GROUP BY agent
-     UNION ALL
-     SELECT agent, 'running', count(*)::text FROM troupe_tasks WHERE state = 'running' GROUP BY agent`,
-  );
-}
+export const COUNT_ACTIVE = `SELECT agent, 'queued' AS state, count(*)::text AS n FROM troupe_tasks WHERE state = 'queued' GROUP BY agent
+  UNION ALL
+  SELECT agent, 'running', count(*)::text FROM troupe_tasks WHERE state = 'running' GROUP BY agent`;
 
 /** Every task by agent and state, in one snapshot: a scan of the whole table. */
+export const COUNT_ALL = 'SELECT agent, state, count(*)::text AS n FROM troupe_tasks GROUP BY agent, state';
+
+/** See {@link COUNT_ACTIVE}. */
+export async function countActiveTasks(pool: Pick<pg.Pool, 'query'>): Promise<TaskCount[]> {
+  return counts(pool, 'counting queued and running tasks', COUNT_ACTIVE);
+}
+
+/** See {@link COUNT_ALL}. */
 export async function countAllTasks(pool: Pick<pg.Pool, 'query'>): Promise<TaskCount[]> {
-  return counts(pool, 'counting tasks', 'SELECT agent, state, count(*)::text AS n FROM troupe_tasks GROUP BY agent, state');
+  return counts(pool, 'counting tasks', COUNT_ALL);
 }
 
 async function counts(pool: Pick<pg.Pool, 'query'>, what: string, text: string): Promise<TaskCount[]> {
