@@ -3,11 +3,11 @@
  *
  * What each count costs decides how often it is taken. Queued and running tasks are counted from
  * the partial indexes that claims and limits read (`troupe_tasks_claim`, and the running tasks by
- * agent): an index-only scan of the tasks in flight, however many have settled (measured on 200,000
- * settled tasks: 0.09 ms). No index covers every task's state, on purpose: since schema version 5
- * a claim or a settle writes no index entry it does not need, and one on `state` would take an
- * entry on every change of it. So counting the settled states reads the whole table (105 ms on
- * those 200,000 rows, growing with them).
+ * agent): an index-only scan of the tasks in flight, however many have settled (measured beside
+ * 200,000 settled tasks without input or output: 0.09 ms). No index covers every task's state, on
+ * purpose: since schema version 5 a claim or a settle writes no index entry it does not need, and
+ * one on `state` would take an entry on every change of it. So counting the settled states reads
+ * the whole table (105 ms on those 200,000 rows; more with wider rows, growing with them).
  */
 import type pg from 'pg';
 import type { TaskState } from '../../../machines/index.js';
