@@ -8,9 +8,9 @@
  * running tasks are counted from their partial indexes, cheap however many tasks have settled, at
  * most once every {@link COUNT_EVERY_MS}. The settled states need a scan of the whole table: they
  * are counted, with every other state in the same snapshot, at most every {@link COUNT_EVERY_MS}
- * or {@link SCAN_SHARE} times as long as the last scan took, whichever is longer, so a caller
- * polling stats() keeps the database's count busy for no more than 1 / SCAN_SHARE of one
- * connection's time. Between two scans the settled counts lag the queued and running ones (a task
+ * or {@link SCAN_SHARE} times as long as the last scan took, whichever is longer, so however
+ * often stats() is called, its scans keep one connection of the runtime's pool busy for no more
+ * than 1 / SCAN_SHARE of the time. Between two scans the settled counts lag the queued and running ones (a task
  * that settled since the scan is counted in neither).
  */
 import type pg from 'pg';
