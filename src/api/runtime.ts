@@ -100,7 +100,10 @@ export interface Runtime extends AsyncDisposable {
   backup(path: string, options?: { compact?: boolean }): Promise<BackupInfo>;
   /** Execution instances: live ones and those passivated to disk. */
   instances(): InstanceView[];
-  /** Counts by state, slots, per-agent queues and attempts. */
+  /**
+   * Counts by state, slots, per-agent queues and attempts. On PostgreSQL the counts by state are
+   * the cluster's as last counted in the background (README, "Running on many machines").
+   */
   stats(): RuntimeStats;
   /**
    * Stops admission, lets running attempts finish until `timeoutMs`, then interrupts the rest

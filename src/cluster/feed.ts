@@ -140,6 +140,8 @@ export class EventFeed {
           },
           skipped: (end: string) => (cursor = end),
           nudge: (nudge: () => void) => (this.#nudge = nudge),
+          // The runtime's KeepAlive holds the process, not the follower (src/keep-alive.ts).
+          keepsProcessAlive: false,
         };
         await followEvents(this.#k.pool, this.#k.connectionString, options, (stored) => {
           cursor = stored[stored.length - 1]!.cursor;
@@ -148,7 +150,7 @@ export class EventFeed {
       } catch (error) {
         if (signal.aborted) return;
         this.#k.log.warn({ err: error }, 'following the event log failed; following again');
-        await new Promise((resolve) => setTimeout(resolve, RESTART_MS));
+        await new Promise((resolve) => setTimeout(resolve, RESTART_MS).unref());
       }
     }
   }

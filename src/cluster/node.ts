@@ -91,10 +91,12 @@ export interface ClusterNodeHandle extends RunningClusterNode {
  * Starts a node from resolved options: migrates the schema, stores the cluster-wide limits of the
  * agents that give any (setAgentLimits: a registration without limits leaves those stored as they
  * are), joins the cluster, and starts its loops. STORE_FAILED when the database cannot be reached.
+ * With `keepsProcessAlive: false` its idle connections do not hold the process (a runtime's
+ * KeepAlive does: src/keep-alive.ts); the timers of its loops never do.
  */
-export async function openClusterNode(options: ResolvedNodeOptions): Promise<ClusterNodeHandle> {
+export async function openClusterNode(options: ResolvedNodeOptions, { keepsProcessAlive = true }: { keepsProcessAlive?: boolean } = {}): Promise<ClusterNodeHandle> {
   const log = resolveLogger(options.logger).child({ component: 'cluster-node' });
-  const db = new pg.Pool({ connectionString: options.connectionString, max: CONNECTIONS, application_name: 'troupe-node-queue' });
+  const db = new pg.Pool({ connectionString: options.connectionString, max: CONNECTIONS, application_name: 'troupe-node-queue', allowExitOnIdle: !keepsProcessAlive });
   // An idle connection the server ends must not take the process down: the next query reconnects.
   db.on('error', (error) => log.warn({ err: error }, 'an idle database connection failed'));
   let member: ClusterNode;
@@ -109,6 +111,7 @@ export async function openClusterNode(options: ResolvedNodeOptions): Promise<Clu
       options.connectionString,
       (error) => (node ? node.lose(error) : (lostEarly = error)),
       (taskId) => node?.cancelRequested(taskId),
+      { keepsProcessAlive },
     );
   } catch (error) {
     await db.end().catch(() => undefined);

@@ -23,15 +23,16 @@ import type { ResolvedOptions } from '../options.js';
 import type { RuntimeStats } from '../stats.js';
 import { freezeCluster, unfreezeCluster } from '../store/postgres/control.js';
 import { HINTS } from '../store/postgres/events.js';
-import { fireDue } from '../store/postgres/schedules.js';
 import { cancelTask, listTaskRows, readTask, retryTask, submitAndRead } from '../store/postgres/tasks.js';
 import { checkListOptions } from '../tasks/list.js';
 import { ControlView } from './control-view.js';
 import { EventFeed } from './feed.js';
-import { openClusterNode, storeLimits, type ClusterNodeHandle } from './node.js';
-import { checkClusterAgent, POSTGRES_QUEUE } from './options.js';
+import { storeLimits, type ClusterNodeHandle } from './node.js';
+import { checkClusterAgent } from './options.js';
+import { openRuntimeNode } from './runtime-node.js';
 import { ClusterSchedules } from './schedules-api.js';
 import { clusterStats } from './stats.js';
+import { TaskCounts } from './task-counts.js';
 import { newTaskOf, taskOf, unsupported } from './task-view.js';
 import { TaskWaits } from './waits.js';
 
@@ -76,6 +77,7 @@ class PostgresRuntime implements Runtime {
   readonly #nextId = createIdGenerator(() => Date.now());
   #node: ClusterNodeHandle | undefined;
   readonly #control: ControlView;
+  readonly #counts: TaskCounts;
   #startedMs = 0;
   #closing: Promise<void> | undefined;
   /** Ends the retries of agent limits that failed to store (close). */
@@ -86,12 +88,14 @@ class PostgresRuntime implements Runtime {
     this.#url = options.store!.postgres;
     this.#log = log;
     this.#lifecycle = new Lifecycle(log);
-    this.#db = new pg.Pool({ connectionString: this.#url, max: API_CONNECTIONS, application_name: 'troupe-runtime' });
+    // Idle connections do not hold the process: the KeepAlive does (a query in flight holds it).
+    this.#db = new pg.Pool({ connectionString: this.#url, max: API_CONNECTIONS, application_name: 'troupe-runtime', allowExitOnIdle: true });
     this.#db.on('error', (error) => log.warn({ err: error }, 'an idle database connection failed'));
     this.#feed = new EventFeed({ pool: this.#db, connectionString: this.#url, log, hold: () => this.#keepAlive.hold(), hinted: (hints) => this.#hinted(hints) });
     this.#waits = new TaskWaits({ read: (id) => this.#read(id), clock: options.clock, keepAlive: this.#keepAlive, need: () => this.#feed.need(), log });
     this.#feed.subscribe(this.#waits.onEvents);
     this.#control = new ControlView(this.#db, log);
+    this.#counts = new TaskCounts(this.#db, log);
     this.#feed.subscribe(this.#control.observe);
     this.schedules = new ClusterSchedules({ pool: this.#db, log, assertOpen: (call) => this.#assertOpen(call), task: (task, where) => this.#newTask(task as TaskSpec, where) });
     this.agents = {
@@ -106,42 +110,26 @@ class PostgresRuntime implements Runtime {
     };
   }
 
-  /** @internal Starts the node (migrating the schema, storing the option agents' limits), the feed, and reads the controls. */
+  /**
+   * @internal Starts the node (migrating the schema, storing the option agents' limits), the feed,
+   * and reads the controls. Its connections hold nothing (see runtime-node.ts): the start holds the
+   * process itself, so a script awaiting createRuntime() never exits under it.
+   */
   async start(agents: readonly RegisteredAgent[]): Promise<void> {
     const at = performance.now();
-    for (const agent of agents) this.#agents.set(agent.name, agent);
-    const o = this.#options;
-    this.#node = await openClusterNode({
-      connectionString: this.#url,
-      agents: new Map(agents.map((a) => [a.name, a])),
-      threads: o.threads,
-      slotsPerThread: o.slotsPerThread,
-      prefetch: o.prefetch,
-      leaseMs: o.leaseMs,
-      pollMs: 250,
-      sweepMs: 150,
-      fireMs: 250,
-      cancelGraceMs: o.cancelGraceMs,
-      logger: this.#log,
-      onLost: (error) => this.#log.error({ err: error }, 'this runtime lost its place in the cluster: it runs no more attempts until it is opened again'),
-      clock: o.clock,
-      random: o.random,
-      queue: {
-        ...POSTGRES_QUEUE,
-        fire: async (pool, node) => {
-          const fired = await fireDue(pool, node);
-          this.schedules.refreshSoon();
-          return fired;
-        },
-      },
-      createPool: o.createPool,
-    });
-    await this.#feed.start();
-    await this.#control.read();
-    await this.schedules.load();
-    this.#startedMs = performance.now() - at;
-    this.#lifecycle.set('running', { store: 'postgres', node: this.#node.id, agents: agents.map((a) => a.name) });
-    this.#keepAlive.open();
+    const release = this.#keepAlive.hold();
+    try {
+      for (const agent of agents) this.#agents.set(agent.name, agent);
+      this.#node = await openRuntimeNode(this.#options, { url: this.#url, log: this.#log, agents, fired: () => this.schedules.refreshSoon() });
+      await this.#feed.start();
+      await this.#control.read();
+      await this.schedules.load();
+      this.#startedMs = performance.now() - at;
+      this.#lifecycle.set('running', { store: 'postgres', node: this.#node.id, agents: agents.map((a) => a.name) });
+      this.#keepAlive.open();
+    } finally {
+      release();
+    }
   }
 
   get state(): RuntimeState {
@@ -266,7 +254,7 @@ class PostgresRuntime implements Runtime {
   }
 
   stats(): RuntimeStats {
-    return clusterStats({ state: this.state, options: this.#options, agents: [...this.#agents.values()], node: this.#node, control: this.#control.current, startedMs: this.#startedMs });
+    return clusterStats({ state: this.state, options: this.#options, agents: [...this.#agents.values()], node: this.#node, control: this.#control.current, startedMs: this.#startedMs, counts: this.#counts.current() });
   }
 
   // What has no backing on PostgreSQL yet: UNSUPPORTED_STORE, once the call is known to be open.
@@ -330,6 +318,8 @@ class PostgresRuntime implements Runtime {
   }
 
   async #close({ timeoutMs, force }: Required<CloseOptions>): Promise<void> {
+    // Held until closed, unref'd or not: the steps' connections and timers do not hold the process.
+    const release = this.#keepAlive.hold();
     this.#lifecycle.set('draining', { timeoutMs, force });
     let failures = 0;
     const step = async (name: string, fn: () => unknown) => {
@@ -345,9 +335,11 @@ class PostgresRuntime implements Runtime {
     await step('waits', () => this.#waits.rejectAll(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#feed.close());
     await step('schedules', () => this.schedules.idle());
+    await step('task counts', () => this.#counts.stop());
     await step('database', () => this.#db.end());
     this.#keepAlive.close();
     this.#lifecycle.set('closed', { failures });
+    release();
   }
 
   /** Stores an agent's limits (when it gives any), then has the node run it; tries again while that fails. */
@@ -361,7 +353,7 @@ class PostgresRuntime implements Runtime {
       } catch (error) {
         if (this.#stopping.signal.aborted) return;
         this.#log.error({ err: error, agent: agent.name }, 'storing the agent limits failed; its tasks are not claimed here until they are stored');
-        await new Promise((resolve) => setTimeout(resolve, LIMITS_RETRY_MS));
+        await new Promise((resolve) => setTimeout(resolve, LIMITS_RETRY_MS).unref());
         if (this.#stopping.signal.aborted || this.#agents.get(agent.name) !== agent) return;
       }
     }

@@ -1,9 +1,10 @@
 /**
- * `rt.stats()` on PostgreSQL: what one runtime knows without asking the database (stats() is
- * synchronous), in the LMDB runtime's shape (collectStats): its lifecycle, its slots and the
- * attempts its node holds, its start-ahead window, its agents and their cluster-wide limits, and
- * the cluster's freeze as last seen. Counts of stored tasks by state need a query: they are empty
- * here (use `rt.list({ state })`), as are the LMDB-only parts (instances, supervisor, retention).
+ * `rt.stats()` on PostgreSQL, in the LMDB runtime's shape (collectStats): what one runtime knows
+ * without asking the database (stats() is synchronous): its lifecycle, its slots and the attempts
+ * its node holds, its start-ahead window, its agents and their cluster-wide limits, and the
+ * cluster's freeze as last seen; and the cluster's tasks by state, in all and per agent, as last
+ * counted in the background (task-counts.ts: how fresh they are). The LMDB-only parts (instances,
+ * supervisor, retention) are empty.
  */
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { RuntimeState } from '../lifecycle.js';
@@ -11,6 +12,7 @@ import type { ResolvedOptions } from '../options.js';
 import { collectStats, type RuntimeStats } from '../stats.js';
 import type { ClusterControl } from '../store/postgres/control.js';
 import type { ClusterNodeHandle } from './node.js';
+import type { TaskCountsView } from './task-counts.js';
 
 /** What {@link clusterStats} reads. */
 export interface ClusterStatsSources {
@@ -21,6 +23,8 @@ export interface ClusterStatsSources {
   control: ClusterControl;
   /** How long the start took (ms). */
   startedMs: number;
+  /** The tasks by state as last counted; undefined before the first count. */
+  counts: TaskCountsView | undefined;
 }
 
 /** See the module comment. */
@@ -29,9 +33,11 @@ export function clusterStats(s: ClusterStatsSources): RuntimeStats {
   const executing = s.node && s.state !== 'closed' ? s.node.running : 0;
   const held = s.node && s.state !== 'closed' ? s.node.held : 0;
   const frozen = s.control.frozen;
+  // Empty once closed, as on LMDB.
+  const counts = s.state === 'closed' ? undefined : s.counts;
   return collectStats({
     state: s.state,
-    counts: undefined,
+    counts: counts?.tasks,
     governor: {
       slots,
       reserved: held,
@@ -47,7 +53,7 @@ export function clusterStats(s: ClusterStatsSources): RuntimeStats {
     liveInstances: 0,
     delayed: 0,
     rebuild: { previousShutdownClean: true, active: 0, crashed: 0, interrupted: 0, timers: 0, ms: Math.round(s.startedMs) },
-    owners: undefined,
+    owners: counts && { agents: counts.agents, instances: {} },
     flow: () => undefined,
     control: frozen ? { frozen, ...(s.control.reason === undefined ? {} : { reason: s.control.reason }), since: s.control.since } : { frozen },
     cycles: 0,

@@ -16,6 +16,7 @@
 import pg from 'pg';
 import type { EventData, EventType } from '../../api/events.js';
 import { TroupeError } from '../../errors.js';
+import { unrefClient } from './unref-client.js';
 
 /** One event as the log holds it. */
 export interface StoredEvent {
@@ -180,6 +181,12 @@ export interface FollowOptions {
   skipped?: ((cursor: string) => void) | undefined;
   /** Is given the follower's nudge: calling it makes the follower read now (a reader came). */
   nudge?: ((nudge: () => void) => void) | undefined;
+  /**
+   * Whether the LISTEN connection and the poll's timers hold the process; a runtime's follower
+   * passes false (its KeepAlive decides: src/keep-alive.ts). Reads go through `pool`, whose sockets
+   * hold the process as its options say (`allowExitOnIdle`). @default true
+   */
+  keepsProcessAlive?: boolean | undefined;
 }
 
 /** The cursor of the last event of the log that no running transaction can precede. */
@@ -202,6 +209,12 @@ export async function followEvents(pool: pg.Pool, connectionString: string, opti
   const pollMs = options.pollMs ?? 1_000;
   const reconnectMs = options.reconnectMs ?? 250;
   const reading = options.reading ?? (() => true);
+  const holds = options.keepsProcessAlive ?? true;
+  const timer = (fn: () => void, ms: number) => {
+    const timeout = setTimeout(fn, ms);
+    if (!holds) timeout.unref();
+    return timeout;
+  };
   let cursor = options.after ?? '';
   parseCursor(cursor);
   let wake: (() => void) | undefined;
@@ -230,6 +243,7 @@ export async function followEvents(pool: pg.Pool, connectionString: string, opti
       });
       try {
         await client.connect();
+        if (!holds) unrefClient(client);
         client.on('notification', notified);
         await client.query(`LISTEN ${CHANNEL}`);
         listener = client;
@@ -241,7 +255,7 @@ export async function followEvents(pool: pg.Pool, connectionString: string, opti
       }
       listener = undefined;
       await client.end().catch(() => undefined);
-      if (!signal.aborted) await new Promise((resolve) => setTimeout(resolve, reconnectMs));
+      if (!signal.aborted) await new Promise<void>((resolve) => timer(resolve, reconnectMs));
     }
   };
   const listening = listen();
@@ -266,9 +280,9 @@ export async function followEvents(pool: pg.Pool, connectionString: string, opti
       }
       if (nudged || signal.aborted) continue;
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(nudge, pollMs);
+        const poll = timer(nudge, pollMs);
         wake = () => {
-          clearTimeout(timer);
+          clearTimeout(poll);
           resolve();
         };
       });

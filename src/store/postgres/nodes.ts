@@ -12,6 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
 import { TroupeError } from '../../errors.js';
+import { unrefClient } from './unref-client.js';
 
 /** The first key of every node's advisory lock (two-key locks are apart from migrations' one-key lock). */
 export const NODE_LOCK_CLASS = 0x74726f75;
@@ -32,9 +33,15 @@ export const CANCEL_CHANNEL = 'troupe_cancel';
  * Joins the cluster at `connectionString` (a schema migrated to at least version 1). `onLost` is
  * called once if the node's own connection breaks: from then on, another node may take its work.
  * With `onCancel`, that connection also listens on {@link CANCEL_CHANNEL} and hands it each task
- * id a cancel names (whichever node's attempt it is: the node checks).
+ * id a cancel names (whichever node's attempt it is: the node checks). With `keepsProcessAlive:
+ * false` the connection does not hold the process (what runs the node does: a runtime's KeepAlive).
  */
-export async function joinCluster(connectionString: string, onLost: (error: Error) => void, onCancel?: (taskId: string) => void): Promise<ClusterNode> {
+export async function joinCluster(
+  connectionString: string,
+  onLost: (error: Error) => void,
+  onCancel?: (taskId: string) => void,
+  { keepsProcessAlive = true }: { keepsProcessAlive?: boolean } = {},
+): Promise<ClusterNode> {
   const client = new pg.Client({ connectionString, application_name: 'troupe-node', keepAlive: true });
   const id = randomUUID();
   let leaving = false;
@@ -47,6 +54,7 @@ export async function joinCluster(connectionString: string, onLost: (error: Erro
   client.on('error', lose);
   client.on('end', () => lose(new TroupeError('STORE_FAILED', 'the connection that holds this node alive ended')));
   await client.connect();
+  if (!keepsProcessAlive) unrefClient(client);
   try {
     // The row commits with its lock already held (a session lock outlives the transaction), so no
     // one ever sees a joining node's row without its lock and takes it for dead.

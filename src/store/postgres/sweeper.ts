@@ -128,7 +128,10 @@ export async function runSweeper(pool: pg.Pool, options: SweeperOptions): Promis
   }
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts. */
+/**
+ * Resolves after `ms`, or at once when `signal` aborts. Its timer does not hold the process: what
+ * runs the sweeper does (a node's membership connection, or a runtime's KeepAlive).
+ */
 function pause(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal.aborted) return resolve();
@@ -137,7 +140,7 @@ function pause(ms: number, signal: AbortSignal): Promise<void> {
       signal.removeEventListener('abort', done);
       resolve();
     };
-    const timer = setTimeout(done, ms);
+    const timer = setTimeout(done, ms).unref();
     signal.addEventListener('abort', done, { once: true });
   });
 }

@@ -1,0 +1,83 @@
+/**
+ * Process lifetime of the runtime on PostgreSQL, seen from a user's plain script (no test runner
+ * around it), as on LMDB (process-lifetime.test.ts): an open runtime keeps the process alive until
+ * close(), like a listening server, its connections and threads open or not; after unref() the
+ * process exits on its own once idle; ref() undoes it; a pending wait() or an events() iteration
+ * waiting for its next event keeps it alive after unref() until it ends. Before, the runtime's
+ * database connections kept an unref'd script alive until close().
+ */
+import { execFile, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { scratchPools } from '../helpers.js';
+
+const script = fileURLToPath(new URL('../fixtures/scripts/pg-lifetime.mjs', import.meta.url));
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const pools = scratchPools();
+
+type Line = Record<string, unknown>;
+
+/**
+ * Runs the script in `mode` on a scratch database; `onLine` hears each JSON line as it comes, with
+ * the child. Resolves once the child exits, with its exit code (null when killed: it did not exit
+ * on its own within 20 s) and every line.
+ */
+async function run(mode: string, onLine: (line: Line, child: ChildProcess) => void = () => undefined): Promise<{ code: number | null; lines: Line[]; stderr: string }> {
+  const { url } = await pools({ max: 1, migrated: false });
+  return new Promise((resolve) => {
+    const lines: Line[] = [];
+    let buffered = '';
+    const child = execFile(process.execPath, [script, mode, url], { cwd: root, timeout: 20_000, env: { ...process.env, TROUPE_STORE: '' } }, (error, _stdout, stderr) => {
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : null) : 0, lines, stderr });
+    });
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      for (let at = buffered.indexOf('\n'); at >= 0; at = buffered.indexOf('\n')) {
+        const text = buffered.slice(0, at);
+        buffered = buffered.slice(at + 1);
+        if (!text.startsWith('{')) continue;
+        const line = JSON.parse(text) as Line;
+        lines.push(line);
+        onLine(line, child);
+      }
+    });
+  });
+}
+
+/** Sends SIGTERM once the child printed its second done tick: it stayed alive through a second of idle time. */
+function stopAfterTwoTicks(line: Line, child: ChildProcess): void {
+  if (line.done === 2) child.kill('SIGTERM');
+}
+
+describe('a user script on PostgreSQL', () => {
+  it('exits on its own after unref(), without close(), once its work is done', async () => {
+    const { code, lines, stderr } = await run('unref');
+    expect(stderr).toBe('');
+    expect(lines).toEqual([{ state: 'done' }, { unref: true }, { exit: 0 }]);
+    expect(code).toBe(0);
+  });
+
+  it('is kept alive by an open runtime until close(), through the idle time between cron ticks', async () => {
+    const { code, lines, stderr } = await run('open', stopAfterTwoTicks);
+    expect(stderr).toBe('');
+    expect(lines.slice(0, 3)).toEqual([{ ready: true }, { done: 1 }, { done: 2 }]);
+    // The ticks, the signal, and the exit once close() ended everything.
+    expect(lines.slice(-2)).toEqual([{ signal: 'SIGTERM' }, { exit: 0 }]);
+    expect(code).toBe(0);
+  });
+
+  it('is kept alive again after unref().ref()', async () => {
+    const { code, lines } = await run('ref-again', stopAfterTwoTicks);
+    expect(lines.slice(0, 3)).toEqual([{ ready: true }, { done: 1 }, { done: 2 }]);
+    expect(lines.slice(-2)).toEqual([{ signal: 'SIGTERM' }, { exit: 0 }]);
+    expect(code).toBe(0);
+  });
+
+  it('is still kept alive by a pending wait() after unref(), until the task settles', async () => {
+    expect(await run('unref-wait')).toMatchObject({ code: 0, lines: [{ state: 'done' }, { exit: 0 }], stderr: '' });
+  });
+
+  it('is still kept alive by an events() iteration waiting for its next event after unref()', async () => {
+    expect(await run('unref-events')).toMatchObject({ code: 0, lines: [{ event: 'task.done' }, { exit: 0 }], stderr: '' });
+  });
+});

@@ -1,0 +1,87 @@
+/**
+ * `stats().tasks` and `stats().agents[name].tasks` on PostgreSQL: every task of the cluster by
+ * state, as on LMDB, counted in the background while stats() is called (src/cluster/task-counts.ts),
+ * on every runtime sharing the database. Before, both were empty on PostgreSQL.
+ */
+import { describe, expect, it, vi } from 'vitest';
+import { builtinAgent } from 'troupe';
+import { COUNT_ACTIVE, countActiveTasks, countAllTasks, type TaskCount } from '../../src/store/postgres/counts.js';
+import { scratchPools, started } from '../helpers.js';
+import { pgRuntimes } from '../pg-runtime.js';
+
+const pools = scratchPools();
+const runtime = pgRuntimes();
+
+const NONE = { queued: 0, running: 0, waiting: 0, sleeping: 0, needs_attention: 0, done: 0, failed: 0, dropped: 0, cancelled: 0 };
+/** The counts are taken at most once a second: a poll of stats() sees them within a few. */
+const COUNTED = { timeout: 10_000, interval: 50 };
+
+describe('stats() on PostgreSQL', () => {
+  it('counts every task of the cluster by state, in all and per agent, on each runtime sharing the database', async () => {
+    const { url } = await pools({ max: 1 });
+    const a = await runtime(url, { agents: [builtinAgent('echo')] });
+    const b = await runtime(url, { agents: [builtinAgent('echo'), builtinAgent('sleep'), builtinAgent('fail')] });
+    // Nothing is counted before the first call; then an empty database counts zero in every state.
+    expect(a.stats().tasks).toEqual({});
+    await vi.waitFor(() => expect(a.stats().tasks).toEqual(NONE), COUNTED);
+
+    const echoes = await a.submitMany([1, 2, 3].map((input) => ({ agent: 'echo', input })));
+    for (const task of echoes) expect((await a.wait(task.id)).state).toBe('done');
+    const failing = await b.submit({ agent: 'fail', input: { mode: 'fatal' } });
+    expect((await b.wait(failing.id)).state).toBe('failed');
+    const sleeping = await b.submit({ agent: 'sleep', input: { ms: 600_000, steps: 1 } });
+    await started(b, sleeping.id);
+    await b.submit({ agent: 'echo', input: 'later', delayMs: 3_600_000 });
+
+    for (const rt of [a, b]) {
+      await vi.waitFor(() => expect(rt.stats().tasks).toEqual({ ...NONE, done: 3, failed: 1, running: 1, queued: 1 }), COUNTED);
+      expect(rt.stats().agents).toMatchObject({ echo: { tasks: { done: 3, queued: 1 } }, fail: { tasks: { failed: 1 } }, sleep: { tasks: { running: 1 } } });
+    }
+    // Non-zero counts only per agent; an agent `a` does not run shows with its tasks, as on LMDB.
+    expect(a.stats().agents.sleep).toEqual({ queued: 0, reserved: 0, limit: 0, paused: false, models: {}, tasks: { running: 1 }, flow: null });
+
+    // Cancelled on b, where it runs: a counts it.
+    expect(await b.cancel(sleeping.id, 'enough')).toMatchObject({ state: 'cancelled' });
+    await vi.waitFor(() => expect(a.stats().tasks).toEqual({ ...NONE, done: 3, failed: 1, queued: 1, cancelled: 1 }), COUNTED);
+    expect(a.stats().agents.sleep!.tasks).toEqual({ cancelled: 1 });
+
+    // Empty once closed, as on LMDB.
+    await a.close();
+    expect(a.stats().tasks).toEqual({});
+    expect(a.stats().agents.sleep).toBeUndefined();
+  });
+});
+
+describe('the counts of stats() in the database', () => {
+  it('counts queued and running tasks from their partial indexes, and every state with one scan', async () => {
+    const { pool } = await pools({ max: 1 });
+    await pool.query(`INSERT INTO troupe_tasks (id, agent, state, max_attempts) SELECT 'd' || g, 'a' || (g % 2), 'done', 1 FROM generate_series(1, 5) g`);
+    await pool.query(`INSERT INTO troupe_tasks (id, agent, state, max_attempts) SELECT 'q' || g, 'a' || (g % 2), 'queued', 1 FROM generate_series(1, 3) g`);
+    await pool.query(`INSERT INTO troupe_tasks (id, agent, state, max_attempts, owner_node, attempt_id, lease_until, attempt_started_at) VALUES ('r1', 'a1', 'running', 1, 'n', 'x', now(), now())`);
+    const sorted = (rows: TaskCount[]) => [...rows].sort((x, y) => `${x.agent}${x.state}`.localeCompare(`${y.agent}${y.state}`));
+    expect(sorted(await countActiveTasks(pool))).toEqual([
+      { agent: 'a0', state: 'queued', n: 1 },
+      { agent: 'a1', state: 'queued', n: 2 },
+      { agent: 'a1', state: 'running', n: 1 },
+    ]);
+    expect(sorted(await countAllTasks(pool))).toEqual([
+      { agent: 'a0', state: 'done', n: 2 },
+      { agent: 'a0', state: 'queued', n: 1 },
+      { agent: 'a1', state: 'done', n: 3 },
+      { agent: 'a1', state: 'queued', n: 2 },
+      { agent: 'a1', state: 'running', n: 1 },
+    ]);
+    // Whatever the table's size, the planner can answer the active count from indexes alone (on
+    // these few rows it would rather scan, so scans are priced out).
+    const client = await pool.connect();
+    try {
+      await client.query('SET enable_seqscan = off');
+      const { rows } = await client.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) ${COUNT_ACTIVE}`);
+      const plan = JSON.stringify(rows[0]!['QUERY PLAN']);
+      expect(plan).not.toContain('Seq Scan');
+      expect(plan.match(/"Index Name"/g)).toHaveLength(2);
+    } finally {
+      client.release();
+    }
+  });
+});
