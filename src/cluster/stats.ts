@@ -44,7 +44,13 @@ export function clusterStats(s: ClusterStatsSources): RuntimeStats {
       used: executing,
       queued: 0,
       frozen,
-      agents: Object.fromEntries(s.agents.map((agent) => [agent.name, { queued: 0, reserved: 0, limit: agent.concurrency, paused: false, models: {} }])),
+      agents: Object.fromEntries(
+        s.agents.map((agent) => [
+          agent.name,
+          // The limits hold across the cluster; what this runtime alone has reserved is not counted here.
+          { queued: 0, reserved: 0, limit: agent.concurrency, paused: false, models: Object.fromEntries(Object.entries(agent.models).map(([model, limit]) => [model, { reserved: 0, limit }])) },
+        ]),
+      ),
     },
     // Held attempts not yet ended are executing or queued on their threads; the rest wait for their settle.
     attempts: { starting: 0, ready: Math.max(0, held - executing), executing },

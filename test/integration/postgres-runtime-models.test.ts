@@ -46,5 +46,6 @@ describe('per-model sub-limits on PostgreSQL', () => {
     const firstSmall = Math.min(...small.map((t) => starts.get(t.id)!));
     const lastBig = Math.max(...big.map((t) => starts.get(t.id)!));
     expect(firstSmall).toBeLessThan(lastBig);
+    expect(one.stats().agents.llm).toMatchObject({ limit: 3, models: { 'gpt-5': { limit: 1 } } });
   }, 60_000);
 });
