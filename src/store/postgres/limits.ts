@@ -210,7 +210,7 @@ export async function reserveSlots(client: pg.PoolClient, agent: string, limits:
   const now = await client.query<{ at: number; running: number; by_model: Record<string, number> | null }>(
     `SELECT ${epochMs('clock_timestamp()', 'at')}, CASE WHEN $2 THEN (SELECT count(*)::int FROM troupe_tasks WHERE agent = $1 AND state = 'running') ELSE 0 END AS running,
             CASE WHEN $3 THEN (SELECT jsonb_object_agg(model, n) FROM (SELECT labels ->> 'model' AS model, count(*)::int AS n FROM troupe_tasks
-                                WHERE agent = $1 AND state = 'running' AND labels ->> 'model' IS NOT NULL GROUP BY 1) m) END AS by_model`,
+                                WHERE agent = $1 AND state = 'running' AND labels ? 'model' GROUP BY 1) m) END AS by_model`,
     [agent, limits.concurrency !== null, hasModels(limits)],
   );
   const state: LimitState = { dayCount: row.day_count };

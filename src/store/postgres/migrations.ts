@@ -243,14 +243,14 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 9,
     name: 'per-model limits and task results',
     // `troupe_agents.models`: an agent's per-model sub-limits of its concurrency ({ [model]: n },
-    // a task's labels.model picking one), enforced by claims (limits.ts) from the running attempts
-    // counted per model by the index below. `troupe_tasks.result`: the settled task's `result`
-    // ({ kind, summary, branch, rev }) as the LMDB store keeps it. No default to fill: no row is
-    // rewritten.
+    // a task's labels.model picking one), enforced by claims (limits.ts), which count the agent's
+    // running attempts per model through troupe_tasks_running_agent (at most its concurrency: no
+    // index of their own, which every claim and settle would pay for). `troupe_tasks.result`: the
+    // settled task's `result` ({ kind, summary, branch, rev }) as the LMDB store keeps it. No
+    // default to fill: no row is rewritten.
     sql: `
       ALTER TABLE troupe_agents ADD COLUMN models jsonb CHECK (models IS NULL OR jsonb_typeof(models) = 'object');
-      ALTER TABLE troupe_tasks ADD COLUMN result jsonb;
-      CREATE INDEX troupe_tasks_running_model ON troupe_tasks (agent, (labels ->> 'model')) WHERE state = 'running';`,
+      ALTER TABLE troupe_tasks ADD COLUMN result jsonb;`,
   },
 ];
 
