@@ -4,6 +4,8 @@
  * closed after its test. Call at a test file's top level after `scratchPools()`, so the runtimes
  * close before their databases are dropped.
  */
+import { execFile, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { afterEach } from 'vitest';
 import { createRuntime, type Runtime, type RuntimeOptions } from 'troupe';
 
@@ -28,4 +30,37 @@ export function thrown(fn: () => unknown): { code?: string; message: string } {
     return error as { code?: string; message: string };
   }
   throw new Error('expected a throw');
+}
+
+/** A JSON line a user's script printed. */
+export type ScriptLine = Record<string, unknown>;
+
+/** The repository's root: the scripts run there, as a user's would in their app. */
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/**
+ * Runs a user's plain script (`node script ...args`, no test runner around it, TROUPE_STORE unset)
+ * and resolves once it exits, with its exit code (null when it was killed: it did not exit on its
+ * own within `timeoutMs`), every JSON line it printed and its stderr; `onLine` hears each line as
+ * it comes, with the child.
+ */
+export function runScript(script: string, args: string[], timeoutMs: number, onLine: (line: ScriptLine, child: ChildProcess) => void = () => undefined): Promise<{ code: number | null; lines: ScriptLine[]; stderr: string }> {
+  return new Promise((resolve) => {
+    const lines: ScriptLine[] = [];
+    let buffered = '';
+    const child = execFile(process.execPath, [script, ...args], { cwd: ROOT, timeout: timeoutMs, env: { ...process.env, TROUPE_STORE: '' } }, (error, _stdout, stderr) => {
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : null) : 0, lines, stderr });
+    });
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      for (let at = buffered.indexOf('\n'); at >= 0; at = buffered.indexOf('\n')) {
+        const text = buffered.slice(0, at);
+        buffered = buffered.slice(at + 1);
+        if (!text.startsWith('{')) continue;
+        const line = JSON.parse(text) as ScriptLine;
+        lines.push(line);
+        onLine(line, child);
+      }
+    });
+  });
 }

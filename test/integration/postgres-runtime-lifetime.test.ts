@@ -6,42 +6,21 @@
  * waiting for its next event keeps it alive after unref() until it ends. Before, the runtime's
  * database connections kept an unref'd script alive until close().
  */
-import { execFile, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { scratchPools } from '../helpers.js';
+import { runScript, type ScriptLine } from '../pg-runtime.js';
 
 const script = fileURLToPath(new URL('../fixtures/scripts/pg-lifetime.mjs', import.meta.url));
-const root = fileURLToPath(new URL('../..', import.meta.url));
 const pools = scratchPools();
 
-type Line = Record<string, unknown>;
+type Line = ScriptLine;
 
-/**
- * Runs the script in `mode` on a scratch database; `onLine` hears each JSON line as it comes, with
- * the child. Resolves once the child exits, with its exit code (null when killed: it did not exit
- * on its own within 20 s) and every line.
- */
-async function run(mode: string, onLine: (line: Line, child: ChildProcess) => void = () => undefined): Promise<{ code: number | null; lines: Line[]; stderr: string }> {
+/** Runs the script in `mode` on a scratch database (see runScript: killed after 20 s). */
+async function run(mode: string, onLine?: (line: Line, child: ChildProcess) => void): Promise<{ code: number | null; lines: Line[]; stderr: string }> {
   const { url } = await pools({ max: 1, migrated: false });
-  return new Promise((resolve) => {
-    const lines: Line[] = [];
-    let buffered = '';
-    const child = execFile(process.execPath, [script, mode, url], { cwd: root, timeout: 20_000, env: { ...process.env, TROUPE_STORE: '' } }, (error, _stdout, stderr) => {
-      resolve({ code: error ? (typeof error.code === 'number' ? error.code : null) : 0, lines, stderr });
-    });
-    child.stdout!.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      for (let at = buffered.indexOf('\n'); at >= 0; at = buffered.indexOf('\n')) {
-        const text = buffered.slice(0, at);
-        buffered = buffered.slice(at + 1);
-        if (!text.startsWith('{')) continue;
-        const line = JSON.parse(text) as Line;
-        lines.push(line);
-        onLine(line, child);
-      }
-    });
-  });
+  return runScript(script, [mode, url], 20_000, onLine);
 }
 
 /** Sends SIGTERM once the child printed its second done tick: it stayed alive through a second of idle time. */
