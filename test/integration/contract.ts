@@ -12,7 +12,9 @@
  *   and attempt budget;
  * - task input with Dates, Uint8Arrays or BigInts is stored on LMDB and refused on PostgreSQL;
  * - `wait()` checks its `signal` and options object on PostgreSQL only;
- * - `heldBy` (why a queued task is held back: frozen, rate, …) is shown on LMDB only.
+ * - `heldBy` (why a queued task is held back: frozen, rate, …) is shown on LMDB only;
+ * - `logs()` of an unknown task throws NOT_FOUND when called on LMDB, and rejects the first
+ *   `next()` on PostgreSQL (it must read first): the bad-input test takes either.
  */
 import { once } from 'node:events';
 import { readFileSync, watch, writeFileSync } from 'node:fs';
