@@ -14,7 +14,7 @@ import type { InstanceView } from './router/router.js';
 import { validateRegistration, type RegisteredAgent } from './agents/registry.js';
 import type { ListOptions, TaskPage, WaitOptions } from './tasks/engine.js';
 import type { PruneOptions, PruneResult } from './tasks/prune.js';
-import { followLogs, LogFeed, type LogLine, type LogOptions } from './events/logs.js';
+import { checkLogOptions, followLogs, LogFeed, type LogLine, type LogOptions } from './events/logs.js';
 import type { InboxItem, InputSpec } from './tasks/interact.js';
 import { RuntimeMetrics, type MetricsSnapshot } from './metrics/metrics.js';
 import type { AgentInput, AgentOutput, Task, TaskId, TaskSpec } from './api/tasks.js';
@@ -238,6 +238,7 @@ export class LmdbRuntime implements Runtime {
   logs(id: string, options: LogOptions = {}): AsyncGenerator<LogLine> {
     this.#assertOpen('logs');
     checkId(id, 'logs: id');
+    options = checkLogOptions(options);
     if (!this.#e.tasks.record(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
     const logs = () => this.#slot.reads().logs;
     if (!options.follow) return followLogs(logs, id, options, undefined);

@@ -25,6 +25,7 @@ import type { AttemptOutcome } from '../tasks/outcome.js';
 import type { StartAhead } from '../tasks/start-ahead.js';
 import { terminateUnstopped, threadLosses } from '../tasks/thread-loss.js';
 import { attemptEnd } from './attempt-end.js';
+import type { LogWriter } from './log-writer.js';
 import type { Settler } from './settler.js';
 
 /** How long a thread has to answer the abort of an attempt presumed stuck before it is terminated. */
@@ -46,6 +47,8 @@ export class NodeAttempt {
   timer: ClockTimer | undefined = undefined;
   /** When its thread began it (performance.now()), for the start-ahead window's execution average. */
   beganAt = 0;
+  /** The number its next log line gets. */
+  lines = 0;
 
   constructor(claimed: ClaimedTask, agent: RegisteredAgent, now: number) {
     this.claimed = claimed;
@@ -72,6 +75,7 @@ export class NodeAttempt {
 export interface NodeAttemptsDeps {
   pool: AgentPool;
   settler: Settler;
+  logs: LogWriter;
   clock: Clock;
   log: Logger;
   random: () => number;
@@ -141,10 +145,7 @@ export class NodeAttempts {
     },
     log: (attemptId, token, lines) => {
       const attempt = this.#heard(attemptId, token, 'log');
-      // The cluster stores no log lines yet (issue #15): they go to the node's log.
-      if (attempt && this.#k.log.isLevelEnabled('debug')) {
-        for (const [level, text] of lines) this.#k.log.debug({ taskId: attempt.claimed.id, attemptId, agentLevel: level }, text);
-      }
+      if (attempt) attempt.lines = this.#k.logs.add(attempt.claimed, attempt.lines, lines);
     },
     progress: (attemptId, token) => void this.#heard(attemptId, token, 'progress'),
     heartbeat: (attemptId, token) => void this.#heard(attemptId, token, undefined),
@@ -289,11 +290,16 @@ export class NodeAttempts {
     this.#running--;
     this.#clearTimer(attempt);
     const end = attemptEnd(attempt.claimed, attempt.agent.retry, outcome, attempt.stop, this.#k.random);
-    this.#k.settler.add(end, () => {
-      this.#live.delete(attempt.attemptId);
-      this.#k.freed();
-      this.#changed();
-    });
+    const settle = () =>
+      this.#k.settler.add(end, () => {
+        this.#live.delete(attempt.attemptId);
+        this.#k.freed();
+        this.#changed();
+      });
+    // Its lines are stored before its end is: a reader who sees the task settled sees them all.
+    const written = this.#k.logs.written(attempt.attemptId);
+    if (written) void written.then(settle);
+    else settle();
     this.#k.freed();
     this.#changed();
   }

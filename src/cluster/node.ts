@@ -29,6 +29,7 @@ import { StartAhead } from '../tasks/start-ahead.js';
 import { Claimer } from './claimer.js';
 import { Firer } from './firer.js';
 import { LeaseKeeper } from './leases.js';
+import { LogWriter } from './log-writer.js';
 import { NodeAttempts } from './node-attempts.js';
 import { resolveNodeOptions, type ClusterNodeOptions, type ResolvedNodeOptions } from './options.js';
 import { Settler } from './settler.js';
@@ -69,8 +70,8 @@ const SETTLES_IN_FLIGHT = 3;
  * another already, within the noise either way.
  */
 const CLAIM_SHARES = 3;
-/** Connections of a node's pool: one each for claims, renewals, the sweeper and cron fires, and one per settle in flight. */
-const CONNECTIONS = 4 + SETTLES_IN_FLIGHT;
+/** Connections of a node's pool: one each for claims, renewals, the sweeper, cron fires and log lines, and one per settle in flight. */
+const CONNECTIONS = 5 + SETTLES_IN_FLIGHT;
 
 /** Starts a cluster node (see the module comment). INVALID_OPTIONS for bad options, before anything connects. */
 export async function startClusterNode(input: ClusterNodeOptions): Promise<RunningClusterNode> {
@@ -151,6 +152,7 @@ class Node implements ClusterNodeHandle {
   readonly #pool: AgentPool;
   readonly #lifecycle: Lifecycle;
   readonly #settler: Settler;
+  readonly #logs: LogWriter;
   readonly #attempts: NodeAttempts;
   readonly #claimer: Claimer;
   readonly #leases: LeaseKeeper;
@@ -179,7 +181,8 @@ class Node implements ClusterNodeHandle {
     const ahead = (this.#ahead = new StartAhead(slots, options.prefetch));
     const claimShare = Math.max(slots, Math.ceil((slots + options.prefetch) / CLAIM_SHARES));
     this.#settler = new Settler(db, queue, log, clock, pollMs, SETTLES_IN_FLIGHT);
-    this.#attempts = new NodeAttempts({ pool, settler: this.#settler, clock, log, random: options.random, leaseMs, cancelGraceMs: options.cancelGraceMs, ahead, freed: () => this.#claimer.wake() });
+    this.#logs = new LogWriter({ pool: db, queue, log, clock, retryMs: pollMs });
+    this.#attempts = new NodeAttempts({ pool, settler: this.#settler, logs: this.#logs, clock, log, random: options.random, leaseMs, cancelGraceMs: options.cancelGraceMs, ahead, freed: () => this.#claimer.wake() });
     this.#claimer = new Claimer({
       pool: db,
       queue,
@@ -325,8 +328,12 @@ class Node implements ClusterNodeHandle {
     // Aborted agents get cancelGraceMs to clean up before their threads are destroyed under them.
     await step('waiting for aborted attempts', () => within(cancelGraceMs, attempts.ended()));
     await step('ending what did not stop', () => attempts.abandonAll());
-    // Settles that keep failing get as long as running attempts had; a sweeper ends what is left.
-    await step('settling', () => within(Math.max(timeoutMs, cancelGraceMs, 1_000), this.#settler.idle()));
+    // Ends wait for their attempts' lines; writes and settles that keep failing get as long as
+    // running attempts had; a sweeper ends what is left.
+    const storeMs = Math.max(timeoutMs, cancelGraceMs, 1_000);
+    await step('storing log lines', () => within(storeMs, this.#logs.idle()));
+    await step('giving up unstored log lines', () => this.#logs.abandon());
+    await step('settling', () => within(storeMs, this.#settler.idle()));
     await step('giving up unsettled ends', () => this.#settler.abandon());
     await step('stopping lease renewals', () => this.#leases.stop());
     await step('stopping the sweeper', async () => {

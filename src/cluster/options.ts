@@ -9,6 +9,7 @@ import { systemClock, type Clock } from '../clock.js';
 import type { LoggerOption } from '../log.js';
 import { assertNonNegativeInt, assertPositiveInt, DEFAULT_RETRY, invalidOptions, stripUndefined } from '../options.js';
 import type { AgentPool, PiscinaPoolOptions } from '../pool/pool.js';
+import { writeLogLines, type LogWrite, type LogWriteResult } from '../store/postgres/logs.js';
 import { claimTasks, renewLeases, type ClaimedTask, type Lease, type Renewal } from '../store/postgres/queue.js';
 import { fireDue, type FireResult } from '../store/postgres/schedules.js';
 import { settleAttempts, type AttemptEnd, type SettleResult } from '../store/postgres/settle.js';
@@ -69,10 +70,12 @@ export interface ClusterQueue {
   renew(pool: pg.Pool, leases: readonly Lease[], leaseMs: number): Promise<Renewal>;
   settle(pool: pg.Pool, ends: readonly AttemptEnd[]): Promise<SettleResult>;
   fire(pool: pg.Pool, node: string): Promise<FireResult>;
+  /** Stores attempts' log lines, fenced by their tokens (one statement). */
+  log(pool: pg.Pool, lines: readonly LogWrite[]): Promise<LogWriteResult>;
 }
 
 /** The real verbs on PostgreSQL. */
-export const POSTGRES_QUEUE: ClusterQueue = Object.freeze({ claim: claimTasks, renew: renewLeases, settle: settleAttempts, fire: (pool: pg.Pool, node: string) => fireDue(pool, node) });
+export const POSTGRES_QUEUE: ClusterQueue = Object.freeze({ claim: claimTasks, renew: renewLeases, settle: settleAttempts, fire: (pool: pg.Pool, node: string) => fireDue(pool, node), log: writeLogLines });
 
 /** Options after defaults and validation. */
 export interface ResolvedNodeOptions {

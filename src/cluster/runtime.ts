@@ -27,6 +27,7 @@ import { cancelTask, listTaskRows, readTask, retryTask, submitAndRead } from '..
 import { checkListOptions } from '../tasks/list.js';
 import { ControlView } from './control-view.js';
 import { EventFeed } from './feed.js';
+import { ClusterLogs } from './logs-api.js';
 import { storeLimits, type ClusterNodeHandle } from './node.js';
 import { checkClusterAgent } from './options.js';
 import { openRuntimeNode } from './runtime-node.js';
@@ -65,6 +66,7 @@ function registered(registration: AgentRegistration, options: ResolvedOptions): 
 class PostgresRuntime implements Runtime {
   readonly agents: AgentsApi;
   readonly schedules: ClusterSchedules;
+  readonly logs: Runtime['logs'];
   readonly #options: ResolvedOptions;
   readonly #url: string;
   readonly #log: Logger;
@@ -80,7 +82,7 @@ class PostgresRuntime implements Runtime {
   readonly #counts: TaskCounts;
   #startedMs = 0;
   #closing: Promise<void> | undefined;
-  /** Ends the retries of agent limits that failed to store (close). */
+  /** Aborts as close begins: ends the retries of agent limits that failed to store, and every `logs({ follow })`. */
   readonly #stopping = new AbortController();
 
   constructor(options: ResolvedOptions, log: Logger) {
@@ -94,6 +96,7 @@ class PostgresRuntime implements Runtime {
     this.#feed = new EventFeed({ pool: this.#db, connectionString: this.#url, log, hold: () => this.#keepAlive.hold(), hinted: (hints) => this.#hinted(hints) });
     this.#waits = new TaskWaits({ read: (id) => this.#read(id), clock: options.clock, keepAlive: this.#keepAlive, need: () => this.#feed.need(), log });
     this.#feed.subscribe(this.#waits.onEvents);
+    this.logs = new ClusterLogs({ pool: this.#db, feed: this.#feed, hold: () => this.#keepAlive.hold(), closed: this.#stopping.signal, assertOpen: (call) => this.#assertOpen(call) }).iterate;
     this.#control = new ControlView(this.#db, log);
     this.#counts = new TaskCounts(this.#db, log);
     this.#feed.subscribe(this.#control.observe);
@@ -283,10 +286,6 @@ class PostgresRuntime implements Runtime {
   }
   backup(): Promise<never> {
     return this.#refuse('backup');
-  }
-  logs(): never {
-    this.#assertOpen('logs');
-    throw unsupported('logs');
   }
   instances(): never {
     this.#assertOpen('instances');

@@ -6,6 +6,7 @@ import type { SafeDatabase } from '../store/port.js';
 import type { LogRecord } from '../store/records.js';
 import { TroupeError } from '../errors.js';
 import type { Release } from '../keep-alive.js';
+import { checkCallOptions } from '../options.js';
 
 /** A stored log line with its position. */
 export interface LogLine extends LogRecord {
@@ -21,6 +22,23 @@ export interface LogOptions {
   /** After the stored lines, keep yielding new ones as they are committed, until the task is terminal or needs attention (or `signal` aborts, or the runtime closes). */
   follow?: boolean;
   signal?: AbortSignal;
+}
+
+/** The options `rt.logs()` takes. */
+const LOG_OPTIONS = ['after', 'follow', 'signal'] as const satisfies ReadonlyArray<keyof LogOptions>;
+
+/**
+ * `rt.logs()`'s options, checked the same way on either store before anything is read:
+ * INVALID_OPTIONS for options that are not a plain object, an unknown option, a `follow` that is
+ * not a boolean or a `signal` that is not an AbortSignal; INVALID_INPUT for a malformed cursor.
+ */
+export function checkLogOptions(options: unknown): LogOptions {
+  checkCallOptions(options, LOG_OPTIONS, 'logs');
+  const checked = (options ?? {}) as LogOptions;
+  if (checked.after !== undefined) fromLogCursor(checked.after);
+  if (checked.follow !== undefined && typeof checked.follow !== 'boolean') throw new TroupeError('INVALID_OPTIONS', 'logs: follow must be a boolean');
+  if (checked.signal !== undefined && !(checked.signal instanceof AbortSignal)) throw new TroupeError('INVALID_OPTIONS', 'logs: signal must be an AbortSignal');
+  return checked;
 }
 
 /** Committed log lines, published per task so `rt.logs(id, { follow: true })` can go live. */
@@ -120,11 +138,17 @@ type LogKey = [string, number, number, number];
 
 const pad = (n: number) => n.toString().padStart(10, '0');
 
-function toCursor(key: LogKey): string {
-  return `${pad(key[1])}.${pad(key[2])}.${pad(key[3])}`;
+/** The cursor of a task's line `seq` of `attempt` in `run`: fixed-width, so cursors sort as the lines do. */
+export function toLogCursor(run: number, attempt: number, seq: number): string {
+  return `${pad(run)}.${pad(attempt)}.${pad(seq)}`;
 }
 
-function fromCursor(cursor: string): [number, number, number] {
+function toCursor(key: LogKey): string {
+  return toLogCursor(key[1], key[2], key[3]);
+}
+
+/** The (run, attempt, seq) of a cursor from {@link toLogCursor}, or INVALID_INPUT. */
+export function fromLogCursor(cursor: string): [number, number, number] {
   const match = typeof cursor === 'string' ? /^(\d{10})\.(\d{10})\.(\d{10})$/.exec(cursor) : null;
   if (!match) throw new TroupeError('INVALID_INPUT', `invalid log cursor ${JSON.stringify(cursor)}`);
   return [Number(match[1]), Number(match[2]), Number(match[3])];
@@ -137,7 +161,7 @@ export async function* readLogs(db: () => SafeDatabase<LogRecord, LogKey>, taskI
   for (;;) {
     // A chunk is read at once, from the store as it is now: no read of it stays open across a
     // yield (the store may be closed and opened again meanwhile; `db` throws while it is down).
-    const start: LogKey = after === undefined ? [taskId, 0, 0, 0] : [taskId, ...fromCursor(after)];
+    const start: LogKey = after === undefined ? [taskId, 0, 0, 0] : [taskId, ...fromLogCursor(after)];
     const chunk: LogLine[] = [];
     let read = 0;
     for (const { key, value } of db().range({ start, end, limit: LOG_CHUNK })) {
@@ -153,4 +177,4 @@ export async function* readLogs(db: () => SafeDatabase<LogRecord, LogKey>, taskI
 }
 
 /** Stored lines a read takes at once. */
-const LOG_CHUNK = 256;
+export const LOG_CHUNK = 256;

@@ -12,13 +12,15 @@
  *   and attempt budget;
  * - task input with Dates, Uint8Arrays or BigInts is stored on LMDB and refused on PostgreSQL;
  * - `wait()` checks its `signal` and options object on PostgreSQL only;
- * - `heldBy` (why a queued task is held back: frozen, rate, …) is shown on LMDB only.
+ * - `heldBy` (why a queued task is held back: frozen, rate, …) is shown on LMDB only;
+ * - `logs()` of an unknown task throws NOT_FOUND when called on LMDB, and rejects the first
+ *   `next()` on PostgreSQL (it must read first): the bad-input test takes either.
  */
 import { once } from 'node:events';
 import { readFileSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { builtinAgent, TroupeError, type EventType, type Runtime, type RuntimeEvent, type RuntimeOptions, type Task } from 'troupe';
+import { builtinAgent, TroupeError, type EventType, type LogLine, type LogOptions, type Runtime, type RuntimeEvent, type RuntimeOptions, type Task } from 'troupe';
 import { fixtureAgent, rejection, scratchDirs } from '../helpers.js';
 import { thrown } from '../pg-runtime.js';
 import { badInput } from './contract-bad-input.js';
@@ -41,6 +43,8 @@ const SETTLING: ReadonlySet<EventType> = new Set<EventType>(['task.done', 'task.
 /** The fail agent (README, "Error codes"), retried quickly: three attempts unless a task says otherwise. */
 const failAgent = builtinAgent('fail', { retry: { maxAttempts: 3, backoff: 'fixed', delayMs: 1 } });
 const echoAgent = builtinAgent('echo');
+/** Writes log lines in each attempt (test/fixtures/agents/logging.agent.ts), retried at once. */
+const loggingAgent = { name: 'logging', module: fixtureAgent('logging'), retry: { maxAttempts: 2, backoff: 'fixed' as const, delayMs: 1 } };
 
 /**
  * The fields of a Task in each state, on both stores. Every done task has a `result`; a failed one
@@ -102,6 +106,13 @@ export async function readEvents(rt: Runtime, options: Parameters<Runtime['event
     if (done(seen)) stop.abort();
   }
   return seen;
+}
+
+/** Every line `rt.logs(id, options)` yields, until it ends. */
+export async function readLines(rt: Runtime, id: string, options?: LogOptions): Promise<LogLine[]> {
+  const lines: LogLine[] = [];
+  for await (const line of rt.logs(id, options)) lines.push(line);
+  return lines;
 }
 
 /** A task's events, from its submit to its `runs`-th settling event. */
@@ -430,6 +441,51 @@ export function contractSuite(name: string, backend: ContractBackend): void {
       ]);
     });
 
+    it('logs: the lines an agent wrote across a retry, in order, after a cursor; a follow started before any line goes live and ends as the task settles', async () => {
+      const rt = await backend.open({ agents: [loggingAgent, echoAgent] });
+      // Frozen, so that the follows below start before the agent writes anything.
+      await rt.freeze();
+      const task = await rt.submit({ agent: 'logging', input: { lines: 300, failAttempts: 1 } });
+      const followed = readLines(rt, task.id, { follow: true });
+      const stop = new AbortController();
+      const aborted = readLines(rt, task.id, { follow: true, signal: stop.signal });
+      stop.abort();
+      expect(await aborted).toEqual([]);
+      await rt.unfreeze();
+      expect(await rt.wait(task.id)).toMatchObject({ state: 'done', attempts: 2, output: { lines: 300 } });
+      const live = await followed;
+      const stored = await readLines(rt, task.id);
+      expect(live).toEqual(stored);
+      const expected = [1, 2].flatMap((attempt) =>
+        Array.from({ length: 300 }, (_, i) => {
+          const line: Record<string, unknown> = { taskId: task.id, attemptId: `${task.id}:1:${attempt}`, level: i === 0 ? 'warn' : 'info', message: `attempt ${attempt} line ${i}` };
+          if (i % 2 === 0) line.fields = { i, attempt };
+          return line;
+        }),
+      );
+      expect(stored.map(({ cursor: _cursor, at: _at, ...line }) => line)).toEqual(expected);
+      for (const line of stored) expect(typeof line.at).toBe('number');
+      const cursors = stored.map((l) => l.cursor);
+      expect([...cursors].sort()).toEqual(cursors);
+      expect(new Set(cursors).size).toBe(cursors.length);
+
+      // After a cursor: the rest, whether following (the task is settled: it ends) or not.
+      expect(await readLines(rt, task.id, { after: cursors[299] })).toEqual(stored.slice(300));
+      expect(await readLines(rt, task.id, { after: cursors[10], follow: true })).toEqual(stored.slice(11));
+      expect(await readLines(rt, task.id, { after: cursors.at(-1) })).toEqual([]);
+      expect(await readLines(rt, task.id, { follow: true })).toEqual(stored);
+      // A task whose agent wrote nothing.
+      const quiet = await rt.wait((await rt.submit({ agent: 'echo' })).id);
+      expect(await readLines(rt, quiet.id)).toEqual([]);
+      expect(await readLines(rt, quiet.id, { follow: true })).toEqual([]);
+      // A follow a signal ends, of a task that has not started.
+      const parked = await rt.submit({ agent: 'logging', delayMs: 600_000 });
+      const later = new AbortController();
+      const waiting = readLines(rt, parked.id, { follow: true, signal: later.signal });
+      later.abort();
+      expect(await waiting).toEqual([]);
+    });
+
     it('on() and off(): listeners hear committed events until removed', async () => {
       const rt = await backend.open({ agents: [echoAgent] });
       const done: string[] = [];
@@ -527,12 +583,15 @@ export function contractSuite(name: string, backend: ContractBackend): void {
       const done = await rt.wait((await rt.submit({ agent: 'echo' })).id);
       const parked = await rt.submit({ agent: 'echo', delayMs: 600_000 });
       const pending = rejection(rt.wait(parked.id));
+      const following = readLines(rt, parked.id, { follow: true });
       await rt.schedules.create({ id: 'nightly', cron: '0 3 * * *', task: { agent: 'echo' } });
       const closing = rt.close();
       expect(rt.close()).toBe(closing);
       await closing;
       expect(rt.state).toBe('closed');
       expect(await pending).toMatchObject({ code: 'CLOSED' });
+      // A follow ends as its runtime closes.
+      expect(await following).toEqual([]);
       const calls: Array<[string, () => Promise<unknown>]> = [
         ['submit', () => rt.submit({ agent: 'echo' })],
         ['submitMany', () => rt.submitMany([])],
@@ -551,6 +610,7 @@ export function contractSuite(name: string, backend: ContractBackend): void {
       for (const [label, call] of calls) expect(await rejection(call()), label).toMatchObject({ code: 'CLOSED', message: expect.stringContaining(label) });
       const syncCalls: Array<[string, () => unknown]> = [
         ['events', () => rt.events()],
+        ['logs', () => rt.logs(done.id)],
         ['poke', () => rt.poke()],
         ['agents.register', () => rt.agents.register(builtinAgent('sleep'))],
         ['schedules.get', () => rt.schedules.get('nightly')],

@@ -105,7 +105,6 @@ describe('a runtime on PostgreSQL', () => {
     // No backing on PostgreSQL yet: each names itself and the store.
     const refusals: Array<[string, () => unknown]> = [
       ['sendInput', () => rt.sendInput('x', { message: 1 })],
-      ['logs', () => rt.logs('x')],
       ['setDispatchTarget', () => rt.setDispatchTarget('k', 1)],
       ['resetInstance', () => rt.resetInstance('k')],
       ['instances', () => rt.instances()],

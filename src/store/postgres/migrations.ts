@@ -252,6 +252,29 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE troupe_agents ADD COLUMN models jsonb CHECK (models IS NULL OR jsonb_typeof(models) = 'object');
       ALTER TABLE troupe_tasks ADD COLUMN result jsonb;`,
   },
+  {
+    version: 10,
+    name: 'log lines',
+    // The lines agents write with ctx.log (logs.ts), keyed as the LMDB store keys them: one task's
+    // lines are one range of the primary key, in the order they were written. `at` is the agent's
+    // clock (epoch ms), as on LMDB. No foreign key to troupe_tasks: its check would run a trigger
+    // per line on the hot path, and every insert already joins the task's row to fence the write
+    // (the row exists); tasks are never removed on PostgreSQL yet, and whatever removes one must
+    // remove this range of its lines in the same transaction.
+    sql: `
+      CREATE TABLE troupe_logs (
+        task_id text NOT NULL,
+        run integer NOT NULL,
+        attempt integer NOT NULL,
+        seq integer NOT NULL,
+        attempt_id text NOT NULL,
+        level text NOT NULL CHECK (level IN ('debug', 'info', 'warn', 'error')),
+        message text NOT NULL,
+        at float8 NOT NULL,
+        fields jsonb,
+        PRIMARY KEY (task_id, run, attempt, seq)
+      );`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */
