@@ -275,6 +275,23 @@ export const MIGRATIONS: readonly Migration[] = [
         PRIMARY KEY (task_id, run, attempt, seq)
       );`,
   },
+  {
+    version: 11,
+    name: 'retention',
+    // What the retention sweep (retention.ts) reads and writes. `troupe_tasks_settled`: settled
+    // tasks by state and settle time, so that a sweep reads the tasks past a state's age from one
+    // end of an index range, not the whole table; only a settled row version has an entry (one
+    // index write per settle: claims, requeues and retries write none). The event log needs no
+    // index of its own: the sweep removes batches from its start, in the order of
+    // troupe_event_batches_xid_seq. `events_removed_*` on the control row: how far the log was
+    // removed (the cursor of the last batch removed, and the greatest seq removed), written with
+    // the removal, so that a reader's cursor from before it is refused (CURSOR_EXPIRED).
+    sql: `
+      CREATE INDEX troupe_tasks_settled ON troupe_tasks (state, settled_at) WHERE state IN ('done', 'failed', 'dropped', 'cancelled');
+      ALTER TABLE troupe_control ADD COLUMN events_removed_xid xid8 NOT NULL DEFAULT '0',
+        ADD COLUMN events_removed_seq bigint NOT NULL DEFAULT 0,
+        ADD COLUMN events_removed_max_seq bigint NOT NULL DEFAULT 0;`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */
