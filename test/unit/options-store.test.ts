@@ -53,9 +53,25 @@ describe('options.store', () => {
     expect(resolveOptions({ store: { postgres: URL }, dataDir: './elsewhere', threads: 2, prefetch: 0, leaseMs: 5_000 }, {})).toMatchObject({ threads: 2, prefetch: 0, leaseMs: 5_000 });
     // Off is not a request: a switch of store keeps working with these.
     expect(resolveOptions({ store: { postgres: URL }, dashboard: false, metricsPort: 0, retention: false, starvation: false, defaultBackoff: false }, {}).store).toEqual({ postgres: URL });
-    for (const [key, value] of [['dashboard', true], ['metricsPort', 9100], ['retention', {}], ['starvation', {}], ['defaultBackoff', true], ['maxQueued', 10], ['failedAttemptThreshold', 3]] as const) {
+    for (const [key, value] of [['dashboard', true], ['metricsPort', 9100], ['starvation', {}], ['defaultBackoff', true], ['maxQueued', 10], ['failedAttemptThreshold', 3]] as const) {
       expect(invalid({ store: { postgres: URL }, [key]: value }).message).toBe(`options.${key} is not supported with store.postgres yet (README: "Running on many machines")`);
       expect(invalid({ [key]: value }, { TROUPE_STORE: URL }).message).toContain(`options.${key} is not supported with store.postgres`);
     }
+  });
+
+  it('takes retention on PostgreSQL as on LMDB (the defaults when absent, off with false), refusing a rule with a count', () => {
+    const lmdb = resolveOptions({}, {}).retention;
+    expect(resolveOptions({ store: { postgres: URL } }, {}).retention).toEqual(lmdb);
+    expect(resolveOptions({ store: { postgres: URL }, retention: false }, {}).retention).toBeNull();
+    const given = { done: 1_000, failed: { ageMs: 2_000 }, dropped: { ageMs: 3_000, count: Infinity }, sweepMs: 50, eventsMs: 4_000 };
+    expect(resolveOptions({ store: { postgres: URL }, retention: given }, {}).retention).toEqual(resolveOptions({ retention: given }, {}).retention);
+    for (const state of ['done', 'failed', 'dropped', 'cancelled']) {
+      expect(invalid({ store: { postgres: URL }, retention: { [state]: { ageMs: 1_000, count: 10 } } }).message).toBe(
+        `options.retention.${state}.count is not supported with store.postgres yet (README: "Running on many machines"): give the rule as an age in ms`,
+      );
+      expect(invalid({ retention: { [state]: { count: 0 } } }, { TROUPE_STORE: URL }).message).toContain(`options.retention.${state}.count is not supported with store.postgres`);
+    }
+    // A bad rule is refused as on LMDB, before the count is looked at.
+    expect(invalid({ store: { postgres: URL }, retention: { done: { count: -1 } } }).message).toBe(invalid({ retention: { done: { count: -1 } } }).message);
   });
 });
