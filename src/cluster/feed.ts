@@ -26,6 +26,7 @@ import type { Release } from '../keep-alive.js';
 import type { Logger } from '../log.js';
 import { checkCallOptions } from '../options.js';
 import { followEvents, parseCursor, readEvents, type StoredEvent } from '../store/postgres/events.js';
+import { checkEventCursor, checkEventSeq } from '../store/postgres/retention.js';
 import { cursorOfSeq, tailCursor } from '../store/postgres/tasks.js';
 
 type Listener = (event: RuntimeEvent) => void;
@@ -168,7 +169,8 @@ export class EventFeed {
   /**
    * `rt.events()`: replays the log after `after` (a cursor, or an event's numeric seq), then
    * yields live events, until `signal` aborts or the runtime closes. Bad options reject the first
-   * `next()`, as the LMDB runtime's do.
+   * `next()`, as the LMDB runtime's do; a cursor from before what retention removed rejects with
+   * CURSOR_EXPIRED, as does a replay the removal overtakes (src/store/postgres/retention.ts).
    */
   async *iterate(options: EventStreamOptions = {}): AsyncGenerator<RuntimeEvent> {
     checkCallOptions(options, STREAM_OPTIONS, 'events');
@@ -207,9 +209,13 @@ export class EventFeed {
     signal?.addEventListener('abort', end, { once: true });
     try {
       if (signal?.aborted || ended) return;
-      let last = typeof after === 'number' ? await cursorOfSeq(this.#k.pool, after) : (after ?? '');
+      let last = typeof after === 'number' ? await this.#cursorOfSeq(after) : (after ?? '');
       for (;;) {
-        const page = await readEvents(this.#k.pool, last, REPLAY_PAGE);
+        const from = last;
+        const page = await readEvents(this.#k.pool, from, REPLAY_PAGE);
+        // Retention may have removed events after `from` (before this read, or before an earlier
+        // page's): read after the page, the removal point says whether this read had a gap.
+        if (from !== '' || after !== undefined) await checkEventCursor(this.#k.pool, from);
         for (const stored of page) {
           if (ended) return;
           last = stored.cursor;
@@ -239,6 +245,16 @@ export class EventFeed {
       unneed();
       this.#onClose.delete(end);
       signal?.removeEventListener('abort', end);
+    }
+  }
+
+  /** The cursor of the event numbered `seq`: CURSOR_EXPIRED when retention removed it, INVALID_INPUT when no event had it. */
+  async #cursorOfSeq(seq: number): Promise<string> {
+    try {
+      return await cursorOfSeq(this.#k.pool, seq);
+    } catch (error) {
+      if ((error as TroupeError).code === 'INVALID_INPUT') await checkEventSeq(this.#k.pool, seq);
+      throw error;
     }
   }
 }
