@@ -2,11 +2,11 @@
  * The runtime on PostgreSQL (issue #15): `createRuntime({ store: { postgres } })`. The same public
  * API as the LMDB runtime (src/api/runtime.ts), for any number of runtime processes on one
  * database. Each runs a cluster node (node.ts: claims, runs on its threads, settles, renews,
- * sweeps dead nodes, fires cron), follows the cluster's event log once, while its waits, `on`
- * listeners or `events()` need it (feed.ts), and calls the queue's durable verbs (src/store/postgres/) for the rest. A call with
- * no backing on PostgreSQL yet rejects (or throws) UNSUPPORTED_STORE naming it; see the README,
- * "Running on many machines". Input is checked as the LMDB runtime checks it, before anything is
- * written.
+ * sweeps dead nodes, fires cron) and a retention sweep (retention.ts), follows the cluster's event
+ * log while its waits, `on` listeners or `events()` need it (feed.ts), and calls the queue's
+ * durable verbs (src/store/postgres/) for the rest. A call with no backing on PostgreSQL yet
+ * rejects (or throws) UNSUPPORTED_STORE naming it; see the README, "Running on many machines".
+ * Input is checked as the LMDB runtime checks it, before anything is written.
  */
 import pg from 'pg';
 import type { EventStreamOptions, EventType, RuntimeEvent } from '../api/events.js';
@@ -30,6 +30,7 @@ import { EventFeed } from './feed.js';
 import { ClusterLogs } from './logs-api.js';
 import { storeLimits, type ClusterNodeHandle } from './node.js';
 import { checkClusterAgent } from './options.js';
+import { startClusterRetention, type ClusterRetention } from './retention.js';
 import { openRuntimeNode } from './runtime-node.js';
 import { ClusterSchedules } from './schedules-api.js';
 import { clusterStats } from './stats.js';
@@ -80,6 +81,7 @@ class PostgresRuntime implements Runtime {
   #node: ClusterNodeHandle | undefined;
   readonly #control: ControlView;
   readonly #counts: TaskCounts;
+  #retention: ClusterRetention | undefined;
   #startedMs = 0;
   #closing: Promise<void> | undefined;
   /** Aborts as close begins: ends the retries of agent limits that failed to store, and every `logs({ follow })`. */
@@ -127,6 +129,7 @@ class PostgresRuntime implements Runtime {
       await this.#feed.start();
       await this.#control.read();
       await this.schedules.load();
+      this.#retention = startClusterRetention({ pool: this.#db, clock: this.#options.clock, log: this.#log, policy: this.#options.retention });
       this.#startedMs = performance.now() - at;
       this.#lifecycle.set('running', { store: 'postgres', node: this.#node.id, agents: agents.map((a) => a.name) });
       this.#keepAlive.open();
@@ -257,7 +260,7 @@ class PostgresRuntime implements Runtime {
   }
 
   stats(): RuntimeStats {
-    return clusterStats({ state: this.state, options: this.#options, agents: [...this.#agents.values()], node: this.#node, control: this.#control.current, startedMs: this.#startedMs, counts: this.#counts.current() });
+    return clusterStats({ state: this.state, options: this.#options, agents: [...this.#agents.values()], node: this.#node, control: this.#control.current, startedMs: this.#startedMs, counts: this.#counts.current(), retention: this.#retention?.stats ?? null });
   }
 
   // What has no backing on PostgreSQL yet: UNSUPPORTED_STORE, once the call is known to be open.
@@ -330,6 +333,7 @@ class PostgresRuntime implements Runtime {
       }
     };
     this.#stopping.abort();
+    await step('retention', () => this.#retention?.stop());
     await step('node', () => this.#node?.close({ timeoutMs, force }));
     await step('waits', () => this.#waits.rejectAll(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#feed.close());

@@ -2,15 +2,16 @@
  * `rt.stats()` on PostgreSQL, in the LMDB runtime's shape (collectStats): what one runtime knows
  * without asking the database (stats() is synchronous): its lifecycle, its slots and the attempts
  * its node holds, its start-ahead window, its agents and their cluster-wide limits, and the
- * cluster's freeze as last seen; and the cluster's tasks by state, in all and per agent, as last
- * counted in the background (task-counts.ts: how fresh they are). The LMDB-only parts (instances,
- * supervisor, retention) are empty.
+ * cluster's freeze as last seen; its retention sweeps (retention.ts); and the cluster's tasks by
+ * state, in all and per agent, as last counted in the background (task-counts.ts: how fresh they
+ * are). The LMDB-only parts (instances, supervisor) are empty.
  */
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { RuntimeState } from '../lifecycle.js';
 import type { ResolvedOptions } from '../options.js';
 import { collectStats, type RuntimeStats } from '../stats.js';
 import type { ClusterControl } from '../store/postgres/control.js';
+import type { RetentionStats } from '../tasks/retention.js';
 import type { ClusterNodeHandle } from './node.js';
 import type { TaskCountsView } from './task-counts.js';
 
@@ -25,6 +26,8 @@ export interface ClusterStatsSources {
   startedMs: number;
   /** The tasks by state as last counted; undefined before the first count. */
   counts: TaskCountsView | undefined;
+  /** This runtime's retention sweeps; null with `retention: false`. */
+  retention: RetentionStats | null;
 }
 
 /** See the module comment. */
@@ -64,6 +67,6 @@ export function clusterStats(s: ClusterStatsSources): RuntimeStats {
     control: frozen ? { frozen, ...(s.control.reason === undefined ? {} : { reason: s.control.reason }), since: s.control.since } : { frozen },
     cycles: 0,
     storeFailure: null,
-    retention: null,
+    retention: s.retention,
   });
 }

@@ -32,6 +32,11 @@ export interface RetentionStats {
   removed: number;
   /** Events they removed from the event log. */
   eventsRemoved: number;
+  /**
+   * On PostgreSQL only: sweeps this runtime skipped because another runtime of the cluster was
+   * sweeping (one sweeps at a time); they are not counted in `sweeps`.
+   */
+  skipped?: number;
   lastSweepAt?: number;
   nextSweepAt?: number;
 }
