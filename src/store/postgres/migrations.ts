@@ -259,8 +259,8 @@ export const MIGRATIONS: readonly Migration[] = [
     // lines are one range of the primary key, in the order they were written. `at` is the agent's
     // clock (epoch ms), as on LMDB. No foreign key to troupe_tasks: its check would run a trigger
     // per line on the hot path, and every insert already joins the task's row to fence the write
-    // (the row exists); tasks are never removed on PostgreSQL yet, and whatever removes one must
-    // remove this range of its lines in the same transaction.
+    // (the row exists); whatever removes a task removes this range of its lines in the same
+    // statement (the retention sweep, retention.ts: version 11).
     sql: `
       CREATE TABLE troupe_logs (
         task_id text NOT NULL,
