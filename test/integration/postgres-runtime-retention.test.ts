@@ -2,13 +2,16 @@
  * Retention on the runtime on PostgreSQL, as on LMDB for the runtime's rules: a background sweep
  * every `sweepMs` removes settled tasks past their state's age (`get` is NOT_FOUND after) and the
  * events older than `eventsMs` (`events({ after })` from before them is CURSOR_EXPIRED, `events()`
- * starts at the oldest kept); `stats().retention` counts the sweeps; bad options are refused as on
- * LMDB, a rule with a count is refused; `retention: false` sweeps nothing. Tasks and events are
- * aged on the database's clock, and the tests wait for sweeps, not for time.
+ * starts at the oldest kept); `stats().retention` counts the sweeps, and those skipped while
+ * another runtime held the sweep's lock; bad options are refused as on LMDB, a rule with a count
+ * is refused; `retention: false` sweeps nothing. Tasks and events are aged on the database's
+ * clock, and the tests wait for sweeps, not for time.
  */
 import { describe, expect, it, vi } from 'vitest';
 import { builtinAgent, type Runtime, type RuntimeEvent } from 'troupe';
+import pg from 'pg';
 import { resolveOptions } from '../../src/options.js';
+import { RETENTION_LOCK } from '../../src/store/postgres/retention.js';
 import { rejection, scratchPools } from '../helpers.js';
 import { pgRuntimes, thrown } from '../pg-runtime.js';
 
@@ -58,6 +61,27 @@ describe('retention on PostgreSQL', () => {
     const kept = await replay(rt);
     expect(kept[0]!.cursor > oldCursor).toBe(true);
     expect(kept.some((e) => e.taskId === old.id || e.taskId === young.id)).toBe(false);
+  });
+
+  it('skips its sweeps while another runtime of the cluster sweeps (holds the lock), and sweeps again after', async () => {
+    const { url } = await pools({ max: 1 });
+    const rt = await runtime(url, { retention: { sweepMs: 20 } });
+    const other = new pg.Client({ connectionString: url });
+    await other.connect();
+    try {
+      await other.query('BEGIN');
+      await other.query('SELECT pg_advisory_xact_lock($1)', [RETENTION_LOCK]);
+      // A sweep under way when the lock was taken may end with what it removed (a sweep); every one after it skips.
+      await vi.waitFor(() => expect(rt.stats().retention!.skipped).toBeGreaterThan(0), SWEPT);
+      const before = rt.stats().retention!;
+      await vi.waitFor(() => expect(rt.stats().retention!.skipped).toBeGreaterThan(before.skipped! + 2), SWEPT);
+      expect(rt.stats().retention!.sweeps).toBe(before.sweeps);
+      await other.query('COMMIT');
+    } finally {
+      await other.end();
+    }
+    const swept = rt.stats().retention!.sweeps;
+    await vi.waitFor(() => expect(rt.stats().retention!.sweeps).toBeGreaterThan(swept), SWEPT);
   });
 
   it('refuses bad retention options as LMDB does, and a rule with a count (not applied on PostgreSQL yet)', async () => {
