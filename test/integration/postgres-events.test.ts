@@ -134,6 +134,8 @@ describe('the PostgreSQL event log', () => {
       nudge: (n: () => void) => (nudge = n),
     };
     const following = followEvents(pool, url, options, (events) => (received.push(...events), heard()));
+    // The hints below are NOTIFYs: only a follower already listening hears them.
+    while ((await pool.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'troupe-events' AND query LIKE 'LISTEN%'")).rowCount === 0);
     await append(pool, [{ type: 'task.queued', taskId: 'a' }, { type: 'task.started', taskId: 'a' }], [{ type: 'runtime.frozen' }], [{ type: 'task.done', taskId: 'a' }]);
     const last = (await readAll(pool, 100)).at(-1)!.cursor;
     await until(() => skipped.at(-1) === last && hints.length === 3);
