@@ -7,7 +7,7 @@ import type { AbortReason, WireError } from '../../actors/wire.js';
 import type { RetryPolicy, TaskResult } from '../store/records.js';
 import type { ClaimedTask } from '../store/postgres/queue.js';
 import type { AttemptEnd } from '../store/postgres/settle.js';
-import { jsonOf } from '../store/postgres/transaction.js';
+import { jsonOf, withoutNul } from '../store/postgres/transaction.js';
 import { decideSettlement, resultOf, type AttemptOutcome } from '../tasks/outcome.js';
 
 /**
@@ -72,13 +72,9 @@ function storable(end: AttemptEnd): AttemptEnd {
   return end;
 }
 
-function clean(text: string): string {
-  return text.replaceAll('\u0000', '\uFFFD');
-}
-
 function errorWithoutNul(error: WireError): WireError {
-  const copy: WireError = { code: clean(String(error.code)), message: clean(String(error.message)), retryable: error.retryable, fault: error.fault };
-  if (error.stack !== undefined) copy.stack = clean(String(error.stack));
+  const copy: WireError = { code: withoutNul(String(error.code)), message: withoutNul(String(error.message)), retryable: error.retryable, fault: error.fault };
+  if (error.stack !== undefined) copy.stack = withoutNul(String(error.stack));
   return copy;
 }
 
@@ -86,7 +82,7 @@ function resultWithoutNul(result: TaskResult): TaskResult {
   const copy: TaskResult = { kind: result.kind };
   for (const field of ['summary', 'branch', 'rev'] as const) {
     const text = result[field];
-    if (text !== undefined) copy[field] = clean(text);
+    if (text !== undefined) copy[field] = withoutNul(text);
   }
   return copy;
 }

@@ -18,7 +18,7 @@
  */
 import type pg from 'pg';
 import type { EventStreamOptions, EventType, RuntimeEvent } from '../api/events.js';
-import { TroupeError } from '../errors.js';
+import { isTroupeError, TroupeError } from '../errors.js';
 import { checkType, STREAM_OPTIONS } from '../events/event-bus.js';
 import { EventListeners } from '../events/listeners.js';
 import { checkId } from '../ids.js';
@@ -253,7 +253,7 @@ export class EventFeed {
     try {
       return await cursorOfSeq(this.#k.pool, seq);
     } catch (error) {
-      if ((error as TroupeError).code === 'INVALID_INPUT') await checkEventSeq(this.#k.pool, seq);
+      if (isTroupeError(error, 'INVALID_INPUT')) await checkEventSeq(this.#k.pool, seq);
       throw error;
     }
   }

@@ -17,7 +17,7 @@ import { isTroupeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { LogWrite } from '../store/postgres/logs.js';
 import type { ClaimedTask } from '../store/postgres/queue.js';
-import { jsonOf } from '../store/postgres/transaction.js';
+import { jsonOf, withoutNul } from '../store/postgres/transaction.js';
 import type { ClusterQueue } from './options.js';
 
 /** What the writer needs from its node. */
@@ -151,10 +151,6 @@ export class LogWriter {
     for (const resolve of this.#idle) resolve();
     this.#idle.clear();
   }
-}
-
-function withoutNul(text: string): string {
-  return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
 }
 
 /**

@@ -12,7 +12,7 @@ import pg from 'pg';
 import type { EventStreamOptions, EventType, RuntimeEvent } from '../api/events.js';
 import type { AgentsApi, Runtime } from '../api/runtime.js';
 import type { AgentInput, AgentOutput, ListOptions, Task, TaskId, TaskPage, TaskSpec, WaitOptions } from '../api/tasks.js';
-import { validateRegistration, type AgentRegistration, type RegisteredAgent } from '../agents/registry.js';
+import type { RegisteredAgent } from '../agents/registry.js';
 import { checkId, createIdGenerator } from '../ids.js';
 import { TroupeError } from '../errors.js';
 import { KeepAlive } from '../keep-alive.js';
@@ -28,8 +28,8 @@ import { checkListOptions } from '../tasks/list.js';
 import { ControlView } from './control-view.js';
 import { EventFeed } from './feed.js';
 import { ClusterLogs } from './logs-api.js';
-import { storeLimits, type ClusterNodeHandle } from './node.js';
-import { checkClusterAgent } from './options.js';
+import { ClusterAgents, registered } from './agents-api.js';
+import type { ClusterNodeHandle } from './node.js';
 import { startClusterRetention, type ClusterRetention } from './retention.js';
 import { openRuntimeNode } from './runtime-node.js';
 import { ClusterSchedules } from './schedules-api.js';
@@ -40,8 +40,6 @@ import { TaskWaits } from './waits.js';
 
 /** Connections of the runtime's own pool (reads, submits, cancels; the node has its own). */
 const API_CONNECTIONS = 4;
-/** Wait before storing an agent's limits again after that failed. */
-const LIMITS_RETRY_MS = 1_000;
 
 /** Starts a runtime on the PostgreSQL database of `options.store` (see the module comment). */
 export async function createPostgresRuntime(options: ResolvedOptions): Promise<Runtime> {
@@ -58,11 +56,6 @@ export async function createPostgresRuntime(options: ResolvedOptions): Promise<R
   }
 }
 
-/** A registration checked as the LMDB runtime checks it, then for what the cluster can honour. */
-function registered(registration: AgentRegistration, options: ResolvedOptions): RegisteredAgent {
-  return checkClusterAgent(registration, validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry, backoff: null }));
-}
-
 /** See the module comment. */
 class PostgresRuntime implements Runtime {
   readonly agents: AgentsApi;
@@ -76,7 +69,7 @@ class PostgresRuntime implements Runtime {
   readonly #db: pg.Pool;
   readonly #feed: EventFeed;
   readonly #waits: TaskWaits;
-  readonly #agents = new Map<string, RegisteredAgent>();
+  readonly #agents: ClusterAgents;
   readonly #nextId = createIdGenerator(() => Date.now());
   #node: ClusterNodeHandle | undefined;
   readonly #control: ControlView;
@@ -103,16 +96,8 @@ class PostgresRuntime implements Runtime {
     this.#counts = new TaskCounts(this.#db, log);
     this.#feed.subscribe(this.#control.observe);
     this.schedules = new ClusterSchedules({ pool: this.#db, log, assertOpen: (call) => this.#assertOpen(call), task: (task, where) => this.#newTask(task as TaskSpec, where) });
-    this.agents = {
-      register: (registration) => {
-        this.#assertOpen('agents.register');
-        const agent = registered(registration, options);
-        this.#agents.set(agent.name, agent);
-        void this.#run(agent);
-        return agent;
-      },
-      list: () => [...this.#agents.values()],
-    };
+    this.#agents = new ClusterAgents({ options, pool: this.#db, log, node: () => this.#node, stopping: this.#stopping.signal, assertOpen: (call) => this.#assertOpen(call) });
+    this.agents = { register: this.#agents.register, list: this.#agents.list };
   }
 
   /**
@@ -124,7 +109,7 @@ class PostgresRuntime implements Runtime {
     const at = performance.now();
     const release = this.#keepAlive.hold();
     try {
-      for (const agent of agents) this.#agents.set(agent.name, agent);
+      this.#agents.started(agents);
       this.#node = await openRuntimeNode(this.#options, { url: this.#url, log: this.#log, agents, fired: () => this.schedules.refreshSoon() });
       await this.#feed.start();
       await this.#control.read();
@@ -260,7 +245,7 @@ class PostgresRuntime implements Runtime {
   }
 
   stats(): RuntimeStats {
-    return clusterStats({ state: this.state, options: this.#options, agents: [...this.#agents.values()], node: this.#node, control: this.#control.current, startedMs: this.#startedMs, counts: this.#counts.current(), retention: this.#retention?.stats ?? null });
+    return clusterStats({ state: this.state, options: this.#options, agents: this.#agents.list(), node: this.#node, control: this.#control.current, startedMs: this.#startedMs, counts: this.#counts.current(), retention: this.#retention?.stats ?? null });
   }
 
   // What has no backing on PostgreSQL yet: UNSUPPORTED_STORE, once the call is known to be open.
@@ -343,23 +328,6 @@ class PostgresRuntime implements Runtime {
     this.#keepAlive.close();
     this.#lifecycle.set('closed', { failures });
     release();
-  }
-
-  /** Stores an agent's limits (when it gives any), then has the node run it; tries again while that fails. */
-  async #run(agent: RegisteredAgent): Promise<void> {
-    for (;;) {
-      try {
-        await storeLimits(this.#db, agent);
-        // A later registration of the name replaced this one meanwhile: it applies instead.
-        if (this.#agents.get(agent.name) === agent) this.#node?.register(agent);
-        return;
-      } catch (error) {
-        if (this.#stopping.signal.aborted) return;
-        this.#log.error({ err: error, agent: agent.name }, 'storing the agent limits failed; its tasks are not claimed here until they are stored');
-        await new Promise((resolve) => setTimeout(resolve, LIMITS_RETRY_MS).unref());
-        if (this.#stopping.signal.aborted || this.#agents.get(agent.name) !== agent) return;
-      }
-    }
   }
 
   /**

@@ -4,10 +4,11 @@
  * What each count costs decides how often it is taken. Queued and running tasks are counted from
  * the partial indexes that claims and limits read (`troupe_tasks_claim`, and the running tasks by
  * agent): an index-only scan of the tasks in flight, however many have settled (measured beside
- * 200,000 settled tasks without input or output: 0.09 ms). No index covers every task's state, on
- * purpose: since schema version 5 a claim or a settle writes no index entry it does not need, and
- * one on `state` would take an entry on every change of it. So counting the settled states reads
- * the whole table (105 ms on those 200,000 rows; more with wider rows, growing with them).
+ * 200,000 settled tasks without input or output: 0.09 ms). No index covers every task's state by
+ * agent, on purpose: a claim or a settle writes no index entry it does not need, and one on
+ * (agent, state) would take an entry on every change of state (retention's troupe_tasks_settled,
+ * schema version 11, has settled tasks by state and settle time, not by agent). So counting the
+ * settled states reads the whole table (105 ms on those 200,000 rows; more with wider rows).
  */
 import type pg from 'pg';
 import type { TaskState } from '../../../machines/index.js';

@@ -66,6 +66,11 @@ export function jsonOf(value: unknown, where: string): string | null {
   return text;
 }
 
+/** `text` with each NUL character, which PostgreSQL stores in neither text nor jsonb, replaced by U+FFFD. */
+export function withoutNul(text: string): string {
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
+}
+
 /**
  * SQL selecting the timestamp `expression` as epoch ms `AS as`: a double, which keeps the
  * microseconds (to about a quarter of one for dates of this century). NULL stays NULL.
