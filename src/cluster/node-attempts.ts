@@ -16,6 +16,7 @@
  */
 import type { AbortReason, AttemptRequest } from '../../actors/wire.js';
 import type { RegisteredAgent } from '../agents/registry.js';
+import type { RetryPolicy } from '../api/tasks.js';
 import type { Clock, ClockTimer } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { AbortOutcome, AgentPool, PoolHost } from '../pool/pool.js';
@@ -50,10 +51,16 @@ export class NodeAttempt {
   /** The number its next log line gets. */
   lines = 0;
 
+  /** Its timeout and retry policy: the task's own (as submitted) over its agent's registration here. */
+  readonly timeoutMs: number;
+  readonly retry: Readonly<RetryPolicy>;
+
   constructor(claimed: ClaimedTask, agent: RegisteredAgent, now: number) {
     this.claimed = claimed;
     this.agent = agent;
     this.heardAt = now;
+    this.timeoutMs = claimed.timeoutMs ?? agent.timeoutMs;
+    this.retry = claimed.retry === undefined ? agent.retry : { ...agent.retry, ...claimed.retry };
   }
 
   get attemptId(): string {
@@ -131,7 +138,7 @@ export class NodeAttempts {
       attempt.phase = 'executing';
       attempt.heardAt = this.#k.clock.now();
       attempt.beganAt = performance.now();
-      const { timeoutMs } = attempt.agent;
+      const { timeoutMs } = attempt;
       if (timeoutMs > 0 && !attempt.stop) attempt.timer = this.#k.clock.setTimeout(() => this.stop(attempt, 'timeout', `attempt exceeded timeoutMs ${timeoutMs}`, this.#k.cancelGraceMs), timeoutMs);
     },
     ended: (attemptId, token, result, ran) => {
@@ -289,7 +296,7 @@ export class NodeAttempts {
     attempt.phase = 'ended';
     this.#running--;
     this.#clearTimer(attempt);
-    const end = attemptEnd(attempt.claimed, attempt.agent.retry, outcome, attempt.stop, this.#k.random);
+    const end = attemptEnd(attempt.claimed, attempt.retry, outcome, attempt.stop, this.#k.random);
     const settle = () =>
       this.#k.settler.add(end, () => {
         this.#live.delete(attempt.attemptId);

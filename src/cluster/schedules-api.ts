@@ -136,8 +136,9 @@ export class ClusterSchedules implements SchedulesApi {
  * window), as fireDue fires them.
  */
 function scheduleOf(row: ClusterSchedule): Schedule {
-  const { agent, input, priority, maxAttempts, labels } = row.task;
-  const task: ScheduleTask = { agent, priority, retry: { maxAttempts } };
+  const { agent, input, priority, maxAttempts, labels, timeoutMs, retry } = row.task;
+  const task: ScheduleTask = { agent, priority, retry: { ...retry, maxAttempts } };
+  if (timeoutMs !== undefined) task.timeoutMs = timeoutMs;
   if (input !== undefined) task.input = input;
   if (labels !== undefined) task.labels = labels;
   const schedule: Schedule = {

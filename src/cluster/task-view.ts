@@ -13,7 +13,7 @@ import type { TaskRow } from '../store/postgres/tasks.js';
 import { validateSpec } from '../tasks/spec.js';
 
 /** Task fields with no backing on PostgreSQL yet: refused when given. */
-const UNSUPPORTED_FIELDS = ['requires', 'workspace', 'parentId', 'timeoutMs', 'retention'] as const;
+const UNSUPPORTED_FIELDS = ['requires', 'workspace', 'parentId', 'retention'] as const;
 
 /** UNSUPPORTED_STORE for `what` on this store. */
 export function unsupported(what: string): TroupeError {
@@ -23,16 +23,20 @@ export function unsupported(what: string): TroupeError {
 /**
  * A spec checked as the LMDB runtime checks it (UNKNOWN_AGENT, INVALID_INPUT naming the field),
  * then as the queue's row: the agent, input, priority, labels, idempotency key, a delay (from
- * `delayMs` or `runAt`, against `now`) and the attempt budget (`retry.maxAttempts` over the
- * agent's). The rest of a retry policy, a lane other than `default`, and {@link UNSUPPORTED_FIELDS}
- * are UNSUPPORTED_STORE.
+ * `delayMs` or `runAt`, against `now`), the attempt budget (`retry.maxAttempts` over the
+ * agent's), and the task's own `timeoutMs` and other retry fields. A lane other than `default`
+ * and {@link UNSUPPORTED_FIELDS} are UNSUPPORTED_STORE.
  */
 export function newTaskOf(spec: TaskSpec, lookup: (name: string) => RegisteredAgent | undefined, where: string, now: number, id: string): NewTask {
   const valid = validateSpec(spec, lookup, where, now);
   for (const field of UNSUPPORTED_FIELDS) if (spec[field] !== undefined) throw unsupported(`${where}.${field}`);
   if (valid.lane !== 'default') throw unsupported(`${where}.lane`);
-  for (const key of Object.keys(spec.retry ?? {})) if (key !== 'maxAttempts') throw unsupported(`${where}.retry.${key} (the agent's retry policy applies; only maxAttempts is per task)`);
   const task: NewTask = { id, agent: valid.agentName, input: valid.input, priority: valid.priority, maxAttempts: valid.retry.maxAttempts, labels: valid.labels };
+  // The task's own timeout and retry fields are kept as given: the node that claims it lays them
+  // over its registration of the agent (queue.ts ClaimedTask), which may differ from this one's.
+  if (spec.timeoutMs !== undefined) task.timeoutMs = spec.timeoutMs;
+  const { maxAttempts: _budget, ...retry } = spec.retry ?? {};
+  if (Object.values(retry).some((value) => value !== undefined)) task.retry = retry;
   if (valid.idempotencyKey !== undefined) task.idempotencyKey = valid.idempotencyKey;
   if (valid.runAt !== undefined) task.delayMs = valid.runAt - now;
   return task;
@@ -46,8 +50,8 @@ export interface ViewDefaults {
 
 /**
  * The public Task of a stored row. Times are the database's, in whole ms. The retry policy and
- * timeout are the agent's as registered on this runtime (the defaults for an agent it does not
- * run), with the task's own attempt budget. There are no execution instances on PostgreSQL:
+ * timeout are the task's own fields over the agent's as registered on this runtime (the defaults
+ * for an agent it does not run), with the task's own attempt budget. There are no execution instances on PostgreSQL:
  * `instanceKey` is '' and `lane` 'default'.
  */
 export function taskOf(row: TaskRow, agent: RegisteredAgent | undefined, defaults: ViewDefaults): Task {
@@ -62,8 +66,8 @@ export function taskOf(row: TaskRow, agent: RegisteredAgent | undefined, default
     lane: 'default',
     instanceKey: '',
     labels: { ...row.labels },
-    timeoutMs: agent?.timeoutMs ?? defaults.timeoutMs,
-    retry: { ...(agent?.retry ?? defaults.retry), maxAttempts: row.max_attempts },
+    timeoutMs: row.timeout_ms !== null ? Number(row.timeout_ms) : (agent?.timeoutMs ?? defaults.timeoutMs),
+    retry: { ...(agent?.retry ?? defaults.retry), ...row.retry, maxAttempts: row.max_attempts },
     createdAt: ms(row.created_at),
     updatedAt: ms(row.updated_at),
   };

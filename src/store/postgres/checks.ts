@@ -5,7 +5,8 @@
  */
 import { TroupeError } from '../../errors.js';
 import { checkId, MAX_ID } from '../../ids.js';
-import { DEFAULT_RETRY } from '../../options.js';
+import type { RetryPolicy } from '../../api/tasks.js';
+import { DEFAULT_RETRY, resolveRetry } from '../../options.js';
 import { jsonOf } from './transaction.js';
 
 /** The largest value of a PostgreSQL integer (int4). */
@@ -30,6 +31,10 @@ export interface NewTask {
   delayMs?: number;
   /** Free-form string labels (the public Task's `labels`). @default {} */
   labels?: Record<string, string>;
+  /** The task's own attempt timeout (ms, 0: none), over its agent's. @default the agent's */
+  timeoutMs?: number;
+  /** The task's own retry policy fields but `maxAttempts` (that is {@link maxAttempts}), over its agent's. */
+  retry?: Partial<Omit<RetryPolicy, 'maxAttempts'>>;
 }
 
 /** A task checked and turned into the insert's columns. */
@@ -44,6 +49,9 @@ export interface TaskRow {
   delayMs: number;
   /** The labels as the text of a jsonb parameter. */
   labels: string;
+  timeoutMs: number | null;
+  /** The task's own retry fields as the text of a jsonb parameter, or null. */
+  retry: string | null;
 }
 
 /** Checks a task named `where` and returns its columns. */
@@ -60,7 +68,27 @@ export function checkTask(task: NewTask, where: string): TaskRow {
   if (!Number.isSafeInteger(delayMs) || delayMs < 0) throw invalid(`${where}.delayMs must be a non-negative integer`);
   const labels = task.labels ?? {};
   if (typeof labels !== 'object' || labels === null || Array.isArray(labels) || Object.values(labels).some((v) => typeof v !== 'string')) throw invalid(`${where}.labels must be an object of string values`);
-  return { id, agent: task.agent, priority, maxAttempts, key, input: jsonOf(task.input, `${where}.input`), delayMs, labels: jsonOf(labels, `${where}.labels`)! };
+  const timeoutMs = task.timeoutMs ?? null;
+  if (timeoutMs !== null && !(Number.isSafeInteger(timeoutMs) && timeoutMs >= 0)) throw invalid(`${where}.timeoutMs must be a non-negative integer`);
+  return { id, agent: task.agent, priority, maxAttempts, key, input: jsonOf(task.input, `${where}.input`), delayMs, labels: jsonOf(labels, `${where}.labels`)!, timeoutMs, retry: retryOf(task.retry, `${where}.retry`) };
+}
+
+/**
+ * A task's own retry fields (see {@link NewTask.retry}) as jsonb text, or null for none: each is
+ * checked as a registration's policy is (over the library default), so a claim can lay them over
+ * any agent's policy as they are.
+ */
+function retryOf(retry: NewTask['retry'], where: string): string | null {
+  if (retry === undefined) return null;
+  if (typeof retry !== 'object' || retry === null || Array.isArray(retry)) throw invalid(`${where} must be an object`);
+  if ('maxAttempts' in retry) throw invalid(`${where}.maxAttempts is the task's maxAttempts`);
+  const own = Object.fromEntries(Object.entries(retry).filter(([, value]) => value !== undefined));
+  try {
+    resolveRetry(own, DEFAULT_RETRY, where);
+  } catch (error) {
+    throw invalid((error as Error).message);
+  }
+  return Object.keys(own).length === 0 ? null : JSON.stringify(own);
 }
 
 /** Checks an agent name named `where`. */

@@ -292,6 +292,18 @@ export const MIGRATIONS: readonly Migration[] = [
         ADD COLUMN events_removed_seq bigint NOT NULL DEFAULT 0,
         ADD COLUMN events_removed_max_seq bigint NOT NULL DEFAULT 0;`,
   },
+  {
+    version: 12,
+    name: 'per-task timeout and retry policy',
+    // A task's own `timeoutMs` and retry policy (the fields of RetryPolicy it gave but
+    // maxAttempts, which is `max_attempts`), as given at submit: NULL where it gave none. The node
+    // that claims the task lays them over its agent's registration (queue.ts ClaimedTask), so a
+    // task submitted on a runtime that does not run its agent keeps what it asked for. No default
+    // to fill: no row is rewritten.
+    sql: `
+      ALTER TABLE troupe_tasks ADD COLUMN timeout_ms bigint CHECK (timeout_ms >= 0),
+        ADD COLUMN retry jsonb CHECK (retry IS NULL OR jsonb_typeof(retry) = 'object');`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */

@@ -13,6 +13,7 @@
  * the transaction that makes it.
  */
 import type pg from 'pg';
+import type { RetryPolicy } from '../../api/tasks.js';
 import { TroupeError } from '../../errors.js';
 import { checkAgent, checkLease, checkLeaseMs, checkNode, checkTask, INT4_MAX, invalid, type Lease, type NewTask, type TaskRow } from './checks.js';
 import { BEGIN_HOLDING_CONTROLS } from './control.js';
@@ -46,6 +47,10 @@ export interface ClaimedTask {
   attemptId: string;
   /** When the lease runs out, on the database's clock (epoch ms). */
   leaseUntil: number;
+  /** The task's own attempt timeout, when it gave one (its agent's applies otherwise). */
+  timeoutMs?: number;
+  /** The task's own retry fields, when it gave any, to lay over its agent's policy. */
+  retry?: Partial<Omit<RetryPolicy, 'maxAttempts'>>;
 }
 
 /** What {@link renewLeases} did: leases held on, and those whose attempt is no longer current. */
@@ -90,14 +95,14 @@ export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[
   let inserted: pg.QueryResult<{ id: string; run_at: number }>;
   try {
     inserted = await client.query<{ id: string; run_at: number }>(
-      `INSERT INTO troupe_tasks (id, agent, state, priority, max_attempts, idempotency_key, input, run_at, labels)
-       SELECT id, agent, 'queued', priority, max_attempts, key, input, now() + delay_ms * interval '1 millisecond', labels
-         FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::jsonb[], $7::bigint[], $8::jsonb[])
-              WITH ORDINALITY AS s(id, agent, priority, max_attempts, key, input, delay_ms, labels, n)
+      `INSERT INTO troupe_tasks (id, agent, state, priority, max_attempts, idempotency_key, input, run_at, labels, timeout_ms, retry)
+       SELECT id, agent, 'queued', priority, max_attempts, key, input, now() + delay_ms * interval '1 millisecond', labels, timeout_ms, retry
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::jsonb[], $7::bigint[], $8::jsonb[], $9::bigint[], $10::jsonb[])
+              WITH ORDINALITY AS s(id, agent, priority, max_attempts, key, input, delay_ms, labels, timeout_ms, retry, n)
         ORDER BY n
        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
        RETURNING id, (extract(epoch FROM run_at) * 1000)::float8 AS run_at`,
-      [rows.map((r) => r.id), rows.map((r) => r.agent), rows.map((r) => r.priority), rows.map((r) => r.maxAttempts), rows.map((r) => r.key), rows.map((r) => r.input), rows.map((r) => r.delayMs), rows.map((r) => r.labels)],
+      [rows.map((r) => r.id), rows.map((r) => r.agent), rows.map((r) => r.priority), rows.map((r) => r.maxAttempts), rows.map((r) => r.key), rows.map((r) => r.input), rows.map((r) => r.delayMs), rows.map((r) => r.labels), rows.map((r) => r.timeoutMs), rows.map((r) => r.retry)],
     );
   } catch (error) {
     if ((error as { code?: string; constraint?: string }).code === '23505' && (error as { constraint?: string }).constraint === 'troupe_tasks_pkey') {
@@ -138,7 +143,7 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
   checkAgent(agent, 'agent');
   if (!Number.isSafeInteger(n) || n <= 0 || n > INT4_MAX) throw invalid('n must be a positive integer');
   checkLeaseMs(leaseMs);
-  type Row = { id: string; agent: string; input: unknown; priority: number; run: number; attempt_seq: number; attempts: number; max_attempts: number; token: string; attempt_id: string; lease_until: Date; queued_ms: number };
+  type Row = { id: string; agent: string; input: unknown; priority: number; run: number; attempt_seq: number; attempts: number; max_attempts: number; token: string; attempt_id: string; lease_until: Date; queued_ms: number; timeout_ms: string | null; retry: ClaimedTask['retry'] | null };
   type Gate = { member: boolean; frozen: boolean } & LimitRow;
   // The controls are held shared from the transaction's first statement (sent with its BEGIN): a
   // freeze or a change of limits waits for this claim to commit, and cannot commit between the
@@ -164,19 +169,24 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
       rows = (await client.query<Gate & Row>(claim)).rows.filter((r) => r.id !== null);
       await slots.spend(rows.length);
     }
-    return rows.map((r) => ({
-      id: r.id,
-      agent: r.agent,
-      input: r.input,
-      priority: r.priority,
-      run: r.run,
-      attempt: r.attempt_seq,
-      attempts: r.attempts,
-      maxAttempts: r.max_attempts,
-      token: Number(r.token),
-      attemptId: r.attempt_id,
-      leaseUntil: r.lease_until.getTime(),
-    }));
+    return rows.map((r) => {
+      const task: ClaimedTask = {
+        id: r.id,
+        agent: r.agent,
+        input: r.input,
+        priority: r.priority,
+        run: r.run,
+        attempt: r.attempt_seq,
+        attempts: r.attempts,
+        maxAttempts: r.max_attempts,
+        token: Number(r.token),
+        attemptId: r.attempt_id,
+        leaseUntil: r.lease_until.getTime(),
+      };
+      if (r.timeout_ms !== null) task.timeoutMs = Number(r.timeout_ms);
+      if (r.retry !== null) task.retry = r.retry;
+      return task;
+    });
   }, BEGIN_HOLDING_CONTROLS);
 }
 
@@ -225,7 +235,7 @@ function claimStatement(kind: 'unlimited' | 'limited' | 'models'): string {
               lease_until = now() + $4 * interval '1 millisecond', started_at = coalesce(t.started_at, now()), attempt_started_at = now(), updated_at = now()
          FROM picked
         WHERE t.id = picked.id
-       RETURNING t.id, t.agent, t.input, t.priority, t.queued_order, t.run, t.attempt_seq, t.attempts, t.max_attempts, t.token, t.attempt_id, t.lease_until,
+       RETURNING t.id, t.agent, t.input, t.priority, t.queued_order, t.run, t.attempt_seq, t.attempts, t.max_attempts, t.token, t.attempt_id, t.lease_until, t.timeout_ms, t.retry,
                  greatest(0, round(extract(epoch FROM now() - t.queued_at) * 1000))::float8 AS queued_ms
      ), started_events AS (
        ${insertEvents(`SELECT 'task.started', id, attempt_id, jsonb_build_object('run', run, 'attempt', attempt_seq, 'queuedMs', queued_ms) FROM started ORDER BY priority, queued_order`)}

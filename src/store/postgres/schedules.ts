@@ -320,6 +320,8 @@ function templateOf(row: TaskRow): ScheduleTemplate {
   if (row.input !== null) template.input = JSON.parse(row.input) as unknown;
   const labels = JSON.parse(row.labels) as Record<string, string>;
   if (Object.keys(labels).length > 0) template.labels = labels;
+  if (row.timeoutMs !== null) template.timeoutMs = row.timeoutMs;
+  if (row.retry !== null) template.retry = JSON.parse(row.retry) as ScheduleTemplate['retry'];
   return template;
 }
 

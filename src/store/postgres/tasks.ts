@@ -44,10 +44,13 @@ export interface TaskRow {
   run_at: number;
   attempt_started_at: number | null;
   lease_until: number | null;
+  /** The task's own timeout and retry fields (schema version 12), or null for its agent's. */
+  timeout_ms: string | null;
+  retry: Record<string, unknown> | null;
 }
 
 const COLUMNS = [
-  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, result, error, labels, cancel_reason',
+  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, result, error, labels, cancel_reason, timeout_ms, retry',
   ...['created_at', 'updated_at', 'started_at', 'settled_at', 'queued_at', 'run_at', 'attempt_started_at', 'lease_until'].map((c) => epochMs(c)),
 ].join(', ');
 
