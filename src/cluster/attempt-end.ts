@@ -27,13 +27,12 @@ export function attemptEnd(
 ): AttemptEnd {
   const settlement = decideSettlement({ retry: { ...retry, maxAttempts: Number.MAX_SAFE_INTEGER } }, claimed.attempts, outcome, stop, random);
   const lease = { taskId: claimed.id, token: claimed.token };
-  if (settlement.event === 'SLEEP') {
-    // The cluster's queue has no sleeping state or wake timer yet (issue #15): refusing the
-    // request says so, where settling it as done would lose the wake and the follow-up.
-    return { ...lease, exit: 'error', error: { code: 'AGENT_ERROR', message: 'the agent asked to sleep, which tasks on the PostgreSQL queue cannot do yet (issue #15)', retryable: false, fault: 'agent' } };
-  }
   const end: AttemptEnd = { ...lease, exit: settlement.exit };
   const result = settlement.result;
+  if (settlement.event === 'SLEEP' && result?.kind === 'sleep') {
+    // The task sleeps until the wake (on the database's clock), then wakes into a new run.
+    end.sleep = result.followUp === undefined ? { wakeAfterMs: result.wakeAfterMs } : { wakeAfterMs: result.wakeAfterMs, followUp: result.followUp };
+  }
   const output = result !== undefined && 'output' in result ? result.output : undefined;
   if (output !== undefined) end.output = output;
   // What the task shows as its `result` once settled, as the LMDB runtime derives it (src/steps/settle.ts).
@@ -51,8 +50,11 @@ export function attemptEnd(
 function storable(end: AttemptEnd): AttemptEnd {
   try {
     jsonOf(end.output, 'the output');
+    jsonOf(end.sleep?.followUp, 'the followUp');
+    // A wake past what the database's timestamps hold (the worker checked it is a whole number).
+    if (end.sleep !== undefined && !Number.isSafeInteger(end.sleep.wakeAfterMs)) throw new Error('wakeAfterMs is past what a timestamp holds');
   } catch (error) {
-    const { output: _dropped, result: _result, ...rest } = end;
+    const { output: _dropped, result: _result, sleep: _sleep, ...rest } = end;
     return { ...rest, exit: 'error', error: { code: 'INVALID_RESULT', message: `the agent's output cannot be stored in PostgreSQL: ${(error as Error).message}`, retryable: false, fault: 'agent' } };
   }
   if (end.error !== undefined) {

@@ -71,10 +71,12 @@ export class NodeAttempt {
     return this.claimed.token;
   }
 
-  /** What its thread is handed: the claimed row's input, the agent's module. */
+  /** What its thread is handed: the claimed row's input and follow-up, the agent's module. */
   request(): AttemptRequest {
     const { claimed, agent } = this;
-    return { module: agent.module, agent: agent.name, taskId: claimed.id, attemptId: claimed.attemptId, run: claimed.run, attempt: claimed.attempt, token: claimed.token, input: claimed.input };
+    const request: AttemptRequest = { module: agent.module, agent: agent.name, taskId: claimed.id, attemptId: claimed.attemptId, run: claimed.run, attempt: claimed.attempt, token: claimed.token, input: claimed.input };
+    if (claimed.followUp !== undefined) request.followUp = claimed.followUp;
+    return request;
   }
 }
 

@@ -27,6 +27,7 @@ import { joinCluster, type ClusterNode } from '../store/postgres/nodes.js';
 import { runSweeper } from '../store/postgres/sweeper.js';
 import { StartAhead } from '../tasks/start-ahead.js';
 import { Claimer } from './claimer.js';
+import { Every } from './every.js';
 import { Firer } from './firer.js';
 import { LeaseKeeper } from './leases.js';
 import { LogWriter } from './log-writer.js';
@@ -157,6 +158,8 @@ class Node implements ClusterNodeHandle {
   readonly #claimer: Claimer;
   readonly #leases: LeaseKeeper;
   readonly #firer: Firer;
+  /** Wakes the cluster's sleeping tasks that are due, every `pollMs` (store/postgres/wakes.ts). */
+  readonly #waker: Every;
   readonly #ahead: StartAhead;
   readonly #sweeping = new AbortController();
   /** The agents it claims for, by name; {@link Node.register} adds to them. */
@@ -216,6 +219,13 @@ class Node implements ClusterNodeHandle {
       log,
       fired: () => this.#claimer.wake(),
       refused: (error) => this.lose(error),
+    });
+    this.#waker = new Every(clock, pollMs, async () => {
+      try {
+        if ((await queue.wake(db)) > 0) this.#claimer.wake();
+      } catch (error) {
+        log.warn({ err: error }, 'waking sleeping tasks failed; the next poll tries again');
+      }
     });
     pool.connect(this.#attempts.host);
   }
@@ -278,6 +288,7 @@ class Node implements ClusterNodeHandle {
     });
     this.#claimer.wake();
     this.#firer.start();
+    this.#waker.start(true);
   }
 
   /** The node lost its liveness connection, or the cluster refused its claim: another node may take its work. */
@@ -287,6 +298,7 @@ class Node implements ClusterNodeHandle {
     this.#log.error({ err: error }, 'this node is no longer a live member of the cluster; it stops claiming and aborts its attempts');
     void this.#claimer.stop();
     void this.#firer.stop();
+    void this.#waker.stop();
     this.#attempts.stopAll('shutdown', 'the node lost its place in the cluster', this.#options.cancelGraceMs);
     try {
       this.#options.onLost?.(error);
@@ -321,6 +333,7 @@ class Node implements ClusterNodeHandle {
     const { cancelGraceMs } = this.#options;
     await step('stopping claims', () => this.#claimer.stop());
     await step('stopping cron fires', () => this.#firer.stop());
+    await step('stopping wakes', () => this.#waker.stop());
     // Only attempts already running may finish; those still queued on their threads end now.
     await step('stopping queued attempts', () => attempts.stopAll('shutdown', 'the node is closing', undefined, 'dispatched'));
     await step('waiting for running attempts', () => within(timeoutMs, attempts.ended()));

@@ -13,6 +13,7 @@ import { writeLogLines, type LogWrite, type LogWriteResult } from '../store/post
 import { claimTasks, renewLeases, type ClaimedTask, type Lease, type Renewal } from '../store/postgres/queue.js';
 import { fireDue, type FireResult } from '../store/postgres/schedules.js';
 import { settleAttempts, type AttemptEnd, type SettleResult } from '../store/postgres/settle.js';
+import { wakeDue } from '../store/postgres/wakes.js';
 
 /** Options of `startClusterNode()`. */
 export interface ClusterNodeOptions {
@@ -72,10 +73,12 @@ export interface ClusterQueue {
   fire(pool: pg.Pool, node: string): Promise<FireResult>;
   /** Stores attempts' log lines, fenced by their tokens (one statement). */
   log(pool: pg.Pool, lines: readonly LogWrite[]): Promise<LogWriteResult>;
+  /** Wakes the sleeping tasks whose wake has come (one statement); resolves with how many. */
+  wake(pool: pg.Pool): Promise<number>;
 }
 
 /** The real verbs on PostgreSQL. */
-export const POSTGRES_QUEUE: ClusterQueue = Object.freeze({ claim: claimTasks, renew: renewLeases, settle: settleAttempts, fire: (pool: pg.Pool, node: string) => fireDue(pool, node), log: writeLogLines });
+export const POSTGRES_QUEUE: ClusterQueue = Object.freeze({ claim: claimTasks, renew: renewLeases, settle: settleAttempts, fire: (pool: pg.Pool, node: string) => fireDue(pool, node), log: writeLogLines, wake: (pool: pg.Pool) => wakeDue(pool) });
 
 /** Options after defaults and validation. */
 export interface ResolvedNodeOptions {

@@ -80,6 +80,8 @@ export function taskOf(row: TaskRow, agent: RegisteredAgent | undefined, default
   // When the task last entered `queued`, kept once it left it, as the LMDB runtime keeps it.
   task.queuedAt = ms(row.queued_at);
   if (row.state === 'queued' && row.run_at > row.queued_at + 1) task.runAt = ms(row.run_at);
+  // A sleeping task's wake, as the LMDB runtime shows it.
+  if (row.state === 'sleeping') task.runAt = ms(row.run_at);
   if (row.started_at !== null) task.startedAt = ms(row.started_at);
   if (row.settled_at !== null) task.settledAt = ms(row.settled_at);
   if (row.state === 'running' && row.attempt_started_at !== null) task.attemptStartedAt = ms(row.attempt_started_at);

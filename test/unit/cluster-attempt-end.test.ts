@@ -48,11 +48,20 @@ describe('attemptEnd: a claimed attempt\'s end for the PostgreSQL queue', () => 
     expect(attemptEnd(claimed(1), RETRY, { kind: 'crash', code: 'THREAD_CRASHED', message: 'gone' }, undefined, noJitter)).toMatchObject({ exit: 'crashed', error: { code: 'THREAD_CRASHED', fault: 'infrastructure' } });
   });
 
-  it('fails an attempt whose output jsonb cannot hold, and one that asks to sleep, instead of storing something else', () => {
+  it('ends a sleep as a success that sleeps, with its follow-up and its result', () => {
+    const sleep = attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'sleep', wakeAfterMs: 10, followUp: { step: 2 }, summary: 'nap' } }), undefined, noJitter);
+    expect(sleep).toEqual({ taskId: 't1', token: 7, exit: 'success', sleep: { wakeAfterMs: 10, followUp: { step: 2 } }, result: { kind: 'sleep', summary: 'nap' } });
+    expect(attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'sleep', wakeAfterMs: 0 } }), undefined, noJitter)).toEqual({ taskId: 't1', token: 7, exit: 'success', sleep: { wakeAfterMs: 0 }, result: { kind: 'sleep' } });
+    expect(decideEnd('success', undefined, 1, 1, true)).toEqual({ state: 'sleeping', counts: true });
+  });
+
+  it('fails an attempt whose output or follow-up jsonb cannot hold, or whose wake no timestamp holds, instead of storing something else', () => {
     const dated = attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'success', summary: 'dated', output: { at: new Date(0) } } }), undefined, noJitter);
     expect(dated).toEqual({ taskId: 't1', token: 7, exit: 'error', error: expect.objectContaining({ code: 'INVALID_RESULT', retryable: false }) });
-    const sleep = attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'sleep', wakeAfterMs: 10 } }), undefined, noJitter);
-    expect(sleep).toMatchObject({ exit: 'error', error: { retryable: false, message: expect.stringContaining('sleep') } });
+    const bigint = attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'sleep', wakeAfterMs: 10, followUp: { n: 1n } } }), undefined, noJitter);
+    expect(bigint).toEqual({ taskId: 't1', token: 7, exit: 'error', error: expect.objectContaining({ code: 'INVALID_RESULT', message: expect.stringContaining('followUp') }) });
+    const forever = attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'sleep', wakeAfterMs: 1e300 } }), undefined, noJitter);
+    expect(forever).toEqual({ taskId: 't1', token: 7, exit: 'error', error: expect.objectContaining({ code: 'INVALID_RESULT', message: expect.stringContaining('wakeAfterMs') }) });
     const nul = attemptEnd(claimed(1), RETRY, result({ ok: false, error: { code: 'AGENT_ERROR', message: 'a\u0000b', retryable: false, fault: 'agent' } }), undefined, noJitter);
     expect(nul.error!.message).toBe('a\uFFFDb');
     const nulResult = attemptEnd(claimed(1), RETRY, result({ ok: true, result: { kind: 'fork', summary: 's\u0000', branch: 'b\u0000', rev: 'r' } }), undefined, noJitter);

@@ -119,14 +119,14 @@ export function checkLease(lease: Lease, where: string): void {
   if (!Number.isSafeInteger(lease.token) || lease.token <= 0) throw invalid(`${where}.token must be a positive integer`);
 }
 
-/** The kinds of result an attempt's end carries: those of its exits success, fork and fail. */
-const RESULT_KINDS: ReadonlySet<unknown> = new Set(['success', 'fork', 'fail']);
+/** The kinds of result an attempt's end carries: those of its exits success, fork and fail, and a sleep's. */
+const RESULT_KINDS: ReadonlySet<unknown> = new Set(['success', 'fork', 'fail', 'sleep']);
 const RESULT_TEXTS: ReadonlySet<string> = new Set(['summary', 'branch', 'rev']);
 
 /**
  * Checks the result of an attempt's end named `where` (a task's `result`): its kind is the end's
- * `exit`, which must be success, fork or fail, and its other fields are the strings summary,
- * branch and rev.
+ * `exit`, which must be success, fork or fail (or `sleep`, for an end that sleeps), and its other
+ * fields are the strings summary, branch and rev.
  */
 export function checkResult(result: unknown, exit: unknown, where: string): void {
   if (typeof result !== 'object' || result === null || Array.isArray(result)) throw invalid(`${where} must be an object`);

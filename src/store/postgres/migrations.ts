@@ -294,15 +294,20 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 12,
-    name: 'per-task timeout and retry policy',
+    name: 'task policies and sleeps',
     // A task's own `timeoutMs` and retry policy (the fields of RetryPolicy it gave but
     // maxAttempts, which is `max_attempts`), as given at submit: NULL where it gave none. The node
     // that claims the task lays them over its agent's registration (queue.ts ClaimedTask), so a
-    // task submitted on a runtime that does not run its agent keeps what it asked for. No default
-    // to fill: no row is rewritten.
+    // task submitted on a runtime that does not run its agent keeps what it asked for.
+    // Sleeping tasks (an agent returned `{ kind: 'sleep', wakeAfterMs, followUp }`): `run_at` is
+    // the wake, `follow_up` what the runs after it see as ctx.followUp, and
+    // `troupe_tasks_sleeping` finds the sleepers due (wakes.ts); only a sleeping row version has
+    // an entry, so no other write pays for it. No default to fill: no row is rewritten.
     sql: `
       ALTER TABLE troupe_tasks ADD COLUMN timeout_ms bigint CHECK (timeout_ms >= 0),
-        ADD COLUMN retry jsonb CHECK (retry IS NULL OR jsonb_typeof(retry) = 'object');`,
+        ADD COLUMN retry jsonb CHECK (retry IS NULL OR jsonb_typeof(retry) = 'object'),
+        ADD COLUMN follow_up jsonb;
+      CREATE INDEX troupe_tasks_sleeping ON troupe_tasks (run_at) WHERE state = 'sleeping';`,
   },
 ];
 

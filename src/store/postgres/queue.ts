@@ -51,6 +51,8 @@ export interface ClaimedTask {
   timeoutMs?: number;
   /** The task's own retry fields, when it gave any, to lay over its agent's policy. */
   retry?: Partial<Omit<RetryPolicy, 'maxAttempts'>>;
+  /** What the run that slept before this one returned as its `followUp` (ctx.followUp). */
+  followUp?: unknown;
 }
 
 /** What {@link renewLeases} did: leases held on, and those whose attempt is no longer current. */
@@ -143,7 +145,7 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
   checkAgent(agent, 'agent');
   if (!Number.isSafeInteger(n) || n <= 0 || n > INT4_MAX) throw invalid('n must be a positive integer');
   checkLeaseMs(leaseMs);
-  type Row = { id: string; agent: string; input: unknown; priority: number; run: number; attempt_seq: number; attempts: number; max_attempts: number; token: string; attempt_id: string; lease_until: Date; queued_ms: number; timeout_ms: string | null; retry: ClaimedTask['retry'] | null };
+  type Row = { id: string; agent: string; input: unknown; priority: number; run: number; attempt_seq: number; attempts: number; max_attempts: number; token: string; attempt_id: string; lease_until: Date; queued_ms: number; timeout_ms: string | null; retry: ClaimedTask['retry'] | null; follow_up: unknown };
   type Gate = { member: boolean; frozen: boolean } & LimitRow;
   // The controls are held shared from the transaction's first statement (sent with its BEGIN): a
   // freeze or a change of limits waits for this claim to commit, and cannot commit between the
@@ -185,6 +187,7 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
       };
       if (r.timeout_ms !== null) task.timeoutMs = Number(r.timeout_ms);
       if (r.retry !== null) task.retry = r.retry;
+      if (r.follow_up !== null) task.followUp = r.follow_up;
       return task;
     });
   }, BEGIN_HOLDING_CONTROLS);
@@ -235,7 +238,7 @@ function claimStatement(kind: 'unlimited' | 'limited' | 'models'): string {
               lease_until = now() + $4 * interval '1 millisecond', started_at = coalesce(t.started_at, now()), attempt_started_at = now(), updated_at = now()
          FROM picked
         WHERE t.id = picked.id
-       RETURNING t.id, t.agent, t.input, t.priority, t.queued_order, t.run, t.attempt_seq, t.attempts, t.max_attempts, t.token, t.attempt_id, t.lease_until, t.timeout_ms, t.retry,
+       RETURNING t.id, t.agent, t.input, t.priority, t.queued_order, t.run, t.attempt_seq, t.attempts, t.max_attempts, t.token, t.attempt_id, t.lease_until, t.timeout_ms, t.retry, t.follow_up,
                  greatest(0, round(extract(epoch FROM now() - t.queued_at) * 1000))::float8 AS queued_ms
      ), started_events AS (
        ${insertEvents(`SELECT 'task.started', id, attempt_id, jsonb_build_object('run', run, 'attempt', attempt_seq, 'queuedMs', queued_ms) FROM started ORDER BY priority, queued_order`)}

@@ -28,6 +28,12 @@ export interface AttemptEnd extends Lease {
   error?: WireError;
   /** A retry waits this long on the database's clock before it can be claimed. @default 0 */
   retryDelayMs?: number;
+  /**
+   * The agent asked to sleep (only with exit success): the task goes to `sleeping` until
+   * `wakeAfterMs` from the database's `now()`, then wakes into a new run (wakes.ts), whose
+   * attempts see `followUp`.
+   */
+  sleep?: { wakeAfterMs: number; followUp?: unknown };
 }
 
 /** What a settle did: the attempts it ended with their task's new state, and those it refused. */
@@ -54,14 +60,14 @@ export interface EndDecision {
  * the last error's stack), an interrupted attempt is requeued without counting. The state comes
  * from the task machine's table.
  */
-export function decideEnd(exit: AttemptExit, error: WireError | undefined, attempts: number, maxAttempts: number): EndDecision {
+export function decideEnd(exit: AttemptExit, error: WireError | undefined, attempts: number, maxAttempts: number, sleeps = false): EndDecision {
   const cause = error ?? defaultError(exit);
   let event: TaskEventType;
   let counts = true;
   switch (exit) {
     case 'success':
     case 'fork':
-      event = 'SUCCEED';
+      event = sleeps ? 'SLEEP' : 'SUCCEED';
       break;
     case 'fail':
       event = 'FAIL';
@@ -153,8 +159,9 @@ export async function settleAttempts(pool: pg.Pool, ends: readonly AttemptEnd[])
 /** The write that ends `end`'s attempt of `task`, decided from the task's attempt budget. */
 function writeOf(end: AttemptEnd, task: RunningTask, outputJson?: string | null): EndWrite {
   const attemptError = end.exit === 'success' || end.exit === 'fork' ? undefined : (end.error ?? defaultError(end.exit));
-  const write: EndWrite = { task, exit: end.exit, decision: decideEnd(end.exit, end.error, task.attempts, task.maxAttempts), output: end.output, result: end.result, attemptError, delayMs: end.retryDelayMs };
+  const write: EndWrite = { task, exit: end.exit, decision: decideEnd(end.exit, end.error, task.attempts, task.maxAttempts, end.sleep !== undefined), output: end.output, result: end.result, attemptError, delayMs: end.sleep?.wakeAfterMs ?? end.retryDelayMs };
   if (outputJson !== undefined) write.outputJson = outputJson;
+  if (end.sleep?.followUp !== undefined) write.followUp = end.sleep.followUp;
   return write;
 }
 
@@ -249,7 +256,10 @@ export interface EndWrite {
   result?: TaskResult | undefined;
   /** The attempt's own error, kept on its attempt row. */
   attemptError?: WireError | undefined;
+  /** A retry's delay, or a sleep's length (ms on the database's clock). */
   delayMs?: number | undefined;
+  /** A sleep's follow-up, for the runs after its wake. */
+  followUp?: unknown;
 }
 
 /**
@@ -288,6 +298,7 @@ async function runEnds(on: Pick<pg.Pool, 'query'>, writes: readonly EndWrite[], 
       events.map((ev) => ev.type),
       events.map((ev) => JSON.stringify(ev.data)),
       writes.map((w, i) => jsonOf(w.result, `writes[${i}].result`)),
+      writes.map((w, i) => jsonOf(w.followUp, `writes[${i}].followUp`)),
     ],
   });
   return new Map(rows.map((r) => [r.id, r.state]));
@@ -306,17 +317,17 @@ async function runEnds(on: Pick<pg.Pool, 'query'>, writes: readonly EndWrite[], 
  */
 function endsStatement(lock: boolean): string {
   return `WITH e AS MATERIALIZED (
-       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::text[], $9::jsonb[], $10::text[], $11::jsonb[], $12::jsonb[])
-         WITH ORDINALITY AS e(id, token, state, counts, output, error, delay_ms, exit, attempt_error, event_type, event_data, result, ord)
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::text[], $9::jsonb[], $10::text[], $11::jsonb[], $12::jsonb[], $13::jsonb[])
+         WITH ORDINALITY AS e(id, token, state, counts, output, error, delay_ms, exit, attempt_error, event_type, event_data, result, follow_up, ord)
      ), current AS MATERIALIZED (
        SELECT t.id, t.run, t.attempt_seq, t.attempt_id, t.token, t.owner_node, t.attempt_started_at, t.cancel_reason
          FROM troupe_tasks t JOIN e ON t.id = e.id AND t.token = e.token
         WHERE t.state = 'running' ORDER BY t.id${lock ? ' FOR UPDATE OF t' : ''}
      ), decided AS MATERIALIZED (
-       -- A cancel was asked for (rt.cancel on any node): an end that would requeue cancels instead.
+       -- A cancel was asked for (rt.cancel on any node): an end that would requeue or sleep cancels instead.
        SELECT e.*, c.run, c.attempt_seq, c.attempt_id, c.owner_node, c.attempt_started_at, c.cancel_reason,
-              (c.cancel_reason IS NOT NULL AND e.state = 'queued') AS cancels,
-              CASE WHEN c.cancel_reason IS NOT NULL AND e.state = 'queued' THEN 'cancelled' ELSE e.state END AS final
+              (c.cancel_reason IS NOT NULL AND e.state IN ('queued', 'sleeping')) AS cancels,
+              CASE WHEN c.cancel_reason IS NOT NULL AND e.state IN ('queued', 'sleeping') THEN 'cancelled' ELSE e.state END AS final
          FROM e JOIN current c ON c.id = e.id
      ), ended AS (
        UPDATE troupe_tasks t
@@ -324,13 +335,14 @@ function endsStatement(lock: boolean): string {
               attempts = CASE WHEN d.counts THEN t.attempts ELSE t.attempts - 1 END,
               queued_order = CASE WHEN d.final = 'queued' THEN nextval('troupe_queued_order') ELSE t.queued_order END,
               queued_at = CASE WHEN d.final = 'queued' THEN now() ELSE t.queued_at END,
-              run_at = CASE WHEN d.final = 'queued' THEN now() + d.delay_ms * interval '1 millisecond' ELSE t.run_at END,
+              run_at = CASE WHEN d.final IN ('queued', 'sleeping') THEN now() + d.delay_ms * interval '1 millisecond' ELSE t.run_at END,
               owner_node = NULL, attempt_id = NULL, lease_until = NULL, attempt_started_at = NULL, output = d.output, result = d.result,
               error = CASE WHEN d.cancels THEN NULL ELSE d.error END,
-              settled_at = CASE WHEN d.final = 'queued' THEN NULL ELSE now() END, updated_at = now()
+              follow_up = CASE WHEN d.final = 'sleeping' THEN d.follow_up ELSE t.follow_up END,
+              settled_at = CASE WHEN d.final IN ('queued', 'sleeping') THEN NULL ELSE now() END, updated_at = now()
          FROM decided d
         WHERE t.id = d.id AND t.token = d.token AND t.state = 'running'
-       RETURNING t.id, t.state, d.run, d.attempt_seq, d.attempt_id, d.token, d.owner_node, d.attempt_started_at, d.exit, d.attempt_error, d.ord,
+       RETURNING t.id, t.state, t.run_at, d.run, d.attempt_seq, d.attempt_id, d.token, d.owner_node, d.attempt_started_at, d.exit, d.attempt_error, d.ord,
                  CASE WHEN d.cancels THEN 'task.cancelled' ELSE d.event_type END AS event_type,
                  CASE WHEN d.cancels THEN jsonb_build_object('exit', d.exit, 'reason', d.cancel_reason) ELSE d.event_data END AS event_data
      ), attempt_ends AS (
@@ -339,6 +351,7 @@ function endsStatement(lock: boolean): string {
      ), end_events AS (
        ${insertEvents(`SELECT event_type, id, attempt_id,
                event_data || jsonb_build_object('run', run, 'attempt', attempt_seq, 'attemptMs', greatest(0, round(extract(epoch FROM now() - attempt_started_at) * 1000))::float8)
+                 || CASE WHEN state = 'sleeping' THEN jsonb_build_object('wakeAt', round(extract(epoch FROM run_at) * 1000)::float8) ELSE '{}' END
           FROM ended ORDER BY ord`)}
      )
      SELECT ended.id, ended.state, ${notifyIfAny('end_events', `CASE WHEN EXISTS (SELECT 1 FROM ended WHERE state = 'queued') THEN '${HINTS.queued}' ELSE '' END`)} AS notified FROM ended`;
@@ -367,6 +380,9 @@ export function endEvent(write: EndWrite, attemptMs: number): NewEvent {
       return eventOf('task.failed', error === undefined ? ended : { ...ended, error }, task.id, task.attemptId);
     case 'cancelled':
       return eventOf('task.cancelled', { ...ended, reason: error?.message ?? 'cancelled' }, task.id, task.attemptId);
+    case 'sleeping':
+      // Its `wakeAt` is the statement's to write (the database's clock), as are run, attempt and attemptMs.
+      return eventOf('task.sleeping', { ...ended, wakeAt: 0 }, task.id, task.attemptId);
     case 'dropped':
       return eventOf('task.dropped', error === undefined ? { ...ended, reason: 'retry_exhausted' } : { ...ended, reason: 'retry_exhausted', error }, task.id, task.attemptId);
     default:
@@ -385,10 +401,19 @@ function checkEnd(end: AttemptEnd, where: string, texts: Map<AttemptEnd, string 
     }
   }
   if (end.retryDelayMs !== undefined && !(Number.isSafeInteger(end.retryDelayMs) && end.retryDelayMs >= 0)) throw new TroupeError('INVALID_INPUT', `${where}.retryDelayMs must be a non-negative integer`);
-  if (end.result !== undefined) checkResult(end.result, end.exit, `${where}.result`);
+  if (end.result !== undefined) checkResult(end.result, end.sleep !== undefined ? 'sleep' : end.exit, `${where}.result`);
+  if (end.sleep !== undefined) checkSleep(end.sleep, end.exit, `${where}.sleep`);
   // Checked now, so a value jsonb cannot hold fails the call before its transaction, not inside it.
   texts.set(end, jsonOf(end.output, `${where}.output`));
   jsonOf(end.error, `${where}.error`);
   jsonOf(end.result, `${where}.result`);
+  jsonOf(end.sleep?.followUp, `${where}.sleep.followUp`);
   return end;
+}
+
+/** A sleep ends a successful attempt only, for a whole number of ms. */
+function checkSleep(sleep: NonNullable<AttemptEnd['sleep']>, exit: AttemptExit, where: string): void {
+  if (typeof sleep !== 'object' || sleep === null) throw new TroupeError('INVALID_INPUT', `${where} must be an object`);
+  if (exit !== 'success') throw new TroupeError('INVALID_INPUT', `${where}: only a success exit can sleep`);
+  if (!Number.isSafeInteger(sleep.wakeAfterMs) || sleep.wakeAfterMs < 0) throw new TroupeError('INVALID_INPUT', `${where}.wakeAfterMs must be a non-negative integer`);
 }

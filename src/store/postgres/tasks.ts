@@ -3,7 +3,7 @@
  * queue's own verbs: a task's row and pages of rows, a user's cancel and retry (each one
  * transaction with its event, as every transition on this store), and where the event log ends.
  *
- * A cancel of a queued task cancels it at once. A cancel of a running task, whichever node runs
+ * A cancel of a queued or sleeping task cancels it at once. A cancel of a running task, whichever node runs
  * it, records its reason in the row (`cancel_reason`, schema version 8) and sends a NOTIFY on
  * CANCEL_CHANNEL with the task's id in the same transaction: the node that runs the attempt hears
  * it on its membership connection and stops the attempt, which then settles `cancelled`. Its lease
@@ -112,9 +112,9 @@ export async function listTaskRows(pool: Pick<pg.Pool, 'query'>, filter: TaskFil
 export type CancelOutcome = 'cancelled' | 'requested' | 'already';
 
 /**
- * Cancels a task (see the module comment): `cancelled` (it was queued), `requested` (it runs: its
- * node stops it), or `already` (it was cancelled before). NOT_FOUND for an unknown id,
- * ILLEGAL_TRANSITION for a task that settled otherwise.
+ * Cancels a task (see the module comment): `cancelled` (it was queued or asleep), `requested`
+ * (it runs: its node stops it), or `already` (it was cancelled before). NOT_FOUND for an unknown
+ * id, ILLEGAL_TRANSITION for a task that settled otherwise.
  */
 export async function cancelTask(pool: pg.Pool, id: string, reason: string): Promise<CancelOutcome> {
   if (unstorable(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
@@ -128,12 +128,12 @@ export async function cancelTask(pool: pg.Pool, id: string, reason: string): Pro
       await client.query('SELECT pg_notify($1, $2)', [CANCEL_CHANNEL, id]);
       return 'requested';
     }
-    if (row.state !== 'queued') throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${row.state}; it cannot be cancelled`);
+    if (row.state !== 'queued' && row.state !== 'sleeping') throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${row.state}; it cannot be cancelled`);
     await client.query(
       `UPDATE troupe_tasks SET state = 'cancelled', token = token + 1, cancel_reason = $2, settled_at = now(), updated_at = now() WHERE id = $1`,
       [id, reason],
     );
-    await appendEvents(client, [eventOf('task.cancelled', { run: row.run, reason, from: 'queued' }, id)]);
+    await appendEvents(client, [eventOf('task.cancelled', { run: row.run, reason, from: row.state }, id)]);
     return 'cancelled';
   });
 }
@@ -143,7 +143,7 @@ const RETRYABLE: ReadonlySet<TaskState> = new Set<TaskState>(['failed', 'dropped
 
 /**
  * Starts a new run of a failed, dropped or cancelled task: queued at the back of its priority,
- * with a fresh attempt budget and without the last run's output, result, error or cancel, and a
+ * with a fresh attempt budget and without the last run's output, result, error, cancel or sleep's follow-up, and a
  * `task.queued` event (`reason: 'retry'`, `from`: the state it left). NOT_FOUND for an unknown
  * id, ILLEGAL_TRANSITION for any other state. Resolves with the task's row as the retry left it.
  */
@@ -156,7 +156,7 @@ export async function retryTask(pool: pg.Pool, id: string): Promise<TaskRow> {
     if (!RETRYABLE.has(row.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${row.state}; only failed, dropped or cancelled tasks can be retried`);
     await client.query(
       `UPDATE troupe_tasks SET state = 'queued', run = run + 1, attempts = 0, attempt_seq = 0, queued_order = nextval('troupe_queued_order'),
-              queued_at = now(), run_at = now(), output = NULL, result = NULL, error = NULL, cancel_reason = NULL, started_at = NULL, settled_at = NULL, updated_at = now()
+              queued_at = now(), run_at = now(), output = NULL, result = NULL, error = NULL, cancel_reason = NULL, follow_up = NULL, started_at = NULL, settled_at = NULL, updated_at = now()
         WHERE id = $1`,
       [id],
     );
