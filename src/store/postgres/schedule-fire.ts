@@ -90,13 +90,14 @@ export async function fireDue(pool: pg.Pool, node: string, options: FireOptions 
       plans.push(planFire(schedule, { cron, last: { state: row.last_state, settledAt: row.last_settled_at }, now: row.now, openedAt, maxTicks, rowOf }));
     }
     if (plans.length === 0) return result;
-    // The compare-and-swap first: a schedule whose stored tick moved on submits nothing.
+    // The compare-and-swap first: a schedule whose stored tick, or held tick, moved on submits nothing.
     const swapped = await client.query<{ id: string }>(
       `UPDATE troupe_schedules s
           SET next_run_at = to_timestamp(u.next / 1000), fired = s.fired + u.fired, skipped = s.skipped + u.skipped,
               last_tick_at = coalesce(to_timestamp(u.last_tick / 1000), s.last_tick_at), pending_tick = to_timestamp(u.pending / 1000), updated_at = now()
-         FROM unnest($1::text[], $2::float8[], $3::float8[], $4::int[], $5::int[], $6::float8[], $7::float8[]) AS u(id, expected, next, fired, skipped, last_tick, pending)
-        WHERE s.id = u.id AND s.next_run_at = to_timestamp(u.expected / 1000)
+         FROM unnest($1::text[], $2::float8[], $3::float8[], $4::int[], $5::int[], $6::float8[], $7::float8[], $8::float8[])
+              AS u(id, expected, next, fired, skipped, last_tick, pending, held)
+        WHERE s.id = u.id AND s.next_run_at = to_timestamp(u.expected / 1000) AND s.pending_tick IS NOT DISTINCT FROM to_timestamp(u.held / 1000)
        RETURNING s.id`,
       [
         plans.map((p) => p.id),
@@ -106,6 +107,7 @@ export async function fireDue(pool: pg.Pool, node: string, options: FireOptions 
         plans.map((p) => p.skipped.length),
         plans.map((p) => p.tasks.at(-1)?.tick ?? null),
         plans.map((p) => p.pending),
+        plans.map((p) => p.held),
       ],
     );
     const advanced = new Set(swapped.rows.map((r) => r.id));

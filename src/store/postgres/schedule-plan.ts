@@ -47,8 +47,9 @@ export type SkipReason = 'overlap' | 'catch_up' | 'error';
 /** One schedule's fire, decided. */
 export interface Plan {
   id: string;
-  /** The tick stored when it was read (the compare-and-swap's expected value). */
+  /** The tick stored when it was read, and the held one (null: none): the compare-and-swap's expected values. */
   expected: number;
+  held: number | null;
   next: number;
   /** The `queue_one` tick held back after this fire (null: none). */
   pending: number | null;
@@ -74,7 +75,7 @@ export interface PlanContext {
 
 /** Decides a schedule's fire (see the module comment). */
 export function planFire(schedule: PlannedSchedule, k: PlanContext): Plan {
-  const plan: Plan = { id: schedule.id, expected: schedule.nextRunAt, next: schedule.nextRunAt, pending: null, tasks: [], skipped: [] };
+  const plan: Plan = { id: schedule.id, expected: schedule.nextRunAt, held: schedule.pendingTick ?? null, next: schedule.nextRunAt, pending: null, tasks: [], skipped: [] };
   let ticks: number[] = [];
   if (!schedule.paused && schedule.nextRunAt <= k.now) {
     const first = schedule.nextRunAt;
