@@ -51,7 +51,7 @@ describe('schedules of two runtimes on one database', () => {
     const a = await runtime(url, { agents });
     const b = await runtime(url, { agents });
     await a.schedules.create({ id: 'nightly', cron: '0 3 * * *', task: { agent: 'echo' } });
-    await vi.waitFor(() => expect(b.schedules.get('nightly')).toMatchObject({ overlap: 'skip' }));
+    await vi.waitFor(() => expect(b.schedules.get('nightly')).toMatchObject({ overlap: 'skip' }), { timeout: 5_000 });
     const updated = await b.schedules.update('nightly', { overlap: 'queue_one', catchUp: 'all', cron: '30 3 * * *' });
     expect(b.schedules.get('nightly')).toEqual(updated);
     await vi.waitFor(() => expect(a.schedules.get('nightly')).toEqual(updated), { timeout: 5_000 });
