@@ -10,7 +10,7 @@ import type pg from 'pg';
 import type { Clock } from '../clock.js';
 import { isTroupeError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { FireResult } from '../store/postgres/schedules.js';
+import type { FireResult } from '../store/postgres/schedule-fire.js';
 import { Every } from './every.js';
 import type { ClusterQueue } from './options.js';
 

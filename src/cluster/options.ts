@@ -11,7 +11,7 @@ import { assertNonNegativeInt, assertPositiveInt, DEFAULT_RETRY, invalidOptions,
 import type { AgentPool, PiscinaPoolOptions } from '../pool/pool.js';
 import { writeLogLines, type LogWrite, type LogWriteResult } from '../store/postgres/logs.js';
 import { claimTasks, renewLeases, type ClaimedTask, type Lease, type Renewal } from '../store/postgres/queue.js';
-import { fireDue, type FireResult } from '../store/postgres/schedules.js';
+import { fireDue, type FireResult } from '../store/postgres/schedule-fire.js';
 import { settleAttempts, type AttemptEnd, type SettleResult } from '../store/postgres/settle.js';
 import { wakeDue } from '../store/postgres/wakes.js';
 

@@ -7,7 +7,7 @@
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { Logger } from '../log.js';
 import type { ResolvedOptions } from '../options.js';
-import { fireDue } from '../store/postgres/schedules.js';
+import { fireDue } from '../store/postgres/schedule-fire.js';
 import { openClusterNode, type ClusterNodeHandle } from './node.js';
 import { POSTGRES_QUEUE } from './options.js';
 

@@ -24,7 +24,7 @@ import type { RuntimeStats } from '../stats.js';
 import { freezeCluster, unfreezeCluster } from '../store/postgres/control.js';
 import { HINTS } from '../store/postgres/events.js';
 import { cancelTask, listTaskRows, readTask, retryTask, submitAndRead } from '../store/postgres/tasks.js';
-import { checkListOptions } from '../tasks/list.js';
+import { checkLabelFilter, checkListOptions } from '../tasks/list.js';
 import { ControlView } from './control-view.js';
 import { EventFeed } from './feed.js';
 import { ClusterLogs } from './logs-api.js';
@@ -179,8 +179,8 @@ class PostgresRuntime implements Runtime {
     return this.#guard('list', async () => {
       const { state, agent, parentId, after, limit, labels } = checkListOptions(options);
       if (parentId !== undefined) throw unsupported('list: parentId');
-      if (labels.length > 0) throw unsupported('list: labels');
-      const rows = await listTaskRows(this.#db, { state, agent, after, limit });
+      checkLabelFilter(state, labels);
+      const rows = await listTaskRows(this.#db, { state, agent, after, limit, labels: Object.fromEntries(labels) });
       return { tasks: rows.map((row) => this.#view(row)), next: rows.length === limit ? rows[rows.length - 1]!.id : null };
     });
   }

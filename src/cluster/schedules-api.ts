@@ -4,20 +4,29 @@
  * write through to the database; `get` and `list` are synchronous in the API, so they answer from
  * this runtime's copy of the table: loaded at start, updated by this runtime's own writes, and
  * read again about once a second while the node fires schedules (what other runtimes created,
- * paused or fired shows within about that). `update`, `catchUp`, `catchUpWindowMs` and the
- * `queue_one` overlap have no backing there yet: UNSUPPORTED_STORE.
+ * paused or fired shows within about that). `create` and `update` check a spec with the LMDB
+ * runtime's own validation (src/scheduler/schedule-spec.ts: the same codes, in the same order),
+ * its task as submit checks one here; the store checks it again as it writes.
  */
 import type pg from 'pg';
 import { TroupeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Schedule, SchedulesApi, ScheduleSpec, ScheduleUpdate } from '../scheduler/scheduler.js';
-import type { ScheduleTask } from '../scheduler/schedule-spec.js';
+import { checkUpdate, validateSchedule, type ScheduleTask } from '../scheduler/schedule-spec.js';
+import type { ScheduleRecord } from '../store/records.js';
+import type { TaskSpec } from '../tasks/spec.js';
 import type { NewTask } from '../store/postgres/checks.js';
-import { createSchedule, deleteSchedule, listSchedules, setSchedulePaused, type ClusterSchedule, type ScheduleTemplate } from '../store/postgres/schedules.js';
-import { unsupported } from './task-view.js';
+import {
+  createSchedule,
+  deleteSchedule,
+  listSchedules,
+  setSchedulePaused,
+  updateSchedule,
+  type ClusterSchedule,
+  type ClusterScheduleSpec,
+  type ScheduleTemplate,
+} from '../store/postgres/schedules.js';
 
-const KNOWN = new Set(['id', 'cron', 'tz', 'task', 'overlap', 'catchUp', 'catchUpWindowMs', 'paused']);
-const PER_TICK = ['idempotencyKey', 'runAt', 'delayMs'];
 /** How often the copy is read again, at most (on the node's fire loop). */
 const REFRESH_MS = 1_000;
 
@@ -64,27 +73,36 @@ export class ClusterSchedules implements SchedulesApi {
 
   create(spec: ScheduleSpec): Promise<Schedule> {
     return this.#call('create', async () => {
-      if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new TroupeError('INVALID_INPUT', 'a schedule must be an object');
-      for (const key of Object.keys(spec)) if (!KNOWN.has(key)) throw new TroupeError('INVALID_INPUT', `schedule.${key} is not a schedule field`);
-      if (spec.catchUp !== undefined) throw unsupported('schedule.catchUp (every tick that fell due fires)');
-      if (spec.catchUpWindowMs !== undefined) throw unsupported('schedule.catchUpWindowMs');
-      if (spec.overlap === 'queue_one') throw unsupported("schedule.overlap 'queue_one'");
-      const task = spec.task;
-      if (typeof task !== 'object' || task === null || Array.isArray(task)) throw new TroupeError('INVALID_INPUT', 'schedule.task must be a task spec object');
-      for (const key of PER_TICK) if (key in task) throw new TroupeError('INVALID_INPUT', `schedule.task.${key} is set per tick; leave it out`);
-      const { id: _id, ...template } = this.#k.task(task, 'schedule.task');
-      const given: Parameters<typeof createSchedule>[1] = { id: spec.id, cron: spec.cron, task: template as ScheduleTemplate };
-      if (spec.tz !== undefined) given.tz = spec.tz;
-      if (spec.overlap !== undefined) given.overlap = spec.overlap;
-      if (spec.paused !== undefined) given.paused = spec.paused;
-      return this.#keep(await createSchedule(this.#k.pool, given));
+      const { id, ...fields } = this.#checked(spec);
+      return this.#keep(await createSchedule(this.#k.pool, { id, ...fields }));
     });
   }
 
-  update(id: string, _patch: ScheduleUpdate): Promise<Schedule> {
+  update(id: string, patch: ScheduleUpdate): Promise<Schedule> {
     return this.#call('update', async () => {
-      throw unsupported(`schedules.update (${String(id)}): delete the schedule and create it again`);
+      checkUpdate(patch);
+      if (typeof id !== 'string' || id.length === 0) throw new TroupeError('INVALID_INPUT', 'a schedule id must be a non-empty string');
+      // Checked against the schedule as stored, its row locked: another runtime's update waits.
+      const row = await updateSchedule(this.#k.pool, id, (current) => {
+        const view = scheduleOf(current);
+        const { id: _id, ...fields } = this.#checked({ ...view, ...patch, id }, view);
+        return fields;
+      });
+      return this.#keep(row);
     });
+  }
+
+  /** A spec checked as the LMDB runtime checks it (over `current`'s fields for an update), as the store's fields. */
+  #checked(spec: ScheduleSpec, current?: Schedule): Required<ClusterScheduleSpec> {
+    let template: ScheduleTemplate | undefined;
+    const check = (task: TaskSpec) => {
+      const { id: _task, ...rest } = this.#k.task(task as ScheduleTask, 'schedule.task');
+      template = rest as ScheduleTemplate;
+    };
+    // The record's nextRunAt is the LMDB runtime's; the store computes the cluster's from now().
+    const { record } = validateSchedule(spec, Date.now(), check, current as ScheduleRecord | undefined);
+    const { id, cron, tz, overlap, catchUp, catchUpWindowMs, paused } = record;
+    return { id, cron, tz, task: template!, overlap, catchUp, catchUpWindowMs, paused };
   }
 
   delete(id: string): Promise<void> {
@@ -131,10 +149,7 @@ export class ClusterSchedules implements SchedulesApi {
   }
 }
 
-/**
- * The API's Schedule of a stored one. Every tick that fell due fires (`catchUp: 'all'`, with no
- * window), as fireDue fires them.
- */
+/** The API's Schedule of a stored one. */
 function scheduleOf(row: ClusterSchedule): Schedule {
   const { agent, input, priority, maxAttempts, labels, timeoutMs, retry } = row.task;
   const task: ScheduleTask = { agent, priority, retry: { ...retry, maxAttempts } };
@@ -147,8 +162,8 @@ function scheduleOf(row: ClusterSchedule): Schedule {
     tz: row.tz,
     task,
     overlap: row.overlap,
-    catchUp: 'all',
-    catchUpWindowMs: Number.MAX_SAFE_INTEGER,
+    catchUp: row.catchUp,
+    catchUpWindowMs: row.catchUpWindowMs,
     paused: row.paused,
     nextRunAt: Math.round(row.nextRunAt),
     fired: row.fired,
@@ -158,5 +173,6 @@ function scheduleOf(row: ClusterSchedule): Schedule {
   };
   if (row.lastTickAt !== undefined) schedule.lastTickAt = Math.round(row.lastTickAt);
   if (row.lastTaskId !== undefined) schedule.lastTaskId = row.lastTaskId;
+  if (row.pendingTick !== undefined) schedule.pendingTick = Math.round(row.pendingTick);
   return schedule;
 }

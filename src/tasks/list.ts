@@ -71,9 +71,7 @@ function sources(store: Store, { state, agent, parentId, labels, after }: Filter
   if (state === undefined || !isTerminal(state)) out.push(store.read.active.keys({ start: after }));
   if (state !== undefined && !isTerminal(state)) return out;
   if (labels.length > 0) {
-    const indexed = labels.find(([label, value]) => isIndexedLabel(label, value));
-    if (!indexed) throw new TroupeError('INVALID_INPUT', 'list: labels must include one short enough to be indexed (a label and its value within 1,024 bytes together, without control characters)');
-    const [label, value] = indexed;
+    const [label, value] = indexedLabel(labels);
     out.push(idsOf(store.read.labelled.keys({ start: [label, value, after], end: [label, value, AFTER] })));
     return out;
   }
@@ -81,6 +79,21 @@ function sources(store: Store, { state, agent, parentId, labels, after }: Filter
     for (const settled of state !== undefined ? [state] : SETTLED_STATES) out.push(idsOf(store.read.listed.keys({ start: [name, settled, after], end: [name, settled, AFTER] })));
   }
   return out;
+}
+
+/**
+ * The label a filter's settled tasks are read by: one short enough for the `labelled` index, or
+ * INVALID_INPUT. A filter of a state not settled needs none (the active tasks are read whole).
+ */
+export function indexedLabel(labels: ReadonlyArray<[string, string]>): [string, string] {
+  const indexed = labels.find(([label, value]) => isIndexedLabel(label, value));
+  if (!indexed) throw new TroupeError('INVALID_INPUT', 'list: labels must include one short enough to be indexed (a label and its value within 1,024 bytes together, without control characters)');
+  return indexed;
+}
+
+/** Refuses a label filter as {@link listTasks} does (for a store that reads labels otherwise, and must refuse alike). */
+export function checkLabelFilter(state: TaskState | undefined, labels: ReadonlyArray<[string, string]>): void {
+  if (labels.length > 0 && (state === undefined || isTerminal(state))) indexedLabel(labels);
 }
 
 /** The agents that have settled tasks in the `listed` index, one range read per agent. */

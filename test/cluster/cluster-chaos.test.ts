@@ -88,7 +88,7 @@ describe('a PostgreSQL cluster under kill -9', () => {
       pool,
       Array.from({ length: TASKS }, (_, i) => ({ id: `t${String(i).padStart(4, '0')}`, agent: 'stamp', input: { file, ms: 2 + (i % 4), failFirst: i % 10 === 3 }, maxAttempts: i % 25 === 0 ? 1 : 3 })),
     );
-    const schedule = await createSchedule(pool, { id: SCHEDULE, cron: '* * * * * *', task: { agent: 'stamp', input: { file, ms: 2 }, maxAttempts: 3 }, overlap: 'allow' });
+    const schedule = await createSchedule(pool, { id: SCHEDULE, cron: '* * * * * *', task: { agent: 'stamp', input: { file, ms: 2 }, maxAttempts: 3 }, overlap: 'allow', catchUp: 'all' });
 
     const live: NodeProcess[] = await Promise.all(Array.from({ length: NODES }, () => startNode(url, 'stamp', SLOTS, LIMIT)));
     const all = [...live];

@@ -10,7 +10,8 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
 import { compileCron, tickIso } from '../../src/scheduler/cron.js';
 import { readEvents } from '../../src/store/postgres/events.js';
-import { createSchedule, fireDue, type FireResult } from '../../src/store/postgres/schedules.js';
+import { fireDue, type FireResult } from '../../src/store/postgres/schedule-fire.js';
+import { createSchedule } from '../../src/store/postgres/schedules.js';
 import { fixtureAgent, scratchDirs, scratchPools } from '../helpers.js';
 import { clusterNodes, count, until } from '../cluster.js';
 
@@ -25,7 +26,7 @@ describe('cron on cluster nodes', () => {
   it("fires the due ticks when nodes start, once each, and a node runs each tick's task", async () => {
     const { url, pool } = await pools({ max: 4 });
     const file = join(dirs(), 'attempts');
-    const created = await createSchedule(pool, { id: 'every-second', cron: '* * * * * *', task: { agent: 'record', input: { file } }, overlap: 'allow' });
+    const created = await createSchedule(pool, { id: 'every-second', cron: '* * * * * *', task: { agent: 'record', input: { file } }, overlap: 'allow', catchUp: 'all' });
     // Three ticks are due before any node runs.
     await age(pool, 'every-second', 3);
     const first = created.nextRunAt - 3_000;

@@ -1,7 +1,10 @@
 /** The contract suite of the public API (contract.ts) on LMDB: each runtime on a temp data dir of its own. */
 import { runtimes } from '../helpers.js';
 import { contractSuite } from './contract.js';
+import { scheduleContract } from './contract-schedules.js';
 
 const runtime = runtimes();
 
-contractSuite('LMDB', { open: (options = {}) => runtime({ threads: 1, slotsPerThread: 2, ...options }) });
+const lmdb = { open: (options = {}) => runtime({ threads: 1, slotsPerThread: 2, ...options }) };
+contractSuite('LMDB', lmdb);
+scheduleContract('LMDB', lmdb);

@@ -5,14 +5,17 @@
 import { scratchPools } from '../helpers.js';
 import { pgRuntimes } from '../pg-runtime.js';
 import { contractSuite } from './contract.js';
+import { scheduleContract } from './contract-schedules.js';
 
 // Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
 const pools = scratchPools();
 const runtime = pgRuntimes();
 
-contractSuite('PostgreSQL', {
+const postgres = {
   open: async (options = {}) => {
     const { url } = await pools({ max: 1, migrated: false });
     return runtime(url, options);
   },
-});
+};
+contractSuite('PostgreSQL', postgres);
+scheduleContract('PostgreSQL', postgres);

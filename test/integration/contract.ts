@@ -8,8 +8,7 @@
  * states, counts and orders, never speed.
  *
  * Known differences, left out of the shared assertions (see the README):
- * - a schedule shows `catchUp: 'all'` on PostgreSQL, and its `task` with the resolved priority
- *   and attempt budget;
+ * - a schedule shows its `task` with the resolved priority and attempt budget on PostgreSQL;
  * - task input with Dates, Uint8Arrays or BigInts is stored on LMDB and refused on PostgreSQL;
  * - `wait()` checks its `signal` and options object on PostgreSQL only;
  * - `heldBy` (why a queued task is held back: frozen, rate, …) is shown on LMDB only;

@@ -82,7 +82,7 @@ describe('a runtime on PostgreSQL', () => {
       [rt.list({ limit: 0 }), 'INVALID_INPUT', 'limit'],
       [rt.list({ state: 'nope' as never }), 'INVALID_INPUT', 'state'],
       [rt.list({ bogus: 1 } as never), 'INVALID_OPTIONS', 'bogus'],
-      [rt.list({ labels: { team: 'red' } }), 'UNSUPPORTED_STORE', 'labels'],
+      [rt.list({ parentId: 'x' }), 'UNSUPPORTED_STORE', 'parentId'],
       [rt.wait('x', { timeoutMs: -1 }), 'INVALID_INPUT', 'timeoutMs'],
       [rt.cancel('x', 5 as never), 'INVALID_INPUT', 'reason'],
       [rt.retry(''), 'INVALID_INPUT', 'retry: id'],
@@ -92,7 +92,9 @@ describe('a runtime on PostgreSQL', () => {
       [rt.close({ bogus: 1 } as never), 'INVALID_OPTIONS', 'bogus'],
       [rt.schedules.create({ id: 'x', cron: 'not cron', task: { agent: 'echo' } }), 'INVALID_CRON', ''],
       [rt.schedules.create({ id: 'x', cron: '* * * * *', task: { agent: 'nope' } }), 'UNKNOWN_AGENT', 'nope'],
-      [rt.schedules.create({ id: 'x', cron: '* * * * *', task: { agent: 'echo' }, catchUp: 'once' }), 'UNSUPPORTED_STORE', 'catchUp'],
+      [rt.schedules.create({ id: 'x', cron: '* * * * *', task: { agent: 'echo' }, catchUp: 'sometimes' as never }), 'INVALID_INPUT', 'catchUp'],
+      [rt.schedules.create({ id: 'x', cron: '* * * * *', task: { agent: 'echo', workspace: '/tmp/w' } }), 'UNSUPPORTED_STORE', 'task.workspace'],
+      [rt.schedules.update('x', { paused: true }), 'NOT_FOUND', 'x'],
     ];
     for (const [promise, code, names] of cases) expect(await rejection(promise), `${code} ${names}`).toMatchObject({ code, message: expect.stringContaining(names) });
     expect(thrown(() => rt.on('task.nope' as never, () => undefined))).toMatchObject({ code: 'INVALID_OPTIONS' });
@@ -113,7 +115,6 @@ describe('a runtime on PostgreSQL', () => {
       ['backup', () => rt.backup('/tmp/b')],
       ['dashboard', () => rt.dashboard()],
       ['metrics', () => rt.metrics()],
-      ['schedules.update', () => rt.schedules.update('x', { paused: true })],
     ];
     for (const [call, fn] of refusals) {
       let error: { code?: string; message: string };

@@ -309,6 +309,23 @@ export const MIGRATIONS: readonly Migration[] = [
         ADD COLUMN follow_up jsonb;
       CREATE INDEX troupe_tasks_sleeping ON troupe_tasks (run_at) WHERE state = 'sleeping';`,
   },
+  {
+    version: 13,
+    name: 'schedule policies',
+    // The LMDB runtime's schedule policies (schedules.ts): the `queue_one` overlap and the tick it
+    // holds back (`pending_tick`), and the catch-up policy with its window. Rows from before keep
+    // what they did: every due tick fires (`all`, with no window). `troupe_schedules_pending`
+    // lets a fire find the held ticks without reading every schedule; it costs nothing on the
+    // task queue, and a schedule's row is written once per tick anyway.
+    sql: `
+      ALTER TABLE troupe_schedules DROP CONSTRAINT troupe_schedules_overlap_check,
+        ADD CONSTRAINT troupe_schedules_overlap_check CHECK (overlap IN ('skip', 'allow', 'queue_one')),
+        ADD COLUMN catch_up text NOT NULL DEFAULT 'all' CHECK (catch_up IN ('skip', 'once', 'all')),
+        ADD COLUMN catch_up_window_ms bigint NOT NULL DEFAULT ${Number.MAX_SAFE_INTEGER} CHECK (catch_up_window_ms >= 0),
+        ADD COLUMN pending_tick timestamptz;
+      ALTER TABLE troupe_schedules ALTER COLUMN catch_up DROP DEFAULT, ALTER COLUMN catch_up_window_ms DROP DEFAULT;
+      CREATE INDEX troupe_schedules_pending ON troupe_schedules (id) WHERE pending_tick IS NOT NULL;`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */

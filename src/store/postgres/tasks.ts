@@ -89,22 +89,38 @@ export async function submitAndRead(pool: pg.Pool, tasks: readonly NewTask[]): P
 export interface TaskFilter {
   state?: TaskState | undefined;
   agent?: string | undefined;
+  /** Tasks that have every one of these labels with these values. */
+  labels?: Readonly<Record<string, string>> | undefined;
   after?: string | undefined;
   limit: number;
 }
 
-/** Up to `limit` rows in id order after `after`, of `state` and `agent` when given (the primary key's order). */
+/**
+ * Up to `limit` rows in id order after `after`, of `state` and `agent` when given, and with every
+ * label of `labels` (the primary key's order).
+ *
+ * Labels are matched by jsonb containment (`labels @> $5`) on the rows the primary key yields from
+ * `after` on, as `state` and `agent` are: the page's cost is the rows read up to its `limit`
+ * matches, small for a common label, up to the rest of the table for a rare one. No index serves
+ * labels: a GIN index on `labels` would be written on every submit, and again on every claim,
+ * settle and requeue that cannot be a HOT update, the writes the queue is measured by (schema
+ * version 5 took index entries out of that path for the same reason), to serve a listing that
+ * is not on any hot path.
+ */
 export async function listTaskRows(pool: Pick<pg.Pool, 'query'>, filter: TaskFilter): Promise<TaskRow[]> {
   if (filter.agent !== undefined && unstorable(filter.agent)) return [];
+  const labels = Object.entries(filter.labels ?? {});
+  // jsonb holds no NUL: no stored task has a label with one.
+  if (labels.some(([label, value]) => unstorable(label) || unstorable(value))) return [];
   // No id holds a NUL, so the ids after `a\0b` are those after `a`.
   const after = filter.after?.split('\u0000')[0];
   return query<TaskRow>(
     pool,
     'listing tasks',
     `SELECT ${COLUMNS} FROM troupe_tasks
-      WHERE id > $1 AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR agent = $3)
+      WHERE id > $1 AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR agent = $3) AND ($5::jsonb IS NULL OR labels @> $5::jsonb)
       ORDER BY id LIMIT $4`,
-    [after ?? '', filter.state ?? null, filter.agent ?? null, filter.limit],
+    [after ?? '', filter.state ?? null, filter.agent ?? null, filter.limit, labels.length > 0 ? JSON.stringify(Object.fromEntries(labels)) : null],
   );
 }
 
