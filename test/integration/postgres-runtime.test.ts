@@ -112,7 +112,6 @@ describe('a runtime on PostgreSQL', () => {
       ['resumeAgent', () => rt.resumeAgent('echo')],
       ['backup', () => rt.backup('/tmp/b')],
       ['dashboard', () => rt.dashboard()],
-      ['metrics', () => rt.metrics()],
       ['schedules.update', () => rt.schedules.update('x', { paused: true })],
     ];
     for (const [call, fn] of refusals) {
