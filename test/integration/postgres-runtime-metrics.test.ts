@@ -9,7 +9,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { builtinAgent, type Runtime } from 'troupe';
 import type { MetricsSnapshot } from '../../src/metrics/metrics.js';
-import { rejection, runtimes, scratchPools } from '../helpers.js';
+import { rejection, runtimes, scratchPools, started } from '../helpers.js';
 import { pgRuntimes } from '../pg-runtime.js';
 
 const pools = scratchPools();
@@ -162,5 +162,13 @@ describe('stats().queued and delayed on PostgreSQL', () => {
     await eventOf(rt, failing.id, 'task.retrying');
     await vi.waitFor(() => expect(rt.stats()).toMatchObject({ queued: 0, delayed: 3, tasks: { queued: 3 }, agents: { fail: { queued: 0, tasks: { queued: 1 } } } }), COUNTED);
     expect(await rt.metrics()).toMatchObject({ queueDepth: { echo: 0, sleep: 0, fail: 0 }, tasks: { queued: 3 } });
+
+    // A running attempt holds one of its node's 2 slots.
+    const sleeping = await rt.submit({ agent: 'sleep', input: { ms: 600_000, steps: 1 } });
+    await started(rt, sleeping.id);
+    expect(await rt.metrics()).toMatchObject({ running: 1, freeSlots: 1 });
+    await rt.cancel(sleeping.id, 'enough');
+    // The node counts the end once its settle has answered, which the wait need not have waited for.
+    await vi.waitFor(async () => expect(await rt.metrics()).toMatchObject({ running: 0, freeSlots: 2, attemptsByExit: { cancelled: 1 } }), COUNTED);
   });
 });
