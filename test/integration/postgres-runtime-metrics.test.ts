@@ -137,6 +137,21 @@ describe('metrics() on PostgreSQL', () => {
   });
 });
 
+describe('metrics() on PostgreSQL, an attempt taken back', () => {
+  it('does not count the end of an attempt the cluster took back: its settle was stale, and another node ended it', async () => {
+    const { url, pool } = await pools({ max: 1 });
+    // Leases renewed every 300 ms: the node soon hears that its attempt is no longer current.
+    const rt = await runtime(url, { leaseMs: 900, agents: [builtinAgent('sleep')] });
+    const task = await rt.submit({ agent: 'sleep', input: { ms: 600_000, steps: 1 } });
+    await started(rt, task.id);
+    // What a sweeper does to the attempt of a node it found dead: a new token, and the task ended.
+    await pool.query(`UPDATE troupe_tasks SET state = 'dropped', token = token + 1, owner_node = NULL, attempt_id = NULL, lease_until = NULL, settled_at = now() WHERE id = $1`, [task.id]);
+    // The node stops the attempt, and its settle finds it stale: it holds nothing once that is over.
+    await vi.waitFor(() => expect(rt.stats().attempts).toEqual({ starting: 0, ready: 0, executing: 0 }), COUNTED);
+    expect(await rt.metrics()).toMatchObject({ attemptsByExit: NO_EXITS, latency: { submitToStart: { count: 1 }, startToSettle: { count: 0 } } });
+  });
+});
+
 describe('stats().queued and delayed on PostgreSQL', () => {
   it('counts the queued tasks due to run, in all and per agent, apart from those whose runAt, delayMs or retry backoff is to come', async () => {
     const { url } = await pools({ max: 1 });
