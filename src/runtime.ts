@@ -4,7 +4,7 @@
  * recovery), rebuilds from disk, and starts. The `LmdbRuntime` is the public facade over the
  * engine and owns the lifecycle `starting → running → draining → closed`.
  */
-import { checkBackupArgs, checkCallOptions, type ResolvedOptions } from './options.js';
+import { checkBackupArgs, type ResolvedOptions } from './options.js';
 import type { Logger } from './log.js';
 import { TroupeError } from './errors.js';
 import type { BackupInfo, Store } from './store/port.js';
@@ -16,7 +16,7 @@ import type { ListOptions, TaskPage, WaitOptions } from './tasks/engine.js';
 import type { PruneOptions, PruneResult } from './tasks/prune.js';
 import { checkLogOptions, followLogs, LogFeed, type LogLine, type LogOptions } from './events/logs.js';
 import type { InboxItem, InputSpec } from './tasks/interact.js';
-import { RuntimeMetrics, type MetricsSnapshot } from './metrics/metrics.js';
+import { checkMetricsOptions, RuntimeMetrics, type MetricsSnapshot } from './metrics/metrics.js';
 import type { AgentInput, AgentOutput, Task, TaskId, TaskSpec } from './api/tasks.js';
 import type { EventType } from './store/records.js';
 import { runtimeStats, type RuntimeStats } from './stats.js';
@@ -170,9 +170,7 @@ export class LmdbRuntime implements Runtime {
     try {
       // Not #assertOpen: metrics read memory only, and say most while the store is down.
       this.#lifecycle.assertRunning('metrics');
-      checkCallOptions(options, ['format'], 'metrics');
-      const format = options?.format ?? 'snapshot';
-      if (format !== 'prometheus' && format !== 'snapshot') throw new TroupeError('INVALID_OPTIONS', `metrics: format must be 'prometheus' or 'snapshot', not ${JSON.stringify(format)}`);
+      const format = checkMetricsOptions(options);
       return format === 'prometheus' ? this.#lasting.metrics.prometheus() : this.#lasting.metrics.snapshot();
     } catch (error) {
       return Promise.reject(error);

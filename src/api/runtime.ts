@@ -57,7 +57,11 @@ export interface Runtime extends AsyncDisposable {
    * to the agent's `ctx.waitForInput()`. A task waiting with no live attempt resumes with a new run.
    */
   sendInput(id: string, input: InputSpec): Promise<InboxItem>;
-  /** A metrics snapshot, or the same as Prometheus text with `{ format: 'prometheus' }`. */
+  /**
+   * A metrics snapshot, or the same as Prometheus text with `{ format: 'prometheus' }`. On
+   * PostgreSQL: this runtime's node's attempts, and the cluster's queue depth and tasks by state
+   * as last counted (src/cluster/metrics.ts).
+   */
   metrics(): Promise<MetricsSnapshot>;
   metrics(options: { format: 'prometheus' }): Promise<string>;
   /** The dashboard's URL (with `#token=` when it needs one), once running; undefined when `dashboard` is off. */

@@ -22,6 +22,7 @@ import type { Logger } from '../log.js';
 import type { AbortOutcome, AgentPool, PoolHost } from '../pool/pool.js';
 import type { ClaimedTask, Lease } from '../store/postgres/queue.js';
 import type { AttemptPhase } from '../tasks/attempt.js';
+import type { AttemptObserver } from './options.js';
 import type { AttemptOutcome } from '../tasks/outcome.js';
 import type { StartAhead } from '../tasks/start-ahead.js';
 import { terminateUnstopped, threadLosses } from '../tasks/thread-loss.js';
@@ -43,6 +44,8 @@ export class NodeAttempt {
   endedThread: number | undefined = undefined;
   /** When its thread was last heard from (the claim counts), on the node's clock. */
   heardAt: number;
+  /** When the node took it from its claim, on the node's clock. */
+  readonly claimedAt: number;
   /** What its thread said about the abort. */
   abortAnswer: Promise<AbortOutcome> | undefined = undefined;
   timer: ClockTimer | undefined = undefined;
@@ -61,6 +64,7 @@ export class NodeAttempt {
     this.heardAt = now;
     this.timeoutMs = claimed.timeoutMs ?? agent.timeoutMs;
     this.retry = claimed.retry === undefined ? agent.retry : { ...agent.retry, ...claimed.retry };
+    this.claimedAt = now;
   }
 
   get attemptId(): string {
@@ -94,6 +98,8 @@ export interface NodeAttemptsDeps {
   ahead: Pick<StartAhead, 'executed'>;
   /** Claim budget came free: an attempt ended, or its settle is over. */
   freed(): void;
+  /** Hears each claimed attempt, and each end once settled. */
+  observer?: AttemptObserver | undefined;
 }
 
 /** See the module comment. */
@@ -121,6 +127,7 @@ export class NodeAttempts {
   accept(claimed: readonly ClaimedTask[], agents: ReadonlyMap<string, RegisteredAgent>, run: boolean): void {
     const now = this.#k.clock.now();
     for (const task of claimed) {
+      this.#k.observer?.started(task.queuedMs);
       const attempt = new NodeAttempt(task, agents.get(task.agent)!, now);
       this.#live.set(attempt.attemptId, attempt);
       this.#running++;
@@ -299,8 +306,11 @@ export class NodeAttempts {
     this.#running--;
     this.#clearTimer(attempt);
     const end = attemptEnd(attempt.claimed, attempt.retry, outcome, attempt.stop, this.#k.random);
+    const attemptMs = this.#k.clock.now() - attempt.claimedAt;
     const settle = () =>
-      this.#k.settler.add(end, () => {
+      this.#k.settler.add(end, (settled) => {
+        // Only an end that settled its task counts: a stale one was ended by a sweeper, not by this node.
+        if ('state' in settled) this.#k.observer?.ended(end.exit, attemptMs);
         this.#live.delete(attempt.attemptId);
         this.#k.freed();
         this.#changed();

@@ -185,7 +185,7 @@ class Node implements ClusterNodeHandle {
     const claimShare = Math.max(slots, Math.ceil((slots + options.prefetch) / CLAIM_SHARES));
     this.#settler = new Settler(db, queue, log, clock, pollMs, SETTLES_IN_FLIGHT);
     this.#logs = new LogWriter({ pool: db, queue, log, clock, retryMs: pollMs });
-    this.#attempts = new NodeAttempts({ pool, settler: this.#settler, logs: this.#logs, clock, log, random: options.random, leaseMs, cancelGraceMs: options.cancelGraceMs, ahead, freed: () => this.#claimer.wake() });
+    this.#attempts = new NodeAttempts({ pool, settler: this.#settler, logs: this.#logs, clock, log, random: options.random, leaseMs, cancelGraceMs: options.cancelGraceMs, ahead, freed: () => this.#claimer.wake(), observer: options.observer });
     this.#claimer = new Claimer({
       pool: db,
       queue,

@@ -4,6 +4,7 @@
  */
 import { availableParallelism } from 'node:os';
 import type pg from 'pg';
+import type { AttemptExit } from '../../machines/index.js';
 import { validateRegistration, type AgentRegistration, type RegisteredAgent } from '../agents/registry.js';
 import { systemClock, type Clock } from '../clock.js';
 import type { LoggerOption } from '../log.js';
@@ -63,6 +64,19 @@ export interface ClusterNodeOptions {
   queue?: Partial<ClusterQueue>;
   /** @internal Replaces the Piscina pool (tests). */
   createPool?: (options: PiscinaPoolOptions) => AgentPool;
+  /** @internal Hears the node's attempts start and end (the runtime's metrics). */
+  observer?: AttemptObserver;
+}
+
+/**
+ * What a node tells of its attempts as they go (the runtime on PostgreSQL counts them for
+ * `rt.metrics()`). Called on the claim and settle paths: a listener only counts.
+ */
+export interface AttemptObserver {
+  /** A claimed attempt, its task queued for `queuedMs` (the database's clock) before the claim. */
+  started(queuedMs: number): void;
+  /** An attempt's end, settled (not stale): its exit, and the time from its claim to its end on the node's clock (ms). */
+  ended(exit: AttemptExit, attemptMs: number): void;
 }
 
 /** The durable verbs a node calls, one transaction each (src/store/postgres/). */
@@ -99,10 +113,11 @@ export interface ResolvedNodeOptions {
   readonly random: () => number;
   readonly queue: ClusterQueue;
   readonly createPool: ((options: PiscinaPoolOptions) => AgentPool) | undefined;
+  readonly observer: AttemptObserver | undefined;
 }
 
 const DEFAULTS = { slotsPerThread: 4, leaseMs: 30_000, pollMs: 250, sweepMs: 150, fireMs: 250, cancelGraceMs: 5_000 };
-const KNOWN = new Set(['connectionString', 'agents', 'threads', 'slotsPerThread', 'prefetch', 'leaseMs', 'pollMs', 'sweepMs', 'fireMs', 'cancelGraceMs', 'logger', 'onLost', 'clock', 'random', 'queue', 'createPool']);
+const KNOWN = new Set(['connectionString', 'agents', 'threads', 'slotsPerThread', 'prefetch', 'leaseMs', 'pollMs', 'sweepMs', 'fireMs', 'cancelGraceMs', 'logger', 'onLost', 'clock', 'random', 'queue', 'createPool', 'observer']);
 /** Registration fields a node cannot honour yet (issue #15): see {@link checkClusterAgent}. */
 const NOT_YET = ['backoff', 'capabilities', 'retention'] as const;
 
@@ -130,6 +145,7 @@ export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptio
   if (typeof random !== 'function') throw invalidOptions('options.random must be a function returning [0, 1)');
   if (o.onLost !== undefined && typeof o.onLost !== 'function') throw invalidOptions('options.onLost must be a function');
   if (o.createPool !== undefined && typeof o.createPool !== 'function') throw invalidOptions('options.createPool must be a function');
+  if (o.observer !== undefined && (typeof o.observer?.started !== 'function' || typeof o.observer.ended !== 'function')) throw invalidOptions('options.observer must have started() and ended()');
   if (o.queue !== undefined && (typeof o.queue !== 'object' || o.queue === null)) throw invalidOptions('options.queue must be an object');
   return Object.freeze({
     connectionString: o.connectionString,
@@ -148,6 +164,7 @@ export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptio
     random,
     queue: Object.freeze({ ...POSTGRES_QUEUE, ...stripUndefined(o.queue ?? {}) }),
     createPool: o.createPool,
+    observer: o.observer,
   });
 }
 

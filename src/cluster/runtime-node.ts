@@ -9,7 +9,7 @@ import type { Logger } from '../log.js';
 import type { ResolvedOptions } from '../options.js';
 import { fireDue } from '../store/postgres/schedule-fire.js';
 import { openClusterNode, type ClusterNodeHandle } from './node.js';
-import { POSTGRES_QUEUE } from './options.js';
+import { POSTGRES_QUEUE, type AttemptObserver } from './options.js';
 
 /** The longest a queued task waits for a claim when no NOTIFY hint wakes the node (ms). */
 const POLL_MS = 250;
@@ -25,6 +25,8 @@ export interface RuntimeNodeDeps {
   agents: readonly RegisteredAgent[];
   /** After each look for due cron ticks (the runtime reads its copy of the schedules again). */
   fired(): void;
+  /** Hears the node's attempts start and end (the runtime's metrics). */
+  observer: AttemptObserver;
 }
 
 /** Opens the runtime's node (see the module comment). */
@@ -55,6 +57,7 @@ export function openRuntimeNode(o: ResolvedOptions, deps: RuntimeNodeDeps): Prom
         },
       },
       createPool: o.createPool,
+      observer: deps.observer,
     },
     { keepsProcessAlive: false },
   );

@@ -18,7 +18,7 @@ import { TroupeError } from '../errors.js';
 import { KeepAlive } from '../keep-alive.js';
 import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from '../lifecycle.js';
 import { resolveLogger, type Logger } from '../log.js';
-import type { MetricsSnapshot } from '../metrics/metrics.js';
+import { checkMetricsOptions, type MetricsSnapshot } from '../metrics/metrics.js';
 import type { ResolvedOptions } from '../options.js';
 import type { RuntimeStats } from '../stats.js';
 import { freezeCluster, unfreezeCluster } from '../store/postgres/control.js';
@@ -29,6 +29,7 @@ import { ControlView } from './control-view.js';
 import { EventFeed } from './feed.js';
 import { ClusterLogs } from './logs-api.js';
 import { ClusterAgents, registered } from './agents-api.js';
+import { ClusterMetrics } from './metrics.js';
 import type { ClusterNodeHandle } from './node.js';
 import { startClusterRetention, type ClusterRetention } from './retention.js';
 import { openRuntimeNode } from './runtime-node.js';
@@ -74,6 +75,7 @@ class PostgresRuntime implements Runtime {
   #node: ClusterNodeHandle | undefined;
   readonly #control: ControlView;
   readonly #counts: TaskCounts;
+  readonly #metrics: ClusterMetrics;
   #retention: ClusterRetention | undefined;
   #startedMs = 0;
   #closing: Promise<void> | undefined;
@@ -94,6 +96,7 @@ class PostgresRuntime implements Runtime {
     this.logs = new ClusterLogs({ pool: this.#db, feed: this.#feed, hold: () => this.#keepAlive.hold(), closed: this.#stopping.signal, assertOpen: (call) => this.#assertOpen(call) }).iterate;
     this.#control = new ControlView(this.#db, log);
     this.#counts = new TaskCounts(this.#db, log);
+    this.#metrics = new ClusterMetrics({ slots: options.threads * options.slotsPerThread, clock: options.clock, counts: this.#counts, agents: () => this.#agents.list().map((a) => a.name), executing: () => this.#node?.running ?? 0, startedMs: () => this.#startedMs, listenerErrors: () => this.#feed.listenerErrors });
     this.#feed.subscribe(this.#control.observe);
     this.schedules = new ClusterSchedules({ pool: this.#db, log, assertOpen: (call) => this.#assertOpen(call), task: (task, where) => this.#newTask(task as TaskSpec, where) });
     this.#agents = new ClusterAgents({ options, pool: this.#db, log, node: () => this.#node, stopping: this.#stopping.signal, assertOpen: (call) => this.#assertOpen(call) });
@@ -110,7 +113,7 @@ class PostgresRuntime implements Runtime {
     const release = this.#keepAlive.hold();
     try {
       this.#agents.started(agents);
-      this.#node = await openRuntimeNode(this.#options, { url: this.#url, log: this.#log, agents, fired: () => this.schedules.refreshSoon() });
+      this.#node = await openRuntimeNode(this.#options, { url: this.#url, log: this.#log, agents, fired: () => this.schedules.refreshSoon(), observer: this.#metrics.observer });
       await this.#feed.start();
       await this.#control.read();
       await this.schedules.load();
@@ -244,6 +247,13 @@ class PostgresRuntime implements Runtime {
     this.#node?.wake();
   }
 
+  /** This runtime's node's metrics and the cluster's task counts (metrics.ts), in the LMDB runtime's shape or as Prometheus text. */
+  metrics(): Promise<MetricsSnapshot>;
+  metrics(options: { format: 'prometheus' }): Promise<string>;
+  metrics(options?: { format?: 'prometheus' | 'snapshot' }): Promise<MetricsSnapshot | string> {
+    return this.#guard('metrics', () => this.#metrics.read(checkMetricsOptions(options)));
+  }
+
   stats(): RuntimeStats {
     return clusterStats({ state: this.state, options: this.#options, agents: this.#agents.list(), node: this.#node, control: this.#control.current, startedMs: this.#startedMs, counts: this.#counts.current(), retention: this.#retention?.stats ?? null });
   }
@@ -251,11 +261,6 @@ class PostgresRuntime implements Runtime {
   // What has no backing on PostgreSQL yet: UNSUPPORTED_STORE, once the call is known to be open.
   sendInput(): Promise<never> {
     return this.#refuse('sendInput');
-  }
-  metrics(): Promise<MetricsSnapshot>;
-  metrics(options: { format: 'prometheus' }): Promise<string>;
-  metrics(): Promise<never> {
-    return this.#refuse('metrics');
   }
   setDispatchTarget(): Promise<never> {
     return this.#refuse('setDispatchTarget');

@@ -4,7 +4,9 @@
  * its node holds, its start-ahead window, its agents and their cluster-wide limits, and the
  * cluster's freeze as last seen; its retention sweeps (retention.ts); and the cluster's tasks by
  * state, in all and per agent, as last counted in the background (task-counts.ts: how fresh they
- * are). The LMDB-only parts (instances, supervisor) are empty.
+ * are). `queued` (and each agent's) is the cluster's queued tasks due to run (`run_at` come),
+ * `delayed` those whose `run_at` is still to come (a `delayMs` or `runAt`, a retry's backoff), as
+ * last counted too: 0 before the first count. The LMDB-only parts (instances, supervisor) are empty.
  */
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { RuntimeState } from '../lifecycle.js';
@@ -38,6 +40,8 @@ export function clusterStats(s: ClusterStatsSources): RuntimeStats {
   const frozen = s.control.frozen;
   // Empty once closed, as on LMDB.
   const counts = s.state === 'closed' ? undefined : s.counts;
+  const due = (agent: string) => (counts?.agents[agent]?.queued ?? 0) - (counts?.delayed.agents[agent] ?? 0);
+  const registered = new Set(s.agents.map((agent) => agent.name));
   return collectStats({
     state: s.state,
     counts: counts?.tasks,
@@ -45,22 +49,26 @@ export function clusterStats(s: ClusterStatsSources): RuntimeStats {
       slots,
       reserved: held,
       used: executing,
-      queued: 0,
+      queued: counts ? counts.tasks.queued - counts.delayed.total : 0,
       frozen,
-      agents: Object.fromEntries(
-        s.agents.map((agent) => [
+      agents: Object.fromEntries([
+        ...s.agents.map((agent) => [
           agent.name,
           // The limits hold across the cluster; what this runtime alone has reserved is not counted here.
-          { queued: 0, reserved: 0, limit: agent.concurrency, paused: false, models: Object.fromEntries(Object.entries(agent.models).map(([model, limit]) => [model, { reserved: 0, limit }])) },
+          { queued: due(agent.name), reserved: 0, limit: agent.concurrency, paused: false, models: Object.fromEntries(Object.entries(agent.models).map(([model, limit]) => [model, { reserved: 0, limit }])) },
         ]),
-      ),
+        // The cluster's other agents that have tasks: their queue, with no limits of this runtime's.
+        ...Object.keys(counts?.agents ?? {})
+          .filter((name) => !registered.has(name))
+          .map((name) => [name, { queued: due(name), reserved: 0, limit: 0, paused: false, models: {} }]),
+      ]),
     },
     // Held attempts not yet ended are executing or queued on their threads; the rest wait for their settle.
     attempts: { starting: 0, ready: Math.max(0, held - executing), executing },
     slots,
     prefetch: { ...(s.node?.prefetch ?? { window: 0, startMs: 0, execMs: 0 }), max: s.options.prefetch },
     liveInstances: 0,
-    delayed: 0,
+    delayed: counts?.delayed.total ?? 0,
     rebuild: { previousShutdownClean: true, active: 0, crashed: 0, interrupted: 0, timers: 0, ms: Math.round(s.startedMs) },
     owners: counts && { agents: counts.agents, instances: {} },
     flow: () => undefined,

@@ -5,9 +5,14 @@
  */
 import { Counter, Gauge, Registry } from 'prom-client';
 import { LatencyHistogram } from './latency-histogram.js';
-import type { AttemptExit } from '../../machines/index.js';
+import { histogramSnapshot, single, type HistogramSnapshot } from './histogram-snapshot.js';
+import { TASK_STATES, type AttemptExit, type TaskState } from '../../machines/index.js';
+import { TroupeError } from '../errors.js';
+import { checkCallOptions } from '../options.js';
 import type { EventRecord } from '../store/records.js';
 import { serveMetrics, type MetricsServer } from './server.js';
+
+export type { HistogramSnapshot } from './histogram-snapshot.js';
 
 /** Live numbers the runtime supplies on demand (gauges are read at snapshot/scrape time, not pushed). */
 export interface MetricsSources {
@@ -23,6 +28,11 @@ export interface MetricsSources {
   listenerErrors(): number;
   /** Whether the store is stopped after a failed commit (see the README, "A full disk"). */
   storeStopped(): boolean;
+  /**
+   * The tasks by state, when the runtime has them to give (PostgreSQL: the cluster's, as last
+   * counted; undefined before the first count). Without this source there is no tasks gauge.
+   */
+  tasks?(): Record<TaskState, number> | undefined;
 }
 
 /** Options of {@link RuntimeMetrics}. */
@@ -31,23 +41,6 @@ export interface RuntimeMetricsOptions {
   now?: () => number;
   /** Prefix of every metric name. @default 'troupe_' */
   prefix?: string;
-}
-
-/** One latency histogram in a {@link MetricsSnapshot}, in seconds. */
-export interface HistogramSnapshot {
-  /** Observations. */
-  count: number;
-  /** Sum of the observations, seconds. */
-  sum: number;
-  /**
-   * Cumulative counts per finite upper bound (`le`, seconds), as in Prometheus; observations
-   * above the last bound appear only in `count`.
-   */
-  buckets: Array<{ le: number; count: number }>;
-  /** Median estimated from the buckets; null with no observations. */
-  p50: number | null;
-  /** 99th percentile estimated from the buckets; null with no observations. */
-  p99: number | null;
 }
 
 /** What `rt.metrics()` returns. */
@@ -70,6 +63,11 @@ export interface MetricsSnapshot {
   attemptsByExit: Record<string, number>;
   /** Duration of the last rebuild on open, seconds. */
   rebuildSeconds: number;
+  /**
+   * PostgreSQL only: every task of the cluster by state, as last counted in the background (the
+   * counts of `stats().tasks`); `{}` before the first count. Absent on LMDB.
+   */
+  tasks?: Partial<Record<TaskState, number>>;
   /** When the snapshot was taken, epoch ms. */
   at: number;
 }
@@ -114,6 +112,7 @@ export class RuntimeMetrics {
   readonly #startToSettle: LatencyHistogram;
   readonly #attempts: Counter<'exit'>;
   readonly #rebuild: Gauge;
+  readonly #tasks: Gauge<'state'> | undefined;
   // Bound children per exit: binding once avoids a labels object per count.
   readonly #exitChildren = new Map<string, ExitCounter>();
   /** Observations not yet in the prom-client metrics (they are moved there when read). */
@@ -203,6 +202,20 @@ export class RuntimeMetrics {
         this.set(sources.rebuildMs() / 1000);
       },
     });
+    const tasks = sources.tasks;
+    this.#tasks =
+      tasks &&
+      new Gauge({
+        name: `${prefix}tasks`,
+        help: 'Tasks by state, as last counted (PostgreSQL: every task of the cluster, counted in the background).',
+        labelNames: ['state'],
+        registers,
+        collect() {
+          this.reset();
+          const counts = tasks();
+          if (counts) for (const state of TASK_STATES) this.set({ state }, counts[state]);
+        },
+      });
     // Known exits start at 0 so a rate() over them works before the first attempt of that kind ends.
     for (const exit of Object.keys(KNOWN_EXITS)) this.#exitChild(exit).inc(0);
   }
@@ -217,7 +230,7 @@ export class RuntimeMetrics {
     switch (event.type) {
       case 'task.started': {
         const queuedMs = data.queuedMs;
-        if (typeof queuedMs === 'number' && Number.isFinite(queuedMs)) this.#submitToStart.record(Math.max(0, queuedMs) / 1000);
+        if (typeof queuedMs === 'number') this.started(queuedMs);
         return;
       }
       case 'task.done':
@@ -232,14 +245,25 @@ export class RuntimeMetrics {
         // Only events that end an attempt carry both; cancelling or dropping a queued task does not.
         const exit = data.exit;
         const attemptMs = data.attemptMs;
-        if (typeof exit !== 'string' || typeof attemptMs !== 'number' || !Number.isFinite(attemptMs)) return;
-        this.#startToSettle.record(Math.max(0, attemptMs) / 1000);
-        this.#pending.ended(exit);
+        if (typeof exit !== 'string' || typeof attemptMs !== 'number') return;
+        this.ended(exit, attemptMs);
         return;
       }
       default:
         return;
     }
+  }
+
+  /** Counts an attempt started after its task was queued for `queuedMs` (ignored unless finite). */
+  started(queuedMs: number): void {
+    if (Number.isFinite(queuedMs)) this.#submitToStart.record(Math.max(0, queuedMs) / 1000);
+  }
+
+  /** Counts an attempt ended with `exit` after `attemptMs` from its start (ignored unless finite). */
+  ended(exit: string, attemptMs: number): void {
+    if (!Number.isFinite(attemptMs)) return;
+    this.#startToSettle.record(Math.max(0, attemptMs) / 1000);
+    this.#pending.ended(exit);
   }
 
   /** Counts a submit rejected with AT_CAPACITY. */
@@ -262,6 +286,7 @@ export class RuntimeMetrics {
       this.#attempts.get(),
       this.#rebuild.get(),
     ]);
+    const tasks = this.#tasks && (await this.#tasks.get());
     const queueDepth: Record<string, number> = {};
     for (const v of queue.values) queueDepth[String(v.labels.agent)] = v.value;
     const attemptsByExit: Record<string, number> = {};
@@ -276,6 +301,7 @@ export class RuntimeMetrics {
       latency: { submitToStart, startToSettle },
       attemptsByExit,
       rebuildSeconds: single(rebuild.values),
+      ...(tasks && { tasks: Object.fromEntries(tasks.values.map((v) => [String(v.labels.state), v.value])) }),
       at,
     };
   }
@@ -338,45 +364,13 @@ class PendingObservations {
   }
 }
 
-function single(values: ReadonlyArray<{ value: number }>): number {
-  return values[0]?.value ?? 0;
-}
-
-async function histogramSnapshot(histogram: LatencyHistogram): Promise<HistogramSnapshot> {
-  const { values } = await histogram.get();
-  const buckets: Array<{ le: number; count: number }> = [];
-  let count = 0;
-  let sum = 0;
-  for (const v of values) {
-    const name = v.metricName ?? '';
-    if (name.endsWith('_bucket')) {
-      if (typeof v.labels.le === 'number') buckets.push({ le: v.labels.le, count: v.value });
-    } else if (name.endsWith('_sum')) {
-      sum = v.value;
-    } else if (name.endsWith('_count')) {
-      count = v.value;
-    }
-  }
-  return { count, sum, buckets, p50: quantile(buckets, count, 0.5), p99: quantile(buckets, count, 0.99) };
-}
-
 /**
- * Estimates a quantile from cumulative buckets the way Prometheus's histogram_quantile does:
- * linear inside the bucket holding the rank, the first bucket starting at 0, and a rank beyond
- * the last finite bound reported as that bound (nothing better is known about the overflow).
+ * The format `rt.metrics(options)` asks for, checked the same on either store: INVALID_OPTIONS
+ * for an option it does not know or a format other than 'prometheus' or 'snapshot'.
  */
-function quantile(buckets: ReadonlyArray<{ le: number; count: number }>, count: number, q: number): number | null {
-  if (count === 0) return null;
-  const rank = q * count;
-  let lower = 0;
-  let below = 0;
-  for (const { le, count: cumulative } of buckets) {
-    if (cumulative >= rank) {
-      const inBucket = cumulative - below;
-      return inBucket === 0 ? le : lower + ((le - lower) * (rank - below)) / inBucket;
-    }
-    lower = le;
-    below = cumulative;
-  }
-  return buckets.length === 0 ? null : lower;
+export function checkMetricsOptions(options: unknown): 'prometheus' | 'snapshot' {
+  checkCallOptions(options, ['format'], 'metrics');
+  const format = (options as { format?: unknown } | undefined)?.format ?? 'snapshot';
+  if (format !== 'prometheus' && format !== 'snapshot') throw new TroupeError('INVALID_OPTIONS', `metrics: format must be 'prometheus' or 'snapshot', not ${JSON.stringify(format)}`);
+  return format;
 }

@@ -114,7 +114,6 @@ describe('a runtime on PostgreSQL', () => {
       ['resumeAgent', () => rt.resumeAgent('echo')],
       ['backup', () => rt.backup('/tmp/b')],
       ['dashboard', () => rt.dashboard()],
-      ['metrics', () => rt.metrics()],
     ];
     for (const [call, fn] of refusals) {
       let error: { code?: string; message: string };

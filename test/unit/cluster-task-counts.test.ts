@@ -8,7 +8,8 @@ import { describe, expect, it } from 'vitest';
 import { TaskCounts } from '../../src/cluster/task-counts.js';
 import { capturedLog } from '../log-capture.js';
 
-type Row = [agent: string, state: string, n: number];
+/** A count's row; `delayed`: of a queued count, the tasks whose run_at is to come. */
+type Row = [agent: string, state: string, n: number, delayed?: number];
 
 /** A pool whose queries wait until the test answers them; each is a scan or a count of the active states. */
 function fakePool() {
@@ -18,7 +19,7 @@ function fakePool() {
       new Promise((resolve, reject) => {
         asked.push({
           kind: text.includes("WHERE state = 'queued'") ? 'active' : 'scan',
-          answer: (rows) => resolve({ rows: rows.map(([agent, state, n]) => ({ agent, state, n: String(n) })) }),
+          answer: (rows) => resolve({ rows: rows.map(([agent, state, n, delayed = 0]) => ({ agent, state, n: String(n), delayed: String(delayed) })) }),
           fail: reject,
         });
       }),
@@ -30,6 +31,7 @@ function fakePool() {
 const settled = () => new Promise((resolve) => setImmediate(resolve));
 
 const NONE = { queued: 0, running: 0, waiting: 0, sleeping: 0, needs_attention: 0, done: 0, failed: 0, dropped: 0, cancelled: 0 };
+const NOT_DELAYED = { total: 0, agents: {} };
 
 function setup() {
   let now = 10_000;
@@ -50,6 +52,7 @@ describe('TaskCounts: the counts of stats() on PostgreSQL', () => {
     expect(counts.current()).toEqual({
       tasks: { ...NONE, done: 3, queued: 1, running: 2, failed: 1 },
       agents: { echo: { done: 3, queued: 1 }, sleep: { running: 2 }, fail: { failed: 1 } },
+      delayed: NOT_DELAYED,
     });
   });
 
@@ -87,13 +90,13 @@ describe('TaskCounts: the counts of stats() on PostgreSQL', () => {
     expect(asked.map((q) => q.kind)).toEqual(['scan', 'active']);
     asked[1]!.answer([['echo', 'queued', 1], ['echo', 'running', 2]]);
     await settled();
-    expect(counts.current()).toEqual({ tasks: { ...NONE, done: 5, queued: 1, running: 2 }, agents: { echo: { done: 5, queued: 1, running: 2 } } });
+    expect(counts.current()).toEqual({ tasks: { ...NONE, done: 5, queued: 1, running: 2 }, agents: { echo: { done: 5, queued: 1, running: 2 } }, delayed: NOT_DELAYED });
     advance(1_000);
     counts.current();
     asked[2]!.answer([]);
     await settled();
     // Nothing queued or running any more; the settled counts are still the scan's.
-    expect(counts.current()).toEqual({ tasks: { ...NONE, done: 5 }, agents: { echo: { done: 5 } } });
+    expect(counts.current()).toEqual({ tasks: { ...NONE, done: 5 }, agents: { echo: { done: 5 } }, delayed: NOT_DELAYED });
     advance(1_000);
     counts.current();
     asked[3]!.answer([]);
@@ -101,6 +104,54 @@ describe('TaskCounts: the counts of stats() on PostgreSQL', () => {
     advance(1_000);
     counts.current();
     expect(asked.map((q) => q.kind)).toEqual(['scan', 'active', 'active', 'active', 'scan']);
+  });
+
+  it('splits the queued tasks into due and delayed, from the scan and from the count of the active states', async () => {
+    const { counts, asked, advance } = setup();
+    counts.current();
+    // A scan of 200 ms: the next is due in 4 s; the active states are counted before.
+    advance(200);
+    asked[0]!.answer([['echo', 'queued', 5, 2], ['sleep', 'queued', 1, 1], ['fail', 'queued', 3]]);
+    await settled();
+    expect(counts.current()?.delayed).toEqual({ total: 3, agents: { echo: 2, sleep: 1 } });
+    advance(800);
+    counts.current();
+    expect(asked[1]!.kind).toBe('active');
+    asked[1]!.answer([['echo', 'queued', 4, 4]]);
+    await settled();
+    expect(counts.current()).toMatchObject({ tasks: { queued: 4 }, delayed: { total: 4, agents: { echo: 4 } } });
+  });
+
+  it('spaces the counts of the active states by 20 times their last duration, as it does the scans', async () => {
+    const { counts, asked, advance } = setup();
+    counts.current();
+    // A scan of 500 ms: the next is due in 10 s.
+    advance(500);
+    asked[0]!.answer([]);
+    await settled();
+    advance(500);
+    counts.current();
+    expect(asked[1]!.kind).toBe('active');
+    // This count of the queued rows takes 100 ms: the next is due 2 s after it started.
+    advance(100);
+    asked[1]!.answer([['echo', 'queued', 100_000]]);
+    await settled();
+    advance(1_800);
+    counts.current();
+    expect(asked).toHaveLength(2);
+    advance(100);
+    counts.current();
+    expect(asked).toHaveLength(3);
+  });
+
+  it('fresh() waits for the count due now, up to a bound, and shows the counts as last taken past it', async () => {
+    const { counts, asked } = setup();
+    const first = counts.fresh(60_000);
+    asked[0]!.answer([['echo', 'done', 2]]);
+    expect((await first)?.tasks.done).toBe(2);
+    // Not due yet: no count, no wait.
+    expect((await counts.fresh(60_000))?.tasks.done).toBe(2);
+    expect(asked).toHaveLength(1);
   });
 
   it('keeps the counts when a count fails, logs it, and counts again a second later', async () => {

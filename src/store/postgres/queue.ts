@@ -53,6 +53,8 @@ export interface ClaimedTask {
   retry?: Partial<Omit<RetryPolicy, 'maxAttempts'>>;
   /** What the run that slept before this one returned as its `followUp` (ctx.followUp). */
   followUp?: unknown;
+  /** How long the task was queued before this claim, on the database's clock (ms): the `queuedMs` of its `task.started`. */
+  queuedMs: number;
 }
 
 /** What {@link renewLeases} did: leases held on, and those whose attempt is no longer current. */
@@ -184,6 +186,7 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
         token: Number(r.token),
         attemptId: r.attempt_id,
         leaseUntil: r.lease_until.getTime(),
+        queuedMs: r.queued_ms,
       };
       if (r.timeout_ms !== null) task.timeoutMs = Number(r.timeout_ms);
       if (r.retry !== null) task.retry = r.retry;
