@@ -4,7 +4,8 @@
  * closed after its test. Call at a test file's top level after `scratchPools()`, so the runtimes
  * close before their databases are dropped.
  */
-import { execFile, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterEach } from 'vitest';
 import { createRuntime, type Runtime, type RuntimeOptions } from 'troupe';
@@ -63,4 +64,30 @@ export function runScript(script: string, args: string[], timeoutMs: number, onL
       }
     });
   });
+}
+
+/** A child process of a crash test, its stderr so far, and a wait for one of its output lines. */
+export interface CrashChild {
+  child: ChildProcessWithoutNullStreams;
+  stderr(): string;
+  /** Resolves once the child has printed the line `text` (at once if it has already). */
+  line(text: string): Promise<void>;
+}
+
+/** Starts `node script ...args` for a crash test (see {@link CrashChild}). */
+export function startCrashChild(script: string, args: string[]): CrashChild {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const waiters: Array<[string, () => void]> = [];
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    lines.push(line);
+    for (const [text, resolve] of waiters) if (text === line) resolve();
+  });
+  return {
+    child,
+    stderr: () => stderr,
+    line: (text: string) => (lines.includes(text) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push([text, resolve]))),
+  };
 }

@@ -7,15 +7,14 @@
  * one, no run went over its attempt budget, each run has exactly one settling event, the killed
  * runtimes' unfinished attempts ended as crashed, and no runtime is left in the cluster.
  */
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { prng } from '../fixtures/prng.js';
 import { scratchDirs, scratchPools } from '../helpers.js';
+import { startCrashChild } from '../pg-runtime.js';
 import { storedAttempts } from '../cluster.js';
 
 const CHILD = fileURLToPath(new URL('../../dist/test/fixtures/postgres/runtime-crash-child.js', import.meta.url));
@@ -28,22 +27,9 @@ const TASKS_PER_ROUND = 150;
 const MAX_ATTEMPTS = 3;
 const SETTLING = ['task.done', 'task.failed', 'task.dropped', 'task.cancelled'];
 
-/** A runtime child: its output lines, and a wait for one of them. */
+/** A runtime child (test/pg-runtime.ts startCrashChild). */
 function startChild(url: string, file: string, round: string, tasks: number, drain: boolean) {
-  const child = spawn(process.execPath, [CHILD, url, file, round, String(tasks), ...(drain ? ['--drain'] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const waiters: Array<[string, () => void]> = [];
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    lines.push(line);
-    for (const [text, resolve] of waiters) if (text === line) resolve();
-  });
-  return {
-    child,
-    stderr: () => stderr,
-    line: (text: string) => (lines.includes(text) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push([text, resolve]))),
-  };
+  return startCrashChild(CHILD, [url, file, round, String(tasks), ...(drain ? ['--drain'] : [])]);
 }
 
 describe('runtimes on PostgreSQL killed with -9 at random moments', () => {

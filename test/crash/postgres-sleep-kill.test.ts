@@ -7,14 +7,13 @@
  * its first run), woke once (one `task.queued` with `reason: 'wake'`, for its second run) and
  * settled once (one `task.done`, in its second run), and no runtime is left in the cluster.
  */
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { prng } from '../fixtures/prng.js';
 import { scratchPools } from '../helpers.js';
+import { startCrashChild } from '../pg-runtime.js';
 
 const CHILD = fileURLToPath(new URL('../../dist/test/fixtures/postgres/sleep-crash-child.js', import.meta.url));
 const pools = scratchPools();
@@ -22,22 +21,9 @@ const pools = scratchPools();
 const KILLS = 6;
 const TASKS_PER_ROUND = 120;
 
-/** A runtime child, and a wait for one of its output lines. */
+/** A runtime child (test/pg-runtime.ts startCrashChild). */
 function startChild(url: string, round: string, tasks: number, drain: boolean) {
-  const child = spawn(process.execPath, [CHILD, url, round, String(tasks), ...(drain ? ['--drain'] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const waiters: Array<[string, () => void]> = [];
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    lines.push(line);
-    for (const [text, resolve] of waiters) if (text === line) resolve();
-  });
-  return {
-    child,
-    stderr: () => stderr,
-    line: (text: string) => (lines.includes(text) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push([text, resolve]))),
-  };
+  return startCrashChild(CHILD, [url, round, String(tasks), ...(drain ? ['--drain'] : [])]);
 }
 
 describe('runtimes on PostgreSQL killed with -9 while their tasks sleep and wake', () => {

@@ -16,12 +16,13 @@
  */
 import { isTerminal, type TaskState } from '../../../machines/index.js';
 import type { CronSchedule } from '../../scheduler/cron.js';
+import type { CatchUpPolicy, OverlapPolicy } from '../records.js';
 import type { TaskRow } from './checks.js';
 
-/** What a tick does while the schedule's last run is not terminal (src/steps/fire.ts). */
-export type ClusterOverlap = 'skip' | 'allow' | 'queue_one';
-/** What becomes of ticks that fell due while no node ran (src/steps/fire.ts). */
-export type ClusterCatchUp = 'skip' | 'once' | 'all';
+/** What a tick does while the schedule's last run is not terminal: the LMDB runtime's policies (src/steps/fire.ts). */
+export type ClusterOverlap = OverlapPolicy;
+/** What becomes of ticks that fell due while no node ran: the LMDB runtime's policies (src/steps/fire.ts). */
+export type ClusterCatchUp = CatchUpPolicy;
 
 /** What a plan reads of a stored schedule. Times are epoch ms on the database's clock. */
 export interface PlannedSchedule {
