@@ -29,6 +29,7 @@ import { ControlView } from './control-view.js';
 import { EventFeed } from './feed.js';
 import { ClusterLogs } from './logs-api.js';
 import { ClusterAgents, registered } from './agents-api.js';
+import { killEverywhere } from './kill.js';
 import type { ClusterNodeHandle } from './node.js';
 import { startClusterRetention, type ClusterRetention } from './retention.js';
 import { openRuntimeNode } from './runtime-node.js';
@@ -239,6 +240,16 @@ class PostgresRuntime implements Runtime {
     });
   }
 
+  kill(reason?: string): Promise<void> {
+    return this.#guard('kill', () =>
+      killEverywhere({ pool: this.#db, feed: this.#feed, node: () => this.#node, controlChanged: () => this.#control.read(), hold: () => this.#keepAlive.hold(), closing: this.#stopping.signal }, reason),
+    );
+  }
+
+  prune(): Promise<never> {
+    return this.#refuse('prune');
+  }
+
   poke(): void {
     this.#assertOpen('poke');
     this.#node?.wake();
@@ -262,12 +273,6 @@ class PostgresRuntime implements Runtime {
   }
   resetInstance(): Promise<never> {
     return this.#refuse('resetInstance');
-  }
-  kill(): Promise<never> {
-    return this.#refuse('kill');
-  }
-  prune(): Promise<never> {
-    return this.#refuse('prune');
   }
   resumeAgent(): Promise<never> {
     return this.#refuse('resumeAgent');

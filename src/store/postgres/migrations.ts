@@ -292,6 +292,15 @@ export const MIGRATIONS: readonly Migration[] = [
         ADD COLUMN events_removed_seq bigint NOT NULL DEFAULT 0,
         ADD COLUMN events_removed_max_seq bigint NOT NULL DEFAULT 0;`,
   },
+  {
+    version: 12,
+    name: 'kill',
+    // rt.kill() (control.ts killCluster): whether the freeze on the control row is a kill's. While
+    // it is, every node stops the attempts it holds (all claimed before the kill: nothing is
+    // claimed while frozen), whether it heard the kill's NOTIFY or reads the row at a lease
+    // renewal. A freeze from unfrozen and an unfreeze clear it.
+    sql: `ALTER TABLE troupe_control ADD COLUMN killed boolean NOT NULL DEFAULT false;`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */

@@ -28,6 +28,8 @@ export interface AttemptEnd extends Lease {
   error?: WireError;
   /** A retry waits this long on the database's clock before it can be claimed. @default 0 */
   retryDelayMs?: number;
+  /** An `interrupted` end that rt.kill() caused: its `task.queued` says `killed`, as on LMDB. */
+  killed?: boolean;
 }
 
 /** What a settle did: the attempts it ended with their task's new state, and those it refused. */
@@ -155,6 +157,7 @@ function writeOf(end: AttemptEnd, task: RunningTask, outputJson?: string | null)
   const attemptError = end.exit === 'success' || end.exit === 'fork' ? undefined : (end.error ?? defaultError(end.exit));
   const write: EndWrite = { task, exit: end.exit, decision: decideEnd(end.exit, end.error, task.attempts, task.maxAttempts), output: end.output, result: end.result, attemptError, delayMs: end.retryDelayMs };
   if (outputJson !== undefined) write.outputJson = outputJson;
+  if (end.killed === true) write.killed = true;
   return write;
 }
 
@@ -250,6 +253,8 @@ export interface EndWrite {
   /** The attempt's own error, kept on its attempt row. */
   attemptError?: WireError | undefined;
   delayMs?: number | undefined;
+  /** See {@link AttemptEnd.killed}. */
+  killed?: boolean;
 }
 
 /**
@@ -370,7 +375,7 @@ export function endEvent(write: EndWrite, attemptMs: number): NewEvent {
     case 'dropped':
       return eventOf('task.dropped', error === undefined ? { ...ended, reason: 'retry_exhausted' } : { ...ended, reason: 'retry_exhausted', error }, task.id, task.attemptId);
     default:
-      if (!decision.counts) return eventOf('task.queued', { ...ended, reason: 'interrupted' }, task.id, task.attemptId);
+      if (!decision.counts) return eventOf('task.queued', { ...ended, reason: write.killed === true ? 'killed' : 'interrupted' }, task.id, task.attemptId);
       return eventOf('task.retrying', error === undefined ? { ...ended, delayMs: write.delayMs ?? 0 } : { ...ended, delayMs: write.delayMs ?? 0, error }, task.id, task.attemptId);
   }
 }
