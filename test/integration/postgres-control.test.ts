@@ -51,7 +51,10 @@ describe('freezing the cluster on PostgreSQL', () => {
     expect(order).toEqual(['task.started', 'runtime.frozen', 'runtime.unfrozen', ...Array(11).fill('task.started')]);
   });
 
-  it('waits for a claim in flight, so that no task starts after the freeze', async () => {
+  it.each([
+    ['freeze', (pool: pg.Pool) => freezeCluster(pool, 'now')],
+    ['kill', (pool: pg.Pool) => killCluster(pool, 'now').then(() => true)],
+  ])('waits for a claim in flight, so that no task starts after the %s', async (_verb, stop) => {
     const { pool, url, join, otherPool } = await clusters();
     const node = await join();
     await submitTasks(pool, tasks(5));
@@ -64,7 +67,7 @@ describe('freezing the cluster on PostgreSQL', () => {
       await holder.query('LOCK TABLE troupe_event_batches IN SHARE ROW EXCLUSIVE MODE');
       const claim = claimTasks(otherPool(), node.id, 'a', 3, LEASE).then((claimed) => (resolved.push('claim'), claimed));
       while ((await lockWaiters(pool)) < 1);
-      const freeze = freezeCluster(otherPool(), 'now').then((changed) => (resolved.push('freeze'), changed));
+      const freeze = stop(otherPool()).then((changed) => (resolved.push('freeze'), changed));
       // The freeze waits for the claim (a second backend waits), or it has wrongly committed already.
       while (resolved.length === 0 && (await lockWaiters(pool)) < 2);
       expect(resolved).toEqual([]);

@@ -49,8 +49,9 @@ function record(rt: Runtime): { events: RuntimeEvent[]; until(test: (events: rea
 describe('rt.kill() on PostgreSQL', () => {
   it('stops the attempts of every runtime, requeues their tasks with their budget intact, starts nothing until unfreeze, then all settle done once', async () => {
     const { url, pool } = await pools({ max: 2 });
-    const a = await runtime(url, { agents: [blocker], cancelGraceMs: 5_000 });
-    const b = await runtime(url, { agents: [blocker], cancelGraceMs: 5_000 });
+    // Leases of ten minutes: a renewal would not come within the test, so these runtimes stop on the kill's NOTIFY.
+    const a = await runtime(url, { agents: [blocker], cancelGraceMs: 5_000, leaseMs: 600_000 });
+    const b = await runtime(url, { agents: [blocker], cancelGraceMs: 5_000, leaseMs: 600_000 });
     const child = await processes(url, 'blocker', 2);
     const log = record(a);
     // Six first attempts on six slots: each runtime claims at most its two free slots.
