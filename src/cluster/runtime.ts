@@ -25,6 +25,7 @@ import { freezeCluster, unfreezeCluster } from '../store/postgres/control.js';
 import { HINTS } from '../store/postgres/events.js';
 import { cancelTask, listTaskRows, readTask, retryTask, submitAndRead } from '../store/postgres/tasks.js';
 import { checkListOptions } from '../tasks/list.js';
+import type { PruneOptions, PruneResult } from '../tasks/prune.js';
 import { ControlView } from './control-view.js';
 import { EventFeed } from './feed.js';
 import { ClusterLogs } from './logs-api.js';
@@ -32,6 +33,7 @@ import { ClusterAgents, registered } from './agents-api.js';
 import { killEverywhere } from './kill.js';
 import type { ClusterNodeHandle } from './node.js';
 import { startClusterRetention, type ClusterRetention } from './retention.js';
+import { pruneCluster } from './prune.js';
 import { openRuntimeNode } from './runtime-node.js';
 import { ClusterSchedules } from './schedules-api.js';
 import { clusterStats } from './stats.js';
@@ -246,8 +248,8 @@ class PostgresRuntime implements Runtime {
     );
   }
 
-  prune(): Promise<never> {
-    return this.#refuse('prune');
+  prune(options?: PruneOptions): Promise<PruneResult> {
+    return this.#guard('prune', () => pruneCluster(this.#db, options));
   }
 
   poke(): void {
