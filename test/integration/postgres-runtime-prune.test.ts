@@ -9,7 +9,7 @@
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type Runtime, type Task } from 'troupe';
-import { PRUNE_TASKS, pruneSettled } from '../../src/store/postgres/retention.js';
+import { PRUNE_TASKS, pruneSettled, RETENTION_LOCK } from '../../src/store/postgres/retention.js';
 import { fixtureAgent, rejection, scratchDirs, scratchPools, started } from '../helpers.js';
 import { pgRuntimes } from '../pg-runtime.js';
 
@@ -17,10 +17,13 @@ const pools = scratchPools();
 const runtime = pgRuntimes();
 const dirs = scratchDirs();
 const HOUR = 3_600_000;
+/** Sessions waiting for an advisory lock (pg_locks: pg_stat_activity would answer from one snapshot per transaction). */
+const lockWaiters = async (client: Pick<pg.Pool, 'query'>) =>
+  (await client.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).rows[0]!.n;
 
 const rowsOf = async (pool: pg.Pool, table: 'troupe_attempts' | 'troupe_logs', id: string) =>
   (await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE task_id = $1`, [id])).rows[0]!.n;
-const taskIds = async (pool: pg.Pool) => (await pool.query<{ id: string }>('SELECT id FROM troupe_tasks ORDER BY id')).rows.map((r) => r.id);
+const taskIds = async (pool: Pick<pg.Pool, 'query'>) => (await pool.query<{ id: string }>('SELECT id FROM troupe_tasks ORDER BY id')).rows.map((r) => r.id);
 /** What a task left: its attempt rows and log lines. */
 const leftBy = async (pool: pg.Pool, tasks: readonly Task[]) => {
   let attempts = 0;
@@ -110,13 +113,28 @@ describe('rt.prune() on PostgreSQL', () => {
     }
   });
 
-  it('removes in batches, and reads the settled index', async () => {
+  it('removes in batches, each under the sweep’s lock, and reads the settled index', async () => {
     const { url, pool } = await pools({ max: 2 });
     const rt = await runtime(url, { agents: [builtinAgent('echo')] });
     const tasks = await rt.submitMany(Array.from({ length: 5 }, (_, i) => ({ agent: 'echo', input: i })));
     for (const t of tasks) await rt.wait(t.id);
-    // Batches of two: three statements, the last not full.
-    expect(await pruneSettled(pool, ['done'], undefined, 2)).toEqual({ tasks: 5, attempts: 5, logLines: 0 });
+    // Batches of two: three statements, the last not full; each waits for the sweep's lock (held here, as a sweep would).
+    const sweep = await pool.connect();
+    let pruned: Promise<unknown>;
+    try {
+      await sweep.query('BEGIN');
+      await sweep.query('SELECT pg_advisory_xact_lock($1)', [RETENTION_LOCK]);
+      let over = false;
+      pruned = pruneSettled(pool, ['done'], undefined, 2).finally(() => (over = true));
+      while (!over && (await lockWaiters(sweep)) < 1);
+      expect(over).toBe(false);
+      // (On this connection: the pool's other one is the prune's, waiting.)
+      expect(await taskIds(sweep)).toHaveLength(5);
+      await sweep.query('COMMIT');
+    } finally {
+      sweep.release();
+    }
+    expect(await pruned).toEqual({ tasks: 5, attempts: 5, logLines: 0 });
     expect(await taskIds(pool)).toEqual([]);
     const client = await pool.connect();
     try {
