@@ -39,6 +39,7 @@ export function attemptEnd(
   if (result !== undefined) end.result = resultOf(result);
   if (settlement.error !== undefined) end.error = settlement.error;
   if (settlement.event === 'REQUEUE' && settlement.retryDelayMs) end.retryDelayMs = settlement.retryDelayMs;
+  if (settlement.reason === 'killed') end.killed = true;
   return storable(end);
 }
 

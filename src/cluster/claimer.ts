@@ -65,6 +65,11 @@ export class Claimer {
       .finally(() => (this.#running = undefined));
   }
 
+  /** Resolves once the passes under way now are over (what they claimed was accepted). */
+  async settled(): Promise<void> {
+    await this.#running;
+  }
+
   /** Claims nothing more; resolves once a pass under way is over (what it claimed was accepted). */
   async stop(): Promise<void> {
     this.#stopped = true;

@@ -15,7 +15,7 @@ import { clusterControl, type ClusterControl } from '../store/postgres/control.j
 export class ControlView {
   readonly #pool: pg.Pool;
   readonly #log: Logger;
-  #control: ClusterControl = { frozen: false, since: 0 };
+  #control: ClusterControl = { frozen: false, killed: false, since: 0 };
 
   constructor(pool: pg.Pool, log: Logger) {
     this.#pool = pool;
@@ -40,8 +40,8 @@ export class ControlView {
   /** The feed's sink: the flag from its events. */
   readonly observe = (events: readonly RuntimeEvent[]): void => {
     for (const event of events) {
-      if (event.type === 'runtime.frozen') this.#set({ frozen: true, reason: event.data.reason ?? 'frozen', since: event.at });
-      else if (event.type === 'runtime.unfrozen') this.#set({ frozen: false, since: event.at });
+      if (event.type === 'runtime.frozen') this.#set({ frozen: true, killed: event.data.killed, reason: event.data.reason ?? 'frozen', since: event.at });
+      else if (event.type === 'runtime.unfrozen') this.#set({ frozen: false, killed: false, since: event.at });
     }
   };
 

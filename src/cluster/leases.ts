@@ -24,6 +24,8 @@ export interface LeaseKeeperDeps {
   lost(leases: Lease[]): void;
   /** Leases renewed whose task a user asked to cancel (the backstop of the cancel's NOTIFY). */
   cancels(leases: Array<Lease & { reason: string }>): void;
+  /** Called at each tick with leases to renew: the node's backstop of a kill's NOTIFY (node-kill.ts). */
+  renewing?(): void;
 }
 
 /** See the module comment. */
@@ -50,6 +52,7 @@ export class LeaseKeeper {
     try {
       const leases = this.#k.due();
       if (leases.length === 0) return;
+      this.#k.renewing?.();
       const { lost, cancels } = await this.#k.queue.renew(this.#k.pool, leases, this.#k.leaseMs);
       if (lost.length > 0) this.#k.lost(lost);
       // A fake queue of the tests may leave cancels out.

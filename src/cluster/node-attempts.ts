@@ -268,6 +268,26 @@ export class NodeAttempts {
     return false;
   }
 
+  /** The leases of the attempts not yet ended (queued on their threads or running). */
+  leases(): Lease[] {
+    const leases: Lease[] = [];
+    for (const attempt of this.#live.values()) if (attempt.phase !== 'ended') leases.push({ taskId: attempt.claimed.id, token: attempt.token });
+    return leases;
+  }
+
+  /**
+   * rt.kill() stopped the cluster: the attempts of `leases` this node still runs are stopped, as
+   * the LMDB runtime's kill stops its own (cooperatively, then by terminating their thread after
+   * `cancelGraceMs`), and end interrupted: requeued without spending their budget.
+   */
+  kill(leases: readonly Lease[], reason: string): void {
+    const wanted = new Set(leases.map((lease) => `${lease.taskId}\u0000${lease.token}`));
+    for (const attempt of [...this.#live.values()]) {
+      if (attempt.phase === 'ended' || !wanted.has(`${attempt.claimed.id}\u0000${attempt.token}`)) continue;
+      this.stop(attempt, 'killed', reason, this.#k.cancelGraceMs);
+    }
+  }
+
   /** The lease of this task's attempt that has not ended, if this node holds one. */
   leaseOf(taskId: string): Lease | undefined {
     for (const attempt of this.#live.values()) if (attempt.claimed.id === taskId && attempt.phase !== 'ended') return { taskId, token: attempt.token };

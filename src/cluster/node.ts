@@ -9,7 +9,8 @@
  * leases of what it runs (leases.ts), sweeps for dead nodes and expired leases, so any node
  * takes back the attempts of one that died, and fires the cluster's due cron schedules
  * (firer.ts), so each tick fires while any node lives. The runtime on PostgreSQL runs one
- * (src/cluster/runtime.ts), and stops an attempt whose task a user cancels on any node.
+ * (src/cluster/runtime.ts), and stops an attempt whose task a user cancels on any node, and every
+ * attempt it holds when any runtime kills the cluster (node-kill.ts).
  *
  * A node that loses its liveness connection may already be taken for dead, its attempts taken
  * back: it stops claiming and aborts its attempts (whatever they report then is fenced).
@@ -23,6 +24,7 @@ import { createPiscinaPool, type AgentPool } from '../pool/pool.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import { isLimited, setAgentLimits } from '../store/postgres/limits.js';
 import { migrate } from '../store/postgres/migrations.js';
+import { KILL_PAYLOAD } from '../store/postgres/control.js';
 import { joinCluster, type ClusterNode } from '../store/postgres/nodes.js';
 import { runSweeper } from '../store/postgres/sweeper.js';
 import { StartAhead } from '../tasks/start-ahead.js';
@@ -32,6 +34,7 @@ import { Firer } from './firer.js';
 import { LeaseKeeper } from './leases.js';
 import { LogWriter } from './log-writer.js';
 import { NodeAttempts } from './node-attempts.js';
+import { KillWatch } from './node-kill.js';
 import { resolveNodeOptions, type ClusterNodeOptions, type ResolvedNodeOptions } from './options.js';
 import { Settler } from './settler.js';
 
@@ -87,6 +90,8 @@ export interface ClusterNodeHandle extends RunningClusterNode {
   wake(): void;
   /** Attempts not yet ended: queued on their threads or running. */
   readonly running: number;
+  /** rt.kill() froze the cluster (this runtime's, or a NOTIFY said so): stops what it runs if the control row says killed (node-kill.ts). */
+  killRequested(): void;
 }
 
 /**
@@ -157,6 +162,7 @@ class Node implements ClusterNodeHandle {
   readonly #attempts: NodeAttempts;
   readonly #claimer: Claimer;
   readonly #leases: LeaseKeeper;
+  readonly #kills: KillWatch;
   readonly #firer: Firer;
   /** Wakes the cluster's sleeping tasks that are due, every `pollMs` (store/postgres/wakes.ts). */
   readonly #waker: Every;
@@ -204,7 +210,9 @@ class Node implements ClusterNodeHandle {
       },
       refused: (error) => this.lose(error),
     });
+    this.#kills = new KillWatch({ pool: db, attempts: this.#attempts, claims: () => this.#claimer.settled(), log });
     this.#leases = new LeaseKeeper({ pool: db, queue, leaseMs, everyMs: heartbeatMsOf(leaseMs), clock, log, due: () => this.#attempts.due(),
+      renewing: () => this.#kills.check(),
       lost: (leases) => this.#attempts.lost(leases),
       cancels: (leases) => {
         for (const lease of leases) this.#attempts.cancel(lease, lease.reason);
@@ -258,9 +266,11 @@ class Node implements ClusterNodeHandle {
 
   /**
    * A cancel named `taskId` (CANCEL_CHANNEL): if this node runs its attempt, the cancel's reason
-   * is read from the row, and the attempt stops if the row still names it.
+   * is read from the row, and the attempt stops if the row still names it. A kill's NOTIFY names
+   * no task (KILL_PAYLOAD): see {@link killRequested}.
    */
   cancelRequested(taskId: string): void {
+    if (taskId === KILL_PAYLOAD) return this.killRequested();
     const lease = this.#attempts.leaseOf(taskId);
     if (!lease) return;
     this.#db
@@ -271,6 +281,10 @@ class Node implements ClusterNodeHandle {
       })
       // The lease renewals see the cancel too.
       .catch((error: unknown) => this.#log.warn({ err: error, taskId }, 'reading a cancel request failed; the lease renewal will see it'));
+  }
+
+  killRequested(): void {
+    this.#kills.check();
   }
 
   get prefetch(): { window: number; startMs: number; execMs: number } {
@@ -349,6 +363,7 @@ class Node implements ClusterNodeHandle {
     await step('settling', () => within(storeMs, this.#settler.idle()));
     await step('giving up unsettled ends', () => this.#settler.abandon());
     await step('stopping lease renewals', () => this.#leases.stop());
+    await step('finishing kill checks', () => this.#kills.idle());
     await step('stopping the sweeper', async () => {
       this.#sweeping.abort();
       await this.#sweeper;

@@ -25,13 +25,16 @@ import { freezeCluster, unfreezeCluster } from '../store/postgres/control.js';
 import { HINTS } from '../store/postgres/events.js';
 import { cancelTask, listTaskRows, readTask, retryTask, submitAndRead } from '../store/postgres/tasks.js';
 import { checkLabelFilter, checkListOptions } from '../tasks/list.js';
+import type { PruneOptions, PruneResult } from '../tasks/prune.js';
 import { ControlView } from './control-view.js';
 import { EventFeed } from './feed.js';
 import { ClusterLogs } from './logs-api.js';
 import { ClusterAgents, registered } from './agents-api.js';
 import { ClusterMetrics } from './metrics.js';
+import { killEverywhere } from './kill.js';
 import type { ClusterNodeHandle } from './node.js';
 import { startClusterRetention, type ClusterRetention } from './retention.js';
+import { pruneCluster } from './prune.js';
 import { openRuntimeNode } from './runtime-node.js';
 import { ClusterSchedules } from './schedules-api.js';
 import { clusterStats } from './stats.js';
@@ -242,6 +245,16 @@ class PostgresRuntime implements Runtime {
     });
   }
 
+  kill(reason?: string): Promise<void> {
+    return this.#guard('kill', () =>
+      killEverywhere({ pool: this.#db, feed: this.#feed, node: () => this.#node, controlChanged: () => this.#control.read(), hold: () => this.#keepAlive.hold(), closing: this.#stopping.signal }, reason),
+    );
+  }
+
+  prune(options?: PruneOptions): Promise<PruneResult> {
+    return this.#guard('prune', () => pruneCluster(this.#db, options));
+  }
+
   poke(): void {
     this.#assertOpen('poke');
     this.#node?.wake();
@@ -267,12 +280,6 @@ class PostgresRuntime implements Runtime {
   }
   resetInstance(): Promise<never> {
     return this.#refuse('resetInstance');
-  }
-  kill(): Promise<never> {
-    return this.#refuse('kill');
-  }
-  prune(): Promise<never> {
-    return this.#refuse('prune');
   }
   resumeAgent(): Promise<never> {
     return this.#refuse('resumeAgent');

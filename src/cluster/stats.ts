@@ -72,7 +72,7 @@ export function clusterStats(s: ClusterStatsSources): RuntimeStats {
     rebuild: { previousShutdownClean: true, active: 0, crashed: 0, interrupted: 0, timers: 0, ms: Math.round(s.startedMs) },
     owners: counts && { agents: counts.agents, instances: {} },
     flow: () => undefined,
-    control: frozen ? { frozen, ...(s.control.reason === undefined ? {} : { reason: s.control.reason }), since: s.control.since } : { frozen },
+    control: frozen ? { frozen, ...(s.control.reason === undefined ? {} : { reason: s.control.reason }), killed: s.control.killed, since: s.control.since } : { frozen },
     cycles: 0,
     storeFailure: null,
     retention: s.retention,

@@ -172,7 +172,8 @@ function eligible(task: TaskRecord, before: number, states: ReadonlySet<TaskStat
   return states.has(task.state) && task.settledAt !== undefined && task.settledAt < before;
 }
 
-function checkPruneOptions(options: PruneOptions | undefined, now: number): { before: number; states: ReadonlySet<TaskState> } {
+/** `rt.prune()`'s options, checked (INVALID_OPTIONS), `before` defaulting to `now`; the runtime on PostgreSQL checks them with this too. */
+export function checkPruneOptions(options: PruneOptions | undefined, now: number): { before: number; states: ReadonlySet<TaskState> } {
   checkCallOptions(options, ['before', 'states'], 'prune');
   const raw = options?.before;
   const before = raw === undefined ? now : raw instanceof Date ? raw.getTime() : raw;

@@ -44,6 +44,8 @@ describe('attemptEnd: a claimed attempt\'s end for the PostgreSQL queue', () => 
   it('lets the node\'s stop win over what the agent returned afterwards', () => {
     const aborted = result({ ok: false, error: { code: 'ABORTED', message: 'stopped', retryable: false, fault: 'agent' } });
     expect(attemptEnd(claimed(1), RETRY, aborted, { reason: 'shutdown' }, noJitter)).toEqual({ taskId: 't1', token: 7, exit: 'interrupted' });
+    // A kill's: interrupted too (its budget unspent), marked so that its task.queued says killed, as on LMDB.
+    expect(attemptEnd(claimed(1), RETRY, aborted, { reason: 'killed', detail: 'runaway' }, noJitter)).toEqual({ taskId: 't1', token: 7, exit: 'interrupted', killed: true });
     expect(attemptEnd(claimed(1), RETRY, { kind: 'abandoned' }, { reason: 'timeout', detail: 'late' }, noJitter)).toMatchObject({ exit: 'timeout', error: { code: 'TIMEOUT', message: 'late' } });
     expect(attemptEnd(claimed(1), RETRY, { kind: 'crash', code: 'THREAD_CRASHED', message: 'gone' }, undefined, noJitter)).toMatchObject({ exit: 'crashed', error: { code: 'THREAD_CRASHED', fault: 'infrastructure' } });
   });

@@ -326,6 +326,15 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE troupe_schedules ALTER COLUMN catch_up DROP DEFAULT, ALTER COLUMN catch_up_window_ms DROP DEFAULT;
       CREATE INDEX troupe_schedules_pending ON troupe_schedules (id) WHERE pending_tick IS NOT NULL;`,
   },
+  {
+    version: 14,
+    name: 'kill',
+    // rt.kill() (control.ts killCluster): whether the freeze on the control row is a kill's. While
+    // it is, every node stops the attempts it holds (all claimed before the kill: nothing is
+    // claimed while frozen), whether it heard the kill's NOTIFY or reads the row at a lease
+    // renewal. A freeze from unfrozen and an unfreeze clear it.
+    sql: `ALTER TABLE troupe_control ADD COLUMN killed boolean NOT NULL DEFAULT false;`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */

@@ -60,27 +60,40 @@ const AGE = `r.age_ms * interval '1 millisecond'`;
 const SETTLED = `('done', 'failed', 'dropped', 'cancelled')`;
 
 /**
- * Up to $3 tasks past their state's age ($1 states, $2 ages in ms), oldest settled first within a
- * state, removed with their attempt rows and log lines. The delete checks state and age again on
- * the row it locks: a task retried meanwhile (queued again) stays. Exported for its plan's test.
+ * The statement that removes up to $3 settled tasks, `rules` giving the states (a relation `r` of
+ * `state`, and whatever `horizon` reads of it), each task settled before `horizon`, oldest settled
+ * first within a state, with their attempt rows and log lines, counted. The delete checks state
+ * and horizon again on the row it locks: a task retried meanwhile (queued again) stays. The sweep
+ * ({@link REMOVE_TASKS}) and rt.prune() ({@link pruneSettled}) differ only in `rules` and `horizon`.
  */
-export const REMOVE_TASKS = `
-  WITH r AS (SELECT * FROM unnest($1::text[], $2::float8[]) AS r(state, age_ms)),
+function removeSettled(rules: string, horizon: string): string {
+  return `
+  WITH r AS (${rules}),
   due AS (
     SELECT d.id FROM r CROSS JOIN LATERAL (
       SELECT t.id FROM troupe_tasks t
-       WHERE t.state IN ${SETTLED} AND t.state = r.state AND t.settled_at < now() - ${AGE}
+       WHERE t.state IN ${SETTLED} AND t.state = r.state AND t.settled_at < ${horizon}
        ORDER BY t.settled_at LIMIT $3) d
     LIMIT $3
   ),
   gone AS (
     DELETE FROM troupe_tasks t USING due, r
-     WHERE t.id = due.id AND t.state = r.state AND t.settled_at < now() - ${AGE}
+     WHERE t.id = due.id AND t.state = r.state AND t.settled_at < ${horizon}
     RETURNING t.id
   ),
-  attempts AS (DELETE FROM troupe_attempts a USING gone WHERE a.task_id = gone.id),
-  logs AS (DELETE FROM troupe_logs l USING gone WHERE l.task_id = gone.id)
-  SELECT count(*)::int AS n FROM gone`;
+  attempts AS (DELETE FROM troupe_attempts a USING gone WHERE a.task_id = gone.id RETURNING 1),
+  logs AS (DELETE FROM troupe_logs l USING gone WHERE l.task_id = gone.id RETURNING 1)
+  SELECT (SELECT count(*) FROM gone)::int AS n, (SELECT count(*) FROM attempts)::int AS attempts, (SELECT count(*) FROM logs)::int AS log_lines`;
+}
+
+/**
+ * Up to $3 tasks past their state's age ($1 states, $2 ages in ms) on the database's clock (see
+ * {@link removeSettled}). Exported for its plan's test.
+ */
+export const REMOVE_TASKS = removeSettled('SELECT * FROM unnest($1::text[], $2::float8[]) AS r(state, age_ms)', `now() - ${AGE}`);
+
+/** Up to $3 tasks in the states $1 settled before $2 (see {@link removeSettled}). Exported for its plan's test. */
+export const PRUNE_TASKS = removeSettled('SELECT * FROM unnest($1::text[]) AS r(state)', '$2::timestamptz');
 
 /**
  * The log's first $2 batches below the read watermark, in cursor order, up to the first whose
@@ -137,6 +150,49 @@ export async function sweepRetention(pool: pg.Pool, rules: SweepRules, options: 
     if (!row) return first ? 'skipped' : out;
     out.events += row.events;
     full = row.batches >= batch;
+  }
+  return out;
+}
+
+/** The latest instant a Date holds (epoch ms): a later `before` removes what it would. */
+const MAX_DATE_MS = 8.64e15;
+
+/** What {@link pruneSettled} removed: tasks, and their attempt rows and log lines. */
+export interface Pruned {
+  tasks: number;
+  attempts: number;
+  logLines: number;
+}
+
+/**
+ * rt.prune() on PostgreSQL: removes the tasks in `states` settled before `before` (epoch ms; a
+ * fraction is rounded up, so a task goes exactly when the whole milliseconds its `settledAt` shows
+ * are before it, as on LMDB), or before the database's `now()` (read once, to the microsecond: a
+ * settle that committed before the call is before it) when `before` is undefined, with their
+ * attempt rows and log lines, one statement of at most `batch` tasks per transaction, going on
+ * while one was full. Each
+ * transaction waits for the sweep's lock (it does not skip, as a sweep does): a prune and a sweep
+ * never remove the same rows at once, so neither waits on the other's row locks in an order that
+ * could deadlock, and a sweep that meets a prune skips, as it skips another's sweep.
+ */
+export async function pruneSettled(pool: pg.Pool, states: readonly SettledState[], before: number | undefined, batch = SWEEP_BATCH): Promise<Pruned> {
+  const out: Pruned = { tasks: 0, attempts: 0, logLines: 0 };
+  if (states.length === 0) return out;
+  let horizon: Date | string;
+  try {
+    horizon = before === undefined ? (await pool.query<{ now: string }>('SELECT now()::text AS now')).rows[0]!.now : new Date(Math.min(Math.ceil(before), MAX_DATE_MS));
+  } catch (error) {
+    throw storeFailed('reading the database clock', error);
+  }
+  for (let full = true; full; ) {
+    const row = await transaction(pool, 'pruning settled tasks', async (client) => {
+      await client.query('SELECT pg_advisory_xact_lock($1)', [RETENTION_LOCK]);
+      return (await client.query<{ n: number; attempts: number; log_lines: number }>(PRUNE_TASKS, [states, horizon, batch])).rows[0]!;
+    });
+    out.tasks += row.n;
+    out.attempts += row.attempts;
+    out.logLines += row.log_lines;
+    full = row.n >= batch;
   }
   return out;
 }

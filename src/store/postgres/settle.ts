@@ -34,6 +34,8 @@ export interface AttemptEnd extends Lease {
    * attempts see `followUp`.
    */
   sleep?: { wakeAfterMs: number; followUp?: unknown };
+  /** An `interrupted` end that rt.kill() caused: its `task.queued` says `killed`, as on LMDB. */
+  killed?: boolean;
 }
 
 /** What a settle did: the attempts it ended with their task's new state, and those it refused. */
@@ -162,6 +164,7 @@ function writeOf(end: AttemptEnd, task: RunningTask, outputJson?: string | null)
   const write: EndWrite = { task, exit: end.exit, decision: decideEnd(end.exit, end.error, task.attempts, task.maxAttempts, end.sleep !== undefined), output: end.output, result: end.result, attemptError, delayMs: end.sleep?.wakeAfterMs ?? end.retryDelayMs };
   if (outputJson !== undefined) write.outputJson = outputJson;
   if (end.sleep?.followUp !== undefined) write.followUp = end.sleep.followUp;
+  if (end.killed === true) write.killed = true;
   return write;
 }
 
@@ -260,6 +263,8 @@ export interface EndWrite {
   delayMs?: number | undefined;
   /** A sleep's follow-up, for the runs after its wake. */
   followUp?: unknown;
+  /** See {@link AttemptEnd.killed}. */
+  killed?: boolean;
 }
 
 /**
@@ -386,7 +391,7 @@ export function endEvent(write: EndWrite, attemptMs: number): NewEvent {
     case 'dropped':
       return eventOf('task.dropped', error === undefined ? { ...ended, reason: 'retry_exhausted' } : { ...ended, reason: 'retry_exhausted', error }, task.id, task.attemptId);
     default:
-      if (!decision.counts) return eventOf('task.queued', { ...ended, reason: 'interrupted' }, task.id, task.attemptId);
+      if (!decision.counts) return eventOf('task.queued', { ...ended, reason: write.killed === true ? 'killed' : 'interrupted' }, task.id, task.attemptId);
       return eventOf('task.retrying', error === undefined ? { ...ended, delayMs: write.delayMs ?? 0 } : { ...ended, delayMs: write.delayMs ?? 0, error }, task.id, task.attemptId);
   }
 }
