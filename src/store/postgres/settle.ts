@@ -1,18 +1,21 @@
 /**
  * Ending attempts on the PostgreSQL queue (issue #15): what an attempt's exit does to its task,
- * decided by a pure function, and the fenced writes that make it so, one transaction per batch,
- * each with its settling event (`task.done`, `task.failed`, `task.retrying`, `task.dropped`, …) in
- * the same transaction. The sweeper (sweeper.ts) ends the attempts of dead nodes and expired leases
+ * decided by a pure function (end-decision.ts), and the fenced writes that make it so, one
+ * transaction per batch, each with its settling event (`task.done`, `task.failed`,
+ * `task.retrying`, `task.dropped`, …) in the same transaction. The sweeper (sweeper.ts) ends the attempts of dead nodes and expired leases
  * through the same writes, so a task settles, and is told of, the same way whoever ends its attempt.
  */
 import type pg from 'pg';
 import type { WireError } from '../../../actors/wire.js';
-import { nextTaskState, type AttemptExit, type TaskEventType, type TaskState } from '../../../machines/index.js';
+import type { AttemptExit, TaskState } from '../../../machines/index.js';
 import type { TaskResult } from '../../api/tasks.js';
 import { TroupeError } from '../../errors.js';
 import { checkLease, checkResult, type Lease } from './checks.js';
+import { decideEnd, defaultError, type EndDecision } from './end-decision.js';
 import { eventOf, HINTS, insertEvents, notifyIfAny, type NewEvent } from './events.js';
 import { jsonOf, storeFailed, transaction } from './transaction.js';
+
+export { decideEnd, type EndDecision } from './end-decision.js';
 
 /** How one attempt ended, as its node reports it. */
 export interface AttemptEnd extends Lease {
@@ -43,86 +46,6 @@ export interface SettleResult {
   settled: Array<Lease & { state: TaskState }>;
   /** Attempts that are no longer current (token moved on, or the task is not running): nothing was written for them. */
   stale: Lease[];
-}
-
-/** What ending an attempt does to its task. */
-export interface EndDecision {
-  state: TaskState;
-  /** Whether the attempt counts against `maxAttempts` (an interrupted one does not). */
-  counts: boolean;
-  /** The task's error after it (the attempt's own, or RETRY_EXHAUSTED when the budget is spent). */
-  error?: WireError;
-}
-
-/**
- * What ending an attempt with `exit` does to a running task that has counted `attempts` attempts
- * in this run, this one included, out of `maxAttempts`. The same outcomes as the LMDB runtime
- * (src/tasks/outcome.ts): success and fork are done, fail and a non-retryable error are failed,
- * a retryable failure is retried until the budget is spent and then dropped (RETRY_EXHAUSTED, with
- * the last error's stack), an interrupted attempt is requeued without counting. The state comes
- * from the task machine's table.
- */
-export function decideEnd(exit: AttemptExit, error: WireError | undefined, attempts: number, maxAttempts: number, sleeps = false): EndDecision {
-  const cause = error ?? defaultError(exit);
-  let event: TaskEventType;
-  let counts = true;
-  switch (exit) {
-    case 'success':
-    case 'fork':
-      event = sleeps ? 'SLEEP' : 'SUCCEED';
-      break;
-    case 'fail':
-      event = 'FAIL';
-      break;
-    case 'cancelled':
-      event = 'CANCEL';
-      break;
-    case 'interrupted':
-      event = 'REQUEUE';
-      counts = false;
-      break;
-    case 'error':
-      event = cause?.retryable === false ? 'FAIL' : attempts < maxAttempts ? 'REQUEUE' : 'DROP';
-      break;
-    case 'timeout':
-    case 'lease_expired':
-    case 'crashed':
-      event = attempts < maxAttempts ? 'REQUEUE' : 'DROP';
-      break;
-  }
-  const state = nextTaskState('running', event)!;
-  if (event !== 'DROP') return cause === undefined ? { state, counts } : { state, counts, error: cause };
-  const exhausted: WireError = {
-    code: 'RETRY_EXHAUSTED',
-    message: `gave up after ${attempts} attempt${attempts === 1 ? '' : 's'}; last error ${cause!.code}: ${cause!.message}`,
-    retryable: false,
-    fault: cause!.fault,
-  };
-  // The last error's stack, for operators, as the LMDB runtime keeps it (src/tasks/outcome.ts).
-  if (cause!.stack !== undefined) exhausted.stack = cause!.stack;
-  return { state, counts, error: exhausted };
-}
-
-/** The error an exit stands for when its node gave none (none for success and fork). */
-function defaultError(exit: AttemptExit): WireError | undefined {
-  switch (exit) {
-    case 'success':
-    case 'fork':
-    case 'interrupted':
-      return undefined;
-    case 'fail':
-      return { code: 'AGENT_FAILED', message: 'the agent reported failure', retryable: false, fault: 'agent' };
-    case 'error':
-      return { code: 'AGENT_ERROR', message: 'the agent threw', retryable: true, fault: 'agent' };
-    case 'timeout':
-      return { code: 'TIMEOUT', message: 'the attempt timed out', retryable: true, fault: 'agent' };
-    case 'lease_expired':
-      return { code: 'LEASE_EXPIRED', message: 'the attempt stopped renewing its lease', retryable: true, fault: 'infrastructure' };
-    case 'crashed':
-      return { code: 'PROCESS_CRASHED', message: 'the node died during the attempt', retryable: true, fault: 'infrastructure' };
-    case 'cancelled':
-      return { code: 'CANCELLED', message: 'cancelled', retryable: false, fault: 'agent' };
-  }
 }
 
 const EXITS: ReadonlySet<string> = new Set<AttemptExit>(['success', 'fork', 'fail', 'error', 'timeout', 'lease_expired', 'cancelled', 'crashed', 'interrupted']);
