@@ -14,7 +14,7 @@
  * from for a whole lease is presumed so and stopped, as the LMDB runtime stops it. One still
  * queued on its thread is not: it waits for a slot the thread's running attempts hold.
  */
-import type { AbortReason, AttemptRequest } from '../../actors/wire.js';
+import type { AbortReason, AgentCall, AttemptRequest, CallAnswer } from '../../actors/wire.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { RetryPolicy } from '../api/tasks.js';
 import type { Clock, ClockTimer } from '../clock.js';
@@ -50,6 +50,10 @@ export class NodeAttempt {
   beganAt = 0;
   /** The number its next log line gets. */
   lines = 0;
+  /** Once its agent asked for input: how many of the task's inputs it has taken (node-inputs.ts). */
+  handed: number | undefined = undefined;
+  /** Whether its agent waits on the host (an input): its slot's claim budget is free meanwhile. */
+  parked = false;
 
   /** Its timeout and retry policy: the task's own (as submitted) over its agent's registration here. */
   readonly timeoutMs: number;
@@ -94,6 +98,11 @@ export interface NodeAttemptsDeps {
   ahead: Pick<StartAhead, 'executed'>;
   /** Claim budget came free: an attempt ended, or its settle is over. */
   freed(): void;
+  /** Serves agent calls (node-inputs.ts); an attempt's settle waits for what {@link NodeAttemptsDeps.inputs}.ended returns. */
+  inputs?: {
+    call(attempt: NodeAttempt, call: AgentCall): Promise<CallAnswer>;
+    ended(attempt: NodeAttempt): Promise<void> | undefined;
+  };
 }
 
 /** See the module comment. */
@@ -163,9 +172,11 @@ export class NodeAttempts {
       const attempt = this.#current(attemptId, token);
       if (attempt) attempt.endedThread = code;
     },
-    // Inputs, spawns and joins need the cluster's inbox and task tree, which do not exist yet (issue #15).
-    call: async (attemptId, _token, call) => {
-      this.#k.log.warn({ attemptId, method: call.method }, 'an agent call a cluster node cannot serve yet');
+    // Inputs (node-inputs.ts); spawns and joins need a task tree the cluster does not keep yet.
+    call: async (attemptId, token, call) => {
+      const attempt = this.#current(attemptId, token);
+      if (!attempt) return { ok: false, error: { code: 'FENCED', message: 'this attempt is no longer current' } };
+      if (this.#k.inputs) return this.#k.inputs.call(attempt, call);
       return { ok: false, error: { code: 'ILLEGAL_STATE', message: `ctx ${call.method} is not available on a cluster node yet (issue #15)` } };
     },
     threadExit: (attemptIds, reason) => {
@@ -261,6 +272,21 @@ export class NodeAttempts {
     return false;
   }
 
+  /** The attempt's agent waits on the host: it holds no slot of the claim budget meanwhile (as on LMDB). */
+  park(attempt: NodeAttempt): void {
+    if (attempt.parked || attempt.phase === 'ended') return;
+    attempt.parked = true;
+    this.#running--;
+    this.#k.freed();
+  }
+
+  /** It runs again (it may briefly exceed the slots, as its thread does). */
+  unpark(attempt: NodeAttempt): void {
+    if (!attempt.parked) return;
+    attempt.parked = false;
+    this.#running++;
+  }
+
   /** The lease of this task's attempt that has not ended, if this node holds one. */
   leaseOf(taskId: string): Lease | undefined {
     for (const attempt of this.#live.values()) if (attempt.claimed.id === taskId && attempt.phase !== 'ended') return { taskId, token: attempt.token };
@@ -296,18 +322,23 @@ export class NodeAttempts {
   #finish(attempt: NodeAttempt, outcome: AttemptOutcome): void {
     if (attempt.phase === 'ended') return;
     attempt.phase = 'ended';
-    this.#running--;
+    if (attempt.parked) attempt.parked = false;
+    else this.#running--;
     this.#clearTimer(attempt);
     const end = attemptEnd(attempt.claimed, attempt.retry, outcome, attempt.stop, this.#k.random);
-    const settle = () =>
+    const inputs = this.#k.inputs?.ended(attempt);
+    const settle = () => {
+      // An attempt that asked for input: inputs delivered to it beyond what it took are given back.
+      if (attempt.handed !== undefined) end.handed = attempt.handed;
       this.#k.settler.add(end, () => {
         this.#live.delete(attempt.attemptId);
         this.#k.freed();
         this.#changed();
       });
+    };
     // Its lines are stored before its end is: a reader who sees the task settled sees them all.
     const written = this.#k.logs.written(attempt.attemptId);
-    if (written) void written.then(settle);
+    if (written || inputs) void Promise.all([written, inputs]).then(settle);
     else settle();
     this.#k.freed();
     this.#changed();

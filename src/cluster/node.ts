@@ -32,6 +32,7 @@ import { Firer } from './firer.js';
 import { LeaseKeeper } from './leases.js';
 import { LogWriter } from './log-writer.js';
 import { NodeAttempts } from './node-attempts.js';
+import { NodeInputs } from './node-inputs.js';
 import { resolveNodeOptions, type ClusterNodeOptions, type ResolvedNodeOptions } from './options.js';
 import { Settler } from './settler.js';
 
@@ -113,7 +114,7 @@ export async function openClusterNode(options: ResolvedNodeOptions, { keepsProce
       options.connectionString,
       (error) => (node ? node.lose(error) : (lostEarly = error)),
       (taskId) => node?.cancelRequested(taskId),
-      { keepsProcessAlive },
+      { keepsProcessAlive, onInput: (taskId) => node?.inputs.delivered(taskId) },
     );
   } catch (error) {
     await db.end().catch(() => undefined);
@@ -155,6 +156,8 @@ class Node implements ClusterNodeHandle {
   readonly #settler: Settler;
   readonly #logs: LogWriter;
   readonly #attempts: NodeAttempts;
+  /** Agents' input calls (node-inputs.ts); told of delivered inputs by their NOTIFY and the lease renewals. */
+  readonly inputs: NodeInputs;
   readonly #claimer: Claimer;
   readonly #leases: LeaseKeeper;
   readonly #firer: Firer;
@@ -185,7 +188,8 @@ class Node implements ClusterNodeHandle {
     const claimShare = Math.max(slots, Math.ceil((slots + options.prefetch) / CLAIM_SHARES));
     this.#settler = new Settler(db, queue, log, clock, pollMs, SETTLES_IN_FLIGHT);
     this.#logs = new LogWriter({ pool: db, queue, log, clock, retryMs: pollMs });
-    this.#attempts = new NodeAttempts({ pool, settler: this.#settler, logs: this.#logs, clock, log, random: options.random, leaseMs, cancelGraceMs: options.cancelGraceMs, ahead, freed: () => this.#claimer.wake() });
+    this.inputs = new NodeInputs({ pool: db, log, park: (attempt) => this.#attempts.park(attempt), unpark: (attempt) => this.#attempts.unpark(attempt) });
+    this.#attempts = new NodeAttempts({ pool, settler: this.#settler, logs: this.#logs, clock, log, random: options.random, leaseMs, cancelGraceMs: options.cancelGraceMs, ahead, freed: () => this.#claimer.wake(), inputs: this.inputs });
     this.#claimer = new Claimer({
       pool: db,
       queue,
@@ -209,6 +213,7 @@ class Node implements ClusterNodeHandle {
       cancels: (leases) => {
         for (const lease of leases) this.#attempts.cancel(lease, lease.reason);
       },
+      inputs: (leases) => this.inputs.renewed(leases),
     });
     this.#firer = new Firer({
       pool: db,

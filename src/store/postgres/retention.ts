@@ -79,7 +79,8 @@ export const REMOVE_TASKS = `
     RETURNING t.id
   ),
   attempts AS (DELETE FROM troupe_attempts a USING gone WHERE a.task_id = gone.id),
-  logs AS (DELETE FROM troupe_logs l USING gone WHERE l.task_id = gone.id)
+  logs AS (DELETE FROM troupe_logs l USING gone WHERE l.task_id = gone.id),
+  inputs AS (DELETE FROM troupe_inbox i USING gone WHERE i.task_id = gone.id)
   SELECT count(*)::int AS n FROM gone`;
 
 /**
