@@ -1,7 +1,10 @@
 /** The contract suite of the public API (contract.ts) on LMDB: each runtime on a temp data dir of its own. */
 import { runtimes } from '../helpers.js';
 import { contractSuite } from './contract.js';
+import { inputsContract } from './contract-inputs.js';
 
 const runtime = runtimes();
 
-contractSuite('LMDB', { open: (options = {}) => runtime({ threads: 1, slotsPerThread: 2, ...options }) });
+const backend = { open: (options = {}) => runtime({ threads: 1, slotsPerThread: 2, ...options }) };
+contractSuite('LMDB', backend);
+inputsContract('LMDB', backend);

@@ -4,15 +4,18 @@
  */
 import { scratchPools } from '../helpers.js';
 import { pgRuntimes } from '../pg-runtime.js';
-import { contractSuite } from './contract.js';
+import { contractSuite, type ContractBackend } from './contract.js';
+import { inputsContract } from './contract-inputs.js';
 
 // Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
 const pools = scratchPools();
 const runtime = pgRuntimes();
 
-contractSuite('PostgreSQL', {
+const backend: ContractBackend = {
   open: async (options = {}) => {
     const { url } = await pools({ max: 1, migrated: false });
     return runtime(url, options);
   },
-});
+};
+contractSuite('PostgreSQL', backend);
+inputsContract('PostgreSQL', backend);
