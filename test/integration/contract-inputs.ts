@@ -100,7 +100,8 @@ export function inputsContract(name: string, backend: ContractBackend): void {
       expect(await rejection(rt.sendInput(task.id, { message: 'too late' }))).toMatchObject({ code: 'ILLEGAL_TRANSITION' });
       const events = await history(rt, task.id);
       expect(events.map((e) => e.type)).toEqual(['task.queued', 'task.started', 'task.waiting', 'task.cancelled']);
-      expect(events[3]!.data).toMatchObject({ reason: 'no answer' });
+      // Its attempt was stopped (ctx.signal) and ended cancelled: the task did not leave it running.
+      expect(events[3]!.data).toMatchObject({ run: 1, attempt: 1, exit: 'cancelled', reason: 'no answer' });
     });
   });
 }
