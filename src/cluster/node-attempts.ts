@@ -111,6 +111,8 @@ export class NodeAttempts {
   readonly #live = new Map<string, NodeAttempt>();
   /** Held attempts not yet ended. */
   #running = 0;
+  /** Held attempts whose agents wait on the host (an input). */
+  #parked = 0;
   /** Waiters for the next attempt to end or to be settled. */
   readonly #waiters = new Set<() => void>();
 
@@ -121,6 +123,11 @@ export class NodeAttempts {
   /** Attempts held: claimed, and not yet settled. */
   get held(): number {
     return this.#live.size;
+  }
+
+  /** Held attempts whose agents wait on the host for an input: they hold no slot. */
+  get parked(): number {
+    return this.#parked;
   }
 
   /**
@@ -277,6 +284,7 @@ export class NodeAttempts {
     if (attempt.parked || attempt.phase === 'ended') return;
     attempt.parked = true;
     this.#running--;
+    this.#parked++;
     this.#k.freed();
   }
 
@@ -285,6 +293,7 @@ export class NodeAttempts {
     if (!attempt.parked) return;
     attempt.parked = false;
     this.#running++;
+    this.#parked--;
   }
 
   /** The lease of this task's attempt that has not ended, if this node holds one. */
@@ -322,8 +331,10 @@ export class NodeAttempts {
   #finish(attempt: NodeAttempt, outcome: AttemptOutcome): void {
     if (attempt.phase === 'ended') return;
     attempt.phase = 'ended';
-    if (attempt.parked) attempt.parked = false;
-    else this.#running--;
+    if (attempt.parked) {
+      attempt.parked = false;
+      this.#parked--;
+    } else this.#running--;
     this.#clearTimer(attempt);
     const end = attemptEnd(attempt.claimed, attempt.retry, outcome, attempt.stop, this.#k.random);
     const inputs = this.#k.inputs?.ended(attempt);

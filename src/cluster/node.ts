@@ -200,8 +200,9 @@ class Node implements ClusterNodeHandle {
       clock,
       log,
       // Attempts not yet ended stay within the slots and the window; rows held until their settle
-      // commits, within the slots and the window's cap; one claim, within a share of that cap.
-      free: () => Math.min(claimShare, slots + ahead.window - this.#attempts.running, slots + options.prefetch - this.#attempts.held),
+      // commits (but those of agents parked on an input), within the slots and the window's cap;
+      // one claim, within a share of that cap.
+      free: () => Math.min(claimShare, slots + ahead.window - this.#attempts.running, slots + options.prefetch - this.#attempts.held + this.#attempts.parked),
       accept: (claimed, ms) => {
         ahead.started(ms);
         this.#attempts.accept(claimed, this.#agents, this.#lifecycle.state === 'running' && !this.#lost);
