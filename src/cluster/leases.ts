@@ -26,6 +26,8 @@ export interface LeaseKeeperDeps {
   cancels(leases: Array<Lease & { reason: string }>): void;
   /** Called at each tick with leases to renew: the node's backstop of a kill's NOTIFY (node-kill.ts). */
   renewing?(): void;
+  /** Leases renewed whose task has had inputs delivered (the backstop of an input's NOTIFY). */
+  inputs?(leases: Array<Lease & { delivered: number }>): void;
 }
 
 /** See the module comment. */
@@ -53,10 +55,11 @@ export class LeaseKeeper {
       const leases = this.#k.due();
       if (leases.length === 0) return;
       this.#k.renewing?.();
-      const { lost, cancels } = await this.#k.queue.renew(this.#k.pool, leases, this.#k.leaseMs);
+      const { lost, cancels, inputs } = await this.#k.queue.renew(this.#k.pool, leases, this.#k.leaseMs);
       if (lost.length > 0) this.#k.lost(lost);
       // A fake queue of the tests may leave cancels out.
       if (cancels?.length) this.#k.cancels(cancels);
+      if (inputs?.length) this.#k.inputs?.(inputs);
     } catch (error) {
       // The next tick tries again; a lease has two more ticks before it runs out.
       this.#k.log.error({ err: error }, 'renewing leases failed');

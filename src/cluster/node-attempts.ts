@@ -14,7 +14,7 @@
  * from for a whole lease is presumed so and stopped, as the LMDB runtime stops it. One still
  * queued on its thread is not: it waits for a slot the thread's running attempts hold.
  */
-import type { AbortReason, AttemptRequest } from '../../actors/wire.js';
+import type { AbortReason, AgentCall, AttemptRequest, CallAnswer } from '../../actors/wire.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { RetryPolicy } from '../api/tasks.js';
 import type { Clock, ClockTimer } from '../clock.js';
@@ -53,6 +53,10 @@ export class NodeAttempt {
   beganAt = 0;
   /** The number its next log line gets. */
   lines = 0;
+  /** Once its agent asked for input: how many of the task's inputs it has taken (node-inputs.ts). */
+  handed: number | undefined = undefined;
+  /** Whether its agent waits on the host (an input): its slot's claim budget is free meanwhile. */
+  parked = false;
 
   /** Its timeout and retry policy: the task's own (as submitted) over its agent's registration here. */
   readonly timeoutMs: number;
@@ -100,6 +104,11 @@ export interface NodeAttemptsDeps {
   freed(): void;
   /** Hears each claimed attempt, and each end once settled. */
   observer?: AttemptObserver | undefined;
+  /** Serves agent calls (node-inputs.ts); an attempt's settle waits for what {@link NodeAttemptsDeps.inputs}.ended returns. */
+  inputs?: {
+    call(attempt: NodeAttempt, call: AgentCall): Promise<CallAnswer>;
+    ended(attempt: NodeAttempt): Promise<void> | undefined;
+  };
 }
 
 /** See the module comment. */
@@ -108,6 +117,8 @@ export class NodeAttempts {
   readonly #live = new Map<string, NodeAttempt>();
   /** Held attempts not yet ended. */
   #running = 0;
+  /** Held attempts whose agents wait on the host (an input). */
+  #parked = 0;
   /** Waiters for the next attempt to end or to be settled. */
   readonly #waiters = new Set<() => void>();
 
@@ -118,6 +129,11 @@ export class NodeAttempts {
   /** Attempts held: claimed, and not yet settled. */
   get held(): number {
     return this.#live.size;
+  }
+
+  /** Held attempts whose agents wait on the host for an input: they hold no slot. */
+  get parked(): number {
+    return this.#parked;
   }
 
   /**
@@ -170,9 +186,11 @@ export class NodeAttempts {
       const attempt = this.#current(attemptId, token);
       if (attempt) attempt.endedThread = code;
     },
-    // Inputs, spawns and joins need the cluster's inbox and task tree, which do not exist yet (issue #15).
-    call: async (attemptId, _token, call) => {
-      this.#k.log.warn({ attemptId, method: call.method }, 'an agent call a cluster node cannot serve yet');
+    // Inputs (node-inputs.ts); spawns and joins need a task tree the cluster does not keep yet.
+    call: async (attemptId, token, call) => {
+      const attempt = this.#current(attemptId, token);
+      if (!attempt) return { ok: false, error: { code: 'FENCED', message: 'this attempt is no longer current' } };
+      if (this.#k.inputs) return this.#k.inputs.call(attempt, call);
       return { ok: false, error: { code: 'ILLEGAL_STATE', message: `ctx ${call.method} is not available on a cluster node yet (issue #15)` } };
     },
     threadExit: (attemptIds, reason) => {
@@ -288,6 +306,23 @@ export class NodeAttempts {
     }
   }
 
+  /** The attempt's agent waits on the host: it holds no slot of the claim budget meanwhile (as on LMDB). */
+  park(attempt: NodeAttempt): void {
+    if (attempt.parked || attempt.phase === 'ended') return;
+    attempt.parked = true;
+    this.#running--;
+    this.#parked++;
+    this.#k.freed();
+  }
+
+  /** It runs again (it may briefly exceed the slots, as its thread does). */
+  unpark(attempt: NodeAttempt): void {
+    if (!attempt.parked) return;
+    attempt.parked = false;
+    this.#running++;
+    this.#parked--;
+  }
+
   /** The lease of this task's attempt that has not ended, if this node holds one. */
   leaseOf(taskId: string): Lease | undefined {
     for (const attempt of this.#live.values()) if (attempt.claimed.id === taskId && attempt.phase !== 'ended') return { taskId, token: attempt.token };
@@ -323,11 +358,17 @@ export class NodeAttempts {
   #finish(attempt: NodeAttempt, outcome: AttemptOutcome): void {
     if (attempt.phase === 'ended') return;
     attempt.phase = 'ended';
-    this.#running--;
+    if (attempt.parked) {
+      attempt.parked = false;
+      this.#parked--;
+    } else this.#running--;
     this.#clearTimer(attempt);
     const end = attemptEnd(attempt.claimed, attempt.retry, outcome, attempt.stop, this.#k.random);
     const attemptMs = this.#k.clock.now() - attempt.claimedAt;
-    const settle = () =>
+    const inputs = this.#k.inputs?.ended(attempt);
+    const settle = () => {
+      // An attempt that asked for input: inputs delivered to it beyond what it took are given back.
+      if (attempt.handed !== undefined) end.handed = attempt.handed;
       this.#k.settler.add(end, (settled) => {
         // Only an end that settled its task counts: a stale one was ended by a sweeper, not by this node.
         if ('state' in settled) this.#k.observer?.ended(end.exit, attemptMs);
@@ -335,9 +376,10 @@ export class NodeAttempts {
         this.#k.freed();
         this.#changed();
       });
+    };
     // Its lines are stored before its end is: a reader who sees the task settled sees them all.
     const written = this.#k.logs.written(attempt.attemptId);
-    if (written) void written.then(settle);
+    if (written || inputs) void Promise.all([written, inputs]).then(settle);
     else settle();
     this.#k.freed();
     this.#changed();

@@ -35,6 +35,7 @@ import { LeaseKeeper } from './leases.js';
 import { LogWriter } from './log-writer.js';
 import { NodeAttempts } from './node-attempts.js';
 import { KillWatch } from './node-kill.js';
+import { NodeInputs } from './node-inputs.js';
 import { resolveNodeOptions, type ClusterNodeOptions, type ResolvedNodeOptions } from './options.js';
 import { Settler } from './settler.js';
 
@@ -118,7 +119,7 @@ export async function openClusterNode(options: ResolvedNodeOptions, { keepsProce
       options.connectionString,
       (error) => (node ? node.lose(error) : (lostEarly = error)),
       (taskId) => node?.cancelRequested(taskId),
-      { keepsProcessAlive },
+      { keepsProcessAlive, onInput: (taskId) => node?.inputs.delivered(taskId) },
     );
   } catch (error) {
     await db.end().catch(() => undefined);
@@ -160,6 +161,8 @@ class Node implements ClusterNodeHandle {
   readonly #settler: Settler;
   readonly #logs: LogWriter;
   readonly #attempts: NodeAttempts;
+  /** Agents' input calls (node-inputs.ts); told of delivered inputs by their NOTIFY and the lease renewals. */
+  readonly inputs: NodeInputs;
   readonly #claimer: Claimer;
   readonly #leases: LeaseKeeper;
   readonly #kills: KillWatch;
@@ -191,7 +194,8 @@ class Node implements ClusterNodeHandle {
     const claimShare = Math.max(slots, Math.ceil((slots + options.prefetch) / CLAIM_SHARES));
     this.#settler = new Settler(db, queue, log, clock, pollMs, SETTLES_IN_FLIGHT);
     this.#logs = new LogWriter({ pool: db, queue, log, clock, retryMs: pollMs });
-    this.#attempts = new NodeAttempts({ pool, settler: this.#settler, logs: this.#logs, clock, log, random: options.random, leaseMs, cancelGraceMs: options.cancelGraceMs, ahead, freed: () => this.#claimer.wake(), observer: options.observer });
+    this.inputs = new NodeInputs({ pool: db, log, park: (attempt) => this.#attempts.park(attempt), unpark: (attempt) => this.#attempts.unpark(attempt) });
+    this.#attempts = new NodeAttempts({ pool, settler: this.#settler, logs: this.#logs, clock, log, random: options.random, leaseMs, cancelGraceMs: options.cancelGraceMs, ahead, freed: () => this.#claimer.wake(), observer: options.observer, inputs: this.inputs });
     this.#claimer = new Claimer({
       pool: db,
       queue,
@@ -202,8 +206,9 @@ class Node implements ClusterNodeHandle {
       clock,
       log,
       // Attempts not yet ended stay within the slots and the window; rows held until their settle
-      // commits, within the slots and the window's cap; one claim, within a share of that cap.
-      free: () => Math.min(claimShare, slots + ahead.window - this.#attempts.running, slots + options.prefetch - this.#attempts.held),
+      // commits (but those of agents parked on an input), within the slots and the window's cap;
+      // one claim, within a share of that cap.
+      free: () => Math.min(claimShare, slots + ahead.window - this.#attempts.running, slots + options.prefetch - this.#attempts.held + this.#attempts.parked),
       accept: (claimed, ms) => {
         ahead.started(ms);
         this.#attempts.accept(claimed, this.#agents, this.#lifecycle.state === 'running' && !this.#lost);
@@ -217,6 +222,7 @@ class Node implements ClusterNodeHandle {
       cancels: (leases) => {
         for (const lease of leases) this.#attempts.cancel(lease, lease.reason);
       },
+      inputs: (leases) => this.inputs.renewed(leases),
     });
     this.#firer = new Firer({
       pool: db,

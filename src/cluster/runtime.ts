@@ -24,6 +24,8 @@ import type { RuntimeStats } from '../stats.js';
 import { freezeCluster, unfreezeCluster } from '../store/postgres/control.js';
 import { HINTS } from '../store/postgres/events.js';
 import { cancelTask, listTaskRows, readTask, retryTask, submitAndRead } from '../store/postgres/tasks.js';
+import { sendInput as sendInputTo } from '../store/postgres/inbox.js';
+import { checkInputSpec, type InboxItem, type InputSpec } from '../tasks/interact.js';
 import { checkLabelFilter, checkListOptions } from '../tasks/list.js';
 import type { PruneOptions, PruneResult } from '../tasks/prune.js';
 import { ControlView } from './control-view.js';
@@ -271,9 +273,16 @@ class PostgresRuntime implements Runtime {
     return clusterStats({ state: this.state, options: this.#options, agents: this.#agents.list(), node: this.#node, control: this.#control.current, startedMs: this.#startedMs, counts: this.#counts.current(), retention: this.#retention?.stats ?? null });
   }
 
-  // What has no backing on PostgreSQL yet: UNSUPPORTED_STORE, once the call is known to be open.
-  sendInput(): Promise<never> {
-    return this.#refuse('sendInput');
+  /** Checked as on LMDB, then stored (and delivered, or resuming the task) in one transaction: src/store/postgres/inbox.ts. */
+  sendInput(id: string, input: InputSpec): Promise<InboxItem> {
+    return this.#guard('sendInput', async () => {
+      checkId(id, 'sendInput: id');
+      const { message, idempotencyKey } = checkInputSpec(input);
+      const item = await sendInputTo(this.#db, id, message, idempotencyKey);
+      // A task that resumed with a new run is queued: this node claims now (the NOTIFY's hint does too).
+      if (!item.delivered) this.#node?.wake();
+      return item;
+    });
   }
   setDispatchTarget(): Promise<never> {
     return this.#refuse('setDispatchTarget');

@@ -86,6 +86,7 @@ export function taskOf(row: TaskRow, agent: RegisteredAgent | undefined, default
   if (row.settled_at !== null) task.settledAt = ms(row.settled_at);
   if (row.state === 'running' && row.attempt_started_at !== null) task.attemptStartedAt = ms(row.attempt_started_at);
   if (row.state === 'running' && row.lease_until !== null) task.attemptLeaseUntil = ms(row.lease_until);
+  if (row.state === 'waiting' && row.waiting_for !== null) task.waitingFor = row.waiting_for;
   return task;
 }
 

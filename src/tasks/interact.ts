@@ -126,13 +126,7 @@ export class Interactions {
 
   /** Stores an input durably and delivers it to a waiting agent, or resumes a task whose agent is gone. */
   async sendInput(taskId: string, input: InputSpec): Promise<InboxItem> {
-    if (typeof input !== 'object' || input === null || types.isProxy(input)) throw new TroupeError('INVALID_INPUT', 'sendInput expects { message, idempotencyKey? }');
-    // Read once, as plain data: a getter that throws is bad input, not a crash.
-    const problem = describeUnserializable(input, 'input');
-    if (problem) throw new TroupeError('INVALID_INPUT', `${problem}; an input must be plain data`);
-    for (const key of Object.keys(input)) if (key !== 'message' && key !== 'idempotencyKey') throw new TroupeError('INVALID_INPUT', `sendInput: ${key} is not an input field`);
-    const { idempotencyKey } = input;
-    if (idempotencyKey !== undefined) checkId(idempotencyKey, 'sendInput: idempotencyKey');
+    const { idempotencyKey } = checkInputSpec(input);
     const { table, store } = this.#k;
     const task = table.get(taskId);
     const current = task ?? store.read.tasks.get(taskId);
@@ -348,6 +342,17 @@ export class Interactions {
       return out;
     });
   }
+}
+
+/** Checks what `rt.sendInput()` was given (INVALID_INPUT otherwise), on either store. */
+export function checkInputSpec(input: InputSpec): InputSpec {
+  if (typeof input !== 'object' || input === null || types.isProxy(input)) throw new TroupeError('INVALID_INPUT', 'sendInput expects { message, idempotencyKey? }');
+  // Read once, as plain data: a getter that throws is bad input, not a crash.
+  const problem = describeUnserializable(input, 'input');
+  if (problem) throw new TroupeError('INVALID_INPUT', `${problem}; an input must be plain data`);
+  for (const key of Object.keys(input)) if (key !== 'message' && key !== 'idempotencyKey') throw new TroupeError('INVALID_INPUT', `sendInput: ${key} is not an input field`);
+  if (input.idempotencyKey !== undefined) checkId(input.idempotencyKey, 'sendInput: idempotencyKey');
+  return input;
 }
 
 /** Marks a call the host answers later (an input or a join that has to wait). */

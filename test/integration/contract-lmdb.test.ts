@@ -2,9 +2,11 @@
 import { runtimes } from '../helpers.js';
 import { contractSuite } from './contract.js';
 import { scheduleContract } from './contract-schedules.js';
+import { inputsContract } from './contract-inputs.js';
 
 const runtime = runtimes();
 
 const lmdb = { open: (options = {}) => runtime({ threads: 1, slotsPerThread: 2, ...options }) };
 contractSuite('LMDB', lmdb);
 scheduleContract('LMDB', lmdb);
+inputsContract('LMDB', lmdb);

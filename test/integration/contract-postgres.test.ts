@@ -4,14 +4,15 @@
  */
 import { scratchPools } from '../helpers.js';
 import { pgRuntimes } from '../pg-runtime.js';
-import { contractSuite } from './contract.js';
+import { contractSuite, type ContractBackend } from './contract.js';
 import { scheduleContract } from './contract-schedules.js';
+import { inputsContract } from './contract-inputs.js';
 
 // Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
 const pools = scratchPools();
 const runtime = pgRuntimes();
 
-const postgres = {
+const postgres: ContractBackend = {
   open: async (options = {}) => {
     const { url } = await pools({ max: 1, migrated: false });
     return runtime(url, options);
@@ -19,3 +20,4 @@ const postgres = {
 };
 contractSuite('PostgreSQL', postgres);
 scheduleContract('PostgreSQL', postgres);
+inputsContract('PostgreSQL', postgres);

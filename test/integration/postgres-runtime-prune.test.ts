@@ -118,6 +118,8 @@ describe('rt.prune() on PostgreSQL', () => {
     const rt = await runtime(url, { agents: [builtinAgent('echo')] });
     const tasks = await rt.submitMany(Array.from({ length: 5 }, (_, i) => ({ agent: 'echo', input: i })));
     for (const t of tasks) await rt.wait(t.id);
+    // Inputs go with their task (written here as sendInput would have: a settled task refuses one).
+    await pool.query("INSERT INTO troupe_inbox (task_id, seq, message) VALUES ($1, 1, '\"a\"'), ($1, 2, '\"b\"'), ($2, 1, 'null')", [tasks[0]!.id, tasks[4]!.id]);
     // Batches of two: three statements, the last not full; each waits for the sweep's lock (held here, as a sweep would).
     const sweep = await pool.connect();
     let pruned: Promise<unknown>;
@@ -134,7 +136,8 @@ describe('rt.prune() on PostgreSQL', () => {
     } finally {
       sweep.release();
     }
-    expect(await pruned).toEqual({ tasks: 5, attempts: 5, logLines: 0 });
+    expect(await pruned).toEqual({ tasks: 5, attempts: 5, logLines: 0, inputs: 3 });
+    expect((await pool.query('SELECT count(*)::int AS n FROM troupe_inbox')).rows[0].n).toBe(0);
     expect(await taskIds(pool)).toEqual([]);
     const client = await pool.connect();
     try {

@@ -107,7 +107,6 @@ describe('a runtime on PostgreSQL', () => {
 
     // No backing on PostgreSQL yet: each names itself and the store.
     const refusals: Array<[string, () => unknown]> = [
-      ['sendInput', () => rt.sendInput('x', { message: 1 })],
       ['setDispatchTarget', () => rt.setDispatchTarget('k', 1)],
       ['resetInstance', () => rt.resetInstance('k')],
       ['instances', () => rt.instances()],
@@ -124,6 +123,8 @@ describe('a runtime on PostgreSQL', () => {
       }
       expect(error, call).toMatchObject({ code: 'UNSUPPORTED_STORE', message: expect.stringMatching(new RegExp(`${call.replace('.', '\\.')}.*PostgreSQL`)) });
     }
+    // Inputs are backed now (postgres-runtime-inputs.test.ts): an unknown task is NOT_FOUND, as on LMDB.
+    expect(await rejection(rt.sendInput('x', { message: 1 }))).toMatchObject({ code: 'NOT_FOUND' });
     await rt.close();
     expect(rt.state).toBe('closed');
     expect(await rejection(rt.submit({ agent: 'echo' }))).toMatchObject({ code: 'CLOSED' });

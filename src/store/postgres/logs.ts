@@ -42,7 +42,7 @@ const LEVELS: ReadonlySet<unknown> = new Set(['debug', 'info', 'warn', 'error'])
 /**
  * Stores `lines` in one statement. Each line is fenced by its attempt's token, as every write of
  * an attempt is (settle.ts, queue.ts renewLeases): the lines of an attempt that is no longer
- * current (its token moved on, or its task is not running) are not stored, and the attempt comes
+ * current (its token moved on, or its task is not running, or waiting with its agent parked on an input) are not stored, and the attempt comes
  * back in `stale`. The task rows are share-locked in id order, as settles and renewals lock them.
  * A line stored already (a write tried again after its answer was lost) is left as it is.
  * INVALID_INPUT, with nothing stored, for a malformed line: a message or fields PostgreSQL cannot
@@ -92,7 +92,7 @@ const WRITE_LOGS = `WITH l AS MATERIALIZED (
        AS l(task_id, token, run, attempt, seq, attempt_id, level, message, at, fields)
    ), current AS MATERIALIZED (
      SELECT t.id, t.token FROM troupe_tasks t
-      WHERE t.id IN (SELECT task_id FROM l) AND t.state = 'running'
+      WHERE t.id IN (SELECT task_id FROM l) AND t.state IN ('running', 'waiting')
       ORDER BY t.id FOR SHARE OF t
    ), written AS (
      INSERT INTO troupe_logs (task_id, run, attempt, seq, attempt_id, level, message, at, fields)

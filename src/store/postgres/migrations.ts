@@ -335,6 +335,36 @@ export const MIGRATIONS: readonly Migration[] = [
     // renewal. A freeze from unfrozen and an unfreeze clear it.
     sql: `ALTER TABLE troupe_control ADD COLUMN killed boolean NOT NULL DEFAULT false;`,
   },
+  {
+    version: 15,
+    name: 'inputs',
+    // Interactive inputs (rt.sendInput, ctx.waitForInput; inbox.ts). `troupe_inbox` holds each
+    // task's inputs keyed (task, seq), seq 1, 2, … in the order they were sent; an idempotency key
+    // is unique per task (a partial index: keyless items have no entry). On the task's row:
+    // `inbox`, how many inputs it was sent, `delivered`, how many its agents have taken (an item
+    // is delivered when its seq is at most that: no write to the item when it is handed over, and
+    // one to the task's counter when an input handed to an attempt that never took it is given
+    // back), and `waiting_for` ({ kind: 'input', prompt? }) while the task is `waiting`. A waiting
+    // task keeps its attempt on its row (node, attempt id, token, lease) while its agent is parked
+    // on that node; `troupe_tasks_waiting` finds those whose lease ran out for the sweeper (only a
+    // waiting row version with an attempt has an entry: claims and settles of tasks that never
+    // wait write none). No foreign key (as troupe_logs): the retention sweep removes a task's
+    // inputs with it. Constant defaults: no row is rewritten.
+    sql: `
+      ALTER TABLE troupe_tasks ADD COLUMN waiting_for jsonb,
+        ADD COLUMN inbox integer NOT NULL DEFAULT 0,
+        ADD COLUMN delivered integer NOT NULL DEFAULT 0;
+      CREATE TABLE troupe_inbox (
+        task_id text NOT NULL,
+        seq integer NOT NULL CHECK (seq > 0),
+        message jsonb,
+        idempotency_key text,
+        at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (task_id, seq)
+      );
+      CREATE UNIQUE INDEX troupe_inbox_key ON troupe_inbox (task_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+      CREATE INDEX troupe_tasks_waiting ON troupe_tasks (lease_until) WHERE state = 'waiting' AND owner_node IS NOT NULL;`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */

@@ -12,6 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
 import { TroupeError } from '../../errors.js';
+import { INPUT_CHANNEL } from './inbox.js';
 import { unrefClient } from './unref-client.js';
 
 /** The first key of every node's advisory lock (two-key locks are apart from migrations' one-key lock). */
@@ -35,12 +36,13 @@ export const CANCEL_CHANNEL = 'troupe_cancel';
  * With `onCancel`, that connection also listens on {@link CANCEL_CHANNEL} and hands it each task
  * id a cancel names (whichever node's attempt it is: the node checks). With `keepsProcessAlive:
  * false` the connection does not hold the process (what runs the node does: a runtime's KeepAlive).
+ * With `onInput`, it listens on {@link INPUT_CHANNEL} too, for inputs delivered to parked agents.
  */
 export async function joinCluster(
   connectionString: string,
   onLost: (error: Error) => void,
   onCancel?: (taskId: string) => void,
-  { keepsProcessAlive = true }: { keepsProcessAlive?: boolean } = {},
+  { keepsProcessAlive = true, onInput }: { keepsProcessAlive?: boolean; onInput?: (taskId: string) => void } = {},
 ): Promise<ClusterNode> {
   const client = new pg.Client({ connectionString, application_name: 'troupe-node', keepAlive: true });
   const id = randomUUID();
@@ -66,8 +68,9 @@ export async function joinCluster(
     if (onCancel) {
       client.on('notification', (message) => {
         if (message.channel === CANCEL_CHANNEL && message.payload) onCancel(message.payload);
+        else if (message.channel === INPUT_CHANNEL && message.payload) onInput?.(message.payload);
       });
-      await client.query(`LISTEN ${CANCEL_CHANNEL}`);
+      await client.query(onInput ? `LISTEN ${CANCEL_CHANNEL}; LISTEN ${INPUT_CHANNEL}` : `LISTEN ${CANCEL_CHANNEL}`);
     }
     return {
       id,

@@ -63,6 +63,8 @@ export interface Renewal {
   lost: Lease[];
   /** Renewed leases whose task a user asked to cancel (rt.cancel): their attempts should stop. */
   cancels: Array<Lease & { reason: string }>;
+  /** Renewed leases whose task has had inputs delivered (inbox.ts), with how many: a parked agent may have one to take. */
+  inputs?: Array<Lease & { delivered: number }>;
 }
 
 /**
@@ -260,16 +262,16 @@ const CLAIM_LIMITED = claimStatement('limited');
 const CLAIM_MODELS = claimStatement('models');
 
 /**
- * Extends the leases of running attempts to `leaseMs` from the database's `now()`, in one
- * statement. A lease whose attempt is no longer current (its token moved on: settled, or taken back
+ * Extends the leases of running attempts (and of attempts parked on an input: their task is
+ * `waiting`) to `leaseMs` from the database's `now()`, in one statement. A lease whose attempt is no longer current (its token moved on: settled, or taken back
  * by a sweeper) is not touched and comes back in `lost`: its attempt should stop.
  */
 export async function renewLeases(pool: pg.Pool, leases: readonly Lease[], leaseMs: number): Promise<Renewal> {
   if (!Array.isArray(leases)) throw invalid('leases must be an array');
   leases.forEach((lease, i) => checkLease(lease, `leases[${i}]`));
   checkLeaseMs(leaseMs);
-  if (leases.length === 0) return { renewed: [], lost: [], cancels: [] };
-  let rows: Array<{ id: string; token: string; lease_until: Date; cancel_reason: string | null }>;
+  if (leases.length === 0) return { renewed: [], lost: [], cancels: [], inputs: [] };
+  let rows: Array<{ id: string; token: string; lease_until: Date; cancel_reason: string | null; delivered: number }>;
   try {
     // Rows are locked in id order, as settle.ts locks them, so a renewal and a settle of the same
     // tasks wait for each other instead of deadlocking.
@@ -278,20 +280,23 @@ export async function renewLeases(pool: pg.Pool, leases: readonly Lease[], lease
          SELECT * FROM unnest($1::text[], $2::bigint[]) AS w(id, token)
        ), locked AS MATERIALIZED (
          SELECT t.id FROM troupe_tasks t JOIN wanted w ON t.id = w.id AND t.token = w.token
-          WHERE t.state = 'running' ORDER BY t.id FOR UPDATE OF t
+          WHERE t.state IN ('running', 'waiting') ORDER BY t.id FOR UPDATE OF t
        )
        UPDATE troupe_tasks t SET lease_until = now() + $3 * interval '1 millisecond', updated_at = now()
          FROM locked JOIN wanted w ON w.id = locked.id
-        WHERE t.id = locked.id AND t.token = w.token AND t.state = 'running'
-       RETURNING t.id, t.token, t.lease_until, t.cancel_reason`,
+        WHERE t.id = locked.id AND t.token = w.token AND t.state IN ('running', 'waiting')
+       RETURNING t.id, t.token, t.lease_until, t.cancel_reason, t.delivered`,
       [leases.map((l) => l.taskId), leases.map((l) => l.token), leaseMs],
     ));
   } catch (error) {
     throw storeFailed('renewing leases', error);
   }
   const renewed = new Map(rows.map((r) => [`${r.id}\u0000${r.token}`, r.lease_until.getTime()]));
-  const result: Renewal = { renewed: [], lost: [], cancels: [] };
-  for (const r of rows) if (r.cancel_reason !== null) result.cancels.push({ taskId: r.id, token: Number(r.token), reason: r.cancel_reason });
+  const result: Renewal = { renewed: [], lost: [], cancels: [], inputs: [] };
+  for (const r of rows) {
+    if (r.cancel_reason !== null) result.cancels.push({ taskId: r.id, token: Number(r.token), reason: r.cancel_reason });
+    if (r.delivered > 0) result.inputs!.push({ taskId: r.id, token: Number(r.token), delivered: r.delivered });
+  }
   for (const { taskId, token } of leases) {
     const leaseUntil = renewed.get(`${taskId}\u0000${token}`);
     if (leaseUntil === undefined) result.lost.push({ taskId, token });

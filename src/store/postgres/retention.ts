@@ -82,8 +82,10 @@ function removeSettled(rules: string, horizon: string): string {
     RETURNING t.id
   ),
   attempts AS (DELETE FROM troupe_attempts a USING gone WHERE a.task_id = gone.id RETURNING 1),
-  logs AS (DELETE FROM troupe_logs l USING gone WHERE l.task_id = gone.id RETURNING 1)
-  SELECT (SELECT count(*) FROM gone)::int AS n, (SELECT count(*) FROM attempts)::int AS attempts, (SELECT count(*) FROM logs)::int AS log_lines`;
+  logs AS (DELETE FROM troupe_logs l USING gone WHERE l.task_id = gone.id RETURNING 1),
+  inputs AS (DELETE FROM troupe_inbox i USING gone WHERE i.task_id = gone.id RETURNING 1)
+  SELECT (SELECT count(*) FROM gone)::int AS n, (SELECT count(*) FROM attempts)::int AS attempts, (SELECT count(*) FROM logs)::int AS log_lines,
+         (SELECT count(*) FROM inputs)::int AS inputs`;
 }
 
 /**
@@ -162,6 +164,8 @@ export interface Pruned {
   tasks: number;
   attempts: number;
   logLines: number;
+  /** Inbox rows (troupe_inbox). */
+  inputs: number;
 }
 
 /**
@@ -169,14 +173,14 @@ export interface Pruned {
  * fraction is rounded up, so a task goes exactly when the whole milliseconds its `settledAt` shows
  * are before it, as on LMDB), or before the database's `now()` (read once, to the microsecond: a
  * settle that committed before the call is before it) when `before` is undefined, with their
- * attempt rows and log lines, one statement of at most `batch` tasks per transaction, going on
+ * attempt rows, log lines and inputs, one statement of at most `batch` tasks per transaction, going on
  * while one was full. Each
  * transaction waits for the sweep's lock (it does not skip, as a sweep does): a prune and a sweep
  * never remove the same rows at once, so neither waits on the other's row locks in an order that
  * could deadlock, and a sweep that meets a prune skips, as it skips another's sweep.
  */
 export async function pruneSettled(pool: pg.Pool, states: readonly SettledState[], before: number | undefined, batch = SWEEP_BATCH): Promise<Pruned> {
-  const out: Pruned = { tasks: 0, attempts: 0, logLines: 0 };
+  const out: Pruned = { tasks: 0, attempts: 0, logLines: 0, inputs: 0 };
   if (states.length === 0) return out;
   let horizon: Date | string;
   try {
@@ -187,11 +191,12 @@ export async function pruneSettled(pool: pg.Pool, states: readonly SettledState[
   for (let full = true; full; ) {
     const row = await transaction(pool, 'pruning settled tasks', async (client) => {
       await client.query('SELECT pg_advisory_xact_lock($1)', [RETENTION_LOCK]);
-      return (await client.query<{ n: number; attempts: number; log_lines: number }>(PRUNE_TASKS, [states, horizon, batch])).rows[0]!;
+      return (await client.query<{ n: number; attempts: number; log_lines: number; inputs: number }>(PRUNE_TASKS, [states, horizon, batch])).rows[0]!;
     });
     out.tasks += row.n;
     out.attempts += row.attempts;
     out.logLines += row.log_lines;
+    out.inputs += row.inputs;
     full = row.n >= batch;
   }
   return out;

@@ -13,6 +13,7 @@ import { TroupeError } from '../../errors.js';
 import { checkLease, checkResult, type Lease } from './checks.js';
 import { decideEnd, defaultError, type EndDecision } from './end-decision.js';
 import { eventOf, HINTS, insertEvents, notifyIfAny, type NewEvent } from './events.js';
+import { inputEndsStatement } from './input-ends.js';
 import { jsonOf, storeFailed, transaction } from './transaction.js';
 
 export { decideEnd, type EndDecision } from './end-decision.js';
@@ -39,6 +40,12 @@ export interface AttemptEnd extends Lease {
   sleep?: { wakeAfterMs: number; followUp?: unknown };
   /** An `interrupted` end that rt.kill() caused: its `task.queued` says `killed`, as on LMDB. */
   killed?: boolean;
+  /**
+   * Only for an attempt whose agent asked for input (inbox.ts): how many of the task's inputs its
+   * agent took. Inputs delivered beyond them are given back for the next attempt, and the end may
+   * find the task `waiting` (input-ends.ts). Ends without it take the plain statements.
+   */
+  handed?: number;
 }
 
 /** What a settle did: the attempts it ended with their task's new state, and those it refused. */
@@ -61,9 +68,10 @@ export async function settleAttempts(pool: pg.Pool, ends: readonly AttemptEnd[])
   const texts = new Map<AttemptEnd, string | null>();
   const checked = ends.map((end, i) => checkEnd(end, `ends[${i}]`, texts));
   if (checked.length === 0) return { settled: [], stale: [] };
-  if (checked.every((end) => ROW_FREE_EXITS.has(end.exit)) && new Set(checked.map((end) => end.taskId)).size === checked.length) return settleInOneStatement(pool, checked, texts);
+  const inputs = checked.some((end) => end.handed !== undefined);
+  if (!inputs && checked.every((end) => ROW_FREE_EXITS.has(end.exit)) && new Set(checked.map((end) => end.taskId)).size === checked.length) return settleInOneStatement(pool, checked, texts);
   return transaction(pool, 'settling attempts', async (client) => {
-    const current = await lockRunning(client, checked.map((e) => e.taskId));
+    const current = await lockRunning(client, checked.map((e) => e.taskId), inputs);
     const writes: EndWrite[] = [];
     const stale: Lease[] = [];
     for (const end of checked) {
@@ -76,7 +84,7 @@ export async function settleAttempts(pool: pg.Pool, ends: readonly AttemptEnd[])
       current.delete(end.taskId);
       writes.push(writeOf(end, task, texts.get(end)));
     }
-    const ended = await writeEnds(client, writes);
+    const ended = await writeEnds(client, writes, inputs);
     return resultOf(writes.map((w) => ({ taskId: w.task.id, token: w.task.token })), ended, stale);
   });
 }
@@ -88,6 +96,7 @@ function writeOf(end: AttemptEnd, task: RunningTask, outputJson?: string | null)
   if (outputJson !== undefined) write.outputJson = outputJson;
   if (end.sleep?.followUp !== undefined) write.followUp = end.sleep.followUp;
   if (end.killed === true) write.killed = true;
+  if (end.handed !== undefined) write.handed = end.handed;
   return write;
 }
 
@@ -140,10 +149,10 @@ export interface RunningTask {
   attemptId: string;
 }
 
-/** Locks the tasks of `ids` in id order and returns the running ones. */
-async function lockRunning(client: pg.PoolClient, ids: readonly string[]): Promise<Map<string, RunningTask>> {
+/** Locks the tasks of `ids` in id order and returns the running ones (`waiting` too: ends of attempts that asked for input). */
+async function lockRunning(client: pg.PoolClient, ids: readonly string[], waiting = false): Promise<Map<string, RunningTask>> {
   const { rows } = await client.query<RunningRow>({ name: 'troupe-lock-running', text: LOCK_RUNNING, values: [ids] });
-  return new Map(rows.filter((r) => r.state === 'running').map((r) => [r.id, runningOf(r)]));
+  return new Map(rows.filter((r) => r.state === 'running' || (waiting && r.state === 'waiting')).map((r) => [r.id, runningOf(r)]));
 }
 
 /** The columns {@link runningOf} reads. */
@@ -188,6 +197,10 @@ export interface EndWrite {
   followUp?: unknown;
   /** See {@link AttemptEnd.killed}. */
   killed?: boolean;
+  /** See {@link AttemptEnd.handed}. */
+  handed?: number | undefined;
+  /** Why an attempt that does not count ended (its event's `reason`). @default 'interrupted' */
+  reason?: string | undefined;
 }
 
 /**
@@ -199,21 +212,18 @@ export interface EndWrite {
  * written ({@link endEvent}). Fenced by token and state. Returns the new state of each task
  * written. The caller holds the rows (settleAttempts, the sweeper).
  */
-export async function writeEnds(client: pg.PoolClient, writes: readonly EndWrite[]): Promise<Map<string, TaskState>> {
-  return runEnds(client, writes, 'troupe-write-ends', WRITE_ENDS);
+export async function writeEnds(client: pg.PoolClient, writes: readonly EndWrite[], inputs = false): Promise<Map<string, TaskState>> {
+  return inputs ? runEnds(client, writes, 'troupe-write-input-ends', WRITE_INPUT_ENDS, true) : runEnds(client, writes, 'troupe-write-ends', WRITE_ENDS);
 }
 
 /** Runs {@link endsStatement} `text`, prepared by name (see queue.ts CLAIM), for `writes`. */
-async function runEnds(on: Pick<pg.Pool, 'query'>, writes: readonly EndWrite[], name: string, text: string): Promise<Map<string, TaskState>> {
+async function runEnds(on: Pick<pg.Pool, 'query'>, writes: readonly EndWrite[], name: string, text: string, inputs = false): Promise<Map<string, TaskState>> {
   if (writes.length === 0) return new Map();
   // Each end's event is decided here; the statement adds the attempt's length (it runs on the
   // database's clock), and its run and attempt from the row, and appends the events of the ends it
   // wrote, in order.
   const events = writes.map((w) => endEvent(w, 0));
-  const { rows } = await on.query<{ id: string; state: TaskState }>({
-    name,
-    text,
-    values: [
+  const values: unknown[] = [
       writes.map((w) => w.task.id),
       writes.map((w) => w.task.token),
       writes.map((w) => w.decision.state),
@@ -227,8 +237,9 @@ async function runEnds(on: Pick<pg.Pool, 'query'>, writes: readonly EndWrite[], 
       events.map((ev) => JSON.stringify(ev.data)),
       writes.map((w, i) => jsonOf(w.result, `writes[${i}].result`)),
       writes.map((w, i) => jsonOf(w.followUp, `writes[${i}].followUp`)),
-    ],
-  });
+  ];
+  if (inputs) values.push(writes.map((w) => w.handed ?? null));
+  const { rows } = await on.query<{ id: string; state: TaskState }>({ name, text, values });
   return new Map(rows.map((r) => [r.id, r.state]));
 }
 
@@ -288,6 +299,8 @@ function endsStatement(lock: boolean): string {
 /** The writes of rows the caller holds ({@link writeEnds}), and a settle's own ({@link settleInOneStatement}). */
 const WRITE_ENDS = endsStatement(false);
 const SETTLE = endsStatement(true);
+/** The writes of ends of attempts that asked for input (input-ends.ts). */
+const WRITE_INPUT_ENDS = inputEndsStatement();
 
 /**
  * The event of an attempt's end, with the type and payload the LMDB runtime's settle step gives it
@@ -314,7 +327,8 @@ export function endEvent(write: EndWrite, attemptMs: number): NewEvent {
     case 'dropped':
       return eventOf('task.dropped', error === undefined ? { ...ended, reason: 'retry_exhausted' } : { ...ended, reason: 'retry_exhausted', error }, task.id, task.attemptId);
     default:
-      if (!decision.counts) return eventOf('task.queued', { ...ended, reason: write.killed === true ? 'killed' : 'interrupted' }, task.id, task.attemptId);
+      // A `reason` of its own (a sweep's process_crashed) is for a waiting task's detach (input-ends.ts), whose event is task.waiting.
+      if (!decision.counts) return eventOf('task.queued', { ...ended, reason: write.killed === true ? 'killed' : ((write.reason ?? 'interrupted') as 'interrupted') }, task.id, task.attemptId);
       return eventOf('task.retrying', error === undefined ? { ...ended, delayMs: write.delayMs ?? 0 } : { ...ended, delayMs: write.delayMs ?? 0, error }, task.id, task.attemptId);
   }
 }
@@ -331,6 +345,7 @@ function checkEnd(end: AttemptEnd, where: string, texts: Map<AttemptEnd, string 
   if (end.retryDelayMs !== undefined && !(Number.isSafeInteger(end.retryDelayMs) && end.retryDelayMs >= 0)) throw new TroupeError('INVALID_INPUT', `${where}.retryDelayMs must be a non-negative integer`);
   if (end.result !== undefined) checkResult(end.result, end.sleep !== undefined ? 'sleep' : end.exit, `${where}.result`);
   if (end.sleep !== undefined) checkSleep(end.sleep, end.exit, `${where}.sleep`);
+  if (end.handed !== undefined && !(Number.isSafeInteger(end.handed) && end.handed >= 0)) throw new TroupeError('INVALID_INPUT', `${where}.handed must be a non-negative integer`);
   // Checked now, so a value jsonb cannot hold fails the call before its transaction, not inside it.
   texts.set(end, jsonOf(end.output, `${where}.output`));
   jsonOf(end.error, `${where}.error`);

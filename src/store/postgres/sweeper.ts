@@ -71,6 +71,7 @@ export async function reclaim(pool: pg.Pool, dead: readonly string[]): Promise<S
       const state = ended.get(task.id);
       if (state === 'queued' || state === 'dropped') reclaimed.push({ taskId: task.id, token: task.token, attemptId: task.attemptId, node: task.ownerNode, exit, state });
     }
+    await detachWaiting(client, dead);
     let removedNodes: string[] = [];
     if (dead.length > 0) {
       // A dead node with an attempt left running (its row was held by another transaction) stays,
@@ -78,6 +79,7 @@ export async function reclaim(pool: pg.Pool, dead: readonly string[]): Promise<S
       const removed = await client.query<{ id: string }>(
         `DELETE FROM troupe_nodes n WHERE n.id::text = ANY($1::text[])
             AND NOT EXISTS (SELECT 1 FROM troupe_tasks t WHERE t.state = 'running' AND t.owner_node = n.id::text)
+            AND NOT EXISTS (SELECT 1 FROM troupe_tasks t WHERE t.state = 'waiting' AND t.owner_node = n.id::text)
          RETURNING n.id::text AS id`,
         [dead],
       );
@@ -85,6 +87,28 @@ export async function reclaim(pool: pg.Pool, dead: readonly string[]): Promise<S
     }
     return { reclaimed, removedNodes };
   });
+}
+
+/**
+ * Waiting tasks (an agent parked on an input, schema version 13) whose node is among `dead`, or
+ * whose lease ran out, keep waiting with no attempt: the attempt ends interrupted, not counted,
+ * with `task.waiting` (`detached`, reason `process_crashed` or `lease_expired`), and a task with an
+ * input pending resumes at once with a new run (input-ends.ts), as the LMDB runtime does at open
+ * for a waiting task whose process died. Rows another transaction holds are skipped.
+ */
+async function detachWaiting(client: pg.PoolClient, dead: readonly string[]): Promise<void> {
+  const { rows } = await client.query<RunningRow & { dead: boolean }>(
+    `SELECT ${RUNNING_COLUMNS}, owner_node = ANY($1::text[]) AS dead FROM troupe_tasks
+      WHERE state = 'waiting' AND owner_node IS NOT NULL AND ${dead.length > 0 ? '(owner_node = ANY($1::text[]) OR lease_until < now())' : 'lease_until < now()'}
+      ORDER BY id FOR UPDATE SKIP LOCKED`,
+    [dead],
+  );
+  if (rows.length === 0) return;
+  const writes = rows.map((row): EndWrite => {
+    const task = runningOf(row);
+    return { task, exit: 'interrupted', decision: decideEnd('interrupted', undefined, task.attempts, task.maxAttempts), reason: row.dead ? 'process_crashed' : 'lease_expired' };
+  });
+  await writeEnds(client, writes, true);
 }
 
 /** One sweep: finds the dead nodes, then {@link reclaim}s. */

@@ -3,7 +3,7 @@
  * queue's own verbs: a task's row and pages of rows, a user's cancel and retry (each one
  * transaction with its event, as every transition on this store), and where the event log ends.
  *
- * A cancel of a queued or sleeping task cancels it at once. A cancel of a running task, whichever node runs
+ * A cancel of a queued or sleeping task, or of a waiting one whose agent is gone, cancels it at once. A cancel of a running task, whichever node runs
  * it, records its reason in the row (`cancel_reason`, schema version 8) and sends a NOTIFY on
  * CANCEL_CHANNEL with the task's id in the same transaction: the node that runs the attempt hears
  * it on its membership connection and stops the attempt, which then settles `cancelled`. Its lease
@@ -47,10 +47,12 @@ export interface TaskRow {
   /** The task's own timeout and retry fields (schema version 12), or null for its agent's. */
   timeout_ms: string | null;
   retry: Record<string, unknown> | null;
+  /** What a waiting task waits for (schema version 13), or null. */
+  waiting_for: { kind: 'input'; prompt?: unknown } | null;
 }
 
 const COLUMNS = [
-  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, result, error, labels, cancel_reason, timeout_ms, retry',
+  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, result, error, labels, cancel_reason, timeout_ms, retry, waiting_for',
   ...['created_at', 'updated_at', 'started_at', 'settled_at', 'queued_at', 'run_at', 'attempt_started_at', 'lease_until'].map((c) => epochMs(c)),
 ].join(', ');
 
@@ -128,25 +130,26 @@ export async function listTaskRows(pool: Pick<pg.Pool, 'query'>, filter: TaskFil
 export type CancelOutcome = 'cancelled' | 'requested' | 'already';
 
 /**
- * Cancels a task (see the module comment): `cancelled` (it was queued or asleep), `requested`
- * (it runs: its node stops it), or `already` (it was cancelled before). NOT_FOUND for an unknown
+ * Cancels a task (see the module comment): `cancelled` (it was queued, asleep, or waiting with no
+ * attempt), `requested` (it runs, or its agent waits for input on a node: that node stops it), or `already` (it was cancelled before). NOT_FOUND for an unknown
  * id, ILLEGAL_TRANSITION for a task that settled otherwise.
  */
 export async function cancelTask(pool: pg.Pool, id: string, reason: string): Promise<CancelOutcome> {
   if (unstorable(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
   return transaction(pool, 'cancelling a task', async (client) => {
-    const { rows } = await client.query<{ state: TaskState; run: number; cancel_reason: string | null }>('SELECT state, run, cancel_reason FROM troupe_tasks WHERE id = $1 FOR UPDATE', [id]);
+    const { rows } = await client.query<{ state: TaskState; run: number; cancel_reason: string | null; owner_node: string | null }>('SELECT state, run, cancel_reason, owner_node FROM troupe_tasks WHERE id = $1 FOR UPDATE', [id]);
     const row = rows[0];
     if (!row) throw new TroupeError('NOT_FOUND', `no task ${id}`);
     if (row.state === 'cancelled') return 'already';
-    if (row.state === 'running') {
+    // A waiting task with its agent parked on a node (inbox.ts) is stopped there, as a running one.
+    if (row.state === 'running' || (row.state === 'waiting' && row.owner_node !== null)) {
       if (row.cancel_reason === null) await client.query('UPDATE troupe_tasks SET cancel_reason = $2, updated_at = now() WHERE id = $1', [id, reason]);
       await client.query('SELECT pg_notify($1, $2)', [CANCEL_CHANNEL, id]);
       return 'requested';
     }
-    if (row.state !== 'queued' && row.state !== 'sleeping') throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${row.state}; it cannot be cancelled`);
+    if (row.state !== 'queued' && row.state !== 'sleeping' && row.state !== 'waiting') throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${row.state}; it cannot be cancelled`);
     await client.query(
-      `UPDATE troupe_tasks SET state = 'cancelled', token = token + 1, cancel_reason = $2, settled_at = now(), updated_at = now() WHERE id = $1`,
+      `UPDATE troupe_tasks SET state = 'cancelled', token = token + 1, cancel_reason = $2, waiting_for = NULL, settled_at = now(), updated_at = now() WHERE id = $1`,
       [id, reason],
     );
     await appendEvents(client, [eventOf('task.cancelled', { run: row.run, reason, from: row.state }, id)]);

@@ -1,0 +1,218 @@
+/**
+ * Inputs on a cluster node, host side: an agent's `ctx.waitForInput` (its thread's `input` and
+ * `unwait` calls) served from the cluster's inbox (src/store/postgres/inbox.ts), the LMDB
+ * runtime's semantics (src/tasks/interact.ts) across nodes.
+ *
+ * A call parks once its task is durably `waiting`: its attempt gives its slot back (the thread
+ * runs others meanwhile) and the call is answered when an input is delivered to it. Whichever
+ * runtime sends the input delivers it in the database (the task runs again) and NOTIFYs the task's
+ * id; this node then reads the input and answers its agent. The database holds the truth and the
+ * NOTIFY only wakes: the node's lease renewals return each task's delivered count too, so a missed
+ * NOTIFY is caught within a renewal. An input delivered to an attempt that is stopping is not
+ * handed over; the attempt's end gives it back (its `handed` count), for the next attempt.
+ *
+ * A call from a stopping attempt gets ABORTED, as on LMDB: no input is spent on it. Spawn and join
+ * need a task tree the cluster does not keep: UNSUPPORTED_STORE.
+ */
+import type pg from 'pg';
+import type { AgentCall, CallAnswer } from '../../actors/wire.js';
+import { TroupeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Lease } from '../store/postgres/checks.js';
+import { parkForInput, readDelivered, unwaitInput } from '../store/postgres/inbox.js';
+import type { NodeAttempt } from './node-attempts.js';
+
+/** What the inputs need from their node. */
+export interface NodeInputsDeps {
+  pool: pg.Pool;
+  log: Logger;
+  /** The attempt waits on the host: its slot's claim budget comes free. */
+  park(attempt: NodeAttempt): void;
+  /** It runs again. */
+  unpark(attempt: NodeAttempt): void;
+}
+
+/** An agent's input call, parked until an input is delivered to it. */
+interface ParkedCall {
+  attempt: NodeAttempt;
+  waitId: number;
+  /** The park's statement: settled once the task is durably waiting (or the call was answered). */
+  ready: Promise<void>;
+  /** A read of a delivered input is under way; `again`: another was asked for meanwhile. */
+  fetching: boolean;
+  again: boolean;
+  answer(answer: CallAnswer): void;
+}
+
+/** See the module comment. */
+export class NodeInputs {
+  readonly #k: NodeInputsDeps;
+  /** By task id. */
+  readonly #parked = new Map<string, ParkedCall>();
+  /** Each attempt's statements in flight: its settle waits for them (its `handed` count is theirs to set). */
+  readonly #busy = new Map<string, Promise<void>>();
+
+  constructor(deps: NodeInputsDeps) {
+    this.#k = deps;
+  }
+
+  /** An agent call of a live attempt (its token checked); resolves with the answer for its thread. */
+  call(attempt: NodeAttempt, call: AgentCall): Promise<CallAnswer> {
+    if (attempt.stop && call.method !== 'unwait') return Promise.resolve({ ok: false, error: { code: 'ABORTED', message: `the attempt is stopping (${attempt.stop.reason})` } });
+    switch (call.method) {
+      case 'input':
+        return this.#input(attempt, call.waitId, call.prompt);
+      case 'unwait':
+        return this.#unwait(attempt, call.waitId);
+      default:
+        return Promise.resolve(failure(new TroupeError('UNSUPPORTED_STORE', `ctx.${call.method} is not supported on the PostgreSQL store yet (README: "Running on many machines")`)));
+    }
+  }
+
+  /** An input was delivered to `taskId` (its NOTIFY): its parked agent, if on this node, gets it. */
+  delivered(taskId: string): void {
+    const parked = this.#parked.get(taskId);
+    if (parked) this.#fetch(parked);
+  }
+
+  /** Renewed leases with their task's delivered count: a parked agent behind on it has an input (the NOTIFY's backstop). */
+  renewed(leases: ReadonlyArray<Lease & { delivered: number }>): void {
+    for (const { taskId, token, delivered } of leases) {
+      const parked = this.#parked.get(taskId);
+      if (parked && parked.attempt.token === token && parked.attempt.handed !== undefined && delivered > parked.attempt.handed) this.#fetch(parked);
+    }
+  }
+
+  /**
+   * The attempt ended: its parked call, if any, is answered ATTEMPT_ENDED (its thread no longer
+   * waits). Resolves once its statements in flight are over, so its `handed` count is final.
+   */
+  ended(attempt: NodeAttempt): Promise<void> | undefined {
+    const taskId = attempt.claimed.id;
+    const parked = this.#parked.get(taskId);
+    if (parked?.attempt === attempt) {
+      this.#parked.delete(taskId);
+      parked.answer({ ok: false, error: { code: 'ATTEMPT_ENDED', message: 'the attempt has ended' } });
+    }
+    return this.#busy.get(attempt.attemptId);
+  }
+
+  #input(attempt: NodeAttempt, waitId: number, prompt: unknown): Promise<CallAnswer> {
+    const taskId = attempt.claimed.id;
+    if (this.#parked.has(taskId)) return Promise.resolve(failure(new TroupeError('ILLEGAL_TRANSITION', 'the agent is already waiting')));
+    return new Promise<CallAnswer>((answer) => {
+      // Parked before the statement runs: a delivery's NOTIFY may come before its answer does.
+      let resolveReady!: () => void;
+      const parked: ParkedCall = { attempt, waitId, ready: new Promise((resolve) => (resolveReady = resolve)), fetching: false, again: false, answer };
+      this.#parked.set(taskId, parked);
+      const unpark = () => {
+        if (this.#parked.get(taskId) === parked) this.#parked.delete(taskId);
+      };
+      const op = parkForInput(this.#k.pool, lease(attempt), attempt.attemptId, prompt).then(
+        (result) => {
+          if (result.kind === 'stale') {
+            unpark();
+            return answer({ ok: false, error: { code: 'FENCED', message: 'this attempt is no longer current' } });
+          }
+          attempt.handed = result.before;
+          if (result.kind === 'delivered') {
+            unpark();
+            // Not to an attempt that stopped meanwhile: its end gives the input back.
+            if (attempt.stop || attempt.phase === 'ended') return answer({ ok: false, error: { code: 'ABORTED', message: 'the attempt is stopping' } });
+            attempt.handed = result.seq;
+            return answer({ ok: true, value: result.message });
+          }
+          if (this.#parked.get(taskId) === parked) this.#k.park(attempt);
+        },
+        (error: unknown) => {
+          unpark();
+          answer(failure(error));
+        },
+      );
+      this.#track(attempt, op.finally(resolveReady));
+    });
+  }
+
+  async #unwait(attempt: NodeAttempt, waitId: number): Promise<CallAnswer> {
+    const taskId = attempt.claimed.id;
+    const parked = this.#parked.get(taskId);
+    if (!parked || parked.attempt !== attempt || parked.waitId !== waitId) return { ok: true, value: 'delivered' };
+    await parked.ready;
+    if (this.#parked.get(taskId) !== parked) return { ok: true, value: 'delivered' };
+    const op = unwaitInput(this.#k.pool, lease(attempt));
+    this.#track(attempt, op.then(() => undefined));
+    try {
+      if (!(await op)) {
+        // An input reached it first: it is answered with that input.
+        this.#fetch(parked);
+        return { ok: true, value: 'delivered' };
+      }
+    } catch (error) {
+      return failure(error);
+    }
+    if (this.#parked.get(taskId) === parked) {
+      this.#parked.delete(taskId);
+      this.#k.unpark(attempt);
+    }
+    return { ok: true, value: 'unwaited' };
+  }
+
+  /** Reads the input delivered to a parked call and answers it (once: later asks while one read runs go after it). */
+  #fetch(parked: ParkedCall): void {
+    if (parked.fetching) {
+      parked.again = true;
+      return;
+    }
+    parked.fetching = true;
+    parked.again = false;
+    const { attempt } = parked;
+    const taskId = attempt.claimed.id;
+    const op = parked.ready
+      .then(() => (this.#parked.get(taskId) === parked && attempt.handed !== undefined ? readDelivered(this.#k.pool, lease(attempt), attempt.handed) : undefined))
+      .then(
+        (item) => {
+          parked.fetching = false;
+          if (this.#parked.get(taskId) !== parked) return;
+          if (!item) {
+            if (parked.again) this.#fetch(parked);
+            return;
+          }
+          // A stopping attempt does not take it: its end gives it back for the next attempt.
+          if (attempt.stop || attempt.phase === 'ended') return;
+          this.#parked.delete(taskId);
+          attempt.handed = item.seq;
+          this.#k.unpark(attempt);
+          parked.answer({ ok: true, value: item.message });
+        },
+        (error: unknown) => {
+          parked.fetching = false;
+          this.#k.log.warn({ err: error, taskId }, 'reading a delivered input failed; the lease renewal tries again');
+        },
+      );
+    this.#track(attempt, op);
+  }
+
+  /** Counts `op` among the attempt's statements in flight. */
+  #track(attempt: NodeAttempt, op: Promise<unknown>): void {
+    const id = attempt.attemptId;
+    const before = this.#busy.get(id);
+    const settled = op.then(
+      () => undefined,
+      () => undefined,
+    );
+    const all = before ? Promise.all([before, settled]).then(() => undefined) : settled;
+    this.#busy.set(id, all);
+    void all.then(() => {
+      if (this.#busy.get(id) === all) this.#busy.delete(id);
+    });
+  }
+}
+
+function lease(attempt: NodeAttempt): Lease {
+  return { taskId: attempt.claimed.id, token: attempt.token };
+}
+
+function failure(error: unknown): CallAnswer {
+  if (error instanceof TroupeError) return { ok: false, error: { code: error.code, message: error.message } };
+  return { ok: false, error: { code: 'AGENT_CALL_FAILED', message: error instanceof Error ? error.message : String(error) } };
+}
