@@ -11,8 +11,8 @@
  * NOTIFY is caught within a renewal. An input delivered to an attempt that is stopping is not
  * handed over; the attempt's end gives it back (its `handed` count), for the next attempt.
  *
- * A call from a stopping attempt gets ABORTED, as on LMDB: no input is spent on it. Spawn and join
- * need a task tree the cluster does not keep: UNSUPPORTED_STORE.
+ * A call from a stopping attempt gets ABORTED, as on LMDB: no input is spent on it, and no child
+ * is spawned that its cancel would miss. Spawn and join go to the node's joins (node-joins.ts).
  */
 import type pg from 'pg';
 import type { AgentCall, CallAnswer } from '../../actors/wire.js';
@@ -30,6 +30,11 @@ export interface NodeInputsDeps {
   park(attempt: NodeAttempt): void;
   /** It runs again. */
   unpark(attempt: NodeAttempt): void;
+  /** Serves spawns and joins (node-joins.ts). */
+  children: {
+    call(attempt: NodeAttempt, call: AgentCall): Promise<CallAnswer>;
+    ended(attempt: NodeAttempt): Promise<void> | undefined;
+  };
 }
 
 /** An agent's input call, parked until an input is delivered to it. */
@@ -65,7 +70,7 @@ export class NodeInputs {
       case 'unwait':
         return this.#unwait(attempt, call.waitId);
       default:
-        return Promise.resolve(failure(new TroupeError('UNSUPPORTED_STORE', `ctx.${call.method} is not supported on the PostgreSQL store yet (README: "Running on many machines")`)));
+        return this.#k.children.call(attempt, call);
     }
   }
 
@@ -94,7 +99,9 @@ export class NodeInputs {
       this.#parked.delete(taskId);
       parked.answer({ ok: false, error: { code: 'ATTEMPT_ENDED', message: 'the attempt has ended' } });
     }
-    return this.#busy.get(attempt.attemptId);
+    const joins = this.#k.children.ended(attempt);
+    const busy = this.#busy.get(attempt.attemptId);
+    return joins && busy ? Promise.all([joins, busy]).then(() => undefined) : (joins ?? busy);
   }
 
   #input(attempt: NodeAttempt, waitId: number, prompt: unknown): Promise<CallAnswer> {

@@ -33,9 +33,10 @@ import { Every } from './every.js';
 import { Firer } from './firer.js';
 import { LeaseKeeper } from './leases.js';
 import { LogWriter } from './log-writer.js';
-import { NodeAttempts } from './node-attempts.js';
+import { NodeAttempts, type NodeAttempt } from './node-attempts.js';
 import { KillWatch } from './node-kill.js';
 import { NodeInputs } from './node-inputs.js';
+import { NodeJoins } from './node-joins.js';
 import { resolveNodeOptions, type ClusterNodeOptions, type ResolvedNodeOptions } from './options.js';
 import { Settler } from './settler.js';
 
@@ -119,7 +120,7 @@ export async function openClusterNode(options: ResolvedNodeOptions, { keepsProce
       options.connectionString,
       (error) => (node ? node.lose(error) : (lostEarly = error)),
       (taskId) => node?.cancelRequested(taskId),
-      { keepsProcessAlive, onInput: (taskId) => node?.inputs.delivered(taskId) },
+      { keepsProcessAlive, onInput: (taskId) => node?.inputs.delivered(taskId), onJoin: (parentId) => node?.joins.settled(parentId) },
     );
   } catch (error) {
     await db.end().catch(() => undefined);
@@ -163,6 +164,8 @@ class Node implements ClusterNodeHandle {
   readonly #attempts: NodeAttempts;
   /** Agents' input calls (node-inputs.ts); told of delivered inputs by their NOTIFY and the lease renewals. */
   readonly inputs: NodeInputs;
+  /** Agents' spawns and joins (node-joins.ts); told of settled children by their NOTIFY. */
+  readonly joins: NodeJoins;
   readonly #claimer: Claimer;
   readonly #leases: LeaseKeeper;
   readonly #kills: KillWatch;
@@ -194,7 +197,10 @@ class Node implements ClusterNodeHandle {
     const claimShare = Math.max(slots, Math.ceil((slots + options.prefetch) / CLAIM_SHARES));
     this.#settler = new Settler(db, queue, log, clock, pollMs, SETTLES_IN_FLIGHT);
     this.#logs = new LogWriter({ pool: db, queue, log, clock, retryMs: pollMs });
-    this.inputs = new NodeInputs({ pool: db, log, park: (attempt) => this.#attempts.park(attempt), unpark: (attempt) => this.#attempts.unpark(attempt) });
+    const park = (attempt: NodeAttempt) => this.#attempts.park(attempt);
+    const unpark = (attempt: NodeAttempt) => this.#attempts.unpark(attempt);
+    this.joins = new NodeJoins({ pool: db, log, clock, everyMs: heartbeatMsOf(leaseMs), agent: (name) => this.#agents.get(name), park, unpark });
+    this.inputs = new NodeInputs({ pool: db, log, park, unpark, children: this.joins });
     this.#attempts = new NodeAttempts({ pool, settler: this.#settler, logs: this.#logs, clock, log, random: options.random, leaseMs, cancelGraceMs: options.cancelGraceMs, ahead, freed: () => this.#claimer.wake(), observer: options.observer, inputs: this.inputs });
     this.#claimer = new Claimer({
       pool: db,
@@ -309,6 +315,7 @@ class Node implements ClusterNodeHandle {
     this.#claimer.wake();
     this.#firer.start();
     this.#waker.start(true);
+    this.joins.start();
   }
 
   /** The node lost its liveness connection, or the cluster refused its claim: another node may take its work. */
@@ -319,6 +326,7 @@ class Node implements ClusterNodeHandle {
     void this.#claimer.stop();
     void this.#firer.stop();
     void this.#waker.stop();
+    void this.joins.stop();
     this.#attempts.stopAll('shutdown', 'the node lost its place in the cluster', this.#options.cancelGraceMs);
     try {
       this.#options.onLost?.(error);
@@ -354,6 +362,7 @@ class Node implements ClusterNodeHandle {
     await step('stopping claims', () => this.#claimer.stop());
     await step('stopping cron fires', () => this.#firer.stop());
     await step('stopping wakes', () => this.#waker.stop());
+    await step('stopping join polls', () => this.joins.stop());
     // Only attempts already running may finish; those still queued on their threads end now.
     await step('stopping queued attempts', () => attempts.stopAll('shutdown', 'the node is closing', undefined, 'dispatched'));
     await step('waiting for running attempts', () => within(timeoutMs, attempts.ended()));

@@ -25,6 +25,7 @@ import { freezeCluster, unfreezeCluster } from '../store/postgres/control.js';
 import { HINTS } from '../store/postgres/events.js';
 import { cancelTask, listTaskRows, readTask, retryTask, submitAndRead } from '../store/postgres/tasks.js';
 import { sendInput as sendInputTo } from '../store/postgres/inbox.js';
+import { cancelChildren } from './cancel-children.js';
 import { checkInputSpec, type InboxItem, type InputSpec } from '../tasks/interact.js';
 import { checkLabelFilter, checkListOptions } from '../tasks/list.js';
 import type { PruneOptions, PruneResult } from '../tasks/prune.js';
@@ -166,7 +167,7 @@ class PostgresRuntime implements Runtime {
    * the commit would find them (already started, maybe).
    */
   async #submit(specs: ReadonlyArray<TaskSpec>, where: (i: number) => string): Promise<Task[]> {
-    const rows = await submitAndRead(this.#db, specs.map((spec, i) => this.#newTask(spec, where(i))));
+    const rows = await submitAndRead(this.#db, specs.map((spec, i) => this.#newTask(spec, where(i))), where);
     if (rows.length > 0) this.#node?.wake();
     return rows.map((row) => this.#view(row));
   }
@@ -186,9 +187,8 @@ class PostgresRuntime implements Runtime {
   list(options?: ListOptions): Promise<TaskPage> {
     return this.#guard('list', async () => {
       const { state, agent, parentId, after, limit, labels } = checkListOptions(options);
-      if (parentId !== undefined) throw unsupported('list: parentId');
       checkLabelFilter(state, labels);
-      const rows = await listTaskRows(this.#db, { state, agent, after, limit, labels: Object.fromEntries(labels) });
+      const rows = await listTaskRows(this.#db, { state, agent, parentId, after, limit, labels: Object.fromEntries(labels) });
       return { tasks: rows.map((row) => this.#view(row)), next: rows.length === limit ? rows[rows.length - 1]!.id : null };
     });
   }
@@ -203,8 +203,10 @@ class PostgresRuntime implements Runtime {
       if (typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'cancel: reason must be a string');
       const outcome = await cancelTask(this.#db, id, reason);
       // A running attempt stops on its node, and its end settles the task (cancelled, or done if it finished first).
-      if (outcome === 'requested') return (await this.#waits.wait(id)) as Task<O>;
-      return (await this.#read(id))! as Task<O>;
+      const settled = outcome === 'requested' ? this.#waits.wait(id) : undefined;
+      // Its active children are cancelled too (and theirs), as on LMDB.
+      if (outcome !== 'already') await cancelChildren(this.#db, id, reason, (child, why) => this.cancel(child, why));
+      return ((await settled) ?? (await this.#read(id))!) as Task<O>;
     });
   }
 

@@ -13,7 +13,7 @@ import type { TaskRow } from '../store/postgres/tasks.js';
 import { validateSpec } from '../tasks/spec.js';
 
 /** Task fields with no backing on PostgreSQL yet: refused when given. */
-const UNSUPPORTED_FIELDS = ['requires', 'workspace', 'parentId', 'retention'] as const;
+const UNSUPPORTED_FIELDS = ['requires', 'workspace', 'retention'] as const;
 
 /** UNSUPPORTED_STORE for `what` on this store. */
 export function unsupported(what: string): TroupeError {
@@ -38,6 +38,7 @@ export function newTaskOf(spec: TaskSpec, lookup: (name: string) => RegisteredAg
   const { maxAttempts: _budget, ...retry } = spec.retry ?? {};
   if (Object.values(retry).some((value) => value !== undefined)) task.retry = retry;
   if (valid.idempotencyKey !== undefined) task.idempotencyKey = valid.idempotencyKey;
+  if (spec.parentId !== undefined) task.parentId = spec.parentId;
   if (valid.runAt !== undefined) task.delayMs = valid.runAt - now;
   return task;
 }
@@ -77,6 +78,7 @@ export function taskOf(row: TaskRow, agent: RegisteredAgent | undefined, default
   if (row.state === 'cancelled' && row.cancel_reason !== null) task.reason = row.cancel_reason;
   if (row.state === 'dropped') task.reason = 'retry_exhausted';
   if (row.idempotency_key !== null) task.idempotencyKey = row.idempotency_key;
+  if (row.parent_id !== null) task.parentId = row.parent_id;
   // When the task last entered `queued`, kept once it left it, as the LMDB runtime keeps it.
   task.queuedAt = ms(row.queued_at);
   if (row.state === 'queued' && row.run_at > row.queued_at + 1) task.runAt = ms(row.run_at);

@@ -3,6 +3,7 @@ import { runtimes } from '../helpers.js';
 import { contractSuite } from './contract.js';
 import { scheduleContract } from './contract-schedules.js';
 import { inputsContract } from './contract-inputs.js';
+import { subtasksContract } from './contract-subtasks.js';
 
 const runtime = runtimes();
 
@@ -10,3 +11,4 @@ const lmdb = { open: (options = {}) => runtime({ threads: 1, slotsPerThread: 2, 
 contractSuite('LMDB', lmdb);
 scheduleContract('LMDB', lmdb);
 inputsContract('LMDB', lmdb);
+subtasksContract('LMDB', lmdb);

@@ -7,6 +7,7 @@ import { pgRuntimes } from '../pg-runtime.js';
 import { contractSuite, type ContractBackend } from './contract.js';
 import { scheduleContract } from './contract-schedules.js';
 import { inputsContract } from './contract-inputs.js';
+import { subtasksContract } from './contract-subtasks.js';
 
 // Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
 const pools = scratchPools();
@@ -21,3 +22,4 @@ const postgres: ContractBackend = {
 contractSuite('PostgreSQL', postgres);
 scheduleContract('PostgreSQL', postgres);
 inputsContract('PostgreSQL', postgres);
+subtasksContract('PostgreSQL', postgres);

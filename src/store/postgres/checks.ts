@@ -35,6 +35,8 @@ export interface NewTask {
   timeoutMs?: number;
   /** The task's own retry policy fields but `maxAttempts` (that is {@link maxAttempts}), over its agent's. */
   retry?: Partial<Omit<RetryPolicy, 'maxAttempts'>>;
+  /** The task that spawned it (schema version 16; children.ts). */
+  parentId?: string;
 }
 
 /** A task checked and turned into the insert's columns. */
@@ -52,6 +54,7 @@ export interface TaskRow {
   timeoutMs: number | null;
   /** The task's own retry fields as the text of a jsonb parameter, or null. */
   retry: string | null;
+  parentId: string | null;
 }
 
 /** Checks a task named `where` and returns its columns. */
@@ -70,7 +73,8 @@ export function checkTask(task: NewTask, where: string): TaskRow {
   if (typeof labels !== 'object' || labels === null || Array.isArray(labels) || Object.values(labels).some((v) => typeof v !== 'string')) throw invalid(`${where}.labels must be an object of string values`);
   const timeoutMs = task.timeoutMs ?? null;
   if (timeoutMs !== null && !(Number.isSafeInteger(timeoutMs) && timeoutMs >= 0)) throw invalid(`${where}.timeoutMs must be a non-negative integer`);
-  return { id, agent: task.agent, priority, maxAttempts, key, input: jsonOf(task.input, `${where}.input`), delayMs, labels: jsonOf(labels, `${where}.labels`)!, timeoutMs, retry: retryOf(task.retry, `${where}.retry`) };
+  const parentId = task.parentId === undefined ? null : checkId(task.parentId, `${where}.parentId`);
+  return { id, agent: task.agent, priority, maxAttempts, key, input: jsonOf(task.input, `${where}.input`), delayMs, labels: jsonOf(labels, `${where}.labels`)!, timeoutMs, retry: retryOf(task.retry, `${where}.retry`), parentId };
 }
 
 /**

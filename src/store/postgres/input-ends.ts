@@ -10,10 +10,12 @@
  * - A waiting task whose attempt is interrupted (its node closed, or died: the sweeper) keeps
  *   waiting with no attempt, the attempt not counted, with `task.waiting` (`detached: true`), as
  *   on LMDB (src/steps/settle.ts detach); if an input is pending already, it resumes at once with
- *   a new run (`task.queued`, reason `resume`), as the LMDB runtime's open does.
+ *   a new run (`task.queued`, reason `resume`), as the LMDB runtime's open does; so does a task
+ *   detached from a join whose children have all settled (children.ts).
  * - Any other end settles the waiting task as it would a running one (LMDB: a waiting task
  *   resumes, then settles), clearing what it waited for.
  */
+import { joinSettled, notifyParents } from './children.js';
 import { insertEvents, notifyIfAny, HINTS } from './events.js';
 
 /** The statement (see the module comment), for rows the caller holds: its parameters are settle.ts runEnds's, then each end's `handed` (NULL: none). */
@@ -33,8 +35,8 @@ export function inputEndsStatement(): string {
               (c.cancel_reason IS NOT NULL AND e.state IN ('queued', 'sleeping')) AS cancels
          FROM e JOIN current c ON c.id = e.id
      ), decided AS MATERIALIZED (
-       SELECT s.*, (s.detach AND s.inbox > s.kept) AS resume,
-              CASE WHEN s.detach AND s.inbox > s.kept THEN 'queued' WHEN s.detach THEN 'waiting' WHEN s.cancels THEN 'cancelled' ELSE s.state END AS final
+       SELECT s.*, (s.detach AND (s.inbox > s.kept OR ${joinSettled('s.waiting_for')})) AS resume,
+              CASE WHEN s.detach AND (s.inbox > s.kept OR ${joinSettled('s.waiting_for')}) THEN 'queued' WHEN s.detach THEN 'waiting' WHEN s.cancels THEN 'cancelled' ELSE s.state END AS final
          FROM shaped s
      ), ended AS (
        UPDATE troupe_tasks t
@@ -55,7 +57,7 @@ export function inputEndsStatement(): string {
               settled_at = CASE WHEN d.final IN ('queued', 'sleeping', 'waiting') THEN NULL ELSE now() END, updated_at = now()
          FROM decided d
         WHERE t.id = d.id AND t.token = d.token AND t.state = d.was
-       RETURNING t.id, t.state, t.run_at, t.run AS new_run, d.resume, d.run, d.attempt_seq, d.attempt_id, d.token, d.owner_node, d.attempt_started_at, d.exit, d.attempt_error, d.ord,
+       RETURNING t.id, t.state, t.run_at, t.parent_id, t.run AS new_run, d.resume, d.run, d.attempt_seq, d.attempt_id, d.token, d.owner_node, d.attempt_started_at, d.exit, d.attempt_error, d.ord,
                  CASE WHEN d.detach THEN 'task.waiting' WHEN d.cancels THEN 'task.cancelled' ELSE d.event_type END AS event_type,
                  CASE WHEN d.detach THEN (d.event_data - 'delayMs') || jsonb_build_object('for', d.waiting_for ->> 'kind', 'detached', true)
                       WHEN d.cancels THEN jsonb_build_object('exit', d.exit, 'reason', d.cancel_reason) ELSE d.event_data END AS event_data
@@ -72,5 +74,5 @@ export function inputEndsStatement(): string {
            SELECT 'task.queued', id, NULL, ord, 1, jsonb_build_object('run', new_run, 'reason', 'resume') FROM ended WHERE resume
          ) x ORDER BY ord, sub`)}
      )
-     SELECT ended.id, ended.state, ${notifyIfAny('end_events', `CASE WHEN EXISTS (SELECT 1 FROM ended WHERE state = 'queued') THEN '${HINTS.queued}' ELSE '' END`)} AS notified FROM ended`;
+     SELECT ended.id, ended.state, ${notifyIfAny('end_events', `CASE WHEN EXISTS (SELECT 1 FROM ended WHERE state = 'queued') THEN '${HINTS.queued}' ELSE '' END`)} AS notified, ${notifyParents('ended')} AS joins FROM ended`;
 }

@@ -365,6 +365,21 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE UNIQUE INDEX troupe_inbox_key ON troupe_inbox (task_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
       CREATE INDEX troupe_tasks_waiting ON troupe_tasks (lease_until) WHERE state = 'waiting' AND owner_node IS NOT NULL;`,
   },
+  {
+    version: 16,
+    name: 'subtasks',
+    // Subtasks (ctx.spawn, ctx.join; children.ts). `parent_id` names the task that spawned a
+    // child (no foreign key, as troupe_logs: the retention sweep removes tasks one by one).
+    // `troupe_tasks_children` lists a parent's children in id order (list({ parentId }), join's
+    // checks, a cancel's cascade): only rows with a parent have an entry, so tasks without one
+    // cost it nothing. `troupe_tasks_detached` finds the waiting tasks with no attempt (their
+    // node closed or died while the agent waited) for the backstop that resumes a detached join
+    // once its children have settled: only such row versions have an entry.
+    sql: `
+      ALTER TABLE troupe_tasks ADD COLUMN parent_id text;
+      CREATE INDEX troupe_tasks_children ON troupe_tasks (parent_id, id) WHERE parent_id IS NOT NULL;
+      CREATE INDEX troupe_tasks_detached ON troupe_tasks (id) WHERE state = 'waiting' AND owner_node IS NULL;`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */

@@ -12,6 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
 import { TroupeError } from '../../errors.js';
+import { JOIN_CHANNEL } from './children.js';
 import { INPUT_CHANNEL } from './inbox.js';
 import { unrefClient } from './unref-client.js';
 
@@ -36,13 +37,14 @@ export const CANCEL_CHANNEL = 'troupe_cancel';
  * With `onCancel`, that connection also listens on {@link CANCEL_CHANNEL} and hands it each task
  * id a cancel names (whichever node's attempt it is: the node checks). With `keepsProcessAlive:
  * false` the connection does not hold the process (what runs the node does: a runtime's KeepAlive).
- * With `onInput`, it listens on {@link INPUT_CHANNEL} too, for inputs delivered to parked agents.
+ * With `onInput`, it listens on {@link INPUT_CHANNEL} too, for inputs delivered to parked agents;
+ * with `onJoin`, on {@link JOIN_CHANNEL}, for children that settled (children.ts).
  */
 export async function joinCluster(
   connectionString: string,
   onLost: (error: Error) => void,
   onCancel?: (taskId: string) => void,
-  { keepsProcessAlive = true, onInput }: { keepsProcessAlive?: boolean; onInput?: (taskId: string) => void } = {},
+  { keepsProcessAlive = true, onInput, onJoin }: { keepsProcessAlive?: boolean; onInput?: (taskId: string) => void; onJoin?: (parentId: string) => void } = {},
 ): Promise<ClusterNode> {
   const client = new pg.Client({ connectionString, application_name: 'troupe-node', keepAlive: true });
   const id = randomUUID();
@@ -69,8 +71,9 @@ export async function joinCluster(
       client.on('notification', (message) => {
         if (message.channel === CANCEL_CHANNEL && message.payload) onCancel(message.payload);
         else if (message.channel === INPUT_CHANNEL && message.payload) onInput?.(message.payload);
+        else if (message.channel === JOIN_CHANNEL && message.payload) onJoin?.(message.payload);
       });
-      await client.query(onInput ? `LISTEN ${CANCEL_CHANNEL}; LISTEN ${INPUT_CHANNEL}` : `LISTEN ${CANCEL_CHANNEL}`);
+      await client.query([CANCEL_CHANNEL, ...(onInput ? [INPUT_CHANNEL] : []), ...(onJoin ? [JOIN_CHANNEL] : [])].map((channel) => `LISTEN ${channel}`).join('; '));
     }
     return {
       id,

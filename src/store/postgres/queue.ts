@@ -101,14 +101,14 @@ export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[
   let inserted: pg.QueryResult<{ id: string; run_at: number }>;
   try {
     inserted = await client.query<{ id: string; run_at: number }>(
-      `INSERT INTO troupe_tasks (id, agent, state, priority, max_attempts, idempotency_key, input, run_at, labels, timeout_ms, retry)
-       SELECT id, agent, 'queued', priority, max_attempts, key, input, now() + delay_ms * interval '1 millisecond', labels, timeout_ms, retry
-         FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::jsonb[], $7::bigint[], $8::jsonb[], $9::bigint[], $10::jsonb[])
-              WITH ORDINALITY AS s(id, agent, priority, max_attempts, key, input, delay_ms, labels, timeout_ms, retry, n)
+      `INSERT INTO troupe_tasks (id, agent, state, priority, max_attempts, idempotency_key, input, run_at, labels, timeout_ms, retry, parent_id)
+       SELECT id, agent, 'queued', priority, max_attempts, key, input, now() + delay_ms * interval '1 millisecond', labels, timeout_ms, retry, parent_id
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::jsonb[], $7::bigint[], $8::jsonb[], $9::bigint[], $10::jsonb[], $11::text[])
+              WITH ORDINALITY AS s(id, agent, priority, max_attempts, key, input, delay_ms, labels, timeout_ms, retry, parent_id, n)
         ORDER BY n
        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
        RETURNING id, (extract(epoch FROM run_at) * 1000)::float8 AS run_at`,
-      [rows.map((r) => r.id), rows.map((r) => r.agent), rows.map((r) => r.priority), rows.map((r) => r.maxAttempts), rows.map((r) => r.key), rows.map((r) => r.input), rows.map((r) => r.delayMs), rows.map((r) => r.labels), rows.map((r) => r.timeoutMs), rows.map((r) => r.retry)],
+      [rows.map((r) => r.id), rows.map((r) => r.agent), rows.map((r) => r.priority), rows.map((r) => r.maxAttempts), rows.map((r) => r.key), rows.map((r) => r.input), rows.map((r) => r.delayMs), rows.map((r) => r.labels), rows.map((r) => r.timeoutMs), rows.map((r) => r.retry), rows.map((r) => r.parentId)],
     );
   } catch (error) {
     if ((error as { code?: string; constraint?: string }).code === '23505' && (error as { constraint?: string }).constraint === 'troupe_tasks_pkey') {

@@ -13,6 +13,7 @@ import { TroupeError } from '../../errors.js';
 import { checkLease, checkResult, type Lease } from './checks.js';
 import { decideEnd, defaultError, type EndDecision } from './end-decision.js';
 import { eventOf, HINTS, insertEvents, notifyIfAny, type NewEvent } from './events.js';
+import { notifyParents } from './children.js';
 import { inputEndsStatement } from './input-ends.js';
 import { jsonOf, storeFailed, transaction } from './transaction.js';
 
@@ -281,7 +282,7 @@ function endsStatement(lock: boolean): string {
               settled_at = CASE WHEN d.final IN ('queued', 'sleeping') THEN NULL ELSE now() END, updated_at = now()
          FROM decided d
         WHERE t.id = d.id AND t.token = d.token AND t.state = 'running'
-       RETURNING t.id, t.state, t.run_at, d.run, d.attempt_seq, d.attempt_id, d.token, d.owner_node, d.attempt_started_at, d.exit, d.attempt_error, d.ord,
+       RETURNING t.id, t.state, t.run_at, t.parent_id, d.run, d.attempt_seq, d.attempt_id, d.token, d.owner_node, d.attempt_started_at, d.exit, d.attempt_error, d.ord,
                  CASE WHEN d.cancels THEN 'task.cancelled' ELSE d.event_type END AS event_type,
                  CASE WHEN d.cancels THEN jsonb_build_object('exit', d.exit, 'reason', d.cancel_reason) ELSE d.event_data END AS event_data
      ), attempt_ends AS (
@@ -293,7 +294,7 @@ function endsStatement(lock: boolean): string {
                  || CASE WHEN state = 'sleeping' THEN jsonb_build_object('wakeAt', round(extract(epoch FROM run_at) * 1000)::float8) ELSE '{}' END
           FROM ended ORDER BY ord`)}
      )
-     SELECT ended.id, ended.state, ${notifyIfAny('end_events', `CASE WHEN EXISTS (SELECT 1 FROM ended WHERE state = 'queued') THEN '${HINTS.queued}' ELSE '' END`)} AS notified FROM ended`;
+     SELECT ended.id, ended.state, ${notifyIfAny('end_events', `CASE WHEN EXISTS (SELECT 1 FROM ended WHERE state = 'queued') THEN '${HINTS.queued}' ELSE '' END`)} AS notified, ${notifyParents('ended')} AS joins FROM ended`;
 }
 
 /** The writes of rows the caller holds ({@link writeEnds}), and a settle's own ({@link settleInOneStatement}). */

@@ -16,6 +16,7 @@ import type { TaskState } from '../../../machines/index.js';
 import { TroupeError } from '../../errors.js';
 import { appendEvents, cursorOf, END_OF_LOG, eventOf } from './events.js';
 import { CANCEL_CHANNEL } from './nodes.js';
+import { JOIN_CHANNEL } from './children.js';
 import { checkTasks, insertTasks, type NewTask } from './queue.js';
 import { epochMs, storeFailed, transaction } from './transaction.js';
 
@@ -47,12 +48,14 @@ export interface TaskRow {
   /** The task's own timeout and retry fields (schema version 12), or null for its agent's. */
   timeout_ms: string | null;
   retry: Record<string, unknown> | null;
-  /** What a waiting task waits for (schema version 13), or null. */
-  waiting_for: { kind: 'input'; prompt?: unknown } | null;
+  /** What a waiting task waits for (schema version 15), or null. */
+  waiting_for: { kind: 'input'; prompt?: unknown } | { kind: 'join'; ids: string[] } | null;
+  /** The task that spawned it (schema version 16), or null. */
+  parent_id: string | null;
 }
 
 const COLUMNS = [
-  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, result, error, labels, cancel_reason, timeout_ms, retry, waiting_for',
+  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, result, error, labels, cancel_reason, timeout_ms, retry, waiting_for, parent_id',
   ...['created_at', 'updated_at', 'started_at', 'settled_at', 'queued_at', 'run_at', 'attempt_started_at', 'lease_until'].map((c) => epochMs(c)),
 ].join(', ');
 
@@ -73,10 +76,11 @@ export async function readTasks(pool: Pick<pg.Pool, 'query'>, ids: readonly stri
  * stored, `queued`, before any node can claim it; a duplicate key's holder as it is. (Read after
  * the commit, a new task may already be running.) The rows come in the order of `tasks`.
  */
-export async function submitAndRead(pool: pg.Pool, tasks: readonly NewTask[]): Promise<TaskRow[]> {
+export async function submitAndRead(pool: pg.Pool, tasks: readonly NewTask[], where: (i: number) => string = (i) => `tasks[${i}]`): Promise<TaskRow[]> {
   const rows = checkTasks(tasks);
   if (rows.length === 0) return [];
   return transaction(pool, 'submitting tasks', async (client) => {
+    await checkParents(client, rows, where);
     const submitted = await insertTasks(client, rows);
     const read = new Map((await readTasks(client, submitted.map((s) => s.id))).map((row) => [row.id, row]));
     return submitted.map(({ id }) => {
@@ -87,10 +91,22 @@ export async function submitAndRead(pool: pg.Pool, tasks: readonly NewTask[]): P
   });
 }
 
+/** NOT_FOUND (nothing written) when a task names a parent that is not stored, as on LMDB. */
+async function checkParents(client: Pick<pg.Pool, 'query'>, rows: ReadonlyArray<{ parentId: string | null }>, where: (i: number) => string): Promise<void> {
+  const parents = [...new Set(rows.map((r) => r.parentId).filter((id): id is string => id !== null))];
+  if (parents.length === 0) return;
+  const { rows: found } = await client.query<{ id: string }>('SELECT id FROM troupe_tasks WHERE id = ANY($1::text[])', [parents]);
+  const stored = new Set(found.map((r) => r.id));
+  const i = rows.findIndex((r) => r.parentId !== null && !stored.has(r.parentId));
+  if (i >= 0) throw new TroupeError('NOT_FOUND', `${where(i)}.parentId: no task ${rows[i]!.parentId}`);
+}
+
 /** A filter and page of {@link listTaskRows}: ids after `after`, in id (submit) order. */
 export interface TaskFilter {
   state?: TaskState | undefined;
   agent?: string | undefined;
+  /** The children of this task (through `troupe_tasks_children`). */
+  parentId?: string | undefined;
   /** Tasks that have every one of these labels with these values. */
   labels?: Readonly<Record<string, string>> | undefined;
   after?: string | undefined;
@@ -110,7 +126,7 @@ export interface TaskFilter {
  * is not on any hot path.
  */
 export async function listTaskRows(pool: Pick<pg.Pool, 'query'>, filter: TaskFilter): Promise<TaskRow[]> {
-  if (filter.agent !== undefined && unstorable(filter.agent)) return [];
+  if ((filter.agent !== undefined && unstorable(filter.agent)) || (filter.parentId !== undefined && unstorable(filter.parentId))) return [];
   const labels = Object.entries(filter.labels ?? {});
   // jsonb holds no NUL: no stored task has a label with one.
   if (labels.some(([label, value]) => unstorable(label) || unstorable(value))) return [];
@@ -121,8 +137,9 @@ export async function listTaskRows(pool: Pick<pg.Pool, 'query'>, filter: TaskFil
     'listing tasks',
     `SELECT ${COLUMNS} FROM troupe_tasks
       WHERE id > $1 AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR agent = $3) AND ($5::jsonb IS NULL OR labels @> $5::jsonb)
-      ORDER BY id LIMIT $4`,
-    [after ?? '', filter.state ?? null, filter.agent ?? null, filter.limit, labels.length > 0 ? JSON.stringify(Object.fromEntries(labels)) : null],
+            ${filter.parentId !== undefined ? 'AND parent_id = $6' : ''}
+      ORDER BY ${filter.parentId !== undefined ? 'parent_id, id' : 'id'} LIMIT $4`,
+    [after ?? '', filter.state ?? null, filter.agent ?? null, filter.limit, labels.length > 0 ? JSON.stringify(Object.fromEntries(labels)) : null, ...(filter.parentId !== undefined ? [filter.parentId] : [])],
   );
 }
 
@@ -137,7 +154,7 @@ export type CancelOutcome = 'cancelled' | 'requested' | 'already';
 export async function cancelTask(pool: pg.Pool, id: string, reason: string): Promise<CancelOutcome> {
   if (unstorable(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
   return transaction(pool, 'cancelling a task', async (client) => {
-    const { rows } = await client.query<{ state: TaskState; run: number; cancel_reason: string | null; owner_node: string | null }>('SELECT state, run, cancel_reason, owner_node FROM troupe_tasks WHERE id = $1 FOR UPDATE', [id]);
+    const { rows } = await client.query<{ state: TaskState; run: number; cancel_reason: string | null; owner_node: string | null; parent_id: string | null }>('SELECT state, run, cancel_reason, owner_node, parent_id FROM troupe_tasks WHERE id = $1 FOR UPDATE', [id]);
     const row = rows[0];
     if (!row) throw new TroupeError('NOT_FOUND', `no task ${id}`);
     if (row.state === 'cancelled') return 'already';
@@ -153,6 +170,8 @@ export async function cancelTask(pool: pg.Pool, id: string, reason: string): Pro
       [id, reason],
     );
     await appendEvents(client, [eventOf('task.cancelled', { run: row.run, reason, from: row.state }, id)]);
+    // A child settled: a parent joined on it may be ready (children.ts).
+    if (row.parent_id !== null) await client.query('SELECT pg_notify($1, $2)', [JOIN_CHANNEL, row.parent_id]);
     return 'cancelled';
   });
 }
