@@ -126,13 +126,6 @@ describe('inputs on PostgreSQL', () => {
     expect(await row(pool, task.id)).toMatchObject({ inbox: 1, delivered: 1 });
   });
 
-  it('an agent that spawns gets UNSUPPORTED_STORE (the cluster keeps no task tree yet)', async () => {
-    const { url } = await pools({ max: 2 });
-    const rt = await runtime(url, { agents: [interactive] });
-    const task = await rt.submit({ agent: 'int', input: { mode: 'badspawn' } });
-    expect(await rt.wait(task.id)).toMatchObject({ state: 'done', output: { code: 'UNSUPPORTED_STORE', message: expect.stringContaining('spawn') } });
-  });
-
   it('an agent waiting for input gives its slot back: a runtime with one slot runs other tasks meanwhile', async () => {
     const { url } = await pools({ max: 2 });
     const rt = await runtime(url, { agents: [interactive, builtinAgent('echo')], threads: 1, slotsPerThread: 1, prefetch: 0 });
