@@ -197,8 +197,7 @@ class Node implements ClusterNodeHandle {
     const claimShare = Math.max(slots, Math.ceil((slots + options.prefetch) / CLAIM_SHARES));
     this.#settler = new Settler(db, queue, log, clock, pollMs, SETTLES_IN_FLIGHT);
     this.#logs = new LogWriter({ pool: db, queue, log, clock, retryMs: pollMs });
-    const park = (attempt: NodeAttempt) => this.#attempts.park(attempt);
-    const unpark = (attempt: NodeAttempt) => this.#attempts.unpark(attempt);
+    const [park, unpark] = [(attempt: NodeAttempt) => this.#attempts.park(attempt), (attempt: NodeAttempt) => this.#attempts.unpark(attempt)];
     this.joins = new NodeJoins({ pool: db, log, clock, everyMs: heartbeatMsOf(leaseMs), agent: (name) => this.#agents.get(name), park, unpark });
     this.inputs = new NodeInputs({ pool: db, log, park, unpark, children: this.joins });
     this.#attempts = new NodeAttempts({ pool, settler: this.#settler, logs: this.#logs, clock, log, random: options.random, leaseMs, cancelGraceMs: options.cancelGraceMs, ahead, freed: () => this.#claimer.wake(), observer: options.observer, inputs: this.inputs });
@@ -326,7 +325,6 @@ class Node implements ClusterNodeHandle {
     void this.#claimer.stop();
     void this.#firer.stop();
     void this.#waker.stop();
-    void this.joins.stop();
     this.#attempts.stopAll('shutdown', 'the node lost its place in the cluster', this.#options.cancelGraceMs);
     try {
       this.#options.onLost?.(error);
