@@ -327,6 +327,7 @@ export class NodeAttempts {
     this.#clearTimer(attempt);
     const end = attemptEnd(attempt.claimed, attempt.retry, outcome, attempt.stop, this.#k.random);
     const attemptMs = this.#k.clock.now() - attempt.claimedAt;
+    if (attempt.claimed.backoff) end.backoff = { agent: attempt.claimed.agent, ms: attemptMs };
     const settle = () =>
       this.#k.settler.add(end, (settled) => {
         // Only an end that settled its task counts: a stale one was ended by a sweeper, not by this node.

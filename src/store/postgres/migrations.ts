@@ -335,6 +335,18 @@ export const MIGRATIONS: readonly Migration[] = [
     // renewal. A freeze from unfrozen and an unfreeze clear it.
     sql: `ALTER TABLE troupe_control ADD COLUMN killed boolean NOT NULL DEFAULT false;`,
   },
+  {
+    version: 15,
+    name: 'agent backoff',
+    // An agent's fast-failure backoff for the whole cluster (backoff.ts): its policy (all three or
+    // none), its consecutive fast failures, and the pause they started, on the database's clock.
+    sql: `
+      ALTER TABLE troupe_agents ADD COLUMN backoff_failures integer CHECK (backoff_failures > 0),
+        ADD COLUMN backoff_fast_fail_ms bigint CHECK (backoff_fast_fail_ms > 0), ADD COLUMN backoff_pause_ms bigint CHECK (backoff_pause_ms > 0),
+        ADD COLUMN fast_fails integer NOT NULL DEFAULT 0, ADD COLUMN paused_until timestamptz,
+        ADD CHECK ((backoff_failures IS NULL) = (backoff_fast_fail_ms IS NULL) AND (backoff_failures IS NULL) = (backoff_pause_ms IS NULL));
+      CREATE INDEX troupe_agents_paused ON troupe_agents (paused_until) WHERE paused_until IS NOT NULL;`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */
