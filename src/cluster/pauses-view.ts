@@ -9,17 +9,18 @@ import type pg from 'pg';
 import type { RuntimeEvent } from '../api/events.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
-import { pausedAgents } from '../store/postgres/backoff.js';
+import { TroupeError } from '../errors.js';
+import { pausedAgents, resumeAgentPause } from '../store/postgres/backoff.js';
 
 /** See the module comment. */
 export class PausesView {
-  readonly #pool: Pick<pg.Pool, 'query'>;
+  readonly #pool: pg.Pool;
   readonly #clock: Clock;
   readonly #log: Logger;
   /** Paused agents and until when (epoch ms). */
   #until = new Map<string, number>();
 
-  constructor(pool: Pick<pg.Pool, 'query'>, clock: Clock, log: Logger) {
+  constructor(pool: pg.Pool, clock: Clock, log: Logger) {
     this.#pool = pool;
     this.#clock = clock;
     this.#log = log;
@@ -38,6 +39,17 @@ export class PausesView {
   /** Reads the pauses soon (a hint said one changed); a failed read is logged, and the next hint or event sets them. */
   refresh(): void {
     this.read().catch((error: unknown) => this.#log.warn({ err: error }, 'reading the paused agents failed'));
+  }
+
+  /**
+   * `rt.resumeAgent(name)`: ends the agent's pause for the whole cluster (store/postgres/backoff.ts)
+   * and reads the pauses again. UNKNOWN_AGENT unless `registered` here, as on LMDB.
+   */
+  async resume(name: string, registered: (agent: string) => boolean): Promise<boolean> {
+    if (typeof name !== 'string' || !registered(name)) throw new TroupeError('UNKNOWN_AGENT', `resumeAgent: no agent named ${JSON.stringify(name)} is registered`);
+    const resumed = await resumeAgentPause(this.#pool, name);
+    await this.read();
+    return resumed;
   }
 
   /** The feed's sink: the pauses from its events. */

@@ -21,7 +21,6 @@ import { resolveLogger, type Logger } from '../log.js';
 import { checkMetricsOptions, type MetricsSnapshot } from '../metrics/metrics.js';
 import type { ResolvedOptions } from '../options.js';
 import type { RuntimeStats } from '../stats.js';
-import { resumeAgentPause } from '../store/postgres/backoff.js';
 import { freezeCluster, unfreezeCluster } from '../store/postgres/control.js';
 import { HINTS } from '../store/postgres/events.js';
 import { cancelTask, listTaskRows, readTask, retryTask, submitAndRead } from '../store/postgres/tasks.js';
@@ -261,14 +260,9 @@ class PostgresRuntime implements Runtime {
     return this.#guard('prune', () => pruneCluster(this.#db, options));
   }
 
-  /** Ends an agent's fast-failure pause for the whole cluster (store/postgres/backoff.ts); UNKNOWN_AGENT unless registered here, as on LMDB. */
+  /** Ends an agent's fast-failure pause for the whole cluster (pauses-view.ts). */
   resumeAgent(name: string): Promise<boolean> {
-    return this.#guard('resumeAgent', async () => {
-      if (typeof name !== 'string' || !this.#agents.get(name)) throw new TroupeError('UNKNOWN_AGENT', `resumeAgent: no agent named ${JSON.stringify(name)} is registered`);
-      const resumed = await resumeAgentPause(this.#db, name);
-      await this.#pauses.read();
-      return resumed;
-    });
+    return this.#guard('resumeAgent', () => this.#pauses.resume(name, (agent) => this.#agents.get(agent) !== undefined));
   }
 
   poke(): void {

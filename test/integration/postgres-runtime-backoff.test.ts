@@ -141,6 +141,20 @@ describe('the fast-failure backoff on PostgreSQL', () => {
     expect(startedWhilePaused(events)).toEqual([]);
   });
 
+  it('ends a pause on the clock where no runtime runs the agent: the wake of one that does not', async () => {
+    const { url, pool } = await pools({ max: 2 });
+    const backoff = { failures: 1, fastFailMs: 60_000, pauseMs: 1_000 };
+    const a = await runtime(url, { agents: [failing(backoff)] });
+    const paused = next(a, 'agent.paused');
+    await a.wait((await a.submit({ agent: 'fail', input: THROW })).id, { timeoutMs: 20_000 });
+    await paused;
+    await a.close();
+    const other = await runtime(url, { agents: [builtinAgent('echo')] });
+    const resumed = next(other, 'agent.resumed');
+    expect((await resumed).data).toEqual({ agent: 'fail', by: 'clock' });
+    expect(await agentRow(pool)).toMatchObject({ paused_until: null });
+  });
+
   it('never pauses on failures reported on purpose, nor an agent without a backoff', async () => {
     const { url, pool } = await pools({ max: 2 });
     const a = await runtime(url, { agents: [failing({ failures: 2 })] });
