@@ -18,7 +18,7 @@ const LIMITS_RETRY_MS = 1_000;
 
 /** A registration checked as the LMDB runtime checks it, then for what the cluster can honour. */
 export function registered(registration: AgentRegistration, options: ResolvedOptions): RegisteredAgent {
-  return checkClusterAgent(registration, validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry, backoff: null }));
+  return checkClusterAgent(registration, validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry, backoff: options.defaultBackoff }));
 }
 
 /** What the agents need from their runtime. */

@@ -365,6 +365,7 @@ export class NodeAttempts {
     this.#clearTimer(attempt);
     const end = attemptEnd(attempt.claimed, attempt.retry, outcome, attempt.stop, this.#k.random);
     const attemptMs = this.#k.clock.now() - attempt.claimedAt;
+    if (attempt.claimed.backoff) end.backoff = { agent: attempt.claimed.agent, ms: attemptMs };
     const inputs = this.#k.inputs?.ended(attempt);
     const settle = () => {
       // An attempt that asked for input: inputs delivered to it beyond what it took are given back.

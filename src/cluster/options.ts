@@ -24,8 +24,8 @@ export interface ClusterNodeOptions {
    * The agents this node runs: it claims tasks of these agents only. Required, at least one. A
    * registration's name, module, `timeoutMs` and `retry` (its backoff: the attempt budget is the
    * task's own, set at submit) apply; `concurrency` (with its per-model sub-limits), `rate` and
-   * `dailyLimit`, when any is given, are stored as the agent's limits across the cluster;
-   * `backoff`, `capabilities` and `retention` are refused for now.
+   * `dailyLimit`, when any is given, are stored as the agent's limits across the cluster, and so
+   * is a `backoff` (store/postgres/backoff.ts); `capabilities` and `retention` are refused for now.
    */
   agents: AgentRegistration[];
   /** Worker threads. @default os.availableParallelism() */
@@ -119,7 +119,7 @@ export interface ResolvedNodeOptions {
 const DEFAULTS = { slotsPerThread: 4, leaseMs: 30_000, pollMs: 250, sweepMs: 150, fireMs: 250, cancelGraceMs: 5_000 };
 const KNOWN = new Set(['connectionString', 'agents', 'threads', 'slotsPerThread', 'prefetch', 'leaseMs', 'pollMs', 'sweepMs', 'fireMs', 'cancelGraceMs', 'logger', 'onLost', 'clock', 'random', 'queue', 'createPool', 'observer']);
 /** Registration fields a node cannot honour yet (issue #15): see {@link checkClusterAgent}. */
-const NOT_YET = ['backoff', 'capabilities', 'retention'] as const;
+const NOT_YET = ['capabilities', 'retention'] as const;
 
 /** Validates and freezes a node's options. Throws INVALID_OPTIONS naming the option. */
 export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptions {
@@ -170,15 +170,15 @@ export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptio
 
 /**
  * Refuses, with INVALID_OPTIONS naming it, what a registration asks and a cluster node cannot
- * honour yet: a fast-failure `backoff`, `capabilities` (routing by `requires`) and `retention`.
- * Its `concurrency` (total and per-model sub-limits), `rate` and `dailyLimit` hold across the
- * cluster (stored with setAgentLimits). A model name jsonb cannot hold (a NUL) is refused here,
- * before anything is stored. Returns `agent`.
+ * honour yet: `capabilities` (routing by `requires`) and `retention`. Its `concurrency` (total and
+ * per-model sub-limits), `rate` and `dailyLimit` hold across the cluster (stored with
+ * setAgentLimits), as does its fast-failure `backoff` (setAgentBackoff). A model name jsonb
+ * cannot hold (a NUL) is refused here, before anything is stored. Returns `agent`.
  */
 export function checkClusterAgent(registration: AgentRegistration, agent: RegisteredAgent): RegisteredAgent {
   for (const field of NOT_YET) {
     const value = registration[field];
-    if (value === undefined || value === false || (Array.isArray(value) && value.length === 0)) continue;
+    if (value === undefined || (value as unknown) === false || (Array.isArray(value) && value.length === 0)) continue;
     throw invalidOptions(`agent ${agent.name}: ${field} is not applied on the PostgreSQL store yet (issue #15)`);
   }
   for (const model of Object.keys(agent.models)) {

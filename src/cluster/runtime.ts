@@ -38,6 +38,7 @@ import { killEverywhere } from './kill.js';
 import type { ClusterNodeHandle } from './node.js';
 import { startClusterRetention, type ClusterRetention } from './retention.js';
 import { pruneCluster } from './prune.js';
+import { PausesView } from './pauses-view.js';
 import { openRuntimeNode } from './runtime-node.js';
 import { ClusterSchedules } from './schedules-api.js';
 import { clusterStats } from './stats.js';
@@ -80,6 +81,7 @@ class PostgresRuntime implements Runtime {
   readonly #nextId = createIdGenerator(() => Date.now());
   #node: ClusterNodeHandle | undefined;
   readonly #control: ControlView;
+  readonly #pauses: PausesView;
   readonly #counts: TaskCounts;
   readonly #metrics: ClusterMetrics;
   #retention: ClusterRetention | undefined;
@@ -104,6 +106,8 @@ class PostgresRuntime implements Runtime {
     this.#counts = new TaskCounts(this.#db, log);
     this.#metrics = new ClusterMetrics({ slots: options.threads * options.slotsPerThread, clock: options.clock, counts: this.#counts, agents: () => this.#agents.list().map((a) => a.name), executing: () => this.#node?.running ?? 0, startedMs: () => this.#startedMs, listenerErrors: () => this.#feed.listenerErrors });
     this.#feed.subscribe(this.#control.observe);
+    this.#pauses = new PausesView(this.#db, options.clock, log);
+    this.#feed.subscribe(this.#pauses.observe);
     this.schedules = new ClusterSchedules({ pool: this.#db, log, assertOpen: (call) => this.#assertOpen(call), task: (task, where) => this.#newTask(task as TaskSpec, where) });
     this.#agents = new ClusterAgents({ options, pool: this.#db, log, node: () => this.#node, stopping: this.#stopping.signal, assertOpen: (call) => this.#assertOpen(call) });
     this.agents = { register: this.#agents.register, list: this.#agents.list };
@@ -122,6 +126,7 @@ class PostgresRuntime implements Runtime {
       this.#node = await openRuntimeNode(this.#options, { url: this.#url, log: this.#log, agents, fired: () => this.schedules.refreshSoon(), observer: this.#metrics.observer });
       await this.#feed.start();
       await this.#control.read();
+      await this.#pauses.read();
       await this.schedules.load();
       this.#retention = startClusterRetention({ pool: this.#db, clock: this.#options.clock, log: this.#log, policy: this.#options.retention });
       this.#startedMs = performance.now() - at;
@@ -259,6 +264,11 @@ class PostgresRuntime implements Runtime {
     return this.#guard('prune', () => pruneCluster(this.#db, options));
   }
 
+  /** Ends an agent's fast-failure pause for the whole cluster (pauses-view.ts). */
+  resumeAgent(name: string): Promise<boolean> {
+    return this.#guard('resumeAgent', () => this.#pauses.resume(name, (agent) => this.#agents.get(agent) !== undefined));
+  }
+
   poke(): void {
     this.#assertOpen('poke');
     this.#node?.wake();
@@ -272,7 +282,7 @@ class PostgresRuntime implements Runtime {
   }
 
   stats(): RuntimeStats {
-    return clusterStats({ state: this.state, options: this.#options, agents: this.#agents.list(), node: this.#node, control: this.#control.current, startedMs: this.#startedMs, counts: this.#counts.current(), retention: this.#retention?.stats ?? null });
+    return clusterStats({ state: this.state, options: this.#options, agents: this.#agents.list(), node: this.#node, control: this.#control.current, startedMs: this.#startedMs, counts: this.#counts.current(), retention: this.#retention?.stats ?? null, paused: (agent) => this.#pauses.paused(agent) });
   }
 
   /** Checked as on LMDB, then stored (and delivered, or resuming the task) in one transaction: src/store/postgres/inbox.ts. */
@@ -291,9 +301,6 @@ class PostgresRuntime implements Runtime {
   }
   resetInstance(): Promise<never> {
     return this.#refuse('resetInstance');
-  }
-  resumeAgent(): Promise<never> {
-    return this.#refuse('resumeAgent');
   }
   backup(): Promise<never> {
     return this.#refuse('backup');
@@ -359,7 +366,8 @@ class PostgresRuntime implements Runtime {
    */
   #hinted(hints: readonly string[]): void {
     if (hints.includes(HINTS.control)) this.#control.refresh();
-    if (this.#agents.size > 0 && (hints.includes(HINTS.queued) || hints.includes(HINTS.control))) this.#node?.wake();
+    if (hints.includes(HINTS.agents)) this.#pauses.refresh();
+    if (this.#agents.size > 0 && (hints.includes(HINTS.queued) || hints.includes(HINTS.control) || hints.includes(HINTS.agents))) this.#node?.wake();
   }
 
   async #read(id: string): Promise<Task | undefined> {

@@ -2,7 +2,7 @@
  * `rt.stats()` on PostgreSQL, in the LMDB runtime's shape (collectStats): what one runtime knows
  * without asking the database (stats() is synchronous): its lifecycle, its slots and the attempts
  * its node holds, its start-ahead window, its agents and their cluster-wide limits, and the
- * cluster's freeze as last seen; its retention sweeps (retention.ts); and the cluster's tasks by
+ * cluster's freeze and agents' fast-failure pauses as last seen; its retention sweeps (retention.ts); and the cluster's tasks by
  * state, in all and per agent, as last counted in the background (task-counts.ts: how fresh they
  * are). `queued` (and each agent's) is the cluster's queued tasks due to run (`run_at` come),
  * `delayed` those whose `run_at` is still to come (a `delayMs` or `runAt`, a retry's backoff), as
@@ -30,6 +30,8 @@ export interface ClusterStatsSources {
   counts: TaskCountsView | undefined;
   /** This runtime's retention sweeps; null with `retention: false`. */
   retention: RetentionStats | null;
+  /** Whether a fast-failure pause holds the agent, as last seen (pauses-view.ts). */
+  paused(agent: string): boolean;
 }
 
 /** See the module comment. */
@@ -55,12 +57,12 @@ export function clusterStats(s: ClusterStatsSources): RuntimeStats {
         ...s.agents.map((agent) => [
           agent.name,
           // The limits hold across the cluster; what this runtime alone has reserved is not counted here.
-          { queued: due(agent.name), reserved: 0, limit: agent.concurrency, paused: false, models: Object.fromEntries(Object.entries(agent.models).map(([model, limit]) => [model, { reserved: 0, limit }])) },
+          { queued: due(agent.name), reserved: 0, limit: agent.concurrency, paused: s.paused(agent.name), models: Object.fromEntries(Object.entries(agent.models).map(([model, limit]) => [model, { reserved: 0, limit }])) },
         ]),
         // The cluster's other agents that have tasks: their queue, with no limits of this runtime's.
         ...Object.keys(counts?.agents ?? {})
           .filter((name) => !registered.has(name))
-          .map((name) => [name, { queued: due(name), reserved: 0, limit: 0, paused: false, models: {} }]),
+          .map((name) => [name, { queued: due(name), reserved: 0, limit: 0, paused: s.paused(name), models: {} }]),
       ]),
     },
     // Held attempts not yet ended are executing or queued on their threads; the rest wait for their settle.

@@ -111,7 +111,6 @@ describe('a runtime on PostgreSQL', () => {
       ['setDispatchTarget', () => rt.setDispatchTarget('k', 1)],
       ['resetInstance', () => rt.resetInstance('k')],
       ['instances', () => rt.instances()],
-      ['resumeAgent', () => rt.resumeAgent('echo')],
       ['backup', () => rt.backup('/tmp/b')],
       ['dashboard', () => rt.dashboard()],
     ];

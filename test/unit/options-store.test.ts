@@ -53,10 +53,13 @@ describe('options.store', () => {
     expect(resolveOptions({ store: { postgres: URL }, dataDir: './elsewhere', threads: 2, prefetch: 0, leaseMs: 5_000 }, {})).toMatchObject({ threads: 2, prefetch: 0, leaseMs: 5_000 });
     // Off is not a request: a switch of store keeps working with these.
     expect(resolveOptions({ store: { postgres: URL }, dashboard: false, metricsPort: 0, retention: false, starvation: false, defaultBackoff: false }, {}).store).toEqual({ postgres: URL });
-    for (const [key, value] of [['dashboard', true], ['metricsPort', 9100], ['starvation', {}], ['defaultBackoff', true], ['maxQueued', 10], ['failedAttemptThreshold', 3]] as const) {
+    for (const [key, value] of [['dashboard', true], ['metricsPort', 9100], ['starvation', {}], ['maxQueued', 10], ['failedAttemptThreshold', 3]] as const) {
       expect(invalid({ store: { postgres: URL }, [key]: value }).message).toBe(`options.${key} is not supported with store.postgres yet (README: "Running on many machines")`);
       expect(invalid({ [key]: value }, { TROUPE_STORE: URL }).message).toContain(`options.${key} is not supported with store.postgres`);
     }
+    // A fast-failure backoff holds across the cluster (store/postgres/backoff.ts): taken, checked as on LMDB.
+    expect(resolveOptions({ store: { postgres: URL }, defaultBackoff: { pauseMs: 500 } }, {}).defaultBackoff).toEqual({ failures: 3, fastFailMs: 60_000, pauseMs: 500 });
+    expect(invalid({ store: { postgres: URL }, defaultBackoff: { pauseMs: 0 } }).message).toBe(invalid({ defaultBackoff: { pauseMs: 0 } }).message);
   });
 
   it('takes retention on PostgreSQL as on LMDB (the defaults when absent, off with false), refusing a rule with a count', () => {

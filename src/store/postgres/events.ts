@@ -68,10 +68,11 @@ export function parseCursor(cursor: string): { xid: string; seq: string } {
 /**
  * The hints a NOTIFY on the event channel carries, comma-separated in its payload (empty: none):
  * `queued`, the commit queued a task (a submit, a retry, a requeue: a node may claim it now);
- * `control`, it froze or unfroze the cluster. A runtime that reads no event (nothing listens to
- * its events) still wakes its claimer and keeps its freeze flag by them.
+ * `control`, it froze or unfroze the cluster; `agents`, it paused an agent or ended a pause
+ * (backoff.ts). A runtime that reads no event (nothing listens to its events) still wakes its
+ * claimer and keeps its freeze flag and its agents' pauses by them.
  */
-export const HINTS = { queued: 'queued', control: 'control' } as const;
+export const HINTS = { queued: 'queued', control: 'control', agents: 'agents' } as const;
 
 /** The NOTIFY payload for events of these types (see {@link HINTS}). */
 export function hintsOf(types: Iterable<string>): string {
@@ -79,6 +80,7 @@ export function hintsOf(types: Iterable<string>): string {
   for (const type of types) {
     if (type === 'task.queued') hints.add(HINTS.queued);
     else if (type === 'runtime.frozen' || type === 'runtime.unfrozen') hints.add(HINTS.control);
+    else if (type === 'agent.paused' || type === 'agent.resumed') hints.add(HINTS.agents);
   }
   return [...hints].join(',');
 }

@@ -380,6 +380,18 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX troupe_tasks_children ON troupe_tasks (parent_id, id) WHERE parent_id IS NOT NULL;
       CREATE INDEX troupe_tasks_detached ON troupe_tasks (id) WHERE state = 'waiting' AND owner_node IS NULL;`,
   },
+  {
+    version: 17,
+    name: 'agent backoff',
+    // An agent's fast-failure backoff for the whole cluster (backoff.ts): its policy (all three or
+    // none), its consecutive fast failures, and the pause they started, on the database's clock.
+    sql: `
+      ALTER TABLE troupe_agents ADD COLUMN backoff_failures integer CHECK (backoff_failures > 0),
+        ADD COLUMN backoff_fast_fail_ms bigint CHECK (backoff_fast_fail_ms > 0), ADD COLUMN backoff_pause_ms bigint CHECK (backoff_pause_ms > 0),
+        ADD COLUMN fast_fails integer NOT NULL DEFAULT 0, ADD COLUMN paused_until timestamptz,
+        ADD CHECK ((backoff_failures IS NULL) = (backoff_fast_fail_ms IS NULL) AND (backoff_failures IS NULL) = (backoff_pause_ms IS NULL));
+      CREATE INDEX troupe_agents_paused ON troupe_agents (paused_until) WHERE paused_until IS NOT NULL;`,
+  },
 ];
 
 /** The advisory lock key of migrations: 'troupe' in ASCII, a constant every node agrees on. */

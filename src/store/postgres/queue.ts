@@ -8,9 +8,9 @@
  * taking the same task twice. Each claim bumps the task's `token`, and every later write of that
  * attempt (a settle, a renewal) must name the token: a write from an attempt that is no longer
  * current changes nothing. Leases and delays run on the database's clock (`now()`), never a node's.
- * A claim takes nothing while the cluster is frozen (control.ts), and no more than the agent's
- * limits leave (limits.ts). Every transition appends its event (`task.queued`, `task.started`) in
- * the transaction that makes it.
+ * A claim takes nothing while the cluster is frozen (control.ts) or its agent is paused
+ * (backoff.ts), and no more than the agent's limits leave (limits.ts). Every transition appends
+ * its event (`task.queued`, `task.started`) in the transaction that makes it.
  */
 import type pg from 'pg';
 import type { RetryPolicy } from '../../api/tasks.js';
@@ -18,6 +18,7 @@ import { TroupeError } from '../../errors.js';
 import { checkAgent, checkLease, checkLeaseMs, checkNode, checkTask, INT4_MAX, invalid, type Lease, type NewTask, type TaskRow } from './checks.js';
 import { BEGIN_HOLDING_CONTROLS } from './control.js';
 import { appendEvents, eventOf, insertEvents, notifyIfAny } from './events.js';
+import { pauseHolds } from './backoff.js';
 import { isLimited, limitColumns, limitsOf, reserveSlots, type LimitRow } from './limits.js';
 import { storeFailed, transaction } from './transaction.js';
 
@@ -55,6 +56,8 @@ export interface ClaimedTask {
   followUp?: unknown;
   /** How long the task was queued before this claim, on the database's clock (ms): the `queuedMs` of its `task.started`. */
   queuedMs: number;
+  /** Its agent has a fast-failure backoff (backoff.ts): the attempt's end counts toward a pause. */
+  backoff?: true;
 }
 
 /** What {@link renewLeases} did: leases held on, and those whose attempt is no longer current. */
@@ -140,7 +143,8 @@ export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[
  * `leaseMs` from the database's `now()`, and a
  * `task.started` event. Tasks other nodes are claiming at that moment are skipped, not waited for.
  * While the cluster is frozen it claims nothing, and it claims no more than the agent's limits
- * leave, counted across all nodes (limits.ts). INVALID_INPUT for bad arguments; ILLEGAL_STATE when
+ * leave, counted across all nodes (limits.ts), nor while a fast-failure pause holds the agent
+ * (backoff.ts). INVALID_INPUT for bad arguments; ILLEGAL_STATE when
  * `node` is not a member of the cluster (it left, or a sweeper found it dead and took its attempts
  * back): such a node must stop, not claim.
  */
@@ -150,7 +154,7 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
   if (!Number.isSafeInteger(n) || n <= 0 || n > INT4_MAX) throw invalid('n must be a positive integer');
   checkLeaseMs(leaseMs);
   type Row = { id: string; agent: string; input: unknown; priority: number; run: number; attempt_seq: number; attempts: number; max_attempts: number; token: string; attempt_id: string; lease_until: Date; queued_ms: number; timeout_ms: string | null; retry: ClaimedTask['retry'] | null; follow_up: unknown };
-  type Gate = { member: boolean; frozen: boolean } & LimitRow;
+  type Gate = { member: boolean; frozen: boolean; backoff_failures: number | null; paused: boolean } & LimitRow;
   // The controls are held shared from the transaction's first statement (sent with its BEGIN): a
   // freeze or a change of limits waits for this claim to commit, and cannot commit between the
   // reads below and this claim's commit.
@@ -165,8 +169,11 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
     if (gate.frozen) return [];
     let rows = first.rows.filter((r) => r.id !== null);
     const limits = limitsOf(gate);
-    if (isLimited(limits)) {
-      // An agent with limits: its slots are reserved under its row's lock, then claimed.
+    const backoff = gate.backoff_failures !== null;
+    if (isLimited(limits) || backoff || gate.paused) {
+      // An agent with limits or a backoff: its row is locked, its pause checked and its slots
+      // reserved under that lock, then claimed.
+      if ((backoff || gate.paused) && (await pauseHolds(client, agent))) return [];
       const slots = await reserveSlots(client, agent, limits, n);
       if (slots.allowed === 0) return [];
       const claim = slots.room
@@ -193,6 +200,7 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
       if (r.timeout_ms !== null) task.timeoutMs = Number(r.timeout_ms);
       if (r.retry !== null) task.retry = r.retry;
       if (r.follow_up !== null) task.followUp = r.follow_up;
+      if (backoff) task.backoff = true;
       return task;
     });
   }, BEGIN_HOLDING_CONTROLS);
@@ -208,7 +216,7 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
  */
 function claimStatement(kind: 'unlimited' | 'limited' | 'models'): string {
   const runnable = `state = 'queued' AND agent = $2 AND run_at <= now()`;
-  const open = `(SELECT member AND NOT frozen${kind === 'unlimited' ? ' AND concurrency IS NULL AND models IS NULL AND rate_limit IS NULL AND daily_limit IS NULL' : ''} FROM gate)`;
+  const open = `(SELECT member AND NOT frozen${kind === 'unlimited' ? ' AND concurrency IS NULL AND models IS NULL AND rate_limit IS NULL AND daily_limit IS NULL AND backoff_failures IS NULL AND NOT paused' : ''} FROM gate)`;
   const room = `($5::jsonb ->> (labels ->> 'model'))::int`;
   const picked =
     kind === 'models'
@@ -231,7 +239,7 @@ function claimStatement(kind: 'unlimited' | 'limited' | 'models'): string {
         LIMIT $3
         FOR UPDATE SKIP LOCKED`;
   return `WITH gate AS MATERIALIZED (
-       SELECT EXISTS (SELECT 1 FROM troupe_nodes WHERE id = $1::uuid FOR KEY SHARE) AS member, c.frozen, ${limitColumns('a')}
+       SELECT EXISTS (SELECT 1 FROM troupe_nodes WHERE id = $1::uuid FOR KEY SHARE) AS member, c.frozen, ${limitColumns('a')}, a.backoff_failures, a.paused_until IS NOT NULL AS paused
          FROM troupe_control c LEFT JOIN troupe_agents a ON a.name = $2
         WHERE c.id = 1
      ), picked AS MATERIALIZED (

@@ -10,6 +10,7 @@ import type { WireError } from '../../../actors/wire.js';
 import type { AttemptExit, TaskState } from '../../../machines/index.js';
 import type { TaskResult } from '../../api/tasks.js';
 import { TroupeError } from '../../errors.js';
+import { changesFastFails, foldFastFails, lockBackoffAgents, writeFastFails, type BackoffEnd } from './backoff.js';
 import { checkLease, checkResult, type Lease } from './checks.js';
 import { decideEnd, defaultError, type EndDecision } from './end-decision.js';
 import { eventOf, HINTS, insertEvents, notifyIfAny, type NewEvent } from './events.js';
@@ -47,6 +48,11 @@ export interface AttemptEnd extends Lease {
    * find the task `waiting` (input-ends.ts). Ends without it take the plain statements.
    */
   handed?: number;
+  /**
+   * Its agent has a fast-failure backoff (its claim said so: ClaimedTask.backoff), and the attempt
+   * ran `ms` on its node's clock: the settle counts the end toward a pause (backoff.ts).
+   */
+  backoff?: BackoffEnd;
 }
 
 /** What a settle did: the attempts it ended with their task's new state, and those it refused. */
@@ -70,10 +76,15 @@ export async function settleAttempts(pool: pg.Pool, ends: readonly AttemptEnd[])
   const checked = ends.map((end, i) => checkEnd(end, `ends[${i}]`, texts));
   if (checked.length === 0) return { settled: [], stale: [] };
   const inputs = checked.some((end) => end.handed !== undefined);
-  if (!inputs && checked.every((end) => ROW_FREE_EXITS.has(end.exit)) && new Set(checked.map((end) => end.taskId)).size === checked.length) return settleInOneStatement(pool, checked, texts);
+  // Ends that count toward an agent's backoff: ends of agents without one never take this branch.
+  const counted = checked.filter((end) => end.backoff !== undefined && changesFastFails(end.exit, end.error));
+  if (!inputs && counted.length === 0 && checked.every((end) => ROW_FREE_EXITS.has(end.exit)) && new Set(checked.map((end) => end.taskId)).size === checked.length) return settleInOneStatement(pool, checked, texts);
   return transaction(pool, 'settling attempts', async (client) => {
+    // The agents' rows before the tasks' (backoff.ts: the lock order, and why first).
+    const agents = counted.length > 0 ? await lockBackoffAgents(client, counted.map((end) => end.backoff!.agent)) : undefined;
     const current = await lockRunning(client, checked.map((e) => e.taskId), inputs);
     const writes: EndWrite[] = [];
+    const written: AttemptEnd[] = [];
     const stale: Lease[] = [];
     for (const end of checked) {
       const task = current.get(end.taskId);
@@ -84,8 +95,13 @@ export async function settleAttempts(pool: pg.Pool, ends: readonly AttemptEnd[])
       }
       current.delete(end.taskId);
       writes.push(writeOf(end, task, texts.get(end)));
+      written.push(end);
     }
     const ended = await writeEnds(client, writes, inputs);
+    if (agents) {
+      const attemptIds = new Map(writes.map((w) => [w.task.id, w.task.attemptId]));
+      await writeFastFails(client, foldFastFails(agents, written.filter((end) => ended.has(end.taskId))), (taskId) => attemptIds.get(taskId)!);
+    }
     return resultOf(writes.map((w) => ({ taskId: w.task.id, token: w.task.token })), ended, stale);
   });
 }
@@ -345,6 +361,7 @@ function checkEnd(end: AttemptEnd, where: string, texts: Map<AttemptEnd, string 
   }
   if (end.retryDelayMs !== undefined && !(Number.isSafeInteger(end.retryDelayMs) && end.retryDelayMs >= 0)) throw new TroupeError('INVALID_INPUT', `${where}.retryDelayMs must be a non-negative integer`);
   if (end.result !== undefined) checkResult(end.result, end.sleep !== undefined ? 'sleep' : end.exit, `${where}.result`);
+  if (end.backoff !== undefined) checkBackoff(end.backoff, `${where}.backoff`);
   if (end.sleep !== undefined) checkSleep(end.sleep, end.exit, `${where}.sleep`);
   if (end.handed !== undefined && !(Number.isSafeInteger(end.handed) && end.handed >= 0)) throw new TroupeError('INVALID_INPUT', `${where}.handed must be a non-negative integer`);
   // Checked now, so a value jsonb cannot hold fails the call before its transaction, not inside it.
@@ -360,4 +377,11 @@ function checkSleep(sleep: NonNullable<AttemptEnd['sleep']>, exit: AttemptExit, 
   if (typeof sleep !== 'object' || sleep === null) throw new TroupeError('INVALID_INPUT', `${where} must be an object`);
   if (exit !== 'success') throw new TroupeError('INVALID_INPUT', `${where}: only a success exit can sleep`);
   if (!Number.isSafeInteger(sleep.wakeAfterMs) || sleep.wakeAfterMs < 0) throw new TroupeError('INVALID_INPUT', `${where}.wakeAfterMs must be a non-negative integer`);
+}
+
+/** A backoff end names its agent and how long the attempt ran. */
+function checkBackoff(backoff: BackoffEnd, where: string): void {
+  if (typeof backoff !== 'object' || backoff === null || typeof backoff.agent !== 'string' || !(Number.isFinite(backoff.ms) && backoff.ms >= 0)) {
+    throw new TroupeError('INVALID_INPUT', `${where} must be { agent, ms } with ms a non-negative number`);
+  }
 }

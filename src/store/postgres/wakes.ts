@@ -8,14 +8,19 @@
  *
  * Every node wakes what is due (src/cluster/node.ts, every `pollMs`): `FOR UPDATE SKIP LOCKED`
  * lets them run at once without waiting on each other or waking one task twice, and the update
- * checks the row is still sleeping (a cancel may have come first).
+ * checks the row is still sleeping (a cancel may have come first). The same statement ends the
+ * agents' fast-failure pauses whose time is up (backoff.ts RESUME_DUE).
  */
 import type pg from 'pg';
+import { RESUME_DUE } from './backoff.js';
 import { HINTS, insertEvents, notifyIfAny } from './events.js';
 import { invalid, INT4_MAX } from './checks.js';
 import { storeFailed } from './transaction.js';
 
-/** Wakes up to `limit` sleeping tasks whose wake has come, oldest wake first, in one statement; resolves with how many. */
+/**
+ * Wakes up to `limit` sleeping tasks whose wake has come, oldest wake first, and ends the pauses
+ * that are over, in one statement; resolves with how many of both.
+ */
 export async function wakeDue(pool: Pick<pg.Pool, 'query'>, limit = 500): Promise<number> {
   if (!Number.isSafeInteger(limit) || limit <= 0 || limit > INT4_MAX) throw invalid('limit must be a positive integer');
   try {
@@ -38,5 +43,6 @@ const WAKE = `WITH due AS MATERIALIZED (
      RETURNING t.id, t.run, t.queued_order
    ), woke_events AS (
      ${insertEvents(`SELECT 'task.queued', id, NULL, jsonb_build_object('run', run, 'reason', 'wake') FROM woke ORDER BY queued_order`)}
-   )
-   SELECT count(*)::int AS woke, ${notifyIfAny('woke_events', `'${HINTS.queued}'`)} AS notified FROM woke`;
+   ), ${RESUME_DUE}
+   SELECT count(*)::int + (SELECT count(*)::int FROM resumed) AS woke, ${notifyIfAny('woke_events', `'${HINTS.queued}'`)} AS notified,
+          ${notifyIfAny('resumed_events', `'${HINTS.agents}'`)} AS resumed FROM woke`;
