@@ -1,0 +1,109 @@
+/**
+ * The PostgreSQL schema from version 12 on (migrations.ts runs them; schema-1.ts holds the earlier
+ * ones). Append only: a released version never changes.
+ */
+import type { Migration } from './migrations.js';
+
+/** Versions 12 on. */
+export const MIGRATIONS_2: readonly Migration[] = [
+  {
+    version: 12,
+    name: 'task policies and sleeps',
+    // A task's own `timeoutMs` and retry policy (the fields of RetryPolicy it gave but
+    // maxAttempts, which is `max_attempts`), as given at submit: NULL where it gave none. The node
+    // that claims the task lays them over its agent's registration (queue.ts ClaimedTask), so a
+    // task submitted on a runtime that does not run its agent keeps what it asked for.
+    // Sleeping tasks (an agent returned `{ kind: 'sleep', wakeAfterMs, followUp }`): `run_at` is
+    // the wake, `follow_up` what the runs after it see as ctx.followUp, and
+    // `troupe_tasks_sleeping` finds the sleepers due (wakes.ts); only a sleeping row version has
+    // an entry, so no other write pays for it. No default to fill: no row is rewritten.
+    sql: `
+      ALTER TABLE troupe_tasks ADD COLUMN timeout_ms bigint CHECK (timeout_ms >= 0),
+        ADD COLUMN retry jsonb CHECK (retry IS NULL OR jsonb_typeof(retry) = 'object'),
+        ADD COLUMN follow_up jsonb;
+      CREATE INDEX troupe_tasks_sleeping ON troupe_tasks (run_at) WHERE state = 'sleeping';`,
+  },
+  {
+    version: 13,
+    name: 'schedule policies',
+    // The LMDB runtime's schedule policies (schedules.ts): the `queue_one` overlap and the tick it
+    // holds back (`pending_tick`), and the catch-up policy with its window. Rows from before keep
+    // what they did: every due tick fires (`all`, with no window). `troupe_schedules_pending`
+    // lets a fire find the held ticks without reading every schedule; it costs nothing on the
+    // task queue, and a schedule's row is written once per tick anyway.
+    sql: `
+      ALTER TABLE troupe_schedules DROP CONSTRAINT troupe_schedules_overlap_check,
+        ADD CONSTRAINT troupe_schedules_overlap_check CHECK (overlap IN ('skip', 'allow', 'queue_one')),
+        ADD COLUMN catch_up text NOT NULL DEFAULT 'all' CHECK (catch_up IN ('skip', 'once', 'all')),
+        ADD COLUMN catch_up_window_ms bigint NOT NULL DEFAULT ${Number.MAX_SAFE_INTEGER} CHECK (catch_up_window_ms >= 0),
+        ADD COLUMN pending_tick timestamptz;
+      ALTER TABLE troupe_schedules ALTER COLUMN catch_up DROP DEFAULT, ALTER COLUMN catch_up_window_ms DROP DEFAULT;
+      CREATE INDEX troupe_schedules_pending ON troupe_schedules (id) WHERE pending_tick IS NOT NULL;`,
+  },
+  {
+    version: 14,
+    name: 'kill',
+    // rt.kill() (control.ts killCluster): whether the freeze on the control row is a kill's. While
+    // it is, every node stops the attempts it holds (all claimed before the kill: nothing is
+    // claimed while frozen), whether it heard the kill's NOTIFY or reads the row at a lease
+    // renewal. A freeze from unfrozen and an unfreeze clear it.
+    sql: `ALTER TABLE troupe_control ADD COLUMN killed boolean NOT NULL DEFAULT false;`,
+  },
+  {
+    version: 15,
+    name: 'inputs',
+    // Interactive inputs (rt.sendInput, ctx.waitForInput; inbox.ts). `troupe_inbox` holds each
+    // task's inputs keyed (task, seq), seq 1, 2, … in the order they were sent; an idempotency key
+    // is unique per task (a partial index: keyless items have no entry). On the task's row:
+    // `inbox`, how many inputs it was sent, `delivered`, how many its agents have taken (an item
+    // is delivered when its seq is at most that: no write to the item when it is handed over, and
+    // one to the task's counter when an input handed to an attempt that never took it is given
+    // back), and `waiting_for` ({ kind: 'input', prompt? }) while the task is `waiting`. A waiting
+    // task keeps its attempt on its row (node, attempt id, token, lease) while its agent is parked
+    // on that node; `troupe_tasks_waiting` finds those whose lease ran out for the sweeper (only a
+    // waiting row version with an attempt has an entry: claims and settles of tasks that never
+    // wait write none). No foreign key (as troupe_logs): the retention sweep removes a task's
+    // inputs with it. Constant defaults: no row is rewritten.
+    sql: `
+      ALTER TABLE troupe_tasks ADD COLUMN waiting_for jsonb,
+        ADD COLUMN inbox integer NOT NULL DEFAULT 0,
+        ADD COLUMN delivered integer NOT NULL DEFAULT 0;
+      CREATE TABLE troupe_inbox (
+        task_id text NOT NULL,
+        seq integer NOT NULL CHECK (seq > 0),
+        message jsonb,
+        idempotency_key text,
+        at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (task_id, seq)
+      );
+      CREATE UNIQUE INDEX troupe_inbox_key ON troupe_inbox (task_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+      CREATE INDEX troupe_tasks_waiting ON troupe_tasks (lease_until) WHERE state = 'waiting' AND owner_node IS NOT NULL;`,
+  },
+  {
+    version: 16,
+    name: 'subtasks',
+    // Subtasks (ctx.spawn, ctx.join; children.ts). `parent_id` names the task that spawned a
+    // child (no foreign key, as troupe_logs: the retention sweep removes tasks one by one).
+    // `troupe_tasks_children` lists a parent's children in id order (list({ parentId }), join's
+    // checks, a cancel's cascade): only rows with a parent have an entry, so tasks without one
+    // cost it nothing. `troupe_tasks_detached` finds the waiting tasks with no attempt (their
+    // node closed or died while the agent waited) for the backstop that resumes a detached join
+    // once its children have settled: only such row versions have an entry.
+    sql: `
+      ALTER TABLE troupe_tasks ADD COLUMN parent_id text;
+      CREATE INDEX troupe_tasks_children ON troupe_tasks (parent_id, id) WHERE parent_id IS NOT NULL;
+      CREATE INDEX troupe_tasks_detached ON troupe_tasks (id) WHERE state = 'waiting' AND owner_node IS NULL;`,
+  },
+  {
+    version: 17,
+    name: 'agent backoff',
+    // An agent's fast-failure backoff for the whole cluster (backoff.ts): its policy (all three or
+    // none), its consecutive fast failures, and the pause they started, on the database's clock.
+    sql: `
+      ALTER TABLE troupe_agents ADD COLUMN backoff_failures integer CHECK (backoff_failures > 0),
+        ADD COLUMN backoff_fast_fail_ms bigint CHECK (backoff_fast_fail_ms > 0), ADD COLUMN backoff_pause_ms bigint CHECK (backoff_pause_ms > 0),
+        ADD COLUMN fast_fails integer NOT NULL DEFAULT 0, ADD COLUMN paused_until timestamptz,
+        ADD CHECK ((backoff_failures IS NULL) = (backoff_fast_fail_ms IS NULL) AND (backoff_failures IS NULL) = (backoff_pause_ms IS NULL));
+      CREATE INDEX troupe_agents_paused ON troupe_agents (paused_until) WHERE paused_until IS NOT NULL;`,
+  },
+];
