@@ -20,6 +20,7 @@ import { TroupeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Lease } from '../store/postgres/checks.js';
 import { parkForInput, readDelivered, unwaitInput } from '../store/postgres/inbox.js';
+import { callFailure, InFlight, leaseOf } from './attempt-calls.js';
 import type { NodeAttempt } from './node-attempts.js';
 
 /** What the inputs need from their node. */
@@ -55,7 +56,7 @@ export class NodeInputs {
   /** By task id. */
   readonly #parked = new Map<string, ParkedCall>();
   /** Each attempt's statements in flight: its settle waits for them (its `handed` count is theirs to set). */
-  readonly #busy = new Map<string, Promise<void>>();
+  readonly #inFlight = new InFlight();
 
   constructor(deps: NodeInputsDeps) {
     this.#k = deps;
@@ -100,13 +101,13 @@ export class NodeInputs {
       parked.answer({ ok: false, error: { code: 'ATTEMPT_ENDED', message: 'the attempt has ended' } });
     }
     const joins = this.#k.children.ended(attempt);
-    const busy = this.#busy.get(attempt.attemptId);
+    const busy = this.#inFlight.of(attempt);
     return joins && busy ? Promise.all([joins, busy]).then(() => undefined) : (joins ?? busy);
   }
 
   #input(attempt: NodeAttempt, waitId: number, prompt: unknown): Promise<CallAnswer> {
     const taskId = attempt.claimed.id;
-    if (this.#parked.has(taskId)) return Promise.resolve(failure(new TroupeError('ILLEGAL_TRANSITION', 'the agent is already waiting')));
+    if (this.#parked.has(taskId)) return Promise.resolve(callFailure(new TroupeError('ILLEGAL_TRANSITION', 'the agent is already waiting')));
     return new Promise<CallAnswer>((answer) => {
       // Parked before the statement runs: a delivery's NOTIFY may come before its answer does.
       let resolveReady!: () => void;
@@ -115,7 +116,7 @@ export class NodeInputs {
       const unpark = () => {
         if (this.#parked.get(taskId) === parked) this.#parked.delete(taskId);
       };
-      const op = parkForInput(this.#k.pool, lease(attempt), attempt.attemptId, prompt).then(
+      const op = parkForInput(this.#k.pool, leaseOf(attempt), attempt.attemptId, prompt).then(
         (result) => {
           if (result.kind === 'stale') {
             unpark();
@@ -133,10 +134,10 @@ export class NodeInputs {
         },
         (error: unknown) => {
           unpark();
-          answer(failure(error));
+          answer(callFailure(error));
         },
       );
-      this.#track(attempt, op.finally(resolveReady));
+      this.#inFlight.track(attempt, op.finally(resolveReady));
     });
   }
 
@@ -146,8 +147,8 @@ export class NodeInputs {
     if (!parked || parked.attempt !== attempt || parked.waitId !== waitId) return { ok: true, value: 'delivered' };
     await parked.ready;
     if (this.#parked.get(taskId) !== parked) return { ok: true, value: 'delivered' };
-    const op = unwaitInput(this.#k.pool, lease(attempt));
-    this.#track(attempt, op.then(() => undefined));
+    const op = unwaitInput(this.#k.pool, leaseOf(attempt));
+    this.#inFlight.track(attempt, op.then(() => undefined));
     try {
       if (!(await op)) {
         // An input reached it first: it is answered with that input.
@@ -155,7 +156,7 @@ export class NodeInputs {
         return { ok: true, value: 'delivered' };
       }
     } catch (error) {
-      return failure(error);
+      return callFailure(error);
     }
     if (this.#parked.get(taskId) === parked) {
       this.#parked.delete(taskId);
@@ -175,7 +176,7 @@ export class NodeInputs {
     const { attempt } = parked;
     const taskId = attempt.claimed.id;
     const op = parked.ready
-      .then(() => (this.#parked.get(taskId) === parked && attempt.handed !== undefined ? readDelivered(this.#k.pool, lease(attempt), attempt.handed) : undefined))
+      .then(() => (this.#parked.get(taskId) === parked && attempt.handed !== undefined ? readDelivered(this.#k.pool, leaseOf(attempt), attempt.handed) : undefined))
       .then(
         (item) => {
           parked.fetching = false;
@@ -196,30 +197,6 @@ export class NodeInputs {
           this.#k.log.warn({ err: error, taskId }, 'reading a delivered input failed; the lease renewal tries again');
         },
       );
-    this.#track(attempt, op);
+    this.#inFlight.track(attempt, op);
   }
-
-  /** Counts `op` among the attempt's statements in flight. */
-  #track(attempt: NodeAttempt, op: Promise<unknown>): void {
-    const id = attempt.attemptId;
-    const before = this.#busy.get(id);
-    const settled = op.then(
-      () => undefined,
-      () => undefined,
-    );
-    const all = before ? Promise.all([before, settled]).then(() => undefined) : settled;
-    this.#busy.set(id, all);
-    void all.then(() => {
-      if (this.#busy.get(id) === all) this.#busy.delete(id);
-    });
-  }
-}
-
-function lease(attempt: NodeAttempt): Lease {
-  return { taskId: attempt.claimed.id, token: attempt.token };
-}
-
-function failure(error: unknown): CallAnswer {
-  if (error instanceof TroupeError) return { ok: false, error: { code: error.code, message: error.message } };
-  return { ok: false, error: { code: 'AGENT_CALL_FAILED', message: error instanceof Error ? error.message : String(error) } };
 }

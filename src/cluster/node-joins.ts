@@ -22,8 +22,8 @@ import type { Clock } from '../clock.js';
 import { TroupeError } from '../errors.js';
 import { createIdGenerator } from '../ids.js';
 import type { Logger } from '../log.js';
-import type { Lease } from '../store/postgres/checks.js';
 import { parkForJoin, readyJoins, resumeDetachedJoins, resumeJoin, spawnChild } from '../store/postgres/children.js';
+import { callFailure, InFlight, leaseOf } from './attempt-calls.js';
 import { Every } from './every.js';
 import type { NodeAttempt } from './node-attempts.js';
 import { newTaskOf } from './task-view.js';
@@ -60,7 +60,7 @@ export class NodeJoins {
   /** By task id. */
   readonly #parked = new Map<string, ParkedJoin>();
   /** Each attempt's statements in flight: its settle waits for them. */
-  readonly #busy = new Map<string, Promise<void>>();
+  readonly #inFlight = new InFlight();
   readonly #poll: Every;
 
   constructor(deps: NodeJoinsDeps) {
@@ -81,7 +81,7 @@ export class NodeJoins {
   call(attempt: NodeAttempt, call: AgentCall): Promise<CallAnswer> {
     if (call.method === 'spawn') return this.#spawn(attempt, call.spec, call.key);
     if (call.method === 'join') return this.#join(attempt, call.ids);
-    return Promise.resolve(failure(new TroupeError('INVALID_INPUT', `unknown agent call ${(call as { method: string }).method}`)));
+    return Promise.resolve(callFailure(new TroupeError('INVALID_INPUT', `unknown agent call ${(call as { method: string }).method}`)));
   }
 
   /** A child of `parentId` settled (its NOTIFY): the parent's join, parked here or detached, may be ready. */
@@ -100,7 +100,7 @@ export class NodeJoins {
       this.#parked.delete(taskId);
       parked.answer({ ok: false, error: { code: 'ATTEMPT_ENDED', message: 'the attempt has ended' } });
     }
-    return this.#busy.get(attempt.attemptId);
+    return this.#inFlight.of(attempt);
   }
 
   async #spawn(attempt: NodeAttempt, spec: Record<string, unknown>, key: string): Promise<CallAnswer> {
@@ -110,18 +110,18 @@ export class NodeJoins {
       const taskId = attempt.claimed.id;
       const idempotencyKey = key.startsWith('#') ? `spawn:${attempt.attemptId}:${key}` : `spawn:${taskId}:${key}`;
       const child = newTaskOf({ ...(spec as unknown as TaskSpec), idempotencyKey }, (name) => this.#k.agent(name), 'spawn', this.#k.clock.now(), this.#nextId());
-      const op = spawnChild(this.#k.pool, lease(attempt), child);
-      this.#track(attempt, op);
+      const op = spawnChild(this.#k.pool, leaseOf(attempt), child);
+      this.#inFlight.track(attempt, op);
       return { ok: true, value: await op };
     } catch (error) {
-      return failure(error);
+      return callFailure(error);
     }
   }
 
   #join(attempt: NodeAttempt, ids: unknown): Promise<CallAnswer> {
-    if (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string' || id.length === 0)) return Promise.resolve(failure(new TroupeError('INVALID_INPUT', 'join expects an array of task ids')));
+    if (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string' || id.length === 0)) return Promise.resolve(callFailure(new TroupeError('INVALID_INPUT', 'join expects an array of task ids')));
     const taskId = attempt.claimed.id;
-    if (this.#parked.has(taskId)) return Promise.resolve(failure(new TroupeError('ILLEGAL_TRANSITION', 'the agent is already waiting')));
+    if (this.#parked.has(taskId)) return Promise.resolve(callFailure(new TroupeError('ILLEGAL_TRANSITION', 'the agent is already waiting')));
     return new Promise<CallAnswer>((answer) => {
       // Parked before the statement runs: a child's NOTIFY may come before its answer does.
       let resolveReady!: () => void;
@@ -130,7 +130,7 @@ export class NodeJoins {
       const unpark = () => {
         if (this.#parked.get(taskId) === parked) this.#parked.delete(taskId);
       };
-      const op = parkForJoin(this.#k.pool, lease(attempt), attempt.attemptId, ids as string[]).then(
+      const op = parkForJoin(this.#k.pool, leaseOf(attempt), attempt.attemptId, ids as string[]).then(
         (result) => {
           if (result.kind === 'stale') {
             unpark();
@@ -146,12 +146,12 @@ export class NodeJoins {
         },
         (error: unknown) => {
           unpark();
-          answer(failure(error));
+          answer(callFailure(error));
         },
       );
       // A child that settles from now on NOTIFYs after its commit, and finds this call parked: its
       // look waits for the park; one that settled before the park's read is seen by it.
-      this.#track(attempt, op.finally(resolveReady));
+      this.#inFlight.track(attempt, op.finally(resolveReady));
     });
   }
 
@@ -167,7 +167,7 @@ export class NodeJoins {
     const taskId = attempt.claimed.id;
     const op = parked.ready
       // A stopping attempt is not resumed: its end settles the task.
-      .then(() => (this.#parked.get(taskId) === parked && !attempt.stop && attempt.phase !== 'ended' ? resumeJoin(this.#k.pool, lease(attempt)) : undefined))
+      .then(() => (this.#parked.get(taskId) === parked && !attempt.stop && attempt.phase !== 'ended' ? resumeJoin(this.#k.pool, leaseOf(attempt)) : undefined))
       .then(
         (result) => {
           parked.checking = false;
@@ -186,7 +186,7 @@ export class NodeJoins {
           this.#k.log.warn({ err: error, taskId }, 'resuming a join failed; the next poll tries again');
         },
       );
-    this.#track(attempt, op);
+    this.#inFlight.track(attempt, op);
   }
 
   /** The NOTIFY's backstop: parked joins that are ready, and detached joins of the cluster whose children are done. */
@@ -203,28 +203,4 @@ export class NodeJoins {
       this.#k.log.warn({ err: error }, 'looking at joins failed; the next poll tries again');
     }
   }
-
-  /** Counts `op` among the attempt's statements in flight. */
-  #track(attempt: NodeAttempt, op: Promise<unknown>): void {
-    const id = attempt.attemptId;
-    const before = this.#busy.get(id);
-    const settled = op.then(
-      () => undefined,
-      () => undefined,
-    );
-    const all = before ? Promise.all([before, settled]).then(() => undefined) : settled;
-    this.#busy.set(id, all);
-    void all.then(() => {
-      if (this.#busy.get(id) === all) this.#busy.delete(id);
-    });
-  }
-}
-
-function lease(attempt: NodeAttempt): Lease {
-  return { taskId: attempt.claimed.id, token: attempt.token };
-}
-
-function failure(error: unknown): CallAnswer {
-  if (error instanceof TroupeError) return { ok: false, error: { code: error.code, message: error.message } };
-  return { ok: false, error: { code: 'AGENT_CALL_FAILED', message: error instanceof Error ? error.message : String(error) } };
 }

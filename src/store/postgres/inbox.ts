@@ -23,6 +23,7 @@
 import type pg from 'pg';
 import { isTerminal, type TaskState } from '../../../machines/index.js';
 import { TroupeError } from '../../errors.js';
+import type { InboxItem } from '../../tasks/interact.js';
 import { checkLease, type Lease } from './checks.js';
 import { appendEvents, eventOf } from './events.js';
 import { jsonOf, storeFailed, transaction } from './transaction.js';
@@ -30,17 +31,8 @@ import { jsonOf, storeFailed, transaction } from './transaction.js';
 /** The channel a delivered input notifies with its task's id: the node that runs the parked attempt reads it. */
 export const INPUT_CHANNEL = 'troupe_input';
 
-/** An input as stored in a task's inbox (the public InboxItem). */
-export interface InboxItem {
-  taskId: string;
-  seq: number;
-  message: unknown;
-  idempotencyKey?: string;
-  /** When it was stored, in epoch ms on the database's clock. */
-  at: number;
-  /** Whether an attempt has received it. */
-  delivered: boolean;
-}
+/** An input as stored in a task's inbox: the public InboxItem (`at` on the database's clock here). */
+export type { InboxItem } from '../../tasks/interact.js';
 
 /** What a task waits for while `waiting` (`troupe_tasks.waiting_for`). */
 export interface WaitingFor {

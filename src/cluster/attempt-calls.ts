@@ -1,0 +1,45 @@
+/**
+ * What the node's agent-call servers (node-inputs.ts: inputs; node-joins.ts: spawn and join) share:
+ * the statements each attempt has in flight, which its settle waits for, the lease an attempt's
+ * statements are fenced by, and the answer an agent gets for a call that failed.
+ */
+import type { CallAnswer } from '../../actors/wire.js';
+import { TroupeError } from '../errors.js';
+import type { Lease } from '../store/postgres/checks.js';
+import type { NodeAttempt } from './node-attempts.js';
+
+/** The statements of each attempt still in flight, by attempt id. */
+export class InFlight {
+  readonly #busy = new Map<string, Promise<void>>();
+
+  /** Counts `op` among the attempt's statements in flight (its failure is the caller's to handle). */
+  track(attempt: NodeAttempt, op: Promise<unknown>): void {
+    const id = attempt.attemptId;
+    const before = this.#busy.get(id);
+    const settled = op.then(
+      () => undefined,
+      () => undefined,
+    );
+    const all = before ? Promise.all([before, settled]).then(() => undefined) : settled;
+    this.#busy.set(id, all);
+    void all.then(() => {
+      if (this.#busy.get(id) === all) this.#busy.delete(id);
+    });
+  }
+
+  /** Resolves once the attempt's statements in flight are over; undefined when none is. */
+  of(attempt: NodeAttempt): Promise<void> | undefined {
+    return this.#busy.get(attempt.attemptId);
+  }
+}
+
+/** The lease an attempt's statements are fenced by. */
+export function leaseOf(attempt: NodeAttempt): Lease {
+  return { taskId: attempt.claimed.id, token: attempt.token };
+}
+
+/** The answer to an agent call that failed: a TroupeError's code, else AGENT_CALL_FAILED. */
+export function callFailure(error: unknown): CallAnswer {
+  if (error instanceof TroupeError) return { ok: false, error: { code: error.code, message: error.message } };
+  return { ok: false, error: { code: 'AGENT_CALL_FAILED', message: error instanceof Error ? error.message : String(error) } };
+}
