@@ -17,7 +17,10 @@ async function overviewView(view, scope) {
   view.append(h('h1', {}, 'Overview'), actions, status, body);
   let frozen;
   const refresh = await poll(scope, async () => {
-    const { stats, agents, chart } = await api('/api/overview');
+    const { stats, agents, chart, store } = await api('/api/overview');
+    // On PostgreSQL the runtime is one of a cluster: tasks and queues are the cluster's, slots and
+    // the chart this runtime's own.
+    const cluster = store === 'postgres';
     if (stats.frozen !== frozen) {
       frozen = stats.frozen;
       actions.replaceChildren(...(frozen
@@ -29,11 +32,11 @@ async function overviewView(view, scope) {
     const limited = agents.filter((a) => a.rate || a.dailyLimit);
     body.replaceChildren(
       h('div', { class: 'cards' },
-        h('div', { class: 'card' }, h('b', {}, stats.state), h('span', {}, 'runtime')),
-        h('div', { class: 'card' }, h('b', {}, `${stats.slots.busy} / ${stats.slots.total}`), h('span', {}, `slots busy (${stats.slots.free} free)`)),
-        h('div', { class: 'card' }, h('b', {}, stats.queued), h('span', {}, `waiting for a slot (${stats.delayed} delayed)`)),
+        h('div', { class: 'card', 'data-store': store }, h('b', {}, stats.state), h('span', {}, cluster ? 'this runtime, on PostgreSQL' : 'runtime')),
+        h('div', { class: 'card' }, h('b', {}, `${stats.slots.busy} / ${stats.slots.total}`), h('span', {}, `slots busy${cluster ? ' on this runtime' : ''} (${stats.slots.free} free)`)),
+        h('div', { class: 'card' }, h('b', {}, stats.queued), h('span', {}, `waiting for a slot${cluster ? ' in the cluster' : ''} (${stats.delayed} delayed)`)),
         STATES.map((s) => h('div', { class: 'card', 'data-count': s }, h('b', {}, stats.tasks[s] ?? 0), h('span', {}, h('a', { href: `#/tasks?state=${s}` }, s))))),
-      h('h2', {}, 'Started, done and failed per ', chart.bucketMs / 1000, ' s'),
+      h('h2', {}, cluster ? "This runtime's attempts started, done and failed per " : 'Started, done and failed per ', chart.bucketMs / 1000, ' s'),
       chartSvg(chart),
       h('h2', {}, 'Holds'),
       h('ul', {},
@@ -41,9 +44,10 @@ async function overviewView(view, scope) {
         h('li', {}, paused.length ? `Paused agents: ${paused.map(([n, a]) => `${n}${a.flow?.pausedUntil ? ` (until ${time(a.flow.pausedUntil)})` : ''}`).join(', ')}` : 'No agent paused'),
         limited.length === 0 ? h('li', {}, 'No rate or daily limits') : limited.map((a) => h('li', {}, `${a.name}: ${limitText(a, stats.agents[a.name]?.flow)}`)),
         stats.storeFailure ? h('li', { class: 'status error' }, `Store stopped: ${stats.storeFailure.message} (${stats.storeFailure.retries} retries)`) : null),
-      h('h2', {}, 'Queues'),
-      table(['Agent', 'Queued', 'Reserved', 'Limit', 'Held', 'Tasks'], Object.entries(stats.agents).map(([name, a]) =>
-        h('tr', {}, h('td', {}, name, registered.has(name) ? '' : ' (unregistered)'), h('td', {}, a.queued), h('td', {}, a.reserved), h('td', {}, a.limit ?? '∞'),
+      h('h2', {}, cluster ? 'Queues in the cluster' : 'Queues'),
+      // The cluster's limits hold across its runtimes, which reserve no slots of each other's: what runs is shown instead.
+      table(['Agent', 'Queued', cluster ? 'Running' : 'Reserved', 'Limit', 'Held', 'Tasks'], Object.entries(stats.agents).map(([name, a]) =>
+        h('tr', { 'data-queue': name }, h('td', {}, name, registered.has(name) ? '' : cluster ? ' (not on this runtime)' : ' (unregistered)'), h('td', {}, a.queued), h('td', {}, cluster ? a.tasks?.running ?? 0 : a.reserved), h('td', {}, cluster && !registered.has(name) ? '—' : a.limit ?? '∞'),
           h('td', {}, a.paused ? 'yes' : 'no'), h('td', {}, counts(a.tasks))))),
     );
   });
@@ -279,7 +283,9 @@ async function instancesView(view, scope) {
   view.append(h('h1', {}, 'Instances'), body);
   await poll(scope, async () => {
     const list = await api('/api/instances');
-    body.replaceChildren(list.length === 0 ? h('p', { class: 'muted' }, 'No instances') :
+    // A runtime on PostgreSQL has none: the overview says which store it is on.
+    const store = list.length === 0 ? (await api('/api/overview')).store : undefined;
+    body.replaceChildren(list.length === 0 ? h('p', { class: 'muted', 'data-instances': 'none' }, store === 'postgres' ? 'No instances: tasks on PostgreSQL run without execution instances' : 'No instances') :
       table(['Key', 'Agent', 'Lane', 'Status', 'In memory', 'Pending', 'Running', 'Stopping', 'Target', 'Failures'], list.map((i) =>
         h('tr', { 'data-instance': i.key }, h('td', { class: 'mono' }, i.key), h('td', {}, i.agent), h('td', {}, i.lane), h('td', {}, i.status), h('td', {}, i.live ? 'yes' : 'no'),
           h('td', {}, i.pending), h('td', {}, i.running), h('td', {}, i.stopping), h('td', {}, i.target ?? '—'),
@@ -292,7 +298,7 @@ async function agentsView(view, scope) {
   const body = h('div');
   view.append(h('h1', {}, 'Agents'), status, body);
   const refresh = await poll(scope, async () => {
-    const { agents, stats } = await api('/api/agents');
+    const { agents, stats, store } = await api('/api/agents');
     body.replaceChildren(table(['Agent', 'Limits', 'Capabilities', 'Flow', 'Queue', 'Tasks', ''], agents.map((a) => {
       const s = stats[a.name];
       const pausedUntil = s?.flow?.pausedUntil;
@@ -302,7 +308,7 @@ async function agentsView(view, scope) {
           h('div', { class: 'muted' }, `timeout ${timeout(a.timeoutMs)}, ${a.retry.maxAttempts} attempts`)),
         h('td', {}, a.capabilities.join(', ') || '—'),
         h('td', {}, s?.paused ? 'held' : 'free', pausedUntil ? h('div', {}, `paused until ${time(pausedUntil)}`) : '', s?.flow?.fastFails ? h('div', {}, `${s.flow.fastFails} fast failures`) : ''),
-        h('td', {}, `${s?.queued ?? 0} queued, ${s?.reserved ?? 0} reserved`),
+        h('td', {}, store === 'postgres' ? `${s?.queued ?? 0} queued, ${s?.tasks?.running ?? 0} running in the cluster` : `${s?.queued ?? 0} queued, ${s?.reserved ?? 0} reserved`),
         h('td', {}, counts(s?.tasks)),
         h('td', {}, pausedUntil ? actionButton('Resume', status, `Resumed ${a.name}`, () => api(`/api/agents/${encodeURIComponent(a.name)}/resume`, {}).then(refresh)) : ''));
     })));

@@ -283,7 +283,7 @@ function postgresUrl(value: unknown, where: string): string {
  * Options a runtime on PostgreSQL cannot honour yet: refused when given (set to anything but off),
  * so a switch of store never drops one in silence. `dataDir` is ignored (nothing is kept on disk).
  */
-const NOT_ON_POSTGRES = ['maxQueued', 'maxLiveInstances', 'failedAttemptThreshold', 'degradedDropMs', 'supervisorIntervalMs', 'storeRetryMs', 'starvation', 'metricsPort', 'dashboard'] as const;
+const NOT_ON_POSTGRES = ['maxQueued', 'maxLiveInstances', 'failedAttemptThreshold', 'degradedDropMs', 'supervisorIntervalMs', 'storeRetryMs', 'starvation', 'metricsPort'] as const;
 
 function checkPostgresOptions(input: RuntimeOptions): void {
   for (const key of NOT_ON_POSTGRES) {

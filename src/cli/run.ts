@@ -125,7 +125,7 @@ export async function runServe(options: RunOptions): Promise<number> {
   const names = agents.map((a) => a.name);
   if (options.json) process.stdout.write(`${JSON.stringify({ event: 'running', pid: process.pid, agents: names, dataDir: options.dataDir, socket, ...(onPostgres ? { store: 'postgres' } : {}) })}\n`);
   else process.stdout.write(`troupe running: ${names.length} agents, ${onPostgres ? 'on PostgreSQL' : `data dir ${options.dataDir}`}, socket ${socket}\n`);
-  const url = onPostgres ? undefined : rt.dashboard();
+  const url = rt.dashboard();
   if (url !== undefined) process.stdout.write(options.json ? `${JSON.stringify({ event: 'dashboard', url })}\n` : `troupe dashboard: ${url}\n`);
 
   const signal = await stopped;

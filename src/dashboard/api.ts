@@ -3,16 +3,20 @@
  * page shows is what `rt.stats()`, `rt.list()`, `rt.get()`, `rt.events()` and `rt.logs()` say, and
  * every action is the public call (`rt.cancel()`, `rt.retry()`, `rt.sendInput()`, `rt.freeze()`, …).
  *
- *   GET  /api/overview                 stats, agents, and starts/settles and latency per 10 s over 10 minutes
+ *   GET  /api/overview                 stats, agents, the store, and starts/settles and latency per 10 s over 10 minutes
  *   GET  /api/tasks?state&agent&label=NAME=VALUE&q&after&limit     a page, in submit order
  *   GET  /api/tasks/:id                the task, its parent and its first children
  *   GET  /api/tasks/:id/logs           SSE: its log lines, then live until it settles
  *   GET  /api/events?after&taskId&types   SSE: committed events from `after` (or Last-Event-ID), then live
  *   GET  /api/changes                  SSE: every 250 ms at most, the tasks whose state changed and to what
  *                                      (coalesced: what a live list needs, at a cost per event of a map entry)
- *   GET  /api/instances | /api/agents | /api/schedules
+ *   GET  /api/instances | /api/agents | /api/schedules   (instances: [] on a store that has none)
  *   POST /api/tasks/:id/cancel {reason?} | /retry | /input {message}
  *   POST /api/freeze {reason?} | /api/unfreeze | /api/agents/:name/resume | /api/schedules/:id/pause | /resume
+ *
+ * On PostgreSQL the runtime is one of a cluster (see {@link DashboardStore}): what the store has no
+ * backing for is absent from the answers (no instances, no children), and an action it refuses
+ * answers its code (UNSUPPORTED_STORE), as any other refused action does.
  */
 import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -26,6 +30,23 @@ import type { Runtime } from '../api/runtime.js';
 
 /** What the dashboard uses of a runtime. */
 export type DashboardRuntime = Pick<Runtime, 'stats' | 'list' | 'get' | 'events' | 'logs' | 'cancel' | 'retry' | 'sendInput' | 'freeze' | 'unfreeze' | 'resumeAgent' | 'instances' | 'on' | 'agents' | 'schedules' | 'metrics'>;
+
+/** What the dashboard must know of the runtime's store that the runtime's public methods do not say. */
+export interface DashboardStore {
+  /**
+   * `lmdb`: every figure is the runtime's own. `postgres`: the runtime is one of a cluster: the tasks
+   * and queues are the cluster's, the slots, attempts and chart this runtime's (the page says which).
+   */
+  readonly kind: 'lmdb' | 'postgres';
+  /** The `after` of `rt.events()` for a cursor from the query or Last-Event-ID; INVALID_INPUT for one the store never gives. */
+  eventsAfter(cursor: string): string | number;
+}
+
+/** The LMDB runtime's store: its cursors are padded seqs. */
+export const LMDB_DASHBOARD: DashboardStore = {
+  kind: 'lmdb',
+  eventsAfter: (cursor) => (fromCursor(cursor), cursor),
+};
 
 /** An answer with an HTTP status of its own. */
 export class HttpError extends Error {
@@ -79,7 +100,7 @@ const STATE_AFTER: Partial<Record<EventType, TaskState>> = {
 const DONE_EXITS = new Set(['success', 'fork']);
 
 /** The API of one dashboard (see the module comment). */
-export function dashboardApi(rt: DashboardRuntime) {
+export function dashboardApi(rt: DashboardRuntime, store: DashboardStore = LMDB_DASHBOARD) {
   // The chart samples the runtime's own counters every bucket: nothing is added per event for it.
   const buckets: Bucket[] = [];
   // The counters start at 0 when the runtime opens (the dashboard opens with it): the first bucket
@@ -127,13 +148,13 @@ export function dashboardApi(rt: DashboardRuntime) {
   async function route(method: string, path: string, params: URLSearchParams, body: unknown, req: IncomingMessage, res: ServerResponse): Promise<unknown> {
     const parts = path.split('/').slice(2).map(decodePart); // ['tasks', id, 'cancel']
     if (method === 'GET') {
-      if (path === '/api/overview') return { stats: rt.stats(), agents: rt.agents.list(), chart: { bucketMs: BUCKET_MS, buckets: [...buckets] } };
+      if (path === '/api/overview') return overview();
       if (path === '/api/changes') return void changesFeed(req, res);
       if (path === '/api/tasks') return listTasks(params);
       if (parts[0] === 'tasks' && parts.length === 2) return taskView(parts[1]!);
       if (parts[0] === 'tasks' && parts.length === 3 && parts[2] === 'logs') return void (await streamLogs(parts[1]!, req, res));
-      if (path === '/api/instances') return rt.instances();
-      if (path === '/api/agents') return { agents: rt.agents.list(), stats: rt.stats().agents };
+      if (path === '/api/instances') return unsupportedAs(() => rt.instances(), []);
+      if (path === '/api/agents') return { agents: rt.agents.list(), stats: rt.stats().agents, store: store.kind };
       if (path === '/api/schedules') return rt.schedules.list();
     } else {
       const fields = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
@@ -157,6 +178,14 @@ export function dashboardApi(rt: DashboardRuntime) {
       }
     }
     throw new HttpError(404, 'NOT_FOUND', `no ${method} ${path}`);
+  }
+
+  async function overview() {
+    // On PostgreSQL stats() shows the cluster's task counts as last taken in the background (and
+    // only starts the next count); metrics() takes the count that is due and waits for it, so the
+    // overview shows counts taken for it, as an LMDB runtime's are, not a second old or none yet.
+    if (store.kind === 'postgres') await rt.metrics();
+    return { stats: rt.stats(), agents: rt.agents.list(), store: store.kind, chart: { bucketMs: BUCKET_MS, buckets: [...buckets] } };
   }
 
   /** A page of tasks; with `q`, the tasks whose id, agent, state or a label contains it, scanning at most {@link SEARCH_SCAN}. */
@@ -204,7 +233,8 @@ export function dashboardApi(rt: DashboardRuntime) {
   async function taskView(id: string): Promise<{ task: Task; parent: Task | null; children: Task[] }> {
     const task = await rt.get(id);
     const parent = task.parentId === undefined ? null : await rt.get(task.parentId).catch(() => null);
-    const children = (await rt.list({ parentId: id, limit: 100 })).tasks;
+    // A store without parent tasks (PostgreSQL) refuses the filter: the task has no children there.
+    const children = await unsupportedAs(async () => (await rt.list({ parentId: id, limit: 100 })).tasks, []);
     return { task, parent, children };
   }
 
@@ -253,10 +283,10 @@ export function dashboardApi(rt: DashboardRuntime) {
     for (const type of types) if (!(EVENT_TYPES as readonly string[]).includes(type)) throw new HttpError(400, 'INVALID_INPUT', `${type} is not an event type`);
     const taskId = params.get('taskId') || undefined;
     // Bad options are an HTTP error, not a stream that ends (which EventSource would open again and again).
-    if (after !== undefined) fromCursor(after);
+    const from = after === undefined ? undefined : store.eventsAfter(after);
     if (taskId !== undefined) await rt.get(taskId);
     const stop = new AbortController();
-    const stream = rt.events({ after, taskId, signal: stop.signal, ...(types.length > 0 ? { types: types as EventType[] } : {}) });
+    const stream = rt.events({ after: from, taskId, signal: stop.signal, ...(types.length > 0 ? { types: types as EventType[] } : {}) });
     openStream(req, res, stop);
     try {
       for await (const event of stream as AsyncIterable<RuntimeEvent>) await write(res, `id: ${event.cursor}\ndata: ${JSON.stringify(event)}\n\n`, stop.signal);
@@ -302,6 +332,16 @@ export function dashboardApi(rt: DashboardRuntime) {
 async function write(res: ServerResponse, chunk: string, signal: AbortSignal): Promise<void> {
   if (res.write(chunk) || signal.aborted) return;
   await once(res, 'drain', { signal }).catch(() => undefined);
+}
+
+/** What `fn` gives, or `none` where the store refuses the call (UNSUPPORTED_STORE): it has no such records. */
+async function unsupportedAs<T>(fn: () => T | Promise<T>, none: T): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    if ((error as { code?: unknown })?.code === 'UNSUPPORTED_STORE') return none;
+    throw error;
+  }
 }
 
 /** A path segment, percent-decoded; INVALID_INPUT for a malformed one. */

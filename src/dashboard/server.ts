@@ -13,7 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { TroupeError } from '../errors.js';
-import { dashboardApi, HttpError, type DashboardRuntime } from './api.js';
+import { dashboardApi, HttpError, LMDB_DASHBOARD, type DashboardRuntime, type DashboardStore } from './api.js';
 import { isLoopback, type ResolvedDashboard } from './options.js';
 
 /** A listening dashboard. */
@@ -39,9 +39,9 @@ const CLOSE_GRACE_MS = 1_000;
 /** Largest request body taken (an input message, a reason). */
 const MAX_BODY = 1_048_576;
 
-/** Serves the dashboard of `rt` per `options`. */
-export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDashboard): Promise<DashboardServer> {
-  const api = dashboardApi(rt);
+/** Serves the dashboard of `rt` per `options`; `store` says what its store is (LMDB unless told). */
+export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDashboard, store: DashboardStore = LMDB_DASHBOARD): Promise<DashboardServer> {
+  const api = dashboardApi(rt, store);
   const open = new Set<ServerResponse>();
   let port = options.port;
   const server = createServer((req, res) => {
@@ -172,6 +172,8 @@ const STATUS_OF: Partial<Record<string, number>> = {
   CLOSED: 503,
   ILLEGAL_STATE: 503,
   STORE_FAILED: 503,
+  // A call the store has no backing for (PostgreSQL): the page shows its code and message.
+  UNSUPPORTED_STORE: 501,
 };
 
 /** Answers an error: its HTTP status, or one from its TroupeError code. */

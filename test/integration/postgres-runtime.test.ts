@@ -112,7 +112,6 @@ describe('a runtime on PostgreSQL', () => {
       ['resetInstance', () => rt.resetInstance('k')],
       ['instances', () => rt.instances()],
       ['backup', () => rt.backup('/tmp/b')],
-      ['dashboard', () => rt.dashboard()],
     ];
     for (const [call, fn] of refusals) {
       let error: { code?: string; message: string };
@@ -125,6 +124,8 @@ describe('a runtime on PostgreSQL', () => {
     }
     // Inputs are backed now (postgres-runtime-inputs.test.ts): an unknown task is NOT_FOUND, as on LMDB.
     expect(await rejection(rt.sendInput('x', { message: 1 }))).toMatchObject({ code: 'NOT_FOUND' });
+    // The dashboard is served on PostgreSQL too (postgres-runtime-dashboard.test.ts): off unless asked.
+    expect(rt.dashboard()).toBeUndefined();
     await rt.close();
     expect(rt.state).toBe('closed');
     expect(await rejection(rt.submit({ agent: 'echo' }))).toMatchObject({ code: 'CLOSED' });

@@ -53,7 +53,10 @@ describe('options.store', () => {
     expect(resolveOptions({ store: { postgres: URL }, dataDir: './elsewhere', threads: 2, prefetch: 0, leaseMs: 5_000 }, {})).toMatchObject({ threads: 2, prefetch: 0, leaseMs: 5_000 });
     // Off is not a request: a switch of store keeps working with these.
     expect(resolveOptions({ store: { postgres: URL }, dashboard: false, metricsPort: 0, retention: false, starvation: false, defaultBackoff: false }, {}).store).toEqual({ postgres: URL });
-    for (const [key, value] of [['dashboard', true], ['metricsPort', 9100], ['starvation', {}], ['maxQueued', 10], ['failedAttemptThreshold', 3]] as const) {
+    // The dashboard is served on PostgreSQL, with the same options as on LMDB.
+    expect(resolveOptions({ store: { postgres: URL }, dashboard: { port: 0, token: 'a-token-of-sixteen-chars' } }, {}).dashboard).toEqual(resolveOptions({ dashboard: { port: 0, token: 'a-token-of-sixteen-chars' } }, {}).dashboard);
+    expect(invalid({ store: { postgres: URL }, dashboard: { port: -1 } }).message).toBe(invalid({ dashboard: { port: -1 } }).message);
+    for (const [key, value] of [['metricsPort', 9100], ['starvation', {}], ['maxQueued', 10], ['failedAttemptThreshold', 3]] as const) {
       expect(invalid({ store: { postgres: URL }, [key]: value }).message).toBe(`options.${key} is not supported with store.postgres yet (README: "Running on many machines")`);
       expect(invalid({ [key]: value }, { TROUPE_STORE: URL }).message).toContain(`options.${key} is not supported with store.postgres`);
     }
