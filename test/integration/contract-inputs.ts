@@ -6,17 +6,12 @@
  * closes or dies while its agent waits) is postgres-runtime-inputs.test.ts's.
  */
 import { describe, expect, it } from 'vitest';
-import { builtinAgent, type Runtime, type RuntimeEvent } from 'troupe';
+import { builtinAgent } from 'troupe';
 import { fixtureAgent, rejection } from '../helpers.js';
-import { heard, history, type ContractBackend } from './contract.js';
+import { history, nextEvent as next, type ContractBackend } from './contract.js';
 
 const interactive = { name: 'int', module: fixtureAgent('interactive') };
 const echoAgent = builtinAgent('echo');
-
-/** The next event of `type` for `taskId` (listen before acting). */
-function next(rt: Runtime, type: string, taskId: string): Promise<RuntimeEvent> {
-  return heard(rt, (event) => event.type === type && event.taskId === taskId);
-}
 
 /** Registers the inputs contract against `backend` under `name`. */
 export function inputsContract(name: string, backend: ContractBackend): void {

@@ -7,18 +7,13 @@
  * node closed while it waits) is postgres-runtime-subtasks.test.ts's.
  */
 import { describe, expect, it } from 'vitest';
-import { builtinAgent, type Runtime, type RuntimeEvent } from 'troupe';
+import { builtinAgent } from 'troupe';
 import { fixtureAgent, rejection } from '../helpers.js';
-import { heard, history, type ContractBackend } from './contract.js';
+import { history, nextEvent as next, type ContractBackend } from './contract.js';
 
 const interactive = { name: 'int', module: fixtureAgent('interactive') };
 const echoAgent = builtinAgent('echo');
 const sleepAgent = builtinAgent('sleep');
-
-/** The next event of `type` for `taskId` (listen before acting). */
-function next(rt: Runtime, type: string, taskId: string): Promise<RuntimeEvent> {
-  return heard(rt, (event) => event.type === type && event.taskId === taskId);
-}
 
 /** Registers the subtasks contract against `backend` under `name`. */
 export function subtasksContract(name: string, backend: ContractBackend): void {

@@ -83,6 +83,11 @@ export function heard(rt: Runtime, test: (event: RuntimeEvent) => boolean): Prom
   });
 }
 
+/** The next event of `type` for `taskId` that `test` accepts (listen before acting). */
+export function nextEvent(rt: Runtime, type: string, taskId: string, test: (event: RuntimeEvent) => boolean = () => true): Promise<RuntimeEvent> {
+  return heard(rt, (event) => event.type === type && event.taskId === taskId && test(event));
+}
+
 /** Resolves once `file` holds `text`: watched for changes, not polled. */
 async function fileHolds(file: string, text: string): Promise<void> {
   const watcher = watch(file);

@@ -10,9 +10,10 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
-import { builtinAgent, type Runtime, type RuntimeEvent } from 'troupe';
+import { builtinAgent } from 'troupe';
 import { fixtureAgent, rejection, scratchPools } from '../helpers.js';
 import { pgRuntimes } from '../pg-runtime.js';
+import { nextEvent as next } from './contract.js';
 import { submitTasks } from '../../src/store/postgres/queue.js';
 
 const pools = scratchPools();
@@ -23,17 +24,6 @@ const children: ChildProcess[] = [];
 afterEach(() => {
   for (const child of children.splice(0)) child.kill('SIGKILL');
 });
-
-/** The next event of `type` for `taskId` that `test` accepts (listen before acting). */
-function next(rt: Runtime, type: string, taskId: string, test: (event: RuntimeEvent) => boolean = () => true): Promise<RuntimeEvent> {
-  return new Promise((resolve) => {
-    const off = rt.on('*', (event) => {
-      if (event.type !== type || event.taskId !== taskId || !test(event)) return;
-      off();
-      resolve(event);
-    });
-  });
-}
 
 const row = async (pool: pg.Pool, id: string) =>
   (await pool.query('SELECT state, run, attempts, inbox, delivered, owner_node, attempt_id, waiting_for FROM troupe_tasks WHERE id = $1', [id])).rows[0] as Record<string, unknown>;

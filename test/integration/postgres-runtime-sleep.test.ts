@@ -6,25 +6,15 @@
  */
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { builtinAgent, type EventType, type Runtime, type RuntimeEvent } from 'troupe';
+import { builtinAgent, type RuntimeEvent } from 'troupe';
 import { fixtureAgent, rejection, scratchPools } from '../helpers.js';
 import { pgRuntimes } from '../pg-runtime.js';
+import { nextEvent as next } from './contract.js';
 import { settleAttempts } from '../../src/store/postgres/settle.js';
 
 const pools = scratchPools();
 const runtime = pgRuntimes();
 const agents = [{ name: 'int', module: fixtureAgent('interactive') }, builtinAgent('echo')];
-
-/** The next event of `type` for `taskId`. */
-function next(rt: Runtime, type: EventType, taskId: string): Promise<RuntimeEvent> {
-  return new Promise((resolve) => {
-    const off = rt.on(type, (event) => {
-      if (event.taskId !== taskId) return;
-      off();
-      resolve(event);
-    });
-  });
-}
 
 const row = async (pool: pg.Pool, id: string) => (await pool.query('SELECT state, run, attempts, follow_up, result FROM troupe_tasks WHERE id = $1', [id])).rows[0];
 

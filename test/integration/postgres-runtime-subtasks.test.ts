@@ -9,9 +9,10 @@
  */
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { builtinAgent, type Runtime, type RuntimeEvent } from 'troupe';
+import { builtinAgent } from 'troupe';
 import { fixtureAgent, scratchPools } from '../helpers.js';
 import { pgRuntimes } from '../pg-runtime.js';
+import { nextEvent as next } from './contract.js';
 
 const pools = scratchPools();
 const runtime = pgRuntimes();
@@ -19,17 +20,6 @@ const interactive = { name: 'int', module: fixtureAgent('interactive') };
 const echoAgent = builtinAgent('echo');
 /** Long enough that no lease renewal (a third of it), and so no poll of the joins, comes within a test. */
 const LONG_LEASE_MS = 600_000;
-
-/** The next event of `type` for `taskId` that `test` accepts (listen before acting). */
-function next(rt: Runtime, type: string, taskId: string, test: (event: RuntimeEvent) => boolean = () => true): Promise<RuntimeEvent> {
-  return new Promise((resolve) => {
-    const off = rt.on('*', (event) => {
-      if (event.type !== type || event.taskId !== taskId || !test(event)) return;
-      off();
-      resolve(event);
-    });
-  });
-}
 
 const parentOf = async (pool: pg.Pool, id: string) => (await pool.query('SELECT parent_id FROM troupe_tasks WHERE id = $1', [id])).rows[0]?.parent_id as string | null;
 

@@ -11,23 +11,13 @@ import { join } from 'node:path';
 import { fixtureAgent, rejection, scratchDirs, scratchPools, started } from '../helpers.js';
 import { mostAtOnce, readStamps } from '../cluster.js';
 import { pgRuntimes, thrown } from '../pg-runtime.js';
+import { heard } from './contract.js';
 
 const pools = scratchPools();
 const runtime = pgRuntimes();
 const dirs = scratchDirs();
 
 const tasksIn = async (pool: pg.Pool) => Number((await pool.query('SELECT count(*) AS n FROM troupe_tasks')).rows[0].n);
-
-/** Resolves with the first event `rt.on('*')` hears that `test` accepts. */
-function heard(rt: { on(type: '*', listener: (event: RuntimeEvent) => void): () => void }, test: (event: RuntimeEvent) => boolean): Promise<RuntimeEvent> {
-  return new Promise((resolve) => {
-    const off = rt.on('*', (event) => {
-      if (!test(event)) return;
-      off();
-      resolve(event);
-    });
-  });
-}
 
 describe('a runtime on PostgreSQL', () => {
   it('submits, gets, lists and waits, with the LMDB runtime shapes; a settled task resolves a wait at once; keys dedupe; submitMany is one transaction', async () => {
