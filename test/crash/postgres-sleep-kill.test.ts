@@ -33,8 +33,12 @@ describe('runtimes on PostgreSQL killed with -9 while their tasks sleep and wake
     const random = prng(seed);
     for (let kill = 1; kill <= KILLS; kill++) {
       const { child, line, stderr } = startChild(url, String(kill), TASKS_PER_ROUND, false);
-      await Promise.race([line('submitted'), once(child, 'exit')]);
-      await new Promise((resolve) => setTimeout(resolve, Math.floor(random() * 400)));
+      // Killed while its attempts run: a kill timed from `submitted` alone could land, on a loaded
+      // machine, before the child had started any, and then no attempt is crashed at all.
+      await Promise.race([Promise.all([line('submitted'), line('started')]), once(child, 'exit')]);
+      // Odd kills land within 20 ms of the first start, among the first runs in flight (a run is
+      // short: it sleeps at once); even ones anywhere in 400 ms, mostly on sleeps, wakes and second runs.
+      await new Promise((resolve) => setTimeout(resolve, Math.floor(random() * (kill % 2 === 1 ? 20 : 400))));
       const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : once(child, 'exit');
       child.kill('SIGKILL');
       await exited;
