@@ -267,7 +267,14 @@ async function runEnds(on: Pick<pg.Pool, 'query'>, writes: readonly EndWrite[], 
  * left out if its attempt is no longer current. The attempt's row and its event take the run,
  * attempt, attempt id, token, node and start from the task's row as it was before this write. They
  * read everything from what the update returns: a join of two CTEs on id was planned as a nested
- * loop, quadratic in the batch (at 128 ends, 16,256 rows compared twice). A task whose cancel was
+ * loop, quadratic in the batch (at 128 ends, 16,256 rows compared twice). No lookup of a row by
+ * id here says `state = 'running'`: with it, the planner may read the rows through the partial index
+ * of running tasks instead of the primary key, and where the table's statistics say few tasks run
+ * (as they do after an ANALYZE of a queue at rest), it joined every running row with every end in a
+ * nested loop, quadratic again: 290,000 comparisons and 0.6 s for a settle of 352 ends beside 824
+ * running tasks (auto_explain). The state is checked once the rows are locked (a row locked here
+ * cannot change before the commit, and one the caller holds cannot either), and the token, which
+ * every claim and end bumps, still fences every write. A task whose cancel was
  * asked for (its `cancel_reason`, schema version 8) is cancelled by an end that would requeue it
  * (a retry, an interruption, a crash), with `task.cancelled` and the cancel's reason.
  */
@@ -276,15 +283,16 @@ function endsStatement(lock: boolean): string {
        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::text[], $9::jsonb[], $10::text[], $11::jsonb[], $12::jsonb[], $13::jsonb[])
          WITH ORDINALITY AS e(id, token, state, counts, output, error, delay_ms, exit, attempt_error, event_type, event_data, result, follow_up, ord)
      ), current AS MATERIALIZED (
-       SELECT t.id, t.run, t.attempt_seq, t.attempt_id, t.token, t.owner_node, t.attempt_started_at, t.cancel_reason
+       SELECT t.id, t.state, t.run, t.attempt_seq, t.attempt_id, t.token, t.owner_node, t.attempt_started_at, t.cancel_reason
          FROM troupe_tasks t JOIN e ON t.id = e.id AND t.token = e.token
-        WHERE t.state = 'running' ORDER BY t.id${lock ? ' FOR UPDATE OF t' : ''}
+        ORDER BY t.id${lock ? ' FOR UPDATE OF t' : ''}
      ), decided AS MATERIALIZED (
        -- A cancel was asked for (rt.cancel on any node): an end that would requeue or sleep cancels instead.
        SELECT e.*, c.run, c.attempt_seq, c.attempt_id, c.owner_node, c.attempt_started_at, c.cancel_reason,
               (c.cancel_reason IS NOT NULL AND e.state IN ('queued', 'sleeping')) AS cancels,
               CASE WHEN c.cancel_reason IS NOT NULL AND e.state IN ('queued', 'sleeping') THEN 'cancelled' ELSE e.state END AS final
          FROM e JOIN current c ON c.id = e.id
+        WHERE c.state = 'running'
      ), ended AS (
        UPDATE troupe_tasks t
           SET state = d.final, token = t.token + 1,
@@ -297,7 +305,7 @@ function endsStatement(lock: boolean): string {
               follow_up = CASE WHEN d.final = 'sleeping' THEN d.follow_up ELSE t.follow_up END,
               settled_at = CASE WHEN d.final IN ('queued', 'sleeping') THEN NULL ELSE now() END, updated_at = now()
          FROM decided d
-        WHERE t.id = d.id AND t.token = d.token AND t.state = 'running'
+        WHERE t.id = d.id AND t.token = d.token
        RETURNING t.id, t.state, t.run_at, t.parent_id, d.run, d.attempt_seq, d.attempt_id, d.token, d.owner_node, d.attempt_started_at, d.exit, d.attempt_error, d.ord,
                  CASE WHEN d.cancels THEN 'task.cancelled' ELSE d.event_type END AS event_type,
                  CASE WHEN d.cancels THEN jsonb_build_object('exit', d.exit, 'reason', d.cancel_reason) ELSE d.event_data END AS event_data
