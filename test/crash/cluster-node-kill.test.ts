@@ -44,9 +44,11 @@ describe('cluster nodes killed with -9', () => {
     for (let k = 0; k < KILLS; k++) {
       await topUp();
       const child = await startChild(url, 'record', CHILD_SLOTS);
-      // Mid-work: it has finished an attempt and holds others.
+      // Mid-work: it has finished an attempt and holds others. Topped up while waiting too: on a
+      // loaded machine the node here could drain the queue while the child was still starting.
       await until(
         async () =>
+          (await topUp(), true) &&
           (await count(pool, "SELECT count(*) FROM troupe_attempts WHERE node = $1 AND exit = 'success'", [child.id])) > 0 &&
           (await count(pool, "SELECT count(*) FROM troupe_tasks WHERE state = 'running' AND owner_node = $1", [child.id])) > 0,
         `child ${k} at work`,
