@@ -9,7 +9,7 @@
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, type Runtime, type RuntimeEvent } from 'troupe';
 import { rejection } from '../helpers.js';
-import { readEvents, type ContractBackend } from './contract.js';
+import { heard, readEvents, type ContractBackend } from './contract.js';
 
 const echo = builtinAgent('echo').module;
 const plain = { name: 'plain', module: echo };
@@ -64,6 +64,20 @@ export function capabilitiesContract(name: string, backend: ContractBackend): vo
       expect((await rt.list({ state: 'needs_attention' })).tasks.map((t) => t.id)).toEqual([lost.id, named.id]);
       // It can be cancelled.
       expect(await rt.cancel(named.id, 'no one')).toMatchObject({ state: 'cancelled', reason: 'no one' });
+    });
+
+    it('a schedule\'s template may name requires: each tick\'s task is routed as a submit is', async () => {
+      const rt = await backend.open({ agents: [plain, tsDev] });
+      const fired = heard(rt, (e) => e.type === 'schedule.fired' && e.taskId !== undefined);
+      const created = await rt.schedules.create({ id: 'routed', cron: '* * * * * *', task: { requires: ['ts'], input: 'tick' } });
+      expect(created.task).toMatchObject({ requires: ['ts'], input: 'tick' });
+      expect(created.task.agent).toBeUndefined();
+      const tick = await fired;
+      expect(await rt.wait(tick.taskId!)).toMatchObject({ agent: 'tsdev', requires: ['ts'], state: 'done', output: 'tick' });
+      // The stored template goes through an update's checks again, unchanged.
+      const paused = await rt.schedules.update('routed', { paused: true });
+      expect(paused.task).toEqual(created.task);
+      expect(await rejection(rt.schedules.update('routed', { task: { requires: [] } }))).toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('requires') });
     });
 
     it('refuses bad requires and capabilities with the codes of the other store, storing nothing', async () => {
