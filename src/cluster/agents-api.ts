@@ -1,7 +1,7 @@
 /**
  * `rt.agents` on PostgreSQL: the agents a runtime runs. A registration is checked as the LMDB
  * runtime checks it, then for what the cluster can honour (options.ts checkClusterAgent); its
- * cluster-wide limits are stored (node.ts storeLimits) before the runtime's node claims its tasks,
+ * cluster-wide limits are stored (agent-rows.ts storeLimits) before the runtime's node claims its tasks,
  * tried again while that fails, until the runtime closes or a later registration of the name
  * replaces it.
  */
@@ -10,7 +10,8 @@ import { validateRegistration, type AgentRegistration, type RegisteredAgent } fr
 import type { Logger } from '../log.js';
 import type { ResolvedOptions } from '../options.js';
 import type pg from 'pg';
-import { storeLimits, type ClusterNodeHandle } from './node.js';
+import { storeLimits } from './agent-rows.js';
+import type { ClusterNodeHandle } from './node.js';
 import { checkClusterAgent } from './options.js';
 
 /** Wait before storing an agent's limits again after that failed. */

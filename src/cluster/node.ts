@@ -22,8 +22,7 @@ import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState }
 import { resolveLogger, type Logger } from '../log.js';
 import { createPiscinaPool, type AgentPool } from '../pool/pool.js';
 import type { RegisteredAgent } from '../agents/registry.js';
-import { setAgentBackoff } from '../store/postgres/backoff.js';
-import { isLimited, setAgentLimits } from '../store/postgres/limits.js';
+import { storeLimits } from './agent-rows.js';
 import { migrate } from '../store/postgres/migrations.js';
 import { KILL_PAYLOAD } from '../store/postgres/control.js';
 import { joinCluster, type ClusterNode } from '../store/postgres/nodes.js';
@@ -143,13 +142,6 @@ export async function openClusterNode(options: ResolvedNodeOptions, { keepsProce
   node.start();
   if (lostEarly) node.lose(lostEarly);
   return node;
-}
-
-/** Stores `agent`'s cluster-wide limits and backoff when its registration gives any (see {@link openClusterNode}). */
-export async function storeLimits(db: pg.Pool, agent: RegisteredAgent): Promise<void> {
-  const limits = { concurrency: agent.concurrency, models: agent.models, rate: agent.rate, dailyLimit: agent.dailyLimit };
-  if (isLimited(limits)) await setAgentLimits(db, agent.name, limits);
-  if (agent.backoff !== null) await setAgentBackoff(db, agent.name, agent.backoff);
 }
 
 /** See the module comment. */

@@ -151,8 +151,11 @@ export class ClusterSchedules implements SchedulesApi {
 
 /** The API's Schedule of a stored one. */
 function scheduleOf(row: ClusterSchedule): Schedule {
-  const { agent, input, priority, maxAttempts, labels, timeoutMs, retry } = row.task;
-  const task: ScheduleTask = { agent, priority, retry: { ...retry, maxAttempts } };
+  const { agent, requires, input, priority, maxAttempts, labels, timeoutMs, retry } = row.task;
+  const task: ScheduleTask = { priority, retry: { ...retry, ...(maxAttempts !== undefined && { maxAttempts }) } };
+  // A template routed by `requires` names no agent: each tick's task is routed as a submit is.
+  if (agent !== '') task.agent = agent;
+  if (requires !== undefined) task.requires = requires;
   if (timeoutMs !== undefined) task.timeoutMs = timeoutMs;
   if (input !== undefined) task.input = input;
   if (labels !== undefined) task.labels = labels;

@@ -13,7 +13,7 @@ import type { TaskRow } from '../store/postgres/tasks.js';
 import { validateSpec } from '../tasks/spec.js';
 
 /** Task fields with no backing on PostgreSQL yet: refused when given. */
-const UNSUPPORTED_FIELDS = ['requires', 'workspace', 'retention'] as const;
+const UNSUPPORTED_FIELDS = ['workspace', 'retention'] as const;
 
 /** UNSUPPORTED_STORE for `what` on this store. */
 export function unsupported(what: string): TroupeError {
@@ -24,14 +24,20 @@ export function unsupported(what: string): TroupeError {
  * A spec checked as the LMDB runtime checks it (UNKNOWN_AGENT, INVALID_INPUT naming the field),
  * then as the queue's row: the agent, input, priority, labels, idempotency key, a delay (from
  * `delayMs` or `runAt`, against `now`), the attempt budget (`retry.maxAttempts` over the
- * agent's), and the task's own `timeoutMs` and other retry fields. A lane other than `default`
- * and {@link UNSUPPORTED_FIELDS} are UNSUPPORTED_STORE.
+ * agent's), the task's own `timeoutMs` and other retry fields, and its `requires`. A lane other
+ * than `default` and {@link UNSUPPORTED_FIELDS} are UNSUPPORTED_STORE.
  */
 export function newTaskOf(spec: TaskSpec, lookup: (name: string) => RegisteredAgent | undefined, where: string, now: number, id: string): NewTask {
   const valid = validateSpec(spec, lookup, where, now);
   for (const field of UNSUPPORTED_FIELDS) if (spec[field] !== undefined) throw unsupported(`${where}.${field}`);
   if (valid.lane !== 'default') throw unsupported(`${where}.lane`);
-  const task: NewTask = { id, agent: valid.agentName, input: valid.input, priority: valid.priority, maxAttempts: valid.retry.maxAttempts, labels: valid.labels };
+  const task: NewTask = { id, agent: valid.agentName, input: valid.input, priority: valid.priority, labels: valid.labels };
+  // A spec with `requires` and no agent is routed in the submit's transaction
+  // (store/postgres/routing.ts): its budget is its own, or the routed agent's as its row stores it.
+  const routed = valid.agentName === '';
+  if (!routed || spec.retry?.maxAttempts !== undefined) task.maxAttempts = valid.retry.maxAttempts;
+  if (valid.requires !== undefined) task.requires = valid.requires;
+  if (valid.unmatched && !routed) task.unmatched = true;
   // The task's own timeout and retry fields are kept as given: the node that claims it lays them
   // over its registration of the agent (queue.ts ClaimedTask), which may differ from this one's.
   if (spec.timeoutMs !== undefined) task.timeoutMs = spec.timeoutMs;
@@ -77,6 +83,9 @@ export function taskOf(row: TaskRow, agent: RegisteredAgent | undefined, default
   if (row.error !== null) task.error = row.error as Task['error'] & object;
   if (row.state === 'cancelled' && row.cancel_reason !== null) task.reason = row.cancel_reason;
   if (row.state === 'dropped') task.reason = 'retry_exhausted';
+  // The only way into needs_attention on this store: no agent covers its `requires`.
+  if (row.state === 'needs_attention') task.reason = 'unmatched';
+  if (row.requires !== null) task.requires = [...row.requires];
   if (row.idempotency_key !== null) task.idempotencyKey = row.idempotency_key;
   if (row.parent_id !== null) task.parentId = row.parent_id;
   // When the task last entered `queued`, kept once it left it, as the LMDB runtime keeps it.

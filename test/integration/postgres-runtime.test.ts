@@ -92,7 +92,7 @@ describe('a runtime on PostgreSQL', () => {
     ];
     for (const [call, code, names] of cases) expect(await rejection(call()), `${code} ${names}`).toMatchObject({ code, message: expect.stringContaining(names) });
     expect(thrown(() => rt.on('task.nope' as never, () => undefined))).toMatchObject({ code: 'INVALID_OPTIONS' });
-    expect(thrown(() => rt.agents.register({ name: 'git', module: builtinAgent('echo').module, capabilities: ['git'] }))).toMatchObject({ code: 'INVALID_OPTIONS', message: expect.stringContaining('capabilities') });
+    expect(thrown(() => rt.agents.register({ name: 'git', module: builtinAgent('echo').module, capabilities: ['git\u0000'] }))).toMatchObject({ code: 'INVALID_OPTIONS', message: expect.stringContaining('NUL') });
     expect(thrown(() => rt.agents.register({ name: 'gpt', module: builtinAgent('echo').module, concurrency: { total: 2, 'gpt\u0000': 1 } }))).toMatchObject({ code: 'INVALID_OPTIONS', message: expect.stringContaining('NUL') });
     expect(thrown(() => rt.agents.register({ name: 'bad name!', module: builtinAgent('echo').module }))).toMatchObject({ code: 'INVALID_OPTIONS' });
     expect(await tasksIn(pool)).toBe(0);

@@ -17,13 +17,20 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export interface NewTask {
   /** Its id: the caller mints it (the runtime's are time-ordered ULIDs). */
   id: string;
-  /** The agent that runs it; claims are per agent. */
+  /**
+   * The agent that runs it; claims are per agent. '' with `requires`: routed at submit to an agent
+   * whose stored capabilities cover them (routing.ts), or `needs_attention` when none does.
+   */
   agent: string;
+  /** Capabilities the task needs (schema version 18): routed by them when `agent` is ''. */
+  requires?: string[];
+  /** The named agent does not cover `requires`: stored `needs_attention` (reason `unmatched`), as on LMDB. */
+  unmatched?: boolean;
   /** Plain JSON data. */
   input?: unknown;
   /** Lower runs first, like the public API's. An int4. @default 0 */
   priority?: number;
-  /** Attempts per run, the first included. @default 3 (DEFAULT_RETRY.maxAttempts) */
+  /** Attempts per run, the first included. @default 3 (DEFAULT_RETRY.maxAttempts); a routed task's agent's when not given */
   maxAttempts?: number;
   /** A second submit with the same key returns the first task and stores nothing. Permanent. */
   idempotencyKey?: string;
@@ -43,8 +50,14 @@ export interface NewTask {
 export interface TaskRow {
   id: string;
   agent: string;
+  /** Sorted, without duplicates; null: none. */
+  requires: string[] | null;
+  /** Stored `needs_attention` (its named agent does not cover `requires`), or routed and found none (routing.ts). */
+  unmatched: boolean;
   priority: number;
   maxAttempts: number;
+  /** `maxAttempts` was given, not defaulted: routing keeps it instead of the agent's. */
+  ownMaxAttempts: boolean;
   key: string | null;
   /** The input as the text of a jsonb parameter. */
   input: string | null;
@@ -61,7 +74,8 @@ export interface TaskRow {
 export function checkTask(task: NewTask, where: string): TaskRow {
   if (typeof task !== 'object' || task === null || Array.isArray(task)) throw invalid(`${where} must be an object`);
   const id = checkId(task.id, `${where}.id`);
-  checkAgent(task.agent, `${where}.agent`);
+  const requires = task.requires === undefined ? null : requiresOf(task.requires, `${where}.requires`);
+  if (requires === null || task.agent !== '') checkAgent(task.agent, `${where}.agent`);
   const priority = task.priority ?? 0;
   if (!Number.isSafeInteger(priority) || Math.abs(priority) > INT4_MAX) throw invalid(`${where}.priority must be an integer of at most 31 bits`);
   const maxAttempts = task.maxAttempts ?? DEFAULT_RETRY.maxAttempts;
@@ -74,7 +88,9 @@ export function checkTask(task: NewTask, where: string): TaskRow {
   const timeoutMs = task.timeoutMs ?? null;
   if (timeoutMs !== null && !(Number.isSafeInteger(timeoutMs) && timeoutMs >= 0)) throw invalid(`${where}.timeoutMs must be a non-negative integer`);
   const parentId = task.parentId === undefined ? null : checkId(task.parentId, `${where}.parentId`);
-  return { id, agent: task.agent, priority, maxAttempts, key, input: jsonOf(task.input, `${where}.input`), delayMs, labels: jsonOf(labels, `${where}.labels`)!, timeoutMs, retry: retryOf(task.retry, `${where}.retry`), parentId };
+  const unmatched = task.unmatched ?? false;
+  if (typeof unmatched !== 'boolean' || (unmatched && (requires === null || task.agent === ''))) throw invalid(`${where}.unmatched is only for a named agent with requires`);
+  return { id, agent: task.agent, requires, unmatched, priority, maxAttempts, ownMaxAttempts: task.maxAttempts !== undefined, key, input: jsonOf(task.input, `${where}.input`), delayMs, labels: jsonOf(labels, `${where}.labels`)!, timeoutMs, retry: retryOf(task.retry, `${where}.retry`), parentId };
 }
 
 /**
@@ -93,6 +109,14 @@ function retryOf(retry: NewTask['retry'], where: string): string | null {
     throw invalid((error as Error).message);
   }
   return Object.keys(own).length === 0 ? null : JSON.stringify(own);
+}
+
+/** Capabilities a task requires: a non-empty array of non-empty strings without NUL (text[] holds none), sorted and deduplicated. */
+function requiresOf(requires: unknown, where: string): string[] {
+  if (!Array.isArray(requires) || requires.length === 0 || requires.some((c) => typeof c !== 'string' || c.length === 0 || c.includes('\u0000'))) {
+    throw invalid(`${where} must be a non-empty array of non-empty strings without NUL`);
+  }
+  return [...new Set(requires as string[])].sort();
 }
 
 /** Checks an agent name named `where`. */

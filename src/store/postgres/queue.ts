@@ -19,6 +19,7 @@ import { checkAgent, checkLease, checkLeaseMs, checkNode, checkTask, INT4_MAX, i
 import { BEGIN_HOLDING_CONTROLS } from './control.js';
 import { appendEvents, eventOf, insertEvents, notifyIfAny } from './events.js';
 import { pauseHolds } from './backoff.js';
+import { routeRows } from './routing.js';
 import { isLimited, limitColumns, limitsOf, reserveSlots, type LimitRow } from './limits.js';
 import { storeFailed, transaction } from './transaction.js';
 
@@ -97,21 +98,36 @@ export function checkTasks(tasks: readonly NewTask[]): TaskRow[] {
 /**
  * Inserts checked tasks in the caller's transaction, with a `task.queued` event for each one
  * created: what {@link submitTasks} does, for a verb that submits as part of a larger change (a
- * schedule's tick).
+ * schedule's tick). A task with `requires` and no agent is routed first (routing.ts); one no agent
+ * covers, or whose named agent does not, is stored `needs_attention` with a `task.needs_attention`
+ * event instead.
  */
 export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[]): Promise<Submitted[]> {
   if (rows.length === 0) return [];
+  // Tasks that name `requires` and no agent go to an agent now, or to needs_attention (routing.ts).
+  const routes = await routeRows(client, rows);
+  const stored = rows.map((r, i) => {
+    const route = routes[i];
+    if (route === null) return { ...r, state: r.unmatched ? 'needs_attention' : 'queued' };
+    return route === undefined ? { ...r, unmatched: true, state: 'needs_attention' } : { ...r, agent: route.agent, maxAttempts: route.maxAttempts, state: 'queued' };
+  });
   let inserted: pg.QueryResult<{ id: string; run_at: number }>;
   try {
     inserted = await client.query<{ id: string; run_at: number }>(
-      `INSERT INTO troupe_tasks (id, agent, state, priority, max_attempts, idempotency_key, input, run_at, labels, timeout_ms, retry, parent_id)
-       SELECT id, agent, 'queued', priority, max_attempts, key, input, now() + delay_ms * interval '1 millisecond', labels, timeout_ms, retry, parent_id
-         FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::jsonb[], $7::bigint[], $8::jsonb[], $9::bigint[], $10::jsonb[], $11::text[])
-              WITH ORDINALITY AS s(id, agent, priority, max_attempts, key, input, delay_ms, labels, timeout_ms, retry, parent_id, n)
+      `INSERT INTO troupe_tasks (id, agent, state, priority, max_attempts, idempotency_key, input, run_at, labels, timeout_ms, retry, parent_id, requires)
+       SELECT id, agent, state, priority, max_attempts, key, input, now() + delay_ms * interval '1 millisecond', labels, timeout_ms, retry, parent_id, requires
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::jsonb[], $7::bigint[], $8::jsonb[], $9::bigint[], $10::jsonb[], $11::text[], $12::text[], $13::jsonb[])
+              WITH ORDINALITY AS s(id, agent, priority, max_attempts, key, input, delay_ms, labels, timeout_ms, retry, parent_id, state, requires_json, n)
+              CROSS JOIN LATERAL (SELECT CASE WHEN requires_json IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(requires_json)) END AS requires) r
         ORDER BY n
        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
        RETURNING id, (extract(epoch FROM run_at) * 1000)::float8 AS run_at`,
-      [rows.map((r) => r.id), rows.map((r) => r.agent), rows.map((r) => r.priority), rows.map((r) => r.maxAttempts), rows.map((r) => r.key), rows.map((r) => r.input), rows.map((r) => r.delayMs), rows.map((r) => r.labels), rows.map((r) => r.timeoutMs), rows.map((r) => r.retry), rows.map((r) => r.parentId)],
+      [
+        stored.map((r) => r.id), stored.map((r) => r.agent), stored.map((r) => r.priority), stored.map((r) => r.maxAttempts), stored.map((r) => r.key), stored.map((r) => r.input),
+        stored.map((r) => r.delayMs), stored.map((r) => r.labels), stored.map((r) => r.timeoutMs), stored.map((r) => r.retry), stored.map((r) => r.parentId), stored.map((r) => r.state),
+        // A text[][] must be rectangular: each task's requires goes as a JSON array.
+        stored.map((r) => (r.requires === null ? null : JSON.stringify(r.requires))),
+      ],
     );
   } catch (error) {
     if ((error as { code?: string; constraint?: string }).code === '23505' && (error as { constraint?: string }).constraint === 'troupe_tasks_pkey') {
@@ -129,11 +145,19 @@ export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[
   }
   await appendEvents(
     client,
-    rows
-      .filter((r) => created.has(r.id))
-      .map((r) => eventOf('task.queued', r.delayMs > 0 ? { run: 1, agent: r.agent, priority: r.priority, runAt: Math.round(created.get(r.id)!) } : { run: 1, agent: r.agent, priority: r.priority }, r.id)),
+    stored.filter((r) => created.has(r.id)).map((r) => (r.unmatched ? unmatchedEvent(r) : queuedEvent(r, created.get(r.id)!))),
   );
   return rows.map((r) => (created.has(r.id) ? { id: r.id, created: true } : { id: holders.get(r.key!)!, created: false }));
+}
+
+/** A new task's `task.queued` event (with its start when delayed). */
+function queuedEvent(r: TaskRow, runAt: number) {
+  return eventOf('task.queued', r.delayMs > 0 ? { run: 1, agent: r.agent, priority: r.priority, runAt: Math.round(runAt) } : { run: 1, agent: r.agent, priority: r.priority }, r.id);
+}
+
+/** An unmatched new task's `task.needs_attention` event, as the LMDB runtime writes it. */
+function unmatchedEvent(r: TaskRow) {
+  return eventOf('task.needs_attention', { run: 1, reason: 'unmatched', agent: r.agent, requires: r.requires! }, r.id);
 }
 
 /**

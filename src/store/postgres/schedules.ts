@@ -254,7 +254,11 @@ export function scheduleOf(r: ScheduleRow): ClusterSchedule {
 
 /** The template's fields of a checked task (the input as stored, the defaults filled in). */
 function templateOf(row: TaskRow): ScheduleTemplate {
-  const template: ScheduleTemplate = { agent: row.agent, priority: row.priority, maxAttempts: row.maxAttempts };
+  const template: ScheduleTemplate = { agent: row.agent, priority: row.priority };
+  // A template routed by `requires` (routing.ts) takes its tick's agent's budget unless it gives one.
+  if (row.ownMaxAttempts || row.requires === null) template.maxAttempts = row.maxAttempts;
+  if (row.requires !== null) template.requires = row.requires;
+  if (row.unmatched) template.unmatched = true;
   if (row.input !== null) template.input = JSON.parse(row.input) as unknown;
   const labels = JSON.parse(row.labels) as Record<string, string>;
   if (Object.keys(labels).length > 0) template.labels = labels;

@@ -106,4 +106,16 @@ export const MIGRATIONS_2: readonly Migration[] = [
         ADD CHECK ((backoff_failures IS NULL) = (backoff_fast_fail_ms IS NULL) AND (backoff_failures IS NULL) = (backoff_pause_ms IS NULL));
       CREATE INDEX troupe_agents_paused ON troupe_agents (paused_until) WHERE paused_until IS NOT NULL;`,
   },
+  {
+    version: 18,
+    name: 'capabilities',
+    // Routing by `requires` (routing.ts). An agent's row keeps the capabilities of its registration
+    // (NULL: none) and the attempt budget of its retry policy, for a task routed to it at submit
+    // that gave none. A task keeps the `requires` it was submitted with (NULL: none), shown by get
+    // and list and routed again by a retry of an unmatched task. No index: routing reads the few
+    // rows of troupe_agents, and claims never look at `requires` (a routed task names its agent).
+    sql: `
+      ALTER TABLE troupe_agents ADD COLUMN capabilities text[], ADD COLUMN max_attempts integer CHECK (max_attempts > 0);
+      ALTER TABLE troupe_tasks ADD COLUMN requires text[];`,
+  },
 ];

@@ -3,7 +3,7 @@
  * queue's own verbs: a task's row and pages of rows, a user's cancel and retry (each one
  * transaction with its event, as every transition on this store), and where the event log ends.
  *
- * A cancel of a queued or sleeping task, or of a waiting one whose agent is gone, cancels it at once. A cancel of a running task, whichever node runs
+ * A cancel of a queued, sleeping or unmatched (needs_attention) task, or of a waiting one whose agent is gone, cancels it at once. A cancel of a running task, whichever node runs
  * it, records its reason in the row (`cancel_reason`, schema version 8) and sends a NOTIFY on
  * CANCEL_CHANNEL with the task's id in the same transaction: the node that runs the attempt hears
  * it on its membership connection and stops the attempt, which then settles `cancelled`. Its lease
@@ -18,6 +18,7 @@ import { appendEvents, cursorOf, END_OF_LOG, eventOf } from './events.js';
 import { CANCEL_CHANNEL } from './nodes.js';
 import { JOIN_CHANNEL } from './children.js';
 import { checkTasks, insertTasks, type NewTask } from './queue.js';
+import { routeAgain } from './routing.js';
 import { epochMs, storeFailed, transaction } from './transaction.js';
 
 /** A task's row as the runtime shows it (times in epoch ms on the database's clock). */
@@ -52,10 +53,12 @@ export interface TaskRow {
   waiting_for: { kind: 'input'; prompt?: unknown } | { kind: 'join'; ids: string[] } | null;
   /** The task that spawned it (schema version 16), or null. */
   parent_id: string | null;
+  /** The capabilities it requires (schema version 18), or null. */
+  requires: string[] | null;
 }
 
 const COLUMNS = [
-  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, result, error, labels, cancel_reason, timeout_ms, retry, waiting_for, parent_id',
+  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, result, error, labels, cancel_reason, timeout_ms, retry, waiting_for, parent_id, requires',
   ...['created_at', 'updated_at', 'started_at', 'settled_at', 'queued_at', 'run_at', 'attempt_started_at', 'lease_until'].map((c) => epochMs(c)),
 ].join(', ');
 
@@ -147,7 +150,7 @@ export async function listTaskRows(pool: Pick<pg.Pool, 'query'>, filter: TaskFil
 export type CancelOutcome = 'cancelled' | 'requested' | 'already';
 
 /**
- * Cancels a task (see the module comment): `cancelled` (it was queued, asleep, or waiting with no
+ * Cancels a task (see the module comment): `cancelled` (it was queued, asleep, needed attention, or waiting with no
  * attempt), `requested` (it runs, or its agent waits for input on a node: that node stops it), or `already` (it was cancelled before). NOT_FOUND for an unknown
  * id, ILLEGAL_TRANSITION for a task that settled otherwise.
  */
@@ -164,7 +167,7 @@ export async function cancelTask(pool: pg.Pool, id: string, reason: string): Pro
       await client.query('SELECT pg_notify($1, $2)', [CANCEL_CHANNEL, id]);
       return 'requested';
     }
-    if (row.state !== 'queued' && row.state !== 'sleeping' && row.state !== 'waiting') throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${row.state}; it cannot be cancelled`);
+    if (row.state !== 'queued' && row.state !== 'sleeping' && row.state !== 'waiting' && row.state !== 'needs_attention') throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${row.state}; it cannot be cancelled`);
     await client.query(
       `UPDATE troupe_tasks SET state = 'cancelled', token = token + 1, cancel_reason = $2, waiting_for = NULL, settled_at = now(), updated_at = now() WHERE id = $1`,
       [id, reason],
@@ -182,15 +185,19 @@ const RETRYABLE: ReadonlySet<TaskState> = new Set<TaskState>(['failed', 'dropped
 /**
  * Starts a new run of a failed, dropped or cancelled task: queued at the back of its priority,
  * with a fresh attempt budget and without the last run's output, result, error, cancel or sleep's follow-up, and a
- * `task.queued` event (`reason: 'retry'`, `from`: the state it left). NOT_FOUND for an unknown
- * id, ILLEGAL_TRANSITION for any other state. Resolves with the task's row as the retry left it.
+ * `task.queued` event (`reason: 'retry'`, `from`: the state it left). A task that needs attention
+ * (unmatched: no agent covered its `requires`) is routed again (routing.ts) and queued in the same
+ * run (`reason: 'operator'`), as on LMDB; UNKNOWN_AGENT, changing nothing, while still no agent
+ * covers it. NOT_FOUND for an unknown id, ILLEGAL_TRANSITION for any other state. Resolves with
+ * the task's row as the retry left it.
  */
 export async function retryTask(pool: pg.Pool, id: string): Promise<TaskRow> {
   if (unstorable(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
   return transaction(pool, 'retrying a task', async (client) => {
-    const { rows } = await client.query<{ state: TaskState; run: number }>('SELECT state, run FROM troupe_tasks WHERE id = $1 FOR UPDATE', [id]);
+    const { rows } = await client.query<{ state: TaskState; run: number; agent: string; requires: string[] | null }>('SELECT state, run, agent, requires FROM troupe_tasks WHERE id = $1 FOR UPDATE', [id]);
     const row = rows[0];
     if (!row) throw new TroupeError('NOT_FOUND', `no task ${id}`);
+    if (row.state === 'needs_attention') return requeueUnmatched(client, id, row);
     if (!RETRYABLE.has(row.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${row.state}; only failed, dropped or cancelled tasks can be retried`);
     await client.query(
       `UPDATE troupe_tasks SET state = 'queued', run = run + 1, attempts = 0, attempt_seq = 0, queued_order = nextval('troupe_queued_order'),
@@ -202,6 +209,19 @@ export async function retryTask(pool: pg.Pool, id: string): Promise<TaskRow> {
     // Read in the retry's own transaction: queued, as no node can claim it before the commit.
     return (await readTask(client, id))!;
   });
+}
+
+/** An unmatched task routed again and queued in its run (see {@link retryTask}), in the retry's transaction. */
+async function requeueUnmatched(client: pg.PoolClient, id: string, row: { run: number; agent: string; requires: string[] | null }): Promise<TaskRow> {
+  const requires = row.requires ?? [];
+  const agent = await routeAgain(client, row.agent, requires);
+  if (agent === undefined) throw new TroupeError('UNKNOWN_AGENT', `task ${id}: no registered agent ${row.agent ? `named ${row.agent} ` : ''}covers [${requires.join(', ')}]`);
+  await client.query(
+    `UPDATE troupe_tasks SET state = 'queued', agent = $2, queued_order = nextval('troupe_queued_order'), queued_at = now(), run_at = now(), updated_at = now() WHERE id = $1`,
+    [id, agent],
+  );
+  await appendEvents(client, [eventOf('task.queued', { run: row.run, reason: 'operator', from: 'needs_attention', agent }, id)]);
+  return (await readTask(client, id))!;
 }
 
 /**
