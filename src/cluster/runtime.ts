@@ -30,7 +30,7 @@ import { checkInputSpec, type InboxItem, type InputSpec } from '../tasks/interac
 import { checkLabelFilter, checkListOptions } from '../tasks/list.js';
 import type { PruneOptions, PruneResult } from '../tasks/prune.js';
 import { ControlView } from './control-view.js';
-import { ClusterDashboard } from './dashboard.js';
+import { clusterEndpoints } from './dashboard.js';
 import { EventFeed } from './feed.js';
 import { ClusterLogs } from './logs-api.js';
 import { ClusterAgents, registered } from './agents-api.js';
@@ -86,7 +86,7 @@ class PostgresRuntime implements Runtime {
   readonly #counts: TaskCounts;
   readonly #metrics: ClusterMetrics;
   #retention: ClusterRetention | undefined;
-  readonly #dashboard = new ClusterDashboard();
+  readonly #endpoints = clusterEndpoints();
   #startedMs = 0;
   #closing: Promise<void> | undefined;
   /** Aborts as close begins: ends the retries of agent limits that failed to store, and every `logs({ follow })`. */
@@ -132,7 +132,7 @@ class PostgresRuntime implements Runtime {
       await this.schedules.load();
       this.#retention = startClusterRetention({ pool: this.#db, clock: this.#options.clock, log: this.#log, policy: this.#options.retention });
       this.#startedMs = performance.now() - at;
-      await this.#dashboard.open(this.#options.dashboard, this, this.#log);
+      await this.#endpoints.open(this.#options, this.#metrics, this, this.#log);
       this.#lifecycle.set('running', { store: 'postgres', node: this.#node.id, agents: agents.map((a) => a.name) });
       this.#keepAlive.open();
     } finally {
@@ -145,7 +145,7 @@ class PostgresRuntime implements Runtime {
   }
 
   get metricsPort(): number | undefined {
-    return undefined;
+    return this.#endpoints.metricsPort;
   }
 
   unref(): this {
@@ -315,7 +315,7 @@ class PostgresRuntime implements Runtime {
 
   /** The dashboard's URL (with `#token=` when it needs one); undefined when `dashboard` is off (cluster/dashboard.ts). */
   dashboard(): string | undefined {
-    return this.#dashboard.url;
+    return this.#endpoints.dashboardUrl;
   }
 
   /**
@@ -354,7 +354,7 @@ class PostgresRuntime implements Runtime {
     this.#stopping.abort();
     await step('retention', () => this.#retention?.stop());
     await step('node', () => this.#node?.close({ timeoutMs, force }));
-    await step('dashboard', () => this.#dashboard.close());
+    await this.#endpoints.close(step);
     await step('waits', () => this.#waits.rejectAll(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#feed.close());
     await step('schedules', () => this.schedules.idle());

@@ -4,6 +4,7 @@ import { contractSuite } from './contract.js';
 import { scheduleContract } from './contract-schedules.js';
 import { inputsContract } from './contract-inputs.js';
 import { subtasksContract } from './contract-subtasks.js';
+import { metricsPortContract } from './contract-metrics-port.js';
 
 const runtime = runtimes();
 
@@ -12,3 +13,4 @@ contractSuite('LMDB', lmdb);
 scheduleContract('LMDB', lmdb);
 inputsContract('LMDB', lmdb);
 subtasksContract('LMDB', lmdb);
+metricsPortContract('LMDB', lmdb);

@@ -8,6 +8,7 @@ import { contractSuite, type ContractBackend } from './contract.js';
 import { scheduleContract } from './contract-schedules.js';
 import { inputsContract } from './contract-inputs.js';
 import { subtasksContract } from './contract-subtasks.js';
+import { metricsPortContract } from './contract-metrics-port.js';
 
 // Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
 const pools = scratchPools();
@@ -23,3 +24,4 @@ contractSuite('PostgreSQL', postgres);
 scheduleContract('PostgreSQL', postgres);
 inputsContract('PostgreSQL', postgres);
 subtasksContract('PostgreSQL', postgres);
+metricsPortContract('PostgreSQL', postgres);
