@@ -38,7 +38,7 @@ import { NodeAttempts, type NodeAttempt } from './node-attempts.js';
 import { KillWatch } from './node-kill.js';
 import { NodeInputs } from './node-inputs.js';
 import { NodeJoins } from './node-joins.js';
-import { resolveNodeOptions, type ClusterNodeOptions, type ResolvedNodeOptions } from './options.js';
+import { resolveNodeOptions, turnsBackoffOff, type ClusterNodeOptions, type ResolvedNodeOptions } from './options.js';
 import { Settler } from './settler.js';
 
 export type { ClusterNodeOptions } from './options.js';
@@ -145,11 +145,11 @@ export async function openClusterNode(options: ResolvedNodeOptions, { keepsProce
   return node;
 }
 
-/** Stores `agent`'s cluster-wide limits and backoff when its registration gives any (see {@link openClusterNode}). */
+/** Stores `agent`'s cluster-wide limits and backoff when its registration gives any, and clears the backoff on `backoff: false` (see {@link openClusterNode}). */
 export async function storeLimits(db: pg.Pool, agent: RegisteredAgent): Promise<void> {
   const limits = { concurrency: agent.concurrency, models: agent.models, rate: agent.rate, dailyLimit: agent.dailyLimit };
   if (isLimited(limits)) await setAgentLimits(db, agent.name, limits);
-  if (agent.backoff !== null) await setAgentBackoff(db, agent.name, agent.backoff);
+  if (agent.backoff !== null || turnsBackoffOff(agent)) await setAgentBackoff(db, agent.name, agent.backoff);
 }
 
 /** See the module comment. */

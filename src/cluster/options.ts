@@ -169,10 +169,24 @@ export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptio
 }
 
 /**
+ * The agents whose registration says `backoff: false`: their stored policy is cleared
+ * (node.ts storeLimits), where a registration that gives none leaves it. A RegisteredAgent shows
+ * both as `backoff: null` (its shape is the LMDB runtime's, and frozen), so the difference is kept
+ * here, by identity, as {@link checkClusterAgent} sees the registration.
+ */
+const BACKOFF_OFF = new WeakSet<RegisteredAgent>();
+
+/** Whether `agent`'s registration turned the fast-failure pause off (`backoff: false`), overriding `defaultBackoff`. */
+export function turnsBackoffOff(agent: RegisteredAgent): boolean {
+  return BACKOFF_OFF.has(agent);
+}
+
+/**
  * Refuses, with INVALID_OPTIONS naming it, what a registration asks and a cluster node cannot
  * honour yet: `capabilities` (routing by `requires`) and `retention`. Its `concurrency` (total and
  * per-model sub-limits), `rate` and `dailyLimit` hold across the cluster (stored with
- * setAgentLimits), as does its fast-failure `backoff` (setAgentBackoff). A model name jsonb
+ * setAgentLimits), as does its fast-failure `backoff` (setAgentBackoff; `false` clears a stored
+ * one: {@link turnsBackoffOff}). A model name jsonb
  * cannot hold (a NUL) is refused here, before anything is stored. Returns `agent`.
  */
 export function checkClusterAgent(registration: AgentRegistration, agent: RegisteredAgent): RegisteredAgent {
@@ -184,6 +198,7 @@ export function checkClusterAgent(registration: AgentRegistration, agent: Regist
   for (const model of Object.keys(agent.models)) {
     if (model.includes('\u0000')) throw invalidOptions(`agent ${agent.name}: concurrency: a model name must not contain NUL on the PostgreSQL store (${JSON.stringify(model)})`);
   }
+  if (registration.backoff === false) BACKOFF_OFF.add(agent);
   return agent;
 }
 
