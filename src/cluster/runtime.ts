@@ -39,7 +39,7 @@ import { killEverywhere } from './kill.js';
 import type { ClusterNodeHandle } from './node.js';
 import { startClusterRetention, type ClusterRetention } from './retention.js';
 import { pruneCluster } from './prune.js';
-import { PausesView } from './pauses-view.js';
+import { AgentsView } from './agents-view.js';
 import { openRuntimeNode } from './runtime-node.js';
 import { ClusterSchedules } from './schedules-api.js';
 import { clusterStats } from './stats.js';
@@ -82,7 +82,7 @@ class PostgresRuntime implements Runtime {
   readonly #nextId = createIdGenerator(() => Date.now());
   #node: ClusterNodeHandle | undefined;
   readonly #control: ControlView;
-  readonly #pauses: PausesView;
+  readonly #agentRows: AgentsView;
   readonly #counts: TaskCounts;
   readonly #metrics: ClusterMetrics;
   #retention: ClusterRetention | undefined;
@@ -108,8 +108,8 @@ class PostgresRuntime implements Runtime {
     this.#counts = new TaskCounts(this.#db, log);
     this.#metrics = new ClusterMetrics({ slots: options.threads * options.slotsPerThread, clock: options.clock, counts: this.#counts, agents: () => this.#agents.list().map((a) => a.name), executing: () => this.#node?.running ?? 0, startedMs: () => this.#startedMs, listenerErrors: () => this.#feed.listenerErrors });
     this.#feed.subscribe(this.#control.observe);
-    this.#pauses = new PausesView(this.#db, options.clock, log);
-    this.#feed.subscribe(this.#pauses.observe);
+    this.#agentRows = new AgentsView(this.#db, options.clock, log);
+    this.#feed.subscribe(this.#agentRows.observe);
     this.schedules = new ClusterSchedules({ pool: this.#db, log, assertOpen: (call) => this.#assertOpen(call), task: (task, where) => this.#newTask(task as TaskSpec, where) });
     this.#agents = new ClusterAgents({ options, pool: this.#db, log, node: () => this.#node, stopping: this.#stopping.signal, assertOpen: (call) => this.#assertOpen(call) });
     this.agents = { register: this.#agents.register, list: this.#agents.list };
@@ -128,7 +128,7 @@ class PostgresRuntime implements Runtime {
       this.#node = await openRuntimeNode(this.#options, { url: this.#url, log: this.#log, agents, fired: () => this.schedules.refreshSoon(), observer: this.#metrics.observer });
       await this.#feed.start();
       await this.#control.read();
-      await this.#pauses.read();
+      await this.#agentRows.read();
       await this.schedules.load();
       this.#retention = startClusterRetention({ pool: this.#db, clock: this.#options.clock, log: this.#log, policy: this.#options.retention });
       this.#startedMs = performance.now() - at;
@@ -267,9 +267,9 @@ class PostgresRuntime implements Runtime {
     return this.#guard('prune', () => pruneCluster(this.#db, options));
   }
 
-  /** Ends an agent's fast-failure pause for the whole cluster (pauses-view.ts). */
+  /** Ends an agent's fast-failure pause for the whole cluster (agents-view.ts). */
   resumeAgent(name: string): Promise<boolean> {
-    return this.#guard('resumeAgent', () => this.#pauses.resume(name, (agent) => this.#agents.get(agent) !== undefined));
+    return this.#guard('resumeAgent', () => this.#agentRows.resume(name, (agent) => this.#agents.get(agent) !== undefined));
   }
 
   poke(): void {
@@ -285,7 +285,7 @@ class PostgresRuntime implements Runtime {
   }
 
   stats(): RuntimeStats {
-    return clusterStats({ state: this.state, options: this.#options, agents: this.#agents.list(), node: this.#node, control: this.#control.current, startedMs: this.#startedMs, counts: this.#counts.current(), retention: this.#retention?.stats ?? null, paused: (agent) => this.#pauses.paused(agent) });
+    return clusterStats({ state: this.state, options: this.#options, agents: this.#agents.list(), node: this.#node, control: this.#control.current, startedMs: this.#startedMs, counts: this.#counts.current(), retention: this.#retention?.stats ?? null, paused: (agent) => this.#agentRows.paused(agent), stored: (agent) => this.#agentRows.stored(agent) });
   }
 
   /** Checked as on LMDB, then stored (and delivered, or resuming the task) in one transaction: src/store/postgres/inbox.ts. */
@@ -371,7 +371,7 @@ class PostgresRuntime implements Runtime {
    */
   #hinted(hints: readonly string[]): void {
     if (hints.includes(HINTS.control)) this.#control.refresh();
-    if (hints.includes(HINTS.agents)) this.#pauses.refresh();
+    if (hints.includes(HINTS.agents)) this.#agentRows.refresh();
     if (this.#agents.size > 0 && (hints.includes(HINTS.queued) || hints.includes(HINTS.control) || hints.includes(HINTS.agents))) this.#node?.wake();
   }
 

@@ -29,7 +29,7 @@ import type { AttemptExit } from '../../../machines/index.js';
 import type { FastFailBackoff } from '../../options.js';
 import { checkAgent } from './checks.js';
 import { HINTS, insertEvents, notifyIfAny } from './events.js';
-import { epochMs, storeFailed, transaction } from './transaction.js';
+import { storeFailed, transaction } from './transaction.js';
 
 /** What an attempt's end tells its agent's backoff: the agent, and how long the attempt ran (ms). */
 export interface BackoffEnd {
@@ -203,13 +203,3 @@ export const RESUME_DUE = `due_agents AS MATERIALIZED (
    ), resumed_events AS (
      ${insertEvents(`SELECT 'agent.resumed', NULL, NULL, jsonb_build_object('agent', name, 'by', 'clock') FROM resumed ORDER BY name`)}
    )`;
-
-/** The agents paused now or with a pause not yet ended, and until when (epoch ms, the database's clock). */
-export async function pausedAgents(pool: Pick<pg.Pool, 'query'>): Promise<Map<string, number>> {
-  try {
-    const { rows } = await pool.query<{ name: string; until: number }>(`SELECT name, ${epochMs('paused_until', 'until')} FROM troupe_agents WHERE paused_until IS NOT NULL`);
-    return new Map(rows.map((r) => [r.name, r.until]));
-  } catch (error) {
-    throw storeFailed('reading the paused agents', error);
-  }
-}

@@ -69,7 +69,7 @@ export function parseCursor(cursor: string): { xid: string; seq: string } {
  * The hints a NOTIFY on the event channel carries, comma-separated in its payload (empty: none):
  * `queued`, the commit queued a task (a submit, a retry, a requeue: a node may claim it now);
  * `control`, it froze or unfroze the cluster; `agents`, it paused an agent or ended a pause
- * (backoff.ts). A runtime that reads no event (nothing listens to its events) still wakes its
+ * (backoff.ts), or stored an agent's limits (limits.ts). A runtime that reads no event (nothing listens to its events) still wakes its
  * claimer and keeps its freeze flag and its agents' pauses by them.
  */
 export const HINTS = { queued: 'queued', control: 'control', agents: 'agents' } as const;
@@ -92,7 +92,12 @@ export async function appendEvents(client: Pick<pg.PoolClient, 'query'>, events:
     insertEvents(`SELECT type, task_id, attempt_id, data FROM unnest($1::text[], $2::text[], $3::text[], $4::json[]) WITH ORDINALITY AS u(type, task_id, attempt_id, data, ord) ORDER BY ord`),
     [events.map((e) => e.type), events.map((e) => e.taskId ?? null), events.map((e) => e.attemptId ?? null), events.map((e) => (e.data === undefined ? null : JSON.stringify(e.data)))],
   );
-  await client.query('SELECT pg_notify($1, $2)', [CHANNEL, hintsOf(events.map((e) => e.type))]);
+  await notifyHints(client, hintsOf(events.map((e) => e.type)));
+}
+
+/** Wakes readers at the caller's commit with `hints` (comma-separated {@link HINTS}; '' for none). */
+export async function notifyHints(client: Pick<pg.PoolClient, 'query'>, hints: string): Promise<void> {
+  await client.query('SELECT pg_notify($1, $2)', [CHANNEL, hints]);
 }
 
 /**
