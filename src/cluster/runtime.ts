@@ -102,14 +102,14 @@ class PostgresRuntime implements Runtime {
     this.#db.on('error', (error) => log.warn({ err: error }, 'an idle database connection failed'));
     this.#feed = new EventFeed({ pool: this.#db, connectionString: this.#url, log, hold: () => this.#keepAlive.hold(), hinted: (hints) => this.#hinted(hints) });
     this.#waits = new TaskWaits({ read: (id) => this.#read(id), clock: options.clock, keepAlive: this.#keepAlive, need: () => this.#feed.need(), log });
-    this.#feed.subscribe(this.#waits.onEvents);
+    this.#feed.subscribe(this.#waits.onEvents, this.#waits.recheck);
     this.logs = new ClusterLogs({ pool: this.#db, feed: this.#feed, hold: () => this.#keepAlive.hold(), closed: this.#stopping.signal, assertOpen: (call) => this.#assertOpen(call) }).iterate;
     this.#control = new ControlView(this.#db, log);
     this.#counts = new TaskCounts(this.#db, log);
     this.#metrics = new ClusterMetrics({ slots: options.threads * options.slotsPerThread, clock: options.clock, counts: this.#counts, agents: () => this.#agents.list().map((a) => a.name), executing: () => this.#node?.running ?? 0, startedMs: () => this.#startedMs, listenerErrors: () => this.#feed.listenerErrors });
-    this.#feed.subscribe(this.#control.observe);
+    this.#feed.subscribe(this.#control.observe, () => this.#control.refresh());
     this.#agentRows = new AgentsView(this.#db, options.clock, log);
-    this.#feed.subscribe(this.#agentRows.observe);
+    this.#feed.subscribe(this.#agentRows.observe, () => this.#agentRows.refresh());
     this.schedules = new ClusterSchedules({ pool: this.#db, log, assertOpen: (call) => this.#assertOpen(call), task: (task, where) => this.#newTask(task as TaskSpec, where) });
     this.#agents = new ClusterAgents({ options, pool: this.#db, log, node: () => this.#node, stopping: this.#stopping.signal, assertOpen: (call) => this.#assertOpen(call) });
     this.agents = { register: this.#agents.register, list: this.#agents.list };
