@@ -90,7 +90,7 @@ export interface RuntimeOptions {
    * @default {done: 7 days, failed: 30 days, dropped: 30 days, cancelled: 30 days, sweepMs: 60_000}
    */
   retention?: RuntimeRetention | false;
-  /** Serve Prometheus `/metrics` on 127.0.0.1 at this port; 0 turns it off. @default 0 */
+  /** Serve Prometheus `/metrics` on 127.0.0.1 at this port (on PostgreSQL too: this runtime's `metrics()`); 0 turns it off. @default 0 */
   metricsPort?: number;
   /**
    * Serve the web dashboard (see `rt.dashboard()`): `true`, or `{ port, host, token }`. It binds
@@ -283,7 +283,7 @@ function postgresUrl(value: unknown, where: string): string {
  * Options a runtime on PostgreSQL cannot honour yet: refused when given (set to anything but off),
  * so a switch of store never drops one in silence. `dataDir` is ignored (nothing is kept on disk).
  */
-const NOT_ON_POSTGRES = ['maxQueued', 'maxLiveInstances', 'failedAttemptThreshold', 'degradedDropMs', 'supervisorIntervalMs', 'storeRetryMs', 'starvation', 'metricsPort'] as const;
+const NOT_ON_POSTGRES = ['maxQueued', 'maxLiveInstances', 'failedAttemptThreshold', 'degradedDropMs', 'supervisorIntervalMs', 'storeRetryMs', 'starvation'] as const;
 
 function checkPostgresOptions(input: RuntimeOptions): void {
   for (const key of NOT_ON_POSTGRES) {

@@ -370,8 +370,7 @@ export class LmdbRuntime implements Runtime {
     await this.#slot.stop(step, deadline, true);
     this.#hurry = undefined;
     await step('deadline', () => timer && clock.clearTimeout(timer));
-    await step('metrics', () => this.#endpoints.closeMetrics());
-    await step('dashboard', () => this.#endpoints.closeDashboard());
+    await this.#endpoints.close(step);
     await step('waits', () => this.#e.tasks.rejectWaits(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#bus.close());
     await step('store', () => this.#store.close(failures.length === 0));

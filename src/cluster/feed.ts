@@ -25,12 +25,14 @@ import { checkId } from '../ids.js';
 import type { Release } from '../keep-alive.js';
 import type { Logger } from '../log.js';
 import { checkCallOptions } from '../options.js';
-import { followEvents, parseCursor, readEvents, type StoredEvent } from '../store/postgres/events.js';
-import { checkEventCursor, checkEventSeq } from '../store/postgres/retention.js';
+import { cursorExpired, followEvents, parseCursor, readEvents, type StoredEvent } from '../store/postgres/events.js';
+import { checkEventCursor, checkEventSeq, eventsRemovedThrough } from '../store/postgres/retention.js';
 import { cursorOfSeq, tailCursor } from '../store/postgres/tasks.js';
 
 type Listener = (event: RuntimeEvent) => void;
 type Sink = (events: readonly RuntimeEvent[]) => void;
+/** Told that retention removed the events through `removed` before the feed read them: what was fed skips them. */
+type Gap = (removed: string) => void;
 
 /** Events a replay reads at once. */
 const REPLAY_PAGE = 500;
@@ -56,6 +58,7 @@ export interface FeedDeps {
 export class EventFeed {
   readonly #k: FeedDeps;
   readonly #sinks = new Set<Sink>();
+  readonly #gaps = new Set<Gap>();
   readonly #listeners = new EventListeners((error, type) => this.#failed(error, type));
   readonly #stop = new AbortController();
   readonly #onClose = new Set<() => void>();
@@ -103,10 +106,17 @@ export class EventFeed {
     return this.#needs > 0 || this.#listeners.size > 0 || performance.now() - this.#unneededAt < LINGER_MS;
   }
 
-  /** Hears every batch of committed events, in order, while the feed reads (see {@link need}). Returns the unsubscribe. */
-  subscribe(sink: Sink): () => void {
+  /**
+   * Hears every batch of committed events, in order, while the feed reads (see {@link need}), and
+   * `gap` hears when retention overtook the feed (see {@link #overtaken}). Returns the unsubscribe.
+   */
+  subscribe(sink: Sink, gap?: Gap): () => void {
     this.#sinks.add(sink);
-    return () => this.#sinks.delete(sink);
+    if (gap) this.#gaps.add(gap);
+    return () => {
+      this.#sinks.delete(sink);
+      if (gap) this.#gaps.delete(gap);
+    };
   }
 
   on(type: EventType | '*', listener: Listener): () => void {
@@ -150,10 +160,36 @@ export class EventFeed {
         });
       } catch (error) {
         if (signal.aborted) return;
-        this.#k.log.warn({ err: error }, 'following the event log failed; following again');
+        if (isTroupeError(error, 'CURSOR_EXPIRED')) {
+          const removed = await this.#overtaken(cursor);
+          if (removed !== undefined) {
+            cursor = removed;
+            continue;
+          }
+        } else this.#k.log.warn({ err: error }, 'following the event log failed; following again');
         await new Promise((resolve) => setTimeout(resolve, RESTART_MS).unref());
       }
     }
+  }
+
+  /**
+   * Retention removed events past the follower's `cursor` before it read them (it was behind, and
+   * the log's removal point moved past it): they are gone. Every gap subscriber hears it (a live
+   * iteration behind the removal ends with CURSOR_EXPIRED, as a replay the removal overtakes does;
+   * waits read their tasks again), `on` listeners cannot: they miss them, and it is logged.
+   * Resolves with where to follow on (the removal point), or undefined when it could not be read.
+   */
+  async #overtaken(cursor: string): Promise<string | undefined> {
+    let removed: string;
+    try {
+      removed = (await eventsRemovedThrough(this.#k.pool)).cursor;
+    } catch (error) {
+      this.#k.log.warn({ err: error }, 'reading how far the event log was removed failed; following again');
+      return undefined;
+    }
+    this.#k.log.error({ cursor, removed, listeners: this.#listeners.size }, 'retention removed events this runtime had not read yet: live events() iterations behind them end with CURSOR_EXPIRED, on() listeners miss them');
+    for (const gap of this.#gaps) gap(removed);
+    return removed > cursor ? removed : cursor;
   }
 
   #deliver(events: RuntimeEvent[]): void {
@@ -170,7 +206,8 @@ export class EventFeed {
    * `rt.events()`: replays the log after `after` (a cursor, or an event's numeric seq), then
    * yields live events, until `signal` aborts or the runtime closes. Bad options reject the first
    * `next()`, as the LMDB runtime's do; a cursor from before what retention removed rejects with
-   * CURSOR_EXPIRED, as does a replay the removal overtakes (src/store/postgres/retention.ts).
+   * CURSOR_EXPIRED, as does a replay the removal overtakes (src/store/postgres/retention.ts), and
+   * a live iteration whose events it removed before the feed read them (see #overtaken).
    */
   async *iterate(options: EventStreamOptions = {}): AsyncGenerator<RuntimeEvent> {
     checkCallOptions(options, STREAM_OPTIONS, 'events');
@@ -190,6 +227,11 @@ export class EventFeed {
     const buffer: RuntimeEvent[] = [];
     let wake: (() => void) | undefined;
     let ended = this.#stop.signal.aborted;
+    let last = '';
+    /** How far retention removed events the feed had not read (see #overtaken); undefined: no such gap. */
+    let gap: string | undefined;
+    /** Whether that gap is after `last`, and before `next` (the next event to yield; undefined: any next). */
+    const overtaken = (next?: string): boolean => gap !== undefined && last < gap && (next === undefined || next > gap);
     const notify = () => {
       const w = wake;
       wake = undefined;
@@ -201,17 +243,25 @@ export class EventFeed {
     };
     // Subscribed, and the feed reading, before the replay reads: whatever commits meanwhile is in the buffer.
     const unneed = this.need();
-    const unsubscribe = this.subscribe((events) => {
-      buffer.push(...events);
-      notify();
-    });
+    const unsubscribe = this.subscribe(
+      (events) => {
+        buffer.push(...events);
+        notify();
+      },
+      (removed) => {
+        if (gap === undefined || removed > gap) gap = removed;
+        notify();
+      },
+    );
     this.#onClose.add(end);
     signal?.addEventListener('abort', end, { once: true });
     try {
       if (signal?.aborted || ended) return;
-      let last = typeof after === 'number' ? await this.#cursorOfSeq(after) : (after ?? '');
+      last = typeof after === 'number' ? await this.#cursorOfSeq(after) : (after ?? '');
       for (;;) {
         const from = last;
+        // A replay from the oldest event kept starts after any removal before its first read.
+        if (from === '' && after === undefined) gap = undefined;
         const page = await readEvents(this.#k.pool, from, REPLAY_PAGE);
         // Retention may have removed events after `from` (before this read, or before an earlier
         // page's): read after the page, the removal point says whether this read had a gap.
@@ -228,11 +278,14 @@ export class EventFeed {
         while (buffer.length > 0) {
           const event = buffer.shift()!;
           if (event.cursor <= last) continue;
+          // The events before the gap are yielded; none after it, and never in silence.
+          if (overtaken(event.cursor)) throw cursorExpired(last, gap!);
           last = event.cursor;
           if (wanted(event)) yield event;
           if (ended) return;
         }
         if (ended) return;
+        if (overtaken()) throw cursorExpired(last, gap!);
         const release = this.#k.hold();
         try {
           await new Promise<void>((resolve) => (wake = resolve));

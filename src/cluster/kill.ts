@@ -52,7 +52,14 @@ export async function killEverywhere(deps: KillDeps, reason?: string): Promise<v
       else ended.add(event.attemptId);
     }
     if (pending?.size === 0) wake?.();
-  });
+  }, () => void recount());
+  /** After a gap in the feed (feed.ts #overtaken), ends may have gone unread: the attempts still running say which. */
+  const recount = async () => {
+    if (!pending) return;
+    const running = new Set(await runningAttempts(deps.pool).catch(() => [...pending!]));
+    for (const attemptId of pending) if (!running.has(attemptId)) pending.delete(attemptId);
+    if (pending.size === 0) wake?.();
+  };
   let onClose: (() => void) | undefined;
   try {
     await killCluster(deps.pool, reason ?? 'killed');

@@ -75,9 +75,10 @@ export class ClusterLogs {
     if (follow) {
       // Heard before the first read: an event of the task that commits after it wakes the follow.
       unneed = this.#k.feed.need();
+      // A gap in the feed (feed.ts #overtaken) may hide the task's events: read again then too.
       unsubscribe = this.#k.feed.subscribe((events) => {
         if (events.some((event) => event.taskId === id)) notify();
-      });
+      }, notify);
       signal?.addEventListener('abort', notify, { once: true });
       this.#k.closed.addEventListener('abort', notify, { once: true });
     }

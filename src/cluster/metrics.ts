@@ -14,6 +14,7 @@
  */
 import type { Clock } from '../clock.js';
 import { RuntimeMetrics, type MetricsSnapshot } from '../metrics/metrics.js';
+import { serveMetrics, type MetricsServer } from '../metrics/server.js';
 import type { AttemptObserver } from './options.js';
 import type { TaskCounts, TaskCountsView } from './task-counts.js';
 
@@ -70,6 +71,14 @@ export class ClusterMetrics {
   async read(format: 'prometheus' | 'snapshot'): Promise<MetricsSnapshot | string> {
     this.#view = await this.#counts.fresh(COUNT_WAIT_MS);
     return format === 'prometheus' ? this.#metrics.prometheus() : this.#metrics.snapshot();
+  }
+
+  /**
+   * Serves `/metrics` on 127.0.0.1:`port` as the LMDB runtime does (src/metrics/server.ts): each
+   * scrape is {@link read}'s Prometheus text, after the task count due then.
+   */
+  serve(port: number): Promise<MetricsServer> {
+    return serveMetrics({ render: () => this.read('prometheus') as Promise<string>, contentType: this.#metrics.contentType }, port);
   }
 
   /** Per agent (this runtime's, and every other with tasks counted), the queued tasks due to run. */

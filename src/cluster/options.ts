@@ -170,12 +170,26 @@ export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptio
 }
 
 /**
+ * The agents whose registration says `backoff: false`: their stored policy is cleared
+ * (agent-rows.ts storeLimits), where a registration that gives none leaves it. A RegisteredAgent shows
+ * both as `backoff: null` (its shape is the LMDB runtime's, and frozen), so the difference is kept
+ * here, by identity, as {@link checkClusterAgent} sees the registration.
+ */
+const BACKOFF_OFF = new WeakSet<RegisteredAgent>();
+
+/** Whether `agent`'s registration turned the fast-failure pause off (`backoff: false`), overriding `defaultBackoff`. */
+export function turnsBackoffOff(agent: RegisteredAgent): boolean {
+  return BACKOFF_OFF.has(agent);
+}
+
+/**
  * Refuses, with INVALID_OPTIONS naming it, what a registration asks and a cluster node cannot
  * honour yet: `retention`. Its `concurrency` (total and per-model sub-limits), `rate` and
  * `dailyLimit` hold across the cluster (stored with setAgentLimits), as does its fast-failure
- * `backoff` (setAgentBackoff), and its `capabilities` route tasks from every runtime
- * (setAgentCapabilities). A model name jsonb cannot hold (a NUL), or a capability a text[] cannot
- * (the same), is refused here, before anything is stored. Returns `agent`.
+ * `backoff` (setAgentBackoff; `false` clears a stored one: {@link turnsBackoffOff}), and its
+ * `capabilities` route tasks from every runtime (setAgentCapabilities). A model name jsonb cannot
+ * hold (a NUL), or a capability a text[] cannot (the same), is refused here, before anything is
+ * stored. Returns `agent`.
  */
 export function checkClusterAgent(registration: AgentRegistration, agent: RegisteredAgent): RegisteredAgent {
   for (const field of NOT_YET) {
@@ -189,6 +203,7 @@ export function checkClusterAgent(registration: AgentRegistration, agent: Regist
   for (const model of Object.keys(agent.models)) {
     if (model.includes('\u0000')) throw invalidOptions(`agent ${agent.name}: concurrency: a model name must not contain NUL on the PostgreSQL store (${JSON.stringify(model)})`);
   }
+  if (registration.backoff === false) BACKOFF_OFF.add(agent);
   return agent;
 }
 

@@ -30,7 +30,7 @@ import { checkInputSpec, type InboxItem, type InputSpec } from '../tasks/interac
 import { checkLabelFilter, checkListOptions } from '../tasks/list.js';
 import type { PruneOptions, PruneResult } from '../tasks/prune.js';
 import { ControlView } from './control-view.js';
-import { ClusterDashboard } from './dashboard.js';
+import { clusterEndpoints } from './dashboard.js';
 import { EventFeed } from './feed.js';
 import { ClusterLogs } from './logs-api.js';
 import { ClusterAgents, registered } from './agents-api.js';
@@ -39,7 +39,7 @@ import { killEverywhere } from './kill.js';
 import type { ClusterNodeHandle } from './node.js';
 import { startClusterRetention, type ClusterRetention } from './retention.js';
 import { pruneCluster } from './prune.js';
-import { PausesView } from './pauses-view.js';
+import { AgentsView } from './agents-view.js';
 import { openRuntimeNode } from './runtime-node.js';
 import { ClusterSchedules } from './schedules-api.js';
 import { clusterStats } from './stats.js';
@@ -82,11 +82,11 @@ class PostgresRuntime implements Runtime {
   readonly #nextId = createIdGenerator(() => Date.now());
   #node: ClusterNodeHandle | undefined;
   readonly #control: ControlView;
-  readonly #pauses: PausesView;
+  readonly #agentRows: AgentsView;
   readonly #counts: TaskCounts;
   readonly #metrics: ClusterMetrics;
   #retention: ClusterRetention | undefined;
-  readonly #dashboard = new ClusterDashboard();
+  readonly #endpoints = clusterEndpoints();
   #startedMs = 0;
   #closing: Promise<void> | undefined;
   /** Aborts as close begins: ends the retries of agent limits that failed to store, and every `logs({ follow })`. */
@@ -102,14 +102,14 @@ class PostgresRuntime implements Runtime {
     this.#db.on('error', (error) => log.warn({ err: error }, 'an idle database connection failed'));
     this.#feed = new EventFeed({ pool: this.#db, connectionString: this.#url, log, hold: () => this.#keepAlive.hold(), hinted: (hints) => this.#hinted(hints) });
     this.#waits = new TaskWaits({ read: (id) => this.#read(id), clock: options.clock, keepAlive: this.#keepAlive, need: () => this.#feed.need(), log });
-    this.#feed.subscribe(this.#waits.onEvents);
+    this.#feed.subscribe(this.#waits.onEvents, this.#waits.recheck);
     this.logs = new ClusterLogs({ pool: this.#db, feed: this.#feed, hold: () => this.#keepAlive.hold(), closed: this.#stopping.signal, assertOpen: (call) => this.#assertOpen(call) }).iterate;
     this.#control = new ControlView(this.#db, log);
     this.#counts = new TaskCounts(this.#db, log);
     this.#metrics = new ClusterMetrics({ slots: options.threads * options.slotsPerThread, clock: options.clock, counts: this.#counts, agents: () => this.#agents.list().map((a) => a.name), executing: () => this.#node?.running ?? 0, startedMs: () => this.#startedMs, listenerErrors: () => this.#feed.listenerErrors });
-    this.#feed.subscribe(this.#control.observe);
-    this.#pauses = new PausesView(this.#db, options.clock, log);
-    this.#feed.subscribe(this.#pauses.observe);
+    this.#feed.subscribe(this.#control.observe, () => this.#control.refresh());
+    this.#agentRows = new AgentsView(this.#db, options.clock, log);
+    this.#feed.subscribe(this.#agentRows.observe, () => this.#agentRows.refresh());
     this.schedules = new ClusterSchedules({ pool: this.#db, log, assertOpen: (call) => this.#assertOpen(call), task: (task, where) => this.#newTask(task as TaskSpec, where) });
     this.#agents = new ClusterAgents({ options, pool: this.#db, log, node: () => this.#node, stopping: this.#stopping.signal, assertOpen: (call) => this.#assertOpen(call) });
     this.agents = { register: this.#agents.register, list: this.#agents.list };
@@ -128,11 +128,11 @@ class PostgresRuntime implements Runtime {
       this.#node = await openRuntimeNode(this.#options, { url: this.#url, log: this.#log, agents, fired: () => this.schedules.refreshSoon(), observer: this.#metrics.observer });
       await this.#feed.start();
       await this.#control.read();
-      await this.#pauses.read();
+      await this.#agentRows.read();
       await this.schedules.load();
       this.#retention = startClusterRetention({ pool: this.#db, clock: this.#options.clock, log: this.#log, policy: this.#options.retention });
       this.#startedMs = performance.now() - at;
-      await this.#dashboard.open(this.#options.dashboard, this, this.#log);
+      await this.#endpoints.open(this.#options, this.#metrics, this, this.#log);
       this.#lifecycle.set('running', { store: 'postgres', node: this.#node.id, agents: agents.map((a) => a.name) });
       this.#keepAlive.open();
     } finally {
@@ -145,7 +145,7 @@ class PostgresRuntime implements Runtime {
   }
 
   get metricsPort(): number | undefined {
-    return undefined;
+    return this.#endpoints.metricsPort;
   }
 
   unref(): this {
@@ -267,9 +267,9 @@ class PostgresRuntime implements Runtime {
     return this.#guard('prune', () => pruneCluster(this.#db, options));
   }
 
-  /** Ends an agent's fast-failure pause for the whole cluster (pauses-view.ts). */
+  /** Ends an agent's fast-failure pause for the whole cluster (agents-view.ts). */
   resumeAgent(name: string): Promise<boolean> {
-    return this.#guard('resumeAgent', () => this.#pauses.resume(name, (agent) => this.#agents.get(agent) !== undefined));
+    return this.#guard('resumeAgent', () => this.#agentRows.resume(name, (agent) => this.#agents.get(agent) !== undefined));
   }
 
   poke(): void {
@@ -285,7 +285,7 @@ class PostgresRuntime implements Runtime {
   }
 
   stats(): RuntimeStats {
-    return clusterStats({ state: this.state, options: this.#options, agents: this.#agents.list(), node: this.#node, control: this.#control.current, startedMs: this.#startedMs, counts: this.#counts.current(), retention: this.#retention?.stats ?? null, paused: (agent) => this.#pauses.paused(agent) });
+    return clusterStats({ state: this.state, options: this.#options, agents: this.#agents.list(), node: this.#node, control: this.#control.current, startedMs: this.#startedMs, counts: this.#counts.current(), retention: this.#retention?.stats ?? null, paused: (agent) => this.#agentRows.paused(agent), stored: (agent) => this.#agentRows.stored(agent) });
   }
 
   /** Checked as on LMDB, then stored (and delivered, or resuming the task) in one transaction: src/store/postgres/inbox.ts. */
@@ -315,7 +315,7 @@ class PostgresRuntime implements Runtime {
 
   /** The dashboard's URL (with `#token=` when it needs one); undefined when `dashboard` is off (cluster/dashboard.ts). */
   dashboard(): string | undefined {
-    return this.#dashboard.url;
+    return this.#endpoints.dashboardUrl;
   }
 
   /**
@@ -354,7 +354,7 @@ class PostgresRuntime implements Runtime {
     this.#stopping.abort();
     await step('retention', () => this.#retention?.stop());
     await step('node', () => this.#node?.close({ timeoutMs, force }));
-    await step('dashboard', () => this.#dashboard.close());
+    await this.#endpoints.close(step);
     await step('waits', () => this.#waits.rejectAll(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#feed.close());
     await step('schedules', () => this.schedules.idle());
@@ -371,7 +371,7 @@ class PostgresRuntime implements Runtime {
    */
   #hinted(hints: readonly string[]): void {
     if (hints.includes(HINTS.control)) this.#control.refresh();
-    if (hints.includes(HINTS.agents)) this.#pauses.refresh();
+    if (hints.includes(HINTS.agents)) this.#agentRows.refresh();
     if (this.#agents.size > 0 && (hints.includes(HINTS.queued) || hints.includes(HINTS.control) || hints.includes(HINTS.agents))) this.#node?.wake();
   }
 

@@ -1,8 +1,9 @@
 /**
  * `rt.stats()` on PostgreSQL, in the LMDB runtime's shape (collectStats): what one runtime knows
  * without asking the database (stats() is synchronous): its lifecycle, its slots and the attempts
- * its node holds, its start-ahead window, its agents and their cluster-wide limits, and the
- * cluster's freeze and agents' fast-failure pauses as last seen; its retention sweeps (retention.ts); and the cluster's tasks by
+ * its node holds, its start-ahead window, its agents, and the cluster's freeze and its agents'
+ * concurrency limits (their rows, whichever runtime stored them: null where none is stored, as
+ * LMDB shows an agent registered without one) and fast-failure pauses as last seen; its retention sweeps (retention.ts); and the cluster's tasks by
  * state, in all and per agent, as last counted in the background (task-counts.ts: how fresh they
  * are). `queued` (and each agent's) is the cluster's queued tasks due to run (`run_at` come),
  * `delayed` those whose `run_at` is still to come (a `delayMs` or `runAt`, a retry's backoff), as
@@ -14,6 +15,7 @@ import type { ResolvedOptions } from '../options.js';
 import { collectStats, type RuntimeStats } from '../stats.js';
 import type { ClusterControl } from '../store/postgres/control.js';
 import type { RetentionStats } from '../tasks/retention.js';
+import type { StoredConcurrency } from './agents-view.js';
 import type { ClusterNodeHandle } from './node.js';
 import type { TaskCountsView } from './task-counts.js';
 
@@ -30,8 +32,10 @@ export interface ClusterStatsSources {
   counts: TaskCountsView | undefined;
   /** This runtime's retention sweeps; null with `retention: false`. */
   retention: RetentionStats | null;
-  /** Whether a fast-failure pause holds the agent, as last seen (pauses-view.ts). */
+  /** Whether a fast-failure pause holds the agent, as last seen (agents-view.ts). */
   paused(agent: string): boolean;
+  /** The agent's concurrency as the cluster holds it, as last read (agents-view.ts); undefined before its row was read. */
+  stored(agent: string): StoredConcurrency | undefined;
 }
 
 /** See the module comment. */
@@ -54,11 +58,12 @@ export function clusterStats(s: ClusterStatsSources): RuntimeStats {
       queued: counts ? counts.tasks.queued - counts.delayed.total : 0,
       frozen,
       agents: Object.fromEntries([
-        ...s.agents.map((agent) => [
-          agent.name,
-          // The limits hold across the cluster; what this runtime alone has reserved is not counted here.
-          { queued: due(agent.name), reserved: 0, limit: agent.concurrency, paused: s.paused(agent.name), models: Object.fromEntries(Object.entries(agent.models).map(([model, limit]) => [model, { reserved: 0, limit }])) },
-        ]),
+        ...s.agents.map((agent) => {
+          // The limits the claims enforce are the agent's row, whichever runtime stored it; its registration's until the row is read.
+          const { concurrency, models } = s.stored(agent.name) ?? agent;
+          // What this runtime alone has reserved is not counted here.
+          return [agent.name, { queued: due(agent.name), reserved: 0, limit: concurrency, paused: s.paused(agent.name), models: Object.fromEntries(Object.entries(models).map(([model, limit]) => [model, { reserved: 0, limit }])) }];
+        }),
         // The cluster's other agents that have tasks: their queue, with no limits of this runtime's.
         ...Object.keys(counts?.agents ?? {})
           .filter((name) => !registered.has(name))

@@ -83,6 +83,11 @@ export class TaskWaits {
     for (const event of events) if (event.taskId !== undefined && SETTLING.has(event.type) && this.#pending.has(event.taskId)) this.#check(event.taskId);
   };
 
+  /** The feed's gap (feed.ts #overtaken): a settling event may have gone unread, so every pending wait reads its task again. */
+  readonly recheck = (): void => {
+    for (const id of this.#pending.keys()) this.#check(id);
+  };
+
   /** Rejects every pending wait (close). */
   rejectAll(error: TroupeError): void {
     for (const set of [...this.#pending.values()]) for (const pending of [...set]) this.#end(pending, undefined, error);

@@ -5,6 +5,7 @@ import { scheduleContract } from './contract-schedules.js';
 import { inputsContract } from './contract-inputs.js';
 import { subtasksContract } from './contract-subtasks.js';
 import { capabilitiesContract } from './contract-capabilities.js';
+import { metricsPortContract } from './contract-metrics-port.js';
 
 const runtime = runtimes();
 
@@ -14,3 +15,4 @@ scheduleContract('LMDB', lmdb);
 inputsContract('LMDB', lmdb);
 subtasksContract('LMDB', lmdb);
 capabilitiesContract('LMDB', lmdb);
+metricsPortContract('LMDB', lmdb);

@@ -9,6 +9,7 @@ import { scheduleContract } from './contract-schedules.js';
 import { inputsContract } from './contract-inputs.js';
 import { subtasksContract } from './contract-subtasks.js';
 import { capabilitiesContract } from './contract-capabilities.js';
+import { metricsPortContract } from './contract-metrics-port.js';
 
 // Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
 const pools = scratchPools();
@@ -25,3 +26,4 @@ scheduleContract('PostgreSQL', postgres);
 inputsContract('PostgreSQL', postgres);
 subtasksContract('PostgreSQL', postgres);
 capabilitiesContract('PostgreSQL', postgres);
+metricsPortContract('PostgreSQL', postgres);

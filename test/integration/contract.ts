@@ -34,7 +34,7 @@ export interface ContractBackend {
 }
 
 /** The options the suite gives a runtime: both stores take them. */
-export type ContractOptions = Pick<RuntimeOptions, 'agents' | 'cancelGraceMs'>;
+export type ContractOptions = Pick<RuntimeOptions, 'agents' | 'cancelGraceMs' | 'metricsPort'>;
 
 /** The events that settle a run: each run has exactly one. */
 const SETTLING: ReadonlySet<EventType> = new Set<EventType>(['task.done', 'task.failed', 'task.dropped', 'task.cancelled']);

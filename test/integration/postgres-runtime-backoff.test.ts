@@ -176,6 +176,29 @@ describe('the fast-failure backoff on PostgreSQL', () => {
     expect(await plain.resumeAgent('fail')).toBe(false);
   });
 
+  it('clears the stored policy on a registration with backoff: false, and leaves it on one that gives none', async () => {
+    const { url, pool } = await pools({ max: 2 });
+    const row = async () => (await pool.query("SELECT backoff_failures, backoff_fast_fail_ms::int AS fast_fail_ms, backoff_pause_ms::int AS pause_ms, fast_fails, paused_until FROM troupe_agents WHERE name = 'fail'")).rows[0] as Record<string, unknown>;
+    const a = await runtime(url, { agents: [failing({ failures: 2 })] });
+    expect((await a.wait((await a.submit({ agent: 'fail', input: THROW })).id, { timeoutMs: 20_000 })).state).toBe('dropped');
+    const stored = { backoff_failures: 2, fast_fail_ms: 60_000, pause_ms: 1_800_000, fast_fails: 1, paused_until: null };
+    expect(await row()).toEqual(stored);
+    await a.close();
+    // None given (nor a defaultBackoff): the stored policy stays, as stored limits do.
+    const b = await runtime(url, { agents: [failing(undefined)] });
+    expect(await row()).toEqual(stored);
+    // `false` turns it off for the cluster, overriding the runtime's defaultBackoff; the count stays (as on LMDB).
+    const c = await runtime(url, { defaultBackoff: LONG, agents: [failing(false)] });
+    expect(c.agents.list()[0]!.backoff).toBeNull();
+    expect(await row()).toEqual({ ...stored, backoff_failures: null, fast_fail_ms: null, pause_ms: null });
+    // Fast failures count no more, on whichever runtime runs them: two would have paused it.
+    const events = record(c);
+    for (const t of await c.submitMany([THROW, THROW, THROW].map((input) => ({ agent: 'fail', input })))) expect((await c.wait(t.id, { timeoutMs: 20_000 })).state).toBe('dropped');
+    expect(events.filter((e) => e.type === 'agent.paused')).toEqual([]);
+    expect(await row()).toMatchObject({ fast_fails: 1, paused_until: null });
+    expect(b.stats().agents.fail.paused).toBe(false);
+  });
+
   it('refuses bad backoff options with the LMDB runtime\'s codes and messages', async () => {
     const { url } = await pools({ max: 2 });
     const pg = await runtime(url, { agents: [builtinAgent('echo')] });

@@ -11,9 +11,11 @@ import { describe, expect, it, vi } from 'vitest';
 import { builtinAgent, type Runtime, type RuntimeEvent } from 'troupe';
 import pg from 'pg';
 import { resolveOptions } from '../../src/options.js';
+import { insertEvents } from '../../src/store/postgres/events.js';
 import { RETENTION_LOCK } from '../../src/store/postgres/retention.js';
 import { rejection, scratchPools } from '../helpers.js';
 import { pgRuntimes, thrown } from '../pg-runtime.js';
+import { nextEvent } from './contract.js';
 
 const pools = scratchPools();
 const runtime = pgRuntimes();
@@ -61,6 +63,45 @@ describe('retention on PostgreSQL', () => {
     const kept = await replay(rt);
     expect(kept[0]!.cursor > oldCursor).toBe(true);
     expect(kept.some((e) => e.taskId === old.id || e.taskId === young.id)).toBe(false);
+  });
+
+  it('ends a live events() iteration with CURSOR_EXPIRED when retention removed events the feed had not read yet, and feeds on after them', async () => {
+    const { url, pool } = await pools({ max: 2 });
+    const rt = await runtime(url, { agents: [builtinAgent('echo')], retention: false });
+    const first = await rt.submit({ agent: 'echo', input: 'first' });
+    const live = rt.events();
+    let seen: RuntimeEvent;
+    do seen = (await live.next()).value as RuntimeEvent;
+    while (!(seen.taskId === first.id && seen.type === 'task.done'));
+    const heard: RuntimeEvent[] = [];
+    rt.on('*', (event) => heard.push(event));
+    // While the iteration waits there, an event commits and retention removes it before the feed
+    // reads it: one transaction appends it, removes its batch and moves the removal point past it,
+    // as the sweep's statement does (so no read can see it: the feed is behind the removal).
+    const client = await pool.connect();
+    let removed: { xid: string; last_seq: string };
+    try {
+      await client.query('BEGIN');
+      await client.query(insertEvents(`SELECT * FROM (VALUES ('runtime.frozen', NULL, NULL, '{"reason":"removed unread"}'::json)) v`));
+      removed = (await client.query<{ xid: string; last_seq: string }>('DELETE FROM troupe_event_batches WHERE xid = pg_current_xact_id() RETURNING xid::text, last_seq::text')).rows[0]!;
+      await client.query('UPDATE troupe_control SET events_removed_xid = $1::xid8, events_removed_seq = $2, events_removed_max_seq = greatest(events_removed_max_seq, $2) WHERE id = 1', [removed.xid, removed.last_seq]);
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+    const removedCursor = `${removed.xid.padStart(20, '0')}:${removed.last_seq.padStart(20, '0')}`;
+    // The next events are read after the removal: the feed finds the gap first, then feeds on.
+    const second = await rt.submit({ agent: 'echo', input: 'second' });
+    await nextEvent(rt, 'task.done', second.id);
+    expect(heard.map((e) => e.type)).not.toContain('runtime.frozen');
+    expect(await rejection(live.next())).toMatchObject({ code: 'CURSOR_EXPIRED', message: `events: cursor ${seen.cursor} is older than what the event log keeps (retention removed the events through ${removedCursor}); the oldest cursor still available is ${removedCursor}, or omit after to read from the oldest event kept` });
+    // A replay from there is refused alike; waits and new iterations go on.
+    expect(await rejection(rt.events({ after: seen.cursor }).next())).toMatchObject({ code: 'CURSOR_EXPIRED' });
+    expect((await rt.wait(second.id)).state).toBe('done');
+    const third = await rt.submit({ agent: 'echo', input: 'third' });
+    const after = rt.events({ after: removedCursor, taskId: third.id });
+    expect(((await after.next()).value as RuntimeEvent).type).toBe('task.queued');
+    await after.return(undefined);
   });
 
   it('skips its sweeps while another runtime of the cluster sweeps (holds the lock), and sweeps again after', async () => {

@@ -4,13 +4,14 @@
  * on every runtime sharing the database. Before, both were empty on PostgreSQL.
  */
 import { describe, expect, it, vi } from 'vitest';
-import { builtinAgent } from 'troupe';
+import { builtinAgent, createRuntime } from 'troupe';
 import { COUNT_ACTIVE, countActiveTasks, countAllTasks, type TaskCount } from '../../src/store/postgres/counts.js';
-import { scratchPools, started } from '../helpers.js';
+import { scratchDirs, scratchPools, started } from '../helpers.js';
 import { pgRuntimes } from '../pg-runtime.js';
 
 const pools = scratchPools();
 const runtime = pgRuntimes();
+const dirs = scratchDirs();
 
 const NONE = { queued: 0, running: 0, waiting: 0, sleeping: 0, needs_attention: 0, done: 0, failed: 0, dropped: 0, cancelled: 0 };
 /** The counts are taken at most once a second: a poll of stats() sees them within a few. */
@@ -49,6 +50,36 @@ describe('stats() on PostgreSQL', () => {
     await a.close();
     expect(a.stats().tasks).toEqual({});
     expect(a.stats().agents.sleep).toBeUndefined();
+  });
+});
+
+describe('agents\' limits in stats() on PostgreSQL', () => {
+  it('shows the concurrency the cluster holds for each agent: none as on LMDB, else the stored one, whichever runtime stored it', async () => {
+    const { url } = await pools({ max: 1 });
+    const limits = (rt: { stats(): { agents: Record<string, { limit: number | null; models: object } | undefined> } }) => {
+      const { limit, models } = rt.stats().agents.echo!;
+      return { limit, models };
+    };
+    // Registered without concurrency, where none is stored: unlimited (null), as LMDB shows it.
+    const lmdb = await createRuntime({ dataDir: dirs(), logger: false, threads: 1, agents: [builtinAgent('echo')] });
+    const lmdbShows = limits(lmdb);
+    await lmdb.close();
+    expect(lmdbShows).toEqual({ limit: null, models: {} });
+    const a = await runtime(url, { agents: [builtinAgent('echo')] });
+    expect(limits(a)).toEqual(lmdbShows);
+
+    // Another runtime stores limits: a, registered without any, shows what its claims now obey.
+    const stored = { limit: 3, models: { big: { reserved: 0, limit: 1 } } };
+    const b = await runtime(url, { agents: [builtinAgent('echo', { concurrency: { total: 3, big: 1 } })] });
+    expect(limits(b)).toEqual(stored);
+    await vi.waitFor(() => expect(limits(a)).toEqual(stored), COUNTED);
+    // One opened later without concurrency leaves them, and shows them from its start.
+    const c = await runtime(url, { agents: [builtinAgent('echo')] });
+    expect(limits(c)).toEqual(stored);
+
+    // A later registration with other limits replaces them on every runtime, b's own included.
+    a.agents.register(builtinAgent('echo', { concurrency: 5 }));
+    for (const rt of [a, b, c]) await vi.waitFor(() => expect(limits(rt)).toEqual({ limit: 5, models: {} }), COUNTED);
   });
 });
 

@@ -1,6 +1,6 @@
 /**
- * Streams (`rt.logs(id, { follow })`, `rt.events()`) and metrics (`rt.metrics()`, Prometheus text,
- * `metricsPort`) over real threads and a real store.
+ * Streams (`rt.logs(id, { follow })`, `rt.events()`) and metrics (`rt.metrics()`, Prometheus text)
+ * over real threads and a real store; `metricsPort` is in contract-metrics-port.ts, on both stores.
  */
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type LogLine, type Runtime, type RuntimeOptions } from 'troupe';
@@ -115,23 +115,5 @@ describe('metrics', () => {
     expect(text).toMatch(/troupe_queue_depth\{agent="echo"\} 5/);
     expect(text).toMatch(/troupe_at_capacity_rejections_total 1/);
     await rt.close();
-  });
-
-  it('metricsPort serves /metrics on 127.0.0.1 and stops with the runtime', async () => {
-    const probe = await import('node:net').then(({ createServer }) => new Promise<number>((resolve) => {
-      const server = createServer().listen(0, '127.0.0.1', () => {
-        const { port } = server.address() as { port: number };
-        server.close(() => resolve(port));
-      });
-    }));
-    const rt = await open({ metricsPort: probe });
-    expect(rt.metricsPort).toBe(probe);
-    await rt.wait((await rt.submit({ agent: 'echo', input: 1 })).id);
-    const response = await fetch(`http://127.0.0.1:${probe}/metrics`);
-    expect(response.status).toBe(200);
-    expect(await response.text()).toMatch(/troupe_attempts_total\{exit="success"\} 1/);
-    await rt.close();
-    await expect(fetch(`http://127.0.0.1:${probe}/metrics`)).rejects.toThrow();
-    await expect(open({ metricsPort: 70_000 })).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
   });
 });

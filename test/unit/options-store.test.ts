@@ -56,7 +56,10 @@ describe('options.store', () => {
     // The dashboard is served on PostgreSQL, with the same options as on LMDB.
     expect(resolveOptions({ store: { postgres: URL }, dashboard: { port: 0, token: 'a-token-of-sixteen-chars' } }, {}).dashboard).toEqual(resolveOptions({ dashboard: { port: 0, token: 'a-token-of-sixteen-chars' } }, {}).dashboard);
     expect(invalid({ store: { postgres: URL }, dashboard: { port: -1 } }).message).toBe(invalid({ dashboard: { port: -1 } }).message);
-    for (const [key, value] of [['metricsPort', 9100], ['starvation', {}], ['maxQueued', 10], ['failedAttemptThreshold', 3]] as const) {
+    // `/metrics` is served on PostgreSQL, with the same checks as on LMDB.
+    expect(resolveOptions({ store: { postgres: URL }, metricsPort: 9100 }, {}).metricsPort).toBe(9100);
+    expect(invalid({ store: { postgres: URL }, metricsPort: 70_000 }).message).toBe(invalid({ metricsPort: 70_000 }).message);
+    for (const [key, value] of [['starvation', {}], ['maxQueued', 10], ['failedAttemptThreshold', 3]] as const) {
       expect(invalid({ store: { postgres: URL }, [key]: value }).message).toBe(`options.${key} is not supported with store.postgres yet (README: "Running on many machines")`);
       expect(invalid({ [key]: value }, { TROUPE_STORE: URL }).message).toContain(`options.${key} is not supported with store.postgres`);
     }

@@ -29,7 +29,7 @@ import type { AttemptExit } from '../../../machines/index.js';
 import type { FastFailBackoff } from '../../options.js';
 import { checkAgent } from './checks.js';
 import { HINTS, insertEvents, notifyIfAny } from './events.js';
-import { epochMs, storeFailed, transaction } from './transaction.js';
+import { storeFailed, transaction } from './transaction.js';
 
 /** What an attempt's end tells its agent's backoff: the agent, and how long the attempt ran (ms). */
 export interface BackoffEnd {
@@ -54,15 +54,20 @@ export function changesFastFails(exit: AttemptExit, error: WireError | undefined
   return exit === 'error' && error?.retryable !== false;
 }
 
-/** Stores `agent`'s backoff for the whole cluster; its count and a pause under way stay. */
-export async function setAgentBackoff(pool: pg.Pool, agent: string, backoff: Readonly<FastFailBackoff>): Promise<void> {
+/**
+ * Stores `agent`'s backoff for the whole cluster, or clears it (`null`: a registration's `backoff:
+ * false`): no end counts any more. Its count and a pause under way stay, as the LMDB runtime keeps
+ * them when a registration changes the policy (flow.ts `configure`): the pause runs out on the
+ * clock or by `resumeAgent`, and a later policy counts on from the count.
+ */
+export async function setAgentBackoff(pool: pg.Pool, agent: string, backoff: Readonly<FastFailBackoff> | null): Promise<void> {
   checkAgent(agent, 'agent');
   try {
     await pool.query(
       `INSERT INTO troupe_agents AS a (name, backoff_failures, backoff_fast_fail_ms, backoff_pause_ms) VALUES ($1, $2, $3, $4)
        ON CONFLICT (name) DO UPDATE SET backoff_failures = excluded.backoff_failures, backoff_fast_fail_ms = excluded.backoff_fast_fail_ms,
          backoff_pause_ms = excluded.backoff_pause_ms, updated_at = now()`,
-      [agent, backoff.failures, backoff.fastFailMs, backoff.pauseMs],
+      [agent, backoff?.failures ?? null, backoff?.fastFailMs ?? null, backoff?.pauseMs ?? null],
     );
   } catch (error) {
     throw storeFailed('storing the agent backoff', error);
@@ -198,13 +203,3 @@ export const RESUME_DUE = `due_agents AS MATERIALIZED (
    ), resumed_events AS (
      ${insertEvents(`SELECT 'agent.resumed', NULL, NULL, jsonb_build_object('agent', name, 'by', 'clock') FROM resumed ORDER BY name`)}
    )`;
-
-/** The agents paused now or with a pause not yet ended, and until when (epoch ms, the database's clock). */
-export async function pausedAgents(pool: Pick<pg.Pool, 'query'>): Promise<Map<string, number>> {
-  try {
-    const { rows } = await pool.query<{ name: string; until: number }>(`SELECT name, ${epochMs('paused_until', 'until')} FROM troupe_agents WHERE paused_until IS NOT NULL`);
-    return new Map(rows.map((r) => [r.name, r.until]));
-  } catch (error) {
-    throw storeFailed('reading the paused agents', error);
-  }
-}

@@ -69,7 +69,7 @@ export function parseCursor(cursor: string): { xid: string; seq: string } {
  * The hints a NOTIFY on the event channel carries, comma-separated in its payload (empty: none):
  * `queued`, the commit queued a task (a submit, a retry, a requeue: a node may claim it now);
  * `control`, it froze or unfroze the cluster; `agents`, it paused an agent or ended a pause
- * (backoff.ts). A runtime that reads no event (nothing listens to its events) still wakes its
+ * (backoff.ts), or stored an agent's limits (limits.ts). A runtime that reads no event (nothing listens to its events) still wakes its
  * claimer and keeps its freeze flag and its agents' pauses by them.
  */
 export const HINTS = { queued: 'queued', control: 'control', agents: 'agents' } as const;
@@ -92,7 +92,12 @@ export async function appendEvents(client: Pick<pg.PoolClient, 'query'>, events:
     insertEvents(`SELECT type, task_id, attempt_id, data FROM unnest($1::text[], $2::text[], $3::text[], $4::json[]) WITH ORDINALITY AS u(type, task_id, attempt_id, data, ord) ORDER BY ord`),
     [events.map((e) => e.type), events.map((e) => e.taskId ?? null), events.map((e) => e.attemptId ?? null), events.map((e) => (e.data === undefined ? null : JSON.stringify(e.data)))],
   );
-  await client.query('SELECT pg_notify($1, $2)', [CHANNEL, hintsOf(events.map((e) => e.type))]);
+  await notifyHints(client, hintsOf(events.map((e) => e.type)));
+}
+
+/** Wakes readers at the caller's commit with `hints` (comma-separated {@link HINTS}; '' for none). */
+export async function notifyHints(client: Pick<pg.PoolClient, 'query'>, hints: string): Promise<void> {
+  await client.query('SELECT pg_notify($1, $2)', [CHANNEL, hints]);
 }
 
 /**
@@ -119,19 +124,40 @@ export function notifyIfAny(cte: string, hints = "''"): string {
   return `(SELECT pg_notify('${CHANNEL}', ${hints}) WHERE EXISTS (SELECT 1 FROM ${cte}))`;
 }
 
+/** The removal point of the log (retention.ts), as columns of a read (InitPlans: read once per statement). */
+const REMOVED = `(SELECT events_removed_xid::text FROM troupe_control WHERE id = 1) AS removed_xid, (SELECT events_removed_seq::text FROM troupe_control WHERE id = 1) AS removed_seq`;
+
 /** One event as a batch's json holds it: [seq, type, task_id, attempt_id, data]. */
 type BatchedEvent = [number, string, string | null, string | null, unknown];
 
-/** Up to `limit` events after `after`, in cursor order, from transactions that have all ended. */
-export async function readEvents(pool: Pick<pg.Pool, 'query'>, after: string, limit = 1_000): Promise<StoredEvent[]> {
+/**
+ * CURSOR_EXPIRED for a reader at `cursor` when retention removed the events through `removed`,
+ * past it: the reader would miss them. The message names the oldest cursor still available.
+ */
+export function cursorExpired(cursor: string, removed: string): TroupeError {
+  return new TroupeError(
+    'CURSOR_EXPIRED',
+    `events: cursor ${cursor === '' ? "'' (the start of the log)" : cursor} is older than what the event log keeps (retention removed the events through ${removed}); the oldest cursor still available is ${removed}, or omit after to read from the oldest event kept`,
+  );
+}
+
+/**
+ * Up to `limit` events after `after`, in cursor order, from transactions that have all ended.
+ * `expire`: a read that finds events also reads, in its snapshot, how far retention removed the
+ * log, and rejects with CURSOR_EXPIRED when that is past `after` (the events it returns would
+ * follow a gap). A read that finds none leaves its cursor where it was, so the read that finds
+ * the next events sees the removal: every event before them has ended, and a removal of one is in
+ * that read's snapshot with the removal point it moved (one statement: retention.ts).
+ */
+export async function readEvents(pool: Pick<pg.Pool, 'query'>, after: string, limit = 1_000, expire = false): Promise<StoredEvent[]> {
   const { xid, seq } = parseCursor(after);
   // Batches that hold an event after the cursor, in order, as many as hold the first `limit` of
   // them (each holds at least one). The first may hold events up to the cursor too: dropped below.
   // Every order is by the table's xid8 (b.xid, w.xid), never by the text the outer select list
   // calls xid: as text, '1000' sorts before '999', and a page that spans a power of ten would pass
   // events by (test/cluster/ crosses one).
-  const { rows } = await pool.query<{ xid: string; at: Date; events: BatchedEvent[] }>(
-    `SELECT w.xid::text AS xid, w.at, w.events FROM (
+  const { rows } = await pool.query<{ xid: string; at: Date; events: BatchedEvent[]; removed_xid?: string; removed_seq?: string }>(
+    `SELECT w.xid::text AS xid, w.at, w.events${expire ? `, ${REMOVED}` : ''} FROM (
        SELECT b.xid, b.last_seq, b.at, b.events, sum(b.n) OVER (ORDER BY b.xid, b.last_seq) - b.n AS before FROM (
          SELECT xid, last_seq, at, events, n FROM troupe_event_batches
           WHERE (xid, last_seq) > ($1::text::xid8, $2::bigint)
@@ -144,6 +170,11 @@ export async function readEvents(pool: Pick<pg.Pool, 'query'>, after: string, li
      ORDER BY w.xid, w.last_seq`,
     [xid, seq, limit],
   );
+  if (expire && rows.length > 0) {
+    const removed = rows[0]!.removed_xid === '0' ? '' : cursorOf(rows[0]!.removed_xid!, rows[0]!.removed_seq!);
+    const from = after === '' ? '' : cursorOf(xid, seq);
+    if (from < removed) throw cursorExpired(from, removed);
+  }
   const events: StoredEvent[] = [];
   const afterSeq = Number(seq);
   for (const batch of rows) {
@@ -204,7 +235,8 @@ async function endOfLog(pool: Pick<pg.Pool, 'query'>): Promise<string> {
 /**
  * Calls `deliver` with every event after `after`, in order, each once, as transactions commit,
  * until `signal` aborts (while `reading` says so: see {@link FollowOptions}). `connectionString` is
- * for the LISTEN connection of its own.
+ * for the LISTEN connection of its own. Rejects with CURSOR_EXPIRED, delivering nothing after its
+ * cursor, when retention removed events past it before it read them (it fell behind the removal).
  */
 export async function followEvents(pool: pg.Pool, connectionString: string, options: FollowOptions, deliver: (events: StoredEvent[]) => void): Promise<void> {
   const { signal } = options;
@@ -234,10 +266,13 @@ export async function followEvents(pool: pg.Pool, connectionString: string, opti
     options.onNotify?.(message.payload ?? '');
     if (reading()) nudge();
   };
-  let listener: pg.Client | undefined;
-  const aborted = new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+  // The LISTEN loop ends when the signal aborts or the follow ends otherwise (a read rejected).
+  const over = new AbortController();
+  const end = () => over.abort();
+  signal.addEventListener('abort', end, { once: true });
+  const aborted = new Promise<void>((resolve) => over.signal.addEventListener('abort', () => resolve(), { once: true }));
   const listen = async () => {
-    while (!signal.aborted) {
+    while (!over.signal.aborted) {
       const client = new pg.Client({ connectionString, application_name: 'troupe-events' });
       const broken = new Promise<void>((resolve) => {
         client.once('error', () => resolve());
@@ -248,16 +283,14 @@ export async function followEvents(pool: pg.Pool, connectionString: string, opti
         if (!holds) unrefClient(client);
         client.on('notification', notified);
         await client.query(`LISTEN ${CHANNEL}`);
-        listener = client;
         // Events committed while it was not listening are read by the poll this wakes.
         nudge();
         await Promise.race([broken, aborted]);
       } catch {
         // Connecting failed: try again below.
       }
-      listener = undefined;
       await client.end().catch(() => undefined);
-      if (!signal.aborted) await new Promise<void>((resolve) => timer(resolve, reconnectMs));
+      if (!over.signal.aborted) await new Promise<void>((resolve) => timer(resolve, reconnectMs));
     }
   };
   const listening = listen();
@@ -266,7 +299,7 @@ export async function followEvents(pool: pg.Pool, connectionString: string, opti
       nudged = false;
       if (reading()) {
         for (;;) {
-          const events = await readEvents(pool, cursor);
+          const events = await readEvents(pool, cursor, 1_000, true);
           if (events.length === 0 || signal.aborted) break;
           cursor = events[events.length - 1]!.cursor;
           deliver(events);
@@ -291,7 +324,8 @@ export async function followEvents(pool: pg.Pool, connectionString: string, opti
     }
   } finally {
     signal.removeEventListener('abort', nudge);
-    await listener?.end().catch(() => undefined);
+    signal.removeEventListener('abort', end);
+    over.abort();
     await listening;
   }
 }

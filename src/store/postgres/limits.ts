@@ -31,7 +31,8 @@ import { TroupeError } from '../../errors.js';
 import { dailyAt, windowStart, type CronSchedule } from '../../scheduler/cron.js';
 import { holdControlExclusive } from './control.js';
 import { checkAgent } from './checks.js';
-import { epochMs, transaction } from './transaction.js';
+import { HINTS, notifyHints } from './events.js';
+import { epochMs, storeFailed, transaction } from './transaction.js';
 
 /** An agent's limits, as a registration resolves them (RegisteredAgent's fields); null: none. */
 export interface AgentLimits {
@@ -112,8 +113,9 @@ export function hasModels(limits: AgentLimits): boolean {
  * Stores `agent`'s limits for the whole cluster, as `FlowControl.configure` takes them: a rate
  * keeps its tokens (at most the new limit; a full bucket for a new rate), a daily budget keeps the
  * day's count while its window stays the same, and a limit taken away forgets its state. Waits for
- * claims in flight, so every claim after it sees the new limits. INVALID_INPUT for a bad agent
- * name or limit, and nothing is written.
+ * claims in flight, so every claim after it sees the new limits. Its commit sends the `agents`
+ * hint (events.ts HINTS): every runtime reads the agents' rows again ({@link readAgentRows}).
+ * INVALID_INPUT for a bad agent name or limit, and nothing is written.
  */
 export async function setAgentLimits(pool: pg.Pool, agent: string, limits: AgentLimits): Promise<void> {
   checkAgent(agent, 'agent');
@@ -134,7 +136,28 @@ export async function setAgentLimits(pool: pg.Pool, agent: string, limits: Agent
          updated_at = now()`,
       [agent, concurrency, rate?.limit ?? null, rate?.windowMs ?? null, dailyLimit?.limit ?? null, dailyLimit?.resetAt ?? null, dailyLimit?.tz ?? null, models ? JSON.stringify(models) : null],
     );
+    await notifyHints(client, HINTS.agents);
   });
+}
+
+/** An agent's row as `stats()` shows it: its concurrency (total, and per model) and its fast-failure pause. */
+export interface AgentRow {
+  concurrency: number | null;
+  models: Readonly<Record<string, number>>;
+  /** Until when a pause holds it, or one not yet ended (epoch ms, the database's clock); null: none. */
+  pausedUntil: number | null;
+}
+
+/** Every agent's row of `troupe_agents`, by name (a row per agent that ever had limits or a backoff: a handful). */
+export async function readAgentRows(pool: Pick<pg.Pool, 'query'>): Promise<Map<string, AgentRow>> {
+  try {
+    const { rows } = await pool.query<{ name: string; concurrency: number | null; models: Record<string, number> | null; until: number | null }>(
+      `SELECT name, concurrency, models, ${epochMs('paused_until', 'until')} FROM troupe_agents`,
+    );
+    return new Map(rows.map((r) => [r.name, { concurrency: r.concurrency, models: r.models ?? {}, pausedUntil: r.until }]));
+  } catch (error) {
+    throw storeFailed('reading the agents', error);
+  }
 }
 
 /**

@@ -24,7 +24,7 @@
 import type pg from 'pg';
 import { TroupeError } from '../../errors.js';
 import type { SettledState } from '../../tasks/retention-rules.js';
-import { cursorOf } from './events.js';
+import { cursorExpired, cursorOf } from './events.js';
 import { storeFailed, transaction } from './transaction.js';
 
 /** The advisory lock key of the retention sweep: 'troupr' in ASCII (migrations hold 'troupe', controls 'troupc'). */
@@ -223,10 +223,7 @@ export async function eventsRemovedThrough(pool: Pick<pg.Pool, 'query'>): Promis
 export async function checkEventCursor(pool: Pick<pg.Pool, 'query'>, cursor: string): Promise<void> {
   const removed = (await eventsRemovedThrough(pool)).cursor;
   if (cursor >= removed) return;
-  throw new TroupeError(
-    'CURSOR_EXPIRED',
-    `events: cursor ${cursor === '' ? "'' (the start of the log)" : cursor} is older than what the event log keeps (retention removed the events through ${removed}); the oldest cursor still available is ${removed}, or omit after to read from the oldest event kept`,
-  );
+  throw cursorExpired(cursor, removed);
 }
 
 /** CURSOR_EXPIRED for `events({ after: seq })` of an event no longer in the log because retention removed it. */
