@@ -14,7 +14,7 @@ import type { AgentPool, PiscinaPoolOptions } from './pool/pool.js';
 import type { RetryPolicy } from './store/records.js';
 import type { AgentRegistration } from './agents/registry.js';
 import { resolveDashboard, type DashboardOptions, type ResolvedDashboard } from './dashboard/options.js';
-import { resolveRuntimeRetention, SETTLED_STATES, type ResolvedRetention, type RuntimeRetention } from './tasks/retention-rules.js';
+import { resolveRuntimeRetention, type ResolvedRetention, type RuntimeRetention } from './tasks/retention-rules.js';
 
 /** Options of `createRuntime()`. */
 export interface RuntimeOptions {
@@ -86,7 +86,7 @@ export interface RuntimeOptions {
    * (as `rt.prune()` does), in small batches. An agent's `retention` replaces a state's rule for
    * its tasks, a task's own (submit's `retention`) for that task; a parent stays until its children
    * go. A task's horizon is fixed when it settles. `false`: nothing is removed in the background.
-   * On PostgreSQL: the runtime's rules, as ages only (a `count` is refused), swept by one runtime at a time.
+   * On PostgreSQL: the same rules, with agents' and tasks' stored in the database, swept by one runtime at a time.
    * @default {done: 7 days, failed: 30 days, dropped: 30 days, cancelled: 30 days, sweepMs: 60_000}
    */
   retention?: RuntimeRetention | false;
@@ -243,7 +243,7 @@ export function resolveOptions(input: RuntimeOptions = {}, env: Readonly<Record<
     defaultRetry: resolveRetry(input.defaultRetry, DEFAULT_RETRY, 'options.defaultRetry'),
     defaultBackoff: resolveBackoff(input.defaultBackoff, null, 'options.defaultBackoff'),
     starvation: resolveStarvation(input.starvation),
-    retention: store ? postgresRetention(resolveRuntimeRetention(input.retention)) : resolveRuntimeRetention(input.retention),
+    retention: resolveRuntimeRetention(input.retention),
     dashboard: resolveDashboard(input.dashboard),
     agents: [...o.agents],
     logger,
@@ -291,17 +291,6 @@ function checkPostgresOptions(input: RuntimeOptions): void {
     if (value === undefined || value === false || value === 0) continue;
     throw invalid(`options.${key} is not supported with store.postgres yet (README: "Running on many machines")`);
   }
-}
-
-/**
- * The runtime's retention on PostgreSQL: its sweep applies the rules' ages, not yet a `count` of
- * tasks to keep, so a rule with one is refused, naming it, rather than applied without it.
- */
-function postgresRetention(retention: ResolvedRetention | null): ResolvedRetention | null {
-  for (const state of SETTLED_STATES) {
-    if (retention && retention.rules[state].count < Infinity) throw invalid(`options.retention.${state}.count is not supported with store.postgres yet (README: "Running on many machines"): give the rule as an age in ms`);
-  }
-  return retention;
 }
 
 /** Merges a partial retry policy over a base and validates it; `where` names it in errors. */

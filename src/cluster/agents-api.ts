@@ -1,7 +1,7 @@
 /**
  * `rt.agents` on PostgreSQL: the agents a runtime runs. A registration is checked as the LMDB
  * runtime checks it, then for what the cluster can honour (options.ts checkClusterAgent); its
- * cluster-wide limits are stored (agent-rows.ts storeLimits) before the runtime's node claims its tasks,
+ * cluster-wide limits, backoff, capabilities and retention are stored (agent-rows.ts storeLimits) before the runtime's node claims its tasks,
  * tried again while that fails, until the runtime closes or a later registration of the name
  * replaces it.
  */
@@ -78,7 +78,7 @@ export class ClusterAgents implements AgentsApi {
         return;
       } catch (error) {
         if (stopping.aborted) return;
-        log.error({ err: error, agent: agent.name }, 'storing the agent limits failed; its tasks are not claimed here until they are stored');
+        log.error({ err: error, agent: agent.name }, 'storing the agent limits, backoff or retention failed; its tasks are not claimed here until they are stored');
         await new Promise((resolve) => setTimeout(resolve, LIMITS_RETRY_MS).unref());
         if (stopping.aborted || this.#byName.get(agent.name) !== agent) return;
       }

@@ -97,9 +97,9 @@ export interface ClusterNodeHandle extends RunningClusterNode {
 }
 
 /**
- * Starts a node from resolved options: migrates the schema, stores the cluster-wide limits of the
- * agents that give any (setAgentLimits: a registration without limits leaves those stored as they
- * are), joins the cluster, and starts its loops. STORE_FAILED when the database cannot be reached.
+ * Starts a node from resolved options: migrates the schema, stores what its agents' registrations
+ * ask of the cluster (agent-rows.ts: limits, backoff, capabilities, retention; what a registration does not give
+ * stays as stored), joins the cluster, and starts its loops. STORE_FAILED when the database cannot be reached.
  * With `keepsProcessAlive: false` its idle connections do not hold the process (a runtime's
  * KeepAlive does: src/keep-alive.ts); the timers of its loops never do.
  */

@@ -26,7 +26,7 @@ export interface ClusterNodeOptions {
    * task's own, set at submit) apply; `concurrency` (with its per-model sub-limits), `rate` and
    * `dailyLimit`, when any is given, are stored as the agent's limits across the cluster, and so
    * is a `backoff` (store/postgres/backoff.ts), and `capabilities` are stored for routing by
-   * `requires` (store/postgres/routing.ts); `retention` is refused for now.
+   * `requires` (store/postgres/routing.ts), and a `retention` (store/postgres/retention.ts).
    */
   agents: AgentRegistration[];
   /** Worker threads. @default os.availableParallelism() */
@@ -119,8 +119,6 @@ export interface ResolvedNodeOptions {
 
 const DEFAULTS = { slotsPerThread: 4, leaseMs: 30_000, pollMs: 250, sweepMs: 150, fireMs: 250, cancelGraceMs: 5_000 };
 const KNOWN = new Set(['connectionString', 'agents', 'threads', 'slotsPerThread', 'prefetch', 'leaseMs', 'pollMs', 'sweepMs', 'fireMs', 'cancelGraceMs', 'logger', 'onLost', 'clock', 'random', 'queue', 'createPool', 'observer']);
-/** Registration fields a node cannot honour yet (issue #15): see {@link checkClusterAgent}. */
-const NOT_YET = ['retention'] as const;
 
 /** Validates and freezes a node's options. Throws INVALID_OPTIONS naming the option. */
 export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptions {
@@ -184,19 +182,14 @@ export function turnsBackoffOff(agent: RegisteredAgent): boolean {
 
 /**
  * Refuses, with INVALID_OPTIONS naming it, what a registration asks and a cluster node cannot
- * honour yet: `retention`. Its `concurrency` (total and per-model sub-limits), `rate` and
- * `dailyLimit` hold across the cluster (stored with setAgentLimits), as does its fast-failure
- * `backoff` (setAgentBackoff; `false` clears a stored one: {@link turnsBackoffOff}), and its
- * `capabilities` route tasks from every runtime (setAgentCapabilities). A model name jsonb cannot
- * hold (a NUL), or a capability a text[] cannot (the same), is refused here, before anything is
- * stored. Returns `agent`.
+ * honour: a name jsonb or text[] cannot hold. Its `concurrency` (total and per-model sub-limits), `rate` and
+ * `dailyLimit` hold across the cluster (stored with setAgentLimits), as do its fast-failure
+ * `backoff` (setAgentBackoff; `false` clears a stored one: {@link turnsBackoffOff}) and its
+ * `retention` (setAgentRetention), and its `capabilities` route tasks from every runtime
+ * (setAgentCapabilities). A model name jsonb cannot hold (a NUL), or a capability a text[] cannot
+ * (the same), is refused here, before anything is stored. Returns `agent`.
  */
 export function checkClusterAgent(registration: AgentRegistration, agent: RegisteredAgent): RegisteredAgent {
-  for (const field of NOT_YET) {
-    const value = registration[field];
-    if (value === undefined || (value as unknown) === false || (Array.isArray(value) && value.length === 0)) continue;
-    throw invalidOptions(`agent ${agent.name}: ${field} is not applied on the PostgreSQL store yet (issue #15)`);
-  }
   for (const capability of agent.capabilities) {
     if (capability.includes('\u0000')) throw invalidOptions(`agent ${agent.name}: capabilities: a capability must not contain NUL on the PostgreSQL store (${JSON.stringify(capability)})`);
   }

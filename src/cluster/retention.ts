@@ -1,9 +1,9 @@
 /**
  * The background retention sweep of a runtime on PostgreSQL, as the LMDB runtime's
- * (src/tasks/retention.ts) for the runtime's rules: every `retention.sweepMs` on the runtime's
- * clock, settled tasks past their state's age and events older than `eventsMs` are removed
- * (src/store/postgres/retention.ts: by the database's clock, in short transactions, one sweep at a
- * time across the cluster). A sweep that finds another runtime's under way skips: the other
+ * (src/tasks/retention.ts): every `retention.sweepMs` on the runtime's clock, settled tasks past
+ * their rule (their own, their agent's as stored by whichever runtime registered it, else this
+ * runtime's) and events older than `eventsMs` are removed (src/store/postgres/retention.ts: by the
+ * database's clock, in short transactions, one sweep at a time across the cluster). A sweep that finds another runtime's under way skips: the other
  * removes what is due, and this one looks again at its next turn. `stats` counts this runtime's
  * sweeps, as LMDB's does, and the ones it skipped.
  */
@@ -12,7 +12,7 @@ import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { sweepRetention, type SweepRules } from '../store/postgres/retention.js';
 import type { RetentionStats } from '../tasks/retention.js';
-import { SETTLED_STATES, type ResolvedRetention } from '../tasks/retention-rules.js';
+import type { ResolvedRetention } from '../tasks/retention-rules.js';
 import { Every } from './every.js';
 
 /** What the sweep needs from its runtime. */
@@ -43,8 +43,7 @@ export class ClusterRetention {
     this.#k = deps;
     const { policy } = deps;
     if (!policy) return;
-    // Only ages: options.ts refuses a rule with a count on PostgreSQL.
-    this.#rules = { ages: Object.fromEntries(SETTLED_STATES.map((state) => [state, policy.rules[state].ageMs])) as SweepRules['ages'], eventsMs: policy.eventsMs };
+    this.#rules = { rules: policy.rules, eventsMs: policy.eventsMs };
     this.#every = new Every(deps.clock, policy.sweepMs, () => this.#sweep());
   }
 

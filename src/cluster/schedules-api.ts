@@ -15,7 +15,7 @@ import type { Schedule, SchedulesApi, ScheduleSpec, ScheduleUpdate } from '../sc
 import { checkUpdate, validateSchedule, type ScheduleTask } from '../scheduler/schedule-spec.js';
 import type { ScheduleRecord } from '../store/records.js';
 import type { TaskSpec } from '../tasks/spec.js';
-import type { NewTask } from '../store/postgres/checks.js';
+import { retentionFromJson, type NewTask } from '../store/postgres/checks.js';
 import {
   createSchedule,
   deleteSchedule,
@@ -151,11 +151,12 @@ export class ClusterSchedules implements SchedulesApi {
 
 /** The API's Schedule of a stored one. */
 function scheduleOf(row: ClusterSchedule): Schedule {
-  const { agent, requires, input, priority, maxAttempts, labels, timeoutMs, retry } = row.task;
+  const { agent, requires, input, priority, maxAttempts, labels, timeoutMs, retry, retention } = row.task;
   const task: ScheduleTask = { priority, retry: { ...retry, ...(maxAttempts !== undefined && { maxAttempts }) } };
   // A template routed by `requires` names no agent: each tick's task is routed as a submit is.
   if (agent !== '') task.agent = agent;
   if (requires !== undefined) task.requires = requires;
+  if (retention !== undefined) task.retention = retentionFromJson(retention as Record<string, number | null>);
   if (timeoutMs !== undefined) task.timeoutMs = timeoutMs;
   if (input !== undefined) task.input = input;
   if (labels !== undefined) task.labels = labels;

@@ -8,12 +8,12 @@ import type { Task, TaskResult, TaskSpec } from '../api/tasks.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import { TroupeError } from '../errors.js';
 import type { RetryPolicy } from '../store/records.js';
-import type { NewTask } from '../store/postgres/checks.js';
+import { retentionFromJson, type NewTask } from '../store/postgres/checks.js';
 import type { TaskRow } from '../store/postgres/tasks.js';
 import { validateSpec } from '../tasks/spec.js';
 
 /** Task fields with no backing on PostgreSQL yet: refused when given. */
-const UNSUPPORTED_FIELDS = ['workspace', 'retention'] as const;
+const UNSUPPORTED_FIELDS = ['workspace'] as const;
 
 /** UNSUPPORTED_STORE for `what` on this store. */
 export function unsupported(what: string): TroupeError {
@@ -24,7 +24,7 @@ export function unsupported(what: string): TroupeError {
  * A spec checked as the LMDB runtime checks it (UNKNOWN_AGENT, INVALID_INPUT naming the field),
  * then as the queue's row: the agent, input, priority, labels, idempotency key, a delay (from
  * `delayMs` or `runAt`, against `now`), the attempt budget (`retry.maxAttempts` over the
- * agent's), the task's own `timeoutMs` and other retry fields, and its `requires`. A lane other
+ * agent's), the task's own `timeoutMs`, other retry fields and `retention`, and its `requires`. A lane other
  * than `default` and {@link UNSUPPORTED_FIELDS} are UNSUPPORTED_STORE.
  */
 export function newTaskOf(spec: TaskSpec, lookup: (name: string) => RegisteredAgent | undefined, where: string, now: number, id: string): NewTask {
@@ -45,6 +45,7 @@ export function newTaskOf(spec: TaskSpec, lookup: (name: string) => RegisteredAg
   if (Object.values(retry).some((value) => value !== undefined)) task.retry = retry;
   if (valid.idempotencyKey !== undefined) task.idempotencyKey = valid.idempotencyKey;
   if (spec.parentId !== undefined) task.parentId = spec.parentId;
+  if (valid.retention !== undefined) task.retention = valid.retention;
   if (valid.runAt !== undefined) task.delayMs = valid.runAt - now;
   return task;
 }
@@ -88,6 +89,7 @@ export function taskOf(row: TaskRow, agent: RegisteredAgent | undefined, default
   if (row.requires !== null) task.requires = [...row.requires];
   if (row.idempotency_key !== null) task.idempotencyKey = row.idempotency_key;
   if (row.parent_id !== null) task.parentId = row.parent_id;
+  if (row.retention !== null) task.retention = retentionFromJson(row.retention);
   // When the task last entered `queued`, kept once it left it, as the LMDB runtime keeps it.
   task.queuedAt = ms(row.queued_at);
   if (row.state === 'queued' && row.run_at > row.queued_at + 1) task.runAt = ms(row.run_at);

@@ -7,27 +7,34 @@
  */
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import type { RegisteredAgent } from '../../src/agents/registry.js';
+import { storeLimits } from '../../src/cluster/agent-rows.js';
+import type { NewTask } from '../../src/store/postgres/checks.js';
 import { readEvents } from '../../src/store/postgres/events.js';
 import { claimTasks, submitTasks } from '../../src/store/postgres/queue.js';
-import { checkEventCursor, checkEventSeq, eventsRemovedThrough, REMOVE_TASKS, RETENTION_LOCK, sweepRetention, type SweepRules } from '../../src/store/postgres/retention.js';
+import { fireDue } from '../../src/store/postgres/schedule-fire.js';
+import { createSchedule } from '../../src/store/postgres/schedules.js';
+import { checkEventCursor, checkEventSeq, eventsRemovedThrough, PRUNE_TASKS, REMOVE_EXPIRED, REMOVE_RETAINED, RETENTION_LOCK, setAgentRetention, sweepRetention, type SweepRules } from '../../src/store/postgres/retention.js';
 import { settleAttempts } from '../../src/store/postgres/settle.js';
 import { cancelTask } from '../../src/store/postgres/tasks.js';
 import { count, until } from '../cluster.js';
 import { rejection, scratchClusters } from '../helpers.js';
+import { resolveAgentRetention } from '../../src/tasks/retention-rules.js';
 
 const clusters = scratchClusters();
 const HOUR = 3_600_000;
-const RULES: SweepRules = { ages: { done: HOUR, failed: 2 * HOUR, dropped: 2 * HOUR, cancelled: Infinity }, eventsMs: Infinity };
+const rule = (ageMs: number, count = Infinity) => ({ ageMs, count });
+const RULES: SweepRules = { rules: { done: rule(HOUR), failed: rule(2 * HOUR), dropped: rule(2 * HOUR), cancelled: rule(Infinity) }, eventsMs: Infinity };
 
 /** Sets a task's settle time `minutes` back on the database's clock. */
 const age = (pool: pg.Pool, id: string, minutes: number) => pool.query(`UPDATE troupe_tasks SET settled_at = now() - $2 * interval '1 minute' WHERE id = $1`, [id, minutes]);
 const ids = async (pool: pg.Pool, table: string) => (await pool.query<{ task_id: string }>(`SELECT DISTINCT ${table === 'troupe_tasks' ? 'id AS task_id' : 'task_id'} FROM ${table} ORDER BY 1`)).rows.map((r) => r.task_id);
 const lockWaiters = (pool: pg.Pool) => count(pool, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
 
-/** Runs each of `ids` (agent a) to the end `exit` gives it, one attempt each. */
-async function settle(pool: pg.Pool, node: string, ids: string[], exit: 'success' | 'fail'): Promise<void> {
-  await submitTasks(pool, ids.map((id) => ({ id, agent: 'a', maxAttempts: 1 })));
-  const claimed = await claimTasks(pool, node, 'a', ids.length, 60_000);
+/** Runs each of `ids` (of `agent`, with `extra` fields) to the end `exit` gives it, one attempt each. */
+async function settle(pool: pg.Pool, node: string, ids: string[], exit: 'success' | 'fail', agent = 'a', extra: Partial<NewTask> = {}): Promise<void> {
+  await submitTasks(pool, ids.map((id) => ({ id, agent, maxAttempts: 1, ...extra })));
+  const claimed = await claimTasks(pool, node, agent, ids.length, 60_000);
   expect(claimed.map((c) => c.id).sort()).toEqual([...ids].sort());
   await settleAttempts(pool, claimed.map((c) => ({ taskId: c.id, token: c.token, exit, ...(exit === 'fail' ? { error: { code: 'AGENT_FAILED', message: 'no', retryable: false, fault: 'agent' as const } } : {}) })));
 }
@@ -64,6 +71,100 @@ describe('the retention sweep on PostgreSQL', () => {
     expect(await sweepRetention(pool, RULES)).toEqual({ tasks: 0, events: 0 });
   });
 
+  it('applies a task’s own rule by its expiry, its agent’s stored rule over the runtime’s, and the runtime’s to the rest', async () => {
+    const { pool, join } = await clusters();
+    const node = (await join()).id;
+    // Agent b keeps its done tasks 10 minutes (its rule replaces the runtime's hour), its failed ones by the runtime's.
+    await setAgentRetention(pool, 'b', resolveAgentRetention({ done: 10 * 60_000 }, 'agent b')!);
+    await settle(pool, node, ['a-70', 'a-50'], 'success');
+    await settle(pool, node, ['b-70', 'b-15', 'b-5'], 'success', 'b');
+    await settle(pool, node, ['b-failed-100'], 'fail', 'b');
+    // Their own rules: 20 minutes, for good, and one for a state they did not settle in (the runtime's applies).
+    await settle(pool, node, ['own-25', 'own-15'], 'success', 'b', { retention: { done: 20 * 60_000 } });
+    await settle(pool, node, ['own-forever-9000'], 'success', 'a', { retention: { done: Infinity } });
+    await settle(pool, node, ['own-other-state-70'], 'success', 'a', { retention: { failed: 1 } });
+    for (const [id, minutes] of [['a-70', 70], ['a-50', 50], ['b-70', 70], ['b-15', 15], ['b-5', 5], ['b-failed-100', 100], ['own-25', 25], ['own-15', 15], ['own-forever-9000', 9000], ['own-other-state-70', 70]] as const) {
+      await age(pool, id, minutes);
+    }
+    expect((await pool.query(`SELECT retention FROM troupe_tasks WHERE id IN ('own-25', 'own-forever-9000') ORDER BY id`)).rows).toEqual([{ retention: { done: 1_200_000 } }, { retention: { done: null } }]);
+    expect(await sweepRetention(pool, RULES)).toEqual({ tasks: 5, events: 0 });
+    expect(await ids(pool, 'troupe_tasks')).toEqual(['a-50', 'b-5', 'b-failed-100', 'own-15', 'own-forever-9000']);
+    expect(await sweepRetention(pool, RULES)).toEqual({ tasks: 0, events: 0 });
+  });
+
+  it('keeps the count most recently settled per agent and state (settle time, then id; tasks with rules of their own not counted), in batches', async () => {
+    const { pool, join } = await clusters();
+    const node = (await join()).id;
+    const rules: SweepRules = { ...RULES, rules: { ...RULES.rules, done: rule(HOUR, 2), failed: rule(Infinity, 0) } };
+    // One settle statement: c0..c4 share a settle time, and the id orders them.
+    await settle(pool, node, ['c0', 'c1', 'c2', 'c3', 'c4'], 'success');
+    expect(await count(pool, `SELECT count(DISTINCT settled_at) FROM troupe_tasks`)).toBe(1);
+    await settle(pool, node, ['d0', 'd1', 'd2'], 'success', 'd');
+    await settle(pool, node, ['own'], 'success', 'd', { retention: { done: HOUR } });
+    await settle(pool, node, ['f0'], 'fail', 'd');
+    // d's newest done task is its own-rule one, which is not counted: d0 goes, d1 and d2 stay.
+    await age(pool, 'd0', 3);
+    await age(pool, 'd1', 2);
+    await age(pool, 'd2', 1);
+    expect(await sweepRetention(pool, rules, { batch: 2 })).toEqual({ tasks: 5, events: 0 });
+    expect(await ids(pool, 'troupe_tasks')).toEqual(['c3', 'c4', 'd1', 'd2', 'own']);
+    // The age still applies to the ones a count keeps.
+    await age(pool, 'd2', 61);
+    expect(await sweepRetention(pool, rules)).toEqual({ tasks: 1, events: 0 });
+    expect(await ids(pool, 'troupe_tasks')).toEqual(['c3', 'c4', 'd1', 'own']);
+  });
+
+  it('keeps a parent until its children have gone, and removes it in the sweep that removes the last of them', async () => {
+    const { pool, join } = await clusters();
+    const node = (await join()).id;
+    await settle(pool, node, ['p'], 'success');
+    await settle(pool, node, ['c'], 'success', 'a', { parentId: 'p', retention: { done: 3 * HOUR } });
+    await settle(pool, node, ['g'], 'success', 'a', { parentId: 'c' });
+    await settle(pool, node, ['p2'], 'success');
+    await settle(pool, node, ['c2'], 'success', 'a', { parentId: 'p2' });
+    for (const id of ['p', 'c', 'g', 'p2', 'c2']) await age(pool, id, 120);
+    // The grandchild is due and goes; the child is not (its own 3 hours), so its parent waits.
+    // p2 and its child are both due: the child goes, then p2, in the same sweep.
+    expect(await sweepRetention(pool, RULES)).toEqual({ tasks: 3, events: 0 });
+    expect(await ids(pool, 'troupe_tasks')).toEqual(['c', 'p']);
+    await age(pool, 'c', 200);
+    expect(await sweepRetention(pool, RULES)).toEqual({ tasks: 2, events: 0 });
+    expect(await ids(pool, 'troupe_tasks')).toEqual([]);
+  });
+
+  it('stores an agent’s rules for the cluster: a registration without retention leaves them, an empty one clears them, a bad one writes nothing', async () => {
+    const { pool } = await clusters();
+    const stored = async () => (await pool.query<{ retention: unknown }>(`SELECT retention FROM troupe_agents WHERE name = 'b'`)).rows[0]?.retention;
+    const agent = (retention: RegisteredAgent['retention']) => ({ name: 'b', concurrency: null, models: {}, rate: null, dailyLimit: null, backoff: null, capabilities: [], retention }) as unknown as RegisteredAgent;
+    await storeLimits(pool, agent(resolveAgentRetention({ done: { ageMs: 60_000, count: 5 }, failed: Infinity }, 'agent b')!));
+    expect(await stored()).toEqual({ done: { ageMs: 60_000, count: 5 }, failed: { ageMs: null, count: null } });
+    await storeLimits(pool, agent(null));
+    expect(await stored()).toEqual({ done: { ageMs: 60_000, count: 5 }, failed: { ageMs: null, count: null } });
+    await storeLimits(pool, agent(resolveAgentRetention({}, 'agent b')!));
+    expect(await stored()).toEqual({});
+    for (const bad of [{ done: { ageMs: -1, count: Infinity } }, { queued: { ageMs: 1, count: 1 } }, { done: { ageMs: 1, count: 1.5 } }]) {
+      expect(await rejection(setAgentRetention(pool, 'b', bad as never))).toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('agent b: retention') });
+    }
+    expect(await rejection(setAgentRetention(pool, '', {}))).toMatchObject({ code: 'INVALID_INPUT' });
+    expect(await stored()).toEqual({});
+    expect(await count(pool, 'SELECT count(*) FROM troupe_agents')).toBe(1);
+  });
+
+  it('keeps a schedule’s task retention with its template and gives it to each task it fires; a bad one is refused, nothing stored', async () => {
+    const { pool, join } = await clusters();
+    const node = (await join()).id;
+    const created = await createSchedule(pool, { id: 'kept', cron: '* * * * * *', task: { agent: 'a', retention: { done: Infinity, failed: HOUR } }, catchUp: 'all', overlap: 'allow' });
+    expect(created.task.retention).toEqual({ done: null, failed: HOUR });
+    await pool.query(`UPDATE troupe_schedules SET next_run_at = next_run_at - interval '3 seconds'`);
+    const { fired } = await fireDue(pool, node);
+    expect(fired.length).toBeGreaterThan(0);
+    expect((await pool.query(`SELECT DISTINCT retention FROM troupe_tasks`)).rows).toEqual([{ retention: { done: null, failed: HOUR } }]);
+    expect(await rejection(createSchedule(pool, { id: 'bad', cron: '* * * * * *', task: { agent: 'a', retention: { done: -1 } } }))).toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('retention.done') });
+    expect(await rejection(submitTasks(pool, [{ id: 'bad', agent: 'a', retention: { queued: 1 } as never }]))).toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('retention.queued') });
+    expect(await count(pool, `SELECT count(*) FROM troupe_schedules WHERE id = 'bad'`)).toBe(0);
+    expect(await count(pool, `SELECT count(*) FROM troupe_tasks WHERE id = 'bad'`)).toBe(0);
+  });
+
   it('removes a backlog in statements of at most `batch` tasks, going on while one was full', async () => {
     const { pool, join } = await clusters();
     const node = (await join()).id;
@@ -76,19 +177,29 @@ describe('the retention sweep on PostgreSQL', () => {
     await settle(pool, node, ['u0', 'u1', 'u2', 'u3'], 'success');
     await pool.query(`UPDATE troupe_tasks SET settled_at = now() - interval '2 hours'`);
     let statements = 0;
-    expect(await sweepRetention(pool, RULES, { batch: 2, stopped: () => statements++ > 0 })).toEqual({ tasks: 2, events: 0 });
+    // (The first statement is the one for tasks with rules of their own: none here.)
+    expect(await sweepRetention(pool, RULES, { batch: 2, stopped: () => statements++ > 1 })).toEqual({ tasks: 2, events: 0 });
   });
 
-  it('reads the due tasks of each state from the settled index, not the whole table', async () => {
+  it('reads the due tasks from the indexes (per agent and state, by expiry, by state for prune), not the whole table', async () => {
     const { pool } = await clusters();
     const client = await pool.connect();
     try {
-      // On a few rows the planner would rather scan: scans are priced out, and the index it takes must be the settled one.
+      // On a few rows the planner would rather scan: scans are priced out, and the indexes it takes must be retention's.
       await client.query('SET enable_seqscan = off');
-      const { rows } = await client.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) ${REMOVE_TASKS}`, [['done', 'failed'], [HOUR, 2 * HOUR], 1_000]);
-      const plan = JSON.stringify(rows[0]!['QUERY PLAN']);
-      expect(plan).toContain('"Index Name":"troupe_tasks_settled"');
-      expect(plan).not.toMatch(/"Seq Scan"[^}]*"Relation Name":"troupe_tasks"/);
+      const plan = async (sql: string, values: unknown[]) => JSON.stringify((await client.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) ${sql}`, values)).rows[0]!['QUERY PLAN']);
+      const cases: Array<[string, unknown[], string]> = [
+        [REMOVE_RETAINED, [['done', 'failed'], [HOUR, null], [null, 10], 1_000], 'troupe_tasks_retained'],
+        [REMOVE_EXPIRED, [1_000], 'troupe_tasks_expiring'],
+        [PRUNE_TASKS, [['done'], new Date(), 1_000], 'troupe_tasks_settled'],
+      ];
+      for (const [sql, values, index] of cases) {
+        const text = await plan(sql, values);
+        expect(text).toContain(`"Index Name":"${index}"`);
+        // The sweep's look for a task's children (a parent waits for them) reads their index.
+        if (sql !== PRUNE_TASKS) expect(text).toContain('"Index Name":"troupe_tasks_children"');
+        expect(text).not.toMatch(/"Seq Scan"[^}]*"Relation Name":"troupe_tasks"/);
+      }
     } finally {
       client.release();
     }

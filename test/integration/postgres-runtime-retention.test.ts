@@ -1,26 +1,95 @@
 /**
- * Retention on the runtime on PostgreSQL, as on LMDB for the runtime's rules: a background sweep
- * every `sweepMs` removes settled tasks past their state's age (`get` is NOT_FOUND after) and the
- * events older than `eventsMs` (`events({ after })` from before them is CURSOR_EXPIRED, `events()`
- * starts at the oldest kept); `stats().retention` counts the sweeps, and those skipped while
- * another runtime held the sweep's lock; bad options are refused as on LMDB, a rule with a count
- * is refused; `retention: false` sweeps nothing. Tasks and events are aged on the database's
- * clock, and the tests wait for sweeps, not for time.
+ * Retention on the runtime on PostgreSQL, as on LMDB: a background sweep every `sweepMs` removes
+ * settled tasks past their rule (`get` is NOT_FOUND after) and the events older than `eventsMs`
+ * (`events({ after })` from before them is CURSOR_EXPIRED, `events()` starts at the oldest kept);
+ * the rules are a task's own over its agent's over the runtime's, ages and counts, and one mixed
+ * set of tasks loses exactly what an LMDB runtime with the same rules loses, swept by a runtime
+ * that did not register the agent whose rule applies; `stats().retention` counts the sweeps, and
+ * those skipped while another runtime held the sweep's lock; bad rules (runtime, agent, task) are
+ * refused with LMDB's codes and messages, nothing stored; `retention: false` sweeps nothing.
+ * Tasks and events are aged on the database's clock (the LMDB runtime's on a ManualClock), and the
+ * tests wait for sweeps, not for time.
  */
 import { describe, expect, it, vi } from 'vitest';
-import { builtinAgent, type Runtime, type RuntimeEvent } from 'troupe';
+import { builtinAgent, createRuntime, ManualClock, type Runtime, type RuntimeEvent, type RuntimeOptions, type TaskSpec } from 'troupe';
 import pg from 'pg';
 import { resolveOptions } from '../../src/options.js';
 import { insertEvents } from '../../src/store/postgres/events.js';
 import { RETENTION_LOCK } from '../../src/store/postgres/retention.js';
-import { rejection, scratchPools } from '../helpers.js';
+import { rejection, scratchDirs, scratchPools } from '../helpers.js';
 import { pgRuntimes, thrown } from '../pg-runtime.js';
 import { nextEvent } from './contract.js';
 
 const pools = scratchPools();
 const runtime = pgRuntimes();
+const dirs = scratchDirs();
 const HOUR = 3_600_000;
+const MIN = 60_000;
 const SWEPT = { timeout: 20_000, interval: 20 };
+
+/** The runtime's rules of the mixed case: done tasks an hour and the 3 newest per agent, failed ones two hours. */
+const RULES = { done: { ageMs: HOUR, count: 3 }, failed: 2 * HOUR };
+/** Its agents: `brief`'s own rule for done tasks (half an hour, no count) replaces the runtime's. */
+const mixedAgents = (): NonNullable<RuntimeOptions['agents']> => [
+  builtinAgent('echo'),
+  builtinAgent('echo', { name: 'other' }),
+  builtinAgent('echo', { name: 'brief', retention: { done: 30 * MIN } }),
+  builtinAgent('fail', { retry: { maxAttempts: 1 } }),
+];
+/** Tasks of the mixed case, oldest settled first: name, agent, minutes since its settle, its own rule, and whether it stays. */
+const MIXED: Array<[string, string, number, TaskSpec['retention'], boolean]> = [
+  ['echo-300-own-for-good', 'echo', 300, { done: Infinity }, true],
+  ['echo-200', 'echo', 200, undefined, false],
+  ['fail-150', 'fail', 150, undefined, false],
+  ['echo-100', 'echo', 100, undefined, false],
+  ['other-90', 'other', 90, undefined, false],
+  ['fail-90', 'fail', 90, undefined, true],
+  ['fail-90-own-hour', 'fail', 90, { failed: HOUR }, false],
+  // Beyond echo's 3 newest under the runtime's rule (20, 15 and 10), though younger than an hour.
+  ['echo-50', 'echo', 50, undefined, false],
+  ['brief-45', 'brief', 45, undefined, false],
+  ['brief-45-own-hour', 'brief', 45, { done: HOUR }, true],
+  ['echo-40', 'echo', 40, undefined, false],
+  ['other-30', 'other', 30, undefined, true],
+  // brief keeps 4: its rule has no count.
+  ['brief-25', 'brief', 25, undefined, true],
+  ['echo-20', 'echo', 20, undefined, true],
+  ['brief-20', 'brief', 20, undefined, true],
+  // A rule of its own for another state: it is counted under the runtime's.
+  ['echo-15-own-failed', 'echo', 15, { failed: 1 }, true],
+  ['echo-10', 'echo', 10, undefined, true],
+  ['brief-10', 'brief', 10, undefined, true],
+  ['echo-8-own-5-minutes', 'echo', 8, { done: 5 * MIN }, false],
+  ['brief-5', 'brief', 5, undefined, true],
+];
+const specOf = ([name, agent, , retention]: (typeof MIXED)[number]): TaskSpec => ({ agent, input: agent === 'fail' ? { mode: 'result' } : name, labels: { name }, ...(retention ? { retention } : {}) });
+
+/** Whether each task of `ids` is still stored. */
+async function keptOf(rt: Runtime, ids: string[]): Promise<boolean[]> {
+  return Promise.all(ids.map((id) => rt.get(id).then(() => true, (error: { code?: string }) => (expect(error.code).toBe('NOT_FOUND'), false))));
+}
+
+/** The mixed case on LMDB: each task settled at its minute on a ManualClock, then the sweep at the end. */
+async function mixedOnLmdb(): Promise<{ kept: boolean[]; own: unknown[] }> {
+  const clock = new ManualClock();
+  const sweepAt = clock.now() + 400 * MIN;
+  const rt = await createRuntime({ dataDir: dirs(), clock, logger: false, threads: 1, starvation: false, agents: mixedAgents(), retention: { ...RULES, sweepMs: 400 * MIN } });
+  try {
+    const ids: string[] = [];
+    for (const entry of MIXED) {
+      clock.advance(sweepAt - entry[2] * MIN - clock.now());
+      const task = await rt.submit(specOf(entry));
+      await rt.wait(task.id);
+      ids.push(task.id);
+    }
+    const own = await Promise.all(ids.map(async (id) => (await rt.get(id)).retention));
+    clock.advance(sweepAt - clock.now());
+    await vi.waitFor(() => expect(rt.stats().retention!.sweeps).toBe(1), SWEPT);
+    return { kept: await keptOf(rt, ids), own };
+  } finally {
+    await rt.close();
+  }
+}
 
 /** Events the log holds now, from its start. */
 async function replay(rt: Runtime): Promise<RuntimeEvent[]> {
@@ -104,6 +173,60 @@ describe('retention on PostgreSQL', () => {
     await after.return(undefined);
   });
 
+  it('applies a task’s own rule over its agent’s over the runtime’s, ages and counts, as LMDB does, on a runtime that did not register the agent', async () => {
+    const { url, pool } = await pools({ max: 2 });
+    // This runtime runs the agents and registers brief's rule; it sweeps nothing itself.
+    const runner = await runtime(url, { agents: mixedAgents(), retention: false });
+    const ids: string[] = [];
+    for (const entry of MIXED) ids.push((await runner.submit(specOf(entry))).id);
+    for (const id of ids) await runner.wait(id);
+    const own = await Promise.all(ids.map(async (id) => (await runner.get(id)).retention));
+    for (const [i, entry] of MIXED.entries()) await pool.query(`UPDATE troupe_tasks SET settled_at = now() - $2 * interval '1 minute' WHERE id = $1`, [ids[i], entry[2]]);
+    // The sweeping runtime runs no agent: brief's rule comes from its row.
+    const sweeper = await runtime(url, { retention: { ...RULES, sweepMs: 20 } });
+    expect(sweeper.agents.list()).toEqual([]);
+    await vi.waitFor(() => expect(sweeper.stats().retention!.sweeps).toBeGreaterThan(1), SWEPT);
+
+    const kept = await keptOf(runner, ids);
+    expect(Object.fromEntries(MIXED.map(([name], i) => [name, kept[i]]))).toEqual(Object.fromEntries(MIXED.map(([name, , , , stays]) => [name, stays])));
+    expect(sweeper.stats().retention!.removed).toBe(MIXED.filter((entry) => !entry[4]).length);
+    const lmdb = await mixedOnLmdb();
+    expect(kept).toEqual(lmdb.kept);
+    expect(own).toEqual(lmdb.own);
+    expect(own[0]).toEqual({ done: Infinity });
+  });
+
+  it('refuses bad rules with LMDB’s codes and messages, storing nothing: a task’s, an agent’s, the runtime’s', async () => {
+    const { url, pool } = await pools({ max: 1 });
+    const lmdb = await createRuntime({ dataDir: dirs(), logger: false, threads: 1, agents: [builtinAgent('echo')] });
+    try {
+      const rt = await runtime(url, { agents: [builtinAgent('echo')] });
+      for (const retention of [{ done: { count: 1 } }, { done: -5 }, { running: 1 }, 7, { failed: 1.5 }]) {
+        const expected = await rejection(lmdb.submit({ agent: 'echo', retention: retention as never }));
+        expect(await rejection(rt.submit({ agent: 'echo', retention: retention as never }))).toMatchObject({ code: expected.code, message: expected.message });
+        expect(expected.code).toBe('INVALID_INPUT');
+      }
+      expect((await rt.list()).tasks).toEqual([]);
+      for (const retention of [{ queued: 1 }, { done: { ageMs: 1, keep: 2 } }, { done: { count: -1 } }, 'weekly']) {
+        const agent = builtinAgent('echo', { name: 'bad', retention: retention as never });
+        const expected = thrown(() => lmdb.agents.register(agent));
+        expect(thrown(() => rt.agents.register(agent))).toMatchObject({ code: expected.code, message: expected.message });
+        expect(expected.code).toBe('INVALID_OPTIONS');
+        expect(await rejection(runtime(url, { agents: [agent] }))).toMatchObject({ code: expected.code, message: expected.message });
+      }
+      expect(rt.agents.list().map((a) => a.name)).toEqual(['echo']);
+      // A schedule's task keeps its own, as LMDB's does.
+      const task = { agent: 'echo', retention: { done: Infinity, failed: HOUR } };
+      await lmdb.schedules.create({ id: 'kept', cron: '0 3 * * *', task });
+      await rt.schedules.create({ id: 'kept', cron: '0 3 * * *', task });
+      expect((await rt.schedules.get('kept'))!.task.retention).toEqual((await lmdb.schedules.get('kept'))!.task.retention);
+      expect((await rt.schedules.get('kept'))!.task.retention).toEqual(task.retention);
+      expect((await pool.query(`SELECT count(*)::int AS n FROM troupe_agents WHERE name = 'bad' OR retention IS NOT NULL`)).rows[0].n).toBe(0);
+    } finally {
+      await lmdb.close();
+    }
+  });
+
   it('skips its sweeps while another runtime of the cluster sweeps (holds the lock), and sweeps again after', async () => {
     const { url } = await pools({ max: 1 });
     const rt = await runtime(url, { retention: { sweepMs: 20 } });
@@ -125,19 +248,14 @@ describe('retention on PostgreSQL', () => {
     await vi.waitFor(() => expect(rt.stats().retention!.sweeps).toBeGreaterThan(swept), SWEPT);
   });
 
-  it('refuses bad retention options as LMDB does, and a rule with a count (not applied on PostgreSQL yet)', async () => {
+  it('refuses bad retention options as LMDB does, and takes a rule with a count', async () => {
     const { url } = await pools({ max: 1 });
-    for (const retention of [{ done: -1 }, { sweepMs: 0 }, { finished: 1 }, 'weekly', { failed: { ageMs: 1, keep: 2 } }]) {
+    for (const retention of [{ done: -1 }, { sweepMs: 0 }, { finished: 1 }, 'weekly', { failed: { ageMs: 1, keep: 2 } }, { done: { count: 1.5 } }]) {
       const lmdb = thrown(() => resolveOptions({ retention } as never, {}));
       expect(await rejection(runtime(url, { retention } as never))).toMatchObject({ code: lmdb.code, message: lmdb.message });
       expect(lmdb.code).toBe('INVALID_OPTIONS');
     }
-    expect(await rejection(runtime(url, { retention: { done: { ageMs: HOUR, count: 100 } } }))).toMatchObject({
-      code: 'INVALID_OPTIONS',
-      message: expect.stringContaining('options.retention.done.count is not supported with store.postgres yet'),
-    });
-    // Ages, and a count that does not limit, are taken.
-    const rt = await runtime(url, { retention: { done: { ageMs: HOUR }, failed: { ageMs: HOUR, count: Infinity }, cancelled: Infinity } });
+    const rt = await runtime(url, { retention: { done: { ageMs: HOUR, count: 100 }, failed: { count: 0 }, cancelled: Infinity } });
     expect(rt.stats().retention).toMatchObject({ sweeps: 0 });
   });
 

@@ -68,19 +68,14 @@ describe('options.store', () => {
     expect(invalid({ store: { postgres: URL }, defaultBackoff: { pauseMs: 0 } }).message).toBe(invalid({ defaultBackoff: { pauseMs: 0 } }).message);
   });
 
-  it('takes retention on PostgreSQL as on LMDB (the defaults when absent, off with false), refusing a rule with a count', () => {
+  it('takes retention on PostgreSQL as on LMDB (the defaults when absent, off with false), counts included', () => {
     const lmdb = resolveOptions({}, {}).retention;
     expect(resolveOptions({ store: { postgres: URL } }, {}).retention).toEqual(lmdb);
     expect(resolveOptions({ store: { postgres: URL }, retention: false }, {}).retention).toBeNull();
-    const given = { done: 1_000, failed: { ageMs: 2_000 }, dropped: { ageMs: 3_000, count: Infinity }, sweepMs: 50, eventsMs: 4_000 };
+    const given = { done: 1_000, failed: { ageMs: 2_000 }, dropped: { ageMs: 3_000, count: Infinity }, cancelled: { count: 0 }, sweepMs: 50, eventsMs: 4_000 };
     expect(resolveOptions({ store: { postgres: URL }, retention: given }, {}).retention).toEqual(resolveOptions({ retention: given }, {}).retention);
-    for (const state of ['done', 'failed', 'dropped', 'cancelled']) {
-      expect(invalid({ store: { postgres: URL }, retention: { [state]: { ageMs: 1_000, count: 10 } } }).message).toBe(
-        `options.retention.${state}.count is not supported with store.postgres yet (README: "Running on many machines"): give the rule as an age in ms`,
-      );
-      expect(invalid({ retention: { [state]: { count: 0 } } }, { TROUPE_STORE: URL }).message).toContain(`options.retention.${state}.count is not supported with store.postgres`);
-    }
-    // A bad rule is refused as on LMDB, before the count is looked at.
+    expect(resolveOptions({ retention: { done: { ageMs: 1_000, count: 10 } } }, { TROUPE_STORE: URL }).retention!.rules.done).toEqual({ ageMs: 1_000, count: 10 });
+    // A bad rule is refused as on LMDB.
     expect(invalid({ store: { postgres: URL }, retention: { done: { count: -1 } } }).message).toBe(invalid({ retention: { done: { count: -1 } } }).message);
   });
 });

@@ -5,8 +5,9 @@
  */
 import { TroupeError } from '../../errors.js';
 import { checkId, MAX_ID } from '../../ids.js';
-import type { RetryPolicy } from '../../api/tasks.js';
+import type { RetryPolicy, TaskRetention } from '../../api/tasks.js';
 import { DEFAULT_RETRY, resolveRetry } from '../../options.js';
+import { resolveTaskRetention } from '../../tasks/retention-rules.js';
 import { jsonOf } from './transaction.js';
 
 /** The largest value of a PostgreSQL integer (int4). */
@@ -44,6 +45,11 @@ export interface NewTask {
   retry?: Partial<Omit<RetryPolicy, 'maxAttempts'>>;
   /** The task that spawned it (schema version 16; children.ts). */
   parentId?: string;
+  /**
+   * The task's own retention (schema version 19): per settled state, ms kept after its settle
+   * (Infinity, or null as a stored template holds it: for good), over its agent's rule.
+   */
+  retention?: TaskRetention | Partial<Record<keyof TaskRetention, number | null>>;
 }
 
 /** A task checked and turned into the insert's columns. */
@@ -68,6 +74,8 @@ export interface TaskRow {
   /** The task's own retry fields as the text of a jsonb parameter, or null. */
   retry: string | null;
   parentId: string | null;
+  /** The task's own retention as the text of a jsonb parameter (null for for good), or null. */
+  retention: string | null;
 }
 
 /** Checks a task named `where` and returns its columns. */
@@ -90,7 +98,28 @@ export function checkTask(task: NewTask, where: string): TaskRow {
   const parentId = task.parentId === undefined ? null : checkId(task.parentId, `${where}.parentId`);
   const unmatched = task.unmatched ?? false;
   if (typeof unmatched !== 'boolean' || (unmatched && (requires === null || task.agent === ''))) throw invalid(`${where}.unmatched is only for a named agent with requires`);
-  return { id, agent: task.agent, requires, unmatched, priority, maxAttempts, ownMaxAttempts: task.maxAttempts !== undefined, key, input: jsonOf(task.input, `${where}.input`), delayMs, labels: jsonOf(labels, `${where}.labels`)!, timeoutMs, retry: retryOf(task.retry, `${where}.retry`), parentId };
+  return { id, agent: task.agent, requires, unmatched, priority, maxAttempts, ownMaxAttempts: task.maxAttempts !== undefined, key, input: jsonOf(task.input, `${where}.input`), delayMs, labels: jsonOf(labels, `${where}.labels`)!, timeoutMs, retry: retryOf(task.retry, `${where}.retry`), parentId, retention: retentionOf(task.retention, `${where}.retention`) };
+}
+
+/**
+ * A task's own retention (see {@link NewTask.retention}) checked as the LMDB runtime checks it
+ * (ages only), as jsonb text with null for Infinity (JSON has no Infinity), or null for none.
+ */
+function retentionOf(retention: NewTask['retention'], where: string): string | null {
+  if (retention === undefined) return null;
+  let own: TaskRetention | undefined;
+  try {
+    const given = typeof retention === 'object' && retention !== null ? Object.fromEntries(Object.entries(retention).map(([state, age]) => [state, age === null ? Infinity : age])) : retention;
+    own = resolveTaskRetention(given, where);
+  } catch (error) {
+    throw invalid((error as Error).message);
+  }
+  return own === undefined ? null : JSON.stringify(own, (_key, value: unknown) => (value === Infinity ? null : value));
+}
+
+/** A stored task retention (jsonb, null for Infinity) as the public TaskRetention. */
+export function retentionFromJson(stored: Record<string, number | null>): TaskRetention {
+  return Object.fromEntries(Object.entries(stored).map(([state, age]) => [state, age ?? Infinity])) as TaskRetention;
 }
 
 /**

@@ -114,10 +114,10 @@ export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[
   let inserted: pg.QueryResult<{ id: string; run_at: number }>;
   try {
     inserted = await client.query<{ id: string; run_at: number }>(
-      `INSERT INTO troupe_tasks (id, agent, state, priority, max_attempts, idempotency_key, input, run_at, labels, timeout_ms, retry, parent_id, requires)
-       SELECT id, agent, state, priority, max_attempts, key, input, now() + delay_ms * interval '1 millisecond', labels, timeout_ms, retry, parent_id, requires
-         FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::jsonb[], $7::bigint[], $8::jsonb[], $9::bigint[], $10::jsonb[], $11::text[], $12::text[], $13::jsonb[])
-              WITH ORDINALITY AS s(id, agent, priority, max_attempts, key, input, delay_ms, labels, timeout_ms, retry, parent_id, state, requires_json, n)
+      `INSERT INTO troupe_tasks (id, agent, state, priority, max_attempts, idempotency_key, input, run_at, labels, timeout_ms, retry, parent_id, requires, retention)
+       SELECT id, agent, state, priority, max_attempts, key, input, now() + delay_ms * interval '1 millisecond', labels, timeout_ms, retry, parent_id, requires, retention
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::jsonb[], $7::bigint[], $8::jsonb[], $9::bigint[], $10::jsonb[], $11::text[], $12::text[], $13::jsonb[], $14::jsonb[])
+              WITH ORDINALITY AS s(id, agent, priority, max_attempts, key, input, delay_ms, labels, timeout_ms, retry, parent_id, state, requires_json, retention, n)
               CROSS JOIN LATERAL (SELECT CASE WHEN requires_json IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(requires_json)) END AS requires) r
         ORDER BY n
        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -127,6 +127,7 @@ export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[
         stored.map((r) => r.delayMs), stored.map((r) => r.labels), stored.map((r) => r.timeoutMs), stored.map((r) => r.retry), stored.map((r) => r.parentId), stored.map((r) => r.state),
         // A text[][] must be rectangular: each task's requires goes as a JSON array.
         stored.map((r) => (r.requires === null ? null : JSON.stringify(r.requires))),
+        stored.map((r) => r.retention),
       ],
     );
   } catch (error) {

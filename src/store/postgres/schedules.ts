@@ -264,6 +264,8 @@ function templateOf(row: TaskRow): ScheduleTemplate {
   if (Object.keys(labels).length > 0) template.labels = labels;
   if (row.timeoutMs !== null) template.timeoutMs = row.timeoutMs;
   if (row.retry !== null) template.retry = JSON.parse(row.retry) as ScheduleTemplate['retry'];
+  // As stored (null for Infinity): a fire checks it again as it is.
+  if (row.retention !== null) template.retention = JSON.parse(row.retention) as ScheduleTemplate['retention'];
   return template;
 }
 

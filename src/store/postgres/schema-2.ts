@@ -118,4 +118,30 @@ export const MIGRATIONS_2: readonly Migration[] = [
       ALTER TABLE troupe_agents ADD COLUMN capabilities text[], ADD COLUMN max_attempts integer CHECK (max_attempts > 0);
       ALTER TABLE troupe_tasks ADD COLUMN requires text[];`,
   },
+  {
+    version: 19,
+    name: 'retention rules',
+    // The LMDB runtime's retention rules beyond the runtime's ages (retention.ts). A task's own
+    // `retention` (per settled state, ms after its settle; JSON null: for good) and an agent's
+    // (`{ ageMs, count }` per state, null for a side that does not limit) on its troupe_agents row,
+    // so a sweep on any runtime applies them. A task under its agent's or the runtime's rule for
+    // the state it settled in has an entry in `troupe_tasks_retained` (agent, state, settle time,
+    // id: the sweep reads each agent and state oldest first for ages, newest first for counts); a
+    // task with a rule of its own for that state has one in `troupe_tasks_expiring`, keyed by its
+    // expiry. Each settled row version has an entry in exactly one of them, beside its
+    // troupe_tasks_settled entry (prune's): one more index write per settle, none for a claim or
+    // requeue. `troupe_expiry` adds whole microseconds, which no time zone changes: immutable,
+    // so it can key an index. The indexes are built in the migration's transaction.
+    sql: `
+      ALTER TABLE troupe_tasks ADD COLUMN retention jsonb CHECK (retention IS NULL OR jsonb_typeof(retention) = 'object');
+      ALTER TABLE troupe_agents ADD COLUMN retention jsonb CHECK (retention IS NULL OR jsonb_typeof(retention) = 'object');
+      CREATE FUNCTION troupe_expiry(settled_at timestamptz, state text, retention jsonb) RETURNS timestamptz
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE
+        AS $$ SELECT CASE WHEN retention -> state = 'null'::jsonb THEN 'infinity'::timestamptz
+                          ELSE settled_at + (retention ->> state)::float8 * interval '1 millisecond' END $$;
+      CREATE INDEX troupe_tasks_retained ON troupe_tasks (agent, state, settled_at, id)
+        WHERE state IN ('done', 'failed', 'dropped', 'cancelled') AND NOT coalesce(retention ? state, false);
+      CREATE INDEX troupe_tasks_expiring ON troupe_tasks (troupe_expiry(settled_at, state, retention))
+        WHERE state IN ('done', 'failed', 'dropped', 'cancelled') AND retention ? state;`,
+  },
 ];

@@ -55,10 +55,12 @@ export interface TaskRow {
   parent_id: string | null;
   /** The capabilities it requires (schema version 18), or null. */
   requires: string[] | null;
+  /** The task's own retention (schema version 19: ms per settled state, null for for good), or null. */
+  retention: Record<string, number | null> | null;
 }
 
 const COLUMNS = [
-  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, result, error, labels, cancel_reason, timeout_ms, retry, waiting_for, parent_id, requires',
+  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, result, error, labels, cancel_reason, timeout_ms, retry, waiting_for, parent_id, requires, retention',
   ...['created_at', 'updated_at', 'started_at', 'settled_at', 'queued_at', 'run_at', 'attempt_started_at', 'lease_until'].map((c) => epochMs(c)),
 ].join(', ');
 
