@@ -153,10 +153,17 @@ const WRITE_FAST_FAILS = `WITH counted AS (
  * and answers whether a pause holds it back now (the database's clock, read once the lock is
  * granted). A pause whose time is up is ended here, with `agent.resumed` `{ by: 'clock' }`, before
  * the claim's `task.started` events.
+ *
+ * `sawPause`: the claim's first statement saw the row paused. Found unpaused now, the pause was
+ * ended by another transaction (a wake, a resumeAgent) that took its transaction id after this
+ * one's (the first statement locks the node's row, which gives the claim its id), and the log
+ * sorts transactions by id: this claim's `task.started` would sort before that `agent.resumed`,
+ * inside the pause. Such a claim holds back too; the resume's hint (`agents`) has the claimer
+ * claim again at once, in a transaction that sorts after it.
  */
-export async function pauseHolds(client: Pick<pg.PoolClient, 'query'>, agent: string): Promise<boolean> {
-  const { rows } = await client.query<{ held: boolean }>({ name: 'troupe-pause-holds', text: PAUSE_HOLDS, values: [agent] });
-  return rows[0]?.held === true;
+export async function pauseHolds(client: Pick<pg.PoolClient, 'query'>, agent: string, sawPause: boolean): Promise<boolean> {
+  const { rows } = await client.query<{ held: boolean; unpaused: boolean | null }>({ name: 'troupe-pause-holds', text: PAUSE_HOLDS, values: [agent] });
+  return rows[0]?.held === true || (sawPause && rows[0]?.unpaused === true);
 }
 
 const PAUSE_HOLDS = `WITH a AS MATERIALIZED (
@@ -166,7 +173,7 @@ const PAUSE_HOLDS = `WITH a AS MATERIALIZED (
    ), resumed_events AS (
      ${insertEvents(`SELECT 'agent.resumed', NULL, NULL, jsonb_build_object('agent', name, 'by', 'clock') FROM ended`)}
    )
-   SELECT coalesce((SELECT held FROM a), false) AS held, ${notifyIfAny('resumed_events', `'${HINTS.agents}'`)} AS notified`;
+   SELECT coalesce((SELECT held FROM a), false) AS held, (SELECT paused_until IS NULL FROM a) AS unpaused, ${notifyIfAny('resumed_events', `'${HINTS.agents}'`)} AS notified`;
 
 /**
  * Ends `agent`'s pause now (rt.resumeAgent), with `agent.resumed` `{ by: 'operator' }` and its

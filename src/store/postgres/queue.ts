@@ -198,7 +198,7 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
     if (isLimited(limits) || backoff || gate.paused) {
       // An agent with limits or a backoff: its row is locked, its pause checked and its slots
       // reserved under that lock, then claimed.
-      if ((backoff || gate.paused) && (await pauseHolds(client, agent))) return [];
+      if ((backoff || gate.paused) && (await pauseHolds(client, agent, gate.paused))) return [];
       const slots = await reserveSlots(client, agent, limits, n);
       if (slots.allowed === 0) return [];
       const claim = slots.room
