@@ -7,6 +7,7 @@ import { subtasksContract } from './contract-subtasks.js';
 import { capabilitiesContract } from './contract-capabilities.js';
 import { metricsPortContract } from './contract-metrics-port.js';
 import { faultsContract } from './contract-faults.js';
+import { flowContract } from './contract-flow.js';
 
 const runtime = runtimes();
 
@@ -24,3 +25,4 @@ subtasksContract('LMDB', lmdb);
 capabilitiesContract('LMDB', lmdb);
 metricsPortContract('LMDB', lmdb);
 faultsContract('LMDB', lmdb);
+flowContract('LMDB', lmdb);

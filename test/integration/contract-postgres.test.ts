@@ -14,6 +14,7 @@ import { subtasksContract } from './contract-subtasks.js';
 import { capabilitiesContract } from './contract-capabilities.js';
 import { metricsPortContract } from './contract-metrics-port.js';
 import { faultsContract } from './contract-faults.js';
+import { flowContract } from './contract-flow.js';
 
 // Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
 const pools = scratchPools();
@@ -46,3 +47,4 @@ subtasksContract('PostgreSQL', postgres);
 capabilitiesContract('PostgreSQL', postgres);
 metricsPortContract('PostgreSQL', postgres);
 faultsContract('PostgreSQL', postgres);
+flowContract('PostgreSQL', postgres);

@@ -221,7 +221,10 @@ export function contractSuite(name: string, backend: ContractBackend): void {
       const mixed = await rt.submitMany([{ agent: 'echo', input: 'd' }, { agent: 'echo', input: 'e', idempotencyKey: 'pr-1' }]);
       expect(mixed[1]).toMatchObject({ id: first.id, input: 'b' });
       expect((await rt.list()).tasks.map((t) => t.input)).toEqual(['a', 'b', 'c', 'd']);
-      for (const t of mixed) await rt.wait(t.id);
+      // Two specs of one batch with one key: the second is the first's task.
+      const twice = await rt.submitMany([{ agent: 'echo', input: 'f', idempotencyKey: 'k' }, { agent: 'echo', input: 'g', idempotencyKey: 'k' }]);
+      expect(twice[1]).toMatchObject({ id: twice[0]!.id, input: 'f' });
+      for (const t of [...mixed, twice[0]!]) await rt.wait(t.id);
     });
 
     it('gets and waits: NOT_FOUND for an unknown id, INVALID_INPUT for a bad one, WAIT_TIMEOUT, an aborted wait, and a wait that sees its task settle', async () => {
