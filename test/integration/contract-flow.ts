@@ -1,19 +1,23 @@
 /**
- * The contract of how work flows out (contract.ts's suite, run by contract-lmdb.test.ts and
- * contract-postgres.test.ts): the order tasks start in, and log streams followed while an agent
- * writes, with no gap and no duplicate. The tests of a block share one runtime (one store: see
+ * The contract of how work flows (contract.ts's suite, run by contract-lmdb.test.ts and
+ * contract-postgres.test.ts): the order tasks start in, a waiting or parked task's slot given back,
+ * a sleep and its wake, and log streams followed while an agent writes, with no gap and no
+ * duplicate. The tests of a block share one runtime (one store: see
  * `sharedRuntime`), each waiting for its own tasks by id.
  */
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, type LogLine } from 'troupe';
 import { fixtureAgent, started } from '../helpers.js';
-import { nextEvent, readLines, sharedRuntime, type ContractBackend } from './contract.js';
+import { history, nextEvent, readLines, sharedRuntime, type ContractBackend } from './contract.js';
+
+const interactive = { name: 'int', module: fixtureAgent('interactive') };
 
 /** Registers the flow contract's tests against `backend` under `name`. */
 export function flowContract(name: string, backend: ContractBackend): void {
-  describe(`dispatch order on ${name}`, () => {
-    // One slot: the tasks behind the one running start one by one, in the order the runtime picks.
-    const rt = sharedRuntime(backend, { threads: 1, slotsPerThread: 1, agents: [builtinAgent('sleep')] });
+  describe(`one slot on ${name}`, () => {
+    // The tasks behind the one running start one by one, in the order the runtime picks; none is
+    // started ahead onto the busy thread.
+    const rt = sharedRuntime(backend, { threads: 1, slotsPerThread: 1, prefetch: 0, agents: [builtinAgent('sleep'), builtinAgent('echo'), interactive] });
 
     it('starts higher priority first, and first submitted first within a priority', async () => {
       const order: unknown[] = [];
@@ -31,10 +35,40 @@ export function flowContract(name: string, backend: ContractBackend): void {
       off();
       expect(order).toEqual([blocker.id, urgent!.id, high!.id, low1!.id, low2!.id]);
     });
+
+    it('a task waiting for input, or parked in a join, gives its slot back: the others run meanwhile', async () => {
+      const asking = await rt().submit({ agent: 'int', input: { mode: 'ask' } });
+      await nextEvent(rt(), 'task.waiting', asking.id);
+      expect(await rt().wait((await rt().submit({ agent: 'echo', input: 'meanwhile' })).id)).toMatchObject({ state: 'done', output: 'meanwhile' });
+      // Each parent spawns a child and joins it: the child needs the slot its parent holds until it parks.
+      const parents = await rt().submitMany([{ agent: 'int', input: { mode: 'spawnThenJoin' } }, { agent: 'int', input: { mode: 'spawnThenJoin' } }]);
+      for (const p of parents) expect(await rt().wait(p.id)).toMatchObject({ state: 'done', output: { joined: [{ state: 'done', output: 'c' }] } });
+      await rt().sendInput(asking.id, { message: 'now' });
+      expect(await rt().wait(asking.id)).toMatchObject({ state: 'done', output: { answer: 'now' } });
+    });
+
+    it('a sleep result parks the task until its wake, which starts a new run that sees the followUp, with the same events on both stores', async () => {
+      const task = await rt().submit({ agent: 'int', input: { mode: 'sleeper' } });
+      const done = await rt().wait(task.id);
+      expect(done).toMatchObject({ state: 'done', runs: 2, attempts: 1, output: { wokeWith: { step: 2 }, run: `${task.id}:2` } });
+      const events = await history(rt(), task.id);
+      expect(events.map((e) => [e.type, (e.data as { run?: number }).run])).toEqual([
+        ['task.queued', 1],
+        ['task.started', 1],
+        ['task.sleeping', 1],
+        ['task.queued', 2],
+        ['task.started', 2],
+        ['task.done', 2],
+      ]);
+      const sleeping = events[2]!;
+      expect(sleeping.data).toMatchObject({ attempt: 1, exit: 'success', wakeAt: expect.any(Number) });
+      expect((sleeping.data as { wakeAt: number }).wakeAt).toBeGreaterThanOrEqual(done.createdAt + 20);
+      expect(events[3]!.data).toEqual({ run: 2, reason: 'wake' });
+    });
   });
 
   describe(`log streams on ${name}`, () => {
-    const rt = sharedRuntime(backend, { agents: [{ name: 'int', module: fixtureAgent('interactive') }, { name: 'chatty', module: fixtureAgent('chatty') }] });
+    const rt = sharedRuntime(backend, { agents: [interactive, { name: 'chatty', module: fixtureAgent('chatty') }] });
 
     it('a follow replays the stored lines, then goes live until the task settles, with no gap and no duplicate', async () => {
       const task = await rt().submit({ agent: 'int', input: { mode: 'ask' } });
