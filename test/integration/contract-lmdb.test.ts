@@ -8,6 +8,7 @@ import { capabilitiesContract } from './contract-capabilities.js';
 import { metricsPortContract } from './contract-metrics-port.js';
 import { faultsContract } from './contract-faults.js';
 import { flowContract } from './contract-flow.js';
+import { timersContract } from './contract-timers.js';
 
 const runtime = runtimes();
 
@@ -26,3 +27,4 @@ capabilitiesContract('LMDB', lmdb);
 metricsPortContract('LMDB', lmdb);
 faultsContract('LMDB', lmdb);
 flowContract('LMDB', lmdb);
+timersContract('LMDB', lmdb);

@@ -15,6 +15,7 @@ import { capabilitiesContract } from './contract-capabilities.js';
 import { metricsPortContract } from './contract-metrics-port.js';
 import { faultsContract } from './contract-faults.js';
 import { flowContract } from './contract-flow.js';
+import { timersContract } from './contract-timers.js';
 
 // Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
 const pools = scratchPools();
@@ -48,3 +49,4 @@ capabilitiesContract('PostgreSQL', postgres);
 metricsPortContract('PostgreSQL', postgres);
 faultsContract('PostgreSQL', postgres);
 flowContract('PostgreSQL', postgres);
+timersContract('PostgreSQL', postgres);
