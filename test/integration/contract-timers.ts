@@ -26,28 +26,37 @@ function outcome(promise: Promise<Task>): { current: () => 'pending' | Task | Er
   return { current: () => current };
 }
 
+/**
+ * Counts the TimeoutOverflowWarnings of each test of the calling block (call at its top level):
+ * the warning Node gives for a `setTimeout` past the limit, which it fires after 1 ms.
+ */
+export function overflowWarnings(): () => number {
+  let overflows = 0;
+  const onWarning = (warning: Error) => {
+    if (warning.name === 'TimeoutOverflowWarning') overflows++;
+  };
+  beforeEach(() => {
+    overflows = 0;
+    process.on('warning', onWarning);
+  });
+  afterEach(() => {
+    process.off('warning', onWarning);
+  });
+  return () => overflows;
+}
+
 /** Registers the long-timer contract's tests against `backend` under `name`. */
 export function timersContract(name: string, backend: ContractBackend): void {
   describe(`long timers on ${name}`, () => {
     const agents = [builtinAgent('sleep', { retry: { maxAttempts: 1 } }), builtinAgent('echo'), { name: 'int', module: fixtureAgent('interactive') }];
     const rt = sharedRuntime(backend, { threads: 1, slotsPerThread: 2, agents });
 
-    let overflows = 0;
-    const onWarning = (warning: Error) => {
-      if (warning.name === 'TimeoutOverflowWarning') overflows++;
-    };
-    beforeEach(() => {
-      overflows = 0;
-      process.on('warning', onWarning);
-    });
-    afterEach(() => {
-      process.off('warning', onWarning);
-    });
+    const overflows = overflowWarnings();
 
     it('runs a task with a timeoutMs past 2^31 to done instead of timing it out at once', async () => {
       const task = await rt().submit({ agent: 'sleep', input: { ms: 100 }, timeoutMs: LONG });
       expect(await rt().wait(task.id)).toMatchObject({ state: 'done', attempts: 1, output: { sleptMs: 100 } });
-      expect(overflows).toBe(0);
+      expect(overflows()).toBe(0);
     });
 
     it('keeps rt.wait with a timeoutMs past 2^31 pending on a held-back task, then resolves it', async () => {
@@ -57,7 +66,7 @@ export function timersContract(name: string, backend: ContractBackend): void {
       try {
         await pause(200);
         expect(wait.current()).toBe('pending');
-        expect(overflows).toBe(0);
+        expect(overflows()).toBe(0);
       } finally {
         // The runtime is the other tests' too.
         await rt().unfreeze();
@@ -80,7 +89,7 @@ export function timersContract(name: string, backend: ContractBackend): void {
       off();
       expect(await rt().get(task.id)).toMatchObject({ state: 'queued', attempts: 0 });
       expect(starts).toEqual([]);
-      expect(overflows).toBe(0);
+      expect(overflows()).toBe(0);
       expect((used.user + used.system) / 1_000).toBeLessThan(100);
       await rt().cancel(task.id);
     });
@@ -92,7 +101,7 @@ export function timersContract(name: string, backend: ContractBackend): void {
       expect(await rt().get(task.id)).toMatchObject({ state: 'running' });
       await rt().cancel(task.id);
       expect(await rt().wait(task.id)).toMatchObject({ state: 'cancelled' });
-      expect(overflows).toBe(0);
+      expect(overflows()).toBe(0);
     });
 
     it('keeps waitForInput with a timeoutMs past 2^31 waiting until an input arrives', async () => {
@@ -102,7 +111,7 @@ export function timersContract(name: string, backend: ContractBackend): void {
       expect(await rt().get(task.id)).toMatchObject({ state: 'waiting' });
       await rt().sendInput(task.id, { message: 'here' });
       expect(await rt().wait(task.id)).toMatchObject({ state: 'done', output: { answer: 'here' } });
-      expect(overflows).toBe(0);
+      expect(overflows()).toBe(0);
     });
   });
 }

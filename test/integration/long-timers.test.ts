@@ -5,24 +5,15 @@
  * have fired hundreds of times. LMDB-only: PostgreSQL fires ticks from its table every `fireMs`.
  * Task, wait, delay, sleep and input timeouts past the limit are contract-timers.ts's, on both stores.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { builtinAgent } from 'troupe';
 import { runtimes } from '../helpers.js';
+import { overflowWarnings } from './contract-timers.js';
 
 const runtime = runtimes();
 const agents = [builtinAgent('echo')];
 
-let overflows = 0;
-const onWarning = (warning: Error) => {
-  if (warning.name === 'TimeoutOverflowWarning') overflows++;
-};
-beforeEach(() => {
-  overflows = 0;
-  process.on('warning', onWarning);
-});
-afterEach(() => {
-  process.off('warning', onWarning);
-});
+const overflows = overflowWarnings();
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -37,7 +28,7 @@ describe('long timers', () => {
     const cpu = process.cpuUsage();
     await pause(500);
     const used = process.cpuUsage(cpu);
-    expect(overflows).toBe(0);
+    expect(overflows()).toBe(0);
     expect((used.user + used.system) / 1_000).toBeLessThan(150);
     expect(rt.schedules.list().map((s) => s.fired)).toEqual([0, 0, 0]);
   });
