@@ -43,9 +43,22 @@ export interface ClusterLogsDeps {
 /** See the module comment. */
 export class ClusterLogs {
   readonly #k: ClusterLogsDeps;
+  /**
+   * The wakes of the follows under way. The runtime's close wakes each through one listener of its
+   * own: a listener per follow on the one `closed` signal would pass Node's limit of 10 (a
+   * MaxListenersExceededWarning) with the 11th follow at once.
+   */
+  readonly #follows = new Set<() => void>();
 
   constructor(deps: ClusterLogsDeps) {
     this.#k = deps;
+    deps.closed.addEventListener(
+      'abort',
+      () => {
+        for (const notify of this.#follows) notify();
+      },
+      { once: true },
+    );
   }
 
   /**
@@ -80,7 +93,7 @@ export class ClusterLogs {
         if (events.some((event) => event.taskId === id)) notify();
       }, notify);
       signal?.addEventListener('abort', notify, { once: true });
-      this.#k.closed.addEventListener('abort', notify, { once: true });
+      this.#follows.add(notify);
     }
     // As on LMDB, only a follow heeds the signal.
     const stopped = () => follow === true && (signal?.aborted === true || this.#k.closed.aborted);
@@ -105,7 +118,7 @@ export class ClusterLogs {
       unsubscribe?.();
       unneed?.();
       signal?.removeEventListener('abort', notify);
-      this.#k.closed.removeEventListener('abort', notify);
+      this.#follows.delete(notify);
     }
   }
 

@@ -2,14 +2,20 @@
  * The contract suite of the public API (contract.ts) on PostgreSQL: each runtime on a scratch
  * database of its own, on the tests' server (test/postgres-setup.ts), which never skips.
  */
+import { inject } from 'vitest';
+import { createRuntime } from 'troupe';
 import { scratchPools } from '../helpers.js';
 import { pgRuntimes } from '../pg-runtime.js';
+import { scratchDatabase } from '../postgres.js';
 import { contractSuite, type ContractBackend } from './contract.js';
 import { scheduleContract } from './contract-schedules.js';
 import { inputsContract } from './contract-inputs.js';
 import { subtasksContract } from './contract-subtasks.js';
 import { capabilitiesContract } from './contract-capabilities.js';
 import { metricsPortContract } from './contract-metrics-port.js';
+import { faultsContract } from './contract-faults.js';
+import { flowContract } from './contract-flow.js';
+import { timersContract } from './contract-timers.js';
 
 // Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
 const pools = scratchPools();
@@ -20,6 +26,20 @@ const postgres: ContractBackend = {
     const { url } = await pools({ max: 1, migrated: false });
     return runtime(url, options);
   },
+  openKept: async (options = {}) => {
+    const db = await scratchDatabase(inject('pgUrl'));
+    const rt = await createRuntime({ threads: 1, slotsPerThread: 2, logger: false, ...options, store: { postgres: db.url } }).catch(async (error: unknown) => {
+      await db.drop();
+      throw error;
+    });
+    return {
+      rt,
+      close: async () => {
+        await rt.close({ timeoutMs: 1_000, force: true });
+        await db.drop();
+      },
+    };
+  },
 };
 contractSuite('PostgreSQL', postgres);
 scheduleContract('PostgreSQL', postgres);
@@ -27,3 +47,6 @@ inputsContract('PostgreSQL', postgres);
 subtasksContract('PostgreSQL', postgres);
 capabilitiesContract('PostgreSQL', postgres);
 metricsPortContract('PostgreSQL', postgres);
+faultsContract('PostgreSQL', postgres);
+flowContract('PostgreSQL', postgres);
+timersContract('PostgreSQL', postgres);

@@ -18,7 +18,7 @@
 import { once } from 'node:events';
 import { readFileSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtinAgent, TroupeError, type EventType, type LogLine, type LogOptions, type Runtime, type RuntimeEvent, type RuntimeOptions, type Task } from 'troupe';
 import { fixtureAgent, rejection, scratchDirs } from '../helpers.js';
 import { thrown } from '../pg-runtime.js';
@@ -31,10 +31,36 @@ export interface ContractBackend {
    * after the test (a runtime the test closed itself closes again at once).
    */
   open(options?: ContractOptions): Promise<Runtime>;
+  /**
+   * Opens a runtime on a fresh, empty store of this backend with `options`, which the caller closes
+   * with `close()` (that also removes its store): see {@link sharedRuntime}.
+   */
+  openKept(options?: ContractOptions): Promise<{ rt: Runtime; close(): Promise<void> }>;
 }
 
 /** The options the suite gives a runtime: both stores take them. */
-export type ContractOptions = Pick<RuntimeOptions, 'agents' | 'cancelGraceMs' | 'metricsPort'>;
+export type ContractOptions = Pick<RuntimeOptions, 'agents' | 'cancelGraceMs' | 'metricsPort' | 'threads' | 'slotsPerThread' | 'prefetch' | 'logger'>;
+
+/**
+ * One runtime for every test of the calling `describe` block (call at its top level): opened
+ * before its first test, closed after its last. Each store opened costs a PostgreSQL database and
+ * its migration, so tests that need no store of their own (they wait for their own tasks by id)
+ * share one. The getter throws outside the block's tests.
+ */
+export function sharedRuntime(backend: ContractBackend, options: ContractOptions): () => Runtime {
+  let kept: { rt: Runtime; close(): Promise<void> } | undefined;
+  beforeAll(async () => {
+    kept = await backend.openKept(options);
+  });
+  afterAll(async () => {
+    await kept?.close();
+    kept = undefined;
+  });
+  return () => {
+    if (!kept) throw new Error('sharedRuntime: no runtime outside the tests of its describe block');
+    return kept.rt;
+  };
+}
 
 /** The events that settle a run: each run has exactly one. */
 const SETTLING: ReadonlySet<EventType> = new Set<EventType>(['task.done', 'task.failed', 'task.dropped', 'task.cancelled']);
@@ -195,7 +221,10 @@ export function contractSuite(name: string, backend: ContractBackend): void {
       const mixed = await rt.submitMany([{ agent: 'echo', input: 'd' }, { agent: 'echo', input: 'e', idempotencyKey: 'pr-1' }]);
       expect(mixed[1]).toMatchObject({ id: first.id, input: 'b' });
       expect((await rt.list()).tasks.map((t) => t.input)).toEqual(['a', 'b', 'c', 'd']);
-      for (const t of mixed) await rt.wait(t.id);
+      // Two specs of one batch with one key: the second is the first's task.
+      const twice = await rt.submitMany([{ agent: 'echo', input: 'f', idempotencyKey: 'k' }, { agent: 'echo', input: 'g', idempotencyKey: 'k' }]);
+      expect(twice[1]).toMatchObject({ id: twice[0]!.id, input: 'f' });
+      for (const t of [...mixed, twice[0]!]) await rt.wait(t.id);
     });
 
     it('gets and waits: NOT_FOUND for an unknown id, INVALID_INPUT for a bad one, WAIT_TIMEOUT, an aborted wait, and a wait that sees its task settle', async () => {

@@ -116,16 +116,6 @@ describe('inputs on PostgreSQL', () => {
     expect(await row(pool, task.id)).toMatchObject({ inbox: 1, delivered: 1 });
   });
 
-  it('an agent waiting for input gives its slot back: a runtime with one slot runs other tasks meanwhile', async () => {
-    const { url } = await pools({ max: 2 });
-    const rt = await runtime(url, { agents: [interactive, builtinAgent('echo')], threads: 1, slotsPerThread: 1, prefetch: 0 });
-    const asking = await rt.submit({ agent: 'int', input: { mode: 'ask' } });
-    await next(rt, 'task.waiting', asking.id);
-    expect(await rt.wait((await rt.submit({ agent: 'echo', input: 'meanwhile' })).id, { timeoutMs: 10_000 })).toMatchObject({ state: 'done', output: 'meanwhile' });
-    await rt.sendInput(asking.id, { message: 'now' });
-    expect(await rt.wait(asking.id)).toMatchObject({ state: 'done', output: { answer: 'now' } });
-  });
-
   it('a waiting task with no attempt is cancelled at once', async () => {
     const { url } = await pools({ max: 2 });
     const first = await runtime(url, { agents: [interactive] });

@@ -1,12 +1,12 @@
 /**
  * Sleeping tasks on PostgreSQL: an agent's `{ kind: 'sleep', wakeAfterMs, followUp }` leaves its
  * task `sleeping` until the wake on the database's clock, then any node wakes it into a new run
- * whose attempts see the follow-up, as on LMDB (test/integration/interactive.test.ts). A sleeping
+ * whose attempts see the follow-up, as on LMDB (contract-flow.ts, on both stores). A sleeping
  * task can be cancelled at once, and a retry of it starts without the follow-up.
  */
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { builtinAgent, type RuntimeEvent } from 'troupe';
+import { builtinAgent } from 'troupe';
 import { fixtureAgent, rejection, scratchPools } from '../helpers.js';
 import { pgRuntimes } from '../pg-runtime.js';
 import { nextEvent as next } from './contract.js';
@@ -19,29 +19,6 @@ const agents = [{ name: 'int', module: fixtureAgent('interactive') }, builtinAge
 const row = async (pool: pg.Pool, id: string) => (await pool.query('SELECT state, run, attempts, follow_up, result FROM troupe_tasks WHERE id = $1', [id])).rows[0];
 
 describe('a sleeping task on PostgreSQL', () => {
-  it('sleeps until its wake, then wakes into a new run that sees its followUp, with the LMDB events in order', async () => {
-    const { url } = await pools({ max: 2 });
-    const rt = await runtime(url, { agents });
-    const events: RuntimeEvent[] = [];
-    rt.on('*', (event) => events.push(event));
-    const task = await rt.submit({ agent: 'int', input: { mode: 'sleeper' } });
-    const done = await rt.wait(task.id, { timeoutMs: 20_000 });
-    expect(done).toMatchObject({ state: 'done', runs: 2, attempts: 1, output: { wokeWith: { step: 2 }, run: `${task.id}:2` } });
-    const mine = events.filter((e) => e.taskId === task.id);
-    expect(mine.map((e) => [e.type, (e.data as { run?: number }).run])).toEqual([
-      ['task.queued', 1],
-      ['task.started', 1],
-      ['task.sleeping', 1],
-      ['task.queued', 2],
-      ['task.started', 2],
-      ['task.done', 2],
-    ]);
-    const sleeping = mine[2]!;
-    expect(sleeping.data).toMatchObject({ attempt: 1, exit: 'success', wakeAt: expect.any(Number) });
-    expect((sleeping.data as { wakeAt: number }).wakeAt).toBeGreaterThanOrEqual(done.createdAt + 20);
-    expect(mine[3]!.data).toEqual({ run: 2, reason: 'wake' });
-  });
-
   it('shows a sleeping task with its wake; cancels it at once; a retry starts without the followUp', async () => {
     const { url, pool } = await pools({ max: 2 });
     const rt = await runtime(url, { agents });

@@ -1,10 +1,12 @@
 /**
- * Streams (`rt.logs(id, { follow })`, `rt.events()`) and metrics (`rt.metrics()`, Prometheus text)
- * over real threads and a real store; `metricsPort` is in contract-metrics-port.ts, on both stores.
+ * Metrics on LMDB (`rt.metrics()`, Prometheus text) over real threads and a real store, with
+ * `maxQueued` (AT_CAPACITY), which PostgreSQL refuses; PostgreSQL's metrics are
+ * postgres-runtime-metrics.test.ts's, `metricsPort` is contract-metrics-port.ts's and log streams
+ * contract-flow.ts's, on both stores.
  */
 import { describe, expect, it } from 'vitest';
-import { builtinAgent, createRuntime, type LogLine, type Runtime, type RuntimeOptions } from 'troupe';
-import { fixtureAgent, scratchDirs } from '../helpers.js';
+import { builtinAgent, createRuntime, type Runtime, type RuntimeOptions } from 'troupe';
+import { scratchDirs } from '../helpers.js';
 
 const dir = scratchDirs();
 
@@ -14,83 +16,10 @@ function open(options: RuntimeOptions = {}): Promise<Runtime> {
     threads: 2,
     slotsPerThread: 2,
     dataDir: dir(),
-    agents: [{ name: 'int', module: fixtureAgent('interactive') }, { name: 'chatty', module: fixtureAgent('chatty') }, builtinAgent('echo'), builtinAgent('fail', { retry: { maxAttempts: 2, delayMs: 0 }, backoff: false })],
+    agents: [builtinAgent('echo'), builtinAgent('fail', { retry: { maxAttempts: 2, delayMs: 0 }, backoff: false })],
     ...options,
   });
 }
-
-describe('log streams', () => {
-  it('follow replays stored lines, then goes live until the task settles, with no gap and no duplicate', async () => {
-    const rt = await open();
-    const task = await rt.submit({ agent: 'int', input: { mode: 'ask' } });
-    const seen: LogLine[] = [];
-    const following = (async () => {
-      for await (const line of rt.logs(task.id, { follow: true })) seen.push(line);
-    })();
-    await new Promise<void>((resolve) => {
-      const off = rt.on('task.waiting', () => {
-        off();
-        resolve();
-      });
-    });
-    await rt.sendInput(task.id, { message: 'go' });
-    await following;
-    const stored: LogLine[] = [];
-    for await (const line of rt.logs(task.id)) stored.push(line);
-    expect(stored.map((l) => l.message)).toEqual(['asking']);
-    expect(seen).toEqual(stored);
-    await rt.close();
-  });
-
-  it('follow on a chatty task sees every line once, in order, and resumes after a cursor', async () => {
-    const rt = await open();
-    const task = await rt.submit({ agent: 'chatty', input: { lines: 300 } });
-    const seen: string[] = [];
-    for await (const line of rt.logs(task.id, { follow: true })) seen.push(line.message);
-    expect(seen).toEqual(Array.from({ length: 300 }, (_, i) => `line ${i}`));
-    const lines: LogLine[] = [];
-    for await (const line of rt.logs(task.id)) lines.push(line);
-    const tail: string[] = [];
-    for await (const line of rt.logs(task.id, { after: lines[289]!.cursor, follow: true })) tail.push(line.message);
-    expect(tail).toEqual(Array.from({ length: 10 }, (_, i) => `line ${290 + i}`));
-    await rt.close();
-  });
-
-  it('followers that start while lines are being committed miss none of them', async () => {
-    const rt = await open();
-    const task = await rt.submit({ agent: 'chatty', input: { lines: 1500 } });
-    const followers: Array<Promise<number>> = [];
-    for (let i = 0; i < 12; i++) {
-      followers.push(
-        (async () => {
-          let n = 0;
-          for await (const line of rt.logs(task.id, { follow: true })) if (line.message === `line ${n}`) n++;
-          return n;
-        })(),
-      );
-      await new Promise((resolve) => setTimeout(resolve, 2));
-    }
-    expect(await Promise.all(followers)).toEqual(Array.from({ length: 12 }, () => 1500));
-    await rt.close();
-  });
-
-    it('follow ends when its signal aborts', async () => {
-    const rt = await open();
-    const task = await rt.submit({ agent: 'int', input: { mode: 'ask' } });
-    const controller = new AbortController();
-    const seen: string[] = [];
-    const following = (async () => {
-      for await (const line of rt.logs(task.id, { follow: true, signal: controller.signal })) {
-        seen.push(line.message);
-        controller.abort();
-      }
-    })();
-    await following;
-    expect(seen).toEqual(['asking']);
-    await rt.cancel(task.id);
-    await rt.close();
-  });
-});
 
 describe('metrics', () => {
   it('snapshot and Prometheus text: exits, latencies, queue depth, free slots, at-capacity rejections', async () => {
