@@ -8,7 +8,7 @@
  * keep it, as on LMDB.
  */
 import type pg from 'pg';
-import { checkLease, invalid, type Lease } from './checks.js';
+import { checkLease, invalid, staleLeases, type Lease } from './checks.js';
 import { insertEvents, notifyIfAny } from './events.js';
 import { storeFailed } from './transaction.js';
 
@@ -49,13 +49,7 @@ export async function writeProgress(pool: Pick<pg.Pool, 'query'>, reports: reado
   } catch (error) {
     throw storeFailed('writing progress', error);
   }
-  const current = new Set(rows.map((r) => `${r.id}\u0000${r.token}`));
-  const stale = new Map<string, Lease>();
-  for (const { taskId, token } of reports) {
-    const key = `${taskId}\u0000${token}`;
-    if (!current.has(key)) stale.set(key, { taskId, token });
-  }
-  return { stored: rows[0]?.stored ?? 0, stale: [...stale.values()] };
+  return { stored: rows[0]?.stored ?? 0, stale: staleLeases(rows, reports) };
 }
 
 /**
