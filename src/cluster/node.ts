@@ -363,11 +363,11 @@ class Node implements ClusterNodeHandle {
     // Aborted agents get cancelGraceMs to clean up before their threads are destroyed under them.
     await step('waiting for aborted attempts', () => within(cancelGraceMs, attempts.ended()));
     await step('ending what did not stop', () => attempts.abandonAll());
-    // Ends wait for their attempts' lines; writes and settles that keep failing get as long as
-    // running attempts had; a sweeper ends what is left.
+    // Ends wait for their attempts' lines and progress; writes and settles that keep failing get as
+    // long as running attempts had; a sweeper ends what is left.
     const storeMs = Math.max(timeoutMs, cancelGraceMs, 1_000);
-    await step('storing log lines', () => within(storeMs, this.#logs.idle()));
-    await step('giving up unstored log lines', () => this.#logs.abandon());
+    await step('storing log lines and progress', () => within(storeMs, this.#logs.idle()));
+    await step('giving up unstored log lines and progress', () => this.#logs.abandon());
     await step('settling', () => within(storeMs, this.#settler.idle()));
     await step('giving up unsettled ends', () => this.#settler.abandon());
     await step('stopping lease renewals', () => this.#leases.stop());

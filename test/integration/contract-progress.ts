@@ -40,16 +40,17 @@ export function progressContract(name: string, backend: ContractBackend): void {
       expect((await rt().list({ agent: 'reporter', limit: 1_000 })).tasks.find((t) => t.id === task.id)).toEqual(done);
     });
 
-    it('keeps the progress through a requeue and a settle; a retry of the settled task clears it', async () => {
+    it('keeps the progress through a requeue and a settle; a retry of the dropped task clears it', async () => {
       const retry = { backoff: 'fixed' as const, delayMs: 1, jitter: 0 };
       const requeued = await rt().submit({ agent: 'reporter', input: { mode: 'failFirst' }, retry: { ...retry, maxAttempts: 2 } });
       expect(await rt().wait(requeued.id)).toMatchObject({ state: 'done', attempts: 2, output: 'again', progress: { value: 0.4, message: 'tried' } });
-      const failed = await rt().wait((await rt().submit({ agent: 'reporter', input: { mode: 'failFirst' }, retry: { ...retry, maxAttempts: 1 } })).id);
-      expect(failed).toMatchObject({ state: 'failed', progress: { value: 0.4, message: 'tried' } });
-      const retried = await rt().retry(failed.id);
+      // Its budget spent by the one retryable failure: dropped.
+      const dropped = await rt().wait((await rt().submit({ agent: 'reporter', input: { mode: 'failFirst' }, retry: { ...retry, maxAttempts: 1 } })).id);
+      expect(dropped).toMatchObject({ state: 'dropped', progress: { value: 0.4, message: 'tried' } });
+      const retried = await rt().retry(dropped.id);
       expect(retried.state).toBe('queued');
       expect(retried).not.toHaveProperty('progress');
-      const again = await rt().wait(failed.id);
+      const again = await rt().wait(dropped.id);
       expect(again).toMatchObject({ state: 'done', runs: 2, output: 'again' });
       expect(again).not.toHaveProperty('progress');
     });
