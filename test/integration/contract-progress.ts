@@ -27,7 +27,7 @@ export function progressContract(name: string, backend: ContractBackend): void {
       off();
       expect(events.map((e) => e.type)).toEqual(['task.queued', 'task.started', 'task.progress', 'task.progress', 'task.progress', 'task.done']);
       const reports = events.filter((e) => e.type === 'task.progress');
-      // Three in one turn: the last. One past the interval. Two within it: the last, sent with the end.
+      // Three in one turn: the last. One past the interval. Two in two turns within it: the last, sent with the end.
       expect(reports.map((e) => e.data)).toEqual([{ value: 0.3, message: 'c' }, { value: 0.6, message: 'd' }, { value: 0.8 }]);
       expect(reports.every((e) => e.attemptId === `${task.id}:1:1`)).toBe(true);
       expect(live.map((e) => e.data)).toEqual(reports.map((e) => e.data));
