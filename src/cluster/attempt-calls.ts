@@ -6,7 +6,7 @@
 import type { CallAnswer } from '../../actors/wire.js';
 import { TroupeError } from '../errors.js';
 import type { Lease } from '../store/postgres/checks.js';
-import type { NodeAttempt } from './node-attempts.js';
+import type { NodeAttempt } from './node-attempt.js';
 
 /** The statements of each attempt still in flight, by attempt id. */
 export class InFlight {

@@ -14,12 +14,11 @@
  * from for a whole lease is presumed so and stopped, as the LMDB runtime stops it. One still
  * queued on its thread is not: it waits for a slot the thread's running attempts hold.
  */
-import type { AbortReason, AgentCall, AttemptRequest, CallAnswer } from '../../actors/wire.js';
+import type { AbortReason, AgentCall, CallAnswer } from '../../actors/wire.js';
 import type { RegisteredAgent } from '../agents/registry.js';
-import type { RetryPolicy } from '../api/tasks.js';
-import type { Clock, ClockTimer } from '../clock.js';
+import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
-import type { AbortOutcome, AgentPool, PoolHost } from '../pool/pool.js';
+import type { AgentPool, PoolHost } from '../pool/pool.js';
 import type { ClaimedTask, Lease } from '../store/postgres/queue.js';
 import type { AttemptPhase } from '../tasks/attempt.js';
 import type { AttemptObserver } from './options.js';
@@ -27,66 +26,12 @@ import type { AttemptOutcome } from '../tasks/outcome.js';
 import type { StartAhead } from '../tasks/start-ahead.js';
 import { terminateUnstopped, threadLosses } from '../tasks/thread-loss.js';
 import { attemptEnd } from './attempt-end.js';
+import { NodeAttempt } from './node-attempt.js';
 import type { LogWriter } from './log-writer.js';
 import type { Settler } from './settler.js';
 
 /** How long a thread has to answer the abort of an attempt presumed stuck before it is terminated. */
 const STUCK_ANSWER_MS = 250;
-
-/** One claimed attempt, host side. */
-export class NodeAttempt {
-  readonly claimed: ClaimedTask;
-  readonly agent: RegisteredAgent;
-  phase: AttemptPhase = 'dispatched';
-  /** Set once the node asked it to stop (timeout, lost lease, shutdown). */
-  stop: { reason: AbortReason; detail?: string } | undefined = undefined;
-  /** The exit code its agent ended its thread with, once the thread said so. */
-  endedThread: number | undefined = undefined;
-  /** When its thread was last heard from (the claim counts), on the node's clock. */
-  heardAt: number;
-  /** When the node took it from its claim, on the node's clock. */
-  readonly claimedAt: number;
-  /** What its thread said about the abort. */
-  abortAnswer: Promise<AbortOutcome> | undefined = undefined;
-  timer: ClockTimer | undefined = undefined;
-  /** When its thread began it (performance.now()), for the start-ahead window's execution average. */
-  beganAt = 0;
-  /** The number its next log line gets. */
-  lines = 0;
-  /** Once its agent asked for input: how many of the task's inputs it has taken (node-inputs.ts). */
-  handed: number | undefined = undefined;
-  /** Whether its agent waits on the host (an input): its slot's claim budget is free meanwhile. */
-  parked = false;
-
-  /** Its timeout and retry policy: the task's own (as submitted) over its agent's registration here. */
-  readonly timeoutMs: number;
-  readonly retry: Readonly<RetryPolicy>;
-
-  constructor(claimed: ClaimedTask, agent: RegisteredAgent, now: number) {
-    this.claimed = claimed;
-    this.agent = agent;
-    this.heardAt = now;
-    this.timeoutMs = claimed.timeoutMs ?? agent.timeoutMs;
-    this.retry = claimed.retry === undefined ? agent.retry : { ...agent.retry, ...claimed.retry };
-    this.claimedAt = now;
-  }
-
-  get attemptId(): string {
-    return this.claimed.attemptId;
-  }
-
-  get token(): number {
-    return this.claimed.token;
-  }
-
-  /** What its thread is handed: the claimed row's input and follow-up, the agent's module. */
-  request(): AttemptRequest {
-    const { claimed, agent } = this;
-    const request: AttemptRequest = { module: agent.module, agent: agent.name, taskId: claimed.id, attemptId: claimed.attemptId, run: claimed.run, attempt: claimed.attempt, token: claimed.token, input: claimed.input };
-    if (claimed.followUp !== undefined) request.followUp = claimed.followUp;
-    return request;
-  }
-}
 
 /** What the attempts need from their node. */
 export interface NodeAttemptsDeps {
@@ -179,7 +124,10 @@ export class NodeAttempts {
       const attempt = this.#heard(attemptId, token, 'log');
       if (attempt) attempt.lines = this.#k.logs.add(attempt.claimed, attempt.lines, lines);
     },
-    progress: (attemptId, token) => void this.#heard(attemptId, token, 'progress'),
+    progress: (attemptId, token, value, message, at) => {
+      const attempt = this.#heard(attemptId, token, 'progress');
+      if (attempt) this.#k.logs.progress(attempt.claimed, value, message, at);
+    },
     heartbeat: (attemptId, token) => void this.#heard(attemptId, token, undefined),
     stray: (attemptId, message) => this.#k.log.warn({ attemptId: attemptId || undefined }, message),
     exiting: (attemptId, token, code) => {
@@ -378,7 +326,7 @@ export class NodeAttempts {
         this.#changed();
       });
     };
-    // Its lines are stored before its end is: a reader who sees the task settled sees them all.
+    // Its lines and progress are stored before its end is: a reader who sees the task settled sees them all.
     const written = this.#k.logs.written(attempt.attemptId);
     if (written || inputs) void Promise.all([written, inputs]).then(settle);
     else settle();

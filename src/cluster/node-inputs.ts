@@ -21,7 +21,7 @@ import type { Logger } from '../log.js';
 import type { Lease } from '../store/postgres/checks.js';
 import { parkForInput, readDelivered, unwaitInput } from '../store/postgres/inbox.js';
 import { callFailure, InFlight, leaseOf } from './attempt-calls.js';
-import type { NodeAttempt } from './node-attempts.js';
+import type { NodeAttempt } from './node-attempt.js';
 
 /** What the inputs need from their node. */
 export interface NodeInputsDeps {

@@ -25,7 +25,7 @@ import type { Logger } from '../log.js';
 import { parkForJoin, readyJoins, resumeDetachedJoins, resumeJoin, spawnChild } from '../store/postgres/children.js';
 import { callFailure, InFlight, leaseOf } from './attempt-calls.js';
 import { Every } from './every.js';
-import type { NodeAttempt } from './node-attempts.js';
+import type { NodeAttempt } from './node-attempt.js';
 import { newTaskOf } from './task-view.js';
 
 /** What the joins need from their node. */

@@ -33,7 +33,8 @@ import { Every } from './every.js';
 import { Firer } from './firer.js';
 import { LeaseKeeper } from './leases.js';
 import { LogWriter } from './log-writer.js';
-import { NodeAttempts, type NodeAttempt } from './node-attempts.js';
+import type { NodeAttempt } from './node-attempt.js';
+import { NodeAttempts } from './node-attempts.js';
 import { KillWatch } from './node-kill.js';
 import { NodeInputs } from './node-inputs.js';
 import { NodeJoins } from './node-joins.js';
@@ -362,11 +363,11 @@ class Node implements ClusterNodeHandle {
     // Aborted agents get cancelGraceMs to clean up before their threads are destroyed under them.
     await step('waiting for aborted attempts', () => within(cancelGraceMs, attempts.ended()));
     await step('ending what did not stop', () => attempts.abandonAll());
-    // Ends wait for their attempts' lines; writes and settles that keep failing get as long as
-    // running attempts had; a sweeper ends what is left.
+    // Ends wait for their attempts' lines and progress; writes and settles that keep failing get as
+    // long as running attempts had; a sweeper ends what is left.
     const storeMs = Math.max(timeoutMs, cancelGraceMs, 1_000);
-    await step('storing log lines', () => within(storeMs, this.#logs.idle()));
-    await step('giving up unstored log lines', () => this.#logs.abandon());
+    await step('storing log lines and progress', () => within(storeMs, this.#logs.idle()));
+    await step('giving up unstored log lines and progress', () => this.#logs.abandon());
     await step('settling', () => within(storeMs, this.#settler.idle()));
     await step('giving up unsettled ends', () => this.#settler.abandon());
     await step('stopping lease renewals', () => this.#leases.stop());

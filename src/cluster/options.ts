@@ -11,6 +11,7 @@ import type { LoggerOption } from '../log.js';
 import { assertNonNegativeInt, assertPositiveInt, DEFAULT_RETRY, invalidOptions, stripUndefined } from '../options.js';
 import type { AgentPool, PiscinaPoolOptions } from '../pool/pool.js';
 import { writeLogLines, type LogWrite, type LogWriteResult } from '../store/postgres/logs.js';
+import { writeProgress, type ProgressWrite, type ProgressWriteResult } from '../store/postgres/progress.js';
 import { claimTasks, renewLeases, type ClaimedTask, type Lease, type Renewal } from '../store/postgres/queue.js';
 import { fireDue, type FireResult } from '../store/postgres/schedule-fire.js';
 import { settleAttempts, type AttemptEnd, type SettleResult } from '../store/postgres/settle.js';
@@ -88,12 +89,14 @@ export interface ClusterQueue {
   fire(pool: pg.Pool, node: string): Promise<FireResult>;
   /** Stores attempts' log lines, fenced by their tokens (one statement). */
   log(pool: pg.Pool, lines: readonly LogWrite[]): Promise<LogWriteResult>;
+  /** Stores attempts' progress reports, fenced by their tokens (one statement). */
+  progress(pool: pg.Pool, reports: readonly ProgressWrite[]): Promise<ProgressWriteResult>;
   /** Wakes the sleeping tasks whose wake has come (one statement); resolves with how many. */
   wake(pool: pg.Pool): Promise<number>;
 }
 
 /** The real verbs on PostgreSQL. */
-export const POSTGRES_QUEUE: ClusterQueue = Object.freeze({ claim: claimTasks, renew: renewLeases, settle: settleAttempts, fire: (pool: pg.Pool, node: string) => fireDue(pool, node), log: writeLogLines, wake: (pool: pg.Pool) => wakeDue(pool) });
+export const POSTGRES_QUEUE: ClusterQueue = Object.freeze({ claim: claimTasks, renew: renewLeases, settle: settleAttempts, fire: (pool: pg.Pool, node: string) => fireDue(pool, node), log: writeLogLines, progress: writeProgress, wake: (pool: pg.Pool) => wakeDue(pool) });
 
 /** Options after defaults and validation. */
 export interface ResolvedNodeOptions {

@@ -90,6 +90,8 @@ export function taskOf(row: TaskRow, agent: RegisteredAgent | undefined, default
   if (row.idempotency_key !== null) task.idempotencyKey = row.idempotency_key;
   if (row.parent_id !== null) task.parentId = row.parent_id;
   if (row.retention !== null) task.retention = retentionFromJson(row.retention);
+  // The last progress its attempts reported in this run, with the agent's `at` (as the LMDB runtime's record keeps it).
+  if (row.progress !== null) task.progress = { ...row.progress };
   // When the task last entered `queued`, kept once it left it, as the LMDB runtime keeps it.
   task.queuedAt = ms(row.queued_at);
   if (row.state === 'queued' && row.run_at > row.queued_at + 1) task.runAt = ms(row.run_at);

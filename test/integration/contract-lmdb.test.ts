@@ -9,6 +9,7 @@ import { metricsPortContract } from './contract-metrics-port.js';
 import { faultsContract } from './contract-faults.js';
 import { flowContract } from './contract-flow.js';
 import { timersContract } from './contract-timers.js';
+import { progressContract } from './contract-progress.js';
 
 const runtime = runtimes();
 
@@ -28,3 +29,4 @@ metricsPortContract('LMDB', lmdb);
 faultsContract('LMDB', lmdb);
 flowContract('LMDB', lmdb);
 timersContract('LMDB', lmdb);
+progressContract('LMDB', lmdb);

@@ -16,6 +16,7 @@ import { metricsPortContract } from './contract-metrics-port.js';
 import { faultsContract } from './contract-faults.js';
 import { flowContract } from './contract-flow.js';
 import { timersContract } from './contract-timers.js';
+import { progressContract } from './contract-progress.js';
 
 // Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
 const pools = scratchPools();
@@ -50,3 +51,4 @@ metricsPortContract('PostgreSQL', postgres);
 faultsContract('PostgreSQL', postgres);
 flowContract('PostgreSQL', postgres);
 timersContract('PostgreSQL', postgres);
+progressContract('PostgreSQL', postgres);

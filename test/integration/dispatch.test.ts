@@ -1,9 +1,8 @@
 /**
- * Dispatch on LMDB where it differs from PostgreSQL's: a task's instance key, progress (a cluster
- * node drops `ctx.progress`: no `task.progress`, no `progress` on the task), and the one commit of
- * a submitMany's events.
- * What both stores share is in contract.ts (submit, wait, events, keys, lists) and contract-flow.ts
- * (priority order).
+ * Dispatch on LMDB where it differs from PostgreSQL's: a task's instance key, and the one commit
+ * of a submitMany's events.
+ * What both stores share is in contract.ts (submit, wait, events, keys, lists), contract-flow.ts
+ * (priority order) and contract-progress.ts (progress).
  */
 import { describe, expect, it } from 'vitest';
 import { builtinAgent } from 'troupe';
@@ -24,14 +23,10 @@ describe('submit → dispatch → settle', () => {
     expect(await rt.get(submitted.id)).toEqual(done);
   });
 
-  it('keeps fork results with branch and rev, and agent logs and progress', async () => {
+  it('keeps fork results with branch and rev, and agent logs', async () => {
     const rt = await runtime({ agents: [{ name: 'chatty', module: fixtureAgent('chatty') }, { name: 'weird', module: fixtureAgent('weird') }] });
-    const progress: number[] = [];
-    rt.on('task.progress', (e) => progress.push(e.data?.value as number));
     const chatty = await rt.wait((await rt.submit({ agent: 'chatty', input: { lines: 7 } })).id);
     expect(chatty).toMatchObject({ state: 'done', output: { lines: 7 }, result: { kind: 'success', summary: 'wrote 7 lines', branch: 'feat/chatty', rev: 'abc123' } });
-    expect(chatty.progress).toMatchObject({ value: 0.5, message: 'half way' });
-    expect(progress).toEqual([0.5]);
     const lines = [];
     for await (const line of rt.logs(chatty.id)) lines.push(line);
     expect(lines.map((l) => l.message)).toEqual(['line 0', 'line 1', 'line 2', 'line 3', 'line 4', 'line 5', 'line 6']);

@@ -1,6 +1,6 @@
 /**
- * How a cluster node writes its agents' log lines (src/cluster/log-writer.ts), against a fake
- * write verb that answers when told, on a clock the test moves: a turn's lines of every attempt in
+ * How a cluster node writes its agents' log lines and progress (src/cluster/log-writer.ts), against fake
+ * write verbs that answer when told, on a clock the test moves: a turn's lines of every attempt in
  * one write, numbered per attempt; one write in flight, the lines that come meanwhile in the next
  * one; an attempt's waiters hear once its lines are written; a failed write is tried again before
  * later lines; what jsonb cannot hold is made storable.
@@ -10,14 +10,22 @@ import { LogWriter } from '../../src/cluster/log-writer.js';
 import { ManualClock } from '../../src/clock.js';
 import { TroupeError } from '../../src/errors.js';
 import type { LogWrite, LogWriteResult } from '../../src/store/postgres/logs.js';
+import type { ProgressWrite } from '../../src/store/postgres/progress.js';
 import { capturedLog } from '../log-capture.js';
 
 /** A write verb whose calls wait until the test answers them. */
-function fakeWrites() {
-  const calls: Array<{ lines: readonly LogWrite[]; answer(result?: LogWriteResult): void; fail(error: Error): void }> = [];
-  const log = (_pool: unknown, lines: readonly LogWrite[]) =>
+function fakeVerb<T>() {
+  const calls: Array<{ lines: readonly T[]; answer(result?: LogWriteResult): void; fail(error: Error): void }> = [];
+  const verb = (_pool: unknown, lines: readonly T[]) =>
     new Promise<LogWriteResult>((resolve, reject) => calls.push({ lines, answer: (result = { stored: lines.length, stale: [] }) => resolve(result), fail: reject }));
-  return { calls, queue: { log: log as never } };
+  return { calls, verb: verb as never };
+}
+
+/** The log and progress verbs, faked. */
+function fakeWrites() {
+  const log = fakeVerb<LogWrite>();
+  const progress = fakeVerb<ProgressWrite>();
+  return { calls: log.calls, reports: progress.calls, queue: { log: log.verb, progress: progress.verb } };
 }
 
 /** Lets a turn pass: scheduled writes start, answered ones finish. */
@@ -27,9 +35,9 @@ const attempt = (id: string, token = 1) => ({ id, token, run: 1, attempt: 1, att
 const summary = (lines: readonly LogWrite[]) => lines.map((l) => `${l.taskId}/${l.seq}/${l.message}`);
 
 function writer(clock = new ManualClock()) {
-  const { calls, queue } = fakeWrites();
+  const { calls, reports, queue } = fakeWrites();
   const { log, lines } = capturedLog('warn');
-  return { calls, clock, logged: lines, logs: new LogWriter({ pool: {} as never, queue, log, clock, retryMs: 100 }) };
+  return { calls, reports, clock, logged: lines, logs: new LogWriter({ pool: {} as never, queue, log, clock, retryMs: 100 }) };
 }
 
 describe('a node writing log lines', () => {
@@ -92,6 +100,39 @@ describe('a node writing log lines', () => {
     await logs.idle();
     expect(calls).toHaveLength(3);
     expect(logged.map((l) => l.msg)).toEqual(['storing log lines failed; trying again', 'stale log lines dropped: the attempt is no longer current', 'the store refused a batch of log lines; they are dropped']);
+  });
+
+  it("writes a turn's progress reports of every attempt in one write of their own, in order, and an attempt's waiters hear once its lines and reports are written", async () => {
+    const { calls, reports, logs } = writer();
+    logs.progress(attempt('a'), 0.1, 'a\u0000', 1);
+    logs.add(attempt('a'), 0, [['info', 'a0', 2]]);
+    logs.progress(attempt('b'), 0.2, undefined, 3);
+    logs.progress(attempt('a'), 0.3, undefined, 4);
+    let heard = false;
+    void logs.written('a:1:1')!.then(() => (heard = true));
+    await turn();
+    expect(calls).toHaveLength(1);
+    expect(reports).toHaveLength(1);
+    expect(reports[0]!.lines).toEqual([
+      { taskId: 'a', token: 1, attemptId: 'a:1:1', value: 0.1, message: 'a\uFFFD', at: 1 },
+      { taskId: 'b', token: 1, attemptId: 'b:1:1', value: 0.2, at: 3 },
+      { taskId: 'a', token: 1, attemptId: 'a:1:1', value: 0.3, at: 4 },
+    ]);
+    // One write in flight: a report meanwhile waits for the next.
+    logs.progress(attempt('b'), 0.4, undefined, 5);
+    await turn();
+    expect(reports).toHaveLength(1);
+    calls[0]!.answer();
+    await turn();
+    expect(heard).toBe(false);
+    reports[0]!.answer();
+    await turn();
+    expect(heard).toBe(true);
+    await turn();
+    expect(reports).toHaveLength(2);
+    expect(reports[1]!.lines.map((r) => r.value)).toEqual([0.4]);
+    reports[1]!.answer();
+    await logs.idle();
   });
 
   it('stores what jsonb cannot hold as JSON would write it, and a NUL as U+FFFD', async () => {

@@ -169,6 +169,20 @@ export interface Lease {
   token: number;
 }
 
+/**
+ * The leases among `writes` that a fenced write found stale: those whose (task, token) is not
+ * among the `current` rows it locked (tokens as PostgreSQL answers a bigint: text). Each once.
+ */
+export function staleLeases(current: ReadonlyArray<{ id: string; token: string }>, writes: readonly Lease[]): Lease[] {
+  const held = new Set(current.map((r) => `${r.id}\u0000${r.token}`));
+  const stale = new Map<string, Lease>();
+  for (const { taskId, token } of writes) {
+    const key = `${taskId}\u0000${token}`;
+    if (!held.has(key)) stale.set(key, { taskId, token });
+  }
+  return [...stale.values()];
+}
+
 /** Checks a lease (a task id and a token) named `where`. */
 export function checkLease(lease: Lease, where: string): void {
   if (typeof lease !== 'object' || lease === null) throw invalid(`${where} must be an object`);

@@ -14,7 +14,7 @@ import type pg from 'pg';
 import type { TaskState } from '../../../machines/index.js';
 import { toLogCursor, type LogLine } from '../../events/logs.js';
 import type { LogRecord } from '../records.js';
-import { checkLease, INT4_MAX, invalid, type Lease } from './checks.js';
+import { checkLease, INT4_MAX, invalid, staleLeases, type Lease } from './checks.js';
 import { jsonOf, storeFailed } from './transaction.js';
 
 /** One line to store: its attempt (task, token, run, attempt, id), its number in it, what it says. */
@@ -73,13 +73,7 @@ export async function writeLogLines(pool: Pick<pg.Pool, 'query'>, lines: readonl
   } catch (error) {
     throw storeFailed('writing log lines', error);
   }
-  const current = new Set(rows.map((r) => `${r.id}\u0000${r.token}`));
-  const stale = new Map<string, Lease>();
-  for (const { taskId, token } of lines) {
-    const key = `${taskId}\u0000${token}`;
-    if (!current.has(key)) stale.set(key, { taskId, token });
-  }
-  return { stored: rows[0]?.stored ?? 0, stale: [...stale.values()] };
+  return { stored: rows[0]?.stored ?? 0, stale: staleLeases(rows, lines) };
 }
 
 /**

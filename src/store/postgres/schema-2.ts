@@ -144,4 +144,12 @@ export const MIGRATIONS_2: readonly Migration[] = [
       CREATE INDEX troupe_tasks_expiring ON troupe_tasks (troupe_expiry(settled_at, state, retention))
         WHERE state IN ('done', 'failed', 'dropped', 'cancelled') AND retention ? state;`,
   },
+  {
+    version: 20,
+    name: 'progress',
+    // The latest `ctx.progress` of a task's attempts (progress.ts): `{ value, message?, at }`, as
+    // the LMDB runtime's record keeps it (at: the agent's clock, epoch ms). NULL: none reported in
+    // this run. Not indexed, so its update can be a HOT one.
+    sql: `ALTER TABLE troupe_tasks ADD COLUMN progress jsonb CHECK (progress IS NULL OR jsonb_typeof(progress) = 'object');`,
+  },
 ];

@@ -57,10 +57,12 @@ export interface TaskRow {
   requires: string[] | null;
   /** The task's own retention (schema version 19: ms per settled state, null for for good), or null. */
   retention: Record<string, number | null> | null;
+  /** The last `ctx.progress` of its run (schema version 20: progress.ts), or null. */
+  progress: { value: number; message?: string; at: number } | null;
 }
 
 const COLUMNS = [
-  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, result, error, labels, cancel_reason, timeout_ms, retry, waiting_for, parent_id, requires, retention',
+  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, result, error, labels, cancel_reason, timeout_ms, retry, waiting_for, parent_id, requires, retention, progress',
   ...['created_at', 'updated_at', 'started_at', 'settled_at', 'queued_at', 'run_at', 'attempt_started_at', 'lease_until'].map((c) => epochMs(c)),
 ].join(', ');
 
@@ -186,7 +188,7 @@ const RETRYABLE: ReadonlySet<TaskState> = new Set<TaskState>(['failed', 'dropped
 
 /**
  * Starts a new run of a failed, dropped or cancelled task: queued at the back of its priority,
- * with a fresh attempt budget and without the last run's output, result, error, cancel or sleep's follow-up, and a
+ * with a fresh attempt budget and without the last run's output, result, error, cancel or sleep's follow-up or progress, and a
  * `task.queued` event (`reason: 'retry'`, `from`: the state it left). A task that needs attention
  * (unmatched: no agent covered its `requires`) is routed again (routing.ts) and queued in the same
  * run (`reason: 'operator'`), as on LMDB; UNKNOWN_AGENT, changing nothing, while still no agent
@@ -203,7 +205,7 @@ export async function retryTask(pool: pg.Pool, id: string): Promise<TaskRow> {
     if (!RETRYABLE.has(row.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${row.state}; only failed, dropped or cancelled tasks can be retried`);
     await client.query(
       `UPDATE troupe_tasks SET state = 'queued', run = run + 1, attempts = 0, attempt_seq = 0, queued_order = nextval('troupe_queued_order'),
-              queued_at = now(), run_at = now(), output = NULL, result = NULL, error = NULL, cancel_reason = NULL, follow_up = NULL, started_at = NULL, settled_at = NULL, updated_at = now()
+              queued_at = now(), run_at = now(), output = NULL, result = NULL, error = NULL, cancel_reason = NULL, follow_up = NULL, progress = NULL, started_at = NULL, settled_at = NULL, updated_at = now()
         WHERE id = $1`,
       [id],
     );
