@@ -134,7 +134,7 @@ export class NodeAttempts {
       const attempt = this.#current(attemptId, token);
       if (attempt) attempt.endedThread = code;
     },
-    // Inputs (node-inputs.ts); spawns and joins need a task tree the cluster does not keep yet.
+    // Inputs, spawns and joins (node-inputs.ts, which hands spawns and joins to node-joins.ts); every node has them, unit tests may leave them out.
     call: async (attemptId, token, call) => {
       const attempt = this.#current(attemptId, token);
       if (!attempt) return { ok: false, error: { code: 'FENCED', message: 'this attempt is no longer current' } };
