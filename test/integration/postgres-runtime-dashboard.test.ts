@@ -112,19 +112,20 @@ describe('the dashboard of a runtime on PostgreSQL', () => {
     const { rt, worker, base } = await cluster();
     const task = await worker.submit({ agent: 'sleep', input: { ms: 1, steps: 1 } });
     await rt.wait(task.id);
-    const replayed = await readUntil(await fetch(`${base}/api/events?taskId=${task.id}`), (m) => m.length === 3);
-    expect(replayed.map((e) => e.data.type)).toEqual(['task.queued', 'task.started', 'task.done']);
+    // The sleep agent reports its one step: a task.progress before the settle, as on LMDB.
+    const replayed = await readUntil(await fetch(`${base}/api/events?taskId=${task.id}`), (m) => m.length === 4);
+    expect(replayed.map((e) => e.data.type)).toEqual(['task.queued', 'task.started', 'task.progress', 'task.done']);
     expect(replayed.map((e) => e.id)).toEqual(replayed.map((e) => e.data.cursor));
-    const resumed = await readUntil(await fetch(`${base}/api/events?taskId=${task.id}`, { headers: { 'last-event-id': replayed[0]!.id! } }), (m) => m.length === 2);
+    const resumed = await readUntil(await fetch(`${base}/api/events?taskId=${task.id}`, { headers: { 'last-event-id': replayed[0]!.id! } }), (m) => m.length === 3);
     expect(resumed.map((e) => e.id)).toEqual(replayed.slice(1).map((e) => e.id));
-    const afterSeq = await readUntil(await fetch(`${base}/api/events?taskId=${task.id}&after=${replayed[1]!.data.seq}`), (m) => m.length === 1);
-    expect(afterSeq.map((e) => e.id)).toEqual([replayed[2]!.id]);
+    const afterSeq = await readUntil(await fetch(`${base}/api/events?taskId=${task.id}&after=${replayed[2]!.data.seq}`), (m) => m.length === 1);
+    expect(afterSeq.map((e) => e.id)).toEqual([replayed[3]!.id]);
     expect(await json(`${base}/api/events?after=garbage`)).toMatchObject({ status: 400, body: { error: { code: 'INVALID_INPUT' } } });
     expect((await json(`${base}/api/events?types=task.nonsense`)).status).toBe(400);
     expect((await json(`${base}/api/events?taskId=01NOSUCHTASK`)).status).toBe(404);
 
     // Live: a task.done committed on the other runtime after the stream opened.
-    const live = await fetch(`${base}/api/events?types=task.done&after=${replayed[2]!.id}`);
+    const live = await fetch(`${base}/api/events?types=task.done&after=${replayed[3]!.id}`);
     const next = await worker.submit({ agent: 'sleep', input: { ms: 1, steps: 1 } });
     expect((await readUntil(live, (m) => m.length === 1)).map((e) => e.data.taskId)).toEqual([next.id]);
   });

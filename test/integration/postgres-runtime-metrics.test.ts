@@ -181,7 +181,9 @@ describe('stats().queued and delayed on PostgreSQL', () => {
     // A running attempt holds one of its node's 2 slots.
     const sleeping = await rt.submit({ agent: 'sleep', input: { ms: 600_000, steps: 1 } });
     await started(rt, sleeping.id);
-    expect(await rt.metrics()).toMatchObject({ running: 1, freeSlots: 1 });
+    // The node counts the attempt once its claim has answered, which what saw the start need not
+    // have waited for (a fresh-clone run once read the metrics in between).
+    await vi.waitFor(async () => expect(await rt.metrics()).toMatchObject({ running: 1, freeSlots: 1 }), COUNTED);
     await rt.cancel(sleeping.id, 'enough');
     // The node counts the end once its settle has answered, which the wait need not have waited for.
     await vi.waitFor(async () => expect(await rt.metrics()).toMatchObject({ running: 0, freeSlots: 2, attemptsByExit: { cancelled: 1 } }), COUNTED);
