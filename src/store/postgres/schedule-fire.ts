@@ -75,6 +75,21 @@ export async function fireDue(pool: pg.Pool, node: string, options: FireOptions 
     );
     const result: FireResult = { fired: [], skipped: [], unusable: [] };
     if (rows.length === 0) return result;
+    // The last tasks read again, now that the schedules are locked. A schedule another node fired
+    // after this statement's snapshot was locked as that node's commit left it (its new last task),
+    // but joined with the task row of the snapshot (its old last task, settled): so planned, a held
+    // `queue_one` tick fired a second task beside the open one. Locked, last_task_id stays as read.
+    const lastIds = rows.flatMap((r) => (r.last_task_id === null ? [] : [r.last_task_id]));
+    const fresh = new Map<string, { state: TaskState; settled_at: number | null }>();
+    if (lastIds.length > 0) {
+      const { rows: tasks } = await client.query<{ id: string; state: TaskState; settled_at: number | null }>(`SELECT id, state, ${epochMs('settled_at')} FROM troupe_tasks WHERE id = ANY($1::text[])`, [lastIds]);
+      for (const t of tasks) fresh.set(t.id, t);
+    }
+    for (const row of rows) {
+      const last = row.last_task_id === null ? undefined : fresh.get(row.last_task_id);
+      row.last_state = last?.state ?? null;
+      row.last_settled_at = last?.settled_at ?? null;
+    }
     const openedAt = await openedAtFor(client, rows, member.rows[0]!.started_at);
     const plans: Plan[] = [];
     for (const row of rows) {
