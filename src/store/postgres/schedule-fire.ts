@@ -63,8 +63,8 @@ export async function fireDue(pool: pg.Pool, node: string, options: FireOptions 
     if (member.rows.length === 0) throw new TroupeError('ILLEGAL_STATE', `node ${node} is not a member of the cluster: it must not fire schedules`);
     // The first condition is the second's outline on the schedules alone, which their two partial
     // indexes (due, and holding a tick) answer without reading every schedule.
-    const { rows } = await client.query<ScheduleRow & { last_state: TaskState | null; last_settled_at: number | null; now: number }>(
-      `SELECT ${columns('s')}, t.state AS last_state, ${epochMs('t.settled_at', 'last_settled_at')}, ${epochMs('now()', 'now')}
+    const { rows } = await client.query<ScheduleRow & { now: number }>(
+      `SELECT ${columns('s')}, ${epochMs('now()', 'now')}
          FROM troupe_schedules s LEFT JOIN troupe_tasks t ON t.id = s.last_task_id
         WHERE ((NOT s.paused AND s.next_run_at <= now()) OR s.pending_tick IS NOT NULL)
           AND ((NOT s.paused AND s.next_run_at <= now()) OR t.id IS NULL OR t.state IN (${SETTLED}))
@@ -75,21 +75,12 @@ export async function fireDue(pool: pg.Pool, node: string, options: FireOptions 
     );
     const result: FireResult = { fired: [], skipped: [], unusable: [] };
     if (rows.length === 0) return result;
-    // The last tasks read again, now that the schedules are locked. A schedule another node fired
-    // after this statement's snapshot was locked as that node's commit left it (its new last task),
-    // but joined with the task row of the snapshot (its old last task, settled): so planned, a held
-    // `queue_one` tick fired a second task beside the open one. Locked, last_task_id stays as read.
-    const lastIds = rows.flatMap((r) => (r.last_task_id === null ? [] : [r.last_task_id]));
-    const fresh = new Map<string, { state: TaskState; settled_at: number | null }>();
-    if (lastIds.length > 0) {
-      const { rows: tasks } = await client.query<{ id: string; state: TaskState; settled_at: number | null }>(`SELECT id, state, ${epochMs('settled_at')} FROM troupe_tasks WHERE id = ANY($1::text[])`, [lastIds]);
-      for (const t of tasks) fresh.set(t.id, t);
-    }
-    for (const row of rows) {
-      const last = row.last_task_id === null ? undefined : fresh.get(row.last_task_id);
-      row.last_state = last?.state ?? null;
-      row.last_settled_at = last?.settled_at ?? null;
-    }
+    // The last tasks are read now that the schedules are locked, not in the join above: a schedule
+    // another node fired after that statement's snapshot is locked as that node's commit left it,
+    // and the join's recheck finds no row for its new last task in the snapshot and null-extends
+    // it, so a held `queue_one` tick would look free to fire beside the open task. Locked,
+    // last_task_id stays as read.
+    const last = await lastTasksOf(client, rows);
     const openedAt = await openedAtFor(client, rows, member.rows[0]!.started_at);
     const plans: Plan[] = [];
     for (const row of rows) {
@@ -102,7 +93,7 @@ export async function fireDue(pool: pg.Pool, node: string, options: FireOptions 
         continue;
       }
       const rowOf = (tick: number) => checkTask({ ...schedule.task, id: mintId(), idempotencyKey: `schedule:${schedule.id}:${tickIso(tick)}` }, `schedule ${schedule.id}'s task`);
-      plans.push(planFire(schedule, { cron, last: { state: row.last_state, settledAt: row.last_settled_at }, now: row.now, openedAt, maxTicks, rowOf }));
+      plans.push(planFire(schedule, { cron, last: last.get(row.id) ?? { state: null, settledAt: null }, now: row.now, openedAt, maxTicks, rowOf }));
     }
     if (plans.length === 0) return result;
     // The compare-and-swap first: a schedule whose stored tick, or held tick, moved on submits nothing.
@@ -152,6 +143,20 @@ export async function fireDue(pool: pg.Pool, node: string, options: FireOptions 
   });
 }
 
+
+/** The state and settle time of each locked schedule's last task, by schedule id (none for a schedule without one, or whose task is gone). */
+async function lastTasksOf(client: pg.PoolClient, rows: ReadonlyArray<Pick<ScheduleRow, 'id' | 'last_task_id'>>): Promise<Map<string, { state: TaskState; settledAt: number | null }>> {
+  const ids = rows.flatMap((r) => (r.last_task_id === null ? [] : [r.last_task_id]));
+  if (ids.length === 0) return new Map();
+  const { rows: tasks } = await client.query<{ id: string; state: TaskState; settled_at: number | null }>(`SELECT id, state, ${epochMs('settled_at')} FROM troupe_tasks WHERE id = ANY($1::text[])`, [ids]);
+  const byId = new Map(tasks.map((t) => [t.id, { state: t.state, settledAt: t.settled_at }]));
+  const last = new Map<string, { state: TaskState; settledAt: number | null }>();
+  for (const r of rows) {
+    const task = r.last_task_id === null ? undefined : byId.get(r.last_task_id);
+    if (task) last.set(r.id, task);
+  }
+  return last;
+}
 /**
  * When the earliest node alive now started (src/store/postgres/schedule-plan.ts: ticks before it
  * are caught up by each schedule's policy). A node is alive while its session holds its advisory
