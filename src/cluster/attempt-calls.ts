@@ -1,7 +1,8 @@
 /**
  * What the node's agent-call servers (node-inputs.ts: inputs; node-joins.ts: spawn and join) share:
  * the statements each attempt has in flight, which its settle waits for, the lease an attempt's
- * statements are fenced by, and the answer an agent gets for a call that failed.
+ * statements are fenced by, the answer an agent gets for a call that failed, and one look at a time
+ * at a parked call.
  */
 import type { CallAnswer } from '../../actors/wire.js';
 import { TroupeError } from '../errors.js';
@@ -42,4 +43,25 @@ export function leaseOf(attempt: NodeAttempt): Lease {
 export function callFailure(error: unknown): CallAnswer {
   if (error instanceof TroupeError) return { ok: false, error: { code: error.code, message: error.message } };
   return { ok: false, error: { code: 'AGENT_CALL_FAILED', message: error instanceof Error ? error.message : String(error) } };
+}
+
+/**
+ * One look at a time at a parked call (a join's settled children, an input's delivery): `looking`
+ * while one runs; `again` when another was asked for meanwhile, so the look that finds nothing
+ * yet runs once more.
+ */
+export interface Look {
+  looking: boolean;
+  again: boolean;
+}
+
+/** Starts a look (true), or, while one runs, asks it to look once more should it find nothing (false). */
+export function startLook(look: Look): boolean {
+  if (look.looking) {
+    look.again = true;
+    return false;
+  }
+  look.looking = true;
+  look.again = false;
+  return true;
 }

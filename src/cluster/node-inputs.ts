@@ -20,7 +20,7 @@ import { TroupeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Lease } from '../store/postgres/checks.js';
 import { parkForInput, readDelivered, unwaitInput } from '../store/postgres/inbox.js';
-import { callFailure, InFlight, leaseOf } from './attempt-calls.js';
+import { callFailure, InFlight, leaseOf, startLook, type Look } from './attempt-calls.js';
 import type { NodeAttempt } from './node-attempt.js';
 
 /** What the inputs need from their node. */
@@ -39,14 +39,11 @@ export interface NodeInputsDeps {
 }
 
 /** An agent's input call, parked until an input is delivered to it. */
-interface ParkedCall {
+interface ParkedCall extends Look {
   attempt: NodeAttempt;
   waitId: number;
   /** The park's statement: settled once the task is durably waiting (or the call was answered). */
   ready: Promise<void>;
-  /** A read of a delivered input is under way; `again`: another was asked for meanwhile. */
-  fetching: boolean;
-  again: boolean;
   answer(answer: CallAnswer): void;
 }
 
@@ -111,7 +108,7 @@ export class NodeInputs {
     return new Promise<CallAnswer>((answer) => {
       // Parked before the statement runs: a delivery's NOTIFY may come before its answer does.
       let resolveReady!: () => void;
-      const parked: ParkedCall = { attempt, waitId, ready: new Promise((resolve) => (resolveReady = resolve)), fetching: false, again: false, answer };
+      const parked: ParkedCall = { attempt, waitId, ready: new Promise((resolve) => (resolveReady = resolve)), looking: false, again: false, answer };
       this.#parked.set(taskId, parked);
       const unpark = () => {
         if (this.#parked.get(taskId) === parked) this.#parked.delete(taskId);
@@ -167,19 +164,14 @@ export class NodeInputs {
 
   /** Reads the input delivered to a parked call and answers it (once: later asks while one read runs go after it). */
   #fetch(parked: ParkedCall): void {
-    if (parked.fetching) {
-      parked.again = true;
-      return;
-    }
-    parked.fetching = true;
-    parked.again = false;
+    if (!startLook(parked)) return;
     const { attempt } = parked;
     const taskId = attempt.claimed.id;
     const op = parked.ready
       .then(() => (this.#parked.get(taskId) === parked && attempt.handed !== undefined ? readDelivered(this.#k.pool, leaseOf(attempt), attempt.handed) : undefined))
       .then(
         (item) => {
-          parked.fetching = false;
+          parked.looking = false;
           if (this.#parked.get(taskId) !== parked) return;
           if (!item) {
             if (parked.again) this.#fetch(parked);
@@ -193,7 +185,7 @@ export class NodeInputs {
           parked.answer({ ok: true, value: item.message });
         },
         (error: unknown) => {
-          parked.fetching = false;
+          parked.looking = false;
           this.#k.log.warn({ err: error, taskId }, 'reading a delivered input failed; the lease renewal tries again');
         },
       );

@@ -23,7 +23,7 @@ import { TroupeError } from '../errors.js';
 import { createIdGenerator } from '../ids.js';
 import type { Logger } from '../log.js';
 import { parkForJoin, readyJoins, resumeDetachedJoins, resumeJoin, spawnChild } from '../store/postgres/children.js';
-import { callFailure, InFlight, leaseOf } from './attempt-calls.js';
+import { callFailure, InFlight, leaseOf, startLook, type Look } from './attempt-calls.js';
 import { Every } from './every.js';
 import type { NodeAttempt } from './node-attempt.js';
 import { newTaskOf } from './task-view.js';
@@ -44,12 +44,10 @@ export interface NodeJoinsDeps {
 }
 
 /** An agent's join call, parked until the tasks it joined have settled. */
-interface ParkedJoin {
+interface ParkedJoin extends Look {
   attempt: NodeAttempt;
   /** The park's statement: settled once the task is durably waiting (or the call was answered). */
   ready: Promise<void>;
-  checking: boolean;
-  again: boolean;
   answer(answer: CallAnswer): void;
 }
 
@@ -125,7 +123,7 @@ export class NodeJoins {
     return new Promise<CallAnswer>((answer) => {
       // Parked before the statement runs: a child's NOTIFY may come before its answer does.
       let resolveReady!: () => void;
-      const parked: ParkedJoin = { attempt, ready: new Promise((resolve) => (resolveReady = resolve)), checking: false, again: false, answer };
+      const parked: ParkedJoin = { attempt, ready: new Promise((resolve) => (resolveReady = resolve)), looking: false, again: false, answer };
       this.#parked.set(taskId, parked);
       const unpark = () => {
         if (this.#parked.get(taskId) === parked) this.#parked.delete(taskId);
@@ -157,12 +155,7 @@ export class NodeJoins {
 
   /** Resumes a parked join whose tasks have all settled, and answers it (one look at a time; asks meanwhile look again after). */
   #check(parked: ParkedJoin): void {
-    if (parked.checking) {
-      parked.again = true;
-      return;
-    }
-    parked.checking = true;
-    parked.again = false;
+    if (!startLook(parked)) return;
     const { attempt } = parked;
     const taskId = attempt.claimed.id;
     const op = parked.ready
@@ -170,7 +163,7 @@ export class NodeJoins {
       .then(() => (this.#parked.get(taskId) === parked && !attempt.stop && attempt.phase !== 'ended' ? resumeJoin(this.#k.pool, leaseOf(attempt)) : undefined))
       .then(
         (result) => {
-          parked.checking = false;
+          parked.looking = false;
           if (this.#parked.get(taskId) !== parked || result === undefined) return;
           if (result.kind === 'waiting') {
             if (parked.again) this.#check(parked);
@@ -182,7 +175,7 @@ export class NodeJoins {
           else parked.answer({ ok: true, value: result.outcomes });
         },
         (error: unknown) => {
-          parked.checking = false;
+          parked.looking = false;
           this.#k.log.warn({ err: error, taskId }, 'resuming a join failed; the next poll tries again');
         },
       );
