@@ -1,8 +1,8 @@
 /**
  * What the node's agent-call servers (node-inputs.ts: inputs; node-joins.ts: spawn and join) share:
  * the statements each attempt has in flight, which its settle waits for, the lease an attempt's
- * statements are fenced by, the answer an agent gets for a call that failed, and one look at a time
- * at a parked call.
+ * statements are fenced by, the answer an agent gets for a call that failed, one look at a time at
+ * a parked call, and the answer to a parked call whose attempt ended.
  */
 import type { CallAnswer } from '../../actors/wire.js';
 import { TroupeError } from '../errors.js';
@@ -64,4 +64,13 @@ export function startLook(look: Look): boolean {
   look.looking = true;
   look.again = false;
   return true;
+}
+
+/** Forgets `attempt`'s call parked in `parked` (by task id), if any, answering it ATTEMPT_ENDED: its thread no longer waits. */
+export function endParked(parked: Map<string, { attempt: NodeAttempt; answer(answer: CallAnswer): void }>, attempt: NodeAttempt): void {
+  const taskId = attempt.claimed.id;
+  const call = parked.get(taskId);
+  if (call?.attempt !== attempt) return;
+  parked.delete(taskId);
+  call.answer({ ok: false, error: { code: 'ATTEMPT_ENDED', message: 'the attempt has ended' } });
 }

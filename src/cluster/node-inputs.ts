@@ -20,7 +20,7 @@ import { TroupeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Lease } from '../store/postgres/checks.js';
 import { parkForInput, readDelivered, unwaitInput } from '../store/postgres/inbox.js';
-import { callFailure, InFlight, leaseOf, startLook, type Look } from './attempt-calls.js';
+import { callFailure, endParked, InFlight, leaseOf, startLook, type Look } from './attempt-calls.js';
 import type { NodeAttempt } from './node-attempt.js';
 
 /** What the inputs need from their node. */
@@ -91,12 +91,7 @@ export class NodeInputs {
    * waits). Resolves once its statements in flight are over, so its `handed` count is final.
    */
   ended(attempt: NodeAttempt): Promise<void> | undefined {
-    const taskId = attempt.claimed.id;
-    const parked = this.#parked.get(taskId);
-    if (parked?.attempt === attempt) {
-      this.#parked.delete(taskId);
-      parked.answer({ ok: false, error: { code: 'ATTEMPT_ENDED', message: 'the attempt has ended' } });
-    }
+    endParked(this.#parked, attempt);
     const joins = this.#k.children.ended(attempt);
     const busy = this.#inFlight.of(attempt);
     return joins && busy ? Promise.all([joins, busy]).then(() => undefined) : (joins ?? busy);

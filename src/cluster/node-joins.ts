@@ -23,7 +23,7 @@ import { TroupeError } from '../errors.js';
 import { createIdGenerator } from '../ids.js';
 import type { Logger } from '../log.js';
 import { parkForJoin, readyJoins, resumeDetachedJoins, resumeJoin, spawnChild } from '../store/postgres/children.js';
-import { callFailure, InFlight, leaseOf, startLook, type Look } from './attempt-calls.js';
+import { callFailure, endParked, InFlight, leaseOf, startLook, type Look } from './attempt-calls.js';
 import { Every } from './every.js';
 import type { NodeAttempt } from './node-attempt.js';
 import { newTaskOf } from './task-view.js';
@@ -92,12 +92,7 @@ export class NodeJoins {
 
   /** The attempt ended: its parked join, if any, is answered ATTEMPT_ENDED. Resolves once its statements in flight are over. */
   ended(attempt: NodeAttempt): Promise<void> | undefined {
-    const taskId = attempt.claimed.id;
-    const parked = this.#parked.get(taskId);
-    if (parked?.attempt === attempt) {
-      this.#parked.delete(taskId);
-      parked.answer({ ok: false, error: { code: 'ATTEMPT_ENDED', message: 'the attempt has ended' } });
-    }
+    endParked(this.#parked, attempt);
     return this.#inFlight.of(attempt);
   }
 
