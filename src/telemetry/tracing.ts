@@ -3,7 +3,9 @@
  * child of the caller's active context, whose W3C trace context is stored with the task; and a
  * `troupe.attempt` span (kind CONSUMER) per attempt, a child of that stored context (so attempts
  * after a restart nest too), from the attempt's start until it settles. The attempt's span travels
- * to its thread as a `traceparent` (actors/trace-context.ts).
+ * to its thread as a `traceparent` (actors/trace-context.ts). Both runtimes use it: the LMDB
+ * runtime's submit and dispatcher, and on PostgreSQL the runtime's submit, a node's spawns and its
+ * attempts (src/cluster/submit-spans.ts, node-attempts.ts), the context stored on the task's row.
  *
  * `@opentelemetry/api` is an optional peer dependency, loaded once when the runtime is created;
  * without it {@link Tracing.load} gives undefined and nothing here runs. With it, each submit and
@@ -57,7 +59,7 @@ export class Tracing {
   }
 
   /** Starts the span of an attempt that starts now: a child of its task's stored trace context (a root when it has none). */
-  startAttempt(task: TaskRecord, attempt: AttemptRecord): AttemptSpan {
+  startAttempt(task: Pick<TaskRecord, 'id' | 'agent' | 'trace'>, attempt: Pick<AttemptRecord, 'run' | 'attempt' | 'attemptId'>): AttemptSpan {
     const api = this.#api;
     const parent = task.trace === undefined ? api.ROOT_CONTEXT : contextOf(api, task.trace);
     const span = api.trace.getTracer(TRACER_NAME).startSpan(
@@ -76,8 +78,14 @@ export class Tracing {
 export interface SubmitSpans {
   /** Starts the span of the next task to store; what its record keeps (undefined if the span has no valid context). */
   start(): TraceCarrier | undefined;
-  /** The task the last started span stored. */
-  decided(task: Pick<TaskRecord, 'id' | 'agent'>): void;
+  /** The task the span started `at`-th (0-based; the last started by default) stored. */
+  decided(task: Pick<TaskRecord, 'id' | 'agent'>, at?: number): void;
+  /**
+   * Drops the span started `at`-th without ending it, so it is never exported: its task was not
+   * stored (on PostgreSQL, where the spans start before the transaction that finds an idempotency
+   * key taken; the LMDB runtime starts none for such a task).
+   */
+  discard(at: number): void;
   /** Ends every span: the tasks are durable, or (`error`) the submit failed. */
   end(error?: unknown): void;
 }
@@ -94,7 +102,7 @@ export interface AttemptSpan {
 
 class OtelSubmitSpans implements SubmitSpans {
   readonly #api: Api;
-  readonly #spans: Span[] = [];
+  readonly #spans: Array<Span | undefined> = [];
 
   constructor(api: Api) {
     this.#api = api;
@@ -107,12 +115,17 @@ class OtelSubmitSpans implements SubmitSpans {
     return carrierOf(span);
   }
 
-  decided(task: Pick<TaskRecord, 'id' | 'agent'>): void {
-    this.#spans[this.#spans.length - 1]?.setAttributes({ 'troupe.task.id': task.id, 'troupe.agent': task.agent });
+  decided(task: Pick<TaskRecord, 'id' | 'agent'>, at = this.#spans.length - 1): void {
+    this.#spans[at]?.setAttributes({ 'troupe.task.id': task.id, 'troupe.agent': task.agent });
+  }
+
+  discard(at: number): void {
+    this.#spans[at] = undefined;
   }
 
   end(error?: unknown): void {
     for (const span of this.#spans) {
+      if (span === undefined) continue;
       if (error !== undefined) span.setStatus({ code: this.#api.SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
       span.end();
     }

@@ -6,6 +6,7 @@
 import { TroupeError } from '../../errors.js';
 import { checkId, MAX_ID } from '../../ids.js';
 import type { RetryPolicy, TaskRetention } from '../../api/tasks.js';
+import type { TraceCarrier } from '../records.js';
 import { DEFAULT_RETRY, resolveRetry } from '../../options.js';
 import { resolveTaskRetention } from '../../tasks/retention-rules.js';
 import { jsonOf } from './transaction.js';
@@ -50,6 +51,8 @@ export interface NewTask {
    * (Infinity, or null as a stored template holds it: for good), over its agent's rule.
    */
   retention?: TaskRetention | Partial<Record<keyof TaskRetention, number | null>>;
+  /** The W3C trace context of its submit's span (schema version 21), when tracing was on: its attempts' spans are its children. */
+  trace?: TraceCarrier;
 }
 
 /** A task checked and turned into the insert's columns. */
@@ -76,6 +79,8 @@ export interface TaskRow {
   parentId: string | null;
   /** The task's own retention as the text of a jsonb parameter (null for for good), or null. */
   retention: string | null;
+  /** Its submit span's trace context as the text of a jsonb parameter, or null. */
+  trace: string | null;
 }
 
 /** Checks a task named `where` and returns its columns. */
@@ -98,7 +103,19 @@ export function checkTask(task: NewTask, where: string): TaskRow {
   const parentId = task.parentId === undefined ? null : checkId(task.parentId, `${where}.parentId`);
   const unmatched = task.unmatched ?? false;
   if (typeof unmatched !== 'boolean' || (unmatched && (requires === null || task.agent === ''))) throw invalid(`${where}.unmatched is only for a named agent with requires`);
-  return { id, agent: task.agent, requires, unmatched, priority, maxAttempts, ownMaxAttempts: task.maxAttempts !== undefined, key, input: jsonOf(task.input, `${where}.input`), delayMs, labels: jsonOf(labels, `${where}.labels`)!, timeoutMs, retry: retryOf(task.retry, `${where}.retry`), parentId, retention: retentionOf(task.retention, `${where}.retention`) };
+  return { id, agent: task.agent, requires, unmatched, priority, maxAttempts, ownMaxAttempts: task.maxAttempts !== undefined, key, input: jsonOf(task.input, `${where}.input`), delayMs, labels: jsonOf(labels, `${where}.labels`)!, timeoutMs, retry: retryOf(task.retry, `${where}.retry`), parentId, retention: retentionOf(task.retention, `${where}.retention`), trace: traceOf(task.trace, `${where}.trace`) };
+}
+
+/** A trace context (see {@link NewTask.trace}) as jsonb text, or null for none: its two headers as strings, and nothing else. */
+function traceOf(trace: NewTask['trace'], where: string): string | null {
+  if (trace === undefined) return null;
+  if (
+    typeof trace !== 'object' || trace === null || Array.isArray(trace) || typeof trace.traceparent !== 'string' ||
+    (trace.tracestate !== undefined && typeof trace.tracestate !== 'string') || Object.keys(trace).some((field) => field !== 'traceparent' && field !== 'tracestate')
+  ) {
+    throw invalid(`${where} must be { traceparent, tracestate? } with string values`);
+  }
+  return jsonOf(trace, where);
 }
 
 /**

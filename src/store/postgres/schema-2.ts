@@ -152,4 +152,14 @@ export const MIGRATIONS_2: readonly Migration[] = [
     // this run. Not indexed, so its update can be a HOT one.
     sql: `ALTER TABLE troupe_tasks ADD COLUMN progress jsonb CHECK (progress IS NULL OR jsonb_typeof(progress) = 'object');`,
   },
+  {
+    version: 21,
+    name: 'trace context',
+    // The W3C trace context of a task's `troupe.submit` span (src/telemetry/tracing.ts), stored
+    // at submit when tracing was on: `{ traceparent, tracestate? }`, as the LMDB runtime's record
+    // keeps it. The node that claims an attempt reads it with the claim and parents the attempt's
+    // `troupe.attempt` span on it. NULL: submitted untraced (or fired by a schedule). Written
+    // once, by the insert; not indexed.
+    sql: `ALTER TABLE troupe_tasks ADD COLUMN trace jsonb CHECK (trace IS NULL OR jsonb_typeof(trace) = 'object');`,
+  },
 ];
