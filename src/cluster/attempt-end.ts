@@ -6,7 +6,7 @@
 import type { AbortReason, WireError } from '../../actors/wire.js';
 import type { RetryPolicy, TaskResult } from '../store/records.js';
 import type { ClaimedTask } from '../store/postgres/queue.js';
-import type { AttemptEnd } from '../store/postgres/settle.js';
+import { decideEnd, type AttemptEnd } from '../store/postgres/settle.js';
 import { jsonOf, withoutNul } from '../store/postgres/transaction.js';
 import { decideSettlement, resultOf, type AttemptOutcome } from '../tasks/outcome.js';
 
@@ -41,6 +41,16 @@ export function attemptEnd(
   if (settlement.event === 'REQUEUE' && settlement.retryDelayMs) end.retryDelayMs = settlement.retryDelayMs;
   if (settlement.reason === 'killed') end.killed = true;
   return storable(end);
+}
+
+/**
+ * The error the task gets from `end` (none for a success or an interruption), as the queue decides
+ * it from the task's budget (store/postgres/end-decision.ts): the attempt's own, or
+ * RETRY_EXHAUSTED once a retryable failure spent the budget. A cancel that turns a retry into
+ * `cancelled` at the settle (a user's, asked meanwhile) is not foreseen here.
+ */
+export function taskErrorOf(claimed: Pick<ClaimedTask, 'attempts' | 'maxAttempts'>, end: AttemptEnd): WireError | undefined {
+  return decideEnd(end.exit, end.error, claimed.attempts, claimed.maxAttempts, end.sleep !== undefined).error;
 }
 
 /**

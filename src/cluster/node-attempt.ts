@@ -9,6 +9,7 @@ import type { ClockTimer } from '../clock.js';
 import type { AbortOutcome } from '../pool/pool.js';
 import type { ClaimedTask } from '../store/postgres/queue.js';
 import type { AttemptPhase } from '../tasks/attempt.js';
+import { carryTrace, type AttemptSpan } from '../telemetry/tracing.js';
 
 /** One claimed attempt, host side. */
 export class NodeAttempt {
@@ -34,6 +35,8 @@ export class NodeAttempt {
   handed: number | undefined = undefined;
   /** Whether its agent waits on the host (an input): its slot's claim budget is free meanwhile. */
   parked = false;
+  /** Its `troupe.attempt` span, when tracing is on (src/telemetry/tracing.ts): ended as its end is decided. */
+  trace: AttemptSpan | undefined = undefined;
 
   /** Its timeout and retry policy: the task's own (as submitted) over its agent's registration here. */
   readonly timeoutMs: number;
@@ -56,11 +59,12 @@ export class NodeAttempt {
     return this.claimed.token;
   }
 
-  /** What its thread is handed: the claimed row's input and follow-up, the agent's module. */
+  /** What its thread is handed: the claimed row's input and follow-up, the agent's module, its span's trace context. */
   request(): AttemptRequest {
     const { claimed, agent } = this;
     const request: AttemptRequest = { module: agent.module, agent: agent.name, taskId: claimed.id, attemptId: claimed.attemptId, run: claimed.run, attempt: claimed.attempt, token: claimed.token, input: claimed.input };
     if (claimed.followUp !== undefined) request.followUp = claimed.followUp;
+    carryTrace(request, this.trace);
     return request;
   }
 }

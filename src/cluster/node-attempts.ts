@@ -24,8 +24,9 @@ import type { AttemptPhase } from '../tasks/attempt.js';
 import type { AttemptObserver } from './options.js';
 import type { AttemptOutcome } from '../tasks/outcome.js';
 import type { StartAhead } from '../tasks/start-ahead.js';
+import type { Tracing } from '../telemetry/tracing.js';
 import { terminateUnstopped, threadLosses } from '../tasks/thread-loss.js';
-import { attemptEnd } from './attempt-end.js';
+import { attemptEnd, taskErrorOf } from './attempt-end.js';
 import { NodeAttempt } from './node-attempt.js';
 import type { LogWriter } from './log-writer.js';
 import type { Settler } from './settler.js';
@@ -49,6 +50,8 @@ export interface NodeAttemptsDeps {
   freed(): void;
   /** Hears each claimed attempt, and each end once settled. */
   observer?: AttemptObserver | undefined;
+  /** The runtime's tracing: each attempt is a `troupe.attempt` span, from its claim until its end is decided. */
+  tracing?: Tracing | undefined;
   /** Serves agent calls (node-inputs.ts); an attempt's settle waits for what {@link NodeAttemptsDeps.inputs}.ended returns. */
   inputs?: {
     call(attempt: NodeAttempt, call: AgentCall): Promise<CallAnswer>;
@@ -90,6 +93,8 @@ export class NodeAttempts {
     for (const task of claimed) {
       this.#k.observer?.started(task.queuedMs);
       const attempt = new NodeAttempt(task, agents.get(task.agent)!, now);
+      // A child of the trace context its submit stored, as on LMDB (a root when it has none).
+      if (this.#k.tracing?.active()) attempt.trace = this.#k.tracing.startAttempt(task, task);
       this.#live.set(attempt.attemptId, attempt);
       this.#running++;
       if (run) this.#k.pool.send(attempt.request());
@@ -312,6 +317,8 @@ export class NodeAttempts {
     } else this.#running--;
     this.#clearTimer(attempt);
     const end = attemptEnd(attempt.claimed, attempt.retry, outcome, attempt.stop, this.#k.random);
+    // Ended with the exit and the error the task gets, as the LMDB runtime ends it at its settle decision.
+    attempt.trace?.end(end.exit, taskErrorOf(attempt.claimed, end));
     const attemptMs = this.#k.clock.now() - attempt.claimedAt;
     if (attempt.claimed.backoff) end.backoff = { agent: attempt.claimed.agent, ms: attemptMs };
     const inputs = this.#k.inputs?.ended(attempt);

@@ -27,6 +27,8 @@ import { callFailure, endParked, InFlight, leaseOf, startLook, type Look } from 
 import { Every } from './every.js';
 import type { NodeAttempt } from './node-attempt.js';
 import { newTaskOf } from './task-view.js';
+import { submitTraced } from './submit-spans.js';
+import type { Tracing } from '../telemetry/tracing.js';
 
 /** What the joins need from their node. */
 export interface NodeJoinsDeps {
@@ -37,6 +39,8 @@ export interface NodeJoinsDeps {
   everyMs: number;
   /** The agents this node runs: a spawn's agent must be one, as `submit` requires on this runtime. */
   agent(name: string): RegisteredAgent | undefined;
+  /** The runtime's tracing: a spawn is a `troupe.submit` span, as a submit is. */
+  tracing: Tracing | undefined;
   /** The attempt waits on the host: its slot's claim budget comes free. */
   park(attempt: NodeAttempt): void;
   /** It runs again. */
@@ -103,9 +107,10 @@ export class NodeJoins {
       const taskId = attempt.claimed.id;
       const idempotencyKey = key.startsWith('#') ? `spawn:${attempt.attemptId}:${key}` : `spawn:${taskId}:${key}`;
       const child = newTaskOf({ ...(spec as unknown as TaskSpec), idempotencyKey }, (name) => this.#k.agent(name), 'spawn', this.#k.clock.now(), this.#nextId());
-      const op = spawnChild(this.#k.pool, leaseOf(attempt), child);
+      // The child's submit span nests under this attempt's span (submit-spans.ts).
+      const op = submitTraced(this.#k.tracing, [child], ([traced]) => spawnChild(this.#k.pool, leaseOf(attempt), traced!).then((stored) => [stored]), attempt.trace);
       this.#inFlight.track(attempt, op);
-      return { ok: true, value: await op };
+      return { ok: true, value: (await op)[0] };
     } catch (error) {
       return callFailure(error);
     }

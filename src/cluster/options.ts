@@ -16,6 +16,7 @@ import { claimTasks, renewLeases, type ClaimedTask, type Lease, type Renewal } f
 import { fireDue, type FireResult } from '../store/postgres/schedule-fire.js';
 import { settleAttempts, type AttemptEnd, type SettleResult } from '../store/postgres/settle.js';
 import { wakeDue } from '../store/postgres/wakes.js';
+import { Tracing } from '../telemetry/tracing.js';
 
 /** Options of `startClusterNode()`. */
 export interface ClusterNodeOptions {
@@ -68,6 +69,8 @@ export interface ClusterNodeOptions {
   createPool?: (options: PiscinaPoolOptions) => AgentPool;
   /** @internal Hears the node's attempts start and end (the runtime's metrics). */
   observer?: AttemptObserver;
+  /** @internal OpenTelemetry tracing (src/telemetry/tracing.ts, the runtime's): spans of its attempts and spawns. */
+  tracing?: Tracing | undefined;
 }
 
 /**
@@ -118,10 +121,11 @@ export interface ResolvedNodeOptions {
   readonly queue: ClusterQueue;
   readonly createPool: ((options: PiscinaPoolOptions) => AgentPool) | undefined;
   readonly observer: AttemptObserver | undefined;
+  readonly tracing: Tracing | undefined;
 }
 
 const DEFAULTS = { slotsPerThread: 4, leaseMs: 30_000, pollMs: 250, sweepMs: 150, fireMs: 250, cancelGraceMs: 5_000 };
-const KNOWN = new Set(['connectionString', 'agents', 'threads', 'slotsPerThread', 'prefetch', 'leaseMs', 'pollMs', 'sweepMs', 'fireMs', 'cancelGraceMs', 'logger', 'onLost', 'clock', 'random', 'queue', 'createPool', 'observer']);
+const KNOWN = new Set(['connectionString', 'agents', 'threads', 'slotsPerThread', 'prefetch', 'leaseMs', 'pollMs', 'sweepMs', 'fireMs', 'cancelGraceMs', 'logger', 'onLost', 'clock', 'random', 'queue', 'createPool', 'observer', 'tracing']);
 
 /** Validates and freezes a node's options. Throws INVALID_OPTIONS naming the option. */
 export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptions {
@@ -148,6 +152,7 @@ export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptio
   if (o.onLost !== undefined && typeof o.onLost !== 'function') throw invalidOptions('options.onLost must be a function');
   if (o.createPool !== undefined && typeof o.createPool !== 'function') throw invalidOptions('options.createPool must be a function');
   if (o.observer !== undefined && (typeof o.observer?.started !== 'function' || typeof o.observer.ended !== 'function')) throw invalidOptions('options.observer must have started() and ended()');
+  if (o.tracing !== undefined && !(o.tracing instanceof Tracing)) throw invalidOptions('options.tracing must be a Tracing (src/telemetry/tracing.ts)');
   if (o.queue !== undefined && (typeof o.queue !== 'object' || o.queue === null)) throw invalidOptions('options.queue must be an object');
   return Object.freeze({
     connectionString: o.connectionString,
@@ -167,6 +172,7 @@ export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptio
     queue: Object.freeze({ ...POSTGRES_QUEUE, ...stripUndefined(o.queue ?? {}) }),
     createPool: o.createPool,
     observer: o.observer,
+    tracing: o.tracing,
   });
 }
 

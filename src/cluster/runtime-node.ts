@@ -10,6 +10,7 @@ import type { ResolvedOptions } from '../options.js';
 import { fireDue } from '../store/postgres/schedule-fire.js';
 import { openClusterNode, type ClusterNodeHandle } from './node.js';
 import { POSTGRES_QUEUE, type AttemptObserver } from './options.js';
+import type { Tracing } from '../telemetry/tracing.js';
 
 /** The longest a queued task waits for a claim when no NOTIFY hint wakes the node (ms). */
 const POLL_MS = 250;
@@ -27,6 +28,8 @@ export interface RuntimeNodeDeps {
   fired(): void;
   /** Hears the node's attempts start and end (the runtime's metrics). */
   observer: AttemptObserver;
+  /** The runtime's tracing (src/telemetry/tracing.ts): the node's attempts and spawns are traced with it. */
+  tracing: Tracing | undefined;
 }
 
 /** Opens the runtime's node (see the module comment). */
@@ -58,6 +61,7 @@ export function openRuntimeNode(o: ResolvedOptions, deps: RuntimeNodeDeps): Prom
       },
       createPool: o.createPool,
       observer: deps.observer,
+      tracing: deps.tracing,
     },
     { keepsProcessAlive: false },
   );

@@ -46,6 +46,8 @@ import { clusterStats } from './stats.js';
 import { TaskCounts } from './task-counts.js';
 import { newTaskOf, taskOf, unsupported } from './task-view.js';
 import { TaskWaits } from './waits.js';
+import { submitTraced } from './submit-spans.js';
+import { Tracing } from '../telemetry/tracing.js';
 
 /** Connections of the runtime's own pool (reads, submits, cancels; the node has its own). */
 const API_CONNECTIONS = 4;
@@ -55,7 +57,8 @@ export async function createPostgresRuntime(options: ResolvedOptions): Promise<R
   const log = resolveLogger(options.logger);
   // Every registration is checked before anything connects.
   const agents = options.agents.map((registration) => registered(registration, options));
-  const runtime = new PostgresRuntime(options, log);
+  // Tracing as on LMDB: on when @opentelemetry/api is installed and a tracer provider is registered.
+  const runtime = new PostgresRuntime(options, log, await Tracing.load());
   try {
     await runtime.start(agents);
     return runtime;
@@ -71,6 +74,7 @@ class PostgresRuntime implements Runtime {
   readonly schedules: ClusterSchedules;
   readonly logs: Runtime['logs'];
   readonly #options: ResolvedOptions;
+  readonly #tracing: Tracing | undefined;
   readonly #url: string;
   readonly #log: Logger;
   readonly #lifecycle: Lifecycle;
@@ -92,8 +96,9 @@ class PostgresRuntime implements Runtime {
   /** Aborts as close begins: ends the retries of agent limits that failed to store, and every `logs({ follow })`. */
   readonly #stopping = new AbortController();
 
-  constructor(options: ResolvedOptions, log: Logger) {
+  constructor(options: ResolvedOptions, log: Logger, tracing: Tracing | undefined) {
     this.#options = options;
+    this.#tracing = tracing;
     this.#url = options.store!.postgres;
     this.#log = log;
     this.#lifecycle = new Lifecycle(log);
@@ -125,7 +130,7 @@ class PostgresRuntime implements Runtime {
     const release = this.#keepAlive.hold();
     try {
       this.#agents.started(agents);
-      this.#node = await openRuntimeNode(this.#options, { url: this.#url, log: this.#log, agents, fired: () => this.schedules.refreshSoon(), observer: this.#metrics.observer });
+      this.#node = await openRuntimeNode(this.#options, { url: this.#url, log: this.#log, agents, fired: () => this.schedules.refreshSoon(), observer: this.#metrics.observer, tracing: this.#tracing });
       await this.#feed.start();
       await this.#control.read();
       await this.#agentRows.read();
@@ -170,12 +175,12 @@ class PostgresRuntime implements Runtime {
   }
 
   /**
-   * Checks every spec (nothing is written if one is bad), inserts them in one transaction, and
-   * resolves with them as that transaction stored them (`queued`, as on LMDB), not as a read after
-   * the commit would find them (already started, maybe).
+   * Checks every spec (nothing is written if one is bad), inserts them in one transaction (in spans:
+   * submit-spans.ts), and resolves with them as that transaction stored them (`queued`, as on
+   * LMDB), not as a read after the commit would find them (already started, maybe).
    */
   async #submit(specs: ReadonlyArray<TaskSpec>, where: (i: number) => string): Promise<Task[]> {
-    const rows = await submitAndRead(this.#db, specs.map((spec, i) => this.#newTask(spec, where(i))), where);
+    const rows = await submitTraced(this.#tracing, specs.map((spec, i) => this.#newTask(spec, where(i))), (tasks) => submitAndRead(this.#db, tasks, where));
     if (rows.length > 0) this.#node?.wake();
     return rows.map((row) => this.#view(row));
   }

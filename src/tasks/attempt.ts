@@ -19,7 +19,7 @@ import type { GovernorEntry } from '../governor/governor.js';
 import type { Logger } from '../log.js';
 import type { InstanceDescriptor, Router } from '../router/router.js';
 import type { AttemptRecord, TaskRecord } from '../store/records.js';
-import type { AttemptSpan } from '../telemetry/tracing.js';
+import { carryTrace, type AttemptSpan } from '../telemetry/tracing.js';
 
 /** See the module comment. */
 export type AttemptPhase = 'starting' | 'dispatched' | 'executing' | 'ended';
@@ -117,11 +117,7 @@ export class Attempt {
     const request: AttemptRequest = { module: agent.module, agent: agent.name, taskId: this.taskId, attemptId: this.attemptId, run: this.run, attempt: this.attempt, token: this.token, input: task.input };
     if (task.workspace !== undefined) request.workspace = task.workspace;
     if (task.followUp !== undefined) request.followUp = task.followUp;
-    const carrier = this.trace?.carrier;
-    if (carrier !== undefined) {
-      request.traceparent = carrier.traceparent;
-      if (carrier.tracestate !== undefined) request.tracestate = carrier.tracestate;
-    }
+    carryTrace(request, this.trace);
     return request;
   }
 

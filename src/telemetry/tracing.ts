@@ -16,7 +16,7 @@
  */
 import type { Context, Span } from '@opentelemetry/api';
 import { formatTraceparent, parseTraceparent } from '../../actors/traceparent.js';
-import type { WireError } from '../../actors/wire.js';
+import type { AttemptRequest, WireError } from '../../actors/wire.js';
 import type { AttemptRecord, TaskRecord, TraceCarrier } from '../store/records.js';
 
 type Api = typeof import('@opentelemetry/api');
@@ -161,6 +161,14 @@ class OtelAttemptSpan implements AttemptSpan {
     }
     this.#span.end();
   }
+}
+
+/** Puts the trace context of an attempt's span on the request its thread is handed (nothing without a span, or for one with no valid context). */
+export function carryTrace(request: AttemptRequest, span: AttemptSpan | undefined): void {
+  const carrier = span?.carrier;
+  if (carrier === undefined) return;
+  request.traceparent = carrier.traceparent;
+  if (carrier.tracestate !== undefined) request.tracestate = carrier.tracestate;
 }
 
 /** The stored trace context of a span, or undefined when its ids are not valid (a no-op span). */

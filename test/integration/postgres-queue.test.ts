@@ -115,18 +115,20 @@ describe('the PostgreSQL task queue', () => {
     expect((await pool.query('SELECT count(*)::int AS n FROM troupe_attempts')).rows[0].n).toBe(0);
   }, 60_000);
 
-  it('claims lower priority first, then first queued, only of its agent, and not before the task may run', async () => {
+  it('claims lower priority first, then first queued, only of its agent, and not before the task may run; a claim carries the trace context its submit stored', async () => {
     const { pool, node } = await cluster();
+    const trace = { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', tracestate: 'vendor=a' };
     await submitTasks(pool, [
       task(1, { priority: 5 }),
       task(2),
-      task(3),
+      task(3, { trace }),
       task(4, { agent: 'b', priority: -1 }),
       task(5, { priority: -10, delayMs: 3_600_000 }),
     ]);
     const claimed = await claimTasks(pool, node.id, 'a', 10, LEASE);
     expect(ids(claimed)).toEqual(['t0002', 't0003', 't0001']);
     expect(claimed[0]).toMatchObject({ agent: 'a', input: { n: 2 }, run: 1, attempt: 1, attempts: 1, maxAttempts: 3, token: 1, attemptId: 't0002:1:1' });
+    expect(claimed.map((t) => t.trace)).toEqual([undefined, trace, undefined]);
     expect(await claimTasks(pool, node.id, 'a', 10, LEASE)).toEqual([]);
     await age(pool, 't0005', 'run_at', 1);
     expect(ids(await claimTasks(pool, node.id, 'a', 10, LEASE))).toEqual(['t0005']);
@@ -394,6 +396,11 @@ describe('the PostgreSQL task queue', () => {
       () => submitTasks(pool, [task(10, { input: { at: new Date(0) } })]),
       () => submitTasks(pool, [task(10, { input: 'a\u0000b' })]),
       () => submitTasks(pool, [task(10, { idempotencyKey: '' })]),
+      () => submitTasks(pool, [task(10, { trace: 'traceparent' as never })]),
+      () => submitTasks(pool, [task(10, { trace: { traceparent: 5 } as never })]),
+      () => submitTasks(pool, [task(10, { trace: { traceparent: 'a', tracestate: null } as never })]),
+      () => submitTasks(pool, [task(10, { trace: { traceparent: 'a', baggage: 'b' } as never })]),
+      () => submitTasks(pool, [task(10, { trace: { traceparent: 'a\u0000b' } })]),
       () => settleAttempts(pool, [{ taskId: claimed!.id, token: claimed!.token, exit: 'success' }, { taskId: claimed!.id, token: 0, exit: 'success' }]),
       () => settleAttempts(pool, [{ taskId: claimed!.id, token: claimed!.token, exit: 'finished' as never }]),
       () => settleAttempts(pool, [{ taskId: claimed!.id, token: claimed!.token, exit: 'error', error: { code: 'X' } as never }]),

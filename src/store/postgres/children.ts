@@ -60,10 +60,10 @@ export interface SpawnedChild {
 
 /**
  * Submits `child` (its `parentId` the task of `lease`) in one transaction fenced by the parent's
- * attempt token. A child whose idempotency key is taken is not stored: the holder comes back.
- * FENCED when the attempt is no longer current, ABORTED when its task's cancel was asked for.
+ * attempt token. A child whose idempotency key is taken is not stored: the holder comes back
+ * (`created` false). FENCED when the attempt is no longer current, ABORTED when its task's cancel was asked for.
  */
-export async function spawnChild(pool: pg.Pool, lease: Lease, child: NewTask): Promise<SpawnedChild> {
+export async function spawnChild(pool: pg.Pool, lease: Lease, child: NewTask): Promise<{ row: SpawnedChild; created: boolean }> {
   checkLease(lease, 'lease');
   const rows = checkTasks([{ ...child, parentId: lease.taskId }]);
   return transaction(pool, 'spawning a task', async (client) => {
@@ -73,7 +73,7 @@ export async function spawnChild(pool: pg.Pool, lease: Lease, child: NewTask): P
     if (task.cancel_reason !== null) throw new TroupeError('ABORTED', 'the attempt is stopping (cancelled)');
     const [submitted] = await insertTasks(client, rows);
     const { rows: read } = await client.query<SpawnedChild>('SELECT id, agent, state FROM troupe_tasks WHERE id = $1', [submitted!.id]);
-    return read[0]!;
+    return { row: read[0]!, created: submitted!.created };
   });
 }
 

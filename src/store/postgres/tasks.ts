@@ -80,20 +80,20 @@ export async function readTasks(pool: Pick<pg.Pool, 'query'>, ids: readonly stri
 /**
  * Submits `tasks` as queue.ts submitTasks does (one transaction, idempotency keys, INVALID_INPUT
  * with nothing stored), and reads each one's row in that same transaction: a new task as it was
- * stored, `queued`, before any node can claim it; a duplicate key's holder as it is. (Read after
- * the commit, a new task may already be running.) The rows come in the order of `tasks`.
+ * stored, `queued`, before any node can claim it; a duplicate key's holder as it is (`created`
+ * false). (Read after the commit, a new task may already be running.) The rows come in the order of `tasks`.
  */
-export async function submitAndRead(pool: pg.Pool, tasks: readonly NewTask[], where: (i: number) => string = (i) => `tasks[${i}]`): Promise<TaskRow[]> {
+export async function submitAndRead(pool: pg.Pool, tasks: readonly NewTask[], where: (i: number) => string = (i) => `tasks[${i}]`): Promise<Array<{ row: TaskRow; created: boolean }>> {
   const rows = checkTasks(tasks);
   if (rows.length === 0) return [];
   return transaction(pool, 'submitting tasks', async (client) => {
     await checkParents(client, rows, where);
     const submitted = await insertTasks(client, rows);
     const read = new Map((await readTasks(client, submitted.map((s) => s.id))).map((row) => [row.id, row]));
-    return submitted.map(({ id }) => {
+    return submitted.map(({ id, created }) => {
       const row = read.get(id);
       if (!row) throw new TroupeError('STORE_FAILED', `task ${id} was submitted but cannot be read in its own transaction`);
-      return row;
+      return { row, created };
     });
   });
 }
