@@ -108,7 +108,7 @@ export class NodeJoins {
       const idempotencyKey = key.startsWith('#') ? `spawn:${attempt.attemptId}:${key}` : `spawn:${taskId}:${key}`;
       const child = newTaskOf({ ...(spec as unknown as TaskSpec), idempotencyKey }, (name) => this.#k.agent(name), 'spawn', this.#k.clock.now(), this.#nextId());
       // The child's submit span nests under this attempt's span (submit-spans.ts).
-      const op = submitTraced(this.#k.tracing, [child], ([traced]) => spawnChild(this.#k.pool, leaseOf(attempt), traced!).then((stored) => [stored]), attempt.trace);
+      const op = submitTraced(this.#k.tracing, [child], ([row]) => spawnChild(this.#k.pool, leaseOf(attempt), row!).then((stored) => [stored]), attempt.trace);
       this.#inFlight.track(attempt, op);
       return { ok: true, value: (await op)[0] };
     } catch (error) {

@@ -107,7 +107,7 @@ export function checkTask(task: NewTask, where: string): TaskRow {
 }
 
 /** A trace context (see {@link NewTask.trace}) as jsonb text, or null for none: its two headers as strings, and nothing else. */
-function traceOf(trace: NewTask['trace'], where: string): string | null {
+export function traceOf(trace: NewTask['trace'], where: string): string | null {
   if (trace === undefined) return null;
   if (
     typeof trace !== 'object' || trace === null || Array.isArray(trace) || typeof trace.traceparent !== 'string' ||

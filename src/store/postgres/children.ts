@@ -18,9 +18,9 @@
 import type pg from 'pg';
 import { isTerminal, type TaskState } from '../../../machines/index.js';
 import { TroupeError } from '../../errors.js';
-import { checkLease, type Lease, type NewTask } from './checks.js';
+import { checkLease, type Lease, type TaskRow } from './checks.js';
 import { appendEvents, eventOf, HINTS, insertEvents, notifyIfAny } from './events.js';
-import { checkTasks, insertTasks } from './queue.js';
+import { insertTasks } from './queue.js';
 import { storeFailed, transaction } from './transaction.js';
 
 /** The channel a settled child notifies with its parent's id. */
@@ -59,13 +59,13 @@ export interface SpawnedChild {
 }
 
 /**
- * Submits `child` (its `parentId` the task of `lease`) in one transaction fenced by the parent's
+ * Submits `child` (checked by queue.ts checkTasks; its `parentId` becomes the task of `lease`) in one transaction fenced by the parent's
  * attempt token. A child whose idempotency key is taken is not stored: the holder comes back
  * (`created` false). FENCED when the attempt is no longer current, ABORTED when its task's cancel was asked for.
  */
-export async function spawnChild(pool: pg.Pool, lease: Lease, child: NewTask): Promise<{ row: SpawnedChild; created: boolean }> {
+export async function spawnChild(pool: pg.Pool, lease: Lease, child: TaskRow): Promise<{ row: SpawnedChild; created: boolean }> {
   checkLease(lease, 'lease');
-  const rows = checkTasks([{ ...child, parentId: lease.taskId }]);
+  const rows = [{ ...child, parentId: lease.taskId }];
   return transaction(pool, 'spawning a task', async (client) => {
     const { rows: parent } = await client.query<{ state: TaskState; token: string; cancel_reason: string | null }>('SELECT state, token, cancel_reason FROM troupe_tasks WHERE id = $1 FOR SHARE', [lease.taskId]);
     const task = parent[0];

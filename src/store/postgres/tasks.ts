@@ -17,7 +17,8 @@ import { TroupeError } from '../../errors.js';
 import { appendEvents, cursorOf, END_OF_LOG, eventOf } from './events.js';
 import { CANCEL_CHANNEL } from './nodes.js';
 import { JOIN_CHANNEL } from './children.js';
-import { checkTasks, insertTasks, type NewTask } from './queue.js';
+import type { TaskRow as CheckedTask } from './checks.js';
+import { insertTasks } from './queue.js';
 import { routeAgain } from './routing.js';
 import { epochMs, storeFailed, transaction } from './transaction.js';
 
@@ -78,13 +79,13 @@ export async function readTasks(pool: Pick<pg.Pool, 'query'>, ids: readonly stri
 }
 
 /**
- * Submits `tasks` as queue.ts submitTasks does (one transaction, idempotency keys, INVALID_INPUT
- * with nothing stored), and reads each one's row in that same transaction: a new task as it was
- * stored, `queued`, before any node can claim it; a duplicate key's holder as it is (`created`
- * false). (Read after the commit, a new task may already be running.) The rows come in the order of `tasks`.
+ * Submits `rows` (tasks checked by queue.ts checkTasks) as queue.ts submitTasks does (one
+ * transaction, idempotency keys, INVALID_INPUT with nothing stored), and reads each one's row in
+ * that same transaction: a new task as it was stored, `queued`, before any node can claim it; a
+ * duplicate key's holder as it is (`created` false). (Read after the commit, a new task may
+ * already be running.) The rows come in the order of `rows`.
  */
-export async function submitAndRead(pool: pg.Pool, tasks: readonly NewTask[], where: (i: number) => string = (i) => `tasks[${i}]`): Promise<Array<{ row: TaskRow; created: boolean }>> {
-  const rows = checkTasks(tasks);
+export async function submitAndRead(pool: pg.Pool, rows: readonly CheckedTask[], where: (i: number) => string = (i) => `tasks[${i}]`): Promise<Array<{ row: TaskRow; created: boolean }>> {
   if (rows.length === 0) return [];
   return transaction(pool, 'submitting tasks', async (client) => {
     await checkParents(client, rows, where);
