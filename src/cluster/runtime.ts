@@ -180,7 +180,7 @@ class PostgresRuntime implements Runtime {
    * LMDB), not as a read after the commit would find them (already started, maybe).
    */
   async #submit(specs: ReadonlyArray<TaskSpec>, where: (i: number) => string): Promise<Task[]> {
-    const rows = await submitTraced(this.#tracing, specs.map((spec, i) => this.#newTask(spec, where(i))), (rows) => submitAndRead(this.#db, rows, where));
+    const rows = await submitTraced(this.#tracing, specs.map((spec, i) => this.#newTask(spec, where(i))), (checked) => submitAndRead(this.#db, checked, where));
     if (rows.length > 0) this.#node?.wake();
     return rows.map((row) => this.#view(row));
   }
