@@ -38,9 +38,9 @@ describe('a cluster node', () => {
     await until(async () => (await count(pool, "SELECT count(*) FROM troupe_tasks WHERE state = 'done'")) === TASKS, 'every task done');
     await until(async () => node.held === 0, 'the last settles');
 
-    const tasks = (await pool.query('SELECT id, state, attempts, owner_node, output FROM troupe_tasks ORDER BY id')).rows;
+    const tasks = (await pool.query('SELECT id, state, attempts, lease_until, output FROM troupe_tasks ORDER BY id')).rows;
     expect(tasks).toHaveLength(TASKS);
-    for (const t of tasks) expect(t).toEqual({ id: t.id, state: 'done', attempts: 1, owner_node: null, output: { startedAt: expect.any(Number) } });
+    for (const t of tasks) expect(t).toEqual({ id: t.id, state: 'done', attempts: 1, lease_until: null, output: { startedAt: expect.any(Number) } });
     const attempts = (await pool.query('SELECT task_id, attempt, node, exit, ended_at IS NOT NULL AS ended FROM troupe_attempts ORDER BY task_id')).rows;
     expect(attempts).toEqual(tasks.map((t) => ({ task_id: t.id, attempt: 1, node: node.id, exit: 'success', ended: true })));
 

@@ -21,7 +21,7 @@ describe('PostgreSQL schema migrations', () => {
     const pool = await freshPool();
     const first = await migrate(pool);
     expect(first).toEqual({ from: 0, to: MIGRATIONS.length, applied: MIGRATIONS.map((m) => m.version) });
-    expect(await tables(pool)).toEqual(['troupe_agents', 'troupe_attempts', 'troupe_control', 'troupe_event_batches', 'troupe_events', 'troupe_inbox', 'troupe_logs', 'troupe_migrations', 'troupe_nodes', 'troupe_schedules', 'troupe_tasks']);
+    expect(await tables(pool)).toEqual(['troupe_agents', 'troupe_attempt_rows', 'troupe_attempts', 'troupe_control', 'troupe_event_batches', 'troupe_events', 'troupe_inbox', 'troupe_logs', 'troupe_migrations', 'troupe_nodes', 'troupe_schedules', 'troupe_tasks']);
     expect(await migrate(pool)).toEqual({ from: MIGRATIONS.length, to: MIGRATIONS.length, applied: [] });
     expect((await pool.query('SELECT count(*)::int AS n FROM troupe_migrations')).rows[0].n).toBe(MIGRATIONS.length);
   });

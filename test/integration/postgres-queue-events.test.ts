@@ -160,13 +160,14 @@ describe('the PostgreSQL queue\'s events', () => {
     await pool.query('DROP TRIGGER refuse ON troupe_event_batches');
     const [claimed] = await claimTasks(pool, node.id, 'a', 1, LEASE);
     const started = await wholeLog(pool);
-    // A settle whose attempt row is refused at COMMIT ends nothing and tells nothing.
-    await pool.query('CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON troupe_attempts DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()');
-    expect(await rejection(settleAttempts(pool, [{ taskId: 't1', token: claimed!.token, exit: 'success' }]))).toMatchObject({ code: 'STORE_FAILED' });
+    // A settle whose attempt row is refused at COMMIT ends nothing and tells nothing (a retry's
+    // end: a settled task's last attempt stays on its row, with no row of its own).
+    await pool.query('CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON troupe_attempt_rows DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse()');
+    expect(await rejection(settleAttempts(pool, [{ taskId: 't1', token: claimed!.token, exit: 'error' }]))).toMatchObject({ code: 'STORE_FAILED' });
     expect(await task()).toEqual({ state: 'running', token: claimed!.token });
     expect(await wholeLog(pool)).toEqual(started);
-    await pool.query('DROP TRIGGER refuse ON troupe_attempts');
-    expect((await settleAttempts(pool, [{ taskId: 't1', token: claimed!.token, exit: 'success' }])).settled).toHaveLength(1);
-    expect((await wholeLog(pool)).map((e) => e.type)).toEqual(['task.queued', 'task.started', 'task.done']);
+    await pool.query('DROP TRIGGER refuse ON troupe_attempt_rows');
+    expect((await settleAttempts(pool, [{ taskId: 't1', token: claimed!.token, exit: 'error' }])).settled).toHaveLength(1);
+    expect((await wholeLog(pool)).map((e) => e.type)).toEqual(['task.queued', 'task.started', 'task.retrying']);
   });
 });

@@ -11,6 +11,7 @@ import { MIGRATIONS, migrate } from '../../src/store/postgres/migrations.js';
 import { claimTasks, renewLeases, submitTasks, type ClaimedTask, type NewTask } from '../../src/store/postgres/queue.js';
 import { settleAttempts, type SettleResult } from '../../src/store/postgres/settle.js';
 import { reclaim, sweep, type SweepResult } from '../../src/store/postgres/sweeper.js';
+import { retryTask } from '../../src/store/postgres/tasks.js';
 import { rejection, scratchPools } from '../helpers.js';
 
 const pools = scratchPools();
@@ -160,7 +161,8 @@ describe('the PostgreSQL task queue', () => {
     });
     const after = (await dump(pool))[0] as Array<{ id: string }>;
     expect(after.find((r) => r.id === 't0001')).toEqual(before.find((r) => r.id === 't0001'));
-    expect(await row(pool, 't0002')).toMatchObject({ state: 'done', output: { ok: true }, result: { kind: 'success', summary: 'all good' }, error: null, owner_node: null, lease_until: null });
+    // Settled: its row holds its last attempt (node, id, exit), with no lease.
+    expect(await row(pool, 't0002')).toMatchObject({ state: 'done', output: { ok: true }, result: { kind: 'success', summary: 'all good' }, error: null, owner_node: node.id, attempt_id: second!.attemptId, attempt_exit: 'success', lease_until: null });
     expect((await row(pool, 't0002')).settled_at).toBeInstanceOf(Date);
     expect(await attemptRows(pool, 't0001')).toEqual([
       expect.objectContaining({ attempt: 1, exit: 'error', ended: true, error: expect.objectContaining({ code: 'AGENT_ERROR' }) }),
@@ -295,6 +297,28 @@ describe('the PostgreSQL task queue', () => {
     const ends = (await readEvents(pool, '')).filter((e) => e.type === 'task.done' || e.type === 'task.retrying');
     expect(ends.map((e) => (e.data as { attemptMs: number }).attemptMs >= 2_000)).toEqual([true, true]);
     expect((await row(pool, second!.id)).attempt_started_at).toBeNull();
+  });
+
+  it('keeps a settled task\'s last attempt on its row, not in a row of its own, until a retry moves it there', async () => {
+    const { pool, node } = await cluster();
+    await submitTasks(pool, tasks(1));
+    const [first] = await claimTasks(pool, node.id, 'a', 1, LEASE);
+    const error = { code: 'BAD', message: 'no', retryable: false, fault: 'agent' as const };
+    await settleAttempts(pool, [{ taskId: first!.id, token: first!.token, exit: 'fail', error }]);
+    const table = async () => (await pool.query('SELECT task_id, run, attempt, exit FROM troupe_attempt_rows ORDER BY run, attempt')).rows;
+    expect(await table()).toEqual([]);
+    expect(await row(pool, first!.id)).toMatchObject({ state: 'failed', owner_node: node.id, attempt_id: first!.attemptId, attempt_exit: 'fail', attempt_error: error });
+    const held = await attemptRows(pool, first!.id);
+    expect(held).toEqual([{ run: 1, attempt: 1, attempt_id: first!.attemptId, token: first!.token, node: node.id, exit: 'fail', error, ended: true }]);
+    // A retry starts run 2: the attempt moves to the table as it was, and the row holds none.
+    await retryTask(pool, first!.id);
+    expect(await table()).toEqual([{ task_id: first!.id, run: 1, attempt: 1, exit: 'fail' }]);
+    expect(await attemptRows(pool, first!.id)).toEqual(held);
+    expect(await row(pool, first!.id)).toMatchObject({ state: 'queued', owner_node: null, attempt_id: null, attempt_started_at: null, attempt_exit: null, attempt_error: null });
+    const [again] = await claimTasks(pool, node.id, 'a', 1, LEASE);
+    await settleAttempts(pool, [{ taskId: again!.id, token: again!.token, exit: 'success' }]);
+    expect((await attemptRows(pool, first!.id)).map((a) => [a.run, a.attempt, a.exit, a.token])).toEqual([[1, 1, 'fail', first!.token], [2, 1, 'success', again!.token]]);
+    expect(await table()).toHaveLength(1);
   });
 
   it('moves the attempts running at schema version 6 onto their tasks, to be ended as any other', async () => {

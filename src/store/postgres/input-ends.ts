@@ -17,6 +17,7 @@
  */
 import { joinSettled, notifyParents } from './children.js';
 import { insertEvents, notifyIfAny, HINTS } from './events.js';
+import { attemptRowsInsert, heldAttemptSets } from './held-attempt.js';
 
 /** The statement (see the module comment), for rows the caller holds: its parameters are settle.ts runEnds's, then each end's `handed` (NULL: none). */
 export function inputEndsStatement(): string {
@@ -47,7 +48,7 @@ export function inputEndsStatement(): string {
               queued_order = CASE WHEN d.final = 'queued' THEN nextval('troupe_queued_order') ELSE t.queued_order END,
               queued_at = CASE WHEN d.final = 'queued' THEN now() ELSE t.queued_at END,
               run_at = CASE WHEN d.final IN ('queued', 'sleeping') THEN now() + d.delay_ms * interval '1 millisecond' ELSE t.run_at END,
-              owner_node = NULL, attempt_id = NULL, lease_until = NULL, attempt_started_at = NULL,
+              lease_until = NULL, ${heldAttemptSets('d.final')},
               output = CASE WHEN d.detach THEN t.output ELSE d.output END,
               result = CASE WHEN d.detach THEN t.result ELSE d.result END,
               error = CASE WHEN d.detach THEN t.error WHEN d.cancels THEN NULL ELSE d.error END,
@@ -62,8 +63,7 @@ export function inputEndsStatement(): string {
                  CASE WHEN d.detach THEN (d.event_data - 'delayMs') || jsonb_build_object('for', d.waiting_for ->> 'kind', 'detached', true)
                       WHEN d.cancels THEN jsonb_build_object('exit', d.exit, 'reason', d.cancel_reason) ELSE d.event_data END AS event_data
      ), attempt_ends AS (
-       INSERT INTO troupe_attempts (task_id, run, attempt, attempt_id, token, node, started_at, ended_at, exit, error)
-       SELECT id, run, attempt_seq, attempt_id, token, owner_node, attempt_started_at, now(), exit, attempt_error FROM ended
+       ${attemptRowsInsert('ended')}
      ), end_events AS (
        ${insertEvents(`SELECT type, id, attempt_id, data FROM (
            SELECT event_type AS type, id, attempt_id, ord, 0 AS sub,

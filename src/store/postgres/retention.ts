@@ -22,8 +22,9 @@
  * at most `batch` rows, so none holds locks for long; a sweep goes on while a statement removed a
  * full batch. Tasks with rules of their own are read by expiry from troupe_tasks_expiring, the
  * others per agent and state from troupe_tasks_retained (schema version 19). Its rows in the
- * tables without a foreign key to it (troupe_attempts since version 5, troupe_logs, troupe_inbox)
- * go in the same statement. Its events stay in the log, as on LMDB.
+ * tables without a foreign key to it (troupe_attempt_rows, troupe_logs, troupe_inbox) go in the
+ * same statement; the attempt its row holds (version 22) goes with the row, and is counted with
+ * them. Its events stay in the log, as on LMDB.
  *
  * The log loses a prefix, in cursor order, of the batches below the read watermark (the snapshot's
  * xmin: no transaction still running can commit a batch into it), up to the first younger than
@@ -93,12 +94,12 @@ function removeDue(withs: string, recheck: string, using = ''): string {
   gone AS (
     DELETE FROM troupe_tasks t USING due${using}
      WHERE t.id = due.id AND ${recheck}
-    RETURNING t.id, t.parent_id
+    RETURNING t.id, t.parent_id, t.attempt_exit IS NOT NULL AS held
   ),
-  attempts AS (DELETE FROM troupe_attempts a USING gone WHERE a.task_id = gone.id RETURNING 1),
+  attempts AS (DELETE FROM troupe_attempt_rows a USING gone WHERE a.task_id = gone.id RETURNING 1),
   logs AS (DELETE FROM troupe_logs l USING gone WHERE l.task_id = gone.id RETURNING 1),
   inputs AS (DELETE FROM troupe_inbox i USING gone WHERE i.task_id = gone.id RETURNING 1)
-  SELECT (SELECT count(*) FROM gone)::int AS n, (SELECT count(*) FROM attempts)::int AS attempts, (SELECT count(*) FROM logs)::int AS log_lines,
+  SELECT (SELECT count(*) FROM gone)::int AS n, ((SELECT count(*) FROM attempts) + (SELECT count(*) FROM gone WHERE held))::int AS attempts, (SELECT count(*) FROM logs)::int AS log_lines,
          (SELECT count(*) FROM inputs)::int AS inputs, (SELECT count(*) FROM gone WHERE parent_id IS NOT NULL)::int AS freed`;
 }
 

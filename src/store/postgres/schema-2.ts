@@ -162,4 +162,28 @@ export const MIGRATIONS_2: readonly Migration[] = [
     // once, by the insert; not indexed.
     sql: `ALTER TABLE troupe_tasks ADD COLUMN trace jsonb CHECK (trace IS NULL OR jsonb_typeof(trace) = 'object');`,
   },
+  {
+    version: 22,
+    name: 'settled tasks hold their last attempt',
+    // A settle that leaves a task done, failed, dropped or cancelled keeps that attempt on the
+    // task's row, as the LMDB runtime's settled record does, instead of inserting it into a table
+    // of its own: its id, node and start stay in `attempt_id`, `owner_node` and
+    // `attempt_started_at`, its exit and error go to the new `attempt_exit` and `attempt_error`,
+    // its end is the task's `settled_at`, and its token the task's less one (no write moves a
+    // settled task's token). That was two of a settle's eight WAL records per task (a heap insert
+    // and its primary key's entry). A retry of the task (tasks.ts retryTask) moves the attempt it
+    // holds into the table before the new run. The table of the other ended attempts is now
+    // `troupe_attempt_rows`; `troupe_attempts` is a view of both, one row per ended attempt as
+    // before, for anyone who reads it. The columns are not indexed: a settle's update pays nothing
+    // for them but their bytes.
+    sql: `
+      ALTER TABLE troupe_attempts RENAME TO troupe_attempt_rows;
+      ALTER TABLE troupe_attempt_rows RENAME CONSTRAINT troupe_attempts_pkey TO troupe_attempt_rows_pkey;
+      ALTER TABLE troupe_tasks ADD COLUMN attempt_exit text, ADD COLUMN attempt_error jsonb;
+      CREATE VIEW troupe_attempts AS
+        SELECT task_id, run, attempt, attempt_id, token, node, started_at, ended_at, exit, error FROM troupe_attempt_rows
+        UNION ALL
+        SELECT id, run, attempt_seq, attempt_id, token - 1, owner_node, attempt_started_at, settled_at, attempt_exit, attempt_error
+          FROM troupe_tasks WHERE attempt_exit IS NOT NULL;`,
+  },
 ];

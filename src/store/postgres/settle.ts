@@ -14,6 +14,7 @@ import { changesFastFails, foldFastFails, lockBackoffAgents, writeFastFails, typ
 import { checkLease, checkResult, type Lease } from './checks.js';
 import { decideEnd, defaultError, type EndDecision } from './end-decision.js';
 import { eventOf, HINTS, insertEvents, notifyIfAny, type NewEvent } from './events.js';
+import { attemptRowsInsert, heldAttemptSets } from './held-attempt.js';
 import { notifyParents } from './children.js';
 import { inputEndsStatement } from './input-ends.js';
 import { jsonOf, storeFailed, transaction } from './transaction.js';
@@ -305,7 +306,8 @@ function endsStatement(lock: boolean): string {
               queued_order = CASE WHEN d.final = 'queued' THEN nextval('troupe_queued_order') ELSE t.queued_order END,
               queued_at = CASE WHEN d.final = 'queued' THEN now() ELSE t.queued_at END,
               run_at = CASE WHEN d.final IN ('queued', 'sleeping') THEN now() + d.delay_ms * interval '1 millisecond' ELSE t.run_at END,
-              owner_node = NULL, attempt_id = NULL, lease_until = NULL, attempt_started_at = NULL, output = d.output, result = d.result,
+              lease_until = NULL, ${heldAttemptSets('d.final')},
+              output = d.output, result = d.result,
               error = CASE WHEN d.cancels THEN NULL ELSE d.error END,
               follow_up = CASE WHEN d.final = 'sleeping' THEN d.follow_up ELSE t.follow_up END,
               settled_at = CASE WHEN d.final IN ('queued', 'sleeping') THEN NULL ELSE now() END, updated_at = now()
@@ -315,8 +317,7 @@ function endsStatement(lock: boolean): string {
                  CASE WHEN d.cancels THEN 'task.cancelled' ELSE d.event_type END AS event_type,
                  CASE WHEN d.cancels THEN jsonb_build_object('exit', d.exit, 'reason', d.cancel_reason) ELSE d.event_data END AS event_data
      ), attempt_ends AS (
-       INSERT INTO troupe_attempts (task_id, run, attempt, attempt_id, token, node, started_at, ended_at, exit, error)
-       SELECT id, run, attempt_seq, attempt_id, token, owner_node, attempt_started_at, now(), exit, attempt_error FROM ended
+       ${attemptRowsInsert('ended')}
      ), end_events AS (
        ${insertEvents(`SELECT event_type, id, attempt_id,
                event_data || jsonb_build_object('run', run, 'attempt', attempt_seq, 'attemptMs', greatest(0, round(extract(epoch FROM now() - attempt_started_at) * 1000))::float8)

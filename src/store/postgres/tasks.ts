@@ -21,6 +21,7 @@ import type { TaskRow as CheckedTask } from './checks.js';
 import { insertTasks } from './queue.js';
 import { routeAgain } from './routing.js';
 import { epochMs, storeFailed, transaction } from './transaction.js';
+import { RELEASE_HELD_ATTEMPT } from './held-attempt.js';
 
 /** A task's row as the runtime shows it (times in epoch ms on the database's clock). */
 export interface TaskRow {
@@ -204,6 +205,7 @@ export async function retryTask(pool: pg.Pool, id: string): Promise<TaskRow> {
     if (!row) throw new TroupeError('NOT_FOUND', `no task ${id}`);
     if (row.state === 'needs_attention') return requeueUnmatched(client, id, row);
     if (!RETRYABLE.has(row.state)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${row.state}; only failed, dropped or cancelled tasks can be retried`);
+    await client.query(RELEASE_HELD_ATTEMPT, [id]);
     await client.query(
       `UPDATE troupe_tasks SET state = 'queued', run = run + 1, attempts = 0, attempt_seq = 0, queued_order = nextval('troupe_queued_order'),
               queued_at = now(), run_at = now(), output = NULL, result = NULL, error = NULL, cancel_reason = NULL, follow_up = NULL, progress = NULL, started_at = NULL, settled_at = NULL, updated_at = now()
