@@ -19,7 +19,7 @@ import type { AgentCall, CallAnswer } from '../../actors/wire.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { TaskSpec } from '../api/tasks.js';
 import type { Clock } from '../clock.js';
-import { TroupeError } from '../errors.js';
+import { isTroupeError, TroupeError } from '../errors.js';
 import { createIdGenerator } from '../ids.js';
 import type { Logger } from '../log.js';
 import { parkForJoin, readyJoins, resumeDetachedJoins, resumeJoin, spawnChild } from '../store/postgres/children.js';
@@ -41,6 +41,10 @@ export interface NodeJoinsDeps {
   park(attempt: NodeAttempt): void;
   /** It runs again. */
   unpark(attempt: NodeAttempt): void;
+  /** The cluster's queued tasks past which a spawn is refused (AT_CAPACITY); undefined: no limit. */
+  maxQueued: number | undefined;
+  /** A spawn was refused with AT_CAPACITY (the runtime's metrics count it). */
+  refused(): void;
 }
 
 /** An agent's join call, parked until the tasks it joined have settled. */
@@ -103,10 +107,11 @@ export class NodeJoins {
       const taskId = attempt.claimed.id;
       const idempotencyKey = key.startsWith('#') ? `spawn:${attempt.attemptId}:${key}` : `spawn:${taskId}:${key}`;
       const child = newTaskOf({ ...(spec as unknown as TaskSpec), idempotencyKey }, (name) => this.#k.agent(name), 'spawn', this.#k.clock.now(), this.#nextId());
-      const op = spawnChild(this.#k.pool, leaseOf(attempt), child);
+      const op = spawnChild(this.#k.pool, leaseOf(attempt), child, this.#k.maxQueued);
       this.#inFlight.track(attempt, op);
       return { ok: true, value: await op };
     } catch (error) {
+      if (isTroupeError(error, 'AT_CAPACITY')) this.#k.refused();
       return callFailure(error);
     }
   }
