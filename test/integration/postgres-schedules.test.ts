@@ -1,13 +1,14 @@
 /**
  * Cron schedules of the PostgreSQL cluster (issue #15): each tick fires exactly once while three
  * nodes call fireDue at once, again and again; the overlap policies skip and allow as fire.ts
- * means them; paused schedules fire nothing; bad specs are refused and store nothing.
+ * means them; paused schedules fire nothing; a schedule whose tasks `maxQueued` has no room for
+ * skips its ticks; bad specs are refused and store nothing.
  */
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { compileCron, tickIso } from '../../src/scheduler/cron.js';
 import { readEvents } from '../../src/store/postgres/events.js';
-import { claimTasks } from '../../src/store/postgres/queue.js';
+import { claimTasks, submitTasks } from '../../src/store/postgres/queue.js';
 import { fireDue, type FireResult } from '../../src/store/postgres/schedule-fire.js';
 import { createSchedule, setSchedulePaused } from '../../src/store/postgres/schedules.js';
 import { settleAttempts } from '../../src/store/postgres/settle.js';
@@ -138,6 +139,27 @@ describe('cron schedules of the PostgreSQL cluster', () => {
     expect((await pool.query('SELECT count(*)::int AS n FROM troupe_tasks')).rows[0].n).toBe(0);
   });
 
+  it('admits the schedules of one fire in order against maxQueued: one with no room left skips its ticks, and advances', async () => {
+    const { pool, join } = await clusters();
+    const node = await join();
+    await submitTasks(pool, [{ id: 'before', agent: 'a' }]);
+    for (const id of ['s1', 's2']) {
+      await createSchedule(pool, { id, cron: '* * * * * *', task: { agent: 'a' }, overlap: 'skip', catchUp: 'all' });
+      await age(pool, id, 3);
+    }
+    const result = await fireDue(pool, node.id, { maxQueued: 2 });
+    // s1 (first in the fire's order) takes the last place; s2's tick would make 3.
+    expect(result.fired.map((f) => f.scheduleId)).toEqual(['s1']);
+    const full = result.skipped.filter((s) => s.scheduleId === 's2' && s.reason === 'error');
+    expect(full).toHaveLength(1);
+    expect(full[0]!.error).toBe('admission is full: 2 tasks queued, maxQueued is 2');
+    const s2 = await stored(pool, 's2');
+    expect(s2).toMatchObject({ fired: 0, last_task_id: null });
+    expect(s2.next).toBeGreaterThan(full[0]!.tick);
+    expect((await pool.query('SELECT count(*)::int AS n FROM troupe_tasks')).rows[0].n).toBe(2);
+    expect((await firedEvents(pool)).filter((e) => e.data && (e.data as { error?: string }).error === full[0]!.error)).toHaveLength(1);
+  });
+
   it('rejects bad specs and arguments and stores nothing', async () => {
     const { pool, join } = await clusters();
     const node = await join();
@@ -165,6 +187,7 @@ describe('cron schedules of the PostgreSQL cluster', () => {
       ['INVALID_INPUT', () => fireDue(pool, 'not-a-node')],
       ['INVALID_INPUT', () => fireDue(pool, node.id, { limit: 0 })],
       ['INVALID_INPUT', () => fireDue(pool, node.id, { maxTicks: 1.5 })],
+      ['INVALID_INPUT', () => fireDue(pool, node.id, { maxQueued: 0 })],
       ['ILLEGAL_STATE', () => fireDue(pool, '00000000-0000-4000-8000-000000000000')],
     ];
     for (const [i, [code, call]] of refused.entries()) expect({ i, ...(await rejection(call())) }).toMatchObject({ i, code });
