@@ -2,7 +2,8 @@
  * Cron schedules of the PostgreSQL cluster (issue #15): each tick fires exactly once while three
  * nodes call fireDue at once, again and again; the overlap policies skip and allow as fire.ts
  * means them; paused schedules fire nothing; a schedule whose tasks `maxQueued` has no room for
- * skips its ticks; bad specs are refused and store nothing.
+ * skips its ticks, and submits are admitted on either of admission's locks; bad specs are refused
+ * and store nothing.
  */
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
@@ -11,6 +12,7 @@ import { readEvents } from '../../src/store/postgres/events.js';
 import { claimTasks, submitTasks } from '../../src/store/postgres/queue.js';
 import { fireDue, type FireResult } from '../../src/store/postgres/schedule-fire.js';
 import { createSchedule, setSchedulePaused } from '../../src/store/postgres/schedules.js';
+import { submitAndRead } from '../../src/store/postgres/tasks.js';
 import { settleAttempts } from '../../src/store/postgres/settle.js';
 import { rejection, scratchClusters } from '../helpers.js';
 
@@ -139,7 +141,7 @@ describe('cron schedules of the PostgreSQL cluster', () => {
     expect((await pool.query('SELECT count(*)::int AS n FROM troupe_tasks')).rows[0].n).toBe(0);
   });
 
-  it('admits the schedules of one fire in order against maxQueued: one with no room left skips its ticks, and advances', async () => {
+  it('admits against maxQueued: the schedules of a fire in order (one with no room skips its ticks, and advances), submits on either lock', async () => {
     const { pool, join } = await clusters();
     const node = await join();
     await submitTasks(pool, [{ id: 'before', agent: 'a' }]);
@@ -158,6 +160,18 @@ describe('cron schedules of the PostgreSQL cluster', () => {
     expect(s2.next).toBeGreaterThan(full[0]!.tick);
     expect((await pool.query('SELECT count(*)::int AS n FROM troupe_tasks')).rows[0].n).toBe(2);
     expect((await firedEvents(pool)).filter((e) => e.data && (e.data as { error?: string }).error === full[0]!.error)).toHaveLength(1);
+    // Submits (admission.ts): room for one beyond the 2 queued on the shared lock, which keeps 10
+    // for each other session the server takes; the next on the exclusive one; then full.
+    const sessions = Number((await pool.query("SELECT current_setting('max_connections') AS n")).rows[0].n);
+    const max = 2 + (sessions - 1) * 10 + 1;
+    const submit = (ids: string[]) => submitAndRead(pool, ids.map((id) => ({ id, agent: 'a' })), undefined, max);
+    await submit(['shared']);
+    await submit(['exclusive']);
+    await submitTasks(pool, Array.from({ length: max - 4 }, (_, i) => ({ id: `fill${i}`, agent: 'a' })));
+    const message = `admission is full: ${max} tasks queued, maxQueued is ${max}`;
+    expect(await rejection(submit(['over']))).toMatchObject({ code: 'AT_CAPACITY', message });
+    expect(await rejection(submit(Array.from({ length: 11 }, (_, i) => `batch${i}`)))).toMatchObject({ code: 'AT_CAPACITY', message });
+    expect((await pool.query("SELECT count(*)::int AS n FROM troupe_tasks WHERE state = 'queued'")).rows[0].n).toBe(max);
   });
 
   it('rejects bad specs and arguments and stores nothing', async () => {
