@@ -25,8 +25,8 @@
  * (`schedule:<id>:<tick>`) while that tick fires can deadlock with it, and PostgreSQL then fails
  * one of them. Only a transaction that would queue a new task takes the lock at all.
  *
- * What it costs: one round trip and a count of the queued tasks per admission (two near the
- * limit), and near the limit admissions commit one at a time. The count reads the claim index, so
+ * What it costs: one round trip and a count of the queued tasks per admission (three and two
+ * for the first that finds the limit near), and near the limit admissions commit one at a time. The count reads the claim index, so
  * it grows with the queued tasks (not the settled ones). README "Running on many machines" has
  * the figures (bench/admission-cost.ts).
  */
