@@ -33,7 +33,11 @@ export interface RuntimeOptions {
    * graphile-worker counts the jobs its local queue has locked). @default max(1024, threads × slotsPerThread)
    */
   prefetch?: number;
-  /** Queued tasks beyond which submit rejects with AT_CAPACITY (nothing stored). @default 100_000 */
+  /**
+   * Queued tasks beyond which submit rejects with AT_CAPACITY (nothing stored). On PostgreSQL the
+   * cluster's queued tasks, checked exactly in each submit's transaction, and only when given (see
+   * README, "Running on many machines"). @default 100_000 (PostgreSQL: no limit)
+   */
   maxQueued?: number;
   /** Instance actors kept in memory; idle ones beyond are passivated to disk. @default 10_000 */
   maxLiveInstances?: number;
@@ -238,6 +242,9 @@ export function resolveOptions(input: RuntimeOptions = {}, env: Readonly<Record<
   return Object.freeze({
     ...o,
     dataDir: resolve(o.dataDir),
+    // The default guards the LMDB runtime's memory (its task table); on PostgreSQL queued tasks
+    // are rows on disk, and each admission costs a count (store/postgres/admission.ts): opt-in.
+    maxQueued: store && input.maxQueued === undefined ? Infinity : o.maxQueued,
     threads,
     prefetch,
     defaultRetry: resolveRetry(input.defaultRetry, DEFAULT_RETRY, 'options.defaultRetry'),
@@ -283,7 +290,7 @@ function postgresUrl(value: unknown, where: string): string {
  * Options a runtime on PostgreSQL cannot honour yet: refused when given (set to anything but off),
  * so a switch of store never drops one in silence. `dataDir` is ignored (nothing is kept on disk).
  */
-const NOT_ON_POSTGRES = ['maxQueued', 'maxLiveInstances', 'failedAttemptThreshold', 'degradedDropMs', 'supervisorIntervalMs', 'storeRetryMs', 'starvation'] as const;
+const NOT_ON_POSTGRES = ['maxLiveInstances', 'failedAttemptThreshold', 'degradedDropMs', 'supervisorIntervalMs', 'storeRetryMs', 'starvation'] as const;
 
 function checkPostgresOptions(input: RuntimeOptions): void {
   for (const key of NOT_ON_POSTGRES) {

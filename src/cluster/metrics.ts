@@ -8,11 +8,13 @@
  * its to count). Its slots, executing attempts and listener errors are its own. The cluster's
  * queue depth per agent (queued tasks due to run) and its tasks by state (the `tasks` field and
  * the `troupe_tasks{state}` gauge, PostgreSQL only) come from the background counts of `stats()`
- * (task-counts.ts), a count due now awaited for up to {@link COUNT_WAIT_MS}. What has no meaning
- * on PostgreSQL is zero: AT_CAPACITY rejections (no `maxQueued` there), `storeStopped` (no store
- * stops and reopens there: a query that fails, fails its call).
+ * (task-counts.ts), a count due now awaited for up to {@link COUNT_WAIT_MS}. AT_CAPACITY
+ * rejections are this runtime's: its submits and its node's spawns refused by the cluster's
+ * `maxQueued` (src/store/postgres/admission.ts). What has no meaning on PostgreSQL is zero:
+ * `storeStopped` (no store stops and reopens there: a query that fails, fails its call).
  */
 import type { Clock } from '../clock.js';
+import { isTroupeError } from '../errors.js';
 import { RuntimeMetrics, type MetricsSnapshot } from '../metrics/metrics.js';
 import { serveMetrics, type MetricsServer } from '../metrics/server.js';
 import type { AttemptObserver } from './options.js';
@@ -64,8 +66,15 @@ export class ClusterMetrics {
     this.observer = {
       started: (queuedMs) => metrics.started(queuedMs),
       ended: (exit, attemptMs) => metrics.ended(exit, attemptMs),
+      refused: () => metrics.rejected(),
     };
   }
+
+  /** Rethrows a submit's error, counting an AT_CAPACITY refusal first. */
+  readonly counted = (error: unknown): never => {
+    if (isTroupeError(error, 'AT_CAPACITY')) this.#metrics.rejected();
+    throw error;
+  };
 
   /** A snapshot, or the Prometheus text, after the task count due now (see the module comment). */
   async read(format: 'prometheus' | 'snapshot'): Promise<MetricsSnapshot | string> {

@@ -19,7 +19,7 @@ import type { AgentCall, CallAnswer } from '../../actors/wire.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { TaskSpec } from '../api/tasks.js';
 import type { Clock } from '../clock.js';
-import { TroupeError } from '../errors.js';
+import { isTroupeError, TroupeError } from '../errors.js';
 import { createIdGenerator } from '../ids.js';
 import type { Logger } from '../log.js';
 import { parkForJoin, readyJoins, resumeDetachedJoins, resumeJoin, spawnChild } from '../store/postgres/children.js';
@@ -45,6 +45,10 @@ export interface NodeJoinsDeps {
   park(attempt: NodeAttempt): void;
   /** It runs again. */
   unpark(attempt: NodeAttempt): void;
+  /** The cluster's queued tasks past which a spawn is refused (AT_CAPACITY); undefined: no limit. */
+  maxQueued: number | undefined;
+  /** A spawn was refused with AT_CAPACITY (the runtime's metrics count it). */
+  refused(): void;
 }
 
 /** An agent's join call, parked until the tasks it joined have settled. */
@@ -108,10 +112,11 @@ export class NodeJoins {
       const idempotencyKey = key.startsWith('#') ? `spawn:${attempt.attemptId}:${key}` : `spawn:${taskId}:${key}`;
       const child = newTaskOf({ ...(spec as unknown as TaskSpec), idempotencyKey }, (name) => this.#k.agent(name), 'spawn', this.#k.clock.now(), this.#nextId());
       // The child's submit span nests under this attempt's span (submit-spans.ts).
-      const op = submitTraced(this.#k.tracing, [child], ([row]) => spawnChild(this.#k.pool, leaseOf(attempt), row!).then((stored) => [stored]), attempt.trace);
+      const op = submitTraced(this.#k.tracing, [child], ([row]) => spawnChild(this.#k.pool, leaseOf(attempt), row!, this.#k.maxQueued).then((stored) => [stored]), attempt.trace);
       this.#inFlight.track(attempt, op);
       return { ok: true, value: (await op)[0] };
     } catch (error) {
+      if (isTroupeError(error, 'AT_CAPACITY')) this.#k.refused();
       return callFailure(error);
     }
   }

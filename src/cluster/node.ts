@@ -193,7 +193,7 @@ class Node implements ClusterNodeHandle {
     this.#settler = new Settler(db, queue, log, clock, pollMs, SETTLES_IN_FLIGHT);
     this.#logs = new LogWriter({ pool: db, queue, log, clock, retryMs: pollMs });
     const [park, unpark] = [(attempt: NodeAttempt) => this.#attempts.park(attempt), (attempt: NodeAttempt) => this.#attempts.unpark(attempt)];
-    this.joins = new NodeJoins({ pool: db, log, clock, everyMs: heartbeatMsOf(leaseMs), agent: (name) => this.#agents.get(name), park, unpark, tracing: options.tracing });
+    this.joins = new NodeJoins({ pool: db, log, clock, everyMs: heartbeatMsOf(leaseMs), agent: (name) => this.#agents.get(name), park, unpark, tracing: options.tracing, maxQueued: options.maxQueued, refused: () => options.observer?.refused?.() });
     this.inputs = new NodeInputs({ pool: db, log, park, unpark, children: this.joins });
     this.#attempts = new NodeAttempts({ pool, settler: this.#settler, logs: this.#logs, clock, log, random: options.random, leaseMs, cancelGraceMs: options.cancelGraceMs, ahead, freed: () => this.#claimer.wake(), observer: options.observer, inputs: this.inputs, tracing: options.tracing });
     this.#claimer = new Claimer({

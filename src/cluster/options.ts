@@ -71,6 +71,8 @@ export interface ClusterNodeOptions {
   observer?: AttemptObserver;
   /** @internal OpenTelemetry tracing (src/telemetry/tracing.ts, the runtime's): spans of its attempts and spawns. */
   tracing?: Tracing | undefined;
+  /** Queued tasks of the cluster past which an agent's `ctx.spawn` is refused with AT_CAPACITY (the runtime's `maxQueued`). @default no limit */
+  maxQueued?: number;
 }
 
 /**
@@ -82,6 +84,8 @@ export interface AttemptObserver {
   started(queuedMs: number): void;
   /** An attempt's end, settled (not stale): its exit, and the time from its claim to its end on the node's clock (ms). */
   ended(exit: AttemptExit, attemptMs: number): void;
+  /** A spawn of an attempt refused with AT_CAPACITY. */
+  refused?(): void;
 }
 
 /** The durable verbs a node calls, one transaction each (src/store/postgres/). */
@@ -122,10 +126,11 @@ export interface ResolvedNodeOptions {
   readonly createPool: ((options: PiscinaPoolOptions) => AgentPool) | undefined;
   readonly observer: AttemptObserver | undefined;
   readonly tracing: Tracing | undefined;
+  readonly maxQueued: number | undefined;
 }
 
 const DEFAULTS = { slotsPerThread: 4, leaseMs: 30_000, pollMs: 250, sweepMs: 150, fireMs: 250, cancelGraceMs: 5_000 };
-const KNOWN = new Set(['connectionString', 'agents', 'threads', 'slotsPerThread', 'prefetch', 'leaseMs', 'pollMs', 'sweepMs', 'fireMs', 'cancelGraceMs', 'logger', 'onLost', 'clock', 'random', 'queue', 'createPool', 'observer', 'tracing']);
+const KNOWN = new Set(['connectionString', 'agents', 'threads', 'slotsPerThread', 'prefetch', 'leaseMs', 'pollMs', 'sweepMs', 'fireMs', 'cancelGraceMs', 'logger', 'onLost', 'clock', 'random', 'queue', 'createPool', 'observer', 'tracing', 'maxQueued']);
 
 /** Validates and freezes a node's options. Throws INVALID_OPTIONS naming the option. */
 export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptions {
@@ -145,6 +150,7 @@ export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptio
   assertPositiveInt('sweepMs', o.sweepMs);
   assertPositiveInt('fireMs', o.fireMs);
   assertNonNegativeInt('cancelGraceMs', o.cancelGraceMs);
+  if (o.maxQueued !== undefined) assertPositiveInt('maxQueued', o.maxQueued);
   const clock = o.clock ?? systemClock;
   if (typeof clock.now !== 'function' || typeof clock.setTimeout !== 'function' || typeof clock.clearTimeout !== 'function') throw invalidOptions('options.clock must implement now(), setTimeout() and clearTimeout()');
   const random = o.random ?? Math.random;
@@ -173,6 +179,7 @@ export function resolveNodeOptions(input: ClusterNodeOptions): ResolvedNodeOptio
     createPool: o.createPool,
     observer: o.observer,
     tracing: o.tracing,
+    maxQueued: o.maxQueued,
   });
 }
 

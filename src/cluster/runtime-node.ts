@@ -1,6 +1,7 @@
 /**
  * The cluster node a runtime on PostgreSQL runs (node.ts), from the runtime's resolved options: its
- * claims, sweeps and cron fires at the runtime's pace, and connections that do not hold the
+ * claims, sweeps and cron fires at the runtime's pace, its spawns and fires admitted against the
+ * runtime's `maxQueued` (src/store/postgres/admission.ts), and connections that do not hold the
  * process by themselves. What keeps the process alive is the runtime's KeepAlive
  * (src/keep-alive.ts), as on LMDB: the open runtime until `unref()`, and each pending wait.
  */
@@ -26,10 +27,15 @@ export interface RuntimeNodeDeps {
   agents: readonly RegisteredAgent[];
   /** After each look for due cron ticks (the runtime reads its copy of the schedules again). */
   fired(): void;
-  /** Hears the node's attempts start and end (the runtime's metrics). */
+  /** Hears the node's attempts start and end, and its spawns refused (the runtime's metrics). */
   observer: AttemptObserver;
   /** The runtime's tracing (src/telemetry/tracing.ts): the node's attempts and spawns are traced with it. */
   tracing: Tracing | undefined;
+}
+
+/** The runtime's `maxQueued` for the cluster's admission, or undefined when none was given (options.ts). */
+export function admissionLimit(o: ResolvedOptions): number | undefined {
+  return Number.isFinite(o.maxQueued) ? o.maxQueued : undefined;
 }
 
 /** Opens the runtime's node (see the module comment). */
@@ -54,7 +60,7 @@ export function openRuntimeNode(o: ResolvedOptions, deps: RuntimeNodeDeps): Prom
       queue: {
         ...POSTGRES_QUEUE,
         fire: async (pool, node) => {
-          const fired = await fireDue(pool, node);
+          const fired = await fireDue(pool, node, { maxQueued: admissionLimit(o) });
           deps.fired();
           return fired;
         },
@@ -62,6 +68,7 @@ export function openRuntimeNode(o: ResolvedOptions, deps: RuntimeNodeDeps): Prom
       createPool: o.createPool,
       observer: deps.observer,
       tracing: deps.tracing,
+      maxQueued: admissionLimit(o),
     },
     { keepsProcessAlive: false },
   );

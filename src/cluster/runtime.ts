@@ -40,7 +40,7 @@ import type { ClusterNodeHandle } from './node.js';
 import { startClusterRetention, type ClusterRetention } from './retention.js';
 import { pruneCluster } from './prune.js';
 import { AgentsView } from './agents-view.js';
-import { openRuntimeNode } from './runtime-node.js';
+import { admissionLimit, openRuntimeNode } from './runtime-node.js';
 import { ClusterSchedules } from './schedules-api.js';
 import { clusterStats } from './stats.js';
 import { TaskCounts } from './task-counts.js';
@@ -176,11 +176,12 @@ class PostgresRuntime implements Runtime {
 
   /**
    * Checks every spec (nothing is written if one is bad), inserts them in one transaction (in spans:
-   * submit-spans.ts), and resolves with them as that transaction stored them (`queued`, as on
-   * LMDB), not as a read after the commit would find them (already started, maybe).
+   * submit-spans.ts; admitted against `maxQueued`), and resolves with them as that transaction
+   * stored them (`queued`, as on LMDB), not as a read after the commit would find them (already
+   * started, maybe).
    */
   async #submit(specs: ReadonlyArray<TaskSpec>, where: (i: number) => string): Promise<Task[]> {
-    const rows = await submitTraced(this.#tracing, specs.map((spec, i) => this.#newTask(spec, where(i))), (checked) => submitAndRead(this.#db, checked, where));
+    const rows = await submitTraced(this.#tracing, specs.map((spec, i) => this.#newTask(spec, where(i))), (checked) => submitAndRead(this.#db, checked, where, admissionLimit(this.#options))).catch(this.#metrics.counted);
     if (rows.length > 0) this.#node?.wake();
     return rows.map((row) => this.#view(row));
   }

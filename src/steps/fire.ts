@@ -153,5 +153,10 @@ function admissionError(input: FireInput, existing: ReadonlyArray<TaskRecord | u
   let admitted = 0;
   if (!spec.unmatched) for (const found of existing) if (found === undefined) admitted++;
   if (admitted === 0 || input.queued + admitted <= input.maxQueued) return undefined;
-  return `admission is full: ${input.queued} tasks queued, maxQueued is ${input.maxQueued}`;
+  return atCapacityMessage(input.queued, input.maxQueued);
+}
+
+/** AT_CAPACITY's message, on both stores: `queued` tasks were queued before the refused ones. */
+export function atCapacityMessage(queued: number, maxQueued: number): string {
+  return `admission is full: ${queued} tasks queued, maxQueued is ${maxQueued}`;
 }

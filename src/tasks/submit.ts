@@ -9,6 +9,7 @@ import { messageOf } from '../../actors/wire.js';
 import { TroupeError } from '../errors.js';
 import type { TaskRecord } from '../store/records.js';
 import type { StepWriter } from '../store/port.js';
+import { atCapacityMessage } from '../steps/fire.js';
 import { decideSubmit } from '../steps/submit.js';
 import type { Change } from '../steps/types.js';
 import type { EngineParts } from './parts.js';
@@ -33,7 +34,7 @@ export class Submitter {
   /** A submit refused with AT_CAPACITY (the metrics count them). */
   #atCapacity(): TroupeError {
     this.#k.notifier.refused();
-    return new TroupeError('AT_CAPACITY', `admission is full: ${this.#k.table.count('queued')} tasks queued, maxQueued is ${this.#k.options.maxQueued}`);
+    return new TroupeError('AT_CAPACITY', atCapacityMessage(this.#k.table.count('queued'), this.#k.options.maxQueued));
   }
 
   /**

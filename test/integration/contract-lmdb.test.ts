@@ -10,6 +10,7 @@ import { faultsContract } from './contract-faults.js';
 import { flowContract } from './contract-flow.js';
 import { timersContract } from './contract-timers.js';
 import { progressContract } from './contract-progress.js';
+import { admissionContract } from './contract-admission.js';
 
 const runtime = runtimes();
 
@@ -30,3 +31,4 @@ faultsContract('LMDB', lmdb);
 flowContract('LMDB', lmdb);
 timersContract('LMDB', lmdb);
 progressContract('LMDB', lmdb);
+admissionContract('LMDB', lmdb);

@@ -17,6 +17,7 @@ import { faultsContract } from './contract-faults.js';
 import { flowContract } from './contract-flow.js';
 import { timersContract } from './contract-timers.js';
 import { progressContract } from './contract-progress.js';
+import { admissionContract } from './contract-admission.js';
 
 // Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
 const pools = scratchPools();
@@ -52,3 +53,4 @@ faultsContract('PostgreSQL', postgres);
 flowContract('PostgreSQL', postgres);
 timersContract('PostgreSQL', postgres);
 progressContract('PostgreSQL', postgres);
+admissionContract('PostgreSQL', postgres);

@@ -1,6 +1,7 @@
 /**
  * Two runtimes on one PostgreSQL database share its queue (issue #15): both run tasks of one
- * submit, and every task settles once, in one attempt, on one of them.
+ * submit, and every task settles once, in one attempt, on one of them; submits on both at once
+ * are admitted against `maxQueued` exactly (src/store/postgres/admission.ts).
  */
 import { describe, expect, it } from 'vitest';
 import { builtinAgent } from 'troupe';
@@ -34,5 +35,21 @@ describe('two runtimes on one database', () => {
     // One settling event per task in the log.
     const done = await pool.query<{ n: string }>("SELECT count(*) AS n, count(DISTINCT task_id) AS tasks FROM troupe_events WHERE type = 'task.done'");
     expect(done.rows[0]).toEqual({ n: String(TASKS), tasks: String(TASKS) });
+  });
+
+  it('admit exactly maxQueued of the submits both make at once, and refuse the rest with AT_CAPACITY', async () => {
+    const { url, pool } = await pools({ max: 2 });
+    const agents = [builtinAgent('echo')];
+    const a = await runtime(url, { agents, maxQueued: 20 });
+    const b = await runtime(url, { agents, maxQueued: 20 });
+    // Frozen, nothing is claimed: every admitted task stays queued.
+    await a.freeze();
+    const results = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? a : b).submit({ agent: 'echo', input: i })));
+    const refused = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as { code: string }] : []));
+    expect(refused).toHaveLength(20);
+    expect(refused.every((e) => e.code === 'AT_CAPACITY')).toBe(true);
+    expect((await pool.query("SELECT count(*)::int AS n FROM troupe_tasks WHERE state = 'queued'")).rows[0].n).toBe(20);
+    const [ma, mb] = await Promise.all([a.metrics(), b.metrics()]);
+    expect(ma.atCapacityRejections + mb.atCapacityRejections).toBe(20);
   });
 });

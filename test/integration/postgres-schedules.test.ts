@@ -1,15 +1,18 @@
 /**
  * Cron schedules of the PostgreSQL cluster (issue #15): each tick fires exactly once while three
  * nodes call fireDue at once, again and again; the overlap policies skip and allow as fire.ts
- * means them; paused schedules fire nothing; bad specs are refused and store nothing.
+ * means them; paused schedules fire nothing; a schedule whose tasks `maxQueued` has no room for
+ * skips its ticks, and submits are admitted on either of admission's locks; bad specs are refused
+ * and store nothing.
  */
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { compileCron, tickIso } from '../../src/scheduler/cron.js';
 import { readEvents } from '../../src/store/postgres/events.js';
-import { claimTasks } from '../../src/store/postgres/queue.js';
+import { checkTasks, claimTasks, submitTasks } from '../../src/store/postgres/queue.js';
 import { fireDue, type FireResult } from '../../src/store/postgres/schedule-fire.js';
 import { createSchedule, setSchedulePaused } from '../../src/store/postgres/schedules.js';
+import { submitAndRead } from '../../src/store/postgres/tasks.js';
 import { settleAttempts } from '../../src/store/postgres/settle.js';
 import { rejection, scratchClusters } from '../helpers.js';
 
@@ -138,6 +141,39 @@ describe('cron schedules of the PostgreSQL cluster', () => {
     expect((await pool.query('SELECT count(*)::int AS n FROM troupe_tasks')).rows[0].n).toBe(0);
   });
 
+  it('admits against maxQueued: the schedules of a fire in order (one with no room skips its ticks, and advances), submits on either lock', async () => {
+    const { pool, join } = await clusters();
+    const node = await join();
+    await submitTasks(pool, [{ id: 'before', agent: 'a' }]);
+    for (const id of ['s1', 's2']) {
+      await createSchedule(pool, { id, cron: '* * * * * *', task: { agent: 'a' }, overlap: 'skip', catchUp: 'all' });
+      await age(pool, id, 3);
+    }
+    const result = await fireDue(pool, node.id, { maxQueued: 2 });
+    // s1 (first in the fire's order) takes the last place; s2's tick would make 3.
+    expect(result.fired.map((f) => f.scheduleId)).toEqual(['s1']);
+    const full = result.skipped.filter((s) => s.scheduleId === 's2' && s.reason === 'error');
+    expect(full).toHaveLength(1);
+    expect(full[0]!.error).toBe('admission is full: 2 tasks queued, maxQueued is 2');
+    const s2 = await stored(pool, 's2');
+    expect(s2).toMatchObject({ fired: 0, last_task_id: null });
+    expect(s2.next).toBeGreaterThan(full[0]!.tick);
+    expect((await pool.query('SELECT count(*)::int AS n FROM troupe_tasks')).rows[0].n).toBe(2);
+    expect((await firedEvents(pool)).filter((e) => e.data && (e.data as { error?: string }).error === full[0]!.error)).toHaveLength(1);
+    // Submits (admission.ts): room for one beyond the 2 queued on the shared lock, which keeps 10
+    // for each other session the server takes; the next on the exclusive one; then full.
+    const sessions = Number((await pool.query("SELECT current_setting('max_connections') AS n")).rows[0].n);
+    const max = 2 + (sessions - 1) * 10 + 1;
+    const submit = (ids: string[]) => submitAndRead(pool, checkTasks(ids.map((id) => ({ id, agent: 'a' }))), undefined, max);
+    await submit(['shared']);
+    await submit(['exclusive']);
+    await submitTasks(pool, Array.from({ length: max - 4 }, (_, i) => ({ id: `fill${i}`, agent: 'a' })));
+    const message = `admission is full: ${max} tasks queued, maxQueued is ${max}`;
+    expect(await rejection(submit(['over']))).toMatchObject({ code: 'AT_CAPACITY', message });
+    expect(await rejection(submit(Array.from({ length: 11 }, (_, i) => `batch${i}`)))).toMatchObject({ code: 'AT_CAPACITY', message });
+    expect((await pool.query("SELECT count(*)::int AS n FROM troupe_tasks WHERE state = 'queued'")).rows[0].n).toBe(max);
+  });
+
   it('rejects bad specs and arguments and stores nothing', async () => {
     const { pool, join } = await clusters();
     const node = await join();
@@ -165,6 +201,7 @@ describe('cron schedules of the PostgreSQL cluster', () => {
       ['INVALID_INPUT', () => fireDue(pool, 'not-a-node')],
       ['INVALID_INPUT', () => fireDue(pool, node.id, { limit: 0 })],
       ['INVALID_INPUT', () => fireDue(pool, node.id, { maxTicks: 1.5 })],
+      ['INVALID_INPUT', () => fireDue(pool, node.id, { maxQueued: 0 })],
       ['ILLEGAL_STATE', () => fireDue(pool, '00000000-0000-4000-8000-000000000000')],
     ];
     for (const [i, [code, call]] of refused.entries()) expect({ i, ...(await rejection(call())) }).toMatchObject({ i, code });

@@ -1,6 +1,6 @@
 /**
  * Metrics on LMDB (`rt.metrics()`, Prometheus text) over real threads and a real store, with
- * `maxQueued` (AT_CAPACITY), which PostgreSQL refuses; PostgreSQL's metrics are
+ * `maxQueued` (AT_CAPACITY; on both stores in contract-admission.ts); PostgreSQL's metrics are
  * postgres-runtime-metrics.test.ts's, `metricsPort` is contract-metrics-port.ts's and log streams
  * contract-flow.ts's, on both stores.
  */

@@ -59,10 +59,15 @@ describe('options.store', () => {
     // `/metrics` is served on PostgreSQL, with the same checks as on LMDB.
     expect(resolveOptions({ store: { postgres: URL }, metricsPort: 9100 }, {}).metricsPort).toBe(9100);
     expect(invalid({ store: { postgres: URL }, metricsPort: 70_000 }).message).toBe(invalid({ metricsPort: 70_000 }).message);
-    for (const [key, value] of [['starvation', {}], ['maxQueued', 10], ['failedAttemptThreshold', 3]] as const) {
+    for (const [key, value] of [['starvation', {}], ['failedAttemptThreshold', 3]] as const) {
       expect(invalid({ store: { postgres: URL }, [key]: value }).message).toBe(`options.${key} is not supported with store.postgres yet (README: "Running on many machines")`);
       expect(invalid({ [key]: value }, { TROUPE_STORE: URL }).message).toContain(`options.${key} is not supported with store.postgres`);
     }
+    // maxQueued holds across the cluster (store/postgres/admission.ts): checked as on LMDB, and no limit unless given.
+    expect(resolveOptions({ store: { postgres: URL }, maxQueued: 10 }, {}).maxQueued).toBe(10);
+    expect(resolveOptions({ store: { postgres: URL } }, {}).maxQueued).toBe(Infinity);
+    expect(resolveOptions({}, {}).maxQueued).toBe(100_000);
+    expect(invalid({ store: { postgres: URL }, maxQueued: 0 }).message).toBe(invalid({ maxQueued: 0 }).message);
     // A fast-failure backoff holds across the cluster (store/postgres/backoff.ts): taken, checked as on LMDB.
     expect(resolveOptions({ store: { postgres: URL }, defaultBackoff: { pauseMs: 500 } }, {}).defaultBackoff).toEqual({ failures: 3, fastFailMs: 60_000, pauseMs: 500 });
     expect(invalid({ store: { postgres: URL }, defaultBackoff: { pauseMs: 0 } }).message).toBe(invalid({ defaultBackoff: { pauseMs: 0 } }).message);

@@ -61,9 +61,10 @@ export interface SpawnedChild {
 /**
  * Submits `child` (checked by queue.ts checkTasks; its `parentId` becomes the task of `lease`) in one transaction fenced by the parent's
  * attempt token. A child whose idempotency key is taken is not stored: the holder comes back
- * (`created` false). FENCED when the attempt is no longer current, ABORTED when its task's cancel was asked for.
+ * (`created` false). FENCED when the attempt is no longer current, ABORTED when its task's cancel was asked for;
+ * with `maxQueued`, AT_CAPACITY when the cluster's queued tasks are full (admission.ts).
  */
-export async function spawnChild(pool: pg.Pool, lease: Lease, child: TaskRow): Promise<{ row: SpawnedChild; created: boolean }> {
+export async function spawnChild(pool: pg.Pool, lease: Lease, child: TaskRow, maxQueued?: number): Promise<{ row: SpawnedChild; created: boolean }> {
   checkLease(lease, 'lease');
   const rows = [{ ...child, parentId: lease.taskId }];
   return transaction(pool, 'spawning a task', async (client) => {
@@ -71,7 +72,7 @@ export async function spawnChild(pool: pg.Pool, lease: Lease, child: TaskRow): P
     const task = parent[0];
     if (!task || Number(task.token) !== lease.token || task.state !== 'running') throw new TroupeError('FENCED', 'this attempt is no longer current');
     if (task.cancel_reason !== null) throw new TroupeError('ABORTED', 'the attempt is stopping (cancelled)');
-    const [submitted] = await insertTasks(client, rows);
+    const [submitted] = await insertTasks(client, rows, maxQueued);
     const { rows: read } = await client.query<SpawnedChild>('SELECT id, agent, state FROM troupe_tasks WHERE id = $1', [submitted!.id]);
     return { row: read[0]!, created: submitted!.created };
   });

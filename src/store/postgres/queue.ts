@@ -17,6 +17,7 @@ import type { RetryPolicy } from '../../api/tasks.js';
 import type { TraceCarrier } from '../records.js';
 import { TroupeError } from '../../errors.js';
 import { checkAgent, checkLease, checkLeaseMs, checkNode, checkTask, INT4_MAX, invalid, type Lease, type NewTask, type TaskRow } from './checks.js';
+import { admit } from './admission.js';
 import { BEGIN_HOLDING_CONTROLS } from './control.js';
 import { appendEvents, eventOf, insertEvents, notifyIfAny } from './events.js';
 import { pauseHolds } from './backoff.js';
@@ -103,9 +104,10 @@ export function checkTasks(tasks: readonly NewTask[]): TaskRow[] {
  * created: what {@link submitTasks} does, for a verb that submits as part of a larger change (a
  * schedule's tick). A task with `requires` and no agent is routed first (routing.ts); one no agent
  * covers, or whose named agent does not, is stored `needs_attention` with a `task.needs_attention`
- * event instead.
+ * event instead. With `maxQueued`, AT_CAPACITY (the caller rolls back) when the new queued tasks
+ * took the cluster's queued tasks past it (admission.ts).
  */
-export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[]): Promise<Submitted[]> {
+export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[], maxQueued?: number): Promise<Submitted[]> {
   if (rows.length === 0) return [];
   // Tasks that name `requires` and no agent go to an agent now, or to needs_attention (routing.ts).
   const routes = await routeRows(client, rows);
@@ -148,6 +150,7 @@ export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[
     const { rows: held } = await client.query<{ id: string; key: string }>('SELECT id, idempotency_key AS key FROM troupe_tasks WHERE idempotency_key = ANY($1::text[])', [keys]);
     for (const { id, key } of held) holders.set(key, id);
   }
+  if (maxQueued !== undefined) await admit(client, stored.filter((r) => r.state === 'queued' && created.has(r.id)).length, maxQueued);
   await appendEvents(
     client,
     stored.filter((r) => created.has(r.id)).map((r) => (r.unmatched ? unmatchedEvent(r) : queuedEvent(r, created.get(r.id)!))),

@@ -20,6 +20,7 @@ import { createIdGenerator } from '../../ids.js';
 import { compileCron, tickIso, type CronSchedule } from '../../scheduler/cron.js';
 import { MAX_TICKS_PER_FIRE } from '../../steps/fire.js';
 import { checkNode, checkTask, INT4_MAX, invalid } from './checks.js';
+import { admitFires } from './admission.js';
 import { appendEvents, eventOf, type NewEvent } from './events.js';
 import { NODE_LOCK_CLASS } from './nodes.js';
 import { insertTasks } from './queue.js';
@@ -41,6 +42,8 @@ export interface FireOptions {
   limit?: number;
   /** Most ticks of one schedule one call looks at; the rest are left due. @default MAX_TICKS_PER_FIRE */
   maxTicks?: number;
+  /** The runtime's `maxQueued`: a schedule whose new tasks would pass it skips its ticks (admission.ts). @default no limit */
+  maxQueued?: number;
 }
 
 const SETTLED = TASK_STATES.filter((state) => isTerminal(state))
@@ -58,6 +61,7 @@ export async function fireDue(pool: pg.Pool, node: string, options: FireOptions 
   const maxTicks = options.maxTicks ?? MAX_TICKS_PER_FIRE;
   if (!Number.isSafeInteger(limit) || limit <= 0 || limit > INT4_MAX) throw invalid('options.limit must be a positive integer');
   if (!Number.isSafeInteger(maxTicks) || maxTicks <= 0 || maxTicks > MAX_TICKS_PER_FIRE) throw invalid(`options.maxTicks must be a positive integer of at most ${MAX_TICKS_PER_FIRE}`);
+  if (options.maxQueued !== undefined && (!Number.isSafeInteger(options.maxQueued) || options.maxQueued <= 0)) throw invalid('options.maxQueued must be a positive integer');
   return transaction(pool, 'firing schedules', async (client) => {
     const member = await client.query<{ started_at: number }>(`SELECT ${epochMs('started_at')} FROM troupe_nodes WHERE id = $1::uuid FOR KEY SHARE`, [node]);
     if (member.rows.length === 0) throw new TroupeError('ILLEGAL_STATE', `node ${node} is not a member of the cluster: it must not fire schedules`);
@@ -96,6 +100,7 @@ export async function fireDue(pool: pg.Pool, node: string, options: FireOptions 
       plans.push(planFire(schedule, { cron, last: last.get(row.id) ?? { state: null, settledAt: null }, now: row.now, openedAt, maxTicks, rowOf }));
     }
     if (plans.length === 0) return result;
+    if (options.maxQueued !== undefined) await admitFires(client, plans, options.maxQueued);
     // The compare-and-swap first: a schedule whose stored tick, or held tick, moved on submits nothing.
     const swapped = await client.query<{ id: string }>(
       `UPDATE troupe_schedules s

@@ -84,13 +84,14 @@ export async function readTasks(pool: Pick<pg.Pool, 'query'>, ids: readonly stri
  * transaction, idempotency keys, INVALID_INPUT with nothing stored), and reads each one's row in
  * that same transaction: a new task as it was stored, `queued`, before any node can claim it; a
  * duplicate key's holder as it is (`created` false). (Read after the commit, a new task may
- * already be running.) The rows come in the order of `rows`.
+ * already be running.) The rows come in the order of `rows`. With `maxQueued`, AT_CAPACITY with
+ * nothing stored when the new queued tasks would take the cluster's past it (admission.ts).
  */
-export async function submitAndRead(pool: pg.Pool, rows: readonly CheckedTask[], where: (i: number) => string = (i) => `tasks[${i}]`): Promise<Array<{ row: TaskRow; created: boolean }>> {
+export async function submitAndRead(pool: pg.Pool, rows: readonly CheckedTask[], where: (i: number) => string = (i) => `tasks[${i}]`, maxQueued?: number): Promise<Array<{ row: TaskRow; created: boolean }>> {
   if (rows.length === 0) return [];
   return transaction(pool, 'submitting tasks', async (client) => {
     await checkParents(client, rows, where);
-    const submitted = await insertTasks(client, rows);
+    const submitted = await insertTasks(client, rows, maxQueued);
     const read = new Map((await readTasks(client, submitted.map((s) => s.id))).map((row) => [row.id, row]));
     return submitted.map(({ id, created }) => {
       const row = read.get(id);
