@@ -9,12 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { afterEach, inject } from 'vitest';
+import { afterAll, afterEach, inject } from 'vitest';
 import { createRuntime, type Runtime, type RuntimeOptions } from 'troupe';
 import { followEvents, type StoredEvent } from '../src/store/postgres/events.js';
-import { migrate } from '../src/store/postgres/migrations.js';
 import { joinCluster, type ClusterNode } from '../src/store/postgres/nodes.js';
-import { scratchDatabase } from './postgres.js';
+import { dropAll, scratchDatabase } from './postgres.js';
 
 /** Names of the fixture agents in test/fixtures/agents. */
 export type FixtureAgent = 'aborted' | 'blocker' | 'crash' | 'hang' | 'progress' | 'broken' | 'chatty' | 'polite' | 'weird' | 'record' | 'overlap' | 'interactive' | 'stray' | 'traced' | 'stamp' | 'result' | 'logging' | 'reporter';
@@ -207,21 +206,24 @@ export function readmeBlocks(path: string): Array<{ line: number; code: string }
 
 /**
  * Call at a test file's top level: returns a factory of pools on fresh databases of the tests'
- * PostgreSQL (test/postgres.ts), migrated unless `migrated: false`; each is dropped after its test.
+ * PostgreSQL (test/postgres.ts): copies of the run's migrated template, or empty with
+ * `migrated: false`. Each pool ends after its test; the databases go after the file's last test,
+ * several at once (a drop waits for a checkpoint, which drops at the same time share).
  */
 export function scratchPools(): (options?: { max?: number; migrated?: boolean }) => Promise<{ url: string; pool: pg.Pool }> {
   const cleanups: Array<() => Promise<void>> = [];
+  const drops: Array<() => Promise<void>> = [];
   afterEach(async () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
+  afterAll(() => dropAll(drops.splice(0)));
   return async ({ max = 10, migrated = true } = {}) => {
-    const db = await scratchDatabase(inject('pgUrl'));
-    cleanups.push(db.drop);
+    const db = await scratchDatabase(inject('pgUrl'), migrated ? inject('pgTemplate') : undefined);
+    drops.push(db.drop);
     const pool = new pg.Pool({ connectionString: db.url, max });
     // An idle client the server ends (the database dropped, a cluster stopped) is not a test failure.
     pool.on('error', () => undefined);
     cleanups.push(() => pool.end());
-    if (migrated) await migrate(pool);
     return { url: db.url, pool };
   };
 }
@@ -236,7 +238,7 @@ export interface LogFollower {
   stop(): Promise<void>;
 }
 
-/** A fresh migrated database with what the cluster tests do on it; everything goes after the test. */
+/** A fresh migrated database with what the cluster tests do on it; its nodes, pools and followers go after the test, the database after the file. */
 export interface ScratchCluster {
   url: string;
   pool: pg.Pool;

@@ -75,13 +75,17 @@ export async function startCluster(): Promise<{ url: string; stop: () => Promise
   };
 }
 
-/** A fresh database on the server at `url` for one test; `drop()` removes it. */
-export async function scratchDatabase(url: string): Promise<{ url: string; drop: () => Promise<void> }> {
+/**
+ * A fresh database on the server at `url` for one test; `drop()` removes it. With `template` (the
+ * run's migrated database, {@link migratedTemplate}), a copy of it: about 80 ms, where an empty
+ * database that the test then migrates takes about 350.
+ */
+export async function scratchDatabase(url: string, template?: string): Promise<{ url: string; drop: () => Promise<void> }> {
   const name = `troupe_test_${process.pid}_${Math.random().toString(36).slice(2, 10)}`;
   const admin = new pg.Client({ connectionString: url });
   await admin.connect();
   try {
-    await admin.query(`CREATE DATABASE ${name}`);
+    await admin.query(template === undefined ? `CREATE DATABASE ${name}` : `CREATE DATABASE ${name} TEMPLATE ${template}`);
   } finally {
     await admin.end();
   }
@@ -99,4 +103,31 @@ export async function scratchDatabase(url: string): Promise<{ url: string; drop:
       }
     },
   };
+}
+
+/**
+ * The run's template database: migrated to this build's latest version once (by the global
+ * setup), then copied for each test that wants a migrated database. Nothing connects to it after
+ * this, as `CREATE DATABASE … TEMPLATE` requires. `drop()` removes it at the end of the run.
+ */
+export async function migratedTemplate(url: string, migrate: (pool: pg.Pool) => Promise<unknown>): Promise<{ name: string; drop: () => Promise<void> }> {
+  const db = await scratchDatabase(url);
+  const pool = new pg.Pool({ connectionString: db.url, max: 1 });
+  try {
+    await migrate(pool);
+  } catch (error) {
+    await pool.end();
+    await db.drop();
+    throw error;
+  }
+  await pool.end();
+  return { name: new URL(db.url).pathname.slice(1), drop: db.drop };
+}
+
+/**
+ * Drops databases `drops` removes, several at once: a drop waits for a checkpoint (about 300 ms
+ * here), and drops at the same time share one.
+ */
+export async function dropAll(drops: ReadonlyArray<() => Promise<void>>, atOnce = 8): Promise<void> {
+  for (let i = 0; i < drops.length; i += atOnce) await Promise.all(drops.slice(i, i + atOnce).map((drop) => drop()));
 }

@@ -25,11 +25,11 @@ const runtime = pgRuntimes();
 
 const postgres: ContractBackend = {
   open: async (options = {}) => {
-    const { url } = await pools({ max: 1, migrated: false });
+    const { url } = await pools({ max: 1 });
     return runtime(url, options);
   },
   openKept: async (options = {}) => {
-    const db = await scratchDatabase(inject('pgUrl'));
+    const db = await scratchDatabase(inject('pgUrl'), inject('pgTemplate'));
     const rt = await createRuntime({ threads: 1, slotsPerThread: 2, logger: false, ...options, store: { postgres: db.url } }).catch(async (error: unknown) => {
       await db.drop();
       throw error;

@@ -55,7 +55,7 @@ const lmdb: Backend = {
 /** PostgreSQL: one scratch database and one runtime for the file, made on first use. */
 let database: Promise<{ url: string; drop(): Promise<void> }> | undefined;
 let shared: Promise<Runtime> | undefined;
-const pgOpen = async (options: RuntimeOptions) => createRuntime({ threads: 1, slotsPerThread: 2, logger: false, ...options, store: { postgres: (await (database ??= scratchDatabase(inject('pgUrl')))).url } });
+const pgOpen = async (options: RuntimeOptions) => createRuntime({ threads: 1, slotsPerThread: 2, logger: false, ...options, store: { postgres: (await (database ??= scratchDatabase(inject('pgUrl'), inject('pgTemplate')))).url } });
 afterAll(async () => {
   await (await shared?.catch(() => undefined))?.close({ timeoutMs: 1_000, force: true });
   await (await database?.catch(() => undefined))?.drop();
