@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, afterEach, inject } from 'vitest';
@@ -154,6 +155,62 @@ export function runCli(args: readonly string[], options: { cwd?: string; env?: R
 
 /** The built `troupe` binary. */
 export const CLI_PATH = fileURLToPath(new URL('../dist/src/cli/index.js', import.meta.url));
+
+/** The built agents dir of the CLI tests (test/fixtures/cli: ask, greet, hold). */
+export const CLI_AGENTS = fileURLToPath(new URL('../dist/test/fixtures/cli', import.meta.url));
+
+/** A long-running `troupe` child whose stdout lines can be awaited. */
+export interface RunningCli {
+  child: ChildProcess;
+  lines: string[];
+  stderr: () => string;
+  /** Resolves with the first line (seen so far or later) matching `test`. */
+  line(test: RegExp): Promise<string>;
+  exit: Promise<number | null>;
+}
+
+/** Starts `troupe ...args` (environment as {@link runCli}'s) and follows its output. */
+export function startCli(args: readonly string[], options: { env?: Record<string, string> } = {}): RunningCli {
+  const env = { ...process.env, NO_COLOR: undefined, FORCE_COLOR: undefined, ...options.env };
+  const child = spawn(process.execPath, [CLI_PATH, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  const waiters: Array<{ test: RegExp; resolve: (line: string) => void }> = [];
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    lines.push(line);
+    for (const waiter of waiters.splice(0)) {
+      if (waiter.test.test(line)) waiter.resolve(line);
+      else waiters.push(waiter);
+    }
+  });
+  const exit = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  return {
+    child,
+    lines,
+    stderr: () => stderr,
+    exit,
+    line: (test) =>
+      new Promise((resolve, reject) => {
+        const seen = lines.find((l) => test.test(l));
+        if (seen !== undefined) return resolve(seen);
+        waiters.push({ test, resolve });
+        void exit.then((code) => reject(new Error(`exited ${code} before a line matched ${test}; stdout:\n${lines.join('\n')}\nstderr:\n${stderr}`)));
+      }),
+  };
+}
+
+/** Starts `troupe run ...args` and waits for its running line (`--json`: the running event). */
+export async function serveCli(args: readonly string[], options: { json?: boolean; env?: Record<string, string> } = {}): Promise<RunningCli & { running: string }> {
+  const run = startCli(['run', ...args, ...(options.json ? ['--json'] : [])], options);
+  return { ...run, running: await run.line(options.json ? /^\{"event":"running"/ : /^troupe running:/) };
+}
+
+/** Sends SIGTERM to a `troupe` child and resolves with its exit code. */
+export function stopCli(run: RunningCli): Promise<number | null> {
+  run.child.kill('SIGTERM');
+  return run.exit;
+}
 
 /** Opens a data dir no runtime holds through the built store (it replays its log first). */
 export async function openDataDir(dataDir: string): Promise<DataDir> {

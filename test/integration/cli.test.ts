@@ -3,19 +3,13 @@
  * control socket, the client commands over it, the direct path when no runtime runs, and the
  * error paths. Tests wait for output lines and exits, never for time to pass.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type Task } from 'troupe';
 import { renderBar } from '../../src/cli/progress.js';
-import { holdInChild, runCli, tempDir, type CliResult as Result } from '../helpers.js';
-
-const CLI = fileURLToPath(new URL('../../dist/src/cli/index.js', import.meta.url));
-const AGENTS = fileURLToPath(new URL('../../dist/test/fixtures/cli', import.meta.url));
+import { CLI_AGENTS as AGENTS, holdInChild, runCli, serveCli, startCli, stopCli, tempDir, type CliResult as Result, type RunningCli } from '../helpers.js';
 
 /** Runs `fn` with a fresh temp dir, removed afterwards (safe for concurrent tests). */
 async function withDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
@@ -30,62 +24,15 @@ async function withDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
 /** Runs `troupe ...args` to completion. */
 const troupe = (args: string[]): Promise<Result> => runCli(args);
 
-/** A long-running child whose stdout lines can be awaited. */
-interface Running {
-  child: ChildProcess;
-  lines: string[];
-  stderr: () => string;
-  /** Resolves with the first line (seen so far or later) matching `test`. */
-  line(test: RegExp): Promise<string>;
-  exit: Promise<number | null>;
-}
-
-function start(args: string[]): Running {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  const waiters: Array<{ test: RegExp; resolve: (line: string) => void }> = [];
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    lines.push(line);
-    for (const waiter of waiters.splice(0)) {
-      if (waiter.test.test(line)) waiter.resolve(line);
-      else waiters.push(waiter);
-    }
-  });
-  const exit = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  return {
-    child,
-    lines,
-    stderr: () => stderr,
-    exit,
-    line: (test) =>
-      new Promise((resolve, reject) => {
-        const seen = lines.find((l) => test.test(l));
-        if (seen !== undefined) return resolve(seen);
-        waiters.push({ test, resolve });
-        void exit.then((code) => reject(new Error(`exited ${code} before a line matched ${test}; stdout:\n${lines.join('\n')}\nstderr:\n${stderr}`)));
-      }),
-  };
-}
-
 /** Starts `troupe run` on `dataDir` and waits for its running line. */
-async function serve(dataDir: string, options: { json?: boolean } = {}): Promise<Running & { running: string }> {
-  const run = start(['run', '--agents', AGENTS, '--data-dir', dataDir, '--threads', '1', '--slots', '2', ...(options.json ? ['--json'] : [])]);
-  return { ...run, running: await run.line(options.json ? /^\{"event":"running"/ : /^troupe running:/) };
-}
-
-async function stop(run: Running): Promise<number | null> {
-  run.child.kill('SIGTERM');
-  return run.exit;
-}
+const serve = (dataDir: string, options: { json?: boolean } = {}): Promise<RunningCli & { running: string }> => serveCli(['--agents', AGENTS, '--data-dir', dataDir, '--threads', '1', '--slots', '2'], options);
 
 const json = <T>(result: Result): T => JSON.parse(result.stdout) as T;
 
 describe('troupe run, with commands over the control socket', () => {
   let dir: { path: string; cleanup: () => void };
   let dataDir: string;
-  let run: Running & { running: string };
+  let run: RunningCli & { running: string };
   const cli = (...args: string[]) => troupe([...args, '--data-dir', dataDir]);
 
   beforeAll(async () => {
@@ -95,7 +42,7 @@ describe('troupe run, with commands over the control socket', () => {
   });
 
   afterAll(async () => {
-    if (run.child.exitCode === null) await stop(run);
+    if (run.child.exitCode === null) await stopCli(run);
     dir.cleanup();
   });
 
@@ -184,8 +131,8 @@ describe('troupe run, with commands over the control socket', () => {
 
   it('cancels a running task', async () => {
     const id = (await cli('submit', 'hold')).stdout.trim();
-    const tail = start(['tail', id, '--follow', '--data-dir', dataDir]);
-    const interrupted = start(['tail', id, '--follow', '--data-dir', dataDir]);
+    const tail = startCli(['tail', id, '--follow', '--data-dir', dataDir]);
+    const interrupted = startCli(['tail', id, '--follow', '--data-dir', dataDir]);
     await Promise.all([tail.line(/ holding$/), interrupted.line(/ holding$/)]);
     // Ctrl-C stops a follow (and only the follow: the task carries on).
     interrupted.child.kill('SIGINT');
@@ -200,7 +147,7 @@ describe('troupe run, with commands over the control socket', () => {
 
   it('send delivers input to a waiting task, and tail --follow streams until it settles', async () => {
     const id = (await cli('submit', 'ask')).stdout.trim();
-    const tail = start(['tail', id, '--follow', '--json', '--data-dir', dataDir]);
+    const tail = startCli(['tail', id, '--follow', '--json', '--data-dir', dataDir]);
     await tail.line(/"message":"asking"/);
     const sent = await cli('send', id, '{"ok":1}', '--key', 'answer-1');
     expect(sent.stderr).toBe('');
@@ -267,7 +214,7 @@ describe.concurrent('shutdown, the direct path and usage', () => {
     const dataDir = join(root, 'data');
     const first = await serve(dataDir);
     const id = (await troupe(['submit', 'greet', '--wait', '--data-dir', dataDir])).stdout.split('\n')[0]!;
-    expect(await stop(first)).toBe(0);
+    expect(await stopCli(first)).toBe(0);
     expect(first.lines.at(-1)).toBe('troupe stopped');
     expect(existsSync(join(dataDir, 'control.sock'))).toBe(false);
 
@@ -285,7 +232,7 @@ describe.concurrent('shutdown, the direct path and usage', () => {
     const second = await serve(dataDir, { json: true });
     expect(JSON.parse(second.running)).toEqual({ event: 'running', pid: second.child.pid, agents: ['ask', 'greet', 'hold'], dataDir, socket: join(dataDir, 'control.sock') });
     expect(json<Task>(await troupe(['show', id, '--json', '--data-dir', dataDir]))).toMatchObject({ id, state: 'done', output: { greeting: 'hello world' } });
-    expect(await stop(second)).toBe(0);
+    expect(await stopCli(second)).toBe(0);
     expect(JSON.parse(second.lines.at(-1)!)).toEqual({ event: 'closed', signal: 'SIGTERM' });
     expect(second.stderr()).toBe('');
   }));
@@ -298,7 +245,7 @@ describe.concurrent('shutdown, the direct path and usage', () => {
     expect(json<{ live: boolean }>(await troupe(['status', '--json', '--data-dir', dataDir])).live).toBe(false);
     const next = await serve(dataDir);
     expect(json<{ live: boolean }>(await troupe(['status', '--json', '--data-dir', dataDir])).live).toBe(true);
-    expect(await stop(next)).toBe(0);
+    expect(await stopCli(next)).toBe(0);
   }));
 
   it('puts the socket of a data dir whose path is too long in a private directory, and the commands reach it', ({ expect }) => withDir(async (root) => {
@@ -312,7 +259,7 @@ describe.concurrent('shutdown, the direct path and usage', () => {
       expect(dir.mode & 0o077).toBe(0);
       expect(json<{ live: boolean }>(await troupe(['status', '--json', '--data-dir', dataDir])).live).toBe(true);
     } finally {
-      expect(await stop(run)).toBe(0);
+      expect(await stopCli(run)).toBe(0);
     }
   }));
 
