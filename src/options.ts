@@ -274,7 +274,12 @@ export function resolveStore(given: unknown, fromEnv: string | undefined): Reado
   return Object.freeze({ postgres: postgresUrl((given as { postgres?: unknown }).postgres, 'options.store.postgres') });
 }
 
-function postgresUrl(value: unknown, where: string): string {
+/**
+ * `value` if it is a PostgreSQL connection string; else INVALID_OPTIONS naming `where` (the option
+ * or variable it came from) and never echoing it. The CLI checks `--store` with it before anything
+ * starts.
+ */
+export function postgresUrl(value: unknown, where: string): string {
   if (typeof value !== 'string' || value.length === 0) throw invalid(`${where} must be a PostgreSQL connection string (postgres://…)`);
   let url: URL;
   try {

@@ -32,9 +32,11 @@ export class CliError extends Error {
 /**
  * The error of every command that needs a running runtime when none runs on `dataDir`: one code,
  * one exit code and the same words, whichever command asked and whether or not the dir exists yet.
+ * `postgres`: TROUPE_STORE is set, so every command needs one (the data dir holds no store).
  */
-export function notRunning(dataDir: string): CliError {
-  return new CliError('NOT_RUNNING', `no runtime is running in ${dataDir}: start one with ${startCommand(dataDir)}`, EXIT.NO_RUNTIME);
+export function notRunning(dataDir: string, options: { postgres?: boolean } = {}): CliError {
+  const why = options.postgres ? ' (TROUPE_STORE is set: the commands reach PostgreSQL only through a running runtime)' : '';
+  return new CliError('NOT_RUNNING', `no runtime is running in ${dataDir}${why}: start one with ${startCommand(dataDir)}`, EXIT.NO_RUNTIME);
 }
 
 /** The error of a command that reads a data dir that holds no Troupe store. */

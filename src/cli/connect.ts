@@ -1,7 +1,9 @@
 /**
  * How a command reaches a data dir: the control socket of a running `troupe run` first; when none
  * answers, the data dir opened in this process with no agents registered, so nothing dispatches.
- * The runtime is imported lazily: a command served over the socket never loads it.
+ * That open is LMDB's only: a runtime on PostgreSQL keeps nothing in the data dir, and a command
+ * does not join the cluster as a node of its own. The runtime is imported lazily: a command served
+ * over the socket never loads it.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,7 +18,11 @@ const LOCK_RETRY_MS = 1_000;
 
 /** Throws NO_DATA_DIR (exit 2) unless `dataDir` (absolute) holds a Troupe store. */
 export function assertDataDir(dataDir: string): void {
-  if (!existsSync(join(dataDir, 'data.mdb'))) throw noDataDir(dataDir);
+  if (!hasStore(dataDir)) throw noDataDir(dataDir);
+}
+
+function hasStore(dataDir: string): boolean {
+  return existsSync(join(dataDir, 'data.mdb'));
 }
 
 /**
@@ -36,14 +42,18 @@ export async function openBackend(dataDir: string, options: { live: boolean }): 
     }
   }
   if (options.live) throw notRunning(dataDir);
+  // With TROUPE_STORE set, the runtimes of this dir run on PostgreSQL: say that one must run,
+  // not that the dir holds no store (it never will).
+  if (process.env.TROUPE_STORE && !hasStore(dataDir)) throw notRunning(dataDir, { postgres: true });
   assertDataDir(dataDir);
-  const [{ createRuntime }, { runtimeMethods }] = await Promise.all([import('../create-runtime.js'), import('./methods.js')]);
+  // LMDB's runtime whatever TROUPE_STORE says: this opens the store the data dir holds.
+  const [{ createLmdbRuntime }, { runtimeMethods }] = await Promise.all([import('../create-runtime.js'), import('./methods.js')]);
   // Another command may hold the dir for a moment, or `troupe run` may be between taking the dir and
   // listening: retry briefly before deciding that a runtime holds it without answering.
   const deadline = Date.now() + LOCK_RETRY_MS;
   for (let delay = 25; ; delay = Math.min(delay * 2, 200)) {
     try {
-      const rt = await createRuntime({ dataDir, logger: false, threads: 1, slotsPerThread: 1, createPool: idlePool });
+      const rt = await createLmdbRuntime({ dataDir, logger: false, threads: 1, slotsPerThread: 1, createPool: idlePool });
       return new DirectBackend(rt, runtimeMethods(rt));
     } catch (error) {
       if ((error as { code?: unknown }).code !== 'DATA_DIR_LOCKED') throw error;

@@ -11,6 +11,7 @@ import { CliError, EXIT, describeError, usageError } from './cli-error.js';
 import { coloured, colourEnabled, plain } from './colour.js';
 import { CLIENT_COMMANDS, integerOption, parseJsonOption, type CommandContext, type Values } from './commands.js';
 import { assertDataDir, openBackend } from './connect.js';
+import { postgresUrl, resolveStore } from '../options.js';
 
 const HELP = `troupe: a durable agent-dispatch runtime
 
@@ -35,9 +36,10 @@ serve:
       (TROUPE_STORE=postgres://… does the same); DATA_DIR then holds only the control socket.
       --dashboard serves the web dashboard (127.0.0.1, a free port unless PORT) and prints its URL;
       any other --dashboard-host needs a token: TROUPE_DASHBOARD_TOKEN, or one generated and printed.
-  troupe dashboard [--port N] [--host HOST]
+  troupe dashboard [--port N] [--host HOST] [--store URL]
       The URL of the dashboard of the runtime running in DATA_DIR, or, with none running, serves
-      one on DATA_DIR (no agents: tasks can be seen and acted on) until SIGINT or SIGTERM.
+      one on DATA_DIR (no agents: tasks can be seen and acted on) until SIGINT or SIGTERM; with
+      --store (or TROUPE_STORE), on that PostgreSQL database.
 
 tasks (these need a running runtime, else they exit 3 with "no runtime is running":
        submit, wait, tail --follow, schedules add):
@@ -61,7 +63,9 @@ tasks (these need a running runtime, else they exit 3 with "no runtime is runnin
   troupe schedules rm ID
 
   Commands reach a running \`troupe run\` through its control socket. When none runs, they open
-  the data dir directly (nothing dispatches then).
+  the data dir directly (nothing dispatches then). A runtime on PostgreSQL keeps nothing in the
+  data dir: its tasks are reached only while it runs (with TROUPE_STORE set and no store in the
+  data dir, commands exit 3 with NOT_RUNNING).
 
 other:
   troupe demo [--tasks N] [--threads N]
@@ -86,7 +90,7 @@ const GLOBAL: Options = {
 /** Each command's own options and how many arguments it takes. */
 const COMMANDS: Record<string, { options: Options; args: readonly string[] }> = {
   run: { options: { agents: { type: 'string' }, store: { type: 'string' }, threads: { type: 'string' }, slots: { type: 'string' }, 'log-level': { type: 'string' }, dashboard: { type: 'string' }, 'dashboard-host': { type: 'string' } }, args: [] },
-  dashboard: { options: { port: { type: 'string' }, host: { type: 'string' } }, args: [] },
+  dashboard: { options: { port: { type: 'string' }, host: { type: 'string' }, store: { type: 'string' } }, args: [] },
   demo: { options: { tasks: { type: 'string', default: '3000' }, threads: { type: 'string' } }, args: [] },
   submit: { options: { input: { type: 'string' }, key: { type: 'string' }, priority: { type: 'string' }, lane: { type: 'string' }, label: { type: 'string', multiple: true }, wait: { type: 'boolean' } }, args: ['AGENT'] },
   wait: { options: {}, args: ['ID'] },
@@ -168,11 +172,13 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
   const dataDir = resolve(String(values['data-dir']));
   if (command === 'run') {
     if (typeof values.agents !== 'string') throw usageError('run needs --agents DIR');
+    // Checked before the runtime's code loads: a bad store fails at once.
+    const store = storeOf(values.store);
     const { runServe } = await import('./run.js');
     return runServe({
       dataDir,
       agentsDir: resolve(values.agents),
-      store: typeof values.store === 'string' ? values.store : undefined,
+      store,
       dashboard: dashboardOf(values.dashboard, values['dashboard-host']),
       threads: integerOption('--threads', values.threads, 1),
       slotsPerThread: integerOption('--slots', values.slots, 1),
@@ -182,8 +188,9 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
     });
   }
   if (command === 'dashboard') {
+    const store = storeOf(values.store);
     const { serveDashboardCommand } = await import('./run.js');
-    return serveDashboardCommand({ dataDir, json: json.value, dashboard: dashboardOf(values.port ?? '0', values.host)!, given: values.port !== undefined || values.host !== undefined, closeTimeoutMs: 15_000 });
+    return serveDashboardCommand({ dataDir, store, json: json.value, dashboard: dashboardOf(values.port ?? '0', values.host)!, given: values.port !== undefined || values.host !== undefined || values.store !== undefined, closeTimeoutMs: 15_000 });
   }
   if (command === 'compact') {
     assertDataDir(dataDir);
@@ -237,6 +244,20 @@ function dashboardOf(port: string | boolean | string[] | undefined, host: unknow
   if (number > 65_535) throw usageError('--dashboard takes a port number (0..65535; 0 or none: a free one)');
   const token = process.env.TROUPE_DASHBOARD_TOKEN;
   return { port: number, ...(typeof host === 'string' ? { host } : {}), ...(token ? { token } : {}) };
+}
+
+/**
+ * The PostgreSQL connection string a runtime of `run` or `dashboard` runs on: `--store`, else
+ * TROUPE_STORE when set; undefined for LMDB. A bad one is a usage error, before anything starts
+ * (and never echoed: it may hold a password).
+ */
+function storeOf(given: unknown): string | undefined {
+  try {
+    if (typeof given === 'string') return postgresUrl(given, '--store');
+    return resolveStore(undefined, process.env.TROUPE_STORE)?.postgres;
+  } catch (error) {
+    throw usageError((error as Error).message);
+  }
 }
 
 /** The version in the package.json of the package this binary is in (dist/src/cli/ -> the root). */

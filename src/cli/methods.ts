@@ -26,15 +26,23 @@ export interface MethodTable {
   streams: Readonly<Record<string, StreamMethod>>;
 }
 
-/** Builds the method table of `rt`. `info` is what `ping` reports about the serving process. */
-export function runtimeMethods(rt: Runtime, info: Record<string, unknown> = {}): MethodTable {
+/**
+ * Builds the method table of `rt`. `info` is what `ping` reports about the serving process. With
+ * `freshCounts` (a runtime on PostgreSQL), `stats` first takes the cluster's task count due and
+ * waits for it, as the dashboard's overview does: `stats()` alone shows the count last taken in
+ * the background, none at all the first time.
+ */
+export function runtimeMethods(rt: Runtime, info: Record<string, unknown> = {}, options: { freshCounts?: boolean } = {}): MethodTable {
   const unary: Record<string, UnaryMethod> = {
     ping: async () => ({ ...info, pid: process.pid, state: rt.state, agents: rt.agents.list().map((a) => a.name) }),
     submit: (p) => rt.submit(object(p, 'spec') as TaskSpec),
     get: (p) => rt.get(string(p, 'id')),
     dashboard: async () => rt.dashboard() ?? null,
     list: (p) => rt.list(listOptions(p)),
-    stats: async () => rt.stats(),
+    stats: async () => {
+      if (options.freshCounts) await rt.metrics();
+      return rt.stats();
+    },
     instances: async () => rt.instances(),
     cancel: (p) => rt.cancel(string(p, 'id'), optionalString(p, 'reason')),
     retry: (p) => rt.retry(string(p, 'id')),

@@ -10,9 +10,10 @@ import { pino } from 'pino';
 import { createRuntime } from '../create-runtime.js';
 import { AGENT_NAME, type AgentRegistration } from '../agents/registry.js';
 import { CliError, EXIT, usageError } from './cli-error.js';
+import { assertDataDir } from './connect.js';
 import { connectControl, preparePrivateDir, socketPathOf } from './control.js';
 import { runtimeMethods } from './methods.js';
-import { startControlServer } from './server.js';
+import { removeStaleSocket, startControlServer } from './server.js';
 
 /** Options of {@link runServe}. */
 export interface RunOptions {
@@ -20,7 +21,7 @@ export interface RunOptions {
   dataDir: string;
   /** Absolute agents dir (none: no agents, as `troupe dashboard` on a data dir). */
   agentsDir: string | undefined;
-  /** A PostgreSQL connection string (`--store`): the runtime runs there, and the data dir holds only the control socket. */
+  /** A PostgreSQL connection string (`--store`, or TROUPE_STORE as the command line read it): the runtime runs there, and the data dir holds only the control socket. Undefined: LMDB in the data dir. */
   store?: string | undefined;
   /** Serve the dashboard too. */
   dashboard?: { port: number; host?: string; token?: string } | undefined;
@@ -97,16 +98,23 @@ export async function runServe(options: RunOptions): Promise<number> {
   }
   const { agents, skipped } = options.agentsDir === undefined ? { agents: [], skipped: [] } : agentsIn(options.agentsDir);
   const logger = pino({ name: 'troupe', level: options.logLevel }, pino.destination({ dest: 2, sync: true }));
-  const store = options.store === undefined ? {} : { store: { postgres: options.store } };
-  const rt = await createRuntime({ dataDir: options.dataDir, threads: options.threads, slotsPerThread: options.slotsPerThread, logger, agents, dashboard: options.dashboard ?? false, ...store });
   const socket = socketPathOf(options.dataDir);
-  // On PostgreSQL (--store, or TROUPE_STORE) nothing creates the data dir: it holds only the socket.
-  const onPostgres = options.store !== undefined || Boolean(process.env.TROUPE_STORE);
-  let server;
+  // On PostgreSQL nothing creates the data dir: it holds only the socket. A socket dir that will
+  // not do, or a runtime already serving there (no store lock refuses it), fails here, before the
+  // runtime joins the cluster (and could claim tasks).
+  const onPostgres = options.store !== undefined;
   try {
     // A socket outside the data dir (its path would be too long) goes in a directory as private as the data dir.
     if (dirname(socket) !== options.dataDir || onPostgres) preparePrivateDir(dirname(socket));
-    server = await startControlServer(runtimeMethods(rt, { dataDir: options.dataDir, socket }), socket);
+    if (onPostgres) await removeStaleSocket(socket);
+  } catch (error) {
+    throw new CliError('CONTROL_FAILED', (error as Error).message, EXIT.FAILED);
+  }
+  // TROUPE_STORE was read (and checked) into options.store by the command line already.
+  const rt = await createRuntime({ dataDir: options.dataDir, threads: options.threads, slotsPerThread: options.slotsPerThread, logger, agents, dashboard: options.dashboard ?? false, store: onPostgres ? { postgres: options.store! } : undefined });
+  let server;
+  try {
+    server = await startControlServer(runtimeMethods(rt, { dataDir: options.dataDir, socket }, { freshCounts: onPostgres }), socket);
   } catch (error) {
     await rt.close({ timeoutMs: 0 });
     throw new CliError('CONTROL_FAILED', (error as Error).message, EXIT.FAILED);
@@ -155,16 +163,18 @@ export async function runServe(options: RunOptions): Promise<number> {
  * `troupe dashboard`: the dashboard of the runtime running in the data dir (its URL, when it
  * serves one), or, with none running, a runtime of no agents on the dir that serves it until
  * SIGINT or SIGTERM: tasks can be seen, cancelled, retried and answered, and run once `troupe run`
- * takes the dir again.
+ * takes the dir again. With `store`, that runtime runs on PostgreSQL (a node of the cluster with
+ * no agents); without, the dir must hold a store already (NO_DATA_DIR): a new empty one would show
+ * nothing, and a dir a runtime on PostgreSQL used holds none.
  */
-export async function serveDashboardCommand(options: Pick<RunOptions, 'dataDir' | 'json' | 'closeTimeoutMs'> & { dashboard: NonNullable<RunOptions['dashboard']>; /** --port or --host was given. */ given: boolean }): Promise<number> {
+export async function serveDashboardCommand(options: Pick<RunOptions, 'dataDir' | 'store' | 'json' | 'closeTimeoutMs'> & { dashboard: NonNullable<RunOptions['dashboard']>; /** --port, --host or --store was given. */ given: boolean }): Promise<number> {
   const socket = socketPathOf(options.dataDir);
   const running = await connectControl(socket).catch(() => undefined);
   if (running) {
     try {
       const url = (await running.call('dashboard', {})) as string | null;
       if (url === null) throw new CliError('NO_DASHBOARD', `the runtime running in ${options.dataDir} serves no dashboard: start it with \`troupe run --dashboard\``, EXIT.FAILED);
-      if (options.given && !options.json) process.stderr.write('troupe: a runtime is running there: --port and --host apply only when this command serves the dashboard itself\n');
+      if (options.given && !options.json) process.stderr.write('troupe: a runtime is running there: --port, --host and --store apply only when this command serves the dashboard itself\n');
       process.stdout.write(options.json ? `${JSON.stringify({ event: 'dashboard', url })}\n` : `troupe dashboard: ${url}\n`);
       return EXIT.OK;
     } finally {
@@ -172,5 +182,7 @@ export async function serveDashboardCommand(options: Pick<RunOptions, 'dataDir' 
     }
   }
   const { given: _given, ...serve } = options;
-  return runServe({ ...serve, agentsDir: undefined, logLevel: 'warn' });
+  if (serve.store === undefined) assertDataDir(options.dataDir);
+  // No agents: one thread, which nothing is ever dispatched to, will do.
+  return runServe({ ...serve, agentsDir: undefined, threads: 1, logLevel: 'warn' });
 }

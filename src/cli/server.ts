@@ -75,7 +75,11 @@ export async function startControlServer(methods: MethodTable, path: string): Pr
   };
 }
 
-async function removeStaleSocket(path: string): Promise<void> {
+/**
+ * Removes the socket a dead runtime left at `path`; throws if a live process answers there (a
+ * runtime on PostgreSQL checks before it starts: no store lock keeps a second one off its data dir).
+ */
+export async function removeStaleSocket(path: string): Promise<void> {
   let client;
   try {
     client = await connectControl(path);

@@ -1,0 +1,127 @@
+/**
+ * The `troupe` binary on PostgreSQL (issue #15), as a user runs it: `troupe run --store URL` and
+ * `TROUPE_STORE=URL troupe run` on one scratch database, each with a data dir of its own that holds
+ * only its control socket; the commands reach each through its socket and see the one database;
+ * a bad store is a usage error; with no runtime running, commands say what they need instead of
+ * opening an empty LMDB data dir; SIGTERM closes both cleanly.
+ */
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { Task } from 'troupe';
+import { CLI_AGENTS, openDataDir, runCli, serveCli, startCli, stopCli, tempDir, type CliResult, type RunningCli } from '../helpers.js';
+import { scratchDatabase } from '../postgres.js';
+
+const json = <T>(result: CliResult): T => JSON.parse(result.stdout) as T;
+
+describe('troupe run --store, and TROUPE_STORE, on one database', () => {
+  let db: { url: string; drop: () => Promise<void> };
+  let dir: { path: string; cleanup: () => void };
+  /** `troupe run --store` (with a dashboard) and `TROUPE_STORE=… troupe run`, on the same database. */
+  let a: RunningCli & { running: string };
+  let b: RunningCli & { running: string };
+  let dirA: string;
+  let dirB: string;
+  const inA = (...args: string[]) => runCli([...args, '--data-dir', dirA]);
+  const inB = (...args: string[]) => runCli([...args, '--data-dir', dirB]);
+
+  beforeAll(async () => {
+    db = await scratchDatabase(inject('pgUrl'));
+    dir = tempDir('troupe-cli-pg-');
+    dirA = join(dir.path, 'a');
+    dirB = join(dir.path, 'b');
+    const common = ['--agents', CLI_AGENTS, '--threads', '1', '--slots', '2'];
+    [a, b] = await Promise.all([
+      serveCli([...common, '--data-dir', dirA, '--store', db.url, '--dashboard']),
+      serveCli([...common, '--data-dir', dirB], { env: { TROUPE_STORE: db.url } }),
+    ]);
+  });
+
+  afterAll(async () => {
+    for (const run of [a, b]) if (run?.child.exitCode === null) await stopCli(run);
+    dir?.cleanup();
+    await db?.drop();
+  });
+
+  it('prints the running line; the data dir holds only the control socket', async () => {
+    expect(a.running).toBe(`troupe running: 3 agents, on PostgreSQL, socket ${join(dirA, 'control.sock')}`);
+    expect(b.running).toBe(`troupe running: 3 agents, on PostgreSQL, socket ${join(dirB, 'control.sock')}`);
+    expect(readdirSync(dirA)).toEqual(['control.sock']);
+    expect(readdirSync(dirB)).toEqual(['control.sock']);
+    // --dashboard serves the cluster's dashboard, as on LMDB.
+    const url = /^troupe dashboard: (http:\/\/127\.0\.0\.1:\d+\/)$/.exec(await a.line(/^troupe dashboard: /))![1]!;
+    expect(((await (await fetch(`${url}api/overview`)).json()) as { store: string }).store).toBe('postgres');
+  });
+
+  it('refuses a second runtime on a data dir one serves, which serves on (the next test submits through it)', async () => {
+    const second = await runCli(['run', '--agents', CLI_AGENTS, '--store', db.url, '--data-dir', dirA, '--threads', '1']);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toBe(`troupe: CONTROL_FAILED: another process answers on ${join(dirA, 'control.sock')}\n`);
+    expect(readdirSync(dirA)).toEqual(['control.sock']);
+  });
+
+  it('submit --wait runs a task to done, and show, list, tail and status through the other runtime see it', async () => {
+    const submitted = await inA('submit', 'greet', '--input', '{"name":"pg"}', '--wait');
+    expect(submitted.stderr).toBe('');
+    expect(submitted.code).toBe(0);
+    const [id, outcome] = submitted.stdout.trim().split('\n');
+    expect(outcome).toBe(`${id} done`);
+
+    const [shown, listed, tail, status] = await Promise.all([inB('show', id!, '--json'), inB('list', '--json'), inB('tail', id!), inB('status', '--json')]);
+    expect(json<Task>(shown)).toMatchObject({ id, agent: 'greet', state: 'done', output: { greeting: 'hello pg' } });
+    expect(json<{ tasks: Task[] }>(listed).tasks.map((t) => t.id)).toEqual([id]);
+    expect(tail.stdout).toMatch(/^\S+Z info +greeting \{"name":"pg"\}\n\S+Z warn +done greeting\n$/);
+    // The cluster's counts taken for the call, not the background count of an earlier one (none yet).
+    const body = json<{ live: boolean; stats: { state: string; tasks: Record<string, number> }; instances: unknown[] }>(status);
+    expect(body).toMatchObject({ live: true, stats: { state: 'running', tasks: { done: 1, queued: 0 } }, instances: [] });
+  });
+
+  it('refuses a store that is not PostgreSQL with a usage error, before anything starts', async () => {
+    const root = join(dir.path, 'bad');
+    const result = await runCli(['run', '--agents', CLI_AGENTS, '--store', 'mysql://me:secret@x', '--data-dir', root]);
+    expect(result.code).toBe(2);
+    // It names the option and never echoes the URL (a password may be in it).
+    expect(result.stderr).toBe('troupe: USAGE: --store must be a postgres:// or postgresql:// URL, not mysql:\nrun `troupe help` for usage\n');
+    expect(existsSync(root)).toBe(false);
+  });
+
+  it('with no runtime running: NOT_RUNNING under TROUPE_STORE, an LMDB data dir still opens, and dashboard makes no empty store', async () => {
+    const empty = join(dir.path, 'empty');
+    mkdirSync(empty);
+    // An (empty) LMDB data dir: the commands open it, whatever TROUPE_STORE says, and do not
+    // join the cluster, whose database holds a task by now.
+    const lmdb = join(dir.path, 'lmdb');
+    await (await openDataDir(lmdb)).close(true);
+    const env = { TROUPE_STORE: db.url };
+    const [list, listed, dashboard] = await Promise.all([
+      runCli(['list', '--data-dir', empty], { env }),
+      runCli(['status', '--json', '--data-dir', lmdb], { env }),
+      runCli(['dashboard', '--data-dir', empty]),
+    ]);
+    expect(list.code).toBe(3);
+    expect(list.stderr).toBe(`troupe: NOT_RUNNING: no runtime is running in ${empty} (TROUPE_STORE is set: the commands reach PostgreSQL only through a running runtime): start one with \`troupe run --agents <dir> --data-dir ${empty}\`\n`);
+    expect(json<{ live: boolean; stats: { tasks: Record<string, number> } }>(listed)).toMatchObject({ live: false, stats: { tasks: { done: 0 } } });
+    expect(dashboard.code).toBe(2);
+    expect(dashboard.stderr).toMatch(/^troupe: NO_DATA_DIR: no Troupe data dir at /);
+    expect(readdirSync(empty)).toEqual([]);
+  });
+
+  it('dashboard --store serves the database with no agents: the tasks of the cluster show', async () => {
+    const served = startCli(['dashboard', '--store', db.url, '--data-dir', join(dir.path, 'dashboard'), '--port', '0']);
+    try {
+      const url = /^troupe dashboard: (\S+)$/.exec(await served.line(/^troupe dashboard: /))![1]!;
+      const page = (await (await fetch(`${url}api/tasks`)).json()) as { tasks: Array<{ agent: string; state: string }> };
+      expect(page.tasks.map((t) => `${t.agent} ${t.state}`)).toEqual(['greet done']);
+    } finally {
+      expect(await stopCli(served)).toBe(0);
+    }
+  });
+
+  it('closes both cleanly on SIGTERM, removing their sockets: the data dirs are left empty', async () => {
+    const [exitA, exitB] = await Promise.all([stopCli(a), stopCli(b)]);
+    expect([exitA, exitB]).toEqual([0, 0]);
+    expect([a.lines.at(-1), b.lines.at(-1)]).toEqual(['troupe stopped', 'troupe stopped']);
+    expect(a.stderr()).toMatch(/^troupe: SIGTERM, closing/m);
+    expect([readdirSync(dirA), readdirSync(dirB)]).toEqual([[], []]);
+  });
+});
