@@ -3,7 +3,7 @@
  * embedded LMDB default data dir, with a live progress bar and a final summary. Every task has an
  * idempotency key, so running it again resumes the same tasks instead of duplicating them.
  */
-import { createRuntime } from '../create-runtime.js';
+import { createLmdbRuntime } from '../create-runtime.js';
 import { builtinAgent } from '../agents/registry.js';
 import type { Task, TaskSpec } from '../tasks/spec.js';
 import type { TaskState } from '../../machines/index.js';
@@ -31,7 +31,9 @@ function specOf(i: number): TaskSpec {
 /** Runs the demo; resolves with the final counts. */
 export async function runDemo(options: DemoOptions): Promise<Record<'done' | 'failed' | 'dropped' | 'cancelled' | 'pending', number>> {
   const out = options.out ?? process.stderr;
-  const rt = await createRuntime({
+  // LMDB's whatever TROUPE_STORE says: a demo writes its thousands of tasks to its own data dir,
+  // never to the database an app's environment names.
+  const rt = await createLmdbRuntime({
     dataDir: options.dataDir,
     threads: options.threads,
     logger: false,

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Task } from 'troupe';
-import { CLI_AGENTS, openDataDir, runCli, serveCli, startCli, stopCli, tempDir, type CliResult, type RunningCli } from '../helpers.js';
+import { CLI_AGENTS, runCli, serveCli, startCli, stopCli, tempDir, type CliResult, type RunningCli } from '../helpers.js';
 import { scratchDatabase } from '../postgres.js';
 
 const json = <T>(result: CliResult): T => JSON.parse(result.stdout) as T;
@@ -85,22 +85,22 @@ describe('troupe run --store, and TROUPE_STORE, on one database', () => {
     expect(existsSync(root)).toBe(false);
   });
 
-  it('with no runtime running: NOT_RUNNING under TROUPE_STORE, an LMDB data dir still opens, and dashboard makes no empty store', async () => {
+  it('under TROUPE_STORE, demo and the commands with no runtime running keep to LMDB data dirs; dashboard makes no empty one', async () => {
     const empty = join(dir.path, 'empty');
     mkdirSync(empty);
-    // An (empty) LMDB data dir: the commands open it, whatever TROUPE_STORE says, and do not
-    // join the cluster, whose database holds a task by now.
-    const lmdb = join(dir.path, 'lmdb');
-    await (await openDataDir(lmdb)).close(true);
     const env = { TROUPE_STORE: db.url };
+    // The demo writes to its data dir, not to the database (which holds a greet task by now), and
+    // the commands open that dir, not the cluster.
+    const lmdb = join(dir.path, 'lmdb');
+    expect((await runCli(['demo', '--tasks', '1', '--threads', '1', '--data-dir', lmdb], { env })).code).toBe(0);
     const [list, listed, dashboard] = await Promise.all([
       runCli(['list', '--data-dir', empty], { env }),
-      runCli(['status', '--json', '--data-dir', lmdb], { env }),
+      runCli(['list', '--json', '--data-dir', lmdb], { env }),
       runCli(['dashboard', '--data-dir', empty]),
     ]);
     expect(list.code).toBe(3);
     expect(list.stderr).toBe(`troupe: NOT_RUNNING: no runtime is running in ${empty} (TROUPE_STORE is set: the commands reach PostgreSQL only through a running runtime): start one with \`troupe run --agents <dir> --data-dir ${empty}\`\n`);
-    expect(json<{ live: boolean; stats: { tasks: Record<string, number> } }>(listed)).toMatchObject({ live: false, stats: { tasks: { done: 0 } } });
+    expect(json<{ tasks: Task[] }>(listed).tasks.map((t) => `${t.agent} ${t.state}`)).toEqual(['echo done']);
     expect(dashboard.code).toBe(2);
     expect(dashboard.stderr).toMatch(/^troupe: NO_DATA_DIR: no Troupe data dir at /);
     expect(readdirSync(empty)).toEqual([]);
