@@ -159,7 +159,7 @@ export const CLI_PATH = fileURLToPath(new URL('../dist/src/cli/index.js', import
 /** The built agents dir of the CLI tests (test/fixtures/cli: ask, greet, hold). */
 export const CLI_AGENTS = fileURLToPath(new URL('../dist/test/fixtures/cli', import.meta.url));
 
-/** A long-running `troupe` child whose stdout lines can be awaited. */
+/** A long-running child (`troupe`, or any {@link followChild} follows) whose stdout lines can be awaited. */
 export interface RunningCli {
   child: ChildProcess;
   lines: string[];
@@ -172,7 +172,11 @@ export interface RunningCli {
 /** Starts `troupe ...args` (environment as {@link runCli}'s) and follows its output. */
 export function startCli(args: readonly string[], options: { env?: Record<string, string> } = {}): RunningCli {
   const env = { ...process.env, NO_COLOR: undefined, FORCE_COLOR: undefined, ...options.env };
-  const child = spawn(process.execPath, [CLI_PATH, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  return followChild(spawn(process.execPath, [CLI_PATH, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+}
+
+/** Follows a child spawned with piped stdout and stderr: its lines, its stderr, its exit. */
+export function followChild(child: ChildProcess): RunningCli {
   const lines: string[] = [];
   const waiters: Array<{ test: RegExp; resolve: (line: string) => void }> = [];
   let stderr = '';

@@ -6,60 +6,26 @@
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { scratchDirs } from '../helpers.js';
+import { CLI_AGENTS as AGENTS, CLI_PATH as CLI, followChild, scratchDirs, stopCli, type RunningCli } from '../helpers.js';
 
 const CHILD = fileURLToPath(new URL('../../dist/test/fixtures/permissions/child.js', import.meta.url));
-const CLI = fileURLToPath(new URL('../../dist/src/cli/index.js', import.meta.url));
-const AGENTS = fileURLToPath(new URL('../../dist/test/fixtures/cli', import.meta.url));
 
 const dir = scratchDirs();
 
 /** A child process whose stdout lines can be awaited. */
-interface Child {
-  lines: string[];
-  stderr: () => string;
-  /** Resolves with the first line (seen so far or later) matching `test`. */
-  line(test: RegExp): Promise<string>;
+interface Child extends RunningCli {
   /** Sends SIGTERM and resolves with the exit code. */
   stop(): Promise<number | null>;
 }
 
 /** Runs `node ...args` under `umask` (set by the shell, so it holds from the process's first file). */
 function spawnUnder(umask: string, args: string[]): Child {
-  const child = spawn('/bin/sh', ['-c', `umask ${umask} && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  const waiters: Array<{ test: RegExp; resolve: (line: string) => void }> = [];
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    lines.push(line);
-    for (const waiter of waiters.splice(0)) {
-      if (waiter.test.test(line)) waiter.resolve(line);
-      else waiters.push(waiter);
-    }
-  });
-  const exit = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  return {
-    lines,
-    stderr: () => stderr,
-    line: (test) =>
-      new Promise((resolve, reject) => {
-        const seen = lines.find((l) => test.test(l));
-        if (seen !== undefined) return resolve(seen);
-        waiters.push({ test, resolve });
-        void exit.then((code) => reject(new Error(`exited ${code} before a line matched ${test}; stdout:\n${lines.join('\n')}\nstderr:\n${stderr}`)));
-      }),
-    stop: () => {
-      child.kill('SIGTERM');
-      return exit;
-    },
-  };
+  const followed = followChild(spawn('/bin/sh', ['-c', `umask ${umask} && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  return { ...followed, stop: () => stopCli(followed) };
 }
 
-/** The runtime child on `dataDir` under `umask`, once its tasks have settled. */
 async function runtimeChild(dataDir: string, umask: string, given?: string): Promise<Child> {
   const child = spawnUnder(umask, [CHILD, dataDir, umask, ...(given ? [given] : [])]);
   await child.line(/^settled /);
