@@ -36,10 +36,10 @@ serve:
       (TROUPE_STORE=postgres://… does the same); DATA_DIR then holds only the control socket.
       --dashboard serves the web dashboard (127.0.0.1, a free port unless PORT) and prints its URL;
       any other --dashboard-host needs a token: TROUPE_DASHBOARD_TOKEN, or one generated and printed.
-  troupe dashboard [--port N] [--host HOST] [--store URL]
+  troupe dashboard [--port N] [--host HOST]
       The URL of the dashboard of the runtime running in DATA_DIR, or, with none running, serves
       one on DATA_DIR (no agents: tasks can be seen and acted on) until SIGINT or SIGTERM; with
-      --store (or TROUPE_STORE), on that PostgreSQL database.
+      TROUPE_STORE set, on that PostgreSQL database.
 
 tasks (these need a running runtime, else they exit 3 with "no runtime is running":
        submit, wait, tail --follow, schedules add):
@@ -90,7 +90,7 @@ const GLOBAL: Options = {
 /** Each command's own options and how many arguments it takes. */
 const COMMANDS: Record<string, { options: Options; args: readonly string[] }> = {
   run: { options: { agents: { type: 'string' }, store: { type: 'string' }, threads: { type: 'string' }, slots: { type: 'string' }, 'log-level': { type: 'string' }, dashboard: { type: 'string' }, 'dashboard-host': { type: 'string' } }, args: [] },
-  dashboard: { options: { port: { type: 'string' }, host: { type: 'string' }, store: { type: 'string' } }, args: [] },
+  dashboard: { options: { port: { type: 'string' }, host: { type: 'string' } }, args: [] },
   demo: { options: { tasks: { type: 'string', default: '3000' }, threads: { type: 'string' } }, args: [] },
   submit: { options: { input: { type: 'string' }, key: { type: 'string' }, priority: { type: 'string' }, lane: { type: 'string' }, label: { type: 'string', multiple: true }, wait: { type: 'boolean' } }, args: ['AGENT'] },
   wait: { options: {}, args: ['ID'] },
@@ -188,9 +188,9 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
     });
   }
   if (command === 'dashboard') {
-    const store = storeOf(values.store);
+    const store = storeOf(undefined);
     const { serveDashboardCommand } = await import('./run.js');
-    return serveDashboardCommand({ dataDir, store, json: json.value, dashboard: dashboardOf(values.port ?? '0', values.host)!, given: values.port !== undefined || values.host !== undefined || values.store !== undefined, closeTimeoutMs: 15_000 });
+    return serveDashboardCommand({ dataDir, store, json: json.value, dashboard: dashboardOf(values.port ?? '0', values.host)!, given: values.port !== undefined || values.host !== undefined, closeTimeoutMs: 15_000 });
   }
   if (command === 'compact') {
     assertDataDir(dataDir);
@@ -247,9 +247,9 @@ function dashboardOf(port: string | boolean | string[] | undefined, host: unknow
 }
 
 /**
- * The PostgreSQL connection string a runtime of `run` or `dashboard` runs on: `--store`, else
- * TROUPE_STORE when set; undefined for LMDB. A bad one is a usage error, before anything starts
- * (and never echoed: it may hold a password).
+ * The PostgreSQL connection string a runtime of `run` or `dashboard` runs on: `run`'s `--store`,
+ * else TROUPE_STORE when set; undefined for LMDB. A bad one is a usage error, before anything
+ * starts (and never echoed: it may hold a password).
  */
 function storeOf(given: unknown): string | undefined {
   try {

@@ -163,18 +163,18 @@ export async function runServe(options: RunOptions): Promise<number> {
  * `troupe dashboard`: the dashboard of the runtime running in the data dir (its URL, when it
  * serves one), or, with none running, a runtime of no agents on the dir that serves it until
  * SIGINT or SIGTERM: tasks can be seen, cancelled, retried and answered, and run once `troupe run`
- * takes the dir again. With `store`, that runtime runs on PostgreSQL (a node of the cluster with
- * no agents); without, the dir must hold a store already (NO_DATA_DIR): a new empty one would show
- * nothing, and a dir a runtime on PostgreSQL used holds none.
+ * takes the dir again. With `store` (TROUPE_STORE), that runtime runs on PostgreSQL (a node of the
+ * cluster with no agents); without, the dir must hold a store already (NO_DATA_DIR): a new empty
+ * one would show nothing, and a dir a runtime on PostgreSQL used holds none.
  */
-export async function serveDashboardCommand(options: Pick<RunOptions, 'dataDir' | 'store' | 'json' | 'closeTimeoutMs'> & { dashboard: NonNullable<RunOptions['dashboard']>; /** --port, --host or --store was given. */ given: boolean }): Promise<number> {
+export async function serveDashboardCommand(options: Pick<RunOptions, 'dataDir' | 'store' | 'json' | 'closeTimeoutMs'> & { dashboard: NonNullable<RunOptions['dashboard']>; /** --port or --host was given. */ given: boolean }): Promise<number> {
   const socket = socketPathOf(options.dataDir);
   const running = await connectControl(socket).catch(() => undefined);
   if (running) {
     try {
       const url = (await running.call('dashboard', {})) as string | null;
       if (url === null) throw new CliError('NO_DASHBOARD', `the runtime running in ${options.dataDir} serves no dashboard: start it with \`troupe run --dashboard\``, EXIT.FAILED);
-      if (options.given && !options.json) process.stderr.write('troupe: a runtime is running there: --port, --host and --store apply only when this command serves the dashboard itself\n');
+      if (options.given && !options.json) process.stderr.write('troupe: a runtime is running there: --port and --host apply only when this command serves the dashboard itself\n');
       process.stdout.write(options.json ? `${JSON.stringify({ event: 'dashboard', url })}\n` : `troupe dashboard: ${url}\n`);
       return EXIT.OK;
     } finally {

@@ -46,7 +46,7 @@ describe('troupe run --dashboard and troupe dashboard', () => {
       // Where it would listen is not this command's to say while a runtime serves one.
       const withPort = await runCli(['dashboard', '--port', '9999', '--data-dir', dataDir]);
       expect(withPort).toMatchObject({ code: 0, stdout: `troupe dashboard: ${url}\n` });
-      expect(withPort.stderr).toContain('--port, --host and --store apply only');
+      expect(withPort.stderr).toContain('--port and --host apply only');
     } finally {
       expect(await run.stop()).toBe(0);
     }
