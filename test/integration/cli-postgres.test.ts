@@ -2,8 +2,9 @@
  * The `troupe` binary on PostgreSQL (issue #15), as a user runs it: `troupe run --store URL` and
  * `TROUPE_STORE=URL troupe run` on one scratch database, each with a data dir of its own that holds
  * only its control socket; the commands reach each through its socket and see the one database;
- * a bad store is a usage error; with no runtime running, commands say what they need instead of
- * opening an empty LMDB data dir; SIGTERM closes both cleanly.
+ * a second runtime on a served dir and a bad store are refused; with no runtime running, commands
+ * open only LMDB data dirs and say what they need instead of making an empty one; `troupe demo`
+ * stays on LMDB; SIGTERM closes both cleanly.
  */
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -102,7 +103,7 @@ describe('troupe run --store, and TROUPE_STORE, on one database', () => {
     const [list, listed, dashboard] = await Promise.all([
       runCli(['list', '--data-dir', empty], { env }),
       runCli(['list', '--json', '--data-dir', lmdb], { env }),
-      runCli(['dashboard', '--data-dir', empty]),
+      runCli(['dashboard', '--data-dir', empty], { env: { TROUPE_STORE: '' } }),
     ]);
     expect(list.code).toBe(3);
     expect(list.stderr).toBe(`troupe: NOT_RUNNING: no runtime is running in ${empty} (TROUPE_STORE is set: the commands reach PostgreSQL only through a running runtime): start one with \`troupe run --agents <dir> --data-dir ${empty}\`\n`);
