@@ -27,7 +27,8 @@ describe('troupe run --store, and TROUPE_STORE, on one database', () => {
   const inB = (...args: string[]) => runCli([...args, '--data-dir', dirB]);
 
   beforeAll(async () => {
-    db = await scratchDatabase(inject('pgUrl'));
+    // A copy of the run's migrated template: the runtimes find the schema in place.
+    db = await scratchDatabase(inject('pgUrl'), inject('pgTemplate'));
     dir = tempDir('troupe-cli-pg-');
     dirA = join(dir.path, 'a');
     dirB = join(dir.path, 'b');
