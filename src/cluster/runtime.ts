@@ -13,7 +13,7 @@ import type { EventStreamOptions, EventType, RuntimeEvent } from '../api/events.
 import type { AgentsApi, Runtime } from '../api/runtime.js';
 import type { AgentInput, AgentOutput, ListOptions, Task, TaskId, TaskPage, TaskSpec, WaitOptions } from '../api/tasks.js';
 import type { RegisteredAgent } from '../agents/registry.js';
-import { checkId, createIdGenerator } from '../ids.js';
+import { checkId } from '../ids.js';
 import { TroupeError } from '../errors.js';
 import { KeepAlive } from '../keep-alive.js';
 import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from '../lifecycle.js';
@@ -23,7 +23,7 @@ import type { ResolvedOptions } from '../options.js';
 import type { RuntimeStats } from '../stats.js';
 import { freezeCluster, unfreezeCluster } from '../store/postgres/control.js';
 import { HINTS } from '../store/postgres/events.js';
-import { cancelTask, listTaskRows, readTask, retryTask, submitAndRead } from '../store/postgres/tasks.js';
+import { cancelTask, listTaskRows, readTask, retryTask } from '../store/postgres/tasks.js';
 import { sendInput as sendInputTo } from '../store/postgres/inbox.js';
 import { cancelChildren } from './cancel-children.js';
 import { checkInputSpec, type InboxItem, type InputSpec } from '../tasks/interact.js';
@@ -40,13 +40,13 @@ import type { ClusterNodeHandle } from './node.js';
 import { startClusterRetention, type ClusterRetention } from './retention.js';
 import { pruneCluster } from './prune.js';
 import { AgentsView } from './agents-view.js';
-import { admissionLimit, openRuntimeNode } from './runtime-node.js';
+import { openRuntimeNode } from './runtime-node.js';
 import { ClusterSchedules } from './schedules-api.js';
 import { clusterStats } from './stats.js';
 import { TaskCounts } from './task-counts.js';
-import { newTaskOf, taskOf, unsupported } from './task-view.js';
+import { taskOf, unsupported } from './task-view.js';
 import { TaskWaits } from './waits.js';
-import { submitTraced } from './submit-spans.js';
+import { ClusterSubmits } from './submits.js';
 import { Tracing } from '../telemetry/tracing.js';
 
 /** Connections of the runtime's own pool (reads, submits, cancels; the node has its own). */
@@ -83,7 +83,7 @@ class PostgresRuntime implements Runtime {
   readonly #feed: EventFeed;
   readonly #waits: TaskWaits;
   readonly #agents: ClusterAgents;
-  readonly #nextId = createIdGenerator(() => Date.now());
+  readonly #submits: ClusterSubmits;
   #node: ClusterNodeHandle | undefined;
   readonly #control: ControlView;
   readonly #agentRows: AgentsView;
@@ -115,8 +115,9 @@ class PostgresRuntime implements Runtime {
     this.#feed.subscribe(this.#control.observe, () => this.#control.refresh());
     this.#agentRows = new AgentsView(this.#db, options.clock, log);
     this.#feed.subscribe(this.#agentRows.observe, () => this.#agentRows.refresh());
-    this.schedules = new ClusterSchedules({ pool: this.#db, log, assertOpen: (call) => this.#assertOpen(call), task: (task, where) => this.#newTask(task as TaskSpec, where) });
     this.#agents = new ClusterAgents({ options, pool: this.#db, log, node: () => this.#node, stopping: this.#stopping.signal, assertOpen: (call) => this.#assertOpen(call) });
+    this.#submits = new ClusterSubmits({ db: this.#db, options, tracing, agent: (name) => this.#agents.get(name), counted: this.#metrics.counted });
+    this.schedules = new ClusterSchedules({ pool: this.#db, log, assertOpen: (call) => this.#assertOpen(call), task: (task, where) => this.#submits.newTask(task as TaskSpec, where) });
     this.agents = { register: this.#agents.register, list: this.#agents.list };
   }
 
@@ -174,20 +175,11 @@ class PostgresRuntime implements Runtime {
     });
   }
 
-  /**
-   * Checks every spec (nothing is written if one is bad), inserts them in one transaction (in spans:
-   * submit-spans.ts; admitted against `maxQueued`), and resolves with them as that transaction
-   * stored them (`queued`, as on LMDB), not as a read after the commit would find them (already
-   * started, maybe).
-   */
+  /** {@link ClusterSubmits.submit}, then the node claims at once rather than at its next poll. */
   async #submit(specs: ReadonlyArray<TaskSpec>, where: (i: number) => string): Promise<Task[]> {
-    const rows = await submitTraced(this.#tracing, specs.map((spec, i) => this.#newTask(spec, where(i))), (checked) => submitAndRead(this.#db, checked, where, admissionLimit(this.#options))).catch(this.#metrics.counted);
+    const rows = await this.#submits.submit(specs, where);
     if (rows.length > 0) this.#node?.wake();
     return rows.map((row) => this.#view(row));
-  }
-
-  #newTask(spec: TaskSpec, where: string) {
-    return newTaskOf(spec, (name) => this.#agents.get(name), where, this.#options.clock.now(), this.#nextId());
   }
 
   get<O = unknown>(id: TaskId<O>): Promise<Task<O>> {
