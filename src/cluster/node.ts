@@ -26,7 +26,7 @@ import { storeLimits } from './agent-rows.js';
 import { migrate } from '../store/postgres/migrations.js';
 import { KILL_PAYLOAD } from '../store/postgres/control.js';
 import { joinCluster, type ClusterNode } from '../store/postgres/nodes.js';
-import { runSweeper } from '../store/postgres/sweeper.js';
+import { leaseCheckMsOf, runSweeper } from '../store/postgres/sweeper.js';
 import { StartAhead } from '../tasks/start-ahead.js';
 import { Claimer } from './claimer.js';
 import { Every } from './every.js';
@@ -303,6 +303,7 @@ class Node implements ClusterNodeHandle {
     this.#sweeper = runSweeper(this.#db, {
       signal: this.#sweeping.signal,
       intervalMs: this.#options.sweepMs,
+      leaseCheckMs: leaseCheckMsOf(this.#options.sweepMs, this.#options.leaseMs),
       onSweep: (result) => this.#log.info({ reclaimed: result.reclaimed.length, removedNodes: result.removedNodes }, 'swept: attempts taken back'),
       onError: (error) => this.#log.warn({ err: error }, 'a sweep failed'),
     });

@@ -10,7 +10,7 @@ import { readEvents } from '../../src/store/postgres/events.js';
 import { MIGRATIONS, migrate } from '../../src/store/postgres/migrations.js';
 import { claimTasks, renewLeases, submitTasks, type ClaimedTask, type NewTask } from '../../src/store/postgres/queue.js';
 import { settleAttempts, type SettleResult } from '../../src/store/postgres/settle.js';
-import { reclaim, sweep, type SweepResult } from '../../src/store/postgres/sweeper.js';
+import { reclaim, runSweeper, sweep, type SweepResult } from '../../src/store/postgres/sweeper.js';
 import { retryTask } from '../../src/store/postgres/tasks.js';
 import { rejection, scratchPools } from '../helpers.js';
 
@@ -393,6 +393,52 @@ describe('the PostgreSQL task queue', () => {
     expect((await settleAttempts(pool, lost.map((t) => ({ taskId: t.id, token: t.token, exit: 'success' as const })))).stale).toHaveLength(3);
     expect(await dump(pool)).toEqual(before);
     expect(ids(await claimTasks(pool, live.id, 'a', 5, LEASE)).sort()).toEqual(ids(lost).sort());
+  });
+
+  it('looks for expired leases every leaseCheckMs, and takes a dead node\'s attempts back at the next sweep whatever the time', async () => {
+    const { url, pool, node: live } = await cluster();
+    const doomed = await join(url);
+    await submitTasks(pool, tasks(2));
+    const [expired] = await claimTasks(pool, live.id, 'a', 1, LEASE);
+    const [lost] = await claimTasks(pool, doomed.id, 'a', 1, LEASE);
+    await age(pool, expired!.id, 'lease_until', 1);
+    // The sweeper's clock: read once per sweep, so its reads count the sweeps.
+    let now = 0;
+    let reads = 0;
+    const turns: Array<{ at: number; resolve: () => void }> = [];
+    const clock = () => {
+      reads++;
+      for (const t of turns.splice(0)) (reads >= t.at ? t.resolve() : turns.push(t));
+      return now;
+    };
+    const sweepsPass = (n: number) => new Promise<void>((resolve) => turns.push({ at: reads + n, resolve }));
+    const sweeps: SweepResult[] = [];
+    let swept: () => void = () => undefined;
+    const stop = new AbortController();
+    const loop = runSweeper(pool, { signal: stop.signal, intervalMs: 5, leaseCheckMs: 1_000, now: clock, onSweep: (r) => (sweeps.push(r), swept()), onError: () => undefined });
+    const next = () => new Promise<void>((resolve) => (swept = resolve));
+    // The first sweep looks (no look before it): the expired lease comes back.
+    await (sweeps.length > 0 ? Promise.resolve() : next());
+    expect(sweeps.flatMap((r) => r.reclaimed.map((c) => [c.taskId, c.exit]))).toEqual([[expired!.id, 'lease_expired']]);
+    // Expired again, before leaseCheckMs has passed: not looked for, while sweeps go on.
+    const [again] = await claimTasks(pool, live.id, 'a', 1, LEASE);
+    await age(pool, again!.id, 'lease_until', 1);
+    // A node dies: the next sweep takes its attempt back, and looks at the leases too.
+    await pool.query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = $1", [doomed.lock]);
+    await next();
+    expect(sweeps.slice(1).flatMap((r) => r.reclaimed.map((c) => [c.taskId, c.exit])).sort()).toEqual([[again!.id, 'lease_expired'], [lost!.id, 'crashed']].sort());
+    // A third lease runs out: found once the clock passes leaseCheckMs, not before.
+    const [third] = await claimTasks(pool, live.id, 'a', 1, LEASE);
+    await age(pool, third!.id, 'lease_until', 1);
+    const during = sweeps.length;
+    await sweepsPass(5);
+    expect(sweeps.length).toBe(during);
+    expect(await row(pool, third!.id)).toMatchObject({ state: 'running' });
+    now = 2_000;
+    await next();
+    expect(sweeps.at(-1)!.reclaimed.map((c) => [c.taskId, c.exit])).toEqual([[third!.id, 'lease_expired']]);
+    stop.abort();
+    await loop;
   });
 
   it('rejects bad input with INVALID_INPUT and writes nothing', async () => {

@@ -111,14 +111,22 @@ async function detachWaiting(client: pg.PoolClient, dead: readonly string[]): Pr
   await writeEnds(client, writes, true);
 }
 
-/** One sweep: finds the dead nodes, then {@link reclaim}s. */
-export async function sweep(pool: pg.Pool): Promise<SweepResult> {
+/** What a sweep that found nothing to do did. */
+const NOTHING: SweepResult = Object.freeze({ reclaimed: [], removedNodes: [] }) as SweepResult;
+
+/**
+ * One sweep: finds the dead nodes, then {@link reclaim}s. `leases: false` skips the reclaim when
+ * no node is dead: its look for expired leases reads every running and waiting row (there is no
+ * index by lease, which every claim would pay for), so the loop does it less often.
+ */
+export async function sweep(pool: pg.Pool, leases = true): Promise<SweepResult> {
   let dead: string[];
   try {
     dead = await deadNodes(pool);
   } catch (error) {
     throw storeFailed('looking for dead nodes', error);
   }
+  if (dead.length === 0 && !leases) return NOTHING;
   return reclaim(pool, dead);
 }
 
@@ -128,6 +136,13 @@ export interface SweeperOptions {
   signal: AbortSignal;
   /** Time between the end of one sweep and the start of the next. @default 150 */
   intervalMs?: number | undefined;
+  /**
+   * Least time between two looks for expired leases (a sweep that finds no dead node looks only
+   * once this much has passed since the last look). @default intervalMs: every sweep
+   */
+  leaseCheckMs?: number | undefined;
+  /** The clock of the lease looks' spacing (ms; leases run out on the database's clock, so a real one). @default performance.now */
+  now?: (() => number) | undefined;
   /** Called after each sweep that took attempts back or removed nodes, once it committed. */
   onSweep?: ((result: SweepResult) => void) | undefined;
   /** Called when a sweep fails (the server or the connection failed); the loop goes on. */
@@ -136,20 +151,36 @@ export interface SweeperOptions {
 
 /**
  * Sweeps every `intervalMs` until `signal` aborts: a dead node's attempts come back within about
- * one interval of its death, with no LISTEN needed. Resolves once stopped.
+ * one interval of its death, with no LISTEN needed; expired leases are looked for every
+ * `leaseCheckMs` (and by every sweep that found a dead node). Resolves once stopped.
  */
 export async function runSweeper(pool: pg.Pool, options: SweeperOptions): Promise<void> {
   const { signal, onSweep, onError } = options;
   const intervalMs = options.intervalMs ?? 150;
+  const leaseCheckMs = options.leaseCheckMs ?? intervalMs;
+  const now = options.now ?? (() => performance.now());
+  let lastLook = Number.NEGATIVE_INFINITY;
   while (!signal.aborted) {
     try {
-      const result = await sweep(pool);
+      const at = now();
+      const leases = at - lastLook >= leaseCheckMs;
+      const result = await sweep(pool, leases);
+      if (leases || result !== NOTHING) lastLook = at;
       if (result.reclaimed.length > 0 || result.removedNodes.length > 0) onSweep?.(result);
     } catch (error) {
       onError(coerceError(error));
     }
     await pause(intervalMs, signal);
   }
+}
+
+/**
+ * How often a node's sweeper looks for expired leases: a tenth of a lease, at most every second
+ * and at least every sweep. A lease runs out only after its node went quiet for a whole `leaseMs`,
+ * so a second more costs little; each look reads every running and waiting row.
+ */
+export function leaseCheckMsOf(sweepMs: number, leaseMs: number): number {
+  return Math.max(sweepMs, Math.min(1_000, Math.floor(leaseMs / 10)));
 }
 
 /**
