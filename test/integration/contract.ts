@@ -653,6 +653,19 @@ export function contractSuite(name: string, backend: ContractBackend): void {
       await rt.close();
     });
 
+    it('close() rejects bad options without caching the rejection, and a later close() closes', async () => {
+      const rt = await backend.open({ agents: [echoAgent] });
+      expect(await rejection(rt.close({ timeoutMs: -1 }))).toMatchObject({ code: 'INVALID_OPTIONS', message: 'close: timeoutMs must be a non-negative integer' });
+      expect(await rejection(rt.close({ timeoutMs: 10, forse: true } as never))).toMatchObject({ code: 'INVALID_OPTIONS' });
+      expect(rt.state).toBe('running');
+      expect((await rt.wait((await rt.submit({ agent: 'echo' })).id)).state).toBe('done');
+      const closing = rt.close();
+      expect(rt.close({ force: true })).toBe(closing);
+      await closing;
+      expect(rt.state).toBe('closed');
+      expect(rt.close()).toBe(closing);
+    });
+
     it('closes at the end of an `await using` block', async () => {
       let kept: Runtime | undefined;
       let pending: Promise<{ code?: string }> | undefined;
