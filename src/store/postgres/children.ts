@@ -21,12 +21,10 @@ import { TroupeError } from '../../errors.js';
 import { checkLease, type Lease, type TaskRow } from './checks.js';
 import { appendEvents, eventOf, HINTS, insertEvents, notifyIfAny } from './events.js';
 import { insertTasks } from './queue.js';
-import { storeFailed, transaction } from './transaction.js';
+import { SETTLED_SQL, storeFailed, transaction } from './transaction.js';
 
 /** The channel a settled child notifies with its parent's id. */
 export const JOIN_CHANNEL = 'troupe_join';
-
-const TERMINAL_SQL = "('done', 'failed', 'dropped', 'cancelled')";
 
 /**
  * A select-list expression for a settle statement: a NOTIFY on {@link JOIN_CHANNEL} per parent of
@@ -34,12 +32,12 @@ const TERMINAL_SQL = "('done', 'failed', 'dropped', 'cancelled')";
  * are filtered out of what the statement already returns: no read, no write.
  */
 export function notifyParents(cte: string): string {
-  return `(SELECT count(pg_notify('${JOIN_CHANNEL}', parent_id)) FROM ${cte} WHERE parent_id IS NOT NULL AND state IN ${TERMINAL_SQL})`;
+  return `(SELECT count(pg_notify('${JOIN_CHANNEL}', parent_id)) FROM ${cte} WHERE parent_id IS NOT NULL AND state IN ${SETTLED_SQL})`;
 }
 
 /** An SQL condition: `waitingFor` (a waiting_for jsonb expression) is a join whose tasks are all settled (or gone). */
 export function joinSettled(waitingFor: string): string {
-  return `(${waitingFor} ->> 'kind' = 'join' AND NOT EXISTS (SELECT 1 FROM troupe_tasks j WHERE j.id IN (SELECT jsonb_array_elements_text(${waitingFor} -> 'ids')) AND j.state NOT IN ${TERMINAL_SQL}))`;
+  return `(${waitingFor} ->> 'kind' = 'join' AND NOT EXISTS (SELECT 1 FROM troupe_tasks j WHERE j.id IN (SELECT jsonb_array_elements_text(${waitingFor} -> 'ids')) AND j.state NOT IN ${SETTLED_SQL}))`;
 }
 
 /** What a joined task came to, as `ctx.join` resolves with it. */
@@ -59,10 +57,11 @@ export interface SpawnedChild {
 }
 
 /**
- * Submits `child` (checked by queue.ts checkTasks; its `parentId` becomes the task of `lease`) in one transaction fenced by the parent's
- * attempt token. A child whose idempotency key is taken is not stored: the holder comes back
- * (`created` false). FENCED when the attempt is no longer current, ABORTED when its task's cancel was asked for;
- * with `maxQueued`, AT_CAPACITY when the cluster's queued tasks are full (admission.ts).
+ * Submits `child` (checked by queue.ts checkTasks; its `parentId` becomes the task of `lease`) in
+ * one transaction fenced by the parent's attempt token. A child whose idempotency key is taken is
+ * not stored: the holder comes back (`created` false). FENCED when the attempt is no longer
+ * current, ABORTED when its task's cancel was asked for; with `maxQueued`, AT_CAPACITY when the
+ * cluster's queued tasks are full (admission.ts).
  */
 export async function spawnChild(pool: pg.Pool, lease: Lease, child: TaskRow, maxQueued?: number): Promise<{ row: SpawnedChild; created: boolean }> {
   checkLease(lease, 'lease');
@@ -178,7 +177,7 @@ export async function resumeDetachedJoins(pool: Pick<pg.Pool, 'query'>, parentId
 /** The children of `parentId` that have not settled (a cancel's cascade). */
 export async function activeChildren(pool: Pick<pg.Pool, 'query'>, parentId: string): Promise<string[]> {
   try {
-    const { rows } = await pool.query<{ id: string }>(`SELECT id FROM troupe_tasks WHERE parent_id = $1 AND state NOT IN ${TERMINAL_SQL} ORDER BY parent_id, id`, [parentId]);
+    const { rows } = await pool.query<{ id: string }>(`SELECT id FROM troupe_tasks WHERE parent_id = $1 AND state NOT IN ${SETTLED_SQL} ORDER BY parent_id, id`, [parentId]);
     return rows.map((r) => r.id);
   } catch (error) {
     throw storeFailed('reading a task\'s children', error);

@@ -7,9 +7,7 @@
  * writers of that split: the end statements (settle.ts, input-ends.ts), and a retry, which moves
  * the held attempt into the table before the task's next run.
  */
-
-/** The states that hold their last attempt. */
-const SETTLED = `('done', 'failed', 'dropped', 'cancelled')`;
+import { SETTLED_SQL } from './transaction.js';
 
 /**
  * The SET items of an end's UPDATE of `troupe_tasks t` about its attempt: held when `final` (an
@@ -17,7 +15,7 @@ const SETTLED = `('done', 'failed', 'dropped', 'cancelled')`;
  * the end's.
  */
 export function heldAttemptSets(final: string): string {
-  const held = `${final} IN ${SETTLED}`;
+  const held = `${final} IN ${SETTLED_SQL}`;
   return `owner_node = CASE WHEN ${held} THEN t.owner_node END, attempt_id = CASE WHEN ${held} THEN t.attempt_id END,
               attempt_started_at = CASE WHEN ${held} THEN t.attempt_started_at END,
               attempt_exit = CASE WHEN ${held} THEN d.exit END, attempt_error = CASE WHEN ${held} THEN d.attempt_error END`;
@@ -29,7 +27,7 @@ export function heldAttemptSets(final: string): string {
  */
 export function attemptRowsInsert(ended: string): string {
   return `INSERT INTO troupe_attempt_rows (task_id, run, attempt, attempt_id, token, node, started_at, ended_at, exit, error)
-       SELECT id, run, attempt_seq, attempt_id, token, owner_node, attempt_started_at, now(), exit, attempt_error FROM ${ended} WHERE state NOT IN ${SETTLED}`;
+       SELECT id, run, attempt_seq, attempt_id, token, owner_node, attempt_started_at, now(), exit, attempt_error FROM ${ended} WHERE state NOT IN ${SETTLED_SQL}`;
 }
 
 /**

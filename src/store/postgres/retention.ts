@@ -37,7 +37,7 @@ import { TroupeError } from '../../errors.js';
 import { resolveAgentRetention, SETTLED_STATES, type ResolvedPolicy, type ResolvedRule, type SettledState } from '../../tasks/retention-rules.js';
 import { checkAgent } from './checks.js';
 import { cursorExpired, cursorOf } from './events.js';
-import { storeFailed, transaction } from './transaction.js';
+import { SETTLED_SQL, storeFailed, transaction } from './transaction.js';
 
 /** The advisory lock key of the retention sweep: 'troupr' in ASCII (migrations hold 'troupe', controls 'troupc'). */
 export const RETENTION_LOCK = 0x74726f757072;
@@ -67,12 +67,14 @@ export interface SweepOptions {
   stopped?: () => boolean;
 }
 
-/** troupe_tasks_settled's predicate: a query must state it for the planner to use the index (the state it gives is a parameter). */
-const SETTLED = `('done', 'failed', 'dropped', 'cancelled')`;
-/** troupe_tasks_retained's predicate: a settled task under its agent's or the runtime's rule. */
-const RETAINED = `t.state IN ${SETTLED} AND NOT coalesce(t.retention ? t.state, false)`;
+/**
+ * troupe_tasks_retained's predicate: a settled task under its agent's or the runtime's rule. A
+ * query states an index's predicate (`state IN SETTLED_SQL` alone for troupe_tasks_settled) for
+ * the planner to use the index: the state it gives is a parameter.
+ */
+const RETAINED = `t.state IN ${SETTLED_SQL} AND NOT coalesce(t.retention ? t.state, false)`;
 /** troupe_tasks_expiring's predicate (a settled task with a rule of its own for its state) and key. */
-const OWN = `t.state IN ${SETTLED} AND t.retention ? t.state`;
+const OWN = `t.state IN ${SETTLED_SQL} AND t.retention ? t.state`;
 const EXPIRY = 'troupe_expiry(t.settled_at, t.state, t.retention)';
 /** A task none of whose children is stored (troupe_tasks_children): a parent stays until they have all gone, as on LMDB. */
 const CHILDLESS = 'NOT EXISTS (SELECT 1 FROM troupe_tasks c WHERE c.parent_id = t.id)';
@@ -107,7 +109,7 @@ function removeDue(withs: string, recheck: string, using = ''): string {
  * Up to $1 tasks with a rule of their own for the state they settled in, past their expiry on the
  * database's clock, soonest expired first (troupe_tasks_expiring). Exported for its plan's test.
  */
-export const REMOVE_EXPIRED = removeDue(`due AS (SELECT t.id FROM troupe_tasks t WHERE ${OWN} AND ${EXPIRY} < now() AND ${CHILDLESS} ORDER BY ${EXPIRY} LIMIT $1)`, `t.state IN ${SETTLED} AND ${EXPIRY} < now()`);
+export const REMOVE_EXPIRED = removeDue(`due AS (SELECT t.id FROM troupe_tasks t WHERE ${OWN} AND ${EXPIRY} < now() AND ${CHILDLESS} ORDER BY ${EXPIRY} LIMIT $1)`, `t.state IN ${SETTLED_SQL} AND ${EXPIRY} < now()`);
 
 /**
  * Up to $4 tasks past their agent's rule, or the runtime's ($1 states, $2 ages in ms and $3 counts,
@@ -166,7 +168,7 @@ export const PRUNE_TASKS = removeDue(
   due AS (
     SELECT d.id FROM r CROSS JOIN LATERAL (
       SELECT t.id FROM troupe_tasks t
-       WHERE t.state IN ${SETTLED} AND t.state = r.state AND t.settled_at < $2::timestamptz
+       WHERE t.state IN ${SETTLED_SQL} AND t.state = r.state AND t.settled_at < $2::timestamptz
        ORDER BY t.settled_at LIMIT $3) d
     LIMIT $3
   )`,

@@ -14,7 +14,7 @@
  * they only queue work.
  */
 import type pg from 'pg';
-import { isTerminal, TASK_STATES, type TaskState } from '../../../machines/index.js';
+import type { TaskState } from '../../../machines/index.js';
 import { TroupeError } from '../../errors.js';
 import { createIdGenerator } from '../../ids.js';
 import { compileCron, tickIso, type CronSchedule } from '../../scheduler/cron.js';
@@ -26,7 +26,7 @@ import { NODE_LOCK_CLASS } from './nodes.js';
 import { insertTasks } from './queue.js';
 import { planFire, type Plan, type SkipReason } from './schedule-plan.js';
 import { columns, scheduleOf, type ScheduleRow } from './schedules.js';
-import { epochMs, transaction } from './transaction.js';
+import { epochMs, SETTLED_SQL, transaction } from './transaction.js';
 
 /** What one {@link fireDue} did. */
 export interface FireResult {
@@ -46,9 +46,7 @@ export interface FireOptions {
   maxQueued?: number;
 }
 
-const SETTLED = TASK_STATES.filter((state) => isTerminal(state))
-  .map((state) => `'${state}'`)
-  .join(', ');
+
 
 /**
  * Fires the schedules that are due (see the module comment) for `node` (a member of the cluster),
@@ -71,7 +69,7 @@ export async function fireDue(pool: pg.Pool, node: string, options: FireOptions 
       `SELECT ${columns('s')}, ${epochMs('now()', 'now')}
          FROM troupe_schedules s LEFT JOIN troupe_tasks t ON t.id = s.last_task_id
         WHERE ((NOT s.paused AND s.next_run_at <= now()) OR s.pending_tick IS NOT NULL)
-          AND ((NOT s.paused AND s.next_run_at <= now()) OR t.id IS NULL OR t.state IN (${SETTLED}))
+          AND ((NOT s.paused AND s.next_run_at <= now()) OR t.id IS NULL OR t.state IN ${SETTLED_SQL})
         ORDER BY s.next_run_at, s.id
         LIMIT $1
         FOR UPDATE OF s SKIP LOCKED`,

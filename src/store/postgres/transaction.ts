@@ -6,6 +6,7 @@
 import type pg from 'pg';
 import { describeUnserializable } from '../../../actors/wire.js';
 import { TroupeError } from '../../errors.js';
+import { isTerminal, TASK_STATES } from '../../../machines/index.js';
 
 /**
  * Runs `work` between BEGIN and COMMIT on one connection of `pool`, and rolls back if it throws.
@@ -78,3 +79,11 @@ export function withoutNul(text: string): string {
 export function epochMs(expression: string, as = expression): string {
   return `(extract(epoch FROM ${expression}) * 1000)::float8 AS ${as}`;
 }
+
+/**
+ * The settled states as an SQL list, `('done', 'failed', 'dropped', 'cancelled')`, from the one
+ * transition table: what `state IN …` says, and the partial indexes' predicates say alike.
+ */
+export const SETTLED_SQL = `(${TASK_STATES.filter((state) => isTerminal(state))
+  .map((state) => `'${state}'`)
+  .join(', ')})`;
