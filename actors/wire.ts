@@ -187,11 +187,14 @@ const MAX_UINT64 = 2n ** 64n - 1n;
  * property, array element or top-level value. Refused: larger BigInts (msgpack cannot write them),
  * functions, symbols, class instances (a Map would lose its entries), Proxies, sparse arrays,
  * circular references, and properties whose getters throw. Never throws.
+ *
+ * `json`: what JSON holds as well, as PostgreSQL's jsonb stores it (src/store/postgres): Dates,
+ * Uint8Arrays and BigInts are refused too, so `JSON.stringify` then writes the value as it is.
  */
-export function describeUnserializable(value: unknown, path = 'value'): string | undefined {
+export function describeUnserializable(value: unknown, path = 'value', json = false): string | undefined {
   // Most inputs and results are primitives or null: no walk, no cycle set.
   if (value === null || (typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol' && typeof value !== 'bigint')) return undefined;
-  const problem = walk(value, new Set(), 0);
+  const problem = walk(value, new Set(), 0, json);
   return problem && `${path}${problem.at} ${problem.what}`;
 }
 
@@ -201,7 +204,7 @@ interface Problem {
   what: string;
 }
 
-function walk(value: unknown, seen: Set<object>, depth: number): Problem | undefined {
+function walk(value: unknown, seen: Set<object>, depth: number, json: boolean): Problem | undefined {
   switch (typeof value) {
     case 'string':
     case 'number':
@@ -209,6 +212,7 @@ function walk(value: unknown, seen: Set<object>, depth: number): Problem | undef
     case 'undefined':
       return undefined;
     case 'bigint':
+      if (json) return { at: '', what: 'is a BigInt, which JSON does not hold (store it as a string)' };
       return value >= MIN_INT64 && value <= MAX_UINT64 ? undefined : { at: '', what: 'is a BigInt outside the 64-bit range that is stored (store it as a string)' };
     case 'function':
       return { at: '', what: 'is a function' };
@@ -218,8 +222,10 @@ function walk(value: unknown, seen: Set<object>, depth: number): Problem | undef
   if (value === null) return undefined;
   const object = value as object;
   if (types.isProxy(object)) return { at: '', what: 'is a Proxy (only plain data is stored)' };
-  if (object instanceof Date) return Number.isNaN(object.getTime()) ? { at: '', what: 'is an invalid Date' } : undefined;
-  if (object instanceof Uint8Array) return undefined;
+  if (object instanceof Date || object instanceof Uint8Array) {
+    if (json) return { at: '', what: `is a ${object.constructor.name}, which JSON does not hold` };
+    return object instanceof Date && Number.isNaN(object.getTime()) ? { at: '', what: 'is an invalid Date' } : undefined;
+  }
   if (depth >= MAX_DEPTH) return { at: '', what: `is nested deeper than ${MAX_DEPTH} levels` };
   if (seen.has(object)) return { at: '', what: 'is a circular reference' };
   seen.add(object);
@@ -227,7 +233,7 @@ function walk(value: unknown, seen: Set<object>, depth: number): Problem | undef
     if (Array.isArray(object)) {
       for (let i = 0; i < object.length; i++) {
         if (!(i in object)) return { at: `[${i}]`, what: 'is a hole (sparse arrays are not stored)' };
-        const problem = walk(object[i], seen, depth + 1);
+        const problem = walk(object[i], seen, depth + 1, json);
         if (problem) return { at: `[${i}]${problem.at}`, what: problem.what };
       }
       return undefined;
@@ -244,7 +250,7 @@ function walk(value: unknown, seen: Set<object>, depth: number): Problem | undef
       } catch (error) {
         return { at: `.${key}`, what: `could not be read (its getter threw: ${messageOf(error)})` };
       }
-      const problem = walk(item, seen, depth + 1);
+      const problem = walk(item, seen, depth + 1, json);
       if (problem) return { at: `.${key}${problem.at}`, what: problem.what };
     }
     if (Object.getOwnPropertySymbols(object).length > 0) return { at: '', what: 'has symbol keys' };

@@ -7,7 +7,7 @@ import type { AbortReason, WireError } from '../../actors/wire.js';
 import type { RetryPolicy, TaskResult } from '../store/records.js';
 import type { ClaimedTask } from '../store/postgres/queue.js';
 import { decideEnd, type AttemptEnd } from '../store/postgres/settle.js';
-import { jsonOf, withoutNul } from '../store/postgres/transaction.js';
+import { jsonOf, jsonOfFixed, withoutNul } from '../store/postgres/transaction.js';
 import { decideSettlement, resultOf, type AttemptOutcome } from '../tasks/outcome.js';
 
 /**
@@ -60,7 +60,7 @@ export function taskErrorOf(claimed: Pick<ClaimedTask, 'attempts' | 'maxAttempts
  */
 function storable(end: AttemptEnd): AttemptEnd {
   try {
-    jsonOf(end.output, 'the output');
+    jsonOfFixed(end.output, 'the output');
     jsonOf(end.sleep?.followUp, 'the followUp');
     // A wake past what the database's timestamps hold (the worker checked it is a whole number).
     if (end.sleep !== undefined && !Number.isSafeInteger(end.sleep.wakeAfterMs)) throw new Error('wakeAfterMs is past what a timestamp holds');
@@ -70,14 +70,14 @@ function storable(end: AttemptEnd): AttemptEnd {
   }
   if (end.error !== undefined) {
     try {
-      jsonOf(end.error, 'the error');
+      jsonOfFixed(end.error, 'the error');
     } catch {
       end.error = errorWithoutNul(end.error);
     }
   }
   if (end.result !== undefined) {
     try {
-      jsonOf(end.result, 'the result');
+      jsonOfFixed(end.result, 'the result');
     } catch {
       end.result = resultWithoutNul(end.result);
     }
