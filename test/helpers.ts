@@ -17,7 +17,7 @@ import { joinCluster, type ClusterNode } from '../src/store/postgres/nodes.js';
 import { dropAll, scratchDatabase } from './postgres.js';
 
 /** Names of the fixture agents in test/fixtures/agents. */
-export type FixtureAgent = 'aborted' | 'blocker' | 'crash' | 'hang' | 'progress' | 'broken' | 'chatty' | 'polite' | 'weird' | 'record' | 'overlap' | 'interactive' | 'stray' | 'traced' | 'stamp' | 'result' | 'logging' | 'reporter';
+export type FixtureAgent = 'aborted' | 'blocker' | 'crash' | 'hang' | 'progress' | 'broken' | 'chatty' | 'polite' | 'weird' | 'record' | 'overlap' | 'interactive' | 'stray' | 'traced' | 'stamp' | 'result' | 'logging' | 'reporter' | 'workspace';
 
 /** The built module URL of a fixture agent. */
 export function fixtureAgent(name: FixtureAgent): URL {

@@ -59,11 +59,12 @@ export class NodeAttempt {
     return this.claimed.token;
   }
 
-  /** What its thread is handed: the claimed row's input and follow-up, the agent's module, its span's trace context. */
+  /** What its thread is handed: the claimed row's input, follow-up and workspace, the agent's module, its span's trace context. */
   request(): AttemptRequest {
     const { claimed, agent } = this;
     const request: AttemptRequest = { module: agent.module, agent: agent.name, taskId: claimed.id, attemptId: claimed.attemptId, run: claimed.run, attempt: claimed.attempt, token: claimed.token, input: claimed.input };
     if (claimed.followUp !== undefined) request.followUp = claimed.followUp;
+    if (claimed.workspace !== undefined) request.workspace = claimed.workspace;
     carryTrace(request, this.trace);
     return request;
   }

@@ -151,7 +151,7 @@ export class ClusterSchedules implements SchedulesApi {
 
 /** The API's Schedule of a stored one. */
 function scheduleOf(row: ClusterSchedule): Schedule {
-  const { agent, requires, input, priority, maxAttempts, labels, timeoutMs, retry, retention } = row.task;
+  const { agent, requires, input, priority, maxAttempts, labels, timeoutMs, retry, retention, workspace } = row.task;
   const task: ScheduleTask = { priority, retry: { ...retry, ...(maxAttempts !== undefined && { maxAttempts }) } };
   // A template routed by `requires` names no agent: each tick's task is routed as a submit is.
   if (agent !== '') task.agent = agent;
@@ -160,6 +160,7 @@ function scheduleOf(row: ClusterSchedule): Schedule {
   if (timeoutMs !== undefined) task.timeoutMs = timeoutMs;
   if (input !== undefined) task.input = input;
   if (labels !== undefined) task.labels = labels;
+  if (workspace !== undefined) task.workspace = workspace;
   const schedule: Schedule = {
     id: row.id,
     cron: row.cron,

@@ -12,9 +12,6 @@ import { retentionFromJson, type NewTask } from '../store/postgres/checks.js';
 import type { TaskRow } from '../store/postgres/tasks.js';
 import { validateSpec } from '../tasks/spec.js';
 
-/** Task fields with no backing on PostgreSQL yet: refused when given. */
-const UNSUPPORTED_FIELDS = ['workspace'] as const;
-
 /** UNSUPPORTED_STORE for `what` on this store. */
 export function unsupported(what: string): TroupeError {
   return new TroupeError('UNSUPPORTED_STORE', `${what} is not supported on the PostgreSQL store yet (README: "Running on many machines")`);
@@ -24,13 +21,14 @@ export function unsupported(what: string): TroupeError {
  * A spec checked as the LMDB runtime checks it (UNKNOWN_AGENT, INVALID_INPUT naming the field),
  * then as the queue's row: the agent, input, priority, labels, idempotency key, a delay (from
  * `delayMs` or `runAt`, against `now`), the attempt budget (`retry.maxAttempts` over the
- * agent's), the task's own `timeoutMs`, other retry fields and `retention`, and its `requires`. A lane other
- * than `default` and {@link UNSUPPORTED_FIELDS} are UNSUPPORTED_STORE.
+ * agent's), the task's own `timeoutMs`, other retry fields and `retention`, its `requires`, and a
+ * workspace given as a path. A lane other than `default` is UNSUPPORTED_STORE, and so is a workspace
+ * without a path: the directory Troupe would make for the task would be one node's.
  */
 export function newTaskOf(spec: TaskSpec, lookup: (name: string) => RegisteredAgent | undefined, where: string, now: number, id: string): NewTask {
   const valid = validateSpec(spec, lookup, where, now);
-  for (const field of UNSUPPORTED_FIELDS) if (spec[field] !== undefined) throw unsupported(`${where}.${field}`);
   if (valid.lane !== 'default') throw unsupported(`${where}.lane`);
+  if (valid.workspaceKeep !== undefined) throw unsupported(`${where}.workspace without a path (a workspace Troupe creates for the task)`);
   const task: NewTask = { id, agent: valid.agentName, input: valid.input, priority: valid.priority, labels: valid.labels };
   // A spec with `requires` and no agent is routed in the submit's transaction
   // (store/postgres/routing.ts): its budget is its own, or the routed agent's as its row stores it.
@@ -47,6 +45,7 @@ export function newTaskOf(spec: TaskSpec, lookup: (name: string) => RegisteredAg
   if (spec.parentId !== undefined) task.parentId = spec.parentId;
   if (valid.retention !== undefined) task.retention = valid.retention;
   if (valid.runAt !== undefined) task.delayMs = valid.runAt - now;
+  if (valid.workspace !== undefined) task.workspace = valid.workspace;
   return task;
 }
 
@@ -89,6 +88,7 @@ export function taskOf(row: TaskRow, agent: RegisteredAgent | undefined, default
   if (row.requires !== null) task.requires = [...row.requires];
   if (row.idempotency_key !== null) task.idempotencyKey = row.idempotency_key;
   if (row.parent_id !== null) task.parentId = row.parent_id;
+  if (row.workspace !== null) task.workspace = row.workspace;
   if (row.retention !== null) task.retention = retentionFromJson(row.retention);
   // The last progress its attempts reported in this run, with the agent's `at` (as the LMDB runtime's record keeps it).
   if (row.progress !== null) task.progress = { ...row.progress };

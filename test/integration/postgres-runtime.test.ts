@@ -65,7 +65,9 @@ describe('a runtime on PostgreSQL', () => {
       [() => rt.submit({ agent: 'echo', bogus: 1 } as never), 'INVALID_INPUT', 'task.bogus'],
       [() => rt.submit({ agent: 'echo', priority: 1.5 }), 'INVALID_INPUT', 'priority'],
       [() => rt.submit({ agent: 'echo', input: { at: new Date() } }), 'INVALID_INPUT', 'input'],
-      [() => rt.submit({ agent: 'echo', workspace: '/tmp/w' }), 'UNSUPPORTED_STORE', 'task.workspace'],
+      // A workspace Troupe would make for the task (no path) would be one node's; a given path is stored (contract-workspace.ts).
+      [() => rt.submit({ agent: 'echo', workspace: { keep: 'never' } }), 'UNSUPPORTED_STORE', 'task.workspace without a path'],
+      [() => rt.submit({ agent: 'echo', workspace: {} }), 'UNSUPPORTED_STORE', 'task.workspace without a path'],
       [() => rt.submit({ agent: 'echo', lane: 'tenant-a' }), 'UNSUPPORTED_STORE', 'task.lane'],
       [() => rt.submit({ agent: 'echo', timeoutMs: -5 }), 'INVALID_INPUT', 'task.timeoutMs'],
       [() => rt.submitMany('nope' as never), 'INVALID_INPUT', 'array'],
@@ -87,7 +89,7 @@ describe('a runtime on PostgreSQL', () => {
       [() => rt.schedules.create({ id: 'x', cron: 'not cron', task: { agent: 'echo' } }), 'INVALID_CRON', ''],
       [() => rt.schedules.create({ id: 'x', cron: '* * * * *', task: { agent: 'nope' } }), 'UNKNOWN_AGENT', 'nope'],
       [() => rt.schedules.create({ id: 'x', cron: '* * * * *', task: { agent: 'echo' }, catchUp: 'sometimes' as never }), 'INVALID_INPUT', 'catchUp'],
-      [() => rt.schedules.create({ id: 'x', cron: '* * * * *', task: { agent: 'echo', workspace: '/tmp/w' } }), 'UNSUPPORTED_STORE', 'task.workspace'],
+      [() => rt.schedules.create({ id: 'x', cron: '* * * * *', task: { agent: 'echo', workspace: { keep: 'always' } } }), 'UNSUPPORTED_STORE', 'task.workspace without a path'],
       [() => rt.schedules.update('x', { paused: true }), 'NOT_FOUND', 'x'],
     ];
     for (const [call, code, names] of cases) expect(await rejection(call()), `${code} ${names}`).toMatchObject({ code, message: expect.stringContaining(names) });

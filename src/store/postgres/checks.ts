@@ -3,6 +3,7 @@
  * schedules.ts): each names what is wrong with INVALID_INPUT before any transaction starts, so bad
  * input writes nothing.
  */
+import { isAbsolute } from 'node:path';
 import { TroupeError } from '../../errors.js';
 import { checkId, MAX_ID } from '../../ids.js';
 import type { RetryPolicy, TaskRetention } from '../../api/tasks.js';
@@ -53,6 +54,8 @@ export interface NewTask {
   retention?: TaskRetention | Partial<Record<keyof TaskRetention, number | null>>;
   /** The W3C trace context of its submit's span (schema version 21), when tracing was on: its attempts' spans are its children. */
   trace?: TraceCarrier;
+  /** The directory its agent works in (schema version 23), an absolute path handed to each attempt as `ctx.workspace`. */
+  workspace?: string;
 }
 
 /** A task checked and turned into the insert's columns. */
@@ -81,6 +84,7 @@ export interface TaskRow {
   retention: string | null;
   /** Its submit span's trace context as the text of a jsonb parameter, or null. */
   trace: string | null;
+  workspace: string | null;
 }
 
 /** Checks a task named `where` and returns its columns. */
@@ -103,7 +107,14 @@ export function checkTask(task: NewTask, where: string): TaskRow {
   const parentId = task.parentId === undefined ? null : checkId(task.parentId, `${where}.parentId`);
   const unmatched = task.unmatched ?? false;
   if (typeof unmatched !== 'boolean' || (unmatched && (requires === null || task.agent === ''))) throw invalid(`${where}.unmatched is only for a named agent with requires`);
-  return { id, agent: task.agent, requires, unmatched, priority, maxAttempts, ownMaxAttempts: task.maxAttempts !== undefined, key, input: jsonOf(task.input, `${where}.input`), delayMs, labels: jsonOf(labels, `${where}.labels`)!, timeoutMs, retry: retryOf(task.retry, `${where}.retry`), parentId, retention: retentionOf(task.retention, `${where}.retention`), trace: traceOf(task.trace, `${where}.trace`) };
+  return { id, agent: task.agent, requires, unmatched, priority, maxAttempts, ownMaxAttempts: task.maxAttempts !== undefined, key, input: jsonOf(task.input, `${where}.input`), delayMs, labels: jsonOf(labels, `${where}.labels`)!, timeoutMs, retry: retryOf(task.retry, `${where}.retry`), parentId, retention: retentionOf(task.retention, `${where}.retention`), trace: traceOf(task.trace, `${where}.trace`), workspace: workspaceOf(task.workspace, `${where}.workspace`) };
+}
+
+/** A workspace (see {@link NewTask.workspace}): an absolute path that a text column holds (no NUL), or null for none. */
+function workspaceOf(workspace: string | undefined, where: string): string | null {
+  if (workspace === undefined) return null;
+  if (typeof workspace !== 'string' || !isAbsolute(workspace) || workspace.includes('\u0000')) throw invalid(`${where} must be an absolute path without a NUL character`);
+  return workspace;
 }
 
 /** A trace context (see {@link NewTask.trace}) as jsonb text, or null for none: its two headers as strings, and nothing else. */

@@ -63,6 +63,8 @@ export interface ClaimedTask {
   backoff?: true;
   /** The trace context its submit stored (schema version 21): the attempt's span is its child. */
   trace?: TraceCarrier;
+  /** The directory its agent works in (schema version 23), when its spec gave one: `ctx.workspace`. */
+  workspace?: string;
 }
 
 /** What {@link renewLeases} did: leases held on, and those whose attempt is no longer current. */
@@ -119,10 +121,10 @@ export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[
   let inserted: pg.QueryResult<{ id: string; run_at: number }>;
   try {
     inserted = await client.query<{ id: string; run_at: number }>(
-      `INSERT INTO troupe_tasks (id, agent, state, priority, max_attempts, idempotency_key, input, run_at, labels, timeout_ms, retry, parent_id, requires, retention, trace)
-       SELECT id, agent, state, priority, max_attempts, key, input, now() + delay_ms * interval '1 millisecond', labels, timeout_ms, retry, parent_id, requires, retention, trace
-         FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::jsonb[], $7::bigint[], $8::jsonb[], $9::bigint[], $10::jsonb[], $11::text[], $12::text[], $13::jsonb[], $14::jsonb[], $15::jsonb[])
-              WITH ORDINALITY AS s(id, agent, priority, max_attempts, key, input, delay_ms, labels, timeout_ms, retry, parent_id, state, requires_json, retention, trace, n)
+      `INSERT INTO troupe_tasks (id, agent, state, priority, max_attempts, idempotency_key, input, run_at, labels, timeout_ms, retry, parent_id, requires, retention, trace, workspace)
+       SELECT id, agent, state, priority, max_attempts, key, input, now() + delay_ms * interval '1 millisecond', labels, timeout_ms, retry, parent_id, requires, retention, trace, workspace
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], $6::jsonb[], $7::bigint[], $8::jsonb[], $9::bigint[], $10::jsonb[], $11::text[], $12::text[], $13::jsonb[], $14::jsonb[], $15::jsonb[], $16::text[])
+              WITH ORDINALITY AS s(id, agent, priority, max_attempts, key, input, delay_ms, labels, timeout_ms, retry, parent_id, state, requires_json, retention, trace, workspace, n)
               CROSS JOIN LATERAL (SELECT CASE WHEN requires_json IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(requires_json)) END AS requires) r
         ORDER BY n
        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -134,6 +136,7 @@ export async function insertTasks(client: pg.PoolClient, rows: readonly TaskRow[
         stored.map((r) => (r.requires === null ? null : JSON.stringify(r.requires))),
         stored.map((r) => r.retention),
         stored.map((r) => r.trace),
+        stored.map((r) => r.workspace),
       ],
     );
   } catch (error) {
@@ -185,7 +188,7 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
   checkAgent(agent, 'agent');
   if (!Number.isSafeInteger(n) || n <= 0 || n > INT4_MAX) throw invalid('n must be a positive integer');
   checkLeaseMs(leaseMs);
-  type Row = { id: string; agent: string; input: unknown; priority: number; run: number; attempt_seq: number; attempts: number; max_attempts: number; token: string; attempt_id: string; lease_until: Date; queued_ms: number; timeout_ms: string | null; retry: ClaimedTask['retry'] | null; follow_up: unknown; trace: TraceCarrier | null };
+  type Row = { id: string; agent: string; input: unknown; priority: number; run: number; attempt_seq: number; attempts: number; max_attempts: number; token: string; attempt_id: string; lease_until: Date; queued_ms: number; timeout_ms: string | null; retry: ClaimedTask['retry'] | null; follow_up: unknown; trace: TraceCarrier | null; workspace: string | null };
   type Gate = { member: boolean; frozen: boolean; backoff_failures: number | null; paused: boolean } & LimitRow;
   // The controls are held shared from the transaction's first statement (sent with its BEGIN): a
   // freeze or a change of limits waits for this claim to commit, and cannot commit between the
@@ -233,6 +236,7 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
       if (r.retry !== null) task.retry = r.retry;
       if (r.follow_up !== null) task.followUp = r.follow_up;
       if (r.trace !== null) task.trace = r.trace;
+      if (r.workspace !== null) task.workspace = r.workspace;
       if (backoff) task.backoff = true;
       return task;
     });
@@ -284,7 +288,7 @@ function claimStatement(kind: 'unlimited' | 'limited' | 'models'): string {
               lease_until = now() + $4 * interval '1 millisecond', started_at = coalesce(t.started_at, now()), attempt_started_at = now(), updated_at = now()
          FROM picked
         WHERE t.id = picked.id
-       RETURNING t.id, t.agent, t.input, t.priority, t.queued_order, t.run, t.attempt_seq, t.attempts, t.max_attempts, t.token, t.attempt_id, t.lease_until, t.timeout_ms, t.retry, t.follow_up, t.trace,
+       RETURNING t.id, t.agent, t.input, t.priority, t.queued_order, t.run, t.attempt_seq, t.attempts, t.max_attempts, t.token, t.attempt_id, t.lease_until, t.timeout_ms, t.retry, t.follow_up, t.trace, t.workspace,
                  greatest(0, round(extract(epoch FROM now() - t.queued_at) * 1000))::float8 AS queued_ms
      ), started_events AS (
        ${insertEvents(`SELECT 'task.started', id, attempt_id, jsonb_build_object('run', run, 'attempt', attempt_seq, 'queuedMs', queued_ms) FROM started ORDER BY priority, queued_order`)}

@@ -266,6 +266,7 @@ function templateOf(row: TaskRow): ScheduleTemplate {
   if (row.retry !== null) template.retry = JSON.parse(row.retry) as ScheduleTemplate['retry'];
   // As stored (null for Infinity): a fire checks it again as it is.
   if (row.retention !== null) template.retention = JSON.parse(row.retention) as ScheduleTemplate['retention'];
+  if (row.workspace !== null) template.workspace = row.workspace;
   return template;
 }
 

@@ -186,4 +186,14 @@ export const MIGRATIONS_2: readonly Migration[] = [
         SELECT id, run, attempt_seq, attempt_id, token - 1, owner_node, attempt_started_at, settled_at, attempt_exit, attempt_error
           FROM troupe_tasks WHERE attempt_exit IS NOT NULL;`,
   },
+  {
+    version: 23,
+    name: 'workspace',
+    // The directory a task's agent works in (`ctx.workspace`), when its spec gave a path: an
+    // absolute path, as the LMDB runtime's record keeps it, handed to every attempt of the task on
+    // whichever node claims it (the path must mean the same there: a shared or a network disk, or
+    // the same checkout on each machine). A workspace Troupe makes for the task (no path given) is
+    // refused on this store: it would be a directory of one node. NULL: none. Not indexed.
+    sql: `ALTER TABLE troupe_tasks ADD COLUMN workspace text CHECK (workspace IS NULL OR workspace <> '');`,
+  },
 ];

@@ -61,10 +61,12 @@ export interface TaskRow {
   retention: Record<string, number | null> | null;
   /** The last `ctx.progress` of its run (schema version 20: progress.ts), or null. */
   progress: { value: number; message?: string; at: number } | null;
+  /** The directory its agent works in (schema version 23), or null. */
+  workspace: string | null;
 }
 
 const COLUMNS = [
-  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, result, error, labels, cancel_reason, timeout_ms, retry, waiting_for, parent_id, requires, retention, progress',
+  'id, agent, state, priority, run, attempts, max_attempts, idempotency_key, input, output, result, error, labels, cancel_reason, timeout_ms, retry, waiting_for, parent_id, requires, retention, progress, workspace',
   ...['created_at', 'updated_at', 'started_at', 'settled_at', 'queued_at', 'run_at', 'attempt_started_at', 'lease_until'].map((c) => epochMs(c)),
 ].join(', ');
 
