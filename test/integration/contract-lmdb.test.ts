@@ -11,6 +11,7 @@ import { flowContract } from './contract-flow.js';
 import { timersContract } from './contract-timers.js';
 import { progressContract } from './contract-progress.js';
 import { admissionContract } from './contract-admission.js';
+import { tsAgentsContract } from './contract-ts-agents.js';
 
 const runtime = runtimes();
 
@@ -32,3 +33,4 @@ flowContract('LMDB', lmdb);
 timersContract('LMDB', lmdb);
 progressContract('LMDB', lmdb);
 admissionContract('LMDB', lmdb);
+tsAgentsContract('LMDB', lmdb);

@@ -18,6 +18,7 @@ import { flowContract } from './contract-flow.js';
 import { timersContract } from './contract-timers.js';
 import { progressContract } from './contract-progress.js';
 import { admissionContract } from './contract-admission.js';
+import { tsAgentsContract } from './contract-ts-agents.js';
 
 // Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
 const pools = scratchPools();
@@ -54,3 +55,4 @@ flowContract('PostgreSQL', postgres);
 timersContract('PostgreSQL', postgres);
 progressContract('PostgreSQL', postgres);
 admissionContract('PostgreSQL', postgres);
+tsAgentsContract('PostgreSQL', postgres);
