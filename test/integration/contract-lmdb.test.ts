@@ -12,6 +12,7 @@ import { timersContract } from './contract-timers.js';
 import { progressContract } from './contract-progress.js';
 import { admissionContract } from './contract-admission.js';
 import { workspaceContract } from './contract-workspace.js';
+import { tsAgentsContract } from './contract-ts-agents.js';
 
 const runtime = runtimes();
 
@@ -34,3 +35,4 @@ timersContract('LMDB', lmdb);
 progressContract('LMDB', lmdb);
 admissionContract('LMDB', lmdb);
 workspaceContract('LMDB', lmdb);
+tsAgentsContract('LMDB', lmdb);

@@ -19,6 +19,7 @@ import { timersContract } from './contract-timers.js';
 import { progressContract } from './contract-progress.js';
 import { admissionContract } from './contract-admission.js';
 import { workspaceContract } from './contract-workspace.js';
+import { tsAgentsContract } from './contract-ts-agents.js';
 
 // Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
 const pools = scratchPools();
@@ -56,3 +57,4 @@ timersContract('PostgreSQL', postgres);
 progressContract('PostgreSQL', postgres);
 admissionContract('PostgreSQL', postgres);
 workspaceContract('PostgreSQL', postgres);
+tsAgentsContract('PostgreSQL', postgres);
