@@ -7,16 +7,21 @@
  * bench/cluster-node.ts: the no-op inline, as graphile-worker runs its jobs).
  *
  *   PG_URL=postgres://127.0.0.1:5432/test node dist/bench/cluster.js [--tasks 20000]
- *     [--nodes 1,2,3] [--kinds runtime,queue] [--concurrency 32] [--claim 500] [--runs 3]
- *     [--graphile-local-queue 500] [--if-pg]
+ *     [--warmup 3000] [--nodes 1,2,3] [--kinds runtime,queue] [--concurrency 32] [--claim 500]
+ *     [--runs 3] [--graphile-local-queue 500] [--if-pg]
  *
  * `npm run bench` runs it after bench/dispatch.ts with `--if-pg`: only when PG_URL is set, as it
  * adds graphile-worker to that bench only then.
  *
  * Each run and runner gets a database of its own (created from PG_URL's server, dropped after).
- * The tasks are enqueued first (not timed); the clock runs from the nodes' start until the last
- * task is done (Troupe: no task left queued or running, then every task checked `done`;
- * graphile-worker: its jobs table empty).
+ * Each runner first drains `--warmup` tasks (not timed), as bench/dispatch.ts warms up: the node
+ * processes of a run are new, and without it a run of a few thousand tasks timed their JIT's
+ * warm-up (three cold processes at three nodes) against graphile-worker running in this process,
+ * warm from its first run on. Then, with no claim under way (Troupe: the cluster frozen;
+ * graphile-worker: its runner stopped), the timed tasks are enqueued (not timed), and the clock
+ * runs from the nodes' restart (the unfreeze; a new `run()`) until the last task is done (Troupe:
+ * no task left queued or running, then every task checked `done`; graphile-worker: its jobs
+ * table empty).
  * A runtime claims as its defaults say (its free slots plus its start-ahead window, up to 512). A
  * queue core node claims up to `--claim` tasks at a time (default 500: graphile-worker's local queue,
  * which fetches and locks that many jobs ahead of its slots, as the runtime starts attempts ahead
@@ -34,12 +39,14 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { migrate } from '../src/store/postgres/migrations.js';
 import { submitTasks } from '../src/store/postgres/queue.js';
+import { freezeCluster, unfreezeCluster } from '../src/store/postgres/control.js';
 import { median } from './measure.js';
 import { noop } from './noop.agent.js';
 
 const { values } = parseArgs({
   options: {
     tasks: { type: 'string', default: '20000' },
+    warmup: { type: 'string', default: '3000' },
     nodes: { type: 'string', default: '1,2,3' },
     kinds: { type: 'string', default: 'runtime,queue' },
     concurrency: { type: 'string', default: '32' },
@@ -59,6 +66,7 @@ const int = (name: keyof typeof values, min: number) => {
   return n;
 };
 const tasks = int('tasks', 1);
+const warmup = int('warmup', 0);
 const concurrency = int('concurrency', 1);
 const claim = int('claim', 1);
 const runs = int('runs', 1);
@@ -98,6 +106,16 @@ async function scratch(): Promise<{ url: string; drop(): Promise<void> }> {
   };
 }
 
+/** Submits `n` no-op tasks with ids `<prefix>-<i>`, a thousand per transaction. */
+async function enqueue(pool: pg.Pool, prefix: string, n: number): Promise<void> {
+  for (let i = 0; i < n; i += 1_000) await submitTasks(pool, Array.from({ length: Math.min(1_000, n - i) }, (_, k) => ({ id: `${prefix}-${i + k}`, agent: 'noop' })));
+}
+
+/** No task is queued or running. */
+async function idle(pool: pg.Pool): Promise<boolean> {
+  return !(await pool.query("SELECT EXISTS (SELECT 1 FROM troupe_tasks WHERE state = 'queued') OR EXISTS (SELECT 1 FROM troupe_tasks WHERE state = 'running') AS busy")).rows[0].busy;
+}
+
 /** Polls until `done` says so (every 5 ms: the bench's clock, not a test's wait). */
 async function until(done: () => Promise<boolean>): Promise<void> {
   while (!(await done())) await new Promise((resolve) => setTimeout(resolve, 5));
@@ -110,9 +128,7 @@ async function troupe(kind: 'runtime' | 'queue', nodes: number): Promise<number>
   const children: ChildProcessWithoutNullStreams[] = [];
   try {
     await migrate(pool);
-    for (let i = 0; i < tasks; i += 1_000) {
-      await submitTasks(pool, Array.from({ length: Math.min(1_000, tasks - i) }, (_, k) => ({ id: `bench-${i + k}`, agent: 'noop' })));
-    }
+    await enqueue(pool, 'warmup', warmup);
     const args = kind === 'runtime' ? [fileURLToPath(new URL('./cluster-runtime.js', import.meta.url)), db.url, String(concurrency)] : [fileURLToPath(new URL('./cluster-node.js', import.meta.url)), db.url, 'noop', String(claim)];
     for (let i = 0; i < nodes; i++) {
       const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -123,17 +139,23 @@ async function troupe(kind: 'runtime' | 'queue', nodes: number): Promise<number>
       for await (const line of createInterface({ input: child.stdout })) if (line === 'ready') return;
       throw new Error(`a ${kind} node exited before it was ready`);
     }));
-    const started = performance.now();
     for (const child of children) child.stdin.write('start\n');
+    await until(() => idle(pool));
+    // The nodes stay up, frozen out of claiming while the timed tasks go in; the unfreeze's NOTIFY
+    // wakes them (a queue core node looks again every 2 ms).
+    await freezeCluster(pool);
+    await enqueue(pool, 'bench', tasks);
+    const started = performance.now();
+    await unfreezeCluster(pool);
     // The clock's poll asks whether any task is queued or running, through their partial indexes,
     // stopping at the first: it counted them before, and counting the thousands still queued every
     // 5 ms took a share of the server (1.6 ms a poll, more than the runtime's claims, by
     // pg_stat_statements) from the nodes it measures. graphile-worker's poll asks the same way.
     // That every task is done is checked once the clock has stopped.
-    await until(async () => !(await pool.query("SELECT EXISTS (SELECT 1 FROM troupe_tasks WHERE state = 'queued') OR EXISTS (SELECT 1 FROM troupe_tasks WHERE state = 'running') AS busy")).rows[0].busy);
+    await until(() => idle(pool));
     const seconds = (performance.now() - started) / 1000;
     const done = Number((await pool.query("SELECT count(*) AS n FROM troupe_tasks WHERE state = 'done'")).rows[0].n);
-    if (done !== tasks) throw new Error(`bench:cluster: ${tasks - done} of ${tasks} tasks ended other than done`);
+    if (done !== tasks + warmup) throw new Error(`bench:cluster: ${tasks + warmup - done} of ${tasks + warmup} tasks ended other than done`);
     for (const child of children) child.stdin.write('stop\n');
     await Promise.all(children.map((child) => once(child, 'exit')));
     return tasks / seconds;
@@ -160,17 +182,27 @@ async function graphileWorker(): Promise<number> {
   const utils = await gw.makeWorkerUtils({ pgPool, logger });
   try {
     await utils.migrate();
-    for (let i = 0; i < tasks; i += 1_000) await utils.addJobs(Array.from({ length: Math.min(1_000, tasks - i) }, () => ({ identifier: 'noop', payload: {} })));
+    const add = async (n: number) => {
+      for (let i = 0; i < n; i += 1_000) await utils.addJobs(Array.from({ length: Math.min(1_000, n - i) }, () => ({ identifier: 'noop', payload: {} })));
+    };
+    const start = () =>
+      gw.run({
+        pgPool,
+        logger,
+        concurrency,
+        noHandleSignals: true,
+        taskList: { noop: () => void noop() },
+        preset: { worker: { ...(localQueue > 0 ? { localQueue: { size: localQueue } } : {}), completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
+      });
+    const drained = () => until(async () => utils.withPgClient(async (client) => !(await client.query('SELECT EXISTS (SELECT 1 FROM graphile_worker._private_jobs) AS busy')).rows[0].busy));
+    await add(warmup);
+    const warming = await start();
+    await drained();
+    await warming.stop();
+    await add(tasks);
     const started = performance.now();
-    const runner = await gw.run({
-      pgPool,
-      logger,
-      concurrency,
-      noHandleSignals: true,
-      taskList: { noop: () => void noop() },
-      preset: { worker: { ...(localQueue > 0 ? { localQueue: { size: localQueue } } : {}), completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
-    });
-    await until(async () => utils.withPgClient(async (client) => !(await client.query('SELECT EXISTS (SELECT 1 FROM graphile_worker._private_jobs) AS busy')).rows[0].busy));
+    const runner = await start();
+    await drained();
     const seconds = (performance.now() - started) / 1000;
     await runner.stop();
     return tasks / seconds;
@@ -186,7 +218,7 @@ const runners: Array<{ name: string; run: () => Promise<number> }> = [
   { name: `graphile-worker ${version}`, run: graphileWorker },
   ...kinds.flatMap((kind) => nodeCounts.map((n) => ({ name: `troupe ${kind === 'runtime' ? 'runtime' : 'queue core'}, ${n} node${n === 1 ? '' : 's'}`, run: () => troupe(kind as 'runtime' | 'queue', n) }))),
 ];
-console.log(`# npm run bench:cluster: ${tasks.toLocaleString('en-US')} no-op tasks enqueued first, then drained; runtime nodes: one thread, ${concurrency} slots, other options default; queue core nodes claim up to ${claim} at a time; graphile-worker: one worker, concurrency ${concurrency}, local queue ${localQueue > 0 ? localQueue : 'off'}`);
+console.log(`# npm run bench:cluster: ${warmup.toLocaleString('en-US')} no-op tasks drained to warm up (not timed), then ${tasks.toLocaleString('en-US')} enqueued with no claim under way (not timed), then drained (timed); runtime nodes: one thread, ${concurrency} slots, other options default; queue core nodes claim up to ${claim} at a time; graphile-worker: one worker, concurrency ${concurrency}, local queue ${localQueue > 0 ? localQueue : 'off'}`);
 console.log(`# ${availableParallelism()} cores (os.availableParallelism), node ${process.version}; PostgreSQL at ${new URL(url).host}, the same server for every runner; ${runs} run(s), runners in reverse order in even runs`);
 const results = new Map<string, number[]>(runners.map((r) => [r.name, []]));
 for (let r = 0; r < runs; r++) {
