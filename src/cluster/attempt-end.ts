@@ -25,9 +25,8 @@ export function attemptEnd(
   stop: { reason: AbortReason; detail?: string } | undefined,
   random: () => number,
 ): AttemptEnd {
-  const settlement = decideSettlement({ retry: { ...retry, maxAttempts: Number.MAX_SAFE_INTEGER } }, claimed.attempts, outcome, stop, random);
-  const lease = { taskId: claimed.id, token: claimed.token };
-  const end: AttemptEnd = { ...lease, exit: settlement.exit };
+  const settlement = decideSettlement(unbounded(retry), claimed.attempts, outcome, stop, random);
+  const end: AttemptEnd = { taskId: claimed.id, token: claimed.token, exit: settlement.exit };
   const result = settlement.result;
   if (settlement.event === 'SLEEP' && result?.kind === 'sleep') {
     // The task sleeps until the wake (on the database's clock), then wakes into a new run.
@@ -42,6 +41,18 @@ export function attemptEnd(
   if (settlement.reason === 'killed') end.killed = true;
   return storable(end);
 }
+
+/**
+ * `retry` with an unbounded budget, as decideSettlement takes it (see {@link attemptEnd}): made once
+ * per policy, which is an agent's, shared by its attempts, unless a task gives retry fields of its own.
+ */
+function unbounded(retry: Readonly<RetryPolicy>): { retry: Readonly<RetryPolicy> } {
+  let policy = unboundedPolicies.get(retry);
+  if (policy === undefined) unboundedPolicies.set(retry, (policy = { retry: { ...retry, maxAttempts: Number.MAX_SAFE_INTEGER } }));
+  return policy;
+}
+
+const unboundedPolicies = new WeakMap<Readonly<RetryPolicy>, { retry: Readonly<RetryPolicy> }>();
 
 /**
  * The error the task gets from `end` (none for a success or an interruption), as the queue decides
