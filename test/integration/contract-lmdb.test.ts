@@ -13,6 +13,7 @@ import { progressContract } from './contract-progress.js';
 import { admissionContract } from './contract-admission.js';
 import { workspaceContract } from './contract-workspace.js';
 import { tsAgentsContract } from './contract-ts-agents.js';
+import { closeContract } from './contract-close.js';
 
 const runtime = runtimes();
 
@@ -36,3 +37,4 @@ progressContract('LMDB', lmdb);
 admissionContract('LMDB', lmdb);
 workspaceContract('LMDB', lmdb);
 tsAgentsContract('LMDB', lmdb);
+closeContract('LMDB', lmdb);

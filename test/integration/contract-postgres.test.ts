@@ -20,6 +20,7 @@ import { progressContract } from './contract-progress.js';
 import { admissionContract } from './contract-admission.js';
 import { workspaceContract } from './contract-workspace.js';
 import { tsAgentsContract } from './contract-ts-agents.js';
+import { closeContract } from './contract-close.js';
 
 // Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
 const pools = scratchPools();
@@ -58,3 +59,4 @@ progressContract('PostgreSQL', postgres);
 admissionContract('PostgreSQL', postgres);
 workspaceContract('PostgreSQL', postgres);
 tsAgentsContract('PostgreSQL', postgres);
+closeContract('PostgreSQL', postgres);

@@ -39,7 +39,7 @@ export interface ContractBackend {
 }
 
 /** The options the suite gives a runtime: both stores take them. */
-export type ContractOptions = Pick<RuntimeOptions, 'agents' | 'cancelGraceMs' | 'metricsPort' | 'threads' | 'slotsPerThread' | 'prefetch' | 'logger' | 'maxQueued'>;
+export type ContractOptions = Pick<RuntimeOptions, 'agents' | 'cancelGraceMs' | 'metricsPort' | 'threads' | 'slotsPerThread' | 'prefetch' | 'logger' | 'maxQueued' | 'clock'>;
 
 /**
  * One runtime for every test of the calling `describe` block (call at its top level): opened
