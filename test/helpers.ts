@@ -34,7 +34,10 @@ export function tempDir(prefix = 'troupe-test-'): { path: string; cleanup: () =>
 export async function startRuntime(options: RuntimeOptions = {}): Promise<{ rt: Runtime; dataDir: string; stop: () => Promise<void> }> {
   const dir = options.dataDir ? undefined : tempDir();
   const dataDir = options.dataDir ?? dir!.path;
-  const rt = await createRuntime({ threads: 2, slotsPerThread: 2, logger: false, cancelGraceMs: 500, ...options, dataDir });
+  const rt = await createRuntime({ threads: 2, slotsPerThread: 2, logger: false, cancelGraceMs: 500, ...options, dataDir }).catch((error: unknown) => {
+    dir?.cleanup();
+    throw error;
+  });
   return {
     rt,
     dataDir,

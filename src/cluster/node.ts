@@ -59,7 +59,8 @@ export interface RunningClusterNode {
    * Stops claiming, lets running attempts finish for up to `timeoutMs` (`force`: not at all), then
    * aborts the rest: they and any attempt still queued on a thread end as interrupted, so their
    * tasks are requeued without spending their attempt budget. Then it leaves the cluster and ends
-   * its threads. Every step runs even when one fails; the promise is cached.
+   * its threads. Every step runs even when one fails; the promise is cached, and a later call with
+   * `force: true` stops its wait for running attempts.
    */
   close(options?: CloseOptions): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -175,6 +176,8 @@ class Node implements ClusterNodeHandle {
   #sweeper: Promise<void> | undefined;
   #lost = false;
   #closing: Promise<void> | undefined;
+  /** Ends a graceful close's wait for running attempts at once (a later `close({ force: true })`). */
+  #hurry: (() => void) | undefined;
 
   constructor(options: ResolvedNodeOptions, log: Logger, db: pg.Pool, member: ClusterNode, pool: AgentPool) {
     this.id = member.id;
@@ -331,6 +334,7 @@ class Node implements ClusterNodeHandle {
 
   close(options?: CloseOptions): Promise<void> {
     const { timeoutMs, force } = validateCloseOptions(options);
+    if (force) this.#hurry?.();
     if (this.#closing) return this.#closing;
     this.#lifecycle.set('draining');
     this.#closing = this.#close(force ? 0 : timeoutMs);
@@ -342,6 +346,8 @@ class Node implements ClusterNodeHandle {
   }
 
   async #close(timeoutMs: number): Promise<void> {
+    // Made before the first step, so a forced call during any step before the wait ends it.
+    const hurried = new Promise<void>((resolve) => (this.#hurry = resolve));
     const errors: unknown[] = [];
     const step = async (what: string, run: () => Promise<unknown> | unknown) => {
       try {
@@ -359,7 +365,8 @@ class Node implements ClusterNodeHandle {
     await step('stopping join polls', () => this.joins.stop());
     // Only attempts already running may finish; those still queued on their threads end now.
     await step('stopping queued attempts', () => attempts.stopAll('shutdown', 'the node is closing', undefined, 'dispatched'));
-    await step('waiting for running attempts', () => within(timeoutMs, attempts.ended()));
+    await step('waiting for running attempts', () => within(timeoutMs, Promise.race([attempts.ended(), hurried])));
+    this.#hurry = undefined;
     await step('aborting running attempts', () => attempts.stopAll('shutdown', 'the node is closing'));
     // Aborted agents get cancelGraceMs to clean up before their threads are destroyed under them.
     await step('waiting for aborted attempts', () => within(cancelGraceMs, attempts.ended()));

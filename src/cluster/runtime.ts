@@ -93,6 +93,8 @@ class PostgresRuntime implements Runtime {
   readonly #endpoints = clusterEndpoints();
   #startedMs = 0;
   #closing: Promise<void> | undefined;
+  /** A close with `force: true` came: the node's close does not wait for running attempts. */
+  #forced = false;
   /** Aborts as close begins: ends the retries of agent limits that failed to store, and every `logs({ follow })`. */
   readonly #stopping = new AbortController();
 
@@ -319,7 +321,8 @@ class PostgresRuntime implements Runtime {
   /**
    * Lets running attempts finish for up to `timeoutMs` (`force`: not at all), interrupts the rest
    * (requeued without spending their budget), leaves the cluster, rejects pending waits with
-   * CLOSED, and ends every connection. Every step runs even when one fails; the promise is cached.
+   * CLOSED, and ends every connection. Every step runs even when one fails; the promise is cached,
+   * and a later call with `force: true` also stops waiting for running attempts.
    */
   close(options?: CloseOptions): Promise<void> {
     let resolved: Required<CloseOptions>;
@@ -327,6 +330,11 @@ class PostgresRuntime implements Runtime {
       resolved = validateCloseOptions(options);
     } catch (error) {
       return Promise.reject(error);
+    }
+    if (resolved.force) {
+      this.#forced = true;
+      // The node's close under way: a forced call ends its wait (its promise, awaited by #close).
+      if (this.#node?.state === 'draining') void this.#node.close({ force: true });
     }
     this.#closing ??= this.#close(resolved);
     return this.#closing;
@@ -336,10 +344,10 @@ class PostgresRuntime implements Runtime {
     return this.close();
   }
 
-  async #close({ timeoutMs, force }: Required<CloseOptions>): Promise<void> {
+  async #close({ timeoutMs }: Required<CloseOptions>): Promise<void> {
     // Held until closed, unref'd or not: the steps' connections and timers do not hold the process.
     const release = this.#keepAlive.hold();
-    this.#lifecycle.set('draining', { timeoutMs, force });
+    this.#lifecycle.set('draining', { timeoutMs, force: this.#forced });
     let failures = 0;
     const step = async (name: string, fn: () => unknown) => {
       try {
@@ -351,7 +359,8 @@ class PostgresRuntime implements Runtime {
     };
     this.#stopping.abort();
     await step('retention', () => this.#retention?.stop());
-    await step('node', () => this.#node?.close({ timeoutMs, force }));
+    // Not yet begun when a forced call came during the steps before it: it begins forced.
+    await step('node', () => this.#node?.close({ timeoutMs, force: this.#forced }));
     await this.#endpoints.close(step);
     await step('waits', () => this.#waits.rejectAll(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#feed.close());

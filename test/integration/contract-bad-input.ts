@@ -1,12 +1,17 @@
 /**
  * The bad input of the contract suite (contract.ts): calls of every entry point both stores
- * support, each with the TroupeError code it must fail with on either store. A call may throw or
- * reject (an `events()` iteration fails at its first `next()`). `done` is a settled task's id.
+ * support, each with the TroupeError code it must fail with on either store (and, where given, a
+ * text its message holds: the field or path it names). A call may throw or reject (an `events()`
+ * iteration fails at its first `next()`). `done` is a settled task's id. Bad runtime options, one
+ * runtime each: {@link badOptions}.
  */
+import { expect, it } from 'vitest';
 import { builtinAgent, type Runtime } from 'troupe';
+import { rejection } from '../helpers.js';
+import type { ContractBackend } from './contract.js';
 
-/** [what, the call, the code it fails with]. */
-export type BadCall = [string, () => unknown, string];
+/** [what, the call, the code it fails with, a text of its message]. */
+export type BadCall = [string, () => unknown, string, string?];
 
 export function badInput(rt: Runtime, done: string): BadCall[] {
   const echo = builtinAgent('echo').module;
@@ -15,31 +20,39 @@ export function badInput(rt: Runtime, done: string): BadCall[] {
   const schedule = (extra: Record<string, unknown>) => ({ id: 'x', cron: '* * * * *', task: { agent: 'echo' }, ...extra }) as never;
   return [
     // submit and submitMany
-    ['submit: unknown agent', () => rt.submit({ agent: 'nope' }), 'UNKNOWN_AGENT'],
+    ['submit: unknown agent', () => rt.submit({ agent: 'nope' }), 'UNKNOWN_AGENT', 'no agent named "nope"'],
     ['submit: no agent', () => rt.submit({} as never), 'INVALID_INPUT'],
     ['submit: agent not a string', () => rt.submit({ agent: 5 } as never), 'INVALID_INPUT'],
     ['submit: null spec', () => rt.submit(null as never), 'INVALID_INPUT'],
     ['submit: array spec', () => rt.submit([] as never), 'INVALID_INPUT'],
     ['submit: function input', () => rt.submit({ agent: 'echo', input: () => 1 } as never), 'INVALID_INPUT'],
-    ['submit: symbol in input', () => rt.submit({ agent: 'echo', input: { s: Symbol('x') } } as never), 'INVALID_INPUT'],
-    ['submit: Map in input', () => rt.submit({ agent: 'echo', input: { m: new Map() } } as never), 'INVALID_INPUT'],
-    ['submit: circular input', () => rt.submit({ agent: 'echo', input: circular }), 'INVALID_INPUT'],
-    ['submit: unknown field', () => rt.submit({ agent: 'echo', bogus: 1 } as never), 'INVALID_INPUT'],
-    ['submit: fractional priority', () => rt.submit({ agent: 'echo', priority: 1.5 }), 'INVALID_INPUT'],
+    ['submit: function in input', () => rt.submit({ agent: 'echo', input: { cb: () => 1 } } as never), 'INVALID_INPUT', 'task.input.cb is a function'],
+    ['submit: symbol in input', () => rt.submit({ agent: 'echo', input: { s: Symbol('x') } } as never), 'INVALID_INPUT', 'task.input.s is a symbol'],
+    ['submit: class instance in input', () => rt.submit({ agent: 'echo', input: { when: new (class Deadline {})() } } as never), 'INVALID_INPUT', 'task.input.when is a Deadline instance'],
+    ['submit: Map in input', () => rt.submit({ agent: 'echo', input: { m: new Map() } } as never), 'INVALID_INPUT', 'task.input.m is a Map instance'],
+    ['submit: circular input', () => rt.submit({ agent: 'echo', input: circular }), 'INVALID_INPUT', 'task.input.self is a circular reference'],
+    ['submit: unknown field', () => rt.submit({ agent: 'echo', bogus: 1 } as never), 'INVALID_INPUT', 'task.bogus is not a task field'],
+    ['submit: fractional priority', () => rt.submit({ agent: 'echo', priority: 1.5 }), 'INVALID_INPUT', 'task.priority must be an integer'],
     ['submit: string priority', () => rt.submit({ agent: 'echo', priority: '1' } as never), 'INVALID_INPUT'],
-    ['submit: numeric label', () => rt.submit({ agent: 'echo', labels: { a: 1 } } as never), 'INVALID_INPUT'],
-    ['submit: null labels', () => rt.submit({ agent: 'echo', labels: null } as never), 'INVALID_INPUT'],
-    ['submit: empty key', () => rt.submit({ agent: 'echo', idempotencyKey: '' }), 'INVALID_INPUT'],
+    ['submit: bad lane', () => rt.submit({ agent: 'echo', lane: 'no spaces' }), 'INVALID_INPUT', 'task.lane must match'],
+    ['submit: numeric label', () => rt.submit({ agent: 'echo', labels: { a: 1 } } as never), 'INVALID_INPUT', 'task.labels must be an object of string values'],
+    ['submit: null labels', () => rt.submit({ agent: 'echo', labels: null } as never), 'INVALID_INPUT', 'task.labels must be an object of string values'],
+    ['submit: empty key', () => rt.submit({ agent: 'echo', idempotencyKey: '' }), 'INVALID_INPUT', 'task.idempotencyKey must be a non-empty string'],
     ['submit: numeric key', () => rt.submit({ agent: 'echo', idempotencyKey: 5 } as never), 'INVALID_INPUT'],
-    ['submit: maxAttempts 0', () => rt.submit({ agent: 'echo', retry: { maxAttempts: 0 } }), 'INVALID_INPUT'],
+    ['submit: negative timeoutMs', () => rt.submit({ agent: 'echo', timeoutMs: -1 }), 'INVALID_INPUT', 'task.timeoutMs must be a non-negative integer'],
+    ['submit: unknown parent', () => rt.submit({ agent: 'echo', parentId: 'does-not-exist' }), 'NOT_FOUND', 'no task does-not-exist'],
+    ['submit: maxAttempts 0', () => rt.submit({ agent: 'echo', retry: { maxAttempts: 0 } }), 'INVALID_INPUT', 'task.retry.maxAttempts must be a positive integer'],
     ['submit: maxAttempts 1.5', () => rt.submit({ agent: 'echo', retry: { maxAttempts: 1.5 } }), 'INVALID_INPUT'],
+    ['submit: unknown backoff', () => rt.submit({ agent: 'echo', retry: { backoff: 'linear' } } as never), 'INVALID_INPUT', "task.retry.backoff must be 'fixed' or 'exponential'"],
     ['submit: retry not an object', () => rt.submit({ agent: 'echo', retry: 3 } as never), 'INVALID_INPUT'],
     ['submit: negative delayMs', () => rt.submit({ agent: 'echo', delayMs: -1 }), 'INVALID_INPUT'],
     ['submit: string delayMs', () => rt.submit({ agent: 'echo', delayMs: '5' } as never), 'INVALID_INPUT'],
     ['submit: string runAt', () => rt.submit({ agent: 'echo', runAt: 'x' } as never), 'INVALID_INPUT'],
     ['submit: runAt and delayMs', () => rt.submit({ agent: 'echo', runAt: 1, delayMs: 5 }), 'INVALID_INPUT'],
     ['submitMany: not an array', () => rt.submitMany('x' as never), 'INVALID_INPUT'],
+    ['submitMany: an object', () => rt.submitMany({} as never), 'INVALID_INPUT'],
     ['submitMany: a null spec', () => rt.submitMany([null as never]), 'INVALID_INPUT'],
+    ['submitMany: a bad third spec', () => rt.submitMany([{ agent: 'echo' }, { agent: 'echo' }, { agent: 'echo', input: { f: () => 0 } } as never]), 'INVALID_INPUT', 'tasks[2].input.f is a function'],
     ['submitMany: an unknown agent', () => rt.submitMany([{ agent: 'echo' }, { agent: 'nope' }]), 'UNKNOWN_AGENT'],
     // get, list, wait, cancel, retry
     ['get: empty id', () => rt.get(''), 'INVALID_INPUT'],
@@ -99,13 +112,13 @@ export function badInput(rt: Runtime, done: string): BadCall[] {
     ['on: unknown type', () => rt.on('x' as never, () => undefined), 'INVALID_OPTIONS'],
     ['on: listener not a function', () => rt.on('task.done', 5 as never), 'INVALID_INPUT'],
     // agents.register
-    ['register: bad name', () => rt.agents.register({ name: 'bad name', module: echo }), 'INVALID_OPTIONS'],
-    ['register: relative module', () => rt.agents.register({ name: 'rel', module: './relative.js' }), 'INVALID_OPTIONS'],
-    ['register: missing module', () => rt.agents.register({ name: 'gone', module: '/not/here.agent.js' }), 'INVALID_OPTIONS'],
-    ['register: concurrency 0', () => rt.agents.register({ name: 'echo', module: echo, concurrency: 0 }), 'INVALID_OPTIONS'],
-    ['register: negative maxAttempts', () => rt.agents.register({ name: 'echo', module: echo, retry: { maxAttempts: -1 } }), 'INVALID_OPTIONS'],
+    ['register: bad name', () => rt.agents.register({ name: 'bad name', module: echo }), 'INVALID_OPTIONS', 'agent.name must match'],
+    ['register: relative module', () => rt.agents.register({ name: 'rel', module: './relative.js' }), 'INVALID_OPTIONS', 'module must be a file: URL or an absolute path'],
+    ['register: missing module', () => rt.agents.register({ name: 'gone', module: '/not/here.agent.js' }), 'INVALID_OPTIONS', 'module not found'],
+    ['register: concurrency 0', () => rt.agents.register({ name: 'echo', module: echo, concurrency: 0 }), 'INVALID_OPTIONS', 'agent echo: concurrency must be a positive integer'],
+    ['register: negative maxAttempts', () => rt.agents.register({ name: 'echo', module: echo, retry: { maxAttempts: -1 } }), 'INVALID_OPTIONS', 'agent echo: retry.maxAttempts must be a positive integer'],
     ['register: negative timeoutMs', () => rt.agents.register({ name: 'echo', module: echo, timeoutMs: -1 }), 'INVALID_OPTIONS'],
-    ['register: unknown field', () => rt.agents.register({ name: 'echo', module: echo, color: 'red' } as never), 'INVALID_OPTIONS'],
+    ['register: unknown field', () => rt.agents.register({ name: 'echo', module: echo, color: 'red' } as never), 'INVALID_OPTIONS', 'agent.color is not a known agent option'],
     ['register: null', () => rt.agents.register(null as never), 'INVALID_OPTIONS'],
     // schedules
     ['schedules.create: null', () => rt.schedules.create(null as never), 'INVALID_INPUT'],
@@ -140,4 +153,23 @@ export function badInput(rt: Runtime, done: string): BadCall[] {
     ['close: negative timeoutMs', () => rt.close({ timeoutMs: -1 }), 'INVALID_OPTIONS'],
     ['close: string force', () => rt.close({ force: 'x' } as never), 'INVALID_OPTIONS'],
   ];
+}
+
+/** Runtime options both stores refuse with INVALID_OPTIONS, and the message naming the option. */
+const BAD_OPTIONS: Array<[Record<string, unknown>, string]> = [
+  [{ threads: 0 }, 'options.threads must be a positive integer'],
+  [{ slotsPerThread: 1.5 }, 'options.slotsPerThread must be a positive integer'],
+  [{ maxQueued: -1 }, 'options.maxQueued must be a positive integer'],
+  [{ cancelGraceMs: -5 }, 'options.cancelGraceMs must be a non-negative integer'],
+  [{ dataDir: '' }, 'options.dataDir must be a non-empty string'],
+  [{ logger: 'loud' }, 'options.logger must be a pino logger, pino options, or false'],
+  [{ defaultRetry: { delayMs: -1 } }, 'options.defaultRetry.delayMs must be a non-negative integer'],
+  [{ thread: 2 }, 'options.thread is not a known option'],
+];
+
+/** The test of {@link BAD_OPTIONS}: call in the contract suite's `describe` block. */
+export function badOptions(backend: ContractBackend): void {
+  it('refuses bad runtime options with INVALID_OPTIONS, naming the option as on the other store', async () => {
+    for (const [options, message] of BAD_OPTIONS) expect(await rejection(backend.open(options as never)), message).toMatchObject({ code: 'INVALID_OPTIONS', message });
+  });
 }

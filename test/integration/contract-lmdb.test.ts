@@ -14,6 +14,7 @@ import { admissionContract } from './contract-admission.js';
 import { workspaceContract } from './contract-workspace.js';
 import { tsAgentsContract } from './contract-ts-agents.js';
 import { shellContract } from './contract-shell.js';
+import { closeContract } from './contract-close.js';
 
 const runtime = runtimes();
 
@@ -38,3 +39,4 @@ admissionContract('LMDB', lmdb);
 workspaceContract('LMDB', lmdb);
 tsAgentsContract('LMDB', lmdb);
 shellContract('LMDB', lmdb);
+closeContract('LMDB', lmdb);

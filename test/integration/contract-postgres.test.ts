@@ -21,6 +21,7 @@ import { admissionContract } from './contract-admission.js';
 import { workspaceContract } from './contract-workspace.js';
 import { tsAgentsContract } from './contract-ts-agents.js';
 import { shellContract } from './contract-shell.js';
+import { closeContract } from './contract-close.js';
 
 // Runtimes close (pgRuntimes' hook, registered second, runs first) before their databases are dropped.
 const pools = scratchPools();
@@ -60,3 +61,4 @@ admissionContract('PostgreSQL', postgres);
 workspaceContract('PostgreSQL', postgres);
 tsAgentsContract('PostgreSQL', postgres);
 shellContract('PostgreSQL', postgres);
+closeContract('PostgreSQL', postgres);

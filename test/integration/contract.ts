@@ -22,7 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtinAgent, TroupeError, type EventType, type LogLine, type LogOptions, type Runtime, type RuntimeEvent, type RuntimeOptions, type Task } from 'troupe';
 import { fixtureAgent, rejection, scratchDirs } from '../helpers.js';
 import { thrown } from '../pg-runtime.js';
-import { badInput } from './contract-bad-input.js';
+import { badInput, badOptions } from './contract-bad-input.js';
 
 /** What the suite is given: a way to open runtimes of one store. */
 export interface ContractBackend {
@@ -39,7 +39,7 @@ export interface ContractBackend {
 }
 
 /** The options the suite gives a runtime: both stores take them. */
-export type ContractOptions = Pick<RuntimeOptions, 'agents' | 'cancelGraceMs' | 'metricsPort' | 'threads' | 'slotsPerThread' | 'prefetch' | 'logger' | 'maxQueued'>;
+export type ContractOptions = Pick<RuntimeOptions, 'agents' | 'cancelGraceMs' | 'metricsPort' | 'threads' | 'slotsPerThread' | 'prefetch' | 'logger' | 'maxQueued' | 'clock'>;
 
 /**
  * One runtime for every test of the calling `describe` block (call at its top level): opened
@@ -593,7 +593,7 @@ export function contractSuite(name: string, backend: ContractBackend): void {
     it('rejects bad input on every entry point with the same code on both stores, storing nothing', async () => {
       const rt = await backend.open({ agents: [echoAgent] });
       const done = await rt.wait((await rt.submit({ agent: 'echo', input: 'kept' })).id);
-      for (const [label, call, code] of badInput(rt, done.id)) {
+      for (const [label, call, code, message] of badInput(rt, done.id)) {
         let error: unknown;
         try {
           const out = call();
@@ -603,13 +603,15 @@ export function contractSuite(name: string, backend: ContractBackend): void {
           error = caught;
         }
         expect(error, label).toBeInstanceOf(TroupeError);
-        expect(error, label).toMatchObject({ code });
+        expect(error, label).toMatchObject({ code, retryable: false, ...(message === undefined ? {} : { message: expect.stringContaining(message) }) });
       }
       expect((await rt.list()).tasks).toEqual([done]);
       expect(rt.agents.list().map((a) => a.name)).toEqual(['echo']);
       expect(rt.schedules.list()).toEqual([]);
       expect(await rt.get(done.id)).toEqual(done);
     });
+
+    badOptions(backend);
 
     it('close() rejects pending waits and then every call with CLOSED; a second close() is the same promise', async () => {
       const rt = await backend.open({ agents: [echoAgent] });
@@ -640,7 +642,7 @@ export function contractSuite(name: string, backend: ContractBackend): void {
         ['schedules.resume', () => rt.schedules.resume('nightly')],
         ['schedules.delete', () => rt.schedules.delete('nightly')],
       ];
-      for (const [label, call] of calls) expect(await rejection(call()), label).toMatchObject({ code: 'CLOSED', message: expect.stringContaining(label) });
+      for (const [label, call] of calls) expect(await rejection(call()), label).toMatchObject({ code: 'CLOSED', message: expect.stringContaining(`${label}: the runtime is closed`) });
       const syncCalls: Array<[string, () => unknown]> = [
         ['events', () => rt.events()],
         ['logs', () => rt.logs(done.id)],
@@ -649,7 +651,7 @@ export function contractSuite(name: string, backend: ContractBackend): void {
         ['schedules.get', () => rt.schedules.get('nightly')],
         ['schedules.list', () => rt.schedules.list()],
       ];
-      for (const [label, call] of syncCalls) expect(thrown(call), label).toMatchObject({ code: 'CLOSED', message: expect.stringContaining(label) });
+      for (const [label, call] of syncCalls) expect(thrown(call), label).toMatchObject({ code: 'CLOSED', message: expect.stringContaining(`${label}: the runtime is closed`) });
       await rt.close();
     });
 
