@@ -170,4 +170,44 @@ describe('the PostgreSQL queue\'s events', () => {
     expect((await settleAttempts(pool, [{ taskId: 't1', token: claimed!.token, exit: 'error' }])).settled).toHaveLength(1);
     expect((await wholeLog(pool)).map((e) => e.type)).toEqual(['task.queued', 'task.started', 'task.retrying']);
   });
+
+  it('settles a batch of plain successes (three arrays, ends-statement.ts) as it settles them beside other ends', async () => {
+    const { pool, join } = await clusters({ max: 4 });
+    const node = await join();
+    const ids = ['p1', 'p2', 'p3', 'q1', 'q2', 'g1', 'g2'];
+    await submitTasks(pool, ids.map((id) => ({ id, agent: 'a' })));
+    const claimed = new Map((await claimTasks(pool, node.id, 'a', ids.length, LEASE)).map((c) => [c.id, c]));
+    const end = (id: string, extra: object = {}) => ({ taskId: id, token: claimed.get(id)!.token, exit: 'success' as const, output: { id }, result: { kind: 'success' as const }, ...extra });
+    // All plain, with the result the runtime gives a success: the compact statement; p3's token is stale.
+    const plain = await settleAttempts(pool, [end('p1'), end('p2'), { ...end('p3'), token: claimed.get('p3')!.token + 5 }]);
+    expect(plain.settled.map((s) => [s.taskId, s.state])).toEqual([['p1', 'done'], ['p2', 'done']]);
+    expect(plain.stale.map((s) => s.taskId)).toEqual(['p3']);
+    // Plain, as a queue core node sends them: no result, one with no output either.
+    await settleAttempts(pool, [{ taskId: 'q1', token: claimed.get('q1')!.token, exit: 'success', output: 7 }, { taskId: 'q2', token: claimed.get('q2')!.token, exit: 'success' }]);
+    // Beside a failure: the thirteen arrays.
+    await settleAttempts(pool, [end('g1'), { taskId: 'g2', token: claimed.get('g2')!.token, exit: 'fail' }]);
+
+    const { rows } = await pool.query<Record<string, unknown>>(
+      "SELECT id, state, token, attempts, output, result, error, attempt_exit, attempt_error, attempt_id, owner_node, follow_up, settled_at IS NOT NULL AS settled, lease_until FROM troupe_tasks WHERE id = ANY($1) ORDER BY id",
+      [ids],
+    );
+    const row = new Map(rows.map((r) => [r.id as string, r]));
+    const same = ({ id: _id, output: _output, token: _token, attempt_id: _attempt, ...rest }: Record<string, unknown>) => rest;
+    // The compact statement writes what the other one does.
+    expect(same(row.get('p1')!)).toEqual(same(row.get('g1')!));
+    expect(row.get('p1')).toMatchObject({ state: 'done', output: { id: 'p1' }, result: { kind: 'success' }, error: null, attempt_exit: 'success', settled: true, lease_until: null });
+    expect(row.get('p3')).toMatchObject({ state: 'running', output: null });
+    expect(row.get('q1')).toMatchObject({ state: 'done', output: 7, result: null, error: null, attempt_exit: 'success' });
+    expect(row.get('q2')).toMatchObject({ state: 'done', output: null, result: null });
+    expect(Number(row.get('p1')!.token)).toBe(claimed.get('p1')!.token + 1);
+
+    const done = (await wholeLog(pool)).filter((e) => e.type === 'task.done');
+    expect(done.map((e) => e.taskId).sort()).toEqual(['g1', 'p1', 'p2', 'q1', 'q2']);
+    const data = new Map(done.map((e) => [e.taskId, e.data as Record<string, unknown>]));
+    const { attemptMs: _p, ...p1 } = data.get('p1')!;
+    const { attemptMs: _g, ...g1 } = data.get('g1')!;
+    expect(p1).toEqual({ run: 1, attempt: 1, exit: 'success', kind: 'success' });
+    expect(p1).toEqual(g1);
+    expect(done.every((e) => typeof (e.data as { attemptMs: unknown }).attemptMs === 'number' && e.attemptId === `${e.taskId}:1:1`)).toBe(true);
+  });
 });

@@ -13,9 +13,8 @@ import { TroupeError } from '../../errors.js';
 import { changesFastFails, foldFastFails, lockBackoffAgents, writeFastFails, type BackoffEnd } from './backoff.js';
 import { checkLease, checkResult, type Lease } from './checks.js';
 import { decideEnd, defaultError, type EndDecision } from './end-decision.js';
-import { eventOf, HINTS, insertEvents, notifyIfAny, type NewEvent } from './events.js';
-import { attemptRowsInsert, heldAttemptSets } from './held-attempt.js';
-import { notifyParents } from './children.js';
+import { eventOf, type NewEvent } from './events.js';
+import { SETTLE, SETTLE_SUCCESSES, WRITE_ENDS } from './ends-statement.js';
 import { inputEndsStatement } from './input-ends.js';
 import { jsonOf, jsonOfFixed, storeFailed, transaction } from './transaction.js';
 
@@ -143,17 +142,39 @@ const ROW_FREE_EXITS: ReadonlySet<AttemptExit> = new Set<AttemptExit>(['success'
  * order, then writes as {@link writeEnds} does, fenced the same way.
  */
 async function settleInOneStatement(pool: pg.Pool, ends: readonly AttemptEnd[], texts: ReadonlyMap<AttemptEnd, string | null>): Promise<SettleResult> {
-  // The run and attempt are the row's: the statement puts them in the event (see endsStatement);
-  // the budget plays no part in these exits.
-  const writes = ends.map((end) => writeOf(end, { id: end.taskId, token: end.token, run: 0, attempt: 0, attempts: 1, maxAttempts: 1, ownerNode: '', attemptId: '' }, texts.get(end)));
   let ended: Map<string, TaskState>;
   try {
-    ended = await runEnds(pool, writes, 'troupe-settle', SETTLE);
+    const result = plainSuccessesResult(ends);
+    if (result !== undefined) ended = await queryEnds(pool, 'troupe-settle-successes', SETTLE_SUCCESSES, [ends.map((end) => end.taskId), ends.map((end) => end.token), ends.map((end) => texts.get(end) ?? null), result]);
+    else {
+      // The run and attempt are the row's: the statement puts them in the event (see endsStatement);
+      // the budget plays no part in these exits.
+      const writes = ends.map((end) => writeOf(end, { id: end.taskId, token: end.token, run: 0, attempt: 0, attempts: 1, maxAttempts: 1, ownerNode: '', attemptId: '' }, texts.get(end)));
+      ended = await runEnds(pool, writes, 'troupe-settle', SETTLE);
+    }
   } catch (error) {
     throw storeFailed('settling attempts', error);
   }
   return resultOf(ends, ended);
 }
+
+/**
+ * When every end is a plain success (exit `success` with no error, sleep, retry delay or kill,
+ * and the same result: `{ kind: 'success' }` on all, or none), that result's text (null: none),
+ * for ends-statement.ts SETTLE_SUCCESSES, which writes what runEnds would from three arrays;
+ * undefined otherwise. The usual batch of a busy node is all of these.
+ */
+function plainSuccessesResult(ends: readonly AttemptEnd[]): string | null | undefined {
+  const withResult = ends[0]?.result !== undefined;
+  for (const end of ends) {
+    if (end.exit !== 'success' || end.error !== undefined || end.sleep !== undefined || end.retryDelayMs !== undefined || end.killed === true || end.handed !== undefined) return undefined;
+    if ((end.result !== undefined) !== withResult) return undefined;
+    if (end.result !== undefined && (end.result.kind !== 'success' || Object.keys(end.result).length !== 1)) return undefined;
+  }
+  return withResult ? SUCCESS_RESULT : null;
+}
+
+const SUCCESS_RESULT = JSON.stringify({ kind: 'success' });
 
 /** A running task as the end of its attempt needs it. */
 export interface RunningTask {
@@ -257,79 +278,16 @@ async function runEnds(on: Pick<pg.Pool, 'query'>, writes: readonly EndWrite[], 
       writes.map((w, i) => jsonOf(w.followUp, `writes[${i}].followUp`)),
   ];
   if (inputs) values.push(writes.map((w) => w.handed ?? null));
+  return queryEnds(on, name, text, values);
+}
+
+/** Runs an ends statement (ends-statement.ts) prepared by name: the state each task it wrote was left in. */
+async function queryEnds(on: Pick<pg.Pool, 'query'>, name: string, text: string, values: unknown[]): Promise<Map<string, TaskState>> {
   const { rows } = await on.query<{ id: string; state: TaskState }>({ name, text, values });
   return new Map(rows.map((r) => [r.id, r.state]));
 }
 
-/**
- * The statement that writes ends. `lock`: it first locks the rows of the attempts still current,
- * in id order (as settles, renewals and sweeps all lock, so none deadlock), for a caller that does
- * not hold them; a row another transaction changes meanwhile is read again once it is free, and
- * left out if its attempt is no longer current. The attempt's row and its event take the run,
- * attempt, attempt id, token, node and start from the task's row as it was before this write. They
- * read everything from what the update returns: a join of two CTEs on id was planned as a nested
- * loop, quadratic in the batch (at 128 ends, 16,256 rows compared twice). No lookup of a row by
- * id here says `state = 'running'`: with it, the planner may read the rows through the partial index
- * of running tasks instead of the primary key, and where the table's statistics say few tasks run
- * (as they do after an ANALYZE of a queue at rest), it joined every running row with every end in a
- * nested loop, quadratic again: 290,000 comparisons and 0.6 s for a settle of 352 ends beside 824
- * running tasks (auto_explain); and a plain join on id was planned, on a table of 12,000 tasks, as
- * a scan of every row into a hash, every settle. So each end's row is looked up by its primary key
- * in a lateral subquery that cannot be flattened (`OFFSET 0`), the ends taken in id order, which is
- * the order the lookups lock the rows in. The state is checked once the rows are locked (a row
- * locked here cannot change before the commit, and one the caller holds cannot either), and the
- * token, which every claim and end bumps, still fences every write. A task whose cancel was
- * asked for (its `cancel_reason`, schema version 8) is cancelled by an end that would requeue it
- * (a retry, an interruption, a crash), with `task.cancelled` and the cancel's reason.
- */
-function endsStatement(lock: boolean): string {
-  return `WITH e AS MATERIALIZED (
-       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[], $5::jsonb[], $6::jsonb[], $7::bigint[], $8::text[], $9::jsonb[], $10::text[], $11::jsonb[], $12::jsonb[], $13::jsonb[])
-         WITH ORDINALITY AS e(id, token, state, counts, output, error, delay_ms, exit, attempt_error, event_type, event_data, result, follow_up, ord)
-     ), current AS MATERIALIZED (
-       SELECT t.* FROM (SELECT id, token FROM e ORDER BY id) k CROSS JOIN LATERAL (
-           SELECT id, state, run, attempt_seq, attempt_id, token, owner_node, attempt_started_at, cancel_reason
-             FROM troupe_tasks WHERE id = k.id OFFSET 0${lock ? ' FOR UPDATE' : ''}
-         ) t
-        WHERE t.token = k.token
-     ), decided AS MATERIALIZED (
-       -- A cancel was asked for (rt.cancel on any node): an end that would requeue or sleep cancels instead.
-       SELECT e.*, c.run, c.attempt_seq, c.attempt_id, c.owner_node, c.attempt_started_at, c.cancel_reason,
-              (c.cancel_reason IS NOT NULL AND e.state IN ('queued', 'sleeping')) AS cancels,
-              CASE WHEN c.cancel_reason IS NOT NULL AND e.state IN ('queued', 'sleeping') THEN 'cancelled' ELSE e.state END AS final
-         FROM e JOIN current c ON c.id = e.id
-        WHERE c.state = 'running'
-     ), ended AS (
-       UPDATE troupe_tasks t
-          SET state = d.final, token = t.token + 1,
-              attempts = CASE WHEN d.counts THEN t.attempts ELSE t.attempts - 1 END,
-              queued_order = CASE WHEN d.final = 'queued' THEN nextval('troupe_queued_order') ELSE t.queued_order END,
-              queued_at = CASE WHEN d.final = 'queued' THEN now() ELSE t.queued_at END,
-              run_at = CASE WHEN d.final IN ('queued', 'sleeping') THEN now() + d.delay_ms * interval '1 millisecond' ELSE t.run_at END,
-              lease_until = NULL, ${heldAttemptSets('d.final')},
-              output = d.output, result = d.result,
-              error = CASE WHEN d.cancels THEN NULL ELSE d.error END,
-              follow_up = CASE WHEN d.final = 'sleeping' THEN d.follow_up ELSE t.follow_up END,
-              settled_at = CASE WHEN d.final IN ('queued', 'sleeping') THEN NULL ELSE now() END, updated_at = now()
-         FROM decided d
-        WHERE t.id = d.id AND t.token = d.token
-       RETURNING t.id, t.state, t.run_at, t.parent_id, d.run, d.attempt_seq, d.attempt_id, d.token, d.owner_node, d.attempt_started_at, d.exit, d.attempt_error, d.ord,
-                 CASE WHEN d.cancels THEN 'task.cancelled' ELSE d.event_type END AS event_type,
-                 CASE WHEN d.cancels THEN jsonb_build_object('exit', d.exit, 'reason', d.cancel_reason) ELSE d.event_data END AS event_data
-     ), attempt_ends AS (
-       ${attemptRowsInsert('ended')}
-     ), end_events AS (
-       ${insertEvents(`SELECT event_type, id, attempt_id,
-               event_data || jsonb_build_object('run', run, 'attempt', attempt_seq, 'attemptMs', greatest(0, round(extract(epoch FROM now() - attempt_started_at) * 1000))::float8)
-                 || CASE WHEN state = 'sleeping' THEN jsonb_build_object('wakeAt', round(extract(epoch FROM run_at) * 1000)::float8) ELSE '{}' END
-          FROM ended ORDER BY ord`)}
-     )
-     SELECT ended.id, ended.state, ${notifyIfAny('end_events', `CASE WHEN EXISTS (SELECT 1 FROM ended WHERE state = 'queued') THEN '${HINTS.queued}' ELSE '' END`)} AS notified, ${notifyParents('ended')} AS joins FROM ended`;
-}
 
-/** The writes of rows the caller holds ({@link writeEnds}), and a settle's own ({@link settleInOneStatement}). */
-const WRITE_ENDS = endsStatement(false);
-const SETTLE = endsStatement(true);
 /** The writes of ends of attempts that asked for input (input-ends.ts). */
 const WRITE_INPUT_ENDS = inputEndsStatement();
 
