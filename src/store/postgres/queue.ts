@@ -188,7 +188,7 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
   checkAgent(agent, 'agent');
   if (!Number.isSafeInteger(n) || n <= 0 || n > INT4_MAX) throw invalid('n must be a positive integer');
   checkLeaseMs(leaseMs);
-  type Row = { id: string; agent: string; input: unknown; priority: number; run: number; attempt_seq: number; attempts: number; max_attempts: number; token: string; attempt_id: string; lease_until: Date; queued_ms: number; timeout_ms: string | null; retry: ClaimedTask['retry'] | null; follow_up: unknown; trace: TraceCarrier | null; workspace: string | null };
+  type Row = { id: string; agent: string; input: unknown; priority: number; run: number; attempt_seq: number; attempts: number; max_attempts: number; token: string; attempt_id: string; lease_until: number; queued_ms: number; timeout_ms: string | null; retry: ClaimedTask['retry'] | null; follow_up: unknown; trace: TraceCarrier | null; workspace: string | null };
   type Gate = { member: boolean; frozen: boolean; backoff_failures: number | null; paused: boolean } & LimitRow;
   // The controls are held shared from the transaction's first statement (sent with its BEGIN): a
   // freeze or a change of limits waits for this claim to commit, and cannot commit between the
@@ -229,7 +229,7 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
         maxAttempts: r.max_attempts,
         token: Number(r.token),
         attemptId: r.attempt_id,
-        leaseUntil: r.lease_until.getTime(),
+        leaseUntil: r.lease_until,
         queuedMs: r.queued_ms,
       };
       if (r.timeout_ms !== null) task.timeoutMs = Number(r.timeout_ms);
@@ -288,7 +288,9 @@ function claimStatement(kind: 'unlimited' | 'limited' | 'models'): string {
               lease_until = now() + $4 * interval '1 millisecond', started_at = coalesce(t.started_at, now()), attempt_started_at = now(), updated_at = now()
          FROM picked
         WHERE t.id = picked.id
-       RETURNING t.id, t.agent, t.input, t.priority, t.queued_order, t.run, t.attempt_seq, t.attempts, t.max_attempts, t.token, t.attempt_id, t.lease_until, t.timeout_ms, t.retry, t.follow_up, t.trace, t.workspace,
+       RETURNING t.id, t.agent, t.input, t.priority, t.queued_order, t.run, t.attempt_seq, t.attempts, t.max_attempts, t.token, t.attempt_id, t.timeout_ms, t.retry, t.follow_up, t.trace, t.workspace,
+                 -- Epoch ms as Date.getTime() gives it, without parsing a timestamp's text per row.
+                 floor(extract(epoch FROM t.lease_until) * 1000)::float8 AS lease_until,
                  greatest(0, round(extract(epoch FROM now() - t.queued_at) * 1000))::float8 AS queued_ms
      ), started_events AS (
        ${insertEvents(`SELECT 'task.started', id, attempt_id, jsonb_build_object('run', run, 'attempt', attempt_seq, 'queuedMs', queued_ms) FROM started ORDER BY priority, queued_order`)}
