@@ -143,9 +143,19 @@ export function faultsContract(name: string, backend: ContractBackend): void {
         }),
       ];
       const seen: RuntimeEvent[] = [];
-      offs.push(rt().on('*', (e) => seen.push(e)));
+      // On PostgreSQL a wait can resolve from its task's row before the follower has passed the
+      // settling events on to listeners: the last task.done is awaited as the listener hears it.
+      let heard!: () => void;
+      const allDone = new Promise<void>((resolve) => (heard = resolve));
+      offs.push(
+        rt().on('*', (e) => {
+          seen.push(e);
+          if (seen.filter((s) => s.type === 'task.done').length === 3) heard();
+        }),
+      );
       const tasks = await rt().submitMany([1, 2, 3].map((input) => ({ agent: 'echo', input })));
       for (const task of tasks) expect(await rt().wait(task.id)).toMatchObject({ state: 'done' });
+      await allDone;
       // The rejections are handled a microtask after the publish: let them land.
       await new Promise((resolve) => setImmediate(resolve));
       for (const off of offs) off();
