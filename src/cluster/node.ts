@@ -178,6 +178,8 @@ class Node implements ClusterNodeHandle {
   #closing: Promise<void> | undefined;
   /** Ends a graceful close's wait for running attempts at once (a later `close({ force: true })`). */
   #hurry: (() => void) | undefined;
+  /** A close was forced: the steps after the wait get the least time, as a close forced from the start gives them. */
+  #forced = false;
 
   constructor(options: ResolvedNodeOptions, log: Logger, db: pg.Pool, member: ClusterNode, pool: AgentPool) {
     this.id = member.id;
@@ -334,6 +336,7 @@ class Node implements ClusterNodeHandle {
 
   close(options?: CloseOptions): Promise<void> {
     const { timeoutMs, force } = validateCloseOptions(options);
+    this.#forced ||= force;
     if (force) this.#hurry?.();
     if (this.#closing) return this.#closing;
     this.#lifecycle.set('draining');
@@ -373,7 +376,7 @@ class Node implements ClusterNodeHandle {
     await step('ending what did not stop', () => attempts.abandonAll());
     // Ends wait for their attempts' lines and progress; writes and settles that keep failing get as
     // long as running attempts had; a sweeper ends what is left.
-    const storeMs = Math.max(timeoutMs, cancelGraceMs, 1_000);
+    const storeMs = Math.max(this.#forced ? 0 : timeoutMs, cancelGraceMs, 1_000);
     await step('storing log lines and progress', () => within(storeMs, this.#logs.idle()));
     await step('giving up unstored log lines and progress', () => this.#logs.abandon());
     await step('settling', () => within(storeMs, this.#settler.idle()));

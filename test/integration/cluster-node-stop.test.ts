@@ -58,6 +58,22 @@ describe('a cluster node that stops', () => {
     await until(async () => (await count(pool, "SELECT count(*) FROM troupe_tasks WHERE agent = 'record' AND state = 'done' AND attempts = 1")) === 3, 'the interrupted tasks run again');
   }, 30_000);
 
+  it('stops a graceful close\'s wait at a forced close, as the runtime does', async () => {
+    const { url, pool } = await pools({ max: 4 });
+    // progress reports until aborted: a graceful close of 10 minutes would wait for it that long.
+    await submitTasks(pool, [{ id: 'p1', agent: 'progress', input: null, maxAttempts: 1 }]);
+    const node = await nodes({ connectionString: url, agents: [{ name: 'progress', module: fixtureAgent('progress') }], threads: 1, slotsPerThread: 1, pollMs: 20, cancelGraceMs: 200 });
+    // A report stored: the node has heard the attempt run on its thread (a close stops one still queued there at once).
+    await until(async () => (await count(pool, "SELECT count(*) FROM troupe_tasks WHERE id = 'p1' AND progress IS NOT NULL")) === 1, 'the attempt running');
+    const graceful = node.close({ timeoutMs: 600_000 });
+    expect(node.state).toBe('draining');
+    // The node's close is under way: a forced call ends its wait rather than starting another close.
+    expect(node.close({ force: true })).toBe(graceful);
+    await graceful;
+    expect(node.state).toBe('closed');
+    expect((await pool.query("SELECT state, attempts FROM troupe_tasks WHERE id = 'p1'")).rows).toEqual([{ state: 'queued', attempts: 0 }]);
+  }, 20_000);
+
   it('that loses its liveness connection stops claiming and aborts its attempts', async () => {
     const { url, pool } = await pools({ max: 4 });
     await submitTasks(pool, [{ id: 'p1', agent: 'polite', input: null }, { id: 'p2', agent: 'polite', input: null }]);

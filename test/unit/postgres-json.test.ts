@@ -33,6 +33,14 @@ describe('jsonOf: a value as the text of a jsonb parameter', () => {
     cycle.self = cycle;
     expect(refusal(cycle).message).toBe('input.self is a circular reference; it must be plain JSON data');
     expect(refusal({ f: () => 1 }).message).toBe('input.f is a function; it must be plain JSON data');
+    // A getter that gives the walk one thing and JSON.stringify another is refused all the same.
+    let reads = 0;
+    const shifty = {
+      get n(): unknown {
+        return ++reads === 1 ? 1 : 2n;
+      },
+    };
+    expect(refusal(shifty).message).toMatch(/^input is not JSON: .*BigInt/);
   });
 });
 

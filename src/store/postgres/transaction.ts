@@ -54,7 +54,13 @@ export function jsonOf(value: unknown, where: string): string | null {
   if (value === undefined) return null;
   const problem = describeUnserializable(value, where, true);
   if (problem) throw new TroupeError('INVALID_INPUT', `${problem}; it must be plain JSON data`);
-  const text = JSON.stringify(value) as string | undefined;
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch (error) {
+    // A getter that throws, or gives a BigInt, only when read again after the walk.
+    throw new TroupeError('INVALID_INPUT', `${where} is not JSON: ${(error as Error).message}`);
+  }
   if (text === undefined) return null;
   if (text.includes('\\u0000')) throw new TroupeError('INVALID_INPUT', `${where} holds a NUL character (\\u0000), which PostgreSQL does not store in jsonb`);
   return text;
