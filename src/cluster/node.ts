@@ -178,7 +178,7 @@ class Node implements ClusterNodeHandle {
   #closing: Promise<void> | undefined;
   /** Ends a graceful close's wait for running attempts at once (a later `close({ force: true })`). */
   #hurry: (() => void) | undefined;
-  /** A close was forced: the steps after the wait get the least time, as a close forced from the start gives them. */
+  /** A close was forced (at its start or later): no wait for running attempts, and the least time for the steps after it. */
   #forced = false;
 
   constructor(options: ResolvedNodeOptions, log: Logger, db: pg.Pool, member: ClusterNode, pool: AgentPool) {
@@ -340,7 +340,7 @@ class Node implements ClusterNodeHandle {
     if (force) this.#hurry?.();
     if (this.#closing) return this.#closing;
     this.#lifecycle.set('draining');
-    this.#closing = this.#close(force ? 0 : timeoutMs);
+    this.#closing = this.#close(timeoutMs);
     return this.#closing;
   }
 
@@ -368,7 +368,7 @@ class Node implements ClusterNodeHandle {
     await step('stopping join polls', () => this.joins.stop());
     // Only attempts already running may finish; those still queued on their threads end now.
     await step('stopping queued attempts', () => attempts.stopAll('shutdown', 'the node is closing', undefined, 'dispatched'));
-    await step('waiting for running attempts', () => within(timeoutMs, Promise.race([attempts.ended(), hurried])));
+    await step('waiting for running attempts', () => within(this.#forced ? 0 : timeoutMs, Promise.race([attempts.ended(), hurried])));
     this.#hurry = undefined;
     await step('aborting running attempts', () => attempts.stopAll('shutdown', 'the node is closing'));
     // Aborted agents get cancelGraceMs to clean up before their threads are destroyed under them.

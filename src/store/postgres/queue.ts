@@ -23,7 +23,7 @@ import { appendEvents, eventOf, insertEvents, notifyIfAny } from './events.js';
 import { pauseHolds } from './backoff.js';
 import { routeRows } from './routing.js';
 import { isLimited, limitColumns, limitsOf, reserveSlots, type LimitRow } from './limits.js';
-import { storeFailed, transaction } from './transaction.js';
+import { epochMs, storeFailed, transaction } from './transaction.js';
 
 export type { Lease, NewTask } from './checks.js';
 
@@ -289,8 +289,8 @@ function claimStatement(kind: 'unlimited' | 'limited' | 'models'): string {
          FROM picked
         WHERE t.id = picked.id
        RETURNING t.id, t.agent, t.input, t.priority, t.queued_order, t.run, t.attempt_seq, t.attempts, t.max_attempts, t.token, t.attempt_id, t.timeout_ms, t.retry, t.follow_up, t.trace, t.workspace,
-                 -- Epoch ms as Date.getTime() gives it, without parsing a timestamp's text per row.
-                 floor(extract(epoch FROM t.lease_until) * 1000)::float8 AS lease_until,
+                 -- Epoch ms, without parsing a timestamp's text per row.
+                 ${epochMs('t.lease_until', 'lease_until')},
                  greatest(0, round(extract(epoch FROM now() - t.queued_at) * 1000))::float8 AS queued_ms
      ), started_events AS (
        ${insertEvents(`SELECT 'task.started', id, attempt_id, jsonb_build_object('run', run, 'attempt', attempt_seq, 'queuedMs', queued_ms) FROM started ORDER BY priority, queued_order`)}

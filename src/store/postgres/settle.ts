@@ -287,7 +287,6 @@ async function queryEnds(on: Pick<pg.Pool, 'query'>, name: string, text: string,
   return new Map(rows.map((r) => [r.id, r.state]));
 }
 
-
 /** The writes of ends of attempts that asked for input (input-ends.ts). */
 const WRITE_INPUT_ENDS = inputEndsStatement();
 
