@@ -11,6 +11,19 @@
 /** Releases one hold; calling it again does nothing. */
 export type Release = () => void;
 
+/**
+ * Waits, holding the loop, until the caller's `wake` is called: how a follow iteration (events,
+ * log lines) waits for its next item. `arm` receives the function that ends the wait.
+ */
+export async function heldUntilWoken(hold: () => Release, arm: (wake: () => void) => void): Promise<void> {
+  const release = hold();
+  try {
+    await new Promise<void>((resolve) => arm(resolve));
+  } finally {
+    release();
+  }
+}
+
 /** See the module comment. */
 export class KeepAlive {
   #handle: NodeJS.Timeout | undefined;

@@ -24,7 +24,8 @@ import { guardedSchedules, type SchedulesApi } from './scheduler/scheduler.js';
 import type { KeepAlive } from './keep-alive.js';
 import type { ClockTimer } from './clock.js';
 import { holdOf } from './tasks/holds.js';
-import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from './lifecycle.js';
+import { Lifecycle, type CloseOptions } from './lifecycle.js';
+import { RuntimeShell } from './runtime-shell.js';
 import type { Engine, LastingParts } from './engine.js';
 import { EngineSlot } from './engine-slot.js';
 import { checkId } from './ids.js';
@@ -37,7 +38,7 @@ export type { CloseOptions, RuntimeState } from './lifecycle.js';
 export type { AgentsApi, Runtime } from './api/runtime.js';
 
 /** An embedded Troupe runtime on LMDB (the public type is the {@link Runtime} interface). */
-export class LmdbRuntime implements Runtime {
+export class LmdbRuntime extends RuntimeShell implements Runtime {
   readonly agents: AgentsApi;
   /** Cron schedules. */
   readonly schedules: SchedulesApi;
@@ -47,19 +48,14 @@ export class LmdbRuntime implements Runtime {
   /** The engine and store as they are now (a store recovery puts new ones in). */
   readonly #slot: EngineSlot;
   readonly #lasting: LastingParts;
-  readonly #endpoints = new Endpoints();
-  readonly #lifecycle: Lifecycle;
-  readonly #keepAlive: KeepAlive;
   /** Ends a graceful close's wait for running attempts at once (a later `close({ force: true })`). */
   #hurry: (() => void) | undefined;
-  #closing: Promise<void> | undefined;
 
   /** @internal Use {@link createRuntime}. */
   constructor(options: ResolvedOptions, log: Logger, store: Store, bus: EventBus, keepAlive: KeepAlive, tracing?: Tracing) {
+    super(new Lifecycle(log), keepAlive, new Endpoints());
     this.#options = options;
     this.#log = log;
-    this.#lifecycle = new Lifecycle(log);
-    this.#keepAlive = keepAlive;
     this.#bus = bus;
     const metrics = new RuntimeMetrics(
       {
@@ -76,11 +72,11 @@ export class LmdbRuntime implements Runtime {
       for (const event of events) metrics.observe(event);
     });
     this.#lasting = { metrics, logFeed: new LogFeed(), tracing };
-    this.#slot = new EngineSlot({ options, log, bus, keepAlive, lasting: this.#lasting, running: () => this.#lifecycle.state === 'running' }, store);
-    this.schedules = guardedSchedules(() => this.#e.scheduler, (call) => this.#assertOpen(`schedules.${call}`));
+    this.#slot = new EngineSlot({ options, log, bus, keepAlive, lasting: this.#lasting, running: () => this.lifecycle.state === 'running' }, store);
+    this.schedules = guardedSchedules(() => this.#e.scheduler, (call) => this.assertOpen(`schedules.${call}`));
     this.agents = {
       register: (registration) => {
-        this.#assertOpen('agents.register');
+        this.assertOpen('agents.register');
         return this.#slot.register(validateRegistration(registration, { timeoutMs: options.defaultTimeoutMs, retry: options.defaultRetry, backoff: options.defaultBackoff }));
       },
       list: () => this.#e.registry.list(),
@@ -109,31 +105,10 @@ export class LmdbRuntime implements Runtime {
   /** @internal Registers the option agents (validated by createRuntime), rebuilds from disk and starts dispatching. */
   async start(agents: readonly RegisteredAgent[]): Promise<void> {
     await this.#slot.open(agents);
-    await this.#endpoints.open(this.#options, this.#lasting.metrics, this, this.#log);
-    this.#lifecycle.set('running', { dataDir: this.#options.dataDir, ...this.#slot.rebuild });
+    await this.endpoints.open(this.#options, this.#lasting.metrics, this, this.#log);
+    this.lifecycle.set('running', { dataDir: this.#options.dataDir, ...this.#slot.rebuild });
     if (!this.#store.previousShutdownClean) this.#log.warn({ dataDir: this.#options.dataDir }, 'the previous shutdown was not clean: attempts that were running ended as crashed');
-    this.#keepAlive.open();
-  }
-
-  /** Where the runtime is in its lifecycle. */
-  get state(): RuntimeState {
-    return this.#lifecycle.state;
-  }
-
-  /**
-   * Lets the process exit while this runtime is open and nothing else keeps it alive, as
-   * `net.Server#unref()` does. A pending `wait()` (or an `events()` / `logs({ follow })` iteration
-   * waiting for its next item) still keeps it alive until it ends. Returns the runtime.
-   */
-  unref(): this {
-    this.#keepAlive.unref();
-    return this;
-  }
-
-  /** Undoes {@link LmdbRuntime.unref}: the open runtime keeps the process alive again (the default). Returns the runtime. */
-  ref(): this {
-    this.#keepAlive.ref();
-    return this;
+    this.keepAlive.open();
   }
 
   /**
@@ -143,7 +118,7 @@ export class LmdbRuntime implements Runtime {
   submit<A extends string = string>(spec: TaskSpec<A>): Promise<Task<AgentOutput<A>, AgentInput<A>>> {
     // The guard written out (no closure per call): this runs once per task.
     try {
-      this.#assertOpen('submit');
+      this.assertOpen('submit');
       return this.#e.submitter.submit(spec) as Promise<Task<AgentOutput<A>, AgentInput<A>>>;
     } catch (error) {
       return Promise.reject(error);
@@ -152,7 +127,7 @@ export class LmdbRuntime implements Runtime {
 
   /** Stores several tasks in one transaction: all are stored, or (on a validation error) none. */
   submitMany<A extends string = string>(specs: ReadonlyArray<TaskSpec<A>>): Promise<Array<Task<AgentOutput<A>, AgentInput<A>>>> {
-    return this.#guard('submitMany', () => this.#e.submitter.submitMany(specs) as Promise<Array<Task<AgentOutput<A>, AgentInput<A>>>>);
+    return this.guard('submitMany', () => this.#e.submitter.submitMany(specs) as Promise<Array<Task<AgentOutput<A>, AgentInput<A>>>>);
   }
 
   /**
@@ -160,7 +135,7 @@ export class LmdbRuntime implements Runtime {
    * to the agent's `ctx.waitForInput()`. A task waiting with no live attempt resumes with a new run.
    */
   sendInput(id: string, input: InputSpec): Promise<InboxItem> {
-    return this.#guard('sendInput', () => this.#e.interactions.sendInput(checkId(id, 'sendInput: id'), input));
+    return this.guard('sendInput', () => this.#e.interactions.sendInput(checkId(id, 'sendInput: id'), input));
   }
 
   /** A metrics snapshot, or the same as Prometheus text with `{ format: 'prometheus' }`. Answers while the store is down, too. */
@@ -168,8 +143,8 @@ export class LmdbRuntime implements Runtime {
   metrics(options: { format: 'prometheus' }): Promise<string>;
   metrics(options?: { format?: 'prometheus' | 'snapshot' }): Promise<MetricsSnapshot | string> {
     try {
-      // Not #assertOpen: metrics read memory only, and say most while the store is down.
-      this.#lifecycle.assertRunning('metrics');
+      // Not assertOpen: metrics read memory only, and say most while the store is down.
+      this.lifecycle.assertRunning('metrics');
       const format = checkMetricsOptions(options);
       return format === 'prometheus' ? this.#lasting.metrics.prometheus() : this.#lasting.metrics.snapshot();
     } catch (error) {
@@ -179,22 +154,19 @@ export class LmdbRuntime implements Runtime {
 
   /** The dashboard's URL (with `#token=` when it needs one), once running; undefined when `dashboard` is off. */
   dashboard(): string | undefined {
-    return this.#endpoints.dashboardUrl;
+    return this.endpoints.dashboardUrl;
   }
 
   /** Where `metricsPort` serves `/metrics` (127.0.0.1), once running; undefined when off. */
-  get metricsPort(): number | undefined {
-    return this.#endpoints.metricsPort;
-  }
 
   /** A task, with `heldBy` while flow control keeps it back. */
   async get<O = unknown>(id: TaskId<O>): Promise<Task<O>> {
-    return this.#guard('get', async () => this.#withHold(this.#e.tasks.get(checkId(id, 'get: id'))) as Task<O>);
+    return this.guard('get', async () => this.#withHold(this.#e.tasks.get(checkId(id, 'get: id'))) as Task<O>);
   }
 
   /** A page of tasks in submit order; queued ones carry `heldBy` like {@link LmdbRuntime.get}. */
   async list(options?: ListOptions): Promise<TaskPage> {
-    return this.#guard('list', async () => {
+    return this.guard('list', async () => {
       const page = this.#e.tasks.list(options);
       for (const task of page.tasks) this.#withHold(task);
       return page;
@@ -211,7 +183,7 @@ export class LmdbRuntime implements Runtime {
   wait<O = unknown>(id: TaskId<O>, options?: WaitOptions): Promise<Task<O>> {
     // The guard written out, as in submit: once per task.
     try {
-      this.#assertOpen('wait');
+      this.assertOpen('wait');
       return this.#e.tasks.wait(checkId(id, 'wait: id'), options) as Promise<Task<O>>;
     } catch (error) {
       return Promise.reject(error);
@@ -219,22 +191,22 @@ export class LmdbRuntime implements Runtime {
   }
 
   cancel<O = unknown>(id: TaskId<O>, reason?: string): Promise<Task<O>> {
-    return this.#guard('cancel', () => this.#e.tasks.cancel(checkId(id, 'cancel: id'), reason) as Promise<Task<O>>);
+    return this.guard('cancel', () => this.#e.tasks.cancel(checkId(id, 'cancel: id'), reason) as Promise<Task<O>>);
   }
 
   retry<O = unknown>(id: TaskId<O>): Promise<Task<O>> {
-    return this.#guard('retry', () => this.#e.tasks.retry(checkId(id, 'retry: id')) as Promise<Task<O>>);
+    return this.guard('retry', () => this.#e.tasks.retry(checkId(id, 'retry: id')) as Promise<Task<O>>);
   }
 
   /** Replays the event log after `after`, then yields live events, until aborted or closed. */
   events<K extends EventType = EventType>(options?: EventStreamOptions<K>): AsyncGenerator<RuntimeEvent<K>> {
-    this.#assertOpen('events');
+    this.assertOpen('events');
     return this.#bus.iterate(options, this.#e.tasks.firstEventOf((options as { taskId?: unknown } | undefined)?.taskId)) as AsyncGenerator<RuntimeEvent<K>>;
   }
 
   /** The log lines a task's agent wrote through `ctx.log`, in order; with `follow`, then live until the task is terminal. */
   logs(id: string, options: LogOptions = {}): AsyncGenerator<LogLine> {
-    this.#assertOpen('logs');
+    this.assertOpen('logs');
     checkId(id, 'logs: id');
     options = checkLogOptions(options);
     if (!this.#e.tasks.record(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
@@ -243,7 +215,7 @@ export class LmdbRuntime implements Runtime {
     const stop = new AbortController();
     // `ended` must not hold the process by itself: the follow holds it only while it waits for a line.
     const ended = this.#e.tasks.wait(id, { signal: stop.signal }, false).catch(() => undefined);
-    return followLogs(logs, id, options, { feed: this.#lasting.logFeed, ended, release: () => stop.abort(), hold: () => this.#keepAlive.hold() });
+    return followLogs(logs, id, options, { feed: this.#lasting.logFeed, ended, release: () => stop.abort(), hold: () => this.keepAlive.hold() });
   }
 
   /** Listens to committed events of one type (or `'*'` for all). Returns an unsubscribe function. */
@@ -259,7 +231,7 @@ export class LmdbRuntime implements Runtime {
 
   /** Sets an instance's dispatch target (null: no per-instance limit). Resolves once durable. */
   setDispatchTarget(instanceKey: string, target: number | null): Promise<void> {
-    return this.#guard('setDispatchTarget', async () => {
+    return this.guard('setDispatchTarget', async () => {
       checkId(instanceKey, 'setDispatchTarget: instanceKey');
       if (target !== null && !(Number.isSafeInteger(target) && target >= 0)) throw new TroupeError('INVALID_INPUT', 'setDispatchTarget: target must be a non-negative integer or null');
       await this.#e.router.setTarget(instanceKey, target);
@@ -269,7 +241,7 @@ export class LmdbRuntime implements Runtime {
 
   /** Clears a degraded instance so it dispatches again. */
   resetInstance(instanceKey: string): Promise<void> {
-    return this.#guard('resetInstance', async () => {
+    return this.guard('resetInstance', async () => {
       await this.#e.router.reset(checkId(instanceKey, 'resetInstance: instanceKey'));
       this.#e.dispatcher.pump();
     });
@@ -277,38 +249,38 @@ export class LmdbRuntime implements Runtime {
 
   /** Stops dispatch (durably): running attempts carry on, submits are still accepted. */
   freeze(reason?: string): Promise<void> {
-    return this.#guard('freeze', () => this.#e.controls.freeze(reason));
+    return this.guard('freeze', () => this.#e.controls.freeze(reason));
   }
 
   /** Resumes dispatch after freeze() or kill(). */
   unfreeze(): Promise<void> {
-    return this.#guard('unfreeze', () => this.#e.controls.unfreeze());
+    return this.guard('unfreeze', () => this.#e.controls.unfreeze());
   }
 
   /** Freezes and aborts every running attempt; their tasks are requeued. Resolves when none runs. */
   kill(reason?: string): Promise<void> {
-    return this.#guard('kill', () => this.#e.controls.kill(reason));
+    return this.guard('kill', () => this.#e.controls.kill(reason));
   }
 
   /** Drains now: re-checks agent holds against the clock, runs a supervisor cycle, fills free slots. */
   poke(): void {
-    this.#assertOpen('poke');
+    this.assertOpen('poke');
     this.#e.controls.poke();
   }
 
   /** Removes settled tasks and all they left but their events, in bounded batches (README: Pruning). */
   prune(options?: PruneOptions): Promise<PruneResult> {
-    return this.#guard('prune', () => this.#e.pruner.prune(options));
+    return this.guard('prune', () => this.#e.pruner.prune(options));
   }
 
   /** Ends an agent's backoff pause early. Resolves true if it was paused. */
   resumeAgent(name: string): Promise<boolean> {
-    return this.#guard('resumeAgent', () => this.#e.controls.resumeAgent(name));
+    return this.guard('resumeAgent', () => this.#e.controls.resumeAgent(name));
   }
 
   /** A consistent copy of the store in a new or empty directory, taken while serving (README: Backups). */
   backup(path: string, options?: { compact?: boolean }): Promise<BackupInfo> {
-    return this.#guard('backup', () => {
+    return this.guard('backup', () => {
       const { dest, compact } = checkBackupArgs(path, options);
       return this.#store.backup(dest, compact);
     });
@@ -316,40 +288,26 @@ export class LmdbRuntime implements Runtime {
 
   /** Execution instances: live ones and those passivated to disk. */
   instances(): InstanceView[] {
-    this.#assertOpen('instances');
+    this.assertOpen('instances');
     return this.#e.router.list();
   }
 
   /** Counts by state, slots, per-agent queues and attempts. */
   stats(): RuntimeStats {
-    return runtimeStats(this.#lifecycle.state, this.#e, this.#slot, this.#options);
+    return runtimeStats(this.lifecycle.state, this.#e, this.#slot, this.#options);
+  }
+
+  protected forced(): void {
+    this.#hurry?.();
   }
 
   /**
    * Stops admission, lets running attempts finish until `timeoutMs`, then interrupts the rest
    * (requeued on the next open without counting against their budget), and closes everything.
-   * Options are validated before anything happens (a bad call rejects and changes nothing). Every
-   * cleanup step runs even if one fails. A second call returns the same promise; one with
-   * `force: true` also stops waiting for running attempts.
+   * Every cleanup step runs even if one fails.
    */
-  close(options?: CloseOptions): Promise<void> {
-    let resolved: Required<CloseOptions>;
-    try {
-      resolved = validateCloseOptions(options);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    if (resolved.force) this.#hurry?.();
-    this.#closing ??= this.#close(resolved);
-    return this.#closing;
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.close();
-  }
-
-  async #close({ timeoutMs, force }: Required<CloseOptions>): Promise<void> {
-    this.#lifecycle.set('draining', { timeoutMs, force });
+  protected async closeWith({ timeoutMs, force }: Required<CloseOptions>): Promise<void> {
+    this.lifecycle.set('draining', { timeoutMs, force });
     const failures: unknown[] = [];
     const step = async (name: string, fn: () => unknown) => {
       try {
@@ -370,27 +328,17 @@ export class LmdbRuntime implements Runtime {
     await this.#slot.stop(step, deadline, true);
     this.#hurry = undefined;
     await step('deadline', () => timer && clock.clearTimeout(timer));
-    await this.#endpoints.close(step);
+    await this.endpoints.close(step);
     await step('waits', () => this.#e.tasks.rejectWaits(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#bus.close());
     await step('store', () => this.#store.close(failures.length === 0));
-    this.#keepAlive.close();
-    this.#lifecycle.set('closed', { failures: failures.length });
+    this.keepAlive.close();
+    this.lifecycle.set('closed', { failures: failures.length });
   }
 
-  #assertOpen(call: string): void {
-    this.#lifecycle.assertRunning(call);
+  protected override assertOpen(call: string): void {
+    super.assertOpen(call);
     const down = this.#slot.recovery.down;
     if (down) throw down;
-  }
-
-  /** Runs a call of the public API if the runtime is running; anything it throws becomes the rejection. */
-  #guard<T>(call: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      this.#assertOpen(call);
-      return fn();
-    } catch (error) {
-      return Promise.reject(error);
-    }
   }
 }

@@ -22,7 +22,7 @@ import { isTroupeError, TroupeError } from '../errors.js';
 import { checkType, STREAM_OPTIONS } from '../events/event-bus.js';
 import { EventListeners } from '../events/listeners.js';
 import { checkId } from '../ids.js';
-import type { Release } from '../keep-alive.js';
+import { heldUntilWoken, type Release } from '../keep-alive.js';
 import type { Logger } from '../log.js';
 import { checkCallOptions } from '../options.js';
 import { cursorExpired, followEvents, parseCursor, readEvents, type StoredEvent } from '../store/postgres/events.js';
@@ -286,12 +286,7 @@ export class EventFeed {
         }
         if (ended) return;
         if (overtaken()) throw cursorExpired(last, gap!);
-        const release = this.#k.hold();
-        try {
-          await new Promise<void>((resolve) => (wake = resolve));
-        } finally {
-          release();
-        }
+        await heldUntilWoken(() => this.#k.hold(), (resolve) => (wake = resolve));
       }
     } finally {
       unsubscribe();

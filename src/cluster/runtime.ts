@@ -16,7 +16,8 @@ import type { RegisteredAgent } from '../agents/registry.js';
 import { checkId } from '../ids.js';
 import { TroupeError } from '../errors.js';
 import { KeepAlive } from '../keep-alive.js';
-import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from '../lifecycle.js';
+import { Lifecycle, type CloseOptions } from '../lifecycle.js';
+import { RuntimeShell } from '../runtime-shell.js';
 import { resolveLogger, type Logger } from '../log.js';
 import { checkMetricsOptions, type MetricsSnapshot } from '../metrics/metrics.js';
 import type { ResolvedOptions } from '../options.js';
@@ -69,7 +70,7 @@ export async function createPostgresRuntime(options: ResolvedOptions): Promise<R
 }
 
 /** See the module comment. */
-class PostgresRuntime implements Runtime {
+class PostgresRuntime extends RuntimeShell implements Runtime {
   readonly agents: AgentsApi;
   readonly schedules: ClusterSchedules;
   readonly logs: Runtime['logs'];
@@ -77,8 +78,6 @@ class PostgresRuntime implements Runtime {
   readonly #tracing: Tracing | undefined;
   readonly #url: string;
   readonly #log: Logger;
-  readonly #lifecycle: Lifecycle;
-  readonly #keepAlive = new KeepAlive();
   readonly #db: pg.Pool;
   readonly #feed: EventFeed;
   readonly #waits: TaskWaits;
@@ -90,36 +89,34 @@ class PostgresRuntime implements Runtime {
   readonly #counts: TaskCounts;
   readonly #metrics: ClusterMetrics;
   #retention: ClusterRetention | undefined;
-  readonly #endpoints = clusterEndpoints();
   #startedMs = 0;
-  #closing: Promise<void> | undefined;
   /** A close with `force: true` came: the node's close does not wait for running attempts. */
   #forced = false;
   /** Aborts as close begins: ends the retries of agent limits that failed to store, and every `logs({ follow })`. */
   readonly #stopping = new AbortController();
 
   constructor(options: ResolvedOptions, log: Logger, tracing: Tracing | undefined) {
+    super(new Lifecycle(log), new KeepAlive(), clusterEndpoints());
     this.#options = options;
     this.#tracing = tracing;
     this.#url = options.store!.postgres;
     this.#log = log;
-    this.#lifecycle = new Lifecycle(log);
     // Idle connections do not hold the process: the KeepAlive does (a query in flight holds it).
     this.#db = new pg.Pool({ connectionString: this.#url, max: API_CONNECTIONS, application_name: 'troupe-runtime', allowExitOnIdle: true });
     this.#db.on('error', (error) => log.warn({ err: error }, 'an idle database connection failed'));
-    this.#feed = new EventFeed({ pool: this.#db, connectionString: this.#url, log, hold: () => this.#keepAlive.hold(), hinted: (hints) => this.#hinted(hints) });
-    this.#waits = new TaskWaits({ read: (id) => this.#read(id), clock: options.clock, keepAlive: this.#keepAlive, need: () => this.#feed.need(), log });
+    this.#feed = new EventFeed({ pool: this.#db, connectionString: this.#url, log, hold: () => this.keepAlive.hold(), hinted: (hints) => this.#hinted(hints) });
+    this.#waits = new TaskWaits({ read: (id) => this.#read(id), clock: options.clock, keepAlive: this.keepAlive, need: () => this.#feed.need(), log });
     this.#feed.subscribe(this.#waits.onEvents, this.#waits.recheck);
-    this.logs = new ClusterLogs({ pool: this.#db, feed: this.#feed, hold: () => this.#keepAlive.hold(), closed: this.#stopping.signal, assertOpen: (call) => this.#assertOpen(call) }).iterate;
+    this.logs = new ClusterLogs({ pool: this.#db, feed: this.#feed, hold: () => this.keepAlive.hold(), closed: this.#stopping.signal, assertOpen: (call) => this.assertOpen(call) }).iterate;
     this.#control = new ControlView(this.#db, log);
     this.#counts = new TaskCounts(this.#db, log);
     this.#metrics = new ClusterMetrics({ slots: options.threads * options.slotsPerThread, clock: options.clock, counts: this.#counts, agents: () => this.#agents.list().map((a) => a.name), executing: () => this.#node?.running ?? 0, startedMs: () => this.#startedMs, listenerErrors: () => this.#feed.listenerErrors });
     this.#feed.subscribe(this.#control.observe, () => this.#control.refresh());
     this.#agentRows = new AgentsView(this.#db, options.clock, log);
     this.#feed.subscribe(this.#agentRows.observe, () => this.#agentRows.refresh());
-    this.#agents = new ClusterAgents({ options, pool: this.#db, log, node: () => this.#node, stopping: this.#stopping.signal, assertOpen: (call) => this.#assertOpen(call) });
+    this.#agents = new ClusterAgents({ options, pool: this.#db, log, node: () => this.#node, stopping: this.#stopping.signal, assertOpen: (call) => this.assertOpen(call) });
     this.#submits = new ClusterSubmits({ db: this.#db, options, tracing, agent: (name) => this.#agents.get(name), counted: this.#metrics.counted });
-    this.schedules = new ClusterSchedules({ pool: this.#db, log, assertOpen: (call) => this.#assertOpen(call), task: (task, where) => this.#submits.newTask(task as TaskSpec, where) });
+    this.schedules = new ClusterSchedules({ pool: this.#db, log, assertOpen: (call) => this.assertOpen(call), task: (task, where) => this.#submits.newTask(task as TaskSpec, where) });
     this.agents = { register: this.#agents.register, list: this.#agents.list };
   }
 
@@ -130,7 +127,7 @@ class PostgresRuntime implements Runtime {
    */
   async start(agents: readonly RegisteredAgent[]): Promise<void> {
     const at = performance.now();
-    const release = this.#keepAlive.hold();
+    const release = this.keepAlive.hold();
     try {
       this.#agents.started(agents);
       this.#node = await openRuntimeNode(this.#options, { url: this.#url, log: this.#log, agents, fired: () => this.schedules.refreshSoon(), observer: this.#metrics.observer, tracing: this.#tracing });
@@ -140,38 +137,20 @@ class PostgresRuntime implements Runtime {
       await this.schedules.load();
       this.#retention = startClusterRetention({ pool: this.#db, clock: this.#options.clock, log: this.#log, policy: this.#options.retention });
       this.#startedMs = performance.now() - at;
-      await this.#endpoints.open(this.#options, this.#metrics, this, this.#log);
-      this.#lifecycle.set('running', { store: 'postgres', node: this.#node.id, agents: agents.map((a) => a.name) });
-      this.#keepAlive.open();
+      await this.endpoints.open(this.#options, this.#metrics, this, this.#log);
+      this.lifecycle.set('running', { store: 'postgres', node: this.#node.id, agents: agents.map((a) => a.name) });
+      this.keepAlive.open();
     } finally {
       release();
     }
   }
 
-  get state(): RuntimeState {
-    return this.#lifecycle.state;
-  }
-
-  get metricsPort(): number | undefined {
-    return this.#endpoints.metricsPort;
-  }
-
-  unref(): this {
-    this.#keepAlive.unref();
-    return this;
-  }
-
-  ref(): this {
-    this.#keepAlive.ref();
-    return this;
-  }
-
   submit<A extends string = string>(spec: TaskSpec<A>): Promise<Task<AgentOutput<A>, AgentInput<A>>> {
-    return this.#guard('submit', async () => (await this.#submit([spec as TaskSpec], (i) => (i === 0 ? 'task' : `tasks[${i}]`)))[0]! as Task<AgentOutput<A>, AgentInput<A>>);
+    return this.guard('submit', async () => (await this.#submit([spec as TaskSpec], (i) => (i === 0 ? 'task' : `tasks[${i}]`)))[0]! as Task<AgentOutput<A>, AgentInput<A>>);
   }
 
   submitMany<A extends string = string>(specs: ReadonlyArray<TaskSpec<A>>): Promise<Array<Task<AgentOutput<A>, AgentInput<A>>>> {
-    return this.#guard('submitMany', async () => {
+    return this.guard('submitMany', async () => {
       if (!Array.isArray(specs)) throw new TroupeError('INVALID_INPUT', 'submitMany expects an array of task specs');
       return (await this.#submit(specs as ReadonlyArray<TaskSpec>, (i) => `tasks[${i}]`)) as Array<Task<AgentOutput<A>, AgentInput<A>>>;
     });
@@ -185,7 +164,7 @@ class PostgresRuntime implements Runtime {
   }
 
   get<O = unknown>(id: TaskId<O>): Promise<Task<O>> {
-    return this.#guard('get', async () => {
+    return this.guard('get', async () => {
       const task = await this.#read(checkId(id, 'get: id'));
       if (!task) throw new TroupeError('NOT_FOUND', `no task ${id}`);
       return task as Task<O>;
@@ -193,7 +172,7 @@ class PostgresRuntime implements Runtime {
   }
 
   list(options?: ListOptions): Promise<TaskPage> {
-    return this.#guard('list', async () => {
+    return this.guard('list', async () => {
       const { state, agent, parentId, after, limit, labels } = checkListOptions(options);
       checkLabelFilter(state, labels);
       const rows = await listTaskRows(this.#db, { state, agent, parentId, after, limit, labels: Object.fromEntries(labels) });
@@ -202,11 +181,11 @@ class PostgresRuntime implements Runtime {
   }
 
   wait<O = unknown>(id: TaskId<O>, options?: WaitOptions): Promise<Task<O>> {
-    return this.#guard('wait', () => this.#waits.wait(checkId(id, 'wait: id'), options) as Promise<Task<O>>);
+    return this.guard('wait', () => this.#waits.wait(checkId(id, 'wait: id'), options) as Promise<Task<O>>);
   }
 
   cancel<O = unknown>(id: TaskId<O>, reason = 'cancelled'): Promise<Task<O>> {
-    return this.#guard('cancel', async () => {
+    return this.guard('cancel', async () => {
       checkId(id, 'cancel: id');
       if (typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'cancel: reason must be a string');
       const outcome = await cancelTask(this.#db, id, reason);
@@ -219,7 +198,7 @@ class PostgresRuntime implements Runtime {
   }
 
   retry<O = unknown>(id: TaskId<O>): Promise<Task<O>> {
-    return this.#guard('retry', async () => {
+    return this.guard('retry', async () => {
       const row = await retryTask(this.#db, checkId(id, 'retry: id'));
       this.#node?.wake();
       return this.#view(row) as Task<O>;
@@ -227,7 +206,7 @@ class PostgresRuntime implements Runtime {
   }
 
   events<K extends EventType = EventType>(options?: EventStreamOptions<K>): AsyncGenerator<RuntimeEvent<K>> {
-    this.#assertOpen('events');
+    this.assertOpen('events');
     return this.#feed.iterate(options) as AsyncGenerator<RuntimeEvent<K>>;
   }
 
@@ -242,7 +221,7 @@ class PostgresRuntime implements Runtime {
   }
 
   freeze(reason?: string): Promise<void> {
-    return this.#guard('freeze', async () => {
+    return this.guard('freeze', async () => {
       if (reason !== undefined && typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'freeze: reason must be a string');
       await freezeCluster(this.#db, reason ?? 'frozen');
       await this.#control.read();
@@ -250,7 +229,7 @@ class PostgresRuntime implements Runtime {
   }
 
   unfreeze(): Promise<void> {
-    return this.#guard('unfreeze', async () => {
+    return this.guard('unfreeze', async () => {
       await unfreezeCluster(this.#db);
       await this.#control.read();
       this.#node?.wake();
@@ -258,22 +237,22 @@ class PostgresRuntime implements Runtime {
   }
 
   kill(reason?: string): Promise<void> {
-    return this.#guard('kill', () =>
-      killEverywhere({ pool: this.#db, feed: this.#feed, node: () => this.#node, controlChanged: () => this.#control.read(), hold: () => this.#keepAlive.hold(), closing: this.#stopping.signal }, reason),
+    return this.guard('kill', () =>
+      killEverywhere({ pool: this.#db, feed: this.#feed, node: () => this.#node, controlChanged: () => this.#control.read(), hold: () => this.keepAlive.hold(), closing: this.#stopping.signal }, reason),
     );
   }
 
   prune(options?: PruneOptions): Promise<PruneResult> {
-    return this.#guard('prune', () => pruneCluster(this.#db, options));
+    return this.guard('prune', () => pruneCluster(this.#db, options));
   }
 
   /** Ends an agent's fast-failure pause for the whole cluster (agents-view.ts). */
   resumeAgent(name: string): Promise<boolean> {
-    return this.#guard('resumeAgent', () => this.#agentRows.resume(name, (agent) => this.#agents.get(agent) !== undefined));
+    return this.guard('resumeAgent', () => this.#agentRows.resume(name, (agent) => this.#agents.get(agent) !== undefined));
   }
 
   poke(): void {
-    this.#assertOpen('poke');
+    this.assertOpen('poke');
     this.#node?.wake();
   }
 
@@ -281,7 +260,7 @@ class PostgresRuntime implements Runtime {
   metrics(): Promise<MetricsSnapshot>;
   metrics(options: { format: 'prometheus' }): Promise<string>;
   metrics(options?: { format?: 'prometheus' | 'snapshot' }): Promise<MetricsSnapshot | string> {
-    return this.#guard('metrics', () => this.#metrics.read(checkMetricsOptions(options)));
+    return this.guard('metrics', () => this.#metrics.read(checkMetricsOptions(options)));
   }
 
   stats(): RuntimeStats {
@@ -290,7 +269,7 @@ class PostgresRuntime implements Runtime {
 
   /** Checked as on LMDB, then stored (and delivered, or resuming the task) in one transaction: src/store/postgres/inbox.ts. */
   sendInput(id: string, input: InputSpec): Promise<InboxItem> {
-    return this.#guard('sendInput', async () => {
+    return this.guard('sendInput', async () => {
       checkId(id, 'sendInput: id');
       const { message, idempotencyKey } = checkInputSpec(input);
       const item = await sendInputTo(this.#db, id, message, idempotencyKey);
@@ -309,45 +288,30 @@ class PostgresRuntime implements Runtime {
     return this.#refuse('backup');
   }
   instances(): never {
-    this.#assertOpen('instances');
+    this.assertOpen('instances');
     throw unsupported('instances');
   }
 
   /** The dashboard's URL (with `#token=` when it needs one); undefined when `dashboard` is off (cluster/dashboard.ts). */
   dashboard(): string | undefined {
-    return this.#endpoints.dashboardUrl;
+    return this.endpoints.dashboardUrl;
+  }
+
+  protected forced(): void {
+    this.#forced = true;
+    // The node's close under way: a forced call ends its wait (its promise, awaited by closeWith).
+    if (this.#node?.state === 'draining') void this.#node.close({ force: true });
   }
 
   /**
    * Lets running attempts finish for up to `timeoutMs` (`force`: not at all), interrupts the rest
    * (requeued without spending their budget), leaves the cluster, rejects pending waits with
-   * CLOSED, and ends every connection. Every step runs even when one fails; the promise is cached,
-   * and a later call with `force: true` also stops waiting for running attempts.
+   * CLOSED, and ends every connection. Every step runs even when one fails.
    */
-  close(options?: CloseOptions): Promise<void> {
-    let resolved: Required<CloseOptions>;
-    try {
-      resolved = validateCloseOptions(options);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    if (resolved.force) {
-      this.#forced = true;
-      // The node's close under way: a forced call ends its wait (its promise, awaited by #close).
-      if (this.#node?.state === 'draining') void this.#node.close({ force: true });
-    }
-    this.#closing ??= this.#close(resolved);
-    return this.#closing;
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.close();
-  }
-
-  async #close({ timeoutMs }: Required<CloseOptions>): Promise<void> {
+  protected async closeWith({ timeoutMs }: Required<CloseOptions>): Promise<void> {
     // Held until closed, unref'd or not: the steps' connections and timers do not hold the process.
-    const release = this.#keepAlive.hold();
-    this.#lifecycle.set('draining', { timeoutMs, force: this.#forced });
+    const release = this.keepAlive.hold();
+    this.lifecycle.set('draining', { timeoutMs, force: this.#forced });
     let failures = 0;
     const step = async (name: string, fn: () => unknown) => {
       try {
@@ -361,14 +325,14 @@ class PostgresRuntime implements Runtime {
     await step('retention', () => this.#retention?.stop());
     // Not yet begun when a forced call came during the steps before it: it begins forced.
     await step('node', () => this.#node?.close({ timeoutMs, force: this.#forced }));
-    await this.#endpoints.close(step);
+    await this.endpoints.close(step);
     await step('waits', () => this.#waits.rejectAll(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#feed.close());
     await step('schedules', () => this.schedules.idle());
     await step('task counts', () => this.#counts.stop());
     await step('database', () => this.#db.end());
-    this.#keepAlive.close();
-    this.#lifecycle.set('closed', { failures });
+    this.keepAlive.close();
+    this.lifecycle.set('closed', { failures });
     release();
   }
 
@@ -391,22 +355,9 @@ class PostgresRuntime implements Runtime {
     return taskOf(row, this.#agents.get(row.agent), { timeoutMs: this.#options.defaultTimeoutMs, retry: this.#options.defaultRetry });
   }
 
-  #assertOpen(call: string): void {
-    this.#lifecycle.assertRunning(call);
-  }
-
   #refuse(call: string): Promise<never> {
-    return this.#guard(call, async () => {
+    return this.guard(call, async () => {
       throw unsupported(call);
     });
-  }
-
-  #guard<T>(call: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      this.#assertOpen(call);
-      return fn();
-    } catch (error) {
-      return Promise.reject(error);
-    }
   }
 }

@@ -5,7 +5,7 @@
 import type { SafeDatabase } from '../store/port.js';
 import type { LogRecord } from '../store/records.js';
 import { TroupeError } from '../errors.js';
-import type { Release } from '../keep-alive.js';
+import { heldUntilWoken, type Release } from '../keep-alive.js';
 import { checkCallOptions } from '../options.js';
 
 /** A stored log line with its position. */
@@ -120,12 +120,7 @@ export async function* followLogs(db: () => SafeDatabase<LogRecord, LogKey>, tas
         yield line;
       }
       if (ended || options.signal?.aborted) return;
-      const release = source.hold();
-      try {
-        await new Promise<void>((resolve) => (wake = resolve));
-      } finally {
-        release();
-      }
+      await heldUntilWoken(() => source.hold(), (resolve) => (wake = resolve));
     }
   } finally {
     unsubscribe();

@@ -9,6 +9,7 @@ import { TroupeError } from '../../errors.js';
 import { DEFAULT_CATCH_UP_WINDOW_MS } from '../../scheduler/schedule-spec.js';
 import { compileCron, type CronSchedule } from '../../scheduler/cron.js';
 import { checkTask, invalid, type NewTask, type TaskRow } from './checks.js';
+import type { ScheduleRecord } from '../records.js';
 import type { ClusterCatchUp, ClusterOverlap } from './schedule-plan.js';
 import { epochMs, storeFailed, transaction } from './transaction.js';
 
@@ -39,26 +40,12 @@ export interface ClusterScheduleSpec {
 /** What {@link updateSchedule} may change: a spec without its id. A field given as `undefined` goes back to its default. */
 export type ClusterSchedulePatch = Partial<Omit<ClusterScheduleSpec, 'id'>>;
 
-/** A schedule as stored. Times are epoch ms on the database's clock. */
-export interface ClusterSchedule {
-  id: string;
-  cron: string;
-  tz: string;
+/**
+ * A schedule as stored: the fields of the LMDB store's schedule record (src/store/records.ts), its
+ * task a cluster template. Times are epoch ms on the database's clock.
+ */
+export interface ClusterSchedule extends Omit<ScheduleRecord, 'task'> {
   task: ScheduleTemplate;
-  overlap: ClusterOverlap;
-  catchUp: ClusterCatchUp;
-  catchUpWindowMs: number;
-  paused: boolean;
-  nextRunAt: number;
-  lastTickAt?: number;
-  lastTaskId?: string;
-  /** A `queue_one` tick held back until the last task settles. */
-  pendingTick?: number;
-  /** Ticks fired (a task submitted, or found under the tick's key) and skipped, so far. */
-  fired: number;
-  skipped: number;
-  createdAt: number;
-  updatedAt: number;
 }
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
