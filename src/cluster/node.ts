@@ -20,6 +20,7 @@ import { heartbeatMsOf } from '../tasks/dispatcher.js';
 import { coerceError, TroupeError } from '../errors.js';
 import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from '../lifecycle.js';
 import { resolveLogger, type Logger } from '../log.js';
+import { within } from '../within.js';
 import { createPiscinaPool, type AgentPool } from '../pool/pool.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import { storeLimits } from './agent-rows.js';
@@ -392,15 +393,5 @@ class Node implements ClusterNodeHandle {
     await step('closing the database pool', () => this.#db.end());
     this.#lifecycle.set('closed');
     if (errors.length > 0) throw new TroupeError('STORE_FAILED', `closing the cluster node failed: ${coerceError(errors[0]).message}`, { cause: errors[0] });
-  }
-}
-
-/** Resolves when `promise` does or `ms` have passed (wall time: closing must end), whichever is first. */
-async function within(ms: number, promise: Promise<void>): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([promise, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
-  } finally {
-    clearTimeout(timer);
   }
 }

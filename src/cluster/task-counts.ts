@@ -20,6 +20,7 @@
 import type pg from 'pg';
 import { TASK_STATES, type TaskState } from '../../machines/index.js';
 import type { Logger } from '../log.js';
+import { within } from '../within.js';
 import { ACTIVE_STATES, countActiveTasks, countAllTasks, type TaskCount } from '../store/postgres/counts.js';
 
 /** The shortest time between two counts (ms). */
@@ -77,9 +78,7 @@ export class TaskCounts {
     this.#countIfDue();
     const counting = this.#counting;
     if (counting) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([counting, new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs).unref()))]);
-      clearTimeout(timer);
+      await within(waitMs, counting, true);
     }
     return this.#view();
   }

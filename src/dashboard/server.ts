@@ -13,6 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { TroupeError } from '../errors.js';
+import { within } from '../within.js';
 import { dashboardApi, HttpError, LMDB_DASHBOARD, type DashboardRuntime, type DashboardStore } from './api.js';
 import { isLoopback, type ResolvedDashboard } from './options.js';
 
@@ -95,9 +96,7 @@ export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDash
         // whatever has not ended within a second is cut.
         api.close();
         const ending = [...open].map((res) => new Promise((resolve) => res.once('close', resolve)));
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([Promise.all(ending), new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_GRACE_MS)))]);
-        clearTimeout(timer);
+        await within(CLOSE_GRACE_MS, Promise.all(ending));
         for (const res of open) res.destroy();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
