@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { jsonOf, jsonOfFixed } from '../../src/store/postgres/transaction.js';
+import { jsonOf, jsonOfFixed, jsonOfKnown } from '../../src/store/postgres/transaction.js';
 import { TroupeError } from '../../src/errors.js';
 
 /** The INVALID_INPUT jsonOf throws for `value`, or a failure when it throws nothing. */
@@ -62,5 +62,20 @@ describe('jsonOfFixed: the text of an object nothing changes, made once', () => 
     expect(refusal(bad, jsonOfFixed).code).toBe('INVALID_INPUT');
     expect(jsonOfFixed(3, 'output')).toBe('3');
     expect(jsonOfFixed(undefined, 'output')).toBeNull();
+  });
+});
+
+describe('jsonOfKnown: a kept text, or a new one that is not kept', () => {
+  it('finds the text jsonOfFixed kept for the same object, and makes a caller\'s object anew each time', () => {
+    const made = { n: 1 };
+    jsonOfFixed(made, 'output');
+    made.n = 2;
+    expect(jsonOfKnown(made, 'output')).toBe('{"n":1}');
+    const callers = { n: 1 };
+    expect(jsonOfKnown(callers, 'output')).toBe('{"n":1}');
+    callers.n = 2;
+    expect(jsonOfKnown(callers, 'output')).toBe('{"n":2}');
+    expect(refusal({ at: new Date(0) }, jsonOfKnown).code).toBe('INVALID_INPUT');
+    expect(jsonOfKnown(undefined, 'output')).toBeNull();
   });
 });

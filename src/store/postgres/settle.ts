@@ -16,7 +16,7 @@ import { decideEnd, defaultError, type EndDecision } from './end-decision.js';
 import { eventOf, type NewEvent } from './events.js';
 import { SETTLE, SETTLE_SUCCESSES, WRITE_ENDS } from './ends-statement.js';
 import { inputEndsStatement } from './input-ends.js';
-import { jsonOf, jsonOfFixed, storeFailed, transaction } from './transaction.js';
+import { jsonOf, jsonOfKnown, storeFailed, transaction } from './transaction.js';
 
 export { decideEnd, type EndDecision } from './end-decision.js';
 
@@ -268,13 +268,13 @@ async function runEnds(on: Pick<pg.Pool, 'query'>, writes: readonly EndWrite[], 
       writes.map((w) => w.decision.state),
       writes.map((w) => w.decision.counts),
       writes.map((w, i) => (w.outputJson !== undefined ? w.outputJson : jsonOf(w.output, `writes[${i}].output`))),
-      writes.map((w, i) => jsonOfFixed(w.decision.error, `writes[${i}].decision.error`)),
+      writes.map((w, i) => jsonOfKnown(w.decision.error, `writes[${i}].decision.error`)),
       writes.map((w) => w.delayMs ?? 0),
       writes.map((w) => w.exit),
-      writes.map((w, i) => jsonOfFixed(w.attemptError, `writes[${i}].attemptError`)),
+      writes.map((w, i) => jsonOfKnown(w.attemptError, `writes[${i}].attemptError`)),
       events.map((ev) => ev.type),
       events.map((ev) => JSON.stringify(ev.data)),
-      writes.map((w, i) => jsonOfFixed(w.result, `writes[${i}].result`)),
+      writes.map((w, i) => jsonOfKnown(w.result, `writes[${i}].result`)),
       writes.map((w, i) => jsonOf(w.followUp, `writes[${i}].followUp`)),
   ];
   if (inputs) values.push(writes.map((w) => w.handed ?? null));
@@ -338,9 +338,9 @@ function checkEnd(end: AttemptEnd, where: string, texts: Map<AttemptEnd, string 
   if (end.sleep !== undefined) checkSleep(end.sleep, end.exit, `${where}.sleep`);
   if (end.handed !== undefined && !(Number.isSafeInteger(end.handed) && end.handed >= 0)) throw new TroupeError('INVALID_INPUT', `${where}.handed must be a non-negative integer`);
   // Checked now, so a value jsonb cannot hold fails the call before its transaction, not inside it.
-  texts.set(end, jsonOfFixed(end.output, `${where}.output`));
-  jsonOfFixed(end.error, `${where}.error`);
-  jsonOfFixed(end.result, `${where}.result`);
+  texts.set(end, jsonOfKnown(end.output, `${where}.output`));
+  jsonOfKnown(end.error, `${where}.error`);
+  jsonOfKnown(end.result, `${where}.result`);
   jsonOf(end.sleep?.followUp, `${where}.sleep.followUp`);
   return end;
 }

@@ -68,9 +68,10 @@ export function jsonOf(value: unknown, where: string): string | null {
 
 /**
  * {@link jsonOf} of an object that nothing changes once it is made (an attempt's output as its
- * thread sent it, the result derived from it): its text is kept with it, so each check and write
- * of one end on its way to the database makes it once. Anything else (a caller's input, which the
- * caller may change and submit again) goes through {@link jsonOf}.
+ * thread sent it, the result and error derived from it: cluster/attempt-end.ts makes them): its
+ * text is kept with it, so the settle's check and write of the same end ({@link jsonOfKnown}) find
+ * it instead of making it again. Only their maker may call this: a caller's own value (an input,
+ * an end given to settleAttempts) may change before it is submitted again.
  */
 export function jsonOfFixed(value: unknown, where: string): string | null {
   if (typeof value !== 'object' || value === null) return jsonOf(value, where);
@@ -79,6 +80,12 @@ export function jsonOfFixed(value: unknown, where: string): string | null {
   const text = jsonOf(value, where);
   if (text !== null) fixedTexts.set(value, text);
   return text;
+}
+
+/** {@link jsonOf}, or the text {@link jsonOfFixed} kept for this very object; keeps nothing itself. */
+export function jsonOfKnown(value: unknown, where: string): string | null {
+  const known = typeof value === 'object' && value !== null ? fixedTexts.get(value) : undefined;
+  return known !== undefined ? known : jsonOf(value, where);
 }
 
 const fixedTexts = new WeakMap<object, string>();
