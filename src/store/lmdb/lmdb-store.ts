@@ -23,13 +23,12 @@ import { openDatabases } from './databases.js';
 import { RecordWrites, storedCounts } from './record-writes.js';
 import type { TaskState } from '../../../machines/index.js';
 import { committed } from './committed.js';
+import { BatchChain } from './batch-chain.js';
 import { backupEnvironment } from './backup.js';
 import { FailStop } from './fail-stop.js';
 
 /** Transactions that may be in flight at once. */
 const MAX_IN_FLIGHT = 3;
-/** The key of the chain database whose version is the number of the last batch committed. */
-const HEAD = 'head';
 
 /** The store (see store.ts); made by {@link openStore}. */
 export class LmdbStore implements Store {
@@ -44,12 +43,8 @@ export class LmdbStore implements Store {
   readonly #events: Database<EventRecord[], number>;
   readonly #log: Database<LogEntry, number>;
   readonly #meta: Database<unknown, string>;
-  readonly #chain: Database<number, string>;
-  /**
-   * The chain version the next batch commits on top of (see #flush). NaN once a batch could not
-   * even be issued: nothing issued after it may land either.
-   */
-  #chainVersion = 0;
+  /** The order batches land in (batch-chain.ts). */
+  readonly #chain: BatchChain;
   readonly #lock: DataDirLock;
   readonly #options: StoreOptions;
   readonly #overlay = new Overlay(DATABASES.length);
@@ -91,7 +86,7 @@ export class LmdbStore implements Store {
     this.#events = databases.events;
     this.#log = databases.log;
     this.#meta = databases.meta;
-    this.#chain = databases.chain;
+    this.#chain = new BatchChain(databases.chain);
     this.#records = new RecordWrites(databases.dbs, databases.encoders);
     this.#targets = { records: this.#records, log: this.#log, events: this.#events, meta: this.#meta };
     this.#writer = new BatchWriter(() => this.#seq++, this.#overlay);
@@ -131,10 +126,9 @@ export class LmdbStore implements Store {
     this.#records.loadCounts(meta);
     this.#seq = this.#durableSeq = nextSeqOf(this.#events);
     this.eventsRemovedThrough = (meta.get('eventsRemovedThrough') as number | undefined) ?? 0;
-    const head = this.#chain.getEntry(HEAD);
-    this.#chainVersion = head?.version ?? 1;
+    const startChain = this.#chain.open();
     await committed(this.#root.transaction(() => {
-      if (!head) this.#chain.put(HEAD, 1, 1);
+      startChain();
       this.#records.writeCounts(meta);
       meta.put('schemaVersion', SCHEMA_VERSION);
       meta.put('runtimeId', this.runtimeId);
@@ -271,24 +265,11 @@ export class LmdbStore implements Store {
     const previous = this.#checkpoint;
     let written: Promise<unknown>;
     try {
-      const write = prepareWrites(batch, materialized, { previous, checkpoint }, this.#targets);
-      // Each batch lands only on top of the one issued before it: lmdb-js commits them in order,
-      // but one whose transaction failed (a full disk) does not stop the next from committing,
-      // and the next may patch records only the failed one wrote. So a batch is conditional on
-      // the chain's version being the previous batch's, and moves it on; after a failure the
-      // batches already issued find it unmoved and write nothing.
-      const after = this.#chainVersion;
-      const version = after + 1;
-      this.#chainVersion = version;
-      written = committed(this.#chain.ifVersion(HEAD, after, () => {
-        this.#chain.put(HEAD, version, version);
-        write();
-      })).then((landed) => {
-        if (!landed) throw new Error('a batch issued before this one did not commit');
-      });
+      // Each batch lands only on top of the one issued before it (batch-chain.ts).
+      written = this.#chain.issue(prepareWrites(batch, materialized, { previous, checkpoint }, this.#targets));
     } catch (error) {
       // Never issued: no batch issued after it may land either.
-      this.#chainVersion = Number.NaN;
+      this.#chain.broken();
       written = Promise.reject(error);
     }
     this.#checkpoint = Math.max(previous, checkpoint);
