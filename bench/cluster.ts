@@ -22,7 +22,7 @@
  * runs from the nodes' restart (the unfreeze; a new `run()`) until the last task is done (Troupe:
  * no task left queued or running, then every task checked `done`; graphile-worker: its jobs
  * table empty).
- * A runtime claims as its defaults say (its free slots plus its start-ahead window, up to 512). A
+ * A runtime claims as its defaults say (its free slots plus its start-ahead window, up to `prefetch`: 1,024). A
  * queue core node claims up to `--claim` tasks at a time (default 500: graphile-worker's local queue,
  * which fetches and locks that many jobs ahead of its slots, as the runtime starts attempts ahead
  * of its slots), runs their no-ops inline one claim after another, and settles each claim in one
