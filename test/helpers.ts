@@ -15,6 +15,7 @@ import { createRuntime, type Runtime, type RuntimeOptions } from 'troupe';
 import { followEvents, type StoredEvent } from '../src/store/postgres/events.js';
 import { joinCluster, type ClusterNode } from '../src/store/postgres/nodes.js';
 import { dropAll, scratchDatabase } from './postgres.js';
+import type { PgServer } from './postgres-setup.js';
 
 /** Names of the fixture agents in test/fixtures/agents. */
 export type FixtureAgent = 'aborted' | 'blocker' | 'crash' | 'hang' | 'progress' | 'broken' | 'chatty' | 'polite' | 'weird' | 'record' | 'overlap' | 'interactive' | 'stray' | 'traced' | 'stamp' | 'result' | 'logging' | 'reporter' | 'workspace';
@@ -269,6 +270,15 @@ export function readmeBlocks(path: string): Array<{ line: number; code: string }
 }
 
 /**
+ * This test file's PostgreSQL server: its worker's (test/postgres-setup.ts says why each worker
+ * has its own). `VITEST_POOL_ID` numbers the workers from 1.
+ */
+export function pgServer(): PgServer {
+  const servers = inject('pgServers');
+  return servers[(Number(process.env.VITEST_POOL_ID ?? 1) - 1) % servers.length]!;
+}
+
+/**
  * Call at a test file's top level: returns a factory of pools on fresh databases of the tests'
  * PostgreSQL (test/postgres.ts): copies of the run's migrated template, or empty with
  * `migrated: false`. Each pool ends after its test; the databases go after the file's last test,
@@ -282,7 +292,8 @@ export function scratchPools(): (options?: { max?: number; migrated?: boolean })
   });
   afterAll(() => dropAll(drops.splice(0)));
   return async ({ max = 10, migrated = true } = {}) => {
-    const db = await scratchDatabase(inject('pgUrl'), migrated ? inject('pgTemplate') : undefined);
+    const server = pgServer();
+    const db = await scratchDatabase(server.url, migrated ? server.template : undefined);
     drops.push(db.drop);
     const pool = new pg.Pool({ connectionString: db.url, max });
     // An idle client the server ends (the database dropped, a cluster stopped) is not a test failure.

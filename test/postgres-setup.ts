@@ -1,35 +1,57 @@
 /**
  * vitest's global setup: finds PostgreSQL for the tests (see test/postgres.ts) once per run and
- * gives its URL to every test file as `inject('pgUrl')`, and the name of a database migrated to
- * this build's schema, which the tests' migrated scratch databases are copies of, as
- * `inject('pgTemplate')`.
+ * gives every test file its server as `inject('pgServers')`, one per worker: the URL, and the name
+ * of a database migrated to this build's schema, which the tests' migrated scratch databases are
+ * copies of. A test file takes its worker's (helpers.ts `pgServer`).
+ *
+ * Why a server per worker: the event log is read below the server's xmin, and transaction ids
+ * are the server's, not a database's. A transaction in progress in any database holds back the
+ * events committed after it began, so a test file that reads the log right after a commit could
+ * miss them while another file's transactions run on the same server. Each worker's files run one
+ * at a time, as on a server of their own.
  */
 import type { TestProject } from 'vitest/node';
 import { migrate } from '../src/store/postgres/migrations.js';
 import { DEFAULT_PG_URL, migratedTemplate, reachable, startCluster } from './postgres.js';
 
+/** A PostgreSQL server of the run: its URL and its migrated template database. */
+export interface PgServer {
+  url: string;
+  template: string;
+}
+
 declare module 'vitest' {
   export interface ProvidedContext {
-    pgUrl: string;
-    pgTemplate: string;
+    pgServers: PgServer[];
   }
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const given = process.env.TROUPE_PG_URL ?? DEFAULT_PG_URL;
-  const cluster = (await reachable(given)) ? undefined : await startCluster();
-  const url = cluster?.url ?? given;
-  const template = await migratedTemplate(url, migrate).catch(async (error: unknown) => {
-    await cluster?.stop();
-    throw error;
-  });
-  project.provide('pgUrl', url);
-  project.provide('pgTemplate', template.name);
-  return async () => {
-    try {
-      await template.drop();
-    } finally {
-      await cluster?.stop();
-    }
+  const workers = Math.max(1, project.globalConfig.maxWorkers);
+  const stops: Array<() => Promise<void>> = [];
+  const teardown = async () => {
+    for (const stop of stops.splice(0).reverse()) await stop().catch(() => undefined);
   };
+  try {
+    const given = process.env.TROUPE_PG_URL ?? DEFAULT_PG_URL;
+    const urls: string[] = [];
+    if (await reachable(given)) urls.push(given);
+    // The first worker uses the server given (when one answers); every other, a throwaway cluster.
+    const started = await Promise.all(Array.from({ length: workers - urls.length }, () => startCluster()));
+    for (const cluster of started) {
+      stops.push(cluster.stop);
+      urls.push(cluster.url);
+    }
+    const servers: PgServer[] = [];
+    for (const url of urls) {
+      const template = await migratedTemplate(url, migrate);
+      stops.push(template.drop);
+      servers.push({ url, template: template.name });
+    }
+    project.provide('pgServers', servers);
+  } catch (error) {
+    await teardown();
+    throw error;
+  }
+  return teardown;
 }

@@ -19,6 +19,10 @@ export default defineConfig({
     // PostgreSQL for the tests that need it: TROUPE_PG_URL, or a throwaway cluster (test/postgres.ts).
     globalSetup: ['test/postgres-setup.ts'],
     pool: 'forks',
+    // Two files at a time: vitest's default on 2 cores is one, and the suite spends much of its
+    // time waiting on child processes, threads and the disk. Each worker has a PostgreSQL server
+    // of its own (test/postgres-setup.ts says why).
+    maxWorkers: 2,
     testTimeout: 30_000,
     hookTimeout: 30_000,
     server: { deps: { external: [/\/dist\//] } },

@@ -5,7 +5,8 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { pgServer } from '../helpers.js';
 
 const BENCH = new URL('../../dist/bench/dispatch.js', import.meta.url).pathname;
 const run = promisify(execFile);
@@ -47,7 +48,7 @@ describe('npm run bench, its cluster part (bench/cluster.js)', () => {
 
   it('drains the same tasks with runtime nodes, queue core nodes and graphile-worker on one server, and prints the ratios', async () => {
     const args = [CLUSTER_BENCH, '--tasks', '300', '--runs', '1', '--nodes', '1,2', '--if-pg'];
-    const { stdout } = await run(process.execPath, args, { env: { ...env, PG_URL: inject('pgUrl') }, timeout: 120_000 });
+    const { stdout } = await run(process.execPath, args, { env: { ...env, PG_URL: pgServer().url }, timeout: 120_000 });
     const rows = stdout.split('\n').filter((line) => /^\| (graphile-worker|troupe) /.test(line));
     expect(rows.map((row) => row.split('|')[1]!.trim().replace(/graphile-worker \S+/, 'graphile-worker'))).toEqual([
       'graphile-worker',

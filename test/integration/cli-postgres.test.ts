@@ -8,9 +8,9 @@
  */
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Task } from 'troupe';
-import { CLI_AGENTS, runCli, serveCli, stopCli, tempDir, type CliResult, type RunningCli } from '../helpers.js';
+import { CLI_AGENTS, pgServer, runCli, serveCli, stopCli, tempDir, type CliResult, type RunningCli } from '../helpers.js';
 import { scratchDatabase } from '../postgres.js';
 
 const json = <T>(result: CliResult): T => JSON.parse(result.stdout) as T;
@@ -28,7 +28,7 @@ describe('troupe run --store, and TROUPE_STORE, on one database', () => {
 
   beforeAll(async () => {
     // A copy of the run's migrated template: the runtimes find the schema in place.
-    db = await scratchDatabase(inject('pgUrl'), inject('pgTemplate'));
+    db = await scratchDatabase(pgServer().url, pgServer().template);
     dir = tempDir('troupe-cli-pg-');
     dirA = join(dir.path, 'a');
     dirB = join(dir.path, 'b');

@@ -2,9 +2,8 @@
  * The contract suite of the public API (contract.ts) on PostgreSQL: each runtime on a scratch
  * database of its own, on the tests' server (test/postgres-setup.ts), which never skips.
  */
-import { inject } from 'vitest';
 import { createRuntime } from 'troupe';
-import { scratchPools } from '../helpers.js';
+import { pgServer, scratchPools } from '../helpers.js';
 import { pgRuntimes } from '../pg-runtime.js';
 import { scratchDatabase } from '../postgres.js';
 import { contractSuite, type ContractBackend } from './contract.js';
@@ -33,7 +32,7 @@ const postgres: ContractBackend = {
     return runtime(url, options);
   },
   openKept: async (options = {}) => {
-    const db = await scratchDatabase(inject('pgUrl'), inject('pgTemplate'));
+    const db = await scratchDatabase(pgServer().url, pgServer().template);
     const rt = await createRuntime({ threads: 1, slotsPerThread: 2, logger: false, ...options, store: { postgres: db.url } }).catch(async (error: unknown) => {
       await db.drop();
       throw error;

@@ -11,13 +11,13 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { context, SpanKind, SpanStatusCode, trace, type Tracer } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { createRuntime, type Runtime, type RuntimeOptions, type Task } from 'troupe';
 import type { AgentSpan } from '../fixtures/agents/traced.agent.js';
-import { fixtureAgent, runtimes, scratchDirs, startRuntime, tempDir } from '../helpers.js';
+import { fixtureAgent, pgServer, runtimes, scratchDirs, startRuntime, tempDir } from '../helpers.js';
 import { scratchDatabase } from '../postgres.js';
 
 const runtime = runtimes();
@@ -55,7 +55,7 @@ const lmdb: Backend = {
 /** PostgreSQL: one scratch database and one runtime for the file, made on first use. */
 let database: Promise<{ url: string; drop(): Promise<void> }> | undefined;
 let shared: Promise<Runtime> | undefined;
-const pgOpen = async (options: RuntimeOptions) => createRuntime({ threads: 1, slotsPerThread: 2, logger: false, ...options, store: { postgres: (await (database ??= scratchDatabase(inject('pgUrl'), inject('pgTemplate')))).url } });
+const pgOpen = async (options: RuntimeOptions) => createRuntime({ threads: 1, slotsPerThread: 2, logger: false, ...options, store: { postgres: (await (database ??= scratchDatabase(pgServer().url, pgServer().template))).url } });
 afterAll(async () => {
   await (await shared?.catch(() => undefined))?.close({ timeoutMs: 1_000, force: true });
   await (await database?.catch(() => undefined))?.drop();
