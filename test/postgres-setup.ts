@@ -10,6 +10,7 @@
  * miss them while another file's transactions run on the same server. Each worker's files run one
  * at a time, as on a server of their own.
  */
+import { userInfo } from 'node:os';
 import type { TestProject } from 'vitest/node';
 import { migrate } from '../src/store/postgres/migrations.js';
 import { DEFAULT_PG_URL, migratedTemplate, reachable, startCluster } from './postgres.js';
@@ -33,7 +34,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     for (const stop of stops.splice(0).reverse()) await stop().catch(() => undefined);
   };
   try {
-    const given = process.env.TROUPE_PG_URL ?? DEFAULT_PG_URL;
+    const given = withUser(process.env.TROUPE_PG_URL ?? DEFAULT_PG_URL);
     const urls: string[] = [];
     if (await reachable(given)) urls.push(given);
     // The first worker uses the server given (when one answers); every other, a throwaway cluster.
@@ -54,4 +55,16 @@ export default async function setup(project: TestProject): Promise<() => Promise
     throw error;
   }
   return teardown;
+}
+
+/**
+ * The URL with the user libpq and psql would log in as when it names none: the OS user's name.
+ * node-postgres takes `$USER` instead, and sends no user at all when that is unset (as under some
+ * CI runners and `runuser`), which the server refuses: the server given would seem not to answer.
+ */
+function withUser(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.username !== '' || process.env.PGUSER !== undefined) return url;
+  parsed.username = userInfo().username;
+  return parsed.href;
 }
