@@ -5,10 +5,10 @@
  * ever skips: without one, the setup fails.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { accessSync, chmodSync, constants, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
 import pg from 'pg';
 
 export const DEFAULT_PG_URL = 'postgres://127.0.0.1:5432/test';
@@ -37,6 +37,20 @@ function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/** Whether `initdb` and `pg_ctl` are on the PATH, so that {@link startCluster} can start a cluster. */
+export function canStartCluster(): boolean {
+  const dirs = (process.env.PATH ?? '').split(delimiter).filter((dir) => dir !== '');
+  const found = (binary: string) => dirs.some((dir) => {
+    try {
+      accessSync(join(dir, binary), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  return found('initdb') && found('pg_ctl');
 }
 
 /** Runs a PostgreSQL binary, as `postgres` when this process is root. */

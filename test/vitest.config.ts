@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
+import { canStartCluster } from './postgres.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -21,8 +22,9 @@ export default defineConfig({
     pool: 'forks',
     // Two files at a time: vitest's default on 2 cores is one, and the suite spends much of its
     // time waiting on child processes, threads and the disk. Each worker has a PostgreSQL server
-    // of its own (test/postgres-setup.ts says why).
-    maxWorkers: 2,
+    // of its own (test/postgres-setup.ts says why), so the second needs initdb and pg_ctl to start
+    // one; without them, one file at a time on the server given.
+    maxWorkers: canStartCluster() ? 2 : 1,
     testTimeout: 30_000,
     hookTimeout: 30_000,
     server: { deps: { external: [/\/dist\//] } },
