@@ -16,6 +16,7 @@ import { makePrivateDir, syncPath } from '../private-files.js';
 import { copyEnvironment, DATA_FILE } from './backup.js';
 import { checkDataFile } from './preflight.js';
 import { environmentOptions } from './store.js';
+import { closeEnvironment } from './close-environment.js';
 
 /** The work directory inside the data dir. */
 export const COMPACT_DIR = '.compacting';
@@ -50,7 +51,7 @@ export async function compactDataDir(dataDir: string, onStage?: (stage: Compacti
     try {
       copy = await copyEnvironment(root, work, true);
     } finally {
-      await root.close();
+      await closeEnvironment(root);
     }
     await onStage?.('copied');
     renameSync(copy, file);

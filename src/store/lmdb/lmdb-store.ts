@@ -26,6 +26,7 @@ import { committed } from './committed.js';
 import { BatchChain } from './batch-chain.js';
 import { backupEnvironment } from './backup.js';
 import { FailStop } from './fail-stop.js';
+import { closeEnvironment } from './close-environment.js';
 
 /** Transactions that may be in flight at once. */
 const MAX_IN_FLIGHT = 3;
@@ -336,7 +337,7 @@ export class LmdbStore implements Store {
     await this.settled();
     this.#closed = true;
     clearTimeout(this.#idle);
-    await this.#root.close();
+    await closeEnvironment(this.#root);
   }
 
   /** Lets go of the data dir's lock, unless it went to a reopened store or was let go already. */
@@ -372,7 +373,7 @@ export class LmdbStore implements Store {
       // Materialize everything, so the next open has no log to replay.
       await committed(this.#root.batch(finalWrites(this.#overlay.takeAll(this.#lastBatch + 1), this.#lastBatch, clean, this.#targets)));
       await this.#root.flushed;
-      await this.#root.close();
+      await closeEnvironment(this.#root);
     } finally {
       await this.#releaseLock();
     }

@@ -13,6 +13,7 @@ import type { EventRecord } from '../records.js';
 import type { LooseMode } from '../private-files.js';
 import { LmdbStore } from './lmdb-store.js';
 import { checkDataFile } from './preflight.js';
+import { closeEnvironment } from './close-environment.js';
 
 export { SCHEMA_VERSION } from './migrations.js';
 
@@ -65,7 +66,7 @@ export async function openStore(options: StoreOptions, held?: DataDirLock): Prom
     await store.init(held !== undefined);
     return store;
   } catch (error) {
-    await root?.close().catch(() => undefined);
+    if (root) await closeEnvironment(root).catch(() => undefined);
     if (!held) await lock.release();
     if (error instanceof TroupeError) throw error;
     throw new TroupeError('STORE_FAILED', `cannot open the store in ${options.dataDir}: ${(error as Error).message}`, { cause: error });
