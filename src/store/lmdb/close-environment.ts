@@ -1,9 +1,9 @@
 /**
  * Closing an LMDB environment for good. lmdb-js records every database it opens in a module-level
- * map (`allDbs`, keyed by the data dir's name and the database's) and never takes one out, not even when its environment
- * closes. A process that opens and closes runtimes on new data dirs (a test suite, an app with a
- * data dir per tenant) kept each one's databases reachable, with their encoders and caches:
- * measured, about 120 KB of heap per runtime, growing without end.
+ * map (`allDbs`, keyed by the data dir's name and the database's) and never takes one out, not
+ * even when its environment closes. A process that opens and closes runtimes on new data dirs (a
+ * test suite, an app with a data dir per tenant) kept each one's databases reachable, with their
+ * encoders and caches: measured, about 120 KB of heap per runtime, growing without end.
  */
 import * as lmdb from 'lmdb';
 import type { RootDatabase } from 'lmdb';
