@@ -4,6 +4,9 @@
  * without src/store/lmdb/close-environment.ts every runtime closed on a new data dir stayed
  * reachable (about 120 KB of heap each, growing without end).
  */
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { basename } from 'node:path';
 import * as lmdb from 'lmdb';
 import { describe, expect, it } from 'vitest';
@@ -14,10 +17,13 @@ import { scratchDirs } from '../helpers.js';
 
 const dataDir = scratchDirs();
 const base = { logger: false as const, threads: 1, slotsPerThread: 2 };
+const run = promisify(execFile);
+/** The built package, as an app imports it. */
+const TROUPE = fileURLToPath(new URL('../../dist/src/index.js', import.meta.url));
 
 /** The databases lmdb-js still holds for the data dir `path` (it keys them by the dir's name, then `-` and the database's). */
-function held(path: string): string[] {
-  const open = (lmdb as unknown as { allDbs: Map<string, unknown> }).allDbs;
+function held(path: string, registry: unknown = lmdb): string[] {
+  const open = (registry as { allDbs: Map<string, unknown> }).allDbs;
   expect(open).toBeInstanceOf(Map);
   const name = basename(path);
   return [...open.keys()].filter((key) => key === name || key.startsWith(`${name}-`));
@@ -56,5 +62,27 @@ describe('closing an LMDB data dir', () => {
     await (await openStore({ dataDir: other })).close(true);
     await compactDataDir(other);
     expect(held(other)).toEqual([]);
+  });
+
+  it('leaves none in the registry of lmdb-js\'s CommonJS build when the app opened that one first (a script of its own)', async () => {
+    // Once lmdb-js's CommonJS build has opened an environment, every later open in the process goes
+    // through it, and so into its registry: the script makes that happen before Troupe opens anything.
+    const script = `
+      import { createRequire } from 'node:module';
+      import { basename } from 'node:path';
+      const require = createRequire(${JSON.stringify(import.meta.url)});
+      const cjs = require('lmdb');
+      await cjs.open({ path: ${JSON.stringify(dataDir())} }).close();
+      const { createRuntime } = await import(${JSON.stringify(TROUPE)});
+      const path = ${JSON.stringify(dataDir())};
+      const held = () => [...cjs.allDbs.keys()].filter((key) => key === basename(path) || key.startsWith(basename(path) + '-')).length;
+      const rt = await createRuntime({ dataDir: path, logger: false, threads: 1, slotsPerThread: 2 });
+      const open = held();
+      await rt.close();
+      console.log(JSON.stringify({ open, closed: held() }));`;
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script]);
+    const counts = JSON.parse(stdout.trim()) as { open: number; closed: number };
+    expect(counts.open).toBeGreaterThan(10);
+    expect(counts.closed).toBe(0);
   });
 });
