@@ -275,7 +275,11 @@ export function readmeBlocks(path: string): Array<{ line: number; code: string }
  */
 export function pgServer(): PgServer {
   const servers = inject('pgServers');
-  return servers[(Number(process.env.VITEST_POOL_ID ?? 1) - 1) % servers.length]!;
+  const id = Number(process.env.VITEST_POOL_ID ?? 1);
+  const server = servers[id - 1];
+  // Two workers on one server would make the event-log tests flaky, not fail: refuse it here.
+  if (!Number.isInteger(id) || server === undefined) throw new Error(`no PostgreSQL server for vitest worker ${process.env.VITEST_POOL_ID} (${servers.length} started: test/postgres-setup.ts)`);
+  return server;
 }
 
 /**

@@ -31,17 +31,27 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const workers = Math.max(1, project.globalConfig.maxWorkers);
   const stops: Array<() => Promise<void>> = [];
   const teardown = async () => {
-    for (const stop of stops.splice(0).reverse()) await stop().catch(() => undefined);
+    for (const stop of stops.splice(0).reverse()) {
+      // A cluster left running or a template left behind is worth a line, not a failed run.
+      await stop().catch((error: unknown) => console.warn(`test/postgres-setup.ts: teardown: ${(error as Error).message}`));
+    }
   };
   try {
     const given = withUser(process.env.TROUPE_PG_URL ?? DEFAULT_PG_URL);
     const urls: string[] = [];
     if (await reachable(given)) urls.push(given);
     // The first worker uses the server given (when one answers); every other, a throwaway cluster.
-    const started = await Promise.all(Array.from({ length: workers - urls.length }, () => startCluster()));
-    for (const cluster of started) {
-      stops.push(cluster.stop);
-      urls.push(cluster.url);
+    const started = await Promise.allSettled(Array.from({ length: workers - urls.length }, () => startCluster()));
+    for (const outcome of started) {
+      if (outcome.status === 'fulfilled') {
+        stops.push(outcome.value.stop);
+        urls.push(outcome.value.url);
+      }
+    }
+    const failed = started.find((outcome) => outcome.status === 'rejected');
+    if (failed) {
+      const reason = (failed.reason as Error).message;
+      throw new Error(`${reason}\n(each of vitest's ${workers} workers needs a PostgreSQL server of its own; with only the one at TROUPE_PG_URL, run vitest with --maxWorkers=1)`);
     }
     const servers: PgServer[] = [];
     for (const url of urls) {

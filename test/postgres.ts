@@ -73,20 +73,24 @@ export async function startCluster(): Promise<{ url: string; stop: () => Promise
     rmSync(dir, { recursive: true, force: true });
     throw new Error(`could not start a PostgreSQL cluster (initdb/pg_ctl): ${(error as { stderr?: Buffer }).stderr?.toString() ?? (error as Error).message}`);
   }
-  const admin = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:${port}/postgres` });
-  await admin.connect();
-  await admin.query('CREATE DATABASE test');
-  await admin.end();
-  return {
-    url: `postgres://postgres@127.0.0.1:${port}/test`,
-    stop: async () => {
-      try {
-        run('pg_ctl', ['-D', data, '-w', '-m', 'fast', 'stop']);
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
-    },
+  const stop = async () => {
+    try {
+      run('pg_ctl', ['-D', data, '-w', '-m', 'fast', 'stop']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   };
+  const admin = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:${port}/postgres` });
+  try {
+    await admin.connect();
+    await admin.query('CREATE DATABASE test');
+  } catch (error) {
+    await stop();
+    throw error;
+  } finally {
+    await admin.end().catch(() => undefined);
+  }
+  return { url: `postgres://postgres@127.0.0.1:${port}/test`, stop };
 }
 
 /**
