@@ -31,6 +31,14 @@ export function tempDir(prefix = 'troupe-test-'): { path: string; cleanup: () =>
   return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
 }
 
+/**
+ * Resolves once the clock is past the millisecond `at`: `rt.prune()` takes tasks settled before
+ * now, and one settled in the very millisecond of the call is not.
+ */
+export async function pastMs(at: number): Promise<void> {
+  while (Date.now() <= at) await new Promise((resolve) => setTimeout(resolve, 1));
+}
+
 /** Starts a runtime on a temp dir with small, quiet defaults; `stop()` closes it and removes the dir. */
 export async function startRuntime(options: RuntimeOptions = {}): Promise<{ rt: Runtime; dataDir: string; stop: () => Promise<void> }> {
   const dir = options.dataDir ? undefined : tempDir();

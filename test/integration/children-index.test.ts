@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { open } from 'lmdb';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type Runtime, type Task } from 'troupe';
-import { scratchDirs } from '../helpers.js';
+import { pastMs, scratchDirs } from '../helpers.js';
 
 const scratch = scratchDirs();
 const agents = [builtinAgent('echo'), builtinAgent('sleep')];
@@ -66,9 +66,10 @@ describe('the children index', () => {
       const horizon = Date.now() + 1;
       await new Promise((resolve) => setTimeout(resolve, 5));
       const child = await rt.submit({ agent: 'echo', input: 'late child', parentId: parent.id });
-      await rt.wait(child.id);
+      const childSettled = (await rt.wait(child.id)).settledAt!;
       expect(await rt.prune({ before: horizon })).toMatchObject({ tasks: 0 });
       expect((await rt.get(parent.id)).state).toBe('done');
+      await pastMs(childSettled);
       expect(await rt.prune()).toMatchObject({ tasks: 2 });
       expect((await rt.list({ parentId: parent.id })).tasks).toEqual([]);
     } finally {

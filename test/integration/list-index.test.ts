@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { open } from 'lmdb';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type ListOptions, type Runtime, type Task } from 'troupe';
-import { scratchDirs } from '../helpers.js';
+import { pastMs, scratchDirs } from '../helpers.js';
 
 const scratch = scratchDirs();
 const agents = [builtinAgent('echo'), builtinAgent('fail', { retry: { maxAttempts: 1 } }), builtinAgent('sleep')];
@@ -120,7 +120,7 @@ describe('list() from the indexes of settled tasks', () => {
       const [failedNow, all] = await Promise.all([rt.list({ state: 'failed' }), rt.list({ agent: 'fail' })]);
       expect(failedNow.tasks).toEqual([]);
       expect(all.tasks).toEqual([expect.objectContaining({ id: failed.id, state: expect.stringMatching(/^(queued|running)$/) })]);
-      await rt.wait(failed.id);
+      await pastMs((await rt.wait(failed.id)).settledAt!);
       expect(await rt.prune()).toMatchObject({ tasks: 2 });
       for (const options of [{}, { state: 'failed' }, { state: 'done' }, { agent: 'echo' }, { labels: { team: 'a' } }] as ListOptions[]) {
         expect((await rt.list(options)).tasks).toEqual([]);

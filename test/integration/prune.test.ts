@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, TroupeError, type Runtime, type Task } from 'troupe';
-import { fixtureAgent, openDataDir, scratchDirs, started } from '../helpers.js';
+import { fixtureAgent, openDataDir, pastMs, scratchDirs, started } from '../helpers.js';
 
 const scratch = scratchDirs();
 
@@ -52,10 +52,13 @@ describe('prune', () => {
     expect((await rt.wait(failing.id)).runs).toBe(2);
     const asked = await rt.submit({ agent: 'int', input: { mode: 'ask', prompt: 'go?' } });
     await rt.sendInput(asked.id, { message: 'yes', idempotencyKey: 'answer' });
-    expect((await rt.wait(asked.id)).state).toBe('done');
+    const answered = await rt.wait(asked.id);
+    expect(answered.state).toBe('done');
     const workspace = (await rt.get(chatty.id)).workspace!;
     expect(existsSync(workspace)).toBe(true);
 
+    // The default horizon is now: a task settled in this very millisecond is not before it.
+    await pastMs(answered.settledAt!);
     const result = await rt.prune();
     // Stored records: a settled task holds its last run and attempt in its own record; the first
     // run of the retried one, and its attempt, were written out when the retry began.
@@ -96,7 +99,7 @@ describe('prune', () => {
       const horizon = Date.now() + 1;
       await new Promise((resolve) => setTimeout(resolve, 5));
       const young = await rt.submit({ agent: 'echo', input: 2 });
-      await rt.wait(young.id);
+      const youngSettled = (await rt.wait(young.id)).settledAt!;
       const running = await rt.submit({ agent: 'sleep', input: { ms: 60_000 } });
       await started(rt, running.id);
       const parent = await rt.submit({ agent: 'echo', input: 'parent' });
@@ -113,14 +116,16 @@ describe('prune', () => {
 
       expect(await rt.prune({ before: new Date(horizon) })).toMatchObject({ tasks: 1 });
       await expect(rt.get(old.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
-      // Settled after the horizon, still running, or a parent with a live child: kept.
+      // Settled after the horizon, still running, or a parent with a live child: kept. (The default
+      // horizon is now, and a task settled in this very millisecond is not before it.)
+      await pastMs(youngSettled);
       expect(await rt.prune()).toMatchObject({ tasks: 1 });
       await expect(rt.get(young.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
       expect((await rt.get(running.id)).state).toBe('running');
       expect((await rt.get(parent.id)).state).toBe('done');
       // Once the child settles, both go, the child first.
       await rt.cancel(child.id);
-      await rt.wait(child.id);
+      await pastMs((await rt.wait(child.id)).settledAt!);
       expect(await rt.prune()).toMatchObject({ tasks: 2 });
       for (const task of [parent, child] as Task[]) await expect(rt.get(task.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
     } finally {
