@@ -12,9 +12,10 @@ import pg from 'pg';
 import { migrate } from '../src/store/postgres/migrations.js';
 import { checkTasks, submitTasks } from '../src/store/postgres/queue.js';
 import { submitAndRead } from '../src/store/postgres/tasks.js';
+import { withUser } from './pg-url.js';
 
 const { values } = parseArgs({ options: { backlog: { type: 'string', default: '100000' }, n: { type: 'string', default: '1000' }, rounds: { type: 'string', default: '3' } } });
-const base = process.env.PG_URL ?? 'postgres://127.0.0.1:5432/test';
+const base = withUser(process.env.PG_URL ?? 'postgres://127.0.0.1:5432/test');
 const backlog = Number(values.backlog);
 const n = Number(values.n);
 const rounds = Number(values.rounds);

@@ -32,7 +32,8 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
-import { availableParallelism, userInfo } from 'node:os';
+import { availableParallelism } from 'node:os';
+import { withUser } from './pg-url.js';
 import { parseArgs } from 'node:util';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -76,13 +77,6 @@ if (!nodeCounts.every((n) => Number.isSafeInteger(n) && n >= 1)) throw new Error
 const kinds = values.kinds!.split(',');
 if (!kinds.every((k) => k === 'runtime' || k === 'queue')) throw new Error('bench:cluster: --kinds takes runtime and/or queue');
 const url = withUser(process.env.PG_URL ?? process.env.TROUPE_PG_URL ?? 'postgres://127.0.0.1:5432/test');
-
-/** The URL with this process's user name when it names none (node-postgres reads $USER, which may be unset). */
-function withUser(raw: string): string {
-  const parsed = new URL(raw);
-  if (!parsed.username) parsed.username = userInfo().username;
-  return parsed.href;
-}
 
 let sequence = 0;
 

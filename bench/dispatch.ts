@@ -36,6 +36,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { ALLOC_SOURCE, cpuSource, drive, median, meterMainThread, openLoop, type Latency } from './measure.js';
 import { bullmq, graphileWorker, startRedis, type OwnRedis } from './peers.js';
+import { withUser } from './pg-url.js';
 import { piscina, troupe, troupeDashboard, troupeWith, type RunnerSpec } from './runners.js';
 
 const { values } = parseArgs({
@@ -77,7 +78,7 @@ if (values.redis !== 'own' && values.redis !== 'url') throw new Error('bench: --
 
 const specs: RunnerSpec[] = [piscina, troupe];
 let ownRedis: OwnRedis | undefined;
-if (process.env.PG_URL) specs.push(await graphileWorker(process.env.PG_URL, int('graphile-local-queue', 0)));
+if (process.env.PG_URL) specs.push(await graphileWorker(withUser(process.env.PG_URL), int('graphile-local-queue', 0)));
 if (process.env.REDIS_URL && values.redis === 'url') specs.push(await bullmq(process.env.REDIS_URL, `at REDIS_URL (${process.env.REDIS_URL}), its settings unchanged`));
 if (process.env.REDIS_URL && values.redis === 'own') {
   ownRedis = await startRedis();

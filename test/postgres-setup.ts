@@ -10,10 +10,11 @@
  * miss them while another file's transactions run on the same server. Each worker's files run one
  * at a time, as on a server of their own.
  */
-import { userInfo } from 'node:os';
 import type { TestProject } from 'vitest/node';
 import { migrate } from '../src/store/postgres/migrations.js';
 import { DEFAULT_PG_URL, migratedTemplate, reachable, startCluster } from './postgres.js';
+// The user libpq would log in as when the URL names none (node-postgres sends none without $USER).
+import { withUser } from '../bench/pg-url.js';
 
 /** A PostgreSQL server of the run: its URL and its migrated template database. */
 export interface PgServer {
@@ -65,16 +66,4 @@ export default async function setup(project: TestProject): Promise<() => Promise
     throw error;
   }
   return teardown;
-}
-
-/**
- * The URL with the user libpq and psql would log in as when it names none: the OS user's name.
- * node-postgres takes `$USER` instead, and sends no user at all when that is unset (as under some
- * CI runners and `runuser`), which the server refuses: the server given would seem not to answer.
- */
-function withUser(url: string): string {
-  const parsed = new URL(url);
-  if (parsed.username !== '' || process.env.PGUSER !== undefined) return url;
-  parsed.username = userInfo().username;
-  return parsed.href;
 }
