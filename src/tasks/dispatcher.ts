@@ -6,7 +6,6 @@
  * flight, attempts are started ahead of free slots (start-ahead.ts); once durable, each goes to its
  * thread at once, which queues it until one of its slots is free.
  */
-import { clearLongTimeout, setLongTimeout, type LongTimeout } from '../../actors/long-timeout.js';
 import type { AbortReason } from '../../actors/wire.js';
 import type { EffectExecutor } from '../pipeline/executor.js';
 import type { PoolHost } from '../pool/pool.js';
@@ -22,6 +21,7 @@ import { decideStart } from '../steps/start.js';
 import type { Effect } from '../steps/types.js';
 import { recordStale, writeLogLines, writeProgress, writeSettlement } from './attempt-writes.js';
 import { ChurnMap } from '../collections.js';
+import { within } from '../within.js';
 
 /** What the dispatcher uses: the slice of the engine's shared parts it reads. */
 export const DISPATCHER_PARTS = ['agents', 'clock', 'flow', 'governor', 'log', 'logs', 'notifier', 'options', 'pipeline', 'pool', 'router', 'store', 'table', 'tracing'] as const;
@@ -385,9 +385,7 @@ export class Dispatcher {
     // Aborted agents get `cancelGraceMs` (wall time: close must end) to clean up, e.g. the shell
     // agent killing its process group, before their threads are destroyed under them.
     if (this.#live.size > 0 && this.#k.options.cancelGraceMs > 0) {
-      let timer: LongTimeout | undefined;
-      await Promise.race([this.idle(), new Promise<void>((resolve) => (timer = setLongTimeout(resolve, this.#k.options.cancelGraceMs)))]);
-      clearLongTimeout(timer);
+      await within(this.#k.options.cancelGraceMs, this.idle());
     }
     for (const attempt of [...this.#live.values()]) if (attempt.phase === 'executing' || attempt.phase === 'dispatched') this.#settle(attempt, { kind: 'abandoned' });
     // Attempts still starting settle as interrupted as soon as their start commit lands.
