@@ -9,7 +9,7 @@ import { TroupeError } from '../errors.js';
 import { EventListeners } from './listeners.js';
 import { checkCallOptions } from '../options.js';
 import { checkId } from '../ids.js';
-import type { Release } from '../keep-alive.js';
+import { heldUntilWoken, type Release } from '../keep-alive.js';
 
 /** A public event: the stored record with its cursor. */
 export type { RuntimeEvent, RuntimeEventMap, EventStreamOptions } from '../api/events.js';
@@ -288,12 +288,7 @@ export class EventBus {
           if (ended) return;
         }
         if (ended) return;
-        const release = this.#hold();
-        try {
-          await new Promise<void>((resolve) => (wake = resolve));
-        } finally {
-          release();
-        }
+        await heldUntilWoken(() => this.#hold(), (resolve) => (wake = resolve));
       }
     } finally {
       this.#streams.delete(listener);
