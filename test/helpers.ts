@@ -283,11 +283,16 @@ export function readmeBlocks(path: string): Array<{ line: number; code: string }
  */
 export function pgServer(): PgServer {
   const servers = inject('pgServers');
-  const id = Number(process.env.VITEST_POOL_ID ?? 1);
-  const server = servers[id - 1];
+  const server = servers[Number(process.env.VITEST_POOL_ID ?? 1) - 1];
   // Two workers on one server would make the event-log tests flaky, not fail: refuse it here.
-  if (!Number.isInteger(id) || server === undefined) throw new Error(`no PostgreSQL server for vitest worker ${process.env.VITEST_POOL_ID} (${servers.length} started: test/postgres-setup.ts)`);
+  if (server === undefined) throw new Error(`no PostgreSQL server for vitest worker ${process.env.VITEST_POOL_ID} (${servers.length} started: test/postgres-setup.ts)`);
   return server;
+}
+
+/** A fresh database on this file's server ({@link pgServer}): a copy of the run's migrated template, or empty with `migrated: false`. */
+export function scratchOnServer(migrated = true): ReturnType<typeof scratchDatabase> {
+  const { url, template } = pgServer();
+  return scratchDatabase(url, migrated ? template : undefined);
 }
 
 /**
@@ -304,8 +309,7 @@ export function scratchPools(): (options?: { max?: number; migrated?: boolean })
   });
   afterAll(() => dropAll(drops.splice(0)));
   return async ({ max = 10, migrated = true } = {}) => {
-    const server = pgServer();
-    const db = await scratchDatabase(server.url, migrated ? server.template : undefined);
+    const db = await scratchOnServer(migrated);
     drops.push(db.drop);
     const pool = new pg.Pool({ connectionString: db.url, max });
     // An idle client the server ends (the database dropped, a cluster stopped) is not a test failure.

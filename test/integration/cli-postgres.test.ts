@@ -10,8 +10,7 @@ import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Task } from 'troupe';
-import { CLI_AGENTS, pgServer, runCli, serveCli, stopCli, tempDir, type CliResult, type RunningCli } from '../helpers.js';
-import { scratchDatabase } from '../postgres.js';
+import { CLI_AGENTS, runCli, scratchOnServer, serveCli, stopCli, tempDir, type CliResult, type RunningCli } from '../helpers.js';
 
 const json = <T>(result: CliResult): T => JSON.parse(result.stdout) as T;
 
@@ -28,7 +27,7 @@ describe('troupe run --store, and TROUPE_STORE, on one database', () => {
 
   beforeAll(async () => {
     // A copy of the run's migrated template: the runtimes find the schema in place.
-    db = await scratchDatabase(pgServer().url, pgServer().template);
+    db = await scratchOnServer();
     dir = tempDir('troupe-cli-pg-');
     dirA = join(dir.path, 'a');
     dirB = join(dir.path, 'b');

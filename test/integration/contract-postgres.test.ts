@@ -3,9 +3,8 @@
  * database of its own, on the tests' server (test/postgres-setup.ts), which never skips.
  */
 import { createRuntime } from 'troupe';
-import { pgServer, scratchPools } from '../helpers.js';
+import { scratchOnServer, scratchPools } from '../helpers.js';
 import { pgRuntimes } from '../pg-runtime.js';
-import { scratchDatabase } from '../postgres.js';
 import { contractSuite, type ContractBackend } from './contract.js';
 import { scheduleContract } from './contract-schedules.js';
 import { inputsContract } from './contract-inputs.js';
@@ -32,7 +31,7 @@ const postgres: ContractBackend = {
     return runtime(url, options);
   },
   openKept: async (options = {}) => {
-    const db = await scratchDatabase(pgServer().url, pgServer().template);
+    const db = await scratchOnServer();
     const rt = await createRuntime({ threads: 1, slotsPerThread: 2, logger: false, ...options, store: { postgres: db.url } }).catch(async (error: unknown) => {
       await db.drop();
       throw error;

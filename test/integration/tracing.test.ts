@@ -17,8 +17,7 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { createRuntime, type Runtime, type RuntimeOptions, type Task } from 'troupe';
 import type { AgentSpan } from '../fixtures/agents/traced.agent.js';
-import { fixtureAgent, pgServer, runtimes, scratchDirs, startRuntime, tempDir } from '../helpers.js';
-import { scratchDatabase } from '../postgres.js';
+import { fixtureAgent, runtimes, scratchDirs, scratchOnServer, startRuntime, tempDir } from '../helpers.js';
 
 const runtime = runtimes();
 const dirs = scratchDirs();
@@ -55,7 +54,7 @@ const lmdb: Backend = {
 /** PostgreSQL: one scratch database and one runtime for the file, made on first use. */
 let database: Promise<{ url: string; drop(): Promise<void> }> | undefined;
 let shared: Promise<Runtime> | undefined;
-const pgOpen = async (options: RuntimeOptions) => createRuntime({ threads: 1, slotsPerThread: 2, logger: false, ...options, store: { postgres: (await (database ??= scratchDatabase(pgServer().url, pgServer().template))).url } });
+const pgOpen = async (options: RuntimeOptions) => createRuntime({ threads: 1, slotsPerThread: 2, logger: false, ...options, store: { postgres: (await (database ??= scratchOnServer())).url } });
 afterAll(async () => {
   await (await shared?.catch(() => undefined))?.close({ timeoutMs: 1_000, force: true });
   await (await database?.catch(() => undefined))?.drop();
