@@ -40,6 +40,16 @@ export function createIdGenerator(now: () => number): (at?: number) => string {
   };
 }
 
+/**
+ * The time part of the ids minted at `time` (epoch ms): the first 10 characters. Every id minted
+ * at or before `time` sorts before `idTimePrefix(time) + '\uffff'`.
+ */
+export function idTimePrefix(time: number): string {
+  let prefix = '';
+  for (let i = 9; i >= 0; i--) prefix += ALPHABET[Math.floor(time / 32 ** i) % 32];
+  return prefix;
+}
+
 function increment(digits: Uint8Array): void {
   for (let i = digits.length - 1; i >= 0; i--) {
     if (digits[i] < 31) {

@@ -20,6 +20,7 @@ import type {
   RuntimeControl,
   ScheduleRecord,
   TaskRecord,
+  ListedValue,
   TimerRecord,
 } from './records.js';
 
@@ -61,21 +62,23 @@ export interface SafeReads {
   /** Which tasks a parent has, key [parentId, childId] (written with the child's submit). */
   children: SafeDatabase<true, [string, string]>;
   /**
-   * Settled tasks under their agent's retention rule, key [agent, state, settledAt, id], oldest
-   * first per agent and state; and those under a rule of their own, key [expiresAt, id]. Written
-   * as settled records reach their database (so a settle still in the log shows up a little later),
-   * and left behind by a retry: a reader checks each entry against its task.
+   * Settled tasks under a retention rule of their own, key [expiresAt, id]. Written as settled
+   * records reach their database (so a settle still in the log shows up a little later), and left
+   * behind by a retry: a reader checks each entry against its task.
    */
-  settled: SafeDatabase<true, [string, string, number, string]>;
   expiry: SafeDatabase<true, [number, string]>;
   /**
    * Settled tasks for `list()`, in id order: by agent and state, key [agent, state, id]; and by
    * label, key [label, value, id] (labels short enough for a key). They include settled tasks not
    * in their database yet; a retried task's entry may linger until its retry lands, so a reader
-   * checks each entry against its task.
+   * checks each entry against its task. A `listed` entry's value is the task's settle instant
+   * while it is under its agent's (or the runtime's) retention rule, which retention reads, and
+   * false under a rule of its own (see ListedValue).
    */
-  listed: SafeDatabase<true, [string, string, string]>;
+  listed: SafeDatabase<ListedValue, [string, string, string]>;
   labelled: SafeDatabase<true, [string, string, string]>;
+  /** The `listed` entries in their database only: the settled tasks whose settle has landed (and which the settled counts hold). */
+  listedStored: SafeDatabase<ListedValue, [string, string, string]>;
   /** Durable controls: the frozen flag (`runtime`), agent flow state (`agent:<name>`), the supervisor cycle. */
   control: SafeDatabase<RuntimeControl | AgentFlowState | { cycle?: number } | unknown, string>;
 }

@@ -9,7 +9,8 @@ import { rm } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import type { Clock } from '../clock.js';
 import type { Store } from '../store/port.js';
-import { settledIndexKeys, type TaskRecord } from '../store/records.js';
+import type { TaskRecord } from '../store/records.js';
+import { isTerminal } from '../../machines/index.js';
 import type { Governor, GovernorEntry } from '../governor/governor.js';
 import type { Router } from '../router/router.js';
 import type { AgentPool } from '../pool/pool.js';
@@ -59,10 +60,9 @@ export function* childIdsOf(store: Store, parentId: string, after = ''): Generat
   for (const [, id] of store.read.children.keys({ start: [parentId, after], end: [parentId, '\uffff'] })) yield id;
 }
 
-/** Whether a settled task's settle has reached the store: its retention entry is there. */
+/** Whether a settled task's settle has reached the store: its `listed` entry is in its database. */
 export function isSettledStored(store: Store, task: TaskRecord): boolean {
-  const keys = settledIndexKeys(task);
-  return keys?.settled ? store.read.settled.has(keys.settled) : keys?.expiry ? store.read.expiry.has(keys.expiry) : false;
+  return isTerminal(task.state) && task.settledAt !== undefined && store.read.listedStored.has([task.agent, task.state, task.id]);
 }
 
 /** The governor entry of a queued task. */

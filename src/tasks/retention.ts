@@ -5,12 +5,14 @@
  * {@link PASS} tasks; one that found a backlog is followed by the next at once, so a backlog
  * drains without one long stall.
  *
- * Where the tasks are found (the store's retention indexes, see `settledIndexKeys`):
- * - a task under its agent's or the runtime's rule, per agent and state, oldest settled first:
- *   by age up to the horizon, and by count beyond the `count` most recent (read newest first);
- * - a task with a rule of its own, by the instant it expires.
+ * Where the tasks are found (the store's indexes of settled tasks, see `settledIndexEntries`):
+ * - a task under its agent's or the runtime's rule, per agent and state, from its `listed` entry,
+ *   which holds its settle instant: by age up to the horizon (in id order, among the tasks
+ *   submitted by then), and by count beyond the `count` most recently settled;
+ * - a task with a rule of its own, by the instant it expires (the `expiry` index).
  */
 import type { ClockTimer } from '../clock.js';
+import { idTimePrefix } from '../ids.js';
 import { emptyResult, type Pruner } from './prune.js';
 import { childIdsOf, type EngineParts } from './parts.js';
 import type { ResolvedRetention, ResolvedRule, SettledState } from './retention-rules.js';
@@ -146,23 +148,29 @@ export class Retention {
       const task = store.read.tasks.get(id);
       if (task?.settledAt !== undefined && !add(id, task.settledAt)) return due;
     }
-    // Tasks under their agent's rule, one agent and state at a time.
-    for (let from: Array<string | number> = []; due.size < PASS; ) {
-      const first = firstOf(store.read.settled.keys({ start: from, limit: 1 }));
+    // Tasks under their agent's rule, one agent and state at a time, by their `listed` entries:
+    // valued with the settle instant (false for a task under a rule of its own).
+    for (let from: string[] = []; due.size < PASS; ) {
+      const first = firstOf(store.read.listed.keys({ start: from, limit: 1 }));
       if (first === undefined) break;
       const [agent, state] = first;
       from = [agent, state, AFTER];
       const rule = this.#ruleOf(agent, state as SettledState);
       if (rule.count < Infinity) {
-        let kept = 0;
-        for (const [, , settledAt, id] of store.read.settled.keys({ start: [agent, state, AFTER], end: [agent, state], reverse: true })) {
-          if (kept < rule.count) kept++;
-          else if (!add(id, settledAt)) return due;
-        }
+        // The most recently settled first (the same instant: the later id first); those past `count` are due.
+        const settled: Array<[settledAt: number, id: string]> = [];
+        for (const { key, value } of store.read.listed.range({ start: [agent, state], end: [agent, state, AFTER] })) if (typeof value === 'number') settled.push([value, key[2]]);
+        settled.sort((a, b) => b[0] - a[0] || (a[1] < b[1] ? 1 : a[1] > b[1] ? -1 : 0));
+        for (let i = rule.count; i < settled.length; i++) if (!add(settled[i]![1], settled[i]![0])) return due;
       }
       if (rule.ageMs < Infinity) {
-        for (const [, , settledAt, id] of store.read.settled.keys({ start: [agent, state], end: [agent, state, now - rule.ageMs, AFTER] })) {
-          if (!add(id, settledAt)) return due;
+        // A task's id is minted at its submit, never after its settle: every task settled by the
+        // horizon has an id minted by then, so the read stops at the first id minted after it.
+        // (An id minted while the clock stood behind the previous id's time carries that later
+        // time: such a task is found once the horizon passes it.)
+        const horizon = now - rule.ageMs;
+        for (const { key, value } of store.read.listed.range({ start: [agent, state], end: [agent, state, idTimePrefix(horizon) + AFTER] })) {
+          if (typeof value === 'number' && value <= horizon && !add(key[2], value)) return due;
         }
       }
     }

@@ -59,7 +59,7 @@ describe('data dir ownership', () => {
     const env = open({ path });
     await env.openDB({ name: 'meta' }).put('schemaVersion', 99);
     await env.close();
-    await expect(createRuntime({ ...base, dataDir: path })).rejects.toMatchObject({ code: 'SCHEMA_MISMATCH', message: expect.stringMatching(/version 99.*version 8/) });
+    await expect(createRuntime({ ...base, dataDir: path })).rejects.toMatchObject({ code: 'SCHEMA_MISMATCH', message: expect.stringMatching(/version 99.*version 9/) });
   });
 });
 

@@ -40,6 +40,23 @@ async function kept(rt: Runtime, id: string): Promise<boolean> {
   }
 }
 
+/**
+ * Opens a data dir an older build left, with done tasks kept two sweeps: `own` (a rule of its own,
+ * one sweep) goes at the first sweep and `plain` at the second. `first` checks the runtime before.
+ */
+async function sweepsAgain(dataDir: string, clock: ManualClock, plain: string, own: string, first?: (rt: Runtime) => Promise<void>): Promise<void> {
+  const again = await openRuntime({ dataDir, clock, retention: { done: 2 * SWEEP, sweepMs: SWEEP } });
+  try {
+    await first?.(again);
+    await sweepAfter(again, clock, SWEEP);
+    expect([await kept(again, plain), await kept(again, own)]).toEqual([true, false]);
+    await sweepAfter(again, clock, SWEEP);
+    expect(await kept(again, plain)).toBe(false);
+  } finally {
+    await again.close();
+  }
+}
+
 async function settled(rt: Runtime, spec: Parameters<Runtime['submit']>[0]): Promise<string> {
   const task = await rt.submit(spec);
   await rt.wait(task.id);
@@ -87,6 +104,46 @@ describe('retention', () => {
       // No age: the two kept stay, however old.
       await sweepAfter(rt, clock, 100 * SWEEP);
       expect(await Promise.all(echo.map((id) => kept(rt, id)))).toEqual([false, false, true, true]);
+    } finally {
+      await rt.close();
+    }
+  });
+
+  it('goes by the settle instant, not the submit: a task submitted first that settled again later is younger', async () => {
+    const clock = new ManualClock();
+    const rt = await openRuntime({ dataDir: scratch(), clock, retention: { failed: 2 * SWEEP + SWEEP / 2, sweepMs: SWEEP } });
+    try {
+      const late = await settled(rt, { agent: 'fail', input: { mode: 'result' } });
+      clock.advance(1);
+      const early = await settled(rt, { agent: 'fail', input: { mode: 'result' } });
+      await sweepAfter(rt, clock, SWEEP);
+      await sweepAfter(rt, clock, SWEEP);
+      // The task with the older id fails again, two sweeps after the other failed.
+      await rt.retry(late);
+      expect((await rt.wait(late)).runs).toBe(2);
+      await sweepAfter(rt, clock, SWEEP);
+      expect([await kept(rt, late), await kept(rt, early)]).toEqual([true, false]);
+      await sweepAfter(rt, clock, SWEEP);
+      expect(await kept(rt, late)).toBe(true);
+      await sweepAfter(rt, clock, SWEEP);
+      expect(await kept(rt, late)).toBe(false);
+    } finally {
+      await rt.close();
+    }
+  });
+
+  it('keeps the most recently settled by count, whatever the order of their ids', async () => {
+    const clock = new ManualClock();
+    const rt = await openRuntime({ dataDir: scratch(), clock, retention: { failed: { count: 1 }, sweepMs: SWEEP } });
+    try {
+      const first = await settled(rt, { agent: 'fail', input: { mode: 'result' } });
+      clock.advance(1);
+      const second = await settled(rt, { agent: 'fail', input: { mode: 'result' } });
+      clock.advance(1);
+      await rt.retry(first);
+      expect((await rt.wait(first)).runs).toBe(2);
+      await sweepAfter(rt, clock, SWEEP);
+      expect([await kept(rt, first), await kept(rt, second)]).toEqual([true, false]);
     } finally {
       await rt.close();
     }
@@ -142,7 +199,8 @@ describe('retention', () => {
     expect((await rt.wait(id)).runs).toBe(2);
     await sweepAfter(rt, clock, SWEEP / 2);
     await rt.close();
-    expect(indexEntries(dataDir)).toEqual({ settled: [['fail', 'failed', clock.now() - SWEEP / 2, id]], expiry: [] });
+    // One listed entry, valued with its second settle instant.
+    expect(indexEntries(dataDir)).toEqual({ listed: [[['fail', 'failed', id], clock.now() - SWEEP / 2]], expiry: [] });
   });
 
   it('is built at open for a data dir from schema 4, and then removes what is due', async () => {
@@ -154,21 +212,47 @@ describe('retention', () => {
     await first.close();
     // What a schema 4 build left: no retention indexes, no flag.
     const env = open({ path: dataDir, noSubdir: false, maxDbs: 24 });
-    for (const name of ['settled', 'expiry']) await env.openDB({ name, sharedStructuresKey: Symbol.for('troupe.structures') }).clearAsync();
+    for (const name of ['settled', 'expiry', 'listed']) await env.openDB({ name, sharedStructuresKey: Symbol.for('troupe.structures') }).clearAsync();
     const meta = env.openDB({ name: 'meta', sharedStructuresKey: Symbol.for('troupe.structures') });
     await meta.put('schemaVersion', 4);
     await meta.remove('settledIndexed');
     await env.close();
-    expect(indexEntries(dataDir)).toEqual({ settled: [], expiry: [] });
+    expect(indexEntries(dataDir)).toEqual({ listed: [], expiry: [] });
 
-    const again = await openRuntime({ dataDir, clock, retention: { done: 2 * SWEEP, sweepMs: SWEEP } });
+    await sweepsAgain(dataDir, clock, plain, own);
+  });
+
+  it('moves a data dir from schema 8 (an index by settle instant beside list()’s) to listed entries holding the settle instant', async () => {
+    const clock = new ManualClock();
+    const dataDir = join(scratch(), 'data');
+    const first = await openRuntime({ dataDir, clock, retention: false });
+    const plain = await settled(first, { agent: 'echo', input: 1, labels: { team: 'a' } });
+    const own = await settled(first, { agent: 'echo', input: 2, retention: { done: SWEEP } });
+    const settledAt = (await first.get(plain)).settledAt!;
+    await first.close();
+    // What a schema 8 build left: [agent, state, settledAt, id] in `settled`, `true` in `listed`.
+    const structures = Symbol.for('troupe.structures');
+    const env = open({ path: dataDir, noSubdir: false, maxDbs: 24 });
+    const listed = env.openDB({ name: 'listed', sharedStructuresKey: structures });
+    for (const { key } of [...listed.getRange()]) await listed.put(key, true);
+    await env.openDB({ name: 'settled', sharedStructuresKey: structures }).put(['echo', 'done', settledAt, plain], true);
+    const meta = env.openDB({ name: 'meta', sharedStructuresKey: structures });
+    await meta.put('schemaVersion', 8);
+    await meta.put('settledIndexed', true);
+    await meta.put('listedIndexed', true);
+    await meta.remove('settledEntriesIndexed');
+    await env.close();
+
+    await sweepsAgain(dataDir, clock, plain, own, async (again) => {
+      expect(again.stats().tasks.done).toBe(2);
+      expect(await again.list({ labels: { team: 'a' } })).toMatchObject({ tasks: [{ id: plain }] });
+    });
+    const after = open({ path: dataDir, noSubdir: false, maxDbs: 24, readOnly: true });
     try {
-      await sweepAfter(again, clock, SWEEP);
-      expect([await kept(again, plain), await kept(again, own)]).toEqual([true, false]);
-      await sweepAfter(again, clock, SWEEP);
-      expect(await kept(again, plain)).toBe(false);
+      expect([...after.openDB({ name: 'settled', sharedStructuresKey: structures }).getKeys()]).toEqual([]);
+      expect(after.openDB({ name: 'meta', sharedStructuresKey: structures }).get('schemaVersion')).toBe(9);
     } finally {
-      await again.close();
+      await after.close();
     }
   });
 
@@ -230,11 +314,11 @@ describe('retention', () => {
 });
 
 /** The retention index entries of a closed data dir. */
-function indexEntries(dataDir: string): { settled: unknown[]; expiry: unknown[] } {
+function indexEntries(dataDir: string): { listed: unknown[]; expiry: unknown[] } {
   const env = open({ path: dataDir, noSubdir: false, maxDbs: 24, readOnly: true });
   try {
-    const keys = (name: string) => [...env.openDB({ name, sharedStructuresKey: Symbol.for('troupe.structures') }).getKeys()];
-    return { settled: keys('settled'), expiry: keys('expiry') };
+    const db = (name: string) => env.openDB({ name, sharedStructuresKey: Symbol.for('troupe.structures') });
+    return { listed: [...db('listed').getRange()].map(({ key, value }) => [key, value]), expiry: [...db('expiry').getKeys()] };
   } finally {
     void env.close();
   }

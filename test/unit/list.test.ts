@@ -128,7 +128,9 @@ describe('settledListOf', () => {
     expect(listed.entries({ start: ['a', 'failed', ''], end: ['a', 'failed', '\uffff'] }).map((e) => e.key)).toEqual([['a', 'failed', 't2']]);
     expect(listed.entries({ reverse: true }).map((e) => e.key)).toEqual([['a', 'failed', 't2'], ['a', 'done', 't1']]);
     expect(labelled.entries({}).map((e) => e.key)).toEqual([['team', 'x', 't1'], ['team', 'x', 't2']]);
-    expect(listed.get(['a', 'done', 't1'])).toBe(true);
+    // A listed entry holds the task's settle instant (the helper's tasks settled at 2).
+    expect(listed.get(['a', 'done', 't1'])).toBe(2);
+    expect(labelled.get(['team', 'x', 't1'])).toBe(true);
     // The database may hold an entry of an earlier state, or of a task since removed: not any more.
     expect(listed.get(['a', 'failed', 't1'])).toBe(REMOVED);
     expect(listed.get(['a', 'done', 't3'])).toBe(REMOVED);
@@ -141,20 +143,19 @@ describe('settledListOf', () => {
 });
 
 describe('settledIndexEntries', () => {
-  it('gives retention’s entry (by agent, state and settle time, or by expiry for a rule of its own) and list()’s entries', () => {
+  it('gives the listed entry (valued with the settle instant, or false under a rule of its own, which has its expiry entry) and the labelled ones', () => {
     const base = task('t1', 'echo', 'failed', { model: 'opus', huge: 'x'.repeat(2_000), 'bad\u0001': 'v' });
     expect(settledIndexEntries(base)).toEqual([
-      ['settled', ['echo', 'failed', 2, 't1']],
-      ['listed', ['echo', 'failed', 't1']],
-      ['labelled', ['model', 'opus', 't1']],
+      ['listed', ['echo', 'failed', 't1'], 2],
+      ['labelled', ['model', 'opus', 't1'], true],
     ]);
     expect(settledIndexEntries({ ...base, labels: {}, retention: { failed: 60_000 } })).toEqual([
-      ['expiry', [60_002, 't1']],
-      ['listed', ['echo', 'failed', 't1']],
+      ['expiry', [60_002, 't1'], true],
+      ['listed', ['echo', 'failed', 't1'], false],
     ]);
-    expect(settledIndexEntries({ ...base, labels: {}, retention: { failed: Infinity } })[0]).toEqual(['expiry', [Infinity, 't1']]);
+    expect(settledIndexEntries({ ...base, labels: {}, retention: { failed: Infinity } })[0]).toEqual(['expiry', [Infinity, 't1'], true]);
     // A rule for another state is not this one's.
-    expect(settledIndexEntries({ ...base, labels: {}, retention: { done: 1 } })[0]).toEqual(['settled', ['echo', 'failed', 2, 't1']]);
+    expect(settledIndexEntries({ ...base, labels: {}, retention: { done: 1 } })).toEqual([['listed', ['echo', 'failed', 't1'], 2]]);
     expect(settledIndexEntries(task('t2', 'echo', 'queued'))).toEqual([]);
   });
 });

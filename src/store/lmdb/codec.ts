@@ -110,6 +110,12 @@ const packr = new Packr({ useRecords: false, copyBuffers: true, mapsAsObjects: t
 /** The one writer of every value the store encodes itself (see msgpack.ts). */
 const writer = new MsgpackWriter();
 
+/** A number as msgpack (a settled task's `listed` value), written by the store's one writer. */
+export function encodedNumber(n: number): Buffer {
+  return writer.encode(n, writeNumber);
+}
+const writeNumber = (w: MsgpackWriter, n: number): void => w.number(n);
+
 /** An lmdb-js encoder storing records of one kind positionally. */
 export function databaseEncoder<T>(codec: RecordCodec<T>): { encode(value: T): Buffer; decode(bytes: Uint8Array): T } {
   return {

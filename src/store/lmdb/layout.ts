@@ -11,7 +11,11 @@
 import type { DatabaseOptions } from 'lmdb';
 import { attemptCodec, plainEncoder, runCodec, taskCodec, type RecordCodec } from './codec.js';
 
-/** The record databases, in the order their index is written in log records (append only). */
+/**
+ * The record databases, in the order their index is written in log records (append only). `settled`
+ * (an index by settle instant, [agent, state, settledAt, id]) is empty since schema version 9: the
+ * `listed` entries hold the settle instant instead (see settledIndexEntries).
+ */
 export const DATABASES = ['tasks', 'active', 'runs', 'attempts', 'instances', 'logs', 'timers', 'idempotency', 'inbox', 'schedules', 'control', 'quarantine', 'children', 'settled', 'expiry', 'listed', 'labelled'] as const;
 export type DbName = (typeof DATABASES)[number];
 export const DB = Object.fromEntries(DATABASES.map((name, i) => [name, i])) as Record<DbName, number>;

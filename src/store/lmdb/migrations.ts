@@ -5,13 +5,13 @@
 import type { Database, RootDatabase } from 'lmdb';
 import { TroupeError } from '../../errors.js';
 import type { Key } from '../port.js';
-import { settledIndexEntries, settledIndexKeys, type TaskRecord } from '../records.js';
+import { settledIndexEntries, type TaskRecord } from '../records.js';
 import { databaseEncoder, eventBatchEncoder } from './codec.js';
 import { migrateEventsToBatches } from './event-log.js';
 import { CODECS, DATABASES, DB, encoded, STRUCTURES } from './layout.js';
 
 /** The schema this build reads and writes. Bump it with a migration in {@link MIGRATIONS}. */
-export const SCHEMA_VERSION = 8;
+export const SCHEMA_VERSION = 9;
 
 /** Upgrades from version n to n+1, run at open inside one synchronous transaction. */
 export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
@@ -47,6 +47,18 @@ export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
   // to rewrite; the bump keeps older builds, which would quarantine a version 4 record as
   // unreadable, off a data dir this build wrote.
   7: () => undefined,
+  // 8 → 9: a settled task's `listed` entry holds its settle instant (false under a retention rule
+  // of its own), which retention reads, and the separate index by settle instant (`settled`) is
+  // gone. The indexes of settled tasks are emptied here and built again by buildIndexesOnce from
+  // the stored tasks, after the log is replayed.
+  8: (root) => {
+    for (const name of ['settled', 'expiry', 'listed', 'labelled'] as const) {
+      const db = root.openDB<unknown, Key>({ name, sharedStructuresKey: STRUCTURES });
+      for (const key of db.getKeys()) db.removeSync(key);
+    }
+    const meta = root.openDB<unknown, string>({ name: 'meta', sharedStructuresKey: STRUCTURES });
+    for (const flag of ['settledIndexed', 'listedIndexed', 'settledEntriesIndexed']) meta.removeSync(flag);
+  },
 };
 
 /** The indexes derived from the task records, each with the meta flag that says a data dir has it, and what it takes from one task. */
@@ -58,17 +70,11 @@ const DERIVED: ReadonlyArray<{ flag: string; index(dbs: ReadonlyArray<Database<u
     },
   },
   {
-    flag: 'settledIndexed',
+    // The indexes of settled tasks (settledIndexEntries): expiry, listed (valued with the settle
+    // instant since schema version 9) and labelled.
+    flag: 'settledEntriesIndexed',
     index(dbs, task) {
-      const keys = settledIndexKeys(task);
-      if (keys?.settled) dbs[DB.settled]!.putSync(keys.settled, true);
-      if (keys?.expiry) dbs[DB.expiry]!.putSync(keys.expiry, true);
-    },
-  },
-  {
-    flag: 'listedIndexed',
-    index(dbs, task) {
-      for (const [index, key] of settledIndexEntries(task)) if (index === 'listed' || index === 'labelled') dbs[DB[index]]!.putSync(key, true);
+      for (const [index, key, value] of settledIndexEntries(task)) dbs[DB[index]]!.putSync(key, value);
     },
   },
 ];

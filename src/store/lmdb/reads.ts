@@ -80,13 +80,13 @@ export function activeOf(overlay: Overlay, tasksDb: number): Decided {
 export function settledListOf(overlay: Overlay, tasksDb: number, index: 'listed' | 'labelled'): Decided {
   let seen = -1;
   let sorted: Pending[] = [];
-  const keysOf = (value: unknown): Key[] =>
-    value === undefined || value === REMOVED ? [] : settledIndexEntries(value as TaskRecord).flatMap(([name, key]) => (name === index ? [key] : []));
+  const entriesOf = (value: unknown): Pending[] =>
+    value === undefined || value === REMOVED ? [] : settledIndexEntries(value as TaskRecord).flatMap(([name, key, own]) => (name === index ? [{ key, value: own }] : []));
   const all = (): Pending[] => {
     if (seen === overlay.version) return sorted;
     seen = overlay.version;
     sorted = [];
-    for (const { value } of overlay.entries(tasksDb, {})) for (const key of keysOf(value)) sorted.push({ key, value: true });
+    for (const { value } of overlay.entries(tasksDb, {})) sorted.push(...entriesOf(value));
     sorted.sort((a, b) => compareKeys(a.key, b.key));
     return sorted;
   };
@@ -94,7 +94,7 @@ export function settledListOf(overlay: Overlay, tasksDb: number, index: 'listed'
     get(key) {
       const value = overlay.get(tasksDb, (key as string[])[2]!);
       if (value === undefined) return undefined;
-      return keysOf(value).some((own) => compareKeys(own, key) === 0) ? true : REMOVED;
+      return entriesOf(value).find((own) => compareKeys(own.key, key) === 0)?.value ?? REMOVED;
     },
     entries(options) {
       const entries = all();
@@ -208,9 +208,9 @@ export function storeReads({ dbs, events, overlay, gathered, quarantine }: ReadS
     schedules: safe('schedules', VALIDATORS.schedules),
     control: safe('control', undefined),
     children: safe('children', undefined),
-    settled: safe('settled', undefined, NOTHING_DECIDED),
     expiry: safe('expiry', undefined, NOTHING_DECIDED),
     listed: safe('listed', undefined, settledListOf(overlay, DB.tasks, 'listed')),
     labelled: safe('labelled', undefined, settledListOf(overlay, DB.tasks, 'labelled')),
+    listedStored: safe('listed', undefined, NOTHING_DECIDED),
   };
 }

@@ -13,9 +13,10 @@
 import { asBinary, type Database } from 'lmdb';
 import { isTerminal, type TaskState } from '../../../machines/index.js';
 import type { Key } from '../port.js';
-import { forEachSettledIndexEntry, type SettledIndex, type TaskRecord } from '../records.js';
+import { forEachSettledIndexEntry, type ListedValue, type SettledIndex, type TaskRecord } from '../records.js';
 import { ChurnSet } from '../../collections.js';
 import type { RecordEncoder } from './databases.js';
+import { encodedNumber } from './codec.js';
 import { DB, REMOVAL } from './layout.js';
 import { REMOVED, type DirtyEntry } from './overlay.js';
 
@@ -122,8 +123,8 @@ export class RecordWrites {
     forEachSettledIndexEntry(task, this.#putIndexEntry);
   }
 
-  readonly #putIndexEntry = (index: SettledIndex, key: Key): void => {
-    this.#dbs[DB[index]]!.put(key, TRUE);
+  readonly #putIndexEntry = (index: SettledIndex, key: Key, value: ListedValue | true): void => {
+    this.#dbs[DB[index]]!.put(key, value === true ? TRUE : value === false ? FALSE : asBinary(encodedNumber(value)));
     if (index === 'listed') this.#count((key as string[])[0]!, (key as TaskState[])[1]!, 1);
   };
 
@@ -144,6 +145,7 @@ export class RecordWrites {
 
 /** `true` as the index databases store it (msgpack), encoded once: their values say nothing more. */
 const TRUE = asBinary(Buffer.from([0xc3]));
+const FALSE = asBinary(Buffer.from([0xc2]));
 
 /** The meta key of the settled counts. */
 const COUNTS = 'settledCounts';
