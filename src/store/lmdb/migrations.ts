@@ -52,10 +52,8 @@ export const MIGRATIONS: Record<number, (root: RootDatabase) => void> = {
   // gone. The indexes of settled tasks are emptied here and built again by buildIndexesOnce from
   // the stored tasks, after the log is replayed.
   8: (root) => {
-    for (const name of ['settled', 'expiry', 'listed', 'labelled'] as const) {
-      const db = root.openDB<unknown, Key>({ name, sharedStructuresKey: STRUCTURES });
-      for (const key of db.getKeys()) db.removeSync(key);
-    }
+    // Emptied whole (LMDB drops their pages), not key by key: one index entry per settled task.
+    for (const name of ['settled', 'expiry', 'listed', 'labelled'] as const) root.openDB<unknown, Key>({ name, sharedStructuresKey: STRUCTURES }).clearSync();
     const meta = root.openDB<unknown, string>({ name: 'meta', sharedStructuresKey: STRUCTURES });
     for (const flag of ['settledIndexed', 'listedIndexed', 'settledEntriesIndexed']) meta.removeSync(flag);
   },
