@@ -15,12 +15,12 @@ import type {
   EventType,
   InboxRecord,
   InstanceEnvelope,
+  ListedValue,
   LogRecord,
   RunRecord,
   RuntimeControl,
   ScheduleRecord,
   TaskRecord,
-  ListedValue,
   TimerRecord,
 } from './records.js';
 
