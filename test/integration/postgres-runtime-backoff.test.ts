@@ -12,6 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type AgentRegistration, type EventType, type Runtime, type RuntimeEvent } from 'troupe';
 import { rejection, scratchDirs, scratchPools } from '../helpers.js';
 import { pgRuntimes, thrown } from '../pg-runtime.js';
+import { pauseHolds } from '../../src/store/postgres/backoff.js';
 
 const pools = scratchPools();
 const runtime = pgRuntimes();
@@ -139,6 +140,32 @@ describe('the fast-failure backoff on PostgreSQL', () => {
     expect(await agentRow(pool)).toMatchObject({ paused_until: null });
     expect(events.filter((e) => e.type === 'agent.resumed')).toHaveLength(1);
     expect(startedWhilePaused(events)).toEqual([]);
+  });
+
+  it('judges a pause at the instant of the claim transaction: one that ends while it is open holds it back, and the wake ends it, dated after its end', async () => {
+    const { url, pool } = await pools({ max: 2 });
+    const a = await runtime(url, { agents: [failing(LONG)] });
+    const resumed = next(a, 'agent.resumed');
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      // A pause that ends after this transaction's instant (now()) and before the lock is read
+      // (clock_timestamp() moves on): the claim's started_at and events would carry now().
+      await client.query("UPDATE troupe_agents SET paused_until = clock_timestamp() WHERE name = 'fail'");
+      const { rows } = await client.query<{ inside: boolean; over: boolean }>("SELECT paused_until > now() AS inside, paused_until < clock_timestamp() AS over FROM troupe_agents WHERE name = 'fail'");
+      expect(rows[0]).toEqual({ inside: true, over: true });
+      expect(await pauseHolds(client, 'fail', true)).toBe(true);
+      expect((await client.query("SELECT paused_until FROM troupe_agents WHERE name = 'fail'")).rows[0].paused_until).not.toBeNull();
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+    // The wake ends it at an instant past its end.
+    const until = (await agentRow(pool))!.paused_until!.getTime();
+    const end = await resumed;
+    expect(end.data).toEqual({ agent: 'fail', by: 'clock' });
+    expect(end.at).toBeGreaterThanOrEqual(until);
+    expect(await agentRow(pool)).toMatchObject({ paused_until: null });
   });
 
   it('ends a pause on the clock where no runtime runs the agent: the wake of one that does not', async () => {

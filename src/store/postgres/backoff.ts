@@ -18,8 +18,8 @@
  * took its id, or saw the pause: no `task.started` of the agent sorts between `agent.paused` and
  * `agent.resumed` in the log.
  *
- * A pause ends on the database's clock: the first claim of the agent after it (in its claim's
- * transaction), or the wake every node runs every `pollMs` (wakes.ts, {@link RESUME_DUE}), ends it
+ * A pause ends on the database's clock: the first claim of the agent whose transaction began after
+ * it (in that transaction), or the wake every node runs every `pollMs` (wakes.ts, {@link RESUME_DUE}), ends it
  * with `agent.resumed` `{ by: 'clock' }`, whichever comes first; `rt.resumeAgent` ends it at once
  * (`by: 'operator'`). Each sends the `agents` NOTIFY hint (events.ts HINTS), which wakes claimers.
  */
@@ -150,9 +150,12 @@ const WRITE_FAST_FAILS = `WITH counted AS (
 
 /**
  * In a claim's transaction of an agent with a backoff (or a pause left from one): locks its row
- * and answers whether a pause holds it back now (the database's clock, read once the lock is
- * granted). A pause whose time is up is ended here, with `agent.resumed` `{ by: 'clock' }`, before
- * the claim's `task.started` events.
+ * and answers whether a pause holds it back at the transaction's instant (`now()`: the instant its
+ * rows and events record). A pause whose time is up is ended here, with `agent.resumed`
+ * `{ by: 'clock' }`, before the claim's `task.started` events. A pause that ends while the
+ * transaction waits for the lock still holds this claim back: ended here, its `agent.resumed` and
+ * the claim's `startedAt` would carry an instant inside the pause. The wake (every `pollMs`, on
+ * the statement's own instant) ends it, and the claimer polls again.
  *
  * `sawPause`: the claim's first statement saw the row paused. Found unpaused now, the pause was
  * ended by another transaction (a wake, a resumeAgent) that took its transaction id after this
@@ -167,7 +170,7 @@ export async function pauseHolds(client: Pick<pg.PoolClient, 'query'>, agent: st
 }
 
 const PAUSE_HOLDS = `WITH a AS MATERIALIZED (
-     SELECT name, paused_until, paused_until > clock_timestamp() AS held FROM troupe_agents WHERE name = $1 FOR UPDATE
+     SELECT name, paused_until, paused_until > now() AS held FROM troupe_agents WHERE name = $1 FOR UPDATE
    ), ended AS (
      UPDATE troupe_agents t SET paused_until = NULL, updated_at = now() FROM a WHERE t.name = a.name AND a.paused_until IS NOT NULL AND NOT a.held RETURNING t.name
    ), resumed_events AS (
@@ -189,7 +192,7 @@ export async function resumeAgentPause(pool: pg.Pool, agent: string): Promise<bo
 }
 
 const RESUME_AGENT = `WITH a AS MATERIALIZED (
-     SELECT name, paused_until > clock_timestamp() AS held FROM troupe_agents WHERE name = $1 AND paused_until IS NOT NULL FOR UPDATE
+     SELECT name, paused_until > now() AS held FROM troupe_agents WHERE name = $1 AND paused_until IS NOT NULL FOR UPDATE
    ), ended AS (
      UPDATE troupe_agents t SET paused_until = NULL, fast_fails = CASE WHEN a.held THEN 0 ELSE t.fast_fails END, updated_at = now()
        FROM a WHERE t.name = a.name RETURNING t.name, a.held
