@@ -30,6 +30,22 @@ export interface EntryNode {
   used: boolean;
 }
 
+/** An {@link EntryNode} made by a constructor, not an object literal: see `createTaskRecord` in records.ts. */
+class Node implements EntryNode {
+  readonly order: number;
+  readonly entry: GovernorEntry;
+  readonly queue: Queue;
+  dead: boolean;
+  used: boolean;
+  constructor(entry: GovernorEntry, queue: Queue) {
+    this.order = entry.order;
+    this.entry = entry;
+    this.queue = queue;
+    this.dead = false;
+    this.used = false;
+  }
+}
+
 /** One instance's queue for one model (or none) within a lane. */
 export interface Queue extends RingNode<Queue> {
   /** The instanceKey, as the gate is asked about it. */
@@ -89,7 +105,7 @@ export class PriorityLevels {
       lane.queues.set(mapKey, queue);
       ringPush(lane, queue);
     }
-    const node: EntryNode = { order: entry.order, entry, queue, dead: false, used: false };
+    const node: EntryNode = new Node(entry, queue);
     queue.deque.push(node);
     this.#live.set(entry.taskId, node);
   }

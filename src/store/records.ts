@@ -193,29 +193,82 @@ export interface AgentFlowState {
   pausedUntil?: number;
 }
 
+/** Every field of a task record, undefined, in the record's one order (see {@link createTaskRecord}). Never changed. */
+const BLANK_TASK_RECORD: TaskRecord = {
+  id: undefined,
+  agent: undefined,
+  state: undefined,
+  input: undefined,
+  output: undefined,
+  result: undefined,
+  error: undefined,
+  reason: undefined,
+  progress: undefined,
+  priority: undefined,
+  lane: undefined,
+  workspace: undefined,
+  workspaceKeep: undefined,
+  instanceKey: undefined,
+  parentId: undefined,
+  idempotencyKey: undefined,
+  labels: undefined,
+  timeoutMs: undefined,
+  retry: undefined,
+  runs: undefined,
+  runReason: undefined,
+  runCreatedAt: undefined,
+  attempts: undefined,
+  attemptSeq: undefined,
+  token: undefined,
+  queuedOrder: undefined,
+  queuedAt: undefined,
+  requires: undefined,
+  unrouted: undefined,
+  waitingFor: undefined,
+  inbox: undefined,
+  delivered: undefined,
+  ladder: undefined,
+  runAt: undefined,
+  followUp: undefined,
+  createdAt: undefined,
+  updatedAt: undefined,
+  startedAt: undefined,
+  settledAt: undefined,
+  attemptStartedAt: undefined,
+  attemptLeaseUntil: undefined,
+  attemptExit: undefined,
+  retention: undefined,
+  firstSeq: undefined,
+  trace: undefined,
+} as unknown as TaskRecord;
+
 /**
  * A task record with every field present, in one order (absent ones undefined). Records built
  * from this one, and spread from each other, share one shape: V8 keeps their property access
  * monomorphic, and the store encodes them with one structure.
+ *
+ * The record is a spread of {@link BLANK_TASK_RECORD}, not an object literal. That gives it the
+ * map of every `{ ...task, … }` the steps make (a literal's map is another one: checked with
+ * `%HaveSameMap`), and it keeps the record out of V8's allocation-site pretenuring. V8 tracks the
+ * objects a literal makes and, once nearly all of them outlive a scavenge, allocates every later
+ * one in the old generation. Under load a queued task's record lives about as long as the time
+ * between two scavenges, so the literal was pretenured (seen with
+ * `--trace-pretenuring-statistics`). Each record then died in the old generation and kept the
+ * young objects it pointed at alive through scavenges until they were promoted as well. A spread,
+ * like an object made by a constructor, is never pretenured. The other per-task objects that live
+ * as long are made by constructors for the same reason (governor entries and nodes, overlay
+ * entries).
  */
 export function createTaskRecord(fields: Pick<TaskRecord, 'id' | 'agent' | 'state' | 'input' | 'priority' | 'lane' | 'instanceKey' | 'labels' | 'timeoutMs' | 'retry' | 'runReason' | 'createdAt'>): TaskRecord {
   return {
+    ...BLANK_TASK_RECORD,
     id: fields.id,
     agent: fields.agent,
     state: fields.state,
     input: fields.input,
-    output: undefined,
-    result: undefined,
-    error: undefined,
-    reason: undefined,
-    progress: undefined,
     priority: fields.priority,
     lane: fields.lane,
-    workspace: undefined,
-    workspaceKeep: undefined,
     instanceKey: fields.instanceKey,
-    parentId: undefined,
-    idempotencyKey: undefined,
     labels: fields.labels,
     timeoutMs: fields.timeoutMs,
     retry: fields.retry,
@@ -226,27 +279,11 @@ export function createTaskRecord(fields: Pick<TaskRecord, 'id' | 'agent' | 'stat
     attemptSeq: 0,
     token: 0,
     queuedOrder: 0,
-    queuedAt: undefined,
-    requires: undefined,
-    unrouted: undefined,
-    waitingFor: undefined,
-    inbox: undefined,
-    delivered: undefined,
-    ladder: undefined,
-    runAt: undefined,
-    followUp: undefined,
     createdAt: fields.createdAt,
     updatedAt: fields.createdAt,
-    startedAt: undefined,
-    settledAt: undefined,
-    attemptStartedAt: undefined,
-    attemptLeaseUntil: undefined,
-    attemptExit: undefined,
-    retention: undefined,
-    firstSeq: undefined,
-    trace: undefined,
   };
 }
+
 
 /**
  * The value of a settled task's `listed` entry: its settle instant (epoch ms) while it is under

@@ -68,8 +68,28 @@ export function isSettledStored(store: Store, task: TaskRecord): boolean {
 /** The governor entry of a queued task. */
 export function entryOf(task: TaskRecord): GovernorEntry {
   const { model } = task.labels;
-  const base = { taskId: task.id, instanceKey: task.instanceKey, agent: task.agent, priority: task.priority, order: task.queuedOrder };
-  return model === undefined ? base : { ...base, model };
+  return new Entry(task.id, task.instanceKey, task.agent, model, task.priority, task.queuedOrder);
+}
+
+/**
+ * A governor entry made by a constructor, not an object literal: it lives as long as its task is
+ * queued, and V8 would pretenure a literal's allocation site (see `createTaskRecord` in records.ts).
+ */
+class Entry implements GovernorEntry {
+  readonly taskId: string;
+  readonly instanceKey: string;
+  readonly agent: string;
+  readonly model: string | undefined;
+  readonly priority: number;
+  readonly order: number;
+  constructor(taskId: string, instanceKey: string, agent: string, model: string | undefined, priority: number, order: number) {
+    this.taskId = taskId;
+    this.instanceKey = instanceKey;
+    this.agent = agent;
+    this.model = model;
+    this.priority = priority;
+    this.order = order;
+  }
 }
 
 /** Removes a task's workspace directory (the keep policy already said so). */

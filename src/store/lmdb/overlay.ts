@@ -13,8 +13,12 @@ import { ChurnMap, ChurnSet } from '../../collections.js';
 /** What a removed record reads as until its removal is materialized. */
 export const REMOVED: unique symbol = Symbol('removed');
 
-/** A record changed since it was last materialized. */
-export interface DirtyEntry {
+/**
+ * A record changed since it was last materialized. A class, so that entries are made by a
+ * constructor and not an object literal: V8 never pretenures them (see `createTaskRecord` in
+ * records.ts). A task's entry lives about as long as the task is in flight.
+ */
+export class DirtyEntry {
   readonly db: number;
   readonly key: Key;
   /** {@link keyString} of the key, kept to drop the entry without building it again. */
@@ -33,6 +37,21 @@ export interface DirtyEntry {
   /** The position of its latest change in its batch's ops, and its value before that batch. */
   op: number;
   before: unknown;
+
+  constructor(db: number, key: Key, id: string, value: unknown, batch: number, at: number, final: boolean, op: number) {
+    this.db = db;
+    this.key = key;
+    this.id = id;
+    this.value = value;
+    this.first = batch;
+    this.firstAt = at;
+    this.last = batch;
+    this.lastAt = at;
+    this.writing = undefined;
+    this.final = final;
+    this.op = op;
+    this.before = undefined;
+  }
 }
 
 /** When {@link Overlay.take} materializes an entry. */
@@ -94,7 +113,7 @@ export class Overlay {
     const entry = map.get(id);
     this.version++;
     if (!entry) {
-      const created: DirtyEntry = { db, key, id, value, first: batch, firstAt: at, last: batch, lastAt: at, writing: undefined, final, op, before: undefined };
+      const created = new DirtyEntry(db, key, id, value, batch, at, final, op);
       map.set(id, created);
       this.entry = created;
       this.#order.add(created);
