@@ -242,6 +242,9 @@ const BLANK_TASK_RECORD: TaskRecord = {
   trace: undefined,
 } as unknown as TaskRecord;
 
+/** A task record's fields in its one order: the order the store writes them positionally in. */
+export const TASK_RECORD_FIELDS = Object.keys(BLANK_TASK_RECORD) as ReadonlyArray<keyof TaskRecord>;
+
 /**
  * A task record with every field present, in one order (absent ones undefined). Records built
  * from this one, and spread from each other, share one shape: V8 keeps their property access
@@ -283,7 +286,6 @@ export function createTaskRecord(fields: Pick<TaskRecord, 'id' | 'agent' | 'stat
     updatedAt: fields.createdAt,
   };
 }
-
 
 /**
  * The value of a settled task's `listed` entry: its settle instant (epoch ms) while it is under

@@ -10,7 +10,7 @@
  */
 import { Packr } from 'msgpackr';
 import { assertFieldNames, MsgpackWriter, recordWriter, type RecordWriter } from './msgpack.js';
-import { createTaskRecord, type AttemptRecord, type EventRecord, type RunRecord, type TaskRecord } from '../records.js';
+import { createTaskRecord, TASK_RECORD_FIELDS, type AttemptRecord, type EventRecord, type RunRecord, type TaskRecord } from '../records.js';
 
 /**
  * Bumped when a field list below changes; decoding refuses versions it does not know. Fields are
@@ -20,8 +20,6 @@ import { createTaskRecord, type AttemptRecord, type EventRecord, type RunRecord,
  */
 const VERSION = 4;
 const OLDEST_VERSION = 1;
-
-const TASK_FIELDS = Object.keys(createTaskRecord({ id: '', agent: '', state: 'queued', input: null, priority: 0, lane: '', instanceKey: '', labels: {}, timeoutMs: 0, retry: { maxAttempts: 1, backoff: 'fixed', delayMs: 0, maxDelayMs: 0, jitter: 0 }, runReason: 'submit', createdAt: 0 })) as Array<keyof TaskRecord>;
 
 /** The field order of an attempt record (the order start creates them in). */
 const ATTEMPT_FIELDS = ['taskId', 'run', 'attempt', 'attemptId', 'token', 'owner', 'startedAt', 'leaseExpiresAt', 'endedAt', 'exit', 'error'] as const satisfies ReadonlyArray<keyof AttemptRecord>;
@@ -95,7 +93,7 @@ function blankOf<T>(fields: ReadonlyArray<keyof T>): () => T {
 
 const BLANK_TASK = { id: '', agent: '', state: 'queued', input: null, priority: 0, lane: '', instanceKey: '', labels: {}, timeoutMs: 0, retry: { maxAttempts: 1, backoff: 'fixed', delayMs: 0, maxDelayMs: 0, jitter: 0 }, runReason: 'submit', createdAt: 0 } as const;
 // Built by the same factory as fresh records, so decoded ones share their shape.
-export const taskCodec = positional<TaskRecord>(TASK_FIELDS, () => createTaskRecord(BLANK_TASK as never));
+export const taskCodec = positional<TaskRecord>(TASK_RECORD_FIELDS, () => createTaskRecord(BLANK_TASK as never));
 export const attemptCodec = positional<AttemptRecord>(ATTEMPT_FIELDS, blankOf<AttemptRecord>(ATTEMPT_FIELDS));
 export const runCodec = positional<RunRecord>(RUN_FIELDS, blankOf<RunRecord>(RUN_FIELDS));
 const eventCodec = positional<EventRecord>(EVENT_FIELDS, blankOf<EventRecord>(EVENT_FIELDS));
