@@ -23,13 +23,22 @@ export class TaskMemory implements Memory {
   }
 
   putTask(task: TaskRecord): void {
-    this.#table.add(task);
-    if (task.state === 'queued' && task.runAt === undefined) {
-      if (this.#governor.has(task.id)) return;
+    // Only a task whose version before this one waited can be in the governor: membership changes
+    // nowhere else (a rebuild enqueues what its records say waits, before any step). So a new
+    // task, or one that did not wait, costs no lookup there (a submit and a settle each skip one).
+    const previous = this.#table.add(task);
+    const waited = previous !== undefined && waits(previous);
+    if (waits(task)) {
+      if (waited && this.#governor.has(task.id)) return;
       this.#governor.enqueue(entryOf(task));
       this.#queued();
-    } else {
+    } else if (waited) {
       this.#governor.remove(task.id);
     }
   }
+}
+
+/** Whether a task with this record waits in the governor: queued, with no delayed start or backoff. */
+function waits(task: TaskRecord): boolean {
+  return task.state === 'queued' && task.runAt === undefined;
 }

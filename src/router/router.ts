@@ -151,15 +151,19 @@ export function createRouter(options: RouterOptions): Router {
     return start(key, descriptor);
   }
 
-  /** Entries with attempt changes not yet sent. */
-  const noted = new ChurnMap<string, LiveEntry>();
+  /**
+   * Entries with attempt changes not yet sent: an entry is here exactly while its `changes` are not
+   * empty. A map of its own per turn, so a change noted while a drain delivers goes to the next.
+   */
+  let noted = new Map<string, LiveEntry>();
   let drainQueued = false;
 
   /** Sends each instance its turn's attempt changes as one event. */
   function drain(): void {
     drainQueued = false;
-    for (const [key, entry] of noted) deliver(key, entry);
-    noted.clear();
+    const turn = noted;
+    noted = new Map();
+    for (const [key, entry] of turn) deliver(key, entry);
     if (live.size > options.maxLiveInstances) passivate('');
   }
 
@@ -317,7 +321,8 @@ export function createRouter(options: RouterOptions): Router {
       entry.at = at;
       if (change.from !== undefined) entry[change.from]--;
       if (change.change === 'pending' || change.change === 'running' || change.change === 'stopping') entry[change.change]++;
-      noted.set(key, entry);
+      // Its first change since it was last delivered puts it in `noted` (see there).
+      if (entry.changes.length === 1) noted.set(key, entry);
       if (!drainQueued) {
         drainQueued = true;
         queueMicrotask(drain);

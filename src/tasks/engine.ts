@@ -111,8 +111,8 @@ export class TaskEngine {
   }
 
   /** A wait ended: forget it (called once by the wait). */
-  ended(wait: PendingWait): void {
-    this.#k.table.removeWaiter(wait.id, wait);
+  ended(wait: PendingWait, removed = false): void {
+    if (!removed) this.#k.table.removeWaiter(wait.id, wait);
     if (wait.timer) this.#k.clock.clearTimeout(wait.timer);
   }
 
@@ -272,7 +272,7 @@ class PendingWait implements Waiter {
     readonly resolve: (task: Task) => void,
     readonly reject: (error: unknown) => void,
     /** The engine the wait is pending on (a store recovery moves it to the next one). */
-    public engine: { ended(wait: PendingWait): void },
+    public engine: { ended(wait: PendingWait, removed?: boolean): void },
     /** Holds the process alive while pending (absent for internal waits). */
     readonly holds: Holds | undefined,
   ) {
@@ -285,20 +285,20 @@ class PendingWait implements Waiter {
     signal.addEventListener('abort', this.#onAbort, { once: true });
   }
 
-  settled(task: Task): void {
-    if (this.#finish()) this.resolve(task);
+  settled(task: Task, removed = false): void {
+    if (this.#finish(removed)) this.resolve(task);
   }
 
   fail(error: unknown): void {
-    if (this.#finish()) this.reject(error);
+    if (this.#finish(false)) this.reject(error);
   }
 
-  #finish(): boolean {
+  #finish(removed: boolean): boolean {
     if (this.#done) return false;
     this.#done = true;
     this.holds?.drop();
     if (this.#onAbort) this.#signal?.removeEventListener('abort', this.#onAbort);
-    this.engine.ended(this);
+    this.engine.ended(this, removed);
     return true;
   }
 }

@@ -10,7 +10,8 @@ import { ChurnMap } from '../collections.js';
 
 /** Whoever waits for a task to reach a state `wait()` resolves on. */
 export interface Waiter {
-  settled(task: Task): void;
+  /** `removed`: the table has let go of it already (its notify did), so it need not be looked for there. */
+  settled(task: Task, removed?: boolean): void;
   /** The wait ends without the task settling (close). */
   fail(error: unknown): void;
 }
@@ -41,13 +42,14 @@ export class TaskTable {
     return this.#tasks.get(id);
   }
 
-  /** Adds a task (or re-adds one a retry brought back from a settled state). */
-  add(task: TaskRecord): void {
+  /** Adds a task (or re-adds one a retry brought back from a settled state); returns the version it replaced, if any. */
+  add(task: TaskRecord): TaskRecord | undefined {
     const previous = this.#tasks.get(task.id);
     if (previous) this.#active[previous.state]--;
     this.#tasks.set(task.id, task);
     this.#active[task.state]++;
     if (task.idempotencyKey !== undefined) this.#keys.set(task.idempotencyKey, task.id);
+    return previous;
   }
 
   /** The id of the task in the table that holds an idempotency key. */
@@ -110,8 +112,8 @@ export class TaskTable {
     if (!waiters) return;
     this.#waiters.delete(task.id);
     const view = toTask(task);
-    if (!Array.isArray(waiters)) return waiters.settled(view);
-    for (const waiter of waiters) waiter.settled(view);
+    if (!Array.isArray(waiters)) return waiters.settled(view, true);
+    for (const waiter of waiters) waiter.settled(view, true);
   }
 
   addWaiter(id: string, waiter: Waiter): void {

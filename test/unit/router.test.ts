@@ -1,7 +1,7 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { createActor } from 'xstate';
-import { instanceMachine, type AttemptEvent, type AttemptExit, type InstanceInput } from '../../machines/index.js';
+import { instanceMachine, type AttemptChange, type AttemptEvent, type AttemptExit, type InstanceInput } from '../../machines/index.js';
 import { ManualClock } from '../../src/clock.js';
 import { TroupeError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
@@ -543,6 +543,49 @@ describe('attempt changes batched per turn', () => {
     h.router.note('k', { attemptId: 'a', runId: 'a', change: 'ended', from: 'running', status: 'success' }, h.clock.now(), h.desc('k'));
     expect(h.router.admits('k')).toBe(true);
     expect(sent).toEqual(['drained']);
+  });
+
+  it('delivers every turn of changes, to each instance, also after an event sent between turns', async () => {
+    const h = harness();
+    const failOne = (key: string, attemptId: string) => {
+      const note = (change: AttemptChange) => h.router.note(key, change, h.clock.now(), h.desc(key));
+      note({ attemptId, runId: attemptId, change: 'pending' });
+      note({ attemptId, runId: attemptId, change: 'running', from: 'pending' });
+      note({ attemptId, runId: attemptId, change: 'ended', from: 'running', status: 'fail' });
+    };
+    const turn = async () => {
+      await Promise.resolve();
+      await Promise.resolve();
+    };
+    // The failure streak counts only what the actor was sent, not what is noted for the turn.
+    const streak = (key: string) => h.router.get(key)?.consecutiveFailures;
+    failOne('k', 'a');
+    failOne('j', 'x');
+    expect(streak('k')).toBe(0);
+    await turn();
+    expect([streak('k'), streak('j')]).toEqual([1, 1]);
+    failOne('k', 'b');
+    await turn();
+    expect([streak('k'), streak('j')]).toEqual([2, 1]);
+    failOne('k', 'c');
+    // A sent event delivers the turn's changes first.
+    h.router.send('k', { type: 'target', target: 3, at: h.clock.now() }, h.desc('k'));
+    expect(streak('k')).toBe(3);
+    failOne('k', 'd');
+    failOne('j', 'y');
+    await turn();
+    expect([streak('k'), streak('j')]).toEqual([4, 2]);
+    // One change a turn.
+    const once = (change: AttemptChange) => h.router.note('j', change, h.clock.now(), h.desc('j'));
+    once({ attemptId: 'z', runId: 'z', change: 'pending' });
+    await turn();
+    once({ attemptId: 'z', runId: 'z', change: 'running', from: 'pending' });
+    await turn();
+    once({ attemptId: 'z', runId: 'z', change: 'ended', from: 'running', status: 'fail' });
+    await turn();
+    expect(streak('j')).toBe(3);
+    expect(h.router.get('k')).toMatchObject({ pending: 0, running: 0, target: 3 });
+    expect(h.router.get('j')).toMatchObject({ pending: 0, running: 0 });
   });
 });
 });
