@@ -3,7 +3,7 @@
  * attempt is recorded and its `task.started` committed before the agent runs (the `dispatch`
  * effect), so a crash can never hide an attempt the agent made.
  */
-import type { AgentFlowState, AttemptRecord, TaskRecord } from '../store/records.js';
+import { createAttemptRecord, type AgentFlowState, type TaskRecord } from '../store/records.js';
 import { attemptIdOf, emit, nextState } from './common.js';
 import { nothing, type StepContext, type StepResult } from './types.js';
 
@@ -48,7 +48,7 @@ export function decideStart(view: StartView, input: StartInput, ctx: StepContext
     runAt: undefined,
     token: seq,
   };
-  const attempt: AttemptRecord = {
+  const attempt = createAttemptRecord({
     taskId: task.id,
     run: task.runs,
     attempt: attemptSeq,
@@ -57,11 +57,7 @@ export function decideStart(view: StartView, input: StartInput, ctx: StepContext
     owner: view.runtimeId,
     startedAt: now,
     leaseExpiresAt: now + view.leaseMs,
-    // Present from the start, so the ended attempt keeps this one's shape.
-    endedAt: undefined,
-    exit: undefined,
-    error: undefined,
-  };
+  });
   out.changes.push({ kind: 'task', task: next });
   // The spent token and the day's count commit with the start they paid for.
   if (input.flow !== undefined) out.changes.push({ kind: 'flow', agent: task.agent, state: input.flow });

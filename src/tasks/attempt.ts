@@ -32,7 +32,7 @@ const NEXT: Readonly<Record<AttemptPhase, readonly AttemptPhase[]>> = {
 };
 
 /** See the module comment. */
-export class Attempt {
+export class Attempt implements InstanceDescriptor {
   readonly attemptId: string;
   readonly taskId: string;
   readonly run: number;
@@ -40,8 +40,10 @@ export class Attempt {
   readonly token: number;
   /** Its governor reservation, given back when it ends (or parks). */
   readonly entry: GovernorEntry;
-  /** What the router needs to create the instance that counts it. */
-  readonly descriptor: InstanceDescriptor;
+  /** Its task's agent, lane and workspace: what the router needs to create the instance that counts it. */
+  readonly agent: string;
+  readonly lane: string;
+  readonly workspace: string | undefined;
   /** Its record as the start step wrote it (the settle step ends it). */
   readonly record: AttemptRecord;
   /** performance.now() of the last phase change, for the start-ahead window's averages. */
@@ -68,6 +70,10 @@ export class Attempt {
   readonly #parentLog: Logger;
   #log: Logger | undefined = undefined;
 
+  /**
+   * `descriptor`'s fields are copied (it may be the task's record: the attempt keeps no version of
+   * it alive, nor an object of its own for them).
+   */
   constructor(record: AttemptRecord, entry: GovernorEntry, descriptor: InstanceDescriptor, log: Logger) {
     this.attemptId = record.attemptId;
     this.taskId = record.taskId;
@@ -76,7 +82,9 @@ export class Attempt {
     this.token = record.token;
     this.record = record;
     this.entry = entry;
-    this.descriptor = descriptor;
+    this.agent = descriptor.agent;
+    this.lane = descriptor.lane;
+    this.workspace = descriptor.workspace;
     this.leaseExpiresAt = record.leaseExpiresAt;
     this.#parentLog = log;
   }
@@ -126,7 +134,7 @@ export class Attempt {
     const event: AttemptChange = { attemptId: this.attemptId, change };
     if (this.bucket !== undefined) event.from = this.bucket;
     if (status !== undefined) event.status = status;
-    router.note(this.entry.instanceKey, event, at, this.descriptor);
+    router.note(this.entry.instanceKey, event, at, this);
     this.bucket = change === 'ended' || change === 'released' ? undefined : change;
   }
 

@@ -114,8 +114,7 @@ export class Dispatcher {
     const flowState = this.#k.flow.started(task.agent, now);
     const result = pipeline.decide(decideStart, { task, runtimeId: store.runtimeId, leaseMs: options.leaseMs }, flowState === undefined ? {} : { flow: flowState }, now);
     const record = (result.effects[0] as Extract<Effect, { kind: 'dispatch' }>).attempt;
-    // Not the task record itself as the descriptor: the attempt would keep that version alive as long as it runs.
-    const attempt = new Attempt(record, entry, { agent: task.agent, lane: task.lane, workspace: task.workspace }, this.#k.log);
+    const attempt = new Attempt(record, entry, task, this.#k.log);
     if (this.#k.tracing?.active()) attempt.trace = this.#k.tracing.startAttempt(task, record);
     this.#live.set(attempt.attemptId, attempt);
     attempt.tell(this.#k.router, 'pending', now);

@@ -1,7 +1,9 @@
 /**
  * Task records share one V8 shape however they were made (src/store/records.ts, `createTaskRecord`):
- * fresh, spread from another by a step, or decoded from the store. Checked in a plain node process
- * with V8's natives syntax (`%HaveSameMap`), on the built runtime.
+ * fresh, spread from another by a step, or decoded from the store; so do attempt records
+ * (`createAttemptRecord`), started and ended. And neither factory is pretenured by V8 when nearly
+ * all the records it made outlive a scavenge, as they do under load. Checked in a plain node
+ * process with V8's natives syntax (`%HaveSameMap`, `%InYoungGeneration`), on the built runtime.
  */
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +28,58 @@ console.log(JSON.stringify({
   fast: %HasFastProperties(fresh) && %HasFastProperties(started),
 }));
 `;
+
+const ATTEMPT_SCRIPT = `
+import { createAttemptRecord } from ${dist('store/records.js')};
+import { attemptCodec } from ${dist('store/lmdb/codec.js')};
+const fields = { taskId: 't1', run: 1, attempt: 1, attemptId: 't1:1:1', token: 9, owner: 'rt', startedAt: 1_700_000_000_000, leaseExpiresAt: 1_700_000_060_000 };
+const started = createAttemptRecord(fields);
+const ended = { ...started, endedAt: 1_700_000_000_005, exit: 'success' };
+const decoded = attemptCodec.fromValues(attemptCodec.toValues(ended));
+console.log(JSON.stringify({
+  startedEnded: %HaveSameMap(started, ended),
+  startedDecoded: %HaveSameMap(started, decoded),
+  fast: %HasFastProperties(started) && %HasFastProperties(ended),
+}));
+`;
+
+/**
+ * Whether what \`make\` returns is still born young after its earlier results kept outliving
+ * scavenges: V8 pretenures an allocation site when nearly all its objects survive one. A literal
+ * of the attempt record's fields is the control, which must end up born old.
+ */
+const PRETENURE_SCRIPT = `
+import { createAttemptRecord, createTaskRecord } from ${dist('store/records.js')};
+function bornYoungAfterSurvivors(make) {
+  let keep = [];
+  for (let round = 0; round < 30; round++) {
+    for (let i = 0; i < 5000; i++) keep.push(make(i));
+    gc({ type: 'minor' });
+    if (keep.length > 20000) keep = keep.slice(10000);
+  }
+  return %InYoungGeneration(make(1));
+}
+const task = { agent: 'a', state: 'queued', input: null, priority: 0, lane: '', instanceKey: 'i', labels: {}, timeoutMs: 0, retry: { maxAttempts: 1, backoff: 'fixed', delayMs: 0, maxDelayMs: 0, jitter: 0 }, runReason: 'submit', createdAt: 1_700_000_000_000 };
+console.log(JSON.stringify({
+  literal: bornYoungAfterSurvivors((i) => ({ taskId: 't', run: 1, attempt: i, attemptId: 'a', token: i, owner: 'o', startedAt: 1.7e12, leaseExpiresAt: 1.7e12, endedAt: undefined, exit: undefined, error: undefined })),
+  task: bornYoungAfterSurvivors((i) => createTaskRecord({ ...task, id: 't' + i })),
+  attempt: bornYoungAfterSurvivors((i) => createAttemptRecord({ taskId: 't', run: 1, attempt: i, attemptId: 'a', token: i, owner: 'o', startedAt: 1.7e12, leaseExpiresAt: 1.7e12 })),
+}));
+`;
+
+const runScript = (script: string, ...flags: string[]) => JSON.parse(execFileSync(process.execPath, ['--allow-natives-syntax', ...flags, '--input-type=module', '-e', script], { encoding: 'utf8' })) as unknown;
+
+describe('attempt record shape', () => {
+  it('is one map for started, ended and decoded attempt records', () => {
+    expect(runScript(ATTEMPT_SCRIPT)).toEqual({ startedEnded: true, startedDecoded: true, fast: true });
+  });
+});
+
+describe('record factories and pretenuring', () => {
+  it('keeps task and attempt records born young after nearly all of them outlived scavenges, where a literal is born old', () => {
+    expect(runScript(PRETENURE_SCRIPT, '--expose-gc')).toEqual({ literal: false, task: true, attempt: true });
+  });
+});
 
 describe('task record shape', () => {
   it('is one map for fresh, spread, decoded and patched records', () => {
