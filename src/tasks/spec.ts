@@ -211,7 +211,7 @@ export function toTask(record: TaskRecord): Task {
     instanceKey: record.instanceKey,
     labels: { ...record.labels },
     timeoutMs: record.timeoutMs,
-    retry: { ...record.retry },
+    retry: copyRetry(record.retry),
     createdAt: record.createdAt,
     updatedAt: record.updatedAt,
   };
@@ -231,6 +231,15 @@ export function toTask(record: TaskRecord): Task {
   if (record.settledAt !== undefined) task.settledAt = record.settledAt;
   if (record.retention !== undefined) task.retention = { ...record.retention };
   return task;
+}
+
+/**
+ * A task's retry policy, copied for its Task field by field: the policies tasks share are frozen,
+ * and V8 copies a frozen object's spread on a slow path (a microbenchmark: 78 ns against 10-29;
+ * toTask runs twice a task, for the submit and for the wait).
+ */
+function copyRetry(retry: Readonly<RetryPolicy>): RetryPolicy {
+  return { maxAttempts: retry.maxAttempts, backoff: retry.backoff, delayMs: retry.delayMs, maxDelayMs: retry.maxDelayMs, jitter: retry.jitter } satisfies Required<RetryPolicy>;
 }
 
 const KEEP: readonly WorkspaceKeep[] = ['always', 'never', 'on_failure'];

@@ -380,6 +380,16 @@ describe('toTask', () => {
     expect(full.labels.team).toBe('a');
   });
 
+  it('gives a task of a shared, frozen retry policy a copy of its own, every field of it', () => {
+    const shared: Readonly<RetryPolicy> = Object.freeze({ ...AGENT_RETRY });
+    const task = toTask({ ...record, retry: shared });
+    expect(task.retry).toEqual(shared);
+    expect(Object.keys(task.retry)).toEqual(Object.keys(shared));
+    expect(task.retry).not.toBe(shared);
+    task.retry.maxAttempts = 99;
+    expect(shared.maxAttempts).toBe(AGENT_RETRY.maxAttempts);
+  });
+
   it('includes every optional that is set, including a null output', () => {
     const full: TaskRecord = {
       ...record,
