@@ -17,8 +17,14 @@ describe('cancel', () => {
     const gate = tempDir();
     try {
       const rt = await runtime({ threads: 1, slotsPerThread: 1, agents: [{ name: 'gate', module: fixtureAgent('gate') }, builtinAgent('echo')] });
-      // One quick attempt first: only then does the dispatcher start attempts ahead of a free slot.
-      await rt.wait((await rt.submit({ agent: 'echo', input: 'warm' })).id);
+      // Quick attempts first: only once its measured execution time is short beside a start
+      // commit does the dispatcher start attempts ahead of a free slot (src/tasks/start-ahead.ts).
+      // The first attempt's time includes loading the agent's module on its thread, which on a
+      // busy machine (CI, files run side by side) can take longer than that on its own.
+      for (let warm = 0; rt.stats().prefetch.window === 0; warm++) {
+        if (warm === 200) throw new Error(`no start-ahead window after ${warm} quick attempts: ${JSON.stringify(rt.stats().prefetch)}`);
+        await rt.wait((await rt.submit({ agent: 'echo', input: 'warm' })).id);
+      }
       const order: string[] = [];
       rt.on('*', (e: RuntimeEvent) => (e.type === 'task.done' || e.type === 'task.cancelled' ? order.push(`${e.type} ${e.taskId}`) : undefined));
       // Holds the one slot until the test opens its gate (a file), whatever the machine's speed.
