@@ -24,8 +24,8 @@ export class TaskMemory implements Memory {
 
   putTask(task: TaskRecord): void {
     // Only a task whose version before this one waited can be in the governor: membership changes
-    // nowhere else (a rebuild enqueues what its records say waits, before any step). So a new
-    // task, or one that did not wait, costs no lookup there (a submit and a settle each skip one).
+    // nowhere else (a rebuild enqueues only tasks whose records in the table wait). So a new task,
+    // or one that did not wait, costs no lookup there (a submit and a settle each skip one).
     const previous = this.#table.add(task);
     const waited = previous !== undefined && waits(previous);
     if (waits(task)) {
