@@ -305,6 +305,11 @@ const BLANK_ATTEMPT_RECORD: AttemptRecord = {
 /** The attempt record's fields in their stored order: appended to only (see codec.ts). */
 export const ATTEMPT_RECORD_FIELDS = Object.keys(BLANK_ATTEMPT_RECORD) as ReadonlyArray<keyof AttemptRecord>;
 
+/** A copy of the blank attempt record, with {@link createAttemptRecord}'s shape: what the codec decodes into. */
+export function blankAttemptRecord(): AttemptRecord {
+  return { ...BLANK_ATTEMPT_RECORD };
+}
+
 /**
  * A started attempt's record, with the fields it gets when it ends present (undefined) from the
  * start, so the ended version (`{ ...attempt, endedAt, exit }`) keeps its shape. A spread of

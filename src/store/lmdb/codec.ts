@@ -10,7 +10,7 @@
  */
 import { Packr } from 'msgpackr';
 import { assertFieldNames, MsgpackWriter, recordWriter, type RecordWriter } from './msgpack.js';
-import { ATTEMPT_RECORD_FIELDS, createAttemptRecord, createTaskRecord, TASK_RECORD_FIELDS, type AttemptRecord, type EventRecord, type RunRecord, type TaskRecord } from '../records.js';
+import { ATTEMPT_RECORD_FIELDS, blankAttemptRecord, createTaskRecord, TASK_RECORD_FIELDS, type AttemptRecord, type EventRecord, type RunRecord, type TaskRecord } from '../records.js';
 
 /**
  * Bumped when a field list below changes; decoding refuses versions it does not know. Fields are
@@ -92,8 +92,7 @@ function blankOf<T>(fields: ReadonlyArray<keyof T>): () => T {
 const BLANK_TASK = { id: '', agent: '', state: 'queued', input: null, priority: 0, lane: '', instanceKey: '', labels: {}, timeoutMs: 0, retry: { maxAttempts: 1, backoff: 'fixed', delayMs: 0, maxDelayMs: 0, jitter: 0 }, runReason: 'submit', createdAt: 0 } as const;
 // Built by the same factory as fresh records, so decoded ones share their shape.
 export const taskCodec = positional<TaskRecord>(TASK_RECORD_FIELDS, () => createTaskRecord(BLANK_TASK as never));
-const BLANK_ATTEMPT = { taskId: '', run: 0, attempt: 0, attemptId: '', token: 0, owner: '', startedAt: 0, leaseExpiresAt: 0 } as const;
-export const attemptCodec = positional<AttemptRecord>(ATTEMPT_RECORD_FIELDS, () => createAttemptRecord(BLANK_ATTEMPT));
+export const attemptCodec = positional<AttemptRecord>(ATTEMPT_RECORD_FIELDS, blankAttemptRecord);
 export const runCodec = positional<RunRecord>(RUN_FIELDS, blankOf<RunRecord>(RUN_FIELDS));
 const eventCodec = positional<EventRecord>(EVENT_FIELDS, blankOf<EventRecord>(EVENT_FIELDS));
 
