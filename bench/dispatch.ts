@@ -7,7 +7,7 @@
  * fresh heap and a quiet machine) or right after another runner's garbage.
  *
  *   node dist/bench/dispatch.js [--tasks 100000] [--warmup 5000] [--window 1024] [--threads 2]
- *     [--slots 1,4,16] [--runs 3] [--latency-seconds 3] [--load 0.5] [--aof always[,everysec]]
+ *     [--slots 1,4,16] [--runs 3] [--latency-seconds 3] [--latency-warmup-seconds 1] [--load 0.5] [--aof always[,everysec]]
  *     [--redis own|url] [--graphile-local-queue 500] [--runners piscina,troupe,graphile-worker,bullmq[,troupe-retention-off][,troupe-dashboard]]
  *     [--json] [--settings]
  *
@@ -24,8 +24,10 @@
  *   not counted; graphile-worker and BullMQ run the no-op on the main thread, so theirs includes it.
  *   `main busy` is the event-loop utilization over the same phase.
  * - latency: open loop at half load, after the throughput phase on the same open runner. Tasks are
- *   submitted on a fixed schedule at `--load` × that run's tasks/s for `--latency-seconds`, whatever
- *   the backlog; submit → start is from the submit call to the no-op's first line (epoch clocks of
+ *   submitted on a fixed schedule at `--load` × that run's tasks/s, whatever the backlog: for
+ *   `--latency-warmup-seconds` unmeasured, so that what the throughput phase left behind (Troupe
+ *   writing the records of the tasks it settled last, the garbage of either) is not timed as
+ *   latency at this load, then for `--latency-seconds` measured, with no gap. Submit → start is from the submit call to the no-op's first line (epoch clocks of
  *   the two threads), submit → settled from the submit call to the settle seen by the caller.
  *   p50 and p99 per run, then the median over runs. `offered → achieved` shows whether the
  *   schedule kept up (achieved counts submits over the time from the first to the last).
@@ -48,6 +50,7 @@ const { values } = parseArgs({
     slots: { type: 'string', default: '1,4,16' },
     runs: { type: 'string', default: '3' },
     'latency-seconds': { type: 'string', default: '3' },
+    'latency-warmup-seconds': { type: 'string', default: '1' },
     load: { type: 'string', default: '0.5' },
     aof: { type: 'string', default: 'always' },
     redis: { type: 'string', default: 'own' },
@@ -68,10 +71,11 @@ const window = int('window', 1);
 const threads = int('threads', 1);
 const runs = int('runs', 1);
 const latencySeconds = Number(values['latency-seconds']);
+const latencyWarmupSeconds = Number(values['latency-warmup-seconds']);
 const load = Number(values.load);
 const slotsList = values.slots!.split(',').map(Number);
 if (!slotsList.every((n) => Number.isSafeInteger(n) && n >= 1)) throw new Error('bench: --slots takes positive integers, comma-separated');
-if (!(latencySeconds > 0) || !(load > 0 && load <= 1)) throw new Error('bench: --latency-seconds must be > 0 and --load in (0, 1]');
+if (!(latencySeconds > 0) || !(latencyWarmupSeconds >= 0) || !(load > 0 && load <= 1)) throw new Error('bench: --latency-seconds must be > 0, --latency-warmup-seconds ≥ 0 and --load in (0, 1]');
 const aofModes = values.aof!.split(',') as Array<'always' | 'everysec'>;
 if (!aofModes.every((m) => m === 'always' || m === 'everysec')) throw new Error('bench: --aof takes always and/or everysec');
 if (values.redis !== 'own' && values.redis !== 'url') throw new Error('bench: --redis is own or url');
@@ -100,6 +104,7 @@ const settings = {
   slots: slotsList,
   runs,
   latencySeconds,
+  latencyWarmupSeconds,
   load,
   node: process.version,
   cores: availableParallelism(),
@@ -133,7 +138,7 @@ async function runOnce(spec: RunnerSpec, slots: number): Promise<Omit<RunResult,
     const elapsedMs = performance.now() - started;
     const use = stop();
     const tasksPerSec = (tasks / elapsedMs) * 1000;
-    const latency = await openLoop(load * tasksPerSec, latencySeconds, runner.one);
+    const latency = await openLoop(load * tasksPerSec, latencySeconds, runner.one, latencyWarmupSeconds);
     return { runner: spec.name, tasksPerSec, cpuUsPerTask: use.cpuUs / tasks, kbPerTask: use.allocatedBytes / 1024 / tasks, busy: use.busy, latency };
   } finally {
     await runner.close();
@@ -144,7 +149,7 @@ const fmt = (x: number, digits = 0) => x.toLocaleString('en-US', { minimumFracti
 const header = [
   `# npm run bench: ${fmt(tasks)} no-op tasks per runner and run after ${fmt(warmup)} warm-up, window ${fmt(window)} for every runner`,
   `# configs ${slotsList.map((s) => `${threads}×${s}`).join(', ')} (threads × slots per thread; graphile-worker and BullMQ concurrency = threads × slots), ${runs} run(s) each, medians; runners in the order listed below in odd runs, reversed in even ones`,
-  `# latency: open loop at ${load} × each run's tasks/s for ${latencySeconds} s`,
+  `# latency: open loop at ${load} × each run's tasks/s, ${latencyWarmupSeconds} s unmeasured to reach its steady state, then ${latencySeconds} s measured`,
   `# node ${process.version}, ${availableParallelism()} cores (os.availableParallelism), ${settings.cpu}`,
   `# main µs/task: ${settings.mainCpu}`,
   `# KB/task: ${ALLOC_SOURCE}`,

@@ -41,12 +41,17 @@ export interface Latency {
 }
 
 /**
- * Open loop: submits on a fixed schedule of `rate` tasks/s for `seconds`, whatever the runner's
- * backlog, and resolves once every task has settled. A 1 ms timer releases the tasks that are due,
- * so at high rates submits go in bursts of up to rate/1000; a tighter loop (setImmediate) would
- * spin the main thread and take a core from the runner on a 2-core machine.
+ * Open loop: submits on a fixed schedule of `rate` tasks/s for `warmupSeconds` and then `seconds`,
+ * whatever the runner's backlog, and resolves once every task has settled. Only the tasks submitted
+ * after the warm-up are measured: the warm-up brings the runner to the steady state of this rate,
+ * out of whatever the phase before left it doing (for Troupe, writing the records of the tasks the
+ * throughput phase settled last; for raw Piscina, collecting that phase's garbage). A 1 ms timer
+ * releases the tasks that are due, so at high rates submits go in bursts of up to rate/1000; a
+ * tighter loop (setImmediate) would spin the main thread and take a core from the runner on a
+ * 2-core machine.
  */
-export function openLoop(rate: number, seconds: number, one: RunOne): Promise<Latency> {
+export function openLoop(rate: number, seconds: number, one: RunOne, warmupSeconds = 0): Promise<Latency> {
+  const skip = Math.round(rate * warmupSeconds);
   const total = Math.max(2, Math.round(rate * seconds));
   const startMs = new Float64Array(total);
   const settleMs = new Float64Array(total);
@@ -63,19 +68,21 @@ export function openLoop(rate: number, seconds: number, one: RunOne): Promise<La
     };
     const t0 = performance.now();
     const tick = () => {
-      const due = Math.min(total, Math.floor(((performance.now() - t0) / 1000) * rate) + 1);
+      const due = Math.min(skip + total, Math.floor(((performance.now() - t0) / 1000) * rate) + 1);
       while (submitted < due) {
-        const k = submitted++;
+        const k = submitted++ - skip;
         const at = now();
         if (k === 0) firstAt = at;
         lastAt = at;
         one().then((startedAt) => {
-          startMs[k] = startedAt - at;
-          settleMs[k] = now() - at;
-          if (++settled === total) done();
+          if (k >= 0) {
+            startMs[k] = startedAt - at;
+            settleMs[k] = now() - at;
+          }
+          if (++settled === skip + total) done();
         }, reject);
       }
-      if (submitted < total) setTimeout(tick, 1);
+      if (submitted < skip + total) setTimeout(tick, 1);
     };
     tick();
   });

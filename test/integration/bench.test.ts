@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { pgServer } from '../helpers.js';
+import { now, openLoop } from '../../bench/measure.js';
 
 const BENCH = new URL('../../dist/bench/dispatch.js', import.meta.url).pathname;
 const run = promisify(execFile);
@@ -17,12 +18,13 @@ describe('npm run bench', () => {
   it('defaults to 100,000 tasks, 3 runs and a window of 1,024 for every runner, and says so', async () => {
     const { stdout } = await run(process.execPath, [BENCH, '--settings', '--json'], { env });
     const { settings } = JSON.parse(stdout) as { settings: Record<string, unknown> & { runners: Record<string, string> } };
-    expect(settings).toMatchObject({ tasks: 100_000, warmup: 5_000, window: 1_024, threads: 2, slots: [1, 4, 16], runs: 3 });
+    expect(settings).toMatchObject({ tasks: 100_000, warmup: 5_000, window: 1_024, threads: 2, slots: [1, 4, 16], runs: 3, latencySeconds: 3, latencyWarmupSeconds: 1, load: 0.5 });
     expect(Object.keys(settings.runners)).toEqual(['piscina', 'troupe']);
     const header = (await run(process.execPath, [BENCH, '--settings'], { env })).stdout;
     expect(header).toContain('window 1,024 for every runner');
     expect(header).toContain('# piscina: pool.run() per task');
     expect(header).toContain('# troupe: submit() + wait() per task');
+    expect(header).toContain('1 s unmeasured to reach its steady state, then 3 s measured');
   });
 
   it('runs raw Piscina and Troupe with the same settings and prints both, with the ratio', async () => {
@@ -35,6 +37,28 @@ describe('npm run bench', () => {
     // The baseline's ratio is itself; Troupe's is a positive number.
     expect(rows[0]!.split('|')[4]!.trim()).toBe('1.00');
     expect(Number(rows[1]!.split('|')[4])).toBeGreaterThan(0);
+  });
+});
+
+describe('the half-load latency driver (bench/measure.ts openLoop)', () => {
+  it('submits through the warm-up and then the measured span, and times only the measured tasks', async () => {
+    // 2,000 tasks/s: 40 tasks in the 20 ms warm-up, then 100 measured. The runner answers the
+    // warm-up's tasks 500 ms late and the measured ones at once, so any warm-up task counted would
+    // show in the p99 (its nearest rank over 100 takes the second slowest).
+    let calls = 0;
+    const one = () => {
+      const warm = calls++ < 40;
+      return Promise.resolve(now() + (warm ? 500 : 0));
+    };
+    const latency = await openLoop(2_000, 0.05, one, 0.02);
+    expect(calls).toBe(140);
+    expect(latency.tasks).toBe(100);
+    expect(latency.startP99).toBeLessThan(100);
+    // Without the warm-up, the same runner's 40 slow answers are measured.
+    calls = 0;
+    const cold = await openLoop(2_000, 0.05, one);
+    expect(calls).toBe(100);
+    expect(cold.startP99).toBeGreaterThanOrEqual(400);
   });
 });
 
