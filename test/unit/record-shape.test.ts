@@ -77,7 +77,13 @@ describe('attempt record shape', () => {
 
 describe('record factories and pretenuring', () => {
   it('keeps task and attempt records born young after nearly all of them outlived scavenges, where a literal is born old', () => {
-    expect(runScript(PRETENURE_SCRIPT, '--expose-gc')).toEqual({ literal: false, task: true, attempt: true });
+    // The control shows that V8 pretenures in this run. On a loaded machine it sometimes does not
+    // for the control's last object (1 run in 40 with three busy loops beside it, 1 fresh-clone CI
+    // run in 6). A factory born young in such a run proves nothing, so the check runs again, up
+    // to three times, and judges the first run whose control was born old.
+    let result = runScript(PRETENURE_SCRIPT, '--expose-gc') as { literal: boolean };
+    for (let run = 1; run < 3 && result.literal; run++) result = runScript(PRETENURE_SCRIPT, '--expose-gc') as { literal: boolean };
+    expect(result).toEqual({ literal: false, task: true, attempt: true });
   });
 });
 
