@@ -7,7 +7,8 @@
  * fresh heap and a quiet machine) or right after another runner's garbage.
  *
  *   node dist/bench/dispatch.js [--tasks 100000] [--warmup 5000] [--window 1024] [--threads 2]
- *     [--slots 1,4,16] [--runs 3] [--latency-seconds 3] [--latency-warmup-seconds 1] [--load 0.5] [--aof always[,everysec]]
+ *     [--slots 1,4,16] [--runs 3] [--latency-seconds 3] [--latency-warmup-seconds 1] [--load 0.5]
+ *     [--aof always[,everysec]]
  *     [--redis own|url] [--graphile-local-queue 500] [--runners piscina,troupe,graphile-worker,bullmq[,troupe-retention-off][,troupe-dashboard]]
  *     [--json] [--settings]
  *
@@ -27,8 +28,9 @@
  *   submitted on a fixed schedule at `--load` × that run's tasks/s, whatever the backlog: for
  *   `--latency-warmup-seconds` unmeasured, so that what the throughput phase left behind (Troupe
  *   writing the records of the tasks it settled last, the garbage of either) is not timed as
- *   latency at this load, then for `--latency-seconds` measured, with no gap. Submit → start is from the submit call to the no-op's first line (epoch clocks of
- *   the two threads), submit → settled from the submit call to the settle seen by the caller.
+ *   latency at this load, then for `--latency-seconds` measured, with no gap. Submit → start is
+ *   from the submit call to the no-op's first line (epoch clocks of the two threads), submit →
+ *   settled from the submit call to the settle seen by the caller.
  *   p50 and p99 per run, then the median over runs. `offered → achieved` shows whether the
  *   schedule kept up (achieved counts submits over the time from the first to the last).
  *
