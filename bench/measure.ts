@@ -113,7 +113,7 @@ export interface MainThreadUse {
 const SCHEDSTAT = `/proc/self/task/${process.pid}/schedstat`;
 
 /** Nanoseconds the main thread (tid = pid on Linux) has run on a CPU, or undefined off Linux. */
-function mainThreadCpuNs(): number | undefined {
+export function mainThreadCpuNs(): number | undefined {
   try {
     return Number(readFileSync(SCHEDSTAT, 'utf8').split(' ')[0]);
   } catch {

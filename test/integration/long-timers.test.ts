@@ -5,11 +5,11 @@
  * have fired hundreds of times. LMDB-only: PostgreSQL fires ticks from its table every `fireMs`.
  * Task, wait, delay, sleep and input timeouts past the limit are contract-timers.ts's, on both stores.
  */
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent } from 'troupe';
 import { runtimes } from '../helpers.js';
 import { overflowWarnings } from './contract-timers.js';
+import { mainThreadCpuNs } from '../../bench/measure.js';
 
 const runtime = runtimes();
 const agents = [builtinAgent('echo')];
@@ -19,17 +19,16 @@ const overflows = overflowWarnings();
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * CPU time of this (the main) thread, ms, where the timers run: the process's would count the
- * runtime's threads too, which are still loading right after it opens (a fresh-clone CI run saw
- * 182 ms of the process's CPU in the 500 ms). Linux's schedstat; elsewhere the process's time.
+ * CPU time of the main thread, ms, where the timers run (bench/measure.ts reads it from Linux's
+ * schedstat): the process's would count the runtime's threads too, which are still loading right
+ * after it opens (a fresh-clone CI run saw 182 ms of the process's CPU in the 500 ms). Elsewhere,
+ * the process's time.
  */
 function mainThreadCpuMs(): number {
-  try {
-    return Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]) / 1e6;
-  } catch {
-    const { user, system } = process.cpuUsage();
-    return (user + system) / 1_000;
-  }
+  const ns = mainThreadCpuNs();
+  if (ns !== undefined) return ns / 1e6;
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1_000;
 }
 
 describe('long timers', () => {
