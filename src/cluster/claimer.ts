@@ -8,8 +8,10 @@
  * The poll backs up the wakes: a runtime wakes its node on the `queued` hint of a commit's NOTIFY
  * (a submit, a retry or a requeue on any node, src/store/postgres/events.ts HINTS), which a
  * connection can miss while it reconnects, and a delayed task falls due with no NOTIFY at all. A
- * claim of an empty queue is one index probe per agent; at the default 250 ms that is a few cheap
- * queries a second per idle node, and a node that is busy never polls: its freed slots wake it.
+ * poll first looks (one statement, no transaction: queue.ts anyRunnable) and claims only when the
+ * look finds a due task: a claim is a transaction whose commit flushes the WAL, and an idle node
+ * polled four times a second. A wake claims at once. A node that is busy never polls: its freed
+ * slots wake it.
  */
 import type pg from 'pg';
 import type { Clock, ClockTimer } from '../clock.js';
@@ -21,7 +23,7 @@ import type { ClusterQueue } from './options.js';
 /** What a claimer needs from its node. */
 export interface ClaimerDeps {
   pool: pg.Pool;
-  queue: Pick<ClusterQueue, 'claim'>;
+  queue: Pick<ClusterQueue, 'claim' | 'runnable'>;
   /** The node's id in the cluster. */
   node: string;
   /** The agents it claims for now (a runtime registers more as it runs). */
@@ -54,13 +56,18 @@ export class Claimer {
 
   /** Runs a pass soon (another right after the one under way, if one is). */
   wake(): void {
+    this.#wake(false);
+  }
+
+  /** `polled`: the poll's timer, not a wake, asks for the pass (it looks before it claims). */
+  #wake(polled: boolean): void {
     if (this.#stopped) return;
     if (this.#running) {
       this.#again = true;
       return;
     }
     this.#cancelPoll();
-    this.#running = this.#loop()
+    this.#running = this.#loop(polled)
       .catch((error: unknown) => this.#k.log.error({ err: error }, 'the claim loop failed'))
       .finally(() => (this.#running = undefined));
   }
@@ -77,13 +84,18 @@ export class Claimer {
     await this.#running;
   }
 
-  async #loop(): Promise<void> {
+  async #loop(polled: boolean): Promise<void> {
     // One pass covers the wakes of the rest of this turn (a settle batch frees several slots).
     await Promise.resolve();
+    // No agent yet: nothing to claim until one is registered (which wakes the claimer).
+    if (this.#k.agents().length === 0) return;
+    // Nothing to claim: the poll goes on, unless a wake came during the look.
+    if (polled && !(await this.#anyRunnable()) && !this.#again) {
+      if (!this.#stopped) this.#armPoll();
+      return;
+    }
     let poll = false;
     do {
-      // No agent yet: nothing to claim until one is registered (which wakes the claimer).
-      if (this.#k.agents().length === 0) return;
       this.#again = false;
       poll = await this.#pass();
     } while ((this.#again || !poll) && !this.#stopped && this.#k.free() > 0);
@@ -123,11 +135,23 @@ export class Claimer {
     return short && this.#k.free() > 0;
   }
 
+  /** The poll's look; a look that fails says yes, so the claim tries (and logs what fails). */
+  async #anyRunnable(): Promise<boolean> {
+    try {
+      return await this.#k.queue.runnable(this.#k.pool, this.#k.node, this.#k.agents());
+    } catch (error) {
+      if (!isTroupeError(error, 'ILLEGAL_STATE')) return true;
+      this.#stopped = true;
+      this.#k.refused(error);
+      return false;
+    }
+  }
+
   #armPoll(): void {
     this.#cancelPoll();
     this.#poll = this.#k.clock.setTimeout(() => {
       this.#poll = undefined;
-      this.wake();
+      this.#wake(true);
     }, this.#k.pollMs);
   }
 

@@ -12,7 +12,7 @@ import { assertNonNegativeInt, assertPositiveInt, DEFAULT_RETRY, invalidOptions,
 import type { AgentPool, PiscinaPoolOptions } from '../pool/pool.js';
 import { writeLogLines, type LogWrite, type LogWriteResult } from '../store/postgres/logs.js';
 import { writeProgress, type ProgressWrite, type ProgressWriteResult } from '../store/postgres/progress.js';
-import { claimTasks, renewLeases, type ClaimedTask, type Lease, type Renewal } from '../store/postgres/queue.js';
+import { anyRunnable, claimTasks, renewLeases, type ClaimedTask, type Lease, type Renewal } from '../store/postgres/queue.js';
 import { fireDue, type FireResult } from '../store/postgres/schedule-fire.js';
 import { settleAttempts, type AttemptEnd, type SettleResult } from '../store/postgres/settle.js';
 import { wakeDue } from '../store/postgres/wakes.js';
@@ -91,6 +91,8 @@ export interface AttemptObserver {
 /** The durable verbs a node calls, one transaction each (src/store/postgres/). */
 export interface ClusterQueue {
   claim(pool: pg.Pool, node: string, agent: string, n: number, leaseMs: number): Promise<ClaimedTask[]>;
+  /** Whether a claim could take a task of these agents now (a look before a poll's claim); ILLEGAL_STATE for a node no longer a member. */
+  runnable(pool: pg.Pool, node: string, agents: readonly string[]): Promise<boolean>;
   renew(pool: pg.Pool, leases: readonly Lease[], leaseMs: number): Promise<Renewal>;
   settle(pool: pg.Pool, ends: readonly AttemptEnd[]): Promise<SettleResult>;
   fire(pool: pg.Pool, node: string): Promise<FireResult>;
@@ -103,7 +105,7 @@ export interface ClusterQueue {
 }
 
 /** The real verbs on PostgreSQL. */
-export const POSTGRES_QUEUE: ClusterQueue = Object.freeze({ claim: claimTasks, renew: renewLeases, settle: settleAttempts, fire: (pool: pg.Pool, node: string) => fireDue(pool, node), log: writeLogLines, progress: writeProgress, wake: (pool: pg.Pool) => wakeDue(pool) });
+export const POSTGRES_QUEUE: ClusterQueue = Object.freeze({ claim: claimTasks, runnable: anyRunnable, renew: renewLeases, settle: settleAttempts, fire: (pool: pg.Pool, node: string) => fireDue(pool, node), log: writeLogLines, progress: writeProgress, wake: (pool: pg.Pool) => wakeDue(pool) });
 
 /** Options after defaults and validation. */
 export interface ResolvedNodeOptions {

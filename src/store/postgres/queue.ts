@@ -244,6 +244,33 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
 }
 
 /**
+ * Whether a claim for `node` could take a task of one of `agents` now: the cluster is not frozen
+ * and one of them has a queued task that is due. A look, with no lock and no transaction, that a
+ * node's claim poll makes before it claims (claimer.ts): a claim is a transaction whose lock on
+ * the node's row makes its commit flush the WAL, and an idle node polled four times a second.
+ * A yes is only a hint (the claim that follows decides, and may take nothing: another node got
+ * there first, or the agent is paused or at its limits). ILLEGAL_STATE when `node` is no longer a
+ * member of the cluster (a removed node's row never comes back, so a look that misses it is right).
+ */
+export async function anyRunnable(pool: pg.Pool, node: string, agents: readonly string[]): Promise<boolean> {
+  checkNode(node);
+  if (!Array.isArray(agents)) throw invalid('agents must be an array');
+  agents.forEach((agent, i) => checkAgent(agent, `agents[${i}]`));
+  let row: { member: boolean; runnable: boolean };
+  try {
+    row = (await pool.query<{ member: boolean; runnable: boolean }>({ name: 'troupe-any-runnable', text: ANY_RUNNABLE, values: [node, agents] })).rows[0]!;
+  } catch (error) {
+    throw storeFailed('looking for runnable tasks', error);
+  }
+  if (!row.member) throw new TroupeError('ILLEGAL_STATE', `node ${node} is not a member of the cluster: it left, or it was found dead and its attempts were taken back`);
+  return row.runnable;
+}
+
+const ANY_RUNNABLE = `SELECT EXISTS (SELECT 1 FROM troupe_nodes WHERE id = $1::uuid) AS member,
+    NOT coalesce((SELECT frozen FROM troupe_control WHERE id = 1), false)
+      AND EXISTS (SELECT 1 FROM troupe_tasks WHERE state = 'queued' AND agent = ANY($2::text[]) AND run_at <= now()) AS runnable`;
+
+/**
  * The claim's statement: the gate row (membership, freeze, the agent's limits) joined with the
  * tasks it started. `unlimited`: start tasks only when the agent has no limits (the first try);
  * otherwise the gate's limits were already applied to `$3`, and with `models`, `$5` is the room
