@@ -7,18 +7,18 @@
  *
  *   PG_URL=postgres://root@127.0.0.1:5432/test node dist/bench/admission-cost.js [--backlog 100000] [--n 1000] [--rounds 3]
  */
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import pg from 'pg';
 import { migrate } from '../src/store/postgres/migrations.js';
 import { checkTasks, submitTasks } from '../src/store/postgres/queue.js';
 import { submitAndRead } from '../src/store/postgres/tasks.js';
 import { withUser } from './pg-url.js';
 
-const { values } = parseArgs({ options: { backlog: { type: 'string', default: '100000' }, n: { type: 'string', default: '1000' }, rounds: { type: 'string', default: '3' } } });
+const { int } = benchArgs('node dist/bench/admission-cost.js', 'What maxQueued costs a submit on PostgreSQL (PG_URL); see bench/admission-cost.ts.', { backlog: { type: 'string', default: '100000' }, n: { type: 'string', default: '1000' }, rounds: { type: 'string', default: '3' } });
 const base = withUser(process.env.PG_URL ?? 'postgres://127.0.0.1:5432/test');
-const backlog = Number(values.backlog);
-const n = Number(values.n);
-const rounds = Number(values.rounds);
+const backlog = int('backlog', 0);
+const n = int('n', 1);
+const rounds = int('rounds', 1);
 const name = `troupe_admission_${process.pid}`;
 const admin = new pg.Pool({ connectionString: base, max: 1 });
 await admin.query(`CREATE DATABASE ${name}`);

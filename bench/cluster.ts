@@ -10,8 +10,8 @@
  *     [--warmup 3000] [--nodes 1,2,3] [--kinds runtime,queue] [--concurrency 32] [--claim 500]
  *     [--runs 3] [--graphile-local-queue 500] [--if-pg]
  *
- * `npm run bench` runs it after bench/dispatch.ts with `--if-pg`: only when PG_URL is set, as it
- * adds graphile-worker to that bench only then.
+ * `npm run bench` (bench/all.ts) runs it after bench/dispatch.ts with `--if-pg`: only when PG_URL
+ * is set, as it adds graphile-worker to that bench only then.
  *
  * Each run and runner gets a database of its own (created from PG_URL's server, dropped after).
  * Each runner first drains `--warmup` tasks (not timed), as bench/dispatch.ts warms up: the node
@@ -34,7 +34,7 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { availableParallelism } from 'node:os';
 import { withUser } from './pg-url.js';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
@@ -44,28 +44,21 @@ import { freezeCluster, unfreezeCluster } from '../src/store/postgres/control.js
 import { median } from './measure.js';
 import { noop } from './noop.agent.js';
 
-const { values } = parseArgs({
-  options: {
-    tasks: { type: 'string', default: '20000' },
-    warmup: { type: 'string', default: '3000' },
-    nodes: { type: 'string', default: '1,2,3' },
-    kinds: { type: 'string', default: 'runtime,queue' },
-    concurrency: { type: 'string', default: '32' },
-    claim: { type: 'string', default: '500' },
-    runs: { type: 'string', default: '3' },
-    'graphile-local-queue': { type: 'string', default: '500' },
-    'if-pg': { type: 'boolean', default: false },
-  },
+const { values, int, fail } = benchArgs('npm run bench:cluster', 'Troupe runtime and queue core nodes against graphile-worker on one PostgreSQL (PG_URL or TROUPE_PG_URL); see bench/cluster.ts.', {
+  tasks: { type: 'string', default: '20000' },
+  warmup: { type: 'string', default: '3000' },
+  nodes: { type: 'string', default: '1,2,3' },
+  kinds: { type: 'string', default: 'runtime,queue' },
+  concurrency: { type: 'string', default: '32' },
+  claim: { type: 'string', default: '500' },
+  runs: { type: 'string', default: '3' },
+  'graphile-local-queue': { type: 'string', default: '500' },
+  'if-pg': { type: 'boolean', default: false },
 });
 if (values['if-pg'] && !process.env.PG_URL) {
   console.log('\n# cluster bench (bench/cluster.ts): skipped, PG_URL is not set');
   process.exit(0);
 }
-const int = (name: keyof typeof values, min: number) => {
-  const n = Number(values[name]);
-  if (!Number.isSafeInteger(n) || n < min) throw new Error(`bench:cluster: --${name} must be an integer ≥ ${min}`);
-  return n;
-};
 const tasks = int('tasks', 1);
 const warmup = int('warmup', 0);
 const concurrency = int('concurrency', 1);
@@ -73,9 +66,9 @@ const claim = int('claim', 1);
 const runs = int('runs', 1);
 const localQueue = int('graphile-local-queue', 0);
 const nodeCounts = values.nodes!.split(',').map(Number);
-if (!nodeCounts.every((n) => Number.isSafeInteger(n) && n >= 1)) throw new Error('bench:cluster: --nodes takes positive integers, comma-separated');
+if (!nodeCounts.every((n) => Number.isSafeInteger(n) && n >= 1)) fail('--nodes takes positive integers, comma-separated');
 const kinds = values.kinds!.split(',');
-if (!kinds.every((k) => k === 'runtime' || k === 'queue')) throw new Error('bench:cluster: --kinds takes runtime and/or queue');
+if (!kinds.every((k) => k === 'runtime' || k === 'queue')) fail('--kinds takes runtime and/or queue');
 const url = withUser(process.env.PG_URL ?? process.env.TROUPE_PG_URL ?? 'postgres://127.0.0.1:5432/test');
 
 let sequence = 0;

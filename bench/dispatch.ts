@@ -37,50 +37,43 @@
  * The machine is shared and noisy: read the medians and the ratio, not a single figure.
  */
 import { availableParallelism, cpus } from 'node:os';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { ALLOC_SOURCE, cpuSource, drive, median, meterMainThread, openLoop, type Latency } from './measure.js';
 import { bullmq, graphileWorker, startRedis, type OwnRedis } from './peers.js';
 import { withUser } from './pg-url.js';
 import { piscina, troupe, troupeDashboard, troupeWith, type RunnerSpec } from './runners.js';
 
-const { values } = parseArgs({
-  options: {
-    tasks: { type: 'string', default: '100000' },
-    warmup: { type: 'string', default: '5000' },
-    window: { type: 'string', default: '1024' },
-    threads: { type: 'string', default: '2' },
-    slots: { type: 'string', default: '1,4,16' },
-    runs: { type: 'string', default: '3' },
-    'latency-seconds': { type: 'string', default: '3' },
-    'latency-warmup-seconds': { type: 'string', default: '1' },
-    load: { type: 'string', default: '0.5' },
-    aof: { type: 'string', default: 'always' },
-    redis: { type: 'string', default: 'own' },
-    'graphile-local-queue': { type: 'string', default: '500' },
-    runners: { type: 'string' },
-    json: { type: 'boolean', default: false },
-    settings: { type: 'boolean', default: false },
-  },
+const { values, int, number, fail } = benchArgs('node dist/bench/dispatch.js', 'Raw Piscina against Troupe (and graphile-worker with PG_URL, BullMQ with REDIS_URL) on the same no-op; see bench/dispatch.ts.', {
+  tasks: { type: 'string', default: '100000' },
+  warmup: { type: 'string', default: '5000' },
+  window: { type: 'string', default: '1024' },
+  threads: { type: 'string', default: '2' },
+  slots: { type: 'string', default: '1,4,16' },
+  runs: { type: 'string', default: '3' },
+  'latency-seconds': { type: 'string', default: '3' },
+  'latency-warmup-seconds': { type: 'string', default: '1' },
+  load: { type: 'string', default: '0.5' },
+  aof: { type: 'string', default: 'always' },
+  redis: { type: 'string', default: 'own' },
+  'graphile-local-queue': { type: 'string', default: '500' },
+  runners: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  settings: { type: 'boolean', default: false },
 });
-const int = (name: string, min: number) => {
-  const n = Number(values[name as keyof typeof values]);
-  if (!Number.isSafeInteger(n) || n < min) throw new Error(`bench: --${name} must be an integer ≥ ${min}`);
-  return n;
-};
 const tasks = int('tasks', 1);
 const warmup = int('warmup', 0);
 const window = int('window', 1);
 const threads = int('threads', 1);
 const runs = int('runs', 1);
-const latencySeconds = Number(values['latency-seconds']);
-const latencyWarmupSeconds = Number(values['latency-warmup-seconds']);
-const load = Number(values.load);
+const latencySeconds = number('latency-seconds', 0);
+const latencyWarmupSeconds = number('latency-warmup-seconds', 0);
+const load = number('load', 0);
 const slotsList = values.slots!.split(',').map(Number);
-if (!slotsList.every((n) => Number.isSafeInteger(n) && n >= 1)) throw new Error('bench: --slots takes positive integers, comma-separated');
-if (!(latencySeconds > 0) || !(latencyWarmupSeconds >= 0) || !(load > 0 && load <= 1)) throw new Error('bench: --latency-seconds must be > 0, --latency-warmup-seconds ≥ 0 and --load in (0, 1]');
+if (!slotsList.every((n) => Number.isSafeInteger(n) && n >= 1)) fail('--slots takes positive integers, comma-separated');
+if (!(latencySeconds > 0) || !(load > 0 && load <= 1)) fail('--latency-seconds must be > 0 and --load in (0, 1]');
 const aofModes = values.aof!.split(',') as Array<'always' | 'everysec'>;
-if (!aofModes.every((m) => m === 'always' || m === 'everysec')) throw new Error('bench: --aof takes always and/or everysec');
-if (values.redis !== 'own' && values.redis !== 'url') throw new Error('bench: --redis is own or url');
+if (!aofModes.every((m) => m === 'always' || m === 'everysec')) fail('--aof takes always and/or everysec');
+if (values.redis !== 'own' && values.redis !== 'url') fail('--redis is own or url');
 
 const specs: RunnerSpec[] = [piscina, troupe];
 let ownRedis: OwnRedis | undefined;
@@ -96,7 +89,7 @@ const only = values.runners?.split(',');
 if (only?.includes('troupe-retention-off')) specs.push(troupeWith('troupe-retention-off', 'as troupe, with retention: false (nothing swept, no sweep timer)', { retention: false }));
 if (only?.includes('troupe-dashboard')) specs.push(troupeDashboard);
 const chosen = only ? specs.filter((s) => only.some((o) => s.name.startsWith(o))) : specs;
-if (chosen[0]?.name !== 'piscina') throw new Error('bench: --runners must include piscina (the baseline of the ratio)');
+if (chosen[0]?.name !== 'piscina') fail('--runners must include piscina (the baseline of the ratio)');
 
 const settings = {
   tasks,

@@ -8,12 +8,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { createRuntime, builtinAgent } from '../src/index.js';
 
-const { values } = parseArgs({ options: { instances: { type: 'string', default: '10000,100000' }, live: { type: 'string', default: '10000' } } });
+const { values, int } = benchArgs('npm run bench:instances', 'Memory and throughput with many known instances; see bench/instances.ts.', { instances: { type: 'string', default: '10000,100000' }, live: { type: 'string', default: '10000' } });
 const counts = values.instances!.split(',').map(Number);
-const maxLiveInstances = Number(values.live);
+const maxLiveInstances = int('live', 1);
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) console.error('run with node --expose-gc for exact heap figures');
 

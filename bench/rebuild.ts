@@ -11,12 +11,12 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { builtinAgent, createRuntime } from '../src/index.js';
 
-const { values } = parseArgs({ options: { instances: { type: 'string', default: '10000,100000' }, queued: { type: 'string', default: '10000' } } });
+const { values, int } = benchArgs('npm run bench:rebuild', 'Time to open a data dir holding many instance snapshots and queued tasks; see bench/rebuild.ts.', { instances: { type: 'string', default: '10000,100000' }, queued: { type: 'string', default: '10000' } });
 const sizes = values.instances!.split(',').map(Number);
-const queued = Number(values.queued);
+const queued = int('queued', 0);
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) console.error('run with node --expose-gc for exact heap figures');
 const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(1);

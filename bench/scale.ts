@@ -24,12 +24,11 @@ import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { builtinAgent, createRuntime, type Runtime } from '../src/index.js';
 import { median } from './measure.js';
 
-const { values } = parseArgs({
-  options: {
+const { values, number } = benchArgs('npm run bench:scale', 'Submit and settle cost with millions of settled tasks kept; see bench/scale.ts.', {
     settled: { type: 'string', default: '0,1000000,2000000' },
     queued: { type: 'string', default: '10000' },
     reps: { type: 'string', default: '20' },
@@ -39,13 +38,8 @@ const { values } = parseArgs({
     'sweep-ms': { type: 'string', default: '5000' },
     window: { type: 'string', default: '1024' },
     rate: { type: 'string', default: '10000' },
-  },
-});
-const num = (name: keyof typeof values) => {
-  const n = Number(values[name]);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`bench:scale: --${name} must be a non-negative number`);
-  return n;
-};
+  },);
+const num = (name: Parameters<typeof number>[0]) => number(name, 0);
 const sizes = values.settled!.split(',').filter(Boolean).map(Number);
 const queued = num('queued');
 const reps = Math.max(1, num('reps'));

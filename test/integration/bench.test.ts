@@ -4,6 +4,7 @@
  * one table with the ratio. Only a tiny run here: figures belong to the bench, not to tests.
  */
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { pgServer } from '../helpers.js';
@@ -37,6 +38,45 @@ describe('npm run bench', () => {
     // The baseline's ratio is itself; Troupe's is a positive number.
     expect(rows[0]!.split('|')[4]!.trim()).toBe('1.00');
     expect(Number(rows[1]!.split('|')[4])).toBeGreaterThan(0);
+  });
+
+  it("gives npm run bench's arguments to the dispatch bench, and runs the cluster bench only after a bench", async () => {
+    const ALL = new URL('../../dist/bench/all.js', import.meta.url).pathname;
+    // npm appends the arguments to the script's command line: its last command must be all.js.
+    const { scripts } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> };
+    expect(scripts.bench).toMatch(/&& node dist\/bench\/all\.js$/);
+    // PG_URL set, but --settings runs no bench: the dispatch bench prints its settings (graphile-worker's
+    // among them) and the cluster bench does not start.
+    const { stdout } = await run(process.execPath, [ALL, '--settings', '--window', '64'], { env: { ...env, PG_URL: pgServer().url } });
+    expect(stdout).toContain('window 64 for every runner');
+    expect(stdout).toContain('# graphile-worker');
+    expect(stdout).not.toContain('bench:cluster');
+    const refused = await run(process.execPath, [ALL, '--bogus'], { env }).catch((error: { code: number; stderr: string }) => error);
+    expect(refused).toMatchObject({ code: 2 });
+    expect((refused as { stderr: string }).stderr).toContain("node dist/bench/dispatch.js: Unknown option '--bogus'");
+  });
+
+  it('lists its options with --help, and refuses a bad option or value in one line, with the usage and exit code 2', async () => {
+    const help = await run(process.execPath, [BENCH, '--help'], { env });
+    expect(help.stdout).toContain('usage: node dist/bench/dispatch.js [options]');
+    expect(help.stdout).toContain('--window <value>  (default: 1024)');
+    const CLUSTER = new URL('../../dist/bench/cluster.js', import.meta.url).pathname;
+    expect((await run(process.execPath, [CLUSTER, '--help'], { env })).stdout).toContain('--nodes <value>  (default: 1,2,3)');
+    for (const [args, message] of [
+      [['--bogus'], "Unknown option '--bogus'"],
+      [['--tasks', 'many'], '--tasks must be an integer ≥ 1 (got "many")'],
+      [['--load', '2'], '--latency-seconds must be > 0 and --load in (0, 1]'],
+      [['--slots', '0'], '--slots takes positive integers, comma-separated'],
+    ] as const) {
+      const failed = await run(process.execPath, [BENCH, ...args], { env }).then(
+        () => undefined,
+        (error: { code: number; stderr: string }) => error,
+      );
+      expect(failed?.code).toBe(2);
+      expect(failed!.stderr.split('\n')[0]).toBe(`node dist/bench/dispatch.js: ${message}`);
+      expect(failed!.stderr).toContain('usage: node dist/bench/dispatch.js [options]');
+      expect(failed!.stderr).not.toContain('    at ');
+    }
   });
 });
 
