@@ -8,12 +8,13 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 
 const args = process.argv.slice(2);
 
 /** Runs the bench script `file` (next to this one) with `argv`, its output as this process's; resolves with its exit code. */
 async function run(file: string, argv: readonly string[]): Promise<number> {
-  const child = spawn(process.execPath, [...process.execArgv, new URL(file, import.meta.url).pathname, ...argv], { stdio: 'inherit' });
+  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(new URL(file, import.meta.url)), ...argv], { stdio: 'inherit' });
   const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
   return code ?? (signal ? 1 : 0);
 }

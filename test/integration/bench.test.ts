@@ -47,7 +47,7 @@ describe('npm run bench', () => {
     expect(scripts.bench).toMatch(/&& node dist\/bench\/all\.js$/);
     // PG_URL set, but --settings runs no bench: the dispatch bench prints its settings (graphile-worker's
     // among them) and the cluster bench does not start.
-    const { stdout } = await run(process.execPath, [ALL, '--settings', '--window', '64'], { env: { ...env, PG_URL: pgServer().url } });
+    const { stdout } = await run(process.execPath, [ALL, '--settings', '--window', '64'], { env: { ...env, PG_URL: pgServer().url }, timeout: 20_000 });
     expect(stdout).toContain('window 64 for every runner');
     expect(stdout).toContain('# graphile-worker');
     expect(stdout).not.toContain('bench:cluster');

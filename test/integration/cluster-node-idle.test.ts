@@ -8,7 +8,8 @@
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { joinCluster, NODE_LOCK_CLASS } from '../../src/store/postgres/nodes.js';
-import { submitTasks } from '../../src/store/postgres/queue.js';
+import { parkForInput } from '../../src/store/postgres/inbox.js';
+import { claimTasks, submitTasks } from '../../src/store/postgres/queue.js';
 import { sweep } from '../../src/store/postgres/sweeper.js';
 import { scratchPools } from '../helpers.js';
 import { clusterNodes, count, NOOP_AGENT, until } from '../cluster.js';
@@ -54,6 +55,31 @@ describe('an idle cluster node', () => {
     await until(async () => (await count(pool, "SELECT count(*) FROM troupe_tasks WHERE id = 'late' AND state = 'done'")) === 1, 'the delayed task ran');
     expect(times(since(), 'troupe-claim')).toBeGreaterThanOrEqual(1);
     await node.close();
+  });
+
+  it("reclaims a live node's attempts whose leases ran out, running or parked on an input, once a sweep's look finds them", async () => {
+    const { url, pool } = await pools({ max: 2 });
+    const live = await joinCluster(url, () => undefined);
+    await submitTasks(pool, [{ id: 'runs', agent: 'a' }, { id: 'parks', agent: 'a' }]);
+    const claimed = await claimTasks(pool, live.id, 'a', 2, 60_000);
+    const parks = claimed.find((t) => t.id === 'parks')!;
+    expect(await parkForInput(pool, { taskId: parks.id, token: parks.token }, parks.attemptId, undefined)).toMatchObject({ kind: 'parked' });
+    // Leases not run out: the look finds nothing, and no transaction opens.
+    const recorded = recordStatements();
+    restore = recorded.restore;
+    expect(await sweep(pool, true)).toEqual({ reclaimed: [], removedNodes: [] });
+    expect(recorded.sent.filter((s) => /^\s*BEGIN/i.test(s))).toEqual([]);
+    // Only the parked one's lease runs out: the look finds it, and the sweep detaches it.
+    await pool.query("UPDATE troupe_tasks SET lease_until = now() - interval '1 second' WHERE id = 'parks'");
+    await sweep(pool, true);
+    expect((await pool.query("SELECT id, state, owner_node FROM troupe_tasks ORDER BY id")).rows).toEqual([
+      { id: 'parks', state: 'waiting', owner_node: null },
+      { id: 'runs', state: 'running', owner_node: live.id },
+    ]);
+    // And a running one's.
+    await pool.query("UPDATE troupe_tasks SET lease_until = now() - interval '1 second' WHERE id = 'runs'");
+    expect((await sweep(pool, true)).reclaimed).toMatchObject([{ taskId: 'runs', exit: 'lease_expired', state: 'queued' }]);
+    await live.leave();
   });
 
   it('tries every node lock in one statement, lets go of those it took, and reclaims a dead node', async () => {

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { claimTasks, submitTasks } from '../../src/store/postgres/queue.js';
+import { anyRunnable, claimTasks, submitTasks } from '../../src/store/postgres/queue.js';
 import { fixtureAgent, scratchDirs, scratchPools } from '../helpers.js';
 import { clusterNodes, count, until } from '../cluster.js';
 
@@ -95,6 +95,11 @@ describe('a cluster node that stops', () => {
         claim: (db, id, agent, n, leaseMs) => {
           if (lostAt !== undefined) claimsAfterLoss.push(agent);
           return claimTasks(db, id, agent, n, leaseMs);
+        },
+        // A poll looks before it claims: a node that stopped claiming does not look either.
+        runnable: (db, id, agents) => {
+          if (lostAt !== undefined) claimsAfterLoss.push(`look:${agents.join(',')}`);
+          return anyRunnable(db, id, agents);
         },
       },
     });

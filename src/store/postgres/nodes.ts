@@ -100,8 +100,9 @@ export async function joinCluster(
  * session, so two sweepers may both find a node dead; reclaiming its attempts must be fenced.
  * One statement, whatever the number of nodes: every node sweeps several times a second, and a
  * round trip per node made the sweeps of n nodes n² statements (each of three idle runtimes sent
- * 20 a second of them, 29% of the statements it sent). The tries are made (the CTE is materialized)
- * before any lock taken is let go.
+ * 20 a second of them, 29% of the statements it sent). Each lock it takes is let go in the same
+ * statement; should the statement fail part-way, the pool discards its connection, and the end of
+ * that session lets go of whatever it still held.
  */
 export async function deadNodes(pool: pg.Pool): Promise<string[]> {
   const { rows } = await pool.query<{ id: string }>({ name: 'troupe-dead-nodes', text: DEAD_NODES, values: [NODE_LOCK_CLASS] });
