@@ -2,7 +2,8 @@
  * The cluster event log on PostgreSQL: read with no gap and no duplicate although transactions
  * commit out of the order their events were numbered in; rolled-back events never show; a
  * follower goes on after its LISTEN connection is cut, and while no one reads it only moves its
- * cursor to the end of the log and hears the NOTIFY hints. A statement's events are stored as one row
+ * cursor to the end of the log (less and less often while the log is quiet) and hears the NOTIFY
+ * hints. A statement's events are stored as one row
  * (schema version 6), and a cursor inside it resumes after its event; version 6 keeps the events
  * and cursors of the log it found.
  */
@@ -148,6 +149,45 @@ describe('the PostgreSQL event log', () => {
     stop.abort();
     await following;
     expect(received.map((e) => e.type)).toEqual(['after']);
+  });
+
+  it('while no one reads, looks at a quiet log less and less often, and at once when it moves again', async () => {
+    const { url, pool } = await database();
+    /** A pool whose looks at the end of the log are counted, per follower. */
+    const counting = (looks: { n: number }) =>
+      ({
+        query: (...args: Parameters<typeof pool.query>) => {
+          if (typeof args[0] === 'string' && args[0].includes('pg_snapshot_xmin')) looks.n++;
+          return (pool.query as (...a: unknown[]) => unknown)(...args);
+        },
+      }) as unknown as import('pg').Pool;
+    const stop = new AbortController();
+    const quiet = { n: 0 };
+    const every = { n: 0 };
+    const moved: string[] = [];
+    let heard = () => {};
+    const base = { signal: stop.signal, pollMs: 20, reading: () => false, keepsProcessAlive: false };
+    // One backs off up to a minute; the other looks every 20 ms (quietMaxMs at pollMs: as before).
+    const backingOff = followEvents(counting(quiet), url, { ...base, quietMaxMs: 60_000, skipped: (cursor) => (moved.push(cursor), heard()) }, () => undefined);
+    const steady = followEvents(counting(every), url, { ...base, quietMaxMs: 20 }, () => undefined);
+    const untilLooks = async (done: () => boolean) => {
+      while (!done()) await new Promise((resolve) => setTimeout(resolve, 5));
+    };
+    // Seven looks at a quiet log: waits of 40, 80, ..., 1,280 ms, where the other looked about 120 times.
+    await untilLooks(() => quiet.n >= 7);
+    expect(every.n).toBeGreaterThanOrEqual(2 * quiet.n);
+    // Its next look is 2.56 s away; a commit's NOTIFY brings it at once (while the other looks a few times).
+    while ((await pool.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'troupe-events' AND query LIKE 'LISTEN%'")).rowCount! < 2);
+    const looked = every.n;
+    await append(pool, [{ type: 'task.queued', taskId: 'a' }]);
+    const last = (await readAll(pool, 10)).at(-1)!.cursor;
+    await new Promise<void>((resolve) => {
+      heard = () => moved.includes(last) && resolve();
+      heard();
+    });
+    expect(every.n - looked).toBeLessThan(40);
+    stop.abort();
+    await Promise.all([backingOff, steady]);
   });
 
   it('goes on after its LISTEN connection is cut', async () => {
