@@ -121,11 +121,7 @@ export class Claimer {
       try {
         claimed = await this.#k.queue.claim(this.#k.pool, this.#k.node, agent, free, this.#k.leaseMs);
       } catch (error) {
-        if (isTroupeError(error, 'ILLEGAL_STATE')) {
-          this.#stopped = true;
-          this.#k.refused(error);
-          return false;
-        }
+        if (isTroupeError(error, 'ILLEGAL_STATE')) return this.#refused(error);
         this.#k.log.error({ err: error, agent }, 'claiming tasks failed; trying again');
         return true;
       }
@@ -140,11 +136,15 @@ export class Claimer {
     try {
       return await this.#k.queue.runnable(this.#k.pool, this.#k.node, this.#k.agents());
     } catch (error) {
-      if (!isTroupeError(error, 'ILLEGAL_STATE')) return true;
-      this.#stopped = true;
-      this.#k.refused(error);
-      return false;
+      return isTroupeError(error, 'ILLEGAL_STATE') ? this.#refused(error) : true;
     }
+  }
+
+  /** The cluster refused this node (no longer a member): it claims and looks no more. */
+  #refused(error: Error): false {
+    this.#stopped = true;
+    this.#k.refused(error);
+    return false;
   }
 
   #armPoll(): void {

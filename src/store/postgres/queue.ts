@@ -200,7 +200,7 @@ export async function claimTasks(pool: pg.Pool, node: string, agent: string, n: 
     // its tasks back, and a claim after the removal finds no row.
     const first = await client.query<Gate & Row>({ name: 'troupe-claim', text: CLAIM, values: [node, agent, n, leaseMs] });
     const gate = first.rows[0]!;
-    if (!gate.member) throw new TroupeError('ILLEGAL_STATE', `node ${node} is not a member of the cluster: it left, or it was found dead and its attempts were taken back`);
+    if (!gate.member) throw notMember(node);
     if (gate.frozen) return [];
     let rows = first.rows.filter((r) => r.id !== null);
     const limits = limitsOf(gate);
@@ -262,8 +262,13 @@ export async function anyRunnable(pool: pg.Pool, node: string, agents: readonly 
   } catch (error) {
     throw storeFailed('looking for runnable tasks', error);
   }
-  if (!row.member) throw new TroupeError('ILLEGAL_STATE', `node ${node} is not a member of the cluster: it left, or it was found dead and its attempts were taken back`);
+  if (!row.member) throw notMember(node);
   return row.runnable;
+}
+
+/** ILLEGAL_STATE for a claim or a look by `node`, which left the cluster or was found dead: it must stop. */
+function notMember(node: string): TroupeError {
+  return new TroupeError('ILLEGAL_STATE', `node ${node} is not a member of the cluster: it left, or it was found dead and its attempts were taken back`);
 }
 
 const ANY_RUNNABLE = `SELECT EXISTS (SELECT 1 FROM troupe_nodes WHERE id = $1::uuid) AS member,
