@@ -12,7 +12,7 @@
 import type { StarvationPolicy } from '../options.js';
 import type { TaskRecord } from '../store/records.js';
 import { emit, nextState } from './common.js';
-import { nothing, type StepContext, type StepResult } from './types.js';
+import { nothing, notifyEffect, taskChange, type StepContext, type StepResult } from './types.js';
 
 /** What attend reads. */
 export interface AttendView {
@@ -59,11 +59,11 @@ function climb(out: StepResult, task: TaskRecord, cycle: number, ladder: Readonl
   }
   if (ladder.attentionAfterCycles > 0 && rung >= ladder.attentionAfterCycles) {
     const next: TaskRecord = { ...task, ladder: rungs, state: nextState(task, 'ATTENTION'), updatedAt: now, reason: 'starved' };
-    out.changes.push({ kind: 'task', task: next });
+    out.changes.push(taskChange(next));
     emit(out, ctx, 'task.needs_attention', task.id, undefined, { run: task.runs, reason: 'starved', agent: task.agent, queuedMs, cycles: rung });
-    out.effects.push({ kind: 'notify', taskId: task.id });
+    out.effects.push(notifyEffect(task.id));
     return;
   }
   // The starved rung changes no state (and no updatedAt): only the ladder is written.
-  if (write) out.changes.push({ kind: 'task', task: { ...task, ladder: rungs } });
+  if (write) out.changes.push(taskChange({ ...task, ladder: rungs }));
 }

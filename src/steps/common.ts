@@ -8,7 +8,8 @@
 import { nextTaskState, type TaskEventType, type TaskState } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
 import type { AttemptRecord, EventType, RunRecord, TaskRecord, TimerRecord } from '../store/records.js';
-import type { NewEvent, StepContext, StepResult } from './types.js';
+import { notifyEffect, taskChange, type NewEvent, type StepContext, type StepResult } from './types.js';
+import { plainConstructor } from '../allocation.js';
 import type { EventData } from '../api/events.js';
 
 /** The state `event` moves the task to, or ILLEGAL_TRANSITION (checked before any seq is taken). */
@@ -25,12 +26,23 @@ export function illegal(task: Pick<TaskRecord, 'id' | 'state'>, event: TaskEvent
 
 /** Stamps an event with the next seq and appends it. */
 export function emit<K extends EventType>(out: StepResult, ctx: StepContext, type: K, taskId: string | undefined, attemptId: string | undefined, data: EventData<K>): NewEvent {
-  const event: NewEvent = { seq: ctx.seq(), at: ctx.now, type, data };
-  if (taskId !== undefined) event.taskId = taskId;
-  if (attemptId !== undefined) event.attemptId = attemptId;
+  const event = new StepEvent(ctx.seq(), ctx.now, type, data, taskId, attemptId);
   out.events.push(event);
   return event;
 }
+
+/**
+ * An event as a step makes it: a plain object (listeners get it as it is), made by a constructor
+ * rather than a literal, which V8 pretenured (see src/allocation.ts). Only the ids it has are set.
+ */
+const StepEvent = plainConstructor(function (this: NewEvent, seq: number, at: number, type: EventType, data: unknown, taskId: string | undefined, attemptId: string | undefined) {
+  this.seq = seq;
+  this.at = at;
+  this.type = type;
+  this.data = data as NewEvent['data'];
+  if (taskId !== undefined) this.taskId = taskId;
+  if (attemptId !== undefined) this.attemptId = attemptId;
+});
 
 /** Stamps a task entering `queued`: its FIFO order (the seq of the event that queued it), when, and a fresh ladder. */
 export function markQueued(task: TaskRecord, order: number, at: number): void {
@@ -134,11 +146,11 @@ export function endedAttemptOf(task: TaskRecord, owner: string): AttemptRecord |
  */
 export function finish(out: StepResult, task: TaskRecord, now: number): void {
   task.settledAt = now;
-  out.changes.push({ kind: 'task', task });
+  out.changes.push(taskChange(task));
   const keep = task.workspaceKeep;
   // 'on_failure' keeps the workspace of a task that did not end done; 'always' keeps every one.
   if (task.workspace !== undefined && (keep === 'never' || (keep === 'on_failure' && task.state === 'done'))) {
     out.effects.push({ kind: 'clean-workspace', taskId: task.id, workspace: task.workspace, run: task.runs });
   }
-  out.effects.push({ kind: 'notify', taskId: task.id });
+  out.effects.push(notifyEffect(task.id));
 }

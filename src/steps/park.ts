@@ -8,7 +8,7 @@
 import type { InboxRecord, TaskRecord } from '../store/records.js';
 import { TroupeError } from '../errors.js';
 import { emit, nextState } from './common.js';
-import { nothing, type StepContext, type StepResult } from './types.js';
+import { nothing, notifyEffect, taskChange, type StepContext, type StepResult } from './types.js';
 
 /** What park reads. */
 export interface ParkView {
@@ -37,18 +37,18 @@ export function decidePark(view: ParkView, input: ParkInput, ctx: StepContext): 
       const item = input.pending;
       if (item === undefined || item.seq !== delivered + 1) throw new TroupeError('STORE_FAILED', `inbox item ${delivered + 1} of task ${task.id} is missing`);
       // An input is pending: hand it over now, recording the delivery first.
-      out.changes.push({ kind: 'inbox', taskId: task.id, item: { ...item, deliveredAt: now, deliveredTo: attemptId } }, { kind: 'task', task: { ...task, delivered: item.seq } });
+      out.changes.push({ kind: 'inbox', taskId: task.id, item: { ...item, deliveredAt: now, deliveredTo: attemptId } }, taskChange({ ...task, delivered: item.seq }));
       return out;
     }
     const { prompt } = input;
     const next: TaskRecord = { ...task, state, updatedAt: now, waitingFor: prompt === undefined ? { kind: 'input' } : { kind: 'input', prompt } };
-    out.changes.push({ kind: 'task', task: next });
+    out.changes.push(taskChange(next));
     emit(out, ctx, 'task.waiting', task.id, attemptId, { for: 'input', prompt });
   } else {
     const ids = [...input.ids];
-    out.changes.push({ kind: 'task', task: { ...task, state, updatedAt: now, waitingFor: { kind: 'join', ids } } });
+    out.changes.push(taskChange({ ...task, state, updatedAt: now, waitingFor: { kind: 'join', ids } }));
     emit(out, ctx, 'task.waiting', task.id, attemptId, { for: 'join', ids });
   }
-  out.effects.push({ kind: 'notify', taskId: task.id });
+  out.effects.push(notifyEffect(task.id));
   return out;
 }

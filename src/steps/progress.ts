@@ -4,7 +4,7 @@
  * Fencing (only the live attempt with the current token reports) stays with the caller.
  */
 import type { TaskRecord } from '../store/records.js';
-import { nothing, type StepContext, type StepResult } from './types.js';
+import { nothing, taskChange, type StepContext, type StepResult } from './types.js';
 
 /** What progress reads. */
 export interface ProgressView {
@@ -27,7 +27,7 @@ export function decideProgress(view: ProgressView, input: ProgressInput, ctx: St
   const { attemptId, value, message, at } = input;
   const out = nothing();
   const progress = message === undefined ? { value, at } : { value, message, at };
-  out.changes.push({ kind: 'task', task: { ...task, progress } });
+  out.changes.push(taskChange({ ...task, progress }));
   out.events.push({ seq: ctx.seq(), at, type: 'task.progress', taskId: task.id, attemptId, data: { value, message } });
   return out;
 }

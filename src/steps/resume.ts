@@ -16,7 +16,7 @@ import { isTerminal } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
 import type { InboxRecord, TaskRecord } from '../store/records.js';
 import { beginRun, emit, nextState, queue } from './common.js';
-import { nothing, type StepContext, type StepResult } from './types.js';
+import { nothing, notifyEffect, taskChange, type StepContext, type StepResult } from './types.js';
 
 /** What resume reads. */
 export interface ResumeView {
@@ -43,8 +43,8 @@ export function decideResume(view: ResumeView, input: ResumeInput, ctx: StepCont
   // A live attempt that is not parked (it is ending) resumes nothing: its end settles the task.
   if (!live.parked) return nothing();
   const out = nothing();
-  out.changes.push({ kind: 'task', task: running(task, ctx.now) });
-  out.effects.push({ kind: 'notify', taskId: task.id });
+  out.changes.push(taskChange(running(task, ctx.now)));
+  out.effects.push(notifyEffect(task.id));
   return out;
 }
 
@@ -73,8 +73,8 @@ function arrive(view: ResumeView, message: unknown, idempotencyKey: string | und
   if (idempotencyKey !== undefined) out.changes.push({ kind: 'input-key', key: `input:${task.id}:${idempotencyKey}`, taskId: task.id, seq });
   emit(out, ctx, 'task.input', task.id, undefined, { seq, idempotencyKey, delivered: deliverNow });
   if (resumeRun) return newRun(out, next, ctx);
-  out.changes.push({ kind: 'task', task: next });
-  if (deliverNow) out.effects.push({ kind: 'notify', taskId: task.id });
+  out.changes.push(taskChange(next));
+  if (deliverNow) out.effects.push(notifyEffect(task.id));
   return out;
 }
 
@@ -92,7 +92,7 @@ function newRun(out: StepResult, task: TaskRecord, ctx: StepContext): StepResult
   delete next.waitingFor;
   beginRun(next, 'resume', now);
   queue(out, ctx, next, { run: next.runs, reason: 'resume' });
-  out.changes.push({ kind: 'task', task: next });
-  out.effects.push({ kind: 'notify', taskId: task.id });
+  out.changes.push(taskChange(next));
+  out.effects.push(notifyEffect(task.id));
   return out;
 }

@@ -6,7 +6,7 @@
  */
 import type { TaskRecord } from '../store/records.js';
 import { beginRun, endedAttemptOf, endedRunOf, nextState, queue } from './common.js';
-import { nothing, type StepContext, type StepResult } from './types.js';
+import { attemptChange, nothing, taskChange, type StepContext, type StepResult } from './types.js';
 
 /** What retry reads. */
 export interface RetryView {
@@ -47,7 +47,7 @@ export function decideRetry(view: RetryView, input: RetryInput, ctx: StepContext
       delete next.unrouted;
     }
     queue(out, ctx, next, { run: next.runs, reason: 'operator', from, agent: next.agent });
-    out.changes.push({ kind: 'task', task: next });
+    out.changes.push(taskChange(next));
     return out;
   }
   const state = nextState(task, 'RETRY');
@@ -57,11 +57,11 @@ export function decideRetry(view: RetryView, input: RetryInput, ctx: StepContext
   // record held them).
   out.changes.push({ kind: 'run', run: endedRunOf(task) });
   const attempt = endedAttemptOf(task, view.runtimeId);
-  if (attempt) out.changes.push({ kind: 'attempt', attempt });
+  if (attempt) out.changes.push(attemptChange(attempt));
   beginRun(next, 'retry', now);
   for (const field of CLEARED) delete next[field];
   queue(out, ctx, next, { run: next.runs, reason: 'retry', from });
-  out.changes.push({ kind: 'task', task: next });
+  out.changes.push(taskChange(next));
   // Not settled any more: its entries in the indexes of settled tasks go (settling again writes new ones).
   out.changes.push({ kind: 'unindex', task });
   return out;

@@ -8,8 +8,9 @@
 import { isTerminal, nextTaskState } from '../../machines/index.js';
 import type { AgentFlowState, AttemptRecord, TaskRecord, TimerRecord } from '../store/records.js';
 import { resultOf, type Settlement } from '../tasks/outcome.js';
+import type { EventData } from '../api/events.js';
 import { arm, attemptIdOf, emit, finish, illegal, markQueued, nextState, queue, timerOf } from './common.js';
-import { nothing, type StepContext, type StepResult } from './types.js';
+import { attemptChange, nothing, notifyEffect, taskChange, type StepContext, type StepResult } from './types.js';
 
 /** What settle reads. */
 export interface SettleView {
@@ -83,7 +84,7 @@ function settle(task: TaskRecord, attempt: AttemptRecord, d: Settlement, interru
   } else {
     const ended: AttemptRecord = { ...attempt, endedAt: now, exit: d.exit };
     if (d.error) ended.error = d.error;
-    out.changes.push({ kind: 'attempt', attempt: ended });
+    out.changes.push(attemptChange(ended));
   }
 
   const { attemptId } = attempt;
@@ -93,7 +94,7 @@ function settle(task: TaskRecord, attempt: AttemptRecord, d: Settlement, interru
   let timer: TimerRecord | undefined;
   switch (d.event) {
     case 'SUCCEED':
-      emit(out, ctx, 'task.done', task.id, attemptId, { run, attempt: no, exit: d.exit, attemptMs, kind: next.result?.kind, summary: next.result?.summary });
+      emit(out, ctx, 'task.done', task.id, attemptId, { ...DONE, run, attempt: no, exit: d.exit, attemptMs, kind: next.result?.kind, summary: next.result?.summary });
       break;
     case 'FAIL':
       emit(out, ctx, 'task.failed', task.id, attemptId, { run, attempt: no, exit: d.exit, attemptMs, error: next.error });
@@ -132,8 +133,8 @@ function settle(task: TaskRecord, attempt: AttemptRecord, d: Settlement, interru
     return out;
   }
   // A sleep ends the run: the wake starts a new one.
-  out.changes.push({ kind: 'task', task: next });
-  if (task.state === 'waiting') out.effects.push({ kind: 'notify', taskId: task.id });
+  out.changes.push(taskChange(next));
+  if (task.state === 'waiting') out.effects.push(notifyEffect(task.id));
   if (timer) arm(out, timer);
   return out;
 }
@@ -148,7 +149,7 @@ function detach(task: TaskRecord, attempt: AttemptRecord, d: Settlement, ctx: St
   const next: TaskRecord = { ...task };
   if (!d.counts) next.attempts--;
   const out = nothing();
-  out.changes.push({ kind: 'attempt', attempt: { ...attempt, endedAt: now, exit: d.exit } }, { kind: 'task', task: next });
+  out.changes.push(attemptChange({ ...attempt, endedAt: now, exit: d.exit }), taskChange(next));
   const data = { run: task.runs, attempt: attempt.attempt, exit: d.exit, attemptMs: Math.max(0, now - attempt.startedAt), reason: d.reason, for: task.waitingFor?.kind, detached: true as const };
   emit(out, ctx, 'task.waiting', task.id, attempt.attemptId, data);
   return out;
@@ -170,3 +171,6 @@ export function lostAttemptOf(task: TaskRecord, runtimeId: string): AttemptRecor
     leaseExpiresAt: task.updatedAt,
   };
 }
+
+/** The data of `task.done`: a template spread, not a literal (see src/allocation.ts). */
+const DONE: EventData<'task.done'> = { run: 0, attempt: 0, exit: 'success', attemptMs: 0, kind: undefined, summary: undefined };

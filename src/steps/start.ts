@@ -4,8 +4,9 @@
  * effect), so a crash can never hide an attempt the agent made.
  */
 import { createAttemptRecord, type AgentFlowState, type TaskRecord } from '../store/records.js';
+import type { EventData } from '../api/events.js';
 import { attemptIdOf, emit, nextState } from './common.js';
-import { nothing, type StepContext, type StepResult } from './types.js';
+import { dispatchEffect, nothing, taskChange, type StepContext, type StepResult } from './types.js';
 
 /** What start reads. */
 export interface StartView {
@@ -37,7 +38,7 @@ export function decideStart(view: StartView, input: StartInput, ctx: StepContext
   const attemptSeq = task.attemptSeq + 1;
   const attemptId = attemptIdOf(task.id, task.runs, attemptSeq);
   const out = nothing();
-  const { seq } = emit(out, ctx, 'task.started', task.id, attemptId, { run: task.runs, attempt: attemptSeq, queuedMs: now - (task.queuedAt ?? task.createdAt) });
+  const { seq } = emit(out, ctx, 'task.started', task.id, attemptId, { ...STARTED, run: task.runs, attempt: attemptSeq, queuedMs: now - (task.queuedAt ?? task.createdAt) });
   const next: TaskRecord = {
     ...task,
     state,
@@ -58,9 +59,12 @@ export function decideStart(view: StartView, input: StartInput, ctx: StepContext
     startedAt: now,
     leaseExpiresAt: now + view.leaseMs,
   });
-  out.changes.push({ kind: 'task', task: next });
+  out.changes.push(taskChange(next));
   // The spent token and the day's count commit with the start they paid for.
   if (input.flow !== undefined) out.changes.push({ kind: 'flow', agent: task.agent, state: input.flow });
-  out.effects.push({ kind: 'dispatch', taskId: task.id, attemptId, attempt });
+  out.effects.push(dispatchEffect(task.id, attemptId, attempt));
   return out;
 }
+
+/** The data of `task.started`: a template spread, not a literal (see src/allocation.ts). */
+const STARTED: EventData<'task.started'> = { run: 0, attempt: 0, queuedMs: 0 };

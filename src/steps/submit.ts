@@ -6,8 +6,9 @@
 import { join } from 'node:path';
 import { createTaskRecord, type TraceCarrier } from '../store/records.js';
 import type { ValidSpec } from '../tasks/spec.js';
+import type { EventData } from '../api/events.js';
 import { queue, timerOf, arm, emit } from './common.js';
-import { nothing, type StepContext, type StepResult } from './types.js';
+import { nothing, notifyEffect, taskChange, type StepContext, type StepResult } from './types.js';
 
 /** What submit reads. */
 export interface SubmitView {
@@ -58,18 +59,21 @@ export function decideSubmit(view: SubmitView, input: SubmitInput, ctx: StepCont
   if (input.trace !== undefined) task.trace = input.trace;
 
   const out = nothing();
-  out.changes.push({ kind: 'task', task });
+  out.changes.push(taskChange(task));
   if (task.idempotencyKey !== undefined) out.changes.push({ kind: 'idempotency', key: task.idempotencyKey, taskId: task.id });
   if (task.parentId !== undefined) out.changes.push({ kind: 'child', parentId: task.parentId, childId: task.id });
   if (task.state === 'needs_attention') {
     emit(out, ctx, 'task.needs_attention', task.id, undefined, { run: 1, reason: 'unmatched', agent: task.agent, requires: task.requires });
-    out.effects.push({ kind: 'notify', taskId: task.id });
+    out.effects.push(notifyEffect(task.id));
   } else {
     // A delayed task waits for its durable timer, not in the governor.
     if (task.runAt !== undefined) arm(out, timerOf(task, 'start', task.runAt));
-    queue(out, ctx, task, task.runAt === undefined ? { run: 1, agent: task.agent, priority: task.priority } : { run: 1, agent: task.agent, priority: task.priority, runAt: task.runAt });
+    queue(out, ctx, task, task.runAt === undefined ? { ...QUEUED, agent: task.agent, priority: task.priority } : { run: 1, agent: task.agent, priority: task.priority, runAt: task.runAt });
   }
   // The record (the change above holds this very object) keeps where its events begin.
   task.firstSeq = out.events[0]!.seq;
   return out;
 }
+
+/** The data of a task's first `task.queued`: a template spread, not a literal (see src/allocation.ts). */
+const QUEUED: EventData<'task.queued'> = { run: 1, agent: '', priority: 0 };

@@ -5,7 +5,7 @@
  */
 import type { TaskRecord, TimerRecord } from '../store/records.js';
 import { beginRun, endedRunOf, nextState, queue } from './common.js';
-import { nothing, type StepContext, type StepResult } from './types.js';
+import { nothing, taskChange, type StepContext, type StepResult } from './types.js';
 
 /** What wake reads. */
 export interface WakeView {
@@ -31,7 +31,7 @@ export function decideWake(view: WakeView, input: WakeInput, ctx: StepContext): 
     // Still queued in the same run, now without a `runAt`: runnable.
     const next: TaskRecord = { ...task };
     delete next.runAt;
-    out.changes.push({ kind: 'task', task: next });
+    out.changes.push(taskChange(next));
     return out;
   }
   // The sleep's result belongs to the run that slept (recorded below), not to the next one.
@@ -41,6 +41,6 @@ export function decideWake(view: WakeView, input: WakeInput, ctx: StepContext): 
   out.changes.push({ kind: 'run', run: endedRunOf(task) });
   beginRun(next, 'wake', now);
   queue(out, ctx, next, { run: next.runs, reason: 'wake' });
-  out.changes.push({ kind: 'task', task: next });
+  out.changes.push(taskChange(next));
   return out;
 }

@@ -11,6 +11,7 @@
  * owns its timers (timeout, stop grace), its lease and what stopping it asked for.
  */
 import type { AbortReason, AttemptRequest } from '../../actors/wire.js';
+import { plainConstructor } from '../allocation.js';
 import type { RegisteredAgent } from '../agents/registry.js';
 import type { AttemptBucket, AttemptChange, AttemptExit } from '../../machines/index.js';
 import type { Clock, ClockTimer } from '../clock.js';
@@ -131,10 +132,7 @@ export class Attempt implements InstanceDescriptor {
 
   /** Tells the instance actor that counts it where it stands now (`status`: how it ended). */
   tell(router: Pick<Router, 'note'>, change: AttemptChange['change'], at: number, status?: AttemptExit): void {
-    const event: AttemptChange = { attemptId: this.attemptId, change };
-    if (this.bucket !== undefined) event.from = this.bucket;
-    if (status !== undefined) event.status = status;
-    router.note(this.entry.instanceKey, event, at, this);
+    router.note(this.entry.instanceKey, new Told(this.attemptId, change, this.bucket, status), at, this);
     this.bucket = change === 'ended' || change === 'released' ? undefined : change;
   }
 
@@ -145,3 +143,15 @@ export class Attempt implements InstanceDescriptor {
     this.#timeout = this.#grace = undefined;
   }
 }
+
+/**
+ * An attempt change as {@link Attempt.tell} reports it: made by a constructor, not a literal (which
+ * V8 pretenured: see src/allocation.ts). It waits in the router until the turn's drain. Only the
+ * fields it has are set.
+ */
+const Told = plainConstructor(function (this: AttemptChange, attemptId: string, change: AttemptChange['change'], from: AttemptBucket | undefined, status: AttemptExit | undefined) {
+  this.attemptId = attemptId;
+  this.change = change;
+  if (from !== undefined) this.from = from;
+  if (status !== undefined) this.status = status;
+});

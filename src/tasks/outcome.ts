@@ -110,12 +110,15 @@ function retryOrDrop(policy: RetryPolicy, attemptsSoFar: number, exit: AttemptEx
   };
 }
 
+/** What {@link resultOf} spreads: a template, not a literal (see src/allocation.ts). */
+const RESULT: TaskResult = { kind: 'success' };
+
 /**
  * The `result` a task shows after an attempt that returned `result`: its kind, and its summary,
  * branch and rev when given (the output is kept apart). The same on both stores.
  */
 export function resultOf(result: AgentResult): TaskResult {
-  const out: TaskResult = { kind: result.kind };
+  const out: TaskResult = { ...RESULT, kind: result.kind };
   if (result.summary !== undefined) out.summary = result.summary;
   if ('branch' in result && result.branch !== undefined) out.branch = result.branch;
   if ('rev' in result && result.rev !== undefined) out.rev = result.rev;

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { resolve as resolvePath } from 'node:path';
 import { types } from 'node:util';
 import { describeUnserializable, messageOf } from '../../actors/wire.js';
+import { plainConstructor } from '../allocation.js';
 import { TroupeError } from '../errors.js';
 import { checkId } from '../ids.js';
 import { DEFAULT_RETRY, resolveRetry, stripUndefined } from '../options.js';
@@ -199,48 +200,57 @@ function computeInstanceKey(agent: string, lane: string, workspace: string | und
 
 /** The public view of a stored task. */
 export function toTask(record: TaskRecord): Task {
-  const task: Task = {
-    id: record.id,
-    agent: record.agent,
-    state: record.state,
-    input: record.input,
-    attempts: record.attempts,
-    runs: record.runs,
-    priority: record.priority,
-    lane: record.lane,
-    instanceKey: record.instanceKey,
-    labels: { ...record.labels },
-    timeoutMs: record.timeoutMs,
-    retry: copyRetry(record.retry),
-    createdAt: record.createdAt,
-    updatedAt: record.updatedAt,
-  };
-  if (record.output !== undefined) task.output = record.output;
-  if (record.result !== undefined) task.result = { ...record.result };
-  if (record.error !== undefined) task.error = { ...record.error };
-  if (record.reason !== undefined) task.reason = record.reason;
-  if (record.progress !== undefined) task.progress = { ...record.progress };
-  if (record.workspace !== undefined) task.workspace = record.workspace;
-  if (record.parentId !== undefined) task.parentId = record.parentId;
-  if (record.idempotencyKey !== undefined) task.idempotencyKey = record.idempotencyKey;
-  if (record.requires !== undefined) task.requires = [...record.requires];
-  if (record.queuedAt !== undefined) task.queuedAt = record.queuedAt;
-  if (record.waitingFor !== undefined) task.waitingFor = structuredClone(record.waitingFor);
-  if (record.runAt !== undefined) task.runAt = record.runAt;
-  if (record.startedAt !== undefined) task.startedAt = record.startedAt;
-  if (record.settledAt !== undefined) task.settledAt = record.settledAt;
-  if (record.retention !== undefined) task.retention = { ...record.retention };
-  return task;
+  return new TaskView(record);
 }
 
 /**
- * A task's retry policy, copied for its Task field by field: the policies tasks share are frozen,
- * and V8 copies a frozen object's spread on a slow path (a microbenchmark: 78 ns against 10-29;
- * toTask runs twice a task, for the submit and for the wait).
+ * A task as callers get it: a plain object made by a constructor, not a literal, which V8
+ * pretenured (every `submit()` and `wait()` makes one; see src/allocation.ts). Only the optional
+ * fields the record has are set, in the body, where V8 sizes the object for them.
+ */
+const TaskView = plainConstructor(function (this: Task, record: TaskRecord) {
+  this.id = record.id;
+  this.agent = record.agent;
+  this.state = record.state;
+  this.input = record.input;
+  this.attempts = record.attempts;
+  this.runs = record.runs;
+  this.priority = record.priority;
+  this.lane = record.lane;
+  this.instanceKey = record.instanceKey;
+  this.labels = { ...record.labels };
+  this.timeoutMs = record.timeoutMs;
+  this.retry = copyRetry(record.retry);
+  this.createdAt = record.createdAt;
+  this.updatedAt = record.updatedAt;
+  if (record.output !== undefined) this.output = record.output;
+  if (record.result !== undefined) this.result = { ...record.result };
+  if (record.error !== undefined) this.error = { ...record.error };
+  if (record.reason !== undefined) this.reason = record.reason;
+  if (record.progress !== undefined) this.progress = { ...record.progress };
+  if (record.workspace !== undefined) this.workspace = record.workspace;
+  if (record.parentId !== undefined) this.parentId = record.parentId;
+  if (record.idempotencyKey !== undefined) this.idempotencyKey = record.idempotencyKey;
+  if (record.requires !== undefined) this.requires = [...record.requires];
+  if (record.queuedAt !== undefined) this.queuedAt = record.queuedAt;
+  if (record.waitingFor !== undefined) this.waitingFor = structuredClone(record.waitingFor);
+  if (record.runAt !== undefined) this.runAt = record.runAt;
+  if (record.startedAt !== undefined) this.startedAt = record.startedAt;
+  if (record.settledAt !== undefined) this.settledAt = record.settledAt;
+  if (record.retention !== undefined) this.retention = { ...record.retention };
+});
+
+/**
+ * A task's retry policy, copied for its Task field by field over a template: the policies tasks
+ * share are frozen, and V8 copies a frozen object's spread on a slow path (a microbenchmark: 78 ns
+ * against 10-29; toTask runs twice a task, for the submit and for the wait).
  */
 function copyRetry(retry: Readonly<RetryPolicy>): RetryPolicy {
-  return { maxAttempts: retry.maxAttempts, backoff: retry.backoff, delayMs: retry.delayMs, maxDelayMs: retry.maxDelayMs, jitter: retry.jitter } satisfies Required<RetryPolicy>;
+  return { ...RETRY, maxAttempts: retry.maxAttempts, backoff: retry.backoff, delayMs: retry.delayMs, maxDelayMs: retry.maxDelayMs, jitter: retry.jitter } satisfies Required<RetryPolicy>;
 }
+
+/** What {@link copyRetry} spreads: a template with every field, not a literal (see src/allocation.ts). */
+const RETRY: Required<RetryPolicy> = { maxAttempts: 1, backoff: 'fixed', delayMs: 0, maxDelayMs: 0, jitter: 0 };
 
 const KEEP: readonly WorkspaceKeep[] = ['always', 'never', 'on_failure'];
 
