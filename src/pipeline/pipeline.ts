@@ -13,6 +13,7 @@ import type { StepWriter, Store } from '../store/port.js';
 import type { TaskRecord } from '../store/records.js';
 import type { Change, Effect, StepContext, StepResult } from '../steps/types.js';
 import { isTerminal } from '../../machines/index.js';
+import { arrayForBatch } from '../allocation.js';
 
 /** A step's decision function. */
 export type Decide<V, I> = (view: V, input: I, ctx: StepContext) => StepResult;
@@ -121,7 +122,7 @@ export class Pipeline {
     // caller that awaits one of its steps.
     if (done !== this.#batch) {
       this.#batch = done;
-      const list: Effect[] = (this.#effects = []);
+      const list: Effect[] = (this.#effects = arrayForBatch());
       done.then(
         () => list.length > 0 && this.#executor.run(list),
         (error: unknown) => this.#executor.failed(list, error),

@@ -7,6 +7,7 @@ import type { Key, StepWriter } from '../port.js';
 import type { PrunedDatabase } from '../../steps/types.js';
 import { forEachSettledIndexEntry, type AttemptRecord, type EventRecord, type EventType, type InboxRecord, type InstanceEnvelope, type LogRecord, type RunRecord, type ScheduleRecord, type TaskRecord, type TimerRecord } from '../records.js';
 import type { EventData } from '../../api/events.js';
+import { arrayForBatch } from '../../allocation.js';
 import { DB, FINAL, REMOVAL } from './layout.js';
 import type { DirtyEntry, Overlay } from './overlay.js';
 
@@ -37,16 +38,39 @@ export interface Batch {
 
 /** A new, empty batch. */
 export function newBatch(no: number, idle = false): Batch {
-  let resolve!: () => void;
-  let reject!: (error: Error) => void;
-  const done = new Promise<void>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  // Not every batch has a caller waiting on it (a quiet store's commit of cooled records): its
-  // failure stops the store (see FailStop), and must not also end the process as unhandled.
-  done.catch(() => undefined);
-  return { no, at: Date.now(), ops: [], direct: [], events: [], dropEvents: [], eventsThrough: 0, touched: [], idle, done, resolve, reject };
+  return new GatheredBatch(no, idle);
+}
+
+/**
+ * A batch made by a constructor, its arrays by {@link arrayForBatch}: it holds the records and
+ * events of its commits until the commit lands, and V8 pretenured the literal it replaced (see
+ * src/allocation.ts).
+ */
+class GatheredBatch implements Batch {
+  readonly no: number;
+  readonly at = Date.now();
+  readonly ops = arrayForBatch<unknown>();
+  readonly direct = arrayForBatch<unknown>();
+  readonly events = arrayForBatch<EventRecord>();
+  readonly dropEvents = arrayForBatch<number>();
+  eventsThrough = 0;
+  readonly touched = arrayForBatch<DirtyEntry>();
+  readonly idle: boolean;
+  readonly done: Promise<void>;
+  resolve!: () => void;
+  reject!: (error: Error) => void;
+
+  constructor(no: number, idle: boolean) {
+    this.no = no;
+    this.idle = idle;
+    this.done = new Promise<void>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    // Not every batch has a caller waiting on it (a quiet store's commit of cooled records): its
+    // failure stops the store (see FailStop), and must not also end the process as unhandled.
+    this.done.catch(() => undefined);
+  }
 }
 
 /** Collects the writes of one commit call into its batch. */

@@ -8,6 +8,7 @@
  * every log record before it holds only changes that are already materialized, and can go.
  */
 import type { Key, RangeOptions } from '../port.js';
+import { arrayForBatch } from '../../allocation.js';
 import { ChurnMap, ChurnSet } from '../../collections.js';
 
 /** What a removed record reads as until its removal is materialized. */
@@ -178,10 +179,10 @@ export class Overlay {
    * until {@link Overlay.written} says their commit landed.
    */
   take(policy: TakePolicy): DirtyEntry[] {
-    const taken: DirtyEntry[] = [];
+    const taken = arrayForBatch<DirtyEntry>();
     // Final ones go in this commit, whatever the budget (they were left out of the log).
     for (const entry of this.#finals) if (entry.final && entry.writing === undefined && this.#order.has(entry)) taken.push(entry);
-    this.#finals = [];
+    this.#finals = arrayForBatch();
     for (const entry of taken) this.#order.delete(entry);
     // Bounded scan: the head is where cold entries are; hot ones further back wait for a later commit.
     let scan = 2 * policy.budget + 64;

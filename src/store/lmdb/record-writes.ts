@@ -14,6 +14,7 @@ import { asBinary, type Database } from 'lmdb';
 import { isTerminal, type TaskState } from '../../../machines/index.js';
 import type { Key } from '../port.js';
 import { forEachSettledIndexEntry, type ListedValue, type SettledIndex, type TaskRecord } from '../records.js';
+import { arrayForBatch } from '../../allocation.js';
 import { ChurnSet } from '../../collections.js';
 import type { RecordEncoder } from './databases.js';
 import { encodedNumber } from './codec.js';
@@ -78,7 +79,7 @@ export class RecordWrites {
 
   /** Values of the direct ops (flat [db, key, value], see batch-writer.ts) as their puts take them; undefined for a removal. */
   preparedDirect(direct: readonly unknown[]): unknown[] {
-    const values: unknown[] = [];
+    const values = arrayForBatch<unknown>();
     for (let i = 0; i < direct.length; i += 3) values.push((direct[i] as number) >= REMOVAL ? undefined : this.prepared(direct[i] as number, direct[i + 2]));
     return values;
   }
