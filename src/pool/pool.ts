@@ -31,6 +31,7 @@ import {
   type WorkerBatch,
   type WorkerControl,
 } from '../../actors/wire.js';
+import { arrayForBatch } from '../allocation.js';
 import { ChurnSet } from '../collections.js';
 
 /** The small interface the runtime needs from a pool; tests may fake it. */
@@ -264,7 +265,7 @@ export function createChannelPool(options: Pick<PiscinaPoolOptions, 'threads' | 
       return;
     }
     best.attempts.add(request.attemptId);
-    const batch = (best.outbox ??= { t: 'start', slots: options.slotsPerThread, heartbeatMs: options.heartbeatMs, starts: [] });
+    const batch = (best.outbox ??= new Outbox(options.slotsPerThread, options.heartbeatMs));
     const agent = agentNumber(request.agent, request.module);
     if (!best.agents.has(agent)) {
       best.agents.add(agent);
@@ -351,4 +352,24 @@ export function createChannelPool(options: Pick<PiscinaPoolOptions, 'threads' | 
       await source.destroy();
     },
   };
+}
+
+/**
+ * A thread's starts of one turn, until they are posted: made by a constructor, its array by
+ * {@link arrayForBatch}, as the store's batch is (src/allocation.ts). It holds every started
+ * attempt's input until the end of the turn, and the literal it replaced was an allocation site V8
+ * could pretenure. Posting clones its own fields; `agents` and `traces` exist only once set.
+ */
+class Outbox implements StartBatch {
+  readonly t = 'start';
+  readonly slots: number;
+  readonly heartbeatMs: number;
+  readonly starts = arrayForBatch<unknown>();
+  declare agents?: StartBatch['agents'];
+  declare traces?: unknown[];
+
+  constructor(slots: number, heartbeatMs: number) {
+    this.slots = slots;
+    this.heartbeatMs = heartbeatMs;
+  }
 }
