@@ -95,16 +95,8 @@ export type { AttemptOutcome, Settlement } from '../tasks/outcome.js';
 export type { AttemptExit };
 
 /**
- * The objects a step makes for every task, made as spreads of a template that has every field, not
- * as object literals. V8 counts how many of a literal's objects outlive a scavenge and, once nearly
- * all of them do, allocates every later one straight in the old generation, for good. A closed loop
- * of a thousand tasks moves as one wave, so a scavenge that falls in the wave finds them all alive,
- * and the literals of these objects were pretenured (seen with `--trace-pretenuring`). Each one then
- * died in the old generation and kept the young records it points at alive through scavenges until
- * they were promoted too: about a kilobyte of old generation per task, and a full GC every 0.7 s at
- * half load. A spread of a template, like an object made by a constructor, is never pretenured, and
- * with every field in the template it only overwrites them, which is as fast as a literal. See also
- * `createTaskRecord` in records.ts.
+ * Templates of the changes and effects a step makes for every task: each is made as a spread of its
+ * template, which has every field, not as an object literal, which V8 pretenured (src/allocation.ts).
  */
 const TASK_CHANGE: Extract<Change, { kind: 'task' }> = { kind: 'task', task: undefined as never };
 const ATTEMPT_CHANGE: Extract<Change, { kind: 'attempt' }> = { kind: 'attempt', attempt: undefined as never };
