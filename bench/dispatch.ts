@@ -33,12 +33,15 @@
  *   settled from the submit call to the settle seen by the caller.
  *   p50 and p99 per run, then the median over runs. `offered → achieved` shows whether the
  *   schedule kept up (achieved counts submits over the time from the first to the last).
+ * - full GCs at half load: the main isolate's mark-compacts during the latency phase (its
+ *   unmeasured second included), per run: each holds the main thread for milliseconds, so a run
+ *   with many has the p99 they make (a runner whose per-task objects V8 pretenured makes many).
  *
  * The machine is shared and noisy: read the medians and the ratio, not a single figure.
  */
 import { availableParallelism, cpus } from 'node:os';
 import { benchArgs } from './args.js';
-import { ALLOC_SOURCE, cpuSource, drive, median, meterMainThread, openLoop, type Latency } from './measure.js';
+import { ALLOC_SOURCE, countFullGcs, cpuSource, drive, median, meterMainThread, openLoop, type Latency } from './measure.js';
 import { bullmq, graphileWorker, startRedis, type OwnRedis } from './peers.js';
 import { withUser } from './pg-url.js';
 import { piscina, troupe, troupeDashboard, troupeWith, type RunnerSpec } from './runners.js';
@@ -117,6 +120,8 @@ interface RunResult {
   kbPerTask: number;
   busy: number;
   latency: Latency;
+  /** Full GCs of the main isolate during the latency phase (its unmeasured second included). */
+  fullGcs: number;
 }
 
 /** One runner, one run: warm-up, metered throughput phase, then the half-load latency phase. */
@@ -133,8 +138,9 @@ async function runOnce(spec: RunnerSpec, slots: number): Promise<Omit<RunResult,
     const elapsedMs = performance.now() - started;
     const use = stop();
     const tasksPerSec = (tasks / elapsedMs) * 1000;
+    const fullGcs = countFullGcs();
     const latency = await openLoop(load * tasksPerSec, latencySeconds, runner.one, latencyWarmupSeconds);
-    return { runner: spec.name, tasksPerSec, cpuUsPerTask: use.cpuUs / tasks, kbPerTask: use.allocatedBytes / 1024 / tasks, busy: use.busy, latency };
+    return { runner: spec.name, tasksPerSec, cpuUsPerTask: use.cpuUs / tasks, kbPerTask: use.allocatedBytes / 1024 / tasks, busy: use.busy, latency, fullGcs: fullGcs() };
   } finally {
     await runner.close();
   }
@@ -170,7 +176,7 @@ try {
       const baseline = results.get(chosen[0]!)!.tasksPerSec;
       const row: RunResult[] = chosen.map((spec) => ({ ...results.get(spec)!, ratio: results.get(spec)!.tasksPerSec / baseline }));
       perRun.push(row);
-      console.error(`  ${config} run ${r + 1}: ${row.map((x) => `${x.runner} ${fmt(x.tasksPerSec)}/s (×${x.ratio.toFixed(2)})`).join(', ')}`);
+      console.error(`  ${config} run ${r + 1}: ${row.map((x) => `${x.runner} ${fmt(x.tasksPerSec)}/s (×${x.ratio.toFixed(2)}; half load: p99 start ${x.latency.startP99.toFixed(2)} ms, ${x.fullGcs} full GCs)`).join(', ')}`);
     }
     const med = chosen.map((_, i) => {
       const of = (pick: (x: RunResult) => number) => median(perRun.map((row) => pick(row[i]!)));
@@ -182,6 +188,7 @@ try {
         cpuUsPerTask: of((x) => x.cpuUsPerTask),
         kbPerTask: of((x) => x.kbPerTask),
         busy: of((x) => x.busy),
+        fullGcs: of((x) => x.fullGcs),
         latency: { offeredPerSec: lat('offeredPerSec'), achievedPerSec: lat('achievedPerSec'), tasks: lat('tasks'), startP50: lat('startP50'), startP99: lat('startP99'), settleP50: lat('settleP50'), settleP99: lat('settleP99') },
       };
     });
@@ -196,14 +203,14 @@ if (values.json) console.log(JSON.stringify({ settings, report }, null, 2));
 function printConfig({ config, seconds, runs: perRun, median: med }: (typeof report)[number]): void {
   const ms = (x: number) => (x < 10 ? x.toFixed(2) : x.toFixed(1));
   console.log(`\n## ${config} (threads × slots), window ${fmt(window)}, ${fmt(tasks)} tasks, ${runs} run(s) in ${fmt(seconds)} s`);
-  console.log('| runner | tasks/s (median) | tasks/s (runs) | × piscina | main µs/task | KB/task | main busy | half load: offered → achieved /s | submit→start p50 / p99 ms | submit→settled p50 / p99 ms |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  console.log('| runner | tasks/s (median) | tasks/s (runs) | × piscina | main µs/task | KB/task | main busy | half load: offered → achieved /s | submit→start p50 / p99 ms | submit→settled p50 / p99 ms | full GCs at half load (runs) |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|');
   med.forEach((m, i) => {
     const each = perRun.map((row) => fmt(row[i]!.tasksPerSec)).join(', ');
     const l = m.latency;
     console.log(
       `| ${m.runner} | ${fmt(m.tasksPerSec)} | ${each} | ${m.ratio.toFixed(2)} | ${m.cpuUsPerTask.toFixed(1)} | ${m.kbPerTask.toFixed(1)} | ${Math.round(m.busy * 100)}% | ` +
-        `${fmt(l.offeredPerSec)} → ${fmt(l.achievedPerSec)} | ${ms(l.startP50)} / ${ms(l.startP99)} | ${ms(l.settleP50)} / ${ms(l.settleP99)} |`,
+        `${fmt(l.offeredPerSec)} → ${fmt(l.achievedPerSec)} | ${ms(l.startP50)} / ${ms(l.startP99)} | ${ms(l.settleP50)} / ${ms(l.settleP99)} | ${perRun.map((row) => row[i]!.fullGcs).join(', ')} |`,
     );
   });
 }

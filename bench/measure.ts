@@ -4,6 +4,7 @@
  * documents what each figure means.
  */
 import { readFileSync } from 'node:fs';
+import { constants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { GCProfiler, getHeapStatistics } from 'node:v8';
 
 /** One task through a runner: resolves when it has settled, with when it started (epoch ms). */
@@ -156,5 +157,24 @@ export function meterMainThread(): () => MainThreadUse {
     allocatedBytes += heap1 - after;
     const cpuUs = cpu0 !== undefined && cpu1 !== undefined ? (cpu1 - cpu0) / 1000 : elu.active * 1000;
     return { cpuUs, busy: elu.utilization, allocatedBytes };
+  };
+}
+
+/**
+ * Starts counting the main isolate's full GCs (mark-compacts); the returned function stops and
+ * reads the count. A full GC holds the main thread for several milliseconds, so at half load it is
+ * where a p99 comes from: a runner whose objects V8 pretenured makes many (see src/allocation.ts).
+ */
+export function countFullGcs(): () => number {
+  let count = 0;
+  const tally = (entries: PerformanceEntry[]) => {
+    for (const entry of entries) if ((entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) count++;
+  };
+  const observer = new PerformanceObserver((list) => tally(list.getEntries()));
+  observer.observe({ entryTypes: ['gc'] });
+  return () => {
+    tally(observer.takeRecords());
+    observer.disconnect();
+    return count;
   };
 }

@@ -38,6 +38,8 @@ describe('npm run bench', () => {
     // The baseline's ratio is itself; Troupe's is a positive number.
     expect(rows[0]!.split('|')[4]!.trim()).toBe('1.00');
     expect(Number(rows[1]!.split('|')[4])).toBeGreaterThan(0);
+    // The last column: each run's full GCs at half load, a count per run.
+    for (const row of rows) expect(row.split('|')[11]!.trim()).toMatch(/^\d+$/);
   });
 
   it("gives npm run bench's arguments to the dispatch bench, and runs the cluster bench only after a bench", async () => {
