@@ -266,9 +266,9 @@ export async function anyRunnable(pool: pg.Pool, node: string, agents: readonly 
   return row.runnable;
 }
 
-/** ILLEGAL_STATE for a claim or a look by `node`, which left the cluster or was found dead: it must stop. */
-function notMember(node: string): TroupeError {
-  return new TroupeError('ILLEGAL_STATE', `node ${node} is not a member of the cluster: it left, or it was found dead and its attempts were taken back`);
+/** ILLEGAL_STATE for a verb of `node`, which left the cluster or was found dead: it must stop. `why` ends the message. */
+export function notMember(node: string, why = 'it left, or it was found dead and its attempts were taken back'): TroupeError {
+  return new TroupeError('ILLEGAL_STATE', `node ${node} is not a member of the cluster: ${why}`);
 }
 
 const ANY_RUNNABLE = `SELECT EXISTS (SELECT 1 FROM troupe_nodes WHERE id = $1::uuid) AS member,

@@ -15,7 +15,6 @@
  */
 import type pg from 'pg';
 import type { TaskState } from '../../../machines/index.js';
-import { TroupeError } from '../../errors.js';
 import { createIdGenerator } from '../../ids.js';
 import { compileCron, tickIso, type CronSchedule } from '../../scheduler/cron.js';
 import { MAX_TICKS_PER_FIRE } from '../../steps/fire.js';
@@ -23,7 +22,7 @@ import { checkNode, checkTask, INT4_MAX, invalid } from './checks.js';
 import { admitFires } from './admission.js';
 import { appendEvents, eventOf, type NewEvent } from './events.js';
 import { NODE_LOCK_CLASS } from './nodes.js';
-import { insertTasks } from './queue.js';
+import { insertTasks, notMember } from './queue.js';
 import { planFire, type Plan, type SkipReason } from './schedule-plan.js';
 import { columns, scheduleOf, type ScheduleRow } from './schedules.js';
 import { epochMs, SETTLED_SQL, storeFailed, transaction } from './transaction.js';
@@ -69,11 +68,11 @@ export async function fireDue(pool: pg.Pool, node: string, options: FireOptions 
   } catch (error) {
     throw storeFailed('firing schedules', error);
   }
-  if (!look.member) throw notMember(node);
+  if (!look.member) throw notMember(node, 'it must not fire schedules');
   if (!look.due) return { fired: [], skipped: [], unusable: [] };
   return transaction(pool, 'firing schedules', async (client) => {
     const member = await client.query<{ started_at: number }>(`SELECT ${epochMs('started_at')} FROM troupe_nodes WHERE id = $1::uuid FOR KEY SHARE`, [node]);
-    if (member.rows.length === 0) throw notMember(node);
+    if (member.rows.length === 0) throw notMember(node, 'it must not fire schedules');
     // The first condition is the second's outline on the schedules alone, which their two partial
     // indexes (due, and holding a tick) answer without reading every schedule.
     const { rows } = await client.query<ScheduleRow & { now: number }>(
@@ -195,11 +194,6 @@ async function openedAtFor(client: pg.PoolClient, rows: ReadonlyArray<ScheduleRo
 const FIRE_LOOK = `SELECT EXISTS (SELECT 1 FROM troupe_nodes WHERE id = $1::uuid) AS member,
     EXISTS (SELECT 1 FROM troupe_schedules WHERE NOT paused AND next_run_at <= now())
       OR EXISTS (SELECT 1 FROM troupe_schedules WHERE pending_tick IS NOT NULL) AS due`;
-
-/** ILLEGAL_STATE: `node` left the cluster, or was found dead. */
-function notMember(node: string): TroupeError {
-  return new TroupeError('ILLEGAL_STATE', `node ${node} is not a member of the cluster: it must not fire schedules`);
-}
 
 let nextId: ((at?: number) => string) | undefined;
 
