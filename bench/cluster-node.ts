@@ -23,6 +23,9 @@ const node = await joinCluster(url, (error) => {
 });
 // One connection claims, the others settle: a settle never waits behind the next claim.
 const pool = new pg.Pool({ connectionString: url, max: 4 });
+// An idle connection that ends (the bench's DROP, or another client's termination) is the pool's to
+// replace, not an unhandled 'error' that ends this node (see benchPool in bench/cluster.ts).
+pool.on('error', () => undefined);
 const lines = createInterface({ input: process.stdin });
 let started!: () => void;
 const start = new Promise<void>((resolve) => (started = resolve));

@@ -93,6 +93,21 @@ async function scratch(): Promise<{ url: string; drop(): Promise<void> }> {
   };
 }
 
+/**
+ * A pool of the bench's own on a scratch database whose idle connections may end under it: the
+ * DROP at the end of a run terminates what was not closed yet, and so can another client of the
+ * server (tests that run beside this bench terminate backends). An idle connection's error is the
+ * pool's to drop the connection, not the bench's to end on: without a listener it was an unhandled
+ * 'error' that ended the bench (seen with graphile-worker's pools, and once in CI with the runtime
+ * runs' own pool, by an administrator's termination whose origin was not found).
+ */
+function benchPool(connectionString: string, max: number): pg.Pool {
+  const pool = new pg.Pool({ connectionString, max });
+  pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
+  return pool;
+}
+
 /** Submits `n` no-op tasks with ids `<prefix>-<i>`, a thousand per transaction. */
 async function enqueue(pool: pg.Pool, prefix: string, n: number): Promise<void> {
   for (let i = 0; i < n; i += 1_000) await submitTasks(pool, Array.from({ length: Math.min(1_000, n - i) }, (_, k) => ({ id: `${prefix}-${i + k}`, agent: 'noop' })));
@@ -111,7 +126,7 @@ async function until(done: () => Promise<boolean>): Promise<void> {
 /** `nodes` processes of one kind: runtimes (bench/cluster-runtime.ts) or queue core nodes (bench/cluster-node.ts). */
 async function troupe(kind: 'runtime' | 'queue', nodes: number): Promise<number> {
   const db = await scratch();
-  const pool = new pg.Pool({ connectionString: db.url, max: 2 });
+  const pool = benchPool(db.url, 2);
   const children: ChildProcessWithoutNullStreams[] = [];
   try {
     await migrate(pool);
@@ -160,12 +175,9 @@ async function graphileWorker(): Promise<number> {
   const logger = new gw.Logger(() => (level, message) => {
     if (String(level) === 'error') console.error(`graphile-worker: ${message}`);
   });
-  // One pool of the bench's own for the utils and the worker, ended before the database is dropped:
-  // with the pools graphile-worker makes, the DROP's termination of a connection the worker had
-  // not closed yet reached an unhandled 'error' and ended the bench.
-  const pgPool = new pg.Pool({ connectionString: db.url, max: Math.max(10, concurrency + 1) });
-  pgPool.on('error', () => undefined);
-  pgPool.on('connect', (client) => client.on('error', () => undefined));
+  // One pool of the bench's own for the utils and the worker, ended before the database is dropped
+  // (graphile-worker's own pools had no listener for the DROP's termination: see benchPool).
+  const pgPool = benchPool(db.url, Math.max(10, concurrency + 1));
   const utils = await gw.makeWorkerUtils({ pgPool, logger });
   try {
     await utils.migrate();
