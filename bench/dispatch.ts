@@ -24,6 +24,11 @@
  *   both sources). Agent threads, lmdb's write thread, V8's helper threads, Postgres and Redis are
  *   not counted; graphile-worker and BullMQ run the no-op on the main thread, so theirs includes it.
  *   `main busy` is the event-loop utilization over the same phase.
+ * - process µs/task and cores: the CPU time of the whole process (every thread, user and system:
+ *   the main thread, agent threads, lmdb's writer, V8's and libuv's helpers) over the throughput
+ *   phase, per task, and the same time over the phase's wall time: how many of the machine's
+ *   cores the runner kept busy. A runner at the same process µs/task as another that uses fewer
+ *   cores is waiting, not working. Postgres and Redis are other processes: not counted.
  * - latency: open loop at half load, after the throughput phase on the same open runner. Tasks are
  *   submitted on a fixed schedule at `--load` × that run's tasks/s, whatever the backlog: for
  *   `--latency-warmup-seconds` unmeasured, so that what the throughput phase left behind (Troupe
@@ -41,7 +46,7 @@
  */
 import { availableParallelism, cpus } from 'node:os';
 import { benchArgs } from './args.js';
-import { ALLOC_SOURCE, countFullGcs, cpuSource, drive, median, meterMainThread, openLoop, type Latency } from './measure.js';
+import { ALLOC_SOURCE, PROCESS_CPU_SOURCE, countFullGcs, cpuSource, drive, median, meterMainThread, openLoop, type Latency } from './measure.js';
 import { bullmq, graphileWorker, startRedis, type OwnRedis } from './peers.js';
 import { withUser } from './pg-url.js';
 import { piscina, troupe, troupeDashboard, troupeWith, type RunnerSpec } from './runners.js';
@@ -109,6 +114,7 @@ const settings = {
   cpu: cpus()[0]?.model ?? 'unknown',
   mainCpu: cpuSource(),
   allocated: ALLOC_SOURCE,
+  processCpu: PROCESS_CPU_SOURCE,
   runners: Object.fromEntries(chosen.map((s) => [s.name, s.settings])),
 };
 
@@ -119,6 +125,10 @@ interface RunResult {
   cpuUsPerTask: number;
   kbPerTask: number;
   busy: number;
+  /** Whole-process CPU µs per task over the throughput phase (every thread). */
+  processUsPerTask: number;
+  /** Whole-process CPU time over the throughput phase's wall time: cores kept busy. */
+  cores: number;
   latency: Latency;
   /** Full GCs of the main isolate during the latency phase (its unmeasured second included). */
   fullGcs: number;
@@ -140,7 +150,17 @@ async function runOnce(spec: RunnerSpec, slots: number): Promise<Omit<RunResult,
     const tasksPerSec = (tasks / elapsedMs) * 1000;
     const fullGcs = countFullGcs();
     const latency = await openLoop(load * tasksPerSec, latencySeconds, runner.one, latencyWarmupSeconds);
-    return { runner: spec.name, tasksPerSec, cpuUsPerTask: use.cpuUs / tasks, kbPerTask: use.allocatedBytes / 1024 / tasks, busy: use.busy, latency, fullGcs: fullGcs() };
+    return {
+      runner: spec.name,
+      tasksPerSec,
+      cpuUsPerTask: use.cpuUs / tasks,
+      kbPerTask: use.allocatedBytes / 1024 / tasks,
+      busy: use.busy,
+      processUsPerTask: use.processCpuUs / tasks,
+      cores: use.processCpuUs / 1000 / elapsedMs,
+      latency,
+      fullGcs: fullGcs(),
+    };
   } finally {
     await runner.close();
   }
@@ -154,6 +174,7 @@ const header = [
   `# node ${process.version}, ${availableParallelism()} cores (os.availableParallelism), ${settings.cpu}`,
   `# main µs/task: ${settings.mainCpu}`,
   `# KB/task: ${ALLOC_SOURCE}`,
+  `# process µs/task, cores: ${PROCESS_CPU_SOURCE}`,
   ...chosen.map((s) => `# ${s.name}: ${s.settings}`),
 ];
 if (values.settings) {
@@ -176,7 +197,7 @@ try {
       const baseline = results.get(chosen[0]!)!.tasksPerSec;
       const row: RunResult[] = chosen.map((spec) => ({ ...results.get(spec)!, ratio: results.get(spec)!.tasksPerSec / baseline }));
       perRun.push(row);
-      console.error(`  ${config} run ${r + 1}: ${row.map((x) => `${x.runner} ${fmt(x.tasksPerSec)}/s (×${x.ratio.toFixed(2)}; half load: p99 start ${x.latency.startP99.toFixed(2)} ms, ${x.fullGcs} full GCs)`).join(', ')}`);
+      console.error(`  ${config} run ${r + 1}: ${row.map((x) => `${x.runner} ${fmt(x.tasksPerSec)}/s (×${x.ratio.toFixed(2)}, ${x.cores.toFixed(2)} cores; half load: p99 start ${x.latency.startP99.toFixed(2)} ms, ${x.fullGcs} full GCs)`).join(', ')}`);
     }
     const med = chosen.map((_, i) => {
       const of = (pick: (x: RunResult) => number) => median(perRun.map((row) => pick(row[i]!)));
@@ -188,6 +209,8 @@ try {
         cpuUsPerTask: of((x) => x.cpuUsPerTask),
         kbPerTask: of((x) => x.kbPerTask),
         busy: of((x) => x.busy),
+        processUsPerTask: of((x) => x.processUsPerTask),
+        cores: of((x) => x.cores),
         fullGcs: of((x) => x.fullGcs),
         latency: { offeredPerSec: lat('offeredPerSec'), achievedPerSec: lat('achievedPerSec'), tasks: lat('tasks'), startP50: lat('startP50'), startP99: lat('startP99'), settleP50: lat('settleP50'), settleP99: lat('settleP99') },
       };
@@ -203,13 +226,13 @@ if (values.json) console.log(JSON.stringify({ settings, report }, null, 2));
 function printConfig({ config, seconds, runs: perRun, median: med }: (typeof report)[number]): void {
   const ms = (x: number) => (x < 10 ? x.toFixed(2) : x.toFixed(1));
   console.log(`\n## ${config} (threads × slots), window ${fmt(window)}, ${fmt(tasks)} tasks, ${runs} run(s) in ${fmt(seconds)} s`);
-  console.log('| runner | tasks/s (median) | tasks/s (runs) | × piscina | main µs/task | KB/task | main busy | half load: offered → achieved /s | submit→start p50 / p99 ms | submit→settled p50 / p99 ms | full GCs at half load (runs) |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('| runner | tasks/s (median) | tasks/s (runs) | × piscina | main µs/task | KB/task | main busy | process µs/task, cores | half load: offered → achieved /s | submit→start p50 / p99 ms | submit→settled p50 / p99 ms | full GCs at half load (runs) |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
   med.forEach((m, i) => {
     const each = perRun.map((row) => fmt(row[i]!.tasksPerSec)).join(', ');
     const l = m.latency;
     console.log(
-      `| ${m.runner} | ${fmt(m.tasksPerSec)} | ${each} | ${m.ratio.toFixed(2)} | ${m.cpuUsPerTask.toFixed(1)} | ${m.kbPerTask.toFixed(1)} | ${Math.round(m.busy * 100)}% | ` +
+      `| ${m.runner} | ${fmt(m.tasksPerSec)} | ${each} | ${m.ratio.toFixed(2)} | ${m.cpuUsPerTask.toFixed(1)} | ${m.kbPerTask.toFixed(1)} | ${Math.round(m.busy * 100)}% | ${m.processUsPerTask.toFixed(1)}, ${m.cores.toFixed(2)} | ` +
         `${fmt(l.offeredPerSec)} → ${fmt(l.achievedPerSec)} | ${ms(l.startP50)} / ${ms(l.startP99)} | ${ms(l.settleP50)} / ${ms(l.settleP99)} | ${perRun.map((row) => row[i]!.fullGcs).join(', ')} |`,
     );
   });

@@ -109,6 +109,8 @@ export interface MainThreadUse {
   busy: number;
   /** Bytes allocated on the main isolate's heap. */
   allocatedBytes: number;
+  /** CPU time of the whole process over the phase, µs: every thread (main, agent threads, lmdb's writer, V8's and libuv's helpers), user and system. */
+  processCpuUs: number;
 }
 
 const SCHEDSTAT = `/proc/self/task/${process.pid}/schedstat`;
@@ -133,11 +135,16 @@ export function cpuSource(): string {
 export const ALLOC_SOURCE =
   'main-isolate heap: sum over GCs (v8.GCProfiler) of used heap before each GC minus used heap after the previous one, plus the growth after the last';
 
+/** How the whole-process CPU figure is computed. */
+export const PROCESS_CPU_SOURCE = "process.cpuUsage() over the throughput phase (every thread of the bench's process, user + system), per task; cores = that time over the phase's wall time";
+
 /**
  * Starts metering the main thread; the returned function stops and reads it. Worker threads,
- * lmdb's write thread, V8's helper threads and other processes (Postgres, Redis) are not counted.
+ * lmdb's write thread, V8's helper threads and other processes (Postgres, Redis) are not counted
+ * in its CPU time; they are in `processCpuUs`, the whole process's (other processes still not).
  */
 export function meterMainThread(): () => MainThreadUse {
+  const process0 = process.cpuUsage();
   const cpu0 = mainThreadCpuNs();
   const elu0 = performance.eventLoopUtilization();
   const profiler = new GCProfiler();
@@ -148,6 +155,7 @@ export function meterMainThread(): () => MainThreadUse {
     const { statistics } = profiler.stop();
     const elu = performance.eventLoopUtilization(elu0);
     const cpu1 = mainThreadCpuNs();
+    const processUse = process.cpuUsage(process0);
     let allocatedBytes = 0;
     let after = heap0;
     for (const gc of statistics) {
@@ -156,7 +164,7 @@ export function meterMainThread(): () => MainThreadUse {
     }
     allocatedBytes += heap1 - after;
     const cpuUs = cpu0 !== undefined && cpu1 !== undefined ? (cpu1 - cpu0) / 1000 : elu.active * 1000;
-    return { cpuUs, busy: elu.utilization, allocatedBytes };
+    return { cpuUs, busy: elu.utilization, allocatedBytes, processCpuUs: processUse.user + processUse.system };
   };
 }
 

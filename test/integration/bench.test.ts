@@ -38,8 +38,14 @@ describe('npm run bench', () => {
     // The baseline's ratio is itself; Troupe's is a positive number.
     expect(rows[0]!.split('|')[4]!.trim()).toBe('1.00');
     expect(Number(rows[1]!.split('|')[4])).toBeGreaterThan(0);
+    // The whole process's CPU per task and the cores it kept busy: both positive numbers.
+    for (const row of rows) {
+      const [perTask, cores] = row.split('|')[8]!.split(',').map(Number);
+      expect(perTask).toBeGreaterThan(0);
+      expect(cores).toBeGreaterThan(0);
+    }
     // The last column: each run's full GCs at half load, a count per run.
-    for (const row of rows) expect(row.split('|')[11]!.trim()).toMatch(/^\d+$/);
+    for (const row of rows) expect(row.split('|')[12]!.trim()).toMatch(/^\d+$/);
   });
 
   it("gives npm run bench's arguments to the dispatch bench, and runs the cluster bench only after a bench", async () => {
