@@ -79,6 +79,21 @@ describe('Overlay', () => {
     expect(o.take(policy(9, { coolBatches: 0 })).map((e) => e.key)).toEqual(['a', 'b', 'c']);
   });
 
+  it('stops looking at the first entry dirtied too recently to be cold: every one behind it is as recent', () => {
+    const o = new Overlay(1);
+    o.set(0, 'long-hot', 0, 1);
+    o.set(0, 'long-hot', 1, 9);
+    o.set(0, 'cold', 1, 2);
+    // A busy store's tasks in flight, each first dirtied in one of the last batches.
+    for (let i = 0; i < 2_000; i++) o.set(0, `t${i}`, i, i < 1_000 ? 9 : 10);
+    const taken = o.take(policy(10, { budget: 5_000, maxEntries: 10_000 }));
+    expect(taken.map((e) => e.key)).toEqual(['cold']);
+    // long-hot (hot, first in batch 1), cold, then the first task in flight: not the 2,000 behind it.
+    expect(o.scanned).toBe(3);
+    // Over the cap, the scan goes on past them, oldest first.
+    expect(o.take(policy(10, { budget: 5_000, maxEntries: 1_990 })).map((e) => e.key)).toEqual(['long-hot', 't0', 't1', 't2', 't3', 't4', 't5', 't6', 't7', 't8', 't9']);
+  });
+
   it('takes at most the budget, unless over the cap', () => {
     const o = new Overlay(1);
     for (let i = 0; i < 50; i++) o.set(0, `k${i}`, i, 1);

@@ -91,6 +91,9 @@ export class Overlay {
   /** Counts the changes to what the overlay holds: a reader may keep what it derived from it until this moves. */
   version = 0;
 
+  /** How many dirty entries the last {@link Overlay.take} looked at (for tests: the scan is bounded). */
+  scanned = 0;
+
   /** Entries still to materialize. */
   get size(): number {
     return this.#order.size;
@@ -186,20 +189,28 @@ export class Overlay {
     for (const entry of taken) this.#order.delete(entry);
     // Bounded scan: the head is where cold entries are; hot ones further back wait for a later commit.
     let scan = 2 * policy.budget + 64;
+    let visited = 0;
     for (const entry of this.#order) {
+      visited++;
       const over = this.#order.size - taken.length > policy.maxEntries;
       if (!over && (taken.length >= policy.budget || scan-- <= 0)) break;
       const cold = entry.last <= policy.batch - policy.coolBatches && entry.lastAt <= (policy.now ?? 0) - (policy.coolMs ?? 0);
       const old = entry.first <= policy.batch - policy.maxAgeBatches || entry.firstAt <= (policy.now ?? 0) - (policy.maxAgeMs ?? Number.POSITIVE_INFINITY);
-      // The order is by `first`: a hot entry at the head holds the checkpoint back, so only
-      // cold ones behind it may go; once it is old enough it goes too.
-      if (!(cold || old || over)) continue;
+      if (!(cold || old || over)) {
+        // The order is by `first`: a hot entry at the head holds the checkpoint back, so only
+        // cold ones behind it may go; once it is old enough it goes too. An entry first dirtied
+        // within the last `coolBatches` cannot be cold, and neither can any entry behind it, nor
+        // old when it is not: the scan ends there (in a busy store, every task in flight).
+        if (entry.first > policy.batch - policy.coolBatches) break;
+        continue;
+      }
       taken.push(entry);
     }
     for (const entry of taken) {
       this.#order.delete(entry);
       entry.writing = policy.batch;
     }
+    this.scanned = visited;
     return taken;
   }
 
