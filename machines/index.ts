@@ -31,6 +31,7 @@ export {
   instanceMachine,
   instanceStatus,
   instanceAdmits,
+  attemptMoves,
   durableFingerprint,
 } from './instance.machine.js';
 export type {

@@ -114,7 +114,9 @@ const ALLOWED_FROM: Readonly<Record<AttemptEvent['change'], ReadonlyArray<Attemp
   pending: [undefined],
   running: [undefined, 'pending'],
   stopping: ['pending', 'running'],
-  ended: ['pending', 'running', 'stopping'],
+  // From none: an attempt that parked (released its place while it waits on the host) and ends
+  // there; nothing is counted down, but its exit still counts in the failure streak.
+  ended: [undefined, 'pending', 'running', 'stopping'],
   released: ['pending', 'running', 'stopping'],
 };
 
@@ -143,7 +145,16 @@ function applyAttempt(context: InstanceContext, event: AttemptEvent): Partial<In
 /** Whether an attempt event changes anything; allocation-free, since it runs on every dispatch. */
 function attemptApplies(context: InstanceContext, event: AttemptEvent): boolean {
   const { from } = event;
-  return ALLOWED_FROM[event.change].includes(from) && (from === undefined || context[from] > 0);
+  return attemptMoves(from, event.change) && (from === undefined || context[from] > 0);
+}
+
+/**
+ * Whether an attempt in bucket `from` (undefined: in none) moves on `change`. The host asks before
+ * it tells a change, so that the bucket it keeps for the attempt is always the one the instance
+ * counts it in: a move the machine would ignore (a late 'running' once stopping) is not told.
+ */
+export function attemptMoves(from: AttemptBucket | undefined, change: AttemptEvent['change']): boolean {
+  return ALLOWED_FROM[change].includes(from);
 }
 
 /**

@@ -158,6 +158,13 @@ export class AgentAccounts {
     this.#touch(agent);
   }
 
+  /** A reservation was taken for an entry that was not queued (Governor.reclaim): it counts, whatever the limit. */
+  reclaimed(agent: AgentState, model: ModelState | null): void {
+    agent.reserved++;
+    if (model) model.reserved++;
+    this.#touch(agent);
+  }
+
   /** One reservation was given back. */
   released(agent: AgentState, model: ModelState | null): void {
     agent.reserved--;

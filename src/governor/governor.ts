@@ -119,6 +119,13 @@ export interface Governor {
    */
   markUsed(entry: GovernorEntry): void;
   /**
+   * Reserves capacity for an entry that is not queued, whatever the limits, and marks it used: an
+   * attempt that gave its reservation back while it waited ({@link Governor.release}) and runs
+   * again. It counts against the global slots and its agent's and model's limits until released,
+   * so while it keeps them over, nothing new is picked. Throws if the entry's taskId is queued.
+   */
+  reclaim(entry: GovernorEntry): void;
+  /**
    * Gives back what tryReserve() or reserve() reserved for this entry, undoing its markUsed, and
    * serves pending reserve() calls from what it freed. Idempotent per taskId: a second release for
    * the same reservation is ignored.
@@ -257,6 +264,16 @@ class GovernorImpl implements Governor {
   }
 
   markUsed(entry: GovernorEntry): void {
+    this.#reservations.markUsed(entry.taskId);
+  }
+
+  reclaim(entry: GovernorEntry): void {
+    if (this.#levels.has(entry.taskId)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${entry.taskId} is queued; only an attempt that runs reclaims its reservation`);
+    const agent = this.#accounts.agent(entry.agent);
+    const model = entry.model === undefined ? null : this.#accounts.model(agent, entry.model);
+    this.#reserved++;
+    this.#accounts.reclaimed(agent, model);
+    this.#reservations.add(this.#levels.detached(entry, agent, model));
     this.#reservations.markUsed(entry.taskId);
   }
 

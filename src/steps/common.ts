@@ -65,6 +65,22 @@ export function beginRun(task: TaskRecord, reason: TaskRecord['runReason'], now:
   task.attemptSeq = 0;
 }
 
+/**
+ * waiting → queued as a new run (reason `resume`): what a task waits for is there and no attempt
+ * of its runs (its process died, or shut down, or it was killed, while it waited). `task` may be
+ * the view or the step's own copy.
+ */
+export function resumeAsNewRun(out: StepResult, task: TaskRecord, ctx: StepContext): StepResult {
+  const { now } = ctx;
+  const next: TaskRecord = { ...task, state: nextState(task, 'REQUEUE'), updatedAt: now };
+  delete next.waitingFor;
+  beginRun(next, 'resume', now);
+  queue(out, ctx, next, { run: next.runs, reason: 'resume' });
+  out.changes.push(taskChange(next));
+  out.effects.push(notifyEffect(task.id));
+  return out;
+}
+
 /** The id of an attempt. */
 export function attemptIdOf(taskId: string, run: number, attempt: number): string {
   return `${taskId}:${run}:${attempt}`;

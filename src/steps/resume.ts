@@ -15,7 +15,7 @@
 import { isTerminal } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
 import type { InboxRecord, TaskRecord } from '../store/records.js';
-import { beginRun, emit, nextState, queue } from './common.js';
+import { emit, nextState, resumeAsNewRun } from './common.js';
 import { nothing, notifyEffect, taskChange, type StepContext, type StepResult } from './types.js';
 
 /** What resume reads. */
@@ -38,7 +38,7 @@ export function decideResume(view: ResumeView, input: ResumeInput, ctx: StepCont
   if (task.state !== 'waiting') throw new TroupeError('ILLEGAL_TRANSITION', `task ${task.id} is ${task.state}; only a waiting task resumes`);
   if (live === undefined) {
     if (input.kind === 'unwait') return nothing();
-    return newRun(nothing(), task, ctx);
+    return resumeAsNewRun(nothing(), task, ctx);
   }
   // A live attempt that is not parked (it is ending) resumes nothing: its end settles the task.
   if (!live.parked) return nothing();
@@ -72,7 +72,7 @@ function arrive(view: ResumeView, message: unknown, idempotencyKey: string | und
   next.inbox = seq;
   if (idempotencyKey !== undefined) out.changes.push({ kind: 'input-key', key: `input:${task.id}:${idempotencyKey}`, taskId: task.id, seq });
   emit(out, ctx, 'task.input', task.id, undefined, { seq, idempotencyKey, delivered: deliverNow });
-  if (resumeRun) return newRun(out, next, ctx);
+  if (resumeRun) return resumeAsNewRun(out, next, ctx);
   out.changes.push(taskChange(next));
   if (deliverNow) out.effects.push(notifyEffect(task.id));
   return out;
@@ -85,14 +85,3 @@ function running(task: TaskRecord, now: number): TaskRecord {
   return next;
 }
 
-/** waiting → queued as a new run (reason `resume`). `task` may be the view or the step's own copy. */
-function newRun(out: StepResult, task: TaskRecord, ctx: StepContext): StepResult {
-  const { now } = ctx;
-  const next: TaskRecord = { ...task, state: nextState(task, 'REQUEUE'), updatedAt: now };
-  delete next.waitingFor;
-  beginRun(next, 'resume', now);
-  queue(out, ctx, next, { run: next.runs, reason: 'resume' });
-  out.changes.push(taskChange(next));
-  out.effects.push(notifyEffect(task.id));
-  return out;
-}

@@ -9,7 +9,7 @@ import { isTerminal, nextTaskState } from '../../machines/index.js';
 import type { AgentFlowState, AttemptRecord, TaskRecord, TimerRecord } from '../store/records.js';
 import { resultOf, type Settlement } from '../tasks/outcome.js';
 import type { EventData } from '../api/events.js';
-import { arm, attemptIdOf, emit, finish, illegal, markQueued, nextState, queue, timerOf } from './common.js';
+import { arm, attemptIdOf, emit, finish, illegal, markQueued, nextState, queue, resumeAsNewRun, timerOf } from './common.js';
 import { attemptChange, nothing, notifyEffect, taskChange, type StepContext, type StepResult } from './types.js';
 
 /** What settle reads. */
@@ -142,16 +142,19 @@ function settle(task: TaskRecord, attempt: AttemptRecord, d: Settlement, interru
 /**
  * A waiting task whose attempt is interrupted (shutdown, kill, a crash found at open) keeps waiting
  * with no live attempt: the input or join it waits for resumes it with a new run. The attempt does
- * not count.
+ * not count. An input that came while the attempt was being stopped was kept for the task, not
+ * given to the attempt: it resumes the task now, as it would have had it come a moment later.
  */
 function detach(task: TaskRecord, attempt: AttemptRecord, d: Settlement, ctx: StepContext): StepResult {
   const { now } = ctx;
   const next: TaskRecord = { ...task };
   if (!d.counts) next.attempts--;
   const out = nothing();
-  out.changes.push(attemptChange({ ...attempt, endedAt: now, exit: d.exit }), taskChange(next));
+  out.changes.push(attemptChange({ ...attempt, endedAt: now, exit: d.exit }));
   const data = { run: task.runs, attempt: attempt.attempt, exit: d.exit, attemptMs: Math.max(0, now - attempt.startedAt), reason: d.reason, for: task.waitingFor?.kind, detached: true as const };
   emit(out, ctx, 'task.waiting', task.id, attempt.attemptId, data);
+  if (next.waitingFor?.kind === 'input' && (next.inbox ?? 0) > (next.delivered ?? 0)) return resumeAsNewRun(out, next, ctx);
+  out.changes.push(taskChange(next));
   return out;
 }
 

@@ -13,7 +13,7 @@
 import type { AbortReason, AttemptRequest } from '../../actors/wire.js';
 import { plainConstructor } from '../allocation.js';
 import type { RegisteredAgent } from '../agents/registry.js';
-import type { AttemptBucket, AttemptChange, AttemptExit } from '../../machines/index.js';
+import { attemptMoves, type AttemptBucket, type AttemptChange, type AttemptExit } from '../../machines/index.js';
 import type { Clock, ClockTimer } from '../clock.js';
 import { TroupeError } from '../errors.js';
 import type { GovernorEntry } from '../governor/governor.js';
@@ -130,8 +130,13 @@ export class Attempt implements InstanceDescriptor {
     return request;
   }
 
-  /** Tells the instance actor that counts it where it stands now (`status`: how it ended). */
+  /**
+   * Tells the instance actor that counts it where it stands now (`status`: how it ended). A move
+   * the actor would not make (a BEGIN that arrives once it is stopping) is not told, and its bucket
+   * stays where the actor counts it.
+   */
   tell(router: Pick<Router, 'note'>, change: AttemptChange['change'], at: number, status?: AttemptExit): void {
+    if (!attemptMoves(this.bucket, change)) return;
     router.note(this.entry.instanceKey, new Told(this.attemptId, change, this.bucket, status), at, this);
     this.bucket = change === 'ended' || change === 'released' ? undefined : change;
   }

@@ -271,7 +271,14 @@ export class Dispatcher {
    * channel); if the attempt has not ended after `cancelGraceMs`, its thread is terminated.
    */
   stop(attempt: LiveAttempt, reason: AbortReason, detail?: string): void {
-    if (attempt.stop || attempt.phase === 'ended') return;
+    if (attempt.phase === 'ended') return;
+    if (attempt.stop) {
+      // Already stopping (a timeout, an expired lease, kill, shutdown): a cancel still ends the
+      // task, not its attempt alone, so the attempt's end settles it as cancelled. The stop under
+      // way (its abort, its grace period) carries on.
+      if (reason === 'cancelled' && attempt.stop.reason !== 'cancelled') attempt.stop = detail === undefined ? { reason } : { reason, detail };
+      return;
+    }
     attempt.stop = detail === undefined ? { reason } : { reason, detail };
     // starting: `started` settles it once the start is durable. dispatched: its thread ends it
     // at once from its queue (the abort below); executing: the agent is asked to stop.
@@ -332,18 +339,23 @@ export class Dispatcher {
     this.#executing--;
     this.#parked++;
     this.#k.governor.release(attempt.entry);
+    // Nor does its instance count it against a dispatch target while it waits.
+    attempt.tell(this.#k.router, 'released', this.#k.clock.now());
     this.pump();
   }
 
   /**
-   * A parked attempt runs again. It takes a slot back at once, so slots and agent limits can be
-   * exceeded briefly by resumed attempts; new work waits until they are back under.
+   * A parked attempt runs again. It takes its slot and its reservation back at once, whatever the
+   * limits, so slots, agent limits and a dispatch target can be exceeded briefly by resumed
+   * attempts; new work waits until they are back under.
    */
   unpark(attempt: LiveAttempt): void {
     if (!attempt.parked || attempt.phase !== 'executing') return;
     attempt.parked = false;
     this.#parked--;
     this.#executing++;
+    this.#k.governor.reclaim(attempt.entry);
+    attempt.tell(this.#k.router, 'running', this.#k.clock.now());
   }
 
   /** Stops every live attempt (kill): each is requeued without spending its budget. */

@@ -148,6 +148,28 @@ describe('governor capacity', () => {
     expect(() => g.setAgent('a', -2)).toThrow(/limit/);
   });
 
+  it('reclaims a reservation given back, over the agent, model and global limits, and picks nothing new until back under', () => {
+    const { g } = harness(2, { x: { total: 1, models: { m: 1 } } });
+    for (const id of ['a', 'b', 'c']) g.enqueue(mentry(id, 'x', 'xi', 'm'));
+    const a = g.next() as GovernorEntry;
+    g.markUsed(a);
+    // a waits on the host: it gives its reservation back, and b runs in its place.
+    g.release(a);
+    const b = g.next() as GovernorEntry;
+    expect(b.taskId).toBe('b');
+    // a runs again at once, whatever the limits.
+    g.reclaim(a);
+    expect(g.stats()).toMatchObject({ reserved: 2, used: 1, agents: { x: { reserved: 2, queued: 1, models: { m: { reserved: 2 } } } } });
+    g.release(b);
+    expect(g.next()).toBeUndefined();
+    g.release(a);
+    expect(g.next()?.taskId).toBe('c');
+    expect(g.stats()).toMatchObject({ reserved: 1, used: 0, agents: { x: { reserved: 1, queued: 0 } } });
+    // Only an entry that is not queued reclaims.
+    g.enqueue(entry('d', 'x', 'xi'));
+    expect(() => g.reclaim(entry('d', 'x', 'xi'))).toThrow(/queued/);
+  });
+
   it('ignores a second release of the same reservation and releases of unknown entries', () => {
     const { g } = harness(10);
     g.enqueue(entry('t1', 'a', 'i'));
