@@ -10,9 +10,12 @@ import type { Quarantine } from './safe-read.js';
 
 const isEvent = (v: unknown): v is EventRecord => typeof v === 'object' && v !== null && typeof (v as EventRecord).seq === 'number' && typeof (v as EventRecord).type === 'string';
 
-/** Reads of the event log, one event at a time; a record that cannot be read is quarantined whole. */
-export function eventReads(db: Database<EventRecord[], number>, quarantine: Quarantine, isQuarantined: (name: string, key: unknown) => boolean): SafeDatabase<EventRecord, number> {
-  const chunk = (key: number): EventRecord[] | undefined => {
+/** Reads one event record (a batch's events) by key; undefined when it is missing or was quarantined, as it is when it cannot be read. */
+export type EventChunks = (key: number) => EventRecord[] | undefined;
+
+/** The event log's records, read safely: a record that cannot be read is quarantined whole. */
+export function eventChunks(db: Database<EventRecord[], number>, quarantine: Quarantine, isQuarantined: (name: string, key: unknown) => boolean): EventChunks {
+  return (key) => {
     if (isQuarantined('events', key)) return undefined;
     let value: unknown;
     try {
@@ -28,6 +31,11 @@ export function eventReads(db: Database<EventRecord[], number>, quarantine: Quar
     }
     return value;
   };
+}
+
+/** Reads of the event log, one event at a time; a record that cannot be read is quarantined whole. */
+export function eventReads(db: Database<EventRecord[], number>, quarantine: Quarantine, isQuarantined: (name: string, key: unknown) => boolean): SafeDatabase<EventRecord, number> {
+  const chunk = eventChunks(db, quarantine, isQuarantined);
   /** The key of the record that holds `seq` (or the first after it). */
   const floor = (seq: number): number => {
     for (const key of db.getKeys({ start: seq, reverse: true, limit: 1 })) return key;
@@ -66,23 +74,36 @@ export function eventReads(db: Database<EventRecord[], number>, quarantine: Quar
   };
 }
 
-/** The seq after the last event in the log (1 for an empty log). */
-export function nextSeqOf(db: Database<EventRecord[], number>): number {
-  for (const { value } of db.getRange({ reverse: true, limit: 1 })) {
-    const last = Array.isArray(value) ? value.at(-1) : undefined;
-    if (last && typeof last.seq === 'number') return last.seq + 1;
+/**
+ * The seq after every event ever written, so that no seq is handed out twice: after the last
+ * readable record's last event, past every record's key (a record that cannot be read is
+ * quarantined by `read`; its events' seqs start at its key), and past `removedThrough`, the last
+ * seq of the records truncated away (a log emptied by retention starts after them, not at 1).
+ */
+export function nextSeqOf(db: Database<EventRecord[], number>, read: EventChunks, removedThrough: number): number {
+  let next = removedThrough + 1;
+  for (const key of db.getKeys({ reverse: true })) {
+    next = Math.max(next, key + 1);
+    const last = read(key)?.at(-1);
+    if (last) return Math.max(next, last.seq + 1);
   }
-  return 1;
+  return next;
 }
 
-/** The oldest event records whose events all happened before `before`, at most `max`: their keys, how many events, and the last seq. */
-export function expiredEventRecords(db: Database<EventRecord[], number>, before: number, max: number): { keys: number[]; events: number; through: number } {
+/**
+ * The oldest event records whose events all happened before `before`, at most `max`: their keys,
+ * how many events, and the last seq. A record that cannot be read is quarantined (`read`), and the
+ * sweep goes on past it.
+ */
+export function expiredEventRecords(db: Database<EventRecord[], number>, read: EventChunks, before: number, max: number): { keys: number[]; events: number; through: number } {
   const out = { keys: [] as number[], events: 0, through: 0 };
-  for (const { key, value } of db.getRange({ limit: max })) {
-    const last = Array.isArray(value) ? value.at(-1) : undefined;
+  for (const key of db.getKeys({ limit: max })) {
+    const events = read(key);
+    if (events === undefined) continue;
+    const last = events.at(-1);
     if (!last || !(last.at < before)) break;
     out.keys.push(key);
-    out.events += value.length;
+    out.events += events.length;
     out.through = last.seq;
   }
   return out;

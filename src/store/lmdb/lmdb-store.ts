@@ -10,7 +10,7 @@ import type { BackupInfo, Key, SafeReads, Store, StepWriter } from '../port.js';
 import type { StoreOptions } from './store.js';
 import type { EventRecord } from '../records.js';
 import { Overlay } from './overlay.js';
-import { expiredEventRecords, nextSeqOf } from './event-log.js';
+import { eventChunks, expiredEventRecords, nextSeqOf, type EventChunks } from './event-log.js';
 import { finalWrites, prepareWrites, type BatchTargets } from './batch-transaction.js';
 import { DATABASES, DB, MATERIALIZE, type LogEntry } from './layout.js';
 import { netChanges } from './net-changes.js';
@@ -52,6 +52,8 @@ export class LmdbStore implements Store {
   /** Batches issued whose commit has not landed, oldest first: reads see their write-once records. */
   readonly #unlanded: Batch[] = [];
   readonly #quarantine: Quarantine;
+  /** The event log's records, read with quarantine (event-log.ts). */
+  readonly #eventChunks: EventChunks;
   #closed = false;
   /** Stops the store at the first failed commit (fail-stop.ts). */
   readonly #stop = new FailStop();
@@ -99,6 +101,7 @@ export class LmdbStore implements Store {
       closed: () => this.#closed,
     });
     this.read = storeReads({ dbs: this.#dbs, events: this.#events, overlay: this.#overlay, gathered: this.#gathered, quarantine: this.#quarantine });
+    this.#eventChunks = eventChunks(this.#events, this.#quarantine.add, this.#quarantine.has);
   }
 
   /** The batches whose write-once records are not in their databases yet: in flight, then the one gathering. */
@@ -125,8 +128,8 @@ export class LmdbStore implements Store {
     this.#lastBatch = replayed.last;
     this.#records.loadActive();
     this.#records.loadCounts(meta);
-    this.#seq = this.#durableSeq = nextSeqOf(this.#events);
     this.eventsRemovedThrough = (meta.get('eventsRemovedThrough') as number | undefined) ?? 0;
+    this.#seq = this.#durableSeq = nextSeqOf(this.#events, this.#eventChunks, this.eventsRemovedThrough);
     const startChain = this.#chain.open();
     await committed(this.#root.transaction(() => {
       startChain();
@@ -168,7 +171,7 @@ export class LmdbStore implements Store {
   truncateEvents(before: number, max: number): Promise<number> {
     const refused = this.#stop.refusal(this.#closed);
     if (refused) return refused;
-    const expired = expiredEventRecords(this.#events, before, max);
+    const expired = expiredEventRecords(this.#events, this.#eventChunks, before, max);
     if (expired.keys.length === 0) return Promise.resolve(0);
     const batch = this.#gathering();
     batch.dropEvents.push(...expired.keys);
@@ -203,6 +206,9 @@ export class LmdbStore implements Store {
       batch.direct.length = directMark;
       batch.events.length = eventsMark;
       this.#seq = firstSeq;
+      // The batch is flushed all the same (it may have begun with this call, and be empty): a
+      // batch left pending would hold back close(), settled() and the quiet store's commits.
+      this.#queueFlush();
       throw error;
     }
     netChanges(this.#overlay, batch, opsMark);

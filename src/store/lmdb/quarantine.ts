@@ -23,7 +23,7 @@ export interface QuarantineDeps {
 /** See the module comment. */
 export class Quarantine {
   readonly #deps: QuarantineDeps;
-  /** Records moved aside whose removal may not have landed yet: reads skip them. */
+  /** Records moved aside whose removal has not landed yet: reads skip them. */
   readonly #held = new Set<string>();
 
   constructor(deps: QuarantineDeps) {
@@ -51,14 +51,19 @@ export class Quarantine {
     const target = name === 'events' ? undefined : DB[name as DbName];
     queueMicrotask(() => {
       if (deps.closed()) return;
+      let removed: Promise<unknown> = Promise.resolve();
       deps
         .commit((w) => {
           const writer = w as BatchWriter;
           writer.raw(DB.quarantine, [name, record.key], record);
           if (target !== undefined) writer.raw(target + REMOVAL, key as Key, null);
-          else deps.events.remove(key as number).catch(() => undefined);
+          else removed = deps.events.remove(key as number);
           w.event('store.quarantined', { at, data: { db: name, key: record.key, problem } });
         })
+        .then(() => removed)
+        // Removed: reads find what is there now (nothing, or a record written to the key since).
+        // Until then, or for good if the removal failed, they skip the key.
+        .then(() => this.#held.delete(id))
         .catch(() => undefined);
     });
   };
