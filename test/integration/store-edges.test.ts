@@ -15,7 +15,7 @@ const dataDir = scratchDirs();
 async function events(store: Store, n: number, at: number): Promise<number[]> {
   const seqs: number[] = [];
   for (let i = 0; i < n; i++) {
-    const [event] = await store.commit((w) => void w.event('task.created', { at, taskId: `t${i}`, data: {} }));
+    const [event] = await store.commit((w) => void w.event('task.queued', { at, taskId: `t${i}`, data: { run: 1, agent: 'a', priority: 0 } }));
     seqs.push(event!.seq);
   }
   return seqs;
