@@ -94,6 +94,15 @@ describe('Overlay', () => {
     expect(o.take(policy(10, { budget: 5_000, maxEntries: 1_990 })).map((e) => e.key)).toEqual(['long-hot', 't0', 't1', 't2', 't3', 't4', 't5', 't6', 't7', 't8', 't9']);
   });
 
+  it('takes a final version for its own commit while an earlier final version of the key is still being written', () => {
+    const o = new Overlay(1);
+    o.set(0, 'k', 'v1', 1, 0, true);
+    expect(o.take(policy(1)).map((e) => e.value)).toEqual(['v1']);
+    // v1's commit is in flight when v2 is decided, final too: v2 goes in batch 2's commit.
+    o.set(0, 'k', 'v2', 2, 0, true);
+    expect(o.take(policy(2)).map((e) => e.value)).toEqual(['v2']);
+  });
+
   it('takes at most the budget, unless over the cap', () => {
     const o = new Overlay(1);
     for (let i = 0; i < 50; i++) o.set(0, `k${i}`, i, 1);

@@ -138,7 +138,9 @@ export class Overlay {
     entry.value = value;
     entry.last = batch;
     entry.lastAt = at;
-    if (final && !entry.final) this.#finals.push(entry);
+    // A final version goes in its own batch's commit: unless one already waits there, also when
+    // an earlier final version's write is still in flight (its commit writes that one, not this).
+    if (final && (!entry.final || entry.writing !== undefined)) this.#finals.push(entry);
     entry.final = final;
     if (entry.writing !== undefined) {
       // Changed again while its materialization was in flight: dirty anew.
