@@ -164,9 +164,13 @@ export class TaskEngine {
       throw new TroupeError('ILLEGAL_TRANSITION', `task ${id} is ${settled.state}; it cannot be cancelled`);
     }
     const children = this.#children(id);
-    const result = pipeline.decide(decideCancel, { task, liveAttemptId: this.#dispatcher.attemptOf(task)?.attemptId }, { reason });
+    const live = this.#dispatcher.attemptOf(task);
+    const result = pipeline.decide(decideCancel, { task, liveAttemptId: live?.attemptId }, { reason });
     const cancelled = taskOf(result);
-    // No record changes: the live attempt is stopped after the commit, and its end settles the task.
+    // No record changes: the live attempt's end settles the task. It is told now, not once the
+    // (empty) commit lands: an attempt that ended meanwhile for another reason (a kill, a timeout)
+    // would have requeued or retried the task, and the cancel would be lost.
+    if (cancelled === undefined && live !== undefined) this.#dispatcher.stop(live, 'cancelled', reason);
     const settled = cancelled === undefined ? this.wait(id) : undefined;
     await pipeline.apply(result);
     await this.#cancelAll(children, reason);

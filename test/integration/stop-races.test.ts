@@ -70,6 +70,26 @@ describe('a cancel while the attempt is already being stopped', () => {
   });
 });
 
+describe('a cancel decided as the attempt ends for another reason', () => {
+  it('still cancels the task: the attempt is told at once, not after the commit', async () => {
+    const gate = tempDir();
+    try {
+      const rt = await runtime({ threads: 1, cancelGraceMs: 60_000, agents: [interactive()] });
+      const task = await rt.submit({ agent: 'interactive', input: { mode: 'gatedStop', dir: gate.path } });
+      await appeared(join(gate.path, 'first'));
+      const killed = rt.kill('ops');
+      await appeared(join(gate.path, 'aborted'));
+      // The agent ends now, for the kill; the cancel comes while its end is on the way.
+      writeFileSync(join(gate.path, 'go'), '');
+      const cancelled = rt.cancel(task.id, 'no longer wanted');
+      await killed;
+      expect(await cancelled).toMatchObject({ state: 'cancelled', reason: 'no longer wanted' });
+    } finally {
+      gate.cleanup();
+    }
+  });
+});
+
 describe('an attempt that waits on the host', () => {
   it('gets an input that came while kill stopped it: the task resumes with a new run once dispatch does', async () => {
     const gate = tempDir();
