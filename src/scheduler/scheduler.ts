@@ -156,7 +156,9 @@ export class Scheduler implements SchedulesApi {
     return this.#enqueue(id, async () => {
       const now = this.#d.clock.now();
       const { record: current } = live;
-      const { record, cron } = validateSchedule({ ...viewOf(current), ...patch, id }, now, (task) => this.#d.checkTask(task), current);
+      // A field given as undefined is not given (as in createRuntime's options): it keeps its value.
+      const given = Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined));
+      const { record, cron } = validateSchedule({ ...viewOf(current), ...given, id }, now, (task) => this.#d.checkTask(task), current);
       await this.#put(live, record, cron);
       return viewOf(record);
     });
@@ -194,6 +196,8 @@ export class Scheduler implements SchedulesApi {
       if (!live.record.paused) return viewOf(live.record);
       const now = this.#d.clock.now();
       await this.#put(live, { ...live.record, paused: false, nextRunAt: live.cron.next(now), updatedAt: now }, live.cron);
+      // A queue_one tick held through the pause runs once its previous run has settled (now, if it has).
+      if (live.record.pendingTick !== undefined) this.#background(id, () => this.#firePending(id));
       return viewOf(live.record);
     });
   }

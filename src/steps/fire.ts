@@ -55,7 +55,8 @@ export function decideFire(view: FireView, input: FireInput, ctx: StepContext): 
   const { now } = ctx;
   if (input.kind === 'pending') {
     const tick = schedule.pendingTick;
-    if (tick === undefined || busy(view)) return nothing();
+    // A paused schedule keeps its held tick: resuming fires it.
+    if (tick === undefined || schedule.paused || busy(view)) return nothing();
     return fire(view, input, schedule.nextRunAt, [tick], [], undefined, ctx);
   }
   if (schedule.paused) return nothing();
@@ -70,7 +71,10 @@ export function decideFire(view: FireView, input: FireInput, ctx: StepContext): 
   const missed = due.filter((t) => t < view.openedAt);
   const onTime = due.filter((t) => t >= view.openedAt);
   const inWindow = missed.filter((t) => now - t <= schedule.catchUpWindowMs);
-  const caughtUp = schedule.catchUp === 'all' ? inWindow : schedule.catchUp === 'once' ? inWindow.slice(-1) : [];
+  // `once` fires the latest missed tick of the whole downtime: a capped batch holds it only when
+  // the tick after its last is no longer missed.
+  const holdsLatest = onTime.length > 0 || due.length < MAX_TICKS_PER_FIRE || next >= view.openedAt;
+  const caughtUp = schedule.catchUp === 'all' ? inWindow : schedule.catchUp === 'once' && holdsLatest ? inWindow.slice(-1) : [];
   const skipped: Skip[] = missed.filter((t) => !caughtUp.includes(t)).map((tick) => ({ tick, reason: 'catch_up' }));
   return fire(view, input, next, [...caughtUp, ...onTime], skipped, schedule.pendingTick, ctx);
 }
@@ -92,6 +96,11 @@ function fire(view: FireView, input: FireInput, next: number, ticks: readonly nu
   const submit: number[] = [];
   let running = busy(view);
   let pendingTick = held;
+  // A held tick is older than every tick due now: the newest of them is the one to run (or hold).
+  if (held !== undefined && ticks.length > 0) {
+    skipped.push({ tick: held, reason: 'overlap' });
+    pendingTick = undefined;
+  }
   for (const tick of ticks) {
     if (!running || schedule.overlap === 'allow') {
       submit.push(tick);

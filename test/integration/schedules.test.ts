@@ -120,6 +120,40 @@ describe('schedules: firing', () => {
     await rt.close();
   });
 
+  it('queue_one: a tick held when the schedule is paused stays held, and fires once it is resumed', async () => {
+    const clock = new ManualClock(T0);
+    const rt = await open({ dataDir: dir(), clock });
+    const events = fired(rt);
+    await rt.schedules.create({ id: 'q', cron: '0 * * * *', overlap: 'queue_one', task: { agent: 'sleep', input: { ms: 10 * HOUR, steps: 1 } } });
+    clock.advance(HOUR);
+    await until(events, 1);
+    // 12:00 comes while 11:00's task runs: held.
+    clock.advance(HOUR);
+    await rt.schedules.pause('q');
+    expect(rt.schedules.get('q')).toMatchObject({ paused: true, pendingTick: T0 + 2 * HOUR });
+    await rt.cancel(events[0]!.taskId!);
+    // A change to the schedule runs after everything queued on it before: the settle's fire among them.
+    await rt.schedules.pause('q');
+    expect(events).toHaveLength(1);
+    expect(rt.schedules.get('q')).toMatchObject({ paused: true, pendingTick: T0 + 2 * HOUR, fired: 1 });
+    await rt.schedules.resume('q');
+    await until(events, 2);
+    expect(events[1]!.data).toMatchObject({ tick: T0 + 2 * HOUR });
+    expect(events[1]!.data.skipped).toBeUndefined();
+    expect(rt.schedules.get('q').pendingTick).toBeUndefined();
+    await rt.kill('done');
+    await rt.close();
+  });
+
+  it('update: a field given as undefined keeps its value', async () => {
+    const rt = await open({ dataDir: dir(), clock: new ManualClock(T0) });
+    await rt.schedules.create({ id: 'u', cron: '0 3 * * *', tz: 'Europe/Berlin', overlap: 'queue_one', catchUp: 'all', catchUpWindowMs: HOUR, task: { agent: 'echo' } });
+    await rt.schedules.pause('u');
+    const updated = await rt.schedules.update('u', { cron: '0 4 * * *', tz: undefined, overlap: undefined, catchUp: undefined, catchUpWindowMs: undefined, paused: undefined } as never);
+    expect(updated).toMatchObject({ cron: '0 4 * * *', tz: 'Europe/Berlin', overlap: 'queue_one', catchUp: 'all', catchUpWindowMs: HOUR, paused: true });
+    await rt.close();
+  });
+
   it('catch-up after downtime: skip, once and all within catchUpWindowMs', async () => {
     const path = dir();
     const clock = new ManualClock(T0);

@@ -175,8 +175,17 @@ describe('decideFire: a held (queue_one) tick', () => {
     expect(out.effects).toEqual([{ kind: 'arm-schedule', scheduleId: 'tick', due: 101 * MIN }]);
   });
 
-  it('re-arms as paused (off the wheel) a paused schedule whose held tick fired', () => {
-    expect(fire({ schedule: { ...held, paused: true }, last: 'failed', input: { kind: 'pending' } }).effects).toEqual([{ kind: 'arm-schedule', scheduleId: 'tick', due: null }]);
+  it('keeps the held tick of a paused schedule: it fires once resumed', () => {
+    expect(fire({ schedule: { ...held, paused: true }, last: 'failed', input: { kind: 'pending' } })).toEqual({ changes: [], events: [], effects: [] });
+  });
+
+  it('is replaced by a newer due tick when the previous run settled before the held one could fire', () => {
+    const out = fire({ schedule: { ...held, nextRunAt: 100 * MIN }, last: 'cancelled' });
+    expect(tasksIn(out).map((t) => t.idempotencyKey)).toEqual([`schedule:tick:${iso(100 * MIN)}`]);
+    expect(firedData(out).filter((d) => d!.skipped)).toEqual([{ scheduleId: 'tick', tick: 99 * MIN, tickIso: iso(99 * MIN), skipped: 'overlap' }]);
+    const updated = scheduleIn(out)!;
+    expect(updated).toMatchObject({ lastTickAt: 100 * MIN, nextRunAt: 101 * MIN });
+    expect('pendingTick' in updated).toBe(false);
   });
 
   it('does nothing while the previous run is still going, or with no held tick', () => {
@@ -218,6 +227,22 @@ describe('decideFire: catch-up of ticks missed while the runtime was down', () =
     const out = fire({ schedule: { nextRunAt: 99 * MIN, overlap: 'allow' }, openedAt: 99 * MIN + 1 });
     expect(firedTicks(out)).toEqual([`schedule:tick:${iso(100 * MIN)}`]);
     expect(skippedTicks(out)).toEqual([99 * MIN]);
+  });
+
+  it('once: fires only the latest of a downtime longer than one look (MAX_TICKS_PER_FIRE), whatever the overlap', () => {
+    for (const overlap of ['allow', 'skip', 'queue_one'] as const) {
+      const fired: string[] = [];
+      let schedule: Partial<ScheduleRecord> = { nextRunAt: -1_900 * MIN, catchUp: 'once', catchUpWindowMs: 86_400_000, overlap };
+      for (let looks = 0; (schedule.nextRunAt ?? 0) <= NOW; looks++) {
+        expect(looks).toBeLessThan(5);
+        const out = fire({ schedule, openedAt: NOW });
+        fired.push(...tasksIn(out).map((t) => t.idempotencyKey!));
+        schedule = scheduleIn(out)!;
+      }
+      expect(fired).toEqual([`schedule:tick:${iso(100 * MIN)}`]);
+      expect(schedule).toMatchObject({ lastTickAt: 100 * MIN, nextRunAt: 101 * MIN });
+      expect(schedule.pendingTick).toBeUndefined();
+    }
   });
 
   it('looks at most MAX_TICKS_PER_FIRE ticks, continuing from the last one', () => {
