@@ -55,6 +55,16 @@ describe('a runtime on PostgreSQL', () => {
     expect(await rejection(rt.wait('01NOSUCHTASK'))).toMatchObject({ code: 'NOT_FOUND' });
   });
 
+  it('fails an attempt whose output PostgreSQL cannot store (a lone surrogate) with INVALID_RESULT, and the node settles the rest', async () => {
+    const { url } = await pools({ max: 4 });
+    const rt = await runtime(url, { agents: [builtinAgent('echo'), { name: 'weird', module: fixtureAgent('weird'), backoff: false }] });
+    expect(await rejection(rt.submit({ agent: 'echo', input: { text: 'x\uD800y' } }))).toMatchObject({ code: 'INVALID_INPUT', message: expect.stringContaining('lone UTF-16 surrogate') });
+    const bad = await rt.submit({ agent: 'weird', input: { mode: 'lonesurrogate' } });
+    const good = await Promise.all([1, 2, 3].map((n) => rt.submit({ agent: 'echo', input: n })));
+    expect(await rt.wait(bad.id)).toMatchObject({ state: 'failed', error: { code: 'INVALID_RESULT' } });
+    for (const [i, task] of good.entries()) expect(await rt.wait(task.id)).toMatchObject({ state: 'done', output: i + 1 });
+  });
+
   it('refuses bad input before anything is written, and the calls it cannot back with UNSUPPORTED_STORE naming them', async () => {
     const { url, pool } = await pools({ max: 2 });
     const rt = await runtime(url, { agents: [builtinAgent('echo')] });
