@@ -272,7 +272,9 @@ export class EventFeed {
           const event = eventOf(stored);
           if (wanted(event)) yield event;
         }
-        if (page.length < REPLAY_PAGE) break;
+        // Only an empty page is the end: a page is short when its first batch also held events
+        // up to the cursor (it is chosen by whole batches), with more batches after it.
+        if (page.length === 0) break;
       }
       for (;;) {
         while (buffer.length > 0) {

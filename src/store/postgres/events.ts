@@ -232,9 +232,14 @@ export interface FollowOptions {
 }
 
 /** The cursor of the last event of the log that no running transaction can precede. */
-export const END_OF_LOG = `SELECT xid::text AS xid, last_seq::text FROM troupe_event_batches
-      WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
-      ORDER BY xid DESC, last_seq DESC LIMIT 1`;
+export const END_OF_LOG = `SELECT e.xid::text AS xid, e.last_seq::text AS last_seq FROM (
+      (SELECT xid, last_seq FROM troupe_event_batches
+        WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY xid DESC, last_seq DESC LIMIT 1)
+      UNION ALL
+      -- A log that retention emptied ends where its removal did, not before its first event.
+      (SELECT events_removed_xid, events_removed_seq FROM troupe_control WHERE id = 1 AND events_removed_xid <> '0'::xid8)
+    ) e ORDER BY e.xid DESC, e.last_seq DESC LIMIT 1`;
 
 async function endOfLog(pool: Pick<pg.Pool, 'query'>): Promise<string> {
   const { rows } = await pool.query<{ xid: string; last_seq: string }>(END_OF_LOG);
