@@ -156,9 +156,8 @@ export class Scheduler implements SchedulesApi {
     return this.#enqueue(id, async () => {
       const now = this.#d.clock.now();
       const { record: current } = live;
-      // A field given as undefined is not given (as in createRuntime's options): it keeps its value.
-      const given = Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined));
-      const { record, cron } = validateSchedule({ ...viewOf(current), ...given, id }, now, (task) => this.#d.checkTask(task), current);
+      // A field given as undefined goes back to its default (the contract on both stores).
+      const { record, cron } = validateSchedule({ ...viewOf(current), ...patch, id }, now, (task) => this.#d.checkTask(task), current);
       await this.#put(live, record, cron);
       return viewOf(record);
     });

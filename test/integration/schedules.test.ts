@@ -145,15 +145,6 @@ describe('schedules: firing', () => {
     await rt.close();
   });
 
-  it('update: a field given as undefined keeps its value', async () => {
-    const rt = await open({ dataDir: dir(), clock: new ManualClock(T0) });
-    await rt.schedules.create({ id: 'u', cron: '0 3 * * *', tz: 'Europe/Berlin', overlap: 'queue_one', catchUp: 'all', catchUpWindowMs: HOUR, task: { agent: 'echo' } });
-    await rt.schedules.pause('u');
-    const updated = await rt.schedules.update('u', { cron: '0 4 * * *', tz: undefined, overlap: undefined, catchUp: undefined, catchUpWindowMs: undefined, paused: undefined } as never);
-    expect(updated).toMatchObject({ cron: '0 4 * * *', tz: 'Europe/Berlin', overlap: 'queue_one', catchUp: 'all', catchUpWindowMs: HOUR, paused: true });
-    await rt.close();
-  });
-
   it('catch-up after downtime: skip, once and all within catchUpWindowMs', async () => {
     const path = dir();
     const clock = new ManualClock(T0);
