@@ -84,7 +84,8 @@ export class FlowControl {
     };
     if (previous?.timer) this.#deps.clock.clearTimeout(previous.timer);
     this.#flows.set(agent.name, flow);
-    this.#evaluate(flow, now);
+    // A backoff pause whose time ran out while the runtime was down ends now, as it would have.
+    if (!this.#expirePause(flow, now)) this.#evaluate(flow, now);
   }
 
   /**
@@ -184,6 +185,12 @@ export class FlowControl {
   #rollDay(flow: AgentFlow, now: number): void {
     // Computing a window costs ~100 µs of cron work: do it once per day, not per start.
     if (flow.dayEnds !== undefined && flow.state.dayStart !== undefined && now >= flow.state.dayStart && now < flow.dayEnds) return;
+    // A clock that went back into an earlier day (NTP, another machine) does not start that day's
+    // budget over: the day counted stays the latest one begun, until the clock passes its end.
+    if (flow.state.dayStart !== undefined && now < flow.state.dayStart) {
+      flow.dayEnds ??= flow.daily!.next(flow.state.dayStart);
+      return;
+    }
     const start = windowStart(flow.daily!, now);
     flow.dayEnds = flow.daily!.next(start);
     if (flow.state.dayStart !== start) {

@@ -123,12 +123,15 @@ describe('FlowControl: backoff after fast failures', () => {
     expect(h.ended).toHaveLength(0);
   });
 
-  it('an expired stored pause ends on the first refresh', () => {
+  it('a stored pause that ran out while the runtime was down ends as it opens: told, and nothing left to resume', () => {
     const h = harness();
     h.flow.configure(agent({ backoff }), { fastFails: 0, pausedUntil: T0 - 1 }, T0);
-    h.flow.refresh(T0);
     expect(h.paused.get('a') ?? false).toBe(false);
     expect(h.flow.view('a', T0)?.pausedUntil).toBeNull();
+    expect(h.ended).toEqual([{ agent: 'a', state: { fastFails: 0 }, at: T0 }]);
+    expect(h.flow.resume('a', T0)).toBeUndefined();
+    h.flow.refresh(T0);
+    expect(h.ended).toHaveLength(1);
   });
 
   it('with backoff off, failures change nothing', () => {
@@ -156,6 +159,28 @@ describe('FlowControl: daily limit', () => {
     h.clock.set(resetsAt);
     expect(h.paused.get('a')).toBe(false);
     expect(h.flow.view('a', resetsAt)?.today?.count).toBe(0);
+  });
+
+  it('does not start a day over when the clock steps back into the day before', () => {
+    const h = harness();
+    const day = Date.UTC(2026, 0, 2);
+    h.clock.set(day + 60_000);
+    h.flow.configure(agent({ dailyLimit: { limit: 3, resetAt: '00:00', tz: 'UTC' } }), undefined, h.clock.now());
+    for (let i = 0; i < 3; i++) h.flow.started('a', h.clock.now());
+    expect(h.paused.get('a')).toBe(true);
+    // NTP steps the clock back five minutes, over the reset (the manual clock only goes forward:
+    // the time is given to the calls, as a poke after the jump gives it).
+    const back = day - 4 * 60_000;
+    h.flow.refresh(back);
+    expect(h.paused.get('a')).toBe(true);
+    expect(h.flow.view('a', back)?.today).toEqual({ count: 3, limit: 3, resetsAt: day + 86_400_000 });
+    h.clock.set(day + 3 * 60_000);
+    h.flow.refresh(h.clock.now());
+    expect(h.paused.get('a')).toBe(true);
+    expect(h.flow.view('a', h.clock.now())?.today?.count).toBe(3);
+    h.clock.set(day + 86_400_000);
+    expect(h.paused.get('a')).toBe(false);
+    expect(h.flow.view('a', h.clock.now())?.today?.count).toBe(0);
   });
 
   it('resumes the count from the stored state within the same day, and starts over on a new day', () => {
