@@ -50,45 +50,34 @@ describe('a cancel while the attempt is already being stopped', () => {
     }
   });
 
-  it('wins over kill: the task ends cancelled, not requeued', async () => {
-    const gate = tempDir();
-    try {
-      const rt = await runtime({ threads: 1, cancelGraceMs: 60_000, agents: [interactive()] });
-      const task = await rt.submit({ agent: 'interactive', input: { mode: 'gatedStop', dir: gate.path } });
-      // Its agent runs (not only handed to its thread): kill aborts it there.
-      await appeared(join(gate.path, 'first'));
-      const killed = rt.kill('ops');
-      await appeared(join(gate.path, 'aborted'));
-      const cancelled = rt.cancel(task.id, 'no longer wanted');
-      writeFileSync(join(gate.path, 'go'), '');
-      await killed;
-      expect(await cancelled).toMatchObject({ state: 'cancelled', reason: 'no longer wanted' });
-      expect((await rt.get(task.id)).state).toBe('cancelled');
-    } finally {
-      gate.cleanup();
-    }
-  });
+  it('wins over kill: the task ends cancelled, not requeued', () => cancelWhileKilled('cancel, then the agent ends'));
 });
 
 describe('a cancel decided as the attempt ends for another reason', () => {
-  it('still cancels the task: the attempt is told at once, not after the commit', async () => {
-    const gate = tempDir();
-    try {
-      const rt = await runtime({ threads: 1, cancelGraceMs: 60_000, agents: [interactive()] });
-      const task = await rt.submit({ agent: 'interactive', input: { mode: 'gatedStop', dir: gate.path } });
-      await appeared(join(gate.path, 'first'));
-      const killed = rt.kill('ops');
-      await appeared(join(gate.path, 'aborted'));
-      // The agent ends now, for the kill; the cancel comes while its end is on the way.
-      writeFileSync(join(gate.path, 'go'), '');
-      const cancelled = rt.cancel(task.id, 'no longer wanted');
-      await killed;
-      expect(await cancelled).toMatchObject({ state: 'cancelled', reason: 'no longer wanted' });
-    } finally {
-      gate.cleanup();
-    }
-  });
+  it('still cancels the task: the attempt is told at once, not after the commit', () => cancelWhileKilled('the agent ends, then cancel'));
 });
+
+/** Kills the runtime under a running attempt, and cancels its task while the kill stops it. */
+async function cancelWhileKilled(order: 'cancel, then the agent ends' | 'the agent ends, then cancel'): Promise<void> {
+  const gate = tempDir();
+  try {
+    const rt = await runtime({ threads: 1, cancelGraceMs: 60_000, agents: [interactive()] });
+    const task = await rt.submit({ agent: 'interactive', input: { mode: 'gatedStop', dir: gate.path } });
+    // Its agent runs (not only handed to its thread): kill aborts it there.
+    await appeared(join(gate.path, 'first'));
+    const killed = rt.kill('ops');
+    await appeared(join(gate.path, 'aborted'));
+    const go = () => writeFileSync(join(gate.path, 'go'), '');
+    if (order === 'the agent ends, then cancel') go();
+    const cancelled = rt.cancel(task.id, 'no longer wanted');
+    if (order === 'cancel, then the agent ends') go();
+    await killed;
+    expect(await cancelled).toMatchObject({ state: 'cancelled', reason: 'no longer wanted' });
+    expect((await rt.get(task.id)).state).toBe('cancelled');
+  } finally {
+    gate.cleanup();
+  }
+}
 
 describe('an attempt that waits on the host', () => {
   it('gets an input that came while kill stopped it: the task resumes with a new run once dispatch does', async () => {
