@@ -193,6 +193,7 @@ const MAX_UINT64 = 2n ** 64n - 1n;
  */
 export function describeUnserializable(value: unknown, path = 'value', json = false): string | undefined {
   // Most inputs and results are primitives or null: no walk, no cycle set.
+  if (typeof value === 'string') return wellFormed(value) ? undefined : `${path} ${LONE_SURROGATE}`;
   if (value === null || (typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol' && typeof value !== 'bigint')) return undefined;
   const problem = walk(value, new Set(), 0, json);
   return problem && `${path}${problem.at} ${problem.what}`;
@@ -204,9 +205,20 @@ interface Problem {
   what: string;
 }
 
+/**
+ * Whether a string is Unicode text: no lone UTF-16 surrogate, which neither store keeps as it is
+ * (LMDB's UTF-8 would turn it into U+FFFD, PostgreSQL's jsonb refuses it). Node 20 has
+ * `String.prototype.isWellFormed`; TypeScript's ES2023 library does not declare it.
+ */
+function wellFormed(s: string): boolean {
+  return (s as unknown as { isWellFormed(): boolean }).isWellFormed();
+}
+const LONE_SURROGATE = 'holds a lone UTF-16 surrogate (half of a pair), which is not Unicode text';
+
 function walk(value: unknown, seen: Set<object>, depth: number, json: boolean): Problem | undefined {
   switch (typeof value) {
     case 'string':
+      return wellFormed(value) ? undefined : { at: '', what: LONE_SURROGATE };
     case 'number':
     case 'boolean':
     case 'undefined':
@@ -244,6 +256,7 @@ function walk(value: unknown, seen: Set<object>, depth: number, json: boolean): 
       return { at: '', what: `is a ${name} instance (only plain objects, arrays, Dates and Uint8Arrays are stored)` };
     }
     for (const key of Object.keys(object)) {
+      if (!wellFormed(key)) return { at: '', what: `has a key that ${LONE_SURROGATE}` };
       let item: unknown;
       try {
         item = (object as Record<string, unknown>)[key];

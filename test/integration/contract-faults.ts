@@ -48,14 +48,19 @@ export function faultsContract(name: string, backend: ContractBackend): void {
     }
 
     it('fails an attempt whose result cannot be stored with INVALID_RESULT, and retries a throw that is no error with its text', async () => {
-      const [fn, fork, plain] = await rt().submitMany([
+      const [fn, fork, plain, lone] = await rt().submitMany([
         { agent: 'weird', input: { mode: 'function' } },
         { agent: 'weird', input: { mode: 'badfork' } },
         { agent: 'weird', input: { mode: 'throwstring' } },
+        { agent: 'weird', input: { mode: 'lonesurrogate' } },
       ]);
       const unstorable = await rt().wait(fn!.id);
       expect(unstorable).toMatchObject({ state: 'failed', attempts: 1, error: { code: 'INVALID_RESULT', retryable: false } });
       expect(unstorable.error!.message).toContain('result.output.handler is a function');
+      // Not Unicode text: neither store keeps it as it is, so neither takes it.
+      const notText = await rt().wait(lone!.id);
+      expect(notText).toMatchObject({ state: 'failed', attempts: 1, error: { code: 'INVALID_RESULT' } });
+      expect(notText.error!.message).toContain('result.output.text holds a lone UTF-16 surrogate');
       expect(await rt().wait(fork!.id)).toMatchObject({ state: 'failed', attempts: 1, error: { code: 'INVALID_RESULT' } });
       const thrownString = await rt().wait(plain!.id);
       expect(thrownString).toMatchObject({ state: 'dropped', attempts: 3, error: { code: 'RETRY_EXHAUSTED' } });
