@@ -195,8 +195,6 @@ export class Scheduler implements SchedulesApi {
       if (!live.record.paused) return viewOf(live.record);
       const now = this.#d.clock.now();
       await this.#put(live, { ...live.record, paused: false, nextRunAt: live.cron.next(now), updatedAt: now }, live.cron);
-      // A queue_one tick held through the pause runs once its previous run has settled (now, if it has).
-      if (live.record.pendingTick !== undefined) this.#background(id, () => this.#firePending(id));
       return viewOf(live.record);
     });
   }

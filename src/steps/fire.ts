@@ -55,8 +55,9 @@ export function decideFire(view: FireView, input: FireInput, ctx: StepContext): 
   const { now } = ctx;
   if (input.kind === 'pending') {
     const tick = schedule.pendingTick;
-    // A paused schedule keeps its held tick: resuming fires it.
-    if (tick === undefined || schedule.paused || busy(view)) return nothing();
+    // A held tick fires as its run settles, paused or not: it fell due before the pause (as on
+    // PostgreSQL). A paused schedule's own ticks wait.
+    if (tick === undefined || busy(view)) return nothing();
     return fire(view, input, schedule.nextRunAt, [tick], [], undefined, ctx);
   }
   if (schedule.paused) return nothing();
@@ -96,10 +97,13 @@ function fire(view: FireView, input: FireInput, next: number, ticks: readonly nu
   const submit: number[] = [];
   let running = busy(view);
   let pendingTick = held;
-  // A held tick is older than every tick due now: the newest of them is the one to run (or hold).
-  if (held !== undefined && ticks.length > 0) {
-    skipped.push({ tick: held, reason: 'overlap' });
+  // A held tick whose previous run has settled (its settle's own fire has not run yet) goes first,
+  // as it would have at the settle, and the ticks due now come after it: never a newer tick
+  // before it. (As on PostgreSQL: src/store/postgres/schedule-plan.ts.)
+  if (held !== undefined && !running && ticks.length > 0) {
+    submit.push(held);
     pendingTick = undefined;
+    running = true;
   }
   for (const tick of ticks) {
     if (!running || schedule.overlap === 'allow') {

@@ -120,31 +120,6 @@ describe('schedules: firing', () => {
     await rt.close();
   });
 
-  it('queue_one: a tick held when the schedule is paused stays held, and fires once it is resumed', async () => {
-    const clock = new ManualClock(T0);
-    const rt = await open({ dataDir: dir(), clock });
-    const events = fired(rt);
-    await rt.schedules.create({ id: 'q', cron: '0 * * * *', overlap: 'queue_one', task: { agent: 'sleep', input: { ms: 10 * HOUR, steps: 1 } } });
-    clock.advance(HOUR);
-    await until(events, 1);
-    // 12:00 comes while 11:00's task runs: held.
-    clock.advance(HOUR);
-    await rt.schedules.pause('q');
-    expect(rt.schedules.get('q')).toMatchObject({ paused: true, pendingTick: T0 + 2 * HOUR });
-    await rt.cancel(events[0]!.taskId!);
-    // A change to the schedule runs after everything queued on it before: the settle's fire among them.
-    await rt.schedules.pause('q');
-    expect(events).toHaveLength(1);
-    expect(rt.schedules.get('q')).toMatchObject({ paused: true, pendingTick: T0 + 2 * HOUR, fired: 1 });
-    await rt.schedules.resume('q');
-    await until(events, 2);
-    expect(events[1]!.data).toMatchObject({ tick: T0 + 2 * HOUR });
-    expect(events[1]!.data.skipped).toBeUndefined();
-    expect(rt.schedules.get('q').pendingTick).toBeUndefined();
-    await rt.kill('done');
-    await rt.close();
-  });
-
   it('catch-up after downtime: skip, once and all within catchUpWindowMs', async () => {
     const path = dir();
     const clock = new ManualClock(T0);

@@ -175,17 +175,15 @@ describe('decideFire: a held (queue_one) tick', () => {
     expect(out.effects).toEqual([{ kind: 'arm-schedule', scheduleId: 'tick', due: 101 * MIN }]);
   });
 
-  it('keeps the held tick of a paused schedule: it fires once resumed', () => {
-    expect(fire({ schedule: { ...held, paused: true }, last: 'failed', input: { kind: 'pending' } })).toEqual({ changes: [], events: [], effects: [] });
+  it('re-arms as paused (off the wheel) a paused schedule whose held tick fired', () => {
+    expect(fire({ schedule: { ...held, paused: true }, last: 'failed', input: { kind: 'pending' } }).effects).toEqual([{ kind: 'arm-schedule', scheduleId: 'tick', due: null }]);
   });
 
-  it('is replaced by a newer due tick when the previous run settled before the held one could fire', () => {
+  it('runs before a newer due tick when the previous run settled before the held one could fire; the newer one is held', () => {
     const out = fire({ schedule: { ...held, nextRunAt: 100 * MIN }, last: 'cancelled' });
-    expect(tasksIn(out).map((t) => t.idempotencyKey)).toEqual([`schedule:tick:${iso(100 * MIN)}`]);
-    expect(firedData(out).filter((d) => d!.skipped)).toEqual([{ scheduleId: 'tick', tick: 99 * MIN, tickIso: iso(99 * MIN), skipped: 'overlap' }]);
-    const updated = scheduleIn(out)!;
-    expect(updated).toMatchObject({ lastTickAt: 100 * MIN, nextRunAt: 101 * MIN });
-    expect('pendingTick' in updated).toBe(false);
+    expect(tasksIn(out).map((t) => t.idempotencyKey)).toEqual([`schedule:tick:${iso(99 * MIN)}`]);
+    expect(firedData(out).filter((d) => d!.skipped)).toEqual([]);
+    expect(scheduleIn(out)).toMatchObject({ lastTickAt: 99 * MIN, pendingTick: 100 * MIN, nextRunAt: 101 * MIN });
   });
 
   it('does nothing while the previous run is still going, or with no held tick', () => {
