@@ -86,7 +86,10 @@ export function planFire(schedule: PlannedSchedule, k: PlanContext): Plan {
     plan.next = k.cron.next(due.length === k.maxTicks ? last : Math.max(k.now, last));
     const missed = due.filter((t) => t < k.openedAt);
     const inWindow = missed.filter((t) => k.now - t <= schedule.catchUpWindowMs);
-    const caughtUp = schedule.catchUp === 'all' ? inWindow : schedule.catchUp === 'once' ? inWindow.slice(-1) : [];
+    // `once` fires the latest missed tick of the whole downtime: a capped look holds it only when
+    // the tick after its last is no longer missed (as on LMDB: src/steps/fire.ts).
+    const holdsLatest = missed.length < due.length || due.length < k.maxTicks || plan.next >= k.openedAt;
+    const caughtUp = schedule.catchUp === 'all' ? inWindow : schedule.catchUp === 'once' && holdsLatest ? inWindow.slice(-1) : [];
     for (const tick of missed) if (!caughtUp.includes(tick)) plan.skipped.push({ tick, reason: 'catch_up' });
     ticks = [...caughtUp, ...due.filter((t) => t >= k.openedAt)];
   }
