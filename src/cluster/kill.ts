@@ -16,6 +16,7 @@ import type pg from 'pg';
 import type { EventType } from '../api/events.js';
 import { TroupeError } from '../errors.js';
 import { killCluster, runningAttempts } from '../store/postgres/control.js';
+import { pgText } from '../store/postgres/checks.js';
 import type { EventFeed } from './feed.js';
 import type { ClusterNodeHandle } from './node.js';
 
@@ -39,6 +40,7 @@ export interface KillDeps {
 /** See the module comment. INVALID_INPUT, with nothing written, for a reason that is not a string. */
 export async function killEverywhere(deps: KillDeps, reason?: string): Promise<void> {
   if (reason !== undefined && typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'kill: reason must be a string');
+  if (reason !== undefined) pgText(reason, 'kill: reason');
   const release = deps.hold();
   const unneed = deps.feed.need();
   // Attempts whose end the log told of (before the running ones are known), and those still waited for.

@@ -23,6 +23,7 @@ import { checkMetricsOptions, type MetricsSnapshot } from '../metrics/metrics.js
 import type { ResolvedOptions } from '../options.js';
 import type { RuntimeStats } from '../stats.js';
 import { freezeCluster, unfreezeCluster } from '../store/postgres/control.js';
+import { pgText } from '../store/postgres/checks.js';
 import { HINTS } from '../store/postgres/events.js';
 import { cancelTask, listTaskRows, readTask, retryTask } from '../store/postgres/tasks.js';
 import { sendInput as sendInputTo } from '../store/postgres/inbox.js';
@@ -188,6 +189,7 @@ class PostgresRuntime extends RuntimeShell implements Runtime {
     return this.guard('cancel', async () => {
       checkId(id, 'cancel: id');
       if (typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'cancel: reason must be a string');
+      pgText(reason, 'cancel: reason');
       const outcome = await cancelTask(this.#db, id, reason);
       // A running attempt stops on its node, and its end settles the task (cancelled, or done if it finished first).
       const settled = outcome === 'requested' ? this.#waits.wait(id) : undefined;
@@ -272,6 +274,7 @@ class PostgresRuntime extends RuntimeShell implements Runtime {
     return this.guard('sendInput', async () => {
       checkId(id, 'sendInput: id');
       const { message, idempotencyKey } = checkInputSpec(input);
+      if (idempotencyKey !== undefined) pgText(idempotencyKey, 'sendInput: idempotencyKey');
       const item = await sendInputTo(this.#db, id, message, idempotencyKey);
       // A task that resumed with a new run is queued: this node claims now (the NOTIFY's hint does too).
       if (!item.delivered) this.#node?.wake();

@@ -92,6 +92,12 @@ describe('a runtime on PostgreSQL', () => {
       [() => rt.retry(''), 'INVALID_INPUT', 'retry: id'],
       [() => rt.freeze(5 as never), 'INVALID_INPUT', 'reason'],
       [() => rt.kill(5 as never), 'INVALID_INPUT', 'kill: reason'],
+      // A NUL character, which PostgreSQL's text does not hold: refused, not STORE_FAILED.
+      [() => rt.submit({ agent: 'echo', idempotencyKey: 'k\u0000x' }), 'INVALID_INPUT', 'idempotencyKey holds a NUL'],
+      [() => rt.sendInput('x', { message: 1, idempotencyKey: 'k\u0000x' }), 'INVALID_INPUT', 'sendInput: idempotencyKey holds a NUL'],
+      [() => rt.cancel('x', 'why\u0000'), 'INVALID_INPUT', 'cancel: reason holds a NUL'],
+      [() => rt.freeze('r\u0000'), 'INVALID_INPUT', 'freeze: reason holds a NUL'],
+      [() => rt.kill('r\u0000'), 'INVALID_INPUT', 'kill: reason holds a NUL'],
       [() => rt.prune({ states: ['queued'] } as never), 'INVALID_OPTIONS', 'prune: states'],
       [() => rt.events({ after: 'not a cursor' }).next(), 'INVALID_INPUT', 'cursor'],
       [() => rt.events({ types: ['task.nope' as never] }).next(), 'INVALID_OPTIONS', 'task.nope'],

@@ -97,7 +97,7 @@ export function checkTask(task: NewTask, where: string): TaskRow {
   if (!Number.isSafeInteger(priority) || Math.abs(priority) > INT4_MAX) throw invalid(`${where}.priority must be an integer of at most 31 bits`);
   const maxAttempts = task.maxAttempts ?? DEFAULT_RETRY.maxAttempts;
   if (!Number.isSafeInteger(maxAttempts) || maxAttempts <= 0 || maxAttempts > INT4_MAX) throw invalid(`${where}.maxAttempts must be a positive integer`);
-  const key = task.idempotencyKey === undefined ? null : checkId(task.idempotencyKey, `${where}.idempotencyKey`);
+  const key = task.idempotencyKey === undefined ? null : pgText(checkId(task.idempotencyKey, `${where}.idempotencyKey`), `${where}.idempotencyKey`);
   const delayMs = task.delayMs ?? 0;
   if (!Number.isSafeInteger(delayMs) || delayMs < 0) throw invalid(`${where}.delayMs must be a non-negative integer`);
   const labels = task.labels ?? {};
@@ -235,6 +235,12 @@ export function checkResult(result: unknown, exit: unknown, where: string): void
     if (!RESULT_TEXTS.has(key)) throw invalid(`${where}.${key} is not a field of a result (kind, summary, branch, rev)`);
     if (value !== undefined && typeof value !== 'string') throw invalid(`${where}.${key} must be a string`);
   }
+}
+
+/** `value` (a string the caller checked), or INVALID_INPUT when it holds a NUL character, which PostgreSQL does not store in text. */
+export function pgText(value: string, where: string): string {
+  if (value.includes('\u0000')) throw invalid(`${where} holds a NUL character (\\u0000), which PostgreSQL does not store in text`);
+  return value;
 }
 
 /** INVALID_INPUT with `message`. */

@@ -22,6 +22,7 @@ import { TroupeError } from '../../errors.js';
 import { appendEvents, eventOf } from './events.js';
 import { CANCEL_CHANNEL } from './nodes.js';
 import { storeFailed, transaction } from './transaction.js';
+import { pgText } from './checks.js';
 
 /** The advisory lock key of the cluster's controls: 'troupc' in ASCII (migrations hold 'troupe'). */
 export const CONTROL_LOCK = 0x74726f757063;
@@ -60,7 +61,7 @@ export async function holdControlExclusive(client: Pick<pg.PoolClient, 'query'>)
  */
 export async function freezeCluster(pool: pg.Pool, reason = 'frozen'): Promise<boolean> {
   if (typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'freeze: reason must be a string');
-  return setFrozen(pool, true, reason);
+  return setFrozen(pool, true, pgText(reason, 'freeze: reason'));
 }
 
 /** Unfreezes the cluster, recording `runtime.unfrozen`. Returns false (and writes nothing) when it was not frozen. */
@@ -77,6 +78,7 @@ export async function unfreezeCluster(pool: pg.Pool): Promise<boolean> {
  */
 export async function killCluster(pool: pg.Pool, reason = 'killed'): Promise<void> {
   if (typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'kill: reason must be a string');
+  pgText(reason, 'kill: reason');
   await transaction(pool, 'killing the cluster', async (client) => {
     await holdControlExclusive(client);
     await client.query('UPDATE troupe_control SET frozen = true, killed = true, reason = $1, since = now() WHERE id = 1', [reason]);
