@@ -1,21 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import type { CronSchedule } from '../../src/scheduler/cron.js';
+import { EVERY_MINUTE, MIN } from '../fixtures/every-minute.js';
 import { planFire, type PlannedSchedule } from '../../src/store/postgres/schedule-plan.js';
 import type { TaskRow } from '../../src/store/postgres/checks.js';
-
-const MIN = 60_000;
-/** Every minute, on the minute. */
-const EVERY_MINUTE: CronSchedule = {
-  expression: '* * * * *',
-  tz: 'UTC',
-  fields: 5,
-  next: (after) => (Math.floor(after / MIN) + 1) * MIN,
-  between(from, to, limit) {
-    const out: number[] = [];
-    for (let t = (Math.floor(from / MIN) + 1) * MIN; t <= to && out.length < limit; t += MIN) out.push(t);
-    return out;
-  },
-};
 
 describe('planFire (PostgreSQL)', () => {
   it('catchUp once fires only the latest tick of a downtime longer than one look, whatever the overlap', () => {

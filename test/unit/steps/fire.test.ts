@@ -1,13 +1,12 @@
 import { describe, expect, it } from 'vitest';
+import { EVERY_MINUTE, MIN } from '../../fixtures/every-minute.js';
 import type { TaskState } from '../../../machines/index.js';
-import type { CronSchedule } from '../../../src/scheduler/cron.js';
 import type { RetryPolicy, ScheduleRecord, TaskRecord } from '../../../src/store/records.js';
 import type { ValidSpec } from '../../../src/tasks/spec.js';
 import { decideFire, MAX_TICKS_PER_FIRE, type FireInput, type FireTemplate, type FireView } from '../../../src/steps/fire.js';
 import type { StepContext, StepResult } from '../../../src/steps/types.js';
 
 const RETRY: RetryPolicy = { maxAttempts: 3, backoff: 'exponential', delayMs: 1_000, maxDelayMs: 60_000, jitter: 0 };
-const MIN = 60_000;
 const NOW = 100 * MIN + 5_000;
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -25,18 +24,6 @@ function context(firstSeq = 1_000): StepContext & { readonly next: number } {
   return { now: NOW, seq: () => seq++, random: () => 0, id: () => `T${++ids}`, get next() { return seq; } };
 }
 
-/** Every minute, on the minute. */
-const EVERY_MINUTE: CronSchedule = {
-  expression: '* * * * *',
-  tz: 'UTC',
-  fields: 5,
-  next: (after) => (Math.floor(after / MIN) + 1) * MIN,
-  between(from, to, limit) {
-    const out: number[] = [];
-    for (let t = (Math.floor(from / MIN) + 1) * MIN; t <= to && out.length < limit; t += MIN) out.push(t);
-    return out;
-  },
-};
 
 function scheduleOf(patch: Partial<ScheduleRecord> = {}): ScheduleRecord {
   return {
