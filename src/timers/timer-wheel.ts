@@ -25,6 +25,9 @@ export interface TimerWheel<T extends WheelTimer = TimerRecord> {
   stop(): void;
 }
 
+/** The longest the wheel sleeps before it looks at the wall clock again. */
+const MAX_SLEEP_MS = 60_000;
+
 /** Creates a wheel that calls `onFire` for each timer when it falls due (in due order). */
 export function createTimerWheel<T extends WheelTimer = TimerRecord>(clock: Clock, onFire: (timer: T) => void): TimerWheel<T> {
   const heap: T[] = [];
@@ -81,7 +84,9 @@ export function createTimerWheel<T extends WheelTimer = TimerRecord>(clock: Cloc
     }
     if (armed && armed.due <= next.due) return;
     if (armed) clock.clearTimeout(armed.timer);
-    armed = { due: next.due, timer: clock.setTimeout(fire, next.due - clock.now()) };
+    // Timeouts run on a monotonic clock, due times on the wall clock: a wheel that sleeps at most
+    // a minute at a time sees a wall clock stepped forward (NTP, a resume from suspend) within one.
+    armed = { due: next.due, timer: clock.setTimeout(fire, Math.min(next.due - clock.now(), MAX_SLEEP_MS)) };
   }
 
   function fire(): void {

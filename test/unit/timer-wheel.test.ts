@@ -303,3 +303,35 @@ describe('timer wheel', () => {
     expect(h.clock.pending).toBe(0);
   });
 });
+
+describe('a wall clock stepped forward', () => {
+  it('fires what fell due within a minute of the step, not after the rest of the old wait', () => {
+    // A clock whose wall time can jump while its timeouts keep their own (monotonic) time, as Node's do.
+    let wall = T0;
+    let mono = 0;
+    const pending: Array<{ at: number; fn: () => void }> = [];
+    const clock = {
+      now: () => wall,
+      setTimeout: (fn: () => void, ms: number) => {
+        const entry = { at: mono + ms, fn };
+        pending.push(entry);
+        return entry as never;
+      },
+      clearTimeout: (entry: never) => void pending.splice(pending.indexOf(entry), 1),
+    };
+    const elapse = (ms: number) => {
+      mono += ms;
+      wall += ms;
+      for (let due = pending.findIndex((p) => p.at <= mono); due >= 0; due = pending.findIndex((p) => p.at <= mono)) pending.splice(due, 1)[0]!.fn();
+    };
+    const fired: string[] = [];
+    const wheel = createTimerWheel(clock, (t) => fired.push(t.id));
+    wheel.add(timer('in-an-hour', 3_600_000));
+    // The wall clock steps two hours ahead; the monotonic clock does not.
+    wall += 2 * 3_600_000;
+    elapse(59_999);
+    expect(fired).toEqual([]);
+    elapse(1);
+    expect(fired).toEqual(['in-an-hour']);
+  });
+});
