@@ -354,7 +354,8 @@ export class Dispatcher {
     attempt.parked = false;
     this.#parked--;
     this.#executing++;
-    this.#k.governor.reclaim(attempt.entry);
+    // (Its task is not queued while it runs; the check keeps an input's delivery from throwing if it were.)
+    if (!this.#k.governor.has(attempt.taskId)) this.#k.governor.reclaim(attempt.entry);
     attempt.tell(this.#k.router, 'running', this.#k.clock.now());
   }
 
