@@ -271,9 +271,12 @@ class GovernorImpl implements Governor {
     if (this.#levels.has(entry.taskId)) throw new TroupeError('ILLEGAL_TRANSITION', `task ${entry.taskId} is queued; only an attempt that runs reclaims its reservation`);
     const agent = this.#accounts.agent(entry.agent);
     const model = entry.model === undefined ? null : this.#accounts.model(agent, entry.model);
+    // Its reservation is a node made as a queued entry's is, taken out at once: its queue names the
+    // agent and model to give back, as a picked node's does.
+    this.#levels.add(entry, agent, model);
     this.#reserved++;
     this.#accounts.reclaimed(agent, model);
-    this.#reservations.add(this.#levels.detached(entry, agent, model));
+    this.#reservations.add(this.#levels.remove(entry.taskId)!);
     this.#reservations.markUsed(entry.taskId);
   }
 

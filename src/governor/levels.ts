@@ -110,18 +110,6 @@ export class PriorityLevels {
     this.#live.set(entry.taskId, node);
   }
 
-  /**
-   * A node for an entry that is not queued here (Governor.reclaim): its queue names the agent and
-   * model its reservation counts against, as a picked node's does, and is linked into no ring.
-   */
-  detached(entry: GovernorEntry, agent: AgentState, model: ModelState | null): EntryNode {
-    const level: Level = { priority: entry.priority, lanes: new ChurnMap(), head: null, tail: null, size: 0 };
-    const lane: Lane = { agent, level, queues: new ChurnMap(), prev: null, next: null, head: null, tail: null, size: 0 };
-    const mapKey = model ? `${model.name.length}\u0000${model.name}${entry.instanceKey}` : entry.instanceKey;
-    const queue: Queue = { key: entry.instanceKey, mapKey, model, lane, deque: new OrderedDeque<EntryNode>(), prev: null, next: null };
-    return new Node(entry, queue);
-  }
-
   /** Takes a queued entry out (e.g. cancel): its node, or undefined if it was not queued. */
   remove(taskId: string): EntryNode | undefined {
     const node = this.#live.get(taskId);
