@@ -64,20 +64,31 @@ export function decideFire(view: FireView, input: FireInput, ctx: StepContext): 
   if (schedule.nextRunAt !== input.expected) return rearm(schedule);
   const first = schedule.nextRunAt;
   if (first > now) return rearm(schedule);
-  const due = [first, ...view.cron.between(first, now, MAX_TICKS_PER_FIRE - 1)];
+  const looked = dueTicks(view.cron, first, now, view.openedAt, MAX_TICKS_PER_FIRE, schedule);
+  const skipped: Skip[] = looked.skipped.map((tick) => ({ tick, reason: 'catch_up' }));
+  return fire(view, input, looked.next, looked.ticks, skipped, schedule.pendingTick, ctx);
+}
+
+/**
+ * One look at a schedule's due ticks, from `first` to `now` (at most `maxTicks` of them): where
+ * it goes next, the ticks that fire (the missed ones its catch-up policy keeps, then those on
+ * time) and the missed ones it skips. Both stores decide a fire with it (PostgreSQL:
+ * src/store/postgres/schedule-plan.ts).
+ */
+export function dueTicks(cron: CronSchedule, first: number, now: number, openedAt: number, maxTicks: number, policy: Pick<ScheduleRecord, 'catchUp' | 'catchUpWindowMs'>): { next: number; ticks: number[]; skipped: number[] } {
+  const due = [first, ...cron.between(first, now, maxTicks - 1)];
   const last = due[due.length - 1]!;
-  // A capped batch continues from its last tick: the timer fires again at once for the rest.
-  const next = view.cron.next(due.length === MAX_TICKS_PER_FIRE ? last : Math.max(now, last));
-  // Ticks that fell due while the runtime was down obey the catch-up policy, within its window.
-  const missed = due.filter((t) => t < view.openedAt);
-  const onTime = due.filter((t) => t >= view.openedAt);
-  const inWindow = missed.filter((t) => now - t <= schedule.catchUpWindowMs);
-  // `once` fires the latest missed tick of the whole downtime: a capped batch holds it only when
+  // A capped look continues from its last tick: the next fire takes the rest, at once.
+  const next = cron.next(due.length === maxTicks ? last : Math.max(now, last));
+  // Ticks that fell due while no runtime ran obey the catch-up policy, within its window.
+  const missed = due.filter((t) => t < openedAt);
+  const onTime = due.filter((t) => t >= openedAt);
+  const inWindow = missed.filter((t) => now - t <= policy.catchUpWindowMs);
+  // `once` fires the latest missed tick of the whole downtime: a capped look holds it only when
   // the tick after its last is no longer missed.
-  const holdsLatest = onTime.length > 0 || due.length < MAX_TICKS_PER_FIRE || next >= view.openedAt;
-  const caughtUp = schedule.catchUp === 'all' ? inWindow : schedule.catchUp === 'once' && holdsLatest ? inWindow.slice(-1) : [];
-  const skipped: Skip[] = missed.filter((t) => !caughtUp.includes(t)).map((tick) => ({ tick, reason: 'catch_up' }));
-  return fire(view, input, next, [...caughtUp, ...onTime], skipped, schedule.pendingTick, ctx);
+  const holdsLatest = onTime.length > 0 || due.length < maxTicks || next >= openedAt;
+  const caughtUp = policy.catchUp === 'all' ? inWindow : policy.catchUp === 'once' && holdsLatest ? inWindow.slice(-1) : [];
+  return { next, ticks: [...caughtUp, ...onTime], skipped: missed.filter((t) => !caughtUp.includes(t)) };
 }
 
 /** The previous run is still going (not terminal, or unknown while its submit is in flight). */

@@ -16,6 +16,7 @@
  */
 import { isTerminal, type TaskState } from '../../../machines/index.js';
 import type { CronSchedule } from '../../scheduler/cron.js';
+import { dueTicks } from '../../steps/fire.js';
 import type { CatchUpPolicy, OverlapPolicy } from '../records.js';
 import type { TaskRow } from './checks.js';
 
@@ -79,19 +80,10 @@ export function planFire(schedule: PlannedSchedule, k: PlanContext): Plan {
   const plan: Plan = { id: schedule.id, expected: schedule.nextRunAt, held: schedule.pendingTick ?? null, next: schedule.nextRunAt, pending: null, tasks: [], skipped: [] };
   let ticks: number[] = [];
   if (!schedule.paused && schedule.nextRunAt <= k.now) {
-    const first = schedule.nextRunAt;
-    const due = [first, ...k.cron.between(first, k.now, k.maxTicks - 1)];
-    const last = due[due.length - 1]!;
-    // A capped batch continues from its last tick: the next fire takes the rest.
-    plan.next = k.cron.next(due.length === k.maxTicks ? last : Math.max(k.now, last));
-    const missed = due.filter((t) => t < k.openedAt);
-    const inWindow = missed.filter((t) => k.now - t <= schedule.catchUpWindowMs);
-    // `once` fires the latest missed tick of the whole downtime: a capped look holds it only when
-    // the tick after its last is no longer missed (as on LMDB: src/steps/fire.ts).
-    const holdsLatest = missed.length < due.length || due.length < k.maxTicks || plan.next >= k.openedAt;
-    const caughtUp = schedule.catchUp === 'all' ? inWindow : schedule.catchUp === 'once' && holdsLatest ? inWindow.slice(-1) : [];
-    for (const tick of missed) if (!caughtUp.includes(tick)) plan.skipped.push({ tick, reason: 'catch_up' });
-    ticks = [...caughtUp, ...due.filter((t) => t >= k.openedAt)];
+    const looked = dueTicks(k.cron, schedule.nextRunAt, k.now, k.openedAt, k.maxTicks, schedule);
+    plan.next = looked.next;
+    for (const tick of looked.skipped) plan.skipped.push({ tick, reason: 'catch_up' });
+    ticks = looked.ticks;
   }
   let busyUntil = busyUntilOf(schedule, k.last);
   let pending = schedule.pendingTick;
