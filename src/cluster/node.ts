@@ -16,7 +16,7 @@
  * back: it stops claiming and aborts its attempts (whatever they report then is fenced).
  */
 import pg from 'pg';
-import { heartbeatMsOf } from '../tasks/dispatcher.js';
+import { heartbeatMsOf } from '../tasks/attempt.js';
 import { coerceError, TroupeError } from '../errors.js';
 import { Lifecycle, validateCloseOptions, type CloseOptions, type RuntimeState } from '../lifecycle.js';
 import { resolveLogger, type Logger } from '../log.js';

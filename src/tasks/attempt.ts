@@ -32,6 +32,11 @@ const NEXT: Readonly<Record<AttemptPhase, readonly AttemptPhase[]>> = {
   ended: [],
 };
 
+/** How often workers heartbeat a running attempt: three times per lease (capped at an hour: a lease of a year in tests). */
+export function heartbeatMsOf(leaseMs: number): number {
+  return Math.min(3_600_000, Math.max(10, Math.floor(leaseMs / 3)));
+}
+
 /** See the module comment. */
 export class Attempt implements InstanceDescriptor {
   readonly attemptId: string;

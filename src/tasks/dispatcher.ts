@@ -29,10 +29,6 @@ export type DispatcherDeps = Pick<EngineParts, (typeof DISPATCHER_PARTS)[number]
 
 /** How long a thread has to answer an abort after its attempt's lease expired before it counts as stuck. */
 const LEASE_ANSWER_MS = 250;
-/** How often workers heartbeat a running attempt: three times per lease (capped at an hour: a lease of a year in tests). */
-export function heartbeatMsOf(leaseMs: number): number {
-  return Math.min(3_600_000, Math.max(10, Math.floor(leaseMs / 3)));
-}
 
 /** An attempt in flight, host side (see attempt.ts). */
 export type LiveAttempt = Attempt;
@@ -273,9 +269,8 @@ export class Dispatcher {
   stop(attempt: LiveAttempt, reason: AbortReason, detail?: string): void {
     if (attempt.phase === 'ended') return;
     if (attempt.stop) {
-      // Already stopping (a timeout, an expired lease, kill, shutdown): a cancel still ends the
-      // task, not its attempt alone, so the attempt's end settles it as cancelled. The stop under
-      // way (its abort, its grace period) carries on.
+      // Already stopping (a timeout, lease, kill, shutdown): a cancel still ends the task, so the
+      // attempt's end settles it as cancelled; the stop under way carries on.
       if (reason === 'cancelled' && attempt.stop.reason !== 'cancelled') attempt.stop = detail === undefined ? { reason } : { reason, detail };
       return;
     }
@@ -329,9 +324,9 @@ export class Dispatcher {
   }
 
   /**
-   * An agent waits on the host (input, join): its attempt gives its slot and its governor
-   * reservation back, so waiting parents cannot starve the children they wait for. Its Piscina
-   * task stays (the pool has headroom for parked ones).
+   * An agent waits on the host (input, join): its attempt gives its slot, its governor reservation
+   * and its place under its instance's dispatch target back, so waiting parents cannot starve the
+   * children they wait for. Its Piscina task stays (the pool has headroom for parked ones).
    */
   park(attempt: LiveAttempt): void {
     if (attempt.parked || attempt.phase !== 'executing') return;
@@ -339,7 +334,6 @@ export class Dispatcher {
     this.#executing--;
     this.#parked++;
     this.#k.governor.release(attempt.entry);
-    // Nor does its instance count it against a dispatch target while it waits.
     attempt.tell(this.#k.router, 'released', this.#k.clock.now());
     this.pump();
   }
@@ -347,14 +341,14 @@ export class Dispatcher {
   /**
    * A parked attempt runs again. It takes its slot and its reservation back at once, whatever the
    * limits, so slots, agent limits and a dispatch target can be exceeded briefly by resumed
-   * attempts; new work waits until they are back under.
+   * attempts; new work waits until they are back under. (Its task is never queued meanwhile: the
+   * check only keeps an input's delivery from throwing if it were.)
    */
   unpark(attempt: LiveAttempt): void {
     if (!attempt.parked || attempt.phase !== 'executing') return;
     attempt.parked = false;
     this.#parked--;
     this.#executing++;
-    // (Its task is not queued while it runs; the check keeps an input's delivery from throwing if it were.)
     if (!this.#k.governor.has(attempt.taskId)) this.#k.governor.reclaim(attempt.entry);
     attempt.tell(this.#k.router, 'running', this.#k.clock.now());
   }
