@@ -62,19 +62,14 @@ export function jsonOf(value: unknown, where: string): string | null {
     throw new TroupeError('INVALID_INPUT', `${where} is not JSON: ${(error as Error).message}`);
   }
   if (text === undefined) return null;
-  if (text.includes('\\u')) {
-    // JSON.stringify escapes NUL and lone surrogates (and writes paired ones as they are); an
-    // escaped backslash before the `u` is the string's own.
-    if (NUL_ESCAPE.test(text)) throw new TroupeError('INVALID_INPUT', `${where} holds a NUL character (\\u0000), which PostgreSQL does not store in jsonb`);
-    if (LONE_SURROGATE_ESCAPE.test(text)) throw new TroupeError('INVALID_INPUT', `${where} holds a lone UTF-16 surrogate (half of a pair), which is not Unicode text: PostgreSQL does not store it in jsonb`);
-  }
+  // (A lone surrogate, which jsonb refuses too, the walk above refused.) JSON.stringify escapes a
+  // NUL; an escaped backslash before the `u` is the string's own.
+  if (text.includes('\\u0000') && NUL_ESCAPE.test(text)) throw new TroupeError('INVALID_INPUT', `${where} holds a NUL character (\\u0000), which PostgreSQL does not store in jsonb`);
   return text;
 }
 
 /** `\u0000` in JSON text, not preceded by a backslash of its own. */
 const NUL_ESCAPE = /(?<!\\)(?:\\\\)*\\u0000/;
-/** `\ud800`-`\udfff` in JSON text, not preceded by a backslash of its own. */
-const LONE_SURROGATE_ESCAPE = /(?<!\\)(?:\\\\)*\\ud[89a-f][0-9a-f]{2}/i;
 
 /**
  * {@link jsonOf} of an object that nothing changes once it is made (an attempt's output as its
