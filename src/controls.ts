@@ -77,9 +77,13 @@ export class RuntimeControls {
     await this.#d.dispatcher.idle();
   }
 
-  /** Drains now: re-checks every agent hold against the clock, runs a supervisor cycle and fills free slots. */
+  /**
+   * Drains now: re-checks every agent hold against the clock, fires the durable timers and
+   * schedule ticks due by it, runs a supervisor cycle and fills free slots.
+   */
   poke(): void {
     this.#k.flow.refresh(this.#k.clock.now());
+    this.#k.notifier.poked();
     this.#k.notifier.work();
     void this.#d.cycleNow();
   }

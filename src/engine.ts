@@ -102,6 +102,7 @@ export function buildEngine(options: ResolvedOptions, log: Logger, store: Store,
   // reaches for a part built after it.
   const notifier = new Notifier((error, what) => log.error({ err: error, notification: what }, 'an internal listener failed'));
   const timers = createTimerWheel(options.clock, (timer) => notifier.timerFired(timer));
+  notifier.onPoked(() => timers.check());
   const flow = new FlowControl({
     clock: options.clock,
     governor: governor,
@@ -174,6 +175,7 @@ export function buildEngine(options: ResolvedOptions, log: Logger, store: Store,
     taskState: (id) => tasks.record(id)?.state,
   });
   executor.handle({ armSchedule: (scheduleId, due) => scheduler.armSchedule(scheduleId, due) });
+  notifier.onPoked(() => scheduler.check());
   notifier.onSettled((taskId) => scheduler.onSettled(taskId));
   notifier.onSettled((taskId) => interactions.onSettled(taskId));
   notifier.onAttemptEnded((taskId, attemptId) => interactions.attemptEnded(taskId, attemptId));

@@ -94,7 +94,7 @@ export interface Runtime extends AsyncDisposable {
   unfreeze(): Promise<void>;
   /** Freezes and aborts every running attempt; their tasks are requeued. Resolves when none runs. */
   kill(reason?: string): Promise<void>;
-  /** Drains now: re-checks agent holds against the clock, runs a supervisor cycle, fills free slots. */
+  /** Drains now: re-checks agent holds against the clock, fires durable timers and schedule ticks due by it, runs a supervisor cycle, fills free slots. */
   poke(): void;
   /** Removes settled tasks and all they left but their events, in bounded batches (README: Pruning). */
   prune(options?: PruneOptions): Promise<PruneResult>;

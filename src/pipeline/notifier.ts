@@ -2,7 +2,8 @@
  * The internal notifier: how the runtime's parts learn that a task settled (after the commit that
  * settled it), that an attempt ended (as the dispatcher lets it go), that there may be work for free
  * slots (a task was queued, capacity came back), that attempts began or stopped executing, that a
- * durable timer fired, that an agent's pause ended, or that a submit was refused. These are internal news, never sent through the public event
+ * durable timer fired, that an agent's pause ended, that a submit was refused, or that `rt.poke()`
+ * asked for every clock-driven part to look at the clock now. These are internal news, never sent through the public event
  * bus, so a listener a user adds or removes cannot change what the runtime does. The notifier is
  * built first and the parts that act on news subscribe as they are built, so the runtime is
  * composed in dependency order with no part reaching for one built after it. A listener that
@@ -51,6 +52,7 @@ export class Notifier {
   readonly #pauses: Listeners<[agent: string, state: AgentFlowState, at: number]>;
   readonly #refused: Listeners<[]>;
   readonly #busy: Listeners<[]>;
+  readonly #poked: Listeners<[]>;
 
   /** `onError` hears about a listener that threw. */
   constructor(onError: (error: unknown, what: string) => void = () => undefined) {
@@ -61,6 +63,7 @@ export class Notifier {
     this.#pauses = new Listeners('pauseEnded', onError);
     this.#refused = new Listeners('refused', onError);
     this.#busy = new Listeners('busy', onError);
+    this.#poked = new Listeners('poked', onError);
   }
 
   onSettled(listener: SettledListener): void {
@@ -124,5 +127,14 @@ export class Notifier {
   /** Attempts began or stopped executing: the leases to sweep changed. */
   busy(): void {
     this.#busy.emit();
+  }
+
+  onPoked(listener: () => void): void {
+    this.#poked.add(listener);
+  }
+
+  /** `rt.poke()`: whatever waits on the clock (durable timers, schedules' ticks) looks at it now. */
+  poked(): void {
+    this.#poked.emit();
   }
 }

@@ -125,6 +125,11 @@ export class Scheduler implements SchedulesApi {
     else this.#wheel.add({ id, due });
   }
 
+  /** Fires every tick due by the clock now (`rt.poke()`: the wall clock may have been stepped). */
+  check(): void {
+    if (!this.#stopped) this.#wheel.check();
+  }
+
   /** Stops firing (close) and waits for changes in flight. */
   async stop(): Promise<void> {
     this.#stopped = true;

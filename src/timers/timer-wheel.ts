@@ -21,6 +21,8 @@ export interface TimerWheel<T extends WheelTimer = TimerRecord> {
   remove(id: string): T | undefined;
   has(id: string): boolean;
   readonly size: number;
+  /** Fires every timer due by the clock now, then sleeps anew (`rt.poke()`: the wall clock may have been stepped). */
+  check(): void;
   /** Stops firing (close). */
   stop(): void;
 }
@@ -118,6 +120,11 @@ export function createTimerWheel<T extends WheelTimer = TimerRecord>(clock: Cloc
       return timer;
     },
     has: (id) => byId.has(id),
+    check() {
+      if (stopped) return;
+      if (armed) clock.clearTimeout(armed.timer);
+      fire();
+    },
     get size() {
       return byId.size;
     },

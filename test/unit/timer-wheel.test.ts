@@ -304,34 +304,61 @@ describe('timer wheel', () => {
   });
 });
 
-describe('a wall clock stepped forward', () => {
-  it('fires what fell due within a minute of the step, not after the rest of the old wait', () => {
-    // A clock whose wall time can jump while its timeouts keep their own (monotonic) time, as Node's do.
-    let wall = T0;
-    let mono = 0;
-    const pending: Array<{ at: number; fn: () => void }> = [];
-    const clock = {
-      now: () => wall,
-      setTimeout: (fn: () => void, ms: number) => {
-        const entry = { at: mono + ms, fn };
-        pending.push(entry);
-        return entry as never;
-      },
-      clearTimeout: (entry: never) => void pending.splice(pending.indexOf(entry), 1),
-    };
-    const elapse = (ms: number) => {
+/** A clock whose wall time can jump while its timeouts keep their own (monotonic) time, as Node's do. */
+function steppableClock() {
+  let wall = T0;
+  let mono = 0;
+  const pending: Array<{ at: number; fn: () => void }> = [];
+  return {
+    pending,
+    now: () => wall,
+    setTimeout: (fn: () => void, ms: number) => {
+      const entry = { at: mono + ms, fn };
+      pending.push(entry);
+      return entry as never;
+    },
+    clearTimeout: (entry: never) => void pending.splice(pending.indexOf(entry), 1),
+    /** The wall clock steps ahead; the monotonic clock does not. */
+    step(ms: number) {
+      wall += ms;
+    },
+    elapse(ms: number) {
       mono += ms;
       wall += ms;
       for (let due = pending.findIndex((p) => p.at <= mono); due >= 0; due = pending.findIndex((p) => p.at <= mono)) pending.splice(due, 1)[0]!.fn();
-    };
+    },
+  };
+}
+
+describe('a wall clock stepped forward', () => {
+  it('fires what fell due within a minute of the step, not after the rest of the old wait', () => {
+    const clock = steppableClock();
     const fired: string[] = [];
     const wheel = createTimerWheel(clock, (t) => fired.push(t.id));
     wheel.add(timer('in-an-hour', 3_600_000));
-    // The wall clock steps two hours ahead; the monotonic clock does not.
-    wall += 2 * 3_600_000;
-    elapse(59_999);
+    clock.step(2 * 3_600_000);
+    clock.elapse(59_999);
     expect(fired).toEqual([]);
-    elapse(1);
+    clock.elapse(1);
     expect(fired).toEqual(['in-an-hour']);
+  });
+
+  it('fires what the step made due at once on check() (rt.poke()), and sleeps anew for the rest', () => {
+    const clock = steppableClock();
+    const fired: string[] = [];
+    const wheel = createTimerWheel(clock, (t) => fired.push(t.id));
+    wheel.add(timer('in-an-hour', 3_600_000));
+    wheel.add(timer('in-three-hours', 3 * 3_600_000));
+    wheel.check();
+    expect(fired).toEqual([]);
+    clock.step(2 * 3_600_000);
+    wheel.check();
+    expect(fired).toEqual(['in-an-hour']);
+    expect(clock.pending).toHaveLength(1);
+    wheel.stop();
+    clock.step(2 * 3_600_000);
+    wheel.check();
+    expect(fired).toEqual(['in-an-hour']);
+    expect(clock.pending).toHaveLength(0);
   });
 });
