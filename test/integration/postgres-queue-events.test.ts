@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { EVENT_TYPES } from '../../src/api/events.js';
 import { readEvents, type StoredEvent } from '../../src/store/postgres/events.js';
 import { deadNodes } from '../../src/store/postgres/nodes.js';
+import { setAgentLimits } from '../../src/store/postgres/limits.js';
 import { claimTasks, submitTasks } from '../../src/store/postgres/queue.js';
 import { settleAttempts } from '../../src/store/postgres/settle.js';
 import { reclaim, sweep } from '../../src/store/postgres/sweeper.js';
@@ -209,5 +210,36 @@ describe('the PostgreSQL queue\'s events', () => {
     expect(p1).toEqual({ run: 1, attempt: 1, exit: 'success', kind: 'success' });
     expect(p1).toEqual(g1);
     expect(done.every((e) => typeof (e.data as { attemptMs: unknown }).attemptMs === 'number' && e.attemptId === `${e.taskId}:1:1`)).toBe(true);
+  });
+
+  it.each([
+    ['a concurrency limit', {}, {}],
+    ['per-model sub-limits', { models: { m: 2 } }, { labels: { model: 'm' } }],
+  ])("logs a limited agent's start after its queued event, when the task's submit began before the claim and committed while it waited (%s)", async (_, models, labels) => {
+    const cluster = await clusters({ max: 6 });
+    const { pool } = cluster;
+    await setAgentLimits(pool, 'a', { concurrency: 5, rate: null, dailyLimit: null, ...models });
+    const node = await cluster.join();
+    // The submit's transaction begins first (its now(), the task's run_at, is older than the claim's).
+    const submitter = await pool.connect();
+    await submitter.query('BEGIN');
+    await submitter.query('SELECT now()');
+    // Another claim of the agent holds its row: this claim takes its transaction id (the gate's
+    // lock on the node's row) and then waits for the row.
+    const holder = await pool.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query("SELECT 1 FROM troupe_agents WHERE name = 'a' FOR UPDATE");
+      const claim = claimTasks(cluster.otherPool(), node.id, 'a', 5, LEASE);
+      while ((await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rows[0]!.n === 0);
+      // The submit takes its id now, newer than the claim's, and commits while the claim waits.
+      await submitTasks({ connect: async () => submitter } as unknown as pg.Pool, [{ id: 'late', agent: 'a', ...labels }]);
+      await holder.query('ROLLBACK');
+      const claimed = [...(await claim), ...(await claimTasks(pool, node.id, 'a', 5, LEASE))];
+      expect(claimed.map((c) => c.id)).toEqual(['late']);
+    } finally {
+      holder.release();
+    }
+    expect(lifeOf(await wholeLog(pool), 'late').map(([type]) => type)).toEqual(['task.queued', 'task.started']);
   });
 });

@@ -282,9 +282,17 @@ const ANY_RUNNABLE = `SELECT EXISTS (SELECT 1 FROM troupe_nodes WHERE id = $1::u
  * left per limited model (limits.ts): a model with none is passed over, and of each other limited
  * model no more than its room is taken, from the first `4 × $3 + 64` runnable tasks (so a claim
  * reads a bounded part of the queue: it may take fewer than it could, never more).
+ *
+ * A limited claim is the transaction's third statement or later: its id was taken by the first
+ * (the gate's lock on the node's row), and its snapshot is newer. A task that a transaction with a
+ * newer id queued (a submit, or the settle that requeued it) and committed in between would start
+ * with events ordered before its `task.queued` (the log is in transaction-id order: events.ts).
+ * Such a row is passed over (`age(xmin) > 0`: written by a transaction older than this one), and
+ * the next claim takes it. The first statement reads its snapshot before it takes the id, so any
+ * task it sees was queued by an older transaction.
  */
 function claimStatement(kind: 'unlimited' | 'limited' | 'models'): string {
-  const runnable = `state = 'queued' AND agent = $2 AND run_at <= now()`;
+  const runnable = `state = 'queued' AND agent = $2 AND run_at <= now()${kind === 'unlimited' ? '' : ' AND age(xmin) > 0'}`;
   const open = `(SELECT member AND NOT frozen${kind === 'unlimited' ? ' AND concurrency IS NULL AND models IS NULL AND rate_limit IS NULL AND daily_limit IS NULL AND backoff_failures IS NULL AND NOT paused' : ''} FROM gate)`;
   const room = `($5::jsonb ->> (labels ->> 'model'))::int`;
   const picked =
@@ -299,7 +307,7 @@ function claimStatement(kind: 'unlimited' | 'limited' | 'models'): string {
             ORDER BY priority, queued_order
             LIMIT $3
          ) capped ON capped.id = t.id
-        WHERE t.state = 'queued' AND t.agent = $2 AND t.run_at <= now() AND ${open}
+        WHERE t.state = 'queued' AND t.agent = $2 AND t.run_at <= now() AND age(t.xmin) > 0 AND ${open}
         ORDER BY t.priority, t.queued_order
         FOR UPDATE OF t SKIP LOCKED`
       : `SELECT id FROM troupe_tasks
