@@ -6,6 +6,11 @@
  * together in the next one, so under load the batches grow instead of the transactions
  * multiplying (group commit, as the LMDB pipeline does). Batches in flight together never share
  * an attempt, and settleAttempts locks rows in id order, so they cannot deadlock one another.
+ *
+ * A batch the server refuses for what it holds (a data exception, a constraint, a limit: never a
+ * lost connection or a conflict) would fail again however often tried, and every end queued
+ * behind it with it: such a batch is split in halves, each tried alone, until the end it cannot
+ * take is alone and is refused, as an end the queue refuses (INVALID_INPUT) is.
  */
 import type pg from 'pg';
 import type { Clock, ClockTimer } from '../clock.js';
@@ -37,6 +42,8 @@ export class Settler {
   #flushing = 0;
   #scheduled = false;
   #retry: ClockTimer | undefined;
+  /** The most ends a batch takes: all of them, but halved after a batch the server refused for its content, until the queue drains. */
+  #cap = Number.POSITIVE_INFINITY;
   readonly #idle = new Set<() => void>();
 
   /**
@@ -84,8 +91,8 @@ export class Settler {
   async #flush(): Promise<void> {
     this.#scheduled = false;
     if (this.#pending.length === 0) return this.#checkIdle();
-    const batch = this.#pending;
-    this.#pending = [];
+    const batch = this.#pending.length <= this.#cap ? this.#pending : this.#pending.slice(0, this.#cap);
+    this.#pending = batch === this.#pending ? [] : this.#pending.slice(this.#cap);
     this.#flushing++;
     let failed = false;
     try {
@@ -103,11 +110,17 @@ export class Settler {
         }
       }
     } catch (error) {
-      if (isTroupeError(error, 'INVALID_INPUT')) {
+      const refusedByServer = refusedForContent(error);
+      if (refusedByServer && batch.length > 1) {
+        // One end of the batch, or several, cannot be written: the halves go alone, at once.
+        this.#cap = Math.ceil(batch.length / 2);
+        this.#log.warn({ err: error, attempts: batch.length }, 'the server refused a settle batch; trying its halves alone');
+        this.#pending = [...batch, ...this.#pending];
+      } else if (refusedByServer || isTroupeError(error, 'INVALID_INPUT')) {
         // Never valid, however often tried: the ends are dropped (their leases run out and a
         // sweeper ends them), so one bad end cannot hold the node's settles up for good.
         this.#log.error({ err: error, attempts: batch.length }, 'the queue refused a settle batch; its attempts are left to the sweeper');
-        for (const { done } of batch) done({ refused: error });
+        for (const { done } of batch) done({ refused: error as Error });
       } else {
         failed = true;
         this.#log.error({ err: error, attempts: batch.length }, 'settling attempts failed; trying again');
@@ -123,6 +136,7 @@ export class Settler {
         this.#schedule();
       }, this.#retryMs);
     } else if (this.#pending.length > 0) this.#schedule();
+    else this.#cap = Number.POSITIVE_INFINITY;
     this.#checkIdle();
   }
 
@@ -131,6 +145,17 @@ export class Settler {
     for (const resolve of this.#idle) resolve();
     this.#idle.clear();
   }
+}
+
+/**
+ * Whether the server refused a settle for what it holds, so that trying it again cannot succeed:
+ * SQLSTATE classes 22 (data exception), 23 (integrity constraint), 42 (syntax or access rule), 54
+ * (program limit exceeded) and 0A (feature not supported). A lost connection, a server shutting
+ * down, a serialization failure or a deadlock is none of these, and is tried again.
+ */
+function refusedForContent(error: unknown): boolean {
+  const code = ((error as { cause?: { code?: unknown } })?.cause ?? (error as { code?: unknown }))?.code;
+  return typeof code === 'string' && /^(22|23|42|54|0A)/.test(code);
 }
 
 function leaseKey(lease: Lease): string {
