@@ -210,7 +210,7 @@ interface Problem {
  * (LMDB's UTF-8 would turn it into U+FFFD, PostgreSQL's jsonb refuses it). Node 20 has
  * `String.prototype.isWellFormed`; TypeScript's ES2023 library does not declare it.
  */
-function wellFormed(s: string): boolean {
+export function wellFormed(s: string): boolean {
   return (s as unknown as { isWellFormed(): boolean }).isWellFormed();
 }
 const LONE_SURROGATE = 'holds a lone UTF-16 surrogate (half of a pair), which is not Unicode text';

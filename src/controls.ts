@@ -4,6 +4,7 @@
  * database (key `runtime`) in the same step as its `runtime.frozen` / `runtime.unfrozen` event, and
  * read back at open before anything dispatches.
  */
+import { checkText } from './ids.js';
 import { TroupeError } from './errors.js';
 import type { AgentFlowState, RuntimeControl } from './store/records.js';
 import { flowKeyOf, type EngineParts } from './tasks/parts.js';
@@ -50,7 +51,11 @@ export class RuntimeControls {
 
   /** Stops dispatch; running attempts carry on and submits are still accepted. Resolves once durable. */
   freeze(reason = 'frozen'): Promise<void> {
-    if (typeof reason !== 'string') return Promise.reject(new TroupeError('INVALID_INPUT', 'freeze: reason must be a string'));
+    try {
+      checkText(reason, 'freeze: reason');
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
     return this.#serial(async () => {
       if (this.#state.frozen) return;
       await this.#write({ frozen: true, reason, since: this.#k.clock.now() });
@@ -71,7 +76,7 @@ export class RuntimeControls {
    * the freeze is durable and no attempt is live.
    */
   async kill(reason = 'killed'): Promise<void> {
-    if (typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'kill: reason must be a string');
+    checkText(reason, 'kill: reason');
     await this.#serial(() => this.#write({ frozen: true, reason, killed: true, since: this.#k.clock.now() }));
     this.#d.dispatcher.stopAll('killed', reason);
     await this.#d.dispatcher.idle();

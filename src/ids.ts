@@ -5,6 +5,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { TroupeError } from './errors.js';
+import { wellFormed } from '../actors/wire.js';
 
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 const CODES = Array.from(ALPHABET, (c) => c.charCodeAt(0));
@@ -68,5 +69,16 @@ export function checkId(value: unknown, where: string): string {
   if (typeof value !== 'string' || value.length === 0 || value.length > MAX_ID) {
     throw new TroupeError('INVALID_INPUT', `${where} must be a non-empty string of at most ${MAX_ID} characters`);
   }
+  return checkText(value, where);
+}
+
+/**
+ * `value` as text the API stores as given (an id, a key, a reason), or INVALID_INPUT: a string,
+ * with no lone UTF-16 surrogate, which both stores would keep as U+FFFD (so two keys that differ
+ * only there would be one key once stored).
+ */
+export function checkText(value: unknown, where: string): string {
+  if (typeof value !== 'string') throw new TroupeError('INVALID_INPUT', `${where} must be a string`);
+  if (!wellFormed(value)) throw new TroupeError('INVALID_INPUT', `${where} holds a lone UTF-16 surrogate (half of a pair), which is not Unicode text`);
   return value;
 }

@@ -13,7 +13,7 @@ import type { EventStreamOptions, EventType, RuntimeEvent } from '../api/events.
 import type { AgentsApi, Runtime } from '../api/runtime.js';
 import type { AgentInput, AgentOutput, ListOptions, Task, TaskId, TaskPage, TaskSpec, WaitOptions } from '../api/tasks.js';
 import type { RegisteredAgent } from '../agents/registry.js';
-import { checkId } from '../ids.js';
+import { checkId, checkText } from '../ids.js';
 import { TroupeError } from '../errors.js';
 import { KeepAlive } from '../keep-alive.js';
 import { Lifecycle, type CloseOptions } from '../lifecycle.js';
@@ -188,8 +188,7 @@ class PostgresRuntime extends RuntimeShell implements Runtime {
   cancel<O = unknown>(id: TaskId<O>, reason = 'cancelled'): Promise<Task<O>> {
     return this.guard('cancel', async () => {
       checkId(id, 'cancel: id');
-      if (typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'cancel: reason must be a string');
-      pgText(reason, 'cancel: reason');
+      pgText(checkText(reason, 'cancel: reason'), 'cancel: reason');
       const outcome = await cancelTask(this.#db, id, reason);
       // A running attempt stops on its node, and its end settles the task (cancelled, or done if it finished first).
       const settled = outcome === 'requested' ? this.#waits.wait(id) : undefined;
@@ -224,7 +223,7 @@ class PostgresRuntime extends RuntimeShell implements Runtime {
 
   freeze(reason?: string): Promise<void> {
     return this.guard('freeze', async () => {
-      if (reason !== undefined && typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'freeze: reason must be a string');
+      if (reason !== undefined) checkText(reason, 'freeze: reason');
       await freezeCluster(this.#db, reason ?? 'frozen');
       await this.#control.read();
     });

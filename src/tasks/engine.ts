@@ -3,6 +3,7 @@
  * rebuild on open (rebuild.ts). Each durable change is a step (src/steps/) run through the
  * pipeline. Submits live in submit.ts and the attempt lifecycle in dispatcher.ts.
  */
+import { checkText } from '../ids.js';
 import { SETTLED_FOR_WAIT, isTerminal } from '../../machines/index.js';
 import type { ClockTimer } from '../clock.js';
 import type { Waiter } from './task-table.js';
@@ -149,7 +150,7 @@ export class TaskEngine {
    * has its `ctx.signal` aborted and is cancelled when the attempt ends or the grace period is over.
    */
   async cancel(id: string, reason = 'cancelled'): Promise<Task> {
-    if (typeof reason !== 'string') throw new TroupeError('INVALID_INPUT', 'cancel: reason must be a string');
+    checkText(reason, 'cancel: reason');
     const { table, pipeline } = this.#k;
     const task = table.get(id);
     if (!task) {

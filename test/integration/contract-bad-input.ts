@@ -42,6 +42,8 @@ export function badInput(rt: Runtime, done: string): BadCall[] {
     ['submit: null labels', () => rt.submit({ agent: 'echo', labels: null } as never), 'INVALID_INPUT', 'task.labels must be an object of string values'],
     ['submit: empty key', () => rt.submit({ agent: 'echo', idempotencyKey: '' }), 'INVALID_INPUT', 'task.idempotencyKey must be a non-empty string'],
     ['submit: numeric key', () => rt.submit({ agent: 'echo', idempotencyKey: 5 } as never), 'INVALID_INPUT'],
+    // Stored as U+FFFD, two keys that differ only there would be one.
+    ['submit: lone surrogate in the key', () => rt.submit({ agent: 'echo', idempotencyKey: 'k\uD800' }), 'INVALID_INPUT', 'task.idempotencyKey holds a lone UTF-16 surrogate'],
     ['submit: negative timeoutMs', () => rt.submit({ agent: 'echo', timeoutMs: -1 }), 'INVALID_INPUT', 'task.timeoutMs must be a non-negative integer'],
     ['submit: unknown parent', () => rt.submit({ agent: 'echo', parentId: 'does-not-exist' }), 'NOT_FOUND', 'no task does-not-exist'],
     ['submit: maxAttempts 0', () => rt.submit({ agent: 'echo', retry: { maxAttempts: 0 } }), 'INVALID_INPUT', 'task.retry.maxAttempts must be a positive integer'],
@@ -79,6 +81,7 @@ export function badInput(rt: Runtime, done: string): BadCall[] {
     ['wait: id with a NUL', () => rt.wait('a\u0000b'), 'NOT_FOUND'],
     ['cancel: empty id', () => rt.cancel(''), 'INVALID_INPUT'],
     ['cancel: numeric reason', () => rt.cancel(done, 5 as never), 'INVALID_INPUT'],
+    ['cancel: lone surrogate in the reason', () => rt.cancel(done, 'why\uDC00'), 'INVALID_INPUT', 'cancel: reason holds a lone UTF-16 surrogate'],
     ['cancel: unknown id', () => rt.cancel('01NOSUCHTASK'), 'NOT_FOUND'],
     ['cancel: id with a NUL', () => rt.cancel('a\u0000b'), 'NOT_FOUND'],
     ['cancel: a done task', () => rt.cancel(done), 'ILLEGAL_TRANSITION'],
@@ -88,6 +91,7 @@ export function badInput(rt: Runtime, done: string): BadCall[] {
     ['retry: a done task', () => rt.retry(done), 'ILLEGAL_TRANSITION'],
     // freeze, events, on
     ['freeze: numeric reason', () => rt.freeze(5 as never), 'INVALID_INPUT'],
+    ['freeze: lone surrogate in the reason', () => rt.freeze('\uD83D'), 'INVALID_INPUT', 'freeze: reason holds a lone UTF-16 surrogate'],
     ['events: bad cursor', () => rt.events({ after: 'nope' }), 'INVALID_INPUT'],
     ['events: negative seq', () => rt.events({ after: -1 }), 'INVALID_INPUT'],
     ['events: fractional seq', () => rt.events({ after: 1.5 }), 'INVALID_INPUT'],
