@@ -4,6 +4,10 @@
  * ended as `lease_expired`, a retryable infrastructure fault, and its thread is terminated so the
  * slot comes back. Thread exits need no sweep: Piscina fails their attempts at once. While tasks
  * are queued it also runs a cycle every `intervalMs`: the starvation ladder and degraded drops.
+ *
+ * A sweep that fires late (this main thread was busy, or paused, for longer than a sweep period)
+ * looks again on the next turn instead: timers run before the turn reads what the threads posted,
+ * so the heartbeats they sent while it was busy are still queued, and their attempts are alive.
  */
 import type { Clock, ClockTimer } from '../clock.js';
 import type { Logger } from '../log.js';
@@ -35,6 +39,9 @@ export interface SupervisorOptions {
 export function createSupervisor(options: SupervisorOptions): Supervisor {
   const { clock, log, dispatcher, sweepMs, cycle, intervalMs = 1_000, hasQueued = () => false } = options;
   let timer: ClockTimer | undefined;
+  /** When the sweep timer was armed, and for how long. */
+  let armedAt = 0;
+  let armedFor = 0;
   let cycleTimer: ClockTimer | undefined;
   let running: Promise<void> | undefined;
   let stopped = false;
@@ -66,6 +73,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     timer = undefined;
     if (stopped) return;
     const now = clock.now();
+    if (now - armedAt > armedFor + sweepMs) return arm(0);
     for (const attempt of [...dispatcher.expiredLeases(now)]) {
       log.warn({ attemptId: attempt.attemptId, expiredAt: attempt.leaseExpiresAt }, 'attempt lease expired');
       dispatcher.stop(attempt, 'lease_expired', `no heartbeat since the lease ran out at ${new Date(attempt.leaseExpiresAt).toISOString()}`);
@@ -81,7 +89,13 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
       timer = undefined;
       return;
     }
-    timer ??= clock.setTimeout(sweep, sweepMs);
+    if (!timer) arm(sweepMs);
+  }
+
+  function arm(ms: number): void {
+    armedAt = clock.now();
+    armedFor = ms;
+    timer = clock.setTimeout(sweep, ms);
   }
 
   return {

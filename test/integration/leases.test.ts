@@ -37,6 +37,25 @@ describe('leases on real threads', () => {
     expect(task).toMatchObject({ state: 'done', attempts: 1, output: { sleptMs: 600 } });
     await rt.close();
   });
+
+  it("keeps the lease of a healthy attempt when the host's own main thread was busy past it: the heartbeats queued meanwhile count", async () => {
+    const rt = await createRuntime({ dataDir: dataDir(), logger: false, threads: 1, leaseMs: 1_000, agents: [builtinAgent('sleep', { retry: { maxAttempts: 1 } })] });
+    // Its first progress report: the attempt has been executing, and heartbeating, for a while.
+    const executing = new Promise((resolve) => rt.on('task.progress', resolve));
+    const submitted = await rt.submit({ agent: 'sleep', input: { ms: 3_000, steps: 10 } });
+    await executing;
+    // A synchronous stretch of the host's own (a big parse, a sort, a debugger pause) twice the lease.
+    await new Promise<void>((resolve) =>
+      setImmediate(() => {
+        const until = Date.now() + 1_500;
+        while (Date.now() < until);
+        resolve();
+      }),
+    );
+    const task = await rt.wait(submitted.id);
+    expect(task).toMatchObject({ state: 'done', attempts: 1 });
+    await rt.close();
+  });
 });
 
 /** A pool whose attempts finish only when the test says so, and whose reports the test makes. */
