@@ -110,7 +110,7 @@ export function createRouter(options: RouterOptions): Router {
     let actor: InstanceActor;
     let persisted = '';
     if (envelope && envelope.version === MACHINES.instance.version) {
-      actor = createActor(instanceMachine, { snapshot: envelope.snapshot as never, input: undefined as never });
+      actor = createActor(instanceMachine, { snapshot: withThreshold(envelope.snapshot, options.failedAttemptThreshold) as never, input: undefined as never });
       persisted = durableFingerprint(envelope.snapshot as InstanceSnapshotLike);
     } else {
       const context = (envelope?.snapshot as { context?: Partial<InstanceContext> } | undefined)?.context;
@@ -392,4 +392,15 @@ export function createRouter(options: RouterOptions): Router {
 function statusOf(snapshot: InstanceSnapshotLike, counts: { pending: number; running: number; stopping: number }): InstanceStatus {
   if (snapshot.value === 'degraded') return 'degraded';
   return counts.pending + counts.running + counts.stopping === 0 ? 'idle' : 'active';
+}
+
+/**
+ * A stored instance snapshot with this runtime's `failedAttemptThreshold`: the option is the
+ * runtime's, not the instance's, so a restart with another value applies it to the instances seen
+ * before as to new ones (the changed snapshot is written back with the instance's next change).
+ */
+function withThreshold(snapshot: unknown, threshold: number): unknown {
+  const context = (snapshot as { context?: Partial<InstanceContext> }).context;
+  if (!context || context.failedAttemptThreshold === threshold) return snapshot;
+  return { ...(snapshot as object), context: { ...context, failedAttemptThreshold: threshold } };
 }

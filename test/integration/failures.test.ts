@@ -5,10 +5,11 @@
  * contract-faults.ts, run on both.
  */
 import { describe, expect, it } from 'vitest';
-import { builtinAgent, type RuntimeEvent } from 'troupe';
-import { fixtureAgent, runtimes } from '../helpers.js';
+import { builtinAgent, createRuntime, type RuntimeEvent } from 'troupe';
+import { fixtureAgent, runtimes, scratchDirs } from '../helpers.js';
 
 const runtime = runtimes();
+const dataDir = scratchDirs();
 
 describe('agent failures and instances', () => {
   it('a thread crash does not count against an instance the way agent failures do', async () => {
@@ -26,5 +27,25 @@ describe('agent failures and instances', () => {
     await expect(rt.wait(next.id, { timeoutMs: 300 })).rejects.toMatchObject({ code: 'WAIT_TIMEOUT' });
     await rt.resetInstance(fail.instanceKey);
     expect(await rt.wait(next.id)).toMatchObject({ state: 'done' });
+  });
+
+  it('applies failedAttemptThreshold as the runtime is opened with it, to instances seen before as to new ones', async () => {
+    const dir = dataDir();
+    const fail = builtinAgent('fail', { retry: { maxAttempts: 1 } });
+    // Opened with degradation off: one failure, and the instance is stored.
+    let rt = await createRuntime({ dataDir: dir, logger: false, threads: 1, agents: [fail] });
+    const first = await rt.wait((await rt.submit({ agent: 'fail' })).id);
+    expect(rt.instances().find((i) => i.key === first.instanceKey)).toMatchObject({ status: 'idle', consecutiveFailures: 1 });
+    await rt.close();
+    // Opened again with 2: the stored instance degrades at its second failure in a row.
+    rt = await createRuntime({ dataDir: dir, logger: false, threads: 1, agents: [fail], failedAttemptThreshold: 2 });
+    try {
+      const degraded = new Promise<RuntimeEvent>((resolve) => rt.on('instance.degraded', resolve));
+      await rt.wait((await rt.submit({ agent: 'fail' })).id);
+      expect(rt.instances().find((i) => i.key === first.instanceKey)).toMatchObject({ status: 'degraded' });
+      expect((await degraded).data).toMatchObject({ instanceKey: first.instanceKey, consecutiveFailures: 2 });
+    } finally {
+      await rt.close();
+    }
   });
 });
