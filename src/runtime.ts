@@ -50,6 +50,8 @@ export class LmdbRuntime extends RuntimeShell implements Runtime {
   readonly #lasting: LastingParts;
   /** Ends a graceful close's wait for running attempts at once (a later `close({ force: true })`). */
   #hurry: (() => void) | undefined;
+  /** Set as the store closes: an iteration that reads after it ends with CLOSED, not an LMDB error. */
+  #storeClosing = false;
 
   /** @internal Use {@link createRuntime}. */
   constructor(options: ResolvedOptions, log: Logger, store: Store, bus: EventBus, keepAlive: KeepAlive, tracing?: Tracing) {
@@ -210,7 +212,11 @@ export class LmdbRuntime extends RuntimeShell implements Runtime {
     checkId(id, 'logs: id');
     options = checkLogOptions(options);
     if (!this.#e.tasks.record(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
-    const logs = () => this.#slot.reads().logs;
+    const logs = () => {
+      // The store closes after the iterations end; one asked for its next line after that ends here.
+      if (this.lifecycle.state === 'closed' || this.#storeClosing) throw new TroupeError('CLOSED', 'logs: the runtime is closed');
+      return this.#slot.reads().logs;
+    };
     if (!options.follow) return followLogs(logs, id, options, undefined);
     const stop = new AbortController();
     // `ended` must not hold the process by itself: the follow holds it only while it waits for a line.
@@ -331,6 +337,7 @@ export class LmdbRuntime extends RuntimeShell implements Runtime {
     await this.endpoints.close(step);
     await step('waits', () => this.#e.tasks.rejectWaits(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#bus.close());
+    this.#storeClosing = true;
     await step('store', () => this.#store.close(failures.length === 0));
     this.keepAlive.close();
     this.lifecycle.set('closed', { failures: failures.length });

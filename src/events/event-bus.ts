@@ -247,7 +247,10 @@ export class EventBus {
     const wanted = (e: Pick<EventRecord, 'taskId' | 'type'>) => (!options.taskId || e.taskId === options.taskId) && (!types || types.has(e.type));
     const buffer: RuntimeEvent[] = [];
     let wake: (() => void) | undefined;
-    let ended = this.#closed;
+    // Closed: the store is not read any more, but the committed events already buffered are
+    // yielded. Aborted: nothing more is yielded.
+    let closed = this.#closed;
+    let aborted = false;
     const notify = () => {
       const w = wake;
       wake = undefined;
@@ -257,22 +260,33 @@ export class EventBus {
       buffer.push(event);
       notify();
     };
-    const end = () => {
-      ended = true;
+    const close = () => {
+      closed = true;
+      notify();
+    };
+    const abort = () => {
+      aborted = true;
       notify();
     };
     // Subscribe before replaying so nothing committed during the replay is missed.
     this.#streams.add(listener);
-    this.#onClose.add(end);
-    options.signal?.addEventListener('abort', end, { once: true });
+    this.#onClose.add(close);
+    options.signal?.addEventListener('abort', abort, { once: true });
     try {
       if (options.signal?.aborted) return;
       for (;;) {
+        if (aborted) return;
+        // The store is closed: the buffer goes on from here if it holds the next event; if not,
+        // the replay ends at its cursor (taken up from there on the next open).
+        if (closed) {
+          if (buffer.length > 0 && buffer[0]!.seq <= last + 1) break;
+          return;
+        }
         const chunk = this.#storedAfter(last);
         // Retention may have removed events this replay had not reached yet.
         if (last > 0 || options.after !== undefined) this.#checkCursor(last);
         for (const value of chunk) {
-          if (ended) return;
+          if (aborted) return;
           last = value.seq;
           // A stored record's payload is as its type's in the catalogue: every event was emitted through it.
           if (wanted(value)) yield { ...value, cursor: toCursor(value.seq) } as RuntimeEvent;
@@ -281,19 +295,19 @@ export class EventBus {
       }
       for (;;) {
         while (buffer.length > 0) {
+          if (aborted) return;
           const event = buffer.shift()!;
           if (event.seq <= last) continue;
           last = event.seq;
           if (wanted(event)) yield event;
-          if (ended) return;
         }
-        if (ended) return;
+        if (closed || aborted) return;
         await heldUntilWoken(() => this.#hold(), (resolve) => (wake = resolve));
       }
     } finally {
       this.#streams.delete(listener);
-      this.#onClose.delete(end);
-      options.signal?.removeEventListener('abort', end);
+      this.#onClose.delete(close);
+      options.signal?.removeEventListener('abort', abort);
     }
   }
 }

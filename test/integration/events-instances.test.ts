@@ -62,6 +62,26 @@ describe('event stream', () => {
     await collecting;
     expect(onlyB).toEqual(['task.started:true', 'task.done:true']);
   });
+
+  it('yields at close the committed events it had buffered, then ends; read after close, an iteration ends and logs() rejects CLOSED', async () => {
+    const rt = await createRuntime({ ...base, dataDir: dataDir(), agents: [builtinAgent('echo')] });
+    const published: number[] = [];
+    rt.on('*', (e) => published.push(e.seq));
+    const live = rt.events();
+    await rt.wait((await rt.submit({ agent: 'echo', input: 0 })).id);
+    // A consumer that takes one event, then is busy while more commit.
+    const got = [(await live.next()).value!.seq];
+    const tasks = await rt.submitMany([1, 2, 3].map((input) => ({ agent: 'echo', input })));
+    await Promise.all(tasks.map((t) => rt.wait(t.id)));
+    const unread = rt.events();
+    const lines = rt.logs(tasks[0]!.id);
+    await rt.close();
+    for await (const e of live) got.push(e.seq);
+    expect(published.length).toBeGreaterThan(8);
+    expect(got).toEqual(published);
+    expect(await unread.next()).toEqual({ done: true, value: undefined });
+    await expect(lines.next()).rejects.toMatchObject({ code: 'CLOSED' });
+  });
 });
 
 describe('execution instances', () => {
