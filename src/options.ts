@@ -209,7 +209,12 @@ export function resolveOptions(input: RuntimeOptions = {}, env: Readonly<Record<
   const o = { ...DEFAULTS, ...stripUndefined(input) };
   if (typeof o.dataDir !== 'string' || o.dataDir.length === 0) throw invalid('options.dataDir must be a non-empty string');
   if (o.dataDir.includes('\0')) throw invalid('options.dataDir must not contain a NUL byte');
-  const existing = statSync(o.dataDir, { throwIfNoEntry: false });
+  let existing: ReturnType<typeof statSync>;
+  try {
+    existing = statSync(o.dataDir, { throwIfNoEntry: false });
+  } catch (error) {
+    throw invalid(`options.dataDir ${o.dataDir} cannot be used (${(error as Error).message})`);
+  }
   if (existing && !existing.isDirectory()) throw invalid(`options.dataDir ${o.dataDir} exists and is not a directory`);
   const threads = input.threads ?? Math.max(1, availableParallelism());
   positiveInt('threads', threads);

@@ -189,7 +189,13 @@ function moduleHref(module: URL | string, where: string): string {
     if (error instanceof TroupeError) throw error;
     throw invalidOptions(`${where}: module ${String(module)} is not a local file URL or path (${(error as Error).message})`);
   }
-  const found = statSync(path, { throwIfNoEntry: false });
+  let found: ReturnType<typeof statSync>;
+  try {
+    found = statSync(path, { throwIfNoEntry: false });
+  } catch (error) {
+    // Not a missing file: a path through a file (ENOTDIR), too long, or not ours to read.
+    throw new TroupeError('INVALID_OPTIONS', `${where}: module ${path} cannot be read (${(error as Error).message})`);
+  }
   if (!found) throw new TroupeError('INVALID_OPTIONS', `${where}: module not found at ${path}`);
   if (!found.isFile()) throw new TroupeError('INVALID_OPTIONS', `${where}: module ${path} is not a file`);
   return url.href;
