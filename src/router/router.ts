@@ -12,7 +12,6 @@ import {
   MACHINES,
   durableFingerprint,
   instanceMachine,
-  instanceStatus,
   type InstanceContext,
   type InstanceEmitted,
   type AttemptChange,
@@ -289,7 +288,9 @@ export function createRouter(options: RouterOptions): Router {
       agent: c.agent,
       lane: c.lane,
       workspace: c.workspace,
-      status: entry ? statusOf(snapshot, counts) : instanceStatus(snapshot),
+      // An instance not live runs nothing (no actor survives a restart, and only idle ones are
+      // passivated): the counts its stored snapshot holds are stale, and so would a status from them be.
+      status: statusOf(snapshot, counts),
       ...counts,
       target: c.target,
       consecutiveFailures: c.consecutiveFailures,

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type RuntimeEvent } from 'troupe';
-import { fixtureAgent, maxOverlap, scratchDirs } from '../helpers.js';
+import { fixtureAgent, maxOverlap, scratchDirs, started } from '../helpers.js';
 
 const dataDir = scratchDirs();
 
@@ -85,6 +85,20 @@ describe('event stream', () => {
 });
 
 describe('execution instances', () => {
+  it('shows an instance stored while it ran as idle after a restart, not active with nothing running', async () => {
+    const path = dataDir();
+    let rt = await createRuntime({ ...base, dataDir: path, agents: [builtinAgent('sleep')] });
+    const [a, b] = await rt.submitMany([0, 1].map(() => ({ agent: 'sleep', input: { ms: 200, steps: 1 } })));
+    await Promise.all([started(rt, a!.id), started(rt, b!.id)]);
+    // Stored now, while both of its attempts run.
+    await rt.setDispatchTarget(a!.instanceKey, 5);
+    await Promise.all([rt.wait(a!.id), rt.wait(b!.id)]);
+    await rt.close();
+    rt = await createRuntime({ ...base, dataDir: path, agents: [builtinAgent('sleep')] });
+    expect(rt.instances()).toEqual([expect.objectContaining({ key: a!.instanceKey, status: 'idle', running: 0, live: false, target: 5 })]);
+    await rt.close();
+  });
+
   it('passivates idle actors beyond maxLiveInstances and rehydrates them with their target', async () => {
     const path = dataDir();
     const rt = await createRuntime({ ...base, dataDir: path, maxLiveInstances: 5, agents: [builtinAgent('echo')] });
