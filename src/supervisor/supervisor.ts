@@ -44,10 +44,22 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
   let armedFor = 0;
   let cycleTimer: ClockTimer | undefined;
   let running: Promise<void> | undefined;
+  let again: Promise<void> | undefined;
   let stopped = false;
 
+  /**
+   * Runs a cycle, or, while one runs, one more after it (once, however many ask): the one under
+   * way read the clock and the queue before this was asked for (rt.poke() after a change).
+   */
   function runCycle(): Promise<void> {
-    running ??= (cycle ? cycle.run() : Promise.resolve())
+    if (running) {
+      again ??= running.then(() => {
+        again = undefined;
+        return stopped ? undefined : runCycle();
+      });
+      return again;
+    }
+    running = (cycle ? cycle.run() : Promise.resolve())
       .then(
         () => undefined,
         (error: unknown) => log.error({ err: error }, 'supervisor cycle failed'),
