@@ -49,11 +49,14 @@ export class EventListeners {
     return true;
   }
 
-  /** Calls the event's type's listeners, then the '*' ones. */
+  /**
+   * Calls the event's type's listeners, then the '*' ones: those registered when it was
+   * published (both lists are read first, so a listener added by one of them hears the next event).
+   */
   deliver(event: RuntimeEvent): void {
     const typed = this.#byType.get(event.type);
-    if (typed) this.#call(typed, event);
     const all = this.#byType.get('*');
+    if (typed) this.#call(typed, event);
     if (all) this.#call(all, event);
   }
 

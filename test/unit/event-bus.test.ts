@@ -57,6 +57,19 @@ describe('EventBus', () => {
     ]);
   });
 
+  it("delivers an event to the listeners registered when it was published: a '*' listener added by a typed one hears the next event", () => {
+    const bus = new EventBus(memoryLog([]).db, noHold);
+    const heard: number[] = [];
+    const off = bus.on('task.queued', () => {
+      off();
+      bus.on('*', (e: RuntimeEvent) => heard.push(e.seq));
+    });
+    bus.publish([event(1)]);
+    expect(heard).toEqual([]);
+    bus.publish([event(2)]);
+    expect(heard).toEqual([2]);
+  });
+
   it('replays in chunks, holding no read of the log across a yield, from the database attached now', async () => {
     const before = memoryLog(Array.from({ length: 600 }, (_, i) => event(i + 1)));
     const bus = new EventBus(before.db, noHold);
