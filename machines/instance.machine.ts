@@ -162,11 +162,13 @@ export function attemptMoves(from: AttemptBucket | undefined, change: AttemptEve
  * {@link applyAttempt}, and whether the streak reached the threshold on the way. One working copy
  * of the counters, not one context per change: a turn can carry hundreds of changes.
  */
-function applyAttempts(context: InstanceContext, event: AttemptsEvent): { patch: Partial<InstanceContext>; crossed: boolean } {
+function applyAttempts(context: InstanceContext, event: AttemptsEvent): { patch: Partial<InstanceContext>; crossed: boolean; atCrossing?: Pick<InstanceContext, 'consecutiveFailures' | 'recentFailures'> } {
   const acc = { pending: context.pending, running: context.running, stopping: context.stopping, consecutiveFailures: context.consecutiveFailures };
   let recentFailures = context.recentFailures;
   let changed = false;
   let crossed = false;
+  /** The streak as it reached the threshold: what `degraded` reports, whatever the rest of the batch does to it. */
+  let atCrossing: Pick<InstanceContext, 'consecutiveFailures' | 'recentFailures'> | undefined;
   const threshold = context.failedAttemptThreshold;
   for (const c of event.changes) {
     const { from, change } = c;
@@ -179,13 +181,16 @@ function applyAttempts(context: InstanceContext, event: AttemptsEvent): { patch:
     else if (AGENT_FAULT_EXITS.has(c.status)) {
       acc.consecutiveFailures++;
       recentFailures = [...recentFailures, c.attemptId].slice(-RECENT_FAILURES_LIMIT);
-      if (threshold > 0 && acc.consecutiveFailures >= threshold) crossed = true;
+      if (threshold > 0 && acc.consecutiveFailures >= threshold && !crossed) {
+        crossed = true;
+        atCrossing = { consecutiveFailures: acc.consecutiveFailures, recentFailures };
+      }
     }
   }
   if (!changed) return { patch: {}, crossed };
   const patch: Partial<InstanceContext> = { ...acc, lastActivityAt: event.at };
   if (recentFailures !== context.recentFailures) patch.recentFailures = recentFailures;
-  return { patch, crossed };
+  return atCrossing ? { patch, crossed, atCrossing } : { patch, crossed };
 }
 
 /** Whether a batch holds an agent-fault ending at all (the cheap test before folding it for the guard). */
@@ -246,6 +251,13 @@ export const instanceMachine = setup({
       recentFailures: [...context.recentFailures],
       at: event.at,
     })),
+    // Before the batch is applied: a success later in the same batch must not make the streak
+    // reported 0 (one event at a time, it degrades at the crossing and reports the streak there).
+    emitDegradedBatch: emit(({ context, event }) => {
+      assertEvent(event, 'attempts');
+      const at = applyAttempts(context, event).atCrossing ?? context;
+      return { type: 'degraded' as const, key: context.key, consecutiveFailures: at.consecutiveFailures, recentFailures: [...at.recentFailures], at: event.at };
+    }),
     setTarget: assign(({ event }) => {
       assertEvent(event, 'target');
       return { target: event.target };
@@ -290,7 +302,7 @@ export const instanceMachine = setup({
         attempts: {
           guard: 'attemptsDegrade',
           target: 'degraded',
-          actions: ['applyAttempts', 'markDegraded', 'emitDegraded'],
+          actions: ['emitDegradedBatch', 'applyAttempts', 'markDegraded'],
         },
         // Lets an operator clear a streak that has not yet degraded the instance.
         reset: { actions: 'resetStreak' },

@@ -171,6 +171,23 @@ describe('failure streak and degradation', () => {
     expect(emitted).toHaveLength(1);
   });
 
+  it('reports the streak at the crossing when one turn carries the failure that degrades and a success after it', () => {
+    const { actor, emitted } = start({ failedAttemptThreshold: 2 });
+    runAttempt(actor, 'a1', 'fail');
+    actor.send({
+      type: 'attempts',
+      at: clock,
+      changes: [
+        { attemptId: 'a2', change: 'running' },
+        { attemptId: 'a3', change: 'running' },
+        { attemptId: 'a2', change: 'ended', from: 'running', status: 'fail' },
+        { attemptId: 'a3', change: 'ended', from: 'running', status: 'success' },
+      ],
+    });
+    expect(actor.getSnapshot().value).toBe('degraded');
+    expect(emitted).toEqual([{ type: 'degraded', key: 'repo:42', consecutiveFailures: 2, recentFailures: ['a1', 'a2'], at: clock }]);
+  });
+
   it('keeps only the last 10 failures, newest last', () => {
     const { actor } = start({ failedAttemptThreshold: 0 });
     for (let i = 1; i <= 12; i += 1) runAttempt(actor, `f${i}`, 'fail');
@@ -332,6 +349,7 @@ describe('a turn of attempt changes as one event', () => {
     expect(actor.getSnapshot().value).toBe('degraded');
     expect(actor.getSnapshot().context).toMatchObject({ consecutiveFailures: 3, degradedAt: 9 });
     expect(emitted).toHaveLength(1);
-    expect(emitted[0]).toMatchObject({ consecutiveFailures: 3, recentFailures: ['x', 'y', 'z'] });
+    // The streak as it reached the threshold, as one event at a time reports it.
+    expect(emitted[0]).toMatchObject({ consecutiveFailures: 2, recentFailures: ['x', 'y'] });
   });
 });
