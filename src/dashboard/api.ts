@@ -249,7 +249,7 @@ export function dashboardApi(rt: DashboardRuntime, store: DashboardStore = LMDB_
     await rt.get(id); // NOT_FOUND before the stream starts
     const stop = openStream(req, res, new AbortController());
     try {
-      for await (const line of rt.logs(id, { follow: true, signal: stop.signal })) await write(res, `data: ${JSON.stringify(line)}\n\n`, stop.signal);
+      for await (const line of rt.logs(id, { follow: true, signal: stop.signal })) await write(res, `data: ${toJson(line)}\n\n`, stop.signal);
       res.write('event: end\ndata: {}\n\n');
     } catch (error) {
       if (!stop.signal.aborted) res.write(`event: failure\ndata: ${JSON.stringify(describe(error))}\n\n`);
@@ -295,7 +295,7 @@ export function dashboardApi(rt: DashboardRuntime, store: DashboardStore = LMDB_
     const stream = rt.events({ after: from, taskId, signal: stop.signal, ...(types.length > 0 ? { types: types as EventType[] } : {}) });
     openStream(req, res, stop);
     try {
-      for await (const event of stream as AsyncIterable<RuntimeEvent>) await write(res, `id: ${event.cursor}\ndata: ${JSON.stringify(event)}\n\n`, stop.signal);
+      for await (const event of stream as AsyncIterable<RuntimeEvent>) await write(res, `id: ${event.cursor}\ndata: ${toJson(event)}\n\n`, stop.signal);
     } catch (error) {
       if (!stop.signal.aborted) res.write(`event: failure\ndata: ${JSON.stringify(describe(error))}\n\n`);
     } finally {
@@ -357,6 +357,14 @@ async function write(res: ServerResponse, chunk: string, signal: AbortSignal): P
     clearTimeout(deadline);
     signal.removeEventListener('abort', stop);
   }
+}
+
+/**
+ * The JSON text of an answer or a stream's message. A bigint (LMDB keeps 64-bit ones in a task's
+ * input, output and log fields) is written as its decimal string: JSON.stringify throws on one.
+ */
+export function toJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
 }
 
 /** What `fn` gives, or `none` where the store refuses the call (UNSUPPORTED_STORE): it has no such records. */

@@ -14,7 +14,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { TroupeError } from '../errors.js';
 import { within } from '../within.js';
-import { dashboardApi, HttpError, LMDB_DASHBOARD, type DashboardRuntime, type DashboardStore } from './api.js';
+import { dashboardApi, HttpError, LMDB_DASHBOARD, toJson, type DashboardRuntime, type DashboardStore } from './api.js';
 import { isLoopback, type ResolvedDashboard } from './options.js';
 
 /** A listening dashboard. */
@@ -153,11 +153,12 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
 }
 
-/** Answers JSON. */
+/** Answers JSON: the text is made before the head is sent, so a body that cannot be written answers an error, not an empty 200. */
 export function send(res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent) return void res.end();
+  const text = toJson(body);
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
-  res.end(JSON.stringify(body));
+  res.end(text);
 }
 
 /** HTTP statuses of the runtime's codes a dashboard call may meet (anything else is a 500). */

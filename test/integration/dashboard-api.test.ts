@@ -100,6 +100,15 @@ describe('the dashboard API', () => {
     expect(input.body.error.code).toBe('ILLEGAL_TRANSITION');
   });
 
+  it('answers a task whose input and output hold a bigint (as LMDB keeps it) with its decimal string, in a page and alone', async () => {
+    const { rt, base } = await runtime();
+    const task = await rt.submit({ agent: 'echo', input: { big: 2n ** 63n - 1n } });
+    expect((await rt.wait(task.id)).output).toEqual({ big: 2n ** 63n - 1n });
+    const page = await json(`${base}/api/tasks`);
+    expect(page).toMatchObject({ status: 200, body: { tasks: [{ id: task.id, input: { big: '9223372036854775807' }, output: { big: '9223372036854775807' } }] } });
+    expect((await json(`${base}/api/tasks/${task.id}`)).body.task.output).toEqual({ big: '9223372036854775807' });
+  });
+
   it('refuses what it does not serve: an unknown task or route, a bad filter, a form post, another origin or Host', async () => {
     const { base } = await runtime();
     const missing = await json(`${base}/api/tasks/NOSUCHTASK`);
