@@ -5,8 +5,9 @@
  *
  * Who may call it: with a token (always, off loopback), every API request must carry it, as
  * `Authorization: Bearer <token>` or `?token=` (the page's event streams, which cannot set
- * headers); the page's static files are served without it. A request whose Host is not the one it was sent to (DNS rebinding) or whose
- * Origin is another site (a page elsewhere posting to it) is refused, token or not.
+ * headers); the page's static files are served without it. A request to a loopback bind whose
+ * Host is not a loopback name (DNS rebinding), or whose Origin is another site (a page elsewhere
+ * posting to it), is refused, token or not.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -44,7 +45,6 @@ const MAX_BODY = 1_048_576;
 export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDashboard, store: DashboardStore = LMDB_DASHBOARD): Promise<DashboardServer> {
   const api = dashboardApi(rt, store);
   const open = new Set<ServerResponse>();
-  let port = options.port;
   const server = createServer((req, res) => {
     open.add(res);
     res.once('close', () => open.delete(res));
@@ -54,7 +54,7 @@ export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDash
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = URL.canParse(req.url ?? '/', 'http://dashboard.invalid') ? new URL(req.url ?? '/', 'http://dashboard.invalid') : undefined;
     if (!url) throw new HttpError(400, 'INVALID_INPUT', 'the request target is not a URL');
-    if (!hostAllowed(req.headers.host, options, port)) throw new HttpError(421, 'FORBIDDEN', 'this dashboard does not answer to that Host');
+    if (!hostAllowed(req.headers.host, options)) throw new HttpError(421, 'FORBIDDEN', 'this dashboard does not answer to that Host');
     const origin = req.headers.origin;
     if (origin !== undefined && origin !== 'null' && !(URL.canParse(origin) && new URL(origin).host === req.headers.host?.toLowerCase())) {
       throw new HttpError(403, 'FORBIDDEN', 'requests from another origin are refused');
@@ -81,7 +81,7 @@ export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDash
     });
     server.listen(options.port, options.host, () => resolve());
   });
-  port = (server.address() as AddressInfo).port;
+  const port = (server.address() as AddressInfo).port;
   // A dashboard left open must not keep the process alive by itself: the runtime does that.
   server.unref();
   const shownHost = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;
@@ -106,12 +106,16 @@ export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDash
   };
 }
 
-/** The Host a browser sends: the address it was bound to, or a loopback name for a loopback bind. */
-function hostAllowed(given: string | undefined, options: ResolvedDashboard, port: number): boolean {
+/**
+ * The Host a browser sends: for a loopback bind, a loopback name; bound to another address, any
+ * name (the token guards it). The port is not compared: a forwarded one (docker -p, ssh -L, a
+ * port-forward or a proxy) is another than the one listened on, and a rebinding attacker's page
+ * is told apart by its name.
+ */
+function hostAllowed(given: string | undefined, options: ResolvedDashboard): boolean {
   // A name (or a bracketed IPv6 address), then the port, which a browser leaves out when it is 80.
   const match = given === undefined ? null : /^(\[[^\]]*\]|[^:[\]]*)(?::(\d+))?$/.exec(given.toLowerCase());
-  if (!match || Number(match[2] ?? 80) !== port) return false;
-  // Bound to another address: any name may reach it (the token guards it).
+  if (!match) return false;
   return !isLoopback(options.host) || isLoopback(match[1]!.replace(/^\[(.*)\]$/, '$1'));
 }
 

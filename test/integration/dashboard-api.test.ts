@@ -158,6 +158,31 @@ describe('the dashboard API', () => {
     expect(await page.text()).toContain('<');
   });
 
+  it('answers through a forwarded port: on loopback to a loopback name on any port, off loopback to any name with the token', async () => {
+    const status = (port: number, path: string, headers: Record<string, string>) =>
+      new Promise<number>((resolve, reject) => {
+        request({ host: '127.0.0.1', port, path, headers }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        })
+          .on('error', reject)
+          .end();
+      });
+    const local = await runtime();
+    const localPort = Number(new URL(local.base).port);
+    // ssh -L 8080:localhost:PORT, docker -p 8080:PORT: the browser says the port it was given.
+    expect(await status(localPort, '/api/overview', { host: 'localhost:8080' })).toBe(200);
+    expect(await status(localPort, '/api/overview', { host: '127.0.0.1' })).toBe(200);
+    expect(await status(localPort, '/api/overview', { host: 'evil.example:8080' })).toBe(421);
+    const token = 'a-token-of-twenty-four-c';
+    const { rt: remote } = await runtime({ dashboard: { host: '0.0.0.0', token } });
+    const remotePort = Number(new URL(remote.dashboard()!).port);
+    // A reverse proxy or a port-forward: another name and another port; the token decides.
+    expect(await status(remotePort, '/api/overview', { host: 'localhost:8080', authorization: `Bearer ${token}` })).toBe(200);
+    expect(await status(remotePort, '/api/overview', { host: 'troupe.example.com', authorization: `Bearer ${token}` })).toBe(200);
+    expect(await status(remotePort, '/api/overview', { host: 'localhost:8080' })).toBe(401);
+  });
+
   it('streams committed events, and a reconnect with Last-Event-ID resumes after the last one seen', async () => {
     const { rt, base } = await runtime();
     const task = await rt.submit({ agent: 'echo', input: { x: 1 } });
