@@ -28,12 +28,12 @@ export interface DashboardServer {
 }
 
 /** The page's files: name → content type. Nothing else is served. */
-const FILES: Record<string, string> = {
-  'index.html': 'text/html; charset=utf-8',
-  'app.js': 'text/javascript; charset=utf-8',
-  'lib.js': 'text/javascript; charset=utf-8',
-  'app.css': 'text/css; charset=utf-8',
-};
+const FILES = new Map<string, string>([
+  ['index.html', 'text/html; charset=utf-8'],
+  ['app.js', 'text/javascript; charset=utf-8'],
+  ['lib.js', 'text/javascript; charset=utf-8'],
+  ['app.css', 'text/css; charset=utf-8'],
+]);
 /** The package's dashboard/ directory (this file is dist/src/dashboard/server.js). */
 const ASSETS = new URL('../../../dashboard/', import.meta.url);
 /** How long close() lets open streams end before cutting them. */
@@ -129,7 +129,7 @@ function authorized(req: IncomingMessage, url: URL, token: string): boolean {
 }
 
 async function serveFile(res: ServerResponse, name: string): Promise<void> {
-  const type = FILES[name];
+  const type = FILES.get(name);
   if (type === undefined) throw new HttpError(404, 'NOT_FOUND', `no ${name}`);
   const body = await readFile(new URL(name, ASSETS));
   // Not framed by another site: its buttons act on the runtime (clickjacking).

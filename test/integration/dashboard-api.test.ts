@@ -119,6 +119,10 @@ describe('the dashboard API', () => {
     expect((await json(`${base}/api/freeze`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'reason=x' })).status).toBe(415);
     expect((await json(`${base}/api/freeze`, { method: 'PUT' })).status).toBe(405);
     expect((await fetch(`${base}/secret.txt`)).status).toBe(404);
+    // Names an object has by inheritance are no files either (before: a 500 naming the install path).
+    for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      expect(await json(`${base}/${name}`)).toEqual({ status: 404, body: { error: { code: 'NOT_FOUND', message: `no ${name}` } } });
+    }
     const foreign = await json(`${base}/api/freeze`, { ...post(), headers: { 'content-type': 'application/json', origin: 'http://evil.example' } });
     expect(foreign).toMatchObject({ status: 403, body: { error: { code: 'FORBIDDEN' } } });
     // fetch() will not send another Host: a raw request does (DNS rebinding: a name that resolves here).
