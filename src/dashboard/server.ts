@@ -82,8 +82,10 @@ export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDash
     server.listen(options.port, options.host, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
-  // A dashboard left open must not keep the process alive by itself: the runtime does that.
+  // A dashboard left open, or a page open on it, must not keep the process alive by itself: the
+  // runtime does that (and not after rt.unref()).
   server.unref();
+  server.on('connection', (socket) => socket.unref());
   const shownHost = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;
   const url = `http://${shownHost}:${port}/${options.token === undefined ? '' : `#token=${encodeURIComponent(options.token)}`}`;
   let closing: Promise<void> | undefined;
