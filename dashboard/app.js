@@ -111,6 +111,10 @@ async function tasksView(view, scope, params) {
     h('table', {}, h('thead', {}, h('tr', {}, ['Task', 'Agent', 'State', 'Labels', 'Progress', 'Runs', 'Created', 'Updated'].map((t) => h('th', {}, t)))), tbody), pager);
 
   const rows = new Map();
+  // Refreshes of shown rows by id, and the ids shown on top since the page was read (oldest first):
+  // at most a page of them stays, so a page left open does not grow without end.
+  const refreshers = new Map();
+  const prepended = [];
   const row = (t) => h('tr', { 'data-task-id': t.id, 'data-state': t.state },
     h('td', {}, taskLink(t.id)), h('td', {}, t.agent), h('td', {}, stateBadge(t.state)),
     h('td', { class: 'mono' }, Object.entries(t.labels).map(([k, v]) => `${k}=${v}`).join(' ')),
@@ -123,7 +127,15 @@ async function tasksView(view, scope, params) {
     else if (top) tbody.prepend(el);
     else tbody.append(el);
     rows.set(t.id, el);
+    if (old || !top) return;
+    prepended.push(t.id);
+    if (prepended.length <= PAGE_SIZE) return;
+    const dropped = prepended.shift();
+    rows.get(dropped)?.remove();
+    rows.delete(dropped);
+    refreshers.delete(dropped);
   };
+  const empty = () => h('tr', { class: 'empty' }, h('td', { colspan: 8, class: 'muted' }, 'No tasks'));
 
   const query = new URLSearchParams([...Object.entries(filter).filter(([, v]) => v !== ''), ['limit', String(PAGE_SIZE)], ...(after ? [['after', after]] : [])]);
   let page;
@@ -134,14 +146,13 @@ async function tasksView(view, scope, params) {
   }
   if (!scope.alive) return;
   for (const t of page.tasks) show(t);
-  if (page.tasks.length === 0) tbody.append(h('tr', { class: 'empty' }, h('td', { colspan: 8, class: 'muted' }, 'No tasks')));
+  if (page.tasks.length === 0) tbody.append(empty());
   if (after) pager.append(h('a', { href: '#/tasks' + (filter.state || filter.agent || filter.label || filter.q ? `?${new URLSearchParams(Object.entries(filter).filter(([, v]) => v))}` : '') }, 'First page'));
   if (page.next) pager.append(h('button', { type: 'button', onclick: () => (location.hash = `#/tasks?${new URLSearchParams([...query].filter(([k]) => k !== 'limit' && k !== 'after').concat([['after', page.next]]))}`) }, 'Next page'));
 
   // The changes feed names, every 250 ms at most, the tasks whose state changed: a shown row is
   // redrawn from the task itself; on the first unfiltered page, tasks not shown yet go on top.
   const growing = !after && !Object.values(filter).some(Boolean);
-  const refreshers = new Map();
   const refresh = (id) => {
     let run = refreshers.get(id);
     if (!run) {
@@ -156,16 +167,25 @@ async function tasksView(view, scope, params) {
     }
     void run();
   };
+  // The page read again, in one request, and drawn anew (rows shown on top since go).
+  const reload = coalesce(async () => {
+    const again = await api(`/api/tasks?${query}`).catch(() => null);
+    if (!again || !scope.alive) return;
+    rows.clear();
+    refreshers.clear();
+    prepended.length = 0;
+    tbody.replaceChildren();
+    for (const t of again.tasks) show(t);
+    if (again.tasks.length === 0) tbody.append(empty());
+  });
   const feed = stream(scope, '/api/changes', {}, (change) => {
-    // Too many at once to name: redraw what is shown.
-    const ids = change.overflow ? [...rows.keys()] : Object.keys(change.tasks);
-    for (const id of ids) if (rows.has(id) || (growing && !change.overflow)) refresh(id);
+    // Too many at once to name: read the page again.
+    if (change.overflow) return void reload();
+    for (const id of Object.keys(change.tasks)) if (rows.has(id) || growing) refresh(id);
   });
-  // Read what is shown again once the feed is open (it opened after the list was read: what
-  // changed in between), and after each reconnect (the feed has no cursor).
-  feed.addEventListener('open', () => {
-    for (const id of rows.keys()) refresh(id);
-  });
+  // Read the page again once the feed is open (it opened after the list was read: what changed
+  // in between), and after each reconnect (the feed has no cursor).
+  feed.addEventListener('open', () => void reload());
 }
 
 async function taskView(view, scope, id) {

@@ -66,6 +66,12 @@ const BUCKETS = 60;
 const SEARCH_SCAN = 2_000;
 /** Bytes a stream client may leave unread before the feed cuts it off. */
 const MAX_UNREAD = 4 * 1024 * 1024;
+/**
+ * How long a stream waits for its client to read what it was sent before cutting it off: the
+ * events the stream has not sent yet wait in memory meanwhile (an EventSource connects again and
+ * resumes from its Last-Event-ID).
+ */
+export const STALL_MS = 30_000;
 /** Comment lines that keep an idle event stream (and proxies in between) open. */
 const PING_MS = 15_000;
 
@@ -243,7 +249,7 @@ export function dashboardApi(rt: DashboardRuntime, store: DashboardStore = LMDB_
     await rt.get(id); // NOT_FOUND before the stream starts
     const stop = openStream(req, res, new AbortController());
     try {
-      for await (const line of rt.logs(id, { follow: true, signal: stop.signal })) await write(res, `data: ${JSON.stringify(line)}\n\n`, stop.signal);
+      for await (const line of rt.logs(id, { follow: true, signal: stop.signal })) await write(res, `data: ${toJson(line)}\n\n`, stop.signal);
       res.write('event: end\ndata: {}\n\n');
     } catch (error) {
       if (!stop.signal.aborted) res.write(`event: failure\ndata: ${JSON.stringify(describe(error))}\n\n`);
@@ -289,7 +295,7 @@ export function dashboardApi(rt: DashboardRuntime, store: DashboardStore = LMDB_
     const stream = rt.events({ after: from, taskId, signal: stop.signal, ...(types.length > 0 ? { types: types as EventType[] } : {}) });
     openStream(req, res, stop);
     try {
-      for await (const event of stream as AsyncIterable<RuntimeEvent>) await write(res, `id: ${event.cursor}\ndata: ${JSON.stringify(event)}\n\n`, stop.signal);
+      for await (const event of stream as AsyncIterable<RuntimeEvent>) await write(res, `id: ${event.cursor}\ndata: ${toJson(event)}\n\n`, stop.signal);
     } catch (error) {
       if (!stop.signal.aborted) res.write(`event: failure\ndata: ${JSON.stringify(describe(error))}\n\n`);
     } finally {
@@ -328,10 +334,37 @@ export function dashboardApi(rt: DashboardRuntime, store: DashboardStore = LMDB_
   };
 }
 
-/** Writes to a stream, waiting while the client has not read what it was sent (or until `signal`). */
+/**
+ * Writes to a stream, waiting while the client has not read what it was sent (or until `signal`);
+ * a client that has not read it within {@link STALL_MS} is cut off (its 'close' ends the stream).
+ */
 async function write(res: ServerResponse, chunk: string, signal: AbortSignal): Promise<void> {
   if (res.write(chunk) || signal.aborted) return;
-  await once(res, 'drain', { signal }).catch(() => undefined);
+  const waiting = new AbortController();
+  const stop = () => waiting.abort();
+  signal.addEventListener('abort', stop, { once: true });
+  let stalled = false;
+  const deadline = setTimeout(() => {
+    stalled = true;
+    waiting.abort();
+  }, STALL_MS);
+  deadline.unref();
+  try {
+    await once(res, 'drain', { signal: waiting.signal });
+  } catch {
+    if (stalled) res.destroy();
+  } finally {
+    clearTimeout(deadline);
+    signal.removeEventListener('abort', stop);
+  }
+}
+
+/**
+ * The JSON text of an answer or a stream's message. A bigint (LMDB keeps 64-bit ones in a task's
+ * input, output and log fields) is written as its decimal string: JSON.stringify throws on one.
+ */
+export function toJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
 }
 
 /** What `fn` gives, or `none` where the store refuses the call (UNSUPPORTED_STORE): it has no such records. */

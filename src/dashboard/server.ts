@@ -5,8 +5,9 @@
  *
  * Who may call it: with a token (always, off loopback), every API request must carry it, as
  * `Authorization: Bearer <token>` or `?token=` (the page's event streams, which cannot set
- * headers); the page's static files are served without it. A request whose Host is not the one it was sent to (DNS rebinding) or whose
- * Origin is another site (a page elsewhere posting to it) is refused, token or not.
+ * headers); the page's static files are served without it. A request to a loopback bind whose
+ * Host is not a loopback name (DNS rebinding), or whose Origin is another site (a page elsewhere
+ * posting to it), is refused, token or not.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -14,7 +15,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { TroupeError } from '../errors.js';
 import { within } from '../within.js';
-import { dashboardApi, HttpError, LMDB_DASHBOARD, type DashboardRuntime, type DashboardStore } from './api.js';
+import { dashboardApi, HttpError, LMDB_DASHBOARD, toJson, type DashboardRuntime, type DashboardStore } from './api.js';
 import { isLoopback, type ResolvedDashboard } from './options.js';
 
 /** A listening dashboard. */
@@ -27,12 +28,12 @@ export interface DashboardServer {
 }
 
 /** The page's files: name → content type. Nothing else is served. */
-const FILES: Record<string, string> = {
-  'index.html': 'text/html; charset=utf-8',
-  'app.js': 'text/javascript; charset=utf-8',
-  'lib.js': 'text/javascript; charset=utf-8',
-  'app.css': 'text/css; charset=utf-8',
-};
+const FILES = new Map<string, string>([
+  ['index.html', 'text/html; charset=utf-8'],
+  ['app.js', 'text/javascript; charset=utf-8'],
+  ['lib.js', 'text/javascript; charset=utf-8'],
+  ['app.css', 'text/css; charset=utf-8'],
+]);
 /** The package's dashboard/ directory (this file is dist/src/dashboard/server.js). */
 const ASSETS = new URL('../../../dashboard/', import.meta.url);
 /** How long close() lets open streams end before cutting them. */
@@ -44,7 +45,6 @@ const MAX_BODY = 1_048_576;
 export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDashboard, store: DashboardStore = LMDB_DASHBOARD): Promise<DashboardServer> {
   const api = dashboardApi(rt, store);
   const open = new Set<ServerResponse>();
-  let port = options.port;
   const server = createServer((req, res) => {
     open.add(res);
     res.once('close', () => open.delete(res));
@@ -54,7 +54,7 @@ export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDash
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = URL.canParse(req.url ?? '/', 'http://dashboard.invalid') ? new URL(req.url ?? '/', 'http://dashboard.invalid') : undefined;
     if (!url) throw new HttpError(400, 'INVALID_INPUT', 'the request target is not a URL');
-    if (!hostAllowed(req.headers.host, options, port)) throw new HttpError(421, 'FORBIDDEN', 'this dashboard does not answer to that Host');
+    if (!hostAllowed(req.headers.host, options)) throw new HttpError(421, 'FORBIDDEN', 'this dashboard does not answer to that Host');
     const origin = req.headers.origin;
     if (origin !== undefined && origin !== 'null' && !(URL.canParse(origin) && new URL(origin).host === req.headers.host?.toLowerCase())) {
       throw new HttpError(403, 'FORBIDDEN', 'requests from another origin are refused');
@@ -81,9 +81,11 @@ export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDash
     });
     server.listen(options.port, options.host, () => resolve());
   });
-  port = (server.address() as AddressInfo).port;
-  // A dashboard left open must not keep the process alive by itself: the runtime does that.
+  const port = (server.address() as AddressInfo).port;
+  // A dashboard left open, or a page open on it, must not keep the process alive by itself: the
+  // runtime does that (and not after rt.unref()).
   server.unref();
+  server.on('connection', (socket) => socket.unref());
   const shownHost = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;
   const url = `http://${shownHost}:${port}/${options.token === undefined ? '' : `#token=${encodeURIComponent(options.token)}`}`;
   let closing: Promise<void> | undefined;
@@ -106,12 +108,16 @@ export async function serveDashboard(rt: DashboardRuntime, options: ResolvedDash
   };
 }
 
-/** The Host a browser sends: the address it was bound to, or a loopback name for a loopback bind. */
-function hostAllowed(given: string | undefined, options: ResolvedDashboard, port: number): boolean {
+/**
+ * The Host a browser sends: for a loopback bind, a loopback name; bound to another address, any
+ * name (the token guards it). The port is not compared: a forwarded one (docker -p, ssh -L, a
+ * port-forward or a proxy) is another than the one listened on, and a rebinding attacker's page
+ * is told apart by its name.
+ */
+function hostAllowed(given: string | undefined, options: ResolvedDashboard): boolean {
   // A name (or a bracketed IPv6 address), then the port, which a browser leaves out when it is 80.
   const match = given === undefined ? null : /^(\[[^\]]*\]|[^:[\]]*)(?::(\d+))?$/.exec(given.toLowerCase());
-  if (!match || Number(match[2] ?? 80) !== port) return false;
-  // Bound to another address: any name may reach it (the token guards it).
+  if (!match) return false;
   return !isLoopback(options.host) || isLoopback(match[1]!.replace(/^\[(.*)\]$/, '$1'));
 }
 
@@ -125,7 +131,7 @@ function authorized(req: IncomingMessage, url: URL, token: string): boolean {
 }
 
 async function serveFile(res: ServerResponse, name: string): Promise<void> {
-  const type = FILES[name];
+  const type = FILES.get(name);
   if (type === undefined) throw new HttpError(404, 'NOT_FOUND', `no ${name}`);
   const body = await readFile(new URL(name, ASSETS));
   // Not framed by another site: its buttons act on the runtime (clickjacking).
@@ -153,11 +159,12 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
 }
 
-/** Answers JSON. */
+/** Answers JSON: the text is made before the head is sent, so a body that cannot be written answers an error, not an empty 200. */
 export function send(res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent) return void res.end();
+  const text = toJson(body);
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
-  res.end(JSON.stringify(body));
+  res.end(text);
 }
 
 /** HTTP statuses of the runtime's codes a dashboard call may meet (anything else is a 500). */

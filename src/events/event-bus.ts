@@ -256,7 +256,9 @@ export class EventBus {
       wake = undefined;
       w?.();
     };
+    // Only what it will yield is kept: a reader that falls behind holds none of the rest.
     const listener = (event: RuntimeEvent) => {
+      if (!wanted(event)) return;
       buffer.push(event);
       notify();
     };

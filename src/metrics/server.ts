@@ -40,6 +40,10 @@ export function serveMetrics(endpoint: MetricsEndpoint, port: number): Promise<M
     });
     server.listen(port, '127.0.0.1', () => {
       server.removeAllListeners('error');
+      // Serving scrapes, or a scraper's open connection, must not keep the process alive by itself
+      // (after rt.unref()): the runtime does that.
+      server.unref();
+      server.on('connection', (socket) => socket.unref());
       let closing: Promise<void> | undefined;
       resolve({
         port: (server.address() as AddressInfo).port,

@@ -100,6 +100,15 @@ describe('the dashboard API', () => {
     expect(input.body.error.code).toBe('ILLEGAL_TRANSITION');
   });
 
+  it('answers a task whose input and output hold a bigint (as LMDB keeps it) with its decimal string, in a page and alone', async () => {
+    const { rt, base } = await runtime();
+    const task = await rt.submit({ agent: 'echo', input: { big: 2n ** 63n - 1n } });
+    expect((await rt.wait(task.id)).output).toEqual({ big: 2n ** 63n - 1n });
+    const page = await json(`${base}/api/tasks`);
+    expect(page).toMatchObject({ status: 200, body: { tasks: [{ id: task.id, input: { big: '9223372036854775807' }, output: { big: '9223372036854775807' } }] } });
+    expect((await json(`${base}/api/tasks/${task.id}`)).body.task.output).toEqual({ big: '9223372036854775807' });
+  });
+
   it('refuses what it does not serve: an unknown task or route, a bad filter, a form post, another origin or Host', async () => {
     const { base } = await runtime();
     const missing = await json(`${base}/api/tasks/NOSUCHTASK`);
@@ -110,6 +119,10 @@ describe('the dashboard API', () => {
     expect((await json(`${base}/api/freeze`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'reason=x' })).status).toBe(415);
     expect((await json(`${base}/api/freeze`, { method: 'PUT' })).status).toBe(405);
     expect((await fetch(`${base}/secret.txt`)).status).toBe(404);
+    // Names an object has by inheritance are no files either (before: a 500 naming the install path).
+    for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      expect(await json(`${base}/${name}`)).toEqual({ status: 404, body: { error: { code: 'NOT_FOUND', message: `no ${name}` } } });
+    }
     const foreign = await json(`${base}/api/freeze`, { ...post(), headers: { 'content-type': 'application/json', origin: 'http://evil.example' } });
     expect(foreign).toMatchObject({ status: 403, body: { error: { code: 'FORBIDDEN' } } });
     // fetch() will not send another Host: a raw request does (DNS rebinding: a name that resolves here).
@@ -147,6 +160,31 @@ describe('the dashboard API', () => {
     expect(page.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
     expect(page.headers.get('x-frame-options')).toBe('DENY');
     expect(await page.text()).toContain('<');
+  });
+
+  it('answers through a forwarded port: on loopback to a loopback name on any port, off loopback to any name with the token', async () => {
+    const status = (port: number, path: string, headers: Record<string, string>) =>
+      new Promise<number>((resolve, reject) => {
+        request({ host: '127.0.0.1', port, path, headers }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        })
+          .on('error', reject)
+          .end();
+      });
+    const local = await runtime();
+    const localPort = Number(new URL(local.base).port);
+    // ssh -L 8080:localhost:PORT, docker -p 8080:PORT: the browser says the port it was given.
+    expect(await status(localPort, '/api/overview', { host: 'localhost:8080' })).toBe(200);
+    expect(await status(localPort, '/api/overview', { host: '127.0.0.1' })).toBe(200);
+    expect(await status(localPort, '/api/overview', { host: 'evil.example:8080' })).toBe(421);
+    const token = 'a-token-of-twenty-four-c';
+    const { rt: remote } = await runtime({ dashboard: { host: '0.0.0.0', token } });
+    const remotePort = Number(new URL(remote.dashboard()!).port);
+    // A reverse proxy or a port-forward: another name and another port; the token decides.
+    expect(await status(remotePort, '/api/overview', { host: 'localhost:8080', authorization: `Bearer ${token}` })).toBe(200);
+    expect(await status(remotePort, '/api/overview', { host: 'troupe.example.com', authorization: `Bearer ${token}` })).toBe(200);
+    expect(await status(remotePort, '/api/overview', { host: 'localhost:8080' })).toBe(401);
   });
 
   it('streams committed events, and a reconnect with Last-Event-ID resumes after the last one seen', async () => {

@@ -51,6 +51,10 @@ describe('a user script that awaits the runtime', () => {
     expect(await run('unref')).toMatchObject({ code: 0, lines: [{ unref: true }, { exit: 0 }] });
   });
 
+  it('may exit without close() after unref() while serving metricsPort', async () => {
+    expect(await run('unref-metrics')).toMatchObject({ code: 0, lines: [{ unref: true, metricsPort: true }, { exit: 0 }] });
+  });
+
   it('is still kept alive by a pending wait() after unref()', async () => {
     expect(await run('unref-wait')).toMatchObject({ code: 0, lines: [{ state: 'done' }, { exit: 0 }] });
   });
