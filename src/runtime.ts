@@ -18,7 +18,7 @@ import { checkLogOptions, followLogs, LogFeed, type LogLine, type LogOptions } f
 import type { InboxItem, InputSpec } from './tasks/interact.js';
 import { checkMetricsOptions, RuntimeMetrics, type MetricsSnapshot } from './metrics/metrics.js';
 import type { AgentInput, AgentOutput, Task, TaskId, TaskSpec } from './api/tasks.js';
-import type { EventType } from './store/records.js';
+import type { EventType, TaskRecord } from './store/records.js';
 import { runtimeStats, type RuntimeStats } from './stats.js';
 import { guardedSchedules, type SchedulesApi } from './scheduler/scheduler.js';
 import type { KeepAlive } from './keep-alive.js';
@@ -240,7 +240,7 @@ export class LmdbRuntime extends RuntimeShell implements Runtime {
     return this.guard('setDispatchTarget', async () => {
       checkId(instanceKey, 'setDispatchTarget: instanceKey');
       if (target !== null && !(Number.isSafeInteger(target) && target >= 0)) throw new TroupeError('INVALID_INPUT', 'setDispatchTarget: target must be a non-negative integer or null');
-      await this.#e.router.setTarget(instanceKey, target);
+      await this.#e.router.setTarget(instanceKey, target, this.#unseenInstance(instanceKey));
       this.#e.dispatcher.pump();
     });
   }
@@ -248,9 +248,18 @@ export class LmdbRuntime extends RuntimeShell implements Runtime {
   /** Clears a degraded instance so it dispatches again. */
   resetInstance(instanceKey: string): Promise<void> {
     return this.guard('resetInstance', async () => {
-      await this.#e.router.reset(checkId(instanceKey, 'resetInstance: instanceKey'));
+      await this.#e.router.reset(checkId(instanceKey, 'resetInstance: instanceKey'), this.#unseenInstance(instanceKey));
       this.#e.dispatcher.pump();
     });
+  }
+
+  /**
+   * An instance no attempt has reached yet (its tasks are queued): described by one of its tasks,
+   * so its target can be set before it first dispatches. A scan of the tasks, for a rare call.
+   */
+  #unseenInstance(instanceKey: string): TaskRecord | undefined {
+    if (this.#e.router.get(instanceKey)) return undefined;
+    return this.#e.table.filter((task) => task.instanceKey === instanceKey)[0];
   }
 
   /** Stops dispatch (durably): running attempts carry on, submits are still accepted. */

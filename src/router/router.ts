@@ -78,10 +78,13 @@ export interface Router {
   admits(key: string): boolean;
   /** When the instance degraded, or undefined if it is not degraded. Does not create actors. */
   degradedSince(key: string): number | undefined;
-  /** Routes a DispatchTarget event and persists it with an `instance.target` event. */
-  setTarget(key: string, target: number | null): Promise<void>;
-  /** Clears a degraded instance. */
-  reset(key: string): Promise<void>;
+  /**
+   * Routes a DispatchTarget event and persists it with an `instance.target` event. `descriptor`
+   * creates an instance not seen yet (its tasks have not dispatched); NOT_FOUND without one.
+   */
+  setTarget(key: string, target: number | null, descriptor?: InstanceDescriptor): Promise<void>;
+  /** Clears a degraded instance (`descriptor`: as for setTarget). */
+  reset(key: string, descriptor?: InstanceDescriptor): Promise<void>;
   get(key: string): InstanceView | undefined;
   list(): InstanceView[];
   readonly liveCount: number;
@@ -299,8 +302,8 @@ export function createRouter(options: RouterOptions): Router {
     };
   }
 
-  function requireEntry(key: string): LiveEntry {
-    const entry = touch(key);
+  function requireEntry(key: string, descriptor: InstanceDescriptor | undefined): LiveEntry {
+    const entry = touch(key, descriptor);
     if (!entry) throw new TroupeError('NOT_FOUND', `no instance ${key}`);
     passivate(key);
     return entry;
@@ -351,15 +354,15 @@ export function createRouter(options: RouterOptions): Router {
       if (!snapshot || snapshot.value !== 'degraded') return undefined;
       return snapshot.context.degradedAt ?? 0;
     },
-    async setTarget(key, target) {
-      const entry = requireEntry(key);
+    async setTarget(key, target, descriptor) {
+      const entry = requireEntry(key, descriptor);
       const at = clock.now();
       entry.actor.send({ type: 'target', target, at });
       dirty.add(key);
       await flushDirty((w) => w.event('instance.target', { at, data: { instanceKey: key, target } }));
     },
-    async reset(key) {
-      const entry = requireEntry(key);
+    async reset(key, descriptor) {
+      const entry = requireEntry(key, descriptor);
       entry.actor.send({ type: 'reset', at: clock.now() });
       dirty.add(key);
       await flushDirty();

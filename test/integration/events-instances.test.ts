@@ -146,4 +146,22 @@ describe('execution instances', () => {
     expect(maxOverlap(targetFile)).toBe(2);
     await rt.close();
   });
+
+  it('sets the dispatch target, or resets, an instance whose tasks are queued but have not dispatched yet', async () => {
+    const scratch = dataDir();
+    const rt = await createRuntime({ ...base, threads: 2, slotsPerThread: 4, dataDir: dataDir(), agents: [{ name: 'overlap', module: fixtureAgent('overlap') }] });
+    await rt.freeze('setting up');
+    const file = join(scratch, 'target.log');
+    const tasks = await rt.submitMany(Array.from({ length: 6 }, () => ({ agent: 'overlap', lane: 'capped', input: { file, ms: 30 } })));
+    const key = tasks[0]!.instanceKey;
+    expect(rt.instances()).toEqual([]);
+    await rt.setDispatchTarget(key, 1);
+    await rt.resetInstance(key);
+    expect(rt.instances()).toEqual([expect.objectContaining({ key, agent: 'overlap', lane: 'capped', target: 1, status: 'idle' })]);
+    await expect(rt.setDispatchTarget('no-such-instance', 1)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await rt.unfreeze();
+    await Promise.all(tasks.map((t) => rt.wait(t.id)));
+    expect(maxOverlap(file)).toBe(1);
+    await rt.close();
+  });
 });
