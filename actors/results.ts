@@ -65,7 +65,8 @@ function checkResultShape(result: AgentResult): string | undefined {
   return optionalString('summary') ?? optionalString('branch') ?? optionalString('rev');
 }
 
-function invalidResult(message: string): WireResult {
+/** An end saying the agent's result cannot be stored: `message` says why. */
+export function invalidResult(message: string): WireResult {
   return { ok: false, error: { code: 'INVALID_RESULT', message, retryable: false, fault: 'agent' } };
 }
 

@@ -15,6 +15,7 @@ import { AgentError, agentFunctionOf, type AgentFunction } from './agent.js';
 import { AttemptContext, WorkerAttempt, type ThreadSide } from './attempt.js';
 import { ThreadChannel } from './channel.js';
 import { endReportOf, loadError, toWireError } from './results.js';
+import { postEach } from './salvage.js';
 import { esModuleDefault, importTypeScript, TYPESCRIPT } from './typescript.js';
 import { inTraceContext, settleTraceContext, traceContextSettled } from './trace-context.js';
 import { Report, START_STRIDE, TRACE_STRIDE, type AbortReason, type AgentCall, type HostApi, type StartBatch, type ThreadHello, type WireResult, type WorkerBatch, type WorkerControl } from './wire.js';
@@ -377,5 +378,12 @@ function flushOutbox(): void {
   if (outbox.length === 0) return;
   const batch = outbox;
   outbox = [];
-  channel?.post(batch);
+  const to = channel;
+  if (!to) return;
+  try {
+    to.post(batch);
+  } catch {
+    // A payload the agent changed after handing it over cannot be copied: see salvage.ts.
+    postEach((reports) => to.post(reports), batch);
+  }
 }
