@@ -14,7 +14,7 @@ import { expose, wrap, type Remote } from 'comlink/dist/esm/comlink.mjs';
 import { AgentError, agentFunctionOf, type AgentFunction } from './agent.js';
 import { AttemptContext, WorkerAttempt, type ThreadSide } from './attempt.js';
 import { ThreadChannel } from './channel.js';
-import { endReportOf, loadError, toWireError } from './results.js';
+import { endReportOf, loadError, toWireError, unreadableResult } from './results.js';
 import { postEach } from './salvage.js';
 import { esModuleDefault, importTypeScript, TYPESCRIPT } from './typescript.js';
 import { inTraceContext, settleTraceContext, traceContextSettled } from './trace-context.js';
@@ -219,7 +219,7 @@ function begin(attempt: WorkerAttempt): void {
   if (typeof loaded === 'function') return call(attempt, loaded);
   (loaded ?? load(module)).then(
     (fn) => call(attempt, fn),
-    (error: unknown) => end(attempt, Report.END, { ok: false, error: loadError(name, error) } satisfies WireResult),
+    (error: unknown) => end(attempt, Report.END, { ok: false, error: loadError(name, module, error) } satisfies WireResult),
   );
 }
 
@@ -234,16 +234,29 @@ function call(attempt: WorkerAttempt, fn: AgentFunction): void {
   } catch (error) {
     return end(attempt, Report.END, { ok: false, error: toWireError(error) } satisfies WireResult);
   }
-  if (isThenable(value)) {
-    value.then(
-      (resolved) => end(attempt, ...endReportOf(resolved)),
-      (error: unknown) => end(attempt, Report.END, { ok: false, error: toWireError(error) } satisfies WireResult),
-    );
-  } else end(attempt, ...endReportOf(value));
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
+  // Only an object's `then` is read: a primitive (the common result) costs no lookup. Reading it,
+  // or calling it, is agent code too: a Proxy's trap or a getter may throw.
+  if (typeof value === 'object' && value !== null) {
+    let then: unknown;
+    try {
+      then = (value as { then?: unknown }).then;
+    } catch (error) {
+      return end(attempt, Report.END, unreadableResult(error));
+    }
+    if (typeof then === 'function') {
+      try {
+        (then as PromiseLike<unknown>['then']).call(
+          value,
+          (resolved) => end(attempt, ...endReportOf(resolved)),
+          (error: unknown) => end(attempt, Report.END, { ok: false, error: toWireError(error) } satisfies WireResult),
+        );
+      } catch (error) {
+        end(attempt, Report.END, { ok: false, error: toWireError(error) } satisfies WireResult);
+      }
+      return;
+    }
+  }
+  end(attempt, ...endReportOf(value));
 }
 
 function end(attempt: WorkerAttempt, kind: number, payload: unknown): void {
@@ -272,7 +285,7 @@ function load(module: string): Promise<AgentFunction> {
   const imported: Promise<Record<string, unknown>> = TYPESCRIPT.test(new URL(module).pathname) ? importTypeScript(module) : import(module);
   const loading = imported.then((namespace) => {
     const fn = agentFunctionOf(namespace.default) ?? agentFunctionOf(esModuleDefault(namespace.default));
-    if (!fn) throw new Error(`${module} has no default export made with defineAgent() or a function`);
+    if (!fn) throw new Error('the module has no default export made with defineAgent() or a function');
     modules.set(module, fn);
     return fn;
   });
