@@ -99,12 +99,12 @@ if (!isMainThread && parentPort) {
   // and its neighbours' attempts down with it.
   process.on('uncaughtException', (error) => stray(error, 'an uncaught exception'));
   process.on('unhandledRejection', (reason) => stray(reason, 'an unhandled promise rejection'));
-  // An agent that ends the thread (process.exit) takes its neighbours down too: name it, so they
-  // are requeued as interrupted rather than charged a crashed attempt.
+  // An agent that ends the thread (process.exit) takes its neighbours down too: name it, if it
+  // still runs, so they are requeued as interrupted rather than charged a crashed attempt. What
+  // the turn holds goes either way: an attempt that ended in it is not to be run again.
   process.on('exit', (code) => {
     const culprit = owner.getStore();
-    if (!culprit || culprit.ended) return;
-    report(culprit, Report.EXIT, code);
+    if (culprit && !culprit.ended) report(culprit, Report.EXIT, code);
     flushOutbox();
   });
   parentPort.postMessage({ troupe: 'hello', threadId, port } satisfies ThreadHello, [port]);
