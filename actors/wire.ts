@@ -136,6 +136,12 @@ export type AgentCall =
 /** The host's answer to an {@link AgentCall}: a value, or an error with its code (comlink would drop the code of a thrown error). */
 export type CallAnswer = { ok: true; value: unknown } | { ok: false; error: { code: string; message: string } };
 
+/**
+ * The host's answer to an input call whose agent stopped waiting (its `timeoutMs` passed, and its
+ * `unwait` came first): the thread counts the call as waiting, its slot given back, until answered.
+ */
+export const INPUT_TIMED_OUT: CallAnswer = { ok: false, error: { code: 'INPUT_TIMEOUT', message: 'the agent stopped waiting for input (its timeoutMs passed)' } };
+
 /** What the host exposes to each thread over comlink. */
 export interface HostApi {
   /** An agent's call, answered once the step it causes is durable (or, for a wait, once it is over). */
