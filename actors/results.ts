@@ -28,6 +28,35 @@ export function safeFields(fields: Record<string, unknown>): Record<string, unkn
 const RESULT_KINDS = new Set(['success', 'fork', 'fail', 'sleep']);
 
 /**
+ * Ends `attempt` through `end` with what its agent returned: at once for a plain value, once it
+ * settles for a thenable. Only an object's `then` is read, so a primitive (the common result) costs
+ * no lookup. Reading `then`, or calling it, is agent code too: a Proxy's trap or a getter may throw.
+ */
+export function settle<A>(value: unknown, attempt: A, end: (attempt: A, kind: number, payload: unknown) => void): void {
+  if (typeof value === 'object' && value !== null) {
+    let then: unknown;
+    try {
+      then = (value as { then?: unknown }).then;
+    } catch (error) {
+      return end(attempt, Report.END, unreadableResult(error));
+    }
+    if (typeof then === 'function') {
+      try {
+        (then as PromiseLike<unknown>['then']).call(
+          value,
+          (resolved) => end(attempt, ...endReportOf(resolved)),
+          (error: unknown) => end(attempt, Report.END, { ok: false, error: toWireError(error) } satisfies WireResult),
+        );
+      } catch (error) {
+        end(attempt, Report.END, { ok: false, error: toWireError(error) } satisfies WireResult);
+      }
+      return;
+    }
+  }
+  end(attempt, ...endReportOf(value));
+}
+
+/**
  * The report of an agent's return value: a plain value is success with that output (the common
  * case, sent as the bare value); a result object, or a value that cannot be stored, is a
  * {@link WireResult}.

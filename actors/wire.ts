@@ -133,6 +133,20 @@ export type AgentCall =
   /** Wait until these tasks are terminal; the task shows `waiting` until then. */
   | { method: 'join'; ids: string[] };
 
+/** Why what an agent call carries cannot be posted to the host (it is not plain data), or undefined. */
+export function describeUnserializableCall(call: AgentCall): string | undefined {
+  switch (call.method) {
+    case 'input':
+      return call.prompt === undefined ? undefined : describeUnserializable(call.prompt, 'prompt');
+    case 'spawn':
+      return describeUnserializable(call.spec, 'spec');
+    case 'join':
+      return describeUnserializable(call.ids, 'ids');
+    default:
+      return undefined;
+  }
+}
+
 /** The host's answer to an {@link AgentCall}: a value, or an error with its code (comlink would drop the code of a thrown error). */
 export type CallAnswer = { ok: true; value: unknown } | { ok: false; error: { code: string; message: string } };
 

@@ -11,14 +11,14 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { MessageChannel, isMainThread, parentPort, threadId, type MessagePort } from 'node:worker_threads';
 import { expose, wrap, type Remote } from 'comlink/dist/esm/comlink.mjs';
-import { AgentError, agentFunctionOf, type AgentFunction } from './agent.js';
+import { AgentError, type AgentFunction } from './agent.js';
 import { AttemptContext, WorkerAttempt, type ThreadSide } from './attempt.js';
 import { ThreadChannel } from './channel.js';
-import { endReportOf, loadError, toWireError, unreadableResult } from './results.js';
+import { loadError, settle, toWireError } from './results.js';
 import { postEach } from './salvage.js';
-import { esModuleDefault, importTypeScript, TYPESCRIPT } from './typescript.js';
+import { importAgent } from './typescript.js';
 import { inTraceContext, settleTraceContext, traceContextSettled } from './trace-context.js';
-import { Report, START_STRIDE, TRACE_STRIDE, type AbortReason, type AgentCall, type HostApi, type StartBatch, type ThreadHello, type WireResult, type WorkerBatch, type WorkerControl } from './wire.js';
+import { describeUnserializableCall, messageOf, Report, START_STRIDE, TRACE_STRIDE, type AbortReason, type AgentCall, type HostApi, type StartBatch, type ThreadHello, type WireResult, type WorkerBatch, type WorkerControl } from './wire.js';
 
 /** Running attempts by id. */
 const live = new Map<string, WorkerAttempt>();
@@ -234,29 +234,7 @@ function call(attempt: WorkerAttempt, fn: AgentFunction): void {
   } catch (error) {
     return end(attempt, Report.END, { ok: false, error: toWireError(error) } satisfies WireResult);
   }
-  // Only an object's `then` is read: a primitive (the common result) costs no lookup. Reading it,
-  // or calling it, is agent code too: a Proxy's trap or a getter may throw.
-  if (typeof value === 'object' && value !== null) {
-    let then: unknown;
-    try {
-      then = (value as { then?: unknown }).then;
-    } catch (error) {
-      return end(attempt, Report.END, unreadableResult(error));
-    }
-    if (typeof then === 'function') {
-      try {
-        (then as PromiseLike<unknown>['then']).call(
-          value,
-          (resolved) => end(attempt, ...endReportOf(resolved)),
-          (error: unknown) => end(attempt, Report.END, { ok: false, error: toWireError(error) } satisfies WireResult),
-        );
-      } catch (error) {
-        end(attempt, Report.END, { ok: false, error: toWireError(error) } satisfies WireResult);
-      }
-      return;
-    }
-  }
-  end(attempt, ...endReportOf(value));
+  settle(value, attempt, end);
 }
 
 function end(attempt: WorkerAttempt, kind: number, payload: unknown): void {
@@ -282,10 +260,7 @@ function load(module: string): Promise<AgentFunction> {
     modules.set(module, given);
     return Promise.resolve(given);
   }
-  const imported: Promise<Record<string, unknown>> = TYPESCRIPT.test(new URL(module).pathname) ? importTypeScript(module) : import(module);
-  const loading = imported.then((namespace) => {
-    const fn = agentFunctionOf(namespace.default) ?? agentFunctionOf(esModuleDefault(namespace.default));
-    if (!fn) throw new Error('the module has no default export made with defineAgent() or a function');
+  const loading = importAgent(module).then((fn) => {
     modules.set(module, fn);
     return fn;
   });
@@ -326,6 +301,9 @@ function beat(): void {
 /** Sends an agent call to the host: its lines and the turn's reports go first. */
 function callHost(attempt: WorkerAttempt, call: AgentCall): Promise<unknown> {
   if (attempt.ended) return Promise.reject(new AgentError('the attempt has ended', { retryable: false, code: 'ATTEMPT_ENDED' }));
+  // What cannot be copied would fail the post with a DataCloneError: say why, before anything moves.
+  const problem = describeUnserializableCall(call);
+  if (problem) return Promise.reject(new AgentError(`${problem}: only plain data goes to the host`, { retryable: false, code: 'INVALID_INPUT' }));
   const waits = call.method === 'input' || call.method === 'join';
   // Waiting on the host, the attempt gives its slot to the next queued one until the answer.
   if (waits && attempt.waiting++ === 0) {
@@ -334,12 +312,21 @@ function callHost(attempt: WorkerAttempt, call: AgentCall): Promise<unknown> {
   }
   flushAttempt(attempt);
   flushOutbox();
-  return host!.call(attempt.attemptId, attempt.token, call).then((answer) => {
-    // Answered: the attempt runs again (it may briefly exceed the slots).
+  // Answered, or failed: the attempt runs again (it may briefly exceed the slots).
+  const resumed = () => {
     if (waits && !attempt.ended && --attempt.waiting === 0) running++;
-    if (answer.ok) return answer.value;
-    throw new AgentError(answer.error.message, { retryable: false, code: answer.error.code });
-  });
+  };
+  return host!.call(attempt.attemptId, attempt.token, call).then(
+    (answer) => {
+      resumed();
+      if (answer.ok) return answer.value;
+      throw new AgentError(answer.error.message, { retryable: false, code: answer.error.code });
+    },
+    (error: unknown) => {
+      resumed();
+      throw new AgentError(`the call to the host failed: ${messageOf(error)}`, { retryable: false, code: 'AGENT_CALL_FAILED' });
+    },
+  );
 }
 
 /** Queues a report; the turn's reports go as one batch, in order, after the BEGIN of their attempt. */
