@@ -195,11 +195,23 @@ function accept(batch: StartBatch): void {
   pump();
 }
 
-/** Starts queued attempts while slots are free. */
+/** Set while {@link pump} runs: an attempt that ends within it (a synchronous agent) does not pump again. */
+let pumping = false;
+
+/**
+ * Starts queued attempts while slots are free. Not reentrant: a synchronous agent ends (and pumps)
+ * within begin(); nested, a batch of thousands overflowed the stack. The outer loop goes on instead.
+ */
 function pump(): void {
-  while (running < slots && queued.length > 0) {
-    running++;
-    begin(queued.shift()!);
+  if (pumping) return;
+  pumping = true;
+  try {
+    while (running < slots && queued.length > 0) {
+      running++;
+      begin(queued.shift()!);
+    }
+  } finally {
+    pumping = false;
   }
 }
 
