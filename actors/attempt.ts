@@ -191,18 +191,23 @@ export class AttemptContext implements AgentContext {
     const reply = this.#thread.call(this.#a, options.prompt === undefined ? { method: 'input', waitId } : { method: 'input', waitId, prompt: options.prompt });
     const { timeoutMs } = options;
     if (timeoutMs === undefined) return this.#abortable(reply);
+    const timeout = () => new AgentError(`no input within ${timeoutMs} ms`, { code: 'INPUT_TIMEOUT' });
     let timer: LongTimeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
       timer = setLongTimeout(() => {
         // Ask the host to stop waiting; if an input was already on its way, it still wins.
         this.#thread.call(this.#a, { method: 'unwait', waitId }).then(
-          (value) => value === 'unwaited' && reject(new AgentError(`no input within ${timeoutMs} ms`, { code: 'INPUT_TIMEOUT' })),
+          (value) => value === 'unwaited' && reject(timeout()),
           () => undefined,
         );
       }, timeoutMs);
     });
+    // Once it stopped waiting, the host answers the input call too, maybe before the unwait: the same error.
+    const answered = reply.catch((error: unknown) => {
+      throw (error as AgentError | undefined)?.code === 'INPUT_TIMEOUT' ? timeout() : error;
+    });
     try {
-      return await this.#abortable(Promise.race([reply, timedOut]));
+      return await this.#abortable(Promise.race([answered, timedOut]));
     } finally {
       clearLongTimeout(timer);
     }

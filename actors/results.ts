@@ -3,6 +3,7 @@
  * {@link WireResult} the host can store, and log fields made plain. Nothing here throws.
  */
 import { basename } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { isAgentError } from './agent.js';
 import { describeUnserializable, messageOf, Report, type AgentResult, type WireError, type WireResult } from './wire.js';
 
@@ -27,14 +28,53 @@ export function safeFields(fields: Record<string, unknown>): Record<string, unkn
 const RESULT_KINDS = new Set(['success', 'fork', 'fail', 'sleep']);
 
 /**
+ * Ends `attempt` through `end` with what its agent returned: at once for a plain value, once it
+ * settles for a thenable. Only an object's `then` is read, so a primitive (the common result) costs
+ * no lookup. Reading `then`, or calling it, is agent code too: a Proxy's trap or a getter may throw.
+ */
+export function settle<A>(value: unknown, attempt: A, end: (attempt: A, kind: number, payload: unknown) => void): void {
+  if (typeof value === 'object' && value !== null) {
+    let then: unknown;
+    try {
+      then = (value as { then?: unknown }).then;
+    } catch (error) {
+      return end(attempt, Report.END, unreadableResult(error));
+    }
+    if (typeof then === 'function') {
+      try {
+        (then as PromiseLike<unknown>['then']).call(
+          value,
+          (resolved) => end(attempt, ...endReportOf(resolved)),
+          (error: unknown) => end(attempt, Report.END, { ok: false, error: toWireError(error) } satisfies WireResult),
+        );
+      } catch (error) {
+        end(attempt, Report.END, { ok: false, error: toWireError(error) } satisfies WireResult);
+      }
+      return;
+    }
+  }
+  end(attempt, ...endReportOf(value));
+}
+
+/**
  * The report of an agent's return value: a plain value is success with that output (the common
  * case, sent as the bare value); a result object, or a value that cannot be stored, is a
  * {@link WireResult}.
  */
 export function endReportOf(value: unknown): [kind: number, payload: unknown] {
-  if (typeof value === 'object' && value !== null && RESULT_KINDS.has((value as { kind?: unknown }).kind as string)) return [Report.END, toResult(value)];
-  const problem = describeUnserializable(value, 'result.output');
-  return problem ? [Report.END, invalidResult(problem)] : [Report.OUTPUT, value];
+  try {
+    if (typeof value === 'object' && value !== null && RESULT_KINDS.has((value as { kind?: unknown }).kind as string)) return [Report.END, toResult(value)];
+    const problem = describeUnserializable(value, 'result.output');
+    return problem ? [Report.END, invalidResult(problem)] : [Report.OUTPUT, value];
+  } catch (error) {
+    // Its `kind` (or another field the result's shape is checked by) could not be read.
+    return [Report.END, unreadableResult(error)];
+  }
+}
+
+/** The end of an attempt whose returned value could not be read (a Proxy whose traps throw, a getter that throws). */
+export function unreadableResult(error: unknown): WireResult {
+  return invalidResult(`the agent returned a value that could not be read: ${messageOf(error)}`);
 }
 
 export function toResult(value: unknown): WireResult {
@@ -65,7 +105,8 @@ function checkResultShape(result: AgentResult): string | undefined {
   return optionalString('summary') ?? optionalString('branch') ?? optionalString('rev');
 }
 
-function invalidResult(message: string): WireResult {
+/** An end saying the agent's result cannot be stored: `message` says why. */
+export function invalidResult(message: string): WireResult {
   return { ok: false, error: { code: 'INVALID_RESULT', message, retryable: false, fault: 'agent' } };
 }
 
@@ -81,13 +122,31 @@ export class TypeScriptLoaderMissing extends Error {
   }
 }
 
-export function loadError(agent: string, error: unknown): WireError {
-  if (error instanceof TypeScriptLoaderMissing) {
-    const message = `agent ${agent} is TypeScript (${basename(error.path)}): install tsx (npm i -D tsx) to run .ts agents without a build step, or register its compiled .js`;
-    return { code: 'AGENT_LOAD_FAILED', message, retryable: false, fault: 'agent' };
+/** Why an agent module did not load, naming the module; never throws, whatever was thrown. */
+export function loadError(agent: string, module: string, error: unknown): WireError {
+  const path = pathOf(module);
+  try {
+    if (error instanceof TypeScriptLoaderMissing) {
+      const message = `agent ${agent} is TypeScript (${basename(error.path)}): install tsx (npm i -D tsx) to run .ts agents without a build step, or register its compiled .js`;
+      return { code: 'AGENT_LOAD_FAILED', message, retryable: false, fault: 'agent' };
+    }
+    const message = messageOf(error);
+    // A loader's own message (tsx, a SyntaxError's frame) may name the file already.
+    const where = message.includes(path) ? message : `${path}: ${message}`;
+    return { code: 'AGENT_LOAD_FAILED', message: `agent ${agent} failed to load: ${where}`, retryable: false, fault: 'agent', stack: stackOf(error) };
+  } catch {
+    // What was thrown cannot even be read (a Proxy whose traps throw).
+    return { code: 'AGENT_LOAD_FAILED', message: `agent ${agent} failed to load: ${path}: it threw a value that could not be read`, retryable: false, fault: 'agent' };
   }
-  const message = error instanceof Error ? error.message : String(error);
-  return { code: 'AGENT_LOAD_FAILED', message: `agent ${agent} failed to load: ${message}`, retryable: false, fault: 'agent', stack: stackOf(error) };
+}
+
+/** A module's file path, for a `file:` URL; else the URL as given. */
+function pathOf(module: string): string {
+  try {
+    return fileURLToPath(module);
+  } catch {
+    return module;
+  }
 }
 
 export function toWireError(error: unknown): WireError {

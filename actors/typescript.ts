@@ -1,10 +1,20 @@
 /**
- * TypeScript agents in a worker thread: tsx, registered at the thread's first TypeScript agent and
- * scoped to agent imports (see {@link importTypeScript}).
+ * Agent modules imported in a worker thread ({@link importAgent}); TypeScript ones through tsx,
+ * registered at the thread's first TypeScript agent and scoped to agent imports (see
+ * {@link importTypeScript}).
  */
 import { fileURLToPath } from 'node:url';
 import type { ScopedImport } from 'tsx/esm/api';
+import { agentFunctionOf, type AgentFunction } from './agent.js';
 import { TypeScriptLoaderMissing } from './results.js';
+
+/** Imports an agent module (a URL string) and finds its agent: the default export, made with defineAgent() or a function. */
+export async function importAgent(module: string): Promise<AgentFunction> {
+  const namespace = (TYPESCRIPT.test(new URL(module).pathname) ? await importTypeScript(module) : await import(module)) as Record<string, unknown>;
+  const fn = agentFunctionOf(namespace.default) ?? agentFunctionOf(esModuleDefault(namespace.default));
+  if (!fn) throw new Error('the module has no default export made with defineAgent() or a function');
+  return fn;
+}
 
 /** Agent modules that need a TypeScript loader (tsx): `.ts`, `.mts` and `.cts`. */
 export const TYPESCRIPT = /\.[cm]?ts$/;

@@ -133,8 +133,28 @@ export type AgentCall =
   /** Wait until these tasks are terminal; the task shows `waiting` until then. */
   | { method: 'join'; ids: string[] };
 
+/** Why what an agent call carries cannot be posted to the host (it is not plain data), or undefined. */
+export function describeUnserializableCall(call: AgentCall): string | undefined {
+  switch (call.method) {
+    case 'input':
+      return call.prompt === undefined ? undefined : describeUnserializable(call.prompt, 'prompt');
+    case 'spawn':
+      return describeUnserializable(call.spec, 'spec');
+    case 'join':
+      return describeUnserializable(call.ids, 'ids');
+    default:
+      return undefined;
+  }
+}
+
 /** The host's answer to an {@link AgentCall}: a value, or an error with its code (comlink would drop the code of a thrown error). */
 export type CallAnswer = { ok: true; value: unknown } | { ok: false; error: { code: string; message: string } };
+
+/**
+ * The host's answer to an input call whose agent stopped waiting (its `timeoutMs` passed, and its
+ * `unwait` came first): the thread counts the call as waiting, its slot given back, until answered.
+ */
+export const INPUT_TIMED_OUT: CallAnswer = { ok: false, error: { code: 'INPUT_TIMEOUT', message: 'the agent stopped waiting for input (its timeoutMs passed)' } };
 
 /** What the host exposes to each thread over comlink. */
 export interface HostApi {

@@ -11,13 +11,14 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { MessageChannel, isMainThread, parentPort, threadId, type MessagePort } from 'node:worker_threads';
 import { expose, wrap, type Remote } from 'comlink/dist/esm/comlink.mjs';
-import { AgentError, agentFunctionOf, type AgentFunction } from './agent.js';
+import { AgentError, type AgentFunction } from './agent.js';
 import { AttemptContext, WorkerAttempt, type ThreadSide } from './attempt.js';
 import { ThreadChannel } from './channel.js';
-import { endReportOf, loadError, toWireError } from './results.js';
-import { esModuleDefault, importTypeScript, TYPESCRIPT } from './typescript.js';
+import { loadError, settle, toWireError } from './results.js';
+import { postEach } from './salvage.js';
+import { importAgent } from './typescript.js';
 import { inTraceContext, settleTraceContext, traceContextSettled } from './trace-context.js';
-import { Report, START_STRIDE, TRACE_STRIDE, type AbortReason, type AgentCall, type HostApi, type StartBatch, type ThreadHello, type WireResult, type WorkerBatch, type WorkerControl } from './wire.js';
+import { describeUnserializableCall, messageOf, Report, START_STRIDE, TRACE_STRIDE, type AbortReason, type AgentCall, type HostApi, type StartBatch, type ThreadHello, type WireResult, type WorkerBatch, type WorkerControl } from './wire.js';
 
 /** Running attempts by id. */
 const live = new Map<string, WorkerAttempt>();
@@ -98,12 +99,12 @@ if (!isMainThread && parentPort) {
   // and its neighbours' attempts down with it.
   process.on('uncaughtException', (error) => stray(error, 'an uncaught exception'));
   process.on('unhandledRejection', (reason) => stray(reason, 'an unhandled promise rejection'));
-  // An agent that ends the thread (process.exit) takes its neighbours down too: name it, so they
-  // are requeued as interrupted rather than charged a crashed attempt.
+  // An agent that ends the thread (process.exit) takes its neighbours down too: name it, if it
+  // still runs, so they are requeued as interrupted rather than charged a crashed attempt. What
+  // the turn holds goes either way: an attempt that ended in it is not to be run again.
   process.on('exit', (code) => {
     const culprit = owner.getStore();
-    if (!culprit || culprit.ended) return;
-    report(culprit, Report.EXIT, code);
+    if (culprit && !culprit.ended) report(culprit, Report.EXIT, code);
     flushOutbox();
   });
   parentPort.postMessage({ troupe: 'hello', threadId, port } satisfies ThreadHello, [port]);
@@ -194,11 +195,23 @@ function accept(batch: StartBatch): void {
   pump();
 }
 
-/** Starts queued attempts while slots are free. */
+/** Set while {@link pump} runs: an attempt that ends within it (a synchronous agent) does not pump again. */
+let pumping = false;
+
+/**
+ * Starts queued attempts while slots are free. Not reentrant: a synchronous agent ends (and pumps)
+ * within begin(); nested, a batch of thousands overflowed the stack. The outer loop goes on instead.
+ */
 function pump(): void {
-  while (running < slots && queued.length > 0) {
-    running++;
-    begin(queued.shift()!);
+  if (pumping) return;
+  pumping = true;
+  try {
+    while (running < slots && queued.length > 0) {
+      running++;
+      begin(queued.shift()!);
+    }
+  } finally {
+    pumping = false;
   }
 }
 
@@ -218,7 +231,7 @@ function begin(attempt: WorkerAttempt): void {
   if (typeof loaded === 'function') return call(attempt, loaded);
   (loaded ?? load(module)).then(
     (fn) => call(attempt, fn),
-    (error: unknown) => end(attempt, Report.END, { ok: false, error: loadError(name, error) } satisfies WireResult),
+    (error: unknown) => end(attempt, Report.END, { ok: false, error: loadError(name, module, error) } satisfies WireResult),
   );
 }
 
@@ -233,16 +246,7 @@ function call(attempt: WorkerAttempt, fn: AgentFunction): void {
   } catch (error) {
     return end(attempt, Report.END, { ok: false, error: toWireError(error) } satisfies WireResult);
   }
-  if (isThenable(value)) {
-    value.then(
-      (resolved) => end(attempt, ...endReportOf(resolved)),
-      (error: unknown) => end(attempt, Report.END, { ok: false, error: toWireError(error) } satisfies WireResult),
-    );
-  } else end(attempt, ...endReportOf(value));
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
+  settle(value, attempt, end);
 }
 
 function end(attempt: WorkerAttempt, kind: number, payload: unknown): void {
@@ -268,10 +272,7 @@ function load(module: string): Promise<AgentFunction> {
     modules.set(module, given);
     return Promise.resolve(given);
   }
-  const imported: Promise<Record<string, unknown>> = TYPESCRIPT.test(new URL(module).pathname) ? importTypeScript(module) : import(module);
-  const loading = imported.then((namespace) => {
-    const fn = agentFunctionOf(namespace.default) ?? agentFunctionOf(esModuleDefault(namespace.default));
-    if (!fn) throw new Error(`${module} has no default export made with defineAgent() or a function`);
+  const loading = importAgent(module).then((fn) => {
     modules.set(module, fn);
     return fn;
   });
@@ -312,6 +313,9 @@ function beat(): void {
 /** Sends an agent call to the host: its lines and the turn's reports go first. */
 function callHost(attempt: WorkerAttempt, call: AgentCall): Promise<unknown> {
   if (attempt.ended) return Promise.reject(new AgentError('the attempt has ended', { retryable: false, code: 'ATTEMPT_ENDED' }));
+  // What cannot be copied would fail the post with a DataCloneError: say why, before anything moves.
+  const problem = describeUnserializableCall(call);
+  if (problem) return Promise.reject(new AgentError(`${problem}: only plain data goes to the host`, { retryable: false, code: 'INVALID_INPUT' }));
   const waits = call.method === 'input' || call.method === 'join';
   // Waiting on the host, the attempt gives its slot to the next queued one until the answer.
   if (waits && attempt.waiting++ === 0) {
@@ -320,12 +324,21 @@ function callHost(attempt: WorkerAttempt, call: AgentCall): Promise<unknown> {
   }
   flushAttempt(attempt);
   flushOutbox();
-  return host!.call(attempt.attemptId, attempt.token, call).then((answer) => {
-    // Answered: the attempt runs again (it may briefly exceed the slots).
+  // Answered, or failed: the attempt runs again (it may briefly exceed the slots).
+  const resumed = () => {
     if (waits && !attempt.ended && --attempt.waiting === 0) running++;
-    if (answer.ok) return answer.value;
-    throw new AgentError(answer.error.message, { retryable: false, code: answer.error.code });
-  });
+  };
+  return host!.call(attempt.attemptId, attempt.token, call).then(
+    (answer) => {
+      resumed();
+      if (answer.ok) return answer.value;
+      throw new AgentError(answer.error.message, { retryable: false, code: answer.error.code });
+    },
+    (error: unknown) => {
+      resumed();
+      throw new AgentError(`the call to the host failed: ${messageOf(error)}`, { retryable: false, code: 'AGENT_CALL_FAILED' });
+    },
+  );
 }
 
 /** Queues a report; the turn's reports go as one batch, in order, after the BEGIN of their attempt. */
@@ -377,5 +390,12 @@ function flushOutbox(): void {
   if (outbox.length === 0) return;
   const batch = outbox;
   outbox = [];
-  channel?.post(batch);
+  const to = channel;
+  if (!to) return;
+  try {
+    to.post(batch);
+  } catch {
+    // A payload the agent changed after handing it over cannot be copied: see salvage.ts.
+    postEach((reports) => to.post(reports), batch);
+  }
 }

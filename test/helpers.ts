@@ -18,7 +18,7 @@ import { dropAll, scratchDatabase } from './postgres.js';
 import type { PgServer } from './postgres-setup.js';
 
 /** Names of the fixture agents in test/fixtures/agents. */
-export type FixtureAgent = 'aborted' | 'blocker' | 'crash' | 'hang' | 'progress' | 'broken' | 'chatty' | 'polite' | 'weird' | 'record' | 'overlap' | 'interactive' | 'stray' | 'traced' | 'stamp' | 'result' | 'logging' | 'reporter' | 'workspace' | 'gate';
+export type FixtureAgent = 'aborted' | 'blocker' | 'crash' | 'hang' | 'progress' | 'broken' | 'chatty' | 'polite' | 'weird' | 'record' | 'overlap' | 'interactive' | 'stray' | 'traced' | 'stamp' | 'result' | 'logging' | 'reporter' | 'workspace' | 'gate' | 'hostile' | 'opaque';
 
 /** The built module URL of a fixture agent. */
 export function fixtureAgent(name: FixtureAgent): URL {

@@ -15,7 +15,7 @@
  * is spawned that its cancel would miss. Spawn and join go to the node's joins (node-joins.ts).
  */
 import type pg from 'pg';
-import type { AgentCall, CallAnswer } from '../../actors/wire.js';
+import { INPUT_TIMED_OUT, type AgentCall, type CallAnswer } from '../../actors/wire.js';
 import { TroupeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Lease } from '../store/postgres/checks.js';
@@ -153,6 +153,8 @@ export class NodeInputs {
     if (this.#parked.get(taskId) === parked) {
       this.#parked.delete(taskId);
       this.#k.unpark(attempt);
+      // The input call is over too: its thread counts it as waiting, slot given back, until answered.
+      parked.answer(INPUT_TIMED_OUT);
     }
     return { ok: true, value: 'unwaited' };
   }

@@ -13,7 +13,7 @@
  * and answering the agent once the step is durable.
  */
 import { types } from 'node:util';
-import { describeUnserializable, type AgentCall, type CallAnswer } from '../../actors/wire.js';
+import { describeUnserializable, INPUT_TIMED_OUT, type AgentCall, type CallAnswer } from '../../actors/wire.js';
 import { isTerminal } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
 import { checkId } from '../ids.js';
@@ -210,7 +210,12 @@ export class Interactions {
   async #unwait(task: TaskRecord, attempt: LiveAttempt, waitId: number): Promise<unknown> {
     const parked = this.#parked.get(task.id);
     if (!parked || parked.attempt !== attempt || parked.waitId !== waitId) return 'delivered';
-    await this.#resume(task, parked, { kind: 'unwait' });
+    try {
+      await this.#resume(task, parked, { kind: 'unwait' });
+    } finally {
+      // The input call is over too: its thread counts it as waiting, slot given back, until answered.
+      parked.answer(INPUT_TIMED_OUT);
+    }
     return 'unwaited';
   }
 

@@ -7,11 +7,15 @@
  */
 import { describe, expect, it } from 'vitest';
 import { builtinAgent } from 'troupe';
-import { fixtureAgent, rejection } from '../helpers.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fixtureAgent, maxOverlap, rejection, tempDir } from '../helpers.js';
 import { history, nextEvent as next, type ContractBackend } from './contract.js';
 
 const interactive = { name: 'int', module: fixtureAgent('interactive') };
 const echoAgent = builtinAgent('echo');
+const hostile = { name: 'hostile', module: fixtureAgent('hostile') };
+const overlap = { name: 'overlap', module: fixtureAgent('overlap') };
 
 /** Registers the inputs contract against `backend` under `name`. */
 export function inputsContract(name: string, backend: ContractBackend): void {
@@ -65,6 +69,27 @@ export function inputsContract(name: string, backend: ContractBackend): void {
       const task = await rt.submit({ agent: 'int', input: { mode: 'timeout', timeoutMs: 100 } });
       expect(await rt.wait(task.id)).toMatchObject({ state: 'done', attempts: 1, output: 'timed out' });
       expect((await history(rt, task.id)).map((e) => e.type)).toEqual(['task.queued', 'task.started', 'task.waiting', 'task.done']);
+    });
+
+    it('an agent whose input wait timed out holds its slot again: nothing runs beside it on a one-slot thread', async () => {
+      const dir = tempDir();
+      try {
+        const file = join(dir.path, 'marks');
+        writeFileSync(file, '');
+        const rt = await backend.open({ threads: 1, slotsPerThread: 1, agents: [hostile, overlap] });
+        // Fast attempts first: the dispatcher then starts the next ones ahead, into the thread's queue.
+        const warm = await rt.submitMany(Array.from({ length: 50 }, (_, i) => ({ agent: 'hostile', input: { mode: 'echo', value: i } })));
+        for (const task of warm) await rt.wait(task.id);
+        const held = await rt.submit({ agent: 'hostile', input: { mode: 'timeoutThenWork', file, timeoutMs: 20, ms: 300 } });
+        // It timed out and works (holding the one slot, as it did before it waited).
+        while (!readFileSync(file, 'utf8').includes(held.id)) await new Promise((resolve) => setTimeout(resolve, 5));
+        const others = await rt.submitMany([1, 2].map(() => ({ agent: 'overlap', input: { file, ms: 20 } })));
+        expect(await rt.wait(held.id)).toMatchObject({ state: 'done', output: 'worked' });
+        for (const task of others) expect(await rt.wait(task.id)).toMatchObject({ state: 'done' });
+        expect(maxOverlap(file)).toBe(1);
+      } finally {
+        dir.cleanup();
+      }
     });
 
     it('rejects input to an unknown or settled task and bad input, storing nothing', async () => {
