@@ -12,11 +12,33 @@
 export type Release = () => void;
 
 /**
- * Waits, holding the loop, until the caller's `wake` is called: how a follow iteration (events,
- * log lines) waits for its next item. `arm` receives the function that ends the wait.
+ * The signals of iterations that never hold the loop: the dashboard's streams, so that a page left
+ * open does not keep an unref'd runtime's process alive (a page is not a pending promise of the
+ * user's). Internal: a user's iteration always holds.
  */
-export async function heldUntilWoken(hold: () => Release, arm: (wake: () => void) => void): Promise<void> {
-  const release = hold();
+const unheld = new WeakSet<AbortSignal>();
+
+/** An abort whose signal's iterations never hold the loop (see `unheld`): a dashboard stream's. */
+export function unheldAbort(): AbortController {
+  const stop = new AbortController();
+  unheld.add(stop.signal);
+  return stop;
+}
+
+/** `hold`, unless `signal` is one whose iterations never hold (then a release that does nothing). */
+export function holdFor(hold: () => Release, signal: AbortSignal | undefined): Release {
+  return signal !== undefined && unheld.has(signal) ? noRelease : hold();
+}
+
+const noRelease: Release = () => undefined;
+
+/**
+ * Waits, holding the loop (unless `signal` is unheld), until the caller's `wake` is called: how a
+ * follow iteration (events, log lines) waits for its next item. `arm` receives the function that
+ * ends the wait.
+ */
+export async function heldUntilWoken(hold: () => Release, arm: (wake: () => void) => void, signal?: AbortSignal): Promise<void> {
+  const release = holdFor(hold, signal);
   try {
     await new Promise<void>((resolve) => arm(resolve));
   } finally {

@@ -288,7 +288,7 @@ export class EventFeed {
         }
         if (ended) return;
         if (overtaken()) throw cursorExpired(last, gap!);
-        await heldUntilWoken(() => this.#k.hold(), (resolve) => (wake = resolve));
+        await heldUntilWoken(() => this.#k.hold(), (resolve) => (wake = resolve), signal);
       }
     } finally {
       unsubscribe();

@@ -19,7 +19,7 @@ import { SETTLED_FOR_WAIT } from '../../machines/index.js';
 import { TroupeError } from '../errors.js';
 import { checkLogOptions, fromLogCursor, LOG_CHUNK, type LogLine, type LogOptions } from '../events/logs.js';
 import { checkId } from '../ids.js';
-import type { Release } from '../keep-alive.js';
+import { holdFor, type Release } from '../keep-alive.js';
 import { readLogPage } from '../store/postgres/logs.js';
 import type { EventFeed } from './feed.js';
 
@@ -111,7 +111,7 @@ export class ClusterLogs {
         if (page.lines.length === LOG_CHUNK) continue;
         if (!follow || SETTLED_FOR_WAIT.has(page.state) || stopped()) return;
         delayMs = page.lines.length > 0 ? MIN_POLL_MS : Math.min(MAX_POLL_MS, delayMs * 2);
-        if (!woken) await this.#pause(delayMs, (resolve) => (wake = resolve));
+        if (!woken) await this.#pause(delayMs, (resolve) => (wake = resolve), signal);
         if (stopped()) return;
       }
     } finally {
@@ -123,8 +123,8 @@ export class ClusterLogs {
   }
 
   /** Waits `ms`, or less if woken (`arm` is handed the wake), holding the process alive meanwhile. */
-  async #pause(ms: number, arm: (resolve: () => void) => void): Promise<void> {
-    const release = this.#k.hold();
+  async #pause(ms: number, arm: (resolve: () => void) => void, signal: AbortSignal | undefined): Promise<void> {
+    const release = holdFor(() => this.#k.hold(), signal);
     let timer: NodeJS.Timeout | undefined;
     try {
       await new Promise<void>((resolve) => {

@@ -21,6 +21,7 @@
 import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { fromCursor } from '../events/event-bus.js';
+import { unheldAbort } from '../keep-alive.js';
 import type { EventType, RuntimeEvent } from '../api/events.js';
 import { EVENT_TYPES } from '../api/events.js';
 import type { ListOptions, Task, TaskPage } from '../api/tasks.js';
@@ -247,7 +248,7 @@ export function dashboardApi(rt: DashboardRuntime, store: DashboardStore = LMDB_
   /** SSE of a task's log lines: what it wrote, then live until it settles. */
   async function streamLogs(id: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     await rt.get(id); // NOT_FOUND before the stream starts
-    const stop = openStream(req, res, new AbortController());
+    const stop = openStream(req, res, unheldAbort());
     try {
       for await (const line of rt.logs(id, { follow: true, signal: stop.signal })) await write(res, `data: ${toJson(line)}\n\n`, stop.signal);
       res.write('event: end\ndata: {}\n\n');
@@ -260,7 +261,7 @@ export function dashboardApi(rt: DashboardRuntime, store: DashboardStore = LMDB_
 
   /** SSE of what changed (see the module comment); the listener is on while a feed is open. */
   function changesFeed(req: IncomingMessage, res: ServerResponse): void {
-    const stop = openStream(req, res, new AbortController());
+    const stop = openStream(req, res, unheldAbort());
     feeds.add(res);
     if (!unlisten) {
       unlisten = rt.on('*', onEvent);
@@ -291,7 +292,7 @@ export function dashboardApi(rt: DashboardRuntime, store: DashboardStore = LMDB_
     // Bad options are an HTTP error, not a stream that ends (which EventSource would open again and again).
     const from = after === undefined ? undefined : store.eventsAfter(after);
     if (taskId !== undefined) await rt.get(taskId);
-    const stop = new AbortController();
+    const stop = unheldAbort();
     const stream = rt.events({ after: from, taskId, signal: stop.signal, ...(types.length > 0 ? { types: types as EventType[] } : {}) });
     openStream(req, res, stop);
     try {

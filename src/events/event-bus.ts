@@ -304,7 +304,7 @@ export class EventBus {
           if (wanted(event)) yield event;
         }
         if (closed || aborted) return;
-        await heldUntilWoken(() => this.#hold(), (resolve) => (wake = resolve));
+        await heldUntilWoken(() => this.#hold(), (resolve) => (wake = resolve), options.signal);
       }
     } finally {
       this.#streams.delete(listener);

@@ -120,7 +120,7 @@ export async function* followLogs(db: () => SafeDatabase<LogRecord, LogKey>, tas
         yield line;
       }
       if (ended || options.signal?.aborted) return;
-      await heldUntilWoken(() => source.hold(), (resolve) => (wake = resolve));
+      await heldUntilWoken(() => source.hold(), (resolve) => (wake = resolve), options.signal);
     }
   } finally {
     unsubscribe();

@@ -1,8 +1,9 @@
 /**
  * An open dashboard page, or a scraper's open connection, does not keep an unref'd runtime's
  * process alive: a user script (no test runner around it) exits while the test holds the Tasks
- * page's changes feed, an idle connection to the dashboard and one to /metrics open. Before, the
- * servers were unref'd but the connections they accepted were not.
+ * page's changes feed, an idle connection to the dashboard and one to /metrics open, and a task
+ * page's event and log streams. Before, the servers were unref'd but the connections they accepted
+ * were not, and the task page's rt.events() and rt.logs({ follow }) held the process as a user's do.
  */
 import { spawn } from 'node:child_process';
 import { connect, createServer, type Socket } from 'node:net';
@@ -45,8 +46,8 @@ describe('an unref’d runtime with a page open on its dashboard', () => {
     const lines: unknown[] = [];
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     const reader = createInterface({ input: child.stdout! });
-    const first = new Promise<{ dashboard: string; metricsPort: number }>((resolve) => reader.once('line', (line) => resolve(JSON.parse(line))));
-    const { dashboard, metricsPort } = await first;
+    const first = new Promise<{ dashboard: string; metricsPort: number; taskId: string }>((resolve) => reader.once('line', (line) => resolve(JSON.parse(line))));
+    const { dashboard, metricsPort, taskId } = await first;
     reader.on('line', (line) => lines.push(JSON.parse(line)));
     const port = Number(new URL(dashboard).port);
     const sockets = await Promise.all([
@@ -56,6 +57,9 @@ describe('an unref’d runtime with a page open on its dashboard', () => {
       hold(port, `GET /api/overview HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: keep-alive\r\n\r\n`, '"stats"'),
       // A scraper connected, that has not asked yet.
       hold(metricsPort, '', ''),
+      // A task page: its events and its log lines, live (rt.events() and rt.logs({ follow }) behind them).
+      hold(port, `GET /api/events?taskId=${taskId} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`, 'task.queued'),
+      hold(port, `GET /api/tasks/${taskId}/logs HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`, ': open'),
     ]);
     child.stdin!.write('connected\n');
     const code = await exited;
