@@ -157,7 +157,7 @@ function parse(argv: string[]): Parsed {
   return { command, values, args };
 }
 
-async function main(argv: string[], json: { value: boolean }): Promise<number> {
+async function main(argv: string[], json: { value: boolean }, abort: AbortController): Promise<number> {
   const { command, values, args } = parse(argv);
   json.value = values.json === true;
   if (command === 'help') {
@@ -206,7 +206,6 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
     return counts.pending === 0 ? EXIT.OK : EXIT.FAILED;
   }
   // Ctrl-C ends a wait or a follow cleanly (they watch the signal); anything else still exits.
-  const abort = new AbortController();
   process.on('SIGINT', () => {
     if (abort.signal.aborted) process.exit(EXIT.INTERRUPTED);
     abort.abort();
@@ -278,15 +277,33 @@ function report(error: unknown, json: boolean): number {
   return error instanceof CliError ? error.exitCode : EXIT.FAILED;
 }
 
+/**
+ * Exits with `code` once stdout and stderr have flushed: a pipe takes writes asynchronously, and
+ * process.exit drops what it has not taken yet. It still exits then, whatever else (a worker
+ * pool) holds the event loop.
+ */
+function exitWhenFlushed(code: number): void {
+  process.exitCode = code;
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+}
+
 const json = { value: process.argv.includes('--json') };
-main(process.argv.slice(2), json).then(
-  (code) => {
-    process.exitCode = code;
-    // Let stdout drain; anything still holding the loop (a worker pool) must not keep us alive.
-    setImmediate(() => process.exit(code));
-  },
+// Aborted by Ctrl-C, or when stdout or stderr closes: a wait or a follow then ends cleanly.
+const abort = new AbortController();
+// Set once stdout or stderr fails, mostly EPIPE: whoever read it has gone (`troupe list | head -1`).
+let outputClosed = false;
+const onOutputError = () => {
+  outputClosed = true;
+  abort.abort();
+};
+process.stdout.on('error', onOutputError);
+process.stderr.on('error', onOutputError);
+
+main(process.argv.slice(2), json, abort).then(
+  // A follow that a closed stdout stopped ends as Ctrl-C ends it, but nobody interrupted it.
+  (code) => exitWhenFlushed(outputClosed && code === EXIT.INTERRUPTED ? EXIT.OK : code),
   (error: unknown) => {
-    const code = report(error, json.value);
-    setImmediate(() => process.exit(code));
+    if (outputClosed && error instanceof CliError && error.code === 'INTERRUPTED') return exitWhenFlushed(EXIT.OK);
+    exitWhenFlushed(report(error, json.value));
   },
 );
