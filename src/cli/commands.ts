@@ -95,12 +95,23 @@ async function follow(backend: Backend, id: string, ctx: CommandContext): Promis
       const value = last.state === 'done' ? 1 : (last.progress?.value ?? 0);
       bar.update(value, last.progress?.message && !settled ? `${last.state}: ${last.progress.message}` : last.state);
     }
+  } catch (error) {
+    throw runtimeGone(error, id);
   } finally {
     bar.done();
   }
   if (ctx.signal.aborted) throw new CliError('INTERRUPTED', `stopped waiting for ${id}; the task carries on`, EXIT.INTERRUPTED);
   if (!last || !SETTLED_STATES.has(last.state)) throw new CliError('DISCONNECTED', `the runtime stopped before ${id} settled`, EXIT.NO_RUNTIME);
   return last;
+}
+
+/**
+ * A stream of task `id` that the runtime ended with CLOSED: it shut down before the task settled.
+ * That is the runtime going away (exit 3), as when the connection drops, not the command failing.
+ */
+function runtimeGone(error: unknown, id: string): unknown {
+  if (error instanceof CliError && error.code === 'CLOSED') return new CliError('DISCONNECTED', `the runtime stopped before ${id} settled`, EXIT.NO_RUNTIME);
+  return error;
 }
 
 /** Prints a settled task; exit 0 only for `done`. */
@@ -188,9 +199,13 @@ const tail: ClientCommand = {
   live: (ctx) => ctx.values.follow === true,
   async run(backend, ctx) {
     const params = { id: ctx.args[0], follow: ctx.values.follow === true };
-    for await (const item of backend.stream('logs', params, ctx.signal)) {
-      const line = item as LogLine;
-      ctx.stdout.write(ctx.json ? `${JSON.stringify(line)}\n` : formatLogLine(line));
+    try {
+      for await (const item of backend.stream('logs', params, ctx.signal)) {
+        const line = item as LogLine;
+        ctx.stdout.write(ctx.json ? `${JSON.stringify(line)}\n` : formatLogLine(line));
+      }
+    } catch (error) {
+      throw runtimeGone(error, ctx.args[0]!);
     }
     return ctx.signal.aborted ? EXIT.INTERRUPTED : EXIT.OK;
   },

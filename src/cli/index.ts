@@ -75,7 +75,8 @@ other:
   troupe version
 
 exit codes: 0 ok; 1 failed (or the awaited task did not end done); 2 usage or no data dir;
-  3 no runtime running (or one that does not answer); 130 interrupted.
+  3 no runtime running (or one that does not answer, or it stopped before the task waited for or
+  followed settled); 130 interrupted.
 `;
 
 type Options = NonNullable<ParseArgsConfig['options']>;
