@@ -1,0 +1,38 @@
+/**
+ * The `troupe` binary's control connection, run as a child process: replies of any size a task
+ * makes arrive whole over the socket.
+ */
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { builtinAgent, createRuntime, type Task } from 'troupe';
+import { CLI_AGENTS, runCli, serveCli, stopCli, tempDir } from '../helpers.js';
+
+describe('the control connection', () => {
+  it('carries a reply larger than the 16 MiB a request may be', async () => {
+    const dir = tempDir('troupe-cli-control-');
+    const dataDir = join(dir.path, 'data');
+    try {
+      const rt = await createRuntime({ dataDir, logger: false, threads: 1, agents: [builtinAgent('echo')] });
+      const SIZE = 9 * 1024 * 1024;
+      let id: string;
+      try {
+        id = (await rt.wait((await rt.submit({ agent: 'echo', input: 'x'.repeat(SIZE) })).id)).id;
+      } finally {
+        await rt.close();
+      }
+      // Input and output: a reply of over 18 MiB.
+      const run = await serveCli(['--agents', CLI_AGENTS, '--data-dir', dataDir, '--threads', '1']);
+      try {
+        const shown = await runCli(['show', id, '--json', '--data-dir', dataDir]);
+        expect(shown.stderr).toBe('');
+        expect(shown.code).toBe(0);
+        const task = JSON.parse(shown.stdout) as Task;
+        expect([task.id, task.state, (task.output as string).length, (task.input as string).length]).toEqual([id, 'done', SIZE, SIZE]);
+      } finally {
+        expect(await stopCli(run)).toBe(0);
+      }
+    } finally {
+      dir.cleanup();
+    }
+  });
+});
