@@ -36,6 +36,8 @@ export async function openBackend(dataDir: string, options: { live: boolean }): 
     return await connectControl(socket);
   } catch (error) {
     // Nothing listens there: no socket file (or no dir: ENOTDIR for a file), or a dead runtime's.
+    // Refused on purpose (a socket that is not this user's: exit 1), or a runtime that does not answer.
+    if (error instanceof CliError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     if (code !== 'ENOENT' && code !== 'ENOTDIR' && code !== 'ECONNREFUSED') {
       throw new CliError('CONTROL_FAILED', `cannot connect to ${socket}: ${(error as Error).message}`, EXIT.NO_RUNTIME);

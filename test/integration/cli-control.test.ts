@@ -2,6 +2,7 @@
  * The `troupe` binary's control connection, run as a child process: replies of any size a task
  * makes arrive whole over the socket.
  */
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime, type Task } from 'troupe';
@@ -31,6 +32,19 @@ describe('the control connection', () => {
       } finally {
         expect(await stopCli(run)).toBe(0);
       }
+    } finally {
+      dir.cleanup();
+    }
+  });
+});
+
+describe('a control socket the CLI refuses', () => {
+  it('is CONTROL_FAILED, exit 1, when control.sock is not a socket', async () => {
+    const dir = tempDir('troupe-cli-control-');
+    try {
+      writeFileSync(join(dir.path, 'control.sock'), '');
+      const result = await runCli(['list', '--data-dir', dir.path]);
+      expect(result).toEqual({ code: 1, stdout: '', stderr: `troupe: CONTROL_FAILED: ${join(dir.path, 'control.sock')} is not a socket: refusing to connect\n` });
     } finally {
       dir.cleanup();
     }
