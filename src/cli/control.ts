@@ -173,6 +173,31 @@ export function connectControl(path: string): Promise<ControlClient> {
   });
 }
 
+/** How long a runtime that accepted a connection has to answer its first request. */
+export const ANSWER_TIMEOUT_MS = 5_000;
+
+/**
+ * Connects to a control socket and pings the runtime: a process that accepts the connection but
+ * never answers (stopped with kill -STOP, or wedged) would otherwise hold the command forever.
+ * Rejects as {@link connectControl} does, or with NOT_ANSWERING (exit 3) after `timeoutMs`.
+ */
+export async function connectAnswering(path: string, timeoutMs = ANSWER_TIMEOUT_MS): Promise<ControlClient> {
+  const client = await connectControl(path);
+  let timer: NodeJS.Timeout | undefined;
+  const silent = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new CliError('NOT_ANSWERING', `a runtime accepted the connection on ${path} but did not answer within ${timeoutMs} ms`, EXIT.NO_RUNTIME)), timeoutMs);
+  });
+  try {
+    await Promise.race([client.call('ping'), silent]);
+    return client;
+  } catch (error) {
+    client.destroy();
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 interface StreamSink {
   item(value: unknown): void;
   end(): void;
@@ -251,6 +276,11 @@ export class ControlClient implements Backend {
       // The protocol stops a stream by closing the connection: one command, one connection.
       if (live && !failure) this.#socket.destroy();
     }
+  }
+
+  /** Drops the connection at once: {@link ControlClient.close} waits for a peer that may never answer. */
+  destroy(): void {
+    this.#socket.destroy();
   }
 
   async close(): Promise<void> {

@@ -11,7 +11,7 @@ import { createRuntime } from '../create-runtime.js';
 import { AGENT_NAME, type AgentRegistration } from '../agents/registry.js';
 import { CliError, EXIT, usageError } from './cli-error.js';
 import { assertDataDir } from './connect.js';
-import { connectControl, preparePrivateDir, socketPathOf } from './control.js';
+import { connectAnswering, preparePrivateDir, socketPathOf } from './control.js';
 import { runtimeMethods } from './methods.js';
 import { removeStaleSocket, startControlServer } from './server.js';
 
@@ -169,7 +169,10 @@ export async function runServe(options: RunOptions): Promise<number> {
  */
 export async function serveDashboardCommand(options: Pick<RunOptions, 'dataDir' | 'store' | 'json' | 'closeTimeoutMs'> & { dashboard: NonNullable<RunOptions['dashboard']>; /** --port or --host was given. */ given: boolean }): Promise<number> {
   const socket = socketPathOf(options.dataDir);
-  const running = await connectControl(socket).catch(() => undefined);
+  const running = await connectAnswering(socket).catch((error: unknown) => {
+    if ((error as { code?: unknown }).code === 'NOT_ANSWERING') throw error;
+    return undefined;
+  });
   if (running) {
     try {
       const url = (await running.call('dashboard', {})) as string | null;

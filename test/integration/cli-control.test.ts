@@ -1,6 +1,7 @@
 /**
  * The `troupe` binary's control connection, run as a child process: replies of any size a task
- * makes arrive whole over the socket.
+ * makes arrive whole over the socket, a runtime that does not answer is reported instead of
+ * waited on forever, and a socket refused on purpose exits 1.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -33,6 +34,27 @@ describe('the control connection', () => {
         expect(await stopCli(run)).toBe(0);
       }
     } finally {
+      dir.cleanup();
+    }
+  });
+});
+
+describe('a runtime that accepts the connection but does not answer', () => {
+  it('is NOT_ANSWERING, exit 3, after a few seconds, not a command that hangs', async () => {
+    const dir = tempDir('troupe-cli-control-');
+    const dataDir = join(dir.path, 'data');
+    const run = await serveCli(['--agents', CLI_AGENTS, '--data-dir', dataDir, '--threads', '1']);
+    try {
+      // Stopped: the kernel still accepts connections on its socket, nothing reads them.
+      run.child.kill('SIGSTOP');
+      const socket = join(dataDir, 'control.sock');
+      const [listed, waited] = await Promise.all([runCli(['list', '--data-dir', dataDir]), runCli(['wait', 'some-task', '--data-dir', dataDir])]);
+      for (const result of [listed, waited]) {
+        expect(result).toEqual({ code: 3, stdout: '', stderr: `troupe: NOT_ANSWERING: a runtime accepted the connection on ${socket} but did not answer within 5000 ms\n` });
+      }
+    } finally {
+      run.child.kill('SIGCONT');
+      expect(await stopCli(run)).toBe(0);
       dir.cleanup();
     }
   });
