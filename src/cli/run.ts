@@ -6,7 +6,8 @@
 import { readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
+import { findLooseModes, looseModeWarning, makePrivateDir } from '../store/private-files.js';
 import { createRuntime } from '../create-runtime.js';
 import { AGENT_NAME, type AgentRegistration } from '../agents/registry.js';
 import { CliError, EXIT, usageError } from './cli-error.js';
@@ -105,7 +106,8 @@ export async function runServe(options: RunOptions): Promise<number> {
   const onPostgres = options.store !== undefined;
   try {
     // A socket outside the data dir (its path would be too long) goes in a directory as private as the data dir.
-    if (dirname(socket) !== options.dataDir || onPostgres) preparePrivateDir(dirname(socket));
+    if (dirname(socket) !== options.dataDir) preparePrivateDir(dirname(socket));
+    else if (onPostgres) prepareDataDir(options.dataDir, logger);
     if (onPostgres) await removeStaleSocket(socket);
   } catch (error) {
     throw new CliError('CONTROL_FAILED', (error as Error).message, EXIT.FAILED);
@@ -157,6 +159,16 @@ export async function runServe(options: RunOptions): Promise<number> {
   if (options.json) process.stdout.write(`${JSON.stringify({ event: 'closed', signal })}\n`);
   else process.stdout.write('troupe stopped\n');
   return EXIT.OK;
+}
+
+/**
+ * The data dir of a runtime on PostgreSQL, which holds only its socket, made as LMDB's runtime
+ * makes its own: with any missing parents, `0700`; one that exists keeps its mode (it may be the
+ * user's choice), and a mode that lets group or others in is warned about, not refused.
+ */
+function prepareDataDir(dataDir: string, logger: Logger): void {
+  makePrivateDir(dataDir);
+  for (const found of findLooseModes(dataDir)) logger.warn(found, looseModeWarning(found));
 }
 
 /**
