@@ -3,7 +3,7 @@
  * runtime, or the data dir opened directly) and prints either text or, with `--json`, the
  * runtime's own objects (one JSON document, or JSON lines for streams).
  */
-import { CliError, EXIT, usageError } from './cli-error.js';
+import { CliError, EXIT, shellWord, usageError } from './cli-error.js';
 import type { Paint } from './colour.js';
 import type { Backend } from './control.js';
 import { SETTLED_STATES, formatLogLine, formatOutcome, formatSchedules, formatStatus, formatTask, formatTaskList } from './format.js';
@@ -17,6 +17,9 @@ import type { LogLine } from '../events/logs.js';
 import type { BackupInfo } from '../store/port.js';
 import type { PruneResult } from '../tasks/prune.js';
 import { resolve } from 'node:path';
+
+/** The data dir of a command given no `--data-dir`. */
+export const DEFAULT_DATA_DIR = './.troupe';
 
 /** Parsed option values of a command. */
 export type Values = Record<string, string | boolean | string[] | undefined>;
@@ -181,10 +184,26 @@ const list: ClientCommand = {
     if (Array.isArray(labels) && labels.length > 0) params.labels = labelPairs(labels);
     const page = (await backend.call('list', params)) as TaskPage;
     emit(ctx, page, formatTaskList(page.tasks, ctx.paint));
-    if (!ctx.json && page.next !== null) ctx.stderr.write(`more: troupe list --after ${page.next}\n`);
+    if (!ctx.json && page.next !== null) ctx.stderr.write(`more: ${nextPageCommand(ctx.values, page.next)}\n`);
     return EXIT.OK;
   },
 };
+
+/** The `troupe list` line of the page after `next`: the same filters, limit and data dir. */
+function nextPageCommand(values: Values, next: string): string {
+  const words = ['troupe', 'list'];
+  for (const name of ['state', 'agent']) {
+    const value = stringOption(values, name);
+    if (value !== undefined) words.push(`--${name}`, value);
+  }
+  for (const pair of Array.isArray(values.label) ? values.label : []) words.push('--label', pair);
+  const limit = stringOption(values, 'limit');
+  if (limit !== undefined) words.push('--limit', limit);
+  const dataDir = stringOption(values, 'data-dir');
+  if (dataDir !== undefined && dataDir !== DEFAULT_DATA_DIR) words.push('--data-dir', dataDir);
+  words.push('--after', next);
+  return words.map(shellWord).join(' ');
+}
 
 const show: ClientCommand = {
   live: () => false,

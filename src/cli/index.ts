@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { CliError, EXIT, describeError, usageError } from './cli-error.js';
 import { coloured, colourEnabled, plain } from './colour.js';
-import { CLIENT_COMMANDS, integerOption, parseJsonOption, type CommandContext, type Values } from './commands.js';
+import { CLIENT_COMMANDS, DEFAULT_DATA_DIR, integerOption, parseJsonOption, type CommandContext, type Values } from './commands.js';
 import { assertDataDir, openBackend } from './connect.js';
 import { postgresUrl, resolveStore } from '../options.js';
 
@@ -82,7 +82,7 @@ exit codes: 0 ok; 1 failed (or the awaited task did not end done); 2 usage or no
 type Options = NonNullable<ParseArgsConfig['options']>;
 
 const GLOBAL: Options = {
-  'data-dir': { type: 'string', default: './.troupe' },
+  'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
   json: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
   version: { type: 'boolean', short: 'v', default: false },
