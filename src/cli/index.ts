@@ -35,7 +35,8 @@ serve:
       --store postgres://… runs it on that PostgreSQL database, shared with every runtime on it
       (TROUPE_STORE=postgres://… does the same); DATA_DIR then holds only the control socket.
       --dashboard serves the web dashboard (127.0.0.1, a free port unless PORT) and prints its URL;
-      any other --dashboard-host needs a token: TROUPE_DASHBOARD_TOKEN, or one generated and printed.
+      --dashboard-host (only with --dashboard) serves it on another host, which needs a token:
+      TROUPE_DASHBOARD_TOKEN, or one generated and printed.
   troupe dashboard [--port N] [--host HOST]
       The URL of the dashboard of the runtime running in DATA_DIR, or, with none running, serves
       one on DATA_DIR (no agents: tasks can be seen and acted on) until SIGINT or SIGTERM; with
@@ -153,6 +154,8 @@ function parse(argv: string[]): Parsed {
   }
   const values = parsed.values as Values;
   // Check option values before anything touches the data dir.
+  // A host with no dashboard to serve on it would be ignored without a word.
+  if (values['dashboard-host'] !== undefined && values.dashboard === undefined) throw usageError('--dashboard-host needs --dashboard');
   for (const [name, min] of Object.entries(INTEGER_OPTIONS)) integerOption(`--${name}`, values[name], min);
   if (typeof values.input === 'string') parseJsonOption('--input', values.input);
   return { command, values, args };
@@ -180,7 +183,7 @@ async function main(argv: string[], json: { value: boolean }, abort: AbortContro
       dataDir,
       agentsDir: resolve(values.agents),
       store,
-      dashboard: dashboardOf(values.dashboard, values['dashboard-host']),
+      dashboard: dashboardOf('--dashboard', values.dashboard, values['dashboard-host']),
       threads: integerOption('--threads', values.threads, 1),
       slotsPerThread: integerOption('--slots', values.slots, 1),
       logLevel: typeof values['log-level'] === 'string' ? values['log-level'] : 'warn',
@@ -191,7 +194,7 @@ async function main(argv: string[], json: { value: boolean }, abort: AbortContro
   if (command === 'dashboard') {
     const store = storeOf(undefined);
     const { serveDashboardCommand } = await import('./run.js');
-    return serveDashboardCommand({ dataDir, store, json: json.value, dashboard: dashboardOf(values.port ?? '0', values.host)!, given: values.port !== undefined || values.host !== undefined, closeTimeoutMs: 15_000 });
+    return serveDashboardCommand({ dataDir, store, json: json.value, dashboard: dashboardOf('--port', values.port ?? '0', values.host)!, given: values.port !== undefined || values.host !== undefined, closeTimeoutMs: 15_000 });
   }
   if (command === 'compact') {
     assertDataDir(dataDir);
@@ -237,11 +240,14 @@ function optionalPort(argv: string[]): string[] {
   return out;
 }
 
-/** The dashboard options of `--dashboard PORT` / `--port`, `--dashboard-host` / `--host`, and TROUPE_DASHBOARD_TOKEN. */
-function dashboardOf(port: string | boolean | string[] | undefined, host: unknown): { port: number; host?: string; token?: string } | undefined {
+/**
+ * The dashboard options of `--dashboard PORT` / `--port`, `--dashboard-host` / `--host`, and
+ * TROUPE_DASHBOARD_TOKEN; `option` is the port's option, as errors name it.
+ */
+function dashboardOf(option: '--dashboard' | '--port', port: string | boolean | string[] | undefined, host: unknown): { port: number; host?: string; token?: string } | undefined {
   if (port === undefined) return undefined;
-  const number = integerOption('--dashboard', port, 0)!;
-  if (number > 65_535) throw usageError('--dashboard takes a port number (0..65535; 0 or none: a free one)');
+  const number = integerOption(option, port, 0)!;
+  if (number > 65_535) throw usageError(`${option} takes a port number (0..65535${option === '--dashboard' ? '; 0 or none: a free one' : '; 0: a free one'})`);
   const token = process.env.TROUPE_DASHBOARD_TOKEN;
   return { port: number, ...(typeof host === 'string' ? { host } : {}), ...(token ? { token } : {}) };
 }
