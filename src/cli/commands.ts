@@ -3,7 +3,8 @@
  * runtime, or the data dir opened directly) and prints either text or, with `--json`, the
  * runtime's own objects (one JSON document, or JSON lines for streams).
  */
-import { CliError, EXIT, shellWord, usageError } from './cli-error.js';
+import { CliError, EXIT, shellWord } from './cli-error.js';
+import { beforeOption, integerOption, labelPairs, parseJsonOption, stringOption, type Values } from './option-values.js';
 import type { Paint } from './colour.js';
 import type { Backend } from './control.js';
 import { SETTLED_STATES, formatLogLine, formatOutcome, formatSchedules, formatStatus, formatTask, formatTaskList } from './format.js';
@@ -21,8 +22,7 @@ import { resolve } from 'node:path';
 /** The data dir of a command given no `--data-dir`. */
 export const DEFAULT_DATA_DIR = './.troupe';
 
-/** Parsed option values of a command. */
-export type Values = Record<string, string | boolean | string[] | undefined>;
+export type { Values } from './option-values.js';
 
 /** What a command runs with. */
 export interface CommandContext {
@@ -50,41 +50,6 @@ export interface ClientCommand {
 /** Prints `json` as one document with `--json`, else `text`. */
 function emit(ctx: CommandContext, json: unknown, text: string): void {
   ctx.stdout.write(ctx.json ? `${JSON.stringify(json, null, 2)}\n` : text);
-}
-
-/** Parses an option's JSON value, naming the option when it does not parse. */
-export function parseJsonOption(name: string, text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch (error) {
-    throw usageError(`${name} must be JSON (${(error as Error).message})`);
-  }
-}
-
-/** Parses an integer option within bounds. */
-export function integerOption(name: string, value: string | boolean | string[] | undefined, min = Number.MIN_SAFE_INTEGER): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (typeof value !== 'string' || value.trim() === '' || !Number.isSafeInteger(n) || n < min) {
-    throw usageError(`${name} must be an integer${min > Number.MIN_SAFE_INTEGER ? ` >= ${min}` : ''} (got ${JSON.stringify(value)})`);
-  }
-  return n;
-}
-
-function stringOption(values: Values, name: string): string | undefined {
-  const value = values[name];
-  return typeof value === 'string' ? value : undefined;
-}
-
-/** `--label NAME=VALUE` options as a labels object; a value may hold `=`, a pair without one is a usage error. */
-function labelPairs(pairs: readonly string[]): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const pair of pairs) {
-    const at = pair.indexOf('=');
-    if (at <= 0) throw usageError(`--label takes NAME=VALUE (got ${JSON.stringify(pair)})`);
-    labels[pair.slice(0, at)] = pair.slice(at + 1);
-  }
-  return labels;
 }
 
 /** Follows a task with a progress bar until it settles; returns the final task. */
@@ -298,11 +263,7 @@ const prune: ClientCommand = {
   async run(backend, ctx) {
     const params: Record<string, unknown> = {};
     const before = stringOption(ctx.values, 'before');
-    if (before !== undefined) {
-      const at = /^\d+$/.test(before) ? Number(before) : Date.parse(before);
-      if (!Number.isSafeInteger(at)) throw usageError(`--before must be an ISO 8601 date or epoch milliseconds (got ${JSON.stringify(before)})`);
-      params.before = at;
-    }
+    if (before !== undefined) params.before = beforeOption(before);
     const states = stringOption(ctx.values, 'state');
     if (states !== undefined) params.states = states.split(',');
     const result = (await backend.call('prune', params)) as PruneResult;
@@ -310,8 +271,6 @@ const prune: ClientCommand = {
     return EXIT.OK;
   },
 };
-
-const OVERLAP = ['skip', 'allow', 'queue_one'];
 
 const schedulesLs: ClientCommand = {
   live: () => false,
@@ -325,9 +284,9 @@ const schedulesLs: ClientCommand = {
 const schedulesAdd: ClientCommand = {
   live: () => true,
   async run(backend, ctx) {
-    const cron = stringOption(ctx.values, 'cron');
-    const agent = stringOption(ctx.values, 'agent');
-    if (cron === undefined || agent === undefined) throw usageError('schedules add needs --cron and --agent');
+    // Both given: checkOptionValues saw to it.
+    const cron = stringOption(ctx.values, 'cron')!;
+    const agent = stringOption(ctx.values, 'agent')!;
     const task: Record<string, unknown> = { agent };
     const input = stringOption(ctx.values, 'input');
     if (input !== undefined) task.input = parseJsonOption('--input', input);
@@ -335,7 +294,6 @@ const schedulesAdd: ClientCommand = {
     const tz = stringOption(ctx.values, 'tz');
     if (tz !== undefined) spec.tz = tz;
     const overlap = stringOption(ctx.values, 'overlap');
-    if (overlap !== undefined && !OVERLAP.includes(overlap)) throw usageError(`--overlap must be one of ${OVERLAP.join(', ')}`);
     if (overlap !== undefined) spec.overlap = overlap;
     const schedule = (await backend.call('schedules.create', { spec })) as Schedule;
     emit(ctx, schedule, `${schedule.id} next ${new Date(schedule.nextRunAt).toISOString()}\n`);

@@ -9,7 +9,8 @@ import { resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { CliError, EXIT, describeError, usageError } from './cli-error.js';
 import { coloured, colourEnabled, plain } from './colour.js';
-import { CLIENT_COMMANDS, DEFAULT_DATA_DIR, integerOption, parseJsonOption, type CommandContext, type Values } from './commands.js';
+import { CLIENT_COMMANDS, DEFAULT_DATA_DIR, type CommandContext } from './commands.js';
+import { checkOptionValues, integerOption, type Values } from './option-values.js';
 import { assertDataDir, openBackend } from './connect.js';
 import { postgresUrl, resolveStore } from '../options.js';
 
@@ -113,9 +114,6 @@ const COMMANDS: Record<string, { options: Options; args: readonly string[] }> = 
   'schedules rm': { options: {}, args: ['ID'] },
 };
 
-/** Integer options and their minimum. */
-const INTEGER_OPTIONS: Record<string, number> = { limit: 1, priority: Number.MIN_SAFE_INTEGER, threads: 1, slots: 1, tasks: 1 };
-
 /** Every option any command knows, to find the command word before parsing strictly. */
 const ALL_OPTIONS: Options = Object.assign({}, GLOBAL, ...Object.values(COMMANDS).map((c) => c.options));
 
@@ -156,8 +154,7 @@ function parse(argv: string[]): Parsed {
   // Check option values before anything touches the data dir.
   // A host with no dashboard to serve on it would be ignored without a word.
   if (values['dashboard-host'] !== undefined && values.dashboard === undefined) throw usageError('--dashboard-host needs --dashboard');
-  for (const [name, min] of Object.entries(INTEGER_OPTIONS)) integerOption(`--${name}`, values[name], min);
-  if (typeof values.input === 'string') parseJsonOption('--input', values.input);
+  checkOptionValues(command, values);
   return { command, values, args };
 }
 
