@@ -6,6 +6,7 @@
  * PostgreSQL runtime (src/cluster/runtime.ts) is loaded and started instead.
  */
 import { openStore } from './store/lmdb/store.js';
+import { looseModeWarning } from './store/private-files.js';
 import { EventBus } from './events/event-bus.js';
 import { KeepAlive } from './keep-alive.js';
 import { resolveLogger } from './log.js';
@@ -50,7 +51,7 @@ async function openLmdbRuntime(options: ResolvedOptions): Promise<LmdbRuntime> {
     now: () => options.clock.now(),
     onCommitted: (events) => bus?.publish(events),
     onQuarantine: (record) => log.error({ db: record.db, key: record.key, problem: record.problem }, 'quarantined a record that could not be read'),
-    onLooseMode: ({ path, mode }) => log.warn({ path, mode }, `${path} has mode ${mode}: group or others can reach the data dir (Troupe leaves existing modes alone: chmod go-rwx it)`),
+    onLooseMode: (found) => log.warn(found, looseModeWarning(found)),
   });
   const keepAlive = new KeepAlive();
   bus = new EventBus(store.read.events, () => keepAlive.hold(), (error, type) => log.error({ err: error, type }, 'an event listener threw'), () => store.eventsRemovedThrough);

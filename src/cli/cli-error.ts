@@ -46,8 +46,12 @@ export function noDataDir(dataDir: string): CliError {
 
 /** The `troupe run` line that starts a runtime on `dataDir`, quoted for a POSIX shell where needed. */
 function startCommand(dataDir: string): string {
-  const word = /^[\w@%+=:,./-]+$/.test(dataDir) ? dataDir : `'${dataDir.replace(/'/g, `'\\''`)}'`;
-  return `\`troupe run --agents <dir> --data-dir ${word}\``;
+  return `\`troupe run --agents <dir> --data-dir ${shellWord(dataDir)}\``;
+}
+
+/** `text` as one word of a POSIX shell command line: as it is when that is safe, else single-quoted. */
+export function shellWord(text: string): string {
+  return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
 }
 
 /** A usage error: bad command, option or argument. */

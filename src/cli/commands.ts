@@ -3,7 +3,8 @@
  * runtime, or the data dir opened directly) and prints either text or, with `--json`, the
  * runtime's own objects (one JSON document, or JSON lines for streams).
  */
-import { CliError, EXIT, usageError } from './cli-error.js';
+import { CliError, EXIT, shellWord } from './cli-error.js';
+import { beforeOption, integerOption, labelPairs, parseJsonOption, stringOption, type Values } from './option-values.js';
 import type { Paint } from './colour.js';
 import type { Backend } from './control.js';
 import { SETTLED_STATES, formatLogLine, formatOutcome, formatSchedules, formatStatus, formatTask, formatTaskList } from './format.js';
@@ -18,8 +19,10 @@ import type { BackupInfo } from '../store/port.js';
 import type { PruneResult } from '../tasks/prune.js';
 import { resolve } from 'node:path';
 
-/** Parsed option values of a command. */
-export type Values = Record<string, string | boolean | string[] | undefined>;
+/** The data dir of a command given no `--data-dir`. */
+export const DEFAULT_DATA_DIR = './.troupe';
+
+export type { Values } from './option-values.js';
 
 /** What a command runs with. */
 export interface CommandContext {
@@ -49,41 +52,6 @@ function emit(ctx: CommandContext, json: unknown, text: string): void {
   ctx.stdout.write(ctx.json ? `${JSON.stringify(json, null, 2)}\n` : text);
 }
 
-/** Parses an option's JSON value, naming the option when it does not parse. */
-export function parseJsonOption(name: string, text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch (error) {
-    throw usageError(`${name} must be JSON (${(error as Error).message})`);
-  }
-}
-
-/** Parses an integer option within bounds. */
-export function integerOption(name: string, value: string | boolean | string[] | undefined, min = Number.MIN_SAFE_INTEGER): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (typeof value !== 'string' || value.trim() === '' || !Number.isSafeInteger(n) || n < min) {
-    throw usageError(`${name} must be an integer${min > Number.MIN_SAFE_INTEGER ? ` >= ${min}` : ''} (got ${JSON.stringify(value)})`);
-  }
-  return n;
-}
-
-function stringOption(values: Values, name: string): string | undefined {
-  const value = values[name];
-  return typeof value === 'string' ? value : undefined;
-}
-
-/** `--label NAME=VALUE` options as a labels object; a value may hold `=`, a pair without one is a usage error. */
-function labelPairs(pairs: readonly string[]): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const pair of pairs) {
-    const at = pair.indexOf('=');
-    if (at <= 0) throw usageError(`--label takes NAME=VALUE (got ${JSON.stringify(pair)})`);
-    labels[pair.slice(0, at)] = pair.slice(at + 1);
-  }
-  return labels;
-}
-
 /** Follows a task with a progress bar until it settles; returns the final task. */
 async function follow(backend: Backend, id: string, ctx: CommandContext): Promise<Task> {
   const bar = createProgressBar(ctx.stderr, !ctx.json);
@@ -95,12 +63,23 @@ async function follow(backend: Backend, id: string, ctx: CommandContext): Promis
       const value = last.state === 'done' ? 1 : (last.progress?.value ?? 0);
       bar.update(value, last.progress?.message && !settled ? `${last.state}: ${last.progress.message}` : last.state);
     }
+  } catch (error) {
+    throw runtimeGone(error, id);
   } finally {
     bar.done();
   }
   if (ctx.signal.aborted) throw new CliError('INTERRUPTED', `stopped waiting for ${id}; the task carries on`, EXIT.INTERRUPTED);
   if (!last || !SETTLED_STATES.has(last.state)) throw new CliError('DISCONNECTED', `the runtime stopped before ${id} settled`, EXIT.NO_RUNTIME);
   return last;
+}
+
+/**
+ * A stream of task `id` that the runtime ended with CLOSED: it shut down before the task settled.
+ * That is the runtime going away (exit 3), as when the connection drops, not the command failing.
+ */
+function runtimeGone(error: unknown, id: string): unknown {
+  if (error instanceof CliError && error.code === 'CLOSED') return new CliError('DISCONNECTED', `the runtime stopped before ${id} settled`, EXIT.NO_RUNTIME);
+  return error;
 }
 
 /** Prints a settled task; exit 0 only for `done`. */
@@ -170,10 +149,26 @@ const list: ClientCommand = {
     if (Array.isArray(labels) && labels.length > 0) params.labels = labelPairs(labels);
     const page = (await backend.call('list', params)) as TaskPage;
     emit(ctx, page, formatTaskList(page.tasks, ctx.paint));
-    if (!ctx.json && page.next !== null) ctx.stderr.write(`more: troupe list --after ${page.next}\n`);
+    if (!ctx.json && page.next !== null) ctx.stderr.write(`more: ${nextPageCommand(ctx.values, page.next)}\n`);
     return EXIT.OK;
   },
 };
+
+/** The `troupe list` line of the page after `next`: the same filters, limit and data dir. */
+function nextPageCommand(values: Values, next: string): string {
+  const words = ['troupe', 'list'];
+  for (const name of ['state', 'agent']) {
+    const value = stringOption(values, name);
+    if (value !== undefined) words.push(`--${name}`, value);
+  }
+  for (const pair of Array.isArray(values.label) ? values.label : []) words.push('--label', pair);
+  const limit = stringOption(values, 'limit');
+  if (limit !== undefined) words.push('--limit', limit);
+  const dataDir = stringOption(values, 'data-dir');
+  if (dataDir !== undefined && dataDir !== DEFAULT_DATA_DIR) words.push('--data-dir', dataDir);
+  words.push('--after', next);
+  return words.map(shellWord).join(' ');
+}
 
 const show: ClientCommand = {
   live: () => false,
@@ -188,9 +183,13 @@ const tail: ClientCommand = {
   live: (ctx) => ctx.values.follow === true,
   async run(backend, ctx) {
     const params = { id: ctx.args[0], follow: ctx.values.follow === true };
-    for await (const item of backend.stream('logs', params, ctx.signal)) {
-      const line = item as LogLine;
-      ctx.stdout.write(ctx.json ? `${JSON.stringify(line)}\n` : formatLogLine(line));
+    try {
+      for await (const item of backend.stream('logs', params, ctx.signal)) {
+        const line = item as LogLine;
+        ctx.stdout.write(ctx.json ? `${JSON.stringify(line)}\n` : formatLogLine(line));
+      }
+    } catch (error) {
+      throw runtimeGone(error, ctx.args[0]!);
     }
     return ctx.signal.aborted ? EXIT.INTERRUPTED : EXIT.OK;
   },
@@ -264,11 +263,7 @@ const prune: ClientCommand = {
   async run(backend, ctx) {
     const params: Record<string, unknown> = {};
     const before = stringOption(ctx.values, 'before');
-    if (before !== undefined) {
-      const at = /^\d+$/.test(before) ? Number(before) : Date.parse(before);
-      if (!Number.isSafeInteger(at)) throw usageError(`--before must be an ISO 8601 date or epoch milliseconds (got ${JSON.stringify(before)})`);
-      params.before = at;
-    }
+    if (before !== undefined) params.before = beforeOption(before);
     const states = stringOption(ctx.values, 'state');
     if (states !== undefined) params.states = states.split(',');
     const result = (await backend.call('prune', params)) as PruneResult;
@@ -276,8 +271,6 @@ const prune: ClientCommand = {
     return EXIT.OK;
   },
 };
-
-const OVERLAP = ['skip', 'allow', 'queue_one'];
 
 const schedulesLs: ClientCommand = {
   live: () => false,
@@ -291,9 +284,9 @@ const schedulesLs: ClientCommand = {
 const schedulesAdd: ClientCommand = {
   live: () => true,
   async run(backend, ctx) {
-    const cron = stringOption(ctx.values, 'cron');
-    const agent = stringOption(ctx.values, 'agent');
-    if (cron === undefined || agent === undefined) throw usageError('schedules add needs --cron and --agent');
+    // Both given: checkOptionValues saw to it.
+    const cron = stringOption(ctx.values, 'cron')!;
+    const agent = stringOption(ctx.values, 'agent')!;
     const task: Record<string, unknown> = { agent };
     const input = stringOption(ctx.values, 'input');
     if (input !== undefined) task.input = parseJsonOption('--input', input);
@@ -301,7 +294,6 @@ const schedulesAdd: ClientCommand = {
     const tz = stringOption(ctx.values, 'tz');
     if (tz !== undefined) spec.tz = tz;
     const overlap = stringOption(ctx.values, 'overlap');
-    if (overlap !== undefined && !OVERLAP.includes(overlap)) throw usageError(`--overlap must be one of ${OVERLAP.join(', ')}`);
     if (overlap !== undefined) spec.overlap = overlap;
     const schedule = (await backend.call('schedules.create', { spec })) as Schedule;
     emit(ctx, schedule, `${schedule.id} next ${new Date(schedule.nextRunAt).toISOString()}\n`);

@@ -8,7 +8,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CliError, EXIT, noDataDir, notRunning } from './cli-error.js';
-import { connectControl, socketPathOf, type Backend } from './control.js';
+import { connectAnswering, socketPathOf, type Backend } from './control.js';
 import type { MethodTable } from './methods.js';
 import type { Runtime } from '../api/runtime.js';
 import type { AgentPool } from '../pool/pool.js';
@@ -33,9 +33,11 @@ function hasStore(dataDir: string): boolean {
 export async function openBackend(dataDir: string, options: { live: boolean }): Promise<Backend> {
   const socket = socketPathOf(dataDir);
   try {
-    return await connectControl(socket);
+    return await connectAnswering(socket);
   } catch (error) {
     // Nothing listens there: no socket file (or no dir: ENOTDIR for a file), or a dead runtime's.
+    // Refused on purpose (a socket that is not this user's: exit 1), or a runtime that does not answer.
+    if (error instanceof CliError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     if (code !== 'ENOENT' && code !== 'ENOTDIR' && code !== 'ECONNREFUSED') {
       throw new CliError('CONTROL_FAILED', `cannot connect to ${socket}: ${(error as Error).message}`, EXIT.NO_RUNTIME);
@@ -62,7 +64,10 @@ export async function openBackend(dataDir: string, options: { live: boolean }): 
       }
     }
     await new Promise((resolve) => setTimeout(resolve, delay));
-    const live = await connectControl(socket).catch(() => undefined);
+    const live = await connectAnswering(socket).catch((error: unknown) => {
+      if (error instanceof CliError) throw error;
+      return undefined;
+    });
     if (live) return live;
   }
 }

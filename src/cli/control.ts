@@ -101,8 +101,15 @@ export type ControlReply =
   | { id: number; item: unknown }
   | { id: number; end: true };
 
-/** Longest line either side accepts, so a broken peer cannot grow a buffer without bound. */
+/** Longest request line the server accepts, so a broken peer cannot grow its buffer without bound. */
 export const MAX_LINE = 16 * 1024 * 1024;
+
+/**
+ * Longest reply line the client reads. The runtime is trusted (it answers on this user's 0600
+ * socket) and a task's input or output may be large: this only stays well under the longest
+ * string V8 can make.
+ */
+export const MAX_REPLY = 256 * 1024 * 1024;
 
 /** What commands talk to: a live runtime over the socket, or a runtime opened in this process. */
 export interface Backend {
@@ -114,20 +121,38 @@ export interface Backend {
   close(): Promise<void>;
 }
 
-/** Calls `onLine` for each complete line read from `socket`; destroys it on an oversized line. */
-export function readLines(socket: Socket, onLine: (line: string) => void): void {
-  let buffer = '';
+/**
+ * Calls `onLine` for each complete line read from `socket`. A line that grows past `maxLine`
+ * characters calls `onTooLong` (default: destroy the socket) and nothing more is read.
+ */
+export function readLines(socket: Socket, onLine: (line: string) => void, options: { maxLine?: number; onTooLong?: () => void } = {}): void {
+  const maxLine = options.maxLine ?? MAX_LINE;
+  const onTooLong = options.onTooLong ?? (() => socket.destroy(new Error(`control line longer than ${maxLine} characters`)));
+  // The pieces of the line not yet ended, joined once it ends: a long line is copied once, not per chunk.
+  let pieces: string[] = [];
+  let pending = 0;
+  let tooLong = false;
   socket.setEncoding('utf8');
   socket.on('data', (chunk: string) => {
-    buffer += chunk;
-    let newline = buffer.indexOf('\n');
-    while (newline !== -1) {
-      const line = buffer.slice(0, newline);
-      buffer = buffer.slice(newline + 1);
+    let start = 0;
+    while (!tooLong) {
+      const newline = chunk.indexOf('\n', start);
+      const end = newline === -1 ? chunk.length : newline;
+      pending += end - start;
+      if (pending > maxLine) {
+        tooLong = true;
+        pieces = [];
+        onTooLong();
+        return;
+      }
+      pieces.push(chunk.slice(start, end));
+      if (newline === -1) return;
+      const line = pieces.join('');
+      pieces = [];
+      pending = 0;
+      start = newline + 1;
       if (line.trim().length > 0) onLine(line);
-      newline = buffer.indexOf('\n');
     }
-    if (buffer.length > MAX_LINE) socket.destroy(new Error(`control line longer than ${MAX_LINE} bytes`));
   });
 }
 
@@ -148,6 +173,31 @@ export function connectControl(path: string): Promise<ControlClient> {
   });
 }
 
+/** How long a runtime that accepted a connection has to answer its first request. */
+export const ANSWER_TIMEOUT_MS = 5_000;
+
+/**
+ * Connects to a control socket and pings the runtime: a process that accepts the connection but
+ * never answers (stopped with kill -STOP, or wedged) would otherwise hold the command forever.
+ * Rejects as {@link connectControl} does, or with NOT_ANSWERING (exit 3) after `timeoutMs`.
+ */
+export async function connectAnswering(path: string, timeoutMs = ANSWER_TIMEOUT_MS): Promise<ControlClient> {
+  const client = await connectControl(path);
+  let timer: NodeJS.Timeout | undefined;
+  const silent = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new CliError('NOT_ANSWERING', `a runtime accepted the connection on ${path} but did not answer within ${timeoutMs} ms`, EXIT.NO_RUNTIME)), timeoutMs);
+  });
+  try {
+    await Promise.race([client.call('ping'), silent]);
+    return client;
+  } catch (error) {
+    client.destroy();
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 interface StreamSink {
   item(value: unknown): void;
   end(): void;
@@ -163,9 +213,17 @@ export class ControlClient implements Backend {
   readonly #streams = new Map<number, StreamSink>();
   #gone: Error | undefined;
 
-  constructor(socket: Socket) {
+  /** `maxReply`: the longest reply line read (default {@link MAX_REPLY}); a longer one fails every call with CONTROL_FAILED. */
+  constructor(socket: Socket, options: { maxReply?: number } = {}) {
     this.#socket = socket;
-    readLines(socket, (line) => this.#onLine(line));
+    const maxLine = options.maxReply ?? MAX_REPLY;
+    readLines(socket, (line) => this.#onLine(line), {
+      maxLine,
+      onTooLong: () => {
+        this.#gone ??= new CliError('CONTROL_FAILED', `a reply from the runtime is longer than ${maxLine} characters`, EXIT.FAILED);
+        socket.destroy();
+      },
+    });
     socket.on('error', () => undefined);
     socket.on('close', () => {
       this.#gone ??= new CliError('DISCONNECTED', 'the runtime closed the control connection', EXIT.NO_RUNTIME);
@@ -218,6 +276,11 @@ export class ControlClient implements Backend {
       // The protocol stops a stream by closing the connection: one command, one connection.
       if (live && !failure) this.#socket.destroy();
     }
+  }
+
+  /** Drops the connection at once: {@link ControlClient.close} waits for a peer that may never answer. */
+  destroy(): void {
+    this.#socket.destroy();
   }
 
   async close(): Promise<void> {

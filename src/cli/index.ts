@@ -9,7 +9,8 @@ import { resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { CliError, EXIT, describeError, usageError } from './cli-error.js';
 import { coloured, colourEnabled, plain } from './colour.js';
-import { CLIENT_COMMANDS, integerOption, parseJsonOption, type CommandContext, type Values } from './commands.js';
+import { CLIENT_COMMANDS, DEFAULT_DATA_DIR, type CommandContext } from './commands.js';
+import { checkOptionValues, integerOption, type Values } from './option-values.js';
 import { assertDataDir, openBackend } from './connect.js';
 import { postgresUrl, resolveStore } from '../options.js';
 
@@ -35,7 +36,8 @@ serve:
       --store postgres://… runs it on that PostgreSQL database, shared with every runtime on it
       (TROUPE_STORE=postgres://… does the same); DATA_DIR then holds only the control socket.
       --dashboard serves the web dashboard (127.0.0.1, a free port unless PORT) and prints its URL;
-      any other --dashboard-host needs a token: TROUPE_DASHBOARD_TOKEN, or one generated and printed.
+      --dashboard-host (only with --dashboard) serves it on another host, which needs a token:
+      TROUPE_DASHBOARD_TOKEN, or one generated and printed.
   troupe dashboard [--port N] [--host HOST]
       The URL of the dashboard of the runtime running in DATA_DIR, or, with none running, serves
       one on DATA_DIR (no agents: tasks can be seen and acted on) until SIGINT or SIGTERM; with
@@ -75,13 +77,14 @@ other:
   troupe version
 
 exit codes: 0 ok; 1 failed (or the awaited task did not end done); 2 usage or no data dir;
-  3 no runtime running (or one that does not answer); 130 interrupted.
+  3 no runtime running (or one that does not answer, or it stopped before the task waited for or
+  followed settled); 130 interrupted.
 `;
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
 const GLOBAL: Options = {
-  'data-dir': { type: 'string', default: './.troupe' },
+  'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
   json: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
   version: { type: 'boolean', short: 'v', default: false },
@@ -110,9 +113,6 @@ const COMMANDS: Record<string, { options: Options; args: readonly string[] }> = 
   'schedules add': { options: { cron: { type: 'string' }, agent: { type: 'string' }, tz: { type: 'string' }, input: { type: 'string' }, overlap: { type: 'string' } }, args: ['ID'] },
   'schedules rm': { options: {}, args: ['ID'] },
 };
-
-/** Integer options and their minimum. */
-const INTEGER_OPTIONS: Record<string, number> = { limit: 1, priority: Number.MIN_SAFE_INTEGER, threads: 1, slots: 1, tasks: 1 };
 
 /** Every option any command knows, to find the command word before parsing strictly. */
 const ALL_OPTIONS: Options = Object.assign({}, GLOBAL, ...Object.values(COMMANDS).map((c) => c.options));
@@ -152,12 +152,13 @@ function parse(argv: string[]): Parsed {
   }
   const values = parsed.values as Values;
   // Check option values before anything touches the data dir.
-  for (const [name, min] of Object.entries(INTEGER_OPTIONS)) integerOption(`--${name}`, values[name], min);
-  if (typeof values.input === 'string') parseJsonOption('--input', values.input);
+  // A host with no dashboard to serve on it would be ignored without a word.
+  if (values['dashboard-host'] !== undefined && values.dashboard === undefined) throw usageError('--dashboard-host needs --dashboard');
+  checkOptionValues(command, values);
   return { command, values, args };
 }
 
-async function main(argv: string[], json: { value: boolean }): Promise<number> {
+async function main(argv: string[], json: { value: boolean }, abort: AbortController): Promise<number> {
   const { command, values, args } = parse(argv);
   json.value = values.json === true;
   if (command === 'help') {
@@ -179,7 +180,7 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
       dataDir,
       agentsDir: resolve(values.agents),
       store,
-      dashboard: dashboardOf(values.dashboard, values['dashboard-host']),
+      dashboard: dashboardOf('--dashboard', values.dashboard, values['dashboard-host']),
       threads: integerOption('--threads', values.threads, 1),
       slotsPerThread: integerOption('--slots', values.slots, 1),
       logLevel: typeof values['log-level'] === 'string' ? values['log-level'] : 'warn',
@@ -190,7 +191,7 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
   if (command === 'dashboard') {
     const store = storeOf(undefined);
     const { serveDashboardCommand } = await import('./run.js');
-    return serveDashboardCommand({ dataDir, store, json: json.value, dashboard: dashboardOf(values.port ?? '0', values.host)!, given: values.port !== undefined || values.host !== undefined, closeTimeoutMs: 15_000 });
+    return serveDashboardCommand({ dataDir, store, json: json.value, dashboard: dashboardOf('--port', values.port ?? '0', values.host)!, given: values.port !== undefined || values.host !== undefined, closeTimeoutMs: 15_000 });
   }
   if (command === 'compact') {
     assertDataDir(dataDir);
@@ -206,7 +207,6 @@ async function main(argv: string[], json: { value: boolean }): Promise<number> {
     return counts.pending === 0 ? EXIT.OK : EXIT.FAILED;
   }
   // Ctrl-C ends a wait or a follow cleanly (they watch the signal); anything else still exits.
-  const abort = new AbortController();
   process.on('SIGINT', () => {
     if (abort.signal.aborted) process.exit(EXIT.INTERRUPTED);
     abort.abort();
@@ -237,11 +237,14 @@ function optionalPort(argv: string[]): string[] {
   return out;
 }
 
-/** The dashboard options of `--dashboard PORT` / `--port`, `--dashboard-host` / `--host`, and TROUPE_DASHBOARD_TOKEN. */
-function dashboardOf(port: string | boolean | string[] | undefined, host: unknown): { port: number; host?: string; token?: string } | undefined {
+/**
+ * The dashboard options of `--dashboard PORT` / `--port`, `--dashboard-host` / `--host`, and
+ * TROUPE_DASHBOARD_TOKEN; `option` is the port's option, as errors name it.
+ */
+function dashboardOf(option: '--dashboard' | '--port', port: string | boolean | string[] | undefined, host: unknown): { port: number; host?: string; token?: string } | undefined {
   if (port === undefined) return undefined;
-  const number = integerOption('--dashboard', port, 0)!;
-  if (number > 65_535) throw usageError('--dashboard takes a port number (0..65535; 0 or none: a free one)');
+  const number = integerOption(option, port, 0)!;
+  if (number > 65_535) throw usageError(`${option} takes a port number (0..65535${option === '--dashboard' ? '; 0 or none: a free one' : '; 0: a free one'})`);
   const token = process.env.TROUPE_DASHBOARD_TOKEN;
   return { port: number, ...(typeof host === 'string' ? { host } : {}), ...(token ? { token } : {}) };
 }
@@ -278,15 +281,33 @@ function report(error: unknown, json: boolean): number {
   return error instanceof CliError ? error.exitCode : EXIT.FAILED;
 }
 
+/**
+ * Exits with `code` once stdout and stderr have flushed: a pipe takes writes asynchronously, and
+ * process.exit drops what it has not taken yet. It still exits then, whatever else (a worker
+ * pool) holds the event loop.
+ */
+function exitWhenFlushed(code: number): void {
+  process.exitCode = code;
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+}
+
 const json = { value: process.argv.includes('--json') };
-main(process.argv.slice(2), json).then(
-  (code) => {
-    process.exitCode = code;
-    // Let stdout drain; anything still holding the loop (a worker pool) must not keep us alive.
-    setImmediate(() => process.exit(code));
-  },
+// Aborted by Ctrl-C, or when stdout or stderr closes: a wait or a follow then ends cleanly.
+const abort = new AbortController();
+// Set once stdout or stderr fails, mostly EPIPE: whoever read it has gone (`troupe list | head -1`).
+let outputClosed = false;
+const onOutputError = () => {
+  outputClosed = true;
+  abort.abort();
+};
+process.stdout.on('error', onOutputError);
+process.stderr.on('error', onOutputError);
+
+main(process.argv.slice(2), json, abort).then(
+  // A follow that a closed stdout stopped ends as Ctrl-C ends it, but nobody interrupted it.
+  (code) => exitWhenFlushed(outputClosed && code === EXIT.INTERRUPTED ? EXIT.OK : code),
   (error: unknown) => {
-    const code = report(error, json.value);
-    setImmediate(() => process.exit(code));
+    if (outputClosed && error instanceof CliError && error.code === 'INTERRUPTED') return exitWhenFlushed(EXIT.OK);
+    exitWhenFlushed(report(error, json.value));
   },
 );

@@ -11,6 +11,7 @@ import type { Task, TaskSpec } from '../tasks/spec.js';
 import type { ListOptions } from '../tasks/engine.js';
 import type { ScheduleSpec } from '../scheduler/scheduler.js';
 import type { EventType } from '../store/records.js';
+import type { LogLine } from '../events/logs.js';
 import type { TaskState } from '../../machines/index.js';
 
 /** Params of a call: a JSON object. */
@@ -82,7 +83,7 @@ export function runtimeMethods(rt: Runtime, info: Record<string, unknown> = {}, 
     },
   };
   const streams: Record<string, StreamMethod> = {
-    logs: (p, signal) => rt.logs(string(p, 'id'), { after: optionalString(p, 'after'), follow: optionalBoolean(p, 'follow'), signal }),
+    logs: (p, signal) => logs(rt, string(p, 'id'), { after: optionalString(p, 'after'), follow: optionalBoolean(p, 'follow') }, signal),
     events: (p, signal) => rt.events({ taskId: optionalString(p, 'taskId'), after: optionalString(p, 'after'), types: optionalStrings(p, 'types') as EventType[] | undefined, signal }),
     watch: (p, signal) => watch(rt, string(p, 'id'), signal),
   };
@@ -90,8 +91,10 @@ export function runtimeMethods(rt: Runtime, info: Record<string, unknown> = {}, 
 }
 
 /**
- * Yields the task now and again after each of its events, ending once it is settled for `wait()`
- * (terminal or needs_attention). Fails with CLOSED if the runtime closes first.
+ * Yields the task now and again after each of its events, ending with the task wait() settles with
+ * (terminal or needs_attention). Fails with CLOSED if the runtime closes first. A runtime that is
+ * draining refuses get(), but running attempts may still finish: the last task is the one wait()
+ * resolves with, never a get() after it.
  */
 async function* watch(rt: Runtime, id: string, signal: AbortSignal): AsyncGenerator<Task> {
   let changed = true;
@@ -102,11 +105,14 @@ async function* watch(rt: Runtime, id: string, signal: AbortSignal): AsyncGenera
     changed = true;
     wake?.();
   });
-  let closed: unknown;
-  const settled = rt.wait(id, { signal }).then(
-    () => wake?.(),
+  let ended: { task: Task } | { error: unknown } | undefined;
+  void rt.wait(id, { signal }).then(
+    (task) => {
+      ended = { task };
+      wake?.();
+    },
     (error: unknown) => {
-      closed = error;
+      ended = { error };
       wake?.();
     },
   );
@@ -115,24 +121,52 @@ async function* watch(rt: Runtime, id: string, signal: AbortSignal): AsyncGenera
   try {
     for (;;) {
       if (signal.aborted) return;
+      if (ended && 'task' in ended) {
+        yield ended.task;
+        return;
+      }
+      if (ended) throw ended.error;
       if (changed) {
         changed = false;
-        const task = await rt.get(id);
+        const task = await rt.get(id).catch((error: unknown) => {
+          // Draining: wait() says how the task ends.
+          if ((error as { code?: unknown }).code === 'CLOSED') return undefined;
+          throw error;
+        });
+        if (task === undefined) continue;
         yield task;
         if (SETTLED_FOR_WAIT.has(task.state as TaskState)) return;
         continue;
       }
-      if (closed !== undefined && !signal.aborted) throw closed;
       await new Promise<void>((resolve) => (wake = resolve));
       wake = undefined;
-      // wait() resolved: read once more, even if its event was coalesced with earlier ones.
-      changed = true;
     }
   } finally {
     off();
     signal.removeEventListener('abort', onAbort);
-    void settled;
   }
+}
+
+/**
+ * rt.logs(), whose follow also ends when the runtime closes before the task settles: that end
+ * fails with wait()'s CLOSED here, so a client can tell it from the task settling.
+ */
+async function* logs(rt: Runtime, id: string, options: { after?: string | undefined; follow?: boolean | undefined }, signal: AbortSignal): AsyncGenerator<LogLine> {
+  if (!options.follow) {
+    yield* rt.logs(id, { ...options, signal });
+    return;
+  }
+  // Before the follow starts, so the task cannot settle unseen; handled at once, so a follow that
+  // fails to start (NOT_FOUND) leaves no rejection unhandled.
+  const settled = rt.wait(id, { signal }).then(
+    () => undefined,
+    (error: unknown) => ({ error }),
+  );
+  yield* rt.logs(id, { ...options, signal });
+  if (signal.aborted) return;
+  // The follow ended because the task settled or the runtime closed: wait() has settled too.
+  const failure = await settled;
+  if (failure && !signal.aborted) throw failure.error;
 }
 
 function listOptions(p: Params): ListOptions {

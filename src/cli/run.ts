@@ -6,12 +6,13 @@
 import { readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
+import { findLooseModes, looseModeWarning, makePrivateDir } from '../store/private-files.js';
 import { createRuntime } from '../create-runtime.js';
 import { AGENT_NAME, type AgentRegistration } from '../agents/registry.js';
 import { CliError, EXIT, usageError } from './cli-error.js';
 import { assertDataDir } from './connect.js';
-import { connectControl, preparePrivateDir, socketPathOf } from './control.js';
+import { connectAnswering, preparePrivateDir, socketPathOf } from './control.js';
 import { runtimeMethods } from './methods.js';
 import { removeStaleSocket, startControlServer } from './server.js';
 
@@ -105,7 +106,8 @@ export async function runServe(options: RunOptions): Promise<number> {
   const onPostgres = options.store !== undefined;
   try {
     // A socket outside the data dir (its path would be too long) goes in a directory as private as the data dir.
-    if (dirname(socket) !== options.dataDir || onPostgres) preparePrivateDir(dirname(socket));
+    if (dirname(socket) !== options.dataDir) preparePrivateDir(dirname(socket));
+    else if (onPostgres) prepareDataDir(options.dataDir, logger);
     if (onPostgres) await removeStaleSocket(socket);
   } catch (error) {
     throw new CliError('CONTROL_FAILED', (error as Error).message, EXIT.FAILED);
@@ -160,6 +162,16 @@ export async function runServe(options: RunOptions): Promise<number> {
 }
 
 /**
+ * The data dir of a runtime on PostgreSQL, which holds only its socket, made as LMDB's runtime
+ * makes its own: with any missing parents, `0700`; one that exists keeps its mode (it may be the
+ * user's choice), and a mode that lets group or others in is warned about, not refused.
+ */
+function prepareDataDir(dataDir: string, logger: Logger): void {
+  makePrivateDir(dataDir);
+  for (const found of findLooseModes(dataDir)) logger.warn(found, looseModeWarning(found));
+}
+
+/**
  * `troupe dashboard`: the dashboard of the runtime running in the data dir (its URL, when it
  * serves one), or, with none running, a runtime of no agents on the dir that serves it until
  * SIGINT or SIGTERM: tasks can be seen, cancelled, retried and answered, and run once `troupe run`
@@ -169,7 +181,10 @@ export async function runServe(options: RunOptions): Promise<number> {
  */
 export async function serveDashboardCommand(options: Pick<RunOptions, 'dataDir' | 'store' | 'json' | 'closeTimeoutMs'> & { dashboard: NonNullable<RunOptions['dashboard']>; /** --port or --host was given. */ given: boolean }): Promise<number> {
   const socket = socketPathOf(options.dataDir);
-  const running = await connectControl(socket).catch(() => undefined);
+  const running = await connectAnswering(socket).catch((error: unknown) => {
+    if ((error as { code?: unknown }).code === 'NOT_ANSWERING') throw error;
+    return undefined;
+  });
   if (running) {
     try {
       const url = (await running.call('dashboard', {})) as string | null;

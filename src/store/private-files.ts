@@ -20,6 +20,11 @@ export interface LooseMode {
   mode: string;
 }
 
+/** The warning about a {@link LooseMode}: one wording wherever a data dir is checked. */
+export function looseModeWarning({ path, mode }: LooseMode): string {
+  return `${path} has mode ${mode}: group or others can reach the data dir (Troupe leaves existing modes alone: chmod go-rwx it)`;
+}
+
 /** Creates `path` and any missing parents as `0700`; a directory that already exists is left as it is. */
 export function makePrivateDir(path: string): void {
   const made = mkdirSync(path, { recursive: true, mode: PRIVATE_DIR_MODE });

@@ -4,12 +4,12 @@
  * data dir no runtime holds.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, expect, it } from 'vitest';
 import { builtinAgent, createRuntime } from 'troupe';
-import { CLI_PATH, runCli, scratchDirs } from '../helpers.js';
+import { CLI_PATH, runCli, scratchDirs, tempDir } from '../helpers.js';
 
 const dirs = scratchDirs();
 
@@ -87,5 +87,28 @@ describe('troupe run --dashboard and troupe dashboard', () => {
     const result = await runCli(['run', '--agents', dirs(), '--data-dir', dirs(), '--dashboard', '70000']);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('--dashboard');
+  });
+});
+
+describe('dashboard options', () => {
+  it('name the option that is wrong, and --dashboard-host needs --dashboard', async () => {
+    const dir = tempDir('troupe-cli-dashboard-');
+    try {
+      const dataDir = join(dir.path, 'data');
+      // Checked before --agents (which names no directory here) and before the data dir.
+      const cases: Array<[string[], string]> = [
+        [['run', '--agents', join(dir.path, 'none'), '--dashboard-host', '0.0.0.0'], '--dashboard-host needs --dashboard'],
+        [['run', '--agents', join(dir.path, 'none'), '--dashboard', '99999'], '--dashboard takes a port number (0..65535; 0 or none: a free one)'],
+        [['dashboard', '--port', '99999'], '--port takes a port number (0..65535; 0: a free one)'],
+        [['dashboard', '--port', 'http'], '--port must be an integer >= 0 (got "http")'],
+      ];
+      const results = await Promise.all(cases.map(([args]) => runCli([...args, '--data-dir', dataDir])));
+      cases.forEach(([args, message], i) => {
+        expect(results[i], args.join(' ')).toEqual({ code: 2, stdout: '', stderr: `troupe: USAGE: ${message}\nrun \`troupe help\` for usage\n` });
+      });
+      expect(existsSync(dataDir)).toBe(false);
+    } finally {
+      dir.cleanup();
+    }
   });
 });

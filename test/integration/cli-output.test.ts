@@ -77,6 +77,19 @@ describe('task states in colour', () => {
     }
   });
 
+  it("list's hint at the next page keeps the filters, the limit and the data dir", async () => {
+    const [first] = await inTurn([[['list', '--agent', 'echo', '--limit', '1']]]);
+    expect(first!.stdout).toContain(ids.done);
+    expect(first!.stderr).toBe(`more: troupe list --agent echo --limit 1 --data-dir ${dir.path} --after ${ids.done}\n`);
+    // The hint runs as printed (these words need no quoting), and gives the next page.
+    const words = first!.stderr.slice('more: troupe '.length).trim().split(' ');
+    const next = await runCli(words);
+    expect(next.code).toBe(0);
+    expect(next.stdout).toContain(ids.queued);
+    expect(next.stdout).not.toContain(ids.done);
+    expect(next.stderr).toBe(`more: troupe list --agent echo --limit 1 --data-dir ${dir.path} --after ${ids.queued}\n`);
+  });
+
   it('colours the counts of status and the state of show', async () => {
     const [status, show] = await inTurn([[['status'], { FORCE_COLOR: '1' }], [['show', ids.failed], { FORCE_COLOR: '1' }]]);
     expect(status.stdout).toMatch(new RegExp(`^tasks +${ESC}\\[33mqueued 1${ESC}\\[39m, running 0, .*${ESC}\\[32mdone 1${ESC}\\[39m, ${ESC}\\[31mfailed 1${ESC}\\[39m`, 'm'));

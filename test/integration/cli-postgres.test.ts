@@ -6,7 +6,7 @@
  * open only LMDB data dirs and say what they need instead of making an empty one; `troupe demo`
  * stays on LMDB; SIGTERM closes both cleanly.
  */
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Task } from 'troupe';
@@ -75,6 +75,24 @@ describe('troupe run --store, and TROUPE_STORE, on one database', () => {
     // The cluster's counts taken for the call, not the background count of an earlier one (none yet).
     const body = json<{ live: boolean; stats: { state: string; tasks: Record<string, number> }; instances: unknown[] }>(status);
     expect(body).toMatchObject({ live: true, stats: { state: 'running', tasks: { done: 1, queued: 0 } }, instances: [] });
+  });
+
+  it('takes the data dirs LMDB takes: one whose parents are missing (made 0700), and one open to others (a warning)', async () => {
+    const nested = join(dir.path, 'nodes', 'a');
+    const loose = join(dir.path, 'loose');
+    mkdirSync(loose);
+    chmodSync(loose, 0o755);
+    const common = ['--agents', CLI_AGENTS, '--store', db.url, '--threads', '1'];
+    const runs = await Promise.all([serveCli([...common, '--data-dir', nested]), serveCli([...common, '--data-dir', loose])]);
+    try {
+      expect(statSync(nested).mode & 0o777).toBe(0o700);
+      expect(statSync(loose).mode & 0o777).toBe(0o755);
+      expect(runs[1].stderr()).toContain(`${loose} has mode 0755: group or others can reach the data dir`);
+      expect(runs[0].stderr()).not.toContain('has mode');
+      expect((await runCli(['status', '--data-dir', nested])).code).toBe(0);
+    } finally {
+      expect(await Promise.all(runs.map(stopCli))).toEqual([0, 0]);
+    }
   });
 
   it('refuses a store that is not PostgreSQL with a usage error, before anything starts', async () => {

@@ -315,6 +315,12 @@ describe.concurrent('shutdown, the direct path and usage', () => {
       [['list', '--limit', 'lots'], /^troupe: USAGE: --limit must be an integer >= 1/],
       [['run'], /^troupe: USAGE: run needs --agents DIR\n/],
       [['run', '--agents', '/no/such/dir'], /^troupe: USAGE: --agents \/no\/such\/dir: no such directory\n/],
+      // Checked before the CLI looks for a runtime or the data dir: a usage error, not NOT_RUNNING or NO_DATA_DIR.
+      [['submit', 'greet', '--label', 'team'], /^troupe: USAGE: --label takes NAME=VALUE \(got "team"\)\n/],
+      [['list', '--label', 'team'], /^troupe: USAGE: --label takes NAME=VALUE \(got "team"\)\n/],
+      [['prune', '--before', 'someday'], /^troupe: USAGE: --before must be an ISO 8601 date or epoch milliseconds \(got "someday"\)\n/],
+      [['schedules', 'add', 'nightly', '--agent', 'greet'], /^troupe: USAGE: schedules add needs --cron and --agent\n/],
+      [['schedules', 'add', 'nightly', '--cron', '0 3 * * *', '--agent', 'greet', '--overlap', 'never'], /^troupe: USAGE: --overlap must be one of skip, allow, queue_one\n/],
     ];
     const results = await Promise.all(cases.map(([args]) => troupe([...args, '--data-dir', join(root, 'data')])));
     cases.forEach(([args, message], i) => {

@@ -3,7 +3,8 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { checkSocketOwner, connectControl, preparePrivateDir, privateSocketDir, socketPathOf } from '../../src/cli/control.js';
+import { connect } from 'node:net';
+import { ControlClient, checkSocketOwner, connectControl, preparePrivateDir, privateSocketDir, socketPathOf } from '../../src/cli/control.js';
 
 const dirs: string[] = [];
 const servers: Server[] = [];
@@ -57,5 +58,30 @@ describe('the control socket', () => {
     symlinkSync(fresh, link);
     expect(() => preparePrivateDir(link, uid)).toThrow(expect.objectContaining({ message: expect.stringContaining('is not a directory (or is a symlink)') }));
     expect(() => preparePrivateDir(fresh, uid + 1)).toThrow(expect.objectContaining({ message: expect.stringContaining(`belongs to uid ${uid}`) }));
+  });
+
+  it('reads a reply longer than its cap as CONTROL_FAILED, not as a runtime that hung up', async () => {
+    const path = join(scratch(), 'c.sock');
+    // Answers every request with a reply of 2,000 characters, sent in pieces.
+    const server = createServer((socket) =>
+      socket.once('data', (request) => {
+        const { id } = JSON.parse(request.toString()) as { id: number };
+        const reply = JSON.stringify({ id, ok: true, result: 'x'.repeat(2_000) });
+        for (let at = 0; at < reply.length; at += 100) socket.write(reply.slice(at, at + 100));
+        socket.write('\n');
+      }),
+    );
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(path, resolve));
+    const open = (maxReply: number) =>
+      new Promise<ControlClient>((resolve) => {
+        const socket = connect(path, () => resolve(new ControlClient(socket, { maxReply })));
+      });
+    const roomy = await open(4_000);
+    expect(await roomy.call('get')).toBe('x'.repeat(2_000));
+    await roomy.close();
+    const tight = await open(1_000);
+    await expect(tight.call('get')).rejects.toMatchObject({ code: 'CONTROL_FAILED', exitCode: 1, message: 'a reply from the runtime is longer than 1000 characters' });
+    await tight.close();
   });
 });
