@@ -22,7 +22,7 @@ import type { EventType, TaskRecord } from './store/records.js';
 import { runtimeStats, type RuntimeStats } from './stats.js';
 import { guardedSchedules, type SchedulesApi } from './scheduler/scheduler.js';
 import type { KeepAlive } from './keep-alive.js';
-import type { ClockTimer } from './clock.js';
+import { systemClock, type ClockTimer } from './clock.js';
 import { holdOf } from './tasks/holds.js';
 import { Lifecycle, type CloseOptions } from './lifecycle.js';
 import { RuntimeShell } from './runtime-shell.js';
@@ -274,7 +274,15 @@ export class LmdbRuntime extends RuntimeShell implements Runtime {
 
   /** Freezes and aborts every running attempt; their tasks are requeued. Resolves when none runs. */
   kill(reason?: string): Promise<void> {
-    return this.guard('kill', () => this.#e.controls.kill(reason));
+    return this.guard('kill', async () => {
+      // Held until no attempt runs, even on an unref'd runtime: the caller awaits it.
+      const release = this.keepAlive.hold();
+      try {
+        await this.#e.controls.kill(reason);
+      } finally {
+        release();
+      }
+    });
   }
 
   /** Drains now: re-checks agent holds against the clock, runs a supervisor cycle, fills free slots. */
@@ -321,7 +329,18 @@ export class LmdbRuntime extends RuntimeShell implements Runtime {
    * (requeued on the next open without counting against their budget), and closes everything.
    * Every cleanup step runs even if one fails.
    */
-  protected async closeWith({ timeoutMs, force }: Required<CloseOptions>): Promise<void> {
+  protected async closeWith(options: Required<CloseOptions>): Promise<void> {
+    // The close holds the process until it is done, even on an unref'd runtime: the caller awaits
+    // it, and a process that left half-way would leave the store unclean and its attempts crashed.
+    const release = this.keepAlive.hold();
+    try {
+      await this.#closeWith(options);
+    } finally {
+      release();
+    }
+  }
+
+  async #closeWith({ timeoutMs, force }: Required<CloseOptions>): Promise<void> {
     this.lifecycle.set('draining', { timeoutMs, force });
     const failures: unknown[] = [];
     const step = async (name: string, fn: () => unknown) => {
@@ -332,17 +351,17 @@ export class LmdbRuntime extends RuntimeShell implements Runtime {
         this.#log.error({ err: error, step: name }, 'close step failed');
       }
     };
-    const clock = this.#options.clock;
+    // Wall time, not the injected clock: a test's ManualClock would never reach the deadline.
     let timer: ClockTimer | undefined;
     const deadline = new Promise<void>((resolve) => {
       if (force) return resolve();
-      timer = clock.setTimeout(resolve, timeoutMs);
+      timer = systemClock.setTimeout(resolve, timeoutMs);
       this.#hurry = resolve;
     });
     await step('store recovery', () => this.#slot.recovery.stop());
     await this.#slot.stop(step, deadline, true);
     this.#hurry = undefined;
-    await step('deadline', () => timer && clock.clearTimeout(timer));
+    await step('deadline', () => timer && systemClock.clearTimeout(timer));
     await this.endpoints.close(step);
     await step('waits', () => this.#e.tasks.rejectWaits(new TroupeError('CLOSED', 'the runtime closed before the task settled')));
     await step('events', () => this.#bus.close());

@@ -67,6 +67,14 @@ describe('a user script that awaits the runtime', () => {
     expect(await run('unref-logs')).toMatchObject({ code: 0, lines: [{ lines: 1, state: 'done' }, { exit: 0 }] });
   });
 
+  it('is kept alive by an awaited close() after unref(), with an attempt running, and closes clean', async () => {
+    expect(await run('unref-close')).toMatchObject({ code: 0, lines: [{ closed: 'closed', clean: true }, { exit: 0 }] });
+  });
+
+  it('is kept alive by an awaited kill() after unref() until no attempt runs', async () => {
+    expect(await run('unref-kill')).toMatchObject({ code: 0, lines: [{ killed: true }, { exit: 0 }] });
+  });
+
   it('is kept alive again after unref().ref()', async () => {
     expect(await run('ref-again')).toMatchObject({ code: 0, lines: [{ timer: 'fired' }, { exit: 0 }] });
   });

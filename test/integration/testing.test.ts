@@ -117,6 +117,16 @@ describe('createTestRuntime', () => {
     }
   });
 
+  it("closes with a task waiting for input, on the manual clock: close()'s deadline runs on wall time", async () => {
+    const t = await createTestRuntime({ inThread: { asker: async (_: unknown, ctx) => ({ answer: await ctx.waitForInput({ prompt: 'plan?' }) }) } });
+    const task = await t.rt.submit({ agent: 'asker', input: {} });
+    await t.nextEvent('task.waiting', { taskId: task.id });
+    // A graceful close waits for live attempts up to its timeout, then interrupts them.
+    await t.rt.close({ timeoutMs: 100 });
+    expect(t.rt.state).toBe('closed');
+    await t.close();
+  });
+
   it('rejects bad input with a TroupeError', async () => {
     const t = await createTestRuntime();
     try {
