@@ -36,10 +36,8 @@ export function collectEvents<K extends EventType>(rt: Listenable, type: K, coun
   }
   const seen: Array<RuntimeEvent<K>> = [];
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new TroupeError('WAIT_TIMEOUT', `no ${count === 1 ? '' : `${count} `}${type} event${taskId ? ` of task ${taskId}` : ''} within ${timeoutMs} ms (saw ${seen.length})`));
-    }, timeoutMs);
+    // Subscribed first: a type rt.on refuses rejects here, with no timer left behind.
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const off = rt.on(type, (event) => {
       if (taskId !== undefined && event.taskId !== taskId) return;
       let matched = true;
@@ -58,6 +56,10 @@ export function collectEvents<K extends EventType>(rt: Listenable, type: K, coun
       clearTimeout(timer);
       resolve(seen);
     });
+    timer = setTimeout(() => {
+      off();
+      reject(new TroupeError('WAIT_TIMEOUT', `no ${count === 1 ? '' : `${count} `}${type} event${taskId ? ` of task ${taskId}` : ''} within ${timeoutMs} ms (saw ${seen.length})`));
+    }, timeoutMs);
   });
 }
 

@@ -135,6 +135,9 @@ describe('createTestRuntime', () => {
       expect(await rejection(collectEvents(t.rt, 'task.done', 0))).toMatchObject({ code: 'INVALID_INPUT' });
       expect(await rejection(nextEvent(t.rt, 'task.done', { timeoutMs: 10 }))).toMatchObject({ code: 'WAIT_TIMEOUT' });
       expect(await rejection(nextEvent(t.rt, 'task.done', { timeoutMs: Number.POSITIVE_INFINITY }))).toMatchObject({ code: 'INVALID_INPUT' });
+      // A type rt.on refuses rejects at once, and leaves no timer to throw when its timeout passes.
+      expect(await rejection(nextEvent(t.rt, 'task.finished' as never, { timeoutMs: 5 }))).toMatchObject({ code: 'INVALID_OPTIONS' });
+      await new Promise((resolve) => setTimeout(resolve, 30));
       // A match that throws rejects with its error, not with a timeout.
       const thrown = nextEvent(t.rt, 'runtime.frozen', {
         match: () => {
