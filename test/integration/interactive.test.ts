@@ -30,7 +30,17 @@ describe('inputs', () => {
     await rt.close();
   });
 
-
+  it('a graceful close does not wait out its timeout for a task waiting for input: that attempt ends at once', async () => {
+    const path = dir();
+    let rt = await open({ dataDir: path });
+    const task = await rt.submit({ agent: 'int', input: { mode: 'ask' } });
+    await nextEvent(rt, 'task.waiting', { taskId: task.id });
+    // Longer than this test may run: the close must not wait for it.
+    await rt.close({ timeoutMs: 120_000 });
+    rt = await open({ dataDir: path });
+    expect(await rt.get(task.id)).toMatchObject({ state: 'waiting', runs: 1, attempts: 0 });
+    await rt.close();
+  });
 });
 
 describe('stopping attempts', () => {
