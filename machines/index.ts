@@ -30,6 +30,7 @@ export {
   RECENT_FAILURES_LIMIT,
   instanceMachine,
   instanceStatus,
+  withFailedAttemptThreshold,
   instanceAdmits,
   attemptMoves,
   durableFingerprint,

@@ -326,10 +326,21 @@ export interface InstanceSnapshotLike {
 export type InstanceStatus = 'active' | 'degraded' | 'idle';
 
 /** `idle` is active with no pending, running or stopping attempts: safe to passivate. */
-export function instanceStatus(snapshot: InstanceSnapshotLike): InstanceStatus {
+export function instanceStatus(snapshot: InstanceSnapshotLike, counts: Pick<InstanceContext, 'pending' | 'running' | 'stopping'> = snapshot.context): InstanceStatus {
   if (snapshot.value === 'degraded') return 'degraded';
-  const { pending, running, stopping } = snapshot.context;
+  const { pending, running, stopping } = counts;
   return pending + running + stopping === 0 ? 'idle' : 'active';
+}
+
+/**
+ * A stored instance snapshot with this runtime's `failedAttemptThreshold`: the option is the
+ * runtime's, not the instance's, so a restart with another value applies it to the instances seen
+ * before as to new ones (the changed snapshot is written back with the instance's next change).
+ */
+export function withFailedAttemptThreshold(snapshot: unknown, threshold: number): unknown {
+  const context = (snapshot as { context?: Partial<InstanceContext> }).context;
+  if (!context || context.failedAttemptThreshold === threshold) return snapshot;
+  return { ...(snapshot as object), context: { ...context, failedAttemptThreshold: threshold } };
 }
 
 /** Whether the governor may start one more attempt here: not degraded and under the target. */

@@ -12,6 +12,8 @@ import {
   MACHINES,
   durableFingerprint,
   instanceMachine,
+  instanceStatus,
+  withFailedAttemptThreshold,
   type InstanceContext,
   type InstanceEmitted,
   type AttemptChange,
@@ -112,7 +114,7 @@ export function createRouter(options: RouterOptions): Router {
     let actor: InstanceActor;
     let persisted = '';
     if (envelope && envelope.version === MACHINES.instance.version) {
-      actor = createActor(instanceMachine, { snapshot: withThreshold(envelope.snapshot, options.failedAttemptThreshold) as never, input: undefined as never });
+      actor = createActor(instanceMachine, { snapshot: withFailedAttemptThreshold(envelope.snapshot, options.failedAttemptThreshold) as never, input: undefined as never });
       persisted = durableFingerprint(envelope.snapshot as InstanceSnapshotLike);
     } else {
       const context = (envelope?.snapshot as { context?: Partial<InstanceContext> } | undefined)?.context;
@@ -293,7 +295,7 @@ export function createRouter(options: RouterOptions): Router {
       workspace: c.workspace,
       // An instance not live runs nothing (no actor survives a restart, and only idle ones are
       // passivated): the counts its stored snapshot holds are stale, and so would a status from them be.
-      status: statusOf(snapshot, counts),
+      status: instanceStatus(snapshot, counts),
       ...counts,
       target: c.target,
       consecutiveFailures: c.consecutiveFailures,
@@ -390,21 +392,4 @@ export function createRouter(options: RouterOptions): Router {
       if (dirty.size > 0) await flushDirty();
     },
   };
-}
-
-/** An instance's status from its live counts (the actor's plus this turn's unsent changes). */
-function statusOf(snapshot: InstanceSnapshotLike, counts: { pending: number; running: number; stopping: number }): InstanceStatus {
-  if (snapshot.value === 'degraded') return 'degraded';
-  return counts.pending + counts.running + counts.stopping === 0 ? 'idle' : 'active';
-}
-
-/**
- * A stored instance snapshot with this runtime's `failedAttemptThreshold`: the option is the
- * runtime's, not the instance's, so a restart with another value applies it to the instances seen
- * before as to new ones (the changed snapshot is written back with the instance's next change).
- */
-function withThreshold(snapshot: unknown, threshold: number): unknown {
-  const context = (snapshot as { context?: Partial<InstanceContext> }).context;
-  if (!context || context.failedAttemptThreshold === threshold) return snapshot;
-  return { ...(snapshot as object), context: { ...context, failedAttemptThreshold: threshold } };
 }
