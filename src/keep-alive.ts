@@ -65,6 +65,16 @@ export class KeepAlive {
     };
   }
 
+  /** Holds the loop while `work` runs: a call its caller awaits (close, kill) that nothing else holds. */
+  async during<T>(work: () => Promise<T>): Promise<T> {
+    const release = this.hold();
+    try {
+      return await work();
+    } finally {
+      release();
+    }
+  }
+
   /** Holds the loop once more (a caller that releases exactly once, with {@link KeepAlive.drop}). */
   add(): void {
     if (this.#holds++ === 0) this.#update();

@@ -214,7 +214,7 @@ export class LmdbRuntime extends RuntimeShell implements Runtime {
     if (!this.#e.tasks.record(id)) throw new TroupeError('NOT_FOUND', `no task ${id}`);
     const logs = () => {
       // The store closes after the iterations end; one asked for its next line after that ends here.
-      if (this.lifecycle.state === 'closed' || this.#storeClosing) throw new TroupeError('CLOSED', 'logs: the runtime is closed');
+      if (this.#storeClosing) throw new TroupeError('CLOSED', 'logs: the runtime is closed');
       return this.#slot.reads().logs;
     };
     if (!options.follow) return followLogs(logs, id, options, undefined);
@@ -274,15 +274,8 @@ export class LmdbRuntime extends RuntimeShell implements Runtime {
 
   /** Freezes and aborts every running attempt; their tasks are requeued. Resolves when none runs. */
   kill(reason?: string): Promise<void> {
-    return this.guard('kill', async () => {
-      // Held until no attempt runs, even on an unref'd runtime: the caller awaits it.
-      const release = this.keepAlive.hold();
-      try {
-        await this.#e.controls.kill(reason);
-      } finally {
-        release();
-      }
-    });
+    // Held until no attempt runs, even on an unref'd runtime: the caller awaits it.
+    return this.guard('kill', () => this.keepAlive.during(() => this.#e.controls.kill(reason)));
   }
 
   /** Drains now: re-checks agent holds against the clock, runs a supervisor cycle, fills free slots. */
@@ -329,15 +322,10 @@ export class LmdbRuntime extends RuntimeShell implements Runtime {
    * (requeued on the next open without counting against their budget), and closes everything.
    * Every cleanup step runs even if one fails.
    */
-  protected async closeWith(options: Required<CloseOptions>): Promise<void> {
+  protected closeWith(options: Required<CloseOptions>): Promise<void> {
     // The close holds the process until it is done, even on an unref'd runtime: the caller awaits
     // it, and a process that left half-way would leave the store unclean and its attempts crashed.
-    const release = this.keepAlive.hold();
-    try {
-      await this.#closeWith(options);
-    } finally {
-      release();
-    }
+    return this.keepAlive.during(() => this.#closeWith(options));
   }
 
   async #closeWith({ timeoutMs, force }: Required<CloseOptions>): Promise<void> {

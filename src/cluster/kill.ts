@@ -12,7 +12,6 @@
  * no attempt's end is missed: each end, whether its node settles it or a sweep takes a dead node's
  * attempt back, commits an event naming the attempt. No wait polls.
  */
-import { checkText } from '../ids.js';
 import type pg from 'pg';
 import type { EventType } from '../api/events.js';
 import { TroupeError } from '../errors.js';
@@ -40,7 +39,7 @@ export interface KillDeps {
 
 /** See the module comment. INVALID_INPUT, with nothing written, for a reason that is not a string. */
 export async function killEverywhere(deps: KillDeps, reason?: string): Promise<void> {
-  if (reason !== undefined) pgText(checkText(reason, 'kill: reason'), 'kill: reason');
+  if (reason !== undefined) pgText(reason, 'kill: reason');
   const release = deps.hold();
   const unneed = deps.feed.need();
   // Attempts whose end the log told of (before the running ones are known), and those still waited for.

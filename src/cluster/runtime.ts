@@ -188,7 +188,7 @@ class PostgresRuntime extends RuntimeShell implements Runtime {
   cancel<O = unknown>(id: TaskId<O>, reason = 'cancelled'): Promise<Task<O>> {
     return this.guard('cancel', async () => {
       checkId(id, 'cancel: id');
-      pgText(checkText(reason, 'cancel: reason'), 'cancel: reason');
+      pgText(reason, 'cancel: reason');
       const outcome = await cancelTask(this.#db, id, reason);
       // A running attempt stops on its node, and its end settles the task (cancelled, or done if it finished first).
       const settled = outcome === 'requested' ? this.#waits.wait(id) : undefined;

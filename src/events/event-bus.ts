@@ -301,7 +301,7 @@ export class EventBus {
           const event = buffer.shift()!;
           if (event.seq <= last) continue;
           last = event.seq;
-          if (wanted(event)) yield event;
+          yield event;
         }
         if (closed || aborted) return;
         await heldUntilWoken(() => this.#hold(), (resolve) => (wake = resolve), options.signal);

@@ -382,8 +382,7 @@ export class Dispatcher {
   async drain(deadline: Promise<void>): Promise<void> {
     this.#accepting = false;
     this.#k.governor.freeze();
-    // Only attempts already running may finish; those still queued on their threads end now, and
-    // so do those waiting for input (no input comes while the runtime closes; their tasks wait on).
+    // Only running attempts may finish; those queued on their threads, or waiting for input (none comes), end now.
     for (const attempt of [...this.#live.values()]) if (attempt.phase === 'dispatched' || attempt.parked) this.stop(attempt, 'shutdown');
     if (this.#live.size > 0) {
       await Promise.race([deadline, new Promise<void>((resolve) => this.#idle.add(resolve))]);

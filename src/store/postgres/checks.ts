@@ -5,7 +5,7 @@
  */
 import { isAbsolute } from 'node:path';
 import { TroupeError } from '../../errors.js';
-import { checkId, MAX_ID } from '../../ids.js';
+import { checkId, checkText, MAX_ID } from '../../ids.js';
 import type { RetryPolicy, TaskRetention } from '../../api/tasks.js';
 import type { TraceCarrier } from '../records.js';
 import { DEFAULT_RETRY, resolveRetry } from '../../options.js';
@@ -237,10 +237,11 @@ export function checkResult(result: unknown, exit: unknown, where: string): void
   }
 }
 
-/** `value` (a string the caller checked), or INVALID_INPUT when it holds a NUL character, which PostgreSQL does not store in text. */
-export function pgText(value: string, where: string): string {
-  if (value.includes('\u0000')) throw invalid(`${where} holds a NUL character (\\u0000), which PostgreSQL does not store in text`);
-  return value;
+/** `value` as text PostgreSQL stores as given (checkText: a string, no lone surrogate), or INVALID_INPUT when it also holds a NUL character, which PostgreSQL does not store in text. */
+export function pgText(value: unknown, where: string): string {
+  const text = checkText(value, where);
+  if (text.includes('\u0000')) throw invalid(`${where} holds a NUL character (\\u0000), which PostgreSQL does not store in text`);
+  return text;
 }
 
 /** INVALID_INPUT with `message`. */

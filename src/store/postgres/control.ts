@@ -17,7 +17,6 @@
  * still commit tasks: after `freezeCluster()` resolves, nothing starts. Shared advisory locks live
  * in the lock manager, so claims do not write to the control row to hold it.
  */
-import { checkText } from '../../ids.js';
 import type pg from 'pg';
 import { appendEvents, eventOf } from './events.js';
 import { CANCEL_CHANNEL } from './nodes.js';
@@ -60,7 +59,7 @@ export async function holdControlExclusive(client: Pick<pg.PoolClient, 'query'>)
  * writes nothing) when it was frozen already. INVALID_INPUT for a reason that is not a string.
  */
 export async function freezeCluster(pool: pg.Pool, reason = 'frozen'): Promise<boolean> {
-  return setFrozen(pool, true, pgText(checkText(reason, 'freeze: reason'), 'freeze: reason'));
+  return setFrozen(pool, true, pgText(reason, 'freeze: reason'));
 }
 
 /** Unfreezes the cluster, recording `runtime.unfrozen`. Returns false (and writes nothing) when it was not frozen. */
@@ -76,7 +75,7 @@ export async function unfreezeCluster(pool: pg.Pool): Promise<boolean> {
  * is not a string.
  */
 export async function killCluster(pool: pg.Pool, reason = 'killed'): Promise<void> {
-  pgText(checkText(reason, 'kill: reason'), 'kill: reason');
+  pgText(reason, 'kill: reason');
   await transaction(pool, 'killing the cluster', async (client) => {
     await holdControlExclusive(client);
     await client.query('UPDATE troupe_control SET frozen = true, killed = true, reason = $1, since = now() WHERE id = 1', [reason]);
