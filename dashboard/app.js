@@ -111,8 +111,8 @@ async function tasksView(view, scope, params) {
     h('table', {}, h('thead', {}, h('tr', {}, ['Task', 'Agent', 'State', 'Labels', 'Progress', 'Runs', 'Created', 'Updated'].map((t) => h('th', {}, t)))), tbody), pager);
 
   const rows = new Map();
-  // Refreshes of shown rows by id, and the ids shown on top since the page was read (oldest first):
-  // at most a page of them stays, so a page left open does not grow without end.
+  // Refreshes of shown rows by id, and the ids shown on top since the page was read (oldest id
+  // first): the newest page of them stays, so a page left open does not grow without end.
   const refreshers = new Map();
   const prepended = [];
   const row = (t) => h('tr', { 'data-task-id': t.id, 'data-state': t.state },
@@ -121,14 +121,19 @@ async function tasksView(view, scope, params) {
     h('td', {}, t.progress ? `${Math.round(t.progress.value * 100)}%` : ''), h('td', {}, t.runs),
     h('td', {}, time(t.createdAt)), h('td', {}, time(t.updatedAt)));
   const show = (t, top = false) => {
-    const el = row(t);
     const old = rows.get(t.id);
+    // On top stay the newest tasks (ids sort by creation): one older than all of a full top, that
+    // fell off it or whose answer came after newer ones', is not shown again on its next change.
+    if (!old && top && prepended.length >= PAGE_SIZE && t.id < prepended[0]) return;
+    const el = row(t);
     if (old) old.replaceWith(el);
     else if (top) tbody.prepend(el);
     else tbody.append(el);
     rows.set(t.id, el);
     if (old || !top) return;
-    prepended.push(t.id);
+    let at = prepended.length;
+    while (at > 0 && prepended[at - 1] > t.id) at--;
+    prepended.splice(at, 0, t.id);
     if (prepended.length <= PAGE_SIZE) return;
     const dropped = prepended.shift();
     rows.get(dropped)?.remove();
